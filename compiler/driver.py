@@ -1,0 +1,250 @@
+"""The compile pipeline: a short list of named stages from an ONNX model to a verified artifact.
+
+    import      ONNX -> moec IR
+    <passes>    the IR pipeline (passes/pipeline.py), verified after each stage
+    emit        IR -> target source
+    build       source -> loadable artifact
+    verify      artifact vs onnxruntime on seeded inputs at several shapes
+
+``--dump-ir DIR`` writes the module text after every IR stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import BuildError as UserBuildError
+from .errors import MoecError, RuntimeFailure, UserInputError, VerificationError
+from .ir import IRError, Module, print_module, save_module, verify_module
+from .ir import run as interpret
+from .passes.pipeline import run_pipeline
+from .targets.registry import get_backend
+
+TARGETS = ("cpu",)
+
+
+@dataclass
+class CompileOptions:
+    target: str = "cpu"
+    arch: str = "native"
+    verify: bool = True
+    dump_ir: Optional[str] = None
+    seed: int = 0
+    symbol_sizes: Sequence[int] = (5, 1, 3)
+    threads: int = 2
+    force: bool = False
+    sanitize: bool = False
+    check_interpreter: bool = True
+
+
+@dataclass
+class CompileResult:
+    outdir: str
+    module: Module
+    report: dict
+    artifact: object = None
+
+
+class _Timer:
+    def __init__(self):
+        self.stages: Dict[str, float] = {}
+
+    def time(self, name):
+        timer = self
+
+        class _T:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *a):
+                timer.stages[name] = round(timer.stages.get(name, 0.0) + time.perf_counter() - self.t0, 4)
+
+        return _T()
+
+
+def prepare_outdir(outdir: str, force: bool) -> None:
+    if os.path.exists(outdir):
+        if not os.path.isdir(outdir):
+            raise UserInputError(f"output path '{outdir}' exists and is not a directory; choose another -o")
+        if os.listdir(outdir):
+            marker = os.path.join(outdir, "manifest.json")
+            if not force:
+                raise UserInputError(f"output directory '{outdir}' already exists and is not empty; "
+                                     "pass --force to overwrite it, or choose another -o")
+            if not os.path.exists(marker):
+                raise UserInputError(f"output directory '{outdir}' is not a moec artifact (no manifest.json); "
+                                     "refusing to overwrite it even with --force")
+            for name in os.listdir(outdir):
+                p = os.path.join(outdir, name)
+                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+    os.makedirs(outdir, exist_ok=True)
+
+
+def _dump(m: Module, opts: CompileOptions, idx: int, stage: str) -> None:
+    if not opts.dump_ir:
+        return
+    os.makedirs(opts.dump_ir, exist_ok=True)
+    with open(os.path.join(opts.dump_ir, f"{idx:02d}-{stage}.mlir"), "w") as f:
+        f.write(print_module(m))
+
+
+def load_model_proto(model):
+    from .frontend.onnx_import import load_onnx
+    if isinstance(model, (str, os.PathLike)):
+        return load_onnx(os.fspath(model)), os.path.splitext(os.path.basename(os.fspath(model)))[0]
+    return model, (model.graph.name or "model")
+
+
+def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> CompileResult:
+    """Compile an ONNX model (path or ModelProto) into ``outdir`` and (optionally) verify it."""
+    from .frontend.onnx_import import import_model
+
+    opts = opts or CompileOptions()
+    if opts.target not in TARGETS:
+        raise UserInputError(f"unknown target '{opts.target}' (available: {', '.join(TARGETS)})")
+    timer = _Timer()
+    proto, name = load_model_proto(model)
+    prepare_outdir(outdir, opts.force)
+    with timer.time("import"):
+        m = import_model(proto, name)
+    try:
+        verify_module(m)
+    except IRError as e:
+        raise UserBuildError(f"internal error: the imported IR of '{name}' does not verify: {e}") from None
+    _dump(m, opts, 0, "import")
+    pass_log: List[dict] = []
+
+    def after_stage(i, stage, module, info):
+        try:
+            verify_module(module)
+        except IRError as e:
+            raise UserBuildError(f"internal error: IR after stage '{stage}' does not verify: {e}") from None
+        _dump(module, opts, i, stage)
+        pass_log.append({"stage": stage, **info})
+
+    with timer.time("passes"):
+        m = run_pipeline(m, target=opts.target, after_stage=after_stage)
+    backend = get_backend(opts.target, opts.arch)
+    with timer.time("save_ir"):
+        save_module(m, os.path.join(outdir, "model.mlir"))
+    with timer.time("emit"):
+        backend.emit(m, outdir)
+    with timer.time("build"):
+        backend.build(outdir, sanitize=opts.sanitize)
+    f = m.main
+    manifest = {
+        "moec_version": __version__, "model": name, "target": opts.target, "arch": backend.desc.arch,
+        "inputs": [{"name": n, "type": str(a.type)} for n, a in zip(f.arg_names, f.args)],
+        "outputs": [{"name": n, "type": str(v.type)} for n, v in zip(f.output_names, f.outputs)],
+        "files": backend.files(),
+    }
+    with open(os.path.join(outdir, "manifest.json"), "w") as fh:
+        json.dump(manifest, fh, indent=1)
+    report = {
+        "moec_version": __version__, "model": name, "target": opts.target, "target_desc": backend.desc.to_json(),
+        "verified": False, "verification": "skipped (--no-verify)" if not opts.verify else None,
+        "max_abs_err": None, "max_rel_err": None, "tolerance": None, "shapes_tried": [],
+        "stage_timings_s": timer.stages, "passes": pass_log, "moe_layers": moe_layers_of(m),
+        "op_histogram": op_histogram(m),
+    }
+    artifact = None
+    if opts.verify:
+        with timer.time("verify"):
+            artifact = backend.load(outdir, threads=opts.threads)
+            vr = verify_artifact(proto, m, artifact, opts)
+        report.update(vr)
+    report["stage_timings_s"] = timer.stages
+    with open(os.path.join(outdir, "report.json"), "w") as fh:
+        json.dump(report, fh, indent=1, default=_json_default)
+    result = CompileResult(outdir, m, report, artifact)
+    if opts.verify and not report["verified"]:
+        raise VerificationError(f"verification FAILED for '{name}' on target {opts.target}: "
+                                f"{report.get('failure', 'mismatch')} (report: {os.path.join(outdir, 'report.json')})")
+    return result
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def op_histogram(m: Module) -> Dict[str, int]:
+    h: Dict[str, int] = {}
+    for o in m.ops():
+        h[o.name] = h.get(o.name, 0) + 1
+    return dict(sorted(h.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def moe_layers_of(m: Module) -> List[dict]:
+    """MoE layers found by the recognition passes (each records itself as a `moe.*` op)."""
+    layers = []
+    for o in m.ops():
+        info = getattr(o, "layer_info", None)
+        if callable(info):
+            layers.append(info())
+    return layers
+
+
+def verify_artifact(proto, m: Module, artifact, opts: CompileOptions) -> dict:
+    """Run the artifact and onnxruntime (and the IR interpreter) on seeded inputs at several shapes."""
+    from .verify import compare, make_inputs, run_onnxruntime, shape_trials
+    f = m.main
+    model_bytes = proto.SerializeToString()
+    trials = shape_trials(f, opts.symbol_sizes)
+    out = {"verified": True, "shapes_tried": [], "max_abs_err": 0.0, "max_rel_err": 0.0,
+           "oracle": "onnxruntime", "trials": []}
+    tol_seen = {}
+    for ti, binding in enumerate(trials):
+        xs = make_inputs(f, binding, seed=opts.seed + ti)
+        shapes = {n: list(x.shape) for n, x in zip(f.arg_names, xs)}
+        out["shapes_tried"].append(shapes)
+        oracle = "onnxruntime"
+        try:
+            want = run_onnxruntime(model_bytes, f.arg_names, xs, threads=opts.threads)
+        except Exception as e:  # onnxruntime cannot run it: fall back to the IR interpreter
+            oracle = f"interpreter (onnxruntime failed: {str(e).splitlines()[0][:200]})"
+            want = None
+        try:
+            got = artifact(xs)
+        except RuntimeFailure as e:
+            out.update(verified=False, failure=f"compiled code failed at shapes {shapes}: {e}")
+            return out
+        trial = {"shapes": shapes, "oracle": oracle}
+        if opts.check_interpreter or want is None:
+            try:
+                ref = list(interpret(m, xs).values())
+            except IRError as e:
+                ref = None
+                trial["interpreter_error"] = str(e)
+                if want is None:
+                    out.update(verified=False, failure=f"no oracle could run the model: {e}")
+                    return out
+            if ref is not None:
+                if want is None:
+                    want = ref
+                else:
+                    c2 = compare(f.output_names, ref, want)
+                    trial["interpreter_vs_onnxruntime"] = {"ok": c2.ok, "max_abs_err": c2.max_abs_err}
+        c = compare(f.output_names, got, want)
+        trial.update(ok=c.ok, max_abs_err=c.max_abs_err, max_rel_err=c.max_rel_err, outputs=c.per_output)
+        out["trials"].append(trial)
+        out["oracle"] = oracle if ti == 0 else out["oracle"]
+        out["max_abs_err"] = max(out["max_abs_err"], c.max_abs_err)
+        out["max_rel_err"] = max(out["max_rel_err"], c.max_rel_err)
+        for p in c.per_output:
+            tol_seen[p["dtype"]] = p["tolerance"]
+        if not c.ok:
+            out.update(verified=False, failure=f"{c.message} at input shapes {shapes}", worst_output=c.worst_output)
+            break
+    out["tolerance"] = tol_seen
+    return out

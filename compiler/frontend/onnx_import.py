@@ -1,0 +1,346 @@
+"""ONNX front end: an onnx.ModelProto -> a moec Module.
+
+Converters are registered per ONNX op type with :func:`converter`; each takes
+the :class:`ImportContext`, the node, its input Values (None for omitted
+optional inputs) and its attributes as Python values, and returns the output
+Values.  Converter modules live beside this one (``onnx_ops_*.py``) and are all
+imported by :func:`import_model`.
+
+Shape tensors: exporters compute shapes at run time (Shape -> Gather ->
+Concat -> Reshape).  The context keeps, for 1-D integer values derived from
+shapes, their *symbolic content* (a list of int | symbol | None) so Reshape,
+Expand and friends can give exact symbolic result types even though the
+values are computed at run time.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import UnsupportedError, UserInputError
+from ..ir import DType, Function, Module, TensorType, Value
+from ..ir.core import IRError, Operation, ResourceRef
+from ..ir.opdef import OPS
+
+# Inline constants up to this many elements; larger ones go to the weight store.
+INLINE_LIMIT = 64
+MIN_OPSET, MAX_OPSET = 7, 23
+
+ConverterFn = Callable[["ImportContext", object, List[Optional[Value]], Dict], List[Value]]
+_CONVERTERS: Dict[Tuple[str, str], List[Tuple[int, ConverterFn]]] = {}
+
+
+def converter(op_type: str, since: int = 1, domain: str = ""):
+    """Register ``fn`` for ONNX ``op_type`` from opset ``since`` on."""
+
+    def wrap(fn):
+        lst = _CONVERTERS.setdefault((domain, op_type), [])
+        lst.append((since, fn))
+        lst.sort(key=lambda x: x[0])
+        return fn
+
+    return wrap
+
+
+def supported_ops(domain: str = "") -> List[str]:
+    _load_converters()
+    return sorted(op for (d, op) in _CONVERTERS if d == domain)
+
+
+_loaded = False
+
+
+def _load_converters():
+    global _loaded
+    if _loaded:
+        return
+    pkg = importlib.import_module(__package__)
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if m.name.startswith("onnx_ops"):
+            importlib.import_module(f"{__package__}.{m.name}")
+    _loaded = True
+
+
+_ONNX_TO_DTYPE = {
+    1: DType.F32, 2: DType.U8, 3: DType.I8, 5: DType.I16, 6: DType.I32, 7: DType.I64, 9: DType.BOOL,
+    10: DType.F16, 11: DType.F64, 16: DType.BF16, 22: DType.I4, 21: DType.U4,
+}
+
+
+def onnx_dtype(code: int, where: str = "") -> DType:
+    try:
+        return _ONNX_TO_DTYPE[code]
+    except KeyError:
+        import onnx
+        name = onnx.TensorProto.DataType.Name(code) if code in onnx.TensorProto.DataType.values() else code
+        raise UnsupportedError(f"{where}element type {name} is not supported "
+                               f"(supported: float, double, float16, bfloat16, int64, int32, int16, int8, uint8, bool)")
+
+
+def dtype_to_onnx(dt: DType) -> int:
+    for k, v in _ONNX_TO_DTYPE.items():
+        if v == dt:
+            return k
+    raise KeyError(dt)
+
+
+class ImportContext:
+    def __init__(self, model_name: str, opset: int, module: Module, func: Function):
+        self.model_name = model_name
+        self.opset = opset
+        self.module = module
+        self.func = func
+        self.values: Dict[str, Value] = {}
+        self.symbolic: Dict[int, List] = {}  # id(Value) -> symbolic content of a 1-D shape tensor
+        self.node = None  # the node being converted
+        self._sym_counter = 0
+
+    # -- errors ----------------------------------------------------------------
+    def where(self) -> str:
+        n = self.node
+        if n is None:
+            return f"model '{self.model_name}'"
+        nm = n.name or "(unnamed)"
+        return f"model '{self.model_name}', node '{nm}' ({n.op_type}, opset {self.opset})"
+
+    def unsupported(self, why: str) -> UnsupportedError:
+        return UnsupportedError(f"{self.where()}: {why}")
+
+    def error(self, why: str) -> UserInputError:
+        return UserInputError(f"{self.where()}: {why}")
+
+    # -- building --------------------------------------------------------------
+    @property
+    def loc(self) -> Optional[str]:
+        return (self.node.name or self.node.op_type) if self.node is not None else None
+
+    def emit(self, op_name: str, operands: Sequence[Value], attrs: Optional[Dict] = None,
+             result_types: Optional[Sequence[TensorType]] = None) -> List[Value]:
+        """Append an op to the function and return its results."""
+        cls = OPS[op_name]
+        try:
+            o = cls.create(list(operands), attrs or {}, self.loc, result_types)
+            if result_types is not None:
+                o.verify()
+        except IRError as e:
+            raise self.error(str(e)) from None
+        self.func.add(o)
+        return o.results
+
+    def emit1(self, op_name: str, operands: Sequence[Value], attrs: Optional[Dict] = None,
+              result_type: Optional[TensorType] = None) -> Value:
+        return self.emit(op_name, operands, attrs, None if result_type is None else [result_type])[0]
+
+    def const(self, array, hint: str = "const") -> Value:
+        """A constant Value: small arrays inline, large ones in the weight store."""
+        a = np.asarray(array)
+        if a.dtype == np.dtype(object):
+            raise self.error("string tensors are not supported")
+        dt = DType.from_np(a.dtype)
+        if a.size <= INLINE_LIMIT:
+            return self.emit1("moec.constant", [], {"value": np.ascontiguousarray(a)})
+        key = self.module.weights.add(a, hint)
+        return self.emit1("moec.constant", [], {"value": ResourceRef(key)}, TensorType(dt, a.shape))
+
+    def const_value(self, v: Optional[Value]) -> Optional[np.ndarray]:
+        """The array of ``v`` if it is a constant, else None."""
+        if v is None or v.owner is None or v.owner.name != "moec.constant":
+            return None
+        val = v.owner.attrs["value"]
+        if isinstance(val, ResourceRef):
+            return np.asarray(self.module.weights[val.key])
+        return val
+
+    def require_const(self, v: Optional[Value], what: str) -> np.ndarray:
+        a = self.const_value(v)
+        if a is None:
+            raise self.unsupported(f"{what} must be a constant (initializer or Constant node)")
+        return a
+
+    def symbolic_content(self, v: Optional[Value]) -> Optional[List]:
+        """Symbolic content of a 1-D int shape tensor (constants included), or None."""
+        if v is None:
+            return None
+        c = self.const_value(v)
+        if c is not None:
+            if c.ndim <= 1 and c.dtype.kind in "iu":
+                return [int(x) for x in c.reshape(-1)]
+            return None
+        return self.symbolic.get(id(v))
+
+    def set_symbolic(self, v: Value, content: Optional[List]) -> None:
+        if content is not None:
+            self.symbolic[id(v)] = list(content)
+
+    def fresh_symbol(self, hint: str = "d") -> str:
+        self._sym_counter += 1
+        return f"{hint}{self._sym_counter}"
+
+
+def _attr_value(a, ctx: ImportContext):
+    import onnx
+    from onnx import numpy_helper
+    t = a.type
+    A = onnx.AttributeProto
+    if t == A.FLOAT:
+        return float(a.f)
+    if t == A.INT:
+        return int(a.i)
+    if t == A.STRING:
+        return a.s.decode("utf-8")
+    if t == A.FLOATS:
+        return [float(x) for x in a.floats]
+    if t == A.INTS:
+        return [int(x) for x in a.ints]
+    if t == A.STRINGS:
+        return [s.decode("utf-8") for s in a.strings]
+    if t == A.TENSOR:
+        return numpy_helper.to_array(a.t)
+    raise ctx.unsupported(f"attribute '{a.name}' of kind {A.AttributeType.Name(t)} is not supported")
+
+
+def _value_type(vi, where: str, sym_hint: str) -> TensorType:
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type"):
+        raise UnsupportedError(f"{where}: only tensor inputs/outputs are supported")
+    dt = onnx_dtype(tt.elem_type, f"{where}: ")
+    if not tt.HasField("shape"):
+        raise UnsupportedError(f"{where}: the input has no shape (rank unknown); give it a shape in the model")
+    dims = []
+    for i, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(_sanitize_symbol(d.dim_param))
+        else:
+            dims.append(f"{sym_hint}_d{i}")
+    return TensorType(dt, tuple(dims))
+
+
+def _sanitize_symbol(s: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", s)
+    if not re.match(r"[A-Za-z_]", s):
+        s = "s_" + s
+    return s
+
+
+def load_onnx(path: str):
+    """Load an ONNX file (with external data) or raise a clear UserInputError."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    if not os.path.exists(path):
+        raise UserInputError(f"model file '{path}' does not exist")
+    if os.path.isdir(path):
+        raise UserInputError(f"'{path}' is a directory, not an ONNX model file")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise UserInputError(f"'{path}' is not a valid ONNX model (cannot decode protobuf: {e}); "
+                             "check that the file is complete and really an .onnx file") from None
+    except Exception as e:  # protobuf raises various errors on garbage
+        raise UserInputError(f"'{path}' is not a valid ONNX model ({type(e).__name__}: {e})") from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise UserInputError(f"'{path}' is not a valid ONNX model (it has no graph); "
+                             "check that the file is complete and really an .onnx file")
+    try:
+        from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+        if any(uses_external_data(t) for t in model.graph.initializer):
+            load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"'{path}': cannot load its external weight data: {e}") from None
+    return model
+
+
+def import_model(model, name: Optional[str] = None) -> Module:
+    """Convert an onnx.ModelProto into a moec Module (one function, ``@main``)."""
+    import onnx
+    from onnx import numpy_helper
+    _load_converters()
+    name = name or (model.graph.name or "model")
+    opset = None
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            opset = imp.version
+    if opset is None:
+        raise UserInputError(f"model '{name}' has no default-domain opset import")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UnsupportedError(f"model '{name}' uses opset {opset}; moec supports opsets "
+                               f"{MIN_OPSET} to {MAX_OPSET} (convert it with onnx.version_converter)")
+    g = model.graph
+    init_names = {t.name for t in g.initializer}
+    args, arg_names = [], []
+    for vi in g.input:
+        if vi.name in init_names:
+            continue  # an initializer listed as input (IR version < 4): a constant
+        t = _value_type(vi, f"model '{name}', input '{vi.name}'", _sanitize_symbol(vi.name))
+        args.append(Value(t, _sanitize_symbol(vi.name)))
+        arg_names.append(vi.name)
+    m = Module()
+    m.attrs["moec.source"] = name
+    m.attrs["moec.opset"] = opset
+    f = Function("main", args, arg_names)
+    m.functions.append(f)
+    ctx = ImportContext(name, opset, m, f)
+    for a, n in zip(args, arg_names):
+        ctx.values[n] = a
+    for t in g.initializer:
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception as e:
+            raise UserInputError(f"model '{name}': cannot read initializer '{t.name}': {e}") from None
+        if arr.dtype == np.dtype(object):
+            raise UnsupportedError(f"model '{name}': initializer '{t.name}' is a string tensor (unsupported)")
+        ctx.values[t.name] = ctx.const(arr, hint=t.name)
+        ctx.values[t.name].name = _sanitize_symbol(t.name)
+    for node in g.node:
+        _convert_node(ctx, node)
+    for vi in g.output:
+        if vi.name not in ctx.values:
+            raise UserInputError(f"model '{name}': graph output '{vi.name}' is not produced by any node")
+        f.outputs.append(ctx.values[vi.name])
+        f.output_names.append(vi.name)
+    return m
+
+
+def _convert_node(ctx: ImportContext, node) -> None:
+    ctx.node = node
+    domain = node.domain if node.domain not in ("ai.onnx",) else ""
+    key = (domain, node.op_type)
+    if key not in _CONVERTERS:
+        dom = f" (domain '{domain}')" if domain else ""
+        raise ctx.unsupported(
+            f"op '{node.op_type}'{dom} is not supported. Supported ONNX ops: {', '.join(supported_ops())}"
+            + (f"; com.microsoft: {', '.join(supported_ops('com.microsoft'))}" if supported_ops('com.microsoft') else ""))
+    fn = None
+    for since, f in _CONVERTERS[key]:
+        if since <= ctx.opset or domain:
+            fn = f
+    if fn is None:
+        raise ctx.unsupported(f"op '{node.op_type}' at opset {ctx.opset} is not supported "
+                              f"(supported from opset {_CONVERTERS[key][0][0]})")
+    inputs: List[Optional[Value]] = []
+    for i, n in enumerate(node.input):
+        if n == "":
+            inputs.append(None)
+            continue
+        if n not in ctx.values:
+            raise ctx.error(f"input #{i} '{n}' is not defined before this node (graph not topologically sorted?)")
+        inputs.append(ctx.values[n])
+    attrs = {a.name: _attr_value(a, ctx) for a in node.attribute}
+    outs = fn(ctx, node, inputs, attrs)
+    outs = list(outs)
+    for i, n in enumerate(node.output):
+        if n == "":
+            continue
+        if i >= len(outs) or outs[i] is None:
+            raise ctx.unsupported(f"output #{i} '{n}' is not produced by moec's conversion of {node.op_type}")
+        v = outs[i]
+        if v.name is None or v.owner is not None and v.owner.loc == ctx.loc:
+            v.name = _sanitize_symbol(n)
+        ctx.values[n] = v
+    ctx.node = None

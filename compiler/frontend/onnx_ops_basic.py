@@ -1,0 +1,19 @@
+"""ONNX converters: Add, Relu, MatMul, Constant, Identity."""
+from __future__ import annotations
+
+from .onnx_import import converter
+
+
+@converter("Add", since=7)
+def _add(ctx, node, ins, attrs):
+    return [ctx.emit1("moec.add", [ins[0], ins[1]])]
+
+
+@converter("Relu", since=6)
+def _relu(ctx, node, ins, attrs):
+    return [ctx.emit1("moec.relu", [ins[0]])]
+
+
+@converter("MatMul", since=1)
+def _matmul(ctx, node, ins, attrs):
+    return [ctx.emit1("moec.matmul", [ins[0], ins[1]])]

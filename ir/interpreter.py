@@ -1,0 +1,77 @@
+"""Reference interpreter: runs a module on numpy arrays with each op's reference semantics.
+
+It checks as it goes that every result has the element type and rank its op
+declares and that symbolic dimensions bind consistently, so it is also a
+dynamic verifier of the passes.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from .core import Function, IRError, Module, ResourceRef
+from .types import DType
+
+
+class InterpreterError(IRError):
+    pass
+
+
+def _check(o, i, arr, t, bindings):
+    if not isinstance(arr, np.ndarray):
+        raise InterpreterError(f"op {o.describe()}: reference result #{i} is not an array")
+    if DType.from_np(arr.dtype) != t.dtype:
+        raise InterpreterError(f"op {o.describe()}: result #{i} has element type "
+                               f"{DType.from_np(arr.dtype).mlir}, declared {t.dtype.mlir}")
+    if not t.matches(arr.shape, bindings):
+        raise InterpreterError(f"op {o.describe()}: result #{i} has shape {arr.shape}, declared {t} "
+                               f"(symbols bound so far: {bindings})")
+
+
+def run_function(m: Module, f: Function, inputs: Sequence[np.ndarray], check: bool = True) -> List[np.ndarray]:
+    if len(inputs) != len(f.args):
+        raise InterpreterError(f"@{f.name} takes {len(f.args)} inputs, got {len(inputs)}")
+    env: Dict[int, np.ndarray] = {}
+    bindings: Dict[str, int] = {}
+    for a, x, n in zip(f.args, inputs, f.arg_names):
+        x = np.asarray(x)
+        if check:
+            if DType.from_np(x.dtype) != a.type.dtype or not a.type.matches(x.shape, bindings):
+                raise InterpreterError(f"input '{n}' has {x.dtype}{list(x.shape)}, expected {a.type}")
+        env[id(a)] = x
+    for o in f.ops:
+        if o.name == "moec.constant" and isinstance(o.attrs["value"], ResourceRef):
+            outs = [np.asarray(m.weights[o.attrs["value"].key])]
+        else:
+            args = [env[id(v)] for v in o.operands]
+            try:
+                outs = o.reference(*args)
+            except IRError:
+                raise
+            except Exception as e:  # an op's semantics rejected its inputs
+                raise InterpreterError(f"op {o.describe()} failed: {type(e).__name__}: {e}") from e
+        if len(outs) != len(o.results):
+            raise InterpreterError(f"op {o.describe()}: reference gave {len(outs)} results, "
+                                   f"declared {len(o.results)}")
+        for i, (r, arr) in enumerate(zip(o.results, outs)):
+            if check:
+                _check(o, i, arr, r.type, bindings)
+            env[id(r)] = arr
+    return [env[id(v)] for v in f.outputs]
+
+
+def run(m: Module, inputs: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]],
+        func: Optional[str] = None, check: bool = True) -> Dict[str, np.ndarray]:
+    """Run ``m`` (its main function) and return outputs by name."""
+    f = m.main if func is None else next(x for x in m.functions if x.name == func)
+    if isinstance(inputs, Mapping):
+        missing = [n for n in f.arg_names if n not in inputs]
+        if missing:
+            raise InterpreterError(f"missing inputs: {', '.join(missing)}")
+        seq = [inputs[n] for n in f.arg_names]
+    else:
+        seq = list(inputs)
+    outs = run_function(m, f, seq, check)
+    names = f.output_names or [f"out{i}" for i in range(len(outs))]
+    return dict(zip(names, outs))

@@ -1,0 +1,71 @@
+"""Shared base classes for op declarations (no ops are declared here)."""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from ..core import IRError, Operation
+from ..opdef import operand_error
+from ..types import DType, TensorType, broadcast_shapes
+
+
+class UnaryOp(Operation):
+    """Elementwise f(x); result has x's type.  Subclasses set ``fn``."""
+
+    fn = None
+    float_only = False
+
+    def infer_types(self) -> List[TensorType]:
+        t = self.operands[0].type
+        if self.float_only and not t.dtype.is_float:
+            raise operand_error(self, f"needs a floating-point operand, got {t.dtype.mlir}")
+        return [t]
+
+    def reference(self, x):
+        with np.errstate(all="ignore"):
+            return [np.asarray(type(self).fn(x)).astype(x.dtype, copy=False)]
+
+
+class BinaryOp(Operation):
+    """Elementwise f(a, b) with numpy broadcasting; same dtypes required."""
+
+    fn = None
+    result_dtype = None  # None: same as operands (e.g. BOOL for comparisons)
+
+    def infer_types(self) -> List[TensorType]:
+        a, b = (v.type for v in self.operands)
+        if a.dtype != b.dtype:
+            raise operand_error(self, f"operand types differ: {a.dtype.mlir} vs {b.dtype.mlir}")
+        try:
+            shape = broadcast_shapes(a.shape, b.shape)
+        except ValueError as e:
+            raise operand_error(self, f"shapes {a.shape} and {b.shape} do not broadcast: {e}") from None
+        return [TensorType(self.result_dtype or a.dtype, shape)]
+
+    def reference(self, a, b):
+        with np.errstate(all="ignore"):
+            r = type(self).fn(a, b)
+        return [np.asarray(r).astype((self.result_dtype or DType.from_np(a.dtype)).np, copy=False)]
+
+
+def same_dtype(o: Operation, *idx: int) -> DType:
+    dts = {o.operands[i].type.dtype for i in idx}
+    if len(dts) != 1:
+        raise operand_error(o, "operands must have the same element type, got "
+                               + ", ".join(sorted(d.mlir for d in dts)))
+    return dts.pop()
+
+
+def require_rank(o: Operation, i: int, ranks) -> None:
+    r = o.operands[i].type.rank
+    if r not in ranks:
+        raise operand_error(o, f"operand #{i} must have rank {' or '.join(map(str, ranks))}, got {r}")
+
+
+def require_int(o: Operation, i: int) -> None:
+    if o.operands[i].type.dtype not in (DType.I64, DType.I32):
+        raise operand_error(o, f"operand #{i} must be i64 or i32, got {o.operands[i].type.dtype.mlir}")
+
+
+__all__ = ["UnaryOp", "BinaryOp", "same_dtype", "require_rank", "require_int", "IRError"]

@@ -1,0 +1,112 @@
+"""Weights held by reference.
+
+A :class:`WeightStore` maps resource keys to numpy arrays.  On disk it is two
+files beside the module text: ``<stem>.weights.bin`` (raw little-endian data,
+each tensor 64-byte aligned) and ``<stem>.weights.json`` (key -> dtype, shape,
+offset, nbytes).  Loading memory-maps the binary, so a large model is not
+read into memory until used.  The generated C reads the same file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import Dict, Iterator, Optional
+
+import numpy as np
+
+from .types import DType
+
+ALIGN = 64
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.$-]*")
+
+
+class WeightStore:
+    def __init__(self):
+        self._arrays: Dict[str, np.ndarray] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._arrays
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self._arrays[key]
+        except KeyError:
+            raise KeyError(f"weight '{key}' is not in the module's weight store") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def items(self):
+        return self._arrays.items()
+
+    def add(self, array: np.ndarray, hint: str = "w") -> str:
+        """Store an array under a fresh key derived from ``hint``; return the key."""
+        base = re.sub(r"[^A-Za-z0-9_.]", "_", hint) or "w"
+        if not re.match(r"[A-Za-z_]", base):
+            base = "w_" + base
+        key, n = base, 1
+        while key in self._arrays:
+            key = f"{base}_{n}"
+            n += 1
+        self._arrays[key] = np.ascontiguousarray(array)
+        return key
+
+    def set(self, key: str, array: np.ndarray) -> None:
+        if not _KEY_RE.fullmatch(key):
+            raise ValueError(f"bad weight key '{key}'")
+        self._arrays[key] = np.ascontiguousarray(array)
+
+    def remove_unused(self, used) -> None:
+        for k in list(self._arrays):
+            if k not in used:
+                del self._arrays[k]
+
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self._arrays.values()))
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for k in sorted(self._arrays):
+            a = self._arrays[k]
+            h.update(k.encode())
+            h.update(str(a.dtype).encode())
+            h.update(str(a.shape).encode())
+            h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        return h.hexdigest()
+
+    # -- files -------------------------------------------------------------
+    def save(self, bin_path: str, index_path: str) -> Dict[str, dict]:
+        index: Dict[str, dict] = {}
+        off = 0
+        with open(bin_path, "wb") as f:
+            for k in sorted(self._arrays):
+                a = np.ascontiguousarray(self._arrays[k])
+                pad = (-off) % ALIGN
+                f.write(b"\0" * pad)
+                off += pad
+                data = a.tobytes()
+                f.write(data)
+                index[k] = {"dtype": DType.from_np(a.dtype).mlir, "shape": list(a.shape),
+                            "offset": off, "nbytes": len(data)}
+                off += len(data)
+        with open(index_path, "w") as f:
+            json.dump(index, f, indent=1, sort_keys=True)
+        return index
+
+    @staticmethod
+    def load(bin_path: str, index_path: str) -> "WeightStore":
+        with open(index_path) as f:
+            index = json.load(f)
+        ws = WeightStore()
+        size = os.path.getsize(bin_path)
+        mm = np.memmap(bin_path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        for k, e in index.items():
+            dt = DType.parse(e["dtype"]).np
+            raw = mm[e["offset"]: e["offset"] + e["nbytes"]]
+            ws._arrays[k] = raw.view(dt).reshape(e["shape"])
+        return ws

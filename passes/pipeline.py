@@ -1,0 +1,32 @@
+"""The IR pipeline: a short, readable list of named stages.
+
+Each stage is a list of passes run to a fixed point; the driver verifies the
+module and can dump its text after every stage (``--dump-ir``).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, List, Optional, Tuple
+
+from ..ir import Module
+from .base import Pass, run_to_fixed_point
+from .dce import DeadCodeElimination
+from .fold_constants import FoldConstants
+
+
+def stages(target: str = "cpu") -> List[Tuple[str, List[Pass]]]:
+    return [
+        ("canonicalize", [FoldConstants(), DeadCodeElimination()]),
+    ]
+
+
+def run_pipeline(m: Module, target: str = "cpu",
+                 after_stage: Optional[Callable[[int, str, Module, dict], None]] = None) -> Module:
+    for i, (name, passes) in enumerate(stages(target), start=1):
+        t0 = time.perf_counter()
+        iters = run_to_fixed_point(m, passes)
+        info = {"passes": [p.name for p in passes], "iterations": iters,
+                "seconds": round(time.perf_counter() - t0, 4)}
+        if after_stage:
+            after_stage(i, name, m, info)
+    return m

@@ -1,0 +1,214 @@
+"""The CPU target: build generated C with the system compiler, load it with ctypes.
+
+The runtime (``codegen/c/runtime/*.c``) is compiled once per (sources, flags,
+compiler) into a static archive cached under the moec cache dir; a model is
+its generated unit linked with that archive into a shared object.  Symbols
+are hidden except the model API, so several models can live in one process.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..codegen.c.dtypes import C_DTYPE, CODE_TO_DTYPE
+from ..ir import DType
+from .description import TargetDesc
+
+RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "codegen", "c", "runtime")
+BASE_CFLAGS = ("-O2", "-std=gnu11", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing",
+               "-fno-math-errno", "-pthread", "-Wall", "-Wno-unused-function", "-Wno-unused-variable",
+               "-Wno-unused-label", "-Wno-unused-but-set-variable", "-Wno-maybe-uninitialized")
+SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined",
+                  "-g")
+
+
+class BuildError(Exception):
+    pass
+
+
+def cache_dir() -> str:
+    d = os.environ.get("MOEC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "moec")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def cc() -> str:
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc") or "cc"
+
+
+def _cc_version() -> str:
+    try:
+        return subprocess.run([cc(), "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+    except Exception:
+        return "unknown"
+
+
+def runtime_sources() -> List[str]:
+    return sorted(glob.glob(os.path.join(RUNTIME_DIR, "*.c")))
+
+
+def runtime_headers() -> List[str]:
+    return sorted(glob.glob(os.path.join(RUNTIME_DIR, "*.h")))
+
+
+def cflags_for(target: TargetDesc, sanitize: bool = False) -> List[str]:
+    flags = list(BASE_CFLAGS) + list(target.cflags)
+    if sanitize:
+        flags = [f for f in flags if f != "-O2"] + ["-O1"] + list(SANITIZE_FLAGS)
+    return flags
+
+
+def _run(cmd: Sequence[str], what: str) -> None:
+    p = subprocess.run(list(cmd), capture_output=True, text=True)
+    if p.returncode != 0:
+        raise BuildError(f"{what} failed ({' '.join(cmd[:3])} ...):\n{p.stderr[-4000:]}")
+
+
+_lock = threading.Lock()
+
+
+def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
+    """Compile the runtime into a cached static archive; return its path."""
+    flags = cflags_for(target, sanitize)
+    h = hashlib.sha256()
+    for p in runtime_sources() + runtime_headers():
+        h.update(os.path.basename(p).encode())
+        with open(p, "rb") as f:
+            h.update(f.read())
+    h.update(" ".join(flags).encode())
+    h.update(_cc_version().encode())
+    key = h.hexdigest()[:20]
+    out = os.path.join(cache_dir(), f"rt-{key}.a")
+    if os.path.exists(out):
+        return out
+    with _lock:
+        if os.path.exists(out):
+            return out
+        tmp = tempfile.mkdtemp(prefix="moec-rt-", dir=cache_dir())
+        try:
+            objs = []
+            procs = []
+            for src in runtime_sources():
+                obj = os.path.join(tmp, os.path.basename(src)[:-2] + ".o")
+                objs.append(obj)
+                procs.append((subprocess.Popen([cc(), *flags, "-I", RUNTIME_DIR, "-c", src, "-o", obj],
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), src))
+                if len(procs) >= max(2, os.cpu_count() or 2):
+                    _wait(procs)
+                    procs = []
+            _wait(procs)
+            ar = os.path.join(tmp, "rt.a")
+            _run(["ar", "rcs", ar, *objs], "archiving the runtime")
+            os.replace(ar, out)  # atomic: concurrent builders agree
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _wait(procs):
+    errs = []
+    for p, src in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            errs.append(f"{os.path.basename(src)}:\n{err[-3000:]}")
+    if errs:
+        raise BuildError("compiling the moec C runtime failed:\n" + "\n".join(errs))
+
+
+def build_shared(c_path: str, so_path: str, target: TargetDesc, sanitize: bool = False) -> None:
+    rt = build_runtime(target, sanitize)
+    flags = cflags_for(target, sanitize)
+    _run([cc(), *flags, "-I", RUNTIME_DIR, "-shared", "-Wl,-Bsymbolic", c_path, rt, "-o", so_path, "-lm"],
+         f"compiling {os.path.basename(c_path)}")
+
+
+def build_executable(c_path: str, exe_path: str, target: TargetDesc, sanitize: bool = False) -> None:
+    """A standalone harness (runtime/harness/main.c) linked with the model: used for ASan runs."""
+    rt = build_runtime(target, sanitize)
+    flags = cflags_for(target, sanitize)
+    harness = os.path.join(RUNTIME_DIR, "harness", "moec_main.c")
+    _run([cc(), *flags, "-I", RUNTIME_DIR, harness, c_path, rt, "-o", exe_path, "-lm"],
+         f"linking harness for {os.path.basename(c_path)}")
+
+
+# -- loading and running ------------------------------------------------------
+
+class CTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("shape", ctypes.c_int64 * 8), ("numel", ctypes.c_int64),
+                ("rank", ctypes.c_int32), ("dtype", ctypes.c_int32), ("owned", ctypes.c_int32),
+                ("pad_", ctypes.c_int32)]
+
+
+class RunError(Exception):
+    pass
+
+
+class CompiledLibrary:
+    """A loaded model library.  Call with a list of numpy arrays; returns a list."""
+
+    def __init__(self, so_path: str, weights_path: str, n_in: int, n_out: int, nthreads: int = 1):
+        self.path = so_path
+        self.lib = ctypes.CDLL(os.path.abspath(so_path))
+        self.n_in, self.n_out = n_in, n_out
+        self.nthreads = nthreads
+        self.lib.moec_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+        self.lib.moec_run.argtypes = [ctypes.POINTER(CTensor), ctypes.c_int, ctypes.POINTER(CTensor), ctypes.c_int,
+                                      ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self.lib.moec_free_outputs.argtypes = [ctypes.POINTER(CTensor), ctypes.c_int]
+        err = ctypes.create_string_buffer(2048)
+        if self.lib.moec_init((weights_path or "").encode(), err, 2048) != 0:
+            raise RunError(f"loading {so_path}: {err.value.decode(errors='replace')}")
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        if len(inputs) != self.n_in:
+            raise RunError(f"expected {self.n_in} inputs, got {len(inputs)}")
+        keep = []
+        ins = (CTensor * max(1, self.n_in))()
+        for i, x in enumerate(inputs):
+            x = np.ascontiguousarray(x)
+            if x.ndim > 8:
+                raise RunError(f"input #{i} has rank {x.ndim}; at most 8 is supported")
+            dt = DType.from_np(x.dtype)
+            keep.append(x)
+            t = ins[i]
+            t.data = x.ctypes.data if x.size else None
+            if not x.size:  # zero-size: give a valid pointer
+                z = np.zeros(1, np.uint8)
+                keep.append(z)
+                t.data = z.ctypes.data
+            for d, s in enumerate(x.shape):
+                t.shape[d] = s
+            t.numel = x.size
+            t.rank = x.ndim
+            t.dtype = C_DTYPE[dt][1]
+            t.owned = 0
+        outs = (CTensor * max(1, self.n_out))()
+        err = ctypes.create_string_buffer(2048)
+        rc = self.lib.moec_run(ins, self.n_in, outs, self.n_out, self.nthreads, err, 2048)
+        if rc != 0:
+            raise RunError(err.value.decode(errors="replace"))
+        try:
+            result = []
+            for k in range(self.n_out):
+                t = outs[k]
+                dt = CODE_TO_DTYPE[t.dtype]
+                shape = tuple(t.shape[d] for d in range(t.rank))
+                n = int(np.prod(shape, dtype=np.int64))
+                nbytes = (n * dt.bits + 7) // 8
+                raw = ctypes.string_at(t.data, nbytes) if nbytes else b""
+                arr = np.frombuffer(raw, dtype=np.uint8 if dt in (DType.I4, DType.U4) else dt.np)
+                result.append(arr.reshape(shape).copy() if dt not in (DType.I4, DType.U4) else arr.copy())
+            return result
+        finally:
+            self.lib.moec_free_outputs(outs, self.n_out)

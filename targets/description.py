@@ -1,0 +1,125 @@
+"""Target descriptions: small frozen records of what a target is and can do.
+
+Passes and emitters read these (vector width, cores, cache and buffer sizes,
+supported dtypes) instead of hard-wiring a machine.  How an artifact is built
+and run lives beside them (``cpu.py``; the other targets in their own modules).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Tuple
+
+
+@dataclass(frozen=True)
+class TargetDesc:
+    name: str                      # "cpu", "triton", "ascend"
+    arch: str                      # "x86_64-avx512", "x86_64-avx2", "generic", "sm_90", "Ascend910B2"
+    cores: int                     # parallel workers (CPU threads, SMs, AI cores)
+    vector_bits: int = 128         # SIMD width (CPU), vector repeat bits (Ascend)
+    isa: Tuple[str, ...] = ()      # feature flags: avx2, fma, avx512f, avx512bf16, avx512vnni, ...
+    l1_bytes: int = 32 * 1024
+    l2_bytes: int = 1024 * 1024
+    l3_bytes: int = 8 * 1024 * 1024
+    dtypes: Tuple[str, ...] = ("f32", "f64", "f16", "bf16", "i64", "i32", "i8", "ui8", "i1")
+    cflags: Tuple[str, ...] = ()
+    extra: Tuple[Tuple[str, object], ...] = ()
+
+    def get(self, key: str, default=None):
+        return dict(self.extra).get(key, default)
+
+    def has(self, feature: str) -> bool:
+        return feature in self.isa
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "arch": self.arch, "cores": self.cores, "vector_bits": self.vector_bits,
+                "isa": list(self.isa), "l1_bytes": self.l1_bytes, "l2_bytes": self.l2_bytes,
+                "l3_bytes": self.l3_bytes, "cflags": list(self.cflags), **{k: v for k, v in self.extra}}
+
+
+def _cpu_flags() -> Tuple[str, ...]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return tuple(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return ()
+
+
+def _cache_size(level_name: str, default: int) -> int:
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in sorted(os.listdir(base)):
+            d = os.path.join(base, idx)
+            lvl = open(os.path.join(d, "level")).read().strip()
+            typ = open(os.path.join(d, "type")).read().strip()
+            if lvl == level_name and typ in ("Data", "Unified"):
+                s = open(os.path.join(d, "size")).read().strip()
+                m = re.fullmatch(r"(\d+)([KMG]?)", s)
+                if m:
+                    mult = {"": 1, "K": 1024, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+                    return int(m.group(1)) * mult
+    except OSError:
+        pass
+    return default
+
+
+_ISA_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+                    "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "asimd", "sve")
+
+
+@lru_cache(maxsize=1)
+def host_cpu() -> TargetDesc:
+    """Describe the machine we run on."""
+    flags = _cpu_flags()
+    isa = tuple(f for f in _ISA_OF_INTEREST if f in flags)
+    machine = platform.machine()
+    if machine in ("x86_64", "AMD64"):
+        if "avx512f" in isa and "avx512bw" in isa and "avx512vl" in isa:
+            arch, vbits = "x86_64-avx512", 512
+            cflags = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c")
+            if "avx512_bf16" in isa:
+                cflags += ("-mavx512bf16",)
+            if "avx512_vnni" in isa:
+                cflags += ("-mavx512vnni",)
+        elif "avx2" in isa and "fma" in isa:
+            arch, vbits = "x86_64-avx2", 256
+            cflags = ("-mavx2", "-mfma") + (("-mf16c",) if "f16c" in isa else ())
+        else:
+            arch, vbits, cflags = "x86_64", 128, ()
+    elif machine in ("aarch64", "arm64"):
+        arch, vbits, cflags = "aarch64-neon", 128, ()
+    else:
+        arch, vbits, cflags = "generic", 128, ()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return TargetDesc(name="cpu", arch=arch, cores=cores, vector_bits=vbits, isa=isa,
+                      l1_bytes=_cache_size("1", 32 * 1024), l2_bytes=_cache_size("2", 1 << 20),
+                      l3_bytes=_cache_size("3", 8 << 20), cflags=cflags)
+
+
+def generic_cpu() -> TargetDesc:
+    """A portable CPU description: no SIMD flags (the C compiler's baseline)."""
+    h = host_cpu()
+    return replace(h, arch="generic", vector_bits=128, isa=(), cflags=())
+
+
+def cpu_target(arch: str = "native") -> TargetDesc:
+    if arch in ("native", "host"):
+        return host_cpu()
+    if arch == "generic":
+        return generic_cpu()
+    h = host_cpu()
+    if arch == "avx2":
+        return replace(h, arch="x86_64-avx2", vector_bits=256,
+                       isa=tuple(f for f in h.isa if not f.startswith(("avx512", "amx"))),
+                       cflags=("-mavx2", "-mfma", "-mf16c"))
+    if arch == "avx512":
+        if "avx512f" not in h.isa:
+            raise ValueError("this machine has no AVX-512")
+        return h
+    raise ValueError(f"unknown CPU arch '{arch}' (native, generic, avx2, avx512)")

@@ -1,0 +1,78 @@
+"""Backends by target name: each emits source for a module, builds it, and loads the result."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from ..errors import BuildError as UserBuildError
+from ..errors import RuntimeFailure, UserInputError
+from ..ir import Module
+from .cpu import BuildError, CompiledLibrary, RunError, build_executable, build_shared
+from .description import TargetDesc, cpu_target
+
+
+class CpuBackend:
+    """C for the host CPU: model.c + the runtime archive -> model.so, loaded with ctypes."""
+
+    name = "cpu"
+
+    def __init__(self, desc: TargetDesc):
+        self.desc = desc
+
+    def files(self) -> Dict[str, str]:
+        return {"source": "model.c", "library": "model.so", "weights": "model.weights.bin", "ir": "model.mlir"}
+
+    def emit(self, m: Module, outdir: str) -> None:
+        from ..codegen.c.emitter import CodegenError, emit_c
+        with open(os.path.join(outdir, "model.weights.json")) as f:
+            index = json.load(f)
+        try:
+            src = emit_c(m, weight_index=index)
+        except CodegenError as e:
+            raise UserInputError(f"target cpu: {e}") from None
+        with open(os.path.join(outdir, "model.c"), "w") as f:
+            f.write(src)
+
+    def build(self, outdir: str, sanitize: bool = False) -> None:
+        try:
+            build_shared(os.path.join(outdir, "model.c"), os.path.join(outdir, "model.so"), self.desc, sanitize)
+        except BuildError as e:
+            raise UserBuildError(f"internal error: building the generated C failed (please report): {e}") from None
+
+    def load(self, outdir: str, threads: int = 1) -> "CpuArtifact":
+        return CpuArtifact(outdir, threads)
+
+
+class CpuArtifact:
+    """A compiled model directory, callable on a list of numpy arrays."""
+
+    def __init__(self, outdir: str, threads: int = 1):
+        with open(os.path.join(outdir, "manifest.json")) as f:
+            self.manifest = json.load(f)
+        self.input_names = [i["name"] for i in self.manifest["inputs"]]
+        self.output_names = [o["name"] for o in self.manifest["outputs"]]
+        try:
+            self.lib = CompiledLibrary(os.path.join(outdir, "model.so"), os.path.join(outdir, "model.weights.bin"),
+                                       len(self.input_names), len(self.output_names), threads)
+        except (RunError, OSError) as e:
+            raise RuntimeFailure(f"cannot load the compiled model in '{outdir}': {e}") from None
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        try:
+            return self.lib(list(inputs))
+        except RunError as e:
+            raise RuntimeFailure(str(e)) from None
+        except TypeError as e:
+            raise RuntimeFailure(f"bad input: {e}") from None
+
+
+def get_backend(target: str, arch: str = "native"):
+    if target == "cpu":
+        try:
+            return CpuBackend(cpu_target(arch))
+        except ValueError as e:
+            raise UserInputError(str(e)) from None
+    raise UserInputError(f"unknown target '{target}' (available: cpu)")
