@@ -179,5 +179,17 @@ def run_onnxruntime(model_bytes: bytes, input_names: Sequence[str], inputs: Sequ
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        # a newer onnx package may stamp an IR version this onnxruntime does not know yet;
+        # the ops are unchanged, so retry with the newest IR version it supports
+        import re
+        m = re.search(r"max supported IR version: (\d+)", str(e))
+        if not m:
+            raise
+        import onnx
+        proto = onnx.load_from_string(model_bytes)
+        proto.ir_version = int(m.group(1))
+        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, dict(zip(input_names, inputs)))

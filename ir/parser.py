@@ -252,10 +252,10 @@ class _Build(Transformer):
         return unquote(str(c[0]))
 
     def use(self, c):
-        return (str(c[0])[1:], None if c[1] is None else int(c[1]))
+        return (str(c[0])[1:], int(c[1]) if len(c) > 1 and c[1] is not None else None)
 
     def result_def(self, c):
-        return (str(c[0])[1:], 1 if c[1] is None else int(c[1]))
+        return (str(c[0])[1:], int(c[1]) if len(c) > 1 and c[1] is not None else 1)
 
     def one_result(self, c):
         return [parse_type(str(c[0]))]

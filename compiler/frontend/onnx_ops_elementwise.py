@@ -1,4 +1,4 @@
-"""ONNX converters: Add, Relu, MatMul, Constant, Identity."""
+"""ONNX converters: elementwise ops."""
 from __future__ import annotations
 
 from .onnx_import import converter
@@ -14,6 +14,3 @@ def _relu(ctx, node, ins, attrs):
     return [ctx.emit1("moec.relu", [ins[0]])]
 
 
-@converter("MatMul", since=1)
-def _matmul(ctx, node, ins, attrs):
-    return [ctx.emit1("moec.matmul", [ins[0], ins[1]])]

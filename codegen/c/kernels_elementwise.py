@@ -1,4 +1,4 @@
-"""C emitters for elementwise ops and matmul (runtime: rt_elementwise.c, rt_linalg.c)."""
+"""C emitters for elementwise ops (runtime: rt_elementwise.c)."""
 from __future__ import annotations
 
 from .emitter import c_op
@@ -27,7 +27,3 @@ for _name, _code in UNARY.items():
     c_op(_name)(_unary(_code))
 
 
-@c_op("moec.matmul")
-def _matmul(ctx, o):
-    a, b = o.operands
-    return [f"MOEC_TRY(moec_k_matmul(&ctx, {ctx.t(a)}, {ctx.t(b)}, {ctx.t(o.result)}));"]
