@@ -16,10 +16,6 @@ from .ir import DType, Function, Module, TensorType
 from .tolerances import Tolerance, tolerance_for
 
 DEFAULT_SYMBOL_SIZES = (5, 1, 3)
-INDEX_OPERANDS = {  # op -> (index operand position, data operand position, axis attribute or None)
-    "moec.gather": (1, 0, "axis"),
-    "moec.gather_elements": (1, 0, "axis"),
-}
 
 
 def symbols_of(f: Function) -> List[str]:
@@ -64,7 +60,8 @@ def _index_ranges(f: Function) -> Dict[int, int]:
     args = {id(a) for a in f.args}
     out: Dict[int, int] = {}
     for o in f.ops:
-        spec = INDEX_OPERANDS.get(o.name)
+        # ops declare `index_operand = (index operand, data operand, axis attribute or None)`
+        spec = getattr(type(o), "index_operand", None)
         if spec is None:
             continue
         ii, di, axis_attr = spec
