@@ -343,4 +343,74 @@ def _convert_node(ctx: ImportContext, node) -> None:
         if v.name is None or v.owner is not None and v.owner.loc == ctx.loc:
             v.name = _sanitize_symbol(n)
         ctx.values[n] = v
+    _propagate_symbolic(ctx, node, inputs, outs)
     ctx.node = None
+
+
+# -- symbolic content of shape tensors ------------------------------------------
+# Data-movement ops on shape tensors (Shape -> Gather -> Concat -> Reshape) keep
+# the symbolic dims they carry.  We evaluate the node with onnx's reference
+# implementation on int64 stand-ins: each symbol (or unknown dim) becomes a
+# sentinel value no real dimension has, and sentinels found in the result map
+# back.  Only ops that move values (never do arithmetic on them) are used, so a
+# sentinel can never turn into a wrong small number.
+_MOVE_OPS = {"Gather", "Concat", "Slice", "Squeeze", "Unsqueeze", "Cast", "Identity", "Reshape", "Flatten",
+             "Expand", "Tile", "Transpose"}
+_SENTINEL = 2_000_000_000
+
+
+def _propagate_symbolic(ctx: ImportContext, node, inputs, outs) -> None:
+    if node.op_type not in _MOVE_OPS or not outs or outs[0] is None:
+        return
+    out = outs[0]
+    if out.type.dtype not in (DType.I64, DType.I32) or out.type.rank > 1 or id(out) in ctx.symbolic:
+        return
+    if not out.type.is_static or out.type.numel() > 16:
+        return
+    codes: Dict = {}
+    arrays = []
+    any_symbolic = False
+    for v in inputs:
+        if v is None:
+            arrays.append(None)
+            continue
+        c = ctx.const_value(v)
+        if c is not None:
+            arrays.append(c)
+            continue
+        content = ctx.symbolic.get(id(v))
+        if content is None:
+            return
+        any_symbolic = True
+        enc = []
+        for d in content:
+            if isinstance(d, int):
+                enc.append(d)
+            else:
+                key = d if d is not None else ("?", len(codes))
+                codes.setdefault(key, _SENTINEL + len(codes))
+                enc.append(codes[key])
+        arrays.append(np.asarray(enc, dtype=v.type.dtype.np).reshape(v.type.shape if v.type.is_static else (-1,)))
+    if not any_symbolic:
+        return
+    try:
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+        names = [f"i{k}" if a is not None else "" for k, a in enumerate(arrays)]
+        n2 = helper.make_node(node.op_type, names, ["o"], **{a.name: helper.get_attribute_value(a)
+                                                            for a in node.attribute})
+        feeds = {nm: a for nm, a in zip(names, arrays) if nm}
+        res = np.asarray(ReferenceEvaluator(n2).run(None, feeds)[0])
+    except Exception:
+        return
+    decode = {code: (None if isinstance(k, tuple) else k) for k, code in codes.items()}
+    content = []
+    for x in res.reshape(-1).tolist():
+        x = int(x)
+        if x in decode:
+            content.append(decode[x])
+        elif abs(x) < _SENTINEL // 2:
+            content.append(x)
+        else:
+            content.append(None)
+    ctx.set_symbolic(out, content)

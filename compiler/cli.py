@@ -1,0 +1,232 @@
+"""The `moec` command line.
+
+    moec compile MODEL --target cpu -o OUTDIR   import, optimise, emit, build, verify
+    moec inspect MODEL [--json]                 what is in a model (and its MoE layers)
+    moec run OUTDIR --input name=file.npy ...   run a compiled artifact
+
+Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 internal build error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import List, Optional
+
+from . import __version__
+from .errors import MoecError, UserInputError
+
+EPILOG = "Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 internal error."
+
+
+def _sizes(s: str) -> List[int]:
+    try:
+        v = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{s}'") from None
+    if not v or any(x < 1 for x in v):
+        raise argparse.ArgumentTypeError("sizes must be positive integers")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="moec", description="moec: a compiler for Mixture-of-Experts models. ONNX in; C (CPU), "
+        "Triton (NVIDIA) and AscendC (Ascend NPU) out; every build verified against onnxruntime.",
+        epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"moec {__version__}")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="compile an ONNX model and verify it against onnxruntime",
+                       description="Import MODEL, run moec's passes, generate and build code for the target, "
+                       "then run it and onnxruntime on the same seeded random inputs (at several sizes of each "
+                       "dynamic dimension) and compare. Writes OUTDIR/report.json.", epilog=EPILOG)
+    c.add_argument("model", help="path to an .onnx file (external data files beside it are loaded)")
+    c.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output directory for the artifact")
+    c.add_argument("--target", default="cpu", choices=["cpu"], help="code generation target (default: cpu)")
+    c.add_argument("--arch", default="native", choices=["native", "generic", "avx2", "avx512"],
+                   help="CPU description: the host's SIMD (native), or a portable build (generic)")
+    c.add_argument("--no-verify", action="store_true", help="skip verification against onnxruntime")
+    c.add_argument("--force", action="store_true", help="overwrite OUTDIR if it holds an earlier moec artifact")
+    c.add_argument("--dump-ir", metavar="DIR", help="write the IR text after every pipeline stage into DIR")
+    c.add_argument("--sizes", type=_sizes, default=[5, 1, 3], metavar="N,N,..",
+                   help="sizes tried for each dynamic dimension during verification (default 5,1,3)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
+    c.add_argument("--threads", type=int, default=2, help="threads for the compiled code and onnxruntime")
+    c.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer/UBSan (debugging)")
+
+    i = sub.add_parser("inspect", help="summarise a model: inputs, outputs, ops, weights, MoE layers",
+                       description="Import MODEL and print its inputs, outputs, op histogram (ONNX and moec IR), "
+                       "weight size and the MoE layers moec recognises.", epilog=EPILOG)
+    i.add_argument("model", help="path to an .onnx file")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    r = sub.add_parser("run", help="run a compiled artifact on .npy inputs",
+                       description="Run the artifact in OUTDIR (from `moec compile`) on inputs given as "
+                       "name=file.npy and write each output as NAME.npy.", epilog=EPILOG)
+    r.add_argument("artifact", metavar="OUTDIR", help="directory written by `moec compile`")
+    r.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input (repeat for each model input)")
+    r.add_argument("--output-dir", "-o", default="moec_outputs", metavar="DIR",
+                   help="where to write the outputs (default ./moec_outputs)")
+    r.add_argument("--force", action="store_true", help="overwrite existing output files")
+    r.add_argument("--threads", type=int, default=2, help="threads for the compiled code")
+    return p
+
+
+def cmd_compile(a) -> int:
+    from .driver import CompileOptions, compile_onnx
+    opts = CompileOptions(target=a.target, arch=a.arch, verify=not a.no_verify, dump_ir=a.dump_ir,
+                          seed=a.seed, symbol_sizes=a.sizes, threads=a.threads, force=a.force,
+                          sanitize=a.sanitize)
+    res = compile_onnx(a.model, a.output, opts)
+    rep = res.report
+    t = rep["stage_timings_s"]
+    total = sum(t.values())
+    print(f"moec: compiled '{rep['model']}' for {rep['target']} ({rep['target_desc']['arch']}) into {a.output} "
+          f"in {total:.2f}s")
+    layers = rep.get("moe_layers") or []
+    print(f"  MoE layers recognised: {len(layers)}")
+    if opts.verify:
+        shapes = "; ".join(",".join(f"{k}{v}" for k, v in s.items()) for s in rep["shapes_tried"])
+        print(f"  verified against {rep['oracle']}: max abs error {rep['max_abs_err']:.3g}, "
+              f"max rel error {rep['max_rel_err']:.3g} (shapes: {shapes})")
+        print("  VERIFIED")
+    else:
+        print("  not verified (--no-verify)")
+    return 0
+
+
+def inspect_model(path: str) -> dict:
+    from .driver import load_model_proto, moe_layers_of, op_histogram
+    from .frontend.onnx_import import import_model
+    from .passes.pipeline import run_pipeline
+    proto, name = load_model_proto(path)
+    onnx_hist = {}
+    for n in proto.graph.node:
+        k = n.op_type if not n.domain or n.domain == "ai.onnx" else f"{n.domain}.{n.op_type}"
+        onnx_hist[k] = onnx_hist.get(k, 0) + 1
+    m = import_model(proto, name)
+    run_pipeline(m)
+    f = m.main
+    return {
+        "model": name, "path": path,
+        "opset": int(m.attrs.get("moec.opset", 0)),
+        "inputs": [{"name": n, "type": str(a.type)} for n, a in zip(f.arg_names, f.args)],
+        "outputs": [{"name": n, "type": str(v.type)} for n, v in zip(f.output_names, f.outputs)],
+        "onnx_ops": dict(sorted(onnx_hist.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "ir_ops": op_histogram(m),
+        "weights": {"count": len(m.weights), "bytes": m.weights.nbytes()},
+        "moe_layers": moe_layers_of(m),
+    }
+
+
+def cmd_inspect(a) -> int:
+    info = inspect_model(a.model)
+    if a.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"model {info['model']} (opset {info['opset']})")
+    print("inputs:")
+    for x in info["inputs"]:
+        print(f"  {x['name']}: {x['type']}")
+    print("outputs:")
+    for x in info["outputs"]:
+        print(f"  {x['name']}: {x['type']}")
+    w = info["weights"]
+    print(f"weights: {w['count']} tensors, {w['bytes'] / 1e6:.2f} MB")
+    print("ONNX ops: " + ", ".join(f"{k} x{v}" for k, v in info["onnx_ops"].items()))
+    print("moec IR ops (after passes): " + ", ".join(f"{k} x{v}" for k, v in info["ir_ops"].items()))
+    print(f"MoE layers: {len(info['moe_layers'])}")
+    for i, layer in enumerate(info["moe_layers"]):
+        print(f"  [{i}] " + ", ".join(f"{k}={v}" for k, v in layer.items() if k != "replaced_nodes"))
+    return 0
+
+
+def cmd_run(a) -> int:
+    import numpy as np
+    from .ir import DType, parse_type
+    from .targets.registry import CpuArtifact
+    d = a.artifact
+    if not os.path.isfile(os.path.join(d, "manifest.json")):
+        raise UserInputError(f"'{d}' is not a moec artifact directory (no manifest.json); "
+                             "create one with `moec compile MODEL -o DIR`")
+    with open(os.path.join(d, "manifest.json")) as fh:
+        man = json.load(fh)
+    given = {}
+    for spec in a.input:
+        if "=" not in spec:
+            raise UserInputError(f"--input '{spec}': expected NAME=FILE.npy")
+        k, v = spec.split("=", 1)
+        given[k] = v
+    names = [x["name"] for x in man["inputs"]]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise UserInputError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are: {', '.join(names)}")
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise UserInputError(f"missing input(s): {', '.join(missing)} (give each as --input NAME=FILE.npy)")
+    arrays, binding = [], {}
+    for x in man["inputs"]:
+        path = given[x["name"]]
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UserInputError(f"input '{x['name']}': cannot read '{path}' as a .npy file: {e}") from None
+        t = parse_type(x["type"])
+        if arr.dtype != t.dtype.np:
+            raise UserInputError(f"input '{x['name']}' has dtype {arr.dtype}, the model expects {t.dtype.np} "
+                                 f"(type {x['type']})")
+        if not t.matches(arr.shape, binding):
+            raise UserInputError(f"input '{x['name']}' has shape {list(arr.shape)}, the model expects {x['type']}"
+                                 + (f" (symbols bound so far: {binding})" if binding else ""))
+        arrays.append(arr)
+    os.makedirs(a.output_dir, exist_ok=True)
+    targets = [os.path.join(a.output_dir, _safe_name(o["name"]) + ".npy") for o in man["outputs"]]
+    clash = [p for p in targets if os.path.exists(p)]
+    if clash and not a.force:
+        raise UserInputError(f"output file(s) already exist: {', '.join(clash)}; pass --force to overwrite")
+    art = CpuArtifact(d, threads=a.threads)
+    outs = art(arrays)
+    for o, p, arr in zip(man["outputs"], targets, outs):
+        np.save(p, arr)
+        print(f"{o['name']}: {arr.dtype}{list(arr.shape)} -> {p}")
+    return 0
+
+
+def _safe_name(n: str) -> str:
+    import re
+    s = re.sub(r"[^A-Za-z0-9_.-]", "_", n).lstrip(".")
+    return s or "output"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    if not a.cmd:
+        p.print_help()
+        return 2
+    try:
+        return {"compile": cmd_compile, "inspect": cmd_inspect, "run": cmd_run}[a.cmd](a)
+    except MoecError as e:
+        if a.debug:
+            traceback.print_exc()
+        print(f"moec {a.cmd}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("moec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in moec: still one clear line unless --debug
+        if a.debug:
+            traceback.print_exc()
+        else:
+            print(f"moec {a.cmd}: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback "
+                  "and please report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
