@@ -186,13 +186,9 @@ def op_histogram(m: Module) -> Dict[str, int]:
 
 
 def moe_layers_of(m: Module) -> List[dict]:
-    """MoE layers found by the recognition passes (each records itself as a `moe.*` op)."""
-    layers = []
-    for o in m.ops():
-        info = getattr(o, "layer_info", None)
-        if callable(info):
-            layers.append(info())
-    return layers
+    """MoE layers found by the recognition passes: they record one JSON object per layer in the
+    module attribute ``moec.moe_layers`` (so the record survives printing and parsing)."""
+    return [json.loads(x) for x in m.attrs.get("moec.moe_layers", [])]
 
 
 def verify_artifact(proto, m: Module, artifact, opts: CompileOptions) -> dict:

@@ -1,0 +1,72 @@
+"""C emitters for the MoE ops (runtime: rt_moe.c)."""
+from __future__ import annotations
+
+from .emitter import c_op
+
+_SCORING = {"softmax": "MOEC_SCORE_SOFTMAX", "sigmoid": "MOEC_SCORE_SIGMOID", "none": "MOEC_SCORE_NONE"}
+_POST = {"none": "MOEC_POST_NONE", "softmax": "MOEC_POST_SOFTMAX", "sigmoid": "MOEC_POST_SIGMOID"}
+_NORM = {"none": "MOEC_NORM_NONE", "sum": "MOEC_NORM_SUM", "l1": "MOEC_NORM_L1"}
+_ACT = {"swiglu": "MOEC_ACT_SWIGLU", "gelu": "MOEC_ACT_GELU", "gelu_tanh": "MOEC_ACT_GELU_TANH",
+        "relu": "MOEC_ACT_RELU", "silu": "MOEC_ACT_SILU", "identity": "MOEC_ACT_IDENTITY"}
+_WEIGHTS_AT = {"none": 0, "input": 1, "output": 2}
+
+
+def ffn_params(ctx, o) -> str:
+    """Declare a static moec_ffn_params for op o; return its name."""
+    a = o.attrs
+    name = ctx.fresh("ffn")
+    ctx.decl(f"static const moec_ffn_params {name} = {{{_ACT[a['activation']]}, "
+             f"{1 if a['gate_layout'] == 'interleaved' else 0}, {ctx.c_float(a['alpha'])}, "
+             f"{ctx.c_float(a['beta'])}, {ctx.c_float(a['limit'])}}};")
+    return name
+
+
+@c_op("moe.route")
+def _route(ctx, o):
+    a = o.attrs
+    name = ctx.fresh("route")
+    ctx.decl(f"static const moec_route_params {name} = {{{a['k']}, {a['n_group']}, {a['topk_group']}, "
+             f"{a['capacity']}, {_SCORING[a['scoring']]}, {1 if a['group_score'] == 'top2_sum' else 0}, "
+             f"{_POST[a['post']]}, {_NORM[a['norm']]}, {ctx.c_float(a['norm_eps'])}, {ctx.c_float(a['scale'])}}};")
+    bias = ctx.t(o.operands[1]) if len(o.operands) > 1 else "NULL"
+    w, ids = o.results
+    return [f"MOEC_TRY(moec_k_moe_route(&ctx, {ctx.t(o.operands[0])}, {bias}, {ctx.t(w)}, {ctx.t(ids)}, &{name}));"]
+
+
+@c_op("moe.dispatch")
+def _dispatch(ctx, o):
+    order, offsets = o.results
+    return [f"MOEC_TRY(moec_k_moe_dispatch(&ctx, {ctx.t(o.operands[0])}, {ctx.t(order)}, {ctx.t(offsets)}, "
+            f"{ctx.c_int(o.attrs['num_experts'])}, {ctx.c_int(o.attrs['block'])}));"]
+
+
+@c_op("moe.experts")
+def _experts(ctx, o):
+    a = o.attrs
+    ex = list(o.operands[6:])
+    b_in = ctx.t(ex.pop(0)) if a["has_b_in"] else "NULL"
+    b_out = ctx.t(ex.pop(0)) if a["has_b_out"] else "NULL"
+    rw = ctx.t(ex.pop(0)) if a["weights_at"] != "none" else "NULL"
+    x, ids, order, offsets, w_in, w_out = (ctx.t(v) for v in o.operands[:6])
+    p = ffn_params(ctx, o)
+    return [f"MOEC_TRY(moec_k_moe_experts(&ctx, {x}, {ids}, {order}, {offsets}, {w_in}, {w_out}, {b_in}, {b_out}, "
+            f"{rw}, {_WEIGHTS_AT[a['weights_at']]}, &{p}, {ctx.t(o.result)}));"]
+
+
+@c_op("moe.shared_experts")
+def _shared(ctx, o):
+    gate = ctx.t(o.operands[3]) if len(o.operands) > 3 else "NULL"
+    x, w_in, w_out = (ctx.t(v) for v in o.operands[:3])
+    p = ffn_params(ctx, o)
+    return [f"MOEC_TRY(moec_k_moe_shared(&ctx, {x}, {w_in}, {w_out}, {gate}, &{p}, {ctx.t(o.result)}));"]
+
+
+@c_op("moe.combine")
+def _combine(ctx, o):
+    a = o.attrs
+    ex = list(o.operands[2:])
+    shared = ctx.t(ex.pop(0)) if a["has_shared"] else "NULL"
+    px, pids = (ctx.t(ex[0]), ctx.t(ex[1])) if a["passthrough"] else ("NULL", "NULL")
+    y, w = (ctx.t(v) for v in o.operands[:2])
+    return [f"MOEC_TRY(moec_k_moe_combine(&ctx, {y}, {w}, {shared}, {px}, {pids}, {1 if a['weighted'] else 0}, "
+            f"{ctx.t(o.result)}));"]

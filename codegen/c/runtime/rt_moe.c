@@ -1,0 +1,311 @@
+/* MoE kernels: route, dispatch (sort and pad), grouped expert FFN, shared experts, combine.
+ * Semantics: ir/ops/moe.py.  These portable versions compute in double; they are the
+ * fallback and the baseline that the generated per-layer kernels are checked against. */
+#include "rt_moe.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static double sigm(double v) { return 1.0 / (1.0 + exp(-v)); }
+
+/* indices of the top-n values of v[0..len), descending, ties -> lowest index (insertion, n small) */
+static void topn(const double *v, int64_t len, int64_t n, int64_t *out) {
+  int64_t m = 0;
+  for (int64_t i = 0; i < len; i++) {
+    double x = v[i];
+    if (m == n && !(x > v[out[m - 1]])) continue;
+    int64_t pos = m < n ? m : n - 1;
+    while (pos > 0 && x > v[out[pos - 1]]) { out[pos] = out[pos - 1]; pos--; }
+    out[pos] = i;
+    if (m < n) m++;
+  }
+}
+
+int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,
+                     moec_tensor *ids, const moec_route_params *p) {
+  if (logits->rank != 2) return moec_fail(ctx, "logits must be [T, E]");
+  int64_t T = logits->shape[0], E = logits->shape[1], k = p->k, G = p->n_group;
+  if (k < 1 || k > E) return moec_fail(ctx, "k=%lld out of range for E=%lld", (long long)k, (long long)E);
+  if (G < 1 || E % G || p->topk_group < 1 || p->topk_group > G) return moec_fail(ctx, "bad expert grouping");
+  if (bias && bias->numel != E) return moec_fail(ctx, "bias has %lld values, E=%lld", (long long)bias->numel, (long long)E);
+  int64_t wshape[2] = {T, k};
+  if (moec_alloc(ctx, weights, logits->dtype, 2, wshape) || moec_alloc(ctx, ids, MOEC_I64, 2, wshape)) return -1;
+  double *s = (double *)malloc(sizeof(double) * (size_t)(3 * E + G + 2 * k + 1));
+  int64_t *sel = (int64_t *)malloc(sizeof(int64_t) * (size_t)(E + G + k + 1));
+  int64_t *counts = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
+  if (!s || !sel || !counts) { free(s); free(sel); free(counts); return moec_fail(ctx, "out of memory"); }
+  double *c = s + E, *gs = c + E, *w = gs + G;
+  int64_t *gsel = sel + k;
+  int64_t *out_ids = (int64_t *)ids->data;
+  for (int64_t t = 0; t < T; t++) {
+    double mx = -INFINITY, sum = 0;
+    for (int64_t e = 0; e < E; e++) {
+      s[e] = moec_get_f64(logits, t * E + e);
+      if (s[e] > mx) mx = s[e];
+    }
+    if (p->scoring == MOEC_SCORE_SOFTMAX) {
+      for (int64_t e = 0; e < E; e++) { s[e] = exp(s[e] - mx); sum += s[e]; }
+      for (int64_t e = 0; e < E; e++) s[e] /= sum;
+    } else if (p->scoring == MOEC_SCORE_SIGMOID) {
+      for (int64_t e = 0; e < E; e++) s[e] = sigm(s[e]);
+    }
+    for (int64_t e = 0; e < E; e++) c[e] = s[e] + (bias ? moec_get_f64(bias, e) : 0.0);
+    if (G > 1) {
+      int64_t gsz = E / G;
+      for (int64_t g = 0; g < G; g++) {
+        double a = -INFINITY, b = -INFINITY;
+        for (int64_t e = g * gsz; e < (g + 1) * gsz; e++) {
+          if (c[e] > a) { b = a; a = c[e]; } else if (c[e] > b) b = c[e];
+        }
+        gs[g] = p->group_top2_sum ? a + (gsz > 1 ? b : 0.0) : a;
+      }
+      topn(gs, G, p->topk_group, gsel);
+      for (int64_t g = 0; g < G; g++) {
+        int keep = 0;
+        for (int64_t j = 0; j < p->topk_group; j++) keep |= gsel[j] == g;
+        if (!keep) for (int64_t e = g * gsz; e < (g + 1) * gsz; e++) c[e] = -INFINITY;
+      }
+    }
+    topn(c, E, k, sel);
+    for (int64_t j = 0; j < k; j++) w[j] = s[sel[j]];
+    if (p->post == MOEC_POST_SOFTMAX) {
+      double m2 = -INFINITY, s2 = 0;
+      for (int64_t j = 0; j < k; j++) if (w[j] > m2) m2 = w[j];
+      for (int64_t j = 0; j < k; j++) { w[j] = exp(w[j] - m2); s2 += w[j]; }
+      for (int64_t j = 0; j < k; j++) w[j] /= s2;
+    } else if (p->post == MOEC_POST_SIGMOID) {
+      for (int64_t j = 0; j < k; j++) w[j] = sigm(w[j]);
+    }
+    if (p->norm != MOEC_NORM_NONE) {
+      double n = 0;
+      for (int64_t j = 0; j < k; j++) n += p->norm == MOEC_NORM_L1 ? fabs(w[j]) : w[j];
+      for (int64_t j = 0; j < k; j++) w[j] /= n + p->norm_eps;
+    }
+    for (int64_t j = 0; j < k; j++) {
+      int64_t e = sel[j];
+      double wv = w[j] * p->scale;
+      if (p->capacity > 0 && ++counts[e] > p->capacity) { e = -1; wv = 0; }
+      out_ids[t * k + j] = e;
+      moec_set_f64(weights, t * k + j, wv);
+    }
+  }
+  free(s); free(sel); free(counts);
+  return 0;
+}
+
+int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *order, moec_tensor *offsets,
+                        int64_t E, int64_t block) {
+  if (ids->rank != 2) return moec_fail(ctx, "ids must be [T, k]");
+  if (E < 1 || block < 1) return moec_fail(ctx, "bad num_experts/block");
+  int64_t n = ids->numel;
+  int64_t *cnt = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
+  if (!cnt) return moec_fail(ctx, "out of memory");
+  for (int64_t i = 0; i < n; i++) {
+    int64_t e = moec_get_i64(ids, i);
+    if (e < -1 || e >= E) { free(cnt); return moec_fail(ctx, "expert id %lld out of range [-1, %lld)", (long long)e, (long long)E); }
+    if (e >= 0) cnt[e]++;
+  }
+  int64_t oshape[1] = {E + 1};
+  if (moec_alloc(ctx, offsets, MOEC_I64, 1, oshape)) { free(cnt); return -1; }
+  int64_t *off = (int64_t *)offsets->data;
+  off[0] = 0;
+  for (int64_t e = 0; e < E; e++) off[e + 1] = off[e] + (cnt[e] + block - 1) / block * block;
+  int64_t N = off[E];
+  if (moec_alloc(ctx, order, MOEC_I64, 1, &N)) { free(cnt); return -1; }
+  int64_t *ord = (int64_t *)order->data;
+  for (int64_t i = 0; i < N; i++) ord[i] = -1;
+  for (int64_t e = 0; e < E; e++) cnt[e] = off[e]; /* fill cursor */
+  for (int64_t i = 0; i < n; i++) {
+    int64_t e = moec_get_i64(ids, i);
+    if (e >= 0) ord[cnt[e]++] = i;
+  }
+  free(cnt);
+  return 0;
+}
+
+static double act1(const moec_ffn_params *p, double h) {
+  switch (p->act) {
+    case MOEC_ACT_RELU: return h > 0 ? h : 0;
+    case MOEC_ACT_SILU: return h * sigm(h);
+    case MOEC_ACT_GELU: return 0.5 * h * (1.0 + erf(h / sqrt(2.0)));
+    case MOEC_ACT_GELU_TANH: return 0.5 * h * (1.0 + tanh(0.7978845608028654 * (h + 0.044715 * h * h * h)));
+    default: return h;
+  }
+}
+
+/* h [I] -> a [F] */
+static void activate(const moec_ffn_params *p, const double *h, double *a, int64_t F) {
+  if (p->act == MOEC_ACT_SWIGLU) {
+    for (int64_t f = 0; f < F; f++) {
+      double g = p->interleaved ? h[2 * f] : h[f], u = p->interleaved ? h[2 * f + 1] : h[F + f];
+      if (isfinite(p->limit)) {
+        if (g > p->limit) g = p->limit;
+        if (u > p->limit) u = p->limit;
+        if (u < -p->limit) u = -p->limit;
+      }
+      a[f] = g * sigm(p->alpha * g) * (u + p->beta);
+    }
+  } else {
+    for (int64_t f = 0; f < F; f++) a[f] = act1(p, h[f]);
+  }
+}
+
+/* y_row[D] = FFN_e(xrow) */
+static void ffn_row(const moec_tensor *w_in, const moec_tensor *w_out, const moec_tensor *b_in,
+                    const moec_tensor *b_out, int64_t e, const double *xr, double *h, double *a, double *yr,
+                    const moec_ffn_params *p) {
+  int64_t I = w_in->shape[1], D = w_in->shape[2], F = w_out->shape[2];
+  for (int64_t i = 0; i < I; i++) {
+    double acc = b_in ? moec_get_f64(b_in, e * I + i) : 0.0;
+    int64_t base = (e * I + i) * D;
+    if (w_in->dtype == MOEC_F32) {
+      const float *wr = (const float *)w_in->data + base;
+      for (int64_t d = 0; d < D; d++) acc += (double)wr[d] * xr[d];
+    } else {
+      for (int64_t d = 0; d < D; d++) acc += moec_get_f64(w_in, base + d) * xr[d];
+    }
+    h[i] = acc;
+  }
+  activate(p, h, a, F);
+  for (int64_t d = 0; d < D; d++) {
+    double acc = b_out ? moec_get_f64(b_out, e * D + d) : 0.0;
+    int64_t base = (e * D + d) * F;
+    if (w_out->dtype == MOEC_F32) {
+      const float *wr = (const float *)w_out->data + base;
+      for (int64_t f = 0; f < F; f++) acc += (double)wr[f] * a[f];
+    } else {
+      for (int64_t f = 0; f < F; f++) acc += moec_get_f64(w_out, base + f) * a[f];
+    }
+    yr[d] = acc;
+  }
+}
+
+typedef struct {
+  const moec_tensor *x, *ids, *order, *offsets, *w_in, *w_out, *b_in, *b_out, *rw, *gate;
+  moec_tensor *y;
+  const moec_ffn_params *p;
+  int weights_at;
+  int64_t k;
+  int failed;
+} moe_job;
+
+/* one task = one entry of the plan (a slot routed to an expert) */
+static void experts_task(void *arg, int64_t i) {
+  moe_job *j = (moe_job *)arg;
+  const int64_t *ord = (const int64_t *)j->order->data;
+  const int64_t *off = (const int64_t *)j->offsets->data;
+  int64_t slot = ord[i];
+  if (slot < 0) return;
+  int64_t E = j->offsets->numel - 1, e = 0;
+  /* find the expert whose segment holds i (binary search over offsets) */
+  int64_t lo = 0, hi = E;
+  while (hi - lo > 1) { int64_t mid = (lo + hi) / 2; if (off[mid] <= i) lo = mid; else hi = mid; }
+  e = lo;
+  int64_t D = j->x->shape[1], I = j->w_in->shape[1], F = j->w_out->shape[2];
+  int64_t t = slot / j->k;
+  double *buf = (double *)malloc(sizeof(double) * (size_t)(2 * D + I + F));
+  if (!buf) { j->failed = 1; return; }
+  double *xr = buf, *yr = buf + D, *h = yr + D, *a = h + I;
+  double scale_in = 1.0, scale_out = 1.0;
+  if (j->rw && j->weights_at == 1) scale_in = moec_get_f64(j->rw, slot);
+  if (j->rw && j->weights_at == 2) scale_out = moec_get_f64(j->rw, slot);
+  for (int64_t d = 0; d < D; d++) xr[d] = moec_get_f64(j->x, t * D + d) * scale_in;
+  ffn_row(j->w_in, j->w_out, j->b_in, j->b_out, e, xr, h, a, yr, j->p);
+  for (int64_t d = 0; d < D; d++) moec_set_f64(j->y, slot * D + d, yr[d] * scale_out);
+  free(buf);
+}
+
+int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
+                       const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
+                       const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
+                       const moec_ffn_params *p, moec_tensor *y) {
+  if (x->rank != 2 || ids->rank != 2 || w_in->rank != 3 || w_out->rank != 3)
+    return moec_fail(ctx, "bad operand ranks for moe.experts");
+  int64_t T = x->shape[0], D = x->shape[1], k = ids->shape[1], E = w_in->shape[0];
+  if (ids->shape[0] != T) return moec_fail(ctx, "ids has %lld rows, x has %lld", (long long)ids->shape[0], (long long)T);
+  if (w_in->shape[2] != D || w_out->shape[1] != D || w_out->shape[0] != E || offsets->numel != E + 1)
+    return moec_fail(ctx, "expert weight shapes do not match x or the plan");
+  int64_t I = w_in->shape[1], F = w_out->shape[2];
+  if (I != (p->act == MOEC_ACT_SWIGLU ? 2 * F : F)) return moec_fail(ctx, "w_in rows do not match the activation");
+  if (b_in && b_in->numel != E * I) return moec_fail(ctx, "b_in must be [E, I]");
+  if (b_out && b_out->numel != E * D) return moec_fail(ctx, "b_out must be [E, D]");
+  if (rw && rw->numel != T * k) return moec_fail(ctx, "routing weights must be [T, k]");
+  /* the plan must be consistent with ids: every entry a valid slot of its expert */
+  const int64_t *ord = (const int64_t *)order->data, *off = (const int64_t *)offsets->data;
+  if (off[0] != 0 || off[E] != order->numel) return moec_fail(ctx, "dispatch plan offsets are inconsistent");
+  for (int64_t e = 0; e < E; e++) {
+    if (off[e + 1] < off[e]) return moec_fail(ctx, "dispatch plan offsets decrease");
+    for (int64_t i = off[e]; i < off[e + 1]; i++)
+      if (ord[i] >= 0 && (ord[i] >= T * k || moec_get_i64(ids, ord[i]) != e))
+        return moec_fail(ctx, "dispatch plan entry %lld does not match ids", (long long)i);
+  }
+  int64_t yshape[3] = {T, k, D};
+  if (moec_alloc(ctx, y, x->dtype, 3, yshape)) return -1;
+  moe_job j = {x, ids, order, offsets, w_in, w_out, b_in, b_out, rw, NULL, y, p, weights_at, k, 0};
+  moec_parallel_for(ctx, order->numel, experts_task, &j);
+  if (j.failed) return moec_fail(ctx, "out of memory in expert FFN");
+  return 0;
+}
+
+static void shared_task(void *arg, int64_t t) {
+  moe_job *j = (moe_job *)arg;
+  int64_t D = j->x->shape[1], I = j->w_in->shape[1], F = j->w_out->shape[2], S = j->w_in->shape[0];
+  double *buf = (double *)malloc(sizeof(double) * (size_t)(3 * D + I + F));
+  if (!buf) { j->failed = 1; return; }
+  double *xr = buf, *yr = xr + D, *acc = yr + D, *h = acc + D, *a = h + I;
+  for (int64_t d = 0; d < D; d++) { xr[d] = moec_get_f64(j->x, t * D + d); acc[d] = 0; }
+  for (int64_t s = 0; s < S; s++) {
+    ffn_row(j->w_in, j->w_out, NULL, NULL, s, xr, h, a, yr, j->p);
+    for (int64_t d = 0; d < D; d++) acc[d] += yr[d];
+  }
+  double g = 1.0;
+  if (j->gate) {
+    double z = 0;
+    for (int64_t d = 0; d < D; d++) z += moec_get_f64(j->gate, d) * xr[d];
+    g = sigm(z);
+  }
+  for (int64_t d = 0; d < D; d++) moec_set_f64(j->y, t * D + d, acc[d] * g);
+  free(buf);
+}
+
+int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_in, const moec_tensor *w_out,
+                      const moec_tensor *gate, const moec_ffn_params *p, moec_tensor *y) {
+  if (x->rank != 2 || w_in->rank != 3 || w_out->rank != 3) return moec_fail(ctx, "bad operand ranks");
+  int64_t D = x->shape[1];
+  if (w_in->shape[2] != D || w_out->shape[1] != D || w_in->shape[0] != w_out->shape[0])
+    return moec_fail(ctx, "shared expert weight shapes do not match x");
+  if (w_in->shape[1] != (p->act == MOEC_ACT_SWIGLU ? 2 : 1) * w_out->shape[2])
+    return moec_fail(ctx, "w_in rows do not match the activation");
+  if (gate && gate->numel != D) return moec_fail(ctx, "gate must be [D]");
+  if (moec_alloc(ctx, y, x->dtype, 2, x->shape)) return -1;
+  moe_job j = {x, NULL, NULL, NULL, w_in, w_out, NULL, NULL, NULL, gate, y, p, 0, 0, 0};
+  moec_parallel_for(ctx, x->shape[0], shared_task, &j);
+  if (j.failed) return moec_fail(ctx, "out of memory in shared experts");
+  return 0;
+}
+
+int moec_k_moe_combine(moec_ctx *ctx, const moec_tensor *y, const moec_tensor *w, const moec_tensor *shared,
+                       const moec_tensor *px, const moec_tensor *pids, int weighted, moec_tensor *out) {
+  if (y->rank != 3 || w->rank != 2) return moec_fail(ctx, "y must be [T, k, D], weights [T, k]");
+  int64_t T = y->shape[0], k = y->shape[1], D = y->shape[2];
+  if (w->shape[0] != T || w->shape[1] != k) return moec_fail(ctx, "weights shape does not match y");
+  if (shared && shared->numel != T * D) return moec_fail(ctx, "shared term must be [T, D]");
+  if (px && (px->numel != T * D || !pids || pids->numel != T * k)) return moec_fail(ctx, "pass-through operands mismatch");
+  int64_t oshape[2] = {T, D};
+  if (moec_alloc(ctx, out, y->dtype, 2, oshape)) return -1;
+  for (int64_t t = 0; t < T; t++) {
+    int dropped = px != NULL;
+    if (px) for (int64_t j = 0; j < k; j++) dropped &= moec_get_i64(pids, t * k + j) < 0;
+    for (int64_t d = 0; d < D; d++) {
+      double acc = 0;
+      if (dropped) acc = moec_get_f64(px, t * D + d);
+      else {
+        for (int64_t j = 0; j < k; j++)
+          acc += (weighted ? moec_get_f64(w, t * k + j) : 1.0) * moec_get_f64(y, (t * k + j) * D + d);
+        if (shared) acc += moec_get_f64(shared, t * D + d);
+      }
+      moec_set_f64(out, t * D + d, acc);
+    }
+  }
+  return 0;
+}

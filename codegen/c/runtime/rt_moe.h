@@ -1,0 +1,39 @@
+/* MoE kernels (portable reference-grade versions; the fast generated kernels replace them per layer). */
+#ifndef MOEC_RT_MOE_H
+#define MOEC_RT_MOE_H
+#include "moec_rt.h"
+
+enum moec_moe_scoring { MOEC_SCORE_SOFTMAX = 0, MOEC_SCORE_SIGMOID = 1, MOEC_SCORE_NONE = 2 };
+enum moec_moe_post { MOEC_POST_NONE = 0, MOEC_POST_SOFTMAX = 1, MOEC_POST_SIGMOID = 2 };
+enum moec_moe_norm { MOEC_NORM_NONE = 0, MOEC_NORM_SUM = 1, MOEC_NORM_L1 = 2 };
+enum moec_moe_act {
+  MOEC_ACT_SWIGLU = 0, MOEC_ACT_GELU = 1, MOEC_ACT_GELU_TANH = 2, MOEC_ACT_RELU = 3, MOEC_ACT_SILU = 4,
+  MOEC_ACT_IDENTITY = 5
+};
+
+typedef struct moec_route_params {
+  int64_t k, n_group, topk_group, capacity;
+  int scoring, group_top2_sum, post, norm;
+  double norm_eps, scale;
+} moec_route_params;
+
+typedef struct moec_ffn_params {
+  int act, interleaved;
+  double alpha, beta, limit;
+} moec_ffn_params;
+
+int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,
+                     moec_tensor *ids, const moec_route_params *p);
+int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *order, moec_tensor *offsets,
+                        int64_t num_experts, int64_t block);
+/* b_in, b_out, rw may be NULL; weights_at: 0 none, 1 input, 2 output */
+int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
+                       const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
+                       const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
+                       const moec_ffn_params *p, moec_tensor *y);
+int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_in, const moec_tensor *w_out,
+                      const moec_tensor *gate, const moec_ffn_params *p, moec_tensor *y);
+/* shared, px (x) and pids (ids) may be NULL */
+int moec_k_moe_combine(moec_ctx *ctx, const moec_tensor *y, const moec_tensor *w, const moec_tensor *shared,
+                       const moec_tensor *px, const moec_tensor *pids, int weighted, moec_tensor *out);
+#endif

@@ -1,0 +1,398 @@
+"""MoE ops: one MoE layer is ``moe.route -> moe.dispatch -> moe.experts -> moe.combine``
+(plus ``moe.shared_experts`` beside them).  The exact math of each routing family is in
+shared/design/moe-routing.md; the attributes below express every family listed there.
+
+Why four ops and not one: each stage has its own schedule decisions (the route is tiny and
+vector-bound; dispatch decides sort/pad vs. per-token GEMV vs. capacity; the experts are the
+grouped GEMMs; combine is a weighted scatter), targets split them differently (CANN's own
+operators mirror exactly this split), and passes rewrite them independently (folding the
+routing weight into the experts' epilogue, turning shared experts into always-on experts).
+
+Tensor conventions: T tokens, D hidden, E experts, k slots per token, F expert width.
+Expert weights are stacked with rows as output features (torch Linear / onnxruntime MoE):
+``w_in [E, I, D]`` (I = F, or 2F for gated activations) and ``w_out [E, D, F]``.
+An id of -1 marks a slot dropped by capacity: it contributes nothing.
+"""
+from __future__ import annotations
+
+import json
+from typing import List
+
+import numpy as np
+
+from ..core import Operation
+from ..opdef import Attr, op, operand_error
+from ..types import DType, TensorType
+
+SCORING = ("softmax", "sigmoid", "none")
+POST = ("none", "softmax", "sigmoid")
+NORM = ("none", "sum", "l1")
+GROUP_SCORE = ("max", "top2_sum")
+ACTIVATIONS = ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity")
+GATED = ("swiglu",)
+GATE_LAYOUT = ("concat", "interleaved")
+DISPATCH = ("sort_pad", "token_gemv", "capacity")
+WEIGHTS_AT = ("none", "input", "output")
+
+
+def _acc_dtype(x: np.ndarray):
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def _softmax(x: np.ndarray, axis=-1) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def topk_lowest_index(c: np.ndarray, k: int):
+    """Top-k along the last axis, descending; ties broken by the lowest index."""
+    order = np.argsort(-c, axis=-1, kind="stable")[..., :k]
+    return order
+
+
+@op("moe.route", operands=("logits", "bias?"), results=2, traits=("pure",), attrs={
+    "k": Attr("int"),
+    "scoring": Attr("str", "softmax", SCORING, "score function applied to all E logits before selection"),
+    "n_group": Attr("int", 1, doc="groups for group-limited selection (1: none)"),
+    "topk_group": Attr("int", 1, doc="groups kept"),
+    "group_score": Attr("str", "max", GROUP_SCORE),
+    "post": Attr("str", "none", POST, "function of the k selected values (softmax after top-k: GPT-OSS)"),
+    "norm": Attr("str", "none", NORM, "renormalisation of the k weights"),
+    "norm_eps": Attr("float", 0.0),
+    "scale": Attr("float", 1.0, doc="routed scaling factor"),
+    "capacity": Attr("int", 0, doc="per-expert token capacity (Switch); 0: unlimited"),
+})
+class RouteOp(Operation):
+    """Router logits [T, E] (+ optional selection bias [E]) -> (weights [T, k], ids [T, k] i64).
+
+        s = scoring(logits)                      (computed in f32, or f64 for f64 input)
+        c = s + bias                             (selection only: DeepSeek-V3's correction bias)
+        group-limited (n_group > 1): score each of n_group contiguous groups of c by its max or the
+            sum of its top-2, keep the topk_group best groups, mask the others' c to -inf
+        ids = top-k of c, descending, ties -> lowest index
+        w = s[ids]; w = post(w)                  (post = softmax over the k values, or sigmoid)
+        norm sum: w /= sum(w) + eps; l1: w /= sum(|w|) + eps
+        w *= scale
+        capacity C > 0 (k must be 1): in token order, a token that is the (C+1)-th or later to choose
+            expert e is dropped: id -1, weight 0.
+    """
+
+    def infer_types(self):
+        t = self.operands[0].type
+        if t.rank != 2:
+            raise operand_error(self, f"logits must be [T, E], got rank {t.rank}")
+        if not t.dtype.is_float:
+            raise operand_error(self, "logits must be floating point")
+        k = self.attrs["k"]
+        E = t.shape[1]
+        if k < 1 or (isinstance(E, int) and k > E):
+            raise operand_error(self, f"k={k} must be in [1, E={E}]")
+        ng, tg = self.attrs["n_group"], self.attrs["topk_group"]
+        if ng < 1 or tg < 1 or tg > ng or (isinstance(E, int) and E % ng):
+            raise operand_error(self, f"bad grouping n_group={ng}, topk_group={tg} for E={E}")
+        if self.attrs["capacity"] and k != 1:
+            raise operand_error(self, "capacity routing needs k=1")
+        if len(self.operands) > 1:
+            b = self.operands[1].type
+            if b.rank != 1 or not b.dtype.is_float:
+                raise operand_error(self, f"bias must be a float vector [E], got {b}")
+        T = t.shape[0]
+        return [TensorType(t.dtype, (T, k)), TensorType(DType.I64, (T, k))]
+
+    def reference(self, logits, bias=None):
+        a = self.attrs
+        acc = _acc_dtype(logits)
+        x = logits.astype(acc)
+        T, E = x.shape
+        k = a["k"]
+        if a["scoring"] == "softmax":
+            s = _softmax(x)
+        elif a["scoring"] == "sigmoid":
+            s = _sigmoid(x)
+        else:
+            s = x
+        c = s + bias.astype(acc) if bias is not None else s.copy()
+        if a["n_group"] > 1:
+            G = a["n_group"]
+            cg = c.reshape(T, G, E // G)
+            if a["group_score"] == "max":
+                gs = cg.max(-1)
+            else:
+                top2 = -np.sort(-cg, axis=-1)[..., :2]
+                gs = top2.sum(-1)
+            keep = topk_lowest_index(gs, a["topk_group"])
+            gmask = np.zeros((T, G), bool)
+            np.put_along_axis(gmask, keep, True, axis=-1)
+            c = np.where(np.repeat(gmask, E // G, axis=1), c, -np.inf)
+        ids = topk_lowest_index(c, k)
+        w = np.take_along_axis(s, ids, axis=-1)
+        if a["post"] == "softmax":
+            w = _softmax(w)
+        elif a["post"] == "sigmoid":
+            w = _sigmoid(w)
+        if a["norm"] == "sum":
+            w = w / (w.sum(-1, keepdims=True) + a["norm_eps"])
+        elif a["norm"] == "l1":
+            w = w / (np.abs(w).sum(-1, keepdims=True) + a["norm_eps"])
+        w = w * a["scale"]
+        ids = ids.astype(np.int64)
+        if a["capacity"] > 0:
+            counts = np.zeros(E, np.int64)
+            for t in range(T):
+                e = ids[t, 0]
+                counts[e] += 1
+                if counts[e] > a["capacity"]:
+                    ids[t, 0] = -1
+                    w[t, 0] = 0
+        return [w.astype(logits.dtype), ids]
+
+
+def dispatch_plan(ids: np.ndarray, E: int, block: int):
+    """The sort-and-pad plan: (order [N], offsets [E+1]).
+
+    order lists flat slot indices (t*k + j) grouped by expert, in increasing slot order within an
+    expert (a stable sort); each expert's segment is padded with -1 to a multiple of ``block``;
+    offsets[e] is where expert e's segment starts, offsets[E] = N.
+    """
+    flat = ids.reshape(-1)
+    order, offsets = [], [0]
+    for e in range(E):
+        sel = np.nonzero(flat == e)[0]
+        pad = (-len(sel)) % block
+        order.append(sel)
+        order.append(np.full(pad, -1, np.int64))
+        offsets.append(offsets[-1] + len(sel) + pad)
+    return (np.concatenate(order).astype(np.int64) if order else np.zeros(0, np.int64),
+            np.asarray(offsets, np.int64))
+
+
+@op("moe.dispatch", operands=("ids",), results=2, traits=("pure",), attrs={
+    "num_experts": Attr("int"),
+    "block": Attr("int", 1, doc="rows per block: expert segments are padded to a multiple of it"),
+    "strategy": Attr("str", "sort_pad", DISPATCH, "how tokens reach experts (a schedule decision)"),
+    "work_items": Attr("int", 0, doc="work items (expert x row block x column block) per core; 0: unset"),
+})
+class DispatchOp(Operation):
+    """ids [T, k] -> the dispatch plan (order [N] i64, offsets [E+1] i64), see ``dispatch_plan``.
+
+    ``strategy`` records how the target moves tokens: ``sort_pad`` gathers the rows of each
+    expert into block-aligned segments (vLLM's moe_align_block_size); ``token_gemv`` (few
+    tokens) runs each token through its k experts directly and needs no gathered copy;
+    ``capacity`` keeps at most C tokens per expert (Switch).  The plan's value is the same for
+    every strategy — the strategy changes the code, not the answer.
+    """
+
+    def infer_types(self):
+        t = self.operands[0].type
+        if t.rank != 2 or t.dtype not in (DType.I64, DType.I32):
+            raise operand_error(self, f"ids must be an integer [T, k] tensor, got {t}")
+        if self.attrs["num_experts"] < 1 or self.attrs["block"] < 1:
+            raise operand_error(self, "num_experts and block must be >= 1")
+        return [TensorType(DType.I64, (None,)), TensorType(DType.I64, (self.attrs["num_experts"] + 1,))]
+
+    def reference(self, ids):
+        E = self.attrs["num_experts"]
+        if np.any((ids < -1) | (ids >= E)):
+            raise ValueError(f"expert id out of range [-1, {E})")
+        return list(dispatch_plan(ids.astype(np.int64), E, self.attrs["block"]))
+
+
+def apply_activation(h: np.ndarray, attrs, F: int) -> np.ndarray:
+    act = attrs["activation"]
+    if act in GATED:
+        if attrs["gate_layout"] == "interleaved":
+            g, u = h[..., 0::2], h[..., 1::2]
+        else:
+            g, u = h[..., :F], h[..., F:]
+        lim = attrs["limit"]
+        if np.isfinite(lim):
+            g = np.minimum(g, lim)
+            u = np.clip(u, -lim, lim)
+        return g * _sigmoid(attrs["alpha"] * g) * (u + attrs["beta"])
+    if act == "relu":
+        return np.maximum(h, 0)
+    if act == "silu":
+        return h * _sigmoid(h)
+    if act == "gelu":
+        from math import erf
+        verf = np.vectorize(erf, otypes=[np.float64])
+        return (0.5 * h * (1.0 + verf(h / np.sqrt(2.0)))).astype(h.dtype)
+    if act == "gelu_tanh":
+        return 0.5 * h * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (h + 0.044715 * h ** 3)))
+    return h
+
+
+def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs) -> np.ndarray:
+    """One expert on rows x [n, D]: w_out @ act(w_in @ x + b_in) + b_out, accumulated in f32/f64."""
+    acc = _acc_dtype(x)
+    h = x.astype(acc) @ w_in.astype(acc).T
+    if b_in is not None:
+        h = h + b_in.astype(acc)
+    F = w_out.shape[-1]
+    a = apply_activation(h, attrs, F)
+    y = a @ w_out.astype(acc).T
+    if b_out is not None:
+        y = y + b_out.astype(acc)
+    return y
+
+
+FFN_ATTRS = {
+    "activation": Attr("str", "swiglu", ACTIVATIONS),
+    "gate_layout": Attr("str", "concat", GATE_LAYOUT, "gated: w_in rows [gate; up] or interleaved"),
+    "alpha": Attr("float", 1.0, doc="gated: G * sigmoid(alpha * G) * (U + beta)"),
+    "beta": Attr("float", 0.0),
+    "limit": Attr("float", float("inf"), doc="gated: clamp G <= limit, -limit <= U <= limit"),
+}
+
+
+def check_ffn_weights(o: Operation, w_in: TensorType, w_out: TensorType, D, E=None):
+    if w_in.rank != 3 or w_out.rank != 3:
+        raise operand_error(o, f"w_in/w_out must be [E, I, D] / [E, D, F], got {w_in} / {w_out}")
+    I, F = w_in.shape[1], w_out.shape[2]
+    gated = o.attrs["activation"] in GATED
+    if isinstance(I, int) and isinstance(F, int) and I != (2 * F if gated else F):
+        raise operand_error(o, f"w_in has {I} rows; activation {o.attrs['activation']} with F={F} needs "
+                               f"{2 * F if gated else F}")
+    for d in (w_in.shape[2], w_out.shape[1]):
+        if isinstance(d, int) and isinstance(D, int) and d != D:
+            raise operand_error(o, f"expert weights have hidden size {d}, x has {D}")
+    if E is not None:
+        for d in (w_in.shape[0], w_out.shape[0]):
+            if isinstance(d, int) and d != E:
+                raise operand_error(o, f"expert weights stack {d} experts, expected {E}")
+
+
+@op("moe.experts", operands=("x", "ids", "order", "offsets", "w_in", "w_out", "extra*"), traits=("pure",),
+    attrs={**FFN_ATTRS,
+           "has_b_in": Attr("bool", False),
+           "has_b_out": Attr("bool", False),
+           "weights_at": Attr("str", "none", WEIGHTS_AT,
+                              "routing weight applied to the expert input (Llama-4) or output (folded)"),
+           })
+class ExpertsOp(Operation):
+    """Grouped expert FFN over the dispatch plan -> y [T, k, D].
+
+    y[t, j] = FFN_{ids[t, j]}(x[t]) for each slot (zero for id -1), where
+    FFN_e(v) = w_out[e] @ act(w_in[e] @ v + b_in[e]) + b_out[e].
+    ``extra`` holds, in this order, b_in [E, I] if has_b_in, b_out [E, D] if has_b_out, and the
+    routing weights [T, k] if weights_at != none: then the slot's weight scales the expert's
+    input (``input``) or output (``output``, the combine's multiply folded into the epilogue).
+    The plan (order, offsets) must be ``dispatch_plan(ids)``; it tells the code how to group rows.
+    """
+
+    def _extras(self):
+        ex = list(self.operands[6:])
+        b_in = ex.pop(0) if self.attrs["has_b_in"] else None
+        b_out = ex.pop(0) if self.attrs["has_b_out"] else None
+        w = ex.pop(0) if self.attrs["weights_at"] != "none" else None
+        if ex:
+            raise operand_error(self, f"{len(ex)} unexpected extra operand(s)")
+        return b_in, b_out, w
+
+    def infer_types(self):
+        x, ids, order, offsets, w_in, w_out = (v.type for v in self.operands[:6])
+        if x.rank != 2 or not x.dtype.is_float:
+            raise operand_error(self, f"x must be a float [T, D] tensor, got {x}")
+        if ids.rank != 2 or ids.dtype != DType.I64:
+            raise operand_error(self, f"ids must be i64 [T, k], got {ids}")
+        if order.rank != 1 or offsets.rank != 1:
+            raise operand_error(self, "order/offsets must be vectors (from moe.dispatch)")
+        E = w_in.shape[0]
+        check_ffn_weights(self, w_in, w_out, x.shape[1], E if isinstance(E, int) else None)
+        if w_in.dtype != x.dtype or w_out.dtype != x.dtype:
+            raise operand_error(self, f"weights are {w_in.dtype.mlir}/{w_out.dtype.mlir}, x is {x.dtype.mlir}")
+        b_in, b_out, w = self._extras()
+        if w is not None and w.type.rank != 2:
+            raise operand_error(self, "routing weights must be [T, k]")
+        return [TensorType(x.dtype, (x.shape[0], ids.shape[1], x.shape[1]))]
+
+    def reference(self, x, ids, order, offsets, w_in, w_out, *extra):
+        ex = list(extra)
+        b_in = ex.pop(0) if self.attrs["has_b_in"] else None
+        b_out = ex.pop(0) if self.attrs["has_b_out"] else None
+        rw = ex.pop(0) if self.attrs["weights_at"] != "none" else None
+        T, k = ids.shape
+        E = w_in.shape[0]
+        exp_order, exp_off = dispatch_plan(ids, E, 1)
+        acc = _acc_dtype(x)
+        y = np.zeros((T, k, x.shape[1]), acc)
+        for e in range(E):
+            slots = exp_order[exp_off[e]:exp_off[e + 1]]
+            if len(slots) == 0:
+                continue
+            t, j = slots // k, slots % k
+            rows = x[t].astype(acc)
+            if rw is not None and self.attrs["weights_at"] == "input":
+                rows = rows * rw[t, j].astype(acc)[:, None]
+            out = ffn(rows, w_in[e], w_out[e], None if b_in is None else b_in[e],
+                      None if b_out is None else b_out[e], self.attrs)
+            if rw is not None and self.attrs["weights_at"] == "output":
+                out = out * rw[t, j].astype(acc)[:, None]
+            y[t, j] = out
+        return [y.astype(x.dtype)]
+
+
+@op("moe.shared_experts", operands=("x", "w_in", "w_out", "gate?"), traits=("pure",), attrs={**FFN_ATTRS})
+class SharedExpertsOp(Operation):
+    """Always-on experts: y[t] = g(x[t]) * sum_s FFN_s(x[t]) with w_in [S, I, D], w_out [S, D, F];
+    g = sigmoid(gate . x[t]) when the gate [D] (Qwen2-MoE) is given, else 1 (DeepSeek)."""
+
+    def infer_types(self):
+        x, w_in, w_out = (v.type for v in self.operands[:3])
+        if x.rank != 2:
+            raise operand_error(self, f"x must be [T, D], got {x}")
+        check_ffn_weights(self, w_in, w_out, x.shape[1])
+        if len(self.operands) > 3 and self.operands[3].type.rank != 1:
+            raise operand_error(self, "the shared-expert gate must be a [D] vector")
+        return [x]
+
+    def reference(self, x, w_in, w_out, gate=None):
+        acc = _acc_dtype(x)
+        y = np.zeros(x.shape, acc)
+        for s in range(w_in.shape[0]):
+            y += ffn(x, w_in[s], w_out[s], None, None, self.attrs)
+        if gate is not None:
+            y *= _sigmoid(x.astype(acc) @ gate.astype(acc))[:, None]
+        return [y.astype(x.dtype)]
+
+
+@op("moe.combine", operands=("y", "weights", "extra*"), traits=("pure",), attrs={
+    "weighted": Attr("bool", True, doc="multiply each slot by its weight (false when folded into experts)"),
+    "has_shared": Attr("bool", False, doc="an extra [T, D] term (shared experts) is added"),
+    "passthrough": Attr("bool", False, doc="dropped tokens (all slots id -1) output x (Switch)"),
+    "layer": Attr("str", "", doc="layer name, for reports"),
+})
+class CombineOp(Operation):
+    """out[t] = sum_j w[t, j] * y[t, j] (+ shared[t]).  ``extra`` holds, in order, shared [T, D]
+    if has_shared, and (x [T, D], ids [T, k]) if passthrough: tokens whose every slot was dropped
+    output x[t] unchanged (Switch's residual pass-through)."""
+
+    def infer_types(self):
+        y, w = self.operands[0].type, self.operands[1].type
+        if y.rank != 3 or w.rank != 2:
+            raise operand_error(self, f"y must be [T, k, D] and weights [T, k], got {y} and {w}")
+        n = int(self.attrs["has_shared"]) + 2 * int(self.attrs["passthrough"])
+        if len(self.operands) - 2 != n:
+            raise operand_error(self, f"expected {n} extra operand(s), got {len(self.operands) - 2}")
+        return [TensorType(y.dtype, (y.shape[0], y.shape[2]))]
+
+    def reference(self, y, w, *extra):
+        acc = _acc_dtype(y)
+        ex = list(extra)
+        if self.attrs["weighted"]:
+            out = np.einsum("tkd,tk->td", y.astype(acc), w.astype(acc))
+        else:
+            out = y.astype(acc).sum(1)
+        if self.attrs["has_shared"]:
+            out = out + ex.pop(0).astype(acc)
+        if self.attrs["passthrough"]:
+            x, ids = ex
+            dropped = np.all(ids < 0, axis=1)
+            out[dropped] = x[dropped].astype(acc)
+        return [out.astype(y.dtype)]
