@@ -170,6 +170,30 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     return result
 
 
+def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "native", threads: int = 1,
+                 force: bool = True, run_passes: bool = False):
+    """Emit and build an IR module directly (no ONNX, no verification); return the loaded artifact.
+
+    Used by tests and tools that start from IR text: compare the artifact with ``moec.ir.run``."""
+    prepare_outdir(outdir, force)
+    verify_module(m)
+    if run_passes:
+        m = run_pipeline(m, target=target)
+    backend = get_backend(target, arch)
+    save_module(m, os.path.join(outdir, "model.mlir"))
+    backend.emit(m, outdir)
+    backend.build(outdir)
+    f = m.main
+    names = f.output_names or [f"out{i}" for i in range(len(f.outputs))]
+    manifest = {"moec_version": __version__, "model": "module", "target": target, "arch": backend.desc.arch,
+                "inputs": [{"name": n, "type": str(a.type)} for n, a in zip(f.arg_names, f.args)],
+                "outputs": [{"name": n, "type": str(v.type)} for n, v in zip(names, f.outputs)],
+                "files": backend.files()}
+    with open(os.path.join(outdir, "manifest.json"), "w") as fh:
+        json.dump(manifest, fh, indent=1)
+    return backend.load(outdir, threads=threads)
+
+
 def _json_default(x):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()

@@ -57,7 +57,7 @@ ARRAY: /array<[^>]*>/
 DENSE: /dense<[^>]*>/
 RESOURCE: /dense_resource<[^>]*>/
 HEX: /0x[0-9A-Fa-f]+/
-INT.2: /-?[0-9]+(?![0-9.eE])/
+INT.2: /-?[0-9]+(?![0-9.eExX])/
 SIGNED_FLOAT: /-?[0-9]+\.[0-9]*([eE][-+]?[0-9]+)?/
 VALUE_ID: /%[A-Za-z0-9_$.\-]+/
 SYMBOL: /@[A-Za-z_][A-Za-z0-9_$.]*/
