@@ -396,3 +396,26 @@ class CombineOp(Operation):
             dropped = np.all(ids < 0, axis=1)
             out[dropped] = x[dropped].astype(acc)
         return [out.astype(y.dtype)]
+
+
+def record_moe_layer(module, info: dict) -> str:
+    """Record a recognised MoE layer in the module attribute ``moec.moe_layers`` (one JSON object
+    per layer: family, routing attributes, E, k, D, F, activation, shared experts, dispatch decision,
+    replaced nodes).  Returns the layer's name (``moe0``, ``moe1``, ...)."""
+    layers = list(module.attrs.get("moec.moe_layers", []))
+    name = info.get("layer") or f"moe{len(layers)}"
+    info = {"layer": name, **{k: v for k, v in info.items() if k != "layer"}}
+    layers.append(json.dumps(info, sort_keys=True))
+    module.attrs["moec.moe_layers"] = layers
+    return name
+
+
+def update_moe_layer(module, name: str, **fields) -> None:
+    """Add or change fields of a recorded layer (e.g. the dispatch decision)."""
+    layers = list(module.attrs.get("moec.moe_layers", []))
+    for i, s in enumerate(layers):
+        d = json.loads(s)
+        if d.get("layer") == name:
+            d.update(fields)
+            layers[i] = json.dumps(d, sort_keys=True)
+    module.attrs["moec.moe_layers"] = layers

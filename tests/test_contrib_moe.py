@@ -1,0 +1,51 @@
+"""com.microsoft.MoE imported straight into moe.* ops, verified against onnxruntime's own kernel."""
+import numpy as np
+import pytest
+from onnx import helper
+
+from helpers import check_model, make_model
+
+T_, D, F, E = "T", 16, 8, 4
+
+
+def _moe_model(act, k=2, norm=1, fusion=None, biases=False, extra=None, seed=0):
+    rng = np.random.default_rng(seed)
+    I = 2 * F if act == "swiglu" else F
+    inits = {"fc1": (rng.standard_normal((E, I, D)) / 3).astype(np.float32),
+             "fc2": (rng.standard_normal((E, D, F)) / 3).astype(np.float32)}
+    ins = ["x", "r", "fc1", "", "fc2", ""]
+    if biases:
+        inits["b1"] = (rng.standard_normal((E, I)) / 5).astype(np.float32)
+        inits["b2"] = (rng.standard_normal((E, D)) / 5).astype(np.float32)
+        ins = ["x", "r", "fc1", "b1", "fc2", "b2"]
+    attrs = dict(k=k, activation_type=act, normalize_routing_weights=norm, **(extra or {}))
+    if fusion is not None:
+        attrs["swiglu_fusion"] = fusion
+    node = helper.make_node("MoE", ins, ["y"], domain="com.microsoft", name="moe_node", **attrs)
+    return make_model([node], [("x", np.float32, [T_, D]), ("r", np.float32, [T_, E])],
+                      [("y", np.float32, [T_, D])], inits, opset=17, name=f"ortmoe_{act}",
+                      extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
+
+
+@pytest.mark.parametrize("act,k,norm,fusion,biases,extra", [
+    ("relu", 1, 0, None, False, None),
+    ("silu", 2, 1, None, True, None),
+    ("gelu", 2, 0, None, False, None),
+    ("identity", 2, 1, None, False, None),
+    ("swiglu", 2, 1, 1, False, None),
+    ("swiglu", 2, 1, 1, True, dict(activation_alpha=1.702, activation_beta=1.0, swiglu_limit=7.0)),
+])
+def test_com_microsoft_moe(tmp_path, act, k, norm, fusion, biases, extra):
+    rep = check_model(_moe_model(act, k, norm, fusion, biases, extra), tmp_path)
+    assert len(rep["moe_layers"]) == 1
+    layer = rep["moe_layers"][0]
+    assert layer["family"] == "onnxruntime.MoE" and layer["E"] == E and layer["k"] == k
+    assert layer["replaced_nodes"] == ["moe_node"]
+
+
+def test_com_microsoft_moe_rejects_sparse_mixer(tmp_path):
+    from moec.driver import CompileOptions, compile_onnx
+    from moec.errors import UnsupportedError
+    m = _moe_model("relu", extra=dict(use_sparse_mixer=1))
+    with pytest.raises(UnsupportedError, match="moe_node.*use_sparse_mixer"):
+        compile_onnx(m, str(tmp_path / "o"), CompileOptions())
