@@ -129,9 +129,9 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         _dump(module, opts, i, stage)
         pass_log.append({"stage": stage, **info})
 
-    with timer.time("passes"):
-        m = run_pipeline(m, target=opts.target, after_stage=after_stage)
     backend = get_backend(opts.target, opts.arch)
+    with timer.time("passes"):
+        m = run_pipeline(m, target=backend.desc, after_stage=after_stage)
     with timer.time("save_ir"):
         save_module(m, os.path.join(outdir, "model.mlir"))
     with timer.time("emit"):
@@ -177,9 +177,9 @@ def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "nativ
     Used by tests and tools that start from IR text: compare the artifact with ``moec.ir.run``."""
     prepare_outdir(outdir, force)
     verify_module(m)
-    if run_passes:
-        m = run_pipeline(m, target=target)
     backend = get_backend(target, arch)
+    if run_passes:
+        m = run_pipeline(m, target=backend.desc)
     save_module(m, os.path.join(outdir, "model.mlir"))
     backend.emit(m, outdir)
     backend.build(outdir)

@@ -10,19 +10,26 @@ from typing import Callable, List, Optional, Tuple
 
 from ..ir import Module
 from .base import Pass, run_to_fixed_point
+from ..targets.description import TargetDesc, target_for
 from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
+from .fuse_experts import FuseExperts
+from .schedule_dispatch import ScheduleDispatch
 
 
-def stages(target: str = "cpu") -> List[Tuple[str, List[Pass]]]:
+def stages(target: TargetDesc) -> List[Tuple[str, List[Pass]]]:
     return [
         ("canonicalize", [FoldConstants(), DeadCodeElimination()]),
+        ("fuse-experts", [FuseExperts()]),
+        ("schedule-dispatch", [ScheduleDispatch(target)]),
+        ("cleanup", [DeadCodeElimination()]),
     ]
 
 
-def run_pipeline(m: Module, target: str = "cpu",
+def run_pipeline(m: Module, target="cpu",
                  after_stage: Optional[Callable[[int, str, Module, dict], None]] = None) -> Module:
-    for i, (name, passes) in enumerate(stages(target), start=1):
+    desc = target_for(target) if isinstance(target, str) else target
+    for i, (name, passes) in enumerate(stages(desc), start=1):
         t0 = time.perf_counter()
         iters = run_to_fixed_point(m, passes)
         info = {"passes": [p.name for p in passes], "iterations": iters,

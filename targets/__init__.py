@@ -1,4 +1,4 @@
 """Target descriptions (data) and how each target's artifact is built and run."""
-from .description import TargetDesc, cpu_target, generic_cpu, host_cpu
+from .description import TargetDesc, ascend_target, cpu_target, generic_cpu, host_cpu, target_for, triton_target
 
-__all__ = ["TargetDesc", "cpu_target", "generic_cpu", "host_cpu"]
+__all__ = ["TargetDesc", "ascend_target", "cpu_target", "generic_cpu", "host_cpu", "target_for", "triton_target"]

@@ -123,3 +123,51 @@ def cpu_target(arch: str = "native") -> TargetDesc:
             raise ValueError("this machine has no AVX-512")
         return h
     raise ValueError(f"unknown CPU arch '{arch}' (native, generic, avx2, avx512)")
+
+
+# -- accelerator targets (data only here; their emitters and runners live elsewhere) ----------
+
+def triton_target(gpu: str = "H100") -> TargetDesc:
+    """An NVIDIA GPU as the Triton emitter sees it (SM count, shared memory, tile granularity)."""
+    gpus = {
+        "H100": dict(cores=132, smem=228 * 1024, hbm_gbps=3350, bf16_tflops=989),
+        "H200": dict(cores=132, smem=228 * 1024, hbm_gbps=4800, bf16_tflops=989),
+        "A100": dict(cores=108, smem=164 * 1024, hbm_gbps=2039, bf16_tflops=312),
+    }
+    if gpu not in gpus:
+        raise ValueError(f"unknown GPU '{gpu}' (known: {', '.join(gpus)})")
+    g = gpus[gpu]
+    return TargetDesc(name="triton", arch=gpu, cores=g["cores"], vector_bits=1024, isa=("tensor_core", "bf16"),
+                      l1_bytes=g["smem"], l2_bytes=50 << 20, l3_bytes=0,
+                      extra=(("block_m", 64), ("hbm_gbps", g["hbm_gbps"]), ("bf16_tflops", g["bf16_tflops"])))
+
+
+ASCEND_SOCS = {
+    # name: AI cores (cube), vector cores, HBM GB/s, fp16 cube TFLOPS (estimates from the design note)
+    "Ascend910B1": (24, 48, 1600, 354), "Ascend910B2": (24, 48, 1600, 354),
+    "Ascend910B3": (20, 40, 1600, 295), "Ascend910B4": (20, 40, 1600, 295),
+    "Ascend910_93": (24, 48, 1600, 354),
+}
+
+
+def ascend_target(soc: str = "Ascend910B2") -> TargetDesc:
+    """An Ascend NPU: cores and the per-core buffer sizes that tiling must fit."""
+    if soc not in ASCEND_SOCS:
+        raise ValueError(f"unknown SoC '{soc}' (known: {', '.join(ASCEND_SOCS)})")
+    aic, aiv, hbm, tflops = ASCEND_SOCS[soc]
+    return TargetDesc(name="ascend", arch=soc, cores=aic, vector_bits=2048, isa=("cube", "vector"),
+                      l1_bytes=512 * 1024, l2_bytes=192 << 20, l3_bytes=0,
+                      dtypes=("f32", "f16", "bf16", "i64", "i32", "i8", "ui8", "i1"),
+                      extra=(("aiv_cores", aiv), ("ub_bytes", 192 * 1024), ("l0a_bytes", 64 * 1024),
+                             ("l0b_bytes", 64 * 1024), ("l0c_bytes", 128 * 1024), ("hbm_gbps", hbm),
+                             ("fp16_tflops", tflops), ("block_m", 16)))
+
+
+def target_for(name: str, arch: str = "native") -> TargetDesc:
+    if name == "cpu":
+        return cpu_target(arch)
+    if name == "triton":
+        return triton_target("H100" if arch == "native" else arch)
+    if name == "ascend":
+        return ascend_target("Ascend910B2" if arch == "native" else arch)
+    raise ValueError(f"unknown target '{name}' (cpu, triton, ascend)")

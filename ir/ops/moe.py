@@ -176,7 +176,9 @@ def dispatch_plan(ids: np.ndarray, E: int, block: int):
     "num_experts": Attr("int"),
     "block": Attr("int", 1, doc="rows per block: expert segments are padded to a multiple of it"),
     "strategy": Attr("str", "sort_pad", DISPATCH, "how tokens reach experts (a schedule decision)"),
-    "work_items": Attr("int", 0, doc="work items (expert x row block x column block) per core; 0: unset"),
+    "gemv_max_slots": Attr("int", 0, doc="at run time, T*k <= this takes the token_gemv path (0: never)"),
+    "col_block": Attr("int", 0, doc="expert-width columns per work item (expert x row block x column block); 0: all"),
+    "cores": Attr("int", 0, doc="workers the work items are balanced over (0: unset)"),
 })
 class DispatchOp(Operation):
     """ids [T, k] -> the dispatch plan (order [N] i64, offsets [E+1] i64), see ``dispatch_plan``.

@@ -1,0 +1,19 @@
+"""All passes by name (for tests, tools and `--dump-ir` listings)."""
+from __future__ import annotations
+
+from typing import Dict, Type
+
+from .base import Pass
+from .dce import DeadCodeElimination
+from .fold_constants import FoldConstants
+from .fuse_experts import FuseExperts
+from .schedule_dispatch import ScheduleDispatch
+
+PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldConstants, FuseExperts,
+                                                      ScheduleDispatch)}
+
+
+def make_pass(name: str, **options) -> Pass:
+    if name not in PASSES:
+        raise KeyError(f"unknown pass '{name}' (known: {', '.join(sorted(PASSES))})")
+    return PASSES[name](**options)
