@@ -159,7 +159,15 @@ class CompiledLibrary:
 
     def __init__(self, so_path: str, weights_path: str, n_in: int, n_out: int, nthreads: int = 1):
         self.path = so_path
-        self.lib = ctypes.CDLL(os.path.abspath(so_path))
+        # dlopen returns an already loaded library for the same path even when the file was
+        # rebuilt, so load a private copy (unlinked right away; the mapping keeps it alive)
+        fd, tmp = tempfile.mkstemp(prefix="moec-", suffix=".so")
+        try:
+            with os.fdopen(fd, "wb") as dst, open(so_path, "rb") as src:
+                shutil.copyfileobj(src, dst)
+            self.lib = ctypes.CDLL(tmp)
+        finally:
+            os.unlink(tmp)
         self.n_in, self.n_out = n_in, n_out
         self.nthreads = nthreads
         self.lib.moec_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
@@ -176,7 +184,7 @@ class CompiledLibrary:
         keep = []
         ins = (CTensor * max(1, self.n_in))()
         for i, x in enumerate(inputs):
-            x = np.ascontiguousarray(x)
+            x = np.asarray(x, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
             if x.ndim > 8:
                 raise RunError(f"input #{i} has rank {x.ndim}; at most 8 is supported")
             dt = DType.from_np(x.dtype)

@@ -29,7 +29,7 @@ from ..ir.opdef import OPS
 
 # Inline constants up to this many elements; larger ones go to the weight store.
 INLINE_LIMIT = 64
-MIN_OPSET, MAX_OPSET = 7, 23
+MIN_OPSET, MAX_OPSET = 1, 25
 
 ConverterFn = Callable[["ImportContext", object, List[Optional[Value]], Dict], List[Value]]
 _CONVERTERS: Dict[Tuple[str, str], List[Tuple[int, ConverterFn]]] = {}

@@ -1,16 +1,128 @@
 """ONNX converters: elementwise ops."""
 from __future__ import annotations
 
-from .onnx_import import converter
+import numpy as np
+
+from ..ir import DType
+from .onnx_import import converter, onnx_dtype
+
+_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Equal": "equal", "Greater": "greater",
+           "GreaterOrEqual": "greater_equal", "Less": "less", "LessOrEqual": "less_equal", "And": "and", "Or": "or"}
+_UNARY = {"Neg": "neg", "Abs": "abs", "Sign": "sign", "Floor": "floor", "Ceil": "ceil", "Sqrt": "sqrt",
+          "Reciprocal": "reciprocal", "Exp": "exp", "Log": "log", "Sin": "sin", "Cos": "cos", "Tanh": "tanh",
+          "Erf": "erf", "Sigmoid": "sigmoid", "Relu": "relu", "Not": "not"}
 
 
-@converter("Add", since=7)
-def _add(ctx, node, ins, attrs):
-    return [ctx.emit1("moec.add", [ins[0], ins[1]])]
+def _reg_binary(onnx_op, ir):
+    @converter(onnx_op, since=7)
+    def conv(ctx, node, ins, attrs):
+        if attrs.get("broadcast") is not None and ctx.opset < 7:
+            raise ctx.unsupported("legacy 'broadcast' attribute")
+        return [ctx.emit1(f"moec.{ir}", [ins[0], ins[1]])]
 
 
-@converter("Relu", since=6)
-def _relu(ctx, node, ins, attrs):
-    return [ctx.emit1("moec.relu", [ins[0]])]
+def _reg_unary(onnx_op, ir):
+    @converter(onnx_op, since=1)
+    def conv(ctx, node, ins, attrs):
+        return [ctx.emit1(f"moec.{ir}", [ins[0]])]
 
 
+for _k, _v in _BINARY.items():
+    _reg_binary(_k, _v)
+for _k, _v in _UNARY.items():
+    _reg_unary(_k, _v)
+
+
+@converter("Pow", since=7)
+def _pow(ctx, node, ins, attrs):
+    return [ctx.emit1("moec.pow", [ins[0], ins[1]])]
+
+
+@converter("Gelu", since=20)
+def _gelu(ctx, node, ins, attrs):
+    approx = attrs.get("approximate", "none")
+    if approx not in ("none", "tanh"):
+        raise ctx.unsupported(f"attribute approximate='{approx}' (supported: none, tanh)")
+    return [ctx.emit1("moec.gelu" if approx == "none" else "moec.gelu_tanh", [ins[0]])]
+
+
+@converter("Identity", since=1)
+def _identity(ctx, node, ins, attrs):
+    return [ins[0]]
+
+
+def _fold(ctx, ir, ins):
+    vals = [v for v in ins if v is not None]
+    if not vals:
+        raise ctx.error("needs at least one input")
+    acc = vals[0]
+    for v in vals[1:]:
+        acc = ctx.emit1(f"moec.{ir}", [acc, v])
+    return [acc]
+
+
+@converter("Min", since=8)
+def _min(ctx, node, ins, attrs):
+    return _fold(ctx, "min", ins)
+
+
+@converter("Max", since=8)
+def _max(ctx, node, ins, attrs):
+    return _fold(ctx, "max", ins)
+
+
+def _limit(dt: DType, low: bool):
+    if dt.is_float:
+        return np.array(-np.inf if low else np.inf, dt.np)
+    info = np.iinfo(dt.np)
+    return np.array(info.min if low else info.max, dt.np)
+
+
+@converter("Clip", since=6)
+def _clip(ctx, node, ins, attrs):
+    x = ins[0]
+    dt = x.type.dtype
+    if ctx.opset < 11:
+        lo = ctx.const(np.array(attrs.get("min", -3.4028234663852886e38), dt.np))
+        hi = ctx.const(np.array(attrs.get("max", 3.4028234663852886e38), dt.np))
+    else:
+        lo = ins[1] if len(ins) > 1 and ins[1] is not None else ctx.const(_limit(dt, True))
+        hi = ins[2] if len(ins) > 2 and ins[2] is not None else ctx.const(_limit(dt, False))
+        for v, what in ((lo, "min"), (hi, "max")):
+            if v.type.rank != 0:
+                if v.type.is_static and v.type.numel() == 1:
+                    continue
+                raise ctx.unsupported(f"'{what}' must be a scalar")
+        if lo.type.rank:
+            lo = ctx.emit1("moec.reshape", [lo, ctx.const(np.zeros(0, np.int64))])
+        if hi.type.rank:
+            hi = ctx.emit1("moec.reshape", [hi, ctx.const(np.zeros(0, np.int64))])
+    return [ctx.emit1("moec.clip", [x, lo, hi])]
+
+
+@converter("Where", since=9)
+def _where(ctx, node, ins, attrs):
+    return [ctx.emit1("moec.select", [ins[0], ins[1], ins[2]])]
+
+
+@converter("Cast", since=6)
+def _cast(ctx, node, ins, attrs):
+    to = onnx_dtype(attrs["to"], f"{ctx.where()}: target ")
+    if to == ins[0].type.dtype:
+        return [ins[0]]
+    return [ctx.emit1("moec.cast", [ins[0]], {"to": to})]
+
+
+@converter("Dropout", since=7)
+def _dropout(ctx, node, ins, attrs):
+    x = ins[0]
+    if len(ins) > 2 and ins[2] is not None:
+        tm = ctx.const_value(ins[2])
+        if tm is None or bool(np.asarray(tm).reshape(-1)[0]):
+            raise ctx.unsupported("training_mode must be a constant false (moec compiles inference)")
+    outs = [x]
+    if len(node.output) > 1 and node.output[1]:
+        # inference: the mask is all true; built as (x == x) | (x != x) so it needs no shape ops
+        eq = ctx.emit1("moec.equal", [x, x])
+        outs.append(ctx.emit1("moec.or", [eq, ctx.emit1("moec.not", [eq])]))
+    return outs
