@@ -53,13 +53,13 @@ class WeightStore:
         while key in self._arrays:
             key = f"{base}_{n}"
             n += 1
-        self._arrays[key] = np.ascontiguousarray(array)
+        self._arrays[key] = np.asarray(array, order="C")
         return key
 
     def set(self, key: str, array: np.ndarray) -> None:
         if not _KEY_RE.fullmatch(key):
             raise ValueError(f"bad weight key '{key}'")
-        self._arrays[key] = np.ascontiguousarray(array)
+        self._arrays[key] = np.asarray(array, order="C")
 
     def remove_unused(self, used) -> None:
         for k in list(self._arrays):
@@ -76,7 +76,7 @@ class WeightStore:
             h.update(k.encode())
             h.update(str(a.dtype).encode())
             h.update(str(a.shape).encode())
-            h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+            h.update(memoryview(np.asarray(a, order="C")).cast("B"))
         return h.hexdigest()
 
     # -- files -------------------------------------------------------------
@@ -85,7 +85,7 @@ class WeightStore:
         off = 0
         with open(bin_path, "wb") as f:
             for k in sorted(self._arrays):
-                a = np.ascontiguousarray(self._arrays[k])
+                a = np.asarray(self._arrays[k], order="C")
                 pad = (-off) % ALIGN
                 f.write(b"\0" * pad)
                 off += pad

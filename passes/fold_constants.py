@@ -43,7 +43,7 @@ class FoldConstants(Pass):
                             outs = None
                         if outs is not None and all(out.size <= self.max_elements for out in outs):
                             for r, out in zip(o.results, outs):
-                                c = const_cls.create([], {"value": np.ascontiguousarray(out)}, o.loc)
+                                c = const_cls.create([], {"value": np.asarray(out, order="C")}, o.loc)
                                 c.results[0].name = r.name
                                 if not r.type.matches(out.shape) or c.results[0].type.dtype != r.type.dtype:
                                     raise IRError(f"fold-constants: op {o.describe()} reference result "

@@ -216,7 +216,7 @@ def emit_c(module: Module, func: Optional[Function] = None, weight_index: Option
                 init_lines.append(f"  if (moec_bind_weight(&{name}, {dt}, {t.rank}, {shape}, {e['offset']}, "
                                   f"{e['nbytes']}, err, errlen)) return 1;")
             else:
-                arr = np.ascontiguousarray(val)
+                arr = np.asarray(val, order="C")
                 raw = arr.tobytes() or b"\0"
                 data = ctx.fresh("d")
                 body = ",".join(str(b) for b in raw)

@@ -143,7 +143,7 @@ class ImportContext:
             raise self.error("string tensors are not supported")
         dt = DType.from_np(a.dtype)
         if a.size <= INLINE_LIMIT:
-            return self.emit1("moec.constant", [], {"value": np.ascontiguousarray(a)})
+            return self.emit1("moec.constant", [], {"value": np.asarray(a, order="C")})
         key = self.module.weights.add(a, hint)
         return self.emit1("moec.constant", [], {"value": ResourceRef(key)}, TensorType(dt, a.shape))
 
