@@ -97,3 +97,145 @@ int moec_k_matmul(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, moe
   moec_parallel_for(ctx, j.batch * M, mm_task, &j);
   return 0;
 }
+
+typedef struct {
+  const moec_tensor *a, *b, *c;
+  moec_tensor *out;
+  int64_t M, N, K, sam, sak, sbk, sbn, scm, scn;
+  double alpha, beta;
+} gemm_job;
+
+static void gemm_row(void *arg, int64_t m) {
+  const gemm_job *j = (const gemm_job *)arg;
+  int64_t N = j->N, K = j->K;
+  if (j->a->dtype == MOEC_F32) {
+    const float *A = (const float *)j->a->data, *B = (const float *)j->b->data;
+    float *C = (float *)j->out->data + m * N;
+    if (j->sbn == 1) { /* b not transposed: saxpy rows of B */
+      for (int64_t n = 0; n < N; n++) C[n] = 0.f;
+      for (int64_t k = 0; k < K; k++) {
+        float av = A[m * j->sam + k * j->sak];
+        const float *Br = B + k * j->sbk;
+        for (int64_t n = 0; n < N; n++) C[n] += av * Br[n];
+      }
+    } else { /* b transposed: dot products over contiguous k */
+      for (int64_t n = 0; n < N; n++) {
+        float acc = 0.f;
+        const float *Bn = B + n * j->sbn;
+        if (j->sak == 1) { const float *Am = A + m * j->sam; for (int64_t k = 0; k < K; k++) acc += Am[k] * Bn[k]; }
+        else for (int64_t k = 0; k < K; k++) acc += A[m * j->sam + k * j->sak] * Bn[k];
+        C[n] = acc;
+      }
+    }
+    for (int64_t n = 0; n < N; n++) {
+      float v = (float)j->alpha * C[n];
+      if (j->c) v += (float)j->beta * (float)moec_get_f64(j->c, m * j->scm + n * j->scn);
+      C[n] = v;
+    }
+    return;
+  }
+  int isf = moec_is_float(j->a->dtype);
+  for (int64_t n = 0; n < N; n++) {
+    double acc = 0;
+    int64_t iacc = 0;
+    for (int64_t k = 0; k < K; k++) {
+      int64_t ia = m * j->sam + k * j->sak, ib = k * j->sbk + n * j->sbn;
+      if (isf) acc += moec_get_f64(j->a, ia) * moec_get_f64(j->b, ib);
+      else iacc += moec_get_i64(j->a, ia) * moec_get_i64(j->b, ib);
+    }
+    if (isf) {
+      double v = j->alpha * acc + (j->c ? j->beta * moec_get_f64(j->c, m * j->scm + n * j->scn) : 0.0);
+      moec_set_f64(j->out, m * N + n, v);
+    } else {
+      double v = j->alpha * (double)iacc + (j->c ? j->beta * (double)moec_get_i64(j->c, m * j->scm + n * j->scn) : 0.0);
+      moec_set_i64(j->out, m * N + n, (int64_t)v);
+    }
+  }
+}
+
+int moec_k_gemm(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const moec_tensor *c, double alpha,
+                double beta, int ta, int tb, moec_tensor *out) {
+  if (a->rank != 2 || b->rank != 2) return moec_fail(ctx, "gemm operands must be 2-D");
+  if (a->dtype != b->dtype) return moec_fail(ctx, "operand types differ");
+  gemm_job j;
+  memset(&j, 0, sizeof j);
+  j.M = ta ? a->shape[1] : a->shape[0];
+  j.K = ta ? a->shape[0] : a->shape[1];
+  int64_t K2 = tb ? b->shape[1] : b->shape[0];
+  j.N = tb ? b->shape[0] : b->shape[1];
+  if (j.K != K2) return moec_fail(ctx, "contraction dims differ: %lld vs %lld", (long long)j.K, (long long)K2);
+  j.sam = ta ? 1 : a->shape[1];
+  j.sak = ta ? a->shape[1] : 1;
+  j.sbk = tb ? 1 : b->shape[1];
+  j.sbn = tb ? b->shape[1] : 1;
+  if (c) {
+    if (c->rank > 2) return moec_fail(ctx, "c must have rank <= 2");
+    int64_t cm = c->rank == 2 ? c->shape[0] : 1, cn = c->rank >= 1 ? c->shape[c->rank - 1] : 1;
+    if ((cm != 1 && cm != j.M) || (cn != 1 && cn != j.N)) return moec_fail(ctx, "c does not broadcast to [M, N]");
+    j.scm = cm == 1 ? 0 : cn;
+    j.scn = cn == 1 ? 0 : 1;
+  }
+  int64_t d[2] = {j.M, j.N};
+  if (moec_alloc(ctx, out, a->dtype, 2, d)) return -1;
+  j.a = a; j.b = b; j.c = c; j.out = out; j.alpha = alpha; j.beta = beta;
+  moec_parallel_for(ctx, j.M, gemm_row, &j);
+  return 0;
+}
+
+int moec_k_einsum(moec_ctx *ctx, const moec_tensor *const *xs, int n, const int64_t *labels, const int64_t *ranks,
+                  const int64_t *out_labels, int n_out, int L, moec_tensor *out) {
+  if (L > 64 || n > 16) return moec_fail(ctx, "einsum too large");
+  int64_t size[64], strides[16][64];
+  for (int l = 0; l < L; l++) size[l] = 1;
+  const int64_t *lp = labels;
+  for (int i = 0; i < n; i++) {
+    if (xs[i]->rank != ranks[i]) return moec_fail(ctx, "operand %d has rank %d, the equation says %lld", i, xs[i]->rank, (long long)ranks[i]);
+    if (xs[i]->dtype != xs[0]->dtype) return moec_fail(ctx, "operand types differ");
+    int64_t st[MOEC_MAX_RANK];
+    moec_strides(xs[i], st);
+    for (int l = 0; l < L; l++) strides[i][l] = 0;
+    for (int k = 0; k < ranks[i]; k++) {
+      int64_t l = lp[k], d = xs[i]->shape[k];
+      if (d != 1) {
+        if (size[l] != 1 && size[l] != d) return moec_fail(ctx, "label size mismatch: %lld vs %lld", (long long)size[l], (long long)d);
+        size[l] = d;
+        strides[i][l] += st[k];
+      }
+    }
+    lp += ranks[i];
+  }
+  int in_out[64] = {0};
+  int64_t od[MOEC_MAX_RANK];
+  for (int k = 0; k < n_out; k++) { in_out[out_labels[k]] = 1; od[k] = size[out_labels[k]]; }
+  int red[64], nr = 0;
+  for (int l = 0; l < L; l++) if (!in_out[l]) red[nr++] = l;
+  if (moec_alloc(ctx, out, xs[0]->dtype, n_out, od)) return -1;
+  int64_t rtotal = 1;
+  for (int r = 0; r < nr; r++) rtotal *= size[red[r]];
+  int isf = moec_is_float(xs[0]->dtype);
+  int64_t oidx[MOEC_MAX_RANK] = {0};
+  for (int64_t o = 0; o < out->numel; o++) {
+    int64_t base[16];
+    for (int i = 0; i < n; i++) {
+      base[i] = 0;
+      for (int k = 0; k < n_out; k++) base[i] += oidx[k] * strides[i][out_labels[k]];
+    }
+    double acc = 0;
+    int64_t iacc = 0;
+    int64_t ridx[64] = {0}, off[16];
+    for (int i = 0; i < n; i++) off[i] = base[i];
+    for (int64_t r = 0; r < rtotal; r++) {
+      if (isf) { double p = 1; for (int i = 0; i < n; i++) p *= moec_get_f64(xs[i], off[i]); acc += p; }
+      else { int64_t p = 1; for (int i = 0; i < n; i++) p *= moec_get_i64(xs[i], off[i]); iacc += p; }
+      for (int q = nr - 1; q >= 0; q--) {
+        int l = red[q];
+        if (++ridx[q] < size[l]) { for (int i = 0; i < n; i++) off[i] += strides[i][l]; break; }
+        for (int i = 0; i < n; i++) off[i] -= strides[i][l] * (size[l] - 1);
+        ridx[q] = 0;
+      }
+    }
+    if (isf) moec_set_f64(out, o, acc); else moec_set_i64(out, o, iacc);
+    for (int k = n_out - 1; k >= 0; k--) { if (++oidx[k] < od[k]) break; oidx[k] = 0; }
+  }
+  return 0;
+}
