@@ -28,12 +28,16 @@ def _flatten(ctx, o):
 
 @c_op("moec.squeeze", aliases={0: 0})
 def _squeeze(ctx, o):
+    if len(o.operands) > 1:
+        return [f"MOEC_TRY(moec_k_squeeze_dyn(&ctx, {ctx.t(o.operands[0])}, {ctx.t(o.operands[1])}, 0, {ctx.t(o.result)}));"]
     axes = o.attrs["axes"]
     return [f"MOEC_TRY(moec_k_squeeze(&ctx, {ctx.t(o.operands[0])}, {ctx.c_ints(axes)}, {len(axes)}, {ctx.t(o.result)}));"]
 
 
 @c_op("moec.unsqueeze", aliases={0: 0})
 def _unsqueeze(ctx, o):
+    if len(o.operands) > 1:
+        return [f"MOEC_TRY(moec_k_squeeze_dyn(&ctx, {ctx.t(o.operands[0])}, {ctx.t(o.operands[1])}, 1, {ctx.t(o.result)}));"]
     axes = o.attrs["axes"]
     return [f"MOEC_TRY(moec_k_unsqueeze(&ctx, {ctx.t(o.operands[0])}, {ctx.c_ints(axes)}, {len(axes)}, {ctx.t(o.result)}));"]
 

@@ -29,7 +29,12 @@ from ..ir.opdef import OPS
 
 # Inline constants up to this many elements; larger ones go to the weight store.
 INLINE_LIMIT = 64
-MIN_OPSET, MAX_OPSET = 1, 25
+MIN_OPSET, MAX_OPSET = 1, 28
+# The converters implement each op as specified up to this opset.  A model at a newer opset is
+# accepted as long as none of its ops changed after it (checked per op against onnx's schemas).
+IMPLEMENTED_OPSET = 25
+# Ops whose newer versions only add element types (or, for Range, an attribute we handle).
+IMPLEMENTED_VERSIONS = {"Cast": 28, "OneHot": 28, "Einsum": 28, "Range": 27}
 
 ConverterFn = Callable[["ImportContext", object, List[Optional[Value]], Dict], List[Value]]
 _CONVERTERS: Dict[Tuple[str, str], List[Tuple[int, ConverterFn]]] = {}
@@ -53,6 +58,19 @@ def supported_ops(domain: str = "") -> List[str]:
 
 
 _loaded = False
+
+
+def _check_op_version(ctx: "ImportContext", op_type: str) -> None:
+    import onnx.defs
+    try:
+        now = onnx.defs.get_schema(op_type, ctx.opset).since_version
+        known = IMPLEMENTED_VERSIONS.get(op_type) or onnx.defs.get_schema(op_type, IMPLEMENTED_OPSET).since_version
+    except Exception:
+        return
+    if now > known:
+        raise ctx.unsupported(f"op '{op_type}' changed at opset {now}; moec implements it as of opset "
+                              f"{IMPLEMENTED_OPSET} (version {known}); convert the model to opset "
+                              f"{IMPLEMENTED_OPSET} with onnx.version_converter")
 
 
 def _load_converters():
@@ -323,6 +341,8 @@ def _convert_node(ctx: ImportContext, node) -> None:
     if fn is None:
         raise ctx.unsupported(f"op '{node.op_type}' at opset {ctx.opset} is not supported "
                               f"(supported from opset {_CONVERTERS[key][0][0]})")
+    if not domain and ctx.opset > IMPLEMENTED_OPSET:
+        _check_op_version(ctx, node.op_type)
     inputs: List[Optional[Value]] = []
     for i, n in enumerate(node.input):
         if n == "":

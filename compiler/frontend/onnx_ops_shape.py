@@ -77,10 +77,18 @@ def _flatten(ctx, node, ins, attrs):
     return [ctx.emit1("moec.flatten", [ins[0]], {"axis": attrs.get("axis", 1)})]
 
 
+class _RuntimeAxes(Exception):
+    pass
+
+
 def _axes(ctx, node, ins, attrs, idx=1):
+    """Constant axes as a list; None when absent; raises _RuntimeAxes when computed at run time."""
     if ctx.opset >= 13 and node.op_type in ("Squeeze", "Unsqueeze"):
         if len(ins) > idx and ins[idx] is not None:
-            return [int(a) for a in ctx.require_const(ins[idx], "axes").reshape(-1)]
+            c = ctx.const_value(ins[idx])
+            if c is None:
+                raise _RuntimeAxes()
+            return [int(a) for a in np.asarray(c).reshape(-1)]
         return None
     return attrs.get("axes")
 
@@ -88,7 +96,10 @@ def _axes(ctx, node, ins, attrs, idx=1):
 @converter("Squeeze", since=1)
 def _squeeze(ctx, node, ins, attrs):
     x = ins[0]
-    axes = _axes(ctx, node, ins, attrs)
+    try:
+        axes = _axes(ctx, node, ins, attrs)
+    except _RuntimeAxes:
+        return [ctx.emit1("moec.squeeze", [x, _i64(ctx, ins[1])])]
     if axes is None:
         if not x.type.is_static and any(not isinstance(d, int) for d in x.type.shape):
             raise ctx.unsupported("Squeeze without axes on a tensor with dynamic dims (give the axes)")
@@ -100,7 +111,10 @@ def _squeeze(ctx, node, ins, attrs):
 
 @converter("Unsqueeze", since=1)
 def _unsqueeze(ctx, node, ins, attrs):
-    axes = _axes(ctx, node, ins, attrs)
+    try:
+        axes = _axes(ctx, node, ins, attrs)
+    except _RuntimeAxes:
+        return [ctx.emit1("moec.unsqueeze", [ins[0], _i64(ctx, ins[1])])]
     if axes is None:
         raise ctx.error("Unsqueeze needs axes")
     return [ctx.emit1("moec.unsqueeze", [ins[0]], {"axes": axes})]
@@ -157,6 +171,10 @@ def _constant_of_shape(ctx, node, ins, attrs):
 
 @converter("Range", since=11)
 def _range(ctx, node, ins, attrs):
+    # opset 27's stash_type=1 (the default) computes half types in float: moec computes every
+    # element as start + i * delta in double, which that matches; stash_type=0 does not
+    if attrs.get("stash_type", 1) != 1 and ins[0].type.dtype in (DType.F16, DType.BF16):
+        raise ctx.unsupported("stash_type=0 (half-precision intermediate) for Range")
     return [ctx.emit1("moec.range", [ins[0], ins[1], ins[2]])]
 
 

@@ -117,16 +117,15 @@ def expand_einsum(eq: str, ranks):
         out = list(pre) + ell_labels + list(post)
     else:
         out = list(rhs)
-    for t in out_terms:
-        if len(set(t)) != len(t):
-            raise ValueError("repeated labels within one operand (diagonals) are not supported")
+    if len(set(out)) != len(out):
+        raise ValueError("repeated labels in the output")
     return out_terms, out
 
 
 @op("moec.einsum", operands=("inputs*",), attrs={"equation": Attr("str")}, traits=("pure",))
 class EinsumOp(Operation):
-    """numpy.einsum(equation, *inputs): products and sums over labels (ellipsis broadcast
-    supported; repeated labels within one operand are not).  Accumulates in f32 or wider."""
+    """numpy.einsum(equation, *inputs): products and sums over labels (ellipsis broadcast and
+    repeated labels within an operand, i.e. diagonals, supported).  Accumulates in f32 or wider."""
 
     def infer_types(self):
         ts = [v.type for v in self.operands]

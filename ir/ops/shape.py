@@ -137,47 +137,61 @@ class FlattenOp(Operation):
                 x.reshape(int(np.prod(x.shape[:a], dtype=np.int64)), int(np.prod(x.shape[a:], dtype=np.int64)))]
 
 
-@op("moec.squeeze", operands=("x",), attrs={"axes": Attr("ints")}, traits=("pure",))
+@op("moec.squeeze", operands=("x", "axes?"), attrs={"axes": Attr("ints", ())}, traits=("pure",))
 class SqueezeOp(Operation):
-    """Remove the listed size-1 dims."""
+    """Remove the listed size-1 dims (from the attribute, or from the optional ``axes``
+    operand when they are only known at run time: then only the result rank is static)."""
 
-    def _axes(self):
+    def _axes(self, runtime=None):
         r = self.operands[0].type.rank
-        return sorted({norm_axis(self, a, r) for a in self.attrs["axes"]})
+        axes = self.attrs["axes"] if runtime is None else [int(a) for a in runtime]
+        return sorted({norm_axis(self, a, r) for a in axes})
 
     def infer_types(self):
         x = self.operands[0].type
+        if len(self.operands) > 1:
+            n = self.operands[1].type.shape[0] if self.operands[1].type.rank == 1 else None
+            if not isinstance(n, int):
+                raise operand_error(self, "the number of axes must be static")
+            return [TensorType(x.dtype, (None,) * (x.rank - n))]
         axes = self._axes()
         for a in axes:
             if isinstance(x.shape[a], int) and x.shape[a] != 1:
                 raise operand_error(self, f"cannot squeeze dim {a} of size {x.shape[a]}")
         return [TensorType(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in axes))]
 
-    def reference(self, x):
-        return [np.squeeze(x, axis=tuple(self._axes()))]
+    def reference(self, x, axes=None):
+        return [np.squeeze(x, axis=tuple(self._axes(None if axes is None else np.asarray(axes).reshape(-1))))]
 
 
-@op("moec.unsqueeze", operands=("x",), attrs={"axes": Attr("ints")}, traits=("pure",))
+@op("moec.unsqueeze", operands=("x", "axes?"), attrs={"axes": Attr("ints", ())}, traits=("pure",))
 class UnsqueezeOp(Operation):
-    """Insert size-1 dims at the listed positions of the output."""
+    """Insert size-1 dims at the listed positions of the output (axes from the attribute, or from
+    the optional ``axes`` operand when only known at run time)."""
 
-    def _axes(self):
-        r = self.operands[0].type.rank + len(self.attrs["axes"])
-        axes = sorted(norm_axis(self, a, r) for a in self.attrs["axes"])
+    def _axes(self, runtime=None):
+        src = self.attrs["axes"] if runtime is None else [int(a) for a in runtime]
+        r = self.operands[0].type.rank + len(src)
+        axes = sorted(norm_axis(self, a, r) for a in src)
         if len(set(axes)) != len(axes):
             raise operand_error(self, "repeated axes")
         return axes
 
     def infer_types(self):
         x = self.operands[0].type
+        if len(self.operands) > 1:
+            n = self.operands[1].type.shape[0] if self.operands[1].type.rank == 1 else None
+            if not isinstance(n, int):
+                raise operand_error(self, "the number of axes must be static")
+            return [TensorType(x.dtype, (None,) * (x.rank + n))]
         axes = self._axes()
         dims = list(x.shape)
         for a in axes:
             dims.insert(a, 1)
         return [TensorType(x.dtype, tuple(dims))]
 
-    def reference(self, x):
-        return [np.expand_dims(x, tuple(self._axes()))]
+    def reference(self, x, axes=None):
+        return [np.expand_dims(x, tuple(self._axes(None if axes is None else np.asarray(axes).reshape(-1))))]
 
 
 @op("moec.transpose", operands=("x",), attrs={"perm": Attr("ints")}, traits=("pure",))

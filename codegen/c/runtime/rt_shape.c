@@ -82,6 +82,12 @@ int moec_k_unsqueeze(moec_ctx *ctx, const moec_tensor *x, const int64_t *axes, i
   return moec_view(ctx, out, x, r, d);
 }
 
+int moec_k_squeeze_dyn(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *axes, int unsq, moec_tensor *out) {
+  int64_t ax[MOEC_MAX_RANK], n;
+  if (moec_read_ints(ctx, axes, ax, MOEC_MAX_RANK, &n, "axes")) return -1;
+  return unsq ? moec_k_unsqueeze(ctx, x, ax, (int)n, out) : moec_k_squeeze(ctx, x, ax, (int)n, out);
+}
+
 int moec_k_transpose(moec_ctx *ctx, const moec_tensor *x, const int64_t *perm, moec_tensor *out) {
   int r = x->rank;
   int64_t d[MOEC_MAX_RANK], ss[MOEC_MAX_RANK], s[MOEC_MAX_RANK];

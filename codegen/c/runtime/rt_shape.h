@@ -10,6 +10,8 @@ int moec_k_reshape(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *shape
 int moec_k_flatten(moec_ctx *ctx, const moec_tensor *x, int64_t axis, moec_tensor *out);
 int moec_k_squeeze(moec_ctx *ctx, const moec_tensor *x, const int64_t *axes, int n, moec_tensor *out);
 int moec_k_unsqueeze(moec_ctx *ctx, const moec_tensor *x, const int64_t *axes, int n, moec_tensor *out);
+/* squeeze (unsq=0) or unsqueeze (unsq=1) with axes read from a tensor */
+int moec_k_squeeze_dyn(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *axes, int unsq, moec_tensor *out);
 int moec_k_transpose(moec_ctx *ctx, const moec_tensor *x, const int64_t *perm, moec_tensor *out);
 int moec_k_expand(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *shape, moec_tensor *out);
 int moec_k_tile(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *repeats, moec_tensor *out);
