@@ -150,6 +150,10 @@ def parse_dense(body: str, t: TensorType) -> np.ndarray:
     if not t.is_static:
         raise IRError(f"dense constant with non-static type {t}")
     body = body.strip()
+    if not body:
+        if int(np.prod(t.shape, dtype=np.int64)) != 0:
+            raise IRError(f"empty dense literal for non-empty type {t}")
+        return np.zeros(t.shape, dtype=dt.np)
     if body.startswith('"0x'):  # raw hex data
         raw = bytes.fromhex(body[3:-1])
         return np.frombuffer(raw, dtype=dt.np).reshape(t.shape).copy()

@@ -86,14 +86,14 @@ def _dense_elems(a: np.ndarray, dt: DType) -> str:
             return fmt(flat[0])
         if not dt.is_float:
             return fmt(flat[0])
-    if a.size == 0:
-        return "[]" if a.ndim == 1 else rec(a)
     return rec(a)
 
 
 def format_dense(a: np.ndarray) -> str:
     dt = DType.from_np(a.dtype)
     t = TensorType(dt, a.shape)
+    if a.size == 0:  # MLIR's spelling of an empty elements literal
+        return f"dense<> : {format_type(t)}"
     return f"dense<{_dense_elems(a, dt)}> : {format_type(t)}"
 
 
@@ -150,10 +150,11 @@ class Printer:
                     base = "v" + base
             if base is None or base in used:
                 if base is not None:
+                    stem = base if not base.isdigit() else f"v{base}"  # "0_1" is not an MLIR value id
                     n = 1
-                    while f"{base}_{n}" in used:
+                    while f"{stem}_{n}" in used:
                         n += 1
-                    base = f"{base}_{n}"
+                    base = f"{stem}_{n}"
                 else:
                     base = fallback()
             used.add(base)

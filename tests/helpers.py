@@ -44,7 +44,11 @@ def check_ir_text(module) -> None:
     text = print_module(module)
     m2 = parse_module(text, module.weights)
     verify_module(m2)
-    assert print_module(m2) == text
+    again = print_module(m2)
+    if again != text:
+        import difflib
+        diff = "\n".join(difflib.unified_diff(text.splitlines(), again.splitlines(), lineterm=""))
+        raise AssertionError(f"print -> parse -> print changed the text:\n{diff}")
     mlir_parse(text)
 
 

@@ -32,7 +32,20 @@ def in_scope_cases():
 
 CASES = in_scope_cases()
 
-backend_test = onnx.backend.test.BackendTest(MoecBackend, __name__)
+class CheckedBackend(MoecBackend):
+    """moec's backend plus, for every model, the IR text round trip and MLIR parse."""
+
+    @classmethod
+    def prepare(cls, model, device="CPU", **kwargs):
+        import os
+        from helpers import check_ir_text
+        from moec.ir import load_module
+        rep = super().prepare(model, device, **kwargs)
+        check_ir_text(load_module(os.path.join(rep.outdir, "model.mlir")))
+        return rep
+
+
+backend_test = onnx.backend.test.BackendTest(CheckedBackend, __name__)
 backend_test.include(r"^(" + "|".join(re.escape(n) for n, why in CASES if why is None) + r")_cpu$")
 globals().update(backend_test.test_cases)
 

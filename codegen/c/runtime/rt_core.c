@@ -48,9 +48,16 @@ int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t
     n *= shape[i];
   }
   size_t bytes = moec_storage_bytes(dtype, n);
+#if defined(__SANITIZE_ADDRESS__)
+  /* exact size under AddressSanitizer, so a read one past the end is caught */
+  size_t alloc = bytes ? bytes : 1;
+  void *p = NULL;
+  if (posix_memalign(&p, 64, alloc)) p = NULL;
+#else
   size_t alloc = (bytes + 63) & ~(size_t)63;
   if (alloc == 0) alloc = 64;
   void *p = aligned_alloc(64, alloc);
+#endif
   if (!p) return moec_fail(ctx, "out of memory allocating %zu bytes", alloc);
   memset(p, 0, alloc);
   moec_release(t);
