@@ -14,12 +14,14 @@ from ..targets.description import TargetDesc, target_for
 from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
 from .fuse_experts import FuseExperts
+from .recognize_moe import RecognizeMoE
 from .schedule_dispatch import ScheduleDispatch
 
 
 def stages(target: TargetDesc) -> List[Tuple[str, List[Pass]]]:
     return [
         ("canonicalize", [FoldConstants(), DeadCodeElimination()]),
+        ("recognize-moe", [RecognizeMoE(), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
         ("schedule-dispatch", [ScheduleDispatch(target)]),
         ("cleanup", [DeadCodeElimination()]),

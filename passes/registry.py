@@ -7,9 +7,10 @@ from .base import Pass
 from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
 from .fuse_experts import FuseExperts
+from .recognize_moe import RecognizeMoE
 from .schedule_dispatch import ScheduleDispatch
 
-PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldConstants, FuseExperts,
+PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldConstants, FuseExperts, RecognizeMoE,
                                                       ScheduleDispatch)}
 
 

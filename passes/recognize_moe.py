@@ -1,0 +1,549 @@
+"""recognize-moe: find MoE layers in imported graphs and rewrite each into moe.* ops.
+
+Rewrites, for every ``moec.topk`` whose input is computed from router logits
+``matmul/gemm(x, W_r)`` (optionally through softmax / sigmoid / + correction bias):
+
+    the whole layer (router, per-expert masks and gathers, the experts' projections and
+    activations, the weighted combine)  ->  moe.route, moe.dispatch, moe.experts, moe.combine
+
+How a layer is found (it does not depend on how the exporter spelled the loop):
+
+1. *Layer output*: the first value downstream of the top-k, in program order, that every
+   other downstream op of the top-k either feeds or follows (the point where all expert paths
+   have merged), with x's shape.
+2. *Experts*: inside the layer, each "down" projection (a matmul with a constant weight) whose
+   input is an elementwise function of one or two "up" projections of a common input, and
+   that input is a row selection of x.  The activation is identified by evaluating the
+   elementwise subgraph on probe values (SwiGLU, GPT-OSS's clamped SwiGLU, SiLU, GELU (erf or
+   tanh), ReLU, identity); the expert index by evaluating which tokens reach the expert's
+   input when the top-k is fed chosen ids.
+3. *Routing*: the scoring comes from the ops between the logits and the top-k; the rest
+   (renormalisation sum/L1, softmax or sigmoid after top-k, scaling) is chosen among the
+   candidates the graph's constants allow.
+4. *Proof*: the candidate replacement and the original layer are both evaluated with the
+   reference semantics on probe inputs (random tokens, identical tokens, one token); the
+   rewrite happens only if one candidate matches everywhere.  A look-alike that differs (no
+   renormalisation where the family has one, another tie-break, a missing bias, mixed
+   activations) matches no candidate and is left as ordinary ops, which still compile.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from ..ir import DType, Function, Module, Operation, TensorType, Value
+from ..ir.core import ResourceRef
+from ..ir.opdef import OPS
+from ..ir.ops.moe import record_moe_layer
+from .base import Pass
+from .moe_util import evaluate
+
+PROJ_OPS = ("moec.matmul", "moec.gemm")
+PROBE_T = 6
+
+
+def _consts_only(v: Value, memo: Dict[int, bool]) -> bool:
+    """True when v depends on no function argument (it is a constant expression)."""
+    k = id(v)
+    if k in memo:
+        return memo[k]
+    o = v.owner
+    r = o is not None and all(_consts_only(x, memo) for x in o.operands)
+    memo[k] = r
+    return r
+
+
+@dataclass
+class Projection:
+    op: Operation
+    input: Value          # the activation operand
+    weight: np.ndarray    # [out, in] (torch Linear layout)
+    bias: Optional[np.ndarray]
+    output: Value         # after the bias add, if any
+
+
+@dataclass
+class Expert:
+    index: int
+    ups: List[Projection]   # gate (and up) projections
+    down: Projection
+    activation: str
+    gate_first: bool
+
+
+class _Layer:
+    def __init__(self, m: Module, f: Function, topk: Operation):
+        self.m, self.f, self.topk = m, f, topk
+        self.pos = {id(o): i for i, o in enumerate(f.ops)}
+        self.users: Dict[int, List[Operation]] = f.uses()
+        self.cmemo: Dict[int, bool] = {}
+
+    # -- graph helpers -----------------------------------------------------------------
+    def const_array(self, v: Value) -> Optional[np.ndarray]:
+        if not _consts_only(v, self.cmemo):
+            return None
+        return np.asarray(evaluate(self.m, self.f, [v], {})[0])
+
+    def forward(self, roots: Sequence[Value]) -> Set[int]:
+        seen: Set[int] = set()
+        stack = list(roots)
+        while stack:
+            v = stack.pop()
+            for u in self.users.get(id(v), []):
+                if id(u) not in seen:
+                    seen.add(id(u))
+                    stack.extend(u.results)
+        return seen
+
+    def ancestors(self, v: Value, within: Set[int]) -> Set[int]:
+        seen: Set[int] = set()
+        stack = [v]
+        while stack:
+            x = stack.pop()
+            o = x.owner
+            if o is None or id(o) in seen or id(o) not in within:
+                continue
+            seen.add(id(o))
+            stack.extend(o.operands)
+        return seen
+
+    def projection(self, o: Operation) -> Optional[Projection]:
+        if o.name not in PROJ_OPS:
+            return None
+        a, b = o.operands[0], o.operands[1]
+        if o.name == "moec.matmul":
+            w = self.const_array(b)
+            if w is None or w.ndim != 2 or _consts_only(a, self.cmemo):
+                return None
+            weight, bias = w.T, None
+        else:
+            if o.attrs["trans_a"] or o.attrs["alpha"] != 1.0:
+                return None
+            w = self.const_array(b)
+            if w is None or _consts_only(a, self.cmemo):
+                return None
+            weight = w if o.attrs["trans_b"] else w.T
+            bias = None
+            if len(o.operands) > 2:
+                c = self.const_array(o.operands[2])
+                if c is None or o.attrs["beta"] != 1.0:
+                    return None
+                bias = np.broadcast_to(c.reshape(-1) if c.size == weight.shape[0] else c, (weight.shape[0],)).copy()
+        out = o.results[0]
+        us = self.users.get(id(out), [])
+        if len(us) == 1 and us[0].name == "moec.add" and bias is None:
+            other = us[0].operands[1] if us[0].operands[0] is out else us[0].operands[0]
+            c = self.const_array(other)
+            if c is not None and c.size == weight.shape[0]:
+                bias, out = c.reshape(-1).copy(), us[0].results[0]
+        return Projection(o, a, np.asarray(weight), bias, out)
+
+
+# -- activations ------------------------------------------------------------------------
+
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _erf(x):
+    from math import erf
+    return np.vectorize(erf, otypes=[np.float64])(x)
+
+
+ACTS_1 = {
+    "relu": lambda g: np.maximum(g, 0),
+    "silu": lambda g: g * _sig(g),
+    "gelu": lambda g: 0.5 * g * (1 + _erf(g / np.sqrt(2))),
+    "gelu_tanh": lambda g: 0.5 * g * (1 + np.tanh(np.sqrt(2 / np.pi) * (g + 0.044715 * g ** 3))),
+    "identity": lambda g: g,
+}
+
+
+def _swiglu(g, u, alpha=1.0, beta=0.0, limit=np.inf):
+    g = np.minimum(g, limit)
+    u = np.clip(u, -limit, limit)
+    return g * _sig(alpha * g) * (u + beta)
+
+
+GATED = {
+    "swiglu": dict(alpha=1.0, beta=0.0, limit=float("inf")),
+    "gpt_oss": dict(alpha=1.702, beta=1.0, limit=7.0),
+}
+
+
+# -- the pass ----------------------------------------------------------------------------------
+
+@dataclass
+class RecognizeMoE(Pass):
+    name = "recognize-moe"
+    rtol: float = 1e-4
+    atol: float = 1e-5
+
+    def run(self, m: Module) -> bool:
+        changed = False
+        for f in m.functions:
+            for topk in [o for o in f.ops if o.name == "moec.topk"]:
+                if topk not in f.ops:
+                    continue
+                try:
+                    changed |= self._try_layer(m, f, topk)
+                except _NoMatch:
+                    continue
+        return changed
+
+    # ------------------------------------------------------------------------------------------
+    def _try_layer(self, m: Module, f: Function, topk: Operation) -> bool:
+        L = _Layer(m, f, topk)
+        k_arr = L.const_array(topk.operands[1])
+        if k_arr is None or topk.attrs["axis"] not in (-1, 1) or not topk.attrs["largest"]:
+            raise _NoMatch
+        k = int(np.asarray(k_arr).reshape(-1)[0])
+        router = self._router(L, topk.operands[0])
+        x, logits, w_r, scoring, bias_v, chain = router
+        T, D = x.type.shape
+        E = w_r.shape[0]
+        # 1. layer output
+        fwd = L.forward(topk.results)
+        y = self._layer_output(L, fwd, x)
+        region = L.ancestors(y, fwd) | {id(o) for o in chain} | {id(topk)}
+        # 2. experts
+        experts = self._experts(L, region, x, topk, E, k)
+        if len(experts) != E:
+            raise _NoMatch
+        acts = {e.activation for e in experts}
+        if len(acts) != 1:
+            raise _NoMatch  # experts differ: not one MoE op
+        # 3+4. routing candidates, proved numerically
+        return self._rewrite(L, x, logits, bias_v, topk, y, experts, scoring, k, E, region)
+
+    def _router(self, L: _Layer, c: Value):
+        """Walk from the top-k input back to the router projection."""
+        chain: List[Operation] = []
+        scoring, bias_v = "none", None
+        v = c
+        o = v.owner
+        if o is not None and o.name == "moec.add":
+            a, b = o.operands
+            for s, other in ((a, b), (b, a)):
+                if L.const_array(other) is not None and s.owner is not None and s.owner.name == "moec.sigmoid":
+                    bias_v = other
+                    chain.append(o)
+                    v, o = s, s.owner
+                    break
+            else:
+                raise _NoMatch
+        if o is not None and o.name in ("moec.softmax", "moec.sigmoid"):
+            if o.name == "moec.softmax" and o.attrs["axis"] not in (-1, 1):
+                raise _NoMatch
+            scoring = "softmax" if o.name == "moec.softmax" else "sigmoid"
+            chain.append(o)
+            v = o.operands[0]
+            o = v.owner
+        elif bias_v is not None:
+            raise _NoMatch
+        if o is not None and o.name == "moec.cast":
+            chain.append(o)
+            v = o.operands[0]
+            o = v.owner
+        if o is not None and o.name == "moec.add":  # router bias: projection(x) + b
+            chain.append(o)
+            o = next((a.owner for a in o.operands if a.owner is not None and a.owner.name in PROJ_OPS), None)
+        proj = L.projection(o) if o is not None else None
+        if proj is None or proj.output is not v:
+            raise _NoMatch
+        x = proj.input
+        if x.type.rank != 2 or not isinstance(x.type.shape[1], int):
+            raise _NoMatch
+        chain.append(o)
+        return x, proj.output, proj.weight, scoring, bias_v, chain
+
+    def _layer_output(self, L: _Layer, fwd: Set[int], x: Value) -> Value:
+        ops = sorted((o for o in L.f.ops if id(o) in fwd), key=lambda o: L.pos[id(o)])
+        for o in ops:
+            for r in o.results:
+                if r.type.rank != 2 or r.type.shape[1] != x.type.shape[1] or r.type.dtype != x.type.dtype:
+                    continue
+                anc = L.ancestors(r, fwd)
+                desc = L.forward([r])
+                if all(i in anc or i in desc or i == id(o) for i in fwd):
+                    return r
+        raise _NoMatch
+
+    def _experts(self, L: _Layer, region: Set[int], x: Value, topk: Operation, E: int, k: int) -> List[Expert]:
+        projs = [p for p in (L.projection(o) for o in L.f.ops if id(o) in region) if p is not None]
+        by_out = {id(p.output): p for p in projs}
+        downs = []
+        for p in projs:
+            # an up projection's input is a row selection of x; a down projection's input is
+            # computed from up projections' outputs
+            ups = self._ups_of(L, p.input, by_out, region)
+            if ups:
+                downs.append((p, ups))
+        experts = []
+        # token t picks experts t, t+1, ..., t+k-1 (mod E): every expert gets a distinct token set
+        n_tok = max(2 * E, 2 * PROBE_T)
+        ids_probe = np.stack([(np.arange(n_tok) + j) % E for j in range(k)], axis=1).astype(np.int64)
+        T2 = ids_probe.shape[0]
+        D = x.type.shape[1]
+        rng = np.random.default_rng(7)
+        X = rng.standard_normal((T2, D)).astype(x.type.dtype.np)
+        W = np.full((T2, k), 1.0 / k, dtype=topk.results[0].type.dtype.np)
+        for down, ups in downs:
+            act, gate_first = self._activation(L, down, ups)
+            xin = ups[0].input
+            # which tokens reach this expert when the top-k says ids_probe?
+            try:
+                rows = evaluate(L.m, L.f, [xin], {id(x): X, id(topk.results[1]): ids_probe,
+                                                  id(topk.results[0]): W})[0]
+            except Exception:
+                raise _NoMatch from None
+            e = self._expert_index(X, np.asarray(rows), ids_probe, E)
+            experts.append(Expert(e, ups if gate_first else ups[::-1], down, act, gate_first))
+        experts.sort(key=lambda e: e.index)
+        if [e.index for e in experts] != list(range(len(experts))):
+            raise _NoMatch
+        return experts
+
+    @staticmethod
+    def _expert_index(X, rows, ids, E) -> int:
+        if rows.ndim != 2 or rows.shape[1] != X.shape[1]:
+            raise _NoMatch
+        tokens = set()
+        for r in rows:
+            hit = np.nonzero(np.all(X == r, axis=1))[0]
+            if len(hit) != 1:
+                raise _NoMatch
+            tokens.add(int(hit[0]))
+        for e in range(E):
+            want = {t for t in range(ids.shape[0]) if e in ids[t]}
+            if want == tokens:
+                return e
+        raise _NoMatch
+
+    def _ups_of(self, L, v: Value, by_out, region) -> List[Projection]:
+        """Up projections feeding v through elementwise ops only (1 or 2 of them, same input)."""
+        found: List[Projection] = []
+        stack, seen = [v], set()
+        while stack:
+            w = stack.pop()
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
+            if id(w) in by_out:
+                found.append(by_out[id(w)])
+                continue
+            o = w.owner
+            if o is None or id(o) not in region:
+                if o is not None and L.const_array(w) is not None:
+                    continue
+                return []
+            if o.name == "moec.constant" or L.const_array(w) is not None:
+                continue
+            if o._spec is None or "elementwise" not in o._spec.traits:
+                return []
+            stack.extend(o.operands)
+        uniq = {id(p.op): p for p in found}
+        found = sorted(uniq.values(), key=lambda p: L.pos[id(p.op)])
+        if len(found) not in (1, 2) or len({id(p.input) for p in found}) != 1:
+            return []
+        return found
+
+    def _activation(self, L, down: Projection, ups: List[Projection]):
+        rng = np.random.default_rng(3)
+        F = ups[0].weight.shape[0]
+        G = (rng.standard_normal((3, F)) * 4).astype(np.float32)
+        U = (rng.standard_normal((3, F)) * 4).astype(np.float32)
+        dt = down.input.type.dtype.np
+        feeds = {id(ups[0].output): G.astype(dt)}
+        if len(ups) == 2:
+            feeds[id(ups[1].output)] = U.astype(dt)
+        try:
+            h = np.asarray(evaluate(L.m, L.f, [down.input], feeds)[0], np.float64)
+        except Exception:
+            raise _NoMatch from None
+        if h.shape != G.shape:
+            raise _NoMatch
+        tol = dict(rtol=1e-3, atol=1e-4)
+        if len(ups) == 1:
+            for name, fn in ACTS_1.items():
+                if np.allclose(h, fn(G.astype(np.float64)), **tol):
+                    return name, True
+            raise _NoMatch
+        for gate_first in (True, False):
+            g, u = (G, U) if gate_first else (U, G)
+            for name, params in GATED.items():
+                if np.allclose(h, _swiglu(g.astype(np.float64), u.astype(np.float64), **params), **tol):
+                    return name, gate_first
+        raise _NoMatch
+
+    # ------------------------------------------------------------------------------------------
+    def _rewrite(self, L, x, logits, bias_v, topk, y, experts: List[Expert], scoring, k, E, region) -> bool:
+        m, f = L.m, L.f
+        act = experts[0].activation
+        gated = len(experts[0].ups) == 2
+        ffn = {"activation": "swiglu" if gated else act, "gate_layout": "concat"}
+        if gated:
+            p = GATED[act]
+            ffn.update(alpha=p["alpha"], beta=p["beta"], limit=p["limit"])
+        dt = x.type.dtype.np
+        w_in = np.stack([np.concatenate([p.weight for p in e.ups], axis=0) for e in experts]).astype(dt)
+        w_out = np.stack([e.down.weight for e in experts]).astype(dt)
+        has_b_in = any(p.bias is not None for e in experts for p in e.ups)
+        has_b_out = any(e.down.bias is not None for e in experts)
+        b_in = np.stack([np.concatenate([p.bias if p.bias is not None else np.zeros(p.weight.shape[0])
+                                         for p in e.ups]) for e in experts]).astype(dt) if has_b_in else None
+        b_out = np.stack([e.down.bias if e.down.bias is not None else np.zeros(w_out.shape[1])
+                          for e in experts]).astype(dt) if has_b_out else None
+        scales = self._scale_candidates(L, region)
+        candidates = []
+        posts = ("none", "softmax", "sigmoid") if scoring == "none" else ("none",)
+        for post, norm, scale in itertools.product(posts, ("none", "sum", "l1"), scales):
+            if post != "none" and norm != "none":
+                continue
+            candidates.append({"k": k, "scoring": scoring, "post": post, "norm": norm, "scale": scale,
+                               "norm_eps": 1e-20 if (norm != "none" and scoring == "sigmoid") else 0.0})
+        probes = self._probes(x)
+        want = self._eval_original(L, x, y, probes)
+        weights = self._weight_ops(m, w_in, w_out, b_in, b_out)
+        for attrs in candidates:
+            new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y)
+            if self._matches(L, new_ops, x, y_new, probes, want):
+                self._commit(L, new_ops, y, y_new, attrs, experts, E, ffn, region, topk, bias_v)
+                return True
+        for o in weights.values():  # no candidate matched: drop the stacked copies
+            if o is not None:
+                m.weights.remove_unused({k for k in m.weights if k != o.attrs["value"].key})
+        return False
+
+    @staticmethod
+    def _weight_ops(m, w_in, w_out, b_in, b_out):
+        const = OPS["moec.constant"]
+        out = {}
+        for name, arr in (("w_in", w_in), ("w_out", w_out), ("b_in", b_in), ("b_out", b_out)):
+            if arr is None:
+                out[name] = None
+                continue
+            key = m.weights.add(arr, f"experts_{name}")
+            o = const.create([], {"value": ResourceRef(key)}, None, [TensorType(DType.from_np(arr.dtype), arr.shape)])
+            o.results[0].name = f"experts_{name}"
+            out[name] = o
+        return out
+
+    def _scale_candidates(self, L, region) -> List[float]:
+        """1, plus scalar constants multiplied into the region (routed scaling factors)."""
+        out = [1.0]
+        for o in L.f.ops:
+            if id(o) in region and o.name == "moec.mul":
+                for v in o.operands:
+                    c = L.const_array(v)
+                    if c is not None and c.size == 1 and float(c.reshape(-1)[0]) not in out:
+                        out.append(float(c.reshape(-1)[0]))
+        return out
+
+    @staticmethod
+    def _probes(x: Value) -> List[np.ndarray]:
+        D = x.type.shape[1]
+        rng = np.random.default_rng(11)
+        dt = x.type.dtype.np
+        ident = np.repeat(rng.standard_normal((1, D)), 4, axis=0)
+        return [rng.standard_normal((PROBE_T, D)).astype(dt), ident.astype(dt),
+                rng.standard_normal((1, D)).astype(dt)]
+
+    def _eval_original(self, L, x, y, probes):
+        outs = []
+        for X in probes:
+            try:
+                outs.append(np.asarray(evaluate(L.m, L.f, [y], {id(x): X})[0], np.float64))
+            except Exception:
+                raise _NoMatch from None
+        return outs
+
+    def _build(self, x, logits, bias_v, attrs, E, weights, ffn, y):
+        ops = [o for o in weights.values() if o is not None]
+        route_in = [logits] + ([bias_v] if bias_v is not None else [])
+        route = OPS["moe.route"].create(route_in, dict(attrs), "moe.route")
+        ops.append(route)
+        w, ids = route.results
+        disp = OPS["moe.dispatch"].create([ids], {"num_experts": E}, "moe.dispatch")
+        ops.append(disp)
+        extra = [weights[k].results[0] for k in ("b_in", "b_out") if weights[k] is not None]
+        ex = OPS["moe.experts"].create([x, ids, disp.results[0], disp.results[1], weights["w_in"].results[0],
+                                        weights["w_out"].results[0]] + extra,
+                                       {**ffn, "has_b_in": weights["b_in"] is not None,
+                                        "has_b_out": weights["b_out"] is not None}, "moe.experts")
+        ops.append(ex)
+        comb = OPS["moe.combine"].create([ex.results[0], w], {"weighted": True}, "moe.combine", [y.type])
+        ops.append(comb)
+        return ops, comb.results[0]
+
+    def _matches(self, L, new_ops, x, y_new, probes, want) -> bool:
+        m = L.m
+        for X, W in zip(probes, want):
+            env = {id(x): X}
+            try:
+                for o in new_ops:
+                    if o.name == "moec.constant":
+                        val = o.attrs["value"]
+                        outs = [np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else val]
+                    else:
+                        ins = []
+                        for v in o.operands:
+                            if id(v) not in env:
+                                env[id(v)] = evaluate(m, L.f, [v], {id(x): X})[0]
+                            ins.append(env[id(v)])
+                        outs = o.reference(*ins)
+                    for r, a in zip(o.results, outs):
+                        env[id(r)] = a
+            except Exception:
+                return False
+            got = np.asarray(env[id(y_new)], np.float64)
+            scale = max(1.0, float(np.max(np.abs(W))) if W.size else 1.0)
+            if got.shape != W.shape or not np.allclose(got, W, rtol=self.rtol, atol=self.atol * scale):
+                return False
+        return True
+
+    def _commit(self, L, new_ops, y, y_new, attrs, experts, E, ffn, region, topk, bias_v):
+        f, m = L.f, L.m
+        # insert the new ops right before the first op that uses the layer output
+        users = [o for o in f.ops if any(v is y for v in o.operands)]
+        at = min((f.ops.index(o) for o in users), default=len(f.ops))
+        replaced = [o.loc or o.name for o in f.ops if id(o) in region]
+        f.ops[at:at] = new_ops
+        f.replace_all_uses(y, y_new)
+        fam = family_of(attrs, bias_v is not None, ffn)
+        name = record_moe_layer(m, {
+            "family": fam, "source": "recognized", "routing": {k: attrs[k] for k in sorted(attrs)},
+            "correction_bias": bias_v is not None, "E": E, "k": attrs["k"], "D": int(y.type.shape[1]),
+            "F": int(experts[0].down.weight.shape[1]), "activation": ffn["activation"] if ffn["activation"] != "swiglu"
+            else ("gpt_oss_swiglu" if ffn.get("limit", np.inf) != float("inf") else "swiglu"),
+            "shared_experts": 0, "replaced_nodes": replaced[:64] + (["..."] if len(replaced) > 64 else []),
+            "replaced_node_count": len(replaced)})
+        new_ops[-1].attrs["layer"] = name
+
+
+def family_of(attrs: dict, has_bias: bool, ffn: dict) -> str:
+    """The moe-routing.md family a set of route attributes corresponds to."""
+    s, post, norm, k = attrs["scoring"], attrs["post"], attrs["norm"], attrs["k"]
+    if ffn.get("limit", float("inf")) != float("inf") and post == "softmax":
+        return "gpt-oss"
+    if s == "none" and post == "softmax":
+        return "granite-moe"
+    if s == "none" and post == "sigmoid" and k == 1:
+        return "llama-4"
+    if s == "sigmoid" and has_bias:
+        return "deepseek-v3"
+    if s == "softmax" and norm == "l1":
+        return "dbrx"
+    if s == "softmax" and norm == "sum":
+        return "mixtral" if k == 2 else "qwen3-moe/olmoe"
+    if s == "softmax" and norm == "none":
+        return "switch" if k == 1 and attrs.get("capacity") else ("deepseek-v2" if attrs["scale"] != 1.0
+                                                                   else "qwen2-moe")
+    return "custom"
+
+
+class _NoMatch(Exception):
+    pass
