@@ -205,7 +205,7 @@ class RecognizeMoE(Pass):
         x, logits, w_r, scoring, bias_v, chain = router
         T, D = x.type.shape
         E = w_r.shape[0]
-        # 1. layer output
+        # 1. layer output: where all expert paths have merged
         fwd = L.forward(topk.results)
         y = self._layer_output(L, fwd, x)
         region = L.ancestors(y, fwd) | {id(o) for o in chain} | {id(topk)}
@@ -216,8 +216,30 @@ class RecognizeMoE(Pass):
         acts = {e.activation for e in experts}
         if len(acts) != 1:
             raise _NoMatch  # experts differ: not one MoE op
-        # 3+4. routing candidates, proved numerically
-        return self._rewrite(L, x, logits, bias_v, topk, y, experts, scoring, k, E, region)
+        # 3+4. routing candidates, proved numerically.  The merge point may still lack terms that
+        # do not depend on the routing (an exporter's "out = zeros + scatter(...)"), so the few
+        # single-consumer ops after it with x's shape are tried as the layer output too.
+        region_c = set(region)
+        for y_cand in self._output_chain(L, y, x):
+            region_c.add(id(y_cand.owner))
+            if self._rewrite(L, x, logits, bias_v, topk, y_cand, experts, scoring, k, E, region_c):
+                return True
+        return False
+
+    @staticmethod
+    def _output_chain(L: "_Layer", y: Value, x: Value, depth: int = 3) -> List[Value]:
+        out = [y]
+        v = y
+        for _ in range(depth):
+            us = L.users.get(id(v), [])
+            if len(us) != 1 or len(us[0].results) != 1:
+                break
+            r = us[0].results[0]
+            if r.type.rank != 2 or r.type.shape[1] != x.type.shape[1]:
+                break
+            out.append(r)
+            v = r
+        return out
 
     def _router(self, L: _Layer, c: Value):
         """Walk from the top-k input back to the router projection."""
