@@ -42,6 +42,7 @@ from .base import Pass
 from .moe_util import evaluate
 
 PROJ_OPS = ("moec.matmul", "moec.gemm")
+SELECT_OPS = ("moec.slice", "moec.split", "moec.gather")
 PROBE_T = 6
 
 
@@ -63,6 +64,7 @@ class Projection:
     weight: np.ndarray    # [out, in] (torch Linear layout)
     bias: Optional[np.ndarray]
     output: Value         # after the bias add, if any
+    order: int = 0        # first output column taken (orders parts of one fused projection)
 
 
 @dataclass
@@ -247,6 +249,18 @@ class RecognizeMoE(Pass):
         scoring, bias_v = "none", None
         v = c
         o = v.owner
+        self._group = None
+        if o is not None and o.name == "moec.select":  # group-limited: masked_fill(c, -inf)
+            cond, a, b = o.operands
+            for keep, fill in ((b, a), (a, b)):
+                fv = L.const_array(fill)
+                if fv is not None and fv.size == 1 and np.isneginf(fv.reshape(-1)[0]):
+                    chain.append(o)
+                    self._group = cond  # resolved into (n_group, topk_group, score) below
+                    v, o = keep, keep.owner
+                    break
+            else:
+                raise _NoMatch
         if o is not None and o.name == "moec.add":
             a, b = o.operands
             for s, other in ((a, b), (b, a)):
@@ -279,8 +293,43 @@ class RecognizeMoE(Pass):
         x = proj.input
         if x.type.rank != 2 or not isinstance(x.type.shape[1], int):
             raise _NoMatch
+        if self._group is not None:
+            self._group = self._group_params(L, self._group, x)
         chain.append(o)
         return x, proj.output, proj.weight, scoring, bias_v, chain
+
+    @staticmethod
+    def _group_params(L: _Layer, cond: Value, x: Value):
+        """(n_group, topk_group, group_score) read off the group-selection ops feeding the mask."""
+        anc = set()
+        stack = [cond]
+        topks = []
+        while stack:
+            v = stack.pop()
+            o = v.owner
+            if o is None or id(o) in anc:
+                continue
+            anc.add(id(o))
+            if o.name == "moec.topk":
+                topks.append(o)
+            stack.extend(o.operands)
+        group_topk = [t for t in topks if t.operands[0].type.rank == 2]
+        if len(group_topk) != 1:
+            raise _NoMatch
+        gt = group_topk[0]
+        G = gt.operands[0].type.shape[1]
+        if not isinstance(G, int):  # dynamic in the IR: read it off a probe evaluation
+            try:
+                probe = np.zeros((2, x.type.shape[1]), x.type.dtype.np)
+                G = int(np.asarray(evaluate(L.m, L.f, [gt.operands[0]], {id(x): probe})[0]).shape[1])
+            except Exception:
+                raise _NoMatch from None
+        k = L.const_array(gt.operands[1])
+        if not isinstance(G, int) or k is None:
+            raise _NoMatch
+        top2 = any(t.operands[0].type.rank == 3 and int(np.asarray(L.const_array(t.operands[1]) if
+                   L.const_array(t.operands[1]) is not None else [0]).reshape(-1)[0]) == 2 for t in topks)
+        return G, int(np.asarray(k).reshape(-1)[0]), "top2_sum" if top2 else "max"
 
     def _layer_output(self, L: _Layer, fwd: Set[int], x: Value) -> Value:
         ops = sorted((o for o in L.f.ops if id(o) in fwd), key=lambda o: L.pos[id(o)])
@@ -358,6 +407,12 @@ class RecognizeMoE(Pass):
                 found.append(by_out[id(w)])
                 continue
             o = w.owner
+            if o is not None and o.name in SELECT_OPS and id(o.operands[0]) in by_out:
+                part = self._part_of(L, by_out[id(o.operands[0])], w)
+                if part is None:
+                    return []
+                found.append(part)
+                continue
             if o is None or id(o) not in region:
                 if o is not None and L.const_array(w) is not None:
                     continue
@@ -367,11 +422,29 @@ class RecognizeMoE(Pass):
             if o._spec is None or "elementwise" not in o._spec.traits:
                 return []
             stack.extend(o.operands)
-        uniq = {id(p.op): p for p in found}
-        found = sorted(uniq.values(), key=lambda p: L.pos[id(p.op)])
+        uniq = {id(p.output): p for p in found}
+        found = sorted(uniq.values(), key=lambda p: (L.pos[id(p.op)], p.order))
         if len(found) not in (1, 2) or len({id(p.input) for p in found}) != 1:
             return []
         return found
+
+    @staticmethod
+    def _part_of(L, proj: Projection, v: Value) -> Optional[Projection]:
+        """A slice/split/gather of a projection's output columns (fused gate/up weights) as a
+        projection of its own: which columns it takes is found by evaluating it on column ids."""
+        n = proj.weight.shape[0]
+        probe = np.tile(np.arange(n, dtype=np.float64), (1, 1)).astype(proj.output.type.dtype.np)
+        try:
+            cols = np.asarray(evaluate(L.m, L.f, [v], {id(proj.output): probe})[0])
+        except Exception:
+            return None
+        if cols.ndim != 2 or cols.shape[0] != 1:
+            return None
+        idx = cols[0].astype(np.int64)
+        if not np.array_equal(idx.astype(cols.dtype), cols[0]) or idx.min() < 0 or idx.max() >= n:
+            return None
+        return Projection(proj.op, proj.input, proj.weight[idx], None if proj.bias is None else proj.bias[idx], v,
+                          order=int(idx[0]))
 
     def _activation(self, L, down: Projection, ups: List[Projection]):
         rng = np.random.default_rng(3)
@@ -422,11 +495,17 @@ class RecognizeMoE(Pass):
         scales = self._scale_candidates(L, region)
         candidates = []
         posts = ("none", "softmax", "sigmoid") if scoring == "none" else ("none",)
-        for post, norm, scale in itertools.product(posts, ("none", "sum", "l1"), scales):
+        # for positive weights an L1 norm equals the plain sum: the graph's own ops decide the label
+        l1 = any(o.name in ("moec.reduce_l1", "moec.abs") for o in L.f.ops if id(o) in region)
+        norms = ("none", "l1", "sum") if l1 else ("none", "sum", "l1")
+        for post, norm, scale in itertools.product(posts, norms, scales):
             if post != "none" and norm != "none":
                 continue
-            candidates.append({"k": k, "scoring": scoring, "post": post, "norm": norm, "scale": scale,
-                               "norm_eps": 1e-20 if (norm != "none" and scoring == "sigmoid") else 0.0})
+            cand = {"k": k, "scoring": scoring, "post": post, "norm": norm, "scale": scale,
+                    "norm_eps": 1e-20 if (norm != "none" and scoring == "sigmoid") else 0.0}
+            if self._group is not None:
+                cand.update(n_group=self._group[0], topk_group=self._group[1], group_score=self._group[2])
+            candidates.append(cand)
         probes = self._probes(x)
         want = self._eval_original(L, x, y, probes)
         weights = self._weight_ops(m, w_in, w_out, b_in, b_out)
