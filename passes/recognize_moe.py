@@ -383,8 +383,13 @@ class RecognizeMoE(Pass):
         if rows.ndim != 2 or rows.shape[1] != X.shape[1]:
             raise _NoMatch
         tokens = set()
-        for r in rows:
-            hit = np.nonzero(np.all(X == r, axis=1))[0]
+        Xd = X.astype(np.float64)
+        nrm = np.einsum("td,td->t", Xd, Xd)
+        for r in np.asarray(rows, np.float64):
+            # the row may be scaled (routing weight applied to the input): match it up to a factor
+            c = Xd @ r / nrm
+            res = np.linalg.norm(r[None, :] - c[:, None] * Xd, axis=1)
+            hit = np.nonzero((res <= 1e-4 * (np.linalg.norm(r) + 1e-12)) & (np.abs(c) > 1e-6))[0]
             if len(hit) != 1:
                 raise _NoMatch
             tokens.add(int(hit[0]))
@@ -509,10 +514,14 @@ class RecognizeMoE(Pass):
         probes = self._probes(x)
         want = self._eval_original(L, x, y, probes)
         weights = self._weight_ops(m, w_in, w_out, b_in, b_out)
-        for attrs in candidates:
-            new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y)
+        # the routing weight scales the combine (usual) or, with one expert per token, the
+        # expert's input (Llama-4)
+        placements = ("none", "input") if k == 1 else ("none",)
+        for attrs, at in itertools.product(candidates, placements):
+            new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y, at)
             if self._matches(L, new_ops, x, y_new, probes, want):
-                self._commit(L, new_ops, y, y_new, attrs, experts, E, ffn, region, topk, bias_v)
+                self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn, region, topk,
+                             bias_v)
                 return True
         for o in weights.values():  # no candidate matched: drop the stacked copies
             if o is not None:
@@ -562,7 +571,7 @@ class RecognizeMoE(Pass):
                 raise _NoMatch from None
         return outs
 
-    def _build(self, x, logits, bias_v, attrs, E, weights, ffn, y):
+    def _build(self, x, logits, bias_v, attrs, E, weights, ffn, y, weights_at="none"):
         ops = [o for o in weights.values() if o is not None]
         route_in = [logits] + ([bias_v] if bias_v is not None else [])
         route = OPS["moe.route"].create(route_in, dict(attrs), "moe.route")
@@ -571,12 +580,16 @@ class RecognizeMoE(Pass):
         disp = OPS["moe.dispatch"].create([ids], {"num_experts": E}, "moe.dispatch")
         ops.append(disp)
         extra = [weights[k].results[0] for k in ("b_in", "b_out") if weights[k] is not None]
+        if weights_at != "none":
+            extra.append(w)
         ex = OPS["moe.experts"].create([x, ids, disp.results[0], disp.results[1], weights["w_in"].results[0],
                                         weights["w_out"].results[0]] + extra,
                                        {**ffn, "has_b_in": weights["b_in"] is not None,
-                                        "has_b_out": weights["b_out"] is not None}, "moe.experts")
+                                        "has_b_out": weights["b_out"] is not None, "weights_at": weights_at},
+                                       "moe.experts")
         ops.append(ex)
-        comb = OPS["moe.combine"].create([ex.results[0], w], {"weighted": True}, "moe.combine", [y.type])
+        comb = OPS["moe.combine"].create([ex.results[0], w], {"weighted": weights_at == "none"}, "moe.combine",
+                                         [y.type])
         ops.append(comb)
         return ops, comb.results[0]
 
@@ -616,7 +629,9 @@ class RecognizeMoE(Pass):
         f.replace_all_uses(y, y_new)
         fam = family_of(attrs, bias_v is not None, ffn)
         name = record_moe_layer(m, {
-            "family": fam, "source": "recognized", "routing": {k: attrs[k] for k in sorted(attrs)},
+            "family": fam, "source": "recognized",
+            "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at"},
+            "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",
             "correction_bias": bias_v is not None, "E": E, "k": attrs["k"], "D": int(y.type.shape[1]),
             "F": int(experts[0].down.weight.shape[1]), "activation": ffn["activation"] if ffn["activation"] != "swiglu"
             else ("gpt_oss_swiglu" if ffn.get("limit", np.inf) != float("inf") else "swiglu"),
