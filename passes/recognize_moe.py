@@ -221,12 +221,55 @@ class RecognizeMoE(Pass):
         # 3+4. routing candidates, proved numerically.  The merge point may still lack terms that
         # do not depend on the routing (an exporter's "out = zeros + scatter(...)"), so the few
         # single-consumer ops after it with x's shape are tried as the layer output too.
-        region_c = set(region)
-        for y_cand in self._output_chain(L, y, x):
-            region_c.add(id(y_cand.owner))
-            if self._rewrite(L, x, logits, bias_v, topk, y_cand, experts, scoring, k, E, region_c):
+        chain_vals = self._output_chain(L, y, x)
+        # the longest candidate first, so that a shared expert added after the routed sum is
+        # absorbed into the layer (moe.shared_experts) rather than left beside it
+        for i in range(len(chain_vals) - 1, -1, -1):
+            y_cand = chain_vals[i]
+            region_c = set(region) | {id(v.owner) for v in chain_vals[:i + 1]}
+            shared = self._shared_of(L, y_cand, chain_vals[i - 1], x, fwd) if i > 0 else None
+            if shared is not None:
+                region_c |= shared["ops"]
+            if self._rewrite(L, x, logits, bias_v, topk, y_cand, experts, scoring, k, E, region_c, shared):
                 return True
         return False
+
+    def _shared_of(self, L: "_Layer", y_cand: Value, prev: Value, x: Value, fwd: Set[int]) -> Optional[dict]:
+        """y_cand = prev + S where S is a shared expert FFN of x, optionally times sigmoid(x . g)."""
+        o = y_cand.owner
+        if o.name != "moec.add" or prev not in o.operands:
+            return None
+        S = o.operands[1] if o.operands[0] is prev else o.operands[0]
+        if S.owner is None or id(S.owner) in fwd:
+            return None
+        gate = None
+        ffn_out = S
+        so = S.owner
+        if so.name == "moec.mul":
+            for a, b in ((so.operands[0], so.operands[1]), (so.operands[1], so.operands[0])):
+                if a.owner is not None and a.owner.name == "moec.sigmoid":
+                    gp = L.projection(a.owner.operands[0].owner) if a.owner.operands[0].owner else None
+                    if gp is not None and gp.input is x and gp.weight.shape[0] == 1 and gp.bias is None:
+                        gate, ffn_out = gp.weight.reshape(-1), b
+                        break
+        down = L.projection(ffn_out.owner) if ffn_out.owner is not None else None
+        if down is None or down.output is not ffn_out:
+            return None
+        all_ops = {id(op) for op in L.f.ops}
+        projs = [p for p in (L.projection(op) for op in L.f.ops) if p is not None and p.input is x]
+        by_out = {id(p.output): p for p in projs}
+        ups = self._ups_of(L, down.input, by_out, all_ops)
+        if not ups or any(p.input is not x for p in ups):
+            return None
+        try:
+            act, gate_first = self._activation(L, down, ups)
+        except _NoMatch:
+            return None
+        ups = ups if gate_first else ups[::-1]
+        dt = x.type.dtype.np
+        return {"w_in": np.concatenate([p.weight for p in ups], axis=0)[None].astype(dt),
+                "w_out": down.weight[None].astype(dt), "gate": None if gate is None else gate.astype(dt),
+                "act": act, "gated": len(ups) == 2, "ops": {id(p.op) for p in ups} | {id(down.op), id(so)}}
 
     @staticmethod
     def _output_chain(L: "_Layer", y: Value, x: Value, depth: int = 3) -> List[Value]:
@@ -480,7 +523,8 @@ class RecognizeMoE(Pass):
         raise _NoMatch
 
     # ------------------------------------------------------------------------------------------
-    def _rewrite(self, L, x, logits, bias_v, topk, y, experts: List[Expert], scoring, k, E, region) -> bool:
+    def _rewrite(self, L, x, logits, bias_v, topk, y, experts: List[Expert], scoring, k, E, region,
+                 shared=None) -> bool:
         m, f = L.m, L.f
         act = experts[0].activation
         gated = len(experts[0].ups) == 2
@@ -513,7 +557,11 @@ class RecognizeMoE(Pass):
             candidates.append(cand)
         probes = self._probes(x)
         want = self._eval_original(L, x, y, probes)
-        weights = self._weight_ops(m, w_in, w_out, b_in, b_out)
+        if shared is not None:
+            sa = "swiglu" if shared["gated"] else shared["act"]
+            if sa != ffn["activation"] or (shared["gated"] and GATED[shared["act"]]["limit"] != ffn.get("limit")):
+                return False  # the shared op uses the routed experts' activation attributes
+        weights = self._weight_ops(m, w_in, w_out, b_in, b_out, shared)
         # the routing weight scales the combine (usual) or, with one expert per token, the
         # expert's input (Llama-4)
         placements = ("none", "input") if k == 1 else ("none",)
@@ -521,7 +569,7 @@ class RecognizeMoE(Pass):
             new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y, at)
             if self._matches(L, new_ops, x, y_new, probes, want):
                 self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn, region, topk,
-                             bias_v)
+                             bias_v, shared)
                 return True
         for o in weights.values():  # no candidate matched: drop the stacked copies
             if o is not None:
@@ -529,10 +577,13 @@ class RecognizeMoE(Pass):
         return False
 
     @staticmethod
-    def _weight_ops(m, w_in, w_out, b_in, b_out):
+    def _weight_ops(m, w_in, w_out, b_in, b_out, shared=None):
         const = OPS["moec.constant"]
         out = {}
-        for name, arr in (("w_in", w_in), ("w_out", w_out), ("b_in", b_in), ("b_out", b_out)):
+        sh = shared or {}
+        for name, arr in (("w_in", w_in), ("w_out", w_out), ("b_in", b_in), ("b_out", b_out),
+                          ("shared_w_in", sh.get("w_in")), ("shared_w_out", sh.get("w_out")),
+                          ("shared_gate", sh.get("gate"))):
             if arr is None:
                 out[name] = None
                 continue
@@ -588,8 +639,16 @@ class RecognizeMoE(Pass):
                                         "has_b_out": weights["b_out"] is not None, "weights_at": weights_at},
                                        "moe.experts")
         ops.append(ex)
-        comb = OPS["moe.combine"].create([ex.results[0], w], {"weighted": weights_at == "none"}, "moe.combine",
-                                         [y.type])
+        comb_in, comb_attrs = [ex.results[0], w], {"weighted": weights_at == "none"}
+        if weights.get("shared_w_in") is not None:
+            sh_in = [x, weights["shared_w_in"].results[0], weights["shared_w_out"].results[0]]
+            if weights.get("shared_gate") is not None:
+                sh_in.append(weights["shared_gate"].results[0])
+            sh = OPS["moe.shared_experts"].create(sh_in, {k: v for k, v in ffn.items()}, "moe.shared_experts")
+            ops.append(sh)
+            comb_in.append(sh.results[0])
+            comb_attrs["has_shared"] = True
+        comb = OPS["moe.combine"].create(comb_in, comb_attrs, "moe.combine", [y.type])
         ops.append(comb)
         return ops, comb.results[0]
 
@@ -619,7 +678,7 @@ class RecognizeMoE(Pass):
                 return False
         return True
 
-    def _commit(self, L, new_ops, y, y_new, attrs, experts, E, ffn, region, topk, bias_v):
+    def _commit(self, L, new_ops, y, y_new, attrs, experts, E, ffn, region, topk, bias_v, shared=None):
         f, m = L.f, L.m
         # insert the new ops right before the first op that uses the layer output
         users = [o for o in f.ops if any(v is y for v in o.operands)]
@@ -635,7 +694,9 @@ class RecognizeMoE(Pass):
             "correction_bias": bias_v is not None, "E": E, "k": attrs["k"], "D": int(y.type.shape[1]),
             "F": int(experts[0].down.weight.shape[1]), "activation": ffn["activation"] if ffn["activation"] != "swiglu"
             else ("gpt_oss_swiglu" if ffn.get("limit", np.inf) != float("inf") else "swiglu"),
-            "shared_experts": 0, "replaced_nodes": replaced[:64] + (["..."] if len(replaced) > 64 else []),
+            "shared_experts": 0 if shared is None else 1,
+            "shared_expert_gate": bool(shared is not None and shared["gate"] is not None),
+            "shared_F": None if shared is None else int(shared["w_out"].shape[2]), "replaced_nodes": replaced[:64] + (["..."] if len(replaced) > 64 else []),
             "replaced_node_count": len(replaced)})
         new_ops[-1].attrs["layer"] = name
 

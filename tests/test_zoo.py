@@ -21,6 +21,7 @@ NOT_YET = {
     "onnx_gathered_bmm": "gathered-weight batched matmul is not rewritten yet",
 }
 BY_NAME = {e.name: e for e in ZOO}
+SHARED = {"qwen2-moe", "deepseek-v2", "deepseek-v3", "llama-4"}
 
 
 def _not_yet(e):
@@ -58,8 +59,14 @@ def test_compiles_verifies_and_is_recognised(name, tmp_path):
     assert "moec.nonzero" not in hist and "moec.scatter_nd" not in hist and "moec.scatter_elements" not in hist
     assert hist.get("moe.experts") == 1
     per_expert = hist.get("moec.matmul", 0) + hist.get("moec.gemm", 0)
-    # router (1) + a shared expert (3) + its sigmoid gate (1) at most
-    assert per_expert <= 5, f"{per_expert} matmuls left (router and shared experts only expected)"
+    router = 0 if e.shape == "ort_moe" else 1  # com.microsoft.MoE takes the router logits as an input
+    assert per_expert == router, f"{per_expert} matmuls left (only the router's is expected)"
+    # shared experts are absorbed into the layer, with Qwen2-MoE's sigmoid gate
+    if e.module_cls is not None:
+        want_shared = e.family in SHARED
+        assert layers[0]["shared_experts"] == int(want_shared)
+        assert hist.get("moe.shared_experts", 0) == int(want_shared)
+        assert layers[0]["shared_expert_gate"] == (e.family == "qwen2-moe")
 
 
 def test_identical_tokens_and_single_token(tmp_path):
