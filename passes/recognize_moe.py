@@ -65,6 +65,7 @@ class Projection:
     bias: Optional[np.ndarray]
     output: Value         # after the bias add, if any
     order: int = 0        # first output column taken (orders parts of one fused projection)
+    stacked: bool = False  # weight is [E, out, in]: all experts at once (batched or gathered form)
 
 
 @dataclass
@@ -117,8 +118,19 @@ class _Layer:
             return None
         a, b = o.operands[0], o.operands[1]
         if o.name == "moec.matmul":
+            if _consts_only(a, self.cmemo):
+                return None
             w = self.const_array(b)
-            if w is None or w.ndim != 2 or _consts_only(a, self.cmemo):
+            if w is None and b.owner is not None and b.owner.name == "moec.gather" and b.owner.attrs["axis"] == 0:
+                # gathered-weight form: matmul(x, gather(W[E, in, out], ids)) -- every expert's weights
+                w = self.const_array(b.owner.operands[0])
+                if w is None or w.ndim != 3 or self.const_array(b.owner.operands[1]) is not None:
+                    return None
+                return Projection(o, a, np.asarray(w).transpose(0, 2, 1), None, o.results[0], stacked=True)
+            if w is not None and w.ndim == 3 and a.type.rank >= 3:
+                # batched form: matmul(x[E, T, in], W[E, in, out]) -- expert e is batch entry e
+                return Projection(o, a, np.asarray(w).transpose(0, 2, 1), None, o.results[0], stacked=True)
+            if w is None or w.ndim != 2:
                 return None
             weight, bias = w.T, None
         else:
@@ -211,8 +223,12 @@ class RecognizeMoE(Pass):
         fwd = L.forward(topk.results)
         y = self._layer_output(L, fwd, x)
         region = L.ancestors(y, fwd) | {id(o) for o in chain} | {id(topk)}
-        # 2. experts
-        experts = self._experts(L, region, x, topk, E, k)
+        # 2. experts (in a dense formulation they do not depend on the top-k: search everything
+        # between x and the layer output)
+        all_ops = {id(o) for o in L.f.ops}
+        between = (L.ancestors(y, all_ops) - L.ancestors(x, all_ops)) | region
+        experts = self._experts(L, between, x, topk, E, k, y)
+        region = region | {id(p.op) for e in experts for p in e.ups + [e.down]}
         if len(experts) != E:
             raise _NoMatch
         acts = {e.activation for e in experts}
@@ -386,7 +402,8 @@ class RecognizeMoE(Pass):
                     return r
         raise _NoMatch
 
-    def _experts(self, L: _Layer, region: Set[int], x: Value, topk: Operation, E: int, k: int) -> List[Expert]:
+    def _experts(self, L: _Layer, region: Set[int], x: Value, topk: Operation, E: int, k: int,
+                 y: Optional[Value] = None) -> List[Expert]:
         projs = [p for p in (L.projection(o) for o in L.f.ops if id(o) in region) if p is not None]
         by_out = {id(p.output): p for p in projs}
         downs = []
@@ -405,9 +422,27 @@ class RecognizeMoE(Pass):
         rng = np.random.default_rng(7)
         X = rng.standard_normal((T2, D)).astype(x.type.dtype.np)
         W = np.full((T2, k), 1.0 / k, dtype=topk.results[0].type.dtype.np)
+        stacked = [(d, u) for d, u in downs if d.stacked and all(p.stacked for p in u)]
+        if stacked:
+            if len(stacked) != 1 or len(downs) != 1:
+                raise _NoMatch
+            down, ups = stacked[0]
+            if down.weight.shape[0] != E or any(p.weight.shape[0] != E for p in ups):
+                raise _NoMatch
+            act, gate_first = self._activation(L, down, ups)
+            ups = ups if gate_first else ups[::-1]
+
+            def part(p, e):
+                return Projection(p.op, p.input, p.weight[e], None, p.output)
+            return [Expert(e, [part(p, e) for p in ups], part(down, e), act, gate_first) for e in range(E)]
+        dense = []
         for down, ups in downs:
             act, gate_first = self._activation(L, down, ups)
+            ups = ups if gate_first else ups[::-1]
             xin = ups[0].input
+            if xin is x:  # dense formulation: every expert sees every token
+                dense.append((down, ups, act, gate_first))
+                continue
             # which tokens reach this expert when the top-k says ids_probe?
             try:
                 rows = evaluate(L.m, L.f, [xin], {id(x): X, id(topk.results[1]): ids_probe,
@@ -415,11 +450,49 @@ class RecognizeMoE(Pass):
             except Exception:
                 raise _NoMatch from None
             e = self._expert_index(X, np.asarray(rows), ids_probe, E)
-            experts.append(Expert(e, ups if gate_first else ups[::-1], down, act, gate_first))
+            experts.append(Expert(e, ups, down, act, gate_first))
+        if dense:
+            if experts or y is None:
+                raise _NoMatch
+            experts = self._index_by_output(L, x, y, topk, k, E, dense)
         experts.sort(key=lambda e: e.index)
         if [e.index for e in experts] != list(range(len(experts))):
             raise _NoMatch
         return experts
+
+    @staticmethod
+    def _ffn_numpy(ups, down, act, X):
+        hs = [X.astype(np.float64) @ p.weight.T.astype(np.float64) + (0 if p.bias is None else p.bias) for p in ups]
+        if len(hs) == 2:
+            h = _swiglu(hs[0], hs[1], **GATED[act])
+        else:
+            h = ACTS_1[act](hs[0])
+        return h @ down.weight.T.astype(np.float64) + (0 if down.bias is None else down.bias)
+
+    def _index_by_output(self, L, x, y, topk, k, E, dense) -> List[Expert]:
+        """Dense formulation: route every token to expert e (weight 1 on the first slot, 0 on the
+        others) and see which expert FFN the layer output equals."""
+        rng = np.random.default_rng(5)
+        X = rng.standard_normal((4, x.type.shape[1])).astype(x.type.dtype.np)
+        ffns = [self._ffn_numpy(u, d, a, X) for d, u, a, _ in dense]
+        W = np.zeros((4, k), topk.results[0].type.dtype.np)
+        W[:, 0] = 1
+        out = []
+        taken = set()
+        for e in range(E):
+            ids = np.tile(np.array([(e + j) % E for j in range(k)], np.int64), (4, 1))
+            try:
+                ye = np.asarray(evaluate(L.m, L.f, [y], {id(x): X, id(topk.results[1]): ids,
+                                                         id(topk.results[0]): W})[0], np.float64)
+            except Exception:
+                raise _NoMatch from None
+            hit = [i for i, fx in enumerate(ffns) if i not in taken and np.allclose(ye, fx, rtol=1e-3, atol=1e-4)]
+            if len(hit) != 1:
+                raise _NoMatch
+            taken.add(hit[0])
+            d, u, a, g = dense[hit[0]]
+            out.append(Expert(e, u, d, a, g))
+        return out
 
     @staticmethod
     def _expert_index(X, rows, ids, E) -> int:

@@ -16,9 +16,6 @@ torch = pytest.importorskip("torch")
 # graph shapes the recognition passes do not rewrite yet (they compile and verify as ordinary ops)
 NOT_YET = {
     "switch": "top-1 via max/argmax with capacity: recognition starts from TopK only",
-    "torch_dense": "dense all-experts batched formulation is not rewritten yet",
-    "onnx_dense": "dense all-experts batched formulation is not rewritten yet",
-    "onnx_gathered_bmm": "gathered-weight batched matmul is not rewritten yet",
 }
 BY_NAME = {e.name: e for e in ZOO}
 SHARED = {"qwen2-moe", "deepseek-v2", "deepseek-v3", "llama-4"}
