@@ -77,7 +77,9 @@ def _index_ranges(f: Function) -> Dict[int, int]:
     return out
 
 
-def make_inputs(f: Function, binding: Dict[str, int], seed: int = 0) -> List[np.ndarray]:
+def make_inputs(f: Function, binding: Dict[str, int], seed: int = 0, identical: bool = False) -> List[np.ndarray]:
+    """Seeded inputs; ``identical`` repeats the first row along dim 0 of float inputs (every token
+    the same: in an MoE layer most experts then get no tokens and capacity limits are hit)."""
     rng = np.random.default_rng(seed)
     ranges = _index_ranges(f)
     xs = []
@@ -87,6 +89,8 @@ def make_inputs(f: Function, binding: Dict[str, int], seed: int = 0) -> List[np.
         dt = t.dtype
         if dt.is_float:
             x = rng.standard_normal(shape).astype(dt.np)
+            if identical and x.ndim >= 2 and x.shape[0] > 1:
+                x[:] = x[:1]
         elif dt == DType.BOOL:
             x = rng.random(shape) < 0.5
         else:

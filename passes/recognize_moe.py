@@ -77,6 +77,30 @@ class Expert:
     gate_first: bool
 
 
+class _Root:
+    """The selection a layer starts from: a top-k (values and ids), or an arg-max (ids only, k=1:
+    Switch's torch.max routing, whose weight is a separate max of the scores)."""
+
+    def __init__(self, op: Operation, k: int):
+        self.op, self.k = op, k
+        if op.name == "moec.topk":
+            self.values, self.ids = op.results
+        else:
+            self.values, self.ids = None, op.results[0]
+        self.results = list(op.results)
+        self.ids_1d = self.ids.type.rank == 1
+
+    @property
+    def input(self) -> Value:
+        return self.op.operands[0]
+
+    def feeds(self, ids: np.ndarray, w: np.ndarray) -> Dict[int, np.ndarray]:
+        f = {id(self.ids): (ids[:, 0] if self.ids_1d else ids).astype(self.ids.type.dtype.np)}
+        if self.values is not None:
+            f[id(self.values)] = w.astype(self.values.type.dtype.np)
+        return f
+
+
 class _Layer:
     def __init__(self, m: Module, f: Function, topk: Operation):
         self.m, self.f, self.topk = m, f, topk
@@ -199,7 +223,9 @@ class RecognizeMoE(Pass):
     def run(self, m: Module) -> bool:
         changed = False
         for f in m.functions:
-            for topk in [o for o in f.ops if o.name == "moec.topk"]:
+            roots = [o for o in f.ops if o.name == "moec.topk" or (o.name == "moec.argmax"
+                                                                    and not o.attrs["select_last_index"])]
+            for topk in roots:
                 if topk not in f.ops:
                     continue
                 try:
@@ -211,10 +237,16 @@ class RecognizeMoE(Pass):
     # ------------------------------------------------------------------------------------------
     def _try_layer(self, m: Module, f: Function, topk: Operation) -> bool:
         L = _Layer(m, f, topk)
-        k_arr = L.const_array(topk.operands[1])
-        if k_arr is None or topk.attrs["axis"] not in (-1, 1) or not topk.attrs["largest"]:
-            raise _NoMatch
-        k = int(np.asarray(k_arr).reshape(-1)[0])
+        if topk.name == "moec.argmax":
+            if topk.attrs["axis"] not in (-1, 1) or topk.operands[0].type.rank != 2:
+                raise _NoMatch
+            k = 1
+        else:
+            k_arr = L.const_array(topk.operands[1])
+            if k_arr is None or topk.attrs["axis"] not in (-1, 1) or not topk.attrs["largest"]:
+                raise _NoMatch
+            k = int(np.asarray(k_arr).reshape(-1)[0])
+        root = _Root(topk, k)
         router = self._router(L, topk.operands[0])
         x, logits, w_r, scoring, bias_v, chain = router
         T, D = x.type.shape
@@ -227,7 +259,7 @@ class RecognizeMoE(Pass):
         # between x and the layer output)
         all_ops = {id(o) for o in L.f.ops}
         between = (L.ancestors(y, all_ops) - L.ancestors(x, all_ops)) | region
-        experts = self._experts(L, between, x, topk, E, k, y)
+        experts = self._experts(L, between, x, root, E, k, y)
         region = region | {id(p.op) for e in experts for p in e.ups + [e.down]}
         if len(experts) != E:
             raise _NoMatch
@@ -246,7 +278,7 @@ class RecognizeMoE(Pass):
             shared = self._shared_of(L, y_cand, chain_vals[i - 1], x, fwd) if i > 0 else None
             if shared is not None:
                 region_c |= shared["ops"]
-            if self._rewrite(L, x, logits, bias_v, topk, y_cand, experts, scoring, k, E, region_c, shared):
+            if self._rewrite(L, x, logits, bias_v, root, y_cand, experts, scoring, k, E, region_c, shared):
                 return True
         return False
 
@@ -421,7 +453,7 @@ class RecognizeMoE(Pass):
         D = x.type.shape[1]
         rng = np.random.default_rng(7)
         X = rng.standard_normal((T2, D)).astype(x.type.dtype.np)
-        W = np.full((T2, k), 1.0 / k, dtype=topk.results[0].type.dtype.np)
+        W = np.full((T2, k), 1.0 / k, dtype=x.type.dtype.np)
         stacked = [(d, u) for d, u in downs if d.stacked and all(p.stacked for p in u)]
         if stacked:
             if len(stacked) != 1 or len(downs) != 1:
@@ -445,8 +477,7 @@ class RecognizeMoE(Pass):
                 continue
             # which tokens reach this expert when the top-k says ids_probe?
             try:
-                rows = evaluate(L.m, L.f, [xin], {id(x): X, id(topk.results[1]): ids_probe,
-                                                  id(topk.results[0]): W})[0]
+                rows = evaluate(L.m, L.f, [xin], {id(x): X, **topk.feeds(ids_probe, W)})[0]
             except Exception:
                 raise _NoMatch from None
             e = self._expert_index(X, np.asarray(rows), ids_probe, E)
@@ -475,15 +506,14 @@ class RecognizeMoE(Pass):
         rng = np.random.default_rng(5)
         X = rng.standard_normal((4, x.type.shape[1])).astype(x.type.dtype.np)
         ffns = [self._ffn_numpy(u, d, a, X) for d, u, a, _ in dense]
-        W = np.zeros((4, k), topk.results[0].type.dtype.np)
+        W = np.zeros((4, k), x.type.dtype.np)
         W[:, 0] = 1
         out = []
         taken = set()
         for e in range(E):
             ids = np.tile(np.array([(e + j) % E for j in range(k)], np.int64), (4, 1))
             try:
-                ye = np.asarray(evaluate(L.m, L.f, [y], {id(x): X, id(topk.results[1]): ids,
-                                                         id(topk.results[0]): W})[0], np.float64)
+                ye = np.asarray(evaluate(L.m, L.f, [y], {id(x): X, **topk.feeds(ids, W)})[0], np.float64)
             except Exception:
                 raise _NoMatch from None
             hit = [i for i, fx in enumerate(ffns) if i not in taken and np.allclose(ye, fx, rtol=1e-3, atol=1e-4)]
@@ -509,10 +539,16 @@ class RecognizeMoE(Pass):
             if len(hit) != 1:
                 raise _NoMatch
             tokens.add(int(hit[0]))
-        for e in range(E):
-            want = {t for t in range(ids.shape[0]) if e in ids[t]}
-            if want == tokens:
-                return e
+        wants = [{t for t in range(ids.shape[0]) if e in ids[t]} for e in range(E)]
+        exact = [e for e in range(E) if wants[e] == tokens]
+        if len(exact) == 1:
+            return exact[0]
+        # a capacity limit may drop some of an expert's tokens: with one expert per token the
+        # sets are disjoint, so any non-empty subset still names the expert
+        if ids.shape[1] == 1 and tokens:
+            sub = [e for e in range(E) if tokens <= wants[e]]
+            if len(sub) == 1:
+                return sub[0]
         raise _NoMatch
 
     def _ups_of(self, L, v: Value, by_out, region) -> List[Projection]:
@@ -620,11 +656,12 @@ class RecognizeMoE(Pass):
         # for positive weights an L1 norm equals the plain sum: the graph's own ops decide the label
         l1 = any(o.name in ("moec.reduce_l1", "moec.abs") for o in L.f.ops if id(o) in region)
         norms = ("none", "l1", "sum") if l1 else ("none", "sum", "l1")
-        for post, norm, scale in itertools.product(posts, norms, scales):
+        capacities = [0] + (self._capacity_candidates(L, region) if k == 1 else [])
+        for post, norm, scale, cap in itertools.product(posts, norms, scales, capacities):
             if post != "none" and norm != "none":
                 continue
             cand = {"k": k, "scoring": scoring, "post": post, "norm": norm, "scale": scale,
-                    "norm_eps": 1e-20 if (norm != "none" and scoring == "sigmoid") else 0.0}
+                    "norm_eps": 1e-20 if (norm != "none" and scoring == "sigmoid") else 0.0, "capacity": cap}
             if self._group is not None:
                 cand.update(n_group=self._group[0], topk_group=self._group[1], group_score=self._group[2])
             candidates.append(cand)
@@ -664,6 +701,21 @@ class RecognizeMoE(Pass):
             o = const.create([], {"value": ResourceRef(key)}, None, [TensorType(DType.from_np(arr.dtype), arr.shape)])
             o.results[0].name = f"experts_{name}"
             out[name] = o
+        return out
+
+    @staticmethod
+    def _capacity_candidates(L, region) -> List[int]:
+        """Integer constants the region compares against (a token count limit per expert)."""
+        out = []
+        for o in L.f.ops:
+            if id(o) in region and o.name in ("moec.less_equal", "moec.less", "moec.greater", "moec.greater_equal"):
+                for v in o.operands:
+                    c = L.const_array(v)
+                    if c is not None and c.size == 1:
+                        val = float(c.reshape(-1)[0])
+                        for cap in (int(val), int(val) - 1, int(val) + 1):
+                            if val == int(val) and cap >= 1 and cap not in out:
+                                out.append(cap)
         return out
 
     def _scale_candidates(self, L, region) -> List[float]:
@@ -713,6 +765,7 @@ class RecognizeMoE(Pass):
                                        "moe.experts")
         ops.append(ex)
         comb_in, comb_attrs = [ex.results[0], w], {"weighted": weights_at == "none"}
+        passthrough = attrs.get("capacity", 0) > 0
         if weights.get("shared_w_in") is not None:
             sh_in = [x, weights["shared_w_in"].results[0], weights["shared_w_out"].results[0]]
             if weights.get("shared_gate") is not None:
@@ -721,6 +774,9 @@ class RecognizeMoE(Pass):
             ops.append(sh)
             comb_in.append(sh.results[0])
             comb_attrs["has_shared"] = True
+        if passthrough:  # tokens over capacity output x unchanged (Switch)
+            comb_in += [x, ids]
+            comb_attrs["passthrough"] = True
         comb = OPS["moe.combine"].create(comb_in, comb_attrs, "moe.combine", [y.type])
         ops.append(comb)
         return ops, comb.results[0]

@@ -14,9 +14,7 @@ from zoo.graphs import near_misses
 torch = pytest.importorskip("torch")
 
 # graph shapes the recognition passes do not rewrite yet (they compile and verify as ordinary ops)
-NOT_YET = {
-    "switch": "top-1 via max/argmax with capacity: recognition starts from TopK only",
-}
+NOT_YET = {}
 BY_NAME = {e.name: e for e in ZOO}
 SHARED = {"qwen2-moe", "deepseek-v2", "deepseek-v3", "llama-4"}
 
