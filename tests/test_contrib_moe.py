@@ -49,3 +49,36 @@ def test_com_microsoft_moe_rejects_sparse_mixer(tmp_path):
     m = _moe_model("relu", extra=dict(use_sparse_mixer=1))
     with pytest.raises(UnsupportedError, match="moe_node.*use_sparse_mixer"):
         compile_onnx(m, str(tmp_path / "o"), CompileOptions())
+
+
+def _quantize(w, bits, block):
+    """Symmetric quantisation with the default zero point 2^(bits-1), packed along K (low nibble first)."""
+    E, N, K = w.shape
+    wb = w.reshape(E, N, K // block, block) if block else w.reshape(E, N, 1, K)
+    qmax = 2 ** (bits - 1) - 1
+    scale = (np.abs(wb).max(-1) / qmax).astype(np.float32)
+    q = (np.clip(np.round(wb / scale[..., None]), -qmax - 1, qmax).astype(np.int32) + 2 ** (bits - 1))
+    q = q.reshape(E, N, K).astype(np.uint8)
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8) if bits == 4 else q
+    return packed, (scale if block else scale.reshape(E, N))
+
+
+@pytest.mark.parametrize("bits,block,act", [(8, 0, "relu"), (4, 0, "silu"), (4, 16, "relu"), (4, 16, "swiglu")])
+def test_com_microsoft_qmoe(tmp_path, bits, block, act):
+    rng = np.random.default_rng(1)
+    D, F = 32, 16  # block sizes are >= 16 and must divide both
+    I = 2 * F if act == "swiglu" else F
+    p1, s1 = _quantize((rng.standard_normal((E, I, D)) / 3).astype(np.float32), bits, block)
+    p2, s2 = _quantize((rng.standard_normal((E, D, F)) / 3).astype(np.float32), bits, block)
+    attrs = dict(k=2, activation_type=act, normalize_routing_weights=1, expert_weight_bits=bits)
+    if block:
+        attrs["block_size"] = block
+    if act == "swiglu":
+        attrs["swiglu_fusion"] = 1
+    node = helper.make_node("QMoE", ["x", "r", "fc1", "s1", "", "fc2", "s2", ""], ["y"], domain="com.microsoft",
+                            name="qmoe_node", **attrs)
+    m = make_model([node], [("x", np.float32, [T_, D]), ("r", np.float32, [T_, E])], [("y", np.float32, [T_, D])],
+                   {"fc1": p1, "s1": s1, "fc2": p2, "s2": s2}, opset=17, name=f"qmoe_{bits}_{block}_{act}",
+                   extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
+    rep = check_model(m, tmp_path)
+    assert rep["moe_layers"][0]["source"] == "com.microsoft.QMoE"
