@@ -148,7 +148,7 @@ def cmd_inspect(a) -> int:
 
 def cmd_run(a) -> int:
     import numpy as np
-    from .ir import DType, parse_type
+    from .ir import parse_type
     from .targets.registry import CpuArtifact
     d = a.artifact
     if not os.path.isfile(os.path.join(d, "manifest.json")):

@@ -14,14 +14,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import __version__
 from .errors import BuildError as UserBuildError
-from .errors import MoecError, RuntimeFailure, UserInputError, VerificationError
+from .errors import RuntimeFailure, UserInputError, VerificationError
 from .ir import IRError, Module, print_module, save_module, verify_module
 from .ir import run as interpret
 from .passes.pipeline import run_pipeline

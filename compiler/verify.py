@@ -8,11 +8,11 @@ uniform.  Dynamic dimensions are tried at several sizes (the default size,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .ir import DType, Function, Module, TensorType
+from .ir import DType, Function, TensorType
 from .tolerances import Tolerance, tolerance_for
 
 DEFAULT_SYMBOL_SIZES = (5, 1, 3)

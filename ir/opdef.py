@@ -17,7 +17,7 @@ that the declared result types agree with the inferred ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple, Type
 
 import numpy as np

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 import ml_dtypes
 import numpy as np
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import LarkError, UnexpectedInput
 
 from .core import Function, IRError, Module, ResourceRef, Value

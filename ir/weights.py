@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator
 
 import numpy as np
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
@@ -634,7 +634,7 @@ class RecognizeMoE(Pass):
     # ------------------------------------------------------------------------------------------
     def _rewrite(self, L, x, logits, bias_v, topk, y, experts: List[Expert], scoring, k, E, region,
                  shared=None) -> bool:
-        m, f = L.m, L.f
+        m = L.m
         act = experts[0].activation
         gated = len(experts[0].ups) == 2
         ffn = {"activation": "swiglu" if gated else act, "gate_layout": "concat"}

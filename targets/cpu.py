@@ -10,13 +10,12 @@ from __future__ import annotations
 import ctypes
 import glob
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Dict, List, Optional, Sequence
+from typing import List, Sequence
 
 import numpy as np
 

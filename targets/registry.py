@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import BuildError as UserBuildError
 from ..errors import RuntimeFailure, UserInputError
 from ..ir import Module
-from .cpu import BuildError, CompiledLibrary, RunError, build_executable, build_shared
+from .cpu import BuildError, CompiledLibrary, RunError, build_shared
 from .description import TargetDesc, cpu_target
 
 

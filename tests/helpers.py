@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from moec.driver import CompileOptions, compile_onnx
 from moec.ir import parse_module, print_module, verify_module

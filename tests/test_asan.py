@@ -4,10 +4,9 @@ data-dependent shapes (NonZero, empty expert selections), and must match onnxrun
 import os
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 from helpers import make_model
 from moec.driver import CompileOptions, compile_onnx

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import check_ir_text, mlir_parse
+from helpers import check_ir_text
 from moec.ir import (DType, Function, IRError, Module, Operation, ResourceRef, TensorType, Value, WeightStore,
                      load_module, parse_module, print_module, run, save_module, verify_module)
 from moec.ir.opdef import OPS, Attr, op

@@ -8,7 +8,6 @@ import re
 import warnings
 
 import onnx.backend.test
-import pytest
 
 from backend_exclusions import EXCLUDE, SCOPE
 from moec.onnx_backend import MoecBackend

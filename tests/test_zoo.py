@@ -1,7 +1,6 @@
 """The model zoo end to end: every entry runs in onnxruntime like its PyTorch module, compiles
 for the C target, verifies against onnxruntime, and has its MoE layer recognised with the right
 family (no per-expert loop left); near-misses stay unrecognised and still verify."""
-import os
 
 import numpy as np
 import pytest

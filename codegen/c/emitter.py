@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ...ir import DType, Function, Module, TensorType, Value
+from ...ir import DType, Function, Module, Value
 from ...ir.core import Operation, ResourceRef
 from .dtypes import C_DTYPE
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import UnsupportedError, UserInputError
 from ..ir import DType, Function, Module, TensorType, Value
-from ..ir.core import IRError, Operation, ResourceRef
+from ..ir.core import IRError, ResourceRef
 from ..ir.opdef import OPS
 
 # Inline constants up to this many elements; larger ones go to the weight store.
@@ -276,7 +276,6 @@ def load_onnx(path: str):
 
 def import_model(model, name: Optional[str] = None) -> Module:
     """Convert an onnx.ModelProto into a moec Module (one function, ``@main``)."""
-    import onnx
     from onnx import numpy_helper
     _load_converters()
     name = name or (model.graph.name or "model")

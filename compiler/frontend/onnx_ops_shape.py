@@ -226,7 +226,6 @@ def _split(ctx, node, ins, attrs):
 @converter("Slice", since=1)
 def _slice(ctx, node, ins, attrs):
     x = ins[0]
-    r = x.type.rank
     if ctx.opset < 10:
         starts = ctx.const(np.asarray(attrs["starts"], np.int64))
         ends = ctx.const(np.asarray(attrs["ends"], np.int64))

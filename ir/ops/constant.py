@@ -1,7 +1,6 @@
 """Constants: ``moec.constant`` (inline dense value or a weight-store reference)."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..core import Operation, ResourceRef
 from ..opdef import Attr, operand_error, op

@@ -16,7 +16,6 @@ An id of -1 marks a slot dropped by capacity: it contributes nothing.
 from __future__ import annotations
 
 import json
-from typing import List
 
 import numpy as np
 
