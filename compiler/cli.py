@@ -3,6 +3,7 @@
     moec compile MODEL --target cpu -o OUTDIR   import, optimise, emit, build, verify
     moec inspect MODEL [--json]                 what is in a model (and its MoE layers)
     moec run OUTDIR --input name=file.npy ...   run a compiled artifact
+    moec bench MODEL [--tokens 1,8,64]           time moec against onnxruntime
 
 Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 internal build error.
 """
@@ -63,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "weight size and the MoE layers moec recognises.", epilog=EPILOG)
     i.add_argument("model", help="path to an .onnx file")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    b = sub.add_parser("bench", help="time moec against onnxruntime on a model",
+                       description="Compile MODEL, then time moec's code, onnxruntime on the model as given, and "
+                       "for each MoE layer onnxruntime's fused com.microsoft.MoE op built from the same weights "
+                       "(interleaved runs, medians), next to sgemm and memory-copy probes of this machine. "
+                       "Writes bench.json and bench.png into the output folder.", epilog=EPILOG)
+    b.add_argument("model", help="path to an .onnx file with one [tokens, hidden] input")
+    b.add_argument("--target", default="cpu", choices=["cpu"])
+    b.add_argument("--tokens", type=_sizes, default=[1, 8, 64, 256, 1024], metavar="N,N,..")
+    b.add_argument("--weights", default="f32", choices=["f32", "bf16", "int8", "int4"])
+    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder (default moec_bench_<model>)")
+    b.add_argument("--force", action="store_true", help="reuse an output folder that holds other files")
 
     r = sub.add_parser("run", help="run a compiled artifact on .npy inputs",
                        description="Run the artifact in OUTDIR (from `moec compile`) on inputs given as "
@@ -146,6 +161,18 @@ def cmd_inspect(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    from .bench import format_table, run_bench
+    out = a.output or f"moec_bench_{os.path.splitext(os.path.basename(a.model))[0]}"
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "bench.json")) \
+            and not a.force:
+        raise UserInputError(f"output folder '{out}' exists and holds other files; pass --force or choose -o")
+    rep = run_bench(a.model, out, a.tokens, a.weights, a.repeats, a.threads, a.force)
+    print(format_table(rep))
+    print(f"wrote {os.path.join(out, 'bench.json')} and {os.path.join(out, 'bench.png')}")
+    return 0
+
+
 def cmd_run(a) -> int:
     import numpy as np
     from .ir import parse_type
@@ -210,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.print_help()
         return 2
     try:
-        return {"compile": cmd_compile, "inspect": cmd_inspect, "run": cmd_run}[a.cmd](a)
+        return {"compile": cmd_compile, "inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench}[a.cmd](a)
     except MoecError as e:
         if a.debug:
             traceback.print_exc()

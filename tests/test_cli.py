@@ -154,3 +154,20 @@ def test_help_reads_well():
     assert r.returncode == 0 and "compile" in r.stdout and "inspect" in r.stdout and "run" in r.stdout
     r = _cli("compile", "--help")
     assert "--no-verify" in r.stdout and "--dump-ir" in r.stdout
+
+
+def test_bench_smoke(tmp_path, capsys):
+    """`moec bench` runs end to end on a tiny MoE model (numbers are not checked: not a benchmark)."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    from build_mixtral_like import build
+    p = tmp_path / "tiny_moe.onnx"
+    onnx.save(build(hidden=16, ffn=8, experts=4, top_k=2), str(p))
+    out = tmp_path / "bench"
+    assert main(["bench", str(p), "--tokens", "1,4", "--repeats", "2", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "onnxruntime MoE op" in text and "ratio = moec time / peer time" in text
+    rep = json.load(open(out / "bench.json"))
+    assert [r["tokens"] for r in rep["rows"]] == [1, 4] and rep["probes"]["sgemm_gflops"] > 0
+    assert (out / "bench.png").exists()
+    assert main(["bench", str(p), "--weights", "int4", "-o", str(tmp_path / "b2")]) == 2

@@ -1,0 +1,253 @@
+"""`moec bench`: time moec's compiled code against onnxruntime on the user's model.
+
+Peers, measured in the same run, interleaved, several repeats, medians:
+  * onnxruntime on the model as given (the exported graph),
+  * for each MoE layer moec recognises, onnxruntime's fused com.microsoft.MoE op built from the
+    same weights (router MatMul + MoE), when the layer's routing and activation fit that op,
+  * this machine's measured peaks: an sgemm probe (numpy/BLAS, GFLOP/s) and a memory-copy probe
+    (GB/s), so achieved rates can be put against them.
+Writes bench.json and bench.png (ratio vs tokens) into the output folder and prints a table.
+Benchmarks are not tests: numbers depend on the machine and its load.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .driver import CompileOptions, compile_onnx, load_model_proto
+from .errors import UserInputError
+from .ir import Module
+from .ir.core import ResourceRef
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> List[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def sgemm_probe(threads: int, n: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of a square f32 matmul through numpy's BLAS."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = a.copy()
+    a @ b
+    ts = _median_time(lambda: a @ b, repeats)
+    return 2 * n ** 3 / statistics.median(ts) / 1e9
+
+
+def copy_probe(mbytes: int = 256, repeats: int = 5) -> float:
+    """GB/s of a large memory copy (read + write counted)."""
+    src = np.ones(mbytes * (1 << 20) // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    ts = _median_time(lambda: np.copyto(dst, src), repeats)
+    return 2 * src.nbytes / statistics.median(ts) / 1e9
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    E: int
+    k: int
+    D: int
+    F: int
+    I: int
+    weight_bytes_per_expert: int
+    ort_moe: Optional[bytes]  # a com.microsoft.MoE model of this layer, if representable
+    ort_moe_why: str = ""
+
+
+def _weights_of(m: Module, v) -> Optional[np.ndarray]:
+    o = v.owner
+    if o is None or o.name != "moec.constant":
+        return None
+    val = o.attrs["value"]
+    return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else val
+
+
+def _layers(m: Module) -> List[LayerInfo]:
+    """Per recognised layer: sizes, and a com.microsoft.MoE model with the same weights."""
+    out = []
+    f = m.main
+    for ex in [o for o in f.ops if o.name == "moe.experts"]:
+        w_in, w_out = _weights_of(m, ex.operands[4]), _weights_of(m, ex.operands[5])
+        if w_in is None or w_out is None:
+            continue
+        E, I, D = w_in.shape
+        F = w_out.shape[2]
+        route = ex.operands[1].owner
+        comb = next((u for u in f.ops if u.name == "moe.combine" and u.operands[0] is ex.results[0]), None)
+        info = LayerInfo(comb.attrs.get("layer", "moe") if comb else "moe", E, route.attrs["k"], D, F, I,
+                         (w_in.nbytes + w_out.nbytes) // E, None)
+        info.ort_moe, info.ort_moe_why = _ort_moe_model(m, ex, route, comb, w_in, w_out)
+        out.append(info)
+    return out
+
+
+def _ort_moe_model(m, ex, route, comb, w_in, w_out):
+    from onnx import TensorProto, helper, numpy_helper
+    a = route.attrs
+    if a["scoring"] != "softmax" or a["post"] != "none" or a["norm"] == "l1" or a["n_group"] > 1 \
+            or a["capacity"] or a["scale"] != 1.0 or len(route.operands) > 1:
+        return None, "routing not expressible with com.microsoft.MoE"
+    if comb is None or comb.attrs["has_shared"] or ex.attrs["has_b_in"] or ex.attrs["has_b_out"] \
+            or ex.attrs["weights_at"] == "input":
+        return None, "shared experts / biases / input weighting not in this comparison"
+    logits = route.operands[0]
+    mm = logits.owner
+    if mm is None or mm.name != "moec.matmul":
+        return None, "router is not a plain MatMul"
+    wr = _weights_of(m, mm.operands[1])
+    if wr is None:
+        return None, "router weight is not constant"
+    act = ex.attrs["activation"]
+    attrs = {"k": a["k"], "normalize_routing_weights": int(a["norm"] == "sum")}
+    E, I, D = w_in.shape
+    F = w_out.shape[2]
+    fc1 = w_in
+    if act == "swiglu":
+        if ex.attrs["limit"] != float("inf") or ex.attrs["alpha"] != 1.0 or ex.attrs["beta"] != 0.0:
+            attrs.update(swiglu_limit=ex.attrs["limit"], activation_alpha=ex.attrs["alpha"],
+                         activation_beta=ex.attrs["beta"])
+        if ex.attrs["gate_layout"] == "concat":  # onnxruntime's CPU kernel wants interleaved rows
+            fc1 = np.empty_like(w_in)
+            fc1[:, 0::2], fc1[:, 1::2] = w_in[:, :F], w_in[:, F:]
+        attrs.update(activation_type="swiglu", swiglu_fusion=1)
+    elif act in ("relu", "silu", "identity"):
+        attrs["activation_type"] = act
+    elif act == "gelu_tanh":
+        attrs["activation_type"] = "gelu"
+    else:
+        return None, f"activation {act} not available in com.microsoft.MoE"
+    nodes = [helper.make_node("MatMul", ["x", "wr"], ["logits"]),
+             helper.make_node("MoE", ["x", "logits", "fc1", "", "fc2", ""], ["y"], domain="com.microsoft", **attrs)]
+    g = helper.make_graph(nodes, "ort_moe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", D])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", D])],
+                          [numpy_helper.from_array(np.asarray(wr, np.float32), "wr"),
+                           numpy_helper.from_array(np.asarray(fc1, np.float32), "fc1"),
+                           numpy_helper.from_array(np.asarray(w_out, np.float32), "fc2")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    return model.SerializeToString(), ""
+
+
+def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str = "f32", repeats: int = 7,
+              threads: int = 2, force: bool = False) -> dict:
+    import onnxruntime as ort
+    if weights != "f32":
+        raise UserInputError(f"--weights {weights}: only f32 is implemented so far (the quantisation pass is "
+                             "not built yet)")
+    proto, name = load_model_proto(model_path)
+    os.makedirs(outdir, exist_ok=True)
+    art_dir = os.path.join(outdir, "artifact")
+    res = compile_onnx(proto, art_dir, CompileOptions(force=True, verify=True, threads=threads,
+                                                      symbol_sizes=(min(tokens), 1)))
+    art = res.artifact
+    if art is None:
+        from .targets.registry import CpuArtifact
+        art = CpuArtifact(art_dir, threads=threads)
+    f = res.module.main
+    if len(f.args) != 1 or f.args[0].type.rank != 2:
+        raise UserInputError("moec bench drives models with one [tokens, hidden] input")
+    D = f.args[0].type.shape[1]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    model_bytes = proto.SerializeToString()
+    try:
+        plain = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    except Exception:
+        proto.ir_version = 10
+        plain = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    layers = _layers(res.module)
+    fused = []
+    for L in layers:
+        if L.ort_moe is not None:
+            fused.append((L.name, ort.InferenceSession(L.ort_moe, so, providers=["CPUExecutionProvider"])))
+    in_name = f.arg_names[0]
+    gflops_peak = sgemm_probe(threads)
+    gbps_peak = copy_probe()
+    rows = []
+    for T in tokens:
+        x = np.random.default_rng(T).standard_normal((T, D)).astype(np.float32)
+        runners = {"moec": lambda: art([x]), "onnxruntime": lambda: plain.run(None, {in_name: x})}
+        for lname, s in fused:
+            runners[f"onnxruntime MoE op ({lname})"] = (lambda s=s: s.run(None, {"x": x}))
+        for fn in runners.values():  # warm up
+            fn()
+        times: Dict[str, List[float]] = {k: [] for k in runners}
+        for _ in range(repeats):  # interleaved
+            for k, fn in runners.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        flops = sum(2 * T * L.k * (L.I * L.D + L.D * L.F) for L in layers)
+        touched = sum(min(L.E, T * L.k) * L.weight_bytes_per_expert for L in layers)
+        row = {"tokens": T, "ms": {k: v * 1e3 for k, v in med.items()},
+               "ratio_vs": {k: med["moec"] / v for k, v in med.items() if k != "moec"},
+               "moec_gflops": flops / med["moec"] / 1e9 if flops else None,
+               "moec_gbps_weights": touched / med["moec"] / 1e9 if touched else None}
+        rows.append(row)
+    report = {"model": name, "target": "cpu", "weights": weights, "threads": threads, "repeats": repeats,
+              "probes": {"sgemm_gflops": gflops_peak, "copy_gbps": gbps_peak},
+              "layers": [{k: v for k, v in L.__dict__.items() if k != "ort_moe"} for L in layers],
+              "rows": rows}
+    with open(os.path.join(outdir, "bench.json"), "w") as fh:
+        json.dump(report, fh, indent=1)
+    _plot(report, os.path.join(outdir, "bench.png"))
+    return report
+
+
+def _plot(report: dict, path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    toks = [r["tokens"] for r in report["rows"]]
+    peers = sorted({k for r in report["rows"] for k in r["ratio_vs"]})
+    for p in peers:
+        ax.plot(toks, [r["ratio_vs"].get(p, float("nan")) for r in report["rows"]], marker="o", label=f"vs {p}")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("moec time / peer time (lower is better)")
+    ax.set_title(f"moec bench: {report['model']} ({report['weights']}, {report['threads']} threads)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_table(report: dict) -> str:
+    lines = [f"moec bench {report['model']} (cpu, {report['weights']}, {report['threads']} threads, median of "
+             f"{report['repeats']}; probes: sgemm {report['probes']['sgemm_gflops']:.1f} GFLOP/s, copy "
+             f"{report['probes']['copy_gbps']:.1f} GB/s)"]
+    peers = sorted({k for r in report["rows"] for k in r["ratio_vs"]})
+    head = f"{'tokens':>7} {'moec ms':>9} " + " ".join(f"{p[:28]:>30}" for p in peers) + f" {'GFLOP/s':>8} {'GB/s':>7}"
+    lines.append(head)
+    for r in report["rows"]:
+        cells = []
+        for p in peers:
+            if p in r["ms"]:
+                cells.append(f"{r['ms'][p]:9.2f} ms x{r['ratio_vs'][p]:6.2f}".rjust(30))
+            else:
+                cells.append("-".rjust(30))
+        gf = f"{r['moec_gflops']:8.1f}" if r["moec_gflops"] else f"{'-':>8}"
+        gb = f"{r['moec_gbps_weights']:7.1f}" if r["moec_gbps_weights"] else f"{'-':>7}"
+        lines.append(f"{r['tokens']:>7} {r['ms']['moec']:9.2f} " + " ".join(cells) + f" {gf} {gb}")
+    lines.append("ratio = moec time / peer time (below 1: moec is faster)")
+    return "\n".join(lines)
