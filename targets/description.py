@@ -82,14 +82,15 @@ def host_cpu() -> TargetDesc:
     if machine in ("x86_64", "AMD64"):
         if "avx512f" in isa and "avx512bw" in isa and "avx512vl" in isa:
             arch, vbits = "x86_64-avx512", 512
-            cflags = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c")
+            cflags = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c",
+                      "-DMOEC_VBYTES=64")
             if "avx512_bf16" in isa:
                 cflags += ("-mavx512bf16",)
             if "avx512_vnni" in isa:
                 cflags += ("-mavx512vnni",)
         elif "avx2" in isa and "fma" in isa:
             arch, vbits = "x86_64-avx2", 256
-            cflags = ("-mavx2", "-mfma") + (("-mf16c",) if "f16c" in isa else ())
+            cflags = ("-mavx2", "-mfma", "-DMOEC_VBYTES=32") + (("-mf16c",) if "f16c" in isa else ())
         else:
             arch, vbits, cflags = "x86_64", 128, ()
     elif machine in ("aarch64", "arm64"):
@@ -117,7 +118,7 @@ def cpu_target(arch: str = "native") -> TargetDesc:
     if arch == "avx2":
         return replace(h, arch="x86_64-avx2", vector_bits=256,
                        isa=tuple(f for f in h.isa if not f.startswith(("avx512", "amx"))),
-                       cflags=("-mavx2", "-mfma", "-mf16c"))
+                       cflags=("-mavx2", "-mfma", "-mf16c", "-DMOEC_VBYTES=32"))
     if arch == "avx512":
         if "avx512f" not in h.isa:
             raise ValueError("this machine has no AVX-512")

@@ -15,6 +15,8 @@ MOEC_EXPORT int moec_init(const char *weights_path, char *err, int errlen);
 MOEC_EXPORT void moec_free_outputs(moec_tensor *outputs, int n_out);
 MOEC_EXPORT int moec_abi_version(void);
 int moec_weights_ready(void);
+/* true when p points into the loaded weights file (constant for the library's lifetime) */
+int moec_in_weights(const void *p);
 int moec_bind_weight(moec_tensor *t, int dtype, int rank, const int64_t *shape, int64_t offset, int64_t nbytes,
                      char *err, int errlen);
 void moec_bind_static(moec_tensor *t, int dtype, int rank, const int64_t *shape, void *data);

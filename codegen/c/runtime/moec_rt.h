@@ -100,6 +100,10 @@ int moec_read_ints(moec_ctx *ctx, const moec_tensor *t, int64_t *out, int64_t ca
 /* Run fn(arg, i) for i in [0, n) on the runtime's threads. */
 typedef void (*moec_task_fn)(void *arg, int64_t i);
 void moec_parallel_for(moec_ctx *ctx, int64_t n, moec_task_fn fn, void *arg);
+/* Dynamic scheduling (items handed out one at a time) and the worker index in [0, nthreads). */
+typedef void (*moec_task_tid_fn)(void *arg, int64_t i, int tid);
+int moec_num_threads(moec_ctx *ctx, int64_t n);
+void moec_parallel_for_tid(moec_ctx *ctx, int64_t n, moec_task_tid_fn fn, void *arg);
 
 #define MOEC_TRY(expr) do { if ((expr) != 0) goto moec_fail_label; } while (0)
 

@@ -307,3 +307,45 @@ void moec_parallel_for(moec_ctx *ctx, int64_t n, moec_task_fn fn, void *arg) {
   moec_worker(&jobs[0]);
   for (int t = 1; t < nt; t++) if (th[t]) pthread_join(th[t], NULL);
 }
+
+/* -- dynamic fork/join with worker ids ------------------------------------------------*/
+typedef struct {
+  moec_task_tid_fn fn;
+  void *arg;
+  int64_t n;
+  int64_t next; /* atomically incremented */
+} moec_djob;
+
+typedef struct {
+  moec_djob *job;
+  int tid;
+} moec_dworker;
+
+static void *moec_dwork(void *p) {
+  moec_dworker *w = (moec_dworker *)p;
+  for (;;) {
+    int64_t i = __atomic_fetch_add(&w->job->next, 1, __ATOMIC_RELAXED);
+    if (i >= w->job->n) break;
+    w->job->fn(w->job->arg, i, w->tid);
+  }
+  return NULL;
+}
+
+int moec_num_threads(moec_ctx *ctx, int64_t n) {
+  int nt = ctx && ctx->nthreads > 1 ? ctx->nthreads : 1;
+  if (nt > 64) nt = 64;
+  if (nt > n) nt = n > 0 ? (int)n : 1;
+  return nt;
+}
+
+void moec_parallel_for_tid(moec_ctx *ctx, int64_t n, moec_task_tid_fn fn, void *arg) {
+  int nt = moec_num_threads(ctx, n);
+  moec_djob job = {fn, arg, n, 0};
+  moec_dworker ws[64];
+  pthread_t th[64];
+  int started[64] = {0};
+  for (int t = 0; t < nt; t++) ws[t] = (moec_dworker){&job, t};
+  for (int t = 1; t < nt; t++) started[t] = pthread_create(&th[t], NULL, moec_dwork, &ws[t]) == 0;
+  moec_dwork(&ws[0]);
+  for (int t = 1; t < nt; t++) if (started[t]) pthread_join(th[t], NULL);
+}

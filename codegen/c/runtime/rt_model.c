@@ -10,6 +10,10 @@ static int g_ready = 0;
 
 int moec_abi_version(void) { return 1; }
 
+int moec_in_weights(const void *p) {
+  return g_weights && (const uint8_t *)p >= g_weights && (const uint8_t *)p < g_weights + g_weights_size;
+}
+
 int moec_weights_ready(void) { return g_ready; }
 
 int moec_init(const char *weights_path, char *err, int errlen) {

@@ -239,6 +239,8 @@ int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *i
       if (ord[i] >= 0 && (ord[i] >= T * k || moec_get_i64(ids, ord[i]) != e))
         return moec_fail(ctx, "dispatch plan entry %lld does not match ids", (long long)i);
   }
+  int fast = moec_moe_experts_f32(ctx, x, ids, order, offsets, w_in, w_out, b_in, b_out, rw, weights_at, p, y);
+  if (fast <= 0) return fast;
   int64_t yshape[3] = {T, k, D};
   if (moec_alloc(ctx, y, x->dtype, 3, yshape)) return -1;
   moe_job j = {x, ids, order, offsets, w_in, w_out, b_in, b_out, rw, NULL, y, p, weights_at, k, 0};

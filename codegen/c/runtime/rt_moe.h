@@ -31,6 +31,11 @@ int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *i
                        const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                        const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
                        const moec_ffn_params *p, moec_tensor *y);
+/* the f32 packed-GEMM path; returns 1 when it does not apply (other dtypes) */
+int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
+                         const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
+                         const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
+                         const moec_ffn_params *p, moec_tensor *y);
 int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_in, const moec_tensor *w_out,
                       const moec_tensor *gate, const moec_ffn_params *p, moec_tensor *y);
 /* shared, px (x) and pids (ids) may be NULL */

@@ -1,0 +1,279 @@
+/* f32 grouped expert FFN: packed, register-blocked GEMM per expert over the dispatch plan.
+ *
+ *   phase 1  H_e = X_e @ W_in[e]^T      work items: (expert, NR-column block of I)
+ *   phase 2  A_e = act(H_e)             (SwiGLU pairs gate column j with up column F+j)
+ *   phase 3  Y_e = A_e @ W_out[e]^T     work items: (expert, NR-column block of D), rows scattered
+ *                                       to their (token, slot) and scaled by the routing weight
+ *
+ * The micro-kernel keeps an MR x NR tile of C in vector registers (GCC vector extensions, width
+ * MOEC_VBYTES from the target description: 64 on AVX-512, 32 on AVX2, 16 otherwise) and streams
+ * a column block of the weights packed k-major so each k step is NR/VL aligned loads, MR
+ * broadcasts and MR*NR/VL FMAs.  Experts with very few rows take a dot-product GEMV path
+ * (no packing; bandwidth bound). */
+#include "rt_moe.h"
+#include "moec_model.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#ifndef MOEC_VBYTES
+#define MOEC_VBYTES 16
+#endif
+#define VL (MOEC_VBYTES / 4)
+#define NR 32
+#define NV (NR / VL)
+#if VL >= 16
+#define MR 8 /* 8 x 2 zmm accumulators */
+#else
+#define MR 4
+#endif
+#define GEMV_ROWS 2
+
+typedef float vf __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
+
+static inline float sigm_f(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+/* Bp[k*NR + j] = W[(n0 + j) * K + k] for j < nb, zero beyond */
+static void pack_b(const float *W, int64_t K, int64_t n0, int64_t nb, float *Bp) {
+  for (int64_t j = 0; j < NR; j++) {
+    if (j < nb) {
+      const float *w = W + (n0 + j) * K;
+      for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = w[k];
+    } else {
+      for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = 0.f;
+    }
+  }
+}
+
+/* C[r][0..nb) = sum_k A[r][k] * Bp[k][0..nb) for r < m (m <= MR).  The loops over the tile are
+ * fully unrolled so the MR x NV accumulators live in registers. */
+static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K, float *C, int64_t ldc, int64_t nb) {
+  vf acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) acc[r][v] = (vf){0};
+  const float *a[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) a[r] = A + (r < m ? r : 0) * lda;
+  for (int64_t k = 0; k < K; k++) {
+    vf b[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) __builtin_memcpy(&b[v], Bp + k * NR + v * VL, sizeof(vf));
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      vf xr = (vf){0} + a[r][k];
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; v++) acc[r][v] += xr * b[v];
+    }
+  }
+  for (int r = 0; r < m; r++) {
+    float tmp[NR];
+    for (int v = 0; v < NV; v++) __builtin_memcpy(tmp + v * VL, &acc[r][v], sizeof(vf));
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+  }
+}
+
+/* Weights from the weights file never change: their packed panels are built once per library
+ * and reused ([E][N/NR][K][NR]).  Anything else is packed per call. */
+typedef struct { const float *src; int64_t E, N, K; float *packed; } pk_entry;
+static pk_entry g_pk[256];
+static int g_npk;
+static pthread_mutex_t g_pk_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static const float *packed_panels(const float *W, int64_t E, int64_t N, int64_t K) {
+  if (!moec_in_weights(W)) return NULL;
+  const float *res = NULL;
+  pthread_mutex_lock(&g_pk_mu);
+  for (int i = 0; i < g_npk; i++)
+    if (g_pk[i].src == W && g_pk[i].E == E && g_pk[i].N == N && g_pk[i].K == K) res = g_pk[i].packed;
+  if (!res && g_npk < 256) {
+    int64_t nblk = (N + NR - 1) / NR;
+    float *pk = (float *)aligned_alloc(64, sizeof(float) * (size_t)(E * nblk * K * NR + 16));
+    if (pk) {
+      for (int64_t e = 0; e < E; e++)
+        for (int64_t b = 0; b < nblk; b++) {
+          int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
+          pack_b(W + e * N * K, K, c0, nb, pk + (e * nblk + b) * K * NR);
+        }
+      g_pk[g_npk++] = (pk_entry){W, E, N, K, pk};
+      res = pk;
+    }
+  }
+  pthread_mutex_unlock(&g_pk_mu);
+  return res;
+}
+
+static inline float dot(const float *a, const float *b, int64_t n) {
+  vf acc = (vf){0};
+  int64_t i = 0;
+  for (; i + VL <= n; i += VL) {
+    vf x, y;
+    __builtin_memcpy(&x, a + i, sizeof(vf));
+    __builtin_memcpy(&y, b + i, sizeof(vf));
+    acc += x * y;
+  }
+  float s = 0;
+  for (int v = 0; v < VL; v++) s += acc[v];
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+typedef struct {
+  int64_t E, D, I, F, k, rows_total;
+  const int64_t *row0;   /* [E+1] first row of each expert in X/H/A */
+  const int64_t *slot;   /* [rows_total] the (t*k+j) slot of each row */
+  const float *X;        /* [rows_total, D] gathered inputs */
+  float *H;              /* [rows_total, I] */
+  float *A;              /* [rows_total, F] */
+  const float *w_in, *w_out, *b_in, *b_out, *rw;
+  float *y;              /* [T*k, D] */
+  const moec_ffn_params *p;
+  int weights_at;
+  int64_t nb1, nb3;      /* column blocks per expert in phases 1 and 3 */
+  float *pack[64];       /* one packing buffer per worker */
+  const float *pk_in, *pk_out; /* prepacked panels of w_in / w_out, or NULL */
+  int failed;
+} xjob;
+
+static void phase1(void *arg, int64_t item, int tid) {
+  xjob *j = (xjob *)arg;
+  int64_t e = item / j->nb1, cb = item % j->nb1;
+  int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
+  if (n == 0) return;
+  int64_t c0 = cb * NR, nb = j->I - c0 < NR ? j->I - c0 : NR;
+  const float *W = j->w_in + e * j->I * j->D;
+  if (n <= GEMV_ROWS) {
+    for (int64_t r = 0; r < n; r++)
+      for (int64_t c = 0; c < nb; c++) j->H[(r0 + r) * j->I + c0 + c] = dot(j->X + (r0 + r) * j->D, W + (c0 + c) * j->D, j->D);
+    return;
+  }
+  const float *Bp = j->pk_in ? j->pk_in + (e * j->nb1 + cb) * j->D * NR : j->pack[tid];
+  if (!j->pk_in) pack_b(W, j->D, c0, nb, j->pack[tid]);
+  for (int64_t r = 0; r < n; r += MR) {
+    int m = n - r < MR ? (int)(n - r) : MR;
+    tile(j->X + (r0 + r) * j->D, j->D, m, Bp, j->D, j->H + (r0 + r) * j->I + c0, j->I, nb);
+  }
+}
+
+static void phase2(void *arg, int64_t row) {
+  xjob *j = (xjob *)arg;
+  int64_t e = 0;
+  while (j->row0[e + 1] <= row) e++;
+  float *h = j->H + row * j->I, *a = j->A + row * j->F;
+  const moec_ffn_params *p = j->p;
+  if (j->b_in)
+    for (int64_t i = 0; i < j->I; i++) h[i] += j->b_in[e * j->I + i];
+  if (p->act == MOEC_ACT_SWIGLU) {
+    float lim = (float)p->limit, al = (float)p->alpha, be = (float)p->beta;
+    int clamp = isfinite(p->limit);
+    for (int64_t f = 0; f < j->F; f++) {
+      float g = p->interleaved ? h[2 * f] : h[f], u = p->interleaved ? h[2 * f + 1] : h[j->F + f];
+      if (clamp) { g = g > lim ? lim : g; u = u > lim ? lim : (u < -lim ? -lim : u); }
+      a[f] = g * sigm_f(al * g) * (u + be);
+    }
+  } else {
+    for (int64_t f = 0; f < j->F; f++) {
+      float v = h[f];
+      switch (p->act) {
+        case MOEC_ACT_RELU: a[f] = v > 0 ? v : 0; break;
+        case MOEC_ACT_SILU: a[f] = v * sigm_f(v); break;
+        case MOEC_ACT_GELU: a[f] = 0.5f * v * (1.0f + erff(v * 0.70710678f)); break;
+        case MOEC_ACT_GELU_TANH: a[f] = 0.5f * v * (1.0f + tanhf(0.79788456f * (v + 0.044715f * v * v * v))); break;
+        default: a[f] = v;
+      }
+    }
+  }
+}
+
+static void phase3(void *arg, int64_t item, int tid) {
+  xjob *j = (xjob *)arg;
+  int64_t e = item / j->nb3, cb = item % j->nb3;
+  int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
+  if (n == 0) return;
+  int64_t c0 = cb * NR, nb = j->D - c0 < NR ? j->D - c0 : NR;
+  const float *W = j->w_out + e * j->D * j->F;
+  float out[MR * NR];
+  const float *Bp = NULL;
+  if (n > GEMV_ROWS) {
+    if (j->pk_out) {
+      Bp = j->pk_out + (e * j->nb3 + cb) * j->F * NR;
+    } else {
+      pack_b(W, j->F, c0, nb, j->pack[tid]);
+      Bp = j->pack[tid];
+    }
+  }
+  for (int64_t r = 0; r < n; r += MR) {
+    int m = n - r < MR ? (int)(n - r) : MR;
+    if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
+    else
+      for (int q = 0; q < m; q++)
+        for (int64_t c = 0; c < nb; c++) out[q * NR + c] = dot(j->A + (r0 + r + q) * j->F, W + (c0 + c) * j->F, j->F);
+    for (int q = 0; q < m; q++) {
+      int64_t s = j->slot[r0 + r + q];
+      float sc = (j->rw && j->weights_at == 2) ? j->rw[s] : 1.0f;
+      float *dst = j->y + s * j->D + c0;
+      for (int64_t c = 0; c < nb; c++) dst[c] = (out[q * NR + c] + (j->b_out ? j->b_out[e * j->D + c0 + c] : 0.f)) * sc;
+    }
+  }
+}
+
+/* Returns 0 on success, 1 if this path does not apply (caller falls back), -1 on error. */
+int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
+                         const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
+                         const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
+                         const moec_ffn_params *p, moec_tensor *y) {
+  if (x->dtype != MOEC_F32 || w_in->dtype != MOEC_F32 || w_out->dtype != MOEC_F32) return 1;
+  if ((b_in && b_in->dtype != MOEC_F32) || (b_out && b_out->dtype != MOEC_F32) || (rw && rw->dtype != MOEC_F32)) return 1;
+  int64_t T = x->shape[0], D = x->shape[1], k = ids->shape[1], E = w_in->shape[0], I = w_in->shape[1], F = w_out->shape[2];
+  const int64_t *ord = (const int64_t *)order->data, *off = (const int64_t *)offsets->data;
+  int64_t *row0 = (int64_t *)malloc(sizeof(int64_t) * (size_t)(E + 1));
+  int64_t total = 0;
+  if (!row0) return moec_fail(ctx, "out of memory");
+  for (int64_t e = 0; e < E; e++) {
+    row0[e] = total;
+    for (int64_t i = off[e]; i < off[e + 1]; i++) total += ord[i] >= 0;
+  }
+  row0[E] = total;
+  int64_t *slot = (int64_t *)malloc(sizeof(int64_t) * (size_t)(total + 1));
+  float *X = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
+  float *H = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * I + 16 + 15) / 16 * 16));
+  float *A = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * F + 16 + 15) / 16 * 16));
+  if (!slot || !X || !H || !A) { free(row0); free(slot); free(X); free(H); free(A); return moec_fail(ctx, "out of memory"); }
+  const float *xd = (const float *)x->data;
+  const float *rwd = rw ? (const float *)rw->data : NULL;
+  int64_t r = 0;
+  for (int64_t e = 0; e < E; e++)
+    for (int64_t i = off[e]; i < off[e + 1]; i++) {
+      int64_t s = ord[i];
+      if (s < 0) continue;
+      slot[r] = s;
+      const float *src = xd + (s / k) * D;
+      float sc = (rwd && weights_at == 1) ? rwd[s] : 1.0f;
+      for (int64_t d = 0; d < D; d++) X[r * D + d] = src[d] * sc;
+      r++;
+    }
+  int64_t yshape[3] = {T, k, D};
+  if (moec_alloc(ctx, y, MOEC_F32, 3, yshape)) { free(row0); free(slot); free(X); free(H); free(A); return -1; }
+  xjob j = {E, D, I, F, k, total, row0, slot, X, H, A, (const float *)w_in->data, (const float *)w_out->data,
+            b_in ? (const float *)b_in->data : NULL, b_out ? (const float *)b_out->data : NULL, rwd,
+            (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, 0};
+  if (total > GEMV_ROWS * E) { /* prefill: worth packing once (decode reads rows directly) */
+    j.pk_in = packed_panels(j.w_in, E, I, D);
+    j.pk_out = packed_panels(j.w_out, E, D, F);
+  }
+  int nt = moec_num_threads(ctx, E * (j.nb1 > j.nb3 ? j.nb1 : j.nb3));
+  size_t kmax = (size_t)(D > F ? D : F);
+  for (int t = 0; t < nt; t++) {
+    j.pack[t] = (float *)aligned_alloc(64, sizeof(float) * (kmax * NR + 16));
+    if (!j.pack[t]) j.failed = 1;
+  }
+  if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb1, phase1, &j);
+  if (!j.failed) moec_parallel_for(ctx, total, phase2, &j);
+  if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
+  for (int t = 0; t < nt; t++) free(j.pack[t]);
+  free(row0); free(slot); free(X); free(H); free(A);
+  if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
+  return 0;
+}
