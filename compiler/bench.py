@@ -163,6 +163,9 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # runs are interleaved with moec's on the same cores: onnxruntime's worker threads must not
+    # keep spinning after a run, or they steal the cores from whatever runs next
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model_bytes = proto.SerializeToString()
     try:
         plain = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])

@@ -270,6 +270,48 @@ static void shared_task(void *arg, int64_t t) {
   free(buf);
 }
 
+/* Shared experts through the f32 grouped GEMM: every token is routed to each of the S experts. */
+static int shared_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_in, const moec_tensor *w_out,
+                      const moec_tensor *gate, const moec_ffn_params *p, moec_tensor *y) {
+  int64_t T = x->shape[0], D = x->shape[1], S = w_in->shape[0];
+  moec_tensor ids, order, offsets, ys;
+  memset(&ids, 0, sizeof ids); memset(&order, 0, sizeof order);
+  memset(&offsets, 0, sizeof offsets); memset(&ys, 0, sizeof ys);
+  int64_t ishape[2] = {T, S}, n = T * S, oshape[1] = {S + 1};
+  int rc = -1;
+  if (moec_alloc(ctx, &ids, MOEC_I64, 2, ishape) || moec_alloc(ctx, &order, MOEC_I64, 1, &n) ||
+      moec_alloc(ctx, &offsets, MOEC_I64, 1, oshape)) goto done;
+  int64_t *id = (int64_t *)ids.data, *ord = (int64_t *)order.data, *off = (int64_t *)offsets.data;
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t e = 0; e < S; e++) id[t * S + e] = e;
+  for (int64_t e = 0; e < S; e++) {
+    off[e] = e * T;
+    for (int64_t t = 0; t < T; t++) ord[e * T + t] = t * S + e;
+  }
+  off[S] = S * T;
+  if (moec_moe_experts_f32(ctx, x, &ids, &order, &offsets, w_in, w_out, NULL, NULL, NULL, 0, p, &ys) != 0) goto done;
+  if (moec_alloc(ctx, y, MOEC_F32, 2, x->shape)) goto done;
+  const float *yv = (const float *)ys.data, *xv = (const float *)x->data, *g = gate ? (const float *)gate->data : NULL;
+  float *out = (float *)y->data;
+  for (int64_t t = 0; t < T; t++) {
+    float sc = 1.0f;
+    if (g) {
+      double z = 0;
+      for (int64_t d = 0; d < D; d++) z += (double)g[d] * xv[t * D + d];
+      sc = (float)sigm(z);
+    }
+    for (int64_t d = 0; d < D; d++) {
+      float acc = 0;
+      for (int64_t e = 0; e < S; e++) acc += yv[(t * S + e) * D + d];
+      out[t * D + d] = acc * sc;
+    }
+  }
+  rc = 0;
+done:
+  moec_release(&ids); moec_release(&order); moec_release(&offsets); moec_release(&ys);
+  return rc;
+}
+
 int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_in, const moec_tensor *w_out,
                       const moec_tensor *gate, const moec_ffn_params *p, moec_tensor *y) {
   if (x->rank != 2 || w_in->rank != 3 || w_out->rank != 3) return moec_fail(ctx, "bad operand ranks");
@@ -279,6 +321,8 @@ int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_
   if (w_in->shape[1] != (p->act == MOEC_ACT_SWIGLU ? 2 : 1) * w_out->shape[2])
     return moec_fail(ctx, "w_in rows do not match the activation");
   if (gate && gate->numel != D) return moec_fail(ctx, "gate must be [D]");
+  if (x->dtype == MOEC_F32 && w_in->dtype == MOEC_F32 && w_out->dtype == MOEC_F32 && (!gate || gate->dtype == MOEC_F32))
+    return shared_f32(ctx, x, w_in, w_out, gate, p, y);
   if (moec_alloc(ctx, y, x->dtype, 2, x->shape)) return -1;
   moe_job j = {x, NULL, NULL, NULL, w_in, w_out, NULL, NULL, NULL, gate, y, p, 0, 0, 0};
   moec_parallel_for(ctx, x->shape[0], shared_task, &j);
