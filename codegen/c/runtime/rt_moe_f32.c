@@ -120,6 +120,36 @@ static inline float dot(const float *a, const float *b, int64_t n) {
   return s;
 }
 
+/* out[r * ldo + c] = dot(X[r], W[c]) for r < n (n <= GEMV_ROWS), c < nb: four weight rows at a time
+ * (independent accumulators, each x vector reused four times); bandwidth bound by design. */
+static void gemv_block(const float *X, int64_t ldx, int64_t n, const float *W, int64_t K, int64_t nb, float *out,
+                       int64_t ldo) {
+  int64_t c = 0;
+  for (; c + 4 <= nb; c += 4) {
+    const float *w0 = W + c * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+    for (int64_t r = 0; r < n; r++) {
+      const float *x = X + r * ldx;
+      vf a0 = (vf){0}, a1 = (vf){0}, a2 = (vf){0}, a3 = (vf){0};
+      int64_t k = 0;
+      for (; k + VL <= K; k += VL) {
+        vf xv, v0, v1, v2, v3;
+        __builtin_memcpy(&xv, x + k, sizeof(vf));
+        __builtin_memcpy(&v0, w0 + k, sizeof(vf));
+        __builtin_memcpy(&v1, w1 + k, sizeof(vf));
+        __builtin_memcpy(&v2, w2 + k, sizeof(vf));
+        __builtin_memcpy(&v3, w3 + k, sizeof(vf));
+        a0 += xv * v0; a1 += xv * v1; a2 += xv * v2; a3 += xv * v3;
+      }
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (int v = 0; v < VL; v++) { s0 += a0[v]; s1 += a1[v]; s2 += a2[v]; s3 += a3[v]; }
+      for (; k < K; k++) { s0 += x[k] * w0[k]; s1 += x[k] * w1[k]; s2 += x[k] * w2[k]; s3 += x[k] * w3[k]; }
+      out[r * ldo + c] = s0; out[r * ldo + c + 1] = s1; out[r * ldo + c + 2] = s2; out[r * ldo + c + 3] = s3;
+    }
+  }
+  for (; c < nb; c++)
+    for (int64_t r = 0; r < n; r++) out[r * ldo + c] = dot(X + r * ldx, W + c * K, K);
+}
+
 typedef struct {
   int64_t E, D, I, F, k, rows_total;
   const int64_t *row0;   /* [E+1] first row of each expert in X/H/A */
@@ -145,8 +175,7 @@ static void phase1(void *arg, int64_t item, int tid) {
   int64_t c0 = cb * NR, nb = j->I - c0 < NR ? j->I - c0 : NR;
   const float *W = j->w_in + e * j->I * j->D;
   if (n <= GEMV_ROWS) {
-    for (int64_t r = 0; r < n; r++)
-      for (int64_t c = 0; c < nb; c++) j->H[(r0 + r) * j->I + c0 + c] = dot(j->X + (r0 + r) * j->D, W + (c0 + c) * j->D, j->D);
+    gemv_block(j->X + r0 * j->D, j->D, n, W + c0 * j->D, j->D, nb, j->H + r0 * j->I + c0, j->I);
     return;
   }
   const float *Bp = j->pk_in ? j->pk_in + (e * j->nb1 + cb) * j->D * NR : j->pack[tid];
@@ -208,8 +237,7 @@ static void phase3(void *arg, int64_t item, int tid) {
     int m = n - r < MR ? (int)(n - r) : MR;
     if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
     else
-      for (int q = 0; q < m; q++)
-        for (int64_t c = 0; c < nb; c++) out[q * NR + c] = dot(j->A + (r0 + r + q) * j->F, W + (c0 + c) * j->F, j->F);
+      gemv_block(j->A + (r0 + r) * j->F, j->F, m, W + c0 * j->F, j->F, nb, out, NR);
     for (int q = 0; q < m; q++) {
       int64_t s = j->slot[r0 + r + q];
       float sc = (j->rw && j->weights_at == 2) ? j->rw[s] : 1.0f;
