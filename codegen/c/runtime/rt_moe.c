@@ -339,6 +339,25 @@ int moec_k_moe_combine(moec_ctx *ctx, const moec_tensor *y, const moec_tensor *w
   if (px && (px->numel != T * D || !pids || pids->numel != T * k)) return moec_fail(ctx, "pass-through operands mismatch");
   int64_t oshape[2] = {T, D};
   if (moec_alloc(ctx, out, y->dtype, 2, oshape)) return -1;
+  if (y->dtype == MOEC_F32 && w->dtype == MOEC_F32 && (!shared || shared->dtype == MOEC_F32) &&
+      (!px || px->dtype == MOEC_F32)) { /* the common case, without per-element type dispatch */
+    const float *yv = (const float *)y->data, *wv = (const float *)w->data;
+    const float *sv = shared ? (const float *)shared->data : NULL, *xv = px ? (const float *)px->data : NULL;
+    float *o = (float *)out->data;
+    for (int64_t t = 0; t < T; t++) {
+      int dropped = px != NULL;
+      if (px) for (int64_t j = 0; j < k; j++) dropped &= moec_get_i64(pids, t * k + j) < 0;
+      float *ot = o + t * D;
+      if (dropped) { memcpy(ot, xv + t * D, sizeof(float) * (size_t)D); continue; }
+      for (int64_t d = 0; d < D; d++) ot[d] = sv ? sv[t * D + d] : 0.f;
+      for (int64_t j = 0; j < k; j++) {
+        float wj = weighted ? wv[t * k + j] : 1.f;
+        const float *yr = yv + (t * k + j) * D;
+        for (int64_t d = 0; d < D; d++) ot[d] += wj * yr[d];
+      }
+    }
+    return 0;
+  }
   for (int64_t t = 0; t < T; t++) {
     int dropped = px != NULL;
     if (px) for (int64_t j = 0; j < k; j++) dropped &= moec_get_i64(pids, t * k + j) < 0;
