@@ -278,8 +278,11 @@ class RecognizeMoE(Pass):
             shared = self._shared_of(L, y_cand, chain_vals[i - 1], x, fwd) if i > 0 else None
             if shared is not None:
                 region_c |= shared["ops"]
-            if self._rewrite(L, x, logits, bias_v, root, y_cand, experts, scoring, k, E, region_c, shared):
-                return True
+            try:
+                if self._rewrite(L, x, logits, bias_v, root, y_cand, experts, scoring, k, E, region_c, shared):
+                    return True
+            except _NoMatch:
+                continue  # e.g. a residual add after the layer needs values from outside it
         return False
 
     def _shared_of(self, L: "_Layer", y_cand: Value, prev: Value, x: Value, fwd: Set[int]) -> Optional[dict]:

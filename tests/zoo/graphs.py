@@ -184,6 +184,37 @@ def ort_router_input(x, entry):
     return (x @ w).astype(np.float32)
 
 
+def two_layers(D=32):
+    """Two Mixtral-like layers in a residual stream with a LayerNorm in front: x -> LN -> moe_a ->
+    + x -> moe_b -> + h."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
+    from build_mixtral_like import build
+    a = build(hidden=D, ffn=48, experts=4, top_k=2, seed=1)
+    b = build(hidden=D, ffn=48, experts=4, top_k=2, seed=2)
+    def rename(g, pre):
+        m = {}
+        for init in g.initializer: m[init.name] = pre + init.name; init.name = m[init.name]
+        for n in g.node:
+            n.input[:] = [m.get(i, pre + i if i != "x" else i) for i in n.input]
+            n.output[:] = [pre + o for o in n.output]
+            n.name = pre + n.name
+        return g
+    ga, gb = rename(a.graph, "a_"), rename(b.graph, "b_")
+    nodes = [helper.make_node("LayerNormalization", ["x", "ln_s", "ln_b"], ["xn"], axis=-1)]
+    for n in ga.node:
+        n.input[:] = ["xn" if i == "x" else i for i in n.input]; nodes.append(n)
+    nodes.append(helper.make_node("Add", ["x", "a_y"], ["h"]))
+    for n in gb.node:
+        n.input[:] = ["h" if i == "x" else i for i in n.input]; nodes.append(n)
+    nodes.append(helper.make_node("Add", ["h", "b_y"], ["y"]))
+    inits = list(ga.initializer) + list(gb.initializer) + [numpy_helper.from_array(np.ones(D, np.float32), "ln_s"), numpy_helper.from_array(np.zeros(D, np.float32), "ln_b")]
+    g = helper.make_graph(nodes, "two_layers", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", D])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", D])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]); m.ir_version = 10
+    return m
+
+
 GRAPHS = {
     "onnx_unrolled_mixtral": ("mixtral", "onnx_unrolled", lambda: unrolled("mixtral")),
     "onnx_unrolled_mixtral_scatter_add": ("mixtral", "onnx_unrolled", lambda: unrolled("mixtral", "scatter_add")),
@@ -193,6 +224,7 @@ GRAPHS = {
     "onnx_gathered_bmm_mixtral": ("mixtral", "onnx_gathered_bmm", gathered_bmm),
     "onnx_dense_mixtral": ("mixtral", "onnx_dense", dense_mask),
     "ort_moe_silu": ("onnxruntime.MoE", "ort_moe", lambda: ort_moe("silu")),
+    "onnx_two_layers_residual": ("mixtral", "onnx_unrolled", two_layers),
     "ort_moe_swiglu": ("onnxruntime.MoE", "ort_moe", lambda: ort_moe("swiglu", fusion=1)),
     "ort_moe_relu_top1": ("onnxruntime.MoE", "ort_moe", lambda: ort_moe("relu", k=1, normalize=0)),
 }
