@@ -137,7 +137,7 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     with timer.time("emit"):
         backend.emit(m, outdir)
     with timer.time("build"):
-        backend.build(outdir, sanitize=opts.sanitize)
+        build_cached = backend.build(outdir, sanitize=opts.sanitize)
     f = m.main
     manifest = {
         "moec_version": __version__, "model": name, "target": opts.target, "arch": backend.desc.arch,
@@ -151,7 +151,8 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         "moec_version": __version__, "model": name, "target": opts.target, "target_desc": backend.desc.to_json(),
         "verified": False, "verification": "skipped (--no-verify)" if not opts.verify else None,
         "max_abs_err": None, "max_rel_err": None, "tolerance": None, "shapes_tried": [],
-        "stage_timings_s": timer.stages, "passes": pass_log, "moe_layers": moe_layers_of(m),
+        "stage_timings_s": timer.stages, "build_cache_hit": bool(build_cached), "passes": pass_log,
+        "moe_layers": moe_layers_of(m),
         "op_histogram": op_histogram(m),
     }
     artifact = None

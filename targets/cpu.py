@@ -125,11 +125,28 @@ def _wait(procs):
         raise BuildError("compiling the moec C runtime failed:\n" + "\n".join(errs))
 
 
-def build_shared(c_path: str, so_path: str, target: TargetDesc, sanitize: bool = False) -> None:
+def build_shared(c_path: str, so_path: str, target: TargetDesc, sanitize: bool = False) -> bool:
+    """Build model.so; cached by a content hash of (source, runtime archive, flags, compiler), so an
+    unchanged recompile is a copy.  Returns True when it came from the cache."""
     rt = build_runtime(target, sanitize)
     flags = cflags_for(target, sanitize)
+    h = hashlib.sha256()
+    with open(c_path, "rb") as f:
+        h.update(f.read())
+    h.update(os.path.basename(rt).encode())
+    h.update(" ".join(flags).encode())
+    h.update(_cc_version().encode())
+    cached = os.path.join(cache_dir(), "models", h.hexdigest()[:24] + ".so")
+    if os.path.exists(cached):
+        shutil.copyfile(cached, so_path)
+        return True
     _run([cc(), *flags, "-I", RUNTIME_DIR, "-shared", "-Wl,-Bsymbolic", c_path, rt, "-o", so_path, "-lm"],
          f"compiling {os.path.basename(c_path)}")
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    tmp = f"{cached}.tmp{os.getpid()}"
+    shutil.copyfile(so_path, tmp)
+    os.replace(tmp, cached)  # atomic: concurrent builders agree
+    return False
 
 
 def build_executable(c_path: str, exe_path: str, target: TargetDesc, sanitize: bool = False) -> None:

@@ -36,9 +36,10 @@ class CpuBackend:
         with open(os.path.join(outdir, "model.c"), "w") as f:
             f.write(src)
 
-    def build(self, outdir: str, sanitize: bool = False) -> None:
+    def build(self, outdir: str, sanitize: bool = False) -> bool:
         try:
-            build_shared(os.path.join(outdir, "model.c"), os.path.join(outdir, "model.so"), self.desc, sanitize)
+            return build_shared(os.path.join(outdir, "model.c"), os.path.join(outdir, "model.so"), self.desc,
+                                sanitize)
         except BuildError as e:
             raise UserBuildError(f"internal error: building the generated C failed (please report): {e}") from None
 

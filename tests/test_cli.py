@@ -171,3 +171,10 @@ def test_bench_smoke(tmp_path, capsys):
     assert [r["tokens"] for r in rep["rows"]] == [1, 4] and rep["probes"]["sgemm_gflops"] > 0
     assert (out / "bench.png").exists()
     assert main(["bench", str(p), "--weights", "int4", "-o", str(tmp_path / "b2")]) == 2
+
+
+def test_unchanged_recompile_hits_the_build_cache(tmp_path):
+    p = _tiny(tmp_path)
+    assert main(["compile", str(p), "-o", str(tmp_path / "a"), "--no-verify"]) == 0
+    assert main(["compile", str(p), "-o", str(tmp_path / "b"), "--no-verify"]) == 0
+    assert json.load(open(tmp_path / "b" / "report.json"))["build_cache_hit"] is True
