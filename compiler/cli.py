@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
     c.add_argument("--threads", type=int, default=2, help="threads for the compiled code and onnxruntime")
     c.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer/UBSan (debugging)")
+    c.add_argument("--weights", default="f32", choices=["f32", "bf16", "int8", "int4"],
+                   help="storage of the routed experts' weights: f32 (as in the model), bf16, int8 (per "
+                        "output channel), int4 (grouped); verified against the dequantised reference")
+    c.add_argument("--group-size", type=int, default=64, metavar="G",
+                   help="int4: weights per scale group along the reduction (32, 64, 128; 0 = whole row)")
+    c.add_argument("--zero-point", action="store_true", help="int4: asymmetric groups with zero points")
 
     i = sub.add_parser("inspect", help="summarise a model: inputs, outputs, ops, weights, MoE layers",
                        description="Import MODEL and print its inputs, outputs, op histogram (ONNX and moec IR), "
@@ -96,7 +102,8 @@ def cmd_compile(a) -> int:
     from .driver import CompileOptions, compile_onnx
     opts = CompileOptions(target=a.target, arch=a.arch, verify=not a.no_verify, dump_ir=a.dump_ir,
                           seed=a.seed, symbol_sizes=a.sizes, threads=a.threads, force=a.force,
-                          sanitize=a.sanitize)
+                          sanitize=a.sanitize, weights=a.weights, group_size=a.group_size,
+                          zero_point=a.zero_point)
     res = compile_onnx(a.model, a.output, opts)
     rep = res.report
     t = rep["stage_timings_s"]
@@ -109,6 +116,12 @@ def cmd_compile(a) -> int:
         shapes = "; ".join(",".join(f"{k}{v}" for k, v in s.items()) for s in rep["shapes_tried"])
         print(f"  verified against {rep['oracle']}: max abs error {rep['max_abs_err']:.3g}, "
               f"max rel error {rep['max_rel_err']:.3g} (shapes: {shapes})")
+        if rep.get("quantization_error"):
+            q = rep["quantization_error"]
+            print(f"  {opts.weights} weights: quantisation error vs the f32 model: median token "
+                  f"{q['token_rel_median']:.3g} (bound {q['bound_token_rel_median']}), relative RMS "
+                  f"{q['rel_rms']:.3g}, max abs {q['max_abs']:.3g}, tokens over 4x bound: "
+                  f"{q['tokens_over_4x_bound']}/{q['tokens']}")
         print("  VERIFIED")
     else:
         print("  not verified (--no-verify)")

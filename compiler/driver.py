@@ -42,6 +42,9 @@ class CompileOptions:
     force: bool = False
     sanitize: bool = False
     check_interpreter: bool = True
+    weights: str = "f32"          # routed experts' weight storage: f32 (as the model), bf16, int8, int4
+    group_size: int = 64          # int4: elements per scale group (0: per row)
+    zero_point: bool = False      # int4: asymmetric with zero points
 
 
 @dataclass
@@ -130,8 +133,14 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         pass_log.append({"stage": stage, **info})
 
     backend = get_backend(opts.target, opts.arch)
+    if opts.weights not in ("f32", "bf16", "int8", "int4"):
+        raise UserInputError(f"unknown weight mode '{opts.weights}' (choose f32, bf16, int8 or int4)")
+    ref_module = None
+    if opts.verify and opts.weights != "f32":
+        ref_module = import_model(proto, name)  # the f32 model, to measure the quantisation error
     with timer.time("passes"):
-        m = run_pipeline(m, target=backend.desc, after_stage=after_stage)
+        m = run_pipeline(m, target=backend.desc, after_stage=after_stage, weights=opts.weights,
+                         group=opts.group_size, zero_point=opts.zero_point)
     with timer.time("save_ir"):
         save_module(m, os.path.join(outdir, "model.mlir"))
     with timer.time("emit"):
@@ -152,6 +161,8 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         "verified": False, "verification": "skipped (--no-verify)" if not opts.verify else None,
         "max_abs_err": None, "max_rel_err": None, "tolerance": None, "shapes_tried": [],
         "stage_timings_s": timer.stages, "build_cache_hit": bool(build_cached), "passes": pass_log,
+        "weights": {"mode": opts.weights, **({"group_size": opts.group_size, "zero_point": opts.zero_point}
+                                             if opts.weights == "int4" else {})},
         "moe_layers": moe_layers_of(m),
         "op_histogram": op_histogram(m),
     }
@@ -159,7 +170,7 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     if opts.verify:
         with timer.time("verify"):
             artifact = backend.load(outdir, threads=opts.threads)
-            vr = verify_artifact(proto, m, artifact, opts)
+            vr = verify_artifact(proto, m, artifact, opts, ref_module)
         report.update(vr)
     report["stage_timings_s"] = timer.stages
     with open(os.path.join(outdir, "report.json"), "w") as fh:
@@ -216,8 +227,13 @@ def moe_layers_of(m: Module) -> List[dict]:
     return [json.loads(x) for x in m.attrs.get("moec.moe_layers", [])]
 
 
-def verify_artifact(proto, m: Module, artifact, opts: CompileOptions) -> dict:
-    """Run the artifact and onnxruntime (and the IR interpreter) on seeded inputs at several shapes."""
+def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module: Optional[Module] = None) -> dict:
+    """Run the artifact and onnxruntime (and the IR interpreter) on seeded inputs at several shapes.
+
+    Quantised builds (``opts.weights`` != f32) are checked against their own reference semantics
+    (the IR interpreter on the quantised module: dequantise, then compute in f32) with the f32
+    tolerance; the distance to onnxruntime on the f32 model is the quantisation error, measured
+    and reported (``quantization_error``) and bounded by ``tolerances.QUANT_ERROR_BOUNDS``."""
     from .verify import compare, make_inputs, run_onnxruntime, shape_trials
     f = m.main
     model_bytes = proto.SerializeToString()
@@ -226,6 +242,9 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions) -> dict:
         trials.append((trials[0][0], True))  # plus a batch of identical tokens
     out = {"verified": True, "shapes_tried": [], "max_abs_err": 0.0, "max_rel_err": 0.0,
            "oracle": "onnxruntime", "trials": []}
+    quantized = opts.weights != "f32" and f32_module is not None
+    qerr = {"max_abs": 0.0, "rel_rms": 0.0, "max_abs_rel_to_max": 0.0, "token_rel_median": 0.0,
+            "token_rel_max": 0.0, "tokens": 0, "tokens_over_4x_bound": 0}
     tol_seen = {}
     for ti, (binding, identical) in enumerate(trials):
         xs = make_inputs(f, binding, seed=opts.seed + ti, identical=identical)
@@ -238,6 +257,11 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions) -> dict:
         except Exception as e:  # onnxruntime cannot run it: fall back to the IR interpreter
             oracle = f"interpreter (onnxruntime failed: {str(e).splitlines()[0][:200]})"
             want = None
+        f32_want = None
+        if quantized:
+            f32_want = want if want is not None else list(interpret(f32_module, xs).values())
+            want = None
+            oracle = f"interpreter on the {opts.weights} module (dequantise-then-compute)"
         try:
             got = artifact(xs)
         except RuntimeFailure as e:
@@ -261,6 +285,12 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions) -> dict:
                     trial["interpreter_vs_onnxruntime"] = {"ok": c2.ok, "max_abs_err": c2.max_abs_err}
         c = compare(f.output_names, got, want)
         trial.update(ok=c.ok, max_abs_err=c.max_abs_err, max_rel_err=c.max_rel_err, outputs=c.per_output)
+        if quantized:
+            from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
+            qe = quantization_error(got, f32_want, QUANT_ERROR_BOUNDS[opts.weights])
+            trial["quantization_error"] = qe
+            for key in qerr:
+                qerr[key] = qerr[key] + qe[key] if key in ("tokens", "tokens_over_4x_bound") else max(qerr[key], qe[key])
         out["trials"].append(trial)
         out["oracle"] = oracle if ti == 0 else out["oracle"]
         out["max_abs_err"] = max(out["max_abs_err"], c.max_abs_err)
@@ -271,4 +301,12 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions) -> dict:
             out.update(verified=False, failure=f"{c.message} at input shapes {shapes}", worst_output=c.worst_output)
             break
     out["tolerance"] = tol_seen
+    if quantized:
+        from .tolerances import QUANT_ERROR_BOUNDS
+        bound = QUANT_ERROR_BOUNDS[opts.weights]
+        out["quantization_error"] = {**qerr, "vs": "onnxruntime on the f32 model", "bound_token_rel_median": bound}
+        if out["verified"] and qerr["token_rel_median"] > bound:
+            out.update(verified=False, failure=f"quantisation error too large: median per-token relative error "
+                                               f"{qerr['token_rel_median']:.3g} vs the f32 model > {bound} allowed "
+                                               f"for {opts.weights} weights")
     return out

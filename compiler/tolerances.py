@@ -38,6 +38,56 @@ TOLERANCES: Dict[str, Tolerance] = {
 }
 
 
+# Quantised weights.  The compiled code is compared with the quantised module's reference semantics
+# (dequantise, then compute in f32) using the f32 tolerance above: dequantisation in the kernels is
+# exact (bf16 -> f32 widening; q * s and (q - z) * s in f32 differ from the reference's f32 products
+# by one rounding each) so nothing is loosened there.  The *quantisation error* (compiled output vs
+# the f32 model on onnxruntime) is reported and bounded as a relative RMS over all outputs.  Derivation:
+# the output of one expert is a sum of D (resp. F) products, so independent per-weight errors of relative
+# RMS r give an output error of relative RMS ~ r (errors add in quadrature like the signal).  Per-weight
+# relative RMS of the formats, for weights with a bell-shaped distribution:
+#   bf16: rounding to 8 significant bits, r <= 2^-9 / sqrt(3) ~ 1.1e-3;
+#   int8: step s = max|row|/127, error uniform in +-s/2 -> r = s / sqrt(12) / rms(w) ~ 0.01 for
+#         max/rms ~ 4 (rows of 1000s of Gaussian weights);
+#   int4 (group 32..128): step max|group|/7 -> r ~ 0.1 (max/rms ~ 2.5..3.5 in a small group).
+# Two chained projections with an activation between roughly add their errors (x sqrt(2)); the bounds
+# below are those estimates times ~3 for margin (heavy-tailed rows, SwiGLU's product of two
+# projections), so a real bug (a wrong scale, a swapped nibble: errors of order 1) still fails.
+# The bound is applied to the *median token*: in a model with several MoE layers, a later layer's
+# router sees the earlier layer's quantised output and may pick another expert for a token near a
+# tie, which changes that token's output by O(1) -- a property of quantising, not a miscompile.
+# Such tokens are counted and reported (``tokens_over_4x_bound``), never hidden.
+QUANT_ERROR_BOUNDS: Dict[str, float] = {"bf16": 0.01, "int8": 0.05, "int4": 0.5}
+
+
+def quantization_error(got, want, bound: float = float("inf")) -> Dict[str, float]:
+    """Distance of outputs ``got`` to the f32 model's ``want`` (float outputs only): overall relative
+    RMS, max abs, and per token (first axis) relative errors (median, max, count over 4x ``bound``)."""
+    import numpy as np
+    num = den = 0.0
+    mx = mref = 0.0
+    per_tok = []
+    for g, w in zip(got, want):
+        g = np.asarray(g, np.float64)
+        w = np.asarray(w, np.float64)
+        if not np.issubdtype(w.dtype, np.floating) or w.size == 0:
+            continue
+        d = g - w
+        num += float(np.sum(d * d))
+        den += float(np.sum(w * w))
+        mx = max(mx, float(np.max(np.abs(d))))
+        mref = max(mref, float(np.max(np.abs(w))))
+        if w.ndim >= 1 and w.shape[0] > 0:
+            dn = np.sqrt(np.sum((d * d).reshape(w.shape[0], -1), axis=1))
+            wn = np.sqrt(np.sum((w * w).reshape(w.shape[0], -1), axis=1))
+            per_tok.extend((dn / np.maximum(wn, 1e-30)).tolist())
+    pt = np.asarray(per_tok or [0.0])
+    return {"max_abs": mx, "rel_rms": (num / den) ** 0.5 if den > 0 else 0.0,
+            "max_abs_rel_to_max": mx / mref if mref > 0 else 0.0,
+            "token_rel_median": float(np.median(pt)), "token_rel_max": float(pt.max()),
+            "tokens": int(len(per_tok)), "tokens_over_4x_bound": int(np.sum(pt > 4 * bound))}
+
+
 def tolerance_for(dtype_name: str) -> Tolerance:
     if dtype_name in TOLERANCES:
         return TOLERANCES[dtype_name]

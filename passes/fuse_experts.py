@@ -42,7 +42,8 @@ class FuseExperts(Pass):
                 if w.type.dtype != ex.results[0].type.dtype:
                     continue
                 attrs = dict(ex.attrs, weights_at="output")
-                new_ex = OPS["moe.experts"].create(list(ex.operands) + [w], attrs, ex.loc,
+                b_in, b_out, _ = ex._extras()
+                new_ex = OPS["moe.experts"].create(ex.with_extras(b_in, b_out, w), attrs, ex.loc,
                                                    [ex.results[0].type])
                 new_ex.results[0].name = ex.results[0].name
                 f.ops[f.ops.index(ex)] = new_ex

@@ -15,23 +15,29 @@ from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
 from .fuse_experts import FuseExperts
 from .recognize_moe import RecognizeMoE
+from .quantize import QuantizeWeights
 from .schedule_dispatch import ScheduleDispatch
 
 
-def stages(target: TargetDesc) -> List[Tuple[str, List[Pass]]]:
+def stages(target: TargetDesc, weights: str = "f32", group: int = 64,
+           zero_point: bool = False) -> List[Tuple[str, List[Pass]]]:
     return [
         ("canonicalize", [FoldConstants(), DeadCodeElimination()]),
         ("recognize-moe", [RecognizeMoE(), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
+        ("quantize-weights", [QuantizeWeights(weights, group, zero_point), DeadCodeElimination()]),
         ("schedule-dispatch", [ScheduleDispatch(target)]),
         ("cleanup", [DeadCodeElimination()]),
     ]
 
 
 def run_pipeline(m: Module, target="cpu",
-                 after_stage: Optional[Callable[[int, str, Module, dict], None]] = None) -> Module:
+                 after_stage: Optional[Callable[[int, str, Module, dict], None]] = None,
+                 weights: str = "f32", group: int = 64, zero_point: bool = False) -> Module:
+    """Run every stage on ``m`` (in place).  ``weights`` picks the routed experts' weight storage
+    (f32 = as the model has them, bf16, int8, int4 with ``group`` / ``zero_point``)."""
     desc = target_for(target) if isinstance(target, str) else target
-    for i, (name, passes) in enumerate(stages(desc), start=1):
+    for i, (name, passes) in enumerate(stages(desc, weights, group, zero_point), start=1):
         t0 = time.perf_counter()
         iters = run_to_fixed_point(m, passes)
         info = {"passes": [p.name for p in passes], "iterations": iters,

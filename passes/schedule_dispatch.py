@@ -41,7 +41,7 @@ class ScheduleDispatch(Pass):
             gemv = block // 2 if t.name == "triton" else block
             budget = t.l1_bytes // 2
         # a column block covers rows of w_in (gate+up) and columns of w_out: about 3*D values each
-        per_col = 3 * D * itemsize
+        per_col = int(3 * D * itemsize)
         col = max(16, min(F, budget // max(per_col, 1)))
         col = F if col >= F else max(16, col // 16 * 16)
         return {"strategy": strategy, "block": block, "gemv_max_slots": gemv, "col_block": col,
@@ -60,11 +60,15 @@ class ScheduleDispatch(Pass):
                 if ex is None:
                     continue
                 w_in, w_out = ex.operands[4].type, ex.operands[5].type
-                E, D, F = w_in.shape[0], w_in.shape[2], w_out.shape[2]
+                E, D, F = w_in.shape[0], w_out.shape[1], w_out.shape[2]
+                wq = ex.attrs.get("wq", "none")
+                if wq == "int4" and isinstance(F, int):
+                    F *= 2  # packed: two values per byte
                 k = o.operands[0].type.shape[1]
                 if not all(isinstance(d, int) for d in (E, D, F, k)):
                     continue
-                d = self.decide(E, k, D, F, w_in.dtype.itemsize, capacity)
+                itemsize = {"bf16": 2, "int8": 1, "int4": 0.5}.get(wq, w_in.dtype.itemsize)
+                d = self.decide(E, k, D, F, itemsize, capacity)
                 o.attrs.update(d)
                 name = layer_of(f, o, uses)
                 if name:

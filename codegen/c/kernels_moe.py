@@ -9,6 +9,7 @@ _NORM = {"none": "MOEC_NORM_NONE", "sum": "MOEC_NORM_SUM", "l1": "MOEC_NORM_L1"}
 _ACT = {"swiglu": "MOEC_ACT_SWIGLU", "gelu": "MOEC_ACT_GELU", "gelu_tanh": "MOEC_ACT_GELU_TANH",
         "relu": "MOEC_ACT_RELU", "silu": "MOEC_ACT_SILU", "identity": "MOEC_ACT_IDENTITY"}
 _WEIGHTS_AT = {"none": 0, "input": 1, "output": 2}
+_WQ = {"bf16": "MOEC_WQ_BF16", "int8": "MOEC_WQ_INT8", "int4": "MOEC_WQ_INT4"}
 
 
 def ffn_params(ctx, o) -> str:
@@ -49,8 +50,17 @@ def _experts(ctx, o):
     rw = ctx.t(ex.pop(0)) if a["weights_at"] != "none" else "NULL"
     x, ids, order, offsets, w_in, w_out = (ctx.t(v) for v in o.operands[:6])
     p = ffn_params(ctx, o)
-    return [f"MOEC_TRY(moec_k_moe_experts(&ctx, {x}, {ids}, {order}, {offsets}, {w_in}, {w_out}, {b_in}, {b_out}, "
-            f"{rw}, {_WEIGHTS_AT[a['weights_at']]}, &{p}, {ctx.t(o.result)}));"]
+    lines = []
+    q = "NULL"
+    if a["wq"] != "none":
+        q = ctx.fresh("wq")
+        sv = [f"{ctx.t(v)}" if v is not None else "NULL" for v in o.quant_operands()]
+        lines.append(f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv[0]}, {sv[1]}, {sv[2]}, "
+                     f"{sv[3]}}};")
+        q = "&" + q
+    return lines + [
+        f"MOEC_TRY(moec_k_moe_experts(&ctx, {x}, {ids}, {order}, {offsets}, {w_in}, {w_out}, {b_in}, {b_out}, "
+        f"{rw}, {_WEIGHTS_AT[a['weights_at']]}, &{p}, {q}, {ctx.t(o.result)}));"]
 
 
 @c_op("moe.shared_experts")

@@ -32,6 +32,70 @@ GATED = ("swiglu",)
 GATE_LAYOUT = ("concat", "interleaved")
 DISPATCH = ("sort_pad", "token_gemv", "capacity")
 WEIGHTS_AT = ("none", "input", "output")
+WEIGHT_QUANT = ("none", "bf16", "int8", "int4")
+
+
+# -- quantised expert weights ------------------------------------------------------------------
+# The reference semantics of a quantised op is dequantise-then-compute:
+#   bf16: w = float(q)                                  q bf16 [E, N, K]
+#   int8: w = q * s[e, n]                               q i8 [E, N, K], s f32 [E, N] (per output channel)
+#   int4: w = (q - z[e, n, g]) * s[e, n, g]             q packed ui8 [E, N, K/2] (element 2i in the low
+#         nibble of byte i, 2i+1 in the high nibble), s f32 [E, N, K/G], z f32 [E, N, K/G] or 8
+#         when there is no zero-point operand (symmetric), g = k // G
+def unpack_int4(q: np.ndarray) -> np.ndarray:
+    """Packed ui8 [..., K/2] -> uint8 nibbles [..., K] (low nibble first)."""
+    q = np.asarray(q, np.uint8)
+    out = np.empty(q.shape[:-1] + (q.shape[-1] * 2,), np.uint8)
+    out[..., 0::2] = q & 15
+    out[..., 1::2] = q >> 4
+    return out
+
+
+def pack_int4(q: np.ndarray) -> np.ndarray:
+    """uint8 nibbles [..., K] (K even) -> packed ui8 [..., K/2]."""
+    q = np.asarray(q, np.uint8)
+    return (q[..., 0::2] & 15) | ((q[..., 1::2] & 15) << 4)
+
+
+def dequantize_weights(w: np.ndarray, mode: str, group: int = 0, s=None, z=None) -> np.ndarray:
+    """The dequantised f32 weights of a quantised expert stack (see the table above)."""
+    if mode == "none":
+        return w
+    if mode == "bf16":
+        return np.asarray(w).astype(np.float32)
+    if mode == "int8":
+        return np.asarray(w).astype(np.float32) * np.asarray(s, np.float32)[..., None]
+    q = unpack_int4(w).astype(np.float32)
+    K = q.shape[-1]
+    G = group or K
+    zz = np.float32(8.0) if z is None else np.repeat(np.asarray(z, np.float32), G, axis=-1)
+    return (q - zz) * np.repeat(np.asarray(s, np.float32), G, axis=-1)
+
+
+def quant_operand_count(attrs) -> int:
+    if attrs.get("wq", "none") in ("int8", "int4"):
+        return 4 if attrs.get("wq_zp", False) else 2
+    return 0
+
+
+def logical_weight_type(o, w: TensorType, x_dtype: DType, name: str) -> TensorType:
+    """Check a (possibly quantised) weight operand's storage type; return its logical f-type."""
+    mode = o.attrs.get("wq", "none")
+    want = {"none": x_dtype, "bf16": DType.BF16, "int8": DType.I8, "int4": DType.U8}[mode]
+    if w.dtype != want:
+        raise operand_error(o, f"{name} is {w.dtype.mlir}; with wq={mode} and x {x_dtype.mlir} it must be "
+                               f"{want.mlir}")
+    if mode == "int4" and w.rank == 3:
+        K = w.shape[2]
+        return TensorType(x_dtype, (w.shape[0], w.shape[1], 2 * K if isinstance(K, int) else None))
+    return TensorType(x_dtype, w.shape)
+
+
+QUANT_ATTRS = {
+    "wq": Attr("str", "none", WEIGHT_QUANT, "weight storage: none (as x), bf16, int8 per channel, int4 grouped"),
+    "wq_group": Attr("int", 0, doc="int4: elements per scale group along K (0: the whole row)"),
+    "wq_zp": Attr("bool", False, doc="int4: explicit zero points (else symmetric, zero point 8)"),
+}
 
 
 def _acc_dtype(x: np.ndarray):
@@ -275,26 +339,45 @@ def check_ffn_weights(o: Operation, w_in: TensorType, w_out: TensorType, D, E=No
            "has_b_out": Attr("bool", False),
            "weights_at": Attr("str", "none", WEIGHTS_AT,
                               "routing weight applied to the expert input (Llama-4) or output (folded)"),
+           **QUANT_ATTRS,
            })
 class ExpertsOp(Operation):
     """Grouped expert FFN over the dispatch plan -> y [T, k, D].
 
     y[t, j] = FFN_{ids[t, j]}(x[t]) for each slot (zero for id -1), where
     FFN_e(v) = w_out[e] @ act(w_in[e] @ v + b_in[e]) + b_out[e].
-    ``extra`` holds, in this order, b_in [E, I] if has_b_in, b_out [E, D] if has_b_out, and the
+    ``extra`` holds, in this order, b_in [E, I] if has_b_in, b_out [E, D] if has_b_out, the
     routing weights [T, k] if weights_at != none: then the slot's weight scales the expert's
-    input (``input``) or output (``output``, the combine's multiply folded into the epilogue).
+    input (``input``) or output (``output``, the combine's multiply folded into the epilogue);
+    then for int8/int4 weights (``wq``) the scales of w_in and w_out and, with ``wq_zp``, their
+    zero points.  Quantised weights mean dequantise-then-compute (``dequantize_weights``).
     The plan (order, offsets) must be ``dispatch_plan(ids)``; it tells the code how to group rows.
     """
 
     def _extras(self):
         ex = list(self.operands[6:])
+        nq = quant_operand_count(self.attrs)
+        if len(ex) < nq:
+            raise operand_error(self, f"wq={self.attrs['wq']} needs {nq} scale/zero-point operands")
+        ex, q = (ex[:len(ex) - nq], ex[len(ex) - nq:]) if nq else (ex, [])
         b_in = ex.pop(0) if self.attrs["has_b_in"] else None
         b_out = ex.pop(0) if self.attrs["has_b_out"] else None
         w = ex.pop(0) if self.attrs["weights_at"] != "none" else None
         if ex:
             raise operand_error(self, f"{len(ex)} unexpected extra operand(s)")
         return b_in, b_out, w
+
+    def quant_operands(self):
+        """(s_in, s_out, z_in, z_out) Values (None where absent)."""
+        nq = quant_operand_count(self.attrs)
+        q = list(self.operands[len(self.operands) - nq:]) if nq else []
+        q += [None] * (4 - len(q))
+        return tuple(q)
+
+    def with_extras(self, b_in=None, b_out=None, rw=None):
+        """Operand list with the given bias / routing-weight extras and this op's quant operands."""
+        q = [v for v in self.quant_operands() if v is not None]
+        return list(self.operands[:6]) + [v for v in (b_in, b_out, rw) if v is not None] + q
 
     def infer_types(self):
         x, ids, order, offsets, w_in, w_out = (v.type for v in self.operands[:6])
@@ -305,16 +388,45 @@ class ExpertsOp(Operation):
         if order.rank != 1 or offsets.rank != 1:
             raise operand_error(self, "order/offsets must be vectors (from moe.dispatch)")
         E = w_in.shape[0]
-        check_ffn_weights(self, w_in, w_out, x.shape[1], E if isinstance(E, int) else None)
-        if w_in.dtype != x.dtype or w_out.dtype != x.dtype:
-            raise operand_error(self, f"weights are {w_in.dtype.mlir}/{w_out.dtype.mlir}, x is {x.dtype.mlir}")
+        mode = self.attrs["wq"]
+        lw_in = logical_weight_type(self, w_in, x.dtype, "w_in")
+        lw_out = logical_weight_type(self, w_out, x.dtype, "w_out")
+        check_ffn_weights(self, lw_in, lw_out, x.shape[1], E if isinstance(E, int) else None)
         b_in, b_out, w = self._extras()
+        if mode in ("int8", "int4"):
+            s_in, s_out, z_in, z_out = self.quant_operands()
+            if mode == "int4" and self.attrs["wq_group"] < 0:
+                raise operand_error(self, "wq_group must be >= 0")
+            for sv, lw, nm in ((s_in, lw_in, "w_in"), (s_out, lw_out, "w_out")):
+                K, G = lw.shape[2], self.attrs["wq_group"]
+                want = lw.shape[:2] if mode == "int8" else \
+                    lw.shape[:2] + ((K // G if G and isinstance(K, int) else (1 if not G else None)),)
+                if sv.type.dtype != DType.F32 or len(sv.type.shape) != len(want) or any(
+                        isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(sv.type.shape, want)):
+                    raise operand_error(self, f"scales of {nm} must be f32 {list(want)}, got {sv.type}")
+                if mode == "int4" and G and isinstance(K, int) and K % G:
+                    raise operand_error(self, f"{nm}: K={K} is not a multiple of the group size {G}")
+            if self.attrs["wq_zp"]:
+                if mode != "int4":
+                    raise operand_error(self, "zero points are only defined for int4 weights")
+                for zv, sv in ((z_in, s_in), (z_out, s_out)):
+                    if zv.type != sv.type:
+                        raise operand_error(self, f"zero points must match their scales {sv.type}, got {zv.type}")
         if w is not None and w.type.rank != 2:
             raise operand_error(self, "routing weights must be [T, k]")
         return [TensorType(x.dtype, (x.shape[0], ids.shape[1], x.shape[1]))]
 
     def reference(self, x, ids, order, offsets, w_in, w_out, *extra):
         ex = list(extra)
+        nq = quant_operand_count(self.attrs)
+        if nq:
+            q, ex = ex[len(ex) - nq:], ex[:len(ex) - nq]
+            q += [None] * (4 - len(q))
+        else:
+            q = [None] * 4
+        mode, G = self.attrs["wq"], self.attrs["wq_group"]
+        w_in = dequantize_weights(w_in, mode, G, q[0], q[2])
+        w_out = dequantize_weights(w_out, mode, G, q[1], q[3])
         b_in = ex.pop(0) if self.attrs["has_b_in"] else None
         b_out = ex.pop(0) if self.attrs["has_b_out"] else None
         rw = ex.pop(0) if self.attrs["weights_at"] != "none" else None

@@ -218,14 +218,28 @@ static void experts_task(void *arg, int64_t i) {
 int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                        const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                        const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
-                       const moec_ffn_params *p, moec_tensor *y) {
+                       const moec_ffn_params *p, const moec_wq *q, moec_tensor *y) {
   if (x->rank != 2 || ids->rank != 2 || w_in->rank != 3 || w_out->rank != 3)
     return moec_fail(ctx, "bad operand ranks for moe.experts");
   int64_t T = x->shape[0], D = x->shape[1], k = ids->shape[1], E = w_in->shape[0];
+  int pk = q && q->mode == MOEC_WQ_INT4 ? 2 : 1; /* int4: the stored K is halved */
   if (ids->shape[0] != T) return moec_fail(ctx, "ids has %lld rows, x has %lld", (long long)ids->shape[0], (long long)T);
-  if (w_in->shape[2] != D || w_out->shape[1] != D || w_out->shape[0] != E || offsets->numel != E + 1)
+  if (w_in->shape[2] * pk != D || w_out->shape[1] != D || w_out->shape[0] != E || offsets->numel != E + 1)
     return moec_fail(ctx, "expert weight shapes do not match x or the plan");
-  int64_t I = w_in->shape[1], F = w_out->shape[2];
+  int64_t I = w_in->shape[1], F = w_out->shape[2] * pk;
+  if (q && q->mode != MOEC_WQ_NONE && x->dtype != MOEC_F32)
+    return moec_fail(ctx, "quantised expert weights need f32 activations");
+  if (q && (q->mode == MOEC_WQ_INT8 || q->mode == MOEC_WQ_INT4)) {
+    int64_t gi = q->mode == MOEC_WQ_INT8 ? 1 : (q->group ? D / q->group : 1);
+    int64_t go = q->mode == MOEC_WQ_INT8 ? 1 : (q->group ? F / q->group : 1);
+    if (!q->s_in || !q->s_out || q->s_in->dtype != MOEC_F32 || q->s_out->dtype != MOEC_F32 ||
+        q->s_in->numel != E * I * gi || q->s_out->numel != E * D * go)
+      return moec_fail(ctx, "weight scales do not match the quantised expert weights");
+    if ((q->z_in && q->z_in->numel != q->s_in->numel) || (q->z_out && q->z_out->numel != q->s_out->numel))
+      return moec_fail(ctx, "weight zero points do not match the scales");
+    if (q->mode == MOEC_WQ_INT4 && q->group && (D % q->group || F % q->group))
+      return moec_fail(ctx, "int4 group size does not divide the expert dimensions");
+  }
   if (I != (p->act == MOEC_ACT_SWIGLU ? 2 * F : F)) return moec_fail(ctx, "w_in rows do not match the activation");
   if (b_in && b_in->numel != E * I) return moec_fail(ctx, "b_in must be [E, I]");
   if (b_out && b_out->numel != E * D) return moec_fail(ctx, "b_out must be [E, D]");
@@ -239,8 +253,9 @@ int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *i
       if (ord[i] >= 0 && (ord[i] >= T * k || moec_get_i64(ids, ord[i]) != e))
         return moec_fail(ctx, "dispatch plan entry %lld does not match ids", (long long)i);
   }
-  int fast = moec_moe_experts_f32(ctx, x, ids, order, offsets, w_in, w_out, b_in, b_out, rw, weights_at, p, y);
+  int fast = moec_moe_experts_f32(ctx, x, ids, order, offsets, w_in, w_out, b_in, b_out, rw, weights_at, p, q, y);
   if (fast <= 0) return fast;
+  if (q && q->mode != MOEC_WQ_NONE) return moec_fail(ctx, "no kernel for these quantised expert weights");
   int64_t yshape[3] = {T, k, D};
   if (moec_alloc(ctx, y, x->dtype, 3, yshape)) return -1;
   moe_job j = {x, ids, order, offsets, w_in, w_out, b_in, b_out, rw, NULL, y, p, weights_at, k, 0};
@@ -289,7 +304,7 @@ static int shared_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_
     for (int64_t t = 0; t < T; t++) ord[e * T + t] = t * S + e;
   }
   off[S] = S * T;
-  if (moec_moe_experts_f32(ctx, x, &ids, &order, &offsets, w_in, w_out, NULL, NULL, NULL, 0, p, &ys) != 0) goto done;
+  if (moec_moe_experts_f32(ctx, x, &ids, &order, &offsets, w_in, w_out, NULL, NULL, NULL, 0, p, NULL, &ys) != 0) goto done;
   if (moec_alloc(ctx, y, MOEC_F32, 2, x->shape)) goto done;
   const float *yv = (const float *)ys.data, *xv = (const float *)x->data, *g = gate ? (const float *)gate->data : NULL;
   float *out = (float *)y->data;

@@ -22,6 +22,16 @@ typedef struct moec_ffn_params {
   double alpha, beta, limit;
 } moec_ffn_params;
 
+/* quantised expert weights (see moe.experts in ir/ops/moe.py): mode 0 none (as x), 1 bf16, 2 int8 per
+ * output channel (s [E, N]), 3 int4 packed two per byte, low nibble first (s, z [E, N, K/group];
+ * z NULL: symmetric, zero point 8; group 0: whole row) */
+enum moec_wq_mode { MOEC_WQ_NONE = 0, MOEC_WQ_BF16 = 1, MOEC_WQ_INT8 = 2, MOEC_WQ_INT4 = 3 };
+typedef struct moec_wq {
+  int mode;
+  int64_t group;
+  const moec_tensor *s_in, *s_out, *z_in, *z_out;
+} moec_wq;
+
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,
                      moec_tensor *ids, const moec_route_params *p);
 int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *order, moec_tensor *offsets,
@@ -30,12 +40,12 @@ int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *orde
 int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                        const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                        const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
-                       const moec_ffn_params *p, moec_tensor *y);
-/* the f32 packed-GEMM path; returns 1 when it does not apply (other dtypes) */
+                       const moec_ffn_params *p, const moec_wq *q, moec_tensor *y);
+/* the f32-activation packed-GEMM path (any weight mode); returns 1 when it does not apply */
 int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                          const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                          const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
-                         const moec_ffn_params *p, moec_tensor *y);
+                         const moec_ffn_params *p, const moec_wq *q, moec_tensor *y);
 int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_in, const moec_tensor *w_out,
                       const moec_tensor *gate, const moec_ffn_params *p, moec_tensor *y);
 /* shared, px (x) and pids (ids) may be NULL */

@@ -150,6 +150,198 @@ static void gemv_block(const float *X, int64_t ldx, int64_t n, const float *W, i
     for (int64_t r = 0; r < n; r++) out[r * ldo + c] = dot(X + r * ldx, W + c * K, K);
 }
 
+/* ---- quantised weights: dequantisation inside the kernels, never a full-size f32 copy ---------
+ * A weight stack [E, N, K] is viewed through a wview.  Prefill dequantises one NR-column panel per
+ * work item into the worker's packing buffer (cache-sized) and runs the f32 micro-kernel; decode
+ * streams the narrow rows directly (16 lanes at a time, widened in registers, scales applied per
+ * row or per group after the FMAs). */
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+typedef int8_t v16i8 __attribute__((vector_size(16), aligned(1)));
+typedef uint8_t v16u8 __attribute__((vector_size(16), aligned(1)));
+typedef uint16_t v16u16 __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t v16u32 __attribute__((vector_size(64), aligned(4)));
+
+typedef struct {
+  int mode;          /* MOEC_WQ_* */
+  const void *w;     /* [E, N, K] (int4: [E, N, K/2] bytes) */
+  const float *s, *z;
+  int64_t N, K, G;   /* G: int4 group (K when per row) */
+} wview;
+
+static inline float bf16_to_f(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+/* Bp[k*NR + j] = w[e][n0 + j][k] dequantised, zero beyond nb */
+static void pack_b_w(const wview *v, int64_t e, int64_t n0, int64_t nb, float *Bp) {
+  int64_t K = v->K;
+  if (v->mode == MOEC_WQ_NONE) {
+    pack_b((const float *)v->w + e * v->N * K, K, n0, nb, Bp);
+    return;
+  }
+  for (int64_t j = 0; j < NR; j++) {
+    if (j >= nb) {
+      for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = 0.f;
+      continue;
+    }
+    int64_t r = e * v->N + n0 + j;
+    if (v->mode == MOEC_WQ_BF16) {
+      const uint16_t *h = (const uint16_t *)v->w + r * K;
+      for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = bf16_to_f(h[k]);
+    } else if (v->mode == MOEC_WQ_INT8) {
+      const int8_t *q = (const int8_t *)v->w + r * K;
+      float sc = v->s[r];
+      for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = (float)q[k] * sc;
+    } else {
+      const uint8_t *q = (const uint8_t *)v->w + r * (K / 2);
+      const float *sg = v->s + r * (K / v->G), *zg = v->z ? v->z + r * (K / v->G) : NULL;
+      for (int64_t k = 0; k < K; k += 2) {
+        int64_t g = k / v->G;
+        float sc = sg[g], zp = zg ? zg[g] : 8.0f;
+        Bp[k * NR + j] = ((float)(q[k / 2] & 15) - zp) * sc;
+        Bp[(k + 1) * NR + j] = ((float)(q[k / 2] >> 4) - zp) * sc;
+      }
+    }
+  }
+}
+
+static inline v16f ld16f(const float *p) { v16f v; __builtin_memcpy(&v, p, 64); return v; }
+static inline float hsum16(v16f v) {
+  float s = 0;
+  for (int i = 0; i < 16; i++) s += v[i];
+  return s;
+}
+static inline v16f ld16_bf16(const uint16_t *p) {
+  v16u16 h;
+  __builtin_memcpy(&h, p, 32);
+  v16u32 u = __builtin_convertvector(h, v16u32) << 16;
+  return (v16f)u;
+}
+static inline v16f ld16_i8(const int8_t *p) {
+  v16i8 q;
+  __builtin_memcpy(&q, p, 16);
+  return __builtin_convertvector(q, v16f);
+}
+
+/* bf16 / int8 rows: out[r * ldo + c] = sum_k w[row c][k] * X[r][k] (* per-row scale), four rows at
+ * a time with independent accumulators. */
+static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
+                    float *out, int64_t ldo) {
+  int64_t K = v->K;
+  for (int64_t c = 0; c < nb; c += 4) {
+    int rows = nb - c < 4 ? (int)(nb - c) : 4;
+    int64_t r0 = e * v->N + c0 + c;
+    for (int64_t r = 0; r < n; r++) {
+      const float *x = X + r * ldx;
+      v16f a0 = (v16f){0}, a1 = (v16f){0}, a2 = (v16f){0}, a3 = (v16f){0};
+      int64_t k = 0;
+      if (v->mode == MOEC_WQ_BF16) {
+        const uint16_t *w0 = (const uint16_t *)v->w + r0 * K;
+        const uint16_t *w1 = rows > 1 ? w0 + K : w0, *w2 = rows > 2 ? w0 + 2 * K : w0, *w3 = rows > 3 ? w0 + 3 * K : w0;
+        for (; k + 16 <= K; k += 16) {
+          v16f xv = ld16f(x + k);
+          a0 += ld16_bf16(w0 + k) * xv; a1 += ld16_bf16(w1 + k) * xv;
+          a2 += ld16_bf16(w2 + k) * xv; a3 += ld16_bf16(w3 + k) * xv;
+        }
+      } else {
+        const int8_t *w0 = (const int8_t *)v->w + r0 * K;
+        const int8_t *w1 = rows > 1 ? w0 + K : w0, *w2 = rows > 2 ? w0 + 2 * K : w0, *w3 = rows > 3 ? w0 + 3 * K : w0;
+        for (; k + 16 <= K; k += 16) {
+          v16f xv = ld16f(x + k);
+          a0 += ld16_i8(w0 + k) * xv; a1 += ld16_i8(w1 + k) * xv;
+          a2 += ld16_i8(w2 + k) * xv; a3 += ld16_i8(w3 + k) * xv;
+        }
+      }
+      float s[4] = {hsum16(a0), hsum16(a1), hsum16(a2), hsum16(a3)};
+      for (int i = 0; i < rows; i++) {
+        float t = s[i];
+        for (int64_t kk = k; kk < K; kk++) {
+          float w = v->mode == MOEC_WQ_BF16 ? bf16_to_f(((const uint16_t *)v->w)[(r0 + i) * K + kk])
+                                           : (float)((const int8_t *)v->w)[(r0 + i) * K + kk];
+          t += w * x[kk];
+        }
+        out[r * ldo + c + i] = v->mode == MOEC_WQ_INT8 ? t * v->s[r0 + i] : t;
+      }
+    }
+  }
+}
+
+/* int4 rows.  Per group, full 32-element chunks are widened 16 low nibbles (even k) and 16 high
+ * nibbles (odd k) at a time against x rearranged to match (xr: per chunk x[even] then x[odd]);
+ * the group's partial sums are scaled in the vector accumulators and the zero point enters once per
+ * group as s * z * sum(x over the group) (xs).  Chunk tails run scalar. */
+static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
+                    float *out, int64_t ldo, float *scratch) {
+  int64_t K = v->K, G = v->G, ng = K / G, full = G / 32 * 32;
+  float *xr = scratch, *xs = scratch + n * K;
+  for (int64_t r = 0; r < n; r++) {
+    const float *x = X + r * ldx;
+    for (int64_t g = 0; g < ng; g++) {
+      int64_t b = g * G, k = b;
+      float sum = 0;
+      for (; k < b + full; k += 32)
+        for (int i = 0; i < 16; i++) { xr[r * K + k + i] = x[k + 2 * i]; xr[r * K + k + 16 + i] = x[k + 2 * i + 1]; }
+      for (; k < b + G; k++) xr[r * K + k] = x[k];
+      for (k = b; k < b + G; k++) sum += x[k];
+      xs[r * ng + g] = sum;
+    }
+  }
+  const uint8_t *W = (const uint8_t *)v->w;
+  for (int64_t c = 0; c < nb; c += 4) {
+    int rows = nb - c < 4 ? (int)(nb - c) : 4;
+    int64_t rr[4];
+    for (int i = 0; i < 4; i++) rr[i] = e * v->N + c0 + c + (i < rows ? i : 0);
+    const uint8_t *w[4];
+    for (int i = 0; i < 4; i++) w[i] = W + rr[i] * (K / 2);
+    for (int64_t r = 0; r < n; r++) {
+      const float *xq = xr + r * K, *x = X + r * ldx;
+      v16f tot[4] = {(v16f){0}, (v16f){0}, (v16f){0}, (v16f){0}};
+      float tail[4] = {0, 0, 0, 0};
+      for (int64_t g = 0; g < ng; g++) {
+        v16f lo[4] = {(v16f){0}, (v16f){0}, (v16f){0}, (v16f){0}}, hi[4] = {(v16f){0}, (v16f){0}, (v16f){0}, (v16f){0}};
+        int64_t b = g * G, k = b;
+        for (; k < b + full; k += 32) {
+          v16f xl = ld16f(xq + k), xh = ld16f(xq + k + 16);
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; i++) {
+            v16u8 q;
+            __builtin_memcpy(&q, w[i] + k / 2, 16);
+            lo[i] += __builtin_convertvector(q & 15, v16f) * xl;
+            hi[i] += __builtin_convertvector(q >> 4, v16f) * xh;
+          }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+          int64_t gi = rr[i] * ng + g;
+          float sc = v->s[gi], zp = v->z ? v->z[gi] : 8.0f;
+          tot[i] += (lo[i] + hi[i]) * sc;
+          float t = -zp * xs[r * ng + g];
+          for (int64_t kk = k; kk < b + G; kk += 2) {
+            uint8_t by = w[i][kk / 2];
+            t += (float)(by & 15) * x[kk] + (float)(by >> 4) * x[kk + 1];
+          }
+          tail[i] += t * sc;
+        }
+      }
+      for (int i = 0; i < rows; i++) out[r * ldo + c + i] = hsum16(tot[i]) + tail[i];
+    }
+  }
+}
+
+/* out rows = X rows (n <= GEMV_ROWS) times rows c0..c0+nb of expert e (any weight mode) */
+static void gemv_w(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
+                   float *out, int64_t ldo, float *scratch) {
+  if (v->mode == MOEC_WQ_NONE)
+    gemv_block(X, ldx, n, (const float *)v->w + (e * v->N + c0) * v->K, v->K, nb, out, ldo);
+  else if (v->mode == MOEC_WQ_INT4)
+    gemv_w4(v, e, c0, nb, X, ldx, n, out, ldo, scratch);
+  else
+    gemv_w8(v, e, c0, nb, X, ldx, n, out, ldo);
+}
+
 typedef struct {
   int64_t E, D, I, F, k, rows_total;
   const int64_t *row0;   /* [E+1] first row of each expert in X/H/A */
@@ -157,7 +349,8 @@ typedef struct {
   const float *X;        /* [rows_total, D] gathered inputs */
   float *H;              /* [rows_total, I] */
   float *A;              /* [rows_total, F] */
-  const float *w_in, *w_out, *b_in, *b_out, *rw;
+  wview vin, vout;
+  const float *b_in, *b_out, *rw;
   float *y;              /* [T*k, D] */
   const moec_ffn_params *p;
   int weights_at;
@@ -173,13 +366,12 @@ static void phase1(void *arg, int64_t item, int tid) {
   int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
   if (n == 0) return;
   int64_t c0 = cb * NR, nb = j->I - c0 < NR ? j->I - c0 : NR;
-  const float *W = j->w_in + e * j->I * j->D;
   if (n <= GEMV_ROWS) {
-    gemv_block(j->X + r0 * j->D, j->D, n, W + c0 * j->D, j->D, nb, j->H + r0 * j->I + c0, j->I);
+    gemv_w(&j->vin, e, c0, nb, j->X + r0 * j->D, j->D, n, j->H + r0 * j->I + c0, j->I, j->pack[tid]);
     return;
   }
   const float *Bp = j->pk_in ? j->pk_in + (e * j->nb1 + cb) * j->D * NR : j->pack[tid];
-  if (!j->pk_in) pack_b(W, j->D, c0, nb, j->pack[tid]);
+  if (!j->pk_in) pack_b_w(&j->vin, e, c0, nb, j->pack[tid]);
   for (int64_t r = 0; r < n; r += MR) {
     int m = n - r < MR ? (int)(n - r) : MR;
     tile(j->X + (r0 + r) * j->D, j->D, m, Bp, j->D, j->H + (r0 + r) * j->I + c0, j->I, nb);
@@ -222,14 +414,13 @@ static void phase3(void *arg, int64_t item, int tid) {
   int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
   if (n == 0) return;
   int64_t c0 = cb * NR, nb = j->D - c0 < NR ? j->D - c0 : NR;
-  const float *W = j->w_out + e * j->D * j->F;
   float out[MR * NR];
   const float *Bp = NULL;
   if (n > GEMV_ROWS) {
     if (j->pk_out) {
       Bp = j->pk_out + (e * j->nb3 + cb) * j->F * NR;
     } else {
-      pack_b(W, j->F, c0, nb, j->pack[tid]);
+      pack_b_w(&j->vout, e, c0, nb, j->pack[tid]);
       Bp = j->pack[tid];
     }
   }
@@ -237,7 +428,7 @@ static void phase3(void *arg, int64_t item, int tid) {
     int m = n - r < MR ? (int)(n - r) : MR;
     if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
     else
-      gemv_block(j->A + (r0 + r) * j->F, j->F, m, W + c0 * j->F, j->F, nb, out, NR);
+      gemv_w(&j->vout, e, c0, nb, j->A + (r0 + r) * j->F, j->F, m, out, NR, j->pack[tid]);
     for (int q = 0; q < m; q++) {
       int64_t s = j->slot[r0 + r + q];
       float sc = (j->rw && j->weights_at == 2) ? j->rw[s] : 1.0f;
@@ -251,10 +442,13 @@ static void phase3(void *arg, int64_t item, int tid) {
 int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                          const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                          const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
-                         const moec_ffn_params *p, moec_tensor *y) {
-  if (x->dtype != MOEC_F32 || w_in->dtype != MOEC_F32 || w_out->dtype != MOEC_F32) return 1;
+                         const moec_ffn_params *p, const moec_wq *q, moec_tensor *y) {
+  int mode = q ? q->mode : MOEC_WQ_NONE;
+  static const int wdt[4] = {MOEC_F32, MOEC_BF16, MOEC_I8, MOEC_U8};
+  if (x->dtype != MOEC_F32 || w_in->dtype != wdt[mode] || w_out->dtype != wdt[mode]) return 1;
   if ((b_in && b_in->dtype != MOEC_F32) || (b_out && b_out->dtype != MOEC_F32) || (rw && rw->dtype != MOEC_F32)) return 1;
-  int64_t T = x->shape[0], D = x->shape[1], k = ids->shape[1], E = w_in->shape[0], I = w_in->shape[1], F = w_out->shape[2];
+  int64_t T = x->shape[0], D = x->shape[1], k = ids->shape[1], E = w_in->shape[0], I = w_in->shape[1],
+          F = w_out->shape[2] * (mode == MOEC_WQ_INT4 ? 2 : 1);
   const int64_t *ord = (const int64_t *)order->data, *off = (const int64_t *)offsets->data;
   int64_t *row0 = (int64_t *)malloc(sizeof(int64_t) * (size_t)(E + 1));
   int64_t total = 0;
@@ -284,12 +478,17 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     }
   int64_t yshape[3] = {T, k, D};
   if (moec_alloc(ctx, y, MOEC_F32, 3, yshape)) { free(row0); free(slot); free(X); free(H); free(A); return -1; }
-  xjob j = {E, D, I, F, k, total, row0, slot, X, H, A, (const float *)w_in->data, (const float *)w_out->data,
+  int64_t G = mode == MOEC_WQ_INT4 && q->group ? q->group : 0;
+  wview vin = {mode, w_in->data, q && q->s_in ? (const float *)q->s_in->data : NULL,
+               q && q->z_in ? (const float *)q->z_in->data : NULL, I, D, G ? G : D};
+  wview vout = {mode, w_out->data, q && q->s_out ? (const float *)q->s_out->data : NULL,
+                q && q->z_out ? (const float *)q->z_out->data : NULL, D, F, G ? G : F};
+  xjob j = {E, D, I, F, k, total, row0, slot, X, H, A, vin, vout,
             b_in ? (const float *)b_in->data : NULL, b_out ? (const float *)b_out->data : NULL, rwd,
             (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, 0};
-  if (total > GEMV_ROWS * E) { /* prefill: worth packing once (decode reads rows directly) */
-    j.pk_in = packed_panels(j.w_in, E, I, D);
-    j.pk_out = packed_panels(j.w_out, E, D, F);
+  if (mode == MOEC_WQ_NONE && total > GEMV_ROWS * E) { /* f32 prefill: pack once (decode reads rows directly) */
+    j.pk_in = packed_panels((const float *)w_in->data, E, I, D);
+    j.pk_out = packed_panels((const float *)w_out->data, E, D, F);
   }
   int nt = moec_num_threads(ctx, E * (j.nb1 > j.nb3 ? j.nb1 : j.nb3));
   size_t kmax = (size_t)(D > F ? D : F);

@@ -1,0 +1,175 @@
+"""quantize-weights: store the routed experts' weights narrower (bf16, int8, int4).
+
+For every ``moe.experts`` whose weights are constants (the weight store) and whose activations
+are f32, replace ``w_in``/``w_out`` by quantised stacks and set ``wq`` (see ``ir/ops/moe.py`` for
+the formats and their reference semantics, dequantise-then-compute):
+
+* ``bf16``: round to nearest even.  Kernels widen in registers and accumulate in f32.
+* ``int8``: symmetric per output channel, ``s = max|w_row| / 127``, ``q = round(w / s)``.
+* ``int4``: per group of ``group`` elements along K (0 = the whole row); symmetric
+  (``s = max|w| / 7.5``-ish, see below, zero point 8) or with a zero point
+  (``s = (max - min) / 15``, ``z = round(-min / s)``), two values per byte, low nibble first.
+
+Layers whose weights are not constants, are already quantised, or whose K does not suit the
+format (int4 needs an even K that the group size divides) are left as they are; the pass records
+per layer what it chose (or why not) in the module's MoE-layer metadata, so report.json shows it.
+The router and shared experts stay in the model's type (they are small next to the routed
+experts, and the router decides which experts run: quantising it changes the routing).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..ir import DType, Module, TensorType
+from ..ir.core import ResourceRef
+from ..ir.opdef import OPS, const_value
+from ..ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
+from .base import Pass
+from .moe_util import layer_of
+
+MODES = ("f32", "bf16", "int8", "int4")
+
+
+def quantize_int8(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """[..., N, K] f32 -> (i8 q, f32 s [..., N]) symmetric per output channel."""
+    w = np.asarray(w, np.float32)
+    amax = np.max(np.abs(w), axis=-1)
+    s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / s[..., None]), -127, 127).astype(np.int8)
+    return q, s
+
+
+def quantize_int4(w: np.ndarray, group: int, zero_point: bool):
+    """[..., N, K] f32 -> (packed ui8 [..., N, K/2], s [..., N, K/G], z or None)."""
+    w = np.asarray(w, np.float32)
+    K = w.shape[-1]
+    G = group or K
+    g = w.reshape(w.shape[:-1] + (K // G, G))
+    if zero_point:
+        lo = np.minimum(g.min(axis=-1), 0.0)
+        hi = np.maximum(g.max(axis=-1), 0.0)
+        s = np.where(hi > lo, (hi - lo) / 15.0, 1.0).astype(np.float32)
+        z = np.clip(np.rint(-lo / s), 0, 15).astype(np.float32)
+        q = np.clip(np.rint(g / s[..., None]) + z[..., None], 0, 15)
+    else:
+        # symmetric around the implicit zero point 8: codes -8..7; scale so that max|w| maps to 7
+        # for positive and -8 for negative extremes, whichever needs the larger step
+        amax = np.max(np.abs(g), axis=-1)
+        s = np.where(amax > 0, amax / 7.0, 1.0).astype(np.float32)
+        z = None
+        q = np.clip(np.rint(g / s[..., None]), -8, 7) + 8
+    q = q.reshape(w.shape).astype(np.uint8)
+    return pack_int4(q), s, z
+
+
+class QuantizeWeights(Pass):
+    name = "quantize-weights"
+
+    def __init__(self, mode: str = "f32", group: int = 64, zero_point: bool = False):
+        if mode not in MODES:
+            raise ValueError(f"unknown weight mode '{mode}' (choose from {', '.join(MODES)})")
+        if group < 0 or group % 2:
+            raise ValueError(f"int4 group size must be an even number >= 0 (0: whole row), got {group}")
+        self.mode, self.group, self.zero_point = mode, group, zero_point
+
+    def run(self, m: Module) -> bool:
+        if self.mode == "f32":
+            return False
+        changed = False
+        for f in m.functions:
+            uses = f.uses()
+            for ex in list(f.ops):
+                if ex.name != "moe.experts" or ex.attrs["wq"] != "none":
+                    continue
+                layer = layer_of(f, ex.operands[2].owner, uses) if ex.operands[2].owner is not None else None
+                why = self._why_not(m, ex)
+                if why:
+                    if layer:
+                        update_moe_layer(m, layer, weights={"mode": "f32", "requested": self.mode,
+                                                            "skipped": why})
+                    continue
+                new, consts, info = self._quantize(m, ex)
+                idx = f.ops.index(ex)
+                f.ops[idx:idx + 1] = consts + [new]
+                f.replace_all_uses(ex.results[0], new.results[0])
+                if layer:
+                    update_moe_layer(m, layer, weights=info)
+                changed = True
+        return changed
+
+    def _why_not(self, m: Module, ex) -> Optional[str]:
+        x = ex.operands[0].type
+        if x.dtype != DType.F32:
+            return f"activations are {x.dtype.mlir}; weight quantisation needs f32 activations"
+        for v in ex.operands[4:6]:
+            if v.owner is None or v.owner.name != "moec.constant" or const_value(v, m.weights) is None:
+                return "expert weights are computed at run time, not constants"
+        if self.mode == "int4":
+            for v in ex.operands[4:6]:
+                K = v.type.shape[2]
+                if K % 2 or (self.group and K % self.group):
+                    return f"int4 needs K ({K}) even and divisible by the group size ({self.group})"
+        return None
+
+    def _quantize(self, m: Module, ex):
+        b_in, b_out, rw = ex._extras()
+        stored, quant, info = {}, {}, {"mode": self.mode}
+        for nm, v in (("w_in", ex.operands[4]), ("w_out", ex.operands[5])):
+            w = np.asarray(const_value(v, m.weights), np.float32)
+            info[nm] = quantization_summary(w, self.mode, self.group, self.zero_point)
+            if self.mode == "bf16":
+                import ml_dtypes
+                stored[nm] = w.astype(ml_dtypes.bfloat16)
+            elif self.mode == "int8":
+                stored[nm], quant["s_" + nm] = quantize_int8(w)
+            else:
+                q, s, z = quantize_int4(w, self.group, self.zero_point)
+                stored[nm], quant["s_" + nm] = q, s
+                if z is not None:
+                    quant["z_" + nm] = z
+        if self.mode == "int4":
+            info.update(group=self.group or "row", zero_point=bool(self.zero_point))
+        consts = [_const_op(m, stored[nm], f"experts_{nm}_{self.mode}") for nm in ("w_in", "w_out")]
+        qconsts = [_const_op(m, quant[key], f"experts_{key}") for key in ("s_w_in", "s_w_out", "z_w_in", "z_w_out")
+                   if key in quant]
+        info["bytes"] = int(sum(c.results[0].type.numel() * c.results[0].type.dtype.itemsize
+                                for c in consts + qconsts))
+        attrs = dict(ex.attrs, wq=self.mode, wq_group=self.group if self.mode == "int4" else 0,
+                     wq_zp=bool(self.mode == "int4" and self.zero_point))
+        ops = list(ex.operands[:4]) + [consts[0].results[0], consts[1].results[0]] + \
+            [v for v in (b_in, b_out, rw) if v is not None] + [c.results[0] for c in qconsts]
+        new = OPS["moe.experts"].create(ops, attrs, ex.loc, [ex.results[0].type])
+        new.results[0].name = ex.results[0].name
+        return new, consts + qconsts, info
+
+
+def _const_op(m: Module, arr: np.ndarray, hint: str):
+    key = m.weights.add(arr, hint)
+    o = OPS["moec.constant"].create([], {"value": ResourceRef(key)}, None,
+                                    [TensorType(DType.from_np(arr.dtype), arr.shape)])
+    o.results[0].name = hint
+    return o
+
+
+def quantization_summary(w: np.ndarray, mode: str, group: int, zero_point: bool) -> dict:
+    """Relative error of one weight stack under ``mode`` (for reports and tests)."""
+    w = np.asarray(w, np.float32)
+    if mode == "bf16":
+        import ml_dtypes
+        d = w.astype(ml_dtypes.bfloat16).astype(np.float32)
+    elif mode == "int8":
+        q, s = quantize_int8(w)
+        d = dequantize_weights(q, "int8", 0, s)
+    elif mode == "int4":
+        q, s, z = quantize_int4(w, group, zero_point)
+        d = dequantize_weights(q, "int4", group, s, z)
+    else:
+        d = w
+    err = d - w
+    return {"max_abs": float(np.max(np.abs(err))) if err.size else 0.0,
+            "rel_rms": float(np.sqrt(np.mean(err ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-30))}
+
+
+__all__ = ["QuantizeWeights", "quantize_int8", "quantize_int4", "quantization_summary", "update_moe_layer"]
