@@ -24,6 +24,7 @@ from .driver import CompileOptions, compile_onnx, load_model_proto
 from .errors import UserInputError
 from .ir import Module
 from .ir.core import ResourceRef
+from .ir.ops.moe import dequantize_weights
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> List[float]:
@@ -82,12 +83,18 @@ def _layers(m: Module) -> List[LayerInfo]:
         w_in, w_out = _weights_of(m, ex.operands[4]), _weights_of(m, ex.operands[5])
         if w_in is None or w_out is None:
             continue
+        stored = w_in.nbytes + w_out.nbytes
+        qv = [_weights_of(m, v) if v is not None else None for v in ex.quant_operands()]
+        stored += sum(a.nbytes for a in qv if a is not None)
+        mode, G = ex.attrs["wq"], ex.attrs["wq_group"]
+        w_in = np.asarray(dequantize_weights(w_in, mode, G, qv[0], qv[2]), np.float32)
+        w_out = np.asarray(dequantize_weights(w_out, mode, G, qv[1], qv[3]), np.float32)
         E, I, D = w_in.shape
         F = w_out.shape[2]
         route = ex.operands[1].owner
         comb = next((u for u in f.ops if u.name == "moe.combine" and u.operands[0] is ex.results[0]), None)
         info = LayerInfo(comb.attrs.get("layer", "moe") if comb else "moe", E, route.attrs["k"], D, F, I,
-                         (w_in.nbytes + w_out.nbytes) // E, None)
+                         stored // E, None)
         info.ort_moe, info.ort_moe_why = _ort_moe_model(m, ex, route, comb, w_in, w_out)
         out.append(info)
     return out
@@ -141,16 +148,15 @@ def _ort_moe_model(m, ex, route, comb, w_in, w_out):
 
 
 def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str = "f32", repeats: int = 7,
-              threads: int = 2, force: bool = False) -> dict:
+              threads: int = 2, force: bool = False, group_size: int = 64) -> dict:
+    """moec (with ``weights`` storage for the routed experts) vs onnxruntime on the f32 model."""
     import onnxruntime as ort
-    if weights != "f32":
-        raise UserInputError(f"--weights {weights}: only f32 is implemented so far (the quantisation pass is "
-                             "not built yet)")
     proto, name = load_model_proto(model_path)
     os.makedirs(outdir, exist_ok=True)
     art_dir = os.path.join(outdir, "artifact")
     res = compile_onnx(proto, art_dir, CompileOptions(force=True, verify=True, threads=threads,
-                                                      symbol_sizes=(min(tokens), 1)))
+                                                      symbol_sizes=(min(tokens), 1), weights=weights,
+                                                      group_size=group_size))
     art = res.artifact
     if art is None:
         from .targets.registry import CpuArtifact
@@ -203,6 +209,8 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
                "moec_gbps_weights": touched / med["moec"] / 1e9 if touched else None}
         rows.append(row)
     report = {"model": name, "target": "cpu", "weights": weights, "threads": threads, "repeats": repeats,
+              "group_size": group_size if weights == "int4" else None,
+              "quantization_error": res.report.get("quantization_error"),
               "probes": {"sgemm_gflops": gflops_peak, "copy_gbps": gbps_peak},
               "layers": [{k: v for k, v in L.__dict__.items() if k != "ort_moe"} for L in layers],
               "rows": rows}

@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--target", default="cpu", choices=["cpu"])
     b.add_argument("--tokens", type=_sizes, default=[1, 8, 64, 256, 1024], metavar="N,N,..")
     b.add_argument("--weights", default="f32", choices=["f32", "bf16", "int8", "int4"])
+    b.add_argument("--group-size", type=int, default=64, metavar="G", help="int4: weights per scale group")
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder (default moec_bench_<model>)")
@@ -180,7 +181,7 @@ def cmd_bench(a) -> int:
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "bench.json")) \
             and not a.force:
         raise UserInputError(f"output folder '{out}' exists and holds other files; pass --force or choose -o")
-    rep = run_bench(a.model, out, a.tokens, a.weights, a.repeats, a.threads, a.force)
+    rep = run_bench(a.model, out, a.tokens, a.weights, a.repeats, a.threads, a.force, a.group_size)
     print(format_table(rep))
     print(f"wrote {os.path.join(out, 'bench.json')} and {os.path.join(out, 'bench.png')}")
     return 0

@@ -160,6 +160,10 @@ typedef int8_t v16i8 __attribute__((vector_size(16), aligned(1)));
 typedef uint8_t v16u8 __attribute__((vector_size(16), aligned(1)));
 typedef uint16_t v16u16 __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t v16u32 __attribute__((vector_size(64), aligned(4)));
+typedef int32_t v16i32 __attribute__((vector_size(64), aligned(4)));
+/* two-step widening: GCC vectorises u8/i8 -> i32 (vpmovzx/sx) and i32 -> f32 (vcvtdq2ps), but not
+ * u8 -> f32 in one __builtin_convertvector */
+#define U8_TO_F(q) __builtin_convertvector(__builtin_convertvector((q), v16i32), v16f)
 
 typedef struct {
   int mode;          /* MOEC_WQ_* */
@@ -209,6 +213,22 @@ static void pack_b_w(const wview *v, int64_t e, int64_t n0, int64_t nb, float *B
 }
 
 static inline v16f ld16f(const float *p) { v16f v; __builtin_memcpy(&v, p, 64); return v; }
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+/* AVX-512: explicit widening loads (GCC's generic vectors scalarise some of these conversions) */
+static inline float hsum16(v16f v) { return _mm512_reduce_add_ps((__m512)v); }
+static inline v16f ld16_bf16(const uint16_t *p) {
+  return (v16f)_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+static inline v16f ld16_i8(const int8_t *p) {
+  return (v16f)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+static inline void ld16_u4(const uint8_t *p, v16f *lo, v16f *hi) {
+  __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(15);
+  *lo = (v16f)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, m)));
+  *hi = (v16f)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m)));
+}
+#else
 static inline float hsum16(v16f v) {
   float s = 0;
   for (int i = 0; i < 16; i++) s += v[i];
@@ -223,8 +243,15 @@ static inline v16f ld16_bf16(const uint16_t *p) {
 static inline v16f ld16_i8(const int8_t *p) {
   v16i8 q;
   __builtin_memcpy(&q, p, 16);
-  return __builtin_convertvector(q, v16f);
+  return __builtin_convertvector(__builtin_convertvector(q, v16i32), v16f);
 }
+static inline void ld16_u4(const uint8_t *p, v16f *lo, v16f *hi) {
+  v16u8 q;
+  __builtin_memcpy(&q, p, 16);
+  *lo = U8_TO_F(q & 15);
+  *hi = U8_TO_F(q >> 4);
+}
+#endif
 
 /* bf16 / int8 rows: out[r * ldo + c] = sum_k w[row c][k] * X[r][k] (* per-row scale), four rows at
  * a time with independent accumulators. */
@@ -238,9 +265,20 @@ static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const flo
       const float *x = X + r * ldx;
       v16f a0 = (v16f){0}, a1 = (v16f){0}, a2 = (v16f){0}, a3 = (v16f){0};
       int64_t k = 0;
+      /* rows are short (K narrow values) and four advance together: the hardware prefetchers barely
+       * ramp up within a row, so the next four rows (4 * K elements on) are prefetched explicitly */
       if (v->mode == MOEC_WQ_BF16) {
         const uint16_t *w0 = (const uint16_t *)v->w + r0 * K;
         const uint16_t *w1 = rows > 1 ? w0 + K : w0, *w2 = rows > 2 ? w0 + 2 * K : w0, *w3 = rows > 3 ? w0 + 3 * K : w0;
+        for (; k + 32 <= K; k += 32) {
+          __builtin_prefetch(w0 + k + 4 * K); __builtin_prefetch(w1 + k + 4 * K);
+          __builtin_prefetch(w2 + k + 4 * K); __builtin_prefetch(w3 + k + 4 * K);
+          v16f xv = ld16f(x + k), xw = ld16f(x + k + 16);
+          a0 += ld16_bf16(w0 + k) * xv; a1 += ld16_bf16(w1 + k) * xv;
+          a2 += ld16_bf16(w2 + k) * xv; a3 += ld16_bf16(w3 + k) * xv;
+          a0 += ld16_bf16(w0 + k + 16) * xw; a1 += ld16_bf16(w1 + k + 16) * xw;
+          a2 += ld16_bf16(w2 + k + 16) * xw; a3 += ld16_bf16(w3 + k + 16) * xw;
+        }
         for (; k + 16 <= K; k += 16) {
           v16f xv = ld16f(x + k);
           a0 += ld16_bf16(w0 + k) * xv; a1 += ld16_bf16(w1 + k) * xv;
@@ -249,6 +287,16 @@ static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const flo
       } else {
         const int8_t *w0 = (const int8_t *)v->w + r0 * K;
         const int8_t *w1 = rows > 1 ? w0 + K : w0, *w2 = rows > 2 ? w0 + 2 * K : w0, *w3 = rows > 3 ? w0 + 3 * K : w0;
+        for (; k + 64 <= K; k += 64) {
+          __builtin_prefetch(w0 + k + 4 * K); __builtin_prefetch(w1 + k + 4 * K);
+          __builtin_prefetch(w2 + k + 4 * K); __builtin_prefetch(w3 + k + 4 * K);
+#pragma GCC unroll 4
+          for (int u = 0; u < 64; u += 16) {
+            v16f xv = ld16f(x + k + u);
+            a0 += ld16_i8(w0 + k + u) * xv; a1 += ld16_i8(w1 + k + u) * xv;
+            a2 += ld16_i8(w2 + k + u) * xv; a3 += ld16_i8(w3 + k + u) * xv;
+          }
+        }
         for (; k + 16 <= K; k += 16) {
           v16f xv = ld16f(x + k);
           a0 += ld16_i8(w0 + k) * xv; a1 += ld16_i8(w1 + k) * xv;
@@ -273,22 +321,26 @@ static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const flo
  * nibbles (odd k) at a time against x rearranged to match (xr: per chunk x[even] then x[odd]);
  * the group's partial sums are scaled in the vector accumulators and the zero point enters once per
  * group as s * z * sum(x over the group) (xs).  Chunk tails run scalar. */
-static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
-                    float *out, int64_t ldo, float *scratch) {
-  int64_t K = v->K, G = v->G, ng = K / G, full = G / 32 * 32;
-  float *xr = scratch, *xs = scratch + n * K;
-  for (int64_t r = 0; r < n; r++) {
-    const float *x = X + r * ldx;
-    for (int64_t g = 0; g < ng; g++) {
-      int64_t b = g * G, k = b;
-      float sum = 0;
-      for (; k < b + full; k += 32)
-        for (int i = 0; i < 16; i++) { xr[r * K + k + i] = x[k + 2 * i]; xr[r * K + k + 16 + i] = x[k + 2 * i + 1]; }
-      for (; k < b + G; k++) xr[r * K + k] = x[k];
-      for (k = b; k < b + G; k++) sum += x[k];
-      xs[r * ng + g] = sum;
-    }
+/* x prepared for int4 rows: xr per group's full 32-chunks as x[even] then x[odd] (tails natural),
+ * xs[g] = sum of x over group g.  Done once per row (gather / activation), not per work item. */
+static void prep_x4(const float *x, int64_t K, int64_t G, float *xr, float *xs) {
+  int64_t full = G / 32 * 32;
+  for (int64_t b = 0; b < K; b += G) {
+    int64_t k = b;
+    for (; k < b + full; k += 32)
+      for (int i = 0; i < 16; i++) { xr[k + i] = x[k + 2 * i]; xr[k + 16 + i] = x[k + 2 * i + 1]; }
+    for (; k < b + G; k++) xr[k] = x[k];
+    v16f acc = (v16f){0};
+    float sum = 0;
+    for (k = b; k + 16 <= b + G; k += 16) acc += ld16f(x + k);
+    for (; k < b + G; k++) sum += x[k];
+    xs[b / G] = sum + hsum16(acc);
   }
+}
+
+static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
+                    float *out, int64_t ldo, const float *xr, const float *xs) {
+  int64_t K = v->K, G = v->G, ng = K / G, full = G / 32 * 32;
   const uint8_t *W = (const uint8_t *)v->w;
   for (int64_t c = 0; c < nb; c += 4) {
     int rows = nb - c < 4 ? (int)(nb - c) : 4;
@@ -297,28 +349,31 @@ static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const flo
     const uint8_t *w[4];
     for (int i = 0; i < 4; i++) w[i] = W + rr[i] * (K / 2);
     for (int64_t r = 0; r < n; r++) {
-      const float *xq = xr + r * K, *x = X + r * ldx;
+      const float *xq = xr + r * ldx, *x = X + r * ldx;
       v16f tot[4] = {(v16f){0}, (v16f){0}, (v16f){0}, (v16f){0}};
       float tail[4] = {0, 0, 0, 0};
       for (int64_t g = 0; g < ng; g++) {
-        v16f lo[4] = {(v16f){0}, (v16f){0}, (v16f){0}, (v16f){0}}, hi[4] = {(v16f){0}, (v16f){0}, (v16f){0}, (v16f){0}};
+        v16f l0 = (v16f){0}, l1 = (v16f){0}, l2 = (v16f){0}, l3 = (v16f){0};
+        v16f h0 = (v16f){0}, h1 = (v16f){0}, h2 = (v16f){0}, h3 = (v16f){0};
+        const uint8_t *p0 = w[0], *p1 = w[1], *p2 = w[2], *p3 = w[3];
         int64_t b = g * G, k = b;
         for (; k < b + full; k += 32) {
-          v16f xl = ld16f(xq + k), xh = ld16f(xq + k + 16);
-#pragma GCC unroll 4
-          for (int i = 0; i < 4; i++) {
-            v16u8 q;
-            __builtin_memcpy(&q, w[i] + k / 2, 16);
-            lo[i] += __builtin_convertvector(q & 15, v16f) * xl;
-            hi[i] += __builtin_convertvector(q >> 4, v16f) * xh;
+          if (!(k & 127)) { /* one 64-byte line per row: prefetch the next four rows' line */
+            __builtin_prefetch(p0 + k / 2 + 2 * K); __builtin_prefetch(p1 + k / 2 + 2 * K);
+            __builtin_prefetch(p2 + k / 2 + 2 * K); __builtin_prefetch(p3 + k / 2 + 2 * K);
           }
+          v16f xl = ld16f(xq + k), xh = ld16f(xq + k + 16), ql, qh;
+          ld16_u4(p0 + k / 2, &ql, &qh); l0 += ql * xl; h0 += qh * xh;
+          ld16_u4(p1 + k / 2, &ql, &qh); l1 += ql * xl; h1 += qh * xh;
+          ld16_u4(p2 + k / 2, &ql, &qh); l2 += ql * xl; h2 += qh * xh;
+          ld16_u4(p3 + k / 2, &ql, &qh); l3 += ql * xl; h3 += qh * xh;
         }
-#pragma GCC unroll 4
+        v16f part[4] = {l0 + h0, l1 + h1, l2 + h2, l3 + h3};
         for (int i = 0; i < 4; i++) {
           int64_t gi = rr[i] * ng + g;
           float sc = v->s[gi], zp = v->z ? v->z[gi] : 8.0f;
-          tot[i] += (lo[i] + hi[i]) * sc;
-          float t = -zp * xs[r * ng + g];
+          tot[i] += part[i] * sc;
+          float t = -zp * xs[r * (ldx / G) + g];
           for (int64_t kk = k; kk < b + G; kk += 2) {
             uint8_t by = w[i][kk / 2];
             t += (float)(by & 15) * x[kk] + (float)(by >> 4) * x[kk + 1];
@@ -333,11 +388,11 @@ static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const flo
 
 /* out rows = X rows (n <= GEMV_ROWS) times rows c0..c0+nb of expert e (any weight mode) */
 static void gemv_w(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
-                   float *out, int64_t ldo, float *scratch) {
+                   float *out, int64_t ldo, const float *xr, const float *xs) {
   if (v->mode == MOEC_WQ_NONE)
     gemv_block(X, ldx, n, (const float *)v->w + (e * v->N + c0) * v->K, v->K, nb, out, ldo);
   else if (v->mode == MOEC_WQ_INT4)
-    gemv_w4(v, e, c0, nb, X, ldx, n, out, ldo, scratch);
+    gemv_w4(v, e, c0, nb, X, ldx, n, out, ldo, xr, xs);
   else
     gemv_w8(v, e, c0, nb, X, ldx, n, out, ldo);
 }
@@ -356,6 +411,7 @@ typedef struct {
   int weights_at;
   int64_t nb1, nb3;      /* column blocks per expert in phases 1 and 3 */
   float *pack[64];       /* one packing buffer per worker */
+  float *XR, *XS, *AR, *AS; /* int4 decode: X and A rows prepared by prep_x4 (else NULL) */
   const float *pk_in, *pk_out; /* prepacked panels of w_in / w_out, or NULL */
   int failed;
 } xjob;
@@ -367,7 +423,8 @@ static void phase1(void *arg, int64_t item, int tid) {
   if (n == 0) return;
   int64_t c0 = cb * NR, nb = j->I - c0 < NR ? j->I - c0 : NR;
   if (n <= GEMV_ROWS) {
-    gemv_w(&j->vin, e, c0, nb, j->X + r0 * j->D, j->D, n, j->H + r0 * j->I + c0, j->I, j->pack[tid]);
+    gemv_w(&j->vin, e, c0, nb, j->X + r0 * j->D, j->D, n, j->H + r0 * j->I + c0, j->I,
+           j->XR ? j->XR + r0 * j->D : NULL, j->XS ? j->XS + r0 * (j->D / j->vin.G) : NULL);
     return;
   }
   const float *Bp = j->pk_in ? j->pk_in + (e * j->nb1 + cb) * j->D * NR : j->pack[tid];
@@ -406,6 +463,7 @@ static void phase2(void *arg, int64_t row) {
       }
     }
   }
+  if (j->AR) prep_x4(a, j->F, j->vout.G, j->AR + row * j->F, j->AS + row * (j->F / j->vout.G));
 }
 
 static void phase3(void *arg, int64_t item, int tid) {
@@ -428,7 +486,8 @@ static void phase3(void *arg, int64_t item, int tid) {
     int m = n - r < MR ? (int)(n - r) : MR;
     if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
     else
-      gemv_w(&j->vout, e, c0, nb, j->A + (r0 + r) * j->F, j->F, m, out, NR, j->pack[tid]);
+      gemv_w(&j->vout, e, c0, nb, j->A + (r0 + r) * j->F, j->F, m, out, NR,
+             j->AR ? j->AR + (r0 + r) * j->F : NULL, j->AS ? j->AS + (r0 + r) * (j->F / j->vout.G) : NULL);
     for (int q = 0; q < m; q++) {
       int64_t s = j->slot[r0 + r + q];
       float sc = (j->rw && j->weights_at == 2) ? j->rw[s] : 1.0f;
@@ -485,7 +544,17 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
                 q && q->z_out ? (const float *)q->z_out->data : NULL, D, F, G ? G : F};
   xjob j = {E, D, I, F, k, total, row0, slot, X, H, A, vin, vout,
             b_in ? (const float *)b_in->data : NULL, b_out ? (const float *)b_out->data : NULL, rwd,
-            (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, 0};
+            (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, NULL, NULL,
+            NULL, NULL, 0};
+  if (mode == MOEC_WQ_INT4) {
+    j.XR = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
+    j.XS = (float *)malloc(sizeof(float) * (size_t)(total * (D / vin.G) + 1));
+    j.AR = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * F + 16 + 15) / 16 * 16));
+    j.AS = (float *)malloc(sizeof(float) * (size_t)(total * (F / vout.G) + 1));
+    if (!j.XR || !j.XS || !j.AR || !j.AS) j.failed = 1;
+    else
+      for (int64_t rr = 0; rr < total; rr++) prep_x4(X + rr * D, D, vin.G, j.XR + rr * D, j.XS + rr * (D / vin.G));
+  }
   if (mode == MOEC_WQ_NONE && total > GEMV_ROWS * E) { /* f32 prefill: pack once (decode reads rows directly) */
     j.pk_in = packed_panels((const float *)w_in->data, E, I, D);
     j.pk_out = packed_panels((const float *)w_out->data, E, D, F);
@@ -500,6 +569,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   if (!j.failed) moec_parallel_for(ctx, total, phase2, &j);
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
   for (int t = 0; t < nt; t++) free(j.pack[t]);
+  free(j.XR); free(j.XS); free(j.AR); free(j.AS);
   free(row0); free(slot); free(X); free(H); free(A);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
   return 0;
