@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "dynamic dimension) and compare. Writes OUTDIR/report.json.", epilog=EPILOG)
     c.add_argument("model", help="path to an .onnx file (external data files beside it are loaded)")
     c.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output directory for the artifact")
-    c.add_argument("--target", default="cpu", choices=["cpu"], help="code generation target (default: cpu)")
+    c.add_argument("--target", default="cpu", choices=["cpu", "triton"],
+                   help="code generation target (default: cpu); triton runs on a CUDA GPU or, without one, "
+                        "under Triton's interpreter")
     c.add_argument("--arch", default="native", choices=["native", "generic", "avx2", "avx512"],
                    help="CPU description: the host's SIMD (native), or a portable build (generic)")
     c.add_argument("--no-verify", action="store_true", help="skip verification against onnxruntime")

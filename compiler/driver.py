@@ -27,7 +27,7 @@ from .ir import run as interpret
 from .passes.pipeline import run_pipeline
 from .targets.registry import get_backend
 
-TARGETS = ("cpu",)
+TARGETS = ("cpu", "triton")
 
 
 @dataclass

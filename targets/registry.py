@@ -76,4 +76,8 @@ def get_backend(target: str, arch: str = "native"):
             return CpuBackend(cpu_target(arch))
         except ValueError as e:
             raise UserInputError(str(e)) from None
-    raise UserInputError(f"unknown target '{target}' (available: cpu)")
+    if target == "triton":
+        from .description import triton_target
+        from .triton_backend import TritonBackend
+        return TritonBackend(triton_target())
+    raise UserInputError(f"unknown target '{target}' (available: cpu, triton)")

@@ -1,0 +1,135 @@
+"""IR -> model_triton.py: a straight-line launcher over the Triton kernels (runtime.py/kernels.py).
+
+The generated module defines ``run(W, M, inputs, stats)``: W maps weight keys to device tensors,
+M is the IR module (for the few ops without a Triton kernel, run on the host by their reference
+semantics and counted in ``stats``), inputs are device tensors.  Values are named v<N>.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+from ...ir import Module
+from ...ir.core import ResourceRef
+from ...ir.ops.moe import quant_operand_count
+from .runtime_names import BINARY, REDUCE, UNARY
+
+# ops that are pure data movement: run by torch's view/copy machinery (no arithmetic)
+_TORCH_MOVES = {"moec.reshape", "moec.transpose", "moec.squeeze", "moec.unsqueeze", "moec.flatten",
+                "moec.identity", "moec.expand", "moec.concat", "moec.slice"}
+
+
+def emit_triton(m: Module) -> str:
+    f = m.main
+    names: Dict[int, str] = {}
+    lines: List[str] = []
+    n = 0
+
+    def name(v) -> str:
+        return names[id(v)]
+
+    def fresh(v) -> str:
+        nonlocal n
+        n += 1
+        names[id(v)] = f"v{n}"
+        return f"v{n}"
+
+    for i, a in enumerate(f.args):
+        lines.append(f"{fresh(a)} = inputs[{i}]")
+    uses: Dict[int, List] = {}
+    for o in f.ops:
+        for v in o.operands:
+            uses.setdefault(id(v), []).append(o)
+    host = 0
+    for idx, o in enumerate(f.ops):
+        a = o.attrs
+        args = [name(v) for v in o.operands]
+        if o.name == "moec.constant":
+            val = a["value"]
+            if isinstance(val, ResourceRef):
+                lines.append(f"{fresh(o.result)} = W[{val.key!r}]")
+            else:
+                lines.append(f"{fresh(o.result)} = rt.run_constant(M_CONSTS[{idx}])")
+            continue
+        if o.name == "moe.route":
+            w, ids = o.results
+            bias = args[1] if len(args) > 1 else "None"
+            kw = ", ".join(f"{k}={a[k]!r}" for k in ("k", "scoring", "n_group", "topk_group", "group_score", "post",
+                                                    "norm", "norm_eps", "scale", "capacity"))
+            lines.append(f"{fresh(w)}, {fresh(ids)} = rt.moe_route({args[0]}, {bias}, {kw})")
+            continue
+        if o.name == "moe.dispatch":
+            # the grouped GEMMs build their own block-aligned plan from ids (tile size chosen at run
+            # time); the IR's order/offsets are only materialised when something else reads them
+            if all(u.name == "moe.experts" for r in o.results for u in uses.get(id(r), [])):
+                for r in o.results:
+                    lines.append(f"{fresh(r)} = None  # plan built inside moe_experts")
+                continue
+        if o.name == "moe.experts":
+            ex = list(o.operands[6:])
+            nq = quant_operand_count(a)
+            qv = ex[len(ex) - nq:] if nq else []
+            ex = ex[:len(ex) - nq] if nq else ex
+            b_in = name(ex.pop(0)) if a["has_b_in"] else "None"
+            b_out = name(ex.pop(0)) if a["has_b_out"] else "None"
+            rw = name(ex.pop(0)) if a["weights_at"] != "none" else "None"
+            qn = [name(v) for v in qv] + ["None"] * (4 - len(qv))
+            if nq == 2:
+                qn = [qn[0], qn[1], "None", "None"]
+            lines.append(
+                f"{fresh(o.result)} = rt.moe_experts({args[0]}, {args[1]}, {args[4]}, {args[5]}, b_in={b_in}, "
+                f"b_out={b_out}, rw={rw}, weights_at={a['weights_at']!r}, activation={a['activation']!r}, "
+                f"gate_layout={a['gate_layout']!r}, alpha={a['alpha']!r}, beta={a['beta']!r}, "
+                f"limit=float({str(a['limit'])!r}), wq={a['wq']!r}, wq_group={a['wq_group']!r}, "
+                f"q=({', '.join(qn)}))")
+            continue
+        if o.name == "moe.shared_experts":
+            gate = args[3] if len(args) > 3 else "None"
+            lines.append(f"{fresh(o.result)} = rt.moe_shared({args[0]}, {args[1]}, {args[2]}, {gate}, "
+                         f"activation={a['activation']!r}, gate_layout={a['gate_layout']!r}, alpha={a['alpha']!r}, "
+                         f"beta={a['beta']!r}, limit=float({str(a['limit'])!r}))")
+            continue
+        if o.name == "moe.combine":
+            ex = list(args[2:])
+            shared = ex.pop(0) if a["has_shared"] else "None"
+            px, pids = (ex[0], ex[1]) if a["passthrough"] else ("None", "None")
+            lines.append(f"{fresh(o.result)} = rt.moe_combine({args[0]}, {args[1]}, {shared}, {px}, {pids}, "
+                         f"weighted={a['weighted']!r}, passthrough={a['passthrough']!r})")
+            continue
+        if o.name == "moec.matmul" and all(v.type.dtype.is_float for v in o.operands):
+            lines.append(f"{fresh(o.result)} = rt.matmul({args[0]}, {args[1]})")
+            continue
+        if o.name in BINARY and o.operands[0].type.dtype.is_float:
+            lines.append(f"{fresh(o.result)} = rt.binary({o.name!r}, {args[0]}, {args[1]}, "
+                         f"rt.TORCH_DTYPE[{o.result.type.dtype.mlir!r}])")
+            continue
+        if o.name in UNARY and o.operands[0].type.dtype.is_float:
+            lines.append(f"{fresh(o.result)} = rt.unary({o.name!r}, {args[0]})")
+            continue
+        if o.name in ("moec.softmax", "moec.log_softmax") and o.operands[0].type.dtype.is_float:
+            lines.append(f"{fresh(o.result)} = rt.softmax({args[0]}, {a['axis']}, log={o.name == 'moec.log_softmax'})")
+            continue
+        if o.name in REDUCE and len(o.operands) == 1 and _reduces_last_axis(o):
+            lines.append(f"{fresh(o.result)} = rt.reduce_last({o.name!r}, {args[0]})"
+                         + (".unsqueeze(-1)" if o.attrs.get("keepdims") else ""))
+            continue
+        # no Triton kernel: the op's reference semantics on the host (counted, reported)
+        host += 1
+        outs = ", ".join(fresh(r) for r in o.results)
+        lines.append(f"{outs}{',' if len(o.results) == 1 else ''} = rt.host_op(M_OPS[{idx}], [{', '.join(args)}], "
+                     f"stats)")
+    lines.append("return [" + ", ".join(name(v) for v in f.outputs) + "]")
+    body = "\n".join("    " + ln for ln in lines)
+    return (f'"""Generated by moec for model {m.attrs.get("moec.model", "model")!r}: Triton launcher."""\n'
+            "from moec.codegen.triton import runtime as rt\n\n"
+            f"HOST_OPS_STATIC = {host}\n\n\n"
+            "def run(W, M_OPS, M_CONSTS, inputs, stats):\n" + body + "\n")
+
+
+def _reduces_last_axis(o) -> bool:
+    axes = o.attrs.get("axes")
+    r = o.operands[0].type.rank
+    if not o.operands[0].type.dtype.is_float or r == 0:
+        return False
+    if axes is None:
+        return False
+    return list(axes) in ([r - 1], [-1])

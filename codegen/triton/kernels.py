@@ -1,0 +1,386 @@
+"""The Triton kernels (one definition each; the generated launcher calls them through runtime.py).
+
+MoE layer = route -> (align/sort plan) -> grouped GEMM 1 (gate/up, activation epilogue) ->
+grouped GEMM 2 (down projection, bias, routing weight epilogue) -> combine (sum of the k slots,
+shared experts, pass-through).  The grouped GEMMs walk BLOCK_M-row blocks of the expert-sorted
+slot list (each block belongs to one expert; padding slots are masked), like vLLM's fused_moe.
+Weights may be f32 / bf16 / f16, int8 (per output channel scale) or packed int4 (group scales,
+zero point): they are dequantised in registers, tile by tile, before tl.dot; accumulation is f32.
+"""
+from __future__ import annotations
+
+from . import ensure_triton
+
+triton, _ = ensure_triton()
+import triton.language as tl  # noqa: E402
+
+# activation codes (match runtime.ACT)
+SWIGLU, GELU, GELU_TANH, RELU, SILU, IDENTITY = 0, 1, 2, 3, 4, 5
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _erf(x):
+    return tl.math.erf(x)
+
+
+@triton.jit
+def _act(g, u, ACT: tl.constexpr, alpha, beta, limit, CLAMP: tl.constexpr):
+    if ACT == 0:
+        if CLAMP:
+            g = tl.minimum(g, limit)
+            u = tl.minimum(tl.maximum(u, -limit), limit)
+        return g * _sigmoid(alpha * g) * (u + beta)
+    elif ACT == 1:
+        return 0.5 * g * (1.0 + _erf(g * 0.7071067811865476))
+    elif ACT == 2:  # tanh(y) = 2 sigmoid(2y) - 1
+        return 0.5 * g * (1.0 + (2.0 * _sigmoid(2.0 * 0.7978845608028654 * (g + 0.044715 * g * g * g)) - 1.0))
+    elif ACT == 3:
+        return tl.maximum(g, 0.0)
+    elif ACT == 4:
+        return g * _sigmoid(g)
+    else:
+        return g
+
+
+# ---------------------------------------------------------------------------------------------
+# routing: one program per token
+@triton.jit
+def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, scale,
+                 K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, SCORING: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, N_GROUP: tl.constexpr, TOPK_GROUP: tl.constexpr,
+                 GROUP_TOP2: tl.constexpr, BLOCK_G: tl.constexpr, POST: tl.constexpr, NORM: tl.constexpr):
+    t = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_E)
+    valid = offs < E
+    x = tl.load(logits_ptr + t * stride_t + offs, mask=valid, other=-float("inf")).to(tl.float32)
+    if SCORING == 0:
+        m = tl.max(x, 0)
+        ex = tl.where(valid, tl.exp(x - m), 0.0)
+        s = ex / tl.sum(ex, 0)
+    elif SCORING == 1:
+        s = _sigmoid(x)
+    else:
+        s = x
+    c = s
+    if HAS_BIAS:
+        c = c + tl.load(bias_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    c = tl.where(valid, c, -float("inf"))
+    if N_GROUP > 1:
+        gsize = E // N_GROUP
+        gid = offs // gsize
+        garange = tl.arange(0, BLOCK_G)
+        gscore = tl.full([BLOCK_G], -float("inf"), tl.float32)
+        for g in tl.static_range(N_GROUP):
+            cg = tl.where(gid == g, c, -float("inf"))
+            m1 = tl.max(cg, 0)
+            if GROUP_TOP2:
+                i1 = tl.min(tl.where(cg == m1, offs, BLOCK_E), 0)
+                m2 = tl.max(tl.where(offs == i1, -float("inf"), cg), 0)
+                m1 = m1 + m2
+            gscore = tl.where(garange == g, m1, gscore)
+        keep = tl.zeros([BLOCK_E], tl.int1)
+        for i in tl.static_range(TOPK_GROUP):
+            gm = tl.max(gscore, 0)
+            gi = tl.min(tl.where(gscore == gm, garange, BLOCK_G), 0)
+            gscore = tl.where(garange == gi, -float("inf"), gscore)
+            keep = keep | (gid == gi)
+        c = tl.where(keep & valid, c, -float("inf"))
+    karange = tl.arange(0, BLOCK_K)
+    wv = tl.zeros([BLOCK_K], tl.float32)
+    iv = tl.zeros([BLOCK_K], tl.int64)
+    for i in tl.static_range(K):
+        m = tl.max(c, 0)
+        idx = tl.min(tl.where(c == m, offs, BLOCK_E), 0)
+        sv = tl.sum(tl.where(offs == idx, s, 0.0), 0)
+        wv = tl.where(karange == i, sv, wv)
+        iv = tl.where(karange == i, idx.to(tl.int64), iv)
+        c = tl.where(offs == idx, -float("inf"), c)
+    kvalid = karange < K
+    if POST == 1:
+        wm = tl.max(tl.where(kvalid, wv, -float("inf")), 0)
+        we = tl.where(kvalid, tl.exp(wv - wm), 0.0)
+        wv = we / tl.sum(we, 0)
+    elif POST == 2:
+        wv = _sigmoid(wv)
+    if NORM == 1:
+        wv = wv / (tl.sum(tl.where(kvalid, wv, 0.0), 0) + norm_eps)
+    elif NORM == 2:
+        wv = wv / (tl.sum(tl.where(kvalid, tl.abs(wv), 0.0), 0) + norm_eps)
+    wv = wv * scale
+    tl.store(w_ptr + t * K + karange, wv, mask=kvalid)
+    tl.store(ids_ptr + t * K + karange, iv, mask=kvalid)
+
+
+# ---------------------------------------------------------------------------------------------
+# weight tiles: [BLOCK_N, BLOCK_K] of expert e's rows n (output features), columns k, dequantised
+@triton.jit
+def _w_tile(w_ptr, s_ptr, z_ptr, e, rows, ks, N, KD, G, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
+            CDT: tl.constexpr):
+    """Rows `rows` [BN], reduction indices `ks` [BK] of w[e] ([N, KD] logical). Returns CDT tile."""
+    rmask = rows < N
+    kmask = ks < KD
+    m2 = rmask[:, None] & kmask[None, :]
+    if WQ == 3:  # int4 packed: byte (k // 2) holds k even in the low nibble
+        byte = tl.load(w_ptr + (e * N + rows[:, None]).to(tl.int64) * (KD // 2) + ks[None, :] // 2, mask=m2, other=0)
+        byte = byte.to(tl.int32)
+        q = tl.where((ks[None, :] % 2) == 0, byte & 15, (byte >> 4) & 15).to(tl.float32)
+        gidx = (e * N + rows[:, None]).to(tl.int64) * (KD // G) + ks[None, :] // G
+        sc = tl.load(s_ptr + gidx, mask=m2, other=0.0)
+        if HAS_ZP:
+            zp = tl.load(z_ptr + gidx, mask=m2, other=0.0)
+        else:
+            zp = 8.0
+        return ((q - zp) * sc).to(CDT)
+    else:
+        w = tl.load(w_ptr + (e * N + rows[:, None]).to(tl.int64) * KD + ks[None, :], mask=m2, other=0)
+        return w.to(CDT)  # int8: scale applied per output column after the dot
+
+
+@triton.jit
+def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr,
+                     n_slots, k_top, D, F, stride_x, G, alpha, beta, limit,
+                     GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, RW_INPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
+                     CDT: tl.constexpr, PREC: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """A[p, f] = act(x[tok(p)] . w_in[e, gate f] (+b), x . w_in[e, up f] (+b)) for the padded sorted
+    positions p of one BLOCK_M block (expert e) and BLOCK_N features f."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    e = tl.load(bexp_ptr + pid_m)
+    if e < 0:
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slot = tl.load(sorted_ptr + offs_m)
+    mvalid = (slot >= 0) & (slot < n_slots)
+    tok = tl.where(mvalid, slot // k_top, 0)
+    f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    N = 2 * F if GATED else F
+    if GATED:
+        if INTERLEAVED:
+            rg = 2 * f
+            ru = 2 * f + 1
+        else:
+            rg = f
+            ru = F + f
+    else:
+        rg = f
+        ru = f
+    rg = tl.where(f < F, rg, N)  # out-of-range features read nothing
+    ru = tl.where(f < F, ru, N)
+    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        xa = tl.load(x_ptr + tok[:, None].to(tl.int64) * stride_x + ks[None, :],
+                     mask=mvalid[:, None] & (ks[None, :] < D), other=0.0)
+        xa = xa.to(CDT)
+        wg = _w_tile(w_ptr, s_ptr, z_ptr, e, rg, ks, N, D, G, WQ, HAS_ZP, CDT)
+        acc_g += tl.dot(xa, tl.trans(wg), input_precision=PREC)
+        if GATED:
+            wu = _w_tile(w_ptr, s_ptr, z_ptr, e, ru, ks, N, D, G, WQ, HAS_ZP, CDT)
+            acc_u += tl.dot(xa, tl.trans(wu), input_precision=PREC)
+    if WQ == 2:  # int8 per output channel
+        acc_g = acc_g * tl.load(s_ptr + e * N + rg, mask=f < F, other=0.0)[None, :]
+        if GATED:
+            acc_u = acc_u * tl.load(s_ptr + e * N + ru, mask=f < F, other=0.0)[None, :]
+    if RW_INPUT:  # Llama-4: the routing weight scales the expert input (linear in x up to the bias)
+        rw = tl.load(rw_ptr + slot, mask=mvalid, other=0.0).to(tl.float32)
+        acc_g = acc_g * rw[:, None]
+        acc_u = acc_u * rw[:, None]
+    if HAS_BIAS:
+        acc_g += tl.load(b_ptr + e * N + rg, mask=f < F, other=0.0).to(tl.float32)[None, :]
+        if GATED:
+            acc_u += tl.load(b_ptr + e * N + ru, mask=f < F, other=0.0).to(tl.float32)[None, :]
+    a = _act(acc_g, acc_u, ACT, alpha, beta, limit, CLAMP)
+    tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], a.to(a_ptr.dtype.element_ty),
+             mask=mvalid[:, None] & (f[None, :] < F))
+
+
+@triton.jit
+def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr,
+                     n_slots, D, F, G,
+                     HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
+                     CDT: tl.constexpr, PREC: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Y[slot(p), d] = (A[p] . w_out[e, d] + b_out[e, d]) * rw[slot(p)] (the combine's multiply)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    e = tl.load(bexp_ptr + pid_m)
+    if e < 0:
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slot = tl.load(sorted_ptr + offs_m)
+    mvalid = (slot >= 0) & (slot < n_slots)
+    d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, F, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        aa = tl.load(a_ptr + offs_m[:, None].to(tl.int64) * F + ks[None, :],
+                     mask=mvalid[:, None] & (ks[None, :] < F), other=0.0).to(CDT)
+        wt = _w_tile(w_ptr, s_ptr, z_ptr, e, d, ks, D, F, G, WQ, HAS_ZP, CDT)
+        acc += tl.dot(aa, tl.trans(wt), input_precision=PREC)
+    if WQ == 2:
+        acc = acc * tl.load(s_ptr + e * D + d, mask=d < D, other=0.0)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + e * D + d, mask=d < D, other=0.0).to(tl.float32)[None, :]
+    if RW_OUTPUT:
+        acc = acc * tl.load(rw_ptr + slot, mask=mvalid, other=0.0).to(tl.float32)[:, None]
+    tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=mvalid[:, None] & (d[None, :] < D))
+
+
+@triton.jit
+def combine_kernel(y_ptr, w_ptr, sh_ptr, out_ptr, D, K: tl.constexpr, WEIGHTED: tl.constexpr,
+                   HAS_SHARED: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out[t] = sum_j w[t, j] * y[t, j] (+ shared[t]); one program per (token, BLOCK_D columns)."""
+    t = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dm = d < D
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    for j in tl.static_range(K):
+        v = tl.load(y_ptr + (t * K + j).to(tl.int64) * D + d, mask=dm, other=0.0).to(tl.float32)
+        if WEIGHTED:
+            v = v * tl.load(w_ptr + t * K + j).to(tl.float32)
+        acc += v
+    if HAS_SHARED:
+        acc += tl.load(sh_ptr + t.to(tl.int64) * D + d, mask=dm, other=0.0).to(tl.float32)
+    tl.store(out_ptr + t.to(tl.int64) * D + d, acc.to(out_ptr.dtype.element_ty), mask=dm)
+
+
+# ---------------------------------------------------------------------------------------------
+# ordinary ops
+@triton.jit
+def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sab, sam, sak, sbb, sbk, sbn, scb, scm, scn,
+                  PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Batched C[b] = A[b] @ B[b] with arbitrary strides (broadcast batches have stride 0)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    bt = tl.program_id(2).to(tl.int64)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(a_ptr + bt * sab + rm[:, None] * sam + rk[None, :] * sak,
+                    mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)
+        b = tl.load(b_ptr + bt * sbb + rk[:, None] * sbk + rn[None, :] * sbn,
+                    mask=(rk[:, None] < K) & (rn[None, :] < N), other=0.0)
+        acc += tl.dot(a, b, input_precision=PREC)
+    tl.store(c_ptr + bt * scb + rm[:, None] * scm + rn[None, :] * scn, acc.to(c_ptr.dtype.element_ty),
+             mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def binary_kernel(a_ptr, b_ptr, o_ptr, n, OP: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = i < n
+    a = tl.load(a_ptr + i, mask=m, other=0)
+    b = tl.load(b_ptr + i, mask=m, other=1)
+    if OP == 0:
+        r = a + b
+    elif OP == 1:
+        r = a - b
+    elif OP == 2:
+        r = a * b
+    elif OP == 3:
+        r = a / b
+    elif OP == 4:
+        r = tl.minimum(a, b)
+    elif OP == 5:
+        r = tl.maximum(a, b)
+    elif OP == 6:
+        r = a == b
+    elif OP == 7:
+        r = a > b
+    elif OP == 8:
+        r = a >= b
+    elif OP == 9:
+        r = a < b
+    elif OP == 10:
+        r = a <= b
+    elif OP == 11:
+        r = a & b
+    else:
+        r = a | b
+    tl.store(o_ptr + i, r.to(o_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def unary_kernel(x_ptr, o_ptr, n, OP: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = i < n
+    x = tl.load(x_ptr + i, mask=m, other=0).to(tl.float32)
+    if OP == 0:
+        r = tl.maximum(x, 0.0)
+    elif OP == 1:
+        r = -x
+    elif OP == 2:
+        r = tl.abs(x)
+    elif OP == 3:
+        r = tl.sqrt(x)
+    elif OP == 4:
+        r = 1.0 / x
+    elif OP == 5:
+        r = tl.exp(x)
+    elif OP == 6:
+        r = tl.log(x)
+    elif OP == 7:
+        r = 2.0 * _sigmoid(2.0 * x) - 1.0
+    elif OP == 8:
+        r = _erf(x)
+    elif OP == 9:
+        r = _sigmoid(x)
+    elif OP == 10:
+        r = 0.5 * x * (1.0 + _erf(x * 0.7071067811865476))
+    elif OP == 11:
+        r = x * _sigmoid(x)
+    else:
+        r = x
+    tl.store(o_ptr + i, r.to(o_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def softmax_kernel(x_ptr, o_ptr, n_cols, LOG: tl.constexpr, BLOCK: tl.constexpr):
+    r = tl.program_id(0).to(tl.int64)
+    c = tl.arange(0, BLOCK)
+    m = c < n_cols
+    x = tl.load(x_ptr + r * n_cols + c, mask=m, other=-float("inf")).to(tl.float32)
+    mx = tl.max(x, 0)
+    ex = tl.where(m, tl.exp(x - mx), 0.0)
+    s = tl.sum(ex, 0)
+    if LOG:
+        y = x - mx - tl.log(s)
+    else:
+        y = ex / s
+    tl.store(o_ptr + r * n_cols + c, y.to(o_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def reduce_kernel(x_ptr, o_ptr, n_cols, OP: tl.constexpr, BLOCK: tl.constexpr):
+    """Row reductions over the last axis: 0 sum, 1 max, 2 min, 3 mean."""
+    r = tl.program_id(0).to(tl.int64)
+    acc_s = tl.zeros([BLOCK], tl.float32)
+    acc_x = tl.full([BLOCK], -float("inf"), tl.float32)
+    acc_n = tl.full([BLOCK], float("inf"), tl.float32)
+    for c0 in range(0, n_cols, BLOCK):
+        c = c0 + tl.arange(0, BLOCK)
+        m = c < n_cols
+        x = tl.load(x_ptr + r * n_cols + c, mask=m, other=0.0).to(tl.float32)
+        acc_s += x
+        acc_x = tl.maximum(acc_x, tl.where(m, x, -float("inf")))
+        acc_n = tl.minimum(acc_n, tl.where(m, x, float("inf")))
+    if OP == 0:
+        y = tl.sum(acc_s, 0)
+    elif OP == 1:
+        y = tl.max(acc_x, 0)
+    elif OP == 2:
+        y = tl.min(acc_n, 0)
+    else:
+        y = tl.sum(acc_s, 0) / n_cols
+    tl.store(o_ptr + r, y.to(o_ptr.dtype.element_ty))

@@ -1,0 +1,267 @@
+"""Launch helpers for the Triton kernels: what the generated launcher (model_triton.py) calls.
+
+Tensors are torch tensors on the run device ("cuda", or "cpu" under the interpreter).  Tile sizes
+come from :mod:`.tuning` (autotuned per layer shape, token bucket and GPU; defaults otherwise).
+Ops with no Triton kernel run on the host through the op's reference semantics (numpy); the
+launcher counts them (``host_ops``), the report lists them, nothing is hidden.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import ensure_triton
+
+triton, DEVICE = ensure_triton()
+import torch  # noqa: E402
+
+from . import kernels as K  # noqa: E402
+from . import tuning  # noqa: E402
+
+ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5}
+SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
+POST = {"none": 0, "softmax": 1, "sigmoid": 2}
+NORM = {"none": 0, "sum": 1, "l1": 2}
+WQ = {"none": 0, "bf16": 0, "int8": 2, "int4": 3}
+from .runtime_names import BINARY, REDUCE, UNARY  # noqa: E402,F401
+
+TORCH_DTYPE = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16,
+               "i64": torch.int64, "i32": torch.int32, "i8": torch.int8, "ui8": torch.uint8, "i1": torch.bool}
+INTERPRET = DEVICE == "cpu"
+
+
+def _prec(dt: torch.dtype) -> str:
+    # f32 operands: exact IEEE products (the tolerance is f32's); tf32 would lose 13 mantissa bits
+    return "ieee" if dt == torch.float32 else "tf32"
+
+
+def _cdt(dt: torch.dtype):
+    return {torch.float32: K.tl.float32, torch.float16: K.tl.float16, torch.bfloat16: K.tl.bfloat16}[dt]
+
+
+def _p2(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+# -- MoE --------------------------------------------------------------------------------------
+def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, post, norm, norm_eps, scale,
+              capacity):
+    logits = logits.contiguous()
+    T, E = logits.shape
+    w = torch.empty((T, k), dtype=logits.dtype, device=logits.device)
+    ids = torch.empty((T, k), dtype=torch.int64, device=logits.device)
+    if T:
+        K.route_kernel[(T,)](logits, bias if bias is not None else logits, w, ids, E, logits.stride(0),
+                             float(norm_eps), float(scale), K=k, BLOCK_E=_p2(E), BLOCK_K=_p2(k),
+                             SCORING=SCORING[scoring], HAS_BIAS=bias is not None, N_GROUP=n_group,
+                             TOPK_GROUP=topk_group, GROUP_TOP2=group_score == "top2_sum", BLOCK_G=_p2(n_group),
+                             POST=POST[post], NORM=NORM[norm])
+    if capacity > 0:  # Switch: in token order, the (C+1)-th token choosing an expert is dropped
+        oh = torch.nn.functional.one_hot(ids[:, 0], E)
+        pos = (torch.cumsum(oh, 0) * oh).sum(1)
+        drop = pos > capacity
+        ids = torch.where(drop[:, None], torch.full_like(ids, -1), ids)
+        w = torch.where(drop[:, None], torch.zeros_like(w), w)
+    return w, ids
+
+
+def align_plan(ids, E: int, block_m: int):
+    """Expert-sorted slot list padded per expert to multiples of block_m (-1 = padding) and the
+    expert of each block (the align/sort dispatch).  Stable: slots keep token order per expert."""
+    flat = ids.reshape(-1)
+    n = flat.numel()
+    key = torch.where(flat >= 0, flat, E)
+    order = torch.sort(key, stable=True).indices
+    counts = torch.bincount(flat[flat >= 0], minlength=E)[:E]
+    nblk = (counts + block_m - 1) // block_m
+    total_blocks = int(nblk.sum().item())
+    starts = torch.cumsum(nblk * block_m, 0) - nblk * block_m
+    cstart = torch.cumsum(counts, 0) - counts
+    nvalid = int(counts.sum().item())
+    sorted_ids = torch.full((max(total_blocks * block_m, 1),), -1, dtype=torch.int64, device=ids.device)
+    if nvalid:
+        se = key[order[:nvalid]]
+        rank = torch.arange(nvalid, device=ids.device) - cstart[se]
+        sorted_ids[starts[se] + rank] = order[:nvalid]
+    bexp = torch.repeat_interleave(torch.arange(E, device=ids.device), nblk)
+    if bexp.numel() == 0:
+        bexp = torch.full((1,), -1, dtype=torch.int64, device=ids.device)
+    return sorted_ids, bexp, n
+
+
+def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
+                gate_layout="concat", alpha=1.0, beta=0.0, limit=float("inf"), wq="none", wq_group=0,
+                q=(None, None, None, None), cfg: Optional[dict] = None):
+    """y [T, k, D] = FFN_{ids[t,j]}(x[t]) (* rw[t, j] when weights_at='output')."""
+    x = x.contiguous()
+    T, D = x.shape
+    k = ids.shape[1]
+    E = w_in.shape[0]
+    gated = activation == "swiglu"
+    F = w_out.shape[2] * (2 if wq == "int4" else 1)
+    cfg = cfg or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq))
+    BM = cfg["BLOCK_M"]
+    sorted_ids, bexp, n_slots = align_plan(ids, E, BM)
+    nb = bexp.numel()
+    cdt = x.dtype
+    prec = _prec(cdt)
+    s_in, s_out, z_in, z_out = q
+    G = wq_group or 0
+    y = torch.zeros((T * k, D), dtype=x.dtype, device=x.device)
+    if n_slots == 0 or T == 0:
+        return y.reshape(T, k, D)
+    A = torch.empty((sorted_ids.numel(), F), dtype=cdt, device=x.device)
+    dummy = x
+    K.moe_gemm1_kernel[(nb, triton.cdiv(F, cfg["BLOCK_N1"]))](
+        x, w_in, s_in if s_in is not None else dummy, z_in if z_in is not None else dummy,
+        b_in if b_in is not None else dummy, rw if rw is not None else dummy, sorted_ids, bexp, A,
+        n_slots, k, D, F, x.stride(0), G or D, float(alpha), float(beta),
+        float(limit) if np.isfinite(limit) else 0.0,
+        GATED=gated, INTERLEAVED=gate_layout == "interleaved", ACT=ACT[activation], CLAMP=bool(np.isfinite(limit)),
+        HAS_BIAS=b_in is not None, RW_INPUT=weights_at == "input", WQ=WQ[wq], HAS_ZP=z_in is not None,
+        CDT=_cdt(cdt), PREC=prec, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N1"], BLOCK_K=cfg["BLOCK_K1"],
+        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
+    K.moe_gemm2_kernel[(nb, triton.cdiv(D, cfg["BLOCK_N2"]))](
+        A, w_out, s_out if s_out is not None else dummy, z_out if z_out is not None else dummy,
+        b_out if b_out is not None else dummy, rw if rw is not None else dummy, sorted_ids, bexp, y,
+        n_slots, D, F, G or F,
+        HAS_BIAS=b_out is not None, RW_OUTPUT=weights_at == "output", WQ=WQ[wq], HAS_ZP=z_out is not None,
+        CDT=_cdt(cdt), PREC=prec, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N2"], BLOCK_K=cfg["BLOCK_K2"],
+        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
+    return y.reshape(T, k, D)
+
+
+def moe_shared(x, w_in, w_out, gate=None, **ffn):
+    """Always-on experts: every token through each of the S experts, summed, times sigmoid(gate.x)."""
+    T = x.shape[0]
+    S = w_in.shape[0]
+    ids = torch.arange(S, device=x.device, dtype=torch.int64).repeat(T, 1)
+    y = moe_experts(x, ids, w_in, w_out, **ffn)
+    out = moe_combine(y, None, weighted=False)
+    if gate is not None:
+        g = matmul(x, gate.reshape(-1, 1)).reshape(-1)
+        out = out * torch.sigmoid(g.float()).to(out.dtype)[:, None]
+    return out
+
+
+def moe_combine(y, w, shared=None, x=None, ids=None, *, weighted=True, passthrough=False):
+    T, k, D = y.shape
+    out = torch.empty((T, D), dtype=y.dtype, device=y.device)
+    if T:
+        BD = min(1024, _p2(D))
+        K.combine_kernel[(T, triton.cdiv(D, BD))](
+            y.contiguous(), w.contiguous() if w is not None else y, shared.contiguous() if shared is not None else y,
+            out, D, K=k, WEIGHTED=bool(weighted), HAS_SHARED=shared is not None, BLOCK_D=BD)
+    if passthrough:
+        dropped = torch.all(ids < 0, dim=1)
+        out = torch.where(dropped[:, None], x.to(out.dtype), out)
+    return out
+
+
+# -- ordinary ops -----------------------------------------------------------------------------
+def matmul(a, b):
+    """numpy-style matmul (broadcast batches) for 2-D and batched operands."""
+    squeeze_a = a.dim() == 1
+    squeeze_b = b.dim() == 1
+    if squeeze_a:
+        a = a[None, :]
+    if squeeze_b:
+        b = b[:, None]
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    M, Kd = a.shape[-2:]
+    N = b.shape[-1]
+    a3 = a.expand(*batch, M, Kd).reshape(-1, M, Kd)
+    b3 = b.expand(*batch, Kd, N).reshape(-1, Kd, N)
+    dt = torch.promote_types(a.dtype, b.dtype)
+    a3, b3 = a3.to(dt), b3.to(dt)
+    nbt = a3.shape[0]
+    c = torch.empty((nbt, M, N), dtype=dt, device=a.device)
+    if M and N and nbt:
+        BM, BN, BK = (16, 32, 32) if INTERPRET else (64, 64, 32)
+        K.matmul_kernel[(triton.cdiv(M, BM), triton.cdiv(N, BN), nbt)](
+            a3, b3, c, M, N, Kd, a3.stride(0), a3.stride(1), a3.stride(2), b3.stride(0), b3.stride(1), b3.stride(2),
+            c.stride(0), c.stride(1), c.stride(2), PREC=_prec(dt), BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK)
+    c = c.reshape(*batch, M, N)
+    if squeeze_a:
+        c = c.squeeze(-2)
+    if squeeze_b:
+        c = c.squeeze(-1)
+    return c
+
+
+def binary(name: str, a, b, out_dtype):
+    a, b = torch.broadcast_tensors(a, b)
+    dt = torch.promote_types(a.dtype, b.dtype)
+    a, b = a.to(dt).contiguous(), b.to(dt).contiguous()
+    out = torch.empty(a.shape, dtype=out_dtype, device=a.device)
+    n = a.numel()
+    if n:
+        K.binary_kernel[(triton.cdiv(n, 1024),)](a, b, out, n, OP=BINARY[name], BLOCK=1024)
+    return out
+
+
+def unary(name: str, x):
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    n = x.numel()
+    if n:
+        K.unary_kernel[(triton.cdiv(n, 1024),)](x, out, n, OP=UNARY[name], BLOCK=1024)
+    return out
+
+
+def softmax(x, axis: int, log: bool = False):
+    xm = torch.movedim(x, axis, -1).contiguous()
+    out = torch.empty_like(xm)
+    n = xm.shape[-1]
+    rows = xm.numel() // max(n, 1)
+    if rows and n:
+        K.softmax_kernel[(rows,)](xm, out, n, LOG=log, BLOCK=_p2(n))
+    return torch.movedim(out, -1, axis)
+
+
+def reduce_last(name: str, x):
+    x = x.contiguous()
+    n = x.shape[-1]
+    out = torch.empty(x.shape[:-1], dtype=x.dtype, device=x.device)
+    rows = out.numel()
+    if rows:
+        K.reduce_kernel[(rows,)](x, out, n, OP=REDUCE[name], BLOCK=min(1024, _p2(max(n, 1))))
+    return out
+
+
+# -- host fallback ----------------------------------------------------------------------------
+_TORCH_OF_NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+                np.dtype(np.float16): torch.float16, np.dtype(np.int64): torch.int64,
+                np.dtype(np.int32): torch.int32, np.dtype(np.int8): torch.int8, np.dtype(np.uint8): torch.uint8,
+                np.dtype(np.bool_): torch.bool}
+
+
+def to_numpy(t) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+        return t.view(torch.uint16).cpu().numpy().view(ml_dtypes.bfloat16)
+    return t.cpu().numpy()
+
+
+def from_numpy(a: np.ndarray, device=DEVICE):
+    a = np.asarray(a)
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.uint16).copy()).view(torch.bfloat16).to(device)
+    return torch.from_numpy(np.ascontiguousarray(a).copy()).to(device)
+
+
+def host_op(op, args: Sequence, stats: Dict[str, int]):
+    """Run one op's reference semantics on the host (no Triton kernel for it)."""
+    stats[op.name] = stats.get(op.name, 0) + 1
+    outs = op.reference(*[to_numpy(a) for a in args])
+    return [from_numpy(np.asarray(o)) for o in outs]
+
+
+def run_constant(arr: np.ndarray):
+    return from_numpy(arr)
+
+
+__all__: List[str] = ["moe_route", "moe_experts", "moe_shared", "moe_combine", "matmul", "binary", "unary",
+                      "softmax", "reduce_last", "host_op", "align_plan"]

@@ -1,0 +1,7 @@
+"""Op tables shared by the emitter (no triton import) and the runtime."""
+BINARY = {"moec.add": 0, "moec.sub": 1, "moec.mul": 2, "moec.div": 3, "moec.min": 4, "moec.max": 5,
+          "moec.equal": 6, "moec.greater": 7, "moec.greater_equal": 8, "moec.less": 9, "moec.less_equal": 10,
+          "moec.and": 11, "moec.or": 12}
+UNARY = {"moec.relu": 0, "moec.neg": 1, "moec.abs": 2, "moec.sqrt": 3, "moec.reciprocal": 4, "moec.exp": 5,
+         "moec.log": 6, "moec.tanh": 7, "moec.erf": 8, "moec.sigmoid": 9, "moec.gelu": 10, "moec.silu": 11}
+REDUCE = {"moec.reduce_sum": 0, "moec.reduce_max": 1, "moec.reduce_min": 2, "moec.reduce_mean": 3}

@@ -1,0 +1,106 @@
+"""Tile configurations for the grouped MoE GEMMs: shipped defaults, and autotuning by measurement.
+
+A configuration is chosen per (layer shape, token bucket, dtype, weight mode, GPU name).  The
+choice is looked up in, in order: the on-disk cache written by :func:`autotune` (under the moec
+cache dir, ``triton_tuning.json``), the defaults shipped in ``tuned_defaults.json`` (measured on an
+H100 for the benchmark shapes), and a generic rule.  Under the interpreter small tiles keep the
+CPU emulation fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CANDIDATES: List[dict] = [
+    {"BLOCK_M": bm, "BLOCK_N1": bn, "BLOCK_K1": bk, "BLOCK_N2": bn, "BLOCK_K2": bk, "num_warps": w, "num_stages": s}
+    for bm, bn, bk, w, s in [(16, 64, 64, 4, 3), (16, 128, 64, 4, 4), (32, 64, 64, 4, 3), (64, 64, 64, 4, 3),
+                             (64, 128, 64, 4, 3), (64, 128, 64, 8, 4), (128, 128, 64, 8, 3), (128, 64, 64, 4, 3),
+                             (128, 128, 32, 8, 4), (64, 256, 64, 8, 3)]
+]
+
+
+def token_bucket(T: int) -> int:
+    b = 1
+    while b < T:
+        b *= 2
+    return b
+
+
+def gpu_name() -> str:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name().replace(" ", "_")
+    except Exception:  # noqa: BLE001 - no GPU, no name
+        pass
+    return "interpreter"
+
+
+def _key(kind: str, p: dict) -> str:
+    return (f"{kind}|E{p['E']}|D{p['D']}|F{p['F']}|k{p['k']}|T{token_bucket(p['T'])}|{p['dtype']}|{p['wq']}|"
+            f"{gpu_name()}")
+
+
+def cache_path() -> str:
+    from ...targets.cpu import cache_dir
+    return os.path.join(cache_dir(), "triton_tuning.json")
+
+
+def _load(path: str) -> Dict[str, dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def config_for(kind: str, p: dict) -> dict:
+    if gpu_name() == "interpreter":
+        return {"BLOCK_M": 16, "BLOCK_N1": 32, "BLOCK_K1": 32, "BLOCK_N2": 32, "BLOCK_K2": 32, "num_warps": 4,
+                "num_stages": 1}
+    key = _key(kind, p)
+    for src in (cache_path(), os.path.join(HERE, "tuned_defaults.json")):
+        c = _load(src).get(key)
+        if c:
+            return c
+    T = p["T"] * p["k"] / max(p["E"], 1)  # rows per expert
+    bm = 16 if T <= 16 else (32 if T <= 32 else (64 if T <= 256 else 128))
+    return {"BLOCK_M": bm, "BLOCK_N1": 128 if bm >= 64 else 64, "BLOCK_K1": 64, "BLOCK_N2": 128 if bm >= 64 else 64,
+            "BLOCK_K2": 64, "num_warps": 8 if bm >= 128 else 4, "num_stages": 3}
+
+
+def autotune(kind: str, p: dict, run: Callable[[dict], None], candidates: Optional[List[dict]] = None,
+             reps: int = 10) -> dict:
+    """Time ``run(cfg)`` for each candidate on the GPU, cache and return the fastest."""
+    import torch
+    best, best_t = None, float("inf")
+    results = []
+    for c in candidates or CANDIDATES:
+        try:
+            run(c)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                run(c)
+            torch.cuda.synchronize()
+            t = (time.perf_counter() - t0) / reps
+        except Exception as e:  # noqa: BLE001 - a config that does not compile (shared memory) is skipped
+            results.append({"cfg": c, "error": str(e).splitlines()[0][:120]})
+            continue
+        results.append({"cfg": c, "ms": t * 1e3})
+        if t < best_t:
+            best, best_t = c, t
+    if best is None:
+        raise RuntimeError(f"no tile configuration ran for {kind} {p}: {results}")
+    path = cache_path()
+    data = _load(path)
+    data[_key(kind, p)] = best
+    tmp = f"{path}.{os.getpid()}.tmp"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+    return best

@@ -1,0 +1,82 @@
+"""The Triton target: model.mlir + model_triton.py (generated launcher) + weights; runs on a CUDA GPU,
+or under Triton's interpreter (TRITON_INTERPRET=1, torch on the CPU) where there is none."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import py_compile
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from ..errors import RuntimeFailure, UserInputError
+from ..ir import Module
+from ..ir.io import load_module
+from .description import TargetDesc
+
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(self, desc: TargetDesc):
+        self.desc = desc
+
+    def files(self) -> Dict[str, str]:
+        return {"launcher": "model_triton.py", "kernels": "moec.codegen.triton.kernels", "ir": "model.mlir",
+                "weights": "model.weights.bin"}
+
+    def emit(self, m: Module, outdir: str) -> None:
+        from ..codegen.triton.emitter import emit_triton
+        src = emit_triton(m)
+        with open(os.path.join(outdir, "model_triton.py"), "w") as f:
+            f.write(src)
+
+    def build(self, outdir: str, sanitize: bool = False) -> bool:
+        py_compile.compile(os.path.join(outdir, "model_triton.py"), doraise=True)
+        return False
+
+    def load(self, outdir: str, threads: int = 1) -> "TritonArtifact":
+        return TritonArtifact(outdir)
+
+
+class TritonArtifact:
+    """Callable on a list of numpy arrays (or torch tensors: results come back the same way)."""
+
+    def __init__(self, outdir: str):
+        try:
+            from ..codegen.triton import runtime as rt
+        except ImportError as e:
+            raise UserInputError(f"target triton: {e}") from None
+        self.rt = rt
+        with open(os.path.join(outdir, "manifest.json")) as f:
+            self.manifest = json.load(f)
+        self.input_names = [i["name"] for i in self.manifest["inputs"]]
+        self.output_names = [o["name"] for o in self.manifest["outputs"]]
+        m = load_module(os.path.join(outdir, "model.mlir"))
+        self.module = m
+        f = m.main
+        self.ops = {i: o for i, o in enumerate(f.ops)}
+        from ..ir.core import ResourceRef
+        self.consts = {i: o.attrs["value"] for i, o in enumerate(f.ops)
+                       if o.name == "moec.constant" and not isinstance(o.attrs["value"], ResourceRef)}
+        self.W = {k: rt.from_numpy(np.asarray(a)) for k, a in m.weights.items()}
+        spec = importlib.util.spec_from_file_location(f"moec_triton_{abs(hash(outdir))}",
+                                                      os.path.join(outdir, "model_triton.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        self.launcher = mod
+        self.stats: Dict[str, int] = {}
+        self.device = rt.DEVICE
+
+    def run_torch(self, inputs: Sequence):
+        return self.launcher.run(self.W, self.ops, self.consts, list(inputs), self.stats)
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        rt = self.rt
+        try:
+            xs = [rt.from_numpy(np.asarray(x)) for x in inputs]
+            outs = self.run_torch(xs)
+            return [rt.to_numpy(o) for o in outs]
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise RuntimeFailure(f"triton run failed: {str(e).splitlines()[0][:300]}") from None
