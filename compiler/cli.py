@@ -78,9 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "for each MoE layer onnxruntime's fused com.microsoft.MoE op built from the same weights "
                        "(interleaved runs, medians), next to sgemm and memory-copy probes of this machine. "
                        "Writes bench.json and bench.png into the output folder.", epilog=EPILOG)
-    b.add_argument("model", help="path to an .onnx file with one [tokens, hidden] input")
-    b.add_argument("--target", default="cpu", choices=["cpu"])
-    b.add_argument("--tokens", type=_sizes, default=[1, 8, 64, 256, 1024], metavar="N,N,..")
+    b.add_argument("model", nargs="?", help="path to an .onnx file with one [tokens, hidden] input (cpu target)")
+    b.add_argument("--target", default="cpu", choices=["cpu", "triton"],
+                   help="cpu: moec vs onnxruntime on MODEL; triton: moec's kernels vs PyTorch eager, "
+                        "torch.compile and dense bmm on the standard layers (needs a CUDA GPU)")
+    b.add_argument("--layers", default="mixtral,deepseek", help="triton: standard layers to run")
+    b.add_argument("--tokens", type=_sizes, default=None, metavar="N,N,..",
+                   help="token counts (default cpu 1,8,64,256,1024; triton 1,16,128,1024,4096)")
     b.add_argument("--weights", default="f32", choices=["f32", "bf16", "int8", "int4"])
     b.add_argument("--group-size", type=int, default=64, metavar="G", help="int4: weights per scale group")
     b.add_argument("--repeats", type=int, default=7)
@@ -178,6 +182,16 @@ def cmd_inspect(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    if a.target == "triton":
+        from . import bench_triton
+        out = a.output or "moec_bench_triton"
+        rep = bench_triton.run_triton_bench(a.layers.split(","), a.tokens or [1, 16, 128, 1024, 4096], out)
+        print(bench_triton.format_table(rep))
+        print(f"wrote {os.path.join(out, 'bench_triton.json')}")
+        return 0
+    if not a.model:
+        raise UserInputError("moec bench --target cpu needs MODEL (an .onnx file)")
+    a.tokens = a.tokens or [1, 8, 64, 256, 1024]
     from .bench import format_table, run_bench
     out = a.output or f"moec_bench_{os.path.splitext(os.path.basename(a.model))[0]}"
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "bench.json")) \

@@ -18,10 +18,15 @@ def gpu_available() -> bool:
 
 def ensure_triton():
     """Import triton (interpreter mode when there is no GPU); return (triton, device string)."""
-    if not gpu_available():
+    import sys
+    gpu = gpu_available()
+    if not gpu:
+        if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ImportError("no CUDA GPU, and triton was imported before moec could select its interpreter: "
+                              "set TRITON_INTERPRET=1 in the environment (or import moec's triton target first)")
         os.environ.setdefault("TRITON_INTERPRET", "1")
     try:
         import triton  # noqa: F401
     except ImportError as e:
         raise ImportError("the triton target needs torch and triton: pip install 'moec[triton]'") from e
-    return triton, ("cuda" if gpu_available() else "cpu")
+    return triton, ("cuda" if gpu else "cpu")

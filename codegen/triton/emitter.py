@@ -98,6 +98,19 @@ def emit_triton(m: Module) -> str:
         if o.name == "moec.matmul" and all(v.type.dtype.is_float for v in o.operands):
             lines.append(f"{fresh(o.result)} = rt.matmul({args[0]}, {args[1]})")
             continue
+        if o.name == "moec.gemm" and all(v.type.dtype.is_float for v in o.operands):
+            c = args[2] if len(args) > 2 else "None"
+            lines.append(f"{fresh(o.result)} = rt.gemm({args[0]}, {args[1]}, {c}, alpha={a['alpha']!r}, "
+                         f"beta={a['beta']!r}, trans_a={a['trans_a']!r}, trans_b={a['trans_b']!r})")
+            continue
+        if o.name in ("moec.layer_norm", "moec.rms_norm") and o.operands[0].type.dtype.is_float and \
+                a["axis"] in (-1, o.operands[0].type.rank - 1) and o.operands[1].type.rank == 1:
+            bias = args[2] if len(args) > 2 else "None"
+            outs = [fresh(r) for r in o.results]
+            rms = o.name == "moec.rms_norm"
+            lhs = outs[0] + ", _, _" if rms else ", ".join(outs)
+            lines.append(f"{lhs} = rt.norm({args[0]}, {args[1]}, {bias}, eps={a['epsilon']!r}, rms={rms})")
+            continue
         if o.name in BINARY and o.operands[0].type.dtype.is_float:
             lines.append(f"{fresh(o.result)} = rt.binary({o.name!r}, {args[0]}, {args[1]}, "
                          f"rt.TORCH_DTYPE[{o.result.type.dtype.mlir!r}])")

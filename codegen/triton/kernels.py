@@ -384,3 +384,28 @@ def reduce_kernel(x_ptr, o_ptr, n_cols, OP: tl.constexpr, BLOCK: tl.constexpr):
     else:
         y = tl.sum(acc_s, 0) / n_cols
     tl.store(o_ptr + r, y.to(o_ptr.dtype.element_ty))
+
+
+@triton.jit
+def norm_kernel(x_ptr, s_ptr, b_ptr, y_ptr, mean_ptr, inv_ptr, n, eps, RMS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                BLOCK: tl.constexpr):
+    """Row-wise LayerNorm (or RMSNorm) over the last axis; also writes the mean and 1/std rows."""
+    r = tl.program_id(0).to(tl.int64)
+    c = tl.arange(0, BLOCK)
+    m = c < n
+    x = tl.load(x_ptr + r * n + c, mask=m, other=0.0).to(tl.float32)
+    if RMS:
+        mean = 0.0
+        var = tl.sum(x * x, 0) / n
+    else:
+        mean = tl.sum(x, 0) / n
+        d = tl.where(m, x - mean, 0.0)
+        var = tl.sum(d * d, 0) / n
+    inv = 1.0 / tl.sqrt(var + eps)
+    y = (x - mean) * inv * tl.load(s_ptr + c, mask=m, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + c, mask=m, other=0.0).to(tl.float32)
+    tl.store(y_ptr + r * n + c, y.to(y_ptr.dtype.element_ty), mask=m)
+    if not RMS:
+        tl.store(mean_ptr + r, mean)
+        tl.store(inv_ptr + r, inv)

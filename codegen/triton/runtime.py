@@ -171,10 +171,12 @@ def matmul(a, b):
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     M, Kd = a.shape[-2:]
     N = b.shape[-1]
-    a3 = a.expand(*batch, M, Kd).reshape(-1, M, Kd)
-    b3 = b.expand(*batch, Kd, N).reshape(-1, Kd, N)
     dt = torch.promote_types(a.dtype, b.dtype)
-    a3, b3 = a3.to(dt), b3.to(dt)
+    if a.dim() == 2 and b.dim() == 2:  # keep strides (transposed views cost nothing)
+        a3, b3 = a.to(dt)[None], b.to(dt)[None]
+    else:
+        a3 = a.expand(*batch, M, Kd).reshape(-1, M, Kd).to(dt)
+        b3 = b.expand(*batch, Kd, N).reshape(-1, Kd, N).to(dt)
     nbt = a3.shape[0]
     c = torch.empty((nbt, M, N), dtype=dt, device=a.device)
     if M and N and nbt:
@@ -188,6 +190,17 @@ def matmul(a, b):
     if squeeze_b:
         c = c.squeeze(-1)
     return c
+
+
+def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, trans_a=False, trans_b=False):
+    """alpha * op(a) @ op(b) + beta * c: transposes are strides of the matmul kernel (no copies)."""
+    out = matmul(a.t() if trans_a else a, b.t() if trans_b else b)
+    if alpha != 1.0:
+        out = binary("moec.mul", out, torch.tensor(alpha, dtype=out.dtype, device=out.device), out.dtype)
+    if c is not None and beta != 0.0:
+        cc = c if beta == 1.0 else binary("moec.mul", c, torch.tensor(beta, dtype=c.dtype, device=c.device), c.dtype)
+        out = binary("moec.add", out, cc, out.dtype)
+    return out
 
 
 def binary(name: str, a, b, out_dtype):
@@ -228,6 +241,23 @@ def reduce_last(name: str, x):
     if rows:
         K.reduce_kernel[(rows,)](x, out, n, OP=REDUCE[name], BLOCK=min(1024, _p2(max(n, 1))))
     return out
+
+
+def norm(x, scale, bias=None, *, eps: float, rms: bool, scale_full=None):
+    """LayerNorm / RMSNorm over the last axis -> (y, mean, inv_std) (mean/inv only for LayerNorm)."""
+    x = x.contiguous()
+    n = x.shape[-1]
+    rows = x.numel() // max(n, 1)
+    y = torch.empty_like(x)
+    stat_shape = x.shape[:-1] + (1,)
+    mean = torch.empty(stat_shape, dtype=torch.float32, device=x.device)
+    inv = torch.empty(stat_shape, dtype=torch.float32, device=x.device)
+    if rows and n:
+        s = scale.expand(x.shape[-1:]).contiguous()
+        b = bias.expand(x.shape[-1:]).contiguous() if bias is not None else s
+        K.norm_kernel[(rows,)](x, s, b, y, mean, inv, n, float(eps), RMS=rms, HAS_BIAS=bias is not None,
+                               BLOCK=_p2(n))
+    return y, mean, inv
 
 
 # -- host fallback ----------------------------------------------------------------------------

@@ -1,0 +1,241 @@
+"""`moec bench --target triton`: moec's Triton MoE kernels vs PyTorch on a real GPU, same run.
+
+Peers, on the same layer, weights and inputs (bf16, f32 accumulation everywhere):
+  * eager:   the Hugging Face formulation, a Python loop over experts (index the tokens routed to
+             each expert, two Linear-style matmuls, index_add back), as the zoo's modules are written;
+  * compile: torch.compile of that same function;
+  * dense:   every expert on every token as batched matmuls (bmm), then the routing-weight mask.
+moec runs its route kernel, the align/sort plan, the two grouped GEMM kernels and the combine
+kernel: the same runtime calls a compiled artifact's launcher makes.  Tile configurations are
+autotuned per (layer, token bucket, GPU) first and cached.  Achieved TFLOP/s (useful FLOPs of the
+k selected experts) and TB/s (weights of the experts actually touched, read once) are reported
+against peaks measured in the same run (a large bf16 matmul and a device copy).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from typing import Callable, Dict, List, Sequence
+
+LAYERS = {
+    # name: D, F, E, k, routing
+    "mixtral": dict(D=4096, F=14336, E=8, k=2, scoring="softmax", n_group=1, topk_group=1, norm="sum",
+                    scale=1.0, bias=False),
+    "deepseek": dict(D=7168, F=2048, E=256, k=8, scoring="sigmoid", n_group=8, topk_group=4, norm="sum",
+                     scale=2.5, bias=True, group_score="top2_sum"),
+}
+
+
+def _time(fn: Callable, reps: int = 20, warmup: int = 3) -> float:
+    import torch
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b) / 1e3)
+    return statistics.median(ts)
+
+
+def probes() -> dict:
+    import torch
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    t = _time(lambda: a @ a, reps=10)
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    tc = _time(lambda: dst.copy_(src), reps=10)
+    del a, src, dst
+    return {"bf16_matmul_tflops": 2 * 8192 ** 3 / t / 1e12, "copy_tbps": 2 * (1 << 30) / tc / 1e12}
+
+
+def make_layer(cfg: dict, seed: int = 0):
+    import torch
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    D, F, E = cfg["D"], cfg["F"], cfg["E"]
+    bf = torch.bfloat16
+    w_router = torch.randn(D, E, device="cuda", generator=g, dtype=torch.float32) / D ** 0.5
+    w_in = (torch.randn(E, 2 * F, D, device="cuda", generator=g, dtype=bf) / D ** 0.5)
+    w_out = (torch.randn(E, D, F, device="cuda", generator=g, dtype=bf) / F ** 0.5)
+    bias = torch.randn(E, device="cuda", generator=g) * 0.01 if cfg["bias"] else None
+    return w_router, w_in, w_out, bias
+
+
+def torch_route(logits, cfg, bias):
+    import torch
+    E, k = cfg["E"], cfg["k"]
+    s = torch.softmax(logits, -1) if cfg["scoring"] == "softmax" else torch.sigmoid(logits)
+    c = s + bias if bias is not None else s
+    if cfg["n_group"] > 1:
+        G = cfg["n_group"]
+        cg = c.view(-1, G, E // G)
+        gs = cg.topk(2, -1).values.sum(-1) if cfg.get("group_score") == "top2_sum" else cg.max(-1).values
+        keep = torch.zeros_like(gs, dtype=torch.bool).scatter_(1, gs.topk(cfg["topk_group"], -1).indices, True)
+        c = c.masked_fill(~keep.repeat_interleave(E // G, 1), float("-inf"))
+    ids = c.topk(k, -1).indices
+    w = s.gather(1, ids)
+    if cfg["norm"] == "sum":
+        w = w / w.sum(-1, keepdim=True)
+    return w * cfg["scale"], ids
+
+
+def eager_layer(x, w_router, w_in, w_out, bias, cfg):
+    """Hugging Face style: loop over experts, index the routed tokens, index_add the outputs."""
+    import torch
+    F = cfg["F"]
+    logits = x.float() @ w_router
+    w, ids = torch_route(logits, cfg, bias)
+    out = torch.zeros_like(x)
+    for e in range(cfg["E"]):
+        tok, slot = torch.where(ids == e)
+        if tok.numel() == 0:
+            continue
+        h = x[tok] @ w_in[e].t()
+        a = torch.nn.functional.silu(h[:, :F]) * h[:, F:]
+        y = (a @ w_out[e].t()) * w[tok, slot, None].to(x.dtype)
+        out.index_add_(0, tok, y)
+    return out
+
+
+def dense_layer(x, w_router, w_in, w_out, bias, cfg):
+    """Every expert on every token (bmm), masked by the routing weights."""
+    import torch
+    F, E = cfg["F"], cfg["E"]
+    logits = x.float() @ w_router
+    w, ids = torch_route(logits, cfg, bias)
+    dense_w = torch.zeros(x.shape[0], E, device=x.device, dtype=x.dtype).scatter_(1, ids, w.to(x.dtype))
+    h = torch.bmm(x.unsqueeze(0).expand(E, -1, -1), w_in.transpose(1, 2))
+    a = torch.nn.functional.silu(h[..., :F]) * h[..., F:]
+    y = torch.bmm(a, w_out.transpose(1, 2))
+    return (y * dense_w.t().unsqueeze(-1)).sum(0)
+
+
+def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None):
+    from ..codegen.triton import runtime as rt
+    logits = rt.matmul(x.float(), w_router)
+    w, ids = rt.moe_route(logits, bias, k=cfg["k"], scoring=cfg["scoring"], n_group=cfg["n_group"],
+                          topk_group=cfg["topk_group"], group_score=cfg.get("group_score", "max"), post="none",
+                          norm=cfg["norm"], norm_eps=0.0, scale=cfg["scale"], capacity=0)
+    y = rt.moe_experts(x, ids, w_in, w_out, rw=w.to(x.dtype), weights_at="output", cfg=tuned)
+    return rt.moe_combine(y, w, weighted=False)
+
+
+def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, reps: int = 20,
+                     peers: Sequence[str] = ("eager", "compile", "dense"), autotune: bool = True,
+                     compile_budget_s: float = 240.0) -> dict:
+    import time
+
+    import torch
+    from ..codegen.triton import tuning
+    if not torch.cuda.is_available():
+        raise RuntimeError("moec bench --target triton needs a CUDA GPU (the interpreter is for tests, not timing)")
+    os.makedirs(outdir, exist_ok=True)
+    peak = probes()
+    report = {"gpu": torch.cuda.get_device_name(), "dtype": "bf16", "probes": peak, "layers": {}}
+    for name in layers:
+        cfg = LAYERS[name]
+        D, F, E, k = cfg["D"], cfg["F"], cfg["E"], cfg["k"]
+        w_router, w_in, w_out, bias = make_layer(cfg)
+        compiled = torch.compile(eager_layer) if "compile" in peers else None
+        compile_spent = 0.0
+        rows = []
+        for T in tokens:
+            x = torch.randn(T, D, device="cuda", dtype=torch.bfloat16)
+            tuned = None
+            if autotune:
+                p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq="none")
+                logits = x.float() @ w_router
+                w, ids = torch_route(logits, cfg, bias)
+                tuned = tuning.autotune("moe", p, lambda c: __import__(
+                    "moec.codegen.triton.runtime", fromlist=["x"]).moe_experts(
+                    x, ids, w_in, w_out, rw=w.to(x.dtype), weights_at="output", cfg=c), reps=5)
+            got = moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned)
+            want = eager_layer(x, w_router, w_in, w_out, bias, cfg)
+            err = float((got.float() - want.float()).norm() / want.float().norm())
+            row = {"tokens": T, "rel_err_vs_eager": err, "tile_config": tuned, "ms": {}}
+            row["ms"]["moec"] = _time(lambda: moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned), reps) * 1e3
+            row["ms"]["eager"] = _time(lambda: eager_layer(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
+            if compiled is not None:
+                if compile_spent < compile_budget_s:
+                    t0 = time.perf_counter()
+                    try:
+                        compiled(x, w_router, w_in, w_out, bias, cfg)
+                        torch.cuda.synchronize()
+                        compile_spent += time.perf_counter() - t0
+                        row["ms"]["torch.compile"] = _time(
+                            lambda: compiled(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
+                    except Exception as e:  # noqa: BLE001 - report, do not hide
+                        row["torch.compile_error"] = str(e).splitlines()[0][:200]
+                else:
+                    row["torch.compile_skipped"] = f"compile budget {compile_budget_s:.0f}s spent"
+            if "dense" in peers:
+                need = E * T * 2 * F * 2 * 2
+                if need < 0.5 * torch.cuda.mem_get_info()[0]:
+                    row["ms"]["dense bmm"] = _time(lambda: dense_layer(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
+                else:
+                    row["dense_skipped"] = f"needs {need / 1e9:.0f} GB of activations"
+            flops = 2 * T * k * (2 * F * D + D * F)
+            touched = min(E, T * k)
+            bytes_ = touched * 3 * F * D * 2
+            t = row["ms"]["moec"] / 1e3
+            row["moec_tflops"] = flops / t / 1e12
+            row["moec_tbps_weights"] = bytes_ / t / 1e12
+            row["frac_matmul_peak"] = row["moec_tflops"] / peak["bf16_matmul_tflops"]
+            row["frac_copy_bw"] = row["moec_tbps_weights"] / peak["copy_tbps"]
+            row["speedup"] = {p: v / row["ms"]["moec"] for p, v in row["ms"].items() if p != "moec"}
+            rows.append(row)
+            print(json.dumps({"layer": name, **row}), flush=True)
+            del x
+        report["layers"][name] = {"shape": cfg, "rows": rows}
+        del w_in, w_out
+        torch.cuda.empty_cache()
+    with open(os.path.join(outdir, "bench_triton.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
+def format_table(report: dict) -> str:
+    p = report["probes"]
+    lines = [f"moec bench --target triton on {report['gpu']} (bf16; probes: matmul {p['bf16_matmul_tflops']:.0f} "
+             f"TFLOP/s, copy {p['copy_tbps']:.2f} TB/s)"]
+    for name, L in report["layers"].items():
+        lines.append(f"{name}: {L['shape']}")
+        lines.append(f"{'tokens':>7} {'moec ms':>9} {'eager x':>8} {'compile x':>10} {'dense x':>8} "
+                     f"{'TFLOP/s':>8} {'%peak':>6} {'TB/s':>6} {'%bw':>5}")
+        for r in L["rows"]:
+            s = r["speedup"]
+
+            def f(key):
+                return f"{s[key]:.2f}" if key in s else "-"
+            lines.append(f"{r['tokens']:>7} {r['ms']['moec']:>9.3f} {f('eager'):>8} {f('torch.compile'):>10} "
+                         f"{f('dense bmm'):>8} {r['moec_tflops']:>8.1f} {100 * r['frac_matmul_peak']:>5.0f}% "
+                         f"{r['moec_tbps_weights']:>6.2f} {100 * r['frac_copy_bw']:>4.0f}%")
+    lines.append("speedup = peer time / moec time (above 1: moec is faster)")
+    return "\n".join(lines)
+
+
+def main(argv: List[str] = None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", default="mixtral,deepseek")
+    ap.add_argument("--tokens", default="1,16,128,1024,4096")
+    ap.add_argument("-o", "--output", default="moec_bench_triton")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--no-compile", action="store_true")
+    a = ap.parse_args(argv)
+    peers = ("eager", "dense") if a.no_compile else ("eager", "compile", "dense")
+    rep = run_triton_bench(a.layers.split(","), [int(t) for t in a.tokens.split(",")], a.output, a.reps, peers)
+    print(format_table(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__: Dict = {}
