@@ -116,7 +116,7 @@ def dense_layer(x, w_router, w_in, w_out, bias, cfg):
 
 
 def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None):
-    from ..codegen.triton import runtime as rt
+    from .codegen.triton import runtime as rt
     logits = rt.matmul(x.float(), w_router)
     w, ids = rt.moe_route(logits, bias, k=cfg["k"], scoring=cfg["scoring"], n_group=cfg["n_group"],
                           topk_group=cfg["topk_group"], group_score=cfg.get("group_score", "max"), post="none",
@@ -131,7 +131,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
     import time
 
     import torch
-    from ..codegen.triton import tuning
+    from .codegen.triton import tuning
     if not torch.cuda.is_available():
         raise RuntimeError("moec bench --target triton needs a CUDA GPU (the interpreter is for tests, not timing)")
     os.makedirs(outdir, exist_ok=True)

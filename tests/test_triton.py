@@ -42,22 +42,23 @@ def test_kernels_really_run(tmp_path):
     weight in the kernel's epilogue would change the output, and it matches onnxruntime."""
     from moec.codegen.triton import runtime as rt
     import torch
-    x = torch.randn(7, 64)
-    logits = torch.randn(7, 8)
+    dev = rt.DEVICE
+    x = torch.randn(7, 64, device=dev)
+    logits = torch.randn(7, 8, device=dev)
     w, ids = rt.moe_route(logits, None, k=2, scoring="softmax", n_group=1, topk_group=1, group_score="max",
                           post="none", norm="none", norm_eps=0.0, scale=1.0, capacity=0)
     p = torch.softmax(logits, -1)
     top = torch.topk(p, 2, dim=-1)
-    np.testing.assert_allclose(w.numpy(), top.values.numpy(), rtol=1e-6)
-    np.testing.assert_array_equal(ids.numpy(), top.indices.numpy())
-    w_in = torch.randn(8, 64, 64) * 0.1
-    w_out = torch.randn(8, 64, 32) * 0.1
+    np.testing.assert_allclose(w.cpu().numpy(), top.values.cpu().numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(ids.cpu().numpy(), top.indices.cpu().numpy())
+    w_in = torch.randn(8, 64, 64, device=dev) * 0.1
+    w_out = torch.randn(8, 64, 32, device=dev) * 0.1
     y = rt.moe_experts(x, ids, w_in, w_out, rw=w, weights_at="output")
-    want = torch.zeros(7, 2, 64)
+    want = torch.zeros(7, 2, 64, device=dev)
     for t in range(7):
         for j in range(2):
             e = ids[t, j]
             h = w_in[e] @ x[t]
             a = torch.nn.functional.silu(h[:32]) * h[32:]
             want[t, j] = (w_out[e] @ a) * w[t, j]
-    np.testing.assert_allclose(y.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y.cpu().numpy(), want.cpu().numpy(), rtol=1e-4, atol=1e-5)

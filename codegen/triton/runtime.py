@@ -68,26 +68,31 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
 
 def align_plan(ids, E: int, block_m: int):
     """Expert-sorted slot list padded per expert to multiples of block_m (-1 = padding) and the
-    expert of each block (the align/sort dispatch).  Stable: slots keep token order per expert."""
+    expert of each block (-1: unused block), the align/sort dispatch.  Stable: slots keep token
+    order within an expert.  No host synchronisation: the grid is the static upper bound
+    cdiv(n, block_m) + E blocks and unused blocks exit at once."""
     flat = ids.reshape(-1)
     n = flat.numel()
-    key = torch.where(flat >= 0, flat, E)
+    dev = ids.device
+    key = torch.where(flat >= 0, flat, torch.full_like(flat, E))
     order = torch.sort(key, stable=True).indices
-    counts = torch.bincount(flat[flat >= 0], minlength=E)[:E]
+    counts = torch.bincount(key, minlength=E + 1)[:E]
     nblk = (counts + block_m - 1) // block_m
-    total_blocks = int(nblk.sum().item())
-    starts = torch.cumsum(nblk * block_m, 0) - nblk * block_m
+    bend = torch.cumsum(nblk, 0)
+    bstart = bend - nblk
     cstart = torch.cumsum(counts, 0) - counts
-    nvalid = int(counts.sum().item())
-    sorted_ids = torch.full((max(total_blocks * block_m, 1),), -1, dtype=torch.int64, device=ids.device)
-    if nvalid:
-        se = key[order[:nvalid]]
-        rank = torch.arange(nvalid, device=ids.device) - cstart[se]
-        sorted_ids[starts[se] + rank] = order[:nvalid]
-    bexp = torch.repeat_interleave(torch.arange(E, device=ids.device), nblk)
-    if bexp.numel() == 0:
-        bexp = torch.full((1,), -1, dtype=torch.int64, device=ids.device)
-    return sorted_ids, bexp, n
+    max_blocks = (n + block_m - 1) // block_m + E
+    b = torch.arange(max_blocks, device=dev)
+    bexp = torch.searchsorted(bend, b, right=True)
+    bexp = torch.where(bexp < E, bexp, torch.full_like(bexp, -1))
+    sorted_ids = torch.full((max_blocks * block_m + 1,), -1, dtype=torch.int64, device=dev)
+    se = key[order]
+    sec = torch.clamp(se, max=E - 1)
+    rank = torch.arange(n, device=dev) - cstart[sec]
+    pos = torch.where(se < E, bstart[sec] * block_m + rank, torch.full_like(rank, max_blocks * block_m))
+    sorted_ids[pos] = order
+    sorted_ids[max_blocks * block_m] = -1
+    return sorted_ids[:max_blocks * block_m], bexp, n
 
 
 def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
@@ -108,7 +113,7 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     prec = _prec(cdt)
     s_in, s_out, z_in, z_out = q
     G = wq_group or 0
-    y = torch.zeros((T * k, D), dtype=x.dtype, device=x.device)
+    y = torch.zeros((T * k, D), dtype=x.dtype, device=x.device)  # dropped slots stay zero
     if n_slots == 0 or T == 0:
         return y.reshape(T, k, D)
     A = torch.empty((sorted_ids.numel(), F), dtype=cdt, device=x.device)

@@ -14,12 +14,31 @@ import time
 from typing import Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CANDIDATES: List[dict] = [
-    {"BLOCK_M": bm, "BLOCK_N1": bn, "BLOCK_K1": bk, "BLOCK_N2": bn, "BLOCK_K2": bk, "num_warps": w, "num_stages": s}
-    for bm, bn, bk, w, s in [(16, 64, 64, 4, 3), (16, 128, 64, 4, 4), (32, 64, 64, 4, 3), (64, 64, 64, 4, 3),
-                             (64, 128, 64, 4, 3), (64, 128, 64, 8, 4), (128, 128, 64, 8, 3), (128, 64, 64, 4, 3),
-                             (128, 128, 32, 8, 4), (64, 256, 64, 8, 3)]
-]
+# (BLOCK_M, BLOCK_N1, BLOCK_K1, BLOCK_N2, BLOCK_K2, warps, stages).  Few rows per expert (decode)
+# need narrow N tiles so that enough programs stream the weights in parallel (the down projection
+# has only D / BLOCK_N2 column tiles per expert block); many rows need big tiles for tensor cores.
+_SMALL = [(16, 32, 128, 16, 256, 4, 4), (16, 32, 256, 32, 256, 4, 3), (16, 64, 128, 16, 256, 4, 4),
+          (16, 16, 256, 16, 256, 4, 4), (32, 32, 128, 32, 128, 4, 4), (16, 64, 64, 64, 64, 4, 3)]
+_LARGE = [(64, 64, 64, 64, 64, 4, 3), (64, 128, 64, 128, 64, 4, 3), (128, 128, 64, 128, 64, 8, 3),
+          (128, 128, 64, 128, 64, 8, 4), (128, 64, 64, 128, 64, 4, 3), (128, 128, 32, 128, 32, 8, 4),
+          (64, 256, 64, 256, 64, 8, 3), (128, 256, 64, 128, 64, 8, 3)]
+
+
+def _cfg(t):
+    bm, bn1, bk1, bn2, bk2, w, s = t
+    return {"BLOCK_M": bm, "BLOCK_N1": bn1, "BLOCK_K1": bk1, "BLOCK_N2": bn2, "BLOCK_K2": bk2, "num_warps": w,
+            "num_stages": s}
+
+
+CANDIDATES: List[dict] = [_cfg(t) for t in _SMALL + _LARGE]
+
+
+def candidates_for(rows_per_expert: float) -> List[dict]:
+    if rows_per_expert <= 16:
+        return [_cfg(t) for t in _SMALL]
+    if rows_per_expert <= 64:
+        return [_cfg(t) for t in _SMALL[-2:] + _LARGE[:3]]
+    return [_cfg(t) for t in _LARGE]
 
 
 def token_bucket(T: int) -> int:
@@ -49,12 +68,25 @@ def cache_path() -> str:
     return os.path.join(cache_dir(), "triton_tuning.json")
 
 
+_LOADED: Dict[str, tuple] = {}
+
+
 def _load(path: str) -> Dict[str, dict]:
+    """The JSON at path, re-read only when its modification time changes (config_for runs per call)."""
+    try:
+        mt = os.stat(path).st_mtime_ns
+    except OSError:
+        return {}
+    hit = _LOADED.get(path)
+    if hit and hit[0] == mt:
+        return hit[1]
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError):
-        return {}
+        data = {}
+    _LOADED[path] = (mt, data)
+    return data
 
 
 def config_for(kind: str, p: dict) -> dict:
@@ -66,10 +98,8 @@ def config_for(kind: str, p: dict) -> dict:
         c = _load(src).get(key)
         if c:
             return c
-    T = p["T"] * p["k"] / max(p["E"], 1)  # rows per expert
-    bm = 16 if T <= 16 else (32 if T <= 32 else (64 if T <= 256 else 128))
-    return {"BLOCK_M": bm, "BLOCK_N1": 128 if bm >= 64 else 64, "BLOCK_K1": 64, "BLOCK_N2": 128 if bm >= 64 else 64,
-            "BLOCK_K2": 64, "num_warps": 8 if bm >= 128 else 4, "num_stages": 3}
+    rows = p["T"] * p["k"] / max(p["E"], 1)  # rows per expert
+    return candidates_for(rows)[0 if rows <= 64 else 2]
 
 
 def autotune(kind: str, p: dict, run: Callable[[dict], None], candidates: Optional[List[dict]] = None,
@@ -78,7 +108,7 @@ def autotune(kind: str, p: dict, run: Callable[[dict], None], candidates: Option
     import torch
     best, best_t = None, float("inf")
     results = []
-    for c in candidates or CANDIDATES:
+    for c in candidates or candidates_for(p["T"] * p["k"] / max(p["E"], 1)):
         try:
             run(c)
             torch.cuda.synchronize()
