@@ -50,7 +50,6 @@ def probes() -> dict:
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     tc = _time(lambda: dst.copy_(src), reps=10)
-    del a, src, dst
     return {"bf16_matmul_tflops": 2 * 8192 ** 3 / t / 1e12, "copy_tbps": 2 * (1 << 30) / tc / 1e12}
 
 
@@ -190,9 +189,8 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
             row["speedup"] = {p: v / row["ms"]["moec"] for p, v in row["ms"].items() if p != "moec"}
             rows.append(row)
             print(json.dumps({"layer": name, **row}), flush=True)
-            del x
         report["layers"][name] = {"shape": cfg, "rows": rows}
-        del w_in, w_out
+        w_in = w_out = None  # free the layer's weights before the next
         torch.cuda.empty_cache()
     with open(os.path.join(outdir, "bench_triton.json"), "w") as f:
         json.dump(report, f, indent=1)

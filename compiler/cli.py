@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "dynamic dimension) and compare. Writes OUTDIR/report.json.", epilog=EPILOG)
     c.add_argument("model", help="path to an .onnx file (external data files beside it are loaded)")
     c.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output directory for the artifact")
-    c.add_argument("--target", default="cpu", choices=["cpu", "triton"],
+    c.add_argument("--soc", default="Ascend910B2",
+                   choices=["Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910_93"],
+                   help="ascend: the SoC whose cores and buffer sizes tiling and the cost model use")
+    c.add_argument("--target", default="cpu", choices=["cpu", "triton", "ascend"],
                    help="code generation target (default: cpu); triton runs on a CUDA GPU or, without one, "
                         "under Triton's interpreter")
     c.add_argument("--arch", default="native", choices=["native", "generic", "avx2", "avx512"],
@@ -107,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_compile(a) -> int:
     from .driver import CompileOptions, compile_onnx
-    opts = CompileOptions(target=a.target, arch=a.arch, verify=not a.no_verify, dump_ir=a.dump_ir,
+    opts = CompileOptions(target=a.target, arch=a.soc if a.target == "ascend" else a.arch, verify=not a.no_verify, dump_ir=a.dump_ir,
                           seed=a.seed, symbol_sizes=a.sizes, threads=a.threads, force=a.force,
                           sanitize=a.sanitize, weights=a.weights, group_size=a.group_size,
                           zero_point=a.zero_point)

@@ -27,7 +27,7 @@ from .ir import run as interpret
 from .passes.pipeline import run_pipeline
 from .targets.registry import get_backend
 
-TARGETS = ("cpu", "triton")
+TARGETS = ("cpu", "triton", "ascend")
 
 
 @dataclass
@@ -133,6 +133,8 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         pass_log.append({"stage": stage, **info})
 
     backend = get_backend(opts.target, opts.arch)
+    if opts.target == "ascend" and opts.weights != "f32":
+        raise UserInputError("target ascend: quantised weights are not implemented yet (use --weights f32)")
     if opts.weights not in ("f32", "bf16", "int8", "int4"):
         raise UserInputError(f"unknown weight mode '{opts.weights}' (choose f32, bf16, int8 or int4)")
     ref_module = None

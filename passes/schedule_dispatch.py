@@ -36,6 +36,9 @@ class ScheduleDispatch(Pass):
             block = 1
             gemv = E
             budget = t.l2_bytes // 2
+        elif t.name == "ascend":  # MoeInitRouting's dropless layout: rows sorted by expert, unpadded
+            block, gemv = 1, int(t.get("block_m", 16))
+            budget = t.l1_bytes // 2
         else:
             block = int(t.get("block_m", 16))
             gemv = block // 2 if t.name == "triton" else block

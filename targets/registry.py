@@ -80,4 +80,11 @@ def get_backend(target: str, arch: str = "native"):
         from .description import triton_target
         from .triton_backend import TritonBackend
         return TritonBackend(triton_target())
-    raise UserInputError(f"unknown target '{target}' (available: cpu, triton)")
+    if target == "ascend":
+        from .ascend_backend import AscendBackend
+        from .description import ascend_target
+        try:
+            return AscendBackend(ascend_target(arch if arch not in ("native", None) else "Ascend910B2"))
+        except ValueError as e:
+            raise UserInputError(str(e)) from None
+    raise UserInputError(f"unknown target '{target}' (available: cpu, triton, ascend)")
