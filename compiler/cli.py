@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "weight size and the MoE layers moec recognises.", epilog=EPILOG)
     i.add_argument("model", help="path to an .onnx file")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.add_argument("--target", default="cpu", choices=["cpu", "triton", "ascend"],
+                   help="schedule for this target (ascend: also print the cost-model estimates)")
+    i.add_argument("--soc", default="Ascend910B2",
+                   choices=["Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910_93"])
+    i.add_argument("--tokens", type=_sizes, default=[1, 256], metavar="N,N,..",
+                   help="ascend: token counts for the cost-model estimates")
 
     b = sub.add_parser("bench", help="time moec against onnxruntime on a model",
                        description="Compile MODEL, then time moec's code, onnxruntime on the model as given, and "
@@ -138,7 +144,7 @@ def cmd_compile(a) -> int:
     return 0
 
 
-def inspect_model(path: str) -> dict:
+def inspect_model(path: str, target: str = "cpu", soc: str = "Ascend910B2", tokens=(1, 256)) -> dict:
     from .driver import load_model_proto, moe_layers_of, op_histogram
     from .frontend.onnx_import import import_model
     from .passes.pipeline import run_pipeline
@@ -148,8 +154,16 @@ def inspect_model(path: str) -> dict:
         k = n.op_type if not n.domain or n.domain == "ai.onnx" else f"{n.domain}.{n.op_type}"
         onnx_hist[k] = onnx_hist.get(k, 0) + 1
     m = import_model(proto, name)
-    run_pipeline(m)
+    from .targets.description import ascend_target, target_for
+    desc = ascend_target(soc) if target == "ascend" else target_for(target)
+    run_pipeline(m, target=desc)
     f = m.main
+    extra = {}
+    if target == "ascend":
+        from .codegen.ascend.plan import make_plan
+        plan = make_plan(m, desc, tokens=tuple(tokens))
+        extra = {"ascend": {"soc": soc, "host_ops": plan["host_ops"], "note": plan["estimates_are"],
+                            "estimates": plan["estimates"]}}
     return {
         "model": name, "path": path,
         "opset": int(m.attrs.get("moec.opset", 0)),
@@ -159,11 +173,12 @@ def inspect_model(path: str) -> dict:
         "ir_ops": op_histogram(m),
         "weights": {"count": len(m.weights), "bytes": m.weights.nbytes()},
         "moe_layers": moe_layers_of(m),
+        **extra,
     }
 
 
 def cmd_inspect(a) -> int:
-    info = inspect_model(a.model)
+    info = inspect_model(a.model, a.target, a.soc, a.tokens)
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -181,6 +196,17 @@ def cmd_inspect(a) -> int:
     print(f"MoE layers: {len(info['moe_layers'])}")
     for i, layer in enumerate(info["moe_layers"]):
         print(f"  [{i}] " + ", ".join(f"{k}={v}" for k, v in layer.items() if k != "replaced_nodes"))
+    if "ascend" in info:
+        asc = info["ascend"]
+        print(f"Ascend {asc['soc']} cost model (ESTIMATES, {asc['note']}):")
+        for e in asc["estimates"]:
+            cube = f", {100 * e['fraction_of_cube_peak']:.2f}% of cube peak" if "fraction_of_cube_peak" in e else ""
+            cp = f"; cube path would be {e['cube_path_bound_us']} us ({e['cube_path_bound']}-bound)" \
+                if "cube_path_bound_us" in e else ""
+            print(f"  {e['kernel']:<18} T={e['tokens']:<5} blockDim={e['blockDim']:<3} ~{e['estimate_us']} us, "
+                  f"{e['bound']}-bound, {100 * e['hbm_fraction']:.1f}% of HBM bandwidth{cube}{cp}")
+        if asc["host_ops"]:
+            print("  on the host (no NPU kernel): " + ", ".join(f"{k} ({v})" for k, v in asc["host_ops"].items()))
     return 0
 
 

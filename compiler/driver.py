@@ -168,6 +168,11 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         "moe_layers": moe_layers_of(m),
         "op_histogram": op_histogram(m),
     }
+    if opts.target == "ascend":
+        with open(os.path.join(outdir, "ascend", "plan.json")) as fh:
+            plan = json.load(fh)
+        report["ascend"] = {"soc": plan["soc"], "host_ops": plan["host_ops"],
+                            "cost_model": {"note": plan["estimates_are"], "kernels": plan["estimates"]}}
     artifact = None
     if opts.verify:
         with timer.time("verify"):

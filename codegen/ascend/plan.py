@@ -76,9 +76,11 @@ def kernel_estimate(kind: str, desc: TargetDesc, T: int, sizes: dict, kt: int) -
         copies, cores, flops = M * N * -(-Kd // kt) + 2 * M, min(hw["aiv"], max(M, 1)), 2 * M * N * Kd
     t_vec = ops / (cores * LANES_F32 * CLOCK_HZ)
     t_hbm = bytes_ / hw["hbm"]
-    t = max(t_vec, t_hbm) + copies * COPY_ISSUE_S / max(cores, 1) + LAUNCH_S
+    t_issue = copies * COPY_ISSUE_S / max(cores, 1) + LAUNCH_S
+    t = max(t_vec, t_hbm) + t_issue
+    bound = max((t_vec, "vector"), (t_hbm, "HBM"), (t_issue, "copy-issue/launch"))[1]
     est = {"kernel": kind, "tokens": T, "blockDim": cores, "estimate_us": round(t * 1e6, 2),
-           "bound": "vector" if t_vec >= t_hbm else "HBM", "hbm_fraction": round(t_hbm / t, 4)}
+           "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
     if flops:
         est["fraction_of_cube_peak"] = round(flops / t / hw["cube_f16"], 5)
         if kind == "moe_expert_ffn":
