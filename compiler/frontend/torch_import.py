@@ -1,0 +1,711 @@
+"""PyTorch front end: torch.export (ATen FX graph) -> a moec Module, without ONNX export.
+
+``import_torch(module, example_inputs)`` exports the module with a dynamic token dimension,
+applies PyTorch's core-ATen decompositions, then walks the FX graph.  Each ATen op is lowered by a
+table in this file onto moec's op converters (the same ones the ONNX front end registers, keyed by
+the standard ONNX op vocabulary, which serves here as moec's typed op-construction layer: shape
+inference, symbolic dims and attribute checks live there once).  No ONNX model is built and
+torch.onnx is not used.  Parameters and buffers become weights; symbolic sizes (SymInts, including
+the data-dependent sizes of nonzero) become shape computations so the token count stays symbolic.
+
+An ATen op with no lowering raises UnsupportedError naming the op and the user's source line (the
+last frame of the FX node's stack trace).
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import UnsupportedError, UserInputError
+from ..ir import DType, Function, Module, Value
+from .onnx_import import ImportContext, _convert_node, _load_converters, _sanitize_symbol
+
+I64_MAX = 2 ** 63 - 1
+_LOWER: Dict[str, Callable] = {}
+
+
+def lower(*names: str):
+    def wrap(fn):
+        for n in names:
+            _LOWER[n] = fn
+        return fn
+    return wrap
+
+
+def _np_dtype(tdt):
+    import torch
+    return {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
+            torch.int64: np.int64, torch.int32: np.int32, torch.int8: np.int8, torch.uint8: np.uint8,
+            torch.bool: np.bool_, torch.int16: np.int16}.get(tdt)
+
+
+def _onnx_dtype(tdt) -> int:
+    from onnx import TensorProto
+    import torch
+    return {torch.float32: TensorProto.FLOAT, torch.float64: TensorProto.DOUBLE, torch.float16: TensorProto.FLOAT16,
+            torch.bfloat16: TensorProto.BFLOAT16, torch.int64: TensorProto.INT64, torch.int32: TensorProto.INT32,
+            torch.int8: TensorProto.INT8, torch.uint8: TensorProto.UINT8, torch.bool: TensorProto.BOOL}[tdt]
+
+
+def source_line(node) -> str:
+    st = node.meta.get("stack_trace") or ""
+    lines = [ln.strip() for ln in st.strip().splitlines() if ln.strip()]
+    frames = [ln for ln in lines if ln.startswith("File ")]
+    if frames:
+        last = frames[-1]
+        i = lines.index(last)
+        code = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith("File ") else ""
+        return f"{last}{': ' + code if code else ''}"
+    return "(no source location recorded)"
+
+
+class _Fx:
+    """Lowering state: FX node -> moec Value (or list, or python/Sym value)."""
+
+    def __init__(self, ctx: ImportContext, model_name: str):
+        self.ctx = ctx
+        self.model = model_name
+        self.env: Dict[str, Any] = {}
+        self.n = 0
+        self.node = None
+
+    # -- emitting ONNX-vocabulary ops through the shared converters ------------------------------
+    def op(self, op_type: str, inputs: Sequence[Optional[Value]], n_out: int = 1, **attrs) -> List[Value]:
+        from onnx import helper
+        names = []
+        for v in inputs:
+            if v is None:
+                names.append("")
+                continue
+            self.n += 1
+            nm = f"__v{self.n}"
+            self.ctx.values[nm] = v
+            names.append(nm)
+        outs = [f"__o{self.n}_{i}" for i in range(n_out)]
+        nd = helper.make_node(op_type, names, outs, name=self.node.name if self.node is not None else op_type,
+                              **{k: v for k, v in attrs.items() if v is not None})
+        try:
+            _convert_node(self.ctx, nd)
+        except (UnsupportedError, UserInputError) as e:
+            raise type(e)(f"{self._where()}: {e}") from None
+        return [self.ctx.values[o] for o in outs]
+
+    def op1(self, op_type: str, inputs: Sequence[Optional[Value]], **attrs) -> Value:
+        return self.op(op_type, inputs, 1, **attrs)[0]
+
+    def const(self, a, dtype=None) -> Value:
+        arr = np.asarray(a, dtype=dtype)
+        return self.ctx.const(arr, "c")
+
+    def _where(self) -> str:
+        n = self.node
+        return (f"model '{self.model}', ATen op {n.target} (FX node '{n.name}') at {source_line(n)}"
+                if n is not None else f"model '{self.model}'")
+
+    # -- arguments ------------------------------------------------------------------------------
+    def v(self, a, like: Optional[Value] = None) -> Value:
+        """A tensor Value for an FX argument (node, python scalar or SymInt)."""
+        import torch.fx
+        if isinstance(a, torch.fx.Node):
+            x = self.env[a.name]
+            if isinstance(x, _Sym):
+                return x.scalar(self)
+            return x
+        if isinstance(a, bool):
+            return self.const(a, np.bool_)
+        if isinstance(a, (int, float)):
+            dt = like.type.dtype.np if like is not None else (np.int64 if isinstance(a, int) else np.float32)
+            return self.const(a, dt)
+        raise UnsupportedError(f"{self._where()}: unsupported argument {a!r}")
+
+    def shape_list(self, sizes) -> Value:
+        """A 1-D int64 shape tensor from a list of ints / SymInt nodes."""
+        import torch.fx
+        parts: List[Value] = []
+        static: List[int] = []
+        for s in sizes:
+            if isinstance(s, torch.fx.Node):
+                if static:
+                    parts.append(self.const(static, np.int64))
+                    static = []
+                parts.append(self.env[s.name].vector(self))
+            else:
+                static.append(int(s))
+        if static:
+            parts.append(self.const(static, np.int64))
+        if len(parts) == 1:
+            return parts[0]
+        return self.op1("Concat", parts, axis=0)
+
+
+class _Sym:
+    """A SymInt: its value as a 1-element int64 vector Value (shape arithmetic stays in the graph)."""
+
+    def __init__(self, vec: Optional[Value], note: str = ""):
+        self.vec = vec
+        self.note = note
+
+    def vector(self, fx: _Fx) -> Value:
+        if self.vec is None:
+            raise UnsupportedError(f"{fx._where()}: a symbolic size ({self.note}) is used as a value")
+        return self.vec
+
+    def scalar(self, fx: _Fx) -> Value:
+        return fx.op1("Squeeze", [self.vector(fx), fx.const([0], np.int64)])
+
+
+def _t(fx: _Fx, node) -> "Any":
+    return node.meta.get("val")
+
+
+# ---------------------------------------------------------------------------------------------
+@lower("aten.permute.default")
+def _permute(fx, n, x, dims):
+    return fx.op1("Transpose", [fx.v(x)], perm=[int(d) for d in dims])
+
+
+@lower("aten.t.default")
+def _t_(fx, n, x):
+    return fx.op1("Transpose", [fx.v(x)], perm=[1, 0])
+
+
+@lower("aten.transpose.int")
+def _transpose(fx, n, x, a, b):
+    r = len(_t(fx, n).shape)
+    perm = list(range(r))
+    perm[a % r], perm[b % r] = perm[b % r], perm[a % r]
+    return fx.op1("Transpose", [fx.v(x)], perm=perm)
+
+
+@lower("aten.mm.default", "aten.bmm.default", "aten.matmul.default")
+def _mm(fx, n, a, b):
+    return fx.op1("MatMul", [fx.v(a), fx.v(b)])
+
+
+@lower("aten.addmm.default")
+def _addmm(fx, n, bias, a, b, beta=1, alpha=1):
+    return fx.op1("Gemm", [fx.v(a), fx.v(b), fx.v(bias)], alpha=float(alpha), beta=float(beta))
+
+
+@lower("aten.linear.default")
+def _linear(fx, n, x, w, b=None):
+    y = fx.op1("MatMul", [fx.v(x), fx.op1("Transpose", [fx.v(w)], perm=[1, 0])])
+    return fx.op1("Add", [y, fx.v(b)]) if b is not None else y
+
+
+@lower("aten._softmax.default", "aten.softmax.int")
+def _softmax(fx, n, x, dim, half_or_dtype=None):
+    return fx.op1("Softmax", [fx.v(x)], axis=int(dim))
+
+
+@lower("aten._log_softmax.default")
+def _log_softmax(fx, n, x, dim, half=False):
+    return fx.op1("LogSoftmax", [fx.v(x)], axis=int(dim))
+
+
+@lower("aten.topk.default")
+def _topk(fx, n, x, k, dim=-1, largest=True, sorted=True):
+    return fx.op("TopK", [fx.v(x), fx.const([int(k)], np.int64)], 2, axis=int(dim), largest=int(largest),
+                 sorted=int(sorted))
+
+
+@lower("aten.sort.default")
+def _sort(fx, n, x, dim=-1, descending=False):
+    xv = fx.v(x)
+    size = fx.op1("Gather", [fx.op1("Shape", [xv]), fx.const([int(dim)], np.int64)], axis=0)
+    return fx.op("TopK", [xv, size], 2, axis=int(dim), largest=int(descending), sorted=1)
+
+
+def _reduce(op_type):
+    def fn(fx, n, x, dims=None, keepdim=False, dtype=None):
+        xv = fx.v(x)
+        if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+            return fx.op1(op_type, [xv], keepdims=int(keepdim))
+        dims = [int(d) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        return fx.op1(op_type, [xv, fx.const(dims, np.int64)], keepdims=int(keepdim))
+    return fn
+
+
+lower("aten.sum.dim_IntList")(_reduce("ReduceSum"))
+lower("aten.mean.dim")(_reduce("ReduceMean"))
+lower("aten.amax.default")(_reduce("ReduceMax"))
+lower("aten.amin.default")(_reduce("ReduceMin"))
+
+
+@lower("aten.sum.default")
+def _sum_all(fx, n, x, dtype=None):
+    return fx.op1("ReduceSum", [fx.v(x)], keepdims=0)
+
+
+@lower("aten.linalg_vector_norm.default")
+def _norm(fx, n, x, ord=2, dim=None, keepdim=False, dtype=None):
+    op = {1: "ReduceL1", 2: "ReduceL2", 1.0: "ReduceL1", 2.0: "ReduceL2"}.get(ord)
+    if op is None:
+        raise UnsupportedError(f"{fx._where()}: vector norm of order {ord}")
+    return _reduce(op)(fx, n, x, dim, keepdim)
+
+
+@lower("aten.any.dims", "aten.any.dim")
+def _any(fx, n, x, dims=None, keepdim=False):
+    xi = fx.op1("Cast", [fx.v(x)], to=7)
+    dims = [dims] if isinstance(dims, int) else dims
+    if not dims:
+        r = fx.op1("ReduceMax", [xi], keepdims=int(keepdim))
+    else:
+        r = fx.op1("ReduceMax", [xi, fx.const([int(d) for d in dims], np.int64)], keepdims=int(keepdim))
+    return fx.op1("Cast", [r], to=9)
+
+
+@lower("aten.max.dim")
+def _max_dim(fx, n, x, dim, keepdim=False):
+    xv = fx.v(x)
+    m = fx.op1("ReduceMax", [xv, fx.const([int(dim)], np.int64)], keepdims=int(keepdim))
+    i = fx.op1("ArgMax", [xv], axis=int(dim), keepdims=int(keepdim), select_last_index=0)
+    return [m, i]
+
+
+@lower("aten.argmax.default")
+def _argmax(fx, n, x, dim=None, keepdim=False):
+    return fx.op1("ArgMax", [fx.v(x)], axis=int(dim), keepdims=int(keepdim))
+
+
+def _binary(op_type):
+    def fn(fx, n, a, b, alpha=1):
+        import torch.fx
+        av = fx.v(a) if isinstance(a, torch.fx.Node) else None
+        bv = fx.v(b) if isinstance(b, torch.fx.Node) else None
+        av = av if av is not None else fx.v(a, bv)
+        bv = bv if bv is not None else fx.v(b, av)
+        if alpha != 1:
+            bv = fx.op1("Mul", [bv, fx.v(alpha, bv)])
+        return fx.op1(op_type, [av, bv])
+    return fn
+
+
+for _a, _o in (("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("div", "Div"), ("eq", "Equal"), ("gt", "Greater"),
+               ("lt", "Less"), ("ge", "GreaterOrEqual"), ("le", "LessOrEqual"), ("maximum", "Max"),
+               ("minimum", "Min"), ("pow", "Pow"), ("logical_and", "And"), ("logical_or", "Or")):
+    lower(f"aten.{_a}.Tensor", f"aten.{_a}.Scalar", f"aten.{_a}.default", f"aten.{_a}.Tensor_Scalar")(_binary(_o))
+
+
+@lower("aten.ne.Tensor", "aten.ne.Scalar")
+def _ne(fx, n, a, b):
+    return fx.op1("Not", [_binary("Equal")(fx, n, a, b)])
+
+
+@lower("aten.rsub.Scalar")
+def _rsub(fx, n, a, b, alpha=1):
+    return _binary("Sub")(fx, n, b, a)
+
+
+def _unary(op_type):
+    def fn(fx, n, x):
+        return fx.op1(op_type, [fx.v(x)])
+    return fn
+
+
+for _a, _o in (("relu", "Relu"), ("sigmoid", "Sigmoid"), ("exp", "Exp"), ("log", "Log"), ("neg", "Neg"),
+               ("sqrt", "Sqrt"), ("tanh", "Tanh"), ("erf", "Erf"), ("abs", "Abs"), ("reciprocal", "Reciprocal"),
+               ("logical_not", "Not"), ("sin", "Sin"), ("cos", "Cos")):
+    lower(f"aten.{_a}.default")(_unary(_o))
+
+
+@lower("aten.rsqrt.default")
+def _rsqrt(fx, n, x):
+    return fx.op1("Reciprocal", [fx.op1("Sqrt", [fx.v(x)])])
+
+
+@lower("aten.silu.default")
+def _silu(fx, n, x):
+    xv = fx.v(x)
+    return fx.op1("Mul", [xv, fx.op1("Sigmoid", [xv])])
+
+
+@lower("aten.gelu.default")
+def _gelu(fx, n, x, approximate="none"):
+    return fx.op1("Gelu", [fx.v(x)], approximate=approximate)
+
+
+@lower("aten.clamp.default", "aten.clamp.Tensor")
+def _clamp(fx, n, x, lo=None, hi=None):
+    xv = fx.v(x)
+    return fx.op1("Clip", [xv, fx.v(lo, xv) if lo is not None else None, fx.v(hi, xv) if hi is not None else None])
+
+
+@lower("aten.clamp_min.default")
+def _clamp_min(fx, n, x, lo):
+    return _clamp(fx, n, x, lo, None)
+
+
+@lower("aten.clamp_max.default")
+def _clamp_max(fx, n, x, hi):
+    return _clamp(fx, n, x, None, hi)
+
+
+@lower("aten.where.self")
+def _where(fx, n, c, a, b):
+    av = fx.v(a) if not isinstance(a, (int, float)) else None
+    bv = fx.v(b) if not isinstance(b, (int, float)) else None
+    av = av if av is not None else fx.v(a, bv)
+    bv = bv if bv is not None else fx.v(b, av)
+    return fx.op1("Where", [fx.v(c), av, bv])
+
+
+@lower("aten.clone.default", "aten.alias.default", "aten.lift_fresh_copy.default", "aten.contiguous.default")
+def _clone(fx, n, x, **kw):
+    return fx.op1("Identity", [fx.v(x)])
+
+
+@lower("aten._to_copy.default")
+def _to_copy(fx, n, x, dtype=None, **kw):
+    val = _t(fx, n)
+    return fx.op1("Cast", [fx.v(x)], to=_onnx_dtype(val.dtype))
+
+
+@lower("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default")
+def _view(fx, n, x, shape):
+    return fx.op1("Reshape", [fx.v(x), fx.shape_list(shape)])
+
+
+@lower("aten.unsqueeze.default")
+def _unsqueeze(fx, n, x, d):
+    return fx.op1("Unsqueeze", [fx.v(x), fx.const([int(d)], np.int64)])
+
+
+@lower("aten.squeeze.dims", "aten.squeeze.dim")
+def _squeeze(fx, n, x, dims):
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return fx.op1("Squeeze", [fx.v(x), fx.const(dims, np.int64)])
+
+
+@lower("aten.expand.default")
+def _expand(fx, n, x, sizes):
+    import torch.fx
+    xv = fx.v(x)
+    r = len(sizes)
+    if any(not isinstance(s, torch.fx.Node) and int(s) == -1 for s in sizes):
+        shp = fx.op1("Shape", [xv])
+        lead = r - xv.type.rank
+        parts = []
+        for i, s in enumerate(sizes):
+            if not isinstance(s, torch.fx.Node) and int(s) == -1:
+                parts.append(fx.op1("Gather", [shp, fx.const([i - lead], np.int64)], axis=0))
+            elif isinstance(s, torch.fx.Node):
+                parts.append(fx.env[s.name].vector(fx))
+            else:
+                parts.append(fx.const([int(s)], np.int64))
+        return fx.op1("Expand", [xv, fx.op1("Concat", parts, axis=0)])
+    return fx.op1("Expand", [xv, fx.shape_list(sizes)])
+
+
+@lower("aten.cat.default")
+def _cat(fx, n, xs, dim=0):
+    return fx.op1("Concat", [fx.v(x) for x in xs], axis=int(dim))
+
+
+@lower("aten.stack.default")
+def _stack(fx, n, xs, dim=0):
+    return fx.op1("Concat", [fx.op1("Unsqueeze", [fx.v(x), fx.const([int(dim)], np.int64)]) for x in xs],
+                  axis=int(dim))
+
+
+@lower("aten.split_with_sizes.default")
+def _split(fx, n, x, sizes, dim=0):
+    return fx.op("Split", [fx.v(x), fx.const([int(s) for s in sizes], np.int64)], len(sizes), axis=int(dim))
+
+
+@lower("aten.split.Tensor")
+def _split_t(fx, n, x, size, dim=0):
+    total = n.args[0].meta["val"].shape[dim]
+    sizes = [size] * (int(total) // size) + ([int(total) % size] if int(total) % size else [])
+    return _split(fx, n, x, sizes, dim)
+
+
+@lower("aten.slice.Tensor")
+def _slice(fx, n, x, dim=0, start=None, end=None, step=1):
+    import torch.fx
+
+    def b(v, default):
+        if v is None:
+            return fx.const([default], np.int64)
+        if isinstance(v, torch.fx.Node):
+            return fx.env[v.name].vector(fx)
+        return fx.const([min(int(v), I64_MAX)], np.int64)
+    return fx.op1("Slice", [fx.v(x), b(start, 0), b(end, I64_MAX), fx.const([int(dim)], np.int64),
+                            fx.const([int(step)], np.int64)])
+
+
+@lower("aten.select.int")
+def _select(fx, n, x, dim, idx):
+    return fx.op1("Gather", [fx.v(x), fx.const(int(idx), np.int64)], axis=int(dim))
+
+
+@lower("aten.index_select.default")
+def _index_select(fx, n, x, dim, idx):
+    return fx.op1("Gather", [fx.v(x), fx.v(idx)], axis=int(dim))
+
+
+def _stack_indices(fx, idxs):
+    """[i0, i1, ...] (same shape [...]) -> [..., len] int64 for GatherND/ScatterND."""
+    parts = [fx.op1("Unsqueeze", [fx.op1("Cast", [fx.v(i)], to=7), fx.const([-1], np.int64)]) for i in idxs]
+    return parts[0] if len(parts) == 1 else fx.op1("Concat", parts, axis=-1)
+
+
+@lower("aten.index.Tensor")
+def _index(fx, n, x, indices):
+    idx = list(indices)
+    if len(idx) == 1 and idx[0] is not None:
+        i0 = idx[0]
+        if i0.meta["val"].dtype.is_floating_point is False and str(i0.meta["val"].dtype) == "torch.bool":
+            raise UnsupportedError(f"{fx._where()}: boolean-mask indexing")
+        return fx.op1("Gather", [fx.v(x), fx.v(i0)], axis=0)
+    if all(i is not None for i in idx):
+        return fx.op1("GatherND", [fx.v(x), _stack_indices(fx, idx)], batch_dims=0)
+    raise UnsupportedError(f"{fx._where()}: indexing with None between index tensors")
+
+
+@lower("aten.index_put.default", "aten.index_put_.default")
+def _index_put(fx, n, x, indices, values, accumulate=False):
+    idx = list(indices)
+    if any(i is None for i in idx):
+        raise UnsupportedError(f"{fx._where()}: index_put with None indices")
+    xv = fx.v(x)
+    vals = fx.v(values, xv)
+    ind = _stack_indices(fx, idx)
+    # broadcast the values to the indexed shape: indices shape [...] + x.shape[len(idx):]
+    tgt = fx.op1("Concat", [fx.op1("Slice", [fx.op1("Shape", [ind]), fx.const([0], np.int64),
+                                             fx.const([-1], np.int64)]),
+                            fx.op1("Slice", [fx.op1("Shape", [xv]), fx.const([len(idx)], np.int64),
+                                             fx.const([I64_MAX], np.int64)])], axis=0)
+    vals = fx.op1("Expand", [vals, tgt])
+    return fx.op1("ScatterND", [xv, ind, vals], reduction="add" if accumulate else None)
+
+
+@lower("aten.index_add.default")
+def _index_add(fx, n, x, dim, index, src, alpha=1):
+    if int(dim) != 0:
+        raise UnsupportedError(f"{fx._where()}: index_add along dim {dim}")
+    return _index_put(fx, n, x, [index], src, True)
+
+
+@lower("aten.gather.default")
+def _gather(fx, n, x, dim, index, sparse_grad=False):
+    return fx.op1("GatherElements", [fx.v(x), fx.v(index)], axis=int(dim))
+
+
+@lower("aten.scatter.src", "aten.scatter.value", "aten.scatter_add.default")
+def _scatter(fx, n, x, dim, index, src, reduce=None):
+    xv = fx.v(x)
+    iv = fx.v(index)
+    if not hasattr(src, "meta"):  # a scalar value
+        src = fx.op1("Expand", [fx.v(src, xv), fx.op1("Shape", [iv])])
+    else:
+        src = fx.v(src)
+    red = "add" if str(n.target) == "aten.scatter_add.default" else None
+    return fx.op1("ScatterElements", [xv, iv, src], axis=int(dim), reduction=red)
+
+
+@lower("aten.cumsum.default")
+def _cumsum(fx, n, x, dim, dtype=None):
+    return fx.op1("CumSum", [fx.v(x), fx.const(int(dim), np.int64)])
+
+
+@lower("aten.nonzero.default")
+def _nonzero(fx, n, x):
+    return fx.op1("Transpose", [fx.op1("NonZero", [fx.v(x)])], perm=[1, 0])
+
+
+@lower("aten.full.default")
+def _full(fx, n, size, value, dtype=None, **kw):
+    from onnx import helper
+    val = _t(fx, n)
+    t = helper.make_tensor("v", _onnx_dtype(val.dtype), [1], [value])
+    return fx.op1("ConstantOfShape", [fx.shape_list(size)], value=t)
+
+
+@lower("aten.full_like.default")
+def _full_like(fx, n, x, value, dtype=None, **kw):
+    from onnx import helper
+    val = _t(fx, n)
+    t = helper.make_tensor("v", _onnx_dtype(val.dtype), [1], [value])
+    return fx.op1("ConstantOfShape", [fx.op1("Shape", [fx.v(x)])], value=t)
+
+
+@lower("aten.zeros_like.default")
+def _zeros_like(fx, n, x, **kw):
+    return _full_like(fx, n, x, 0)
+
+
+@lower("aten.ones_like.default")
+def _ones_like(fx, n, x, **kw):
+    return _full_like(fx, n, x, 1)
+
+
+@lower("aten.zeros.default", "aten.new_zeros.default")
+def _zeros(fx, n, *a, **kw):
+    size = a[-1] if str(n.target) == "aten.new_zeros.default" else a[0]
+    return _full(fx, n, size, 0)
+
+
+@lower("aten.scalar_tensor.default")
+def _scalar_tensor(fx, n, v, dtype=None, **kw):
+    return fx.const(v, _np_dtype(_t(fx, n).dtype))
+
+
+@lower("aten.arange.start_step", "aten.arange.default", "aten.arange.start")
+def _arange(fx, n, *a, **kw):
+    val = _t(fx, n)
+    nd = _np_dtype(val.dtype)
+    if str(n.target) == "aten.arange.default":
+        start, end, step = 0, a[0], 1
+    else:
+        start, end = a[0], a[1]
+        step = a[2] if len(a) > 2 else 1
+    import torch.fx
+
+    def s(v):
+        if isinstance(v, torch.fx.Node):
+            return fx.op1("Cast", [fx.env[v.name].scalar(fx)], to=_onnx_dtype(val.dtype))
+        return fx.const(v, nd)
+    return fx.op1("Range", [s(start), s(end), s(step)])
+
+
+@lower("aten.one_hot.default")
+def _one_hot(fx, n, x, num_classes=-1):
+    depth = fx.const(int(num_classes), np.int64)
+    return fx.op1("OneHot", [fx.v(x), depth, fx.const([0, 1], np.int64)], axis=-1)
+
+
+@lower("aten.sym_size.int")
+def _sym_size(fx, n, x, d):
+    vec = fx.op1("Gather", [fx.op1("Shape", [fx.v(x)]), fx.const([int(d)], np.int64)], axis=0)
+    return _Sym(vec, f"size {d} of {x.name}")
+
+
+# ops that only assert or describe: no IR
+_SKIP = {"aten._assert_async.msg", "aten._assert_scalar.default", "aten._assert_tensor_metadata.default",
+         "aten.sym_constrain_range_for_size.default", "aten.sym_constrain_range.default"}
+
+
+def _sym_arith(fx, n, a, b):
+    import torch.fx
+    ops = {operator.mul: "Mul", operator.add: "Add", operator.sub: "Sub", operator.floordiv: "Div"}
+    f = ops.get(n.target)
+    if f is None:  # comparisons feed asserts only
+        return _Sym(None, str(n.target))
+
+    def vec(x):
+        if isinstance(x, torch.fx.Node):
+            return fx.env[x.name].vector(fx)
+        return fx.const([int(x)], np.int64)
+    return _Sym(fx.op1(f, [vec(a), vec(b)]), str(n.target))
+
+
+def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] = None,
+                 name: Optional[str] = None) -> Module:
+    """Export ``module`` with torch.export and import its ATen graph into a moec Module.
+
+    By default dimension 0 of every input of rank >= 2 is dynamic (the token count, symbol ``T``);
+    ``dynamic_dims`` maps input index -> {dim: symbol name} to choose otherwise ({} = static)."""
+    import torch
+    import torch.fx
+    _load_converters()
+    name = name or type(module).__name__
+    if not isinstance(example_inputs, tuple):
+        example_inputs = tuple(example_inputs)
+    if dynamic_dims is None:
+        dynamic_dims = {i: {0: "T"} for i, x in enumerate(example_inputs)
+                        if isinstance(x, torch.Tensor) and x.dim() >= 2}
+    dims = {}
+    shapes = []
+    for i, x in enumerate(example_inputs):
+        spec = {}
+        for d, sym in (dynamic_dims.get(i) or {}).items():
+            dims.setdefault(sym, torch.export.Dim(sym, min=1, max=1 << 20))
+            spec[d] = dims[sym]
+        shapes.append(spec or None)
+    module = module.eval()
+    try:
+        try:
+            ep = torch.export.export(module, example_inputs, dynamic_shapes=tuple(shapes))
+        except Exception:  # noqa: BLE001 - specialised dims: export static, say so in the module attrs
+            ep = torch.export.export(module, example_inputs)
+            dims = {}
+        ep = ep.run_decompositions()
+    except Exception as e:  # noqa: BLE001 - torch.export failures are the user's model's
+        raise UnsupportedError(f"model '{name}': torch.export failed: {str(e).splitlines()[0][:400]}") from None
+    gm = ep.graph_module
+    sig = ep.graph_signature
+    params = {**dict(ep.state_dict), **dict(getattr(ep, "constants", {}) or {})}
+    m = Module()
+    m.attrs["moec.source"] = name
+    m.attrs["moec.frontend"] = "torch.export"
+    m.attrs["moec.opset"] = 25
+    user_inputs = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
+    by_input = {s.arg.name: s for s in sig.input_specs}
+    from ..ir import TensorType
+    args = []
+    for k, nm in enumerate(user_inputs):
+        node = next(n for n in gm.graph.nodes if n.name == nm)
+        val = node.meta["val"]
+        shape = []
+        for d, s in enumerate(val.shape):
+            sym = (dynamic_dims.get(k) or {}).get(d)
+            shape.append(sym if (sym and dims) else int(s))
+        args.append(Value(TensorType(DType.from_np(_np_dtype(val.dtype)), tuple(shape)), _sanitize_symbol(nm)))
+    f = Function("main", args, user_inputs)
+    m.functions.append(f)
+    ctx = ImportContext(name, 25, m, f)
+    fx = _Fx(ctx, name)
+    for a, nm in zip(args, user_inputs):
+        fx.env[nm] = a
+    for node in gm.graph.nodes:
+        fx.node = node
+        if node.op == "placeholder":
+            if node.name in fx.env:
+                continue
+            spec = by_input.get(node.name)
+            target = spec.target if spec is not None else None
+            if target not in params:
+                raise UnsupportedError(f"model '{name}': input '{node.name}' is neither a user input nor a "
+                                       "parameter/buffer/constant")
+            arr = params[target].detach().cpu()
+            fx.env[node.name] = ctx.const(arr.numpy() if arr.dtype != torch.bfloat16 else
+                                          arr.float().numpy(), hint=target)
+            continue
+        if node.op == "output":
+            outs = node.args[0]
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            for i, o in enumerate(outs):
+                f.outputs.append(fx.v(o))
+                f.output_names.append(f"output{i}" if len(outs) > 1 else "output")
+            continue
+        if node.op != "call_function":
+            raise UnsupportedError(f"model '{name}': FX node kind '{node.op}' ({node.name}) is not supported")
+        tgt = str(node.target)
+        if tgt in _SKIP:
+            continue
+        if node.target is operator.getitem:
+            src, i = node.args
+            fx.env[node.name] = fx.env[src.name][i]
+            continue
+        if node.target in (operator.mul, operator.add, operator.sub, operator.floordiv, operator.ge, operator.le,
+                           operator.lt, operator.gt, operator.eq):
+            fx.env[node.name] = _sym_arith(fx, node, *node.args)
+            continue
+        fn = _LOWER.get(tgt)
+        if fn is None:
+            raise UnsupportedError(
+                f"model '{name}': ATen op '{tgt}' is not supported by moec's PyTorch front end "
+                f"(from {source_line(node)}). Supported ATen ops: {', '.join(sorted(_LOWER))}")
+        res = fn(fx, node, *node.args, **node.kwargs)
+        fx.env[node.name] = res
+        if isinstance(res, Value) and res.name is None:
+            res.name = _sanitize_symbol(node.name)
+    fx.node = None
+    return m
+
+
+__all__ = ["import_torch", "source_line"]
