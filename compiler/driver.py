@@ -190,7 +190,8 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
 
 
 def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "native", threads: int = 1,
-                 force: bool = True, run_passes: bool = False):
+                 force: bool = True, run_passes: bool = False, weights: str = "f32", group: int = 64,
+                 zero_point: bool = False):
     """Emit and build an IR module directly (no ONNX, no verification); return the loaded artifact.
 
     Used by tests and tools that start from IR text: compare the artifact with ``moec.ir.run``."""
@@ -198,7 +199,7 @@ def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "nativ
     verify_module(m)
     backend = get_backend(target, arch)
     if run_passes:
-        m = run_pipeline(m, target=backend.desc)
+        m = run_pipeline(m, target=backend.desc, weights=weights, group=group, zero_point=zero_point)
     save_module(m, os.path.join(outdir, "model.mlir"))
     backend.emit(m, outdir)
     backend.build(outdir)

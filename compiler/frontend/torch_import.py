@@ -615,9 +615,10 @@ def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] 
     name = name or type(module).__name__
     if not isinstance(example_inputs, tuple):
         example_inputs = tuple(example_inputs)
-    if dynamic_dims is None:
+    if dynamic_dims is None:  # the token dimension: dim 0 of rank >= 2 inputs sharing the first's size
+        t0 = next((x.shape[0] for x in example_inputs if isinstance(x, torch.Tensor) and x.dim() >= 2), None)
         dynamic_dims = {i: {0: "T"} for i, x in enumerate(example_inputs)
-                        if isinstance(x, torch.Tensor) and x.dim() >= 2}
+                        if isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] == t0 and t0 > 1}
     dims = {}
     shapes = []
     for i, x in enumerate(example_inputs):
@@ -630,7 +631,10 @@ def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] 
     try:
         try:
             ep = torch.export.export(module, example_inputs, dynamic_shapes=tuple(shapes))
-        except Exception:  # noqa: BLE001 - specialised dims: export static, say so in the module attrs
+        except Exception as e:  # noqa: BLE001 - specialised dims: export static, and say so
+            import warnings
+            warnings.warn(f"moec: model '{name}' could not be exported with a dynamic token dimension "
+                          f"({str(e).splitlines()[0][:200]}); compiling for the example shapes only")
             ep = torch.export.export(module, example_inputs)
             dims = {}
         ep = ep.run_decompositions()

@@ -1,0 +1,396 @@
+"""The Python JIT API: ``moec.compile`` and ``@moec.jit``.
+
+Compiled artifacts are cached on disk under ``$MOEC_CACHE_DIR/jit`` (default ``~/.cache/moec/jit``)
+by a content hash of (imported graph text, weights, options, target description, compiler source).
+A build happens in a private temporary folder and is published with one atomic rename, so two
+processes compiling the same model at once both succeed (the second to finish reuses the first's
+folder).  Any change of graph, weights, options or moec itself gives a new key (a miss).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import __version__
+from .errors import UserInputError, VerificationError
+
+_SOURCE_HASH: Optional[str] = None
+
+
+def _compiler_hash() -> str:
+    """Hash of moec's own sources (so a changed compiler never reuses an old artifact)."""
+    global _SOURCE_HASH
+    if _SOURCE_HASH is None:
+        h = hashlib.sha256(__version__.encode())
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        pkg_dirs = [os.path.dirname(os.path.abspath(__file__))]
+        for sub in ("ir", "passes", "codegen", "targets"):
+            import importlib
+            try:
+                mod = importlib.import_module(f"moec.{sub}")
+                pkg_dirs.append(os.path.dirname(os.path.abspath(mod.__file__)))
+            except ImportError:
+                pkg_dirs.append(os.path.join(root, sub))
+        for d in pkg_dirs:
+            for dp, dns, fns in sorted(os.walk(d)):
+                dns.sort()
+                for fn in sorted(fns):
+                    if fn.endswith((".py", ".c", ".h", ".cpp", ".json")) and "__pycache__" not in dp:
+                        with open(os.path.join(dp, fn), "rb") as f:
+                            h.update(fn.encode())
+                            h.update(f.read())
+        _SOURCE_HASH = h.hexdigest()[:16]
+    return _SOURCE_HASH
+
+
+def jit_cache_dir() -> str:
+    from .targets.cpu import cache_dir
+    d = os.path.join(cache_dir(), "jit")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+@dataclass
+class CompileStats:
+    cache_hit: bool
+    key: str
+    outdir: str
+    seconds: float
+    verified: Optional[bool] = None
+    max_abs_err: Optional[float] = None
+    report: Dict[str, Any] = field(default_factory=dict)
+
+
+class CompiledModel:
+    """A compiled model: call it like the original (torch tensors in -> torch tensors out, numpy in
+    -> numpy out).  ``stats`` says whether the build came from the cache, where it lives, and how it
+    verified; ``artifact`` is the target's loaded artifact."""
+
+    def __init__(self, artifact, input_names: List[str], output_names: List[str], stats: CompileStats,
+                 target: str):
+        self.artifact = artifact
+        self.input_names = input_names
+        self.output_names = output_names
+        self.stats = stats
+        self.target = target
+        ins = getattr(artifact, "manifest", {}).get("inputs", [])
+        self.dynamic = any("?" in i["type"] for i in ins)
+        self.static_shape = None
+
+    def __call__(self, *inputs):
+        torch_in = False
+        arrays = []
+        for x in inputs:
+            if hasattr(x, "detach") and hasattr(x, "numpy"):
+                torch_in = True
+                arrays.append(x.detach().cpu().numpy())
+            else:
+                arrays.append(np.asarray(x))
+        if len(arrays) != len(self.input_names):
+            raise UserInputError(f"the compiled model takes {len(self.input_names)} input(s) "
+                                 f"({', '.join(self.input_names)}), got {len(arrays)}")
+        outs = self.artifact(arrays)
+        if torch_in:
+            import torch
+            outs = [torch.from_numpy(np.ascontiguousarray(o)) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def __repr__(self) -> str:
+        return (f"<moec.CompiledModel target={self.target} cache_hit={self.stats.cache_hit} "
+                f"dir={self.stats.outdir}>")
+
+
+def _options_key(target: str, weights: str, group_size: int, zero_point: bool, soc: Optional[str]) -> str:
+    from .targets.registry import get_backend
+    desc = get_backend(target, soc or "native").desc
+    return json.dumps({"target": target, "weights": weights, "group_size": group_size, "zero_point": zero_point,
+                       "desc": desc.to_json()}, sort_keys=True, default=str)
+
+
+def _module_code_digest(model) -> Optional[str]:
+    """Source of the module's class and of every submodule's class (their files), hashed; None when
+    some class has no source file (then the caller hashes the exported graph instead)."""
+    import inspect
+    h = hashlib.sha256()
+    seen = set()
+    for sub in model.modules():
+        cls = type(sub)
+        if cls in seen:
+            continue
+        seen.add(cls)
+        h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+        try:
+            src_file = inspect.getsourcefile(cls)
+            if src_file and src_file not in seen:
+                seen.add(src_file)
+                with open(src_file, "rb") as f:
+                    h.update(f.read())
+        except (TypeError, OSError):
+            return None
+        if not src_file:
+            return None
+    return h.hexdigest()
+
+
+def _publish(tmp: str, final: str) -> bool:
+    """Atomically move a finished build into place; False if another process got there first."""
+    try:
+        os.rename(tmp, final)
+        return True
+    except OSError:
+        if os.path.isfile(os.path.join(final, "COMPLETE")):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        raise
+
+
+def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A001 - mirrors torch.compile
+            example_inputs: Optional[Sequence] = None, *, target: str = "cpu", weights: str = "f32",
+            verify: bool = True, soc: Optional[str] = None, group_size: int = 64, zero_point: bool = False,
+            dynamic_dims: Optional[dict] = None, cache: bool = True) -> CompiledModel:
+    """Compile a PyTorch module or an ONNX model with moec and return a callable.
+
+    Args:
+        model: a ``torch.nn.Module`` (imported with torch.export: needs ``example_inputs``), a path
+            to an ``.onnx`` file, or an ``onnx.ModelProto``.
+        example_inputs: for modules, a tuple of example tensors (or numpy arrays).  Dimension 0 of
+            every input of rank >= 2 is the dynamic token dimension unless ``dynamic_dims`` says
+            otherwise, so one compile serves every token count.
+        target: "cpu" (C, built with the system compiler), "triton" (a CUDA GPU, or Triton's
+            interpreter without one) or "ascend" (AscendC, run on moec's emulator here).
+        weights: storage of the routed experts' weights: "f32" (as the model), "bf16", "int8" or
+            "int4" (see ``group_size`` / ``zero_point``); quantised builds are checked against their
+            dequantised reference and their quantisation error is bounded.
+        verify: compare the compiled code with the original on seeded inputs at several token
+            counts (the module's own eager output, or onnxruntime for ONNX) and raise
+            ``VerificationError`` on a mismatch.
+        soc: for target "ascend", the SoC (Ascend910B1..B4, Ascend910_93; default Ascend910B2).
+        group_size: int4 weights per scale group along the reduction (0 = whole row).
+        zero_point: int4 with zero points (asymmetric) instead of symmetric.
+        dynamic_dims: for modules, {input index: {dim: symbol}} to override the dynamic dims.
+        cache: reuse / store the artifact in the on-disk cache (``$MOEC_CACHE_DIR/jit``).
+
+    Returns:
+        A :class:`CompiledModel`; ``.stats.cache_hit`` tells whether this was a cache hit.
+    """
+    import time
+    t0 = time.perf_counter()
+    if weights not in ("f32", "bf16", "int8", "int4"):
+        raise UserInputError(f"weights='{weights}': choose f32, bf16, int8 or int4")
+    opts_key = _options_key(target, weights, group_size, zero_point, soc)
+    is_module = hasattr(model, "forward") and hasattr(model, "state_dict")
+    h = hashlib.sha256()
+    m = None
+    if is_module:
+        if example_inputs is None:
+            raise UserInputError("moec.compile(module) needs example_inputs (a tuple of tensors) for torch.export")
+        import torch
+        ex = tuple(x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x)) for x in example_inputs)
+        # the graph is a function of the module's code, its weights and the input signature: hash those
+        # (cheap) instead of exporting first; the export runs only on a miss
+        code = _module_code_digest(model)
+        if code is None:  # no source (a wrapped function, closures): hash the exported graph itself
+            from .frontend.torch_import import import_torch
+            from .ir import print_module
+            m = import_torch(model, ex, dynamic_dims=dynamic_dims)
+            h.update(print_module(m).encode())
+            h.update(m.weights.digest().encode())
+        else:
+            h.update(code.encode())
+        for k, v in sorted(model.state_dict().items()):
+            h.update(k.encode())
+            t = v.detach().cpu().contiguous()
+            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(repr(JitFunction.signature(ex)).encode() + repr(dynamic_dims).encode())
+        proto, name = None, type(model).__name__
+        m = m if code is None else None
+    else:
+        from .driver import load_model_proto
+        proto, name = load_model_proto(model)
+        m = None
+        ex = None
+        h.update(proto.SerializeToString())
+    h.update(opts_key.encode())
+    h.update(_compiler_hash().encode())
+    h.update(str(verify).encode())
+    key = h.hexdigest()[:32]
+    root = jit_cache_dir()
+    final = os.path.join(root, key)
+    hit = cache and os.path.isfile(os.path.join(final, "COMPLETE"))
+    if not hit:
+        if is_module and m is None:
+            from .frontend.torch_import import import_torch
+            m = import_torch(model, ex, dynamic_dims=dynamic_dims)
+        tmp = tempfile.mkdtemp(prefix=f"{key}.", suffix=".tmp", dir=root)
+        outdir = os.path.join(tmp, "a")
+        try:
+            report = _build(m, proto, name, outdir, ex, model if is_module else None, target, weights, verify,
+                            soc, group_size, zero_point)
+            with open(os.path.join(outdir, "COMPLETE"), "w") as f:
+                json.dump({"key": key, "verified": report.get("verified")}, f)
+            if cache:
+                _publish(outdir, final)
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                final = outdir
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    with open(os.path.join(final, "report.json")) as f:
+        report = json.load(f)
+    from .targets.registry import get_backend
+    backend = get_backend(target, soc or "native")
+    art = backend.load(final, threads=2)
+    stats = CompileStats(cache_hit=bool(hit), key=key, outdir=final, seconds=time.perf_counter() - t0,
+                         verified=report.get("verified"), max_abs_err=report.get("max_abs_err"), report=report)
+    cm = CompiledModel(art, art.input_names, art.output_names, stats, target)
+    if ex:
+        cm.static_shape = tuple(ex[0].shape)
+    return cm
+
+
+def _build(m, proto, name, outdir, example_inputs, module, target, weights, verify, soc, group_size,
+           zero_point) -> dict:
+    from .driver import CompileOptions, compile_onnx
+    arch = soc or "native"
+    if proto is not None:
+        r = compile_onnx(proto, outdir, CompileOptions(target=target, arch=arch, verify=verify, weights=weights,
+                                                       group_size=group_size, zero_point=zero_point, force=True))
+        return r.report
+    from .driver import build_module
+    art = build_module(m, outdir, target=target, arch=arch, threads=2, run_passes=True, weights=weights,
+                       group=group_size, zero_point=zero_point)
+    report = {"moec_version": __version__, "model": name, "target": target, "frontend": "torch.export",
+              "weights": weights, "verified": None, "verification": "skipped" if not verify else None}
+    from .driver import moe_layers_of, op_histogram
+    from .ir.io import load_module
+    built = load_module(os.path.join(outdir, "model.mlir"))
+    report["moe_layers"] = moe_layers_of(built)
+    report["op_histogram"] = op_histogram(built)
+    if verify:
+        report.update(_verify_against_module(art, module, example_inputs, weights, name, target))
+    with open(os.path.join(outdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    if verify and not report["verified"]:
+        raise VerificationError(f"verification FAILED for '{name}' on target {target}: {report.get('failure')}")
+    return report
+
+
+def _verify_against_module(art, module, example_inputs, weights, name, target) -> dict:
+    """Compare the artifact with the module's own eager output at token counts 5, 1, 3."""
+    import torch
+
+    from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
+    from .verify import compare
+    out = {"oracle": "the module's eager PyTorch output", "verified": True, "max_abs_err": 0.0, "trials": []}
+    g = torch.Generator().manual_seed(0)
+    ins = art.manifest["inputs"]
+    dyn = [i < len(ins) and ins[i]["type"].startswith("tensor<?") for i in range(len(example_inputs))]
+    for T in ((5, 1, 3) if any(dyn) else (None,)):
+        xs = []
+        for x, dy in zip(example_inputs, dyn):
+            if dy:
+                shape = (T,) + tuple(x.shape[1:])
+            else:
+                shape = tuple(x.shape)
+            if x.is_floating_point():
+                xs.append(torch.randn(shape, generator=g, dtype=x.dtype))
+            else:
+                hi = int(x.max().item()) + 1 if x.numel() else 1
+                xs.append(torch.randint(0, max(hi, 1), shape, generator=g, dtype=x.dtype))
+        with torch.no_grad():
+            want = module(*xs)
+        want = [want] if isinstance(want, torch.Tensor) else list(want)
+        want = [w.detach().numpy() for w in want]
+        got = art([x.numpy() for x in xs])
+        if weights != "f32":
+            qe = quantization_error(got, want, QUANT_ERROR_BOUNDS[weights])
+            ok = qe["token_rel_median"] <= QUANT_ERROR_BOUNDS[weights]
+            out["trials"].append({"T": T, "quantization_error": qe, "ok": ok})
+            if not ok:
+                out.update(verified=False, failure=f"quantisation error {qe['token_rel_median']:.3g} > bound")
+                break
+            continue
+        c = compare([f"out{i}" for i in range(len(want))], got, want)
+        out["trials"].append({"T": T, "ok": c.ok, "max_abs_err": c.max_abs_err})
+        out["max_abs_err"] = max(out["max_abs_err"], c.max_abs_err)
+        if not c.ok:
+            out.update(verified=False, failure=f"{c.message} at T={T}")
+            break
+    return out
+
+
+class _FnModule:
+    pass
+
+
+def jit(fn: Optional[Callable] = None, *, target: str = "cpu", weights: str = "f32", verify: bool = True,
+        soc: Optional[str] = None, **kw):
+    """Decorator: compile ``fn`` (an ``nn.Module`` or a function of tensors) with moec on first call.
+
+    One compile per *input signature* (dtypes, ranks and the non-token dims; the token dimension is
+    dynamic, so a new batch size does not recompile).  A call with a new signature compiles again
+    and says so once with a ``UserWarning``.  Options as for :func:`compile`.
+    Usage: ``@moec.jit(target="cpu")`` on a function, or ``moec.jit(my_module)``.
+    """
+    def wrap(f):
+        return JitFunction(f, dict(target=target, weights=weights, verify=verify, soc=soc, **kw))
+    return wrap(fn) if fn is not None else wrap
+
+
+class JitFunction:
+    def __init__(self, f, options: dict):
+        self.f = f
+        self.options = options
+        self.compiled: Dict[Tuple, CompiledModel] = {}
+        self.recompiles = 0
+        functools.update_wrapper(self, f, updated=())
+
+    def _module(self, n_args: int):
+        import torch
+        f = self.f
+        if isinstance(f, torch.nn.Module):
+            return f
+        # torch.export needs a forward with named positional parameters (not *args)
+        names = ", ".join(f"a{i}" for i in range(n_args))
+        ns: Dict[str, Any] = {"f": f}
+        exec(f"def forward(self, {names}):\n    return f({names})\n", ns)
+        mod_cls = type(getattr(f, "__name__", "fn"), (torch.nn.Module,), {"forward": ns["forward"]})
+        return mod_cls()
+
+    @staticmethod
+    def signature(args) -> Tuple:
+        sig = []
+        for a in args:
+            shape = tuple(a.shape)
+            dt = str(a.dtype)
+            sig.append((dt, len(shape), shape[1:] if len(shape) >= 2 else shape))
+        return tuple(sig)
+
+    def __call__(self, *args):
+        sig = self.signature(args)
+        cm = self.compiled.get(sig)
+        if cm is not None and not cm.dynamic and tuple(args[0].shape) != cm.static_shape:
+            sig = sig + (tuple(args[0].shape),)  # compiled with static shapes: key on the full shape
+            cm = self.compiled.get(sig)
+        if cm is None:
+            if self.compiled:
+                self.recompiles += 1
+                warnings.warn(f"moec.jit: recompiling {getattr(self.f, '__name__', type(self.f).__name__)} for a "
+                              f"new input signature {sig} (compiled before: {list(self.compiled)})", stacklevel=2)
+            cm = compile(self._module(len(args)), tuple(args), **self.options)
+            self.compiled[sig] = cm
+        return cm(*args)
+
+
+__all__ = ["compile", "jit", "CompiledModel", "JitFunction", "jit_cache_dir"]

@@ -1,0 +1,133 @@
+"""The PyTorch front end and the JIT API: every zoo family from its module through torch.export on
+cpu / ascend / triton (interpreter without a GPU), matching the module's eager output; the disk cache
+(hit, miss on a weight change, two processes at once); @moec.jit signatures; clear errors."""
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import moec  # noqa: E402
+from moec.errors import UnsupportedError  # noqa: E402
+from zoo import make_inputs, make_module, modules  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAMILIES = {cls.__name__: cls for cls in modules.ALL}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _check(cm, mod, T=7):
+    x = torch.from_numpy(make_inputs(T))
+    with torch.no_grad():
+        want = mod(x)
+    got = cm(x)
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("target", ["cpu", "ascend", "triton"])
+def test_every_family_from_its_module(family, target, cache):
+    if target == "triton":
+        pytest.importorskip("triton")
+    mod = make_module(FAMILIES[family])
+    cm = moec.compile(mod, (torch.from_numpy(make_inputs(6)),), target=target)
+    assert cm.stats.verified and not cm.stats.cache_hit
+    layers = cm.stats.report["moe_layers"]
+    assert [layer["family"] for layer in layers] == [FAMILIES[family].family]
+    assert cm.stats.report["frontend"] == "torch.export"
+    _check(cm, mod)
+
+
+def test_cache_hit_and_weight_change_miss(cache):
+    mod = make_module(modules.Mixtral)
+    x = torch.from_numpy(make_inputs(6))
+    a = moec.compile(mod, (x,))
+    b = moec.compile(mod, (x,))
+    assert not a.stats.cache_hit and b.stats.cache_hit and a.stats.key == b.stats.key
+    assert b.stats.seconds < 1.0
+    with torch.no_grad():
+        mod.experts[3].up_proj.weight.mul_(1.5)
+    c = moec.compile(mod, (x,))
+    assert not c.stats.cache_hit and c.stats.key != a.stats.key
+    _check(c, mod)
+    d = moec.compile(mod, (x,), weights="int8")  # an option change is a miss too
+    assert not d.stats.cache_hit and d.stats.key != c.stats.key
+
+
+def test_two_processes_compile_at_once(cache):
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {HERE!r})
+        import torch, moec
+        from zoo import make_module, make_inputs, modules
+        mod = make_module(modules.Qwen3Moe)
+        cm = moec.compile(mod, (torch.from_numpy(make_inputs(6)),))
+        x = torch.from_numpy(make_inputs(4))
+        assert torch.allclose(cm(x), mod(x), rtol=1e-4, atol=1e-5)
+        print("OK", cm.stats.key)
+    """)
+    env = dict(os.environ, MOEC_CACHE_DIR=str(cache))
+    ps = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in ps]
+    for p, (o, e) in zip(ps, outs):
+        assert p.returncode == 0, e[-2000:]
+        assert o.startswith("OK")
+    assert outs[0][0].split()[1] == outs[1][0].split()[1]
+    entries = [d for d in os.listdir(cache / "jit") if not d.endswith(".tmp")]
+    assert len(entries) == 1
+
+
+def test_jit_decorator_compiles_once_per_signature(cache):
+    mod = make_module(modules.Granite)
+
+    @moec.jit(target="cpu")
+    def layer(x, s):
+        return mod(x) * s
+
+    s1 = torch.full((64,), 2.0)
+    y1 = layer(torch.from_numpy(make_inputs(6)), s1)
+    y2 = layer(torch.from_numpy(make_inputs(3)), s1)  # new token count: same compiled code
+    assert y1.shape == (6, 64) and y2.shape == (3, 64) and layer.recompiles == 0 and len(layer.compiled) == 1
+    x3 = torch.from_numpy(make_inputs(3))
+    np.testing.assert_allclose(y2.numpy(), (mod(x3) * 2).detach().numpy(), rtol=1e-4, atol=1e-5)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        layer(x3, torch.full((1, 64), 3.0))  # a new signature (rank of s): compiled again, reported
+    assert layer.recompiles == 1 and any("recompiling" in str(x.message) for x in w)
+
+
+def test_numpy_in_numpy_out(cache):
+    mod = make_module(modules.Dbrx)
+    cm = moec.compile(mod, (make_inputs(6),))
+    out = cm(make_inputs(4))
+    assert isinstance(out, np.ndarray) and out.shape == (4, 64)
+
+
+def test_help_explains_every_argument():
+    doc = moec.compile.__doc__
+    import inspect
+    for p in inspect.signature(moec.compile).parameters:
+        assert f"{p}:" in doc, p
+    assert "Decorator" in moec.jit.__doc__
+
+
+def test_unsupported_aten_op_names_op_and_line(cache):
+    class Weird(torch.nn.Module):
+        def forward(self, x):
+            return torch.special.i0(x) + x  # a line the error must point at
+
+    with pytest.raises(UnsupportedError) as e:
+        moec.compile(Weird(), (torch.randn(4, 8),))
+    msg = str(e.value)
+    assert "aten.i0" in msg and "test_jit.py" in msg and "torch.special.i0(x)" in msg
