@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder (default moec_bench_<model>)")
     b.add_argument("--force", action="store_true", help="reuse an output folder that holds other files")
 
+    k = sub.add_parser("conformance", help="run the bundled model zoo on every target and weight mode; "
+                                           "print a table, write JSON and HTML")
+    k.add_argument("--targets", default="cpu,ascend,triton", help="comma-separated targets (cpu, ascend, triton)")
+    k.add_argument("--quick", action="store_true", help="one exporter per family and fewer weight modes (CI time)")
+    k.add_argument("--no-timing", action="store_true", help="skip the time ratios against onnxruntime")
+    k.add_argument("-o", "--output", default="moec_conformance", metavar="DIR", help="output folder")
     r = sub.add_parser("run", help="run a compiled artifact on .npy inputs",
                        description="Run the artifact in OUTDIR (from `moec compile`) on inputs given as "
                        "name=file.npy and write each output as NAME.npy.", epilog=EPILOG)
@@ -232,6 +238,19 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_conformance(a) -> int:
+    from .conformance import ALL_TARGETS, format_table, run_conformance
+    targets = [t.strip() for t in a.targets.split(",") if t.strip()]
+    bad = [t for t in targets if t not in ALL_TARGETS]
+    if bad:
+        raise UserInputError(f"unknown target(s) {', '.join(bad)} (choose from {', '.join(ALL_TARGETS)})")
+    rep = run_conformance(targets, quick=a.quick, outdir=a.output, timing=not a.no_timing)
+    print(format_table(rep))
+    print(f"wrote {os.path.join(a.output, 'conformance.json')} and {os.path.join(a.output, 'conformance.html')}")
+    failed = sum(s["failed"] for s in rep["summary"].values())
+    return 1 if failed else 0
+
+
 def cmd_run(a) -> int:
     import numpy as np
     from .ir import parse_type
@@ -296,7 +315,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.print_help()
         return 2
     try:
-        return {"compile": cmd_compile, "inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench}[a.cmd](a)
+        return {"compile": cmd_compile, "inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench,
+                "conformance": cmd_conformance}[a.cmd](a)
     except MoecError as e:
         if a.debug:
             traceback.print_exc()

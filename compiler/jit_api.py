@@ -186,6 +186,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     t0 = time.perf_counter()
     if weights not in ("f32", "bf16", "int8", "int4"):
         raise UserInputError(f"weights='{weights}': choose f32, bf16, int8 or int4")
+    if target == "triton":
+        from .codegen.triton import ensure_triton
+        ensure_triton()  # select the interpreter (no GPU) before torch.export can import triton
     opts_key = _options_key(target, weights, group_size, zero_point, soc)
     is_module = hasattr(model, "forward") and hasattr(model, "state_dict")
     h = hashlib.sha256()

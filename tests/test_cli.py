@@ -170,7 +170,10 @@ def test_bench_smoke(tmp_path, capsys):
     rep = json.load(open(out / "bench.json"))
     assert [r["tokens"] for r in rep["rows"]] == [1, 4] and rep["probes"]["sgemm_gflops"] > 0
     assert (out / "bench.png").exists()
-    assert main(["bench", str(p), "--weights", "int4", "-o", str(tmp_path / "b2")]) == 2
+    assert main(["bench", str(p), "--weights", "int8", "--tokens", "1", "--repeats", "2", "-o",
+                 str(tmp_path / "b2")]) == 0
+    rep = json.load(open(tmp_path / "b2" / "bench.json"))
+    assert rep["weights"] == "int8" and rep["quantization_error"]["token_rel_median"] > 0
 
 
 def test_unchanged_recompile_hits_the_build_cache(tmp_path):

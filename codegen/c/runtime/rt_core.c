@@ -271,62 +271,51 @@ int moec_read_ints(moec_ctx *ctx, const moec_tensor *t, int64_t *out, int64_t ca
   return 0;
 }
 
-/* -- a tiny thread pool: fork/join over [0, n) ---------------------------------*/
-typedef struct {
-  moec_task_fn fn;
-  void *arg;
-  int64_t n, nthreads;
-  int64_t tid;
-} moec_job;
-
-static void *moec_worker(void *p) {
-  moec_job *j = (moec_job *)p;
-  int64_t per = (j->n + j->nthreads - 1) / j->nthreads;
-  int64_t lo = j->tid * per, hi = lo + per < j->n ? lo + per : j->n;
-  for (int64_t i = lo; i < hi; i++) j->fn(j->arg, i);
-  return NULL;
-}
-
-void moec_parallel_for(moec_ctx *ctx, int64_t n, moec_task_fn fn, void *arg) {
-  int nt = ctx && ctx->nthreads > 1 ? ctx->nthreads : 1;
-  if (nt > n) nt = (int)n;
-  if (nt <= 1) {
-    for (int64_t i = 0; i < n; i++) fn(arg, i);
-    return;
-  }
-  pthread_t th[64];
-  moec_job jobs[64];
-  if (nt > 64) nt = 64;
-  for (int t = 0; t < nt; t++) {
-    jobs[t] = (moec_job){fn, arg, n, nt, t};
-    if (t > 0 && pthread_create(&th[t], NULL, moec_worker, &jobs[t]) != 0) {
-      moec_worker(&jobs[t]); /* could not start a thread: run it here */
-      th[t] = 0;
-    }
-  }
-  moec_worker(&jobs[0]);
-  for (int t = 1; t < nt; t++) if (th[t]) pthread_join(th[t], NULL);
-}
-
-/* -- dynamic fork/join with worker ids ------------------------------------------------*/
+/* -- a persistent thread pool: fork/join over [0, n) -----------------------------------
+ * Workers are started once per library (lazily, up to 63) and sleep on a condition variable
+ * between jobs; a job hands out items through an atomic counter and the caller works too.
+ * Submissions are serialised (one job at a time); a parallel_for called from inside a worker runs
+ * serially (no nested parallelism). */
 typedef struct {
   moec_task_tid_fn fn;
   void *arg;
   int64_t n;
   int64_t next; /* atomically incremented */
-} moec_djob;
+  int nw;       /* workers taking part (tids 1..nw-1; the caller is tid 0) */
+  int active;   /* workers still running this job */
+} moec_pool_job;
 
-typedef struct {
-  moec_djob *job;
-  int tid;
-} moec_dworker;
+static pthread_mutex_t g_submit = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_lk = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wake = PTHREAD_COND_INITIALIZER, g_done = PTHREAD_COND_INITIALIZER;
+static int g_started = 1; /* threads alive, counting the caller */
+static uint64_t g_gen;
+static moec_pool_job g_job;
+static __thread int g_in_worker;
+static uint64_t g_birth_gen[64]; /* the job generation current when worker t was started */
 
-static void *moec_dwork(void *p) {
-  moec_dworker *w = (moec_dworker *)p;
+static void pool_run(moec_pool_job *j, int tid) {
   for (;;) {
-    int64_t i = __atomic_fetch_add(&w->job->next, 1, __ATOMIC_RELAXED);
-    if (i >= w->job->n) break;
-    w->job->fn(w->job->arg, i, w->tid);
+    int64_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+    if (i >= j->n) break;
+    j->fn(j->arg, i, tid);
+  }
+}
+
+static void *pool_main(void *p) {
+  int tid = (int)(intptr_t)p;
+  uint64_t seen = 0;
+  g_in_worker = 1;
+  pthread_mutex_lock(&g_lk);
+  seen = g_birth_gen[tid]; /* so a worker started for the next job does not miss it */
+  for (;;) {
+    while (g_gen == seen) pthread_cond_wait(&g_wake, &g_lk);
+    seen = g_gen;
+    if (tid >= g_job.nw) continue;
+    pthread_mutex_unlock(&g_lk);
+    pool_run(&g_job, tid);
+    pthread_mutex_lock(&g_lk);
+    if (--g_job.active == 0) pthread_cond_signal(&g_done);
   }
   return NULL;
 }
@@ -340,12 +329,52 @@ int moec_num_threads(moec_ctx *ctx, int64_t n) {
 
 void moec_parallel_for_tid(moec_ctx *ctx, int64_t n, moec_task_tid_fn fn, void *arg) {
   int nt = moec_num_threads(ctx, n);
-  moec_djob job = {fn, arg, n, 0};
-  moec_dworker ws[64];
-  pthread_t th[64];
-  int started[64] = {0};
-  for (int t = 0; t < nt; t++) ws[t] = (moec_dworker){&job, t};
-  for (int t = 1; t < nt; t++) started[t] = pthread_create(&th[t], NULL, moec_dwork, &ws[t]) == 0;
-  moec_dwork(&ws[0]);
-  for (int t = 1; t < nt; t++) if (started[t]) pthread_join(th[t], NULL);
+  if (nt <= 1 || g_in_worker) {
+    for (int64_t i = 0; i < n; i++) fn(arg, i, 0);
+    return;
+  }
+  pthread_mutex_lock(&g_submit);
+  pthread_mutex_lock(&g_lk);
+  while (g_started < nt) { /* start the missing workers (kept for later jobs) */
+    pthread_t th;
+    g_birth_gen[g_started] = g_gen;
+    if (pthread_create(&th, NULL, pool_main, (void *)(intptr_t)g_started) != 0) break;
+    pthread_detach(th);
+    g_started++;
+  }
+  if (nt > g_started) nt = g_started;
+  g_job = (moec_pool_job){fn, arg, n, 0, nt, nt - 1};
+  g_gen++;
+  pthread_cond_broadcast(&g_wake);
+  pthread_mutex_unlock(&g_lk);
+  pool_run(&g_job, 0);
+  pthread_mutex_lock(&g_lk);
+  while (g_job.active > 0) pthread_cond_wait(&g_done, &g_lk);
+  pthread_mutex_unlock(&g_lk);
+  pthread_mutex_unlock(&g_submit);
+}
+
+/* static-style fork/join: contiguous chunks of [0, n), a few per thread */
+typedef struct {
+  moec_task_fn fn;
+  void *arg;
+  int64_t n, chunk;
+} moec_chunks;
+
+static void chunk_task(void *p, int64_t c, int tid) {
+  (void)tid;
+  moec_chunks *k = (moec_chunks *)p;
+  int64_t lo = c * k->chunk, hi = lo + k->chunk < k->n ? lo + k->chunk : k->n;
+  for (int64_t i = lo; i < hi; i++) k->fn(k->arg, i);
+}
+
+void moec_parallel_for(moec_ctx *ctx, int64_t n, moec_task_fn fn, void *arg) {
+  int nt = moec_num_threads(ctx, n);
+  if (nt <= 1 || g_in_worker) {
+    for (int64_t i = 0; i < n; i++) fn(arg, i);
+    return;
+  }
+  int64_t nchunks = (int64_t)nt * 4 < n ? (int64_t)nt * 4 : n;
+  moec_chunks k = {fn, arg, n, (n + nchunks - 1) / nchunks};
+  moec_parallel_for_tid(ctx, (n + k.chunk - 1) / k.chunk, chunk_task, &k);
 }

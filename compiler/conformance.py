@@ -1,0 +1,308 @@
+"""`moec conformance`: the bundled zoo on every available target and weight mode, as a table.
+
+Rows: every zoo model (each routing family through both PyTorch exporters, the onnx.helper graph
+shapes, com.microsoft.MoE) plus every PyTorch family through the JIT API (torch.export).  Columns:
+target x weight mode -> verified?, max error vs tolerance (or the quantisation error vs its
+bound), MoE layers recognised, and the time of moec's compiled code relative to onnxruntime on the
+same model and inputs (64 tokens, interleaved medians; ratio < 1: moec is faster).  A target or mode
+that cannot run here is reported "skipped: <reason>" -- never as passed.  Writes conformance.json
+and a self-contained conformance.html (table and an inline plot).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import traceback
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+ALL_TARGETS = ("cpu", "ascend", "triton")
+QUICK_MODES = {"cpu": ("f32", "int8"), "triton": ("f32",), "ascend": ("f32",)}
+FULL_MODES = {"cpu": ("f32", "bf16", "int8", "int4"), "triton": ("f32", "bf16", "int8", "int4"), "ascend": ("f32",)}
+
+
+def target_status(target: str) -> Optional[str]:
+    """None if the target can run here, else the reason it is skipped."""
+    import shutil as sh
+    if target == "cpu":
+        return None if (sh.which("gcc") or sh.which("cc")) else "no C compiler"
+    if target == "ascend":
+        return None if sh.which("g++") else "no g++ for the AscendC emulator build"
+    if target == "triton":
+        try:
+            import torch  # noqa: F401
+            import triton  # noqa: F401
+        except ImportError:
+            return "torch/triton not installed (pip install 'moec[triton]')"
+        return None
+    return f"unknown target {target}"
+
+
+def _symbols(f):
+    from .verify import symbols_of
+    return symbols_of(f)
+
+
+def _time_ratio(art, sess, feeds: Dict[str, np.ndarray], names: Sequence[str], repeats: int) -> float:
+    xs = [feeds[n] for n in names]
+    art(xs)
+    sess.run(None, feeds)
+    tm, to = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        art(xs)
+        tm.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        to.append(time.perf_counter() - t0)
+    return statistics.median(tm) / statistics.median(to)
+
+
+def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, outdir: str = "moec_conformance",
+                    timing: bool = True, log=print) -> dict:
+    import onnxruntime as ort
+
+    from .driver import CompileOptions, compile_onnx
+    from .zoo import ZOO
+    os.makedirs(outdir, exist_ok=True)
+    if "triton" in targets and target_status("triton") is None:
+        from .codegen.triton import ensure_triton
+        ensure_triton()  # choose the interpreter (no GPU) before PyTorch's exporters import triton
+    work = tempfile.mkdtemp(prefix="moec_conf_")
+    modes = QUICK_MODES if quick else FULL_MODES
+    gpu = False
+    try:
+        import torch
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        pass
+    status = {t: target_status(t) for t in targets}
+    entries = list(ZOO)
+    if quick:  # one exporter per family, every hand-built graph
+        seen = set()
+        picked = []
+        for e in entries:
+            key = (e.family, e.shape) if e.module_cls is None else (e.family, "torch")
+            if e.module_cls is not None and e.exporter != "dynamo":
+                continue
+            if key in seen and e.module_cls is not None:
+                continue
+            seen.add(key)
+            picked.append(e)
+        entries = picked
+    rows: List[dict] = []
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 3
+    for e in entries:
+        model = e.build()
+        row = {"model": e.name, "family": e.family, "source": e.exporter or e.shape, "cells": {}}
+        sess = ort.InferenceSession(model.SerializeToString(), so)
+        for t in targets:
+            for mode in modes.get(t, ("f32",)):
+                key = f"{t}/{mode}"
+                if status[t]:
+                    row["cells"][key] = {"status": "skipped", "reason": status[t]}
+                    continue
+                out = os.path.join(work, f"{e.name}_{t}_{mode}")
+                cell: dict = {}
+                t0 = time.perf_counter()
+                try:
+                    r = compile_onnx(model, out, CompileOptions(target=t, weights=mode, group_size=16,
+                                                                symbol_sizes=(6, 1) if quick else (5, 1, 3),
+                                                                force=True))
+                    rep = r.report
+                    cell = {"status": "verified" if rep["verified"] else "FAILED",
+                            "max_abs_err": rep["max_abs_err"], "tolerance": rep.get("tolerance"),
+                            "layers": [layer["family"] for layer in rep["moe_layers"]],
+                            "compile_s": round(time.perf_counter() - t0, 2)}
+                    if rep.get("quantization_error"):
+                        q = rep["quantization_error"]
+                        cell["quant_error"] = {"token_rel_median": q["token_rel_median"],
+                                               "bound": q["bound_token_rel_median"]}
+                    if t == "triton" and not gpu:
+                        cell["status"] = "verified (interpreter)"
+                        cell["timing"] = "skipped: no GPU (kernels ran under TRITON_INTERPRET)"
+                    elif t == "ascend":
+                        cell["status"] = "verified (emulator)"
+                        cell["timing"] = "skipped: no NPU (emulator run; see plan.json cost model)"
+                    elif timing:
+                        from .verify import make_inputs as verify_inputs
+                        fmain = r.module.main
+                        xs = verify_inputs(fmain, {s: 64 for s in _symbols(fmain)}, seed=7)
+                        feeds = dict(zip(fmain.arg_names, xs))
+                        cell["time_ratio_vs_ort"] = round(_time_ratio(r.artifact, sess, feeds, fmain.arg_names,
+                                                                      3 if quick else 7), 3)
+                except Exception as ex:  # noqa: BLE001 - a failing cell is reported, the run goes on
+                    cell = {"status": "FAILED", "error": f"{type(ex).__name__}: {str(ex).splitlines()[0][:300]}"}
+                    if os.environ.get("MOEC_DEBUG"):
+                        traceback.print_exc()
+                finally:
+                    shutil.rmtree(out, ignore_errors=True)
+                row["cells"][key] = cell
+        rows.append(row)
+        log(_row_line(row))
+    # PyTorch modules through the JIT API
+    try:
+        import torch  # noqa: F401
+
+        from .jit_api import compile as jit_compile
+        from .zoo import make_inputs, make_module, modules
+        classes = modules.ALL
+    except ImportError:
+        classes = []
+    for cls in classes:
+        row = {"model": f"{cls.__name__.lower()}_module", "family": cls.family, "source": "moec.compile (torch.export)",
+               "cells": {}}
+        mod = make_module(cls)
+        for t in targets:
+            key = f"{t}/f32"
+            if status[t]:
+                row["cells"][key] = {"status": "skipped", "reason": status[t]}
+                continue
+            t0 = time.perf_counter()
+            try:
+                import torch
+                cm = jit_compile(mod, (torch.from_numpy(make_inputs(6)),), target=t, cache=False)
+                x = torch.from_numpy(make_inputs(9))
+                with torch.no_grad():
+                    want = mod(x).numpy()
+                err = float(np.abs(cm(x).numpy() - want).max())
+                ok = cm.stats.verified and err <= 1e-5 + 1e-4 * float(np.abs(want).max())
+                st = "verified" if ok else "FAILED"
+                if t == "triton" and not gpu:
+                    st += " (interpreter)" if ok else ""
+                if t == "ascend":
+                    st += " (emulator)" if ok else ""
+                row["cells"][key] = {"status": st, "max_abs_err": err,
+                                     "layers": [la["family"] for la in cm.stats.report.get("moe_layers", [])],
+                                     "compile_s": round(time.perf_counter() - t0, 2), "oracle": "eager PyTorch"}
+            except Exception as ex:  # noqa: BLE001
+                row["cells"][key] = {"status": "FAILED", "error": f"{type(ex).__name__}: {str(ex).splitlines()[0][:300]}"}
+        rows.append(row)
+        log(_row_line(row))
+    shutil.rmtree(work, ignore_errors=True)
+    cols = sorted({k for r in rows for k in r["cells"]}, key=lambda k: (ALL_TARGETS.index(k.split("/")[0]), k))
+    summary = {}
+    for c in cols:
+        cells = [r["cells"][c] for r in rows if c in r["cells"]]
+        summary[c] = {"verified": sum(x["status"].startswith("verified") for x in cells),
+                      "failed": sum(x["status"] == "FAILED" for x in cells),
+                      "skipped": sum(x["status"] == "skipped" for x in cells), "total": len(cells)}
+        ratios = [x["time_ratio_vs_ort"] for x in cells if "time_ratio_vs_ort" in x]
+        if ratios:
+            summary[c]["median_time_ratio_vs_ort"] = round(statistics.median(ratios), 3)
+    rep = {"quick": quick, "targets": list(targets), "target_status": status, "gpu": gpu, "columns": cols,
+           "rows": rows, "summary": summary}
+    with open(os.path.join(outdir, "conformance.json"), "w") as f:
+        json.dump(rep, f, indent=1, default=str)
+    with open(os.path.join(outdir, "conformance.html"), "w") as f:
+        f.write(render_html(rep))
+    return rep
+
+
+def _short(cell: dict) -> str:
+    st = cell["status"]
+    if st == "skipped":
+        return "skipped"
+    if st == "FAILED":
+        return "FAILED"
+    s = "ok" if st == "verified" else ("ok(interp)" if "interpreter" in st else "ok(emu)")
+    if "time_ratio_vs_ort" in cell:
+        s += f" x{cell['time_ratio_vs_ort']:.2f}"
+    return s
+
+
+def _row_line(row: dict) -> str:
+    return f"{row['model']:<34} " + "  ".join(f"{k}={_short(v)}" for k, v in row["cells"].items())
+
+
+def format_table(rep: dict) -> str:
+    cols = rep["columns"]
+    w = max(len(r["model"]) for r in rep["rows"]) + 2
+    lines = [f"{'model':<{w}}{'layers':<18}" + "".join(f"{c:>18}" for c in cols)]
+    for r in rep["rows"]:
+        layers = next((",".join(c.get("layers", [])) for c in r["cells"].values() if c.get("layers")), "-")
+        lines.append(f"{r['model']:<{w}}{layers[:17]:<18}" + "".join(f"{_short(r['cells'][c]) if c in r['cells'] else '-':>18}"
+                                                                    for c in cols))
+    lines.append("")
+    for c, s in rep["summary"].items():
+        extra = f", median time vs onnxruntime x{s['median_time_ratio_vs_ort']}" if "median_time_ratio_vs_ort" in s else ""
+        lines.append(f"{c}: {s['verified']}/{s['total']} verified, {s['failed']} failed, {s['skipped']} skipped{extra}")
+    for t, why in rep["target_status"].items():
+        if why:
+            lines.append(f"{t}: skipped: {why}")
+    if "triton" in rep["targets"] and not rep["gpu"]:
+        lines.append("triton: no GPU here: kernels verified under Triton's interpreter; GPU timing skipped")
+    lines.append("ascend: no NPU here: kernels verified on moec's AscendC emulator; NPU timing skipped")
+    lines.append("x = moec time / onnxruntime time at 64 tokens (below 1: moec is faster)")
+    return "\n".join(lines)
+
+
+def _plot_png(rep: dict) -> Optional[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    series = {}
+    for c in rep["columns"]:
+        pts = [(r["model"], r["cells"][c]["time_ratio_vs_ort"]) for r in rep["rows"]
+               if c in r["cells"] and "time_ratio_vs_ort" in r["cells"][c]]
+        if pts:
+            series[c] = pts
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for c, pts in series.items():
+        ax.plot(range(len(pts)), [p[1] for p in pts], "o", label=c)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    first = next(iter(series.values()))
+    ax.set_xticks(range(len(first)))
+    ax.set_xticklabels([p[0] for p in first], rotation=70, fontsize=6)
+    ax.set_ylabel("moec time / onnxruntime time")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_html(rep: dict) -> str:
+    cols = rep["columns"]
+    color = {"verified": "#c8f0c8", "FAILED": "#f4b0b0", "skipped": "#e6e6e6"}
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>moec conformance</title>",
+           "<style>body{font-family:sans-serif;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+           "table{border-collapse:collapse}</style></head><body>",
+           f"<h1>moec conformance{' (quick)' if rep['quick'] else ''}</h1>",
+           "<p>" + html.escape(format_table(rep).split("\n\n")[-1]).replace("\n", "<br>") + "</p>",
+           "<table><tr><th>model</th><th>source</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"]
+    for r in rep["rows"]:
+        tds = []
+        for c in cols:
+            cell = r["cells"].get(c)
+            if cell is None:
+                tds.append("<td>-</td>")
+                continue
+            st = cell["status"]
+            bg = color["verified"] if st.startswith("verified") else color.get(st, "#fff")
+            detail = html.escape(json.dumps({k: v for k, v in cell.items() if k != "status"}, default=str))
+            tds.append(f"<td style='background:{bg}' title='{detail}'>{html.escape(_short(cell))}</td>")
+        out.append(f"<tr><td>{html.escape(r['model'])}</td><td>{html.escape(str(r['source']))}</td>{''.join(tds)}</tr>")
+    out.append("</table>")
+    png = _plot_png(rep)
+    if png:
+        out.append(f"<h2>time relative to onnxruntime</h2><img src='data:image/png;base64,{png}'>")
+    out.append("<h2>raw data</h2><pre>" + html.escape(json.dumps(rep["summary"], indent=1)) + "</pre></body></html>")
+    return "\n".join(out)
