@@ -37,10 +37,8 @@ def target_status(target: str) -> Optional[str]:
     if target == "ascend":
         return None if sh.which("g++") else "no g++ for the AscendC emulator build"
     if target == "triton":
-        try:
-            import torch  # noqa: F401
-            import triton  # noqa: F401
-        except ImportError:
+        import importlib.util  # do not import triton here: the interpreter must be chosen first
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("triton") is None:
             return "torch/triton not installed (pip install 'moec[triton]')"
         return None
     return f"unknown target {target}"
@@ -67,7 +65,8 @@ def _time_ratio(art, sess, feeds: Dict[str, np.ndarray], names: Sequence[str], r
 
 
 def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, outdir: str = "moec_conformance",
-                    timing: bool = True, log=print) -> dict:
+                    timing: bool = True, log=print, models: Optional[Sequence[str]] = None,
+                    modules_too: bool = True) -> dict:
     import onnxruntime as ort
 
     from .driver import CompileOptions, compile_onnx
@@ -98,6 +97,8 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
             seen.add(key)
             picked.append(e)
         entries = picked
+    if models is not None:
+        entries = [e for e in entries if e.name in models]
     rows: List[dict] = []
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
@@ -156,7 +157,9 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
 
         from .jit_api import compile as jit_compile
         from .zoo import make_inputs, make_module, modules
-        classes = modules.ALL
+        classes = modules.ALL if modules_too else []
+        if models is not None:
+            classes = [c for c in classes if f"{c.__name__.lower()}_module" in models]
     except ImportError:
         classes = []
     for cls in classes:

@@ -1,0 +1,45 @@
+"""`moec conformance` end to end on a few zoo models: table, JSON, HTML; a missing toolchain is
+reported as skipped (never as passed); a failing cell is reported as FAILED."""
+import json
+
+import pytest
+
+from moec import conformance
+
+
+def test_conformance_small(tmp_path, monkeypatch):
+    real = conformance.target_status
+    monkeypatch.setattr(conformance, "target_status",
+                        lambda t: "pretend the toolchain is missing" if t == "triton" else real(t))
+    rep = conformance.run_conformance(["cpu", "ascend", "triton"], quick=True, outdir=str(tmp_path),
+                                      models=["onnx_unrolled_mixtral", "ort_moe_swiglu", "granite_module"],
+                                      log=lambda *_: None)
+    names = [r["model"] for r in rep["rows"]]
+    assert names == ["onnx_unrolled_mixtral", "ort_moe_swiglu", "granite_module"] or \
+        names == ["onnx_unrolled_mixtral", "ort_moe_swiglu"]  # without torch the module row is absent
+    for r in rep["rows"]:
+        assert r["cells"]["triton/f32"] == {"status": "skipped", "reason": "pretend the toolchain is missing"}
+        assert r["cells"]["cpu/f32"]["status"] == "verified"
+        assert r["cells"]["ascend/f32"]["status"] == "verified (emulator)"
+    assert rep["rows"][0]["cells"]["cpu/int8"]["quant_error"]["token_rel_median"] > 0
+    assert "time_ratio_vs_ort" in rep["rows"][0]["cells"]["cpu/f32"]
+    assert rep["summary"]["triton/f32"]["skipped"] == len(rep["rows"])
+    table = conformance.format_table(rep)
+    assert "triton: skipped: pretend the toolchain is missing" in table
+    data = json.load(open(tmp_path / "conformance.json"))
+    assert data["summary"] == rep["summary"]
+    html = (tmp_path / "conformance.html").read_text()
+    assert html.startswith("<!doctype html>") and "onnx_unrolled_mixtral" in html and "data:image/png;base64" in html
+
+
+def test_a_failure_is_reported_not_hidden(tmp_path, monkeypatch):
+    from moec import driver
+
+    def boom(*a, **k):
+        raise RuntimeError("injected failure")
+    monkeypatch.setattr(driver, "compile_onnx", boom)
+    rep = conformance.run_conformance(["cpu"], quick=True, outdir=str(tmp_path), models=["onnx_unrolled_dbrx"],
+                                      log=lambda *_: None, modules_too=False)
+    cell = rep["rows"][0]["cells"]["cpu/f32"]
+    assert cell["status"] == "FAILED" and "injected failure" in cell["error"]
+    assert rep["summary"]["cpu/f32"]["failed"] == 1
