@@ -153,7 +153,7 @@ def _publish(tmp: str, final: str) -> bool:
         raise
 
 
-def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A001 - mirrors torch.compile
+def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A001,F821 (torch is optional)
             example_inputs: Optional[Sequence] = None, *, target: str = "cpu", weights: str = "f32",
             verify: bool = True, soc: Optional[str] = None, group_size: int = 64, zero_point: bool = False,
             dynamic_dims: Optional[dict] = None, cache: bool = True) -> CompiledModel:

@@ -2,8 +2,6 @@
 reported as skipped (never as passed); a failing cell is reported as FAILED."""
 import json
 
-import pytest
-
 from moec import conformance
 
 

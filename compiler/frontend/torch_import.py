@@ -241,7 +241,7 @@ def _sum_all(fx, n, x, dtype=None):
 
 @lower("aten.linalg_vector_norm.default")
 def _norm(fx, n, x, ord=2, dim=None, keepdim=False, dtype=None):
-    op = {1: "ReduceL1", 2: "ReduceL2", 1.0: "ReduceL1", 2.0: "ReduceL2"}.get(ord)
+    op = {1: "ReduceL1", 2: "ReduceL2"}.get(ord)
     if op is None:
         raise UnsupportedError(f"{fx._where()}: vector norm of order {ord}")
     return _reduce(op)(fx, n, x, dim, keepdim)
