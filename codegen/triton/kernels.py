@@ -47,6 +47,15 @@ def _act(g, u, ACT: tl.constexpr, alpha, beta, limit, CLAMP: tl.constexpr):
         return g
 
 
+@triton.jit
+def _round_bf16(x):
+    """f32 -> nearest bf16 (ties to even), kept in f32; bit arithmetic so that the interpreter
+    (whose casts truncate) and the GPU agree."""
+    u = x.to(tl.uint32, bitcast=True)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.to(tl.float32, bitcast=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # routing: one program per token
 @triton.jit
@@ -146,7 +155,7 @@ def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
                      n_slots, k_top, D, F, stride_x, G, alpha, beta, limit,
                      GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
                      HAS_BIAS: tl.constexpr, RW_INPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
-                     CDT: tl.constexpr, PREC: tl.constexpr,
+                     CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """A[p, f] = act(x[tok(p)] . w_in[e, gate f] (+b), x . w_in[e, up f] (+b)) for the padded sorted
     positions p of one BLOCK_M block (expert e) and BLOCK_N features f."""
@@ -179,6 +188,8 @@ def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
         ks = k0 + tl.arange(0, BLOCK_K)
         xa = tl.load(x_ptr + tok[:, None].to(tl.int64) * stride_x + ks[None, :],
                      mask=mvalid[:, None] & (ks[None, :] < D), other=0.0)
+        if ACT_BF16:  # bf16 weights: the GEMM inputs are bf16 (moe.experts wq=bf16 semantics)
+            xa = _round_bf16(xa)
         xa = xa.to(CDT)
         wg = _w_tile(w_ptr, s_ptr, z_ptr, e, rg, ks, N, D, G, WQ, HAS_ZP, CDT)
         acc_g += tl.dot(xa, tl.trans(wg), input_precision=PREC)
@@ -206,7 +217,7 @@ def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
 def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr,
                      n_slots, D, F, G,
                      HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
-                     CDT: tl.constexpr, PREC: tl.constexpr,
+                     CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Y[slot(p), d] = (A[p] . w_out[e, d] + b_out[e, d]) * rw[slot(p)] (the combine's multiply)."""
     pid_m = tl.program_id(0)
@@ -222,7 +233,10 @@ def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
     for k0 in range(0, F, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         aa = tl.load(a_ptr + offs_m[:, None].to(tl.int64) * F + ks[None, :],
-                     mask=mvalid[:, None] & (ks[None, :] < F), other=0.0).to(CDT)
+                     mask=mvalid[:, None] & (ks[None, :] < F), other=0.0)
+        if ACT_BF16:
+            aa = _round_bf16(aa)
+        aa = aa.to(CDT)
         wt = _w_tile(w_ptr, s_ptr, z_ptr, e, d, ks, D, F, G, WQ, HAS_ZP, CDT)
         acc += tl.dot(aa, tl.trans(wt), input_precision=PREC)
     if WQ == 2:

@@ -125,14 +125,16 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
         float(limit) if np.isfinite(limit) else 0.0,
         GATED=gated, INTERLEAVED=gate_layout == "interleaved", ACT=ACT[activation], CLAMP=bool(np.isfinite(limit)),
         HAS_BIAS=b_in is not None, RW_INPUT=weights_at == "input", WQ=WQ[wq], HAS_ZP=z_in is not None,
-        CDT=_cdt(cdt), PREC=prec, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N1"], BLOCK_K=cfg["BLOCK_K1"],
+        CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
+        BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N1"], BLOCK_K=cfg["BLOCK_K1"],
         num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
     K.moe_gemm2_kernel[(nb, triton.cdiv(D, cfg["BLOCK_N2"]))](
         A, w_out, s_out if s_out is not None else dummy, z_out if z_out is not None else dummy,
         b_out if b_out is not None else dummy, rw if rw is not None else dummy, sorted_ids, bexp, y,
         n_slots, D, F, G or F,
         HAS_BIAS=b_out is not None, RW_OUTPUT=weights_at == "output", WQ=WQ[wq], HAS_ZP=z_out is not None,
-        CDT=_cdt(cdt), PREC=prec, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N2"], BLOCK_K=cfg["BLOCK_K2"],
+        CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
+        BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N2"], BLOCK_K=cfg["BLOCK_K2"],
         num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
     return y.reshape(T, k, D)
 

@@ -37,7 +37,9 @@ WEIGHT_QUANT = ("none", "bf16", "int8", "int4")
 
 # -- quantised expert weights ------------------------------------------------------------------
 # The reference semantics of a quantised op is dequantise-then-compute:
-#   bf16: w = float(q)                                  q bf16 [E, N, K]
+#   bf16: w = float(q)                                  q bf16 [E, N, K]; the GEMM inputs (the rows
+#         of x and the activation) are rounded to bf16 too, the CPUs' and GPUs' bf16 dot products
+#         (vdpbf16ps, tensor cores) take both operands in bf16; accumulation stays f32
 #   int8: w = q * s[e, n]                               q i8 [E, N, K], s f32 [E, N] (per output channel)
 #   int4: w = (q - z[e, n, g]) * s[e, n, g]             q packed ui8 [E, N, K/2] (element 2i in the low
 #         nibble of byte i, 2i+1 in the high nibble), s f32 [E, N, K/G], z f32 [E, N, K/G] or 8
@@ -293,14 +295,25 @@ def apply_activation(h: np.ndarray, attrs, F: int) -> np.ndarray:
     return h
 
 
-def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs) -> np.ndarray:
-    """One expert on rows x [n, D]: w_out @ act(w_in @ x + b_in) + b_out, accumulated in f32/f64."""
+def round_bf16(a: np.ndarray) -> np.ndarray:
+    """Round to the nearest bfloat16 (ties to even), returned in the input's float type."""
+    import ml_dtypes
+    return np.asarray(a).astype(ml_dtypes.bfloat16).astype(np.asarray(a).dtype)
+
+
+def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, bf16_acts: bool = False) -> np.ndarray:
+    """One expert on rows x [n, D]: w_out @ act(w_in @ x + b_in) + b_out, accumulated in f32/f64.
+    ``bf16_acts``: the GEMM inputs (x and the activation) are rounded to bf16 first."""
     acc = _acc_dtype(x)
+    if bf16_acts:
+        x = round_bf16(x.astype(acc))
     h = x.astype(acc) @ w_in.astype(acc).T
     if b_in is not None:
         h = h + b_in.astype(acc)
     F = w_out.shape[-1]
     a = apply_activation(h, attrs, F)
+    if bf16_acts:
+        a = round_bf16(a)
     y = a @ w_out.astype(acc).T
     if b_out is not None:
         y = y + b_out.astype(acc)
@@ -444,7 +457,7 @@ class ExpertsOp(Operation):
             if rw is not None and self.attrs["weights_at"] == "input":
                 rows = rows * rw[t, j].astype(acc)[:, None]
             out = ffn(rows, w_in[e], w_out[e], None if b_in is None else b_in[e],
-                      None if b_out is None else b_out[e], self.attrs)
+                      None if b_out is None else b_out[e], self.attrs, bf16_acts=mode == "bf16")
             if rw is not None and self.attrs["weights_at"] == "output":
                 out = out * rw[t, j].astype(acc)[:, None]
             y[t, j] = out

@@ -253,6 +253,97 @@ static inline void ld16_u4(const uint8_t *p, v16f *lo, v16f *hi) {
 }
 #endif
 
+/* bf16 mode: the GEMM inputs are bf16 (round to nearest even), like the hardware dot products */
+static inline float round_bf16f(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+static void round_bf16_row(float *a, int64_t n) {
+  for (int64_t i = 0; i < n; i++) a[i] = round_bf16f(a[i]);
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+/* vdpbf16ps micro-kernel: C[MR x 32] += A_pairs . B_pairs.  B panels hold, per pair p of the
+ * reduction, 32 columns x (w[2p], w[2p+1]) as bf16 pairs; A rows are bf16 pairs (the rounded f32
+ * activations, converted exactly).  Two 16-lane accumulators per row, 2 FLOP pairs per lane. */
+#define HAVE_DPBF16 1
+static void pack_b_bf16(const uint16_t *W, int64_t K, int64_t n0, int64_t nb, uint32_t *Bp) {
+  int64_t P = (K + 1) / 2;
+  for (int64_t p = 0; p < P; p++)
+    for (int64_t j = 0; j < NR; j++) {
+      uint32_t lo = 0, hi = 0;
+      if (j < nb) {
+        const uint16_t *w = W + (n0 + j) * K;
+        lo = w[2 * p];
+        hi = 2 * p + 1 < K ? w[2 * p + 1] : 0;
+      }
+      Bp[p * NR + j] = lo | (hi << 16);
+    }
+}
+typedef struct { const uint16_t *src; int64_t E, N, K; uint32_t *packed; } pkb_entry;
+static pkb_entry g_pkb[256];
+static int g_npkb;
+static const uint32_t *packed_panels_bf16(const uint16_t *W, int64_t E, int64_t N, int64_t K) {
+  if (!moec_in_weights(W)) return NULL;
+  const uint32_t *res = NULL;
+  pthread_mutex_lock(&g_pk_mu);
+  for (int i = 0; i < g_npkb; i++)
+    if (g_pkb[i].src == W && g_pkb[i].E == E && g_pkb[i].N == N && g_pkb[i].K == K) res = g_pkb[i].packed;
+  if (!res && g_npkb < 256) {
+    int64_t nblk = (N + NR - 1) / NR, P = (K + 1) / 2;
+    uint32_t *pk = (uint32_t *)aligned_alloc(64, sizeof(uint32_t) * (size_t)(E * nblk * P * NR + 16));
+    if (pk) {
+      for (int64_t e = 0; e < E; e++)
+        for (int64_t b = 0; b < nblk; b++) {
+          int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
+          pack_b_bf16(W + e * N * K, K, c0, nb, pk + (e * nblk + b) * P * NR);
+        }
+      g_pkb[g_npkb++] = (pkb_entry){W, E, N, K, pk};
+      res = pk;
+    }
+  }
+  pthread_mutex_unlock(&g_pk_mu);
+  return res;
+}
+/* rows of f32 (already bf16-valued) -> bf16 pairs, P per row */
+static void to_pairs(const float *a, int64_t K, uint32_t *out) {
+  int64_t P = (K + 1) / 2;
+  for (int64_t p = 0; p < P; p++) {
+    uint32_t lo, hi = 0;
+    float x0 = a[2 * p], x1 = 2 * p + 1 < K ? a[2 * p + 1] : 0.f;
+    __builtin_memcpy(&lo, &x0, 4);
+    __builtin_memcpy(&hi, &x1, 4);
+    out[p] = (lo >> 16) | (hi & 0xffff0000u);
+  }
+}
+static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
+  __m512 acc[MR][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const uint32_t *a[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) a[r] = A + (r < m ? r : 0) * P;
+  for (int64_t p = 0; p < P; p++) {
+    __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + p * NR), b1 = (__m512bh)_mm512_loadu_si512(Bp + p * NR + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r][p]);
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+    }
+  }
+  for (int r = 0; r < m; r++) {
+    float tmp[NR];
+    _mm512_storeu_ps(tmp, acc[r][0]);
+    _mm512_storeu_ps(tmp + 16, acc[r][1]);
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+  }
+}
+#endif
+
 /* bf16 / int8 rows: out[r * ldo + c] = sum_k w[row c][k] * X[r][k] (* per-row scale), four rows at
  * a time with independent accumulators. */
 static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
@@ -412,6 +503,8 @@ typedef struct {
   int64_t nb1, nb3;      /* column blocks per expert in phases 1 and 3 */
   float *pack[64];       /* one packing buffer per worker */
   float *XR, *XS, *AR, *AS; /* int4 decode: X and A rows prepared by prep_x4 (else NULL) */
+  uint32_t *XB, *AB;        /* bf16 prefill: X and A rows as bf16 pairs (else NULL) */
+  const uint32_t *pkb_in, *pkb_out; /* bf16 prefill: packed pair panels */
   const float *pk_in, *pk_out; /* prepacked panels of w_in / w_out, or NULL */
   int failed;
 } xjob;
@@ -427,6 +520,17 @@ static void phase1(void *arg, int64_t item, int tid) {
            j->XR ? j->XR + r0 * j->D : NULL, j->XS ? j->XS + r0 * (j->D / j->vin.G) : NULL);
     return;
   }
+#ifdef HAVE_DPBF16
+  if (j->pkb_in) {
+    int64_t P = (j->D + 1) / 2;
+    const uint32_t *Bq = j->pkb_in + (e * j->nb1 + cb) * P * NR;
+    for (int64_t r = 0; r < n; r += MR) {
+      int m = n - r < MR ? (int)(n - r) : MR;
+      tile_bf16(j->XB + (r0 + r) * P, P, m, Bq, j->H + (r0 + r) * j->I + c0, j->I, nb);
+    }
+    return;
+  }
+#endif
   const float *Bp = j->pk_in ? j->pk_in + (e * j->nb1 + cb) * j->D * NR : j->pack[tid];
   if (!j->pk_in) pack_b_w(&j->vin, e, c0, nb, j->pack[tid]);
   for (int64_t r = 0; r < n; r += MR) {
@@ -463,6 +567,10 @@ static void phase2(void *arg, int64_t row) {
       }
     }
   }
+  if (j->vout.mode == MOEC_WQ_BF16) round_bf16_row(a, j->F);
+#ifdef HAVE_DPBF16
+  if (j->AB) to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
+#endif
   if (j->AR) prep_x4(a, j->F, j->vout.G, j->AR + row * j->F, j->AS + row * (j->F / j->vout.G));
 }
 
@@ -474,6 +582,10 @@ static void phase3(void *arg, int64_t item, int tid) {
   int64_t c0 = cb * NR, nb = j->D - c0 < NR ? j->D - c0 : NR;
   float out[MR * NR];
   const float *Bp = NULL;
+#ifdef HAVE_DPBF16
+  const uint32_t *Bq = NULL;
+  if (n > GEMV_ROWS && j->pkb_out) Bq = j->pkb_out + (e * j->nb3 + cb) * ((j->F + 1) / 2) * NR;
+#endif
   if (n > GEMV_ROWS) {
     if (j->pk_out) {
       Bp = j->pk_out + (e * j->nb3 + cb) * j->F * NR;
@@ -484,6 +596,10 @@ static void phase3(void *arg, int64_t item, int tid) {
   }
   for (int64_t r = 0; r < n; r += MR) {
     int m = n - r < MR ? (int)(n - r) : MR;
+#ifdef HAVE_DPBF16
+    if (Bq) tile_bf16(j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb);
+    else
+#endif
     if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
     else
       gemv_w(&j->vout, e, c0, nb, j->A + (r0 + r) * j->F, j->F, m, out, NR,
@@ -533,6 +649,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       const float *src = xd + (s / k) * D;
       float sc = (rwd && weights_at == 1) ? rwd[s] : 1.0f;
       for (int64_t d = 0; d < D; d++) X[r * D + d] = src[d] * sc;
+      if (mode == MOEC_WQ_BF16) round_bf16_row(X + r * D, D);
       r++;
     }
   int64_t yshape[3] = {T, k, D};
@@ -545,7 +662,23 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   xjob j = {E, D, I, F, k, total, row0, slot, X, H, A, vin, vout,
             b_in ? (const float *)b_in->data : NULL, b_out ? (const float *)b_out->data : NULL, rwd,
             (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, NULL, NULL,
-            NULL, NULL, 0};
+            NULL, NULL, NULL, NULL, NULL, NULL, 0};
+#ifdef HAVE_DPBF16
+  if (mode == MOEC_WQ_BF16 && total > GEMV_ROWS * E) { /* bf16 prefill: vdpbf16ps on packed pair panels */
+    j.pkb_in = packed_panels_bf16((const uint16_t *)w_in->data, E, I, D);
+    j.pkb_out = packed_panels_bf16((const uint16_t *)w_out->data, E, D, F);
+    if (j.pkb_in && j.pkb_out) {
+      int64_t P1 = (D + 1) / 2, P3 = (F + 1) / 2;
+      j.XB = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(total * P1 + 1));
+      j.AB = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(total * P3 + 1));
+      if (!j.XB || !j.AB) j.failed = 1;
+      else
+        for (int64_t rr = 0; rr < total; rr++) to_pairs(X + rr * D, D, j.XB + rr * P1);
+    } else {
+      j.pkb_in = j.pkb_out = NULL;
+    }
+  }
+#endif
   if (mode == MOEC_WQ_INT4) {
     j.XR = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
     j.XS = (float *)malloc(sizeof(float) * (size_t)(total * (D / vin.G) + 1));
@@ -569,7 +702,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   if (!j.failed) moec_parallel_for(ctx, total, phase2, &j);
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
   for (int t = 0; t < nt; t++) free(j.pack[t]);
-  free(j.XR); free(j.XS); free(j.AR); free(j.AS);
+  free(j.XR); free(j.XS); free(j.AR); free(j.AS); free(j.XB); free(j.AB);
   free(row0); free(slot); free(X); free(H); free(A);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
   return 0;
