@@ -44,11 +44,6 @@ def target_status(target: str) -> Optional[str]:
     return f"unknown target {target}"
 
 
-def _symbols(f):
-    from .verify import symbols_of
-    return symbols_of(f)
-
-
 def _time_ratio(art, sess, feeds: Dict[str, np.ndarray], names: Sequence[str], repeats: int) -> float:
     xs = [feeds[n] for n in names]
     art(xs)
@@ -136,9 +131,9 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
                         cell["status"] = "verified (emulator)"
                         cell["timing"] = "skipped: no NPU (emulator run; see plan.json cost model)"
                     elif timing:
-                        from .verify import make_inputs as verify_inputs
+                        from .verify import make_inputs as verify_inputs, symbols_of
                         fmain = r.module.main
-                        xs = verify_inputs(fmain, {s: 64 for s in _symbols(fmain)}, seed=7)
+                        xs = verify_inputs(fmain, {s: 64 for s in symbols_of(fmain)}, seed=7)
                         feeds = dict(zip(fmain.arg_names, xs))
                         cell["time_ratio_vs_ort"] = round(_time_ratio(r.artifact, sess, feeds, fmain.arg_names,
                                                                       3 if quick else 7), 3)

@@ -333,10 +333,6 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
     return out
 
 
-class _FnModule:
-    pass
-
-
 def jit(fn: Optional[Callable] = None, *, target: str = "cpu", weights: str = "f32", verify: bool = True,
         soc: Optional[str] = None, **kw):
     """Decorator: compile ``fn`` (an ``nn.Module`` or a function of tensors) with moec on first call.

@@ -50,14 +50,6 @@ def tiling_bytes(**kw) -> bytes:
     return b"".join(vals)
 
 
-def reduction_tile(desc: TargetDesc, n: int) -> int:
-    """Elements per streamed weight tile: two queue buffers plus the product and reduce scratch must
-    leave room in the Unified Buffer for the activation rows; at most 2048 (8 KiB) per tile."""
-    ub = int(desc.get("ub_bytes", 192 * 1024))
-    kt = min(2048, max(8, (ub // 8) // 4 // 4))
-    return int(min(kt, (n + 7) // 8 * 8))
-
-
 CMAKE = """# CMake project for moec's AscendC kernels, laid out like CANN's kernel samples.
 # Build on a machine with the CANN toolkit:
 #   source $ASCEND_HOME/set_env.sh      (or ascend-toolkit/set_env.sh)

@@ -14,8 +14,7 @@ from . import ensure_triton
 triton, _ = ensure_triton()
 import triton.language as tl  # noqa: E402
 
-# activation codes (match runtime.ACT)
-SWIGLU, GELU, GELU_TANH, RELU, SILU, IDENTITY = 0, 1, 2, 3, 4, 5
+# activation codes: runtime.ACT (swiglu 0, gelu 1, gelu_tanh 2, relu 3, silu 4, identity 5)
 
 
 @triton.jit
@@ -151,6 +150,16 @@ def _w_tile(w_ptr, s_ptr, z_ptr, e, rows, ks, N, KD, G, WQ: tl.constexpr, HAS_ZP
 
 
 @triton.jit
+def _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M: tl.constexpr):
+    """This program's expert block: (expert or -1 for an unused block, sorted positions, slots, valid)."""
+    pid_m = tl.program_id(0)
+    e = tl.load(bexp_ptr + pid_m)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slot = tl.load(sorted_ptr + offs_m)
+    return e, offs_m, slot, (slot >= 0) & (slot < n_slots)
+
+
+@triton.jit
 def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr,
                      n_slots, k_top, D, F, stride_x, G, alpha, beta, limit,
                      GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
@@ -159,14 +168,10 @@ def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """A[p, f] = act(x[tok(p)] . w_in[e, gate f] (+b), x . w_in[e, up f] (+b)) for the padded sorted
     positions p of one BLOCK_M block (expert e) and BLOCK_N features f."""
-    pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    e = tl.load(bexp_ptr + pid_m)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
     if e < 0:
         return
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    slot = tl.load(sorted_ptr + offs_m)
-    mvalid = (slot >= 0) & (slot < n_slots)
     tok = tl.where(mvalid, slot // k_top, 0)
     f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     N = 2 * F if GATED else F
@@ -220,14 +225,10 @@ def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
                      CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Y[slot(p), d] = (A[p] . w_out[e, d] + b_out[e, d]) * rw[slot(p)] (the combine's multiply)."""
-    pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    e = tl.load(bexp_ptr + pid_m)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
     if e < 0:
         return
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    slot = tl.load(sorted_ptr + offs_m)
-    mvalid = (slot >= 0) & (slot < n_slots)
     d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(0, F, BLOCK_K):

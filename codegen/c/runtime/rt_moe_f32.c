@@ -76,33 +76,47 @@ static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K,
 }
 
 /* Weights from the weights file never change: their packed panels are built once per library
- * and reused ([E][N/NR][K][NR]).  Anything else is packed per call. */
-typedef struct { const float *src; int64_t E, N, K; float *packed; } pk_entry;
+ * and reused ([E][N/NR][panel]).  One cache for every panel format: an entry is keyed by the weight
+ * pointer, the shape and the packer (f32 k-major panels, bf16 pair panels).  Anything else is packed
+ * per call. */
+typedef void (*pack_fn)(const void *W, int64_t K, int64_t n0, int64_t nb, void *Bp);
+typedef struct { const void *src; int64_t E, N, K; pack_fn pack; void *packed; } pk_entry;
 static pk_entry g_pk[256];
 static int g_npk;
 static pthread_mutex_t g_pk_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static const float *packed_panels(const float *W, int64_t E, int64_t N, int64_t K) {
+/* elem: bytes per weight; panel: bytes per packed NR-column block */
+static const void *cached_panels(const void *W, size_t elem, int64_t E, int64_t N, int64_t K, size_t panel,
+                                 pack_fn pack) {
   if (!moec_in_weights(W)) return NULL;
-  const float *res = NULL;
+  const void *res = NULL;
   pthread_mutex_lock(&g_pk_mu);
   for (int i = 0; i < g_npk; i++)
-    if (g_pk[i].src == W && g_pk[i].E == E && g_pk[i].N == N && g_pk[i].K == K) res = g_pk[i].packed;
+    if (g_pk[i].src == W && g_pk[i].E == E && g_pk[i].N == N && g_pk[i].K == K && g_pk[i].pack == pack)
+      res = g_pk[i].packed;
   if (!res && g_npk < 256) {
     int64_t nblk = (N + NR - 1) / NR;
-    float *pk = (float *)aligned_alloc(64, sizeof(float) * (size_t)(E * nblk * K * NR + 16));
+    char *pk = (char *)aligned_alloc(64, (size_t)(E * nblk) * panel + 64);
     if (pk) {
       for (int64_t e = 0; e < E; e++)
         for (int64_t b = 0; b < nblk; b++) {
           int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
-          pack_b(W + e * N * K, K, c0, nb, pk + (e * nblk + b) * K * NR);
+          pack((const char *)W + (size_t)(e * N * K) * elem, K, c0, nb, pk + (size_t)(e * nblk + b) * panel);
         }
-      g_pk[g_npk++] = (pk_entry){W, E, N, K, pk};
+      g_pk[g_npk++] = (pk_entry){W, E, N, K, pack, pk};
       res = pk;
     }
   }
   pthread_mutex_unlock(&g_pk_mu);
   return res;
+}
+
+static void pack_f32_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void *Bp) {
+  pack_b((const float *)W, K, n0, nb, (float *)Bp);
+}
+
+static const float *packed_panels(const float *W, int64_t E, int64_t N, int64_t K) {
+  return (const float *)cached_panels(W, sizeof(float), E, N, K, sizeof(float) * (size_t)(K * NR), pack_f32_panel);
 }
 
 static inline float dot(const float *a, const float *b, int64_t n) {
@@ -283,30 +297,12 @@ static void pack_b_bf16(const uint16_t *W, int64_t K, int64_t n0, int64_t nb, ui
       Bp[p * NR + j] = lo | (hi << 16);
     }
 }
-typedef struct { const uint16_t *src; int64_t E, N, K; uint32_t *packed; } pkb_entry;
-static pkb_entry g_pkb[256];
-static int g_npkb;
+static void pack_bf16_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void *Bp) {
+  pack_b_bf16((const uint16_t *)W, K, n0, nb, (uint32_t *)Bp);
+}
 static const uint32_t *packed_panels_bf16(const uint16_t *W, int64_t E, int64_t N, int64_t K) {
-  if (!moec_in_weights(W)) return NULL;
-  const uint32_t *res = NULL;
-  pthread_mutex_lock(&g_pk_mu);
-  for (int i = 0; i < g_npkb; i++)
-    if (g_pkb[i].src == W && g_pkb[i].E == E && g_pkb[i].N == N && g_pkb[i].K == K) res = g_pkb[i].packed;
-  if (!res && g_npkb < 256) {
-    int64_t nblk = (N + NR - 1) / NR, P = (K + 1) / 2;
-    uint32_t *pk = (uint32_t *)aligned_alloc(64, sizeof(uint32_t) * (size_t)(E * nblk * P * NR + 16));
-    if (pk) {
-      for (int64_t e = 0; e < E; e++)
-        for (int64_t b = 0; b < nblk; b++) {
-          int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
-          pack_b_bf16(W + e * N * K, K, c0, nb, pk + (e * nblk + b) * P * NR);
-        }
-      g_pkb[g_npkb++] = (pkb_entry){W, E, N, K, pk};
-      res = pk;
-    }
-  }
-  pthread_mutex_unlock(&g_pk_mu);
-  return res;
+  return (const uint32_t *)cached_panels(W, sizeof(uint16_t), E, N, K, sizeof(uint32_t) * (size_t)((K + 1) / 2 * NR),
+                                         pack_bf16_panel);
 }
 /* rows of f32 (already bf16-valued) -> bf16 pairs, P per row */
 static void to_pairs(const float *a, int64_t K, uint32_t *out) {
