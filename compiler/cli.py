@@ -18,6 +18,7 @@ from typing import List, Optional
 
 from . import __version__
 from .errors import MoecError, UserInputError
+from .passes.quantize import MODES as WEIGHT_MODES
 
 EPILOG = "Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 internal error."
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
     c.add_argument("--threads", type=int, default=2, help="threads for the compiled code and onnxruntime")
     c.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer/UBSan (debugging)")
-    c.add_argument("--weights", default="f32", choices=["f32", "bf16", "int8", "int4"],
+    c.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES),
                    help="storage of the routed experts' weights: f32 (as in the model), bf16, int8 (per "
                         "output channel), int4 (grouped); verified against the dequantised reference")
     c.add_argument("--group-size", type=int, default=64, metavar="G",
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--layers", default="mixtral,deepseek", help="triton: standard layers to run")
     b.add_argument("--tokens", type=_sizes, default=None, metavar="N,N,..",
                    help="token counts (default cpu 1,8,64,256,1024; triton 1,16,128,1024,4096)")
-    b.add_argument("--weights", default="f32", choices=["f32", "bf16", "int8", "int4"])
+    b.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES))
     b.add_argument("--group-size", type=int, default=64, metavar="G", help="int4: weights per scale group")
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--threads", type=int, default=2)

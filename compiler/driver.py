@@ -25,6 +25,7 @@ from .errors import RuntimeFailure, UserInputError, VerificationError
 from .ir import IRError, Module, print_module, save_module, verify_module
 from .ir import run as interpret
 from .passes.pipeline import run_pipeline
+from .passes.quantize import MODES as WEIGHT_MODES
 from .targets.registry import get_backend
 
 TARGETS = ("cpu", "triton", "ascend")
@@ -42,7 +43,7 @@ class CompileOptions:
     force: bool = False
     sanitize: bool = False
     check_interpreter: bool = True
-    weights: str = "f32"          # routed experts' weight storage: f32 (as the model), bf16, int8, int4
+    weights: str = "f32"          # routed experts' weights: f32 (as the model), bf16, int8, int4, w8a8
     group_size: int = 64          # int4: elements per scale group (0: per row)
     zero_point: bool = False      # int4: asymmetric with zero points
 
@@ -135,8 +136,11 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     backend = get_backend(opts.target, opts.arch)
     if opts.target == "ascend" and opts.weights != "f32":
         raise UserInputError("target ascend: quantised weights are not implemented yet (use --weights f32)")
-    if opts.weights not in ("f32", "bf16", "int8", "int4"):
-        raise UserInputError(f"unknown weight mode '{opts.weights}' (choose f32, bf16, int8 or int4)")
+    if opts.weights not in WEIGHT_MODES:
+        raise UserInputError(f"unknown weight mode '{opts.weights}' (choose {', '.join(WEIGHT_MODES)})")
+    if opts.weights == "w8a8" and opts.target != "cpu":
+        raise UserInputError(f"target {opts.target}: --weights w8a8 (int8 activations) is implemented for the cpu "
+                             "target only; use --weights int8 (int8 weights, f32 activations)")
     ref_module = None
     if opts.verify and opts.weights != "f32":
         ref_module = import_model(proto, name)  # the f32 model, to measure the quantisation error
@@ -292,9 +296,9 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
                     c2 = compare(f.output_names, ref, want)
                     trial["interpreter_vs_onnxruntime"] = {"ok": c2.ok, "max_abs_err": c2.max_abs_err}
         tol_override = None
-        if quantized and opts.weights == "bf16":
-            from .tolerances import TOLERANCES
-            tol_override = TOLERANCES["bf16"]  # bf16 GEMM inputs (see tolerances.py)
+        if quantized and opts.weights in ("bf16", "w8a8"):
+            from .tolerances import QUANT_VERIFY_TOLERANCE
+            tol_override = QUANT_VERIFY_TOLERANCE[opts.weights]  # quantised GEMM inputs (see tolerances.py)
         c = compare(f.output_names, got, want, tol_override)
         trial.update(ok=c.ok, max_abs_err=c.max_abs_err, max_rel_err=c.max_rel_err, outputs=c.per_output)
         if quantized:

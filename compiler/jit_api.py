@@ -168,7 +168,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         target: "cpu" (C, built with the system compiler), "triton" (a CUDA GPU, or Triton's
             interpreter without one) or "ascend" (AscendC, run on moec's emulator here).
         weights: storage of the routed experts' weights: "f32" (as the model), "bf16", "int8" or
-            "int4" (see ``group_size`` / ``zero_point``); quantised builds are checked against their
+            "int4" (see ``group_size`` / ``zero_point``), or "w8a8" (int8 weights and dynamic per-token int8
+            activations, cpu target); quantised builds are checked against their
             dequantised reference and their quantisation error is bounded.
         verify: compare the compiled code with the original on seeded inputs at several token
             counts (the module's own eager output, or onnxruntime for ONNX) and raise
@@ -184,8 +185,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     """
     import time
     t0 = time.perf_counter()
-    if weights not in ("f32", "bf16", "int8", "int4"):
-        raise UserInputError(f"weights='{weights}': choose f32, bf16, int8 or int4")
+    from ..passes.quantize import MODES as WEIGHT_MODES
+    if weights not in WEIGHT_MODES:
+        raise UserInputError(f"weights='{weights}': choose {', '.join(WEIGHT_MODES)}")
     if target == "triton":
         from .codegen.triton import ensure_triton
         ensure_triton()  # select the interpreter (no GPU) before torch.export can import triton

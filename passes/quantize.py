@@ -6,6 +6,10 @@ the formats and their reference semantics, dequantise-then-compute):
 
 * ``bf16``: round to nearest even.  Kernels widen in registers and accumulate in f32.
 * ``int8``: symmetric per output channel, ``s = max|w_row| / 127``, ``q = round(w / s)``.
+* ``w8a8``: int8 weights as above plus dynamic per-token int8 activations (``aq=int8``): every GEMM
+  input row (the token's hidden vector, the activation between the projections) is quantised
+  symmetrically at run time, ``s = max|row| / 127``, and the products are exact int32 sums (VNNI
+  ``vpdpbusd`` on CPUs that have it, a portable integer loop otherwise).
 * ``int4``: per group of ``group`` elements along K (0 = the whole row); symmetric
   (``s = max|w| / 7.5``-ish, see below, zero point 8) or with a zero point
   (``s = (max - min) / 15``, ``z = round(-min / s)``), two values per byte, low nibble first.
@@ -29,7 +33,7 @@ from ..ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
 from .base import Pass
 from .moe_util import layer_of
 
-MODES = ("f32", "bf16", "int8", "int4")
+MODES = ("f32", "bf16", "int8", "int4", "w8a8")
 
 
 def quantize_int8(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -118,11 +122,12 @@ class QuantizeWeights(Pass):
         stored, quant, info = {}, {}, {"mode": self.mode}
         for nm, v in (("w_in", ex.operands[4]), ("w_out", ex.operands[5])):
             w = np.asarray(const_value(v, m.weights), np.float32)
-            info[nm] = quantization_summary(w, self.mode, self.group, self.zero_point)
+            wmode = "int8" if self.mode == "w8a8" else self.mode
+            info[nm] = quantization_summary(w, wmode, self.group, self.zero_point)
             if self.mode == "bf16":
                 import ml_dtypes
                 stored[nm] = w.astype(ml_dtypes.bfloat16)
-            elif self.mode == "int8":
+            elif wmode == "int8":
                 stored[nm], quant["s_" + nm] = quantize_int8(w)
             else:
                 q, s, z = quantize_int4(w, self.group, self.zero_point)
@@ -131,12 +136,15 @@ class QuantizeWeights(Pass):
                     quant["z_" + nm] = z
         if self.mode == "int4":
             info.update(group=self.group or "row", zero_point=bool(self.zero_point))
-        consts = [_const_op(m, stored[nm], f"experts_{nm}_{self.mode}") for nm in ("w_in", "w_out")]
+        if self.mode == "w8a8":
+            info["activations"] = "int8, dynamic per token (symmetric, max|row| / 127)"
+        wq = "int8" if self.mode == "w8a8" else self.mode
+        consts = [_const_op(m, stored[nm], f"experts_{nm}_{wq}") for nm in ("w_in", "w_out")]
         qconsts = [_const_op(m, quant[key], f"experts_{key}") for key in ("s_w_in", "s_w_out", "z_w_in", "z_w_out")
                    if key in quant]
         info["bytes"] = int(sum(c.results[0].type.numel() * c.results[0].type.dtype.itemsize
                                 for c in consts + qconsts))
-        attrs = dict(ex.attrs, wq=self.mode, wq_group=self.group if self.mode == "int4" else 0,
+        attrs = dict(ex.attrs, wq=wq, aq="int8" if self.mode == "w8a8" else "none", wq_group=self.group if self.mode == "int4" else 0,
                      wq_zp=bool(self.mode == "int4" and self.zero_point))
         ops = list(ex.operands[:4]) + [consts[0].results[0], consts[1].results[0]] + \
             [v for v in (b_in, b_out, rw) if v is not None] + [c.results[0] for c in qconsts]

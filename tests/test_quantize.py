@@ -41,7 +41,7 @@ def test_int8_per_channel():
     assert np.all(np.abs(d - w) <= s[..., None] * 0.5 + 1e-6)
 
 
-MODES = [("bf16", 64, False), ("int8", 64, False), ("int4", 32, False), ("int4", 32, True), ("int4", 0, False)]
+MODES = [("bf16", 64, False), ("int8", 64, False), ("w8a8", 64, False), ("int4", 32, False), ("int4", 32, True), ("int4", 0, False)]
 
 
 @pytest.mark.parametrize("mode,group,zp", MODES)
@@ -58,13 +58,14 @@ def test_example_all_weight_modes(mode, group, zp, tmp_path):
     layer = rep["moe_layers"][0]
     assert layer["weights"]["mode"] == mode
     f32_bytes = 8 * (256 * 64 + 64 * 128) * 4
-    ratio = {"bf16": 0.5, "int8": 0.25, "int4": 0.125}[mode]
+    ratio = {"bf16": 0.5, "int8": 0.25, "w8a8": 0.25, "int4": 0.125}[mode]
     assert layer["weights"]["bytes"] < f32_bytes * ratio * 1.6
     hist = rep["op_histogram"]
     assert hist.get("moe.experts") == 1
     # the quantised module really is quantised (weights in the narrow type in the IR text)
     text = open(tmp_path / "out" / "model.mlir").read()
-    assert f'wq = "{mode}"' in text
+    assert f'wq = "{"int8" if mode == "w8a8" else mode}"' in text
+    assert ('aq = "int8"' in text) == (mode == "w8a8")
 
 
 def test_quantisation_error_bound_fails_loudly(tmp_path, monkeypatch):
@@ -81,7 +82,95 @@ def test_unsupported_group_is_skipped_and_reported(tmp_path):
     assert layer["weights"]["mode"] == "f32" and "group size" in layer["weights"]["skipped"]
 
 
-def test_kernels_against_independent_numpy(tmp_path):
+def _numpy_route(logits, k):
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return p, np.argsort(-p, axis=1, kind="stable")[:, :k]
+
+
+def _experts_module(mode, qi, qo, extra, T_dim, D, E, k, aq="none", G=0):
+    from moec.ir import Module, Function, TensorType, DType, Value, verify_module
+    from moec.ir.opdef import OPS
+    from moec.ir.core import ResourceRef
+    m = Module()
+    f = Function("main", [Value(TensorType(DType.F32, (T_dim, D)), "x"), Value(TensorType(DType.F32, (T_dim, E)), "l")])
+    m.functions.append(f)
+
+    def const(a, hint):
+        key = m.weights.add(a, hint)
+        return f.add(OPS["moec.constant"].create([], {"value": ResourceRef(key)}, None,
+                                                 [TensorType(DType.from_np(a.dtype), a.shape)])).result
+    rw, ids = f.add(OPS["moe.route"].create([f.args[1]], {"k": k})).results
+    order, off = f.add(OPS["moe.dispatch"].create([ids], {"num_experts": E})).results
+    ops = [f.args[0], ids, order, off, const(qi, "wi"), const(qo, "wo")] + [const(a, "q") for a in extra]
+    y = f.add(OPS["moe.experts"].create(ops, {"wq": mode, "wq_group": G if mode == "int4" else 0,
+                                             "wq_zp": mode == "int4", "aq": aq})).result
+    out = f.add(OPS["moe.combine"].create([y, rw])).result
+    f.outputs, f.output_names = [out], ["y"]
+    verify_module(m)
+    return m
+
+
+@pytest.mark.parametrize("arch", ["native", "generic"])
+@pytest.mark.parametrize("D,F", [(96, 48), (30, 22)])
+def test_w8a8_kernels_against_independent_numpy(tmp_path, arch, D, F):
+    """w8a8 (int8 weights, dynamic per-token int8 activations): the VNNI micro-kernel (native) and the
+    portable integer loop (generic), K a multiple of 4 and not (padding), decode rows and a prefill
+    batch, against numpy written here: per-row symmetric codes, exact integer dot products."""
+    from moec.driver import build_module
+    rng = np.random.default_rng(7)
+    T, E, k = 40, 3, 2
+    w_in = rng.standard_normal((E, 2 * F, D)).astype(np.float32) * 0.2
+    w_out = rng.standard_normal((E, D, F)).astype(np.float32) * 0.2
+    logits = rng.standard_normal((T, E)).astype(np.float32)
+    x = rng.standard_normal((T, D)).astype(np.float32)
+    x[3] = 0.0  # an all-zero row: scale 1, codes 0
+    (qi, si), (qo, so) = quantize_int8(w_in), quantize_int8(w_out)
+    m = _experts_module("int8", qi, qo, [si, so], "T", D, E, k, aq="int8")
+    art = build_module(m, str(tmp_path / "w8a8"), arch=arch)
+
+    def qrow(v):  # independent: f32 scale, round half to even, clip
+        v = v.astype(np.float32)
+        amax = np.float32(np.abs(v).max())
+        s = amax / np.float32(127) if amax > 0 else np.float32(1)
+        return np.clip(np.rint(v / s), -127, 127).astype(np.int64), np.float64(s)
+    p, top = _numpy_route(logits, k)
+    want = np.zeros((T, D))
+    for t in range(T):
+        for j in range(k):
+            e = top[t, j]
+            # the kernel multiplies the routing weight after the second GEMM (weights_at none here:
+            # the combine scales), so the expert sees x[t] itself
+            xq, xs = qrow(x[t])
+            h = (qi[e].astype(np.int64) @ xq) * xs * si[e].astype(np.float64)
+            g, u = h[:F], h[F:]
+            a = (g / (1 + np.exp(-g)) * u).astype(np.float32)
+            aq_, as_ = qrow(a)
+            want[t] += p[t, e] * ((qo[e].astype(np.int64) @ aq_) * as_ * so[e].astype(np.float64))
+    for n in (T, 1, 2):
+        got = art([x[:n], logits[:n]])[0]
+        # a code can flip where the f32 activation sits within an ulp of a rounding boundary: allow
+        # one step of one term (see tolerances.QUANT_VERIFY_TOLERANCE), nothing like a wrong scale
+        np.testing.assert_allclose(got, want[:n], rtol=1.6e-2, atol=1.6e-2 * np.abs(want).max())
+        assert np.median(np.abs(got - want[:n])) < 1e-5 * np.abs(want).max()
+
+
+def test_w8a8_rejected_where_not_implemented(tmp_path):
+    from moec.errors import UserInputError
+    with pytest.raises(UserInputError, match="w8a8.*cpu target only"):
+        compile_onnx(EXAMPLE, str(tmp_path / "o"), CompileOptions(weights="w8a8", target="triton"))
+    from moec.ir import IRError
+    rng = np.random.default_rng(0)
+    qi, si = quantize_int8(rng.standard_normal((2, 8, 4)).astype(np.float32))
+    qo, so = quantize_int8(rng.standard_normal((2, 4, 4)).astype(np.float32))
+    with pytest.raises(IRError, match="aq=int8 .*needs wq=int8"):
+        import ml_dtypes
+        _experts_module("bf16", qi.astype(ml_dtypes.bfloat16), qo.astype(ml_dtypes.bfloat16), [], "T", 4, 2, 1,
+                        aq="int8")
+
+
+@pytest.mark.parametrize("arch", ["native", "generic"])
+def test_kernels_against_independent_numpy(tmp_path, arch):
     """Odd shapes: K with a vector part and a scalar tail per group (G=48), several tokens per
     expert; compared with a plain numpy computation written here, not the IR interpreter."""
     from moec.driver import build_module
@@ -126,7 +215,7 @@ def test_kernels_against_independent_numpy(tmp_path):
         out = f.add(OPS["moe.combine"].create([y, rw])).result
         f.outputs, f.output_names = [out], ["y"]
         verify_module(m)
-        art = build_module(m, str(tmp_path / mode))
+        art = build_module(m, str(tmp_path / mode), arch=arch)
         # numpy: softmax top-k routing, SwiGLU experts with the dequantised weights
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)

@@ -88,7 +88,7 @@ def test_near_misses_are_not_recognised_and_still_verify(name, tmp_path):
     assert r.report["moe_layers"] == [], f"recognised a look-alike ({why})"
 
 
-QUANT_MODES = [("bf16", 0), ("int8", 0), ("int4", 16)]
+QUANT_MODES = [("bf16", 0), ("int8", 0), ("int4", 16), ("w8a8", 0)]
 
 
 @pytest.mark.parametrize("mode,group", QUANT_MODES, ids=[m for m, _ in QUANT_MODES])
@@ -108,3 +108,5 @@ def test_every_zoo_model_in_every_weight_mode(name, mode, group, tmp_path):
         assert q["tokens_over_4x_bound"] == 0, q
     for layer in rep["moe_layers"]:
         assert layer["weights"]["mode"] == mode, layer["weights"]
+        if mode == "w8a8":
+            assert "per token" in layer["weights"]["activations"]

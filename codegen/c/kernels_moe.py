@@ -56,7 +56,7 @@ def _experts(ctx, o):
         q = ctx.fresh("wq")
         sv = [f"{ctx.t(v)}" if v is not None else "NULL" for v in o.quant_operands()]
         lines.append(f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv[0]}, {sv[1]}, {sv[2]}, "
-                     f"{sv[3]}}};")
+                     f"{sv[3]}, {1 if a['aq'] == 'int8' else 0}}};")
         q = "&" + q
     return lines + [
         f"MOEC_TRY(moec_k_moe_experts(&ctx, {x}, {ids}, {order}, {offsets}, {w_in}, {w_out}, {b_in}, {b_out}, "

@@ -33,6 +33,7 @@ GATE_LAYOUT = ("concat", "interleaved")
 DISPATCH = ("sort_pad", "token_gemv", "capacity")
 WEIGHTS_AT = ("none", "input", "output")
 WEIGHT_QUANT = ("none", "bf16", "int8", "int4")
+ACT_QUANT = ("none", "int8")
 
 
 # -- quantised expert weights ------------------------------------------------------------------
@@ -97,6 +98,7 @@ QUANT_ATTRS = {
     "wq": Attr("str", "none", WEIGHT_QUANT, "weight storage: none (as x), bf16, int8 per channel, int4 grouped"),
     "wq_group": Attr("int", 0, doc="int4: elements per scale group along K (0: the whole row)"),
     "wq_zp": Attr("bool", False, doc="int4: explicit zero points (else symmetric, zero point 8)"),
+    "aq": Attr("str", "none", ACT_QUANT, "GEMM inputs: none (as x) or int8 (dynamic per-row symmetric; needs wq=int8)"),
 }
 
 
@@ -301,12 +303,32 @@ def round_bf16(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).astype(ml_dtypes.bfloat16).astype(np.asarray(a).dtype)
 
 
-def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, bf16_acts: bool = False) -> np.ndarray:
+def quantize_rows_int8(a: np.ndarray):
+    """Dynamic per-row symmetric int8: s = max|row| / 127 (1 for an all-zero row), q = rint(row / s)
+    clipped to +-127, computed in f32 exactly as the kernels do.  Returns (q int8, s f32 [rows])."""
+    a = np.asarray(a, np.float32)
+    amax = np.max(np.abs(a), axis=-1) if a.shape[-1] else np.zeros(a.shape[:-1], np.float32)
+    s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(a / s[..., None]), -127, 127).astype(np.int8)
+    return q, s
+
+
+def fake_quant_rows_int8(a: np.ndarray) -> np.ndarray:
+    """The values the w8a8 kernels multiply: q * s per row (see ``quantize_rows_int8``)."""
+    q, s = quantize_rows_int8(a)
+    return (q.astype(np.float32) * s[..., None]).astype(np.asarray(a).dtype)
+
+
+def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, bf16_acts: bool = False,
+        int8_acts: bool = False) -> np.ndarray:
     """One expert on rows x [n, D]: w_out @ act(w_in @ x + b_in) + b_out, accumulated in f32/f64.
-    ``bf16_acts``: the GEMM inputs (x and the activation) are rounded to bf16 first."""
+    ``bf16_acts``: the GEMM inputs (x and the activation) are rounded to bf16 first; ``int8_acts``:
+    they are quantised per row to int8 (``fake_quant_rows_int8``)."""
     acc = _acc_dtype(x)
     if bf16_acts:
         x = round_bf16(x.astype(acc))
+    if int8_acts:
+        x = fake_quant_rows_int8(x.astype(acc))
     h = x.astype(acc) @ w_in.astype(acc).T
     if b_in is not None:
         h = h + b_in.astype(acc)
@@ -314,6 +336,8 @@ def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, 
     a = apply_activation(h, attrs, F)
     if bf16_acts:
         a = round_bf16(a)
+    if int8_acts:
+        a = fake_quant_rows_int8(a)
     y = a @ w_out.astype(acc).T
     if b_out is not None:
         y = y + b_out.astype(acc)
@@ -427,6 +451,8 @@ class ExpertsOp(Operation):
                         raise operand_error(self, f"zero points must match their scales {sv.type}, got {zv.type}")
         if w is not None and w.type.rank != 2:
             raise operand_error(self, "routing weights must be [T, k]")
+        if self.attrs["aq"] == "int8" and (mode != "int8" or x.dtype != DType.F32):
+            raise operand_error(self, f"aq=int8 (w8a8) needs wq=int8 and f32 x, got wq={mode}, x {x.dtype.mlir}")
         return [TensorType(x.dtype, (x.shape[0], ids.shape[1], x.shape[1]))]
 
     def reference(self, x, ids, order, offsets, w_in, w_out, *extra):
@@ -457,7 +483,8 @@ class ExpertsOp(Operation):
             if rw is not None and self.attrs["weights_at"] == "input":
                 rows = rows * rw[t, j].astype(acc)[:, None]
             out = ffn(rows, w_in[e], w_out[e], None if b_in is None else b_in[e],
-                      None if b_out is None else b_out[e], self.attrs, bf16_acts=mode == "bf16")
+                      None if b_out is None else b_out[e], self.attrs, bf16_acts=mode == "bf16",
+                      int8_acts=self.attrs["aq"] == "int8")
             if rw is not None and self.attrs["weights_at"] == "output":
                 out = out * rw[t, j].astype(acc)[:, None]
             y[t, j] = out

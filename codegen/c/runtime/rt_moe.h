@@ -24,12 +24,15 @@ typedef struct moec_ffn_params {
 
 /* quantised expert weights (see moe.experts in ir/ops/moe.py): mode 0 none (as x), 1 bf16, 2 int8 per
  * output channel (s [E, N]), 3 int4 packed two per byte, low nibble first (s, z [E, N, K/group];
- * z NULL: symmetric, zero point 8; group 0: whole row) */
+ * z NULL: symmetric, zero point 8; group 0: whole row); aq below */
 enum moec_wq_mode { MOEC_WQ_NONE = 0, MOEC_WQ_BF16 = 1, MOEC_WQ_INT8 = 2, MOEC_WQ_INT4 = 3 };
 typedef struct moec_wq {
   int mode;
   int64_t group;
   const moec_tensor *s_in, *s_out, *z_in, *z_out;
+  int aq; /* 1: dynamic per-token int8 activations (w8a8, int8 weights only): each GEMM input row is
+           * quantised symmetrically (s = max|row| / 127, q = rint(row / s)) and the dot products are
+           * exact int32 sums (VNNI vpdpbusd where present) */
 } moec_wq;
 
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,

@@ -85,8 +85,8 @@ static pk_entry g_pk[256];
 static int g_npk;
 static pthread_mutex_t g_pk_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* elem: bytes per weight; panel: bytes per packed NR-column block */
-static const void *cached_panels(const void *W, size_t elem, int64_t E, int64_t N, int64_t K, size_t panel,
+/* estride: bytes per expert in W; panel: bytes per packed NR-column block */
+static const void *cached_panels(const void *W, size_t estride, int64_t E, int64_t N, int64_t K, size_t panel,
                                  pack_fn pack) {
   if (!moec_in_weights(W)) return NULL;
   const void *res = NULL;
@@ -101,7 +101,7 @@ static const void *cached_panels(const void *W, size_t elem, int64_t E, int64_t 
       for (int64_t e = 0; e < E; e++)
         for (int64_t b = 0; b < nblk; b++) {
           int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
-          pack((const char *)W + (size_t)(e * N * K) * elem, K, c0, nb, pk + (size_t)(e * nblk + b) * panel);
+          pack((const char *)W + (size_t)e * estride, K, c0, nb, pk + (size_t)(e * nblk + b) * panel);
         }
       g_pk[g_npk++] = (pk_entry){W, E, N, K, pack, pk};
       res = pk;
@@ -116,7 +116,7 @@ static void pack_f32_panel(const void *W, int64_t K, int64_t n0, int64_t nb, voi
 }
 
 static const float *packed_panels(const float *W, int64_t E, int64_t N, int64_t K) {
-  return (const float *)cached_panels(W, sizeof(float), E, N, K, sizeof(float) * (size_t)(K * NR), pack_f32_panel);
+  return (const float *)cached_panels(W, sizeof(float) * (size_t)(N * K), E, N, K, sizeof(float) * (size_t)(K * NR), pack_f32_panel);
 }
 
 static inline float dot(const float *a, const float *b, int64_t n) {
@@ -301,7 +301,7 @@ static void pack_bf16_panel(const void *W, int64_t K, int64_t n0, int64_t nb, vo
   pack_b_bf16((const uint16_t *)W, K, n0, nb, (uint32_t *)Bp);
 }
 static const uint32_t *packed_panels_bf16(const uint16_t *W, int64_t E, int64_t N, int64_t K) {
-  return (const uint32_t *)cached_panels(W, sizeof(uint16_t), E, N, K, sizeof(uint32_t) * (size_t)((K + 1) / 2 * NR),
+  return (const uint32_t *)cached_panels(W, sizeof(uint16_t) * (size_t)(N * K), E, N, K, sizeof(uint32_t) * (size_t)((K + 1) / 2 * NR),
                                          pack_bf16_panel);
 }
 /* rows of f32 (already bf16-valued) -> bf16 pairs, P per row */
@@ -339,6 +339,201 @@ static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, f
   }
 }
 #endif
+
+/* ---- weight-only int8 / int4 prefill: narrow k-major panels, dequantised in the micro-kernel ------
+ * int8 panels: Bp[k * NR + j] = q[n0 + j][k] (K * NR bytes); each k step widens 2 x 16 codes to f32 in
+ * registers and the per-output-channel scale multiplies the finished tile.  int4 panels: 16 bytes per
+ * k, byte b = code of column b (low nibble) | code of column b + 16 (high nibble), so one load and two
+ * nibble extractions give the two 16-lane halves; per group the column scales s and s * z (a small
+ * per-item table) dequantise in registers, w = q * s - s * z (one FMA per 16 weights), before the
+ * MR x NR FMAs.  No dequantised copy of a panel exists anywhere. */
+static void pack_w8k_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void *out) {
+  int8_t *Bp = (int8_t *)out;
+  for (int64_t j = 0; j < NR; j++) {
+    const int8_t *w = j < nb ? (const int8_t *)W + (n0 + j) * K : NULL;
+    for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = w ? w[k] : 0;
+  }
+}
+
+static void pack_w4k_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void *out) {
+  uint8_t *Bp = (uint8_t *)out;
+  const uint8_t *w = (const uint8_t *)W;
+  for (int64_t k = 0; k < K; k++)
+    for (int64_t b = 0; b < NR / 2; b++) {
+      uint8_t lo = b < nb ? (w[(n0 + b) * (K / 2) + k / 2] >> (4 * (k & 1))) & 15 : 0;
+      uint8_t hi = b + NR / 2 < nb ? (w[(n0 + b + NR / 2) * (K / 2) + k / 2] >> (4 * (k & 1))) & 15 : 0;
+      Bp[k * (NR / 2) + b] = (uint8_t)(lo | (hi << 4));
+    }
+}
+
+static size_t wq_panel_bytes(const wview *v) {
+  return v->mode == MOEC_WQ_INT4 ? (size_t)(v->K * NR / 2) : (size_t)(v->K * NR);
+}
+
+static const void *packed_panels_wq(const wview *v, int64_t E) {
+  if (v->mode == MOEC_WQ_INT8)
+    return cached_panels(v->w, (size_t)(v->N * v->K), E, v->N, v->K, wq_panel_bytes(v), pack_w8k_panel);
+  return cached_panels(v->w, (size_t)(v->N * v->K / 2), E, v->N, v->K, wq_panel_bytes(v), pack_w4k_panel);
+}
+
+/* per-item scale table: int8 st[0..NR) = column scales (0 beyond nb); int4 st[g][0..NR) = s,
+ * st[g][NR..2NR) = s * z (zero point 8 when symmetric) */
+static void wq_scale_table(const wview *v, int64_t e, int64_t c0, int64_t nb, float *st) {
+  if (v->mode == MOEC_WQ_INT8) {
+    for (int64_t j = 0; j < NR; j++) st[j] = j < nb ? v->s[e * v->N + c0 + j] : 0.f;
+    return;
+  }
+  int64_t ng = v->K / v->G;
+  for (int64_t g = 0; g < ng; g++)
+    for (int64_t j = 0; j < NR; j++) {
+      int64_t gi = (e * v->N + c0 + j) * ng + g;
+      float sc = j < nb ? v->s[gi] : 0.f, z = (j < nb && v->z) ? v->z[gi] : 8.0f;
+      st[g * 2 * NR + j] = sc;
+      st[g * 2 * NR + NR + j] = sc * z;
+    }
+}
+
+static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const void *panel, const float *st, float *C,
+                    int64_t ldc, int64_t nb) {
+  int64_t K = v->K;
+  v16f acc[MR][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (v16f){0};
+  const float *a[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) a[r] = A + (r < m ? r : 0) * lda;
+  if (v->mode == MOEC_WQ_INT8) {
+    const int8_t *Bp = (const int8_t *)panel;
+    for (int64_t k = 0; k < K; k++) {
+      v16f b0 = ld16_i8(Bp + k * NR), b1 = ld16_i8(Bp + k * NR + 16);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; r++) {
+        v16f xr = (v16f){0} + a[r][k];
+        acc[r][0] += xr * b0;
+        acc[r][1] += xr * b1;
+      }
+    }
+    v16f s0 = ld16f(st), s1 = ld16f(st + 16);
+    for (int r = 0; r < m; r++) { acc[r][0] *= s0; acc[r][1] *= s1; }
+  } else {
+    const uint8_t *Bp = (const uint8_t *)panel;
+    for (int64_t g0 = 0; g0 < K; g0 += v->G) {
+      const float *sg = st + (g0 / v->G) * 2 * NR;
+      v16f s0 = ld16f(sg), s1 = ld16f(sg + 16), z0 = ld16f(sg + 32), z1 = ld16f(sg + 48);
+      for (int64_t k = g0; k < g0 + v->G; k++) {
+        v16f lo, hi;
+        ld16_u4(Bp + k * (NR / 2), &lo, &hi);
+        v16f b0 = lo * s0 - z0, b1 = hi * s1 - z1;
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+          v16f xr = (v16f){0} + a[r][k];
+          acc[r][0] += xr * b0;
+          acc[r][1] += xr * b1;
+        }
+      }
+    }
+  }
+  for (int r = 0; r < m; r++) {
+    float tmp[NR];
+    __builtin_memcpy(tmp, &acc[r][0], 64);
+    __builtin_memcpy(tmp + 16, &acc[r][1], 64);
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+  }
+}
+
+/* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
+ * A GEMM input row is quantised once (s = max|row| / 127, q = rint(row / s) in [-127, 127]) and stored
+ * biased as u8 (q + 128), K padded to Kp (multiple of 4) with 128 (q = 0).  Weight panels hold, per
+ * group p of four reduction steps, NR columns x 4 int8 (the vpdpbusd operand layout), then the NR
+ * column sums (int32) that remove the bias: sum (q + 128) w = sum q w + 128 * colsum.  The tile keeps
+ * MR x NR int32 accumulators; the result is acc * s_row * s_col in f32 (the row and column scales). */
+#define KP4(K) (((K) + 3) / 4 * 4)
+static size_t i8_panel_bytes(int64_t K) { return (size_t)(KP4(K) * NR) + sizeof(int32_t) * NR; }
+
+static void pack_i8_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void *out) {
+  int8_t *Bp = (int8_t *)out;
+  int64_t P = KP4(K) / 4;
+  int32_t cs[NR];
+  for (int64_t j = 0; j < NR; j++) {
+    const int8_t *w = j < nb ? (const int8_t *)W + (n0 + j) * K : NULL;
+    int32_t sum = 0;
+    for (int64_t p = 0; p < P; p++)
+      for (int i = 0; i < 4; i++) {
+        int64_t k = 4 * p + i;
+        int8_t v = (w && k < K) ? w[k] : 0;
+        Bp[(p * NR + j) * 4 + i] = v;
+        sum += v;
+      }
+    cs[j] = sum;
+  }
+  __builtin_memcpy(Bp + P * NR * 4, cs, sizeof cs);
+}
+
+static const int8_t *packed_panels_i8(const int8_t *W, int64_t E, int64_t N, int64_t K) {
+  return (const int8_t *)cached_panels(W, (size_t)(N * K), E, N, K, i8_panel_bytes(K), pack_i8_panel);
+}
+
+/* q[0..Kp) = biased int8 codes of a[0..K), *s = the row's scale */
+static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
+  float amax = 0.f;
+  for (int64_t k = 0; k < K; k++) {
+    float v = fabsf(a[k]);
+    amax = v > amax ? v : amax;
+  }
+  float sc = amax > 0.f ? amax / 127.0f : 1.0f;
+  for (int64_t k = 0; k < K; k++) {
+    float r = rintf(a[k] / sc);
+    r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
+    q[k] = (uint8_t)((int)r + 128);
+  }
+  for (int64_t k = K; k < KP4(K); k++) q[k] = 128;
+  *s = sc;
+}
+
+/* C[r][0..nb) = (sum_k A[r][k] Bp[k][j] - 128 colsum[j]) * xs[r] * ws[j] for r < m (m <= MR) */
+static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs,
+                    const float *ws, float *C, int64_t ldc, int64_t nb) {
+  int64_t P = KP4(K) / 4;
+  const int32_t *cs = (const int32_t *)(const void *)(Bp + P * NR * 4);
+  int32_t res[MR][NR];
+#if defined(__AVX512VNNI__) && defined(__AVX512F__)
+  __m512i acc[MR][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  const uint8_t *a[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; r++) a[r] = A + (r < m ? r : 0) * lda;
+  for (int64_t p = 0; p < P; p++) {
+    __m512i b0 = _mm512_loadu_si512(Bp + p * NR * 4), b1 = _mm512_loadu_si512(Bp + p * NR * 4 + 64);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      int32_t four;
+      __builtin_memcpy(&four, a[r] + 4 * p, 4);
+      __m512i av = _mm512_set1_epi32(four);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+    }
+  }
+  for (int r = 0; r < m; r++) {
+    _mm512_storeu_si512(res[r], acc[r][0]);
+    _mm512_storeu_si512(res[r] + 16, acc[r][1]);
+  }
+#else
+  /* portable: the same exact integer sums, no VNNI */
+  for (int r = 0; r < m; r++) {
+    const uint8_t *ar = A + r * lda;
+    for (int64_t j = 0; j < NR; j++) res[r][j] = 0;
+    for (int64_t p = 0; p < P; p++) {
+      const int8_t *b = Bp + p * NR * 4;
+      int32_t a0 = ar[4 * p], a1 = ar[4 * p + 1], a2 = ar[4 * p + 2], a3 = ar[4 * p + 3];
+      for (int64_t j = 0; j < NR; j++)
+        res[r][j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
+    }
+  }
+#endif
+  for (int r = 0; r < m; r++)
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = (float)(res[r][j] - 128 * cs[j]) * (xs[r] * ws[j]);
+}
 
 /* bf16 / int8 rows: out[r * ldo + c] = sum_k w[row c][k] * X[r][k] (* per-row scale), four rows at
  * a time with independent accumulators. */
@@ -502,6 +697,12 @@ typedef struct {
   uint32_t *XB, *AB;        /* bf16 prefill: X and A rows as bf16 pairs (else NULL) */
   const uint32_t *pkb_in, *pkb_out; /* bf16 prefill: packed pair panels */
   const float *pk_in, *pk_out; /* prepacked panels of w_in / w_out, or NULL */
+  int aq;                       /* w8a8: X and A rows quantised to biased int8 (XQ/AQ, scales XQS/AQS) */
+  uint8_t *XQ, *AQ;
+  float *XQS, *AQS;
+  const int8_t *pq_in, *pq_out; /* w8a8: cached int8 panels, or NULL (packed per work item) */
+  const uint8_t *pw_in, *pw_out; /* int8 / int4 weight-only prefill: cached narrow panels, or NULL */
+  float *stab[64];               /* int8 / int4 prefill: per-worker scale table (wq_scale_table) */
   int failed;
 } xjob;
 
@@ -511,6 +712,17 @@ static void phase1(void *arg, int64_t item, int tid) {
   int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
   if (n == 0) return;
   int64_t c0 = cb * NR, nb = j->I - c0 < NR ? j->I - c0 : NR;
+  if (j->aq) { /* w8a8: one path for every row count (the int8 panel streams once per item) */
+    const int8_t *Bp = j->pq_in ? j->pq_in + (size_t)(e * j->nb1 + cb) * i8_panel_bytes(j->D) : (const int8_t *)j->pack[tid];
+    if (!j->pq_in) pack_i8_panel((const int8_t *)j->vin.w + e * j->I * j->D, j->D, c0, nb, j->pack[tid]);
+    int64_t Kp = KP4(j->D);
+    for (int64_t r = 0; r < n; r += MR) {
+      int m = n - r < MR ? (int)(n - r) : MR;
+      tile_i8(j->XQ + (r0 + r) * Kp, Kp, m, Bp, j->D, j->XQS + r0 + r, j->vin.s + e * j->I + c0,
+              j->H + (r0 + r) * j->I + c0, j->I, nb);
+    }
+    return;
+  }
   if (n <= GEMV_ROWS) {
     gemv_w(&j->vin, e, c0, nb, j->X + r0 * j->D, j->D, n, j->H + r0 * j->I + c0, j->I,
            j->XR ? j->XR + r0 * j->D : NULL, j->XS ? j->XS + r0 * (j->D / j->vin.G) : NULL);
@@ -527,6 +739,19 @@ static void phase1(void *arg, int64_t item, int tid) {
     return;
   }
 #endif
+  if (j->vin.mode == MOEC_WQ_INT8 || j->vin.mode == MOEC_WQ_INT4) {
+    const wview *v = &j->vin;
+    const void *Bw = j->pw_in ? (const void *)(j->pw_in + (size_t)(e * j->nb1 + cb) * wq_panel_bytes(v)) : j->pack[tid];
+    if (!j->pw_in)
+      (v->mode == MOEC_WQ_INT8 ? pack_w8k_panel : pack_w4k_panel)(
+          (const char *)v->w + (size_t)(e * v->N * v->K) / (v->mode == MOEC_WQ_INT4 ? 2 : 1), v->K, c0, nb, j->pack[tid]);
+    wq_scale_table(v, e, c0, nb, j->stab[tid]);
+    for (int64_t r = 0; r < n; r += MR) {
+      int m = n - r < MR ? (int)(n - r) : MR;
+      tile_wq(v, j->X + (r0 + r) * j->D, j->D, m, Bw, j->stab[tid], j->H + (r0 + r) * j->I + c0, j->I, nb);
+    }
+    return;
+  }
   const float *Bp = j->pk_in ? j->pk_in + (e * j->nb1 + cb) * j->D * NR : j->pack[tid];
   if (!j->pk_in) pack_b_w(&j->vin, e, c0, nb, j->pack[tid]);
   for (int64_t r = 0; r < n; r += MR) {
@@ -568,6 +793,7 @@ static void phase2(void *arg, int64_t row) {
   if (j->AB) to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
 #endif
   if (j->AR) prep_x4(a, j->F, j->vout.G, j->AR + row * j->F, j->AS + row * (j->F / j->vout.G));
+  if (j->aq) quant_row_u8(a, j->F, j->AQ + row * KP4(j->F), j->AQS + row);
 }
 
 static void phase3(void *arg, int64_t item, int tid) {
@@ -578,11 +804,26 @@ static void phase3(void *arg, int64_t item, int tid) {
   int64_t c0 = cb * NR, nb = j->D - c0 < NR ? j->D - c0 : NR;
   float out[MR * NR];
   const float *Bp = NULL;
+  const int8_t *Bi = NULL;
+  if (j->aq) {
+    Bi = j->pq_out ? j->pq_out + (size_t)(e * j->nb3 + cb) * i8_panel_bytes(j->F) : (const int8_t *)j->pack[tid];
+    if (!j->pq_out) pack_i8_panel((const int8_t *)j->vout.w + e * j->D * j->F, j->F, c0, nb, j->pack[tid]);
+  }
 #ifdef HAVE_DPBF16
   const uint32_t *Bq = NULL;
   if (n > GEMV_ROWS && j->pkb_out) Bq = j->pkb_out + (e * j->nb3 + cb) * ((j->F + 1) / 2) * NR;
 #endif
-  if (n > GEMV_ROWS) {
+  const void *Bw = NULL;
+  int wq = j->vout.mode == MOEC_WQ_INT8 || j->vout.mode == MOEC_WQ_INT4;
+  if (n > GEMV_ROWS && !Bi && wq) {
+    const wview *v = &j->vout;
+    Bw = j->pw_out ? (const void *)(j->pw_out + (size_t)(e * j->nb3 + cb) * wq_panel_bytes(v)) : j->pack[tid];
+    if (!j->pw_out)
+      (v->mode == MOEC_WQ_INT8 ? pack_w8k_panel : pack_w4k_panel)(
+          (const char *)v->w + (size_t)(e * v->N * v->K) / (v->mode == MOEC_WQ_INT4 ? 2 : 1), v->K, c0, nb, j->pack[tid]);
+    wq_scale_table(v, e, c0, nb, j->stab[tid]);
+  }
+  if (n > GEMV_ROWS && !Bi && !Bw) {
     if (j->pk_out) {
       Bp = j->pk_out + (e * j->nb3 + cb) * j->F * NR;
     } else {
@@ -592,6 +833,11 @@ static void phase3(void *arg, int64_t item, int tid) {
   }
   for (int64_t r = 0; r < n; r += MR) {
     int m = n - r < MR ? (int)(n - r) : MR;
+    if (Bw)
+      tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, j->stab[tid], out, NR, nb);
+    else if (Bi)
+      tile_i8(j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0, out, NR, nb);
+    else
 #ifdef HAVE_DPBF16
     if (Bq) tile_bf16(j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb);
     else
@@ -658,7 +904,19 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   xjob j = {E, D, I, F, k, total, row0, slot, X, H, A, vin, vout,
             b_in ? (const float *)b_in->data : NULL, b_out ? (const float *)b_out->data : NULL, rwd,
             (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, NULL, NULL,
-            NULL, NULL, NULL, NULL, NULL, NULL, 0};
+            NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {0}, 0};
+  if (mode == MOEC_WQ_INT8 && q->aq) {
+    j.aq = 1;
+    j.XQ = (uint8_t *)malloc((size_t)(total * KP4(D)) + 4);
+    j.AQ = (uint8_t *)malloc((size_t)(total * KP4(F)) + 4);
+    j.XQS = (float *)malloc(sizeof(float) * (size_t)(total + 1));
+    j.AQS = (float *)malloc(sizeof(float) * (size_t)(total + 1));
+    if (!j.XQ || !j.AQ || !j.XQS || !j.AQS) j.failed = 1;
+    else
+      for (int64_t rr = 0; rr < total; rr++) quant_row_u8(X + rr * D, D, j.XQ + rr * KP4(D), j.XQS + rr);
+    j.pq_in = packed_panels_i8((const int8_t *)w_in->data, E, I, D);
+    j.pq_out = packed_panels_i8((const int8_t *)w_out->data, E, D, F);
+  }
 #ifdef HAVE_DPBF16
   if (mode == MOEC_WQ_BF16 && total > GEMV_ROWS * E) { /* bf16 prefill: vdpbf16ps on packed pair panels */
     j.pkb_in = packed_panels_bf16((const uint16_t *)w_in->data, E, I, D);
@@ -684,6 +942,10 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     else
       for (int64_t rr = 0; rr < total; rr++) prep_x4(X + rr * D, D, vin.G, j.XR + rr * D, j.XS + rr * (D / vin.G));
   }
+  if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && !(q && q->aq) && total > GEMV_ROWS * E) {
+    j.pw_in = (const uint8_t *)packed_panels_wq(&vin, E);
+    j.pw_out = (const uint8_t *)packed_panels_wq(&vout, E);
+  }
   if (mode == MOEC_WQ_NONE && total > GEMV_ROWS * E) { /* f32 prefill: pack once (decode reads rows directly) */
     j.pk_in = packed_panels((const float *)w_in->data, E, I, D);
     j.pk_out = packed_panels((const float *)w_out->data, E, D, F);
@@ -691,14 +953,20 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   int nt = moec_num_threads(ctx, E * (j.nb1 > j.nb3 ? j.nb1 : j.nb3));
   size_t kmax = (size_t)(D > F ? D : F);
   for (int t = 0; t < nt; t++) {
-    j.pack[t] = (float *)aligned_alloc(64, sizeof(float) * (kmax * NR + 16));
+    size_t pb = sizeof(float) * (kmax * NR + 16), pbi = i8_panel_bytes((int64_t)kmax) + 64;
+    j.pack[t] = (float *)aligned_alloc(64, (pb > pbi ? pb : pbi) + 63 & ~(size_t)63);
     if (!j.pack[t]) j.failed = 1;
+    if (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) {
+      j.stab[t] = (float *)aligned_alloc(64, sizeof(float) * (size_t)(2 * NR * (kmax / 2 + 1) + 16) + 64 & ~(size_t)63);
+      if (!j.stab[t]) j.failed = 1;
+    }
   }
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb1, phase1, &j);
   if (!j.failed) moec_parallel_for(ctx, total, phase2, &j);
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
-  for (int t = 0; t < nt; t++) free(j.pack[t]);
+  for (int t = 0; t < nt; t++) { free(j.pack[t]); free(j.stab[t]); }
   free(j.XR); free(j.XS); free(j.AR); free(j.AS); free(j.XB); free(j.AB);
+  free(j.XQ); free(j.AQ); free(j.XQS); free(j.AQS);
   free(row0); free(slot); free(X); free(H); free(A);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
   return 0;
