@@ -55,6 +55,10 @@ const char *moec_dtype_name(int dtype);
 size_t moec_storage_bytes(int dtype, int64_t numel);
 /* Allocate t (64-byte aligned, zero-filled). Checks rank and size overflow. */
 int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape);
+/* 64-byte aligned scratch memory; large blocks are retained and reused across calls.  Free only
+ * with moec_scratch_free. */
+void *moec_scratch_alloc(size_t bytes);
+void moec_scratch_free(void *p);
 /* Allocate like src and copy its data. */
 int moec_clone(moec_ctx *ctx, moec_tensor *dst, const moec_tensor *src);
 /* A view: same data, new shape (numel must match). dst does not own the data. */

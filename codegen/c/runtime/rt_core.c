@@ -36,6 +36,76 @@ int64_t moec_numel(int rank, const int64_t *shape) {
   return n;
 }
 
+/* Retained large blocks.  A layer call allocates tens of MB of intermediates (the expert GEMMs'
+ * gathered rows and hidden activations); glibc returns blocks that large to the kernel on free, so
+ * every call page-faulted them back in (15% of a 1024-token Mixtral-like layer).  Blocks of 1 MiB
+ * to 1 GiB are kept on free (at most SCR_N, oldest unused evicted) and reused by an allocation of
+ * between half and all of their size.  Under AddressSanitizer nothing is retained. */
+#define SCR_N 16
+#define SCR_MIN ((size_t)1 << 20)
+#define SCR_MAX ((size_t)1 << 30)
+static struct { void *p; size_t n; int used; unsigned long stamp; } g_scr[SCR_N];
+static unsigned long g_scr_clock;
+static pthread_mutex_t g_scr_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void *moec_scratch_alloc(size_t bytes) {
+  size_t alloc = (bytes + 63) & ~(size_t)63;
+  if (alloc == 0) alloc = 64;
+#if !defined(__SANITIZE_ADDRESS__)
+  if (alloc >= SCR_MIN && alloc <= SCR_MAX) {
+    pthread_mutex_lock(&g_scr_mu);
+    int best = -1;
+    for (int i = 0; i < SCR_N; i++)
+      if (g_scr[i].p && !g_scr[i].used && g_scr[i].n >= alloc && g_scr[i].n <= 2 * alloc &&
+          (best < 0 || g_scr[i].n < g_scr[best].n))
+        best = i;
+    if (best >= 0) {
+      g_scr[best].used = 1;
+      g_scr[best].stamp = ++g_scr_clock;
+      void *p = g_scr[best].p;
+      pthread_mutex_unlock(&g_scr_mu);
+      return p;
+    }
+    pthread_mutex_unlock(&g_scr_mu);
+  }
+#endif
+  void *p = aligned_alloc(64, alloc);
+#if !defined(__SANITIZE_ADDRESS__)
+  if (p && alloc >= SCR_MIN && alloc <= SCR_MAX) {
+    pthread_mutex_lock(&g_scr_mu);
+    int slot = -1;
+    for (int i = 0; i < SCR_N && slot < 0; i++)
+      if (!g_scr[i].p) slot = i;
+    for (int i = 0; i < SCR_N && !(slot >= 0 && !g_scr[slot].p); i++) /* full: the least recently used free block */
+      if (!g_scr[i].used && (slot < 0 || g_scr[i].stamp < g_scr[slot].stamp)) slot = i;
+    if (slot >= 0) {
+      if (g_scr[slot].p) free(g_scr[slot].p);
+      g_scr[slot].p = p;
+      g_scr[slot].n = alloc;
+      g_scr[slot].used = 1;
+      g_scr[slot].stamp = ++g_scr_clock;
+    }
+    pthread_mutex_unlock(&g_scr_mu);
+  }
+#endif
+  return p;
+}
+
+void moec_scratch_free(void *p) {
+  if (!p) return;
+#if !defined(__SANITIZE_ADDRESS__)
+  pthread_mutex_lock(&g_scr_mu);
+  for (int i = 0; i < SCR_N; i++)
+    if (g_scr[i].p == p) {
+      g_scr[i].used = 0;
+      pthread_mutex_unlock(&g_scr_mu);
+      return;
+    }
+  pthread_mutex_unlock(&g_scr_mu);
+#endif
+  free(p);
+}
+
 int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape) {
   if (rank < 0 || rank > MOEC_MAX_RANK)
     return moec_fail(ctx, "rank %d exceeds the runtime's maximum of %d", rank, MOEC_MAX_RANK);
@@ -56,7 +126,7 @@ int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t
 #else
   size_t alloc = (bytes + 63) & ~(size_t)63;
   if (alloc == 0) alloc = 64;
-  void *p = aligned_alloc(64, alloc);
+  void *p = moec_scratch_alloc(alloc);
 #endif
   if (!p) return moec_fail(ctx, "out of memory allocating %zu bytes", alloc);
   memset(p, 0, alloc);
@@ -94,7 +164,7 @@ int moec_view(moec_ctx *ctx, moec_tensor *dst, const moec_tensor *src, int rank,
 }
 
 void moec_release(moec_tensor *t) {
-  if (t->owned && t->data) free(t->data);
+  if (t->owned && t->data) moec_scratch_free(t->data);
   t->data = NULL;
   t->owned = 0;
   t->numel = 0;

@@ -32,6 +32,11 @@
 
 typedef float vf __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
 
+/* broadcast a scalar: one vbroadcastss (writing (vf){0} + v costs an extra scalar add, since 0 + v is
+ * not v for v = -0, and a per-lane loop compiles to masked inserts) */
+typedef int32_t vi_ __attribute__((vector_size(MOEC_VBYTES)));
+static inline vf splat(float v) { return __builtin_shuffle((vf){v}, (vi_){0}); }
+
 static inline float sigm_f(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 /* Bp[k*NR + j] = W[(n0 + j) * K + k] for j < nb, zero beyond */
@@ -63,7 +68,7 @@ static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K,
     for (int v = 0; v < NV; v++) __builtin_memcpy(&b[v], Bp + k * NR + v * VL, sizeof(vf));
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
-      vf xr = (vf){0} + a[r][k];
+      vf xr = splat(a[r][k]);
 #pragma GCC unroll 16
       for (int v = 0; v < NV; v++) acc[r][v] += xr * b[v];
     }
@@ -227,6 +232,7 @@ static void pack_b_w(const wview *v, int64_t e, int64_t n0, int64_t nb, float *B
 }
 
 static inline v16f ld16f(const float *p) { v16f v; __builtin_memcpy(&v, p, 64); return v; }
+static inline v16f splat16(float v) { return __builtin_shuffle((v16f){v}, (v16i32){0}); }
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
 /* AVX-512: explicit widening loads (GCC's generic vectors scalarise some of these conversions) */
@@ -408,7 +414,7 @@ static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const vo
       v16f b0 = ld16_i8(Bp + k * NR), b1 = ld16_i8(Bp + k * NR + 16);
 #pragma GCC unroll 16
       for (int r = 0; r < MR; r++) {
-        v16f xr = (v16f){0} + a[r][k];
+        v16f xr = splat16(a[r][k]);
         acc[r][0] += xr * b0;
         acc[r][1] += xr * b1;
       }
@@ -426,7 +432,7 @@ static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const vo
         v16f b0 = lo * s0 - z0, b1 = hi * s1 - z1;
 #pragma GCC unroll 16
         for (int r = 0; r < MR; r++) {
-          v16f xr = (v16f){0} + a[r][k];
+          v16f xr = splat16(a[r][k]);
           acc[r][0] += xr * b0;
           acc[r][1] += xr * b1;
         }
@@ -875,11 +881,13 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     for (int64_t i = off[e]; i < off[e + 1]; i++) total += ord[i] >= 0;
   }
   row0[E] = total;
+  int64_t maxn = 0; /* the panel paths are set up when some expert has more rows than the GEMV path takes */
+  for (int64_t e = 0; e < E; e++) maxn = row0[e + 1] - row0[e] > maxn ? row0[e + 1] - row0[e] : maxn;
   int64_t *slot = (int64_t *)malloc(sizeof(int64_t) * (size_t)(total + 1));
-  float *X = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
-  float *H = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * I + 16 + 15) / 16 * 16));
-  float *A = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * F + 16 + 15) / 16 * 16));
-  if (!slot || !X || !H || !A) { free(row0); free(slot); free(X); free(H); free(A); return moec_fail(ctx, "out of memory"); }
+  float *X = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
+  float *H = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * I + 16 + 15) / 16 * 16));
+  float *A = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * F + 16 + 15) / 16 * 16));
+  if (!slot || !X || !H || !A) { free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A); return moec_fail(ctx, "out of memory"); }
   const float *xd = (const float *)x->data;
   const float *rwd = rw ? (const float *)rw->data : NULL;
   int64_t r = 0;
@@ -895,7 +903,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       r++;
     }
   int64_t yshape[3] = {T, k, D};
-  if (moec_alloc(ctx, y, MOEC_F32, 3, yshape)) { free(row0); free(slot); free(X); free(H); free(A); return -1; }
+  if (moec_alloc(ctx, y, MOEC_F32, 3, yshape)) { free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A); return -1; }
   int64_t G = mode == MOEC_WQ_INT4 && q->group ? q->group : 0;
   wview vin = {mode, w_in->data, q && q->s_in ? (const float *)q->s_in->data : NULL,
                q && q->z_in ? (const float *)q->z_in->data : NULL, I, D, G ? G : D};
@@ -907,8 +915,8 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
             NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {0}, 0};
   if (mode == MOEC_WQ_INT8 && q->aq) {
     j.aq = 1;
-    j.XQ = (uint8_t *)malloc((size_t)(total * KP4(D)) + 4);
-    j.AQ = (uint8_t *)malloc((size_t)(total * KP4(F)) + 4);
+    j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(total * KP4(D)) + 4);
+    j.AQ = (uint8_t *)moec_scratch_alloc((size_t)(total * KP4(F)) + 4);
     j.XQS = (float *)malloc(sizeof(float) * (size_t)(total + 1));
     j.AQS = (float *)malloc(sizeof(float) * (size_t)(total + 1));
     if (!j.XQ || !j.AQ || !j.XQS || !j.AQS) j.failed = 1;
@@ -918,13 +926,13 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.pq_out = packed_panels_i8((const int8_t *)w_out->data, E, D, F);
   }
 #ifdef HAVE_DPBF16
-  if (mode == MOEC_WQ_BF16 && total > GEMV_ROWS * E) { /* bf16 prefill: vdpbf16ps on packed pair panels */
+  if (mode == MOEC_WQ_BF16 && maxn > GEMV_ROWS) { /* bf16 prefill: vdpbf16ps on packed pair panels */
     j.pkb_in = packed_panels_bf16((const uint16_t *)w_in->data, E, I, D);
     j.pkb_out = packed_panels_bf16((const uint16_t *)w_out->data, E, D, F);
     if (j.pkb_in && j.pkb_out) {
       int64_t P1 = (D + 1) / 2, P3 = (F + 1) / 2;
-      j.XB = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(total * P1 + 1));
-      j.AB = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(total * P3 + 1));
+      j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * P1 + 1));
+      j.AB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * P3 + 1));
       if (!j.XB || !j.AB) j.failed = 1;
       else
         for (int64_t rr = 0; rr < total; rr++) to_pairs(X + rr * D, D, j.XB + rr * P1);
@@ -934,19 +942,19 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   }
 #endif
   if (mode == MOEC_WQ_INT4) {
-    j.XR = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
+    j.XR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
     j.XS = (float *)malloc(sizeof(float) * (size_t)(total * (D / vin.G) + 1));
-    j.AR = (float *)aligned_alloc(64, sizeof(float) * (size_t)((total * F + 16 + 15) / 16 * 16));
+    j.AR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * F + 16 + 15) / 16 * 16));
     j.AS = (float *)malloc(sizeof(float) * (size_t)(total * (F / vout.G) + 1));
     if (!j.XR || !j.XS || !j.AR || !j.AS) j.failed = 1;
     else
       for (int64_t rr = 0; rr < total; rr++) prep_x4(X + rr * D, D, vin.G, j.XR + rr * D, j.XS + rr * (D / vin.G));
   }
-  if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && !(q && q->aq) && total > GEMV_ROWS * E) {
+  if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && !(q && q->aq) && maxn > GEMV_ROWS) {
     j.pw_in = (const uint8_t *)packed_panels_wq(&vin, E);
     j.pw_out = (const uint8_t *)packed_panels_wq(&vout, E);
   }
-  if (mode == MOEC_WQ_NONE && total > GEMV_ROWS * E) { /* f32 prefill: pack once (decode reads rows directly) */
+  if (mode == MOEC_WQ_NONE && maxn > GEMV_ROWS) { /* f32 prefill: pack once (decode reads rows directly) */
     j.pk_in = packed_panels((const float *)w_in->data, E, I, D);
     j.pk_out = packed_panels((const float *)w_out->data, E, D, F);
   }
@@ -965,9 +973,9 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   if (!j.failed) moec_parallel_for(ctx, total, phase2, &j);
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
   for (int t = 0; t < nt; t++) { free(j.pack[t]); free(j.stab[t]); }
-  free(j.XR); free(j.XS); free(j.AR); free(j.AS); free(j.XB); free(j.AB);
-  free(j.XQ); free(j.AQ); free(j.XQS); free(j.AQS);
-  free(row0); free(slot); free(X); free(H); free(A);
+  moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.AR); free(j.AS); moec_scratch_free(j.XB); moec_scratch_free(j.AB);
+  moec_scratch_free(j.XQ); moec_scratch_free(j.AQ); free(j.XQS); free(j.AQS);
+  free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
   return 0;
 }
