@@ -185,7 +185,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     """
     import time
     t0 = time.perf_counter()
-    from ..passes.quantize import MODES as WEIGHT_MODES
+    from .passes.quantize import MODES as WEIGHT_MODES
     if weights not in WEIGHT_MODES:
         raise UserInputError(f"weights='{weights}': choose {', '.join(WEIGHT_MODES)}")
     if target == "triton":

@@ -14,7 +14,8 @@ the formats and their reference semantics, dequantise-then-compute):
   (``s = max|w| / 7.5``-ish, see below, zero point 8) or with a zero point
   (``s = (max - min) / 15``, ``z = round(-min / s)``), two values per byte, low nibble first.
 
-Layers whose weights are not constants, are already quantised, or whose K does not suit the
+Layers whose weights are already quantised in the model (com.microsoft.QMoE imported as int8/int4)
+keep them and the layer record says so.  Layers whose weights are not constants, or whose K does not suit the
 format (int4 needs an even K that the group size divides) are left as they are; the pass records
 per layer what it chose (or why not) in the module's MoE-layer metadata, so report.json shows it.
 The router and shared experts stay in the model's type (they are small next to the routed
@@ -85,9 +86,15 @@ class QuantizeWeights(Pass):
         for f in m.functions:
             uses = f.uses()
             for ex in list(f.ops):
-                if ex.name != "moe.experts" or ex.attrs["wq"] != "none":
+                if ex.name != "moe.experts":
                     continue
                 layer = layer_of(f, ex.operands[2].owner, uses) if ex.operands[2].owner is not None else None
+                if ex.attrs["wq"] != "none":  # quantised in the model itself (com.microsoft.QMoE)
+                    if layer:
+                        update_moe_layer(m, layer, weights_requested=self.mode,
+                                         weights_note=f"kept the model's own {ex.attrs['wq']} weights "
+                                                      f"(already quantised; not re-quantised to {self.mode})")
+                    continue
                 why = self._why_not(m, ex)
                 if why:
                     if layer:

@@ -63,22 +63,67 @@ def _quantize(w, bits, block):
     return packed, (scale if block else scale.reshape(E, N))
 
 
-@pytest.mark.parametrize("bits,block,act", [(8, 0, "relu"), (4, 0, "silu"), (4, 16, "relu"), (4, 16, "swiglu")])
-def test_com_microsoft_qmoe(tmp_path, bits, block, act):
+def _zero_points(rng, E, N, nb, bits, block):
+    """Random zero points: 8 bits [E, N]; 4 bits packed two per byte, per channel along N ([E, N/2]),
+    per block along the blocks ([E, N, ceil(nb/2)], the last high nibble unused when nb is odd)."""
+    if bits == 8:
+        return rng.integers(100, 156, (E, N)).astype(np.uint8)
+    if not block:
+        z = rng.integers(3, 13, (E, N)).astype(np.uint8)
+    else:
+        z = rng.integers(3, 13, (E, N, nb + nb % 2)).astype(np.uint8)
+    return (z[..., 0::2] | (z[..., 1::2] << 4)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bits,block,act,zp", [(8, 0, "relu", False), (4, 0, "silu", False), (4, 16, "relu", False),
+                                               (4, 16, "swiglu", False), (4, 16, "swiglu", True), (4, 0, "relu", True),
+                                               (8, 0, "silu", True)])
+def test_com_microsoft_qmoe(tmp_path, bits, block, act, zp):
+    """QMoE against onnxruntime.  Weights that moec's formats hold exactly (8-bit per channel with zero
+    point 128, 4-bit per channel or block with or without zero points) stay quantised in the IR and the
+    kernels; 8-bit with other zero points is imported dequantised, and the layer record says which."""
     rng = np.random.default_rng(1)
     D, F = 32, 16  # block sizes are >= 16 and must divide both
+    fc3 = act == "swiglu0"
     I = 2 * F if act == "swiglu" else F
     p1, s1 = _quantize((rng.standard_normal((E, I, D)) / 3).astype(np.float32), bits, block)
     p2, s2 = _quantize((rng.standard_normal((E, D, F)) / 3).astype(np.float32), bits, block)
-    attrs = dict(k=2, activation_type=act, normalize_routing_weights=1, expert_weight_bits=bits)
+    attrs = dict(k=2, activation_type="swiglu" if fc3 else act, normalize_routing_weights=1, expert_weight_bits=bits)
     if block:
         attrs["block_size"] = block
     if act == "swiglu":
         attrs["swiglu_fusion"] = 1
-    node = helper.make_node("QMoE", ["x", "r", "fc1", "s1", "", "fc2", "s2", ""], ["y"], domain="com.microsoft",
-                            name="qmoe_node", **attrs)
+    inits = {"fc1": p1, "s1": s1, "fc2": p2, "s2": s2}
+    names = ["x", "r", "fc1", "s1", "", "fc2", "s2", "", "", "", "", "", "", ""]
+    if fc3:
+        attrs["swiglu_fusion"] = 0
+        inits["fc3"], inits["s3"] = _quantize((rng.standard_normal((E, F, D)) / 3).astype(np.float32), bits, block)
+        names[8:10] = ["fc3", "s3"]
+    if zp:
+        inits["z1"] = _zero_points(rng, E, I, D // block if block else 1, bits, block)
+        inits["z2"] = _zero_points(rng, E, D, F // block if block else 1, bits, block)
+        names[11:13] = ["z1", "z2"]
+        if fc3:
+            inits["z3"] = _zero_points(rng, E, F, D // block if block else 1, bits, block)
+            names[13] = "z3"
+    while names[-1] == "":
+        names.pop()
+    node = helper.make_node("QMoE", names, ["y"], domain="com.microsoft", name="qmoe_node", **attrs)
     m = make_model([node], [("x", np.float32, [T_, D]), ("r", np.float32, [T_, E])], [("y", np.float32, [T_, D])],
-                   {"fc1": p1, "s1": s1, "fc2": p2, "s2": s2}, opset=17, name=f"qmoe_{bits}_{block}_{act}",
+                   inits, opset=17, name=f"qmoe_{bits}_{block}_{act}_{zp}",
                    extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
-    rep = check_model(m, tmp_path)
+    from moec.driver import CompileOptions, compile_onnx
+    r = compile_onnx(m, str(tmp_path / "o"), CompileOptions(force=True, symbol_sizes=(40, 1, 3)))
+    rep = r.report
+    assert rep["verified"] and rep["oracle"] == "onnxruntime", rep.get("failure")
+    assert rep["moe_layers"][0]["source"] == "com.microsoft.QMoE"
+    kept = not (bits == 8 and zp)
+    w = rep["moe_layers"][0]["weights"]
+    assert w["mode"] == (("int8" if bits == 8 else "int4") if kept else "f32"), w
+    assert ("kept quantised" in w["source"]) == kept, w
+    ex = [o for o in r.module.ops() if o.name == "moe.experts"]
+    assert len(ex) == 1 and ex[0].attrs["wq"] == (w["mode"] if kept else "none")
+    if kept:
+        assert ex[0].attrs["wq_zp"] == (zp and bits == 4)
+        assert ex[0].operands[4].type.dtype.mlir == ("i8" if bits == 8 else "ui8")
     assert rep["moe_layers"][0]["source"] == "com.microsoft.QMoE"

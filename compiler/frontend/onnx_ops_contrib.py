@@ -26,11 +26,17 @@ def _moe(ctx, node, ins, attrs):
     return _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, "com.microsoft.MoE")
 
 
-def _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, source):
+def _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, source, q=None, note=None):
+    """``q``: weights kept quantised (from QMoE): {"mode": "int8" | "int4", "group": G (0: per row),
+    "s": [s1, s2, s3], "z": [z1, z2, z3] or None}; w1/w2/w3 are then moec's stored formats (int8
+    [E, N, K]; int4 packed ui8 [E, N, K/2]) with scales [E, N] (int8) or [E, N, K/G] (int4)."""
     act = attrs.get("activation_type", "relu")
     dt = x.type.dtype.np
-    w1, w2 = np.asarray(w1).astype(dt), np.asarray(w2).astype(dt)
-    w3 = None if w3 is None else np.asarray(w3).astype(dt)
+    if q is None:
+        w1, w2 = np.asarray(w1).astype(dt), np.asarray(w2).astype(dt)
+        w3 = None if w3 is None else np.asarray(w3).astype(dt)
+    s1, s2, s3 = q["s"] if q else (None, None, None)
+    z1, z2, z3 = q["z"] if q and q["z"] else (None, None, None)
     if act not in _ACT:
         raise ctx.unsupported(f"activation_type '{act}' (supported: {', '.join(_ACT)})")
     if attrs.get("use_sparse_mixer", 0):
@@ -43,13 +49,17 @@ def _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, source):
     fc3 = w3
     bias1 = None if b1 is None else ctx.require_const(b1, "fc1_experts_bias")
     bias2 = None if b2 is None else ctx.require_const(b2, "fc2_experts_bias")
-    E, D, F = w2.shape[0], w2.shape[1], w2.shape[2]
+    pk = 2 if q and q["mode"] == "int4" else 1  # values per stored element along K
+    E, D, F = w2.shape[0], w2.shape[1], w2.shape[2] * pk
     layout = "concat"
     if act == "swiglu":
         if fusion == 0:
             if fc3 is None:
                 raise ctx.error("swiglu with swiglu_fusion=0 needs fc3_experts_weights (the up projection)")
             w1 = np.concatenate([w1, w3], axis=1)
+            if q:
+                s1 = np.concatenate([s1, s3], axis=1)
+                z1 = None if z1 is None else np.concatenate([z1, z3], axis=1)
             if bias1 is not None or b3 is not None:
                 z = np.zeros((E, F), w1.dtype)
                 bias1 = np.concatenate([z if bias1 is None else bias1,
@@ -60,9 +70,9 @@ def _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, source):
             raise ctx.unsupported(f"swiglu_fusion={fusion}")
     elif fc3 is not None:
         raise ctx.unsupported(f"fc3_experts_weights with activation_type '{act}' is not supported")
-    if w1.shape != (E, (2 * F if act == "swiglu" else F), D):
-        raise ctx.error(f"fc1_experts_weights has shape {list(w1.shape)}, expected "
-                        f"{[E, 2 * F if act == 'swiglu' else F, D]} for fc2 {list(w2.shape)}")
+    if (w1.shape[0], w1.shape[1], w1.shape[2] * pk) != (E, (2 * F if act == "swiglu" else F), D):
+        raise ctx.error(f"fc1_experts_weights hold {[w1.shape[0], w1.shape[1], w1.shape[2] * pk]} values, expected "
+                        f"{[E, 2 * F if act == 'swiglu' else F, D]} for fc2 {[E, D, F]}")
     limit = float(attrs.get("swiglu_limit", float("inf")))
     ffn = {"activation": _ACT[act], "gate_layout": layout, "alpha": float(attrs.get("activation_alpha", 1.0)),
            "beta": float(attrs.get("activation_beta", 0.0)), "limit": limit}
@@ -74,13 +84,24 @@ def _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, source):
         extra.append(ctx.const(bias1, "fc1_bias"))
     if bias2 is not None:
         extra.append(ctx.const(bias2, "fc2_bias"))
-    ye = ctx.emit1("moe.experts", [x, ids, order, offsets, ctx.const(w1, "fc1"), ctx.const(w2, "fc2")] + extra,
-                   {**ffn, "has_b_in": bias1 is not None, "has_b_out": bias2 is not None})
+    qattrs, qops, winfo = {}, [], note
+    if q:
+        qattrs = {"wq": q["mode"], "wq_group": q["group"] if q["mode"] == "int4" else 0, "wq_zp": z1 is not None}
+        qops = [ctx.const(np.ascontiguousarray(s1, np.float32), "fc1_scales"),
+                ctx.const(np.ascontiguousarray(s2, np.float32), "fc2_scales")]
+        if z1 is not None:
+            qops += [ctx.const(np.ascontiguousarray(z1, np.float32), "fc1_zero_points"),
+                     ctx.const(np.ascontiguousarray(z2, np.float32), "fc2_zero_points")]
+        winfo = {"mode": q["mode"], "source": "kept quantised from com.microsoft.QMoE",
+                 **({"group": q["group"] or "row", "zero_point": z1 is not None} if q["mode"] == "int4" else {})}
+    ye = ctx.emit1("moe.experts", [x, ids, order, offsets, ctx.const(np.ascontiguousarray(w1), "fc1"),
+                                   ctx.const(np.ascontiguousarray(w2), "fc2")] + extra + qops,
+                   {**ffn, "has_b_in": bias1 is not None, "has_b_out": bias2 is not None, **qattrs})
     name = record_moe_layer(ctx.module, {
         "family": "onnxruntime.MoE", "source": source,
         "routing": {"scoring": "softmax", "k": k, "norm": norm},
         "E": int(E), "k": k, "D": int(D), "F": int(F), "activation": ffn["activation"],
-        "shared_experts": 0, "replaced_nodes": [node.name or "MoE"]})
+        "shared_experts": 0, "replaced_nodes": [node.name or "MoE"], **({"weights": winfo} if winfo else {})})
     y = ctx.emit1("moe.combine", [ye, w], {"weighted": True, "layer": name})
     return [y]
 
@@ -114,10 +135,40 @@ def _dequantize(ctx, w, scales, zp, bits, block, K, what):
     return ((q - z[..., None]) * s[..., None]).astype(np.float32)
 
 
+def _keep_quantised(ctx, wq, scales, zp, bits, block, K, what):
+    """QMoE weights in moec's stored formats, or (None, reason) when they do not map exactly.
+
+    8 bits per channel with the default zero point 128: q - 128 is moec's symmetric int8.  4 bits,
+    per channel or per block: the bytes are moec's int4 layout (low nibble first); the default zero
+    point 8 is moec's symmetric int4, explicit zero points become moec's per-group zero points."""
+    E, N = wq.shape[0], wq.shape[1]
+    s = np.asarray(scales, np.float32)
+    if bits == 8:
+        if block:
+            return None, "block-wise 8-bit weights"
+        if zp is not None and np.any(_unpack(zp, 8, N) != 128):
+            return None, "8-bit zero points other than 128"
+        if s.shape != (E, N):
+            raise ctx.error(f"{what} scales have shape {list(s.shape)}, expected {[E, N]}")
+        q = (np.asarray(wq, np.uint8)[..., :K].astype(np.int16) - 128).astype(np.int8)
+        return (q, s, None), None
+    nb = K // block if block else 1
+    if s.shape != ((E, N, nb) if block else (E, N)):
+        raise ctx.error(f"{what} scales have shape {list(s.shape)}, expected {[E, N, nb] if block else [E, N]}")
+    if K % 2:
+        return None, f"odd K ({K}) with 4-bit weights"
+    q = np.ascontiguousarray(np.asarray(wq, np.uint8)[..., :K // 2])
+    z = None
+    if zp is not None:
+        z = (_unpack(zp, 4, nb) if block else _unpack(zp, 4, N)[..., None]).astype(np.float32).reshape(E, N, nb)
+    return (q, s.reshape(E, N, nb), z), None
+
+
 @converter("QMoE", domain="com.microsoft")
 def _qmoe(ctx, node, ins, attrs):
-    """Quantised experts, imported by dequantising (the reference semantics of a quantised op);
-    the weights stay quantised in the kernels once the quantisation pass lands."""
+    """Quantised experts.  Weights that moec's int8/int4 formats hold exactly stay quantised (the
+    kernels dequantise in registers); other layouts are imported dequantised (dequantise-then-compute
+    is the op's semantics either way), with the reason in the layer record."""
     ins = list(ins) + [None] * (21 - len(ins))
     x, router = ins[0], ins[1]
     if attrs.get("quant_type", "int") != "int":
@@ -143,10 +194,34 @@ def _qmoe(ctx, node, ins, attrs):
     w2q = ctx.require_const(ins[5], "fc2_experts_weights")
     F = w2q.shape[2] * 8 // bits2
     zp = lambda i: None if ins[i] is None else ctx.require_const(ins[i], "zero points")  # noqa: E731
+    if bits1 == bits2 and x.type.dtype.np == np.float32:
+        parts, why = [], None
+        specs = [(ins[2], ins[3], 11, D, "fc1"), (ins[5], ins[6], 12, F, "fc2")]
+        if ins[8] is not None:
+            specs.append((ins[8], ins[9], 13, D, "fc3"))
+        for wi, si, zi, K, what in specs:
+            got, why = _keep_quantised(ctx, ctx.require_const(wi, f"{what}_experts_weights"),
+                                       ctx.require_const(si, f"{what}_scales"), zp(zi), bits1, block, K, what)
+            if why:
+                break
+            parts.append(got)
+        if why is None and len({p[2] is None for p in parts}) == 1:
+            (w1, s1, z1), (w2, s2, z2) = parts[:2]
+            w3, s3, z3 = parts[2] if len(parts) > 2 else (None, None, None)
+            q = {"mode": "int8" if bits1 == 8 else "int4", "group": block, "s": [s1, s2, s3],
+                 "z": [z1, z2, z3] if z1 is not None else None}
+            return _build_moe(ctx, node, x, router, w1, ins[4], w2, ins[7], w3, ins[10], attrs,
+                              "com.microsoft.QMoE", q)
+        note = {"mode": "f32", "source": f"dequantised from com.microsoft.QMoE: {why or 'mixed zero points'} "
+                                          "has no exact moec format"}
+    else:
+        note = {"mode": "f32", "source": "dequantised from com.microsoft.QMoE: "
+                                         + ("fc1/fc2 bit widths differ" if bits1 != bits2 else "non-f32 activations")}
     w1 = _dequantize(ctx, w1q, ctx.require_const(ins[3], "fc1_scales"), zp(11), bits1, block, D, "fc1")
     w2 = _dequantize(ctx, w2q, ctx.require_const(ins[6], "fc2_scales"), zp(12), bits2, block, F, "fc2")
     w3 = None
     if ins[8] is not None:
         w3 = _dequantize(ctx, ctx.require_const(ins[8], "fc3_experts_weights"), ctx.require_const(ins[9], "fc3_scales"),
                          zp(13), bits1, block, D, "fc3")
-    return _build_moe(ctx, node, x, router, w1, ins[4], w2, ins[7], w3, ins[10], attrs, "com.microsoft.QMoE")
+    return _build_moe(ctx, node, x, router, w1, ins[4], w2, ins[7], w3, ins[10], attrs, "com.microsoft.QMoE",
+                      note=note)
