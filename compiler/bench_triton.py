@@ -10,6 +10,11 @@ kernel: the same runtime calls a compiled artifact's launcher makes.  Tile confi
 autotuned per (layer, token bucket, GPU) first and cached.  Achieved TFLOP/s (useful FLOPs of the
 k selected experts) and TB/s (weights of the experts actually touched, read once) are reported
 against peaks measured in the same run (a large bf16 matmul and a device copy).
+
+``weights``: moec's expert weights in bf16 (the default; "f32" means the same here), int8 or fp8 (e4m3,
+per output channel scales, dequantised in registers; fp8 needs an sm_89+ GPU).  The peers always run
+the bf16 weights, so ``rel_err_vs_eager`` then includes the quantisation error, and TB/s counts the
+narrow bytes moec actually reads.
 """
 from __future__ import annotations
 
@@ -114,32 +119,68 @@ def dense_layer(x, w_router, w_in, w_out, bias, cfg):
     return (y * dense_w.t().unsqueeze(-1)).sum(0)
 
 
-def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None):
+BENCH_WEIGHTS = ("f32", "bf16", "int8", "fp8")
+
+
+def quantize_layer(w_in, w_out, weights: str):
+    """(w_in, w_out, wq, q) for moec's kernels: the bf16 weights as they are, or quantised per output
+    channel (int8: max|row| / 127, round to nearest even; fp8: max|row| / 448, e4m3fn with saturation --
+    the same codes as moec.passes.quantize, computed here with torch on the GPU)."""
+    import torch
+    if weights in ("f32", "bf16"):
+        return w_in, w_out, "none", (None, None, None, None)
+    out = []
+    for w in (w_in, w_out):
+        wf = w.float()
+        amax = wf.abs().amax(-1)
+        lim = 127.0 if weights == "int8" else 448.0
+        s = torch.where(amax > 0, amax / lim, torch.ones_like(amax))
+        v = wf / s[..., None]
+        if weights == "int8":
+            qw = torch.round(v).clamp(-127, 127).to(torch.int8)
+        else:
+            qw = v.clamp(-448.0, 448.0).to(torch.float8_e4m3fn).view(torch.uint8)
+        out.append((qw.contiguous(), s.contiguous()))
+    (qi, si), (qo, so) = out
+    return qi, qo, weights, (si, so, None, None)
+
+
+def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(None, None, None, None)):
     from .codegen.triton import runtime as rt
     logits = rt.matmul(x.float(), w_router)
     w, ids = rt.moe_route(logits, bias, k=cfg["k"], scoring=cfg["scoring"], n_group=cfg["n_group"],
                           topk_group=cfg["topk_group"], group_score=cfg.get("group_score", "max"), post="none",
                           norm=cfg["norm"], norm_eps=0.0, scale=cfg["scale"], capacity=0)
-    y = rt.moe_experts(x, ids, w_in, w_out, rw=w.to(x.dtype), weights_at="output", cfg=tuned)
+    y = rt.moe_experts(x, ids, w_in, w_out, rw=w.to(x.dtype), weights_at="output", cfg=tuned, wq=wq, q=q)
     return rt.moe_combine(y, w, weighted=False)
 
 
 def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, reps: int = 20,
                      peers: Sequence[str] = ("eager", "compile", "dense"), autotune: bool = True,
-                     compile_budget_s: float = 240.0) -> dict:
+                     compile_budget_s: float = 240.0, weights: str = "bf16") -> dict:
     import time
 
     import torch
     from .codegen.triton import tuning
+    from .errors import UserInputError
+    if weights not in BENCH_WEIGHTS:
+        raise UserInputError(f"moec bench --target triton: --weights {weights} is not benchmarked on the GPU "
+                             f"(choose {', '.join(BENCH_WEIGHTS)})")
     if not torch.cuda.is_available():
         raise RuntimeError("moec bench --target triton needs a CUDA GPU (the interpreter is for tests, not timing)")
+    if weights == "fp8":
+        from .driver import check_fp8
+        from .targets.description import detect_triton_target
+        check_fp8("triton", "fp8", detect_triton_target())
     os.makedirs(outdir, exist_ok=True)
     peak = probes()
-    report = {"gpu": torch.cuda.get_device_name(), "dtype": "bf16", "probes": peak, "layers": {}}
+    report = {"gpu": torch.cuda.get_device_name(), "dtype": "bf16", "weights": "bf16" if weights == "f32" else weights,
+              "probes": peak, "layers": {}}
     for name in layers:
         cfg = LAYERS[name]
         D, F, E, k = cfg["D"], cfg["F"], cfg["E"], cfg["k"]
         w_router, w_in, w_out, bias = make_layer(cfg)
+        mw_in, mw_out, wq, q = quantize_layer(w_in, w_out, weights)
         compiled = torch.compile(eager_layer) if "compile" in peers else None
         compile_spent = 0.0
         rows = []
@@ -147,17 +188,18 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
             x = torch.randn(T, D, device="cuda", dtype=torch.bfloat16)
             tuned = None
             if autotune:
-                p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq="none")
+                p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq)
                 logits = x.float() @ w_router
                 w, ids = torch_route(logits, cfg, bias)
                 tuned = tuning.autotune("moe", p, lambda c: __import__(
                     "moec.codegen.triton.runtime", fromlist=["x"]).moe_experts(
-                    x, ids, w_in, w_out, rw=w.to(x.dtype), weights_at="output", cfg=c), reps=5)
-            got = moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned)
+                    x, ids, mw_in, mw_out, rw=w.to(x.dtype), weights_at="output", cfg=c, wq=wq, q=q), reps=5)
+            got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q)
             want = eager_layer(x, w_router, w_in, w_out, bias, cfg)
             err = float((got.float() - want.float()).norm() / want.float().norm())
             row = {"tokens": T, "rel_err_vs_eager": err, "tile_config": tuned, "ms": {}}
-            row["ms"]["moec"] = _time(lambda: moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned), reps) * 1e3
+            row["ms"]["moec"] = _time(lambda: moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q),
+                                      reps) * 1e3
             row["ms"]["eager"] = _time(lambda: eager_layer(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
             if compiled is not None:
                 if compile_spent < compile_budget_s:
@@ -180,7 +222,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                     row["dense_skipped"] = f"needs {need / 1e9:.0f} GB of activations"
             flops = 2 * T * k * (2 * F * D + D * F)
             touched = min(E, T * k)
-            bytes_ = touched * 3 * F * D * 2
+            bytes_ = touched * 3 * F * D * mw_in.element_size()
             t = row["ms"]["moec"] / 1e3
             row["moec_tflops"] = flops / t / 1e12
             row["moec_tbps_weights"] = bytes_ / t / 1e12
@@ -190,7 +232,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
             rows.append(row)
             print(json.dumps({"layer": name, **row}), flush=True)
         report["layers"][name] = {"shape": cfg, "rows": rows}
-        w_in = w_out = None  # free the layer's weights before the next
+        w_in = w_out = mw_in = mw_out = q = None  # free the layer's weights before the next
         torch.cuda.empty_cache()
     with open(os.path.join(outdir, "bench_triton.json"), "w") as f:
         json.dump(report, f, indent=1)
@@ -199,7 +241,8 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
 
 def format_table(report: dict) -> str:
     p = report["probes"]
-    lines = [f"moec bench --target triton on {report['gpu']} (bf16; probes: matmul {p['bf16_matmul_tflops']:.0f} "
+    lines = [f"moec bench --target triton on {report['gpu']} (bf16, moec weights {report.get('weights', 'bf16')}; "
+             f"probes: matmul {p['bf16_matmul_tflops']:.0f} "
              f"TFLOP/s, copy {p['copy_tbps']:.2f} TB/s)"]
     for name, L in report["layers"].items():
         lines.append(f"{name}: {L['shape']}")
@@ -225,9 +268,11 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("-o", "--output", default="moec_bench_triton")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--weights", default="bf16", choices=BENCH_WEIGHTS)
     a = ap.parse_args(argv)
     peers = ("eager", "dense") if a.no_compile else ("eager", "compile", "dense")
-    rep = run_triton_bench(a.layers.split(","), [int(t) for t in a.tokens.split(",")], a.output, a.reps, peers)
+    rep = run_triton_bench(a.layers.split(","), [int(t) for t in a.tokens.split(",")], a.output, a.reps, peers,
+                           weights=a.weights)
     print(format_table(rep))
     return 0
 

@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer/UBSan (debugging)")
     c.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES),
                    help="storage of the routed experts' weights: f32 (as in the model), bf16, int8 (per "
-                        "output channel), int4 (grouped); verified against the dequantised reference")
+                        "output channel), int4 (grouped), w8a8 (int8 weights and activations; cpu only), fp8 "
+                        "(float8 e4m3 per output channel; triton only, GPUs with fp8: sm_89+); verified against "
+                        "the dequantised reference")
     c.add_argument("--group-size", type=int, default=64, metavar="G",
                    help="int4: weights per scale group along the reduction (32, 64, 128; 0 = whole row)")
     c.add_argument("--zero-point", action="store_true", help="int4: asymmetric groups with zero points")
@@ -95,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--layers", default="mixtral,deepseek", help="triton: standard layers to run")
     b.add_argument("--tokens", type=_sizes, default=None, metavar="N,N,..",
                    help="token counts (default cpu 1,8,64,256,1024; triton 1,16,128,1024,4096)")
-    b.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES))
+    b.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES),
+                   help="cpu: as in compile; triton: the routed experts' weights, bf16 (the default f32 means "
+                        "bf16 there), int8 or fp8 (e4m3, needs an sm_89+ GPU)")
     b.add_argument("--group-size", type=int, default=64, metavar="G", help="int4: weights per scale group")
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--threads", type=int, default=2)
@@ -221,7 +225,8 @@ def cmd_bench(a) -> int:
     if a.target == "triton":
         from . import bench_triton
         out = a.output or "moec_bench_triton"
-        rep = bench_triton.run_triton_bench(a.layers.split(","), a.tokens or [1, 16, 128, 1024, 4096], out)
+        rep = bench_triton.run_triton_bench(a.layers.split(","), a.tokens or [1, 16, 128, 1024, 4096], out,
+                                            weights=a.weights)
         print(bench_triton.format_table(rep))
         print(f"wrote {os.path.join(out, 'bench_triton.json')}")
         return 0

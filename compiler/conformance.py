@@ -26,7 +26,8 @@ import numpy as np
 
 ALL_TARGETS = ("cpu", "ascend", "triton")
 QUICK_MODES = {"cpu": ("f32", "int8"), "triton": ("f32",), "ascend": ("f32",)}
-FULL_MODES = {"cpu": ("f32", "bf16", "int8", "int4"), "triton": ("f32", "bf16", "int8", "int4"), "ascend": ("f32",)}
+FULL_MODES = {"cpu": ("f32", "bf16", "int8", "int4"), "triton": ("f32", "bf16", "int8", "int4", "fp8"),
+              "ascend": ("f32",)}
 
 
 def target_status(target: str) -> Optional[str]:
@@ -79,6 +80,15 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
     except ImportError:
         pass
     status = {t: target_status(t) for t in targets}
+    fp8_skip = None  # a GPU without fp8 (sm < 8.9): the triton/fp8 cells are skipped with the driver's reason
+    if "triton" in targets and status["triton"] is None:
+        from .driver import check_fp8
+        from .errors import UserInputError
+        from .targets.description import detect_triton_target
+        try:
+            check_fp8("triton", "fp8", detect_triton_target())
+        except UserInputError as ex:
+            fp8_skip = str(ex)
     entries = list(ZOO)
     if quick:  # one exporter per family, every hand-built graph
         seen = set()
@@ -105,8 +115,8 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
         for t in targets:
             for mode in modes.get(t, ("f32",)):
                 key = f"{t}/{mode}"
-                if status[t]:
-                    row["cells"][key] = {"status": "skipped", "reason": status[t]}
+                if status[t] or (t == "triton" and mode == "fp8" and fp8_skip):
+                    row["cells"][key] = {"status": "skipped", "reason": status[t] or fp8_skip}
                     continue
                 out = os.path.join(work, f"{e.name}_{t}_{mode}")
                 cell: dict = {}

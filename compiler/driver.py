@@ -43,7 +43,7 @@ class CompileOptions:
     force: bool = False
     sanitize: bool = False
     check_interpreter: bool = True
-    weights: str = "f32"          # routed experts' weights: f32 (as the model), bf16, int8, int4, w8a8
+    weights: str = "f32"          # routed experts' weights: f32 (as the model), bf16, int8, int4, w8a8, fp8
     group_size: int = 64          # int4: elements per scale group (0: per row)
     zero_point: bool = False      # int4: asymmetric with zero points
 
@@ -134,8 +134,9 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         pass_log.append({"stage": stage, **info})
 
     backend = get_backend(opts.target, opts.arch)
-    if opts.target == "ascend" and opts.weights != "f32":
-        raise UserInputError("target ascend: quantised weights are not implemented yet (use --weights f32)")
+    check_fp8(opts.target, opts.weights, backend.desc)
+    if opts.target == "ascend" and opts.weights not in ("f32", "bf16", "int8"):
+        raise UserInputError(f"target ascend: --weights {opts.weights} is not implemented (f32, bf16 and int8 are)")
     if opts.weights not in WEIGHT_MODES:
         raise UserInputError(f"unknown weight mode '{opts.weights}' (choose {', '.join(WEIGHT_MODES)})")
     if opts.weights == "w8a8" and opts.target != "cpu":
@@ -193,6 +194,24 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     return result
 
 
+def check_fp8(target: str, weights: str, desc, m: Optional[Module] = None) -> None:
+    """fp8 (e4m3) weights exist on the triton target only, on a GPU with fp8 support (sm_89+) or under
+    Triton's interpreter; anything else is a UserInputError saying what to do.  ``m``: also reject a
+    module that already holds fp8 ``moe.experts`` (built from IR text) for another target."""
+    if weights != "fp8" and not (m is not None and any(o.name == "moe.experts" and o.attrs.get("wq") == "fp8"
+                                                       for o in m.ops())):
+        return
+    if target != "triton":
+        raise UserInputError(f"target {target}: fp8 (float8 e4m3) expert weights are implemented for the triton "
+                             "target only; use --weights int8 (or bf16) here, or --target triton")
+    if not desc.has("fp8_e4m3"):
+        cc = desc.get("compute_capability", "?")
+        raise UserInputError(f"target triton: the GPU {desc.get('device', desc.arch)} (compute capability {cc}) "
+                             "has no fp8 (e4m3) support, which needs compute capability 8.9 or newer (Ada, "
+                             "Hopper: L4/L40S, H100/H200); use --weights int8 or bf16 on this GPU, or compile "
+                             "for an fp8-capable one")
+
+
 def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "native", threads: int = 1,
                  force: bool = True, run_passes: bool = False, weights: str = "f32", group: int = 64,
                  zero_point: bool = False):
@@ -202,6 +221,7 @@ def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "nativ
     prepare_outdir(outdir, force)
     verify_module(m)
     backend = get_backend(target, arch)
+    check_fp8(target, weights if run_passes else "f32", backend.desc, m)
     if run_passes:
         m = run_pipeline(m, target=backend.desc, weights=weights, group=group, zero_point=zero_point)
     save_module(m, os.path.join(outdir, "model.mlir"))

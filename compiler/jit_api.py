@@ -168,8 +168,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         target: "cpu" (C, built with the system compiler), "triton" (a CUDA GPU, or Triton's
             interpreter without one) or "ascend" (AscendC, run on moec's emulator here).
         weights: storage of the routed experts' weights: "f32" (as the model), "bf16", "int8" or
-            "int4" (see ``group_size`` / ``zero_point``), or "w8a8" (int8 weights and dynamic per-token int8
-            activations, cpu target); quantised builds are checked against their
+            "int4" (see ``group_size`` / ``zero_point``), "w8a8" (int8 weights and dynamic per-token int8
+            activations, cpu target) or "fp8" (float8 e4m3 weights with per-channel scales, triton target
+            on a GPU with fp8 -- sm_89+ -- or the interpreter); quantised builds are checked against their
             dequantised reference and their quantisation error is bounded.
         verify: compare the compiled code with the original on seeded inputs at several token
             counts (the module's own eager output, or onnxruntime for ONNX) and raise

@@ -1,4 +1,4 @@
-"""quantize-weights: store the routed experts' weights narrower (bf16, int8, int4).
+"""quantize-weights: store the routed experts' weights narrower (bf16, int8, int4, fp8).
 
 For every ``moe.experts`` whose weights are constants (the weight store) and whose activations
 are f32, replace ``w_in``/``w_out`` by quantised stacks and set ``wq`` (see ``ir/ops/moe.py`` for
@@ -10,6 +10,10 @@ the formats and their reference semantics, dequantise-then-compute):
   input row (the token's hidden vector, the activation between the projections) is quantised
   symmetrically at run time, ``s = max|row| / 127``, and the products are exact int32 sums (VNNI
   ``vpdpbusd`` on CPUs that have it, a portable integer loop otherwise).
+* ``fp8``: float8 e4m3fn (3 mantissa bits, max 448, ir/fp8.py) per output channel,
+  ``s = max|w_row| / 448``, ``q = e4m3(w / s)`` rounded to nearest even and saturated, stored as uint8
+  bit patterns.  Weight-only: the GEMM inputs stay f32 (the Triton kernels decode the tiles in
+  registers; the triton target only -- the driver rejects it elsewhere).
 * ``int4``: per group of ``group`` elements along K (0 = the whole row); symmetric
   (``s = max|w| / 7.5``-ish, see below, zero point 8) or with a zero point
   (``s = (max - min) / 15``, ``z = round(-min / s)``), two values per byte, low nibble first.
@@ -30,11 +34,12 @@ import numpy as np
 from ..ir import DType, Module, TensorType
 from ..ir.core import ResourceRef
 from ..ir.opdef import OPS, const_value
+from ..ir.fp8 import E4M3_MAX, encode_e4m3
 from ..ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
 from .base import Pass
 from .moe_util import layer_of
 
-MODES = ("f32", "bf16", "int8", "int4", "w8a8")
+MODES = ("f32", "bf16", "int8", "int4", "w8a8", "fp8")
 
 
 def quantize_int8(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -44,6 +49,15 @@ def quantize_int8(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(w / s[..., None]), -127, 127).astype(np.int8)
     return q, s
+
+
+def quantize_fp8(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """[..., N, K] f32 -> (ui8 e4m3fn codes q, f32 s [..., N]): per output channel, the row's largest
+    magnitude maps to 448 (e4m3's largest finite value); w / s is rounded to nearest even (saturating)."""
+    w = np.asarray(w, np.float32)
+    amax = np.max(np.abs(w), axis=-1)
+    s = np.where(amax > 0, amax / np.float32(E4M3_MAX), 1.0).astype(np.float32)
+    return encode_e4m3(w / s[..., None]), s
 
 
 def quantize_int4(w: np.ndarray, group: int, zero_point: bool):
@@ -136,6 +150,8 @@ class QuantizeWeights(Pass):
                 stored[nm] = w.astype(ml_dtypes.bfloat16)
             elif wmode == "int8":
                 stored[nm], quant["s_" + nm] = quantize_int8(w)
+            elif wmode == "fp8":
+                stored[nm], quant["s_" + nm] = quantize_fp8(w)
             else:
                 q, s, z = quantize_int4(w, self.group, self.zero_point)
                 stored[nm], quant["s_" + nm] = q, s
@@ -143,6 +159,8 @@ class QuantizeWeights(Pass):
                     quant["z_" + nm] = z
         if self.mode == "int4":
             info.update(group=self.group or "row", zero_point=bool(self.zero_point))
+        if self.mode == "fp8":
+            info["format"] = "float8 e4m3fn, per output channel scale max|row| / 448"
         if self.mode == "w8a8":
             info["activations"] = "int8, dynamic per token (symmetric, max|row| / 127)"
         wq = "int8" if self.mode == "w8a8" else self.mode
@@ -177,6 +195,9 @@ def quantization_summary(w: np.ndarray, mode: str, group: int, zero_point: bool)
     elif mode == "int8":
         q, s = quantize_int8(w)
         d = dequantize_weights(q, "int8", 0, s)
+    elif mode == "fp8":
+        q, s = quantize_fp8(w)
+        d = dequantize_weights(q, "fp8", 0, s)
     elif mode == "int4":
         q, s, z = quantize_int4(w, group, zero_point)
         d = dequantize_weights(q, "int4", group, s, z)
@@ -187,4 +208,5 @@ def quantization_summary(w: np.ndarray, mode: str, group: int, zero_point: bool)
             "rel_rms": float(np.sqrt(np.mean(err ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-30))}
 
 
-__all__ = ["QuantizeWeights", "quantize_int8", "quantize_int4", "quantization_summary", "update_moe_layer"]
+__all__ = ["QuantizeWeights", "quantize_int8", "quantize_int4", "quantize_fp8", "quantization_summary",
+           "update_moe_layer"]

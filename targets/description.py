@@ -128,19 +128,65 @@ def cpu_target(arch: str = "native") -> TargetDesc:
 
 # -- accelerator targets (data only here; their emitters and runners live elsewhere) ----------
 
-def triton_target(gpu: str = "H100") -> TargetDesc:
-    """An NVIDIA GPU as the Triton emitter sees it (SM count, shared memory, tile granularity)."""
-    gpus = {
-        "H100": dict(cores=132, smem=228 * 1024, hbm_gbps=3350, bf16_tflops=989),
-        "H200": dict(cores=132, smem=228 * 1024, hbm_gbps=4800, bf16_tflops=989),
-        "A100": dict(cores=108, smem=164 * 1024, hbm_gbps=2039, bf16_tflops=312),
-    }
-    if gpu not in gpus:
-        raise ValueError(f"unknown GPU '{gpu}' (known: {', '.join(gpus)})")
-    g = gpus[gpu]
-    return TargetDesc(name="triton", arch=gpu, cores=g["cores"], vector_bits=1024, isa=("tensor_core", "bf16"),
+TRITON_GPUS = {
+    # name: SMs, shared memory per SM, HBM GB/s, dense bf16 TFLOP/s, compute capability
+    "H100": dict(cores=132, smem=228 * 1024, hbm_gbps=3350, bf16_tflops=989, cc=(9, 0)),
+    "H200": dict(cores=132, smem=228 * 1024, hbm_gbps=4800, bf16_tflops=989, cc=(9, 0)),
+    "A100": dict(cores=108, smem=164 * 1024, hbm_gbps=2039, bf16_tflops=312, cc=(8, 0)),
+    "L40S": dict(cores=142, smem=100 * 1024, hbm_gbps=864, bf16_tflops=362, cc=(8, 9)),
+}
+
+
+def _gpu_isa(cc: Tuple[int, int]) -> Tuple[str, ...]:
+    # fp8_e4m3: the GPU converts (and multiplies) float8 e4m3 natively -- Ada and Hopper (sm_89+);
+    # Triton's tl.float8e4nv is not available below that
+    return ("tensor_core", "bf16") + (("fp8_e4m3",) if tuple(cc) >= (8, 9) else ())
+
+
+def triton_target(gpu: str = "H100", device: str = "") -> TargetDesc:
+    """An NVIDIA GPU as the Triton emitter sees it (SM count, shared memory, tile granularity, whether it
+    has fp8).  ``device``: what actually runs the kernels (the GPU's name, or the interpreter)."""
+    if gpu not in TRITON_GPUS:
+        raise ValueError(f"unknown GPU '{gpu}' (known: {', '.join(TRITON_GPUS)})")
+    g = TRITON_GPUS[gpu]
+    return TargetDesc(name="triton", arch=gpu, cores=g["cores"], vector_bits=1024, isa=_gpu_isa(g["cc"]),
                       l1_bytes=g["smem"], l2_bytes=50 << 20, l3_bytes=0,
-                      extra=(("block_m", 64), ("hbm_gbps", g["hbm_gbps"]), ("bf16_tflops", g["bf16_tflops"])))
+                      extra=(("block_m", 64), ("hbm_gbps", g["hbm_gbps"]), ("bf16_tflops", g["bf16_tflops"]),
+                             ("compute_capability", "%d.%d" % g["cc"]), ("device", device or gpu)))
+
+
+def _cuda_device():
+    """(name, (major, minor), SM count) of CUDA device 0, or None (no torch or no GPU)."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return None
+        p = torch.cuda.get_device_properties(0)
+        return p.name, (int(p.major), int(p.minor)), int(p.multi_processor_count)
+    except Exception:  # noqa: BLE001 - a broken CUDA setup is "no GPU" here; running reports it
+        return None
+
+
+def detect_triton_target(gpu: str = "native") -> TargetDesc:
+    """The triton target for ``gpu`` (a name in TRITON_GPUS), else for the CUDA GPU of this machine
+    (known models by name, others from their properties), else -- no GPU: the kernels run under
+    Triton's interpreter, which emulates everything, fp8 included -- the H100 description."""
+    if gpu in TRITON_GPUS:
+        return triton_target(gpu)
+    dev = _cuda_device()
+    if dev is None:
+        return triton_target("H100", device="interpreter (no CUDA GPU)")
+    name, cc, sms = dev
+    for known in TRITON_GPUS:
+        if known in name.replace(" ", "") and TRITON_GPUS[known]["cc"] == cc:
+            return triton_target(known, device=name)
+    base = triton_target("H100")
+    return replace(base, arch=f"sm_{cc[0]}{cc[1]}", cores=sms, isa=_gpu_isa(cc),
+                   extra=tuple((k, v) for k, v in base.extra if k not in ("compute_capability", "device"))
+                   + (("compute_capability", "%d.%d" % cc), ("device", name)))
 
 
 ASCEND_SOCS = {

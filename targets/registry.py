@@ -77,9 +77,9 @@ def get_backend(target: str, arch: str = "native"):
         except ValueError as e:
             raise UserInputError(str(e)) from None
     if target == "triton":
-        from .description import triton_target
+        from .description import detect_triton_target
         from .triton_backend import TritonBackend
-        return TritonBackend(triton_target())
+        return TritonBackend(detect_triton_target(arch))
     if target == "ascend":
         from .ascend_backend import AscendBackend
         from .description import ascend_target

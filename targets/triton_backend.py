@@ -56,6 +56,10 @@ class TritonArtifact:
         m = load_module(os.path.join(outdir, "model.mlir"))
         self.module = m
         f = m.main
+        if rt.DEVICE == "cuda":  # an fp8 artifact compiled elsewhere, run on a GPU without fp8: say so
+            from ..driver import check_fp8
+            from .description import detect_triton_target
+            check_fp8("triton", "f32", detect_triton_target(), m)
         self.ops = {i: o for i, o in enumerate(f.ops)}
         from ..ir.core import ResourceRef
         self.consts = {i: o.attrs["value"] for i, o in enumerate(f.ops)

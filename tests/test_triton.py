@@ -28,7 +28,7 @@ def test_zoo_on_triton(name, tmp_path):
 
 
 @pytest.mark.parametrize("mode,group,zp", [("bf16", 0, False), ("int8", 0, False), ("int4", 32, False),
-                                           ("int4", 32, True)])
+                                           ("int4", 32, True), ("fp8", 0, False)])
 def test_quantised_weights_on_triton(mode, group, zp, tmp_path):
     r = compile_onnx(EXAMPLE, str(tmp_path / "out"),
                      CompileOptions(target="triton", weights=mode, group_size=group, zero_point=zp,

@@ -4,8 +4,9 @@ MoE layer = route -> (align/sort plan) -> grouped GEMM 1 (gate/up, activation ep
 grouped GEMM 2 (down projection, bias, routing weight epilogue) -> combine (sum of the k slots,
 shared experts, pass-through).  The grouped GEMMs walk BLOCK_M-row blocks of the expert-sorted
 slot list (each block belongs to one expert; padding slots are masked), like vLLM's fused_moe.
-Weights may be f32 / bf16 / f16, int8 (per output channel scale) or packed int4 (group scales,
-zero point): they are dequantised in registers, tile by tile, before tl.dot; accumulation is f32.
+Weights may be f32 / bf16 / f16, int8 or fp8 e4m3 (per output channel scale) or packed int4 (group
+scales, zero point): they are dequantised in registers, tile by tile, before tl.dot; accumulation is f32.
+Per-channel scales (int8, fp8) are applied to the accumulator after the dot (WQ codes: runtime.WQ).
 """
 from __future__ import annotations
 
@@ -146,7 +147,9 @@ def _w_tile(w_ptr, s_ptr, z_ptr, e, rows, ks, N, KD, G, WQ: tl.constexpr, HAS_ZP
         return ((q - zp) * sc).to(CDT)
     else:
         w = tl.load(w_ptr + (e * N + rows[:, None]).to(tl.int64) * KD + ks[None, :], mask=m2, other=0)
-        return w.to(CDT)  # int8: scale applied per output column after the dot
+        if WQ == 4:  # fp8: uint8 e4m3fn bit patterns; the widening to CDT (f32/bf16) is exact
+            w = w.to(tl.float8e4nv, bitcast=True)
+        return w.to(CDT)  # int8, fp8: scale applied per output column after the dot
 
 
 @triton.jit
@@ -201,7 +204,7 @@ def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
         if GATED:
             wu = _w_tile(w_ptr, s_ptr, z_ptr, e, ru, ks, N, D, G, WQ, HAS_ZP, CDT)
             acc_u += tl.dot(xa, tl.trans(wu), input_precision=PREC)
-    if WQ == 2:  # int8 per output channel
+    if WQ == 2 or WQ == 4:  # int8, fp8: per output channel
         acc_g = acc_g * tl.load(s_ptr + e * N + rg, mask=f < F, other=0.0)[None, :]
         if GATED:
             acc_u = acc_u * tl.load(s_ptr + e * N + ru, mask=f < F, other=0.0)[None, :]
@@ -240,7 +243,7 @@ def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
         aa = aa.to(CDT)
         wt = _w_tile(w_ptr, s_ptr, z_ptr, e, d, ks, D, F, G, WQ, HAS_ZP, CDT)
         acc += tl.dot(aa, tl.trans(wt), input_precision=PREC)
-    if WQ == 2:
+    if WQ == 2 or WQ == 4:
         acc = acc * tl.load(s_ptr + e * D + d, mask=d < D, other=0.0)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + e * D + d, mask=d < D, other=0.0).to(tl.float32)[None, :]

@@ -23,7 +23,7 @@ ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity":
 SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
 POST = {"none": 0, "softmax": 1, "sigmoid": 2}
 NORM = {"none": 0, "sum": 1, "l1": 2}
-WQ = {"none": 0, "bf16": 0, "int8": 2, "int4": 3}
+WQ = {"none": 0, "bf16": 0, "int8": 2, "int4": 3, "fp8": 4}  # fp8: e4m3fn codes, per-channel scale
 from .runtime_names import BINARY, REDUCE, UNARY  # noqa: E402,F401
 
 TORCH_DTYPE = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16,

@@ -20,6 +20,7 @@ import json
 import numpy as np
 
 from ..core import Operation
+from ..fp8 import decode_e4m3
 from ..opdef import Attr, op, operand_error
 from ..types import DType, TensorType
 
@@ -32,7 +33,7 @@ GATED = ("swiglu",)
 GATE_LAYOUT = ("concat", "interleaved")
 DISPATCH = ("sort_pad", "token_gemv", "capacity")
 WEIGHTS_AT = ("none", "input", "output")
-WEIGHT_QUANT = ("none", "bf16", "int8", "int4")
+WEIGHT_QUANT = ("none", "bf16", "int8", "int4", "fp8")
 ACT_QUANT = ("none", "int8")
 
 
@@ -42,6 +43,8 @@ ACT_QUANT = ("none", "int8")
 #         of x and the activation) are rounded to bf16 too, the CPUs' and GPUs' bf16 dot products
 #         (vdpbf16ps, tensor cores) take both operands in bf16; accumulation stays f32
 #   int8: w = q * s[e, n]                               q i8 [E, N, K], s f32 [E, N] (per output channel)
+#   fp8:  w = e4m3(q) * s[e, n]                         q ui8 [E, N, K]: float8 e4m3fn bit patterns (ir/fp8.py),
+#         s f32 [E, N] (per output channel, amax / 448); the GEMM inputs stay as x (weight-only)
 #   int4: w = (q - z[e, n, g]) * s[e, n, g]             q packed ui8 [E, N, K/2] (element 2i in the low
 #         nibble of byte i, 2i+1 in the high nibble), s f32 [E, N, K/G], z f32 [E, N, K/G] or 8
 #         when there is no zero-point operand (symmetric), g = k // G
@@ -68,6 +71,8 @@ def dequantize_weights(w: np.ndarray, mode: str, group: int = 0, s=None, z=None)
         return np.asarray(w).astype(np.float32)
     if mode == "int8":
         return np.asarray(w).astype(np.float32) * np.asarray(s, np.float32)[..., None]
+    if mode == "fp8":
+        return decode_e4m3(w) * np.asarray(s, np.float32)[..., None]
     q = unpack_int4(w).astype(np.float32)
     K = q.shape[-1]
     G = group or K
@@ -76,7 +81,7 @@ def dequantize_weights(w: np.ndarray, mode: str, group: int = 0, s=None, z=None)
 
 
 def quant_operand_count(attrs) -> int:
-    if attrs.get("wq", "none") in ("int8", "int4"):
+    if attrs.get("wq", "none") in ("int8", "int4", "fp8"):
         return 4 if attrs.get("wq_zp", False) else 2
     return 0
 
@@ -84,7 +89,7 @@ def quant_operand_count(attrs) -> int:
 def logical_weight_type(o, w: TensorType, x_dtype: DType, name: str) -> TensorType:
     """Check a (possibly quantised) weight operand's storage type; return its logical f-type."""
     mode = o.attrs.get("wq", "none")
-    want = {"none": x_dtype, "bf16": DType.BF16, "int8": DType.I8, "int4": DType.U8}[mode]
+    want = {"none": x_dtype, "bf16": DType.BF16, "int8": DType.I8, "int4": DType.U8, "fp8": DType.U8}[mode]
     if w.dtype != want:
         raise operand_error(o, f"{name} is {w.dtype.mlir}; with wq={mode} and x {x_dtype.mlir} it must be "
                                f"{want.mlir}")
@@ -95,7 +100,8 @@ def logical_weight_type(o, w: TensorType, x_dtype: DType, name: str) -> TensorTy
 
 
 QUANT_ATTRS = {
-    "wq": Attr("str", "none", WEIGHT_QUANT, "weight storage: none (as x), bf16, int8 per channel, int4 grouped"),
+    "wq": Attr("str", "none", WEIGHT_QUANT, "weight storage: none (as x), bf16, int8 per channel, int4 grouped, "
+                                          "fp8 (e4m3fn bit patterns, per channel)"),
     "wq_group": Attr("int", 0, doc="int4: elements per scale group along K (0: the whole row)"),
     "wq_zp": Attr("bool", False, doc="int4: explicit zero points (else symmetric, zero point 8)"),
     "aq": Attr("str", "none", ACT_QUANT, "GEMM inputs: none (as x) or int8 (dynamic per-row symmetric; needs wq=int8)"),
@@ -386,7 +392,7 @@ class ExpertsOp(Operation):
     ``extra`` holds, in this order, b_in [E, I] if has_b_in, b_out [E, D] if has_b_out, the
     routing weights [T, k] if weights_at != none: then the slot's weight scales the expert's
     input (``input``) or output (``output``, the combine's multiply folded into the epilogue);
-    then for int8/int4 weights (``wq``) the scales of w_in and w_out and, with ``wq_zp``, their
+    then for int8/int4/fp8 weights (``wq``) the scales of w_in and w_out and, with ``wq_zp``, their
     zero points.  Quantised weights mean dequantise-then-compute (``dequantize_weights``).
     The plan (order, offsets) must be ``dispatch_plan(ids)``; it tells the code how to group rows.
     """
@@ -430,13 +436,13 @@ class ExpertsOp(Operation):
         lw_out = logical_weight_type(self, w_out, x.dtype, "w_out")
         check_ffn_weights(self, lw_in, lw_out, x.shape[1], E if isinstance(E, int) else None)
         b_in, b_out, w = self._extras()
-        if mode in ("int8", "int4"):
+        if mode in ("int8", "int4", "fp8"):
             s_in, s_out, z_in, z_out = self.quant_operands()
             if mode == "int4" and self.attrs["wq_group"] < 0:
                 raise operand_error(self, "wq_group must be >= 0")
             for sv, lw, nm in ((s_in, lw_in, "w_in"), (s_out, lw_out, "w_out")):
                 K, G = lw.shape[2], self.attrs["wq_group"]
-                want = lw.shape[:2] if mode == "int8" else \
+                want = lw.shape[:2] if mode in ("int8", "fp8") else \
                     lw.shape[:2] + ((K // G if G and isinstance(K, int) else (1 if not G else None)),)
                 if sv.type.dtype != DType.F32 or len(sv.type.shape) != len(want) or any(
                         isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(sv.type.shape, want)):
