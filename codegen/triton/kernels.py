@@ -275,8 +275,11 @@ def combine_kernel(y_ptr, w_ptr, sh_ptr, out_ptr, D, K: tl.constexpr, WEIGHTED: 
 # ordinary ops
 @triton.jit
 def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sab, sam, sak, sbb, sbk, sbn, scb, scm, scn,
-                  PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Batched C[b] = A[b] @ B[b] with arbitrary strides (broadcast batches have stride 0)."""
+                  PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  WIDEN: tl.constexpr = False):
+    """Batched C[b] = A[b] @ B[b] with arbitrary strides (broadcast batches have stride 0).  WIDEN: f16/bf16
+    tiles go to f32 before the dot (exact: their products are exact in f32), for Triton's interpreter,
+    whose dot multiplies bf16 bit patterns as integers."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     bt = tl.program_id(2).to(tl.int64)
@@ -289,6 +292,9 @@ def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sab, sam, sak, sbb, sbk, sbn, sc
                     mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)
         b = tl.load(b_ptr + bt * sbb + rk[:, None] * sbk + rn[None, :] * sbn,
                     mask=(rk[:, None] < K) & (rn[None, :] < N), other=0.0)
+        if WIDEN:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
         acc += tl.dot(a, b, input_precision=PREC)
     tl.store(c_ptr + bt * scb + rm[:, None] * scm + rn[None, :] * scn, acc.to(c_ptr.dtype.element_ty),
              mask=(rm[:, None] < M) & (rn[None, :] < N))

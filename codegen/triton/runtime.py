@@ -37,6 +37,11 @@ def _prec(dt: torch.dtype) -> str:
 
 
 def _cdt(dt: torch.dtype):
+    """Type of the grouped GEMMs' dot inputs.  Under the interpreter f16/bf16 tiles are widened to f32
+    (exact: the products of two 16-bit floats are exact in f32, and accumulation is f32 on the GPU too)
+    because Triton's interpreter multiplies bf16 dot inputs as raw integer bit patterns."""
+    if INTERPRET:
+        return K.tl.float32
     return {torch.float32: K.tl.float32, torch.float16: K.tl.float16, torch.bfloat16: K.tl.bfloat16}[dt]
 
 
@@ -190,7 +195,8 @@ def matmul(a, b):
         BM, BN, BK = (16, 32, 32) if INTERPRET else (64, 64, 32)
         K.matmul_kernel[(triton.cdiv(M, BM), triton.cdiv(N, BN), nbt)](
             a3, b3, c, M, N, Kd, a3.stride(0), a3.stride(1), a3.stride(2), b3.stride(0), b3.stride(1), b3.stride(2),
-            c.stride(0), c.stride(1), c.stride(2), PREC=_prec(dt), BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK)
+            c.stride(0), c.stride(1), c.stride(2), PREC=_prec(dt), BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK,
+            WIDEN=INTERPRET and dt != torch.float32)
     c = c.reshape(*batch, M, N)
     if squeeze_a:
         c = c.squeeze(-2)
