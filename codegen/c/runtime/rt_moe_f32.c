@@ -688,6 +688,65 @@ static void prep_x4(const float *x, int64_t K, int64_t G, float *xr, float *xs) 
   }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+/* AVX-512: per (row, group) a 16-entry table holds the dequantised values (n - zp) * s of the 16
+ * codes (the reference's rounding exactly); vpermps looks codes up by the low 4 bits of each dword,
+ * so one byte widening serves both nibbles (low: as is, high: >> 4) and neither a mask, an int->float
+ * conversion nor a per-group rescale is needed: 6 instructions per 32 weights and row instead of 9. */
+static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
+                    float *out, int64_t ldo, const float *xr, const float *xs) {
+  (void)xs;
+  int64_t K = v->K, G = v->G, ng = K / G, full = G / 32 * 32;
+  const uint8_t *W = (const uint8_t *)v->w;
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int64_t c = 0; c < nb; c += 4) {
+    int rows = nb - c < 4 ? (int)(nb - c) : 4;
+    int64_t rr[4];
+    for (int i = 0; i < 4; i++) rr[i] = e * v->N + c0 + c + (i < rows ? i : 0);
+    const uint8_t *w[4];
+    const float *sp[4], *zq[4];
+    for (int i = 0; i < 4; i++) {
+      w[i] = W + rr[i] * (K / 2);
+      sp[i] = v->s + rr[i] * ng;
+      zq[i] = v->z ? v->z + rr[i] * ng : NULL;
+    }
+    for (int64_t r = 0; r < n; r++) {
+      const float *xq = xr + r * ldx, *x = X + r * ldx;
+      __m512 lo[4], hi[4];
+      for (int i = 0; i < 4; i++) lo[i] = hi[i] = _mm512_setzero_ps();
+      float tail[4] = {0, 0, 0, 0};
+      for (int64_t g = 0; g < ng; g++) {
+        __m512 tab[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+          tab[i] = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(zq[i] ? zq[i][g] : 8.0f)), _mm512_set1_ps(sp[i][g]));
+        int64_t b = g * G, k = b;
+        for (; k < b + full; k += 32) {
+          if (!(k & 127)) { /* one 64-byte line per row: prefetch the next four rows' line */
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k / 2 + 2 * K);
+          }
+          __m512 xl = _mm512_loadu_ps(xq + k), xh = _mm512_loadu_ps(xq + k + 16);
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; i++) {
+            __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w[i] + k / 2)));
+            lo[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(z, tab[i]), xl, lo[i]);
+            hi[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(z, 4), tab[i]), xh, hi[i]);
+          }
+        }
+        for (int i = 0; i < 4 && k < b + G; i++) {
+          float sc = sp[i][g], zp = zq[i] ? zq[i][g] : 8.0f;
+          for (int64_t kk = k; kk < b + G; kk += 2) {
+            uint8_t by = w[i][kk / 2];
+            tail[i] += ((float)(by & 15) - zp) * sc * x[kk] + ((float)(by >> 4) - zp) * sc * x[kk + 1];
+          }
+        }
+      }
+      for (int i = 0; i < rows; i++) out[r * ldo + c + i] = _mm512_reduce_add_ps(_mm512_add_ps(lo[i], hi[i])) + tail[i];
+    }
+  }
+}
+#else
 static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
                     float *out, int64_t ldo, const float *xr, const float *xs) {
   int64_t K = v->K, G = v->G, ng = K / G, full = G / 32 * 32;
@@ -735,6 +794,8 @@ static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const flo
     }
   }
 }
+
+#endif
 
 /* out rows = X rows (n <= GEMV_ROWS) times rows c0..c0+nb of expert e (any weight mode) */
 static void gemv_w(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
