@@ -210,12 +210,19 @@ def cmd_inspect(a) -> int:
     if "ascend" in info:
         asc = info["ascend"]
         print(f"Ascend {asc['soc']} cost model (ESTIMATES, {asc['note']}):")
-        for e in asc["estimates"]:
+        def line(e, indent):
             cube = f", {100 * e['fraction_of_cube_peak']:.2f}% of cube peak" if "fraction_of_cube_peak" in e else ""
-            cp = f"; cube path would be {e['cube_path_bound_us']} us ({e['cube_path_bound']}-bound)" \
-                if "cube_path_bound_us" in e else ""
-            print(f"  {e['kernel']:<18} T={e['tokens']:<5} blockDim={e['blockDim']:<3} ~{e['estimate_us']} us, "
-                  f"{e['bound']}-bound, {100 * e['hbm_fraction']:.1f}% of HBM bandwidth{cube}{cp}")
+            name = e["kernel"] + (f" ({e['role']})" if "role" in e else "") + \
+                (f" [{e['dtype']}]" if "dtype" in e else "")
+            tiles = e.get("tiles")
+            tl = (f"; tiles {tiles['baseM']}x{tiles['baseN']}x{tiles['baseK']} stepK {tiles['stepK']} "
+                  f"L0C x{tiles['dbL0C']}, {e['work_items']} items") if tiles else ""
+            print(f"{indent}{name:<34} T={e['tokens']:<5} blockDim={e['blockDim']:<3} ~{e['estimate_us']} us, "
+                  f"{e['bound']}-bound, {100 * e['hbm_fraction']:.1f}% of HBM bandwidth{cube}{tl}")
+        for e in asc["estimates"]:
+            line(e, "  ")
+            for p in e.get("parts", []):
+                line(dict(p, tokens=e["tokens"]), "      ")
         if asc["host_ops"]:
             print("  on the host (no NPU kernel): " + ", ".join(f"{k} ({v})" for k, v in asc["host_ops"].items()))
     return 0

@@ -184,6 +184,8 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
             artifact = backend.load(outdir, threads=opts.threads)
             vr = verify_artifact(proto, m, artifact, opts, ref_module)
         report.update(vr)
+        if opts.target == "ascend":  # what the emulator ran: kernel launches, cube instruction counts
+            report["ascend"]["emulator"] = artifact.stats()
     report["stage_timings_s"] = timer.stages
     with open(os.path.join(outdir, "report.json"), "w") as fh:
         json.dump(report, fh, indent=1, default=_json_default)

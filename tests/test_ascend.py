@@ -28,7 +28,18 @@ RULES = {
     10: "vector instruction on a tensor in position A2",
     11: "Mmad: m, n, k must be <= 4095",
     12: "Compare: count*sizeof(T)=160 bytes is not a multiple of 256",
+    21: "TPipe::InitBuffer: capacity of A2 exceeded: 81920 bytes requested in total, the physical buffer holds 65536",
+    22: "Mmad: operands must be in A2 (L0A), B2 (L0B) and CO1 (L0C), got A1, B2, CO1",
+    23: "Fixpipe(L0C->GM): the source must be in CO1 (L0C), got B1",
+    24: "ifTranspose transposes 16x16 fractals of 2-byte types only",
+    25: "position A1 is a cube-core buffer (L1/L0): a KERNEL_TYPE_AIV_ONLY kernel runs on vector cores",
+    26: "DataCopy cannot reach A2",
+    27: "reads fractal 1009 past the L1 tensor",
 }
+# cube kernels that break no rule but get a layout parameter wrong: the emulator's fractal model must
+# turn that into wrong numbers (18: Nd2Nz dstNzC0Stride not the 16-aligned row count; 19: B stored [K, N]
+# loaded into L0B without the fractal transpose; 20: Mmad accumulating onto an uninitialised L0C)
+WRONG = (18, 19, 20)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +51,10 @@ def rules_exe(tmp_path_factory):
 
 
 def test_good_kernels_pass(rules_exe):
-    for case in (0, 13):  # double-buffered vector add over 8 blocks; Compare on whole repeats
+    # double-buffered vector add over 8 blocks; Compare on whole repeats; cube GM->L1 (Nd2Nz) -> L0A/L0B
+    # (LoadData) -> Mmad over k-tiles -> Fixpipe for f16 with B as [K, N] (transposing loads), bf16 with a
+    # bf16 output (F322BF16), f32 and int8 (int32 accumulation), all exact against a double reference
+    for case in (0, 13, 14, 15, 16, 17):
         p = subprocess.run([rules_exe, str(case)], capture_output=True, text=True)
         assert p.returncode == 0 and p.stdout.strip() == "OK", p.stdout
 
@@ -53,6 +67,150 @@ def test_each_rule_fires(rules_exe, case):
     assert RULES[case] in p.stdout, p.stdout
 
 
+@pytest.mark.parametrize("case", WRONG)
+def test_wrong_layout_gives_wrong_numbers(rules_exe, case):
+    p = subprocess.run([rules_exe, str(case)], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout.startswith("WRONG"), p.stdout
+
+
+def test_half_and_bf16_conversions_are_bit_exact(rules_exe, tmp_path):
+    """float -> half / bfloat16_t (round to nearest even, overflow, subnormals, NaN) and back match numpy and
+    ml_dtypes bit for bit."""
+    import ml_dtypes
+    import numpy as np
+    rng = np.random.default_rng(0)
+    edge = np.array([0.0, -0.0, 1.0, 65504.0, 65519.99, 65520.0, 1e9, -1e9, np.inf, -np.inf, 2.0 ** -24, 2.0 ** -25,
+                     2.0 ** -25 * 1.0001, 3 * 2.0 ** -26, 2.0 ** -14, 2.0 ** -14 * (1 - 2.0 ** -12), 1 + 2.0 ** -11,
+                     1 + 3 * 2.0 ** -11, 1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, 3.4e38, 1e-40], np.float32)
+    bits = np.concatenate([edge.view(np.uint32), rng.integers(0, 2 ** 32, 200000, dtype=np.uint64).astype(np.uint32),
+                           rng.normal(0, 1, 100000).astype(np.float32).view(np.uint32)])
+    f = bits.view(np.float32)
+    fin = tmp_path / "floats.bin"
+    bits.tofile(fin)
+    p = subprocess.run([rules_exe, "conv", str(fin)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout
+    out = np.fromfile(str(fin) + ".out", dtype=np.dtype([("h", "<u2"), ("b", "<u2"), ("hf", "<f4"), ("bf", "<f4")]))
+    with np.errstate(over="ignore"):
+        want_h = f.astype(np.float16)
+    want_b = f.astype(ml_dtypes.bfloat16)
+    nan = np.isnan(f)
+    assert np.array_equal(out["h"][~nan], want_h.view(np.uint16)[~nan])
+    assert np.array_equal(out["b"][~nan], want_b.view(np.uint16)[~nan])
+    assert np.all(np.isnan(out["hf"][nan])) and np.all(np.isnan(out["bf"][nan]))
+    assert np.array_equal(out["hf"][~nan], want_h.astype(np.float32)[~nan])
+    assert np.array_equal(out["bf"][~nan], want_b.astype(np.float32)[~nan])
+
+
+GMM_HARNESS = r"""
+#include "acl/acl.h"
+#include "cube_kernels.cpp"
+extern "C" int gmm(uint32_t bd, void *a, void *w, void *gl, void *c, void *ws, void *t) {
+  return moec_emu::Launch("grouped_matmul", bd, grouped_matmul, (GM_ADDR)a, (GM_ADDR)w, (GM_ADDR)gl, (GM_ADDR)c,
+                          (GM_ADDR)ws, (GM_ADDR)t);
+}
+extern "C" void reg(void *p, size_t n) { moec_emu::RegisterGM(p, n); }
+extern "C" const char *err() { return moec_emu::LastError().c_str(); }
+extern "C" unsigned long long mmads() { return moec_emu::st().mmad_calls; }
+"""
+
+
+def _gmm_lib(tmp_path, mutate=None):
+    """The grouped_matmul kernel (optionally with one source edit) built against the emulator."""
+    import ctypes
+    src = open(os.path.join(ROOT, "codegen", "ascend", "kernels", "cube_kernels.cpp")).read()
+    if mutate:
+        assert mutate[0] in src, mutate
+        src = src.replace(mutate[0], mutate[1], 1)
+    d = tmp_path / "gmm"
+    d.mkdir(exist_ok=True)
+    (d / "cube_kernels.cpp").write_text(src)
+    (d / "h.cpp").write_text(GMM_HARNESS)
+    lib = d / "libgmm.so"
+    subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-I", INC, "-I", str(d), str(d / "h.cpp"),
+                    "-o", str(lib)], check=True)
+    h = ctypes.CDLL(str(lib))
+    h.err.restype = ctypes.c_char_p
+    h.mmads.restype = ctypes.c_ulonglong
+    return h
+
+
+def _run_gmm(h, dtype, rows, N, K, tiles, a_shared=False, seed=0, bd=7):
+    """C = A . W[g]^T per group on the emulator and in float64; returns (got, want, rc, error)."""
+    import ctypes
+
+    import ml_dtypes
+    import numpy as np
+    from moec.targets.ascend_backend import gmm_tiling_bytes
+    rng = np.random.default_rng(seed)
+    npt = {"f32": np.float32, "bf16": ml_dtypes.bfloat16, "f16": np.float16}[dtype]
+    G = len(rows)
+    offs = np.concatenate([[0], np.cumsum(rows)]).astype(np.int32)
+    a_rows = max(rows) if a_shared else int(offs[-1])  # shared: group g reads A rows [0, rows[g])
+    A = rng.normal(size=(max(a_rows, 1), K)).astype(npt)
+    W = rng.normal(size=(G, N, K)).astype(npt)
+    C = np.full((max(int(offs[-1]), 1), N), np.nan, np.float32)
+    want = np.zeros_like(C, dtype=np.float64)
+    for g in range(G):
+        a = A[:rows[g]] if a_shared else A[offs[g]:offs[g + 1]]
+        want[offs[g]:offs[g + 1]] = a.astype(np.float64) @ W[g].astype(np.float64).T
+    tb = np.frombuffer(gmm_tiling_bytes(T=a_rows, G=G, N=N, K=K, aShared=int(a_shared), aRows=A.shape[0],
+                                        outRows=C.shape[0], dtype={"f32": 0, "bf16": 1, "f16": 2}[dtype], **tiles),
+                       np.uint8).copy()
+    ws = np.zeros(64, np.uint8)
+    for x in (A, W, offs, C, tb, ws):
+        h.reg(ctypes.c_void_p(x.ctypes.data), ctypes.c_size_t(x.nbytes))
+    rc = h.gmm(ctypes.c_uint32(bd), *(ctypes.c_void_p(x.ctypes.data) for x in (A, W, offs, C, ws, tb)))
+    return C[:int(offs[-1])], want[:int(offs[-1])], rc, h.err().decode()
+
+
+GMM_CASES = [  # dtype, rows per group (empty groups included), N, K, tiles
+    ("f32", [5, 0, 37, 16, 1], 40, 100, dict(baseM=16, baseN=16, baseK=32, stepK=2, dbL0C=2)),
+    ("bf16", [3, 21, 0, 40], 70, 150, dict(baseM=32, baseN=32, baseK=64, stepK=1, dbL0C=1)),
+    ("f16", [1, 1, 2], 33, 48, dict(baseM=16, baseN=32, baseK=16, stepK=2, dbL0C=2)),
+    ("bf16", [64, 7], 24, 520, dict(baseM=64, baseN=16, baseK=32, stepK=4, dbL0C=2)),
+    ("f32", [300], 16, 8, dict(baseM=128, baseN=16, baseK=16, stepK=1, dbL0C=2)),
+]
+
+
+@pytest.fixture(scope="module")
+def gmm_lib(tmp_path_factory):
+    return _gmm_lib(tmp_path_factory.mktemp("gmm"))
+
+
+@pytest.mark.parametrize("case", range(len(GMM_CASES)))
+def test_grouped_matmul_kernel(gmm_lib, case):
+    """The cube kernel over uneven/empty groups, tails in M, N and K (K not a multiple of C0 or of the
+    tiles), several k-slices per L1 load and k-tiles per slice, every dtype: equal to float64 within f32
+    accumulation error; every output row written (the output starts as NaN)."""
+    import numpy as np
+    dtype, rows, N, K, tiles = GMM_CASES[case]
+    before = gmm_lib.mmads()
+    got, want, rc, err = _run_gmm(gmm_lib, dtype, rows, N, K, tiles)
+    assert rc == 0, err
+    assert gmm_lib.mmads() > before
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.sqrt(K))
+    got, want, rc, err = _run_gmm(gmm_lib, dtype, rows, N, K, tiles, a_shared=True, seed=1)
+    assert rc == 0, err
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.sqrt(K))
+
+
+MUTATIONS = [  # one wrong layout parameter each in the generated kernel: caught as wrong numbers
+    ("pa.dstNzC0Stride = (uint16_t)m16;", "pa.dstNzC0Stride = (uint16_t)m;"),
+    ("la.srcStride = (uint16_t)M1;", "la.srcStride = 1;"),
+    ("lb.startIndex = (uint16_t)(kb0 * N1 + f0);", "lb.startIndex = (uint16_t)(kb0 + f0);"),
+    ("mp.cmatrixInitVal = (k0 + ks == 0);", "mp.cmatrixInitVal = (k0 == 0);"),
+]
+
+
+@pytest.mark.parametrize("mutation", range(len(MUTATIONS)))
+def test_grouped_matmul_layout_mistakes_are_caught(tmp_path, mutation):
+    import numpy as np
+    h = _gmm_lib(tmp_path, MUTATIONS[mutation])
+    got, want, rc, err = _run_gmm(h, "bf16", [5, 0, 37, 16], 40, 100, dict(baseM=32, baseN=32, baseK=32, stepK=2,
+                                                                             dbL0C=2))
+    assert rc != 0 or not np.allclose(got, want, rtol=1e-3, atol=1e-3), "a wrong layout went unnoticed"
+
+
 @pytest.mark.parametrize("name", [e.name for e in ZOO])
 def test_zoo_on_ascend(name, tmp_path):
     e = next(z for z in ZOO if z.name == name)
@@ -63,6 +221,13 @@ def test_zoo_on_ascend(name, tmp_path):
     npu = {s["op"] for s in plan["steps"] if s["where"] == "npu"}
     assert {"moe.route", "moe.dispatch", "moe.experts", "moe.combine"} <= npu | {"moe.dispatch"}
     assert not any(op.startswith("moe.") for op in plan["host_ops"]), plan["host_ops"]
+    # the expert FFN (and the router matmul) ran on the cube: grouped_matmul launched, Mmads executed
+    for s in plan["steps"]:
+        if s["op"] in ("moe.experts", "moe.shared_experts"):
+            assert s["kernels"].count("grouped_matmul") == 2 and s["tiles"], s
+    st = r.artifact.stats()
+    assert st["launches"].get("grouped_matmul", 0) >= 2 and st["cube"]["mmad_calls"] > 0, st
+    assert st["cube"]["fixpipe_calls"] > 0 and st["cube"]["nd2nz_calls"] > 0 and "matmul_rows" not in st["launches"]
 
 
 def test_emitted_project_and_socs(tmp_path):
@@ -71,27 +236,70 @@ def test_emitted_project_and_socs(tmp_path):
         r = compile_onnx(EXAMPLE, str(out), CompileOptions(target="ascend", arch=soc, symbol_sizes=(4,)))
         assert r.report["verified"]
         d = out / "ascend"
-        for f in ("CMakeLists.txt", "README.md", "kernels/moe_kernels.cpp", "host/launch.cpp", "plan.json"):
+        for f in ("CMakeLists.txt", "README.md", "kernels/moe_kernels.cpp", "kernels/cube_kernels.cpp",
+                  "host/launch.cpp", "plan.json"):
             assert (d / f).exists(), f
         cm = (d / "CMakeLists.txt").read_text()
-        assert f'set(SOC_VERSION "{soc}"' in cm and "ascendc_library" in cm
+        assert f'set(SOC_VERSION "{soc}"' in cm and "ascendc_library" in cm and "kernels/cube_kernels.cpp" in cm
+        assert "KERNEL_TYPE_AIC_ONLY" in (d / "kernels" / "cube_kernels.cpp").read_text()
         assert "<<<blockDim, nullptr, g_stream>>>" in (d / "host" / "launch.cpp").read_text()
         plan = json.load(open(d / "plan.json"))
         assert plan["soc"] == soc and "estimates" in plan["estimates_are"]
         ffn = [e for e in plan["estimates"] if e["kernel"] == "moe_expert_ffn"]
-        assert ffn and all(e["estimate_us"] > 0 and e["bound"] in ("vector", "HBM", "copy-issue/launch") for e in ffn)
+        bounds = ("cube", "HBM", "L1 fill (MTE2)", "L0 load (MTE1)", "fixpipe", "launch", "vector", "copy-issue/launch")
+        assert ffn and all(e["estimate_us"] > 0 and e["bound"] in bounds and e["path"] == "cube" for e in ffn)
+        for e in ffn:
+            gmm = [p for p in e["parts"] if p["kernel"] == "grouped_matmul"]
+            assert len(gmm) == 2 and all(p["blockDim"] <= {"Ascend910B3": 20}.get(soc, 24) for p in gmm)
+            assert abs(sum(p["estimate_us"] for p in e["parts"]) - e["estimate_us"]) < 0.05
 
 
 def test_rule_violation_in_generated_code_is_reported(tmp_path, monkeypatch):
     """A kernel that breaks a rule at run time surfaces as a clear verification failure."""
     from moec.errors import VerificationError
     from moec.targets import ascend_backend
-    real = ascend_backend.tiling_bytes
 
-    def bad_tiling(**kw):  # a DataCopyPad row longer than the UB buffer it lands in
-        if "Kd" in kw and kw.get("kt"):
-            kw["kt"] = kw["kt"] * 100000
+    real = ascend_backend.gmm_tiling_bytes
+
+    def bad_tiling(**kw):  # cube tiles 16x larger in K than L0A/L0B hold
+        kw["baseK"] = kw["baseK"] * 16
         return real(**kw)
-    monkeypatch.setattr(ascend_backend, "tiling_bytes", bad_tiling)
+    monkeypatch.setattr(ascend_backend, "gmm_tiling_bytes", bad_tiling)
     with pytest.raises(VerificationError, match="moec-ascend-emu"):
         compile_onnx(EXAMPLE, str(tmp_path / "o"), CompileOptions(target="ascend", symbol_sizes=(3,)))
+
+
+@pytest.mark.parametrize("model", ["example", "gptoss_torchscript", "llama4_torchscript"])
+def test_bf16_weights_on_the_cube(model, tmp_path):
+    """--weights bf16: the routed experts' GEMMs run on the cube with bf16 operands (x and the activation
+    rounded to bf16, f32 accumulation), verified against the bf16 semantics with the bf16 tolerance."""
+    from moec.tolerances import QUANT_VERIFY_TOLERANCE
+    src = EXAMPLE if model == "example" else next(z for z in ZOO if z.name == model).build()
+    r = compile_onnx(src, str(tmp_path / "o"), CompileOptions(target="ascend", weights="bf16", symbol_sizes=(5, 1, 17)))
+    rep = r.report
+    assert rep["verified"], rep.get("failure")
+    assert rep["tolerance"] == {"f32": QUANT_VERIFY_TOLERANCE["bf16"].to_json()}
+    plan = json.load(open(tmp_path / "o" / "ascend" / "plan.json"))
+    ex = [s for s in plan["steps"] if s["op"] == "moe.experts"]
+    assert ex and all(s["where"] == "npu" and s["cube_dtype"] == "bf16" for s in ex)
+    assert 'wq = "bf16"' in (tmp_path / "o" / "model.mlir").read_text()
+    cube = r.artifact.stats()["cube"]
+    assert cube["mmad_bf16"] > 0 and cube["mmad_f32"] > 0  # experts in bf16, the router in f32
+    q = rep["quantization_error"]
+    assert q["token_rel_median"] <= q["bound_token_rel_median"]
+
+
+def test_int8_weights_on_ascend(tmp_path):
+    """--weights int8: codes widened to f32 by the vector cores, f32 cube GEMMs, scales after the dot
+    products; verified with the f32 tolerance."""
+    r = compile_onnx(EXAMPLE, str(tmp_path / "o"),
+                     CompileOptions(target="ascend", weights="int8", symbol_sizes=(5, 1, 9)))
+    assert r.report["verified"], r.report.get("failure")
+    st = r.artifact.stats()
+    assert st["launches"].get("moe_dequant_int8", 0) > 0 and st["cube"]["mmad_calls"] > 0
+
+
+def test_unsupported_weight_modes_on_ascend(tmp_path):
+    from moec.errors import UserInputError
+    with pytest.raises(UserInputError, match="int4 is not implemented"):
+        compile_onnx(EXAMPLE, str(tmp_path / "o"), CompileOptions(target="ascend", weights="int4"))

@@ -1,19 +1,38 @@
 """Placement, tiling and the cost model for the Ascend target.
 
-make_plan(module, target) decides, op by op, what runs as an AscendC kernel on the NPU and what
-stays on the host (reported), picks each kernel's reduction tile by the cost model, and estimates
-every kernel's time on the SoC from the hardware table (ESTIMATES: no NPU was measured).
+make_plan(module, target) decides, op by op, what runs as AscendC kernels on the NPU and what stays on
+the host (reported), chooses the cube tile sizes of every grouped matmul with the cost model, and
+estimates every kernel's time on the SoC.  All times are ESTIMATES: no NPU was measured.
 
-Cost model (per kernel, per token count T):
-  vector time  = element operations / (AIV cores used * 64 f32 lanes * clock)   (256 B per repeat)
-  HBM time     = bytes moved / HBM bandwidth (weights of the experts touched, read once, plus rows)
-  copy issue   = DataCopy calls * 0.5 us / cores used (per-instruction setup of the MTE queues)
-  estimate     = max(vector, HBM) + copy issue + 5 us launch
-The roofline bound named is whichever of vector / HBM is larger.  For the expert FFN the model also
-reports what the cube path (not emitted yet) would be bounded by: FLOPs / fp16 cube peak vs HBM.
+The expert FFN runs as five kernels (CANN's GroupedMatmul structure):
+  moe_gather_rows (AIV) -> grouped_matmul up (AIC) -> moe_activation (AIV) -> grouped_matmul down (AIC)
+  -> moe_scatter_rows (AIV);  int8 weights add moe_dequant_int8 (AIV) before each grouped matmul.
+Router and other constant-weight 2-D matmuls run as grouped_matmul with one group.
+
+Cube cost model (per grouped matmul; G groups of r rows each, balanced routing assumed: G = min(E, T*k)
+experts touched, r = ceil(T*k / G)):
+  work items    G * ceil(r / baseM) * ceil(N / baseN), dealt round-robin to the AIC cores
+  per item      cube   M1*N1*ceil(K/16) cycles (16x16x16 MACs per cycle: the table's fp16 peak / cores /
+                       clock); float inputs at half that rate (16x8 fractals), int8 at twice
+                MTE2   GM/L2 -> L1 bytes of the A and B^T tiles / 64 B per cycle per core, + a fixed
+                       cost per k-slice (DataCopy setup and queue sync)
+                MTE1   L1 -> L0A/L0B bytes / 256 B per cycle per core, + a fixed cost per k-tile
+                FIX    L0C -> GM bytes / 128 B per cycle per core
+                double-buffered L1/L0: item = max(cube, MTE2, MTE1) (+ FIX unless L0C is double-buffered)
+  per core      ceil(items / cores) * mean item time  (load balance over the AIC cores)
+  HBM           unique bytes (weights of the touched experts once, A, C) / HBM bandwidth
+  estimate      max(per core, HBM) + launch;  the bound named is the largest term
+The per-core bandwidths and fixed costs are ASSUMPTIONS (not in the public hardware table): they set
+the tile choice's trade-offs, not its legality; capacities (L1 512 KiB, L0A/L0B 64 KiB, L0C 128 KiB,
+double-buffered) are hard limits.  The tile sizes minimise this estimate; the artifact re-runs the same
+choice with each call's token count (like a CANN host tiling function).
+Vector kernels: element operations / (AIV cores * 64 f32 lanes * clock), bytes / HBM bandwidth,
+DataCopy issue 0.5 us per copy per core, 5 us launch.
 """
 from __future__ import annotations
 
+import math
+from functools import lru_cache
 from typing import Dict, List, Optional
 
 from ...ir import Module
@@ -24,23 +43,47 @@ CLOCK_HZ = 1.8e9
 LANES_F32 = 64            # 256 B per vector repeat
 COPY_ISSUE_S = 0.5e-6
 LAUNCH_S = 5e-6
+# cube-path assumptions (see the module docstring)
+MTE2_B_PER_CYCLE = 64
+MTE1_B_PER_CYCLE = 256
+FIX_B_PER_CYCLE = 128
+STEP_CYCLES = 200         # fixed cost of one L1 k-slice (two Nd2Nz copies + queue sync)
+TILE_CYCLES = 32          # fixed cost of one L0 k-tile (LoadData issue + sync)
+DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "i8": 1}
+CUBE_RATE = {"f32": 0.5, "bf16": 1.0, "f16": 1.0, "i8": 2.0}   # x the fp16 rate
+GMM_DTYPE_CODE = {"f32": 0, "bf16": 1, "f16": 2}
+ND2NZ_MAX_D = 65535       # Nd2NzParams.srcDValue is 16-bit: longer reductions cannot be tiled on the cube
 NPU_OPS = ("moe.route", "moe.dispatch", "moe.experts", "moe.shared_experts", "moe.combine", "moec.matmul",
            "moec.gemm")
+ASCEND_WEIGHTS = ("none", "bf16", "int8")   # moe.experts weight storage the Ascend kernels take
 
 
 def _hw(desc: TargetDesc) -> dict:
     return {"aiv": int(desc.get("aiv_cores", 48)), "aic": int(desc.cores), "hbm": float(desc.get("hbm_gbps", 1600)) * 1e9,
-            "cube_f16": float(desc.get("fp16_tflops", 354)) * 1e12, "ub": int(desc.get("ub_bytes", 192 * 1024))}
+            "cube_f16": float(desc.get("fp16_tflops", 354)) * 1e12, "ub": int(desc.get("ub_bytes", 192 * 1024)),
+            "l1": int(desc.l1_bytes), "l0a": int(desc.get("l0a_bytes", 64 * 1024)),
+            "l0b": int(desc.get("l0b_bytes", 64 * 1024)), "l0c": int(desc.get("l0c_bytes", 128 * 1024)),
+            "l2": int(desc.l2_bytes)}
 
 
 def _why_host(m: Module, o) -> Optional[str]:
-    f32 = all(v.type.dtype.mlir in ("f32", "i64") for v in o.operands)
     if o.name not in NPU_OPS:
         return f"no AscendC kernel for {o.name} yet"
-    if not f32:
+    if o.name == "moe.experts":
+        wq = o.attrs.get("wq", "none")
+        if wq not in ASCEND_WEIGHTS:
+            return f"{wq} expert weights are not implemented on the Ascend target (f32, bf16, int8 are)"
+        if o.attrs.get("aq", "none") != "none":
+            return "quantised activations (w8a8) are not implemented on the Ascend target"
+        if o.operands[0].type.dtype.mlir != "f32":
+            return "only f32 activations are emitted for the Ascend target so far"
+        if not _cube_k_ok(o.operands[0].type.shape[1], o.operands[5].type.shape[2]):
+            return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
+        return None
+    if not all(v.type.dtype.mlir in ("f32", "i64") for v in o.operands):
         return "only f32 kernels are emitted for the Ascend target so far"
-    if o.name == "moe.experts" and o.attrs.get("wq", "none") != "none":
-        return "quantised weights are not implemented on the Ascend target yet"
+    if o.name == "moe.shared_experts" and not _cube_k_ok(o.operands[0].type.shape[1], o.operands[2].type.shape[2]):
+        return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
     if o.name in ("moec.matmul", "moec.gemm"):
         a, b = o.operands[0].type, o.operands[1].type
         if a.rank != 2 or b.rank != 2 or const_value(o.operands[1], m.weights) is None:
@@ -52,25 +95,148 @@ def _why_host(m: Module, o) -> Optional[str]:
     return None
 
 
-def kernel_estimate(kind: str, desc: TargetDesc, T: int, sizes: dict, kt: int) -> dict:
+def _cube_k_ok(*ks) -> bool:
+    return all(isinstance(k, int) and 0 < k <= ND2NZ_MAX_D for k in ks)
+
+
+# -- the cube: grouped matmul ------------------------------------------------------------------------
+def _split(total: int, tile: int) -> List[tuple]:
+    """(size, count) of the tiles covering ``total``: full tiles and the tail."""
+    return [(s, c) for s, c in ((tile, total // tile), (total % tile, 1 if total % tile else 0)) if c]
+
+
+def gmm_estimate(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: int, tiles: dict,
+                 a_shared: bool = False, w_bytes: Optional[float] = None) -> dict:
+    """Estimate of one grouped matmul: G groups of r rows, C [r, N] = A [r, K] . W[g]^T (see the module
+    docstring).  ``w_bytes``: HBM bytes of the weights when they are not ``dtype`` (int8 dequantised)."""
+    hw = _hw(desc)
+    b = DTYPE_BYTES[dtype]
+    c0 = 32 // b
+    bm, bn, bk, sk = tiles["baseM"], tiles["baseN"], tiles["baseK"], tiles["stepK"]
+    kl1 = bk * sk
+    f_core = CLOCK_HZ
+    if G * r == 0:
+        return {"kernel": "grouped_matmul", "estimate_us": 0.0, "bound": "none", "blockDim": 1}
+    ms, ns = _split(r, bm), _split(N, bn)
+    k_slices, k_tiles = math.ceil(K / kl1), math.ceil(K / bk)
+    kc = math.ceil(K / c0) * c0
+    tot = {"cube": 0.0, "mte2": 0.0, "mte1": 0.0, "fix": 0.0, "item": 0.0}
+    for m, cm in ms:
+        for n, cn in ns:
+            m16, n16 = math.ceil(m / 16) * 16, math.ceil(n / 16) * 16
+            cube = (m16 // 16) * (n16 // 16) * math.ceil(K / 16) / CUBE_RATE[dtype] + k_tiles * 16
+            mte2 = (m + n) * K * b / MTE2_B_PER_CYCLE + k_slices * STEP_CYCLES
+            mte1 = (m16 + n16) * kc * b / MTE1_B_PER_CYCLE + k_tiles * TILE_CYCLES
+            fix = m * n * 4 / FIX_B_PER_CYCLE
+            item = max(cube, mte2, mte1, fix) if tiles["dbL0C"] == 2 else max(cube, mte2, mte1) + fix
+            for key, v in (("cube", cube), ("mte2", mte2), ("mte1", mte1), ("fix", fix), ("item", item)):
+                tot[key] += v * cm * cn
+    per_group_items = sum(c for _, c in ms) * sum(c for _, c in ns)
+    items = G * per_group_items
+    cores = min(hw["aic"], items)
+    rounds = math.ceil(items / cores)
+    scale = rounds / per_group_items / (f_core)   # per-core time of the busiest core, from one group's sums
+    t_parts = {k: v * scale for k, v in tot.items()}
+    a_bytes = (r if a_shared else G * r) * K * b
+    weights = w_bytes if w_bytes is not None else G * N * K * b
+    hbm_bytes = weights + a_bytes + G * r * N * 4
+    t_hbm = hbm_bytes / hw["hbm"]
+    t = max(t_parts["item"], t_hbm) + LAUNCH_S
+    terms = {"cube": t_parts["cube"], "L1 fill (MTE2)": t_parts["mte2"], "L0 load (MTE1)": t_parts["mte1"],
+             "fixpipe": t_parts["fix"], "HBM": t_hbm, "launch": LAUNCH_S}
+    bound = max(terms.items(), key=lambda kv: kv[1])[0]
+    flops = 2.0 * G * r * N * K
+    peak = hw["cube_f16"] * CUBE_RATE[dtype]
+    return {"kernel": "grouped_matmul", "dtype": dtype, "blockDim": cores, "work_items": items,
+            "load_balance": round(items / (rounds * cores), 3), "estimate_us": round(t * 1e6, 2), "bound": bound,
+            "core_us": round(t_parts["item"] * 1e6, 3),
+            "terms_us": {k: round(v * 1e6, 2) for k, v in terms.items()},
+            "hbm_fraction": round(t_hbm / t, 4), "fraction_of_cube_peak": round(flops / t / peak, 5),
+            "tiles": dict(tiles)}
+
+
+def _fits(hw: dict, b: int, bm: int, bn: int, bk: int, sk: int) -> Optional[int]:
+    """L0C buffers (2, 1) if the double-buffered tiles fit every capacity, else None."""
+    if 2 * bm * bk * b > hw["l0a"] or 2 * bn * bk * b > hw["l0b"]:
+        return None
+    if 2 * (bm + bn) * bk * sk * b > hw["l1"]:
+        return None
+    if 2 * bm * bn * 4 <= hw["l0c"]:
+        return 2
+    return 1 if bm * bn * 4 <= hw["l0c"] else None
+
+
+@lru_cache(maxsize=4096)
+def choose_gmm_tiles(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: int, a_shared: bool = False,
+                     w_bytes: Optional[float] = None) -> dict:
+    """The cube tiles (baseM, baseN, baseK, stepK, dbL0C) that minimise ``gmm_estimate`` among those
+    fitting the target's L1/L0 capacities; returns {"tiles": ..., "estimate": ...}."""
+    hw = _hw(desc)
+    b = DTYPE_BYTES[dtype]
+    c0 = 32 // b
+    r16, n16 = max(16, math.ceil(max(r, 1) / 16) * 16), max(16, math.ceil(N / 16) * 16)
+    kc = max(c0, math.ceil(K / c0) * c0)
+    best = None
+    for bm in (16, 32, 64, 128, 256):
+        if bm > r16 and bm != 16 and bm // 2 >= r16:
+            continue
+        for bn in (16, 32, 64, 128, 256):
+            if bn > n16 and bn // 2 >= n16:
+                continue
+            for bk in (16, 32, 64, 128, 256):
+                if bk % c0 or (bk > kc and bk // 2 >= kc):  # k-tiles are whole fractal columns (C0)
+                    continue
+                for sk in (1, 2, 4, 8):
+                    if sk > 1 and bk * sk // 2 >= kc:
+                        continue
+                    db = _fits(hw, b, bm, bn, bk, sk)
+                    if db is None:
+                        continue
+                    tiles = {"baseM": bm, "baseN": bn, "baseK": bk, "stepK": sk, "dbL0C": db}
+                    est = gmm_estimate(desc, dtype, G, r, N, K, tiles, a_shared, w_bytes)
+                    # ties (an HBM-bound call) go to the least busy cores, the least cube/L0 work, then the larger tiles
+                    tu = est["terms_us"]
+                    key = (est["estimate_us"], est["core_us"], tu["cube"] + tu["L0 load (MTE1)"], -bm * bn, -bk * sk)
+                    if best is None or key < best[0]:
+                        best = (key, tiles, est)
+    return {"tiles": best[1], "estimate": best[2]}
+
+
+def gmm_tiling_fields(tiles: dict) -> dict:
+    return {"baseM": tiles["baseM"], "baseN": tiles["baseN"], "baseK": tiles["baseK"], "stepK": tiles["stepK"],
+            "dbL0C": tiles["dbL0C"]}
+
+
+# -- vector kernels --------------------------------------------------------------------------------
+def vector_estimate(kind: str, desc: TargetDesc, T: int, sizes: dict, kt: int = 8) -> dict:
     hw = _hw(desc)
     D, F, I, E, k = (sizes.get(x, 0) for x in ("D", "F", "I", "E", "k"))
-    if kind == "moe_expert_ffn":
-        rows = T * k
-        touched = min(E, rows)
-        macs = rows * (I * D + D * F)
-        ops = 2 * macs + rows * F * 8                       # Mul + ReduceSum per element, activation
-        bytes_ = touched * (I * D + D * F) * 4 + rows * 2 * D * 4
-        copies = rows * (I * -(-D // kt) + D * -(-F // kt)) + 2 * rows
-        cores = min(hw["aiv"], max(rows, 1))
-        flops = 2 * macs
-    elif kind == "moe_gating":
-        ops, bytes_, copies, cores, flops = T * E * 12, T * (E + 2 * k) * 4, 3 * T, min(hw["aiv"], max(T, 1)), 0
+    rows = sizes.get("rows", T * k)
+    chunk = max(1, sizes.get("chunk", 2048))
+    b = sizes.get("bytes", 4)
+    flops = 0
+    if kind == "moe_gating":
+        ops, bytes_, copies, cores = T * E * 12, T * (E + 2 * k) * 4, 3 * T, min(hw["aiv"], max(T, 1))
     elif kind == "moe_init_routing":
-        ops, bytes_, copies, cores, flops = T * k * 64 * 4, T * k * 12, 0, 1, 0   # scalar loop on one core
+        ops, bytes_, copies, cores = T * k * 64 * 4, T * k * 12, 0, 1   # scalar loop on one core
     elif kind == "moe_finalize":
-        ops, bytes_, copies, cores, flops = T * k * D * 2, T * (k + 1) * D * 4, T * (k + 2), min(hw["aiv"], max(T, 1)), 0
-    else:  # matmul_rows
+        ops, bytes_, copies, cores = T * k * D * 2, T * (k + 1) * D * 4, T * (k + 2), min(hw["aiv"], max(T, 1))
+    elif kind == "moe_gather_rows":
+        ops, bytes_ = rows * D * 3, rows * D * (4 + b)
+        copies, cores = rows * 2 * math.ceil(D / chunk), min(hw["aiv"], max(rows, 1))
+    elif kind == "moe_activation":
+        per = 16 if sizes.get("gated") else (32 if sizes.get("act") in ("gelu", "gelu_tanh") else 4)
+        extra = sizes.get("extra_loads", 0)
+        ops, bytes_ = rows * F * per, rows * (I * 4 + F * b) + E * I * 4 * extra
+        copies, cores = rows * math.ceil(F / chunk) * (2 + extra * 2), min(hw["aiv"], max(rows, 1))
+    elif kind == "moe_scatter_rows":
+        extra = sizes.get("extra_loads", 0)
+        ops, bytes_ = rows * D * 4, rows * D * 8 + E * D * 4 * extra
+        copies, cores = rows * math.ceil(D / chunk) * (2 + extra), min(hw["aiv"], max(rows, 1))
+    elif kind == "moe_dequant_int8":
+        ops, bytes_ = sizes["elems"] * 3, sizes["elems"] * 1 + max(0, sizes["elems"] * 4 - hw["l2"])
+        copies, cores = 2 * sizes["row_chunks"], min(hw["aiv"], max(sizes["row_chunks"], 1))
+    else:  # matmul_rows (vector dot products)
         M, N, Kd = sizes["M"], sizes["N"], sizes["Kd"]
         ops, bytes_ = 2 * M * N * Kd, (N * Kd + M * Kd + M * N) * 4
         copies, cores, flops = M * N * -(-Kd // kt) + 2 * M, min(hw["aiv"], max(M, 1)), 2 * M * N * Kd
@@ -83,26 +249,89 @@ def kernel_estimate(kind: str, desc: TargetDesc, T: int, sizes: dict, kt: int) -
            "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
     if flops:
         est["fraction_of_cube_peak"] = round(flops / t / hw["cube_f16"], 5)
-        if kind == "moe_expert_ffn":
-            t_cube = max(flops / hw["cube_f16"], t_hbm) + LAUNCH_S
-            est["cube_path_bound_us"] = round(t_cube * 1e6, 2)
-            est["cube_path_bound"] = "cube" if flops / hw["cube_f16"] >= t_hbm else "HBM"
     return est
 
 
-def choose_kt(kind: str, desc: TargetDesc, sizes: dict, n: int) -> int:
-    """Reduction tile: the cost model's best of the tiles that fit the Unified Buffer."""
+def choose_kt(desc: TargetDesc, sizes: dict, n: int) -> int:
+    """matmul_rows' reduction tile: the cost model's best of the tiles that fit the Unified Buffer."""
     hw = _hw(desc)
     best, best_t = 8, float("inf")
     for kt in sorted({min(c, max(8, (n + 7) // 8 * 8)) for c in (256, 512, 1024, 2048, 4096)}):
-        # queue (2 buffers) + product + reduce scratch of kt floats, plus rows of up to 4 * max(D, F)
-        need = 4 * kt * 4 + 64 + 6 * 4 * max(sizes.get("D", 0), sizes.get("F", 0), sizes.get("Kd", 0), sizes.get("I", 0))
+        need = 4 * kt * 4 + 64 + 6 * 4 * max(sizes.get("N", 0), sizes.get("Kd", 0))
         if need > hw["ub"]:
             continue
-        t = kernel_estimate(kind, desc, 64, sizes, kt)["estimate_us"]
+        t = vector_estimate("matmul_rows", desc, 64, dict(sizes, M=64), kt)["estimate_us"]
         if t < best_t:
             best, best_t = kt, t
     return min(best, max(8, (n + 7) // 8 * 8))
+
+
+def vector_chunk(desc: TargetDesc, width: int) -> int:
+    """Columns per UB chunk of the FFN row kernels: up to 2048 floats (the activation kernel holds about
+    12 chunks: 2 double-buffered queues, 6 scratch rows, interleaved rows twice as wide)."""
+    hw = _hw(desc)
+    ch = 2048
+    while ch > 64 and 12 * ch * 4 > hw["ub"]:
+        ch //= 2
+    return max(8, min(ch, (width + 7) // 8 * 8))
+
+
+# -- the expert FFN on the cube ---------------------------------------------------------------------
+def ffn_shape(T: int, k: int, E: int, shared: bool):
+    """(groups touched, rows per group) under balanced routing; shared experts see every token."""
+    if shared:
+        return E, T
+    rows = T * k
+    G = min(E, rows)
+    return G, (math.ceil(rows / G) if G else 0)
+
+
+def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
+    """Tiles and estimates of the five (six with int8) kernels of one expert FFN call with T tokens."""
+    D, F, I, E, k = (sizes[x] for x in ("D", "F", "I", "E", "k"))
+    shared, wq = sizes.get("shared", False), sizes.get("wq", "none")
+    dtype = "bf16" if wq == "bf16" else "f32"
+    G, r = ffn_shape(T, k, E, shared)
+    rows = G * r if shared else T * k
+    w_up = G * I * D * (1 if wq == "int8" else DTYPE_BYTES[dtype])
+    w_down = G * D * F * (1 if wq == "int8" else DTYPE_BYTES[dtype])
+    up = choose_gmm_tiles(desc, dtype, G, r, I, D, shared, float(w_up))
+    down = choose_gmm_tiles(desc, dtype, G, r, D, F, False, float(w_down))
+    b = DTYPE_BYTES[dtype]
+    extra_in = int(sizes.get("has_b_in", False)) + int(wq == "int8")
+    extra_out = int(sizes.get("has_b_out", False)) + int(wq == "int8")
+    vs = dict(sizes, rows=rows, bytes=b, gated=sizes.get("act") == "swiglu")
+    parts = []
+    if not shared:
+        parts.append(vector_estimate("moe_gather_rows", desc, T, dict(vs, chunk=vector_chunk(desc, D))))
+    if wq == "int8":
+        parts.append(vector_estimate("moe_dequant_int8", desc, T, {"elems": G * I * D,
+                                                                    "row_chunks": G * I * math.ceil(D / 2048)}))
+    parts.append(dict(up["estimate"], role="up projection", tokens=T))
+    parts.append(vector_estimate("moe_activation", desc, T,
+                                 dict(vs, chunk=vector_chunk(desc, F), extra_loads=extra_in)))
+    if wq == "int8":
+        parts.append(vector_estimate("moe_dequant_int8", desc, T, {"elems": G * D * F,
+                                                                    "row_chunks": G * D * math.ceil(F / 2048)}))
+    parts.append(dict(down["estimate"], role="down projection", tokens=T))
+    parts.append(vector_estimate("moe_scatter_rows", desc, T,
+                                 dict(vs, chunk=vector_chunk(desc, D), extra_loads=extra_out)))
+    total = sum(p["estimate_us"] for p in parts)
+    top = max(parts, key=lambda p: p["estimate_us"])
+    hw = _hw(desc)
+    flops = 2.0 * G * r * (I * D + D * F)
+    hbm_us = sum(p["estimate_us"] * p.get("hbm_fraction", 0) for p in parts)
+    est = {"kernel": "moe_expert_ffn", "path": "cube", "dtype": dtype, "tokens": T, "blockDim": hw["aic"],
+           "estimate_us": round(total, 2), "bound": top["bound"], "dominant_kernel": top["kernel"] +
+           (f" ({top['role']})" if "role" in top else ""), "hbm_fraction": round(hbm_us / total, 4) if total else 0,
+           "fraction_of_cube_peak": round(flops / (total * 1e-6) / (hw["cube_f16"] * CUBE_RATE[dtype]), 5)
+           if total else 0, "parts": parts}
+    return {"tiles": {"up": up["tiles"], "down": down["tiles"]}, "estimate": est}
+
+
+def matmul_cube_plan(desc: TargetDesc, M: int, N: int, Kd: int) -> dict:
+    res = choose_gmm_tiles(desc, "f32", 1, M, N, Kd, True)
+    return {"tiles": res["tiles"], "estimate": dict(res["estimate"], tokens=M, role="matmul")}
 
 
 def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
@@ -121,38 +350,56 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             continue
         step = {"op": o.name, "where": "npu", "loc": o.loc}
         if o.name in ("moe.experts", "moe.shared_experts"):
-            w_in, w_out = o.operands[1 if o.name == "moe.shared_experts" else 4].type, \
-                o.operands[2 if o.name == "moe.shared_experts" else 5].type
+            sh = o.name == "moe.shared_experts"
+            w_in, w_out = o.operands[1 if sh else 4].type, o.operands[2 if sh else 5].type
             E, I, D = w_in.shape
             F = w_out.shape[2]
-            k = E if o.name == "moe.shared_experts" else o.operands[1].type.shape[1]
-            sizes = {"D": D, "F": F, "I": I, "E": E, "k": k}
-            step["kt"] = choose_kt("moe_expert_ffn", desc, sizes, max(D, F))
-            step["kernels"] = ["moe_expert_ffn"] + (["moe_finalize"] if o.name == "moe.shared_experts" else [])
-            step["estimates"] = [kernel_estimate("moe_expert_ffn", desc, T, sizes, step["kt"]) for T in tokens]
+            k = E if sh else o.operands[1].type.shape[1]
+            wq = "none" if sh else o.attrs.get("wq", "none")
+            sizes = {"D": D, "F": F, "I": I, "E": E, "k": k, "shared": sh, "wq": wq,
+                     "act": o.attrs["activation"], "has_b_in": bool(o.attrs.get("has_b_in", False)),
+                     "has_b_out": bool(o.attrs.get("has_b_out", False))}
+            step["sizes"] = sizes
+            step["kernels"] = ((["moe_gather_rows"] if not sh else []) + (["moe_dequant_int8"] if wq == "int8" else [])
+                               + ["grouped_matmul", "moe_activation"] + (["moe_dequant_int8"] if wq == "int8" else [])
+                               + ["grouped_matmul", "moe_scatter_rows"] + (["moe_finalize"] if sh else []))
+            step["cube_dtype"] = "bf16" if wq == "bf16" else "f32"
+            plans = {T: ffn_cube_plan(desc, T, sizes) for T in tokens}
+            step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}
+            step["estimates"] = [p["estimate"] for p in plans.values()]
         elif o.name in ("moec.matmul", "moec.gemm"):
             a, b = o.operands[0].type, o.operands[1].type
             Kd = a.shape[1]
             N = b.shape[0] if o.name == "moec.gemm" and o.attrs["trans_b"] else b.shape[1]
-            sizes = {"M": 1, "N": N, "Kd": Kd}
-            step["kt"] = choose_kt("matmul_rows", desc, sizes, Kd)
-            step["kernels"] = ["matmul_rows"]
-            step["estimates"] = [kernel_estimate("matmul_rows", desc, T, dict(sizes, M=T), step["kt"]) for T in tokens]
+            if _cube_k_ok(Kd) and isinstance(N, int):
+                step["kernels"] = ["grouped_matmul"]
+                plans = {T: matmul_cube_plan(desc, T, N, Kd) for T in tokens}
+                step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}
+                step["estimates"] = [p["estimate"] for p in plans.values()]
+            else:  # the vector path remains for what the cube cannot tile
+                sizes = {"M": 1, "N": N, "Kd": Kd}
+                step["kt"] = choose_kt(desc, sizes, Kd)
+                step["kernels"] = ["matmul_rows"]
+                step["estimates"] = [vector_estimate("matmul_rows", desc, T, dict(sizes, M=T), step["kt"])
+                                     for T in tokens]
         elif o.name == "moe.route":
             E = o.operands[0].type.shape[1]
             sizes = {"E": E, "k": o.attrs["k"]}
             step["kernels"] = ["moe_gating"] + (["moe_init_routing"] if o.attrs["capacity"] else [])
-            step["estimates"] = [kernel_estimate("moe_gating", desc, T, sizes, 8) for T in tokens]
+            step["estimates"] = [vector_estimate("moe_gating", desc, T, sizes) for T in tokens]
         elif o.name == "moe.dispatch":
             sizes = {"E": o.attrs["num_experts"], "k": o.operands[0].type.shape[1]}
             step["kernels"] = ["moe_init_routing"]
-            step["estimates"] = [kernel_estimate("moe_init_routing", desc, T, sizes, 8) for T in tokens]
+            step["estimates"] = [vector_estimate("moe_init_routing", desc, T, sizes) for T in tokens]
         elif o.name == "moe.combine":
             y = o.result.type
             sizes = {"D": y.shape[1], "k": o.operands[0].type.shape[1]}
             step["kernels"] = ["moe_finalize"]
-            step["estimates"] = [kernel_estimate("moe_finalize", desc, T, sizes, 8) for T in tokens]
+            step["estimates"] = [vector_estimate("moe_finalize", desc, T, sizes) for T in tokens]
+        for e in step.get("estimates", []):
+            e.setdefault("op", o.name)
         estimates.extend(step.get("estimates", []))
         steps.append(step)
     return {"soc": desc.arch, "steps": steps, "host_ops": host, "estimates_are": "estimates from the hardware "
-            "table (cost model in codegen/ascend/plan.py); no NPU was measured", "estimates": estimates}
+            "table and the documented assumptions of the cost model (codegen/ascend/plan.py); no NPU was "
+            "measured", "estimates": estimates}

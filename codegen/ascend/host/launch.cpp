@@ -2,6 +2,10 @@
 // the CMake project beside it and launches with <<<blockDim, nullptr, stream>>>; here it is compiled
 // by g++ with -DMOEC_EMULATOR against moec's clean-room emulation header and the ACL stand-in, and
 // every block runs on the CPU with the hardware rules checked.
+// Kernel types (declared in each kernel with KERNEL_TASK_TYPE_DEFAULT): grouped_matmul is AIC-only
+// (blockDim <= the cube cores), every other kernel AIV-only (blockDim <= the vector cores).  The host
+// fills each tiling struct and the GM workspaces between the cube and vector kernels (moec's
+// AscendArtifact does it from Python here; a CANN host program does the same with aclrtMalloc).
 #include <cstddef>
 #include <cstdint>
 
@@ -9,6 +13,7 @@
 
 #ifdef MOEC_EMULATOR
 #include "../kernels/moe_kernels.cpp"
+#include "../kernels/cube_kernels.cpp"
 #define MOEC_LAUNCH(kernel, blockDim, stream, ...) ::moec_emu::Launch(#kernel, blockDim, kernel, __VA_ARGS__)
 extern "C" const char *moec_last_error() { return moec_emu::LastError().c_str(); }
 extern "C" void moec_register(void *p, size_t n) { moec_emu::RegisterGM(p, n); }
@@ -17,12 +22,25 @@ extern "C" int moec_set_soc(const char *soc) {
   try { moec_emu::SetSoc(soc); } catch (const moec_emu::Violation &) { return 1; }
   return 0;
 }
+// cube instruction counters since the last call (Mmad calls, MACs, LoadData, Nd2Nz copies, Fixpipe, then
+// Mmad calls by operand type: float, bfloat16_t, half, int8_t)
+extern "C" void moec_cube_stats(uint64_t *out) {
+  moec_emu::State &s = moec_emu::st();
+  out[0] = s.mmad_calls; out[1] = s.mmad_macs; out[2] = s.loaddata_calls; out[3] = s.nd2nz_calls;
+  out[4] = s.fixpipe_calls;
+  for (int i = 0; i < 4; i++) out[5 + i] = s.mmad_by_type[i], s.mmad_by_type[i] = 0;
+  s.mmad_calls = s.mmad_macs = s.loaddata_calls = s.nd2nz_calls = s.fixpipe_calls = 0;
+}
 #else
 #include "kernel_operator.h"
 extern "C" __global__ __aicore__ void moe_gating(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void moe_expert_ffn(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
-                                                    GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void moe_gather_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void moe_activation(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
+                                                      GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void grouped_matmul(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void moe_finalize(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
                                                   GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void matmul_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
@@ -41,10 +59,25 @@ extern "C" int moec_launch_moe_init_routing(uint32_t bd, void *ids, void *w, voi
                                             void *tiling) {
   return MOEC_LAUNCH(moe_init_routing, bd, nullptr, G(ids), G(w), G(sorted), G(offsets), G(ws), G(tiling));
 }
-extern "C" int moec_launch_moe_expert_ffn(uint32_t bd, void *x, void *sorted, void *offsets, void *w_in, void *w_out,
-                                          void *b_in, void *b_out, void *rw, void *y, void *ws, void *tiling) {
-  return MOEC_LAUNCH(moe_expert_ffn, bd, nullptr, G(x), G(sorted), G(offsets), G(w_in), G(w_out), G(b_in), G(b_out),
-                     G(rw), G(y), G(ws), G(tiling));
+extern "C" int moec_launch_moe_gather_rows(uint32_t bd, void *x, void *sorted, void *rw, void *xe, void *ws,
+                                           void *tiling) {
+  return MOEC_LAUNCH(moe_gather_rows, bd, nullptr, G(x), G(sorted), G(rw), G(xe), G(ws), G(tiling));
+}
+extern "C" int moec_launch_grouped_matmul(uint32_t bd, void *a, void *w, void *group_list, void *c, void *ws,
+                                          void *tiling) {
+  return MOEC_LAUNCH(grouped_matmul, bd, nullptr, G(a), G(w), G(group_list), G(c), G(ws), G(tiling));
+}
+extern "C" int moec_launch_moe_activation(uint32_t bd, void *h, void *offsets, void *b_in, void *s_in, void *a,
+                                          void *ws, void *tiling) {
+  return MOEC_LAUNCH(moe_activation, bd, nullptr, G(h), G(offsets), G(b_in), G(s_in), G(a), G(ws), G(tiling));
+}
+extern "C" int moec_launch_moe_scatter_rows(uint32_t bd, void *yo, void *sorted, void *offsets, void *b_out,
+                                            void *s_out, void *rw, void *y, void *ws, void *tiling) {
+  return MOEC_LAUNCH(moe_scatter_rows, bd, nullptr, G(yo), G(sorted), G(offsets), G(b_out), G(s_out), G(rw), G(y),
+                     G(ws), G(tiling));
+}
+extern "C" int moec_launch_moe_dequant_int8(uint32_t bd, void *q, void *offsets, void *w, void *ws, void *tiling) {
+  return MOEC_LAUNCH(moe_dequant_int8, bd, nullptr, G(q), G(offsets), G(w), G(ws), G(tiling));
 }
 extern "C" int moec_launch_moe_finalize(uint32_t bd, void *y, void *w, void *shared, void *x, void *ids, void *gate,
                                         void *out, void *ws, void *tiling) {

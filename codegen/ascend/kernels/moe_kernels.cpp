@@ -1,15 +1,23 @@
-// moec AscendC kernels for MoE layers (vector cores), mirroring CANN's decomposition:
+// moec AscendC kernels for MoE layers (vector cores, AIV), mirroring CANN's decomposition:
 //   moe_gating        scores (softmax / sigmoid), selection bias, group-limited top-k, renorm, scaling
-//   moe_init_routing  stable sort of the (expert, slot) pairs, per-expert offsets, capacity drops
-//   moe_expert_ffn    per sorted row: gate/up projections, activation, down projection, routing weight
+//   moe_init_routing  stable sort of the (expert, slot) pairs, per-expert offsets (the group list), drops
+//   moe_gather_rows   expanded rows in expert order, cast to the GEMM input type    (MoeInitRouting's x)
+//   moe_activation    SwiGLU/GELU/... between the two grouped matmuls, biases, int8 scales, cast
+//   moe_scatter_rows  the down projection's rows back to their slots, bias, scales, routing weight
+//   moe_dequant_int8  int8 expert weights widened to f32 for the cube (experts that received rows only)
 //   moe_finalize      weighted sum of the k slots + shared experts (+ gate), Switch pass-through
-//   matmul_rows       out[r, n] = a[r, :] . bT[n, :]  (router and other constant-weight matmuls)
-// Shapes that vary per call (tokens) travel in the tiling struct; blocks split rows round-robin.
-// Copies use TQue double buffering (num 2) for the streamed weight tiles; all GM<->UB moves of rows
-// use DataCopyPad (any length).  The grouped matmuls run on the vector units in this version (dot
-// products tile by tile); the cube path is not emitted yet (see the README of the emitted folder).
+//   matmul_rows       out[r, n] = a[r, :] . bT[n, :] as vector dot products: only for matmuls the cube
+//                     path cannot tile (a reduction longer than Nd2Nz's 65535-element rows)
+// The grouped matmuls themselves (expert FFN projections, router and other constant-weight matmuls) run
+// on the cube cores: cube_kernels.cpp.  Cube results reach these kernels through GM workspace (910B's
+// AIC and AIV cores are separate).  Shapes that vary per call (tokens) travel in the tiling struct;
+// blocks split rows round-robin; copies use TQue double buffering (num 2); all GM<->UB moves of rows use
+// DataCopyPad (any length).
 #include "kernel_operator.h"
 using namespace AscendC;
+
+template <typename A, typename B> struct moec_same { static constexpr bool value = false; };
+template <typename A> struct moec_same<A, A> { static constexpr bool value = true; };
 
 struct MoeTiling {
   int32_t T, D, E, K, F, I;
@@ -21,6 +29,10 @@ struct MoeTiling {
   int32_t shared;      // moe_expert_ffn: 1 = every token through each of the E (shared) experts
   int32_t weighted, has_shared, passthrough, has_gate;
   int32_t M, N, Kd;    // matmul_rows
+  int32_t rows;        // FFN row kernels: rows sorted by expert (offsets[E]), or T*E for shared experts
+  int32_t adt;         // GEMM input type written by gather/activation: 0 float, 1 bfloat16_t
+  int32_t chunk;       // columns per UB chunk
+  int32_t qscale;      // int8 weights: per-output-channel scales applied after the cube's dot products
 };
 
 __aicore__ inline void load_tiling(GM_ADDR tiling, MoeTiling &t) {
@@ -255,121 +267,302 @@ __aicore__ inline void sigmoid_vec(const LocalTensor<float> &y, const LocalTenso
   Reciprocal(y, y, n);
 }
 
-extern "C" __global__ __aicore__ void moe_expert_ffn(GM_ADDR x, GM_ADDR sorted, GM_ADDR offsets, GM_ADDR w_in,
-                                                    GM_ADDR w_out, GM_ADDR b_in, GM_ADDR b_out, GM_ADDR rw,
-                                                    GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {
+// ---- the expert FFN around the cube's grouped matmuls (cube_kernels.cpp) ------------------------------
+// moe_gather_rows   xe[p] = x[sorted[p] / K] (* the routing weight when it applies at the input), cast to
+//                   the GEMM input type (float, or bfloat16_t rounded to nearest even)      -> GroupedMatmul
+// moe_activation    a[p] = act(h[p] * s_in[e] + b_in[e]) cast to the GEMM input type       -> GroupedMatmul
+// moe_scatter_rows  y[slot(p)] = (yo[p] * s_out[e] + b_out[e]) * (routing weight at the output)
+// Row p belongs to expert e with offsets[e] <= p < offsets[e+1]; for shared experts (t.shared) the rows are
+// expert-major, p = e*T + t, and slot(p) = t*E + e.  Rows are split round-robin over blocks and walked in
+// column chunks of t.chunk elements (double-buffered queues), so any D/F fits the Unified Buffer.
+__aicore__ inline int32_t expert_of(const GlobalTensor<int32_t> &go, uint32_t E, int64_t p) {
+  int32_t e = 0;
+  while (e + 1 < (int32_t)E && go.GetValue(e + 1) <= p) e++;
+  return e;
+}
+
+template <typename TO>
+__aicore__ inline void store_chunk(const GlobalTensor<TO> &g, const LocalTensor<float> &v, TQue<TPosition::VECOUT, 2> &q,
+                                   uint32_t len) {
+  LocalTensor<TO> o = q.AllocTensor<TO>();
+  if constexpr (moec_same<TO, float>::value) {
+    Adds(o, v, 0.0f, len);
+  } else {
+    Cast(o, v, RoundMode::CAST_RINT, len);  // round to nearest, ties to even (the bf16 semantics)
+  }
+  q.EnQue(o);
+  o = q.DeQue<TO>();
+  DataCopyPad(g, o, DataCopyExtParams{1, (uint32_t)(len * sizeof(TO)), 0, 0, 0});
+  q.FreeTensor(o);
+}
+
+__aicore__ inline void load_chunk(const LocalTensor<float> &dst, const GlobalTensor<float> &g, TQue<TPosition::VECIN, 2> &q,
+                                  uint32_t len) {
+  LocalTensor<float> v = q.AllocTensor<float>();
+  DataCopyPad(v, g, DataCopyExtParams{1, len * 4, 0, 0, 0}, DataCopyPadExtParams<float>{false, 0, 0, 0.f});
+  q.EnQue(v);
+  v = q.DeQue<float>();
+  Adds(dst, v, 0.0f, len);
+  q.FreeTensor(v);
+}
+
+template <typename TO>
+__aicore__ inline void gather_rows_body(GM_ADDR x, GM_ADDR sorted, GM_ADDR rw, GM_ADDR xe, const MoeTiling &t) {
+  const uint32_t D = t.D, ch = t.chunk;
+  GlobalTensor<float> gx, grw;
+  GlobalTensor<int32_t> gs;
+  GlobalTensor<TO> ge;
+  gx.SetGlobalBuffer((__gm__ float *)x, (uint64_t)t.T * D);
+  gs.SetGlobalBuffer((__gm__ int32_t *)sorted, (uint64_t)t.rows);
+  if (t.weights_at == 1) grw.SetGlobalBuffer((__gm__ float *)rw, (uint64_t)t.T * t.K);
+  ge.SetGlobalBuffer((__gm__ TO *)xe, (uint64_t)t.rows * D);
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qin;
+  TQue<TPosition::VECOUT, 2> qout;
+  TBuf<TPosition::VECCALC> bv;
+  pipe.InitBuffer(qin, 2, pad8(ch) * 4);
+  pipe.InitBuffer(qout, 2, pad8(ch) * 4);
+  pipe.InitBuffer(bv, pad8(ch) * 4);
+  LocalTensor<float> v = bv.Get<float>();
+  for (int64_t p = GetBlockIdx(); p < t.rows; p += GetBlockNum()) {
+    const int32_t slot = gs.GetValue(p);
+    const int64_t tok = slot / t.K;
+    const float r = t.weights_at == 1 ? grw.GetValue(slot) : 1.0f;
+    for (uint32_t d0 = 0; d0 < D; d0 += ch) {
+      const uint32_t len = D - d0 < ch ? D - d0 : ch;
+      load_chunk(v, gx[tok * D + d0], qin, len);
+      if (t.weights_at == 1) Muls(v, v, r, len);  // Llama-4: the routing weight scales the input
+      store_chunk<TO>(ge[(uint64_t)p * D + d0], v, qout, len);
+    }
+  }
+}
+
+extern "C" __global__ __aicore__ void moe_gather_rows(GM_ADDR x, GM_ADDR sorted, GM_ADDR rw, GM_ADDR xe,
+                                                     GM_ADDR workspace, GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   MoeTiling t;
   load_tiling(tiling, t);
-  const uint32_t D = t.D, F = t.F, I = t.I, E = t.E, kt = t.kt;
-  const uint32_t rows = t.shared ? (uint32_t)t.T * E : 0;
-  GlobalTensor<float> gx, gwi, gwo, gbi, gbo, grw, gy;
-  GlobalTensor<int32_t> gs, go;
-  gx.SetGlobalBuffer((__gm__ float *)x, (uint64_t)t.T * D);
-  gwi.SetGlobalBuffer((__gm__ float *)w_in, (uint64_t)E * I * D);
-  gwo.SetGlobalBuffer((__gm__ float *)w_out, (uint64_t)E * D * F);
-  uint32_t nrows = rows;
-  if (!t.shared) {
-    go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
-    nrows = (uint32_t)go.GetValue(E);
-    gs.SetGlobalBuffer((__gm__ int32_t *)sorted, (uint64_t)t.T * t.K);
+  if (t.adt == 1) gather_rows_body<bfloat16_t>(x, sorted, rw, xe, t);
+  else gather_rows_body<float>(x, sorted, rw, xe, t);
+}
+
+// gated (SwiGLU family): a = G * sigmoid(alpha G) * (U + beta), G <= limit, -limit <= U <= limit when clamped
+__aicore__ inline void act_chunk(const MoeTiling &t, const LocalTensor<float> &a, const LocalTensor<float> &g,
+                                 const LocalTensor<float> &u, const LocalTensor<float> &t1, const LocalTensor<float> &t2,
+                                 uint32_t n) {
+  if (t.act == 0) {
+    if (t.clamp) {
+      Mins(g, g, t.limit, n);
+      Mins(u, u, t.limit, n);
+      Maxs(u, u, -t.limit, n);
+    }
+    sigmoid_vec(a, g, t.alpha, n);
+    Mul(a, a, g, n);
+    Adds(u, u, t.beta, n);
+    Mul(a, a, u, n);
+  } else if (t.act == 1) {  // gelu (erf)
+    Muls(t1, g, 0.70710678118654752f, n);
+    erf_vec(a, t1, t2, u, n);
+    Adds(a, a, 1.0f, n);
+    Mul(a, a, g, n);
+    Muls(a, a, 0.5f, n);
+  } else if (t.act == 2) {  // gelu tanh: 0.5 h (1 + tanh(y)), tanh(y) = 2 sigmoid(2y) - 1
+    Mul(t1, g, g, n);
+    Mul(t1, t1, g, n);
+    Muls(t1, t1, 0.044715f, n);
+    Add(t1, t1, g, n);
+    sigmoid_vec(t2, t1, 2.0f * 0.7978845608028654f, n);
+    Muls(t2, t2, 2.0f, n);
+    Mul(a, t2, g, n);
+    Muls(a, a, 0.5f, n);
+  } else if (t.act == 3) {
+    Relu(a, g, n);
+  } else if (t.act == 4) {
+    sigmoid_vec(a, g, 1.0f, n);
+    Mul(a, a, g, n);
+  } else {
+    Adds(a, g, 0.0f, n);
   }
-  if (t.has_b_in) gbi.SetGlobalBuffer((__gm__ float *)b_in, (uint64_t)E * I);
-  if (t.has_b_out) gbo.SetGlobalBuffer((__gm__ float *)b_out, (uint64_t)E * D);
-  if (t.weights_at) grw.SetGlobalBuffer((__gm__ float *)rw, (uint64_t)t.T * t.K);
-  const uint32_t KS = t.shared ? E : t.K;
+}
+
+// v = h[row, off..off+len) (* s[e, same]) (+ b[e, same])
+__aicore__ inline void load_pre(const MoeTiling &t, const LocalTensor<float> &v, const LocalTensor<float> &tmp,
+                                const GlobalTensor<float> &gh, const GlobalTensor<float> &gs,
+                                const GlobalTensor<float> &gb, uint64_t hoff, uint64_t eoff,
+                                TQue<TPosition::VECIN, 2> &qin, uint32_t len) {
+  load_chunk(v, gh[hoff], qin, len);
+  if (t.qscale) {
+    load_chunk(tmp, gs[eoff], qin, len);
+    Mul(v, v, tmp, len);
+  }
+  if (t.has_b_in) {
+    load_chunk(tmp, gb[eoff], qin, len);
+    Add(v, v, tmp, len);
+  }
+}
+
+template <typename TO>
+__aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in, GM_ADDR s_in, GM_ADDR aout,
+                                       const MoeTiling &t) {
+  const uint32_t F = t.F, I = t.I, E = t.E, ch = t.chunk;
+  const bool gated = t.act == 0;
+  GlobalTensor<float> gh, gb, gsc;
+  GlobalTensor<int32_t> go;
+  GlobalTensor<TO> ga;
+  gh.SetGlobalBuffer((__gm__ float *)h, (uint64_t)t.rows * I);
+  if (!t.shared) go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
+  if (t.has_b_in) gb.SetGlobalBuffer((__gm__ float *)b_in, (uint64_t)E * I);
+  if (t.qscale) gsc.SetGlobalBuffer((__gm__ float *)s_in, (uint64_t)E * I);
+  ga.SetGlobalBuffer((__gm__ TO *)aout, (uint64_t)t.rows * F);
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qin;
+  TQue<TPosition::VECOUT, 2> qout;
+  TBuf<TPosition::VECCALC> bg, bu, ba, b1, b2, bw;
+  const uint32_t wide = gated && t.interleaved ? 2 * ch : ch;  // interleaved rows load 2*len values
+  pipe.InitBuffer(qin, 2, pad8(wide) * 4);
+  pipe.InitBuffer(qout, 2, pad8(ch) * 4);
+  pipe.InitBuffer(bg, pad8(ch) * 4);
+  pipe.InitBuffer(bu, pad8(ch) * 4);
+  pipe.InitBuffer(ba, pad8(ch) * 4);
+  pipe.InitBuffer(b1, pad8(ch) * 4);
+  pipe.InitBuffer(b2, pad8(ch) * 4);
+  pipe.InitBuffer(bw, pad8(wide) * 4 * 2);
+  LocalTensor<float> g = bg.Get<float>(), u = bu.Get<float>(), a = ba.Get<float>(), t1 = b1.Get<float>(),
+                     t2 = b2.Get<float>(), wv = bw.Get<float>();
+  LocalTensor<float> wt = wv[pad8(wide)];
+  for (int64_t p = GetBlockIdx(); p < t.rows; p += GetBlockNum()) {
+    const int32_t e = t.shared ? (int32_t)(p / t.T) : expert_of(go, E, p);
+    const uint64_t hrow = (uint64_t)p * I, erow = (uint64_t)e * I;
+    for (uint32_t f0 = 0; f0 < F; f0 += ch) {
+      const uint32_t len = F - f0 < ch ? F - f0 : ch;
+      if (!gated) {
+        load_pre(t, g, t1, gh, gsc, gb, hrow + f0, erow + f0, qin, len);
+      } else if (!t.interleaved) {  // rows [gate; up]
+        load_pre(t, g, t1, gh, gsc, gb, hrow + f0, erow + f0, qin, len);
+        load_pre(t, u, t1, gh, gsc, gb, hrow + F + f0, erow + F + f0, qin, len);
+      } else {                      // rows g0 u0 g1 u1 ...: load 2*len, split (scalar de-interleave)
+        load_pre(t, wv, wt, gh, gsc, gb, hrow + 2 * f0, erow + 2 * f0, qin, 2 * len);
+        for (uint32_t i = 0; i < len; i++) {
+          g.SetValue(i, wv.GetValue(2 * i));
+          u.SetValue(i, wv.GetValue(2 * i + 1));
+        }
+      }
+      act_chunk(t, a, g, u, t1, t2, len);
+      store_chunk<TO>(ga[(uint64_t)p * F + f0], a, qout, len);
+    }
+  }
+}
+
+extern "C" __global__ __aicore__ void moe_activation(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in, GM_ADDR s_in,
+                                                    GM_ADDR aout, GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  if (t.adt == 1) activation_body<bfloat16_t>(h, offsets, b_in, s_in, aout, t);
+  else activation_body<float>(h, offsets, b_in, s_in, aout, t);
+}
+
+extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR yo, GM_ADDR sorted, GM_ADDR offsets, GM_ADDR b_out,
+                                                      GM_ADDR s_out, GM_ADDR rw, GM_ADDR y, GM_ADDR workspace,
+                                                      GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  const uint32_t D = t.D, E = t.E, ch = t.chunk, KS = t.shared ? t.E : t.K;
+  GlobalTensor<float> gyo, gb, gsc, grw, gy;
+  GlobalTensor<int32_t> gs, go;
+  gyo.SetGlobalBuffer((__gm__ float *)yo, (uint64_t)t.rows * D);
+  if (!t.shared) {
+    gs.SetGlobalBuffer((__gm__ int32_t *)sorted, (uint64_t)t.rows);
+    go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
+  }
+  if (t.has_b_out) gb.SetGlobalBuffer((__gm__ float *)b_out, (uint64_t)E * D);
+  if (t.qscale) gsc.SetGlobalBuffer((__gm__ float *)s_out, (uint64_t)E * D);
+  if (t.weights_at == 2) grw.SetGlobalBuffer((__gm__ float *)rw, (uint64_t)t.T * t.K);
   gy.SetGlobalBuffer((__gm__ float *)y, (uint64_t)t.T * KS * D);
   TPipe pipe;
-  TQue<TPosition::VECIN, 2> qx, qw;
-  TQue<TPosition::VECOUT, 2> qy;
-  TBuf<TPosition::VECCALC> bh, ba, btmp, bred, bt1, bt2, bt3;
-  uint32_t kmax = D > F ? D : F;
-  pipe.InitBuffer(qx, 2, pad8(D) * 4);
-  pipe.InitBuffer(qw, 2, pad8(kt) * 4);
-  pipe.InitBuffer(qy, 2, pad8(D) * 4);
-  pipe.InitBuffer(bh, pad8(I) * 4);
-  pipe.InitBuffer(ba, pad8(F) * 4);
-  pipe.InitBuffer(btmp, pad8(kt) * 4);
-  pipe.InitBuffer(bred, pad8(kt) * 4 + 64);
-  pipe.InitBuffer(bt1, pad8(kmax) * 4);
-  pipe.InitBuffer(bt2, pad8(kmax) * 4);
-  pipe.InitBuffer(bt3, pad8(kmax) * 4);
-  LocalTensor<float> h = bh.Get<float>(), a = ba.Get<float>(), tmp = btmp.Get<float>(), red = bred.Get<float>();
-  LocalTensor<float> t1 = bt1.Get<float>(), t2 = bt2.Get<float>(), t3 = bt3.Get<float>();
-  DataCopyPadExtParams<float> nopad{false, 0, 0, 0.f};
-  for (int64_t p = GetBlockIdx(); p < (int64_t)nrows; p += GetBlockNum()) {
-    int32_t slot, e;
-    int64_t tok;
+  TQue<TPosition::VECIN, 2> qin;
+  TQue<TPosition::VECOUT, 2> qout;
+  TBuf<TPosition::VECCALC> bv, bt;
+  pipe.InitBuffer(qin, 2, pad8(ch) * 4);
+  pipe.InitBuffer(qout, 2, pad8(ch) * 4);
+  pipe.InitBuffer(bv, pad8(ch) * 4);
+  pipe.InitBuffer(bt, pad8(ch) * 4);
+  LocalTensor<float> v = bv.Get<float>(), tmp = bt.Get<float>();
+  for (int64_t p = GetBlockIdx(); p < t.rows; p += GetBlockNum()) {
+    int32_t e, slot;
     if (t.shared) {
-      tok = p / E;
-      e = (int32_t)(p % E);
-      slot = (int32_t)p;
+      e = (int32_t)(p / t.T);
+      slot = (int32_t)((p % t.T) * E + e);
     } else {
+      e = expert_of(go, E, p);
       slot = gs.GetValue(p);
-      e = 0;
-      while (go.GetValue(e + 1) <= p) e++;
-      tok = slot / t.K;
     }
-    LocalTensor<float> xv = qx.AllocTensor<float>();
-    DataCopyPad(xv, gx[tok * D], DataCopyExtParams{1, D * 4, 0, 0, 0}, nopad);
-    qx.EnQue(xv);
-    xv = qx.DeQue<float>();
-    float r = t.weights_at ? grw.GetValue(slot) : 1.0f;
-    if (t.weights_at == 1) Muls(xv, xv, r, D);  // Llama-4: the routing weight scales the input
-    for (uint32_t i = 0; i < I; i++) {
-      float v = dot_row(xv, gwi[((uint64_t)e * I + i) * D], D, kt, qw, tmp, red);
-      if (t.has_b_in) v += gbi.GetValue((uint64_t)e * I + i);
-      h.SetValue(i, v);
-    }
-    qx.FreeTensor(xv);
-    if (t.act == 0) {  // gated: a = G * sigmoid(alpha G) * (U + beta), G/U clamped when limit is set
-      LocalTensor<float> g = t1, u = t2;
-      for (uint32_t f = 0; f < F; f++) {
-        g.SetValue(f, h.GetValue(t.interleaved ? 2 * f : f));
-        u.SetValue(f, h.GetValue(t.interleaved ? 2 * f + 1 : F + f));
+    const float r = t.weights_at == 2 ? grw.GetValue(slot) : 1.0f;
+    for (uint32_t d0 = 0; d0 < D; d0 += ch) {
+      const uint32_t len = D - d0 < ch ? D - d0 : ch;
+      load_chunk(v, gyo[(uint64_t)p * D + d0], qin, len);
+      if (t.qscale) {
+        load_chunk(tmp, gsc[(uint64_t)e * D + d0], qin, len);
+        Mul(v, v, tmp, len);
       }
-      if (t.clamp) {
-        Mins(g, g, t.limit, F);
-        Mins(u, u, t.limit, F);
-        Maxs(u, u, -t.limit, F);
+      if (t.has_b_out) {
+        load_chunk(tmp, gb[(uint64_t)e * D + d0], qin, len);
+        Add(v, v, tmp, len);
       }
-      sigmoid_vec(a, g, t.alpha, F);
-      Mul(a, a, g, F);
-      Adds(u, u, t.beta, F);
-      Mul(a, a, u, F);
-    } else if (t.act == 1) {  // gelu (erf)
-      Muls(t1, h, 0.70710678118654752f, F);
-      erf_vec(a, t1, t2, t3, F);
-      Adds(a, a, 1.0f, F);
-      Mul(a, a, h, F);
-      Muls(a, a, 0.5f, F);
-    } else if (t.act == 2) {  // gelu tanh: 0.5 h (1 + tanh(y)), tanh(y) = 2 sigmoid(2y) - 1
-      Mul(t1, h, h, F);
-      Mul(t1, t1, h, F);
-      Muls(t1, t1, 0.044715f, F);
-      Add(t1, t1, h, F);
-      sigmoid_vec(t2, t1, 2.0f * 0.7978845608028654f, F);
-      Muls(t2, t2, 2.0f, F);
-      Mul(a, t2, h, F);
-      Muls(a, a, 0.5f, F);
-    } else if (t.act == 3) {
-      Relu(a, h, F);
-    } else if (t.act == 4) {
-      sigmoid_vec(a, h, 1.0f, F);
-      Mul(a, a, h, F);
-    } else {
-      Adds(a, h, 0.0f, F);
+      if (t.weights_at == 2) Muls(v, v, r, len);  // the combine's multiply, folded into the expert's epilogue
+      store_chunk<float>(gy[(uint64_t)slot * D + d0], v, qout, len);
     }
-    LocalTensor<float> yv = qy.AllocTensor<float>();
-    for (uint32_t d = 0; d < D; d++) {
-      float v = dot_row(a, gwo[((uint64_t)e * D + d) * F], F, kt, qw, tmp, red);
-      if (t.has_b_out) v += gbo.GetValue((uint64_t)e * D + d);
-      yv.SetValue(d, t.weights_at == 2 ? v * r : v);
-    }
-    qy.EnQue(yv);
-    yv = qy.DeQue<float>();
-    DataCopyPad(gy[(uint64_t)slot * D], yv, DataCopyExtParams{1, D * 4, 0, 0, 0});
-    qy.FreeTensor(yv);
+  }
+}
+
+// int8 expert weights (per-output-channel scales, f32 activations): the cube has no int8 x f32 mode and the
+// semantics keep x in f32, so the vector cores widen the int8 codes of the experts that received rows to
+// f32 in a GM workspace (int8 -> half -> float, exact) for the f32 grouped matmul; the scales are applied
+// after the dot products (moe_activation / moe_scatter_rows, qscale).  Items: (expert, row, K chunk).
+extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR q, GM_ADDR offsets, GM_ADDR w, GM_ADDR workspace,
+                                                      GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  const uint32_t E = t.E, N = t.M, Kd = t.Kd, ch = t.chunk;
+  GlobalTensor<int8_t> gq;
+  GlobalTensor<float> gw;
+  GlobalTensor<int32_t> go;
+  gq.SetGlobalBuffer((__gm__ int8_t *)q, (uint64_t)E * N * Kd);
+  gw.SetGlobalBuffer((__gm__ float *)w, (uint64_t)E * N * Kd);
+  go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qin;
+  TQue<TPosition::VECOUT, 2> qout;
+  TBuf<TPosition::VECCALC> bh;
+  pipe.InitBuffer(qin, 2, (ch + 31) / 32 * 32);
+  pipe.InitBuffer(qout, 2, pad8(ch) * 4);
+  pipe.InitBuffer(bh, (ch + 15) / 16 * 32);
+  LocalTensor<half> hv = bh.Get<half>();
+  const uint32_t chunks = (Kd + ch - 1) / ch;
+  const int64_t blk = GetBlockIdx(), nblk = GetBlockNum();
+  int64_t item = 0;
+  for (uint32_t e = 0; e < E; e++) {
+    if (go.GetValue(e + 1) <= go.GetValue(e)) continue;  // no rows: its weights are not needed
+    for (uint32_t n = 0; n < N; n++)
+      for (uint32_t c = 0; c < chunks; c++, item++) {
+        if (item % nblk != blk) continue;
+        const uint32_t k0 = c * ch, len = Kd - k0 < ch ? Kd - k0 : ch;
+        const uint64_t off = ((uint64_t)e * N + n) * Kd + k0;
+        LocalTensor<int8_t> v = qin.AllocTensor<int8_t>();
+        DataCopyPad(v, gq[off], DataCopyExtParams{1, len, 0, 0, 0}, DataCopyPadExtParams<int8_t>{false, 0, 0, 0});
+        qin.EnQue(v);
+        v = qin.DeQue<int8_t>();
+        Cast(hv, v, RoundMode::CAST_NONE, len);
+        qin.FreeTensor(v);
+        LocalTensor<float> o = qout.AllocTensor<float>();
+        Cast(o, hv, RoundMode::CAST_NONE, len);
+        qout.EnQue(o);
+        o = qout.DeQue<float>();
+        DataCopyPad(gw[off], o, DataCopyExtParams{1, len * 4, 0, 0, 0});
+        qout.FreeTensor(o);
+      }
   }
 }
 

@@ -1,9 +1,10 @@
 // moec's clean-room emulation of the subset of the AscendC kernel API that moec emits.
 //
 // Written from the public description of the programming model (moec/shared design notes: queues,
-// positions, DataCopy granularity, buffer capacities) -- no code or text of Huawei's headers.  Each
-// block of a kernel runs on the CPU (GetBlockIdx over blockDim); every hardware rule moec relies on
-// is checked and a violation throws, naming the kernel, the block, the API call and the rule.
+// positions, DataCopy granularity, buffer capacities, the cube's fractal layouts) -- no code or text of
+// Huawei's headers.  Each block of a kernel runs on the CPU (GetBlockIdx over blockDim); every hardware
+// rule moec relies on is checked and a violation throws, naming the kernel, the block, the API call and
+// the rule.
 //
 // Rules enforced: per-position capacity (UB = VECIN+VECOUT+VECCALC 192 KiB, L1 512 KiB, L0A/L0B
 // 64 KiB, L0C 128 KiB); buffer lengths rounded to 32 B (L0A/L0B 512 B, L0C 64 B) and 32 B aligned;
@@ -14,13 +15,19 @@
 // registered device allocation; vector APIs only on vector positions (VECIN/VECOUT/VECCALC) and
 // within the tensor; count-form vector APIs with count <= the tensors' sizes; repeat-form limits
 // (repeatTimes <= 255, 256 B per repeat); blockDim <= the SoC's core count for the kernel type.
+// Cube (see "cube" below): L1/L0 only in AIC/MIX kernels, UB only in AIV/MIX kernels; Nd2Nz GM -> L1,
+// LoadData L1 -> L0A/L0B, Mmad on A2/B2/CO1, Fixpipe CO1 -> GM, each with its parameter limits; the
+// NZ/ZZ/ZN fractal layouts are modelled element by element, and cube buffers start as NaN bytes, so a
+// wrong layout parameter produces wrong numbers.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -31,7 +38,71 @@ typedef uint8_t *GM_ADDR;
 #define KERNEL_TYPE_AIV_ONLY 1
 #define KERNEL_TYPE_AIC_ONLY 2
 #define KERNEL_TYPE_MIX_AIC_1_2 3
+#define KERNEL_TYPE_MIX_AIC_1_1 4
 #define KERNEL_TASK_TYPE_DEFAULT(x) ::moec_emu::set_kernel_type(x)
+
+// ---- 16-bit floating-point storage types -----------------------------------------------------------
+// IEEE binary16 (`half`) and bfloat16 (`bfloat16_t`): 16-bit storage, arithmetic in float, conversion
+// from float rounds to nearest, ties to even (overflow to infinity, NaN kept quiet), as the hardware's
+// CAST_RINT does.  Bit-exactness against numpy/ml_dtypes is tested (tests/test_ascend.py).
+namespace moec_emu {
+inline uint32_t f32_bits(float f) { uint32_t x; memcpy(&x, &f, 4); return x; }
+inline float bits_f32(uint32_t x) { float f; memcpy(&f, &x, 4); return f; }
+inline uint16_t f32_to_bf16_rne(float f) {
+  uint32_t x = f32_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);  // NaN stays a (quiet) NaN
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+inline float bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+inline uint16_t f32_to_f16_rne(float f) {
+  uint32_t x = f32_bits(f);
+  uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+  uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));  // NaN
+  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // >= 65520 rounds to infinity (ties to even)
+  if (ax < 0x38800000u) {                                     // |f| < 2^-14: a subnormal half (or zero)
+    if (ax <= 0x33000000u) return sign;                       // <= 2^-25 rounds to zero (2^-25 is a tie -> 0)
+    uint32_t e = ax >> 23, mant = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;
+    uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+  }
+  uint32_t r = ax - 0x38000000u;  // rebias the exponent 127 -> 15
+  uint32_t q = r >> 13, rem = r & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) q++;  // a carry into the exponent is correct rounding
+  return (uint16_t)(sign | q);
+}
+inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0x1f) return bits_f32(sign | 0x7f800000u | (m << 13));
+  if (e == 0) {
+    if (!m) return bits_f32(sign);
+    float v = (float)m * (1.0f / 16777216.0f);  // m * 2^-24, exact
+    return sign ? -v : v;
+  }
+  return bits_f32(sign | ((e + 112) << 23) | (m << 13));
+}
+}  // namespace moec_emu
+
+struct half {
+  uint16_t bits = 0;
+  half() = default;
+  half(float f) : bits(moec_emu::f32_to_f16_rne(f)) {}
+  half(double d) : half((float)d) {}
+  half(int i) : half((float)i) {}
+  operator float() const { return moec_emu::f16_to_f32(bits); }
+  static half from_bits(uint16_t b) { half h; h.bits = b; return h; }
+};
+struct bfloat16_t {
+  uint16_t bits = 0;
+  bfloat16_t() = default;
+  bfloat16_t(float f) : bits(moec_emu::f32_to_bf16_rne(f)) {}
+  bfloat16_t(double d) : bfloat16_t((float)d) {}
+  bfloat16_t(int i) : bfloat16_t((float)i) {}
+  operator float() const { return moec_emu::bf16_to_f32(bits); }
+  static bfloat16_t from_bits(uint16_t b) { bfloat16_t h; h.bits = b; return h; }
+};
 
 namespace moec_emu {
 
@@ -53,6 +124,9 @@ struct State {
   Soc soc{"Ascend910B2", 24, 48};
   std::vector<std::pair<const uint8_t *, size_t>> gm;  // registered device allocations
   std::string last_error;
+  // cube instruction counters (read by the host through moec_cube_stats: proves the cube path ran)
+  uint64_t mmad_calls = 0, mmad_macs = 0, loaddata_calls = 0, nd2nz_calls = 0, fixpipe_calls = 0;
+  uint64_t mmad_by_type[4] = {0, 0, 0, 0};  // Mmad calls with float, bfloat16_t, half, int8_t operands
 };
 
 inline State &st() {
@@ -109,7 +183,8 @@ int Launch(const char *name, uint32_t blockDim, F kernel, A... args) {
       for (size_t &u : s.used) u = 0;
       s.nbuf = 0;
       kernel(args...);
-      limit = s.kernel_type == KERNEL_TYPE_AIC_ONLY ? s.soc.aic : s.soc.aiv;
+      // a cube or mixed kernel's block is one AI core (AIC, plus its AIV pair when mixed)
+      limit = s.kernel_type == KERNEL_TYPE_AIV_ONLY ? s.soc.aiv : s.soc.aic;
       if ((int)blockDim > limit)
         fail("<<<>>>", "blockDim " + std::to_string(blockDim) + " exceeds the " + std::to_string(limit) +
                            " cores of " + s.soc.name + " for this kernel type");
@@ -201,6 +276,7 @@ class LocalTensor {
     return t;
   }
   uint32_t GetSize() const { return n_; }
+  uint32_t offset() const { return off_; }
   BufRec *rec() const { return buf_; }
   uint32_t gen() const { return gen_; }
   TPosition GetPosition() const { return buf_ ? buf_->pos : TPosition::GM; }
@@ -354,6 +430,13 @@ class TPipe {
     if (ph < 0) moec_emu::fail("TPipe::InitBuffer", "GM is not an on-chip position");
     moec_emu::State &s = moec_emu::st();
     if (++s.nbuf > 64) moec_emu::fail("TPipe::InitBuffer", "more than 64 buffers in one kernel");
+    // 910B: the cube core (AIC) owns L1/L0A/L0B/L0C, the vector core (AIV) owns the Unified Buffer
+    if (ph != 0 && s.kernel_type == KERNEL_TYPE_AIV_ONLY)
+      moec_emu::fail("TPipe::InitBuffer", std::string("position ") + pos_name(p) + " is a cube-core buffer (L1/L0): "
+                     "a KERNEL_TYPE_AIV_ONLY kernel runs on vector cores, which have none (declare AIC or MIX)");
+    if (ph == 0 && s.kernel_type == KERNEL_TYPE_AIC_ONLY)
+      moec_emu::fail("TPipe::InitBuffer", std::string("position ") + pos_name(p) + " is the Unified Buffer: a "
+                     "KERNEL_TYPE_AIC_ONLY kernel runs on cube cores, which have none (declare AIV or MIX)");
     size_t g = granule_of(ph);
     size_t rounded = (len + g - 1) / g * g;
     if (s.used[ph] + rounded > capacity_of(ph))
@@ -362,7 +445,10 @@ class TPipe {
                                               "physical buffer holds " + std::to_string(capacity_of(ph)));
     s.used[ph] += rounded;
     BufRec *b = new BufRec();
-    b->mem.assign(rounded + 64, 0);
+    // on-chip memory is not cleared between uses: the cube buffers start as NaN bytes (0xFF) so a kernel
+    // that reads what it never wrote (an unset C matrix, a fractal a layout parameter skipped) gets
+    // wrong numbers instead of lucky zeros
+    b->mem.assign(rounded + 64, ph == 0 ? 0 : 0xFF);
     uintptr_t a = ((uintptr_t)b->mem.data() + 31) & ~(uintptr_t)31;
     b->base = (uint8_t *)a;
     b->len = (uint32_t)rounded;
@@ -391,6 +477,14 @@ struct DataCopyPadExtParams {
   T paddingValue = T();
 };
 
+// L0A/L0B/L0C are reached only by LoadData (in), Mmad and Fixpipe (out), never by DataCopy
+template <typename T>
+inline void no_l0(const LocalTensor<T> &t, const char *call) {
+  TPosition p = t.GetPosition();
+  if (p == TPosition::A2 || p == TPosition::B2 || p == TPosition::CO1)
+    moec_emu::fail(call, std::string("DataCopy cannot reach ") + pos_name(p) +
+                             " (L0 buffers are filled by LoadData and drained by Fixpipe)");
+}
 template <typename T>
 inline void check_granule(uint32_t count, const char *call) {
   if ((count * sizeof(T)) % 32)
@@ -401,16 +495,20 @@ inline void check_granule(uint32_t count, const char *call) {
 template <typename T>
 inline void DataCopy(const LocalTensor<T> &dst, const GlobalTensor<T> &src, uint32_t count) {
   check_granule<T>(count, "DataCopy(GM->local)");
+  no_l0(dst, "DataCopy(GM->local)");
   memcpy(dst.addr("DataCopy(GM->local)", count), src.span("DataCopy(GM->local)", count), count * sizeof(T));
 }
 template <typename T>
 inline void DataCopy(const GlobalTensor<T> &dst, const LocalTensor<T> &src, uint32_t count) {
   check_granule<T>(count, "DataCopy(local->GM)");
+  no_l0(src, "DataCopy(local->GM)");
   memcpy(dst.span("DataCopy(local->GM)", count), src.addr("DataCopy(local->GM)", count), count * sizeof(T));
 }
 template <typename T>
 inline void DataCopy(const LocalTensor<T> &dst, const LocalTensor<T> &src, uint32_t count) {
   check_granule<T>(count, "DataCopy(local->local)");
+  no_l0(dst, "DataCopy(local->local)");
+  no_l0(src, "DataCopy(local->local)");
   memmove(dst.addr("DataCopy(local->local)", count), src.addr("DataCopy(local->local)", count), count * sizeof(T));
 }
 // GM -> UB, rows of blockLen bytes (any length; the UB side of each row is padded to 32 bytes)
@@ -418,6 +516,7 @@ template <typename T>
 inline void DataCopyPad(const LocalTensor<T> &dst, const GlobalTensor<T> &src, const DataCopyExtParams &p,
                         const DataCopyPadExtParams<T> &pad) {
   const char *call = "DataCopyPad(GM->local)";
+  no_l0(dst, call);
   if (p.blockLen % sizeof(T)) moec_emu::fail(call, "blockLen must be a whole number of elements");
   uint32_t row = p.blockLen / sizeof(T);
   uint32_t ub_row = (p.blockLen + 31) / 32 * 32 / sizeof(T) + p.dstStride * 32 / sizeof(T);
@@ -434,6 +533,7 @@ inline void DataCopyPad(const LocalTensor<T> &dst, const GlobalTensor<T> &src, c
 template <typename T>
 inline void DataCopyPad(const GlobalTensor<T> &dst, const LocalTensor<T> &src, const DataCopyExtParams &p) {
   const char *call = "DataCopyPad(local->GM)";
+  no_l0(src, call);
   if (p.blockLen % sizeof(T)) moec_emu::fail(call, "blockLen must be a whole number of elements");
   uint32_t row = p.blockLen / sizeof(T);
   uint32_t ub_row = (p.blockLen + 31) / 32 * 32 / sizeof(T) + p.srcStride * 32 / sizeof(T);
@@ -550,27 +650,291 @@ inline void SetFlag(int) {}
 template <HardEvent E>
 inline void WaitFlag(int) {}
 
-// ---- cube (limits only: moec's kernels do not use the cube yet) -----------------------------------
+// ---- conversions ---------------------------------------------------------------------------------
+// Cast(dst, src, mode, count) between float, half, bfloat16_t, int32_t, int16_t, int8_t.  Narrowing
+// float -> half/bfloat16_t rounds by `mode` (CAST_NONE and CAST_RINT: nearest, ties to even; bf16 also
+// CAST_ROUND/FLOOR/CEIL/TRUNC); float -> integer rounds by `mode` (CAST_NONE is rejected there: such a
+// cast must say how it rounds) and saturates; widening casts are exact.
+template <typename T> struct is_f16like { static constexpr bool value = false; };
+template <> struct is_f16like<half> { static constexpr bool value = true; };
+template <> struct is_f16like<bfloat16_t> { static constexpr bool value = true; };
+
+inline float round_float(float v, RoundMode m) {
+  switch (m) {
+    case RoundMode::CAST_RINT: return std::nearbyint(v);  // default FE_TONEAREST: ties to even
+    case RoundMode::CAST_ROUND: return std::round(v);
+    case RoundMode::CAST_FLOOR: return std::floor(v);
+    case RoundMode::CAST_CEIL: return std::ceil(v);
+    case RoundMode::CAST_TRUNC: return std::trunc(v);
+    default: return v;
+  }
+}
+inline bfloat16_t bf16_round(float v, RoundMode m) {
+  if (m == RoundMode::CAST_NONE || m == RoundMode::CAST_RINT || std::isnan(v)) return bfloat16_t(v);
+  uint32_t x = moec_emu::f32_bits(v), lo = x & 0xffff0000u;  // lo: truncated toward zero
+  if (lo == x) return bfloat16_t::from_bits((uint16_t)(x >> 16));
+  bool neg = x >> 31;
+  uint32_t hi = lo + 0x10000u;                                // next away from zero
+  uint32_t pick;
+  if (m == RoundMode::CAST_TRUNC) pick = lo;
+  else if (m == RoundMode::CAST_FLOOR) pick = neg ? hi : lo;
+  else if (m == RoundMode::CAST_CEIL) pick = neg ? lo : hi;
+  else pick = (x & 0xffffu) >= 0x8000u ? hi : lo;            // CAST_ROUND: ties away from zero
+  return bfloat16_t::from_bits((uint16_t)(pick >> 16));
+}
+template <typename D, typename S>
+inline D cast_one(S v, RoundMode m) {
+  if constexpr (std::is_same<D, bfloat16_t>::value) {
+    return bf16_round((float)v, m);
+  } else if constexpr (std::is_same<D, half>::value) {
+    if (m != RoundMode::CAST_NONE && m != RoundMode::CAST_RINT && !std::is_same<S, half>::value)
+      moec_emu::fail("Cast", "to half: only CAST_RINT/CAST_NONE (nearest, ties to even) are modelled");
+    return half((float)v);
+  } else if constexpr (std::is_integral<D>::value) {
+    float f = (float)v;
+    if (!std::is_integral<S>::value) {
+      if (m == RoundMode::CAST_NONE) moec_emu::fail("Cast", "float -> integer needs a rounding mode (CAST_RINT, ...)");
+      f = round_float(f, m);
+    }
+    double lo = (double)std::numeric_limits<D>::min(), hi = (double)std::numeric_limits<D>::max();
+    double d = std::isnan(f) ? 0.0 : std::min(hi, std::max(lo, (double)f));
+    if (std::is_integral<S>::value) d = std::min(hi, std::max(lo, (double)(int64_t)v));
+    return (D)(int64_t)d;
+  } else {
+    return (D)(float)v;
+  }
+}
+template <typename D, typename S>
+inline void Cast(const LocalTensor<D> &dst, const LocalTensor<S> &src, RoundMode m, uint32_t count) {
+  D *d = dst.vec("Cast", count);
+  const S *x = src.vec("Cast", count);
+  if ((const void *)d != (const void *)x && sizeof(D) != sizeof(S)) {
+    // in-place casts between different widths overwrite their own input: only same-width aliasing is legal
+    const uint8_t *db = (const uint8_t *)d, *xb = (const uint8_t *)x;
+    if (db < xb + count * sizeof(S) && xb < db + count * sizeof(D))
+      moec_emu::fail("Cast", "source and destination of a widening/narrowing Cast overlap");
+  }
+  for (uint32_t i = 0; i < count; i++) d[i] = cast_one<D, S>(x[i], m);
+}
+
+// ---- cube: GM -> L1 (ND -> NZ), L1 -> L0A/L0B, Mmad, L0C -> GM -----------------------------------------
+// Layouts (C0 = 32 bytes of elements: 16 half/bf16, 8 float, 32 int8; one fractal = 16 rows x C0 = 512 B):
+//   L1 (NZ, written by DataCopy with Nd2NzParams): the matrix is cut into column blocks C0 wide; block j
+//     starts dstNzC0Stride*C0 elements after block j-1, row r of a block sits at r*dstNzNStride*C0; columns
+//     past dValue in the last block are zero-filled.  So an [R, C] matrix with dstNzC0Stride = R16 (R
+//     rounded up to 16) holds fractal (rb, cb) at fractal index cb*R16/16 + rb.
+//   L0A (A [m, k], "ZZ"): fractal (mb, kb) at mb*K1 + kb, rows m inside, k contiguous (K1 = ceil(k/C0)).
+//   L0B (B [k, n], "ZN"): fractal (kb, nb) at kb*N1 + nb, each stored n-major: 16 n rows of C0 k values
+//     (N1 = ceil(n/16)).  B^T [n, k] in ND, moved to L1 as NZ, is already in this form fractal by fractal;
+//     B [k, n] in ND needs each fractal transposed on the way (LoadData ifTranspose, 2-byte types only).
+//   L0C (C [m, n], "NZ", 16 x 16 fractals of float/int32): fractal (mb, nb) at nb*M1 + mb (M1 = ceil(m/16)).
+// Mmad reads only rows < m, columns < n and k-indices < k: what lies beyond in a fractal is ignored.
+struct Nd2NzParams {
+  uint16_t ndNum = 1, nValue = 0, dValue = 0, srcNdMatrixStride = 0, srcDValue = 0, dstNzC0Stride = 0,
+           dstNzNStride = 1, dstNzMatrixStride = 0;
+};
+struct LoadData2DParams {
+  uint16_t startIndex = 0;
+  uint8_t repeatTimes = 0;
+  uint16_t srcStride = 0;
+  uint8_t sid = 0;
+  uint16_t dstGap = 0;
+  bool ifTranspose = false;
+  uint8_t addrMode = 0;
+};
 struct MmadParams {
   uint16_t m = 0, n = 0, k = 0;
+  bool isBias = false;
+  int16_t fmOffset = 0;
+  bool enSsparse = false, enWinogradA = false, enWinogradB = false;
+  uint8_t unitFlag = 0;
+  bool kDirectionAlign = false;  // float inputs: k blocks of 16 instead of 8 in L0A
+  bool cmatrixSource = false;    // true: the initial C comes from the bias table (not modelled)
+  bool cmatrixInitVal = true;    // true: C = A*B; false: C += A*B
 };
+enum QuantMode_t { NoQuant, F322F16, F322BF16, DEQF16, VDEQF16, QF322B8_PRE, VQF322B8_PRE, REQ8, VREQ8 };
+struct FixpipeParamsV220 {
+  uint16_t nSize = 0, mSize = 0;
+  uint16_t srcStride = 0;   // L0C: distance between 16-column blocks, in 16-element fractal rows (>= mSize, %16 == 0)
+  uint32_t dstStride = 0;   // GM (row-major): elements between rows
+  QuantMode_t quantPre = NoQuant;
+  uint64_t deqScalar = 0;   // DEQF16: the scale's float bits in the low 32 bits
+  uint16_t ndNum = 1, srcNdStride = 0, dstNdStride = 0;
+  bool reluEn = false;
+  uint8_t unitFlag = 0;
+  bool isChannelSplit = false;
+};
+enum class CO2Layout { NZ, ROW_MAJOR, COLUMN_MAJOR };
+struct FixpipeConfig {
+  CO2Layout format;
+};
+inline constexpr FixpipeConfig CFG_NZ = {CO2Layout::NZ};
+inline constexpr FixpipeConfig CFG_ROW_MAJOR = {CO2Layout::ROW_MAJOR};
+
+template <typename T>
+constexpr uint32_t c0_of() { return 32 / sizeof(T); }
+inline bool is_l1(TPosition p) { return p == TPosition::A1 || p == TPosition::B1; }
+
+template <typename T>
+inline void DataCopy(const LocalTensor<T> &dst, const GlobalTensor<T> &src, const Nd2NzParams &p) {
+  const char *call = "DataCopy(GM->L1, Nd2NzParams)";
+  if (!dst.rec() || !is_l1(dst.GetPosition()))
+    moec_emu::fail(call, std::string("ND->NZ copies land in L1 (A1/B1), not ") + pos_name(dst.GetPosition()));
+  const uint32_t C0 = c0_of<T>();
+  if ((dst.offset() * sizeof(T)) % 32) moec_emu::fail(call, "L1 destination not 32-byte aligned");
+  if (p.ndNum < 1 || p.nValue < 1 || p.dValue < 1) moec_emu::fail(call, "ndNum, nValue and dValue must be >= 1");
+  if (p.nValue > 16384) moec_emu::fail(call, "nValue " + std::to_string(p.nValue) + " > 16384");
+  if (p.srcDValue < p.dValue)
+    moec_emu::fail(call, "srcDValue " + std::to_string(p.srcDValue) + " (source row length) < dValue " +
+                             std::to_string(p.dValue));
+  if (p.dstNzNStride < 1) moec_emu::fail(call, "dstNzNStride must be >= 1");
+  uint32_t blocks = (p.dValue + C0 - 1) / C0;
+  uint64_t src_need = (uint64_t)(p.ndNum - 1) * p.srcNdMatrixStride + (uint64_t)(p.nValue - 1) * p.srcDValue + p.dValue;
+  uint64_t dst_need = (uint64_t)(p.ndNum - 1) * p.dstNzMatrixStride + (uint64_t)(blocks - 1) * p.dstNzC0Stride * C0 +
+                      (uint64_t)(p.nValue - 1) * p.dstNzNStride * C0 + C0;
+  if (dst_need > dst.GetSize())
+    moec_emu::fail(call, "the NZ image needs " + std::to_string(dst_need) + " elements, the L1 tensor holds " +
+                             std::to_string(dst.GetSize()) + " (local buffer overflow)");
+  const T *sp = src.span(call, src_need);
+  T *d = dst.addr(call, (uint32_t)dst_need);
+  for (uint32_t i = 0; i < p.ndNum; i++)
+    for (uint32_t r = 0; r < p.nValue; r++)
+      for (uint32_t c = 0; c < blocks * C0; c++) {
+        uint64_t di = (uint64_t)i * p.dstNzMatrixStride + (uint64_t)(c / C0) * p.dstNzC0Stride * C0 +
+                      (uint64_t)r * p.dstNzNStride * C0 + c % C0;
+        d[di] = c < p.dValue ? sp[(uint64_t)i * p.srcNdMatrixStride + (uint64_t)r * p.srcDValue + c] : T(0);
+      }
+  moec_emu::st().nd2nz_calls++;
+}
+
+template <typename T>
+inline void LoadData(const LocalTensor<T> &dst, const LocalTensor<T> &src, const LoadData2DParams &p) {
+  const char *call = "LoadData(L1->L0, LoadData2DParams)";
+  if (!src.rec() || !is_l1(src.GetPosition()))
+    moec_emu::fail(call, std::string("the source must be in L1 (A1/B1), got ") + pos_name(src.GetPosition()));
+  TPosition dp = dst.GetPosition();
+  if (!dst.rec() || (dp != TPosition::A2 && dp != TPosition::B2))
+    moec_emu::fail(call, std::string("the destination must be L0A (A2) or L0B (B2), got ") + pos_name(dp));
+  if (p.repeatTimes < 1) moec_emu::fail(call, "repeatTimes must be 1..255 (one fractal of 512 bytes per repeat)");
+  if (p.ifTranspose && dp != TPosition::B2) moec_emu::fail(call, "ifTranspose is only available into L0B (B2)");
+  if (p.ifTranspose && sizeof(T) != 2)
+    moec_emu::fail(call, "ifTranspose transposes 16x16 fractals of 2-byte types only (use LoadDataWithTranspose)");
+  if ((dst.offset() * sizeof(T)) % 512) moec_emu::fail(call, "L0 destination not 512-byte (fractal) aligned");
+  if ((src.offset() * sizeof(T)) % 512) moec_emu::fail(call, "L1 source not fractal (512-byte) aligned");
+  const uint32_t F = 512 / sizeof(T);  // elements per fractal
+  uint32_t src_frac = (uint32_t)p.startIndex + (uint32_t)(p.repeatTimes - 1) * p.srcStride + 1;
+  uint32_t dst_frac = (uint32_t)(p.repeatTimes - 1) * (1u + p.dstGap) + 1;
+  if ((uint64_t)src_frac * F > src.GetSize())
+    moec_emu::fail(call, "reads fractal " + std::to_string(src_frac - 1) + " past the L1 tensor (" +
+                             std::to_string(src.GetSize() / F) + " fractals)");
+  if ((uint64_t)dst_frac * F > dst.GetSize())
+    moec_emu::fail(call, "writes fractal " + std::to_string(dst_frac - 1) + " past the L0 tensor (" +
+                             std::to_string(dst.GetSize() / F) + " fractals)");
+  const T *s = src.addr(call, src_frac * F);
+  T *d = dst.addr(call, dst_frac * F);
+  for (uint32_t r = 0; r < p.repeatTimes; r++) {
+    const T *sf = s + (uint64_t)(p.startIndex + r * p.srcStride) * F;
+    T *df = d + (uint64_t)r * (1u + p.dstGap) * F;
+    if (p.ifTranspose) {
+      for (uint32_t a = 0; a < 16; a++)
+        for (uint32_t b = 0; b < 16; b++) df[a * 16 + b] = sf[b * 16 + a];
+    } else {
+      memcpy(df, sf, 512);
+    }
+  }
+  moec_emu::st().loaddata_calls++;
+}
+
+template <typename C, typename A, typename B>
+constexpr bool mmad_types() {
+  return (std::is_same<C, float>::value && std::is_same<A, half>::value && std::is_same<B, half>::value) ||
+         (std::is_same<C, float>::value && std::is_same<A, bfloat16_t>::value && std::is_same<B, bfloat16_t>::value) ||
+         (std::is_same<C, float>::value && std::is_same<A, float>::value && std::is_same<B, float>::value) ||
+         (std::is_same<C, int32_t>::value && std::is_same<A, int8_t>::value && std::is_same<B, int8_t>::value);
+}
+
 template <typename C, typename A, typename B>
 inline void Mmad(const LocalTensor<C> &c, const LocalTensor<A> &a, const LocalTensor<B> &b, const MmadParams &p) {
   if (p.m > 4095 || p.n > 4095 || p.k > 4095)
     moec_emu::fail("Mmad", "m, n, k must be <= 4095 (got " + std::to_string(p.m) + ", " + std::to_string(p.n) + ", " +
                                std::to_string(p.k) + ")");
   if (a.GetPosition() != TPosition::A2 || b.GetPosition() != TPosition::B2 || c.GetPosition() != TPosition::CO1)
-    moec_emu::fail("Mmad", "operands must be in A2 (L0A), B2 (L0B) and CO1 (L0C)");
-  // plain row-major model of the fractal layouts (see README): c[m][n] += a[m][k] * b[k][n]
-  const A *x = a.addr("Mmad", (uint32_t)p.m * p.k);
-  const B *y = b.addr("Mmad", (uint32_t)p.k * p.n);
-  C *z = c.addr("Mmad", (uint32_t)p.m * p.n);
-  for (int i = 0; i < p.m; i++)
-    for (int j = 0; j < p.n; j++) {
-      C s = z[i * p.n + j];
-      for (int q = 0; q < p.k; q++) s += (C)x[i * p.k + q] * (C)y[q * p.n + j];
-      z[i * p.n + j] = s;
+    moec_emu::fail("Mmad", std::string("operands must be in A2 (L0A), B2 (L0B) and CO1 (L0C), got ") +
+                               pos_name(a.GetPosition()) + ", " + pos_name(b.GetPosition()) + ", " +
+                               pos_name(c.GetPosition()));
+  if (!mmad_types<C, A, B>())
+    moec_emu::fail("Mmad", "unsupported types: the cube takes half/bfloat16_t/float (float C) or int8_t (int32_t C)");
+  if (p.isBias || p.cmatrixSource) moec_emu::fail("Mmad", "bias-table initialisation is not modelled");
+  if (p.m == 0 || p.n == 0 || p.k == 0) return;
+  if ((a.offset() * sizeof(A)) % 512 || (b.offset() * sizeof(B)) % 512)
+    moec_emu::fail("Mmad", "L0A/L0B operands must start on a 512-byte fractal boundary");
+  if ((c.offset() * sizeof(C)) % 64) moec_emu::fail("Mmad", "L0C operand must start on a 64-byte boundary");
+  const uint32_t C0 = c0_of<A>();
+  const uint32_t M1 = (p.m + 15) / 16, N1 = (p.n + 15) / 16;
+  const uint32_t K1 = std::is_same<A, float>::value && p.kDirectionAlign ? (p.k + 15) / 16 * 2 : (p.k + C0 - 1) / C0;
+  const A *x = a.addr("Mmad", M1 * K1 * 16 * C0);
+  const B *y = b.addr("Mmad", K1 * N1 * 16 * C0);
+  C *z = c.addr("Mmad", M1 * N1 * 256);
+  for (uint32_t i = 0; i < p.m; i++)
+    for (uint32_t j = 0; j < p.n; j++) {
+      C *zp = z + ((j / 16) * M1 + i / 16) * 256 + (i % 16) * 16 + j % 16;
+      C acc = p.cmatrixInitVal ? (C)0 : *zp;
+      const A *xr = x + (i / 16) * K1 * 16 * C0 + (i % 16) * C0;
+      const B *yc = y + (j / 16) * 16 * C0 + (j % 16) * C0;
+      for (uint32_t q = 0; q < p.k; q++) {
+        uint32_t kb = q / C0, kc = q % C0;
+        C av, bv;
+        if constexpr (std::is_same<C, int32_t>::value) {
+          av = (int32_t)xr[kb * 16 * C0 + kc];
+          bv = (int32_t)yc[kb * N1 * 16 * C0 + kc];
+        } else {
+          av = (float)xr[kb * 16 * C0 + kc];
+          bv = (float)yc[kb * N1 * 16 * C0 + kc];
+        }
+        acc += av * bv;
+      }
+      *zp = acc;
     }
+  moec_emu::State &s = moec_emu::st();
+  s.mmad_calls++;
+  s.mmad_macs += (uint64_t)p.m * p.n * p.k;
+  s.mmad_by_type[std::is_same<A, float>::value ? 0 : std::is_same<A, bfloat16_t>::value ? 1
+                 : std::is_same<A, half>::value ? 2 : 3]++;
+}
+
+// L0C -> GM through the fixpipe: NZ fractals out as a row-major (ND) matrix, with the optional cast
+template <typename T, typename U, const FixpipeConfig &config = CFG_ROW_MAJOR>
+inline void Fixpipe(const GlobalTensor<T> &dst, const LocalTensor<U> &src, const FixpipeParamsV220 &p) {
+  const char *call = "Fixpipe(L0C->GM)";
+  if (!src.rec() || src.GetPosition() != TPosition::CO1)
+    moec_emu::fail(call, std::string("the source must be in CO1 (L0C), got ") + pos_name(src.GetPosition()));
+  if (config.format != CO2Layout::ROW_MAJOR) moec_emu::fail(call, "only the ROW_MAJOR (ND) output is modelled");
+  if (p.ndNum != 1) moec_emu::fail(call, "ndNum > 1 is not modelled");
+  if (p.mSize < 1 || p.nSize < 1) moec_emu::fail(call, "mSize and nSize must be >= 1");
+  if (p.srcStride < p.mSize || p.srcStride % 16)
+    moec_emu::fail(call, "srcStride " + std::to_string(p.srcStride) + " must be a multiple of 16 and >= mSize " +
+                             std::to_string(p.mSize));
+  if (p.dstStride < p.nSize) moec_emu::fail(call, "dstStride (row length in GM) < nSize");
+  bool f32src = std::is_same<U, float>::value, i32src = std::is_same<U, int32_t>::value;
+  bool ok = (p.quantPre == NoQuant && std::is_same<T, U>::value && (f32src || i32src)) ||
+            (p.quantPre == F322F16 && f32src && std::is_same<T, half>::value) ||
+            (p.quantPre == F322BF16 && f32src && std::is_same<T, bfloat16_t>::value) ||
+            (p.quantPre == DEQF16 && i32src && std::is_same<T, half>::value);
+  if (!ok) moec_emu::fail(call, "quantPre does not match the source/destination types (NoQuant: same type; "
+                                "F322F16: float->half; F322BF16: float->bfloat16_t; DEQF16: int32_t->half)");
+  const uint32_t N1 = (p.nSize + 15) / 16;
+  const U *s = src.addr(call, ((N1 - 1) * p.srcStride + p.mSize) * 16);
+  T *d = dst.span(call, (uint64_t)(p.mSize - 1) * p.dstStride + p.nSize);
+  float deq = moec_emu::bits_f32((uint32_t)(p.deqScalar & 0xffffffffu));
+  for (uint32_t i = 0; i < p.mSize; i++)
+    for (uint32_t j = 0; j < p.nSize; j++) {
+      U v = s[((j / 16) * p.srcStride + i) * 16 + j % 16];
+      if (p.reluEn && v < (U)0) v = (U)0;
+      T &o = d[(uint64_t)i * p.dstStride + j];
+      if constexpr (std::is_same<U, int32_t>::value && std::is_same<T, half>::value) o = half((float)v * deq);
+      else o = T(v);
+    }
+  moec_emu::st().fixpipe_calls++;
 }
 
 }  // namespace AscendC
