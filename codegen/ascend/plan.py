@@ -37,6 +37,7 @@ from typing import Dict, List, Optional
 
 from ...ir import Module
 from ...ir.opdef import const_value
+from . import vector_ops
 from ...targets.description import TargetDesc
 
 CLOCK_HZ = 1.8e9
@@ -66,9 +67,9 @@ def _hw(desc: TargetDesc) -> dict:
             "l2": int(desc.l2_bytes)}
 
 
-def _why_host(m: Module, o) -> Optional[str]:
-    if o.name not in NPU_OPS:
-        return f"no AscendC kernel for {o.name} yet"
+def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
+    if o.name not in NPU_OPS:  # ordinary ops: the vector kernels of vector_ops, or the host with a reason
+        return vector_ops.vector_reason(m, o) or (vector_ops.max_cols_reason(o, desc) if desc else None)
     if o.name == "moe.experts":
         wq = o.attrs.get("wq", "none")
         if wq not in ASCEND_WEIGHTS:
@@ -343,7 +344,10 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
         if o.name == "moec.constant":
             steps.append({"op": o.name, "where": "const"})
             continue
-        why = _why_host(m, o)
+        if o.name in vector_ops.VIEWS:
+            steps.append({"op": o.name, "where": "view"})
+            continue
+        why = _why_host(m, o, desc)
         if why:
             steps.append({"op": o.name, "where": "host", "why": why})
             host[o.name] = why
@@ -391,6 +395,10 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             sizes = {"E": o.attrs["num_experts"], "k": o.operands[0].type.shape[1]}
             step["kernels"] = ["moe_init_routing"]
             step["estimates"] = [vector_estimate("moe_init_routing", desc, T, sizes) for T in tokens]
+        elif o.name not in NPU_OPS:  # an ordinary op on the vector kernels
+            hw = _hw(desc)
+            step["estimates"] = [vector_ops.estimate(o, T, hw, CLOCK_HZ, LANES_F32, LAUNCH_S) for T in tokens]
+            step["kernels"] = [step["estimates"][0]["kernel"]]
         elif o.name == "moe.combine":
             y = o.result.type
             sizes = {"D": y.shape[1], "k": o.operands[0].type.shape[1]}

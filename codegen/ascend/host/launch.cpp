@@ -14,6 +14,7 @@
 #ifdef MOEC_EMULATOR
 #include "../kernels/moe_kernels.cpp"
 #include "../kernels/cube_kernels.cpp"
+#include "../kernels/vector_kernels.cpp"
 #define MOEC_LAUNCH(kernel, blockDim, stream, ...) ::moec_emu::Launch(#kernel, blockDim, kernel, __VA_ARGS__)
 extern "C" const char *moec_last_error() { return moec_emu::LastError().c_str(); }
 extern "C" void moec_register(void *p, size_t n) { moec_emu::RegisterGM(p, n); }
@@ -44,6 +45,9 @@ extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR, GM_ADDR, GM_ADDR
 extern "C" __global__ __aicore__ void moe_finalize(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
                                                   GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void matmul_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
+                                                 GM_ADDR);
 static aclrtStream g_stream = nullptr;
 extern "C" void moec_set_stream(aclrtStream s) { g_stream = s; }
 #define MOEC_LAUNCH(kernel, blockDim, stream, ...) \
@@ -86,4 +90,12 @@ extern "C" int moec_launch_moe_finalize(uint32_t bd, void *y, void *w, void *sha
 }
 extern "C" int moec_launch_matmul_rows(uint32_t bd, void *a, void *bT, void *c, void *ws, void *tiling) {
   return MOEC_LAUNCH(matmul_rows, bd, nullptr, G(a), G(bT), G(c), G(ws), G(tiling));
+}
+// ordinary ops (kernels/vector_kernels.cpp)
+extern "C" int moec_launch_vec_elementwise(uint32_t bd, void *a, void *b, void *c, void *ws, void *tiling) {
+  return MOEC_LAUNCH(vec_elementwise, bd, nullptr, G(a), G(b), G(c), G(ws), G(tiling));
+}
+extern "C" int moec_launch_vec_rowwise(uint32_t bd, void *x, void *scale, void *bias, void *y, void *y2, void *y3,
+                                       void *ws, void *tiling) {
+  return MOEC_LAUNCH(vec_rowwise, bd, nullptr, G(x), G(scale), G(bias), G(y), G(y2), G(y3), G(ws), G(tiling));
 }

@@ -1,0 +1,359 @@
+// moec AscendC vector (AIV) kernels for the ordinary ops of a graph, so that whole graphs, not only
+// their MoE layers, run on the NPU (codegen/ascend/vector_ops.py decides what runs here):
+//   vec_elementwise  c = f(a) (unary) or c = a (op) b (binary) over the output viewed as [rows, cols];
+//                    each operand is full, one scalar, one row broadcast over the rows, or one value per
+//                    row (column broadcast).  Work items are groups of whole rows (or, for rows longer
+//                    than a tile, chunks of one row), dealt round-robin to the blocks.
+//   vec_rowwise      per row of cols (the last axis): sum / mean / max / min, softmax, log-softmax,
+//                    RMS norm, layer norm (+ its mean and 1/std).  A block owns a contiguous row range,
+//                    so its per-row results leave in one copy per tile of rows.
+// Every row sits 32-byte aligned in the Unified Buffer (DataCopyPad pads it), so each vector
+// instruction starts aligned; streamed tiles use double-buffered queues (num 2).  f32 only.
+#include "kernel_operator.h"
+using namespace AscendC;
+
+enum VecOp : int32_t {
+  V_NEG = 0, V_ABS, V_SQRT, V_RECIP, V_EXP, V_LOG, V_RELU, V_SIGMOID, V_TANH, V_CLIP, V_SQUARE, V_COPY,
+  V_ADD = 32, V_SUB, V_MUL, V_DIV, V_MAX, V_MIN,
+  V_RSUM = 64, V_RMEAN, V_RMAX, V_RMIN, V_SOFTMAX, V_LOGSOFTMAX, V_RMSNORM, V_LAYERNORM,
+};
+enum VecBcast : int32_t { B_FULL = 0, B_SCALAR = 1, B_ROW = 2, B_COL = 3 };
+
+struct VecTiling {
+  int32_t rows, cols;   // output (elementwise) or input (rowwise) viewed as [rows, cols]
+  int32_t op;           // VecOp
+  int32_t amode, bmode; // VecBcast of a and b (elementwise)
+  int32_t tile;         // f32 elements per tile buffer, a multiple of 8 (the host sizes it from the UB)
+  float s0, s1;         // clip bounds; norm epsilon in s0
+  int32_t has_bias;     // layer norm
+};
+
+__aicore__ inline void load_vec_tiling(GM_ADDR tiling, VecTiling &t) {
+  GlobalTensor<int32_t> g;
+  g.SetGlobalBuffer((__gm__ int32_t *)tiling, sizeof(VecTiling) / 4);
+  int32_t *dst = reinterpret_cast<int32_t *>(&t);
+  for (uint32_t i = 0; i < sizeof(VecTiling) / 4; i++) dst[i] = g.GetValue(i);
+}
+
+__aicore__ inline uint32_t vpad8(uint32_t n) { return (n + 7) / 8 * 8; }
+
+__aicore__ inline uint64_t operand_extent(int32_t mode, uint32_t R, uint32_t C) {
+  return mode == B_SCALAR ? 1 : mode == B_ROW ? C : mode == B_COL ? R : (uint64_t)R * C;
+}
+
+// d = x (op) y over n elements
+__aicore__ inline void bin_vv(int32_t op, const LocalTensor<float> &d, const LocalTensor<float> &x,
+                              const LocalTensor<float> &y, uint32_t n) {
+  switch (op) {
+    case V_ADD: Add(d, x, y, n); break;
+    case V_SUB: Sub(d, x, y, n); break;
+    case V_MUL: Mul(d, x, y, n); break;
+    case V_DIV: Div(d, x, y, n); break;
+    case V_MAX: Max(d, x, y, n); break;
+    default: Min(d, x, y, n); break;
+  }
+}
+
+// d = x (op) s, or s (op) x when left; tmp (n elements) for the forms without a scalar instruction
+__aicore__ inline void bin_vs(int32_t op, const LocalTensor<float> &d, const LocalTensor<float> &x, float s,
+                              bool left, const LocalTensor<float> &tmp, uint32_t n) {
+  switch (op) {
+    case V_ADD: Adds(d, x, s, n); return;
+    case V_MUL: Muls(d, x, s, n); return;
+    case V_MAX: Maxs(d, x, s, n); return;
+    case V_MIN: Mins(d, x, s, n); return;
+    case V_SUB:
+      if (left) { Muls(d, x, -1.0f, n); Adds(d, d, s, n); }  // s - x = (-x) + s, both steps exact
+      else Adds(d, x, -s, n);
+      return;
+    default:  // division: no scalar form (x * (1/s) would round twice)
+      Duplicate(tmp, s, n);
+      if (left) Div(d, tmp, x, n);
+      else Div(d, x, tmp, n);
+      return;
+  }
+}
+
+__aicore__ inline void unary(int32_t op, const LocalTensor<float> &d, const LocalTensor<float> &x,
+                             const LocalTensor<float> &tmp, float s0, float s1, uint32_t n) {
+  switch (op) {
+    case V_NEG: Muls(d, x, -1.0f, n); break;
+    case V_ABS: Abs(d, x, n); break;
+    case V_SQRT: Sqrt(d, x, n); break;
+    case V_RECIP: Duplicate(tmp, 1.0f, n); Div(d, tmp, x, n); break;
+    case V_EXP: Exp(d, x, n); break;
+    case V_LOG: Ln(d, x, n); break;
+    case V_RELU: Relu(d, x, n); break;
+    case V_SIGMOID:  // 1 / (1 + exp(-x))
+      Muls(d, x, -1.0f, n); Exp(d, d, n); Adds(d, d, 1.0f, n);
+      Duplicate(tmp, 1.0f, n); Div(d, tmp, d, n);
+      break;
+    case V_TANH:  // 1 - 2 / (exp(2x) + 1): exact limits +-1, absolute error ~1 ulp of 1
+      Muls(d, x, 2.0f, n); Exp(d, d, n); Adds(d, d, 1.0f, n);
+      Duplicate(tmp, -2.0f, n); Div(d, tmp, d, n); Adds(d, d, 1.0f, n);
+      break;
+    case V_CLIP: Maxs(d, x, s0, n); Mins(d, d, s1, n); break;
+    case V_SQUARE: Mul(d, x, x, n); break;
+    default: Muls(d, x, 1.0f, n); break;  // copy (keeps -0 and NaN)
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR workspace,
+                                                     GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  VecTiling t;
+  load_vec_tiling(tiling, t);
+  const uint32_t R = t.rows, C = t.cols, TL = t.tile;
+  const bool binary = t.op >= V_ADD;
+  GlobalTensor<float> ga, gb, gc;
+  ga.SetGlobalBuffer((__gm__ float *)a, operand_extent(t.amode, R, C));
+  if (binary) gb.SetGlobalBuffer((__gm__ float *)b, operand_extent(t.bmode, R, C));
+  gc.SetGlobalBuffer((__gm__ float *)c, (uint64_t)R * C);
+  // tile geometry: whole rows when a row fits in a tile, else chunks of TL columns of one row
+  const bool whole = C <= TL;
+  const uint32_t rows_per = whole ? TL / vpad8(C) : 1, nch = whole ? 1 : (C + TL - 1) / TL;
+  const uint64_t items = whole ? (R + rows_per - 1) / rows_per : (uint64_t)R * nch;
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qa, qb;
+  TQue<TPosition::VECOUT, 2> qc;
+  TBuf<TPosition::VECCALC> btmp;
+  const bool has_a = t.amode == B_FULL || t.amode == B_ROW, has_b = binary && (t.bmode == B_FULL || t.bmode == B_ROW);
+  if (has_a) pipe.InitBuffer(qa, 2, TL * 4);
+  if (has_b) pipe.InitBuffer(qb, 2, TL * 4);
+  pipe.InitBuffer(qc, 2, TL * 4);
+  pipe.InitBuffer(btmp, TL * 4);
+  LocalTensor<float> tmp = btmp.Get<float>();
+  DataCopyPadExtParams<float> nopad{false, 0, 0, 0.f};
+  // scalars of the scalar-broadcast operands
+  const float sa = t.amode == B_SCALAR ? ga.GetValue(0) : 0.f;
+  const float sb = binary && t.bmode == B_SCALAR ? gb.GetValue(0) : 0.f;
+  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+    uint32_t r0, nr, c0, nc;
+    if (whole) {
+      r0 = (uint32_t)(it * rows_per);
+      nr = R - r0 < rows_per ? R - r0 : rows_per;
+      c0 = 0;
+      nc = C;
+    } else {
+      r0 = (uint32_t)(it / nch);
+      nr = 1;
+      c0 = (uint32_t)(it % nch) * TL;
+      nc = C - c0 < TL ? C - c0 : TL;
+    }
+    const uint32_t ncp = vpad8(nc);
+    // stage the streamed operands: full ones as nr padded rows, broadcast rows as one padded row
+    LocalTensor<float> va, vb;
+    if (has_a) {
+      va = qa.AllocTensor<float>();
+      if (t.amode == B_FULL)
+        DataCopyPad(va, ga[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nc * 4, (C - nc) * 4, 0, 0}, nopad);
+      else
+        DataCopyPad(va, ga[c0], DataCopyExtParams{1, nc * 4, 0, 0, 0}, nopad);
+      qa.EnQue(va);
+      va = qa.DeQue<float>();
+    }
+    if (has_b) {
+      vb = qb.AllocTensor<float>();
+      if (t.bmode == B_FULL)
+        DataCopyPad(vb, gb[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nc * 4, (C - nc) * 4, 0, 0}, nopad);
+      else
+        DataCopyPad(vb, gb[c0], DataCopyExtParams{1, nc * 4, 0, 0, 0}, nopad);
+      qb.EnQue(vb);
+      vb = qb.DeQue<float>();
+    }
+    LocalTensor<float> vc = qc.AllocTensor<float>();
+    const uint32_t n = nr * ncp;
+    if (!binary) {
+      unary(t.op, vc, va, tmp, t.s0, t.s1, n);
+    } else if (t.amode == B_FULL && t.bmode == B_FULL) {
+      bin_vv(t.op, vc, va, vb, n);
+    } else if (t.amode == B_FULL && t.bmode == B_SCALAR) {
+      bin_vs(t.op, vc, va, sb, false, tmp, n);
+    } else if (t.amode == B_SCALAR && t.bmode == B_FULL) {
+      bin_vs(t.op, vc, vb, sa, true, tmp, n);
+    } else {  // a row or per-row value on one side: one instruction group per row
+      for (uint32_t q = 0; q < nr; q++) {
+        const uint32_t o = q * ncp;
+        if (t.amode == B_FULL && t.bmode == B_ROW) bin_vv(t.op, vc[o], va[o], vb, ncp);
+        else if (t.amode == B_ROW && t.bmode == B_FULL) bin_vv(t.op, vc[o], va, vb[o], ncp);
+        else if (t.amode == B_FULL && t.bmode == B_COL) bin_vs(t.op, vc[o], va[o], gb.GetValue(r0 + q), false, tmp, ncp);
+        else if (t.amode == B_COL && t.bmode == B_FULL) bin_vs(t.op, vc[o], vb[o], ga.GetValue(r0 + q), true, tmp, ncp);
+        else if (t.amode == B_ROW && t.bmode == B_COL) bin_vs(t.op, vc[o], va, gb.GetValue(r0 + q), false, tmp, ncp);
+        else if (t.amode == B_COL && t.bmode == B_ROW) bin_vs(t.op, vc[o], vb, ga.GetValue(r0 + q), true, tmp, ncp);
+        else if (t.amode == B_ROW && t.bmode == B_SCALAR) bin_vs(t.op, vc[o], va, sb, false, tmp, ncp);
+        else if (t.amode == B_SCALAR && t.bmode == B_ROW) bin_vs(t.op, vc[o], vb, sa, true, tmp, ncp);
+        else if (t.amode == B_ROW && t.bmode == B_ROW) bin_vv(t.op, vc[o], va, vb, ncp);
+        else {  // per-row value against a scalar or another per-row value: one value per row
+          const float x = t.amode == B_COL ? ga.GetValue(r0 + q) : sa;
+          const float y = t.bmode == B_COL ? gb.GetValue(r0 + q) : sb;
+          Duplicate(tmp, y, ncp);
+          Duplicate(vc[o], x, ncp);
+          bin_vv(t.op, vc[o], vc[o], tmp, ncp);
+        }
+      }
+    }
+    if (has_a) qa.FreeTensor(va);
+    if (has_b) qb.FreeTensor(vb);
+    qc.EnQue(vc);
+    vc = qc.DeQue<float>();
+    DataCopyPad(gc[(uint64_t)r0 * C + c0], vc, DataCopyExtParams{(uint16_t)nr, nc * 4, 0, (C - nc) * 4, 0});
+    qc.FreeTensor(vc);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// y: [rows, cols] (softmax, log-softmax, norms) or [rows] (reductions); y2/y3: layer norm mean, 1/std
+extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_ADDR y, GM_ADDR y2,
+                                                 GM_ADDR y3, GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  VecTiling t;
+  load_vec_tiling(tiling, t);
+  const uint32_t R = t.rows, C = t.cols, Cp = vpad8(C), TL = t.tile;
+  const bool reduce = t.op <= V_RMIN, norm = t.op == V_RMSNORM || t.op == V_LAYERNORM, ln = t.op == V_LAYERNORM;
+  GlobalTensor<float> gx, gs, gbias, gy, gy2, gy3;
+  gx.SetGlobalBuffer((__gm__ float *)x, (uint64_t)R * C);
+  gy.SetGlobalBuffer((__gm__ float *)y, reduce ? R : (uint64_t)R * C);
+  if (norm) gs.SetGlobalBuffer((__gm__ float *)scale, C);
+  if (ln && t.has_bias) gbias.SetGlobalBuffer((__gm__ float *)bias, C);
+  if (ln) {
+    gy2.SetGlobalBuffer((__gm__ float *)y2, R);
+    gy3.SetGlobalBuffer((__gm__ float *)y3, R);
+  }
+  // contiguous row range of this block
+  const uint32_t nb = GetBlockNum(), bi = GetBlockIdx();
+  const uint32_t lo = (uint32_t)((uint64_t)R * bi / nb), hi = (uint32_t)((uint64_t)R * (bi + 1) / nb);
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qx;
+  TQue<TPosition::VECOUT, 2> qy;
+  TQue<TPosition::VECOUT, 1> qs;  // per-row results of a tile of rows (reductions, layer-norm stats)
+  TBuf<TPosition::VECCALC> bwork, btmp, bparam;
+  pipe.InitBuffer(qx, 2, Cp * 4);
+  if (!reduce) pipe.InitBuffer(qy, 2, Cp * 4);
+  if (reduce || ln) pipe.InitBuffer(qs, 1, TL * 4 * (ln ? 2 : 1));
+  pipe.InitBuffer(bwork, Cp * 4 + 64);
+  pipe.InitBuffer(btmp, Cp * 4);
+  if (norm) pipe.InitBuffer(bparam, Cp * 4 * (ln && t.has_bias ? 2 : 1));
+  LocalTensor<float> work = bwork.Get<float>(), tmp = btmp.Get<float>(), red = work[Cp];
+  LocalTensor<float> sc, bs;
+  DataCopyPadExtParams<float> nopad{false, 0, 0, 0.f};
+  if (norm) {
+    sc = bparam.Get<float>();
+    DataCopyPad(sc, gs, DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
+    if (ln && t.has_bias) {
+      bs = sc[Cp];
+      DataCopyPad(bs, gbias, DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
+    }
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
+  }
+  for (uint32_t base = lo; base < hi; base += TL) {  // tiles of up to TL rows for the per-row results
+    const uint32_t nrow = hi - base < TL ? hi - base : TL;
+    LocalTensor<float> st;
+    if (reduce || ln) st = qs.AllocTensor<float>();
+    for (uint32_t q = 0; q < nrow; q++) {
+      const uint64_t r = base + q;
+      LocalTensor<float> vx = qx.AllocTensor<float>();
+      DataCopyPad(vx, gx[r * C], DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
+      qx.EnQue(vx);
+      vx = qx.DeQue<float>();
+      LocalTensor<float> vy;
+      if (!reduce) vy = qy.AllocTensor<float>();
+      float v = 0.f;
+      switch (t.op) {
+        case V_RSUM: case V_RMEAN:
+          ReduceSum(red, vx, work, C);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          v = red.GetValue(0);
+          if (t.op == V_RMEAN) v = v / (float)C;
+          break;
+        case V_RMAX: case V_RMIN:
+          if (t.op == V_RMIN) Muls(vx, vx, -1.0f, C);
+          ReduceMax(red, vx, work, C);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          v = t.op == V_RMIN ? -red.GetValue(0) : red.GetValue(0);
+          break;
+        case V_SOFTMAX: case V_LOGSOFTMAX: {
+          ReduceMax(red, vx, work, C);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          const float m = red.GetValue(0);
+          Adds(vx, vx, -m, C);  // e = x - max
+          Exp(tmp, vx, C);
+          ReduceSum(red, tmp, work, C);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          const float s = red.GetValue(0);
+          if (t.op == V_SOFTMAX) {
+            Duplicate(work, s, C);
+            Div(vy, tmp, work, C);
+          } else {
+            Duplicate(work, s, 1);
+            Ln(work, work, 1);
+            SetFlag<HardEvent::V_S>(0);
+            WaitFlag<HardEvent::V_S>(0);
+            Adds(vy, vx, -work.GetValue(0), C);  // e - log(sum exp e)
+          }
+          break;
+        }
+        case V_RMSNORM: {  // y = x / sqrt(mean(x^2) + eps) * scale
+          Mul(tmp, vx, vx, C);
+          ReduceSum(red, tmp, work, C);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          const float ms = red.GetValue(0) / (float)C + t.s0;
+          Duplicate(work, ms, 1);
+          Sqrt(work, work, 1);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          Duplicate(tmp, work.GetValue(0), C);
+          Div(vy, vx, tmp, C);
+          Mul(vy, vy, sc, C);
+          break;
+        }
+        default: {  // layer norm: y = (x - mean) * inv * scale (+ bias), inv = 1 / sqrt(var + eps)
+          ReduceSum(red, vx, work, C);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          const float mean = red.GetValue(0) / (float)C;
+          Adds(vx, vx, -mean, C);
+          Mul(tmp, vx, vx, C);
+          ReduceSum(red, tmp, work, C);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          Duplicate(work, red.GetValue(0) / (float)C + t.s0, 1);
+          Sqrt(work, work, 1);
+          SetFlag<HardEvent::V_S>(0);
+          WaitFlag<HardEvent::V_S>(0);
+          const float inv = 1.0f / work.GetValue(0);
+          Muls(vy, vx, inv, C);
+          Mul(vy, vy, sc, C);
+          if (t.has_bias) Add(vy, vy, bs, C);
+          st.SetValue(q, mean);
+          st.SetValue(TL + q, inv);
+          break;
+        }
+      }
+      qx.FreeTensor(vx);
+      if (reduce) st.SetValue(q, v);
+      if (!reduce) {
+        qy.EnQue(vy);
+        vy = qy.DeQue<float>();
+        DataCopyPad(gy[r * C], vy, DataCopyExtParams{1, C * 4, 0, 0, 0});
+        qy.FreeTensor(vy);
+      }
+    }
+    if (reduce || ln) {
+      qs.EnQue(st);
+      st = qs.DeQue<float>();
+      if (reduce) DataCopyPad(gy[base], st, DataCopyExtParams{1, nrow * 4, 0, 0, 0});
+      if (ln) {
+        DataCopyPad(gy2[base], st, DataCopyExtParams{1, nrow * 4, 0, 0, 0});
+        DataCopyPad(gy3[base], st[TL], DataCopyExtParams{1, nrow * 4, 0, 0, 0});
+      }
+      qs.FreeTensor(st);
+    }
+  }
+}

@@ -1,0 +1,237 @@
+"""The Ascend vector kernels for the ordinary ops of a graph (kernels/vector_kernels.cpp).
+
+`vector_reason(m, o)` says whether an op runs there (None) or why it stays on the host; `launch(art,
+o, args)` maps the op's operands onto the kernels' [rows, cols] view, sizes the tiles from the Unified
+Buffer of the target description and launches; `estimate(o, desc)` is the cost-model entry (an
+ESTIMATE: bytes over HBM bandwidth vs vector element operations over the AIV lanes).
+
+Shapes: the output is viewed as [rows, cols] with cols its last dimension.  A binary operand is
+full (same shape), a scalar, one row broadcast over the rows ([..1.., cols]) or one value per row
+([rows..., 1]); other broadcasts stay on the host.  Row-wise ops (reduce over the last axis, softmax,
+log-softmax, RMS norm, layer norm) need one whole row in the Unified Buffer.
+"""
+from __future__ import annotations
+
+import struct
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ...ir.opdef import const_value
+
+UNARY = {"moec.neg": 0, "moec.abs": 1, "moec.sqrt": 2, "moec.reciprocal": 3, "moec.exp": 4, "moec.log": 5,
+         "moec.relu": 6, "moec.sigmoid": 7, "moec.tanh": 8, "moec.clip": 9}
+V_SQUARE, V_COPY = 10, 11
+BINARY = {"moec.add": 32, "moec.sub": 33, "moec.mul": 34, "moec.div": 35, "moec.max": 36, "moec.min": 37}
+ROWWISE = {"moec.reduce_sum": 64, "moec.reduce_mean": 65, "moec.reduce_max": 66, "moec.reduce_min": 67,
+           "moec.softmax": 68, "moec.log_softmax": 69, "moec.rms_norm": 70, "moec.layer_norm": 71}
+# vector instructions per element (for the cost model)
+_INSTR = {7: 5, 8: 6, 9: 2, 3: 2, 35: 2, 68: 5, 69: 5, 70: 4, 71: 6}
+FULL, SCALAR, ROW, COL = 0, 1, 2, 3
+POW_AS = {2.0: V_SQUARE, 0.5: UNARY["moec.sqrt"], 1.0: V_COPY}
+# ops that only relabel a contiguous tensor: no kernel, no data movement
+VIEWS = ("moec.reshape", "moec.squeeze", "moec.unsqueeze", "moec.flatten")
+TILE_FIELDS = ("rows", "cols", "op", "amode", "bmode", "tile", "s0", "s1", "has_bias")
+ROW_TILE = 1024  # per-row results staged per copy (reductions, layer-norm statistics)
+
+
+def tiling_bytes(**kw) -> bytes:
+    return b"".join(struct.pack("<f" if f in ("s0", "s1") else "<i", kw.get(f, 0)) for f in TILE_FIELDS)
+
+
+def elementwise_tile(ub_bytes: int) -> int:
+    """f32 elements per tile buffer of vec_elementwise: 7 buffers (a, b, c double-buffered + tmp)."""
+    return max(8, min(8192, ub_bytes // 4 // 8 // 8 * 8))
+
+
+def rowwise_max_cols(ub_bytes: int) -> int:
+    """Longest row vec_rowwise holds: 8 row buffers (x, y double-buffered, work, tmp, scale, bias)
+    plus the staged per-row results."""
+    return (ub_bytes // 4 - 2 * ROW_TILE - 16) // 8 // 8 * 8
+
+
+def _bmode(shape: Sequence, out: Sequence) -> Optional[int]:
+    """Broadcast class of an operand shape against the output shape (ints, symbols or None)."""
+    if any(d is None for d in shape) or any(d is None for d in out):
+        return None
+    if all(d == 1 for d in shape):  # one value (rank 0 or all ones)
+        return SCALAR
+    pad = (1,) * (len(out) - len(shape)) + tuple(shape)
+    if len(pad) != len(out):
+        return None
+    if pad == tuple(out):
+        return FULL
+    if len(out) and all(d == 1 for d in pad[:-1]) and pad[-1] == out[-1]:
+        return ROW
+    if len(out) and pad[-1] == 1 and pad[:-1] == tuple(out[:-1]):
+        return COL
+    return None
+
+
+def _scalar(m, v) -> Optional[float]:
+    c = const_value(v, m.weights) if m is not None else None
+    if c is None:
+        return None
+    c = np.asarray(c)
+    return float(c.reshape(-1)[0]) if c.size == 1 else None
+
+
+def _f32(o) -> bool:
+    return all(v.type.dtype.mlir == "f32" for v in list(o.operands) + list(o.results))
+
+
+def vector_reason(m, o) -> Optional[str]:
+    """None when `o` runs on the vector kernels, else why it stays on the host."""
+    name = o.name
+    if name not in UNARY and name not in BINARY and name not in ROWWISE and name != "moec.pow":
+        return f"no AscendC kernel for {name} yet"
+    if name in ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min") and len(o.operands) > 1:
+        if const_value(o.operands[1], m.weights) is None:
+            return "reduction axes known only at run time"
+    if not _f32(o):
+        dts = sorted({v.type.dtype.mlir for v in list(o.operands) + list(o.results)})
+        return f"the vector kernels are f32 only (operands/results are {', '.join(dts)})"
+    out = o.results[0].type
+    if name == "moec.pow":
+        e = _scalar(m, o.operands[1])
+        if e not in POW_AS:
+            return "pow with an exponent other than a constant 2, 0.5 or 1"
+    if name == "moec.clip" and (_scalar(m, o.operands[1]) is None or _scalar(m, o.operands[2]) is None):
+        return "clip bounds are not constants"
+    if name in BINARY:
+        for v in o.operands:
+            if _bmode(v.type.shape, out.shape) is None:
+                return (f"broadcast of {tuple(v.type.shape)} to {tuple(out.shape)} is not one of full / scalar / "
+                        f"row / per-row")
+    if name in ROWWISE:
+        x = o.operands[0].type
+        if x.rank == 0:
+            return "row-wise op on a scalar"
+        last = x.rank - 1
+        if name.startswith("moec.reduce_"):
+            axes = o.attrs["axes"] if len(o.operands) == 1 else \
+                [int(a) for a in np.asarray(const_value(o.operands[1], m.weights)).reshape(-1)]
+            if not axes and (o.attrs["noop_with_empty_axes"] or x.rank != 1):
+                return "reduction over all axes (or none)" if x.rank != 1 else "no-op reduction"
+            if axes and sorted({a % x.rank for a in axes}) != [last]:
+                return "reduction over axes other than the last one"
+        elif o.attrs["axis"] % x.rank != last:
+            return "normalises over axes other than the last one"
+        for v in o.operands[1:]:
+            if v.type.rank and not all(d == 1 for d in v.type.shape[:-1]):
+                return "scale/bias that are not one row over the last axis"
+    return None
+
+
+def max_cols_reason(o, desc) -> Optional[str]:
+    """Compile-time check of the row length against the Unified Buffer (when the length is static)."""
+    if o.name not in ROWWISE:
+        return None
+    cols = o.operands[0].type.shape[-1]
+    lim = rowwise_max_cols(int(desc.get("ub_bytes", 192 * 1024)))
+    if isinstance(cols, int) and cols > lim:
+        return f"rows of {cols} elements exceed the Unified Buffer's {lim}-element row limit"
+    return None
+
+
+def _geometry(out_shape: Tuple[int, ...]) -> Tuple[int, int]:
+    if not out_shape:
+        return 1, 1
+    cols = int(out_shape[-1])
+    return int(np.prod(out_shape[:-1], dtype=np.int64)), cols
+
+
+def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
+    """Run `o` on the vector kernels (emulator) and return its results."""
+    from ...errors import RuntimeFailure
+    name = o.name
+    ub = int(art.desc.get("ub_bytes", 192 * 1024))
+    cores = art.cores
+    if name in ROWWISE:
+        x = np.ascontiguousarray(args[0], np.float32)
+        R, C = _geometry(x.shape)
+        lim = rowwise_max_cols(ub)
+        if C > lim:
+            raise RuntimeFailure(f"{name}: rows of {C} elements exceed the Unified Buffer's {lim}-element row limit "
+                                 f"of the Ascend vector kernel")
+        op = ROWWISE[name]
+        reduce = op <= ROWWISE["moec.reduce_min"]
+        ln = name == "moec.layer_norm"
+        y = np.zeros((R,) if reduce else (R, C), np.float32)
+        y2 = np.zeros(R, np.float32) if ln else None
+        y3 = np.zeros(R, np.float32) if ln else None
+        scale = np.ascontiguousarray(args[1], np.float32).reshape(-1) if name in ("moec.rms_norm", "moec.layer_norm") \
+            else None
+        bias = np.ascontiguousarray(args[2], np.float32).reshape(-1) if ln and len(args) > 2 and args[2] is not None \
+            else None
+        for v in (scale, bias):
+            if v is not None and v.size != C:
+                raise RuntimeFailure(f"{name}: scale/bias of {v.size} elements for rows of {C}")
+        if R and C:
+            eps = float(o.attrs.get("epsilon", 0.0)) if name in ("moec.rms_norm", "moec.layer_norm") else 0.0
+            art._launch("vec_rowwise", max(1, min(cores, R)),
+                        [x, scale if scale is not None else x, bias if bias is not None else x, y,
+                         y2 if ln else y, y3 if ln else y],
+                        tiling_bytes(rows=R, cols=C, op=op, tile=ROW_TILE, s0=eps, has_bias=int(bias is not None)))
+        if reduce:
+            return [y.reshape(_reduced_shape(o, x.shape))]
+        if ln:
+            stat = x.shape[:-1] + (1,)
+            return [y.reshape(x.shape), y2.reshape(stat), y3.reshape(stat)]
+        return [y.reshape(x.shape)]
+    # elementwise
+    out_shape = tuple(np.broadcast_shapes(*[np.shape(a) for a in args[:2 if name in BINARY else 1]]))
+    R, C = _geometry(out_shape)
+    c = np.zeros(out_shape, np.float32)
+    if c.size == 0:
+        return [c]
+    s0 = s1 = 0.0
+    if name in BINARY:
+        op = BINARY[name]
+        a, b = (np.ascontiguousarray(v, np.float32) for v in args[:2])
+        am, bm = _bmode(a.shape, out_shape), _bmode(b.shape, out_shape)
+        if am is None or bm is None:
+            raise RuntimeFailure(f"{name}: broadcast of {a.shape} and {b.shape} is not supported by the vector kernel")
+    else:
+        a = np.ascontiguousarray(args[0], np.float32)
+        b, am, bm = None, FULL, FULL
+        if name == "moec.pow":
+            op = POW_AS[float(np.asarray(args[1]).reshape(-1)[0])]
+        else:
+            op = UNARY[name]
+        if name == "moec.clip":
+            s0, s1 = (float(np.asarray(v).reshape(-1)[0]) for v in args[1:3])
+    TL = elementwise_tile(ub)
+    items = -(-R // (TL // ((C + 7) // 8 * 8))) if C <= TL else R * -(-C // TL)
+    art._launch("vec_elementwise", max(1, min(cores, items)), [a, b if b is not None else a, c],
+                tiling_bytes(rows=R, cols=C, op=op, amode=am, bmode=bm, tile=TL, s0=s0, s1=s1))
+    return [c]
+
+
+def _reduced_shape(o, shape):
+    if o.attrs.get("keepdims", True):
+        return tuple(shape[:-1]) + (1,)
+    return tuple(shape[:-1])
+
+
+def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) -> dict:
+    """Cost-model ESTIMATE of one vector-kernel op at T tokens (symbolic dimensions taken as T):
+    max(HBM bytes / bandwidth, element instructions / (AIV cores x lanes x clock)) + launch."""
+    def numel(v):
+        return int(np.prod([d if isinstance(d, int) else T for d in v.type.shape], dtype=np.int64))
+    n_out = sum(numel(r) for r in o.results)
+    n_in = sum(numel(v) for v in o.operands if not (o.name == "moec.pow" or o.name == "moec.clip") or v is o.operands[0])
+    op = ROWWISE.get(o.name, BINARY.get(o.name, UNARY.get(o.name, V_SQUARE)))
+    elems = max(n_in, n_out) * _INSTR.get(op, 1)
+    x = o.operands[0].type
+    rows = max(1, numel(o.results[0]) // max(1, x.shape[-1] if x.rank and isinstance(x.shape[-1], int) else 1))
+    cores = max(1, min(hw["aiv"], rows))
+    t_vec = elems / (cores * lanes * clock_hz)
+    t_hbm = 4 * (n_in + n_out) / hw["hbm"]
+    t = max(t_vec, t_hbm) + launch_s
+    bound = max((t_vec, "vector"), (t_hbm, "HBM"), (launch_s, "launch"))[1]
+    return {"kernel": "vec_rowwise" if o.name in ROWWISE else "vec_elementwise", "tokens": T, "blockDim": cores,
+            "estimate_us": round(t * 1e6, 2), "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
+
+
+__all__ = ["vector_reason", "max_cols_reason", "launch", "estimate", "VIEWS", "tiling_bytes"]
