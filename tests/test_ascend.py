@@ -15,7 +15,7 @@ ROOT = os.path.dirname(HERE)
 INC = os.path.join(ROOT, "targets", "ascend_emu", "include")
 EXAMPLE = os.path.join(ROOT, "examples", "mixtral_like.onnx")
 
-RULES = {
+RULES = {  # case -> the message the emulator must print
     1: "capacity of VECCALC exceeded",
     2: "is not a multiple of 32 (DataCopy moves whole 32-byte blocks",
     3: "kernel end: a tensor of a VECIN queue is still allocated or enqueued (missing FreeTensor: leak)",
@@ -35,6 +35,7 @@ RULES = {
     25: "position A1 is a cube-core buffer (L1/L0): a KERNEL_TYPE_AIV_ONLY kernel runs on vector cores",
     26: "DataCopy cannot reach A2",
     27: "reads fractal 1009 past the L1 tensor",
+    28: "Adds: vector operand starts 12 bytes into its buffer, not on a 32-byte boundary",
 }
 # cube kernels that break no rule but get a layout parameter wrong: the emulator's fractal model must
 # turn that into wrong numbers (18: Nd2Nz dstNzC0Stride not the 16-aligned row count; 19: B stored [K, N]

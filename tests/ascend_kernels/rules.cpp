@@ -96,6 +96,8 @@ extern "C" __global__ __aicore__ void cmp(GM_ADDR, int bad) {
   LocalTensor<float> a = ba.Get<float>();
   Duplicate(a, 1.0f, 256);
   Compare(bm.Get<uint8_t>(), a, a, CMPMODE::EQ, bad == 12 ? 40 : 64);
+  // 28: a vector operand 3 floats (12 bytes) into its buffer; 13: 8 floats (32 bytes) in, aligned
+  Adds(a[bad == 28 ? 3 : 8], a[bad == 28 ? 3 : 8], 1.0f, 64);
 }
 
 // ---- cube: one block computes C [M, N] = A [M, K] . B with the low-level path --------------------------
@@ -286,7 +288,7 @@ int main(int argc, char **argv) {
   int rc;
   if (bad >= 10 && bad <= 11) {
     rc = moec_emu::Launch("cube_misuse", 4, cube_misuse, (GM_ADDR)c, bad);
-  } else if (bad == 12 || bad == 13) {
+  } else if (bad == 12 || bad == 13 || bad == 28) {
     rc = moec_emu::Launch("cmp", 1, cmp, (GM_ADDR)c, bad);
   } else {
     uint32_t blocks = bad == 9 ? 64 : 8;  // 9: more blocks than the 48 vector cores

@@ -264,6 +264,10 @@ class LocalTensor {
       moec_emu::fail(call, std::string("vector instruction on a tensor in position ") + pos_name(buf_->pos) +
                                " (vector units only reach the Unified Buffer: VECIN/VECOUT/VECCALC)");
     if (buf_->state == 2) moec_emu::fail(call, "tensor is enqueued: DeQue it before computing on it");
+    if ((off_ * sizeof(T)) % 32)
+      moec_emu::fail(call, "vector operand starts " + std::to_string(off_ * sizeof(T)) +
+                               " bytes into its buffer, not on a 32-byte boundary (vector instructions address the "
+                               "Unified Buffer in 32-byte blocks)");
     return p;
   }
   T GetValue(uint32_t i) const { return addr("LocalTensor::GetValue", i + 1)[i]; }
