@@ -372,6 +372,17 @@ static void pool_run(moec_pool_job *j, int tid) {
   }
 }
 
+/* A layer is several short fork/joins (route, two GEMM phases, activation, combine); waking a
+ * sleeping thread for each costs tens of microseconds, more on a busy host.  So a worker that finished
+ * a job, and the caller waiting for the workers, first spin briefly (reading the shared state without
+ * the lock, then taking it as before) and only then sleep on the condition variable. */
+#define POOL_SPIN 4000
+static inline void pool_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 static void *pool_main(void *p) {
   int tid = (int)(intptr_t)p;
   uint64_t seen = 0;
@@ -379,13 +390,18 @@ static void *pool_main(void *p) {
   pthread_mutex_lock(&g_lk);
   seen = g_birth_gen[tid]; /* so a worker started for the next job does not miss it */
   for (;;) {
+    if (g_gen == seen) {
+      pthread_mutex_unlock(&g_lk);
+      for (int s = 0; s < POOL_SPIN && __atomic_load_n(&g_gen, __ATOMIC_ACQUIRE) == seen; s++) pool_relax();
+      pthread_mutex_lock(&g_lk);
+    }
     while (g_gen == seen) pthread_cond_wait(&g_wake, &g_lk);
     seen = g_gen;
     if (tid >= g_job.nw) continue;
     pthread_mutex_unlock(&g_lk);
     pool_run(&g_job, tid);
     pthread_mutex_lock(&g_lk);
-    if (--g_job.active == 0) pthread_cond_signal(&g_done);
+    if (__atomic_sub_fetch(&g_job.active, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&g_done);
   }
   return NULL;
 }
@@ -414,10 +430,11 @@ void moec_parallel_for_tid(moec_ctx *ctx, int64_t n, moec_task_tid_fn fn, void *
   }
   if (nt > g_started) nt = g_started;
   g_job = (moec_pool_job){fn, arg, n, 0, nt, nt - 1};
-  g_gen++;
+  __atomic_add_fetch(&g_gen, 1, __ATOMIC_RELEASE);
   pthread_cond_broadcast(&g_wake);
   pthread_mutex_unlock(&g_lk);
   pool_run(&g_job, 0);
+  for (int s = 0; s < POOL_SPIN && __atomic_load_n(&g_job.active, __ATOMIC_ACQUIRE) > 0; s++) pool_relax();
   pthread_mutex_lock(&g_lk);
   while (g_job.active > 0) pthread_cond_wait(&g_done, &g_lk);
   pthread_mutex_unlock(&g_lk);
