@@ -28,6 +28,9 @@ double-buffered) are hard limits.  The tile sizes minimise this estimate; the ar
 choice with each call's token count (like a CANN host tiling function).
 Vector kernels: element operations / (AIV cores * 64 f32 lanes * clock), bytes / HBM bandwidth,
 DataCopy issue 0.5 us per copy per core, 5 us launch.
+Types: f32 models run the cube on float (at half the fp16 rate); f16 models keep their activations and
+weights in half in GM, run the cube on half (the target's fp16 peak, f32 accumulation) and do the vector
+math in f32 in the Unified Buffer; every byte count above uses the tensor's own element size (2 for f16).
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ ND2NZ_MAX_D = 65535       # Nd2NzParams.srcDValue is 16-bit: longer reductions c
 NPU_OPS = ("moe.route", "moe.dispatch", "moe.experts", "moe.shared_experts", "moe.combine", "moec.matmul",
            "moec.gemm")
 ASCEND_WEIGHTS = ("none", "bf16", "int8")   # moe.experts weight storage the Ascend kernels take
+ACT_DTYPES = ("f32", "f16")                 # activation types of the MoE and cube kernels (x, logits, y)
 
 
 def _hw(desc: TargetDesc) -> dict:
@@ -65,6 +69,31 @@ def _hw(desc: TargetDesc) -> dict:
             "l1": int(desc.l1_bytes), "l0a": int(desc.get("l0a_bytes", 64 * 1024)),
             "l0b": int(desc.get("l0b_bytes", 64 * 1024)), "l0c": int(desc.get("l0c_bytes", 128 * 1024)),
             "l2": int(desc.l2_bytes)}
+
+
+def act_dtype(o) -> str:
+    """The activation type an NPU op runs in: its first float operand's (x, logits, y) -- f32 or f16."""
+    return next((v.type.dtype.mlir for v in o.operands if v.type.dtype.is_float), "f32")
+
+
+def _dtype_reason(o) -> Optional[str]:
+    """None when the op's float operands and results share one type the kernels take (f32 or f16) and its
+    integer operands are i64, else why it stays on the host.  moe.experts' weights (as x, bf16 or int8 by
+    ``wq``, checked by the IR) and int8 scales (f32) are not activations and are left out."""
+    dt = act_dtype(o)
+    if dt not in ACT_DTYPES:
+        return f"{dt} activations: the Ascend kernels take f32 and f16"
+    vals = list(o.operands)
+    if o.name == "moe.experts":
+        n_ex = sum(bool(o.attrs.get(a)) for a in ("has_b_in", "has_b_out")) + (o.attrs.get("weights_at") != "none")
+        vals = vals[:4] + vals[6:6 + n_ex]
+    vals += list(o.results)
+    if any(not v.type.dtype.is_float and v.type.dtype.mlir != "i64" for v in vals):
+        return "only f32/f16 and i64 tensors are taken by the Ascend MoE kernels"
+    others = sorted({v.type.dtype.mlir for v in vals if v.type.dtype.is_float and v.type.dtype.mlir != dt})
+    if others:
+        return f"mixed float types ({dt} with {', '.join(others)}): the Ascend kernels take one type per op"
+    return None
 
 
 def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
@@ -76,13 +105,18 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
             return f"{wq} expert weights are not implemented on the Ascend target (f32, bf16, int8 are)"
         if o.attrs.get("aq", "none") != "none":
             return "quantised activations (w8a8) are not implemented on the Ascend target"
-        if o.operands[0].type.dtype.mlir != "f32":
-            return "only f32 activations are emitted for the Ascend target so far"
+        why = _dtype_reason(o)
+        if why:
+            return why
+        if act_dtype(o) == "f16" and wq != "none":
+            return f"f16 activations with {wq} expert weights are not implemented on the Ascend target (f16 " \
+                   f"models run with their f16 weights)"
         if not _cube_k_ok(o.operands[0].type.shape[1], o.operands[5].type.shape[2]):
             return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
         return None
-    if not all(v.type.dtype.mlir in ("f32", "i64") for v in o.operands):
-        return "only f32 kernels are emitted for the Ascend target so far"
+    why = _dtype_reason(o)
+    if why:
+        return why
     if o.name == "moe.shared_experts" and not _cube_k_ok(o.operands[0].type.shape[1], o.operands[2].type.shape[2]):
         return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
     if o.name in ("moec.matmul", "moec.gemm"):
@@ -91,6 +125,9 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
             return "only 2-D matmuls with a constant right operand run on the NPU"
         if o.name == "moec.gemm" and o.attrs["trans_a"]:
             return "transposed left operand"
+        if a.dtype.mlir == "f16" and not _cube_k_ok(a.shape[1]):
+            return f"an f16 reduction longer than {ND2NZ_MAX_D} elements: Nd2Nz cannot tile it and the vector " \
+                   f"fallback (matmul_rows) is f32 only"
     if o.name == "moe.route" and o.attrs["n_group"] > 32:
         return "more than 32 expert groups"
     return None
@@ -107,9 +144,10 @@ def _split(total: int, tile: int) -> List[tuple]:
 
 
 def gmm_estimate(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: int, tiles: dict,
-                 a_shared: bool = False, w_bytes: Optional[float] = None) -> dict:
+                 a_shared: bool = False, w_bytes: Optional[float] = None, c_bytes: int = 4) -> dict:
     """Estimate of one grouped matmul: G groups of r rows, C [r, N] = A [r, K] . W[g]^T (see the module
-    docstring).  ``w_bytes``: HBM bytes of the weights when they are not ``dtype`` (int8 dequantised)."""
+    docstring).  ``w_bytes``: HBM bytes of the weights when they are not ``dtype`` (int8 dequantised);
+    ``c_bytes``: 4 for a float C, 2 when the fixpipe writes half (f16 matmuls)."""
     hw = _hw(desc)
     b = DTYPE_BYTES[dtype]
     c0 = 32 // b
@@ -128,7 +166,7 @@ def gmm_estimate(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: int, t
             cube = (m16 // 16) * (n16 // 16) * math.ceil(K / 16) / CUBE_RATE[dtype] + k_tiles * 16
             mte2 = (m + n) * K * b / MTE2_B_PER_CYCLE + k_slices * STEP_CYCLES
             mte1 = (m16 + n16) * kc * b / MTE1_B_PER_CYCLE + k_tiles * TILE_CYCLES
-            fix = m * n * 4 / FIX_B_PER_CYCLE
+            fix = m * n * c_bytes / FIX_B_PER_CYCLE
             item = max(cube, mte2, mte1, fix) if tiles["dbL0C"] == 2 else max(cube, mte2, mte1) + fix
             for key, v in (("cube", cube), ("mte2", mte2), ("mte1", mte1), ("fix", fix), ("item", item)):
                 tot[key] += v * cm * cn
@@ -140,7 +178,7 @@ def gmm_estimate(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: int, t
     t_parts = {k: v * scale for k, v in tot.items()}
     a_bytes = (r if a_shared else G * r) * K * b
     weights = w_bytes if w_bytes is not None else G * N * K * b
-    hbm_bytes = weights + a_bytes + G * r * N * 4
+    hbm_bytes = weights + a_bytes + G * r * N * c_bytes
     t_hbm = hbm_bytes / hw["hbm"]
     t = max(t_parts["item"], t_hbm) + LAUNCH_S
     terms = {"cube": t_parts["cube"], "L1 fill (MTE2)": t_parts["mte2"], "L0 load (MTE1)": t_parts["mte1"],
@@ -169,7 +207,7 @@ def _fits(hw: dict, b: int, bm: int, bn: int, bk: int, sk: int) -> Optional[int]
 
 @lru_cache(maxsize=4096)
 def choose_gmm_tiles(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: int, a_shared: bool = False,
-                     w_bytes: Optional[float] = None) -> dict:
+                     w_bytes: Optional[float] = None, c_bytes: int = 4) -> dict:
     """The cube tiles (baseM, baseN, baseK, stepK, dbL0C) that minimise ``gmm_estimate`` among those
     fitting the target's L1/L0 capacities; returns {"tiles": ..., "estimate": ...}."""
     hw = _hw(desc)
@@ -194,7 +232,7 @@ def choose_gmm_tiles(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: in
                     if db is None:
                         continue
                     tiles = {"baseM": bm, "baseN": bn, "baseK": bk, "stepK": sk, "dbL0C": db}
-                    est = gmm_estimate(desc, dtype, G, r, N, K, tiles, a_shared, w_bytes)
+                    est = gmm_estimate(desc, dtype, G, r, N, K, tiles, a_shared, w_bytes, c_bytes)
                     # ties (an HBM-bound call) go to the least busy cores, the least cube/L0 work, then the larger tiles
                     tu = est["terms_us"]
                     key = (est["estimate_us"], est["core_us"], tu["cube"] + tu["L0 load (MTE1)"], -bm * bn, -bk * sk)
@@ -214,25 +252,26 @@ def vector_estimate(kind: str, desc: TargetDesc, T: int, sizes: dict, kt: int = 
     D, F, I, E, k = (sizes.get(x, 0) for x in ("D", "F", "I", "E", "k"))
     rows = sizes.get("rows", T * k)
     chunk = max(1, sizes.get("chunk", 2048))
-    b = sizes.get("bytes", 4)
+    b = sizes.get("bytes", 4)     # GEMM inputs written by gather/activation
+    xb = sizes.get("xbytes", 4)   # the model's activations (x, logits, weights, y): 2 for f16
     flops = 0
     if kind == "moe_gating":
-        ops, bytes_, copies, cores = T * E * 12, T * (E + 2 * k) * 4, 3 * T, min(hw["aiv"], max(T, 1))
+        ops, bytes_, copies, cores = T * E * 12, T * ((E + k) * xb + k * 4), 3 * T, min(hw["aiv"], max(T, 1))
     elif kind == "moe_init_routing":
         ops, bytes_, copies, cores = T * k * 64 * 4, T * k * 12, 0, 1   # scalar loop on one core
     elif kind == "moe_finalize":
-        ops, bytes_, copies, cores = T * k * D * 2, T * (k + 1) * D * 4, T * (k + 2), min(hw["aiv"], max(T, 1))
+        ops, bytes_, copies, cores = T * k * D * 2, T * (k + 1) * D * xb, T * (k + 2), min(hw["aiv"], max(T, 1))
     elif kind == "moe_gather_rows":
-        ops, bytes_ = rows * D * 3, rows * D * (4 + b)
+        ops, bytes_ = rows * D * 3, rows * D * (xb + b)
         copies, cores = rows * 2 * math.ceil(D / chunk), min(hw["aiv"], max(rows, 1))
     elif kind == "moe_activation":
         per = 16 if sizes.get("gated") else (32 if sizes.get("act") in ("gelu", "gelu_tanh") else 4)
         extra = sizes.get("extra_loads", 0)
-        ops, bytes_ = rows * F * per, rows * (I * 4 + F * b) + E * I * 4 * extra
+        ops, bytes_ = rows * F * per, rows * (I * 4 + F * b) + E * I * xb * extra
         copies, cores = rows * math.ceil(F / chunk) * (2 + extra * 2), min(hw["aiv"], max(rows, 1))
     elif kind == "moe_scatter_rows":
         extra = sizes.get("extra_loads", 0)
-        ops, bytes_ = rows * D * 4, rows * D * 8 + E * D * 4 * extra
+        ops, bytes_ = rows * D * 4, rows * D * (4 + xb) + E * D * xb * extra
         copies, cores = rows * math.ceil(D / chunk) * (2 + extra), min(hw["aiv"], max(rows, 1))
     elif kind == "moe_dequant_int8":
         ops, bytes_ = sizes["elems"] * 3, sizes["elems"] * 1 + max(0, sizes["elems"] * 4 - hw["l2"])
@@ -287,11 +326,16 @@ def ffn_shape(T: int, k: int, E: int, shared: bool):
     return G, (math.ceil(rows / G) if G else 0)
 
 
+def ffn_cube_dtype(sizes: dict) -> str:
+    """The cube's operand type for an expert FFN: the model's f16, bf16 for --weights bf16, else f32."""
+    return "f16" if sizes.get("dtype") == "f16" else ("bf16" if sizes.get("wq") == "bf16" else "f32")
+
+
 def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     """Tiles and estimates of the five (six with int8) kernels of one expert FFN call with T tokens."""
     D, F, I, E, k = (sizes[x] for x in ("D", "F", "I", "E", "k"))
     shared, wq = sizes.get("shared", False), sizes.get("wq", "none")
-    dtype = "bf16" if wq == "bf16" else "f32"
+    dtype = ffn_cube_dtype(sizes)
     G, r = ffn_shape(T, k, E, shared)
     rows = G * r if shared else T * k
     w_up = G * I * D * (1 if wq == "int8" else DTYPE_BYTES[dtype])
@@ -301,7 +345,8 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     b = DTYPE_BYTES[dtype]
     extra_in = int(sizes.get("has_b_in", False)) + int(wq == "int8")
     extra_out = int(sizes.get("has_b_out", False)) + int(wq == "int8")
-    vs = dict(sizes, rows=rows, bytes=b, gated=sizes.get("act") == "swiglu")
+    vs = dict(sizes, rows=rows, bytes=b, xbytes=DTYPE_BYTES[sizes.get("dtype", "f32")],
+              gated=sizes.get("act") == "swiglu")
     parts = []
     if not shared:
         parts.append(vector_estimate("moe_gather_rows", desc, T, dict(vs, chunk=vector_chunk(desc, D))))
@@ -330,8 +375,9 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     return {"tiles": {"up": up["tiles"], "down": down["tiles"]}, "estimate": est}
 
 
-def matmul_cube_plan(desc: TargetDesc, M: int, N: int, Kd: int) -> dict:
-    res = choose_gmm_tiles(desc, "f32", 1, M, N, Kd, True)
+def matmul_cube_plan(desc: TargetDesc, M: int, N: int, Kd: int, dtype: str = "f32") -> dict:
+    """A 2-D matmul as a one-group grouped matmul; f16: half operands and a half C (fixpipe F322F16)."""
+    res = choose_gmm_tiles(desc, dtype, 1, M, N, Kd, True, None, DTYPE_BYTES[dtype] if dtype == "f16" else 4)
     return {"tiles": res["tiles"], "estimate": dict(res["estimate"], tokens=M, role="matmul")}
 
 
@@ -363,11 +409,13 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             sizes = {"D": D, "F": F, "I": I, "E": E, "k": k, "shared": sh, "wq": wq,
                      "act": o.attrs["activation"], "has_b_in": bool(o.attrs.get("has_b_in", False)),
                      "has_b_out": bool(o.attrs.get("has_b_out", False))}
+            if act_dtype(o) == "f16":
+                sizes["dtype"] = "f16"
             step["sizes"] = sizes
             step["kernels"] = ((["moe_gather_rows"] if not sh else []) + (["moe_dequant_int8"] if wq == "int8" else [])
                                + ["grouped_matmul", "moe_activation"] + (["moe_dequant_int8"] if wq == "int8" else [])
                                + ["grouped_matmul", "moe_scatter_rows"] + (["moe_finalize"] if sh else []))
-            step["cube_dtype"] = "bf16" if wq == "bf16" else "f32"
+            step["cube_dtype"] = ffn_cube_dtype(sizes)
             plans = {T: ffn_cube_plan(desc, T, sizes) for T in tokens}
             step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}
             step["estimates"] = [p["estimate"] for p in plans.values()]
@@ -377,7 +425,8 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             N = b.shape[0] if o.name == "moec.gemm" and o.attrs["trans_b"] else b.shape[1]
             if _cube_k_ok(Kd) and isinstance(N, int):
                 step["kernels"] = ["grouped_matmul"]
-                plans = {T: matmul_cube_plan(desc, T, N, Kd) for T in tokens}
+                step["cube_dtype"] = act_dtype(o)
+                plans = {T: matmul_cube_plan(desc, T, N, Kd, act_dtype(o)) for T in tokens}
                 step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}
                 step["estimates"] = [p["estimate"] for p in plans.values()]
             else:  # the vector path remains for what the cube cannot tile
@@ -388,7 +437,7 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
                                      for T in tokens]
         elif o.name == "moe.route":
             E = o.operands[0].type.shape[1]
-            sizes = {"E": E, "k": o.attrs["k"]}
+            sizes = {"E": E, "k": o.attrs["k"], "xbytes": DTYPE_BYTES[act_dtype(o)]}
             step["kernels"] = ["moe_gating"] + (["moe_init_routing"] if o.attrs["capacity"] else [])
             step["estimates"] = [vector_estimate("moe_gating", desc, T, sizes) for T in tokens]
         elif o.name == "moe.dispatch":
@@ -401,7 +450,7 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             step["kernels"] = [step["estimates"][0]["kernel"]]
         elif o.name == "moe.combine":
             y = o.result.type
-            sizes = {"D": y.shape[1], "k": o.operands[0].type.shape[1]}
+            sizes = {"D": y.shape[1], "k": o.operands[0].type.shape[1], "xbytes": DTYPE_BYTES[act_dtype(o)]}
             step["kernels"] = ["moe_finalize"]
             step["estimates"] = [vector_estimate("moe_finalize", desc, T, sizes) for T in tokens]
         for e in step.get("estimates", []):

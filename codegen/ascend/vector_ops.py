@@ -9,6 +9,10 @@ Shapes: the output is viewed as [rows, cols] with cols its last dimension.  A bi
 full (same shape), a scalar, one row broadcast over the rows ([..1.., cols]) or one value per row
 ([rows..., 1]); other broadcasts stay on the host.  Row-wise ops (reduce over the last axis, softmax,
 log-softmax, RMS norm, layer norm) need one whole row in the Unified Buffer.
+
+Types: f32 and f16 tensors (``dt`` in the tiling); an f16 op is computed in f32 in the Unified Buffer and
+rounded to f16 once on the way out.  The tile sizes are recomputed per type from the buffers each kernel
+holds (``elementwise_tile``, ``rowwise_max_cols``).
 """
 from __future__ import annotations
 
@@ -31,7 +35,10 @@ FULL, SCALAR, ROW, COL = 0, 1, 2, 3
 POW_AS = {2.0: V_SQUARE, 0.5: UNARY["moec.sqrt"], 1.0: V_COPY}
 # ops that only relabel a contiguous tensor: no kernel, no data movement
 VIEWS = ("moec.reshape", "moec.squeeze", "moec.unsqueeze", "moec.flatten")
-TILE_FIELDS = ("rows", "cols", "op", "amode", "bmode", "tile", "s0", "s1", "has_bias")
+TILE_FIELDS = ("rows", "cols", "op", "amode", "bmode", "tile", "s0", "s1", "has_bias", "dt")
+DT_CODE = {"f32": 0, "f16": 2}          # VecTiling.dt
+DT_BYTES = {"f32": 4, "f16": 2}
+NP_DT = {"f32": np.float32, "f16": np.float16}
 ROW_TILE = 1024  # per-row results staged per copy (reductions, layer-norm statistics)
 
 
@@ -39,14 +46,22 @@ def tiling_bytes(**kw) -> bytes:
     return b"".join(struct.pack("<f" if f in ("s0", "s1") else "<i", kw.get(f, 0)) for f in TILE_FIELDS)
 
 
-def elementwise_tile(ub_bytes: int) -> int:
-    """f32 elements per tile buffer of vec_elementwise: 7 buffers (a, b, c double-buffered + tmp)."""
+def elementwise_tile(ub_bytes: int, dt: str = "f32") -> int:
+    """Elements per tile buffer of vec_elementwise, a whole number of 32-byte blocks of the type.
+    f32: 7 float buffers (a, b, c double-buffered + tmp) = 28 bytes per element.  f16: the queues hold
+    half (a, b, c double-buffered: 12 bytes) and the math needs float copies of a, b, c plus tmp (16 bytes):
+    again 28 bytes per element, so the same tile, rounded to 16 elements."""
+    if dt == "f16":
+        return max(16, min(8192, ub_bytes // 4 // 8 // 16 * 16))
     return max(8, min(8192, ub_bytes // 4 // 8 // 8 * 8))
 
 
-def rowwise_max_cols(ub_bytes: int) -> int:
-    """Longest row vec_rowwise holds: 8 row buffers (x, y double-buffered, work, tmp, scale, bias)
-    plus the staged per-row results."""
+def rowwise_max_cols(ub_bytes: int, dt: str = "f32") -> int:
+    """Longest row vec_rowwise holds: 8 float rows (x, y double-buffered, work, tmp, scale, bias) plus the
+    staged per-row results.  f16: x, y double-buffered in half (the size of 2 float rows) and the float
+    copies of x and y (2) replace them: 8 float rows again, a row padded to 16 elements (32 bytes)."""
+    if dt == "f16":
+        return (ub_bytes // 4 - 2 * ROW_TILE - 16) // 8 // 16 * 16
     return (ub_bytes // 4 - 2 * ROW_TILE - 16) // 8 // 8 * 8
 
 
@@ -76,8 +91,30 @@ def _scalar(m, v) -> Optional[float]:
     return float(c.reshape(-1)[0]) if c.size == 1 else None
 
 
-def _f32(o) -> bool:
-    return all(v.type.dtype.mlir == "f32" for v in list(o.operands) + list(o.results))
+def _data(o) -> list:
+    """The tensors of o that the kernels move in the op's type: the operands they stream or read (not the
+    constants read on the host: reduction axes, pow's exponent, clip's bounds) and the results (layer norm:
+    y only; its mean and 1/std are f32 for f16 input as well)."""
+    if o.name in BINARY:
+        ins = list(o.operands[:2])
+    elif o.name in ROWWISE:
+        ins = [o.operands[0]] + (list(o.operands[1:]) if o.name in ("moec.rms_norm", "moec.layer_norm") else [])
+    else:
+        ins = [o.operands[0]]
+    return ins + ([o.results[0]] if o.name == "moec.layer_norm" else list(o.results))
+
+
+def op_dtype(o) -> str:
+    return o.results[0].type.dtype.mlir
+
+
+def _dtype_reason(o) -> Optional[str]:
+    dts = sorted({v.type.dtype.mlir for v in _data(o)})
+    if len(dts) != 1 or dts[0] not in DT_CODE:
+        return f"the vector kernels take f32 or f16 tensors of one type (operands/results are {', '.join(dts)})"
+    if o.name == "moec.layer_norm" and any(r.type.dtype.mlir != "f32" for r in o.results[1:]):
+        return "layer norm statistics (mean, 1/std) that are not f32"
+    return None
 
 
 def vector_reason(m, o) -> Optional[str]:
@@ -88,9 +125,9 @@ def vector_reason(m, o) -> Optional[str]:
     if name in ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min") and len(o.operands) > 1:
         if const_value(o.operands[1], m.weights) is None:
             return "reduction axes known only at run time"
-    if not _f32(o):
-        dts = sorted({v.type.dtype.mlir for v in list(o.operands) + list(o.results)})
-        return f"the vector kernels are f32 only (operands/results are {', '.join(dts)})"
+    why = _dtype_reason(o)
+    if why:
+        return why
     out = o.results[0].type
     if name == "moec.pow":
         e = _scalar(m, o.operands[1])
@@ -128,7 +165,7 @@ def max_cols_reason(o, desc) -> Optional[str]:
     if o.name not in ROWWISE:
         return None
     cols = o.operands[0].type.shape[-1]
-    lim = rowwise_max_cols(int(desc.get("ub_bytes", 192 * 1024)))
+    lim = rowwise_max_cols(int(desc.get("ub_bytes", 192 * 1024)), op_dtype(o))
     if isinstance(cols, int) and cols > lim:
         return f"rows of {cols} elements exceed the Unified Buffer's {lim}-element row limit"
     return None
@@ -147,22 +184,24 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
     name = o.name
     ub = int(art.desc.get("ub_bytes", 192 * 1024))
     cores = art.cores
+    dt = op_dtype(o)
+    npt = NP_DT[dt]
     if name in ROWWISE:
-        x = np.ascontiguousarray(args[0], np.float32)
+        x = np.ascontiguousarray(args[0], npt)
         R, C = _geometry(x.shape)
-        lim = rowwise_max_cols(ub)
+        lim = rowwise_max_cols(ub, dt)
         if C > lim:
             raise RuntimeFailure(f"{name}: rows of {C} elements exceed the Unified Buffer's {lim}-element row limit "
                                  f"of the Ascend vector kernel")
         op = ROWWISE[name]
         reduce = op <= ROWWISE["moec.reduce_min"]
         ln = name == "moec.layer_norm"
-        y = np.zeros((R,) if reduce else (R, C), np.float32)
-        y2 = np.zeros(R, np.float32) if ln else None
+        y = np.zeros((R,) if reduce else (R, C), npt)
+        y2 = np.zeros(R, np.float32) if ln else None   # layer norm statistics: f32 for both types
         y3 = np.zeros(R, np.float32) if ln else None
-        scale = np.ascontiguousarray(args[1], np.float32).reshape(-1) if name in ("moec.rms_norm", "moec.layer_norm") \
+        scale = np.ascontiguousarray(args[1], npt).reshape(-1) if name in ("moec.rms_norm", "moec.layer_norm") \
             else None
-        bias = np.ascontiguousarray(args[2], np.float32).reshape(-1) if ln and len(args) > 2 and args[2] is not None \
+        bias = np.ascontiguousarray(args[2], npt).reshape(-1) if ln and len(args) > 2 and args[2] is not None \
             else None
         for v in (scale, bias):
             if v is not None and v.size != C:
@@ -172,7 +211,8 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
             art._launch("vec_rowwise", max(1, min(cores, R)),
                         [x, scale if scale is not None else x, bias if bias is not None else x, y,
                          y2 if ln else y, y3 if ln else y],
-                        tiling_bytes(rows=R, cols=C, op=op, tile=ROW_TILE, s0=eps, has_bias=int(bias is not None)))
+                        tiling_bytes(rows=R, cols=C, op=op, tile=ROW_TILE, s0=eps, has_bias=int(bias is not None),
+                                     dt=DT_CODE[dt]))
         if reduce:
             return [y.reshape(_reduced_shape(o, x.shape))]
         if ln:
@@ -182,18 +222,18 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
     # elementwise
     out_shape = tuple(np.broadcast_shapes(*[np.shape(a) for a in args[:2 if name in BINARY else 1]]))
     R, C = _geometry(out_shape)
-    c = np.zeros(out_shape, np.float32)
+    c = np.zeros(out_shape, npt)
     if c.size == 0:
         return [c]
     s0 = s1 = 0.0
     if name in BINARY:
         op = BINARY[name]
-        a, b = (np.ascontiguousarray(v, np.float32) for v in args[:2])
+        a, b = (np.ascontiguousarray(v, npt) for v in args[:2])
         am, bm = _bmode(a.shape, out_shape), _bmode(b.shape, out_shape)
         if am is None or bm is None:
             raise RuntimeFailure(f"{name}: broadcast of {a.shape} and {b.shape} is not supported by the vector kernel")
     else:
-        a = np.ascontiguousarray(args[0], np.float32)
+        a = np.ascontiguousarray(args[0], npt)
         b, am, bm = None, FULL, FULL
         if name == "moec.pow":
             op = POW_AS[float(np.asarray(args[1]).reshape(-1)[0])]
@@ -201,10 +241,11 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
             op = UNARY[name]
         if name == "moec.clip":
             s0, s1 = (float(np.asarray(v).reshape(-1)[0]) for v in args[1:3])
-    TL = elementwise_tile(ub)
-    items = -(-R // (TL // ((C + 7) // 8 * 8))) if C <= TL else R * -(-C // TL)
+    TL = elementwise_tile(ub, dt)
+    blk = 32 // np.dtype(npt).itemsize  # a row's stride in the Unified Buffer: whole 32-byte blocks
+    items = -(-R // (TL // ((C + blk - 1) // blk * blk))) if C <= TL else R * -(-C // TL)
     art._launch("vec_elementwise", max(1, min(cores, items)), [a, b if b is not None else a, c],
-                tiling_bytes(rows=R, cols=C, op=op, amode=am, bmode=bm, tile=TL, s0=s0, s1=s1))
+                tiling_bytes(rows=R, cols=C, op=op, amode=am, bmode=bm, tile=TL, s0=s0, s1=s1, dt=DT_CODE[dt]))
     return [c]
 
 
@@ -227,7 +268,7 @@ def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) 
     rows = max(1, numel(o.results[0]) // max(1, x.shape[-1] if x.rank and isinstance(x.shape[-1], int) else 1))
     cores = max(1, min(hw["aiv"], rows))
     t_vec = elems / (cores * lanes * clock_hz)
-    t_hbm = 4 * (n_in + n_out) / hw["hbm"]
+    t_hbm = DT_BYTES.get(op_dtype(o), 4) * (n_in + n_out) / hw["hbm"]
     t = max(t_vec, t_hbm) + launch_s
     bound = max((t_vec, "vector"), (t_hbm, "HBM"), (launch_s, "launch"))[1]
     return {"kernel": "vec_rowwise" if o.name in ROWWISE else "vec_elementwise", "tokens": T, "blockDim": cores,

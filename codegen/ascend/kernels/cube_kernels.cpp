@@ -1,5 +1,6 @@
 // moec AscendC grouped matmul on the cube cores (AIC), mirroring CANN's GroupedMatmul:
 //   C[r, :] = A[r, :] . W[g]^T  for the rows r of group g,   A [rows, K], W [G, N, K] (B^T per group), C f32
+//   (or half: cdt = 2, the fixpipe rounds the f32 accumulators to half on the way out, F322F16)
 // Rows are sorted by group (MoeInitRouting's expanded rows); the group list is the cumsum offsets[G+1] in GM
 // (it changes every call, so it is read on the device); the token count and tile sizes travel in the tiling
 // struct, chosen on the host by the cost model (codegen/ascend/plan.py) from the L1/L0 capacities.
@@ -9,13 +10,13 @@
 //   L1 -> L0A  LoadData, one call per 16-row fractal row of A (its fractals sit one NZ column block apart)
 //   L1 -> L0B  LoadData, one contiguous run: B^T's NZ column blocks are exactly L0B's fractal rows
 //   Mmad       k-tiles of baseK accumulate in L0C (cmatrixInitVal on the first), f32 accumulation
-//   Fixpipe    L0C -> GM, NZ -> ND rows of the f32 output
+//   Fixpipe    L0C -> GM, NZ -> ND rows of the f32 output (or rounded to half: F322F16)
 // Double buffering: the L1 and L0 queues hold two buffers each, so the MTE2 copy of the next k-slice and
 // the MTE1 load of the next k-tile overlap the current Mmad; L0C holds two tiles when they fit (dbL0C), so
 // an item's Fixpipe overlaps the next item's Mmad.
 // Data types: float (910B's cube takes f32 at a reduced rate; f32 models verify at f32 tolerance),
-// bfloat16_t and half (f32 accumulation).  aShared = 1: every group reads the same A rows (shared experts,
-// or one group for a plain matmul).
+// bfloat16_t and half (f32 accumulation; half is f16 models' type: their GEMM inputs are already half).
+// aShared = 1: every group reads the same A rows (shared experts, or one group for a plain matmul).
 #include "kernel_operator.h"
 using namespace AscendC;
 
@@ -28,7 +29,8 @@ struct GmmTiling {
   int32_t aRows;                      // rows of A in GM
   int32_t outRows;                    // rows of C in GM
   int32_t dbL0C;                      // L0C buffers (1 or 2)
-  int32_t dtype;                      // 0 float, 1 bfloat16_t, 2 half
+  int32_t dtype;                      // A and W: 0 float, 1 bfloat16_t, 2 half
+  int32_t cdt;                        // C: 0 float, 2 half (Fixpipe F322F16; with half A/W only)
 };
 
 __aicore__ inline void load_gmm_tiling(GM_ADDR tiling, GmmTiling &t) {
@@ -40,18 +42,18 @@ __aicore__ inline void load_gmm_tiling(GM_ADDR tiling, GmmTiling &t) {
 
 __aicore__ inline uint32_t align16(uint32_t n) { return (n + 15) / 16 * 16; }
 
-template <typename TA>
+template <typename TA, typename TC>
 __aicore__ inline void gmm_body(GM_ADDR a, GM_ADDR w, GM_ADDR group_list, GM_ADDR c, const GmmTiling &t) {
   const uint32_t C0 = 32 / sizeof(TA);        // elements per 32-byte fractal row
   const uint32_t FRAC = 512 / sizeof(TA);     // elements per 16 x C0 fractal
   const uint32_t N = t.N, K = t.K, bm = t.baseM, bn = t.baseN, bk = t.baseK, kL1 = t.baseK * t.stepK;
   GlobalTensor<int32_t> gl;
   GlobalTensor<TA> ga, gw;
-  GlobalTensor<float> gc;
+  GlobalTensor<TC> gc;
   gl.SetGlobalBuffer((__gm__ int32_t *)group_list, t.G + 1);
   ga.SetGlobalBuffer((__gm__ TA *)a, (uint64_t)t.aRows * K);
   gw.SetGlobalBuffer((__gm__ TA *)w, (uint64_t)t.G * N * K);
-  gc.SetGlobalBuffer((__gm__ float *)c, (uint64_t)t.outRows * N);
+  gc.SetGlobalBuffer((__gm__ TC *)c, (uint64_t)t.outRows * N);
   TPipe pipe;
   TQue<TPosition::A1, 1> qa1;
   TQue<TPosition::B1, 1> qb1;
@@ -139,8 +141,8 @@ __aicore__ inline void gmm_body(GM_ADDR a, GM_ADDR w, GM_ADDR group_list, GM_ADD
         cl = qc.DeQue<float>();
         FixpipeParamsV220 fp;
         fp.nSize = (uint16_t)n; fp.mSize = (uint16_t)m; fp.srcStride = (uint16_t)m16; fp.dstStride = N;
-        fp.quantPre = NoQuant;
-        Fixpipe<float, float, CFG_ROW_MAJOR>(gc[((uint64_t)r0 + mi * bm) * N + ni * bn], cl, fp);
+        fp.quantPre = sizeof(TC) == 2 ? F322F16 : NoQuant;
+        Fixpipe<TC, float, CFG_ROW_MAJOR>(gc[((uint64_t)r0 + mi * bm) * N + ni * bn], cl, fp);
         qc.FreeTensor(cl);
       }
   }
@@ -151,7 +153,8 @@ extern "C" __global__ __aicore__ void grouped_matmul(GM_ADDR a, GM_ADDR w, GM_AD
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIC_ONLY);
   GmmTiling t;
   load_gmm_tiling(tiling, t);
-  if (t.dtype == 1) gmm_body<bfloat16_t>(a, w, group_list, c, t);
-  else if (t.dtype == 2) gmm_body<half>(a, w, group_list, c, t);
-  else gmm_body<float>(a, w, group_list, c, t);
+  if (t.dtype == 1) gmm_body<bfloat16_t, float>(a, w, group_list, c, t);
+  else if (t.dtype == 2 && t.cdt == 2) gmm_body<half, half>(a, w, group_list, c, t);
+  else if (t.dtype == 2) gmm_body<half, float>(a, w, group_list, c, t);
+  else gmm_body<float, float>(a, w, group_list, c, t);
 }

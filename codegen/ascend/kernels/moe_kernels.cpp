@@ -13,11 +13,37 @@
 // AIC and AIV cores are separate).  Shapes that vary per call (tokens) travel in the tiling struct;
 // blocks split rows round-robin; copies use TQue double buffering (num 2); all GM<->UB moves of rows use
 // DataCopyPad (any length).
+// Data types (t.xdt): the activations, routing weights, biases and outputs in GM are float (f32 models) or
+// half (f16 models); the vector cores always compute in float in the Unified Buffer: half rows are widened
+// by Cast after the copy in (exact) and rounded by Cast (nearest, ties to even) before the copy out.  The
+// cube's outputs (h, yo) are float whatever the model's type (f32 accumulation); the GEMM inputs written
+// by gather/activation are float, bfloat16_t or half (t.adt).
 #include "kernel_operator.h"
 using namespace AscendC;
 
+#ifndef MOEC_TYPE_HELPERS  // shared with vector_kernels.cpp (both are included by host/launch.cpp here)
+#define MOEC_TYPE_HELPERS
 template <typename A, typename B> struct moec_same { static constexpr bool value = false; };
 template <typename A> struct moec_same<A, A> { static constexpr bool value = true; };
+
+// f = (float) v, exact (half/bfloat16_t -> float); returns f.  For float it returns v itself, no instruction.
+template <typename T>
+__aicore__ inline LocalTensor<float> widen(const LocalTensor<T> &v, const LocalTensor<float> &f, uint32_t n) {
+  if constexpr (moec_same<T, float>::value) {
+    return v;
+  } else {
+    Cast(f, v, RoundMode::CAST_NONE, n);
+    return f;
+  }
+}
+// o = v as T: a copy for float, round to nearest even for half/bfloat16_t
+template <typename T>
+__aicore__ inline void narrow(const LocalTensor<T> &o, const LocalTensor<float> &v, uint32_t n) {
+  if constexpr (moec_same<T, float>::value) Adds(o, v, 0.0f, n);
+  else Cast(o, v, RoundMode::CAST_RINT, n);
+}
+__aicore__ inline uint32_t bytes32(uint32_t n) { return (n + 31) / 32 * 32; }
+#endif
 
 struct MoeTiling {
   int32_t T, D, E, K, F, I;
@@ -30,9 +56,11 @@ struct MoeTiling {
   int32_t weighted, has_shared, passthrough, has_gate;
   int32_t M, N, Kd;    // matmul_rows
   int32_t rows;        // FFN row kernels: rows sorted by expert (offsets[E]), or T*E for shared experts
-  int32_t adt;         // GEMM input type written by gather/activation: 0 float, 1 bfloat16_t
+  int32_t adt;         // GEMM input type written by gather/activation: 0 float, 1 bfloat16_t, 2 half
   int32_t chunk;       // columns per UB chunk
   int32_t qscale;      // int8 weights: per-output-channel scales applied after the cube's dot products
+  int32_t xdt;         // GM type of x, logits, routing weights, biases, y and out: 0 float, 2 half
+  int32_t ydt;         // moe_finalize: type of y (the experts' rows): 0 float (shared experts), else as xdt
 };
 
 __aicore__ inline void load_tiling(GM_ADDR tiling, MoeTiling &t) {
@@ -45,39 +73,52 @@ __aicore__ inline void load_tiling(GM_ADDR tiling, MoeTiling &t) {
 __aicore__ inline uint32_t pad8(uint32_t n) { return (n + 7) / 8 * 8; }
 
 // ------------------------------------------------------------------------------------------------
-extern "C" __global__ __aicore__ void moe_gating(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, GM_ADDR ids_out,
-                                                GM_ADDR workspace, GM_ADDR tiling) {
-  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
-  MoeTiling t;
-  load_tiling(tiling, t);
+// logits, bias and the weights out in TX (float or half); scores, selection and weights computed in float
+template <typename TX>
+__aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, GM_ADDR ids_out, const MoeTiling &t) {
   const uint32_t E = t.E, K = t.K, EP = pad8(E), KP = pad8(K);
-  GlobalTensor<float> gl, gb, gw;
+  GlobalTensor<TX> gl, gb, gw;
   GlobalTensor<int32_t> gi;
-  gl.SetGlobalBuffer((__gm__ float *)logits, (uint64_t)t.T * E);
-  gw.SetGlobalBuffer((__gm__ float *)w_out, (uint64_t)t.T * K);
+  gl.SetGlobalBuffer((__gm__ TX *)logits, (uint64_t)t.T * E);
+  gw.SetGlobalBuffer((__gm__ TX *)w_out, (uint64_t)t.T * K);
   gi.SetGlobalBuffer((__gm__ int32_t *)ids_out, (uint64_t)t.T * K);
   TPipe pipe;
   TQue<TPosition::VECIN, 2> qin;
   TQue<TPosition::VECOUT, 2> qw, qi;
-  TBuf<TPosition::VECCALC> bs, bc, bwork, bbias;
-  pipe.InitBuffer(qin, 2, EP * 4);
-  pipe.InitBuffer(qw, 2, KP * 4);
+  TBuf<TPosition::VECCALC> bs, bc, bwork, bbias, bxf, bwf;
+  pipe.InitBuffer(qin, 2, bytes32(E * sizeof(TX)));
+  pipe.InitBuffer(qw, 2, bytes32(K * sizeof(TX)));
   pipe.InitBuffer(qi, 2, KP * 4);
   pipe.InitBuffer(bs, EP * 4);
   pipe.InitBuffer(bc, EP * 4);
   pipe.InitBuffer(bwork, EP * 4 + 64);
   pipe.InitBuffer(bbias, EP * 4);
+  if constexpr (!moec_same<TX, float>::value) {  // the float logits and weights of a half row
+    pipe.InitBuffer(bxf, EP * 4);
+    pipe.InitBuffer(bwf, KP * 4);
+  }
   LocalTensor<float> s = bs.Get<float>(), c = bc.Get<float>(), work = bwork.Get<float>(), vb = bbias.Get<float>();
-  DataCopyPadExtParams<float> nopad{false, 0, 0, 0.f};
+  DataCopyPadExtParams<TX> nopad{false, 0, 0, (TX)0.f};
   if (t.has_bias) {
-    gb.SetGlobalBuffer((__gm__ float *)bias, E);
-    DataCopyPad(vb, gb, DataCopyExtParams{1, E * 4, 0, 0, 0}, nopad);
+    gb.SetGlobalBuffer((__gm__ TX *)bias, E);
+    if constexpr (moec_same<TX, float>::value) {
+      DataCopyPad(vb, gb, DataCopyExtParams{1, E * 4, 0, 0, 0}, nopad);
+    } else {  // a half bias goes through c (scratch until the first token) and is widened into vb
+      LocalTensor<TX> bl = bc.Get<TX>();
+      DataCopyPad(bl, gb, DataCopyExtParams{1, (uint32_t)(E * sizeof(TX)), 0, 0, 0}, nopad);
+      SetFlag<HardEvent::MTE2_V>(0);
+      WaitFlag<HardEvent::MTE2_V>(0);
+      widen(bl, vb, E);
+    }
   }
   for (int64_t tok = GetBlockIdx(); tok < t.T; tok += GetBlockNum()) {
-    LocalTensor<float> x = qin.AllocTensor<float>();
-    DataCopyPad(x, gl[tok * E], DataCopyExtParams{1, E * 4, 0, 0, 0}, nopad);
-    qin.EnQue(x);
-    x = qin.DeQue<float>();
+    LocalTensor<TX> xq = qin.AllocTensor<TX>();
+    DataCopyPad(xq, gl[tok * E], DataCopyExtParams{1, (uint32_t)(E * sizeof(TX)), 0, 0, 0}, nopad);
+    qin.EnQue(xq);
+    xq = qin.DeQue<TX>();
+    LocalTensor<float> x;
+    if constexpr (moec_same<TX, float>::value) x = xq;
+    else x = widen(xq, bxf.Get<float>(), E);
     if (t.scoring == 0) {  // softmax
       ReduceMax(work, x, c, E);
       float m = work.GetValue(0);
@@ -93,7 +134,7 @@ extern "C" __global__ __aicore__ void moe_gating(GM_ADDR logits, GM_ADDR bias, G
     } else {
       Adds(s, x, 0.0f, E);
     }
-    qin.FreeTensor(x);
+    qin.FreeTensor(xq);
     if (t.has_bias) Add(c, s, vb, E); else Adds(c, s, 0.0f, E);
     // group-limited selection (scalar: E <= a few hundred)
     const float NEG = -3.0e38f;
@@ -118,7 +159,10 @@ extern "C" __global__ __aicore__ void moe_gating(GM_ADDR logits, GM_ADDR bias, G
       for (uint32_t e = 0; e < E; e++)
         if (!(keep & (1u << (e / gs)))) c.SetValue(e, NEG * 2);
     }
-    LocalTensor<float> wv = qw.AllocTensor<float>();
+    LocalTensor<TX> wq = qw.AllocTensor<TX>();
+    LocalTensor<float> wv;
+    if constexpr (moec_same<TX, float>::value) wv = wq;
+    else wv = bwf.Get<float>();
     LocalTensor<int32_t> iv = qi.AllocTensor<int32_t>();
     float sum = 0.f, asum = 0.f;
     for (uint32_t j = 0; j < K; j++) {  // top-k, ties -> lowest index
@@ -154,31 +198,38 @@ extern "C" __global__ __aicore__ void moe_gating(GM_ADDR logits, GM_ADDR bias, G
     if (t.post == 1 && t.norm != 0) {  // renormalise after the softmax too (sums to 1 already, + eps)
       Muls(wv, wv, 1.0f / (1.0f + t.norm_eps), K);
     }
-    qw.EnQue(wv);
+    if constexpr (!moec_same<TX, float>::value) narrow(wq, wv, K);
+    qw.EnQue(wq);
     qi.EnQue(iv);
-    wv = qw.DeQue<float>();
+    wq = qw.DeQue<TX>();
     iv = qi.DeQue<int32_t>();
-    DataCopyPad(gw[tok * K], wv, DataCopyExtParams{1, K * 4, 0, 0, 0});
+    DataCopyPad(gw[tok * K], wq, DataCopyExtParams{1, (uint32_t)(K * sizeof(TX)), 0, 0, 0});
     DataCopyPad(gi[tok * K], iv, DataCopyExtParams{1, K * 4, 0, 0, 0});
-    qw.FreeTensor(wv);
+    qw.FreeTensor(wq);
     qi.FreeTensor(iv);
   }
+}
+
+extern "C" __global__ __aicore__ void moe_gating(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, GM_ADDR ids_out,
+                                                GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  if (t.xdt == 2) gating_body<half>(logits, bias, w_out, ids_out, t);
+  else gating_body<float>(logits, bias, w_out, ids_out, t);
 }
 
 // ------------------------------------------------------------------------------------------------
 // One core: counting sort of the T*K slots by expert (stable), offsets[E+1]; with a capacity C,
 // the (C+1)-th and later slots of an expert (in slot order) are dropped: id -1, weight 0.
-extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted, GM_ADDR offsets,
-                                                      GM_ADDR workspace, GM_ADDR tiling) {
-  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
-  if (GetBlockIdx() != 0) return;
-  MoeTiling t;
-  load_tiling(tiling, t);
+// w: the routing weights (TX), zeroed for dropped slots
+template <typename TX>
+__aicore__ inline void init_routing_body(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted, GM_ADDR offsets, const MoeTiling &t) {
   const uint32_t N = (uint32_t)t.T * t.K, E = t.E;
   GlobalTensor<int32_t> gi, gs, go;
-  GlobalTensor<float> gw;
+  GlobalTensor<TX> gw;
   gi.SetGlobalBuffer((__gm__ int32_t *)ids, N);
-  gw.SetGlobalBuffer((__gm__ float *)w, N);
+  gw.SetGlobalBuffer((__gm__ TX *)w, N);
   gs.SetGlobalBuffer((__gm__ int32_t *)sorted, N);
   go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
   TPipe pipe;
@@ -191,7 +242,7 @@ extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR ids, GM_ADDR w, G
     if (e < 0) continue;
     if (t.capacity > 0 && cnt.GetValue(e) >= t.capacity) {
       gi.SetValue(i, -1);
-      gw.SetValue(i, 0.0f);
+      gw.SetValue(i, (TX)0.0f);
       continue;
     }
     cnt.SetValue(e, cnt.GetValue(e) + 1);
@@ -211,6 +262,16 @@ extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR ids, GM_ADDR w, G
     gs.SetValue(p, (int32_t)i);
     cnt.SetValue(e, p + 1);
   }
+}
+
+extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted, GM_ADDR offsets,
+                                                      GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  if (GetBlockIdx() != 0) return;
+  MoeTiling t;
+  load_tiling(tiling, t);
+  if (t.xdt == 2) init_routing_body<half>(ids, w, sorted, offsets, t);
+  else init_routing_body<float>(ids, w, sorted, offsets, t);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -285,49 +346,49 @@ template <typename TO>
 __aicore__ inline void store_chunk(const GlobalTensor<TO> &g, const LocalTensor<float> &v, TQue<TPosition::VECOUT, 2> &q,
                                    uint32_t len) {
   LocalTensor<TO> o = q.AllocTensor<TO>();
-  if constexpr (moec_same<TO, float>::value) {
-    Adds(o, v, 0.0f, len);
-  } else {
-    Cast(o, v, RoundMode::CAST_RINT, len);  // round to nearest, ties to even (the bf16 semantics)
-  }
+  narrow(o, v, len);  // half/bfloat16_t: round to nearest, ties to even (the bf16 semantics)
   q.EnQue(o);
   o = q.DeQue<TO>();
   DataCopyPad(g, o, DataCopyExtParams{1, (uint32_t)(len * sizeof(TO)), 0, 0, 0});
   q.FreeTensor(o);
 }
 
-__aicore__ inline void load_chunk(const LocalTensor<float> &dst, const GlobalTensor<float> &g, TQue<TPosition::VECIN, 2> &q,
+// dst = len elements of g (float, or half widened exactly); the queue's buffers hold len floats
+template <typename TI>
+__aicore__ inline void load_chunk(const LocalTensor<float> &dst, const GlobalTensor<TI> &g, TQue<TPosition::VECIN, 2> &q,
                                   uint32_t len) {
-  LocalTensor<float> v = q.AllocTensor<float>();
-  DataCopyPad(v, g, DataCopyExtParams{1, len * 4, 0, 0, 0}, DataCopyPadExtParams<float>{false, 0, 0, 0.f});
+  LocalTensor<TI> v = q.AllocTensor<TI>();
+  DataCopyPad(v, g, DataCopyExtParams{1, (uint32_t)(len * sizeof(TI)), 0, 0, 0},
+              DataCopyPadExtParams<TI>{false, 0, 0, (TI)0.f});
   q.EnQue(v);
-  v = q.DeQue<float>();
-  Adds(dst, v, 0.0f, len);
+  v = q.DeQue<TI>();
+  if constexpr (moec_same<TI, float>::value) Adds(dst, v, 0.0f, len);
+  else Cast(dst, v, RoundMode::CAST_NONE, len);
   q.FreeTensor(v);
 }
 
-template <typename TO>
+template <typename TX, typename TO>
 __aicore__ inline void gather_rows_body(GM_ADDR x, GM_ADDR sorted, GM_ADDR rw, GM_ADDR xe, const MoeTiling &t) {
   const uint32_t D = t.D, ch = t.chunk;
-  GlobalTensor<float> gx, grw;
+  GlobalTensor<TX> gx, grw;
   GlobalTensor<int32_t> gs;
   GlobalTensor<TO> ge;
-  gx.SetGlobalBuffer((__gm__ float *)x, (uint64_t)t.T * D);
+  gx.SetGlobalBuffer((__gm__ TX *)x, (uint64_t)t.T * D);
   gs.SetGlobalBuffer((__gm__ int32_t *)sorted, (uint64_t)t.rows);
-  if (t.weights_at == 1) grw.SetGlobalBuffer((__gm__ float *)rw, (uint64_t)t.T * t.K);
+  if (t.weights_at == 1) grw.SetGlobalBuffer((__gm__ TX *)rw, (uint64_t)t.T * t.K);
   ge.SetGlobalBuffer((__gm__ TO *)xe, (uint64_t)t.rows * D);
   TPipe pipe;
   TQue<TPosition::VECIN, 2> qin;
   TQue<TPosition::VECOUT, 2> qout;
   TBuf<TPosition::VECCALC> bv;
-  pipe.InitBuffer(qin, 2, pad8(ch) * 4);
-  pipe.InitBuffer(qout, 2, pad8(ch) * 4);
+  pipe.InitBuffer(qin, 2, bytes32(ch * sizeof(TX)));
+  pipe.InitBuffer(qout, 2, bytes32(ch * sizeof(TO)));
   pipe.InitBuffer(bv, pad8(ch) * 4);
   LocalTensor<float> v = bv.Get<float>();
   for (int64_t p = GetBlockIdx(); p < t.rows; p += GetBlockNum()) {
     const int32_t slot = gs.GetValue(p);
     const int64_t tok = slot / t.K;
-    const float r = t.weights_at == 1 ? grw.GetValue(slot) : 1.0f;
+    const float r = t.weights_at == 1 ? (float)grw.GetValue(slot) : 1.0f;
     for (uint32_t d0 = 0; d0 < D; d0 += ch) {
       const uint32_t len = D - d0 < ch ? D - d0 : ch;
       load_chunk(v, gx[tok * D + d0], qin, len);
@@ -342,8 +403,9 @@ extern "C" __global__ __aicore__ void moe_gather_rows(GM_ADDR x, GM_ADDR sorted,
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   MoeTiling t;
   load_tiling(tiling, t);
-  if (t.adt == 1) gather_rows_body<bfloat16_t>(x, sorted, rw, xe, t);
-  else gather_rows_body<float>(x, sorted, rw, xe, t);
+  if (t.xdt == 2) gather_rows_body<half, half>(x, sorted, rw, xe, t);  // f16 models: half GEMM inputs
+  else if (t.adt == 1) gather_rows_body<float, bfloat16_t>(x, sorted, rw, xe, t);
+  else gather_rows_body<float, float>(x, sorted, rw, xe, t);
 }
 
 // gated (SwiGLU family): a = G * sigmoid(alpha G) * (U + beta), G <= limit, -limit <= U <= limit when clamped
@@ -385,10 +447,11 @@ __aicore__ inline void act_chunk(const MoeTiling &t, const LocalTensor<float> &a
   }
 }
 
-// v = h[row, off..off+len) (* s[e, same]) (+ b[e, same])
+// v = h[row, off..off+len) (* s[e, same]) (+ b[e, same]); h and s float, b in the model's type TX
+template <typename TX>
 __aicore__ inline void load_pre(const MoeTiling &t, const LocalTensor<float> &v, const LocalTensor<float> &tmp,
                                 const GlobalTensor<float> &gh, const GlobalTensor<float> &gs,
-                                const GlobalTensor<float> &gb, uint64_t hoff, uint64_t eoff,
+                                const GlobalTensor<TX> &gb, uint64_t hoff, uint64_t eoff,
                                 TQue<TPosition::VECIN, 2> &qin, uint32_t len) {
   load_chunk(v, gh[hoff], qin, len);
   if (t.qscale) {
@@ -401,17 +464,18 @@ __aicore__ inline void load_pre(const MoeTiling &t, const LocalTensor<float> &v,
   }
 }
 
-template <typename TO>
+template <typename TX, typename TO>
 __aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in, GM_ADDR s_in, GM_ADDR aout,
                                        const MoeTiling &t) {
   const uint32_t F = t.F, I = t.I, E = t.E, ch = t.chunk;
   const bool gated = t.act == 0;
-  GlobalTensor<float> gh, gb, gsc;
+  GlobalTensor<float> gh, gsc;
+  GlobalTensor<TX> gb;
   GlobalTensor<int32_t> go;
   GlobalTensor<TO> ga;
   gh.SetGlobalBuffer((__gm__ float *)h, (uint64_t)t.rows * I);
   if (!t.shared) go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
-  if (t.has_b_in) gb.SetGlobalBuffer((__gm__ float *)b_in, (uint64_t)E * I);
+  if (t.has_b_in) gb.SetGlobalBuffer((__gm__ TX *)b_in, (uint64_t)E * I);
   if (t.qscale) gsc.SetGlobalBuffer((__gm__ float *)s_in, (uint64_t)E * I);
   ga.SetGlobalBuffer((__gm__ TO *)aout, (uint64_t)t.rows * F);
   TPipe pipe;
@@ -420,7 +484,7 @@ __aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in,
   TBuf<TPosition::VECCALC> bg, bu, ba, b1, b2, bw;
   const uint32_t wide = gated && t.interleaved ? 2 * ch : ch;  // interleaved rows load 2*len values
   pipe.InitBuffer(qin, 2, pad8(wide) * 4);
-  pipe.InitBuffer(qout, 2, pad8(ch) * 4);
+  pipe.InitBuffer(qout, 2, bytes32(ch * sizeof(TO)));
   pipe.InitBuffer(bg, pad8(ch) * 4);
   pipe.InitBuffer(bu, pad8(ch) * 4);
   pipe.InitBuffer(ba, pad8(ch) * 4);
@@ -458,34 +522,34 @@ extern "C" __global__ __aicore__ void moe_activation(GM_ADDR h, GM_ADDR offsets,
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   MoeTiling t;
   load_tiling(tiling, t);
-  if (t.adt == 1) activation_body<bfloat16_t>(h, offsets, b_in, s_in, aout, t);
-  else activation_body<float>(h, offsets, b_in, s_in, aout, t);
+  if (t.xdt == 2) activation_body<half, half>(h, offsets, b_in, s_in, aout, t);
+  else if (t.adt == 1) activation_body<float, bfloat16_t>(h, offsets, b_in, s_in, aout, t);
+  else activation_body<float, float>(h, offsets, b_in, s_in, aout, t);
 }
 
-extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR yo, GM_ADDR sorted, GM_ADDR offsets, GM_ADDR b_out,
-                                                      GM_ADDR s_out, GM_ADDR rw, GM_ADDR y, GM_ADDR workspace,
-                                                      GM_ADDR tiling) {
-  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
-  MoeTiling t;
-  load_tiling(tiling, t);
+// yo and s_out float (the cube's output, int8 scales); b_out, the routing weights and y in TX
+template <typename TX>
+__aicore__ inline void scatter_rows_body(GM_ADDR yo, GM_ADDR sorted, GM_ADDR offsets, GM_ADDR b_out, GM_ADDR s_out,
+                                         GM_ADDR rw, GM_ADDR y, const MoeTiling &t) {
   const uint32_t D = t.D, E = t.E, ch = t.chunk, KS = t.shared ? t.E : t.K;
-  GlobalTensor<float> gyo, gb, gsc, grw, gy;
+  GlobalTensor<float> gyo, gsc;
+  GlobalTensor<TX> gb, grw, gy;
   GlobalTensor<int32_t> gs, go;
   gyo.SetGlobalBuffer((__gm__ float *)yo, (uint64_t)t.rows * D);
   if (!t.shared) {
     gs.SetGlobalBuffer((__gm__ int32_t *)sorted, (uint64_t)t.rows);
     go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
   }
-  if (t.has_b_out) gb.SetGlobalBuffer((__gm__ float *)b_out, (uint64_t)E * D);
+  if (t.has_b_out) gb.SetGlobalBuffer((__gm__ TX *)b_out, (uint64_t)E * D);
   if (t.qscale) gsc.SetGlobalBuffer((__gm__ float *)s_out, (uint64_t)E * D);
-  if (t.weights_at == 2) grw.SetGlobalBuffer((__gm__ float *)rw, (uint64_t)t.T * t.K);
-  gy.SetGlobalBuffer((__gm__ float *)y, (uint64_t)t.T * KS * D);
+  if (t.weights_at == 2) grw.SetGlobalBuffer((__gm__ TX *)rw, (uint64_t)t.T * t.K);
+  gy.SetGlobalBuffer((__gm__ TX *)y, (uint64_t)t.T * KS * D);
   TPipe pipe;
   TQue<TPosition::VECIN, 2> qin;
   TQue<TPosition::VECOUT, 2> qout;
   TBuf<TPosition::VECCALC> bv, bt;
   pipe.InitBuffer(qin, 2, pad8(ch) * 4);
-  pipe.InitBuffer(qout, 2, pad8(ch) * 4);
+  pipe.InitBuffer(qout, 2, bytes32(ch * sizeof(TX)));
   pipe.InitBuffer(bv, pad8(ch) * 4);
   pipe.InitBuffer(bt, pad8(ch) * 4);
   LocalTensor<float> v = bv.Get<float>(), tmp = bt.Get<float>();
@@ -498,7 +562,7 @@ extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR yo, GM_ADDR sorte
       e = expert_of(go, E, p);
       slot = gs.GetValue(p);
     }
-    const float r = t.weights_at == 2 ? grw.GetValue(slot) : 1.0f;
+    const float r = t.weights_at == 2 ? (float)grw.GetValue(slot) : 1.0f;
     for (uint32_t d0 = 0; d0 < D; d0 += ch) {
       const uint32_t len = D - d0 < ch ? D - d0 : ch;
       load_chunk(v, gyo[(uint64_t)p * D + d0], qin, len);
@@ -511,9 +575,19 @@ extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR yo, GM_ADDR sorte
         Add(v, v, tmp, len);
       }
       if (t.weights_at == 2) Muls(v, v, r, len);  // the combine's multiply, folded into the expert's epilogue
-      store_chunk<float>(gy[(uint64_t)slot * D + d0], v, qout, len);
+      store_chunk<TX>(gy[(uint64_t)slot * D + d0], v, qout, len);
     }
   }
+}
+
+extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR yo, GM_ADDR sorted, GM_ADDR offsets, GM_ADDR b_out,
+                                                      GM_ADDR s_out, GM_ADDR rw, GM_ADDR y, GM_ADDR workspace,
+                                                      GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  if (t.xdt == 2) scatter_rows_body<half>(yo, sorted, offsets, b_out, s_out, rw, y, t);
+  else scatter_rows_body<float>(yo, sorted, offsets, b_out, s_out, rw, y, t);
 }
 
 // int8 expert weights (per-output-channel scales, f32 activations): the cube has no int8 x f32 mode and the
@@ -567,52 +641,69 @@ extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR q, GM_ADDR offset
 }
 
 // ------------------------------------------------------------------------------------------------
-extern "C" __global__ __aicore__ void moe_finalize(GM_ADDR y, GM_ADDR w, GM_ADDR shared, GM_ADDR x, GM_ADDR ids,
-                                                  GM_ADDR gate, GM_ADDR out, GM_ADDR workspace, GM_ADDR tiling) {
-  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
-  MoeTiling t;
-  load_tiling(tiling, t);
+// y in TY, every other GM tensor in TX (float or half; f16 shared experts: float y, the f32 sum of the experts
+// scattered by moe_scatter_rows, and half x/gate/out); sums in float.  A half row is widened into rf first.
+template <typename TY, typename TX>
+__aicore__ inline void finalize_body(GM_ADDR y, GM_ADDR w, GM_ADDR shared, GM_ADDR x, GM_ADDR ids, GM_ADDR gate,
+                                     GM_ADDR out, const MoeTiling &t) {
+  constexpr bool F32 = moec_same<TX, float>::value && moec_same<TY, float>::value;
   const uint32_t D = t.D, K = t.K;
-  GlobalTensor<float> gy, gw, gsh, gx, gg, gout;
+  GlobalTensor<TY> gy;
+  GlobalTensor<TX> gw, gsh, gx, gg, gout;
   GlobalTensor<int32_t> gi;
-  gy.SetGlobalBuffer((__gm__ float *)y, (uint64_t)t.T * K * D);
-  gout.SetGlobalBuffer((__gm__ float *)out, (uint64_t)t.T * D);
-  if (t.weighted) gw.SetGlobalBuffer((__gm__ float *)w, (uint64_t)t.T * K);
-  if (t.has_shared) gsh.SetGlobalBuffer((__gm__ float *)shared, (uint64_t)t.T * D);
-  if (t.passthrough || t.has_gate) gx.SetGlobalBuffer((__gm__ float *)x, (uint64_t)t.T * D);
+  gy.SetGlobalBuffer((__gm__ TY *)y, (uint64_t)t.T * K * D);
+  gout.SetGlobalBuffer((__gm__ TX *)out, (uint64_t)t.T * D);
+  if (t.weighted) gw.SetGlobalBuffer((__gm__ TX *)w, (uint64_t)t.T * K);
+  if (t.has_shared) gsh.SetGlobalBuffer((__gm__ TX *)shared, (uint64_t)t.T * D);
+  if (t.passthrough || t.has_gate) gx.SetGlobalBuffer((__gm__ TX *)x, (uint64_t)t.T * D);
   if (t.passthrough) gi.SetGlobalBuffer((__gm__ int32_t *)ids, (uint64_t)t.T * K);
-  if (t.has_gate) gg.SetGlobalBuffer((__gm__ float *)gate, D);
+  if (t.has_gate) gg.SetGlobalBuffer((__gm__ TX *)gate, D);
   TPipe pipe;
   TQue<TPosition::VECIN, 2> qin;
   TQue<TPosition::VECOUT, 2> qout;
-  TBuf<TPosition::VECCALC> bacc, bg, bred;
-  pipe.InitBuffer(qin, 2, pad8(D) * 4);
-  pipe.InitBuffer(qout, 2, pad8(D) * 4);
+  TBuf<TPosition::VECCALC> bacc, bg, bred, brf;
+  pipe.InitBuffer(qin, 2, bytes32(D * (sizeof(TX) > sizeof(TY) ? sizeof(TX) : sizeof(TY))));
+  pipe.InitBuffer(qout, 2, bytes32(D * sizeof(TX)));
   pipe.InitBuffer(bacc, pad8(D) * 4);
   pipe.InitBuffer(bg, pad8(D) * 4);
   pipe.InitBuffer(bred, pad8(D) * 8 + 64);
-  LocalTensor<float> acc = bacc.Get<float>(), gv = bg.Get<float>(), red = bred.Get<float>();
-  DataCopyPadExtParams<float> nopad{false, 0, 0, 0.f};
-  if (t.has_gate) DataCopyPad(gv, gg, DataCopyExtParams{1, D * 4, 0, 0, 0}, nopad);
+  if constexpr (!F32) pipe.InitBuffer(brf, pad8(D) * 4);
+  LocalTensor<float> acc = bacc.Get<float>(), gv = bg.Get<float>(), red = bred.Get<float>(), rf;
+  if constexpr (!F32) rf = brf.Get<float>();
+  DataCopyPadExtParams<TX> nopad{false, 0, 0, (TX)0.f};
+  if (t.has_gate) {
+    if constexpr (moec_same<TX, float>::value) {
+      DataCopyPad(gv, gg, DataCopyExtParams{1, D * 4, 0, 0, 0}, nopad);
+    } else {  // through red (scratch), widened into gv
+      LocalTensor<TX> gh = bred.Get<TX>();
+      DataCopyPad(gh, gg, DataCopyExtParams{1, (uint32_t)(D * sizeof(TX)), 0, 0, 0}, nopad);
+      SetFlag<HardEvent::MTE2_V>(0);
+      WaitFlag<HardEvent::MTE2_V>(0);
+      widen(gh, gv, D);
+    }
+  }
+  const DataCopyExtParams row{1, (uint32_t)(D * sizeof(TX)), 0, 0, 0}, yrow{1, (uint32_t)(D * sizeof(TY)), 0, 0, 0};
   for (int64_t tok = GetBlockIdx(); tok < t.T; tok += GetBlockNum()) {
     Duplicate(acc, 0.0f, D);
     bool dropped = t.passthrough != 0;
     for (uint32_t j = 0; j < K; j++) {
       if (t.passthrough && gi.GetValue(tok * K + j) >= 0) dropped = false;
-      LocalTensor<float> v = qin.AllocTensor<float>();
-      DataCopyPad(v, gy[((uint64_t)tok * K + j) * D], DataCopyExtParams{1, D * 4, 0, 0, 0}, nopad);
-      qin.EnQue(v);
-      v = qin.DeQue<float>();
-      if (t.weighted) Muls(v, v, gw.GetValue(tok * K + j), D);
+      LocalTensor<TY> vq = qin.AllocTensor<TY>();
+      DataCopyPad(vq, gy[((uint64_t)tok * K + j) * D], yrow, DataCopyPadExtParams<TY>{false, 0, 0, (TY)0.f});
+      qin.EnQue(vq);
+      vq = qin.DeQue<TY>();
+      LocalTensor<float> v = widen(vq, rf, D);
+      if (t.weighted) Muls(v, v, (float)gw.GetValue(tok * K + j), D);
       Add(acc, acc, v, D);
-      qin.FreeTensor(v);
+      qin.FreeTensor(vq);
     }
-    LocalTensor<float> o = qout.AllocTensor<float>();
+    LocalTensor<TX> o = qout.AllocTensor<TX>();
     if (t.has_gate || dropped) {  // the token row x is needed
-      LocalTensor<float> xv = qin.AllocTensor<float>();
-      DataCopyPad(xv, gx[(uint64_t)tok * D], DataCopyExtParams{1, D * 4, 0, 0, 0}, nopad);
-      qin.EnQue(xv);
-      xv = qin.DeQue<float>();
+      LocalTensor<TX> xq = qin.AllocTensor<TX>();
+      DataCopyPad(xq, gx[(uint64_t)tok * D], row, nopad);
+      qin.EnQue(xq);
+      xq = qin.DeQue<TX>();
+      LocalTensor<float> xv = widen(xq, rf, D);
       if (t.has_gate) {  // Qwen2-MoE: sum of the shared experts times sigmoid(gate . x)
         Mul(red, xv, gv, D);
         ReduceSum(red, red, red[pad8(D)], D);
@@ -622,22 +713,32 @@ extern "C" __global__ __aicore__ void moe_finalize(GM_ADDR y, GM_ADDR w, GM_ADDR
         Muls(acc, acc, 1.0f / (1.0f + red.GetValue(0)), D);
       }
       if (dropped) Adds(acc, xv, 0.0f, D);
-      qin.FreeTensor(xv);
+      qin.FreeTensor(xq);
     }
     if (t.has_shared) {
-      LocalTensor<float> sv = qin.AllocTensor<float>();
-      DataCopyPad(sv, gsh[(uint64_t)tok * D], DataCopyExtParams{1, D * 4, 0, 0, 0}, nopad);
-      qin.EnQue(sv);
-      sv = qin.DeQue<float>();
-      Add(acc, acc, sv, D);
-      qin.FreeTensor(sv);
+      LocalTensor<TX> sq = qin.AllocTensor<TX>();
+      DataCopyPad(sq, gsh[(uint64_t)tok * D], row, nopad);
+      qin.EnQue(sq);
+      sq = qin.DeQue<TX>();
+      Add(acc, acc, widen(sq, rf, D), D);
+      qin.FreeTensor(sq);
     }
-    Adds(o, acc, 0.0f, D);
+    narrow(o, acc, D);
     qout.EnQue(o);
-    o = qout.DeQue<float>();
-    DataCopyPad(gout[(uint64_t)tok * D], o, DataCopyExtParams{1, D * 4, 0, 0, 0});
+    o = qout.DeQue<TX>();
+    DataCopyPad(gout[(uint64_t)tok * D], o, row);
     qout.FreeTensor(o);
   }
+}
+
+extern "C" __global__ __aicore__ void moe_finalize(GM_ADDR y, GM_ADDR w, GM_ADDR shared, GM_ADDR x, GM_ADDR ids,
+                                                  GM_ADDR gate, GM_ADDR out, GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  if (t.xdt == 2 && t.ydt == 0) finalize_body<float, half>(y, w, shared, x, ids, gate, out, t);
+  else if (t.xdt == 2) finalize_body<half, half>(y, w, shared, x, ids, gate, out, t);
+  else finalize_body<float, float>(y, w, shared, x, ids, gate, out, t);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -8,9 +8,39 @@
 //                    RMS norm, layer norm (+ its mean and 1/std).  A block owns a contiguous row range,
 //                    so its per-row results leave in one copy per tile of rows.
 // Every row sits 32-byte aligned in the Unified Buffer (DataCopyPad pads it), so each vector
-// instruction starts aligned; streamed tiles use double-buffered queues (num 2).  f32 only.
+// instruction starts aligned; streamed tiles use double-buffered queues (num 2).
+// Types (t.dt): the tensors in GM are float or half (f16 models); the math is float either way: half tiles
+// are widened by Cast after the copy in (exact) and rounded by Cast (nearest, ties to even) before the
+// copy out, so an f16 op rounds once, like onnxruntime's f16 kernels that compute in f32.  A half row is
+// padded to 16 elements (32 bytes) in the Unified Buffer, a float row to 8; the float copy of a half tile
+// keeps the half layout (row stride a multiple of 16 elements, still 32-byte aligned).  Layer norm's mean
+// and 1/std outputs are float for both.
 #include "kernel_operator.h"
 using namespace AscendC;
+
+#ifndef MOEC_TYPE_HELPERS  // shared with moe_kernels.cpp (both are included by host/launch.cpp here)
+#define MOEC_TYPE_HELPERS
+template <typename A, typename B> struct moec_same { static constexpr bool value = false; };
+template <typename A> struct moec_same<A, A> { static constexpr bool value = true; };
+
+// f = (float) v, exact (half/bfloat16_t -> float); returns f.  For float it returns v itself, no instruction.
+template <typename T>
+__aicore__ inline LocalTensor<float> widen(const LocalTensor<T> &v, const LocalTensor<float> &f, uint32_t n) {
+  if constexpr (moec_same<T, float>::value) {
+    return v;
+  } else {
+    Cast(f, v, RoundMode::CAST_NONE, n);
+    return f;
+  }
+}
+// o = v as T: a copy for float, round to nearest even for half/bfloat16_t
+template <typename T>
+__aicore__ inline void narrow(const LocalTensor<T> &o, const LocalTensor<float> &v, uint32_t n) {
+  if constexpr (moec_same<T, float>::value) Adds(o, v, 0.0f, n);
+  else Cast(o, v, RoundMode::CAST_RINT, n);
+}
+__aicore__ inline uint32_t bytes32(uint32_t n) { return (n + 31) / 32 * 32; }
+#endif
 
 enum VecOp : int32_t {
   V_NEG = 0, V_ABS, V_SQRT, V_RECIP, V_EXP, V_LOG, V_RELU, V_SIGMOID, V_TANH, V_CLIP, V_SQUARE, V_COPY,
@@ -26,6 +56,7 @@ struct VecTiling {
   int32_t tile;         // f32 elements per tile buffer, a multiple of 8 (the host sizes it from the UB)
   float s0, s1;         // clip bounds; norm epsilon in s0
   int32_t has_bias;     // layer norm
+  int32_t dt;           // GM type of the operands and results: 0 float, 2 half (layer-norm statistics: float)
 };
 
 __aicore__ inline void load_vec_tiling(GM_ADDR tiling, VecTiling &t) {
@@ -36,6 +67,9 @@ __aicore__ inline void load_vec_tiling(GM_ADDR tiling, VecTiling &t) {
 }
 
 __aicore__ inline uint32_t vpad8(uint32_t n) { return (n + 7) / 8 * 8; }
+// n rounded up to a whole 32-byte block of T (8 floats, 16 halves): a row's stride in the Unified Buffer
+template <typename T>
+__aicore__ inline uint32_t vpadb(uint32_t n) { return (n + 32 / sizeof(T) - 1) / (32 / sizeof(T)) * (32 / sizeof(T)); }
 
 __aicore__ inline uint64_t operand_extent(int32_t mode, uint32_t R, uint32_t C) {
   return mode == B_SCALAR ? 1 : mode == B_ROW ? C : mode == B_COL ? R : (uint64_t)R * C;
@@ -99,35 +133,41 @@ __aicore__ inline void unary(int32_t op, const LocalTensor<float> &d, const Loca
 }
 
 // ------------------------------------------------------------------------------------------------
-extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR workspace,
-                                                     GM_ADDR tiling) {
-  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
-  VecTiling t;
-  load_vec_tiling(tiling, t);
-  const uint32_t R = t.rows, C = t.cols, TL = t.tile;
+template <typename T>
+__aicore__ inline void elementwise_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, const VecTiling &t) {
+  constexpr bool F32 = moec_same<T, float>::value;
+  const uint32_t R = t.rows, C = t.cols, TL = t.tile;  // TL: a multiple of 32 / sizeof(T) elements
   const bool binary = t.op >= V_ADD;
-  GlobalTensor<float> ga, gb, gc;
-  ga.SetGlobalBuffer((__gm__ float *)a, operand_extent(t.amode, R, C));
-  if (binary) gb.SetGlobalBuffer((__gm__ float *)b, operand_extent(t.bmode, R, C));
-  gc.SetGlobalBuffer((__gm__ float *)c, (uint64_t)R * C);
+  GlobalTensor<T> ga, gb, gc;
+  ga.SetGlobalBuffer((__gm__ T *)a, operand_extent(t.amode, R, C));
+  if (binary) gb.SetGlobalBuffer((__gm__ T *)b, operand_extent(t.bmode, R, C));
+  gc.SetGlobalBuffer((__gm__ T *)c, (uint64_t)R * C);
   // tile geometry: whole rows when a row fits in a tile, else chunks of TL columns of one row
   const bool whole = C <= TL;
-  const uint32_t rows_per = whole ? TL / vpad8(C) : 1, nch = whole ? 1 : (C + TL - 1) / TL;
+  const uint32_t rows_per = whole ? TL / vpadb<T>(C) : 1, nch = whole ? 1 : (C + TL - 1) / TL;
   const uint64_t items = whole ? (R + rows_per - 1) / rows_per : (uint64_t)R * nch;
   TPipe pipe;
   TQue<TPosition::VECIN, 2> qa, qb;
   TQue<TPosition::VECOUT, 2> qc;
-  TBuf<TPosition::VECCALC> btmp;
+  TBuf<TPosition::VECCALC> btmp, bfa, bfb, bfc;  // bf*: the float tiles of half operands
   const bool has_a = t.amode == B_FULL || t.amode == B_ROW, has_b = binary && (t.bmode == B_FULL || t.bmode == B_ROW);
-  if (has_a) pipe.InitBuffer(qa, 2, TL * 4);
-  if (has_b) pipe.InitBuffer(qb, 2, TL * 4);
-  pipe.InitBuffer(qc, 2, TL * 4);
+  if (has_a) pipe.InitBuffer(qa, 2, TL * sizeof(T));
+  if (has_b) pipe.InitBuffer(qb, 2, TL * sizeof(T));
+  pipe.InitBuffer(qc, 2, TL * sizeof(T));
   pipe.InitBuffer(btmp, TL * 4);
-  LocalTensor<float> tmp = btmp.Get<float>();
-  DataCopyPadExtParams<float> nopad{false, 0, 0, 0.f};
+  LocalTensor<float> tmp = btmp.Get<float>(), fa, fb, fc;
+  if constexpr (!F32) {
+    if (has_a) pipe.InitBuffer(bfa, TL * 4);
+    if (has_b) pipe.InitBuffer(bfb, TL * 4);
+    pipe.InitBuffer(bfc, TL * 4);
+    if (has_a) fa = bfa.Get<float>();
+    if (has_b) fb = bfb.Get<float>();
+    fc = bfc.Get<float>();
+  }
+  DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0.f};
   // scalars of the scalar-broadcast operands
-  const float sa = t.amode == B_SCALAR ? ga.GetValue(0) : 0.f;
-  const float sb = binary && t.bmode == B_SCALAR ? gb.GetValue(0) : 0.f;
+  const float sa = t.amode == B_SCALAR ? (float)ga.GetValue(0) : 0.f;
+  const float sb = binary && t.bmode == B_SCALAR ? (float)gb.GetValue(0) : 0.f;
   for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
     uint32_t r0, nr, c0, nc;
     if (whole) {
@@ -141,28 +181,34 @@ extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR a, GM_ADDR b, GM_A
       c0 = (uint32_t)(it % nch) * TL;
       nc = C - c0 < TL ? C - c0 : TL;
     }
-    const uint32_t ncp = vpad8(nc);
+    const uint32_t ncp = vpadb<T>(nc), nb = nc * sizeof(T), gap = (C - nc) * sizeof(T);
     // stage the streamed operands: full ones as nr padded rows, broadcast rows as one padded row
+    LocalTensor<T> qva, qvb;
     LocalTensor<float> va, vb;
     if (has_a) {
-      va = qa.AllocTensor<float>();
+      qva = qa.AllocTensor<T>();
       if (t.amode == B_FULL)
-        DataCopyPad(va, ga[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nc * 4, (C - nc) * 4, 0, 0}, nopad);
+        DataCopyPad(qva, ga[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nb, gap, 0, 0}, nopad);
       else
-        DataCopyPad(va, ga[c0], DataCopyExtParams{1, nc * 4, 0, 0, 0}, nopad);
-      qa.EnQue(va);
-      va = qa.DeQue<float>();
+        DataCopyPad(qva, ga[c0], DataCopyExtParams{1, nb, 0, 0, 0}, nopad);
+      qa.EnQue(qva);
+      qva = qa.DeQue<T>();
+      va = widen(qva, fa, t.amode == B_FULL ? nr * ncp : ncp);
     }
     if (has_b) {
-      vb = qb.AllocTensor<float>();
+      qvb = qb.AllocTensor<T>();
       if (t.bmode == B_FULL)
-        DataCopyPad(vb, gb[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nc * 4, (C - nc) * 4, 0, 0}, nopad);
+        DataCopyPad(qvb, gb[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nb, gap, 0, 0}, nopad);
       else
-        DataCopyPad(vb, gb[c0], DataCopyExtParams{1, nc * 4, 0, 0, 0}, nopad);
-      qb.EnQue(vb);
-      vb = qb.DeQue<float>();
+        DataCopyPad(qvb, gb[c0], DataCopyExtParams{1, nb, 0, 0, 0}, nopad);
+      qb.EnQue(qvb);
+      qvb = qb.DeQue<T>();
+      vb = widen(qvb, fb, t.bmode == B_FULL ? nr * ncp : ncp);
     }
-    LocalTensor<float> vc = qc.AllocTensor<float>();
+    LocalTensor<T> qvc = qc.AllocTensor<T>();
+    LocalTensor<float> vc;
+    if constexpr (F32) vc = qvc;
+    else vc = fc;
     const uint32_t n = nr * ncp;
     if (!binary) {
       unary(t.op, vc, va, tmp, t.s0, t.s1, n);
@@ -177,45 +223,55 @@ extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR a, GM_ADDR b, GM_A
         const uint32_t o = q * ncp;
         if (t.amode == B_FULL && t.bmode == B_ROW) bin_vv(t.op, vc[o], va[o], vb, ncp);
         else if (t.amode == B_ROW && t.bmode == B_FULL) bin_vv(t.op, vc[o], va, vb[o], ncp);
-        else if (t.amode == B_FULL && t.bmode == B_COL) bin_vs(t.op, vc[o], va[o], gb.GetValue(r0 + q), false, tmp, ncp);
-        else if (t.amode == B_COL && t.bmode == B_FULL) bin_vs(t.op, vc[o], vb[o], ga.GetValue(r0 + q), true, tmp, ncp);
-        else if (t.amode == B_ROW && t.bmode == B_COL) bin_vs(t.op, vc[o], va, gb.GetValue(r0 + q), false, tmp, ncp);
-        else if (t.amode == B_COL && t.bmode == B_ROW) bin_vs(t.op, vc[o], vb, ga.GetValue(r0 + q), true, tmp, ncp);
+        else if (t.amode == B_FULL && t.bmode == B_COL) bin_vs(t.op, vc[o], va[o], (float)gb.GetValue(r0 + q), false, tmp, ncp);
+        else if (t.amode == B_COL && t.bmode == B_FULL) bin_vs(t.op, vc[o], vb[o], (float)ga.GetValue(r0 + q), true, tmp, ncp);
+        else if (t.amode == B_ROW && t.bmode == B_COL) bin_vs(t.op, vc[o], va, (float)gb.GetValue(r0 + q), false, tmp, ncp);
+        else if (t.amode == B_COL && t.bmode == B_ROW) bin_vs(t.op, vc[o], vb, (float)ga.GetValue(r0 + q), true, tmp, ncp);
         else if (t.amode == B_ROW && t.bmode == B_SCALAR) bin_vs(t.op, vc[o], va, sb, false, tmp, ncp);
         else if (t.amode == B_SCALAR && t.bmode == B_ROW) bin_vs(t.op, vc[o], vb, sa, true, tmp, ncp);
         else if (t.amode == B_ROW && t.bmode == B_ROW) bin_vv(t.op, vc[o], va, vb, ncp);
         else {  // per-row value against a scalar or another per-row value: one value per row
-          const float x = t.amode == B_COL ? ga.GetValue(r0 + q) : sa;
-          const float y = t.bmode == B_COL ? gb.GetValue(r0 + q) : sb;
+          const float x = t.amode == B_COL ? (float)ga.GetValue(r0 + q) : sa;
+          const float y = t.bmode == B_COL ? (float)gb.GetValue(r0 + q) : sb;
           Duplicate(tmp, y, ncp);
           Duplicate(vc[o], x, ncp);
           bin_vv(t.op, vc[o], vc[o], tmp, ncp);
         }
       }
     }
-    if (has_a) qa.FreeTensor(va);
-    if (has_b) qb.FreeTensor(vb);
-    qc.EnQue(vc);
-    vc = qc.DeQue<float>();
-    DataCopyPad(gc[(uint64_t)r0 * C + c0], vc, DataCopyExtParams{(uint16_t)nr, nc * 4, 0, (C - nc) * 4, 0});
-    qc.FreeTensor(vc);
+    if (has_a) qa.FreeTensor(qva);
+    if (has_b) qb.FreeTensor(qvb);
+    if constexpr (!F32) narrow(qvc, vc, n);
+    qc.EnQue(qvc);
+    qvc = qc.DeQue<T>();
+    DataCopyPad(gc[(uint64_t)r0 * C + c0], qvc, DataCopyExtParams{(uint16_t)nr, nb, 0, gap, 0});
+    qc.FreeTensor(qvc);
   }
 }
 
-// ------------------------------------------------------------------------------------------------
-// y: [rows, cols] (softmax, log-softmax, norms) or [rows] (reductions); y2/y3: layer norm mean, 1/std
-extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_ADDR y, GM_ADDR y2,
-                                                 GM_ADDR y3, GM_ADDR workspace, GM_ADDR tiling) {
+extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR workspace,
+                                                     GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   VecTiling t;
   load_vec_tiling(tiling, t);
-  const uint32_t R = t.rows, C = t.cols, Cp = vpad8(C), TL = t.tile;
+  if (t.dt == 2) elementwise_body<half>(a, b, c, t);
+  else elementwise_body<float>(a, b, c, t);
+}
+
+// ------------------------------------------------------------------------------------------------
+// x, scale, bias, y in T (float or half); y2/y3 (layer norm mean, 1/std) float
+template <typename T>
+__aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_ADDR y, GM_ADDR y2, GM_ADDR y3,
+                                    const VecTiling &t) {
+  constexpr bool F32 = moec_same<T, float>::value;
+  const uint32_t R = t.rows, C = t.cols, Cp = vpadb<T>(C), TL = t.tile;
   const bool reduce = t.op <= V_RMIN, norm = t.op == V_RMSNORM || t.op == V_LAYERNORM, ln = t.op == V_LAYERNORM;
-  GlobalTensor<float> gx, gs, gbias, gy, gy2, gy3;
-  gx.SetGlobalBuffer((__gm__ float *)x, (uint64_t)R * C);
-  gy.SetGlobalBuffer((__gm__ float *)y, reduce ? R : (uint64_t)R * C);
-  if (norm) gs.SetGlobalBuffer((__gm__ float *)scale, C);
-  if (ln && t.has_bias) gbias.SetGlobalBuffer((__gm__ float *)bias, C);
+  GlobalTensor<T> gx, gs, gbias, gy;
+  GlobalTensor<float> gy2, gy3;
+  gx.SetGlobalBuffer((__gm__ T *)x, (uint64_t)R * C);
+  gy.SetGlobalBuffer((__gm__ T *)y, reduce ? R : (uint64_t)R * C);
+  if (norm) gs.SetGlobalBuffer((__gm__ T *)scale, C);
+  if (ln && t.has_bias) gbias.SetGlobalBuffer((__gm__ T *)bias, C);
   if (ln) {
     gy2.SetGlobalBuffer((__gm__ float *)y2, R);
     gy3.SetGlobalBuffer((__gm__ float *)y3, R);
@@ -227,25 +283,48 @@ extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_A
   TQue<TPosition::VECIN, 2> qx;
   TQue<TPosition::VECOUT, 2> qy;
   TQue<TPosition::VECOUT, 1> qs;  // per-row results of a tile of rows (reductions, layer-norm stats)
-  TBuf<TPosition::VECCALC> bwork, btmp, bparam;
-  pipe.InitBuffer(qx, 2, Cp * 4);
-  if (!reduce) pipe.InitBuffer(qy, 2, Cp * 4);
+  TBuf<TPosition::VECCALC> bwork, btmp, bparam, bxf, byf, bsh;  // bxf/byf/bsh: half rows' float copies, half results
+  pipe.InitBuffer(qx, 2, Cp * sizeof(T));
+  if (!reduce) pipe.InitBuffer(qy, 2, Cp * sizeof(T));
   if (reduce || ln) pipe.InitBuffer(qs, 1, TL * 4 * (ln ? 2 : 1));
   pipe.InitBuffer(bwork, Cp * 4 + 64);
   pipe.InitBuffer(btmp, Cp * 4);
   if (norm) pipe.InitBuffer(bparam, Cp * 4 * (ln && t.has_bias ? 2 : 1));
-  LocalTensor<float> work = bwork.Get<float>(), tmp = btmp.Get<float>(), red = work[Cp];
+  LocalTensor<float> work = bwork.Get<float>(), tmp = btmp.Get<float>(), red = work[Cp], xf, yf;
+  if constexpr (!F32) {
+    pipe.InitBuffer(bxf, Cp * 4);
+    xf = bxf.Get<float>();
+    if (!reduce) {
+      pipe.InitBuffer(byf, Cp * 4);
+      yf = byf.Get<float>();
+    }
+    if (reduce) pipe.InitBuffer(bsh, bytes32(TL * sizeof(T)));
+  }
   LocalTensor<float> sc, bs;
-  DataCopyPadExtParams<float> nopad{false, 0, 0, 0.f};
+  DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0.f};
   if (norm) {
     sc = bparam.Get<float>();
-    DataCopyPad(sc, gs, DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
-    if (ln && t.has_bias) {
-      bs = sc[Cp];
-      DataCopyPad(bs, gbias, DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
+    if (ln && t.has_bias) bs = sc[Cp];
+    if constexpr (F32) {
+      DataCopyPad(sc, gs, DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
+      if (ln && t.has_bias) DataCopyPad(bs, gbias, DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
+      SetFlag<HardEvent::MTE2_V>(0);
+      WaitFlag<HardEvent::MTE2_V>(0);
+    } else {  // half scale/bias through tmp (scratch until the first row), widened
+      LocalTensor<T> th = btmp.Get<T>();
+      DataCopyPad(th, gs, DataCopyExtParams{1, (uint32_t)(C * sizeof(T)), 0, 0, 0}, nopad);
+      SetFlag<HardEvent::MTE2_V>(0);
+      WaitFlag<HardEvent::MTE2_V>(0);
+      widen(th, sc, C);
+      if (ln && t.has_bias) {
+        SetFlag<HardEvent::V_MTE2>(0);
+        WaitFlag<HardEvent::V_MTE2>(0);
+        DataCopyPad(th, gbias, DataCopyExtParams{1, (uint32_t)(C * sizeof(T)), 0, 0, 0}, nopad);
+        SetFlag<HardEvent::MTE2_V>(0);
+        WaitFlag<HardEvent::MTE2_V>(0);
+        widen(th, bs, C);
+      }
     }
-    SetFlag<HardEvent::MTE2_V>(0);
-    WaitFlag<HardEvent::MTE2_V>(0);
   }
   for (uint32_t base = lo; base < hi; base += TL) {  // tiles of up to TL rows for the per-row results
     const uint32_t nrow = hi - base < TL ? hi - base : TL;
@@ -253,12 +332,17 @@ extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_A
     if (reduce || ln) st = qs.AllocTensor<float>();
     for (uint32_t q = 0; q < nrow; q++) {
       const uint64_t r = base + q;
-      LocalTensor<float> vx = qx.AllocTensor<float>();
-      DataCopyPad(vx, gx[r * C], DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
-      qx.EnQue(vx);
-      vx = qx.DeQue<float>();
-      LocalTensor<float> vy;
-      if (!reduce) vy = qy.AllocTensor<float>();
+      LocalTensor<T> qvx = qx.AllocTensor<T>();
+      DataCopyPad(qvx, gx[r * C], DataCopyExtParams{1, (uint32_t)(C * sizeof(T)), 0, 0, 0}, nopad);
+      qx.EnQue(qvx);
+      qvx = qx.DeQue<T>();
+      LocalTensor<float> vx = widen(qvx, xf, C), vy;
+      LocalTensor<T> qvy;
+      if (!reduce) {
+        qvy = qy.AllocTensor<T>();
+        if constexpr (F32) vy = qvy;
+        else vy = yf;
+      }
       float v = 0.f;
       switch (t.op) {
         case V_RSUM: case V_RMEAN:
@@ -336,19 +420,32 @@ extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_A
           break;
         }
       }
-      qx.FreeTensor(vx);
+      qx.FreeTensor(qvx);
       if (reduce) st.SetValue(q, v);
       if (!reduce) {
-        qy.EnQue(vy);
-        vy = qy.DeQue<float>();
-        DataCopyPad(gy[r * C], vy, DataCopyExtParams{1, C * 4, 0, 0, 0});
-        qy.FreeTensor(vy);
+        if constexpr (!F32) narrow(qvy, vy, C);
+        qy.EnQue(qvy);
+        qvy = qy.DeQue<T>();
+        DataCopyPad(gy[r * C], qvy, DataCopyExtParams{1, (uint32_t)(C * sizeof(T)), 0, 0, 0});
+        qy.FreeTensor(qvy);
       }
     }
     if (reduce || ln) {
       qs.EnQue(st);
       st = qs.DeQue<float>();
-      if (reduce) DataCopyPad(gy[base], st, DataCopyExtParams{1, nrow * 4, 0, 0, 0});
+      if (reduce) {
+        if constexpr (F32) {
+          DataCopyPad(gy[base], st, DataCopyExtParams{1, nrow * 4, 0, 0, 0});
+        } else {  // the tile's results rounded to half, then out
+          LocalTensor<T> sh = bsh.Get<T>();
+          SetFlag<HardEvent::MTE3_V>(0);  // the previous tile's copy out of sh has finished
+          WaitFlag<HardEvent::MTE3_V>(0);
+          narrow(sh, st, nrow);
+          SetFlag<HardEvent::V_MTE3>(0);
+          WaitFlag<HardEvent::V_MTE3>(0);
+          DataCopyPad(gy[base], sh, DataCopyExtParams{1, (uint32_t)(nrow * sizeof(T)), 0, 0, 0});
+        }
+      }
       if (ln) {
         DataCopyPad(gy2[base], st, DataCopyExtParams{1, nrow * 4, 0, 0, 0});
         DataCopyPad(gy3[base], st[TL], DataCopyExtParams{1, nrow * 4, 0, 0, 0});
@@ -356,4 +453,14 @@ extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_A
       qs.FreeTensor(st);
     }
   }
+}
+
+// y: [rows, cols] (softmax, log-softmax, norms) or [rows] (reductions); y2/y3: layer norm mean, 1/std
+extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_ADDR y, GM_ADDR y2,
+                                                 GM_ADDR y3, GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  VecTiling t;
+  load_vec_tiling(tiling, t);
+  if (t.dt == 2) rowwise_body<half>(x, scale, bias, y, y2, y3, t);
+  else rowwise_body<float>(x, scale, bias, y, y2, y3, t);
 }
