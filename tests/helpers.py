@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from moec.driver import CompileOptions, compile_onnx
 from moec.ir import parse_module, print_module, verify_module
@@ -81,3 +81,25 @@ def run_compiled(model: onnx.ModelProto, tmp_path, inputs: List[np.ndarray]):
     out = os.path.join(str(tmp_path), f"run_{model.graph.name}_{id(model)}")
     compile_onnx(model, out, CompileOptions(force=True, verify=False))
     return CpuArtifact(out)(inputs)
+
+
+def to_f16(model):
+    """The model with every f32 tensor made f16: initializers, Constant values, graph inputs/outputs/value
+    infos, Cast targets.  (onnxruntime's CPU provider has f16 kernels for every op of the models used here.)"""
+    import onnx
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for t in g.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for n in g.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.FLOAT16
+            if n.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+    return m

@@ -80,9 +80,14 @@ def test_identical_tokens_and_single_token(tmp_path):
             np.testing.assert_allclose(art([feeds["x"]])[0], sess.run(None, feeds)[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
 @pytest.mark.parametrize("name", sorted(near_misses()))
-def test_near_misses_are_not_recognised_and_still_verify(name, tmp_path):
+def test_near_misses_are_not_recognised_and_still_verify(name, dtype, tmp_path):
+    """f16: the numeric proofs allow a few f16 roundings, which must still not admit a look-alike"""
     why, model = near_misses()[name]
+    if dtype == "f16":
+        from helpers import to_f16
+        model = to_f16(model)
     r = compile_onnx(model, str(tmp_path / "o"), CompileOptions())
     assert r.report["verified"], why
     assert r.report["moe_layers"] == [], f"recognised a look-alike ({why})"
