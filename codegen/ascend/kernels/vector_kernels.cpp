@@ -18,29 +18,7 @@
 #include "kernel_operator.h"
 using namespace AscendC;
 
-#ifndef MOEC_TYPE_HELPERS  // shared with moe_kernels.cpp (both are included by host/launch.cpp here)
-#define MOEC_TYPE_HELPERS
-template <typename A, typename B> struct moec_same { static constexpr bool value = false; };
-template <typename A> struct moec_same<A, A> { static constexpr bool value = true; };
-
-// f = (float) v, exact (half/bfloat16_t -> float); returns f.  For float it returns v itself, no instruction.
-template <typename T>
-__aicore__ inline LocalTensor<float> widen(const LocalTensor<T> &v, const LocalTensor<float> &f, uint32_t n) {
-  if constexpr (moec_same<T, float>::value) {
-    return v;
-  } else {
-    Cast(f, v, RoundMode::CAST_NONE, n);
-    return f;
-  }
-}
-// o = v as T: a copy for float, round to nearest even for half/bfloat16_t
-template <typename T>
-__aicore__ inline void narrow(const LocalTensor<T> &o, const LocalTensor<float> &v, uint32_t n) {
-  if constexpr (moec_same<T, float>::value) Adds(o, v, 0.0f, n);
-  else Cast(o, v, RoundMode::CAST_RINT, n);
-}
-__aicore__ inline uint32_t bytes32(uint32_t n) { return (n + 31) / 32 * 32; }
-#endif
+#include "moec_kernel_common.h"
 
 enum VecOp : int32_t {
   V_NEG = 0, V_ABS, V_SQRT, V_RECIP, V_EXP, V_LOG, V_RELU, V_SIGMOID, V_TANH, V_CLIP, V_SQUARE, V_COPY,
