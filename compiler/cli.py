@@ -142,7 +142,7 @@ def cmd_compile(a) -> int:
     if opts.verify:
         shapes = "; ".join(",".join(f"{k}{v}" for k, v in s.items()) for s in rep["shapes_tried"])
         print(f"  verified against {rep['oracle']}: max abs error {rep['max_abs_err']:.3g}, "
-              f"max rel error {rep['max_rel_err']:.3g} (shapes: {shapes})")
+              f"max rel error {rep['max_rel_err']:.3g} where above atol (shapes: {shapes})")
         if rep.get("quantization_error"):
             q = rep["quantization_error"]
             print(f"  {opts.weights} weights: quantisation error vs the f32 model: median token "
