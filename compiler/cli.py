@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer/UBSan (debugging)")
     c.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES),
                    help="storage of the routed experts' weights: f32 (as in the model), bf16, int8 (per "
-                        "output channel), int4 (grouped), w8a8 (int8 weights and activations; cpu only), fp8 "
+                        "output channel), int4 (grouped), w8a8 (int8 weights and activations; cpu and ascend), fp8 "
                         "(float8 e4m3 per output channel; triton only, GPUs with fp8: sm_89+); verified against "
                         "the dequantised reference")
     c.add_argument("--group-size", type=int, default=64, metavar="G",

@@ -135,13 +135,14 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
 
     backend = get_backend(opts.target, opts.arch)
     check_fp8(opts.target, opts.weights, backend.desc)
-    if opts.target == "ascend" and opts.weights not in ("f32", "bf16", "int8"):
-        raise UserInputError(f"target ascend: --weights {opts.weights} is not implemented (f32, bf16 and int8 are)")
+    if opts.target == "ascend" and opts.weights not in ("f32", "bf16", "int8", "w8a8"):
+        raise UserInputError(f"target ascend: --weights {opts.weights} is not implemented (f32, bf16, int8 and w8a8 "
+                             "are)")
     if opts.weights not in WEIGHT_MODES:
         raise UserInputError(f"unknown weight mode '{opts.weights}' (choose {', '.join(WEIGHT_MODES)})")
-    if opts.weights == "w8a8" and opts.target != "cpu":
+    if opts.weights == "w8a8" and opts.target not in ("cpu", "ascend"):
         raise UserInputError(f"target {opts.target}: --weights w8a8 (int8 activations) is implemented for the cpu "
-                             "target only; use --weights int8 (int8 weights, f32 activations)")
+                             "and ascend targets only; use --weights int8 (int8 weights, f32 activations)")
     ref_module = None
     if opts.verify and opts.weights != "f32":
         ref_module = import_model(proto, name)  # the f32 model, to measure the quantisation error

@@ -143,19 +143,24 @@ def _run_gmm(h, dtype, rows, N, K, tiles, a_shared=False, seed=0, bd=7):
     import numpy as np
     from moec.targets.ascend_backend import gmm_tiling_bytes
     rng = np.random.default_rng(seed)
-    npt = {"f32": np.float32, "bf16": ml_dtypes.bfloat16, "f16": np.float16}[dtype]
+    npt = {"f32": np.float32, "bf16": ml_dtypes.bfloat16, "f16": np.float16, "i8": np.int8}[dtype]
     G = len(rows)
     offs = np.concatenate([[0], np.cumsum(rows)]).astype(np.int32)
     a_rows = max(rows) if a_shared else int(offs[-1])  # shared: group g reads A rows [0, rows[g])
-    A = rng.normal(size=(max(a_rows, 1), K)).astype(npt)
-    W = rng.normal(size=(G, N, K)).astype(npt)
-    C = np.full((max(int(offs[-1]), 1), N), np.nan, np.float32)
+    if dtype == "i8":  # int8 x int8, exact int32 sums
+        A = rng.integers(-127, 128, size=(max(a_rows, 1), K)).astype(np.int8)
+        W = rng.integers(-127, 128, size=(G, N, K)).astype(np.int8)
+        C = np.full((max(int(offs[-1]), 1), N), -2**31, np.int32)
+    else:
+        A = rng.normal(size=(max(a_rows, 1), K)).astype(npt)
+        W = rng.normal(size=(G, N, K)).astype(npt)
+        C = np.full((max(int(offs[-1]), 1), N), np.nan, np.float32)
     want = np.zeros_like(C, dtype=np.float64)
     for g in range(G):
         a = A[:rows[g]] if a_shared else A[offs[g]:offs[g + 1]]
         want[offs[g]:offs[g + 1]] = a.astype(np.float64) @ W[g].astype(np.float64).T
     tb = np.frombuffer(gmm_tiling_bytes(T=a_rows, G=G, N=N, K=K, aShared=int(a_shared), aRows=A.shape[0],
-                                        outRows=C.shape[0], dtype={"f32": 0, "bf16": 1, "f16": 2}[dtype], **tiles),
+                                        outRows=C.shape[0], dtype={"f32": 0, "bf16": 1, "f16": 2, "i8": 3}[dtype], **tiles),
                        np.uint8).copy()
     ws = np.zeros(64, np.uint8)
     for x in (A, W, offs, C, tb, ws):
@@ -170,6 +175,7 @@ GMM_CASES = [  # dtype, rows per group (empty groups included), N, K, tiles
     ("f16", [1, 1, 2], 33, 48, dict(baseM=16, baseN=32, baseK=16, stepK=2, dbL0C=2)),
     ("bf16", [64, 7], 24, 520, dict(baseM=64, baseN=16, baseK=32, stepK=4, dbL0C=2)),
     ("f32", [300], 16, 8, dict(baseM=128, baseN=16, baseK=16, stepK=1, dbL0C=2)),
+    ("i8", [5, 0, 37, 16, 1], 40, 100, dict(baseM=16, baseN=32, baseK=32, stepK=2, dbL0C=2)),  # 16x32 fractals
 ]
 
 
@@ -193,6 +199,8 @@ def test_grouped_matmul_kernel(gmm_lib, case):
     got, want, rc, err = _run_gmm(gmm_lib, dtype, rows, N, K, tiles, a_shared=True, seed=1)
     assert rc == 0, err
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * np.sqrt(K))
+    if dtype == "i8":
+        assert got.dtype == np.int32 and np.array_equal(got, want.astype(np.int64))
 
 
 MUTATIONS = [  # one wrong layout parameter each in the generated kernel: caught as wrong numbers
@@ -309,3 +317,71 @@ def test_unsupported_weight_modes_on_ascend(tmp_path):
     from moec.errors import UserInputError
     with pytest.raises(UserInputError, match="int4 is not implemented"):
         compile_onnx(EXAMPLE, str(tmp_path / "o"), CompileOptions(target="ascend", weights="int4"))
+
+
+@pytest.fixture(scope="module")
+def w8a8_example(tmp_path_factory):
+    out = tmp_path_factory.mktemp("w8a8") / "o"
+    return out, compile_onnx(EXAMPLE, str(out), CompileOptions(target="ascend", weights="w8a8", symbol_sizes=(5, 1, 17)))
+
+
+def _check_w8a8(r, out):
+    from moec.tolerances import QUANT_VERIFY_TOLERANCE
+    rep = r.report
+    assert rep["verified"], rep.get("failure")
+    assert rep["tolerance"] == {"f32": QUANT_VERIFY_TOLERANCE["w8a8"].to_json()}
+    q = rep["quantization_error"]
+    assert q["token_rel_median"] <= q["bound_token_rel_median"]
+    plan = json.load(open(out / "ascend" / "plan.json"))
+    ex = [s for s in plan["steps"] if s["op"] == "moe.experts"]
+    assert ex and all(s["where"] == "npu" and s["cube_dtype"] == "i8" for s in ex)
+    assert all(s["kernels"].count("moe_quant_rows_int8") == 2 and "moe_dequant_int8" not in s["kernels"] for s in ex)
+    assert 'aq = "int8"' in (out / "model.mlir").read_text()
+    st = r.artifact.stats()
+    cube = st["cube_by_op"]["moe.experts"]  # both expert projections: int8 Mmads only
+    assert cube["mmad_i8"] > 0 and cube["mmad_f32"] == cube["mmad_bf16"] == cube["mmad_f16"] == 0, cube
+    assert st["launches"]["moe_quant_rows_int8"] > 0 and "moe_dequant_int8" not in st["launches"]
+    return st
+
+
+def test_w8a8_example_on_the_cube(w8a8_example):
+    """--weights w8a8: each GEMM input row quantised to int8 on the vector cores (moe_quant_rows_int8), int8 x
+    int8 grouped matmuls with int32 accumulation on the cube, scales applied in activation / scatter rows;
+    verified against the w8a8 semantics with QUANT_VERIFY_TOLERANCE["w8a8"]."""
+    out, r = w8a8_example
+    st = _check_w8a8(r, out)
+    assert st["cube"]["mmad_f32"] > 0  # the router's matmul stays f32
+
+
+def test_w8a8_quant_rows_kernel_is_bit_exact(w8a8_example):
+    """moe_quant_rows_int8 against quantize_rows_int8, bit for bit: an all-zero row, exact .5 ties (both
+    directions of ties-to-even), rows wider than one UB chunk (two-pass max), tiny and huge magnitudes."""
+    import numpy as np
+    from moec.ir.ops.moe import quantize_rows_int8
+    art = w8a8_example[1].artifact
+    rng = np.random.default_rng(3)
+    for W in (40, 3001):
+        a = rng.normal(size=(9, W)).astype(np.float32)
+        a[1] = 0.0
+        a[2, :] = 0.0
+        a[2, :8] = [127.0, 0.5, 1.5, 2.5, -0.5, -2.5, 126.5, -3.5]  # s = 1: the quotients are the ties themselves
+        a[3] *= 1e-30
+        a[4] *= 1e30
+        a[5, :] = -7.0
+        a[6, W - 1] = 1000.0  # the max in the last chunk
+        a[7] = np.float32(254.0) * np.round(a[7] * 4) / 8  # many quotients on k + 0.5 when max|row| hits 254
+        a[7, 0] = 254.0
+        q, s = art._quant_rows_int8(a)
+        wq, ws = quantize_rows_int8(a)
+        assert np.array_equal(q, wq), np.argwhere(q != wq)[:5]
+        assert np.array_equal(s.view(np.uint32), ws.view(np.uint32))
+    assert list(q[2, :8]) == [127, 0, 2, 2, 0, -2, 126, -4]
+
+
+@pytest.mark.parametrize("model", ["qwen2moe_torchscript", "gptoss_torchscript", "llama4_torchscript"])
+def test_w8a8_zoo_on_the_cube(model, tmp_path):
+    """w8a8 with shared experts and their gate (Qwen2-MoE, the shared experts stay f32) and with an interleaved,
+    clamped gate with biases (gpt-oss), and the routing weight applied to the input rows (Llama-4)."""
+    src = next(z for z in ZOO if z.name == model).build()
+    r = compile_onnx(src, str(tmp_path / "o"), CompileOptions(target="ascend", weights="w8a8", symbol_sizes=(5, 1)))
+    _check_w8a8(r, tmp_path / "o")

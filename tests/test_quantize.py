@@ -157,7 +157,7 @@ def test_w8a8_kernels_against_independent_numpy(tmp_path, arch, D, F):
 
 def test_w8a8_rejected_where_not_implemented(tmp_path):
     from moec.errors import UserInputError
-    with pytest.raises(UserInputError, match="w8a8.*cpu target only"):
+    with pytest.raises(UserInputError, match="w8a8.*cpu and ascend targets only"):
         compile_onnx(EXAMPLE, str(tmp_path / "o"), CompileOptions(weights="w8a8", target="triton"))
     from moec.ir import IRError
     rng = np.random.default_rng(0)

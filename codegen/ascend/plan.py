@@ -6,14 +6,18 @@ estimates every kernel's time on the SoC.  All times are ESTIMATES: no NPU was m
 
 The expert FFN runs as five kernels (CANN's GroupedMatmul structure):
   moe_gather_rows (AIV) -> grouped_matmul up (AIC) -> moe_activation (AIV) -> grouped_matmul down (AIC)
-  -> moe_scatter_rows (AIV);  int8 weights add moe_dequant_int8 (AIV) before each grouped matmul.
+  -> moe_scatter_rows (AIV);  int8 weights add moe_dequant_int8 (AIV) before each grouped matmul; w8a8
+  (int8 weights, aq=int8) instead adds moe_quant_rows_int8 (AIV) before each grouped matmul, which then runs
+  int8 x int8 with int32 accumulation; activation / scatter rows apply the row and channel scales.
 Router and other constant-weight 2-D matmuls run as grouped_matmul with one group.
 
 Cube cost model (per grouped matmul; G groups of r rows each, balanced routing assumed: G = min(E, T*k)
 experts touched, r = ceil(T*k / G)):
   work items    G * ceil(r / baseM) * ceil(N / baseN), dealt round-robin to the AIC cores
   per item      cube   M1*N1*ceil(K/16) cycles (16x16x16 MACs per cycle: the table's fp16 peak / cores /
-                       clock); float inputs at half that rate (16x8 fractals), int8 at twice
+                       clock); float inputs at half that rate (16x8 fractals), int8 at twice (16x32
+                       fractals: the design note's "INT8 about 2x FP16", or the target's int8_tops if given;
+                       operand bytes are 1 per element in every MTE term)
                 MTE2   GM/L2 -> L1 bytes of the A and B^T tiles / 64 B per cycle per core, + a fixed
                        cost per k-slice (DataCopy setup and queue sync)
                 MTE1   L1 -> L0A/L0B bytes / 256 B per cycle per core, + a fixed cost per k-tile
@@ -55,7 +59,7 @@ STEP_CYCLES = 200         # fixed cost of one L1 k-slice (two Nd2Nz copies + que
 TILE_CYCLES = 32          # fixed cost of one L0 k-tile (LoadData issue + sync)
 DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "i8": 1}
 CUBE_RATE = {"f32": 0.5, "bf16": 1.0, "f16": 1.0, "i8": 2.0}   # x the fp16 rate
-GMM_DTYPE_CODE = {"f32": 0, "bf16": 1, "f16": 2}
+GMM_DTYPE_CODE = {"f32": 0, "bf16": 1, "f16": 2, "i8": 3}
 ND2NZ_MAX_D = 65535       # Nd2NzParams.srcDValue is 16-bit: longer reductions cannot be tiled on the cube
 NPU_OPS = ("moe.route", "moe.dispatch", "moe.experts", "moe.shared_experts", "moe.combine", "moec.matmul",
            "moec.gemm")
@@ -68,7 +72,13 @@ def _hw(desc: TargetDesc) -> dict:
             "cube_f16": float(desc.get("fp16_tflops", 354)) * 1e12, "ub": int(desc.get("ub_bytes", 192 * 1024)),
             "l1": int(desc.l1_bytes), "l0a": int(desc.get("l0a_bytes", 64 * 1024)),
             "l0b": int(desc.get("l0b_bytes", 64 * 1024)), "l0c": int(desc.get("l0c_bytes", 128 * 1024)),
-            "l2": int(desc.l2_bytes)}
+            "l2": int(desc.l2_bytes),
+            "i8_rate": float(desc.get("int8_tops", 0)) / float(desc.get("fp16_tflops", 354)) or CUBE_RATE["i8"]}
+
+
+def cube_rate(hw: dict, dtype: str) -> float:
+    """The cube's rate for ``dtype`` operands, as a multiple of its fp16 rate."""
+    return hw["i8_rate"] if dtype == "i8" else CUBE_RATE[dtype]
 
 
 def act_dtype(o) -> str:
@@ -103,8 +113,9 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
         wq = o.attrs.get("wq", "none")
         if wq not in ASCEND_WEIGHTS:
             return f"{wq} expert weights are not implemented on the Ascend target (f32, bf16, int8 are)"
-        if o.attrs.get("aq", "none") != "none":
-            return "quantised activations (w8a8) are not implemented on the Ascend target"
+        aq = o.attrs.get("aq", "none")
+        if aq not in ("none", "int8") or (aq == "int8" and wq != "int8"):
+            return f"aq={aq} with {wq} weights is not implemented on the Ascend target (w8a8 is)"
         why = _dtype_reason(o)
         if why:
             return why
@@ -163,7 +174,7 @@ def gmm_estimate(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: int, t
     for m, cm in ms:
         for n, cn in ns:
             m16, n16 = math.ceil(m / 16) * 16, math.ceil(n / 16) * 16
-            cube = (m16 // 16) * (n16 // 16) * math.ceil(K / 16) / CUBE_RATE[dtype] + k_tiles * 16
+            cube = (m16 // 16) * (n16 // 16) * math.ceil(K / 16) / cube_rate(hw, dtype) + k_tiles * 16
             mte2 = (m + n) * K * b / MTE2_B_PER_CYCLE + k_slices * STEP_CYCLES
             mte1 = (m16 + n16) * kc * b / MTE1_B_PER_CYCLE + k_tiles * TILE_CYCLES
             fix = m * n * c_bytes / FIX_B_PER_CYCLE
@@ -185,7 +196,7 @@ def gmm_estimate(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: int, t
              "fixpipe": t_parts["fix"], "HBM": t_hbm, "launch": LAUNCH_S}
     bound = max(terms.items(), key=lambda kv: kv[1])[0]
     flops = 2.0 * G * r * N * K
-    peak = hw["cube_f16"] * CUBE_RATE[dtype]
+    peak = hw["cube_f16"] * cube_rate(hw, dtype)
     return {"kernel": "grouped_matmul", "dtype": dtype, "blockDim": cores, "work_items": items,
             "load_balance": round(items / (rounds * cores), 3), "estimate_us": round(t * 1e6, 2), "bound": bound,
             "core_us": round(t_parts["item"] * 1e6, 3),
@@ -276,6 +287,10 @@ def vector_estimate(kind: str, desc: TargetDesc, T: int, sizes: dict, kt: int = 
     elif kind == "moe_dequant_int8":
         ops, bytes_ = sizes["elems"] * 3, sizes["elems"] * 1 + max(0, sizes["elems"] * 4 - hw["l2"])
         copies, cores = 2 * sizes["row_chunks"], min(hw["aiv"], max(sizes["row_chunks"], 1))
+    elif kind == "moe_quant_rows_int8":  # two passes over each f32 row (max, then divide/round/cast)
+        W = sizes["W"]
+        ops, bytes_ = rows * W * 8, rows * (W * 4 * 2 + W + 4)
+        copies, cores = rows * 3 * math.ceil(W / chunk), min(hw["aiv"], max(rows, 1))
     else:  # matmul_rows (vector dot products)
         M, N, Kd = sizes["M"], sizes["N"], sizes["Kd"]
         ops, bytes_ = 2 * M * N * Kd, (N * Kd + M * Kd + M * N) * 4
@@ -327,7 +342,10 @@ def ffn_shape(T: int, k: int, E: int, shared: bool):
 
 
 def ffn_cube_dtype(sizes: dict) -> str:
-    """The cube's operand type for an expert FFN: the model's f16, bf16 for --weights bf16, else f32."""
+    """The cube's operand type for an expert FFN: the model's f16, bf16 for --weights bf16, int8 for w8a8,
+    else f32."""
+    if sizes.get("aq") == "int8":
+        return "i8"
     return "f16" if sizes.get("dtype") == "f16" else ("bf16" if sizes.get("wq") == "bf16" else "f32")
 
 
@@ -336,13 +354,14 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     D, F, I, E, k = (sizes[x] for x in ("D", "F", "I", "E", "k"))
     shared, wq = sizes.get("shared", False), sizes.get("wq", "none")
     dtype = ffn_cube_dtype(sizes)
+    w8a8 = dtype == "i8"  # int8 codes go to the cube as they are: no dequant kernels
     G, r = ffn_shape(T, k, E, shared)
     rows = G * r if shared else T * k
     w_up = G * I * D * (1 if wq == "int8" else DTYPE_BYTES[dtype])
     w_down = G * D * F * (1 if wq == "int8" else DTYPE_BYTES[dtype])
     up = choose_gmm_tiles(desc, dtype, G, r, I, D, shared, float(w_up))
     down = choose_gmm_tiles(desc, dtype, G, r, D, F, False, float(w_down))
-    b = DTYPE_BYTES[dtype]
+    b = 4 if w8a8 else DTYPE_BYTES[dtype]  # w8a8: gather/activation write f32 rows, quantised after
     extra_in = int(sizes.get("has_b_in", False)) + int(wq == "int8")
     extra_out = int(sizes.get("has_b_out", False)) + int(wq == "int8")
     vs = dict(sizes, rows=rows, bytes=b, xbytes=DTYPE_BYTES[sizes.get("dtype", "f32")],
@@ -350,13 +369,17 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     parts = []
     if not shared:
         parts.append(vector_estimate("moe_gather_rows", desc, T, dict(vs, chunk=vector_chunk(desc, D))))
-    if wq == "int8":
+    if w8a8:
+        parts.append(vector_estimate("moe_quant_rows_int8", desc, T, dict(rows=rows, W=D, chunk=vector_chunk(desc, D))))
+    elif wq == "int8":
         parts.append(vector_estimate("moe_dequant_int8", desc, T, {"elems": G * I * D,
                                                                     "row_chunks": G * I * math.ceil(D / 2048)}))
     parts.append(dict(up["estimate"], role="up projection", tokens=T))
     parts.append(vector_estimate("moe_activation", desc, T,
                                  dict(vs, chunk=vector_chunk(desc, F), extra_loads=extra_in)))
-    if wq == "int8":
+    if w8a8:
+        parts.append(vector_estimate("moe_quant_rows_int8", desc, T, dict(rows=rows, W=F, chunk=vector_chunk(desc, F))))
+    elif wq == "int8":
         parts.append(vector_estimate("moe_dequant_int8", desc, T, {"elems": G * D * F,
                                                                     "row_chunks": G * D * math.ceil(F / 2048)}))
     parts.append(dict(down["estimate"], role="down projection", tokens=T))
@@ -370,7 +393,7 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     est = {"kernel": "moe_expert_ffn", "path": "cube", "dtype": dtype, "tokens": T, "blockDim": hw["aic"],
            "estimate_us": round(total, 2), "bound": top["bound"], "dominant_kernel": top["kernel"] +
            (f" ({top['role']})" if "role" in top else ""), "hbm_fraction": round(hbm_us / total, 4) if total else 0,
-           "fraction_of_cube_peak": round(flops / (total * 1e-6) / (hw["cube_f16"] * CUBE_RATE[dtype]), 5)
+           "fraction_of_cube_peak": round(flops / (total * 1e-6) / (hw["cube_f16"] * cube_rate(hw, dtype)), 5)
            if total else 0, "parts": parts}
     return {"tiles": {"up": up["tiles"], "down": down["tiles"]}, "estimate": est}
 
@@ -406,15 +429,16 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             F = w_out.shape[2]
             k = E if sh else o.operands[1].type.shape[1]
             wq = "none" if sh else o.attrs.get("wq", "none")
-            sizes = {"D": D, "F": F, "I": I, "E": E, "k": k, "shared": sh, "wq": wq,
+            aq = "none" if sh else o.attrs.get("aq", "none")
+            sizes = {"D": D, "F": F, "I": I, "E": E, "k": k, "shared": sh, "wq": wq, "aq": aq,
                      "act": o.attrs["activation"], "has_b_in": bool(o.attrs.get("has_b_in", False)),
                      "has_b_out": bool(o.attrs.get("has_b_out", False))}
             if act_dtype(o) == "f16":
                 sizes["dtype"] = "f16"
             step["sizes"] = sizes
-            step["kernels"] = ((["moe_gather_rows"] if not sh else []) + (["moe_dequant_int8"] if wq == "int8" else [])
-                               + ["grouped_matmul", "moe_activation"] + (["moe_dequant_int8"] if wq == "int8" else [])
-                               + ["grouped_matmul", "moe_scatter_rows"] + (["moe_finalize"] if sh else []))
+            pre = ["moe_quant_rows_int8"] if aq == "int8" else (["moe_dequant_int8"] if wq == "int8" else [])
+            step["kernels"] = ((["moe_gather_rows"] if not sh else []) + pre + ["grouped_matmul", "moe_activation"]
+                               + pre + ["grouped_matmul", "moe_scatter_rows"] + (["moe_finalize"] if sh else []))
             step["cube_dtype"] = ffn_cube_dtype(sizes)
             plans = {T: ffn_cube_plan(desc, T, sizes) for T in tokens}
             step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}

@@ -37,9 +37,11 @@ extern "C" void moec_cube_stats(uint64_t *out) {
 extern "C" __global__ __aicore__ void moe_gating(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void moe_gather_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void moe_activation(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void moe_activation(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
+                                                    GM_ADDR);
 extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
-                                                      GM_ADDR, GM_ADDR);
+                                                      GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void moe_quant_rows_int8(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void grouped_matmul(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void moe_finalize(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
@@ -71,14 +73,18 @@ extern "C" int moec_launch_grouped_matmul(uint32_t bd, void *a, void *w, void *g
                                           void *tiling) {
   return MOEC_LAUNCH(grouped_matmul, bd, nullptr, G(a), G(w), G(group_list), G(c), G(ws), G(tiling));
 }
-extern "C" int moec_launch_moe_activation(uint32_t bd, void *h, void *offsets, void *b_in, void *s_in, void *a,
-                                          void *ws, void *tiling) {
-  return MOEC_LAUNCH(moe_activation, bd, nullptr, G(h), G(offsets), G(b_in), G(s_in), G(a), G(ws), G(tiling));
+extern "C" int moec_launch_moe_activation(uint32_t bd, void *h, void *offsets, void *b_in, void *s_in, void *s_row,
+                                          void *a, void *ws, void *tiling) {
+  return MOEC_LAUNCH(moe_activation, bd, nullptr, G(h), G(offsets), G(b_in), G(s_in), G(s_row), G(a), G(ws),
+                     G(tiling));
 }
 extern "C" int moec_launch_moe_scatter_rows(uint32_t bd, void *yo, void *sorted, void *offsets, void *b_out,
-                                            void *s_out, void *rw, void *y, void *ws, void *tiling) {
-  return MOEC_LAUNCH(moe_scatter_rows, bd, nullptr, G(yo), G(sorted), G(offsets), G(b_out), G(s_out), G(rw), G(y),
-                     G(ws), G(tiling));
+                                            void *s_out, void *s_row, void *rw, void *y, void *ws, void *tiling) {
+  return MOEC_LAUNCH(moe_scatter_rows, bd, nullptr, G(yo), G(sorted), G(offsets), G(b_out), G(s_out), G(s_row), G(rw),
+                     G(y), G(ws), G(tiling));
+}
+extern "C" int moec_launch_moe_quant_rows_int8(uint32_t bd, void *a, void *q, void *s, void *ws, void *tiling) {
+  return MOEC_LAUNCH(moe_quant_rows_int8, bd, nullptr, G(a), G(q), G(s), G(ws), G(tiling));
 }
 extern "C" int moec_launch_moe_dequant_int8(uint32_t bd, void *q, void *offsets, void *w, void *ws, void *tiling) {
   return MOEC_LAUNCH(moe_dequant_int8, bd, nullptr, G(q), G(offsets), G(w), G(ws), G(tiling));

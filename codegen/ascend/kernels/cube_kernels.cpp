@@ -1,5 +1,6 @@
 // moec AscendC grouped matmul on the cube cores (AIC), mirroring CANN's GroupedMatmul:
 //   C[r, :] = A[r, :] . W[g]^T  for the rows r of group g,   A [rows, K], W [G, N, K] (B^T per group), C f32
+//   (int32 for int8 A and W: w8a8)
 //   (or half: cdt = 2, the fixpipe rounds the f32 accumulators to half on the way out, F322F16)
 // Rows are sorted by group (MoeInitRouting's expanded rows); the group list is the cumsum offsets[G+1] in GM
 // (it changes every call, so it is read on the device); the token count and tile sizes travel in the tiling
@@ -10,12 +11,16 @@
 //   L1 -> L0A  LoadData, one call per 16-row fractal row of A (its fractals sit one NZ column block apart)
 //   L1 -> L0B  LoadData, one contiguous run: B^T's NZ column blocks are exactly L0B's fractal rows
 //   Mmad       k-tiles of baseK accumulate in L0C (cmatrixInitVal on the first), f32 accumulation
+//              (int32 for int8 operands)
 //   Fixpipe    L0C -> GM, NZ -> ND rows of the f32 output (or rounded to half: F322F16)
 // Double buffering: the L1 and L0 queues hold two buffers each, so the MTE2 copy of the next k-slice and
 // the MTE1 load of the next k-tile overlap the current Mmad; L0C holds two tiles when they fit (dbL0C), so
 // an item's Fixpipe overlaps the next item's Mmad.
 // Data types: float (910B's cube takes f32 at a reduced rate; f32 models verify at f32 tolerance),
-// bfloat16_t and half (f32 accumulation; half is f16 models' type: their GEMM inputs are already half).
+// bfloat16_t and half (f32 accumulation; half is f16 models' type: their GEMM inputs are already half), and
+// int8_t (w8a8: per-row quantised activations x int8 weights; 16 x 32 fractals, exact int32 accumulation in
+// L0C, Fixpipe NoQuant writes the int32 sums to a GM workspace; the vector cores apply the row and channel
+// scales after).
 // aShared = 1: every group reads the same A rows (shared experts, or one group for a plain matmul).
 #include "kernel_operator.h"
 using namespace AscendC;
@@ -29,8 +34,8 @@ struct GmmTiling {
   int32_t aRows;                      // rows of A in GM
   int32_t outRows;                    // rows of C in GM
   int32_t dbL0C;                      // L0C buffers (1 or 2)
-  int32_t dtype;                      // A and W: 0 float, 1 bfloat16_t, 2 half
-  int32_t cdt;                        // C: 0 float, 2 half (Fixpipe F322F16; with half A/W only)
+  int32_t dtype;                      // A and W: 0 float, 1 bfloat16_t, 2 half, 3 int8_t (w8a8)
+  int32_t cdt;                        // C: 0 float, 2 half (Fixpipe F322F16; with half A/W only); int8: int32
 };
 
 __aicore__ inline void load_gmm_tiling(GM_ADDR tiling, GmmTiling &t) {
@@ -42,7 +47,7 @@ __aicore__ inline void load_gmm_tiling(GM_ADDR tiling, GmmTiling &t) {
 
 __aicore__ inline uint32_t align16(uint32_t n) { return (n + 15) / 16 * 16; }
 
-template <typename TA, typename TC>
+template <typename TA, typename TC, typename TL0C = float>
 __aicore__ inline void gmm_body(GM_ADDR a, GM_ADDR w, GM_ADDR group_list, GM_ADDR c, const GmmTiling &t) {
   const uint32_t C0 = 32 / sizeof(TA);        // elements per 32-byte fractal row
   const uint32_t FRAC = 512 / sizeof(TA);     // elements per 16 x C0 fractal
@@ -64,7 +69,7 @@ __aicore__ inline void gmm_body(GM_ADDR a, GM_ADDR w, GM_ADDR group_list, GM_ADD
   pipe.InitBuffer(qb1, 2, bn * kL1 * sizeof(TA));
   pipe.InitBuffer(qa2, 2, bm * bk * sizeof(TA));
   pipe.InitBuffer(qb2, 2, bn * bk * sizeof(TA));
-  pipe.InitBuffer(qc, t.dbL0C, bm * bn * sizeof(float));
+  pipe.InitBuffer(qc, t.dbL0C, bm * bn * sizeof(TL0C));
   const int64_t blk = GetBlockIdx(), nblk = GetBlockNum();
   const uint32_t ntiles = (N + bn - 1) / bn;
   int64_t item = 0;
@@ -80,7 +85,7 @@ __aicore__ inline void gmm_body(GM_ADDR a, GM_ADDR w, GM_ADDR group_list, GM_ADD
         const uint32_t m16 = align16(m), n16 = align16(n), M1 = m16 / 16, N1 = n16 / 16;
         const uint64_t arow = (uint64_t)(t.aShared ? 0 : r0) + mi * bm;
         const uint64_t wrow = (uint64_t)g * N + ni * bn;
-        LocalTensor<float> cl = qc.AllocTensor<float>();
+        LocalTensor<TL0C> cl = qc.AllocTensor<TL0C>();
         for (uint32_t k0 = 0; k0 < K; k0 += kL1) {
           const uint32_t kl = K - k0 < kL1 ? K - k0 : kL1;
           // GM -> L1, ND -> NZ: column blocks C0 wide, m16 (n16) fractal rows apart
@@ -138,11 +143,11 @@ __aicore__ inline void gmm_body(GM_ADDR a, GM_ADDR w, GM_ADDR group_list, GM_ADD
           qb1.FreeTensor(b1);
         }
         qc.EnQue(cl);
-        cl = qc.DeQue<float>();
+        cl = qc.DeQue<TL0C>();
         FixpipeParamsV220 fp;
         fp.nSize = (uint16_t)n; fp.mSize = (uint16_t)m; fp.srcStride = (uint16_t)m16; fp.dstStride = N;
         fp.quantPre = sizeof(TC) == 2 ? F322F16 : NoQuant;
-        Fixpipe<TC, float, CFG_ROW_MAJOR>(gc[((uint64_t)r0 + mi * bm) * N + ni * bn], cl, fp);
+        Fixpipe<TC, TL0C, CFG_ROW_MAJOR>(gc[((uint64_t)r0 + mi * bm) * N + ni * bn], cl, fp);
         qc.FreeTensor(cl);
       }
   }
@@ -153,7 +158,8 @@ extern "C" __global__ __aicore__ void grouped_matmul(GM_ADDR a, GM_ADDR w, GM_AD
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIC_ONLY);
   GmmTiling t;
   load_gmm_tiling(tiling, t);
-  if (t.dtype == 1) gmm_body<bfloat16_t, float>(a, w, group_list, c, t);
+  if (t.dtype == 3) gmm_body<int8_t, int32_t, int32_t>(a, w, group_list, c, t);  // int32 in L0C and out (NoQuant)
+  else if (t.dtype == 1) gmm_body<bfloat16_t, float>(a, w, group_list, c, t);
   else if (t.dtype == 2 && t.cdt == 2) gmm_body<half, half>(a, w, group_list, c, t);
   else if (t.dtype == 2) gmm_body<half, float>(a, w, group_list, c, t);
   else gmm_body<float, float>(a, w, group_list, c, t);

@@ -3,8 +3,11 @@
 //   moe_init_routing  stable sort of the (expert, slot) pairs, per-expert offsets (the group list), drops
 //   moe_gather_rows   expanded rows in expert order, cast to the GEMM input type    (MoeInitRouting's x)
 //   moe_activation    SwiGLU/GELU/... between the two grouped matmuls, biases, int8 scales, cast
+//                     (w8a8: the int32 sums times the row and channel scales first)
 //   moe_scatter_rows  the down projection's rows back to their slots, bias, scales, routing weight
+//                     (w8a8: likewise from int32 sums)
 //   moe_dequant_int8  int8 expert weights widened to f32 for the cube (experts that received rows only)
+//   moe_quant_rows_int8  w8a8: each GEMM input row quantised to int8 with its scale max|row| / 127
 //   moe_finalize      weighted sum of the k slots + shared experts (+ gate), Switch pass-through
 //   matmul_rows       out[r, n] = a[r, :] . bT[n, :] as vector dot products: only for matmuls the cube
 //                     path cannot tile (a reduction longer than Nd2Nz's 65535-element rows)
@@ -39,6 +42,7 @@ struct MoeTiling {
   int32_t qscale;      // int8 weights: per-output-channel scales applied after the cube's dot products
   int32_t xdt;         // GM type of x, logits, routing weights, biases, y and out: 0 float, 2 half
   int32_t ydt;         // moe_finalize: type of y (the experts' rows): 0 float (shared experts), else as xdt
+  int32_t aq;          // w8a8: the cube's outputs (h, yo) are int32 sums, scaled by the row scales s_row
 };
 
 __aicore__ inline void load_tiling(GM_ADDR tiling, MoeTiling &t) {
@@ -425,13 +429,15 @@ __aicore__ inline void act_chunk(const MoeTiling &t, const LocalTensor<float> &a
   }
 }
 
-// v = h[row, off..off+len) (* s[e, same]) (+ b[e, same]); h and s float, b in the model's type TX
-template <typename TX>
+// v = h[row, off..off+len) (* rs) (* s[e, same]) (+ b[e, same]); h float (or int32 sums of int8 products,
+// w8a8: widened, then scaled by the row's activation scale rs), s float, b in the model's type TX
+template <typename TX, typename TH>
 __aicore__ inline void load_pre(const MoeTiling &t, const LocalTensor<float> &v, const LocalTensor<float> &tmp,
-                                const GlobalTensor<float> &gh, const GlobalTensor<float> &gs,
+                                const GlobalTensor<TH> &gh, const GlobalTensor<float> &gs,
                                 const GlobalTensor<TX> &gb, uint64_t hoff, uint64_t eoff,
-                                TQue<TPosition::VECIN, 2> &qin, uint32_t len) {
+                                TQue<TPosition::VECIN, 2> &qin, uint32_t len, float rs) {
   load_chunk(v, gh[hoff], qin, len);
+  if (t.aq) Muls(v, v, rs, len);
   if (t.qscale) {
     load_chunk(tmp, gs[eoff], qin, len);
     Mul(v, v, tmp, len);
@@ -442,16 +448,18 @@ __aicore__ inline void load_pre(const MoeTiling &t, const LocalTensor<float> &v,
   }
 }
 
-template <typename TX, typename TO>
-__aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in, GM_ADDR s_in, GM_ADDR aout,
-                                       const MoeTiling &t) {
+template <typename TX, typename TO, typename TH = float>
+__aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in, GM_ADDR s_in, GM_ADDR s_row,
+                                       GM_ADDR aout, const MoeTiling &t) {
   const uint32_t F = t.F, I = t.I, E = t.E, ch = t.chunk;
   const bool gated = t.act == 0;
-  GlobalTensor<float> gh, gsc;
+  GlobalTensor<TH> gh;
+  GlobalTensor<float> gsc, grs;
   GlobalTensor<TX> gb;
   GlobalTensor<int32_t> go;
   GlobalTensor<TO> ga;
-  gh.SetGlobalBuffer((__gm__ float *)h, (uint64_t)t.rows * I);
+  gh.SetGlobalBuffer((__gm__ TH *)h, (uint64_t)t.rows * I);
+  if (t.aq) grs.SetGlobalBuffer((__gm__ float *)s_row, (uint64_t)t.rows);
   if (!t.shared) go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
   if (t.has_b_in) gb.SetGlobalBuffer((__gm__ TX *)b_in, (uint64_t)E * I);
   if (t.qscale) gsc.SetGlobalBuffer((__gm__ float *)s_in, (uint64_t)E * I);
@@ -475,15 +483,16 @@ __aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in,
   for (int64_t p = GetBlockIdx(); p < t.rows; p += GetBlockNum()) {
     const int32_t e = t.shared ? (int32_t)(p / t.T) : expert_of(go, E, p);
     const uint64_t hrow = (uint64_t)p * I, erow = (uint64_t)e * I;
+    const float rs = t.aq ? grs.GetValue(p) : 1.0f;
     for (uint32_t f0 = 0; f0 < F; f0 += ch) {
       const uint32_t len = F - f0 < ch ? F - f0 : ch;
       if (!gated) {
-        load_pre(t, g, t1, gh, gsc, gb, hrow + f0, erow + f0, qin, len);
+        load_pre(t, g, t1, gh, gsc, gb, hrow + f0, erow + f0, qin, len, rs);
       } else if (!t.interleaved) {  // rows [gate; up]
-        load_pre(t, g, t1, gh, gsc, gb, hrow + f0, erow + f0, qin, len);
-        load_pre(t, u, t1, gh, gsc, gb, hrow + F + f0, erow + F + f0, qin, len);
+        load_pre(t, g, t1, gh, gsc, gb, hrow + f0, erow + f0, qin, len, rs);
+        load_pre(t, u, t1, gh, gsc, gb, hrow + F + f0, erow + F + f0, qin, len, rs);
       } else {                      // rows g0 u0 g1 u1 ...: load 2*len, split (scalar de-interleave)
-        load_pre(t, wv, wt, gh, gsc, gb, hrow + 2 * f0, erow + 2 * f0, qin, 2 * len);
+        load_pre(t, wv, wt, gh, gsc, gb, hrow + 2 * f0, erow + 2 * f0, qin, 2 * len, rs);
         for (uint32_t i = 0; i < len; i++) {
           g.SetValue(i, wv.GetValue(2 * i));
           u.SetValue(i, wv.GetValue(2 * i + 1));
@@ -496,24 +505,28 @@ __aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in,
 }
 
 extern "C" __global__ __aicore__ void moe_activation(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in, GM_ADDR s_in,
-                                                    GM_ADDR aout, GM_ADDR workspace, GM_ADDR tiling) {
+                                                    GM_ADDR s_row, GM_ADDR aout, GM_ADDR workspace, GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   MoeTiling t;
   load_tiling(tiling, t);
-  if (t.xdt == 2) activation_body<half, half>(h, offsets, b_in, s_in, aout, t);
-  else if (t.adt == 1) activation_body<float, bfloat16_t>(h, offsets, b_in, s_in, aout, t);
-  else activation_body<float, float>(h, offsets, b_in, s_in, aout, t);
+  if (t.xdt == 2) activation_body<half, half>(h, offsets, b_in, s_in, s_row, aout, t);
+  else if (t.aq) activation_body<float, float, int32_t>(h, offsets, b_in, s_in, s_row, aout, t);  // w8a8
+  else if (t.adt == 1) activation_body<float, bfloat16_t>(h, offsets, b_in, s_in, s_row, aout, t);
+  else activation_body<float, float>(h, offsets, b_in, s_in, s_row, aout, t);
 }
 
-// yo and s_out float (the cube's output, int8 scales); b_out, the routing weights and y in TX
-template <typename TX>
+// yo and s_out float (the cube's output, int8 scales; w8a8: yo int32 sums scaled by the row scales s_row);
+// b_out, the routing weights and y in TX
+template <typename TX, typename TY = float>
 __aicore__ inline void scatter_rows_body(GM_ADDR yo, GM_ADDR sorted, GM_ADDR offsets, GM_ADDR b_out, GM_ADDR s_out,
-                                         GM_ADDR rw, GM_ADDR y, const MoeTiling &t) {
+                                         GM_ADDR s_row, GM_ADDR rw, GM_ADDR y, const MoeTiling &t) {
   const uint32_t D = t.D, E = t.E, ch = t.chunk, KS = t.shared ? t.E : t.K;
-  GlobalTensor<float> gyo, gsc;
+  GlobalTensor<TY> gyo;
+  GlobalTensor<float> gsc, grs;
   GlobalTensor<TX> gb, grw, gy;
   GlobalTensor<int32_t> gs, go;
-  gyo.SetGlobalBuffer((__gm__ float *)yo, (uint64_t)t.rows * D);
+  gyo.SetGlobalBuffer((__gm__ TY *)yo, (uint64_t)t.rows * D);
+  if (t.aq) grs.SetGlobalBuffer((__gm__ float *)s_row, (uint64_t)t.rows);
   if (!t.shared) {
     gs.SetGlobalBuffer((__gm__ int32_t *)sorted, (uint64_t)t.rows);
     go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
@@ -541,9 +554,11 @@ __aicore__ inline void scatter_rows_body(GM_ADDR yo, GM_ADDR sorted, GM_ADDR off
       slot = gs.GetValue(p);
     }
     const float r = t.weights_at == 2 ? (float)grw.GetValue(slot) : 1.0f;
+    const float rs = t.aq ? grs.GetValue(p) : 1.0f;
     for (uint32_t d0 = 0; d0 < D; d0 += ch) {
       const uint32_t len = D - d0 < ch ? D - d0 : ch;
       load_chunk(v, gyo[(uint64_t)p * D + d0], qin, len);
+      if (t.aq) Muls(v, v, rs, len);  // w8a8: the int32 sums times the row's activation scale
       if (t.qscale) {
         load_chunk(tmp, gsc[(uint64_t)e * D + d0], qin, len);
         Mul(v, v, tmp, len);
@@ -559,13 +574,14 @@ __aicore__ inline void scatter_rows_body(GM_ADDR yo, GM_ADDR sorted, GM_ADDR off
 }
 
 extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR yo, GM_ADDR sorted, GM_ADDR offsets, GM_ADDR b_out,
-                                                      GM_ADDR s_out, GM_ADDR rw, GM_ADDR y, GM_ADDR workspace,
-                                                      GM_ADDR tiling) {
+                                                      GM_ADDR s_out, GM_ADDR s_row, GM_ADDR rw, GM_ADDR y,
+                                                      GM_ADDR workspace, GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   MoeTiling t;
   load_tiling(tiling, t);
-  if (t.xdt == 2) scatter_rows_body<half>(yo, sorted, offsets, b_out, s_out, rw, y, t);
-  else scatter_rows_body<float>(yo, sorted, offsets, b_out, s_out, rw, y, t);
+  if (t.xdt == 2) scatter_rows_body<half>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
+  else if (t.aq) scatter_rows_body<float, int32_t>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);  // w8a8
+  else scatter_rows_body<float>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
 }
 
 // int8 expert weights (per-output-channel scales, f32 activations): the cube has no int8 x f32 mode and the
@@ -615,6 +631,67 @@ extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR q, GM_ADDR offset
         DataCopyPad(gw[off], o, DataCopyExtParams{1, len * 4, 0, 0, 0});
         qout.FreeTensor(o);
       }
+  }
+}
+
+// w8a8 (dynamic per-row int8 activations, ir/ops/moe.py quantize_rows_int8): for each row p of a [rows, M]
+// float matrix, s[p] = max|row| / 127 (1 for an all-zero row) and q[p] = clip(rint(row / s), -127, 127) in
+// int8, computed in f32 exactly as the reference: a true division (Div, not a multiply by 1/s), rounding to
+// nearest with ties to even (Cast float -> int32, CAST_RINT), then int32 -> half -> int8 (exact: |q| <= 127).
+// Two passes over the row's column chunks: the max, then the codes.  Rows round-robin over blocks.
+extern "C" __global__ __aicore__ void moe_quant_rows_int8(GM_ADDR a, GM_ADDR q, GM_ADDR s, GM_ADDR workspace,
+                                                         GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  const uint32_t W = t.M, ch = t.chunk;
+  GlobalTensor<float> ga, gs;
+  GlobalTensor<int8_t> gq;
+  ga.SetGlobalBuffer((__gm__ float *)a, (uint64_t)t.rows * W);
+  gq.SetGlobalBuffer((__gm__ int8_t *)q, (uint64_t)t.rows * W);
+  gs.SetGlobalBuffer((__gm__ float *)s, (uint64_t)t.rows);
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qin;
+  TQue<TPosition::VECOUT, 2> qout;
+  TBuf<TPosition::VECCALC> bv, bd, bi, bh, bred;
+  pipe.InitBuffer(qin, 2, pad8(ch) * 4);
+  pipe.InitBuffer(qout, 2, bytes32(ch));
+  pipe.InitBuffer(bv, pad8(ch) * 4);
+  pipe.InitBuffer(bd, pad8(ch) * 4);
+  pipe.InitBuffer(bi, pad8(ch) * 4);
+  pipe.InitBuffer(bh, bytes32(ch * 2));
+  pipe.InitBuffer(bred, pad8(ch) * 4 + 64);
+  LocalTensor<float> v = bv.Get<float>(), dv = bd.Get<float>(), red = bred.Get<float>();
+  LocalTensor<int32_t> iv = bi.Get<int32_t>();
+  LocalTensor<half> hv = bh.Get<half>();
+  for (int64_t p = GetBlockIdx(); p < t.rows; p += GetBlockNum()) {
+    float amax = 0.0f;
+    for (uint32_t c0 = 0; c0 < W; c0 += ch) {
+      const uint32_t len = W - c0 < ch ? W - c0 : ch;
+      load_chunk(v, ga[(uint64_t)p * W + c0], qin, len);
+      Abs(v, v, len);
+      ReduceMax(dv, v, red, len);
+      const float m = dv.GetValue(0);
+      amax = m > amax ? m : amax;
+    }
+    const float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
+    gs.SetValue(p, sc);
+    for (uint32_t c0 = 0; c0 < W; c0 += ch) {
+      const uint32_t len = W - c0 < ch ? W - c0 : ch;
+      load_chunk(v, ga[(uint64_t)p * W + c0], qin, len);
+      Duplicate(dv, sc, len);
+      Div(v, v, dv, len);
+      Mins(v, v, 127.0f, len);   // clip before rounding: the same as after, the bounds being integers
+      Maxs(v, v, -127.0f, len);
+      Cast(iv, v, RoundMode::CAST_RINT, len);
+      Cast(hv, iv, RoundMode::CAST_NONE, len);
+      LocalTensor<int8_t> o = qout.AllocTensor<int8_t>();
+      Cast(o, hv, RoundMode::CAST_RINT, len);
+      qout.EnQue(o);
+      o = qout.DeQue<int8_t>();
+      DataCopyPad(gq[(uint64_t)p * W + c0], o, DataCopyExtParams{1, len, 0, 0, 0});
+      qout.FreeTensor(o);
+    }
   }
 }
 
