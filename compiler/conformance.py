@@ -26,8 +26,8 @@ import numpy as np
 
 ALL_TARGETS = ("cpu", "ascend", "triton")
 QUICK_MODES = {"cpu": ("f32", "int8"), "triton": ("f32",), "ascend": ("f32",)}
-FULL_MODES = {"cpu": ("f32", "bf16", "int8", "int4"), "triton": ("f32", "bf16", "int8", "int4", "fp8"),
-              "ascend": ("f32", "bf16", "int8")}
+FULL_MODES = {"cpu": ("f32", "bf16", "int8", "int4", "w8a8"), "triton": ("f32", "bf16", "int8", "int4", "fp8"),
+              "ascend": ("f32", "bf16", "int8", "w8a8")}
 
 
 def target_status(target: str) -> Optional[str]:
