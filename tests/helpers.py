@@ -103,3 +103,28 @@ def to_f16(model):
             if n.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
                 a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
     return m
+
+
+def experts_module(mode, qi, qo, extra, T_dim, D, E, k, aq="none", G=0):
+    """x [T, D], router logits l [T, E] -> route -> dispatch -> moe.experts(wq=mode; weights qi, qo and the
+    quantisation operands `extra` as constants) -> combine: one MoE layer in IR, verified."""
+    from moec.ir import Module, Function, TensorType, DType, Value, verify_module
+    from moec.ir.opdef import OPS
+    from moec.ir.core import ResourceRef
+    m = Module()
+    f = Function("main", [Value(TensorType(DType.F32, (T_dim, D)), "x"), Value(TensorType(DType.F32, (T_dim, E)), "l")])
+    m.functions.append(f)
+
+    def const(a, hint):
+        key = m.weights.add(a, hint)
+        return f.add(OPS["moec.constant"].create([], {"value": ResourceRef(key)}, None,
+                                                 [TensorType(DType.from_np(a.dtype), a.shape)])).result
+    rw, ids = f.add(OPS["moe.route"].create([f.args[1]], {"k": k})).results
+    order, off = f.add(OPS["moe.dispatch"].create([ids], {"num_experts": E})).results
+    ops = [f.args[0], ids, order, off, const(qi, "wi"), const(qo, "wo")] + [const(a, "q") for a in extra]
+    y = f.add(OPS["moe.experts"].create(ops, {"wq": mode, "wq_group": G if mode == "int4" else 0,
+                                             "wq_zp": mode == "int4", "aq": aq})).result
+    out = f.add(OPS["moe.combine"].create([y, rw])).result
+    f.outputs, f.output_names = [out], ["y"]
+    verify_module(m)
+    return m

@@ -127,7 +127,8 @@ def _gmm_lib(tmp_path, mutate=None):
     (d / "cube_kernels.cpp").write_text(src)
     (d / "h.cpp").write_text(GMM_HARNESS)
     lib = d / "libgmm.so"
-    subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-I", INC, "-I", str(d), str(d / "h.cpp"),
+    kdir = os.path.join(ROOT, "codegen", "ascend", "kernels")  # moec_kernel_common.h
+    subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-I", INC, "-I", str(d), "-I", kdir, str(d / "h.cpp"),
                     "-o", str(lib)], check=True)
     h = ctypes.CDLL(str(lib))
     h.err.restype = ctypes.c_char_p

@@ -8,6 +8,8 @@ import os
 import numpy as np
 import pytest
 
+from helpers import experts_module
+
 from moec.driver import CompileOptions, build_module, compile_onnx
 from moec.errors import UserInputError
 from moec.ir.fp8 import decode_e4m3, encode_e4m3
@@ -91,26 +93,8 @@ def test_quantize_fp8_per_channel():
 
 
 # -- the op --------------------------------------------------------------------------------------
-def _experts_module(qi, qo, si, so, D, E, k, wq="fp8"):
-    from moec.ir import DType, Function, Module, TensorType, Value, verify_module
-    from moec.ir.core import ResourceRef
-    from moec.ir.opdef import OPS
-    m = Module()
-    f = Function("main", [Value(TensorType(DType.F32, ("T", D)), "x"), Value(TensorType(DType.F32, ("T", E)), "l")])
-    m.functions.append(f)
-
-    def const(a, hint):
-        key = m.weights.add(a, hint)
-        return f.add(OPS["moec.constant"].create([], {"value": ResourceRef(key)}, None,
-                                                 [TensorType(DType.from_np(a.dtype), a.shape)])).result
-    rw, ids = f.add(OPS["moe.route"].create([f.args[1]], {"k": k})).results
-    order, off = f.add(OPS["moe.dispatch"].create([ids], {"num_experts": E})).results
-    ops = [f.args[0], ids, order, off, const(qi, "wi"), const(qo, "wo"), const(si, "si"), const(so, "so")]
-    y = f.add(OPS["moe.experts"].create(ops, {"wq": wq})).result
-    out = f.add(OPS["moe.combine"].create([y, rw])).result
-    f.outputs, f.output_names = [out], ["y"]
-    verify_module(m)
-    return m
+def _experts_module(qi, qo, si, so, D, E, k):
+    return experts_module("fp8", qi, qo, [si, so], "T", D, E, k)
 
 
 def _layer(D=30, F=22, E=3, seed=7):

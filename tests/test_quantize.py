@@ -5,6 +5,8 @@ import os
 import numpy as np
 import pytest
 
+from helpers import experts_module
+
 from moec.driver import CompileOptions, compile_onnx
 from moec.errors import VerificationError
 from moec.ir.ops.moe import dequantize_weights, pack_int4, unpack_int4
@@ -88,29 +90,6 @@ def _numpy_route(logits, k):
     return p, np.argsort(-p, axis=1, kind="stable")[:, :k]
 
 
-def _experts_module(mode, qi, qo, extra, T_dim, D, E, k, aq="none", G=0):
-    from moec.ir import Module, Function, TensorType, DType, Value, verify_module
-    from moec.ir.opdef import OPS
-    from moec.ir.core import ResourceRef
-    m = Module()
-    f = Function("main", [Value(TensorType(DType.F32, (T_dim, D)), "x"), Value(TensorType(DType.F32, (T_dim, E)), "l")])
-    m.functions.append(f)
-
-    def const(a, hint):
-        key = m.weights.add(a, hint)
-        return f.add(OPS["moec.constant"].create([], {"value": ResourceRef(key)}, None,
-                                                 [TensorType(DType.from_np(a.dtype), a.shape)])).result
-    rw, ids = f.add(OPS["moe.route"].create([f.args[1]], {"k": k})).results
-    order, off = f.add(OPS["moe.dispatch"].create([ids], {"num_experts": E})).results
-    ops = [f.args[0], ids, order, off, const(qi, "wi"), const(qo, "wo")] + [const(a, "q") for a in extra]
-    y = f.add(OPS["moe.experts"].create(ops, {"wq": mode, "wq_group": G if mode == "int4" else 0,
-                                             "wq_zp": mode == "int4", "aq": aq})).result
-    out = f.add(OPS["moe.combine"].create([y, rw])).result
-    f.outputs, f.output_names = [out], ["y"]
-    verify_module(m)
-    return m
-
-
 @pytest.mark.parametrize("arch", ["native", "generic"])
 @pytest.mark.parametrize("D,F", [(96, 48), (30, 22)])
 def test_w8a8_kernels_against_independent_numpy(tmp_path, arch, D, F):
@@ -126,7 +105,7 @@ def test_w8a8_kernels_against_independent_numpy(tmp_path, arch, D, F):
     x = rng.standard_normal((T, D)).astype(np.float32)
     x[3] = 0.0  # an all-zero row: scale 1, codes 0
     (qi, si), (qo, so) = quantize_int8(w_in), quantize_int8(w_out)
-    m = _experts_module("int8", qi, qo, [si, so], "T", D, E, k, aq="int8")
+    m = experts_module("int8", qi, qo, [si, so], "T", D, E, k, aq="int8")
     art = build_module(m, str(tmp_path / "w8a8"), arch=arch)
 
     def qrow(v):  # independent: f32 scale, round half to even, clip
@@ -165,7 +144,7 @@ def test_w8a8_rejected_where_not_implemented(tmp_path):
     qo, so = quantize_int8(rng.standard_normal((2, 4, 4)).astype(np.float32))
     with pytest.raises(IRError, match="aq=int8 .*needs wq=int8"):
         import ml_dtypes
-        _experts_module("bf16", qi.astype(ml_dtypes.bfloat16), qo.astype(ml_dtypes.bfloat16), [], "T", 4, 2, 1,
+        experts_module("bf16", qi.astype(ml_dtypes.bfloat16), qo.astype(ml_dtypes.bfloat16), [], "T", 4, 2, 1,
                         aq="int8")
 
 
@@ -174,9 +153,6 @@ def test_kernels_against_independent_numpy(tmp_path, arch):
     """Odd shapes: K with a vector part and a scalar tail per group (G=48), several tokens per
     expert; compared with a plain numpy computation written here, not the IR interpreter."""
     from moec.driver import build_module
-    from moec.ir import Module, Function, TensorType, DType, Value, verify_module
-    from moec.ir.opdef import OPS
-    from moec.ir.core import ResourceRef
     rng = np.random.default_rng(5)
     T, D, F, E, k, G = 7, 96, 48, 3, 2, 48
     w_in = rng.standard_normal((E, 2 * F, D)).astype(np.float32) * 0.2
@@ -184,14 +160,6 @@ def test_kernels_against_independent_numpy(tmp_path, arch):
     logits = rng.standard_normal((T, E)).astype(np.float32)
     x = rng.standard_normal((T, D)).astype(np.float32)
     for mode in ("bf16", "int8", "int4"):
-        m = Module()
-        f = Function("main", [Value(TensorType(DType.F32, ("T", D)), "x"), Value(TensorType(DType.F32, ("T", E)), "l")])
-        m.functions.append(f)
-
-        def const(a, hint):
-            key = m.weights.add(a, hint)
-            return f.add(OPS["moec.constant"].create([], {"value": ResourceRef(key)}, None,
-                                                     [TensorType(DType.from_np(a.dtype), a.shape)])).result
         if mode == "bf16":
             import ml_dtypes
             qi, qo, extra = w_in.astype(ml_dtypes.bfloat16), w_out.astype(ml_dtypes.bfloat16), []
@@ -207,14 +175,7 @@ def test_kernels_against_independent_numpy(tmp_path, arch):
             ui, uo = unpack_int4(qi).astype(np.float32), unpack_int4(qo).astype(np.float32)
             di = (ui - np.repeat(zi, G, -1)) * np.repeat(si, G, -1)
             do = (uo - np.repeat(zo, G, -1)) * np.repeat(so, G, -1)
-        rw, ids = f.add(OPS["moe.route"].create([f.args[1]], {"k": k})).results
-        order, off = f.add(OPS["moe.dispatch"].create([ids], {"num_experts": E})).results
-        ops = [f.args[0], ids, order, off, const(qi, "wi"), const(qo, "wo")] + [const(a, "q") for a in extra]
-        y = f.add(OPS["moe.experts"].create(ops, {"wq": mode, "wq_group": G if mode == "int4" else 0,
-                                                 "wq_zp": mode == "int4"})).result
-        out = f.add(OPS["moe.combine"].create([y, rw])).result
-        f.outputs, f.output_names = [out], ["y"]
-        verify_module(m)
+        m = experts_module(mode, qi, qo, extra, "T", D, E, k, G=G)
         art = build_module(m, str(tmp_path / mode), arch=arch)
         # numpy: softmax top-k routing, SwiGLU experts with the dequantised weights
         p = np.exp(logits - logits.max(1, keepdims=True))

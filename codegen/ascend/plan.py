@@ -369,19 +369,17 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     parts = []
     if not shared:
         parts.append(vector_estimate("moe_gather_rows", desc, T, dict(vs, chunk=vector_chunk(desc, D))))
-    if w8a8:
-        parts.append(vector_estimate("moe_quant_rows_int8", desc, T, dict(rows=rows, W=D, chunk=vector_chunk(desc, D))))
-    elif wq == "int8":
-        parts.append(vector_estimate("moe_dequant_int8", desc, T, {"elems": G * I * D,
-                                                                    "row_chunks": G * I * math.ceil(D / 2048)}))
+    def prepare(N: int, K: int):  # the kernel that readies a projection's int8 operands, if any
+        if w8a8:  # the GEMM input rows quantised per row
+            parts.append(vector_estimate("moe_quant_rows_int8", desc, T, dict(rows=rows, W=K, chunk=vector_chunk(desc, K))))
+        elif wq == "int8":  # the weight codes of the experts used, widened to f32
+            parts.append(vector_estimate("moe_dequant_int8", desc, T, {"elems": G * N * K,
+                                                                        "row_chunks": G * N * math.ceil(K / 2048)}))
+    prepare(I, D)
     parts.append(dict(up["estimate"], role="up projection", tokens=T))
     parts.append(vector_estimate("moe_activation", desc, T,
                                  dict(vs, chunk=vector_chunk(desc, F), extra_loads=extra_in)))
-    if w8a8:
-        parts.append(vector_estimate("moe_quant_rows_int8", desc, T, dict(rows=rows, W=F, chunk=vector_chunk(desc, F))))
-    elif wq == "int8":
-        parts.append(vector_estimate("moe_dequant_int8", desc, T, {"elems": G * D * F,
-                                                                    "row_chunks": G * D * math.ceil(F / 2048)}))
+    prepare(D, F)
     parts.append(dict(down["estimate"], role="down projection", tokens=T))
     parts.append(vector_estimate("moe_scatter_rows", desc, T,
                                  dict(vs, chunk=vector_chunk(desc, D), extra_loads=extra_out)))

@@ -51,18 +51,16 @@ def elementwise_tile(ub_bytes: int, dt: str = "f32") -> int:
     f32: 7 float buffers (a, b, c double-buffered + tmp) = 28 bytes per element.  f16: the queues hold
     half (a, b, c double-buffered: 12 bytes) and the math needs float copies of a, b, c plus tmp (16 bytes):
     again 28 bytes per element, so the same tile, rounded to 16 elements."""
-    if dt == "f16":
-        return max(16, min(8192, ub_bytes // 4 // 8 // 16 * 16))
-    return max(8, min(8192, ub_bytes // 4 // 8 // 8 * 8))
+    blk = 32 // DT_BYTES[dt]
+    return max(blk, min(8192, ub_bytes // 4 // 8 // blk * blk))
 
 
 def rowwise_max_cols(ub_bytes: int, dt: str = "f32") -> int:
     """Longest row vec_rowwise holds: 8 float rows (x, y double-buffered, work, tmp, scale, bias) plus the
     staged per-row results.  f16: x, y double-buffered in half (the size of 2 float rows) and the float
     copies of x and y (2) replace them: 8 float rows again, a row padded to 16 elements (32 bytes)."""
-    if dt == "f16":
-        return (ub_bytes // 4 - 2 * ROW_TILE - 16) // 8 // 16 * 16
-    return (ub_bytes // 4 - 2 * ROW_TILE - 16) // 8 // 8 * 8
+    blk = 32 // DT_BYTES[dt]
+    return (ub_bytes // 4 - 2 * ROW_TILE - 16) // 8 // blk * blk
 
 
 def _bmode(shape: Sequence, out: Sequence) -> Optional[int]:

@@ -23,6 +23,7 @@
 // scales after).
 // aShared = 1: every group reads the same A rows (shared experts, or one group for a plain matmul).
 #include "kernel_operator.h"
+#include "moec_kernel_common.h"
 using namespace AscendC;
 
 struct GmmTiling {
@@ -37,13 +38,6 @@ struct GmmTiling {
   int32_t dtype;                      // A and W: 0 float, 1 bfloat16_t, 2 half, 3 int8_t (w8a8)
   int32_t cdt;                        // C: 0 float, 2 half (Fixpipe F322F16; with half A/W only); int8: int32
 };
-
-__aicore__ inline void load_gmm_tiling(GM_ADDR tiling, GmmTiling &t) {
-  GlobalTensor<int32_t> g;
-  g.SetGlobalBuffer((__gm__ int32_t *)tiling, sizeof(GmmTiling) / 4);
-  int32_t *dst = reinterpret_cast<int32_t *>(&t);
-  for (uint32_t i = 0; i < sizeof(GmmTiling) / 4; i++) dst[i] = g.GetValue(i);
-}
 
 __aicore__ inline uint32_t align16(uint32_t n) { return (n + 15) / 16 * 16; }
 
@@ -157,7 +151,7 @@ extern "C" __global__ __aicore__ void grouped_matmul(GM_ADDR a, GM_ADDR w, GM_AD
                                                     GM_ADDR workspace, GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIC_ONLY);
   GmmTiling t;
-  load_gmm_tiling(tiling, t);
+  load_tiling(tiling, t);
   if (t.dtype == 3) gmm_body<int8_t, int32_t, int32_t>(a, w, group_list, c, t);  // int32 in L0C and out (NoQuant)
   else if (t.dtype == 1) gmm_body<bfloat16_t, float>(a, w, group_list, c, t);
   else if (t.dtype == 2 && t.cdt == 2) gmm_body<half, half>(a, w, group_list, c, t);

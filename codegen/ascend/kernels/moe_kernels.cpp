@@ -45,14 +45,6 @@ struct MoeTiling {
   int32_t aq;          // w8a8: the cube's outputs (h, yo) are int32 sums, scaled by the row scales s_row
 };
 
-__aicore__ inline void load_tiling(GM_ADDR tiling, MoeTiling &t) {
-  GlobalTensor<int32_t> g;
-  g.SetGlobalBuffer((__gm__ int32_t *)tiling, sizeof(MoeTiling) / 4);
-  int32_t *dst = reinterpret_cast<int32_t *>(&t);
-  for (uint32_t i = 0; i < sizeof(MoeTiling) / 4; i++) dst[i] = g.GetValue(i);
-}
-
-__aicore__ inline uint32_t pad8(uint32_t n) { return (n + 7) / 8 * 8; }
 
 // ------------------------------------------------------------------------------------------------
 // logits, bias and the weights out in TX (float or half); scores, selection and weights computed in float

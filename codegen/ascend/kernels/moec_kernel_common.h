@@ -25,4 +25,15 @@ __aicore__ inline void narrow(const LocalTensor<T> &o, const LocalTensor<float> 
   else Cast(o, v, RoundMode::CAST_RINT, n);
 }
 __aicore__ inline uint32_t bytes32(uint32_t n) { return (n + 31) / 32 * 32; }
+__aicore__ inline uint32_t pad8(uint32_t n) { return (n + 7) / 8 * 8; }
+
+// a kernel's tiling struct (int32/float fields only), read from GM word by word
+template <typename S>
+__aicore__ inline void load_tiling(GM_ADDR tiling, S &t) {
+  static_assert(sizeof(S) % 4 == 0, "tiling structs hold 4-byte fields only");
+  GlobalTensor<int32_t> g;
+  g.SetGlobalBuffer((__gm__ int32_t *)tiling, sizeof(S) / 4);
+  int32_t *dst = reinterpret_cast<int32_t *>(&t);
+  for (uint32_t i = 0; i < sizeof(S) / 4; i++) dst[i] = g.GetValue(i);
+}
 #endif  // MOEC_KERNEL_COMMON_H

@@ -37,14 +37,6 @@ struct VecTiling {
   int32_t dt;           // GM type of the operands and results: 0 float, 2 half (layer-norm statistics: float)
 };
 
-__aicore__ inline void load_vec_tiling(GM_ADDR tiling, VecTiling &t) {
-  GlobalTensor<int32_t> g;
-  g.SetGlobalBuffer((__gm__ int32_t *)tiling, sizeof(VecTiling) / 4);
-  int32_t *dst = reinterpret_cast<int32_t *>(&t);
-  for (uint32_t i = 0; i < sizeof(VecTiling) / 4; i++) dst[i] = g.GetValue(i);
-}
-
-__aicore__ inline uint32_t vpad8(uint32_t n) { return (n + 7) / 8 * 8; }
 // n rounded up to a whole 32-byte block of T (8 floats, 16 halves): a row's stride in the Unified Buffer
 template <typename T>
 __aicore__ inline uint32_t vpadb(uint32_t n) { return (n + 32 / sizeof(T) - 1) / (32 / sizeof(T)) * (32 / sizeof(T)); }
@@ -161,28 +153,21 @@ __aicore__ inline void elementwise_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, const V
     }
     const uint32_t ncp = vpadb<T>(nc), nb = nc * sizeof(T), gap = (C - nc) * sizeof(T);
     // stage the streamed operands: full ones as nr padded rows, broadcast rows as one padded row
+    auto stage = [&](TQue<TPosition::VECIN, 2> &q, const GlobalTensor<T> &g, int32_t mode, LocalTensor<T> &raw,
+                     const LocalTensor<float> &f) {
+      raw = q.AllocTensor<T>();
+      if (mode == B_FULL)
+        DataCopyPad(raw, g[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nb, gap, 0, 0}, nopad);
+      else
+        DataCopyPad(raw, g[c0], DataCopyExtParams{1, nb, 0, 0, 0}, nopad);
+      q.EnQue(raw);
+      raw = q.DeQue<T>();
+      return widen(raw, f, mode == B_FULL ? nr * ncp : ncp);
+    };
     LocalTensor<T> qva, qvb;
     LocalTensor<float> va, vb;
-    if (has_a) {
-      qva = qa.AllocTensor<T>();
-      if (t.amode == B_FULL)
-        DataCopyPad(qva, ga[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nb, gap, 0, 0}, nopad);
-      else
-        DataCopyPad(qva, ga[c0], DataCopyExtParams{1, nb, 0, 0, 0}, nopad);
-      qa.EnQue(qva);
-      qva = qa.DeQue<T>();
-      va = widen(qva, fa, t.amode == B_FULL ? nr * ncp : ncp);
-    }
-    if (has_b) {
-      qvb = qb.AllocTensor<T>();
-      if (t.bmode == B_FULL)
-        DataCopyPad(qvb, gb[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nb, gap, 0, 0}, nopad);
-      else
-        DataCopyPad(qvb, gb[c0], DataCopyExtParams{1, nb, 0, 0, 0}, nopad);
-      qb.EnQue(qvb);
-      qvb = qb.DeQue<T>();
-      vb = widen(qvb, fb, t.bmode == B_FULL ? nr * ncp : ncp);
-    }
+    if (has_a) va = stage(qa, ga, t.amode, qva, fa);
+    if (has_b) vb = stage(qb, gb, t.bmode, qvb, fb);
     LocalTensor<T> qvc = qc.AllocTensor<T>();
     LocalTensor<float> vc;
     if constexpr (F32) vc = qvc;
@@ -231,7 +216,7 @@ extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR a, GM_ADDR b, GM_A
                                                      GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   VecTiling t;
-  load_vec_tiling(tiling, t);
+  load_tiling(tiling, t);
   if (t.dt == 2) elementwise_body<half>(a, b, c, t);
   else elementwise_body<float>(a, b, c, t);
 }
@@ -438,7 +423,7 @@ extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_A
                                                  GM_ADDR y3, GM_ADDR workspace, GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   VecTiling t;
-  load_vec_tiling(tiling, t);
+  load_tiling(tiling, t);
   if (t.dt == 2) rowwise_body<half>(x, scale, bias, y, y2, y3, t);
   else rowwise_body<float>(x, scale, bias, y, y2, y3, t);
 }

@@ -671,8 +671,12 @@ static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const flo
  * nibbles (odd k) at a time against x rearranged to match (xr: per chunk x[even] then x[odd]);
  * the group's partial sums are scaled in the vector accumulators and the zero point enters once per
  * group as s * z * sum(x over the group) (xs).  Chunk tails run scalar. */
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define W4_TABLE_GEMV 1 /* gemv_w4 below dequantises through a per-group table: no group sums needed */
+#endif
 /* x prepared for int4 rows: xr per group's full 32-chunks as x[even] then x[odd] (tails natural),
- * xs[g] = sum of x over group g.  Done once per row (gather / activation), not per work item. */
+ * xs[g] = sum of x over group g (only the portable gemv_w4 uses them).  Done once per row (gather /
+ * activation), not per work item. */
 static void prep_x4(const float *x, int64_t K, int64_t G, float *xr, float *xs) {
   int64_t full = G / 32 * 32;
   for (int64_t b = 0; b < K; b += G) {
@@ -680,15 +684,19 @@ static void prep_x4(const float *x, int64_t K, int64_t G, float *xr, float *xs) 
     for (; k < b + full; k += 32)
       for (int i = 0; i < 16; i++) { xr[k + i] = x[k + 2 * i]; xr[k + 16 + i] = x[k + 2 * i + 1]; }
     for (; k < b + G; k++) xr[k] = x[k];
+#ifdef W4_TABLE_GEMV
+    (void)xs;
+#else
     v16f acc = (v16f){0};
     float sum = 0;
     for (k = b; k + 16 <= b + G; k += 16) acc += ld16f(x + k);
     for (; k < b + G; k++) sum += x[k];
     xs[b / G] = sum + hsum16(acc);
+#endif
   }
 }
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
+#ifdef W4_TABLE_GEMV
 /* AVX-512: per (row, group) a 16-entry table holds the dequantised values (n - zp) * s of the 16
  * codes (the reference's rounding exactly); vpermps looks codes up by the low 4 bits of each dword,
  * so one byte widening serves both nibbles (low: as is, high: >> 4) and neither a mask, an int->float
