@@ -19,6 +19,9 @@ def gpu_available() -> bool:
 def ensure_triton():
     """Import triton (interpreter mode when there is no GPU); return (triton, device string)."""
     import sys
+    if os.environ.get("MOEC_TRITON_AOT") == "1":  # compile-only (moec.codegen.triton.aot): real JIT functions,
+        import triton  # noqa: F811                 # no interpreter, nothing launched
+        return triton, "aot"
     gpu = gpu_available()
     if not gpu:
         if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":

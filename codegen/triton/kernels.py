@@ -128,25 +128,51 @@ def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, sc
 # ---------------------------------------------------------------------------------------------
 # weight tiles: [BLOCK_N, BLOCK_K] of expert e's rows n (output features), columns k, dequantised
 @triton.jit
-def _w_tile(w_ptr, s_ptr, z_ptr, e, rows, ks, N, KD, G, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
-            CDT: tl.constexpr):
-    """Rows `rows` [BN], reduction indices `ks` [BK] of w[e] ([N, KD] logical). Returns CDT tile."""
+def _w_tile(w_ptr, s_ptr, z_ptr, e, rows, k0, N, k_hi, KD, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
+            CDT: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr):
+    """Rows `rows` [BN], reduction indices k0 + [0, BK) (those below k_hi) of w[e] ([N, KD] logical),
+    dequantised: the CDT tile [BN, BK]."""
     rmask = rows < N
-    kmask = ks < KD
-    m2 = rmask[:, None] & kmask[None, :]
-    if WQ == 3:  # int4 packed: byte (k // 2) holds k even in the low nibble
-        byte = tl.load(w_ptr + (e * N + rows[:, None]).to(tl.int64) * (KD // 2) + ks[None, :] // 2, mask=m2, other=0)
-        byte = byte.to(tl.int32)
-        q = tl.where((ks[None, :] % 2) == 0, byte & 15, (byte >> 4) & 15).to(tl.float32)
-        gidx = (e * N + rows[:, None]).to(tl.int64) * (KD // G) + ks[None, :] // G
-        sc = tl.load(s_ptr + gidx, mask=m2, other=0.0)
-        if HAS_ZP:
-            zp = tl.load(z_ptr + gidx, mask=m2, other=0.0)
-        else:
-            zp = 8.0
-        return ((q - zp) * sc).to(CDT)
+    ks = k0 + tl.arange(0, BK)
+    kmask = ks < k_hi
+    rowoff = (e * N + rows[:, None]).to(tl.int64)
+    if WQ == 3:  # int4 packed: byte j of a row holds k = 2j (low nibble) and 2j + 1 (high nibble)
+        kb = k0 // 2 + tl.arange(0, BK // 2)
+        byte = tl.load(w_ptr + rowoff * (KD // 2) + kb[None, :], mask=rmask[:, None] & (2 * kb[None, :] < k_hi),
+                       other=0).to(tl.int32)
+        q = tl.interleave(byte & 15, (byte >> 4) & 15).to(tl.float32)  # each byte loaded once
+        NG = KD // GROUP
+        if GROUP % BK == 0:  # the tile lies in one group: one scale (and zero point) per row
+            gi = rowoff * NG + k0 // GROUP
+            sc = tl.load(s_ptr + gi, mask=rmask[:, None], other=0.0)
+            if HAS_ZP:
+                zp = tl.load(z_ptr + gi, mask=rmask[:, None], other=0.0)
+            else:
+                zp = 8.0
+            w = (q - zp) * sc
+        elif BK % GROUP == 0:  # BK / GROUP groups per tile: [BN, groups] scales, broadcast over a group
+            NGT: tl.constexpr = BK // GROUP
+            gc = k0 // GROUP + tl.arange(0, NGT)
+            gm = rmask[:, None] & (gc[None, :] * GROUP < k_hi)
+            sc = tl.load(s_ptr + rowoff * NG + gc[None, :], mask=gm, other=0.0)
+            if HAS_ZP:
+                zp = tl.load(z_ptr + rowoff * NG + gc[None, :], mask=gm, other=0.0)
+            else:
+                zp = tl.full(sc.shape, 8.0, tl.float32)
+            q3 = tl.reshape(q, (q.shape[0], NGT, GROUP))
+            w = tl.reshape((q3 - zp[:, :, None]) * sc[:, :, None], (q.shape[0], BK))
+        else:  # groups that neither hold nor tile BK: a scale per element
+            gidx = rowoff * NG + ks[None, :] // GROUP
+            m2 = rmask[:, None] & kmask[None, :]
+            sc = tl.load(s_ptr + gidx, mask=m2, other=0.0)
+            if HAS_ZP:
+                zp = tl.load(z_ptr + gidx, mask=m2, other=0.0)
+            else:
+                zp = 8.0
+            w = (q - zp) * sc
+        return tl.where(rmask[:, None] & kmask[None, :], w, 0.0).to(CDT)
     else:
-        w = tl.load(w_ptr + (e * N + rows[:, None]).to(tl.int64) * KD + ks[None, :], mask=m2, other=0)
+        w = tl.load(w_ptr + rowoff * KD + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0)
         if WQ == 4:  # fp8: uint8 e4m3fn bit patterns; the widening to CDT (f32/bf16) is exact
             w = w.to(tl.float8e4nv, bitcast=True)
         return w.to(CDT)  # int8, fp8: scale applied per output column after the dot
@@ -163,20 +189,20 @@ def _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr,
-                     n_slots, k_top, D, F, stride_x, G, alpha, beta, limit,
-                     GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
-                     HAS_BIAS: tl.constexpr, RW_INPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
-                     CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """A[p, f] = act(x[tok(p)] . w_in[e, gate f] (+b), x . w_in[e, up f] (+b)) for the padded sorted
-    positions p of one BLOCK_M block (expert e) and BLOCK_N features f."""
-    pid_n = tl.program_id(1)
-    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
-    if e < 0:
-        return
-    tok = tl.where(mvalid, slot // k_top, 0)
-    f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+def _k_range(KD, K_CHUNK, SPLIT_K: tl.constexpr):
+    """This program's slice [lo, hi) of the reduction (split-K: program axis 2 picks the slice)."""
+    if SPLIT_K == 1:
+        lo = 0
+        hi = KD
+    else:
+        lo = tl.program_id(2) * K_CHUNK
+        hi = tl.minimum(KD, lo + K_CHUNK)
+    return lo, hi
+
+
+@triton.jit
+def _gemm1_features(f, F, GATED: tl.constexpr, INTERLEAVED: tl.constexpr):
+    """Rows of w_in holding gate feature f and up feature f (out-of-range features read row N: nothing)."""
     N = 2 * F if GATED else F
     if GATED:
         if INTERLEAVED:
@@ -188,22 +214,16 @@ def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
     else:
         rg = f
         ru = f
-    rg = tl.where(f < F, rg, N)  # out-of-range features read nothing
+    rg = tl.where(f < F, rg, N)
     ru = tl.where(f < F, ru, N)
-    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, D, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        xa = tl.load(x_ptr + tok[:, None].to(tl.int64) * stride_x + ks[None, :],
-                     mask=mvalid[:, None] & (ks[None, :] < D), other=0.0)
-        if ACT_BF16:  # bf16 weights: the GEMM inputs are bf16 (moe.experts wq=bf16 semantics)
-            xa = _round_bf16(xa)
-        xa = xa.to(CDT)
-        wg = _w_tile(w_ptr, s_ptr, z_ptr, e, rg, ks, N, D, G, WQ, HAS_ZP, CDT)
-        acc_g += tl.dot(xa, tl.trans(wg), input_precision=PREC)
-        if GATED:
-            wu = _w_tile(w_ptr, s_ptr, z_ptr, e, ru, ks, N, D, G, WQ, HAS_ZP, CDT)
-            acc_u += tl.dot(xa, tl.trans(wu), input_precision=PREC)
+    return rg, ru, N
+
+
+@triton.jit
+def _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta, limit,
+                    GATED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    RW_INPUT: tl.constexpr, WQ: tl.constexpr):
+    """Channel scales (int8/fp8), routing weight on the input (Llama-4), bias, activation."""
     if WQ == 2 or WQ == 4:  # int8, fp8: per output channel
         acc_g = acc_g * tl.load(s_ptr + e * N + rg, mask=f < F, other=0.0)[None, :]
         if GATED:
@@ -216,41 +236,167 @@ def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
         acc_g += tl.load(b_ptr + e * N + rg, mask=f < F, other=0.0).to(tl.float32)[None, :]
         if GATED:
             acc_u += tl.load(b_ptr + e * N + ru, mask=f < F, other=0.0).to(tl.float32)[None, :]
-    a = _act(acc_g, acc_u, ACT, alpha, beta, limit, CLAMP)
-    tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], a.to(a_ptr.dtype.element_ty),
-             mask=mvalid[:, None] & (f[None, :] < F))
+    return _act(acc_g, acc_u, ACT, alpha, beta, limit, CLAMP)
 
 
 @triton.jit
-def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr,
-                     n_slots, D, F, G,
-                     HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
+def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, p_ptr,
+                     n_slots, k_top, D, F, stride_x, alpha, beta, limit, K_CHUNK, M_ROWS,
+                     GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, RW_INPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
                      CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Y[slot(p), d] = (A[p] . w_out[e, d] + b_out[e, d]) * rw[slot(p)] (the combine's multiply)."""
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0):
+    """A[p, f] = act(x[tok(p)] . w_in[e, gate f] (+b), x . w_in[e, up f] (+b)) for the padded sorted
+    positions p of one BLOCK_M block (expert e) and BLOCK_N features f.
+    SPLIT_K > 1 (few rows, long D: the small-token path): program axis 2 takes one slice of D and
+    stores its raw gate/up sums in p_ptr [SPLIT_K, M_ROWS, 2, F] (f32); moe_act_kernel finishes."""
     pid_n = tl.program_id(1)
     e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
     if e < 0:
         return
-    d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, F, BLOCK_K):
+    tok = tl.where(mvalid, slot // k_top, 0)
+    f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rg, ru, N = _gemm1_features(f, F, GATED, INTERLEAVED)
+    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    k_lo, k_hi = _k_range(D, K_CHUNK, SPLIT_K)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
-        aa = tl.load(a_ptr + offs_m[:, None].to(tl.int64) * F + ks[None, :],
-                     mask=mvalid[:, None] & (ks[None, :] < F), other=0.0)
-        if ACT_BF16:
-            aa = _round_bf16(aa)
-        aa = aa.to(CDT)
-        wt = _w_tile(w_ptr, s_ptr, z_ptr, e, d, ks, D, F, G, WQ, HAS_ZP, CDT)
-        acc += tl.dot(aa, tl.trans(wt), input_precision=PREC)
+        xa = tl.load(x_ptr + tok[:, None].to(tl.int64) * stride_x + ks[None, :],
+                     mask=mvalid[:, None] & (ks[None, :] < k_hi), other=0.0)
+        if ACT_BF16:  # bf16 weights: the GEMM inputs are bf16 (moe.experts wq=bf16 semantics)
+            xa = _round_bf16(xa)
+        xa = xa.to(CDT)
+        wg = _w_tile(w_ptr, s_ptr, z_ptr, e, rg, k0, N, k_hi, D, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
+        acc_g += tl.dot(xa, tl.trans(wg), input_precision=PREC)
+        if GATED:
+            wu = _w_tile(w_ptr, s_ptr, z_ptr, e, ru, k0, N, k_hi, D, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
+            acc_u += tl.dot(xa, tl.trans(wu), input_precision=PREC)
+    omask = mvalid[:, None] & (f[None, :] < F)
+    if SPLIT_K > 1:
+        prow = (tl.program_id(2) * M_ROWS + offs_m[:, None]).to(tl.int64) * (2 * F)
+        tl.store(p_ptr + prow + f[None, :], acc_g, mask=omask)
+        if GATED:
+            tl.store(p_ptr + prow + F + f[None, :], acc_u, mask=omask)
+    else:
+        a = _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta,
+                            limit, GATED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ)
+        tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], a.to(a_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def moe_act_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, n_slots, F, M_ROWS, alpha, beta,
+                   limit, GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, RW_INPUT: tl.constexpr, WQ: tl.constexpr, SPLIT_K: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Split-K gemm1's epilogue: sum the SPLIT_K partial gate/up sums (fixed order: deterministic),
+    then scales, bias and activation exactly as the unsplit kernel does."""
+    pid_n = tl.program_id(1)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
+    if e < 0:
+        return
+    f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rg, ru, N = _gemm1_features(f, F, GATED, INTERLEAVED)
+    omask = mvalid[:, None] & (f[None, :] < F)
+    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for s in tl.static_range(SPLIT_K):
+        prow = (s * M_ROWS + offs_m[:, None]).to(tl.int64) * (2 * F)
+        acc_g += tl.load(p_ptr + prow + f[None, :], mask=omask, other=0.0)
+        if GATED:
+            acc_u += tl.load(p_ptr + prow + F + f[None, :], mask=omask, other=0.0)
+    a = _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta,
+                        limit, GATED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ)
+    tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], a.to(a_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS: tl.constexpr,
+                    RW_OUTPUT: tl.constexpr, WQ: tl.constexpr):
     if WQ == 2 or WQ == 4:
         acc = acc * tl.load(s_ptr + e * D + d, mask=d < D, other=0.0)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + e * D + d, mask=d < D, other=0.0).to(tl.float32)[None, :]
     if RW_OUTPUT:
         acc = acc * tl.load(rw_ptr + slot, mask=mvalid, other=0.0).to(tl.float32)[:, None]
-    tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], acc.to(y_ptr.dtype.element_ty),
-             mask=mvalid[:, None] & (d[None, :] < D))
+    return acc
+
+
+@triton.jit
+def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr, p_ptr,
+                     n_slots, D, F, K_CHUNK, M_ROWS,
+                     HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
+                     CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0):
+    """Y[slot(p), d] = (A[p] . w_out[e, d] + b_out[e, d]) * rw[slot(p)] (the combine's multiply).
+    SPLIT_K > 1: raw partial sums of one slice of F into p_ptr [SPLIT_K, M_ROWS, D]; moe_down_epilogue_kernel
+    finishes."""
+    pid_n = tl.program_id(1)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
+    if e < 0:
+        return
+    d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    k_lo, k_hi = _k_range(F, K_CHUNK, SPLIT_K)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        aa = tl.load(a_ptr + offs_m[:, None].to(tl.int64) * F + ks[None, :],
+                     mask=mvalid[:, None] & (ks[None, :] < k_hi), other=0.0)
+        if ACT_BF16:
+            aa = _round_bf16(aa)
+        aa = aa.to(CDT)
+        wt = _w_tile(w_ptr, s_ptr, z_ptr, e, d, k0, D, k_hi, F, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
+        acc += tl.dot(aa, tl.trans(wt), input_precision=PREC)
+    omask = mvalid[:, None] & (d[None, :] < D)
+    if SPLIT_K > 1:
+        prow = (tl.program_id(2) * M_ROWS + offs_m[:, None]).to(tl.int64) * D
+        tl.store(p_ptr + prow + d[None, :], acc, mask=omask)
+    else:
+        acc = _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS, RW_OUTPUT, WQ)
+        tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], acc.to(y_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def moe_down_epilogue_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr, n_slots, D, M_ROWS,
+                             HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr,
+                             SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Split-K gemm2's epilogue: sum the partials (fixed order), scale, bias, routing weight, scatter."""
+    pid_n = tl.program_id(1)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
+    if e < 0:
+        return
+    d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    omask = mvalid[:, None] & (d[None, :] < D)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for s in tl.static_range(SPLIT_K):
+        acc += tl.load(p_ptr + (s * M_ROWS + offs_m[:, None]).to(tl.int64) * D + d[None, :], mask=omask, other=0.0)
+    acc = _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS, RW_OUTPUT, WQ)
+    tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], acc.to(y_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def align_kernel(ids_ptr, sorted_ptr, bexp_ptr, n, E, n_blocks, BLOCK_M: tl.constexpr, BN: tl.constexpr,
+                 BE: tl.constexpr, BB: tl.constexpr):
+    """The whole align/sort plan in one program, for few slots (decode): per-expert counts, blocks of
+    BLOCK_M, each slot's position (stable: token order within an expert), each block's expert.
+    sorted_ptr is pre-filled with -1 (padding); slots with id < 0 (dropped) get no position."""
+    i = tl.arange(0, BN)
+    iv = i < n
+    key = tl.load(ids_ptr + i, mask=iv, other=-1).to(tl.int32)
+    key = tl.where(iv, tl.where(key >= 0, key, E), E + 1)
+    ex = tl.arange(0, BE)
+    counts = tl.sum(((key[None, :] == ex[:, None]) & (ex[:, None] < E)).to(tl.int32), 1)
+    nblk = (counts + BLOCK_M - 1) // BLOCK_M
+    bend = tl.cumsum(nblk, 0)
+    bstart = bend - nblk
+    rank = tl.sum(((key[None, :] == key[:, None]) & (i[None, :] < i[:, None])).to(tl.int32), 1)
+    own = tl.sum(tl.where(ex[None, :] == key[:, None], bstart[None, :], 0), 1)
+    tl.store(sorted_ptr + own * BLOCK_M + rank, i.to(tl.int64), mask=iv & (key < E))
+    b = tl.arange(0, BB)
+    be = tl.sum((bend[None, :] <= b[:, None]).to(tl.int32), 1)  # experts whose blocks end at or before b
+    tl.store(bexp_ptr + b, tl.where(be < E, be, -1).to(tl.int64), mask=b < n_blocks)
 
 
 @triton.jit

@@ -23,8 +23,7 @@ ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity":
 SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
 POST = {"none": 0, "softmax": 1, "sigmoid": 2}
 NORM = {"none": 0, "sum": 1, "l1": 2}
-WQ = {"none": 0, "bf16": 0, "int8": 2, "int4": 3, "fp8": 4}  # fp8: e4m3fn codes, per-channel scale
-from .runtime_names import BINARY, REDUCE, UNARY  # noqa: E402,F401
+from .runtime_names import BINARY, REDUCE, UNARY, WQ_CODES as WQ  # noqa: E402,F401
 
 TORCH_DTYPE = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16,
                "i64": torch.int64, "i32": torch.int32, "i8": torch.int8, "ui8": torch.uint8, "i1": torch.bool}
@@ -71,33 +70,63 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
     return w, ids
 
 
+ALIGN_KERNEL_MAX_SLOTS = 256  # one-program align kernel up to this many slots (its work is n^2 + n*E)
+ALIGN_KERNEL_MAX_EXPERTS = 512
+
+
+def plan_blocks(n: int, E: int, block_m: int) -> int:
+    """Static upper bound on the expert blocks of a plan: each expert's slots are padded to a multiple
+    of block_m, so at most cdiv(n, block_m) + E blocks, and every used block holds >= 1 slot, so at
+    most n.  (For 8 slots over 256 experts the grid is 8 blocks, not 257.)"""
+    return max(1, min((n + block_m - 1) // block_m + E, n))
+
+
 def align_plan(ids, E: int, block_m: int):
     """Expert-sorted slot list padded per expert to multiples of block_m (-1 = padding) and the
     expert of each block (-1: unused block), the align/sort dispatch.  Stable: slots keep token
-    order within an expert.  No host synchronisation: the grid is the static upper bound
-    cdiv(n, block_m) + E blocks and unused blocks exit at once."""
+    order within an expert.  No host synchronisation (no .item(), nonzero or bincount): the grid
+    is the static bound plan_blocks() and unused blocks exit at once.  Few slots (decode): one
+    Triton program builds the whole plan (one launch instead of ~15 small torch ops)."""
     flat = ids.reshape(-1)
     n = flat.numel()
     dev = ids.device
+    nb = plan_blocks(n, E, block_m)
+    sorted_ids = torch.full((nb * block_m,), -1, dtype=torch.int64, device=dev)
+    bexp = torch.empty((nb,), dtype=torch.int64, device=dev)
+    if n == 0:
+        bexp.fill_(-1)
+        return sorted_ids, bexp, n
+    if n <= ALIGN_KERNEL_MAX_SLOTS and E <= ALIGN_KERNEL_MAX_EXPERTS:
+        K.align_kernel[(1,)](flat.contiguous(), sorted_ids, bexp, n, E, nb, BLOCK_M=block_m, BN=_p2(n),
+                             BE=_p2(E), BB=_p2(nb))
+        return sorted_ids, bexp, n
     key = torch.where(flat >= 0, flat, torch.full_like(flat, E))
     order = torch.sort(key, stable=True).indices
-    counts = torch.bincount(key, minlength=E + 1)[:E]
+    counts = torch.zeros(E + 1, dtype=torch.int64, device=dev).scatter_add_(0, key, torch.ones_like(key))[:E]
     nblk = (counts + block_m - 1) // block_m
     bend = torch.cumsum(nblk, 0)
     bstart = bend - nblk
     cstart = torch.cumsum(counts, 0) - counts
-    max_blocks = (n + block_m - 1) // block_m + E
-    b = torch.arange(max_blocks, device=dev)
-    bexp = torch.searchsorted(bend, b, right=True)
-    bexp = torch.where(bexp < E, bexp, torch.full_like(bexp, -1))
-    sorted_ids = torch.full((max_blocks * block_m + 1,), -1, dtype=torch.int64, device=dev)
+    b = torch.arange(nb, device=dev)
+    be = torch.searchsorted(bend, b, right=True)
+    bexp.copy_(torch.where(be < E, be, torch.full_like(be, -1)))
     se = key[order]
     sec = torch.clamp(se, max=E - 1)
     rank = torch.arange(n, device=dev) - cstart[sec]
-    pos = torch.where(se < E, bstart[sec] * block_m + rank, torch.full_like(rank, max_blocks * block_m))
-    sorted_ids[pos] = order
-    sorted_ids[max_blocks * block_m] = -1
-    return sorted_ids[:max_blocks * block_m], bexp, n
+    ext = torch.cat([sorted_ids, sorted_ids.new_full((1,), -1)])  # dropped slots land on the extra cell
+    pos = torch.where(se < E, bstart[sec] * block_m + rank, torch.full_like(rank, nb * block_m))
+    ext[pos] = order
+    return ext[:nb * block_m], bexp, n
+
+
+def split_for(cfg: dict, which: int, KD: int) -> tuple:
+    """(SPLIT_K, K_CHUNK) of grouped GEMM `which` (1 or 2): the chunk is a multiple of its BLOCK_K."""
+    s = int(cfg.get(f"SPLIT_K{which}", 1) or 1)
+    bk = cfg[f"BLOCK_K{which}"]
+    steps = triton.cdiv(KD, bk)
+    s = max(1, min(s, steps))
+    chunk = triton.cdiv(steps, s) * bk
+    return triton.cdiv(KD, chunk), chunk
 
 
 def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
@@ -112,35 +141,54 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     F = w_out.shape[2] * (2 if wq == "int4" else 1)
     cfg = cfg or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq))
     BM = cfg["BLOCK_M"]
+    y = torch.zeros((T * k, D), dtype=x.dtype, device=x.device)  # dropped slots stay zero
+    if T == 0:
+        return y.reshape(T, k, D)
     sorted_ids, bexp, n_slots = align_plan(ids, E, BM)
     nb = bexp.numel()
+    rows = sorted_ids.numel()
     cdt = x.dtype
     prec = _prec(cdt)
     s_in, s_out, z_in, z_out = q
     G = wq_group or 0
-    y = torch.zeros((T * k, D), dtype=x.dtype, device=x.device)  # dropped slots stay zero
-    if n_slots == 0 or T == 0:
-        return y.reshape(T, k, D)
-    A = torch.empty((sorted_ids.numel(), F), dtype=cdt, device=x.device)
     dummy = x
-    K.moe_gemm1_kernel[(nb, triton.cdiv(F, cfg["BLOCK_N1"]))](
-        x, w_in, s_in if s_in is not None else dummy, z_in if z_in is not None else dummy,
-        b_in if b_in is not None else dummy, rw if rw is not None else dummy, sorted_ids, bexp, A,
-        n_slots, k, D, F, x.stride(0), G or D, float(alpha), float(beta),
-        float(limit) if np.isfinite(limit) else 0.0,
-        GATED=gated, INTERLEAVED=gate_layout == "interleaved", ACT=ACT[activation], CLAMP=bool(np.isfinite(limit)),
-        HAS_BIAS=b_in is not None, RW_INPUT=weights_at == "input", WQ=WQ[wq], HAS_ZP=z_in is not None,
-        CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
-        BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N1"], BLOCK_K=cfg["BLOCK_K1"],
-        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
-    K.moe_gemm2_kernel[(nb, triton.cdiv(D, cfg["BLOCK_N2"]))](
-        A, w_out, s_out if s_out is not None else dummy, z_out if z_out is not None else dummy,
-        b_out if b_out is not None else dummy, rw if rw is not None else dummy, sorted_ids, bexp, y,
-        n_slots, D, F, G or F,
-        HAS_BIAS=b_out is not None, RW_OUTPUT=weights_at == "output", WQ=WQ[wq], HAS_ZP=z_out is not None,
-        CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
-        BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N2"], BLOCK_K=cfg["BLOCK_K2"],
-        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 2))
+    warps, stages = cfg.get("num_warps", 4), cfg.get("num_stages", 2)
+    A = torch.empty((rows, F), dtype=cdt, device=x.device)
+    S1, C1 = split_for(cfg, 1, D)
+    S2, C2 = split_for(cfg, 2, F)
+    P1 = torch.empty((S1, rows, 2 * F), dtype=torch.float32, device=x.device) if S1 > 1 else dummy
+    P2 = torch.empty((S2, rows, D), dtype=torch.float32, device=x.device) if S2 > 1 else dummy
+    s_in_, z_in_ = (s_in if s_in is not None else dummy), (z_in if z_in is not None else dummy)
+    s_out_, z_out_ = (s_out if s_out is not None else dummy), (z_out if z_out is not None else dummy)
+    b_in_, b_out_, rw_ = (b_in if b_in is not None else dummy), (b_out if b_out is not None else dummy), \
+        (rw if rw is not None else dummy)
+    lim = float(limit) if np.isfinite(limit) else 0.0
+    common1 = dict(GATED=gated, INTERLEAVED=gate_layout == "interleaved", ACT=ACT[activation],
+                   CLAMP=bool(np.isfinite(limit)), HAS_BIAS=b_in is not None, RW_INPUT=weights_at == "input",
+                   WQ=WQ[wq])
+    BN1 = cfg["BLOCK_N1"]
+    K.moe_gemm1_kernel[(nb, triton.cdiv(F, BN1), S1)](
+        x, w_in, s_in_, z_in_, b_in_, rw_, sorted_ids, bexp, A, P1,
+        n_slots, k, D, F, x.stride(0), float(alpha), float(beta), lim, C1, rows,
+        HAS_ZP=z_in is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
+        BLOCK_M=BM, BLOCK_N=BN1, BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=S1, GROUP=G or D, num_warps=warps, num_stages=stages,
+        **common1)
+    if S1 > 1:
+        K.moe_act_kernel[(nb, triton.cdiv(F, BN1))](
+            P1, s_in_, b_in_, rw_, sorted_ids, bexp, A, n_slots, F, rows, float(alpha), float(beta), lim,
+            SPLIT_K=S1, BLOCK_M=BM, BLOCK_N=BN1, num_warps=4, **common1)
+    common2 = dict(HAS_BIAS=b_out is not None, RW_OUTPUT=weights_at == "output", WQ=WQ[wq])
+    BN2 = cfg["BLOCK_N2"]
+    K.moe_gemm2_kernel[(nb, triton.cdiv(D, BN2), S2)](
+        A, w_out, s_out_, z_out_, b_out_, rw_, sorted_ids, bexp, y, P2,
+        n_slots, D, F, C2, rows,
+        HAS_ZP=z_out is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
+        BLOCK_M=BM, BLOCK_N=BN2, BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=S2, GROUP=G or F, num_warps=warps, num_stages=stages,
+        **common2)
+    if S2 > 1:
+        K.moe_down_epilogue_kernel[(nb, triton.cdiv(D, BN2))](
+            P2, s_out_, b_out_, rw_, sorted_ids, bexp, y, n_slots, D, rows, SPLIT_K=S2, BLOCK_M=BM, BLOCK_N=BN2,
+            num_warps=4, **common2)
     return y.reshape(T, k, D)
 
 

@@ -14,20 +14,27 @@ import time
 from typing import Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# (BLOCK_M, BLOCK_N1, BLOCK_K1, BLOCK_N2, BLOCK_K2, warps, stages).  Few rows per expert (decode)
-# need narrow N tiles so that enough programs stream the weights in parallel (the down projection
-# has only D / BLOCK_N2 column tiles per expert block); many rows need big tiles for tensor cores.
+# (BLOCK_M, BLOCK_N1, BLOCK_K1, BLOCK_N2, BLOCK_K2, warps, stages[, SPLIT_K1, SPLIT_K2]).  Few rows per
+# expert (decode) need narrow N tiles so that enough programs stream the weights in parallel, or a
+# split reduction (SPLIT_K: program axis 2 takes a slice of K, an epilogue kernel sums the slices) when
+# the layer has too few output tiles (the down projection has only D / BLOCK_N2 column tiles per expert
+# block); many rows need big tiles for tensor cores.  Every entry compiles for sm_90 within its shared
+# memory and without register spills (tests/test_triton_aot.py; (128, 256, 64, ...) needed 240 KiB).
 _SMALL = [(16, 32, 128, 16, 256, 4, 4), (16, 32, 256, 32, 256, 4, 3), (16, 64, 128, 16, 256, 4, 4),
-          (16, 16, 256, 16, 256, 4, 4), (32, 32, 128, 32, 128, 4, 4), (16, 64, 64, 64, 64, 4, 3)]
+          (16, 16, 256, 16, 256, 4, 4), (32, 32, 128, 32, 128, 4, 4), (16, 64, 64, 64, 64, 4, 3),
+          (16, 64, 128, 32, 256, 4, 4, 2, 4), (16, 32, 128, 16, 256, 4, 4, 1, 4), (16, 64, 256, 64, 256, 4, 3, 4, 8)]
 _LARGE = [(64, 64, 64, 64, 64, 4, 3), (64, 128, 64, 128, 64, 4, 3), (128, 128, 64, 128, 64, 8, 3),
           (128, 128, 64, 128, 64, 8, 4), (128, 64, 64, 128, 64, 4, 3), (128, 128, 32, 128, 32, 8, 4),
-          (64, 256, 64, 256, 64, 8, 3), (128, 256, 64, 128, 64, 8, 3)]
+          (64, 256, 64, 256, 64, 8, 3), (128, 64, 64, 128, 64, 8, 4)]
 
 
 def _cfg(t):
-    bm, bn1, bk1, bn2, bk2, w, s = t
-    return {"BLOCK_M": bm, "BLOCK_N1": bn1, "BLOCK_K1": bk1, "BLOCK_N2": bn2, "BLOCK_K2": bk2, "num_warps": w,
-            "num_stages": s}
+    bm, bn1, bk1, bn2, bk2, w, s = t[:7]
+    c = {"BLOCK_M": bm, "BLOCK_N1": bn1, "BLOCK_K1": bk1, "BLOCK_N2": bn2, "BLOCK_K2": bk2, "num_warps": w,
+         "num_stages": s}
+    if len(t) > 7:
+        c["SPLIT_K1"], c["SPLIT_K2"] = t[7], t[8]
+    return c
 
 
 CANDIDATES: List[dict] = [_cfg(t) for t in _SMALL + _LARGE]
@@ -37,7 +44,7 @@ def candidates_for(rows_per_expert: float) -> List[dict]:
     if rows_per_expert <= 16:
         return [_cfg(t) for t in _SMALL]
     if rows_per_expert <= 64:
-        return [_cfg(t) for t in _SMALL[-2:] + _LARGE[:3]]
+        return [_cfg(t) for t in _SMALL[4:6] + _LARGE[:3]]
     return [_cfg(t) for t in _LARGE]
 
 
@@ -89,17 +96,60 @@ def _load(path: str) -> Dict[str, dict]:
     return data
 
 
+# GPUs whose shipped defaults also serve another GPU of the same architecture and SM count
+# (the H200 is an H100 die with more and faster HBM: same tiles fit, same occupancy).
+SAME_TILES = {"NVIDIA_H200": "NVIDIA_H100_80GB_HBM3", "NVIDIA_H100_SXM": "NVIDIA_H100_80GB_HBM3",
+              "NVIDIA_H800": "NVIDIA_H100_80GB_HBM3", "NVIDIA_H20": "NVIDIA_H100_80GB_HBM3"}
+
+
+def _sibling(name: str) -> Optional[str]:
+    for prefix, sib in SAME_TILES.items():
+        if name.startswith(prefix) and name != sib:
+            return sib
+    return None
+
+
+def sm_count() -> int:
+    try:
+        import torch
+        return int(torch.cuda.get_device_properties(0).multi_processor_count)
+    except Exception:  # noqa: BLE001 - no GPU
+        return 0
+
+
+def auto_split(cfg: dict, p: dict, sms: int) -> dict:
+    """Generic rule for GPUs without a measured entry: when a grouped GEMM would launch fewer programs
+    than 2 per SM, split its reduction so that it does (at most 8 slices, each >= 4 K tiles).
+    Programs counted as in the decode regime: min(T*k, E) expert blocks of one tile each."""
+    if sms <= 0:
+        return cfg
+    blocks = max(1, min(p["T"] * p["k"], p["E"]))
+    out = dict(cfg)
+    for which, n_out, kd in ((1, p["F"], p["D"]), (2, p["D"], p["F"])):
+        progs = blocks * -(-n_out // cfg[f"BLOCK_N{which}"])
+        if progs >= 2 * sms:
+            continue
+        steps = -(-kd // cfg[f"BLOCK_K{which}"])
+        out[f"SPLIT_K{which}"] = max(1, min(8, -(-2 * sms // progs), steps // 4))
+    return out
+
+
 def config_for(kind: str, p: dict) -> dict:
     if gpu_name() == "interpreter":
         return {"BLOCK_M": 16, "BLOCK_N1": 32, "BLOCK_K1": 32, "BLOCK_N2": 32, "BLOCK_K2": 32, "num_warps": 4,
                 "num_stages": 1}
     key = _key(kind, p)
+    sib = _sibling(gpu_name())
+    keys = [key] + ([key.rsplit("|", 1)[0] + "|" + sib] if sib else [])
     for src in (cache_path(), os.path.join(HERE, "tuned_defaults.json")):
-        c = _load(src).get(key)
-        if c:
-            return c
+        data = _load(src)
+        for k in keys:
+            c = data.get(k)
+            if c:
+                return c
     rows = p["T"] * p["k"] / max(p["E"], 1)  # rows per expert
-    return candidates_for(rows)[0 if rows <= 64 else 2]
+    c = candidates_for(rows)[0 if rows <= 64 else 2]
+    return auto_split(c, p, sm_count()) if rows <= 16 else c
 
 
 def autotune(kind: str, p: dict, run: Callable[[dict], None], candidates: Optional[List[dict]] = None,

@@ -1,0 +1,205 @@
+"""Compile moec's Triton kernels for a real NVIDIA GPU without one: what the GPU would run.
+
+``python -m moec.codegen.triton.aot --arch 90`` takes the grouped-GEMM kernels of an MoE layer
+through Triton's whole NVIDIA pipeline (TTIR -> TTGIR -> LLVM -> PTX -> ptxas, the ptxas that ships
+with triton) for a chosen compute capability, for every tile configuration moec ships or would try,
+and reports per kernel: registers per thread, spilled bytes, shared memory against the
+architecture's per-block limit, the matrix instruction used (wgmma on Hopper, mma.sync otherwise)
+and how the weight tiles are loaded (16-byte cp.async vectors).  CI has no GPU: this is how it
+checks that the configurations shipped for the H100 still fit the hardware after a kernel change,
+and that fp8 kernels lower for sm_90.  It is a compile check, not a measurement: times need a GPU
+(``moec bench --target triton``).
+
+Must run in its own process (MOEC_TRITON_AOT=1 before triton is imported: the interpreter, which
+the tests use, replaces the JIT functions).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Optional
+
+SMEM_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}  # max dynamic shared memory per block (bytes)
+
+
+def _triton():
+    if os.environ.get("MOEC_TRITON_AOT") != "1" or os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("moec.codegen.triton.aot needs MOEC_TRITON_AOT=1 and no TRITON_INTERPRET in its "
+                           "process: run `python -m moec.codegen.triton.aot` (or aot_report_subprocess())")
+    from . import ensure_triton
+    triton, _ = ensure_triton()
+    from . import kernels as K
+    return triton, K
+
+
+def _ptxas_info(triton, ptx: str, cap: int) -> dict:
+    from triton.backends.nvidia.compiler import get_ptxas
+    arch = f"sm_{cap}{'a' if cap >= 90 else ''}"
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        p = subprocess.run([get_ptxas(cap).path, "-v", f"--gpu-name={arch}", src, "-o", os.path.join(d, "k.cubin")],
+                           capture_output=True, text=True)
+    log = p.stdout + p.stderr
+    if p.returncode:
+        raise RuntimeError(f"ptxas failed for {arch}: {log[-400:]}")
+    regs = re.search(r"Used (\d+) registers", log)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    return {"registers": int(regs.group(1)) if regs else None,
+            "spill_bytes": int(spill.group(1)) + int(spill.group(2)) if spill else 0}
+
+
+def compile_kernel(name: str, types: Dict[str, str], consts: Dict[str, object], cap: int = 90, num_warps: int = 4,
+                   num_stages: int = 3) -> dict:
+    """Compile kernel ``name`` for sm_<cap>.  types: argument -> Triton type ("*bf16", "i32", ...; a
+    ":16" suffix promises 16-divisibility, as Triton's launcher specialises such arguments)."""
+    triton, K = _triton()
+    from triton.backends.compiler import GPUTarget
+    fn = getattr(K, name)
+    sig, attrs = {}, {}
+    for i, arg in enumerate(fn.arg_names):
+        if arg in consts:
+            sig[arg] = "constexpr"
+        elif arg in types:
+            t = types[arg]
+            if t.endswith(":16"):
+                t = t[:-3]
+                attrs[(i,)] = [["tt.divisibility", 16]]
+            sig[arg] = t
+        else:
+            raise KeyError(f"{name}: no type or constant for argument {arg!r}")
+    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    k = triton.compile(src, target=GPUTarget("cuda", cap, 32), options=dict(num_warps=num_warps, num_stages=num_stages))
+    ptx = k.asm["ptx"]
+    vec = sorted({int(v, 0) for v in re.findall(r"cp\.async\.c[ag]\.shared\.global \[[^\]]*\], \[[^\]]*\], (0x[0-9a-f]+|\d+)",
+                                                 ptx)})
+    info = {"kernel": name, "arch": f"sm_{cap}", "num_warps": num_warps, "num_stages": num_stages,
+            "shared_bytes": k.metadata.shared, "smem_limit": SMEM_LIMIT.get(cap),
+            "mma": "wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "none",
+            "cp_async_bytes": vec, "fp8_convert": bool(re.search(r"cvt\.\w+(\.\w+)*\.e4m3x2", ptx))}
+    info.update(_ptxas_info(triton, ptx, cap))
+    return info
+
+
+_DT = {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}
+
+
+def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: int = 90,
+                       gated: bool = True, group: int = 64) -> List[dict]:
+    """The kernels one moe_experts call launches with tile configuration cfg (split-K epilogues too)."""
+    triton, K = _triton()
+    from .runtime_names import WQ_CODES
+    tdt = _DT[dtype]
+    cdt = {"bf16": K.tl.bfloat16, "f16": K.tl.float16, "f32": K.tl.float32}[dtype]
+    wtype = {"none": f"*{tdt}", "bf16": f"*{tdt}", "int8": "*i8", "int4": "*u8", "fp8": "*u8"}[wq]
+    prec = "ieee" if dtype == "f32" else "tf32"
+    s1, s2 = int(cfg.get("SPLIT_K1", 1) or 1), int(cfg.get("SPLIT_K2", 1) or 1)
+    ptrs = {n: f"*{tdt}:16" for n in ("x_ptr", "a_ptr", "b_ptr", "rw_ptr", "y_ptr")}
+    ptrs.update(w_ptr=wtype + ":16", s_ptr="*fp32:16", z_ptr="*fp32:16", p_ptr="*fp32:16", sorted_ptr="*i64:16",
+                bexp_ptr="*i64:16")
+    ints = {n: "i32:16" for n in ("D", "F", "stride_x", "K_CHUNK", "M_ROWS")}
+    ints.update(n_slots="i32", k_top="i32", alpha="fp32", beta="fp32", limit="fp32")
+    types = {**ptrs, **ints}
+    q = dict(WQ=WQ_CODES[wq], HAS_ZP=False, CDT=cdt, PREC=prec, ACT_BF16=False)
+    e1 = dict(GATED=gated, INTERLEAVED=False, ACT=0 if gated else 1, CLAMP=False, HAS_BIAS=False, RW_INPUT=False)
+    e2 = dict(HAS_BIAS=False, RW_OUTPUT=True)
+    w, st = cfg.get("num_warps", 4), cfg.get("num_stages", 2)
+    out = [compile_kernel("moe_gemm1_kernel", types, dict(**e1, **q, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N1"],
+                                                          BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=s1, GROUP=group), cap, w, st),
+           compile_kernel("moe_gemm2_kernel", types, dict(**e2, **q, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N2"],
+                                                          BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=s2, GROUP=group), cap, w, st)]
+    if s1 > 1:
+        out.append(compile_kernel("moe_act_kernel", types, dict(**e1, WQ=q["WQ"], SPLIT_K=s1, BLOCK_M=cfg["BLOCK_M"],
+                                                                BLOCK_N=cfg["BLOCK_N1"]), cap, 4, 1))
+    if s2 > 1:
+        out.append(compile_kernel("moe_down_epilogue_kernel", types,
+                                  dict(**e2, WQ=q["WQ"], SPLIT_K=s2, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N2"]),
+                                  cap, 4, 1))
+    for r in out:
+        r["config"] = cfg
+        r["dtype"], r["weights"] = dtype, wq
+    return out
+
+
+def problems(r: dict) -> List[str]:
+    """What would stop (or cripple) this kernel on the GPU."""
+    bad = []
+    if r["spill_bytes"]:
+        bad.append(f"{r['spill_bytes']} bytes of register spills")
+    if r["smem_limit"] and r["shared_bytes"] > r["smem_limit"]:
+        bad.append(f"shared memory {r['shared_bytes']} > {r['smem_limit']} bytes ({r['arch']}): launch would fail")
+    if r["kernel"] in ("moe_gemm1_kernel", "moe_gemm2_kernel") and r["mma"] == "none" and r["dtype"] != "f32":
+        bad.append("no tensor-core instruction")
+    return bad
+
+
+def shipped_configs() -> Dict[str, dict]:
+    """tuned_defaults.json (per layer, token bucket, GPU) plus the autotuning candidates."""
+    from .tuning import CANDIDATES, HERE
+    with open(os.path.join(HERE, "tuned_defaults.json")) as f:
+        out = dict(json.load(f))
+    for i, c in enumerate(CANDIDATES):
+        out[f"candidate{i}"] = c
+    return out
+
+
+def aot_report_subprocess(args: List[str], timeout: float = 900) -> dict:
+    """Run this module in a fresh process (compile-only triton) and return its JSON report."""
+    env = dict(os.environ, MOEC_TRITON_AOT="1")
+    env.pop("TRITON_INTERPRET", None)
+    p = subprocess.run([sys.executable, "-m", "moec.codegen.triton.aot", "--json", *args], capture_output=True,
+                       text=True, env=env, timeout=timeout)
+    if p.returncode not in (0, 1):
+        raise RuntimeError(f"moec.codegen.triton.aot failed ({p.returncode}): {p.stderr[-2000:]}")
+    return json.loads(p.stdout)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m moec.codegen.triton.aot", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", type=int, default=90, help="compute capability x10 (80 A100, 90 H100/H200)")
+    ap.add_argument("--dtype", default="bf16", choices=sorted(_DT))
+    ap.add_argument("--weights", default="none", choices=["none", "int8", "int4", "fp8"])
+    ap.add_argument("--group", type=int, default=64, help="int4 group size")
+    ap.add_argument("--configs", default="shipped", help="'shipped' or a JSON list of tile configurations")
+    ap.add_argument("--match", default="", help="only configuration keys containing this text")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    if os.environ.get("MOEC_TRITON_AOT") != "1":
+        env = dict(os.environ, MOEC_TRITON_AOT="1")
+        env.pop("TRITON_INTERPRET", None)
+        return subprocess.call([sys.executable, "-m", "moec.codegen.triton.aot", *(argv or sys.argv[1:])], env=env)
+    cfgs = shipped_configs() if a.configs == "shipped" else {f"cfg{i}": c for i, c in enumerate(json.loads(a.configs))}
+    reports, seen = [], {}
+    for key, c in cfgs.items():
+        if a.match not in key:
+            continue
+        t = json.dumps(c, sort_keys=True)
+        if t in seen:
+            continue
+        seen[t] = key
+        for r in moe_kernel_reports(c, a.dtype, a.weights, a.arch, group=a.group):
+            r["key"], r["problems"] = key, problems(r)
+            reports.append(r)
+    bad = [r for r in reports if r["problems"]]
+    if a.json:
+        print(json.dumps({"arch": a.arch, "kernels": reports, "bad": len(bad)}))
+    else:
+        for r in reports:
+            c = r["config"]
+            tiles = f"M{c['BLOCK_M']} N{c['BLOCK_N1']}/{c['BLOCK_N2']} K{c['BLOCK_K1']}/{c['BLOCK_K2']} " \
+                    f"w{c.get('num_warps')} s{c.get('num_stages')} split{c.get('SPLIT_K1', 1)}/{c.get('SPLIT_K2', 1)}"
+            print(f"{r['kernel']:<26} {tiles:<40} regs {r['registers']:>3} spill {r['spill_bytes']:>4} "
+                  f"smem {r['shared_bytes'] // 1024:>3}/{(r['smem_limit'] or 0) // 1024} KiB {r['mma']:<8} "
+                  f"cp.async {r['cp_async_bytes']} {'; '.join(r['problems'])}")
+        print(f"{len(reports)} kernels compiled for sm_{a.arch}, {len(bad)} with problems")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
