@@ -105,11 +105,12 @@ def _reference_plan(ids, E, bm):
     return order, bexp
 
 
-# (tokens, k, experts, BLOCK_M): the first ones take the one-program align kernel (<= 256 slots),
-# the last two the torch formulation
-@pytest.mark.parametrize("T,k,E,bm", [(1, 2, 8, 16), (1, 8, 256, 16), (16, 8, 256, 16), (37, 6, 64, 32),
-                                      (64, 4, 33, 16), (300, 2, 8, 16), (64, 8, 256, 64)])
-def test_align_plan_matches_reference(T, k, E, bm):
+# (tokens, k, experts, BLOCK_M, one-program align kernel?): few slots take the kernel, the rest the
+# torch formulation (runtime.align_kernel_shape)
+@pytest.mark.parametrize("T,k,E,bm,kernel", [(1, 2, 8, 16, True), (1, 8, 256, 16, True), (16, 8, 256, 16, True),
+                                             (20, 2, 8, 16, True), (37, 6, 64, 32, False), (64, 4, 33, 16, False),
+                                             (300, 2, 8, 16, False), (64, 8, 256, 64, False)])
+def test_align_plan_matches_reference(T, k, E, bm, kernel):
     """Expert-sorted, per-expert padded slot list and block experts, stable in token order; dropped
     slots (-1) get no position; the grid never exceeds min(cdiv(n, BM) + E, n) blocks."""
     import torch
@@ -119,6 +120,7 @@ def test_align_plan_matches_reference(T, k, E, bm):
     if T > 3:
         ids[1, 0] = -1
         ids[2, :] = -1
+    assert (rt.align_kernel_shape(T * k, E) is not None) == kernel
     s, b, n = rt.align_plan(ids.to(rt.DEVICE), E, bm)
     want_s, want_b = _reference_plan(ids, E, bm)
     s, b = s.cpu().tolist(), b.cpu().tolist()
@@ -250,3 +252,25 @@ def test_int4_tiles_every_group_layout(bk, group, zp):
         y = rt.moe_experts(x.to(dev), ids.to(dev), _pack_int4(qi).to(dev), _pack_int4(qo).to(dev), wq="int4",
                            wq_group=group, q=q, cfg=cfg).cpu()
         assert torch.allclose(y, want, rtol=1e-4, atol=1e-4), (split, (y - want).abs().max())
+
+
+def test_tuning_h200_uses_h100_defaults_and_generic_split(monkeypatch, tmp_path):
+    """An H200 (same die as the H100) gets the H100's measured tiles; a GPU with no entry gets the
+    generic rule, which splits K when a grouped GEMM would launch fewer than 2 programs per SM."""
+    from moec.codegen.triton import tuning
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path))
+    p = dict(T=1, D=4096, F=14336, E=8, k=2, dtype="torch.bfloat16", wq="none")
+    monkeypatch.setattr(tuning, "gpu_name", lambda: "NVIDIA_H100_80GB_HBM3")
+    h100 = tuning.config_for("moe", p)
+    monkeypatch.setattr(tuning, "gpu_name", lambda: "NVIDIA_H200")
+    assert tuning.config_for("moe", p) == h100
+    monkeypatch.setattr(tuning, "gpu_name", lambda: "Some_Other_GPU")
+    monkeypatch.setattr(tuning, "sm_count", lambda: 132)
+    small = dict(T=1, D=2048, F=4096, E=64, k=2, dtype="torch.bfloat16", wq="none")
+    c = tuning.config_for("moe", small)  # 2 blocks x 4096/32 (2048/16) tiles = 256 programs < 2 x 132
+    assert c["SPLIT_K1"] > 1 and c["SPLIT_K2"] > 1
+    short_k = dict(small, F=1024)  # gemm2's reduction (F) has only 4 tiles of 256: not split
+    assert tuning.config_for("moe", short_k).get("SPLIT_K2", 1) == 1
+    big = dict(T=4096, D=2048, F=1024, E=64, k=2, dtype="torch.bfloat16", wq="none")
+    assert "SPLIT_K1" not in tuning.config_for("moe", big)
+    assert tuning.auto_split(c, small, 0) == c  # no GPU: nothing to size against

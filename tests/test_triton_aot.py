@@ -56,3 +56,10 @@ def test_int4_and_fp8_lower_for_sm90():
     f8 = aot_report_subprocess(["--arch", "90", "--weights", "fp8", "--match", "candidate1"])
     gemms = [r for r in f8["kernels"] if r["kernel"].startswith("moe_gemm")]
     assert gemms and all(r["fp8_convert"] for r in gemms)
+
+
+def test_align_kernel_fits_one_program_at_its_bounds():
+    """The one-program align kernel is used only where its [slots, experts] and [slots, slots]
+    comparisons fit the registers of one program (<= 256 spilled bytes at the largest accepted shapes)."""
+    rep = aot_report_subprocess(["--arch", "90", "--align"])
+    assert len(rep["kernels"]) == 5 and rep["bad"] == 0, [(r["key"], r["spill_bytes"]) for r in rep["kernels"]]

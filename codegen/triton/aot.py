@@ -138,6 +138,23 @@ def problems(r: dict) -> List[str]:
     return bad
 
 
+def align_reports(cap: int = 90) -> List[dict]:
+    """The one-program align kernel at the largest slot count runtime.align_kernel_shape accepts, for
+    expert counts 8 .. 1024 (the shapes where its registers are tightest)."""
+    from .runtime import align_kernel_shape
+    out = []
+    for E in (8, 64, 256, 512, 1024):
+        n = max(m for m in (1 << i for i in range(13)) if align_kernel_shape(m, E) is not None)
+        bn, be, warps = align_kernel_shape(n, E)
+        nb = min(-(-n // 16) + E, n)
+        r = compile_kernel("align_kernel", dict(ids_ptr="*i64:16", sorted_ptr="*i64:16", bexp_ptr="*i64:16", n="i32",
+                                                E="i32", n_blocks="i32"),
+                           dict(BLOCK_M=16, BN=bn, BE=be, BB=1 << max(0, (nb - 1).bit_length())), cap, warps, 1)
+        r.update(key=f"align n={n} E={E}", config={"slots": n, "experts": E}, dtype="i64", weights="-")
+        out.append(r)
+    return out
+
+
 def shipped_configs() -> Dict[str, dict]:
     """tuned_defaults.json (per layer, token bucket, GPU) plus the autotuning candidates."""
     from .tuning import CANDIDATES, HERE
@@ -168,12 +185,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--group", type=int, default=64, help="int4 group size")
     ap.add_argument("--configs", default="shipped", help="'shipped' or a JSON list of tile configurations")
     ap.add_argument("--match", default="", help="only configuration keys containing this text")
+    ap.add_argument("--align", action="store_true", help="the align kernel at its largest shapes instead")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if os.environ.get("MOEC_TRITON_AOT") != "1":
         env = dict(os.environ, MOEC_TRITON_AOT="1")
         env.pop("TRITON_INTERPRET", None)
         return subprocess.call([sys.executable, "-m", "moec.codegen.triton.aot", *(argv or sys.argv[1:])], env=env)
+    if a.align:
+        reports = align_reports(a.arch)
+        for r in reports:
+            r["problems"] = [f"{r['spill_bytes']} bytes of register spills"] if r["spill_bytes"] > 256 else []
+        if a.json:
+            print(json.dumps({"arch": a.arch, "kernels": reports, "bad": sum(bool(r["problems"]) for r in reports)}))
+        else:
+            for r in reports:
+                print(f"{r['key']:<22} warps {r['num_warps']:>2} regs {r['registers']:>3} spill {r['spill_bytes']:>4} "
+                      f"{'; '.join(r['problems'])}")
+        return 1 if any(r["problems"] for r in reports) else 0
     cfgs = shipped_configs() if a.configs == "shipped" else {f"cfg{i}": c for i, c in enumerate(json.loads(a.configs))}
     reports, seen = [], {}
     for key, c in cfgs.items():

@@ -70,8 +70,18 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
     return w, ids
 
 
-ALIGN_KERNEL_MAX_SLOTS = 256  # one-program align kernel up to this many slots (its work is n^2 + n*E)
-ALIGN_KERNEL_MAX_EXPERTS = 512
+ALIGN_KERNEL_MAX_WORK = 32768  # one-program align kernel while p2(n) * max(p2(E), p2(n)) stays within this
+
+
+def align_kernel_shape(n: int, E: int):
+    """(BN, BE, num_warps) of the one-program align kernel for n slots over E experts, or None when the
+    [n, E] and [n, n] comparisons would not fit one program's registers (sm_90: <= 184 spilled bytes at
+    the bound, tests/test_triton_aot.py); the torch plan takes those."""
+    bn, be = _p2(n), _p2(E)
+    work = bn * max(be, bn)
+    if work > ALIGN_KERNEL_MAX_WORK:
+        return None
+    return bn, be, 4 if work <= 16384 else 8
 
 
 def plan_blocks(n: int, E: int, block_m: int) -> int:
@@ -86,7 +96,7 @@ def align_plan(ids, E: int, block_m: int):
     expert of each block (-1: unused block), the align/sort dispatch.  Stable: slots keep token
     order within an expert.  No host synchronisation (no .item(), nonzero or bincount): the grid
     is the static bound plan_blocks() and unused blocks exit at once.  Few slots (decode): one
-    Triton program builds the whole plan (one launch instead of ~15 small torch ops)."""
+    Triton program builds the whole plan (one launch instead of ~15 small torch ops): align_kernel_shape."""
     flat = ids.reshape(-1)
     n = flat.numel()
     dev = ids.device
@@ -96,9 +106,11 @@ def align_plan(ids, E: int, block_m: int):
     if n == 0:
         bexp.fill_(-1)
         return sorted_ids, bexp, n
-    if n <= ALIGN_KERNEL_MAX_SLOTS and E <= ALIGN_KERNEL_MAX_EXPERTS:
-        K.align_kernel[(1,)](flat.contiguous(), sorted_ids, bexp, n, E, nb, BLOCK_M=block_m, BN=_p2(n),
-                             BE=_p2(E), BB=_p2(nb))
+    shape = align_kernel_shape(n, E)
+    if shape is not None:
+        bn, be, warps = shape
+        K.align_kernel[(1,)](flat.contiguous(), sorted_ids, bexp, n, E, nb, BLOCK_M=block_m, BN=bn, BE=be,
+                             BB=_p2(nb), num_warps=warps)
         return sorted_ids, bexp, n
     key = torch.where(flat >= 0, flat, torch.full_like(flat, E))
     order = torch.sort(key, stable=True).indices
