@@ -32,6 +32,32 @@ LAYERS = {
 }
 
 
+DEVICE = "cuda"  # tests run the bench's control flow on "cpu" under the interpreter (see _Host)
+
+
+class _Host:
+    """The bench's few device queries, in one place (a CPU test replaces them)."""
+    @staticmethod
+    def available() -> bool:
+        import torch
+        return torch.cuda.is_available()
+
+    @staticmethod
+    def name() -> str:
+        import torch
+        return torch.cuda.get_device_name()
+
+    @staticmethod
+    def free_bytes() -> int:
+        import torch
+        return _Host.free_bytes()
+
+    @staticmethod
+    def sync() -> None:
+        import torch
+        torch.cuda.synchronize()
+
+
 def _time(fn: Callable, reps: int = 20, warmup: int = 3) -> float:
     import torch
     for _ in range(warmup):
@@ -60,13 +86,13 @@ def probes() -> dict:
 
 def make_layer(cfg: dict, seed: int = 0):
     import torch
-    g = torch.Generator(device="cuda").manual_seed(seed)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
     D, F, E = cfg["D"], cfg["F"], cfg["E"]
     bf = torch.bfloat16
-    w_router = torch.randn(D, E, device="cuda", generator=g, dtype=torch.float32) / D ** 0.5
-    w_in = (torch.randn(E, 2 * F, D, device="cuda", generator=g, dtype=bf) / D ** 0.5)
-    w_out = (torch.randn(E, D, F, device="cuda", generator=g, dtype=bf) / F ** 0.5)
-    bias = torch.randn(E, device="cuda", generator=g) * 0.01 if cfg["bias"] else None
+    w_router = torch.randn(D, E, device=DEVICE, generator=g, dtype=torch.float32) / D ** 0.5
+    w_in = (torch.randn(E, 2 * F, D, device=DEVICE, generator=g, dtype=bf) / D ** 0.5)
+    w_out = (torch.randn(E, D, F, device=DEVICE, generator=g, dtype=bf) / F ** 0.5)
+    bias = torch.randn(E, device=DEVICE, generator=g) * 0.01 if cfg["bias"] else None
     return w_router, w_in, w_out, bias
 
 
@@ -156,7 +182,7 @@ def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(No
 
 
 def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, reps: int = 20,
-                     peers: Sequence[str] = ("eager", "compile", "dense"), autotune: bool = True,
+                     peers: Sequence[str] = ("eager", "compile", "dense"), autotune="all",
                      compile_budget_s: float = 240.0, weights: str = "bf16") -> dict:
     import time
 
@@ -166,7 +192,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
     if weights not in BENCH_WEIGHTS:
         raise UserInputError(f"moec bench --target triton: --weights {weights} is not benchmarked on the GPU "
                              f"(choose {', '.join(BENCH_WEIGHTS)})")
-    if not torch.cuda.is_available():
+    if not _Host.available():
         raise RuntimeError("moec bench --target triton needs a CUDA GPU (the interpreter is for tests, not timing)")
     if weights == "fp8":
         from .driver import check_fp8
@@ -174,7 +200,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
         check_fp8("triton", "fp8", detect_triton_target())
     os.makedirs(outdir, exist_ok=True)
     peak = probes()
-    report = {"gpu": torch.cuda.get_device_name(), "dtype": "bf16", "weights": "bf16" if weights == "f32" else weights,
+    report = {"gpu": _Host.name(), "dtype": "bf16", "weights": "bf16" if weights == "f32" else weights,
               "probes": peak, "layers": {}}
     for name in layers:
         cfg = LAYERS[name]
@@ -185,9 +211,9 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
         compile_spent = 0.0
         rows = []
         for T in tokens:
-            x = torch.randn(T, D, device="cuda", dtype=torch.bfloat16)
+            x = torch.randn(T, D, device=DEVICE, dtype=torch.bfloat16)
             tuned = None
-            if autotune:
+            if autotune is True or autotune == "all" or (autotune == "decode" and T * k <= 2 * E):
                 p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq)
                 logits = x.float() @ w_router
                 w, ids = torch_route(logits, cfg, bias)
@@ -197,7 +223,10 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
             got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q)
             want = eager_layer(x, w_router, w_in, w_out, bias, cfg)
             err = float((got.float() - want.float()).norm() / want.float().norm())
-            row = {"tokens": T, "rel_err_vs_eager": err, "tile_config": tuned, "ms": {}}
+            row = {"tokens": T, "rel_err_vs_eager": err, "ms": {},
+                   "tile_config": tuned or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype),
+                                                                         wq=wq)),
+                   "tile_source": "autotuned" if tuned else "shipped default / generic rule"}
             row["ms"]["moec"] = _time(lambda: moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q),
                                       reps) * 1e3
             row["ms"]["eager"] = _time(lambda: eager_layer(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
@@ -206,7 +235,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                     t0 = time.perf_counter()
                     try:
                         compiled(x, w_router, w_in, w_out, bias, cfg)
-                        torch.cuda.synchronize()
+                        _Host.sync()
                         compile_spent += time.perf_counter() - t0
                         row["ms"]["torch.compile"] = _time(
                             lambda: compiled(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
@@ -216,7 +245,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                     row["torch.compile_skipped"] = f"compile budget {compile_budget_s:.0f}s spent"
             if "dense" in peers:
                 need = E * T * 2 * F * 2 * 2
-                if need < 0.5 * torch.cuda.mem_get_info()[0]:
+                if need < 0.5 * _Host.free_bytes():
                     row["ms"]["dense bmm"] = _time(lambda: dense_layer(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
                 else:
                     row["dense_skipped"] = f"needs {need / 1e9:.0f} GB of activations"
@@ -268,11 +297,15 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("-o", "--output", default="moec_bench_triton")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--autotune", default="all", choices=["all", "decode", "none"],
+                    help="measure tile configurations first for every token count, only for decode (T*k <= 2E), "
+                         "or use the shipped defaults / generic rule")
+    ap.add_argument("--compile-budget", type=float, default=240.0, help="seconds torch.compile may spend in all")
     ap.add_argument("--weights", default="bf16", choices=BENCH_WEIGHTS)
     a = ap.parse_args(argv)
     peers = ("eager", "dense") if a.no_compile else ("eager", "compile", "dense")
     rep = run_triton_bench(a.layers.split(","), [int(t) for t in a.tokens.split(",")], a.output, a.reps, peers,
-                           weights=a.weights)
+                           autotune=a.autotune, compile_budget_s=a.compile_budget, weights=a.weights)
     print(format_table(rep))
     return 0
 

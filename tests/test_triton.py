@@ -274,3 +274,39 @@ def test_tuning_h200_uses_h100_defaults_and_generic_split(monkeypatch, tmp_path)
     big = dict(T=4096, D=2048, F=1024, E=64, k=2, dtype="torch.bfloat16", wq="none")
     assert "SPLIT_K1" not in tuning.config_for("moe", big)
     assert tuning.auto_split(c, small, 0) == c  # no GPU: nothing to size against
+
+
+def test_gpu_bench_flow_runs_on_the_interpreter(tmp_path, monkeypatch):
+    """`moec bench --target triton` end to end on tiny layers (CPU, interpreter, timing replaced):
+    routing with groups and bias, decode autotuning (split-K candidates included), the eager and
+    dense peers, the report and its table -- so that a GPU session does not find a broken bench."""
+    from moec import bench_triton as bt
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(bt, "DEVICE", "cpu")
+    monkeypatch.setattr(bt._Host, "available", staticmethod(lambda: True))
+    monkeypatch.setattr(bt._Host, "name", staticmethod(lambda: "interpreter"))
+    monkeypatch.setattr(bt._Host, "free_bytes", staticmethod(lambda: 1 << 30))
+    monkeypatch.setattr(bt._Host, "sync", staticmethod(lambda: None))
+    monkeypatch.setattr(bt, "probes", lambda: {"bf16_matmul_tflops": 1.0, "copy_tbps": 0.01})
+    calls = []
+
+    def once(fn, reps=20, warmup=3):
+        fn()
+        calls.append(1)
+        return 1e-3
+    monkeypatch.setattr(bt, "_time", once)
+    monkeypatch.setitem(bt.LAYERS, "tiny_mixtral", dict(bt.LAYERS["mixtral"], D=64, F=64, E=4))
+    monkeypatch.setitem(bt.LAYERS, "tiny_deepseek", dict(bt.LAYERS["deepseek"], D=64, F=32, E=16, n_group=4,
+                                                         topk_group=2, k=4))
+    rep = bt.run_triton_bench(["tiny_mixtral", "tiny_deepseek"], [1, 9], str(tmp_path / "out"), reps=1,
+                              peers=("eager", "dense"), autotune="decode")
+    assert os.path.exists(tmp_path / "out" / "bench_triton.json")
+    for name in ("tiny_mixtral", "tiny_deepseek"):
+        rows = rep["layers"][name]["rows"]
+        assert [r["tokens"] for r in rows] == [1, 9]
+        for r in rows:
+            assert r["rel_err_vs_eager"] < 2e-2, (name, r)
+            assert set(r["speedup"]) == {"eager", "dense bmm"}
+    assert rep["layers"]["tiny_mixtral"]["rows"][0]["tile_source"] == "autotuned"  # T*k = 2 <= 2E
+    assert rep["layers"]["tiny_mixtral"]["rows"][1]["tile_source"].startswith("shipped")  # 18 > 8
+    assert "tiny_deepseek" in bt.format_table(rep) and len(calls) == 12  # 2 layers x 2 sizes x 3 timed

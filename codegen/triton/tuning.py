@@ -152,6 +152,12 @@ def config_for(kind: str, p: dict) -> dict:
     return auto_split(c, p, sm_count()) if rows <= 16 else c
 
 
+def _sync() -> None:
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def autotune(kind: str, p: dict, run: Callable[[dict], None], candidates: Optional[List[dict]] = None,
              reps: int = 10) -> dict:
     """Time ``run(cfg)`` for each candidate on the GPU, cache and return the fastest."""
@@ -161,11 +167,11 @@ def autotune(kind: str, p: dict, run: Callable[[dict], None], candidates: Option
     for c in candidates or candidates_for(p["T"] * p["k"] / max(p["E"], 1)):
         try:
             run(c)
-            torch.cuda.synchronize()
+            _sync()
             t0 = time.perf_counter()
             for _ in range(reps):
                 run(c)
-            torch.cuda.synchronize()
+            _sync()
             t = (time.perf_counter() - t0) / reps
         except Exception as e:  # noqa: BLE001 - a config that does not compile (shared memory) is skipped
             results.append({"cfg": c, "error": str(e).splitlines()[0][:120]})
