@@ -259,6 +259,7 @@ def test_tuning_h200_uses_h100_defaults_and_generic_split(monkeypatch, tmp_path)
     generic rule, which splits K when a grouped GEMM would launch fewer than 2 programs per SM."""
     from moec.codegen.triton import tuning
     monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "MEMO_SECONDS", -1.0)  # every call looks up afresh
     p = dict(T=1, D=4096, F=14336, E=8, k=2, dtype="torch.bfloat16", wq="none")
     monkeypatch.setattr(tuning, "gpu_name", lambda: "NVIDIA_H100_80GB_HBM3")
     h100 = tuning.config_for("moe", p)
@@ -310,3 +311,22 @@ def test_gpu_bench_flow_runs_on_the_interpreter(tmp_path, monkeypatch):
     assert rep["layers"]["tiny_mixtral"]["rows"][0]["tile_source"] == "autotuned"  # T*k = 2 <= 2E
     assert rep["layers"]["tiny_mixtral"]["rows"][1]["tile_source"].startswith("shipped")  # 18 > 8
     assert "tiny_deepseek" in bt.format_table(rep) and len(calls) == 12  # 2 layers x 2 sizes x 3 timed
+
+
+def test_tuning_memo_sees_a_new_autotune_result(monkeypatch, tmp_path):
+    """config_for is memoised (it runs on every launch); an autotune in this process replaces the
+    answer at once, and the on-disk cache holds it for the next process."""
+    import json
+    from moec.codegen.triton import tuning
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tuning, "gpu_name", lambda: "Fake_GPU")
+    monkeypatch.setattr(tuning, "sm_count", lambda: 0)
+    p = dict(T=4, D=256, F=512, E=4, k=2, dtype="torch.bfloat16", wq="none")
+    first = tuning.config_for("moe", p)
+    assert tuning.config_for("moe", p) is first  # memoised
+    pick = dict(first, BLOCK_N1=first["BLOCK_N1"] * 2, SPLIT_K2=2)
+    ran = []
+    assert tuning.autotune("moe", p, lambda c: ran.append(c), candidates=[pick], reps=1) == pick
+    assert ran and tuning.config_for("moe", p) == pick
+    saved = json.load(open(tmp_path / "triton_tuning.json"))
+    assert pick in saved.values()
