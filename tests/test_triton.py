@@ -108,7 +108,8 @@ def _reference_plan(ids, E, bm):
 # (tokens, k, experts, BLOCK_M, one-program align kernel?): few slots take the kernel, the rest the
 # torch formulation (runtime.align_kernel_shape)
 @pytest.mark.parametrize("T,k,E,bm,kernel", [(1, 2, 8, 16, True), (1, 8, 256, 16, True), (16, 8, 256, 16, True),
-                                             (20, 2, 8, 16, True), (37, 6, 64, 32, False), (64, 4, 33, 16, False),
+                                             (20, 2, 8, 16, True), (10, 4, 33, 16, True), (3, 6, 60, 16, True),
+                                             (37, 6, 64, 32, False), (64, 4, 33, 16, False),
                                              (300, 2, 8, 16, False), (64, 8, 256, 64, False)])
 def test_align_plan_matches_reference(T, k, E, bm, kernel):
     """Expert-sorted, per-expert padded slot list and block experts, stable in token order; dropped
