@@ -129,11 +129,12 @@ def cpu_target(arch: str = "native") -> TargetDesc:
 # -- accelerator targets (data only here; their emitters and runners live elsewhere) ----------
 
 TRITON_GPUS = {
-    # name: SMs, shared memory per SM, HBM GB/s, dense bf16 TFLOP/s, compute capability
-    "H100": dict(cores=132, smem=228 * 1024, hbm_gbps=3350, bf16_tflops=989, cc=(9, 0)),
-    "H200": dict(cores=132, smem=228 * 1024, hbm_gbps=4800, bf16_tflops=989, cc=(9, 0)),
-    "A100": dict(cores=108, smem=164 * 1024, hbm_gbps=2039, bf16_tflops=312, cc=(8, 0)),
-    "L40S": dict(cores=142, smem=100 * 1024, hbm_gbps=864, bf16_tflops=362, cc=(8, 9)),
+    # name: SMs, shared memory per SM, the most one block (program) may use, HBM GB/s, dense bf16
+    # TFLOP/s, compute capability.  smem_block is what a kernel's tiles must fit (moec.codegen.triton.aot).
+    "H100": dict(cores=132, smem=228 * 1024, smem_block=227 * 1024, hbm_gbps=3350, bf16_tflops=989, cc=(9, 0)),
+    "H200": dict(cores=132, smem=228 * 1024, smem_block=227 * 1024, hbm_gbps=4800, bf16_tflops=989, cc=(9, 0)),
+    "A100": dict(cores=108, smem=164 * 1024, smem_block=163 * 1024, hbm_gbps=2039, bf16_tflops=312, cc=(8, 0)),
+    "L40S": dict(cores=142, smem=100 * 1024, smem_block=99 * 1024, hbm_gbps=864, bf16_tflops=362, cc=(8, 9)),
 }
 
 
@@ -152,6 +153,7 @@ def triton_target(gpu: str = "H100", device: str = "") -> TargetDesc:
     return TargetDesc(name="triton", arch=gpu, cores=g["cores"], vector_bits=1024, isa=_gpu_isa(g["cc"]),
                       l1_bytes=g["smem"], l2_bytes=50 << 20, l3_bytes=0,
                       extra=(("block_m", 64), ("hbm_gbps", g["hbm_gbps"]), ("bf16_tflops", g["bf16_tflops"]),
+                             ("smem_block", g["smem_block"]),
                              ("compute_capability", "%d.%d" % g["cc"]), ("device", device or gpu)))
 
 

@@ -23,7 +23,13 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-SMEM_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}  # max dynamic shared memory per block (bytes)
+def _smem_limits() -> Dict[int, int]:
+    """Shared memory one block may use, by compute capability x10, from the target descriptions."""
+    from ...targets.description import TRITON_GPUS
+    return {10 * g["cc"][0] + g["cc"][1]: g["smem_block"] for g in TRITON_GPUS.values()}
+
+
+SMEM_LIMIT = _smem_limits()
 
 
 def _triton():
