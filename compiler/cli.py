@@ -143,7 +143,13 @@ def cmd_compile(a) -> int:
         shapes = "; ".join(",".join(f"{k}{v}" for k, v in s.items()) for s in rep["shapes_tried"])
         print(f"  verified against {rep['oracle']}: max abs error {rep['max_abs_err']:.3g}, "
               f"max rel error {rep['max_rel_err']:.3g} where above atol (shapes: {shapes})")
-        if rep.get("quantization_error"):
+        kept = [(i, L["weights"]) for i, L in enumerate(layers) if (L.get("weights") or {}).get("skipped")]
+        for i, w in kept:
+            print(f"  warning: MoE layer {i} keeps {w['mode']} weights, not {w['requested']}: {w['skipped']}")
+        if kept and len(kept) == len(layers):
+            print(f"  warning: no MoE layer took {opts.weights} weights; the compiled model computes in "
+                  f"{kept[0][1]['mode']}")
+        elif rep.get("quantization_error"):
             q = rep["quantization_error"]
             print(f"  {opts.weights} weights: quantisation error vs the f32 model: median token "
                   f"{q['token_rel_median']:.3g} (bound {q['bound_token_rel_median']}), relative RMS "

@@ -143,6 +143,9 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     if opts.weights == "w8a8" and opts.target not in ("cpu", "ascend"):
         raise UserInputError(f"target {opts.target}: --weights w8a8 (int8 activations) is implemented for the cpu "
                              "and ascend targets only; use --weights int8 (int8 weights, f32 activations)")
+    if opts.weights == "int4" and (opts.group_size < 0 or opts.group_size % 2):
+        raise UserInputError(f"--group-size {opts.group_size}: int4 packs two weights per byte, so a scale group "
+                             "must be an even number of weights (e.g. 32, 64, 128), or 0 for one group per row")
     ref_module = None
     if opts.verify and opts.weights != "f32":
         ref_module = import_model(proto, name)  # the f32 model, to measure the quantisation error

@@ -181,3 +181,22 @@ def test_unchanged_recompile_hits_the_build_cache(tmp_path):
     assert main(["compile", str(p), "-o", str(tmp_path / "a"), "--no-verify"]) == 0
     assert main(["compile", str(p), "-o", str(tmp_path / "b"), "--no-verify"]) == 0
     assert json.load(open(tmp_path / "b" / "report.json"))["build_cache_hit"] is True
+
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "mixtral_like.onnx")
+
+
+def test_int4_group_that_fits_no_layer_is_said_not_hidden(tmp_path, capsys):
+    """--weights int4 with a group size that divides no layer's K: the layer stays f32 (still verified),
+    and the output says so instead of reporting an int4 quantisation error."""
+    assert main(["compile", EXAMPLE, "--weights", "int4", "--group-size", "48", "-o", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "MoE layer 0 keeps f32 weights, not int4" in out and "divisible by the group size (48)" in out
+    assert "no MoE layer took int4 weights" in out and "int4 weights: quantisation error" not in out
+
+
+def test_odd_int4_group_size_is_a_usage_error(tmp_path):
+    p = _tiny(tmp_path)
+    r = _cli("compile", p, "--weights", "int4", "--group-size", "7", "-o", tmp_path / "o")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert "--group-size 7" in r.stderr and "even number" in r.stderr
