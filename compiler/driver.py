@@ -134,18 +134,7 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         pass_log.append({"stage": stage, **info})
 
     backend = get_backend(opts.target, opts.arch)
-    check_fp8(opts.target, opts.weights, backend.desc)
-    if opts.target == "ascend" and opts.weights not in ("f32", "bf16", "int8", "w8a8"):
-        raise UserInputError(f"target ascend: --weights {opts.weights} is not implemented (f32, bf16, int8 and w8a8 "
-                             "are)")
-    if opts.weights not in WEIGHT_MODES:
-        raise UserInputError(f"unknown weight mode '{opts.weights}' (choose {', '.join(WEIGHT_MODES)})")
-    if opts.weights == "w8a8" and opts.target not in ("cpu", "ascend"):
-        raise UserInputError(f"target {opts.target}: --weights w8a8 (int8 activations) is implemented for the cpu "
-                             "and ascend targets only; use --weights int8 (int8 weights, f32 activations)")
-    if opts.weights == "int4" and (opts.group_size < 0 or opts.group_size % 2):
-        raise UserInputError(f"--group-size {opts.group_size}: int4 packs two weights per byte, so a scale group "
-                             "must be an even number of weights (e.g. 32, 64, 128), or 0 for one group per row")
+    check_weight_options(opts.target, opts.weights, opts.group_size, backend.desc)
     ref_module = None
     if opts.verify and opts.weights != "f32":
         ref_module = import_model(proto, name)  # the f32 model, to measure the quantisation error
@@ -218,6 +207,22 @@ def check_fp8(target: str, weights: str, desc, m: Optional[Module] = None) -> No
                              "for an fp8-capable one")
 
 
+def check_weight_options(target: str, weights: str, group_size: int, desc, m: Optional[Module] = None) -> None:
+    """The weight mode, its options and the target agree (one message per mistake, naming the flag)."""
+    if weights not in WEIGHT_MODES:
+        raise UserInputError(f"unknown weight mode '{weights}' (choose {', '.join(WEIGHT_MODES)})")
+    check_fp8(target, weights, desc, m)
+    if target == "ascend" and weights not in ("f32", "bf16", "int8", "w8a8"):
+        raise UserInputError(f"target ascend: --weights {weights} is not implemented (f32, bf16, int8 and w8a8 "
+                             "are)")
+    if weights == "w8a8" and target not in ("cpu", "ascend"):
+        raise UserInputError(f"target {target}: --weights w8a8 (int8 activations) is implemented for the cpu "
+                             "and ascend targets only; use --weights int8 (int8 weights, f32 activations)")
+    if weights == "int4" and (group_size < 0 or group_size % 2):
+        raise UserInputError(f"--group-size {group_size}: int4 packs two weights per byte, so a scale group "
+                             "must be an even number of weights (e.g. 32, 64, 128), or 0 for one group per row")
+
+
 def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "native", threads: int = 1,
                  force: bool = True, run_passes: bool = False, weights: str = "f32", group: int = 64,
                  zero_point: bool = False):
@@ -227,7 +232,7 @@ def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "nativ
     prepare_outdir(outdir, force)
     verify_module(m)
     backend = get_backend(target, arch)
-    check_fp8(target, weights if run_passes else "f32", backend.desc, m)
+    check_weight_options(target, weights if run_passes else "f32", group, backend.desc, m)
     if run_passes:
         m = run_pipeline(m, target=backend.desc, weights=weights, group=group, zero_point=zero_point)
     save_module(m, os.path.join(outdir, "model.mlir"))

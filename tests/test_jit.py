@@ -131,3 +131,14 @@ def test_unsupported_aten_op_names_op_and_line(cache):
         moec.compile(Weird(), (torch.randn(4, 8),))
     msg = str(e.value)
     assert "aten.i0" in msg and "test_jit.py" in msg and "torch.special.i0(x)" in msg
+
+
+@pytest.mark.parametrize("target,weights,group,says", [("cpu", "int4", 7, "--group-size 7"),
+                                                        ("triton", "w8a8", 64, "w8a8"),
+                                                        ("ascend", "int4", 64, "not implemented")])
+def test_weight_options_checked_for_modules_too(target, weights, group, says, cache):
+    """A torch module takes the same weight-option checks as an ONNX file: a clear UserInputError."""
+    from moec.errors import UserInputError
+    mod = make_module(sorted(FAMILIES.values(), key=lambda c: c.__name__)[0])
+    with pytest.raises(UserInputError, match=says):
+        moec.compile(mod, (torch.from_numpy(make_inputs(3)),), target=target, weights=weights, group_size=group)
