@@ -1,7 +1,8 @@
 """Ascend target, f16 models: activations, weights and outputs stay half in GM, the cube multiplies half
 operands with f32 accumulation (the emulator counts half Mmads), the vector kernels compute in f32 in the
 Unified Buffer and round once; the models verify against onnxruntime at the f16 tolerance with every op
-on the NPU (plan.json, launches).  The f16 models are the tests' f32 ONNX graphs converted by ``to_f16``."""
+on the NPU (plan.json, launches).  The f16 models are the tests' f32 ONNX graphs converted by ``to_f16``.
+The last two tests take the same f16 models through the Triton kernels too."""
 import json
 import os
 import re
@@ -181,14 +182,31 @@ def test_f16_moe_ops_match_their_semantics(name, tmp_path):
     assert not art.host_ops and all(art.launches.get(k, 0) > 0 for k in MOE_KERNELS)
 
 
-@pytest.mark.parametrize("target", ["cpu", "ascend"])
+@pytest.mark.parametrize("target", ["cpu", "ascend", "triton"])
 def test_f16_graph_form_moe_layer_is_recognised(target, tmp_path):
     """The exported per-expert loop of the example, converted to f16, is recognised as one MoE layer
     (the numeric proofs allow a few f16 roundings, not more) and verifies; on ascend nothing stays on
     the host."""
     import onnx
+    if target == "triton":
+        pytest.importorskip("triton")
     ex = os.path.join(os.path.dirname(__file__), "..", "examples", "mixtral_like.onnx")
     r = compile_onnx(to_f16(onnx.load(ex)), str(tmp_path / "o"), CompileOptions(target=target, symbol_sizes=(5, 1)))
     assert r.report["verified"] and len(r.report["moe_layers"]) == 1, r.report.get("failure")
     if target == "ascend":
         assert not r.report["ascend"]["host_ops"], r.report["ascend"]["host_ops"]
+
+
+def test_f16_moe_block_on_triton(tmp_path):
+    """The same f16 block through the Triton kernels (half tensors, f32 accumulation; the interpreter
+    without a GPU): verified against onnxruntime at the f16 tolerance, every op on a kernel, half out."""
+    pytest.importorskip("triton")
+    out = str(tmp_path / "o")
+    r = compile_onnx(to_f16(moe_block()), out, CompileOptions(target="triton", symbol_sizes=(5, 1, 17)))
+    rep = r.report
+    assert rep["verified"] and rep["oracle"] == "onnxruntime", rep.get("failure")
+    assert rep["tolerance"] == {"f16": F16_TOL}
+    src = open(os.path.join(out, "model_triton.py")).read()
+    assert "HOST_OPS_STATIC = 0" in src and "rt.moe_experts(" in src and "rt.norm(" in src
+    x = np.random.default_rng(0).standard_normal((9, 64)).astype(np.float16)
+    assert r.artifact([x])[0].dtype == np.float16
