@@ -207,6 +207,6 @@ def test_f16_moe_block_on_triton(tmp_path):
     assert rep["verified"] and rep["oracle"] == "onnxruntime", rep.get("failure")
     assert rep["tolerance"] == {"f16": F16_TOL}
     src = open(os.path.join(out, "model_triton.py")).read()
-    assert "HOST_OPS_STATIC = 0" in src and "rt.moe_experts(" in src and "rt.norm(" in src
+    assert "HOST_OPS_STATIC = 0" in src and "rt.moe_experts_combine(" in src and "rt.norm(" in src
     x = np.random.default_rng(0).standard_normal((9, 64)).astype(np.float16)
     assert r.artifact([x])[0].dtype == np.float16

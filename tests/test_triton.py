@@ -23,7 +23,7 @@ def test_zoo_on_triton(name, tmp_path):
     rep = r.report
     assert rep["verified"] and rep["oracle"] == "onnxruntime", rep.get("failure")
     src = open(tmp_path / "out" / "model_triton.py").read()
-    assert "rt.moe_experts(" in src and "rt.moe_route(" in src
+    assert ("rt.moe_experts(" in src or "rt.moe_experts_combine(" in src) and "rt.moe_route(" in src
     assert "HOST_OPS_STATIC = 0" in src, "every op of a zoo model has a Triton kernel"
 
 
@@ -331,3 +331,54 @@ def test_tuning_memo_sees_a_new_autotune_result(monkeypatch, tmp_path):
     assert ran and tuning.config_for("moe", p) == pick
     saved = json.load(open(tmp_path / "triton_tuning.json"))
     assert pick in saved.values()
+
+
+@pytest.mark.parametrize("k,weighted,shared,deterministic", [(2, False, False, True), (2, True, True, True),
+                                                              (1, False, True, True), (4, True, True, False),
+                                                              (4, False, False, True)])
+def test_combine_fused_into_the_down_projection(k, weighted, shared, deterministic, monkeypatch):
+    """moe.experts + moe.combine: fused (atomic f32 sums in the down projection's epilogue) for k <= 2,
+    or for any k when MOEC_TRITON_DETERMINISTIC=0; else two kernels.  Same result either way, dropped
+    slots included; the fused path launches no combine kernel and writes no [T*k, D] buffer."""
+    import torch
+    from moec.codegen.triton import kernels as K, runtime as rt
+    monkeypatch.setenv("MOEC_TRITON_DETERMINISTIC", "1" if deterministic else "0")
+    launched = {}
+    monkeypatch.setattr(K, "combine_kernel", _Counting(K.combine_kernel, launched, "combine"))
+    g = torch.Generator().manual_seed(k)
+    T, D, F, E = 6, 48, 40, 5
+    dev = rt.DEVICE
+    x = torch.randn(T, D, generator=g).to(dev)
+    ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(T)]).to(dev)
+    ids[2, 0] = -1  # a dropped slot adds nothing
+    w = torch.rand(T, k, generator=g).to(dev)
+    w_in = (torch.randn(E, 2 * F, D, generator=g) * 0.1).to(dev)
+    w_out = (torch.randn(E, D, F, generator=g) * 0.1).to(dev)
+    sh = torch.randn(T, D, generator=g).to(dev) if shared else None
+    ffn = dict(b_out=(torch.randn(E, D, generator=g) * 0.1).to(dev))
+    if not weighted:
+        ffn.update(rw=w, weights_at="output")
+    got = rt.moe_experts_combine(x, ids, w_in, w_out, shared=sh, w=w, weighted=weighted, **ffn)
+    y = torch.zeros(T, k, D)
+    for t in range(T):
+        for j in range(k):
+            e = int(ids[t, j])
+            if e >= 0:
+                h = w_in[e].cpu() @ x[t].cpu()
+                y[t, j] = (w_out[e].cpu() @ (torch.nn.functional.silu(h[:F]) * h[F:]) + ffn["b_out"][e].cpu())
+                y[t, j] *= w[t, j].cpu()
+    want = y.sum(1) + (sh.cpu() if shared else 0)
+    assert torch.allclose(got.cpu(), want, rtol=1e-5, atol=1e-5), (got.cpu() - want).abs().max()
+    assert got.dtype == x.dtype and got.shape == (T, D)
+    assert launched.get("combine", 0) == (0 if rt.fuse_combine(k) else 1)
+    assert rt.fuse_combine(k) == (k <= 2 or not deterministic)
+
+
+@pytest.mark.parametrize("name", ["deepseekv3_torchscript", "qwen2moe_dynamo"])
+def test_zoo_with_atomic_combine_for_any_k(name, tmp_path, monkeypatch):
+    """Zoo families with k > 2 (and shared experts) verify with the combine fused by atomics too."""
+    e = next(z for z in ZOO if z.name == name)
+    monkeypatch.setenv("MOEC_TRITON_DETERMINISTIC", "0")
+    r = compile_onnx(e.build(), str(tmp_path / "out"), CompileOptions(target="triton", symbol_sizes=(5, 1)))
+    assert r.report["verified"], r.report.get("failure")
+    assert "rt.moe_experts_combine(" in open(tmp_path / "out" / "model_triton.py").read()

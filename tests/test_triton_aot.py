@@ -63,3 +63,12 @@ def test_align_kernel_fits_one_program_at_its_bounds():
     comparisons fit the registers of one program (<= 256 spilled bytes at the largest accepted shapes)."""
     rep = aot_report_subprocess(["--arch", "90", "--align"])
     assert len(rep["kernels"]) == 5 and rep["bad"] == 0, [(r["key"], r["spill_bytes"]) for r in rep["kernels"]]
+
+
+def test_fused_combine_uses_native_f32_atomics_on_sm90():
+    """The down projection with the combine fused adds into the f32 output with the GPU's own f32
+    atomic (red/atom .add.f32), within shared memory and without spills, for the decode candidates."""
+    rep = aot_report_subprocess(["--arch", "90", "--combine", "--match", "candidate1"])
+    down = [r for r in rep["kernels"] if r["kernel"] in ("moe_gemm2_kernel", "moe_down_epilogue_kernel")]
+    assert down and all(r["f32_atomic_add"] for r in down) and not any(r["problems"] for r in down)
+    assert not any(r["f32_atomic_add"] for r in rep["kernels"] if r["kernel"] == "moe_gemm1_kernel")

@@ -87,7 +87,8 @@ def compile_kernel(name: str, types: Dict[str, str], consts: Dict[str, object], 
     info = {"kernel": name, "arch": f"sm_{cap}", "num_warps": num_warps, "num_stages": num_stages,
             "shared_bytes": k.metadata.shared, "smem_limit": SMEM_LIMIT.get(cap),
             "mma": "wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "none",
-            "cp_async_bytes": vec, "fp8_convert": bool(re.search(r"cvt\.\w+(\.\w+)*\.e4m3x2", ptx))}
+            "cp_async_bytes": vec, "fp8_convert": bool(re.search(r"cvt\.\w+(\.\w+)*\.e4m3x2", ptx)),
+            "f32_atomic_add": bool(re.search(r"(red|atom)(\.\w+)*\.global(\.\w+)*\.add(\.\w+)*\.f32", ptx))}
     info.update(_ptxas_info(triton, ptx, cap))
     return info
 
@@ -96,7 +97,7 @@ _DT = {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}
 
 
 def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: int = 90,
-                       gated: bool = True, group: int = 64) -> List[dict]:
+                       gated: bool = True, group: int = 64, combine: bool = False) -> List[dict]:
     """The kernels one moe_experts call launches with tile configuration cfg (split-K epilogues too)."""
     triton, K = _triton()
     from .runtime_names import WQ_CODES
@@ -106,6 +107,8 @@ def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: in
     prec = "ieee" if dtype == "f32" else "tf32"
     s1, s2 = int(cfg.get("SPLIT_K1", 1) or 1), int(cfg.get("SPLIT_K2", 1) or 1)
     ptrs = {n: f"*{tdt}:16" for n in ("x_ptr", "a_ptr", "b_ptr", "rw_ptr", "y_ptr")}
+    if combine:  # the combine fused: the down projection adds into an f32 [T, D] output
+        ptrs["y_ptr"] = "*fp32:16"
     ptrs.update(w_ptr=wtype + ":16", s_ptr="*fp32:16", z_ptr="*fp32:16", p_ptr="*fp32:16", sorted_ptr="*i64:16",
                 bexp_ptr="*i64:16")
     ints = {n: "i32:16" for n in ("D", "F", "stride_x", "K_CHUNK", "M_ROWS")}
@@ -113,7 +116,7 @@ def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: in
     types = {**ptrs, **ints}
     q = dict(WQ=WQ_CODES[wq], HAS_ZP=False, CDT=cdt, PREC=prec, ACT_BF16=False)
     e1 = dict(GATED=gated, INTERLEAVED=False, ACT=0 if gated else 1, CLAMP=False, HAS_BIAS=False, RW_INPUT=False)
-    e2 = dict(HAS_BIAS=False, RW_OUTPUT=True)
+    e2 = dict(HAS_BIAS=False, RW_OUTPUT=True, COMBINE=combine)
     w, st = cfg.get("num_warps", 4), cfg.get("num_stages", 2)
     out = [compile_kernel("moe_gemm1_kernel", types, dict(**e1, **q, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N1"],
                                                           BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=s1, GROUP=group), cap, w, st),
@@ -189,6 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--dtype", default="bf16", choices=sorted(_DT))
     ap.add_argument("--weights", default="none", choices=["none", "int8", "int4", "fp8"])
     ap.add_argument("--group", type=int, default=64, help="int4 group size")
+    ap.add_argument("--combine", action="store_true", help="the down projection with the combine fused")
     ap.add_argument("--configs", default="shipped", help="'shipped' or a JSON list of tile configurations")
     ap.add_argument("--match", default="", help="only configuration keys containing this text")
     ap.add_argument("--align", action="store_true", help="the align kernel at its largest shapes instead")
@@ -218,7 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if t in seen:
             continue
         seen[t] = key
-        for r in moe_kernel_reports(c, a.dtype, a.weights, a.arch, group=a.group):
+        for r in moe_kernel_reports(c, a.dtype, a.weights, a.arch, group=a.group, combine=a.combine):
             r["key"], r["problems"] = key, problems(r)
             reports.append(r)
     bad = [r for r in reports if r["problems"]]

@@ -40,9 +40,10 @@ def emit_triton(m: Module) -> str:
         for v in o.operands:
             uses.setdefault(id(v), []).append(o)
     host = 0
+    deferred: Dict[int, str] = {}  # moe.experts whose only user is a moe.combine: their call's arguments
     for idx, o in enumerate(f.ops):
         a = o.attrs
-        args = [name(v) for v in o.operands]
+        args = [name(v) if id(v) not in deferred else "<fused>" for v in o.operands]
         if o.name == "moec.constant":
             val = a["value"]
             if isinstance(val, ResourceRef):
@@ -75,18 +76,29 @@ def emit_triton(m: Module) -> str:
             qn = [name(v) for v in qv] + ["None"] * (4 - len(qv))
             if nq == 2:
                 qn = [qn[0], qn[1], "None", "None"]
-            lines.append(
-                f"{fresh(o.result)} = rt.moe_experts({args[0]}, {args[1]}, {args[4]}, {args[5]}, b_in={b_in}, "
-                f"b_out={b_out}, rw={rw}, weights_at={a['weights_at']!r}, activation={a['activation']!r}, "
-                f"gate_layout={a['gate_layout']!r}, alpha={a['alpha']!r}, beta={a['beta']!r}, "
-                f"limit=float({str(a['limit'])!r}), wq={a['wq']!r}, wq_group={a['wq_group']!r}, "
-                f"q=({', '.join(qn)}))")
+            call = (f"{args[0]}, {args[1]}, {args[4]}, {args[5]}, b_in={b_in}, "
+                    f"b_out={b_out}, rw={rw}, weights_at={a['weights_at']!r}, activation={a['activation']!r}, "
+                    f"gate_layout={a['gate_layout']!r}, alpha={a['alpha']!r}, beta={a['beta']!r}, "
+                    f"limit=float({str(a['limit'])!r}), wq={a['wq']!r}, wq_group={a['wq_group']!r}, "
+                    f"q=({', '.join(qn)})")
+            users = uses.get(id(o.result), [])
+            c = users[0] if len(users) == 1 else None
+            if c is not None and c.name == "moe.combine" and c.operands[0] is o.result and \
+                    not c.attrs["passthrough"] and not (c.attrs["weighted"] and a["weights_at"] != "none"):
+                deferred[id(o.result)] = call  # emitted at the combine: the down projection can sum the slots
+                continue
+            lines.append(f"{fresh(o.result)} = rt.moe_experts({call})")
             continue
         if o.name == "moe.shared_experts":
             gate = args[3] if len(args) > 3 else "None"
             lines.append(f"{fresh(o.result)} = rt.moe_shared({args[0]}, {args[1]}, {args[2]}, {gate}, "
                          f"activation={a['activation']!r}, gate_layout={a['gate_layout']!r}, alpha={a['alpha']!r}, "
                          f"beta={a['beta']!r}, limit=float({str(a['limit'])!r}))")
+            continue
+        if o.name == "moe.combine" and id(o.operands[0]) in deferred:
+            shared = args[2] if a["has_shared"] else "None"
+            lines.append(f"{fresh(o.result)} = rt.moe_experts_combine({deferred[id(o.operands[0])]}, shared={shared}, "
+                         f"w={args[1]}, weighted={a['weighted']!r})")
             continue
         if o.name == "moe.combine":
             ex = list(args[2:])

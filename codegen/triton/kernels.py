@@ -324,13 +324,24 @@ def _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS: 
 
 
 @triton.jit
+def _gemm2_store(y_ptr, acc, slot, k_top, d, D, omask, COMBINE: tl.constexpr):
+    if COMBINE:  # out[token] += row: the k slots of a token meet here (order-free for k <= 2: 0 + a + b)
+        tok = slot // k_top
+        tl.atomic_add(y_ptr + tok[:, None].to(tl.int64) * D + d[None, :], acc, mask=omask)
+    else:
+        tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], acc.to(y_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
 def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr, p_ptr,
-                     n_slots, D, F, K_CHUNK, M_ROWS,
+                     n_slots, k_top, D, F, K_CHUNK, M_ROWS,
                      HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
                      CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0):
+                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0, COMBINE: tl.constexpr = False):
     """Y[slot(p), d] = (A[p] . w_out[e, d] + b_out[e, d]) * rw[slot(p)] (the combine's multiply).
+    COMBINE: the combine's sum too -- y_ptr is the f32 output [T, D] and each slot's row is atomically
+    added to its token's row (_gemm2_store).
     SPLIT_K > 1: raw partial sums of one slice of F into p_ptr [SPLIT_K, M_ROWS, D]; moe_down_epilogue_kernel
     finishes."""
     pid_n = tl.program_id(1)
@@ -355,13 +366,14 @@ def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
         tl.store(p_ptr + prow + d[None, :], acc, mask=omask)
     else:
         acc = _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS, RW_OUTPUT, WQ)
-        tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], acc.to(y_ptr.dtype.element_ty), mask=omask)
+        _gemm2_store(y_ptr, acc, slot, k_top, d, D, omask, COMBINE)
 
 
 @triton.jit
-def moe_down_epilogue_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr, n_slots, D, M_ROWS,
+def moe_down_epilogue_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr, n_slots, k_top, D, M_ROWS,
                              HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr,
-                             SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                             SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             COMBINE: tl.constexpr = False):
     """Split-K gemm2's epilogue: sum the partials (fixed order), scale, bias, routing weight, scatter."""
     pid_n = tl.program_id(1)
     e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
@@ -373,7 +385,7 @@ def moe_down_epilogue_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, 
     for s in tl.static_range(SPLIT_K):
         acc += tl.load(p_ptr + (s * M_ROWS + offs_m[:, None]).to(tl.int64) * D + d[None, :], mask=omask, other=0.0)
     acc = _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS, RW_OUTPUT, WQ)
-    tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], acc.to(y_ptr.dtype.element_ty), mask=omask)
+    _gemm2_store(y_ptr, acc, slot, k_top, d, D, omask, COMBINE)
 
 
 @triton.jit

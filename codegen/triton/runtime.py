@@ -7,6 +7,7 @@ launcher counts them (``host_ops``), the report lists them, nothing is hidden.
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -143,8 +144,10 @@ def split_for(cfg: dict, which: int, KD: int) -> tuple:
 
 def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
                 gate_layout="concat", alpha=1.0, beta=0.0, limit=float("inf"), wq="none", wq_group=0,
-                q=(None, None, None, None), cfg: Optional[dict] = None):
-    """y [T, k, D] = FFN_{ids[t,j]}(x[t]) (* rw[t, j] when weights_at='output')."""
+                q=(None, None, None, None), cfg: Optional[dict] = None, combine_out=None):
+    """y [T, k, D] = FFN_{ids[t,j]}(x[t]) (* rw[t, j] when weights_at='output').
+    combine_out (f32 [T, D], zeros): the combine fused -- each slot's row is added into its token's
+    row of combine_out by the down projection (atomics) and no y is written; returns combine_out."""
     x = x.contiguous()
     T, D = x.shape
     k = ids.shape[1]
@@ -153,9 +156,11 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     F = w_out.shape[2] * (2 if wq == "int4" else 1)
     cfg = cfg or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq))
     BM = cfg["BLOCK_M"]
-    y = torch.zeros((T * k, D), dtype=x.dtype, device=x.device)  # dropped slots stay zero
+    fused = combine_out is not None
+    # dropped slots stay zero
+    y = combine_out if fused else torch.zeros((T * k, D), dtype=x.dtype, device=x.device)
     if T == 0:
-        return y.reshape(T, k, D)
+        return y if fused else y.reshape(T, k, D)
     sorted_ids, bexp, n_slots = align_plan(ids, E, BM)
     nb = bexp.numel()
     rows = sorted_ids.numel()
@@ -189,19 +194,52 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
         K.moe_act_kernel[(nb, triton.cdiv(F, BN1))](
             P1, s_in_, b_in_, rw_, sorted_ids, bexp, A, n_slots, F, rows, float(alpha), float(beta), lim,
             SPLIT_K=S1, BLOCK_M=BM, BLOCK_N=BN1, num_warps=4, **common1)
-    common2 = dict(HAS_BIAS=b_out is not None, RW_OUTPUT=weights_at == "output", WQ=WQ[wq])
+    common2 = dict(HAS_BIAS=b_out is not None, RW_OUTPUT=weights_at == "output", WQ=WQ[wq], COMBINE=fused)
     BN2 = cfg["BLOCK_N2"]
     K.moe_gemm2_kernel[(nb, triton.cdiv(D, BN2), S2)](
         A, w_out, s_out_, z_out_, b_out_, rw_, sorted_ids, bexp, y, P2,
-        n_slots, D, F, C2, rows,
+        n_slots, k, D, F, C2, rows,
         HAS_ZP=z_out is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
         BLOCK_M=BM, BLOCK_N=BN2, BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=S2, GROUP=G or F, num_warps=warps, num_stages=stages,
         **common2)
     if S2 > 1:
         K.moe_down_epilogue_kernel[(nb, triton.cdiv(D, BN2))](
-            P2, s_out_, b_out_, rw_, sorted_ids, bexp, y, n_slots, D, rows, SPLIT_K=S2, BLOCK_M=BM, BLOCK_N=BN2,
+            P2, s_out_, b_out_, rw_, sorted_ids, bexp, y, n_slots, k, D, rows, SPLIT_K=S2, BLOCK_M=BM, BLOCK_N=BN2,
             num_warps=4, **common2)
-    return y.reshape(T, k, D)
+    return y if fused else y.reshape(T, k, D)
+
+
+def deterministic() -> bool:
+    """Bitwise-reproducible results (the default): the combine is fused into the down projection only
+    where atomics cannot reorder a sum (k <= 2).  MOEC_TRITON_DETERMINISTIC=0 fuses it for any k."""
+    return os.environ.get("MOEC_TRITON_DETERMINISTIC", "1") != "0"
+
+
+def fuse_combine(k: int) -> bool:
+    return k <= 2 or not deterministic()
+
+
+def moe_experts_combined(x, ids, w_in, w_out, shared=None, **ffn):
+    """moe.experts + moe.combine (unweighted, or weighted with the routing weights applied in the down
+    projection's epilogue) in one pass: out [T, D] = sum_j y[t, j] (+ shared[t]).  The slots are summed
+    in f32 by atomic adds into a zeroed f32 output; the shared term and the cast to x's type follow in
+    one elementwise pass (after the slots, so that k = 2 stays order-free)."""
+    T, D = x.shape
+    out = torch.zeros((T, D), dtype=torch.float32, device=x.device)
+    moe_experts(x, ids, w_in, w_out, combine_out=out, **ffn)
+    if shared is not None:  # add in f32, store in x's type: one kernel
+        return binary("moec.add", out, shared, x.dtype)
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
+
+
+def moe_experts_combine(x, ids, w_in, w_out, *, shared=None, w=None, weighted=False, **ffn):
+    """moe.experts followed by its moe.combine (no pass-through), as the launcher calls them: fused into
+    the down projection where that is order-free (fuse_combine), else the two kernels as separate ops."""
+    if fuse_combine(ids.shape[1]):
+        fused = dict(ffn, rw=w, weights_at="output") if weighted else ffn
+        return moe_experts_combined(x, ids, w_in, w_out, shared=shared, **fused)
+    y = moe_experts(x, ids, w_in, w_out, **ffn)
+    return moe_combine(y, w, shared, weighted=weighted)
 
 
 def moe_shared(x, w_in, w_out, gate=None, **ffn):
@@ -366,5 +404,5 @@ def run_constant(arr: np.ndarray):
     return from_numpy(arr)
 
 
-__all__: List[str] = ["moe_route", "moe_experts", "moe_shared", "moe_combine", "matmul", "binary", "unary",
+__all__: List[str] = ["moe_route", "moe_experts", "moe_experts_combined", "moe_experts_combine", "moe_shared", "moe_combine", "matmul", "binary", "unary",
                       "softmax", "reduce_last", "host_op", "align_plan"]
