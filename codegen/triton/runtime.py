@@ -167,7 +167,9 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     cdt = x.dtype
     prec = _prec(cdt)
     s_in, s_out, z_in, z_out = q
-    G = wq_group or 0
+    # int4 group size (a compile-time constant of the kernels: 0 = whole row); other modes pin it to 0
+    # so that layers of different widths share one compiled kernel
+    g1, g2 = ((wq_group or D), (wq_group or F)) if wq == "int4" else (0, 0)
     dummy = x
     warps, stages = cfg.get("num_warps", 4), cfg.get("num_stages", 2)
     A = torch.empty((rows, F), dtype=cdt, device=x.device)
@@ -188,7 +190,7 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
         x, w_in, s_in_, z_in_, b_in_, rw_, sorted_ids, bexp, A, P1,
         n_slots, k, D, F, x.stride(0), float(alpha), float(beta), lim, C1, rows,
         HAS_ZP=z_in is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
-        BLOCK_M=BM, BLOCK_N=BN1, BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=S1, GROUP=G or D, num_warps=warps, num_stages=stages,
+        BLOCK_M=BM, BLOCK_N=BN1, BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=S1, GROUP=g1, num_warps=warps, num_stages=stages,
         **common1)
     if S1 > 1:
         K.moe_act_kernel[(nb, triton.cdiv(F, BN1))](
@@ -200,7 +202,7 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
         A, w_out, s_out_, z_out_, b_out_, rw_, sorted_ids, bexp, y, P2,
         n_slots, k, D, F, C2, rows,
         HAS_ZP=z_out is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
-        BLOCK_M=BM, BLOCK_N=BN2, BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=S2, GROUP=G or F, num_warps=warps, num_stages=stages,
+        BLOCK_M=BM, BLOCK_N=BN2, BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=S2, GROUP=g2, num_warps=warps, num_stages=stages,
         **common2)
     if S2 > 1:
         K.moe_down_epilogue_kernel[(nb, triton.cdiv(D, BN2))](
