@@ -382,3 +382,24 @@ def test_zoo_with_atomic_combine_for_any_k(name, tmp_path, monkeypatch):
     r = compile_onnx(e.build(), str(tmp_path / "out"), CompileOptions(target="triton", symbol_sizes=(5, 1)))
     assert r.report["verified"], r.report.get("failure")
     assert "rt.moe_experts_combine(" in open(tmp_path / "out" / "model_triton.py").read()
+
+
+def test_default_results_are_bitwise_reproducible_on_the_gpu():
+    """On a GPU (atomics really race there): with the default MOEC_TRITON_DETERMINISTIC, ten runs of a
+    k = 2 layer (combine fused) and of a k = 8 layer (combine as its own kernel) give identical bits.
+    Under the interpreter programs run one after another, so this would prove nothing: GPU only."""
+    import torch
+    from moec.codegen.triton import runtime as rt
+    if rt.DEVICE != "cuda":
+        pytest.skip("needs a CUDA GPU (the interpreter runs programs in order)")
+    assert rt.deterministic()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    T, D, F, E = 512, 1024, 512, 16
+    x = torch.randn(T, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    w_in = torch.randn(E, 2 * F, D, device="cuda", generator=g, dtype=torch.bfloat16) / 32
+    w_out = torch.randn(E, D, F, device="cuda", generator=g, dtype=torch.bfloat16) / 32
+    for k in (2, 8):
+        ids = torch.stack([torch.randperm(E, device="cuda", generator=g)[:k] for _ in range(T)])
+        w = torch.rand(T, k, device="cuda", generator=g)
+        runs = [rt.moe_experts_combine(x, ids, w_in, w_out, w=w, weighted=True) for _ in range(10)]
+        assert all(torch.equal(r, runs[0]) for r in runs), f"k={k}: results differ between runs"
