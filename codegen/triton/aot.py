@@ -174,12 +174,16 @@ def shipped_configs() -> Dict[str, dict]:
     return out
 
 
-def aot_report_subprocess(args: List[str], timeout: float = 900) -> dict:
-    """Run this module in a fresh process (compile-only triton) and return its JSON report."""
+def _aot_env() -> dict:
     env = dict(os.environ, MOEC_TRITON_AOT="1")
     env.pop("TRITON_INTERPRET", None)
+    return env
+
+
+def aot_report_subprocess(args: List[str], timeout: float = 900) -> dict:
+    """Run this module in a fresh process (compile-only triton) and return its JSON report."""
     p = subprocess.run([sys.executable, "-m", "moec.codegen.triton.aot", "--json", *args], capture_output=True,
-                       text=True, env=env, timeout=timeout)
+                       text=True, env=_aot_env(), timeout=timeout)
     if p.returncode not in (0, 1):
         raise RuntimeError(f"moec.codegen.triton.aot failed ({p.returncode}): {p.stderr[-2000:]}")
     return json.loads(p.stdout)
@@ -199,9 +203,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if os.environ.get("MOEC_TRITON_AOT") != "1":
-        env = dict(os.environ, MOEC_TRITON_AOT="1")
-        env.pop("TRITON_INTERPRET", None)
-        return subprocess.call([sys.executable, "-m", "moec.codegen.triton.aot", *(argv or sys.argv[1:])], env=env)
+        return subprocess.call([sys.executable, "-m", "moec.codegen.triton.aot", *(argv or sys.argv[1:])],
+                               env=_aot_env())
     if a.align:
         reports = align_reports(a.arch)
         for r in reports:

@@ -221,27 +221,22 @@ def fuse_combine(k: int) -> bool:
     return k <= 2 or not deterministic()
 
 
-def moe_experts_combined(x, ids, w_in, w_out, shared=None, **ffn):
-    """moe.experts + moe.combine (unweighted, or weighted with the routing weights applied in the down
-    projection's epilogue) in one pass: out [T, D] = sum_j y[t, j] (+ shared[t]).  The slots are summed
-    in f32 by atomic adds into a zeroed f32 output; the shared term and the cast to x's type follow in
-    one elementwise pass (after the slots, so that k = 2 stays order-free)."""
-    T, D = x.shape
-    out = torch.zeros((T, D), dtype=torch.float32, device=x.device)
+def moe_experts_combine(x, ids, w_in, w_out, *, shared=None, w=None, weighted=False, **ffn):
+    """moe.experts followed by its moe.combine (no pass-through): out [T, D] = sum_j (w[t, j] *) y[t, j]
+    (+ shared[t]).  Where the sum is order-free (fuse_combine) the down projection adds each slot's row
+    into a zeroed f32 output by atomics (routing weights in its epilogue), then the shared term and the
+    cast to x's type follow in one elementwise pass (after the slots, so that k = 2 stays order-free);
+    otherwise the experts and the combine run as their own kernels."""
+    if not fuse_combine(ids.shape[1]):
+        y = moe_experts(x, ids, w_in, w_out, **ffn)
+        return moe_combine(y, w, shared, weighted=weighted)
+    if weighted:
+        ffn = dict(ffn, rw=w, weights_at="output")
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     moe_experts(x, ids, w_in, w_out, combine_out=out, **ffn)
     if shared is not None:  # add in f32, store in x's type: one kernel
         return binary("moec.add", out, shared, x.dtype)
     return out if x.dtype == torch.float32 else out.to(x.dtype)
-
-
-def moe_experts_combine(x, ids, w_in, w_out, *, shared=None, w=None, weighted=False, **ffn):
-    """moe.experts followed by its moe.combine (no pass-through), as the launcher calls them: fused into
-    the down projection where that is order-free (fuse_combine), else the two kernels as separate ops."""
-    if fuse_combine(ids.shape[1]):
-        fused = dict(ffn, rw=w, weights_at="output") if weighted else ffn
-        return moe_experts_combined(x, ids, w_in, w_out, shared=shared, **fused)
-    y = moe_experts(x, ids, w_in, w_out, **ffn)
-    return moe_combine(y, w, shared, weighted=weighted)
 
 
 def moe_shared(x, w_in, w_out, gate=None, **ffn):
@@ -249,8 +244,7 @@ def moe_shared(x, w_in, w_out, gate=None, **ffn):
     T = x.shape[0]
     S = w_in.shape[0]
     ids = torch.arange(S, device=x.device, dtype=torch.int64).repeat(T, 1)
-    y = moe_experts(x, ids, w_in, w_out, **ffn)
-    out = moe_combine(y, None, weighted=False)
+    out = moe_experts_combine(x, ids, w_in, w_out, **ffn)
     if gate is not None:
         g = matmul(x, gate.reshape(-1, 1)).reshape(-1)
         out = out * torch.sigmoid(g.float()).to(out.dtype)[:, None]
@@ -406,5 +400,5 @@ def run_constant(arr: np.ndarray):
     return from_numpy(arr)
 
 
-__all__: List[str] = ["moe_route", "moe_experts", "moe_experts_combined", "moe_experts_combine", "moe_shared", "moe_combine", "matmul", "binary", "unary",
+__all__: List[str] = ["moe_route", "moe_experts", "moe_experts_combine", "moe_shared", "moe_combine", "matmul", "binary", "unary",
                       "softmax", "reduce_last", "host_op", "align_plan"]

@@ -71,9 +71,9 @@ def _gpu_name() -> str:
     return "interpreter"
 
 
-def _key(kind: str, p: dict) -> str:
+def _key(kind: str, p: dict, gpu: Optional[str] = None) -> str:
     return (f"{kind}|E{p['E']}|D{p['D']}|F{p['F']}|k{p['k']}|T{token_bucket(p['T'])}|{p['dtype']}|{p['wq']}|"
-            f"{gpu_name()}")
+            f"{gpu or gpu_name()}")
 
 
 def cache_path() -> str:
@@ -165,9 +165,8 @@ def config_for(kind: str, p: dict) -> dict:
 
 
 def _lookup(kind: str, p: dict, name: str) -> dict:
-    key = _key(kind, p)
     sib = _sibling(name)
-    keys = [key] + ([key.rsplit("|", 1)[0] + "|" + sib] if sib else [])
+    keys = [_key(kind, p, name)] + ([_key(kind, p, sib)] if sib else [])
     for src in (cache_path(), os.path.join(HERE, "tuned_defaults.json")):
         data = _load(src)
         for k in keys:
