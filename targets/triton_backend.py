@@ -62,7 +62,7 @@ class TritonArtifact:
             check_fp8("triton", "f32", detect_triton_target(), m)
         self.ops = {i: o for i, o in enumerate(f.ops)}
         from ..ir.core import ResourceRef
-        self.consts = {i: o.attrs["value"] for i, o in enumerate(f.ops)
+        self.consts = {i: rt.from_numpy(np.asarray(o.attrs["value"])) for i, o in enumerate(f.ops)
                        if o.name == "moec.constant" and not isinstance(o.attrs["value"], ResourceRef)}
         self.W = {k: rt.from_numpy(np.asarray(a)) for k, a in m.weights.items()}
         spec = importlib.util.spec_from_file_location(f"moec_triton_{abs(hash(outdir))}",
@@ -76,11 +76,65 @@ class TritonArtifact:
     def run_torch(self, inputs: Sequence):
         return self.launcher.run(self.W, self.ops, self.consts, list(inputs), self.stats)
 
+    def check_inputs(self, shapes: Sequence[tuple], dtypes: Sequence[str]) -> None:
+        """Reject inputs whose count, element type, rank or sizes do not fit the compiled model, naming
+        the input (a wrong dtype must not run: a kernel would read its bytes as another type)."""
+        args = self.module.main.args
+        if len(shapes) != len(args):
+            raise RuntimeFailure(f"the compiled model takes {len(args)} input(s) ({', '.join(self.input_names)}), "
+                                 f"got {len(shapes)}")
+        sym: Dict[str, int] = {}
+        for name, a, shape, dt in zip(self.input_names, args, shapes, dtypes):
+            want = a.type
+            if dt != want.dtype.mlir:
+                raise RuntimeFailure(f"input '{name}': element type {dt}, the model was compiled for "
+                                     f"{want.dtype.mlir}; convert the input (or compile for {dt})")
+            if len(shape) != want.rank:
+                raise RuntimeFailure(f"input '{name}': rank {len(shape)}, the model takes rank {want.rank} "
+                                     f"({want})")
+            for d, (have, dim) in enumerate(zip(shape, want.shape)):
+                if isinstance(dim, int) and have != dim:
+                    raise RuntimeFailure(f"input '{name}': dimension {d} is {have}, the model was compiled for "
+                                         f"{dim}")
+                if isinstance(dim, str) and sym.setdefault(dim, have) != have:
+                    raise RuntimeFailure(f"input '{name}': dimension {d} ('{dim}') is {have}, but another input "
+                                         f"gave '{dim}' = {sym[dim]}")
+
+    def call_torch(self, inputs: Sequence) -> list:
+        """Torch tensors in, torch tensors out, without a trip through the host: inputs already on the
+        runtime's device (the GPU, or the CPU under the interpreter) are used as they are; others are
+        copied there, and the outputs go back to the first input's device."""
+        rt = self.rt
+        self.check_inputs([tuple(x.shape) for x in inputs], [_TORCH_TO_MLIR.get(str(x.dtype), str(x.dtype))
+                                                             for x in inputs])
+        home = inputs[0].device if inputs else None
+        xs = [x.detach().to(rt.DEVICE, non_blocking=True).contiguous() for x in inputs]
+        try:
+            outs = self.run_torch(xs)
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise RuntimeFailure(f"triton run failed: {str(e).splitlines()[0][:300]}") from None
+        return [o.to(home) for o in outs] if home is not None else outs  # (.to is free on the same device)
+
     def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
         rt = self.rt
+        arrays = [np.asarray(x) for x in inputs]
+        self.check_inputs([a.shape for a in arrays], [_np_mlir(a.dtype) for a in arrays])
         try:
-            xs = [rt.from_numpy(np.asarray(x)) for x in inputs]
+            xs = [rt.from_numpy(a) for a in arrays]
             outs = self.run_torch(xs)
             return [rt.to_numpy(o) for o in outs]
         except (RuntimeError, ValueError, IndexError) as e:
             raise RuntimeFailure(f"triton run failed: {str(e).splitlines()[0][:300]}") from None
+
+
+_TORCH_TO_MLIR = {"torch.float32": "f32", "torch.float64": "f64", "torch.float16": "f16", "torch.bfloat16": "bf16",
+                  "torch.int64": "i64", "torch.int32": "i32", "torch.int16": "i16", "torch.int8": "i8",
+                  "torch.uint8": "ui8", "torch.bool": "i1"}
+
+
+def _np_mlir(dt) -> str:
+    from ..ir import DType
+    try:
+        return DType.from_np(dt).mlir
+    except TypeError:
+        return str(dt)

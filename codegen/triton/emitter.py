@@ -11,7 +11,7 @@ from typing import Dict, List
 from ...ir import Module
 from ...ir.core import ResourceRef
 from ...ir.ops.moe import quant_operand_count
-from .runtime_names import BINARY, REDUCE, UNARY
+from .runtime_names import BINARY, REDUCE, TORCH_DTYPE_NAMES, UNARY
 
 # ops that are pure data movement: run by torch's view/copy machinery (no arithmetic)
 _TORCH_MOVES = {"moec.reshape", "moec.transpose", "moec.squeeze", "moec.unsqueeze", "moec.flatten",
@@ -126,6 +126,9 @@ def emit_triton(m: Module) -> str:
         if o.name in BINARY and o.operands[0].type.dtype.is_float:
             lines.append(f"{fresh(o.result)} = rt.binary({o.name!r}, {args[0]}, {args[1]}, "
                          f"rt.TORCH_DTYPE[{o.result.type.dtype.mlir!r}])")
+            continue
+        if o.name == "moec.cast" and {o.operands[0].type.dtype.mlir, a["to"].mlir} <= set(TORCH_DTYPE_NAMES):
+            lines.append(f"{fresh(o.result)} = rt.cast({args[0]}, rt.TORCH_DTYPE[{a['to'].mlir!r}])")
             continue
         if o.name in UNARY and o.operands[0].type.dtype.is_float:
             lines.append(f"{fresh(o.result)} = rt.unary({o.name!r}, {args[0]})")

@@ -56,6 +56,26 @@ def _round_bf16(x):
     return u.to(tl.float32, bitcast=True)
 
 
+@triton.jit
+def _cast_to(x, DT: tl.constexpr):
+    """x in the output type DT; to bf16 by round to nearest even, the GPU's cvt.rn, written as bit
+    arithmetic because the interpreter's bf16 cast truncates (it would disagree with the GPU by an ulp)."""
+    if DT == tl.bfloat16:
+        return _round_bf16(x.to(tl.float32)).to(DT)
+    else:
+        return x.to(DT)
+
+
+@triton.jit
+def _widen(x):
+    """f16/bf16 operands to f32, where elementwise arithmetic is done (as torch does; the interpreter's
+    own bf16 arithmetic works on the bit patterns and is wrong); other types unchanged."""
+    if x.dtype == tl.bfloat16 or x.dtype == tl.float16:
+        return x.to(tl.float32)
+    else:
+        return x
+
+
 # ---------------------------------------------------------------------------------------------
 # routing: one program per token
 @triton.jit
@@ -121,7 +141,7 @@ def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, sc
     elif NORM == 2:
         wv = wv / (tl.sum(tl.where(kvalid, tl.abs(wv), 0.0), 0) + norm_eps)
     wv = wv * scale
-    tl.store(w_ptr + t * K + karange, wv, mask=kvalid)
+    tl.store(w_ptr + t * K + karange, _cast_to(wv, w_ptr.dtype.element_ty), mask=kvalid)
     tl.store(ids_ptr + t * K + karange, iv, mask=kvalid)
 
 
@@ -282,7 +302,7 @@ def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
     else:
         a = _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta,
                             limit, GATED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ)
-        tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], a.to(a_ptr.dtype.element_ty), mask=omask)
+        tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], _cast_to(a, a_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
@@ -308,7 +328,7 @@ def moe_act_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, n_s
             acc_u += tl.load(p_ptr + prow + F + f[None, :], mask=omask, other=0.0)
     a = _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta,
                         limit, GATED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ)
-    tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], a.to(a_ptr.dtype.element_ty), mask=omask)
+    tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], _cast_to(a, a_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
@@ -329,7 +349,7 @@ def _gemm2_store(y_ptr, acc, slot, k_top, d, D, omask, COMBINE: tl.constexpr):
         tok = slot // k_top
         tl.atomic_add(y_ptr + tok[:, None].to(tl.int64) * D + d[None, :], acc, mask=omask)
     else:
-        tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], acc.to(y_ptr.dtype.element_ty), mask=omask)
+        tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], _cast_to(acc, y_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
@@ -426,7 +446,7 @@ def combine_kernel(y_ptr, w_ptr, sh_ptr, out_ptr, D, K: tl.constexpr, WEIGHTED: 
         acc += v
     if HAS_SHARED:
         acc += tl.load(sh_ptr + t.to(tl.int64) * D + d, mask=dm, other=0.0).to(tl.float32)
-    tl.store(out_ptr + t.to(tl.int64) * D + d, acc.to(out_ptr.dtype.element_ty), mask=dm)
+    tl.store(out_ptr + t.to(tl.int64) * D + d, _cast_to(acc, out_ptr.dtype.element_ty), mask=dm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,10 +454,12 @@ def combine_kernel(y_ptr, w_ptr, sh_ptr, out_ptr, D, K: tl.constexpr, WEIGHTED: 
 @triton.jit
 def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sab, sam, sak, sbb, sbk, sbn, scb, scm, scn,
                   PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                  WIDEN: tl.constexpr = False):
+                  WIDEN: tl.constexpr = False, bias_ptr=None, sxm=0, sxn=0, alpha=1.0, beta=1.0,
+                  HAS_BIAS: tl.constexpr = False):
     """Batched C[b] = A[b] @ B[b] with arbitrary strides (broadcast batches have stride 0).  WIDEN: f16/bf16
     tiles go to f32 before the dot (exact: their products are exact in f32), for Triton's interpreter,
-    whose dot multiplies bf16 bit patterns as integers."""
+    whose dot multiplies bf16 bit patterns as integers.  HAS_BIAS (Gemm): C = alpha * A @ B + beta * X
+    with X [M, N] by strides (0 where broadcast), in f32 before the one rounding to C's type."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     bt = tl.program_id(2).to(tl.int64)
@@ -454,7 +476,11 @@ def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sab, sam, sak, sbb, sbk, sbn, sc
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc += tl.dot(a, b, input_precision=PREC)
-    tl.store(c_ptr + bt * scb + rm[:, None] * scm + rn[None, :] * scn, acc.to(c_ptr.dtype.element_ty),
+    if HAS_BIAS:
+        xb = tl.load(bias_ptr + rm[:, None] * sxm + rn[None, :] * sxn, mask=(rm[:, None] < M) & (rn[None, :] < N),
+                     other=0.0)
+        acc = alpha * acc + beta * xb.to(tl.float32)
+    tl.store(c_ptr + bt * scb + rm[:, None] * scm + rn[None, :] * scn, _cast_to(acc, c_ptr.dtype.element_ty),
              mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
@@ -462,8 +488,8 @@ def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sab, sam, sak, sbb, sbk, sbn, sc
 def binary_kernel(a_ptr, b_ptr, o_ptr, n, OP: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = i < n
-    a = tl.load(a_ptr + i, mask=m, other=0)
-    b = tl.load(b_ptr + i, mask=m, other=1)
+    a = _widen(tl.load(a_ptr + i, mask=m, other=0))
+    b = _widen(tl.load(b_ptr + i, mask=m, other=1))
     if OP == 0:
         r = a + b
     elif OP == 1:
@@ -490,7 +516,7 @@ def binary_kernel(a_ptr, b_ptr, o_ptr, n, OP: tl.constexpr, BLOCK: tl.constexpr)
         r = a & b
     else:
         r = a | b
-    tl.store(o_ptr + i, r.to(o_ptr.dtype.element_ty), mask=m)
+    tl.store(o_ptr + i, _cast_to(r, o_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -524,7 +550,7 @@ def unary_kernel(x_ptr, o_ptr, n, OP: tl.constexpr, BLOCK: tl.constexpr):
         r = x * _sigmoid(x)
     else:
         r = x
-    tl.store(o_ptr + i, r.to(o_ptr.dtype.element_ty), mask=m)
+    tl.store(o_ptr + i, _cast_to(r, o_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -540,7 +566,7 @@ def softmax_kernel(x_ptr, o_ptr, n_cols, LOG: tl.constexpr, BLOCK: tl.constexpr)
         y = x - mx - tl.log(s)
     else:
         y = ex / s
-    tl.store(o_ptr + r * n_cols + c, y.to(o_ptr.dtype.element_ty), mask=m)
+    tl.store(o_ptr + r * n_cols + c, _cast_to(y, o_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -565,7 +591,7 @@ def reduce_kernel(x_ptr, o_ptr, n_cols, OP: tl.constexpr, BLOCK: tl.constexpr):
         y = tl.min(acc_n, 0)
     else:
         y = tl.sum(acc_s, 0) / n_cols
-    tl.store(o_ptr + r, y.to(o_ptr.dtype.element_ty))
+    tl.store(o_ptr + r, _cast_to(y, o_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -587,7 +613,7 @@ def norm_kernel(x_ptr, s_ptr, b_ptr, y_ptr, mean_ptr, inv_ptr, n, eps, RMS: tl.c
     y = (x - mean) * inv * tl.load(s_ptr + c, mask=m, other=0.0).to(tl.float32)
     if HAS_BIAS:
         y += tl.load(b_ptr + c, mask=m, other=0.0).to(tl.float32)
-    tl.store(y_ptr + r * n + c, y.to(y_ptr.dtype.element_ty), mask=m)
+    tl.store(y_ptr + r * n + c, _cast_to(y, y_ptr.dtype.element_ty), mask=m)
     if not RMS:
         tl.store(mean_ptr + r, mean)
         tl.store(inv_ptr + r, inv)

@@ -27,7 +27,8 @@ NORM = {"none": 0, "sum": 1, "l1": 2}
 from .runtime_names import BINARY, REDUCE, UNARY, WQ_CODES as WQ  # noqa: E402,F401
 
 TORCH_DTYPE = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16,
-               "i64": torch.int64, "i32": torch.int32, "i8": torch.int8, "ui8": torch.uint8, "i1": torch.bool}
+               "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8, "ui8": torch.uint8,
+               "i1": torch.bool}
 INTERPRET = DEVICE == "cpu"
 
 
@@ -266,8 +267,9 @@ def moe_combine(y, w, shared=None, x=None, ids=None, *, weighted=True, passthrou
 
 
 # -- ordinary ops -----------------------------------------------------------------------------
-def matmul(a, b):
-    """numpy-style matmul (broadcast batches) for 2-D and batched operands."""
+def matmul(a, b, *, bias=None, alpha=1.0, beta=1.0):
+    """numpy-style matmul (broadcast batches) for 2-D and batched operands.  ``bias`` (2-D operands only):
+    alpha * a @ b + beta * bias, bias broadcast to [M, N], added in f32 before the result's one rounding."""
     squeeze_a = a.dim() == 1
     squeeze_b = b.dim() == 1
     if squeeze_a:
@@ -284,13 +286,20 @@ def matmul(a, b):
         a3 = a.expand(*batch, M, Kd).reshape(-1, M, Kd).to(dt)
         b3 = b.expand(*batch, Kd, N).reshape(-1, Kd, N).to(dt)
     nbt = a3.shape[0]
+    extra = {}
+    if bias is not None:
+        assert nbt == 1 and not (squeeze_a or squeeze_b), "a Gemm bias goes with 2-D operands"
+        dt = torch.promote_types(dt, bias.dtype)
+        xb = torch.broadcast_to(bias, (M, N))
+        extra = dict(bias_ptr=xb, sxm=xb.stride(0), sxn=xb.stride(1), alpha=float(alpha), beta=float(beta),
+                     HAS_BIAS=True)
     c = torch.empty((nbt, M, N), dtype=dt, device=a.device)
     if M and N and nbt:
         BM, BN, BK = (16, 32, 32) if INTERPRET else (64, 64, 32)
         K.matmul_kernel[(triton.cdiv(M, BM), triton.cdiv(N, BN), nbt)](
             a3, b3, c, M, N, Kd, a3.stride(0), a3.stride(1), a3.stride(2), b3.stride(0), b3.stride(1), b3.stride(2),
-            c.stride(0), c.stride(1), c.stride(2), PREC=_prec(dt), BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK,
-            WIDEN=INTERPRET and dt != torch.float32)
+            c.stride(0), c.stride(1), c.stride(2), PREC=_prec(a3.dtype), BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK,
+            WIDEN=INTERPRET and a3.dtype != torch.float32, **extra)
     c = c.reshape(*batch, M, N)
     if squeeze_a:
         c = c.squeeze(-2)
@@ -300,14 +309,14 @@ def matmul(a, b):
 
 
 def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, trans_a=False, trans_b=False):
-    """alpha * op(a) @ op(b) + beta * c: transposes are strides of the matmul kernel (no copies)."""
-    out = matmul(a.t() if trans_a else a, b.t() if trans_b else b)
-    if alpha != 1.0:
-        out = binary("moec.mul", out, torch.tensor(alpha, dtype=out.dtype, device=out.device), out.dtype)
+    """alpha * op(a) @ op(b) + beta * c in one kernel (the sum in f32, rounded once): transposes are strides
+    of the matmul kernel (no copies)."""
+    a, b = (a.t() if trans_a else a), (b.t() if trans_b else b)
     if c is not None and beta != 0.0:
-        cc = c if beta == 1.0 else binary("moec.mul", c, torch.tensor(beta, dtype=c.dtype, device=c.device), c.dtype)
-        out = binary("moec.add", out, cc, out.dtype)
-    return out
+        return matmul(a, b, bias=c, alpha=alpha, beta=beta)
+    if alpha != 1.0:
+        return matmul(a, b, bias=torch.zeros((), dtype=a.dtype, device=a.device), alpha=alpha, beta=0.0)
+    return matmul(a, b)
 
 
 def binary(name: str, a, b, out_dtype):
@@ -319,6 +328,21 @@ def binary(name: str, a, b, out_dtype):
     if n:
         K.binary_kernel[(triton.cdiv(n, 1024),)](a, b, out, n, OP=BINARY[name], BLOCK=1024)
     return out
+
+
+def cast(x, dtype):
+    """moec.cast on the device, with its reference semantics: float -> int truncates toward zero (0 where
+    not finite or out of range), -> bool is x != 0, to f16/bf16 rounds to nearest even (bf16 via f32)."""
+    if dtype == torch.bool:
+        return x != 0
+    if x.is_floating_point() and not dtype.is_floating_point:
+        info = torch.iinfo(dtype)
+        xf = torch.trunc(x.to(torch.float64))
+        ok = torch.isfinite(xf) & (xf >= info.min) & (xf <= info.max)
+        return torch.where(ok, xf, torch.zeros_like(xf)).to(dtype)
+    if dtype == torch.bfloat16 and x.dtype not in (torch.float32, torch.bfloat16):
+        x = x.to(torch.float32)
+    return x.to(dtype)
 
 
 def unary(name: str, x):
@@ -383,10 +407,10 @@ def to_numpy(t) -> np.ndarray:
 
 
 def from_numpy(a: np.ndarray, device=DEVICE):
-    a = np.asarray(a)
+    a = np.array(a, order="C", copy=True)  # (not ascontiguousarray: it makes a 0-d array 1-d)
     if a.dtype.name == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(a).view(np.uint16).copy()).view(torch.bfloat16).to(device)
-    return torch.from_numpy(np.ascontiguousarray(a).copy()).to(device)
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16).to(device)
+    return torch.from_numpy(a).to(device)
 
 
 def host_op(op, args: Sequence, stats: Dict[str, int]):
@@ -396,9 +420,10 @@ def host_op(op, args: Sequence, stats: Dict[str, int]):
     return [from_numpy(np.asarray(o)) for o in outs]
 
 
-def run_constant(arr: np.ndarray):
-    return from_numpy(arr)
+def run_constant(c):
+    """A constant operand: the artifact uploads each once at load time (a tensor then), not per call."""
+    return c if isinstance(c, torch.Tensor) else from_numpy(c)
 
 
-__all__: List[str] = ["moe_route", "moe_experts", "moe_experts_combine", "moe_shared", "moe_combine", "matmul", "binary", "unary",
+__all__: List[str] = ["cast", "moe_route", "moe_experts", "moe_experts_combine", "moe_shared", "moe_combine", "matmul", "binary", "unary",
                       "softmax", "reduce_last", "host_op", "align_plan"]

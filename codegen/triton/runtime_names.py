@@ -7,3 +7,5 @@ UNARY = {"moec.relu": 0, "moec.neg": 1, "moec.abs": 2, "moec.sqrt": 3, "moec.rec
 REDUCE = {"moec.reduce_sum": 0, "moec.reduce_max": 1, "moec.reduce_min": 2, "moec.reduce_mean": 3}
 # weight modes of the grouped GEMMs (none/bf16: plain tiles; int8, fp8 e4m3fn codes: per-channel scale; int4: groups)
 WQ_CODES = {"none": 0, "bf16": 0, "int8": 2, "int4": 3, "fp8": 4}
+# element types the runtime holds as torch tensors (runtime.TORCH_DTYPE has exactly these keys)
+TORCH_DTYPE_NAMES = ("f32", "f64", "f16", "bf16", "i64", "i32", "i16", "i8", "ui8", "i1")
