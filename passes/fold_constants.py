@@ -3,8 +3,13 @@
 Rewrites:
   * ``op(constant, constant, ...)`` with the "pure" trait, when every result is
     small (at most ``max_elements`` elements), becomes ``moec.constant`` ops
-    holding the op's reference-semantics result.  Larger results are left for
-    the target (folding them would bloat the weights file).
+    holding the op's reference-semantics result.
+  * Larger results are folded only where that does not grow the weights: when the
+    op is the only user of constant operands at least as large as its results (a
+    weight's transpose, cast or reshape, as ``nn.Linear`` exports as ``mm(x, t(W))``).
+    The result goes to the weight store and DCE drops the operand.  Without this a
+    target would redo the layout change on every call.  Other large results are left
+    for the target (folding them would bloat the weights file).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import Module
+from ..ir import DType, Module, TensorType
 from ..ir.core import IRError, ResourceRef
 from ..ir.opdef import OPS, has_trait
 from .base import Pass
@@ -22,11 +27,14 @@ from .base import Pass
 class FoldConstants(Pass):
     name = "fold-constants"
     max_elements: int = 4096
+    max_layout_elements: int = 1 << 28  # bound on a non-growing fold's operands (compile time)
 
     def run(self, m: Module) -> bool:
         changed = False
         const_cls = OPS["moec.constant"]
         for f in m.functions:
+            uses = f.uses()
+            outputs = {id(v) for v in f.outputs}
             new_ops = []
             for o in f.ops:
                 if (o.name != "moec.constant" and has_trait(o, "pure") and o.operands
@@ -35,15 +43,28 @@ class FoldConstants(Pass):
                     for v in o.operands:
                         val = v.owner.attrs["value"]
                         vals.append(np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else val)
-                    if sum(int(np.prod(r.type.shape)) if r.type.is_static else 1 << 62 for r in o.results) \
-                            <= self.max_elements and all(v.size <= (1 << 22) for v in vals):
+                    n_out = sum(int(np.prod(r.type.shape)) if r.type.is_static else 1 << 62 for r in o.results)
+                    freed = sum(int(np.size(a)) for v, a in zip(o.operands, vals)
+                                if len(uses.get(id(v), ())) == 1 and id(v) not in outputs
+                                and isinstance(v.owner.attrs["value"], ResourceRef))
+                    small = n_out <= self.max_elements and all(v.size <= (1 << 22) for v in vals)
+                    layout = n_out <= freed and all(v.size <= self.max_layout_elements for v in vals)
+                    if small or layout:
                         try:
                             outs = o.reference(*vals)
                         except Exception:
                             outs = None
-                        if outs is not None and all(out.size <= self.max_elements for out in outs):
+                        if outs is not None and (layout or all(out.size <= self.max_elements for out in outs)):
                             for r, out in zip(o.results, outs):
-                                c = const_cls.create([], {"value": np.asarray(out, order="C")}, o.loc)
+                                out = np.asarray(out, order="C")
+                                if out.size > self.max_elements:  # (a layout fold) into the weight store
+                                    src = next(v.owner.attrs["value"].key for v in o.operands
+                                               if isinstance(v.owner.attrs["value"], ResourceRef))
+                                    key = m.weights.add(out, f"{src}.{o.name.split('.')[-1]}")
+                                    c = const_cls.create([], {"value": ResourceRef(key)}, o.loc,
+                                                         [TensorType(DType.from_np(out.dtype), out.shape)])
+                                else:
+                                    c = const_cls.create([], {"value": out}, o.loc)
                                 c.results[0].name = r.name
                                 if not r.type.matches(out.shape) or c.results[0].type.dtype != r.type.dtype:
                                     raise IRError(f"fold-constants: op {o.describe()} reference result "

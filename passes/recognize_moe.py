@@ -39,7 +39,7 @@ from ..ir.core import ResourceRef
 from ..ir.opdef import OPS
 from ..ir.ops.moe import record_moe_layer
 from .base import Pass
-from .moe_util import evaluate
+from .moe_util import eval_op, evaluate, widen
 
 PROJ_OPS = ("moec.matmul", "moec.gemm")
 SELECT_OPS = ("moec.slice", "moec.split", "moec.gather")
@@ -106,15 +106,17 @@ class _Root:
 # where the rewritten ops keep f32 inside, so a correct match differs by a few roundings of the type;
 # a wrong one (other experts, weights, activation) differs by O(1).  (rtol, atol) per type and check:
 # "layer" the whole rewritten layer, "ffn" one expert's FFN / its activation.
-_PROOF_TOL = {"f16": {"layer": (2e-2, 2e-3), "ffn": (2e-2, 2e-3)},
-              "bf16": {"layer": (1e-1, 1e-2), "ffn": (1e-1, 1e-2)}}
+# Half-precision layers are proved on their f32 analogue (moe_util.evaluate(widened=True)), so one
+# tolerance serves every type: a half-precision one (bf16 needs ~1e-1) could not tell a renormalised
+# routing from an unnormalised one whose top-k weights already sum to ~0.95.
 _PROOF_TOL_F32 = {"layer": (1e-4, 1e-5), "ffn": (1e-3, 1e-4)}
 
 
 class _Layer:
     def __init__(self, m: Module, f: Function, topk: Operation):
         self.m, self.f, self.topk = m, f, topk
-        self.tol = _PROOF_TOL_F32  # set from the layer input's type once it is known
+        self.tol = _PROOF_TOL_F32
+        self.widened = False  # a half-precision layer: probe its f32 analogue (set once x is known)
         self.pos = {id(o): i for i, o in enumerate(f.ops)}
         self.users: Dict[int, List[Operation]] = f.uses()
         self.cmemo: Dict[int, bool] = {}
@@ -260,7 +262,7 @@ class RecognizeMoE(Pass):
         root = _Root(topk, k)
         router = self._router(L, topk.operands[0])
         x, logits, w_r, scoring, bias_v, chain = router
-        L.tol = _PROOF_TOL.get(x.type.dtype.mlir, _PROOF_TOL_F32)
+        L.widened = x.type.dtype in (DType.F16, DType.BF16)
         T, D = x.type.shape
         E = w_r.shape[0]
         # 1. layer output: where all expert paths have merged
@@ -427,7 +429,7 @@ class RecognizeMoE(Pass):
         if not isinstance(G, int):  # dynamic in the IR: read it off a probe evaluation
             try:
                 probe = np.zeros((2, x.type.shape[1]), x.type.dtype.np)
-                G = int(np.asarray(evaluate(L.m, L.f, [gt.operands[0]], {id(x): probe})[0]).shape[1])
+                G = int(np.asarray(evaluate(L.m, L.f, [gt.operands[0]], {id(x): probe}, widened=L.widened)[0]).shape[1])
             except Exception:
                 raise _NoMatch from None
         k = L.const_array(gt.operands[1])
@@ -492,7 +494,7 @@ class RecognizeMoE(Pass):
                 continue
             # which tokens reach this expert when the top-k says ids_probe?
             try:
-                rows = evaluate(L.m, L.f, [xin], {id(x): X, **topk.feeds(ids_probe, W)})[0]
+                rows = evaluate(L.m, L.f, [xin], {id(x): X, **topk.feeds(ids_probe, W)}, widened=L.widened)[0]
             except Exception:
                 raise _NoMatch from None
             e = self._expert_index(X, np.asarray(rows), ids_probe, E)
@@ -528,7 +530,7 @@ class RecognizeMoE(Pass):
         for e in range(E):
             ids = np.tile(np.array([(e + j) % E for j in range(k)], np.int64), (4, 1))
             try:
-                ye = np.asarray(evaluate(L.m, L.f, [y], {id(x): X, **topk.feeds(ids, W)})[0], np.float64)
+                ye = np.asarray(evaluate(L.m, L.f, [y], {id(x): X, **topk.feeds(ids, W)}, widened=L.widened)[0], np.float64)
             except Exception:
                 raise _NoMatch from None
             rt, at = L.tol["ffn"]
@@ -608,7 +610,7 @@ class RecognizeMoE(Pass):
         n = proj.weight.shape[0]
         probe = np.tile(np.arange(n, dtype=np.float64), (1, 1)).astype(proj.output.type.dtype.np)
         try:
-            cols = np.asarray(evaluate(L.m, L.f, [v], {id(proj.output): probe})[0])
+            cols = np.asarray(evaluate(L.m, L.f, [v], {id(proj.output): probe}, widened=L.widened)[0])
         except Exception:
             return None
         if cols.ndim != 2 or cols.shape[0] != 1:
@@ -622,14 +624,14 @@ class RecognizeMoE(Pass):
     def _activation(self, L, down: Projection, ups: List[Projection]):
         rng = np.random.default_rng(3)
         F = ups[0].weight.shape[0]
-        G = (rng.standard_normal((3, F)) * 4).astype(np.float32)
-        U = (rng.standard_normal((3, F)) * 4).astype(np.float32)
         dt = down.input.type.dtype.np
-        feeds = {id(ups[0].output): G.astype(dt)}
+        G = (rng.standard_normal((3, F)) * 4).astype(dt)  # (the values fed, so exact in the reference too)
+        U = (rng.standard_normal((3, F)) * 4).astype(dt)
+        feeds = {id(ups[0].output): G}
         if len(ups) == 2:
-            feeds[id(ups[1].output)] = U.astype(dt)
+            feeds[id(ups[1].output)] = U
         try:
-            h = np.asarray(evaluate(L.m, L.f, [down.input], feeds)[0], np.float64)
+            h = np.asarray(evaluate(L.m, L.f, [down.input], feeds, widened=L.widened)[0], np.float64)
         except Exception:
             raise _NoMatch from None
         if h.shape != G.shape:
@@ -758,7 +760,7 @@ class RecognizeMoE(Pass):
         outs = []
         for X in probes:
             try:
-                outs.append(np.asarray(evaluate(L.m, L.f, [y], {id(x): X})[0], np.float64))
+                outs.append(np.asarray(evaluate(L.m, L.f, [y], {id(x): X}, widened=L.widened)[0], np.float64))
             except Exception:
                 raise _NoMatch from None
         return outs
@@ -800,26 +802,22 @@ class RecognizeMoE(Pass):
     def _matches(self, L, new_ops, x, y_new, probes, want) -> bool:
         m = L.m
         for X, W in zip(probes, want):
-            env = {id(x): X}
+            env = {id(x): widen(X) if L.widened else X}
             try:
                 for o in new_ops:
-                    if o.name == "moec.constant":
-                        val = o.attrs["value"]
-                        outs = [np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else val]
-                    else:
-                        ins = []
-                        for v in o.operands:
-                            if id(v) not in env:
-                                env[id(v)] = evaluate(m, L.f, [v], {id(x): X})[0]
-                            ins.append(env[id(v)])
-                        outs = o.reference(*ins)
+                    ins = []
+                    for v in o.operands:
+                        if id(v) not in env:
+                            env[id(v)] = evaluate(m, L.f, [v], {id(x): X}, widened=L.widened)[0]
+                        ins.append(env[id(v)])
+                    outs = eval_op(m, o, ins, widened=L.widened)
                     for r, a in zip(o.results, outs):
                         env[id(r)] = a
             except Exception:
                 return False
             got = np.asarray(env[id(y_new)], np.float64)
             scale = max(1.0, float(np.max(np.abs(W))) if W.size else 1.0)
-            rt, at = (self.rtol, self.atol) if L.tol is _PROOF_TOL_F32 else L.tol["layer"]
+            rt, at = self.rtol, self.atol
             if got.shape != W.shape or not np.allclose(got, W, rtol=rt, atol=at * scale):
                 return False
         return True

@@ -35,10 +35,33 @@ def lower(*names: str):
 
 
 def _np_dtype(tdt):
+    import ml_dtypes
     import torch
     return {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
+            torch.bfloat16: np.dtype(ml_dtypes.bfloat16),
             torch.int64: np.int64, torch.int32: np.int32, torch.int8: np.int8, torch.uint8: np.uint8,
             torch.bool: np.bool_, torch.int16: np.int16}.get(tdt)
+
+
+def tensor_to_numpy(t) -> np.ndarray:
+    """A CPU copy of torch tensor ``t`` as numpy; bfloat16 becomes ml_dtypes.bfloat16 (same bits), which
+    ``Tensor.numpy()`` cannot produce."""
+    import torch
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+        return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def numpy_to_tensor(a: np.ndarray):
+    """The inverse of :func:`tensor_to_numpy` (shares memory where torch can)."""
+    import ml_dtypes
+    import torch
+    a = np.ascontiguousarray(a)
+    if a.dtype == np.dtype(ml_dtypes.bfloat16):
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _onnx_dtype(tdt) -> int:
@@ -271,17 +294,72 @@ def _argmax(fx, n, x, dim=None, keepdim=False):
     return fx.op1("ArgMax", [fx.v(x)], axis=int(dim), keepdims=int(keepdim))
 
 
+def _promoted_dtype(a, b):
+    """torch's type promotion of two operands (FX nodes or python scalars), or None if unknown."""
+    import torch
+    import torch.fx
+
+    def proxy(x):
+        if isinstance(x, torch.fx.Node):
+            val = x.meta.get("val")
+            if isinstance(val, torch.Tensor):  # (only dtype and "is 0-d" matter to promotion)
+                return torch.empty((1,) if val.dim() else (), dtype=val.dtype)
+            return {torch.SymInt: 1, torch.SymFloat: 1.0, torch.SymBool: True}.get(type(val), val)
+        return x
+    try:
+        return torch.result_type(proxy(a), proxy(b))
+    except Exception:  # noqa: BLE001 - no meta value: leave the operands as they are
+        return None
+
+
+def _promote(fx, vals, tdt):
+    """Cast the operand Values (None: a python scalar, made later) to torch dtype ``tdt`` where they
+    differ, as torch's mixed-dtype arithmetic does (bf16 * f32 -> f32: without it moec would reject
+    the op or compute in the wrong type)."""
+    nd = _np_dtype(tdt) if tdt is not None else None
+    if nd is None:
+        return vals
+    want = DType.from_np(nd)
+    return [v if v is None or v.type.dtype == want else fx.op1("Cast", [v], to=_onnx_dtype(tdt)) for v in vals]
+
+
 def _binary(op_type):
     def fn(fx, n, a, b, alpha=1):
+        import torch
         import torch.fx
         av = fx.v(a) if isinstance(a, torch.fx.Node) else None
         bv = fx.v(b) if isinstance(b, torch.fx.Node) else None
+        if op_type in _COMPARE:
+            av, bv = _promote(fx, [av, bv], _promoted_dtype(a, b))
+        elif op_type not in ("And", "Or"):  # arithmetic: in the result's type (int / int -> float in torch)
+            val = n.meta.get("val")
+            av, bv = _promote(fx, [av, bv], val.dtype if isinstance(val, torch.Tensor) else _promoted_dtype(a, b))
+        t = av if av is not None else bv
+        widen = t is not None and t.type.dtype in (DType.F16, DType.BF16) and \
+            any(not _exact_in(c, t.type.dtype) for c in (a, b, alpha) if isinstance(c, float))
+        if widen:
+            # torch computes a half tensor with a python float in f32 (the scalar is not rounded to
+            # the tensor's type: 1.702 stays 1.702, not bf16's 1.703125) and rounds the result once
+            av, bv = [fx.op1("Cast", [v], to=_onnx_dtype(torch.float32)) if v is not None else None
+                      for v in (av, bv)]
         av = av if av is not None else fx.v(a, bv)
         bv = bv if bv is not None else fx.v(b, av)
         if alpha != 1:
             bv = fx.op1("Mul", [bv, fx.v(alpha, bv)])
-        return fx.op1(op_type, [av, bv])
+        r = fx.op1(op_type, [av, bv])
+        if widen and op_type not in _COMPARE:
+            r = fx.op1("Cast", [r], to=_onnx_dtype(n.meta["val"].dtype))
+        return r
     return fn
+
+
+_COMPARE = ("Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual")
+
+
+def _exact_in(c: float, dt: DType) -> bool:
+    """Whether python float ``c`` is exactly representable in ``dt``."""
+    with np.errstate(over="ignore"):
+        return float(np.asarray(c, dtype=dt.np)) == c or not np.isfinite(c)
 
 
 for _a, _o in (("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("div", "Div"), ("eq", "Equal"), ("gt", "Greater"),
@@ -348,6 +426,7 @@ def _clamp_max(fx, n, x, hi):
 def _where(fx, n, c, a, b):
     av = fx.v(a) if not isinstance(a, (int, float)) else None
     bv = fx.v(b) if not isinstance(b, (int, float)) else None
+    av, bv = _promote(fx, [av, bv], _promoted_dtype(a, b))
     av = av if av is not None else fx.v(a, bv)
     bv = bv if bv is not None else fx.v(b, av)
     return fx.op1("Where", [fx.v(c), av, bv])
@@ -658,6 +737,10 @@ def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] 
         for d, s in enumerate(val.shape):
             sym = (dynamic_dims.get(k) or {}).get(d)
             shape.append(sym if (sym and dims) else int(s))
+        if _np_dtype(val.dtype) is None:
+            raise UnsupportedError(f"model '{name}': input '{nm}' has element type {val.dtype}, which moec does "
+                                   "not compile (supported: float32, float64, float16, bfloat16, int64, int32, "
+                                   "int16, int8, uint8, bool)")
         args.append(Value(TensorType(DType.from_np(_np_dtype(val.dtype)), tuple(shape)), _sanitize_symbol(nm)))
     f = Function("main", args, user_inputs)
     m.functions.append(f)
@@ -676,8 +759,7 @@ def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] 
                 raise UnsupportedError(f"model '{name}': input '{node.name}' is neither a user input nor a "
                                        "parameter/buffer/constant")
             arr = params[target].detach().cpu()
-            fx.env[node.name] = ctx.const(arr.numpy() if arr.dtype != torch.bfloat16 else
-                                          arr.float().numpy(), hint=target)
+            fx.env[node.name] = ctx.const(tensor_to_numpy(arr), hint=target)
             continue
         if node.op == "output":
             outs = node.args[0]

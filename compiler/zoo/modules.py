@@ -1,7 +1,9 @@
 """PyTorch MoE modules written from shared/design/moe-routing.md (not from transformers).
 
 Each forward takes x [T, D] and returns y [T, D].  Experts run in a Python loop over experts,
-the way Hugging Face modules are written, so exporters unroll them."""
+the way Hugging Face modules are written, so exporters unroll them.  Routing runs in f32 and its
+weights are cast to the activations' type before they scale expert outputs (as Hugging Face does),
+so every module also runs in bf16 / f16 (``module.to(torch.bfloat16)``)."""
 from __future__ import annotations
 
 import torch
@@ -85,7 +87,7 @@ class Qwen2Moe(nn.Module):
     def forward(self, x):
         p = F.softmax(self.gate(x), dim=-1, dtype=torch.float)
         w, ids = torch.topk(p, self.k, dim=-1)
-        y = _loop_combine(x, self.experts, w, ids)
+        y = _loop_combine(x, self.experts, w.to(x.dtype), ids)
         return y + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
 
 
@@ -147,7 +149,7 @@ class DeepSeekV2(nn.Module):
     def forward(self, x):
         s = self.scores(self.gate(x))
         w, ids = self.select(s, self.corrected(s))
-        y = _loop_combine(x, self.experts, self.weights(w), ids)
+        y = _loop_combine(x, self.experts, self.weights(w).to(x.dtype), ids)
         return y + self.shared_experts(x)
 
     def corrected(self, s):
@@ -193,7 +195,7 @@ class Switch(nn.Module):
         pos = torch.cumsum(onehot, dim=0) * onehot
         keep = pos.sum(-1) <= self.capacity
         ids = torch.where(keep, e, torch.full_like(e, -1)).unsqueeze(-1)
-        y = _loop_combine(x, self.experts, w.unsqueeze(-1), ids)
+        y = _loop_combine(x, self.experts, w.unsqueeze(-1).to(x.dtype), ids)
         return torch.where(keep.unsqueeze(-1), y, x)
 
 
@@ -221,7 +223,7 @@ class GptOss(nn.Module):
 
     def forward(self, x):
         v, ids = torch.topk(self.router(x), self.k, dim=-1)
-        w = F.softmax(v, dim=-1, dtype=torch.float)
+        w = F.softmax(v, dim=-1, dtype=torch.float).to(x.dtype)
         out = torch.zeros_like(x)
         for e in range(self.gate_up_proj.shape[0]):
             tok, slot = torch.where(ids == e)
@@ -241,7 +243,7 @@ class Llama4(nn.Module):
 
     def forward(self, x):
         v, ids = torch.topk(self.router(x), 1, dim=-1)
-        w = torch.sigmoid(v.float())
+        w = torch.sigmoid(v.float()).to(x.dtype)
         out = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
             tok, slot = torch.where(ids == e)
@@ -264,7 +266,7 @@ class MixtralFused(nn.Module):
     def forward(self, x):
         p = F.softmax(self.gate(x), dim=-1, dtype=torch.float)
         w, ids = torch.topk(p, self.k, dim=-1)
-        w = w / w.sum(dim=-1, keepdim=True)
+        w = (w / w.sum(dim=-1, keepdim=True)).to(x.dtype)
         out = torch.zeros_like(x)
         for e in range(self.gate_up_proj.shape[0]):
             tok, slot = torch.where(ids == e)
@@ -280,7 +282,8 @@ class MixtralDense(Mixtral):
 
     def forward(self, x):
         w, ids = self.route(x)
-        mask = torch.zeros(x.shape[0], len(self.experts), dtype=w.dtype).scatter(1, ids, w)
+        mask = torch.zeros(x.shape[0], len(self.experts), dtype=w.dtype, device=x.device).scatter(1, ids, w)
+        mask = mask.to(x.dtype)
         ys = torch.stack([ex(x) for ex in self.experts], dim=1)  # [T, E, D]
         return (ys * mask.unsqueeze(-1)).sum(dim=1)
 
