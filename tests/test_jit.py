@@ -142,3 +142,27 @@ def test_weight_options_checked_for_modules_too(target, weights, group, says, ca
     mod = make_module(sorted(FAMILIES.values(), key=lambda c: c.__name__)[0])
     with pytest.raises(UserInputError, match=says):
         moec.compile(mod, (torch.from_numpy(make_inputs(3)),), target=target, weights=weights, group_size=group)
+
+
+def test_weight_layout_changes_are_folded_at_compile_time(cache):
+    """nn.Linear exports as mm(x, t(W)): the transpose of a weight used once is folded into the weight
+    store (not redone on every call), and the original layout is dropped (the weights do not grow)."""
+    pytest.importorskip("triton")
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(64, 96)
+            self.b = torch.nn.Linear(96, 64, bias=False)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+    m = M().eval()
+    x = torch.randn(5, 64)
+    cm = moec.compile(m, (x,), target="triton")
+    src = open(os.path.join(cm.stats.outdir, "model_triton.py")).read()
+    assert "W['a.weight.transpose']" in src and "W['b.weight.transpose']" in src
+    assert "transpose(" not in src and "permute" not in src and "HOST_OPS_STATIC = 0" in src
+    assert sorted(cm.artifact.W) == ["a.bias", "a.weight.transpose", "b.weight.transpose"]
+    with torch.no_grad():
+        np.testing.assert_allclose(cm(x[:3]).numpy(), m(x[:3]).numpy(), rtol=1e-5, atol=1e-5)
