@@ -119,10 +119,25 @@ def _options_key(target: str, weights: str, group_size: int, zero_point: bool, s
                        "desc": desc.to_json()}, sort_keys=True, default=str)
 
 
+def _module_tensors(model) -> list:
+    """Every tensor the module's forward can read, sorted by name: parameters, buffers (the
+    non-persistent ones too, which state_dict leaves out) and plain tensor attributes."""
+    import torch
+    out = dict(model.named_parameters(remove_duplicate=False))
+    out.update(model.named_buffers(remove_duplicate=False))
+    for prefix, sub in model.named_modules(remove_duplicate=False):
+        for k, v in vars(sub).items():
+            if isinstance(v, torch.Tensor):
+                out.setdefault(f"{prefix}.{k}" if prefix else k, v)
+    return sorted(out.items())
+
+
 def _module_code_digest(model) -> Optional[str]:
     """Source of the module's class and of every submodule's class (their files), hashed; None when
     some class has no source file (then the caller hashes the exported graph instead)."""
     import inspect
+    if getattr(model, "_moec_fn", None) is not None:
+        return None  # a function wrapped by moec.jit: its code and captured modules are not the class's
     h = hashlib.sha256()
     seen = set()
     for sub in model.modules():
@@ -215,7 +230,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             h.update(m.weights.digest().encode())
         else:
             h.update(code.encode())
-        for k, v in sorted(model.state_dict().items()):
+        for k, v in _module_tensors(model):
             h.update(k.encode())
             t = v.detach().cpu().contiguous()
             h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
@@ -301,8 +316,6 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
     A half-precision module (f16/bf16 inputs) is judged against the same module run in f32: its own
     eager output carries rounding at every op, so the question is whether moec's error against f32
     is no worse than eager's (per-token relative errors, mean and max; see _half_trial)."""
-    import copy
-
     import torch
 
     from .frontend.torch_import import tensor_to_numpy
@@ -313,7 +326,7 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
     out = {"oracle": "the module's eager PyTorch output", "verified": True, "max_abs_err": 0.0, "trials": []}
     ref_module = None
     if half:
-        ref_module = copy.deepcopy(module).float()
+        ref_module = _f32_analogue(module)
         out["oracle"] = (f"the module in f32 (moec's {half[0]} error must be no worse than the module's own "
                          f"{half[0]} eager error)")
     g = torch.Generator().manual_seed(0)
@@ -333,7 +346,16 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
                 xs.append(torch.randint(0, max(hi, 1), shape, generator=g, dtype=x.dtype))
         with torch.no_grad():
             want = _as_list(module(*xs))
-            ref = _as_list(ref_module(*[x.float() if x.is_floating_point() else x for x in xs])) if half else want
+            ref = want
+            if half:
+                try:
+                    ref = _as_list(ref_module(*[x.float() if x.is_floating_point() else x for x in xs]))
+                except Exception as e:  # noqa: BLE001 - the user's code: say what moec needs
+                    raise UserInputError(
+                        f"'{name}': moec verifies a {half[0]} model against the same model in float32, and "
+                        f"running it in float32 failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "make the model run in float32 after .float() (e.g. no hard-coded half dtypes), "
+                        "or pass verify=False") from None
         got = ([tensor_to_numpy(o) for o in art.call_torch(xs)] if hasattr(art, "call_torch")  # the path users call
                else art([tensor_to_numpy(x) for x in xs]))
         want = [tensor_to_numpy(w) for w in want]
@@ -361,6 +383,46 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
             out.update(verified=False, failure=f"{c.message} at T={T}")
             break
     return out
+
+
+def _f32_analogue(module):
+    """The module in float32, leaving the user's module untouched: a deep copy, ``.float()``.  For a
+    function wrapped by moec.jit, the modules and half tensors it reaches through its closure and
+    its globals are replaced by float32 copies in a rebuilt function (``def f(x): return layer(x)``)."""
+    import copy
+    import types
+
+    import torch
+    fn = getattr(module, "_moec_fn", None)
+    if fn is None or not isinstance(fn, types.FunctionType):
+        return copy.deepcopy(module).float()
+    memo: dict = {}
+
+    def f32(v):
+        if isinstance(v, torch.nn.Module):
+            if id(v) not in memo:
+                memo[id(v)] = copy.deepcopy(v).float()
+            return memo[id(v)]
+        if isinstance(v, torch.Tensor) and v.dtype in (torch.float16, torch.bfloat16):
+            return v.float()
+        return v
+    names = set(fn.__code__.co_names)
+    g = dict(fn.__globals__)
+    for k in names & set(g):
+        g[k] = f32(g[k])
+    cells = tuple(types.CellType(f32(c.cell_contents)) if _filled(c) else c for c in fn.__closure__ or ())
+    new_fn = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, cells or None)
+    wrapper = copy.copy(module)
+    wrapper.forward = lambda *a: new_fn(*a)
+    return wrapper
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # (a cell not yet assigned)
+        return False
+    return True
 
 
 def _as_list(y) -> list:
@@ -442,7 +504,9 @@ class JitFunction:
         ns: Dict[str, Any] = {"f": f}
         exec(f"def forward(self, {names}):\n    return f({names})\n", ns)
         mod_cls = type(getattr(f, "__name__", "fn"), (torch.nn.Module,), {"forward": ns["forward"]})
-        return mod_cls()
+        w = mod_cls()
+        w._moec_fn = f  # (the cache key then hashes the exported graph: the function's code and whatever it
+        return w        #  closes over are not in the wrapper's class source or state_dict)
 
     @staticmethod
     def signature(args) -> Tuple:

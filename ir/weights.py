@@ -76,7 +76,7 @@ class WeightStore:
             h.update(k.encode())
             h.update(str(a.dtype).encode())
             h.update(str(a.shape).encode())
-            h.update(memoryview(np.asarray(a, order="C")).cast("B"))
+            h.update(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))  # (any dtype, bf16 too)
         return h.hexdigest()
 
     # -- files -------------------------------------------------------------

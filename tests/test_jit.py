@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import moec  # noqa: E402
-from moec.errors import UnsupportedError  # noqa: E402
+from moec.errors import UnsupportedError, UserInputError  # noqa: E402
 from zoo import make_inputs, make_module, modules  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -166,3 +166,67 @@ def test_weight_layout_changes_are_folded_at_compile_time(cache):
     assert sorted(cm.artifact.W) == ["a.bias", "a.weight.transpose", "b.weight.transpose"]
     with torch.no_grad():
         np.testing.assert_allclose(cm(x[:3]).numpy(), m(x[:3]).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_jit_function_sees_its_captured_module_change(cache):
+    """@moec.jit on a function over a module it closes over: the cache key covers what the function
+    reaches (the exported graph and its weights), so new weights recompile instead of silently
+    reusing the old build (they once shared one key: the wrapper's class source and empty state)."""
+    mod = make_module(modules.Mixtral)
+    x = torch.from_numpy(make_inputs(4))
+
+    def ffn(x):
+        return mod(x)
+    a = moec.jit(ffn)
+    a(x)
+    with torch.no_grad():
+        mod.experts[0].up_proj.weight.mul_(3.0)
+        want = mod(x)
+    b = moec.jit(ffn)
+    np.testing.assert_allclose(b(x).numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    assert next(iter(a.compiled.values())).stats.key != next(iter(b.compiled.values())).stats.key
+
+
+def test_non_persistent_buffers_are_in_the_cache_key(cache):
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("s", torch.full((64,), 2.0), persistent=False)
+
+        def forward(self, x):
+            return x * self.s
+    m = Scaled()
+    x = torch.randn(3, 64)
+    a = moec.compile(m, (x,))
+    m.s.fill_(3.0)
+    b = moec.compile(m, (x,))
+    assert not b.stats.cache_hit
+    np.testing.assert_allclose(b(x).numpy(), (x * 3).numpy(), rtol=1e-6)
+    assert a.stats.key != b.stats.key
+
+
+def test_jit_bf16_function_is_verified_in_f32_without_touching_the_module(cache):
+    """The README's @moec.jit example with a bf16 layer: verified against the layer in f32 (a copy;
+    the user's layer stays bf16), bf16 out."""
+    layer = make_module(modules.Dbrx).to(torch.bfloat16)
+
+    @moec.jit
+    def ffn(x):
+        return layer(x)
+    x = torch.from_numpy(make_inputs(5)).to(torch.bfloat16)
+    y = ffn(x)
+    cm = next(iter(ffn.compiled.values()))
+    assert y.dtype == torch.bfloat16 and cm.stats.verified and "f32" in cm.stats.report["oracle"]
+    assert [layer_["family"] for layer_ in cm.stats.report["moe_layers"]] == ["dbrx"]
+    assert all(p.dtype == torch.bfloat16 for p in layer.parameters())
+
+
+def test_half_model_that_cannot_run_in_f32_is_a_clear_error(cache):
+    """A hard-coded half cast: the f32 copy of `bad` then meets a bf16 input; moec says what it needs
+    instead of a traceback from inside the user's module."""
+    bad = torch.nn.Linear(64, 8).to(torch.bfloat16)
+
+    def g(x):
+        return bad(x.to(torch.bfloat16))
+    with pytest.raises(UserInputError, match="running it in float32 failed.*verify=False"):
+        moec.jit(g)(torch.randn(3, 64).to(torch.bfloat16))
