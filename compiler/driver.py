@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -22,7 +23,7 @@ import numpy as np
 from . import __version__
 from .errors import BuildError as UserBuildError
 from .errors import RuntimeFailure, UserInputError, VerificationError
-from .ir import IRError, Module, print_module, save_module, verify_module
+from .ir import DType, IRError, Module, print_module, save_module, verify_module
 from .ir import run as interpret
 from .passes.pipeline import run_pipeline
 from .passes.quantize import MODES as WEIGHT_MODES
@@ -270,6 +271,22 @@ def moe_layers_of(m: Module) -> List[dict]:
     return [json.loads(x) for x in m.attrs.get("moec.moe_layers", [])]
 
 
+def _widened_onnxruntime(proto, lazy: dict, f, xs, threads: int):
+    """onnxruntime on the model's f32 analogue (verify.widen_half_model), half inputs widened; None
+    where that cannot run either."""
+    from .verify import run_onnxruntime, widen_half_model
+    try:
+        if "widened" not in lazy:
+            w = widen_half_model(proto)
+            lazy["widened"] = None if w is None else w.SerializeToString()
+        if lazy["widened"] is None:
+            return None
+        wx = [x.astype(np.float32) if x.dtype == np.float16 or x.dtype.name == "bfloat16" else x for x in xs]
+        return [np.asarray(r) for r in run_onnxruntime(lazy["widened"], f.arg_names, wx, threads=threads)]
+    except Exception:  # noqa: BLE001 - no f32 oracle: the op-by-op interpreter result decides alone
+        return None
+
+
 def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module: Optional[Module] = None) -> dict:
     """Run the artifact and onnxruntime (and the IR interpreter) on seeded inputs at several shapes.
 
@@ -289,17 +306,60 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
     qerr = {"max_abs": 0.0, "rel_rms": 0.0, "max_abs_rel_to_max": 0.0, "token_rel_median": 0.0,
             "token_rel_max": 0.0, "tokens": 0, "tokens_over_4x_bound": 0}
     tol_seen = {}
+    lazy: Dict[str, object] = {}
+
+    def original() -> Module:  # the model as imported, before any pass: its own semantics
+        if "orig" not in lazy:
+            from .frontend.onnx_import import import_model
+            lazy["orig"] = f32_module if f32_module is not None else import_model(proto)
+        return lazy["orig"]
+    # the narrowest float type the model computes in (bf16 before f16), and whether a float output is
+    # wider than that: an f32 output summed from f16 expert outputs carries f16 rounding, which the f32
+    # elementwise tolerance would wrongly hold against the compiled code
+    seen = {v.type.dtype for v in f.args} | {r.type.dtype for o in f.ops for r in o.results}
+    half_dt = DType.BF16 if DType.BF16 in seen else (DType.F16 if DType.F16 in seen else None)
+    wide_out = half_dt is not None and any(v.type.dtype in (DType.F32, DType.F64) for v in f.outputs)
     for ti, (binding, identical) in enumerate(trials):
         xs = make_inputs(f, binding, seed=opts.seed + ti, identical=identical)
         shapes = {n: list(x.shape) for n, x in zip(f.arg_names, xs)}
         if not identical:
             out["shapes_tried"].append(shapes)
         oracle = "onnxruntime"
+        half_ref = None
         try:
             want = run_onnxruntime(model_bytes, f.arg_names, xs, threads=opts.threads)
-        except Exception as e:  # onnxruntime cannot run it: fall back to the IR interpreter
-            oracle = f"interpreter (onnxruntime failed: {str(e).splitlines()[0][:200]})"
+        except Exception as e:  # onnxruntime cannot run it (bf16 on its CPU provider, ...)
+            why = str(e).splitlines()[0][:200]
             want = None
+            if not quantized:
+                # the model's own semantics op by op (moec's interpreter on the model as imported, not
+                # on the compiled module: the passes are what is being checked)
+                try:
+                    want = list(interpret(original(), xs).values())
+                except IRError as ie:
+                    out.update(verified=False, failure=f"no oracle could run the model: onnxruntime failed ({why}), "
+                                                       f"moec's interpreter failed ({ie})")
+                    return out
+                oracle = f"moec's interpreter on the imported model (onnxruntime failed: {why})"
+                if half_dt is not None:
+                    half_ref = _widened_onnxruntime(proto, lazy, f, xs, opts.threads)
+                    if half_ref is not None:
+                        oracle = (f"onnxruntime on the model widened to f32 (moec's {half_dt.mlir} error no worse than "
+                                  f"the model's own {half_dt.mlir} semantics, run op by op by moec's interpreter; "
+                                  f"onnxruntime failed on the {half_dt.mlir} model: {why})")
+            else:
+                oracle = f"interpreter (onnxruntime failed: {why})"
+        own_runs = []  # more faithful runs of the half model besides `want` (see verify.half_trial)
+        if want is not None and wide_out and not quantized:
+            half_ref = _widened_onnxruntime(proto, lazy, f, xs, opts.threads)
+            if half_ref is not None:
+                oracle = (f"onnxruntime on the model widened to f32 (the model computes in {half_dt.mlir} but "
+                          f"returns a wider type: moec's error must be no worse than the model's own, run by "
+                          f"onnxruntime and op by op by moec's interpreter)")
+                try:
+                    own_runs.append(list(interpret(original(), xs).values()))
+                except IRError:
+                    pass
         f32_want = None
         if quantized:
             f32_want = want if want is not None else list(interpret(f32_module, xs).values())
@@ -332,6 +392,11 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
             tol_override = QUANT_VERIFY_TOLERANCE[opts.weights]  # quantised GEMM inputs (see tolerances.py)
         c = compare(f.output_names, got, want, tol_override)
         trial.update(ok=c.ok, max_abs_err=c.max_abs_err, max_rel_err=c.max_rel_err, outputs=c.per_output)
+        if half_ref is not None:  # judged against the f32 model, next to the model's own half semantics
+            from .verify import half_trial
+            ht = half_trial(got, want, half_ref, half_dt.np.name, own_runs)
+            trial.update(ok=ht["ok"], half_precision=ht)
+            c = dataclasses.replace(c, ok=ht["ok"], message=ht.get("failure", ""))
         if quantized:
             from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
             qe = quantization_error(got, f32_want, QUANT_ERROR_BOUNDS[opts.weights])

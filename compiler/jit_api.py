@@ -315,12 +315,12 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
 
     A half-precision module (f16/bf16 inputs) is judged against the same module run in f32: its own
     eager output carries rounding at every op, so the question is whether moec's error against f32
-    is no worse than eager's (per-token relative errors, mean and max; see _half_trial)."""
+    is no worse than eager's (per-token relative errors, mean and max; see verify.half_trial)."""
     import torch
 
     from .frontend.torch_import import tensor_to_numpy
     from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
-    from .verify import compare
+    from .verify import compare, half_trial
     half = [x.dtype for x in example_inputs if isinstance(x, torch.Tensor) and x.dtype in (torch.float16,
                                                                                             torch.bfloat16)]
     out = {"oracle": "the module's eager PyTorch output", "verified": True, "max_abs_err": 0.0, "trials": []}
@@ -369,7 +369,7 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
                 break
             continue
         if half:
-            trial = _half_trial(got, want, ref, str(half[0]).replace("torch.", ""))
+            trial = half_trial(got, want, ref, str(half[0]).replace("torch.", ""))
             out["trials"].append(dict(trial, T=T))
             out["max_abs_err"] = max(out["max_abs_err"], trial["max_abs_err_vs_eager"])
             if not trial["ok"]:
@@ -427,49 +427,6 @@ def _filled(cell) -> bool:
 
 def _as_list(y) -> list:
     return [y] if hasattr(y, "detach") else list(y)
-
-
-# slack for half-precision verification: one rounding of the output (2^-8 bf16, 2^-11 f16), relative
-HALF_EPS = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
-
-
-def _half_trial(got, want, ref, dtype: str) -> dict:
-    """moec's half-precision outputs ``got`` against the f32 module's ``ref``, next to the module's own
-    half-precision eager outputs ``want``.  Per token (first axis), the relative L2 error to ``ref``;
-    it passes when moec's mean is at most 1.25x eager's + eps/4 and its max at most 2x eager's + eps
-    (eps: one rounding to the type).  moec computes inside its fused ops in f32 and rounds once, so
-    it is usually better than eager; a wrong routing weight, a dropped renormalisation or a wrong
-    expert moves whole tokens by 1e-2..1 relative and fails."""
-    eps = HALF_EPS[dtype]
-    em, ee, max_abs = [], [], 0.0
-    for g, w, r in zip(got, want, ref):
-        g, w, r = (np.asarray(a, np.float64) for a in (g, w, r))
-        if g.shape != r.shape:
-            return {"ok": False, "failure": f"shape {list(g.shape)} != expected {list(r.shape)}",
-                    "max_abs_err_vs_eager": float("inf")}
-        if not np.issubdtype(np.asarray(r).dtype, np.floating) or r.size == 0:
-            continue
-        g2, w2, r2 = (a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1) for a in (g, w, r))
-        den = np.maximum(np.linalg.norm(r2, axis=1), 1e-30)
-        em += list(np.linalg.norm(g2 - r2, axis=1) / den)
-        ee += list(np.linalg.norm(w2 - r2, axis=1) / den)
-        max_abs = max(max_abs, float(np.max(np.abs(g - w))) if g.size else 0.0)
-    if not em:
-        return {"ok": True, "max_abs_err_vs_eager": max_abs}
-    em, ee = np.array(em), np.array(ee)
-    if not np.all(np.isfinite(em)):
-        return {"ok": False, "failure": "non-finite outputs", "max_abs_err_vs_eager": max_abs}
-    t = {"moec_token_rel_err": {"mean": float(em.mean()), "max": float(em.max())},
-         "eager_token_rel_err": {"mean": float(ee.mean()), "max": float(ee.max())},
-         "max_abs_err_vs_eager": max_abs}
-    lim_mean, lim_max = 1.25 * ee.mean() + eps / 4, 2 * ee.max() + eps
-    t["ok"] = bool(em.mean() <= lim_mean and em.max() <= lim_max)
-    if not t["ok"]:
-        t["failure"] = (f"{dtype} error against the f32 module: moec mean {em.mean():.3g} / max {em.max():.3g} "
-                        f"per token, the module's own {dtype} eager {ee.mean():.3g} / {ee.max():.3g} (allowed "
-                        f"{lim_mean:.3g} / {lim_max:.3g}; a token within {dtype} rounding of a routing tie may "
-                        "legitimately route differently: check it, or pass verify=False)")
-    return t
 
 
 def jit(fn: Optional[Callable] = None, *, target: str = "cpu", weights: str = "f32", verify: bool = True,

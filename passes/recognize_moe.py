@@ -225,6 +225,17 @@ GATED = {
 }
 
 
+def gated_params(act: str) -> dict:
+    """GATED[act]; ``name@dtype`` is the same activation with its constants rounded to a half type,
+    as exporters that store python scalars in the tensor's type write it (bf16 alpha 1.703125)."""
+    name, _, dt = act.partition("@")
+    p = GATED[name]
+    if not dt:
+        return p
+    npdt = DType.parse(dt).np
+    return {k: float(np.asarray(v, npdt)) if np.isfinite(v) else v for k, v in p.items()}
+
+
 # -- the pass ----------------------------------------------------------------------------------
 
 @dataclass
@@ -358,6 +369,13 @@ class RecognizeMoE(Pass):
         v = c
         o = v.owner
         self._group = None
+
+        def widening(o):  # scores computed in half and widened for top-k (f16 exports of dtype=float)
+            return o is not None and o.name == "moec.cast" and o.operands[0].type.dtype.is_float and \
+                o.attrs["to"].is_float
+        if widening(o):
+            chain.append(o)
+            v, o = o.operands[0], o.operands[0].owner
         if o is not None and o.name == "moec.select":  # group-limited: masked_fill(c, -inf)
             cond, a, b = o.operands
             for keep, fill in ((b, a), (a, b)):
@@ -369,6 +387,9 @@ class RecognizeMoE(Pass):
                     break
             else:
                 raise _NoMatch
+            if widening(o):
+                chain.append(o)
+                v, o = o.operands[0], o.operands[0].owner
         if o is not None and o.name == "moec.add":
             a, b = o.operands
             for s, other in ((a, b), (b, a)):
@@ -512,7 +533,7 @@ class RecognizeMoE(Pass):
     def _ffn_numpy(ups, down, act, X):
         hs = [X.astype(np.float64) @ p.weight.T.astype(np.float64) + (0 if p.bias is None else p.bias) for p in ups]
         if len(hs) == 2:
-            h = _swiglu(hs[0], hs[1], **GATED[act])
+            h = _swiglu(hs[0], hs[1], **gated_params(act))
         else:
             h = ACTS_1[act](hs[0])
         return h @ down.weight.T.astype(np.float64) + (0 if down.bias is None else down.bias)
@@ -642,10 +663,13 @@ class RecognizeMoE(Pass):
                 if np.allclose(h, fn(G.astype(np.float64)), **tol):
                     return name, True
             raise _NoMatch
+        names = list(GATED)
+        if down.input.type.dtype in (DType.F16, DType.BF16):
+            names += [f"{n}@{down.input.type.dtype.mlir}" for n in GATED]
         for gate_first in (True, False):
             g, u = (G, U) if gate_first else (U, G)
-            for name, params in GATED.items():
-                if np.allclose(h, _swiglu(g.astype(np.float64), u.astype(np.float64), **params), **tol):
+            for name in names:
+                if np.allclose(h, _swiglu(g.astype(np.float64), u.astype(np.float64), **gated_params(name)), **tol):
                     return name, gate_first
         raise _NoMatch
 
@@ -657,7 +681,7 @@ class RecognizeMoE(Pass):
         gated = len(experts[0].ups) == 2
         ffn = {"activation": "swiglu" if gated else act, "gate_layout": "concat"}
         if gated:
-            p = GATED[act]
+            p = gated_params(act)
             ffn.update(alpha=p["alpha"], beta=p["beta"], limit=p["limit"])
         dt = x.type.dtype.np
         w_in = np.stack([np.concatenate([p.weight for p in e.ups], axis=0) for e in experts]).astype(dt)
@@ -687,7 +711,8 @@ class RecognizeMoE(Pass):
         want = self._eval_original(L, x, y, probes)
         if shared is not None:
             sa = "swiglu" if shared["gated"] else shared["act"]
-            if sa != ffn["activation"] or (shared["gated"] and GATED[shared["act"]]["limit"] != ffn.get("limit")):
+            sp = gated_params(shared["act"]) if shared["gated"] else {}
+            if sa != ffn["activation"] or any(sp[k] != ffn.get(k) for k in sp):
                 return False  # the shared op uses the routed experts' activation attributes
         weights = self._weight_ops(m, w_in, w_out, b_in, b_out, shared)
         # the routing weight scales the combine (usual) or, with one expert per token, the

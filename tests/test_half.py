@@ -216,3 +216,112 @@ def test_from_numpy_keeps_0d_arrays_0d():
     import ml_dtypes
     t = rt.from_numpy(np.asarray(1.5, dtype=ml_dtypes.bfloat16))
     assert t.shape == () and t.dtype == torch.bfloat16 and float(t) == 1.5
+
+
+# -- half-precision ONNX models (exported by torch.onnx) -----------------------------------------
+def _export(family, dt, path, dynamo=False):
+    mod = make_module(FAMILIES[family]).to(dt)
+    x = torch.from_numpy(make_inputs(4)).to(dt)
+    import contextlib
+    import io
+    import logging
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if dynamo:
+            torch.onnx.export(mod, (x,), str(path), dynamo=True, input_names=["x"],
+                              dynamic_shapes={"x": {0: torch.export.Dim("T")}})
+        else:
+            torch.onnx.export(mod, (x,), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "T"}})
+    return str(path)
+
+
+@pytest.mark.parametrize("family,recognised", [("Switch", True), ("MixtralDense", False)])
+def test_dynamo_f16_exports_verify(family, recognised, tmp_path, capfd):
+    """torch.onnx's dynamo exporter: Switch in f16 has a ScatterND that onnxruntime's CPU provider
+    cannot run in f16 (verified against the f32 analogue, without onnxruntime's error log on the
+    console); the dense Mixtral sums its f16 expert outputs in f32 and returns f32, so the f32
+    tolerance does not apply to it: it is judged against the f32 analogue next to the model's own
+    f16 runs (onnxruntime's, which fuses some roundings away, and the op-by-op one).  The dense form
+    with its f32 sum is not recognised as an MoE layer (the f32 export is): it runs op by op."""
+    from moec.driver import CompileOptions, compile_onnx
+    p = _export(family, torch.float16, tmp_path / "m.onnx", dynamo=True)
+    capfd.readouterr()
+    r = compile_onnx(p, str(tmp_path / "out"), CompileOptions(target="cpu"))
+    assert r.report["verified"] and r.report["oracle"].startswith("onnxruntime on the model widened to f32")
+    assert bool(r.report["moe_layers"]) == recognised
+    assert "onnxruntime:" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("family,dt", [("Dbrx", torch.bfloat16), ("GptOss", torch.bfloat16),
+                                       ("DeepSeekV2", torch.bfloat16), ("Mixtral", torch.float16),
+                                       ("DeepSeekV2", torch.float16), ("Qwen2Moe", torch.float16)])
+def test_half_onnx_exports_are_recognised_and_verified(family, dt, tmp_path):
+    """torch.onnx exports of half modules: the f16 export computes the router softmax in f16 and
+    widens it for top-k (a cast the recognizer now walks through), the bf16 export stores gpt-oss's
+    alpha as bf16 1.703125 (matched as the activation with its constants in bf16).  onnxruntime's CPU
+    provider has no bf16 MatMul/TopK, so a bf16 model is verified against onnxruntime on its f32
+    analogue, next to the model's own bf16 semantics (moec's interpreter on the imported model)."""
+    from moec.driver import CompileOptions, compile_onnx
+    p = _export(family, dt, tmp_path / "m.onnx")
+    r = compile_onnx(p, str(tmp_path / "out"), CompileOptions(target="cpu"))
+    assert [layer["family"] for layer in r.report["moe_layers"]] == [FAMILIES[family].family]
+    assert r.report["verified"]
+    if dt == torch.bfloat16:
+        assert r.report["oracle"].startswith("onnxruntime on the model widened to f32")
+        assert all(t["half_precision"]["ok"] for t in r.report["trials"])
+    else:
+        assert r.report["oracle"] == "onnxruntime"
+
+
+def test_bf16_onnx_verification_catches_a_two_percent_error(tmp_path):
+    """The half-precision criterion is not a loose tolerance: outputs 2% off (a dropped renormalisation
+    is 4-23%) fail it, though they are within bf16's elementwise tolerance of some outputs."""
+    from moec.driver import CompileOptions, compile_onnx, load_model_proto, verify_artifact
+    p = _export("Dbrx", torch.bfloat16, tmp_path / "m.onnx")
+    r = compile_onnx(p, str(tmp_path / "out"), CompileOptions(target="cpu"))
+    proto, _ = load_model_proto(p)
+    good = verify_artifact(proto, r.module, r.artifact, CompileOptions(target="cpu"))
+    assert good["verified"]
+
+    def off(xs):
+        import ml_dtypes
+        return [(o.astype(np.float32) * 1.02).astype(ml_dtypes.bfloat16) for o in r.artifact(xs)]
+    bad = verify_artifact(proto, r.module, off, CompileOptions(target="cpu"))
+    assert not bad["verified"] and "bfloat16 error against the f32 model" in bad["failure"]
+
+
+def test_widen_half_model_makes_the_f32_analogue():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import ml_dtypes
+    from moec.verify import widen_half_model
+    w = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3).astype(ml_dtypes.bfloat16), "w")
+    g = helper.make_graph([helper.make_node("Cast", ["x"], ["xc"], to=TensorProto.BFLOAT16),
+                           helper.make_node("MatMul", ["xc", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, ["T", 3])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    wm = widen_half_model(m)
+    assert wm.graph.node[0].attribute[0].i == TensorProto.FLOAT
+    assert wm.graph.initializer[0].data_type == TensorProto.FLOAT
+    assert wm.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    onnx.checker.check_model(wm)
+    assert m.graph.initializer[0].data_type == TensorProto.BFLOAT16  # the user's model is not touched
+    assert widen_half_model(wm) is None
+
+
+def test_bf16_reference_semantics_keep_the_type():
+    """The interpreter (the oracle where onnxruntime has no bf16 kernel) on bf16: matmul stays bf16,
+    an empty max is -inf, a 0-d gather index gives an array."""
+    import ml_dtypes
+    from moec.ir import OPS, DType, TensorType, Value
+    bf = ml_dtypes.bfloat16
+    a, b = np.ones((2, 3), bf), np.ones((3, 4), bf)
+    mm = OPS["moec.matmul"].create([Value(TensorType(DType.BF16, (2, 3))), Value(TensorType(DType.BF16, (3, 4)))], {})
+    assert mm.reference(a, b)[0].dtype == bf
+    rm = OPS["moec.reduce_max"].create([Value(TensorType(DType.BF16, (0, 3)))], {"axes": [0], "keepdims": False})
+    r = rm.reference(np.zeros((0, 3), bf))[0]
+    assert r.dtype == bf and np.all(np.isneginf(r.astype(np.float32)))
+    gt = OPS["moec.gather"].create([Value(TensorType(DType.BF16, (3,))), Value(TensorType(DType.I64, ()))], {"axis": 0})
+    r = gt.reference(np.arange(3).astype(bf), np.asarray(1))[0]
+    assert isinstance(r, np.ndarray) and r.shape == () and float(r) == 1.0

@@ -244,7 +244,8 @@ class ClipOp(Operation):
 
     def reference(self, x, lo, hi):
         r = np.minimum(np.maximum(x, lo), hi)
-        return [np.where(np.isnan(x), x, r).astype(x.dtype) if x.dtype.kind == "f" else r.astype(x.dtype)]
+        return [np.where(np.isnan(x), x, r).astype(x.dtype) if x.dtype.kind == "f" or x.dtype.name == "bfloat16"
+                else r.astype(x.dtype)]
 
 
 @op("moec.cast", operands=("x",), attrs={"to": Attr("dtype")}, traits=("pure", "elementwise"))

@@ -36,7 +36,7 @@ class GatherOp(Operation):
 
     def reference(self, data, idx):
         a = self.attrs["axis"] % data.ndim
-        return [np.take(data, _wrap(idx, data.shape[a]), axis=a)]
+        return [np.asarray(np.take(data, _wrap(idx, data.shape[a]), axis=a))]  # (a 0-d index gives a scalar)
 
 
 @op("moec.gather_elements", operands=("data", "indices"), attrs={"axis": Attr("int", 0)}, traits=("pure",))

@@ -36,7 +36,7 @@ class MatMulOp(Operation):
         return [TensorType(dt, out)]
 
     def reference(self, a, b):
-        if a.dtype.kind == "f" and a.dtype.itemsize < 4:
+        if a.dtype.kind == "f" and a.dtype.itemsize < 4 or a.dtype.name == "bfloat16":
             r = np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(a.dtype)
         else:
             r = np.matmul(a, b)

@@ -60,7 +60,8 @@ class ReduceOp(Operation):
             if x.size:
                 r = (np.max if self.kind == "max" else np.min)(xx, axis=axes, keepdims=kd)
             else:  # empty set: the identity of the reduction
-                big = True if x.dtype == np.bool_ else (np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).max)
+                big = True if x.dtype == np.bool_ else (np.inf if x.dtype.kind == "f" or x.dtype.name == "bfloat16"
+                                                           else np.iinfo(x.dtype).max)
                 fill = (not big if x.dtype == np.bool_ else -big) if self.kind == "max" else big
                 r = np.full(self._empty_shape(x, axes, kd), fill)
         elif self.kind == "l1":
