@@ -192,6 +192,9 @@ def test_bf16_elementwise_stores_round_to_nearest_even():
     ties = torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8], device=rt.DEVICE)  # halfway: to even
     got = rt.binary("moec.add", ties, torch.zeros_like(ties), torch.bfloat16)
     assert got.tolist() == [1.0, 1 + 2 ** -6]
+    nan = torch.tensor([0x7FFFFFFF, -1, 0x7F7FFFFF], dtype=torch.int32).view(torch.float32).to(rt.DEVICE)
+    got = rt.binary("moec.add", nan, torch.zeros_like(nan), torch.bfloat16).float()  # payload NaNs stay NaN
+    assert torch.isnan(got[:2]).all() and got[2] == float("inf")  # (f32 max rounds up to inf in bf16)
 
 
 def test_device_cast_has_the_reference_semantics():

@@ -53,7 +53,7 @@ def _round_bf16(x):
     (whose casts truncate) and the GPU agree."""
     u = x.to(tl.uint32, bitcast=True)
     u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
-    return u.to(tl.float32, bitcast=True)
+    return tl.where(x == x, u.to(tl.float32, bitcast=True), x)  # (a NaN's payload could carry into the sign)
 
 
 @triton.jit
