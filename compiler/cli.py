@@ -151,7 +151,7 @@ def cmd_compile(a) -> int:
                   f"{kept[0][1]['mode']}")
         elif rep.get("quantization_error"):
             q = rep["quantization_error"]
-            print(f"  {opts.weights} weights: quantisation error vs the f32 model: median token "
+            print(f"  {opts.weights} weights: quantisation error vs {q.get('vs', 'the model')}: median token "
                   f"{q['token_rel_median']:.3g} (bound {q['bound_token_rel_median']}), relative RMS "
                   f"{q['rel_rms']:.3g}, max abs {q['max_abs']:.3g}, tokens over 4x bound: "
                   f"{q['tokens_over_4x_bound']}/{q['tokens']}")

@@ -307,6 +307,7 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
             "token_rel_max": 0.0, "tokens": 0, "tokens_over_4x_bound": 0}
     tol_seen = {}
     lazy: Dict[str, object] = {}
+    f32_oracle = "onnxruntime on the model"
 
     def original() -> Module:  # the model as imported, before any pass: its own semantics
         if "orig" not in lazy:
@@ -363,6 +364,7 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
         f32_want = None
         if quantized:
             f32_want = want if want is not None else list(interpret(f32_module, xs).values())
+            f32_oracle = "onnxruntime on the model" if want is not None else "moec's interpreter on the model"
             want = None
             oracle = f"interpreter on the {opts.weights} module (dequantise-then-compute)"
         try:
@@ -416,7 +418,7 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
     if quantized:
         from .tolerances import QUANT_ERROR_BOUNDS
         bound = QUANT_ERROR_BOUNDS[opts.weights]
-        out["quantization_error"] = {**qerr, "vs": "onnxruntime on the f32 model", "bound_token_rel_median": bound}
+        out["quantization_error"] = {**qerr, "vs": f32_oracle, "bound_token_rel_median": bound}
         if out["verified"] and qerr["token_rel_median"] > bound:
             out.update(verified=False, failure=f"quantisation error too large: median per-token relative error "
                                                f"{qerr['token_rel_median']:.3g} vs the f32 model > {bound} allowed "

@@ -86,12 +86,14 @@ def quantize_int4(w: np.ndarray, group: int, zero_point: bool):
 class QuantizeWeights(Pass):
     name = "quantize-weights"
 
-    def __init__(self, mode: str = "f32", group: int = 64, zero_point: bool = False):
+    def __init__(self, mode: str = "f32", group: int = 64, zero_point: bool = False,
+                 half_activations: Tuple[str, ...] = ()):
         if mode not in MODES:
             raise ValueError(f"unknown weight mode '{mode}' (choose from {', '.join(MODES)})")
         if group < 0 or group % 2:
             raise ValueError(f"int4 group size must be an even number >= 0 (0: whole row), got {group}")
         self.mode, self.group, self.zero_point = mode, group, zero_point
+        self.half_activations = tuple(half_activations)  # modes the target runs with f16/bf16 activations
 
     def run(self, m: Module) -> bool:
         if self.mode == "f32":
@@ -109,10 +111,14 @@ class QuantizeWeights(Pass):
                                          weights_note=f"kept the model's own {ex.attrs['wq']} weights "
                                                       f"(already quantised; not re-quantised to {self.mode})")
                     continue
+                if self.mode == "bf16" and ex.operands[0].type.dtype == DType.BF16:
+                    if layer:  # (what was asked for: nothing to do)
+                        update_moe_layer(m, layer, weights={"mode": "bf16", "note": "the model's weights are bf16"})
+                    continue
                 why = self._why_not(m, ex)
                 if why:
                     if layer:
-                        update_moe_layer(m, layer, weights={"mode": "f32", "requested": self.mode,
+                        update_moe_layer(m, layer, weights={"mode": ex.operands[4].type.dtype.mlir, "requested": self.mode,
                                                             "skipped": why})
                     continue
                 new, consts, info = self._quantize(m, ex)
@@ -126,8 +132,10 @@ class QuantizeWeights(Pass):
 
     def _why_not(self, m: Module, ex) -> Optional[str]:
         x = ex.operands[0].type
-        if x.dtype != DType.F32:
-            return f"activations are {x.dtype.mlir}; weight quantisation needs f32 activations"
+        if x.dtype != DType.F32 and not (x.dtype in (DType.BF16, DType.F16) and self.mode in self.half_activations):
+            ok = f" (this target runs {'/'.join(self.half_activations)} with them)" if self.half_activations else \
+                " (--target triton runs int8/int4/fp8 weights with bf16/f16 activations)"
+            return f"activations are {x.dtype.mlir}; {self.mode} weights need f32 activations on this target{ok}"
         for v in ex.operands[4:6]:
             if v.owner is None or v.owner.name != "moec.constant" or const_value(v, m.weights) is None:
                 return "expert weights are computed at run time, not constants"

@@ -153,6 +153,9 @@ def triton_target(gpu: str = "H100", device: str = "") -> TargetDesc:
     return TargetDesc(name="triton", arch=gpu, cores=g["cores"], vector_bits=1024, isa=_gpu_isa(g["cc"]),
                       l1_bytes=g["smem"], l2_bytes=50 << 20, l3_bytes=0,
                       extra=(("block_m", 64), ("hbm_gbps", g["hbm_gbps"]), ("bf16_tflops", g["bf16_tflops"]),
+                             # weight modes its kernels run with bf16/f16 activations (W8A16, W4A16, fp8
+                             # weights: the tiles are dequantised to the activations' type for the dot)
+                             ("quant_half_activations", ("int8", "int4", "fp8")),
                              ("smem_block", g["smem_block"]),
                              ("compute_capability", "%d.%d" % g["cc"]), ("device", device or gpu)))
 

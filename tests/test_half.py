@@ -328,3 +328,45 @@ def test_bf16_reference_semantics_keep_the_type():
     gt = OPS["moec.gather"].create([Value(TensorType(DType.BF16, (3,))), Value(TensorType(DType.I64, ()))], {"axis": 0})
     r = gt.reference(np.arange(3).astype(bf), np.asarray(1))[0]
     assert isinstance(r, np.ndarray) and r.shape == () and float(r) == 1.0
+
+
+# -- weight-only quantisation with half activations (W8A16, W4A16, fp8 weights) ------------------
+@pytest.mark.parametrize("mode,dt", [("int8", torch.bfloat16), ("int4", torch.bfloat16), ("fp8", torch.float16)])
+def test_weight_only_quantisation_with_half_activations_on_triton(mode, dt, cache):
+    """The usual GPU deployment: bf16/f16 activations, int8/int4/fp8 expert weights dequantised to the
+    activations' type in the GEMM tiles, f32 accumulation.  (It was refused: "needs f32 activations".)"""
+    pytest.importorskip("triton")
+    from moec.tolerances import QUANT_ERROR_BOUNDS
+    mod = make_module(FAMILIES["DeepSeekV3"]).to(dt)
+    cm = moec.compile(mod, (torch.from_numpy(make_inputs(6)).to(dt),), target="triton", weights=mode,
+                      group_size=32)
+    w = cm.stats.report["moe_layers"][0]["weights"]
+    assert w["mode"] == mode and "skipped" not in w and cm.stats.verified
+    store = {str(t.dtype) for t in cm.artifact.W.values()}
+    assert {"int8": "torch.int8", "int4": "torch.uint8", "fp8": "torch.uint8"}[mode] in store
+    x = torch.from_numpy(make_inputs(9, seed=5))
+    with torch.no_grad():
+        ref = copy.deepcopy(mod).float()(x)
+    y = cm(x.to(dt))
+    assert y.dtype == dt
+    assert np.median(_token_err(y, ref)) <= QUANT_ERROR_BOUNDS[mode]
+
+
+def test_targets_without_half_quantised_kernels_say_so(cache):
+    """The C target has no bf16-activation int8 kernels: the layer keeps the model's bf16 weights and the
+    report says why and where the combination runs; asking for bf16 weights of a bf16 model is no warning."""
+    mod = make_module(FAMILIES["Mixtral"]).to(torch.bfloat16)
+    x = torch.from_numpy(make_inputs(6)).to(torch.bfloat16)
+    w = moec.compile(mod, (x,), target="cpu", weights="int8").stats.report["moe_layers"][0]["weights"]
+    assert w["mode"] == "bf16" and w["requested"] == "int8" and "--target triton runs int8" in w["skipped"]
+    w = moec.compile(mod, (x,), target="cpu", weights="bf16").stats.report["moe_layers"][0]["weights"]
+    assert w == {"mode": "bf16", "note": "the model's weights are bf16"}
+
+
+def test_f16_onnx_model_with_int4_weights_on_triton(tmp_path):
+    pytest.importorskip("triton")
+    from moec.driver import CompileOptions, compile_onnx
+    p = _export("Mixtral", torch.float16, tmp_path / "m.onnx")
+    r = compile_onnx(p, str(tmp_path / "out"), CompileOptions(target="triton", weights="int4", group_size=32))
+    assert r.report["verified"] and r.report["moe_layers"][0]["weights"]["mode"] == "int4"
+    assert r.report["quantization_error"]["vs"] == "onnxruntime on the model"
