@@ -12,7 +12,8 @@ k selected experts) and TB/s (weights of the experts actually touched, read once
 against peaks measured in the same run (a large bf16 matmul and a device copy).
 
 ``weights``: moec's expert weights in bf16 (the default; "f32" means the same here), int8 or fp8 (e4m3,
-per output channel scales, dequantised in registers; fp8 needs an sm_89+ GPU).  The peers always run
+per output channel scales, dequantised in registers; fp8 needs an sm_89+ GPU), or int4 (W4A16, groups
+of 128 along K with f32 scales).  The peers always run
 the bf16 weights, so ``rel_err_vs_eager`` then includes the quantisation error, and TB/s counts the
 narrow bytes moec actually reads.
 """
@@ -145,16 +146,28 @@ def dense_layer(x, w_router, w_in, w_out, bias, cfg):
     return (y * dense_w.t().unsqueeze(-1)).sum(0)
 
 
-BENCH_WEIGHTS = ("f32", "bf16", "int8", "fp8")
+BENCH_WEIGHTS = ("f32", "bf16", "int8", "int4", "fp8")
+INT4_GROUP = 128  # the common W4A16 group size (GPTQ / AWQ checkpoints)
 
 
 def quantize_layer(w_in, w_out, weights: str):
     """(w_in, w_out, wq, q) for moec's kernels: the bf16 weights as they are, or quantised per output
-    channel (int8: max|row| / 127, round to nearest even; fp8: max|row| / 448, e4m3fn with saturation --
-    the same codes as moec.passes.quantize, computed here with torch on the GPU)."""
+    channel (int8: max|row| / 127, round to nearest even; fp8: max|row| / 448, e4m3fn with saturation),
+    or int4 per group of INT4_GROUP along K (symmetric, max|group| / 7, codes + 8, two per byte, low
+    nibble first) -- the same codes as moec.passes.quantize, computed here with torch on the GPU."""
     import torch
     if weights in ("f32", "bf16"):
         return w_in, w_out, "none", (None, None, None, None)
+    if weights == "int4":
+        out = []
+        for w in (w_in, w_out):
+            g = w.float().reshape(*w.shape[:-1], w.shape[-1] // INT4_GROUP, INT4_GROUP)
+            amax = g.abs().amax(-1)
+            s = torch.where(amax > 0, amax / 7.0, torch.ones_like(amax))
+            c = (torch.round(g / s[..., None]).clamp(-8, 7) + 8).to(torch.uint8).reshape(w.shape)
+            out.append(((c[..., 0::2] | (c[..., 1::2] << 4)).contiguous(), s.contiguous()))
+        (qi, si), (qo, so) = out
+        return qi, qo, "int4", (si, so, None, None)
     out = []
     for w in (w_in, w_out):
         wf = w.float()
@@ -179,7 +192,7 @@ def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(No
                           norm=cfg["norm"], norm_eps=0.0, scale=cfg["scale"], capacity=0)
     # what the generated launcher calls: the combine fused into the down projection where order-free (k <= 2)
     return rt.moe_experts_combine(x, ids, w_in, w_out, w=w, weighted=False, rw=w.to(x.dtype), weights_at="output",
-                                  cfg=tuned, wq=wq, q=q)
+                                  cfg=tuned, wq=wq, q=q, wq_group=INT4_GROUP if wq == "int4" else 0)
 
 
 def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, reps: int = 20,
@@ -221,7 +234,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                 tuned = tuning.autotune("moe", p, lambda c: __import__(
                     "moec.codegen.triton.runtime", fromlist=["x"]).moe_experts_combine(
                     x, ids, mw_in, mw_out, w=w, weighted=False, rw=w.to(x.dtype), weights_at="output", cfg=c, wq=wq,
-                    q=q), reps=5)
+                    q=q, wq_group=INT4_GROUP if wq == "int4" else 0), reps=5)
             got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q)
             want = eager_layer(x, w_router, w_in, w_out, bias, cfg)
             err = float((got.float() - want.float()).norm() / want.float().norm())
@@ -253,7 +266,9 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                     row["dense_skipped"] = f"needs {need / 1e9:.0f} GB of activations"
             flops = 2 * T * k * (2 * F * D + D * F)
             touched = min(E, T * k)
-            bytes_ = touched * 3 * F * D * mw_in.element_size()
+            # the touched experts' weights as stored (packed codes and their scales), each read once
+            per_expert = sum(t.numel() * t.element_size() for t in (mw_in, mw_out, *q) if t is not None) / E
+            bytes_ = touched * per_expert
             t = row["ms"]["moec"] / 1e3
             row["moec_tflops"] = flops / t / 1e12
             row["moec_tbps_weights"] = bytes_ / t / 1e12

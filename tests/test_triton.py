@@ -403,3 +403,27 @@ def test_default_results_are_bitwise_reproducible_on_the_gpu():
         w = torch.rand(T, k, device="cuda", generator=g)
         runs = [rt.moe_experts_combine(x, ids, w_in, w_out, w=w, weighted=True) for _ in range(10)]
         assert all(torch.equal(r, runs[0]) for r in runs), f"k={k}: results differ between runs"
+
+
+@pytest.mark.parametrize("weights,bound", [("int4", 0.25), ("int8", 3e-2)])
+def test_gpu_bench_quantised_weights_on_the_interpreter(weights, bound, tmp_path, monkeypatch):
+    """The bench's W4A16 / W8A16 rows (bf16 activations, quantised expert weights): the codes it makes
+    with torch decode to the weights within the format's error, and TB/s counts the bytes stored
+    (int4: half a byte per weight plus one f32 scale per group of 128)."""
+    from moec import bench_triton as bt
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(bt, "DEVICE", "cpu")
+    monkeypatch.setattr(bt._Host, "available", staticmethod(lambda: True))
+    monkeypatch.setattr(bt._Host, "name", staticmethod(lambda: "interpreter"))
+    monkeypatch.setattr(bt._Host, "sync", staticmethod(lambda: None))
+    monkeypatch.setattr(bt, "probes", lambda: {"bf16_matmul_tflops": 1.0, "copy_tbps": 0.01})
+    monkeypatch.setattr(bt, "_time", lambda fn, reps=20, warmup=3: (fn(), 1e-3)[1])
+    monkeypatch.setitem(bt.LAYERS, "tiny", dict(bt.LAYERS["mixtral"], D=256, F=128, E=4))
+    rep = bt.run_triton_bench(["tiny"], [3], str(tmp_path / "out"), reps=1, peers=("eager",), autotune="none",
+                              weights=weights)
+    (row,) = rep["layers"]["tiny"]["rows"]
+    assert rep["weights"] == weights and row["rel_err_vs_eager"] < bound, row
+    per_weight = {"int4": 0.5 + 4 / 128, "int8": 1 + 4 / 256}[weights]  # (int8: a scale per row of K=256 / 128)
+    touched = min(4, 3 * 2)
+    want = touched * 3 * 128 * 256 * per_weight / 1e12 / 1e-3
+    assert abs(row["moec_tbps_weights"] - want) / want < 0.02, (row["moec_tbps_weights"], want)
