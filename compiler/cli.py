@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token counts (default cpu 1,8,64,256,1024; triton 1,16,128,1024,4096)")
     b.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES),
                    help="cpu: as in compile; triton: the routed experts' weights, bf16 (the default f32 means "
-                        "bf16 there), int8 or fp8 (e4m3, needs an sm_89+ GPU)")
+                        "bf16 there), int8, int4 (W4A16, groups of 128) or fp8 (e4m3, needs an sm_89+ GPU)")
     b.add_argument("--group-size", type=int, default=64, metavar="G", help="int4: weights per scale group")
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--threads", type=int, default=2)
