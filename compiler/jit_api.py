@@ -340,10 +340,10 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
             else:
                 shape = tuple(x.shape)
             if x.is_floating_point():
-                xs.append(torch.randn(shape, generator=g).to(x.dtype))
+                xs.append(torch.randn(shape, generator=g).to(x.dtype).to(x.device))  # (where the module is)
             else:
                 hi = int(x.max().item()) + 1 if x.numel() else 1
-                xs.append(torch.randint(0, max(hi, 1), shape, generator=g, dtype=x.dtype))
+                xs.append(torch.randint(0, max(hi, 1), shape, generator=g, dtype=x.dtype).to(x.device))
         with torch.no_grad():
             want = _as_list(module(*xs))
             ref = want
