@@ -464,7 +464,10 @@ class RecognizeMoE(Pass):
         ops = sorted((o for o in L.f.ops if id(o) in fwd), key=lambda o: L.pos[id(o)])
         for o in ops:
             for r in o.results:
-                if r.type.rank != 2 or r.type.shape[1] != x.type.shape[1] or r.type.dtype != x.type.dtype:
+                # (a half layer may sum its expert outputs in f32 and return that: dynamo's ONNX export)
+                wider = x.type.dtype in (DType.F16, DType.BF16) and r.type.dtype in (DType.F32, DType.F64)
+                if r.type.rank != 2 or r.type.shape[1] != x.type.shape[1] or not (r.type.dtype == x.type.dtype
+                                                                                    or wider):
                     continue
                 anc = L.ancestors(r, fwd)
                 desc = L.forward([r])
@@ -809,16 +812,24 @@ class RecognizeMoE(Pass):
         ops.append(ex)
         comb_in, comb_attrs = [ex.results[0], w], {"weighted": weights_at == "none"}
         passthrough = attrs.get("capacity", 0) > 0
+
+        def to_y(v):  # the layer returns a wider type than it computes in: combine in that type
+            if v.type.dtype == y.type.dtype:
+                return v
+            c = OPS["moec.cast"].create([v], {"to": y.type.dtype}, "moe.widen")
+            ops.append(c)
+            return c.results[0]
+        comb_in[0] = to_y(comb_in[0])
         if weights.get("shared_w_in") is not None:
             sh_in = [x, weights["shared_w_in"].results[0], weights["shared_w_out"].results[0]]
             if weights.get("shared_gate") is not None:
                 sh_in.append(weights["shared_gate"].results[0])
             sh = OPS["moe.shared_experts"].create(sh_in, {k: v for k, v in ffn.items()}, "moe.shared_experts")
             ops.append(sh)
-            comb_in.append(sh.results[0])
+            comb_in.append(to_y(sh.results[0]))
             comb_attrs["has_shared"] = True
         if passthrough:  # tokens over capacity output x unchanged (Switch)
-            comb_in += [x, ids]
+            comb_in += [to_y(x), ids]
             comb_attrs["passthrough"] = True
         comb = OPS["moe.combine"].create(comb_in, comb_attrs, "moe.combine", [y.type])
         ops.append(comb)

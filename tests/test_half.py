@@ -238,20 +238,25 @@ def _export(family, dt, path, dynamo=False):
     return str(path)
 
 
-@pytest.mark.parametrize("family,recognised", [("Switch", True), ("MixtralDense", False)])
-def test_dynamo_f16_exports_verify(family, recognised, tmp_path, capfd):
+@pytest.mark.parametrize("family,dt,target", [("Switch", torch.float16, "cpu"), ("MixtralDense", torch.float16, "cpu"),
+                                              ("MixtralDense", torch.bfloat16, "triton")])
+def test_dynamo_half_exports_verify(family, dt, target, tmp_path, capfd):
     """torch.onnx's dynamo exporter: Switch in f16 has a ScatterND that onnxruntime's CPU provider
     cannot run in f16 (verified against the f32 analogue, without onnxruntime's error log on the
     console); the dense Mixtral sums its f16 expert outputs in f32 and returns f32, so the f32
     tolerance does not apply to it: it is judged against the f32 analogue next to the model's own
-    f16 runs (onnxruntime's, which fuses some roundings away, and the op-by-op one).  The dense form
-    with its f32 sum is not recognised as an MoE layer (the f32 export is): it runs op by op."""
+    f16 runs (onnxruntime's, which fuses some roundings away, and the op-by-op one).  It is recognised
+    with its f32 output: the expert outputs are widened and combined in f32, as the model does."""
     from moec.driver import CompileOptions, compile_onnx
-    p = _export(family, torch.float16, tmp_path / "m.onnx", dynamo=True)
+    p = _export(family, dt, tmp_path / "m.onnx", dynamo=True)
     capfd.readouterr()
-    r = compile_onnx(p, str(tmp_path / "out"), CompileOptions(target="cpu"))
+    r = compile_onnx(p, str(tmp_path / "out"), CompileOptions(target=target))
     assert r.report["verified"] and r.report["oracle"].startswith("onnxruntime on the model widened to f32")
-    assert bool(r.report["moe_layers"]) == recognised
+    assert [layer["family"] for layer in r.report["moe_layers"]] == [FAMILIES[family].family]
+    if family == "MixtralDense":
+        assert r.module.main.outputs[0].type.dtype.mlir == "f32"
+        assert any(o.name == "moec.cast" and o.attrs["to"].mlir == "f32" and o.operands[0].owner.name == "moe.experts"
+                   for o in r.module.main.ops)
     assert "onnxruntime:" not in capfd.readouterr().err
 
 
