@@ -1,7 +1,9 @@
 """`moec conformance`: the bundled zoo on every available target and weight mode, as a table.
 
 Rows: every zoo model (each routing family through both PyTorch exporters, the onnx.helper graph
-shapes, com.microsoft.MoE) plus every PyTorch family through the JIT API (torch.export).  Columns:
+shapes, com.microsoft.MoE) plus every PyTorch family through the JIT API (torch.export), as an f32
+module and as a bf16 one (column "<target>/bf16 model": its per-token error against the module in
+f32 must be no worse than the bf16 module's own eager error).  Columns:
 target x weight mode -> verified?, max error vs tolerance (or the quantisation error vs its
 bound), MoE layers recognised, and the time of moec's compiled code relative to onnxruntime on the
 same model and inputs (64 tokens, interleaved medians; ratio < 1: moec is faster).  A target or mode
@@ -58,6 +60,43 @@ def _time_ratio(art, sess, feeds: Dict[str, np.ndarray], names: Sequence[str], r
         sess.run(None, feeds)
         to.append(time.perf_counter() - t0)
     return statistics.median(tm) / statistics.median(to)
+
+
+def _bf16_module_cell(jit_compile, mod, target: str, gpu: bool) -> dict:
+    """The family's module in bf16 (``.to(torch.bfloat16)``) through moec.compile: verified when moec's
+    per-token error against the module in f32 is no worse than the bf16 module's own eager error
+    (verify.half_trial's criterion, checked here again on fresh inputs)."""
+    import copy
+
+    import torch
+
+    from .frontend.torch_import import tensor_to_numpy
+    from .verify import half_trial
+    from .zoo import make_inputs
+    t0 = time.perf_counter()
+    try:
+        half = copy.deepcopy(mod).to(torch.bfloat16)
+        cm = jit_compile(half, (torch.from_numpy(make_inputs(6)).to(torch.bfloat16),), target=target, cache=False)
+        x = torch.from_numpy(make_inputs(33, seed=7))
+        with torch.no_grad():
+            ref, want = mod(x), half(x.to(torch.bfloat16))
+        got = cm(x.to(torch.bfloat16))
+        ht = half_trial([tensor_to_numpy(got)], [tensor_to_numpy(want)], [tensor_to_numpy(ref)], "bfloat16")
+        ok = bool(cm.stats.verified and ht["ok"] and got.dtype == torch.bfloat16)
+        st = "verified" if ok else "FAILED"
+        if ok and target == "triton" and not gpu:
+            st += " (interpreter)"
+        if ok and target == "ascend":
+            st += " (emulator)"
+        cell = {"status": st, "token_rel_err": ht.get("moec_token_rel_err"),
+                "eager_bf16_token_rel_err": ht.get("eager_token_rel_err"),
+                "layers": [la["family"] for la in cm.stats.report.get("moe_layers", [])],
+                "compile_s": round(time.perf_counter() - t0, 2), "oracle": "the module in f32, next to its bf16 eager run"}
+        if not ok:
+            cell["error"] = ht.get("failure", "verification failed")
+        return cell
+    except Exception as ex:  # noqa: BLE001 - a failing cell is reported, the run goes on
+        return {"status": "FAILED", "error": f"{type(ex).__name__}: {str(ex).splitlines()[0][:300]}"}
 
 
 def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, outdir: str = "moec_conformance",
@@ -175,6 +214,7 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
             key = f"{t}/f32"
             if status[t]:
                 row["cells"][key] = {"status": "skipped", "reason": status[t]}
+                row["cells"][f"{t}/bf16 model"] = {"status": "skipped", "reason": status[t]}
                 continue
             t0 = time.perf_counter()
             try:
@@ -195,6 +235,7 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
                                      "compile_s": round(time.perf_counter() - t0, 2), "oracle": "eager PyTorch"}
             except Exception as ex:  # noqa: BLE001
                 row["cells"][key] = {"status": "FAILED", "error": f"{type(ex).__name__}: {str(ex).splitlines()[0][:300]}"}
+            row["cells"][f"{t}/bf16 model"] = _bf16_module_cell(jit_compile, mod, t, gpu)
         rows.append(row)
         log(_row_line(row))
     shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,12 @@ def test_conformance_small(tmp_path, monkeypatch):
         assert r["cells"]["cpu/f32"]["status"] == "verified"
         assert r["cells"]["ascend/f32"]["status"] == "verified (emulator)"
     assert rep["rows"][0]["cells"]["cpu/int8"]["quant_error"]["token_rel_median"] > 0
+    if len(rep["rows"]) == 3:  # the module row: its bf16 module too, judged against the module in f32
+        cell = rep["rows"][2]["cells"]["cpu/bf16 model"]
+        assert cell["status"] == "verified" and cell["layers"] == ["granite-moe"], cell
+        assert cell["token_rel_err"]["mean"] <= 1.25 * cell["eager_bf16_token_rel_err"]["mean"] + 2 ** -10
+        assert rep["rows"][2]["cells"]["ascend/bf16 model"]["status"] == "verified (emulator)"
+        assert rep["rows"][2]["cells"]["triton/bf16 model"]["status"] == "skipped"
     assert "time_ratio_vs_ort" in rep["rows"][0]["cells"]["cpu/f32"]
     assert rep["summary"]["triton/f32"]["skipped"] == len(rep["rows"])
     table = conformance.format_table(rep)
