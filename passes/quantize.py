@@ -1,8 +1,11 @@
 """quantize-weights: store the routed experts' weights narrower (bf16, int8, int4, fp8).
 
-For every ``moe.experts`` whose weights are constants (the weight store) and whose activations
-are f32, replace ``w_in``/``w_out`` by quantised stacks and set ``wq`` (see ``ir/ops/moe.py`` for
-the formats and their reference semantics, dequantise-then-compute):
+For every ``moe.experts`` whose weights are constants (the weight store), replace ``w_in``/``w_out``
+by quantised stacks and set ``wq`` (see ``ir/ops/moe.py`` for the formats and their reference
+semantics, dequantise-then-compute).  Half (bf16/f16) activations stay half where the target's
+kernels take them for the mode (``quant_half_activations`` in its description: Triton's W8A16 /
+W4A16 / fp8); elsewhere x, biases and routing weights are widened to f32 around the quantised op
+(exact) and its output is cast back, which is the op's f32 reference computation anyway.
 
 * ``bf16``: round to nearest even.  Kernels widen in registers and accumulate in f32.
 * ``int8``: symmetric per output channel, ``s = max|w_row| / 127``, ``q = round(w / s)``.
@@ -121,10 +124,18 @@ class QuantizeWeights(Pass):
                         update_moe_layer(m, layer, weights={"mode": ex.operands[4].type.dtype.mlir, "requested": self.mode,
                                                             "skipped": why})
                     continue
-                new, consts, info = self._quantize(m, ex)
+                widen = ex.operands[0].type.dtype != DType.F32 and self.mode not in self.half_activations
+                new, consts, info = self._quantize(m, ex, widen)
                 idx = f.ops.index(ex)
                 f.ops[idx:idx + 1] = consts + [new]
-                f.replace_all_uses(ex.results[0], new.results[0])
+                out = new.results[0]
+                if widen:  # back to the model's type for the rest of the graph
+                    back = OPS["moec.cast"].create([out], {"to": ex.results[0].type.dtype}, ex.loc)
+                    f.ops.insert(f.ops.index(new) + 1, back)
+                    out = back.results[0]
+                    info["activations"] = (f"{ex.operands[0].type.dtype.mlir}, widened to f32 for this target's "
+                                           f"{self.mode} kernels (the output rounded back)")
+                f.replace_all_uses(ex.results[0], out)
                 if layer:
                     update_moe_layer(m, layer, weights=info)
                 changed = True
@@ -132,10 +143,8 @@ class QuantizeWeights(Pass):
 
     def _why_not(self, m: Module, ex) -> Optional[str]:
         x = ex.operands[0].type
-        if x.dtype != DType.F32 and not (x.dtype in (DType.BF16, DType.F16) and self.mode in self.half_activations):
-            ok = f" (this target runs {'/'.join(self.half_activations)} with them)" if self.half_activations else \
-                " (--target triton runs int8/int4/fp8 weights with bf16/f16 activations)"
-            return f"activations are {x.dtype.mlir}; {self.mode} weights need f32 activations on this target{ok}"
+        if x.dtype not in (DType.F32, DType.BF16, DType.F16):
+            return f"activations are {x.dtype.mlir}; weight quantisation takes f32, bf16 or f16 activations"
         for v in ex.operands[4:6]:
             if v.owner is None or v.owner.name != "moec.constant" or const_value(v, m.weights) is None:
                 return "expert weights are computed at run time, not constants"
@@ -146,8 +155,20 @@ class QuantizeWeights(Pass):
                     return f"int4 needs K ({K}) even and divisible by the group size ({self.group})"
         return None
 
-    def _quantize(self, m: Module, ex):
+    def _quantize(self, m: Module, ex, widen: bool = False):
+        """The quantised op (and the constants and casts it needs).  ``widen``: half activations on a
+        target whose kernels for this mode take f32 ones -- x, biases and routing weights are widened
+        to f32 (exact) and the op computes in f32, its reference semantics anyway."""
         b_in, b_out, rw = ex._extras()
+        pre = []
+
+        def f32(v):
+            if v is None or not widen or v.type.dtype == DType.F32:
+                return v
+            c = OPS["moec.cast"].create([v], {"to": DType.F32}, ex.loc)
+            pre.append(c)
+            return c.results[0]
+        x, b_in, b_out, rw = f32(ex.operands[0]), f32(b_in), f32(b_out), f32(rw)
         stored, quant, info = {}, {}, {"mode": self.mode}
         for nm, v in (("w_in", ex.operands[4]), ("w_out", ex.operands[5])):
             w = np.asarray(const_value(v, m.weights), np.float32)
@@ -179,11 +200,12 @@ class QuantizeWeights(Pass):
                                 for c in consts + qconsts))
         attrs = dict(ex.attrs, wq=wq, aq="int8" if self.mode == "w8a8" else "none", wq_group=self.group if self.mode == "int4" else 0,
                      wq_zp=bool(self.mode == "int4" and self.zero_point))
-        ops = list(ex.operands[:4]) + [consts[0].results[0], consts[1].results[0]] + \
+        ops = [x] + list(ex.operands[1:4]) + [consts[0].results[0], consts[1].results[0]] + \
             [v for v in (b_in, b_out, rw) if v is not None] + [c.results[0] for c in qconsts]
-        new = OPS["moe.experts"].create(ops, attrs, ex.loc, [ex.results[0].type])
+        rtype = ex.results[0].type.with_dtype(DType.F32) if widen else ex.results[0].type
+        new = OPS["moe.experts"].create(ops, attrs, ex.loc, [rtype])
         new.results[0].name = ex.results[0].name
-        return new, consts + qconsts, info
+        return new, pre + consts + qconsts, info
 
 
 def _const_op(m: Module, arr: np.ndarray, hint: str):

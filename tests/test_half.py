@@ -5,6 +5,7 @@ eager run; torch tensors stay on the runtime's device; bad inputs are named; and
 pieces the half path rests on (one rounding per Gemm, round-to-nearest-even stores, f32 arithmetic
 in elementwise kernels, casts with the reference semantics) are exact."""
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -357,13 +358,23 @@ def test_weight_only_quantisation_with_half_activations_on_triton(mode, dt, cach
     assert np.median(_token_err(y, ref)) <= QUANT_ERROR_BOUNDS[mode]
 
 
-def test_targets_without_half_quantised_kernels_say_so(cache):
-    """The C target has no bf16-activation int8 kernels: the layer keeps the model's bf16 weights and the
-    report says why and where the combination runs; asking for bf16 weights of a bf16 model is no warning."""
+@pytest.mark.parametrize("target,mode", [("cpu", "int8"), ("cpu", "w8a8"), ("ascend", "int8")])
+def test_half_activations_widened_where_the_kernels_take_f32(target, mode, cache):
+    """The C and AscendC quantised expert kernels take f32 activations: x, biases and routing weights
+    are widened to f32 around the quantised op (exact) and its output rounded back to bf16 -- the op's
+    reference semantics computes in f32 anyway.  Asking for bf16 weights of a bf16 model is a note."""
+    from moec.ir import load_module
     mod = make_module(FAMILIES["Mixtral"]).to(torch.bfloat16)
     x = torch.from_numpy(make_inputs(6)).to(torch.bfloat16)
-    w = moec.compile(mod, (x,), target="cpu", weights="int8").stats.report["moe_layers"][0]["weights"]
-    assert w["mode"] == "bf16" and w["requested"] == "int8" and "--target triton runs int8" in w["skipped"]
+    cm = moec.compile(mod, (x,), target=target, weights=mode)
+    w = cm.stats.report["moe_layers"][0]["weights"]
+    assert w["mode"] == mode and "widened to f32" in w["activations"] and cm.stats.verified
+    built = load_module(os.path.join(cm.stats.outdir, "model.mlir"))
+    ex = next(o for o in built.main.ops if o.name == "moe.experts")
+    assert ex.operands[0].type.dtype.mlir == "f32" and ex.results[0].type.dtype.mlir == "f32"
+    assert ex.operands[0].owner.name == "moec.cast"
+    y = cm(torch.from_numpy(make_inputs(5, seed=3)).to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
     w = moec.compile(mod, (x,), target="cpu", weights="bf16").stats.report["moe_layers"][0]["weights"]
     assert w == {"mode": "bf16", "note": "the model's weights are bf16"}
 
