@@ -386,3 +386,22 @@ def test_f16_onnx_model_with_int4_weights_on_triton(tmp_path):
     r = compile_onnx(p, str(tmp_path / "out"), CompileOptions(target="triton", weights="int4", group_size=32))
     assert r.report["verified"] and r.report["moe_layers"][0]["weights"]["mode"] == "int4"
     assert r.report["quantization_error"]["vs"] == "onnxruntime on the model"
+
+
+def test_half_trial_criterion():
+    """Per token: moec may be as far from the f32 result as the model's own half run (x1.25 mean,
+    x2 max, plus a rounding); a token whose f32 output is 0 is measured against the batch's scale
+    (not against 0, which would make any rounding noise infinitely wrong); whole-token errors fail."""
+    from moec.verify import half_trial
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((8, 64))
+    ref[3] = 0.0  # e.g. every expert of this token dropped
+    own = ref * (1 + 2 ** -9 * rng.standard_normal(ref.shape))
+    good = ref * (1 + 2 ** -10 * rng.standard_normal(ref.shape))
+    good[3] = 1e-7
+    assert half_trial([good], [own], [ref], "bfloat16")["ok"]
+    bad = good.copy()
+    bad[5] *= 1.03  # one token 3% off (a wrong routing weight)
+    t = half_trial([bad], [own], [ref], "bfloat16")
+    assert not t["ok"] and "bfloat16 error against the f32 model" in t["failure"]
+    assert not half_trial([ref * np.nan], [own], [ref], "bfloat16")["ok"]
