@@ -72,3 +72,14 @@ def test_fused_combine_uses_native_f32_atomics_on_sm90():
     down = [r for r in rep["kernels"] if r["kernel"] in ("moe_gemm2_kernel", "moe_down_epilogue_kernel")]
     assert down and all(r["f32_atomic_add"] for r in down) and not any(r["problems"] for r in down)
     assert not any(r["f32_atomic_add"] for r in rep["kernels"] if r["kernel"] == "moe_gemm1_kernel")
+
+
+def test_generic_kernels_lower_for_sm90():
+    """The ordinary ops' kernels as launched for bf16 on the GPU (the matmul with and without the Gemm
+    bias epilogue, elementwise, softmax), with their round-to-nearest-even bf16 stores: they compile
+    through ptxas for sm_90 without spills, and the matmul runs on wgmma."""
+    rep = aot_report_subprocess(["--arch", "90", "--generic"])
+    ks = {r["key"]: r for r in rep["kernels"]}
+    assert set(ks) == {"matmul bf16", "matmul + bias bf16", "binary add bf16", "unary exp bf16", "softmax 4096 bf16"}
+    assert all(r["spill_bytes"] == 0 for r in ks.values()), ks
+    assert ks["matmul bf16"]["mma"] == ks["matmul + bias bf16"]["mma"] == "wgmma"

@@ -164,6 +164,34 @@ def align_reports(cap: int = 90) -> List[dict]:
     return out
 
 
+def generic_reports(cap: int = 90, dtype: str = "bf16") -> List[dict]:
+    """The kernels of the ordinary ops at the shapes the runtime launches them with: the matmul
+    (64x64x32 tiles; plain and with the Gemm bias epilogue), the elementwise binary and unary kernels
+    and the row softmax, all storing ``dtype`` (bf16 through the round-to-nearest-even store)."""
+    t = "*" + _DT[dtype]
+    mm_types = dict(a_ptr=t + ":16", b_ptr=t + ":16", c_ptr=t + ":16", M="i32", N="i32", K="i32",
+                    **{s: "i32" for s in ("sab", "sam", "sak", "sbb", "sbk", "sbn", "scb", "scm", "scn")})
+    prec = "ieee" if dtype == "f32" else "tf32"
+    mm = dict(PREC=prec, BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, WIDEN=False)
+    jobs = [
+        ("matmul", "matmul_kernel", mm_types, dict(mm, bias_ptr=None, sxm=0, sxn=0, alpha=1.0, beta=1.0,
+                                                   HAS_BIAS=False)),
+        ("matmul + bias", "matmul_kernel", dict(mm_types, bias_ptr=t + ":16", sxm="i32", sxn="i32", alpha="fp32",
+                                                beta="fp32"), dict(mm, HAS_BIAS=True)),
+        ("binary add", "binary_kernel", dict(a_ptr=t + ":16", b_ptr=t + ":16", o_ptr=t + ":16", n="i32"),
+         dict(OP=0, BLOCK=1024)),
+        ("unary exp", "unary_kernel", dict(x_ptr=t + ":16", o_ptr=t + ":16", n="i32"), dict(OP=5, BLOCK=1024)),
+        ("softmax 4096", "softmax_kernel", dict(x_ptr=t + ":16", o_ptr=t + ":16", n_cols="i32"),
+         dict(LOG=False, BLOCK=4096)),
+    ]
+    out = []
+    for key, name, types, consts in jobs:
+        r = compile_kernel(name, types, consts, cap, 4, 2)
+        r.update(key=f"{key} {dtype}", config={}, dtype=dtype, weights="-")
+        out.append(r)
+    return out
+
+
 def shipped_configs() -> Dict[str, dict]:
     """tuned_defaults.json (per layer, token bucket, GPU) plus the autotuning candidates."""
     from .tuning import CANDIDATES, HERE
@@ -200,13 +228,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--configs", default="shipped", help="'shipped' or a JSON list of tile configurations")
     ap.add_argument("--match", default="", help="only configuration keys containing this text")
     ap.add_argument("--align", action="store_true", help="the align kernel at its largest shapes instead")
+    ap.add_argument("--generic", action="store_true", help="the ordinary ops' kernels (matmul, elementwise, "
+                    "softmax) instead")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if os.environ.get("MOEC_TRITON_AOT") != "1":
         return subprocess.call([sys.executable, "-m", "moec.codegen.triton.aot", *(argv or sys.argv[1:])],
                                env=_aot_env())
-    if a.align:
-        reports = align_reports(a.arch)
+    if a.align or a.generic:
+        reports = align_reports(a.arch) if a.align else generic_reports(a.arch, a.dtype)
         for r in reports:
             r["problems"] = [f"{r['spill_bytes']} bytes of register spills"] if r["spill_bytes"] > 256 else []
         if a.json:
@@ -214,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             for r in reports:
                 print(f"{r['key']:<22} warps {r['num_warps']:>2} regs {r['registers']:>3} spill {r['spill_bytes']:>4} "
-                      f"{'; '.join(r['problems'])}")
+                      f"{r['mma'] if r['mma'] != 'none' else '':<8} {'; '.join(r['problems'])}")
         return 1 if any(r["problems"] for r in reports) else 0
     cfgs = shipped_configs() if a.configs == "shipped" else {f"cfg{i}": c for i, c in enumerate(json.loads(a.configs))}
     reports, seen = [], {}
