@@ -405,3 +405,20 @@ def test_half_trial_criterion():
     t = half_trial([bad], [own], [ref], "bfloat16")
     assert not t["ok"] and "bfloat16 error against the f32 model" in t["failure"]
     assert not half_trial([ref * np.nan], [own], [ref], "bfloat16")["ok"]
+
+
+def test_half_comparison_with_a_python_float_rounds_the_scalar_like_torch(cache):
+    """torch compares a half tensor with a python float in the tensor's type (the scalar rounded to it):
+    bf16 0.10009765625 > 0.1 is False there, as 0.1 becomes 0.10009765625.  (Arithmetic is the other
+    way round: x * 1.702 is computed in f32.)"""
+    class Cmp(torch.nn.Module):
+        def forward(self, x):
+            return torch.where(x > 0.1, x * 1.702, x * 0.0), (x == 0.1).to(x.dtype)
+    m = Cmp()
+    for dt in (torch.bfloat16, torch.float16):
+        x = torch.tensor([[0.1, 1.702, 0.3, -2.0]] * 3).to(dt)
+        x[1, 0] = 0.10009765625  # bf16's 0.1, above f16's 0.0999755859375
+        cm = moec.compile(m, (x,), target="cpu", verify=False)
+        got, want = cm(x), m(x)
+        for g, w in zip(got, want):
+            assert torch.equal(g.view(torch.int16), w.view(torch.int16)), (dt, g, w)

@@ -335,7 +335,9 @@ def _binary(op_type):
             val = n.meta.get("val")
             av, bv = _promote(fx, [av, bv], val.dtype if isinstance(val, torch.Tensor) else _promoted_dtype(a, b))
         t = av if av is not None else bv
-        widen = t is not None and t.type.dtype in (DType.F16, DType.BF16) and \
+        # (a comparison is the exception: torch rounds the scalar to the tensor's type and compares there,
+        # so bf16 0.10009765625 > 0.1 is False)
+        widen = op_type not in _COMPARE and t is not None and t.type.dtype in (DType.F16, DType.BF16) and \
             any(not _exact_in(c, t.type.dtype) for c in (a, b, alpha) if isinstance(c, float))
         if widen:
             # torch computes a half tensor with a python float in f32 (the scalar is not rounded to
@@ -347,7 +349,7 @@ def _binary(op_type):
         if alpha != 1:
             bv = fx.op1("Mul", [bv, fx.v(alpha, bv)])
         r = fx.op1(op_type, [av, bv])
-        if widen and op_type not in _COMPARE:
+        if widen:
             r = fx.op1("Cast", [r], to=_onnx_dtype(n.meta["val"].dtype))
         return r
     return fn
