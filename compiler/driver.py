@@ -281,8 +281,9 @@ def _widened_onnxruntime(proto, lazy: dict, f, xs, threads: int):
             lazy["widened"] = None if w is None else w.SerializeToString()
         if lazy["widened"] is None:
             return None
-        wx = [x.astype(np.float32) if x.dtype == np.float16 or x.dtype.name == "bfloat16" else x for x in xs]
-        return [np.asarray(r) for r in run_onnxruntime(lazy["widened"], f.arg_names, wx, threads=threads)]
+        from .passes.moe_util import widen
+        return [np.asarray(r) for r in run_onnxruntime(lazy["widened"], f.arg_names, [widen(x) for x in xs],
+                                                       threads=threads)]
     except Exception:  # noqa: BLE001 - no f32 oracle: the op-by-op interpreter result decides alone
         return None
 
@@ -325,14 +326,13 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
         shapes = {n: list(x.shape) for n, x in zip(f.arg_names, xs)}
         if not identical:
             out["shapes_tried"].append(shapes)
-        oracle = "onnxruntime"
-        half_ref = None
+        oracle, why, half_ref, own_runs = "onnxruntime", None, None, []
         try:
             want = run_onnxruntime(model_bytes, f.arg_names, xs, threads=opts.threads)
         except Exception as e:  # onnxruntime cannot run it (bf16 on its CPU provider, ...)
             why = str(e).splitlines()[0][:200]
             want = None
-            if not quantized:
+            if not quantized:  # (a quantised build has its own oracle, below)
                 # the model's own semantics op by op (moec's interpreter on the model as imported, not
                 # on the compiled module: the passes are what is being checked)
                 try:
@@ -342,25 +342,19 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
                                                        f"moec's interpreter failed ({ie})")
                     return out
                 oracle = f"moec's interpreter on the imported model (onnxruntime failed: {why})"
-                if half_dt is not None:
-                    half_ref = _widened_onnxruntime(proto, lazy, f, xs, opts.threads)
-                    if half_ref is not None:
-                        oracle = (f"onnxruntime on the model widened to f32 (moec's {half_dt.mlir} error no worse than "
-                                  f"the model's own {half_dt.mlir} semantics, run op by op by moec's interpreter; "
-                                  f"onnxruntime failed on the {half_dt.mlir} model: {why})")
-            else:
-                oracle = f"interpreter (onnxruntime failed: {why})"
-        own_runs = []  # more faithful runs of the half model besides `want` (see verify.half_trial)
-        if oracle == "onnxruntime" and wide_out and not quantized:  # (ORT ran the half model itself)
+        if not quantized and half_dt is not None and (why is not None or wide_out):
+            # judged against the model's f32 analogue, next to the model's own half-precision run(s)
             half_ref = _widened_onnxruntime(proto, lazy, f, xs, opts.threads)
             if half_ref is not None:
-                oracle = (f"onnxruntime on the model widened to f32 (the model computes in {half_dt.mlir} but "
-                          f"returns a wider type: moec's error must be no worse than the model's own, run by "
-                          f"onnxruntime and op by op by moec's interpreter)")
-                try:
-                    own_runs.append(list(interpret(original(), xs).values()))
-                except IRError:
-                    pass
+                if why is None:  # onnxruntime ran the model; the op-by-op run is a second faithful one
+                    try:
+                        own_runs.append(list(interpret(original(), xs).values()))
+                    except IRError:
+                        pass
+                oracle = (f"onnxruntime on the model widened to f32 (moec's error must be no worse than the "
+                          f"model's own {half_dt.mlir} run"
+                          + (f", by moec's interpreter op by op; onnxruntime failed on the model: {why})" if why else
+                             ", by onnxruntime and by moec's interpreter op by op: the model returns a wider type)"))
         f32_want = None
         if quantized:
             f32_want = want if want is not None else list(interpret(f32_module, xs).values())

@@ -105,8 +105,8 @@ class TritonArtifact:
         runtime's device (the GPU, or the CPU under the interpreter) are used as they are; others are
         copied there, and the outputs go back to the first input's device."""
         rt = self.rt
-        self.check_inputs([tuple(x.shape) for x in inputs], [_TORCH_TO_MLIR.get(str(x.dtype), str(x.dtype))
-                                                             for x in inputs])
+        names = {t: name for name, t in rt.TORCH_DTYPE.items()}
+        self.check_inputs([tuple(x.shape) for x in inputs], [names.get(x.dtype, str(x.dtype)) for x in inputs])
         home = inputs[0].device if inputs else None
         xs = [x.detach().to(rt.DEVICE, non_blocking=True).contiguous() for x in inputs]
         try:
@@ -125,11 +125,6 @@ class TritonArtifact:
             return [rt.to_numpy(o) for o in outs]
         except (RuntimeError, ValueError, IndexError) as e:
             raise RuntimeFailure(f"triton run failed: {str(e).splitlines()[0][:300]}") from None
-
-
-_TORCH_TO_MLIR = {"torch.float32": "f32", "torch.float64": "f64", "torch.float16": "f16", "torch.bfloat16": "bf16",
-                  "torch.int64": "i64", "torch.int32": "i32", "torch.int16": "i16", "torch.int8": "i8",
-                  "torch.uint8": "ui8", "torch.bool": "i1"}
 
 
 def _np_mlir(dt) -> str:
