@@ -386,3 +386,78 @@ def test_w8a8_zoo_on_the_cube(model, tmp_path):
     src = next(z for z in ZOO if z.name == model).build()
     r = compile_onnx(src, str(tmp_path / "o"), CompileOptions(target="ascend", weights="w8a8", symbol_sizes=(5, 1)))
     _check_w8a8(r, tmp_path / "o")
+
+
+# -- short reductions on the cube (issue 15 item 12: an f32 MatMul with K <= 8 found no tile and exited 3) ------
+def _matmul_model(K, N, dtype):
+    import numpy as np
+    from onnx import helper
+
+    from helpers import make_model
+    W = np.random.default_rng(K * 31 + N).normal(size=(K, N)).astype(dtype)
+    return make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", dtype, ["T", K])],
+                      [("y", dtype, ["T", N])], {"w": W}, name=f"mm_k{K}")
+
+
+@pytest.mark.parametrize("dtype,K", [("float32", K) for K in (1, 2, 3, 4, 5, 7, 8, 9, 13)] +
+                         [("float16", K) for K in (1, 3, 8, 9, 17)])
+def test_short_reduction_matmul_on_the_cube(dtype, K, tmp_path):
+    """MatMul with K = 1..8 (one zero-padded fractal column: C0 = 8 for f32, 16 for f16) and odd K compiles,
+    runs on the cube (grouped_matmul, no host fallback) and verifies against onnxruntime."""
+    N = 5
+    out = tmp_path / "o"
+    r = compile_onnx(_matmul_model(K, N, dtype), str(out), CompileOptions(target="ascend", symbol_sizes=(5, 1, 3)))
+    assert r.report["verified"] and r.report["oracle"] == "onnxruntime", r.report.get("failure")
+    plan = json.load(open(out / "ascend" / "plan.json"))
+    step = next(s for s in plan["steps"] if s["op"] == "moec.matmul")
+    assert step["where"] == "npu" and step["kernels"] == ["grouped_matmul"], step
+    c0 = 8 if dtype == "float32" else 16
+    for tiles in step["tiles"].values():
+        assert tiles["baseK"] % c0 == 0 and (K > c0 or tiles["baseK"] == c0), tiles
+    st = r.artifact.stats()
+    assert st["launches"].get("grouped_matmul", 0) >= 1 and st["cube"]["mmad_calls"] > 0, st
+
+
+def test_cube_tiles_exist_for_every_short_shape():
+    """choose_gmm_tiles finds a tile for every dtype and every small K, N and row count; k-tiles are whole
+    fractal columns and fit L0A/L0B/L1/L0C."""
+    from moec.codegen.ascend.plan import DTYPE_BYTES, _fits, _hw, choose_gmm_tiles
+    from moec.targets.description import ascend_target
+    desc = ascend_target("Ascend910B2")
+    for dtype in ("f32", "f16", "bf16", "i8"):
+        c0 = 32 // DTYPE_BYTES[dtype]
+        for K in list(range(1, 34)) + [255, 4095]:
+            for N, r in ((1, 1), (5, 3), (17, 300)):
+                t = choose_gmm_tiles(desc, dtype, 2, r, N, K)["tiles"]
+                assert t["baseK"] % c0 == 0, (dtype, K, t)
+                assert _fits(_hw(desc), DTYPE_BYTES[dtype], t["baseM"], t["baseN"], t["baseK"], t["stepK"]), t
+
+
+@pytest.mark.parametrize("K", [1, 3, 8])
+def test_grouped_matmul_kernel_one_f32_column(gmm_lib, K):
+    """baseK = 8 (one f32 fractal column) with K < 8: the zero padding of the k-tile adds nothing."""
+    import numpy as np
+    got, want, rc, err = _run_gmm(gmm_lib, "f32", [5, 0, 19, 1], 21, K, dict(baseM=16, baseN=16, baseK=8, stepK=1,
+                                                                            dbL0C=2))
+    assert rc == 0, err
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_short_reduction_experts_on_the_cube(tmp_path):
+    """An f32 MoE layer with D = 4 (the up projection's K) and F = 5 (the down projection's K) on the cube."""
+    import numpy as np
+
+    from helpers import experts_module
+    from moec.driver import build_module
+    from moec.ir import run
+    rng = np.random.default_rng(0)
+    D, E, I, F = 4, 4, 10, 5
+    wi = rng.normal(size=(E, I, D)).astype(np.float32)
+    wo = rng.normal(size=(E, D, F)).astype(np.float32)
+    m = experts_module("none", wi, wo, [], "T", D, E, 2)
+    art = build_module(m, str(tmp_path / "o"), target="ascend")
+    for T in (1, 5):
+        x = rng.normal(size=(T, D)).astype(np.float32)
+        lg = rng.normal(size=(T, E)).astype(np.float32)
+        np.testing.assert_allclose(art([x, lg])[0], run(m, [x, lg])["y"], rtol=1e-5, atol=1e-5)
+    assert art.stats()["launches"]["grouped_matmul"] == 4

@@ -233,8 +233,11 @@ def choose_gmm_tiles(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: in
         for bn in (16, 32, 64, 128, 256):
             if bn > n16 and bn // 2 >= n16:
                 continue
-            for bk in (16, 32, 64, 128, 256):
-                if bk % c0 or (bk > kc and bk // 2 >= kc):  # k-tiles are whole fractal columns (C0)
+            # k-tiles are whole fractal columns (C0 elements: 8 for f32, 16 for half, 32 for int8); the
+            # smallest is one column, so a reduction of K <= C0 (f32 K <= 8 once found no tile at all) is one
+            # zero-padded column (Nd2Nz pads K up to C0, as the hardware's fractal layout requires)
+            for bk in (8, 16, 32, 64, 128, 256):
+                if bk % c0 or (bk > kc and bk // 2 >= kc):
                     continue
                 for sk in (1, 2, 4, 8):
                     if sk > 1 and bk * sk // 2 >= kc:
@@ -249,6 +252,8 @@ def choose_gmm_tiles(desc: TargetDesc, dtype: str, G: int, r: int, N: int, K: in
                     key = (est["estimate_us"], est["core_us"], tu["cube"] + tu["L0 load (MTE1)"], -bm * bn, -bk * sk)
                     if best is None or key < best[0]:
                         best = (key, tiles, est)
+    if best is None:  # every dtype has a fitting tile for every shape (a bm=bn=16 one-column tile always fits)
+        raise AssertionError(f"choose_gmm_tiles: no cube tile for {dtype} G={G} r={r} N={N} K={K}")
     return {"tiles": best[1], "estimate": best[2]}
 
 
