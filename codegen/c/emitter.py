@@ -221,7 +221,7 @@ def emit_c(module: Module, func: Optional[Function] = None, weight_index: Option
                 data = ctx.fresh("d")
                 body = ",".join(str(b) for b in raw)
                 static_lines.append(f"static const uint8_t {data}[] __attribute__((aligned(64))) = {{{body}}};")
-                init_lines.append(f"  moec_bind_static(&{name}, {dt}, {t.rank}, {shape}, (void *){data});")
+                init_lines.append(f"  if (moec_bind_const(&{name}, {dt}, {t.rank}, {shape}, (void *){data}, err, errlen)) return 1;")
         else:
             for r in o.results:
                 name = ctx.fresh("t")

@@ -19,7 +19,9 @@ int moec_weights_ready(void);
 int moec_in_weights(const void *p);
 int moec_bind_weight(moec_tensor *t, int dtype, int rank, const int64_t *shape, int64_t offset, int64_t nbytes,
                      char *err, int errlen);
-void moec_bind_static(moec_tensor *t, int dtype, int rank, const int64_t *shape, void *data);
+/* Bind t to constant data; 1 (and t empty) when the shape is invalid (see moec_rt.h). */
+int moec_bind_static(moec_tensor *t, int dtype, int rank, const int64_t *shape, void *data);
+int moec_bind_const(moec_tensor *t, int dtype, int rank, const int64_t *shape, void *data, char *err, int errlen);
 int moec_check_input(moec_ctx *ctx, const moec_tensor *t, const char *name, const char *type, int dtype, int rank);
 int moec_check_result(moec_ctx *ctx, const moec_tensor *t, int dtype, int rank);
 int moec_output_taken(const moec_tensor *outputs, int k, const void *data);

@@ -64,7 +64,26 @@ int moec_clone(moec_ctx *ctx, moec_tensor *dst, const moec_tensor *src);
 /* A view: same data, new shape (numel must match). dst does not own the data. */
 int moec_view(moec_ctx *ctx, moec_tensor *dst, const moec_tensor *src, int rank, const int64_t *shape);
 void moec_release(moec_tensor *t);
-int64_t moec_numel(int rank, const int64_t *shape);
+
+/* -- sizes (checked) -------------------------------------------------------------------------
+ * The invariant: every tensor the runtime holds has a valid shape -- rank in [0, MOEC_MAX_RANK],
+ * every dimension >= 0, and the product of its dimensions with zeros counted as one (its extent)
+ * at most MOEC_MAX_NUMEL.  moec_alloc, moec_view, moec_bind_* and the input checks enforce it, so
+ * every stride, partial product of dimensions and in-range element offset of a tensor fits in
+ * int64 with room to spare.  Sizes computed from run-time values (reshape targets, repeats, range
+ * lengths, sums of dimensions) go through the checked helpers below and are never multiplied raw. */
+#define MOEC_MAX_NUMEL (INT64_C(1) << 40)
+/* *out = a * b (a, b >= 0); fails (moec_fail) on overflow or a result above MOEC_MAX_NUMEL. */
+int moec_mul_size(moec_ctx *ctx, int64_t a, int64_t b, int64_t *out);
+/* *out = a + b (a, b >= 0); fails on overflow or a result above MOEC_MAX_NUMEL. */
+int moec_add_size(moec_ctx *ctx, int64_t a, int64_t b, int64_t *out);
+/* Check that (rank, shape) is a valid shape (see above) and give its element count. */
+int moec_shape_numel(moec_ctx *ctx, int rank, const int64_t *shape, int64_t *numel);
+/* Product of shape[lo..hi) of a valid shape (a tensor's): cannot overflow by the invariant; a
+ * violation is a runtime bug and aborts rather than wrap. */
+int64_t moec_dims_prod(const int64_t *shape, int lo, int hi);
+/* Element count of a valid shape (moec_dims_prod over all of it). */
+static inline int64_t moec_numel(int rank, const int64_t *shape) { return moec_dims_prod(shape, 0, rank); }
 
 /* -- element access (slow path: one switch per element) ---------------------*/
 double moec_get_f64(const moec_tensor *t, int64_t i);

@@ -27,12 +27,67 @@ size_t moec_dtype_bits(int dt) { return (dt >= 0 && dt <= MOEC_U4) ? k_bits[dt] 
 const char *moec_dtype_name(int dt) { return (dt >= 0 && dt <= MOEC_U4) ? k_names[dt] : "?"; }
 
 size_t moec_storage_bytes(int dt, int64_t numel) {
-  return (size_t)((numel * (int64_t)moec_dtype_bits(dt) + 7) / 8);
+  /* numel <= MOEC_MAX_NUMEL (2^40) for every tensor, so numel * 64 bits cannot overflow */
+  if (numel < 0) return 0;
+  return (size_t)(((uint64_t)numel * (uint64_t)moec_dtype_bits(dt) + 7) / 8);
 }
 
-int64_t moec_numel(int rank, const int64_t *shape) {
+int moec_mul_size(moec_ctx *ctx, int64_t a, int64_t b, int64_t *out) {
+  int64_t r;
+  if (a < 0 || b < 0) return moec_fail(ctx, "negative size (%lld x %lld)", (long long)a, (long long)b);
+  if (__builtin_mul_overflow(a, b, &r) || r > MOEC_MAX_NUMEL)
+    return moec_fail(ctx, "size %lld x %lld is larger than the runtime's limit of 2^40 elements", (long long)a,
+                     (long long)b);
+  *out = r;
+  return 0;
+}
+
+int moec_add_size(moec_ctx *ctx, int64_t a, int64_t b, int64_t *out) {
+  int64_t r;
+  if (a < 0 || b < 0) return moec_fail(ctx, "negative size (%lld + %lld)", (long long)a, (long long)b);
+  if (__builtin_add_overflow(a, b, &r) || r > MOEC_MAX_NUMEL)
+    return moec_fail(ctx, "size %lld + %lld is larger than the runtime's limit of 2^40 elements", (long long)a,
+                     (long long)b);
+  *out = r;
+  return 0;
+}
+
+static void shape_str(char *buf, size_t cap, int rank, const int64_t *shape) {
+  size_t k = 0;
+  buf[0] = 0;
+  k += (size_t)snprintf(buf + k, cap - k, "[");
+  for (int i = 0; i < rank && k < cap; i++)
+    k += (size_t)snprintf(buf + k, cap - k, i ? ", %lld" : "%lld", (long long)shape[i]);
+  if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+int moec_shape_numel(moec_ctx *ctx, int rank, const int64_t *shape, int64_t *numel) {
+  if (rank < 0 || rank > MOEC_MAX_RANK)
+    return moec_fail(ctx, "rank %d exceeds the runtime's maximum of %d", rank, MOEC_MAX_RANK);
+  int64_t extent = 1, n = 1;
+  for (int i = 0; i < rank; i++) {
+    char s[256];
+    if (shape[i] < 0) {
+      shape_str(s, sizeof s, rank, shape);
+      return moec_fail(ctx, "negative dimension %lld in shape %s", (long long)shape[i], s);
+    }
+    if (shape[i] == 0) { n = 0; continue; }
+    if (__builtin_mul_overflow(extent, shape[i], &extent) || extent > MOEC_MAX_NUMEL) {
+      shape_str(s, sizeof s, rank, shape);
+      return moec_fail(ctx, "shape %s is too large (the runtime's limit is 2^40 elements, counting a 0 as 1)", s);
+    }
+  }
+  *numel = n ? extent : 0;
+  return 0;
+}
+
+int64_t moec_dims_prod(const int64_t *shape, int lo, int hi) {
   int64_t n = 1;
-  for (int i = 0; i < rank; i++) n *= shape[i];
+  for (int i = lo; i < hi; i++)
+    if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n)) {
+      fprintf(stderr, "moec runtime: internal error: a tensor with an invalid shape\n");
+      abort();
+    }
   return n;
 }
 
@@ -107,16 +162,9 @@ void moec_scratch_free(void *p) {
 }
 
 int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape) {
-  if (rank < 0 || rank > MOEC_MAX_RANK)
-    return moec_fail(ctx, "rank %d exceeds the runtime's maximum of %d", rank, MOEC_MAX_RANK);
   if (moec_dtype_bits(dtype) == 0) return moec_fail(ctx, "bad dtype code %d", dtype);
-  int64_t n = 1;
-  for (int i = 0; i < rank; i++) {
-    if (shape[i] < 0) return moec_fail(ctx, "negative dimension %lld", (long long)shape[i]);
-    if (shape[i] && n > (INT64_C(1) << 40) / shape[i])
-      return moec_fail(ctx, "tensor too large (dimension %d = %lld)", i, (long long)shape[i]);
-    n *= shape[i];
-  }
+  int64_t n;
+  if (moec_shape_numel(ctx, rank, shape, &n)) return -1;
   size_t bytes = moec_storage_bytes(dtype, n);
 #if defined(__SANITIZE_ADDRESS__)
   /* exact size under AddressSanitizer, so a read one past the end is caught */
@@ -150,8 +198,8 @@ int moec_clone(moec_ctx *ctx, moec_tensor *dst, const moec_tensor *src) {
 }
 
 int moec_view(moec_ctx *ctx, moec_tensor *dst, const moec_tensor *src, int rank, const int64_t *shape) {
-  if (rank < 0 || rank > MOEC_MAX_RANK) return moec_fail(ctx, "rank %d too large", rank);
-  int64_t n = moec_numel(rank, shape);
+  int64_t n;
+  if (moec_shape_numel(ctx, rank, shape, &n)) return -1;
   if (n != src->numel)
     return moec_fail(ctx, "cannot view %lld elements as %lld", (long long)src->numel, (long long)n);
   moec_tensor v = *src;
@@ -288,8 +336,7 @@ void moec_copy_elem(moec_tensor *dst, int64_t di, const moec_tensor *src, int64_
 }
 
 void moec_strides(const moec_tensor *t, int64_t *strides) {
-  int64_t s = 1;
-  for (int i = t->rank - 1; i >= 0; i--) { strides[i] = s; s *= t->shape[i]; }
+  for (int i = t->rank - 1; i >= 0; i--) strides[i] = moec_dims_prod(t->shape, i + 1, t->rank);
 }
 
 int moec_broadcast_shape(moec_ctx *ctx, int n, const moec_tensor *const *ts, int *out_rank, int64_t *out_shape) {
@@ -315,13 +362,11 @@ int moec_broadcast_shape(moec_ctx *ctx, int n, const moec_tensor *const *ts, int
 }
 
 void moec_broadcast_strides(const moec_tensor *t, int out_rank, const int64_t *out_shape, int64_t *strides) {
-  int64_t s = 1;
   (void)out_shape;
   for (int i = out_rank - 1; i >= 0; i--) {
     int j = i - (out_rank - t->rank);
     if (j < 0 || t->shape[j] == 1) strides[i] = 0;
-    else strides[i] = s;
-    if (j >= 0) s *= t->shape[j];
+    else strides[i] = moec_dims_prod(t->shape, j + 1, t->rank);
   }
 }
 

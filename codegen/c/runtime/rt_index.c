@@ -30,9 +30,7 @@ int moec_k_gather(moec_ctx *ctx, const moec_tensor *data, const moec_tensor *idx
   for (int i = 0; i < idx->rank; i++) d[k++] = idx->shape[i];
   for (int i = (int)a + 1; i < data->rank; i++) d[k++] = data->shape[i];
   if (moec_alloc(ctx, out, data->dtype, r, d)) return -1;
-  int64_t outer = 1, inner = 1, n = data->shape[a];
-  for (int i = 0; i < a; i++) outer *= data->shape[i];
-  for (int i = (int)a + 1; i < data->rank; i++) inner *= data->shape[i];
+  int64_t outer = moec_dims_prod(data->shape, 0, (int)a), inner = moec_dims_prod(data->shape, (int)a + 1, data->rank), n = data->shape[a];
   int64_t ni = idx->numel;
   for (int64_t j = 0; j < ni; j++) {
     int64_t v;
@@ -73,9 +71,8 @@ int moec_k_gather_nd(moec_ctx *ctx, const moec_tensor *data, const moec_tensor *
   for (int i = 0; i < idx->rank - 1; i++) d[k++] = idx->shape[i];
   for (int i = (int)(b + q); i < data->rank; i++) d[k++] = data->shape[i];
   if (moec_alloc(ctx, out, data->dtype, r, d)) return -1;
-  int64_t nb = 1, inner = 1, ds[MOEC_MAX_RANK];
-  for (int i = 0; i < b; i++) nb *= data->shape[i];
-  for (int i = (int)(b + q); i < data->rank; i++) inner *= data->shape[i];
+  int64_t nb = moec_dims_prod(data->shape, 0, (int)b), inner = moec_dims_prod(data->shape, (int)(b + q), data->rank);
+  int64_t ds[MOEC_MAX_RANK];
   moec_strides(data, ds);
   int64_t rows = q ? idx->numel / q : idx->numel;
   int64_t per_batch = nb ? rows / nb : 0;
@@ -141,9 +138,8 @@ int moec_k_scatter_nd(moec_ctx *ctx, const moec_tensor *data, const moec_tensor 
   for (int i = (int)q; i < data->rank; i++)
     if (upd->shape[idx->rank - 1 + i - q] != data->shape[i]) return moec_fail(ctx, "updates shape does not match data");
   if (moec_clone(ctx, out, data)) return -1;
-  int64_t ds[MOEC_MAX_RANK], inner = 1;
+  int64_t ds[MOEC_MAX_RANK], inner = moec_dims_prod(data->shape, (int)q, data->rank);
   moec_strides(data, ds);
-  for (int i = (int)q; i < data->rank; i++) inner *= data->shape[i];
   int64_t rows = q ? idx->numel / q : 0;
   if (q == 0) rows = idx->numel == 0 ? moec_numel(idx->rank - 1, idx->shape) : 0;
   for (int64_t row = 0; row < rows; row++) {
@@ -188,9 +184,7 @@ int moec_k_one_hot(moec_ctx *ctx, const moec_tensor *idx, const moec_tensor *dep
   int64_t d[MOEC_MAX_RANK];
   for (int i = 0, j = 0; i < r; i++) d[i] = i == a ? dep : idx->shape[j++];
   if (moec_alloc(ctx, out, values->dtype, r, d)) return -1;
-  int64_t outer = 1, inner = 1;
-  for (int i = 0; i < a; i++) outer *= d[i];
-  for (int i = (int)a + 1; i < r; i++) inner *= d[i];
+  int64_t outer = moec_dims_prod(d, 0, (int)a), inner = moec_dims_prod(d, (int)a + 1, r);
   int fl = moec_is_float(idx->dtype);
   for (int64_t o = 0; o < outer; o++)
     for (int64_t c = 0; c < dep; c++)
@@ -209,9 +203,7 @@ int moec_k_cumsum(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *axis_t
   if (axis_t->numel != 1 || moec_is_float(axis_t->dtype)) return moec_fail(ctx, "axis must be one integer");
   if (moec_norm_axis(ctx, moec_get_i64(axis_t, 0), x->rank, &a)) return -1;
   if (moec_alloc(ctx, out, x->dtype, x->rank, x->shape)) return -1;
-  int64_t outer = 1, inner = 1, n = x->shape[a];
-  for (int i = 0; i < a; i++) outer *= x->shape[i];
-  for (int i = (int)a + 1; i < x->rank; i++) inner *= x->shape[i];
+  int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank), n = x->shape[a];
   int fl = moec_is_float(x->dtype);
   for (int64_t o = 0; o < outer; o++)
     for (int64_t in = 0; in < inner; in++) {
@@ -225,7 +217,7 @@ int moec_k_cumsum(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *axis_t
           if (exclusive) { moec_set_f64(out, p, sf); sf += v; } else { sf += v; moec_set_f64(out, p, sf); }
         } else {
           int64_t v = moec_get_i64(x, p);
-          if (exclusive) { moec_set_i64(out, p, si); si += v; } else { si += v; moec_set_i64(out, p, si); }
+          if (exclusive) { moec_set_i64(out, p, si); si = (int64_t)((uint64_t)si + (uint64_t)v); } else { si = (int64_t)((uint64_t)si + (uint64_t)v); moec_set_i64(out, p, si); }
         }
       }
     }
@@ -257,9 +249,7 @@ int moec_k_topk(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *kt, int6
   memcpy(d, x->shape, sizeof d);
   d[a] = k;
   if (moec_alloc(ctx, values, x->dtype, x->rank, d) || moec_alloc(ctx, indices, MOEC_I64, x->rank, d)) return -1;
-  int64_t outer = 1, inner = 1;
-  for (int i = 0; i < a; i++) outer *= x->shape[i];
-  for (int i = (int)a + 1; i < x->rank; i++) inner *= x->shape[i];
+  int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank);
   kv *buf = (kv *)malloc(sizeof(kv) * (size_t)(n ? n : 1));
   if (!buf) return moec_fail(ctx, "out of memory");
   int fl = moec_is_float(x->dtype);
@@ -303,9 +293,7 @@ int moec_k_argextreme(moec_ctx *ctx, const moec_tensor *x, int64_t axis, int kee
     else d[r++] = x->shape[i];
   }
   if (moec_alloc(ctx, out, MOEC_I64, r, d)) return -1;
-  int64_t outer = 1, inner = 1;
-  for (int i = 0; i < a; i++) outer *= x->shape[i];
-  for (int i = (int)a + 1; i < x->rank; i++) inner *= x->shape[i];
+  int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank);
   int fl = moec_is_float(x->dtype);
   for (int64_t o = 0; o < outer; o++)
     for (int64_t in = 0; in < inner; in++) {

@@ -79,12 +79,9 @@ int moec_k_matmul(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, moe
       return moec_fail(ctx, "batch dims do not broadcast: %lld vs %lld", (long long)abatch[d], (long long)bbatch[d]);
     j.bshape[d] = abatch[d] == 1 ? bbatch[d] : abatch[d];
   }
-  int64_t s1 = 1, s2 = 1;
-  for (int d = rb - 1; d >= 0; d--) {
-    j.sa[d] = abatch[d] == 1 ? 0 : s1;
-    j.sb[d] = bbatch[d] == 1 ? 0 : s2;
-    s1 *= abatch[d];
-    s2 *= bbatch[d];
+  for (int d = rb - 1; d >= 0; d--) { /* products of an operand's batch dims: bounded by its extent */
+    j.sa[d] = abatch[d] == 1 ? 0 : moec_dims_prod(abatch, d + 1, rb);
+    j.sb[d] = bbatch[d] == 1 ? 0 : moec_dims_prod(bbatch, d + 1, rb);
   }
   int64_t oshape[MOEC_MAX_RANK + 2];
   int orank = 0;
@@ -210,8 +207,8 @@ int moec_k_einsum(moec_ctx *ctx, const moec_tensor *const *xs, int n, const int6
   int red[64], nr = 0;
   for (int l = 0; l < L; l++) if (!in_out[l]) red[nr++] = l;
   if (moec_alloc(ctx, out, xs[0]->dtype, n_out, od)) return -1;
-  int64_t rtotal = 1;
-  for (int r = 0; r < nr; r++) rtotal *= size[red[r]];
+  int64_t rtotal = 1; /* labels of different operands: their product is not bounded by one tensor's extent */
+  for (int r = 0; r < nr; r++) if (moec_mul_size(ctx, rtotal, size[red[r]], &rtotal)) return -1;
   int isf = moec_is_float(xs[0]->dtype);
   int64_t oidx[MOEC_MAX_RANK] = {0};
   for (int64_t o = 0; o < out->numel; o++) {
@@ -226,7 +223,11 @@ int moec_k_einsum(moec_ctx *ctx, const moec_tensor *const *xs, int n, const int6
     for (int i = 0; i < n; i++) off[i] = base[i];
     for (int64_t r = 0; r < rtotal; r++) {
       if (isf) { double p = 1; for (int i = 0; i < n; i++) p *= moec_get_f64(xs[i], off[i]); acc += p; }
-      else { int64_t p = 1; for (int i = 0; i < n; i++) p *= moec_get_i64(xs[i], off[i]); iacc += p; }
+      else { /* integer products wrap (two's complement, as onnxruntime's), never signed overflow */
+        uint64_t p = 1;
+        for (int i = 0; i < n; i++) p *= (uint64_t)moec_get_i64(xs[i], off[i]);
+        iacc = (int64_t)((uint64_t)iacc + p);
+      }
       for (int q = nr - 1; q >= 0; q--) {
         int l = red[q];
         if (++ridx[q] < size[l]) { for (int i = 0; i < n; i++) off[i] += strides[i][l]; break; }

@@ -43,12 +43,15 @@ int moec_init(const char *weights_path, char *err, int errlen) {
 
 int moec_bind_weight(moec_tensor *t, int dtype, int rank, const int64_t *shape, int64_t offset, int64_t nbytes,
                      char *err, int errlen) {
-  if (!g_weights || offset < 0 || offset + nbytes > g_weights_size) {
+  if (!g_weights || offset < 0 || nbytes < 0 || offset > g_weights_size || nbytes > g_weights_size - offset) {
     snprintf(err, errlen, "weights file is too short or missing (need %lld bytes at offset %lld, have %lld)",
              (long long)nbytes, (long long)offset, (long long)g_weights_size);
     return 1;
   }
-  moec_bind_static(t, dtype, rank, shape, g_weights + offset);
+  if (moec_bind_static(t, dtype, rank, shape, g_weights + offset)) {
+    snprintf(err, errlen, "weight at offset %lld has an invalid shape", (long long)offset);
+    return 1;
+  }
   if ((int64_t)moec_storage_bytes(dtype, t->numel) != nbytes) {
     snprintf(err, errlen, "weight at offset %lld has %lld bytes, its type needs %zu", (long long)offset,
              (long long)nbytes, moec_storage_bytes(dtype, t->numel));
@@ -57,20 +60,35 @@ int moec_bind_weight(moec_tensor *t, int dtype, int rank, const int64_t *shape, 
   return 0;
 }
 
-void moec_bind_static(moec_tensor *t, int dtype, int rank, const int64_t *shape, void *data) {
+int moec_bind_static(moec_tensor *t, int dtype, int rank, const int64_t *shape, void *data) {
+  int64_t n;
   memset(t, 0, sizeof *t);
+  if (moec_shape_numel(NULL, rank, shape, &n)) return 1; /* keeps the invariant of moec_rt.h */
   t->data = data;
   t->dtype = dtype;
   t->rank = rank;
   for (int i = 0; i < rank; i++) t->shape[i] = shape[i];
-  t->numel = moec_numel(rank, shape);
+  t->numel = n;
   t->owned = 0;
+  return 0;
+}
+
+int moec_bind_const(moec_tensor *t, int dtype, int rank, const int64_t *shape, void *data, char *err, int errlen) {
+  if (moec_bind_static(t, dtype, rank, shape, data)) {
+    snprintf(err, errlen, "a constant has an invalid shape (negative or larger than 2^40 elements)");
+    return 1;
+  }
+  return 0;
 }
 
 int moec_check_input(moec_ctx *ctx, const moec_tensor *t, const char *name, const char *type, int dtype, int rank) {
   if (t->dtype != dtype || t->rank != rank)
     return moec_fail(ctx, "input '%s' is %s of rank %d, expected %s", name, moec_dtype_name(t->dtype), t->rank, type);
-  if (t->numel != moec_numel(t->rank, t->shape))
+  int64_t n;
+  if (moec_shape_numel(NULL, t->rank, t->shape, &n))
+    return moec_fail(ctx, "input '%s' has an invalid shape (a negative dimension, or more than 2^40 elements "
+                     "counting a 0 as 1)", name);
+  if (t->numel != n)
     return moec_fail(ctx, "input '%s': element count does not match its shape", name);
   if (!t->data && t->numel > 0) return moec_fail(ctx, "input '%s' has no data", name);
   return 0;

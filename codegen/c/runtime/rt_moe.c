@@ -224,9 +224,9 @@ int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *i
   int64_t T = x->shape[0], D = x->shape[1], k = ids->shape[1], E = w_in->shape[0];
   int pk = q && q->mode == MOEC_WQ_INT4 ? 2 : 1; /* int4: the stored K is halved */
   if (ids->shape[0] != T) return moec_fail(ctx, "ids has %lld rows, x has %lld", (long long)ids->shape[0], (long long)T);
-  if (w_in->shape[2] * pk != D || w_out->shape[1] != D || w_out->shape[0] != E || offsets->numel != E + 1)
+  if ((pk == 2 ? 2 * w_in->shape[2] : w_in->shape[2]) != D || w_out->shape[1] != D || w_out->shape[0] != E || offsets->numel != E + 1)
     return moec_fail(ctx, "expert weight shapes do not match x or the plan");
-  int64_t I = w_in->shape[1], F = w_out->shape[2] * pk;
+  int64_t I = w_in->shape[1], F = pk == 2 ? 2 * w_out->shape[2] : w_out->shape[2]; /* dims <= 2^40: no overflow */
   if (q && q->mode != MOEC_WQ_NONE && x->dtype != MOEC_F32)
     return moec_fail(ctx, "quantised expert weights need f32 activations");
   if (q && (q->mode == MOEC_WQ_INT8 || q->mode == MOEC_WQ_INT4)) {
@@ -333,7 +333,7 @@ int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_
   int64_t D = x->shape[1];
   if (w_in->shape[2] != D || w_out->shape[1] != D || w_in->shape[0] != w_out->shape[0])
     return moec_fail(ctx, "shared expert weight shapes do not match x");
-  if (w_in->shape[1] != (p->act == MOEC_ACT_SWIGLU ? 2 : 1) * w_out->shape[2])
+  if (w_in->shape[1] != (p->act == MOEC_ACT_SWIGLU ? 2 * w_out->shape[2] : w_out->shape[2]))
     return moec_fail(ctx, "w_in rows do not match the activation");
   if (gate && gate->numel != D) return moec_fail(ctx, "gate must be [D]");
   if (x->dtype == MOEC_F32 && w_in->dtype == MOEC_F32 && w_out->dtype == MOEC_F32 && (!gate || gate->dtype == MOEC_F32))

@@ -1002,7 +1002,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   if (x->dtype != MOEC_F32 || w_in->dtype != wdt[mode] || w_out->dtype != wdt[mode]) return 1;
   if ((b_in && b_in->dtype != MOEC_F32) || (b_out && b_out->dtype != MOEC_F32) || (rw && rw->dtype != MOEC_F32)) return 1;
   int64_t T = x->shape[0], D = x->shape[1], k = ids->shape[1], E = w_in->shape[0], I = w_in->shape[1],
-          F = w_out->shape[2] * (mode == MOEC_WQ_INT4 ? 2 : 1);
+          F = mode == MOEC_WQ_INT4 ? 2 * w_out->shape[2] : w_out->shape[2];
   const int64_t *ord = (const int64_t *)order->data, *off = (const int64_t *)offsets->data;
   int64_t *row0 = (int64_t *)malloc(sizeof(int64_t) * (size_t)(E + 1));
   int64_t total = 0;
@@ -1014,6 +1014,13 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   row0[E] = total;
   int64_t maxn = 0; /* the panel paths are set up when some expert has more rows than the GEMV path takes */
   for (int64_t e = 0; e < E; e++) maxn = row0[e + 1] - row0[e] > maxn ? row0[e + 1] - row0[e] : maxn;
+  { /* the gathered rows' sizes: total <= T*k, but total * D is a product of two tensors' dims: checked */
+    int64_t sz;
+    if (moec_mul_size(ctx, total, D, &sz) || moec_mul_size(ctx, total, I, &sz) || moec_mul_size(ctx, total, F, &sz)) {
+      free(row0);
+      return -1;
+    }
+  }
   int64_t *slot = (int64_t *)malloc(sizeof(int64_t) * (size_t)(total + 1));
   float *X = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
   float *H = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * I + 16 + 15) / 16 * 16));

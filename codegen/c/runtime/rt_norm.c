@@ -35,8 +35,7 @@ int moec_k_layer_norm(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *sc
   int sdt = x->dtype == MOEC_F64 ? MOEC_F64 : MOEC_F32;
   if (moec_alloc(ctx, y, x->dtype, x->rank, x->shape) || moec_alloc(ctx, mean, sdt, x->rank, sd) ||
       moec_alloc(ctx, inv_std, sdt, x->rank, sd)) return -1;
-  int64_t N = 1, rows;
-  for (int i = (int)a; i < x->rank; i++) N *= x->shape[i];
+  int64_t N = moec_dims_prod(x->shape, (int)a, x->rank), rows;
   rows = N ? x->numel / N : 0;
   for (int64_t r = 0; r < rows; r++) {
     double m = 0, v = 0;
@@ -66,8 +65,7 @@ int moec_k_rms_norm(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *scal
   int64_t ss[MOEC_MAX_RANK];
   if (block_strides(ctx, x, a, scale, ss, "scale")) return -1;
   if (moec_alloc(ctx, y, x->dtype, x->rank, x->shape)) return -1;
-  int64_t N = 1;
-  for (int i = (int)a; i < x->rank; i++) N *= x->shape[i];
+  int64_t N = moec_dims_prod(x->shape, (int)a, x->rank);
   int64_t rows = N ? x->numel / N : 0;
   for (int64_t r = 0; r < rows; r++) {
     double s = 0;

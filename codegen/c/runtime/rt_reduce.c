@@ -21,11 +21,10 @@ int moec_k_reduce(moec_ctx *ctx, const moec_tensor *x, const int64_t *axes, int 
   }
   if (moec_alloc(ctx, out, x->dtype, orank, od)) return -1;
   /* stride in the output for each input dim (0 for reduced dims) */
-  int64_t s = 1;
   for (int i = r - 1, k = orank - 1; i >= 0; i--) {
     if (red[i]) { ostr[i] = 0; if (keepdims) k--; continue; }
-    ostr[i] = s;
-    s *= od[k--];
+    ostr[i] = moec_dims_prod(od, k + 1, orank);
+    k--;
   }
   int64_t no = out->numel;
   double *acc = (double *)malloc(sizeof(double) * (size_t)(no ? no : 1));
@@ -51,11 +50,11 @@ int moec_k_reduce(moec_ctx *ctx, const moec_tensor *x, const int64_t *axes, int 
     } else {
       int64_t v = moec_get_i64(x, i);
       switch (kind) {
-        case MOEC_R_SUM: case MOEC_R_MEAN: iacc[o] += v; break;
+        case MOEC_R_SUM: case MOEC_R_MEAN: iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)v); break; /* wraps */
         case MOEC_R_MAX: if (v > iacc[o]) iacc[o] = v; break;
         case MOEC_R_MIN: if (v < iacc[o]) iacc[o] = v; break;
-        case MOEC_R_L1: iacc[o] += v < 0 ? -v : v; break;
-        case MOEC_R_L2: iacc[o] += v * v; break;
+        case MOEC_R_L1: iacc[o] = (int64_t)((uint64_t)iacc[o] + (v < 0 ? -(uint64_t)v : (uint64_t)v)); break;
+        case MOEC_R_L2: iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)v * (uint64_t)v); break;
       }
     }
     for (int d = r - 1; d >= 0; d--) {
@@ -96,9 +95,7 @@ int moec_k_softmax(moec_ctx *ctx, const moec_tensor *x, int64_t axis, int log_, 
   if (moec_norm_axis(ctx, axis, x->rank, &a)) return -1;
   if (!moec_is_float(x->dtype)) return moec_fail(ctx, "softmax needs floats");
   if (moec_alloc(ctx, out, x->dtype, x->rank, x->shape)) return -1;
-  int64_t outer = 1, inner = 1, n = x->shape[a];
-  for (int i = 0; i < a; i++) outer *= x->shape[i];
-  for (int i = (int)a + 1; i < x->rank; i++) inner *= x->shape[i];
+  int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank), n = x->shape[a];
   for (int64_t o = 0; o < outer; o++)
     for (int64_t in = 0; in < inner; in++) {
       int64_t base = o * n * inner + in;

@@ -20,7 +20,7 @@ int moec_k_reshape(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *shape
   int64_t dims[MOEC_MAX_RANK], n;
   if (moec_read_ints(ctx, shape, dims, MOEC_MAX_RANK, &n, "reshape target")) return -1;
   int neg = -1;
-  int64_t known = 1;
+  int64_t known = 1, tmp[MOEC_MAX_RANK];
   for (int64_t i = 0; i < n; i++) {
     if (dims[i] == 0 && !allowzero) {
       if (i >= x->rank) return moec_fail(ctx, "0 in the target shape at position %lld but input has rank %d", (long long)i, x->rank);
@@ -32,24 +32,23 @@ int moec_k_reshape(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *shape
       continue;
     }
     if (dims[i] < 0) return moec_fail(ctx, "negative dimension %lld in the target shape", (long long)dims[i]);
-    known *= dims[i];
   }
+  /* the known part's size, checked (a -1 counts as 1): no product of run-time values is taken raw */
+  for (int64_t i = 0; i < n; i++) tmp[i] = (int)i == neg ? 1 : dims[i];
+  if (moec_shape_numel(ctx, (int)n, tmp, &known)) return -1;
   if (neg >= 0) {
     if (known == 0 || x->numel % known)
       return moec_fail(ctx, "cannot infer -1: %lld elements into known size %lld", (long long)x->numel, (long long)known);
     dims[neg] = x->numel / known;
   }
-  if (moec_numel((int)n, dims) != x->numel)
-    return moec_fail(ctx, "cannot reshape %lld elements into a shape of %lld", (long long)x->numel,
-                     (long long)moec_numel((int)n, dims));
+  /* moec_view checks the whole shape (overflow, the 2^40 limit with zeros counted as one) and the count */
   return moec_view(ctx, out, x, (int)n, dims);
 }
 
 int moec_k_flatten(moec_ctx *ctx, const moec_tensor *x, int64_t axis, moec_tensor *out) {
   if (axis < 0) axis += x->rank;
   if (axis < 0 || axis > x->rank) return moec_fail(ctx, "axis out of range");
-  int64_t d[2] = {1, 1};
-  for (int i = 0; i < x->rank; i++) d[i < axis ? 0 : 1] *= x->shape[i];
+  int64_t d[2] = {moec_dims_prod(x->shape, 0, (int)axis), moec_dims_prod(x->shape, (int)axis, x->rank)};
   return moec_view(ctx, out, x, 2, d);
 }
 
@@ -110,7 +109,7 @@ int moec_k_transpose(moec_ctx *ctx, const moec_tensor *x, const int64_t *perm, m
     else memcpy(od + i * es, xd + src * es, es);
     for (int k = r - 1; k >= 0; k--) {
       if (++idx[k] < d[k]) { src += s[k]; break; }
-      src -= s[k] * (d[k] - 1);
+      src -= s[k] * (d[k] - 1); /* an in-range offset: bounded by the tensor's extent */
       idx[k] = 0;
     }
   }
@@ -160,8 +159,8 @@ int moec_k_tile(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *repeats,
   if (n != x->rank) return moec_fail(ctx, "repeats has %lld values, input has rank %d", (long long)n, x->rank);
   int64_t d[MOEC_MAX_RANK], xs[MOEC_MAX_RANK];
   for (int i = 0; i < x->rank; i++) {
-    if (rep[i] < 0) return moec_fail(ctx, "negative repeat");
-    d[i] = x->shape[i] * rep[i];
+    if (rep[i] < 0) return moec_fail(ctx, "negative repeat %lld", (long long)rep[i]);
+    if (moec_mul_size(ctx, x->shape[i], rep[i], &d[i])) return -1;
   }
   if (moec_alloc(ctx, out, x->dtype, x->rank, d)) return -1;
   moec_strides(x, xs);
@@ -187,24 +186,50 @@ int moec_k_constant_of_shape(moec_ctx *ctx, const moec_tensor *shape, const moec
   return 0;
 }
 
+/* Range as onnxruntime computes it (its kernel is the reference for the extreme values).  Integers:
+ * the exact count max(0, ceil((limit - start) / delta)), taken in 128-bit arithmetic so no int64
+ * extreme overflows, and values start + i * delta (all between start and limit, so in range).
+ * Floats: the count from the double difference, and values accumulated in the element type
+ * (start, start + delta, ...), as onnxruntime does. */
+static int range_count(moec_ctx *ctx, double c, int64_t *n) {
+  if (!(c == c) || c == INFINITY || c == -INFINITY) return moec_fail(ctx, "range length is not a finite value");
+  if (c <= 0) { *n = 0; return 0; }
+  if (c > (double)MOEC_MAX_NUMEL)
+    return moec_fail(ctx, "range has %.17g elements, more than the runtime's limit of 2^40", c);
+  *n = (int64_t)c;
+  return 0;
+}
+
 int moec_k_range(moec_ctx *ctx, const moec_tensor *start, const moec_tensor *limit, const moec_tensor *delta,
                  moec_tensor *out) {
   int dt = start->dtype;
   int64_t n;
+  if (start->numel != 1 || limit->numel != 1 || delta->numel != 1)
+    return moec_fail(ctx, "range start, limit and delta must be scalars");
+  if (limit->dtype != dt || delta->dtype != dt) return moec_fail(ctx, "range operand types differ");
   if (moec_is_float(dt)) {
     double s = moec_get_f64(start, 0), l = moec_get_f64(limit, 0), d = moec_get_f64(delta, 0);
     if (d == 0) return moec_fail(ctx, "range delta is zero");
-    double c = ceil((l - s) / d);
-    n = c > 0 ? (int64_t)c : 0;
+    if (range_count(ctx, ceil((l - s) / d), &n)) return -1;
     if (moec_alloc(ctx, out, dt, 1, &n)) return -1;
-    for (int64_t i = 0; i < n; i++) moec_set_f64(out, i, s + (double)i * d);
+    if (dt == MOEC_F32) {
+      float *o = (float *)out->data, v = (float)s, fd = (float)d;
+      for (int64_t i = 0; i < n; i++) { o[i] = v; v += fd; }
+    } else {
+      double v = s;
+      for (int64_t i = 0; i < n; i++) { moec_set_f64(out, i, v); v += d; }
+    }
   } else {
     int64_t s = moec_get_i64(start, 0), l = moec_get_i64(limit, 0), d = moec_get_i64(delta, 0);
     if (d == 0) return moec_fail(ctx, "range delta is zero");
-    int64_t span = l - s;
-    n = d > 0 ? (span > 0 ? (span + d - 1) / d : 0) : (span < 0 ? (span + d + 1) / d : 0);
+    __int128 span = (__int128)l - (__int128)s, q;
+    if (d > 0) q = span > 0 ? (span + d - 1) / d : 0;
+    else q = span < 0 ? (span + d + 1) / d : 0;
+    if (q > MOEC_MAX_NUMEL)
+      return moec_fail(ctx, "range has %.17g elements, more than the runtime's limit of 2^40", (double)q);
+    n = (int64_t)q;
     if (moec_alloc(ctx, out, dt, 1, &n)) return -1;
-    for (int64_t i = 0; i < n; i++) moec_set_i64(out, i, s + i * d);
+    for (int64_t i = 0; i < n; i++) moec_set_i64(out, i, (int64_t)((__int128)s + (__int128)i * d));
   }
   return 0;
 }
@@ -223,17 +248,15 @@ int moec_k_concat(moec_ctx *ctx, const moec_tensor *const *xs, int n, int64_t ax
       if (k != a && xs[i]->shape[k] != x0->shape[k])
         return moec_fail(ctx, "operand %d dimension %d is %lld, expected %lld", i, k, (long long)xs[i]->shape[k],
                          (long long)x0->shape[k]);
-    d[a] += xs[i]->shape[a];
+    if (moec_add_size(ctx, d[a], xs[i]->shape[a], &d[a])) return -1;
   }
   if (moec_alloc(ctx, out, x0->dtype, x0->rank, d)) return -1;
-  int64_t outer = 1, inner = 1;
-  for (int k = 0; k < a; k++) outer *= d[k];
-  for (int k = (int)a + 1; k < x0->rank; k++) inner *= d[k];
+  int64_t outer = moec_dims_prod(d, 0, (int)a), inner = moec_dims_prod(d, (int)a + 1, x0->rank);
   int packed = moec_dtype_bits(x0->dtype) < 8;
   size_t es = moec_elem_size(x0->dtype);
-  int64_t row = d[a] * inner, off = 0;
+  int64_t row = moec_dims_prod(d, (int)a, x0->rank), off = 0;
   for (int i = 0; i < n; i++) {
-    int64_t blk = xs[i]->shape[a] * inner;
+    int64_t blk = moec_dims_prod(xs[i]->shape, (int)a, x0->rank);
     for (int64_t o = 0; o < outer; o++) {
       if (packed) for (int64_t j = 0; j < blk; j++) moec_copy_elem(out, o * row + off + j, xs[i], o * blk + j);
       else memcpy((char *)out->data + (o * row + off) * es, (const char *)xs[i]->data + o * blk * es, (size_t)blk * es);
@@ -253,20 +276,18 @@ int moec_k_split(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *sizes, 
   int64_t total = 0;
   for (int i = 0; i < n; i++) {
     if (sz[i] < 0) return moec_fail(ctx, "negative split size");
-    total += sz[i];
+    if (moec_add_size(ctx, total, sz[i], &total)) return -1;
   }
   if (total != x->shape[a])
     return moec_fail(ctx, "split sizes add up to %lld, dimension is %lld", (long long)total, (long long)x->shape[a]);
-  int64_t outer = 1, inner = 1;
-  for (int k = 0; k < a; k++) outer *= x->shape[k];
-  for (int k = (int)a + 1; k < x->rank; k++) inner *= x->shape[k];
-  int64_t row = x->shape[a] * inner, off = 0;
+  int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank);
+  int64_t row = moec_dims_prod(x->shape, (int)a, x->rank), off = 0;
   for (int i = 0; i < n; i++) {
     int64_t d[MOEC_MAX_RANK];
     memcpy(d, x->shape, sizeof d);
     d[a] = sz[i];
     if (moec_alloc(ctx, outs[i], x->dtype, x->rank, d)) return -1;
-    int64_t blk = sz[i] * inner;
+    int64_t blk = sz[i] * inner; /* sz[i] <= x->shape[a] (they add up to it): bounded by x's extent */
     for (int64_t o = 0; o < outer; o++)
       for (int64_t j = 0; j < blk; j++) moec_copy_elem(outs[i], o * blk + j, x, o * row + off + j);
     off += blk;
@@ -291,17 +312,24 @@ int moec_k_slice(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *starts,
     if (seen[a]++) return moec_fail(ctx, "repeated axis %lld", (long long)a);
     int64_t d = x->shape[a], s = st[i], e = en[i], k = sp[i];
     if (k == 0) return moec_fail(ctx, "slice step is 0");
-    if (s < 0) s += d; /* out-of-range values are clamped below */
-    if (e < 0) e += d;
-    if (k > 0) {
-      s = s < 0 ? 0 : (s > d ? d : s);
-      e = e < 0 ? 0 : (e > d ? d : e);
-      cnt[a] = e > s ? (e - s + k - 1) / k : 0;
-    } else {
-      s = s < -1 ? -1 : (s > d - 1 ? d - 1 : s);
-      e = e < -1 ? -1 : (e > d - 1 ? d - 1 : e);
-      cnt[a] = s > e ? (s - e + (-k) - 1) / (-k) : 0;
+    /* onnxruntime's rules, exactly (the extreme int64 values included): a step beyond the dimension
+     * is clamped to it (one element either way, and step * stride stays in range); negative starts
+     * and ends count from the end (s + d cannot overflow: d >= 0); a start is clamped to [0, d] or,
+     * stepping backwards, [0, d-1]; an end of INT32_MAX or INT64_MAX means "to the end" (-1 when
+     * stepping backwards), any other is clamped to [0, d] or [-1, d]. */
+    if (d == 0) { cnt[a] = 0; s0[a] = 0; step[a] = 1; continue; }
+    if (k > d) k = d;
+    if (k < -d) k = -d;
+    if (s < 0) s += d;
+    s = s < 0 ? 0 : (k < 0 ? (s > d - 1 ? d - 1 : s) : (s > d ? d : s));
+    if (e == INT32_MAX || e == INT64_MAX) e = k < 0 ? -1 : d;
+    else {
+      if (e < 0) e += d;
+      e = e < (k < 0 ? -1 : 0) ? (k < 0 ? -1 : 0) : (e > d ? d : e);
     }
+    /* s, e in [-1, d] and 1 <= |k| <= d, so nothing here can overflow */
+    if (k > 0) cnt[a] = e > s ? (e - s + k - 1) / k : 0;
+    else cnt[a] = s > e ? (s - e + (-k) - 1) / (-k) : 0;
     s0[a] = s;
     step[a] = k;
   }
@@ -326,7 +354,7 @@ int moec_k_trilu(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *kt, int
   int64_t k = kt ? moec_get_i64(kt, 0) : 0;
   if (moec_clone(ctx, out, x)) return -1;
   int64_t R = x->shape[x->rank - 2], C = x->shape[x->rank - 1];
-  int64_t mats = R * C ? x->numel / (R * C) : 0;
+  int64_t mats = moec_dims_prod(x->shape, 0, x->rank - 2);
   moec_tensor zero;
   int64_t one = 1;
   memset(&zero, 0, sizeof zero);
@@ -335,7 +363,7 @@ int moec_k_trilu(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *kt, int
     for (int64_t i = 0; i < R; i++)
       for (int64_t j = 0; j < C; j++) {
         int keep = upper ? (j - i >= k) : (j - i <= k);
-        if (!keep) moec_copy_elem(out, m * R * C + i * C + j, &zero, 0);
+        if (!keep) moec_copy_elem(out, (m * R + i) * C + j, &zero, 0);
       }
   moec_release(&zero);
   return 0;

@@ -1,0 +1,244 @@
+"""The C runtime with hostile run-time values (issue 15, items 1, 14, 20): shape products that
+overflow int64, extreme int64 starts/ends/steps/deltas, absurd sizes.  Each must either match
+onnxruntime or be refused with a clear RuntimeFailure (exit 2 from `moec run`), never wrap, read
+heap memory or crash."""
+import ctypes
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from helpers import make_model
+from moec.driver import CompileOptions, compile_onnx
+from moec.errors import RuntimeFailure
+from moec.targets.registry import CpuArtifact
+
+I64 = np.int64
+MIN, MAX = np.iinfo(I64).min, np.iinfo(I64).max
+I32MAX = np.iinfo(np.int32).max
+RUNTIME = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "codegen", "c", "runtime")
+
+
+def _compile(model, tmp_path, name):
+    out = str(tmp_path / name)
+    compile_onnx(model, out, CompileOptions(verify=False, force=True))
+    return out, CpuArtifact(out)
+
+
+def _ort(model):
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    return ort.InferenceSession(model.SerializeToString(), so)
+
+
+def _agree(art, sess, model, xs):
+    """moec and onnxruntime agree: same outputs, or both refuse (moec with a RuntimeFailure)."""
+    names = [i.name for i in model.graph.input]
+    try:
+        want = sess.run(None, dict(zip(names, xs)))
+    except Exception:
+        want = None
+    try:
+        got = art(xs)
+    except RuntimeFailure as e:
+        assert want is None, f"moec refused ({e}) but onnxruntime gave {want} for {xs}"
+        return "both-refuse"
+    assert want is not None, f"onnxruntime refused but moec gave {got} for {xs}"
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype, (xs, g, w)
+        np.testing.assert_array_equal(g, w, err_msg=str(xs))
+    return "match"
+
+
+# -- item 1: the reshape size overflow ------------------------------------------------------------
+
+def _reshape_gather():
+    return make_model([helper.make_node("Reshape", ["x", "s"], ["r"]),
+                       helper.make_node("Gather", ["r", "i"], ["y"], axis=0)],
+                      [("x", np.float32, ["n", 4]), ("s", I64, [2]), ("i", I64, ["k"])],
+                      [("y", np.float32, ["k", "m"])])
+
+
+def _reshape_slice():
+    return make_model([helper.make_node("Reshape", ["x", "s"], ["r"]),
+                       helper.make_node("Slice", ["r", "st", "en"], ["y"])],
+                      [("x", np.float32, ["n", 4]), ("s", I64, [2]), ("st", I64, [2]), ("en", I64, [2])],
+                      [("y", np.float32, ["a", "b"])])
+
+
+def test_reshape_size_overflow_is_refused_not_wrapped(tmp_path):
+    """[2^62+1, 4] has 2^64+4 elements: the product wrapped to 4 and Gather returned heap memory."""
+    _, art = _compile(_reshape_gather(), tmp_path, "rg")
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for shape, idx in [([2**62 + 1, 4], [1, 2]), ([2**62 + 1, 4], [2**40]), ([2**63 - 1, 2**63 - 1], [0]),
+                       ([-1, 2**62], [0]), ([2**32, 2**32 + 3], [0])]:
+        with pytest.raises(RuntimeFailure, match="too large|larger than|limit"):
+            art([x, np.array(shape, I64), np.array(idx, I64)])
+    # the ordinary case still works
+    y = art([x, np.array([6, 2], I64), np.array([5, 0], I64)])[0]
+    np.testing.assert_array_equal(y, x.reshape(6, 2)[[5, 0]])
+    _, art2 = _compile(_reshape_slice(), tmp_path, "rs")
+    with pytest.raises(RuntimeFailure, match="too large|larger than|limit"):
+        art2([x, np.array([2**62 + 1, 4], I64), np.array([0, 0], I64), np.array([2**62, 4], I64)])
+
+
+def test_reshape_overflow_from_the_cli_is_exit_2(tmp_path):
+    model = _reshape_gather()
+    import onnx
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    art = str(tmp_path / "art")
+    p = subprocess.run([sys.executable, "-m", "moec.cli", "compile", str(tmp_path / "m.onnx"), "-o", art,
+                        "--no-verify"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    np.save(tmp_path / "x.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
+    np.save(tmp_path / "s.npy", np.array([2**62 + 1, 4], I64))
+    np.save(tmp_path / "i.npy", np.array([1, 2], I64))
+    p = subprocess.run([sys.executable, "-m", "moec.cli", "run", art, "-i", f"x={tmp_path / 'x.npy'}",
+                        "-i", f"s={tmp_path / 's.npy'}", "-i", f"i={tmp_path / 'i.npy'}", "-o", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = [ln for ln in p.stderr.strip().splitlines() if "error" in ln]  # (an "unverified" warning may precede)
+    assert len(lines) == 1 and "moec run: error:" in lines[0] and "Traceback" not in p.stderr, p.stderr
+    assert "4611686018427387905" in lines[0]  # the offending shape is named
+
+
+def test_input_whose_shape_product_wraps_is_refused(tmp_path):
+    """A caller of the library (ctypes, the harness) passing shape [2^62+1, 4] with numel 4: the
+    input check must not accept the wrapped count."""
+    from moec.targets.cpu import CTensor
+    out, art = _compile(_reshape_gather(), tmp_path, "rg")
+    lib = art.lib.lib
+    x = np.zeros(16, np.float32)
+    ins = (CTensor * 3)()
+    ins[0].data = x.ctypes.data
+    ins[0].shape[0], ins[0].shape[1] = 2**62 + 1, 4
+    ins[0].numel, ins[0].rank, ins[0].dtype = 4, 2, 1
+    s = np.array([4, 4], I64)
+    i = np.array([0], I64)
+    for k, a in ((1, s), (2, i)):
+        ins[k].data = a.ctypes.data
+        ins[k].shape[0], ins[k].numel, ins[k].rank, ins[k].dtype = a.size, a.size, 1, 4
+    outs = (CTensor * 1)()
+    err = ctypes.create_string_buffer(2048)
+    rc = lib.moec_run(ins, 3, outs, 1, 1, err, 2048)
+    assert rc != 0 and b"invalid shape" in err.value, err.value
+    ins[0].shape[0] = -4  # negative dims: (-4) * (-1) * 4 ... also refused
+    ins[0].shape[1] = -1
+    rc = lib.moec_run(ins, 3, outs, 1, 1, err, 2048)
+    assert rc != 0 and b"invalid shape" in err.value, err.value
+
+
+@pytest.mark.parametrize("case", ["tile", "expand", "constant_of_shape", "concat"])
+def test_size_products_from_values_are_checked(case, tmp_path):
+    if case == "tile":
+        model = make_model([helper.make_node("Tile", ["x", "r"], ["y"])], [("x", np.float32, ["n", 4]), ("r", I64, [2])],
+                           [("y", np.float32, ["a", "b"])])
+        bad = [[np.ones((3, 4), np.float32), np.array([2**62, 2**2], I64)],
+               [np.ones((3, 4), np.float32), np.array([MAX, 1], I64)],
+               [np.zeros((0, 4), np.float32), np.array([5, 2**61], I64)]]
+        good = [np.ones((3, 4), np.float32), np.array([2, 3], I64)]
+    elif case == "expand":
+        model = make_model([helper.make_node("Expand", ["x", "s"], ["y"])], [("x", np.float32, ["n", 1]), ("s", I64, [3])],
+                           [("y", np.float32, ["a", "b", "c"])])
+        bad = [[np.ones((3, 1), np.float32), np.array([2**40, 3, 2**40], I64)],
+               [np.ones((3, 1), np.float32), np.array([0, 3, MAX], I64)]]
+        good = [np.ones((3, 1), np.float32), np.array([2, 3, 5], I64)]
+    elif case == "constant_of_shape":
+        model = make_model([helper.make_node("ConstantOfShape", ["s"], ["y"])], [("s", I64, [2])],
+                           [("y", np.float32, ["a", "b"])])
+        bad = [[np.array([0, MAX], I64)], [np.array([2**31, 2**31], I64)], [np.array([3, -1], I64)]]
+        good = [np.array([2, 3], I64)]
+    else:
+        model = make_model([helper.make_node("Shape", ["x"], ["sh"]), helper.make_node("Concat", ["sh", "s"], ["c"], axis=0),
+                            helper.make_node("ConstantOfShape", ["c"], ["y"])],
+                           [("x", np.float32, ["n", 4]), ("s", I64, [1])], [("y", np.float32, ["a", "b", "c"])])
+        bad = [[np.ones((2**20, 4), np.float32), np.array([2**19], I64)]]
+        good = [np.ones((2, 4), np.float32), np.array([3], I64)]
+    _, art = _compile(model, tmp_path, case)
+    sess = _ort(model)
+    for xs in bad:
+        with pytest.raises(RuntimeFailure, match="too large|larger than|limit|negative"):
+            art(xs)
+    assert _agree(art, sess, model, good) == "match"
+
+
+# -- item 14: Range and Slice with extreme int64 values ------------------------------------------
+
+RANGE_CASES = [(MIN, MAX, MAX), (MAX - 1, MIN, 1), (-5, MAX, 2**62), (0, 2**62 + 1, 2**61), (MAX, MIN, MIN),
+               (MIN, MAX, 2**62), (MAX - 2, MAX, 1), (MIN, MIN + 3, 1), (5, MIN, -(2**62)), (0, 10, MIN), (0, -10, MIN),
+               (0, 3 * 2**60 + 1, 2**60), (MAX, MAX, 1), (MIN, MAX, 1), (MAX, MIN, -1), (0, 10, 0), (3, 9, 3),
+               (10, 4, -2), (MIN, MIN, MIN), (MAX, MIN, MAX)]
+
+
+def test_range_extreme_int64_matches_onnxruntime(tmp_path):
+    model = make_model([helper.make_node("Range", ["s", "l", "d"], ["y"])], [("s", I64, []), ("l", I64, []), ("d", I64, [])],
+                       [("y", I64, ["n"])])
+    _, art = _compile(model, tmp_path, "range")
+    sess = _ort(model)
+    seen = {"match": 0, "both-refuse": 0}
+    for s, l, d in RANGE_CASES:
+        seen[_agree(art, sess, model, [np.array(s, I64), np.array(l, I64), np.array(d, I64)])] += 1
+    assert seen["match"] >= 14, seen
+
+
+@pytest.mark.parametrize("dt", [np.int32, np.int16, np.float32, np.float64])
+def test_range_extremes_other_types_match_onnxruntime(dt, tmp_path):
+    model = make_model([helper.make_node("Range", ["s", "l", "d"], ["y"])], [("s", dt, []), ("l", dt, []), ("d", dt, [])],
+                       [("y", dt, ["n"])])
+    _, art = _compile(model, tmp_path, "range_" + np.dtype(dt).name)
+    sess = _ort(model)
+    if np.issubdtype(dt, np.integer):
+        lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+        cases = [(lo, hi, hi), (hi, lo, lo), (lo, hi, 1000 if dt == np.int16 else 2**28), (hi - 1, lo, 1), (0, 7, 2)]
+    else:
+        cases = [(0.1, 1000.3, 0.1), (-1e-8, 1, 0.25), (np.nan, 1, 1), (0, np.inf, 1), (0, 1, np.inf), (0, 1, np.nan),
+                 (0, 1e30, 1e-30), (5, -5, -0.5), (1, 1, 1)]
+    for s, l, d in cases:
+        _agree(art, sess, model, [np.array(s, dt), np.array(l, dt), np.array(d, dt)])
+
+
+SLICE_VALUES = [MIN, MIN + 1, -2**62, -(2**31), -7, -6, -5, -1, 0, 1, 4, 5, 6, I32MAX, I32MAX + 1, 2**62, MAX - 1, MAX]
+SLICE_STEPS = [MIN, -(2**62), -6, -5, -2, -1, 1, 2, 5, 6, 2**62, MAX]
+
+
+def test_slice_extreme_int64_matches_onnxruntime(tmp_path):
+    model = make_model([helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["y"])],
+                       [("x", np.float32, ["n"]), ("st", I64, [1]), ("en", I64, [1]), ("ax", I64, [1]), ("sp", I64, [1])],
+                       [("y", np.float32, ["m"])])
+    _, art = _compile(model, tmp_path, "slice")
+    sess = _ort(model)
+    rng = np.random.default_rng(0)
+    n_match = 0
+    for n in (5, 0, 1):
+        x = np.arange(n, dtype=np.float32)
+        for _ in range(150):
+            s, e = rng.choice(SLICE_VALUES, 2)
+            k = rng.choice(SLICE_STEPS)
+            r = _agree(art, sess, model, [x, np.array([s], I64), np.array([e], I64), np.array([0], I64), np.array([k], I64)])
+            n_match += r == "match"
+    assert n_match >= 400
+
+
+# -- the class: no raw products of dimensions in the runtime sources ------------------------------
+
+def test_runtime_has_no_unchecked_dimension_products():
+    """Products of dims go through moec_dims_prod / moec_mul_size / moec_shape_numel (rt_core.c)."""
+    bad = []
+    # x *= shape[i], shape[i] * y, y * t->shape[i]; a small literal factor (2 * shape[i]) is fine: dims <= 2^40
+    pat = re.compile(r"(\*=\s*[\w>\-.]*(shape|dims?|d)\[)|(shape\[[^\]]*\]\s*\*\s*(?!\d{1,2}\b))"
+                     r"|((?<!\b\d)(?<!\b\d\d)\s\*\s*[\w>\-.]*->shape\[)")
+    for fn in sorted(os.listdir(RUNTIME)):
+        if not fn.endswith((".c", ".h")):
+            continue
+        for i, line in enumerate(open(os.path.join(RUNTIME, fn)), 1):
+            code = re.sub(r"/\*.*?(\*/|$)", "", line.split("//")[0])
+            if code.lstrip().startswith("*"):
+                continue
+            if pat.search(code):
+                bad.append(f"{fn}:{i}: {line.strip()}")
+    assert not bad, "raw products of dimensions:\n" + "\n".join(bad)
