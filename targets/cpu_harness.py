@@ -21,6 +21,23 @@ class SanitizerError(Exception):
     pass
 
 
+class HarnessRunError(RuntimeError):
+    """The model itself refused its inputs (moec_run failed): the runtime's one-line message."""
+
+
+HARNESS = "model_asan"  # the sanitized harness of an artifact compiled with --sanitize
+
+
+def is_sanitized_library(so_path: str) -> bool:
+    """Whether a model.so was built with AddressSanitizer (it then needs the ASan runtime first in the
+    process, so it cannot be dlopen'ed by python: it runs through the harness executable instead)."""
+    try:
+        with open(so_path, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
 def _write_tensors(path: str, xs: Sequence[np.ndarray]) -> None:
     with open(path, "wb") as f:
         f.write(struct.pack("<i", len(xs)))
@@ -50,7 +67,7 @@ def _read_tensors(path: str) -> List[np.ndarray]:
 
 
 def build_harness(artifact_dir: str, sanitize: bool = True, target: TargetDesc = None) -> str:
-    exe = os.path.join(artifact_dir, "model_asan" if sanitize else "model_exe")
+    exe = os.path.join(artifact_dir, HARNESS if sanitize else "model_exe")
     build_executable(os.path.join(artifact_dir, "model.c"), exe, target or host_cpu(), sanitize=sanitize)
     return exe
 
@@ -68,6 +85,27 @@ def run_harness(exe: str, artifact_dir: str, inputs: Sequence[np.ndarray], n_out
         if "ERROR: AddressSanitizer" in p.stderr or "runtime error:" in p.stderr or \
                 "ERROR: LeakSanitizer" in p.stderr or p.returncode in (98, 99):
             raise SanitizerError(p.stderr[-4000:])
+        if p.returncode == 1 and p.stderr.startswith("run: "):
+            raise HarnessRunError(p.stderr[len("run: "):].strip())
         if p.returncode != 0:
             raise RuntimeError(f"harness exited {p.returncode}: {p.stderr[-2000:]}")
         return _read_tensors(fout)
+
+
+class HarnessLibrary:
+    """A sanitized artifact, called like CompiledLibrary: every call runs the harness executable
+    (built by `moec compile --sanitize` beside model.so) in a subprocess, where the ASan runtime comes
+    first.  Model failures raise HarnessRunError; sanitizer reports SanitizerError."""
+
+    def __init__(self, artifact_dir: str, n_in: int, n_out: int, nthreads: int = 1):
+        self.dir = artifact_dir
+        self.exe = os.path.join(artifact_dir, HARNESS)
+        if not os.path.isfile(self.exe):
+            raise FileNotFoundError(f"the artifact was built with --sanitize but its harness '{HARNESS}' is "
+                                    "missing; recompile it")
+        self.n_in, self.n_out, self.nthreads = n_in, n_out, nthreads
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        if len(inputs) != self.n_in:
+            raise HarnessRunError(f"expected {self.n_in} inputs, got {len(inputs)}")
+        return run_harness(self.exe, self.dir, [np.asarray(x) for x in inputs], self.n_out, threads=self.nthreads)

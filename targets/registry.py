@@ -38,8 +38,12 @@ class CpuBackend:
 
     def build(self, outdir: str, sanitize: bool = False) -> bool:
         try:
-            return build_shared(os.path.join(outdir, "model.c"), os.path.join(outdir, "model.so"), self.desc,
-                                sanitize)
+            cached = build_shared(os.path.join(outdir, "model.c"), os.path.join(outdir, "model.so"), self.desc,
+                                  sanitize)
+            if sanitize:  # a sanitized .so cannot be loaded into python: runs go through this executable
+                from .cpu_harness import build_harness
+                build_harness(outdir, sanitize=True, target=self.desc)
+            return cached
         except BuildError as e:
             raise UserBuildError(f"internal error: building the generated C failed (please report): {e}") from None
 
@@ -55,17 +59,27 @@ class CpuArtifact:
             self.manifest = json.load(f)
         self.input_names = [i["name"] for i in self.manifest["inputs"]]
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
+        from .cpu_harness import HarnessLibrary, is_sanitized_library
+        so = os.path.join(outdir, "model.so")
         try:
-            self.lib = CompiledLibrary(os.path.join(outdir, "model.so"), os.path.join(outdir, "model.weights.bin"),
-                                       len(self.input_names), len(self.output_names), threads)
+            if is_sanitized_library(so):  # `moec compile --sanitize`: run in the ASan harness
+                self.lib = HarnessLibrary(outdir, len(self.input_names), len(self.output_names), threads)
+            else:
+                self.lib = CompiledLibrary(so, os.path.join(outdir, "model.weights.bin"),
+                                           len(self.input_names), len(self.output_names), threads)
         except (RunError, OSError) as e:
             raise RuntimeFailure(f"cannot load the compiled model in '{outdir}': {e}") from None
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        from .cpu_harness import HarnessRunError, SanitizerError
         try:
             return self.lib(list(inputs))
-        except RunError as e:
+        except (RunError, HarnessRunError) as e:
             raise RuntimeFailure(str(e)) from None
+        except SanitizerError as e:
+            lines = [ln for ln in str(e).splitlines() if "ERROR:" in ln or "runtime error:" in ln]
+            raise UserBuildError("internal error: AddressSanitizer/UBSan found an error in the compiled code "
+                                 f"(please report): {(lines or [str(e)[:300]])[0].strip()}") from None
         except TypeError as e:
             raise RuntimeFailure(f"bad input: {e}") from None
 
