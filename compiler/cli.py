@@ -272,6 +272,7 @@ def cmd_conformance(a) -> int:
 
 def cmd_run(a) -> int:
     import numpy as np
+    from .npy_input import load_npy_input
     from .ir import parse_type
     from .targets.registry import CpuArtifact
     d = a.artifact
@@ -296,10 +297,7 @@ def cmd_run(a) -> int:
     arrays, binding = [], {}
     for x in man["inputs"]:
         path = given[x["name"]]
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserInputError(f"input '{x['name']}': cannot read '{path}' as a .npy file: {e}") from None
+        arr = load_npy_input(path, f"input '{x['name']}'")  # (the header is checked before allocating)
         t = parse_type(x["type"])
         if arr.dtype != t.dtype.np:
             raise UserInputError(f"input '{x['name']}' has dtype {arr.dtype}, the model expects {t.dtype.np} "

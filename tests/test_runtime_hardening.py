@@ -242,3 +242,77 @@ def test_runtime_has_no_unchecked_dimension_products():
             if pat.search(code):
                 bad.append(f"{fn}:{i}: {line.strip()}")
     assert not bad, "raw products of dimensions:\n" + "\n".join(bad)
+
+
+# -- item 20: bad sizes are exit 2 with one clear line -------------------------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "moec.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def _one_error_line(p):
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr, p.stderr
+    errs = [ln for ln in p.stderr.strip().splitlines() if "error" in ln]
+    assert len(errs) == 1, p.stderr
+    return errs[0]
+
+
+@pytest.mark.parametrize("case", ["negative_dim", "huge_static", "constant_of_shape_0_max"])
+def test_bad_static_sizes_are_exit_2(case, tmp_path):
+    import onnx
+    if case == "negative_dim":
+        m = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", np.float32, [-3, 4])], [("y", np.float32, [-3, 4])])
+        want = "negative"
+    elif case == "huge_static":
+        m = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", np.float32, [2**31, 2**20])],
+                       [("y", np.float32, [2**31, 2**20])])
+        want = "too large"
+    else:
+        m = make_model([helper.make_node("ConstantOfShape", ["s"], ["c"]), helper.make_node("Add", ["x", "c"], ["y"])],
+                       [("x", np.float32, ["n", 1])], [("y", np.float32, ["a", "b"])], {"s": np.array([0, MAX], I64)})
+        want = "too large"
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    line = _one_error_line(_cli("compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "art")))
+    assert want in line, line
+
+
+def _npy_with_header(path, shape, descr="<f4", data=b"\0" * 12, fortran=False):
+    hdr = "{'descr': '%s', 'fortran_order': %s, 'shape': %r, }" % (descr, fortran, tuple(shape))
+    hdr = hdr + " " * (((len(hdr) + 11) // 64 + 1) * 64 - 11 - len(hdr)) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr.encode() + data)
+
+
+def test_npy_inputs_with_lying_headers_are_exit_2(tmp_path):
+    """`moec run --input` with a .npy whose header claims 10^12 elements was a MemoryError (exit 3):
+    the header is now checked against the limit and the file size before anything is allocated."""
+    import onnx
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", np.float32, ["n", 3])], [("y", np.float32, ["n", 3])])
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    art = str(tmp_path / "art")
+    assert _cli("compile", str(tmp_path / "m.onnx"), "-o", art, "--no-verify").returncode == 0
+    cases = {"claims_1e12": dict(shape=(10**12,)), "claims_1e12_2d": dict(shape=(10**6, 10**6)),
+             "claims_2_62": dict(shape=(2**62, 3)), "truncated": dict(shape=(4, 3)),
+             "too_long": dict(shape=(1, 3), data=b"\0" * 40), "object": dict(shape=(4,), descr="|O")}
+    for name, kw in cases.items():
+        p = tmp_path / f"{name}.npy"
+        _npy_with_header(p, **kw)
+        line = _one_error_line(_cli("run", art, "-i", f"x={p}", "-o", str(tmp_path / "o")))
+        assert "input 'x'" in line, (name, line)
+    np.save(tmp_path / "ok.npy", np.arange(6, dtype=np.float32).reshape(2, 3) - 3)
+    p = _cli("run", art, "-i", f"x={tmp_path / 'ok.npy'}", "-o", str(tmp_path / "o"))
+    assert p.returncode == 0, p.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "y.npy"), np.maximum(np.arange(6).reshape(2, 3) - 3, 0))
+
+
+def test_load_npy_input_reads_what_np_save_wrote(tmp_path):
+    from moec.npy_input import load_npy_input
+    arrays = [np.arange(12, dtype=np.float32).reshape(3, 4), np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+              np.array(5, np.int32), np.zeros((0, 7), np.float16), np.array([True, False]), np.arange(4, dtype=">i4")]
+    for i, a in enumerate(arrays):
+        p = str(tmp_path / f"a{i}.npy")
+        np.save(p, a)
+        got = load_npy_input(p, "x")
+        assert got.shape == a.shape and got.dtype == a.dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, a)

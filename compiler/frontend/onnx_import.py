@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import UnsupportedError, UserInputError
 from ..ir import DType, Function, Module, TensorType, Value
 from ..ir.core import IRError, ResourceRef
+from ..ir.limits import shape_problem
 from ..ir.opdef import OPS
 
 # Inline constants up to this many elements; larger ones go to the weight store.
@@ -232,11 +233,16 @@ def _value_type(vi, where: str, sym_hint: str) -> TensorType:
     dims = []
     for i, d in enumerate(tt.shape.dim):
         if d.HasField("dim_value"):
+            if d.dim_value < 0:
+                raise UserInputError(f"{where}: dimension {i} is negative ({d.dim_value})")
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param:
             dims.append(_sanitize_symbol(d.dim_param))
         else:
             dims.append(f"{sym_hint}_d{i}")
+    bad = shape_problem(dims)
+    if bad:
+        raise UserInputError(f"{where}: {bad}")
     return TensorType(dt, tuple(dims))
 
 
@@ -359,6 +365,9 @@ def _convert_node(ctx: ImportContext, node) -> None:
         if i >= len(outs) or outs[i] is None:
             raise ctx.unsupported(f"output #{i} '{n}' is not produced by moec's conversion of {node.op_type}")
         v = outs[i]
+        bad = shape_problem(v.type.shape) if v.type is not None and hasattr(v.type, "shape") else None
+        if bad:  # e.g. ConstantOfShape [0, INT64_MAX]: refused where it enters, not at verification
+            raise ctx.error(f"output #{i} '{n}': {bad}")
         if v.name is None or v.owner is not None and v.owner.loc == ctx.loc:
             v.name = _sanitize_symbol(n)
         ctx.values[n] = v
