@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from .core import Module
-from .parser import parse_module
+from .parser import IRParseError, parse_module, printable
 from .printer import print_module
 from .weights import WeightStore
 
@@ -23,7 +23,16 @@ def save_module(m: Module, path: str) -> None:
 
 
 def load_module(path: str) -> Module:
+    """Load ``path`` and its weights; damaged or hostile contents raise IRParseError (never another error)."""
     b, j = weight_paths(path)
-    ws = WeightStore.load(b, j) if os.path.exists(j) else WeightStore()
-    with open(path) as f:
-        return parse_module(f.read(), ws, source=path)
+    try:
+        ws = WeightStore.load(b, j) if os.path.exists(j) else WeightStore()
+    except Exception as e:  # a damaged index or weights file
+        raise IRParseError(f"{printable(path, 200)}: cannot load its weights: {type(e).__name__}: "
+                           f"{printable(str(e), 200)}") from None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise IRParseError(f"cannot read IR file {printable(path, 200)}: {e.strerror or e}") from None
+    return parse_module(data, ws, source=path)

@@ -19,6 +19,8 @@ def verify_module(m: Module) -> None:
                 o.verify()
             except IRError as e:
                 raise IRError(f"@{f.name}: {e}") from None
+            except Exception as e:  # an op's verifier tripped over a malformed operand or attribute
+                raise IRError(f"@{f.name}: op {o.describe()}: {type(e).__name__}: {e}") from None
             if o.name == "moec.constant" and isinstance(o.attrs["value"], ResourceRef):
                 key = o.attrs["value"].key
                 if key not in m.weights:

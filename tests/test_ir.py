@@ -216,3 +216,118 @@ def test_symbolic_token_dim_flows_through_the_example():
     m = import_model(build(hidden=16, ffn=8, experts=4))
     assert str(m.main.outputs[0].type) == 'tensor<?x16xf32, "T">'
     check_ir_text(m)
+
+
+# -- issue 15, item 21: IR text is untrusted; every bad text is one IRError line ----------------------
+
+_GOOD = '''module {
+  func.func @main(%x: tensor<?x2xf32, "T">) -> (tensor<?x2xf32, "T">) attributes {moec.inputs = ["x"], moec.outputs = ["y"]} {
+    %c = "moec.constant"() {value = dense<[[1.0, 2.0], [3.0, 4.0]]> : tensor<2x2xf32>} : () -> tensor<2x2xf32>
+    %y = "moec.matmul"(%x, %c) : (tensor<?x2xf32, "T">, tensor<2x2xf32>) -> tensor<?x2xf32, "T"> loc("mm")
+    func.return %y : tensor<?x2xf32, "T">
+  }
+}
+'''
+_DENSE = "dense<[[1.0, 2.0], [3.0, 4.0]]> : tensor<2x2xf32>"
+_RANGE = '''module {
+  func.func @main() -> (tensor<?xi64>) attributes {moec.outputs = ["y"]} {
+    %s = "moec.constant"() {value = dense<0> : tensor<i64>} : () -> tensor<i64>
+    %l = "moec.constant"() {value = dense<LIMIT> : tensor<i64>} : () -> tensor<i64>
+    %d = "moec.constant"() {value = dense<1> : tensor<i64>} : () -> tensor<i64>
+    %y = "moec.range"(%s, %l, %d) : (tensor<i64>, tensor<i64>, tensor<i64>) -> tensor<?xi64>
+    func.return %y : tensor<?xi64>
+  }
+}
+'''
+
+
+@pytest.mark.parametrize("old,new,message", [
+    # each of these leaked a lark VisitError / ValueError / IndexError / struct.error / RecursionError before
+    (_DENSE, "dense<[[1.0, 2.0], [3.0, 4.0]]> : tensor<-2x2xf32>", r":3:\d+: .*bad dimension '-2'"),
+    (_DENSE, "dense<[1.0, 2.0, 3.0, 4.0]> : tensor<2x2xf99>", "unknown element type 'f99'"),
+    ('loc("mm")', 'loc("m\\ZZ")', r":4:\d+: .*bad escape"),
+    ('loc("mm")', 'loc("\\C3\\28")', "not valid UTF-8"),
+    ('loc("mm")', 'loc("abc\\")', "syntax error"),
+    (_DENSE, "dense<[[1.0, 0x1FFFFFFFFF], [3.0, 4.0]]> : tensor<2x2xf32>", "more than 32 bits"),
+    (_DENSE, "dense<[[1.0, 2.0], [3.0]]> : tensor<2x2xf32>", "has 1 elements, the type says 2"),
+    (_DENSE, "dense<" + "[" * 100000 + "1.0" + "]" * 100000 + "> : tensor<2x2xf32>", "nests deeper"),
+    (_DENSE, "dense<[[1.0, foo], [3.0, 4.0]]> : tensor<2x2xf32>", "bad element 'foo"),
+    (_DENSE, "dense<1.0> : tensor<65536x65536xf32>", "more than 16777216"),
+    (_DENSE, "dense<1.0> : tensor<4611686018427387904x2x2xf32>", "product overflows int64"),
+    (_DENSE, "dense<1.0> : tensor<99999999999999999999xf32>", "does not fit int64"),
+    (_DENSE, "dense<1.0> : tensor<" + "1x" * 40 + "f32>", "more than 32"),
+    (_DENSE, 'dense<"0x0000803F"> : tensor<2x2xf32>', "has 4 bytes, type tensor<2x2xf32> needs 16"),
+    (_DENSE, 'dense<"0xZZ"> : tensor<2x2xf32>', "bad hex data"),
+    (_DENSE, "dense<[[1, 2], [3, 300]]> : tensor<2x2xi8>", "out of range for i8"),
+    ('loc("mm")', '{} loc("mm")'.replace("{}", ""), None),  # unchanged: the control case
+    ('%y = "moec.matmul"', '%c = "moec.matmul"', r":4:\d+: .*redefines %c"),
+    ('%y = "moec.matmul"', '%y:0 = "moec.matmul"', "defines 0 results"),
+    ('(%x, %c) : (tensor<?x2xf32, "T">, tensor<2x2xf32>)', '(%x, %c) : (tensor<?x2xf32, "T">)',
+     "lists 1 operand types"),
+    ("func.return %y : tensor<?x2xf32, \"T\">", "func.return %y : tensor<?x3xf32, \"T\">", "listed as"),
+    ('moec.inputs = ["x"]', "moec.inputs = 5 : i64", "moec.inputs must be a list of strings"),
+    ('moec.inputs = ["x"]', 'moec.inputs = ["x", "z"]', "2 names in moec.inputs"),
+    ('loc("mm")', 'loc("mm") {a = 1 : i64}', "syntax error"),
+    ('"moec.matmul"(%x, %c) :', '"moec.matmul"(%x, %c) {a = 99999999999999999999999 : i64} :',
+     "does not fit in 64 bits"),
+])
+def test_parser_turns_every_bad_text_into_one_irerror_line(old, new, message):
+    assert old in _GOOD
+    text = _GOOD.replace(old, new)
+    if message is None:
+        verify_module(parse_module(text))
+        return
+    with pytest.raises(IRError, match=message) as e:
+        parse_module(text, source="m.mlir")
+    s = str(e.value)
+    assert "\n" not in s and s.startswith("m.mlir"), s
+    from moec.errors import UserInputError
+    assert isinstance(e.value, UserInputError)  # exit 2 in the CLI
+
+
+def test_parser_rejects_invalid_utf8_and_control_characters_in_messages(tmp_path):
+    bad = _GOOD.encode().replace(b'"mm"', b'"m\xffm"')
+    with pytest.raises(IRError, match=r"m.mlir:4:\d+: IR text is not valid UTF-8 \(byte 0xff\)"):
+        parse_module(bad, source="m.mlir")
+    p = tmp_path / "m.mlir"
+    p.write_bytes(bad)
+    with pytest.raises(IRError, match="not valid UTF-8"):
+        load_module(str(p))
+    with pytest.raises(IRError) as e:  # a terminal escape and a newline in an op name are not echoed raw
+        parse_module(_GOOD.replace('"moec.matmul"', '"moec.\\1B[2J\\0Aevil"'))
+    assert "\x1b" not in str(e.value) and "\n" not in str(e.value) and "\\x1b" in str(e.value)
+
+
+def test_damaged_weights_beside_the_text_are_an_irerror(tmp_path):
+    text, ws = _tiny_module()
+    path = str(tmp_path / "m.mlir")
+    save_module(parse_module(text, ws), path)
+    (tmp_path / "m.weights.json").write_text('{"w": {"dtype": "f32", "shape": [99, 99], "offset": 0, "nbytes": 16}}')
+    with pytest.raises(IRError, match="cannot load its weights"):
+        load_module(path)
+    (tmp_path / "m.weights.json").write_text("{not json")
+    with pytest.raises(IRError, match="cannot load its weights"):
+        load_module(path)
+
+
+@pytest.mark.parametrize("limit", ["1000000000000", "4611686018427387904", "9223372036854775807"])
+def test_a_huge_range_is_refused_without_allocating(limit, monkeypatch):
+    """Range's type inference runs its reference on constant operands: a crafted limit must not allocate
+    terabytes while the text is parsed, nor in the interpreter."""
+    monkeypatch.setenv("MOEC_INTERP_MAX_BYTES", str(1 << 30))
+    with pytest.raises(IRError, match="more than the interpreter's limit"):
+        parse_module(_RANGE.replace("LIMIT", limit))
+    m = parse_module(_RANGE.replace("LIMIT", "5"))
+    np.testing.assert_array_equal(run(m, [])["y"], np.arange(5))
+
+
+def test_interpreter_refuses_an_oversized_declared_result(monkeypatch):
+    monkeypatch.setenv("MOEC_INTERP_MAX_BYTES", str(1 << 20))
+    text = _GOOD.replace('-> tensor<?x2xf32, "T"> loc', '-> tensor<?x2xf32, "T"> loc')
+    m = parse_module(text)
+    with pytest.raises(IRError, match="more than the interpreter's limit"):
+        run(m, {"x": np.ones((1 << 18, 2), np.float32)})
+    with pytest.raises(IRError, match="no function @nope"):
+        run(m, {"x": np.ones((1, 2), np.float32)}, func="nope")
+    with pytest.raises(IRError, match="input 'x'"):
+        run(m, {"x": np.ones((1, 2), np.complex64)})

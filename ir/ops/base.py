@@ -49,6 +49,24 @@ class BinaryOp(Operation):
         return [np.asarray(r).astype((self.result_dtype or DType.from_np(a.dtype)).np, copy=False)]
 
 
+def alloc_guard(o: Operation, shape, itemsize: int) -> tuple:
+    """``shape`` as ints, after checking that a result of that shape fits the interpreter's size limit:
+    shapes that come from data (Expand, Tile, ConstantOfShape, Range, OneHot) must not make the
+    reference allocate without bound."""
+    from ..interpreter import max_result_bytes
+    dims = tuple(int(s) for s in shape)
+    n = itemsize
+    for d in dims:
+        if d < 0:
+            raise ValueError(f"negative dimension {d} in result shape {list(dims)}")
+        n *= d
+    limit = max_result_bytes()
+    if n > limit:
+        raise ValueError(f"result shape {list(dims)} would take {n} bytes, more than the interpreter's "
+                         f"limit of {limit} (MOEC_INTERP_MAX_BYTES)")
+    return dims
+
+
 def same_dtype(o: Operation, *idx: int) -> DType:
     dts = {o.operands[i].type.dtype for i in idx}
     if len(dts) != 1:
@@ -68,4 +86,4 @@ def require_int(o: Operation, i: int) -> None:
         raise operand_error(o, f"operand #{i} must be i64 or i32, got {o.operands[i].type.dtype.mlir}")
 
 
-__all__ = ["UnaryOp", "BinaryOp", "same_dtype", "require_rank", "require_int", "IRError"]
+__all__ = ["UnaryOp", "BinaryOp", "alloc_guard", "same_dtype", "require_rank", "require_int", "IRError"]

@@ -10,7 +10,7 @@ import numpy as np
 from ..core import Operation
 from ..opdef import Attr, const_value, norm_axis, op, operand_error
 from ..types import DType, TensorType
-from .base import require_int
+from .base import alloc_guard, require_int
 
 REDUCTIONS = ("none", "add", "mul", "max", "min")
 
@@ -185,6 +185,7 @@ class OneHotOp(Operation):
         d = int(np.asarray(depth).reshape(-1)[0])
         r = idx.ndim + 1
         a = self.attrs["axis"] % r
+        alloc_guard(self, idx.shape[:a] + (max(d, 0),) + idx.shape[a:], max(values.itemsize, 8))
         ii = idx.astype(np.int64)
         ii = np.where(ii < 0, ii + d, ii)
         onehot = (np.expand_dims(ii, a) == np.arange(d).reshape([-1 if k == a else 1 for k in range(r)]))

@@ -13,7 +13,7 @@ import numpy as np
 from ..core import Operation
 from ..opdef import Attr, const_value, norm_axis, op, operand_error
 from ..types import DType, TensorType, broadcast_shapes
-from .base import require_int
+from .base import alloc_guard, require_int
 
 
 def _ints(o: Operation, i: int) -> Optional[List[int]]:
@@ -228,6 +228,7 @@ class ExpandOp(Operation):
 
     def reference(self, x, shape):
         out = np.broadcast_shapes(x.shape, tuple(int(s) for s in shape))
+        alloc_guard(self, out, x.itemsize)
         return [np.asarray(np.broadcast_to(x, out), order="C")]
 
 
@@ -249,7 +250,10 @@ class TileOp(Operation):
         return [TensorType(x.dtype, tuple(dims))]
 
     def reference(self, x, reps):
-        return [np.tile(x, [int(r) for r in reps])]
+        reps = [int(r) for r in reps]
+        if len(reps) == x.ndim:
+            alloc_guard(self, [d * r for d, r in zip(x.shape, reps)], x.itemsize)
+        return [np.tile(x, reps)]
 
 
 @op("moec.constant_of_shape", operands=("shape",), attrs={"value": Attr("tensor")}, traits=("pure",))
@@ -269,7 +273,7 @@ class ConstantOfShapeOp(Operation):
 
     def reference(self, shape):
         v = np.asarray(self.attrs["value"]).reshape(-1)
-        return [np.full(tuple(int(s) for s in shape), v[0], dtype=v.dtype)]
+        return [np.full(alloc_guard(self, shape, v.dtype.itemsize), v[0], dtype=v.dtype)]
 
 
 @op("moec.range", operands=("start", "limit", "delta"), traits=("pure",))
@@ -289,7 +293,14 @@ class RangeOp(Operation):
         s, l_, d = (np.asarray(v).item() for v in (start, limit, delta))
         if d == 0:
             raise ValueError("range delta is zero")
-        n = max(int(np.ceil((l_ - s) / d)), 0)
+        if isinstance(s, int) and isinstance(l_, int) and isinstance(d, int):
+            n = max(-((s - l_) // d), 0)  # exact ceil((l - s) / d) for any int64 values
+        else:
+            q = np.ceil((l_ - s) / d)
+            if not np.isfinite(q):
+                raise ValueError(f"range({s}, {l_}, {d}) has no finite length")
+            n = max(int(q), 0)
+        alloc_guard(self, (n,), np.asarray(start).dtype.itemsize)
         return [(s + np.arange(n) * d).astype(np.asarray(start).dtype)]
 
 
