@@ -47,6 +47,9 @@ class CompileOptions:
     weights: str = "f32"          # routed experts' weights: f32 (as the model), bf16, int8, int4, w8a8, fp8
     group_size: int = 64          # int4: elements per scale group (0: per row)
     zero_point: bool = False      # int4: asymmetric with zero points
+    # input sets given by the user (each {input name: array}, checked by verify.check_user_inputs): extra
+    # verification trials, or the only ones where moec cannot derive an integer input's valid values
+    inputs: Optional[Sequence[Dict[str, np.ndarray]]] = None
 
 
 @dataclass
@@ -288,6 +291,28 @@ def _widened_onnxruntime(proto, lazy: dict, f, xs, threads: int):
         return None
 
 
+def _trials(f, opts: CompileOptions):
+    """Verification trials [(symbol binding, kind, user inputs or None)] and the integer inputs whose
+    valid values moec cannot derive ({name: why}).  The user's input sets come first; generated trials
+    follow (random at each shape, identical tokens, tied router rows where the model selects by value,
+    non-finite router rows where a router defines them) unless an integer input is underivable and the
+    user gave inputs, then the user's are the only ones."""
+    from .verify import int_input_plan, nonfinite_router_args, selection_ops, shape_trials
+    _, unknown = int_input_plan(f)
+    trials = [({}, "user", given) for given in (opts.inputs or [])]
+    if unknown and trials:
+        return trials, {}
+    gen = [(b, "random", None) for b in shape_trials(f, opts.symbol_sizes)]
+    if any(a.type.rank >= 2 and a.type.dtype.is_float for a in f.args):
+        gen.append((gen[0][0], "identical", None))  # plus a batch of identical tokens
+        if selection_ops(f):
+            gen.append((gen[0][0], "tied", None))  # equal router logits: routing ties
+    seen = {v.type.dtype for v in f.args} | {r.type.dtype for o in f.ops for r in o.results}
+    if nonfinite_router_args(f) and opts.weights == "f32" and not seen & {DType.F16, DType.BF16}:
+        gen.append((gen[0][0], "nonfinite", None))  # NaN / Inf router rows (they output 0)
+    return trials + gen, unknown
+
+
 def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module: Optional[Module] = None) -> dict:
     """Run the artifact and onnxruntime (and the IR interpreter) on seeded inputs at several shapes.
 
@@ -295,12 +320,10 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
     (the IR interpreter on the quantised module: dequantise, then compute in f32) with the f32
     tolerance; the distance to onnxruntime on the f32 model is the quantisation error, measured
     and reported (``quantization_error``) and bounded by ``tolerances.QUANT_ERROR_BOUNDS``."""
-    from .verify import compare, make_inputs, run_onnxruntime, shape_trials
+    from .verify import check_user_inputs, compare, make_inputs, run_onnxruntime, shape_trials
     f = m.main
     model_bytes = proto.SerializeToString()
-    trials = [(b, False) for b in shape_trials(f, opts.symbol_sizes)]
-    if any(a.type.rank >= 2 and a.type.dtype.is_float for a in f.args):
-        trials.append((trials[0][0], True))  # plus a batch of identical tokens
+    trials, unknown_ints = _trials(f, opts)
     out = {"verified": True, "shapes_tried": [], "max_abs_err": 0.0, "max_rel_err": 0.0,
            "oracle": "onnxruntime", "trials": []}
     quantized = opts.weights != "f32" and f32_module is not None
@@ -321,10 +344,20 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
     seen = {v.type.dtype for v in f.args} | {r.type.dtype for o in f.ops for r in o.results}
     half_dt = DType.BF16 if DType.BF16 in seen else (DType.F16 if DType.F16 in seen else None)
     wide_out = half_dt is not None and any(v.type.dtype in (DType.F32, DType.F64) for v in f.outputs)
-    for ti, (binding, identical) in enumerate(trials):
-        xs = make_inputs(f, binding, seed=opts.seed + ti, identical=identical)
+    def hinted(msg: str) -> str:  # a failure on inputs moec could not make valid says so
+        if not unknown_ints:
+            return msg
+        why = "; ".join(f"'{n}': {r}" for n, r in unknown_ints.items())
+        return (f"{msg} [moec could not derive valid values for integer input(s) ({why}) and drew them from "
+                "[0, 4): give inputs with --inputs FILE.npz (moec.compile(..., example_inputs=...))]")
+    for ti, (binding, kind, given) in enumerate(trials):
+        if given is not None:
+            xs = list(check_user_inputs(f, given, "inputs").values())
+        else:
+            xs = make_inputs(f, binding, seed=opts.seed + ti, kind=kind)
+        identical = kind == "identical"
         shapes = {n: list(x.shape) for n, x in zip(f.arg_names, xs)}
-        if not identical:
+        if kind in ("random", "user"):
             out["shapes_tried"].append(shapes)
         oracle, why, half_ref, own_runs = "onnxruntime", None, None, []
         try:
@@ -338,8 +371,8 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
                 try:
                     want = list(interpret(original(), xs).values())
                 except IRError as ie:
-                    out.update(verified=False, failure=f"no oracle could run the model: onnxruntime failed ({why}), "
-                                                       f"moec's interpreter failed ({ie})")
+                    out.update(verified=False, failure=hinted(f"no oracle could run the model: onnxruntime failed "
+                                                              f"({why}), moec's interpreter failed ({ie})"))
                     return out
                 oracle = f"moec's interpreter on the imported model (onnxruntime failed: {why})"
         if not quantized and half_dt is not None and (why is not None or wide_out):
@@ -364,9 +397,9 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
         try:
             got = artifact(xs)
         except RuntimeFailure as e:
-            out.update(verified=False, failure=f"compiled code failed at shapes {shapes}: {e}")
+            out.update(verified=False, failure=hinted(f"compiled code failed at shapes {shapes}: {e}"))
             return out
-        trial = {"shapes": shapes, "oracle": oracle, "identical_rows": identical}
+        trial = {"shapes": shapes, "oracle": oracle, "kind": kind, "identical_rows": identical}
         if opts.check_interpreter or want is None:
             try:
                 ref = list(interpret(m, xs).values())
@@ -374,7 +407,7 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
                 ref = None
                 trial["interpreter_error"] = str(e)
                 if want is None:
-                    out.update(verified=False, failure=f"no oracle could run the model: {e}")
+                    out.update(verified=False, failure=hinted(f"no oracle could run the model: {e}"))
                     return out
             if ref is not None:
                 if want is None:
@@ -406,7 +439,9 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
         for p in c.per_output:
             tol_seen[p["dtype"]] = p["tolerance"]
         if not c.ok:
-            out.update(verified=False, failure=f"{c.message} at input shapes {shapes}", worst_output=c.worst_output)
+            out.update(verified=False, failure=hinted(f"{c.message} at input shapes {shapes}"
+                                                      + (f" ({kind} inputs)" if kind != "random" else "")),
+                       worst_output=c.worst_output)
             break
     out["tolerance"] = tol_seen
     if quantized:

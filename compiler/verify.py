@@ -1,9 +1,21 @@
 """Verification: run compiled code and onnxruntime on the same seeded inputs and compare.
 
-Inputs: floats ~ N(0, 1); integer inputs drawn in a valid range (when an
-input feeds an op as indices, [0, that dimension); otherwise [0, 4)); bools
-uniform.  Dynamic dimensions are tried at several sizes (the default size,
-1, and one more) so a dynamic token count is exercised.
+Inputs: floats ~ N(0, 1); bools uniform; integer inputs drawn from the values the
+model accepts where moec can derive them from how the input is used
+(``int_input_plan``: indices in [-n, n), a divisor or a Slice step nonzero, a
+Reshape/Expand target that fits the data, a TopK k in [1, n], Split sizes that
+sum up, ...), otherwise [0, 4).  Where it cannot derive them (the input reaches
+such a use through arithmetic), the plan says so and the user gives inputs
+(``moec compile --inputs FILE.npz``, ``moec.compile(..., example_inputs=...)``,
+read by ``load_inputs_npz`` / ``check_user_inputs``).  Dynamic dimensions are
+tried at several sizes (the default size, 1, and one more) so a dynamic token
+count is exercised.
+
+Trial kinds (``make_inputs(kind=...)``): ``random``; ``identical`` (every token
+the same); ``tied`` (rows of zeros, of one value and of a few levels: equal
+router logits, so routing ties are exercised); ``nonfinite`` (NaN / +Inf / -Inf
+in a few rows of the inputs that reach a router whose semantics define them:
+``moe.route`` with ``drop``, onnxruntime's MoE: the row outputs 0).
 """
 from __future__ import annotations
 
@@ -55,49 +67,408 @@ def concrete_shape(t: TensorType, binding: Dict[str, int]) -> tuple:
     return tuple(out)
 
 
-def _index_ranges(f: Function) -> Dict[int, int]:
-    """id(arg) -> exclusive upper bound for inputs used as indices."""
-    args = {id(a) for a in f.args}
-    out: Dict[int, int] = {}
+# -- integer inputs: the values the model accepts -------------------------------------------------
+# ops whose result holds the operand's values unchanged (rearranged): a constraint on the result's
+# values is one on the operand's (operand index -> passes values through)
+_VALUE_PRESERVING = {"moec.squeeze": 0, "moec.unsqueeze": 0, "moec.reshape": 0, "moec.flatten": 0,
+                     "moec.transpose": 0, "moec.expand": 0}
+
+
+def _constraint(o, i: int):
+    """What operand ``i`` of op ``o`` must hold to be valid, or None (any value is accepted)."""
+    n = o.name
+    spec = getattr(type(o), "index_operand", None)
+    if spec is not None and i == spec[0]:
+        return ("index", o.operands[spec[1]], o.attrs.get(spec[2], 0) if spec[2] else 0)
+    if n in ("moec.gather_nd", "moec.scatter_nd") and i == 1:
+        return ("index_nd", o.operands[0], o.attrs.get("batch_dims", 0))
+    if n == "moec.div" and i == 1 and not o.operands[1].type.dtype.is_float:
+        return ("nonzero",)
+    if n == "moec.slice":
+        return {3: ("opaque", "Slice axes"), 4: ("step",)}.get(i)
+    if (n, i) in (("moec.tile", 1), ("moec.constant_of_shape", 0), ("moec.one_hot", 1)):
+        return ("positive",)
+    if n == "moec.range" and i == 2:
+        return ("positive",)
+    if n == "moec.reshape" and i == 1:
+        return ("reshape", o.operands[0], o.attrs.get("allowzero", False))
+    if n == "moec.expand" and i == 1:
+        return ("expand", o.operands[0])
+    if n == "moec.topk" and i == 1:
+        return ("k", o.operands[0], o.attrs.get("axis", -1))
+    if n == "moec.split" and i == 1:
+        return ("split", o.operands[0], o.attrs.get("axis", 0))
+    if n == "moec.cumsum" and i == 1:
+        return ("axis", o.operands[0])
+    if n in ("moec.squeeze", "moec.unsqueeze") and i == 1:
+        return ("opaque", f"{n[5:].capitalize()} axes")
+    if n == "moe.dispatch":
+        return ("opaque", "expert ids")
+    return None
+
+
+_WHAT = {"index": "indices", "index_nd": "GatherND/ScatterND indices", "nonzero": "an integer divisor",
+         "step": "Slice steps", "positive": "a count or a size", "reshape": "a Reshape target",
+         "expand": "an Expand shape", "k": "TopK's k", "split": "Split sizes", "axis": "an axis"}
+
+
+def int_input_plan(f: Function):
+    """How to draw each integer input: (plan {id(arg): constraint or None (any value)}, unknown
+    {input name: why moec cannot derive its valid values}).  A constraint comes from a direct use
+    (through value-preserving ops for indices, divisors, steps and counts); an input that reaches a
+    constrained operand only through arithmetic, or whose uses want different things, is unknown."""
+    args = {id(a): (a, n) for a, n in zip(f.args, f.arg_names)}
+    # value id -> {arg id: direct}: direct while only value-preserving ops lie between arg and value
+    src: Dict[int, Dict[int, bool]] = {id(a): {id(a): True} for a in f.args if not a.type.dtype.is_float}
+    found: Dict[int, list] = {k: [] for k in src}
+    unknown: Dict[str, str] = {}
     for o in f.ops:
-        # ops declare `index_operand = (index operand, data operand, axis attribute or None)`
-        spec = getattr(type(o), "index_operand", None)
-        if spec is None:
+        for i, v in enumerate(o.operands):
+            c = _constraint(o, i) if id(v) in src else None
+            if c is None:
+                continue
+            for aid, direct in src[id(v)].items():
+                name = args[aid][1]
+                if c[0] == "opaque":
+                    unknown.setdefault(name, f"it is used as {c[1]}")
+                elif not direct or (c[0] in _SHAPE_LIKE and v is not args[aid][0]):
+                    unknown.setdefault(name, f"it reaches {_WHAT[c[0]]} ({o.name.split('.')[-1]}) through "
+                                             "other ops")
+                else:
+                    found[aid].append(c)
+        tainted = [src[id(v)] for v in o.operands if id(v) in src]
+        if not tainted:
             continue
-        ii, di, axis_attr = spec
-        idx = o.operands[ii]
-        if id(idx) not in args:
+        keep = _VALUE_PRESERVING.get(o.name)
+        for r in o.results:
+            if r.type.dtype.is_float:
+                continue  # (no integer constraint reaches back through a float value)
+            if keep is not None and id(o.operands[keep]) in src and len(tainted) == 1:
+                src[id(r)] = dict(src[id(o.operands[keep])])
+            else:
+                src[id(r)] = {aid: False for t in tainted for aid in t}
+    plan: Dict[int, object] = {}
+    for aid, cs in found.items():
+        name = args[aid][1]
+        if name in unknown:
             continue
-        data_t = o.operands[di].type
-        axis = o.attrs.get(axis_attr, 0) if axis_attr else 0
-        if data_t.rank:
-            d = data_t.shape[axis % data_t.rank]
-            if isinstance(d, int) and d > 0:
-                out[id(idx)] = min(out.get(id(idx), d), d)
-    return out
+        kinds = {c[0] for c in cs}
+        if not cs:
+            plan[aid] = None
+        elif len(cs) == 1:
+            plan[aid] = cs[0]
+        elif kinds == {"index"}:
+            plan[aid] = ("index_multi", cs)
+        elif len(kinds) == 1 and kinds <= {"nonzero", "step", "positive"}:
+            plan[aid] = cs[0]
+        else:
+            unknown[name] = "it has several uses with different valid values (" + \
+                            ", ".join(sorted(_WHAT.get(k, k) for k in kinds)) + ")"
+    return plan, unknown
 
 
-def make_inputs(f: Function, binding: Dict[str, int], seed: int = 0, identical: bool = False) -> List[np.ndarray]:
-    """Seeded inputs; ``identical`` repeats the first row along dim 0 of float inputs (every token
-    the same: in an MoE layer most experts then get no tokens and capacity limits are hit)."""
+_SHAPE_LIKE = ("reshape", "expand", "k", "split", "axis", "index_nd")
+
+
+def _dims(v, binding) -> Optional[tuple]:
+    """Concrete shape of a value under a symbol binding; None where a dim is data dependent."""
+    out = []
+    for d in v.type.shape:
+        if isinstance(d, int):
+            out.append(d)
+        elif isinstance(d, str) and d in binding:
+            out.append(binding[d])
+        else:
+            return None
+    return tuple(out)
+
+
+def _draw_int(rng, c, shape, dt, binding):
+    """Values for an integer input under constraint ``c``; None when it cannot be honoured here."""
+    def ints(lo, hi):
+        return rng.integers(lo, hi, size=shape).astype(dt.np)
+    if c is None:
+        return ints(0, 4)
+    kind = c[0]
+    if kind in ("index", "index_multi"):
+        n = None
+        for ci in (c[1] if kind == "index_multi" else [c]):
+            ds = _dims(ci[1], binding)
+            if ds is None or not ds:
+                return None
+            d = ds[ci[2] % len(ds)]
+            n = d if n is None else min(n, d)
+        if n <= 0:
+            return ints(0, 1) if int(np.prod(shape)) == 0 else None
+        return ints(-n, n)
+    if kind == "index_nd":
+        ds = _dims(c[1], binding)
+        if ds is None or not shape:
+            return None
+        q, b = shape[-1], c[2]
+        if b + q > len(ds):
+            return None
+        x = np.empty(shape, np.int64)
+        for j in range(q):
+            n = ds[b + j]
+            if n <= 0:
+                return None
+            x[..., j] = rng.integers(-n, n, size=shape[:-1])
+        return x.astype(dt.np)
+    if kind == "nonzero":
+        return (ints(1, 5) * rng.choice(np.array([-1, 1], np.int64), size=shape)).astype(dt.np)
+    if kind == "step":
+        return rng.choice(np.array([-2, -1, 1, 2], np.int64), size=shape).astype(dt.np)
+    if kind == "positive":
+        return ints(1, 4)
+    ds = _dims(c[1], binding)
+    if ds is None:
+        return None
+    if kind == "k":
+        if not ds:
+            return None
+        n = ds[c[2] % len(ds)]
+        return np.full(shape, rng.integers(1, n + 1) if n >= 1 else 0, dt.np)
+    if kind == "axis":
+        r = max(len(ds), 1)
+        return ints(-r, r)
+    if len(shape) != 1:
+        return None
+    L = shape[0]
+    if kind == "reshape":
+        numel = int(np.prod(ds, dtype=np.int64))
+        if L == len(ds):
+            tgt = list(ds)
+        elif L >= 1:
+            tgt = [1] * L
+            tgt[int(rng.integers(0, L))] = numel
+        else:
+            return None if numel != 1 else np.zeros(0, dt.np)
+        if numel > 0 and L and rng.random() < 0.5:
+            tgt[int(rng.integers(0, L))] = -1  # the inferred dim
+        return np.asarray(tgt, dt.np)
+    if kind == "expand":
+        r = len(ds)
+        full = [1] * max(L - r, 0) + list(ds)[max(r - L, 0):]
+        return np.asarray([d if rng.random() < 0.7 else 1 for d in full], dt.np)
+    if kind == "split":
+        if not ds:
+            return None
+        d = ds[c[2] % len(ds)]
+        if L < 1:
+            return None
+        cuts = np.sort(rng.integers(0, d + 1, size=L - 1)) if L > 1 else np.zeros(0, np.int64)
+        return np.diff(np.concatenate([[0], cuts, [d]])).astype(dt.np)
+    return None
+
+
+def selection_ops(f: Function) -> bool:
+    """Whether the model selects by comparing values (routing, TopK, ArgMax): ties then matter."""
+    return any(o.name in ("moe.route", "moec.topk", "moec.argmax", "moec.argmin") for o in f.ops)
+
+
+def nonfinite_router_args(f: Function) -> List[int]:
+    """Indices of the float inputs that reach the logits of a ``moe.route`` with ``drop`` (whose
+    semantics define non-finite rows: every weight NaN, every slot dropped, the row outputs 0)."""
+    return _nonfinite_routes(f)[0]
+
+
+def _nonfinite_routes(f: Function):
+    """(the inputs of ``nonfinite_router_args``, whether NaN is defined too).  NaN is defined where
+    every such router scores with a softmax over all experts (one NaN makes every weight NaN); a router
+    that selects on the raw logits (QMoE: scoring none) leaves the experts a NaN selects to the sort
+    onnxruntime happens to use, so those get only +-Inf."""
+    routes = [o for o in f.ops if o.name == "moe.route" and o.attrs.get("drop")]
+    want = [o.operands[0] for o in routes]
+    nan_ok = all(o.attrs["scoring"] == "softmax" for o in routes)
+    seen, stack = set(), list(want)
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if v.owner is not None:
+            stack.extend(v.owner.operands)
+    return [i for i, a in enumerate(f.args) if id(a) in seen and a.type.dtype.is_float and a.type.rank >= 1], nan_ok
+
+
+TRIAL_KINDS = ("random", "identical", "tied", "nonfinite")
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """A [rows, last] view of x (rows = every leading index)."""
+    return x.reshape(-1, x.shape[-1]) if x.ndim >= 1 and x.size else x.reshape(0, 0)
+
+
+def make_inputs(f: Function, binding: Dict[str, int], seed: int = 0, identical: bool = False,
+                kind: Optional[str] = None) -> List[np.ndarray]:
+    """Seeded inputs of one trial ``kind`` (see the module docstring; ``identical=True`` is kind
+    ``identical``: the first row repeated along dim 0 of float inputs, every token the same: in an MoE
+    layer most experts then get no tokens and capacity limits are hit).  Integer inputs follow
+    ``int_input_plan``; one whose valid values moec cannot derive gets [0, 4)."""
+    kind = kind or ("identical" if identical else "random")
+    if kind not in TRIAL_KINDS:
+        raise ValueError(f"unknown trial kind {kind!r}")
     rng = np.random.default_rng(seed)
-    ranges = _index_ranges(f)
+    plan, _ = int_input_plan(f)
+    nonfinite, nan_ok = _nonfinite_routes(f) if kind == "nonfinite" else ([], False)
     xs = []
-    for a in f.args:
+    for ai, a in enumerate(f.args):
         t = a.type
         shape = concrete_shape(t, binding)
         dt = t.dtype
         if dt.is_float:
             x = rng.standard_normal(shape).astype(dt.np)
-            if identical and x.ndim >= 2 and x.shape[0] > 1:
+            if kind == "identical" and x.ndim >= 2 and x.shape[0] > 1:
                 x[:] = x[:1]
+            elif kind == "tied" and x.ndim >= 2:
+                r = _rows(x)  # (a view)
+                n, w = r.shape
+                if n and w:
+                    r[0] = 0                                      # equal logits after a bias-free router
+                    if n > 1:
+                        r[1] = np.float32(0.5)                    # one value: every logit equal
+                    if n > 2:
+                        r[2] = np.round(r[2])                     # a few levels: partial ties
+                    if n > 3:
+                        r[3, : max(1, w // 2)] = r[3, 0]          # half the row tied at one value
+            elif ai in nonfinite:
+                r = _rows(x)
+                n, w = r.shape
+                if n and w:
+                    specials = ([("nan", 1)] if nan_ok else []) + [("inf", 1), ("-inf", 1), ("-inf", w)]
+                    for i, (val, cnt) in enumerate(specials[:n]):
+                        cols = rng.choice(w, size=min(cnt, w), replace=False)
+                        r[i, cols] = np.float32(val)
         elif dt == DType.BOOL:
             x = rng.random(shape) < 0.5
         else:
-            hi = ranges.get(id(a), 4)
-            x = rng.integers(0, hi, size=shape).astype(dt.np)
-        xs.append(x)
+            x = _draw_int(rng, plan.get(id(a)), shape, dt, binding)
+            if x is None:
+                x = rng.integers(0, 4, size=shape).astype(dt.np)
+        xs.append(np.asarray(x))
     return xs
+
+
+# -- inputs given by the user (moec compile --inputs FILE.npz, moec.compile(example_inputs=...)) ------
+MAX_INPUT_FILE_BYTES = 1 << 30      # the .npz file, and the sum of its arrays' sizes
+MAX_INPUT_ARRAYS = 4096
+
+
+def check_user_inputs(f: Function, given, what: str) -> Dict[str, np.ndarray]:
+    """``given`` (a dict name -> array, or a sequence in the model's input order) checked against the
+    model's inputs: every name an input, every input given, dtype, rank, static dims and one size per
+    symbolic dim.  Returns {name: array} in input order; UserInputError (naming ``what``) otherwise."""
+    from .errors import UserInputError
+    names = list(f.arg_names)
+    if isinstance(given, dict):
+        items = dict(given)
+    else:
+        try:
+            seq = list(given)
+        except TypeError:
+            raise UserInputError(f"{what}: expected a dict of input name -> array or a sequence of arrays in the "
+                                 f"model's input order ({', '.join(names)})") from None
+        if len(seq) != len(names):
+            raise UserInputError(f"{what}: {len(seq)} array(s) given, the model has {len(names)} input(s) "
+                                 f"({', '.join(names)})")
+        items = dict(zip(names, seq))
+    for k in items:
+        if not isinstance(k, str) or k not in names:
+            raise UserInputError(f"{what}: '{_shown(k)}' is not an input of the model (inputs: "
+                                 f"{', '.join(_shown(n) for n in names)})")
+    missing = [n for n in names if n not in items]
+    if missing:
+        raise UserInputError(f"{what}: no value for input(s) {', '.join(_shown(n) for n in missing)}; give every "
+                             "input of the model")
+    out: Dict[str, np.ndarray] = {}
+    sizes: Dict[str, int] = {}
+    for n, a in zip(names, f.args):
+        x = items[n]
+        if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x)
+        want = a.type
+        if x.dtype.hasobject or x.dtype != want.dtype.np:
+            raise UserInputError(f"{what}: input '{_shown(n)}' is {x.dtype}, the model takes {want.dtype.np.name}")
+        if x.ndim != want.rank:
+            raise UserInputError(f"{what}: input '{_shown(n)}' has rank {x.ndim}, the model takes rank {want.rank} "
+                                 f"({want})")
+        for i, (d, got) in enumerate(zip(want.shape, x.shape)):
+            if isinstance(d, int) and d != got:
+                raise UserInputError(f"{what}: input '{_shown(n)}' has {got} at dim {i}, the model takes {d}")
+            if isinstance(d, str):
+                if sizes.setdefault(d, got) != got:
+                    raise UserInputError(f"{what}: dim '{_shown(d)}' is {sizes[d]} in one input and {got} in "
+                                         f"input '{_shown(n)}'")
+        out[n] = np.ascontiguousarray(x)
+    return out
+
+
+def _shown(s) -> str:
+    """A name from a file, safe to print on one line."""
+    t = str(s)
+    t = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in t[:80])
+    return t + ("..." if len(str(s)) > 80 else "")
+
+
+def load_inputs_npz(path: str, f: Function) -> Dict[str, np.ndarray]:
+    """Inputs from a .npz file (untrusted): a zip of .npy arrays, one per model input, named as the
+    inputs.  No pickles; sizes read from the headers and bounded before anything is loaded."""
+    import os
+    import zipfile
+    from .errors import UserInputError
+    what = f"--inputs '{_shown(path)}'"
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise UserInputError(f"{what}: cannot read it ({e.strerror or e})") from None
+    import stat as _stat
+    if not _stat.S_ISREG(st.st_mode):
+        raise UserInputError(f"{what}: not a regular file")
+    if st.st_size > MAX_INPUT_FILE_BYTES:
+        raise UserInputError(f"{what}: {st.st_size} bytes, more than the {MAX_INPUT_FILE_BYTES} allowed")
+    arrays: Dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            if len(infos) > MAX_INPUT_ARRAYS:
+                raise UserInputError(f"{what}: {len(infos)} members, more than {MAX_INPUT_ARRAYS}")
+            total = 0
+            for info in infos:
+                if not info.filename.endswith(".npy") or info.is_dir():
+                    raise UserInputError(f"{what}: member '{_shown(info.filename)}' is not a .npy array "
+                                         "(save the inputs with numpy.savez)")
+                name = info.filename[:-4]
+                if name in arrays:
+                    raise UserInputError(f"{what}: input '{_shown(name)}' appears twice")
+                total += info.file_size
+                if info.file_size > MAX_INPUT_FILE_BYTES or total > MAX_INPUT_FILE_BYTES:
+                    raise UserInputError(f"{what}: the arrays hold more than {MAX_INPUT_FILE_BYTES} bytes")
+                with z.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version not in ((1, 0), (2, 0), (3, 0)):
+                        raise ValueError(f"unsupported .npy version {version}")
+                    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = reader(fh)
+                    if dtype.hasobject:
+                        raise UserInputError(f"{what}: array '{_shown(name)}' holds Python objects (pickles "
+                                             "are not read)")
+                    count = 1
+                    for d in shape:
+                        count *= int(d)
+                    if count * max(dtype.itemsize, 1) > info.file_size:
+                        raise UserInputError(f"{what}: array '{_shown(name)}' claims {list(shape)} "
+                                             f"{dtype} but the file holds {info.file_size} bytes")
+                with z.open(info) as fh:
+                    arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
+    except UserInputError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError,
+            RuntimeError) as e:
+        raise UserInputError(f"{what}: not a valid .npz file ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    return check_user_inputs(f, arrays, what)
 
 
 @dataclass

@@ -39,7 +39,7 @@ TILING_FIELDS = [("T", "i"), ("D", "i"), ("E", "i"), ("K", "i"), ("F", "i"), ("I
                  ("alpha", "f"), ("beta", "f"), ("limit", "f"), ("kt", "i"), ("shared", "i"), ("weighted", "i"),
                  ("has_shared", "i"), ("passthrough", "i"), ("has_gate", "i"), ("M", "i"), ("N", "i"), ("Kd", "i"),
                  ("rows", "i"), ("adt", "i"), ("chunk", "i"), ("qscale", "i"), ("xdt", "i"),
-                 ("ydt", "i"), ("aq", "i")]
+                 ("ydt", "i"), ("aq", "i"), ("tie_high", "i"), ("drop", "i"), ("min_weight", "f")]
 # GmmTiling field order (codegen/ascend/kernels/cube_kernels.cpp), all int32
 GMM_FIELDS = ("T", "G", "N", "K", "baseM", "baseN", "baseK", "stepK", "aShared", "aRows", "outRows", "dbL0C", "dtype",
               "cdt")
@@ -362,7 +362,8 @@ class AscendArtifact:
         a = o.attrs
         return dict(T=T, E=E, K=a["k"], scoring=SCORING[a["scoring"]], n_group=a["n_group"],
                     topk_group=a["topk_group"], group_top2=int(a["group_score"] == "top2_sum"), post=POST[a["post"]],
-                    norm=NORM[a["norm"]], norm_eps=a["norm_eps"], scale=a["scale"], capacity=a["capacity"])
+                    norm=NORM[a["norm"]], norm_eps=a["norm_eps"], scale=a["scale"], capacity=a["capacity"],
+                    tie_high=int(a["tie"] == "high"), drop=int(a["drop"]), min_weight=a["min_weight"])
 
     def _k_moe_route(self, o, i, args):
         from ..codegen.ascend.plan import act_dtype

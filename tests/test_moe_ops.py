@@ -173,8 +173,8 @@ def test_verifier_rejects_bad_moe_ops():
     good = _module(dict(norm='"sum"'))
     from moec.ir import print_module
     text = print_module(good)
-    assert "k = 2 : i64, n_group" in text
-    bad = text.replace("k = 2 : i64, n_group", "k = 9 : i64, n_group")
+    assert "k = 2 : i64, min_weight" in text
+    bad = text.replace("k = 2 : i64, min_weight", "k = 9 : i64, min_weight")
     with pytest.raises(IRError, match="moe.route.*k=9"):
         verify_module(parse_module(bad, good.weights))
     bad = text.replace('activation = "swiglu"', 'activation = "relu"', 1)

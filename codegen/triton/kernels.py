@@ -82,7 +82,8 @@ def _widen(x):
 def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, scale,
                  K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, SCORING: tl.constexpr,
                  HAS_BIAS: tl.constexpr, N_GROUP: tl.constexpr, TOPK_GROUP: tl.constexpr,
-                 GROUP_TOP2: tl.constexpr, BLOCK_G: tl.constexpr, POST: tl.constexpr, NORM: tl.constexpr):
+                 GROUP_TOP2: tl.constexpr, BLOCK_G: tl.constexpr, POST: tl.constexpr, NORM: tl.constexpr,
+                 TIE_HIGH: tl.constexpr = False, DROP: tl.constexpr = False, min_weight=0.0):
     t = tl.program_id(0)
     offs = tl.arange(0, BLOCK_E)
     valid = offs < E
@@ -122,13 +123,24 @@ def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, sc
     karange = tl.arange(0, BLOCK_K)
     wv = tl.zeros([BLOCK_K], tl.float32)
     iv = tl.zeros([BLOCK_K], tl.int64)
+    # a NaN in c is never the maximum: NaN entries come last, in index order (the reference's order)
+    isn = c != c
+    cs = tl.where(isn, -float("inf"), c)
+    taken = offs >= E
     for i in tl.static_range(K):
-        m = tl.max(c, 0)
-        idx = tl.min(tl.where(c == m, offs, BLOCK_E), 0)
+        m = tl.max(tl.where(taken, -float("inf"), cs), 0)
+        hit = (cs == m) & ~isn & ~taken
+        if TIE_HIGH:
+            j1 = tl.max(tl.where(hit, offs, -1), 0)
+            jn = tl.max(tl.where(isn & ~taken, offs, -1), 0)
+        else:
+            j1 = tl.min(tl.where(hit, offs, BLOCK_E), 0)
+            jn = tl.min(tl.where(isn & ~taken, offs, BLOCK_E), 0)
+        idx = tl.where((j1 >= 0) & (j1 < BLOCK_E), j1, jn)
         sv = tl.sum(tl.where(offs == idx, s, 0.0), 0)
         wv = tl.where(karange == i, sv, wv)
         iv = tl.where(karange == i, idx.to(tl.int64), iv)
-        c = tl.where(offs == idx, -float("inf"), c)
+        taken = taken | (offs == idx)
     kvalid = karange < K
     if POST == 1:
         wm = tl.max(tl.where(kvalid, wv, -float("inf")), 0)
@@ -141,6 +153,10 @@ def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, sc
     elif NORM == 2:
         wv = wv / (tl.sum(tl.where(kvalid, tl.abs(wv), 0.0), 0) + norm_eps)
     wv = wv * scale
+    if DROP:  # a slot whose weight is not > min_weight (NaN too): id -1, weight 0
+        keep = wv > min_weight
+        iv = tl.where(keep, iv, -1)
+        wv = tl.where(keep, wv, 0.0)
     tl.store(w_ptr + t * K + karange, _cast_to(wv, w_ptr.dtype.element_ty), mask=kvalid)
     tl.store(ids_ptr + t * K + karange, iv, mask=kvalid)
 

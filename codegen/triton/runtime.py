@@ -52,7 +52,7 @@ def _p2(n: int) -> int:
 
 # -- MoE --------------------------------------------------------------------------------------
 def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, post, norm, norm_eps, scale,
-              capacity):
+              capacity, tie="low", drop=False, min_weight=0.0):
     logits = logits.contiguous()
     T, E = logits.shape
     w = torch.empty((T, k), dtype=logits.dtype, device=logits.device)
@@ -62,9 +62,10 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
                              float(norm_eps), float(scale), K=k, BLOCK_E=_p2(E), BLOCK_K=_p2(k),
                              SCORING=SCORING[scoring], HAS_BIAS=bias is not None, N_GROUP=n_group,
                              TOPK_GROUP=topk_group, GROUP_TOP2=group_score == "top2_sum", BLOCK_G=_p2(n_group),
-                             POST=POST[post], NORM=NORM[norm])
+                             POST=POST[post], NORM=NORM[norm], TIE_HIGH=tie == "high", DROP=bool(drop),
+                             min_weight=float(min_weight))
     if capacity > 0:  # Switch: in token order, the (C+1)-th token choosing an expert is dropped
-        oh = torch.nn.functional.one_hot(ids[:, 0], E)
+        oh = torch.nn.functional.one_hot(ids[:, 0].clamp(min=0), E) * (ids[:, :1] >= 0)  # (dropped slots: none)
         pos = (torch.cumsum(oh, 0) * oh).sum(1)
         drop = pos > capacity
         ids = torch.where(drop[:, None], torch.full_like(ids, -1), ids)

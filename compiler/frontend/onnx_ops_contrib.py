@@ -1,7 +1,14 @@
 """onnxruntime contrib ops: com.microsoft.MoE imported directly into moec's MoE ops.
 
-Semantics as the installed onnxruntime implements them (checked numerically in the tests):
-router_probs are logits (softmax inside), top-k with lowest-index ties, optional renormalisation,
+Semantics as onnxruntime's CPU kernels implement them (checked numerically in the tests, ties and
+non-finite router rows included):
+MoE: router_probs are logits; softmax over all E in f32, top-k of the probabilities with ties to the
+highest index (the kernel sorts (probability, index) pairs descending), optional renormalisation over
+the k; a slot whose weight is not > 0 (NaN included) is skipped, so a row with a NaN or +Inf logit, or
+all -Inf, outputs 0.  QMoE: top-k of the raw logits (ties to the highest index), the weights are the
+softmax over the k selected whatever normalize_routing_weights says, slots with weight <= 1e-8 skipped.
+Both become moe.route attributes (tie=high, drop, min_weight); ONNX TopK models keep tie=low.
+
 fc1 [E, I, D] and fc2 [E, D, F] with rows as output features, activation "gelu" is the tanh
 approximation, SwiGLU: G = min(g, limit), U = clamp(u, -limit, limit), G * sigmoid(alpha G) * (U + beta),
 with gate/up interleaved (swiglu_fusion=1), concatenated (2), or in fc1/fc3 (0).
@@ -76,8 +83,18 @@ def _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, source, q=No
     limit = float(attrs.get("swiglu_limit", float("inf")))
     ffn = {"activation": _ACT[act], "gate_layout": layout, "alpha": float(attrs.get("activation_alpha", 1.0)),
            "beta": float(attrs.get("activation_beta", 0.0)), "limit": limit}
-    norm = "sum" if attrs.get("normalize_routing_weights", 0) else "none"
-    w, ids = ctx.emit("moe.route", [router], {"k": k, "scoring": "softmax", "norm": norm})
+    if k < 1 or (isinstance(E, int) and k > E):
+        raise ctx.error(f"k={k} must be in [1, {E}] (the number of experts)")
+    if source == "com.microsoft.QMoE":
+        # top-k of the logits, then the softmax of the k selected (always normalised); weights <= 1e-8 skipped
+        routing = {"scoring": "none", "post": "softmax", "norm": "none",
+                   "min_weight": float(np.float32(1e-8))}
+    else:
+        # softmax over all experts, top-k of the probabilities, optional renormalisation; weights <= 0 skipped
+        routing = {"scoring": "softmax", "norm": "sum" if attrs.get("normalize_routing_weights", 0) else "none",
+                   "min_weight": 0.0}
+    norm = routing["norm"]
+    w, ids = ctx.emit("moe.route", [router], {"k": k, **routing, "tie": "high", "drop": True})
     order, offsets = ctx.emit("moe.dispatch", [ids], {"num_experts": E})
     extra = []
     if bias1 is not None:
@@ -99,7 +116,8 @@ def _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, source, q=No
                    {**ffn, "has_b_in": bias1 is not None, "has_b_out": bias2 is not None, **qattrs})
     name = record_moe_layer(ctx.module, {
         "family": "onnxruntime.MoE", "source": source,
-        "routing": {"scoring": "softmax", "k": k, "norm": norm},
+        "routing": {**{a: v for a, v in routing.items() if a != "min_weight"}, "k": k, "tie": "high",
+                    "drop_weights_at_most": routing["min_weight"]},
         "E": int(E), "k": k, "D": int(D), "F": int(F), "activation": ffn["activation"],
         "shared_experts": 0, "replaced_nodes": [node.name or "MoE"], **({"weights": winfo} if winfo else {})})
     y = ctx.emit1("moe.combine", [ye, w], {"weighted": True, "layer": name})

@@ -28,6 +28,7 @@ SCORING = ("softmax", "sigmoid", "none")
 POST = ("none", "softmax", "sigmoid")
 NORM = ("none", "sum", "l1")
 GROUP_SCORE = ("max", "top2_sum")
+TIE = ("low", "high")
 ACTIVATIONS = ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity")
 GATED = ("swiglu",)
 GATE_LAYOUT = ("concat", "interleaved")
@@ -113,9 +114,10 @@ def _acc_dtype(x: np.ndarray):
 
 
 def _softmax(x: np.ndarray, axis=-1) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x - m)
-    return e / np.sum(e, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore"):  # a NaN/+Inf or all -Inf row gives NaN, as in the kernels
+        m = np.max(x, axis=axis, keepdims=True)
+        e = np.exp(x - m)
+        return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -129,6 +131,15 @@ def topk_lowest_index(c: np.ndarray, k: int):
     return order
 
 
+def topk_tie(c: np.ndarray, k: int, tie: str = "low"):
+    """Top-k along the last axis, descending; ties broken by the lowest (``low``) or the highest
+    (``high``) index.  NaN values come last (in the same index order)."""
+    if tie == "low":
+        return topk_lowest_index(c, k)
+    n = c.shape[-1]
+    return (n - 1) - np.argsort(-c[..., ::-1], axis=-1, kind="stable")[..., :k]
+
+
 @op("moe.route", operands=("logits", "bias?"), results=2, traits=("pure",), attrs={
     "k": Attr("int"),
     "scoring": Attr("str", "softmax", SCORING, "score function applied to all E logits before selection"),
@@ -140,6 +151,10 @@ def topk_lowest_index(c: np.ndarray, k: int):
     "norm_eps": Attr("float", 0.0),
     "scale": Attr("float", 1.0, doc="routed scaling factor"),
     "capacity": Attr("int", 0, doc="per-expert token capacity (Switch); 0: unlimited"),
+    "tie": Attr("str", "low", TIE, "selection ties: lowest index first (ONNX TopK) or highest "
+                                   "(onnxruntime's com.microsoft.MoE/QMoE kernels)"),
+    "drop": Attr("bool", False, doc="drop every slot whose final weight is not > min_weight (NaN included)"),
+    "min_weight": Attr("float", 0.0, doc="with drop: the largest weight that is still dropped"),
 })
 class RouteOp(Operation):
     """Router logits [T, E] (+ optional selection bias [E]) -> (weights [T, k], ids [T, k] i64).
@@ -148,12 +163,16 @@ class RouteOp(Operation):
         c = s + bias                             (selection only: DeepSeek-V3's correction bias)
         group-limited (n_group > 1): score each of n_group contiguous groups of c by its max or the
             sum of its top-2, keep the topk_group best groups, mask the others' c to -inf
-        ids = top-k of c, descending, ties -> lowest index
+        ids = top-k of c, descending, ties -> lowest index (tie=low) or highest index (tie=high);
+            NaN values of c come last (the group selection always breaks ties by the lowest index)
         w = s[ids]; w = post(w)                  (post = softmax over the k values, or sigmoid)
         norm sum: w /= sum(w) + eps; l1: w /= sum(|w|) + eps
         w *= scale
+        drop: a slot whose weight is not > min_weight (so also a NaN weight) is dropped: id -1, weight 0.
+            onnxruntime's MoE kernels skip such slots, so a router row with a NaN or +Inf logit (every
+            softmax weight NaN), or all -Inf, outputs exactly 0, whatever the expert outputs would be.
         capacity C > 0 (k must be 1): in token order, a token that is the (C+1)-th or later to choose
-            expert e is dropped: id -1, weight 0.
+            expert e is dropped: id -1, weight 0 (slots already dropped do not count).
     """
 
     def infer_types(self):
@@ -203,7 +222,7 @@ class RouteOp(Operation):
             gmask = np.zeros((T, G), bool)
             np.put_along_axis(gmask, keep, True, axis=-1)
             c = np.where(np.repeat(gmask, E // G, axis=1), c, -np.inf)
-        ids = topk_lowest_index(c, k)
+        ids = topk_tie(c, k, a["tie"])
         w = np.take_along_axis(s, ids, axis=-1)
         if a["post"] == "softmax":
             w = _softmax(w)
@@ -215,10 +234,17 @@ class RouteOp(Operation):
             w = w / (np.abs(w).sum(-1, keepdims=True) + a["norm_eps"])
         w = w * a["scale"]
         ids = ids.astype(np.int64)
+        if a["drop"]:
+            with np.errstate(invalid="ignore"):
+                keep = w > a["min_weight"]
+            ids = np.where(keep, ids, -1)
+            w = np.where(keep, w, 0).astype(w.dtype)
         if a["capacity"] > 0:
             counts = np.zeros(E, np.int64)
             for t in range(T):
                 e = ids[t, 0]
+                if e < 0:
+                    continue
                 counts[e] += 1
                 if counts[e] > a["capacity"]:
                     ids[t, 0] = -1

@@ -43,6 +43,9 @@ struct MoeTiling {
   int32_t xdt;         // GM type of x, logits, routing weights, biases, y and out: 0 float, 2 half
   int32_t ydt;         // moe_finalize: type of y (the experts' rows): 0 float (shared experts), else as xdt
   int32_t aq;          // w8a8: the cube's outputs (h, yo) are int32 sums, scaled by the row scales s_row
+  int32_t tie_high;    // moe_gating: selection ties -> highest index first (else lowest)
+  int32_t drop;        // moe_gating: a slot whose weight is not > min_weight (NaN too) -> id -1, weight 0
+  float min_weight;
 };
 
 
@@ -139,13 +142,23 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
     else wv = bwf.Get<float>();
     LocalTensor<int32_t> iv = qi.AllocTensor<int32_t>();
     float sum = 0.f, asum = 0.f;
-    for (uint32_t j = 0; j < K; j++) {  // top-k, ties -> lowest index
+    for (uint32_t j = 0; j < K; j++) {  // top-k, ties -> lowest index (tie_high: highest); NaN last
       float best = 0.f;
       int32_t bi = -1;
       for (uint32_t e = 0; e < E; e++) {
         float v = c.GetValue(e);
-        if (v > NEG && (bi < 0 || v > best)) { best = v; bi = (int32_t)e; }
+        if (v > NEG && (bi < 0 || v > best || (t.tie_high && v == best))) { best = v; bi = (int32_t)e; }
       }
+      // only -Inf (below NEG; NEG * 2 marks chosen or masked entries) or NaN left: -Inf first, then
+      // NaN, each in the tie order, as the reference sorts them
+      for (int pass = 0; pass < 2 && bi < 0; pass++) {
+        for (uint32_t e = 0; e < E; e++) {
+          float v = c.GetValue(e);
+          bool cand = pass == 0 ? (v < NEG && v != NEG * 2) : (v != v);
+          if (cand) { bi = (int32_t)e; if (!t.tie_high) break; }
+        }
+      }
+      if (bi < 0) bi = 0;  // (unreachable: k <= E and every chosen entry is marked below)
       c.SetValue(bi, NEG * 2);
       float w = s.GetValue(bi);
       wv.SetValue(j, w);
@@ -171,6 +184,12 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
     Muls(wv, wv, t.scale / denom, K);
     if (t.post == 1 && t.norm != 0) {  // renormalise after the softmax too (sums to 1 already, + eps)
       Muls(wv, wv, 1.0f / (1.0f + t.norm_eps), K);
+    }
+    if (t.drop) {
+      for (uint32_t j = 0; j < K; j++) {
+        float w = wv.GetValue(j);
+        if (!(w > t.min_weight)) { wv.SetValue(j, 0.f); iv.SetValue(j, -1); }
+      }
     }
     if constexpr (!moec_same<TX, float>::value) narrow(wq, wv, K);
     qw.EnQue(wq);

@@ -8,14 +8,21 @@
 
 static double sigm(double v) { return 1.0 / (1.0 + exp(-v)); }
 
-/* indices of the top-n values of v[0..len), descending, ties -> lowest index (insertion, n small) */
-static void topn(const double *v, int64_t len, int64_t n, int64_t *out) {
+/* indices of the top-n values of v[0..len), descending, ties -> lowest index (high = 0) or highest
+ * index (high = 1); NaN values come last, in the same index order (insertion, n small) */
+static int before(double x, int64_t i, double y, int64_t j, int high) {
+  if (isnan(y)) return !isnan(x) || (high ? i > j : i < j);
+  if (isnan(x)) return 0;
+  return x > y || (x == y && (high ? i > j : i < j));
+}
+
+static void topn(const double *v, int64_t len, int64_t n, int64_t *out, int high) {
   int64_t m = 0;
   for (int64_t i = 0; i < len; i++) {
     double x = v[i];
-    if (m == n && !(x > v[out[m - 1]])) continue;
+    if (m == n && !before(x, i, v[out[m - 1]], out[m - 1], high)) continue;
     int64_t pos = m < n ? m : n - 1;
-    while (pos > 0 && x > v[out[pos - 1]]) { out[pos] = out[pos - 1]; pos--; }
+    while (pos > 0 && before(x, i, v[out[pos - 1]], out[pos - 1], high)) { out[pos] = out[pos - 1]; pos--; }
     out[pos] = i;
     if (m < n) m++;
   }
@@ -43,7 +50,13 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
       s[e] = moec_get_f64(logits, t * E + e);
       if (s[e] > mx) mx = s[e];
     }
-    if (p->scoring == MOEC_SCORE_SOFTMAX) {
+    if (p->scoring == MOEC_SCORE_SOFTMAX && logits->dtype != MOEC_F64) {
+      /* in float, as the reference (and onnxruntime) compute it: the rounding decides which nearly
+       * equal logits tie, and ties decide the experts */
+      float mf = (float)mx, sf = 0.f;
+      for (int64_t e = 0; e < E; e++) { float v = expf((float)s[e] - mf); s[e] = v; sf += v; }
+      for (int64_t e = 0; e < E; e++) s[e] = (double)((float)s[e] / sf);
+    } else if (p->scoring == MOEC_SCORE_SOFTMAX) {
       for (int64_t e = 0; e < E; e++) { s[e] = exp(s[e] - mx); sum += s[e]; }
       for (int64_t e = 0; e < E; e++) s[e] /= sum;
     } else if (p->scoring == MOEC_SCORE_SIGMOID) {
@@ -59,14 +72,14 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
         }
         gs[g] = p->group_top2_sum ? a + (gsz > 1 ? b : 0.0) : a;
       }
-      topn(gs, G, p->topk_group, gsel);
+      topn(gs, G, p->topk_group, gsel, 0);
       for (int64_t g = 0; g < G; g++) {
         int keep = 0;
         for (int64_t j = 0; j < p->topk_group; j++) keep |= gsel[j] == g;
         if (!keep) for (int64_t e = g * gsz; e < (g + 1) * gsz; e++) c[e] = -INFINITY;
       }
     }
-    topn(c, E, k, sel);
+    topn(c, E, k, sel, p->tie_high);
     for (int64_t j = 0; j < k; j++) w[j] = s[sel[j]];
     if (p->post == MOEC_POST_SOFTMAX) {
       double m2 = -INFINITY, s2 = 0;
@@ -84,7 +97,8 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
     for (int64_t j = 0; j < k; j++) {
       int64_t e = sel[j];
       double wv = w[j] * p->scale;
-      if (p->capacity > 0 && ++counts[e] > p->capacity) { e = -1; wv = 0; }
+      if (p->drop && !(wv > p->min_weight)) { e = -1; wv = 0; }  /* (NaN weights too) */
+      if (e >= 0 && p->capacity > 0 && ++counts[e] > p->capacity) { e = -1; wv = 0; }
       out_ids[t * k + j] = e;
       moec_set_f64(weights, t * k + j, wv);
     }

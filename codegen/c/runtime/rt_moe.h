@@ -15,6 +15,9 @@ typedef struct moec_route_params {
   int64_t k, n_group, topk_group, capacity;
   int scoring, group_top2_sum, post, norm;
   double norm_eps, scale;
+  int tie_high;       /* expert selection ties: 0 lowest index first, 1 highest */
+  int drop;           /* 1: a slot whose weight is not > min_weight (NaN too) gets id -1, weight 0 */
+  double min_weight;
 } moec_route_params;
 
 typedef struct moec_ffn_params {
