@@ -17,7 +17,7 @@ import traceback
 from typing import List, Optional
 
 from . import __version__
-from .errors import MoecError, UserInputError
+from .errors import MoecError, UserInputError, one_line, show_name
 from .passes.quantize import MODES as WEIGHT_MODES
 
 EPILOG = "Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 internal error."
@@ -135,13 +135,14 @@ def cmd_compile(a) -> int:
     rep = res.report
     t = rep["stage_timings_s"]
     total = sum(t.values())
-    print(f"moec: compiled '{rep['model']}' for {rep['target']} ({rep['target_desc']['arch']}) into {a.output} "
+    print(f"moec: compiled '{show_name(rep['model'])}' for {rep['target']} ({rep['target_desc']['arch']}) into "
+          f"{show_name(a.output, 4096)} "
           f"in {total:.2f}s")
     layers = rep.get("moe_layers") or []
     print(f"  MoE layers recognised: {len(layers)}")
     if opts.verify:
         shapes = "; ".join(",".join(f"{k}{v}" for k, v in s.items()) for s in rep["shapes_tried"])
-        print(f"  verified against {rep['oracle']}: max abs error {rep['max_abs_err']:.3g}, "
+        print(f"  verified against {one_line(rep['oracle'])}: max abs error {rep['max_abs_err']:.3g}, "
               f"max rel error {rep['max_rel_err']:.3g} where above atol (shapes: {shapes})")
         kept = [(i, L["weights"]) for i, L in enumerate(layers) if (L.get("weights") or {}).get("skipped")]
         for i, w in kept:
@@ -199,13 +200,13 @@ def cmd_inspect(a) -> int:
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
-    print(f"model {info['model']} (opset {info['opset']})")
+    print(f"model {show_name(info['model'])} (opset {info['opset']})")
     print("inputs:")
     for x in info["inputs"]:
-        print(f"  {x['name']}: {x['type']}")
+        print(f"  {show_name(x['name'])}: {show_name(x['type'])}")
     print("outputs:")
     for x in info["outputs"]:
-        print(f"  {x['name']}: {x['type']}")
+        print(f"  {show_name(x['name'])}: {show_name(x['type'])}")
     w = info["weights"]
     print(f"weights: {w['count']} tensors, {w['bytes'] / 1e6:.2f} MB")
     print("ONNX ops: " + ", ".join(f"{k} x{v}" for k, v in info["onnx_ops"].items()))
@@ -315,7 +316,7 @@ def cmd_run(a) -> int:
     outs = art(arrays)
     for o, p, arr in zip(man["outputs"], targets, outs):
         np.save(p, arr)
-        print(f"{o['name']}: {arr.dtype}{list(arr.shape)} -> {p}")
+        print(f"{show_name(o['name'])}: {arr.dtype}{list(arr.shape)} -> {show_name(p, 4096)}")
     return 0
 
 
@@ -337,7 +338,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except MoecError as e:
         if a.debug:
             traceback.print_exc()
-        print(f"moec {a.cmd}: error: {e}", file=sys.stderr)
+        # one line whatever the message quotes: names from the model cannot forge lines or send escapes
+        print(f"moec {a.cmd}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("moec: interrupted", file=sys.stderr)
@@ -346,7 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.debug:
             traceback.print_exc()
         else:
-            print(f"moec {a.cmd}: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback "
+            print(f"moec {a.cmd}: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for a traceback "
                   "and please report it)", file=sys.stderr)
         return 3
 

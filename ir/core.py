@@ -76,8 +76,10 @@ class Operation:
         return self.attrs[key]
 
     def describe(self) -> str:
-        where = f" (from {self.loc})" if self.loc else ""
-        return f"'{self.name}'{where}"
+        # names from the model/IR text: escaped for one-line messages (moec.errors.show_name)
+        from ..errors import show_name
+        where = f" (from {show_name(self.loc)})" if self.loc else ""
+        return f"'{show_name(self.name)}'{where}"
 
     def __repr__(self) -> str:
         return f"<{self.name} {self.loc or ''}>"

@@ -164,8 +164,16 @@ def format_type(t: TensorType) -> str:
     syms = [d for d in t.shape if not isinstance(d, int)]
     enc = ""
     if any(isinstance(d, str) for d in syms):
-        enc = ', "' + ",".join("?" if d is None else d for d in syms) + '"'
+        enc = ', "' + ",".join("?" if d is None else _symbol_text(d) for d in syms) + '"'
     return f"tensor<{dims}{t.dtype.mlir}{enc}>"
+
+
+def _symbol_text(d: str) -> str:
+    """A symbol name inside the type's quoted encoding: printable ASCII except ``"\\<>`` as is, every
+    other byte of its UTF-8 as ``\\XX`` (what the parser's unquote reads back), so a symbol from the
+    input cannot end the string or the type."""
+    return "".join(c if 32 <= ord(c) < 127 and c not in '"\\<>' else
+                   "".join(f"\\{b:02X}" for b in c.encode("utf-8", "surrogatepass")) for c in d)
 
 
 def dims_equal(a: Dim, b: Dim) -> bool:

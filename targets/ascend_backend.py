@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from ..codegen.escape import cmake_string, ident
 from ..errors import BuildError, RuntimeFailure, UserInputError
 from ..ir import Module
 from ..ir.core import ResourceRef
@@ -73,7 +74,7 @@ CMAKE = """# CMake project for moec's AscendC kernels, laid out like CANN's kern
 # kernels/vector_kernels.cpp: vector kernels for the graph's ordinary ops (elementwise, row-wise).
 cmake_minimum_required(VERSION 3.16)
 project(moec_{name} LANGUAGES CXX)
-set(SOC_VERSION "{soc}" CACHE STRING "Ascend SoC")
+set(SOC_VERSION {soc_str} CACHE STRING "Ascend SoC")
 set(ASCEND_CANN_PACKAGE_PATH "$ENV{{ASCEND_HOME_PATH}}" CACHE PATH "CANN install path")
 if(EXISTS ${{ASCEND_CANN_PACKAGE_PATH}}/tools/tikcpp/ascendc_kernel_cmake)
   set(ASCENDC_CMAKE_DIR ${{ASCEND_CANN_PACKAGE_PATH}}/tools/tikcpp/ascendc_kernel_cmake)
@@ -158,11 +159,12 @@ class AscendBackend:
         for k in KERNEL_FILES + KERNEL_HEADERS:
             shutil.copy(os.path.join(CODEGEN, "kernels", k), os.path.join(d, "kernels"))
         shutil.copy(os.path.join(CODEGEN, "host", "launch.cpp"), os.path.join(d, "host"))
-        name = "model"
+        # the templates' fields go through moec.codegen.escape (identifiers, a CMake quoted string)
+        name, soc = ident("model"), ident(self.desc.arch, "soc")
         with open(os.path.join(d, "CMakeLists.txt"), "w") as f:
-            f.write(CMAKE.format(name=name, soc=self.desc.arch))
+            f.write(CMAKE.format(name=name, soc=soc, soc_str=cmake_string(self.desc.arch)))
         with open(os.path.join(d, "README.md"), "w") as f:
-            f.write(README.format(name=name, soc=self.desc.arch, version=__version__))
+            f.write(README.format(name=name, soc=soc, version=__version__))
         plan = make_plan(m, self.desc)
         with open(os.path.join(d, "plan.json"), "w") as f:
             json.dump(plan, f, indent=1)

@@ -4,8 +4,11 @@ Per-op emitters are registered with :func:`c_op` (modules ``kernels_*.py``
 beside this one).  An emitter gets the :class:`CEmitCtx` and the op and
 returns C statements; it names tensors with ``ctx.t(value)`` (a
 ``moec_tensor*`` expression), embeds attributes with ``ctx.c_int`` /
-``ctx.c_float`` / ``ctx.c_ints``, and may declare file-level code with
-``ctx.decl``.  Statements must report failure through ``MOEC_TRY(...)``.
+``ctx.c_float`` / ``ctx.c_ints`` (string attributes select from a fixed table;
+any input text goes through ``ctx.c_str``, i.e. ``moec.codegen.escape.c_string``,
+and only ever as a ``"%s"`` argument, never into a format string), and may
+declare file-level code with ``ctx.decl``.  Statements must report failure
+through ``MOEC_TRY(...)``.
 
 The generated unit exports::
 
@@ -31,6 +34,7 @@ import numpy as np
 
 from ...ir import DType, Function, Module, Value
 from ...ir.core import Operation, ResourceRef
+from ..escape import c_string
 from .dtypes import C_DTYPE
 
 EmitFn = Callable[["CEmitCtx", Operation], List[str]]
@@ -81,18 +85,6 @@ class CodegenError(Exception):
     pass
 
 
-def c_string(s: str) -> str:
-    out = []
-    for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 32 <= ord(ch) < 127 and ch != "?":
-            out.append(ch)
-        else:
-            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
-    return '"' + "".join(out) + '"'
-
-
 class CEmitCtx:
     def __init__(self, module: Module, func: Function):
         self.m = module
@@ -116,6 +108,8 @@ class CEmitCtx:
 
     def c_int(self, x) -> str:
         x = int(x)
+        if not -(2 ** 63) <= x < 2 ** 63:
+            raise CodegenError(f"integer {x} does not fit in int64")
         if x == -(2 ** 63):
             return "INT64_MIN"
         return f"INT64_C({x})"
@@ -213,8 +207,8 @@ def emit_c(module: Module, func: Optional[Function] = None, weight_index: Option
                 e = weight_index.get(val.key)
                 if e is None:
                     raise CodegenError(f"weight '{val.key}' has no entry in the weights file index")
-                init_lines.append(f"  if (moec_bind_weight(&{name}, {dt}, {t.rank}, {shape}, {e['offset']}, "
-                                  f"{e['nbytes']}, err, errlen)) return 1;")
+                init_lines.append(f"  if (moec_bind_weight(&{name}, {dt}, {int(t.rank)}, {shape}, "
+                                  f"{ctx.c_int(e['offset'])}, {ctx.c_int(e['nbytes'])}, err, errlen)) return 1;")
             else:
                 arr = np.asarray(val, order="C")
                 raw = arr.tobytes() or b"\0"
@@ -291,22 +285,24 @@ def emit_c(module: Module, func: Optional[Function] = None, weight_index: Option
 
 
 def _input_checks(ctx: CEmitCtx, f: Function) -> List[str]:
+    # names and symbols come from the model: only as c_string arguments of constant formats
     out = ["  ctx.node = \"inputs\"; ctx.op = \"input check\";"]
     syms: Dict[str, str] = {}
     for i, (a, n) in enumerate(zip(f.args, f.arg_names)):
         t = a.type
         out.append(f"  MOEC_TRY(moec_check_input(&ctx, &in{i}, {c_string(n)}, {c_string(str(t))}, "
-                   f"{ctx.c_dtype(t.dtype)}, {t.rank}));")
+                   f"{ctx.c_dtype(t.dtype)}, {int(t.rank)}));")
         for d, dim in enumerate(t.shape):
             if isinstance(dim, int):
-                out.append(f"  if (in{i}.shape[{d}] != {dim}) {{ moec_fail(&ctx, \"input '%s' dimension {d} is %lld, "
-                           f"expected {dim} (type %s)\", {c_string(n)}, (long long)in{i}.shape[{d}], {c_string(str(t))}); "
-                           "goto moec_fail_label; }")
+                out.append(f"  if (in{i}.shape[{d}] != {ctx.c_int(dim)}) {{ moec_fail(&ctx, \"input '%s' dimension %d "
+                           f"is %lld, expected %lld (type %s)\", {c_string(n)}, {d}, (long long)in{i}.shape[{d}], "
+                           f"(long long){ctx.c_int(dim)}, {c_string(str(t))}); goto moec_fail_label; }}")
             elif isinstance(dim, str):
                 if dim in syms:
-                    out.append(f"  if (in{i}.shape[{d}] != {syms[dim]}) {{ moec_fail(&ctx, \"input '%s' dimension {d} "
-                               f"is %lld but symbol {dim} is %lld from an earlier input\", {c_string(n)}, "
-                               f"(long long)in{i}.shape[{d}], (long long){syms[dim]}); goto moec_fail_label; }}")
+                    out.append(f"  if (in{i}.shape[{d}] != {syms[dim]}) {{ moec_fail(&ctx, \"input '%s' dimension %d "
+                               f"is %lld but symbol %s is %lld from an earlier input\", {c_string(n)}, {d}, "
+                               f"(long long)in{i}.shape[{d}], {c_string(dim)}, (long long){syms[dim]}); "
+                               "goto moec_fail_label; }")
                 else:
                     syms[dim] = f"in{i}.shape[{d}]"
     return out

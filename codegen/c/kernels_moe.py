@@ -26,8 +26,8 @@ def ffn_params(ctx, o) -> str:
 def _route(ctx, o):
     a = o.attrs
     name = ctx.fresh("route")
-    ctx.decl(f"static const moec_route_params {name} = {{{a['k']}, {a['n_group']}, {a['topk_group']}, "
-             f"{a['capacity']}, {_SCORING[a['scoring']]}, {1 if a['group_score'] == 'top2_sum' else 0}, "
+    ctx.decl(f"static const moec_route_params {name} = {{{ctx.c_int(a['k'])}, {ctx.c_int(a['n_group'])}, {ctx.c_int(a['topk_group'])}, "
+             f"{ctx.c_int(a['capacity'])}, {_SCORING[a['scoring']]}, {1 if a['group_score'] == 'top2_sum' else 0}, "
              f"{_POST[a['post']]}, {_NORM[a['norm']]}, {ctx.c_float(a['norm_eps'])}, {ctx.c_float(a['scale'])}, "
              f"{1 if a['tie'] == 'high' else 0}, {1 if a['drop'] else 0}, {ctx.c_float(a['min_weight'])}}};")
     bias = ctx.t(o.operands[1]) if len(o.operands) > 1 else "NULL"

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import UnsupportedError, UserInputError
+from ..errors import UnsupportedError, UserInputError, show_name
 from ..ir import DType, Function, Module, TensorType, Value
 from ..ir.core import IRError, ResourceRef
 from ..ir.limits import shape_problem
@@ -69,7 +69,7 @@ def _check_op_version(ctx: "ImportContext", op_type: str) -> None:
     except Exception:
         return
     if now > known:
-        raise ctx.unsupported(f"op '{op_type}' changed at opset {now}; moec implements it as of opset "
+        raise ctx.unsupported(f"op '{show_name(op_type)}' changed at opset {now}; moec implements it as of opset "
                               f"{IMPLEMENTED_OPSET} (version {known}); convert the model to opset "
                               f"{IMPLEMENTED_OPSET} with onnx.version_converter")
 
@@ -123,9 +123,10 @@ class ImportContext:
     def where(self) -> str:
         n = self.node
         if n is None:
-            return f"model '{self.model_name}'"
+            return f"model '{show_name(self.model_name)}'"
         nm = n.name or "(unnamed)"
-        return f"model '{self.model_name}', node '{nm}' ({n.op_type}, opset {self.opset})"
+        return (f"model '{show_name(self.model_name)}', node '{show_name(nm)}' ({show_name(n.op_type)}, "
+                f"opset {self.opset})")
 
     def unsupported(self, why: str) -> UnsupportedError:
         return UnsupportedError(f"{self.where()}: {why}")
@@ -220,10 +221,10 @@ def _attr_value(a, ctx: ImportContext):
         return [s.decode("utf-8") for s in a.strings]
     if t == A.TENSOR:
         return numpy_helper.to_array(a.t)
-    raise ctx.unsupported(f"attribute '{a.name}' of kind {A.AttributeType.Name(t)} is not supported")
+    raise ctx.unsupported(f"attribute '{show_name(a.name)}' of kind {A.AttributeType.Name(t)} is not supported")
 
 
-def _value_type(vi, where: str, sym_hint: str) -> TensorType:
+def _value_type(vi, where: str, sym_hint: str, symbols: "SymbolNames") -> TensorType:
     tt = vi.type.tensor_type
     if not vi.type.HasField("tensor_type"):
         raise UnsupportedError(f"{where}: only tensor inputs/outputs are supported")
@@ -237,9 +238,9 @@ def _value_type(vi, where: str, sym_hint: str) -> TensorType:
                 raise UserInputError(f"{where}: dimension {i} is negative ({d.dim_value})")
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param:
-            dims.append(_sanitize_symbol(d.dim_param))
+            dims.append(symbols.param(d.dim_param))
         else:
-            dims.append(f"{sym_hint}_d{i}")
+            dims.append(symbols.fresh(f"{sym_hint}_d{i}"))
     bad = shape_problem(dims)
     if bad:
         raise UserInputError(f"{where}: {bad}")
@@ -251,6 +252,42 @@ def _sanitize_symbol(s: str) -> str:
     if not re.match(r"[A-Za-z_]", s):
         s = "s_" + s
     return s
+
+
+class SymbolNames:
+    """ONNX dim_params -> IR symbols, injectively.
+
+    A dim_param is sanitised to an identifier (``T-1`` -> ``T_1``); when that identifier already
+    names another dim_param (``T_1``) or a generated symbol, a suffix ``_2``, ``_3``, ... makes it
+    unique.  The same dim_param always maps to the same symbol; two different ones never do.
+    ``reserve`` first claims every dim_param's own sanitised name, so generated names (dims with
+    neither a value nor a param) and renamed collisions yield to the names the model wrote."""
+
+    def __init__(self):
+        self.of: Dict[str, str] = {}
+        self.used: set = set()
+
+    def reserve(self, raws) -> None:
+        for raw in raws:
+            s = _sanitize_symbol(raw)
+            if s == raw:
+                self.param(raw)
+        for raw in raws:
+            self.param(raw)
+
+    def param(self, raw: str) -> str:
+        if raw not in self.of:
+            self.of[raw] = self.fresh(_sanitize_symbol(raw))
+        return self.of[raw]
+
+    def fresh(self, base: str) -> str:
+        base = _sanitize_symbol(base)
+        s, k = base, 1
+        while s in self.used:
+            k += 1
+            s = f"{base}_{k}"
+        self.used.add(s)
+        return s
 
 
 def load_onnx(path: str):
@@ -290,17 +327,21 @@ def import_model(model, name: Optional[str] = None) -> Module:
         if imp.domain in ("", "ai.onnx"):
             opset = imp.version
     if opset is None:
-        raise UserInputError(f"model '{name}' has no default-domain opset import")
+        raise UserInputError(f"model '{show_name(name)}' has no default-domain opset import")
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UnsupportedError(f"model '{name}' uses opset {opset}; moec supports opsets "
+        raise UnsupportedError(f"model '{show_name(name)}' uses opset {opset}; moec supports opsets "
                                f"{MIN_OPSET} to {MAX_OPSET} (convert it with onnx.version_converter)")
     g = model.graph
     init_names = {t.name for t in g.initializer}
     args, arg_names = [], []
+    symbols = SymbolNames()
+    symbols.reserve([d.dim_param for vi in g.input if vi.name not in init_names
+                     for d in vi.type.tensor_type.shape.dim if d.HasField("dim_param") and d.dim_param])
     for vi in g.input:
         if vi.name in init_names:
             continue  # an initializer listed as input (IR version < 4): a constant
-        t = _value_type(vi, f"model '{name}', input '{vi.name}'", _sanitize_symbol(vi.name))
+        t = _value_type(vi, f"model '{show_name(name)}', input '{show_name(vi.name)}'", _sanitize_symbol(vi.name),
+                        symbols)
         args.append(Value(t, _sanitize_symbol(vi.name)))
         arg_names.append(vi.name)
     m = Module()
@@ -315,16 +356,18 @@ def import_model(model, name: Optional[str] = None) -> Module:
         try:
             arr = numpy_helper.to_array(t)
         except Exception as e:
-            raise UserInputError(f"model '{name}': cannot read initializer '{t.name}': {e}") from None
+            raise UserInputError(f"model '{show_name(name)}': cannot read initializer '{show_name(t.name)}': "
+                                 f"{e}") from None
         if arr.dtype == np.dtype(object):
-            raise UnsupportedError(f"model '{name}': initializer '{t.name}' is a string tensor (unsupported)")
+            raise UnsupportedError(f"model '{show_name(name)}': initializer '{show_name(t.name)}' is a string "
+                                   "tensor (unsupported)")
         ctx.values[t.name] = ctx.const(arr, hint=t.name)
         ctx.values[t.name].name = _sanitize_symbol(t.name)
     for node in g.node:
         _convert_node(ctx, node)
     for vi in g.output:
         if vi.name not in ctx.values:
-            raise UserInputError(f"model '{name}': graph output '{vi.name}' is not produced by any node")
+            raise UserInputError(f"model '{show_name(name)}': graph output '{show_name(vi.name)}' is not produced by any node")
         f.outputs.append(ctx.values[vi.name])
         f.output_names.append(vi.name)
     return m
@@ -335,16 +378,16 @@ def _convert_node(ctx: ImportContext, node) -> None:
     domain = node.domain if node.domain not in ("ai.onnx",) else ""
     key = (domain, node.op_type)
     if key not in _CONVERTERS:
-        dom = f" (domain '{domain}')" if domain else ""
+        dom = f" (domain '{show_name(domain)}')" if domain else ""
         raise ctx.unsupported(
-            f"op '{node.op_type}'{dom} is not supported. Supported ONNX ops: {', '.join(supported_ops())}"
+            f"op '{show_name(node.op_type)}'{dom} is not supported. Supported ONNX ops: {', '.join(supported_ops())}"
             + (f"; com.microsoft: {', '.join(supported_ops('com.microsoft'))}" if supported_ops('com.microsoft') else ""))
     fn = None
     for since, f in _CONVERTERS[key]:
         if since <= ctx.opset or domain:
             fn = f
     if fn is None:
-        raise ctx.unsupported(f"op '{node.op_type}' at opset {ctx.opset} is not supported "
+        raise ctx.unsupported(f"op '{show_name(node.op_type)}' at opset {ctx.opset} is not supported "
                               f"(supported from opset {_CONVERTERS[key][0][0]})")
     if not domain and ctx.opset > IMPLEMENTED_OPSET:
         _check_op_version(ctx, node.op_type)
@@ -354,7 +397,7 @@ def _convert_node(ctx: ImportContext, node) -> None:
             inputs.append(None)
             continue
         if n not in ctx.values:
-            raise ctx.error(f"input #{i} '{n}' is not defined before this node (graph not topologically sorted?)")
+            raise ctx.error(f"input #{i} '{show_name(n)}' is not defined before this node (graph not topologically sorted?)")
         inputs.append(ctx.values[n])
     attrs = {a.name: _attr_value(a, ctx) for a in node.attribute}
     outs = fn(ctx, node, inputs, attrs)
@@ -363,7 +406,8 @@ def _convert_node(ctx: ImportContext, node) -> None:
         if n == "":
             continue
         if i >= len(outs) or outs[i] is None:
-            raise ctx.unsupported(f"output #{i} '{n}' is not produced by moec's conversion of {node.op_type}")
+            raise ctx.unsupported(f"output #{i} '{show_name(n)}' is not produced by moec's conversion of "
+                                  f"{show_name(node.op_type)}")
         v = outs[i]
         bad = shape_problem(v.type.shape) if v.type is not None and hasattr(v.type, "shape") else None
         if bad:  # e.g. ConstantOfShape [0, INT64_MAX]: refused where it enters, not at verification
