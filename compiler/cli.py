@@ -156,10 +156,20 @@ def cmd_compile(a) -> int:
                   f"{q['token_rel_median']:.3g} (bound {q['bound_token_rel_median']}), relative RMS "
                   f"{q['rel_rms']:.3g}, max abs {q['max_abs']:.3g}, tokens over 4x bound: "
                   f"{q['tokens_over_4x_bound']}/{q['tokens']}")
-        print("  VERIFIED")
+        print("  " + verdict_line(rep))
     else:
         print("  not verified (--no-verify)")
     return 0
+
+
+def verdict_line(rep: dict) -> str:
+    """The final line of a verified compile: names the oracle; "against onnxruntime" only when onnxruntime ran
+    the model as given in every trial (otherwise the oracle's own description, e.g. "moec's interpreter on
+    the imported model (onnxruntime could not run the model: ...)")."""
+    oracle = str(rep.get("oracle") or "")
+    if rep.get("oracle_is_onnxruntime") and oracle == "onnxruntime":
+        return "VERIFIED against onnxruntime"
+    return f"VERIFIED against {oracle or 'an unnamed oracle'}"
 
 
 def inspect_model(path: str, target: str = "cpu", soc: str = "Ascend910B2", tokens=(1, 256)) -> dict:

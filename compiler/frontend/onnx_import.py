@@ -290,31 +290,8 @@ class SymbolNames:
         return s
 
 
-def load_onnx(path: str):
-    """Load an ONNX file (with external data) or raise a clear UserInputError."""
-    import onnx
-    from google.protobuf.message import DecodeError
-    if not os.path.exists(path):
-        raise UserInputError(f"model file '{path}' does not exist")
-    if os.path.isdir(path):
-        raise UserInputError(f"'{path}' is a directory, not an ONNX model file")
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as e:
-        raise UserInputError(f"'{path}' is not a valid ONNX model (cannot decode protobuf: {e}); "
-                             "check that the file is complete and really an .onnx file") from None
-    except Exception as e:  # protobuf raises various errors on garbage
-        raise UserInputError(f"'{path}' is not a valid ONNX model ({type(e).__name__}: {e})") from None
-    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
-        raise UserInputError(f"'{path}' is not a valid ONNX model (it has no graph); "
-                             "check that the file is complete and really an .onnx file")
-    try:
-        from onnx.external_data_helper import load_external_data_for_model, uses_external_data
-        if any(uses_external_data(t) for t in model.graph.initializer):
-            load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
-    except (OSError, ValueError) as e:
-        raise UserInputError(f"'{path}': cannot load its external weight data: {e}") from None
-    return model
+# Loading and checking a model (external data read by moec, contained to the model's folder): onnx_load.py
+from .onnx_load import _shown, check_model_proto, check_structure as _check_structure, load_onnx  # noqa: E402,F401
 
 
 def import_model(model, name: Optional[str] = None) -> Module:
@@ -322,6 +299,7 @@ def import_model(model, name: Optional[str] = None) -> Module:
     from onnx import numpy_helper
     _load_converters()
     name = name or (model.graph.name or "model")
+    _check_structure(model, f"model '{_shown(name)}'")  # cheap; the onnx checker ran in load_onnx/load_model_proto
     opset = None
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
