@@ -228,11 +228,15 @@ class CompiledLibrary:
                 t = outs[k]
                 dt = CODE_TO_DTYPE[t.dtype]
                 shape = tuple(t.shape[d] for d in range(t.rank))
-                n = int(np.prod(shape, dtype=np.int64))
+                n = t.numel  # (the runtime checked it against the shape; a python int: no wrap)
                 nbytes = (n * dt.bits + 7) // 8
-                raw = ctypes.string_at(t.data, nbytes) if nbytes else b""
+                # a view of the C buffer, copied below before it is freed (string_at takes a C int
+                # size: an output over 2 GiB was a SystemError)
+                raw = (ctypes.c_char * nbytes).from_address(t.data) if nbytes else b""
                 arr = np.frombuffer(raw, dtype=np.uint8 if dt in (DType.I4, DType.U4) else dt.np)
                 result.append(arr.reshape(shape).copy() if dt not in (DType.I4, DType.U4) else arr.copy())
             return result
+        except MemoryError:
+            raise RunError("out of memory copying the outputs into numpy arrays") from None
         finally:
             self.lib.moec_free_outputs(outs, self.n_out)

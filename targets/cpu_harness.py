@@ -78,7 +78,10 @@ def run_harness(exe: str, artifact_dir: str, inputs: Sequence[np.ndarray], n_out
     with tempfile.TemporaryDirectory(prefix="moec-harness-") as d:
         fin, fout = os.path.join(d, "in.bin"), os.path.join(d, "out.bin")
         _write_tensors(fin, inputs)
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=99",
+        # a hostile size must be moec's "out of memory" error (malloc returns NULL past 4 GiB), not an
+        # ASan "allocation-size-too-big" abort or the machine's OOM killer
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=99:allocator_may_return_null=1"
+                                            ":max_allocation_size_mb=4096",
                    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=98")
         p = subprocess.run([exe, os.path.join(artifact_dir, "model.weights.bin"), fin, fout, str(n_out),
                             str(threads)], capture_output=True, text=True, timeout=timeout, env=env)
