@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sizes", type=_sizes, default=[5, 1, 3], metavar="N,N,..",
                    help="sizes tried for each dynamic dimension during verification (default 5,1,3)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
+    c.add_argument("--inputs", metavar="FILE.npz", default=None,
+                   help="verification inputs (numpy.savez, one array per model input, named as the inputs): "
+                        "tried besides the generated ones, and instead of them where moec cannot derive an "
+                        "integer input's valid values")
     c.add_argument("--threads", type=int, default=2, help="threads for the compiled code and onnxruntime")
     c.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer/UBSan (debugging)")
     c.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES),
@@ -130,7 +134,7 @@ def cmd_compile(a) -> int:
     opts = CompileOptions(target=a.target, arch=a.soc if a.target == "ascend" else a.arch, verify=not a.no_verify, dump_ir=a.dump_ir,
                           seed=a.seed, symbol_sizes=a.sizes, threads=a.threads, force=a.force,
                           sanitize=a.sanitize, weights=a.weights, group_size=a.group_size,
-                          zero_point=a.zero_point)
+                          zero_point=a.zero_point, inputs_file=a.inputs)
     res = compile_onnx(a.model, a.output, opts)
     rep = res.report
     t = rep["stage_timings_s"]

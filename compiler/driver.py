@@ -50,6 +50,7 @@ class CompileOptions:
     # input sets given by the user (each {input name: array}, checked by verify.check_user_inputs): extra
     # verification trials, or the only ones where moec cannot derive an integer input's valid values
     inputs: Optional[Sequence[Dict[str, np.ndarray]]] = None
+    inputs_file: Optional[str] = None   # --inputs FILE.npz: one more such set (read by verify.load_inputs_npz)
 
 
 @dataclass
@@ -131,6 +132,7 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     except IRError as e:
         raise UserBuildError(f"internal error: the imported IR of '{name}' does not verify: {e}") from None
     _dump(m, opts, 0, "import")
+    opts = user_inputs(m, opts)  # --inputs / example_inputs checked against the model now: bad ones are exit 2
     pass_log: List[dict] = []
 
     def after_stage(i, stage, module, info):
@@ -293,6 +295,21 @@ def _widened_onnxruntime(proto, lazy: dict, f, xs, threads: int):
                                                        threads=threads)]
     except Exception:  # noqa: BLE001 - no f32 oracle: the op-by-op interpreter result decides alone
         return None
+
+
+def user_inputs(m: Module, opts: CompileOptions) -> CompileOptions:
+    """``opts`` with the user's input sets (``inputs``, ``inputs_file``) checked against the imported
+    model's inputs (names, dtypes, ranks, sizes; the file untrusted: no pickles, sizes bounded), as
+    {name: array} dicts in ``inputs``; UserInputError (exit 2) for anything that does not fit."""
+    from .verify import check_user_inputs, load_inputs_npz
+    if not opts.inputs and not opts.inputs_file:
+        return opts
+    f = m.main
+    sets = [check_user_inputs(f, s, f"example input set {i}" if len(opts.inputs) > 1 else "example inputs")
+            for i, s in enumerate(opts.inputs or [])]
+    if opts.inputs_file:
+        sets.append(load_inputs_npz(opts.inputs_file, f))
+    return dataclasses.replace(opts, inputs=sets, inputs_file=None)
 
 
 def _trials(f, opts: CompileOptions):

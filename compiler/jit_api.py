@@ -182,7 +182,11 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             to an ``.onnx`` file, or an ``onnx.ModelProto``.
         example_inputs: for modules, a tuple of example tensors (or numpy arrays).  Dimension 0 of
             every input of rank >= 2 is the dynamic token dimension unless ``dynamic_dims`` says
-            otherwise, so one compile serves every token count.
+            otherwise, so one compile serves every token count.  For ONNX models (optional): inputs
+            to verify with, a dict {input name: array}, a sequence of arrays in the model's input
+            order, or a list of such dicts; they are tried besides moec's generated inputs, and
+            instead of them where moec cannot derive an integer input's valid values (an integer
+            divisor computed from an input, a run-time reshape target, ...).
         target: "cpu" (C, built with the system compiler), "triton" (a CUDA GPU, or Triton's
             interpreter without one) or "ascend" (AscendC, run on moec's emulator here).
         weights: storage of the routed experts' weights: "f32" (as the model), "bf16", "int8" or
@@ -244,6 +248,11 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         m = None
         ex = None
         h.update(proto.SerializeToString())
+        onnx_inputs = _onnx_example_sets(example_inputs)
+        for s in onnx_inputs:  # (verification depends on them: part of the key)
+            for k, v in (sorted(s.items(), key=lambda kv: str(kv[0])) if isinstance(s, dict) else enumerate(s)):
+                a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+                h.update(repr((k, str(a.dtype), a.shape)).encode() + (a.tobytes() if not a.dtype.hasobject else b"?"))
     h.update(opts_key.encode())
     h.update(_compiler_hash().encode())
     h.update(str(verify).encode())
@@ -258,8 +267,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         tmp = tempfile.mkdtemp(prefix=f"{key}.", suffix=".tmp", dir=root)
         outdir = os.path.join(tmp, "a")
         try:
-            report = _build(m, proto, name, outdir, ex, model if is_module else None, target, weights, verify,
-                            soc, group_size, zero_point)
+            report = _build(m, proto, name, outdir, ex if is_module else onnx_inputs, model if is_module else None,
+                            target, weights, verify, soc, group_size, zero_point)
             with open(os.path.join(outdir, "COMPLETE"), "w") as f:
                 json.dump({"key": key, "verified": report.get("verified")}, f)
             if cache:
@@ -283,13 +292,30 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     return cm
 
 
+def _onnx_example_sets(example_inputs) -> list:
+    """``example_inputs`` given with an ONNX model as a list of input sets (each a dict name -> array or a
+    sequence in input order; checked against the model by the driver)."""
+    if example_inputs is None:
+        return []
+    if isinstance(example_inputs, dict):
+        return [example_inputs]
+    if isinstance(example_inputs, (list, tuple)) and example_inputs and \
+            all(isinstance(s, dict) for s in example_inputs):
+        return list(example_inputs)
+    if isinstance(example_inputs, (list, tuple)):
+        return [list(example_inputs)]
+    raise UserInputError("example_inputs for an ONNX model: a dict {input name: array}, a sequence of arrays in "
+                         "the model's input order, or a list of such dicts")
+
+
 def _build(m, proto, name, outdir, example_inputs, module, target, weights, verify, soc, group_size,
            zero_point) -> dict:
     from .driver import CompileOptions, compile_onnx
     arch = soc or "native"
     if proto is not None:
         r = compile_onnx(proto, outdir, CompileOptions(target=target, arch=arch, verify=verify, weights=weights,
-                                                       group_size=group_size, zero_point=zero_point, force=True))
+                                                       group_size=group_size, zero_point=zero_point, force=True,
+                                                       inputs=list(example_inputs or [])))
         return r.report
     from .driver import build_module
     art = build_module(m, outdir, target=target, arch=arch, threads=2, run_passes=True, weights=weights,
