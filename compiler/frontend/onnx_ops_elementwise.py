@@ -72,8 +72,10 @@ def _max(ctx, node, ins, attrs):
 
 
 def _limit(dt: DType, low: bool):
-    if dt.is_float:
-        return np.array(-np.inf if low else np.inf, dt.np)
+    if dt.is_float:  # ONNX: numeric_limits<T>::lowest() / max(), so Clip(+-inf) with no bound is +-max
+        import ml_dtypes
+        fi = ml_dtypes.finfo(dt.np)
+        return np.array(fi.min if low else fi.max, dt.np)
     info = np.iinfo(dt.np)
     return np.array(info.min if low else info.max, dt.np)
 

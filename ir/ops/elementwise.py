@@ -184,7 +184,8 @@ _UNARY = {
     "sin": (_float_math(np.sin), True), "cos": (_float_math(np.cos), True),
     "tanh": (_float_math(np.tanh), True), "erf": (_float_math(_erf), True),
     "sigmoid": (_float_math(lambda x: 1.0 / (1.0 + np.exp(-x))), True),
-    "relu": (lambda x: np.where(x > 0, x, np.zeros((), x.dtype)).astype(x.dtype), False),
+    # x < 0 ? 0 : x -- NaN and -0.0 pass through unchanged, as in onnxruntime and the C runtime
+    "relu": (lambda x: np.where(x < 0, np.zeros((), x.dtype), x).astype(x.dtype), False),
     "gelu": (_float_math(_gelu), True), "gelu_tanh": (_float_math(_gelu_tanh), True),
 }
 
@@ -234,7 +235,7 @@ class SelectOp(Operation):
 
 @op("moec.clip", operands=("x", "lo", "hi"), traits=("pure", "elementwise"))
 class ClipOp(Operation):
-    """min(max(x, lo), hi) with scalar lo/hi of x's type (NaN in x propagates)."""
+    """min(max(x, lo), hi) with scalar lo/hi of x's type (NaN in x propagates, zeros keep their sign)."""
 
     def infer_types(self):
         x, lo, hi = (v.type for v in self.operands)
@@ -243,9 +244,10 @@ class ClipOp(Operation):
         return [x]
 
     def reference(self, x, lo, hi):
-        r = np.minimum(np.maximum(x, lo), hi)
-        return [np.where(np.isnan(x), x, r).astype(x.dtype) if x.dtype.kind == "f" or x.dtype.name == "bfloat16"
-                else r.astype(x.dtype)]
+        # onnxruntime: std::min(std::max(x, lo), hi) -- NaN in x passes through (comparisons with NaN are
+        # false) and an x equal to a bound keeps its own sign of zero, e.g. Clip(-1, -0.0, 0.0) = -0.0
+        r = np.where(x < lo, lo, x)
+        return [np.where(hi < r, hi, r).astype(x.dtype)]
 
 
 @op("moec.cast", operands=("x",), attrs={"to": Attr("dtype")}, traits=("pure", "elementwise"))

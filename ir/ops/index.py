@@ -270,12 +270,29 @@ class _ArgOp(Operation):
         return [TensorType(DType.I64, tuple(dims))]
 
     def reference(self, x):
+        """As onnxruntime's (and the C runtime's) scan: best = x[0], then each x[i] > best (>= with
+        select_last_index; < / <= for argmin) takes over.  So a NaN at index 0 wins, a NaN elsewhere
+        never does; ties give the first (last) index."""
         a = self.attrs["axis"] % x.ndim
-        y = np.flip(x, a) if self.attrs["select_last_index"] else x
-        r = np.argmax(y, axis=a) if self.largest else np.argmin(y, axis=a)
+        if x.shape[a] == 0:
+            raise ValueError("arg max/min over an empty axis")
+        isf = x.dtype.kind == "f" or x.dtype.name == "bfloat16"
+        if isf:
+            nan = np.isnan(x)
+            xv = np.where(nan, np.array(-np.inf if self.largest else np.inf, x.dtype), x)
+        else:
+            xv = x
+        m = (np.max if self.largest else np.min)(xv, axis=a, keepdims=True)
+        hit = xv == m
+        if isf:
+            hit &= ~nan
         if self.attrs["select_last_index"]:
-            r = x.shape[a] - 1 - r
-        r = r.astype(np.int64)
+            r = x.shape[a] - 1 - np.argmax(np.flip(hit, a), axis=a)
+        else:
+            r = np.argmax(hit, axis=a)
+        if isf:
+            r = np.where(np.take(nan, 0, axis=a), 0, r)
+        r = np.asarray(r).astype(np.int64)
         return [np.expand_dims(r, a) if self.attrs["keepdims"] else r]
 
 

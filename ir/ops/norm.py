@@ -25,16 +25,19 @@ class LayerNormOp(Operation):
 
     def reference(self, x, scale, bias=None):
         a = self.attrs["axis"] % x.ndim
-        acc = np.float64 if x.dtype == np.float64 else np.float32
-        xx = x.astype(acc)
+        stat = np.float64 if x.dtype == np.float64 else np.float32
+        # statistics in f64, as the C runtime: values near the f32 range's end give the normalised
+        # result, not an overflow (onnxruntime gives 0 there; its f32 statistics overflow)
+        xx = x.astype(np.float64)
         axes = tuple(range(a, x.ndim))
-        mean = xx.mean(axis=axes, keepdims=True)
-        var = ((xx - mean) ** 2).mean(axis=axes, keepdims=True)
-        inv = 1.0 / np.sqrt(var + acc(self.attrs["epsilon"]))
-        y = (xx - mean) * inv * scale.astype(acc)
-        if bias is not None:
-            y = y + bias.astype(acc)
-        return [y.astype(x.dtype), mean.astype(acc), inv.astype(acc)]
+        with np.errstate(all="ignore"):
+            mean = xx.mean(axis=axes, keepdims=True)
+            var = ((xx - mean) ** 2).mean(axis=axes, keepdims=True)
+            inv = 1.0 / np.sqrt(var + self.attrs["epsilon"])
+            y = (xx - mean) * inv * scale.astype(np.float64)
+            if bias is not None:
+                y = y + bias.astype(np.float64)
+            return [y.astype(x.dtype), mean.astype(stat), inv.astype(stat)]
 
 
 @op("moec.rms_norm", operands=("x", "scale"), attrs={"axis": Attr("int", -1), "epsilon": Attr("float", 1e-5)},
@@ -51,7 +54,7 @@ class RMSNormOp(Operation):
 
     def reference(self, x, scale):
         a = self.attrs["axis"] % x.ndim
-        acc = np.float64 if x.dtype == np.float64 else np.float32
-        xx = x.astype(acc)
-        ms = np.mean(xx * xx, axis=tuple(range(a, x.ndim)), keepdims=True)
-        return [(xx / np.sqrt(ms + acc(self.attrs["epsilon"])) * scale.astype(acc)).astype(x.dtype)]
+        xx = x.astype(np.float64)  # statistics in f64, as the C runtime
+        with np.errstate(all="ignore"):
+            ms = np.mean(xx * xx, axis=tuple(range(a, x.ndim)), keepdims=True)
+            return [(xx * (1.0 / np.sqrt(ms + self.attrs["epsilon"])) * scale.astype(np.float64)).astype(x.dtype)]

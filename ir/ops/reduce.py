@@ -58,7 +58,7 @@ class ReduceOp(Operation):
             r = np.mean(xx, axis=axes, keepdims=kd)
         elif self.kind in ("max", "min"):
             if x.size:
-                r = (np.max if self.kind == "max" else np.min)(xx, axis=axes, keepdims=kd)
+                r = _max_min(xx, axes, kd, self.kind == "max")
             else:  # empty set: the identity of the reduction
                 big = True if x.dtype == np.bool_ else (np.inf if x.dtype.kind == "f" or x.dtype.name == "bfloat16"
                                                            else np.iinfo(x.dtype).max)
@@ -74,6 +74,28 @@ class ReduceOp(Operation):
     def _empty_shape(x, axes, kd):
         return tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if kd else \
             tuple(d for i, d in enumerate(x.shape) if i not in axes)
+
+
+def _max_min(x, axes, keepdims, largest):
+    """Max/min over ``axes`` as the C runtime scans it: a NaN anywhere gives NaN (onnxruntime's result
+    then depends on the NaN's position and its vector lanes, e.g. ReduceMax([0, NaN, 2, .., 7]) = 6:
+    moec propagates NaN, as numpy and torch do); among equal values the first in row-major order is
+    kept, so the sign of a zero result is that of the first zero (onnxruntime agrees)."""
+    if not axes:
+        return x.copy()
+    r = (np.max if largest else np.min)(x, axis=axes, keepdims=True)
+    if x.dtype.kind != "f" and x.dtype.name != "bfloat16":
+        return r if keepdims else np.squeeze(r, axis=axes)
+    k = len(axes)
+    xt = np.moveaxis(x, axes, tuple(range(x.ndim - k, x.ndim)))
+    rt = np.moveaxis(r, axes, tuple(range(x.ndim - k, x.ndim)))
+    flat = xt.reshape(xt.shape[:x.ndim - k] + (-1,))
+    rf = rt.reshape(rt.shape[:x.ndim - k] + (1,))
+    first = np.argmax(flat == rf, axis=-1)[..., None]
+    pick = np.take_along_axis(flat, first, axis=-1)
+    out = np.where(np.isnan(rf), rf, pick).reshape(rt.shape)
+    out = np.moveaxis(out, tuple(range(x.ndim - k, x.ndim)), axes)
+    return out if keepdims else np.squeeze(out, axis=axes)
 
 
 _RATTRS = {"axes": Attr("ints", ()), "keepdims": Attr("bool", True), "noop_with_empty_axes": Attr("bool", False)}

@@ -148,7 +148,7 @@ int moec_k_binary(moec_ctx *ctx, int op, const moec_tensor *a, const moec_tensor
 
 static inline double un_d(int op, double v) {
   switch (op) {
-    case MOEC_UN_RELU: return v > 0 ? v : (v != v ? v : 0.0);
+    case MOEC_UN_RELU: return v < 0 ? 0.0 : v; /* NaN and -0.0 pass, as in onnxruntime */
     case MOEC_UN_NEG: return -v;
     case MOEC_UN_ABS: return fabs(v);
     case MOEC_UN_SIGN: return v > 0 ? 1.0 : (v < 0 ? -1.0 : (v != v ? v : 0.0));
@@ -172,7 +172,7 @@ static inline double un_d(int op, double v) {
 
 static inline float un_f(int op, float v) {
   switch (op) {
-    case MOEC_UN_RELU: return v > 0 ? v : (v != v ? v : 0.0f);
+    case MOEC_UN_RELU: return v < 0 ? 0.0f : v;
     case MOEC_UN_NEG: return -v;
     case MOEC_UN_ABS: return fabsf(v);
     case MOEC_UN_FLOOR: return floorf(v);

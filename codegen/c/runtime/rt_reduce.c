@@ -67,6 +67,8 @@ int moec_k_reduce(moec_ctx *ctx, const moec_tensor *x, const int64_t *axes, int 
   for (int64_t q = 0; q < no; q++) {
     if (isf) {
       double v = acc[q];
+      /* the sum in the element type before the last step, as onnxruntime: a sum past FLT_MAX is inf */
+      if ((kind == MOEC_R_MEAN || kind == MOEC_R_L2) && x->dtype != MOEC_F64) v = (double)(float)v;
       if (kind == MOEC_R_MEAN) v = cnt ? v / (double)cnt : NAN;
       if (kind == MOEC_R_L2) v = sqrt(v);
       moec_set_f64(out, q, v);
