@@ -27,7 +27,7 @@ import numpy as np
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from ..errors import UserInputError
+from ..errors import UserInputError, show_name
 from .core import Function, IRError, Module, ResourceRef, Value
 from .opdef import build, lookup
 from .types import DType, TensorType
@@ -104,17 +104,9 @@ def _lark():
 # -- messages ---------------------------------------------------------------------------------------
 
 def printable(s: str, limit: int = _MAX_MSG) -> str:
-    """``s`` with control, format and other unprintable characters escaped, cut to ``limit``."""
-    out = []
-    for ch in s[:limit]:
-        if ch.isprintable():
-            out.append(ch)
-        else:
-            o = ord(ch)
-            out.append(f"\\x{o:02x}" if o < 0x100 else (f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"))
-    if len(s) > limit:
-        out.append(f"...({len(s)} characters)")
-    return "".join(out)
+    """``s`` with control, format and other unprintable characters escaped, cut to ``limit``
+    (moec.errors.show_name: the one way input text enters a message)."""
+    return show_name(s, limit)
 
 
 def _where(source: str, line=None, col=None) -> str:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import re
 
-from ..errors import UserInputError
+from ..errors import UserInputError, show_name
 
 
 def _shown(s, limit: int = 120) -> str:
-    """A name or path from the input, safe to print in one line (control characters escaped, cut)."""
-    s = str(s)
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in s[:limit])
-    return out + ("..." if len(s) > limit else "")
+    """A name or path from the input, safe to print in one line (moec.errors.show_name)."""
+    return show_name(s, limit)
 
 
 # Bits per element of each ONNX element type whose data can be stored as raw bytes (external data).
