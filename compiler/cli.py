@@ -160,7 +160,7 @@ def cmd_compile(a) -> int:
                   f"{q['token_rel_median']:.3g} (bound {q['bound_token_rel_median']}), relative RMS "
                   f"{q['rel_rms']:.3g}, max abs {q['max_abs']:.3g}, tokens over 4x bound: "
                   f"{q['tokens_over_4x_bound']}/{q['tokens']}")
-        print("  " + verdict_line(rep))
+        print("  " + one_line(verdict_line(rep)))  # the oracle text may quote names from the model
     else:
         print("  not verified (--no-verify)")
     return 0
