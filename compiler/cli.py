@@ -288,14 +288,14 @@ def cmd_conformance(a) -> int:
 def cmd_run(a) -> int:
     import numpy as np
     from .npy_input import load_npy_input
+    from .artifact_dir import safe_file_names, verification_warning
     from .ir import parse_type
     from .targets.registry import CpuArtifact
     d = a.artifact
-    if not os.path.isfile(os.path.join(d, "manifest.json")):
-        raise UserInputError(f"'{d}' is not a moec artifact directory (no manifest.json); "
-                             "create one with `moec compile MODEL -o DIR`")
-    with open(os.path.join(d, "manifest.json")) as fh:
-        man = json.load(fh)
+    man = _run_manifest(d)
+    warn = verification_warning(d)  # (exit code unchanged: the user decides whether to trust it)
+    if warn:
+        print(f"moec run: warning: {warn}", file=sys.stderr)
     given = {}
     for spec in a.input:
         if "=" not in spec:
@@ -309,6 +309,14 @@ def cmd_run(a) -> int:
     missing = [n for n in names if n not in given]
     if missing:
         raise UserInputError(f"missing input(s): {', '.join(missing)} (give each as --input NAME=FILE.npy)")
+    # where the outputs go, settled before anything runs: one file per output (distinct, safe names)
+    if not a.output_dir or not a.output_dir.strip():
+        raise UserInputError("-o: the output path is empty; name a directory")
+    files = safe_file_names([o["name"] for o in man["outputs"]], ".npy")
+    targets = [os.path.join(a.output_dir, f) for f in files]
+    clash = [p for p in targets if os.path.lexists(p)]
+    if clash and not a.force:
+        raise UserInputError(f"output file(s) already exist: {', '.join(clash)}; pass --force to overwrite")
     arrays, binding = [], {}
     for x in man["inputs"]:
         path = given[x["name"]]
@@ -321,23 +329,62 @@ def cmd_run(a) -> int:
             raise UserInputError(f"input '{x['name']}' has shape {list(arr.shape)}, the model expects {x['type']}"
                                  + (f" (symbols bound so far: {binding})" if binding else ""))
         arrays.append(arr)
-    os.makedirs(a.output_dir, exist_ok=True)
-    targets = [os.path.join(a.output_dir, _safe_name(o["name"]) + ".npy") for o in man["outputs"]]
-    clash = [p for p in targets if os.path.exists(p)]
-    if clash and not a.force:
-        raise UserInputError(f"output file(s) already exist: {', '.join(clash)}; pass --force to overwrite")
+    try:
+        os.makedirs(a.output_dir, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f"-o '{a.output_dir}': cannot create the output directory: {e.strerror or e}") from None
+    if not os.path.isdir(a.output_dir):
+        raise UserInputError(f"-o '{a.output_dir}' exists and is not a directory")
     art = CpuArtifact(d, threads=a.threads)
     outs = art(arrays)
     for o, p, arr in zip(man["outputs"], targets, outs):
-        np.save(p, arr)
+        _save_npy(p, arr)
         print(f"{show_name(o['name'])}: {arr.dtype}{list(arr.shape)} -> {show_name(p, 4096)}")
     return 0
 
 
-def _safe_name(n: str) -> str:
-    import re
-    s = re.sub(r"[^A-Za-z0-9_.-]", "_", n).lstrip(".")
-    return s or "output"
+def _run_manifest(d: str) -> dict:
+    """The manifest of the artifact directory ``d`` for `moec run`, checked enough to use (exit 2 with
+    one line otherwise)."""
+    p = os.path.join(d, "manifest.json")
+    if not os.path.isfile(p):
+        raise UserInputError(f"'{d}' is not a moec artifact directory (no manifest.json); "
+                             "create one with `moec compile MODEL -o DIR`")
+    try:
+        with open(p, "rb") as fh:
+            man = json.loads(fh.read(16 << 20).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise UserInputError(f"'{d}': its manifest.json cannot be read ({type(e).__name__}); recompile the "
+                             "artifact") from None
+    if isinstance(man, dict) and man.get("kind") == "ir-dump":
+        raise UserInputError(f"'{d}' holds IR dumps (--dump-ir), not a compiled artifact")
+    ok = isinstance(man, dict) and all(
+        isinstance(man.get(k), list) and all(isinstance(x, dict) and isinstance(x.get("name"), str)
+                                             and isinstance(x.get("type"), str) for x in man[k])
+        for k in ("inputs", "outputs"))
+    if not ok:
+        raise UserInputError(f"'{d}': its manifest.json does not describe a moec artifact's inputs and outputs; "
+                             "recompile the artifact")
+    return man
+
+
+def _save_npy(path: str, arr) -> None:
+    """Write a .npy file by a rename of a complete temporary file beside it (a symlink at ``path`` is
+    replaced, never written through)."""
+    import tempfile
+
+    import numpy as np
+    fd, tmp = tempfile.mkstemp(prefix=".moec-out-", suffix=".npy.tmp", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import dataclasses
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from .ir import DType, IRError, Module, print_module, save_module, verify_module
 from .ir import run as interpret
 from .passes.pipeline import run_pipeline
 from .passes.quantize import MODES as WEIGHT_MODES
+from .artifact_dir import Staging, check_target, write_manifest
 from .targets.registry import get_backend
 
 TARGETS = ("cpu", "triton", "ascend")
@@ -78,30 +78,49 @@ class _Timer:
         return _T()
 
 
-def prepare_outdir(outdir: str, force: bool) -> None:
-    if os.path.exists(outdir):
-        if not os.path.isdir(outdir):
-            raise UserInputError(f"output path '{outdir}' exists and is not a directory; choose another -o")
-        if os.listdir(outdir):
-            marker = os.path.join(outdir, "manifest.json")
-            if not force:
-                raise UserInputError(f"output directory '{outdir}' already exists and is not empty; "
-                                     "pass --force to overwrite it, or choose another -o")
-            if not os.path.exists(marker):
-                raise UserInputError(f"output directory '{outdir}' is not a moec artifact (no manifest.json); "
-                                     "refusing to overwrite it even with --force")
-            for name in os.listdir(outdir):
-                p = os.path.join(outdir, name)
-                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
-    os.makedirs(outdir, exist_ok=True)
-
-
-def _dump(m: Module, opts: CompileOptions, idx: int, stage: str) -> None:
-    if not opts.dump_ir:
+def _dump(m: Module, dumps: Optional[Staging], idx: int, stage: str) -> None:
+    """Write the module text after stage ``idx`` into the IR dump being staged (``--dump-ir``)."""
+    if dumps is None:
         return
-    os.makedirs(opts.dump_ir, exist_ok=True)
-    with open(os.path.join(opts.dump_ir, f"{idx:02d}-{stage}.mlir"), "w") as f:
+    with open(os.path.join(dumps.path, f"{idx:02d}-{stage}.mlir"), "w") as f:
         f.write(print_module(m))
+
+
+class _Dumps:
+    """``--dump-ir DIR``: staged like an artifact (never over existing files without --force, and then
+    only over an earlier dump), and published when the compile ends, a failed one too (that is when
+    the dumps are wanted), but not after Ctrl-C."""
+
+    def __init__(self, opts: "CompileOptions", protect: Sequence[str]):
+        self.st = (Staging(opts.dump_ir, opts.force, protect, kind="ir-dump", flag="--dump-ir")
+                   if opts.dump_ir is not None else None)
+
+    def __enter__(self) -> Optional[Staging]:
+        return self.st
+
+    def __exit__(self, et, ev, tb) -> None:
+        if self.st is None:
+            return
+        try:
+            if et is None or issubclass(et, Exception):
+                try:
+                    self.st.publish()
+                except UserInputError:
+                    if et is None:
+                        raise
+        finally:
+            self.st.__exit__(et, ev, tb)
+
+
+def _check_dirs(outdir: str, opts: "CompileOptions", protect: Sequence[str]) -> None:
+    """-o and --dump-ir are usable, before any work: one clear line (exit 2) otherwise."""
+    check_target(outdir, opts.force, protect, "-o")
+    if opts.dump_ir is not None:
+        check_target(opts.dump_ir, opts.force, protect, "--dump-ir")
+        a, b = os.path.realpath(outdir), os.path.realpath(opts.dump_ir)
+        if a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep):
+            raise UserInputError(f"--dump-ir '{opts.dump_ir}' and -o '{outdir}' overlap; give the IR dumps a "
+                                 "directory of their own")
 
 
 def load_model_proto(model):
@@ -116,23 +135,36 @@ def load_model_proto(model):
 
 
 def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> CompileResult:
-    """Compile an ONNX model (path or ModelProto) into ``outdir`` and (optionally) verify it."""
-    from .frontend.onnx_import import import_model
+    """Compile an ONNX model (path or ModelProto) into ``outdir`` and (optionally) verify it.
+
+    ``outdir`` must be absent, empty, or (with ``opts.force``) an earlier moec artifact holding only
+    the files moec wrote.  A build that fails verification is published where ``outdir`` was absent
+    or empty (report.json says verified: false), never over an earlier artifact."""
 
     opts = opts or CompileOptions()
     if opts.target not in TARGETS:
         raise UserInputError(f"unknown target '{opts.target}' (available: {', '.join(TARGETS)})")
+    protect = [os.fspath(model)] if isinstance(model, (str, os.PathLike)) else []
+    _check_dirs(outdir, opts, protect)  # (a bad -o / --dump-ir fails at once, before the model is read)
     timer = _Timer()
     proto, name = load_model_proto(model)
-    prepare_outdir(outdir, opts.force)
+    # built in a staging directory beside outdir, published by a rename only when complete: a failure
+    # or an interruption anywhere leaves outdir as it was (see artifact_dir.py)
+    with Staging(outdir, opts.force, protect) as st, _Dumps(opts, protect) as dumps:
+        return _compile_staged(proto, name, outdir, st, dumps, opts, timer)
+
+
+def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[Staging], opts: CompileOptions,
+                    timer: _Timer) -> CompileResult:
+    from .frontend.onnx_import import import_model
+    final, outdir = outdir, st.path  # everything below writes into the staging directory
     with timer.time("import"):
         m = import_model(proto, name)
     try:
         verify_module(m)
     except IRError as e:
         raise UserBuildError(f"internal error: the imported IR of '{name}' does not verify: {e}") from None
-    _dump(m, opts, 0, "import")
-    opts = user_inputs(m, opts)  # --inputs / example_inputs checked against the model now: bad ones are exit 2
+    _dump(m, dumps, 0, "import")
     pass_log: List[dict] = []
 
     def after_stage(i, stage, module, info):
@@ -140,7 +172,7 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
             verify_module(module)
         except IRError as e:
             raise UserBuildError(f"internal error: IR after stage '{stage}' does not verify: {e}") from None
-        _dump(module, opts, i, stage)
+        _dump(module, dumps, i, stage)
         pass_log.append({"stage": stage, **info})
 
     backend = get_backend(opts.target, opts.arch)
@@ -162,10 +194,9 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
         "moec_version": __version__, "model": name, "target": opts.target, "arch": backend.desc.arch,
         "inputs": [{"name": n, "type": str(a.type)} for n, a in zip(f.arg_names, f.args)],
         "outputs": [{"name": n, "type": str(v.type)} for n, v in zip(f.output_names, f.outputs)],
-        "files": backend.files(),
+        "kind": "artifact", "roles": backend.files(),
     }
-    with open(os.path.join(outdir, "manifest.json"), "w") as fh:
-        json.dump(manifest, fh, indent=1)
+    write_manifest(outdir, manifest)  # (publishing completes its list of files, report.json included)
     report = {
         "moec_version": __version__, "model": name, "target": opts.target, "target_desc": backend.desc.to_json(),
         "verified": False, "verification": "skipped (--no-verify)" if not opts.verify else None,
@@ -192,10 +223,18 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     report["stage_timings_s"] = timer.stages
     with open(os.path.join(outdir, "report.json"), "w") as fh:
         json.dump(report, fh, indent=1, default=_json_default)
-    result = CompileResult(outdir, m, report, artifact)
+    result = CompileResult(final, m, report, artifact)
     if opts.verify and not report["verified"]:
+        # kept for inspection where nothing was, never in place of an earlier artifact (even with --force)
+        if st.publish(replace=False, required=False):
+            where = (f"report: {os.path.join(final, 'report.json')}; the artifact is kept there, marked "
+                     "verified: false")
+        else:
+            where = (f"the earlier artifact in '{final}' was left unchanged; compile into a new -o to inspect "
+                     "the failed build")
         raise VerificationError(f"verification FAILED for '{name}' on target {opts.target}: "
-                                f"{report.get('failure', 'mismatch')} (report: {os.path.join(outdir, 'report.json')})")
+                                f"{report.get('failure', 'mismatch')} ({where})")
+    st.publish()
     return result
 
 
@@ -238,25 +277,30 @@ def build_module(m: Module, outdir: str, target: str = "cpu", arch: str = "nativ
                  zero_point: bool = False):
     """Emit and build an IR module directly (no ONNX, no verification); return the loaded artifact.
 
-    Used by tests and tools that start from IR text: compare the artifact with ``moec.ir.run``."""
-    prepare_outdir(outdir, force)
+    Used by tests and tools that start from IR text: compare the artifact with ``moec.ir.run``.
+    ``outdir`` is staged and published as by :func:`compile_onnx` (``force``: an earlier moec artifact
+    there may be replaced); the artifact returned is loaded before publishing, so a build that does not
+    load is never published."""
     verify_module(m)
-    backend = get_backend(target, arch)
-    check_weight_options(target, weights if run_passes else "f32", group, backend.desc, m)
-    if run_passes:
-        m = run_pipeline(m, target=backend.desc, weights=weights, group=group, zero_point=zero_point)
-    save_module(m, os.path.join(outdir, "model.mlir"))
-    backend.emit(m, outdir)
-    backend.build(outdir)
-    f = m.main
-    names = f.output_names or [f"out{i}" for i in range(len(f.outputs))]
-    manifest = {"moec_version": __version__, "model": "module", "target": target, "arch": backend.desc.arch,
-                "inputs": [{"name": n, "type": str(a.type)} for n, a in zip(f.arg_names, f.args)],
-                "outputs": [{"name": n, "type": str(v.type)} for n, v in zip(names, f.outputs)],
-                "files": backend.files()}
-    with open(os.path.join(outdir, "manifest.json"), "w") as fh:
-        json.dump(manifest, fh, indent=1)
-    return backend.load(outdir, threads=threads)
+    with Staging(outdir, force) as st:
+        d = st.path
+        backend = get_backend(target, arch)
+        check_weight_options(target, weights if run_passes else "f32", group, backend.desc, m)
+        if run_passes:
+            m = run_pipeline(m, target=backend.desc, weights=weights, group=group, zero_point=zero_point)
+        save_module(m, os.path.join(d, "model.mlir"))
+        backend.emit(m, d)
+        backend.build(d)
+        f = m.main
+        names = f.output_names or [f"out{i}" for i in range(len(f.outputs))]
+        manifest = {"moec_version": __version__, "model": "module", "target": target, "arch": backend.desc.arch,
+                    "inputs": [{"name": n, "type": str(a.type)} for n, a in zip(f.arg_names, f.args)],
+                    "outputs": [{"name": n, "type": str(v.type)} for n, v in zip(names, f.outputs)],
+                    "kind": "artifact", "roles": backend.files()}
+        write_manifest(d, manifest)
+        art = backend.load(d, threads=threads)
+        st.publish()
+    return art
 
 
 def _json_default(x):
