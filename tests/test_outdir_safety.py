@@ -347,6 +347,36 @@ def test_sigkill_mid_build_leaves_the_old_artifact_and_the_next_build_cleans_up(
     assert not [n for n in _siblings(tmp_path) if ".moec-" in n]
 
 
+def test_stale_folders_of_killed_builds_are_cleaned_only_of_moecs_files(tmp_path):
+    """What a killed process leaves beside OUTDIR: a staging folder (marked) and an earlier artifact moved
+    aside mid-replacement.  The next build into OUTDIR removes them, except for a file moec did not write;
+    folders of live processes and unmarked look-alikes stay."""
+    p = _tiny(tmp_path)
+    out = tmp_path / "art"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # (a pid whose process is gone)
+    old = tmp_path / f".art.moec-old-{dead.pid}-0000"
+    assert main(["compile", str(p), "-o", str(old), "--no-verify"]) == 0
+    tmp = tmp_path / f".art.moec-tmp-{dead.pid}-0001"
+    tmp.mkdir()
+    (tmp / ".moec-staging").write_text(str(dead.pid))
+    (tmp / "model.c").write_text("half written")
+    live = tmp_path / f".art.moec-tmp-{os.getpid()}-0002"  # this process: alive
+    live.mkdir()
+    (live / ".moec-staging").write_text(str(os.getpid()))
+    lookalike = tmp_path / f".art.moec-tmp-{dead.pid}-0003"  # no marker: not known to be moec's
+    lookalike.mkdir()
+    (lookalike / "mine.txt").write_text("mine")
+    old2 = tmp_path / f".art.moec-old-{dead.pid}-0004"
+    assert main(["compile", str(p), "-o", str(old2), "--no-verify"]) == 0
+    (old2 / "notes.txt").write_text("notes")
+    with pytest.warns(UserWarning, match="did not write"):
+        assert main(["compile", str(p), "-o", str(out), "--no-verify"]) == 0
+    assert not old.exists() and not tmp.exists()
+    assert live.exists() and (lookalike / "mine.txt").read_text() == "mine"
+    assert os.listdir(old2) == ["notes.txt"]
+
+
 def _npy(tmp_path, shape, name="x.npy"):
     path = tmp_path / name
     np.save(path, np.random.default_rng(1).standard_normal(shape).astype(np.float32))
