@@ -140,7 +140,8 @@ def test_size_products_from_values_are_checked(case, tmp_path):
                            [("y", np.float32, ["a", "b"])])
         bad = [[np.ones((3, 4), np.float32), np.array([2**62, 2**2], I64)],
                [np.ones((3, 4), np.float32), np.array([MAX, 1], I64)],
-               [np.zeros((0, 4), np.float32), np.array([5, 2**61], I64)]]
+               [np.zeros((0, 4), np.float32), np.array([5, 2**61], I64)],
+               [np.ones((3, 4), np.float32), np.array([6148914691236517206, 1], I64)]]  # 3 x that = 2^64 + 2
         good = [np.ones((3, 4), np.float32), np.array([2, 3], I64)]
     elif case == "expand":
         model = make_model([helper.make_node("Expand", ["x", "s"], ["y"])], [("x", np.float32, ["n", 1]), ("s", I64, [3])],
