@@ -348,15 +348,29 @@ def _mutation_run(corpus, tmp_path, n, n_builds, title):
     stats = Stats()
     cands = []
     base_texts = {c[1] for c in corpus}
+    # a module with weights saved to disk: some mutants are read with load_module, beside its weights
+    # files, and some of those with a mutated weights index (.weights.json) instead of a mutated text
+    seed = next(c for c in corpus if len(c[2]))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    via = str(disk / "m.mlir")
+    save_module(parse_module(seed[1], seed[2]), via)
+    index = (disk / "m.weights.json").read_text()
+    step = max(1, n // N_FILE)
     for i in range(n):
         name, text, ws, _ = corpus[rng.randrange(len(corpus))]
+        if i % step == 0 and (i // step) % 2 == 1:  # the weights index damaged, the text intact
+            kind, bad_index = mutate(index, rng)
+            (disk / "m.weights.json").write_bytes(bad_index if isinstance(bad_index, bytes) else bad_index.encode())
+            check_mutant(seed[1], None, f"weights.json/{kind}", stats, nrng, None, via)
+            (disk / "m.weights.json").write_text(index)
+            continue
         kind, mutant = mutate(text, rng)
-        via = str(tmp_path / "m.mlir") if i % max(1, n // N_FILE) == 0 else None
-        if via is not None:  # load_module reads the weights beside the text
-            ws_dir = str(tmp_path / "m.weights.json")
-            if not os.path.exists(ws_dir):
-                save_module(parse_module(corpus[0][1], corpus[0][2]), via)
-        check_mutant(mutant, ws, f"{name}/{kind}", stats, nrng, cands if len(cands) < 400 else None, via)
+        if i % step == 0:  # load_module reads the seed's weights beside the text
+            name, text, ws, _ = seed
+            kind, mutant = mutate(text, rng)
+        check_mutant(mutant, ws, f"{name}/{kind}", stats, nrng, cands if len(cands) < 400 else None,
+                     via if i % step == 0 else None)
     build_and_compare(cands, n_builds, stats, tmp_path, base_texts)
     stats.report(title)
     stats.check()
