@@ -143,23 +143,25 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
     LocalTensor<int32_t> iv = qi.AllocTensor<int32_t>();
     float sum = 0.f, asum = 0.f;
     for (uint32_t j = 0; j < K; j++) {  // top-k, ties -> lowest index (tie_high: highest); NaN last
+      // (chosen entries are looked up in iv, not marked in c: a marker value would tie with -Inf
+      // scores, and -Inf scores, from -Inf logits or masked groups, are valid choices after the rest)
       float best = 0.f;
       int32_t bi = -1;
-      for (uint32_t e = 0; e < E; e++) {
-        float v = c.GetValue(e);
-        if (v > NEG && (bi < 0 || v > best || (t.tie_high && v == best))) { best = v; bi = (int32_t)e; }
-      }
-      // only -Inf (below NEG; NEG * 2 marks chosen or masked entries) or NaN left: -Inf first, then
-      // NaN, each in the tie order, as the reference sorts them
-      for (int pass = 0; pass < 2 && bi < 0; pass++) {
+      for (int pass = 0; pass < 2 && bi < 0; pass++) {  // pass 1: only NaN left, in the tie order
         for (uint32_t e = 0; e < E; e++) {
+          bool taken = false;
+          for (uint32_t q = 0; q < j; q++) taken = taken || iv.GetValue(q) == (int32_t)e;
+          if (taken) continue;
           float v = c.GetValue(e);
-          bool cand = pass == 0 ? (v < NEG && v != NEG * 2) : (v != v);
-          if (cand) { bi = (int32_t)e; if (!t.tie_high) break; }
+          if (pass == 0) {
+            if (v != v) continue;
+            if (bi < 0 || v > best || (t.tie_high && v == best)) { best = v; bi = (int32_t)e; }
+          } else {
+            bi = (int32_t)e;
+            if (!t.tie_high) break;
+          }
         }
       }
-      if (bi < 0) bi = 0;  // (unreachable: k <= E and every chosen entry is marked below)
-      c.SetValue(bi, NEG * 2);
       float w = s.GetValue(bi);
       wv.SetValue(j, w);
       iv.SetValue(j, bi);
