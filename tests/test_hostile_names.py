@@ -343,3 +343,13 @@ def test_cli_error_naming_a_hostile_name_is_one_line(tmp_path, where):
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and r.stderr.endswith("\n") and r.stderr.count("\n") == 1, r.stderr
     assert "VERIFIED" not in r.stdout
+
+
+def test_symbol_names_stay_injective_for_many_clashes():
+    from moec.frontend.onnx_import import SymbolNames
+    sn = SymbolNames()
+    raws = ["T" + chr(0x100 + i) for i in range(5000)] + ["T_", "T__2", "T-"]  # all sanitise to T_...
+    sn.reserve(raws)
+    got = [sn.param(r) for r in raws]
+    assert len(set(got)) == len(raws) and sn.param("T_") == "T_" and sn.param("T__2") == "T__2"
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", g) for g in got)

@@ -266,6 +266,7 @@ class SymbolNames:
     def __init__(self):
         self.of: Dict[str, str] = {}
         self.used: set = set()
+        self._next: Dict[str, int] = {}  # per base name: the next suffix to try (no quadratic search)
 
     def reserve(self, raws) -> None:
         for raw in raws:
@@ -282,10 +283,11 @@ class SymbolNames:
 
     def fresh(self, base: str) -> str:
         base = _sanitize_symbol(base)
-        s, k = base, 1
+        s, k = base, self._next.get(base, 1)
         while s in self.used:
             k += 1
             s = f"{base}_{k}"
+        self._next[base] = k
         self.used.add(s)
         return s
 
