@@ -317,3 +317,38 @@ def test_load_npy_input_reads_what_np_save_wrote(tmp_path):
         got = load_npy_input(p, "x")
         assert got.shape == a.shape and got.dtype == a.dtype and got.flags.c_contiguous
         np.testing.assert_array_equal(got, a)
+
+
+def test_reference_slice_and_range_match_onnxruntime_at_extremes(tmp_path):
+    """The same rules hold where the IR reference computes them: constant slice parameters give a
+    static result shape (infer_types, slice_params) and constant Range inputs are folded (reference),
+    so a compiled model must verify against onnxruntime: an end of INT64_MAX stepping backwards is
+    "to the beginning" (the reference made it empty), a start below -d stepping backwards is 0, f32
+    Range accumulates in f32."""
+    from moec.ir.ops.shape import slice_params
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    model = make_model([helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["y"])],
+                       [("x", np.float32, ["n"]), ("st", I64, [1]), ("en", I64, [1]), ("ax", I64, [1]), ("sp", I64, [1])],
+                       [("y", np.float32, ["m"])])
+    sess = ort.InferenceSession(model.SerializeToString(), so)
+    for n in (0, 1, 5):
+        x = np.arange(n, dtype=np.float32)
+        for s in SLICE_VALUES:
+            for e in SLICE_VALUES:
+                for k in SLICE_STEPS:
+                    want = sess.run(None, {"x": x, "st": np.array([s], I64), "en": np.array([e], I64),
+                                           "ax": np.array([0], I64), "sp": np.array([k], I64)})[0]
+                    (s0, cnt, st), = slice_params([n], [int(s)], [int(e)], [0], [int(k)])
+                    got = x[slice(s0, s0 + cnt * st if s0 + cnt * st >= 0 else None, st)]
+                    assert np.array_equal(got, want), (n, s, e, k, got, want)
+    # and end to end: constants folded or giving static shapes, verified against onnxruntime
+    m2 = make_model([helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["a"]),
+                     helper.make_node("Range", ["rs", "rl", "rd"], ["r"]),
+                     helper.make_node("Range", ["fs", "fl", "fd"], ["rf"])],
+                    [("x", np.float32, ["n", 5])], [("a", np.float32, ["n", "m"]), ("r", I64, ["k"]), ("rf", np.float32, ["j"])],
+                    {"st": np.array([-1], I64), "en": np.array([MAX], I64), "ax": np.array([1], I64), "sp": np.array([-1], I64),
+                     "rs": np.array(MIN, I64), "rl": np.array(MAX, I64), "rd": np.array(MAX, I64),
+                     "fs": np.array(-1e-8, np.float32), "fl": np.array(1, np.float32), "fd": np.array(0.25, np.float32)})
+    r = compile_onnx(m2, str(tmp_path / "c"), CompileOptions(force=True))
+    assert r.report["verified"] and r.report["oracle"] == "onnxruntime", r.report.get("failure")

@@ -300,8 +300,13 @@ class RangeOp(Operation):
             if not np.isfinite(q):
                 raise ValueError(f"range({s}, {l_}, {d}) has no finite length")
             n = max(int(q), 0)
-        alloc_guard(self, (n,), np.asarray(start).dtype.itemsize)
-        return [(s + np.arange(n) * d).astype(np.asarray(start).dtype)]
+        dt = np.asarray(start).dtype
+        alloc_guard(self, (n,), dt.itemsize)
+        if dt.kind == "f" and n:  # accumulated in the element type, as onnxruntime (and moec_k_range) do
+            steps = np.full(n, d, dt)
+            steps[0] = s
+            return [np.add.accumulate(steps, dtype=dt)]
+        return [(s + np.arange(n) * d).astype(dt)]  # (exact mod 2^64; every value lies between s and l)
 
 
 @op("moec.concat", operands=("inputs*",), attrs={"axis": Attr("int")}, traits=("pure",))
@@ -359,7 +364,11 @@ class SplitOp(Operation):
 
 
 def slice_params(shape, starts, ends, axes, steps):
-    """Per-dim (start, count, step) after ONNX clamping."""
+    """Per-dim (start, count, step) after clamping as onnxruntime does (the reference for extreme
+    values; the C runtime's moec_k_slice does the same): a dimension of 0 gives nothing; the step is
+    clamped to [-d, d] (one element either way); a start to [0, d] ([0, d-1] stepping backwards); an
+    end of INT32_MAX or INT64_MAX means "to the end" (-1 stepping backwards), any other end is
+    clamped to [0, d] ([-1, d] stepping backwards)."""
     r = len(shape)
     out = [(0, shape[i], 1) for i in range(r)]
     for s, e, a, st in zip(starts, ends, axes, steps):
@@ -367,14 +376,18 @@ def slice_params(shape, starts, ends, axes, steps):
         d = shape[a]
         if st == 0:
             raise ValueError("slice step 0")
+        if d == 0:
+            out[a] = (0, 0, 1)
+            continue
+        st = max(min(st, d), -d)
         s = s + d if s < 0 else s
-        e = e + d if e < 0 else e
-        if st > 0:
-            s, e = min(max(s, 0), d), min(max(e, 0), d)
-            n = max(0, -(-(e - s) // st))
+        s = min(max(s, 0), d - 1 if st < 0 else d)
+        if e in (2**31 - 1, 2**63 - 1):
+            e = -1 if st < 0 else d
         else:
-            s, e = min(max(s, -1), d - 1), min(max(e, -1), d - 1)
-            n = max(0, -(-(s - e) // -st))
+            e = e + d if e < 0 else e
+            e = min(max(e, -1 if st < 0 else 0), d)
+        n = max(0, -(-(e - s) // st)) if st > 0 else max(0, -(-(s - e) // -st))
         out[a] = (s, n, st)
     return out
 
