@@ -70,6 +70,8 @@ def test_manifest_lists_every_file_the_build_wrote(tmp_path):
     assert man["moec_artifact"] == 1 and isinstance(man["moec_version"], str)
     assert sorted(man["files"]) == sorted(_snapshot(out))
     assert {"manifest.json", "report.json", "model.mlir", "model.so", "model.weights.bin"} <= set(man["files"])
+    text = "".join(open(out / f, errors="replace").read() for f in man["files"] if f.endswith((".json", ".mlir", ".c")))
+    assert ".moec-tmp" not in text  # nothing names the staging folder it was built in
 
 
 @pytest.mark.parametrize("target", ["triton", "ascend"])
