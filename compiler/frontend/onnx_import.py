@@ -161,7 +161,11 @@ class ImportContext:
         a = np.asarray(array)
         if a.dtype == np.dtype(object):
             raise self.error("string tensors are not supported")
-        dt = DType.from_np(a.dtype)
+        try:
+            dt = DType.from_np(a.dtype)
+        except TypeError:  # float8/float4/int2 and other element types onnx reads but moec has no type for
+            raise UnsupportedError(f"{self.where()}: constant '{_shown(hint)}' has element type {a.dtype}, which "
+                                   "moec does not support") from None
         if a.size <= INLINE_LIMIT:
             return self.emit1("moec.constant", [], {"value": np.asarray(a, order="C")})
         key = self.module.weights.add(a, hint)

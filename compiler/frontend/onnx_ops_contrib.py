@@ -23,13 +23,66 @@ from .onnx_import import converter
 _ACT = {"relu": "relu", "gelu": "gelu_tanh", "silu": "silu", "identity": "identity", "swiglu": "swiglu"}
 
 
+def _ort_schema(op_type: str):
+    """onnxruntime's schema of com.microsoft.``op_type`` (onnx's checker knows no contrib op), or None."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as C
+        return next((x for x in C.get_all_operator_schema() if x.domain == "com.microsoft" and x.name == op_type),
+                    None)
+    except Exception:  # noqa: BLE001 - an onnxruntime without schemas: the converter's own checks remain
+        return None
+
+
+def _check_contrib_node(ctx, node) -> None:
+    """What onnx's checker does for standard ops, from onnxruntime's schema: inputs within the formal
+    list with the required ones present, one output at least, every attribute known and of its kind."""
+    from onnx import AttributeProto
+    sch = _ort_schema(node.op_type)
+    if sch is None:
+        return
+    formal = list(sch.inputs)
+    if len(node.input) > len(formal):
+        raise ctx.error(f"{len(node.input)} inputs; com.microsoft.{node.op_type} takes at most {len(formal)}")
+    for i, f in enumerate(formal):
+        optional = str(f.option).endswith("Optional")
+        if not optional and (i >= len(node.input) or node.input[i] == ""):
+            raise ctx.error(f"required input #{i} '{f.name}' is missing")
+    if not len(node.output) or node.output[0] == "" or len(node.output) > max(1, len(sch.outputs)):
+        raise ctx.error(f"com.microsoft.{node.op_type} has {len(sch.outputs)} output(s); the node has "
+                        f"{len(node.output)}")
+    for a in node.attribute:
+        want = sch.attributes.get(a.name)
+        if want is None:
+            raise ctx.error(f"attribute '{a.name}' is not an attribute of com.microsoft.{node.op_type}")
+        kind = AttributeProto.AttributeType.Name(a.type) if a.type in AttributeProto.AttributeType.values() \
+            else str(a.type)
+        if str(want.type).split(".")[-1] != kind:
+            raise ctx.error(f"attribute '{a.name}' is {kind}; com.microsoft.{node.op_type} takes "
+                            f"{str(want.type).split('.')[-1]}")
+
+
+def _check_ranks(ctx, x, router, weights) -> None:
+    """x [T, D], router_probs [T, E], expert weights [E, rows, cols] (weights: (array or None, name))."""
+    if x.type.rank != 2:
+        raise ctx.unsupported(f"input of rank {x.type.rank}: only the 2-D packed-token form [T, D] is supported; "
+                              "reshape the input to [tokens, hidden] before the MoE node")
+    if router is None or router.type.rank != 2:
+        raise ctx.error(f"router_probs must be [tokens, experts], got {None if router is None else router.type}")
+    for w, what in weights:
+        if w is not None and np.ndim(w) != 3:
+            raise ctx.error(f"{what} must be 3-D [experts, rows, columns], got shape {list(np.shape(w))}")
+
+
 @converter("MoE", domain="com.microsoft")
 def _moe(ctx, node, ins, attrs):
+    _check_contrib_node(ctx, node)
     ins = list(ins) + [None] * (8 - len(ins))
     x, router, fc1, b1, fc2, b2, fc3, b3 = ins[:8]
     w1 = ctx.require_const(fc1, "fc1_experts_weights")
     w2 = ctx.require_const(fc2, "fc2_experts_weights")
     w3 = None if fc3 is None else ctx.require_const(fc3, "fc3_experts_weights")
+    _check_ranks(ctx, x, router, [(w1, "fc1_experts_weights"), (w2, "fc2_experts_weights"),
+                                  (w3, "fc3_experts_weights")])
     return _build_moe(ctx, node, x, router, w1, b1, w2, b2, w3, b3, attrs, "com.microsoft.MoE")
 
 
@@ -187,8 +240,11 @@ def _qmoe(ctx, node, ins, attrs):
     """Quantised experts.  Weights that moec's int8/int4 formats hold exactly stay quantised (the
     kernels dequantise in registers); other layouts are imported dequantised (dequantise-then-compute
     is the op's semantics either way), with the reason in the layer record."""
+    _check_contrib_node(ctx, node)
     ins = list(ins) + [None] * (21 - len(ins))
     x, router = ins[0], ins[1]
+    _check_ranks(ctx, x, router, [(ctx.require_const(ins[i], f"{w}_experts_weights"), f"{w}_experts_weights")
+                                  for i, w in ((2, "fc1"), (5, "fc2"), (8, "fc3")) if ins[i] is not None])
     if attrs.get("quant_type", "int") != "int":
         raise ctx.unsupported(f"quant_type '{attrs['quant_type']}' (only integer quantisation)")
     if any(ins[i] is not None for i in range(14, 21)):

@@ -233,6 +233,10 @@ def _slice(ctx, node, ins, attrs):
         axes = ctx.const(np.asarray(axes_l, np.int64))
         steps = ctx.const(np.ones(len(axes_l), np.int64))
     else:
+        for i, what in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")):
+            v = ins[i] if len(ins) > i else None
+            if v is not None and (v.type.rank != 1 or v.type.dtype not in (DType.I64, DType.I32)):
+                raise ctx.error(f"Slice {what} must be a 1-D int64/int32 tensor, got {v.type}")
         starts, ends = _i64(ctx, ins[1]), _i64(ctx, ins[2])
         n = starts.type.shape[0]
         if len(ins) > 3 and ins[3] is not None:
