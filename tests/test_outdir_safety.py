@@ -283,6 +283,23 @@ def test_a_target_filled_by_someone_else_during_the_build_is_not_touched(tmp_pat
     assert _siblings(tmp_path) == ["art", "tiny.onnx"]
 
 
+def test_interrupted_verification_publishes_nothing(tmp_path, monkeypatch):
+    """Ctrl-C while verification runs (faked: onnxruntime's run is interrupted): no artifact without a
+    report.json appears (the old code left one that `moec run` used silently), an earlier one is intact."""
+    import moec.verify as verify
+    p = _tiny(tmp_path)
+    out = tmp_path / "art"
+    assert main(["compile", str(p), "-o", str(out)]) == 0
+    before = _snapshot(out)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(verify, "run_onnxruntime", interrupted)
+    assert main(["compile", str(p), "-o", str(out), "--force"]) == 130
+    assert main(["compile", str(p), "-o", str(tmp_path / "fresh")]) == 130
+    assert _snapshot(out) == before and _siblings(tmp_path) == ["art", "tiny.onnx"]
+
+
 def test_build_module_is_staged_too(tmp_path, monkeypatch):
     from moec.driver import build_module
     from moec.errors import UserInputError
