@@ -94,6 +94,13 @@ void moec_set_i64(moec_tensor *t, int64_t i, int64_t v);
 void moec_copy_elem(moec_tensor *dst, int64_t di, const moec_tensor *src, int64_t si);
 
 static inline int moec_is_float(int dt) { return dt <= MOEC_BF16; }
+/* double -> int64 without undefined behaviour: NaN -> INT64_MIN, out of range saturates */
+static inline int64_t moec_f64_to_i64(double d) {
+  if (d != d) return INT64_MIN;
+  if (d >= 9.2233720368547758e18) return INT64_MAX;
+  if (d <= -9.2233720368547758e18) return INT64_MIN;
+  return (int64_t)d;
+}
 static inline size_t moec_elem_size(int dt) { size_t b = moec_dtype_bits(dt); return b < 8 ? 1 : b / 8; }
 
 float moec_f16_to_f32(uint16_t h);

@@ -287,13 +287,7 @@ int64_t moec_get_i64(const moec_tensor *t, int64_t i) {
     case MOEC_I8: return ((const int8_t *)p)[i];
     case MOEC_U8: case MOEC_BOOL: return ((const uint8_t *)p)[i];
     case MOEC_I4: case MOEC_U4: return (int64_t)moec_get_f64(t, i);
-    default: {
-      double d = moec_get_f64(t, i);
-      if (d != d) return INT64_MIN;
-      if (d >= 9.2233720368547758e18) return INT64_MAX;
-      if (d <= -9.2233720368547758e18) return INT64_MIN;
-      return (int64_t)d;
-    }
+    default: return moec_f64_to_i64(moec_get_f64(t, i));
   }
 }
 
@@ -305,7 +299,7 @@ void moec_set_f64(moec_tensor *t, int64_t i, double v) {
     case MOEC_F16: ((uint16_t *)p)[i] = moec_f32_to_f16((float)v); break;
     case MOEC_BF16: ((uint16_t *)p)[i] = moec_f32_to_bf16((float)v); break;
     case MOEC_BOOL: ((uint8_t *)p)[i] = v != 0; break;
-    default: moec_set_i64(t, i, (int64_t)v); break;
+    default: moec_set_i64(t, i, moec_f64_to_i64(v)); break;
   }
 }
 

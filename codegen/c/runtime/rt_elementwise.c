@@ -124,7 +124,7 @@ int moec_k_binary(moec_ctx *ctx, int op, const moec_tensor *a, const moec_tensor
         double x = moec_get_f64(a, ia + i * isa), y = moec_get_f64(b, ib + i * isb);
         double v = bin_d(op, x, y);
         if (cmp) ((uint8_t *)out->data)[io + i] = v != 0;
-        else if (!moec_is_float(out_dtype)) moec_set_i64(out, io + i, (int64_t)v);
+        else if (!moec_is_float(out_dtype)) moec_set_i64(out, io + i, moec_f64_to_i64(v));
         else moec_set_f64(out, io + i, v);
       }
     } else {

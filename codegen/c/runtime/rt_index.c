@@ -62,7 +62,7 @@ int moec_k_gather_elements(moec_ctx *ctx, const moec_tensor *data, const moec_te
 int moec_k_gather_nd(moec_ctx *ctx, const moec_tensor *data, const moec_tensor *idx, int64_t b, moec_tensor *out) {
   if (idx->rank < 1) return moec_fail(ctx, "indices must have rank >= 1");
   int64_t q = idx->shape[idx->rank - 1];
-  if (b < 0 || b + q > data->rank) return moec_fail(ctx, "indices last dim %lld + batch_dims %lld exceeds data rank %d",
+  if (b < 0 || b > data->rank || q > data->rank - b) return moec_fail(ctx, "indices last dim %lld + batch_dims %lld exceeds data rank %d",
                                                     (long long)q, (long long)b, data->rank);
   int r = idx->rank - 1 + data->rank - (int)(b + q);
   if (r > MOEC_MAX_RANK) return moec_fail(ctx, "result rank too large");
@@ -176,7 +176,7 @@ int moec_k_one_hot(moec_ctx *ctx, const moec_tensor *idx, const moec_tensor *dep
                    int64_t axis, moec_tensor *out) {
   if (depth->numel != 1) return moec_fail(ctx, "depth must be a scalar");
   if (values->numel != 2) return moec_fail(ctx, "values must have 2 elements");
-  int64_t dep = moec_is_float(depth->dtype) ? (int64_t)moec_get_f64(depth, 0) : moec_get_i64(depth, 0);
+  int64_t dep = moec_get_i64(depth, 0); /* (floats: truncated, NaN/inf saturated: no UB) */
   if (dep < 0) return moec_fail(ctx, "negative depth");
   int r = idx->rank + 1;
   int64_t a;
@@ -185,12 +185,11 @@ int moec_k_one_hot(moec_ctx *ctx, const moec_tensor *idx, const moec_tensor *dep
   for (int i = 0, j = 0; i < r; i++) d[i] = i == a ? dep : idx->shape[j++];
   if (moec_alloc(ctx, out, values->dtype, r, d)) return -1;
   int64_t outer = moec_dims_prod(d, 0, (int)a), inner = moec_dims_prod(d, (int)a + 1, r);
-  int fl = moec_is_float(idx->dtype);
   for (int64_t o = 0; o < outer; o++)
     for (int64_t c = 0; c < dep; c++)
       for (int64_t in = 0; in < inner; in++) {
         int64_t ii = o * inner + in;
-        int64_t v = fl ? (int64_t)moec_get_f64(idx, ii) : moec_get_i64(idx, ii);
+        int64_t v = moec_get_i64(idx, ii);
         if (v < 0) v += dep;
         moec_copy_elem(out, (o * dep + c) * inner + in, values, v == c ? 1 : 0);
       }
