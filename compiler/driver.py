@@ -216,7 +216,12 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
     if opts.verify:
         with timer.time("verify"):
             artifact = backend.load(outdir, threads=opts.threads)
-            vr = verify_artifact(proto, m, artifact, opts, ref_module)
+            try:
+                vr = verify_artifact(proto, m, artifact, opts, ref_module)
+            except MemoryError:  # e.g. static input dims needing terabytes: the input's fault, not moec's
+                raise UserInputError(f"'{name}': verification ran out of memory building inputs of the model's "
+                                     "shapes; compile with --no-verify, or smaller --sizes for symbolic "
+                                     "dimensions") from None
         report.update(vr)
         if opts.target == "ascend":  # what the emulator ran: kernel launches, cube instruction counts
             report["ascend"]["emulator"] = artifact.stats()

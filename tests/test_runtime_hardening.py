@@ -352,3 +352,22 @@ def test_reference_slice_and_range_match_onnxruntime_at_extremes(tmp_path):
                      "fs": np.array(-1e-8, np.float32), "fl": np.array(1, np.float32), "fd": np.array(0.25, np.float32)})
     r = compile_onnx(m2, str(tmp_path / "c"), CompileOptions(force=True))
     assert r.report["verified"] and r.report["oracle"] == "onnxruntime", r.report.get("failure")
+
+
+def test_verification_out_of_memory_is_exit_2(tmp_path):
+    """Static dims within the runtime's limit but far beyond memory ([2^20, 2^19] f32 = 2 TiB):
+    verification's input arrays were a MemoryError (exit 3).  Run under an address-space cap so the
+    result does not depend on the machine's overcommit policy."""
+    import onnx
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", np.float32, [2**20, 2**19])],
+                   [("y", np.float32, [2**20, 2**19])])
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    p = subprocess.run([sys.executable, "-m", "moec.cli", "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "a")],
+                       capture_output=True, text=True, timeout=600, preexec_fn=cap)
+    line = _one_error_line(p)
+    assert "out of memory" in line and "--no-verify" in line, line
