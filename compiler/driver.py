@@ -165,6 +165,7 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
     except IRError as e:
         raise UserBuildError(f"internal error: the imported IR of '{name}' does not verify: {e}") from None
     _dump(m, dumps, 0, "import")
+    opts = user_inputs(m, opts)  # --inputs / example_inputs checked against the model now: bad ones are exit 2
     pass_log: List[dict] = []
 
     def after_stage(i, stage, module, info):
