@@ -371,3 +371,26 @@ def test_verification_out_of_memory_is_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=600, preexec_fn=cap)
     line = _one_error_line(p)
     assert "out of memory" in line and "--no-verify" in line, line
+
+
+@pytest.mark.parametrize("block", [2**62, MAX])
+def test_dispatch_block_attribute_from_ir_text_is_checked(block, tmp_path):
+    """IR text is an input too: moe.dispatch's block padding (count rounded up to a multiple of
+    block) overflowed int64 for a huge block attribute."""
+    from moec.driver import build_module
+    from moec.ir import parse_module
+    text = f'''module {{
+  func.func @main(%ids: tensor<?x1xi64, "T">) -> (tensor<?xi64>, tensor<3xi64>) attributes {{moec.inputs = ["ids"], moec.outputs = ["order", "offsets"]}} {{
+    %p:2 = "moe.dispatch"(%ids) {{block = {block} : i64, num_experts = 2 : i64}} : (tensor<?x1xi64, "T">) -> (tensor<?xi64>, tensor<3xi64>)
+    func.return %p#0, %p#1 : tensor<?xi64>, tensor<3xi64>
+  }}
+}}
+'''
+    art = build_module(parse_module(text), str(tmp_path / "d"))
+    with pytest.raises(RuntimeFailure, match="larger than|limit"):
+        art([np.array([[0], [1], [1]], I64)])
+    text2 = text.replace(f"block = {block}", "block = 4")
+    art2 = build_module(parse_module(text2), str(tmp_path / "d2"))
+    order, offsets = art2([np.array([[0], [1], [1]], I64)])
+    np.testing.assert_array_equal(offsets, [0, 4, 8])
+    np.testing.assert_array_equal(order, [0, -1, -1, -1, 1, 2, -1, -1])

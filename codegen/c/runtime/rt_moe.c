@@ -110,7 +110,7 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
 int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *order, moec_tensor *offsets,
                         int64_t E, int64_t block) {
   if (ids->rank != 2) return moec_fail(ctx, "ids must be [T, k]");
-  if (E < 1 || block < 1) return moec_fail(ctx, "bad num_experts/block");
+  if (E < 1 || E >= MOEC_MAX_NUMEL || block < 1) return moec_fail(ctx, "bad num_experts/block");
   int64_t n = ids->numel;
   int64_t *cnt = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
   if (!cnt) return moec_fail(ctx, "out of memory");
@@ -123,7 +123,13 @@ int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *orde
   if (moec_alloc(ctx, offsets, MOEC_I64, 1, oshape)) { free(cnt); return -1; }
   int64_t *off = (int64_t *)offsets->data;
   off[0] = 0;
-  for (int64_t e = 0; e < E; e++) off[e + 1] = off[e] + (cnt[e] + block - 1) / block * block;
+  for (int64_t e = 0; e < E; e++) { /* padded to whole blocks; block is an attribute (IR text): checked */
+    int64_t padded, nb = cnt[e] / block + (cnt[e] % block != 0);
+    if (moec_mul_size(ctx, nb, block, &padded) || moec_add_size(ctx, off[e], padded, &off[e + 1])) {
+      free(cnt);
+      return -1;
+    }
+  }
   int64_t N = off[E];
   if (moec_alloc(ctx, order, MOEC_I64, 1, &N)) { free(cnt); return -1; }
   int64_t *ord = (int64_t *)order->data;
