@@ -456,3 +456,18 @@ def test_parse_type_rejects_every_malformed_type_with_irparseerror():
                 'tensor<?xf32, "">', 'tensor<1xf32, "T">', "tensor<?x?xf32, \"a,b,c\">", b"tensor<1xf32>"]:
         with pytest.raises(IRParseError):
             parse_type(bad)
+
+
+def test_cli_compile_of_ir_text_is_exit_2(corpus, tmp_path, capsys):
+    """`moec compile` takes ONNX only: IR text given to it (intact or mutated) is one line and exit 2."""
+    from moec.cli import main
+    rng = random.Random(5)
+    for i in range(3):
+        text = corpus[-1][1] if i == 0 else mutate(corpus[-1][1], rng)[1]
+        p = tmp_path / f"m{i}.mlir"
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        rc = main(["compile", str(p), "-o", str(tmp_path / f"out{i}")])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert not (tmp_path / f"out{i}").exists()
