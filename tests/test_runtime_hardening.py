@@ -394,3 +394,30 @@ def test_dispatch_block_attribute_from_ir_text_is_checked(block, tmp_path):
     order, offsets = art2([np.array([[0], [1], [1]], I64)])
     np.testing.assert_array_equal(offsets, [0, 4, 8])
     np.testing.assert_array_equal(order, [0, -1, -1, -1, 1, 2, -1, -1])
+
+
+@pytest.mark.parametrize("case", ["one_hot", "einsum"])
+def test_results_above_the_maximum_rank_are_refused(case, tmp_path):
+    """OneHot of rank-8 indices and an einsum with a 9-D output wrote a 9th entry into a shape array
+    of MOEC_MAX_RANK (8) on the stack before the allocation refused the rank (silent in a plain build:
+    run under ASan, where the stack-buffer-overflow is a report)."""
+    from moec.errors import MoecError
+    from moec.targets.cpu_harness import HarnessRunError, build_harness, run_harness
+    if case == "one_hot":
+        m = make_model([helper.make_node("OneHot", ["i", "d", "v"], ["y"], axis=-1)], [("i", I64, [1] * 8)],
+                       [("y", np.float32, [1] * 8 + [3])], {"d": np.array(3, I64), "v": np.array([0, 1], np.float32)})
+        xs = [np.zeros([1] * 8, I64)]
+    else:
+        m = make_model([helper.make_node("Einsum", ["a", "b"], ["y"], equation="abcd,efghi->abcdefghi")],
+                       [("a", np.float32, [1, 1, 1, 2]), ("b", np.float32, [1, 1, 1, 1, 2])],
+                       [("y", np.float32, [1, 1, 1, 2, 1, 1, 1, 1, 2])])
+        xs = [np.ones((1, 1, 1, 2), np.float32), np.ones((1, 1, 1, 1, 2), np.float32)]
+    try:
+        out, art = _compile(m, tmp_path, case)
+    except MoecError:
+        return  # refused at compile time: fine too
+    with pytest.raises(RuntimeFailure, match="rank|too large"):
+        art(xs)
+    exe = build_harness(out, sanitize=True)
+    with pytest.raises(HarnessRunError, match="rank|too large"):  # (a sanitizer report is SanitizerError)
+        run_harness(exe, out, xs, 1)

@@ -179,6 +179,7 @@ int moec_k_one_hot(moec_ctx *ctx, const moec_tensor *idx, const moec_tensor *dep
   int64_t dep = moec_get_i64(depth, 0); /* (floats: truncated, NaN/inf saturated: no UB) */
   if (dep < 0) return moec_fail(ctx, "negative depth");
   int r = idx->rank + 1;
+  if (r > MOEC_MAX_RANK) return moec_fail(ctx, "result rank %d exceeds the runtime's maximum of %d", r, MOEC_MAX_RANK);
   int64_t a;
   if (moec_norm_axis(ctx, axis, r, &a)) return -1;
   int64_t d[MOEC_MAX_RANK];

@@ -181,7 +181,7 @@ int moec_k_gemm(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const
 
 int moec_k_einsum(moec_ctx *ctx, const moec_tensor *const *xs, int n, const int64_t *labels, const int64_t *ranks,
                   const int64_t *out_labels, int n_out, int L, moec_tensor *out) {
-  if (L > 64 || n > 16) return moec_fail(ctx, "einsum too large");
+  if (L > 64 || n > 16 || n_out < 0 || n_out > MOEC_MAX_RANK) return moec_fail(ctx, "einsum too large");
   int64_t size[64], strides[16][64];
   for (int l = 0; l < L; l++) size[l] = 1;
   const int64_t *lp = labels;
