@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -159,16 +158,47 @@ def _module_code_digest(model) -> Optional[str]:
     return h.hexdigest()
 
 
+def _seal(outdir: str, key: str, verified) -> None:
+    """Finish a build folder as a cache entry: the manifest lists every file (COMPLETE included: every file in
+    the entry is moec's), then COMPLETE gets the sha256 of every file (cache_store.seal), checked on each hit."""
+    from .artifact_dir import record_files
+    from .targets import cache_store
+    with open(os.path.join(outdir, cache_store.MARKER), "w") as f:
+        f.write("{}")  # (a placeholder, so that the manifest's list names it)
+    record_files(outdir)
+    cache_store.seal(outdir, key=key, verified=verified)
+
+
 def _publish(tmp: str, final: str) -> bool:
-    """Atomically move a finished build into place; False if another process got there first."""
-    try:
-        os.rename(tmp, final)
-        return True
-    except OSError:
-        if os.path.isfile(os.path.join(final, "COMPLETE")):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return False
-        raise
+    """Atomically move a sealed build into place; False if another process published a (checked) entry first
+    (the loser uses the winner's).  A damaged entry in the way is discarded, never "Directory not empty"."""
+    from .targets import cache_store
+    return cache_store.publish(tmp, final)
+
+
+def _entry_json(d: str) -> dict:
+    """report.json of a cache entry, after checking the types of what moec reads from it and from
+    manifest.json (cache contents are untrusted: a wrong type is a damaged entry, rebuilt)."""
+    from .targets.cache_store import Damaged
+    docs = {}
+    for name in ("report.json", "manifest.json"):
+        try:
+            with open(os.path.join(d, name), "rb") as f:
+                docs[name] = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise Damaged(f"{name} is unreadable ({type(e).__name__})") from None
+    rep, man = docs["report.json"], docs["manifest.json"]
+    num = (int, float)
+    if (not isinstance(rep, dict) or rep.get("verified") not in (True, False, None)
+            or not (rep.get("max_abs_err") is None or (isinstance(rep["max_abs_err"], num)
+                                                      and not isinstance(rep["max_abs_err"], bool)))):
+        raise Damaged("report.json has unexpected types")
+    if not isinstance(man, dict) or not all(
+            isinstance(man.get(k), list) and all(isinstance(x, dict) and isinstance(x.get("name"), str)
+                                                 and isinstance(x.get("type"), str) for x in man[k])
+            for k in ("inputs", "outputs")):
+        raise Damaged("manifest.json has unexpected types")
+    return rep
 
 
 def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A001,F821 (torch is optional)
@@ -259,18 +289,31 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     key = h.hexdigest()[:32]
     root = jit_cache_dir()
     final = os.path.join(root, key)
-    hit = cache and os.path.isfile(os.path.join(final, "COMPLETE"))
+    from .targets import cache_store
+    from .targets.registry import get_backend
+    backend = get_backend(target, soc or "native")
+    hit = False
+    if cache and os.path.lexists(final):
+        # a hit only when the whole entry checks: every file's sha256 (a damaged .so is never loaded; weights
+        # edited in place are not reported as a verified hit), its JSON's types, and the load itself
+        try:
+            cache_store.check(final, key)
+            report = _entry_json(final)
+            art = backend.load(final, threads=2)
+            hit = True
+        except cache_store.Damaged as e:
+            cache_store.discard(final, str(e))
     if not hit:
+        cache_store.clean_stale(root)  # build folders of killed compiles
         if is_module and m is None:
             from .frontend.torch_import import import_torch
             m = import_torch(model, ex, dynamic_dims=dynamic_dims)
-        tmp = tempfile.mkdtemp(prefix=f"{key}.", suffix=".tmp", dir=root)
+        tmp = cache_store.new_tmp(root, key)
         outdir = os.path.join(tmp, "a")
         try:
             report = _build(m, proto, name, outdir, ex if is_module else onnx_inputs, model if is_module else None,
                             target, weights, verify, soc, group_size, zero_point)
-            with open(os.path.join(outdir, "COMPLETE"), "w") as f:
-                json.dump({"key": key, "verified": report.get("verified")}, f)
+            _seal(outdir, key, report.get("verified"))
             if cache:
                 _publish(outdir, final)
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -279,11 +322,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    with open(os.path.join(final, "report.json")) as f:
-        report = json.load(f)
-    from .targets.registry import get_backend
-    backend = get_backend(target, soc or "native")
-    art = backend.load(final, threads=2)
+        report = _entry_json(final)
+        art = backend.load(final, threads=2)
     stats = CompileStats(cache_hit=bool(hit), key=key, outdir=final, seconds=time.perf_counter() - t0,
                          verified=report.get("verified"), max_abs_err=report.get("max_abs_err"), report=report)
     cm = CompiledModel(art, art.input_names, art.output_names, stats, target)

@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import subprocess
+import tempfile
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ from ..errors import BuildError, RuntimeFailure, UserInputError
 from ..ir import Module
 from ..ir.core import ResourceRef
 from ..ir.io import load_module
+from . import cache_store
 from .description import TargetDesc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -178,24 +180,36 @@ class AscendBackend:
         for s in srcs:
             with open(s, "rb") as f:
                 h.update(f.read())
-        cached = os.path.join(cache_dir(), "ascend", h.hexdigest()[:24] + ".so")
+        area, key = os.path.join(cache_dir(), "ascend"), h.hexdigest()[:24]
         out = os.path.join(d, "libmoec_ascend_emu.so")
-        if os.path.exists(cached):
-            shutil.copy(cached, out)
+        if cache_store.fetch_file(area, key, "libmoec_ascend_emu.so", out):  # checked (sha256) before use
             return True
         cmd = ["g++", "-std=c++17", "-O2", "-shared", "-fPIC", "-DMOEC_EMULATOR", "-I", EMU_INCLUDE,
                srcs[0], "-o", out]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode:
             raise BuildError(f"g++ failed on the emitted AscendC (emulator build): {p.stderr[-2000:]}")
-        os.makedirs(os.path.dirname(cached), exist_ok=True)
-        tmp = f"{cached}.{os.getpid()}.tmp"
-        shutil.copy(out, tmp)
-        os.replace(tmp, cached)
+        cache_store.store_file(area, key, out, "libmoec_ascend_emu.so")
         return False
 
     def load(self, outdir: str, threads: int = 1) -> "AscendArtifact":
         return AscendArtifact(outdir, self.desc)
+
+
+def _load_private(outdir: str, rel: str) -> ctypes.CDLL:
+    """Load a private copy of the emulator library (dlopen hands back an already loaded library for the same
+    path, even a rebuilt one).  In a sealed cache entry (the JIT cache) the copy must hash to what the entry
+    lists, so a damaged library is never loaded."""
+    lib = os.path.join(outdir, rel)
+    expect = cache_store.expected_sha256(outdir, rel)
+    fd, tmp = tempfile.mkstemp(prefix="moec-ascend-", suffix=".so")
+    try:
+        os.close(fd)
+        if cache_store.copy_hashed(lib, tmp) != expect and expect is not None:
+            raise cache_store.Damaged(f"'{lib}' does not match the sha256 of its cache entry")
+        return ctypes.CDLL(tmp)
+    finally:
+        os.unlink(tmp)
 
 
 class AscendArtifact:
@@ -218,8 +232,7 @@ class AscendArtifact:
         self.module = load_module(os.path.join(outdir, "model.mlir"))
         with open(os.path.join(outdir, "ascend", "plan.json")) as f:
             self.plan = json.load(f)
-        lib = os.path.join(outdir, "ascend", "libmoec_ascend_emu.so")
-        self.lib = ctypes.CDLL(os.path.abspath(lib))
+        self.lib = _load_private(outdir, "ascend/libmoec_ascend_emu.so")
         self.lib.moec_last_error.restype = ctypes.c_char_p
         self.lib.moec_cube_stats.argtypes = [ctypes.POINTER(ctypes.c_uint64)]
         if self.lib.moec_set_soc(desc.arch.encode()):

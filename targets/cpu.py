@@ -21,6 +21,7 @@ import numpy as np
 
 from ..codegen.c.dtypes import C_DTYPE, CODE_TO_DTYPE
 from ..ir import DType
+from . import cache_store
 from .description import TargetDesc
 
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "codegen", "c", "runtime")
@@ -78,7 +79,8 @@ _lock = threading.Lock()
 
 
 def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
-    """Compile the runtime into a cached static archive; return its path."""
+    """Compile the runtime into a cached static archive; return its path (inside a checked cache entry,
+    ``rt-<key>/rt.a``: a damaged archive is discarded and rebuilt, see cache_store)."""
     flags = cflags_for(target, sanitize)
     h = hashlib.sha256()
     for p in runtime_sources() + runtime_headers():
@@ -87,19 +89,24 @@ def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
             h.update(f.read())
     h.update(" ".join(flags).encode())
     h.update(_cc_version().encode())
-    key = h.hexdigest()[:20]
-    out = os.path.join(cache_dir(), f"rt-{key}.a")
-    if os.path.exists(out):
+    key = "rt-" + h.hexdigest()[:20]
+    root = cache_dir()
+    out = cache_store.cached_path(root, key, "rt.a")
+    if out:
         return out
     with _lock:
-        if os.path.exists(out):
+        out = cache_store.cached_path(root, key, "rt.a")
+        if out:
             return out
-        tmp = tempfile.mkdtemp(prefix="moec-rt-", dir=cache_dir())
+        cache_store.clean_stale(root)
+        tmp = cache_store.new_tmp(root, key)
         try:
+            objdir = os.path.join(tmp, "obj")
+            os.mkdir(objdir)
             objs = []
             procs = []
             for src in runtime_sources():
-                obj = os.path.join(tmp, os.path.basename(src)[:-2] + ".o")
+                obj = os.path.join(objdir, os.path.basename(src)[:-2] + ".o")
                 objs.append(obj)
                 procs.append((subprocess.Popen([cc(), *flags, "-I", RUNTIME_DIR, "-c", src, "-o", obj],
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), src))
@@ -107,12 +114,13 @@ def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
                     _wait(procs)
                     procs = []
             _wait(procs)
-            ar = os.path.join(tmp, "rt.a")
-            _run(["ar", "rcs", ar, *objs], "archiving the runtime")
-            os.replace(ar, out)  # atomic: concurrent builders agree
+            _run(["ar", "rcs", os.path.join(tmp, "rt.a"), *objs], "archiving the runtime")
+            shutil.rmtree(objdir)
+            cache_store.seal(tmp, key=key)
+            cache_store.publish(tmp, os.path.join(root, key))  # atomic; a loser uses the winner's (checked) entry
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return os.path.join(root, key, "rt.a")
 
 
 def _wait(procs):
@@ -133,19 +141,17 @@ def build_shared(c_path: str, so_path: str, target: TargetDesc, sanitize: bool =
     h = hashlib.sha256()
     with open(c_path, "rb") as f:
         h.update(f.read())
-    h.update(os.path.basename(rt).encode())
+    h.update(os.path.basename(os.path.dirname(rt)).encode())  # (the archive's cache key)
     h.update(" ".join(flags).encode())
     h.update(_cc_version().encode())
-    cached = os.path.join(cache_dir(), "models", h.hexdigest()[:24] + ".so")
-    if os.path.exists(cached):
-        shutil.copyfile(cached, so_path)
+    # the cached library is checked (sha256 of the bytes copied) before it replaces a build: a damaged one
+    # is discarded and rebuilt instead of crashing whoever loads it
+    area, key = os.path.join(cache_dir(), "models"), h.hexdigest()[:24]
+    if cache_store.fetch_file(area, key, "model.so", so_path):
         return True
     _run([cc(), *flags, "-I", RUNTIME_DIR, "-shared", "-Wl,-Bsymbolic", c_path, rt, "-o", so_path, "-lm"],
          f"compiling {os.path.basename(c_path)}")
-    os.makedirs(os.path.dirname(cached), exist_ok=True)
-    tmp = f"{cached}.tmp{os.getpid()}"
-    shutil.copyfile(so_path, tmp)
-    os.replace(tmp, cached)  # atomic: concurrent builders agree
+    cache_store.store_file(area, key, so_path, "model.so")
     return False
 
 
@@ -177,10 +183,16 @@ class CompiledLibrary:
         self.path = so_path
         # dlopen returns an already loaded library for the same path even when the file was
         # rebuilt, so load a private copy (unlinked right away; the mapping keeps it alive)
+        # inside a sealed cache entry (the JIT cache) the copy must hash to what the entry lists: its bytes are
+        # the ones checked, and a damaged library is never loaded (cache_store.Damaged: the JIT rebuilds)
+        expect = cache_store.expected_sha256(os.path.dirname(os.path.abspath(so_path)),
+                                             os.path.basename(so_path))
         fd, tmp = tempfile.mkstemp(prefix="moec-", suffix=".so")
         try:
-            with os.fdopen(fd, "wb") as dst, open(so_path, "rb") as src:
-                shutil.copyfileobj(src, dst)
+            os.close(fd)
+            got = cache_store.copy_hashed(so_path, tmp)
+            if expect is not None and got != expect:
+                raise cache_store.Damaged(f"'{so_path}' does not match the sha256 of its cache entry")
             self.lib = ctypes.CDLL(tmp)
         finally:
             os.unlink(tmp)

@@ -94,12 +94,38 @@ def _load(path: str) -> Dict[str, dict]:
     if hit and hit[0] == mt:
         return hit[1]
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            data = json.loads(f.read(64 << 20).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
         data = {}
+    if not isinstance(data, dict):  # the cache file is untrusted: anything but {key: config} is ignored
+        data = {}
+    data = {k: c for k, c in data.items() if valid_config(c)}
     _LOADED[path] = (mt, data)
     return data
+
+
+_CFG_INTS = {"BLOCK_M": (16, 256), "BLOCK_N1": (16, 256), "BLOCK_K1": (16, 256), "BLOCK_N2": (16, 256),
+             "BLOCK_K2": (16, 256), "num_warps": (1, 16), "num_stages": (1, 8)}
+_CFG_SPLIT = ("SPLIT_K1", "SPLIT_K2")
+
+
+def valid_config(c) -> bool:
+    """A tile configuration as autotune writes it: the block sizes powers of two in [16, 256], warps a power of
+    two <= 16, 1..8 stages, optionally split factors (SPLIT_K1, SPLIT_K2) in 1..64; nothing else.  (Entries
+    of a damaged or edited tuning cache that fail this are ignored, never passed to a kernel launch.)"""
+    if not isinstance(c, dict):
+        return False
+    keys = set(c)
+    if not set(_CFG_INTS) <= keys <= set(_CFG_INTS) | set(_CFG_SPLIT):
+        return False
+    for k, v in c.items():
+        if not isinstance(v, int) or isinstance(v, bool):
+            return False
+        lo, hi = _CFG_INTS.get(k, (1, 64))
+        if not lo <= v <= hi or (k in _CFG_INTS and k != "num_stages" and v & (v - 1)):
+            return False
+    return True
 
 
 # GPUs whose shipped defaults also serve another GPU of the same architecture and SM count
@@ -208,7 +234,7 @@ def autotune(kind: str, p: dict, run: Callable[[dict], None], candidates: Option
     if best is None:
         raise RuntimeError(f"no tile configuration ran for {kind} {p}: {results}")
     path = cache_path()
-    data = _load(path)
+    data = dict(_load(path))  # (only valid entries: a damaged file is rewritten without its bad ones)
     data[_key(kind, p)] = best
     tmp = f"{path}.{os.getpid()}.tmp"
     os.makedirs(os.path.dirname(path), exist_ok=True)
