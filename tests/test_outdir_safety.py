@@ -431,6 +431,17 @@ def test_failed_verification_is_published_only_where_nothing_was(tmp_path, monke
     assert not [n for n in _siblings(tmp_path) if ".moec-" in n]
 
 
+def test_jit_cache_entries_list_every_file(tmp_path, monkeypatch):
+    import moec
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    p = _tiny(tmp_path)
+    cm = moec.compile(str(p), verify=False)
+    d = cm.stats.outdir
+    man = json.load(open(os.path.join(d, "manifest.json")))
+    assert sorted(man["files"]) == sorted(_snapshot(d)) and "COMPLETE" in man["files"]
+    assert not [n for n in os.listdir(os.path.dirname(d)) if n.endswith(".tmp") or ".moec-" in n]
+
+
 # -- item 8: --dump-ir ---------------------------------------------------------------------------------
 
 def test_dump_ir_never_overwrites_without_force_and_only_earlier_dumps_with_it(tmp_path, capsys):
