@@ -427,3 +427,27 @@ def test_library_is_hashed_as_loaded(tmp_path):
             print("refused:", e)
     """, cache)
     assert "refused:" in out and "sha256" in out
+
+
+def test_two_processes_build_the_same_entries_at_once(tmp_path):
+    """Two compiles of one model race on an empty cache: both verify, each cache area ends with one whole
+    entry (the loser accepted the winner's), and no build folder is left behind."""
+    cache = tmp_path / "cache"
+    mp = tmp_path / "m.onnx"
+    mp.write_bytes(_model(3).SerializeToString())
+    script = f"""
+        import json, sys, onnx
+        from moec.driver import CompileOptions, compile_onnx
+        r = compile_onnx(onnx.load({str(mp)!r}), sys.argv[1], CompileOptions(force=True))
+        print(json.dumps(r.report["verified"]))
+    """
+    env = dict(os.environ, MOEC_CACHE_DIR=str(cache))
+    ps = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), str(tmp_path / f"o{i}")], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in ps:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0 and out.strip().endswith("true"), err[-2000:]
+    for area in (cache, cache / "models"):
+        names = [n for n in os.listdir(area) if n not in ("models", "jit")]
+        assert not [n for n in names if n.endswith(".tmp")], names
+        assert len(names) == 1 and cache_store.check(str(area / names[0]), names[0])
