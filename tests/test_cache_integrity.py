@@ -451,3 +451,34 @@ def test_two_processes_build_the_same_entries_at_once(tmp_path):
         names = [n for n in os.listdir(area) if n not in ("models", "jit")]
         assert not [n for n in names if n.endswith(".tmp")], names
         assert len(names) == 1 and cache_store.check(str(area / names[0]), names[0])
+
+
+def test_ascend_emulator_library_is_hashed_as_loaded(tmp_path):
+    """The Ascend loader, too, hashes the copy it loads against a sealed entry's index: a poisoned emulator
+    library is refused (Damaged), and the same library outside a sealed entry loads as before."""
+    src = tmp_path / "a.c"
+    src.write_text("int moec_probe(void) { return 7; }\n")
+    entry = tmp_path / "entry"
+    (entry / "ascend").mkdir(parents=True)
+    lib = entry / "ascend" / "libmoec_ascend_emu.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    plain = tmp_path / "plain"
+    shutil.copytree(entry, plain)
+    cache_store.seal(str(entry), key="x")
+    out = _run(f"""
+        from moec.targets.ascend_backend import _load_private
+        from moec.targets.cache_store import Damaged
+        print("sealed", _load_private({str(entry)!r}, "ascend/libmoec_ascend_emu.so").moec_probe())
+        print("plain", _load_private({str(plain)!r}, "ascend/libmoec_ascend_emu.so").moec_probe())
+    """, tmp_path / "cache")
+    assert "sealed 7" in out and "plain 7" in out
+    poison_text(str(lib))
+    out = _run(f"""
+        from moec.targets.ascend_backend import _load_private
+        from moec.targets.cache_store import Damaged
+        try:
+            _load_private({str(entry)!r}, "ascend/libmoec_ascend_emu.so")
+        except Damaged as e:
+            print("refused:", e)
+    """, tmp_path / "cache")
+    assert "refused:" in out and "sha256" in out
