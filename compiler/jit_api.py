@@ -5,6 +5,10 @@ by a content hash of (imported graph text, weights, options, target description,
 A build happens in a private temporary folder and is published with one atomic rename, so two
 processes compiling the same model at once both succeed (the second to finish reuses the first's
 folder).  Any change of graph, weights, options or moec itself gives a new key (a miss).
+Cache contents are untrusted: an entry's COMPLETE marker lists the sha256 of every file in it, and a hit
+needs every file to match (and its JSON to have the expected types); a damaged entry (a truncated .so,
+weights edited in place, garbage JSON, a missing marker) is discarded and rebuilt, never loaded
+(``moec.targets.cache_store``).
 """
 from __future__ import annotations
 
