@@ -88,8 +88,9 @@ def run_harness(exe: str, artifact_dir: str, inputs: Sequence[np.ndarray], n_out
         if "ERROR: AddressSanitizer" in p.stderr or "runtime error:" in p.stderr or \
                 "ERROR: LeakSanitizer" in p.stderr or p.returncode in (98, 99):
             raise SanitizerError(p.stderr[-4000:])
-        if p.returncode == 1 and p.stderr.startswith("run: "):
-            raise HarnessRunError(p.stderr[len("run: "):].strip())
+        runs = [ln for ln in p.stderr.splitlines() if ln.startswith("run: ")]  # (after any ASan warning)
+        if p.returncode == 1 and runs:
+            raise HarnessRunError(runs[-1][len("run: "):].strip())
         if p.returncode != 0:
             raise RuntimeError(f"harness exited {p.returncode}: {p.stderr[-2000:]}")
         return _read_tensors(fout)

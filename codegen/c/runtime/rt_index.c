@@ -177,7 +177,7 @@ int moec_k_one_hot(moec_ctx *ctx, const moec_tensor *idx, const moec_tensor *dep
   if (depth->numel != 1) return moec_fail(ctx, "depth must be a scalar");
   if (values->numel != 2) return moec_fail(ctx, "values must have 2 elements");
   int64_t dep = moec_get_i64(depth, 0); /* (floats: truncated, NaN/inf saturated: no UB) */
-  if (dep < 0) return moec_fail(ctx, "negative depth");
+  if (dep < 1) return moec_fail(ctx, "depth must be positive, got %lld", (long long)dep); /* as onnxruntime */
   int r = idx->rank + 1;
   if (r > MOEC_MAX_RANK) return moec_fail(ctx, "result rank %d exceeds the runtime's maximum of %d", r, MOEC_MAX_RANK);
   int64_t a;
