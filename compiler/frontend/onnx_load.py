@@ -243,14 +243,17 @@ def check_structure(model, label: str) -> None:
 
 def check_model_proto(model, label: str) -> None:
     """Reject an invalid model up front (exit 2 naming the reason): moec's own structural checks, then
-    onnx's checker with strict shape inference (full_check; the whole zoo and the examples pass it).
-    A model over protobuf's 2 GiB limit (weights loaded in memory) gets moec's checks only."""
+    onnx's checker (graph SSA and topological order, op schemas: inputs, outputs, attribute names and kinds).
+    Not ``full_check``: its strict shape inference also enforces the schemas' type constraints, which real
+    exports moec supports break (torch's bf16 TopK: tests/test_half.py), and it refuses declared shapes
+    that contradict the inferred ones, which onnxruntime merges leniently.  A model over protobuf's 2 GiB
+    limit (weights loaded in memory) gets moec's checks only."""
     import onnx
     check_structure(model, label)
     try:
         if model.ByteSize() >= 2 ** 31 - 1:
             return
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(model, full_check=False)
     except Exception as e:  # noqa: BLE001 - ValidationError, InferenceError, ValueError, ...: all the model's fault
         msg = " ".join(str(e).split()) or type(e).__name__
         raise UserInputError(f"{label} is not a valid ONNX model (onnx checker: {_shown(msg, 300)})") from None

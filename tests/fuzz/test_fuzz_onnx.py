@@ -266,7 +266,7 @@ def _mut_attr(rng, m):
             b.type = AttributeProto.UNDEFINED
         return f"{n.op_type}: attribute {name} -> kind {kind}"
     if a.type == AttributeProto.INT:
-        a.i = _pick(rng, EXTREME_INTS)
+        a.i = _pick(rng, EXTREME_INTS) if rng.random() < 0.5 else int(rng.integers(-4, 5))
     elif a.type == AttributeProto.INTS:
         del a.ints[:]
         a.ints.extend([_pick(rng, EXTREME_INTS + [0, 1, 2]) for _ in range(int(rng.integers(0, 5)))])
@@ -291,7 +291,8 @@ def _mut_op(rng, m):
     if rng.random() < 0.3:
         del m.opset_import[:]
         return "no opset import"
-    m.opset_import[0].version = int(rng.integers(-2, 32))
+    # mostly opsets moec and onnx know (attribute vs input forms of Slice, Split, Squeeze, Reduce*, ...)
+    m.opset_import[0].version = int(rng.integers(7, 26)) if rng.random() < 0.8 else int(rng.integers(-2, 40))
     if rng.random() < 0.3:
         m.ir_version = int(rng.integers(-1, 16))
     return f"opset -> {m.opset_import[0].version}, ir_version {m.ir_version}"
