@@ -128,7 +128,10 @@ class TensorType:
     def numel(self) -> Optional[int]:
         if not self.is_static:
             return None
-        return int(np.prod(self.shape, dtype=np.int64))
+        n = 1
+        for d in self.shape:  # python ints: np.prod(int64) wrapped (2^62+1 x 4 gave 4)
+            n *= d
+        return n
 
     def storage_bytes(self) -> Optional[int]:
         n = self.numel()

@@ -421,3 +421,11 @@ def test_results_above_the_maximum_rank_are_refused(case, tmp_path):
     exe = build_harness(out, sanitize=True)
     with pytest.raises(HarnessRunError, match="rank|too large"):  # (a sanitizer report is SanitizerError)
         run_harness(exe, out, xs, 1)
+
+
+def test_static_numel_of_ir_types_does_not_wrap():
+    """TensorType.numel took np.prod in int64: a [2^62+1, 4] type had 4 elements (16 bytes of
+    storage).  (The IR parser refuses such a type in text now; the API builds types directly.)"""
+    from moec.ir import DType, TensorType
+    t = TensorType(DType.F32, (2**62 + 1, 4))
+    assert t.numel() == (2**62 + 1) * 4 and t.storage_bytes() == (2**62 + 1) * 16
