@@ -369,3 +369,17 @@ def test_contrib_moe_weights_of_the_wrong_rank_are_exit_2(tmp_path, capsys):
     a = numpy_helper.to_array(t)
     t.CopyFrom(numpy_helper.from_array(a.reshape(a.shape[0], -1), name))
     _cli_refuses(m, tmp_path, capsys, "fc1_experts_weights must be 3-D")
+
+
+def test_constants_that_do_not_fit_the_graph_are_exit_2_at_import(tmp_path, capsys):
+    """Expand to a shape cast from a float initializer: the shape was a Cast op at import (no value), so its
+    misfit (4 and 0 do not broadcast) surfaced only after fold-constants, as IR verification failing after
+    a pass (exit 3).  Small constant computations are now evaluated during import."""
+    m = make_model([helper.make_node("Cast", ["s"], ["si"], to=TensorProto.INT64),
+                    helper.make_node("Expand", ["x", "si"], ["y"])],
+                   [("x", np.float32, ["T", 4])], [("y", np.float32, ["T", 4])], initializers={"s": np.array([1.0, 0.0], np.float32)})
+    _cli_refuses(m, tmp_path, capsys, "Expand", "do not broadcast")
+    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array([1.0, 4.0], np.float32), "s"))
+    onnx.save(m, tmp_path / "ok.onnx")
+    r = compile_onnx(str(tmp_path / "ok.onnx"), str(tmp_path / "out_ok"), CompileOptions(threads=1))
+    assert r.report["verified"] and r.report["oracle_is_onnxruntime"]

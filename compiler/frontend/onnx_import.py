@@ -149,8 +149,37 @@ class ImportContext:
                 o.verify()
         except IRError as e:
             raise self.error(str(e)) from None
+        folded = self._fold(o)
+        if folded is not None:
+            return folded
         self.func.add(o)
         return o.results
+
+    # as passes/fold_constants.py's "small" folds (which canonicalize would do first anyway)
+    FOLD_MAX_ELEMENTS, FOLD_MAX_OPERAND = 4096, 1 << 22
+
+    def _fold(self, o) -> Optional[List[Value]]:
+        """Constants for a small pure op of constants, evaluated now (reference semantics) instead of by
+        fold-constants later: the values then reach the next op's type inference during import, so a model
+        whose constants do not fit its graph (an Expand to a shape cast from weights that does not
+        broadcast) is refused here with exit 2, instead of failing IR verification after a pass (exit 3)."""
+        from ..ir.opdef import has_trait
+        if o.name == "moec.constant" or not o.operands or not has_trait(o, "pure"):
+            return None
+        vals = [self.const_value(v) for v in o.operands]
+        if any(v is None or np.size(v) > self.FOLD_MAX_OPERAND for v in vals):
+            return None
+        if not all(r.type.is_static for r in o.results) or \
+                sum(r.type.numel() for r in o.results) > self.FOLD_MAX_ELEMENTS:
+            return None
+        try:
+            outs = [np.asarray(x, order="C") for x in o.reference(*vals)]
+        except Exception:  # noqa: BLE001 - left for run time (and fold-constants), as before
+            return None
+        if len(outs) != len(o.results) or any(x.shape != tuple(r.type.shape) or x.dtype != r.type.dtype.np
+                                                for x, r in zip(outs, o.results)):
+            return None
+        return [self.const(x) for x in outs]
 
     def emit1(self, op_name: str, operands: Sequence[Value], attrs: Optional[Dict] = None,
               result_type: Optional[TensorType] = None) -> Value:
