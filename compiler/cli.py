@@ -144,6 +144,13 @@ def cmd_compile(a) -> int:
           f"in {total:.2f}s")
     layers = rep.get("moe_layers") or []
     print(f"  MoE layers recognised: {len(layers)}")
+    wq = rep.get("weights") or {}
+    if opts.weights != "f32" and wq.get("quantized_layers"):
+        print(f"  {opts.weights} weights: {wq['quantized_layers']} MoE layer(s) quantised, "
+              f"{wq['quantized_tensors']} weight tensors, {wq['bytes_before'] / 1e6:.2f} MB -> "
+              f"{wq['bytes_after'] / 1e6:.2f} MB")
+    if wq.get("warning"):
+        print(f"  warning: {wq['warning']}")
     if opts.verify:
         shapes = "; ".join(",".join(f"{k}{v}" for k, v in s.items()) for s in rep["shapes_tried"])
         print(f"  verified against {one_line(rep['oracle'])}: max abs error {rep['max_abs_err']:.3g}, "
@@ -154,13 +161,14 @@ def cmd_compile(a) -> int:
         if kept and len(kept) == len(layers):
             print(f"  warning: no MoE layer took {opts.weights} weights; the compiled model computes in "
                   f"{kept[0][1]['mode']}")
-        elif rep.get("quantization_error"):
+        elif rep.get("quantization_error") and wq.get("quantized_layers"):
             q = rep["quantization_error"]
             print(f"  {opts.weights} weights: quantisation error vs {q.get('vs', 'the model')}: median token "
                   f"{q['token_rel_median']:.3g} (bound {q['bound_token_rel_median']}), relative RMS "
                   f"{q['rel_rms']:.3g}, max abs {q['max_abs']:.3g}, tokens over 4x bound: "
                   f"{q['tokens_over_4x_bound']}/{q['tokens']}")
-        print("  " + one_line(verdict_line(rep)))  # the oracle text may quote names from the model
+        nothing = " (nothing was quantised: see the warning above)" if wq.get("warning") else ""
+        print("  " + one_line(verdict_line(rep)) + nothing)  # the oracle text may quote names from the model
     else:
         print("  not verified (--no-verify)")
     return 0

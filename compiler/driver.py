@@ -26,6 +26,7 @@ from .ir import DType, IRError, Module, print_module, save_module, verify_module
 from .ir import run as interpret
 from .passes.pipeline import run_pipeline
 from .passes.quantize import MODES as WEIGHT_MODES
+from .passes.quantize import quantization_record
 from .artifact_dir import Staging, check_target, write_manifest
 from .targets.registry import get_backend
 
@@ -204,7 +205,8 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
         "max_abs_err": None, "max_rel_err": None, "tolerance": None, "shapes_tried": [],
         "stage_timings_s": timer.stages, "build_cache_hit": bool(build_cached), "passes": pass_log,
         "weights": {"mode": opts.weights, **({"group_size": opts.group_size, "zero_point": opts.zero_point}
-                                             if opts.weights == "int4" else {})},
+                                             if opts.weights == "int4" else {}),
+                    **quantization_record(m, opts.weights)},
         "moe_layers": moe_layers_of(m),
         "op_histogram": op_histogram(m),
     }

@@ -10,6 +10,15 @@ Rewrites:
     The result goes to the weight store and DCE drops the operand.  Without this a
     target would redo the layout change on every call.  Other large results are left
     for the target (folding them would bloat the weights file).
+  * Slices of constants are constants, whatever the number of uses of the sliced constant: a
+    data-movement op (gather, slice, split, squeeze, unsqueeze, reshape, flatten, transpose) of
+    constants whose results hold at most half the elements of its data operand (a true subset: a
+    per-expert Gather from a stacked [E, ...] weight is 1/E of it) is folded into the weight store.
+    Without this an unrecognised MoE layer copies every expert's weights out of the stack on every
+    call.  The weights grow by at most the slices taken while the source is still used elsewhere,
+    and by nothing once every use of the source is a folded slice (DCE then drops the source).  A
+    same-size view (reshape, transpose) of a constant with other uses is not folded: it would store
+    the data twice.
 """
 from __future__ import annotations
 
@@ -21,6 +30,10 @@ from ..ir import DType, Module, TensorType
 from ..ir.core import IRError, ResourceRef
 from ..ir.opdef import OPS, has_trait
 from .base import Pass
+
+# pure data movement: the result's elements are a selection of the data operand's (operand 0)
+SLICE_OPS = frozenset(("moec.gather", "moec.slice", "moec.split", "moec.squeeze", "moec.unsqueeze",
+                       "moec.reshape", "moec.flatten", "moec.transpose"))
 
 
 @dataclass
@@ -49,6 +62,10 @@ class FoldConstants(Pass):
                                 and isinstance(v.owner.attrs["value"], ResourceRef))
                     small = n_out <= self.max_elements and all(v.size <= (1 << 22) for v in vals)
                     layout = n_out <= freed and all(v.size <= self.max_layout_elements for v in vals)
+                    # a slice of a constant (any number of uses): at most half of its data operand
+                    sliced = (o.name in SLICE_OPS and 2 * n_out <= int(np.size(vals[0]))
+                              and all(v.size <= self.max_layout_elements for v in vals))
+                    layout = layout or sliced
                     if small or layout:
                         try:
                             outs = o.reference(*vals)
@@ -58,8 +75,8 @@ class FoldConstants(Pass):
                             for r, out in zip(o.results, outs):
                                 out = np.asarray(out, order="C")
                                 if out.size > self.max_elements:  # (a layout fold) into the weight store
-                                    src = next(v.owner.attrs["value"].key for v in o.operands
-                                               if isinstance(v.owner.attrs["value"], ResourceRef))
+                                    src = next((v.owner.attrs["value"].key for v in o.operands
+                                                if isinstance(v.owner.attrs["value"], ResourceRef)), "c")
                                     key = m.weights.add(out, f"{src}.{o.name.split('.')[-1]}")
                                     c = const_cls.create([], {"value": ResourceRef(key)}, o.loc,
                                                          [TensorType(DType.from_np(out.dtype), out.shape)])

@@ -138,6 +138,8 @@ class QuantizeWeights(Pass):
                 f.replace_all_uses(ex.results[0], out)
                 if layer:
                     update_moe_layer(m, layer, weights=info)
+                _record(m, {"layer": layer, "mode": self.mode, "tensors": 2, "bytes_before": info["bytes_before"],
+                            "bytes_after": info["bytes"]})
                 changed = True
         return changed
 
@@ -170,8 +172,11 @@ class QuantizeWeights(Pass):
             return c.results[0]
         x, b_in, b_out, rw = f32(ex.operands[0]), f32(b_in), f32(b_out), f32(rw)
         stored, quant, info = {}, {}, {"mode": self.mode}
+        info["bytes_before"] = 0
         for nm, v in (("w_in", ex.operands[4]), ("w_out", ex.operands[5])):
-            w = np.asarray(const_value(v, m.weights), np.float32)
+            w0 = np.asarray(const_value(v, m.weights))
+            info["bytes_before"] += int(w0.nbytes)
+            w = np.asarray(w0, np.float32)
             wmode = "int8" if self.mode == "w8a8" else self.mode
             info[nm] = quantization_summary(w, wmode, self.group, self.zero_point)
             if self.mode == "bf16":
@@ -208,6 +213,33 @@ class QuantizeWeights(Pass):
         return new, pre + consts + qconsts, info
 
 
+def _record(m: Module, rec: dict) -> None:
+    """One JSON object per quantised moe.experts op in the module attribute ``moec.quantized_weights``
+    (read by :func:`quantization_record`; it survives printing and parsing like ``moec.moe_layers``)."""
+    import json
+    m.attrs["moec.quantized_weights"] = list(m.attrs.get("moec.quantized_weights", [])) + \
+        [json.dumps(rec, sort_keys=True)]
+
+
+def quantization_record(m: Module, mode: str) -> dict:
+    """What ``--weights mode`` did to the module: the layers and weight tensors quantised, their bytes
+    before and after (the scales and zero points included), and a warning where nothing was."""
+    import json
+    recs = [json.loads(s) for s in m.attrs.get("moec.quantized_weights", [])]
+    out = {"requested": mode, "quantized_layers": len(recs), "quantized_tensors": sum(r["tensors"] for r in recs),
+           "bytes_before": sum(r["bytes_before"] for r in recs), "bytes_after": sum(r["bytes_after"] for r in recs)}
+    if mode != "f32" and not recs:
+        n = sum(1 for f in m.functions for o in f.ops if o.name == "moe.experts")
+        if n:
+            why = (f"none of the {n} MoE expert op(s) took {mode} weights (see each layer's 'weights' in "
+                   "moe_layers for why)")
+        else:
+            why = ("no MoE layer was recognised, so there were no expert weights to quantise (see "
+                   "`moec inspect MODEL --explain` for why)")
+        out["warning"] = f"--weights {mode}: nothing was quantised; every weight keeps the model's type: {why}"
+    return out
+
+
 def _const_op(m: Module, arr: np.ndarray, hint: str):
     key = m.weights.add(arr, hint)
     o = OPS["moec.constant"].create([], {"value": ResourceRef(key)}, None,
@@ -238,5 +270,5 @@ def quantization_summary(w: np.ndarray, mode: str, group: int, zero_point: bool)
             "rel_rms": float(np.sqrt(np.mean(err ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-30))}
 
 
-__all__ = ["QuantizeWeights", "quantize_int8", "quantize_int4", "quantize_fp8", "quantization_summary",
+__all__ = ["QuantizeWeights", "quantization_record", "quantize_int8", "quantize_int4", "quantize_fp8", "quantization_summary",
            "update_moe_layer"]
