@@ -331,3 +331,22 @@ def test_interpreter_refuses_an_oversized_declared_result(monkeypatch):
         run(m, {"x": np.ones((1, 2), np.float32)}, func="nope")
     with pytest.raises(IRError, match="input 'x'"):
         run(m, {"x": np.ones((1, 2), np.complex64)})
+
+
+def test_a_crafted_dispatch_block_is_refused_without_allocating(monkeypatch):
+    """moe.dispatch pads each expert's segment to a multiple of ``block``: a crafted block (or expert
+    count) in IR text made the reference allocate 16 GiB (the machine's OOM killer ended the fuzz run)."""
+    monkeypatch.setenv("MOEC_INTERP_MAX_BYTES", str(1 << 30))
+    text = '''module {
+  func.func @main(%ids: tensor<?x2xi64, "T">) -> (tensor<?xi64>, tensor<5xi64>) attributes {moec.inputs = ["ids"], moec.outputs = ["order", "offsets"]} {
+    %p:2 = "moe.dispatch"(%ids) {block = BLOCK : i64, num_experts = 4 : i64} : (tensor<?x2xi64, "T">) -> (tensor<?xi64>, tensor<5xi64>)
+    func.return %p#0, %p#1 : tensor<?xi64>, tensor<5xi64>
+  }
+}
+'''
+    ids = np.array([[0, 1], [1, 3], [-1, 1]], np.int64)
+    out = run(parse_module(text.replace("BLOCK", "4")), {"ids": ids})
+    np.testing.assert_array_equal(out["order"], [0, -1, -1, -1, 1, 2, 5, -1, 3, -1, -1, -1])
+    np.testing.assert_array_equal(out["offsets"], [0, 4, 8, 8, 12])
+    with pytest.raises(IRError, match="more than the interpreter's limit"):
+        run(parse_module(text.replace("BLOCK", "2147483647")), {"ids": ids})

@@ -257,18 +257,29 @@ def dispatch_plan(ids: np.ndarray, E: int, block: int):
 
     order lists flat slot indices (t*k + j) grouped by expert, in increasing slot order within an
     expert (a stable sort); each expert's segment is padded with -1 to a multiple of ``block``;
-    offsets[e] is where expert e's segment starts, offsets[E] = N.
+    offsets[e] is where expert e's segment starts, offsets[E] = N.  (Vectorised, and N is checked
+    against the interpreter's size limit before anything of that size is allocated: a crafted
+    ``block`` or ``num_experts`` must not allocate or loop without bound.)
     """
-    flat = ids.reshape(-1)
-    order, offsets = [], [0]
-    for e in range(E):
-        sel = np.nonzero(flat == e)[0]
-        pad = (-len(sel)) % block
-        order.append(sel)
-        order.append(np.full(pad, -1, np.int64))
-        offsets.append(offsets[-1] + len(sel) + pad)
-    return (np.concatenate(order).astype(np.int64) if order else np.zeros(0, np.int64),
-            np.asarray(offsets, np.int64))
+    from .base import alloc_guard
+    flat = ids.reshape(-1).astype(np.int64)
+    slots = np.nonzero(flat >= 0)[0]
+    keys = flat[slots]
+    alloc_guard(None, (E + 1,), 8)
+    counts = np.bincount(keys, minlength=E)[:E] if keys.size else np.zeros(E, np.int64)
+    nz = np.nonzero(counts)[0]
+    n = sum(int(c) + (-int(c)) % block for c in counts[nz])  # exact, in Python ints
+    alloc_guard(None, (n,), 8)
+    seg = np.zeros(E, np.int64)
+    seg[nz] = counts[nz] + (-counts[nz]) % block
+    offsets = np.zeros(E + 1, np.int64)
+    np.cumsum(seg, out=offsets[1:])
+    perm = np.argsort(keys, kind="stable")
+    srt = keys[perm]
+    first = np.cumsum(counts) - counts  # where each expert's slots start in the sorted list
+    order = np.full(n, -1, np.int64)
+    order[offsets[srt] + (np.arange(srt.size) - first[srt])] = slots[perm]
+    return order, offsets
 
 
 @op("moe.dispatch", operands=("ids",), results=2, traits=("pure",), attrs={

@@ -112,6 +112,8 @@ def mutate(text: str, rng: random.Random):
     if kind.startswith("tok"):
         toks = TOKEN_RE.findall(text)
         idx = [i for i, t in enumerate(toks) if not t.isspace()]
+        if not idx:  # nothing left to mutate (a truncation came first)
+            return kind, text + rng.choice(EXTREME_NUMBERS + HOSTILE_NAMES[:19])
         i = rng.choice(idx)
         if kind == "tok_delete":
             toks[i] = ""
@@ -233,6 +235,10 @@ def random_inputs(f, rng: np.random.Generator):
     return out
 
 
+# an allocation that failed (under a ulimit) or would have swapped the machine: sizes must be checked first
+_UNBOUNDED = re.compile(r"MemoryError|Unable to allocate|array is too big|too large to hold in memory")
+
+
 def check_mutant(mutant, ws, kind: str, stats: Stats, rng: np.random.Generator, candidates=None, via_file=None):
     """Parse, verify, round-trip and run one mutant; record any failure in ``stats``."""
     stats.counts["mutants"] += 1
@@ -249,6 +255,8 @@ def check_mutant(mutant, ws, kind: str, stats: Stats, rng: np.random.Generator, 
         s = str(e)
         if "\n" in s or "\r" in s or not s.strip():
             stats.fail("parse message is not one non-empty line", kind, repr(s))
+        if _UNBOUNDED.search(s):
+            stats.fail("parsing tried an unbounded allocation", kind, s + "\n" + repr(mutant)[:3000])
         return
     except Exception:
         stats.fail("parse leaked a non-IRParseError exception", kind, traceback.format_exc() + repr(mutant)[:600])
@@ -268,8 +276,10 @@ def check_mutant(mutant, ws, kind: str, stats: Stats, rng: np.random.Generator, 
         return
     try:
         ref = run(m, inputs)
-    except IRError:
+    except IRError as e:
         stats.counts["run_rejected"] += 1
+        if _UNBOUNDED.search(str(e)):
+            stats.fail("the interpreter tried an unbounded allocation", kind, str(e) + "\n" + text[:3000])
         return
     except Exception:
         stats.fail("the interpreter leaked a non-IRError exception", kind, traceback.format_exc())
