@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "weight size and the MoE layers moec recognises.", epilog=EPILOG)
     i.add_argument("model", help="path to an .onnx file")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.add_argument("--explain", action="store_true",
+                   help="for every top-k / arg-max: the MoE layer recognised (family, routing, E, k, D, F), or the "
+                        "step at which recognition stopped, the nodes involved and the reason")
     i.add_argument("--target", default="cpu", choices=["cpu", "triton", "ascend"],
                    help="schedule for this target (ascend: also print the cost-model estimates)")
     i.add_argument("--soc", default="Ascend910B2",
@@ -188,6 +191,7 @@ def inspect_model(path: str, target: str = "cpu", soc: str = "Ascend910B2", toke
     from .driver import load_model_proto, moe_layers_of, op_histogram
     from .frontend.onnx_import import import_model
     from .passes.pipeline import run_pipeline
+    from .passes.recognition_trace import recognition_of
     proto, name = load_model_proto(path)
     onnx_hist = {}
     for n in proto.graph.node:
@@ -213,6 +217,7 @@ def inspect_model(path: str, target: str = "cpu", soc: str = "Ascend910B2", toke
         "ir_ops": op_histogram(m),
         "weights": {"count": len(m.weights), "bytes": m.weights.nbytes()},
         "moe_layers": moe_layers_of(m),
+        "recognition": recognition_of(m),
         **extra,
     }
 
@@ -236,6 +241,11 @@ def cmd_inspect(a) -> int:
     print(f"MoE layers: {len(info['moe_layers'])}")
     for i, layer in enumerate(info["moe_layers"]):
         print(f"  [{i}] " + ", ".join(f"{k}={v}" for k, v in layer.items() if k != "replaced_nodes"))
+    if a.explain:
+        from .passes.recognition_trace import format_explain
+        print("MoE recognition (--explain):")
+        for ln in format_explain(info["recognition"], info["moe_layers"]):
+            print("  " + one_line(ln))  # names from the model: one line each, escapes shown
     if "ascend" in info:
         asc = info["ascend"]
         print(f"Ascend {asc['soc']} cost model (ESTIMATES, {asc['note']}):")

@@ -27,6 +27,7 @@ from .ir import run as interpret
 from .passes.pipeline import run_pipeline
 from .passes.quantize import MODES as WEIGHT_MODES
 from .passes.quantize import quantization_record
+from .passes.recognition_trace import recognition_of
 from .artifact_dir import Staging, check_target, write_manifest
 from .targets.registry import get_backend
 
@@ -208,6 +209,7 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
                                              if opts.weights == "int4" else {}),
                     **quantization_record(m, opts.weights)},
         "moe_layers": moe_layers_of(m),
+        "recognition": recognition_of(m),
         "op_histogram": op_histogram(m),
     }
     if opts.target == "ascend":

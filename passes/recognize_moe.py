@@ -38,6 +38,7 @@ from ..ir import DType, Function, Module, Operation, TensorType, Value
 from ..ir.core import ResourceRef
 from ..ir.opdef import OPS
 from ..ir.ops.moe import record_moe_layer
+from . import recognition_trace as _trace
 from .base import Pass
 from .moe_util import eval_op, evaluate, widen
 
@@ -252,10 +253,18 @@ class RecognizeMoE(Pass):
             for topk in roots:
                 if topk not in f.ops:
                     continue
+                self._reached = None  # (what the numeric proof was given: for the recognition trace)
                 try:
-                    changed |= self._try_layer(m, f, topk)
-                except _NoMatch:
+                    hit = self._try_layer(m, f, topk)
+                except _NoMatch as e:
+                    _trace.stopped(m, f, topk, e, None)  # the step it stopped at, read off the raise
                     continue
+                if hit:
+                    _trace.recognised(m, f, topk)
+                else:
+                    _trace.stopped(m, f, topk, None, self._reached)
+                changed |= hit
+            _trace.absorbed(m, f, roots)
         return changed
 
     # ------------------------------------------------------------------------------------------
@@ -679,6 +688,7 @@ class RecognizeMoE(Pass):
     # ------------------------------------------------------------------------------------------
     def _rewrite(self, L, x, logits, bias_v, topk, y, experts: List[Expert], scoring, k, E, region,
                  shared=None) -> bool:
+        self._reached = {"y": y, "experts": experts, "scoring": scoring, "k": k, "E": E}  # (trace)
         m = L.m
         act = experts[0].activation
         gated = len(experts[0].ups) == 2

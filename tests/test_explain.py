@@ -1,0 +1,105 @@
+"""`moec inspect --explain` and report.json's "recognition" (issue 16 item 5): for every top-k / arg-max,
+the layer recognised or the first step at which recognition stopped, naming the nodes and the reason."""
+import json
+
+import onnx
+import pytest
+
+from moec.cli import main
+from moec.frontend.onnx_import import import_model
+from moec.passes.pipeline import run_pipeline
+from moec.passes.recognition_trace import format_explain, recognition_of
+from moec.zoo.graphs import near_misses, two_layers, unrolled
+
+# near miss -> (the step recognition stops at, a phrase of the reason, a node (output name) it names)
+EXPECTED = {
+    "near_smallest": ("selection", "smallest scores (largest=0)", "moec.topk -> tw"),
+    "near_tanh_logits": ("router", "the scores come from Tanh", "moec.tanh -> logits2"),
+    "near_softmax_axis0": ("router", "softmax over axis 0, not over the experts", "moec.softmax -> probs"),
+    "near_relu_expert": ("experts", "is none of relu, silu", "moec.matmul -> e3_ye"),
+    "near_weight_offset": ("proof", "no routing candidate", "moec.scatter_nd -> acc_8"),
+}
+
+
+def _trace(proto):
+    m = import_model(proto)
+    run_pipeline(m, "cpu")
+    return recognition_of(m)
+
+
+def test_every_near_miss_is_explained():
+    assert set(EXPECTED) == set(near_misses())  # a new near miss needs its expected stop here
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_near_miss_names_the_step_nodes_and_reason(name):
+    why, proto = near_misses()[name]
+    recs = _trace(proto)
+    assert len(recs) == 1, recs
+    r = recs[0]
+    step, phrase, node = EXPECTED[name]
+    assert r["recognised"] is False and r["op"] == "moec.topk" and r["node"] == "TopK"
+    assert r["step"] == step, (name, r)
+    assert phrase in r["reason"], (name, r["reason"])
+    assert any(node in n for n in r["nodes"]), (name, r["nodes"])
+    lines = format_explain(recs)
+    assert "NOT recognised" in lines[0] and f"step '{step}'" in lines[0] and node in lines[1]
+
+
+def test_recognised_layers_are_explained_with_family_routing_and_sizes():
+    recs = _trace(unrolled("mixtral"))
+    assert len(recs) == 1
+    r = recs[0]
+    assert r["recognised"] is True and r["layer"] == "moe0" and r["family"] == "mixtral"
+    assert (r["E"], r["k"], r["D"], r["F"]) == (8, 2, 64, 96)
+    assert r["routing"]["scoring"] == "softmax" and r["routing"]["norm"] == "sum"
+    line = format_explain(recs)[0]
+    assert "recognised as moe0: family mixtral" in line and "E=8 k=2 D=64 F=96" in line
+    two = _trace(two_layers())
+    assert [(r["node"], r["recognised"], r["layer"]) for r in two] == [("a_router_topk", True, "moe0"),
+                                                                      ("b_router_topk", True, "moe1")]
+
+
+def test_inspect_explain_cli(tmp_path, capsys):
+    p = tmp_path / "near.onnx"
+    onnx.save(near_misses()["near_softmax_axis0"][1], str(p))
+    assert main(["inspect", str(p), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "MoE recognition (--explain):" in out
+    assert "[0] topk 'TopK': NOT recognised: stopped at step 'router': softmax over axis 0" in out
+    assert "nodes: Softmax [moec.softmax -> probs]" in out
+    assert main(["inspect", str(p), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["recognition"][0]["step"] == "router"
+
+
+def test_report_json_has_recognition(tmp_path):
+    p = tmp_path / "m.onnx"
+    onnx.save(near_misses()["near_weight_offset"][1], str(p))
+    assert main(["compile", str(p), "-o", str(tmp_path / "o"), "--no-verify"]) == 0
+    rep = json.load(open(tmp_path / "o" / "report.json"))
+    assert [(r["step"], r["recognised"]) for r in rep["recognition"]] == [("proof", False)]
+
+
+def test_model_without_selection_says_so(tmp_path, capsys):
+    from moec.zoo.graphs import ort_moe
+    p = tmp_path / "ort.onnx"
+    onnx.save(ort_moe("silu"), str(p))
+    assert main(["inspect", str(p), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "moe0: imported as an MoE op (com.microsoft.MoE)" in out
+    assert "no top-k or arg-max in the model besides the MoE ops above" in out
+
+
+def test_readme_example_is_the_real_output(tmp_path, capsys):
+    """The README's --explain example is what moec prints for that look-alike."""
+    import os
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    block = readme.split("$ moec inspect near_tanh_logits.onnx --explain\n", 1)[1].split("\n\n", 1)[0]
+    want = [ln[4:] for ln in block.splitlines() if ln.strip() and ln.strip() != "..."]
+    p = tmp_path / "near_tanh_logits.onnx"
+    onnx.save(near_misses()["near_tanh_logits"][1], str(p))
+    assert main(["inspect", str(p), "--explain"]) == 0
+    got = capsys.readouterr().out.splitlines()
+    at = got.index(want[0])
+    assert got[at:at + len(want)] == want
