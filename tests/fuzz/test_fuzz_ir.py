@@ -410,7 +410,7 @@ def _hypothesis_test(n):
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                      HealthCheck.data_too_large])
     @given(seed=st.integers(0, 10 ** 6), edits=st.lists(_EDIT, min_size=1, max_size=4))
-    def t(corpus, seed, edits):
+    def t(corpus, hypothesis_totals, seed, edits):
         name, text, ws, _ = corpus[seed % len(corpus)]
         b = text.encode()
         for what, at, arg in edits:
@@ -427,8 +427,20 @@ def _hypothesis_test(n):
                 b = b[:i] + arg.encode("utf-8", "surrogatepass") + b[i + n_:]
         stats = Stats()
         check_mutant(b, ws, f"{name}/hypothesis", stats, np.random.default_rng(seed))
+        for k, v in stats.counts.items():
+            hypothesis_totals.counts[k] += v
+        hypothesis_totals.failures += stats.failures
         stats.check()
     return t
+
+
+@pytest.fixture(scope="module")
+def hypothesis_totals():
+    """The hypothesis tests' counts over all their examples, printed when the module's tests end."""
+    s = Stats()
+    yield s
+    if s.counts["mutants"]:
+        s.report("hypothesis mutants")
 
 
 test_ir_hypothesis_quick = _hypothesis_test(N_HYPOTHESIS if not LONG else 60)
