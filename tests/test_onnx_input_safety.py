@@ -383,3 +383,22 @@ def test_constants_that_do_not_fit_the_graph_are_exit_2_at_import(tmp_path, caps
     onnx.save(m, tmp_path / "ok.onnx")
     r = compile_onnx(str(tmp_path / "ok.onnx"), str(tmp_path / "out_ok"), CompileOptions(threads=1))
     assert r.report["verified"] and r.report["oracle_is_onnxruntime"]
+
+
+def test_text_that_is_not_utf8_is_exit_2(tmp_path, capsys):
+    """A name, a string attribute or an external-data location holding bytes that are not UTF-8: protobuf
+    hands out bytes instead of str (TypeError in the sanitiser, UnicodeDecodeError in the attribute reader)."""
+    def with_bytes(m, marker):
+        return m.SerializeToString().replace(marker, b"\xff\xfe\xfd\xfc")
+
+    m = make_model([helper.make_node("Relu", ["x"], ["QQQQ"], name="QQQQ")], [("x", np.float32, ["T", 4])],
+                   [("QQQQ", np.float32, ["T", 4])])
+    (tmp_path / "a.onnx").write_bytes(with_bytes(m, b"QQQQ"))
+    _assert_refused(*_compile(tmp_path / "a.onnx", tmp_path / "o1", capsys), "not UTF-8", "graph.node[0]")
+    n = helper.make_node("Gelu", ["x"], ["y"], approximate="QQQQ")
+    m = make_model([n], [("x", np.float32, ["T", 4])], [("y", np.float32, ["T", 4])], opset=20)
+    (tmp_path / "b.onnx").write_bytes(with_bytes(m, b"QQQQ"))
+    _assert_refused(*_compile(tmp_path / "b.onnx", tmp_path / "o2", capsys), "not UTF-8", "approximate")
+    m = _external(_add_model(), "QQQQ.bin")
+    (tmp_path / "c.onnx").write_bytes(with_bytes(m, b"QQQQ"))
+    _assert_refused(*_compile(tmp_path / "c.onnx", tmp_path / "o3", capsys), "not UTF-8", "external_data")

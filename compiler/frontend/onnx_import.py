@@ -244,16 +244,20 @@ def _attr_value(a, ctx: ImportContext):
         return float(a.f)
     if t == A.INT:
         return int(a.i)
-    if t == A.STRING:
-        return a.s.decode("utf-8")
+    if t in (A.STRING, A.STRINGS):
+        try:
+            return a.s.decode("utf-8") if t == A.STRING else [s.decode("utf-8") for s in a.strings]
+        except UnicodeDecodeError:
+            raise ctx.error(f"attribute '{_shown(a.name)}' holds bytes that are not UTF-8 text") from None
     if t == A.FLOATS:
         return [float(x) for x in a.floats]
     if t == A.INTS:
         return [int(x) for x in a.ints]
-    if t == A.STRINGS:
-        return [s.decode("utf-8") for s in a.strings]
     if t == A.TENSOR:
-        return numpy_helper.to_array(a.t)
+        try:
+            return numpy_helper.to_array(a.t)
+        except Exception as e:  # noqa: BLE001 - a malformed tensor (size, element type) is the model's fault
+            raise ctx.error(f"attribute '{_shown(a.name)}': cannot read its tensor ({_shown(e, 200)})") from None
     raise ctx.unsupported(f"attribute '{show_name(a.name)}' of kind {A.AttributeType.Name(t)} is not supported")
 
 

@@ -200,6 +200,7 @@ def load_onnx(path: str):
                              "check that the file is complete and really an .onnx file")
     base_dir = os.path.dirname(os.path.abspath(path))
     label = f"model '{shown}'"
+    _check_text(model, label)  # (external data locations are text too)
     for t in model_tensors(model):
         if _is_external(t):
             _read_external(t, base_dir, label)
@@ -207,9 +208,38 @@ def load_onnx(path: str):
     return model
 
 
+def _repeated(fd) -> bool:
+    r = getattr(fd, "is_repeated", None)
+    return bool(r) if r is not None else fd.label == fd.LABEL_REPEATED
+
+
+def _non_utf8_field(msg, path: str = ""):
+    """The path of the first string field holding bytes that are not UTF-8 (protobuf then hands out
+    ``bytes`` instead of ``str``, for names, op types, dim_params ...), or None."""
+    for fd, val in msg.ListFields():
+        if fd.type == fd.TYPE_MESSAGE:
+            for i, item in enumerate(val if _repeated(fd) else [val]):
+                found = _non_utf8_field(item, f"{path}{fd.name}[{i}]." if _repeated(fd) else f"{path}{fd.name}.")
+                if found:
+                    return found
+        elif fd.type == fd.TYPE_STRING:
+            if any(isinstance(x, bytes) for x in (val if _repeated(fd) else [val])):
+                return path + fd.name
+    return None
+
+
+def _check_text(model, label: str) -> None:
+    bad = _non_utf8_field(model)
+    if bad:
+        raise UserInputError(f"{label} is not a valid ONNX model: the text field {bad} holds bytes that are not "
+                             "UTF-8")
+
+
 def check_structure(model, label: str) -> None:
     """What onnx's checker checks (not in every supported onnx version) and moec relies on: one writer per
-    tensor name, graph inputs and initializers named once, no data left in external files."""
+    tensor name, graph inputs and initializers named once, no data left in external files, text fields that
+    are text."""
+    _check_text(model, label)
     g = model.graph
     seen_in = set()
     for vi in g.input:

@@ -252,7 +252,7 @@ def _mut_attr(rng, m):
         elif kind == "f":
             b.type, b.f = AttributeProto.FLOAT, _pick(rng, EXTREME_FLOATS)
         elif kind == "s":
-            b.type, b.s = AttributeProto.STRING, _pick(rng, HOSTILE_NAMES).encode("utf-8")
+            b.type, b.s = AttributeProto.STRING, _pick(rng, HOSTILE_NAMES + ["\udcff"]).encode("utf-8", "surrogatepass")
         elif kind == "ints":
             b.type = AttributeProto.INTS
             b.ints.extend([_pick(rng, EXTREME_INTS) for _ in range(int(rng.integers(0, 4)))])
@@ -273,7 +273,7 @@ def _mut_attr(rng, m):
     elif a.type == AttributeProto.FLOAT:
         a.f = _pick(rng, EXTREME_FLOATS)
     elif a.type == AttributeProto.STRING:
-        a.s = _pick(rng, HOSTILE_NAMES).encode("utf-8")
+        a.s = _pick(rng, HOSTILE_NAMES).encode("utf-8") if rng.random() < 0.7 else bytes(rng.integers(0, 256, 4))
     elif a.type == AttributeProto.TENSOR:
         a.t.data_type = int(rng.integers(0, 28))
     return f"{n.op_type}: attribute {a.name} value -> {str(a)[:80]!r}"
@@ -393,7 +393,12 @@ def make_mutant(rng, seed, tmp):
     if r < 0.1:
         cut = int(rng.integers(0, len(data)))
         return data[:cut], f"truncated at {cut}/{len(data)}"
-    if r < 0.2:
+    if r < 0.25:  # a name's bytes replaced by bytes that are not UTF-8 (protobuf then hands out bytes)
+        names = [x.encode("utf-8") for x in _all_names(seed) if x and x.encode("utf-8") in data]
+        if names:
+            nm = _pick(rng, names)
+            return data.replace(nm, bytes([0xff]) * len(nm), 1), f"name {nm[:20]!r} -> non-UTF-8 bytes"
+    if r < 0.3:
         b = bytearray(data)
         for _ in range(int(rng.integers(1, 9))):
             b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
@@ -450,7 +455,7 @@ def _well_conditioned(data: bytes) -> bool:
     return True
 
 
-def run_fuzz(n, tmp, long=False, verify_every=25, cli_every=5):
+def run_fuzz(n, tmp, long=False, verify_every=25, cli_every=5, base=1000):
     seeds = _seeds(long)
     names = sorted(seeds)
     mdl = _folder(str(tmp))
@@ -458,7 +463,7 @@ def run_fuzz(n, tmp, long=False, verify_every=25, cli_every=5):
                   verified=0, verify_failed=0, no_oracle=0, secret_read=0, via_cli=0)
     failures = []
     for i in range(n):
-        rng = np.random.default_rng(1000 + i)
+        rng = np.random.default_rng(base + i)
         seed_name = names[i % len(names)]
         data, desc = make_mutant(rng, seeds[seed_name], str(tmp))
         path = os.path.join(mdl, "m.onnx")
