@@ -162,9 +162,7 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
         from .targets.registry import CpuArtifact
         art = CpuArtifact(art_dir, threads=threads)
     f = res.module.main
-    if len(f.args) != 1 or f.args[0].type.rank != 2:
-        raise UserInputError("moec bench drives models with one [tokens, hidden] input")
-    D = f.args[0].type.shape[1]
+    feeder = BenchInputs(f, res.module)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -183,15 +181,19 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
     for L in layers:
         if L.ort_moe is not None:
             fused.append((L.name, ort.InferenceSession(L.ort_moe, so, providers=["CPUExecutionProvider"])))
-    in_name = f.arg_names[0]
+    if not feeder.hidden_input:  # (a whole model: its MoE layers see hidden states, not its input)
+        fused = []
     gflops_peak = sgemm_probe(threads)
     gbps_peak = copy_probe()
     rows = []
-    for T in tokens:
-        x = np.random.default_rng(T).standard_normal((T, D)).astype(np.float32)
-        runners = {"moec": lambda: art([x]), "onnxruntime": lambda: plain.run(None, {in_name: x})}
+    for T in feeder.token_counts(tokens):
+        xs = feeder.inputs(T)
+        feed = dict(zip(f.arg_names, xs))
+        x2 = xs[0].reshape(-1, xs[0].shape[-1]) if feeder.hidden_input else None  # [tokens, hidden]
+        T = feeder.tokens_of(xs)
+        runners = {"moec": lambda: art(xs), "onnxruntime": lambda: plain.run(None, feed)}
         for lname, s in fused:
-            runners[f"onnxruntime MoE op ({lname})"] = (lambda s=s: s.run(None, {"x": x}))
+            runners[f"onnxruntime MoE op ({lname})"] = (lambda s=s: s.run(None, {"x": x2}))
         for fn in runners.values():  # warm up
             fn()
         times: Dict[str, List[float]] = {k: [] for k in runners}
@@ -203,12 +205,14 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
         med = {k: statistics.median(v) for k, v in times.items()}
         flops = sum(2 * T * L.k * (L.I * L.D + L.D * L.F) for L in layers)
         touched = sum(min(L.E, T * L.k) * L.weight_bytes_per_expert for L in layers)
-        row = {"tokens": T, "ms": {k: v * 1e3 for k, v in med.items()},
+        row = {"tokens": T, "input_shapes": {n: list(x.shape) for n, x in feed.items()},
+               "ms": {k: v * 1e3 for k, v in med.items()},
                "ratio_vs": {k: med["moec"] / v for k, v in med.items() if k != "moec"},
                "moec_gflops": flops / med["moec"] / 1e9 if flops else None,
                "moec_gbps_weights": touched / med["moec"] / 1e9 if touched else None}
         rows.append(row)
     report = {"model": name, "target": "cpu", "weights": weights, "threads": threads, "repeats": repeats,
+              "inputs": feeder.describe(),
               "group_size": group_size if weights == "int4" else None,
               "quantization_error": res.report.get("quantization_error"),
               "probes": {"sgemm_gflops": gflops_peak, "copy_gbps": gbps_peak},
@@ -218,6 +222,116 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
         json.dump(report, fh, indent=1)
     _plot(report, os.path.join(outdir, "bench.png"))
     return report
+
+
+class BenchInputs:
+    """Inputs for `moec bench` at a token count, for the input layouts real exports have:
+
+    * one float input [tokens, hidden] (a bare MoE layer),
+    * one float input [batch, seq, hidden] (a transformers MoE block): batch 1 (or its static size),
+      seq = the token count, tokens = batch x seq,
+    * integer input_ids [batch, seq] (a whole model): ids drawn from the range of the embedding table
+      they index (the Gather of a constant [vocab, hidden] table), tokens = batch x seq; besides them
+      only [batch, seq] integer inputs named like an attention mask (all ones) or position ids
+      (0..seq-1) are accepted.
+    A static seq dim fixes the token count (the requested counts that differ are skipped).
+    Anything else is a UserInputError naming what moec bench accepts."""
+
+    ACCEPTS = ("moec bench drives models with one float [tokens, hidden] or [batch, seq, hidden] input, or "
+               "integer input_ids [batch, seq] (plus an optional attention mask / position ids)")
+
+    def __init__(self, f, m: Module):
+        self.f, self.m = f, m
+        self.args = list(zip(f.arg_names, f.args))
+        floats = [(n, a) for n, a in self.args if a.type.dtype.is_float]
+        ints = [(n, a) for n, a in self.args if not a.type.dtype.is_float]
+        self.hidden_input = bool(floats)
+        self.vocab: Optional[int] = None
+        if floats:
+            n, a = floats[0]
+            if len(self.args) != 1 or a.type.rank not in (2, 3) or not isinstance(a.type.shape[-1], int):
+                raise UserInputError(f"{self.ACCEPTS}; this model's inputs are "
+                                     + ", ".join(f"{nm}: {x.type}" for nm, x in self.args))
+            self.main = a
+        else:
+            ids = [(n, a) for n, a in ints if self._vocab_of(a) is not None and a.type.rank == 2]
+            if len(ids) != 1 or any(a.type.rank != 2 or self._extra_kind(n) is None for n, a in ints
+                                    if a is not ids[0][1]):
+                raise UserInputError(f"{self.ACCEPTS}; this model's inputs are "
+                                     + ", ".join(f"{nm}: {x.type}" for nm, x in self.args)
+                                     + ("" if ids else " (no integer input indexes a constant embedding table)"))
+            self.main = ids[0][1]
+            self.vocab = self._vocab_of(self.main)
+
+    def _vocab_of(self, a) -> Optional[int]:
+        """Rows of the constant table a Gather indexes with ``a`` (directly or through casts / reshapes)."""
+        vals, seen = [a], set()
+        while vals:
+            v = vals.pop()
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            for o in self.f.ops:
+                if not any(x is v for x in o.operands):
+                    continue
+                if o.name == "moec.gather" and o.operands[1] is v and o.operands[0].owner is not None \
+                        and o.operands[0].owner.name == "moec.constant":
+                    dim = o.operands[0].type.shape[o.attrs["axis"]]
+                    if isinstance(dim, int):
+                        return dim
+                if o.name in ("moec.cast", "moec.reshape", "moec.squeeze", "moec.unsqueeze", "moec.flatten"):
+                    vals.append(o.results[0])
+        return None
+
+    @staticmethod
+    def _extra_kind(name: str) -> Optional[str]:
+        n = name.lower()
+        return "mask" if "mask" in n else ("positions" if "position" in n else None)
+
+    def _batch_seq(self, T: int):
+        shape = self.main.type.shape
+        b = shape[0] if isinstance(shape[0], int) else 1
+        if self.main.type.rank == 2 and self.hidden_input:
+            return None, T if not isinstance(shape[0], int) else shape[0]
+        s = shape[1] if isinstance(shape[1], int) else T
+        return b, s
+
+    def token_counts(self, tokens: Sequence[int]) -> List[int]:
+        shape = self.main.type.shape
+        seq_dim = 0 if (self.hidden_input and self.main.type.rank == 2) else 1
+        if isinstance(shape[seq_dim], int):
+            return [shape[seq_dim]]  # a static token / sequence dim: the one size the model takes
+        return list(tokens)
+
+    def tokens_of(self, xs) -> int:
+        shp = xs[[a for _, a in self.args].index(self.main)].shape
+        return int(np.prod(shp[:-1])) if self.hidden_input else int(np.prod(shp))
+
+    def inputs(self, T: int) -> List[np.ndarray]:
+        rng = np.random.default_rng(T)
+        b, s = self._batch_seq(T)
+        out = []
+        for n, a in self.args:
+            dt = a.type.dtype.np
+            if a is self.main and self.hidden_input:
+                D = a.type.shape[-1]
+                shape = (s, D) if b is None else (b, s, D)
+                out.append(rng.standard_normal(shape).astype(dt))
+            elif a is self.main:
+                out.append(rng.integers(0, self.vocab, (b, s)).astype(dt))
+            elif self._extra_kind(n) == "mask":
+                out.append(np.ones((b, s), dt))
+            else:
+                out.append(np.tile(np.arange(s, dtype=dt), (b, 1)))
+        return out
+
+    def describe(self) -> dict:
+        kind = ("hidden states [tokens, hidden]" if self.hidden_input and self.main.type.rank == 2 else
+                "hidden states [batch, seq, hidden] (batch 1, seq = tokens)" if self.hidden_input else
+                f"input_ids [batch, seq] (batch 1, seq = tokens; ids drawn from [0, {self.vocab}))")
+        return {"kind": kind, "inputs": {n: str(a.type) for n, a in self.args},
+                "fused_moe_op_peer": "per MoE layer, fed the model's input as [tokens, hidden]" if self.hidden_input
+                else "none: a whole model's MoE layers see hidden states computed inside it"}
 
 
 def _plot(report: dict, path: str) -> None:

@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "for each MoE layer onnxruntime's fused com.microsoft.MoE op built from the same weights "
                        "(interleaved runs, medians), next to sgemm and memory-copy probes of this machine. "
                        "Writes bench.json and bench.png into the output folder.", epilog=EPILOG)
-    b.add_argument("model", nargs="?", help="path to an .onnx file with one [tokens, hidden] input (cpu target)")
+    b.add_argument("model", nargs="?", help="path to an .onnx file (cpu target) taking one float [tokens, hidden] or "
+                   "[batch, seq, hidden] input (batch 1, seq = tokens), or integer input_ids [batch, seq] (ids drawn "
+                   "from the embedding's range; an attention mask / position ids filled in); tokens = batch x seq")
     b.add_argument("--target", default="cpu", choices=["cpu", "triton"],
                    help="cpu: moec vs onnxruntime on MODEL; triton: moec's kernels vs PyTorch eager, "
                         "torch.compile and dense bmm on the standard layers (needs a CUDA GPU)")
