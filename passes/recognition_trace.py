@@ -41,6 +41,11 @@ def node(o) -> str:
     return f"{o.loc or '(unnamed)'} [{o.name}" + (f" -> {', '.join(outs)}" if outs else "") + "]"
 
 
+def short(o) -> str:
+    """An op in a sentence: its source location, or its op type when it has none."""
+    return f"'{o.loc}'" if o is not None and o.loc else (o.name if o is not None else "a graph input")
+
+
 def _vnode(v) -> str:
     return node(getattr(v, "owner", None))
 
@@ -143,10 +148,44 @@ def _try_layer(root, loc, outer):
             [node(e.down.op) for e in experts]
     if "experts" in loc:
         experts = loc["experts"]
+        why, odd = _not_projections(loc.get("L"), loc.get("between") or set())
         return "experts", (f"found {len(experts)} expert FFN(s) (up projection(s), activation, down projection "
-                           f"of token rows) where the router scores E={E} experts"), \
-            [node(e.down.op) for e in experts] or [node(root)]
+                           f"of token rows) where the router scores E={E} experts" + why), \
+            [node(e.down.op) for e in experts] + odd or [node(root)]
     return "layer", "stopped while locating the layer", [node(root)]
+
+
+def _weight_origin(v, depth: int = 4) -> str:
+    """Where a matmul's weight operand comes from, in a few words (run-time index, computed, ...)."""
+    o = v.owner
+    hops = []
+    while o is not None and depth > 0 and o.name in ("moec.transpose", "moec.reshape", "moec.squeeze",
+                                                     "moec.unsqueeze", "moec.cast", "moec.flatten"):
+        hops.append(node(o))
+        v, o, depth = o.operands[0], o.operands[0].owner, depth - 1
+    if o is None:
+        return "a graph input"
+    if o.name == "moec.gather" and o.operands[0].owner is not None and o.operands[0].owner.name == "moec.constant":
+        return (f"Gather {short(o)} of the constant {o.operands[0].type} stack by a run-time index "
+                f"(computed from the routing), not a constant weight")
+    return f"computed by {short(o)} ({o.name}), not a constant"
+
+
+def _not_projections(L, region) -> tuple:
+    """Matmuls in the layer that are not projections by constant weights, and why (for a stop at the
+    experts step): ' (...)' text and their nodes."""
+    if L is None:
+        return "", []
+    odd = []
+    for o in L.f.ops:
+        if id(o) in region and o.name in ("moec.matmul", "moec.gemm") and L.projection(o) is None:
+            odd.append(o)
+    if not odd:
+        return "", []
+    parts = [f"the weight of {short(o)} is {_weight_origin(o.operands[1])}" for o in odd[:2]]
+    more = f" (and {len(odd) - 2} more)" if len(odd) > 2 else ""
+    return (f"; {len(odd)} matmul(s) in the layer are not projections of token rows by constant weights, e.g. "
+            + "; ".join(parts) + more), [node(o) for o in odd[:8]]
 
 
 def _router(root, loc, outer):

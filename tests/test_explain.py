@@ -103,3 +103,41 @@ def test_readme_example_is_the_real_output(tmp_path, capsys):
     got = capsys.readouterr().out.splitlines()
     at = got.index(want[0])
     assert got[at:at + len(want)] == want
+
+
+def test_real_transformers_block_is_explained(tmp_path):
+    """A real transformers Mixtral block (tiny config, TorchScript export): the trace agrees with what the
+    recognizer did, naming the exporter's own node names when it stopped."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers import MixtralConfig
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+    cfg = MixtralConfig(hidden_size=32, intermediate_size=48, num_local_experts=4, num_experts_per_tok=2)
+    torch.manual_seed(0)
+    blk = MixtralSparseMoeBlock(cfg).eval()
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = blk
+
+        def forward(self, h):
+            r = self.b(h)
+            return r[0] if isinstance(r, tuple) else r
+    p = str(tmp_path / "mixtral_block.onnx")
+    torch.onnx.export(Block().eval(), (torch.randn(1, 5, 32),), p, dynamo=False, opset_version=17,
+                      input_names=["hidden_states"], output_names=["out"],
+                      dynamic_axes={"hidden_states": {1: "S"}, "out": {1: "S"}})
+    m = import_model(onnx.load(p))
+    run_pipeline(m, "cpu")
+    recs = recognition_of(m)
+    assert len(recs) == 1 and recs[0]["node"].endswith("TopK")
+    layers = [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
+    if layers:
+        assert recs[0]["recognised"] and (recs[0]["E"], recs[0]["k"]) == (4, 2)
+    else:
+        r = recs[0]
+        assert r["recognised"] is False and r["step"] in ("router", "layer output", "experts", "proof")
+        assert r["nodes"] and all(n.startswith("/b/") for n in r["nodes"]), r["nodes"]
+        if r["step"] == "experts" and "run-time index" in r["reason"]:  # transformers 5.x's eager loop
+            assert "Gather '/b/experts/" in r["reason"]
