@@ -138,6 +138,14 @@ def _seeds(long: bool):
         initializers={"ax1": np.array([1], np.int64), "depth": np.array(5, np.int64),
                       "vals": np.array([0, 1], f)})
     if long:
+        E, D = 4, 8  # com.microsoft.QMoE, 8-bit per channel (zero point 128)
+        w = lambda: (rng.integers(100, 156, (E, D, D))).astype(np.uint8)  # noqa: E731
+        s["qmoe"] = make_model(
+            [helper.make_node("QMoE", ["x", "r", "fc1", "s1", "", "fc2", "s2"], ["y"], domain="com.microsoft", k=2,
+                              activation_type="relu", normalize_routing_weights=1, expert_weight_bits=8)],
+            [("x", f, ["T", D]), ("r", f, ["T", E])], [("y", f, ["T", D])],
+            {"fc1": w(), "s1": np.full((E, D), 0.01, f), "fc2": w(), "s2": np.full((E, D), 0.01, f)},
+            opset=17, extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
         s["mixtral_like"] = onnx.load(os.path.join(ROOT, "examples", "mixtral_like.onnx"))
         from moec.zoo import ZOO
         for e in ZOO:
