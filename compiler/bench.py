@@ -215,6 +215,7 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
               "inputs": feeder.describe(),
               "group_size": group_size if weights == "int4" else None,
               "quantization_error": res.report.get("quantization_error"),
+              "weights_quantized": res.report.get("weights"),
               "probes": {"sgemm_gflops": gflops_peak, "copy_gbps": gbps_peak},
               "layers": [{k: v for k, v in L.__dict__.items() if k != "ort_moe"} for L in layers],
               "rows": rows}
@@ -375,4 +376,7 @@ def format_table(report: dict) -> str:
         gb = f"{r['moec_gbps_weights']:7.1f}" if r["moec_gbps_weights"] else f"{'-':>7}"
         lines.append(f"{r['tokens']:>7} {r['ms']['moec']:9.2f} " + " ".join(cells) + f" {gf} {gb}")
     lines.append("ratio = moec time / peer time (below 1: moec is faster)")
+    warn = (report.get("weights_quantized") or {}).get("warning")
+    if warn:
+        lines.append(f"warning: {warn}")
     return "\n".join(lines)

@@ -109,3 +109,11 @@ def test_other_inputs_are_refused_with_one_line(tmp_path, capsys):
     assert main(["bench", str(p), "--tokens", "1", "--repeats", "1", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "[batch, seq, hidden]" in err[0] and "input_ids" in err[0] and "a: " in err[0]
+
+
+def test_bench_warns_when_int8_quantised_nothing(tmp_path):
+    from moec.bench import format_table
+    p, _ = _tiny_lm(tmp_path)
+    rep = run_bench(p, str(tmp_path / "b"), [2], weights="int8", repeats=1, threads=1)
+    assert rep["weights_quantized"]["quantized_layers"] == 0
+    assert "warning: --weights int8: nothing was quantised" in format_table(rep)
