@@ -81,3 +81,44 @@ def eval_op(m, o: Operation, ins, widened: bool = False):
     else:
         outs = o.reference(*ins)
     return [widen(a) for a in outs] if widened else outs
+
+
+# ops that only re-view their operand (row-major order kept): a flatten of leading dims among them
+_LAYOUT_OPS = ("moec.reshape", "moec.flatten", "moec.squeeze", "moec.unsqueeze")
+
+
+def same_tokens(f: Function, x: Value, uses=None) -> List[Value]:
+    """Every [N, D] value in ``f`` that holds exactly x's token rows, x first.
+
+    ``x`` is a [T, D] token matrix.  A reshape / flatten / squeeze / unsqueeze whose operand and
+    result both end in the same static dim D keeps the row-major order of the D-element rows, so
+    reshape(x) to [-1, D], a [B, S, D] input and every other [N, D] view of it are the same T rows:
+    a router that reads ``reshape(hidden.view(-1, D), -1, D)`` while the experts read
+    ``hidden.view(-1, D)`` (transformers' Mixtral) reads the same tokens.  The walk goes up
+    through such views to their source, then down through such views from it; only the rank-2
+    values of any rank are returned, x first (a probe [T, D] is fed to the rank-2 ones as it is and
+    to the others reshaped)."""
+    D = x.type.shape[-1] if x.type.rank >= 1 else None
+    if not isinstance(D, int) or x.type.rank != 2:
+        return [x]
+    uses = uses if uses is not None else f.uses()
+
+    def keeps_rows(o: Operation) -> bool:
+        if o.name not in _LAYOUT_OPS or len(o.results) != 1:
+            return False
+        a, r = o.operands[0].type, o.results[0].type
+        return a.rank >= 1 and r.rank >= 1 and a.shape[-1] == D and r.shape[-1] == D and \
+            a.dtype == r.dtype
+    root = x
+    while root.owner is not None and keeps_rows(root.owner):
+        root = root.owner.operands[0]
+    out, seen, stack = [x], {id(x)}, [root]
+    while stack:
+        v = stack.pop()
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+        for u in uses.get(id(v), []):
+            if keeps_rows(u) and u.operands[0] is v:
+                stack.append(u.results[0])
+    return out

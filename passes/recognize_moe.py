@@ -40,7 +40,7 @@ from ..ir.opdef import OPS
 from ..ir.ops.moe import record_moe_layer
 from . import recognition_trace as _trace
 from .base import Pass
-from .moe_util import eval_op, evaluate, widen
+from .moe_util import eval_op, evaluate, same_tokens, widen
 
 PROJ_OPS = ("moec.matmul", "moec.gemm")
 SELECT_OPS = ("moec.slice", "moec.split", "moec.gather")
@@ -121,6 +121,51 @@ class _Layer:
         self.pos = {id(o): i for i, o in enumerate(f.ops)}
         self.users: Dict[int, List[Operation]] = f.uses()
         self.cmemo: Dict[int, bool] = {}
+        self.xs: List[Value] = []  # every [T, D] view of the layer input x (moe_util.same_tokens)
+        self.xviews: List[Value] = []  # its views of other ranks ([B, S, D] inputs)
+        self.unit, self.static_rows = 1, None
+
+    def set_x(self, x: Value) -> None:
+        views = same_tokens(self.f, x, self.users)
+        self.xs = [v for v in views if v.type.rank == 2]
+        # a [B, S, D] view fed a [T, D] probe: T must fit its static dims (the last dynamic dim takes the
+        # rest, the others are 1); a fully static view fixes T.  Token counts computed from its shape then
+        # stay consistent with the probe.
+        self.xviews = []
+        for v in views:
+            lead = v.type.shape[:-1]
+            if v.type.rank == 2:
+                continue
+            self.xviews.append(v)
+            n = int(np.prod([d for d in lead if isinstance(d, int)], dtype=object))
+            if all(isinstance(d, int) for d in lead):
+                self.static_rows = n
+            else:
+                self.unit = max(self.unit, n)
+
+    def rows(self, n: int) -> int:
+        """The probe token count to use for a wanted count n (see set_x)."""
+        if self.static_rows is not None:
+            return self.static_rows
+        return -(-n // self.unit) * self.unit
+
+    def xfeed(self, X) -> Dict[int, np.ndarray]:
+        """Feeds giving the probe tokens X to x and to every other view of the same token rows."""
+        X = np.asarray(X)
+        feeds = {id(v): X for v in self.xs}
+        for v in self.xviews:
+            lead = v.type.shape[:-1]
+            dyn = [i for i, d in enumerate(lead) if not isinstance(d, int)]
+            shape = [d if isinstance(d, int) else (-1 if i == dyn[-1] else 1) for i, d in enumerate(lead)]
+            shape.append(X.shape[-1])
+            try:
+                feeds[id(v)] = X.reshape(shape)
+            except ValueError:
+                continue  # not fed: a graph that needs it does not evaluate, so nothing matches
+        return feeds
+
+    def is_x(self, v: Value) -> bool:
+        return any(v is u for u in self.xs)
 
     # -- graph helpers -----------------------------------------------------------------
     def const_array(self, v: Value) -> Optional[np.ndarray]:
@@ -152,10 +197,46 @@ class _Layer:
         return seen
 
     def projection(self, o: Operation) -> Optional[Projection]:
+        p = self._projection(o)
+        return self._unit_views(p) if p is not None and p.stacked else p
+
+    def _row_view(self, v: Value, rank: int) -> Optional[Value]:
+        """The rank-2 value v re-views with a unit dim (unsqueeze / reshape), or None."""
+        o = v.owner
+        if o is None or o.name not in ("moec.unsqueeze", "moec.reshape") or v.type.rank != rank:
+            return None
+        a = o.operands[0]
+        if a.type.rank != 2 or 1 not in v.type.shape or \
+                [d for d in v.type.shape if d != 1] != [d for d in a.type.shape if d != 1]:
+            return None
+        return a
+
+    def _unit_views(self, p: Projection) -> Projection:
+        """A batched matmul of one row per token: bmm(x[:, None, :], W_g) or bmm(W_g, x[..., None])
+        squeezed back is the linear map x W_g^T of rank-2 x; see through the unit dims."""
+        us = self.users.get(id(p.output), [])
+        if p.input.type.rank != 3 or len(us) != 1 or us[0].name not in ("moec.squeeze", "moec.reshape"):
+            return p
+        r = us[0].results[0]
+        if r.type.rank != 2 or r.type.shape[-1] != p.weight.shape[-2]:
+            return p
+        a = self._row_view(p.input, 3)
+        if a is None:
+            return p
+        return Projection(p.op, a, p.weight, p.bias, r, p.order, True)
+
+    def _projection(self, o: Operation) -> Optional[Projection]:
         if o.name not in PROJ_OPS:
             return None
         a, b = o.operands[0], o.operands[1]
         if o.name == "moec.matmul":
+            if a.owner is not None and a.owner.name == "moec.gather" and a.owner.attrs["axis"] == 0 and \
+                    not _consts_only(b, self.cmemo) and b.type.rank == 3 and b.type.shape[-1] == 1:
+                # weights on the left: bmm(gather(W[E, out, in], ids), x[..., None]) = (x W_e^T)[..., None]
+                w = self.const_array(a.owner.operands[0])
+                if w is None or w.ndim != 3 or self.const_array(a.owner.operands[1]) is not None:
+                    return None
+                return Projection(o, b, np.asarray(w), None, o.results[0], stacked=True)
             if _consts_only(a, self.cmemo):
                 return None
             w = self.const_array(b)
@@ -334,17 +415,17 @@ class RecognizeMoE(Pass):
             for a, b in ((so.operands[0], so.operands[1]), (so.operands[1], so.operands[0])):
                 if a.owner is not None and a.owner.name == "moec.sigmoid":
                     gp = L.projection(a.owner.operands[0].owner) if a.owner.operands[0].owner else None
-                    if gp is not None and gp.input is x and gp.weight.shape[0] == 1 and gp.bias is None:
+                    if gp is not None and L.is_x(gp.input) and gp.weight.shape[0] == 1 and gp.bias is None:
                         gate, ffn_out = gp.weight.reshape(-1), b
                         break
         down = L.projection(ffn_out.owner) if ffn_out.owner is not None else None
         if down is None or down.output is not ffn_out:
             return None
         all_ops = {id(op) for op in L.f.ops}
-        projs = [p for p in (L.projection(op) for op in L.f.ops) if p is not None and p.input is x]
+        projs = [p for p in (L.projection(op) for op in L.f.ops) if p is not None and L.is_x(p.input)]
         by_out = {id(p.output): p for p in projs}
         ups = self._ups_of(L, down.input, by_out, all_ops)
-        if not ups or any(p.input is not x for p in ups):
+        if not ups or any(not L.is_x(p.input) for p in ups):
             return None
         try:
             act, gate_first = self._activation(L, down, ups)
@@ -357,7 +438,10 @@ class RecognizeMoE(Pass):
                 "act": act, "gated": len(ups) == 2, "ops": {id(p.op) for p in ups} | {id(down.op), id(so)}}
 
     @staticmethod
-    def _output_chain(L: "_Layer", y: Value, x: Value, depth: int = 3) -> List[Value]:
+    def _output_chain(L: "_Layer", y: Value, x: Value, depth: int = 4) -> List[Value]:
+        """y and the values of x's shape that follow it through single-consumer ops; the walk passes
+        through other shapes (a [T*k, D] product viewed as [T, k, D] and summed over the slot axis)
+        and the proof decides which candidate is the layer."""
         out = [y]
         v = y
         for _ in range(depth):
@@ -365,9 +449,10 @@ class RecognizeMoE(Pass):
             if len(us) != 1 or len(us[0].results) != 1:
                 break
             r = us[0].results[0]
-            if r.type.rank != 2 or r.type.shape[1] != x.type.shape[1]:
-                break
-            out.append(r)
+            if r.type.rank == 2 and r.type.shape[1] in (x.type.shape[1], None):  # (the proof checks shapes)
+                out.append(r)
+            elif out[-1] is not v:
+                break  # at most one step off x's shape in a row
             v = r
         return out
 
@@ -431,6 +516,7 @@ class RecognizeMoE(Pass):
         x = proj.input
         if x.type.rank != 2 or not isinstance(x.type.shape[1], int):
             raise _NoMatch
+        L.set_x(x)
         if self._group is not None:
             self._group = self._group_params(L, self._group, x)
         chain.append(o)
@@ -458,8 +544,8 @@ class RecognizeMoE(Pass):
         G = gt.operands[0].type.shape[1]
         if not isinstance(G, int):  # dynamic in the IR: read it off a probe evaluation
             try:
-                probe = np.zeros((2, x.type.shape[1]), x.type.dtype.np)
-                G = int(np.asarray(evaluate(L.m, L.f, [gt.operands[0]], {id(x): probe}, widened=L.widened)[0]).shape[1])
+                probe = np.zeros((L.rows(2), x.type.shape[1]), x.type.dtype.np)
+                G = int(np.asarray(evaluate(L.m, L.f, [gt.operands[0]], L.xfeed(probe), widened=L.widened)[0]).shape[1])
             except Exception:
                 raise _NoMatch from None
         k = L.const_array(gt.operands[1])
@@ -497,7 +583,7 @@ class RecognizeMoE(Pass):
                 downs.append((p, ups))
         experts = []
         # token t picks experts t, t+1, ..., t+k-1 (mod E): every expert gets a distinct token set
-        n_tok = max(2 * E, 2 * PROBE_T)
+        n_tok = L.rows(max(2 * E, 2 * PROBE_T))
         ids_probe = np.stack([(np.arange(n_tok) + j) % E for j in range(k)], axis=1).astype(np.int64)
         T2 = ids_probe.shape[0]
         D = x.type.shape[1]
@@ -522,12 +608,12 @@ class RecognizeMoE(Pass):
             act, gate_first = self._activation(L, down, ups)
             ups = ups if gate_first else ups[::-1]
             xin = ups[0].input
-            if xin is x:  # dense formulation: every expert sees every token
+            if L.is_x(xin):  # dense formulation: every expert sees every token
                 dense.append((down, ups, act, gate_first))
                 continue
             # which tokens reach this expert when the top-k says ids_probe?
             try:
-                rows = evaluate(L.m, L.f, [xin], {id(x): X, **topk.feeds(ids_probe, W)}, widened=L.widened)[0]
+                rows = evaluate(L.m, L.f, [xin], {**L.xfeed(X), **topk.feeds(ids_probe, W)}, widened=L.widened)[0]
             except Exception:
                 raise _NoMatch from None
             e = self._expert_index(X, np.asarray(rows), ids_probe, E)
@@ -554,16 +640,17 @@ class RecognizeMoE(Pass):
         """Dense formulation: route every token to expert e (weight 1 on the first slot, 0 on the
         others) and see which expert FFN the layer output equals."""
         rng = np.random.default_rng(5)
-        X = rng.standard_normal((4, x.type.shape[1])).astype(x.type.dtype.np)
+        n = L.rows(4)
+        X = rng.standard_normal((n, x.type.shape[1])).astype(x.type.dtype.np)
         ffns = [self._ffn_numpy(u, d, a, X) for d, u, a, _ in dense]
-        W = np.zeros((4, k), x.type.dtype.np)
+        W = np.zeros((n, k), x.type.dtype.np)
         W[:, 0] = 1
         out = []
         taken = set()
         for e in range(E):
-            ids = np.tile(np.array([(e + j) % E for j in range(k)], np.int64), (4, 1))
+            ids = np.tile(np.array([(e + j) % E for j in range(k)], np.int64), (n, 1))
             try:
-                ye = np.asarray(evaluate(L.m, L.f, [y], {id(x): X, **topk.feeds(ids, W)}, widened=L.widened)[0], np.float64)
+                ye = np.asarray(evaluate(L.m, L.f, [y], {**L.xfeed(X), **topk.feeds(ids, W)}, widened=L.widened)[0], np.float64)
             except Exception:
                 raise _NoMatch from None
             rt, at = L.tol["ffn"]
@@ -640,7 +727,7 @@ class RecognizeMoE(Pass):
     def _part_of(L, proj: Projection, v: Value) -> Optional[Projection]:
         """A slice/split/gather of a projection's output columns (fused gate/up weights) as a
         projection of its own: which columns it takes is found by evaluating it on column ids."""
-        n = proj.weight.shape[0]
+        n = proj.weight.shape[-2]  # out: [out, in], or [E, out, in] for a stacked projection
         probe = np.tile(np.arange(n, dtype=np.float64), (1, 1)).astype(proj.output.type.dtype.np)
         try:
             cols = np.asarray(evaluate(L.m, L.f, [v], {id(proj.output): probe}, widened=L.widened)[0])
@@ -651,8 +738,8 @@ class RecognizeMoE(Pass):
         idx = cols[0].astype(np.int64)
         if not np.array_equal(idx.astype(cols.dtype), cols[0]) or idx.min() < 0 or idx.max() >= n:
             return None
-        return Projection(proj.op, proj.input, proj.weight[idx], None if proj.bias is None else proj.bias[idx], v,
-                          order=int(idx[0]))
+        return Projection(proj.op, proj.input, proj.weight[..., idx, :],
+                          None if proj.bias is None else proj.bias[..., idx], v, order=int(idx[0]), stacked=proj.stacked)
 
     def _activation(self, L, down: Projection, ups: List[Projection]):
         rng = np.random.default_rng(3)
@@ -720,7 +807,7 @@ class RecognizeMoE(Pass):
             if self._group is not None:
                 cand.update(n_group=self._group[0], topk_group=self._group[1], group_score=self._group[2])
             candidates.append(cand)
-        probes = self._probes(x)
+        probes = self._probes(x, L)
         want = self._eval_original(L, x, y, probes)
         if shared is not None:
             sa = "swiglu" if shared["gated"] else shared["act"]
@@ -786,19 +873,20 @@ class RecognizeMoE(Pass):
         return out
 
     @staticmethod
-    def _probes(x: Value) -> List[np.ndarray]:
+    def _probes(x: Value, L: Optional["_Layer"] = None) -> List[np.ndarray]:
         D = x.type.shape[1]
         rng = np.random.default_rng(11)
         dt = x.type.dtype.np
-        ident = np.repeat(rng.standard_normal((1, D)), 4, axis=0)
-        return [rng.standard_normal((PROBE_T, D)).astype(dt), ident.astype(dt),
-                rng.standard_normal((1, D)).astype(dt)]
+        rows = L.rows if L is not None else (lambda n: n)
+        ident = np.repeat(rng.standard_normal((1, D)), rows(4), axis=0)
+        return [rng.standard_normal((rows(PROBE_T), D)).astype(dt), ident.astype(dt),
+                rng.standard_normal((rows(1), D)).astype(dt)]
 
     def _eval_original(self, L, x, y, probes):
         outs = []
         for X in probes:
             try:
-                outs.append(np.asarray(evaluate(L.m, L.f, [y], {id(x): X}, widened=L.widened)[0], np.float64))
+                outs.append(np.asarray(evaluate(L.m, L.f, [y], L.xfeed(X), widened=L.widened)[0], np.float64))
             except Exception:
                 raise _NoMatch from None
         return outs
@@ -841,7 +929,8 @@ class RecognizeMoE(Pass):
         if passthrough:  # tokens over capacity output x unchanged (Switch)
             comb_in += [to_y(x), ids]
             comb_attrs["passthrough"] = True
-        comb = OPS["moe.combine"].create(comb_in, comb_attrs, "moe.combine", [y.type])
+        y_t = y.type if y.type.shape[1] is not None else TensorType(y.type.dtype, (y.type.shape[0], x.type.shape[1]))
+        comb = OPS["moe.combine"].create(comb_in, comb_attrs, "moe.combine", [y_t])
         ops.append(comb)
         return ops, comb.results[0]
 
@@ -854,7 +943,7 @@ class RecognizeMoE(Pass):
                     ins = []
                     for v in o.operands:
                         if id(v) not in env:
-                            env[id(v)] = evaluate(m, L.f, [v], {id(x): X}, widened=L.widened)[0]
+                            env[id(v)] = evaluate(m, L.f, [v], L.xfeed(X), widened=L.widened)[0]
                         ins.append(env[id(v)])
                     outs = eval_op(m, o, ins, widened=L.widened)
                     for r, a in zip(o.results, outs):
@@ -881,7 +970,7 @@ class RecognizeMoE(Pass):
             "family": fam, "source": "recognized",
             "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at"},
             "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",
-            "correction_bias": bias_v is not None, "E": E, "k": attrs["k"], "D": int(y.type.shape[1]),
+            "correction_bias": bias_v is not None, "E": E, "k": attrs["k"], "D": int(y_new.type.shape[1]),
             "F": int(experts[0].down.weight.shape[1]), "activation": ffn["activation"] if ffn["activation"] != "swiglu"
             else ("gpt_oss_swiglu" if ffn.get("limit", np.inf) != float("inf") else "swiglu"),
             "shared_experts": 0 if shared is None else 1,

@@ -392,6 +392,70 @@ for _a, _o in (("relu", "Relu"), ("sigmoid", "Sigmoid"), ("exp", "Exp"), ("log",
     lower(f"aten.{_a}.default")(_unary(_o))
 
 
+def _bool_operand(fx, n, what: str):
+    """Bitwise ops on bool tensors are the logical ones; on integers moec has no bitwise op."""
+    import torch
+    val = n.meta.get("val")
+    if not isinstance(val, torch.Tensor) or val.dtype != torch.bool:
+        dt = getattr(val, "dtype", "?")
+        raise UnsupportedError(f"ATen op '{n.target}' on {dt} tensors ({what} of integers) is not supported by "
+                               f"moec's PyTorch front end, only on bool tensors (from {source_line(n)})")
+
+
+@lower("aten.bitwise_not.default")
+def _bitwise_not(fx, n, x):
+    _bool_operand(fx, n, "bitwise not")
+    return fx.op1("Not", [fx.v(x)])
+
+
+def _bitwise(kind):
+    def fn(fx, n, a, b):
+        _bool_operand(fx, n, f"bitwise {kind}")
+        av = fx.v(a) if not isinstance(a, (bool, int)) else None
+        bv = fx.v(b) if not isinstance(b, (bool, int)) else None
+        av = av if av is not None else fx.v(bool(a), bv)
+        bv = bv if bv is not None else fx.v(bool(b), av)
+        if av.type.dtype != DType.BOOL or bv.type.dtype != DType.BOOL:
+            av, bv = [v if v.type.dtype == DType.BOOL else fx.op1("Cast", [v], to=9) for v in (av, bv)]
+        if kind == "xor":  # a xor b = (a or b) and not (a and b)
+            return fx.op1("And", [fx.op1("Or", [av, bv]), fx.op1("Not", [fx.op1("And", [av, bv])])])
+        return fx.op1("And" if kind == "and" else "Or", [av, bv])
+    return fn
+
+
+for _k in ("and", "or", "xor"):
+    lower(f"aten.bitwise_{_k}.Tensor", f"aten.bitwise_{_k}.Scalar")(_bitwise(_k))
+lower("aten.logical_xor.default")(lambda fx, n, a, b: _bitwise("xor")(fx, n, a, b))
+
+
+@lower("aten.div.Tensor_mode", "aten.div.Scalar_mode")
+def _div_mode(fx, n, a, b, rounding_mode=None):
+    """torch.div with rounding_mode: None (true division), "trunc" (toward zero), "floor" (toward
+    -inf; python's // on integers)."""
+    import torch
+    q = _binary("Div")(fx, n, a, b)
+    val = n.meta.get("val")
+    if rounding_mode is None:
+        return q
+    is_int = isinstance(val, torch.Tensor) and not val.dtype.is_floating_point
+    if not is_int:  # floats: round the true quotient
+        if rounding_mode == "floor":
+            return fx.op1("Floor", [q])
+        # trunc(q) = sign(q) * floor(|q|)
+        return fx.op1("Mul", [fx.op1("Sign", [q]), fx.op1("Floor", [fx.op1("Abs", [q])])])
+    if rounding_mode == "trunc":  # integer Div truncates toward zero
+        return q
+    # floor on integers: the truncated quotient minus 1 where the remainder is non-zero and the
+    # remainder and the divisor have opposite signs
+    av, bv = q.owner.operands[0], q.owner.operands[1]
+    r = fx.op1("Sub", [av, fx.op1("Mul", [q, bv])])
+    zero = fx.v(0, r)
+    nonzero = fx.op1("Not", [fx.op1("Equal", [r, zero])])
+    differ = fx.op1("Not", [fx.op1("Equal", [fx.op1("Less", [r, zero]), fx.op1("Less", [bv, fx.v(0, bv)])])])
+    adj = fx.op1("Cast", [fx.op1("And", [nonzero, differ])], to=_onnx_dtype(val.dtype))
+    return fx.op1("Sub", [q, adj])
+
+
 @lower("aten.rsqrt.default")
 def _rsqrt(fx, n, x):
     return fx.op1("Reciprocal", [fx.op1("Sqrt", [fx.v(x)])])
