@@ -20,6 +20,27 @@ from typing import Dict, List, Optional
 _ATTR = "_moec_recognition"
 
 
+def _safe(fn):
+    """A trace entry point never breaks the pass: a failure to explain records that instead."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(m, f, root, *a):
+        try:
+            return fn(m, f, root, *a)
+        except Exception as e:  # noqa: BLE001
+            if not hasattr(root, "operands"):  # (absorbed: a list of roots; nothing to record)
+                return None
+            try:
+                _store(m)[id(root)] = {"node": getattr(root, "loc", None) or "(unnamed)",
+                                       "op": getattr(root, "name", "?"), "recognised": None, "step": "unknown",
+                                       "reason": f"(the trace could not explain this root: {type(e).__name__})",
+                                       "nodes": []}
+            except Exception:  # noqa: BLE001
+                pass
+    return wrapper
+
+
 def recognition_of(m) -> List[dict]:
     """The records of the last recognize-moe runs on ``m``, in program order of their roots."""
     return list(getattr(m, _ATTR, {}).values())
@@ -58,6 +79,7 @@ def _root_info(root) -> dict:
     return {"node": root.loc or "(unnamed)", "op": root.name}
 
 
+@_safe
 def recognised(m, f, root) -> None:
     layers = m.attrs.get("moec.moe_layers", [])
     info = json.loads(layers[-1]) if layers else {}
@@ -66,6 +88,7 @@ def recognised(m, f, root) -> None:
     _store(m)[_key(f, root)] = rec
 
 
+@_safe
 def stopped(m, f, root, exc: Optional[BaseException], reached: Optional[dict]) -> None:
     """Record where recognition of the layer selected by ``root`` stopped: from the exception the
     recognizer raised (its innermost frame in recognize_moe.py says the step), or, with ``exc`` None,
@@ -80,6 +103,7 @@ def stopped(m, f, root, exc: Optional[BaseException], reached: Optional[dict]) -
                                 "nodes": nodes}
 
 
+@_safe
 def absorbed(m, f, roots) -> None:
     """Roots that disappeared because a recognised layer replaced them (a group-limited router's group
     top-k): their stop records are superseded."""
