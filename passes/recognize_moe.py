@@ -58,6 +58,18 @@ def _consts_only(v: Value, memo: Dict[int, bool]) -> bool:
     return r
 
 
+def _row_gather(v: Value) -> bool:
+    """v selects whole rows of its first operand by index: gather(W, ids, axis=0), or
+    gather_nd(W, ids[..., None]) (one index per row, no batch dims), the same rows W[ids]."""
+    o = v.owner
+    if o is None:
+        return False
+    if o.name == "moec.gather":
+        return o.attrs["axis"] == 0
+    return o.name == "moec.gather_nd" and o.attrs["batch_dims"] == 0 and o.operands[1].type.rank >= 1 and \
+        o.operands[1].type.shape[-1] == 1
+
+
 @dataclass
 class Projection:
     op: Operation
@@ -230,8 +242,7 @@ class _Layer:
             return None
         a, b = o.operands[0], o.operands[1]
         if o.name == "moec.matmul":
-            if a.owner is not None and a.owner.name == "moec.gather" and a.owner.attrs["axis"] == 0 and \
-                    not _consts_only(b, self.cmemo) and b.type.rank == 3 and b.type.shape[-1] == 1:
+            if _row_gather(a) and not _consts_only(b, self.cmemo) and b.type.rank == 3 and b.type.shape[-1] == 1:
                 # weights on the left: bmm(gather(W[E, out, in], ids), x[..., None]) = (x W_e^T)[..., None]
                 w = self.const_array(a.owner.operands[0])
                 if w is None or w.ndim != 3 or self.const_array(a.owner.operands[1]) is not None:
@@ -240,7 +251,7 @@ class _Layer:
             if _consts_only(a, self.cmemo):
                 return None
             w = self.const_array(b)
-            if w is None and b.owner is not None and b.owner.name == "moec.gather" and b.owner.attrs["axis"] == 0:
+            if w is None and _row_gather(b):
                 # gathered-weight form: matmul(x, gather(W[E, in, out], ids)) -- every expert's weights
                 w = self.const_array(b.owner.operands[0])
                 if w is None or w.ndim != 3 or self.const_array(b.owner.operands[1]) is not None:

@@ -166,3 +166,60 @@ def test_mixtral_block_compiles_and_verifies(tmp_path, monkeypatch):
     got = cm(xs)
     got = got[0] if isinstance(got, (list, tuple)) else got
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+def export_onnx(blk, path, dynamo: bool):
+    """torch.onnx export of a block with dynamic batch and sequence dims (input [batch, seq, hidden])."""
+    x = torch.randn(2, 5, D)
+    kw = dict(dynamic_shapes=({0: "B", 1: "S"},)) if dynamo else \
+        dict(dynamic_axes={"x": {0: "B", 1: "S"}}, opset_version=18)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(blk, (x,), str(path), input_names=["x"], dynamo=dynamo, **kw)
+    return path
+
+
+def recognise_onnx(path):
+    import onnx
+    from moec.frontend.onnx_import import import_model
+    m = import_model(onnx.load(str(path)))
+    run_to_fixed_point(m, [FoldConstants(), DeadCodeElimination()])
+    run_to_fixed_point(m, [RecognizeMoE(), DeadCodeElimination()])
+    return m, [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
+
+
+@pytest.mark.parametrize("dynamo", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["dynamo", "torchscript"])
+@pytest.mark.parametrize("arch", ["mixtral", pytest.param("qwen2_moe", marks=pytest.mark.slow)])
+def test_onnx_export_block_is_recognised_and_exact(arch, dynamo, tmp_path):
+    """Both torch.onnx exporters (dynamo: GatherND of the stacked weights; TorchScript: Gather)."""
+    blk = moe_block(arch)
+    m, layers = recognise_onnx(export_onnx(blk, tmp_path / "b.onnx", dynamo))
+    fam, routing = RECOGNISED[arch]
+    assert [la["family"] for la in layers] == [fam], layers
+    assert {k: layers[0]["routing"][k] for k in routing} == routing
+    xs = torch.randn(1, 3, D, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = tensor_to_numpy(first_output(blk(xs)))
+    got = list(ir_run(m, [xs.numpy()]).values())[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_moec_compile_cli_on_the_onnx_export(dynamo, tmp_path):
+    """``moec compile`` (C build, verification against onnxruntime) on the real Mixtral export."""
+    from moec.cli import main
+    p = export_onnx(moe_block("mixtral"), tmp_path / "b.onnx", dynamo)
+    out = tmp_path / "out"
+    assert main(["compile", str(p), "--target", "cpu", "-o", str(out)]) == 0
+    rep = json.load(open(out / "report.json"))
+    assert rep["verified"] and [la["family"] for la in rep["moe_layers"]] == ["mixtral"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(RECOGNISED))
+def test_bf16_block_is_recognised(arch):
+    blk = moe_block(arch, dtype=torch.bfloat16)
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    m, layers = recognise(blk, x)
+    assert [la["family"] for la in layers] == [RECOGNISED[arch][0]], layers
