@@ -111,11 +111,27 @@ def _ort_moe_model(m, ex, route, comb, w_in, w_out):
         return None, "shared experts / biases / input weighting not in this comparison"
     logits = route.operands[0]
     mm = logits.owner
-    if mm is None or mm.name != "moec.matmul":
-        return None, "router is not a plain MatMul"
+    if mm is None or mm.name not in ("moec.matmul", "moec.gemm"):
+        return None, "router is not a plain MatMul or Gemm"
     wr = _weights_of(m, mm.operands[1])
     if wr is None:
         return None, "router weight is not constant"
+    router_inits = []
+    if mm.name == "moec.gemm":  # (nn.Linear as the dynamo exporter writes it: Gemm(x, W, b) with transB)
+        ga = mm.attrs
+        if ga["trans_a"]:
+            return None, "router Gemm transposes its input"
+        ins = ["x", "wr"]
+        if len(mm.operands) > 2:
+            rb = _weights_of(m, mm.operands[2])
+            if rb is None:
+                return None, "router bias is not constant"
+            router_inits.append(numpy_helper.from_array(np.asarray(rb, np.float32), "wr_b"))
+            ins.append("wr_b")
+        router = helper.make_node("Gemm", ins, ["logits"], alpha=float(ga["alpha"]), beta=float(ga["beta"]),
+                                  transB=int(bool(ga["trans_b"])))
+    else:
+        router = helper.make_node("MatMul", ["x", "wr"], ["logits"])
     act = ex.attrs["activation"]
     attrs = {"k": a["k"], "normalize_routing_weights": int(a["norm"] == "sum")}
     E, I, D = w_in.shape
@@ -135,13 +151,13 @@ def _ort_moe_model(m, ex, route, comb, w_in, w_out):
         attrs["activation_type"] = "gelu"
     else:
         return None, f"activation {act} not available in com.microsoft.MoE"
-    nodes = [helper.make_node("MatMul", ["x", "wr"], ["logits"]),
+    nodes = [router,
              helper.make_node("MoE", ["x", "logits", "fc1", "", "fc2", ""], ["y"], domain="com.microsoft", **attrs)]
     g = helper.make_graph(nodes, "ort_moe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", D])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", D])],
                           [numpy_helper.from_array(np.asarray(wr, np.float32), "wr"),
                            numpy_helper.from_array(np.asarray(fc1, np.float32), "fc1"),
-                           numpy_helper.from_array(np.asarray(w_out, np.float32), "fc2")])
+                           numpy_helper.from_array(np.asarray(w_out, np.float32), "fc2")] + router_inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 10
     return model.SerializeToString(), ""

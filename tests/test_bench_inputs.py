@@ -117,3 +117,16 @@ def test_bench_warns_when_int8_quantised_nothing(tmp_path):
     rep = run_bench(p, str(tmp_path / "b"), [2], weights="int8", repeats=1, threads=1)
     assert rep["weights_quantized"]["quantized_layers"] == 0
     assert "warning: --weights int8: nothing was quantised" in format_table(rep)
+
+
+def test_fused_op_peer_for_a_gemm_router(tmp_path):
+    """The dynamo exporter writes nn.Linear routers as Gemm(x, W, transB=1): the fused com.microsoft.MoE
+    peer is built for them too (it was skipped: "router is not a plain MatMul")."""
+    pytest.importorskip("torch")
+    from moec.zoo import all_entries
+    entry = next(e for e in all_entries() if e.name == "mixtral_dynamo")
+    p = tmp_path / "mixtral_dynamo.onnx"
+    onnx.save(entry.build(), str(p))
+    rep = run_bench(str(p), str(tmp_path / "b"), [1, 4], repeats=2, threads=1)
+    assert rep["layers"] and rep["layers"][0]["ort_moe_why"] == ""
+    assert all("onnxruntime MoE op (moe0)" in r["ratio_vs"] for r in rep["rows"])
