@@ -370,6 +370,8 @@ def _build(m, proto, name, outdir, example_inputs, module, target, weights, veri
     from .ir.io import load_module
     built = load_module(os.path.join(outdir, "model.mlir"))
     report["moe_layers"] = moe_layers_of(built)
+    from .passes.recognition_trace import recognition_of
+    report["recognition"] = recognition_of(m)  # (run_pipeline ran on m in place: its trace)
     report["op_histogram"] = op_histogram(built)
     if verify:
         report.update(_verify_against_module(art, module, example_inputs, weights, name, target))

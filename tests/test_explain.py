@@ -141,3 +141,15 @@ def test_real_transformers_block_is_explained(tmp_path):
         assert r["nodes"] and all(n.startswith("/b/") for n in r["nodes"]), r["nodes"]
         if r["step"] == "experts" and "run-time index" in r["reason"]:  # transformers 5.x's eager loop
             assert "Gather '/b/experts/" in r["reason"]
+
+
+def test_moec_compile_module_report_has_recognition(tmp_path, monkeypatch):
+    """moec.compile(module) (torch.export front end): report.json carries the trace too."""
+    torch = pytest.importorskip("torch")
+    import moec
+    from moec.zoo import make_inputs, make_module
+    from moec.zoo.modules import Mixtral
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    cm = moec.compile(make_module(Mixtral), (torch.from_numpy(make_inputs(5)),), verify=False, cache=False)
+    recs = cm.stats.report["recognition"]
+    assert len(recs) == 1 and recs[0]["recognised"] and recs[0]["family"] == "mixtral"
