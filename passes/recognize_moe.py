@@ -213,15 +213,23 @@ class _Layer:
         return self._unit_views(p) if p is not None and p.stacked else p
 
     def _row_view(self, v: Value, rank: int) -> Optional[Value]:
-        """The rank-2 value v re-views with a unit dim (unsqueeze / reshape), or None."""
+        """The rank-2 [N, D] value that v = x[:, None, :] or x[:, :, None] re-views (an unsqueeze at
+        axis 1 or 2, or a reshape to [N, 1, D] / [N, D, 1]), or None."""
         o = v.owner
         if o is None or o.name not in ("moec.unsqueeze", "moec.reshape") or v.type.rank != rank:
             return None
         a = o.operands[0]
-        if a.type.rank != 2 or 1 not in v.type.shape or \
-                [d for d in v.type.shape if d != 1] != [d for d in a.type.shape if d != 1]:
+        if a.type.rank != 2:
             return None
-        return a
+        if o.name == "moec.unsqueeze":
+            axes = list(o.attrs.get("axes") or ())
+            if len(o.operands) > 1 and o.operands[1] is not None:
+                c = self.const_array(o.operands[1])
+                axes = [] if c is None else [int(i) for i in np.asarray(c).reshape(-1)]
+            return a if len(axes) == 1 and axes[0] in (1, 2, -1, -2) else None
+        sh = v.type.shape
+        ok = (sh[1] == 1 and sh[2] == a.type.shape[1]) or (sh[2] == 1 and sh[1] == a.type.shape[1])
+        return a if ok and isinstance(a.type.shape[1], int) else None
 
     def _unit_views(self, p: Projection) -> Projection:
         """A batched matmul of one row per token: bmm(x[:, None, :], W_g) or bmm(W_g, x[..., None])
@@ -230,12 +238,21 @@ class _Layer:
         if p.input.type.rank != 3 or len(us) != 1 or us[0].name not in ("moec.squeeze", "moec.reshape"):
             return p
         r = us[0].results[0]
-        if r.type.rank != 2 or r.type.shape[-1] != p.weight.shape[-2]:
+        if r.type.rank != 2 or r.type.shape[-1] not in (p.weight.shape[-2], None):
             return p
         a = self._row_view(p.input, 3)
         if a is None:
             return p
-        return Projection(p.op, a, p.weight, p.bias, r, p.order, True)
+        bias = None
+        us = self.users.get(id(r), [])
+        if len(us) == 1 and us[0].name == "moec.add":  # + B[ids]: each row's expert's bias
+            other = us[0].operands[1] if us[0].operands[0] is r else us[0].operands[0]
+            b = self.const_array(other.owner.operands[0]) if _row_gather(other) else None
+            wg = p.op.operands[0] if _row_gather(p.op.operands[0]) else p.op.operands[1]
+            if b is not None and b.shape == p.weight.shape[:2] and _row_gather(wg) and \
+                    other.owner.operands[1] is wg.owner.operands[1] and other.owner.name == wg.owner.name:
+                bias, r = b, us[0].results[0]
+        return Projection(p.op, a, p.weight, bias, r, p.order, True)
 
     def _projection(self, o: Operation) -> Optional[Projection]:
         if o.name not in PROJ_OPS:
@@ -612,7 +629,7 @@ class RecognizeMoE(Pass):
             ups = ups if gate_first else ups[::-1]
 
             def part(p, e):
-                return Projection(p.op, p.input, p.weight[e], None, p.output)
+                return Projection(p.op, p.input, p.weight[e], None if p.bias is None else p.bias[e], p.output)
             return [Expert(e, [part(p, e) for p in ups], part(down, e), act, gate_first) for e in range(E)]
         dense = []
         for down, ups in downs:
@@ -713,8 +730,12 @@ class RecognizeMoE(Pass):
                 found.append(by_out[id(w)])
                 continue
             o = w.owner
-            if o is not None and o.name in SELECT_OPS and id(o.operands[0]) in by_out:
-                part = self._part_of(L, by_out[id(o.operands[0])], w)
+            src = o.operands[0] if o is not None and o.name in SELECT_OPS else None
+            while src is not None and id(src) not in by_out and src.owner is not None and \
+                    src.owner.name in ("moec.squeeze", "moec.unsqueeze", "moec.reshape"):
+                src = src.owner.operands[0]  # views of the projection's output (_part_of evaluates through them)
+            if src is not None and id(src) in by_out:
+                part = self._part_of(L, by_out[id(src)], w)
                 if part is None:
                     return []
                 found.append(part)

@@ -545,6 +545,18 @@ def _expand(fx, n, x, sizes):
     return fx.op1("Expand", [xv, fx.shape_list(sizes)])
 
 
+@lower("aten.repeat.default")
+def _repeat(fx, n, x, repeats):
+    """x.repeat(r0, ..., rn): Tile, after unsqueezing x to len(repeats) dims at the front."""
+    xv = fx.v(x)
+    lead = len(repeats) - xv.type.rank
+    if lead < 0:
+        raise UnsupportedError(f"ATen op 'aten.repeat' with fewer repeats than dims (from {source_line(n)})")
+    if lead:
+        xv = fx.op1("Unsqueeze", [xv, fx.const(list(range(lead)), np.int64)])
+    return fx.op1("Tile", [xv, fx.shape_list(repeats)])
+
+
 @lower("aten.cat.default")
 def _cat(fx, n, xs, dim=0):
     return fx.op1("Concat", [fx.v(x) for x in xs], axis=int(dim))
