@@ -5,7 +5,7 @@ import pytest
 
 from helpers import check_ir_text
 from moec.driver import build_module
-from moec.ir import parse_module, run, verify_module, WeightStore
+from moec.ir import parse_module, print_module, run, verify_module, WeightStore
 from moec.ir.core import IRError
 
 D, F, E = 16, 24, 8
@@ -180,3 +180,26 @@ def test_verifier_rejects_bad_moe_ops():
     bad = text.replace('activation = "swiglu"', 'activation = "relu"', 1)
     with pytest.raises(IRError, match="moe.experts.*w_in has 48 rows"):
         verify_module(parse_module(bad, good.weights))
+
+
+def test_relu_experts_keep_nan_as_the_reference(tmp_path):
+    """moe.experts' relu passes NaN, as moec.relu, onnxruntime's Relu and the reference do (the C
+    kernels mapped NaN to 0: a token whose expert input is NaN came out finite)."""
+    m0 = _module(dict(capacity="2 : i64"), k=1, act="relu", capacity=True)
+    X = 'tensor<?x16xf32, "T">'
+    text = print_module(m0)
+    text = text.replace(f"@main(%x: {X})", f"@main(%x: {X}, %x2: {X})", 1)
+    text = text.replace('moec.inputs = ["x"]', 'moec.inputs = ["x", "x2"]', 1)
+    text = text.replace('"moe.experts"(%x,', '"moe.experts"(%x2,', 1)
+    assert text.count("%x2") >= 2, "the experts must read the second input"
+    m = parse_module(text, m0.weights)
+    art = build_module(m, str(tmp_path / "out"))
+    x = _inputs(6)
+    x2 = _inputs(6, seed=2)
+    x2[[1, 4], 3] = np.nan
+    want = run(m, {"x": x, "x2": x2})["y"]
+    got = art([x, x2])[0]
+    assert np.isnan(want[[1, 4]]).all(axis=1).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=2e-5, atol=2e-6)
