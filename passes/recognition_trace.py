@@ -72,6 +72,11 @@ def _vnode(v) -> str:
 
 
 def _key(f, root) -> int:
+    ops = getattr(f, "_moec_trace_roots", None)
+    if ops is None:
+        ops = {}
+        setattr(f, "_moec_trace_roots", ops)
+    ops[id(root)] = root  # (for absorbed(): which recorded roots are gone from the function)
     return id(root)  # (the same op object across the fixed-point iterations of the pass)
 
 
@@ -105,18 +110,20 @@ def stopped(m, f, root, exc: Optional[BaseException], reached: Optional[dict]) -
 
 @_safe
 def absorbed(m, f, roots) -> None:
-    """Roots that disappeared because a recognised layer replaced them (a group-limited router's group
-    top-k): their stop records are superseded."""
+    """Recorded roots no longer in the function: the canonicalize stage removed dead ops before
+    recognition, so a root that disappears since only fed a recognised layer, which replaced it (a
+    group-limited router's group top-k).  Their stop records are superseded.  (Called at every run of
+    the pass: DCE removes the replaced ops between runs.)"""
     st = _store(m)
-    for r in roots:
-        if r in f.ops:
-            continue
-        k = _key(f, r)
+    known = getattr(f, "_moec_trace_roots", {})
+    present = {id(o) for o in f.ops}
+    for k, r in list(known.items()):
         rec = st.get(k)
-        if rec is not None and not rec.get("recognised"):
-            st[k] = {**_root_info(r), "recognised": False, "step": "absorbed",
-                     "reason": "part of a recognised MoE layer (e.g. its group-limited routing), replaced with it",
-                     "nodes": [node(r)]}
+        if k in present or rec is None or rec.get("recognised") or rec.get("step") == "absorbed":
+            continue
+        st[k] = {**_root_info(r), "recognised": False, "step": "absorbed",
+                 "reason": "it fed only a recognised MoE layer (e.g. as its group-limited selection), which "
+                           "replaced it", "nodes": [node(r)]}
 
 
 # -- reading the recognizer's state where it stopped --------------------------------------------
@@ -323,6 +330,9 @@ def format_explain(records: List[dict], layers: Optional[List[dict]] = None) -> 
                          + ", ".join(f"{k}={v}" for k, v in (r.get("routing") or {}).items())
                          + f"; E={r.get('E')} k={r.get('k')} D={r.get('D')} F={r.get('F')} "
                            f"activation {r.get('activation')}")
+        elif r.get("step") == "absorbed":
+            lines.append(head + f"part of a recognised layer: {r['reason']}")
+            continue
         else:
             lines.append(head + f"NOT recognised: stopped at step '{r['step']}': {r['reason']}")
             if r.get("nodes"):

@@ -153,3 +153,16 @@ def test_moec_compile_module_report_has_recognition(tmp_path, monkeypatch):
     cm = moec.compile(make_module(Mixtral), (torch.from_numpy(make_inputs(5)),), verify=False, cache=False)
     recs = cm.stats.report["recognition"]
     assert len(recs) == 1 and recs[0]["recognised"] and recs[0]["family"] == "mixtral"
+
+
+def test_group_topks_of_a_recognised_layer_are_absorbed():
+    """DeepSeek-V3's group-limited routing has three top-ks; the layer is recognised from the last, and
+    the group top-ks it replaced are reported as part of it, not as failures."""
+    pytest.importorskip("torch")
+    from moec.zoo import all_entries
+    entry = next(e for e in all_entries() if e.name == "deepseekv3_torchscript")
+    recs = _trace(entry.build())
+    assert [r["recognised"] for r in recs] == [False, False, True]
+    assert [r["step"] for r in recs[:2]] == ["absorbed", "absorbed"] and recs[2]["family"] == "deepseek-v3"
+    lines = format_explain(recs)
+    assert "part of a recognised layer" in lines[0] and "NOT recognised" not in "\n".join(lines)
