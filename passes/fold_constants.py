@@ -15,10 +15,11 @@ Rewrites:
     constants whose results hold at most half the elements of its data operand (a true subset: a
     per-expert Gather from a stacked [E, ...] weight is 1/E of it) is folded into the weight store.
     Without this an unrecognised MoE layer copies every expert's weights out of the stack on every
-    call.  The weights grow by at most the slices taken while the source is still used elsewhere,
-    and by nothing once every use of the source is a folded slice (DCE then drops the source).  A
-    same-size view (reshape, transpose) of a constant with other uses is not folded: it would store
-    the data twice.
+    call.  The weights grow by nothing once every use of the source is a folded slice (DCE then
+    drops the source); while the source is still used elsewhere, the slices folded from it are
+    capped at its own size (the weights at most double; slices past the cap, e.g. the same slice
+    taken many times, stay ops).  A same-size view (reshape, transpose) of a constant with other
+    uses is not folded: it would store the data twice.
 """
 from __future__ import annotations
 
@@ -65,6 +66,13 @@ class FoldConstants(Pass):
                     # a slice of a constant (any number of uses): at most half of its data operand
                     sliced = (o.name in SLICE_OPS and 2 * n_out <= int(np.size(vals[0]))
                               and all(v.size <= self.max_layout_elements for v in vals))
+                    src0 = o.operands[0].owner.attrs["value"]
+                    if sliced and n_out > self.max_elements and isinstance(src0, ResourceRef):
+                        grown = m.__dict__.setdefault("_moec_slice_growth", {})  # (source key -> elements)
+                        if grown.get(src0.key, 0) + n_out > int(np.size(vals[0])):
+                            sliced = False  # the cap: slices of one source stored at most once over
+                        elif n_out > freed:
+                            grown[src0.key] = grown.get(src0.key, 0) + n_out
                     layout = layout or sliced
                     if small or layout:
                         try:

@@ -141,3 +141,27 @@ def test_same_size_view_of_a_multi_use_constant_is_not_folded():
     before = m.weights.nbytes()
     run_to_fixed_point(m, [FoldConstants(), DeadCodeElimination()])
     assert "moec.transpose" in [o.name for o in m.main.ops] and m.weights.nbytes() == before
+
+
+def test_repeated_slices_of_a_kept_source_are_capped():
+    """The same expert slice taken 6 times from a [4, ...] stack that stays used: the folded slices are
+    capped at the stack's own size (4 folded, the weights at most double), not 6 copies."""
+    m, W = _stacked_gathers(E=4, extra_use=True)
+    f = m.main
+    gathers = [o for o in f.ops if o.name == "moec.gather"]
+    idx0 = gathers[0].operands[1]
+    for g in gathers:  # every gather takes expert 0
+        g.operands[1] = idx0
+    outs = list(f.outputs)
+    for j in range(2):  # and two more of it
+        g = OPS["moec.gather"].create([gathers[0].operands[0], idx0], {"axis": 0}, f"again{j}")
+        mm = OPS["moec.matmul"].create([f.args[0], g.results[0]], {}, f"again_mm{j}")
+        f.ops += [g, mm]
+        outs.append(mm.results[0])
+    f.outputs, f.output_names = outs, [f"y{i}" for i in range(len(outs))]
+    verify_module(m)
+    before = m.weights.nbytes()
+    run_to_fixed_point(m, [FoldConstants(), DeadCodeElimination()])
+    verify_module(m)
+    assert [o.name for o in m.main.ops].count("moec.gather") == 2
+    assert m.weights.nbytes() == 2 * before
