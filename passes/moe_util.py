@@ -103,10 +103,18 @@ def same_tokens(f: Function, x: Value, uses=None) -> List[Value]:
         return [x]
     uses = uses if uses is not None else f.uses()
 
+    from ..ir import DType
+    half, wide = (DType.F16, DType.BF16), (DType.F32, DType.F64)
+
     def keeps_rows(o: Operation) -> bool:
-        if o.name not in _LAYOUT_OPS or len(o.results) != 1:
+        if len(o.results) != 1 or not o.operands:
             return False
         a, r = o.operands[0].type, o.results[0].type
+        if o.name == "moec.cast":  # an exact widening (a half x cast to f32 for the router) keeps the values
+            return a.shape == r.shape and a.rank >= 1 and a.shape[-1] == D and \
+                (a.dtype == r.dtype or (a.dtype in half and r.dtype in wide))
+        if o.name not in _LAYOUT_OPS:
+            return False
         return a.rank >= 1 and r.rank >= 1 and a.shape[-1] == D and r.shape[-1] == D and \
             a.dtype == r.dtype
     root = x

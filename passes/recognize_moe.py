@@ -161,17 +161,26 @@ class _Layer:
             return self.static_rows
         return -(-n // self.unit) * self.unit
 
+    def exact(self, X):
+        """X rounded to the narrowest type among x's views (a bf16 input widened for the router), so
+        that every view is fed exactly the same values."""
+        X = np.asarray(X)
+        for v in self.xs + self.xviews:
+            if v.type.dtype in (DType.F16, DType.BF16) and X.dtype != v.type.dtype.np:
+                X = X.astype(v.type.dtype.np).astype(X.dtype)
+        return X
+
     def xfeed(self, X) -> Dict[int, np.ndarray]:
         """Feeds giving the probe tokens X to x and to every other view of the same token rows."""
-        X = np.asarray(X)
-        feeds = {id(v): X for v in self.xs}
+        X = self.exact(X)
+        feeds = {id(v): X.astype(v.type.dtype.np) for v in self.xs}
         for v in self.xviews:
             lead = v.type.shape[:-1]
             dyn = [i for i, d in enumerate(lead) if not isinstance(d, int)]
             shape = [d if isinstance(d, int) else (-1 if i == dyn[-1] else 1) for i, d in enumerate(lead)]
             shape.append(X.shape[-1])
             try:
-                feeds[id(v)] = X.reshape(shape)
+                feeds[id(v)] = X.reshape(shape).astype(v.type.dtype.np)
             except ValueError:
                 continue  # not fed: a graph that needs it does not evaluate, so nothing matches
         return feeds
@@ -391,7 +400,7 @@ class RecognizeMoE(Pass):
         root = _Root(topk, k)
         router = self._router(L, topk.operands[0])
         x, logits, w_r, scoring, bias_v, chain = router
-        L.widened = x.type.dtype in (DType.F16, DType.BF16)
+        L.widened = any(v.type.dtype in (DType.F16, DType.BF16) for v in L.xs + L.xviews)
         T, D = x.type.shape
         E = w_r.shape[0]
         # 1. layer output: where all expert paths have merged
@@ -616,7 +625,7 @@ class RecognizeMoE(Pass):
         T2 = ids_probe.shape[0]
         D = x.type.shape[1]
         rng = np.random.default_rng(7)
-        X = rng.standard_normal((T2, D)).astype(x.type.dtype.np)
+        X = L.exact(rng.standard_normal((T2, D)).astype(x.type.dtype.np))
         W = np.full((T2, k), 1.0 / k, dtype=x.type.dtype.np)
         stacked = [(d, u) for d, u in downs if d.stacked and all(p.stacked for p in u)]
         if stacked:
@@ -669,7 +678,7 @@ class RecognizeMoE(Pass):
         others) and see which expert FFN the layer output equals."""
         rng = np.random.default_rng(5)
         n = L.rows(4)
-        X = rng.standard_normal((n, x.type.shape[1])).astype(x.type.dtype.np)
+        X = L.exact(rng.standard_normal((n, x.type.shape[1])).astype(x.type.dtype.np))
         ffns = [self._ffn_numpy(u, d, a, X) for d, u, a, _ in dense]
         W = np.zeros((n, k), x.type.dtype.np)
         W[:, 0] = 1
@@ -911,8 +920,9 @@ class RecognizeMoE(Pass):
         dt = x.type.dtype.np
         rows = L.rows if L is not None else (lambda n: n)
         ident = np.repeat(rng.standard_normal((1, D)), rows(4), axis=0)
-        return [rng.standard_normal((rows(PROBE_T), D)).astype(dt), ident.astype(dt),
-                rng.standard_normal((rows(1), D)).astype(dt)]
+        exact = L.exact if L is not None else (lambda a: a)
+        return [exact(rng.standard_normal((rows(PROBE_T), D)).astype(dt)), exact(ident.astype(dt)),
+                exact(rng.standard_normal((rows(1), D)).astype(dt))]
 
     def _eval_original(self, L, x, y, probes):
         outs = []
