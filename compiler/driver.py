@@ -242,8 +242,11 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
         else:
             where = (f"the earlier artifact in '{final}' was left unchanged; compile into a new -o to inspect "
                      "the failed build")
-        raise VerificationError(f"verification FAILED for '{name}' on target {opts.target}: "
-                                f"{report.get('failure', 'mismatch')} ({where})")
+        # neither onnxruntime nor moec's interpreter could run the model on these inputs: nothing disagreed
+        # with anything, the model (or the inputs drawn for it) is at fault -> exit 2, not a failed check
+        error = UserInputError if report.get("no_oracle") else VerificationError
+        raise error(f"verification FAILED for '{name}' on target {opts.target}: "
+                    f"{report.get('failure', 'mismatch')} ({where})")
     st.publish()
     return result
 
@@ -446,7 +449,7 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
                 try:
                     want = list(interpret(original(), xs).values())
                 except IRError as ie:
-                    out.update(verified=False, failure=hinted(f"no oracle could run the model: onnxruntime failed "
+                    out.update(verified=False, no_oracle=True, failure=hinted(f"no oracle could run the model: onnxruntime failed "
                                                               f"({why}), moec's interpreter failed ({ie})"))
                     return out
                 oracle = f"moec's interpreter on the imported model (onnxruntime could not run the model: {why})"
@@ -482,7 +485,7 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
                 ref = None
                 trial["interpreter_error"] = str(e)
                 if want is None:
-                    out.update(verified=False, failure=hinted(f"no oracle could run the model: {e}"))
+                    out.update(verified=False, no_oracle=True, failure=hinted(f"no oracle could run the model: {e}"))
                     return out
             if ref is not None:
                 if want is None:

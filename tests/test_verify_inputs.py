@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from helpers import make_model
 from moec.cli import main
 from moec.driver import CompileOptions, compile_onnx
-from moec.errors import UserInputError, VerificationError
+from moec.errors import UserInputError
 
 I64 = np.int64
 F32 = np.float32
@@ -157,7 +157,9 @@ def test_underivable_input_fails_with_a_hint_then_verifies_with_user_inputs(tmp_
     m = _underivable()
     _, _, unknown = _plan(m)
     assert set(unknown) == {"s"} and "through other ops" in unknown["s"]
-    with pytest.raises(VerificationError, match=r"could not derive valid values for integer input.*'s'.*--inputs"):
+    # no oracle can run the model on the values drawn: nothing disagreed, the inputs are missing (exit 2)
+    with pytest.raises(UserInputError, match=r"no oracle could run the model.*could not derive valid values for "
+                                             r"integer input.*'s'.*--inputs"):
         compile_onnx(m, str(tmp_path / "o1"), CompileOptions(force=True))
     r = compile_onnx(m, str(tmp_path / "o2"), CompileOptions(force=True, inputs=[_good_underivable_inputs()]))
     assert r.report["verified"] and [t["kind"] for t in r.report["trials"]] == ["user"]
@@ -181,8 +183,9 @@ def test_cli_inputs_file(tmp_path, capsys):
     assert "VERIFIED" in capsys.readouterr().out
     rep = json.load(open(tmp_path / "out" / "report.json"))
     assert rep["verified"] and [t["kind"] for t in rep["trials"]] == ["user"]
-    # without the file: verification fails (exit 1), and says how to fix it
-    assert main(["compile", str(p), "-o", str(tmp_path / "out2")]) == 1
+    # without the file: no oracle can run the model on drawn values (exit 2, not a failed check), and the
+    # message says how to fix it
+    assert main(["compile", str(p), "-o", str(tmp_path / "out2")]) == 2
     err = capsys.readouterr().err
     assert "--inputs FILE.npz" in err and "'s'" in err
 
@@ -258,7 +261,7 @@ def test_api_example_inputs_for_onnx(tmp_path, monkeypatch):
     import moec
     monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     m = _underivable()
-    with pytest.raises(VerificationError, match="example_inputs"):
+    with pytest.raises(UserInputError, match="example_inputs"):
         moec.compile(m, cache=False)
     cm = moec.compile(m, example_inputs=_good_underivable_inputs(), cache=False)
     assert cm.stats.verified

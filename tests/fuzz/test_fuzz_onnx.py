@@ -522,8 +522,8 @@ def run_fuzz(n, tmp, long=False, verify_every=25, cli_every=5, base=1000):
                 if p.returncode < 0:
                     counts["crashes"] += 1
                     failures.append(f"{tag}: verification crashed (signal {-p.returncode})")
-                elif p.returncode == 1 and "no oracle could run the model" in p.stderr:
-                    counts["no_oracle"] += 1  # onnxruntime and the interpreter both refuse it at run time
+                elif p.returncode == 2 and "no oracle could run the model" in p.stderr:
+                    counts["no_oracle"] += 1  # onnxruntime and the interpreter both refuse it at run time: exit 2
                 elif p.returncode == 1:
                     counts["verify_failed"] += 1
                     failures.append(f"{tag}: verification failed: {p.stderr.strip()[:300]}")
