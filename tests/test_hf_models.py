@@ -212,7 +212,8 @@ def recognise_onnx(path):
 
 
 @pytest.mark.parametrize("dynamo", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["dynamo", "torchscript"])
-@pytest.mark.parametrize("arch", ["mixtral", pytest.param("qwen2_moe", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", ["mixtral"] + [pytest.param(a, marks=pytest.mark.slow)
+                                              for a in ("qwen2_moe", "deepseek_v3", "gpt_oss")])
 def test_onnx_export_block_is_recognised_and_exact(arch, dynamo, tmp_path):
     """Both torch.onnx exporters (dynamo: GatherND of the stacked weights; TorchScript: Gather)."""
     blk = moe_block(arch)
@@ -246,3 +247,18 @@ def test_bf16_block_is_recognised(arch):
     x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     m, layers = recognise(blk, x)
     assert [la["family"] for la in layers] == [RECOGNISED[arch][0]], layers
+
+
+def test_squeeze_of_dims_not_of_size_one_keeps_them():
+    """torch's squeeze() leaves dims that are not 1 (ERNIE-4.5-MoE's ``bias.squeeze()`` on [E])."""
+    class Sq(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.arange(4.0))
+
+        def forward(self, x):
+            return x.squeeze(1) + self.b.squeeze() + x.squeeze(0).sum()
+
+    x = torch.randn(1, 1, 4)
+    m = import_torch(Sq(), (x,), dynamic_dims={})
+    np.testing.assert_allclose(list(ir_run(m, [x.numpy()]).values())[0], Sq()(x).detach().numpy(), rtol=1e-6)

@@ -521,8 +521,16 @@ def _unsqueeze(fx, n, x, d):
 
 @lower("aten.squeeze.dims", "aten.squeeze.dim")
 def _squeeze(fx, n, x, dims):
+    """torch.squeeze(x, dims) drops only the listed dims of size 1 and leaves the others (ONNX's
+    Squeeze refuses them): dims statically not 1 are not passed on."""
     dims = [dims] if isinstance(dims, int) else list(dims)
-    return fx.op1("Squeeze", [fx.v(x), fx.const(dims, np.int64)])
+    xv = fx.v(x)
+    r = xv.type.rank
+    dims = [int(d) for d in dims if not (isinstance(xv.type.shape[int(d) % r if r else 0], int)
+                                         and xv.type.shape[int(d) % r] != 1)] if r else []
+    if not dims:
+        return fx.op1("Identity", [xv])
+    return fx.op1("Squeeze", [xv, fx.const(dims, np.int64)])
 
 
 @lower("aten.expand.default")
