@@ -428,7 +428,7 @@ def _convert_node(ctx: ImportContext, node) -> None:
         v = outs[i]
         bad = shape_problem(v.type.shape) if v.type is not None and hasattr(v.type, "shape") else None
         if bad:  # e.g. ConstantOfShape [0, INT64_MAX]: refused where it enters, not at verification
-            raise ctx.error(f"output #{i} '{n}': {bad}")
+            raise ctx.error(f"output #{i} '{show_name(n)}': {bad}")
         if v.name is None or v.owner is not None and v.owner.loc == ctx.loc:
             v.name = _sanitize_symbol(n)
         ctx.values[n] = v
