@@ -402,3 +402,20 @@ def test_text_that_is_not_utf8_is_exit_2(tmp_path, capsys):
     m = _external(_add_model(), "QQQQ.bin")
     (tmp_path / "c.onnx").write_bytes(with_bytes(m, b"QQQQ"))
     _assert_refused(*_compile(tmp_path / "c.onnx", tmp_path / "o3", capsys), "not UTF-8", "external_data")
+
+
+def test_tensor_types_without_a_shape_are_valid_and_left_untouched(tmp_path):
+    """A graph output of unknown rank (no shape field) is valid ONNX and onnxruntime runs it; onnx's
+    checker insists on the field, so moec checks with a placeholder that it removes again."""
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [("x", np.float32, ["T", 4])],
+                   [("y", np.float32, None)])
+    before = m.SerializeToString()
+    r = compile_onnx(m, str(tmp_path / "o"), CompileOptions())
+    assert r.report["verified"] and r.report["oracle_is_onnxruntime"]
+    assert m.SerializeToString() == before
+    # the check still runs: the same model with a node whose op does not exist is refused
+    bad = make_model([helper.make_node("NoSuchOp", ["x"], ["y"])], [("x", np.float32, ["T", 4])],
+                     [("y", np.float32, None)])
+    with pytest.raises(UserInputError, match="not a valid ONNX model"):
+        compile_onnx(bad, str(tmp_path / "o2"), CompileOptions())
+    assert not bad.graph.output[0].type.tensor_type.HasField("shape")

@@ -280,10 +280,31 @@ def check_model_proto(model, label: str) -> None:
     limit (weights loaded in memory) gets moec's checks only."""
     import onnx
     check_structure(model, label)
+    unshaped = list(_unshaped_tensor_types(model.graph))
     try:
         if model.ByteSize() >= 2 ** 31 - 1:
             return
+        # A tensor type without a shape (unknown rank) is valid ONNX (IR.md: the shape is optional) and
+        # onnxruntime runs such models, but the checker insists on the field for graph inputs/outputs: it
+        # checks them with an empty placeholder shape, which is removed again whatever happens.
+        for tt in unshaped:
+            tt.shape.SetInParent()
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:  # noqa: BLE001 - ValidationError, InferenceError, ValueError, ...: all the model's fault
         msg = " ".join(str(e).split()) or type(e).__name__
         raise UserInputError(f"{label} is not a valid ONNX model (onnx checker: {_shown(msg, 300)})") from None
+    finally:
+        for tt in unshaped:
+            tt.ClearField("shape")
+
+
+def _unshaped_tensor_types(g):
+    """The tensor types without a shape field among a graph's inputs, outputs and value_info (and those of
+    its subgraphs)."""
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+            yield vi.type.tensor_type
+    for n in g.node:
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _unshaped_tensor_types(sub)
