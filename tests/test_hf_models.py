@@ -262,3 +262,18 @@ def test_squeeze_of_dims_not_of_size_one_keeps_them():
     x = torch.randn(1, 1, 4)
     m = import_torch(Sq(), (x,), dynamic_dims={})
     np.testing.assert_allclose(list(ir_run(m, [x.numpy()]).values())[0], Sq()(x).detach().numpy(), rtol=1e-6)
+
+
+def test_default_eager_experts_fail_with_the_way_out():
+    """A default-config block (eager experts: a data-dependent loop torch.export cannot trace) is refused
+    with one error that says how to export it (batched_mm), not only torch's guard message."""
+    import torch
+    import moec
+    from moec.errors import UnsupportedError
+    from transformers import MixtralConfig
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+    c = MixtralConfig(hidden_size=32, intermediate_size=64, num_local_experts=4, num_experts_per_tok=2)
+    torch.manual_seed(0)
+    block = MixtralSparseMoeBlock(c).eval()
+    with pytest.raises(UnsupportedError, match=r"torch.export failed.*_experts_implementation = \"batched_mm\""):
+        moec.compile(block, (torch.randn(2, 5, 32),), cache=False)

@@ -804,7 +804,15 @@ def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] 
             dims = {}
         ep = ep.run_decompositions()
     except Exception as e:  # noqa: BLE001 - torch.export failures are the user's model's
-        raise UnsupportedError(f"model '{name}': torch.export failed: {str(e).splitlines()[0][:400]}") from None
+        hint = ""
+        impls = {getattr(m.config, "_experts_implementation", "batched_mm") or "eager" for m in module.modules()
+                 if hasattr(m, "config")}  # transformers' experts: None means its default, "eager"
+        if "data-dependent" in str(e) and impls - {"batched_mm"}:
+            # transformers' default "eager" experts loop over the experts hit, a data-dependent list
+            hint = ("; this transformers model's experts loop over the experts that were hit, which torch.export "
+                    "cannot trace: set config._experts_implementation = \"batched_mm\" (the same function) "
+                    "before building the model (README, 'Real transformers models')")
+        raise UnsupportedError(f"model '{name}': torch.export failed: {str(e).splitlines()[0][:400]}{hint}") from None
     gm = ep.graph_module
     sig = ep.graph_signature
     params = {**dict(ep.state_dict), **dict(getattr(ep, "constants", {}) or {})}
