@@ -42,7 +42,8 @@ TILING_FIELDS = [("T", "i"), ("D", "i"), ("E", "i"), ("K", "i"), ("F", "i"), ("I
                  ("alpha", "f"), ("beta", "f"), ("limit", "f"), ("kt", "i"), ("shared", "i"), ("weighted", "i"),
                  ("has_shared", "i"), ("passthrough", "i"), ("has_gate", "i"), ("M", "i"), ("N", "i"), ("Kd", "i"),
                  ("rows", "i"), ("adt", "i"), ("chunk", "i"), ("qscale", "i"), ("xdt", "i"),
-                 ("ydt", "i"), ("aq", "i"), ("tie_high", "i"), ("drop", "i"), ("min_weight", "f")]
+                 ("ydt", "i"), ("aq", "i"), ("tie_high", "i"), ("drop", "i"), ("min_weight", "f"),
+                 ("jitter_eps", "f"), ("norm_min", "f"), ("group_fill", "f")]
 # GmmTiling field order (codegen/ascend/kernels/cube_kernels.cpp), all int32
 GMM_FIELDS = ("T", "G", "N", "K", "baseM", "baseN", "baseK", "stepK", "aShared", "aRows", "outRows", "dbL0C", "dtype",
               "cdt")
@@ -52,7 +53,7 @@ CUBE_COUNTERS = ("mmad_calls", "mmad_macs", "loaddata_calls", "nd2nz_calls", "fi
                  "mmad_f16", "mmad_i8")
 ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5}
 SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
-POST = {"none": 0, "softmax": 1, "sigmoid": 2}
+POST = {"none": 0, "softmax": 1, "sigmoid": 2, "sparsemixer": 3}
 NORM = {"none": 0, "sum": 1, "l1": 2}
 
 
@@ -378,7 +379,8 @@ class AscendArtifact:
         return dict(T=T, E=E, K=a["k"], scoring=SCORING[a["scoring"]], n_group=a["n_group"],
                     topk_group=a["topk_group"], group_top2=int(a["group_score"] == "top2_sum"), post=POST[a["post"]],
                     norm=NORM[a["norm"]], norm_eps=a["norm_eps"], scale=a["scale"], capacity=a["capacity"],
-                    tie_high=int(a["tie"] == "high"), drop=int(a["drop"]), min_weight=a["min_weight"])
+                    tie_high=int(a["tie"] == "high"), drop=int(a["drop"]), min_weight=a["min_weight"],
+                    jitter_eps=a["jitter_eps"], norm_min=a["norm_min"], group_fill=a["group_fill"])
 
     def _k_moe_route(self, o, i, args):
         from ..codegen.ascend.plan import act_dtype

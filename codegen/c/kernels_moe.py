@@ -4,7 +4,8 @@ from __future__ import annotations
 from .emitter import c_op
 
 _SCORING = {"softmax": "MOEC_SCORE_SOFTMAX", "sigmoid": "MOEC_SCORE_SIGMOID", "none": "MOEC_SCORE_NONE"}
-_POST = {"none": "MOEC_POST_NONE", "softmax": "MOEC_POST_SOFTMAX", "sigmoid": "MOEC_POST_SIGMOID"}
+_POST = {"none": "MOEC_POST_NONE", "softmax": "MOEC_POST_SOFTMAX", "sigmoid": "MOEC_POST_SIGMOID",
+         "sparsemixer": "MOEC_POST_SPARSEMIXER"}
 _NORM = {"none": "MOEC_NORM_NONE", "sum": "MOEC_NORM_SUM", "l1": "MOEC_NORM_L1"}
 _ACT = {"swiglu": "MOEC_ACT_SWIGLU", "gelu": "MOEC_ACT_GELU", "gelu_tanh": "MOEC_ACT_GELU_TANH",
         "relu": "MOEC_ACT_RELU", "silu": "MOEC_ACT_SILU", "identity": "MOEC_ACT_IDENTITY"}
@@ -29,7 +30,8 @@ def _route(ctx, o):
     ctx.decl(f"static const moec_route_params {name} = {{{ctx.c_int(a['k'])}, {ctx.c_int(a['n_group'])}, {ctx.c_int(a['topk_group'])}, "
              f"{ctx.c_int(a['capacity'])}, {_SCORING[a['scoring']]}, {1 if a['group_score'] == 'top2_sum' else 0}, "
              f"{_POST[a['post']]}, {_NORM[a['norm']]}, {ctx.c_float(a['norm_eps'])}, {ctx.c_float(a['scale'])}, "
-             f"{1 if a['tie'] == 'high' else 0}, {1 if a['drop'] else 0}, {ctx.c_float(a['min_weight'])}}};")
+             f"{1 if a['tie'] == 'high' else 0}, {1 if a['drop'] else 0}, {ctx.c_float(a['min_weight'])}, "
+             f"{ctx.c_float(a['jitter_eps'])}, {ctx.c_float(a['norm_min'])}, {ctx.c_float(a['group_fill'])}}};")
     bias = ctx.t(o.operands[1]) if len(o.operands) > 1 else "NULL"
     w, ids = o.results
     return [f"MOEC_TRY(moec_k_moe_route(&ctx, {ctx.t(o.operands[0])}, {bias}, {ctx.t(w)}, {ctx.t(ids)}, &{name}));"]

@@ -58,7 +58,7 @@ def emit_triton(m: Module) -> str:
             w, ids = o.results
             bias = args[1] if len(args) > 1 else "None"
             kw = _kw(a, "k", "scoring", "n_group", "topk_group", "group_score", "post", "norm", "norm_eps", "scale",
-                     "capacity", "tie", "drop", "min_weight")
+                     "capacity", "tie", "drop", "min_weight", "jitter_eps", "norm_min", "group_fill")
             lines.append(f"{fresh(w)}, {fresh(ids)} = rt.moe_route({args[0]}, {bias}, {kw})")
             continue
         if o.name == "moe.dispatch":

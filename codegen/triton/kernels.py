@@ -83,7 +83,8 @@ def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, sc
                  K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, SCORING: tl.constexpr,
                  HAS_BIAS: tl.constexpr, N_GROUP: tl.constexpr, TOPK_GROUP: tl.constexpr,
                  GROUP_TOP2: tl.constexpr, BLOCK_G: tl.constexpr, POST: tl.constexpr, NORM: tl.constexpr,
-                 TIE_HIGH: tl.constexpr = False, DROP: tl.constexpr = False, min_weight=0.0):
+                 TIE_HIGH: tl.constexpr = False, DROP: tl.constexpr = False, min_weight=0.0, jitter_eps=0.0,
+                 norm_min=0.0, group_fill=-float("inf")):
     t = tl.program_id(0)
     offs = tl.arange(0, BLOCK_E)
     valid = offs < E
@@ -119,7 +120,7 @@ def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, sc
             gi = tl.min(tl.where(gscore == gm, garange, BLOCK_G), 0)
             gscore = tl.where(garange == gi, -float("inf"), gscore)
             keep = keep | (gid == gi)
-        c = tl.where(keep & valid, c, -float("inf"))
+        c = tl.where(valid, tl.where(keep, c, group_fill), -float("inf"))
     karange = tl.arange(0, BLOCK_K)
     wv = tl.zeros([BLOCK_K], tl.float32)
     iv = tl.zeros([BLOCK_K], tl.int64)
@@ -138,6 +139,11 @@ def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, sc
             jn = tl.min(tl.where(isn & ~taken, offs, BLOCK_E), 0)
         idx = tl.where((j1 >= 0) & (j1 < BLOCK_E), j1, jn)
         sv = tl.sum(tl.where(offs == idx, s, 0.0), 0)
+        if POST == 3:  # sparsemixer: softmax at idx of s without earlier slots' experts and those past 2 eps
+            a = tl.abs(s)
+            factor = tl.where(a < sv, sv, a)
+            out = taken | ((sv - s) / factor > 2 * jitter_eps)
+            sv = 1.0 / tl.sum(tl.where(out, 0.0, tl.exp(tl.where(out, 0.0, s - sv))), 0)
         wv = tl.where(karange == i, sv, wv)
         iv = tl.where(karange == i, idx.to(tl.int64), iv)
         taken = taken | (offs == idx)
@@ -148,10 +154,12 @@ def route_kernel(logits_ptr, bias_ptr, w_ptr, ids_ptr, E, stride_t, norm_eps, sc
         wv = we / tl.sum(we, 0)
     elif POST == 2:
         wv = _sigmoid(wv)
-    if NORM == 1:
-        wv = wv / (tl.sum(tl.where(kvalid, wv, 0.0), 0) + norm_eps)
-    elif NORM == 2:
-        wv = wv / (tl.sum(tl.where(kvalid, tl.abs(wv), 0.0), 0) + norm_eps)
+    if NORM != 0:
+        if NORM == 1:
+            den = tl.sum(tl.where(kvalid, wv, 0.0), 0) + norm_eps
+        else:
+            den = tl.sum(tl.where(kvalid, tl.abs(wv), 0.0), 0) + norm_eps
+        wv = wv / tl.where(den < norm_min, norm_min, den)  # (a NaN sum stays NaN)
     wv = wv * scale
     if DROP:  # a slot whose weight is not > min_weight (NaN too): id -1, weight 0
         keep = wv > min_weight

@@ -22,7 +22,7 @@ from . import tuning  # noqa: E402
 
 ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5}
 SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
-POST = {"none": 0, "softmax": 1, "sigmoid": 2}
+POST = {"none": 0, "softmax": 1, "sigmoid": 2, "sparsemixer": 3}
 NORM = {"none": 0, "sum": 1, "l1": 2}
 from .runtime_names import BINARY, REDUCE, UNARY, WQ_CODES as WQ  # noqa: E402,F401
 
@@ -52,7 +52,8 @@ def _p2(n: int) -> int:
 
 # -- MoE --------------------------------------------------------------------------------------
 def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, post, norm, norm_eps, scale,
-              capacity, tie="low", drop=False, min_weight=0.0):
+              capacity, tie="low", drop=False, min_weight=0.0, jitter_eps=0.0, norm_min=0.0,
+              group_fill=float("-inf")):
     logits = logits.contiguous()
     T, E = logits.shape
     w = torch.empty((T, k), dtype=logits.dtype, device=logits.device)
@@ -63,7 +64,8 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
                              SCORING=SCORING[scoring], HAS_BIAS=bias is not None, N_GROUP=n_group,
                              TOPK_GROUP=topk_group, GROUP_TOP2=group_score == "top2_sum", BLOCK_G=_p2(n_group),
                              POST=POST[post], NORM=NORM[norm], TIE_HIGH=tie == "high", DROP=bool(drop),
-                             min_weight=float(min_weight))
+                             min_weight=float(min_weight), jitter_eps=float(jitter_eps),
+                             norm_min=float(norm_min), group_fill=float(group_fill))
     if capacity > 0:  # Switch: in token order, the (C+1)-th token choosing an expert is dropped
         oh = torch.nn.functional.one_hot(ids[:, 0].clamp(min=0), E) * (ids[:, :1] >= 0)  # (dropped slots: none)
         pos = (torch.cumsum(oh, 0) * oh).sum(1)

@@ -25,7 +25,7 @@ from ..opdef import Attr, op, operand_error
 from ..types import DType, TensorType
 
 SCORING = ("softmax", "sigmoid", "none")
-POST = ("none", "softmax", "sigmoid")
+POST = ("none", "softmax", "sigmoid", "sparsemixer")
 NORM = ("none", "sum", "l1")
 GROUP_SCORE = ("max", "top2_sum")
 TIE = ("low", "high")
@@ -140,15 +140,42 @@ def topk_tie(c: np.ndarray, k: int, tie: str = "low"):
     return (n - 1) - np.argsort(-c[..., ::-1], axis=-1, kind="stable")[..., :k]
 
 
+def sparsemixer_weights(s: np.ndarray, ids: np.ndarray, eps: float) -> np.ndarray:
+    """PhiMoE's sparsemixer weights (eval mode, any k): for slot j, with m = s[ids[j]], the softmax at
+    ids[j] of s masked to -inf where the expert was chosen in an earlier slot or where
+    (m - s[e]) / max(|s[e]|, m) > 2 eps (computed in s's type, as torch does)."""
+    T, k = ids.shape
+    w = np.zeros((T, k), s.dtype)
+    taken = np.zeros(s.shape, bool)
+    rows = np.arange(T)
+    thr = np.asarray(2 * eps, s.dtype)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for j in range(k):
+            m = s[rows, ids[:, j]][:, None]
+            a = np.abs(s)
+            factor = np.where(a < m, m, a)  # clamp(|s|, min=m), NaN kept
+            out = ((m - s) / factor > thr) | taken
+            e = np.where(out, 0, np.exp(np.where(out, 0, s - m)))
+            w[:, j] = np.exp(np.zeros(T, s.dtype)) / e.sum(-1)
+            taken[rows, ids[:, j]] = True
+    return w
+
+
 @op("moe.route", operands=("logits", "bias?"), results=2, traits=("pure",), attrs={
     "k": Attr("int"),
     "scoring": Attr("str", "softmax", SCORING, "score function applied to all E logits before selection"),
     "n_group": Attr("int", 1, doc="groups for group-limited selection (1: none)"),
     "topk_group": Attr("int", 1, doc="groups kept"),
     "group_score": Attr("str", "max", GROUP_SCORE),
-    "post": Attr("str", "none", POST, "function of the k selected values (softmax after top-k: GPT-OSS)"),
+    "post": Attr("str", "none", POST, "function of the k selected values (softmax after top-k: GPT-OSS; "
+                                      "sparsemixer: PhiMoE's per-slot masked softmax of all the scores)"),
+    "jitter_eps": Attr("float", 0.0, doc="sparsemixer: eps; slot j's softmax keeps the scores within 2*eps "
+                                         "(relative) of its selected score"),
     "norm": Attr("str", "none", NORM, "renormalisation of the k weights"),
     "norm_eps": Attr("float", 0.0),
+    "norm_min": Attr("float", 0.0, doc="the renormalisation's denominator is at least this (clamp(sum, min))"),
+    "group_fill": Attr("float", float("-inf"), doc="group-limited: the selection score given to experts of the "
+                                                   "groups not kept (-inf: never chosen before a kept one)"),
     "scale": Attr("float", 1.0, doc="routed scaling factor"),
     "capacity": Attr("int", 0, doc="per-expert token capacity (Switch); 0: unlimited"),
     "tie": Attr("str", "low", TIE, "selection ties: lowest index first (ONNX TopK) or highest "
@@ -162,11 +189,16 @@ class RouteOp(Operation):
         s = scoring(logits)                      (computed in f32, or f64 for f64 input)
         c = s + bias                             (selection only: DeepSeek-V3's correction bias)
         group-limited (n_group > 1): score each of n_group contiguous groups of c by its max or the
-            sum of its top-2, keep the topk_group best groups, mask the others' c to -inf
+            sum of its top-2, keep the topk_group best groups, set the others' c to group_fill (-inf,
+            or AXK2's 0.0: then a masked expert can outrank kept ones whose c is negative)
         ids = top-k of c, descending, ties -> lowest index (tie=low) or highest index (tie=high);
             NaN values of c come last (the group selection always breaks ties by the lowest index)
         w = s[ids]; w = post(w)                  (post = softmax over the k values, or sigmoid)
-        norm sum: w /= sum(w) + eps; l1: w /= sum(|w|) + eps
+        post sparsemixer (PhiMoE, eval mode): slot j's weight is the softmax, at ids[j], of the scores s
+            with masked to -inf the experts chosen in earlier slots and every e with
+            (m - s[e]) / max(|s[e]|, m) > 2 * jitter_eps, where m = s[ids[j]]
+        norm sum: w /= max(sum(w) + eps, norm_min); l1: w /= max(sum(|w|) + eps, norm_min)
+            (a NaN sum stays NaN)
         w *= scale
         drop: a slot whose weight is not > min_weight (so also a NaN weight) is dropped: id -1, weight 0.
             onnxruntime's MoE kernels skip such slots, so a router row with a NaN or +Inf logit (every
@@ -221,17 +253,18 @@ class RouteOp(Operation):
             keep = topk_lowest_index(gs, a["topk_group"])
             gmask = np.zeros((T, G), bool)
             np.put_along_axis(gmask, keep, True, axis=-1)
-            c = np.where(np.repeat(gmask, E // G, axis=1), c, -np.inf)
+            c = np.where(np.repeat(gmask, E // G, axis=1), c, np.asarray(a["group_fill"], c.dtype))
         ids = topk_tie(c, k, a["tie"])
         w = np.take_along_axis(s, ids, axis=-1)
         if a["post"] == "softmax":
             w = _softmax(w)
         elif a["post"] == "sigmoid":
             w = _sigmoid(w)
-        if a["norm"] == "sum":
-            w = w / (w.sum(-1, keepdims=True) + a["norm_eps"])
-        elif a["norm"] == "l1":
-            w = w / (np.abs(w).sum(-1, keepdims=True) + a["norm_eps"])
+        elif a["post"] == "sparsemixer":
+            w = sparsemixer_weights(s, ids, a["jitter_eps"])
+        if a["norm"] != "none":
+            den = (w if a["norm"] == "sum" else np.abs(w)).sum(-1, keepdims=True) + a["norm_eps"]
+            w = w / np.where(den < a["norm_min"], np.asarray(a["norm_min"], den.dtype), den)
         w = w * a["scale"]
         ids = ids.astype(np.int64)
         if a["drop"]:

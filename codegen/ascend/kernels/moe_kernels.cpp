@@ -46,6 +46,9 @@ struct MoeTiling {
   int32_t tie_high;    // moe_gating: selection ties -> highest index first (else lowest)
   int32_t drop;        // moe_gating: a slot whose weight is not > min_weight (NaN too) -> id -1, weight 0
   float min_weight;
+  float jitter_eps;    // moe_gating, post 3 (sparsemixer): slot j keeps the scores within 2 eps of its own
+  float norm_min;      // moe_gating: the renormalisation's denominator is at least this
+  float group_fill;    // moe_gating: selection score of the experts in groups not kept (-inf)
 };
 
 
@@ -134,7 +137,7 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
         keep |= 1u << bi;
       }
       for (uint32_t e = 0; e < E; e++)
-        if (!(keep & (1u << (e / gs)))) c.SetValue(e, NEG * 2);
+        if (!(keep & (1u << (e / gs)))) c.SetValue(e, t.group_fill);
     }
     LocalTensor<TX> wq = qw.AllocTensor<TX>();
     LocalTensor<float> wv;
@@ -163,6 +166,19 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
         }
       }
       float w = s.GetValue(bi);
+      if (t.post == 3) {  // sparsemixer: softmax at bi of s without earlier slots' experts and those past 2 eps
+        Adds(work, s, -w, E);  // exp(s - m) on the vector unit; the mask and the sum scalar
+        Exp(work, work, E);
+        float sm = 0.f;
+        for (uint32_t e = 0; e < E; e++) {
+          bool taken = false;
+          for (uint32_t q = 0; q < j; q++) taken = taken || iv.GetValue(q) == (int32_t)e;
+          float v = s.GetValue(e), a = v < 0 ? -v : v, factor = a < w ? w : a;
+          if (taken || (w - v) / factor > 2 * t.jitter_eps) continue;
+          sm += work.GetValue(e);
+        }
+        w = 1.0f / sm;
+      }
       wv.SetValue(j, w);
       iv.SetValue(j, bi);
     }
@@ -183,6 +199,7 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       asum += w < 0 ? -w : w;
     }
     float denom = t.post == 1 ? sum : (t.norm == 1 ? sum + t.norm_eps : (t.norm == 2 ? asum + t.norm_eps : 1.0f));
+    if (t.post != 1 && t.norm != 0 && denom < t.norm_min) denom = t.norm_min;  // clamp(sum, min); NaN stays
     Muls(wv, wv, t.scale / denom, K);
     if (t.post == 1 && t.norm != 0) {  // renormalise after the softmax too (sums to 1 already, + eps)
       Muls(wv, wv, 1.0f / (1.0f + t.norm_eps), K);

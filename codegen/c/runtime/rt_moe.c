@@ -28,6 +28,29 @@ static void topn(const double *v, int64_t len, int64_t n, int64_t *out, int high
   }
 }
 
+/* PhiMoE's sparsemixer weight of slot j (see moe.route): the softmax at sel[j] of the scores s with the
+ * experts of earlier slots and those with (m - s[e]) / max(|s[e]|, m) > 2 eps masked out, m = s[sel[j]];
+ * in float for non-f64 logits, as the reference (and torch) compute it: the mask's comparison decides */
+static double mixer_weight(const double *s, int64_t E, const int64_t *sel, int64_t j, double eps, int f64) {
+  double m = s[sel[j]], sum = 0;
+  float mf = (float)m, thr = (float)(2 * eps), sumf = 0.f;
+  for (int64_t e = 0; e < E; e++) {
+    int taken = 0;
+    for (int64_t q = 0; q < j; q++) taken |= sel[q] == e;
+    if (taken) continue;
+    if (f64) {
+      double a = fabs(s[e]), factor = a < m ? m : a;
+      if ((m - s[e]) / factor > 2 * eps) continue;
+      sum += exp(s[e] - m);
+    } else {
+      float v = (float)s[e], a = fabsf(v), factor = a < mf ? mf : a;
+      if ((mf - v) / factor > thr) continue;
+      sumf += expf(v - mf);
+    }
+  }
+  return f64 ? 1.0 / sum : (double)(1.0f / sumf);
+}
+
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,
                      moec_tensor *ids, const moec_route_params *p) {
   if (logits->rank != 2) return moec_fail(ctx, "logits must be [T, E]");
@@ -76,7 +99,7 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
       for (int64_t g = 0; g < G; g++) {
         int keep = 0;
         for (int64_t j = 0; j < p->topk_group; j++) keep |= gsel[j] == g;
-        if (!keep) for (int64_t e = g * gsz; e < (g + 1) * gsz; e++) c[e] = -INFINITY;
+        if (!keep) for (int64_t e = g * gsz; e < (g + 1) * gsz; e++) c[e] = p->group_fill;
       }
     }
     topn(c, E, k, sel, p->tie_high);
@@ -88,11 +111,15 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
       for (int64_t j = 0; j < k; j++) w[j] /= s2;
     } else if (p->post == MOEC_POST_SIGMOID) {
       for (int64_t j = 0; j < k; j++) w[j] = sigm(w[j]);
+    } else if (p->post == MOEC_POST_SPARSEMIXER) {
+      for (int64_t j = 0; j < k; j++) w[j] = mixer_weight(s, E, sel, j, p->jitter_eps, logits->dtype == MOEC_F64);
     }
     if (p->norm != MOEC_NORM_NONE) {
       double n = 0;
       for (int64_t j = 0; j < k; j++) n += p->norm == MOEC_NORM_L1 ? fabs(w[j]) : w[j];
-      for (int64_t j = 0; j < k; j++) w[j] /= n + p->norm_eps;
+      double d = n + p->norm_eps;
+      if (d < p->norm_min) d = p->norm_min; /* (a NaN sum stays NaN, as clamp keeps it) */
+      for (int64_t j = 0; j < k; j++) w[j] /= d;
     }
     for (int64_t j = 0; j < k; j++) {
       int64_t e = sel[j];

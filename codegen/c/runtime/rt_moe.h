@@ -4,7 +4,7 @@
 #include "moec_rt.h"
 
 enum moec_moe_scoring { MOEC_SCORE_SOFTMAX = 0, MOEC_SCORE_SIGMOID = 1, MOEC_SCORE_NONE = 2 };
-enum moec_moe_post { MOEC_POST_NONE = 0, MOEC_POST_SOFTMAX = 1, MOEC_POST_SIGMOID = 2 };
+enum moec_moe_post { MOEC_POST_NONE = 0, MOEC_POST_SOFTMAX = 1, MOEC_POST_SIGMOID = 2, MOEC_POST_SPARSEMIXER = 3 };
 enum moec_moe_norm { MOEC_NORM_NONE = 0, MOEC_NORM_SUM = 1, MOEC_NORM_L1 = 2 };
 enum moec_moe_act {
   MOEC_ACT_SWIGLU = 0, MOEC_ACT_GELU = 1, MOEC_ACT_GELU_TANH = 2, MOEC_ACT_RELU = 3, MOEC_ACT_SILU = 4,
@@ -18,6 +18,9 @@ typedef struct moec_route_params {
   int tie_high;       /* expert selection ties: 0 lowest index first, 1 highest */
   int drop;           /* 1: a slot whose weight is not > min_weight (NaN too) gets id -1, weight 0 */
   double min_weight;
+  double jitter_eps;  /* post sparsemixer (PhiMoE): slot j keeps the scores within 2 eps of its own */
+  double norm_min;    /* the renormalisation's denominator is at least this */
+  double group_fill;  /* group-limited: the selection score of experts in groups not kept (-inf) */
 } moec_route_params;
 
 typedef struct moec_ffn_params {

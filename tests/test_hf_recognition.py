@@ -1,0 +1,124 @@
+"""Recognition of the real transformers MoE families beyond the first slice (issue 16 item 2): the
+routing schemes ``moe.route`` gained for them (PhiMoE's sparsemixer, a clamped renormalisation,
+a group mask that fills with a value other than -inf), checked against transformers' own routing
+code and on every target's route kernel; and the real blocks recognised with the right family and
+routing, equal to the torch module on other batch / sequence sizes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moec.driver import build_module
+from moec.ir import DType, TensorType, Value, run
+from moec.ir.ops.moe import RouteOp
+from test_moe_ops import _inputs, _module
+
+# route attributes the real families need (see ir/ops/moe.py), as IR text for test_moe_ops' layer
+NEW_ROUTES = {
+    # PhiMoE: top-2 of the raw logits, each slot's weight a masked softmax of all the logits
+    "sparsemixer": (dict(scoring='"none"', post='"sparsemixer"', jitter_eps="0.01 : f64"), {"k": 2}),
+    # a wide eps keeps more experts in each slot's softmax (the mask matters), k=3
+    "sparsemixer_wide": (dict(scoring='"none"', post='"sparsemixer"', jitter_eps="0.3 : f64"), {"k": 3}),
+    # ERNIE-4.5: softmax + selection bias, w / clamp(sum, min): a large min so that it bites
+    "norm_min": (dict(norm='"sum"', norm_min="0.6 : f64"), {"k": 2, "bias": True}),
+    # AXK2: groups not kept get selection score 0, not -inf: raw (negative) logits lose to them
+    "group_fill_zero": (dict(scoring='"none"', n_group="4 : i64", topk_group="2 : i64", group_fill="0.0 : f64"),
+                        {"k": 4}),
+}
+
+
+def _route(**attrs):
+    lv = Value(TensorType(DType.F32, ("T", 8)))
+    bv = Value(TensorType(DType.F32, (8,)))
+    return RouteOp.create([lv, bv] if attrs.pop("bias", False) else [lv], attrs)
+
+
+def test_sparsemixer_reference_is_transformers_phimoe_routing():
+    """moe.route's sparsemixer (k=2) against transformers' own ``sparsemixer`` in eval mode: the same
+    experts and weights, at eps values where the mask keeps one, some and all experts."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.models.phimoe.modeling_phimoe import sparsemixer
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((64, 8)) * 2).astype(np.float32)
+    logits[3] = logits[3, 0]  # a row of ties
+    for eps in (0.01, 0.2, 10.0):
+        w, ids = _route(k=2, scoring="none", post="sparsemixer", jitter_eps=eps).reference(logits)
+        with torch.no_grad():
+            tw, tids = sparsemixer(torch.from_numpy(logits), jitter_eps=eps, training=False)
+        np.testing.assert_array_equal(ids, tids.numpy())
+        np.testing.assert_allclose(w, tw.numpy(), rtol=1e-6, atol=1e-7)
+        assert 0 < (w < 0.999).mean() or eps == 0.01
+
+
+def test_norm_min_and_group_fill_reference():
+    rng = np.random.default_rng(6)
+    logits = rng.standard_normal((32, 8)).astype(np.float32)
+    bias = (rng.standard_normal(8) * 2).astype(np.float32)
+    w, ids = _route(k=2, scoring="softmax", norm="sum", norm_min=0.5, bias=True).reference(logits, bias)
+    s = np.exp(logits - logits.max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    want_ids = np.argsort(-(s + bias), axis=1, kind="stable")[:, :2]
+    sel = np.take_along_axis(s, want_ids, 1)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(w, sel / np.maximum(sel.sum(1, keepdims=True), 0.5), rtol=1e-6)
+    assert (sel.sum(1) < 0.5).any() and (sel.sum(1) > 0.5).any()
+    # group fill 0: the groups not kept score 0, so they beat kept experts with negative logits
+    w, ids = _route(k=4, scoring="none", n_group=4, topk_group=2, group_fill=0.0).reference(logits)
+    for t in range(32):
+        g = logits[t].reshape(4, 2).max(1)
+        keep = np.argsort(-g, kind="stable")[:2]
+        c = np.zeros(8, np.float32)
+        for gi in keep:
+            c[2 * gi:2 * gi + 2] = logits[t, 2 * gi:2 * gi + 2]
+        i = np.argsort(-c, kind="stable")[:4]
+        assert list(ids[t]) == list(i)
+        np.testing.assert_allclose(w[t], logits[t, i], rtol=1e-6)
+    assert any(set(ids[t]) - {2 * g + j for g in np.argsort(-logits[t].reshape(4, 2).max(1), kind="stable")[:2]
+                                      for j in (0, 1)} for t in range(32))
+
+
+def _attrs(ra: dict) -> dict:
+    """IR attribute text (test_moe_ops' form) -> python values."""
+    out = {}
+    for k, v in ra.items():
+        v = v.split(" : ")[0]
+        out[k] = v.strip('"') if v.startswith('"') else (float(v) if "." in v else int(v))
+    return out
+
+
+@pytest.mark.parametrize("target", ["cpu", "ascend"])
+@pytest.mark.parametrize("name", sorted(NEW_ROUTES))
+def test_new_route_attributes_on_every_target(name, target, tmp_path):
+    """The C and Ascend route kernels compute the new routing attributes as the reference does (a
+    whole layer: route -> dispatch -> experts -> combine; Triton's route kernel: the next test)."""
+    ra, kw = NEW_ROUTES[name]
+    m = _module(ra, **kw)
+    art = build_module(m, str(tmp_path / "out"), target=target, run_passes=target == "ascend")
+    for T, same in [(7, False), (1, False), (6, True)]:
+        x = _inputs(T, same)
+        want = run(m, {"x": x})["y"]
+        got = np.asarray(art([x])[0])
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=f"{name} {target} T={T}")
+    if target == "ascend":
+        assert not art.plan["host_ops"], art.plan["host_ops"]
+
+
+@pytest.mark.parametrize("name", sorted(NEW_ROUTES))
+def test_new_route_attributes_on_triton(name):
+    """Triton's route kernel (interpreter without a GPU) against the reference: weights and ids."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from moec.codegen.triton import runtime as rt
+    ra, kw = NEW_ROUTES[name]
+    a = {"scoring": "softmax", "n_group": 1, "topk_group": 1, "group_score": "max", "post": "none", "norm": "none",
+         "norm_eps": 0.0, "scale": 1.0, "capacity": 0, "k": kw["k"], **_attrs(ra)}
+    rng = np.random.default_rng(8)
+    logits = (rng.standard_normal((33, 8)) * 1.5).astype(np.float32)
+    logits[4] = 0.25  # ties
+    bias = (rng.standard_normal(8)).astype(np.float32) if kw.get("bias") else None
+    want_w, want_ids = _route(**a, bias=bias is not None).reference(*([logits] + ([bias] if bias is not None else [])))
+    w, ids = rt.moe_route(torch.from_numpy(logits).to(rt.DEVICE),
+                          None if bias is None else torch.from_numpy(bias).to(rt.DEVICE), **a)
+    np.testing.assert_array_equal(ids.cpu().numpy(), want_ids)
+    np.testing.assert_allclose(w.cpu().numpy(), want_w, rtol=1e-5, atol=1e-6)
