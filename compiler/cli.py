@@ -208,7 +208,8 @@ def inspect_model(path: str, target: str = "cpu", soc: str = "Ascend910B2", toke
     if target == "ascend":
         from .codegen.ascend.plan import make_plan
         plan = make_plan(m, desc, tokens=tuple(tokens))
-        extra = {"ascend": {"soc": soc, "host_ops": plan["host_ops"], "note": plan["estimates_are"],
+        extra = {"ascend": {"soc": soc, "host_ops": plan["host_ops"], "tiling_ops": plan.get("tiling_ops", {}),
+                            "note": plan["estimates_are"],
                             "estimates": plan["estimates"]}}
     return {
         "model": name, "path": path,
@@ -266,6 +267,8 @@ def cmd_inspect(a) -> int:
                 line(dict(p, tokens=e["tokens"]), "      ")
         if asc["host_ops"]:
             print("  on the host (no NPU kernel): " + ", ".join(f"{k} ({v})" for k, v in asc["host_ops"].items()))
+        if asc.get("tiling_ops"):
+            print("  from the input shapes alone, with the tiling (once per shape): " + ", ".join(asc["tiling_ops"]))
     return 0
 
 

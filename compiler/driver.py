@@ -215,7 +215,7 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
     if opts.target == "ascend":
         with open(os.path.join(outdir, "ascend", "plan.json")) as fh:
             plan = json.load(fh)
-        report["ascend"] = {"soc": plan["soc"], "host_ops": plan["host_ops"],
+        report["ascend"] = {"soc": plan["soc"], "host_ops": plan["host_ops"], "tiling_ops": plan.get("tiling_ops", {}),
                             "cost_model": {"note": plan["estimates_are"], "kernels": plan["estimates"]}}
     artifact = None
     if opts.verify:

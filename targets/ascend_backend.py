@@ -242,6 +242,8 @@ class AscendArtifact:
         self.cores = int(desc.get("aiv_cores", 48))
         self.aic = int(desc.cores)
         self.host_ops: Dict[str, int] = {}
+        self.tiling_evals: Dict[str, int] = {}   # "tiling" ops evaluated (once per distinct input shapes)
+        self._tiling_cache: Dict[tuple, Dict[int, list]] = {}
         self.launches: Dict[str, int] = {}
         self.cube_stats: Dict[str, int] = {k: 0 for k in CUBE_COUNTERS}
         self.cube_by_op: Dict[str, Dict[str, int]] = {}  # the same counters per IR op name (moe.experts, ...)
@@ -252,6 +254,7 @@ class AscendArtifact:
     def stats(self) -> dict:
         """What ran where: kernel launches, the emulator's cube instruction counts, host-op calls."""
         return {"launches": dict(self.launches), "cube": dict(self.cube_stats), "host_ops": dict(self.host_ops),
+                "tiling_evals": dict(self.tiling_evals),
                 "cube_by_op": {k: dict(v) for k, v in self.cube_by_op.items()}}
 
     def _cube_counts(self) -> List[int]:
@@ -314,6 +317,13 @@ class AscendArtifact:
         env: Dict[int, np.ndarray] = {}
         for a, x in zip(f.args, inputs):
             env[id(a)] = np.asarray(x)
+        # values computed from the input shapes alone ("tiling" in plan.json): once per distinct input shapes
+        key = tuple((tuple(np.shape(x)), str(np.asarray(x).dtype)) for x in inputs)
+        tiled = self._tiling_cache.get(key)
+        if tiled is None:
+            if len(self._tiling_cache) >= 64:
+                self._tiling_cache.clear()
+            tiled = self._tiling_cache[key] = {}
         for i, o in enumerate(f.ops):
             step = self.plan["steps"][i]
             args = [env[id(v)] for v in o.operands]
@@ -321,6 +331,13 @@ class AscendArtifact:
             if o.name == "moec.constant":
                 val = o.attrs["value"]
                 env[id(o.result)] = np.asarray(m.weights[val.key] if isinstance(val, ResourceRef) else val)
+                continue
+            if step["where"] == "tiling":
+                if i not in tiled:
+                    self.tiling_evals[o.name] = self.tiling_evals.get(o.name, 0) + 1
+                    tiled[i] = [np.asarray(v) for v in o.reference(*args)]
+                for r, v in zip(o.results, tiled[i]):
+                    env[id(r)] = v
                 continue
             if step["where"] == "host":
                 self.host_ops[o.name] = self.host_ops.get(o.name, 0) + 1
@@ -343,12 +360,18 @@ class AscendArtifact:
         alpha/beta are applied to the f32 accumulators, then rounded once)."""
         from ..codegen.ascend.plan import act_dtype, matmul_cube_plan
         dt = act_dtype(o)
+        step = self.plan["steps"][i]
+        if step.get("batched"):
+            return self._batched_matmul(o, i, args, dt, step)
         a, b = (np.ascontiguousarray(x, NP_X[dt]) for x in args)
+        if a.ndim != 2:  # [..., K] x [K, N]: the leading dims are rows (a view of a contiguous tensor)
+            lead = a.shape[:-1]
+            c = self._k_moec_matmul(o, i, [a.reshape(-1, a.shape[-1]), b], c_f32)[0]
+            return [c.reshape(lead + (c.shape[-1],))]
         if i not in self._wT:
             self._wT[i] = np.ascontiguousarray(b.T)
         M, Kd = a.shape
         N = b.shape[1]
-        step = self.plan["steps"][i]
         cdt = np.float32 if c_f32 else NP_X[dt]
         if M == 0:
             return [np.zeros((M, N), cdt)]
@@ -360,6 +383,44 @@ class AscendArtifact:
         c = np.zeros((M, N), np.float32)
         self._launch("matmul_rows", self._bd(M), [a, self._wT[i], c],
                      tiling_bytes(M=M, N=N, Kd=Kd, kt=step["kt"]))
+        return [c]
+
+    def _batched_matmul(self, o, i, args, dt, step):
+        """A matmul of two activations [..., M, K] x [..., K, N] (attention's Q.K^T and P.V) as one grouped matmul
+        on the cube: group g = batch entry g, rows [g*M, (g+1)*M) of A, W[g] = B[g]^T ([N, K]).  Batch dims that
+        broadcast are expanded by vec_copy; B^T is a vec_copy transpose, or, when B is a transpose of the last two
+        dims used only here (``b_fused``), the transpose's source itself (the plan made that transpose a view)."""
+        from ..codegen.ascend import vector_ops
+        from ..codegen.ascend.plan import choose_gmm_tiles, DTYPE_BYTES, ND2NZ_MAX_D
+        a, b = (np.ascontiguousarray(x, NP_X[dt]) for x in args)
+        if a.ndim < 2 or b.ndim < 2:
+            raise RuntimeFailure(f"batched matmul on ascend needs rank >= 2 operands, got {a.shape} x {b.shape}")
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+        M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+        if b.shape[-2] != K:
+            raise RuntimeFailure(f"matmul: {a.shape} x {b.shape}")
+        if K > ND2NZ_MAX_D:
+            raise RuntimeFailure(f"matmul: a reduction of {K} elements is longer than Nd2Nz tiles ({ND2NZ_MAX_D})")
+        cdt = NP_X[dt]
+        G = int(np.prod(batch, dtype=np.int64))
+        c = np.full(batch + (M, N), np.nan, cdt)
+        if c.size == 0:
+            return [np.zeros(c.shape, cdt)]
+        if K == 0:
+            return [np.zeros(c.shape, cdt)]
+        if a.shape[:-2] != batch:
+            a = vector_ops.expand_to(self, a, batch + a.shape[-2:])
+        if step.get("b_fused"):  # the device reads the transpose's source: [..., N, K] as it lies in GM
+            bt = np.ascontiguousarray(np.swapaxes(b, -1, -2))
+            if bt.shape[:-2] != batch:
+                bt = vector_ops.expand_to(self, bt, batch + bt.shape[-2:])
+        else:
+            if b.shape[:-2] != batch:
+                b = vector_ops.expand_to(self, b, batch + b.shape[-2:])
+            bt = vector_ops.transpose_last2(self, b)
+        offs = (np.arange(G + 1) * M).astype(np.int32)
+        tiles = choose_gmm_tiles(self.desc, dt, G, M, N, K, False, None, DTYPE_BYTES[dt] if dt == "f16" else 4)["tiles"]
+        self._gmm(a.reshape(G * M, K), bt.reshape(G, N, K), offs, c.reshape(G * M, N), G, N, K, G * M, dt, tiles)
         return [c]
 
     def _k_moec_gemm(self, o, i, args):

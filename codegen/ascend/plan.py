@@ -132,11 +132,21 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
         return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
     if o.name in ("moec.matmul", "moec.gemm"):
         a, b = o.operands[0].type, o.operands[1].type
-        if a.rank != 2 or b.rank != 2 or const_value(o.operands[1], m.weights) is None:
-            return "only 2-D matmuls with a constant right operand run on the NPU"
+        if o.name == "moec.matmul" and const_value(o.operands[1], m.weights) is None:
+            # two activation operands (attention's Q.K^T and P.V): batched, one cube group per batch entry
+            if a.rank < 2 or b.rank < 2:
+                return "a matmul of two activations with a vector operand (rank 1)"
+            if not (_cube_k_ok(a.shape[-1]) or not isinstance(a.shape[-1], int)):
+                return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
+            return None
+        if o.name == "moec.gemm" and (a.rank != 2 or b.rank != 2):
+            return "only 2-D gemms run on the NPU"
+        if a.rank < 2 or b.rank != 2 or const_value(o.operands[1], m.weights) is None:
+            return "only matmuls of a [..., K] activation by a constant 2-D right operand, or batched matmuls of " \
+                   "two activations, run on the NPU"
         if o.name == "moec.gemm" and o.attrs["trans_a"]:
             return "transposed left operand"
-        if a.dtype.mlir == "f16" and not _cube_k_ok(a.shape[1]):
+        if a.dtype.mlir == "f16" and not _cube_k_ok(a.shape[-1]):
             return f"an f16 reduction longer than {ND2NZ_MAX_D} elements: Nd2Nz cannot tile it and the vector " \
                    f"fallback (matmul_rows) is f32 only"
     if o.name == "moe.route" and o.attrs["n_group"] > 32:
@@ -407,19 +417,86 @@ def matmul_cube_plan(desc: TargetDesc, M: int, N: int, Kd: int, dtype: str = "f3
     return {"tiles": res["tiles"], "estimate": dict(res["estimate"], tokens=M, role="matmul")}
 
 
+TILING_WHY = ("computed from the input shapes alone (no tensor data is read): evaluated by the host with the "
+              "tiling, once per distinct input shapes, and copied to GM as a constant of that shape")
+
+
+def fused_transposes(f) -> Dict[int, int]:
+    """{id(transpose op): id(matmul op)} for transposes of the last two dims whose only use is the right operand of
+    a batched matmul of two activations: the cube reads B^T ([N, K] per group), which is the transpose's source,
+    so the transpose is a view and no copy runs."""
+    users: Dict[int, list] = {}
+    for o in f.ops:
+        for v in o.operands:
+            users.setdefault(id(v), []).append(o)
+    outs = {id(v) for v in f.outputs}
+    fused = {}
+    for o in f.ops:
+        if o.name != "moec.transpose" or id(o.result) in outs:
+            continue
+        r = o.operands[0].type.rank
+        if r < 2 or list(o.attrs["perm"]) != list(range(r - 2)) + [r - 1, r - 2]:
+            continue
+        us = users.get(id(o.result), [])
+        if len(us) == 1 and us[0].name == "moec.matmul" and us[0].operands[1] is o.result and \
+                us[0].operands[0] is not o.result and us[0].operands[1].owner is o:
+            fused[id(o)] = id(us[0])
+    return fused
+
+
+def _dim(d, T: int) -> int:
+    return d if isinstance(d, int) else T
+
+
+def batched_matmul_plan(desc: TargetDesc, o, T: int, b_fused: bool) -> dict:
+    """A batched matmul of two activations at T tokens (symbolic dims taken as T): G = the batch entries, each a
+    cube group of M rows; the right operand is read as B^T (a vec_copy transpose unless ``b_fused``)."""
+    a, b = o.operands[0].type, o.operands[1].type
+    dt = act_dtype(o)
+    batch = [_dim(d, T) for d in (a.shape[:-2] if a.rank >= b.rank else b.shape[:-2])]
+    G = max(1, math.prod(batch))
+    M, K, N = _dim(a.shape[-2], T), _dim(a.shape[-1], T), _dim(b.shape[-1], T)
+    res = choose_gmm_tiles(desc, dt, G, M, N, K, False, None, DTYPE_BYTES[dt] if dt == "f16" else 4)
+    parts = [dict(res["estimate"], role="batched matmul", tokens=T)]
+    if not b_fused:
+        hw = _hw(desc)
+        n = G * K * N
+        t = max(2 * DTYPE_BYTES[dt] * n / hw["hbm"], n * 4 / CLOCK_HZ / min(hw["aiv"], max(1, G * N))) + LAUNCH_S
+        parts.insert(0, {"kernel": "vec_copy", "role": "B^T (transpose of the last two dims)", "tokens": T,
+                         "estimate_us": round(t * 1e6, 2), "bound": "scalar copy"})
+    return {"tiles": res["tiles"], "parts": parts}
+
+
 def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
     f = m.main
     steps: List[dict] = []
     host: Dict[str, str] = {}
+    tiling: Dict[str, str] = {}
     estimates: List[dict] = []
+    static = set()   # values known from the input shapes alone (constants, shapes and what only they feed)
+    fused = fused_transposes(f)
+    fused_into = set(fused.values())
     for o in f.ops:
         if o.name == "moec.constant":
+            static.add(id(o.result))
             steps.append({"op": o.name, "where": "const"})
             continue
+        shape_only = o.name == "moec.shape" or (len(o.operands) > 0 and all(id(v) in static for v in o.operands))
+        if shape_only:
+            static.update(id(r) for r in o.results)
         if o.name in vector_ops.VIEWS:
             steps.append({"op": o.name, "where": "view"})
             continue
+        if shape_only:
+            steps.append({"op": o.name, "where": "tiling", "why": TILING_WHY})
+            tiling[o.name] = TILING_WHY
+            continue
+        if id(o) in fused:
+            steps.append({"op": o.name, "where": "view", "why": "read as B^T by the batched matmul that uses it"})
+            continue
         why = _why_host(m, o, desc)
+        if not why and o.name in ("moec.slice", "moec.expand") and not all(id(v) in static for v in o.operands[1:]):
+            why = "its bounds/shape come from tensor data: vec_copy's tiling needs them on the host before the launch"
         if why:
             steps.append({"op": o.name, "where": "host", "why": why})
             host[o.name] = why
@@ -446,9 +523,19 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             plans = {T: ffn_cube_plan(desc, T, sizes) for T in tokens}
             step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}
             step["estimates"] = [p["estimate"] for p in plans.values()]
+        elif o.name == "moec.matmul" and const_value(o.operands[1], m.weights) is None:
+            bf = id(o) in fused_into
+            step["batched"] = True
+            step["b_fused"] = bf
+            step["kernels"] = ([] if bf else ["vec_copy"]) + ["grouped_matmul"]
+            step["cube_dtype"] = act_dtype(o)
+            plans = {T: batched_matmul_plan(desc, o, T, bf) for T in tokens}
+            step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}
+            step["estimates"] = [dict(p["parts"][-1], estimate_us=round(sum(q["estimate_us"] for q in p["parts"]), 2),
+                                      parts=p["parts"]) for p in plans.values()]
         elif o.name in ("moec.matmul", "moec.gemm"):
             a, b = o.operands[0].type, o.operands[1].type
-            Kd = a.shape[1]
+            Kd = a.shape[-1]
             N = b.shape[0] if o.name == "moec.gemm" and o.attrs["trans_b"] else b.shape[1]
             if _cube_k_ok(Kd) and isinstance(N, int):
                 step["kernels"] = ["grouped_matmul"]
@@ -484,6 +571,6 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             e.setdefault("op", o.name)
         estimates.extend(step.get("estimates", []))
         steps.append(step)
-    return {"soc": desc.arch, "steps": steps, "host_ops": host, "estimates_are": "estimates from the hardware "
+    return {"soc": desc.arch, "steps": steps, "host_ops": host, "tiling_ops": tiling, "estimates_are": "estimates from the hardware "
             "table and the documented assumptions of the cost model (codegen/ascend/plan.py); no NPU was "
             "measured", "estimates": estimates}

@@ -63,7 +63,7 @@ def rowwise_max_cols(ub_bytes: int, dt: str = "f32") -> int:
     return (ub_bytes // 4 - 2 * ROW_TILE - 16) // 8 // blk * blk
 
 
-def _bmode(shape: Sequence, out: Sequence) -> Optional[int]:
+def _bmode(shape: Sequence, out: Sequence) -> Optional[int]:  # (concrete shapes, at launch)
     """Broadcast class of an operand shape against the output shape (ints, symbols or None)."""
     if any(d is None for d in shape) or any(d is None for d in out):
         return None
@@ -118,6 +118,8 @@ def _dtype_reason(o) -> Optional[str]:
 def vector_reason(m, o) -> Optional[str]:
     """None when `o` runs on the vector kernels, else why it stays on the host."""
     name = o.name
+    if name in LAYOUT or name == "moec.gather":
+        return layout_reason(o)
     if name not in UNARY and name not in BINARY and name not in ROWWISE and name != "moec.pow":
         return f"no AscendC kernel for {name} yet"
     if name in ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min") and len(o.operands) > 1:
@@ -133,11 +135,8 @@ def vector_reason(m, o) -> Optional[str]:
             return "pow with an exponent other than a constant 2, 0.5 or 1"
     if name == "moec.clip" and (_scalar(m, o.operands[1]) is None or _scalar(m, o.operands[2]) is None):
         return "clip bounds are not constants"
-    if name in BINARY:
-        for v in o.operands:
-            if _bmode(v.type.shape, out.shape) is None:
-                return (f"broadcast of {tuple(v.type.shape)} to {tuple(out.shape)} is not one of full / scalar / "
-                        f"row / per-row")
+    # binary ops: any broadcast runs -- full / scalar / row / per-row operands directly, any other one
+    # materialised first by vec_copy (a stride-0 copy) into a full-size GM workspace
     if name in ROWWISE:
         x = o.operands[0].type
         if x.rank == 0:
@@ -184,6 +183,10 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
     cores = art.cores
     dt = op_dtype(o)
     npt = NP_DT[dt]
+    if name in LAYOUT:
+        return [layout_launch(art, o, args)]
+    if name == "moec.gather":
+        return [gather_launch(art, o, args)]
     if name in ROWWISE:
         x = np.ascontiguousarray(args[0], npt)
         R, C = _geometry(x.shape)
@@ -228,8 +231,10 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
         op = BINARY[name]
         a, b = (np.ascontiguousarray(v, npt) for v in args[:2])
         am, bm = _bmode(a.shape, out_shape), _bmode(b.shape, out_shape)
-        if am is None or bm is None:
-            raise RuntimeFailure(f"{name}: broadcast of {a.shape} and {b.shape} is not supported by the vector kernel")
+        if am is None:  # another broadcast: vec_copy expands the operand first (stride 0 where it repeats)
+            a, am = expand_to(art, a, out_shape), FULL
+        if bm is None:
+            b, bm = expand_to(art, b, out_shape), FULL
     else:
         a = np.ascontiguousarray(args[0], npt)
         b, am, bm = None, FULL, FULL
@@ -269,8 +274,175 @@ def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) 
     t_hbm = DT_BYTES.get(op_dtype(o), 4) * (n_in + n_out) / hw["hbm"]
     t = max(t_vec, t_hbm) + launch_s
     bound = max((t_vec, "vector"), (t_hbm, "HBM"), (launch_s, "launch"))[1]
+    if o.name in LAYOUT or o.name == "moec.gather":
+        # a copy: bytes in and out over HBM, one DataCopyPad each way per row chunk (issue cost), scalar
+        # accesses for rows with a strided innermost source (transposes of the last axis)
+        esize = o.results[0].type.dtype.itemsize
+        inner = o.results[0].type.shape[-1] if o.results[0].type.rank else 1
+        inner = inner if isinstance(inner, int) else T
+        rows = max(1, n_out // max(1, inner))
+        scalar = n_out if o.name == "moec.transpose" and o.attrs["perm"][-1] != o.operands[0].type.rank - 1 else 0
+        cores = max(1, min(hw["aiv"], rows))
+        t_hbm = 2 * esize * n_out / hw["hbm"]
+        t_issue = (2 * rows * 0.5e-6 + scalar * 4 / clock_hz) / cores
+        t = max(t_hbm, t_issue) + launch_s
+        bound = max((t_hbm, "HBM"), (t_issue, "copy issue/scalar"), (launch_s, "launch"))[1]
+        return {"kernel": "vec_gather" if o.name == "moec.gather" else "vec_copy", "tokens": T, "blockDim": cores,
+                "estimate_us": round(t * 1e6, 2), "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
     return {"kernel": "vec_rowwise" if o.name in ROWWISE else "vec_elementwise", "tokens": T, "blockDim": cores,
             "estimate_us": round(t * 1e6, 2), "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
+
+
+# -- layout ops and gather: vec_copy / vec_gather (kernels/vector_kernels.cpp) ------------------------------
+LAYOUT = ("moec.transpose", "moec.slice", "moec.expand", "moec.concat")
+COPY_FIELDS = ("ndim", "esize", "tile", "srcN", "dstN", "soff", "doff")
+MAX_COPY_DIMS = 8
+ESIZES = (2, 4, 8)
+
+
+def layout_reason(o) -> Optional[str]:
+    """None when a layout op or gather runs on vec_copy / vec_gather, else why not."""
+    dts = {v.type.dtype for v in ([o.operands[0]] if o.name != "moec.concat" else list(o.operands))} | \
+        {o.results[0].type.dtype}
+    if len(dts) != 1 or next(iter(dts)).itemsize not in ESIZES:
+        return f"vec_copy moves 2-, 4- or 8-byte elements ({', '.join(sorted(d.mlir for d in dts))})"
+    if o.name == "moec.gather" and o.operands[1].type.dtype.mlir not in ("i64", "i32"):
+        return "gather indices that are not i64 or i32"
+    return None
+
+
+def _contig(shape) -> List[int]:
+    st, acc = [], 1
+    for d in reversed(shape):
+        st.append(acc)
+        acc *= int(d)
+    return st[::-1]
+
+
+def _merge(dims, sstr, dstr):
+    """Drop unit dims and merge neighbours that are contiguous on both sides (fewer, longer rows)."""
+    out = [(int(d), int(a), int(b)) for d, a, b in zip(dims, sstr, dstr) if int(d) != 1]
+    if not out:
+        return [1], [0], [0]
+    m = [out[0]]
+    for d, a, b in out[1:]:
+        pd, pa, pb = m[-1]
+        if pa == a * d and pb == b * d:
+            m[-1] = (pd * d, a, b)
+        else:
+            m.append((d, a, b))
+    return [x[0] for x in m], [x[1] for x in m], [x[2] for x in m]
+
+
+def copy_tile(ub_bytes: int, esize: int) -> int:
+    """Elements per UB chunk of vec_copy / vec_gather: 4 buffers (in, out, double-buffered) in half the UB."""
+    blk = 32 // esize
+    return max(blk, min(8192, ub_bytes // 2 // 4 // esize // blk * blk))
+
+
+def copy_strided(art, src: np.ndarray, dst: np.ndarray, dims, sstr, dstr, soff: int = 0, doff: int = 0) -> None:
+    """One vec_copy launch: dst.flat[doff + idx . dstr] = src.flat[soff + idx . sstr] over ``dims``."""
+    from ...errors import RuntimeFailure
+    if int(np.prod(dims, dtype=np.int64)) == 0:
+        return
+    dims, sstr, dstr = _merge(dims, sstr, dstr)
+    if len(dims) > MAX_COPY_DIMS:
+        raise RuntimeFailure(f"vec_copy: {len(dims)} dimensions after merging (at most {MAX_COPY_DIMS})")
+    esize = src.dtype.itemsize
+    if esize not in ESIZES or dst.dtype.itemsize != esize:
+        raise RuntimeFailure(f"vec_copy: {src.dtype} -> {dst.dtype} elements")
+    tl = copy_tile(int(art.desc.get("ub_bytes", 192 * 1024)), esize)
+    pad = MAX_COPY_DIMS - len(dims)
+    vals = dict(ndim=len(dims), esize=esize, tile=tl, srcN=src.size, dstN=dst.size, soff=soff, doff=doff)
+    tb = struct.pack("<" + "i" * (len(COPY_FIELDS) + 3 * MAX_COPY_DIMS), *[vals[f] for f in COPY_FIELDS],
+                     *(dims + [0] * pad), *(sstr + [0] * pad), *(dstr + [0] * pad))
+    items = int(np.prod(dims[:-1], dtype=np.int64)) * -(-dims[-1] // tl)
+    art._launch("vec_copy", max(1, min(art.cores, items)), [src, dst], tb)
+
+
+def expand_to(art, x: np.ndarray, shape) -> np.ndarray:
+    """x broadcast to ``shape`` (numpy rules) by vec_copy: stride 0 along the repeated dims."""
+    shape = tuple(int(d) for d in shape)
+    xs = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
+    st = _contig(xs)
+    sstr = [0 if d == 1 and n != 1 else s for d, n, s in zip(xs, shape, st)]
+    out = np.zeros(shape, x.dtype)
+    copy_strided(art, np.ascontiguousarray(x), out, list(shape), sstr, _contig(shape))
+    return out
+
+
+def transpose_last2(art, x: np.ndarray) -> np.ndarray:
+    """x with its last two dims swapped, by vec_copy (the cube's B^T operand of a batched matmul)."""
+    shp = x.shape[:-2] + (x.shape[-1], x.shape[-2])
+    out = np.zeros(shp, x.dtype)
+    st = _contig(x.shape)
+    copy_strided(art, np.ascontiguousarray(x), out, list(shp), st[:-2] + [st[-1], st[-2]], _contig(shp))
+    return out
+
+
+def layout_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
+    """transpose / slice / expand / concat as vec_copy launches (concat: one per input, into its offset)."""
+    from ...ir.ops.shape import slice_params
+    name = o.name
+    if name == "moec.concat":
+        xs = [np.ascontiguousarray(a) for a in args]
+        ax = o.attrs["axis"] % xs[0].ndim
+        shp = list(xs[0].shape)
+        shp[ax] = sum(a.shape[ax] for a in xs)
+        out = np.zeros(shp, xs[0].dtype)
+        ost = _contig(out.shape)
+        at = 0
+        for a in xs:
+            copy_strided(art, a, out, list(a.shape), _contig(a.shape), ost, 0, at * ost[ax])
+            at += a.shape[ax]
+        return out
+    x = np.ascontiguousarray(args[0])
+    st = _contig(x.shape)
+    if name == "moec.transpose":
+        p = list(o.attrs["perm"])
+        shp = [x.shape[i] for i in p]
+        out = np.zeros(shp, x.dtype)
+        copy_strided(art, x, out, shp, [st[i] for i in p], _contig(shp))
+        return out
+    if name == "moec.expand":
+        shp = np.broadcast_shapes(x.shape, tuple(int(s) for s in np.asarray(args[1]).reshape(-1)))
+        return expand_to(art, x, shp)
+    # slice: per-dim (start, count, step) as the reference clamps them; the tiling carries offset and strides
+    prm = slice_params(list(x.shape), *[[int(v) for v in np.asarray(t).reshape(-1)] for t in args[1:5]])
+    shp = [n for _, n, _ in prm]
+    out = np.zeros(shp, x.dtype)
+    soff = sum(s * t for (s, _, _), t in zip(prm, st))
+    copy_strided(art, x, out, shp, [t * step for (_, _, step), t in zip(prm, st)], _contig(shp), soff)
+    return out
+
+
+GATHER_FIELDS = ("outer", "V", "inner", "n", "esize", "tile", "idx64")
+
+
+def gather_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
+    """ONNX Gather on vec_gather: data viewed as [outer, V, inner]; an index outside [-V, V) is refused."""
+    from ...errors import RuntimeFailure
+    data = np.ascontiguousarray(args[0])
+    idx = np.asarray(args[1])
+    a = o.attrs["axis"] % data.ndim
+    outer = int(np.prod(data.shape[:a], dtype=np.int64))
+    V, inner = data.shape[a], int(np.prod(data.shape[a + 1:], dtype=np.int64))
+    out = np.zeros(data.shape[:a] + idx.shape + data.shape[a + 1:], data.dtype)
+    if out.size == 0:
+        if idx.size and V == 0:
+            raise RuntimeFailure(f"gather: index {idx.reshape(-1)[0]} out of range [0, 0)")
+        return out
+    i64 = idx.dtype == np.int64
+    ids = np.ascontiguousarray(idx, np.int64 if i64 else np.int32).reshape(-1)
+    status = np.zeros(8, np.int32)
+    tl = copy_tile(int(art.desc.get("ub_bytes", 192 * 1024)), data.dtype.itemsize)
+    tb = struct.pack("<" + "i" * len(GATHER_FIELDS), outer, V, inner, ids.size, data.dtype.itemsize, tl, int(i64))
+    items = outer * ids.size * -(-inner // tl)
+    art._launch("vec_gather", max(1, min(art.cores, items)), [data, ids, out, status], tb)
+    if status[0]:
+        bad = ids[(ids < -V) | (ids >= V)][0]
+        raise RuntimeFailure(f"gather: index {bad} out of range [{-V}, {V})")
+    return out
 
 
 __all__ = ["vector_reason", "max_cols_reason", "launch", "estimate", "VIEWS", "tiling_bytes"]

@@ -50,6 +50,8 @@ extern "C" __global__ __aicore__ void matmul_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_
 extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
                                                  GM_ADDR);
+extern "C" __global__ __aicore__ void vec_copy(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void vec_gather(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 static aclrtStream g_stream = nullptr;
 extern "C" void moec_set_stream(aclrtStream s) { g_stream = s; }
 #define MOEC_LAUNCH(kernel, blockDim, stream, ...) \
@@ -104,4 +106,11 @@ extern "C" int moec_launch_vec_elementwise(uint32_t bd, void *a, void *b, void *
 extern "C" int moec_launch_vec_rowwise(uint32_t bd, void *x, void *scale, void *bias, void *y, void *y2, void *y3,
                                        void *ws, void *tiling) {
   return MOEC_LAUNCH(vec_rowwise, bd, nullptr, G(x), G(scale), G(bias), G(y), G(y2), G(y3), G(ws), G(tiling));
+}
+extern "C" int moec_launch_vec_copy(uint32_t bd, void *src, void *dst, void *ws, void *tiling) {
+  return MOEC_LAUNCH(vec_copy, bd, nullptr, G(src), G(dst), G(ws), G(tiling));
+}
+extern "C" int moec_launch_vec_gather(uint32_t bd, void *data, void *idx, void *out, void *status, void *ws,
+                                      void *tiling) {
+  return MOEC_LAUNCH(vec_gather, bd, nullptr, G(data), G(idx), G(out), G(status), G(ws), G(tiling));
 }

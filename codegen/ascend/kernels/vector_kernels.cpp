@@ -427,3 +427,149 @@ extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_A
   if (t.dt == 2) rowwise_body<half>(x, scale, bias, y, y2, y3, t);
   else rowwise_body<float>(x, scale, bias, y, y2, y3, t);
 }
+
+// ------------------------------------------------------------------------------------------------
+// vec_copy: the data movement of the graph's layout ops (transpose, slice, expand/broadcast, the parts of a
+// concat, a batched matmul's transposed operand): dst[do + sum_i idx_i * dstr_i] = src[so + sum_i idx_i *
+// sstr_i] over the index space dims[0..ndim).  Strides are in elements and may be 0 (a broadcast source) or
+// negative (a slice stepping backwards).  The elements are moved as bit patterns of their size (2, 4 or 8
+// bytes), so one kernel serves every type.  Work items are chunks of at most `tile` elements of one
+// innermost row, dealt round-robin to the blocks.  The innermost row moves as one DataCopyPad when its
+// stride is 1 on that side; a stride-0 source row is one scalar read and a Duplicate; any other innermost
+// stride falls back to scalar GM reads/writes (GetValue/SetValue: correct, slow -- the cost model charges a
+// scalar access per element, and moec only plans it for the small transposed operands of batched matmuls).
+struct CopyTiling {
+  int32_t ndim;          // 1..8 (the host merges contiguous dimensions first)
+  int32_t esize;         // bytes per element: 2, 4 or 8
+  int32_t tile;          // elements per UB row chunk, a multiple of 32 / esize
+  int32_t srcN, dstN;    // GM extents (elements) of the source and destination
+  int32_t soff, doff;    // element offsets of index 0
+  int32_t dims[8], sstr[8], dstr[8];
+};
+
+template <typename T>
+__aicore__ inline void copy_body(GM_ADDR src, GM_ADDR dst, const CopyTiling &t) {
+  GlobalTensor<T> gs, gd;
+  gs.SetGlobalBuffer((__gm__ T *)src, (uint64_t)t.srcN);
+  gd.SetGlobalBuffer((__gm__ T *)dst, (uint64_t)t.dstN);
+  const int32_t nd = t.ndim;
+  const uint32_t C = t.dims[nd - 1], TL = t.tile;
+  const int64_t si = t.sstr[nd - 1], di = t.dstr[nd - 1];
+  uint64_t rows = 1;
+  for (int32_t i = 0; i < nd - 1; i++) rows *= (uint64_t)t.dims[i];
+  const uint32_t nch = (C + TL - 1) / TL;
+  const uint64_t items = rows * nch;
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qi;
+  TQue<TPosition::VECOUT, 2> qo;
+  pipe.InitBuffer(qi, 2, TL * sizeof(T));
+  pipe.InitBuffer(qo, 2, TL * sizeof(T));
+  DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0};
+  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+    const uint64_t row = it / nch;
+    const uint32_t c0 = (uint32_t)(it % nch) * TL, n = C - c0 < TL ? C - c0 : TL;
+    int64_t so = t.soff + (int64_t)c0 * si, dof = t.doff + (int64_t)c0 * di;
+    uint64_t r = row;
+    for (int32_t i = nd - 2; i >= 0; i--) {
+      const int64_t ix = (int64_t)(r % (uint64_t)t.dims[i]);
+      r /= (uint64_t)t.dims[i];
+      so += ix * t.sstr[i];
+      dof += ix * t.dstr[i];
+    }
+    LocalTensor<T> a = qi.AllocTensor<T>();
+    if (si == 1) {
+      DataCopyPad(a, gs[(uint64_t)so], DataCopyExtParams{1, (uint32_t)(n * sizeof(T)), 0, 0, 0}, nopad);
+    } else if (si == 0 && sizeof(T) <= 4) {
+      Duplicate(a, gs.GetValue((uint64_t)so), (int32_t)vpadb<T>(n));
+    } else {
+      for (uint32_t j = 0; j < n; j++) a.SetValue(j, gs.GetValue((uint64_t)(so + (int64_t)j * si)));
+    }
+    qi.EnQue(a);
+    a = qi.DeQue<T>();
+    LocalTensor<T> b = qo.AllocTensor<T>();
+    DataCopy(b, a, vpadb<T>(n));  // UB -> UB (VECIN -> VECOUT), whole 32-byte blocks
+    qi.FreeTensor(a);
+    qo.EnQue(b);
+    b = qo.DeQue<T>();
+    if (di == 1) {
+      DataCopyPad(gd[(uint64_t)dof], b, DataCopyExtParams{1, (uint32_t)(n * sizeof(T)), 0, 0, 0});
+    } else {
+      for (uint32_t j = 0; j < n; j++) gd.SetValue((uint64_t)(dof + (int64_t)j * di), b.GetValue(j));
+    }
+    qo.FreeTensor(b);
+  }
+}
+
+extern "C" __global__ __aicore__ void vec_copy(GM_ADDR src, GM_ADDR dst, GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  CopyTiling t;
+  load_tiling(tiling, t);
+  if (t.esize == 2) copy_body<uint16_t>(src, dst, t);
+  else if (t.esize == 8) copy_body<uint64_t>(src, dst, t);
+  else copy_body<uint32_t>(src, dst, t);
+}
+
+// ------------------------------------------------------------------------------------------------
+// vec_gather: out[o, j, :] = data[o, idx[j], :] over data viewed as [outer, V, inner] (ONNX Gather on any
+// axis: outer = the dims before it, inner = the dims after it; an embedding lookup is outer = 1).  Indices
+// are int64 or int32 in GM, read by the scalar unit; a negative index counts from the end (idx + V) as
+// ONNX says; an index outside [-V, V) writes nothing and sets status[0] = 1 (the host reports it, as
+// onnxruntime refuses such an index).  Each row chunk is one DataCopyPad in and one out.
+struct GatherTiling {
+  int32_t outer, V, inner, n;  // data [outer, V, inner], n indices
+  int32_t esize, tile;         // bytes per element (2, 4, 8); elements per UB chunk
+  int32_t idx64;               // 1: int64 indices, 0: int32
+};
+
+template <typename T>
+__aicore__ inline void gather_body(GM_ADDR data, GM_ADDR idx, GM_ADDR out, GM_ADDR status, const GatherTiling &t) {
+  GlobalTensor<T> gdat, gout;
+  GlobalTensor<int64_t> gi64;
+  GlobalTensor<int32_t> gi32, gst;
+  const uint64_t inner = (uint64_t)t.inner, V = (uint64_t)t.V, n = (uint64_t)t.n;
+  gdat.SetGlobalBuffer((__gm__ T *)data, (uint64_t)t.outer * V * inner);
+  gout.SetGlobalBuffer((__gm__ T *)out, (uint64_t)t.outer * n * inner);
+  if (t.idx64) gi64.SetGlobalBuffer((__gm__ int64_t *)idx, n);
+  else gi32.SetGlobalBuffer((__gm__ int32_t *)idx, n);
+  gst.SetGlobalBuffer((__gm__ int32_t *)status, 1);
+  const uint32_t TL = t.tile, nch = (uint32_t)((inner + TL - 1) / TL);
+  const uint64_t items = (uint64_t)t.outer * n * nch;
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qi;
+  TQue<TPosition::VECOUT, 2> qo;
+  pipe.InitBuffer(qi, 2, TL * sizeof(T));
+  pipe.InitBuffer(qo, 2, TL * sizeof(T));
+  DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0};
+  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+    const uint64_t oj = it / nch, o = oj / n, j = oj % n;
+    const uint32_t c0 = (uint32_t)(it % nch) * TL, m = (uint32_t)(inner - c0 < TL ? inner - c0 : TL);
+    int64_t id = t.idx64 ? gi64.GetValue(j) : (int64_t)gi32.GetValue(j);
+    if (id < 0) id += (int64_t)V;
+    if (id < 0 || id >= (int64_t)V) {
+      gst.SetValue(0, 1);
+      continue;
+    }
+    LocalTensor<T> a = qi.AllocTensor<T>();
+    DataCopyPad(a, gdat[(o * V + (uint64_t)id) * inner + c0], DataCopyExtParams{1, (uint32_t)(m * sizeof(T)), 0, 0, 0},
+                nopad);
+    qi.EnQue(a);
+    a = qi.DeQue<T>();
+    LocalTensor<T> b = qo.AllocTensor<T>();
+    DataCopy(b, a, vpadb<T>(m));
+    qi.FreeTensor(a);
+    qo.EnQue(b);
+    b = qo.DeQue<T>();
+    DataCopyPad(gout[oj * inner + c0], b, DataCopyExtParams{1, (uint32_t)(m * sizeof(T)), 0, 0, 0});
+    qo.FreeTensor(b);
+  }
+}
+
+extern "C" __global__ __aicore__ void vec_gather(GM_ADDR data, GM_ADDR idx, GM_ADDR out, GM_ADDR status,
+                                                 GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  GatherTiling t;
+  load_tiling(tiling, t);
+  if (t.esize == 2) gather_body<uint16_t>(data, idx, out, status, t);
+  else if (t.esize == 8) gather_body<uint64_t>(data, idx, out, status, t);
+  else gather_body<uint32_t>(data, idx, out, status, t);
+}
