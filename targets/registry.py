@@ -26,11 +26,15 @@ class CpuBackend:
         return {"source": "model.c", "library": "model.so", "weights": "model.weights.bin", "ir": "model.mlir"}
 
     def emit(self, m: Module, outdir: str) -> None:
+        from ..codegen.c import gemm_pack
         from ..codegen.c.emitter import CodegenError, emit_c
         with open(os.path.join(outdir, "model.weights.json")) as f:
             index = json.load(f)
+        # dense weights also as GEMM panels, appended to the weights file (codegen/c/gemm_pack.py)
+        packs = gemm_pack.append_packs(m, os.path.join(outdir, "model.weights.bin"),
+                                       gemm_pack.panel_width(self.desc.cflags))
         try:
-            src = emit_c(m, weight_index=index)
+            src = emit_c(m, weight_index=index, packs=packs)
         except CodegenError as e:
             raise UserInputError(f"target cpu: {e}") from None
         with open(os.path.join(outdir, "model.c"), "w") as f:

@@ -93,6 +93,8 @@ class CEmitCtx:
         self.decls: List[str] = []
         self._n = 0
         self._decl_keys: Dict[str, str] = {}
+        self.packs: Dict[int, dict] = {}  # id(op) -> packed weight panels (gemm_pack.append_packs)
+        self.inits: List[str] = []  # statements for moec_init_weights (binding packed weights)
 
     # -- naming ----------------------------------------------------------------
     def fresh(self, prefix: str) -> str:
@@ -170,12 +172,15 @@ def _liveness(f: Function, aliases_of) -> Dict[int, int]:
     return last, root
 
 
-def emit_c(module: Module, func: Optional[Function] = None, weight_index: Optional[Dict[str, dict]] = None) -> str:
+def emit_c(module: Module, func: Optional[Function] = None, weight_index: Optional[Dict[str, dict]] = None,
+           packs: Optional[Dict[int, dict]] = None) -> str:
     """Emit the C unit for ``func`` (default: main).  ``weight_index`` maps weight keys
-    to their offsets in the weights file (from WeightStore.save)."""
+    to their offsets in the weights file (from WeightStore.save); ``packs`` the ops whose weight
+    also has packed GEMM panels in it (from gemm_pack.append_packs)."""
     load_emitters()
     f = func or module.main
     ctx = CEmitCtx(module, f)
+    ctx.packs = dict(packs or {})
     missing = sorted({o.name for o in f.ops if o.name not in C_EMITTERS and o.name != "moec.constant"})
     if missing:
         raise CodegenError(f"the C target has no code generator for op(s): {', '.join(missing)}")
@@ -258,7 +263,7 @@ def emit_c(module: Module, func: Optional[Function] = None, weight_index: Option
     lines += [f'#include "{h}"' for h in runtime_group_headers()]
     lines += ["#include <math.h>", "#include <stdint.h>", "#include <stdio.h>", "#include <stdlib.h>", ""]
     lines += ctx.decls + static_lines
-    lines += ["", "int moec_init_weights(char *err, int errlen) {"] + init_lines + ["  return 0;", "}", ""]
+    lines += ["", "int moec_init_weights(char *err, int errlen) {"] + init_lines + ctx.inits + ["  return 0;", "}", ""]
     lines.append("int moec_run(const moec_tensor *inputs, int n_in, moec_tensor *outputs, int n_out, int nthreads, "
                  "char *err, int errlen) {")
     lines.append("  moec_ctx ctx; memset(&ctx, 0, sizeof ctx); ctx.nthreads = nthreads;")

@@ -4,9 +4,25 @@ from __future__ import annotations
 from .emitter import c_op
 
 
+def _packed(ctx, o):
+    """The C tensor holding o's weight as packed GEMM panels (bound once in moec_init_weights), or None."""
+    e = ctx.packs.get(id(o))
+    if e is None:
+        return None
+    if "cname" not in e:  # one binding per packed weight, shared by its users
+        e["cname"] = name = ctx.fresh("pk")
+        ctx.decl(f"static moec_tensor {name};")
+        ctx.inits.append(f"  if (moec_bind_weight(&{name}, MOEC_F32, 3, {ctx.c_ints(e['shape'])}, "
+                         f"{ctx.c_int(e['offset'])}, {ctx.c_int(e['nbytes'])}, err, errlen)) return 1;")
+    return "&" + e["cname"], int(e["nr"])
+
+
 @c_op("moec.matmul")
 def _matmul(ctx, o):
     a, b = o.operands
+    pk = _packed(ctx, o)
+    if pk:
+        return [f"MOEC_TRY(moec_k_matmul_packed(&ctx, {ctx.t(a)}, {ctx.t(b)}, {pk[0]}, {pk[1]}, {ctx.t(o.result)}));"]
     return [f"MOEC_TRY(moec_k_matmul(&ctx, {ctx.t(a)}, {ctx.t(b)}, {ctx.t(o.result)}));"]
 
 
@@ -15,8 +31,12 @@ def _gemm(ctx, o):
     a, b = (ctx.t(v) for v in o.operands[:2])
     c = ctx.t(o.operands[2]) if len(o.operands) > 2 else "NULL"
     at = o.attrs
-    return [f"MOEC_TRY(moec_k_gemm(&ctx, {a}, {b}, {c}, {ctx.c_float(at['alpha'])}, {ctx.c_float(at['beta'])}, "
-            f"{int(at['trans_a'])}, {int(at['trans_b'])}, {ctx.t(o.result)}));"]
+    args = (f"&ctx, {a}, {b}, {c}, {ctx.c_float(at['alpha'])}, {ctx.c_float(at['beta'])}, "
+            f"{int(at['trans_a'])}, {int(at['trans_b'])}")
+    pk = _packed(ctx, o)
+    if pk:
+        return [f"MOEC_TRY(moec_k_gemm_packed({args}, {pk[0]}, {pk[1]}, {ctx.t(o.result)}));"]
+    return [f"MOEC_TRY(moec_k_gemm({args}, {ctx.t(o.result)}));"]
 
 
 @c_op("moec.einsum")

@@ -1,6 +1,8 @@
 /* Matrix products: numpy.matmul semantics, f32 fast path, generic fallback. */
 #include "rt_linalg.h"
 
+#include <stdlib.h>
+
 typedef struct {
   const moec_tensor *a, *b;
   moec_tensor *out;
@@ -56,6 +58,8 @@ static void mm_task(void *arg, int64_t t) {
   }
 }
 
+static int mm_f32(moec_ctx *ctx, const mm_job *j);
+
 int moec_k_matmul(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, moec_tensor *out) {
   if (a->dtype != b->dtype)
     return moec_fail(ctx, "operand types differ (%s vs %s)", moec_dtype_name(a->dtype), moec_dtype_name(b->dtype));
@@ -91,8 +95,73 @@ int moec_k_matmul(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, moe
   if (moec_alloc(ctx, out, a->dtype, orank, oshape)) return -1;
   j.a = a; j.b = b; j.out = out; j.M = M; j.N = N; j.K = K; j.rb = rb;
   j.batch = moec_numel(rb, j.bshape);
+  if (a->dtype == MOEC_F32) return mm_f32(ctx, &j);
   moec_parallel_for(ctx, j.batch * M, mm_task, &j);
   return 0;
+}
+
+/* f32: the blocked GEMM (rt_gemm_f32.c), one product per batch entry; a B shared by every batch entry
+ * with A's batch entries contiguous is one GEMM over all the rows */
+static int mm_f32(moec_ctx *ctx, const mm_job *j) {
+  const int64_t M = j->M, N = j->N, K = j->K;
+  moec_sgemm g;
+  memset(&g, 0, sizeof g);
+  g.M = M; g.N = N; g.K = K;
+  g.A = (const float *)j->a->data; g.sam = K; g.sak = 1;
+  g.B = (const float *)j->b->data; g.sbk = N; g.sbn = 1;
+  g.C = (float *)j->out->data; g.ldc = N;
+  g.alpha = 1.0f; g.beta = 0.0f;
+  if (j->batch == 0 || M == 0 || N == 0) return 0;
+  int b_shared = 1, a_dense = 1;
+  int64_t run = 1;
+  for (int d = j->rb - 1; d >= 0; d--) {
+    if (j->sb[d] != 0) b_shared = 0;
+    if (j->sa[d] != run) a_dense = 0;
+    run *= j->bshape[d];
+  }
+  if (b_shared && a_dense) {
+    g.M = j->batch * M;
+    return moec_sgemm_run(ctx, &g, 1, NULL, NULL, 0);
+  }
+  int64_t *off = (int64_t *)malloc(sizeof(int64_t) * 2 * (size_t)j->batch);
+  if (!off) return moec_fail(ctx, "out of memory (batched matmul offsets)");
+  for (int64_t bi = 0; bi < j->batch; bi++) {
+    int64_t oa, ob;
+    batch_offsets(j, bi, &oa, &ob);
+    off[bi] = oa * M * K;
+    off[j->batch + bi] = ob * K * N;
+  }
+  int rc = moec_sgemm_run(ctx, &g, j->batch, off, off + j->batch, M * N);
+  free(off);
+  return rc;
+}
+
+int moec_k_matmul_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp, int nr,
+                         moec_tensor *out) {
+  if (a->dtype != MOEC_F32 || w->dtype != MOEC_F32 || wp->dtype != MOEC_F32 || w->rank != 2 || a->rank < 1)
+    return moec_fail(ctx, "packed matmul: f32 [..., K] @ f32 [K, N] expected, got %s rank %d @ %s rank %d",
+                     moec_dtype_name(a->dtype), a->rank, moec_dtype_name(w->dtype), w->rank);
+  int64_t K = w->shape[0], N = w->shape[1];
+  if (a->shape[a->rank - 1] != K)
+    return moec_fail(ctx, "contraction dims differ: %lld vs %lld", (long long)a->shape[a->rank - 1], (long long)K);
+  if (nr != moec_sgemm_panel_width() || wp->rank != 3 || wp->shape[0] != (N + nr - 1) / nr || wp->shape[1] != K ||
+      wp->shape[2] != nr)
+    return moec_fail(ctx, "internal error: the packed weight panels do not match this runtime (width %d, runtime %d)",
+                     nr, moec_sgemm_panel_width());
+  int64_t oshape[MOEC_MAX_RANK];
+  int orank = 0;
+  for (int d = 0; d < a->rank - 1; d++) oshape[orank++] = a->shape[d];
+  oshape[orank++] = N;
+  if (moec_alloc(ctx, out, MOEC_F32, orank, oshape)) return -1;
+  moec_sgemm g;
+  memset(&g, 0, sizeof g);
+  g.M = K ? a->numel / K : moec_dims_prod(a->shape, 0, a->rank - 1);
+  g.N = N; g.K = K;
+  g.A = (const float *)a->data; g.sam = K; g.sak = 1;
+  g.Bp = (const float *)wp->data;
+  g.C = (float *)out->data; g.ldc = N;
+  g.alpha = 1.0f; g.beta = 0.0f;
+  return moec_sgemm_run(ctx, &g, 1, NULL, NULL, 0);
 }
 
 typedef struct {
@@ -150,8 +219,9 @@ static void gemm_row(void *arg, int64_t m) {
   }
 }
 
-int moec_k_gemm(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const moec_tensor *c, double alpha,
-                double beta, int ta, int tb, moec_tensor *out) {
+/* checks, strides and the output of a Gemm */
+static int gemm_prepare(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const moec_tensor *c, double alpha,
+                        double beta, int ta, int tb, moec_tensor *out, gemm_job *jp) {
   if (a->rank != 2 || b->rank != 2) return moec_fail(ctx, "gemm operands must be 2-D");
   if (a->dtype != b->dtype) return moec_fail(ctx, "operand types differ");
   gemm_job j;
@@ -175,8 +245,52 @@ int moec_k_gemm(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const
   int64_t d[2] = {j.M, j.N};
   if (moec_alloc(ctx, out, a->dtype, 2, d)) return -1;
   j.a = a; j.b = b; j.c = c; j.out = out; j.alpha = alpha; j.beta = beta;
+  *jp = j;
+  return 0;
+}
+
+static moec_sgemm gemm_f32_desc(const gemm_job *j, const float *bp);
+
+int moec_k_gemm(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const moec_tensor *c, double alpha,
+                double beta, int ta, int tb, moec_tensor *out) {
+  gemm_job j;
+  if (gemm_prepare(ctx, a, b, c, alpha, beta, ta, tb, out, &j)) return -1;
+  if (a->dtype == MOEC_F32 && (!c || c->dtype == MOEC_F32)) {
+    moec_sgemm g = gemm_f32_desc(&j, NULL);
+    g.B = (const float *)b->data;
+    return moec_sgemm_run(ctx, &g, 1, NULL, NULL, 0);
+  }
   moec_parallel_for(ctx, j.M, gemm_row, &j);
   return 0;
+}
+
+static moec_sgemm gemm_f32_desc(const gemm_job *j, const float *bp) {
+  moec_sgemm g;
+  memset(&g, 0, sizeof g);
+  g.M = j->M; g.N = j->N; g.K = j->K;
+  g.A = (const float *)j->a->data; g.sam = j->sam; g.sak = j->sak;
+  g.sbk = j->sbk; g.sbn = j->sbn;
+  g.Bp = bp;
+  g.C = (float *)j->out->data; g.ldc = j->N;
+  g.alpha = (float)j->alpha; g.beta = (float)j->beta;
+  if (j->c) { g.c = (const float *)j->c->data; g.scm = j->scm; g.scn = j->scn; }
+  return g;
+}
+
+int moec_k_gemm_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const moec_tensor *c, double alpha,
+                       double beta, int ta, int tb, const moec_tensor *bp, int nr, moec_tensor *out) {
+  if (a->dtype != MOEC_F32 || b->dtype != MOEC_F32 || bp->dtype != MOEC_F32 || (c && c->dtype != MOEC_F32) ||
+      a->rank != 2 || b->rank != 2)
+    return moec_fail(ctx, "packed gemm: 2-D f32 operands expected");
+  int64_t K = tb ? b->shape[1] : b->shape[0], N = tb ? b->shape[0] : b->shape[1];
+  if (nr != moec_sgemm_panel_width() || bp->rank != 3 || bp->shape[0] != (N + nr - 1) / nr || bp->shape[1] != K ||
+      bp->shape[2] != nr)
+    return moec_fail(ctx, "internal error: the packed weight panels do not match this runtime (width %d, runtime %d)",
+                     nr, moec_sgemm_panel_width());
+  gemm_job j;
+  if (gemm_prepare(ctx, a, b, c, alpha, beta, ta, tb, out, &j)) return -1;
+  moec_sgemm g = gemm_f32_desc(&j, (const float *)bp->data);
+  return moec_sgemm_run(ctx, &g, 1, NULL, NULL, 0);
 }
 
 int moec_k_einsum(moec_ctx *ctx, const moec_tensor *const *xs, int n, const int64_t *labels, const int64_t *ranks,

@@ -1,0 +1,98 @@
+"""Compile-time packing of dense weights for the C target's GEMM (runtime: rt_gemm_f32.c).
+
+Every f32 ``moec.matmul`` / ``moec.gemm`` whose right operand is a 2-D weight from the weights file
+gets that weight's panels: op(B) as [K, N], cut into column panels of NR (the last zero-padded) and
+laid out [ceil(N/NR)][K][NR], so the micro-kernel streams one contiguous panel per NR output columns.
+NR is twice the vector width the runtime is compiled for (``-DMOEC_VBYTES`` in the target's flags;
+the runtime checks it at each call).  The panels are appended to the artifact's weights file after
+the IR's own entries (they are not in model.weights.json: the IR module never sees them) and the
+generated code binds them at their offsets; the original weight stays, for any other user.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ...ir import DType, Module
+from ...ir.core import ResourceRef
+
+ALIGN = 64
+
+
+def panel_width(cflags) -> int:
+    """NR for a target's compiler flags (the runtime's GNR: 2 * MOEC_VBYTES / 4)."""
+    vbytes = 16
+    for f in cflags or ():
+        if f.startswith("-DMOEC_VBYTES="):
+            vbytes = int(f.split("=", 1)[1])
+    return 2 * vbytes // 4
+
+
+def _weight_key(v) -> Optional[str]:
+    o = v.owner
+    if o is None or o.name != "moec.constant":
+        return None
+    val = o.attrs.get("value")
+    return val.key if isinstance(val, ResourceRef) else None
+
+
+def plan(module: Module) -> Dict[int, Tuple[str, bool]]:
+    """id(op) -> (weight key, transposed) for every matmul/gemm the packed kernel can run."""
+    out: Dict[int, Tuple[str, bool]] = {}
+    for o in module.main.ops:
+        if o.name not in ("moec.matmul", "moec.gemm"):
+            continue
+        a, b = o.operands[:2]
+        if a.type.dtype != DType.F32 or b.type.dtype != DType.F32 or b.type.rank != 2:
+            continue
+        if o.name == "moec.matmul" and a.type.rank < 1:
+            continue
+        if o.name == "moec.gemm" and a.type.rank != 2:
+            continue
+        if not all(isinstance(d, int) for d in b.type.shape):
+            continue
+        key = _weight_key(b)
+        if key is None:
+            continue
+        out[id(o)] = (key, bool(o.name == "moec.gemm" and o.attrs["trans_b"]))
+    return out
+
+
+def pack_panels(w: np.ndarray, nr: int, trans: bool = False) -> np.ndarray:
+    """op(w) ([K, N]) as [ceil(N/nr), K, nr] panels, zero-padded (the reference of the layout)."""
+    w = np.asarray(w, dtype=np.float32)
+    if trans:
+        w = w.T
+    K, N = w.shape
+    P = (N + nr - 1) // nr
+    padded = np.zeros((K, P * nr), np.float32)
+    padded[:, :N] = w
+    return np.ascontiguousarray(padded.reshape(K, P, nr).transpose(1, 0, 2))
+
+
+def append_packs(module: Module, bin_path: str, nr: int) -> Dict[int, dict]:
+    """Pack the planned weights, append them to ``bin_path``; id(op) -> {offset, nbytes, shape, nr}
+    (one entry shared by every op packing the same weight the same way)."""
+    ops = plan(module)
+    if not ops:
+        return {}
+    by_key: Dict[Tuple[str, bool], dict] = {}
+    out: Dict[int, dict] = {}
+    with open(bin_path, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        off = f.tell()
+        for oid, kt in ops.items():
+            e = by_key.get(kt)
+            if e is None:
+                p = pack_panels(module.weights[kt[0]], nr, kt[1])
+                pad = (-off) % ALIGN
+                f.write(b"\0" * pad)
+                off += pad
+                data = p.tobytes()
+                f.write(data)
+                e = by_key[kt] = {"offset": off, "nbytes": len(data), "shape": list(p.shape), "nr": nr}
+                off += len(data)
+            out[oid] = e
+    return out

@@ -1,0 +1,246 @@
+/* f32 dense GEMM/GEMV for MatMul and Gemm: cache-blocked, register-blocked, threaded over rows and
+ * columns.
+ *
+ *   C[m, n] = alpha * sum_k A[m, k] B[k, n]  (+ beta * c[m, n], c broadcast through strides)
+ *
+ * B comes either as panels packed at compile time (a constant weight: [ceil(N/NR)][K][NR], the NR
+ * columns of a panel contiguous for each k, the last panel zero-padded; see codegen/c/gemm_pack.py)
+ * or as an ordinary strided matrix (an activation: attention scores, attention x V).  A strided B is
+ * read in place where a panel's NR columns are contiguous, and otherwise copied panel slice by panel
+ * slice into a small per-task buffer.
+ *
+ * Loop nest (GotoBLAS order, B pre-packed): a task owns a block of MC rows and a run of panels; for
+ * each panel and each KC slice of the reduction the slice (KC x NR floats, 16 KiB) stays in L1 while
+ * the micro-kernel sweeps the block's rows MR at a time (the A block MC x KC stays in L2).  The
+ * micro-kernel keeps an MR x NR tile of C in vector registers (GCC vector extensions, width
+ * MOEC_VBYTES from the target's compiler flags: 64 on AVX-512, 32 on AVX2, 16 otherwise) and does,
+ * per k, two vector loads of B, m broadcasts of A and 2m FMAs; it is instantiated for every m <= MR
+ * so a GEMV (m = 1) does no wasted work.  Tasks are handed out dynamically over (batch, row block,
+ * run of panels); at one row the panels are split between the threads, so one token uses every core.
+ * The epilogue (alpha, beta * c: a Gemm's bias or any broadcast addend) is applied as the last KC
+ * slice of a tile is stored. */
+#include "rt_linalg.h"
+
+#include <stdlib.h>
+
+#ifndef MOEC_VBYTES
+#define MOEC_VBYTES 16
+#endif
+#define GVL (MOEC_VBYTES / 4)
+#define GNR (2 * GVL)
+#if GVL >= 16
+#define GMR 8 /* 8 x 2 zmm accumulators */
+#elif GVL >= 8
+#define GMR 6 /* 6 x 2 ymm */
+#else
+#define GMR 4
+#endif
+#define GKC (4096 / GNR) /* a B slice is KC x NR floats = 16 KiB */
+#define GMC 256
+
+typedef float gvf __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
+typedef int32_t gvi __attribute__((vector_size(MOEC_VBYTES)));
+static inline gvf gsplat(float v) { return __builtin_shuffle((gvf){v}, (gvi){0}); }
+static inline gvf gld(const float *p) { gvf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline void gst(float *p, gvf v) { __builtin_memcpy(p, &v, sizeof v); }
+
+int moec_sgemm_panel_width(void) { return GNR; }
+
+typedef struct {
+  const moec_sgemm *g;
+  int64_t nbatch, nrb, ncc, cp, kc, mc;
+  const int64_t *aoff, *boff; /* per batch (NULL: one batch) */
+  int64_t cstride;           /* C elements per batch */
+  float *abuf;               /* per thread: mc x K floats (the task's rows of A, packed) */
+  int64_t abuf_len;
+} sg_job;
+
+/* the epilogue of one tile row: C[0..nb) = alpha * acc + beta * c(row, col0 + j) */
+static inline void sg_store_row(const moec_sgemm *g, float *C, const float *acc, int nb, int64_t row,
+                                int64_t col0, int last) {
+  if (!last || (g->alpha == 1.0f && !g->c)) {
+    for (int j = 0; j < nb; j++) C[j] = acc[j];
+    return;
+  }
+  float al = g->alpha, be = g->beta;
+  if (!g->c) {
+    for (int j = 0; j < nb; j++) C[j] = al * acc[j];
+    return;
+  }
+  const float *c = g->c + row * g->scm + col0 * g->scn;
+  if (g->scn == 1) for (int j = 0; j < nb; j++) C[j] = al * acc[j] + be * c[j];
+  else if (g->scn == 0) for (int j = 0; j < nb; j++) C[j] = al * acc[j] + be * c[0];
+  else for (int j = 0; j < nb; j++) C[j] = al * acc[j] + be * c[j * g->scn];
+}
+
+/* C tile [m x nb] (+)= Ap[kn][MR] (A's rows, packed) . B[kn x NR] (rows ldb apart).  m is a
+ * compile-time constant at every call (always_inline), so the tile loops unroll into registers.
+ * first: start from zero (else from C); last: apply the epilogue. */
+static inline __attribute__((always_inline)) void sg_tile(const int m, const moec_sgemm *g, const float *Ap,
+                                                          const float *B, int64_t ldb, int64_t kn, float *C, int nb,
+                                                          int first, int last, int64_t row, int64_t col) {
+  const int64_t ldc = g->ldc;
+  gvf acc[GMR][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < m; r++) {
+    if (first) {
+      acc[r][0] = acc[r][1] = (gvf){0};
+    } else if (nb == GNR) {
+      acc[r][0] = gld(C + r * ldc);
+      acc[r][1] = gld(C + r * ldc + GVL);
+    } else {
+      float t[GNR] = {0};
+      for (int j = 0; j < nb; j++) t[j] = C[r * ldc + j];
+      acc[r][0] = gld(t);
+      acc[r][1] = gld(t + GVL);
+    }
+  }
+  for (int64_t k = 0; k < kn; k++) {
+    gvf b0 = gld(B + k * ldb), b1 = gld(B + k * ldb + GVL);
+#pragma GCC unroll 16
+    for (int r = 0; r < m; r++) {
+      gvf x = gsplat(Ap[k * GMR + r]);
+      acc[r][0] += x * b0;
+      acc[r][1] += x * b1;
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < m; r++) {
+    if (nb == GNR && (!last || (g->alpha == 1.0f && !g->c))) {
+      gst(C + r * ldc, acc[r][0]);
+      gst(C + r * ldc + GVL, acc[r][1]);
+    } else {
+      float t[GNR];
+      gst(t, acc[r][0]);
+      gst(t + GVL, acc[r][1]);
+      sg_store_row(g, C + r * ldc, t, nb, row + r, col, last);
+    }
+  }
+}
+
+#define SG_CASE(M_) \
+  case M_: sg_tile(M_, g, Ap, B, ldb, kn, C, nb, first, last, row, col); break;
+
+static void sg_tile_m(int m, const moec_sgemm *g, const float *Ap, const float *B, int64_t ldb, int64_t kn, float *C,
+                      int nb, int first, int last, int64_t row, int64_t col) {
+  switch (m) {
+    SG_CASE(1)
+    SG_CASE(2)
+    SG_CASE(3)
+    SG_CASE(4)
+#if GMR > 4
+    SG_CASE(5)
+    SG_CASE(6)
+#endif
+#if GMR > 6
+    SG_CASE(7)
+    SG_CASE(8)
+#endif
+    default: break;
+  }
+}
+
+/* rows [r0, r1) of A, all of K, as MR-row tiles [tile][k][MR] (one contiguous stream per tile; rows
+ * of A a power of two apart would otherwise fall into the same L1 sets) */
+static void sg_pack_a(const moec_sgemm *g, const float *A, int64_t r0, int64_t r1, float *Ap) {
+  const int64_t K = g->K, sam = g->sam, sak = g->sak;
+  for (int64_t m0 = r0; m0 < r1; m0 += GMR) {
+    int m = (int)(r1 - m0 < GMR ? r1 - m0 : GMR);
+    float *dst = Ap + (m0 - r0) * K;
+    for (int r = 0; r < m; r++) {
+      const float *src = A + (m0 + r) * sam;
+      if (sak == 1) for (int64_t k = 0; k < K; k++) dst[k * GMR + r] = src[k];
+      else for (int64_t k = 0; k < K; k++) dst[k * GMR + r] = src[k * sak];
+    }
+  }
+}
+
+static void sg_task(void *arg, int64_t item, int tid) {
+  const sg_job *j = (const sg_job *)arg;
+  const moec_sgemm *g = j->g;
+  int64_t cc = item % j->ncc, rest = item / j->ncc;
+  int64_t rb = rest % j->nrb, bi = rest / j->nrb;
+  const int64_t M = g->M, N = g->N, K = g->K, P = (N + GNR - 1) / GNR;
+  int64_t r0 = rb * j->mc, r1 = r0 + j->mc < M ? r0 + j->mc : M;
+  int64_t p0 = cc * j->cp, p1 = p0 + j->cp < P ? p0 + j->cp : P;
+  const float *Bm = g->B ? g->B + (j->boff ? j->boff[bi] : 0) : NULL;
+  float *Cb = g->C + bi * j->cstride;
+  float *Ap = j->abuf + (int64_t)tid * j->abuf_len;
+  sg_pack_a(g, g->A + (j->aoff ? j->aoff[bi] : 0), r0, r1, Ap);
+  float buf[GKC * GNR] __attribute__((aligned(64)));
+  for (int64_t p = p0; p < p1; p++) {
+    int64_t n0 = p * GNR;
+    int nb = (int)(N - n0 < GNR ? N - n0 : GNR);
+    int64_t k0 = 0;
+    do { /* (once when K == 0: the tile is zero, then the epilogue) */
+      int64_t kn = K - k0 < j->kc ? K - k0 : j->kc;
+      const float *B;
+      int64_t ldb;
+      if (g->Bp) {
+        B = g->Bp + p * K * GNR + k0 * GNR;
+        ldb = GNR;
+      } else if (g->sbn == 1 && nb == GNR) {
+        B = Bm + k0 * g->sbk + n0;
+        ldb = g->sbk;
+      } else { /* a strided or partial panel: copy the slice, zero-padded */
+        for (int64_t k = 0; k < kn; k++) {
+          const float *src = Bm + (k0 + k) * g->sbk + n0 * g->sbn;
+          float *dst = buf + k * GNR;
+          int jj = 0;
+          for (; jj < nb; jj++) dst[jj] = src[jj * g->sbn];
+          for (; jj < GNR; jj++) dst[jj] = 0.f;
+        }
+        B = buf;
+        ldb = GNR;
+      }
+      int first = k0 == 0, last = k0 + kn >= K;
+      for (int64_t m0 = r0; m0 < r1; m0 += GMR) {
+        int m = (int)(r1 - m0 < GMR ? r1 - m0 : GMR);
+        sg_tile_m(m, g, Ap + (m0 - r0) * K + k0 * GMR, B, ldb, kn, Cb + m0 * g->ldc + n0, nb, first, last, m0, n0);
+      }
+      k0 += kn;
+    } while (k0 < K);
+  }
+}
+
+int moec_sgemm_run(moec_ctx *ctx, const moec_sgemm *g, int64_t nbatch, const int64_t *aoff, const int64_t *boff,
+                   int64_t cstride) {
+  const int64_t M = g->M, N = g->N, K = g->K;
+  if (M <= 0 || N <= 0 || nbatch <= 0) return 0;
+  sg_job j;
+  j.g = g;
+  j.nbatch = nbatch;
+  j.aoff = aoff;
+  j.boff = boff;
+  j.cstride = cstride;
+  j.kc = GKC;
+  /* a row block's packed A (mc x K) about 512 KiB, so it stays in L2 while the panels stream past */
+  int64_t mc = K > 0 ? (131072 / K) / GMR * GMR : GMC;
+  if (mc < GMR) mc = GMR;
+  if (mc > GMC) mc = GMC;
+  j.mc = M < mc ? M : mc;
+  j.nrb = (M + j.mc - 1) / j.mc;
+  int64_t P = (N + GNR - 1) / GNR;
+  /* work in FMAs; small products stay on the calling thread (waking the pool costs more) */
+  double work = (double)nbatch * (double)M * (double)N * (double)(K ? K : 1);
+  int nt = moec_num_threads(ctx, 1 << 30);
+  if (work < 65536.0) nt = 1;
+  /* about 8 tasks per thread over (batch, row block, run of panels) */
+  int64_t outer = nbatch * j.nrb, want = (int64_t)nt * 8;
+  int64_t split = outer >= want ? 1 : (want + outer - 1) / outer;
+  if (split > P) split = P;
+  j.cp = (P + split - 1) / split;
+  j.ncc = (P + j.cp - 1) / j.cp;
+  int64_t items = outer * j.ncc;
+  if (items < nt) nt = (int)items;
+  j.abuf_len = ((j.mc + GMR - 1) / GMR * GMR * (K ? K : 1) + 15) / 16 * 16;
+  j.abuf = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(j.abuf_len * nt));
+  if (!j.abuf) return moec_fail(ctx, "out of memory (GEMM packing buffer)");
+  if (nt <= 1) {
+    for (int64_t i = 0; i < items; i++) sg_task(&j, i, 0);
+  } else {
+    moec_parallel_for_tid(ctx, items, sg_task, &j);
+  }
+  moec_scratch_free(j.abuf);
+  return 0;
+}

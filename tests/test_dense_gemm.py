@@ -1,0 +1,275 @@
+"""Dense GEMM/GEMV of the C target (issue 17 item 1): rt_gemm_f32.c and the compile-time packed
+weights (codegen/c/gemm_pack.py), against numpy in float64 and, for a whole model, onnxruntime."""
+import numpy as np
+import pytest
+from onnx import helper
+
+from helpers import make_model
+from moec.codegen.c import gemm_pack
+from moec.driver import CompileOptions, build_module, compile_onnx
+from moec.ir import WeightStore, parse_module, run
+
+SIZES = (1, 3, 17, 33)
+
+
+def _tt(shape, syms=None):
+    dims = "x".join("?" if isinstance(d, str) else str(d) for d in shape)
+    names = [d for d in shape if isinstance(d, str)]
+    return f'tensor<{dims}{"x" if dims else ""}f32{", " + chr(34) + ",".join(names) + chr(34) if names else ""}>'
+
+
+def _module(args, ops, outs, ws):
+    """args: [(name, shape)], ops: IR lines, outs: [(value, shape)]"""
+    sig = ", ".join(f"%{n}: {_tt(s)}" for n, s in args)
+    otys = ", ".join(_tt(s) for _, s in outs)
+    names = ", ".join(f'"{n}"' for n, _ in args)
+    onames = ", ".join(f'"{v}"' for v, _ in outs)
+    text = "\n".join(["module {", f"  func.func @main({sig}) -> ({otys}) attributes {{moec.inputs = [{names}], "
+                      f"moec.outputs = [{onames}]}} {{", *("    " + o for o in ops),
+                      f"    func.return {', '.join('%' + v for v, _ in outs)} : {otys}", "  }", "}"])
+    return parse_module(text, ws)
+
+
+def _const(name, shape):
+    t = _tt(shape)
+    return f'%{name} = "moec.constant"() {{value = dense_resource<{name}> : {t}}} : () -> {t}'
+
+
+def _close(got, want, K, what):
+    want = np.asarray(want, np.float64)
+    tol = 1e-5 * np.sqrt(max(K, 1)) * max(1.0, float(np.abs(want).max(initial=0)))
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    err = float(np.abs(got.astype(np.float64) - want).max(initial=0))
+    assert err <= tol, f"{what}: max error {err:.3g} > {tol:.3g}"
+
+
+def test_pack_layout_and_width():
+    w = np.arange(5 * 7, dtype=np.float32).reshape(5, 7)  # K=5, N=7
+    p = gemm_pack.pack_panels(w, 4)
+    assert p.shape == (2, 5, 4)
+    for n in range(8):
+        for k in range(5):
+            assert p[n // 4, k, n % 4] == (w[k, n] if n < 7 else 0.0)
+    np.testing.assert_array_equal(gemm_pack.pack_panels(w.T, 4, trans=True), p)
+    assert gemm_pack.panel_width(("-mavx2", "-DMOEC_VBYTES=64")) == 32
+    assert gemm_pack.panel_width(("-DMOEC_VBYTES=32",)) == 16
+    assert gemm_pack.panel_width(()) == 8
+
+
+@pytest.fixture(scope="module")
+def packed_grid(tmp_path_factory):
+    """x_K [M, K] @ W_K_N for K, N in SIZES + 1000 (one build, M chosen at run time)."""
+    rng = np.random.default_rng(0)
+    ws = WeightStore()
+    Ks = Ns = SIZES + (1000,)
+    args = [(f"x{K}", ("M", K)) for K in Ks]
+    ops, outs = [], []
+    for K in Ks:
+        for N in Ns:
+            if K == N == 1000:
+                continue
+            ws.set(f"w{K}_{N}", rng.standard_normal((K, N)).astype(np.float32))
+            ops.append(_const(f"w{K}_{N}", (K, N)))
+            ops.append(f'%y{K}_{N} = "moec.matmul"(%x{K}, %w{K}_{N}) : ({_tt(("M", K))}, {_tt((K, N))}) -> '
+                       f'{_tt(("M", N))}')
+            outs.append((f"y{K}_{N}", ("M", N)))
+    m = _module(args, ops, outs, ws)
+    d = tmp_path_factory.mktemp("packed")
+    art = build_module(m, str(d / "out"), threads=2)
+    with open(d / "out" / "model.c") as f:
+        src = f.read()
+    return m, ws, Ks, art, src, str(d / "out")
+
+
+@pytest.mark.parametrize("M", SIZES + (300,))
+def test_packed_matmul_odd_shapes(packed_grid, M):
+    m, ws, Ks, art, src, _ = packed_grid
+    assert src.count("moec_k_matmul_packed(") == len(m.main.outputs)  # every weight product is packed
+    rng = np.random.default_rng(M)
+    xs = [rng.standard_normal((M, K)).astype(np.float32) for K in Ks]
+    got = art(xs)
+    for (name, _), y in zip([(v, None) for v in m.main.output_names], got):
+        K, N = (int(t) for t in name[1:].split("_"))
+        _close(y, xs[Ks.index(K)].astype(np.float64) @ ws[f"w{K}_{N}"].astype(np.float64), K, f"M={M} K={K} N={N}")
+
+
+def test_packed_matmul_threads_agree(packed_grid, tmp_path):
+    """one thread and two threads (columns split at one row) give the same bits"""
+    from moec.targets.registry import CpuArtifact
+    m, ws, Ks, art, _, outdir = packed_grid
+    one = CpuArtifact(outdir, threads=1)
+    for M in (1, 33):
+        xs = [np.random.default_rng(M).standard_normal((M, K)).astype(np.float32) for K in Ks]
+        for a, b in zip(one(xs), art(xs)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_packed_matmul_batched_and_vector_activations(tmp_path):
+    rng = np.random.default_rng(1)
+    ws = WeightStore()
+    ws.set("w", rng.standard_normal((33, 40)).astype(np.float32))
+    args = [("x", ("B", "S", 33)), ("v", (33,))]
+    ops = [_const("w", (33, 40)),
+           f'%y = "moec.matmul"(%x, %w) : ({_tt(("B", "S", 33))}, {_tt((33, 40))}) -> {_tt(("B", "S", 40))}',
+           f'%z = "moec.matmul"(%v, %w) : ({_tt((33,))}, {_tt((33, 40))}) -> {_tt((40,))}']
+    m = _module(args, ops, [("y", ("B", "S", 40)), ("z", (40,))], ws)
+    art = build_module(m, str(tmp_path / "out"), threads=2)
+    for B, S in ((2, 5), (1, 1), (3, 0)):
+        x = rng.standard_normal((B, S, 33)).astype(np.float32)
+        v = rng.standard_normal(33).astype(np.float32)
+        y, z = art([x, v])
+        _close(y, x.astype(np.float64) @ ws["w"].astype(np.float64), 33, f"B={B} S={S}")
+        _close(z, v.astype(np.float64) @ ws["w"].astype(np.float64), 33, "vector")
+
+
+BATCHED = {  # a shape, b shape (activations: attention scores, attention x V, broadcasting)
+    "scores": (("B", "H", "S", "D"), ("B", "H", "D", "S2")),
+    "bcast_a": (("B", 1, "S", "D"), ("H", "D", "S2")),
+    "bcast_b": (("H", "S", "D"), ("D", "S2")),
+    "vec_b": (("B", "S", "D"), ("D",)),
+    "vec_a": (("D",), ("B", "D", "S2")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BATCHED))
+def test_activation_matmul(name, tmp_path):
+    sa, sb = BATCHED[name]
+    ra, rb = len(sa), len(sb)
+    rng = np.random.default_rng(2)
+    probe = {"B": 2, "H": 3, "S": 5, "D": 7, "S2": 9}
+    out = np.matmul(np.zeros([probe.get(d, d) if isinstance(d, str) else d for d in sa], np.float32),
+                    np.zeros([probe.get(d, d) if isinstance(d, str) else d for d in sb], np.float32)).shape
+    # output dims: symbolic where any input dim is (named by position)
+    oshape = tuple(f"o{i}" for i in range(len(out)))
+    m = _module([("a", sa), ("b", sb)], [f'%y = "moec.matmul"(%a, %b) : ({_tt(sa)}, {_tt(sb)}) -> {_tt(oshape)}'],
+                [("y", oshape)], WeightStore())
+    art = build_module(m, str(tmp_path / "out"), threads=2)
+    for sizes in ({"B": 2, "H": 3, "S": 5, "D": 7, "S2": 9}, {"B": 1, "H": 2, "S": 1, "D": 1, "S2": 33},
+                  {"B": 2, "H": 1, "S": 17, "D": 40, "S2": 3}, {"B": 1, "H": 1, "S": 3, "D": 0, "S2": 4}):
+        a = rng.standard_normal([sizes[d] if isinstance(d, str) else d for d in sa]).astype(np.float32)
+        b = rng.standard_normal([sizes[d] if isinstance(d, str) else d for d in sb]).astype(np.float32)
+        (y,) = art([a, b])
+        _close(y, np.matmul(a.astype(np.float64), b.astype(np.float64)), sizes["D"], f"{name} {sizes}")
+        assert ra and rb
+
+
+GEMMS = [  # trans_a, trans_b, c shape (None: no c), alpha, beta, b constant
+    (0, 0, None, 1.0, 1.0, True),
+    (0, 1, ("N",), 1.0, 1.0, True),
+    (1, 1, (1, "N"), 0.5, 2.0, True),
+    (1, 0, ("M", "N"), 1.0, -1.0, True),
+    (0, 1, ("M", 1), 1.5, 0.25, True),
+    (0, 0, (), 1.0, 3.0, True),
+    (1, 1, ("N",), 1.0, 1.0, False),
+    (0, 1, ("M", "N"), 2.0, 1.0, False),
+]
+
+
+@pytest.mark.parametrize("case", range(len(GEMMS)))
+def test_gemm(case, tmp_path):
+    ta, tb, cs, alpha, beta, const_b = GEMMS[case]
+    K, N = 17, 33
+    rng = np.random.default_rng(case)
+    ws = WeightStore()
+    bshape = (N, K) if tb else (K, N)
+    ashape = ("K", "M") if ta else ("M", "K")
+    args = [("a", ashape)]
+    ops = []
+    if const_b:
+        ws.set("w", rng.standard_normal(bshape).astype(np.float32))
+        ops.append(_const("w", bshape))
+    else:
+        args.append(("w", bshape))
+    cshape = None
+    operands, types = "%a, %w", f"{_tt(ashape)}, {_tt(bshape)}"
+    if cs is not None:
+        cshape = tuple(N if d == "N" else d for d in cs)
+        args.append(("c", cshape))
+        operands += ", %c"
+        types += f", {_tt(cshape)}"
+    ashape_t = tuple(K if d == "K" else d for d in ashape)
+    args[0] = ("a", ashape_t)
+    types = types.replace(_tt(ashape), _tt(ashape_t))
+    ops.append(f'%y = "moec.gemm"({operands}) {{alpha = {float(alpha)!r} : f64, beta = {float(beta)!r} : f64, trans_a = '
+               f'{"true" if ta else "false"}, trans_b = {"true" if tb else "false"}}} : ({types}) -> '
+               f'{_tt(("M", N))}')
+    m = _module(args, ops, [("y", ("M", N))], ws)
+    art = build_module(m, str(tmp_path / "out"), threads=2)
+    with open(tmp_path / "out" / "model.c") as f:
+        assert ("moec_k_gemm_packed(" in f.read()) == const_b
+    W = ws["w"] if const_b else rng.standard_normal(bshape).astype(np.float32)
+    for M in (1, 3, 17, 40):
+        a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+        ins = [a] + ([] if const_b else [W])
+        want = alpha * ((a.T if ta else a).astype(np.float64) @ (W.T if tb else W).astype(np.float64))
+        if cshape is not None:
+            c = rng.standard_normal(tuple(M if d == "M" else d for d in cshape)).astype(np.float32)
+            ins.append(c)
+            want = want + beta * c.astype(np.float64)
+        (y,) = art(ins)
+        _close(y, want, K, f"case {GEMMS[case]} M={M}")
+        np.testing.assert_allclose(y, run(m, dict(zip([n for n, _ in args], ins)))["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_runtime_refuses_panels_of_another_width(tmp_path, monkeypatch):
+    """the panel width is checked at each call: panels packed for another vector width are an error,
+    never a wrong result"""
+    ws = WeightStore()
+    ws.set("w", np.ones((4, 5), np.float32))
+    m = _module([("x", ("M", 4))], [_const("w", (4, 5)),
+                                     f'%y = "moec.matmul"(%x, %w) : ({_tt(("M", 4))}, {_tt((4, 5))}) -> {_tt(("M", 5))}'],
+                [("y", ("M", 5))], ws)
+    real = gemm_pack.panel_width
+    monkeypatch.setattr(gemm_pack, "panel_width", lambda cflags: 2 * real(cflags))
+    art = build_module(m, str(tmp_path / "out"))
+    with pytest.raises(Exception, match="packed weight panels do not match"):
+        art([np.ones((2, 4), np.float32)])
+
+
+def _attention_mlp_model():
+    """a small decoder-ish block as exporters write it: projections (MatMul + Add, Gemm transB),
+    attention scores and attention x V as batched MatMuls, softmax, an output layer"""
+    rng = np.random.default_rng(3)
+    D, H, V = 48, 4, 101
+    hd = D // H
+
+    def w(*s):
+        return (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)
+    inits = {"wq": w(D, D), "wk": w(D, D), "wv": w(D, D), "bq": w(D), "wo": w(D, D), "w1": w(3 * D, D),
+             "b1": w(3 * D), "w2": w(3 * D, D), "wl": w(D, V), "shp": np.array([0, -1, H, hd], np.int64),
+             "shp2": np.array([0, -1, D], np.int64), "scale": np.array(1 / np.sqrt(hd), np.float32),
+             "flat": np.array([-1, D], np.int64), "shp3": np.array([1, -1, V], np.int64)}
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "wq"], ["q0"]), n("Add", ["q0", "bq"], ["q1"]),
+        n("MatMul", ["x", "wk"], ["k1"]), n("MatMul", ["x", "wv"], ["v1"]),
+        *[n("Reshape", [f"{t}1", "shp"], [f"{t}2"]) for t in "qkv"],
+        n("Transpose", ["q2"], ["q3"], perm=[0, 2, 1, 3]), n("Transpose", ["k2"], ["k3"], perm=[0, 2, 3, 1]),
+        n("Transpose", ["v2"], ["v3"], perm=[0, 2, 1, 3]),
+        n("MatMul", ["q3", "k3"], ["s0"]), n("Mul", ["s0", "scale"], ["s1"]), n("Softmax", ["s1"], ["p"], axis=-1),
+        n("MatMul", ["p", "v3"], ["o0"]), n("Transpose", ["o0"], ["o1"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["o1", "shp2"], ["o2"]), n("MatMul", ["o2", "wo"], ["o3"]), n("Add", ["x", "o3"], ["h"]),
+        n("Reshape", ["h", "flat"], ["h2"]), n("Gemm", ["h2", "w1", "b1"], ["f1"], transB=1),
+        n("Relu", ["f1"], ["f2"]), n("MatMul", ["f2", "w2"], ["f3"]), n("Add", ["h2", "f3"], ["h3"]),
+        n("Gemm", ["h3", "wl"], ["l0"], alpha=0.5), n("Reshape", ["l0", "shp3"], ["logits"]),
+    ]
+    return make_model(nodes, [("x", np.float32, [1, "S", D])], [("logits", np.float32, [1, "S", V])], inits)
+
+
+def test_small_model_matches_onnxruntime(tmp_path):
+    """moec compile verifies against onnxruntime (the driver's check); the weight products ran packed"""
+    import onnxruntime as ort
+    model = _attention_mlp_model()
+    path = str(tmp_path / "m.onnx")
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    res = compile_onnx(path, str(tmp_path / "out"), CompileOptions(threads=2, symbol_sizes=(5, 1, 17)))
+    assert res.report["verified"], res.report
+    with open(tmp_path / "out" / "model.c") as f:
+        src = f.read()
+    assert src.count("moec_k_matmul_packed(") + src.count("moec_k_gemm_packed(") >= 6
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(4).standard_normal((1, 33, 48)).astype(np.float32)
+    want = sess.run(None, {"x": x})[0]
+    got = res.artifact([x])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
