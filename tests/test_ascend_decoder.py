@@ -87,7 +87,7 @@ def test_attention_block_runs_on_the_npu(tmp_path):
     import onnxruntime as ort
     out = str(tmp_path / "out")
     model = _attention_block()
-    r = compile_onnx(model, out, CompileOptions(target="ascend", symbol_sizes=(7, 1, 3)))
+    r = compile_onnx(model, out, CompileOptions(target="ascend", symbol_sizes=(7, 1)))
     assert r.report["verified"], r.report.get("failure")
     plan = _plan(out)
     assert plan["host_ops"] == {} and r.report["ascend"]["host_ops"] == {}
@@ -104,7 +104,7 @@ def test_attention_block_runs_on_the_npu(tmp_path):
     assert [s["b_fused"] for s in mm if s.get("batched")] == [True, False]  # K^T read in place; V^T copied
 
     art = get_backend("ascend", "Ascend910B2").load(out)
-    for S in (9, 2, 9):  # a shape seen before reuses its tiling values (cos/sin, mask), not recomputed
+    for S in (5, 2, 5):  # a shape seen before reuses its tiling values (cos/sin, mask), not recomputed
         ids = np.random.default_rng(S).integers(-V, V, (1, S))  # negative ids count from the end, as ONNX says
         want = ort.InferenceSession(model.SerializeToString()).run(None, {"input_ids": ids})[0]
         np.testing.assert_allclose(art([ids])[0], want, rtol=1e-5, atol=1e-5)
