@@ -273,3 +273,36 @@ def test_small_model_matches_onnxruntime(tmp_path):
     want = sess.run(None, {"x": x})[0]
     got = res.artifact([x])[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["generic", "avx2"])
+def test_other_vector_widths(arch, tmp_path):
+    """the portable path (16-byte vectors, NR = 8) and AVX2 (NR = 16): panels packed for the width the
+    runtime is built with, odd shapes, a transposed Gemm with a bias"""
+    from moec.targets.description import cpu_target
+    try:
+        desc = cpu_target(arch)
+    except ValueError:
+        pytest.skip(f"this host cannot run {arch} code")
+    if arch == "avx2" and "avx2" not in desc.isa:
+        pytest.skip("no AVX2 on this host")
+    rng = np.random.default_rng(5)
+    ws = WeightStore()
+    ws.set("w", rng.standard_normal((33, 17)).astype(np.float32))
+    ws.set("wt", rng.standard_normal((19, 33)).astype(np.float32))
+    ws.set("b", rng.standard_normal(19).astype(np.float32))
+    ops = [_const("w", (33, 17)), _const("wt", (19, 33)), _const("b", (19,)),
+           f'%y = "moec.matmul"(%x, %w) : ({_tt(("M", 33))}, {_tt((33, 17))}) -> {_tt(("M", 17))}',
+           f'%z = "moec.gemm"(%x, %wt, %b) {{alpha = 1.0 : f64, beta = 1.0 : f64, trans_a = false, trans_b = true}} : '
+           f'({_tt(("M", 33))}, {_tt((19, 33))}, {_tt((19,))}) -> {_tt(("M", 19))}']
+    m = _module([("x", ("M", 33))], ops, [("y", ("M", 17)), ("z", ("M", 19))], ws)
+    art = build_module(m, str(tmp_path / "out"), arch=arch, threads=2)
+    with open(tmp_path / "out" / "model.c") as f:
+        src = f.read()
+    nr = gemm_pack.panel_width(desc.cflags)
+    assert f", {nr}, " in src and "moec_k_gemm_packed(" in src
+    for M in (1, 5, 40):
+        x = rng.standard_normal((M, 33)).astype(np.float32)
+        y, z = art([x])
+        _close(y, x.astype(np.float64) @ ws["w"].astype(np.float64), 33, f"{arch} matmul M={M}")
+        _close(z, x.astype(np.float64) @ ws["wt"].T.astype(np.float64) + ws["b"], 33, f"{arch} gemm M={M}")
