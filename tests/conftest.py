@@ -20,3 +20,127 @@ if not os.path.exists(_EXAMPLE):
     import subprocess
 
     subprocess.run([sys.executable, os.path.join(os.path.dirname(_EXAMPLE), "build_mixtral_like.py")], check=True)
+
+
+# -- a private moec cache per test, seeded with the toolchain builds -------------------------------------------
+# Tests that need a cache of their own (a JIT cache miss, a cache hit they count) get a fresh MOEC_CACHE_DIR.
+# What such a cache would otherwise rebuild in every test is the same for all of them: the C runtime archive
+# (rt-<key>), the Ascend emulator library (ascend/<key>) and the zoo's ONNX exports (zoo/<hash>/*.onnx), all
+# keyed by a hash of their sources.  They are built once per session (the host's runtime archive when the
+# first such test starts, the others by the first test that needs them: kept when it ends), and
+# copied into each fresh cache (moec checks every entry's sha256 on use, as it does for any cache).  Tests of
+# the cache itself seed only what they do not test (tests/test_cache_integrity.py).
+import shutil as _shutil
+
+import pytest as _pytest
+
+_SEED_AREAS = ("", "ascend")   # "" = the cache root, where the runtime archives live (rt-<key>)
+
+
+def _seed_entries(root):
+    for area in _SEED_AREAS:
+        a = os.path.join(root, area)
+        if not os.path.isdir(a):
+            continue
+        for n in sorted(os.listdir(a)):
+            p = os.path.join(a, n)
+            if n.endswith(".tmp") or os.path.islink(p) or not os.path.isdir(p):
+                continue
+            if area == "" and not n.startswith("rt-"):
+                continue
+            yield os.path.join(area, n)
+
+
+def _zoo_files(root):
+    z = os.path.join(root, "zoo")
+    if not os.path.isdir(z):
+        return
+    for h in sorted(os.listdir(z)):
+        d = os.path.join(z, h)
+        if os.path.isdir(d) and not os.path.islink(d):
+            for n in sorted(os.listdir(d)):
+                if n.endswith(".onnx") and not n.startswith("_") and os.path.isfile(os.path.join(d, n)):
+                    yield os.path.join("zoo", h, n)
+
+
+class CacheSeed:
+    """The session's store of toolchain builds (see above)."""
+
+    def __init__(self, root):
+        self.root = str(root)
+
+    def fill(self, cache, areas=_SEED_AREAS, zoo=True):
+        """Copy the stored entries of ``areas`` (and the zoo exports) into the cache folder ``cache``."""
+        cache = str(cache)
+        for rel in _seed_entries(self.root):
+            if (rel.split(os.sep)[0] if os.sep in rel else "") in areas:
+                dst = os.path.join(cache, rel)
+                if not os.path.exists(dst):
+                    _shutil.copytree(os.path.join(self.root, rel), dst)
+        if zoo:
+            for rel in _zoo_files(self.root):
+                dst = os.path.join(cache, rel)
+                if not os.path.exists(dst):
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    _shutil.copyfile(os.path.join(self.root, rel), dst)
+        return cache
+
+    def harvest(self, cache):
+        """Keep the whole (checked) entries a test built, for the next tests."""
+        from moec.targets import cache_store
+        cache = str(cache)
+        for rel in _seed_entries(cache):
+            dst = os.path.join(self.root, rel)
+            if os.path.exists(dst):
+                continue
+            try:
+                cache_store.check(os.path.join(cache, rel))
+            except Exception:
+                continue
+            tmp = dst + ".harvest.tmp"
+            _shutil.rmtree(tmp, ignore_errors=True)
+            _shutil.copytree(os.path.join(cache, rel), tmp)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.rename(tmp, dst)
+        for rel in _zoo_files(cache):
+            dst = os.path.join(self.root, rel)
+            if not os.path.exists(dst):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                _shutil.copyfile(os.path.join(cache, rel), dst + ".tmp")
+                os.replace(dst + ".tmp", dst)
+
+
+@_pytest.fixture(scope="session")
+def cache_seed(tmp_path_factory):
+    """The session's store; the host's C runtime archive is built into it at once (moec's own build)."""
+    seed = CacheSeed(tmp_path_factory.mktemp("moec-cache-seed"))
+    from moec.targets import cpu
+    from moec.targets.description import cpu_target
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOEC_CACHE_DIR", seed.root)
+        cpu.build_runtime(cpu_target("native"))
+    return seed
+
+
+@_pytest.fixture
+def moec_cache(tmp_path, monkeypatch, cache_seed):
+    """A fresh MOEC_CACHE_DIR (tmp_path/cache) holding the session's toolchain builds; returns its path."""
+    import pathlib
+    c = tmp_path / "cache"
+    c.mkdir()
+    cache_seed.fill(c)
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(c))
+    yield pathlib.Path(c)
+    cache_seed.harvest(c)
+
+
+@_pytest.fixture(scope="module")
+def moec_module_cache(tmp_path_factory, cache_seed):
+    """One fresh MOEC_CACHE_DIR for a test module (seeded like moec_cache): its tests share the JIT cache, so
+    a compile another test of the module already made is a (checked) cache hit."""
+    c = tmp_path_factory.mktemp("moec-cache")
+    cache_seed.fill(c)
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOEC_CACHE_DIR", str(c))
+        yield c
+    cache_seed.harvest(c)

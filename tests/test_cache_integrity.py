@@ -1,6 +1,7 @@
 """Damaged caches are rebuilt, never loaded (issue 15 items 10 and 19).
 
-Each test uses a private cache (MOEC_CACHE_DIR under tmp_path), damages entries for real (a library whose
+Each test uses a private cache (MOEC_CACHE_DIR under tmp_path; where a test does not damage the C runtime
+archive, the cache starts with the session's build of it, see conftest.py), damages entries for real (a library whose
 code is all breakpoints, so that loading it kills the process; truncation; flipped bytes; garbage or
 wrongly typed JSON; a missing COMPLETE marker; an extra file; weights edited in place; build folders of
 killed compiles) and checks that the next compile works, rebuilds, and gives the right outputs.  Whatever
@@ -217,9 +218,10 @@ def _only_entry(area):
 
 
 @pytest.fixture(scope="module")
-def built_cache(tmp_path_factory):
+def built_cache(tmp_path_factory, cache_seed):
     """A build cache holding one model's library (built, then a hit), and the model file."""
     base = tmp_path_factory.mktemp("built")
+    cache_seed.fill(base / "cache", areas=("",), zoo=False)  # (the runtime archive)
     mp = base / "m.onnx"
     mp.write_bytes(_model().SerializeToString())
     assert _compile_in_subprocess(mp, base / "a", base / "cache") == {"verified": True, "hit": False}
@@ -227,7 +229,14 @@ def built_cache(tmp_path_factory):
     return base
 
 
-@pytest.mark.parametrize("how", ["poison", "truncate", "flip", "no_marker", "garbage_marker", "extra_file"])
+# End to end, by default: the crash (poison), a marker-level and a hash-level damage of each area; the other
+# kinds with -m slow (test_check_rejects_every_damage has every kind, fast).
+def _kinds(default, kinds):
+    return [k if k in default else pytest.param(k, marks=pytest.mark.slow) for k in kinds]
+
+
+@pytest.mark.parametrize("how", _kinds({"poison", "no_marker"},
+                                       ["poison", "truncate", "flip", "no_marker", "garbage_marker", "extra_file"]))
 def test_damaged_model_library_in_build_cache_is_rebuilt(built_cache, tmp_path, how):
     cache = tmp_path / "cache"
     shutil.copytree(built_cache / "cache", cache, symlinks=True)
@@ -245,7 +254,7 @@ def test_damaged_model_library_in_build_cache_is_rebuilt(built_cache, tmp_path, 
     assert cache_store.check(_only_entry(cache / "models"))["files"]["model.so"]  # rebuilt whole
 
 
-@pytest.mark.parametrize("how", ["truncate", "flip"])
+@pytest.mark.parametrize("how", ["truncate", pytest.param("flip", marks=pytest.mark.slow)])
 def test_damaged_runtime_archive_is_rebuilt(tmp_path, how):
     cache = tmp_path / "cache"
     for seed in (0, 1):
@@ -297,9 +306,10 @@ JIT_DAMAGES = ["poison_so", "truncate_so", "flip_so", "weights_plus3", "garbage_
 
 
 @pytest.fixture(scope="module")
-def jit_cache(tmp_path_factory):
+def jit_cache(tmp_path_factory, cache_seed):
     """A JIT cache holding one ONNX model's entry (built, then a hit), the model file and the entry's name."""
     base = tmp_path_factory.mktemp("jit")
+    cache_seed.fill(base / "cache", areas=("",), zoo=False)  # (the runtime archive)
     mp = base / "m.onnx"
     mp.write_bytes(_model().SerializeToString())
     a = _jit(mp, base / "cache")
@@ -309,7 +319,8 @@ def jit_cache(tmp_path_factory):
     return base, os.path.basename(a["dir"])
 
 
-@pytest.mark.parametrize("how", JIT_DAMAGES)
+@pytest.mark.parametrize("how", _kinds({"poison_so", "weights_plus3", "garbage_marker", "report_types_resealed",
+                                          "manifest_types_resealed", "not_a_dir"}, JIT_DAMAGES))
 def test_damaged_jit_entry_is_rebuilt(jit_cache, tmp_path, how):
     """Every kind of damage to a JIT cache entry gives a rebuild (not a hit, not a crash, not a
     JSONDecodeError/FileNotFoundError/"Directory not empty") and right outputs; the rebuilt entry checks whole.
@@ -356,12 +367,10 @@ def test_damaged_jit_entry_is_rebuilt(jit_cache, tmp_path, how):
     assert c["dir"] == a["dir"] and cache_store.check(c["dir"], name)
 
 
-def test_jit_stale_build_folders_are_cleaned_and_occupied_entry_replaced(tmp_path, monkeypatch):
+def test_jit_stale_build_folders_are_cleaned_and_occupied_entry_replaced(tmp_path, moec_cache):
     """A build folder of a killed compile is removed by the next compile (a live process's is kept); an
     entry left without COMPLETE (an interrupted publish) is replaced instead of failing."""
     import moec
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(cache))
     mp = tmp_path / "m.onnx"
     mp.write_bytes(_model().SerializeToString())
     cm = moec.compile(str(mp))
@@ -383,12 +392,11 @@ def test_jit_stale_build_folders_are_cleaned_and_occupied_entry_replaced(tmp_pat
     cache_store.check(again.stats.outdir, key)
 
 
-def test_module_weights_edited_in_cache_entry_are_detected(tmp_path, monkeypatch):
+def test_module_weights_edited_in_cache_entry_are_detected(moec_cache):
     """Issue 15 item 19 through a torch module: the weights file of the JIT entry edited in place (+3.0) is a
     rebuild with the module's outputs, not a verified hit off by 3.0; parameters changed in place are a new key."""
     torch = pytest.importorskip("torch")
     import moec
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     from zoo import make_inputs, make_module, modules
     mod = make_module(modules.Mixtral)  # (expert weights live in model.weights.bin)
     x = torch.from_numpy(make_inputs(6))
@@ -408,10 +416,11 @@ def test_module_weights_edited_in_cache_entry_are_detected(tmp_path, monkeypatch
         np.testing.assert_allclose(c(x).numpy(), mod(x).numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_library_is_hashed_as_loaded(tmp_path):
+def test_library_is_hashed_as_loaded(tmp_path, cache_seed):
     """A library inside a sealed entry that does not match its hash is refused before dlopen (Damaged, exit 2
     as a RuntimeFailure), in a subprocess so that loading it by mistake would crash the test."""
     cache = tmp_path / "cache"
+    cache_seed.fill(cache, areas=("",), zoo=False)  # (the runtime archive)
     mp = tmp_path / "m.onnx"
     mp.write_bytes(_model().SerializeToString())
     d = _jit(mp, cache)["dir"]

@@ -431,9 +431,8 @@ def test_failed_verification_is_published_only_where_nothing_was(tmp_path, monke
     assert not [n for n in _siblings(tmp_path) if ".moec-" in n]
 
 
-def test_jit_cache_entries_list_every_file(tmp_path, monkeypatch):
+def test_jit_cache_entries_list_every_file(tmp_path, moec_cache):
     import moec
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     p = _tiny(tmp_path)
     cm = moec.compile(str(p), verify=False)
     d = cm.stats.outdir

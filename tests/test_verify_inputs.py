@@ -257,9 +257,8 @@ def test_user_inputs_with_inconsistent_symbolic_dims(tmp_path):
         compile_onnx(m, str(tmp_path / "o"), CompileOptions(force=True, inputs=[given]))
 
 
-def test_api_example_inputs_for_onnx(tmp_path, monkeypatch):
+def test_api_example_inputs_for_onnx(moec_cache):
     import moec
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     m = _underivable()
     with pytest.raises(UserInputError, match="example_inputs"):
         moec.compile(m, cache=False)
@@ -275,9 +274,8 @@ def test_api_example_inputs_for_onnx(tmp_path, monkeypatch):
                         cache=False).stats.verified
 
 
-def test_api_example_inputs_are_part_of_the_cache_key(tmp_path, monkeypatch):
+def test_api_example_inputs_are_part_of_the_cache_key(moec_cache):
     import moec
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     m = _underivable()
     a = moec.compile(m, example_inputs=_good_underivable_inputs(3))
     b = moec.compile(m, example_inputs=_good_underivable_inputs(3))
