@@ -13,6 +13,7 @@ from .base import Pass, run_to_fixed_point
 from ..targets.description import TargetDesc, target_for
 from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
+from .fold_full_nonzero import FoldFullNonzero
 from .fuse_experts import FuseExperts
 from .recognize_moe import RecognizeMoE
 from .quantize import QuantizeWeights
@@ -22,7 +23,7 @@ from .schedule_dispatch import ScheduleDispatch
 def stages(target: TargetDesc, weights: str = "f32", group: int = 64,
            zero_point: bool = False) -> List[Tuple[str, List[Pass]]]:
     return [
-        ("canonicalize", [FoldConstants(), DeadCodeElimination()]),
+        ("canonicalize", [FoldConstants(), FoldFullNonzero(), DeadCodeElimination()]),
         ("recognize-moe", [RecognizeMoE(), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
         ("quantize-weights", [QuantizeWeights(weights, group, zero_point,

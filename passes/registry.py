@@ -6,12 +6,13 @@ from typing import Dict, Type
 from .base import Pass
 from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
+from .fold_full_nonzero import FoldFullNonzero
 from .fuse_experts import FuseExperts
 from .recognize_moe import RecognizeMoE
 from .schedule_dispatch import ScheduleDispatch
 
-PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldConstants, FuseExperts, RecognizeMoE,
-                                                      ScheduleDispatch)}
+PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldConstants, FoldFullNonzero, FuseExperts,
+                                                      RecognizeMoE, ScheduleDispatch)}
 
 
 def make_pass(name: str, **options) -> Pass:

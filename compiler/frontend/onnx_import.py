@@ -469,7 +469,12 @@ def _propagate_symbolic(ctx: ImportContext, node, inputs, outs) -> None:
             continue
         content = ctx.symbolic.get(id(v))
         if content is None:
-            return
+            # a computed shape element (e.g. batch * seq) is an unknown dim: the ones moved next to
+            # it stay known (Concat([batch * seq], [32]) is [?, 32])
+            if v.type.dtype not in (DType.I64, DType.I32) or v.type.rank > 1 or not v.type.is_static \
+                    or v.type.numel() > 16:
+                return
+            content = [None] * v.type.numel()
         any_symbolic = True
         enc = []
         for d in content:
