@@ -236,10 +236,11 @@ def _router(root, loc, outer):
         return "router", (f"softmax over axis {o.attrs['axis']}, not over the experts (the last axis)"), \
             [node(o)]
     if o is not None and o.name == "moec.select":
-        return "router", "a masked_fill (Where) before the top-k whose fill value is not -inf", [node(o)]
+        return "router", ("a masked_fill (Where) before the top-k that does not fill the scores with one constant "
+                          "(-inf, or a value such as AXK2's 0.0)"), [node(o)]
     if o is not None and o.name == "moec.add":
-        return "router", "an Add before the top-k that is not sigmoid(scores) + a constant correction bias", \
-            [node(o)]
+        return "router", ("an Add before the top-k that is not sigmoid(scores) or softmax(scores) + a constant "
+                          "correction bias"), [node(o)]
     if loc.get("bias_v") is not None:
         return "router", "a correction bias added to scores that are not sigmoid scores", [node(o)]
     return "router", f"stopped at {node(o) if o is not None else _vnode(v)}: {expect}", \

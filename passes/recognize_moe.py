@@ -92,14 +92,15 @@ class Expert:
 
 class _Root:
     """The selection a layer starts from: a top-k (values and ids), or an arg-max (ids only, k=1:
-    Switch's torch.max routing, whose weight is a separate max of the scores)."""
+    Switch's torch.max routing, whose weight is a separate max of the scores), or a chain of k
+    arg-maxes concatenated into ids [T, k] (``ids``: see RecognizeMoE._argmax_chain)."""
 
-    def __init__(self, op: Operation, k: int):
+    def __init__(self, op: Operation, k: int, ids: Optional[Value] = None):
         self.op, self.k = op, k
         if op.name == "moec.topk":
             self.values, self.ids = op.results
         else:
-            self.values, self.ids = None, op.results[0]
+            self.values, self.ids = None, (ids if ids is not None else op.results[0])
         self.results = list(op.results)
         self.ids_1d = self.ids.type.rank == 1
 
@@ -391,13 +392,16 @@ class RecognizeMoE(Pass):
         if topk.name == "moec.argmax":
             if topk.attrs["axis"] not in (-1, 1) or topk.operands[0].type.rank != 2:
                 raise _NoMatch
-            k = 1
+            k, ids = 1, None
+            picks = self._argmax_chain(L, topk)
+            if picks is not None:
+                k, ids = picks
         else:
             k_arr = L.const_array(topk.operands[1])
             if k_arr is None or topk.attrs["axis"] not in (-1, 1) or not topk.attrs["largest"]:
                 raise _NoMatch
-            k = int(np.asarray(k_arr).reshape(-1)[0])
-        root = _Root(topk, k)
+            k, ids = int(np.asarray(k_arr).reshape(-1)[0]), None
+        root = _Root(topk, k, ids)
         router = self._router(L, topk.operands[0])
         x, logits, w_r, scoring, bias_v, chain = router
         L.widened = any(v.type.dtype in (DType.F16, DType.BF16) for v in L.xs + L.xviews)
@@ -405,14 +409,21 @@ class RecognizeMoE(Pass):
         E = w_r.shape[0]
         # 1. layer output: where all expert paths have merged
         fwd = L.forward(topk.results)
-        y = self._layer_output(L, fwd, x)
-        region = L.ancestors(y, fwd) | {id(o) for o in chain} | {id(topk)}
-        # 2. experts (in a dense formulation they do not depend on the top-k: search everything
-        # between x and the layer output)
         all_ops = {id(o) for o in L.f.ops}
-        between = (L.ancestors(y, all_ops) - L.ancestors(x, all_ops)) | region
-        experts = self._experts(L, between, x, root, E, k, y)
+        # the first merge point holding expert FFNs: where the routing weight scales the experts' input
+        # (Llama-4: sigmoid(score) * x), the paths already merge there, before the experts
+        merges = self._layer_outputs(L, fwd, x)
+        for n_merge, y in enumerate(merges):
+            region = L.ancestors(y, fwd) | {id(o) for o in chain} | {id(topk)}
+            # 2. experts (in a dense formulation they do not depend on the top-k: search everything
+            # between x and the layer output)
+            between = (L.ancestors(y, all_ops) - L.ancestors(x, all_ops)) | region
+            experts = self._experts(L, between, x, root, E, k, y)
+            if experts or n_merge == len(merges) - 1:
+                break
         region = region | {id(p.op) for e in experts for p in e.ups + [e.down]}
+        if 0 < len(experts) < E and [e.index for e in experts] == list(range(len(experts))):
+            raise _NoMatch(_fewer_experts(E, len(experts)))
         if len(experts) != E:
             raise _NoMatch
         acts = {e.activation for e in experts}
@@ -436,6 +447,43 @@ class RecognizeMoE(Pass):
             except _NoMatch:
                 continue  # e.g. a residual add after the layer needs values from outside it
         return False
+
+    @staticmethod
+    def _argmax_chain(L: "_Layer", first: Operation):
+        """Arg-maxes in sequence, each over the scores with the earlier picks set to -inf (a scatter of
+        -inf at the pick), whose picks are concatenated along the last axis: that is the top-k of the
+        scores, ties to the lowest index (PhiMoE's sparsemixer selects its two experts so).  Returns
+        (k, the concatenated ids [T, k]) or None."""
+        def fill(v):  # the scalar a value broadcasts (expand / reshape of a constant), else None
+            while v.owner is not None and v.owner.name in ("moec.expand", "moec.reshape", "moec.unsqueeze"):
+                v = v.owner.operands[0]
+            c = L.const_array(v)
+            return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
+        def argmax_of(v, like):
+            return [u for u in L.users.get(id(v), []) if u.name == "moec.argmax" and u.operands[0] is v and
+                    u.attrs["axis"] == like.attrs["axis"] and u.attrs["keepdims"] == like.attrs["keepdims"] and
+                    not u.attrs["select_last_index"]]
+        scores, picks, op = first.operands[0], [first.results[0]], first
+        while True:
+            nxt = None
+            for u in L.users.get(id(picks[-1]), []):
+                if u.name == "moec.scatter_elements" and u.operands[0] is scores and u.operands[1] is picks[-1] \
+                        and u.attrs["axis"] in (-1, 1) and u.attrs["reduction"] == "none" and \
+                        fill(u.operands[2]) == float("-inf") and argmax_of(u.results[0], first):
+                    nxt = u
+                    break
+            if nxt is None or not op.attrs["keepdims"]:
+                break
+            scores, op = nxt.results[0], argmax_of(nxt.results[0], first)[0]
+            picks.append(op.results[0])
+        if len(picks) < 2:
+            return None
+        for u in L.users.get(id(picks[0]), []):
+            if u.name == "moec.concat" and u.attrs["axis"] in (-1, 1) and len(u.operands) == len(picks) and \
+                    all(a is b for a, b in zip(u.operands, picks)):
+                return len(picks), u.results[0]
+        return None
 
     def _shared_of(self, L: "_Layer", y_cand: Value, prev: Value, x: Value, fwd: Set[int]) -> Optional[dict]:
         """y_cand = prev + S where S is a shared expert FFN of x, optionally times sigmoid(x . g)."""
@@ -504,16 +552,27 @@ class RecognizeMoE(Pass):
         def widening(o):  # scores computed in half and widened for top-k (f16 exports of dtype=float)
             return o is not None and o.name == "moec.cast" and o.operands[0].type.dtype.is_float and \
                 o.attrs["to"].is_float
+        def unview(v):  # a view of the [T, E] scores as [T, E] (LongCat's scores.view(-1, E)): the same values
+            while v.owner is not None and v.owner.name in ("moec.reshape", "moec.flatten") and \
+                    v.type.rank == 2 and v.owner.operands[0].type.rank == 2 and \
+                    v.type.shape[1] == v.owner.operands[0].type.shape[1] and isinstance(v.type.shape[1], int):
+                chain.append(v.owner)
+                v = v.owner.operands[0]
+            return v, v.owner
+        self._group_fill = float("-inf")
         if widening(o):
             chain.append(o)
             v, o = o.operands[0], o.operands[0].owner
-        if o is not None and o.name == "moec.select":  # group-limited: masked_fill(c, -inf)
+        v, o = unview(v)
+        if o is not None and o.name == "moec.select":  # group-limited: masked_fill(c, -inf), or another value
             cond, a, b = o.operands
             for keep, fill in ((b, a), (a, b)):
                 fv = L.const_array(fill)
-                if fv is not None and fv.size == 1 and np.isneginf(fv.reshape(-1)[0]):
+                if fv is not None and fv.size == 1 and L.const_array(keep) is None and \
+                        (np.isneginf(fv.reshape(-1)[0]) or np.isfinite(fv.reshape(-1)[0])):
                     chain.append(o)
                     self._group = cond  # resolved into (n_group, topk_group, score) below
+                    self._group_fill = float(fv.reshape(-1)[0])  # (AXK2 fills with 0.0)
                     v, o = keep, keep.owner
                     break
             else:
@@ -521,14 +580,22 @@ class RecognizeMoE(Pass):
             if widening(o):
                 chain.append(o)
                 v, o = o.operands[0], o.operands[0].owner
+            v, o = unview(v)
         if o is not None and o.name == "moec.add":
+            # a selection bias on the scores: DeepSeek-V3's sigmoid + e_score_correction_bias, ERNIE-4.5's
+            # and LongCat's softmax + bias (the weights are the scores without it: moe.route's bias)
             a, b = o.operands
             for s, other in ((a, b), (b, a)):
-                if L.const_array(other) is not None and s.owner is not None and s.owner.name == "moec.sigmoid":
+                if L.const_array(other) is None:
+                    continue
+                n_chain = len(chain)
+                s, so = unview(s)
+                if so is not None and so.name in ("moec.sigmoid", "moec.softmax"):
                     bias_v = other
-                    chain.append(o)
-                    v, o = s, s.owner
+                    chain.insert(n_chain, o)
+                    v, o = s, so
                     break
+                del chain[n_chain:]
             else:
                 raise _NoMatch
         if o is not None and o.name in ("moec.softmax", "moec.sigmoid"):
@@ -592,8 +659,20 @@ class RecognizeMoE(Pass):
                    L.const_array(t.operands[1]) is not None else [0]).reshape(-1)[0]) == 2 for t in topks)
         return G, int(np.asarray(k).reshape(-1)[0]), "top2_sum" if top2 else "max"
 
-    def _layer_output(self, L: _Layer, fwd: Set[int], x: Value) -> Value:
+    def _layer_outputs(self, L: _Layer, fwd: Set[int], x: Value) -> List[Value]:
+        """The merge points (see _layer_output), first the first; at most a few."""
+        out = [self._layer_output(L, fwd, x)]
+        while len(out) < 4:
+            try:
+                out.append(self._layer_output(L, fwd, x, after=out[-1]))
+            except _NoMatch:
+                break
+        return out
+
+    def _layer_output(self, L: _Layer, fwd: Set[int], x: Value, after: Optional[Value] = None) -> Value:
         ops = sorted((o for o in L.f.ops if id(o) in fwd), key=lambda o: L.pos[id(o)])
+        if after is not None:
+            ops = [o for o in ops if L.pos[id(o)] > L.pos[id(after.owner)]]
         for o in ops:
             for r in o.results:
                 # (a half layer may sum its expert outputs in f32 and return that: dynamo's ONNX export)
@@ -632,6 +711,8 @@ class RecognizeMoE(Pass):
             if len(stacked) != 1 or len(downs) != 1:
                 raise _NoMatch
             down, ups = stacked[0]
+            if down.weight.shape[0] < E and all(p.weight.shape[0] == down.weight.shape[0] for p in ups):
+                raise _NoMatch(_fewer_experts(E, down.weight.shape[0]))
             if down.weight.shape[0] != E or any(p.weight.shape[0] != E for p in ups):
                 raise _NoMatch
             act, gate_first = self._activation(L, down, ups)
@@ -840,13 +921,23 @@ class RecognizeMoE(Pass):
         l1 = any(o.name in ("moec.reduce_l1", "moec.abs") for o in L.f.ops if id(o) in region)
         norms = ("none", "l1", "sum") if l1 else ("none", "sum", "l1")
         capacities = [0] + (self._capacity_candidates(L, region) if k == 1 else [])
-        for post, norm, scale, cap in itertools.product(posts, norms, scales, capacities):
-            if post != "none" and norm != "none":
+        floors = self._norm_min_candidates(L, region)
+        mixers = self._mixer_candidates(L, region) if scoring == "none" else []
+        posts = posts + tuple(f"sparsemixer@{eps!r}" for eps in mixers)
+        for post, norm, scale, cap, floor in itertools.product(posts, norms, scales, capacities, floors):
+            if post != "none" and norm != "none" or (floor and norm == "none"):
                 continue
+            post, _, eps = post.partition("@")
             cand = {"k": k, "scoring": scoring, "post": post, "norm": norm, "scale": scale,
                     "norm_eps": 1e-20 if (norm != "none" and scoring == "sigmoid") else 0.0, "capacity": cap}
+            if eps:
+                cand["jitter_eps"] = float(eps)
+            if floor:
+                cand["norm_min"] = floor
             if self._group is not None:
                 cand.update(n_group=self._group[0], topk_group=self._group[1], group_score=self._group[2])
+                if self._group_fill != float("-inf"):
+                    cand["group_fill"] = self._group_fill
             candidates.append(cand)
         probes = self._probes(x, L)
         want = self._eval_original(L, x, y, probes)
@@ -856,10 +947,9 @@ class RecognizeMoE(Pass):
             if sa != ffn["activation"] or any(sp[k] != ffn.get(k) for k in sp):
                 return False  # the shared op uses the routed experts' activation attributes
         weights = self._weight_ops(m, w_in, w_out, b_in, b_out, shared)
-        # the routing weight scales the combine (usual) or, with one expert per token, the
-        # expert's input (Llama-4)
-        placements = ("none", "input") if k == 1 else ("none",)
-        for attrs, at in itertools.product(candidates, placements):
+        # the routing weight scales the combine (usual) or the expert's input (Llama-4)
+        # (every candidate at the output first: the input placement is only tried when none matched)
+        for at, attrs in itertools.product(("none", "input"), candidates):
             new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y, at)
             if self._matches(L, new_ops, x, y_new, probes, want):
                 self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn, region, topk,
@@ -901,6 +991,43 @@ class RecognizeMoE(Pass):
                             if val == int(val) and cap >= 1 and cap not in out:
                                 out.append(cap)
         return out
+
+    @staticmethod
+    def _mixer_candidates(L, region) -> List[float]:
+        """PhiMoE's sparsemixer threshold: eps where the region compares a relative gap (a quotient) with
+        the constant 2 eps (``(max - s) / clamp(|s|, min=max) > 2 eps``)."""
+        out = []
+        for o in L.f.ops:
+            if id(o) not in region or o.name != "moec.greater":
+                continue
+            a, b = o.operands
+            c = L.const_array(b)
+            if a.owner is None or a.owner.name != "moec.div" or c is None or c.size != 1:
+                continue
+            eps = float(c.reshape(-1)[0]) / 2
+            if np.isfinite(eps) and eps >= 0 and eps not in out:
+                out.append(eps)
+        return out
+
+    @staticmethod
+    def _norm_min_candidates(L, region) -> List[float]:
+        """The floor of a renormalisation written w / clamp(sum(w), min) (ERNIE-4.5): the constant lower
+        bound of a clip (or max) of a sum over the slot axis whose result divides, first; then 0 (none).
+        The probes cannot tell a floor below every sum from none: the graph's math decides, as for L1."""
+        out = []
+        for o in L.f.ops:
+            if id(o) not in region or o.name not in ("moec.clip", "moec.max") or not o.operands:
+                continue
+            src = o.operands[0].owner
+            if src is None or src.name not in ("moec.reduce_sum", "moec.reduce_l1") or \
+                    not any(u.name == "moec.div" and u.operands[1] is o.results[0]
+                            for u in L.users.get(id(o.results[0]), [])):
+                continue
+            lo = o.operands[1] if len(o.operands) > 1 else None
+            c = L.const_array(lo) if lo is not None else None
+            if c is not None and c.size == 1 and np.isfinite(c.reshape(-1)[0]) and float(c.reshape(-1)[0]) > 0:
+                out.append(float(c.reshape(-1)[0]))
+        return out[:1] + [0.0]
 
     def _scale_candidates(self, L, region) -> List[float]:
         """1, plus scalar constants multiplied into the region (routed scaling factors)."""
@@ -1025,14 +1152,18 @@ class RecognizeMoE(Pass):
 def family_of(attrs: dict, has_bias: bool, ffn: dict) -> str:
     """The moe-routing.md family a set of route attributes corresponds to."""
     s, post, norm, k = attrs["scoring"], attrs["post"], attrs["norm"], attrs["k"]
+    if post == "sparsemixer":
+        return "phimoe"
     if ffn.get("limit", float("inf")) != float("inf") and post == "softmax":
         return "gpt-oss"
     if s == "none" and post == "softmax":
         return "granite-moe"
-    if s == "none" and post == "sigmoid" and k == 1:
+    if s == "none" and post == "sigmoid":  # (Llama-4 ships k=1; its code takes any k)
         return "llama-4"
     if s == "sigmoid" and has_bias:
         return "deepseek-v3"
+    if s == "softmax" and has_bias:  # softmax scores, selection by scores + bias, weights without it
+        return "ernie-4.5"
     if s == "softmax" and norm == "l1":
         return "dbrx"
     if s == "softmax" and norm == "sum":
@@ -1045,3 +1176,9 @@ def family_of(attrs: dict, has_bias: bool, ffn: dict) -> str:
 
 class _NoMatch(Exception):
     pass
+
+
+def _fewer_experts(E: int, n: int) -> str:
+    return (f"the router scores E={E} experts but the layer has expert FFNs for ids 0..{n - 1} only: the ids >= {n} "
+            f"take another path (e.g. LongCat-Flash's zero-computation experts, which output the token itself "
+            f"times its weight); moe.experts has no such experts, so the layer stays ordinary ops")

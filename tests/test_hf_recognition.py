@@ -122,3 +122,63 @@ def test_new_route_attributes_on_triton(name):
                           None if bias is None else torch.from_numpy(bias).to(rt.DEVICE), **a)
     np.testing.assert_array_equal(ids.cpu().numpy(), want_ids)
     np.testing.assert_allclose(w.cpu().numpy(), want_w, rtol=1e-5, atol=1e-6)
+
+
+# -- real transformers blocks (torch.export path, batched_mm experts; test_hf_models' harness) ----------
+
+# architecture -> (family, routing attributes that must hold, other layer fields that must hold)
+FAMILIES = {
+    # sparsemixer: two arg-maxes over the logits (the second with the first pick set to -inf) are its top-2
+    "phimoe": ("phimoe", {"scoring": "none", "post": "sparsemixer", "norm": "none", "k": 2,
+                          "jitter_eps": float(np.float32(0.02)) / 2}, {}),
+    # softmax + selection bias, weights / clamp(sum, min=1e-12), two shared experts as one MLP
+    "ernie4_5_moe": ("ernie-4.5", {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2,
+                                   "norm_min": float(np.float32(1e-12))}, {"shared_experts": 1}),
+    # sigmoid of the top-k logits scales the experts' input in a dense batched formulation; shared expert
+    "llama4_text": ("llama-4", {"scoring": "none", "post": "sigmoid", "norm": "none", "k": 2},
+                    {"shared_experts": 1, "routing_weight_scales": "expert input"}),
+    # DeepSeek-V3's routing with the groups not kept filled with 0.0 instead of -inf
+    "axk2": ("deepseek-v3", {"scoring": "sigmoid", "n_group": 2, "topk_group": 1, "group_fill": 0.0, "k": 2,
+                             "norm": "sum", "scale": 2.5}, {}),  # (its shared expert reads [B, S, D]: left beside)
+}
+FAST = ("phimoe",)
+
+
+def _block(arch):
+    pytest.importorskip("transformers")
+    from test_hf_models import moe_block
+    blk = moe_block(arch)
+    if arch == "axk2":
+        import torch
+        # selection scores sigmoid + bias < 0 in the kept group: the 0.0 of the masked group wins, so the
+        # fill value decides every token's experts (with -inf, the kept group's would be chosen)
+        with torch.no_grad():
+            blk.gate.e_score_correction_bias.fill_(-1.5)
+    return blk
+
+
+def _exact(blk, m, D):
+    import torch
+    from moec.frontend.torch_import import tensor_to_numpy
+    from test_hf_models import first_output
+    for shape in ((1, 7, D), (3, 1, D)):
+        xs = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            want = tensor_to_numpy(first_output(blk(xs)))
+        got = list(run(m, [tensor_to_numpy(xs)]).values())[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [a if a in FAST else pytest.param(a, marks=pytest.mark.slow) for a in sorted(FAMILIES)])
+def test_real_block_is_recognised_and_exact(arch):
+    torch = pytest.importorskip("torch")
+    from test_hf_models import D, recognise
+    blk = _block(arch)
+    m, layers = recognise(blk, torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)))
+    fam, routing, fields = FAMILIES[arch]
+    assert [la["family"] for la in layers] == [fam], layers
+    assert {k: layers[0]["routing"].get(k) for k in routing} == routing
+    assert {k: layers[0][k] for k in fields} == fields
+    assert (layers[0]["E"], layers[0]["k"], layers[0]["D"]) == (4, 2, D)
+    assert sum(o.name == "moe.experts" for o in m.main.ops) == 1
+    _exact(blk, m, D)

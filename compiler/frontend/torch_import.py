@@ -475,7 +475,17 @@ def _gelu(fx, n, x, approximate="none"):
 @lower("aten.clamp.default", "aten.clamp.Tensor")
 def _clamp(fx, n, x, lo=None, hi=None):
     xv = fx.v(x)
-    return fx.op1("Clip", [xv, fx.v(lo, xv) if lo is not None else None, fx.v(hi, xv) if hi is not None else None])
+    bounds = [fx.v(b, xv) if b is not None else None for b in (lo, hi)]
+    if any(b is not None and b.type.rank > 0 for b in bounds):
+        # tensor bounds (PhiMoE: scores.abs().clamp(min=max_scores [T, 1])): Clip takes scalars only, so
+        # max(x, lo) then min(., hi), broadcast, in x's type (NaN in x stays NaN, as in torch)
+        for b, name in zip(bounds, ("Max", "Min")):
+            if b is not None:
+                if b.type.dtype != xv.type.dtype:
+                    b = fx.op1("Cast", [b], to=_onnx_dtype(_t(fx, n).dtype))
+                xv = fx.op1(name, [xv, b])
+        return xv
+    return fx.op1("Clip", [xv] + bounds)
 
 
 @lower("aten.clamp_min.default")
@@ -674,7 +684,17 @@ def _scatter(fx, n, x, dim, index, src, reduce=None):
 
 @lower("aten.cumsum.default")
 def _cumsum(fx, n, x, dim, dtype=None):
-    return fx.op1("CumSum", [fx.v(x), fx.const(int(dim), np.int64)])
+    return fx.op1("CumSum", [_as_result_type(fx, n, fx.v(x)), fx.const(int(dim), np.int64)])
+
+
+def _as_result_type(fx, n, xv: Value) -> Value:
+    """``xv`` cast to the type of node ``n``'s result where they differ: a reduction's ``dtype=``
+    argument converts its input first (transformers' ``cumsum(float counts, dtype=int32)``)."""
+    val = _t(fx, n)
+    nd = _np_dtype(getattr(val, "dtype", None))
+    if nd is None or DType.from_np(nd) == xv.type.dtype:
+        return xv
+    return fx.op1("Cast", [xv], to=_onnx_dtype(val.dtype))
 
 
 @lower("aten.nonzero.default")
