@@ -9,7 +9,12 @@ moec runs its route kernel, the align/sort plan, the two grouped GEMM kernels an
 kernel: the same runtime calls a compiled artifact's launcher makes.  Tile configurations are
 autotuned per (layer, token bucket, GPU) first and cached.  Achieved TFLOP/s (useful FLOPs of the
 k selected experts) and TB/s (weights of the experts actually touched, read once) are reported
-against peaks measured in the same run (a large bf16 matmul and a device copy).
+against peaks measured in the same run (a large bf16 matmul and a device copy).  Each row also has
+moec's time per stage (routing, align, gemm1, gemm2, combine: ``ms_stages``), from events recorded
+between the stages' launches in a separate pass (moec.codegen.triton.profile).
+
+``--smoke``: the same code on small layers (``smoke_*``) at 1 and 5 tokens, one timed run each, on whatever device there
+is -- the CPU under Triton's interpreter in CI, where every field is filled but times mean nothing.
 
 ``weights``: moec's expert weights in bf16 (the default; "f32" means the same here), int8 or fp8 (e4m3,
 per output channel scales, dequantised in registers; fp8 needs an sm_89+ GPU), or int4 (W4A16, groups
@@ -21,8 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 from typing import Callable, Dict, List, Sequence
+
+from .codegen.triton import profile
 
 LAYERS = {
     # name: D, F, E, k, routing
@@ -30,70 +36,44 @@ LAYERS = {
                     scale=1.0, bias=False),
     "deepseek": dict(D=7168, F=2048, E=256, k=8, scoring="sigmoid", n_group=8, topk_group=4, norm="sum",
                      scale=2.5, bias=True, group_score="top2_sum"),
+    # --smoke: the same two routings at sizes the interpreter runs in seconds
+    "smoke_mixtral": dict(D=128, F=64, E=4, k=2, scoring="softmax", n_group=1, topk_group=1, norm="sum",
+                          scale=1.0, bias=False),
+    "smoke_deepseek": dict(D=64, F=32, E=8, k=4, scoring="sigmoid", n_group=4, topk_group=2, norm="sum",
+                           scale=2.5, bias=True, group_score="top2_sum"),
 }
+SMOKE_LAYERS = ("smoke_mixtral", "smoke_deepseek")
+SMOKE_TOKENS = (1, 5)
 
 
-DEVICE = "cuda"  # tests run the bench's control flow on "cpu" under the interpreter (see _Host)
+_Host = profile.CudaHost  # the GPU's device queries (the interpreter's: profile.InterpreterHost)
 
 
-class _Host:
-    """The bench's few device queries, in one place (a CPU test replaces them)."""
-    @staticmethod
-    def available() -> bool:
-        import torch
-        return torch.cuda.is_available()
-
-    @staticmethod
-    def name() -> str:
-        import torch
-        return torch.cuda.get_device_name()
-
-    @staticmethod
-    def free_bytes() -> int:
-        import torch
-        return _Host.free_bytes()
-
-    @staticmethod
-    def sync() -> None:
-        import torch
-        torch.cuda.synchronize()
+def _time(fn: Callable, host=_Host, reps: int = 20, warmup: int = 3) -> float:
+    return profile.time_fn(fn, host, reps, warmup)
 
 
-def _time(fn: Callable, reps: int = 20, warmup: int = 3) -> float:
+def probes(host=_Host, n: int = 8192, copy_bytes: int = 1 << 30) -> dict:
+    """Peaks measured in the same run: an n x n x n bf16 matmul and a device copy of copy_bytes."""
     import torch
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(ts)
-
-
-def probes() -> dict:
-    import torch
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    t = _time(lambda: a @ a, reps=10)
-    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    a = torch.randn(n, n, device=host.device, dtype=torch.bfloat16)
+    t = _time(lambda: a @ a, host, reps=10)
+    src = torch.empty(copy_bytes, dtype=torch.uint8, device=host.device)
     dst = torch.empty_like(src)
-    tc = _time(lambda: dst.copy_(src), reps=10)
-    return {"bf16_matmul_tflops": 2 * 8192 ** 3 / t / 1e12, "copy_tbps": 2 * (1 << 30) / tc / 1e12}
+    tc = _time(lambda: dst.copy_(src), host, reps=10)
+    return {"bf16_matmul_tflops": 2 * n ** 3 / t / 1e12, "copy_tbps": 2 * copy_bytes / tc / 1e12,
+            "matmul_n": n, "copy_bytes": copy_bytes}
 
 
-def make_layer(cfg: dict, seed: int = 0):
+def make_layer(cfg: dict, seed: int = 0, device: str = "cuda"):
     import torch
-    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     D, F, E = cfg["D"], cfg["F"], cfg["E"]
     bf = torch.bfloat16
-    w_router = torch.randn(D, E, device=DEVICE, generator=g, dtype=torch.float32) / D ** 0.5
-    w_in = (torch.randn(E, 2 * F, D, device=DEVICE, generator=g, dtype=bf) / D ** 0.5)
-    w_out = (torch.randn(E, D, F, device=DEVICE, generator=g, dtype=bf) / F ** 0.5)
-    bias = torch.randn(E, device=DEVICE, generator=g) * 0.01 if cfg["bias"] else None
+    w_router = torch.randn(D, E, device=device, generator=g, dtype=torch.float32) / D ** 0.5
+    w_in = (torch.randn(E, 2 * F, D, device=device, generator=g, dtype=bf) / D ** 0.5)
+    w_out = (torch.randn(E, D, F, device=device, generator=g, dtype=bf) / F ** 0.5)
+    bias = torch.randn(E, device=device, generator=g) * 0.01 if cfg["bias"] else None
     return w_router, w_in, w_out, bias
 
 
@@ -190,6 +170,7 @@ def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(No
     w, ids = rt.moe_route(logits, bias, k=cfg["k"], scoring=cfg["scoring"], n_group=cfg["n_group"],
                           topk_group=cfg["topk_group"], group_score=cfg.get("group_score", "max"), post="none",
                           norm=cfg["norm"], norm_eps=0.0, scale=cfg["scale"], capacity=0)
+    profile.mark("routing")  # (the router matmul and the route kernel; per-stage timing only)
     # what the generated launcher calls: the combine fused into the down projection where order-free (k <= 2)
     return rt.moe_experts_combine(x, ids, w_in, w_out, w=w, weighted=False, rw=w.to(x.dtype), weights_at="output",
                                   cfg=tuned, wq=wq, q=q, wq_group=INT4_GROUP if wq == "int4" else 0)
@@ -197,71 +178,86 @@ def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(No
 
 def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, reps: int = 20,
                      peers: Sequence[str] = ("eager", "compile", "dense"), autotune="all",
-                     compile_budget_s: float = 240.0, weights: str = "bf16") -> dict:
+                     compile_budget_s: float = 240.0, weights: str = "bf16", smoke: bool = False,
+                     warmup: int = 3) -> dict:
+    """The bench (see the module docstring); writes bench_triton.json and bench_triton.txt (the table) into
+    outdir.  smoke: allowed on the CPU under Triton's interpreter (small layers: the caller's choice)."""
     import time
 
     import torch
+    from .codegen.triton import runtime as rt
     from .codegen.triton import tuning
     from .errors import UserInputError
     if weights not in BENCH_WEIGHTS:
         raise UserInputError(f"moec bench --target triton: --weights {weights} is not benchmarked on the GPU "
                              f"(choose {', '.join(BENCH_WEIGHTS)})")
-    if not _Host.available():
-        raise RuntimeError("moec bench --target triton needs a CUDA GPU (the interpreter is for tests, not timing)")
+    unknown = [n for n in layers if n not in LAYERS]
+    if unknown:
+        raise UserInputError(f"moec bench --target triton: unknown layer {unknown[0]!r} (choose {', '.join(LAYERS)})")
+    host = profile.host_for(rt.DEVICE)
+    if not host.available() or (host is not _Host and not smoke):
+        raise RuntimeError("moec bench --target triton needs a CUDA GPU (the interpreter is for --smoke and tests, "
+                           "not timing)")
     if weights == "fp8":
         from .driver import check_fp8
         from .targets.description import detect_triton_target
         check_fp8("triton", "fp8", detect_triton_target())
     os.makedirs(outdir, exist_ok=True)
-    peak = probes()
-    report = {"gpu": _Host.name(), "dtype": "bf16", "weights": "bf16" if weights == "f32" else weights,
-              "probes": peak, "layers": {}}
+    peak = probes(host) if host is _Host else probes(host, n=256, copy_bytes=1 << 22)
+    report = {"gpu": host.name(), "device": host.device, "smoke": bool(smoke), "dtype": "bf16",
+              "weights": "bf16" if weights == "f32" else weights, "probes": peak, "stages": list(profile.STAGES),
+              "layers": {}}
     for name in layers:
         cfg = LAYERS[name]
         D, F, E, k = cfg["D"], cfg["F"], cfg["E"], cfg["k"]
-        w_router, w_in, w_out, bias = make_layer(cfg)
+        w_router, w_in, w_out, bias = make_layer(cfg, device=host.device)
         mw_in, mw_out, wq, q = quantize_layer(w_in, w_out, weights)
         compiled = torch.compile(eager_layer) if "compile" in peers else None
         compile_spent = 0.0
         rows = []
         for T in tokens:
-            x = torch.randn(T, D, device=DEVICE, dtype=torch.bfloat16)
+            x = torch.randn(T, D, device=host.device, dtype=torch.bfloat16)
             tuned = None
             if autotune is True or autotune == "all" or (autotune == "decode" and T * k <= 2 * E):
                 p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq)
                 logits = x.float() @ w_router
                 w, ids = torch_route(logits, cfg, bias)
-                tuned = tuning.autotune("moe", p, lambda c: __import__(
-                    "moec.codegen.triton.runtime", fromlist=["x"]).moe_experts_combine(
+                tuned = tuning.autotune("moe", p, lambda c: rt.moe_experts_combine(
                     x, ids, mw_in, mw_out, w=w, weighted=False, rw=w.to(x.dtype), weights_at="output", cfg=c, wq=wq,
                     q=q, wq_group=INT4_GROUP if wq == "int4" else 0), reps=5)
             got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q)
             want = eager_layer(x, w_router, w_in, w_out, bias, cfg)
             err = float((got.float() - want.float()).norm() / want.float().norm())
+            p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq)
             row = {"tokens": T, "rel_err_vs_eager": err, "ms": {},
-                   "tile_config": tuned or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype),
-                                                                         wq=wq)),
-                   "tile_source": "autotuned" if tuned else "shipped default / generic rule"}
-            row["ms"]["moec"] = _time(lambda: moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q),
-                                      reps) * 1e3
-            row["ms"]["eager"] = _time(lambda: eager_layer(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
+                   "tile_config": tuned or tuning.config_for("moe", p),
+                   "tile_source": "autotuned" if tuned else tuning.source_of("moe", p),
+                   "combine_fused": rt.fuse_combine(k)}
+
+            def run_moec():
+                return moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q)
+            row["ms"]["moec"] = _time(run_moec, host, reps, warmup) * 1e3
+            row["ms_stages"] = profile.time_stages(run_moec, host, reps, min(1, warmup))
+            row["ms"]["eager"] = _time(lambda: eager_layer(x, w_router, w_in, w_out, bias, cfg), host, reps,
+                                       warmup) * 1e3
             if compiled is not None:
                 if compile_spent < compile_budget_s:
                     t0 = time.perf_counter()
                     try:
                         compiled(x, w_router, w_in, w_out, bias, cfg)
-                        _Host.sync()
+                        host.sync()
                         compile_spent += time.perf_counter() - t0
                         row["ms"]["torch.compile"] = _time(
-                            lambda: compiled(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
+                            lambda: compiled(x, w_router, w_in, w_out, bias, cfg), host, reps, warmup) * 1e3
                     except Exception as e:  # noqa: BLE001 - report, do not hide
                         row["torch.compile_error"] = str(e).splitlines()[0][:200]
                 else:
                     row["torch.compile_skipped"] = f"compile budget {compile_budget_s:.0f}s spent"
             if "dense" in peers:
                 need = E * T * 2 * F * 2 * 2
-                if need < 0.5 * _Host.free_bytes():
-                    row["ms"]["dense bmm"] = _time(lambda: dense_layer(x, w_router, w_in, w_out, bias, cfg), reps) * 1e3
+                if need < 0.5 * host.free_bytes():
+                    row["ms"]["dense bmm"] = _time(lambda: dense_layer(x, w_router, w_in, w_out, bias, cfg), host,
+                                                   reps, warmup) * 1e3
                 else:
                     row["dense_skipped"] = f"needs {need / 1e9:.0f} GB of activations"
             flops = 2 * T * k * (2 * F * D + D * F)
@@ -279,36 +275,45 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
             print(json.dumps({"layer": name, **row}), flush=True)
         report["layers"][name] = {"shape": cfg, "rows": rows}
         w_in = w_out = mw_in = mw_out = q = None  # free the layer's weights before the next
-        torch.cuda.empty_cache()
+        host.empty_cache()
     with open(os.path.join(outdir, "bench_triton.json"), "w") as f:
         json.dump(report, f, indent=1)
+    with open(os.path.join(outdir, "bench_triton.txt"), "w") as f:
+        f.write(format_table(report) + "\n")
     return report
 
 
 def format_table(report: dict) -> str:
     p = report["probes"]
     lines = [f"moec bench --target triton on {report['gpu']} (bf16, moec weights {report.get('weights', 'bf16')}; "
-             f"probes: matmul {p['bf16_matmul_tflops']:.0f} "
+             f"probes: matmul {p['bf16_matmul_tflops']:.1f} "
              f"TFLOP/s, copy {p['copy_tbps']:.2f} TB/s)"]
+    if report.get("smoke"):
+        lines.append("smoke run: small layers; on the interpreter the times say nothing about a GPU")
+    stages = report.get("stages", list(profile.STAGES))
     for name, L in report["layers"].items():
         lines.append(f"{name}: {L['shape']}")
         lines.append(f"{'tokens':>7} {'moec ms':>9} {'eager x':>8} {'compile x':>10} {'dense x':>8} "
-                     f"{'TFLOP/s':>8} {'%peak':>6} {'TB/s':>6} {'%bw':>5}")
+                     f"{'TFLOP/s':>8} {'%peak':>6} {'TB/s':>6} {'%bw':>5} | ms per stage: "
+                     + " ".join(f"{st:>8}" for st in stages))
         for r in L["rows"]:
             s = r["speedup"]
 
             def f(key):
                 return f"{s[key]:.2f}" if key in s else "-"
+            ms = r.get("ms_stages", {})
             lines.append(f"{r['tokens']:>7} {r['ms']['moec']:>9.3f} {f('eager'):>8} {f('torch.compile'):>10} "
                          f"{f('dense bmm'):>8} {r['moec_tflops']:>8.1f} {100 * r['frac_matmul_peak']:>5.0f}% "
-                         f"{r['moec_tbps_weights']:>6.2f} {100 * r['frac_copy_bw']:>4.0f}%")
-    lines.append("speedup = peer time / moec time (above 1: moec is faster)")
+                         f"{r['moec_tbps_weights']:>6.2f} {100 * r['frac_copy_bw']:>4.0f}% |               "
+                         + " ".join(f"{ms[st]:>8.3f}" if st in ms else f"{'-':>8}" for st in stages))
+    lines.append("speedup = peer time / moec time (above 1: moec is faster); stages from a separate pass with "
+                 "events between the stages (combine fused into gemm2 where the row says combine_fused)")
     return "\n".join(lines)
 
 
 def main(argv: List[str] = None) -> int:
     import argparse
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m moec.bench_triton")
     ap.add_argument("--layers", default="mixtral,deepseek")
     ap.add_argument("--tokens", default="1,16,128,1024,4096")
     ap.add_argument("-o", "--output", default="moec_bench_triton")
@@ -319,11 +324,19 @@ def main(argv: List[str] = None) -> int:
                          "or use the shipped defaults / generic rule")
     ap.add_argument("--compile-budget", type=float, default=240.0, help="seconds torch.compile may spend in all")
     ap.add_argument("--weights", default="bf16", choices=BENCH_WEIGHTS)
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"small layers ({', '.join(SMOKE_LAYERS)}) at {SMOKE_TOKENS} tokens, one run each, no "
+                         "torch.compile, no autotuning; runs on the CPU under Triton's interpreter")
     a = ap.parse_args(argv)
-    peers = ("eager", "dense") if a.no_compile else ("eager", "compile", "dense")
-    rep = run_triton_bench(a.layers.split(","), [int(t) for t in a.tokens.split(",")], a.output, a.reps, peers,
-                           autotune=a.autotune, compile_budget_s=a.compile_budget, weights=a.weights)
+    if a.smoke:
+        rep = run_triton_bench(list(SMOKE_LAYERS), list(SMOKE_TOKENS), a.output, 1, ("eager", "dense"),
+                               autotune="none", weights=a.weights, smoke=True, warmup=0)
+    else:
+        peers = ("eager", "dense") if a.no_compile else ("eager", "compile", "dense")
+        rep = run_triton_bench(a.layers.split(","), [int(t) for t in a.tokens.split(",")], a.output, a.reps, peers,
+                               autotune=a.autotune, compile_budget_s=a.compile_budget, weights=a.weights)
     print(format_table(rep))
+    print(f"wrote {os.path.join(a.output, 'bench_triton.json')} and bench_triton.txt")
     return 0
 
 

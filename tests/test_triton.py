@@ -278,40 +278,89 @@ def test_tuning_h200_uses_h100_defaults_and_generic_split(monkeypatch, tmp_path)
     assert tuning.auto_split(c, small, 0) == c  # no GPU: nothing to size against
 
 
-def test_gpu_bench_flow_runs_on_the_interpreter(tmp_path, monkeypatch):
-    """`moec bench --target triton` end to end on tiny layers (CPU, interpreter, timing replaced):
-    routing with groups and bias, decode autotuning (split-K candidates included), the eager and
-    dense peers, the report and its table -- so that a GPU session does not find a broken bench."""
-    from moec import bench_triton as bt
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(bt, "DEVICE", "cpu")
-    monkeypatch.setattr(bt._Host, "available", staticmethod(lambda: True))
-    monkeypatch.setattr(bt._Host, "name", staticmethod(lambda: "interpreter"))
-    monkeypatch.setattr(bt._Host, "free_bytes", staticmethod(lambda: 1 << 30))
-    monkeypatch.setattr(bt._Host, "sync", staticmethod(lambda: None))
-    monkeypatch.setattr(bt, "probes", lambda: {"bf16_matmul_tflops": 1.0, "copy_tbps": 0.01})
-    calls = []
+class _FakeCudaEvent:
+    """torch.cuda.Event as the CPU can answer it (host clock): a faked device query."""
 
-    def once(fn, reps=20, warmup=3):
-        fn()
-        calls.append(1)
-        return 1e-3
-    monkeypatch.setattr(bt, "_time", once)
-    monkeypatch.setitem(bt.LAYERS, "tiny_mixtral", dict(bt.LAYERS["mixtral"], D=64, F=64, E=4))
-    monkeypatch.setitem(bt.LAYERS, "tiny_deepseek", dict(bt.LAYERS["deepseek"], D=64, F=32, E=16, n_group=4,
-                                                         topk_group=2, k=4))
-    rep = bt.run_triton_bench(["tiny_mixtral", "tiny_deepseek"], [1, 9], str(tmp_path / "out"), reps=1,
-                              peers=("eager", "dense"), autotune="decode")
-    assert os.path.exists(tmp_path / "out" / "bench_triton.json")
-    for name in ("tiny_mixtral", "tiny_deepseek"):
+    def __init__(self, enable_timing=False):
+        assert enable_timing
+        self.t = None
+
+    def record(self):
+        import time
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end):
+        return (end.t - self.t) * 1e3
+
+
+def test_gpu_bench_device_queries_ask_torch_cuda(monkeypatch):
+    """The bench's CUDA queries (free memory for the dense peer, the name, events, syncs), with only what
+    torch.cuda reports faked: free_bytes once called itself (RecursionError in every bench step on a GPU)."""
+    import torch
+    from moec import bench_triton as bt
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append(1))
+    monkeypatch.setattr(torch.cuda, "Event", _FakeCudaEvent)
+    assert bt._Host.free_bytes() == 3 << 30
+    assert bt._Host.available() and bt._Host.name() == "Fake GPU" and bt._Host.device == "cuda"
+    ran = []
+    t = bt._time(lambda: ran.append(1), bt._Host, reps=3, warmup=2)
+    assert len(ran) == 5 and len(syncs) == 4 and 0 <= t < 1
+    from moec.codegen.triton import profile
+    timer = profile.StageTimer(bt._Host)
+    timer.start()
+    for label in ("routing", "gemm1", "combine", "gemm1"):
+        timer.mark(label)
+    bt._Host.sync()
+    assert set(timer.stages_ms()) == {"routing", "gemm1", "combine"}
+
+
+def _check_bench_report(rep, out, layers, tokens):
+    from moec.codegen.triton import profile
+    assert os.path.exists(os.path.join(out, "bench_triton.json")) and os.path.exists(os.path.join(out, "bench_triton.txt"))
+    for name in layers:
         rows = rep["layers"][name]["rows"]
-        assert [r["tokens"] for r in rows] == [1, 9]
+        assert [r["tokens"] for r in rows] == tokens
         for r in rows:
             assert r["rel_err_vs_eager"] < 2e-2, (name, r)
             assert set(r["speedup"]) == {"eager", "dense bmm"}
-    assert rep["layers"]["tiny_mixtral"]["rows"][0]["tile_source"] == "autotuned"  # T*k = 2 <= 2E
-    assert rep["layers"]["tiny_mixtral"]["rows"][1]["tile_source"].startswith("shipped")  # 18 > 8
-    assert "tiny_deepseek" in bt.format_table(rep) and len(calls) == 12  # 2 layers x 2 sizes x 3 timed
+            # every stage timed by the runtime's own marks (the code a GPU run uses)
+            assert set(r["ms_stages"]) == set(profile.STAGES), r["ms_stages"]
+            assert all(v >= 0 for v in r["ms_stages"].values())
+
+
+def test_gpu_bench_flow_runs_on_the_interpreter(tmp_path, monkeypatch):
+    """`moec bench --target triton` end to end on the smoke layers (CPU, Triton's interpreter; nothing of the
+    bench replaced): routing with groups and bias, fused and unfused combine, the eager and dense peers
+    (the dense peer asks the host's free memory), per-stage times, the report and its table -- so that a GPU
+    session does not find a broken bench.  (benchmarks/run_gpu.sh --smoke runs the same in CI.)"""
+    from moec import bench_triton as bt
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    out = str(tmp_path / "out")
+    rep = bt.run_triton_bench(list(bt.SMOKE_LAYERS), [1], out, reps=1, peers=("eager", "dense"), autotune="none",
+                              smoke=True, warmup=0)
+    _check_bench_report(rep, out, bt.SMOKE_LAYERS, [1])
+    assert rep["smoke"] and rep["device"] == "cpu"
+    assert [r["combine_fused"] for n in bt.SMOKE_LAYERS for r in rep["layers"][n]["rows"]] == [True, False]
+    assert "smoke_deepseek" in bt.format_table(rep) and "gemm2" in open(os.path.join(out, "bench_triton.txt")).read()
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        bt.run_triton_bench(["smoke_mixtral"], [1], out)  # a timing run is refused on the interpreter
+
+
+@pytest.mark.slow
+def test_gpu_bench_flow_with_decode_autotuning_on_the_interpreter(tmp_path, monkeypatch):
+    """The same with the bench's decode autotuning (split-K candidates included) at 1 and 9 tokens."""
+    from moec import bench_triton as bt
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    out = str(tmp_path / "out")
+    rep = bt.run_triton_bench(list(bt.SMOKE_LAYERS), [1, 9], out, reps=1, peers=("eager", "dense"),
+                              autotune="decode", smoke=True, warmup=0)
+    _check_bench_report(rep, out, bt.SMOKE_LAYERS, [1, 9])
+    assert rep["layers"]["smoke_mixtral"]["rows"][0]["tile_source"] == "autotuned"  # T*k = 2 <= 2E
+    assert rep["layers"]["smoke_mixtral"]["rows"][1]["tile_source"] == "interpreter default"  # 18 > 8
 
 
 def test_tuning_memo_sees_a_new_autotune_result(monkeypatch, tmp_path):
@@ -412,18 +461,12 @@ def test_gpu_bench_quantised_weights_on_the_interpreter(weights, bound, tmp_path
     (int4: half a byte per weight plus one f32 scale per group of 128)."""
     from moec import bench_triton as bt
     monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(bt, "DEVICE", "cpu")
-    monkeypatch.setattr(bt._Host, "available", staticmethod(lambda: True))
-    monkeypatch.setattr(bt._Host, "name", staticmethod(lambda: "interpreter"))
-    monkeypatch.setattr(bt._Host, "sync", staticmethod(lambda: None))
-    monkeypatch.setattr(bt, "probes", lambda: {"bf16_matmul_tflops": 1.0, "copy_tbps": 0.01})
-    monkeypatch.setattr(bt, "_time", lambda fn, reps=20, warmup=3: (fn(), 1e-3)[1])
     monkeypatch.setitem(bt.LAYERS, "tiny", dict(bt.LAYERS["mixtral"], D=256, F=128, E=4))
     rep = bt.run_triton_bench(["tiny"], [3], str(tmp_path / "out"), reps=1, peers=("eager",), autotune="none",
-                              weights=weights)
+                              weights=weights, smoke=True, warmup=0)
     (row,) = rep["layers"]["tiny"]["rows"]
     assert rep["weights"] == weights and row["rel_err_vs_eager"] < bound, row
     per_weight = {"int4": 0.5 + 4 / 128, "int8": 1 + 4 / 256}[weights]  # (int8: a scale per row of K=256 / 128)
     touched = min(4, 3 * 2)
-    want = touched * 3 * 128 * 256 * per_weight / 1e12 / 1e-3
+    want = touched * 3 * 128 * 256 * per_weight / 1e12 / (row["ms"]["moec"] / 1e3)
     assert abs(row["moec_tbps_weights"] - want) / want < 0.02, (row["moec_tbps_weights"], want)

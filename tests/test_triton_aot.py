@@ -28,11 +28,17 @@ def _by(rep):
 
 
 def test_shipped_h100_configs_fit_sm90():
-    """Every tile configuration moec ships (tuned_defaults.json) or would try when autotuning fits the
-    H100's shared memory and keeps its registers (<= 64 spilled bytes); big tiles use wgmma."""
+    """Every tile configuration moec ships (configs/*.json), would try when autotuning, or would search
+    (tune_moe's space: its heaviest tiles per regime, BLOCK_M and warp count, GROUP_SIZE_M up to 32, split-K
+    up to 8) fits the H100's shared memory and keeps its registers (<= 64 spilled bytes); big tiles use
+    wgmma.  The grouped GEMMs walk their tiles in GROUP_SIZE_M order (one 1-D grid), compiled here with the
+    configurations' own group sizes and the down projection's own warps and stages."""
     rep = aot_report_subprocess(["--arch", "90"])
     ks = rep["kernels"]
     assert len(ks) >= 30
+    keys = {r["key"] for r in ks}
+    assert any(k.startswith("space") for k in keys) and any("device_name=NVIDIA_H100" in k for k in keys)
+    assert {r["config"].get("GROUP_SIZE_M1") for r in ks} >= {1, 8, 32}
     over = [(r["key"], r["kernel"], r["shared_bytes"]) for r in ks if r["shared_bytes"] > r["smem_limit"]]
     assert not over, f"would fail to launch on sm_90: {over}"
     spills = [(r["key"], r["kernel"], r["spill_bytes"]) for r in ks if r["spill_bytes"] > 64]
@@ -83,3 +89,13 @@ def test_generic_kernels_lower_for_sm90():
     assert set(ks) == {"matmul bf16", "matmul + bias bf16", "binary add bf16", "unary exp bf16", "softmax 4096 bf16"}
     assert all(r["spill_bytes"] == 0 for r in ks.values()), ks
     assert ks["matmul bf16"]["mma"] == ks["matmul + bias bf16"]["mma"] == "wgmma"
+
+
+def test_search_space_fits_sm80():
+    """The tile search's space as pruned for an A100 (its shared memory, mma.sync's accumulator registers:
+    tune_moe.fits_registers) compiles for sm_80 without spills, within shared memory, on mma.sync."""
+    rep = aot_report_subprocess(["--arch", "80", "--match", "space"])
+    ks = rep["kernels"]
+    assert len(ks) >= 10 and rep["bad"] == 0, [(r["key"], r["kernel"], r["problems"]) for r in ks if r["problems"]]
+    assert all(r["mma"] == "mma.sync" for r in ks if r["kernel"].startswith("moe_gemm"))
+    assert {r["config"]["BLOCK_M"] for r in ks} >= {16, 64, 128}

@@ -112,16 +112,20 @@ def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: in
     ptrs.update(w_ptr=wtype + ":16", s_ptr="*fp32:16", z_ptr="*fp32:16", p_ptr="*fp32:16", sorted_ptr="*i64:16",
                 bexp_ptr="*i64:16")
     ints = {n: "i32:16" for n in ("D", "F", "stride_x", "K_CHUNK", "M_ROWS")}
-    ints.update(n_slots="i32", k_top="i32", alpha="fp32", beta="fp32", limit="fp32")
+    ints.update(n_slots="i32", k_top="i32", n_blocks="i32", alpha="fp32", beta="fp32", limit="fp32")
     types = {**ptrs, **ints}
     q = dict(WQ=WQ_CODES[wq], HAS_ZP=False, CDT=cdt, PREC=prec, ACT_BF16=False)
     e1 = dict(GATED=gated, INTERLEAVED=False, ACT=0 if gated else 1, CLAMP=False, HAS_BIAS=False, RW_INPUT=False)
     e2 = dict(HAS_BIAS=False, RW_OUTPUT=True, COMBINE=combine)
-    w, st = cfg.get("num_warps", 4), cfg.get("num_stages", 2)
+    from .runtime import launch_params
+    g1, w1, st1 = launch_params(cfg, 1)
+    g2, w2, st2 = launch_params(cfg, 2)
     out = [compile_kernel("moe_gemm1_kernel", types, dict(**e1, **q, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N1"],
-                                                          BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=s1, GROUP=group), cap, w, st),
+                                                          BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=s1, GROUP=group,
+                                                          GROUP_M=g1), cap, w1, st1),
            compile_kernel("moe_gemm2_kernel", types, dict(**e2, **q, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N2"],
-                                                          BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=s2, GROUP=group), cap, w, st)]
+                                                          BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=s2, GROUP=group,
+                                                          GROUP_M=g2), cap, w2, st2)]
     if s1 > 1:
         out.append(compile_kernel("moe_act_kernel", types, dict(**e1, WQ=q["WQ"], SPLIT_K=s1, BLOCK_M=cfg["BLOCK_M"],
                                                                 BLOCK_N=cfg["BLOCK_N1"]), cap, 4, 1))
@@ -192,11 +196,18 @@ def generic_reports(cap: int = 90, dtype: str = "bf16") -> List[dict]:
     return out
 
 
-def shipped_configs() -> Dict[str, dict]:
-    """tuned_defaults.json (per layer, token bucket, GPU) plus the autotuning candidates."""
-    from .tuning import CANDIDATES, HERE
-    with open(os.path.join(HERE, "tuned_defaults.json")) as f:
-        out = dict(json.load(f))
+def shipped_configs(cap: int = 90) -> Dict[str, dict]:
+    """The shipped tile-search files (configs/*.json: per GPU, layer shape and token count) plus the
+    autotuning candidates and the search space's representatives for sm_<cap> (tune_moe.aot_space)."""
+    from .tune_moe import aot_space
+    from .tuning import CANDIDATES, CONFIG_DIR, file_entries
+    out = {}
+    for name in sorted(os.listdir(CONFIG_DIR)):
+        if name.endswith(".json"):
+            for m, c in sorted(file_entries(os.path.join(CONFIG_DIR, name)).items()):
+                out[f"{name[:-5]}|M={m}"] = c
+    for i, c in enumerate(aot_space(cap)):
+        out[f"space{i}"] = c
     for i, c in enumerate(CANDIDATES):
         out[f"candidate{i}"] = c
     return out
@@ -246,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"{r['key']:<22} warps {r['num_warps']:>2} regs {r['registers']:>3} spill {r['spill_bytes']:>4} "
                       f"{r['mma'] if r['mma'] != 'none' else '':<8} {'; '.join(r['problems'])}")
         return 1 if any(r["problems"] for r in reports) else 0
-    cfgs = shipped_configs() if a.configs == "shipped" else {f"cfg{i}": c for i, c in enumerate(json.loads(a.configs))}
+    cfgs = shipped_configs(a.arch) if a.configs == "shipped" else {f"cfg{i}": c for i, c in enumerate(json.loads(a.configs))}
     reports, seen = [], {}
     for key, c in cfgs.items():
         if a.match not in key:
@@ -265,7 +276,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for r in reports:
             c = r["config"]
             tiles = f"M{c['BLOCK_M']} N{c['BLOCK_N1']}/{c['BLOCK_N2']} K{c['BLOCK_K1']}/{c['BLOCK_K2']} " \
-                    f"w{c.get('num_warps')} s{c.get('num_stages')} split{c.get('SPLIT_K1', 1)}/{c.get('SPLIT_K2', 1)}"
+                    f"w{r['num_warps']} s{r['num_stages']} split{c.get('SPLIT_K1', 1)}/{c.get('SPLIT_K2', 1)} " \
+                    f"g{c.get('GROUP_SIZE_M1', '-')}/{c.get('GROUP_SIZE_M2', '-')}"
             print(f"{r['kernel']:<26} {tiles:<40} regs {r['registers']:>3} spill {r['spill_bytes']:>4} "
                   f"smem {r['shared_bytes'] // 1024:>3}/{(r['smem_limit'] or 0) // 1024} KiB {r['mma']:<8} "
                   f"cp.async {r['cp_async_bytes']} {'; '.join(r['problems'])}")

@@ -3,7 +3,9 @@
 MoE layer = route -> (align/sort plan) -> grouped GEMM 1 (gate/up, activation epilogue) ->
 grouped GEMM 2 (down projection, bias, routing weight epilogue) -> combine (sum of the k slots,
 shared experts, pass-through).  The grouped GEMMs walk BLOCK_M-row blocks of the expert-sorted
-slot list (each block belongs to one expert; padding slots are masked), like vLLM's fused_moe.
+slot list (each block belongs to one expert; padding slots are masked), like vLLM's fused_moe,
+in GROUP_SIZE_M tile order (_tile_ids: groups of consecutive expert blocks share their weight tiles
+and activation rows in L2).
 Weights may be f32 / bf16 / f16, int8 or fp8 e4m3 (per output channel scale) or packed int4 (group
 scales, zero point): they are dequantised in registers, tile by tile, before tl.dot; accumulation is f32.
 Per-channel scales (int8, fp8) are applied to the accumulator after the dot (WQ codes: runtime.WQ).
@@ -223,9 +225,25 @@ def _w_tile(w_ptr, s_ptr, z_ptr, e, rows, k0, N, k_hi, KD, WQ: tl.constexpr, HAS
 
 
 @triton.jit
-def _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M: tl.constexpr):
-    """This program's expert block: (expert or -1 for an unused block, sorted positions, slots, valid)."""
-    pid_m = tl.program_id(0)
+def _tile_ids(n_m, n_n, GROUP_M: tl.constexpr):
+    """(expert block, column tile) of this program of a grouped GEMM's 1-D grid over n_m x n_n tiles.
+    The tiles are walked in groups of GROUP_M consecutive expert blocks, column tiles within a group
+    (the GROUP_SIZE_M order of Triton's matmul tutorial).  The sorted slot list is expert-major, so
+    consecutive blocks mostly belong to one expert: a wave of programs then reads the activation rows
+    of GROUP_M blocks and the weight tiles of a few columns of their expert, both reused from L2, instead
+    of streaming every block's activations once per column tile (expert block fastest) or every
+    expert's weights once per block (GROUP_M = 1: column tiles fastest)."""
+    pid = tl.program_id(0)
+    in_group = GROUP_M * n_n
+    first = (pid // in_group) * GROUP_M
+    size = tl.minimum(n_m - first, GROUP_M)
+    r = pid % in_group
+    return first + r % size, r // size
+
+
+@triton.jit
+def _block_rows(bexp_ptr, sorted_ptr, n_slots, pid_m, BLOCK_M: tl.constexpr):
+    """Expert block pid_m: (expert or -1 for an unused block, sorted positions, slots, valid)."""
     e = tl.load(bexp_ptr + pid_m)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     slot = tl.load(sorted_ptr + offs_m)
@@ -285,18 +303,19 @@ def _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr
 
 @triton.jit
 def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, p_ptr,
-                     n_slots, k_top, D, F, stride_x, alpha, beta, limit, K_CHUNK, M_ROWS,
+                     n_slots, k_top, D, F, stride_x, alpha, beta, limit, K_CHUNK, M_ROWS, n_blocks,
                      GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
                      HAS_BIAS: tl.constexpr, RW_INPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
                      CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0):
+                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0, GROUP_M: tl.constexpr = 1):
     """A[p, f] = act(x[tok(p)] . w_in[e, gate f] (+b), x . w_in[e, up f] (+b)) for the padded sorted
     positions p of one BLOCK_M block (expert e) and BLOCK_N features f.
     SPLIT_K > 1 (few rows, long D: the small-token path): program axis 2 takes one slice of D and
-    stores its raw gate/up sums in p_ptr [SPLIT_K, M_ROWS, 2, F] (f32); moe_act_kernel finishes."""
-    pid_n = tl.program_id(1)
-    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
+    stores its raw gate/up sums in p_ptr [SPLIT_K, M_ROWS, 2, F] (f32); moe_act_kernel finishes.
+    Grid: (n_blocks * cdiv(F, BLOCK_N), 1, SPLIT_K), walked in GROUP_M order (_tile_ids)."""
+    pid_m, pid_n = _tile_ids(n_blocks, tl.cdiv(F, BLOCK_N), GROUP_M)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, pid_m, BLOCK_M)
     if e < 0:
         return
     tok = tl.where(mvalid, slot // k_top, 0)
@@ -337,7 +356,7 @@ def moe_act_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, n_s
     """Split-K gemm1's epilogue: sum the SPLIT_K partial gate/up sums (fixed order: deterministic),
     then scales, bias and activation exactly as the unsplit kernel does."""
     pid_n = tl.program_id(1)
-    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, tl.program_id(0), BLOCK_M)
     if e < 0:
         return
     f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -378,18 +397,19 @@ def _gemm2_store(y_ptr, acc, slot, k_top, d, D, omask, COMBINE: tl.constexpr):
 
 @triton.jit
 def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr, p_ptr,
-                     n_slots, k_top, D, F, K_CHUNK, M_ROWS,
+                     n_slots, k_top, D, F, K_CHUNK, M_ROWS, n_blocks,
                      HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
                      CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0, COMBINE: tl.constexpr = False):
+                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0, COMBINE: tl.constexpr = False,
+                     GROUP_M: tl.constexpr = 1):
     """Y[slot(p), d] = (A[p] . w_out[e, d] + b_out[e, d]) * rw[slot(p)] (the combine's multiply).
     COMBINE: the combine's sum too -- y_ptr is the f32 output [T, D] and each slot's row is atomically
     added to its token's row (_gemm2_store).
     SPLIT_K > 1: raw partial sums of one slice of F into p_ptr [SPLIT_K, M_ROWS, D]; moe_down_epilogue_kernel
-    finishes."""
-    pid_n = tl.program_id(1)
-    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
+    finishes.  Grid: (n_blocks * cdiv(D, BLOCK_N), 1, SPLIT_K), walked in GROUP_M order (_tile_ids)."""
+    pid_m, pid_n = _tile_ids(n_blocks, tl.cdiv(D, BLOCK_N), GROUP_M)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, pid_m, BLOCK_M)
     if e < 0:
         return
     d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -420,7 +440,7 @@ def moe_down_epilogue_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, 
                              COMBINE: tl.constexpr = False):
     """Split-K gemm2's epilogue: sum the partials (fixed order), scale, bias, routing weight, scatter."""
     pid_n = tl.program_id(1)
-    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, BLOCK_M)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, tl.program_id(0), BLOCK_M)
     if e < 0:
         return
     d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

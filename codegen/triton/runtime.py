@@ -31,6 +31,17 @@ TORCH_DTYPE = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16,
                "i1": torch.bool}
 INTERPRET = DEVICE == "cpu"
 
+# Per-stage timing for the GPU bench (moec.bench_triton): when set, an object whose mark(label) is called
+# after the launches of each stage of the MoE layer (align, gemm1, gemm2, combine; the bench marks
+# routing itself) -- on a GPU it records a CUDA event, so nothing waits.  None (always, outside the
+# bench's profiling pass): one global lookup per stage.
+PROFILE = None
+
+
+def _mark(label: str) -> None:
+    if PROFILE is not None:
+        PROFILE.mark(label)
+
 
 def _prec(dt: torch.dtype) -> str:
     # f32 operands: exact IEEE products (the tolerance is f32's); tf32 would lose 13 mantissa bits
@@ -146,6 +157,16 @@ def split_for(cfg: dict, which: int, KD: int) -> tuple:
     return triton.cdiv(KD, chunk), chunk
 
 
+def launch_params(cfg: dict, which: int) -> tuple:
+    """(GROUP_SIZE_M, num_warps, num_stages) of grouped GEMM `which` (1: up, 2: down).  The up projection's
+    are GROUP_SIZE_M1, num_warps, num_stages; the down projection's GROUP_SIZE_M2, num_warps2 and num_stages2,
+    each defaulting to the up projection's value (configurations written before the two were tuned apart)."""
+    g1, w1, s1 = cfg.get("GROUP_SIZE_M1", tuning.DEFAULT_GROUP_M), cfg.get("num_warps", 4), cfg.get("num_stages", 2)
+    if which == 1:
+        return int(g1), int(w1), int(s1)
+    return int(cfg.get("GROUP_SIZE_M2", g1)), int(cfg.get("num_warps2", w1)), int(cfg.get("num_stages2", s1))
+
+
 def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
                 gate_layout="concat", alpha=1.0, beta=0.0, limit=float("inf"), wq="none", wq_group=0,
                 q=(None, None, None, None), cfg: Optional[dict] = None, combine_out=None):
@@ -166,6 +187,7 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     if T == 0:
         return y if fused else y.reshape(T, k, D)
     sorted_ids, bexp, n_slots = align_plan(ids, E, BM)
+    _mark("align")
     nb = bexp.numel()
     rows = sorted_ids.numel()
     cdt = x.dtype
@@ -175,7 +197,8 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     # so that layers of different widths share one compiled kernel
     g1, g2 = ((wq_group or D), (wq_group or F)) if wq == "int4" else (0, 0)
     dummy = x
-    warps, stages = cfg.get("num_warps", 4), cfg.get("num_stages", 2)
+    gm1, warps1, stages1 = launch_params(cfg, 1)
+    gm2, warps2, stages2 = launch_params(cfg, 2)
     A = torch.empty((rows, F), dtype=cdt, device=x.device)
     S1, C1 = split_for(cfg, 1, D)
     S2, C2 = split_for(cfg, 2, F)
@@ -190,28 +213,30 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
                    CLAMP=bool(np.isfinite(limit)), HAS_BIAS=b_in is not None, RW_INPUT=weights_at == "input",
                    WQ=WQ[wq])
     BN1 = cfg["BLOCK_N1"]
-    K.moe_gemm1_kernel[(nb, triton.cdiv(F, BN1), S1)](
+    K.moe_gemm1_kernel[(nb * triton.cdiv(F, BN1), 1, S1)](
         x, w_in, s_in_, z_in_, b_in_, rw_, sorted_ids, bexp, A, P1,
-        n_slots, k, D, F, x.stride(0), float(alpha), float(beta), lim, C1, rows,
+        n_slots, k, D, F, x.stride(0), float(alpha), float(beta), lim, C1, rows, nb,
         HAS_ZP=z_in is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
-        BLOCK_M=BM, BLOCK_N=BN1, BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=S1, GROUP=g1, num_warps=warps, num_stages=stages,
-        **common1)
+        BLOCK_M=BM, BLOCK_N=BN1, BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=S1, GROUP=g1, GROUP_M=gm1, num_warps=warps1,
+        num_stages=stages1, **common1)
     if S1 > 1:
         K.moe_act_kernel[(nb, triton.cdiv(F, BN1))](
             P1, s_in_, b_in_, rw_, sorted_ids, bexp, A, n_slots, F, rows, float(alpha), float(beta), lim,
             SPLIT_K=S1, BLOCK_M=BM, BLOCK_N=BN1, num_warps=4, **common1)
+    _mark("gemm1")
     common2 = dict(HAS_BIAS=b_out is not None, RW_OUTPUT=weights_at == "output", WQ=WQ[wq], COMBINE=fused)
     BN2 = cfg["BLOCK_N2"]
-    K.moe_gemm2_kernel[(nb, triton.cdiv(D, BN2), S2)](
+    K.moe_gemm2_kernel[(nb * triton.cdiv(D, BN2), 1, S2)](
         A, w_out, s_out_, z_out_, b_out_, rw_, sorted_ids, bexp, y, P2,
-        n_slots, k, D, F, C2, rows,
+        n_slots, k, D, F, C2, rows, nb,
         HAS_ZP=z_out is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
-        BLOCK_M=BM, BLOCK_N=BN2, BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=S2, GROUP=g2, num_warps=warps, num_stages=stages,
-        **common2)
+        BLOCK_M=BM, BLOCK_N=BN2, BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=S2, GROUP=g2, GROUP_M=gm2, num_warps=warps2,
+        num_stages=stages2, **common2)
     if S2 > 1:
         K.moe_down_epilogue_kernel[(nb, triton.cdiv(D, BN2))](
             P2, s_out_, b_out_, rw_, sorted_ids, bexp, y, n_slots, k, D, rows, SPLIT_K=S2, BLOCK_M=BM, BLOCK_N=BN2,
             num_warps=4, **common2)
+    _mark("gemm2")
     return y if fused else y.reshape(T, k, D)
 
 
@@ -233,14 +258,20 @@ def moe_experts_combine(x, ids, w_in, w_out, *, shared=None, w=None, weighted=Fa
     otherwise the experts and the combine run as their own kernels."""
     if not fuse_combine(ids.shape[1]):
         y = moe_experts(x, ids, w_in, w_out, **ffn)
-        return moe_combine(y, w, shared, weighted=weighted)
+        out = moe_combine(y, w, shared, weighted=weighted)
+        _mark("combine")
+        return out
     if weighted:
         ffn = dict(ffn, rw=w, weights_at="output")
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    _mark("combine")  # (the zeroed f32 output: part of the fused combine)
     moe_experts(x, ids, w_in, w_out, combine_out=out, **ffn)
     if shared is not None:  # add in f32, store in x's type: one kernel
-        return binary("moec.add", out, shared, x.dtype)
-    return out if x.dtype == torch.float32 else out.to(x.dtype)
+        out = binary("moec.add", out, shared, x.dtype)
+    elif x.dtype != torch.float32:
+        out = out.to(x.dtype)
+    _mark("combine")
+    return out
 
 
 def moe_shared(x, w_in, w_out, gate=None, **ffn):

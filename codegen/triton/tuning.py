@@ -1,10 +1,28 @@
-"""Tile configurations for the grouped MoE GEMMs: shipped defaults, and autotuning by measurement.
+"""Tile configurations for the grouped MoE GEMMs: shipped defaults, searched files, and autotuning.
 
-A configuration is chosen per (layer shape, token bucket, dtype, weight mode, GPU name).  The
-choice is looked up in, in order: the on-disk cache written by :func:`autotune` (under the moec
-cache dir, ``triton_tuning.json``), the defaults shipped in ``tuned_defaults.json`` (measured on an
-H100 for the benchmark shapes), and a generic rule.  Under the interpreter small tiles keep the
-CPU emulation fast.
+A configuration (the dict the runtime launches with) holds BLOCK_M (shared: one align plan) and, per
+projection, the up projection's (gemm1: BLOCK_N1, BLOCK_K1, GROUP_SIZE_M1, SPLIT_K1, num_warps,
+num_stages) and the down projection's (gemm2: BLOCK_N2, BLOCK_K2, GROUP_SIZE_M2, SPLIT_K2, num_warps2,
+num_stages2; the last two default to the up projection's).  GROUP_SIZE_M is the tile order of the
+1-D grid (kernels._tile_ids), DEFAULT_GROUP_M where a configuration does not say.
+
+Lookup, per (layer shape, token count, dtype, weight mode, GPU name), in order:
+  1. the cache written by :func:`autotune` (the bench's quick per-run tuning; ``triton_tuning.json``
+     under the moec cache dir, keyed by token bucket);
+  2. tile-search files (``python -m moec.codegen.triton.tune_moe``) in MOEC_TRITON_CONFIGS, else
+     ``triton_configs/`` under the moec cache dir;
+  3. the files shipped in ``configs/`` next to this module (measured on an H100);
+  4. a generic rule.
+Under the interpreter small tiles keep the CPU emulation fast.
+
+Tile-search file format (docs: configs/README.md), like vLLM's fused_moe configs: one JSON file per
+(GPU, E, N, K, dtype), named ``E={E},N={N},K={K},device_name={GPU},dtype={dtype}.json`` -- E experts,
+N the intermediate size F, K the hidden size D, GPU torch's device name with spaces as '_', dtype
+``bf16`` / ``fp16`` / ``fp32`` or, for quantised weights, ``{mode}_w{bits}a{bits}`` (``int8_w8a16``).
+Its keys are token counts M (strings); the entry with the nearest M serves a call.  Each entry:
+``{"BLOCK_SIZE_M": 64, "up": {...}, "down": {...}}`` where up/down each hold BLOCK_SIZE_N, BLOCK_SIZE_K,
+GROUP_SIZE_M, SPLIT_K, num_warps, num_stages.  Other top-level keys (``triton_version``, ``moec``:
+how it was searched) are metadata.
 """
 from __future__ import annotations
 
@@ -39,6 +57,7 @@ def _cfg(t):
 
 
 CANDIDATES: List[dict] = [_cfg(t) for t in _SMALL + _LARGE]
+DEFAULT_GROUP_M = 8  # the tile order where a configuration does not give GROUP_SIZE_M1/2
 
 
 def candidates_for(rows_per_expert: float) -> List[dict]:
@@ -81,7 +100,7 @@ def cache_path() -> str:
     return os.path.join(cache_dir(), "triton_tuning.json")
 
 
-_LOADED: Dict[str, tuple] = {}
+_LOADED: Dict[object, tuple] = {}
 
 
 def _load(path: str) -> Dict[str, dict]:
@@ -107,25 +126,121 @@ def _load(path: str) -> Dict[str, dict]:
 
 _CFG_INTS = {"BLOCK_M": (16, 256), "BLOCK_N1": (16, 256), "BLOCK_K1": (16, 256), "BLOCK_N2": (16, 256),
              "BLOCK_K2": (16, 256), "num_warps": (1, 16), "num_stages": (1, 8)}
-_CFG_SPLIT = ("SPLIT_K1", "SPLIT_K2")
+_CFG_OPTIONAL = {"SPLIT_K1": (1, 64), "SPLIT_K2": (1, 64), "GROUP_SIZE_M1": (1, 64), "GROUP_SIZE_M2": (1, 64),
+                 "num_warps2": (1, 16), "num_stages2": (1, 8)}
+_POW2 = {"BLOCK_M", "BLOCK_N1", "BLOCK_K1", "BLOCK_N2", "BLOCK_K2", "num_warps", "num_warps2"}
 
 
 def valid_config(c) -> bool:
     """A tile configuration as autotune writes it: the block sizes powers of two in [16, 256], warps a power of
-    two <= 16, 1..8 stages, optionally split factors (SPLIT_K1, SPLIT_K2) in 1..64; nothing else.  (Entries
-    of a damaged or edited tuning cache that fail this are ignored, never passed to a kernel launch.)"""
+    two <= 16, 1..8 stages, optionally split factors (SPLIT_K1, SPLIT_K2) and tile orders (GROUP_SIZE_M1/2) in
+    1..64 and the down projection's own num_warps2 / num_stages2; nothing else.  (Entries of a damaged or
+    edited tuning cache or file that fail this are ignored, never passed to a kernel launch.)"""
     if not isinstance(c, dict):
         return False
     keys = set(c)
-    if not set(_CFG_INTS) <= keys <= set(_CFG_INTS) | set(_CFG_SPLIT):
+    if not set(_CFG_INTS) <= keys <= set(_CFG_INTS) | set(_CFG_OPTIONAL):
         return False
     for k, v in c.items():
         if not isinstance(v, int) or isinstance(v, bool):
             return False
-        lo, hi = _CFG_INTS.get(k, (1, 64))
-        if not lo <= v <= hi or (k in _CFG_INTS and k != "num_stages" and v & (v - 1)):
+        lo, hi = _CFG_INTS.get(k) or _CFG_OPTIONAL[k]
+        if not lo <= v <= hi or (k in _POW2 and v & (v - 1)):
             return False
     return True
+
+
+# -- tile-search files (the format: module docstring, configs/README.md) -----------------------------------
+CONFIG_DIR = os.path.join(HERE, "configs")
+_WQ_BITS = {"bf16": 16, "int8": 8, "int4": 4, "fp8": 8}
+_ACT = {"torch.bfloat16": ("bf16", 16), "torch.float16": ("fp16", 16), "torch.float32": ("fp32", 32)}
+
+
+def user_config_dir() -> str:
+    from ...targets.cpu import cache_dir
+    return os.environ.get("MOEC_TRITON_CONFIGS") or os.path.join(cache_dir(), "triton_configs")
+
+
+def dtype_tag(dtype: str, wq: str) -> str:
+    """``bf16`` for bf16 activations and weights; ``int8_w8a16`` for int8 weights with bf16 activations."""
+    act, bits = _ACT.get(dtype, (dtype.replace("torch.", ""), 0))
+    return act if wq in ("none", "", None) else f"{wq}_w{_WQ_BITS.get(wq, 0)}a{bits}"
+
+
+def config_file_name(E: int, N: int, K: int, device_name: str, dtag: str) -> str:
+    return f"E={E},N={N},K={K},device_name={device_name},dtype={dtag}.json"
+
+
+def to_entry(cfg: dict) -> dict:
+    """The runtime's configuration as a file entry (up and down projections apart)."""
+    def part(i):
+        w = cfg.get("num_warps", 4) if i == 1 else cfg.get("num_warps2", cfg.get("num_warps", 4))
+        st = cfg.get("num_stages", 2) if i == 1 else cfg.get("num_stages2", cfg.get("num_stages", 2))
+        g1 = cfg.get("GROUP_SIZE_M1", DEFAULT_GROUP_M)
+        return {"BLOCK_SIZE_N": cfg[f"BLOCK_N{i}"], "BLOCK_SIZE_K": cfg[f"BLOCK_K{i}"],
+                "GROUP_SIZE_M": g1 if i == 1 else cfg.get("GROUP_SIZE_M2", g1),
+                "SPLIT_K": cfg.get(f"SPLIT_K{i}", 1), "num_warps": w, "num_stages": st}
+    return {"BLOCK_SIZE_M": cfg["BLOCK_M"], "up": part(1), "down": part(2)}
+
+
+def from_entry(entry) -> Optional[dict]:
+    """A file entry as the runtime's configuration, or None when it is not a valid one (files are untrusted)."""
+    try:
+        up, down = entry["up"], entry["down"]
+        c = {"BLOCK_M": entry["BLOCK_SIZE_M"], "BLOCK_N1": up["BLOCK_SIZE_N"], "BLOCK_K1": up["BLOCK_SIZE_K"],
+             "BLOCK_N2": down["BLOCK_SIZE_N"], "BLOCK_K2": down["BLOCK_SIZE_K"], "num_warps": up["num_warps"],
+             "num_stages": up["num_stages"], "num_warps2": down["num_warps"], "num_stages2": down["num_stages"],
+             "GROUP_SIZE_M1": up["GROUP_SIZE_M"], "GROUP_SIZE_M2": down["GROUP_SIZE_M"],
+             "SPLIT_K1": up.get("SPLIT_K", 1), "SPLIT_K2": down.get("SPLIT_K", 1)}
+    except (TypeError, KeyError):
+        return None
+    return c if valid_config(c) else None
+
+
+def _load_raw(path: str) -> dict:
+    """A JSON object file (at most 64 MiB), re-read only when its modification time changes; {} otherwise."""
+    try:
+        mt = os.stat(path).st_mtime_ns
+    except OSError:
+        return {}
+    hit = _LOADED.get(("raw", path))
+    if hit and hit[0] == mt:
+        return hit[1]
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(64 << 20).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    _LOADED[("raw", path)] = (mt, data)
+    return data
+
+
+def file_entries(path: str) -> Dict[int, dict]:
+    """{token count: configuration} of one tile-search file (invalid entries and metadata left out)."""
+    out = {}
+    for k, v in _load_raw(path).items():
+        if isinstance(k, str) and k.isdigit() and len(k) < 10:
+            c = from_entry(v)
+            if c is not None:
+                out[int(k)] = c
+    return out
+
+
+def save_entries(path: str, entries: Dict[int, dict], meta: Optional[dict] = None) -> None:
+    """Write (merge) {token count: configuration} into the tile-search file at path, atomically."""
+    data = {k: v for k, v in _load_raw(path).items() if not (isinstance(k, str) and k.isdigit())}
+    data.update({str(m): to_entry(c) for m, c in file_entries(path).items()})
+    data.update({str(m): to_entry(c) for m, c in entries.items()})
+    if meta:
+        data.update(meta)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(dict(sorted(data.items(), key=lambda kv: (not kv[0].isdigit(), int(kv[0]) if kv[0].isdigit()
+                                                             else 0, kv[0]))), f, indent=1)
+    os.replace(tmp, path)
 
 
 # GPUs whose shipped defaults also serve another GPU of the same architecture and SM count
@@ -190,18 +305,35 @@ def config_for(kind: str, p: dict) -> dict:
     return c
 
 
+def source_of(kind: str, p: dict) -> str:
+    """Where config_for's answer for p comes from (the bench reports it)."""
+    name = gpu_name()
+    return "interpreter default" if name == "interpreter" else _resolve(kind, p, name)[1]
+
+
 def _lookup(kind: str, p: dict, name: str) -> dict:
+    return _resolve(kind, p, name)[0]
+
+
+def _resolve(kind: str, p: dict, name: str) -> tuple:
+    """(configuration, where it came from): the lookup order of the module docstring."""
     sib = _sibling(name)
-    keys = [_key(kind, p, name)] + ([_key(kind, p, sib)] if sib else [])
-    for src in (cache_path(), os.path.join(HERE, "tuned_defaults.json")):
-        data = _load(src)
-        for k in keys:
-            c = data.get(k)
-            if c:
-                return c
+    names = [name] + ([sib] if sib else [])
+    data = _load(cache_path())
+    for n in names:
+        c = data.get(_key(kind, p, n))
+        if c:
+            return c, "autotune cache"
+    for d, what in ((user_config_dir(), "tile-search file"), (CONFIG_DIR, "shipped tile-search file")):
+        for n in names:
+            f = os.path.join(d, config_file_name(p["E"], p["F"], p["D"], n, dtype_tag(p["dtype"], p["wq"])))
+            got = file_entries(f)
+            if got:
+                m = min(got, key=lambda t: (abs(t - p["T"]), t))  # the nearest token count (as vLLM)
+                return got[m], f"{what} {os.path.basename(f)} M={m}"
     rows = p["T"] * p["k"] / max(p["E"], 1)  # rows per expert
     c = candidates_for(rows)[0 if rows <= 64 else 2]
-    return auto_split(c, p, sm_count()) if rows <= 16 else c
+    return (auto_split(c, p, sm_count()) if rows <= 16 else c), "generic rule"
 
 
 def _sync() -> None:
