@@ -1,13 +1,14 @@
 """Ascend target, whole decoder layers (issue 16 item 6): besides the recognised MoE layers, the rest of a
 decoder layer runs as AscendC kernels on the emulator -- the embedding gather (vec_gather), RMSNorm's
 pow/mean/sqrt/reciprocal/mul chain (vec_elementwise, vec_rowwise), rotary slices/neg/concat and every
-transpose/expand/broadcast (vec_copy), the projections and attention's two matmuls of activations
-(Q.K^T, P.V, batched over heads with the GQA expand; grouped_matmul on the cube), softmax -- and plan.json
+transpose/expand/broadcast (vec_copy; V^T by vec_transpose), the projections and attention's two matmuls of
+activations (Q.K^T, P.V, batched over heads with the GQA expand; grouped_matmul on the cube), softmax -- and plan.json
 lists no host op.  Values computed from the input shapes alone (positions, the rotary cos/sin tables, the
 causal mask) are "tiling": evaluated once per input shape, as a CANN host tiling function does.
 
-Default run: a hand-written attention block in ONNX (seconds).  ``-m slow``: tiny random 2-layer
-transformers CausalLMs (Mixtral, Qwen2-MoE) exported by torch.onnx (dynamo), compiled with the CLI and
+Default run: a hand-written attention block in ONNX and the layout kernels against numpy (seconds).  ``-m slow``:
+the block in f16, and tiny random 2-layer
+transformers CausalLMs (Mixtral, Qwen2-MoE, DeepSeek-V3) exported by torch.onnx (dynamo), compiled with the CLI and
 checked against onnxruntime."""
 from __future__ import annotations
 
@@ -110,19 +111,66 @@ def test_attention_block_runs_on_the_npu(tmp_path):
         np.testing.assert_allclose(art([ids])[0], want, rtol=1e-5, atol=1e-5)
     assert art.tiling_evals["moec.cos"] == 2, art.tiling_evals
     assert not art.host_ops
-    for k in ("vec_gather", "vec_copy", "vec_elementwise", "vec_rowwise", "grouped_matmul"):
+    for k in ("vec_gather", "vec_copy", "vec_transpose", "vec_elementwise", "vec_rowwise", "grouped_matmul"):
         assert art.launches.get(k, 0) > 0, (k, art.launches)
     assert art.cube_by_op["moec.matmul"]["mmad_f32"] > 0
     with pytest.raises(RuntimeFailure, match=r"gather: index 50 out of range \[-50, 50\)"):
         art([np.array([[3, 50]])])
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float16])
+def test_layout_kernels_against_numpy(dt, tmp_path):
+    """vec_transpose (blocks with a tail row block, several batch entries; rows too long for a block fall back to
+    vec_copy's strided reads) and vec_copy's slices with negative steps, expands and concats, bit for bit."""
+    from moec.codegen.ascend import vector_ops
+    m = make_model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1])], [("x", dt, [2, "R", 24])],
+                   [("y", dt, None)], name="transpose_last2")
+    out = str(tmp_path / "out")
+    assert compile_onnx(m, out, CompileOptions(target="ascend", symbol_sizes=(37, 1))).report["verified"]
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    rng = np.random.default_rng(0)
+    for shp in [(3, 37, 24), (1, 5, 3), (2, 9, 1000), (1, 1, 1)]:
+        x = rng.standard_normal(shp).astype(dt)
+        np.testing.assert_array_equal(vector_ops.transpose_last2(art, x), np.swapaxes(x, -1, -2))
+    assert art.launches["vec_transpose"] >= 3 and art.launches.get("vec_copy", 0) >= 1, art.launches
+    x = rng.standard_normal((3, 10, 7)).astype(dt)
+    o = np.zeros((3, 4, 3), dt)  # x[:, 8:0:-2, ::-3] through the copy's offset and negative strides
+    vector_ops.copy_strided(art, x, o, [3, 4, 3], [70, -14, -3], [12, 3, 1], soff=8 * 7 + 6)
+    np.testing.assert_array_equal(o, x[:, 8:0:-2, ::-3])
+    np.testing.assert_array_equal(vector_ops.expand_to(art, x[:, :1], (3, 5, 7)), np.broadcast_to(x[:, :1], (3, 5, 7)))
+    # ScatterND (reduction none) over the first two dims, negative components wrapped; split into uneven parts
+    idx = np.array([[0, -1], [2, 3], [1, 0]])
+    upd = rng.standard_normal((3, 7)).astype(dt)
+    want = x.copy()
+    for (i, j), u in zip(idx, upd):
+        want[i, j] = u
+    sc = type("Op", (), {"name": "moec.scatter_nd", "attrs": {"reduction": "none"}})()
+    np.testing.assert_array_equal(vector_ops.scatter_nd_launch(art, sc, [x, idx, upd]), want)
+    with pytest.raises(RuntimeFailure, match="out of range"):
+        vector_ops.scatter_nd_launch(art, sc, [x, np.array([[3, 0]]), upd[:1]])
+    sp = type("Op", (), {"name": "moec.split", "attrs": {"axis": -1}})()
+    parts = vector_ops.layout_launch(art, sp, [x, np.array([2, 0, 5])])
+    for got, ref in zip(parts, np.split(x, [2, 2], axis=-1)):
+        np.testing.assert_array_equal(got, ref)
+
+
+# a tiny 2-layer decoder: hidden 32, 4 heads over 2 kv heads (GQA), 4 experts, top-2, vocab 128
+TINY_LM = dict(hidden_size=32, intermediate_size=64, moe_intermediate_size=48, shared_expert_intermediate_size=48,
+               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=4,
+               num_local_experts=4, num_experts_per_tok=2, vocab_size=128, max_position_embeddings=64,
+               decoder_sparse_step=1, mlp_only_layers=[])
+# DeepSeek-V3: multi-head latent attention (no GQA: kv heads = heads, head_dim = the rope part), 2 expert groups
+LM_EXTRA = {"deepseek_v3": dict(num_key_value_heads=4, head_dim=None, n_routed_experts=4, n_group=2, topk_group=1,
+                                first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+                                qk_nope_head_dim=8, v_head_dim=8, n_shared_experts=1)}
+
+
 def _causal_lm(arch: str):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from transformers import AutoConfig, AutoModelForCausalLM
-    from test_hf_models import TINY
-    cfg = AutoConfig.for_model(arch, **TINY)
+    kw = dict(TINY_LM, **LM_EXTRA.get(arch, {}))
+    cfg = AutoConfig.for_model(arch, **{k: v for k, v in kw.items() if v is not None})
     cfg._experts_implementation = "batched_mm"
     cfg._attn_implementation = "eager"  # sdpa's decomposition adds IsNaN, which moec's ONNX front end lacks
     torch.manual_seed(0)
@@ -146,7 +194,8 @@ def _causal_lm(arch: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,layers", [("mixtral", ["mixtral", "mixtral"]), ("qwen2_moe", ["qwen2-moe", "qwen2-moe"])])
+@pytest.mark.parametrize("arch,layers", [("mixtral", ["mixtral"] * 2), ("qwen2_moe", ["qwen2-moe"] * 2),
+                                         ("deepseek_v3", ["deepseek-v3"] * 2)])
 def test_real_causal_lm_has_no_host_ops(arch, layers, tmp_path):
     """A tiny random 2-layer transformers CausalLM, dynamo ONNX export with input_ids, ``moec compile --target
     ascend``: both MoE layers recognised, every op on the NPU (or tiling), verified against onnxruntime."""

@@ -458,12 +458,18 @@ def batched_matmul_plan(desc: TargetDesc, o, T: int, b_fused: bool) -> dict:
     M, K, N = _dim(a.shape[-2], T), _dim(a.shape[-1], T), _dim(b.shape[-1], T)
     res = choose_gmm_tiles(desc, dt, G, M, N, K, False, None, DTYPE_BYTES[dt] if dt == "f16" else 4)
     parts = [dict(res["estimate"], role="batched matmul", tokens=T)]
-    if not b_fused:
+    if not b_fused:  # vec_transpose: the bytes in and out, one Gather instruction per column and block
         hw = _hw(desc)
         n = G * K * N
-        t = max(2 * DTYPE_BYTES[dt] * n / hw["hbm"], n * 4 / CLOCK_HZ / min(hw["aiv"], max(1, G * N))) + LAUNCH_S
-        parts.insert(0, {"kernel": "vec_copy", "role": "B^T (transpose of the last two dims)", "tokens": T,
-                         "estimate_us": round(t * 1e6, 2), "bound": "scalar copy"})
+        rr = max(8, vector_ops.transpose_rows(DTYPE_BYTES[dt], K, N, hw["ub"]) or 8)
+        blocks = G * math.ceil(K / rr)
+        cores = min(hw["aiv"], max(1, blocks))
+        t_hbm = 2 * DTYPE_BYTES[dt] * n / hw["hbm"]
+        t_issue = (blocks * (2 * COPY_ISSUE_S + N * math.ceil(rr * DTYPE_BYTES[dt] / 256) / CLOCK_HZ)) / cores
+        t = max(t_hbm, t_issue) + LAUNCH_S
+        parts.insert(0, {"kernel": "vec_transpose", "role": "B^T (transpose of the last two dims)", "tokens": T,
+                         "blockDim": cores, "estimate_us": round(t * 1e6, 2),
+                         "bound": "HBM" if t_hbm >= t_issue else "copy issue"})
     return {"tiles": res["tiles"], "parts": parts}
 
 
@@ -495,7 +501,8 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             steps.append({"op": o.name, "where": "view", "why": "read as B^T by the batched matmul that uses it"})
             continue
         why = _why_host(m, o, desc)
-        if not why and o.name in ("moec.slice", "moec.expand") and not all(id(v) in static for v in o.operands[1:]):
+        if not why and o.name in ("moec.slice", "moec.expand", "moec.split") and \
+                not all(id(v) in static for v in o.operands[1:]):
             why = "its bounds/shape come from tensor data: vec_copy's tiling needs them on the host before the launch"
         if why:
             steps.append({"op": o.name, "where": "host", "why": why})
@@ -527,7 +534,7 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             bf = id(o) in fused_into
             step["batched"] = True
             step["b_fused"] = bf
-            step["kernels"] = ([] if bf else ["vec_copy"]) + ["grouped_matmul"]
+            step["kernels"] = ([] if bf else ["vec_transpose"]) + ["grouped_matmul"]
             step["cube_dtype"] = act_dtype(o)
             plans = {T: batched_matmul_plan(desc, o, T, bf) for T in tokens}
             step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}

@@ -118,7 +118,7 @@ def _dtype_reason(o) -> Optional[str]:
 def vector_reason(m, o) -> Optional[str]:
     """None when `o` runs on the vector kernels, else why it stays on the host."""
     name = o.name
-    if name in LAYOUT or name == "moec.gather":
+    if name in LAYOUT or name in ("moec.gather", "moec.scatter_nd"):
         return layout_reason(o)
     if name not in UNARY and name not in BINARY and name not in ROWWISE and name != "moec.pow":
         return f"no AscendC kernel for {name} yet"
@@ -184,9 +184,12 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
     dt = op_dtype(o)
     npt = NP_DT[dt]
     if name in LAYOUT:
-        return [layout_launch(art, o, args)]
+        r = layout_launch(art, o, args)
+        return r if name == "moec.split" else [r]
     if name == "moec.gather":
         return [gather_launch(art, o, args)]
+    if name == "moec.scatter_nd":
+        return [scatter_nd_launch(art, o, args)]
     if name in ROWWISE:
         x = np.ascontiguousarray(args[0], npt)
         R, C = _geometry(x.shape)
@@ -274,27 +277,31 @@ def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) 
     t_hbm = DT_BYTES.get(op_dtype(o), 4) * (n_in + n_out) / hw["hbm"]
     t = max(t_vec, t_hbm) + launch_s
     bound = max((t_vec, "vector"), (t_hbm, "HBM"), (launch_s, "launch"))[1]
-    if o.name in LAYOUT or o.name == "moec.gather":
+    if o.name in LAYOUT or o.name in ("moec.gather", "moec.scatter_nd"):
         # a copy: bytes in and out over HBM, one DataCopyPad each way per row chunk (issue cost), scalar
         # accesses for rows with a strided innermost source (transposes of the last axis)
         esize = o.results[0].type.dtype.itemsize
         inner = o.results[0].type.shape[-1] if o.results[0].type.rank else 1
         inner = inner if isinstance(inner, int) else T
         rows = max(1, n_out // max(1, inner))
-        scalar = n_out if o.name == "moec.transpose" and o.attrs["perm"][-1] != o.operands[0].type.rank - 1 else 0
+        r = o.operands[0].type.rank
+        last2 = r >= 2 and list(o.attrs.get("perm", [])) == list(range(r - 2)) + [r - 1, r - 2]
+        scalar = n_out if o.name == "moec.transpose" and o.attrs["perm"][-1] != r - 1 and not last2 else 0
         cores = max(1, min(hw["aiv"], rows))
         t_hbm = 2 * esize * n_out / hw["hbm"]
         t_issue = (2 * rows * 0.5e-6 + scalar * 4 / clock_hz) / cores
         t = max(t_hbm, t_issue) + launch_s
         bound = max((t_hbm, "HBM"), (t_issue, "copy issue/scalar"), (launch_s, "launch"))[1]
-        return {"kernel": "vec_gather" if o.name == "moec.gather" else "vec_copy", "tokens": T, "blockDim": cores,
+        kern = "vec_gather" if o.name in ("moec.gather", "moec.scatter_nd") else ("vec_transpose" if o.name == "moec.transpose" and last2
+                                                             else "vec_copy")
+        return {"kernel": kern, "tokens": T, "blockDim": cores,
                 "estimate_us": round(t * 1e6, 2), "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
     return {"kernel": "vec_rowwise" if o.name in ROWWISE else "vec_elementwise", "tokens": T, "blockDim": cores,
             "estimate_us": round(t * 1e6, 2), "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
 
 
 # -- layout ops and gather: vec_copy / vec_gather (kernels/vector_kernels.cpp) ------------------------------
-LAYOUT = ("moec.transpose", "moec.slice", "moec.expand", "moec.concat")
+LAYOUT = ("moec.transpose", "moec.slice", "moec.expand", "moec.concat", "moec.split")
 COPY_FIELDS = ("ndim", "esize", "tile", "srcN", "dstN", "soff", "doff")
 MAX_COPY_DIMS = 8
 ESIZES = (2, 4, 8)
@@ -306,8 +313,16 @@ def layout_reason(o) -> Optional[str]:
         {o.results[0].type.dtype}
     if len(dts) != 1 or next(iter(dts)).itemsize not in ESIZES:
         return f"vec_copy moves 2-, 4- or 8-byte elements ({', '.join(sorted(d.mlir for d in dts))})"
-    if o.name == "moec.gather" and o.operands[1].type.dtype.mlir not in ("i64", "i32"):
-        return "gather indices that are not i64 or i32"
+    if o.name in ("moec.gather", "moec.scatter_nd") and o.operands[1].type.dtype.mlir not in ("i64", "i32"):
+        return "indices that are not i64 or i32"
+    if o.name == "moec.scatter_nd":
+        if o.attrs["reduction"] != "none":
+            return f"scatter_nd with reduction '{o.attrs['reduction']}' (vec_gather writes rows: reduction none)"
+        if o.operands[2].type.dtype != o.operands[0].type.dtype:
+            return "updates of another type than the data"
+        q = o.operands[1].type.shape[-1] if o.operands[1].type.rank else None
+        if not isinstance(q, int) or not 1 <= q <= MAX_COPY_DIMS:
+            return "index tuples whose length is not known at compile time (or longer than 8)"
     return None
 
 
@@ -371,10 +386,30 @@ def expand_to(art, x: np.ndarray, shape) -> np.ndarray:
     return out
 
 
+def transpose_rows(esize: int, R: int, C: int, ub_bytes: int) -> int:
+    """vec_transpose's rows per block for [R, C] blocks (0: C too long for a block of one 32-byte row group)."""
+    tl = copy_tile(ub_bytes, esize)
+    blk = 32 // esize
+    rr = min((tl // max(C, 1)) // blk * blk, -(-R // blk) * blk)
+    return rr if rr >= blk else 0
+
+
 def transpose_last2(art, x: np.ndarray) -> np.ndarray:
-    """x with its last two dims swapped, by vec_copy (the cube's B^T operand of a batched matmul)."""
+    """x with its last two dims swapped (the cube's B^T operand of a batched matmul): vec_transpose (a block of
+    rows in, vector Gathers per column, one strided copy out) for 2-/4-byte elements whose rows fit a block,
+    else vec_copy with a strided innermost read (scalar accesses)."""
     shp = x.shape[:-2] + (x.shape[-1], x.shape[-2])
     out = np.zeros(shp, x.dtype)
+    if out.size == 0:
+        return out
+    R, C = x.shape[-2], x.shape[-1]
+    ub = int(art.desc.get("ub_bytes", 192 * 1024))
+    rr = transpose_rows(x.dtype.itemsize, R, C, ub) if x.dtype.itemsize in (2, 4) else 0
+    if rr:
+        B = int(np.prod(x.shape[:-2], dtype=np.int64))
+        tb = struct.pack("<6i", B, R, C, x.dtype.itemsize, rr, copy_tile(ub, x.dtype.itemsize))
+        art._launch("vec_transpose", max(1, min(art.cores, B * -(-R // rr))), [np.ascontiguousarray(x), out], tb)
+        return out
     st = _contig(x.shape)
     copy_strided(art, np.ascontiguousarray(x), out, list(shp), st[:-2] + [st[-1], st[-2]], _contig(shp))
     return out
@@ -382,6 +417,7 @@ def transpose_last2(art, x: np.ndarray) -> np.ndarray:
 
 def layout_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
     """transpose / slice / expand / concat as vec_copy launches (concat: one per input, into its offset)."""
+    from ...errors import RuntimeFailure
     from ...ir.ops.shape import slice_params
     name = o.name
     if name == "moec.concat":
@@ -398,8 +434,24 @@ def layout_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
         return out
     x = np.ascontiguousarray(args[0])
     st = _contig(x.shape)
+    if name == "moec.split":  # one copy per part, from its offset along the axis
+        ax = o.attrs["axis"] % x.ndim
+        sizes = [int(v) for v in np.asarray(args[1]).reshape(-1)]
+        if sum(sizes) != x.shape[ax] or min(sizes, default=0) < 0:
+            raise RuntimeFailure(f"split sizes {sizes} do not add up to {x.shape[ax]}")
+        outs, at = [], 0
+        for n in sizes:
+            shp = list(x.shape)
+            shp[ax] = n
+            part = np.zeros(shp, x.dtype)
+            copy_strided(art, x, part, shp, st, _contig(shp), at * st[ax])
+            outs.append(part)
+            at += n
+        return outs
     if name == "moec.transpose":
         p = list(o.attrs["perm"])
+        if len(p) >= 2 and p == list(range(len(p) - 2)) + [len(p) - 1, len(p) - 2]:
+            return transpose_last2(art, x)
         shp = [x.shape[i] for i in p]
         out = np.zeros(shp, x.dtype)
         copy_strided(art, x, out, shp, [st[i] for i in p], _contig(shp))
@@ -416,7 +468,13 @@ def layout_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
     return out
 
 
-GATHER_FIELDS = ("outer", "V", "inner", "n", "esize", "tile", "idx64")
+GATHER_FIELDS = ("outer", "V", "inner", "n", "esize", "tile", "idx64", "scatter", "q")
+
+
+def _gather_tiling(**kw) -> bytes:
+    qd = list(kw.pop("qdims", []))
+    return struct.pack("<" + "i" * (len(GATHER_FIELDS) + MAX_COPY_DIMS), *[int(kw.get(f, 0)) for f in GATHER_FIELDS],
+                       *(qd + [0] * (MAX_COPY_DIMS - len(qd))))
 
 
 def gather_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
@@ -436,12 +494,40 @@ def gather_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
     ids = np.ascontiguousarray(idx, np.int64 if i64 else np.int32).reshape(-1)
     status = np.zeros(8, np.int32)
     tl = copy_tile(int(art.desc.get("ub_bytes", 192 * 1024)), data.dtype.itemsize)
-    tb = struct.pack("<" + "i" * len(GATHER_FIELDS), outer, V, inner, ids.size, data.dtype.itemsize, tl, int(i64))
+    tb = _gather_tiling(outer=outer, V=V, inner=inner, n=ids.size, esize=data.dtype.itemsize, tile=tl, idx64=int(i64),
+                        q=1)
     items = outer * ids.size * -(-inner // tl)
     art._launch("vec_gather", max(1, min(art.cores, items)), [data, ids, out, status], tb)
     if status[0]:
         bad = ids[(ids < -V) | (ids >= V)][0]
         raise RuntimeFailure(f"gather: index {bad} out of range [{-V}, {V})")
+    return out
+
+
+def scatter_nd_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
+    """ONNX ScatterND without reduction: vec_copy copies the data, then vec_gather (scatter = 1) writes each update
+    row at its index tuple (q components over the data's first q dims); an index out of range is refused."""
+    from ...errors import RuntimeFailure
+    data, idx, upd = np.ascontiguousarray(args[0]), np.asarray(args[1]), np.ascontiguousarray(args[2], args[0].dtype)
+    q = idx.shape[-1]
+    out = np.zeros(data.shape, data.dtype)
+    if out.size:
+        copy_strided(art, data, out, [data.size], [1], [1])
+    n = int(np.prod(idx.shape[:-1], dtype=np.int64))
+    inner = int(np.prod(data.shape[q:], dtype=np.int64))
+    if n == 0 or inner == 0:
+        return out
+    V = int(np.prod(data.shape[:q], dtype=np.int64))
+    i64 = idx.dtype == np.int64
+    ids = np.ascontiguousarray(idx, np.int64 if i64 else np.int32).reshape(-1)
+    status = np.zeros(8, np.int32)
+    tl = copy_tile(int(art.desc.get("ub_bytes", 192 * 1024)), data.dtype.itemsize)
+    tb = _gather_tiling(outer=1, V=V, inner=inner, n=n, esize=data.dtype.itemsize, tile=tl, idx64=int(i64), scatter=1,
+                        q=q, qdims=data.shape[:q])
+    art._launch("vec_gather", max(1, min(art.cores, n * -(-inner // tl))), [upd.reshape(-1), ids, out, status], tb)
+    if status[0]:
+        raise RuntimeFailure(f"scatter_nd: an index tuple of {ids.reshape(-1, q).tolist()[:4]}... is out of range for "
+                             f"dims {list(data.shape[:q])}")
     return out
 
 

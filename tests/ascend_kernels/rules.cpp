@@ -98,6 +98,15 @@ extern "C" __global__ __aicore__ void cmp(GM_ADDR, int bad) {
   Compare(bm.Get<uint8_t>(), a, a, CMPMODE::EQ, bad == 12 ? 40 : 64);
   // 28: a vector operand 3 floats (12 bytes) into its buffer; 13: 8 floats (32 bytes) in, aligned
   Adds(a[bad == 28 ? 3 : 8], a[bad == 28 ? 3 : 8], 1.0f, 64);
+  // Gather: 13 reads a[255 - i] (byte offsets), 29 one element past the 256-float source, 30 half an element
+  TBuf<TPosition::VECCALC> bo, bd;
+  pipe.InitBuffer(bo, 256);
+  pipe.InitBuffer(bd, 256);
+  LocalTensor<uint32_t> off = bo.Get<uint32_t>();
+  for (uint32_t i = 0; i < 64; i++) off.SetValue(i, (255 - i) * 4);
+  if (bad == 29) off.SetValue(5, 256 * 4);
+  if (bad == 30) off.SetValue(5, 2);
+  Gather(bd.Get<float>(), a, off, 0, 64);
 }
 
 // ---- cube: one block computes C [M, N] = A [M, K] . B with the low-level path --------------------------
@@ -288,7 +297,7 @@ int main(int argc, char **argv) {
   int rc;
   if (bad >= 10 && bad <= 11) {
     rc = moec_emu::Launch("cube_misuse", 4, cube_misuse, (GM_ADDR)c, bad);
-  } else if (bad == 12 || bad == 13 || bad == 28) {
+  } else if (bad == 12 || bad == 13 || bad == 28 || bad == 29 || bad == 30) {
     rc = moec_emu::Launch("cmp", 1, cmp, (GM_ADDR)c, bad);
   } else {
     uint32_t blocks = bad == 9 ? 64 : 8;  // 9: more blocks than the 48 vector cores

@@ -51,6 +51,7 @@ extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR, GM_ADDR, GM_ADDR,
 extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
                                                  GM_ADDR);
 extern "C" __global__ __aicore__ void vec_copy(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void vec_transpose(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void vec_gather(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 static aclrtStream g_stream = nullptr;
 extern "C" void moec_set_stream(aclrtStream s) { g_stream = s; }
@@ -113,4 +114,7 @@ extern "C" int moec_launch_vec_copy(uint32_t bd, void *src, void *dst, void *ws,
 extern "C" int moec_launch_vec_gather(uint32_t bd, void *data, void *idx, void *out, void *status, void *ws,
                                       void *tiling) {
   return MOEC_LAUNCH(vec_gather, bd, nullptr, G(data), G(idx), G(out), G(status), G(ws), G(tiling));
+}
+extern "C" int moec_launch_vec_transpose(uint32_t bd, void *src, void *dst, void *ws, void *tiling) {
+  return MOEC_LAUNCH(vec_transpose, bd, nullptr, G(src), G(dst), G(ws), G(tiling));
 }

@@ -515,22 +515,28 @@ extern "C" __global__ __aicore__ void vec_copy(GM_ADDR src, GM_ADDR dst, GM_ADDR
 // are int64 or int32 in GM, read by the scalar unit; a negative index counts from the end (idx + V) as
 // ONNX says; an index outside [-V, V) writes nothing and sets status[0] = 1 (the host reports it, as
 // onnxruntime refuses such an index).  Each row chunk is one DataCopyPad in and one out.
+// scatter = 1 is the other direction, ONNX ScatterND without reduction (the output already holds a copy of
+// the data): out[flat(idx[j, 0..q)), :] = upd[j, :], the row index flattened over the first q dims of the
+// data (qdims), each component wrapped and checked like a gather index (outer = 1).
 struct GatherTiling {
-  int32_t outer, V, inner, n;  // data [outer, V, inner], n indices
+  int32_t outer, V, inner, n;  // data [outer, V, inner], n indices (scatter: n index tuples of q components)
   int32_t esize, tile;         // bytes per element (2, 4, 8); elements per UB chunk
   int32_t idx64;               // 1: int64 indices, 0: int32
+  int32_t scatter, q;          // 1: ScatterND rows; components per index tuple (gather: 1)
+  int32_t qdims[8];            // scatter: the first q dims of the data (their product is V)
 };
 
 template <typename T>
 __aicore__ inline void gather_body(GM_ADDR data, GM_ADDR idx, GM_ADDR out, GM_ADDR status, const GatherTiling &t) {
-  GlobalTensor<T> gdat, gout;
+  GlobalTensor<T> gsrc, gdst;
   GlobalTensor<int64_t> gi64;
   GlobalTensor<int32_t> gi32, gst;
-  const uint64_t inner = (uint64_t)t.inner, V = (uint64_t)t.V, n = (uint64_t)t.n;
-  gdat.SetGlobalBuffer((__gm__ T *)data, (uint64_t)t.outer * V * inner);
-  gout.SetGlobalBuffer((__gm__ T *)out, (uint64_t)t.outer * n * inner);
-  if (t.idx64) gi64.SetGlobalBuffer((__gm__ int64_t *)idx, n);
-  else gi32.SetGlobalBuffer((__gm__ int32_t *)idx, n);
+  const uint64_t inner = (uint64_t)t.inner, V = (uint64_t)t.V, n = (uint64_t)t.n, q = (uint64_t)t.q;
+  // gather: src = data [outer, V, inner], dst = out [outer, n, inner]; scatter: src = updates [n, inner], dst = out [V, inner]
+  gsrc.SetGlobalBuffer((__gm__ T *)data, (uint64_t)t.outer * (t.scatter ? n : V) * inner);
+  gdst.SetGlobalBuffer((__gm__ T *)out, (uint64_t)t.outer * (t.scatter ? V : n) * inner);
+  if (t.idx64) gi64.SetGlobalBuffer((__gm__ int64_t *)idx, n * q);
+  else gi32.SetGlobalBuffer((__gm__ int32_t *)idx, n * q);
   gst.SetGlobalBuffer((__gm__ int32_t *)status, 1);
   const uint32_t TL = t.tile, nch = (uint32_t)((inner + TL - 1) / TL);
   const uint64_t items = (uint64_t)t.outer * n * nch;
@@ -543,15 +549,22 @@ __aicore__ inline void gather_body(GM_ADDR data, GM_ADDR idx, GM_ADDR out, GM_AD
   for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
     const uint64_t oj = it / nch, o = oj / n, j = oj % n;
     const uint32_t c0 = (uint32_t)(it % nch) * TL, m = (uint32_t)(inner - c0 < TL ? inner - c0 : TL);
-    int64_t id = t.idx64 ? gi64.GetValue(j) : (int64_t)gi32.GetValue(j);
-    if (id < 0) id += (int64_t)V;
-    if (id < 0 || id >= (int64_t)V) {
+    int64_t row = 0;
+    bool ok = true;
+    for (uint64_t k = 0; k < q; k++) {
+      const int64_t d = t.scatter ? t.qdims[k] : (int64_t)V;
+      int64_t id = t.idx64 ? gi64.GetValue(j * q + k) : (int64_t)gi32.GetValue(j * q + k);
+      if (id < 0) id += d;
+      if (id < 0 || id >= d) ok = false;
+      row = row * d + id;
+    }
+    if (!ok) {
       gst.SetValue(0, 1);
       continue;
     }
+    const uint64_t src_row = t.scatter ? j : o * V + (uint64_t)row, dst_row = t.scatter ? (uint64_t)row : oj;
     LocalTensor<T> a = qi.AllocTensor<T>();
-    DataCopyPad(a, gdat[(o * V + (uint64_t)id) * inner + c0], DataCopyExtParams{1, (uint32_t)(m * sizeof(T)), 0, 0, 0},
-                nopad);
+    DataCopyPad(a, gsrc[src_row * inner + c0], DataCopyExtParams{1, (uint32_t)(m * sizeof(T)), 0, 0, 0}, nopad);
     qi.EnQue(a);
     a = qi.DeQue<T>();
     LocalTensor<T> b = qo.AllocTensor<T>();
@@ -559,7 +572,7 @@ __aicore__ inline void gather_body(GM_ADDR data, GM_ADDR idx, GM_ADDR out, GM_AD
     qi.FreeTensor(a);
     qo.EnQue(b);
     b = qo.DeQue<T>();
-    DataCopyPad(gout[oj * inner + c0], b, DataCopyExtParams{1, (uint32_t)(m * sizeof(T)), 0, 0, 0});
+    DataCopyPad(gdst[dst_row * inner + c0], b, DataCopyExtParams{1, (uint32_t)(m * sizeof(T)), 0, 0, 0});
     qo.FreeTensor(b);
   }
 }
@@ -572,4 +585,60 @@ extern "C" __global__ __aicore__ void vec_gather(GM_ADDR data, GM_ADDR idx, GM_A
   if (t.esize == 2) gather_body<uint16_t>(data, idx, out, status, t);
   else if (t.esize == 8) gather_body<uint64_t>(data, idx, out, status, t);
   else gather_body<uint32_t>(data, idx, out, status, t);
+}
+
+// ------------------------------------------------------------------------------------------------
+// vec_transpose: out[b, j, i] = in[b, i, j] for in [B, R, C] (2- or 4-byte elements): the B^T operand of a
+// batched matmul (attention's V^T), or a transpose of the last two dims.  A work item is a block of rr rows
+// of one batch entry: one DataCopyPad brings the rr x C block in (contiguous in GM), then C vector Gathers
+// (a fixed offset table i * C * esize, the column in srcBaseAddr) write the block's C output rows of rr
+// elements, and one DataCopyPad with a GM row stride of R takes them out.
+struct TransTiling {
+  int32_t B, R, C;     // input [B, R, C]
+  int32_t esize;       // 2 or 4
+  int32_t rr;          // rows per block, a multiple of 32 / esize, with rr * C and C * rr(padded) <= tile
+  int32_t tile;        // elements per UB buffer
+};
+
+template <typename T>
+__aicore__ inline void transpose_body(GM_ADDR src, GM_ADDR dst, const TransTiling &t) {
+  const uint64_t R = t.R, C = t.C, rr = t.rr, TL = t.tile;
+  GlobalTensor<T> gs, gd;
+  gs.SetGlobalBuffer((__gm__ T *)src, (uint64_t)t.B * R * C);
+  gd.SetGlobalBuffer((__gm__ T *)dst, (uint64_t)t.B * R * C);
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qi;
+  TQue<TPosition::VECOUT, 2> qo;
+  TBuf<TPosition::VECCALC> boff;
+  pipe.InitBuffer(qi, 2, TL * sizeof(T));
+  pipe.InitBuffer(qo, 2, TL * sizeof(T));
+  pipe.InitBuffer(boff, rr * sizeof(uint32_t));
+  LocalTensor<uint32_t> off = boff.Get<uint32_t>();
+  for (uint32_t i = 0; i < rr; i++) off.SetValue(i, (uint32_t)(i * C * sizeof(T)));
+  DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0};
+  const uint64_t blocks = (R + rr - 1) / rr, items = (uint64_t)t.B * blocks;
+  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+    const uint64_t b = it / blocks, r0 = (it % blocks) * rr;
+    const uint32_t n = (uint32_t)(R - r0 < rr ? R - r0 : rr), np = vpadb<T>(n);
+    LocalTensor<T> a = qi.AllocTensor<T>();
+    DataCopyPad(a, gs[(b * R + r0) * C], DataCopyExtParams{1, (uint32_t)(n * C * sizeof(T)), 0, 0, 0}, nopad);
+    qi.EnQue(a);
+    a = qi.DeQue<T>();
+    LocalTensor<T> o = qo.AllocTensor<T>();
+    for (uint32_t j = 0; j < C; j++) Gather(o[j * np], a, off, (uint32_t)(j * sizeof(T)), n);
+    qi.FreeTensor(a);
+    qo.EnQue(o);
+    o = qo.DeQue<T>();
+    DataCopyPad(gd[b * C * R + r0], o,
+                DataCopyExtParams{(uint16_t)C, (uint32_t)(n * sizeof(T)), 0, (uint32_t)((R - n) * sizeof(T)), 0});
+    qo.FreeTensor(o);
+  }
+}
+
+extern "C" __global__ __aicore__ void vec_transpose(GM_ADDR src, GM_ADDR dst, GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  TransTiling t;
+  load_tiling(tiling, t);
+  if (t.esize == 2) transpose_body<uint16_t>(src, dst, t);
+  else transpose_body<uint32_t>(src, dst, t);
 }

@@ -592,6 +592,25 @@ inline void Duplicate(const LocalTensor<T> &dst, T v, int32_t count) {
   T *d = dst.vec("Duplicate", count);
   for (int32_t i = 0; i < count; i++) d[i] = v;
 }
+// Gather (count form): dst[i] = the element at byte srcBaseAddr + offset[i] of src, for i < count.  Offsets are
+// uint32 byte offsets in the Unified Buffer; each address must be a whole element inside src (the hardware
+// reads whatever lies there otherwise: the emulator refuses it).  2- and 4-byte element types.
+template <typename T>
+inline void Gather(const LocalTensor<T> &dst, const LocalTensor<T> &src, const LocalTensor<uint32_t> &offset,
+                   uint32_t srcBaseAddr, uint32_t count) {
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "Gather takes 2- and 4-byte element types");
+  T *d = dst.vec("Gather", count);
+  const uint32_t *o = offset.vec("Gather", count);
+  const T *x = src.vec("Gather", 0);
+  const uint64_t n = src.GetSize();
+  for (uint32_t i = 0; i < count; i++) {
+    const uint64_t b = (uint64_t)srcBaseAddr + o[i];
+    if (b % sizeof(T) || b / sizeof(T) >= n)
+      moec_emu::fail("Gather", "byte address " + std::to_string(b) + " is not a whole element inside the " +
+                                   std::to_string(n) + "-element source tensor");
+    d[i] = x[b / sizeof(T)];
+  }
+}
 // result in dst[0]; the work tensor must hold at least count elements
 template <typename T>
 inline void ReduceSum(const LocalTensor<T> &dst, const LocalTensor<T> &src, const LocalTensor<T> &work, int32_t count) {
