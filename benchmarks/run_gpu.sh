@@ -11,7 +11,8 @@
 #                                                # interpreter (CI runs it: .ci/run); ~1 minute on 2 cores
 # Steps (GPU): 1. the Triton tests on the GPU (a selection: kernels, split-K, combine, align, reproducibility);
 # 2. the tile search (tune_moe, --space small) for the Mixtral-shaped layer at 1 and 4096 tokens, uniform
-# and Zipf routing, written where step 3 reads it; 3. `moec bench --target triton` bf16, both layers,
+# and Zipf routing, written where step 3 reads it (~2 minutes; `--space full` over all token counts takes
+# far longer: run it on its own); 3. `moec bench --target triton` bf16, both layers,
 # tokens 1..4096, PyTorch eager / torch.compile / dense peers, matmul and copy probes, per-stage times;
 # 4. fp8 weights (w8a16) at 1, 16, 4096 tokens; 5. int4 (W4A16) at decode; 6. the report.
 #
@@ -72,16 +73,16 @@ if [ $SMOKE = 1 ]; then
     step tune 90 $PY -m moec.codegen.triton.tune_moe --E 4 --N 32 --K 64 --topk 2 --tokens 1 --smoke -o "$WORK/tune"
 else
     # 1. the Triton tests on the GPU (no interpreter)
-    step tests 60 $PY -m pytest -q -p no:warnings -x tests/test_triton.py \
+    step tests 60 $PY -m pytest -q -p no:warnings -x tests/test_triton.py tests/test_triton_tune.py \
         -k "kernels_really_run or 16_bit or split_k_matches or combine_fused or bitwise or align_plan or tile_order"
     # 2. tile search, Mixtral-shaped layer, decode and prefill ends (small space; each token count is
     #    written as it is found)
-    step tune 100 $PY -m moec.codegen.triton.tune_moe --layer mixtral --tokens 1,4096 --space small --reps 5 \
+    step tune 120 $PY -m moec.codegen.triton.tune_moe --layer mixtral --tokens 1,4096 --space small --reps 5 \
         -o "$WORK/tune"
-    # 3. bf16 bench, both layers, all token counts, torch.compile (90 s of compiling at most); decode tiles
-    #    autotuned (split-K candidates), the others from the tile-search files (step 2, then shipped)
-    step bench_bf16 220 $PY -m moec.bench_triton --layers mixtral,deepseek --tokens 1,16,128,1024,4096 \
-        --reps 10 --autotune decode --compile-budget 90 -o "$WORK/bf16"
+    # 3. bf16 bench, both layers, all token counts, torch.compile (90 s of compiling at most); tiles from the
+    #    tile-search files (step 2's token counts, the shipped H100 ones for the others: each row's tile_source)
+    step bench_bf16 210 $PY -m moec.bench_triton --layers mixtral,deepseek --tokens 1,16,128,1024,4096 \
+        --reps 10 --autotune none --compile-budget 90 -o "$WORK/bf16"
     # 4. fp8 weights (sm_89+): decode and prefill ends, eager and dense peers only
     step bench_fp8 40 $PY -m moec.bench_triton --layers mixtral,deepseek --tokens 1,16,4096 --reps 10 --no-compile \
         --autotune none --weights fp8 -o "$WORK/fp8"

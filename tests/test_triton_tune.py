@@ -98,9 +98,15 @@ def test_tile_search_files_are_untrusted_and_nearest_m_serves(tmp_path, monkeypa
     c, src = tuning._resolve("moe", p, "Fake_GPU")
     assert c == cfg and src.startswith("tile-search file") and "M=16" in src
     assert tuning._resolve("moe", dict(p, E=4), "Fake_GPU")[1] == "generic rule"
-    # the shipped H100 files serve an H100 and, as its sibling, an H200
+    # the shipped H100 files serve an H100 and, as its sibling, an H200; a searched file adds token counts
+    # to them and replaces the same ones, the nearest of either serving
     h = dict(T=4096, E=8, F=14336, D=4096, k=2, dtype="torch.bfloat16", wq="none")
     assert tuning._resolve("moe", h, "NVIDIA_H200")[1].startswith("shipped tile-search file")
+    h100 = tuning.config_file_name(8, 14336, 4096, "NVIDIA_H100_80GB_HBM3", "bf16")
+    tuning.save_entries(str(tmp_path / h100), {1: cfg, 4096: dict(cfg, BLOCK_M=64)})
+    assert tuning._resolve("moe", h, "NVIDIA_H200") == (dict(cfg, BLOCK_M=64), f"tile-search file {h100} M=4096")
+    assert tuning._resolve("moe", dict(h, T=1), "NVIDIA_H100_80GB_HBM3")[0] == cfg
+    assert tuning._resolve("moe", dict(h, T=100), "NVIDIA_H100_80GB_HBM3")[1].endswith("M=128")  # shipped
 
 
 def test_tile_search_smoke_writes_the_documented_file(tmp_path, monkeypatch, capsys):

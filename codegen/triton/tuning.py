@@ -10,9 +10,10 @@ Lookup, per (layer shape, token count, dtype, weight mode, GPU name), in order:
   1. the cache written by :func:`autotune` (the bench's quick per-run tuning; ``triton_tuning.json``
      under the moec cache dir, keyed by token bucket);
   2. tile-search files (``python -m moec.codegen.triton.tune_moe``) in MOEC_TRITON_CONFIGS, else
-     ``triton_configs/`` under the moec cache dir;
-  3. the files shipped in ``configs/`` next to this module (measured on an H100);
-  4. a generic rule.
+     ``triton_configs/`` under the moec cache dir, together with the files shipped in ``configs/`` next
+     to this module (measured on an H100): the entry of the nearest token count of either serves, a
+     searched file's entry replacing a shipped one of the same token count;
+  3. a generic rule.
 Under the interpreter small tiles keep the CPU emulation fast.
 
 Tile-search file format (docs: configs/README.md), like vLLM's fused_moe configs: one JSON file per
@@ -324,13 +325,15 @@ def _resolve(kind: str, p: dict, name: str) -> tuple:
         c = data.get(_key(kind, p, n))
         if c:
             return c, "autotune cache"
-    for d, what in ((user_config_dir(), "tile-search file"), (CONFIG_DIR, "shipped tile-search file")):
-        for n in names:
+    # the files' token counts together (a searched file adds to and overrides the shipped one's), the
+    # nearest token count serving (as vLLM); this GPU's own files before its sibling's
+    for n in names:
+        got: Dict[int, tuple] = {}
+        for d, what in ((CONFIG_DIR, "shipped tile-search file"), (user_config_dir(), "tile-search file")):
             f = os.path.join(d, config_file_name(p["E"], p["F"], p["D"], n, dtype_tag(p["dtype"], p["wq"])))
-            got = file_entries(f)
-            if got:
-                m = min(got, key=lambda t: (abs(t - p["T"]), t))  # the nearest token count (as vLLM)
-                return got[m], f"{what} {os.path.basename(f)} M={m}"
+            got.update({m: (c, f"{what} {os.path.basename(f)} M={m}") for m, c in file_entries(f).items()})
+        if got:
+            return got[min(got, key=lambda t: (abs(t - p["T"]), t))]
     rows = p["T"] * p["k"] / max(p["E"], 1)  # rows per expert
     c = candidates_for(rows)[0 if rows <= 64 else 2]
     return (auto_split(c, p, sm_count()) if rows <= 16 else c), "generic rule"
