@@ -135,6 +135,29 @@ def _module_tensors(model) -> list:
     return sorted(out.items())
 
 
+def _module_settings(model) -> str:
+    """The plain settings the module's forward reads besides its code and tensors: every submodule's
+    attributes of simple types (``self.top_k = 2``) and its ``config`` (transformers' flags such as
+    ``norm_topk_prob``, ``use_cache`` and the experts / attention implementations), as text."""
+    simple = (bool, int, float, str, type(None))
+
+    def plain(v):
+        return isinstance(v, simple) or (isinstance(v, (tuple, list)) and all(isinstance(e, simple) for e in v))
+    parts, configs = [], {}
+    for prefix, sub in model.named_modules(remove_duplicate=False):
+        parts.append((prefix, sorted((k, repr(v)) for k, v in vars(sub).items() if plain(v))))
+        c = getattr(sub, "config", None)
+        if c is not None and id(c) not in configs:
+            try:
+                d = c.to_dict() if hasattr(c, "to_dict") else dict(vars(c))
+            except Exception:  # noqa: BLE001 - a config that cannot list itself: its repr
+                d = {"repr": repr(c)}
+            for k in ("_experts_implementation", "_attn_implementation", "use_cache"):
+                d[k] = getattr(c, k, None)
+            configs[id(c)] = (prefix, sorted((str(k), repr(v)) for k, v in d.items()))
+    return repr((parts, sorted(configs.values())))
+
+
 def _module_code_digest(model) -> Optional[str]:
     """Source of the module's class and of every submodule's class (their files), hashed; None when
     some class has no source file (then the caller hashes the exported graph instead)."""
@@ -208,7 +231,8 @@ def _entry_json(d: str) -> dict:
 def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A001,F821 (torch is optional)
             example_inputs: Optional[Sequence] = None, *, target: str = "cpu", weights: str = "f32",
             verify: bool = True, soc: Optional[str] = None, group_size: int = 64, zero_point: bool = False,
-            dynamic_dims: Optional[dict] = None, cache: bool = True) -> CompiledModel:
+            dynamic_dims: Optional[dict] = None, cache: bool = True,
+            experts_implementation: Optional[str] = "batched_mm") -> CompiledModel:
     """Compile a PyTorch module or an ONNX model with moec and return a callable.
 
     Args:
@@ -236,6 +260,14 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         zero_point: int4 with zero points (asymmetric) instead of symmetric.
         dynamic_dims: for modules, {input index: {dim: symbol}} to override the dynamic dims.
         cache: reuse / store the artifact in the on-disk cache (``$MOEC_CACHE_DIR/jit``).
+        experts_implementation: for modules holding Hugging Face ``transformers`` experts (classes with
+            ``config._experts_implementation``): the implementation they are exported with, default
+            "batched_mm" (traceable, recognised as an MoE layer); transformers' default "eager" loops
+            over a data-dependent list of experts (torch.export cannot trace it) and "grouped_mm" is
+            not recognised.  The build is verified against the module as it is set (its own
+            implementation); the report's ``experts_implementation`` says what was replaced.  ``None``
+            exports them as they are.  transformers models are exported and verified with
+            ``use_cache=False`` (a CausalLM returns its logits).
 
     Returns:
         A :class:`CompiledModel`; ``.stats.cache_hit`` tells whether this was a cache hit.
@@ -263,7 +295,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         if code is None:  # no source (a wrapped function, closures): hash the exported graph itself
             from .frontend.torch_import import import_torch
             from .ir import print_module
-            m = import_torch(model, ex, dynamic_dims=dynamic_dims)
+            m = import_torch(model, ex, dynamic_dims=dynamic_dims, experts_implementation=experts_implementation)
             h.update(print_module(m).encode())
             h.update(m.weights.digest().encode())
         else:
@@ -273,7 +305,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             t = v.detach().cpu().contiguous()
             h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(_module_settings(model).encode())
         h.update(repr(JitFunction.signature(ex)).encode() + repr(dynamic_dims).encode())
+        h.update(repr(experts_implementation).encode())
         proto, name = None, type(model).__name__
         m = m if code is None else None
     else:
@@ -311,7 +345,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         cache_store.clean_stale(root)  # build folders of killed compiles
         if is_module and m is None:
             from .frontend.torch_import import import_torch
-            m = import_torch(model, ex, dynamic_dims=dynamic_dims)
+            m = import_torch(model, ex, dynamic_dims=dynamic_dims, experts_implementation=experts_implementation)
         tmp = cache_store.new_tmp(root, key)
         outdir = os.path.join(tmp, "a")
         try:
@@ -373,8 +407,11 @@ def _build(m, proto, name, outdir, example_inputs, module, target, weights, veri
     from .passes.recognition_trace import recognition_of
     report["recognition"] = recognition_of(m)  # (run_pipeline ran on m in place: its trace)
     report["op_histogram"] = op_histogram(built)
+    if m.attrs.get("moec.experts_implementation"):
+        report["experts_implementation"] = json.loads(m.attrs["moec.experts_implementation"])
     if verify:
-        report.update(_verify_against_module(art, module, example_inputs, weights, name, target))
+        shapes = [tuple(a.type.shape) for a in m.main.args]
+        report.update(_verify_against_module(art, module, example_inputs, weights, name, target, shapes))
     with open(os.path.join(outdir, "report.json"), "w") as f:
         json.dump(report, f, indent=1, default=str)
     if verify and not report["verified"]:
@@ -382,12 +419,41 @@ def _build(m, proto, name, outdir, example_inputs, module, target, weights, veri
     return report
 
 
-def _verify_against_module(art, module, example_inputs, weights, name, target) -> dict:
-    """Compare the artifact with the module's own eager output at token counts 5, 1, 3.
+def _trial_shapes(example_inputs, arg_shapes, half: bool) -> list:
+    """Input shapes for the verification trials: every symbolic dim of the compiled inputs takes other
+    sizes (the first symbol 5, 1, 3 -- 64, 1, 7 for half precision --, the second 3, 2, 1, the rest
+    2, 1, 2; one symbol shared by several inputs takes one size), static dims keep the example's."""
+    syms: List[str] = []
+    for shp in arg_shapes:
+        for d in shp:
+            if not isinstance(d, int) and d not in syms:
+                syms.append(d)
+    if not syms:
+        return [[tuple(x.shape) for x in example_inputs]]
+    first = (64, 1, 7) if half else (5, 1, 3)
+    sizes = [first, (3, 2, 1)] + [(2, 1, 2)] * max(0, len(syms) - 2)
+    trials = []
+    for j in range(3):
+        val = {s: sizes[i][j] for i, s in enumerate(syms)}
+        trials.append([tuple(val[d] if not isinstance(d, int) else int(x.shape[k]) for k, d in enumerate(shp))
+                       if shp is not None else tuple(x.shape)
+                       for x, shp in zip(example_inputs, list(arg_shapes) + [None] * len(example_inputs))])
+    return trials
+
+
+def _verify_against_module(art, module, example_inputs, weights, name, target, arg_shapes=None) -> dict:
+    """Compare the artifact with the module's own eager output on inputs whose symbolic dims take
+    other sizes (token counts 5, 1, 3 for a [tokens, hidden] input; see _trial_shapes).
 
     A half-precision module (f16/bf16 inputs) is judged against the same module run in f32: its own
     eager output carries rounding at every op, so the question is whether moec's error against f32
     is no worse than eager's (per-token relative errors, mean and max; see verify.half_trial)."""
+    from .frontend.torch_import import without_kv_cache
+    with without_kv_cache(module):  # (as it was exported: a CausalLM returns its logits)
+        return _verify_module_trials(art, module, example_inputs, weights, name, target, arg_shapes)
+
+
+def _verify_module_trials(art, module, example_inputs, weights, name, target, arg_shapes) -> dict:
     import torch
 
     from .frontend.torch_import import tensor_to_numpy
@@ -402,15 +468,14 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
         out["oracle"] = (f"the module in f32 (moec's {half[0]} error must be no worse than the module's own "
                          f"{half[0]} eager error)")
     g = torch.Generator().manual_seed(0)
-    ins = art.manifest["inputs"]
-    dyn = [i < len(ins) and ins[i]["type"].startswith("tensor<?") for i in range(len(example_inputs))]
-    for T in (((64, 1, 7) if half else (5, 1, 3)) if any(dyn) else (None,)):
+    if arg_shapes is None:  # (the compiled inputs' types: dim 0 symbolic where the type starts with ?)
+        arg_shapes = [(("T",) if i["type"].startswith("tensor<?") else (-1,)) + tuple(x.shape[1:])
+                      for i, x in zip(art.manifest["inputs"], example_inputs)]
+        arg_shapes = [tuple(int(x.shape[0]) if d == -1 else d for d in s) for s, x in zip(arg_shapes, example_inputs)]
+    for shapes in _trial_shapes(example_inputs, arg_shapes, bool(half)):
+        T = shapes[0][0] if shapes and shapes[0] else None
         xs = []
-        for x, dy in zip(example_inputs, dyn):
-            if dy:
-                shape = (T,) + tuple(x.shape[1:])
-            else:
-                shape = tuple(x.shape)
+        for x, shape in zip(example_inputs, shapes):
             if x.is_floating_point():
                 xs.append(torch.randn(shape, generator=g).to(x.dtype).to(x.device))  # (where the module is)
             else:
@@ -435,24 +500,24 @@ def _verify_against_module(art, module, example_inputs, weights, name, target) -
         if weights != "f32":
             qe = quantization_error(got, ref, QUANT_ERROR_BOUNDS[weights])
             ok = qe["token_rel_median"] <= QUANT_ERROR_BOUNDS[weights]
-            out["trials"].append({"T": T, "quantization_error": qe, "ok": ok})
+            out["trials"].append({"T": T, "shapes": shapes, "quantization_error": qe, "ok": ok})
             if not ok:
                 out.update(verified=False, failure=f"quantisation error {qe['token_rel_median']:.3g} > bound")
                 break
             continue
         if half:
             trial = half_trial(got, want, ref, str(half[0]).replace("torch.", ""))
-            out["trials"].append(dict(trial, T=T))
+            out["trials"].append(dict(trial, T=T, shapes=shapes))
             out["max_abs_err"] = max(out["max_abs_err"], trial["max_abs_err_vs_eager"])
             if not trial["ok"]:
-                out.update(verified=False, failure=f"{trial['failure']} at T={T}")
+                out.update(verified=False, failure=f"{trial['failure']} at input shapes {shapes}")
                 break
             continue
         c = compare([f"out{i}" for i in range(len(want))], got, want)
-        out["trials"].append({"T": T, "ok": c.ok, "max_abs_err": c.max_abs_err})
+        out["trials"].append({"T": T, "shapes": shapes, "ok": c.ok, "max_abs_err": c.max_abs_err})
         out["max_abs_err"] = max(out["max_abs_err"], c.max_abs_err)
         if not c.ok:
-            out.update(verified=False, failure=f"{c.message} at T={T}")
+            out.update(verified=False, failure=f"{c.message} at input shapes {shapes}")
             break
     return out
 
@@ -498,7 +563,12 @@ def _filled(cell) -> bool:
 
 
 def _as_list(y) -> list:
-    return [y] if hasattr(y, "detach") else list(y)
+    """The tensors of a module's output in torch.export's order (its pytree leaves: a tuple, a dict,
+    transformers' ModelOutput)."""
+    if hasattr(y, "detach"):
+        return [y]
+    import torch.utils._pytree as pytree
+    return [t for t in pytree.tree_leaves(y) if hasattr(t, "detach")]
 
 
 def jit(fn: Optional[Callable] = None, *, target: str = "cpu", weights: str = "f32", verify: bool = True,

@@ -13,6 +13,7 @@ last frame of the FX node's stack trace).
 """
 from __future__ import annotations
 
+import json
 import operator
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -156,7 +157,7 @@ class _Fx:
                 parts.append(self.env[s.name].vector(self))
             else:
                 static.append(int(s))
-        if static:
+        if static or not parts:  # (no sizes at all: a 0-d tensor's shape [])
             parts.append(self.const(static, np.int64))
         if len(parts) == 1:
             return parts[0]
@@ -241,9 +242,88 @@ def _sort(fx, n, x, dim=-1, descending=False):
     return fx.op("TopK", [xv, size], 2, axis=int(dim), largest=int(descending), sorted=1)
 
 
+@lower("aten.sort.stable")
+def _sort_stable(fx, n, x, stable=None, dim=-1, descending=False):
+    # (TopK puts equal elements in index order: a stable sort)
+    return _sort(fx, n, x, dim, descending)
+
+
+@lower("aten.histc.default")
+def _histc(fx, n, x, bins=100, min=0, max=0):
+    """torch.histc: ``bins`` equal-width bins over [min, max] (min == max: the data's own range,
+    widened by 1 either side when it is one value); elements outside the range (and NaN) are not counted; an
+    element equal to max falls in the last bin.  The bin of x is trunc((x - min) * bins / (max - min))
+    computed in x's type, as torch's kernel does, then capped at bins - 1.  transformers' grouped_mm
+    experts count the tokens per expert with it."""
+    xv = fx.op1("Reshape", [fx.v(x), fx.const([-1], np.int64)])
+    if float(min) == float(max):  # (torch: then the data's range, whatever the equal pair was)
+        lo, hi = fx.op1("ReduceMin", [xv], keepdims=0), fx.op1("ReduceMax", [xv], keepdims=0)
+        same = fx.op1("Equal", [lo, hi])
+        one = fx.v(1.0, xv)
+        lo, hi = fx.op1("Where", [same, fx.op1("Sub", [lo, one]), lo]), fx.op1("Where", [same, fx.op1("Add", [hi, one]), hi])
+    else:
+        lo, hi = fx.v(float(min), xv), fx.v(float(max), xv)
+    pos = fx.op1("Div", [fx.op1("Mul", [fx.op1("Sub", [xv, lo]), fx.v(float(bins), xv)]), fx.op1("Sub", [hi, lo])])
+    b = fx.op1("Min", [fx.op1("Cast", [fx.op1("Floor", [pos])], to=7), fx.const(int(bins) - 1, np.int64)])
+    inside = fx.op1("And", [fx.op1("GreaterOrEqual", [xv, lo]), fx.op1("LessOrEqual", [xv, hi])])
+    hit = fx.op1("And", [fx.op1("Equal", [fx.op1("Unsqueeze", [b, fx.const([1], np.int64)]),
+                                          fx.const(np.arange(int(bins), dtype=np.int64))]),
+                         fx.op1("Unsqueeze", [inside, fx.const([1], np.int64)])])
+    return fx.op1("ReduceSum", [fx.op1("Cast", [hit], to=_onnx_dtype(_t(fx, n).dtype)), fx.const([0], np.int64)],
+                  keepdims=0)
+
+
+def _grouped_rows(fx, n, x, w, offs):
+    """out[s] = x[s] @ w[g(s)] for x [S, K], w [G, K, N] and cumulative row ends ``offs`` [G]: row s
+    belongs to group g(s) = #{g : offs[g] <= s}; rows at or past offs[-1] belong to no group and are 0
+    (transformers' fallback leaves them zero).  Written as a batched matmul of each row with the
+    weight gathered by its group, the form transformers' batched_mm experts take."""
+    xv, wv = fx.v(x), fx.v(w)
+    G = int(_t(fx, w).shape[0])
+    rows = fx.op1("Range", [fx.const(0, np.int64),
+                            fx.op1("Squeeze", [fx.op1("Gather", [fx.op1("Shape", [xv]), fx.const([0], np.int64)],
+                                                      axis=0), fx.const([0], np.int64)]),
+                            fx.const(1, np.int64)])
+    ends = fx.op1("Unsqueeze", [fx.op1("Cast", [fx.v(offs)], to=7), fx.const([0], np.int64)])
+    g = fx.op1("ReduceSum", [fx.op1("Cast", [fx.op1("GreaterOrEqual", [fx.op1("Unsqueeze", [rows, fx.const([1], np.int64)]),
+                                                                     ends])], to=7),
+                             fx.const([1], np.int64)], keepdims=0)
+    sel = fx.op1("Gather", [wv, fx.op1("Min", [g, fx.const(G - 1, np.int64)])], axis=0)
+    y = fx.op1("MatMul", [fx.op1("Unsqueeze", [xv, fx.const([1], np.int64)]), sel])
+    y = fx.op1("Squeeze", [y, fx.const([1], np.int64)])
+    return fx.op1("Where", [fx.op1("Unsqueeze", [fx.op1("Less", [g, fx.const(G, np.int64)]), fx.const([1], np.int64)]),
+                            y, fx.v(0.0, y)])
+
+
+@lower("aten._grouped_mm.default")
+def _grouped_mm(fx, n, x, w, offs=None, bias=None, out_dtype=None):
+    """torch's grouped matmul: [S, K] x [G, K, N] with cumulative row ends ``offs`` (rows past the last
+    end: 0 here, unspecified in torch), or [G, M, K] x [G, K, N] without offsets (a batched matmul)."""
+    rx, rw = len(_t(fx, x).shape), len(_t(fx, w).shape)
+    if rx == 2 and rw == 3 and offs is not None:
+        y = _grouped_rows(fx, n, x, w, offs)
+    elif rx == 3 and rw == 3 and offs is None:
+        y = fx.op1("MatMul", [fx.v(x), fx.v(w)])
+    else:
+        raise UnsupportedError(f"{fx._where()}: grouped matmul of a rank-{rx} by a rank-{rw} operand "
+                               f"{'with' if offs is not None else 'without'} offsets (moec lowers [S, K] x "
+                               "[G, K, N] with offsets and [G, M, K] x [G, K, N] without)")
+    if bias is not None:
+        raise UnsupportedError(f"{fx._where()}: grouped matmul with a bias")
+    val = _t(fx, n)
+    if _np_dtype(val.dtype) is not None and DType.from_np(_np_dtype(val.dtype)) != y.type.dtype:
+        y = fx.op1("Cast", [y], to=_onnx_dtype(val.dtype))
+    return y
+
+
+# transformers' custom op (integrations/moe.py): the grouped matmul loop that torch.export keeps opaque
+lower("transformers.grouped_mm_fallback.default")(
+    lambda fx, n, x, w, offs: _grouped_rows(fx, n, x, w, offs))
+
+
 def _reduce(op_type):
     def fn(fx, n, x, dims=None, keepdim=False, dtype=None):
-        xv = fx.v(x)
+        xv = _as_result_type(fx, n, fx.v(x))  # (sum(bool) is int64 in torch, sum(x, dtype=) converts first)
         if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
             return fx.op1(op_type, [xv], keepdims=int(keepdim))
         dims = [int(d) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
@@ -259,7 +339,7 @@ lower("aten.amin.default")(_reduce("ReduceMin"))
 
 @lower("aten.sum.default")
 def _sum_all(fx, n, x, dtype=None):
-    return fx.op1("ReduceSum", [fx.v(x)], keepdims=0)
+    return fx.op1("ReduceSum", [_as_result_type(fx, n, fx.v(x))], keepdims=0)
 
 
 @lower("aten.linalg_vector_norm.default")
@@ -519,9 +599,31 @@ def _to_copy(fx, n, x, dtype=None, **kw):
     return fx.op1("Cast", [fx.v(x)], to=_onnx_dtype(val.dtype))
 
 
+def _same_size(a, b) -> bool:
+    """Whether two FX sizes (ints, SymInts or SymInt nodes' values) are the same expression."""
+    a, b = (v.meta.get("val") if hasattr(v, "meta") else v for v in (a, b))
+    return a is not None and b is not None and str(a) == str(b)
+
+
 @lower("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default")
 def _view(fx, n, x, shape):
-    return fx.op1("Reshape", [fx.v(x), fx.shape_list(shape)])
+    """A size that is a SymInt is written from x itself where it can be: 0 (ONNX: x's own size at that
+    position) where it is x's size there, else -1 for one of them (the size the others leave).  The
+    reshape then reads no size computed elsewhere in the graph (transformers' ``view(num_tokens, k, D)``
+    reuses the batch x sequence product of the model's input_ids), so the layer stays a function of
+    its own input, which recognition probes at other token counts."""
+    import torch.fx
+    in_shape = list(_t(fx, x).shape)
+    sizes = list(shape)
+    has_minus_one = any(not isinstance(v, torch.fx.Node) and int(v) == -1 for v in sizes)
+    for i, v in enumerate(sizes):
+        if isinstance(v, torch.fx.Node) and i < len(in_shape) and _same_size(v, in_shape[i]):
+            sizes[i] = 0
+    if not has_minus_one:
+        syms = [i for i, v in enumerate(sizes) if isinstance(v, torch.fx.Node)]
+        if syms:
+            sizes[syms[0]] = -1
+    return fx.op1("Reshape", [fx.v(x), fx.shape_list(sizes)])
 
 
 @lower("aten.unsqueeze.default")
@@ -546,21 +648,15 @@ def _squeeze(fx, n, x, dims):
 @lower("aten.expand.default")
 def _expand(fx, n, x, sizes):
     import torch.fx
+    # ONNX's Expand broadcasts: a 1 keeps x's size.  torch's -1 (keep) and a SymInt equal to x's own
+    # size at that position are written as 1, so the result reads no size computed elsewhere.
     xv = fx.v(x)
-    r = len(sizes)
-    if any(not isinstance(s, torch.fx.Node) and int(s) == -1 for s in sizes):
-        shp = fx.op1("Shape", [xv])
-        lead = r - xv.type.rank
-        parts = []
-        for i, s in enumerate(sizes):
-            if not isinstance(s, torch.fx.Node) and int(s) == -1:
-                parts.append(fx.op1("Gather", [shp, fx.const([i - lead], np.int64)], axis=0))
-            elif isinstance(s, torch.fx.Node):
-                parts.append(fx.env[s.name].vector(fx))
-            else:
-                parts.append(fx.const([int(s)], np.int64))
-        return fx.op1("Expand", [xv, fx.op1("Concat", parts, axis=0)])
-    return fx.op1("Expand", [xv, fx.shape_list(sizes)])
+    in_shape = list(_t(fx, x).shape)
+    lead = len(sizes) - len(in_shape)
+    keep = [(not isinstance(s, torch.fx.Node) and int(s) == -1)
+            or (isinstance(s, torch.fx.Node) and i >= lead and _same_size(s, in_shape[i - lead]))
+            for i, s in enumerate(sizes)]
+    return fx.op1("Expand", [xv, fx.shape_list([1 if k else s for k, s in zip(keep, sizes)])])
 
 
 @lower("aten.repeat.default")
@@ -623,22 +719,50 @@ def _index_select(fx, n, x, dim, idx):
 
 
 def _stack_indices(fx, idxs):
-    """[i0, i1, ...] (same shape [...]) -> [..., len] int64 for GatherND/ScatterND."""
-    parts = [fx.op1("Unsqueeze", [fx.op1("Cast", [fx.v(i)], to=7), fx.const([-1], np.int64)]) for i in idxs]
+    """[i0, i1, ...] (shapes that broadcast together, as torch's advanced indexing allows: a causal
+    mask indexes with [B, 1, 1, 1] and [1, 1, S, 1]) -> [..., len] int64 for GatherND/ScatterND."""
+    vals = [fx.op1("Cast", [fx.v(i)], to=7) for i in idxs]
+    if len(vals) > 1:
+        rank = max(v.type.rank for v in vals)
+        vals = [v if v.type.rank == rank else
+                fx.op1("Unsqueeze", [v, fx.const(list(range(rank - v.type.rank)), np.int64)]) for v in vals]
+        if len({v.type.shape for v in vals}) > 1:
+            # the broadcast shape: each dim is the size that is not 1 (or 1)
+            shp = fx.op1("Shape", [vals[0]])
+            one = fx.const([1], np.int64)
+            for v in vals[1:]:
+                s2 = fx.op1("Shape", [v])
+                shp = fx.op1("Where", [fx.op1("Equal", [shp, one]), s2, shp])
+            vals = [fx.op1("Expand", [v, shp]) for v in vals]
+    parts = [fx.op1("Unsqueeze", [v, fx.const([-1], np.int64)]) for v in vals]
     return parts[0] if len(parts) == 1 else fx.op1("Concat", parts, axis=-1)
 
 
 @lower("aten.index.Tensor")
 def _index(fx, n, x, indices):
+    """x[i0, i1, ...] with index tensors on adjacent dims, after leading full slices (None): the
+    result is x.shape[:a] + broadcast index shape + the dims after them (torch's advanced indexing)."""
     idx = list(indices)
-    if len(idx) == 1 and idx[0] is not None:
-        i0 = idx[0]
-        if i0.meta["val"].dtype.is_floating_point is False and str(i0.meta["val"].dtype) == "torch.bool":
-            raise UnsupportedError(f"{fx._where()}: boolean-mask indexing")
-        return fx.op1("Gather", [fx.v(x), fx.v(i0)], axis=0)
-    if all(i is not None for i in idx):
-        return fx.op1("GatherND", [fx.v(x), _stack_indices(fx, idx)], batch_dims=0)
-    raise UnsupportedError(f"{fx._where()}: indexing with None between index tensors")
+    while idx and idx[-1] is None:
+        idx.pop()
+    a = 0
+    while a < len(idx) and idx[a] is None:
+        a += 1
+    tensors = idx[a:]
+    if not tensors or any(i is None for i in tensors):
+        raise UnsupportedError(f"{fx._where()}: indexing with None between index tensors")
+    if any(str(i.meta["val"].dtype) == "torch.bool" for i in tensors):
+        raise UnsupportedError(f"{fx._where()}: boolean-mask indexing")
+    xv = fx.v(x)
+    if len(tensors) == 1:
+        return fx.op1("Gather", [xv, fx.v(tensors[0])], axis=a)
+    if a == 0:
+        return fx.op1("GatherND", [xv, _stack_indices(fx, tensors)], batch_dims=0)
+    r, k = xv.type.rank, len(tensors)
+    front = fx.op1("Transpose", [xv], perm=list(range(a, a + k)) + list(range(a)) + list(range(a + k, r)))
+    g = fx.op1("GatherND", [front, _stack_indices(fx, tensors)], batch_dims=0)
+    q = g.type.rank - (r - k)  # (rank of the broadcast index shape)
+    return fx.op1("Transpose", [g], perm=list(range(q, q + a)) + list(range(q)) + list(range(q + a, g.type.rank)))
 
 
 @lower("aten.index_put.default", "aten.index_put_.default")
@@ -708,6 +832,17 @@ def _full(fx, n, size, value, dtype=None, **kw):
     val = _t(fx, n)
     t = helper.make_tensor("v", _onnx_dtype(val.dtype), [1], [value])
     return fx.op1("ConstantOfShape", [fx.shape_list(size)], value=t)
+
+
+@lower("aten.empty.memory_format", "aten.empty_permuted.default")
+def _empty(fx, n, size, *a, **kw):
+    # (uninitialised in torch: every element is written before it is read, so zeros are as good)
+    return _full(fx, n, size, 0)
+
+
+@lower("aten.embedding.default")
+def _embedding(fx, n, w, ids, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    return fx.op1("Gather", [fx.v(w), fx.v(ids)], axis=0)
 
 
 @lower("aten.full_like.default")
@@ -788,12 +923,99 @@ def _sym_arith(fx, n, a, b):
     return _Sym(fx.op1(f, [vec(a), vec(b)]), str(n.target))
 
 
+# transformers' experts implementations (config._experts_implementation of a class decorated with
+# @use_experts_implementation): the one moec exports, the ones it replaces (all compute the same function)
+TRACEABLE_EXPERTS = "batched_mm"
+
+
+def _transformers_experts(module) -> list:
+    """The transformers experts modules inside ``module``: those whose forward dispatches on
+    ``config._experts_implementation`` (the attributes transformers' decorator sets)."""
+    return [m for m in module.modules()
+            if hasattr(m, "config") and hasattr(m, "is_concatenated") and hasattr(m, "has_gate")
+            and hasattr(m.config, "_experts_implementation")]
+
+
+class _Swapped:
+    """Temporarily set attributes of config objects (restored on exit, even on an error)."""
+
+    def __init__(self, changes):
+        self.changes = changes  # [(obj, attr, value)]
+        self.saved = []
+
+    def __enter__(self):
+        for obj, attr, value in self.changes:
+            self.saved.append((obj, attr, getattr(obj, attr)))
+            setattr(obj, attr, value)
+        return self
+
+    def __exit__(self, *exc):
+        for obj, attr, value in reversed(self.saved):
+            setattr(obj, attr, value)
+        return False
+
+
+def traceable_experts(module, implementation: Optional[str] = TRACEABLE_EXPERTS):
+    """A context in which every transformers experts module of ``module`` runs ``implementation``
+    (``None``: leave them as they are), and the implementations replaced, {module path: name}.
+
+    transformers' default "eager" experts loop over the experts that were hit (a data-dependent list:
+    torch.export cannot trace it); "grouped_mm" sorts the token rows by expert and runs a grouped
+    matmul (it imports, but its sort/offsets form is not recognised as an MoE layer); "batched_mm"
+    gathers each row's expert weights (traceable and recognised).  They compute the same function;
+    moec.compile verifies the build against the module's own implementation, so the swap is checked."""
+    if implementation is None:
+        return _Swapped([]), {}
+    changes, replaced, seen = [], {}, set()
+    paths = {id(m): p for p, m in module.named_modules()}
+    for m in _transformers_experts(module):
+        cur = m.config._experts_implementation
+        if cur == implementation:
+            continue
+        replaced[paths.get(id(m), "?")] = cur or "eager"
+        if id(m.config) not in seen:
+            seen.add(id(m.config))
+            # (the internal field: the public setter also rewrites every sub-config)
+            attr = "_experts_implementation_internal" if hasattr(m.config, "_experts_implementation_internal") \
+                else "_experts_implementation"
+            changes.append((m.config, attr, implementation))
+    return _Swapped(changes), replaced
+
+
+def without_kv_cache(module):
+    """A context in which transformers models inside ``module`` run with ``config.use_cache = False``:
+    a CausalLM then returns its logits only, not a DynamicCache (which torch.export cannot return);
+    and the flag's previous values."""
+    changes, seen = [], set()
+    for m in module.modules():
+        c = getattr(m, "config", None)
+        if c is not None and getattr(c, "use_cache", None) and id(c) not in seen:
+            seen.add(id(c))
+            changes.append((c, "use_cache", False))
+    return _Swapped(changes)
+
+
 def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] = None,
-                 name: Optional[str] = None) -> Module:
+                 name: Optional[str] = None, experts_implementation: Optional[str] = TRACEABLE_EXPERTS) -> Module:
     """Export ``module`` with torch.export and import its ATen graph into a moec Module.
 
     By default dimension 0 of every input of rank >= 2 is dynamic (the token count, symbol ``T``);
-    ``dynamic_dims`` maps input index -> {dim: symbol name} to choose otherwise ({} = static)."""
+    ``dynamic_dims`` maps input index -> {dim: symbol name} to choose otherwise ({} = static).
+    transformers experts modules are exported with ``experts_implementation`` (default "batched_mm",
+    see :func:`traceable_experts`; ``None`` exports them as they are set), transformers models with
+    ``use_cache=False``; the module's attributes ``moec.experts_implementation`` records what was
+    replaced."""
+    import torch
+    swap, replaced = traceable_experts(module, experts_implementation)
+    with swap, without_kv_cache(module):
+        m = _import_torch(module, example_inputs, dynamic_dims, name)
+    if replaced:
+        m.attrs["moec.experts_implementation"] = json.dumps(
+            {"exported_as": experts_implementation, "replaced": replaced}, sort_keys=True)
+    return m
+
+
+def _import_torch(module, example_inputs, dynamic_dims, name) -> Module:
     import torch
     import torch.fx
     _load_converters()
@@ -825,13 +1047,13 @@ def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] 
         ep = ep.run_decompositions()
     except Exception as e:  # noqa: BLE001 - torch.export failures are the user's model's
         hint = ""
-        impls = {getattr(m.config, "_experts_implementation", "batched_mm") or "eager" for m in module.modules()
-                 if hasattr(m, "config")}  # transformers' experts: None means its default, "eager"
-        if "data-dependent" in str(e) and impls - {"batched_mm"}:
+        impls = {m.config._experts_implementation or "eager" for m in _transformers_experts(module)}
+        if "data-dependent" in str(e) and impls - {TRACEABLE_EXPERTS}:
             # transformers' default "eager" experts loop over the experts hit, a data-dependent list
             hint = ("; this transformers model's experts loop over the experts that were hit, which torch.export "
-                    "cannot trace: set config._experts_implementation = \"batched_mm\" (the same function) "
-                    "before building the model (README, 'Real transformers models')")
+                    "cannot trace: export it with experts_implementation=\"batched_mm\" (the same function; "
+                    "moec.compile's default) or set config._experts_implementation = \"batched_mm\" "
+                    "(docs/exporting.md)")
         raise UnsupportedError(f"model '{name}': torch.export failed: {str(e).splitlines()[0][:400]}{hint}") from None
     gm = ep.graph_module
     sig = ep.graph_signature
