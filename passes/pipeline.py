@@ -14,6 +14,7 @@ from ..targets.description import TargetDesc, target_for
 from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
 from .fold_full_nonzero import FoldFullNonzero
+from .split_of_concat import SplitOfConcat
 from .fuse_experts import FuseExperts
 from .recognize_moe import RecognizeMoE
 from .quantize import QuantizeWeights
@@ -23,7 +24,7 @@ from .schedule_dispatch import ScheduleDispatch
 def stages(target: TargetDesc, weights: str = "f32", group: int = 64,
            zero_point: bool = False) -> List[Tuple[str, List[Pass]]]:
     return [
-        ("canonicalize", [FoldConstants(), FoldFullNonzero(), DeadCodeElimination()]),
+        ("canonicalize", [FoldConstants(), FoldFullNonzero(), SplitOfConcat(), DeadCodeElimination()]),
         ("recognize-moe", [RecognizeMoE(), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
         ("quantize-weights", [QuantizeWeights(weights, group, zero_point,

@@ -10,9 +10,10 @@ from .fold_full_nonzero import FoldFullNonzero
 from .fuse_experts import FuseExperts
 from .recognize_moe import RecognizeMoE
 from .schedule_dispatch import ScheduleDispatch
+from .split_of_concat import SplitOfConcat
 
 PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldConstants, FoldFullNonzero, FuseExperts,
-                                                      RecognizeMoE, ScheduleDispatch)}
+                                                      RecognizeMoE, ScheduleDispatch, SplitOfConcat)}
 
 
 def make_pass(name: str, **options) -> Pass:

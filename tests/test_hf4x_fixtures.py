@@ -40,10 +40,6 @@ NOT_RECOGNISED = {
                                      "trace input into Split sizes (expert_size.tolist()): the export computes "
                                      "the block only for inputs with those counts (onnxruntime rejects others)"),
     "jetmoe_block_torchscript": ("experts", "as granitemoe: per-expert token counts baked into Split sizes"),
-    "granitemoe_block_dynamo": ("experts", "ParallelExperts: the experts' rows are pieces of one sorted "
-                                "token tensor (split by the run-time counts, concatenated, activated as a "
-                                "whole, split again); recognising it needs a split-of-concat rule"),
-    "jetmoe_block_dynamo": ("experts", "as granitemoe: ParallelExperts' split / concat of sorted tokens"),
 }
 # Fixtures whose routing moec is being taught (issue 16 item 2, recognize-moe): either recognised with
 # the config's routing (and exact), or stopped (at the step named here, None: any) and still exact.
@@ -140,6 +136,8 @@ def test_fixture_is_recognised_with_the_config_routing_and_exact(name):
         la = layers[0]
         assert {k: la["routing"][k] for k in want} == want
         assert (la["E"], la["k"], la["D"], la["F"]) == (fx["config_routing"]["E"], fx["config_routing"]["k"], 32, F)
+        if fx["arch"] in ("granitemoe", "jetmoe"):  # ParallelExperts: split / cat / split (split-of-concat)
+            assert la["activation"] == "swiglu"
         if fx["arch"] == "qwen2_moe":  # the shared expert and its sigmoid gate are part of the layer
             assert la["shared_F"] == F and la["shared_expert_gate"]
         assert sum(o.name == "moe.experts" for o in m.main.ops) == 1
