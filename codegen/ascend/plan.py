@@ -146,7 +146,8 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
                    "two activations, run on the NPU"
         if o.name == "moec.gemm" and o.attrs["trans_a"]:
             return "transposed left operand"
-        if a.dtype.mlir == "f16" and not _cube_k_ok(a.shape[-1]):
+        if a.dtype.mlir == "f16" and not _cube_k_ok(b.shape[1] if o.name == "moec.gemm" and o.attrs["trans_b"]
+                                                     else b.shape[0]):
             return f"an f16 reduction longer than {ND2NZ_MAX_D} elements: Nd2Nz cannot tile it and the vector " \
                    f"fallback (matmul_rows) is f32 only"
     if o.name == "moe.route" and o.attrs["n_group"] > 32:
@@ -542,8 +543,9 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
                                       parts=p["parts"]) for p in plans.values()]
         elif o.name in ("moec.matmul", "moec.gemm"):
             a, b = o.operands[0].type, o.operands[1].type
-            Kd = a.shape[-1]
-            N = b.shape[0] if o.name == "moec.gemm" and o.attrs["trans_b"] else b.shape[1]
+            tb = o.name == "moec.gemm" and o.attrs["trans_b"]
+            Kd = b.shape[1] if tb else b.shape[0]   # the constant's: a's own may be unknown (a ? after a reshape)
+            N = b.shape[0] if tb else b.shape[1]
             if _cube_k_ok(Kd) and isinstance(N, int):
                 step["kernels"] = ["grouped_matmul"]
                 step["cube_dtype"] = act_dtype(o)

@@ -312,7 +312,8 @@ def layout_reason(o) -> Optional[str]:
     dts = {v.type.dtype for v in ([o.operands[0]] if o.name != "moec.concat" else list(o.operands))} | \
         {o.results[0].type.dtype}
     if len(dts) != 1 or next(iter(dts)).itemsize not in ESIZES:
-        return f"vec_copy moves 2-, 4- or 8-byte elements ({', '.join(sorted(d.mlir for d in dts))})"
+        return f"the layout kernels (vec_copy, vec_gather) move 2-, 4- or 8-byte elements of one type " \
+               f"({', '.join(sorted(d.mlir for d in dts))})"
     if o.name in ("moec.gather", "moec.scatter_nd") and o.operands[1].type.dtype.mlir not in ("i64", "i32"):
         return "indices that are not i64 or i32"
     if o.name == "moec.scatter_nd":
