@@ -116,6 +116,11 @@ def test_attention_block_runs_on_the_npu(tmp_path):
     assert art.cube_by_op["moec.matmul"]["mmad_f32"] > 0
     with pytest.raises(RuntimeFailure, match=r"gather: index 50 out of range \[-50, 50\)"):
         art([np.array([[3, 50]])])
+    # the cost model prints an estimate for each new kernel (batched matmul parts included)
+    import onnx
+    from moec.cli import main
+    onnx.save(model, str(tmp_path / "block.onnx"))
+    assert main(["inspect", str(tmp_path / "block.onnx"), "--target", "ascend"]) == 0
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float16])

@@ -469,7 +469,7 @@ def batched_matmul_plan(desc: TargetDesc, o, T: int, b_fused: bool) -> dict:
         t_issue = (blocks * (2 * COPY_ISSUE_S + N * math.ceil(rr * DTYPE_BYTES[dt] / 256) / CLOCK_HZ)) / cores
         t = max(t_hbm, t_issue) + LAUNCH_S
         parts.insert(0, {"kernel": "vec_transpose", "role": "B^T (transpose of the last two dims)", "tokens": T,
-                         "blockDim": cores, "estimate_us": round(t * 1e6, 2),
+                         "blockDim": cores, "estimate_us": round(t * 1e6, 2), "hbm_fraction": round(t_hbm / t, 4),
                          "bound": "HBM" if t_hbm >= t_issue else "copy issue"})
     return {"tiles": res["tiles"], "parts": parts}
 
