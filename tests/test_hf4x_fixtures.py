@@ -44,8 +44,6 @@ NOT_RECOGNISED = {
 # Fixtures whose routing moec is being taught (issue 16 item 2, recognize-moe): either recognised with
 # the config's routing (and exact), or stopped (at the step named here, None: any) and still exact.
 PENDING = {
-    "phimoe_block_torchscript": (None, "PhiMoE's sparsemixer routing (masked softmaxes with a jitter "
-                                 "threshold, twice) is neither softmax- nor sigmoid-top-k"),
     "deepseek_v3_block_torchscript": (None, "4.x's router adds e_score_correction_bias.unsqueeze(0) "
                                       "([1, E], not [E]) and writes the group mask with scatter / "
                                       "masked_fill(~mask, 0.0)"),
