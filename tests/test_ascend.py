@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from moec.driver import CompileOptions, compile_onnx
-from zoo import ZOO
+from zoo import ZOO, zoo_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -224,19 +224,9 @@ def test_grouped_matmul_layout_mistakes_are_caught(tmp_path, mutation):
 
 
 # Ascend compiles the recognised moe.* ops, which do not depend on the exporter (tests/test_zoo.py proves
-# every export recognised on cpu): by default every family runs through one exporter (each exporter on
-# half of them) and every hand-built graph shape; `-m slow` adds the other exporter of each family.
-_ASCEND_EXPORTS = {"mixtral_dynamo", "qwen2moe_torchscript", "qwen3moe_dynamo", "dbrx_torchscript", "granite_dynamo",
-                   "deepseekv2_torchscript", "deepseekv3_dynamo", "switch_torchscript", "gptoss_dynamo",
-                   "llama4_torchscript", "mixtralfused_torchscript", "mixtraldense_dynamo"}
-
-
-def _zoo_param(e):
-    other = e.exporter is not None and e.name not in _ASCEND_EXPORTS
-    return pytest.param(e.name, marks=[pytest.mark.slow] if other else [])
-
-
-@pytest.mark.parametrize("name", [_zoo_param(e) for e in ZOO])
+# every export recognised on cpu): by default one export of each family (zoo.ASCEND_EXPORTS) and every
+# hand-built graph; `-m slow` adds the other export of each family.
+@pytest.mark.parametrize("name", list(zoo_params("ascend")))
 def test_zoo_on_ascend(name, tmp_path):
     e = next(z for z in ZOO if z.name == name)
     out = tmp_path / "out"

@@ -10,13 +10,15 @@ pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 from moec.driver import CompileOptions, compile_onnx  # noqa: E402
-from zoo import ZOO  # noqa: E402
+from zoo import ZOO, zoo_params  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "examples", "mixtral_like.onnx")
 
 
-@pytest.mark.parametrize("name", [e.name for e in ZOO])
+# by default every hand-built graph and one export of each family (the one test_ascend.py does not run);
+# tests/test_zoo.py proves every export recognised on cpu.  -m slow adds the other export.
+@pytest.mark.parametrize("name", list(zoo_params("triton")))
 def test_zoo_on_triton(name, tmp_path):
     e = next(z for z in ZOO if z.name == name)
     r = compile_onnx(e.build(), str(tmp_path / "out"), CompileOptions(target="triton", symbol_sizes=(5, 1)))
@@ -27,7 +29,8 @@ def test_zoo_on_triton(name, tmp_path):
     assert "HOST_OPS_STATIC = 0" in src, "every op of a zoo model has a Triton kernel"
 
 
-@pytest.mark.parametrize("mode,group,zp", [("bf16", 0, False), ("int8", 0, False), ("int4", 32, False),
+@pytest.mark.parametrize("mode,group,zp", [("bf16", 0, False), ("int8", 0, False),
+                                           pytest.param("int4", 32, False, marks=pytest.mark.slow),
                                            ("int4", 32, True), ("fp8", 0, False)])
 def test_quantised_weights_on_triton(mode, group, zp, tmp_path):
     r = compile_onnx(EXAMPLE, str(tmp_path / "out"),
@@ -221,8 +224,16 @@ def _pack_int4(q):
     return (q[..., 0::2] | (q[..., 1::2] << 4)).to(__import__("torch").uint8)
 
 
-@pytest.mark.parametrize("bk,group", [(32, 64), (64, 16), (32, 32), (64, 48), (32, 96)])
-@pytest.mark.parametrize("zp", [False, True])
+def _int4_layouts():
+    """Every (tile, group) layout with and without zero points; by default each layout once, the zero point
+    alternating (both kinds run), the other half with -m slow."""
+    for i, (bk, group) in enumerate([(32, 64), (64, 16), (32, 32), (64, 48), (32, 96)]):
+        for zp in (False, True):
+            yield pytest.param(bk, group, zp, id=f"{zp}-{bk}-{group}",
+                               marks=[] if zp == bool(i % 2) else [pytest.mark.slow])
+
+
+@pytest.mark.parametrize("bk,group,zp", list(_int4_layouts()))
 def test_int4_tiles_every_group_layout(bk, group, zp):
     """int4 weights dequantised in registers, for tiles inside one group (group % BK == 0), tiles of
     several groups (BK % group == 0) and groups that do neither (a scale per element); split-K too."""

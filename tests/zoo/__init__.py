@@ -1,3 +1,22 @@
 """The tests use the zoo that ships with moec (moec.zoo, also run by `moec conformance`)."""
 from moec.zoo import *  # noqa: F401,F403
 from moec.zoo import ZOO, ZooEntry, _source_hash, cache_dir, make_inputs, make_module, zoo_inputs  # noqa: F401
+
+
+# One export of each zoo family, half of them through torch.onnx's dynamo exporter and half TorchScript: what
+# the default test run compiles for ascend; triton gets the other export of each family, so that every export
+# runs on some target other than cpu (tests/test_zoo.py runs every export on cpu).  -m slow adds the rest.
+ASCEND_EXPORTS = frozenset({"mixtral_dynamo", "qwen2moe_torchscript", "qwen3moe_dynamo", "dbrx_torchscript",
+                            "granite_dynamo", "deepseekv2_torchscript", "deepseekv3_dynamo", "switch_torchscript",
+                            "gptoss_dynamo", "llama4_torchscript", "mixtralfused_torchscript",
+                            "mixtraldense_dynamo"})
+
+
+def zoo_params(target):
+    """pytest parameters (entry names) of every ZOO entry for ``target`` ("ascend" or "triton"): every
+    hand-built graph, one export per family by default (see ASCEND_EXPORTS), the other export marked slow."""
+    import pytest
+    assert target in ("ascend", "triton")
+    for e in ZOO:
+        default = e.exporter is None or (e.name in ASCEND_EXPORTS) == (target == "ascend")
+        yield pytest.param(e.name, marks=[] if default else [pytest.mark.slow])
