@@ -145,3 +145,28 @@ def test_tile_search_dry_run_and_bad_input(capsys):
                  ["--layer", "mixtral", "--tokens", "0"]):
         with pytest.raises(UserInputError):
             tune_moe.main(argv + ["--dry-run"])
+
+
+def test_issue21_report_judges_targets_from_the_bench_rows():
+    """benchmarks/issue21_report.py (the GPU script's one JSON + table): each target met / missed / not
+    measured from the bench's own fields; DeepSeek's roofline bound is max(bytes / copy bw, FLOPs / matmul)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "issue21_report", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "issue21_report.py"))
+    rep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rep)
+
+    def row(T, tflops, fmp, tbps, fcb, ms, eager):
+        return {"tokens": T, "moec_tflops": tflops, "frac_matmul_peak": fmp, "moec_tbps_weights": tbps,
+                "frac_copy_bw": fcb, "ms": {"moec": ms}, "speedup": {"eager": eager}}
+    bf16 = {"gpu": "G", "smoke": False, "probes": {"bf16_matmul_tflops": 700.0, "copy_tbps": 3.0},
+            "layers": {"mixtral": {"rows": [row(1, 0.1, 0.0, 2.4, 0.8, 0.1, 2.0), row(16, 1.0, 0.0, 1.5, 0.5, 0.3, 2.0),
+                                            row(4096, 500.0, 0.71, 1.0, 0.3, 3.0, 1.4)]},
+                       "deepseek": {"rows": [row(4096, 300.0, 0.43, 2.5, 0.83, 10.0, 6.0)]}}}
+    got = {t["target"].split(":")[0]: t for t in rep.targets(bf16, None)}
+    assert [got[k]["status"] for k in ("mixtral 4096 tokens", "mixtral 1024 tokens", "mixtral 1 token",
+                                       "mixtral 16-128 tokens", "deepseek 4096 tokens", "fp8 w8a8 4096 tokens")] == \
+        ["met", "not measured", "met", "missed", "missed", "not measured"]
+    ds = got["deepseek 4096 tokens"]["got"]  # 25 GB at 3 TB/s = 8.33 ms > 3 PFLOP at 700 TFLOP/s = 4.29 ms
+    assert abs(ds["bound_bytes_ms"] - 25 / 3) < 1e-9 and abs(ds["frac_of_bound"] - 0.25 / 0.3) < 1e-9
+    assert all(t["status"] == "not measured" for t in rep.targets(dict(bf16, smoke=True), None))
