@@ -176,6 +176,28 @@ class RunError(Exception):
     pass
 
 
+_NP_CODES: dict = {}
+
+
+def _code_of(dt: np.dtype) -> int:
+    """The runtime's dtype code of a numpy dtype (cached; unsupported dtypes raise as DType.from_np does)."""
+    code = _NP_CODES.get(dt)
+    if code is None:
+        code = _NP_CODES[dt] = C_DTYPE[DType.from_np(dt)][1]
+    return code
+
+
+_C0 = ctypes.c_char * 0
+
+
+def _address(x: np.ndarray) -> int:
+    """The data address of a C-contiguous array (``x.ctypes.data`` costs microseconds per call)."""
+    try:
+        return ctypes.addressof(_C0.from_buffer(x))
+    except (TypeError, ValueError, BufferError):  # read-only or otherwise not exportable as writable
+        return x.ctypes.data
+
+
 class CompiledLibrary:
     """A loaded model library.  Call with a list of numpy arrays; returns a list."""
 
@@ -198,6 +220,7 @@ class CompiledLibrary:
             os.unlink(tmp)
         self.n_in, self.n_out = n_in, n_out
         self.nthreads = nthreads
+        self._tls = threading.local()
         self.lib.moec_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
         self.lib.moec_run.argtypes = [ctypes.POINTER(CTensor), ctypes.c_int, ctypes.POINTER(CTensor), ctypes.c_int,
                                       ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -207,6 +230,8 @@ class CompiledLibrary:
             raise RunError(f"loading {so_path}: {err.value.decode(errors='replace')}")
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        # (the per-call cost is part of every small model's latency: dtype codes are cached, the
+        # error buffer is one per thread, fields are set without per-element ctypes work)
         if len(inputs) != self.n_in:
             raise RunError(f"expected {self.n_in} inputs, got {len(inputs)}")
         keep = []
@@ -215,22 +240,24 @@ class CompiledLibrary:
             x = np.asarray(x, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
             if x.ndim > 8:
                 raise RunError(f"input #{i} has rank {x.ndim}; at most 8 is supported")
-            dt = DType.from_np(x.dtype)
+            code = _code_of(x.dtype)
             keep.append(x)
             t = ins[i]
-            t.data = x.ctypes.data if x.size else None
-            if not x.size:  # zero-size: give a valid pointer
+            if x.size:
+                t.data = _address(x)
+            else:  # zero-size: give a valid pointer
                 z = np.zeros(1, np.uint8)
                 keep.append(z)
                 t.data = z.ctypes.data
-            for d, s in enumerate(x.shape):
-                t.shape[d] = s
+            t.shape[:x.ndim] = x.shape
             t.numel = x.size
             t.rank = x.ndim
-            t.dtype = C_DTYPE[dt][1]
+            t.dtype = code
             t.owned = 0
         outs = (CTensor * max(1, self.n_out))()
-        err = ctypes.create_string_buffer(2048)
+        err = getattr(self._tls, "err", None)
+        if err is None:
+            err = self._tls.err = ctypes.create_string_buffer(2048)
         rc = self.lib.moec_run(ins, self.n_in, outs, self.n_out, self.nthreads, err, 2048)
         if rc != 0:
             raise RunError(err.value.decode(errors="replace"))
@@ -239,14 +266,16 @@ class CompiledLibrary:
             for k in range(self.n_out):
                 t = outs[k]
                 dt = CODE_TO_DTYPE[t.dtype]
-                shape = tuple(t.shape[d] for d in range(t.rank))
+                shape = tuple(t.shape[:t.rank])
                 n = t.numel  # (the runtime checked it against the shape; a python int: no wrap)
                 nbytes = (n * dt.bits + 7) // 8
-                # a view of the C buffer, copied below before it is freed (string_at takes a C int
-                # size: an output over 2 GiB was a SystemError)
-                raw = (ctypes.c_char * nbytes).from_address(t.data) if nbytes else b""
-                arr = np.frombuffer(raw, dtype=np.uint8 if dt in (DType.I4, DType.U4) else dt.np)
-                result.append(arr.reshape(shape).copy() if dt not in (DType.I4, DType.U4) else arr.copy())
+                # copied into numpy's memory before the C buffer is freed (memmove takes a size_t:
+                # string_at took a C int, and an output over 2 GiB was a SystemError)
+                four = dt in (DType.I4, DType.U4)
+                arr = np.empty(nbytes if four else shape, dtype=np.uint8 if four else dt.np)
+                if nbytes:
+                    ctypes.memmove(_address(arr), t.data, nbytes)
+                result.append(arr)
             return result
         except MemoryError:
             raise RunError("out of memory copying the outputs into numpy arrays") from None

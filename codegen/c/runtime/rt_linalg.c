@@ -112,12 +112,10 @@ static int mm_f32(moec_ctx *ctx, const mm_job *j) {
   g.C = (float *)j->out->data; g.ldc = N;
   g.alpha = 1.0f; g.beta = 0.0f;
   if (j->batch == 0 || M == 0 || N == 0) return 0;
-  int b_shared = 1, a_dense = 1;
-  int64_t run = 1;
-  for (int d = j->rb - 1; d >= 0; d--) {
+  int b_shared = 1, a_dense = 1; /* b broadcast over every batch dim, a over none (so a is [batch, M, K]) */
+  for (int d = 0; d < j->rb; d++) {
     if (j->sb[d] != 0) b_shared = 0;
-    if (j->sa[d] != run) a_dense = 0;
-    run *= j->bshape[d];
+    if (j->sa[d] == 0 && j->bshape[d] != 1) a_dense = 0;
   }
   if (b_shared && a_dense) {
     g.M = j->batch * M;
