@@ -120,6 +120,8 @@ def vector_reason(m, o) -> Optional[str]:
     name = o.name
     if name in LAYOUT or name in ("moec.gather", "moec.scatter_nd"):
         return layout_reason(o)
+    if name in MASK_OPS:
+        return mask_reason(o)
     if name not in UNARY and name not in BINARY and name not in ROWWISE and name != "moec.pow":
         return f"no AscendC kernel for {name} yet"
     if name in ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min") and len(o.operands) > 1:
@@ -181,15 +183,17 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
     name = o.name
     ub = int(art.desc.get("ub_bytes", 192 * 1024))
     cores = art.cores
-    dt = op_dtype(o)
-    npt = NP_DT[dt]
-    if name in LAYOUT:
+    if name in LAYOUT:  # any element type of 1, 2, 4 or 8 bytes
         r = layout_launch(art, o, args)
         return r if name == "moec.split" else [r]
     if name == "moec.gather":
         return [gather_launch(art, o, args)]
     if name == "moec.scatter_nd":
         return [scatter_nd_launch(art, o, args)]
+    if name in MASK_OPS:
+        return [mask_launch(art, o, args)]
+    dt = op_dtype(o)
+    npt = NP_DT[dt]
     if name in ROWWISE:
         x = np.ascontiguousarray(args[0], npt)
         R, C = _geometry(x.shape)
@@ -304,7 +308,7 @@ def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) 
 LAYOUT = ("moec.transpose", "moec.slice", "moec.expand", "moec.concat", "moec.split")
 COPY_FIELDS = ("ndim", "esize", "tile", "srcN", "dstN", "soff", "doff")
 MAX_COPY_DIMS = 8
-ESIZES = (2, 4, 8)
+ESIZES = (1, 2, 4, 8)
 
 
 def layout_reason(o) -> Optional[str]:
@@ -312,7 +316,7 @@ def layout_reason(o) -> Optional[str]:
     dts = {v.type.dtype for v in ([o.operands[0]] if o.name != "moec.concat" else list(o.operands))} | \
         {o.results[0].type.dtype}
     if len(dts) != 1 or next(iter(dts)).itemsize not in ESIZES:
-        return f"the layout kernels (vec_copy, vec_gather) move 2-, 4- or 8-byte elements of one type " \
+        return f"the layout kernels (vec_copy, vec_gather) move 1-, 2-, 4- or 8-byte elements of one type " \
                f"({', '.join(sorted(d.mlir for d in dts))})"
     if o.name in ("moec.gather", "moec.scatter_nd") and o.operands[1].type.dtype.mlir not in ("i64", "i32"):
         return "indices that are not i64 or i32"
@@ -529,6 +533,58 @@ def scatter_nd_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
     if status[0]:
         raise RuntimeFailure(f"scatter_nd: an index tuple of {ids.reshape(-1, q).tolist()[:4]}... is out of range for "
                              f"dims {list(data.shape[:q])}")
+    return out
+
+
+# -- the boolean side: vec_mask (Cast to bool, and / or / not, Where) ----------------------------------------
+MASK_OPS = {"moec.cast": 0, "moec.and": 1, "moec.or": 2, "moec.not": 3, "moec.select": 4}
+MASK_AIN = {"i64": 8, "i32": 4, "i1": 1}
+MASK_FIELDS = ("n", "op", "ain", "vdt", "amode", "bmode", "tile")
+MASK_TILE = 2048  # elements per chunk: about 66 bytes of Unified Buffer each (the kernel's buffers)
+
+
+def mask_reason(o) -> Optional[str]:
+    if o.name == "moec.cast":
+        src = o.operands[0].type.dtype.mlir
+        if o.attrs["to"].mlir != "i1" or src not in MASK_AIN:
+            return f"cast from {src} to {o.attrs['to'].mlir} (vec_mask casts i64/i32/i1 to i1)"
+        return None
+    if o.name == "moec.select":
+        v = o.results[0].type.dtype.mlir
+        return None if v in DT_CODE else f"select of {v} values (vec_mask selects f32 or f16)"
+    return None  # and / or / not: i1 by the IR's rules
+
+
+def mask_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
+    """vec_mask: operands broadcast to the output by vec_copy first (Where's scalar values are passed as such)."""
+    op = MASK_OPS[o.name]
+    out_shape = tuple(np.broadcast_shapes(*[np.shape(a) for a in args]))
+    full = lambda a, dt: expand_to(art, np.ascontiguousarray(a, dt), out_shape) if np.shape(a) != out_shape \
+        else np.ascontiguousarray(a, dt)  # noqa: E731
+    kw = dict(op=op, tile=MASK_TILE, n=int(np.prod(out_shape, dtype=np.int64)))
+    if op == 4:
+        dt = op_dtype(o)
+        npt = NP_DT[dt]
+        out = np.zeros(out_shape, npt)
+        c = full(args[0], np.bool_)
+        vals = []
+        for key, v in (("amode", args[1]), ("bmode", args[2])):
+            sc = np.size(v) == 1
+            kw[key] = int(sc)
+            vals.append(np.ascontiguousarray(v, npt).reshape(-1) if sc else full(v, npt))
+        kw["vdt"] = DT_CODE[dt]
+        arrays = [vals[0], vals[1], c, out]
+    else:
+        out = np.zeros(out_shape, np.bool_)
+        a = np.asarray(args[0])
+        kw["ain"] = {np.dtype(np.int64): 8, np.dtype(np.int32): 4}.get(a.dtype, 1) if op == 0 else 1
+        a = full(a, a.dtype)
+        b = full(args[1], np.bool_) if op in (1, 2) else a
+        arrays = [a, b, a, out]
+    if out.size:
+        items = -(-out.size // MASK_TILE)
+        art._launch("vec_mask", max(1, min(art.cores, items)), arrays,
+                    struct.pack("<" + "i" * len(MASK_FIELDS), *[int(kw.get(f, 0)) for f in MASK_FIELDS]))
     return out
 
 

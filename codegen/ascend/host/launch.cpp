@@ -52,6 +52,7 @@ extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR, GM_ADDR, GM_ADDR, GM_
                                                  GM_ADDR);
 extern "C" __global__ __aicore__ void vec_copy(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void vec_transpose(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
+extern "C" __global__ __aicore__ void vec_mask(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 extern "C" __global__ __aicore__ void vec_gather(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
 static aclrtStream g_stream = nullptr;
 extern "C" void moec_set_stream(aclrtStream s) { g_stream = s; }
@@ -117,4 +118,7 @@ extern "C" int moec_launch_vec_gather(uint32_t bd, void *data, void *idx, void *
 }
 extern "C" int moec_launch_vec_transpose(uint32_t bd, void *src, void *dst, void *ws, void *tiling) {
   return MOEC_LAUNCH(vec_transpose, bd, nullptr, G(src), G(dst), G(ws), G(tiling));
+}
+extern "C" int moec_launch_vec_mask(uint32_t bd, void *a, void *b, void *c, void *out, void *ws, void *tiling) {
+  return MOEC_LAUNCH(vec_mask, bd, nullptr, G(a), G(b), G(c), G(out), G(ws), G(tiling));
 }

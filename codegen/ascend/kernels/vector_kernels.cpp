@@ -479,7 +479,7 @@ __aicore__ inline void copy_body(GM_ADDR src, GM_ADDR dst, const CopyTiling &t) 
     LocalTensor<T> a = qi.AllocTensor<T>();
     if (si == 1) {
       DataCopyPad(a, gs[(uint64_t)so], DataCopyExtParams{1, (uint32_t)(n * sizeof(T)), 0, 0, 0}, nopad);
-    } else if (si == 0 && sizeof(T) <= 4) {
+    } else if (si == 0 && sizeof(T) >= 2 && sizeof(T) <= 4) {  // (no 1- or 8-byte Duplicate: scalar below)
       Duplicate(a, gs.GetValue((uint64_t)so), (int32_t)vpadb<T>(n));
     } else {
       for (uint32_t j = 0; j < n; j++) a.SetValue(j, gs.GetValue((uint64_t)(so + (int64_t)j * si)));
@@ -504,7 +504,8 @@ extern "C" __global__ __aicore__ void vec_copy(GM_ADDR src, GM_ADDR dst, GM_ADDR
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   CopyTiling t;
   load_tiling(tiling, t);
-  if (t.esize == 2) copy_body<uint16_t>(src, dst, t);
+  if (t.esize == 1) copy_body<uint8_t>(src, dst, t);
+  else if (t.esize == 2) copy_body<uint16_t>(src, dst, t);
   else if (t.esize == 8) copy_body<uint64_t>(src, dst, t);
   else copy_body<uint32_t>(src, dst, t);
 }
@@ -582,7 +583,8 @@ extern "C" __global__ __aicore__ void vec_gather(GM_ADDR data, GM_ADDR idx, GM_A
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   GatherTiling t;
   load_tiling(tiling, t);
-  if (t.esize == 2) gather_body<uint16_t>(data, idx, out, status, t);
+  if (t.esize == 1) gather_body<uint8_t>(data, idx, out, status, t);
+  else if (t.esize == 2) gather_body<uint16_t>(data, idx, out, status, t);
   else if (t.esize == 8) gather_body<uint64_t>(data, idx, out, status, t);
   else gather_body<uint32_t>(data, idx, out, status, t);
 }
@@ -641,4 +643,168 @@ extern "C" __global__ __aicore__ void vec_transpose(GM_ADDR src, GM_ADDR dst, GM
   load_tiling(tiling, t);
   if (t.esize == 2) transpose_body<uint16_t>(src, dst, t);
   else transpose_body<uint32_t>(src, dst, t);
+}
+
+// ------------------------------------------------------------------------------------------------
+// vec_mask: the boolean side of a graph (attention padding masks): bool tensors are bytes (0/1) in GM.
+//   K_NE0     out = (a != 0) for int64 (read as int32 pairs: a value is nonzero iff either half is), int32 or
+//             bool a -- ONNX Cast to bool
+//   K_AND / K_OR / K_NOT on bool operands
+//   K_SELECT  out = cond ? a : b (ONNX Where) for float or half a, b (full, or one scalar each)
+// The bytes are widened to float in the Unified Buffer (Cast uint8 -> half -> float), combined by Mul / Max /
+// Muls+Adds, and narrowed back (float -> half -> uint8, exact for 0/1).  Select uses Compare (a bit per element,
+// on whole 256-byte repeats: the chunk is padded to 64 elements) and Select, so infinities and NaN in a and b
+// pass through unchanged.  Operands arrive broadcast already (vec_copy), except Select's scalar values.
+enum MaskOp : int32_t { K_NE0 = 0, K_AND = 1, K_OR = 2, K_NOT = 3, K_SELECT = 4 };
+struct MaskTiling {
+  int32_t n, op;
+  int32_t ain;           // K_NE0: a's type, 8 int64, 4 int32, 1 bool
+  int32_t vdt;           // K_SELECT: the values' type, 0 float, 2 half
+  int32_t amode, bmode;  // K_SELECT: 0 full, 1 scalar
+  int32_t tile;          // elements per chunk, a multiple of 256
+};
+
+template <typename V>
+__aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const MaskTiling &t) {
+  const uint32_t TL = t.tile;
+  const uint64_t n = t.n;
+  const bool sel = t.op == K_SELECT, two = t.op == K_AND || t.op == K_OR;
+  GlobalTensor<uint8_t> gc, gb8, gout8;
+  GlobalTensor<int32_t> ga32;
+  GlobalTensor<uint8_t> ga8;
+  GlobalTensor<V> gva, gvb, gvo;
+  const uint32_t aw = t.op == K_NE0 ? (t.ain == 8 ? 2 : t.ain == 4 ? 1 : 0) : 0;  // int32 words per element
+  if (sel) {
+    gc.SetGlobalBuffer((__gm__ uint8_t *)c, n);
+    gva.SetGlobalBuffer((__gm__ V *)a, t.amode ? 1 : n);
+    gvb.SetGlobalBuffer((__gm__ V *)b, t.bmode ? 1 : n);
+    gvo.SetGlobalBuffer((__gm__ V *)out, n);
+  } else {
+    if (aw) ga32.SetGlobalBuffer((__gm__ int32_t *)a, n * aw);
+    else ga8.SetGlobalBuffer((__gm__ uint8_t *)a, n);
+    if (two) gb8.SetGlobalBuffer((__gm__ uint8_t *)b, n);
+    gout8.SetGlobalBuffer((__gm__ uint8_t *)out, n);
+  }
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qa, qb, qv;
+  TQue<TPosition::VECOUT, 2> qo;
+  TBuf<TPosition::VECCALC> bfa, bfb, bfc, bh, bbits, boff, bzero;
+  pipe.InitBuffer(qa, 2, TL * 8);
+  pipe.InitBuffer(qb, 2, TL * 4);
+  if (sel) pipe.InitBuffer(qv, 2, TL * 4);
+  pipe.InitBuffer(qo, 2, TL * 4);
+  pipe.InitBuffer(bfa, TL * 8);
+  pipe.InitBuffer(bfb, TL * 4);
+  pipe.InitBuffer(bfc, TL * 4);
+  pipe.InitBuffer(bh, TL * 2);
+  pipe.InitBuffer(bbits, TL / 8);
+  pipe.InitBuffer(boff, TL * 4);
+  pipe.InitBuffer(bzero, TL * 4);
+  LocalTensor<float> fa = bfa.Get<float>(), fb = bfb.Get<float>(), fc = bfc.Get<float>(), zero = bzero.Get<float>();
+  LocalTensor<half> hh = bh.Get<half>();
+  LocalTensor<uint8_t> bits = bbits.Get<uint8_t>();
+  LocalTensor<uint32_t> off = boff.Get<uint32_t>();
+  Duplicate(zero, 0.0f, (int32_t)TL);
+  for (uint32_t i = 0; i < TL; i++) off.SetValue(i, i * 8);  // int64 lo/hi halves: bytes 8i and 8i + 4
+  const float sa = sel && t.amode ? (float)gva.GetValue(0) : 0.f, sb = sel && t.bmode ? (float)gvb.GetValue(0) : 0.f;
+  DataCopyPadExtParams<uint8_t> pad8{false, 0, 0, 0};
+  DataCopyPadExtParams<int32_t> pad32{false, 0, 0, 0};
+  DataCopyPadExtParams<V> padv{false, 0, 0, (V)0.f};
+  const uint64_t items = (n + TL - 1) / TL;
+  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+    const uint64_t e0 = it * TL;
+    const uint32_t m = (uint32_t)(n - e0 < TL ? n - e0 : TL), mp = (m + 255) / 256 * 256;
+    // bytes in -> float 0/1 (or values) in fa/fb
+    auto widen8 = [&](const LocalTensor<uint8_t> &src, const LocalTensor<float> &dst) {
+      Cast(hh, src, RoundMode::CAST_NONE, mp);
+      Cast(dst, hh, RoundMode::CAST_NONE, mp);
+    };
+    LocalTensor<uint8_t> ta = qa.AllocTensor<uint8_t>();
+    if (sel) DataCopyPad(ta, gc[e0], DataCopyExtParams{1, m, 0, 0, 0}, pad8);
+    else if (aw) {
+      LocalTensor<int32_t> t32 = ta.template ReinterpretCast<int32_t>();
+      DataCopyPad(t32, ga32[e0 * aw], DataCopyExtParams{1, m * 4 * aw, 0, 0, 0}, pad32);
+    } else DataCopyPad(ta, ga8[e0], DataCopyExtParams{1, m, 0, 0, 0}, pad8);
+    qa.EnQue(ta);
+    ta = qa.DeQue<uint8_t>();
+    LocalTensor<uint8_t> tb, tv;  // tb: b (bool) or Select's full a values; tv: Select's full b values
+    if (two || sel) {
+      tb = qb.AllocTensor<uint8_t>();
+      if (two) DataCopyPad(tb, gb8[e0], DataCopyExtParams{1, m, 0, 0, 0}, pad8);
+      else if (!t.amode)
+        DataCopyPad(tb.template ReinterpretCast<V>(), gva[e0], DataCopyExtParams{1, (uint32_t)(m * sizeof(V)), 0, 0, 0},
+                    padv);
+      qb.EnQue(tb);
+      tb = qb.DeQue<uint8_t>();
+    }
+    if (sel) {
+      tv = qv.AllocTensor<uint8_t>();
+      if (!t.bmode)
+        DataCopyPad(tv.template ReinterpretCast<V>(), gvb[e0], DataCopyExtParams{1, (uint32_t)(m * sizeof(V)), 0, 0, 0},
+                    padv);
+      qv.EnQue(tv);
+      tv = qv.DeQue<uint8_t>();
+    }
+    LocalTensor<uint8_t> to = qo.AllocTensor<uint8_t>();
+    if (t.op == K_NE0 && aw) {
+      LocalTensor<int32_t> t32 = ta.template ReinterpretCast<int32_t>();
+      Cast(fa, t32, RoundMode::CAST_NONE, mp * aw);  // a nonzero int32 is a nonzero float
+      Abs(fa, fa, mp * aw);
+      if (aw == 2) {
+        Gather(fb, fa, off, 0, mp);
+        Gather(fc, fa, off, 4, mp);
+        Max(fb, fb, fc, mp);
+      } else {
+        Muls(fb, fa, 1.0f, mp);
+      }
+      Mins(fb, fb, 1.0f, mp);
+    } else if (!sel) {
+      widen8(ta, fb);
+      if (t.op == K_NE0) Mins(fb, fb, 1.0f, mp);
+      else if (t.op == K_NOT) { Muls(fb, fb, -1.0f, mp); Adds(fb, fb, 1.0f, mp); }
+      else {
+        widen8(tb, fc);
+        if (t.op == K_AND) Mul(fb, fb, fc, mp);
+        else Max(fb, fb, fc, mp);
+      }
+    }
+    if (!sel) {  // float 0/1 -> bytes
+      Cast(hh, fb, RoundMode::CAST_NONE, mp);
+      Cast(to, hh, RoundMode::CAST_RINT, mp);
+    } else {
+      widen8(ta, fa);
+      Compare(bits, fa, zero, CMPMODE::NE, mp);
+      // the values as float in fb (a) and fc (b): a scalar duplicated, a full operand widened (float: copied)
+      for (int side = 0; side < 2; side++) {
+        const LocalTensor<float> &dst = side == 0 ? fb : fc;
+        if (side == 0 ? t.amode : t.bmode) {
+          Duplicate(dst, side == 0 ? sa : sb, (int32_t)mp);
+          continue;
+        }
+        LocalTensor<V> v = (side == 0 ? tb : tv).template ReinterpretCast<V>();
+        if constexpr (moec_same<V, float>::value) Muls(dst, v, 1.0f, mp);
+        else Cast(dst, v, RoundMode::CAST_NONE, mp);
+      }
+      Select(fa, bits, fb, fc, SELMODE::VSEL_TENSOR_TENSOR_MODE, mp);
+      LocalTensor<V> vo = to.template ReinterpretCast<V>();
+      narrow(vo, fa, mp);
+    }
+    qa.FreeTensor(ta);
+    if (two || sel) qb.FreeTensor(tb);
+    if (sel) qv.FreeTensor(tv);
+    qo.EnQue(to);
+    to = qo.DeQue<uint8_t>();
+    if (sel) DataCopyPad(gvo[e0], to.template ReinterpretCast<V>(), DataCopyExtParams{1, (uint32_t)(m * sizeof(V)), 0, 0, 0});
+    else DataCopyPad(gout8[e0], to, DataCopyExtParams{1, m, 0, 0, 0});
+    qo.FreeTensor(to);
+  }
+}
+
+extern "C" __global__ __aicore__ void vec_mask(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, GM_ADDR workspace,
+                                               GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MaskTiling t;
+  load_tiling(tiling, t);
+  if (t.vdt == 2) mask_body<half>(a, b, c, out, t);
+  else mask_body<float>(a, b, c, out, t);
 }

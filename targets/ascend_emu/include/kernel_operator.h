@@ -280,6 +280,15 @@ class LocalTensor {
     return t;
   }
   uint32_t GetSize() const { return n_; }
+  // the same bytes viewed as another element type (the offset must be a whole number of the new elements)
+  template <typename U>
+  LocalTensor<U> ReinterpretCast() const {
+    if ((off_ * sizeof(T)) % sizeof(U)) moec_emu::fail("LocalTensor::ReinterpretCast", "offset not a whole element");
+    LocalTensor<U> t(buf_, (uint32_t)(off_ * sizeof(T) / sizeof(U)), (uint32_t)(n_ * sizeof(T) / sizeof(U)));
+    t.set_gen(gen_);
+    return t;
+  }
+  void set_gen(uint32_t g) { gen_ = g; }
   uint32_t offset() const { return off_; }
   BufRec *rec() const { return buf_; }
   uint32_t gen() const { return gen_; }
@@ -672,6 +681,21 @@ template <HardEvent E>
 inline void SetFlag(int) {}
 template <HardEvent E>
 inline void WaitFlag(int) {}
+
+// Select (count form, VSEL_TENSOR_TENSOR_MODE): dst[i] = bit i of selMask (the bit-per-element output of
+// Compare) ? src0[i] : src1[i].  The other modes are not modelled (refused).
+enum class SELMODE { VSEL_CMPMASK_SPR, VSEL_TENSOR_SCALAR_MODE, VSEL_TENSOR_TENSOR_MODE };
+template <typename T, typename U>
+inline void Select(const LocalTensor<T> &dst, const LocalTensor<U> &selMask, const LocalTensor<T> &src0,
+                   const LocalTensor<T> &src1, SELMODE mode, uint32_t count) {
+  if (mode != SELMODE::VSEL_TENSOR_TENSOR_MODE)
+    moec_emu::fail("Select", "only VSEL_TENSOR_TENSOR_MODE is modelled");
+  T *d = dst.vec("Select", count);
+  const T *a = src0.vec("Select", count), *b = src1.vec("Select", count);
+  const uint8_t *m = reinterpret_cast<const uint8_t *>(selMask.vec("Select", (uint32_t)((count + 8 * sizeof(U) - 1) /
+                                                                                         (8 * sizeof(U)))));
+  for (uint32_t i = 0; i < count; i++) d[i] = ((m[i / 8] >> (i % 8)) & 1u) ? a[i] : b[i];
+}
 
 // ---- conversions ---------------------------------------------------------------------------------
 // Cast(dst, src, mode, count) between float, half, bfloat16_t, int32_t, int16_t, int8_t.  Narrowing
