@@ -9,7 +9,12 @@ The expert FFN runs as five kernels (CANN's GroupedMatmul structure):
   -> moe_scatter_rows (AIV);  int8 weights add moe_dequant_int8 (AIV) before each grouped matmul; w8a8
   (int8 weights, aq=int8) instead adds moe_quant_rows_int8 (AIV) before each grouped matmul, which then runs
   int8 x int8 with int32 accumulation; activation / scatter rows apply the row and channel scales.
-Router and other constant-weight 2-D matmuls run as grouped_matmul with one group.
+Router and other constant-weight matmuls ([..., K] rows) run as grouped_matmul with one group; a matmul of two
+activations (attention's Q.K^T, P.V) runs as grouped_matmul with one group per batch entry, its right operand
+read as B^T (a transpose of the last two dims used only there is a view; otherwise vec_transpose makes it).
+Values computed from the input shapes alone (positions, rotary tables, causal masks: every operand a constant,
+a shape or such a value) are "tiling": the host evaluates them once per distinct input shape, like a CANN
+tiling function, and they reach the kernels as constants of that shape.
 
 Cube cost model (per grouped matmul; G groups of r rows each, balanced routing assumed: G = min(E, T*k)
 experts touched, r = ceil(T*k / G)):
