@@ -8,6 +8,7 @@ rest of the matrix (bf16, dynamo ONNX export)."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -18,22 +19,13 @@ transformers = pytest.importorskip("transformers")
 
 from moec.frontend.torch_import import import_torch, tensor_to_numpy  # noqa: E402
 from moec.ir.interpreter import run as ir_run  # noqa: E402
-from moec.passes.base import run_to_fixed_point  # noqa: E402
-from moec.passes.dce import DeadCodeElimination  # noqa: E402
-from moec.passes.fold_constants import FoldConstants  # noqa: E402
-from moec.passes.recognize_moe import RecognizeMoE  # noqa: E402
 
-D = 32
-TINY = dict(hidden_size=D, intermediate_size=64, moe_intermediate_size=48, shared_expert_intermediate_size=48,
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=4,
-            num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, vocab_size=128, n_group=2,
-            topk_group=1, first_k_dense_replace=0, mlp_only_layers=[], decoder_sparse_step=1,
-            max_position_embeddings=64, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
-            v_head_dim=8, n_shared_experts=1)
+import hf_survey as survey  # noqa: E402  (tests/hf_survey.py: the tiny configs, block finder and survey)
+
+D = survey.D
 
 # architecture -> (family recognised, routing attributes that must hold) on the torch.export path of
-# transformers' "batched_mm" experts implementation (the eager one loops over a data-dependent
-# expert list, which torch.export cannot trace)
+# transformers' "batched_mm" experts implementation
 # (the family is named by the routing math: Qwen3-MoE / OLMoE / DeepSeek-V2 / Jamba configs default to
 # no renormalisation, which is Qwen2-MoE's routing; Cohere2-MoE and Granite's softmax after top-k)
 _SOFTMAX_NORM = {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}
@@ -59,33 +51,24 @@ RECOGNISED = {
     "gpt_oss": ("gpt-oss", _AFTER),
 }
 DEFAULT = ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss")  # the rest: -m slow
+# experts that are not dispatched on config._experts_implementation (older nn.ModuleList / loop forms)
+LEGACY_EXPERTS = ("dbrx", "doge", "ergo", "jetmoe", "llama4_text", "switch_transformers", "nllb-moe")
+# the 2-layer models whose every sparse layer is recognised (torch.export, batched_mm, f32)
+CAUSAL_RECOGNISED: tuple = ()
+CAUSAL_DEFAULT = ()
 
 
 def moe_block(arch: str, impl: str = "batched_mm", dtype=torch.float32):
-    """The first module of a tiny random ``arch`` model that holds an ``experts`` child (its sparse
-    MoE block), with N(0, 0.2) weights so that routing and experts are far from degenerate."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    cfg = AutoConfig.for_model(arch, **TINY)
-    cfg._experts_implementation = impl
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = AutoModelForCausalLM.from_config(cfg)
-    blk = next(m for _, m in model.named_modules()
-               if isinstance(getattr(m, "experts", None), torch.nn.Module))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in blk.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return blk.to(dtype).eval()
+    """The first sparse-expert block of a tiny random ``arch`` model (hf_survey.build_model: N(0, 0.2)
+    block weights, so that routing and experts are far from degenerate)."""
+    model = survey.build_model(arch, impl, "bf16" if dtype == torch.bfloat16 else "f32")
+    return survey.sparse_blocks(model)[0].eval()
 
 
-def recognise(module, x):
-    """torch.export import, canonicalize + recognize-moe (the pipeline's first two stages)."""
-    m = import_torch(module, (x,), dynamic_dims={0: {0: "B", 1: "S"}})
-    run_to_fixed_point(m, [FoldConstants(), DeadCodeElimination()])
-    run_to_fixed_point(m, [RecognizeMoE(), DeadCodeElimination()])
-    return m, [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
+def recognise(module, x, dynamic=True):
+    """torch.export import, then the pipeline's canonicalize and recognize-moe stages."""
+    m = import_torch(module, (x,), dynamic_dims={0: {0: "B", 1: "S"}} if dynamic else {})
+    return m, survey._recognise(m)
 
 
 def first_output(out):
@@ -111,6 +94,84 @@ def test_torch_export_block_is_recognised_and_exact(arch):
             want = tensor_to_numpy(first_output(blk(xs)))
         got = list(ir_run(m, [tensor_to_numpy(xs)]).values())[0]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# Architectures whose block moec does not recognise today on the torch.export path (batched_mm, f32), each
+# with the reason it gives: recognize-moe's own (its recognition trace, as ``moec inspect --explain``
+# prints it) or the front end's error.  An improvement or a regression shows here: move an architecture
+# to RECOGNISED when it is recognised.  (docs/real_models.md: every path, implementation and dtype.)
+NOT_RECOGNISED: dict = {}
+NOT_RECOGNISED_DEFAULT = ()  # the rest: -m slow
+
+
+def why_not(blk, x):
+    """recognize-moe's reason for leaving the block alone, or the front end's error line."""
+    try:
+        m, layers = recognise(blk, x)
+    except Exception as e:  # noqa: BLE001
+        return None, survey._first_line(e)
+    return layers, survey._why_not(m)
+
+
+@pytest.mark.parametrize("arch", [a if a in NOT_RECOGNISED_DEFAULT else pytest.param(a, marks=pytest.mark.slow)
+                                  for a in sorted(NOT_RECOGNISED)])
+def test_unrecognised_block_says_why(arch):
+    impl = "batched_mm" if arch not in LEGACY_EXPERTS else "eager"
+    blk = moe_block(arch, impl)
+    layers, reason = why_not(blk, torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)))
+    assert not layers, f"{arch} is recognised now ({[la['family'] for la in layers]}): move it to RECOGNISED"
+    assert re.search(NOT_RECOGNISED[arch], reason), reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["eager", "grouped_mm"])
+@pytest.mark.parametrize("arch", sorted(a for a in RECOGNISED if a not in LEGACY_EXPERTS))
+def test_every_experts_implementation_compiles_as_the_same_layer(arch, impl):
+    """moec.compile's front end exports transformers' experts as batched_mm (the same function): a block set
+    to eager or grouped_mm is recognised as the same layer and computes what the module (run with its own
+    implementation) computes."""
+    blk = moe_block(arch, impl)
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2))
+    m, layers = recognise(blk, x)
+    assert [la["family"] for la in layers] == [RECOGNISED[arch][0]], layers
+    assert json.loads(m.attrs["moec.experts_implementation"])["exported_as"] == "batched_mm"
+    xs = torch.randn(1, 7, D, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = tensor_to_numpy(first_output(blk(xs)))
+    np.testing.assert_allclose(list(ir_run(m, [tensor_to_numpy(xs)]).values())[0], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [a if a in CAUSAL_DEFAULT else pytest.param(a, marks=pytest.mark.slow)
+                                  for a in sorted(CAUSAL_RECOGNISED)])
+def test_two_layer_model_has_every_sparse_layer_recognised(arch):
+    """The whole tiny model (input_ids [batch, seq], dynamic) on the torch.export path: as many
+    recognised MoE layers as the model has sparse blocks."""
+    c = survey.causal_lm_cell(arch)
+    assert c.get("status") == "recognised", c
+    assert c["recognised"] == c["blocks"] >= 1, c
+    assert c["families"] == [RECOGNISED[arch][0]], c
+
+
+def test_the_survey_finds_every_moe_architecture_of_the_release():
+    """The survey enumerates the library, not a hand-picked list: every model type whose modeling code
+    has experts, the text model of a multimodal one first."""
+    found = survey.candidates()
+    for mod in ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss", "dbrx", "jetmoe", "llama4", "phimoe",
+                "switch_transformers", "nllb_moe", "qwen3_vl_moe", "ernie4_5_vl_moe"):
+        assert mod in found, mod
+    assert len(found) >= 70
+    assert survey.text_types(found["qwen3_vl_moe"])[0] == "qwen3_vl_moe_text"
+
+
+@pytest.mark.parametrize("arch,n", [("mixtral", 2), ("jetmoe", 2), ("dbrx", 2), ("doge", 2),
+                                    pytest.param("switch_transformers", None, marks=pytest.mark.slow)])
+def test_the_survey_finds_each_layers_sparse_block(arch, n):
+    """Stacked-weight experts, older ModuleList / parallel experts (not JetMoE's mixture of attention heads),
+    retrieval experts in an embedding (Doge): one block per sparse layer of the 2-layer model."""
+    model = survey.build_model(arch)
+    blocks = survey.sparse_blocks(model)
+    assert all("Attention" not in type(b).__name__ for b in blocks)
+    assert len(blocks) == n if n is not None else len(blocks) >= 2
 
 
 def test_router_reshape_of_the_experts_input_is_the_same_tokens():
@@ -206,9 +267,7 @@ def recognise_onnx(path):
     import onnx
     from moec.frontend.onnx_import import import_model
     m = import_model(onnx.load(str(path)))
-    run_to_fixed_point(m, [FoldConstants(), DeadCodeElimination()])
-    run_to_fixed_point(m, [RecognizeMoE(), DeadCodeElimination()])
-    return m, [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
+    return m, survey._recognise(m)
 
 
 @pytest.mark.parametrize("dynamo", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["dynamo", "torchscript"])
@@ -276,4 +335,4 @@ def test_default_eager_experts_fail_with_the_way_out():
     torch.manual_seed(0)
     block = MixtralSparseMoeBlock(c).eval()
     with pytest.raises(UnsupportedError, match=r"torch.export failed.*_experts_implementation = \"batched_mm\""):
-        moec.compile(block, (torch.randn(2, 5, 32),), cache=False)
+        moec.compile(block, (torch.randn(2, 5, 32),), cache=False, experts_implementation=None)  # (as it is set)

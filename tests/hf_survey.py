@@ -1,0 +1,1069 @@
+"""Survey of every MoE architecture of the pinned ``transformers`` release through moec (issue 16).
+
+The architectures are enumerated from the library, not listed by hand: every model type of
+``CONFIG_MAPPING`` whose modeling code mentions experts is built from a tiny random config (2 layers,
+hidden 32, 4 experts, top-2) and searched at run time for its decoder layers' sparse-expert blocks (a
+module with an ``experts`` child and a router: a ``gate`` / ``router`` child or a linear layer scoring
+the experts).  Each block is then taken through every path:
+
+  torch.export   moec's ``import_torch`` (torch.export + moec's ATen front end), canonicalize, recognize-moe
+  dynamo         ``torch.onnx.export(..., dynamo=True)``, moec's ONNX importer, canonicalize, recognize-moe
+  torchscript    ``torch.onnx.export(..., dynamo=False)``, the same
+
+for every ``config._experts_implementation`` the architecture supports (``eager``, ``batched_mm``,
+``grouped_mm`` where its experts class uses ``@use_experts_implementation``; one implementation, "-",
+for older ``nn.ModuleList`` experts), in f32 and bf16, with dynamic and static batch / sequence dims
+(static: f32 only), input [batch, seq, hidden].  Each cell records: recognised (family, routing) and
+exact (the recognised module against the torch block at another batch / sequence size), or the
+failure: the first error line, or recognize-moe's own reason from its recognition trace
+(``moec inspect --explain``).  Then each architecture's 2-layer CausalLM (batched_mm, f32): how many of
+its sparse blocks are recognised on the torch.export path.  ``moec.compile`` (C build + verification)
+runs for a representative few.
+
+Usage::
+
+    python tests/hf_survey.py                      # the whole survey -> docs/real_models.md (+ .json)
+    python tests/hf_survey.py --arch mixtral -v    # one architecture, printed
+    python tests/hf_survey.py --arch phimoe --path dynamo --impl batched_mm --dtype f32 --dims dynamic -v
+    python tests/hf_survey.py --list               # the architectures found and how each is built
+
+Each architecture runs in its own subprocess (a crash or a hang costs one row).  ONNX exports are
+cached under ``$MOEC_SURVEY_CACHE`` (default ``~/.cache/moec/hf_survey``): they depend on torch and
+transformers only, so a rerun after a moec change redoes the imports and recognition, not the exports.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+D = 32  # hidden size of every tiny config
+TINY = dict(hidden_size=D, intermediate_size=64, moe_intermediate_size=48, shared_expert_intermediate_size=48,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=4,
+            num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, vocab_size=128, n_group=2,
+            topk_group=1, first_k_dense_replace=0, mlp_only_layers=[], decoder_sparse_step=1,
+            max_position_embeddings=64, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
+            v_head_dim=8, n_shared_experts=1)
+
+# Per-model-type additions to TINY where the generic shrinking does not make a 2-layer model whose every
+# layer has the sparse block (other names for the same sizes, layer-type patterns, nested sub-configs).
+# Each is the config's own field, read from its configuration_*.py.
+_MAMBA = dict(mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=16, mamba_n_groups=1)
+_INDEXER = dict(index_topk=4, index_head_dim=8, index_n_heads=2)
+EXTRA: dict = {
+    "afmoe": dict(num_dense_layers=0, num_shared_experts=1),
+    "bamba": dict(_MAMBA),
+    "dbrx": dict(d_model=D, n_heads=4, n_layers=2, max_seq_len=64,
+                 attn_config=dict(kv_n_heads=2, rope_theta=10000.0),
+                 ffn_config=dict(ffn_hidden_size=48, moe_num_experts=4, moe_top_k=2)),
+    "deepseek_v4": dict(mlp_layer_types=["moe", "moe"], o_groups=2, **_INDEXER),
+    "doge": dict(is_moe=True, num_experts=16, num_experts_per_tok=2),
+    "dots3_note_text": dict(num_key_value_heads=4, **_INDEXER),
+    "ernie4_5_moe": dict(moe_layer_start_index=0, moe_num_experts=4, moe_k=2, moe_num_shared_experts=1),
+    "ernie4_5_vl_moe_text": dict(moe_intermediate_size=[48, 48], moe_num_experts=4, moe_k=2,
+                                 moe_num_shared_experts=1,
+                                 rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[1, 1, 2])),
+    "gemma4_text": dict(enable_moe_block=True, top_k_experts=2, vocab_size_per_layer_input=128,
+                        hidden_size_per_layer_input=8),
+    "glm5_next_text": dict(num_key_value_heads=4, linear_head_dim=8, linear_num_heads=4, **_INDEXER),
+    "granitemoehybrid": dict(_MAMBA),
+    "hy_v3": dict(num_shared_experts=1),
+    "hy_v4_vl_text": dict(rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 1, 1]),
+                          **_INDEXER),
+    "jamba": dict(expert_layer_period=1, expert_layer_offset=0, attn_layer_period=2, attn_layer_offset=1,
+                  use_mamba_kernels=False),
+    "kolibri1_1": dict(head_dim=16, index_num_heads=2, index_topk=4, mlp_only_intermediate_size=64),
+    "laguna": dict(),
+    "lfm2_moe": dict(num_dense_layers=0, layer_types=["full_attention", "full_attention"]),
+    "longcat_flash": dict(num_layers=2, moe_topk=2, ffn_hidden_size=64, expert_ffn_hidden_size=48,
+                          zero_expert_num=2),
+    "nemotron_h": dict(layers_block_type=["moe", "moe"], mamba_num_heads=4, mamba_head_dim=8, n_groups=1,
+                       chunk_size=16, moe_shared_expert_intermediate_size=48, use_mamba_kernels=False),
+    "zaya": dict(num_experts_per_tok=1),
+}
+
+PATHS = ("torch.export", "dynamo", "torchscript")
+IMPLS = ("eager", "batched_mm", "grouped_mm")
+DTYPES = ("f32", "bf16")
+# moec.compile (C build + verification against the module) for a representative few (slow)
+COMPILE_FEW = ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss")
+
+
+# -- discovery -------------------------------------------------------------------------------------
+
+def candidates() -> dict:
+    """{modeling module name: [model types]} of every model type whose modeling code mentions experts."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES, model_type_to_module_name
+    td = os.path.join(os.path.dirname(transformers.__file__), "models")
+    out: dict = {}
+    for mt in CONFIG_MAPPING_NAMES:
+        mod = model_type_to_module_name(mt)
+        d = os.path.join(td, mod)
+        if not os.path.isdir(d):
+            continue
+        for f in sorted(os.listdir(d)):
+            if f.startswith("modeling_") and f.endswith(".py") and "experts" in open(os.path.join(d, f)).read():
+                out.setdefault(mod, []).append(mt)
+                break
+    return out
+
+
+_SKIP_SUFFIX = ("_vision", "_audio", "_encoder", "_vision_model", "_vision_encoder", "_sam_vision_model",
+                "_audio_encoder", "_code_predictor", "_mm_model")
+
+
+def text_types(mts) -> list:
+    """The model types of one modeling module to try, text models first (a multimodal model's MoE is
+    in its text decoder; its vision / audio towers are not decoders)."""
+    keep = [mt for mt in mts if not mt.endswith(_SKIP_SUFFIX)]
+    return sorted(keep, key=lambda mt: (not mt.endswith("_text"), "talker" in mt, mt))
+
+
+def tiny_config(mt: str, impl: str = "batched_mm"):
+    """The tiny random config of model type ``mt``: TINY and EXTRA[mt] over the defaults; token ids
+    that do not fit the tiny vocabulary are moved into it."""
+    from transformers import AutoConfig
+    import dataclasses
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    kw = dict(TINY)
+    cls = CONFIG_MAPPING[mt]
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    if "mlp_layer_types" in fields:  # every layer's MLP the sparse block
+        kw["mlp_layer_types"] = ["sparse"] * TINY["num_hidden_layers"]
+    kw.update(EXTRA.get(mt, {}))
+    kw = {k: (v(mt) if callable(v) else v) for k, v in kw.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = AutoConfig.for_model(mt, **kw)
+    for sub in _configs(cfg):
+        for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            v = getattr(sub, k, None)
+            if isinstance(v, int) and v >= kw["vocab_size"]:
+                setattr(sub, k, {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}[k])
+            elif isinstance(v, list) and any(isinstance(i, int) and i >= kw["vocab_size"] for i in v):
+                setattr(sub, k, [2])
+        sub._experts_implementation = impl
+    cfg._experts_implementation = impl
+    return cfg
+
+
+def _configs(cfg):
+    yield cfg
+    for k in getattr(cfg, "sub_configs", {}) or {}:
+        sub = getattr(cfg, k, None)
+        if sub is not None and hasattr(sub, "to_dict"):
+            yield sub
+
+
+def model_class(cfg):
+    """The CausalLM class of ``cfg`` (else its base model): the auto mappings, else the modeling
+    module's own classes declaring this config class."""
+    import importlib
+    import inspect
+    from transformers.models.auto import modeling_auto as ma
+    for mapping in (ma.MODEL_FOR_CAUSAL_LM_MAPPING, ma.MODEL_MAPPING):
+        try:
+            return mapping[type(cfg)]
+        except KeyError:
+            pass
+    mod = importlib.import_module(type(cfg).__module__.replace(".configuration_", ".modeling_"))
+    from transformers import PreTrainedModel
+    own = [c for _, c in inspect.getmembers(mod, inspect.isclass)
+           if issubclass(c, PreTrainedModel) and getattr(c, "config_class", None) is type(cfg)]
+    for suffix in ("ForCausalLM", "TextModel", "Model"):
+        for c in own:
+            if c.__name__.endswith(suffix):
+                return c
+    raise ValueError(f"no model class for {type(cfg).__name__}")
+
+
+def build_model(mt: str, impl: str = "batched_mm", dtype: str = "f32", seed: int = 0):
+    """A tiny random ``mt`` model (CausalLM where there is one) with N(0, 0.2) sparse-block weights."""
+    import torch
+    cfg = tiny_config(mt, impl)
+    cls = model_class(cfg)
+    with torch.device("meta"):  # size check first: a config the shrinking missed must not allocate GBs
+        n = sum(p.numel() for p in cls(cfg).parameters())
+    if n > 20_000_000:
+        raise ValueError(f"the tiny config still has {n / 1e6:.0f}M parameters (a size field not shrunk)")
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = cls(cfg)
+    model.eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for blk in sparse_blocks(model):
+            for p in blk.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+
+
+def sparse_blocks(model) -> list:
+    """The sparse-expert blocks of ``model``: modules with a router (a ``gate`` / ``router`` /
+    ``router_gate`` child, or a child whose class is a router / gating / top-k module, or a linear layer
+    scoring the experts) and experts (an ``experts`` child, stacked weights or an nn.ModuleList; a child
+    whose class holds experts, as JetMoE's parallel experts; an embedding table of experts, as Doge's
+    retrieval experts); nothing inside an attention module (JetMoE's mixture of attention heads is not an
+    FFN)."""
+    import torch
+    out = []
+    attn = []
+    for name, m in model.named_modules():
+        if "Attention" in type(m).__name__:
+            attn.append(name + ".")
+            continue
+        if any(name.startswith(a) for a in attn) or any(name.startswith(n + ".") for n, _ in out):
+            continue
+        kids = dict(m.named_children())
+        experts = isinstance(getattr(m, "experts", None), torch.nn.Module) or any(
+            "Experts" in type(c).__name__ for c in kids.values()) or (
+            "router_gate" in kids and any(isinstance(c, torch.nn.Embedding) for c in kids.values()))
+        if not experts:
+            continue
+        router = any(k in kids for k in ("gate", "router", "gating", "router_gate", "w_gate")) or any(
+            any(w in type(c).__name__ for w in ("Router", "Gating", "TopK", "Gate")) for c in kids.values()) or any(
+            isinstance(c, torch.nn.Linear) for k, c in kids.items() if k != "experts")
+        if router:
+            out.append((name, m))
+    return [m for _, m in out]
+
+
+def inline_block(block) -> bool:
+    """A decoder layer that is itself the sparse block (its router and experts are its own children,
+    beside attention): it cannot be called on hidden states alone, only the whole model shows it."""
+    return any("Attention" in type(c).__name__ for c in block.children())
+
+
+def experts_impls(block) -> tuple:
+    """The experts implementations a block supports: transformers' three where its experts class
+    dispatches on ``config._experts_implementation`` (``@use_experts_implementation``), else "-"."""
+    ex = getattr(block, "experts", None)
+    if ex is None:
+        return ("-",)
+    fwd = type(ex).forward
+    if getattr(fwd, "__wrapped__", None) is not None and hasattr(type(block.experts), "_apply_gate"):
+        return IMPLS
+    return ("-",)
+
+
+# -- one cell -------------------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(e: BaseException) -> str:
+    """The error's first informative line: torch.onnx's wrapped errors give their exception summary
+    (and the user code line that raised it), not their 'step 1/3' banner."""
+    if isinstance(e, _CachedError):
+        return str(e)
+    s = _ANSI.sub("", str(e)).strip()
+    lines = [ln.strip() for ln in s.splitlines() if ln.strip()]
+    name = type(e).__name__
+    if "## Exception summary" in s:
+        i = next(i for i, ln in enumerate(lines) if ln.startswith("## Exception summary"))
+        first = lines[i + 1] if i + 1 < len(lines) else ""
+        m = re.match(r"<class '([\w.]+)'>: (.*)", first)
+        if m:
+            name, first = m.group(1).rsplit(".", 1)[-1], m.group(2)
+        where = ""
+        if "The following call raised this error:" in s:
+            j = next(i for i, ln in enumerate(lines) if ln.startswith("The following call raised this error:"))
+            fm = re.search(r'File "([^"]+)", line (\d+)', lines[j + 1]) if j + 1 < len(lines) else None
+            if fm and j + 2 < len(lines):
+                where = f" (at {os.path.basename(fm.group(1))}:{fm.group(2)}: `{lines[j + 2]}`)"
+        return f"{name}: {first}{where}"[:400]
+    line = lines[0] if lines else ""
+    return f"{name}: {line}"[:400]
+
+
+def _recognise(m):
+    """The pipeline's own first two stages (canonicalize, recognize-moe), as ``moec compile`` runs them."""
+    from moec.passes.base import run_to_fixed_point
+    from moec.passes.pipeline import stages
+    from moec.targets.description import target_for
+    st = dict(stages(target_for("cpu")))
+    run_to_fixed_point(m, st["canonicalize"])
+    run_to_fixed_point(m, st["recognize-moe"])
+    return [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
+
+
+def _why_not(m) -> str:
+    """recognize-moe's own reason (its recognition trace, as ``moec inspect --explain`` prints it)."""
+    from moec.passes.recognition_trace import recognition_of
+    recs = [r for r in recognition_of(m) if not r.get("recognised") and r.get("step") != "absorbed"]
+    if not recs:
+        sel = [o for o in m.main.ops if o.name in ("moec.topk", "moec.argmax")]
+        return "no top-k / arg-max left in the graph" if not sel else "not recognised (no trace record)"
+    r = recs[0]
+    return f"{r.get('step')}: {r.get('reason')}"[:400]
+
+
+def _out0(y):
+    import torch
+    while isinstance(y, (tuple, list)):
+        y = y[0]
+    if not isinstance(y, torch.Tensor) and hasattr(y, "to_tuple"):
+        y = y.to_tuple()[0]
+    return y
+
+
+class _CachedError(Exception):
+    """An export failure read back from the cache (its first line as the survey recorded it)."""
+
+
+def _wrap_first(block):
+    """The block returning only its first output (several blocks also return router logits)."""
+    import torch
+
+    class First(torch.nn.Module):
+        def __init__(self, b):
+            super().__init__()
+            self.b = b
+
+        def forward(self, x):
+            return _out0(self.b(x))
+    return First(block).eval()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch's exporters print graphs and progress on stdout / stderr: keep the survey's output readable."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _cache_dir() -> str:
+    d = os.environ.get("MOEC_SURVEY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "moec", "hf_survey")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def _export_key(mt, impl, dtype, dims, exporter, cfg_json) -> str:
+    import torch
+    import transformers
+    h = hashlib.sha256(f"{torch.__version__}|{transformers.__version__}|{mt}|{impl}|{dtype}|{dims}|{exporter}|"
+                       f"{cfg_json}".encode()).hexdigest()[:20]
+    return os.path.join(_cache_dir(), f"{mt}-{impl}-{dtype}-{dims}-{exporter}-{h}")
+
+
+def _onnx_export(block, x, path, dynamo: bool, dynamic: bool):
+    """torch.onnx export of the block (first output) at input [batch, seq, hidden]; an export failure
+    is cached as ``path.err``."""
+    import torch
+    if os.path.exists(path + ".onnx"):
+        return path + ".onnx"
+    if os.path.exists(path + ".err"):
+        raise _CachedError(open(path + ".err").read().split("\n\n")[0])
+    if dynamo:
+        kw = dict(dynamic_shapes=({0: "B", 1: "S"},) if dynamic else None)
+    else:
+        kw = dict(dynamic_axes={"x": {0: "B", 1: "S"}} if dynamic else None, opset_version=18)
+    tmp = path + f".tmp{os.getpid()}.onnx"
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_wrap_first(block), (x,), tmp, input_names=["x"], dynamo=dynamo, **kw)
+        import onnx
+        onnx.save(onnx.load(tmp), path + ".onnx")  # external data (if any) folded into one file
+    except Exception as e:  # noqa: BLE001
+        msg = _first_line(e)
+        with open(path + ".err", "w") as fh:
+            fh.write(msg + "\n\n" + _ANSI.sub("", str(e))[:20000])
+        raise _CachedError(msg) from None
+    finally:
+        for p in (tmp, tmp + ".data"):
+            if os.path.exists(p):
+                os.remove(p)
+    return path + ".onnx"
+
+
+def _tol(dtype):
+    return (1e-4, 1e-5) if dtype == "f32" else (3e-2, 3e-2)
+
+
+def _exact(m, block, dtype, dynamic, x0):
+    """Max error of the recognised module against the torch block, on an input of another batch /
+    sequence size when dims are dynamic (the example's shape when static), scaled: |got-want| /
+    (atol + rtol |want|) <= 1 is exact."""
+    import numpy as np
+    import torch
+    from moec.frontend.torch_import import tensor_to_numpy
+    from moec.ir.interpreter import run as ir_run
+    shape = (1, 7, D) if dynamic else tuple(x0.shape)
+    xs = torch.randn(*shape, generator=torch.Generator().manual_seed(3)).to(x0.dtype)
+    with torch.no_grad():
+        want = tensor_to_numpy(_out0(block(xs))).astype(np.float64)
+    got = np.asarray(list(ir_run(m, [tensor_to_numpy(xs)]).values())[0]).astype(np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    rtol, atol = _tol(dtype)
+    return float(np.max(np.abs(got - want) / (atol + rtol * np.abs(want))))
+
+
+def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
+    """One cell: import the block through ``path``, recognise, check.  Never raises."""
+    import torch
+    dynamic = dims == "dynamic"
+    tdt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(tdt)
+    cell = {"arch": mt, "impl": impl, "dtype": dtype, "dims": dims, "path": path}
+    t0 = time.time()
+    try:
+        stage = "export"
+        if path == "torch.export":
+            from moec.frontend.torch_import import import_torch
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                m = import_torch(_wrap_first(block), (x,), dynamic_dims={0: {0: "B", 1: "S"}} if dynamic else {})
+            swapped = m.attrs.get("moec.experts_implementation")
+            if swapped:  # moec.compile's front end exports transformers' experts as batched_mm (the same function)
+                cell["exported_as"] = json.loads(swapped).get("exported_as")
+            fell = [str(i.message) for i in w if "could not be exported with a dynamic" in str(i.message)]
+            if fell and dynamic:
+                why = re.search(r"dynamic token dimension \((.*)\); compiling", fell[0])
+                cell["note"] = "torch.export specialised the dims (static): " + (why.group(1) if why else fell[0])[:250]
+        else:
+            import onnx
+            from moec.frontend.onnx_import import import_model
+            p = _onnx_export(block, x, _export_key(mt, impl, dtype, dims, path, cfg_json), path == "dynamo", dynamic)
+            stage = "import"
+            m = import_model(onnx.load(p))
+        stage = "recognise"
+        layers = _recognise(m)
+        if not layers:
+            cell.update(status="no", stage="recognise", reason=_why_not(m))
+        else:
+            la = layers[0]
+            cell.update(status="recognised", family=la.get("family"), routing=la.get("routing"),
+                        E=la.get("E"), k=la.get("k"), n_layers=len(layers))
+            try:
+                err = _exact(m, block, dtype, dynamic and "note" not in cell, x)
+                cell["err"] = err
+                cell["exact"] = bool(err <= 1.0)
+            except Exception as e:  # noqa: BLE001
+                cell.update(exact=False, check_error=_first_line(e))
+    except Exception as e:  # noqa: BLE001
+        cell.update(status="no", stage=stage, reason=_first_line(e))
+    cell["seconds"] = round(time.time() - t0, 2)
+    return cell
+
+
+def compile_cell(mt, block) -> dict:
+    """moec.compile (torch.export, C build, verification against the block) at f32, batched_mm."""
+    import torch
+    import moec
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2))
+    cell = {"arch": mt, "path": "moec.compile", "impl": "batched_mm", "dtype": "f32", "dims": "dynamic"}
+    t0 = time.time()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cm = moec.compile(_wrap_first(block), (x,), dynamic_dims={0: {0: "B", 1: "S"}}, cache=False)
+        fams = [la["family"] for la in cm.stats.report.get("moe_layers", [])]
+        cell.update(status="recognised" if fams else "no", family=fams[0] if fams else None,
+                    verified=bool(cm.stats.report.get("verified", True)))
+    except Exception as e:  # noqa: BLE001
+        cell.update(status="no", stage="compile", reason=_first_line(e))
+    cell["seconds"] = round(time.time() - t0, 2)
+    return cell
+
+
+def causal_lm_cell(mt) -> dict:
+    """The 2-layer model (CausalLM where there is one) on the torch.export path, input_ids [batch, seq]:
+    how many of its sparse blocks are recognised."""
+    import torch
+    cell = {"arch": mt, "path": "causal_lm", "impl": "batched_mm", "dtype": "f32", "dims": "dynamic"}
+    t0 = time.time()
+    try:
+        model = build_model(mt, "batched_mm", "f32")
+        n_blocks = len(sparse_blocks(model))
+        cell["blocks"] = n_blocks
+        cell["model"] = type(model).__name__
+
+        class Logits(torch.nn.Module):
+            def __init__(self, mdl):
+                super().__init__()
+                self.m = mdl
+
+            def forward(self, ids):
+                return _out0(self.m(input_ids=ids, use_cache=False))
+
+        from moec.frontend.torch_import import import_torch
+        ids = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(5))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = import_torch(Logits(model).eval(), (ids,), dynamic_dims={0: {0: "B", 1: "S"}})
+        layers = _recognise(m)
+        cell["recognised"] = len(layers)
+        cell["families"] = sorted({la.get("family") for la in layers})
+        cell["status"] = "recognised" if layers and len(layers) == n_blocks else "no"
+        if len(layers) < n_blocks:
+            cell["reason"] = _why_not(m)
+    except Exception as e:  # noqa: BLE001
+        cell.update(status="no", stage="causal_lm", reason=_first_line(e))
+    cell["seconds"] = round(time.time() - t0, 2)
+    return cell
+
+
+def survey_arch(mt, paths=PATHS, impls=None, dtypes=DTYPES, dims_list=("dynamic", "static"), want=None,
+                causal=True, verbose=False) -> dict:
+    """Every cell of one model type."""
+    import torch
+    torch.set_num_threads(1)
+    res = {"arch": mt, "cells": []}
+    t0 = time.time()
+    try:
+        model = build_model(mt, "batched_mm", "f32")
+    except Exception as e:  # noqa: BLE001
+        res.update(built=False, reason=_first_line(e))
+        return res
+    blocks = sparse_blocks(model)
+    res["model"] = type(model).__name__
+    res["n_blocks"] = len(blocks)
+    res["n_layers"] = getattr(model.config, "num_hidden_layers", None)
+    if not blocks:
+        res.update(built=True, reason="no sparse-expert block in the built model")
+        return res
+    res["built"] = True
+    res["block"] = type(blocks[0]).__name__
+    ex = getattr(blocks[0], "experts", None)
+    res["experts"] = type(ex).__name__ if ex is not None else "(no experts module)"
+    supported = experts_impls(blocks[0])
+    res["impls"] = list(supported)
+    cfg_json = model.config.to_json_string()
+    if inline_block(blocks[0]):
+        res["inline"] = True
+        impls = []  # (the 2-layer model only)
+    for impl in supported if impls is None else [i for i in impls if i in supported]:
+        for dtype in dtypes:
+            todo = [(dims, path) for dims in dims_list for path in paths
+                     if not (dims == "static" and dtype != "f32") and (want is None or want(path, impl, dtype, dims))]
+            if not todo:
+                continue
+            mdl = build_model(mt, "batched_mm" if impl == "-" else impl, dtype)
+            blk = sparse_blocks(mdl)[0].eval()
+            for dims, path in todo:
+                with _quiet():
+                    c = run_cell(mt, blk, impl, dtype, dims, path, cfg_json)
+                res["cells"].append(c)
+                if verbose:
+                    print(json.dumps(c), flush=True)
+    if causal:
+        blk_ok = [c for c in res["cells"] if c["path"] == "torch.export" and c["dtype"] == "f32"
+                  and c["impl"] in ("batched_mm", "-") and c["dims"] == "dynamic"]
+        if res.get("inline") or not blk_ok or blk_ok[0].get("status") == "recognised" or len(paths) == 0:
+            c = causal_lm_cell(mt)
+        else:  # (saves the survey's time: the model's layers are that block)
+            c = {"arch": mt, "path": "causal_lm", "impl": "batched_mm", "dtype": "f32", "dims": "dynamic",
+                 "status": "skipped", "reason": "not run: its block is not recognised on the torch.export path"}
+        res["cells"].append(c)
+        if verbose:
+            print(json.dumps(c), flush=True)
+    if mt in COMPILE_FEW and causal and "torch.export" in paths:
+        mdl = build_model(mt, "batched_mm", "f32")
+        c = compile_cell(mt, sparse_blocks(mdl)[0].eval())
+        res["cells"].append(c)
+        if verbose:
+            print(json.dumps(c), flush=True)
+    res["seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def architectures() -> list:
+    """[(row name, model type to build, modeling module)] for every candidate module: the first of
+    its text model types that builds and has a sparse block (else the first tried, with its error)."""
+    out = []
+    for mod, mts in sorted(candidates().items()):
+        out.append((mod, text_types(mts)))
+    return out
+
+
+# -- transformers 4.x fixtures (tests/fixtures/hf4x, made by its make_fixtures.py in a 4.x venv) ------------
+
+FIXTURES_4X = os.path.join(HERE, "fixtures", "hf4x")
+
+
+def survey_fixtures() -> list:
+    """Each committed 4.x export: imported, recognised, and compared with what the 4.x module computed
+    (reference_outputs.npz) at every recorded size; each recorded export failure as a cell too."""
+    import gzip
+    import numpy as np
+    import onnx
+    from moec.frontend.onnx_import import import_model
+    from moec.ir.interpreter import run as ir_run
+    man_path = os.path.join(FIXTURES_4X, "manifest.json")
+    if not os.path.exists(man_path):
+        return []
+    man = json.load(open(man_path))
+    refs = np.load(os.path.join(FIXTURES_4X, "reference_outputs.npz"))
+    out = []
+    for name, fx in sorted(man["fixtures"].items()):
+        cell = {"fixture": name, "arch": fx["arch"], "kind": fx["kind"], "exporter": fx["exporter"],
+                "transformers": man["versions"].get("transformers")}
+        try:
+            with gzip.open(os.path.join(FIXTURES_4X, name + ".onnx.gz"), "rb") as fh:
+                m = import_model(onnx.load_from_string(fh.read()))
+            layers = _recognise(m)
+            if not layers:
+                cell.update(status="no", reason=_why_not(m))
+            else:
+                cell.update(status="recognised", family=layers[0].get("family"), n_layers=len(layers))
+                inp = "input_ids" if fx["kind"] == "causal_lm" else "x"
+                outn = "logits" if fx["kind"] == "causal_lm" else "y"
+                worst = 0.0
+                for key in refs.files:
+                    if key.startswith(fx["reference"] + f"/{inp}_"):
+                        tag = key.rsplit("_", 1)[1]
+                        got = np.asarray(list(ir_run(m, [refs[key]]).values())[0], np.float64)
+                        want = refs[f"{fx['reference']}/{outn}_{tag}"].astype(np.float64)
+                        worst = max(worst, float(np.max(np.abs(got - want) / (1e-5 + 1e-4 * np.abs(want)))))
+                cell.update(err=worst, exact=worst <= 1.0)
+        except Exception as e:  # noqa: BLE001
+            cell.update(status="no", reason=_first_line(e))
+        out.append(cell)
+    for name, why in sorted(man.get("failed", {}).items()):
+        arch, exporter = name.rsplit("_", 1)
+        out.append({"fixture": name, "arch": arch, "exporter": exporter, "status": "no export",
+                    "reason": "4.x export failed: " + why.split(" <- ")[-1][:300]})
+    return out
+
+
+# -- the whole survey ------------------------------------------------------------------------------
+
+def _workers(mts, timeout, extra_args=()) -> dict:
+    """Survey several model types in one subprocess (torch / transformers / moec import once: about a
+    minute on a loaded machine); {model type: result}.  Those a crash or the timeout left without a
+    result are run again one by one."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--arch", ",".join(mts), "--json", *extra_args]
+    out, t0 = {}, time.time()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * len(mts), cwd=ROOT)
+        stdout, err, rc = p.stdout, p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err, rc = f"timed out after {timeout * len(mts)} s", None
+    for ln in stdout.splitlines():
+        if ln.startswith("{\"arch\""):
+            r = json.loads(ln)
+            out[r["arch"]] = r
+    missing = [mt for mt in mts if mt not in out]
+    if missing and len(mts) > 1:
+        for mt in missing:
+            out.update(_workers([mt], timeout, extra_args))
+    elif missing:
+        tail = (err.strip().splitlines() or ["(no output)"])[-1] if rc is not None else err
+        out[missing[0]] = {"arch": missing[0], "built": None, "cells": [], "seconds": round(time.time() - t0, 1),
+                           "reason": f"survey process failed (exit {rc}): {tail[:300]}"}
+    return out
+
+
+def _key(c) -> tuple:
+    return (c["path"], c.get("impl"), c.get("dtype"), c.get("dims"))
+
+
+def survey_all(out_json, timeout, only=None, extra_args=(), batch=6) -> list:
+    """Survey every architecture (or ``only`` these modeling modules), one subprocess each; cells of
+    an earlier run that this run does not redo are kept (so the matrix can be run in tiers)."""
+    results = []
+    prev = {}
+    if os.path.exists(out_json):
+        try:
+            prev = {r["module"]: r for r in json.load(open(out_json))["results"]}
+        except Exception:  # noqa: BLE001
+            prev = {}
+    todo = []
+    for mod, mts in architectures():
+        if only and mod not in only:
+            continue
+        old = prev.get(mod)
+        if "lm" in extra_args and old is not None and old.get("n_blocks") and not old.get("inline"):
+            blk = [c for c in old.get("cells", []) if c["path"] == "torch.export" and c["dtype"] == "f32"
+                   and c["impl"] in ("batched_mm", "-") and c["dims"] == "dynamic"]
+            if blk and blk[0].get("status") != "recognised":  # (the model's layers are that block)
+                old["cells"] = [c for c in old["cells"] if c["path"] != "causal_lm"] + [
+                    {"arch": old["arch"], "path": "causal_lm", "impl": "batched_mm", "dtype": "f32",
+                     "dims": "dynamic", "status": "skipped",
+                     "reason": "not run: its block is not recognised on the torch.export path"}]
+                continue
+        order = list(mts)
+        if old is not None and old.get("arch") in order:  # the model type that worked last time first
+            order.remove(old["arch"])
+            order.insert(0, old["arch"])
+        todo.append((mod, order))
+    done = {}
+    for i in range(0, len(todo), batch):
+        part = todo[i:i + batch]
+        got = _workers([order[0] for _, order in part], timeout, extra_args)
+        for mod, order in part:
+            tried = [got[order[0]]]
+            for mt in order[1:]:  # (its first model type has no sparse block: the module's others)
+                if tried[-1].get("built") and tried[-1].get("n_blocks"):
+                    break
+                tried.append(_workers([mt], timeout, extra_args)[mt])
+            res = next((r for r in tried if r.get("built") and r.get("n_blocks")), None)
+            if res is None:  # none of its model types has a sparse block: the first one's reason
+                res = next((r for r in tried if r.get("built") is not False), tried[0])
+            old = prev.get(mod)
+            if old is not None and old.get("arch") == res.get("arch"):
+                mine = {_key(c) for c in res.get("cells", [])}
+                res["cells"] = [c for c in old.get("cells", []) if _key(c) not in mine] + res.get("cells", [])
+            res["module"] = mod
+            res["tried"] = [t["arch"] for t in tried]
+            done[mod] = res
+            print(f"{mod:24s} {res['arch']:28s} {_summary(res)}  ({res.get('seconds', '?')} s)", flush=True)
+        _save(out_json, [done.get(m) or prev[m] for m in sorted(set(prev) | set(done))])
+    return [done.get(m) or prev[m] for m in sorted(set(prev) | set(done))]
+
+
+def merge(out_json, other_json):
+    """Cells of another survey JSON (a tier run with its own ``--out``) into ``out_json``: an
+    architecture's cells of the same key are replaced."""
+    d = json.load(open(out_json))
+    o = json.load(open(other_json))
+    by = {r["module"]: r for r in d["results"]}
+    for r in o["results"]:
+        mine = by.get(r["module"])
+        if mine is None or mine.get("arch") != r.get("arch"):
+            if mine is None or not mine.get("n_blocks"):
+                by[r["module"]] = r
+            continue
+        keys = {_key(c) for c in r.get("cells", [])}
+        mine["cells"] = [c for c in mine.get("cells", []) if _key(c) not in keys] + r.get("cells", [])
+    _save(out_json, [by[m] for m in sorted(by)])
+
+
+def _save(out_json, results, fixtures=None):
+    import torch
+    import transformers
+    tmp = out_json + ".tmp"
+    if fixtures is None and os.path.exists(out_json):
+        try:
+            fixtures = json.load(open(out_json)).get("fixtures_4x")
+        except Exception:  # noqa: BLE001
+            fixtures = None
+    with open(tmp, "w") as fh:
+        json.dump({"transformers": transformers.__version__, "torch": torch.__version__,
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results,
+                   "fixtures_4x": fixtures or []}, fh, indent=0)
+    os.replace(tmp, out_json)
+
+
+def _summary(res) -> str:
+    if not res.get("built"):
+        return f"not built: {res.get('reason')}"
+    if not res.get("n_blocks"):
+        return res.get("reason", "")
+    cells = [c for c in res["cells"] if c["path"] in PATHS]
+    ok = sum(c["status"] == "recognised" for c in cells)
+    return f"{ok}/{len(cells)} cells recognised"
+
+
+def _tier1(path, impl, dtype, dims) -> bool:
+    """The first tier (cheapest): f32, dynamic dims, moec's torch.export path of the batched experts
+    (or the only experts) and the TorchScript export of every implementation (the dynamo exports are
+    slow: tier 2)."""
+    return dtype == "f32" and dims == "dynamic" and (path == "torchscript" or (
+        path == "torch.export" and impl in ("batched_mm", "-")))
+
+
+def _tier2(path, impl, dtype, dims) -> bool:
+    """f32, dynamic dims: the rest but the dynamo exports of eager / grouped_mm experts (slow to fail:
+    torch.onnx tries every torch.export strategy)."""
+    return dtype == "f32" and dims == "dynamic" and not _tier1(path, impl, dtype, dims) and not (
+        path == "dynamo" and impl in ("eager", "grouped_mm"))
+
+
+TIERS = {"1": dict(want=_tier1, causal=False),
+         "lm": dict(want=lambda *c: False, causal=True),  # the 2-layer models (and moec.compile of a few)
+         "2": dict(want=_tier2, causal=False),
+         "3": dict(want=lambda *c: not _tier1(*c) and not _tier2(*c), causal=False)}  # bf16, static, the rest
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", help="one model type (default: the whole survey)")
+    ap.add_argument("--path", choices=PATHS + ("causal_lm",), action="append",
+                    help="causal_lm: only the 2-layer model (batched_mm, f32)")
+    ap.add_argument("--impl", choices=IMPLS + ("-",), action="append")
+    ap.add_argument("--dtype", choices=DTYPES, action="append")
+    ap.add_argument("--dims", choices=("dynamic", "static"), action="append")
+    ap.add_argument("--tier", choices=list(TIERS), help="1: torch.export of batched_mm and TorchScript export, "
+                    "f32, dynamic dims; lm: the 2-layer models; 2: the rest of f32 with dynamic dims; 3: bf16, "
+                    "static dims and the dynamo exports of eager / grouped_mm (default: all, in that order)")
+    ap.add_argument("--causal", choices=("yes", "no"), default=None, help="the 2-layer CausalLM cell")
+    ap.add_argument("--json", action="store_true", help="(worker) print the result as one JSON line")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--list", action="store_true", help="list the candidate modules and their model types")
+    ap.add_argument("--only", nargs="*", help="whole survey: only these modeling modules (the rest kept)")
+    ap.add_argument("--timeout", type=int, default=1200, help="seconds per architecture")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "real_models.json"))
+    ap.add_argument("--render", action="store_true", help="only write docs/real_models.md from the .json")
+    ap.add_argument("--failures", metavar="MD", help="write the failing cells with reproducer commands to MD")
+    ap.add_argument("--fixtures", action="store_true", help="only (re)survey the committed 4.x fixtures")
+    ap.add_argument("--merge", metavar="JSON", help="merge the cells of another survey JSON into --out")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, HERE)
+    warnings.simplefilter("ignore")
+    try:
+        import transformers
+        transformers.logging.set_verbosity_error()
+    except Exception:  # noqa: BLE001
+        pass
+    if a.list:
+        for mod, mts in architectures():
+            print(mod, mts)
+        return 0
+    if a.arch and "," in a.arch:  # (a worker for several architectures: one JSON line each)
+        for mt in a.arch.split(","):
+            sub = [x for x in (argv if argv is not None else sys.argv[1:])]
+            sub[sub.index("--arch") + 1] = mt
+            try:
+                with _quiet():
+                    main(sub)
+            except Exception as e:  # noqa: BLE001
+                print(json.dumps({"arch": mt, "built": None, "reason": f"survey failed: {_first_line(e)}",
+                                  "cells": []}), flush=True)
+        return 0
+    if a.arch:
+        tier = TIERS.get(a.tier) or {}
+        if a.path == ["causal_lm"]:
+            a.path, a.causal, a.impl = list(), "yes", []
+        res = survey_arch(a.arch, paths=tuple(PATHS if a.path is None else a.path), impls=a.impl,
+                          dtypes=tuple(a.dtype or tier.get("dtypes") or DTYPES),
+                          dims_list=tuple(a.dims or tier.get("dims") or ("dynamic", "static")),
+                          want=tier.get("want"),
+                          causal=(a.causal == "yes") if a.causal else tier.get("causal", True),
+                          verbose=a.verbose)
+        print(json.dumps(res) if a.json else json.dumps(res, indent=1), file=sys.__stdout__, flush=True)
+        return 0
+    if a.merge:
+        merge(a.out, a.merge)
+        render(a.out, os.path.join(os.path.dirname(a.out), "real_models.md"))
+        return 0
+    if a.failures:
+        write_failures(a.out, a.failures)
+        return 0
+    if a.fixtures or not (a.render or a.tier or a.only):
+        with _quiet():
+            fx = survey_fixtures()
+        _save(a.out, json.load(open(a.out))["results"] if os.path.exists(a.out) else [], fx)
+        if a.fixtures:
+            render(a.out, os.path.join(os.path.dirname(a.out), "real_models.md"))
+            return 0
+    if not a.render:
+        for t in ([a.tier] if a.tier else list(TIERS)):
+            extra = ["--tier", t]
+            for k in ("path", "impl", "dtype", "dims"):
+                for v in getattr(a, k) or ():
+                    extra += [f"--{k}", v]
+            survey_all(a.out, a.timeout, only=a.only, extra_args=extra)
+    render(a.out, os.path.join(os.path.dirname(a.out), "real_models.md"))
+    return 0
+
+
+
+
+def write_failures(out_json, out_md):
+    """The failing cells, one line each with the smallest command that reproduces it (for whoever fixes
+    recognition)."""
+    d = json.load(open(out_json))
+    L = [f"# Survey failures (transformers {d.get('transformers')}, {d.get('date')})", "",
+         "Generated by `python tests/hf_survey.py --failures`.  One line per architecture x path x experts impl "
+         "x dtype x dims that is not recognised-and-exact: the first failure reason and the command that "
+         "reproduces it (prints the cell as JSON; add nothing else).", ""]
+    for r in sorted(d["results"], key=lambda r: r["module"]):
+        if not r.get("built") or not r.get("n_blocks"):
+            L.append(f"- **{r['module']}** (`{r['arch']}`): not surveyed: {r.get('reason')}")
+            continue
+        bad = [c for c in r["cells"] if not (c.get("status") == "recognised" and c.get("exact", True))]
+        if not bad:
+            continue
+        L += ["", f"## {r['module']} (`{r['arch']}`, {r.get('block')}, experts {r.get('experts')})", ""]
+        for c in bad:
+            why = c.get("reason") or c.get("check_error") or f"recognised as {c.get('family')} but not exact"
+            if c["path"] in PATHS:
+                cmd = (f"python tests/hf_survey.py --arch {r['arch']} --path {c['path']} --impl {c['impl']} "
+                       f"--dtype {c['dtype']} --dims {c['dims']} -v")
+            else:
+                cmd = f"python tests/hf_survey.py --arch {r['arch']} --path causal_lm -v"
+            L.append(f"- {c['path']} / {c['impl']} / {c['dtype']} / {c['dims']}: {why[:300]}  \n  `{cmd}`")
+    with open(out_md, "w") as fh:
+        fh.write("\n".join(L) + "\n")
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+# (pattern in a failure reason, what is missing), first match wins
+MISSING = (
+    ("data-dependent", "torch.export cannot trace transformers' loop over the experts that were hit "
+                       "(`for expert_idx in expert_hit`); export with `batched_mm`"),
+    ("grouped_mm_fallback", "torch.onnx (dynamo) has no ONNX function for transformers' `grouped_mm_fallback` "
+                            "custom op; export with `batched_mm`"),
+    ("Grouped matmul with offsets", "torch.onnx (dynamo) cannot translate a grouped matmul with offsets; "
+                                    "export with `batched_mm`"),
+    ("aten::histc", "the TorchScript exporter has no `aten::histc` (grouped_mm counts tokens per expert with "
+                    "it); export with `batched_mm`"),
+    ("onnx import", "moec's ONNX importer"),
+    ("UnsupportedError", "moec's PyTorch front end"),
+    ("experts:", "recognize-moe: the experts are not in a form it reads"),
+    ("router:", "recognize-moe: the router is not in a form it reads"),
+    ("proof:", "recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)"),
+    ("no top-k", "the block selects experts without a top-k / arg-max moec sees"),
+)
+
+
+def _missing(reason: str) -> str:
+    for pat, what in MISSING:
+        if pat in reason:
+            return what
+    return ""
+
+
+def _cell_text(c, reasons) -> str:
+    if c is None:
+        return "not run"
+    if c.get("status") == "recognised":
+        fam = c.get("family")
+        if c.get("exact"):
+            return f"**{fam}**" + (" (static)" if c.get("note") else "") + (
+                f" (as {c['exported_as']})" if c.get("exported_as") else "")
+        why = c.get("check_error") or f"differs from torch (scaled error {c.get('err', float('nan')):.3g})"
+        r = _ref(reasons, f"recognised as {fam} but {why}")
+        return f"{fam}, not exact [{r}]"
+    return f"no [{_ref(reasons, c.get('reason') or 'unknown')}]"
+
+
+def _norm(text: str) -> str:
+    """A reason without its numbers and file locations: the same cause in two architectures is one Rn."""
+    t = re.sub(r"modeling_\w+\.py:\d+", "modeling_*.py", text)
+    t = re.sub(r"'[^']*'", "'*'", t)
+    return re.sub(r"\d+", "N", t)
+
+
+def _ref(reasons, text) -> str:
+    key = _norm(text)
+    if key not in reasons:
+        reasons[key] = (f"R{len(reasons) + 1}", text)
+    return reasons[key][0]
+
+
+def render(out_json, out_md):
+    """docs/real_models.md: the architecture x path x experts implementation x dtype table."""
+    d = json.load(open(out_json))
+    res = sorted(d["results"], key=lambda r: r["module"])
+    reasons: dict = {}
+    cols = [(p, dt, dims) for p in PATHS for dt, dims in (("f32", "dynamic"), ("bf16", "dynamic"), ("f32", "static"))]
+    L = ["# Real transformers MoE models through moec", "",
+         "Generated by `python tests/hf_survey.py` (do not edit by hand) on "
+         f"{d.get('date')}, transformers {d.get('transformers')}, torch {d.get('torch')}.", "",
+         "Every model type of the pinned transformers whose modeling code mentions experts was built from a "
+         "tiny random config (2 layers, hidden 32, 4 experts, top-2 unless the architecture fixes them; "
+         "sparse-block weights N(0, 0.2)) and searched for its decoder layers' sparse-expert blocks.  Each "
+         "block went through moec's PyTorch front end (`torch.export`, as `moec.compile(module)` does), "
+         "`torch.onnx.export(..., dynamo=True)` and `torch.onnx.export(..., dynamo=False)` (TorchScript), then "
+         "moec's canonicalize and recognize-moe stages, for every `config._experts_implementation` the block "
+         "supports, f32 and bf16, dynamic batch / sequence dims (f32 also static), input [batch, seq, hidden].",
+         "",
+         "A cell names the **family** recognised when the rewritten module equals the torch block on another "
+         "batch / sequence size (rtol 1e-4 in f32, 3e-2 in bf16; \"(static)\" where torch.export specialised "
+         "the dims); otherwise `no [Rn]`, with the reason Rn below: the first error line, or recognize-moe's "
+         "own reason (what `moec inspect --explain` prints) and what is missing.  `-`: older experts "
+         "(`nn.ModuleList`, not dispatched on `_experts_implementation`).  `not run`: the survey did not reach "
+         "this cell.", ""]
+    L += ["## Summary", "", "| architecture (model type) | block | experts impls | recognised cells | family | "
+          "2-layer model: layers recognised |", "|---|---|---|---|---|---|"]
+    for r in res:
+        name = f"{r['module']} (`{r['arch']}`)" if r["arch"] != r["module"] else r["module"]
+        if not r.get("built"):
+            L.append(f"| {name} | not built | | | | {r.get('reason', '')[:200]} |")
+            continue
+        if not r.get("n_blocks"):
+            L.append(f"| {name} | none | | | | {r.get('reason', '')} |")
+            continue
+        cells = [c for c in r["cells"] if c["path"] in PATHS]
+        ok = [c for c in cells if c.get("status") == "recognised" and c.get("exact")]
+        if r.get("inline"):
+            lm = next((c for c in r["cells"] if c["path"] == "causal_lm"), {})
+            fams = ", ".join(lm.get("families") or []) or "-"
+            L.append(f"| {name} | {r.get('block')} (router and experts inline in the decoder layer: the whole "
+                     f"model only) | {', '.join(r.get('impls', []))} | - | {fams} | "
+                     f"{lm.get('recognised', 0)}/{lm.get('blocks', '?')}"
+                     + ("" if lm.get("status") == "recognised" else f" [{_ref(reasons, lm.get('reason', ''))}]")
+                     + " |")
+            continue
+        fams = sorted({c["family"] for c in ok})
+        lm = next((c for c in r["cells"] if c["path"] == "causal_lm"), None)
+        if lm is None:
+            lmt = "not run"
+        elif lm.get("status") == "skipped":
+            lmt = "not run (block not recognised)"
+        elif lm.get("stage") == "causal_lm":
+            lmt = f"no [{_ref(reasons, lm.get('reason', ''))}]"
+        else:
+            lmt = f"{lm.get('recognised', 0)}/{lm.get('blocks')}" + (
+                "" if lm.get("status") == "recognised" else f" [{_ref(reasons, lm.get('reason', ''))}]")
+        L.append(f"| {name} | {r.get('block')} | {', '.join(r.get('impls', []))} | {len(ok)}/{len(cells)} | "
+                 f"{', '.join(fams) or '-'} | {lmt} |")
+    L += ["", "## Every cell", "",
+          "| architecture | experts impl | " + " | ".join(f"{p} {dt}" + (" static" if dims == "static" else "")
+                                                 for p, dt, dims in cols) + " |",
+          "|---|---|" + "---|" * len(cols)]
+    for r in res:
+        if not r.get("built") or not r.get("n_blocks") or r.get("inline"):
+            continue
+        by = {_key(c): c for c in r["cells"]}
+        for impl in r.get("impls", []):
+            row = [_cell_text(by.get((p, impl, dt, dims)), reasons) for p, dt, dims in cols]
+            L.append(f"| {r['module']} | {impl} | " + " | ".join(row) + " |")
+    comp = [c for r in res for c in r.get("cells", []) if c["path"] == "moec.compile"]
+    if comp:
+        L += ["", "## `moec.compile` (C build, verification against the torch block), batched_mm, f32", "",
+              "| architecture | result |", "|---|---|"]
+        for c in comp:
+            L.append(f"| {c['arch']} | " + (f"{c['family']}, verified" if c.get("status") == "recognised" and
+                                            c.get("verified") else f"no [{_ref(reasons, c.get('reason', ''))}]")
+                     + " |")
+    fx = d.get("fixtures_4x") or []
+    if fx:
+        L += ["", f"## transformers {fx[0].get('transformers', '4.x')} exports (tests/fixtures/hf4x)", "",
+              "Made by tests/fixtures/hf4x/make_fixtures.py in a 4.x venv (the eager expert loop of that "
+              "generation); compared with the outputs the 4.x module computed.", "",
+              "| fixture | architecture | exporter | result |", "|---|---|---|---|"]
+        for c in fx:
+            if c.get("status") == "recognised":
+                t = f"**{c['family']}**" + ("" if c.get("exact") else
+                                            f", not exact [{_ref(reasons, 'differs from the 4.x module')}]")
+                if c.get("kind") == "causal_lm":
+                    t += f" ({c.get('n_layers')} layers)"
+            else:
+                t = f"no [{_ref(reasons, c.get('reason', ''))}]"
+            L.append(f"| {c['fixture']} | {c['arch']} | {c['exporter']} | {t} |")
+    L += ["", "## Reasons", "", "| | reason (first error line, or recognize-moe's reason) | what is missing |",
+          "|---|---|---|"]
+    for ref, text in sorted(reasons.values(), key=lambda rt: int(rt[0][1:])):
+        t = text.replace("|", "\\|").replace("\n", " ")
+        L.append(f"| {ref} | {t} | {_missing(text)} |")
+    L.append("")
+    with open(out_md, "w") as fh:
+        fh.write("\n".join(L))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
