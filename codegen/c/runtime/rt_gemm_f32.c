@@ -225,10 +225,13 @@ int moec_sgemm_run(moec_ctx *ctx, const moec_sgemm *g, int64_t nbatch, const int
   double work = (double)nbatch * (double)M * (double)N * (double)(K ? K : 1);
   int nt = moec_num_threads(ctx, 1 << 30);
   if (work < 65536.0) nt = 1;
-  /* about 8 tasks per thread over (batch, row block, run of panels) */
-  int64_t outer = nbatch * j.nrb, want = (int64_t)nt * 8;
+  /* about 32 tasks per thread over (batch, row block, run of panels), so a thread that is descheduled
+   * on a busy host holds back little at the join; with more than MR rows a run keeps at least 8 panels
+   * (packing the task's rows of A then costs at most 1/(8 NR) of its FMAs) */
+  int64_t outer = nbatch * j.nrb, want = (int64_t)nt * 32, min_cp = M > GMR ? 8 : 1;
   int64_t split = outer >= want ? 1 : (want + outer - 1) / outer;
-  if (split > P) split = P;
+  if (split > (P + min_cp - 1) / min_cp) split = (P + min_cp - 1) / min_cp;
+  if (split < 1) split = 1;
   j.cp = (P + split - 1) / split;
   j.ncc = (P + j.cp - 1) / j.cp;
   int64_t items = outer * j.ncc;
