@@ -128,3 +128,27 @@ def _dropout(ctx, node, ins, attrs):
         eq = ctx.emit1("moec.equal", [x, x])
         outs.append(ctx.emit1("moec.or", [eq, ctx.emit1("moec.not", [eq])]))
     return outs
+
+
+@converter("IsNaN", since=9)
+def _isnan(ctx, node, ins, attrs):
+    # exact by IEEE 754: NaN is the only value not equal to itself (transformers' sdpa attention exports this)
+    x = ins[0]
+    if not x.type.dtype.is_float:
+        raise ctx.unsupported(f"input type {x.type.dtype} (IsNaN takes a float tensor)")
+    return [ctx.emit1("moec.not", [ctx.emit1("moec.equal", [x, x])])]
+
+
+@converter("IsInf", since=10)
+def _isinf(ctx, node, ins, attrs):
+    x = ins[0]
+    dt = x.type.dtype
+    if not dt.is_float:
+        raise ctx.unsupported(f"input type {dt} (IsInf takes a float tensor)")
+    pos, neg = int(attrs.get("detect_positive", 1)), int(attrs.get("detect_negative", 1))
+    if pos and neg:
+        return [ctx.emit1("moec.equal", [ctx.emit1("moec.abs", [x]), ctx.const(np.array(np.inf, dt.np))])]
+    if not pos and not neg:  # all false, same shape as x
+        eq = ctx.emit1("moec.equal", [x, x])
+        return [ctx.emit1("moec.and", [eq, ctx.emit1("moec.not", [eq])])]
+    return [ctx.emit1("moec.equal", [x, ctx.const(np.array(np.inf if pos else -np.inf, dt.np))])]
