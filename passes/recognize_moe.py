@@ -326,6 +326,7 @@ def _erf(x):
 
 ACTS_1 = {
     "relu": lambda g: np.maximum(g, 0),
+    "relu2": lambda g: np.maximum(g, 0) ** 2,
     "silu": lambda g: g * _sig(g),
     "gelu": lambda g: 0.5 * g * (1 + _erf(g / np.sqrt(2))),
     "gelu_tanh": lambda g: 0.5 * g * (1 + np.tanh(np.sqrt(2 / np.pi) * (g + 0.044715 * g ** 3))),
@@ -389,6 +390,7 @@ class RecognizeMoE(Pass):
     # ------------------------------------------------------------------------------------------
     def _try_layer(self, m: Module, f: Function, topk: Operation) -> bool:
         L = _Layer(m, f, topk)
+        self._zero = 0  # identity experts (ids past the expert FFNs), see below
         if topk.name == "moec.argmax":
             if topk.attrs["axis"] not in (-1, 1) or topk.operands[0].type.rank != 2:
                 raise _NoMatch
@@ -402,6 +404,7 @@ class RecognizeMoE(Pass):
                 raise _NoMatch
             k, ids = int(np.asarray(k_arr).reshape(-1)[0]), None
         root = _Root(topk, k, ids)
+        self._group_selection(L, topk)
         router = self._router(L, topk.operands[0])
         x, logits, w_r, scoring, bias_v, chain = router
         L.widened = any(v.type.dtype in (DType.F16, DType.BF16) for v in L.xs + L.xviews)
@@ -422,9 +425,11 @@ class RecognizeMoE(Pass):
             if experts or n_merge == len(merges) - 1:
                 break
         region = region | {id(p.op) for e in experts for p in e.ups + [e.down]}
-        if 0 < len(experts) < E and [e.index for e in experts] == list(range(len(experts))):
-            raise _NoMatch(_fewer_experts(E, len(experts)))
-        if len(experts) != E:
+        # fewer expert FFNs (ids 0..n-1) than router outputs: the other ids may be identity experts
+        # (LongCat-Flash's zero-computation experts: the token itself times its weight); the proof decides
+        self._zero = E - len(experts) if 0 < len(experts) < E and \
+            [e.index for e in experts] == list(range(len(experts))) else 0
+        if len(experts) + self._zero != E:
             raise _NoMatch
         acts = {e.activation for e in experts}
         if len(acts) != 1:
@@ -446,7 +451,28 @@ class RecognizeMoE(Pass):
                     return True
             except _NoMatch:
                 continue  # e.g. a residual add after the layer needs values from outside it
+        if self._zero:
+            raise _NoMatch(_fewer_experts(E, E - self._zero))
         return False
+
+    @staticmethod
+    def _group_selection(L: "_Layer", topk: Operation) -> None:
+        """Stop, saying so, at a top-k that only chooses the groups of a group-limited selection: it
+        feeds the mask (a Where's condition) in front of another top-k."""
+        if topk.name != "moec.topk" or topk.operands[0].type.rank == 2 and \
+                topk.operands[0].owner is not None and topk.operands[0].owner.name in PROJ_OPS:
+            return
+        fwd = L.forward(topk.results)
+        for o in L.f.ops:
+            if o.name == "moec.topk" and o is not topk and id(o) in fwd:
+                sel = o.operands[0].owner
+                while sel is not None and sel.name == "moec.cast":
+                    sel = sel.operands[0].owner
+                if sel is not None and sel.name == "moec.select" and sel.operands[0].owner is not None and \
+                        id(sel.operands[0].owner) in fwd:
+                    raise _NoMatch(f"it selects the groups of a group-limited selection (its result feeds the mask "
+                                   f"before the top-k {_trace.short(o)}, whose own record says whether that layer "
+                                   f"was recognised)")
 
     @staticmethod
     def _argmax_chain(L: "_Layer", first: Operation):
@@ -454,10 +480,12 @@ class RecognizeMoE(Pass):
         -inf at the pick), whose picks are concatenated along the last axis: that is the top-k of the
         scores, ties to the lowest index (PhiMoE's sparsemixer selects its two experts so).  Returns
         (k, the concatenated ids [T, k]) or None."""
-        def fill(v):  # the scalar a value broadcasts (expand / reshape of a constant), else None
+        def fill(v):  # the scalar a value broadcasts (expand / reshape of a constant, constant_of_shape), else None
             while v.owner is not None and v.owner.name in ("moec.expand", "moec.reshape", "moec.unsqueeze"):
                 v = v.owner.operands[0]
             c = L.const_array(v)
+            if c is None and v.owner is not None and v.owner.name == "moec.constant_of_shape":
+                c = np.asarray(v.owner.attrs["value"])
             return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
 
         def argmax_of(v, like):
@@ -711,10 +739,10 @@ class RecognizeMoE(Pass):
             if len(stacked) != 1 or len(downs) != 1:
                 raise _NoMatch
             down, ups = stacked[0]
-            if down.weight.shape[0] < E and all(p.weight.shape[0] == down.weight.shape[0] for p in ups):
-                raise _NoMatch(_fewer_experts(E, down.weight.shape[0]))
-            if down.weight.shape[0] != E or any(p.weight.shape[0] != E for p in ups):
+            n = down.weight.shape[0]  # (fewer than E: see _try_layer's identity experts)
+            if n > E or any(p.weight.shape[0] != n for p in ups):
                 raise _NoMatch
+            E = n
             act, gate_first = self._activation(L, down, ups)
             ups = ups if gate_first else ups[::-1]
 
@@ -850,13 +878,17 @@ class RecognizeMoE(Pass):
         """A slice/split/gather of a projection's output columns (fused gate/up weights) as a
         projection of its own: which columns it takes is found by evaluating it on column ids."""
         n = proj.weight.shape[-2]  # out: [out, in], or [E, out, in] for a stacked projection
-        probe = np.tile(np.arange(n, dtype=np.float64), (1, 1)).astype(proj.output.type.dtype.np)
+        # one row of column ids, of the output's rank (a split's axis may be written positive: axis=2 of
+        # a batched [E, T, 2F] output)
+        rank = max(2, proj.output.type.rank)
+        probe = np.arange(n, dtype=np.float64).reshape((1,) * (rank - 1) + (n,)).astype(proj.output.type.dtype.np)
         try:
             cols = np.asarray(evaluate(L.m, L.f, [v], {id(proj.output): probe}, widened=L.widened)[0])
         except Exception:
             return None
-        if cols.ndim != 2 or cols.shape[0] != 1:
+        if cols.ndim < 2 or any(d != 1 for d in cols.shape[:-1]):
             return None
+        cols = cols.reshape(1, -1)
         idx = cols[0].astype(np.int64)
         if not np.array_equal(idx.astype(cols.dtype), cols[0]) or idx.min() < 0 or idx.max() >= n:
             return None
@@ -1062,11 +1094,31 @@ class RecognizeMoE(Pass):
 
     def _build(self, x, logits, bias_v, attrs, E, weights, ffn, y, weights_at="none"):
         ops = [o for o in weights.values() if o is not None]
+        if bias_v is not None and bias_v.type.rank != 1:  # a [1, E] bias (LongCat's bias.unsqueeze(0)): as [E]
+            shape = OPS["moec.constant"].create([], {"value": np.asarray([-1], np.int64)}, "moe.route")
+            flat = OPS["moec.reshape"].create([bias_v, shape.results[0]], {}, "moe.route")
+            ops += [shape, flat]
+            bias_v = flat.results[0]
         route_in = [logits] + ([bias_v] if bias_v is not None else [])
         route = OPS["moe.route"].create(route_in, dict(attrs), "moe.route")
         ops.append(route)
         w, ids = route.results
-        disp = OPS["moe.dispatch"].create([ids], {"num_experts": E}, "moe.dispatch")
+        n_ffn = E - self._zero
+        ident = None
+        if self._zero:  # ids >= n_ffn: identity experts, out of the dispatch; x times their weights' sum
+            def op1(name, ins, attrs=None):
+                o = OPS[name].create(ins, attrs or {}, "moe.identity_experts")
+                ops.append(o)
+                return o.results[0]
+
+            def const(a):
+                return op1("moec.constant", [], {"value": np.asarray(a)})
+            hit = op1("moec.greater_equal", [ids, const(np.int64(n_ffn))])
+            ids = op1("moec.select", [hit, const(np.int64(-1)), ids])
+            wid = op1("moec.reduce_sum", [op1("moec.select", [hit, w, const(np.zeros((), w.type.dtype.np))])],
+                      {"axes": (-1,), "keepdims": True})
+            ident = op1("moec.mul", [x, op1("moec.cast", [wid], {"to": x.type.dtype})])
+        disp = OPS["moe.dispatch"].create([ids], {"num_experts": n_ffn}, "moe.dispatch")
         ops.append(disp)
         extra = [weights[k].results[0] for k in ("b_in", "b_out") if weights[k] is not None]
         if weights_at != "none":
@@ -1101,6 +1153,10 @@ class RecognizeMoE(Pass):
         y_t = y.type if y.type.shape[1] is not None else TensorType(y.type.dtype, (y.type.shape[0], x.type.shape[1]))
         comb = OPS["moe.combine"].create(comb_in, comb_attrs, "moe.combine", [y_t])
         ops.append(comb)
+        if ident is not None:
+            add = OPS["moec.add"].create([comb.results[0], to_y(ident)], {}, "moe.identity_experts")
+            ops.append(add)
+            return ops, add.results[0]
         return ops, comb.results[0]
 
     def _matches(self, L, new_ops, x, y_new, probes, want) -> bool:
@@ -1134,19 +1190,19 @@ class RecognizeMoE(Pass):
         replaced = [o.loc or o.name for o in f.ops if id(o) in region]
         f.ops[at:at] = new_ops
         f.replace_all_uses(y, y_new)
-        fam = family_of(attrs, bias_v is not None, ffn)
+        fam = "longcat-flash" if self._zero else family_of(attrs, bias_v is not None, ffn)
         name = record_moe_layer(m, {
-            "family": fam, "source": "recognized",
+            "family": fam, "source": "recognized", **({"identity_experts": self._zero} if self._zero else {}),
             "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at"},
             "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",
-            "correction_bias": bias_v is not None, "E": E, "k": attrs["k"], "D": int(y_new.type.shape[1]),
+            "correction_bias": bias_v is not None, "E": E - self._zero, "k": attrs["k"], "D": int(y_new.type.shape[1]),
             "F": int(experts[0].down.weight.shape[1]), "activation": ffn["activation"] if ffn["activation"] != "swiglu"
             else ("gpt_oss_swiglu" if ffn.get("limit", np.inf) != float("inf") else "swiglu"),
             "shared_experts": 0 if shared is None else 1,
             "shared_expert_gate": bool(shared is not None and shared["gate"] is not None),
             "shared_F": None if shared is None else int(shared["w_out"].shape[2]), "replaced_nodes": replaced[:64] + (["..."] if len(replaced) > 64 else []),
             "replaced_node_count": len(replaced)})
-        new_ops[-1].attrs["layer"] = name
+        next(o for o in new_ops if o.name == "moe.combine").attrs["layer"] = name
 
 
 def family_of(attrs: dict, has_bias: bool, ffn: dict) -> str:
@@ -1179,6 +1235,6 @@ class _NoMatch(Exception):
 
 
 def _fewer_experts(E: int, n: int) -> str:
-    return (f"the router scores E={E} experts but the layer has expert FFNs for ids 0..{n - 1} only: the ids >= {n} "
-            f"take another path (e.g. LongCat-Flash's zero-computation experts, which output the token itself "
-            f"times its weight); moe.experts has no such experts, so the layer stays ordinary ops")
+    return (f"the router scores E={E} experts but the layer has expert FFNs for ids 0..{n - 1} only, and taking "
+            f"the ids >= {n} as identity experts (LongCat-Flash's zero-computation experts: the token itself "
+            f"times its weight) with any routing candidate does not reproduce the layer's output on probe tokens")

@@ -51,7 +51,7 @@ XDT = {"f32": 0, "f16": 2}   # MoeTiling.xdt / GmmTiling.cdt: the model's activa
 NP_X = {"f32": np.float32, "f16": np.float16}
 CUBE_COUNTERS = ("mmad_calls", "mmad_macs", "loaddata_calls", "nd2nz_calls", "fixpipe_calls", "mmad_f32", "mmad_bf16",
                  "mmad_f16", "mmad_i8")
-ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5}
+ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5, "relu2": 6}
 SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
 POST = {"none": 0, "softmax": 1, "sigmoid": 2, "sparsemixer": 3}
 NORM = {"none": 0, "sum": 1, "l1": 2}

@@ -24,6 +24,8 @@ NEW_ROUTES = {
     # AXK2: groups not kept get selection score 0, not -inf: raw (negative) logits lose to them
     "group_fill_zero": (dict(scoring='"none"', n_group="4 : i64", topk_group="2 : i64", group_fill="0.0 : f64"),
                         {"k": 4}),
+    # ERGO's experts: squared ReLU (an expert activation, on the same path as the routing cases)
+    "relu2_experts": (dict(norm='"sum"'), {"k": 2, "act": "relu2", "b_out": True}),
 }
 
 
@@ -104,7 +106,19 @@ def test_new_route_attributes_on_every_target(name, target, tmp_path):
         assert not art.plan["host_ops"], art.plan["host_ops"]
 
 
-@pytest.mark.parametrize("name", sorted(NEW_ROUTES))
+def test_relu2_experts_on_triton(tmp_path):
+    """Triton's expert kernels with the squared ReLU, against the reference (interpreter without a GPU)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    ra, kw = NEW_ROUTES["relu2_experts"]
+    m = _module(ra, **kw)
+    art = build_module(m, str(tmp_path / "out"), target="triton")
+    for T in (7, 1):
+        x = _inputs(T)
+        np.testing.assert_allclose(np.asarray(art([x])[0]), run(m, {"x": x})["y"], rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", sorted(k for k in NEW_ROUTES if k != "relu2_experts"))
 def test_new_route_attributes_on_triton(name):
     """Triton's route kernel (interpreter without a GPU) against the reference: weights and ids."""
     torch = pytest.importorskip("torch")
@@ -140,6 +154,9 @@ FAMILIES = {
     # DeepSeek-V3's routing with the groups not kept filled with 0.0 instead of -inf
     "axk2": ("deepseek-v3", {"scoring": "sigmoid", "n_group": 2, "topk_group": 1, "group_fill": 0.0, "k": 2,
                              "norm": "sum", "scale": 2.5}, {}),  # (its shared expert reads [B, S, D]: left beside)
+    # softmax + selection bias, scale 6; the ids past the expert FFNs are identity (zero-computation) experts
+    "longcat_flash": ("longcat-flash", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2, "scale": 6.0},
+                      {"identity_experts": 2}),
 }
 FAST = ("phimoe",)
 
@@ -154,6 +171,11 @@ def _block(arch):
         # fill value decides every token's experts (with -inf, the kept group's would be chosen)
         with torch.no_grad():
             blk.gate.e_score_correction_bias.fill_(-1.5)
+    if arch == "longcat_flash":
+        import torch
+        with torch.no_grad():  # (a buffer: moe_block leaves it 0) a selection bias that changes the choices
+            b = blk.router.e_score_correction_bias
+            b.copy_(torch.linspace(-0.3, 0.3, b.numel()))
     return blk
 
 
@@ -182,3 +204,27 @@ def test_real_block_is_recognised_and_exact(arch):
     assert (layers[0]["E"], layers[0]["k"], layers[0]["D"]) == (4, 2, D)
     assert sum(o.name == "moe.experts" for o in m.main.ops) == 1
     _exact(blk, m, D)
+
+
+ONNX_CELLS = [(a, e) for a in ("phimoe", "ernie4_5_moe", "llama4_text", "axk2", "longcat_flash")
+              for e in ("dynamo", "torchscript") if (a, e) != ("longcat_flash", "dynamo")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,exporter", ONNX_CELLS)
+def test_onnx_export_of_real_block_is_recognised_and_exact(arch, exporter, tmp_path):
+    """Both torch.onnx exporters: the dynamo export writes the -inf fill of PhiMoE's second pick as a
+    ConstantOfShape and Llama-4's gate/up split with a positive axis; the same families and routing.
+    (LongCat's dynamo export has an ONNX Mod that moec's importer does not take yet.)"""
+    torch = pytest.importorskip("torch")
+    from hf_survey import _wrap_first
+    from test_hf_models import D, export_onnx, first_output, recognise_onnx
+    blk = _block(arch)
+    m, layers = recognise_onnx(export_onnx(_wrap_first(blk), tmp_path / "b.onnx", exporter == "dynamo"))
+    fam, routing, fields = FAMILIES[arch]
+    assert [la["family"] for la in layers] == [fam], layers
+    assert {k: layers[0]["routing"].get(k) for k in routing} == routing
+    xs = torch.randn(1, 3, D, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = first_output(blk(xs)).numpy()
+    np.testing.assert_allclose(list(run(m, [xs.numpy()]).values())[0], want, rtol=1e-4, atol=1e-5)

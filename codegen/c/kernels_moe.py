@@ -8,7 +8,7 @@ _POST = {"none": "MOEC_POST_NONE", "softmax": "MOEC_POST_SOFTMAX", "sigmoid": "M
          "sparsemixer": "MOEC_POST_SPARSEMIXER"}
 _NORM = {"none": "MOEC_NORM_NONE", "sum": "MOEC_NORM_SUM", "l1": "MOEC_NORM_L1"}
 _ACT = {"swiglu": "MOEC_ACT_SWIGLU", "gelu": "MOEC_ACT_GELU", "gelu_tanh": "MOEC_ACT_GELU_TANH",
-        "relu": "MOEC_ACT_RELU", "silu": "MOEC_ACT_SILU", "identity": "MOEC_ACT_IDENTITY"}
+        "relu": "MOEC_ACT_RELU", "silu": "MOEC_ACT_SILU", "identity": "MOEC_ACT_IDENTITY", "relu2": "MOEC_ACT_RELU2"}
 _WEIGHTS_AT = {"none": 0, "input": 1, "output": 2}
 _WQ = {"bf16": "MOEC_WQ_BF16", "int8": "MOEC_WQ_INT8", "int4": "MOEC_WQ_INT4"}
 

@@ -45,6 +45,9 @@ def _act(g, u, ACT: tl.constexpr, alpha, beta, limit, CLAMP: tl.constexpr):
         return tl.maximum(g, 0.0)
     elif ACT == 4:
         return g * _sigmoid(g)
+    elif ACT == 6:  # squared ReLU
+        r = tl.maximum(g, 0.0)
+        return r * r
     else:
         return g
 

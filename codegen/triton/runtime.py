@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from . import kernels as K  # noqa: E402
 from . import tuning  # noqa: E402
 
-ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5}
+ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5, "relu2": 6}
 SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
 POST = {"none": 0, "softmax": 1, "sigmoid": 2, "sparsemixer": 3}
 NORM = {"none": 0, "sum": 1, "l1": 2}

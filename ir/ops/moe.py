@@ -29,7 +29,7 @@ POST = ("none", "softmax", "sigmoid", "sparsemixer")
 NORM = ("none", "sum", "l1")
 GROUP_SCORE = ("max", "top2_sum")
 TIE = ("low", "high")
-ACTIVATIONS = ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity")
+ACTIVATIONS = ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity", "relu2")  # relu2: relu(h)^2
 GATED = ("swiglu",)
 GATE_LAYOUT = ("concat", "interleaved")
 DISPATCH = ("sort_pad", "token_gemv", "capacity")
@@ -362,6 +362,9 @@ def apply_activation(h: np.ndarray, attrs, F: int) -> np.ndarray:
         return g * _sigmoid(attrs["alpha"] * g) * (u + attrs["beta"])
     if act == "relu":
         return np.maximum(h, 0)
+    if act == "relu2":  # squared ReLU (transformers' "relu2"): NaN passes, as in relu
+        r = np.where(h < 0, np.zeros((), h.dtype), h)
+        return r * r
     if act == "silu":
         return h * _sigmoid(h)
     if act == "gelu":

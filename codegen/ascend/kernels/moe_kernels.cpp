@@ -451,6 +451,9 @@ __aicore__ inline void act_chunk(const MoeTiling &t, const LocalTensor<float> &a
     Muls(a, a, 0.5f, n);
   } else if (t.act == 3) {
     Relu(a, g, n);
+  } else if (t.act == 6) {  // squared ReLU
+    Relu(a, g, n);
+    Mul(a, a, a, n);
   } else if (t.act == 4) {
     sigmoid_vec(a, g, 1.0f, n);
     Mul(a, a, g, n);

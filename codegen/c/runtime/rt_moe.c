@@ -173,6 +173,7 @@ int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *orde
 static double act1(const moec_ffn_params *p, double h) {
   switch (p->act) {
     case MOEC_ACT_RELU: return h < 0 ? 0 : h; /* NaN passes, as in the reference and onnxruntime */
+    case MOEC_ACT_RELU2: return h < 0 ? 0 : h * h;
     case MOEC_ACT_SILU: return h * sigm(h);
     case MOEC_ACT_GELU: return 0.5 * h * (1.0 + erf(h / sqrt(2.0)));
     case MOEC_ACT_GELU_TANH: return 0.5 * h * (1.0 + tanh(0.7978845608028654 * (h + 0.044715 * h * h * h)));

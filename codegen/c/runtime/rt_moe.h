@@ -8,7 +8,7 @@ enum moec_moe_post { MOEC_POST_NONE = 0, MOEC_POST_SOFTMAX = 1, MOEC_POST_SIGMOI
 enum moec_moe_norm { MOEC_NORM_NONE = 0, MOEC_NORM_SUM = 1, MOEC_NORM_L1 = 2 };
 enum moec_moe_act {
   MOEC_ACT_SWIGLU = 0, MOEC_ACT_GELU = 1, MOEC_ACT_GELU_TANH = 2, MOEC_ACT_RELU = 3, MOEC_ACT_SILU = 4,
-  MOEC_ACT_IDENTITY = 5
+  MOEC_ACT_IDENTITY = 5, MOEC_ACT_RELU2 = 6
 };
 
 typedef struct moec_route_params {

@@ -914,6 +914,7 @@ static void phase2(void *arg, int64_t row) {
       float v = h[f];
       switch (p->act) {
         case MOEC_ACT_RELU: a[f] = v < 0 ? 0 : v; break; /* NaN passes */
+        case MOEC_ACT_RELU2: a[f] = v < 0 ? 0 : v * v; break;
         case MOEC_ACT_SILU: a[f] = v * sigm_f(v); break;
         case MOEC_ACT_GELU: a[f] = 0.5f * v * (1.0f + erff(v * 0.70710678f)); break;
         case MOEC_ACT_GELU_TANH: a[f] = 0.5f * v * (1.0f + tanhf(0.79788456f * (v + 0.044715f * v * v * v))); break;
