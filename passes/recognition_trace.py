@@ -180,9 +180,10 @@ def _try_layer(root, loc, outer):
     if "experts" in loc:
         experts = loc["experts"]
         why, odd = _not_projections(loc.get("L"), loc.get("between") or set())
+        traced, tnodes = _traced_split(loc.get("L"), loc.get("between") or set())
         return "experts", (f"found {len(experts)} expert FFN(s) (up projection(s), activation, down projection "
-                           f"of token rows) where the router scores E={E} experts" + why), \
-            [node(e.down.op) for e in experts] + odd or [node(root)]
+                           f"of token rows) where the router scores E={E} experts" + why + traced), \
+            [node(e.down.op) for e in experts] + odd + tnodes or [node(root)]
     return "layer", "stopped while locating the layer", [node(root)]
 
 
@@ -200,6 +201,30 @@ def _weight_origin(v, depth: int = 4) -> str:
         return (f"Gather {short(o)} of the constant {o.operands[0].type} stack by a run-time index "
                 f"(computed from the routing), not a constant weight")
     return f"computed by {short(o)} ({o.name}), not a constant"
+
+
+def _traced_split(L, region) -> tuple:
+    """A Split of the token rows into per-expert blocks by constant sizes: the exporter traced the number
+    of tokens each expert received on its example input (``expert_size.tolist()`` in a TorchScript export of
+    JetMoE / GraniteMoE), so the graph is only right for that routing; ' (...)' text and the node."""
+    if L is None:
+        return "", []
+    import numpy as np
+    for o in L.f.ops:
+        if id(o) not in region or o.name != "moec.split" or len(o.operands) < 2 or o.operands[1] is None:
+            continue
+        try:
+            sizes = L.const_array(o.operands[1])
+        except Exception:  # noqa: BLE001
+            sizes = None
+        if sizes is None or o.operands[0].type.rank != 2 or o.attrs.get("axis") not in (0, -2):
+            continue
+        sizes = [int(v) for v in np.asarray(sizes).reshape(-1)]
+        return (f"; the token rows are split into per-expert blocks of constant sizes {sizes} at {short(o)}: the "
+                f"exporter traced how many tokens each expert got on its example input (e.g. expert_size.tolist()), "
+                f"so this export is only right for that routing (export it with dynamo, or from a later transformers "
+                f"release)"), [node(o)]
+    return "", []
 
 
 def _not_projections(L, region) -> tuple:

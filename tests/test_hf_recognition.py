@@ -228,3 +228,28 @@ def test_onnx_export_of_real_block_is_recognised_and_exact(arch, exporter, tmp_p
     with torch.no_grad():
         want = first_output(blk(xs)).numpy()
     np.testing.assert_allclose(list(run(m, [xs.numpy()]).values())[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_explain_names_a_split_traced_from_the_example_input():
+    """transformers 4.x GraniteMoE / JetMoE traced by TorchScript split the sorted token rows by the per-expert
+    counts of the example input (``expert_size.tolist()`` became constants): not recognised, and --explain
+    says why, naming the Split and its sizes."""
+    import gzip
+    import os
+    pytest.importorskip("onnx")
+    import onnx
+    from moec.frontend.onnx_import import import_model
+    from moec.passes.base import run_to_fixed_point
+    from moec.passes.dce import DeadCodeElimination
+    from moec.passes.fold_constants import FoldConstants
+    from moec.passes.recognize_moe import RecognizeMoE
+    from moec.passes.recognition_trace import format_explain, recognition_of
+    p = os.path.join(os.path.dirname(__file__), "fixtures", "hf4x", "granitemoe_block_torchscript.onnx.gz")
+    if not os.path.exists(p):
+        pytest.skip("the 4.x fixtures are not in this checkout")
+    m = import_model(onnx.load_from_string(gzip.open(p).read()))
+    run_to_fixed_point(m, [FoldConstants(), DeadCodeElimination()])
+    run_to_fixed_point(m, [RecognizeMoE(), DeadCodeElimination()])
+    assert not m.attrs.get("moec.moe_layers")
+    text = "\n".join(format_explain(recognition_of(m)))
+    assert "split into per-expert blocks of constant sizes [" in text and "Split" in text, text
