@@ -224,8 +224,8 @@ def test_grouped_matmul_layout_mistakes_are_caught(tmp_path, mutation):
 
 
 # Ascend compiles the recognised moe.* ops, which do not depend on the exporter (tests/test_zoo.py proves
-# every export recognised on cpu): by default one export of each family (zoo.ASCEND_EXPORTS) and every
-# hand-built graph; `-m slow` adds the other export of each family.
+# every export recognised on cpu): by default one export of each family (zoo.ASCEND_EXPORTS) and half of the
+# hand-built graphs (zoo.zoo_params); `-m slow` adds the rest, test_zoo_on_triton runs the other half.
 @pytest.mark.parametrize("name", list(zoo_params("ascend")))
 def test_zoo_on_ascend(name, tmp_path):
     e = next(z for z in ZOO if z.name == name)

@@ -16,8 +16,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "examples", "mixtral_like.onnx")
 
 
-# by default every hand-built graph and one export of each family (the one test_ascend.py does not run);
-# tests/test_zoo.py proves every export recognised on cpu.  -m slow adds the other export.
+# by default the half of the zoo that test_ascend.py does not run (zoo.zoo_params: one export of each family,
+# half of the hand-built graphs); tests/test_zoo.py proves every entry recognised on cpu.  -m slow: the rest.
 @pytest.mark.parametrize("name", list(zoo_params("triton")))
 def test_zoo_on_triton(name, tmp_path):
     e = next(z for z in ZOO if z.name == name)
