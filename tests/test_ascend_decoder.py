@@ -6,9 +6,9 @@ activations (Q.K^T, P.V, batched over heads with the GQA expand; grouped_matmul 
 lists no host op.  Values computed from the input shapes alone (positions, the rotary cos/sin tables, the
 causal mask) are "tiling": evaluated once per input shape, as a CANN host tiling function does.
 
-Default run: a hand-written attention block in ONNX and the layout kernels against numpy (seconds).  ``-m slow``:
-the block in f16, and tiny random 2-layer
-transformers CausalLMs (Mixtral, Qwen2-MoE, DeepSeek-V3) exported by torch.onnx (dynamo), compiled with the CLI and
+Default run: a hand-written attention block in ONNX, the layout kernels and vec_mask's float comparisons against
+numpy (seconds).  ``-m slow``: the block in f16, and tiny random 2-layer transformers CausalLMs (Mixtral with eager
+and with sdpa attention, Qwen2-MoE, DeepSeek-V3) exported by torch.onnx (dynamo), compiled with the CLI and
 checked against onnxruntime."""
 from __future__ import annotations
 
@@ -191,14 +191,49 @@ def test_mask_ops_run_on_the_npu(tmp_path):
     assert art.launches.get("vec_mask", 0) >= 5 and not art.host_ops
 
 
-def _causal_lm(arch: str):
+@pytest.mark.parametrize("dt", [np.float32, np.float16])
+def test_float_comparisons_on_vec_mask(dt, tmp_path):
+    """Equal / Less / LessOrEqual / Greater / GreaterOrEqual and IsNaN / IsInf (which the front end lowers to
+    comparisons) on vec_mask's Compare, f32 and f16, full, row, per-row and scalar operands, bit for bit against
+    numpy with NaN (unequal to itself, unordered), +-inf, -0 == +0 and subnormals; several chunks and a tail."""
+    n = helper.make_node
+    nodes = [n("IsNaN", ["x"], ["nan"]), n("Less", ["x", "y"], ["lt"]), n("LessOrEqual", ["x", "z"], ["le"]),
+             n("Greater", ["x", "ninf"], ["gt"]), n("GreaterOrEqual", ["y", "x"], ["ge"]), n("Equal", ["x", "y"], ["eq"]),
+             n("IsInf", ["x"], ["inf"]), n("Equal", ["x", "x"], ["self"])]
+    outs = ["nan", "lt", "le", "gt", "ge", "eq", "inf", "self"]
+    model = make_model(nodes, [("x", dt, [2, "S"]), ("y", dt, [1, "S"]), ("z", dt, [2, 1])],
+                       [(o, np.bool_, None) for o in outs], {"ninf": np.array(-np.inf, dt)}, name="compare")
+    out = str(tmp_path / "out")
+    assert compile_onnx(model, out, CompileOptions(target="ascend", symbol_sizes=(300, 1))).report["verified"]
+    assert _plan(out)["host_ops"] == {}, _plan(out)["host_ops"]
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    rng = np.random.default_rng(0)
+    tiny = np.finfo(dt).smallest_subnormal
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, tiny, -tiny, np.finfo(dt).max, 1.0, -1.0], dt)
+    S = 2500
+    x = rng.choice(special, (2, S)).astype(dt)
+    x[:, ::3] = rng.standard_normal((2, len(range(0, S, 3)))).astype(dt)
+    y = x[1:].copy()                             # equal where row 1 has no NaN
+    y[:, ::2] = rng.choice(special, (1, len(range(0, S, 2))))
+    z = np.array([[np.nan], [-0.0]], dt)
+    got = art([x, y, z])
+    with np.errstate(invalid="ignore"):
+        want = [np.isnan(x), x < y, x <= z, x > -np.inf, y >= x, x == y, np.isinf(x), x == x]
+    for name, g, w in zip(outs, got, want):
+        assert g.dtype == np.bool_ and g.shape == w.shape, (name, g.dtype, g.shape)
+        np.testing.assert_array_equal(g, w, err_msg=name)
+    assert all(w.any() and not w.all() for w in want[:2] + want[3:]) and not want[2][0].any() and want[2][1].any()
+    assert art.launches.get("vec_mask", 0) >= 8 and not art.host_ops, art.launches
+
+
+def _causal_lm(arch: str, attn: str = "eager"):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from transformers import AutoConfig, AutoModelForCausalLM
     kw = dict(TINY_LM, **LM_EXTRA.get(arch, {}))
     cfg = AutoConfig.for_model(arch, **{k: v for k, v in kw.items() if v is not None})
     cfg._experts_implementation = "batched_mm"
-    cfg._attn_implementation = "eager"  # sdpa's decomposition adds IsNaN, which moec's ONNX front end lacks
+    cfg._attn_implementation = attn  # transformers' default, sdpa, exports IsNaN on the scores (vec_mask's Compare)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -220,15 +255,17 @@ def _causal_lm(arch: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,layers", [("mixtral", ["mixtral"] * 2), ("qwen2_moe", ["qwen2-moe"] * 2),
-                                         ("deepseek_v3", ["deepseek-v3"] * 2)])
-def test_real_causal_lm_has_no_host_ops(arch, layers, tmp_path):
+@pytest.mark.parametrize("arch,layers,attn", [("mixtral", ["mixtral"] * 2, "eager"), ("mixtral", ["mixtral"] * 2, "sdpa"),
+                                              ("qwen2_moe", ["qwen2-moe"] * 2, "eager"),
+                                              ("deepseek_v3", ["deepseek-v3"] * 2, "eager")])
+def test_real_causal_lm_has_no_host_ops(arch, layers, attn, tmp_path):
     """A tiny random 2-layer transformers CausalLM, dynamo ONNX export with input_ids, ``moec compile --target
-    ascend``: both MoE layers recognised, every op on the NPU (or tiling), verified against onnxruntime."""
+    ascend``: both MoE layers recognised, every op on the NPU (or tiling), verified against onnxruntime.  sdpa
+    attention (transformers' default) exports IsNaN on the attention weights: equal(x, x) runs on vec_mask."""
     import onnxruntime as ort
     import torch
     from moec.cli import main
-    lm = _causal_lm(arch)
+    lm = _causal_lm(arch, attn)
     path = str(tmp_path / "lm.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -240,12 +277,16 @@ def test_real_causal_lm_has_no_host_ops(arch, layers, tmp_path):
     assert rep["verified"] and [la["family"] for la in rep["moe_layers"]] == layers, rep["moe_layers"]
     plan = _plan(str(out))
     assert plan["host_ops"] == {}, plan["host_ops"]
+    if attn == "sdpa":
+        assert any(st["op"] == "moec.equal" and st["where"] == "npu" and st["kernels"] == ["vec_mask"]
+                   for st in plan["steps"]), "IsNaN's comparison is not on vec_mask"
     art = get_backend("ascend", "Ascend910B2").load(str(out))
     sess = ort.InferenceSession(path)
     ids = np.random.default_rng(3).integers(0, 128, (1, 11))
     np.testing.assert_allclose(art([ids])[0], sess.run(None, {"input_ids": ids})[0], rtol=1e-4, atol=1e-5)
     assert not art.host_ops
-    for k in ("vec_gather", "vec_copy", "grouped_matmul", "moe_gating", "moe_finalize"):
+    for k in ("vec_gather", "vec_copy", "grouped_matmul", "moe_gating", "moe_finalize") + (("vec_mask",) if attn == "sdpa"
+                                                                                        else ()):
         assert art.launches.get(k, 0) > 0, (k, art.launches)
 
 

@@ -300,7 +300,8 @@ def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) 
                                                              else "vec_copy")
         return {"kernel": kern, "tokens": T, "blockDim": cores,
                 "estimate_us": round(t * 1e6, 2), "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
-    return {"kernel": "vec_rowwise" if o.name in ROWWISE else "vec_elementwise", "tokens": T, "blockDim": cores,
+    kern = "vec_rowwise" if o.name in ROWWISE else "vec_mask" if o.name in MASK_OPS else "vec_elementwise"
+    return {"kernel": kern, "tokens": T, "blockDim": cores,
             "estimate_us": round(t * 1e6, 2), "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
 
 
@@ -536,8 +537,10 @@ def scatter_nd_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
     return out
 
 
-# -- the boolean side: vec_mask (Cast to bool, and / or / not, Where) ----------------------------------------
-MASK_OPS = {"moec.cast": 0, "moec.and": 1, "moec.or": 2, "moec.not": 3, "moec.select": 4}
+# -- the boolean side: vec_mask (Cast to bool, and / or / not, Where, float comparisons) ----------------------
+MASK_OPS = {"moec.cast": 0, "moec.and": 1, "moec.or": 2, "moec.not": 3, "moec.select": 4,
+            "moec.equal": 5, "moec.less": 6, "moec.less_equal": 7, "moec.greater": 8, "moec.greater_equal": 9}
+MASK_CMP = 5  # op codes from here on: a (cmp) b on f32 / f16 operands, a 0/1 byte out
 MASK_AIN = {"i64": 8, "i32": 4, "i1": 1}
 MASK_FIELDS = ("n", "op", "ain", "vdt", "amode", "bmode", "tile")
 MASK_TILE = 2048  # elements per chunk: about 66 bytes of Unified Buffer each (the kernel's buffers)
@@ -552,28 +555,35 @@ def mask_reason(o) -> Optional[str]:
     if o.name == "moec.select":
         v = o.results[0].type.dtype.mlir
         return None if v in DT_CODE else f"select of {v} values (vec_mask selects f32 or f16)"
+    if MASK_OPS[o.name] >= MASK_CMP:
+        v = o.operands[0].type.dtype.mlir
+        if v in DT_CODE:
+            return None
+        # Compare works on float/half here; an int32 or int64 ordering would need an exact integer path (float
+        # loses integers past 2^24; int64 is two words)
+        return f"comparison of {v} operands (vec_mask compares f32 or f16; integer comparisons stay on the host)"
     return None  # and / or / not: i1 by the IR's rules
 
 
 def mask_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
-    """vec_mask: operands broadcast to the output by vec_copy first (Where's scalar values are passed as such)."""
+    """vec_mask: operands broadcast to the output by vec_copy first (the scalar values of Where and of the
+    comparisons are passed as such)."""
     op = MASK_OPS[o.name]
     out_shape = tuple(np.broadcast_shapes(*[np.shape(a) for a in args]))
     full = lambda a, dt: expand_to(art, np.ascontiguousarray(a, dt), out_shape) if np.shape(a) != out_shape \
         else np.ascontiguousarray(a, dt)  # noqa: E731
     kw = dict(op=op, tile=MASK_TILE, n=int(np.prod(out_shape, dtype=np.int64)))
-    if op == 4:
-        dt = op_dtype(o)
+    if op >= 4:  # Where (cond, a, b) or a comparison (a, b): float / half values, full or one scalar each
+        dt = op_dtype(o) if op == 4 else o.operands[0].type.dtype.mlir
         npt = NP_DT[dt]
-        out = np.zeros(out_shape, npt)
-        c = full(args[0], np.bool_)
+        out = np.zeros(out_shape, npt if op == 4 else np.bool_)
         vals = []
-        for key, v in (("amode", args[1]), ("bmode", args[2])):
+        for key, v in (("amode", args[-2]), ("bmode", args[-1])):
             sc = np.size(v) == 1
             kw[key] = int(sc)
             vals.append(np.ascontiguousarray(v, npt).reshape(-1) if sc else full(v, npt))
         kw["vdt"] = DT_CODE[dt]
-        arrays = [vals[0], vals[1], c, out]
+        arrays = [vals[0], vals[1], full(args[0], np.bool_) if op == 4 else vals[0], out]
     else:
         out = np.zeros(out_shape, np.bool_)
         a = np.asarray(args[0])

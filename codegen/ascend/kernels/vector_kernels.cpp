@@ -651,16 +651,22 @@ extern "C" __global__ __aicore__ void vec_transpose(GM_ADDR src, GM_ADDR dst, GM
 //             bool a -- ONNX Cast to bool
 //   K_AND / K_OR / K_NOT on bool operands
 //   K_SELECT  out = cond ? a : b (ONNX Where) for float or half a, b (full, or one scalar each)
+//   K_EQ / K_LT / K_LE / K_GT / K_GE  out = a (cmp) b for float or half a, b (full, or one scalar each): Compare on
+//             the operands' own type (no widening), IEEE like numpy -- NaN is unequal to everything and unordered
+//             (equal(x, x) is ONNX IsNaN's complement), +-inf compare as values, -0 == +0 -- its bit per element
+//             turned into a 0/1 byte by Select of 1.0 / 0.0 and the narrowing below
 // The bytes are widened to float in the Unified Buffer (Cast uint8 -> half -> float), combined by Mul / Max /
 // Muls+Adds, and narrowed back (float -> half -> uint8, exact for 0/1).  Select uses Compare (a bit per element,
 // on whole 256-byte repeats: the chunk is padded to 64 elements) and Select, so infinities and NaN in a and b
-// pass through unchanged.  Operands arrive broadcast already (vec_copy), except Select's scalar values.
-enum MaskOp : int32_t { K_NE0 = 0, K_AND = 1, K_OR = 2, K_NOT = 3, K_SELECT = 4 };
+// pass through unchanged.  Operands arrive broadcast already (vec_copy), except Select's and the comparisons'
+// scalar values.
+enum MaskOp : int32_t { K_NE0 = 0, K_AND = 1, K_OR = 2, K_NOT = 3, K_SELECT = 4, K_EQ = 5, K_LT = 6, K_LE = 7,
+                        K_GT = 8, K_GE = 9 };
 struct MaskTiling {
   int32_t n, op;
   int32_t ain;           // K_NE0: a's type, 8 int64, 4 int32, 1 bool
-  int32_t vdt;           // K_SELECT: the values' type, 0 float, 2 half
-  int32_t amode, bmode;  // K_SELECT: 0 full, 1 scalar
+  int32_t vdt;           // K_SELECT, comparisons: the values' type, 0 float, 2 half
+  int32_t amode, bmode;  // K_SELECT, comparisons: 0 full, 1 scalar
   int32_t tile;          // elements per chunk, a multiple of 256
 };
 
@@ -668,17 +674,22 @@ template <typename V>
 __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const MaskTiling &t) {
   const uint32_t TL = t.tile;
   const uint64_t n = t.n;
-  const bool sel = t.op == K_SELECT, two = t.op == K_AND || t.op == K_OR;
+  const bool sel = t.op == K_SELECT, two = t.op == K_AND || t.op == K_OR, cmp = t.op >= K_EQ;
+  const bool vals = sel || cmp;  // a and b are float / half values (streamed through qb, qv)
   GlobalTensor<uint8_t> gc, gb8, gout8;
   GlobalTensor<int32_t> ga32;
   GlobalTensor<uint8_t> ga8;
   GlobalTensor<V> gva, gvb, gvo;
   const uint32_t aw = t.op == K_NE0 ? (t.ain == 8 ? 2 : t.ain == 4 ? 1 : 0) : 0;  // int32 words per element
-  if (sel) {
-    gc.SetGlobalBuffer((__gm__ uint8_t *)c, n);
+  if (vals) {
     gva.SetGlobalBuffer((__gm__ V *)a, t.amode ? 1 : n);
     gvb.SetGlobalBuffer((__gm__ V *)b, t.bmode ? 1 : n);
+  }
+  if (sel) {
+    gc.SetGlobalBuffer((__gm__ uint8_t *)c, n);
     gvo.SetGlobalBuffer((__gm__ V *)out, n);
+  } else if (cmp) {
+    gout8.SetGlobalBuffer((__gm__ uint8_t *)out, n);
   } else {
     if (aw) ga32.SetGlobalBuffer((__gm__ int32_t *)a, n * aw);
     else ga8.SetGlobalBuffer((__gm__ uint8_t *)a, n);
@@ -691,7 +702,7 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
   TBuf<TPosition::VECCALC> bfa, bfb, bfc, bh, bbits, boff, bzero;
   pipe.InitBuffer(qa, 2, TL * 8);
   pipe.InitBuffer(qb, 2, TL * 4);
-  if (sel) pipe.InitBuffer(qv, 2, TL * 4);
+  if (vals) pipe.InitBuffer(qv, 2, TL * 4);
   pipe.InitBuffer(qo, 2, TL * 4);
   pipe.InitBuffer(bfa, TL * 8);
   pipe.InitBuffer(bfb, TL * 4);
@@ -706,7 +717,8 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
   LocalTensor<uint32_t> off = boff.Get<uint32_t>();
   Duplicate(zero, 0.0f, (int32_t)TL);
   for (uint32_t i = 0; i < TL; i++) off.SetValue(i, i * 8);  // int64 lo/hi halves: bytes 8i and 8i + 4
-  const float sa = sel && t.amode ? (float)gva.GetValue(0) : 0.f, sb = sel && t.bmode ? (float)gvb.GetValue(0) : 0.f;
+  const V va = vals && t.amode ? gva.GetValue(0) : (V)0.f, vb = vals && t.bmode ? gvb.GetValue(0) : (V)0.f;
+  const float sa = (float)va, sb = (float)vb;
   DataCopyPadExtParams<uint8_t> pad8{false, 0, 0, 0};
   DataCopyPadExtParams<int32_t> pad32{false, 0, 0, 0};
   DataCopyPadExtParams<V> padv{false, 0, 0, (V)0.f};
@@ -719,16 +731,19 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
       Cast(hh, src, RoundMode::CAST_NONE, mp);
       Cast(dst, hh, RoundMode::CAST_NONE, mp);
     };
-    LocalTensor<uint8_t> ta = qa.AllocTensor<uint8_t>();
-    if (sel) DataCopyPad(ta, gc[e0], DataCopyExtParams{1, m, 0, 0, 0}, pad8);
-    else if (aw) {
-      LocalTensor<int32_t> t32 = ta.template ReinterpretCast<int32_t>();
-      DataCopyPad(t32, ga32[e0 * aw], DataCopyExtParams{1, m * 4 * aw, 0, 0, 0}, pad32);
-    } else DataCopyPad(ta, ga8[e0], DataCopyExtParams{1, m, 0, 0, 0}, pad8);
-    qa.EnQue(ta);
-    ta = qa.DeQue<uint8_t>();
-    LocalTensor<uint8_t> tb, tv;  // tb: b (bool) or Select's full a values; tv: Select's full b values
-    if (two || sel) {
+    LocalTensor<uint8_t> ta;
+    if (!cmp) {  // the bool / integer operand, or Select's condition
+      ta = qa.AllocTensor<uint8_t>();
+      if (sel) DataCopyPad(ta, gc[e0], DataCopyExtParams{1, m, 0, 0, 0}, pad8);
+      else if (aw) {
+        LocalTensor<int32_t> t32 = ta.template ReinterpretCast<int32_t>();
+        DataCopyPad(t32, ga32[e0 * aw], DataCopyExtParams{1, m * 4 * aw, 0, 0, 0}, pad32);
+      } else DataCopyPad(ta, ga8[e0], DataCopyExtParams{1, m, 0, 0, 0}, pad8);
+      qa.EnQue(ta);
+      ta = qa.DeQue<uint8_t>();
+    }
+    LocalTensor<uint8_t> tb, tv;  // tb: b (bool) or the a values (Select, comparisons); tv: the b values
+    if (two || vals) {
       tb = qb.AllocTensor<uint8_t>();
       if (two) DataCopyPad(tb, gb8[e0], DataCopyExtParams{1, m, 0, 0, 0}, pad8);
       else if (!t.amode)
@@ -737,7 +752,7 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
       qb.EnQue(tb);
       tb = qb.DeQue<uint8_t>();
     }
-    if (sel) {
+    if (vals) {
       tv = qv.AllocTensor<uint8_t>();
       if (!t.bmode)
         DataCopyPad(tv.template ReinterpretCast<V>(), gvb[e0], DataCopyExtParams{1, (uint32_t)(m * sizeof(V)), 0, 0, 0},
@@ -758,6 +773,15 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
         Muls(fb, fa, 1.0f, mp);
       }
       Mins(fb, fb, 1.0f, mp);
+    } else if (cmp) {
+      LocalTensor<V> xa = tb.template ReinterpretCast<V>(), xb = tv.template ReinterpretCast<V>();
+      if (t.amode) Duplicate(xa, va, (int32_t)mp);
+      if (t.bmode) Duplicate(xb, vb, (int32_t)mp);
+      const CMPMODE cm = t.op == K_EQ ? CMPMODE::EQ : t.op == K_LT ? CMPMODE::LT : t.op == K_LE ? CMPMODE::LE
+                       : t.op == K_GT ? CMPMODE::GT : CMPMODE::GE;
+      Compare(bits, xa, xb, cm, mp);
+      Duplicate(fc, 1.0f, (int32_t)mp);
+      Select(fb, bits, fc, zero, SELMODE::VSEL_TENSOR_TENSOR_MODE, mp);
     } else if (!sel) {
       widen8(ta, fb);
       if (t.op == K_NE0) Mins(fb, fb, 1.0f, mp);
@@ -789,9 +813,9 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
       LocalTensor<V> vo = to.template ReinterpretCast<V>();
       narrow(vo, fa, mp);
     }
-    qa.FreeTensor(ta);
-    if (two || sel) qb.FreeTensor(tb);
-    if (sel) qv.FreeTensor(tv);
+    if (!cmp) qa.FreeTensor(ta);
+    if (two || vals) qb.FreeTensor(tb);
+    if (vals) qv.FreeTensor(tv);
     qo.EnQue(to);
     to = qo.DeQue<uint8_t>();
     if (sel) DataCopyPad(gvo[e0], to.template ReinterpretCast<V>(), DataCopyExtParams{1, (uint32_t)(m * sizeof(V)), 0, 0, 0});
