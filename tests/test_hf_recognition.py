@@ -253,3 +253,86 @@ def test_explain_names_a_split_traced_from_the_example_input():
     assert not m.attrs.get("moec.moe_layers")
     text = "\n".join(format_explain(recognition_of(m)))
     assert "split into per-expert blocks of constant sizes [" in text and "Split" in text, text
+
+
+# -- the new rules on modules written another way (same math: recognised; other math: near misses) --------
+
+def _variant_module(variant: str):
+    """A zoo MixtralFused-style loop (stacked gate_up / down weights, per-expert index_add) whose router is
+    ``variant``: the rules added for the real families, spelled differently, and look-alikes that differ."""
+    import torch
+    import torch.nn.functional as F
+    from moec.zoo.modules import MixtralFused
+
+    class Variant(MixtralFused):
+        def __init__(self):
+            super().__init__(d=16, f=24, e=4 + (2 if "identity" in variant else 0), k=2)
+            if "identity" in variant:  # 4 expert FFNs; router outputs 4 and 5 are identity experts
+                self.gate_up_proj = torch.nn.Parameter(self.gate_up_proj[:4].clone())
+                self.down_proj = torch.nn.Parameter(self.down_proj[:4].clone())
+            self.register_buffer("bias", torch.linspace(-0.3, 0.3, self.gate.out_features))
+
+        def route(self, x):
+            logits = self.gate(x)
+            if variant.startswith("argmax"):  # two arg-maxes: the second over the logits with the first pick masked
+                fill = float("-inf") if variant == "argmax_chain" else 0.0
+                i1 = logits.argmax(-1, keepdim=True)
+                i2 = logits.scatter(-1, i1, fill).argmax(-1, keepdim=True)
+                ids = torch.cat([i1, i2], -1)
+                w = F.softmax(logits, -1).gather(-1, ids)
+                return w / w.sum(-1, keepdim=True), ids
+            s = F.softmax(logits, -1)
+            ids = torch.topk(s + self.bias, 2, dim=-1).indices
+            w = (s + self.bias if variant == "bias_in_weights" else s).gather(-1, ids)
+            if variant in ("identity", "identity_scaled"):
+                return w * 3.0, ids
+            return w / torch.clamp(w.sum(-1, keepdim=True), min=0.05), ids
+
+        def forward(self, x3):
+            x = x3.reshape(-1, x3.shape[-1])
+            w, ids = self.route(x)
+            out = torch.zeros_like(x)
+            for e in range(self.gate_up_proj.shape[0]):
+                tok, slot = torch.where(ids == e)
+                g, u = F.linear(x[tok], self.gate_up_proj[e]).chunk(2, dim=-1)
+                y = F.linear(F.silu(g) * u, self.down_proj[e])
+                out = out.index_add(0, tok, y * w[tok, slot].unsqueeze(-1))
+            if "identity" in variant:  # ids 4, 5: the token itself (LongCat's zero-computation experts)
+                scale = 2.0 if variant == "identity_scaled" else 1.0
+                wid = torch.where(ids >= 4, w, torch.zeros_like(w)).sum(-1, keepdim=True)
+                out = out + scale * x * wid
+            return out.view(x3.shape)
+
+    torch.manual_seed(0)
+    mod = Variant().eval()
+    if variant == "argmax_chain_fill0":
+        # logits negative about half the time: a 0 fill makes the second arg-max repeat the first pick on the
+        # tokens whose other logits are all negative (top-1 there, top-2 elsewhere: neither routing).  (Every
+        # logit negative would make it exactly top-1, which is then recognised as such.)
+        mod.gate.bias = torch.nn.Parameter(torch.full((mod.gate.out_features,), -0.5))
+    return mod
+
+
+VARIANTS = {  # variant -> family recognised, or None: a near miss that must stay ordinary ops
+    # (softmax(l)[top2] renormalised is the softmax of the top-2 logits: read off the arg-maxes of l, that is
+    # Granite's softmax after top-k, the same numbers as Mixtral's)
+    "argmax_chain": "granite-moe", "clamp_floor": "ernie-4.5", "identity": "longcat-flash",
+    "argmax_chain_fill0": None, "bias_in_weights": None, "identity_scaled": None,
+}
+
+
+@pytest.mark.parametrize("variant", [v if v in ("argmax_chain", "bias_in_weights") else
+                                     pytest.param(v, marks=pytest.mark.slow) for v in sorted(VARIANTS)])
+def test_new_rules_follow_the_math_not_the_spelling(variant):
+    torch = pytest.importorskip("torch")
+    from test_hf_models import recognise
+    mod = _variant_module(variant)
+    m, layers = recognise(mod, torch.randn(2, 5, 16))
+    want_fam = VARIANTS[variant]
+    assert [la["family"] for la in layers] == ([want_fam] if want_fam else []), layers
+    xs = torch.randn(3, 4, 16)
+    with torch.no_grad():
+        want = mod(xs).numpy()
+    np.testing.assert_allclose(list(run(m, [xs.numpy()]).values())[0], want, rtol=1e-4, atol=1e-5)
+    if want_fam == "ernie-4.5":
+        assert layers[0]["routing"]["norm_min"] == pytest.approx(0.05)
