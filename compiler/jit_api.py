@@ -461,6 +461,10 @@ def _verify_module_trials(art, module, example_inputs, weights, name, target, ar
     from .verify import compare, half_trial
     half = [x.dtype for x in example_inputs if isinstance(x, torch.Tensor) and x.dtype in (torch.float16,
                                                                                             torch.bfloat16)]
+    if not half and not any(isinstance(x, torch.Tensor) and x.is_floating_point() for x in example_inputs):
+        # no float input (a CausalLM's input_ids): the module's own parameters say whether it runs in half
+        params = {p.dtype for p in module.parameters()} if hasattr(module, "parameters") else set()
+        half = sorted(params & {torch.float16, torch.bfloat16}, key=str)[:1]
     out = {"oracle": "the module's eager PyTorch output", "verified": True, "max_abs_err": 0.0, "trials": []}
     ref_module = None
     if half:

@@ -663,12 +663,13 @@ class RecognizeMoE(Pass):
         while stack:
             v = stack.pop()
             o = v.owner
-            if o is None or id(o) in anc:
+            if v is x or o is None or id(o) in anc:  # (not past the router's input: an earlier layer's top-ks)
                 continue
             anc.add(id(o))
             if o.name == "moec.topk":
                 topks.append(o)
-            stack.extend(o.operands)
+            if o.name != "moec.shape":  # (a shape reads no values: a size taken off an earlier layer's tensor)
+                stack.extend(o.operands)
         group_topk = [t for t in topks if t.operands[0].type.rank == 2]
         if len(group_topk) != 1:
             raise _NoMatch

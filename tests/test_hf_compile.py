@@ -279,23 +279,25 @@ def causal_lm(arch: str, impl: str = "batched_mm", dtype=torch.float32):
     return model.to(dtype).eval()
 
 
-def test_causal_lm_both_layers_recognised_and_exact():
-    """A 2-layer Mixtral CausalLM (default eager experts) from input_ids [batch, seq], both dims
-    dynamic: both MoE layers recognised, the logits equal the model's own."""
+@pytest.mark.parametrize("arch", ["mixtral"] + [pytest.param(a, marks=pytest.mark.slow) for a in LM_ARCHS[1:]])
+def test_causal_lm_both_layers_recognised_and_exact(arch):
+    """A 2-layer CausalLM (default eager experts) from input_ids [batch, seq], both dims dynamic: both
+    MoE layers recognised (DeepSeek-V3's second group-limited layer is not confused by the first's
+    top-ks upstream), the logits equal the model's own."""
     from moec.passes.base import run_to_fixed_point
     from moec.passes.dce import DeadCodeElimination
     from moec.passes.fold_constants import FoldConstants
     from moec.passes.recognize_moe import RecognizeMoE
-    model = causal_lm("mixtral", "eager")
-    ids = torch.randint(0, 128, (2, 5), generator=torch.Generator().manual_seed(0))
+    model = causal_lm(arch, "eager")
+    ids = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(0))
     m = import_torch(model, (ids,), dynamic_dims={0: {0: "B", 1: "S"}})
     assert model.config.use_cache  # (restored after the export)
     run_to_fixed_point(m, [FoldConstants(), DeadCodeElimination()])
     run_to_fixed_point(m, [RecognizeMoE(), DeadCodeElimination()])
     layers = [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
-    assert [la["family"] for la in layers] == ["mixtral", "mixtral"]
+    assert [la["family"] for la in layers] == [RECOGNISED[arch][0]] * 2
     for shape in ((1, 7), (3, 1)):
-        xs = torch.randint(0, 128, shape, generator=torch.Generator().manual_seed(1))
+        xs = torch.randint(3, 128, shape, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             want = model(xs, use_cache=False).logits.numpy()
         np.testing.assert_allclose(run_ir(m, xs)[0], want, rtol=1e-4, atol=1e-5)
@@ -347,3 +349,29 @@ def test_advanced_indexing_after_full_slices():
     for g, w in zip(run_ir(m, x, i, j), mod(x, i, j)):
         assert g.shape == tuple(w.shape)
         np.testing.assert_array_equal(g, w.numpy())
+
+
+class _Assign(torch.nn.Module):
+    """Slice and element assignment into new tensors (DeepSeek-V3's expand_kv writes the key's rotary
+    part into a slice): aten.slice_scatter, select_scatter, copy (with a cast), empty."""
+
+    def forward(self, x, k):
+        out = x.new_empty(x.shape[0], 3, 8)
+        out[..., :4] = x[:, None, :4]
+        out[..., 4:] = k.to(out.dtype)
+        out[:, -1] = torch.cat([x[:, 2:], x[:, :4]], -1)
+        z = torch.empty_like(x)
+        z.copy_(k[:, 0, :1])
+        return out, z
+
+
+def test_slice_and_copy_assignment_match_torch():
+    x, k = torch.randn(5, 6), torch.randn(5, 1, 4).to(torch.bfloat16)
+    m = import_torch(_Assign(), (x, k), dynamic_dims={0: {0: "T"}, 1: {0: "T"}})
+    names = {o.name for o in m.main.ops}
+    for xs, ks in ((x, k), (torch.randn(2, 6), torch.randn(2, 1, 4).to(torch.bfloat16))):
+        want = _Assign()(xs, ks)
+        got = run_ir(m, xs, ks)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w.numpy())
+    assert "moec.concat" in names

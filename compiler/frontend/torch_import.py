@@ -132,6 +132,8 @@ class _Fx:
     def v(self, a, like: Optional[Value] = None) -> Value:
         """A tensor Value for an FX argument (node, python scalar or SymInt)."""
         import torch.fx
+        if isinstance(a, _Given):
+            return a.value
         if isinstance(a, torch.fx.Node):
             x = self.env[a.name]
             if isinstance(x, _Sym):
@@ -593,6 +595,16 @@ def _clone(fx, n, x, **kw):
     return fx.op1("Identity", [fx.v(x)])
 
 
+@lower("aten.copy.default")
+def _copy(fx, n, dst, src, non_blocking=False):
+    """copy(dst, src): src broadcast to dst's shape in dst's type (the functional form of
+    ``dst.copy_(src)`` / ``dst[...] = src``, DeepSeek-V3's expand_kv)."""
+    dv, sv = fx.v(dst), fx.v(src)
+    if sv.type.dtype != dv.type.dtype:
+        sv = fx.op1("Cast", [sv], to=_onnx_dtype(_t(fx, dst).dtype))
+    return fx.op1("Expand", [sv, fx.op1("Shape", [dv])])
+
+
 @lower("aten._to_copy.default")
 def _to_copy(fx, n, x, dtype=None, **kw):
     val = _t(fx, n)
@@ -706,6 +718,49 @@ def _slice(fx, n, x, dim=0, start=None, end=None, step=1):
         return fx.const([min(int(v), I64_MAX)], np.int64)
     return fx.op1("Slice", [fx.v(x), b(start, 0), b(end, I64_MAX), fx.const([int(dim)], np.int64),
                             fx.const([int(step)], np.int64)])
+
+
+@lower("aten.slice_scatter.default")
+def _slice_scatter(fx, n, x, src, dim=0, start=None, end=None, step=1):
+    """x with x[start:end] along ``dim`` replaced by src (``out[..., :4] = y``): the part of x before
+    the slice, src, the part after it, concatenated (python's slice bounds, as ONNX's Slice reads them)."""
+    import torch.fx
+    if int(step) != 1:
+        raise UnsupportedError(f"{fx._where()}: slice_scatter with step {step}")
+
+    def b(v, default):
+        if v is None:
+            return fx.const([default], np.int64)
+        if isinstance(v, torch.fx.Node):
+            return fx.env[v.name].vector(fx)
+        return fx.const([min(int(v), I64_MAX)], np.int64)
+    xv, axis = fx.v(x), fx.const([int(dim)], np.int64)
+    sv = fx.v(src)
+    if sv.type.dtype != xv.type.dtype:
+        sv = fx.op1("Cast", [sv], to=_onnx_dtype(_t(fx, x).dtype))
+    pre = fx.op1("Slice", [xv, fx.const([0], np.int64), b(start, 0), axis])
+    post = fx.op1("Slice", [xv, b(end, I64_MAX), fx.const([I64_MAX], np.int64), axis])
+    return fx.op1("Concat", [pre, sv, post], axis=int(dim))
+
+
+@lower("aten.select_scatter.default")
+def _select_scatter(fx, n, x, src, dim, index):
+    """x with x.select(dim, index) replaced by src (``out[:, i] = y``)."""
+    size = _t(fx, x).shape[int(dim)]
+    i = int(index)
+    if i < 0:
+        if not isinstance(size, int):
+            raise UnsupportedError(f"{fx._where()}: select_scatter at a negative index of a symbolic dim")
+        i += size
+    src1 = fx.op1("Unsqueeze", [fx.v(src), fx.const([int(dim)], np.int64)])
+    return _slice_scatter(fx, n, x, _Given(src1), dim, i, i + 1)
+
+
+class _Given:
+    """An FX-argument stand-in for a Value already made (fx.v passes it through)."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 @lower("aten.select.int")
