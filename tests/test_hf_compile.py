@@ -375,3 +375,26 @@ def test_slice_and_copy_assignment_match_torch():
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w.numpy())
     assert "moec.concat" in names
+
+
+def test_layer_norm_matches_torch():
+    """aten.native_layer_norm (PhiMoE's decoder norms), with and without an affine part, over 1 and 2 dims."""
+    class LN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.LayerNorm(8)
+            self.b = torch.nn.LayerNorm([3, 8], elementwise_affine=False, eps=1e-3)
+            with torch.no_grad():
+                self.a.weight.normal_()
+                self.a.bias.normal_()
+
+        def forward(self, x):
+            return self.a(x), self.b(x)
+    x = torch.randn(2, 3, 8) * 3 + 1
+    mod = LN().eval()
+    m = import_torch(mod, (x,), dynamic_dims={0: {0: "B"}})
+    for xs in (x, torch.randn(5, 3, 8)):
+        with torch.no_grad():
+            want = mod(xs)
+        for g, w in zip(run_ir(m, xs), want):
+            np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-5)

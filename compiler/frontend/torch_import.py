@@ -538,6 +538,17 @@ def _div_mode(fx, n, a, b, rounding_mode=None):
     return fx.op1("Sub", [q, adj])
 
 
+@lower("aten.native_layer_norm.default")
+def _native_layer_norm(fx, n, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """LayerNorm over the last len(normalized_shape) dims: (y, mean, 1/std), the statistics with the
+    normalised dims kept as 1 (PhiMoE's decoder norms)."""
+    xv = fx.v(x)
+    axis = xv.type.rank - len(normalized_shape)
+    w = fx.v(weight) if weight is not None else fx.const(np.ones([int(s) for s in normalized_shape], xv.type.dtype.np))
+    return fx.op("LayerNormalization", [xv, w, fx.v(bias) if bias is not None else None], 3, axis=axis,
+                 epsilon=float(eps))
+
+
 @lower("aten.rsqrt.default")
 def _rsqrt(fx, n, x):
     return fx.op1("Reciprocal", [fx.op1("Sqrt", [fx.v(x)])])
