@@ -77,7 +77,10 @@ EXTRA: dict = {
                                  rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[1, 1, 2])),
     "gemma4_text": dict(enable_moe_block=True, top_k_experts=2, vocab_size_per_layer_input=128,
                         hidden_size_per_layer_input=8),
-    "glm5_next_text": dict(num_key_value_heads=4, linear_head_dim=8, linear_num_heads=4, **_INDEXER),
+    "glm5_next_text": dict(num_key_value_heads=4, linear_head_dim=8, linear_num_heads=4, index_kpool=4,
+                           qk_rope_head_dim=0, qk_nope_head_dim=8, **_INDEXER),
+    "glm4v_moe_text": dict(rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[1, 1, 2]),
+                           partial_rotary_factor=1.0),
     "granitemoehybrid": dict(_MAMBA),
     "hy_v3": dict(num_shared_experts=1),
     "hy_v4_vl_text": dict(rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 1, 1]),
@@ -143,6 +146,8 @@ def tiny_config(mt: str, impl: str = "batched_mm"):
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     if "mlp_layer_types" in fields:  # every layer's MLP the sparse block
         kw["mlp_layer_types"] = ["sparse"] * TINY["num_hidden_layers"]
+    if "kv_lora_rank" in fields:  # multi-head latent attention: as many key/value heads as query heads
+        kw["num_key_value_heads"] = TINY["num_attention_heads"]
     kw.update(EXTRA.get(mt, {}))
     kw = {k: (v(mt) if callable(v) else v) for k, v in kw.items()}
     with warnings.catch_warnings():
@@ -308,7 +313,8 @@ def _why_not(m) -> str:
     if not recs:
         sel = [o for o in m.main.ops if o.name in ("moec.topk", "moec.argmax")]
         return "no top-k / arg-max left in the graph" if not sel else "not recognised (no trace record)"
-    r = recs[0]
+    # (a group-limited router's group top-k says only that the layer's own record decides: prefer that one)
+    r = next((r for r in recs if r.get("step") != "group selection"), recs[0])
     return f"{r.get('step')}: {r.get('reason')}"[:400]
 
 
@@ -462,6 +468,7 @@ def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
     except Exception as e:  # noqa: BLE001
         cell.update(status="no", stage=stage, reason=_first_line(e))
     cell["seconds"] = round(time.time() - t0, 2)
+    cell["at"] = time.strftime("%H:%M", time.gmtime())
     return cell
 
 
@@ -507,6 +514,14 @@ def causal_lm_cell(mt) -> dict:
 
         from moec.frontend.torch_import import import_torch
         ids = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(5))
+        try:
+            with torch.no_grad():
+                Logits(model).eval()(ids)
+        except Exception as e:  # noqa: BLE001
+            cell.update(status="no", stage="causal_lm",
+                        reason=f"the tiny model fails in torch itself (survey config): {_first_line(e)}"[:400])
+            cell["seconds"] = round(time.time() - t0, 2)
+            return cell
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = import_torch(Logits(model).eval(), (ids,), dynamic_dims={0: {0: "B", 1: "S"}})
@@ -522,12 +537,24 @@ def causal_lm_cell(mt) -> dict:
     return cell
 
 
+def _moec_rev() -> str:
+    """The moec commit surveyed (+ "dirty": uncommitted changes in the working tree)."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
 def survey_arch(mt, paths=PATHS, impls=None, dtypes=DTYPES, dims_list=("dynamic", "static"), want=None,
                 causal=True, verbose=False) -> dict:
     """Every cell of one model type."""
     import torch
     torch.set_num_threads(1)
-    res = {"arch": mt, "cells": []}
+    res = {"arch": mt, "cells": [], "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "moec": _moec_rev()}
     t0 = time.time()
     try:
         model = build_model(mt, "batched_mm", "f32")
@@ -912,6 +939,7 @@ def write_failures(out_json, out_md):
 
 # (pattern in a failure reason, what is missing), first match wins
 MISSING = (
+    ("fails in torch itself", "a tiny config the survey should fix (not a moec limit)"),
     ("data-dependent", "torch.export cannot trace transformers' loop over the experts that were hit "
                        "(`for expert_idx in expert_hit`); export with `batched_mm`"),
     ("grouped_mm_fallback", "torch.onnx (dynamo) has no ONNX function for transformers' `grouped_mm_fallback` "
@@ -920,10 +948,18 @@ MISSING = (
                                     "export with `batched_mm`"),
     ("aten::histc", "the TorchScript exporter has no `aten::histc` (grouped_mm counts tokens per expert with "
                     "it); export with `batched_mm`"),
+    ("Couldn't swap", "transformers' router casts its own Linear inside forward (`self.classifier = "
+                      "self.classifier.to(self.dtype)`), which torch.export cannot trace"),
+    ("aten.log1p", "moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)"),
+    ("_local_scalar_dense", "the block reads a tensor value into Python (`.item()` / `.tolist()`) during "
+                            "forward: moec's PyTorch front end cannot lower it"),
+    ("is none of relu", "`moe.experts` has no activation of this form (recognize-moe knows relu, silu, gelu, "
+                        "gelu_tanh, identity, swiglu, GPT-OSS's clamped swiglu)"),
     ("onnx import", "moec's ONNX importer"),
     ("UnsupportedError", "moec's PyTorch front end"),
     ("experts:", "recognize-moe: the experts are not in a form it reads"),
-    ("router:", "recognize-moe: the router is not in a form it reads"),
+    ("router:", "recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)"),
+    ("group selection", "recognize-moe: the group-limited selection is not in a form it reads"),
     ("proof:", "recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)"),
     ("no top-k", "the block selects experts without a top-k / arg-max moec sees"),
 )
@@ -964,15 +1000,56 @@ def _ref(reasons, text) -> str:
     return reasons[key][0]
 
 
+def summary(d) -> list:
+    """A few lines of counts (the README quotes them)."""
+    res = d["results"]
+    moe = [r for r in res if r.get("built") and r.get("n_blocks")]
+    nob = [r["module"] for r in res if r.get("built") and not r.get("n_blocks")]
+    unb = [r["module"] for r in res if not r.get("built")]
+
+    def count(path, impl, dtype="f32", dims="dynamic"):
+        ran = ok = 0
+        for r in moe:
+            mine = impl if impl in r.get("impls", []) else ("-" if impl == "batched_mm" else None)
+            c = next((c for c in r["cells"] if _key(c) == (path, mine, dtype, dims)), None)
+            if c is not None:
+                ran += 1
+                ok += c.get("status") == "recognised" and bool(c.get("exact"))
+        return f"{ok} of {ran}"
+    lms = [c for r in moe for c in r["cells"] if c["path"] == "causal_lm" and c.get("status") != "skipped"]
+    lm_ok = sum(c.get("status") == "recognised" for c in lms)
+    fx = d.get("fixtures_4x") or []
+    fx_made = [c for c in fx if c.get("status") != "no export"]
+    out = [f"- {len(res)} modeling modules mention experts; {len(moe)} build a model with sparse-expert blocks"
+           + (f"; no sparse block: {', '.join(nob)}" if nob else "") + (f"; not built: {', '.join(unb)}" if unb else ""),
+           f"- recognised and exact, f32, dynamic dims: torch.export (`moec.compile`) {count('torch.export', 'batched_mm')}; "
+           f"dynamo ONNX of batched_mm {count('dynamo', 'batched_mm')}; TorchScript ONNX of batched_mm "
+           f"{count('torchscript', 'batched_mm')}, of eager {count('torchscript', 'eager')}, of grouped_mm "
+           f"{count('torchscript', 'grouped_mm')}",
+           f"- 2-layer models with every sparse layer recognised: {lm_ok} of {len(lms)} run"]
+    if fx:
+        out.append(f"- transformers 4.x fixtures recognised and exact: "
+                   f"{sum(c.get('status') == 'recognised' and bool(c.get('exact')) for c in fx_made)} of "
+                   f"{len(fx_made)} exports ({len(fx) - len(fx_made)} exports 4.x itself could not make)")
+    return out
+
+
 def render(out_json, out_md):
     """docs/real_models.md: the architecture x path x experts implementation x dtype table."""
     d = json.load(open(out_json))
     res = sorted(d["results"], key=lambda r: r["module"])
     reasons: dict = {}
     cols = [(p, dt, dims) for p in PATHS for dt, dims in (("f32", "dynamic"), ("bf16", "dynamic"), ("f32", "static"))]
+    ats = sorted(c["at"] for r in res for c in r.get("cells", []) if c.get("at"))
+    byat = sorted((r["at"], r["moec"]) for r in res if r.get("moec") and r.get("at"))
+    revs = [byat[0][1], byat[-1][1]] if byat else []
+    revs = revs[:1] if len(set(revs)) == 1 else revs
     L = ["# Real transformers MoE models through moec", "",
-         "Generated by `python tests/hf_survey.py` (do not edit by hand) on "
-         f"{d.get('date')}, transformers {d.get('transformers')}, torch {d.get('torch')}.", "",
+         "Generated by `python tests/hf_survey.py` (do not edit by hand): transformers "
+         f"{d.get('transformers')}, torch {d.get('torch')}; cells measured "
+         + (f"between {ats[0]} and {ats[-1]} UTC " if ats else "") + f"on {d.get('date', '')[:10]}, moec "
+         + (" to ".join(f"`{r}`" for r in revs) or "?") + " (`+dirty`: with the other helpers' uncommitted "
+         "changes of that moment in the working tree).", "",
          "Every model type of the pinned transformers whose modeling code mentions experts was built from a "
          "tiny random config (2 layers, hidden 32, 4 experts, top-2 unless the architecture fixes them; "
          "sparse-block weights N(0, 0.2)) and searched for its decoder layers' sparse-expert blocks.  Each "
@@ -986,8 +1063,10 @@ def render(out_json, out_md):
          "the dims); otherwise `no [Rn]`, with the reason Rn below: the first error line, or recognize-moe's "
          "own reason (what `moec inspect --explain` prints) and what is missing.  `-`: older experts "
          "(`nn.ModuleList`, not dispatched on `_experts_implementation`).  `not run`: the survey did not reach "
-         "this cell.", ""]
-    L += ["## Summary", "", "| architecture (model type) | block | experts impls | recognised cells | family | "
+         "this cell.  \"(as batched_mm)\": moec's front end exported transformers' experts as batched_mm (the "
+         "same function; `moec.compile` verifies against the module's own implementation).  Reproduce a cell: "
+         "`python tests/hf_survey.py --arch MODEL_TYPE --path PATH --impl IMPL --dtype DTYPE --dims DIMS -v`.", ""]
+    L += ["## Summary", ""] + summary(d) + ["", "| architecture (model type) | block | experts impls | recognised cells | family | "
           "2-layer model: layers recognised |", "|---|---|---|---|---|---|"]
     for r in res:
         name = f"{r['module']} (`{r['arch']}`)" if r["arch"] != r["module"] else r["module"]
