@@ -462,7 +462,16 @@ class RecognizeMoE(Pass):
         if topk.name != "moec.topk" or topk.operands[0].type.rank == 2 and \
                 topk.operands[0].owner is not None and topk.operands[0].owner.name in PROJ_OPS:
             return
-        fwd = L.forward(topk.results)
+        # (only through ops that are not projections or selections: a group mask is computed from the group
+        # top-k by scatters, views and logic; a later layer is reached through matmuls)
+        fwd: Set[int] = set()
+        stack = list(topk.results)
+        while stack:
+            for u in L.users.get(id(stack.pop()), []):
+                if id(u) not in fwd:
+                    fwd.add(id(u))
+                    if u.name not in PROJ_OPS + ("moec.topk", "moec.argmax"):
+                        stack.extend(u.results)
         for o in L.f.ops:
             if o.name == "moec.topk" and o is not topk and id(o) in fwd:
                 sel = o.operands[0].owner
