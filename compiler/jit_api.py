@@ -567,12 +567,10 @@ def _filled(cell) -> bool:
 
 
 def _as_list(y) -> list:
-    """The tensors of a module's output in torch.export's order (its pytree leaves: a tuple, a dict,
+    """The tensors of a module's output in the order the import returns them (a tuple, a dict,
     transformers' ModelOutput)."""
-    if hasattr(y, "detach"):
-        return [y]
-    import torch.utils._pytree as pytree
-    return [t for t in pytree.tree_leaves(y) if hasattr(t, "detach")]
+    from .frontend.torch_import import flat_outputs
+    return flat_outputs(y)
 
 
 def jit(fn: Optional[Callable] = None, *, target: str = "cpu", weights: str = "f32", verify: bool = True,

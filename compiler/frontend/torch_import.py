@@ -1061,6 +1061,36 @@ def without_kv_cache(module):
     return _Swapped(changes)
 
 
+def flat_outputs(y) -> list:
+    """The tensors of a module's output, in order: a tensor; a tuple / list / dict of them, nested;
+    transformers' ModelOutput (its fields that are set, as ``to_tuple()`` gives them)."""
+    if hasattr(y, "detach"):
+        return [y]
+    if hasattr(y, "to_tuple"):
+        y = y.to_tuple()
+    if isinstance(y, dict):
+        y = list(y.values())
+    if isinstance(y, (list, tuple)):
+        return [t for e in y for t in flat_outputs(e)]
+    return []  # (None and other non-tensors)
+
+
+def _flat_output_module(module, n_inputs: int):
+    """``module`` itself, or for a transformers model (one with a ``config``: its output is a
+    ModelOutput, which torch.export's pytree does not always know) a wrapper returning
+    flat_outputs(module(...)) as a tuple."""
+    import torch
+    if not hasattr(module, "config"):
+        return module
+    names = ", ".join(f"a{i}" for i in range(n_inputs))
+    ns: Dict[str, Any] = {"flat_outputs": flat_outputs}
+    exec(f"def forward(self, {names}):\n    return tuple(flat_outputs(self.m({names})))\n", ns)
+    cls = type(type(module).__name__, (torch.nn.Module,), {"forward": ns["forward"]})
+    w = cls()
+    w.m = module
+    return w.eval() if not module.training else w
+
+
 def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] = None,
                  name: Optional[str] = None, experts_implementation: Optional[str] = TRACEABLE_EXPERTS) -> Module:
     """Export ``module`` with torch.export and import its ATen graph into a moec Module.
@@ -1073,8 +1103,10 @@ def import_torch(module, example_inputs: tuple, *, dynamic_dims: Optional[dict] 
     replaced."""
     import torch
     swap, replaced = traceable_experts(module, experts_implementation)
+    name = name or type(module).__name__
     with swap, without_kv_cache(module):
-        m = _import_torch(module, example_inputs, dynamic_dims, name)
+        m = _import_torch(_flat_output_module(module, len(tuple(example_inputs))), example_inputs, dynamic_dims,
+                          name)
     if replaced:
         m.attrs["moec.experts_implementation"] = json.dumps(
             {"exported_as": experts_implementation, "replaced": replaced}, sort_keys=True)
