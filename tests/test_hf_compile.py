@@ -279,7 +279,8 @@ def causal_lm(arch: str, impl: str = "batched_mm", dtype=torch.float32):
     return model.to(dtype).eval()
 
 
-@pytest.mark.parametrize("arch", ["mixtral"] + [pytest.param(a, marks=pytest.mark.slow) for a in LM_ARCHS[1:]])
+@pytest.mark.parametrize("arch", ["mixtral"] + [pytest.param(a, marks=pytest.mark.slow)
+                                              for a in LM_ARCHS[1:] + ("deepseek_v2",)])
 def test_causal_lm_both_layers_recognised_and_exact(arch):
     """A 2-layer CausalLM (default eager experts) from input_ids [batch, seq], both dims dynamic: both
     MoE layers recognised (DeepSeek-V3's second group-limited layer is not confused by the first's
@@ -398,3 +399,22 @@ def test_layer_norm_matches_torch():
             want = mod(xs)
         for g, w in zip(run_ir(m, xs), want):
             np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-5)
+
+
+class _ComplexRotary(torch.nn.Module):
+    """DeepSeek-V2's rotary embedding in complex numbers: polar, view_as_complex, a complex product
+    (broadcast, and by a real scalar), unsqueeze of a complex tensor, view_as_real."""
+
+    def forward(self, q, pos):
+        freqs = pos.float()[:, None] * torch.arange(1, 5).float()[None, :] * 0.1
+        cis = torch.polar(torch.ones_like(freqs), freqs) * 1.0
+        qc = torch.view_as_complex(q.float().reshape(*q.shape[:-1], -1, 2))
+        return torch.view_as_real(qc * cis.unsqueeze(0)).flatten(2)
+
+
+def test_complex_rotary_matches_torch():
+    q, pos = torch.randn(3, 5, 8), torch.arange(5)
+    mod = _ComplexRotary()
+    m = import_torch(mod, (q, pos), dynamic_dims={0: {0: "B", 1: "S"}, 1: {0: "S"}})
+    for qs, ps in ((q, pos), (torch.randn(2, 3, 8), torch.arange(3) + 4)):
+        np.testing.assert_allclose(run_ir(m, qs, ps)[0], mod(qs, ps).numpy(), rtol=1e-5, atol=1e-5)

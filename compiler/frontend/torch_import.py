@@ -136,6 +136,10 @@ class _Fx:
             return a.value
         if isinstance(a, torch.fx.Node):
             x = self.env[a.name]
+            if isinstance(x, _Complex):
+                raise UnsupportedError(f"{self._where()}: a complex tensor ({a.name}) used by an op moec lowers only "
+                                       "for real tensors (complex values: view_as_complex, polar, mul, unsqueeze, "
+                                       "view_as_real)")
             if isinstance(x, _Sym):
                 return x.scalar(self)
             return x
@@ -651,7 +655,79 @@ def _view(fx, n, x, shape):
 
 @lower("aten.unsqueeze.default")
 def _unsqueeze(fx, n, x, d):
+    c = _complex_arg(fx, x)
+    if c is not None:  # (the pair axis stays last)
+        d = int(d) - 1 if int(d) < 0 else int(d)
+        return _Complex(fx.op1("Unsqueeze", [c.pair, fx.const([d], np.int64)]))
     return fx.op1("Unsqueeze", [fx.v(x), fx.const([int(d)], np.int64)])
+
+
+class _Complex:
+    """A complex tensor, held as a real tensor ``pair`` with a trailing axis of 2 (real, imaginary): the
+    layout of torch's view_as_real.  Only the ops of complex rotary embeddings (DeepSeek-V2) take it."""
+
+    def __init__(self, pair: Value):
+        self.pair = pair
+
+
+def _complex_arg(fx, a) -> Optional[_Complex]:
+    if hasattr(a, "name") and hasattr(a, "meta"):
+        x = fx.env.get(a.name)
+        if isinstance(x, _Complex):
+            return x
+    return None
+
+
+def _re_im(fx, c: _Complex):
+    return [fx.op1("Gather", [c.pair, fx.const(i, np.int64)], axis=-1) for i in (0, 1)]
+
+
+def _pair(fx, re: Value, im: Value) -> _Complex:
+    last = fx.const([-1], np.int64)
+    return _Complex(fx.op1("Concat", [fx.op1("Unsqueeze", [re, last]), fx.op1("Unsqueeze", [im, last])], axis=-1))
+
+
+@lower("aten.view_as_complex.default")
+def _view_as_complex(fx, n, x):
+    return _Complex(fx.v(x))
+
+
+@lower("aten.view_as_real.default")
+def _view_as_real(fx, n, x):
+    c = _complex_arg(fx, x)
+    if c is None:
+        raise UnsupportedError(f"{fx._where()}: view_as_real of a tensor moec did not make complex")
+    return fx.op1("Identity", [c.pair])
+
+
+@lower("aten.polar.default")
+def _polar(fx, n, r, theta):
+    """abs * (cos(angle) + i sin(angle))."""
+    rv, tv = fx.v(r), fx.v(theta)
+    return _pair(fx, fx.op1("Mul", [rv, fx.op1("Cos", [tv])]), fx.op1("Mul", [rv, fx.op1("Sin", [tv])]))
+
+
+def _complex_mul(fx, n, a, b):
+    """A product with a complex operand: (ar + i ai)(br + i bi); a real scalar or tensor scales both parts."""
+    ca, cb = _complex_arg(fx, a), _complex_arg(fx, b)
+    if ca is not None and cb is not None:
+        (ar, ai), (br, bi) = _re_im(fx, ca), _re_im(fx, cb)
+        return _pair(fx, fx.op1("Sub", [fx.op1("Mul", [ar, br]), fx.op1("Mul", [ai, bi])]),
+                     fx.op1("Add", [fx.op1("Mul", [ar, bi]), fx.op1("Mul", [ai, br])]))
+    c, other = (ca, b) if ca is not None else (cb, a)
+    if isinstance(other, (int, float)):
+        return _Complex(fx.op1("Mul", [c.pair, fx.v(float(other), c.pair)]))
+    ov = fx.op1("Unsqueeze", [fx.v(other), fx.const([-1], np.int64)])
+    return _Complex(fx.op1("Mul", [c.pair, ov]))
+
+
+def _mul(fx, n, a, b, alpha=1):
+    if _complex_arg(fx, a) is not None or _complex_arg(fx, b) is not None:
+        return _complex_mul(fx, n, a, b)
+    return _binary("Mul")(fx, n, a, b)
+
+
+lower("aten.mul.Tensor", "aten.mul.Scalar")(_mul)
 
 
 @lower("aten.squeeze.dims", "aten.squeeze.dim")
