@@ -1,16 +1,22 @@
 """fold-full-nonzero: a NonZero whose every index is demanded is the constant list of all indices.
 
-Rewrites:
-  * ``split(views(nonzero(b)), sizes)`` along the axis of the found indices, where ``b`` has a
-    static shape of N elements, ``sizes`` is a constant that adds up to N, and ``views`` is a chain
-    of transposes: the split's data operand becomes the constant that chain gives for
-    ``nonzero(ones(b.shape))`` (every index of ``b`` in row-major order).
+Rewrites the data operand of
+  * ``split(views(nonzero(b)), sizes)`` along the axis of the found indices, where ``sizes`` is a
+    constant that adds up to n, and
+  * ``gather(views(nonzero(b)), positions)`` along that axis at constant positions that read
+    position n-1 (a position p >= 0 needs p + 1 indices, p < 0 needs -p),
+where ``b`` has a static shape and n is the number of its elements that can be non-zero (all of
+them, less those known to be zero whatever the inputs: a one-hot class that no index can take,
+seen through transposes, sums over the other axes, ``> c`` with a constant c >= 0 and casts) and
+``views`` is a chain of transposes: the data becomes the constant that chain gives for the indices
+of those n elements in row-major order.
 
-Why it is exact: nonzero returns as many indices as ``b`` has non-zero elements, at most N, in
-row-major order; the split is defined only when it gets exactly N, i.e. when every element is
-non-zero, and then the indices are all of them, in order.  Wherever the original graph computes a
-value, the rewritten one computes the same value (elsewhere the original fails: the split's sizes
-do not add up).
+Why it is exact: nonzero returns as many indices as ``b`` has non-zero elements, at most n, in
+row-major order; the split is defined only when it gets exactly n, and the gather only when it
+gets at least n (ONNX Gather fails out of range), i.e. when every element that can be non-zero is,
+and then the indices are all of them, in order.  Wherever the original graph computes a value, the
+rewritten one computes the same value (elsewhere the original fails).  A Slice proves nothing (its
+ends are clamped), so slices are left alone.
 
 Where it comes from: transformers 4.x's eager MoE loop (Mixtral, Qwen2-MoE, Qwen3-MoE...) writes
 ``expert_hit = (expert_mask.sum(...) > 0).nonzero(); for expert_idx in expert_hit: ...``; a
@@ -18,7 +24,10 @@ TorchScript trace unrolls that loop over the experts hit by the trace input and 
 ``Split(Transpose(NonZero(hit)), [1] * E)``, each piece indexing the expert mask.  The export runs
 only while every expert is hit (onnxruntime rejects it at one token); once the pieces are the
 constants 0..E-1 the loop is the per-expert form recognize-moe knows, and the compiled layer is
-defined at every token count.  Other users of the nonzero are left alone.
+defined at every token count.  transformers 5.x's eager experts write ``one_hot(top_k_index,
+num_classes=E + 1)`` (a class for experts of other ranks): the NonZero is over E + 1 classes and
+the Split takes E pieces, the class E is never set (top-k's indices are below E).  Other users of
+the nonzero are left alone.
 """
 from __future__ import annotations
 
@@ -32,6 +41,8 @@ from ..ir.opdef import OPS
 from .base import Pass
 
 VIEW_OPS = ("moec.transpose",)
+# ops that move values without changing them (the set of values is the operand's)
+VALUE_VIEWS = ("moec.transpose", "moec.reshape", "moec.squeeze", "moec.unsqueeze", "moec.flatten")
 
 
 def _const(m: Module, v):
@@ -40,6 +51,73 @@ def _const(m: Module, v):
         return None
     val = o.attrs["value"]
     return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else np.asarray(val)
+
+
+def _index_bound(v):
+    """(lo, hi) with every value of the integer tensor ``v`` in [lo, hi), or None.  Only what is
+    certain from the ops that made it: top-k's, argmax's and argmin's indices lie in [0, size of
+    the searched axis); a concatenation's values are its operands'."""
+    o = v.owner
+    while o is not None and o.name in VALUE_VIEWS:
+        v = o.operands[0]
+        o = v.owner
+    if o is None:
+        return None
+    if (o.name == "moec.topk" and v is o.results[1]) or o.name in ("moec.argmax", "moec.argmin"):
+        x = o.operands[0].type
+        if x.rank == 0:
+            return None
+        d = x.shape[o.attrs["axis"] % x.rank]
+        return (0, d) if isinstance(d, int) and d > 0 else None
+    if o.name == "moec.concat":
+        bounds = [_index_bound(u) for u in o.operands]
+        if not bounds or any(b is None for b in bounds):
+            return None
+        return min(b[0] for b in bounds), max(b[1] for b in bounds)
+    return None
+
+
+def _zero_slab(m: Module, v):
+    """(axis, mask): the positions ``mask`` along ``axis`` where ``v`` is zero (false) at every
+    other coordinate, whatever the inputs; None when nothing is known.  Follows one-hot of bounded
+    indices (a class no index can take is all off), transposes, sums over other axes, a comparison
+    ``> c`` with a constant ``c >= 0`` and casts."""
+    o = v.owner
+    if o is None or v.type.rank == 0:
+        return None
+    if o.name == "moec.one_hot":
+        depth, vals = _const(m, o.operands[1]), _const(m, o.operands[2])
+        bound = _index_bound(o.operands[0])
+        if depth is None or vals is None or bound is None or vals.size != 2 or vals.reshape(-1)[0] != 0:
+            return None
+        d, (lo, hi) = int(depth.reshape(-1)[0]), bound
+        if lo < 0 or d <= 0:
+            return None
+        mask = (np.arange(d) < lo) | (np.arange(d) >= hi)
+        return (o.attrs["axis"] % v.type.rank, mask) if mask.any() else None
+    if o.name == "moec.transpose":
+        inner = _zero_slab(m, o.operands[0])
+        if inner is None:
+            return None
+        return list(o.attrs["perm"]).index(inner[0]), inner[1]
+    if o.name == "moec.cast":
+        return _zero_slab(m, o.operands[0])
+    if o.name == "moec.reduce_sum" and len(o.operands) == 1:
+        inner = _zero_slab(m, o.operands[0])
+        if inner is None:
+            return None
+        axes = o._axes()
+        a, mask = inner
+        if a in axes:
+            return None
+        return (a if o.attrs["keepdims"] else a - sum(1 for x in axes if x < a)), mask
+    if o.name == "moec.greater":
+        c = _const(m, o.operands[1])
+        x = o.operands[0]
+        if c is None or c.size != 1 or not c.reshape(-1)[0] >= 0 or x.type.rank != v.type.rank:
+            return None
+        return _zero_slab(m, x)
+    return None
 
 
 @dataclass
@@ -52,7 +130,7 @@ class FoldFullNonzero(Pass):
         for f in m.functions:
             new_ops = []
             for o in f.ops:
-                if o.name == "moec.split":
+                if o.name in ("moec.split", "moec.gather"):
                     c = self._all_indices(m, o)
                     if c is not None:
                         k = const_cls.create([], {"value": c}, o.loc)
@@ -64,14 +142,27 @@ class FoldFullNonzero(Pass):
         return changed
 
     @staticmethod
-    def _all_indices(m: Module, split):
-        """The constant that replaces the split's data, or None when the rule does not apply."""
-        sizes = _const(m, split.operands[1])
-        if sizes is None or sizes.dtype.kind not in "iu":
+    def _demanded(m: Module, o):
+        """How many indices the op needs at least (it fails with fewer), or None."""
+        c = _const(m, o.operands[1])
+        if c is None or c.dtype.kind not in "iu" or c.size == 0:
             return None
-        chain, v, axis = [], split.operands[0], None
+        if o.name == "moec.split":
+            return None if np.any(c < 0) else int(np.sum(c))
+        c = c.astype(np.int64).reshape(-1)  # gather: position p >= 0 needs p + 1, p < 0 needs -p
+        return int(np.max(np.where(c >= 0, c + 1, -c)))
+
+    @classmethod
+    def _all_indices(cls, m: Module, op):
+        """The constant that replaces the op's data, or None when the rule does not apply."""
+        need = cls._demanded(m, op)
+        if need is None:
+            return None
+        chain, v = [], op.operands[0]
         data_rank = v.type.rank
-        axis = split.attrs["axis"] % data_rank if data_rank else None
+        if not data_rank:
+            return None
+        axis = op.attrs["axis"] % data_rank
         while v.owner is not None and v.owner.name in VIEW_OPS:
             perm = list(v.owner.attrs["perm"])
             chain.append(v.owner)
@@ -83,10 +174,16 @@ class FoldFullNonzero(Pass):
         b = nz.operands[0].type
         if not b.is_static or b.rank == 0:
             return None
-        n = int(np.prod(b.shape))
-        if int(np.sum(sizes)) != n or np.any(sizes < 0):
+        possible = np.ones(b.shape, bool)
+        slab = _zero_slab(m, nz.operands[0])
+        if slab is not None and slab[1].shape == (b.shape[slab[0]],):
+            shape = [1] * b.rank
+            shape[slab[0]] = -1
+            possible &= ~slab[1].reshape(shape)
+        n = int(np.count_nonzero(possible))
+        if need != n:
             return None
-        val = np.array(np.nonzero(np.ones(b.shape, bool)), dtype=np.int64).reshape(b.rank, n)
-        for op in reversed(chain):
-            val = op.reference(val)[0]
+        val = np.array(np.nonzero(possible), dtype=np.int64).reshape(b.rank, n)
+        for op_ in reversed(chain):
+            val = op_.reference(val)[0]
         return np.ascontiguousarray(val)
