@@ -11,7 +11,7 @@ SCOPE = {
     "Reciprocal", "Exp", "Log", "Sin", "Cos", "Tanh", "Erf", "Sigmoid", "Relu", "Gelu", "Softmax", "LogSoftmax",
     "Clip", "Min", "Max", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or",
     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "Trilu", "LayerNormalization",
-    "RMSNormalization", "Dropout", "IsNaN", "IsInf",
+    "RMSNormalization", "Dropout", "IsNaN", "IsInf", "Mod",
 }
 
 EXCLUDE = [

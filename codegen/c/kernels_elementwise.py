@@ -33,6 +33,11 @@ for _name, _code in UNARY.items():
     c_op(_name)(_unary(_code))
 
 
+@c_op("moec.mod")
+def _mod(ctx, o):
+    return _binary("FMOD" if o.attrs["fmod"] else "MOD")(ctx, o)
+
+
 @c_op("moec.select")
 def _select(ctx, o):
     c, a, b = (ctx.t(v) for v in o.operands)

@@ -34,8 +34,9 @@ MIN_OPSET, MAX_OPSET = 1, 28
 # The converters implement each op as specified up to this opset.  A model at a newer opset is
 # accepted as long as none of its ops changed after it (checked per op against onnx's schemas).
 IMPLEMENTED_OPSET = 25
-# Ops whose newer versions only add element types (or, for Range, an attribute we handle).
-IMPLEMENTED_VERSIONS = {"Cast": 28, "OneHot": 28, "Einsum": 28, "Range": 27}
+# Ops whose newer versions only add element types (or, for Range, an attribute we handle; for
+# Mod, floored float remainders, which moec.mod implements).
+IMPLEMENTED_VERSIONS = {"Cast": 28, "OneHot": 28, "Einsum": 28, "Range": 27, "Mod": 28}
 
 ConverterFn = Callable[["ImportContext", object, List[Optional[Value]], Dict], List[Value]]
 _CONVERTERS: Dict[Tuple[str, str], List[Tuple[int, ConverterFn]]] = {}

@@ -38,6 +38,11 @@ def _pow(ctx, node, ins, attrs):
     return [ctx.emit1("moec.pow", [ins[0], ins[1]])]
 
 
+@converter("Mod", since=10)
+def _mod(ctx, node, ins, attrs):
+    return [ctx.emit1("moec.mod", [ins[0], ins[1]], {"fmod": bool(attrs.get("fmod", 0))})]
+
+
 @converter("Gelu", since=20)
 def _gelu(ctx, node, ins, attrs):
     approx = attrs.get("approximate", "none")

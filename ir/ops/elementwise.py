@@ -66,6 +66,29 @@ class DivOp(BinaryOp):
     fn = staticmethod(_f32(lambda a, b: _int_div(a, b) if a.dtype.kind in "iu" else np.divide(a, b)))
 
 
+def _mod(a, b, fmod):
+    """Remainder as ONNX Mod (opset 28): with fmod, truncated (C's fmod: the sign of a), else
+    floored (a - floor(a / b) * b: the sign of b, Python's %); an integer remainder by zero is an
+    error, a float one NaN."""
+    if a.dtype.kind in "iu":
+        if np.any(b == 0):
+            raise ZeroDivisionError("integer remainder by zero")
+        a64, b64 = a.astype(np.int64), b.astype(np.int64)
+        return np.fmod(a64, b64) if fmod else np.mod(a64, b64)
+    return np.fmod(a, b) if fmod else np.mod(a, b)
+
+
+@op("moec.mod", operands=("lhs", "rhs"), attrs={"fmod": Attr("bool", False)}, traits=("pure", "elementwise"))
+class ModOp(BinaryOp):
+    """Remainder of lhs / rhs: with fmod, truncated (the sign of lhs, C's fmod); without, floored
+    (the sign of rhs, Python's %)."""
+
+    def reference(self, a, b):
+        with np.errstate(all="ignore"):
+            r = _f32(lambda x, y: _mod(x, y, self.attrs["fmod"]))(a, b)
+        return [np.asarray(r).astype(DType.from_np(a.dtype).np, copy=False)]
+
+
 @op("moec.pow", operands=("base", "exponent"), traits=("pure", "elementwise"))
 class PowOp(Operation):
     """base ** exponent; the result has base's type (exponent may be another numeric type)."""

@@ -25,6 +25,8 @@ static inline double bin_d(int op, double a, double b) {
     case MOEC_BIN_LE: return a <= b;
     case MOEC_BIN_AND: return (a != 0) && (b != 0);
     case MOEC_BIN_OR: return (a != 0) || (b != 0);
+    case MOEC_BIN_FMOD: return fmod(a, b);
+    case MOEC_BIN_MOD: { double r = fmod(a, b); return r == 0 ? copysign(0.0, b) : ((r < 0) != (b < 0) ? r + b : r); }
   }
   return NAN;
 }
@@ -69,6 +71,14 @@ static inline int bin_i(int op, int64_t a, int64_t b, int64_t *r) {
     case MOEC_BIN_LE: *r = a <= b; return 0;
     case MOEC_BIN_AND: *r = a && b; return 0;
     case MOEC_BIN_OR: *r = a || b; return 0;
+    case MOEC_BIN_MOD:
+    case MOEC_BIN_FMOD: {
+      if (b == 0) return 1;
+      int64_t m = b == -1 ? 0 : a % b; /* (INT64_MIN % -1 overflows in C) */
+      if (op == MOEC_BIN_MOD && m != 0 && ((m < 0) != (b < 0))) m += b;
+      *r = m;
+      return 0;
+    }
   }
   return 0;
 }
@@ -131,7 +141,7 @@ int moec_k_binary(moec_ctx *ctx, int op, const moec_tensor *a, const moec_tensor
       for (int64_t i = 0; i < inner; i++) {
         int64_t v;
         if (bin_i(op, moec_get_i64(a, ia + i * isa), moec_get_i64(b, ib + i * isb), &v))
-          return moec_fail(ctx, "integer division by zero");
+          return moec_fail(ctx, "integer division (or remainder) by zero");
         if (cmp) ((uint8_t *)out->data)[io + i] = v != 0;
         else moec_set_i64(out, io + i, v);
       }
