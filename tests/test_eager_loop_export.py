@@ -100,3 +100,17 @@ def test_mixtral_eager_loop_torchscript_export_is_recognised_and_exact(tmp_path)
                                          ("phimoe", "phimoe")])
 def test_other_eager_loop_torchscript_exports(arch, family, tmp_path):
     _check(arch, family, tmp_path)
+
+
+@pytest.mark.slow
+def test_moec_compile_cli_verifies_the_eager_loop_export_where_onnxruntime_runs_it(tmp_path):
+    """``moec compile`` (C build, verification against onnxruntime at sizes where the export runs:
+    it fails in onnxruntime wherever the input misses an expert)."""
+    from moec.cli import main
+    _, proto = _export("mixtral", tmp_path)
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    out = tmp_path / "out"
+    assert main(["compile", str(path), "--target", "cpu", "-o", str(out), "--sizes", "4,6"]) == 0
+    rep = json.load(open(out / "report.json"))
+    assert rep["verified"] and [la["family"] for la in rep["moe_layers"]] == ["mixtral"]
