@@ -485,7 +485,7 @@ def compile_cell(mt, block) -> dict:
             cm = moec.compile(_wrap_first(block), (x,), dynamic_dims={0: {0: "B", 1: "S"}}, cache=False)
         fams = [la["family"] for la in cm.stats.report.get("moe_layers", [])]
         cell.update(status="recognised" if fams else "no", family=fams[0] if fams else None,
-                    verified=bool(cm.stats.report.get("verified", True)))
+                    verified=cm.stats.report.get("verified"))
     except Exception as e:  # noqa: BLE001
         cell.update(status="no", stage="compile", reason=_first_line(e))
     cell["seconds"] = round(time.time() - t0, 2)
@@ -772,7 +772,10 @@ def merge(out_json, other_json):
                 by[r["module"]] = r
             continue
         keys = {_key(c) for c in r.get("cells", [])}
-        mine["cells"] = [c for c in mine.get("cells", []) if _key(c) not in keys] + r.get("cells", [])
+        cells = [c for c in mine.get("cells", []) if _key(c) not in keys] + r.get("cells", [])
+        if r.get("at", "") >= mine.get("at", ""):
+            mine.update({k: v for k, v in r.items() if k != "cells"})
+        mine["cells"] = cells
     _save(out_json, [by[m] for m in sorted(by)])
 
 
@@ -1020,7 +1023,10 @@ def summary(d) -> list:
     lm_ok = sum(c.get("status") == "recognised" for c in lms)
     fx = d.get("fixtures_4x") or []
     fx_made = [c for c in fx if c.get("status") != "no export"]
+    inl = [r["module"] for r in moe if r.get("inline")]
     out = [f"- {len(res)} modeling modules mention experts; {len(moe)} build a model with sparse-expert blocks"
+           + (f" ({', '.join(inl)}: router and experts inline in the decoder layer, the whole model only)"
+              if inl else "")
            + (f"; no sparse block: {', '.join(nob)}" if nob else "") + (f"; not built: {', '.join(unb)}" if unb else ""),
            f"- recognised and exact, f32, dynamic dims: torch.export (`moec.compile`) {count('torch.export', 'batched_mm')}; "
            f"dynamo ONNX of batched_mm {count('dynamo', 'batched_mm')}; TorchScript ONNX of batched_mm "
@@ -1066,6 +1072,18 @@ def render(out_json, out_md):
          "this cell.  \"(as batched_mm)\": moec's front end exported transformers' experts as batched_mm (the "
          "same function; `moec.compile` verifies against the module's own implementation).  Reproduce a cell: "
          "`python tests/hf_survey.py --arch MODEL_TYPE --path PATH --impl IMPL --dtype DTYPE --dims DIMS -v`.", ""]
+    t3 = sorted(r["module"] for r in res if any(c.get("dtype") == "bf16" or c.get("dims") == "static"
+                                                  for c in r.get("cells", [])))
+    moe = [r for r in res if r.get("built") and r.get("n_blocks") and not r.get("inline")]
+    t2 = [r for r in moe if any(c["path"] == "dynamo" and c["dtype"] == "f32" and c["dims"] == "dynamic"
+                                for c in r.get("cells", []))]
+    if len(t3) < len(moe) or len(t2) < len(moe):
+        L += ["Not every cell was run in the time this survey had (a full run: `python tests/hf_survey.py`, about "
+              "an hour on two loaded cores): f32 with dynamic dims on moec's torch.export path (batched_mm) and "
+              "the TorchScript export of every implementation for every architecture; the dynamo export of "
+              f"batched_mm and moec's torch.export path of eager / grouped_mm for {len(t2)} of {len(moe)}; bf16, "
+              "static dims and the dynamo exports of eager / grouped_mm for "
+              + (", ".join(t3) if t3 else "none") + ".", ""]
     L += ["## Summary", ""] + summary(d) + ["", "| architecture (model type) | block | experts impls | recognised cells | family | "
           "2-layer model: layers recognised |", "|---|---|---|---|---|---|"]
     for r in res:

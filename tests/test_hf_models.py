@@ -94,8 +94,15 @@ DEFAULT = ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss")  # the rest: -m slo
 # experts that are not dispatched on config._experts_implementation (older nn.ModuleList / loop forms)
 LEGACY_EXPERTS = ("dbrx", "doge", "ergo", "jetmoe", "llama4_text", "switch_transformers", "nllb-moe")
 # the 2-layer models whose every sparse layer is recognised (torch.export, batched_mm, f32)
-CAUSAL_RECOGNISED: tuple = ()
-CAUSAL_DEFAULT = ()
+CAUSAL_RECOGNISED = ("afmoe", "aria_text", "axk1", "axk2", "cohere2_moe", "deepseek_ocr2_text", "deepseek_v2",
+                     "deepseek_v3", "deepseek_v32", "ernie4_5_moe", "flex_olmo", "flint", "glm4_moe",
+                     "glm4_moe_lite", "glm4v_moe_text", "gpt_oss", "granitemoe", "granitemoe_swa",
+                     "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "lfm2_moe", "llama4_text",
+                     "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
+                     "minimax_m3_vl_text", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
+                     "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_moe", "solar_open",
+                     "unlimited_ocr_text")
+CAUSAL_DEFAULT = ("mixtral",)
 
 
 def moe_block(arch: str, impl: str = "batched_mm", dtype=torch.float32):
@@ -151,24 +158,26 @@ def test_torch_export_block_is_recognised_and_exact(arch):
 # with the reason it gives: recognize-moe's own (its recognition trace, as ``moec inspect --explain``
 # prints it) or the front end's error.  An improvement or a regression shows here: move an architecture
 # to RECOGNISED when it is recognised.  (docs/real_models.md: every path, implementation and dtype.)
-_ROUTER_FORM = r"^router: walking back from the top-k, the scores come from"
-_ACTIVATION = r"^experts: the function between the up projection\(s\) and the down projection is none of"
-_CAST_IN_FORWARD = r"torch.export failed: _apply\(\): Couldn't swap Linear.weight"
 NOT_RECOGNISED = {
-    "dbrx": r"torch.export failed: Could not guard on data-dependent expression",  # (not swappable: older loop)
-    "deepseek_v4": r"ATen op 'aten.log1p.default' is not supported",
-    "doge": _ROUTER_FORM,  # (retrieval experts: an embedding table, product keys)
-    "ergo": r"^proof: found the router .* and 4 experts \(relu2\)",  # (relu2 is known; its routing is not)
-    "inkling_text": r"ATen op 'aten.log1p.default' is not supported",
-    "inkling2_text": _ACTIVATION,
-    "inkling2_loop_text": _ACTIVATION,
-    "jetmoe": r"ATen op 'aten._local_scalar_dense.default' is not supported",
-    "kolibri1": r"^router: an Add before the top-k that is not",
-    "kolibri1_1": r"^router: an Add before the top-k that is not",
-    "muse_spark_text": _ROUTER_FORM,
-    "nllb-moe": _CAST_IN_FORWARD,  # (transformers' router: self.classifier = self.classifier.to(self.dtype))
-    "switch_transformers": _CAST_IN_FORWARD,
-    "zaya": _ROUTER_FORM,
+    # an older experts loop (not dispatched on _experts_implementation, so moec cannot swap it):
+    "dbrx": 'torch\\.export failed: Could not guard on data\\-dependent expression Eq',
+    "deepseek_v4": "ATen op 'aten\\.log1p\\.default' is not supported by moec's PyTo",
+    "doge": '^router: walking back from the top\\-k, the scores come from',
+    "ergo": "^proof: found the router \\(scoring 'sigmoid', k=2, E=4\\) and 4",
+    "glm5_next_text": '^experts: the function between the up projection',
+    "hy_v4": '^experts: the function between the up projection',
+    "hy_v4_vl_text": '^experts: the function between the up projection',
+    "inkling2_loop_text": '^experts: the function between the up projection',
+    "inkling2_text": '^experts: the function between the up projection',
+    "inkling_text": "ATen op 'aten\\.log1p\\.default' is not supported by moec's PyTo",
+    "jetmoe": "ATen op 'aten\\._local_scalar_dense\\.default' is not supported",
+    "kolibri1": '^router: an Add before the top\\-k that is not sigmoid',
+    "kolibri1_1": '^router: an Add before the top\\-k that is not sigmoid',
+    "muse_spark_text": '^router: walking back from the top\\-k, the scores come from',
+    # transformers' routers cast their own Linear inside forward (self.classifier = self.classifier.to(...)):
+    "nllb-moe": 'torch\\.export failed: _apply',
+    "switch_transformers": 'torch\\.export failed: _apply',
+    "zaya": '^router: walking back from the top\\-k, the scores come from',
 }
 NOT_RECOGNISED_DEFAULT = ("dbrx",)  # the rest: -m slow
 
@@ -338,9 +347,27 @@ def recognise_onnx(path):
     return m, survey._recognise(m)
 
 
-@pytest.mark.parametrize("dynamo", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["dynamo", "torchscript"])
-@pytest.mark.parametrize("arch", ["mixtral"] + [pytest.param(a, marks=pytest.mark.slow)
-                                              for a in ("qwen2_moe", "deepseek_v3", "gpt_oss")])
+# the architectures whose batched_mm block both torch.onnx exporters export and moec recognises (survey)
+ONNX_RECOGNISED: dict = {
+    "dynamo": ("afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
+     "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
+     "exaone_moe", "flex_olmo", "gpt_oss", "llama4_text", "longcat_flash", "mixtral", "phimoe", "qwen2_moe"),
+    "torchscript": ("afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
+     "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
+     "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
+     "glm4v_moe_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid",
+     "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jamba", "kimi_linear", "laguna", "lara_mini",
+     "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax",
+     "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h",
+     "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
+     "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+     "unlimited_ocr_text"),
+}
+
+
+@pytest.mark.parametrize("arch,dynamo", [
+    (a, e == "dynamo") if (a, e) == ("mixtral", "dynamo") else pytest.param(a, e == "dynamo", marks=pytest.mark.slow)
+    for e in ("dynamo", "torchscript") for a in ONNX_RECOGNISED[e]])
 def test_onnx_export_block_is_recognised_and_exact(arch, dynamo, tmp_path):
     """Both torch.onnx exporters (dynamo: GatherND of the stacked weights; TorchScript: Gather)."""
     blk = moe_block(arch)
