@@ -1107,7 +1107,11 @@ def render(out_json, out_md):
             continue
         fams = sorted({c["family"] for c in ok})
         lm = next((c for c in r["cells"] if c["path"] == "causal_lm"), None)
-        if lm is None:
+        blk = next((c for c in cells if c["path"] == "torch.export" and c["impl"] in ("batched_mm", "-")
+                    and c["dtype"] == "f32" and c["dims"] == "dynamic"), None)
+        if lm is None and blk is not None and blk.get("status") != "recognised":
+            lmt = "not run (block not recognised)"
+        elif lm is None:
             lmt = "not run"
         elif lm.get("status") == "skipped":
             lmt = "not run (block not recognised)"
