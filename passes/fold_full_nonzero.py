@@ -6,8 +6,10 @@ Rewrites the data operand of
   * ``gather(views(nonzero(b)), positions)`` along that axis at constant positions that read
     position n-1 (a position p >= 0 needs p + 1 indices, p < 0 needs -p),
 where ``b`` has a static shape and n is the number of its elements that can be non-zero (all of
-them, less those known to be zero whatever the inputs: a one-hot class that no index can take,
-seen through transposes, sums over the other axes, ``> c`` with a constant c >= 0 and casts) and
+them, less those known to be zero whatever the inputs: a one-hot class that no index can take
+(indices bounded by the top-k / argmax that made them, through constant arithmetic and
+``select(x >= c, f(x), x)``), seen through transposes, sums over the other axes, ``> c`` with a
+constant c >= 0 and casts) and
 ``views`` is a chain of transposes: the data becomes the constant that chain gives for the indices
 of those n elements in row-major order.
 
@@ -26,7 +28,8 @@ only while every expert is hit (onnxruntime rejects it at one token); once the p
 constants 0..E-1 the loop is the per-expert form recognize-moe knows, and the compiled layer is
 defined at every token count.  transformers 5.x's eager experts write ``one_hot(top_k_index,
 num_classes=E + 1)`` (a class for experts of other ranks): the NonZero is over E + 1 classes and
-the Split takes E pieces, the class E is never set (top-k's indices are below E).  Other users of
+the Split takes E pieces, the class E is never set (top-k's indices are below E; LongCat-Flash
+first sends its zero-computation experts' ids to real experts with a select).  Other users of
 the nonzero are left alone.
 """
 from __future__ import annotations
@@ -53,14 +56,28 @@ def _const(m: Module, v):
     return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else np.asarray(val)
 
 
-def _index_bound(v):
-    """(lo, hi) with every value of the integer tensor ``v`` in [lo, hi), or None.  Only what is
+_CMP = {"moec.greater": (1, 0), "moec.greater_equal": (0, 0), "moec.less": (0, -1), "moec.less_equal": (0, 0)}
+
+
+def _index_bound(m: Module, v, env=None):
+    """[lo, hi] (inclusive) holding every value of the integer tensor ``v``, or None.  Only what is
     certain from the ops that made it: top-k's, argmax's and argmin's indices lie in [0, size of
-    the searched axis); a concatenation's values are its operands'."""
+    the searched axis - 1]; a concatenation's values are its operands'; adding, subtracting,
+    multiplying or dividing (truncating) by a constant maps the interval; ``select(x >= c, a, b)``
+    (or >, <, <=) bounds ``a`` knowing the condition holds for x and ``b`` knowing it does not
+    (``env``: such narrowed intervals of values)."""
+    env = env or {}
+    if id(v) in env:
+        return env[id(v)]
     o = v.owner
+    if o is not None and o.name in VALUE_VIEWS + ("moec.concat",):
+        env = {}  # (a narrowed interval holds element by element: not across ops that move elements)
     while o is not None and o.name in VALUE_VIEWS:
         v = o.operands[0]
         o = v.owner
+    c = _const(m, v)
+    if c is not None:
+        return (int(c.min()), int(c.max())) if c.size and c.dtype.kind in "iu" else None
     if o is None:
         return None
     if (o.name == "moec.topk" and v is o.results[1]) or o.name in ("moec.argmax", "moec.argmin"):
@@ -68,12 +85,61 @@ def _index_bound(v):
         if x.rank == 0:
             return None
         d = x.shape[o.attrs["axis"] % x.rank]
-        return (0, d) if isinstance(d, int) and d > 0 else None
+        return (0, d - 1) if isinstance(d, int) and d > 0 else None
     if o.name == "moec.concat":
-        bounds = [_index_bound(u) for u in o.operands]
+        bounds = [_index_bound(m, u, env) for u in o.operands]
         if not bounds or any(b is None for b in bounds):
             return None
         return min(b[0] for b in bounds), max(b[1] for b in bounds)
+    if o.name in ("moec.add", "moec.sub", "moec.mul", "moec.div"):
+        a, b = o.operands
+        k = _const(m, b)
+        if k is None and o.name in ("moec.add", "moec.mul"):
+            a, k = b, _const(m, a)
+        if k is None or k.size != 1 or k.dtype.kind not in "iu":
+            return None
+        ba = _index_bound(m, a, env if a.type.shape == v.type.shape else {})
+        if ba is None:
+            return None
+        k = int(k.reshape(-1)[0])
+        if o.name == "moec.add":
+            return ba[0] + k, ba[1] + k
+        if o.name == "moec.sub":
+            return ba[0] - k, ba[1] - k
+        if o.name == "moec.mul":
+            return min(ba[0] * k, ba[1] * k), max(ba[0] * k, ba[1] * k)
+        if k == 0:
+            return None
+        q = [int(x / k) if abs(x) < 2 ** 52 else None for x in ba]  # truncation: monotone in x
+        return None if None in q else (min(q), max(q))
+    if o.name == "moec.select":
+        cond, a, b = o.operands
+        co = cond.owner
+        if co is None or co.name not in _CMP:
+            return None
+        x, k = co.operands
+        kc = _const(m, k)
+        if kc is None or kc.size != 1 or kc.dtype.kind not in "iu" or \
+                not x.type.shape == cond.type.shape == v.type.shape:
+            return None
+        bx = _index_bound(m, x, env)
+        if bx is None:
+            return None
+        kk = int(kc.reshape(-1)[0])
+        lo_true, hi_true = _CMP[co.name]  # x > k: x in [k + 1, ...]; x < k: x in [..., k - 1]
+        if co.name in ("moec.greater", "moec.greater_equal"):
+            t, f = (max(bx[0], kk + lo_true), bx[1]), (bx[0], min(bx[1], kk - 1 + lo_true))
+        else:
+            t, f = (bx[0], min(bx[1], kk + hi_true)), (max(bx[0], kk + 1 + hi_true), bx[1])
+        parts = []
+        for branch, rng in ((a, t), (b, f)):
+            if rng[0] > rng[1]:
+                continue  # that branch is never taken
+            bb = _index_bound(m, branch, {**env, id(x): rng})
+            if bb is None:
+                return None
+            parts.append(bb)
+        return (min(p[0] for p in parts), max(p[1] for p in parts)) if parts else None
     return None
 
 
@@ -87,13 +153,15 @@ def _zero_slab(m: Module, v):
         return None
     if o.name == "moec.one_hot":
         depth, vals = _const(m, o.operands[1]), _const(m, o.operands[2])
-        bound = _index_bound(o.operands[0])
+        bound = _index_bound(m, o.operands[0])
         if depth is None or vals is None or bound is None or vals.size != 2 or vals.reshape(-1)[0] != 0:
             return None
         d, (lo, hi) = int(depth.reshape(-1)[0]), bound
-        if lo < 0 or d <= 0:
+        if d <= 0:
             return None
-        mask = (np.arange(d) < lo) | (np.arange(d) >= hi)
+        # classes an index in [lo, hi] sets: itself, or (negative, wrapped) itself + d
+        cls = np.arange(d)
+        mask = ~(((cls >= lo) & (cls <= hi)) | ((cls - d >= lo) & (cls - d <= hi)))
         return (o.attrs["axis"] % v.type.rank, mask) if mask.any() else None
     if o.name == "moec.transpose":
         inner = _zero_slab(m, o.operands[0])
