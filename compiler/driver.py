@@ -449,8 +449,13 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
                 try:
                     want = list(interpret(original(), xs).values())
                 except IRError as ie:
-                    out.update(verified=False, no_oracle=True, failure=hinted(f"no oracle could run the model: onnxruntime failed "
-                                                              f"({why}), moec's interpreter failed ({ie})"))
+                    msg = f"onnxruntime failed ({why}), moec's interpreter failed ({ie})"
+                    if kind == "random" and not unknown_ints:  # the model itself is not defined at these shapes: say so
+                        if shapes in out["shapes_tried"]:
+                            out["shapes_tried"].remove(shapes)
+                        out.setdefault("model_undefined_at", []).append({"shapes": shapes, "why": msg})
+                        continue
+                    out.update(verified=False, no_oracle=True, failure=hinted(f"no oracle could run the model: {msg}"))
                     return out
                 oracle = f"moec's interpreter on the imported model (onnxruntime could not run the model: {why})"
         if not quantized and half_dt is not None and (why is not None or wide_out):
@@ -522,6 +527,9 @@ def verify_artifact(proto, m: Module, artifact, opts: CompileOptions, f32_module
                                                       + (f" ({kind} inputs)" if kind != "random" else "")),
                        worst_output=c.worst_output)
             break
+    if not out["trials"] and out.get("model_undefined_at"):  # no drawn shape at which the model itself runs
+        out.update(verified=False, no_oracle=True,
+                   failure=hinted(f"no oracle could run the model: {out['model_undefined_at'][0]['why']}"))
     out["tolerance"] = tol_seen
     # True only if every trial was judged by onnxruntime running the model as given: the CLI's verdict line
     # and report.json never claim onnxruntime otherwise

@@ -282,3 +282,27 @@ def test_api_example_inputs_are_part_of_the_cache_key(moec_cache):
     c = moec.compile(m, example_inputs=_good_underivable_inputs(5))
     assert not a.stats.cache_hit and b.stats.cache_hit and not c.stats.cache_hit
     assert c.stats.verified
+
+
+def _row_one_model():
+    """y = x + x[1]: defined for T >= 2 only (Gather of row 1 is out of range at T = 1, in onnxruntime and in the
+    ONNX semantics), like a TorchScript export of transformers' expert loop, which fails at 1 token."""
+    return make_model([helper.make_node("Gather", ["x", "one"], ["r"], axis=0),
+                       helper.make_node("Add", ["x", "r"], ["y"])],
+                      [("x", np.float32, ["T", 4])], [("y", np.float32, ["T", 4])],
+                      {"one": np.array([1], np.int64)})
+
+
+def test_shapes_where_the_model_itself_does_not_run_are_reported_not_failed(tmp_path, capsys):
+    p = tmp_path / "m.onnx"
+    onnx.save(_row_one_model(), str(p))
+    assert main(["compile", str(p), "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "VERIFIED" in out and "not verified at x[1, 4]: the model itself does not run there" in out
+    rep = json.load(open(tmp_path / "out" / "report.json"))
+    assert rep["verified"] and rep["model_undefined_at"][0]["shapes"] == {"x": [1, 4]}
+    assert all(t["shapes"]["x"][0] >= 2 for t in rep["trials"]) and rep["trials"]
+    assert {"x": [1, 4]} not in rep["shapes_tried"]
+    # only shapes where it does not run: exit 2, as before
+    assert main(["compile", str(p), "-o", str(tmp_path / "out2"), "--sizes", "1"]) == 2
+    assert "no oracle could run the model" in capsys.readouterr().err
