@@ -17,6 +17,8 @@ import json
 import os
 from typing import Dict, List, Optional
 
+import numpy as np
+
 _ATTR = "_moec_recognition"
 
 
@@ -209,7 +211,6 @@ def _traced_split(L, region) -> tuple:
     JetMoE / GraniteMoE), so the graph is only right for that routing; ' (...)' text and the node."""
     if L is None:
         return "", []
-    import numpy as np
     for o in L.f.ops:
         if id(o) not in region or o.name != "moec.split" or len(o.operands) < 2 or o.operands[1] is None:
             continue
@@ -335,10 +336,16 @@ def _proof(r: dict):
     acts = sorted({e.activation for e in experts})
     found = (f"found the router (scoring '{r.get('scoring')}', k={r.get('k')}, E={r.get('E')}) and {len(experts)} "
              f"experts ({', '.join(acts)})")
+    nodes = [_vnode(y)] + [node(e.down.op) for e in experts][:8]
+    if any(not np.isfinite(p.weight).all() for e in experts for p in (*e.ups, e.down)):
+        # the proof runs the layer on probe tokens: NaN/Inf weights make every candidate fail alike
+        return "proof", (f"{found}; but the expert weights hold NaN or Inf, so no rewrite can be proved on probe "
+                         "tokens: an uninitialised module? (transformers' experts parameters are torch.empty until "
+                         "the model's weight init runs: build it with from_config / from_pretrained, or initialise "
+                         "them)"), nodes
     return "proof", (f"{found}; layer output {_vnode(y)}; but no routing candidate (renormalisation none/sum/L1, softmax or sigmoid after the "
                      "top-k, the graph's scale constants, capacity) reproduces the layer's output on probe tokens: "
-                     "the layer computes something else from the routing weights"), \
-        [_vnode(y)] + [node(e.down.op) for e in experts][:8]
+                     "the layer computes something else from the routing weights"), nodes
 
 
 def format_explain(records: List[dict], layers: Optional[List[dict]] = None) -> List[str]:

@@ -166,3 +166,28 @@ def test_group_topks_of_a_recognised_layer_are_absorbed():
     assert [r["step"] for r in recs[:2]] == ["absorbed", "absorbed"] and recs[2]["family"] == "deepseek-v3"
     lines = format_explain(recs)
     assert "part of a recognised layer" in lines[0] and "NOT recognised" not in "\n".join(lines)
+
+
+def test_uninitialised_transformers_experts_are_named_as_the_reason(tmp_path, monkeypatch):
+    """A transformers Mixtral block built standalone keeps its experts' torch.empty parameters (NaN / huge
+    garbage) until a model's weight init runs: recognition cannot be proved on them, and the trace says why."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import moec
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    cfg = transformers.MixtralConfig(hidden_size=32, intermediate_size=64, num_local_experts=4, num_experts_per_tok=2)
+    blk = MixtralSparseMoeBlock(cfg).eval()
+    with torch.no_grad():
+        for p in blk.parameters():
+            torch.nn.init.normal_(p, 0, 0.2)
+        blk.experts.gate_up_proj[1, 3, 5] = float("nan")  # what torch.empty may hold
+    cm = moec.compile(blk, (torch.randn(2, 5, 32),), verify=False, cache=False)
+    recs = cm.stats.report["recognition"]
+    assert len(recs) == 1 and not recs[0]["recognised"] and recs[0]["step"] == "proof"
+    assert "expert weights hold NaN or Inf" in recs[0]["reason"] and "uninitialised" in recs[0]["reason"]
+    with torch.no_grad():
+        blk.experts.gate_up_proj[1, 3, 5] = 0.1  # initialised: recognised
+    cm = moec.compile(blk, (torch.randn(2, 5, 32),), verify=False, cache=False)
+    assert cm.stats.report["recognition"][0]["recognised"]
