@@ -793,40 +793,34 @@ def _split_t(fx, n, x, size, dim=0):
     return _split(fx, n, x, sizes, dim)
 
 
+def _slice_bound(fx, v, default):
+    """A python slice bound (None, an int, or a traced SymInt) as ONNX Slice's 1-element start/end vector."""
+    import torch.fx
+    if v is None:
+        return fx.const([default], np.int64)
+    if isinstance(v, torch.fx.Node):
+        return fx.env[v.name].vector(fx)
+    return fx.const([min(int(v), I64_MAX)], np.int64)
+
+
 @lower("aten.slice.Tensor")
 def _slice(fx, n, x, dim=0, start=None, end=None, step=1):
-    import torch.fx
-
-    def b(v, default):
-        if v is None:
-            return fx.const([default], np.int64)
-        if isinstance(v, torch.fx.Node):
-            return fx.env[v.name].vector(fx)
-        return fx.const([min(int(v), I64_MAX)], np.int64)
-    return fx.op1("Slice", [fx.v(x), b(start, 0), b(end, I64_MAX), fx.const([int(dim)], np.int64),
-                            fx.const([int(step)], np.int64)])
+    return fx.op1("Slice", [fx.v(x), _slice_bound(fx, start, 0), _slice_bound(fx, end, I64_MAX),
+                            fx.const([int(dim)], np.int64), fx.const([int(step)], np.int64)])
 
 
 @lower("aten.slice_scatter.default")
 def _slice_scatter(fx, n, x, src, dim=0, start=None, end=None, step=1):
     """x with x[start:end] along ``dim`` replaced by src (``out[..., :4] = y``): the part of x before
     the slice, src, the part after it, concatenated (python's slice bounds, as ONNX's Slice reads them)."""
-    import torch.fx
     if int(step) != 1:
         raise UnsupportedError(f"{fx._where()}: slice_scatter with step {step}")
-
-    def b(v, default):
-        if v is None:
-            return fx.const([default], np.int64)
-        if isinstance(v, torch.fx.Node):
-            return fx.env[v.name].vector(fx)
-        return fx.const([min(int(v), I64_MAX)], np.int64)
     xv, axis = fx.v(x), fx.const([int(dim)], np.int64)
     sv = fx.v(src)
     if sv.type.dtype != xv.type.dtype:
         sv = fx.op1("Cast", [sv], to=_onnx_dtype(_t(fx, x).dtype))
-    pre = fx.op1("Slice", [xv, fx.const([0], np.int64), b(start, 0), axis])
-    post = fx.op1("Slice", [xv, b(end, I64_MAX), fx.const([I64_MAX], np.int64), axis])
+    pre = fx.op1("Slice", [xv, fx.const([0], np.int64), _slice_bound(fx, start, 0), axis])
+    post = fx.op1("Slice", [xv, _slice_bound(fx, end, I64_MAX), fx.const([I64_MAX], np.int64), axis])
     return fx.op1("Concat", [pre, sv, post], axis=int(dim))
 
 
