@@ -105,23 +105,14 @@ _LOADED: Dict[object, tuple] = {}
 
 
 def _load(path: str) -> Dict[str, dict]:
-    """The JSON at path, re-read only when its modification time changes (config_for runs per call)."""
-    try:
-        mt = os.stat(path).st_mtime_ns
-    except OSError:
-        return {}
-    hit = _LOADED.get(path)
-    if hit and hit[0] == mt:
+    """The valid configurations of the JSON at path, recomputed only when the file is re-read (config_for
+    runs per call; the cache file is untrusted: anything but {key: config} is ignored)."""
+    raw = _load_raw(path)
+    hit = _LOADED.get(("valid", path))
+    if hit and hit[0] is raw:
         return hit[1]
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read(64 << 20).decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        data = {}
-    if not isinstance(data, dict):  # the cache file is untrusted: anything but {key: config} is ignored
-        data = {}
-    data = {k: c for k, c in data.items() if valid_config(c)}
-    _LOADED[path] = (mt, data)
+    data = {k: c for k, c in raw.items() if valid_config(c)}
+    _LOADED[("valid", path)] = (raw, data)
     return data
 
 
