@@ -17,6 +17,7 @@ import traceback
 from typing import List, Optional
 
 from . import __version__
+from . import ep_cost
 from .errors import MoecError, UserInputError, one_line, show_name
 from .passes.quantize import MODES as WEIGHT_MODES
 
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the outputs (default ./moec_outputs)")
     r.add_argument("--force", action="store_true", help="overwrite existing output files")
     r.add_argument("--threads", type=int, default=2, help="threads for the compiled code")
+    ep_cost.add_parser(sub)
     return p
 
 
@@ -421,7 +423,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return {"compile": cmd_compile, "inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench,
-                "conformance": cmd_conformance}[a.cmd](a)
+                "conformance": cmd_conformance, "plan": ep_cost.cmd_plan}[a.cmd](a)
     except MoecError as e:
         if a.debug:
             traceback.print_exc()

@@ -1,0 +1,73 @@
+"""The expert-parallel cost model (`moec plan`): exact byte counts, routing draws, calibration against the
+published DeepEP figures, and the command line."""
+import numpy as np
+import pytest
+
+from moec import ep_cost
+from moec.cli import main
+
+
+def test_exchange_bytes_by_hand():
+    # 2 ranks, 4 experts (0,1 on rank 0; 2,3 on rank 1), D=4, f32 rows, 8 bytes of id+weight per pair
+    pl = ep_cost.Placement.contiguous(4, 2)
+    wire = ep_cost.Wire.for_dtype("f32", 4)
+    ids = [np.array([[0, 1], [0, 2], [3, 2]]),      # rank 0: token0 local only; token1 both; token2 rank 1 only
+           np.array([[2, 3]])]                      # rank 1: local only
+    x = ep_cost.exchange_bytes(ids, pl, 4, wire)
+    assert x["rows"].tolist() == [[2, 2], [0, 1]]
+    assert x["pairs"].tolist() == [[3, 0], [3, 2]]   # [computing rank, source rank]
+    row = 4 * 4
+    assert x["dispatch"][0, 1] == 2 * row + 3 * 8    # tokens 1 and 2 cross, carrying 3 (id, weight) pairs
+    assert x["dispatch"][1, 0] == 0
+    assert x["combine"][1, 0] == 2 * row             # one partial row back per (token, rank)
+    assert x["expert_pairs"][1].tolist() == [0, 0, 3, 2]
+
+
+def test_replicas_share_an_experts_tokens():
+    pl = ep_cost.Placement(2, [[(0, 0.5), (1, 0.5)], [(1, 1.0)]])
+    ids = [np.zeros((1000, 1), dtype=np.int64)]
+    x = ep_cost.exchange_bytes(ids + [np.zeros((0, 1), dtype=np.int64)], pl, 8, ep_cost.Wire.for_dtype("bf16", 8))
+    share = x["pairs"][:, 0] / 1000
+    assert abs(share[0] - 0.5) < 0.05 and share.sum() == 1
+
+
+def test_drawn_routing_matches_the_uniform_formula():
+    lay = ep_cost.Layer(D=16, E=64, k=4, F=8)
+    ids = ep_cost.draw_routing(lay, 8, 2000, seed=1)
+    assert all(np.all(np.sort(i, axis=1)[:, 1:] != np.sort(i, axis=1)[:, :-1]) for i in ids)   # k distinct
+    x = ep_cost.exchange_bytes(ids, ep_cost.Placement.contiguous(64, 8), 16, ep_cost.Wire())
+    measured = x["rows"].sum() / (8 * 2000)
+    assert abs(measured - ep_cost.uniform_distinct_ranks(64, 8, 4)) < 0.03
+
+
+def test_group_limited_routing_stays_in_its_groups():
+    lay = ep_cost.DEEPSEEK_V3
+    ids = ep_cost.draw_routing(lay, 1, 500, seed=2)[0]
+    groups = ids // (lay.E // lay.groups)
+    assert max(len(set(g)) for g in groups.tolist()) <= lay.topk_groups
+
+
+def test_model_is_within_a_factor_of_the_published_deepep_figures():
+    rows = ep_cost.compare_published(ranks_cap=32)
+    assert len(rows) >= 5
+    for r in rows:
+        assert 0.6 < r["ratio"] < 1.6, r
+
+
+def test_skew_raises_the_busiest_rank():
+    lay = ep_cost.Layer(D=64, E=16, k=2, F=32)
+    flat = ep_cost.plan_table("h100", [4], lay, skew=0.0)
+    hot = ep_cost.plan_table("h100", [4], lay, skew=1.5)
+    key = lambda rows: max(r["pairs_max"] / r["pairs_mean"] for r in rows)
+    assert key(hot) > key(flat) + 0.3
+
+
+def test_cli(capsys):
+    assert main(["plan", "--ep", "2,8", "--layer", "mixtral", "--cluster", "910b"]) == 0
+    out = capsys.readouterr().out
+    assert "| decode | 8 | contiguous |" in out and "| prefill | 2 |" in out
+    assert main(["plan", "--ep", "3", "--layer", "mixtral"]) == 2
+    assert "do not split evenly" in capsys.readouterr().err
+    assert main(["plan", "--ep", "x"]) == 2
+    with pytest.raises(SystemExit):
+        main(["plan", "--cluster", "nowhere"])
