@@ -21,6 +21,14 @@ W4A16 / fp8); elsewhere x, biases and routing weights are widened to f32 around 
   (``s = max|w| / 7.5``-ish, see below, zero point 8) or with a zero point
   (``s = (max - min) / 15``, ``z = round(-min / s)``), two values per byte, low nibble first.
 
+Scope (``--weights-scope``): ``all`` (the default) also quantises every dense linear layer -- each
+``moec.matmul`` / ``moec.gemm`` whose weight operand is a constant 2-D f32 matrix from the weight store
+(attention projections, the output layer, dense MLPs) becomes a ``moec.linear_q`` (ir/ops/quant.py)
+with the same formats and semantics, on targets whose description lists the mode in ``quant_dense``
+(elsewhere the dense layers are kept and the record says why).  The router's matmul is kept (it
+decides which experts run), as are embeddings (gathers, not matmuls) and norms.  ``experts`` quantises
+the routed experts only.
+
 Layers whose weights are already quantised in the model (com.microsoft.QMoE imported as int8/int4)
 keep them and the layer record says so.  Layers whose weights are not constants, or whose K does not suit the
 format (int4 needs an even K that the group size divides) are left as they are; the pass records
@@ -30,6 +38,7 @@ experts, and the router decides which experts run: quantising it changes the rou
 """
 from __future__ import annotations
 
+import json
 from typing import Optional, Tuple
 
 import numpy as np
@@ -43,6 +52,7 @@ from .base import Pass
 from .moe_util import layer_of
 
 MODES = ("f32", "bf16", "int8", "int4", "w8a8", "fp8")
+SCOPES = ("all", "experts")
 
 
 def quantize_int8(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -90,13 +100,17 @@ class QuantizeWeights(Pass):
     name = "quantize-weights"
 
     def __init__(self, mode: str = "f32", group: int = 64, zero_point: bool = False,
-                 half_activations: Tuple[str, ...] = ()):
+                 half_activations: Tuple[str, ...] = (), scope: str = "all", dense_modes: Tuple[str, ...] = ()):
         if mode not in MODES:
             raise ValueError(f"unknown weight mode '{mode}' (choose from {', '.join(MODES)})")
         if group < 0 or group % 2:
             raise ValueError(f"int4 group size must be an even number >= 0 (0: whole row), got {group}")
         self.mode, self.group, self.zero_point = mode, group, zero_point
         self.half_activations = tuple(half_activations)  # modes the target runs with f16/bf16 activations
+        if scope not in SCOPES:
+            raise ValueError(f"unknown weight scope '{scope}' (choose from {', '.join(SCOPES)})")
+        self.scope = scope
+        self.dense_modes = tuple(dense_modes)  # modes the target has dense (linear_q) kernels for
 
     def run(self, m: Module) -> bool:
         if self.mode == "f32":
@@ -138,10 +152,102 @@ class QuantizeWeights(Pass):
                 f.replace_all_uses(ex.results[0], out)
                 if layer:
                     update_moe_layer(m, layer, weights=info)
-                _record(m, {"layer": layer, "mode": self.mode, "tensors": 2, "bytes_before": info["bytes_before"],
+                _record(m, {"scope": "experts", "layer": layer, "mode": self.mode, "tensors": 2, "bytes_before": info["bytes_before"],
                             "bytes_after": info["bytes"]})
                 changed = True
+        if self.scope == "all":
+            changed = self._quantize_dense(m) or changed
         return changed
+
+    # -- dense linear layers -----------------------------------------------------------------------
+    def _quantize_dense(self, m: Module) -> bool:
+        changed = False
+        kept: dict = {}
+        shared: dict = {}  # (weight key, transposed) -> the quantised constants, shared by every user
+        for f in m.functions:
+            uses = f.uses()
+            for o in list(f.ops):
+                if o.name not in ("moec.matmul", "moec.gemm"):
+                    continue
+                plan = _dense_plan(m, o)
+                if plan is None:
+                    continue  # no constant weight: a product of two activations
+                why = plan.get("why")
+                if why is None and _feeds_router(o.results[0], uses):
+                    why = "the router's matmul stays in the model's type (it decides which experts run)"
+                if why is None and self.mode not in self.dense_modes:
+                    why = (f"this target has no dense {self.mode} kernels" if self.dense_modes else
+                           "this target has no dense quantised kernels")
+                if why is None and self.mode == "int4":
+                    K = plan["K"]
+                    if K % 2 or (self.group and K % self.group):
+                        why = f"int4 needs K ({K}) even and divisible by the group size ({self.group})"
+                if why is not None:
+                    kept[why] = kept.get(why, 0) + 1
+                    continue
+                self._rewrite_dense(m, f, o, plan, shared)
+                changed = True
+        if kept or "moec.dense_kept" in m.attrs:
+            m.attrs["moec.dense_kept"] = [json.dumps({"why": k, "layers": n}, sort_keys=True)
+                                          for k, n in sorted(kept.items())]
+        return changed
+
+    def _rewrite_dense(self, m: Module, f, o, plan: dict, shared: dict) -> None:
+        key = (plan["key"], plan["trans"])
+        wmode = "int8" if self.mode == "w8a8" else self.mode
+        ent = shared.get(key)
+        new_tensor = ent is None
+        if new_tensor:
+            w = np.asarray(m.weights[plan["key"]])
+            before = int(w.nbytes)
+            w = np.asarray(w, np.float32)
+            w = np.ascontiguousarray(w if plan["trans"] else w.T)  # rows = output features [N, K]
+            hint = f"dense_{plan['key']}_{wmode}"
+            if wmode == "bf16":
+                import ml_dtypes
+                arrs = [w.astype(ml_dtypes.bfloat16)]
+            elif wmode == "int8":
+                arrs = list(quantize_int8(w))
+            else:
+                q, s, z = quantize_int4(w, self.group, self.zero_point)
+                arrs = [q, s] + ([z] if z is not None else [])
+            consts = [_const_op(m, a, hint if i == 0 else f"{hint}_{'sz'[i - 1]}") for i, a in enumerate(arrs)]
+            ent = shared[key] = {"consts": consts, "before": before,
+                                 "after": int(sum(a.nbytes for a in arrs)),
+                                 "summary": quantization_summary(w, wmode, self.group, self.zero_point)}
+        consts = ent["consts"]
+        x = o.operands[0]
+        pre = [c for c in consts if new_tensor]
+        if x.type.dtype != DType.F32:
+            c = OPS["moec.cast"].create([x], {"to": DType.F32}, o.loc)
+            pre.append(c)
+            x = c.results[0]
+        bias = plan.get("bias")
+        if bias is not None and bias.type.dtype != DType.F32:
+            c = OPS["moec.cast"].create([bias], {"to": DType.F32}, o.loc)
+            pre.append(c)
+            bias = c.results[0]
+        attrs = {"wq": wmode, "aq": "int8" if self.mode == "w8a8" else "none",
+                 "wq_group": self.group if wmode == "int4" else 0,
+                 "wq_zp": bool(wmode == "int4" and self.zero_point), "has_bias": bias is not None}
+        ops = [x] + [c.results[0] for c in consts] + ([bias] if bias is not None else [])
+        new = OPS["moec.linear_q"].create(ops, attrs, o.loc)
+        out = new.results[0]
+        post = []
+        if o.results[0].type.dtype != DType.F32:
+            back = OPS["moec.cast"].create([out], {"to": o.results[0].type.dtype}, o.loc)
+            post.append(back)
+            out = back.results[0]
+        out.name = o.results[0].name
+        idx = f.ops.index(o)
+        f.ops[idx:idx + 1] = pre + [new] + post
+        f.replace_all_uses(o.results[0], out)
+        N, K = plan["N"], plan["K"]
+        _record(m, {"scope": "dense", "layer": o.results[0].name or o.loc or o.name, "mode": self.mode,
+                    "tensors": 1 if new_tensor else 0, "shape": [N, K],
+                    "bytes_before": ent["before"] if new_tensor else 0,
+                    "bytes_after": ent["after"] if new_tensor else 0,
+                    **({"rel_rms": ent["summary"]["rel_rms"]} if new_tensor else {"shares_weights": True})})
 
     def _why_not(self, m: Module, ex) -> Optional[str]:
         x = ex.operands[0].type
@@ -213,6 +319,56 @@ class QuantizeWeights(Pass):
         return new, pre + consts + qconsts, info
 
 
+def _dense_plan(m: Module, o) -> Optional[dict]:
+    """How a matmul/gemm maps onto ``moec.linear_q``: the weight's store key, whether it is stored as
+    [N, K] already (``trans``), N, K and the bias; ``why`` when it cannot (None: no constant weight)."""
+    a, b = o.operands[:2]
+    o_b = b.owner
+    if o_b is None or o_b.name != "moec.constant" or not isinstance(o_b.attrs.get("value"), ResourceRef):
+        return None
+    if b.type.rank != 2 or not all(isinstance(d, int) for d in b.type.shape):
+        return {"why": "the weight is not a 2-D matrix of static shape"}
+    if b.type.dtype not in (DType.F32, DType.BF16, DType.F16) or a.type.dtype != b.type.dtype:
+        return {"why": f"{b.type.dtype.mlir} weights (weight quantisation takes f32, bf16 or f16 layers)"}
+    trans = False
+    bias = None
+    if o.name == "moec.matmul":
+        if a.type.rank < 1:
+            return {"why": "a scalar operand"}
+        K, N = b.type.shape
+    else:
+        at = o.attrs
+        if at["trans_a"] or at["alpha"] != 1.0:
+            return {"why": "a Gemm with a transposed left operand or alpha != 1"}
+        trans = bool(at["trans_b"])
+        N, K = b.type.shape if trans else b.type.shape[::-1]
+        if len(o.operands) > 2:
+            c = o.operands[2]
+            if at["beta"] != 1.0 or c.type.shape not in ((N,), (1, N)):
+                return {"why": f"a Gemm whose addend is {c.type} (beta {at['beta']}), not a bias [N]"}
+            bias = c
+    return {"key": o_b.attrs["value"].key, "trans": trans, "N": int(N), "K": int(K), "bias": bias}
+
+
+_THROUGH = ("moec.reshape", "moec.cast", "moec.squeeze", "moec.unsqueeze", "moec.flatten", "moec.add")
+
+
+def _feeds_router(v, uses) -> bool:
+    """Whether v reaches a ``moe.route``'s logits, through reshapes/casts/a bias add only."""
+    seen, todo = set(), [v]
+    while todo:
+        x = todo.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        for u in uses.get(id(x), []):
+            if u.name == "moe.route" and u.operands[0] is x:
+                return True
+            if u.name in _THROUGH:
+                todo.extend(u.results)
+    return False
+
+
 def _record(m: Module, rec: dict) -> None:
     """One JSON object per quantised moe.experts op in the module attribute ``moec.quantized_weights``
     (read by :func:`quantization_record`; it survives printing and parsing like ``moec.moe_layers``)."""
@@ -228,6 +384,19 @@ def quantization_record(m: Module, mode: str) -> dict:
     recs = [json.loads(s) for s in m.attrs.get("moec.quantized_weights", [])]
     out = {"requested": mode, "quantized_layers": len(recs), "quantized_tensors": sum(r["tensors"] for r in recs),
            "bytes_before": sum(r["bytes_before"] for r in recs), "bytes_after": sum(r["bytes_after"] for r in recs)}
+    by_scope = {}
+    for r in recs:
+        sc = by_scope.setdefault(r.get("scope", "experts"), {"layers": 0, "tensors": 0, "bytes_before": 0,
+                                                              "bytes_after": 0})
+        sc["layers"] += 1
+        sc["tensors"] += r["tensors"]
+        sc["bytes_before"] += r["bytes_before"]
+        sc["bytes_after"] += r["bytes_after"]
+    if recs:
+        out["by_scope"] = by_scope
+    kept = [json.loads(s) for s in m.attrs.get("moec.dense_kept", [])]
+    if kept:
+        out["dense_kept"] = kept
     if mode != "f32" and not recs:
         n = sum(1 for f in m.functions for o in f.ops if o.name == "moe.experts")
         if n:

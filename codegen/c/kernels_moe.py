@@ -83,3 +83,19 @@ def _combine(ctx, o):
     y, w = (ctx.t(v) for v in o.operands[:2])
     return [f"MOEC_TRY(moec_k_moe_combine(&ctx, {y}, {w}, {shared}, {px}, {pids}, {1 if a['weighted'] else 0}, "
             f"{ctx.t(o.result)}));"]
+
+
+@c_op("moec.linear_q")
+def _linear_q(ctx, o):
+    a = o.attrs
+    if a["wq"] not in _WQ:
+        from .emitter import CodegenError
+        raise CodegenError(f"the C target has no dense {a['wq']} kernels (moec.linear_q)")
+    s, z, b = o._parts()
+    q = ctx.fresh("wq")
+    sv = ctx.t(s) if s is not None else "NULL"
+    zv = ctx.t(z) if z is not None else "NULL"
+    return [f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv}, NULL, {zv}, NULL, "
+            f"{1 if a['aq'] == 'int8' else 0}}};",
+            f"MOEC_TRY(moec_k_linear_q(&ctx, {ctx.t(o.operands[0])}, {ctx.t(o.operands[1])}, "
+            f"{ctx.t(b) if b is not None else 'NULL'}, &{q}, {ctx.t(o.result)}));"]

@@ -55,6 +55,10 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
                          const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                          const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
                          const moec_ffn_params *p, const moec_wq *q, moec_tensor *y);
+/* a dense linear layer with quantised weights (moec.linear_q): y[..., N] = x[..., K] . deq(w)[N, K]^T
+ * (+ bias [N]); the formats of moec_wq (scales and zero points in s_in / z_in); bias may be NULL */
+int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, const moec_tensor *bias,
+                    const moec_wq *q, moec_tensor *y);
 int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_in, const moec_tensor *w_out,
                       const moec_tensor *gate, const moec_ffn_params *p, moec_tensor *y);
 /* shared, px (x) and pids (ids) may be NULL */

@@ -86,7 +86,7 @@ static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K,
  * per call. */
 typedef void (*pack_fn)(const void *W, int64_t K, int64_t n0, int64_t nb, void *Bp);
 typedef struct { const void *src; int64_t E, N, K; pack_fn pack; void *packed; } pk_entry;
-static pk_entry g_pk[256];
+static pk_entry g_pk[1024];
 static int g_npk;
 static pthread_mutex_t g_pk_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -99,7 +99,7 @@ static const void *cached_panels(const void *W, size_t estride, int64_t E, int64
   for (int i = 0; i < g_npk; i++)
     if (g_pk[i].src == W && g_pk[i].E == E && g_pk[i].N == N && g_pk[i].K == K && g_pk[i].pack == pack)
       res = g_pk[i].packed;
-  if (!res && g_npk < 256) {
+  if (!res && g_npk < 1024) {
     int64_t nblk = (N + NR - 1) / NR;
     char *pk = (char *)aligned_alloc(64, (size_t)(E * nblk) * panel + 64);
     if (pk) {
@@ -1116,5 +1116,200 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   moec_scratch_free(j.XQ); moec_scratch_free(j.AQ); free(j.XQS); free(j.AQS);
   free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
+  return 0;
+}
+
+/* ---- dense linear layers with quantised weights (moec.linear_q) --------------------------------
+ * One [N, K] weight in the experts' formats, run by the experts' kernels above (a stack of one expert):
+ * the same dequantisation, panels, tiles and GEMVs, no second copy of any of them.  Work items are
+ * (row block, run of NR-column blocks); at one or two rows (decode) the GEMVs stream the narrow rows
+ * and the columns are split between the threads, so one token uses every core. */
+typedef struct {
+  wview v;
+  int64_t M, N, K, nbk, rb, cpi, nrb, ncb;
+  const float *X;           /* [M, K] (bf16 mode: rounded to bf16) */
+  float *XR, *XS;           /* int4 GEMV: rows prepared by prep_x4 */
+  uint32_t *XB;             /* bf16 prefill (vdpbf16ps): rows as bf16 pairs */
+  uint8_t *XQ;              /* w8a8: rows as biased int8, scales XQS */
+  float *XQS;
+  const void *panels;       /* cached narrow / pair panels, or NULL (packed per item) */
+  int kind;                 /* 0 gemv, 1 f32 tile on dequantised panels, 2 tile_wq, 3 tile_i8, 4 tile_bf16 */
+  const float *bias;
+  float *y;
+  float *pack[64], *stab[64];
+} lqjob;
+
+static void lq_task(void *arg, int64_t item, int tid) {
+  lqjob *j = (lqjob *)arg;
+  int64_t rb = item % j->nrb, cc = item / j->nrb;
+  int64_t r0 = rb * j->rb, r1 = r0 + j->rb < j->M ? r0 + j->rb : j->M;
+  int64_t b0 = cc * j->cpi, b1 = b0 + j->cpi < j->nbk ? b0 + j->cpi : j->nbk;
+  const wview *v = &j->v;
+  const int64_t K = j->K, N = j->N;
+  for (int64_t b = b0; b < b1; b++) {
+    int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
+    const void *panel = NULL;
+    if (j->kind == 3) {
+      panel = j->panels ? (const void *)((const int8_t *)j->panels + (size_t)b * i8_panel_bytes(K)) : j->pack[tid];
+      if (!j->panels) pack_i8_panel(v->w, K, c0, nb, j->pack[tid]);
+    } else if (j->kind == 2) {
+      panel = j->panels ? (const void *)((const uint8_t *)j->panels + (size_t)b * wq_panel_bytes(v)) : j->pack[tid];
+      if (!j->panels) (v->mode == MOEC_WQ_INT8 ? pack_w8k_panel : pack_w4k_panel)(v->w, K, c0, nb, j->pack[tid]);
+      wq_scale_table(v, 0, c0, nb, j->stab[tid]);
+    } else if (j->kind == 1) {
+      pack_b_w(v, 0, c0, nb, j->pack[tid]);
+      panel = j->pack[tid];
+    }
+#ifdef HAVE_DPBF16
+    else if (j->kind == 4) {
+      panel = (const uint32_t *)j->panels + (size_t)b * ((K + 1) / 2) * NR;
+    }
+#endif
+    if (j->kind == 0) {
+      for (int64_t r = r0; r < r1; r += GEMV_ROWS) {
+        int64_t n = r1 - r < GEMV_ROWS ? r1 - r : GEMV_ROWS;
+        gemv_w(v, 0, c0, nb, j->X + r * K, K, n, j->y + r * N + c0, N, j->XR ? j->XR + r * K : NULL,
+               j->XS ? j->XS + r * (K / v->G) : NULL);
+      }
+    } else {
+      for (int64_t r = r0; r < r1; r += MR) {
+        int m = r1 - r < MR ? (int)(r1 - r) : MR;
+        float *C = j->y + r * N + c0;
+        if (j->kind == 3)
+          tile_i8(j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb);
+        else if (j->kind == 2)
+          tile_wq(v, j->X + r * K, K, m, panel, j->stab[tid], C, N, nb);
+#ifdef HAVE_DPBF16
+        else if (j->kind == 4)
+          tile_bf16(j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb);
+#endif
+        else
+          tile(j->X + r * K, K, m, (const float *)panel, K, C, N, nb);
+      }
+    }
+    if (j->bias)
+      for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = 0; c < nb; c++) j->y[r * N + c0 + c] += j->bias[c0 + c];
+  }
+}
+
+int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, const moec_tensor *bias,
+                    const moec_wq *q, moec_tensor *y) {
+  static const int wdt[4] = {MOEC_F32, MOEC_BF16, MOEC_I8, MOEC_U8};
+  int mode = q->mode;
+  if (mode < MOEC_WQ_BF16 || mode > MOEC_WQ_INT4 || x->dtype != MOEC_F32 || w->dtype != wdt[mode] || w->rank != 2 ||
+      x->rank < 1)
+    return moec_fail(ctx, "linear_q: unsupported operand types");
+  const int64_t N = w->shape[0], K = mode == MOEC_WQ_INT4 ? 2 * w->shape[1] : w->shape[1];
+  if (x->shape[x->rank - 1] != K) return moec_fail(ctx, "linear_q: x has %lld features, the weight %lld",
+                                                   (long long)x->shape[x->rank - 1], (long long)K);
+  if (bias && (bias->dtype != MOEC_F32 || moec_numel(bias->rank, bias->shape) != N)) return moec_fail(ctx, "linear_q: bad bias");
+  int64_t G = mode == MOEC_WQ_INT4 && q->group ? q->group : K;
+  if (mode == MOEC_WQ_INT4 && (K % 2 || G <= 0 || K % G)) return moec_fail(ctx, "linear_q: int4 group does not divide K");
+  int64_t yshape[MOEC_MAX_RANK];
+  for (int d = 0; d < x->rank - 1; d++) yshape[d] = x->shape[d];
+  yshape[x->rank - 1] = N;
+  if (moec_alloc(ctx, y, MOEC_F32, x->rank, yshape)) return -1;
+  const int64_t M = moec_numel(y->rank, y->shape) / (N ? N : 1);
+  if (M == 0 || N == 0) return 0;
+  float *yd = (float *)y->data;
+  if (K == 0) { /* empty reduction: the bias (or zero) */
+    for (int64_t r = 0; r < M; r++)
+      for (int64_t c = 0; c < N; c++) yd[r * N + c] = bias ? ((const float *)bias->data)[c] : 0.f;
+    return 0;
+  }
+  lqjob j;
+  memset(&j, 0, sizeof j);
+  j.v = (wview){mode, w->data, q->s_in ? (const float *)q->s_in->data : NULL,
+                q->z_in ? (const float *)q->z_in->data : NULL, N, K, G};
+  j.M = M; j.N = N; j.K = K; j.nbk = (N + NR - 1) / NR;
+  j.bias = bias ? (const float *)bias->data : NULL;
+  j.y = yd;
+  const float *xd = (const float *)x->data;
+  float *xcopy = NULL;
+  int failed = 0;
+  if (mode == MOEC_WQ_BF16) { /* the bf16 dot products take x rounded to bf16 */
+    xcopy = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(M * K + 16));
+    if (!xcopy) return moec_fail(ctx, "out of memory");
+    memcpy(xcopy, xd, sizeof(float) * (size_t)(M * K));
+    round_bf16_row(xcopy, M * K);
+    xd = xcopy;
+  }
+  j.X = xd;
+  if (q->aq && mode == MOEC_WQ_INT8) {
+    j.kind = 3;
+    j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(M * KP4(K)) + 4);
+    j.XQS = (float *)malloc(sizeof(float) * (size_t)(M + 1));
+    if (!j.XQ || !j.XQS) failed = 1;
+    else
+      for (int64_t r = 0; r < M; r++) quant_row_u8(xd + r * K, K, j.XQ + r * KP4(K), j.XQS + r);
+    if (!failed) j.panels = packed_panels_i8((const int8_t *)w->data, 1, N, K);
+  } else if (M <= GEMV_ROWS) {
+    j.kind = 0;
+    if (mode == MOEC_WQ_INT4) {
+      j.XR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(M * K + 16));
+      j.XS = (float *)malloc(sizeof(float) * (size_t)(M * (K / G) + 1));
+      if (!j.XR || !j.XS) failed = 1;
+      else
+        for (int64_t r = 0; r < M; r++) prep_x4(xd + r * K, K, G, j.XR + r * K, j.XS + r * (K / G));
+    }
+  } else if (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) {
+    j.kind = 2;
+    j.panels = packed_panels_wq(&j.v, 1);
+  } else {
+    j.kind = 1;
+#ifdef HAVE_DPBF16
+    j.panels = packed_panels_bf16((const uint16_t *)w->data, 1, N, K);
+    if (j.panels) {
+      int64_t P = (K + 1) / 2;
+      j.kind = 4;
+      j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * P + 1));
+      if (!j.XB) failed = 1;
+      else
+        for (int64_t r = 0; r < M; r++) to_pairs(xd + r * K, K, j.XB + r * P);
+    }
+#endif
+  }
+  /* rows per item: all of them at decode; else a block whose f32 rows stay in L2 (~256 KiB) */
+  int64_t rb = j.kind == 0 ? M : (65536 / K) / MR * MR;
+  if (rb < MR) rb = MR;
+  if (rb > M) rb = M;
+  j.rb = rb;
+  j.nrb = (M + rb - 1) / rb;
+  double work = (double)M * (double)N * (double)K;
+  int nt = moec_num_threads(ctx, 1 << 30);
+  if (work < 262144.0) nt = 1;
+  /* about 16 items per thread, a run of at least one column block */
+  int64_t want = (int64_t)nt * 16, split = j.nrb >= want ? 1 : (want + j.nrb - 1) / j.nrb;
+  if (split > j.nbk) split = j.nbk;
+  j.cpi = (j.nbk + split - 1) / split;
+  j.ncb = (j.nbk + j.cpi - 1) / j.cpi;
+  int64_t items = j.nrb * j.ncb;
+  if (items < nt) nt = (int)items;
+  if (nt > 64) nt = 64;
+  if (j.kind != 0 && j.kind != 4) {
+    size_t pb = sizeof(float) * (size_t)(K * NR + 16), pbi = i8_panel_bytes(K) + 64;
+    for (int t = 0; t < nt && !failed; t++) {
+      j.pack[t] = (float *)aligned_alloc(64, ((pb > pbi ? pb : pbi) + 63) & ~(size_t)63);
+      if (!j.pack[t]) failed = 1;
+      if (j.kind == 2) {
+        j.stab[t] = (float *)aligned_alloc(64, (sizeof(float) * (size_t)(2 * NR * (K / 2 + 1) + 16) + 63) & ~(size_t)63);
+        if (!j.stab[t]) failed = 1;
+      }
+    }
+  }
+  if (!failed) {
+    if (nt <= 1) {
+      for (int64_t i = 0; i < items; i++) lq_task(&j, i, 0);
+    } else {
+      moec_ctx sub = *ctx;
+      sub.nthreads = nt;
+      moec_parallel_for_tid(&sub, items, lq_task, &j);
+    }
+  }
+  for (int t = 0; t < 64; t++) { free(j.pack[t]); free(j.stab[t]); }
+  moec_scratch_free(xcopy); moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.XB); moec_scratch_free(j.XQ);
+  free(j.XQS);
+  if (failed) return moec_fail(ctx, "out of memory in a quantised linear layer");
   return 0;
 }
