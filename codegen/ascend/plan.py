@@ -72,10 +72,15 @@ ASCEND_WEIGHTS = ("none", "bf16", "int8")   # moe.experts weight storage the Asc
 ACT_DTYPES = ("f32", "f16")                 # activation types of the MoE and cube kernels (x, logits, y)
 
 
+UB_SCRATCH = 8 * 1024      # the top of the Unified Buffer is scratch for some instructions: 184 of 192 KiB usable
+L1_RESERVED = 128          # the last 128 bytes of L1 are reserved: 512 KiB - 128 B usable
+
+
 def _hw(desc: TargetDesc) -> dict:
     return {"aiv": int(desc.get("aiv_cores", 48)), "aic": int(desc.cores), "hbm": float(desc.get("hbm_gbps", 1600)) * 1e9,
-            "cube_f16": float(desc.get("fp16_tflops", 354)) * 1e12, "ub": int(desc.get("ub_bytes", 192 * 1024)),
-            "l1": int(desc.l1_bytes), "l0a": int(desc.get("l0a_bytes", 64 * 1024)),
+            "cube_f16": float(desc.get("fp16_tflops", 354)) * 1e12,
+            "ub": int(desc.get("ub_bytes", 192 * 1024)) - UB_SCRATCH,
+            "l1": int(desc.l1_bytes) - L1_RESERVED, "l0a": int(desc.get("l0a_bytes", 64 * 1024)),
             "l0b": int(desc.get("l0b_bytes", 64 * 1024)), "l0c": int(desc.get("l0c_bytes", 128 * 1024)),
             "l2": int(desc.l2_bytes),
             "i8_rate": float(desc.get("int8_tops", 0)) / float(desc.get("fp16_tflops", 354)) or CUBE_RATE["i8"]}
