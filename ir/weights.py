@@ -108,5 +108,21 @@ class WeightStore:
         for k, e in index.items():
             dt = DType.parse(e["dtype"]).np
             raw = mm[e["offset"]: e["offset"] + e["nbytes"]]
-            ws._arrays[k] = raw.view(dt).reshape(e["shape"])
+            lay = e.get("layout")
+            if lay is not None:  # stored as the kernels read it; the module sees the plain array
+                ws._arrays[k] = unpack_layout(raw.view(dt), lay, e["shape"])
+            else:
+                ws._arrays[k] = raw.view(dt).reshape(e["shape"])
         return ws
+
+
+def unpack_layout(flat: np.ndarray, layout: dict, shape) -> np.ndarray:
+    """A weight a backend stored in its kernels' layout, back as the plain array of ``shape``.
+    ``gemm_panels`` (the C target's GEMM, codegen/c/gemm_pack.py): op(w) [K, N] as [N/nr][K][nr] panels,
+    op = transpose when ``trans``."""
+    if layout.get("kind") != "gemm_panels" or len(shape) != 2:
+        raise ValueError(f"unknown weight layout {layout!r}")
+    nr, trans = int(layout["nr"]), bool(layout["trans"])
+    K, N = (shape[1], shape[0]) if trans else tuple(shape)
+    w = np.asarray(flat).reshape(-1, K, nr).transpose(1, 0, 2).reshape(K, -1)[:, :N]
+    return np.ascontiguousarray(w.T if trans else w)

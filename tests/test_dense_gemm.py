@@ -306,3 +306,44 @@ def test_other_vector_widths(arch, tmp_path):
         y, z = art([x])
         _close(y, x.astype(np.float64) @ ws["w"].astype(np.float64), 33, f"{arch} matmul M={M}")
         _close(z, x.astype(np.float64) @ ws["wt"].T.astype(np.float64) + ws["b"], 33, f"{arch} gemm M={M}")
+
+
+def test_packed_weights_stored_once(tmp_path):
+    """A weight only packed GEMMs read is stored once, as panels (issue 17: +131 MB for a 32000-wide
+    output layer before); the artifact's module still loads with the plain weights; a weight another op
+    reads as well, or one whose N needs a padded panel, keeps its bytes and gets panels appended."""
+    import json
+    import os
+    from moec.ir import load_module
+    rng = np.random.default_rng(4)
+    ws = WeightStore()
+    K, N, N2 = 64, 96, 40
+    for k, shape in (("wa", (K, N)), ("wb", (N, K)), ("wc", (K, N)), ("wd", (K, N2))):
+        ws.set(k, rng.standard_normal(shape).astype(np.float32))
+    x, xn = _tt(("M", K)), _tt(("M", N))
+    ops = [_const("wa", (K, N)), _const("wb", (N, K)), _const("wc", (K, N)), _const("wd", (K, N2)),
+           f'%ya = "moec.matmul"(%x, %wa) : ({x}, {_tt((K, N))}) -> {xn}',
+           f'%yb = "moec.gemm"(%x, %wb) {{trans_b = true}} : ({x}, {_tt((N, K))}) -> {xn}',
+           f'%yc = "moec.matmul"(%x, %wc) : ({x}, {_tt((K, N))}) -> {xn}',
+           f'%yc2 = "moec.add"(%yc, %wc) : ({xn}, {_tt((K, N))}) -> {xn}',  # (M = K rows) another reader
+           f'%yd = "moec.matmul"(%x, %wd) : ({x}, {_tt((K, N2))}) -> {_tt(("M", N2))}']
+    m = _module([("x", ("M", K))], ops, [("ya", ("M", N)), ("yb", ("M", N)), ("yc2", ("M", N)), ("yd", ("M", N2))], ws)
+    out = tmp_path / "out"
+    art = build_module(m, str(out))
+    xv = rng.standard_normal((K, K)).astype(np.float32)
+    got = art([xv])
+    want = run(m, [xv])
+    for g, w in zip(got, want.values()):
+        _close(g, w, K, "packed")
+    with open(out / "model.weights.json") as f:
+        index = json.load(f)
+    nr = gemm_pack.panel_width(__import__("moec.targets", fromlist=["target_for"]).target_for("cpu").cflags)
+    in_place = {k for k, e in index.items() if "layout" in e}
+    assert in_place == ({"wa", "wb"} if N % nr == 0 else set())
+    size = os.path.getsize(out / "model.weights.bin")
+    # wa, wb once; wc and wd plain plus appended panels (wd's padded to a multiple of nr)
+    pad_n2 = -(-N2 // nr) * nr
+    assert size <= 4 * (K * N * 2 + 2 * K * N + K * N2 + K * pad_n2) + 64 * 8
+    m2 = load_module(str(out / "model.mlir"))
+    for k in ("wa", "wb", "wc", "wd"):
+        np.testing.assert_array_equal(np.asarray(m2.weights[k]), ws[k])

@@ -4,12 +4,19 @@ Every f32 ``moec.matmul`` / ``moec.gemm`` whose right operand is a 2-D weight fr
 gets that weight's panels: op(B) as [K, N], cut into column panels of NR (the last zero-padded) and
 laid out [ceil(N/NR)][K][NR], so the micro-kernel streams one contiguous panel per NR output columns.
 NR is twice the vector width the runtime is compiled for (``-DMOEC_VBYTES`` in the target's flags;
-the runtime checks it at each call).  The panels are appended to the artifact's weights file after
-the IR's own entries (they are not in model.weights.json: the IR module never sees them) and the
-generated code binds them at their offsets; the original weight stays, for any other user.
+the runtime checks it at each call).
+
+Only what the kernels read is stored.  A weight whose every user is a packed op (one orientation) and
+whose N is a multiple of NR has panels exactly its own size: they are written over the weight's bytes
+in the weights file, and its entry in model.weights.json says so (``layout``: the IR's weight store
+unpacks it when the artifact's module is loaded, ir/weights.py); the generated code binds the
+constant there too (its shape is all the packed kernels read of it).  Any other weight (another user
+reads the plain matrix, or N needs a zero-padded last panel) keeps its bytes and gets its panels
+appended after the IR's entries (not in model.weights.json: the IR module never sees them).
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, Optional, Tuple
 
@@ -72,12 +79,41 @@ def pack_panels(w: np.ndarray, nr: int, trans: bool = False) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(K, P, nr).transpose(1, 0, 2))
 
 
+def _in_place(module: Module, ops: Dict[int, Tuple[str, bool]]) -> Dict[str, bool]:
+    """weight key -> orientation, for the weights only packed ops read (in every function)."""
+    orient: Dict[str, set] = {}
+    other = set()
+    for f in module.functions:
+        for o in f.ops:
+            for i, v in enumerate(o.operands):
+                key = _weight_key(v)
+                if key is None:
+                    continue
+                kt = ops.get(id(o))
+                if i == 1 and kt is not None and kt[0] == key:
+                    orient.setdefault(key, set()).add(kt[1])
+                else:
+                    other.add(key)
+        for v in f.outputs:
+            key = _weight_key(v)
+            if key is not None:
+                other.add(key)
+    return {k: next(iter(t)) for k, t in orient.items() if k not in other and len(t) == 1}
+
+
 def append_packs(module: Module, bin_path: str, nr: int) -> Dict[int, dict]:
-    """Pack the planned weights, append them to ``bin_path``; id(op) -> {offset, nbytes, shape, nr}
-    (one entry shared by every op packing the same weight the same way)."""
+    """Pack the planned weights into ``bin_path``; id(op) -> {offset, nbytes, shape, nr} (one entry shared
+    by every op packing the same weight the same way).  Panels the size of their weight replace it in
+    place (model.weights.json beside ``bin_path`` records the layout); the others are appended."""
     ops = plan(module)
     if not ops:
         return {}
+    index_path = bin_path[:-len(".bin")] + ".json" if bin_path.endswith(".bin") else None
+    index = None
+    if index_path and os.path.exists(index_path):
+        with open(index_path) as f:
+            index = json.load(f)
+    in_place = _in_place(module, ops) if index is not None else {}
     by_key: Dict[Tuple[str, bool], dict] = {}
     out: Dict[int, dict] = {}
     with open(bin_path, "r+b") as f:
@@ -87,12 +123,25 @@ def append_packs(module: Module, bin_path: str, nr: int) -> Dict[int, dict]:
             e = by_key.get(kt)
             if e is None:
                 p = pack_panels(module.weights[kt[0]], nr, kt[1])
-                pad = (-off) % ALIGN
-                f.write(b"\0" * pad)
-                off += pad
                 data = p.tobytes()
-                f.write(data)
-                e = by_key[kt] = {"offset": off, "nbytes": len(data), "shape": list(p.shape), "nr": nr}
-                off += len(data)
+                ent = index.get(kt[0]) if index is not None else None
+                if in_place.get(kt[0]) == kt[1] and ent is not None and ent["nbytes"] == len(data) \
+                        and ent.get("dtype") == "f32":
+                    f.seek(ent["offset"])
+                    f.write(data)
+                    ent["layout"] = {"kind": "gemm_panels", "nr": nr, "trans": kt[1]}
+                    e = by_key[kt] = {"offset": ent["offset"], "nbytes": len(data), "shape": list(p.shape), "nr": nr,
+                                      "in_place": True}
+                else:
+                    pad = (-off) % ALIGN
+                    f.seek(off)
+                    f.write(b"\0" * pad)
+                    off += pad
+                    f.write(data)
+                    e = by_key[kt] = {"offset": off, "nbytes": len(data), "shape": list(p.shape), "nr": nr}
+                    off += len(data)
             out[oid] = e
+    if any(e.get("in_place") for e in by_key.values()):
+        with open(index_path, "w") as f:
+            json.dump(index, f, indent=1, sort_keys=True)
     return out
