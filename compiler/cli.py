@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--group-size", type=int, default=64, metavar="G",
                    help="int4: weights per scale group along the reduction (32, 64, 128; 0 = whole row)")
     c.add_argument("--zero-point", action="store_true", help="int4: asymmetric groups with zero points")
+    c.add_argument("--weights-scope", default="all", choices=["all", "experts"],
+                   help="what --weights quantises: all (default: every linear layer the target has kernels for -- "
+                        "attention projections, output layer, dense MLPs, routed experts; the router, embeddings "
+                        "and norms keep the model's type) or experts (the routed experts only)")
 
     i = sub.add_parser("inspect", help="summarise a model: inputs, outputs, ops, weights, MoE layers",
                        description="Import MODEL and print its inputs, outputs, op histogram (ONNX and moec IR), "
@@ -141,7 +145,8 @@ def cmd_compile(a) -> int:
     opts = CompileOptions(target=a.target, arch=a.soc if a.target == "ascend" else a.arch, verify=not a.no_verify, dump_ir=a.dump_ir,
                           seed=a.seed, symbol_sizes=a.sizes, threads=a.threads, force=a.force,
                           sanitize=a.sanitize, weights=a.weights, group_size=a.group_size,
-                          zero_point=a.zero_point, inputs_file=a.inputs)
+                          zero_point=a.zero_point, inputs_file=a.inputs,
+                          weights_scope=a.weights_scope)
     res = compile_onnx(a.model, a.output, opts)
     rep = res.report
     t = rep["stage_timings_s"]
@@ -153,9 +158,14 @@ def cmd_compile(a) -> int:
     print(f"  MoE layers recognised: {len(layers)}")
     wq = rep.get("weights") or {}
     if opts.weights != "f32" and wq.get("quantized_layers"):
-        print(f"  {opts.weights} weights: {wq['quantized_layers']} MoE layer(s) quantised, "
-              f"{wq['quantized_tensors']} weight tensors, {wq['bytes_before'] / 1e6:.2f} MB -> "
-              f"{wq['bytes_after'] / 1e6:.2f} MB")
+        scopes = wq.get("by_scope") or {"experts": {"layers": wq["quantized_layers"],
+                                                    "tensors": wq["quantized_tensors"]}}
+        what = ", ".join(f"{s['layers']} {'MoE' if k == 'experts' else 'dense linear'} layer(s) ({s['tensors']} "
+                         f"tensors)" for k, s in sorted(scopes.items()))
+        print(f"  {opts.weights} weights (scope {opts.weights_scope}): {what} quantised, "
+              f"{wq['bytes_before'] / 1e6:.2f} MB -> {wq['bytes_after'] / 1e6:.2f} MB")
+        for k in wq.get("dense_kept") or []:
+            print(f"  kept in the model's type: {k['layers']} dense layer(s): {k['why']}")
     if wq.get("warning"):
         print(f"  warning: {wq['warning']}")
     if opts.verify:

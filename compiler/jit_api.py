@@ -115,10 +115,12 @@ def _is_tensor(x) -> bool:
     return hasattr(x, "detach") and hasattr(x, "device") and hasattr(x, "dtype")
 
 
-def _options_key(target: str, weights: str, group_size: int, zero_point: bool, soc: Optional[str]) -> str:
+def _options_key(target: str, weights: str, group_size: int, zero_point: bool, soc: Optional[str],
+                 weights_scope: str = "all") -> str:
     from .targets.registry import get_backend
     desc = get_backend(target, soc or "native").desc
     return json.dumps({"target": target, "weights": weights, "group_size": group_size, "zero_point": zero_point,
+                       **({"weights_scope": weights_scope} if weights_scope != "all" else {}),
                        "desc": desc.to_json()}, sort_keys=True, default=str)
 
 
@@ -232,7 +234,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             example_inputs: Optional[Sequence] = None, *, target: str = "cpu", weights: str = "f32",
             verify: bool = True, soc: Optional[str] = None, group_size: int = 64, zero_point: bool = False,
             dynamic_dims: Optional[dict] = None, cache: bool = True,
-            experts_implementation: Optional[str] = "batched_mm") -> CompiledModel:
+            experts_implementation: Optional[str] = "batched_mm", weights_scope: str = "all") -> CompiledModel:
     """Compile a PyTorch module or an ONNX model with moec and return a callable.
 
     Args:
@@ -258,6 +260,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         soc: for target "ascend", the SoC (Ascend910B1..B4, Ascend910_93; default Ascend910B2).
         group_size: int4 weights per scale group along the reduction (0 = whole row).
         zero_point: int4 with zero points (asymmetric) instead of symmetric.
+        weights_scope: "all" (``weights`` applies to every linear layer where the target has dense kernels
+            for it: attention projections, output layer, dense MLPs; the router, embeddings and norms keep
+            the model's type) or "experts" (the routed experts only).
         dynamic_dims: for modules, {input index: {dim: symbol}} to override the dynamic dims.
         cache: reuse / store the artifact in the on-disk cache (``$MOEC_CACHE_DIR/jit``).
         experts_implementation: for modules holding Hugging Face ``transformers`` experts (classes with
@@ -280,7 +285,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     if target == "triton":
         from .codegen.triton import ensure_triton
         ensure_triton()  # select the interpreter (no GPU) before torch.export can import triton
-    opts_key = _options_key(target, weights, group_size, zero_point, soc)
+    opts_key = _options_key(target, weights, group_size, zero_point, soc, weights_scope)
     is_module = hasattr(model, "forward") and hasattr(model, "state_dict")
     h = hashlib.sha256()
     m = None
@@ -350,7 +355,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         outdir = os.path.join(tmp, "a")
         try:
             report = _build(m, proto, name, outdir, ex if is_module else onnx_inputs, model if is_module else None,
-                            target, weights, verify, soc, group_size, zero_point)
+                            target, weights, verify, soc, group_size, zero_point, weights_scope)
             _seal(outdir, key, report.get("verified"))
             if cache:
                 _publish(outdir, final)
@@ -387,17 +392,18 @@ def _onnx_example_sets(example_inputs) -> list:
 
 
 def _build(m, proto, name, outdir, example_inputs, module, target, weights, verify, soc, group_size,
-           zero_point) -> dict:
+           zero_point, weights_scope="all") -> dict:
     from .driver import CompileOptions, compile_onnx
     arch = soc or "native"
     if proto is not None:
         r = compile_onnx(proto, outdir, CompileOptions(target=target, arch=arch, verify=verify, weights=weights,
                                                        group_size=group_size, zero_point=zero_point, force=True,
+                                                       weights_scope=weights_scope,
                                                        inputs=list(example_inputs or [])))
         return r.report
     from .driver import build_module
     art = build_module(m, outdir, target=target, arch=arch, threads=2, run_passes=True, weights=weights,
-                       group=group_size, zero_point=zero_point)
+                       group=group_size, zero_point=zero_point, scope=weights_scope)
     report = {"moec_version": __version__, "model": name, "target": target, "frontend": "torch.export",
               "weights": weights, "verified": None, "verification": "skipped" if not verify else None}
     from .driver import moe_layers_of, op_histogram

@@ -110,6 +110,59 @@ QUANT_ERROR_BOUNDS: Dict[str, float] = {"bf16": 0.01, "int8": 0.05, "int4": 0.5,
 #         (an ``aq`` mode) and a tolerance derived like w8a8's; moec does not emit it.
 QUANT_VERIFY_TOLERANCE: Dict[str, "Tolerance"] = {"bf16": TOLERANCES["bf16"], "w8a8": TOLERANCES["bf16"]}
 
+# w8a8 on a whole model: flipped int8 codes propagate.  Once one code of a token's GEMM input flips (the
+# compiled and the reference activation differ by f32 rounding and one element sits within an ulp of a
+# rounding boundary), every later layer sees a slightly different vector for that token, and its later
+# GEMM inputs are re-rounded element by element: from there on the compiled and the reference run are two
+# *independent* roundings of the same activations.  Issue 17 saw it on a 2-layer Mixtral (hidden 1024,
+# routed experts w8a8): max error 0.028 against the bf16 tolerance's 0.016 -- not a kernel
+# error, and it grows with the hidden size (more elements, more flips), so no fixed element tolerance is
+# honest.  The per-token error model above bounds it instead.  The w8a8 error of a token (vs f32) has four
+# sources of equal size (x, w_in, the activation, w_out: relative RMS ~0.01 each, in quadrature), bounded
+# with margin by QUANT_ERROR_BOUNDS["w8a8"] = 0.07; half of its variance is the activations' rounding.
+# Two independent roundings of the activations differ by sqrt(2) times one rounding, so a token whose
+# codes flipped is within sqrt(2) * sqrt(1/2) * 0.07 = 0.07 of the reference (relative L2 over the
+# token's outputs) -- the same bound.  Element by element the difference of a flipped token is a sum of
+# many independent roundings (Gaussian): within 6 sigma, 6 * 0.07 * rms(token), of the reference
+# (P(|z| > 6) = 2e-9 per element).  So an output element of a w8a8 build passes when it is within the
+# bf16 tolerance above, or when its token's relative error is within W8A8_FLIP_TOKEN_BOUND and the element
+# within W8A8_FLIP_ELEMENT_SIGMAS * W8A8_FLIP_TOKEN_BOUND * rms(token) of the reference.  A wrong scale,
+# code or bias moves whole tokens by O(1) (fails the token bound); one wrong column moves its element by
+# O(|y|), several rms (fails the element bound).  The tokens judged this way are counted and reported.
+# Measured (2-layer Mixtral, hidden 256, every linear layer w8a8, 64 tokens): flipped tokens 0.012-0.013.
+W8A8_FLIP_TOKEN_BOUND = 0.07
+W8A8_FLIP_ELEMENT_SIGMAS = 6.0
+
+
+def w8a8_flip_check(got, want, tol: "Tolerance" = None) -> Dict[str, object]:
+    """The w8a8 criterion above on float outputs (rows = tokens: every axis but the last).  Returns
+    {ok, flipped_tokens, token_rel_max, element_excess_max}: ok when every element outside ``tol`` (the
+    bf16 tolerance) lies in a token within the flip bounds."""
+    import numpy as np
+    tol = tol or TOLERANCES["bf16"]
+    flipped, worst_tok, worst_el, ok = 0, 0.0, 0.0, True
+    for g, w in zip(got, want):
+        w = np.asarray(w)
+        if not np.issubdtype(w.dtype, np.floating) or w.size == 0:
+            continue
+        g = np.asarray(g, np.float64).reshape(-1, w.shape[-1] if w.ndim else 1)
+        w = w.astype(np.float64).reshape(g.shape)
+        d = np.abs(g - w)
+        if not np.all(np.isfinite(d) | (g == w)):
+            return {"ok": False, "flipped_tokens": flipped, "token_rel_max": float("inf"),
+                    "element_excess_max": float("inf")}
+        out_tol = d > tol.atol + tol.rtol * np.abs(w)
+        rows = np.nonzero(out_tol.any(axis=1))[0]
+        for r in rows:
+            rms = float(np.sqrt(np.mean(w[r] ** 2)))
+            rel = float(np.sqrt(np.mean(d[r] ** 2))) / max(rms, 1e-30)
+            el = float(d[r].max()) / max(W8A8_FLIP_ELEMENT_SIGMAS * W8A8_FLIP_TOKEN_BOUND * rms, 1e-30)
+            worst_tok, worst_el = max(worst_tok, rel), max(worst_el, el)
+            flipped += 1
+            if rel > W8A8_FLIP_TOKEN_BOUND or el > 1.0:
+                ok = False
+    return {"ok": ok, "flipped_tokens": flipped, "token_rel_max": worst_tok, "element_excess_max": worst_el}
+
 
 def quantization_error(got, want, bound: float = float("inf")) -> Dict[str, float]:
     """Distance of outputs ``got`` to the f32 model's ``want`` (float outputs only): overall relative

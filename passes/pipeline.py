@@ -22,12 +22,13 @@ from .schedule_dispatch import ScheduleDispatch
 
 
 def stages(target: TargetDesc, weights: str = "f32", group: int = 64,
-           zero_point: bool = False) -> List[Tuple[str, List[Pass]]]:
+           zero_point: bool = False, scope: str = "all") -> List[Tuple[str, List[Pass]]]:
     return [
         ("canonicalize", [FoldConstants(), FoldFullNonzero(), SplitOfConcat(), DeadCodeElimination()]),
         ("recognize-moe", [RecognizeMoE(), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
-        ("quantize-weights", [QuantizeWeights(weights, group, zero_point,
+        ("quantize-weights", [QuantizeWeights(weights, group, zero_point, scope=scope,
+                                              dense_modes=tuple(target.get("dense_weight_modes", ())),
                                               half_activations=tuple(target.get("quant_half_activations", ()))),
                               DeadCodeElimination()]),
         ("schedule-dispatch", [ScheduleDispatch(target)]),
@@ -37,11 +38,12 @@ def stages(target: TargetDesc, weights: str = "f32", group: int = 64,
 
 def run_pipeline(m: Module, target="cpu",
                  after_stage: Optional[Callable[[int, str, Module, dict], None]] = None,
-                 weights: str = "f32", group: int = 64, zero_point: bool = False) -> Module:
+                 weights: str = "f32", group: int = 64, zero_point: bool = False,
+                 scope: str = "all") -> Module:
     """Run every stage on ``m`` (in place).  ``weights`` picks the routed experts' weight storage
     (f32 = as the model has them, bf16, int8, int4 with ``group`` / ``zero_point``)."""
     desc = target_for(target) if isinstance(target, str) else target
-    for i, (name, passes) in enumerate(stages(desc, weights, group, zero_point), start=1):
+    for i, (name, passes) in enumerate(stages(desc, weights, group, zero_point, scope), start=1):
         t0 = time.perf_counter()
         iters = run_to_fixed_point(m, passes)
         info = {"passes": [p.name for p in passes], "iterations": iters,

@@ -100,7 +100,10 @@ def host_cpu() -> TargetDesc:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return TargetDesc(name="cpu", arch=arch, cores=cores, vector_bits=vbits, isa=isa,
                       l1_bytes=_cache_size("1", 32 * 1024), l2_bytes=_cache_size("2", 1 << 20),
-                      l3_bytes=_cache_size("3", 8 << 20), cflags=cflags)
+                      l3_bytes=_cache_size("3", 8 << 20), cflags=cflags,
+                      # --weights modes the C kernels run on dense linear layers (moec.linear_q; every
+                      # build has them: the AVX-512 BF16/VNNI kernels where the flags allow, portable ones else)
+                      extra=(("dense_weight_modes", ("bf16", "int8", "int4", "w8a8")),))
 
 
 def generic_cpu() -> TargetDesc:

@@ -202,3 +202,25 @@ def test_bad_linear_q_is_an_ir_error():
     lq.attrs["wq_group"] = 48  # does not divide K
     with pytest.raises(IRError, match="group size"):
         lq.infer_types()
+
+
+def test_w8a8_flip_criterion():
+    """compiler/tolerances.py's w8a8 rule: a token re-rounded independently (Gaussian difference of
+    relative RMS 0.013, as measured) passes; a wrong column, a wrong scale or a NaN does not."""
+    from moec.tolerances import W8A8_FLIP_TOKEN_BOUND, w8a8_flip_check
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((2, 8, 4000)).astype(np.float32)
+    got = want.copy()
+    got[0, 3] += 0.013 * rng.standard_normal(4000).astype(np.float32)  # one flipped token
+    r = w8a8_flip_check([got], [want])
+    assert r["ok"] and r["flipped_tokens"] == 1 and r["token_rel_max"] < W8A8_FLIP_TOKEN_BOUND
+    bad = got.copy()
+    bad[1, 2, 17] += 3.0  # one wrong element: 3 rms, inside the token bound, outside the element bound
+    r = w8a8_flip_check([bad], [want])
+    assert not r["ok"] and r["element_excess_max"] > 1
+    bad = got.copy()
+    bad[1, 5] *= 1.1  # a wrong scale
+    assert not w8a8_flip_check([bad], [want])["ok"]
+    bad = got.copy()
+    bad[0, 0, 0] = np.nan
+    assert not w8a8_flip_check([bad], [want])["ok"]
