@@ -224,3 +224,37 @@ def test_w8a8_flip_criterion():
     bad = got.copy()
     bad[0, 0, 0] = np.nan
     assert not w8a8_flip_check([bad], [want])["ok"]
+
+
+@pytest.mark.parametrize("mode,group", [("int8", 64), ("w8a8", 64), ("int4", 16), ("bf16", 64)])
+def test_whole_small_model_verifies(mode, group, tmp_path):
+    """moec compile --weights MODE on an attention + MLP block (MatMul, MatMul + Add, Gemm transB with a
+    bias, a Gemm with alpha 0.5 that stays f32): every other linear layer quantised, verified against
+    the quantised reference, quantisation error vs onnxruntime f32 within the documented bound, the
+    report says what was quantised and what was kept."""
+    from test_dense_gemm import _attention_mlp_model
+    path = str(tmp_path / "m.onnx")
+    with open(path, "wb") as f:
+        f.write(_attention_mlp_model().SerializeToString())
+    res = compile_onnx(path, str(tmp_path / "out"), CompileOptions(weights=mode, group_size=group,
+                                                                  symbol_sizes=(5, 1, 17)))
+    rep = res.report
+    assert rep["verified"], rep.get("failure")
+    w = rep["weights"]
+    assert w["by_scope"]["dense"]["layers"] == 6 and "experts" not in w["by_scope"]
+    assert [k["layers"] for k in w["dense_kept"]] == [1] and "alpha" in w["dense_kept"][0]["why"]
+    assert rep["op_histogram"]["moec.linear_q"] == 6
+    q = rep["quantization_error"]
+    assert q["token_rel_median"] <= q["bound_token_rel_median"]
+
+
+def test_scope_experts_leaves_a_dense_model_alone(tmp_path):
+    from test_dense_gemm import _attention_mlp_model
+    path = str(tmp_path / "m.onnx")
+    with open(path, "wb") as f:
+        f.write(_attention_mlp_model().SerializeToString())
+    res = compile_onnx(path, str(tmp_path / "out"), CompileOptions(weights="int8", weights_scope="experts",
+                                                                  symbol_sizes=(5, 1)))
+    w = res.report["weights"]
+    assert w["quantized_layers"] == 0 and "warning" in w
+    assert "moec.linear_q" not in res.report["op_histogram"]
