@@ -185,6 +185,10 @@ class QuantizeWeights(Pass):
                 if why is not None:
                     kept[why] = kept.get(why, 0) + 1
                     continue
+                if o.name == "moec.matmul":  # MatMul + Add of a bias [N]: the bias joins the layer
+                    plan["fold_add"] = _bias_add(f, o, plan["N"], uses)
+                    if plan["fold_add"] is not None:
+                        plan["bias"] = plan["fold_add"][1]
                 self._rewrite_dense(m, f, o, plan, shared)
                 changed = True
         if kept or "moec.dense_kept" in m.attrs:
@@ -238,10 +242,16 @@ class QuantizeWeights(Pass):
             back = OPS["moec.cast"].create([out], {"to": o.results[0].type.dtype}, o.loc)
             post.append(back)
             out = back.results[0]
-        out.name = o.results[0].name
-        idx = f.ops.index(o)
+        fold = plan.get("fold_add")
+        replaced = fold[0].results[0] if fold else o.results[0]
+        out.name = replaced.name
+        if fold:  # at the add's place: x, the weight and the bias are all defined there
+            f.ops.remove(o)
+            idx = f.ops.index(fold[0])
+        else:
+            idx = f.ops.index(o)
         f.ops[idx:idx + 1] = pre + [new] + post
-        f.replace_all_uses(o.results[0], out)
+        f.replace_all_uses(replaced, out)
         N, K = plan["N"], plan["K"]
         _record(m, {"scope": "dense", "layer": o.results[0].name or o.loc or o.name, "mode": self.mode,
                     "tensors": 1 if new_tensor else 0, "shape": [N, K],
@@ -348,6 +358,22 @@ def _dense_plan(m: Module, o) -> Optional[dict]:
                 return {"why": f"a Gemm whose addend is {c.type} (beta {at['beta']}), not a bias [N]"}
             bias = c
     return {"key": o_b.attrs["value"].key, "trans": trans, "N": int(N), "K": int(K), "bias": bias}
+
+
+def _bias_add(f, o, N: int, uses):
+    """(the add, the bias) when o's only use is ``moec.add(o, b)`` (either order) with b an f32/half [N] or
+    [1, N] vector and the add's result keeps o's type (the bias adds along the last axis only)."""
+    r = o.results[0]
+    us = uses.get(id(r), [])
+    if len(us) != 1 or us[0].name != "moec.add" or any(v is r for v in f.outputs):
+        return None
+    add = us[0]
+    other = [v for v in add.operands if v is not r]
+    if len(other) != 1 or other[0].type.shape not in ((N,), (1, N)) or other[0].type.dtype != r.type.dtype:
+        return None
+    if add.results[0].type.shape != r.type.shape:
+        return None
+    return add, other[0]
 
 
 _THROUGH = ("moec.reshape", "moec.cast", "moec.squeeze", "moec.unsqueeze", "moec.flatten", "moec.add")

@@ -258,3 +258,26 @@ def test_scope_experts_leaves_a_dense_model_alone(tmp_path):
     w = res.report["weights"]
     assert w["quantized_layers"] == 0 and "warning" in w
     assert "moec.linear_q" not in res.report["op_histogram"]
+
+
+def test_matmul_plus_bias_add_is_one_layer():
+    """MatMul + Add of a bias [N] (torch Linear on the ONNX path): one linear_q with its bias."""
+    K, N = 64, 32
+    ws = _weights(K, N)
+    x = _tt(("M", K))
+    text = "\n".join([
+        "module {", f'  func.func @main(%x: {x}) -> ({_tt(("M", N))}) attributes {{moec.inputs = ["x"], '
+        'moec.outputs = ["y"]} {',
+        f'    %w = "moec.constant"() {{value = dense_resource<w> : {_tt((K, N))}}} : () -> {_tt((K, N))}',
+        f'    %y0 = "moec.matmul"(%x, %w) : ({x}, {_tt((K, N))}) -> {_tt(("M", N))}',
+        f'    %b = "moec.constant"() {{value = dense_resource<b> : {_tt((N,))}}} : () -> {_tt((N,))}',
+        f'    %y = "moec.add"(%b, %y0) : ({_tt((N,))}, {_tt(("M", N))}) -> {_tt(("M", N))}',
+        f'    func.return %y : {_tt(("M", N))}', "  }", "}"])
+    m = parse_module(text, ws)
+    QuantizeWeights("int8", scope="all", dense_modes=DENSE).run(m)
+    assert [o.name for o in m.main.ops if o.name != "moec.constant"] == ["moec.linear_q"]
+    assert m.main.ops[-1].attrs["has_bias"]
+    xv = np.random.default_rng(2).standard_normal((3, K)).astype(np.float32)
+    want = _numpy_dense("int8", xv, ws["w"].T, 0, False) + ws["b"]
+    got = run(m, [xv])["y"]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
