@@ -234,7 +234,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             example_inputs: Optional[Sequence] = None, *, target: str = "cpu", weights: str = "f32",
             verify: bool = True, soc: Optional[str] = None, group_size: int = 64, zero_point: bool = False,
             dynamic_dims: Optional[dict] = None, cache: bool = True,
-            experts_implementation: Optional[str] = "batched_mm", weights_scope: str = "all") -> CompiledModel:
+            experts_implementation: Optional[str] = "auto", weights_scope: str = "all") -> CompiledModel:
     """Compile a PyTorch module or an ONNX model with moec and return a callable.
 
     Args:
@@ -266,13 +266,15 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         dynamic_dims: for modules, {input index: {dim: symbol}} to override the dynamic dims.
         cache: reuse / store the artifact in the on-disk cache (``$MOEC_CACHE_DIR/jit``).
         experts_implementation: for modules holding Hugging Face ``transformers`` experts (classes with
-            ``config._experts_implementation``): the implementation they are exported with, default
-            "batched_mm" (traceable, recognised as an MoE layer); transformers' default "eager" loops
-            over a data-dependent list of experts (torch.export cannot trace it) and "grouped_mm" is
-            not recognised.  The build is verified against the module as it is set (its own
-            implementation); the report's ``experts_implementation`` says what was replaced.  ``None``
-            exports them as they are.  transformers models are exported and verified with
-            ``use_cache=False`` (a CausalLM returns its logits).
+            ``config._experts_implementation``): the implementation they are exported with.  "auto" (the
+            default): "batched_mm" and "grouped_mm" as they are set (both recognised as MoE layers),
+            transformers' default "eager" (a loop over a data-dependent list of experts, which
+            torch.export cannot trace) as "batched_mm", and "grouped_mm" layers that are not recognised
+            as "batched_mm" when that recognises more (moec/hf_experts.py).  A name exports every
+            experts module with it; ``None`` exports them as they are.  The build is verified against
+            the module as it is set (its own implementation); the report's ``experts_implementation``
+            says what was replaced, and why where a fallback did it.  transformers models are exported
+            and verified with ``use_cache=False`` (a CausalLM returns its logits).
 
     Returns:
         A :class:`CompiledModel`; ``.stats.cache_hit`` tells whether this was a cache hit.
@@ -298,9 +300,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         # (cheap) instead of exporting first; the export runs only on a miss
         code = _module_code_digest(model)
         if code is None:  # no source (a wrapped function, closures): hash the exported graph itself
-            from .frontend.torch_import import import_torch
+            from .hf_experts import import_module
             from .ir import print_module
-            m = import_torch(model, ex, dynamic_dims=dynamic_dims, experts_implementation=experts_implementation)
+            m = import_module(model, ex, dynamic_dims, experts_implementation)
             h.update(print_module(m).encode())
             h.update(m.weights.digest().encode())
         else:
@@ -349,8 +351,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     if not hit:
         cache_store.clean_stale(root)  # build folders of killed compiles
         if is_module and m is None:
-            from .frontend.torch_import import import_torch
-            m = import_torch(model, ex, dynamic_dims=dynamic_dims, experts_implementation=experts_implementation)
+            from .hf_experts import import_module
+            m = import_module(model, ex, dynamic_dims, experts_implementation)
         tmp = cache_store.new_tmp(root, key)
         outdir = os.path.join(tmp, "a")
         try:

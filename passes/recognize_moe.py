@@ -16,7 +16,12 @@ How a layer is found (it does not depend on how the exporter spelled the loop):
    that input is a row selection of x.  The activation is identified by evaluating the
    elementwise subgraph on probe values (SwiGLU, GPT-OSS's clamped SwiGLU, SiLU, GELU (erf or
    tanh), ReLU, identity); the expert index by evaluating which tokens reach the expert's
-   input when the top-k is fed chosen ids.
+   input when the top-k is fed chosen ids.  Stacked projections (all experts' weights in one
+   [E, ...] constant) whose weights are gathered per row -- transformers' batched_mm, and its
+   grouped_mm, which sorts the (token, slot) pairs by expert, runs a grouped matmul over the row
+   groups and un-permutes -- must give each token's rows exactly its chosen experts on such ids
+   (_stacked_dispatch); the permutation, the group ends and the inverse permutation are inside the
+   layer, which the proof (4.) compares as a whole.
 3. *Routing*: the scoring comes from the ops between the logits and the top-k; the rest
    (renormalisation sum/L1, softmax or sigmoid after top-k, scaling) is chosen among the
    candidates the graph's constants allow.
@@ -56,6 +61,15 @@ def _consts_only(v: Value, memo: Dict[int, bool]) -> bool:
     r = o is not None and all(_consts_only(x, memo) for x in o.operands)
     memo[k] = r
     return r
+
+
+def _group_index(o: Operation) -> Optional[Value]:
+    """The per-row expert ids of a stacked projection whose weights are gathered by row: the index of
+    the row gather feeding the matmul (either side), else None."""
+    for w in o.operands[:2]:
+        if _row_gather(w):
+            return w.owner.operands[1]
+    return None
 
 
 def _row_gather(v: Value) -> bool:
@@ -262,7 +276,22 @@ class _Layer:
             if b is not None and b.shape == p.weight.shape[:2] and _row_gather(wg) and \
                     other.owner.operands[1] is wg.owner.operands[1] and other.owner.name == wg.owner.name:
                 bias, r = b, us[0].results[0]
-        return Projection(p.op, a, p.weight, bias, r, p.order, True)
+        return Projection(p.op, a, p.weight, bias, self._row_masked(r), p.order, True)
+
+    def _row_masked(self, r: Value) -> Value:
+        """select(keep[:, None], r, 0) when that is r's one use: a grouped matmul's rows past the last
+        group end set to 0 (torch's _grouped_mm / transformers' fallback over rows sorted by expert).
+        Rows of pairs routed to an expert are inside a group, so on the layer's rows the mask keeps
+        every row; the layer's proof (original against rewrite on probe tokens) checks that."""
+        us = self.users.get(id(r), [])
+        if len(us) != 1 or us[0].name != "moec.select" or us[0].operands[1] is not r:
+            return r
+        cond, zero = us[0].operands[0], us[0].operands[2]
+        z = self.const_array(zero)
+        if z is None or z.size != 1 or float(z.reshape(-1)[0]) != 0.0 or cond.type.rank != 2 or \
+                cond.type.shape[1] != 1 or us[0].results[0].type.shape != r.type.shape:
+            return r
+        return us[0].results[0]
 
     def _projection(self, o: Operation) -> Optional[Projection]:
         if o.name not in PROJ_OPS:
@@ -753,6 +782,7 @@ class RecognizeMoE(Pass):
             if n > E or any(p.weight.shape[0] != n for p in ups):
                 raise _NoMatch
             E = n
+            self._stacked_dispatch(L, topk, down, ups, E, ids_probe, X, W)
             act, gate_first = self._activation(L, down, ups)
             ups = ups if gate_first else ups[::-1]
 
@@ -819,20 +849,58 @@ class RecognizeMoE(Pass):
         return out
 
     @staticmethod
-    def _expert_index(X, rows, ids, E) -> int:
+    def _row_tokens(X, rows) -> List[int]:
+        """The token of X each row of ``rows`` holds, up to a factor (the routing weight may scale an
+        expert's input), or _NoMatch when a row is no single token's."""
         if rows.ndim != 2 or rows.shape[1] != X.shape[1]:
             raise _NoMatch
-        tokens = set()
+        out = []
         Xd = X.astype(np.float64)
         nrm = np.einsum("td,td->t", Xd, Xd)
         for r in np.asarray(rows, np.float64):
-            # the row may be scaled (routing weight applied to the input): match it up to a factor
             c = Xd @ r / nrm
             res = np.linalg.norm(r[None, :] - c[:, None] * Xd, axis=1)
             hit = np.nonzero((res <= 1e-4 * (np.linalg.norm(r) + 1e-12)) & (np.abs(c) > 1e-6))[0]
             if len(hit) != 1:
                 raise _NoMatch
-            tokens.add(int(hit[0]))
+            out.append(int(hit[0]))
+        return out
+
+    def _stacked_dispatch(self, L, root: "_Root", down: Projection, ups: List[Projection], E: int,
+                          ids_probe: np.ndarray, X: np.ndarray, W: np.ndarray) -> None:
+        """A stacked projection whose weights are gathered per row (W[g[r]] for row r: transformers'
+        batched_mm, and its grouped_mm, whose rows are the (token, slot) pairs sorted by expert with g
+        the group of each row, found from the group ends) dispatches exactly when, with the top-k fed
+        ids in which every expert gets its own token set, each token's rows are picked by exactly that
+        token's experts, once each, and the down projection groups every row as the up projection
+        does.  How the rows are ordered (a permutation of the pairs) and how g is computed (the ids
+        gathered, or counts, cumulative ends and comparisons of sorted ids) is the graph's business;
+        this is what it must compute.  The batched form (expert e is batch entry e) has no per-row
+        group and is left to the layer's proof."""
+        gids = [_group_index(p.op) for p in ups + [down]]
+        if any(g is None for g in gids) or int(ids_probe.max()) >= E:
+            return  # (fewer expert FFNs than router ids: identity experts, see _try_layer; the proof decides)
+        try:
+            vals = evaluate(L.m, L.f, [ups[0].input] + gids, {**L.xfeed(X), **root.feeds(ids_probe, W)},
+                            widened=L.widened)
+        except Exception:
+            raise _NoMatch from None
+        rows, g = np.asarray(vals[0]), [np.asarray(a).reshape(-1) for a in vals[1:]]
+        if any(a.shape != g[0].shape or not np.array_equal(a, g[0]) for a in g[1:]):
+            raise _NoMatch("the expert projections group the rows differently (the up and down projections' "
+                           "per-row experts differ on probe ids)")
+        if rows.ndim != 2 or rows.shape[0] != g[0].shape[0]:
+            raise _NoMatch
+        tokens = self._row_tokens(X, rows)
+        for t in range(ids_probe.shape[0]):
+            got = sorted(int(e) for e, tt in zip(g[0], tokens) if tt == t)
+            if got != sorted(int(e) for e in ids_probe[t]):
+                raise _NoMatch(f"the stacked expert projections do not apply each token's chosen experts to it "
+                               f"(with probe ids, token {t} chose experts {sorted(int(e) for e in ids_probe[t])} "
+                               f"but its rows were multiplied by experts {got})")
+
+    def _expert_index(self, X, rows, ids, E) -> int:
+        tokens = set(self._row_tokens(X, rows))
         wants = [{t for t in range(ids.shape[0]) if e in ids[t]} for e in range(E)]
         exact = [e for e in range(E) if wants[e] == tokens]
         if len(exact) == 1:
