@@ -10,7 +10,8 @@ BINARY = {"moec.add": "ADD", "moec.sub": "SUB", "moec.mul": "MUL", "moec.div": "
 UNARY = {"moec.relu": "RELU", "moec.neg": "NEG", "moec.abs": "ABS", "moec.sign": "SIGN", "moec.floor": "FLOOR",
          "moec.ceil": "CEIL", "moec.sqrt": "SQRT", "moec.reciprocal": "RECIP", "moec.exp": "EXP",
          "moec.log": "LOG", "moec.sin": "SIN", "moec.cos": "COS", "moec.tanh": "TANH", "moec.erf": "ERF",
-         "moec.sigmoid": "SIGMOID", "moec.gelu": "GELU", "moec.gelu_tanh": "GELU_TANH", "moec.not": "NOT"}
+         "moec.sigmoid": "SIGMOID", "moec.gelu": "GELU", "moec.gelu_tanh": "GELU_TANH", "moec.not": "NOT",
+         "moec.log1p": "LOG1P"}
 
 
 def _binary(code):

@@ -119,6 +119,15 @@ class _Fx:
     def op1(self, op_type: str, inputs: Sequence[Optional[Value]], **attrs) -> Value:
         return self.op(op_type, inputs, 1, **attrs)[0]
 
+    def ir1(self, op_name: str, inputs: Sequence[Value], attrs: Optional[dict] = None) -> Value:
+        """A moec op with no ONNX spelling (moec.log1p), emitted directly, located at the FX node."""
+        from onnx import helper
+        self.ctx.node = helper.make_node(op_name, [], [], name=self.node.name if self.node is not None else op_name)
+        try:
+            return self.ctx.emit1(op_name, list(inputs), attrs)
+        except (UnsupportedError, UserInputError) as e:
+            raise type(e)(f"{self._where()}: {e}") from None
+
     def const(self, a, dtype=None) -> Value:
         arr = np.asarray(a, dtype=dtype)
         return self.ctx.const(arr, "c")
@@ -553,6 +562,39 @@ def _native_layer_norm(fx, n, x, normalized_shape, weight=None, bias=None, eps=1
                  epsilon=float(eps))
 
 
+@lower("aten.convolution.default")
+def _convolution(fx, n, x, w, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """torch's convolution (conv1d / conv2d / conv3d, e.g. the causal depthwise conv1d of linear-attention
+    and Mamba layers): stride, padding (the same at both ends), dilation (one value or one per spatial dim)
+    and groups onto ONNX Conv; a transposed convolution is refused."""
+    if transposed:
+        raise UnsupportedError(f"{fx._where()}: transposed convolution (conv_transpose) is not supported by moec's "
+                               "PyTorch front end")
+    xv = fx.v(x)
+    ns = xv.type.rank - 2
+    if ns < 1:
+        raise UnsupportedError(f"{fx._where()}: convolution of a rank-{xv.type.rank} input (moec lowers "
+                               "[N, C, spatial...] inputs; an unbatched conv1d / conv2d input is batched first)")
+
+    def per_dim(vals, what):
+        vals = [int(v) for v in vals]
+        if len(vals) == 1:
+            vals = vals * ns
+        if len(vals) != ns:
+            raise UnsupportedError(f"{fx._where()}: convolution {what} {vals} for {ns} spatial dims")
+        return vals
+    pads = per_dim(padding, "padding")
+    ops = [xv, fx.v(w)] + ([fx.v(bias)] if bias is not None else [])
+    return fx.op1("Conv", ops, strides=per_dim(stride, "stride"), pads=pads + pads,
+                  dilations=per_dim(dilation, "dilation"), group=int(groups))
+
+
+@lower("aten.log1p.default")
+def _log1p(fx, n, x):
+    """log(1 + x) (torch's softplus and logsigmoid decompose to it): moec.log1p, no ONNX spelling."""
+    return fx.ir1("moec.log1p", [_as_result_type(fx, n, fx.v(x))])
+
+
 @lower("aten.rsqrt.default")
 def _rsqrt(fx, n, x):
     return fx.op1("Reciprocal", [fx.op1("Sqrt", [fx.v(x)])])
@@ -813,15 +855,80 @@ def _slice(fx, n, x, dim=0, start=None, end=None, step=1):
 def _slice_scatter(fx, n, x, src, dim=0, start=None, end=None, step=1):
     """x with x[start:end] along ``dim`` replaced by src (``out[..., :4] = y``): the part of x before
     the slice, src, the part after it, concatenated (python's slice bounds, as ONNX's Slice reads them)."""
-    if int(step) != 1:
-        raise UnsupportedError(f"{fx._where()}: slice_scatter with step {step}")
     xv, axis = fx.v(x), fx.const([int(dim)], np.int64)
     sv = fx.v(src)
     if sv.type.dtype != xv.type.dtype:
         sv = fx.op1("Cast", [sv], to=_onnx_dtype(_t(fx, x).dtype))
+    if int(step) != 1:
+        return _strided_slice_scatter(fx, n, xv, sv, int(dim), start, int(step))
     pre = fx.op1("Slice", [xv, fx.const([0], np.int64), _slice_bound(fx, start, 0), axis])
     post = fx.op1("Slice", [xv, _slice_bound(fx, end, I64_MAX), fx.const([I64_MAX], np.int64), axis])
     return fx.op1("Concat", [pre, sv, post], axis=int(dim))
+
+
+@lower("aten.constant_pad_nd.default")
+def _constant_pad_nd(fx, n, x, pad, value=0):
+    """F.pad(x, pad, value=value): ``pad`` holds (before, after) pairs from the last dim backwards; a
+    positive amount adds that many elements of ``value``, a negative one removes elements (torch crops).
+    Per dim: a Slice for the crops, then a Concat with constant blocks (the causal conv1d's left padding
+    of the sequence in linear-attention layers)."""
+    import torch.fx
+    from onnx import helper
+    xv = fx.v(x)
+    r = xv.type.rank
+    pad = list(pad)
+    if len(pad) % 2 or len(pad) // 2 > r:
+        raise UnsupportedError(f"{fx._where()}: constant_pad_nd with {len(pad)} pad values for a rank-{r} tensor")
+    if any(isinstance(p, torch.fx.Node) for p in pad):
+        raise UnsupportedError(f"{fx._where()}: constant_pad_nd by a symbolic amount")
+    fill = helper.make_tensor("v", _onnx_dtype(_t(fx, n).dtype), [1], [value])
+    for i in range(len(pad) // 2):
+        d, lo, hi = r - 1 - i, int(pad[2 * i]), int(pad[2 * i + 1])
+        if lo < 0 or hi < 0:
+            xv = fx.op1("Slice", [xv, fx.const([max(-lo, 0)], np.int64), fx.const([hi if hi < 0 else I64_MAX], np.int64),
+                                  fx.const([d], np.int64)])
+        parts = []
+        for amount in (lo, hi):
+            if amount > 0:
+                shape = fx.op1("Shape", [xv])
+                shape = fx.op1("ScatterElements", [shape, fx.const([d], np.int64), fx.const([amount], np.int64)],
+                               axis=0)
+                parts.append(fx.op1("ConstantOfShape", [shape], value=fill))
+            else:
+                parts.append(None)
+        if parts[0] is not None or parts[1] is not None:
+            xv = fx.op1("Concat", [p for p in (parts[0], xv, parts[1]) if p is not None], axis=d)
+    return xv if xv is not fx.v(x) else fx.op1("Identity", [xv])
+
+
+def _strided_slice_scatter(fx, n, xv, sv, dim, start, step):
+    """x[start:end:step] along ``dim`` replaced by src (Qwen3-VL's interleaved rotary sections write
+    ``freqs[..., 1:n:3] = ...``): ScatterElements of src at positions start + step * i, i < src's size
+    along dim (torch checks that src has exactly the slice's length); start as python reads it (negative:
+    from the end, clamped at 0)."""
+    if step < 1:
+        raise UnsupportedError(f"{fx._where()}: slice_scatter with step {step} (torch requires a positive step)")
+    r = xv.type.rank
+    d = dim % r
+    import torch.fx
+    if start is None:
+        st = fx.const(0, np.int64)
+    elif isinstance(start, torch.fx.Node):  # (a SymInt: a size, not negative)
+        st = fx.env[start.name].scalar(fx)
+    elif int(start) >= 0:
+        st = fx.const(int(start), np.int64)
+    else:  # max(size + start, 0)
+        size = fx.op1("Squeeze", [fx.op1("Gather", [fx.op1("Shape", [xv]), fx.const([d], np.int64)], axis=0),
+                                  fx.const([0], np.int64)])
+        st = fx.op1("Max", [fx.op1("Add", [size, fx.const(int(start), np.int64)]), fx.const(0, np.int64)])
+    count = fx.op1("Squeeze", [fx.op1("Gather", [fx.op1("Shape", [sv]), fx.const([d], np.int64)], axis=0),
+                               fx.const([0], np.int64)])
+    pos = fx.op1("Add", [fx.op1("Mul", [fx.op1("Range", [fx.const(0, np.int64), count, fx.const(1, np.int64)]),
+                                        fx.const(step, np.int64)]), st])
+    shape = [1] * r
+    shape[d] = -1
+    idx = fx.op1("Expand", [fx.op1("Reshape", [pos, fx.const(shape, np.int64)]), fx.op1("Shape", [sv])])
+    return fx.op1("ScatterElements", [xv, idx, sv], axis=d)
 
 
 @lower("aten.select_scatter.default")

@@ -204,6 +204,7 @@ _UNARY = {
     "floor": (_float_math(np.floor), True), "ceil": (_float_math(np.ceil), True),
     "sqrt": (_float_math(np.sqrt), True), "reciprocal": (_float_math(np.reciprocal), True),
     "exp": (_float_math(np.exp), True), "log": (_float_math(np.log), True),
+    "log1p": (_float_math(np.log1p), True),  # log(1 + x), exact near 0 (torch's softplus / logsigmoid)
     "sin": (_float_math(np.sin), True), "cos": (_float_math(np.cos), True),
     "tanh": (_float_math(np.tanh), True), "erf": (_float_math(_erf), True),
     "sigmoid": (_float_math(lambda x: 1.0 / (1.0 + np.exp(-x))), True),

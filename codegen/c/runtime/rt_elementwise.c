@@ -176,6 +176,7 @@ static inline double un_d(int op, double v) {
     case MOEC_UN_GELU: return 0.5 * v * (1.0 + erf(v * 0.70710678118654752440));
     case MOEC_UN_GELU_TANH: return 0.5 * v * (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v)));
     case MOEC_UN_NOT: return v == 0;
+    case MOEC_UN_LOG1P: return log1p(v);
   }
   return NAN;
 }
@@ -191,6 +192,7 @@ static inline float un_f(int op, float v) {
     case MOEC_UN_RECIP: return 1.0f / v;
     case MOEC_UN_EXP: return expf(v);
     case MOEC_UN_LOG: return logf(v);
+    case MOEC_UN_LOG1P: return log1pf(v);
     case MOEC_UN_SIN: return sinf(v);
     case MOEC_UN_COS: return cosf(v);
     case MOEC_UN_TANH: return tanhf(v);
@@ -233,7 +235,7 @@ static void un_task(void *arg, int64_t c) {
 }
 
 int moec_k_unary(moec_ctx *ctx, int op, const moec_tensor *x, moec_tensor *out) {
-  if (op < 0 || op > MOEC_UN_NOT) return moec_fail(ctx, "unknown unary opcode %d", op);
+  if (op < 0 || op > MOEC_UN_LOG1P) return moec_fail(ctx, "unknown unary opcode %d", op);
   if (moec_alloc(ctx, out, x->dtype, x->rank, x->shape)) return -1;
   un_job j = {op, x, out, 1 << 16};
   moec_parallel_for(ctx, (x->numel + j.chunk - 1) / j.chunk, un_task, &j);

@@ -11,7 +11,7 @@ enum moec_binop {
 enum moec_unop {
   MOEC_UN_RELU = 0, MOEC_UN_NEG, MOEC_UN_ABS, MOEC_UN_SIGN, MOEC_UN_FLOOR, MOEC_UN_CEIL, MOEC_UN_SQRT,
   MOEC_UN_RECIP, MOEC_UN_EXP, MOEC_UN_LOG, MOEC_UN_SIN, MOEC_UN_COS, MOEC_UN_TANH, MOEC_UN_ERF,
-  MOEC_UN_SIGMOID, MOEC_UN_GELU, MOEC_UN_GELU_TANH, MOEC_UN_NOT
+  MOEC_UN_SIGMOID, MOEC_UN_GELU, MOEC_UN_GELU_TANH, MOEC_UN_NOT, MOEC_UN_LOG1P
 };
 
 /* out = a OP b with numpy broadcasting; out has dtype out_dtype (bool for comparisons). */
