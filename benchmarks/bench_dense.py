@@ -1,7 +1,17 @@
-"""A plain dense MatMul, moec against onnxruntime in the same run (issue 17 item 1).
+"""A plain dense MatMul, moec against onnxruntime in the same run (issue 17 items 1 and 3).
 
     python benchmarks/bench_dense.py [--tokens 1,8,64,256] [--k 1024] [--n 32000] [--threads 2]
-                                     [--repeats 15] [--gemm] [--json OUT.json]
+                                     [--repeats 15] [--gemm] [--weights f32,bf16,int8,int4,w8a8]
+                                     [--group 64] [--json OUT.json]
+
+``--weights``: moec's weight formats for the layer (``--weights`` applies to every linear layer);
+each is timed against onnxruntime f32 and, where onnxruntime has the like, against onnxruntime's own
+quantised form of the same model in the same run: int4 vs ``MatMulNBits`` (4 bits, block = --group,
+symmetric, accuracy level 4 i.e. int8 activations where MLAS has them), w8a8 and int8 vs
+``quantize_dynamic`` (int8 weights per channel, dynamic int8 activations: MatMulInteger).
+Times are the minimum and the median of interleaved calls (one moec call, one of each onnxruntime
+session, repeated); ratios are of the minima (the least disturbed run on a shared machine) with the
+median of the per-round ratios beside it.
 
 Builds Y = X @ W (X [T, K] an input, W [K, N] an initializer; with --gemm a Gemm with transB = 1 and
 a bias, as nn.Linear exports), compiles it with moec (verified against onnxruntime once), and times
@@ -41,6 +51,28 @@ def build_model(K: int, N: int, gemm: bool, seed: int = 0):
     return m
 
 
+def ort_quantised(path: str, kind: str, group: int, tmp: str):
+    """onnxruntime's own quantised form of the model at ``path`` (None if this onnxruntime lacks it)."""
+    out = os.path.join(tmp, f"ort_{kind}.onnx")
+    try:
+        if kind == "nbits4":
+            import onnx
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+            q = MatMulNBitsQuantizer(onnx.load(path), bits=4, block_size=group, is_symmetric=True, accuracy_level=4)
+            q.process()
+            q.model.save_model_to_file(out, False)
+        else:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            quantize_dynamic(path, out, per_channel=True, weight_type=QuantType.QInt8)
+    except Exception as e:  # noqa: BLE001 - a baseline this onnxruntime cannot make is left out, said so
+        print(f"(onnxruntime {kind} baseline unavailable: {type(e).__name__}: {e})", flush=True)
+        return None
+    return out
+
+
+ORT_LIKE = {"int4": "nbits4", "w8a8": "dyn_int8", "int8": "dyn_int8"}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", default="1,8,64,256")
@@ -49,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--gemm", action="store_true", help="Gemm(X, W, b, transB=1) instead of MatMul(X, W)")
+    ap.add_argument("--weights", default="f32", help="comma-separated moec weight modes (f32,bf16,int8,int4,w8a8)")
+    ap.add_argument("--group", type=int, default=64, help="int4 group size (moec and MatMulNBits' block)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     import onnxruntime as ort
@@ -57,44 +91,77 @@ def main(argv=None) -> int:
     from moec.targets.registry import CpuArtifact
 
     tokens = [int(t) for t in args.tokens.split(",")]
+    modes = [w for w in args.weights.split(",") if w]
     model = build_model(args.k, args.n, args.gemm)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "dense.onnx")
         with open(path, "wb") as f:
             f.write(model.SerializeToString())
-        out = os.path.join(tmp, "art")
-        t0 = time.perf_counter()
-        res = compile_onnx(path, out, CompileOptions(threads=args.threads, symbol_sizes=(3, 1)))
-        print(f"compiled in {time.perf_counter() - t0:.1f} s, verified: {res.report['verified']} "
-              f"(max abs err {res.report['max_abs_err']})", flush=True)
-        art = CpuArtifact(out, threads=args.threads)
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
         so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        rows = []
+
+        def session(p):
+            return ort.InferenceSession(p, so, providers=["CPUExecutionProvider"])
+        sessions = {"ort_f32": session(path)}
+        for mode in modes:
+            kind = ORT_LIKE.get(mode)
+            if kind and "ort_" + kind not in sessions:
+                qp = ort_quantised(path, kind, args.group, tmp)
+                if qp:
+                    sessions["ort_" + kind] = session(qp)
+        arts = {}
+        for mode in modes:
+            out = os.path.join(tmp, "art_" + mode)
+            t0 = time.perf_counter()
+            res = compile_onnx(path, out, CompileOptions(threads=args.threads, symbol_sizes=(3, 1), weights=mode,
+                                                         group_size=args.group))
+            wq = res.report.get("weights", {})
+            print(f"moec {mode}: compiled in {time.perf_counter() - t0:.1f} s, verified: {res.report['verified']} "
+                  f"(max abs err {res.report['max_abs_err']:.3g}); quantised layers {wq.get('quantized_layers')}, "
+                  f"weights file {os.path.getsize(os.path.join(out, 'model.weights.bin')) / 1e6:.1f} MB", flush=True)
+            arts[mode] = CpuArtifact(out, threads=args.threads)
         for T in tokens:
             x = np.random.default_rng(T).standard_normal((T, args.k)).astype(np.float32)
-            want = sess.run(None, {"X": x})[0]
-            got = art([x])[0]
-            err = float(np.abs(got - want).max())
-            for _ in range(2):  # warm both
-                art([x]); sess.run(None, {"X": x})
-            tm, to, ratios = [], [], []
+            want = sessions["ort_f32"].run(None, {"X": x})[0]
+            calls = {("moec_" + m): (lambda a=a: a([x])) for m, a in arts.items()}
+            calls.update({k: (lambda s=s: s.run(None, {"X": x})) for k, s in sessions.items()})
+            errs = {}
+            for k, fn in calls.items():
+                got = np.asarray(fn()[0])
+                errs[k] = float(np.sqrt(np.mean((got - want) ** 2)) / np.sqrt(np.mean(want ** 2)))
+                fn()  # warm
+            times = {k: [] for k in calls}
             for _ in range(args.repeats):
-                t0 = time.perf_counter(); art([x]); a = time.perf_counter() - t0
-                t0 = time.perf_counter(); sess.run(None, {"X": x}); b = time.perf_counter() - t0
-                tm.append(a); to.append(b); ratios.append(a / b)
-            flops = 2.0 * T * args.k * args.n
-            row = {"T": T, "moec_ms": statistics.median(tm) * 1e3, "ort_ms": statistics.median(to) * 1e3,
-                   "ratio": statistics.median(ratios), "max_abs_err_vs_ort": err,
-                   "moec_gflops": flops / statistics.median(tm) / 1e9}
-            rows.append(row)
-            print(f"T={T:5d}  moec {row['moec_ms']:8.2f} ms  ort {row['ort_ms']:8.2f} ms  moec/ort "
-                  f"{row['ratio']:.2f}x  ({row['moec_gflops']:.0f} GFLOP/s; max |moec - ort| {err:.2e})", flush=True)
+                for k, fn in calls.items():
+                    t0 = time.perf_counter(); fn(); times[k].append(time.perf_counter() - t0)
+            best = {k: min(v) for k, v in times.items()}
+            med = {k: statistics.median(v) for k, v in times.items()}
+            for m in arts:
+                k = "moec_" + m
+                row = {"T": T, "weights": m, "moec_ms_min": best[k] * 1e3, "moec_ms_median": med[k] * 1e3,
+                       "rel_rms_err_vs_ort_f32": errs[k],
+                       "vs_ort_f32": best[k] / best["ort_f32"],
+                       "vs_ort_f32_median_of_rounds": statistics.median(
+                           [a / b for a, b in zip(times[k], times["ort_f32"])])}
+                like = ORT_LIKE.get(m)
+                if like and "ort_" + like in sessions:
+                    o = "ort_" + like
+                    row.update({"ort_like": like, "ort_like_ms_min": best[o] * 1e3, "vs_ort_like": best[k] / best[o],
+                                "ort_like_rel_rms_err": errs[o]})
+                row["ort_f32_ms_min"] = best["ort_f32"] * 1e3
+                rows.append(row)
+                extra = (f"  {like} {row['ort_like_ms_min']:8.2f} ms -> {row['vs_ort_like']:.2f}x"
+                         if "ort_like" in row else "")
+                print(f"T={T:4d} {m:5s} moec {row['moec_ms_min']:8.2f} ms (median {row['moec_ms_median']:.2f})  "
+                      f"ort f32 {row['ort_f32_ms_min']:8.2f} ms -> {row['vs_ort_f32']:.2f}x "
+                      f"(rounds {row['vs_ort_f32_median_of_rounds']:.2f}x){extra}  rel err {errs[k]:.1e}",
+                      flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"k": args.k, "n": args.n, "threads": args.threads, "gemm": args.gemm, "rows": rows}, f,
+            json.dump({"k": args.k, "n": args.n, "threads": args.threads, "gemm": args.gemm, "group": args.group,
+                       "rows": rows}, f,
                       indent=1)
     return 0
 
