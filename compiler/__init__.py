@@ -3,7 +3,7 @@
 ONNX (and PyTorch) models in; C for CPUs, Triton for NVIDIA GPUs and AscendC
 for Ascend NPUs out, every build verifiable against onnxruntime.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "compile", "jit"]
 

@@ -29,7 +29,7 @@ import stat
 import warnings
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import UserInputError
 
 MANIFEST = "manifest.json"

@@ -163,6 +163,34 @@ def _ort_moe_model(m, ex, route, comb, w_in, w_out):
     return model.SerializeToString(), ""
 
 
+# `moec bench --target`: moec vs onnxruntime on a model (the compile driver's default target), or the Triton
+# kernels' own benchmark on standard layers (bench_triton.py, a GPU tool)
+BENCH_TARGETS = ("cpu", "triton")
+
+
+def run_bench_cli(a) -> int:
+    """`moec bench` (arguments as cli.py parses them)."""
+    if a.target == "triton":
+        from . import bench_triton
+        out = a.output or "moec_bench_triton"
+        rep = bench_triton.run_triton_bench(a.layers.split(","), a.tokens or [1, 16, 128, 1024, 4096], out,
+                                            weights=a.weights)
+        print(bench_triton.format_table(rep))
+        print(f"wrote {os.path.join(out, 'bench_triton.json')}")
+        return 0
+    if not a.model:
+        raise UserInputError("moec bench --target cpu needs MODEL (an .onnx file)")
+    a.tokens = a.tokens or [1, 8, 64, 256, 1024]
+    out = a.output or f"moec_bench_{os.path.splitext(os.path.basename(a.model))[0]}"
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "bench.json")) \
+            and not a.force:
+        raise UserInputError(f"output folder '{out}' exists and holds other files; pass --force or choose -o")
+    rep = run_bench(a.model, out, a.tokens, a.weights, a.repeats, a.threads, a.force, a.group_size)
+    print(format_table(rep))
+    print(f"wrote {os.path.join(out, 'bench.json')} and {os.path.join(out, 'bench.png')}")
+    return 0
+
+
 def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str = "f32", repeats: int = 7,
               threads: int = 2, force: bool = False, group_size: int = 64) -> dict:
     """moec (with ``weights`` storage for the routed experts) vs onnxruntime on the f32 model."""
@@ -173,10 +201,7 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
     res = compile_onnx(proto, art_dir, CompileOptions(force=True, verify=True, threads=threads,
                                                       symbol_sizes=(min(tokens), 1), weights=weights,
                                                       group_size=group_size))
-    art = res.artifact
-    if art is None:
-        from .targets.registry import CpuArtifact
-        art = CpuArtifact(art_dir, threads=threads)
+    art = res.artifact  # (compile_onnx verified, so loaded, it)
     f = res.module.main
     feeder = BenchInputs(f, res.module)
     so = ort.SessionOptions()

@@ -199,9 +199,9 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
         raise RuntimeError("moec bench --target triton needs a CUDA GPU (the interpreter is for --smoke and tests, "
                            "not timing)")
     if weights == "fp8":
-        from .driver import check_fp8
         from .targets.description import detect_triton_target
-        check_fp8("triton", "fp8", detect_triton_target())
+        from .targets.triton_backend import check_fp8_support
+        check_fp8_support(detect_triton_target(), "fp8")
     os.makedirs(outdir, exist_ok=True)
     peak = probes(host) if host is _Host else probes(host, n=256, copy_bytes=1 << 22)
     report = {"gpu": host.name(), "device": host.device, "smoke": bool(smoke), "dtype": "bf16",

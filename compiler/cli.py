@@ -16,10 +16,13 @@ import sys
 import traceback
 from typing import List, Optional
 
-from . import __version__
+from ._version import __version__
 from . import ep_cost
+from . import targets
 from .errors import MoecError, UserInputError, one_line, show_name
 from .passes.quantize import MODES as WEIGHT_MODES
+from .bench import BENCH_TARGETS
+from .targets.description import ASCEND_SOCS, DEFAULT_SOC
 
 EPILOG = "Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 internal error."
 
@@ -49,12 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "dynamic dimension) and compare. Writes OUTDIR/report.json.", epilog=EPILOG)
     c.add_argument("model", help="path to an .onnx file (external data files beside it are loaded)")
     c.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output directory for the artifact")
-    c.add_argument("--soc", default="Ascend910B2",
-                   choices=["Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910_93"],
+    c.add_argument("--soc", default=DEFAULT_SOC, choices=list(ASCEND_SOCS),
                    help="ascend: the SoC whose cores and buffer sizes tiling and the cost model use")
-    c.add_argument("--target", default="cpu", choices=["cpu", "triton", "ascend"],
-                   help="code generation target (default: cpu); triton runs on a CUDA GPU or, without one, "
-                        "under Triton's interpreter")
+    c.add_argument("--target", default=targets.DEFAULT, choices=targets.names(),
+                   help=f"code generation target (default: {targets.DEFAULT}); triton runs on a CUDA GPU or, "
+                        "without one, under Triton's interpreter; reference runs the compiled IR in moec's "
+                        "interpreter (debugging)")
     c.add_argument("--arch", default="native", choices=["native", "generic", "avx2", "avx512"],
                    help="CPU description: the host's SIMD (native), or a portable build (generic)")
     c.add_argument("--no-verify", action="store_true", help="skip verification against onnxruntime")
@@ -90,10 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--explain", action="store_true",
                    help="for every top-k / arg-max: the MoE layer recognised (family, routing, E, k, D, F), or the "
                         "step at which recognition stopped, the nodes involved and the reason")
-    i.add_argument("--target", default="cpu", choices=["cpu", "triton", "ascend"],
+    i.add_argument("--target", default=targets.DEFAULT, choices=targets.names(),
                    help="schedule for this target (ascend: also print the cost-model estimates)")
-    i.add_argument("--soc", default="Ascend910B2",
-                   choices=["Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910_93"])
+    i.add_argument("--soc", default=DEFAULT_SOC, choices=list(ASCEND_SOCS))
     i.add_argument("--tokens", type=_sizes, default=[1, 256], metavar="N,N,..",
                    help="ascend: token counts for the cost-model estimates")
 
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", nargs="?", help="path to an .onnx file (cpu target) taking one float [tokens, hidden] or "
                    "[batch, seq, hidden] input (batch 1, seq = tokens), or integer input_ids [batch, seq] (ids drawn "
                    "from the embedding's range; an attention mask / position ids filled in); tokens = batch x seq")
-    b.add_argument("--target", default="cpu", choices=["cpu", "triton"],
+    b.add_argument("--target", default=BENCH_TARGETS[0], choices=list(BENCH_TARGETS),
                    help="cpu: moec vs onnxruntime on MODEL; triton: moec's kernels vs PyTorch eager, "
                         "torch.compile and dense bmm on the standard layers (needs a CUDA GPU)")
     b.add_argument("--layers", default="mixtral,deepseek", help="triton: standard layers to run")
@@ -122,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("conformance", help="run the bundled model zoo on every target and weight mode; "
                                            "print a table, write JSON and HTML")
-    k.add_argument("--targets", default="cpu,ascend,triton", help="comma-separated targets (cpu, ascend, triton)")
+    conf = targets.names(include_debug=False)
+    k.add_argument("--targets", default=",".join(conf), help=f"comma-separated targets ({', '.join(conf)})")
     k.add_argument("--quick", action="store_true", help="one exporter per family and fewer weight modes (CI time)")
     k.add_argument("--no-timing", action="store_true", help="skip the time ratios against onnxruntime")
     k.add_argument("-o", "--output", default="moec_conformance", metavar="DIR", help="output folder")
@@ -140,9 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _arch(a) -> str:
+    """The arch option of the chosen target: the flag its backend names (--arch, or --soc)."""
+    return getattr(a, targets.backend_class(a.target).arch_flag, "native")
+
+
 def cmd_compile(a) -> int:
     from .driver import CompileOptions, compile_onnx
-    opts = CompileOptions(target=a.target, arch=a.soc if a.target == "ascend" else a.arch, verify=not a.no_verify, dump_ir=a.dump_ir,
+    opts = CompileOptions(target=a.target, arch=_arch(a), verify=not a.no_verify, dump_ir=a.dump_ir,
                           seed=a.seed, symbol_sizes=a.sizes, threads=a.threads, force=a.force,
                           sanitize=a.sanitize, weights=a.weights, group_size=a.group_size,
                           zero_point=a.zero_point, inputs_file=a.inputs,
@@ -204,28 +212,22 @@ def verdict_line(rep: dict) -> str:
     return f"VERIFIED against {oracle or 'an unnamed oracle'}"
 
 
-def inspect_model(path: str, target: str = "cpu", soc: str = "Ascend910B2", tokens=(1, 256)) -> dict:
-    from .driver import load_model_proto, moe_layers_of, op_histogram
+def inspect_model(path: str, target: str = targets.DEFAULT, arch: str = "native", tokens=(1, 256)) -> dict:
+    from .driver import load_model_proto
     from .frontend.onnx_import import import_model
     from .passes.pipeline import run_pipeline
     from .passes.recognition_trace import recognition_of
+    from .verify import moe_layers_of, op_histogram
     proto, name = load_model_proto(path)
     onnx_hist = {}
     for n in proto.graph.node:
         k = n.op_type if not n.domain or n.domain == "ai.onnx" else f"{n.domain}.{n.op_type}"
         onnx_hist[k] = onnx_hist.get(k, 0) + 1
     m = import_model(proto, name)
-    from .targets.description import ascend_target, target_for
-    desc = ascend_target(soc) if target == "ascend" else target_for(target)
-    run_pipeline(m, target=desc)
+    backend = targets.backend(target, arch)
+    run_pipeline(m, target=backend.desc)
     f = m.main
-    extra = {}
-    if target == "ascend":
-        from .codegen.ascend.plan import make_plan
-        plan = make_plan(m, desc, tokens=tuple(tokens))
-        extra = {"ascend": {"soc": soc, "host_ops": plan["host_ops"], "tiling_ops": plan.get("tiling_ops", {}),
-                            "note": plan["estimates_are"],
-                            "estimates": plan["estimates"]}}
+    extra = backend.inspect(m, tuple(tokens))  # the target's own entries (e.g. a cost model)
     return {
         "model": name, "path": path,
         "opset": int(m.attrs.get("moec.opset", 0)),
@@ -241,7 +243,7 @@ def inspect_model(path: str, target: str = "cpu", soc: str = "Ascend910B2", toke
 
 
 def cmd_inspect(a) -> int:
-    info = inspect_model(a.model, a.target, a.soc, a.tokens)
+    info = inspect_model(a.model, a.target, _arch(a), a.tokens)
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -264,59 +266,23 @@ def cmd_inspect(a) -> int:
         print("MoE recognition (--explain):")
         for ln in format_explain(info["recognition"], info["moe_layers"]):
             print("  " + one_line(ln))  # names from the model: one line each, escapes shown
-    if "ascend" in info:
-        asc = info["ascend"]
-        print(f"Ascend {asc['soc']} cost model (ESTIMATES, {asc['note']}):")
-        def line(e, indent):
-            cube = f", {100 * e['fraction_of_cube_peak']:.2f}% of cube peak" if "fraction_of_cube_peak" in e else ""
-            name = e["kernel"] + (f" ({e['role']})" if "role" in e else "") + \
-                (f" [{e['dtype']}]" if "dtype" in e else "")
-            tiles = e.get("tiles")
-            tl = (f"; tiles {tiles['baseM']}x{tiles['baseN']}x{tiles['baseK']} stepK {tiles['stepK']} "
-                  f"L0C x{tiles['dbL0C']}, {e['work_items']} items") if tiles else ""
-            print(f"{indent}{name:<34} T={e['tokens']:<5} blockDim={e['blockDim']:<3} ~{e['estimate_us']} us, "
-                  f"{e['bound']}-bound, {100 * e['hbm_fraction']:.1f}% of HBM bandwidth{cube}{tl}")
-        for e in asc["estimates"]:
-            line(e, "  ")
-            for p in e.get("parts", []):
-                line(dict(p, tokens=e["tokens"]), "      ")
-        if asc["host_ops"]:
-            print("  on the host (no NPU kernel): " + ", ".join(f"{k} ({v})" for k, v in asc["host_ops"].items()))
-        if asc.get("tiling_ops"):
-            print("  from the input shapes alone, with the tiling (once per shape): " + ", ".join(asc["tiling_ops"]))
+    for ln in targets.backend(a.target, _arch(a)).inspect_lines(info):
+        print(ln)
     return 0
 
 
 def cmd_bench(a) -> int:
-    if a.target == "triton":
-        from . import bench_triton
-        out = a.output or "moec_bench_triton"
-        rep = bench_triton.run_triton_bench(a.layers.split(","), a.tokens or [1, 16, 128, 1024, 4096], out,
-                                            weights=a.weights)
-        print(bench_triton.format_table(rep))
-        print(f"wrote {os.path.join(out, 'bench_triton.json')}")
-        return 0
-    if not a.model:
-        raise UserInputError("moec bench --target cpu needs MODEL (an .onnx file)")
-    a.tokens = a.tokens or [1, 8, 64, 256, 1024]
-    from .bench import format_table, run_bench
-    out = a.output or f"moec_bench_{os.path.splitext(os.path.basename(a.model))[0]}"
-    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "bench.json")) \
-            and not a.force:
-        raise UserInputError(f"output folder '{out}' exists and holds other files; pass --force or choose -o")
-    rep = run_bench(a.model, out, a.tokens, a.weights, a.repeats, a.threads, a.force, a.group_size)
-    print(format_table(rep))
-    print(f"wrote {os.path.join(out, 'bench.json')} and {os.path.join(out, 'bench.png')}")
-    return 0
+    from .bench import run_bench_cli
+    return run_bench_cli(a)
 
 
 def cmd_conformance(a) -> int:
-    from .conformance import ALL_TARGETS, format_table, run_conformance
-    targets = [t.strip() for t in a.targets.split(",") if t.strip()]
-    bad = [t for t in targets if t not in ALL_TARGETS]
+    from .conformance import format_table, run_conformance
+    chosen = [t.strip() for t in a.targets.split(",") if t.strip()]
+    bad = [t for t in chosen if t not in targets.names(include_debug=False)]
     if bad:
-        raise UserInputError(f"unknown target(s) {', '.join(bad)} (choose from {', '.join(ALL_TARGETS)})")
-    rep = run_conformance(targets, quick=a.quick, outdir=a.output, timing=not a.no_timing)
+        raise UserInputError(f"unknown target(s) {', '.join(bad)} (choose from {', '.join(targets.names(include_debug=False))})")
+    rep = run_conformance(chosen, quick=a.quick, outdir=a.output, timing=not a.no_timing)
     print(format_table(rep))
     print(f"wrote {os.path.join(a.output, 'conformance.json')} and {os.path.join(a.output, 'conformance.html')}")
     failed = sum(s["failed"] for s in rep["summary"].values())
@@ -328,7 +294,6 @@ def cmd_run(a) -> int:
     from .npy_input import load_npy_input
     from .artifact_dir import safe_file_names, verification_warning
     from .ir import parse_type
-    from .targets.registry import CpuArtifact
     d = a.artifact
     man = _run_manifest(d)
     warn = verification_warning(d)  # (exit code unchanged: the user decides whether to trust it)
@@ -373,12 +338,24 @@ def cmd_run(a) -> int:
         raise UserInputError(f"-o '{a.output_dir}': cannot create the output directory: {e.strerror or e}") from None
     if not os.path.isdir(a.output_dir):
         raise UserInputError(f"-o '{a.output_dir}' exists and is not a directory")
-    art = CpuArtifact(d, threads=a.threads)
+    art = _artifact_backend(man).load(d, threads=a.threads)
     outs = art(arrays)
     for o, p, arr in zip(man["outputs"], targets, outs):
         _save_npy(p, arr)
         print(f"{show_name(o['name'])}: {arr.dtype}{list(arr.shape)} -> {show_name(p, 4096)}")
     return 0
+
+
+def _artifact_backend(man: dict):
+    """The backend that built the artifact (its manifest's target and arch; the arch of this machine where
+    the recorded one is not an option of the target, e.g. a CPU's detected ISA)."""
+    name = man.get("target", targets.DEFAULT)
+    if not isinstance(name, str):
+        raise UserInputError("the artifact's manifest.json names no target; recompile the artifact")
+    try:
+        return targets.backend(name, man.get("arch") if isinstance(man.get("arch"), str) else "native")
+    except UserInputError:
+        return targets.backend(name, "native")
 
 
 def _run_manifest(d: str) -> dict:

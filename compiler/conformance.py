@@ -26,25 +26,22 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-ALL_TARGETS = ("cpu", "ascend", "triton")
-QUICK_MODES = {"cpu": ("f32", "int8"), "triton": ("f32",), "ascend": ("f32",)}
-FULL_MODES = {"cpu": ("f32", "bf16", "int8", "int4", "w8a8"), "triton": ("f32", "bf16", "int8", "int4", "fp8"),
-              "ascend": ("f32", "bf16", "int8", "w8a8")}
+from . import targets as _targets
+
+ALL_TARGETS = tuple(_targets.names(include_debug=False))
+# the weight modes of each target: every mode its kernels implement (TargetDesc.weight_modes); quick runs f32
+# and, where the target has it, int8 on the default target
+FULL_MODES = {t: _targets.backend_class(t).describe("native").weight_modes
+              for t in ALL_TARGETS}
+QUICK_MODES = {t: ("f32", "int8") if t == _targets.DEFAULT else ("f32",) for t in ALL_TARGETS}
 
 
 def target_status(target: str) -> Optional[str]:
     """None if the target can run here, else the reason it is skipped."""
-    import shutil as sh
-    if target == "cpu":
-        return None if (sh.which("gcc") or sh.which("cc")) else "no C compiler"
-    if target == "ascend":
-        return None if sh.which("g++") else "no g++ for the AscendC emulator build"
-    if target == "triton":
-        import importlib.util  # do not import triton here: the interpreter must be chosen first
-        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("triton") is None:
-            return "torch/triton not installed (pip install 'moec[triton]')"
-        return None
-    return f"unknown target {target}"
+    try:
+        return _targets.backend_class(target).why_unavailable()
+    except Exception:  # noqa: BLE001 - an unknown name
+        return f"unknown target {target}"
 
 
 def _time_ratio(art, sess, feeds: Dict[str, np.ndarray], names: Sequence[str], repeats: int) -> float:
@@ -107,9 +104,9 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
     from .driver import CompileOptions, compile_onnx
     from .zoo import ZOO
     os.makedirs(outdir, exist_ok=True)
-    if "triton" in targets and target_status("triton") is None:
-        from .codegen.triton import ensure_triton
-        ensure_triton()  # choose the interpreter (no GPU) before PyTorch's exporters import triton
+    for t in targets:
+        if target_status(t) is None:
+            _targets.backend_class(t).prepare()  # (Triton: its interpreter chosen before the exporters import it)
     work = tempfile.mkdtemp(prefix="moec_conf_")
     modes = QUICK_MODES if quick else FULL_MODES
     gpu = False
@@ -119,15 +116,17 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
     except ImportError:
         pass
     status = {t: target_status(t) for t in targets}
-    fp8_skip = None  # a GPU without fp8 (sm < 8.9): the triton/fp8 cells are skipped with the driver's reason
-    if "triton" in targets and status["triton"] is None:
-        from .driver import check_fp8
-        from .errors import UserInputError
-        from .targets.description import detect_triton_target
+    # a mode this machine's variant of a target cannot run (fp8 on a GPU without it): skipped with the
+    # driver's reason (the target's option check)
+    from .errors import UserInputError
+
+    def mode_skip(t: str, mode: str) -> Optional[str]:
         try:
-            check_fp8("triton", "fp8", detect_triton_target())
+            _targets.check_options(_targets.backend(t), CompileOptions(target=t, weights=mode, group_size=16))
         except UserInputError as ex:
-            fp8_skip = str(ex)
+            return str(ex)
+        return None
+    mode_skips = {(t, mode): mode_skip(t, mode) for t in targets if status[t] is None for mode in modes.get(t, ())}
     entries = list(ZOO)
     if quick:  # one exporter per family, every hand-built graph
         seen = set()
@@ -154,8 +153,8 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
         for t in targets:
             for mode in modes.get(t, ("f32",)):
                 key = f"{t}/{mode}"
-                if status[t] or (t == "triton" and mode == "fp8" and fp8_skip):
-                    row["cells"][key] = {"status": "skipped", "reason": status[t] or fp8_skip}
+                if status[t] or mode_skips.get((t, mode)):
+                    row["cells"][key] = {"status": "skipped", "reason": status[t] or mode_skips[(t, mode)]}
                     continue
                 out = os.path.join(work, f"{e.name}_{t}_{mode}")
                 cell: dict = {}

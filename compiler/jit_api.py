@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import UserInputError, VerificationError
 
 _SOURCE_HASH: Optional[str] = None
@@ -117,8 +117,8 @@ def _is_tensor(x) -> bool:
 
 def _options_key(target: str, weights: str, group_size: int, zero_point: bool, soc: Optional[str],
                  weights_scope: str = "all") -> str:
-    from .targets.registry import get_backend
-    desc = get_backend(target, soc or "native").desc
+    from .targets import target_for
+    desc = target_for(target, soc or "native")
     return json.dumps({"target": target, "weights": weights, "group_size": group_size, "zero_point": zero_point,
                        **({"weights_scope": weights_scope} if weights_scope != "all" else {}),
                        "desc": desc.to_json()}, sort_keys=True, default=str)
@@ -284,9 +284,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     from .passes.quantize import MODES as WEIGHT_MODES
     if weights not in WEIGHT_MODES:
         raise UserInputError(f"weights='{weights}': choose {', '.join(WEIGHT_MODES)}")
-    if target == "triton":
-        from .codegen.triton import ensure_triton
-        ensure_triton()  # select the interpreter (no GPU) before torch.export can import triton
+    from .targets import backend_class
+    backend_class(target).prepare()  # (e.g. Triton's interpreter chosen before torch.export imports triton)
     opts_key = _options_key(target, weights, group_size, zero_point, soc, weights_scope)
     is_module = hasattr(model, "forward") and hasattr(model, "state_dict")
     h = hashlib.sha256()
@@ -334,9 +333,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     key = h.hexdigest()[:32]
     root = jit_cache_dir()
     final = os.path.join(root, key)
+    from .targets import backend as target_backend
     from .targets import cache_store
-    from .targets.registry import get_backend
-    backend = get_backend(target, soc or "native")
+    backend = target_backend(target, soc or "native")
     hit = False
     if cache and os.path.lexists(final):
         # a hit only when the whole entry checks: every file's sha256 (a damaged .so is never loaded; weights
@@ -395,7 +394,7 @@ def _onnx_example_sets(example_inputs) -> list:
 
 def _build(m, proto, name, outdir, example_inputs, module, target, weights, verify, soc, group_size,
            zero_point, weights_scope="all") -> dict:
-    from .driver import CompileOptions, compile_onnx
+    from .driver import CompileOptions, build_module, compile_onnx
     arch = soc or "native"
     if proto is not None:
         r = compile_onnx(proto, outdir, CompileOptions(target=target, arch=arch, verify=verify, weights=weights,
@@ -403,182 +402,23 @@ def _build(m, proto, name, outdir, example_inputs, module, target, weights, veri
                                                        weights_scope=weights_scope,
                                                        inputs=list(example_inputs or [])))
         return r.report
-    from .driver import build_module
+    from .ir.io import load_module
+    from .verify import build_report, verify_against_module, write_report
     art = build_module(m, outdir, target=target, arch=arch, threads=2, run_passes=True, weights=weights,
                        group=group_size, zero_point=zero_point, scope=weights_scope)
-    report = {"moec_version": __version__, "model": name, "target": target, "frontend": "torch.export",
-              "weights": weights, "verified": None, "verification": "skipped" if not verify else None}
-    from .driver import moe_layers_of, op_histogram
-    from .ir.io import load_module
     built = load_module(os.path.join(outdir, "model.mlir"))
-    report["moe_layers"] = moe_layers_of(built)
-    from .passes.recognition_trace import recognition_of
-    report["recognition"] = recognition_of(m)  # (run_pipeline ran on m in place: its trace)
-    report["op_histogram"] = op_histogram(built)
+    # (run_pipeline ran on m in place: its recognition trace is m's)
+    report = build_report(built, name, target, head={"frontend": "torch.export", "weights": weights},
+                          verified=None, verification="skipped" if not verify else None, recognised=m)
     if m.attrs.get("moec.experts_implementation"):
         report["experts_implementation"] = json.loads(m.attrs["moec.experts_implementation"])
     if verify:
         shapes = [tuple(a.type.shape) for a in m.main.args]
-        report.update(_verify_against_module(art, module, example_inputs, weights, name, target, shapes))
-    with open(os.path.join(outdir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1, default=str)
+        report.update(verify_against_module(art, module, example_inputs, weights, name, target, shapes))
+    write_report(outdir, report)
     if verify and not report["verified"]:
         raise VerificationError(f"verification FAILED for '{name}' on target {target}: {report.get('failure')}")
     return report
-
-
-def _trial_shapes(example_inputs, arg_shapes, half: bool) -> list:
-    """Input shapes for the verification trials: every symbolic dim of the compiled inputs takes other
-    sizes (the first symbol 5, 1, 3 -- 64, 1, 7 for half precision --, the second 3, 2, 1, the rest
-    2, 1, 2; one symbol shared by several inputs takes one size), static dims keep the example's."""
-    syms: List[str] = []
-    for shp in arg_shapes:
-        for d in shp:
-            if not isinstance(d, int) and d not in syms:
-                syms.append(d)
-    if not syms:
-        return [[tuple(x.shape) for x in example_inputs]]
-    first = (64, 1, 7) if half else (5, 1, 3)
-    sizes = [first, (3, 2, 1)] + [(2, 1, 2)] * max(0, len(syms) - 2)
-    trials = []
-    for j in range(3):
-        val = {s: sizes[i][j] for i, s in enumerate(syms)}
-        trials.append([tuple(val[d] if not isinstance(d, int) else int(x.shape[k]) for k, d in enumerate(shp))
-                       if shp is not None else tuple(x.shape)
-                       for x, shp in zip(example_inputs, list(arg_shapes) + [None] * len(example_inputs))])
-    return trials
-
-
-def _verify_against_module(art, module, example_inputs, weights, name, target, arg_shapes=None) -> dict:
-    """Compare the artifact with the module's own eager output on inputs whose symbolic dims take
-    other sizes (token counts 5, 1, 3 for a [tokens, hidden] input; see _trial_shapes).
-
-    A half-precision module (f16/bf16 inputs) is judged against the same module run in f32: its own
-    eager output carries rounding at every op, so the question is whether moec's error against f32
-    is no worse than eager's (per-token relative errors, mean and max; see verify.half_trial)."""
-    from .frontend.torch_import import without_kv_cache
-    with without_kv_cache(module):  # (as it was exported: a CausalLM returns its logits)
-        return _verify_module_trials(art, module, example_inputs, weights, name, target, arg_shapes)
-
-
-def _verify_module_trials(art, module, example_inputs, weights, name, target, arg_shapes) -> dict:
-    import torch
-
-    from .frontend.torch_import import tensor_to_numpy
-    from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
-    from .verify import compare, half_trial
-    half = [x.dtype for x in example_inputs if isinstance(x, torch.Tensor) and x.dtype in (torch.float16,
-                                                                                            torch.bfloat16)]
-    if not half and not any(isinstance(x, torch.Tensor) and x.is_floating_point() for x in example_inputs):
-        # no float input (a CausalLM's input_ids): the module's own parameters say whether it runs in half
-        params = {p.dtype for p in module.parameters()} if hasattr(module, "parameters") else set()
-        half = sorted(params & {torch.float16, torch.bfloat16}, key=str)[:1]
-    out = {"oracle": "the module's eager PyTorch output", "verified": True, "max_abs_err": 0.0, "trials": []}
-    ref_module = None
-    if half:
-        ref_module = _f32_analogue(module)
-        out["oracle"] = (f"the module in f32 (moec's {half[0]} error must be no worse than the module's own "
-                         f"{half[0]} eager error)")
-    g = torch.Generator().manual_seed(0)
-    if arg_shapes is None:  # (the compiled inputs' types: dim 0 symbolic where the type starts with ?)
-        arg_shapes = [(("T",) if i["type"].startswith("tensor<?") else (-1,)) + tuple(x.shape[1:])
-                      for i, x in zip(art.manifest["inputs"], example_inputs)]
-        arg_shapes = [tuple(int(x.shape[0]) if d == -1 else d for d in s) for s, x in zip(arg_shapes, example_inputs)]
-    for shapes in _trial_shapes(example_inputs, arg_shapes, bool(half)):
-        T = shapes[0][0] if shapes and shapes[0] else None
-        xs = []
-        for x, shape in zip(example_inputs, shapes):
-            if x.is_floating_point():
-                xs.append(torch.randn(shape, generator=g).to(x.dtype).to(x.device))  # (where the module is)
-            else:
-                hi = int(x.max().item()) + 1 if x.numel() else 1
-                xs.append(torch.randint(0, max(hi, 1), shape, generator=g, dtype=x.dtype).to(x.device))
-        with torch.no_grad():
-            want = _as_list(module(*xs))
-            ref = want
-            if half:
-                try:
-                    ref = _as_list(ref_module(*[x.float() if x.is_floating_point() else x for x in xs]))
-                except Exception as e:  # noqa: BLE001 - the user's code: say what moec needs
-                    raise UserInputError(
-                        f"'{name}': moec verifies a {half[0]} model against the same model in float32, and "
-                        f"running it in float32 failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                        "make the model run in float32 after .float() (e.g. no hard-coded half dtypes), "
-                        "or pass verify=False") from None
-        got = ([tensor_to_numpy(o) for o in art.call_torch(xs)] if hasattr(art, "call_torch")  # the path users call
-               else art([tensor_to_numpy(x) for x in xs]))
-        want = [tensor_to_numpy(w) for w in want]
-        ref = [tensor_to_numpy(r) for r in ref]
-        if weights != "f32":
-            qe = quantization_error(got, ref, QUANT_ERROR_BOUNDS[weights])
-            ok = qe["token_rel_median"] <= QUANT_ERROR_BOUNDS[weights]
-            out["trials"].append({"T": T, "shapes": shapes, "quantization_error": qe, "ok": ok})
-            if not ok:
-                out.update(verified=False, failure=f"quantisation error {qe['token_rel_median']:.3g} > bound")
-                break
-            continue
-        if half:
-            trial = half_trial(got, want, ref, str(half[0]).replace("torch.", ""))
-            out["trials"].append(dict(trial, T=T, shapes=shapes))
-            out["max_abs_err"] = max(out["max_abs_err"], trial["max_abs_err_vs_eager"])
-            if not trial["ok"]:
-                out.update(verified=False, failure=f"{trial['failure']} at input shapes {shapes}")
-                break
-            continue
-        c = compare([f"out{i}" for i in range(len(want))], got, want)
-        out["trials"].append({"T": T, "shapes": shapes, "ok": c.ok, "max_abs_err": c.max_abs_err})
-        out["max_abs_err"] = max(out["max_abs_err"], c.max_abs_err)
-        if not c.ok:
-            out.update(verified=False, failure=f"{c.message} at input shapes {shapes}")
-            break
-    return out
-
-
-def _f32_analogue(module):
-    """The module in float32, leaving the user's module untouched: a deep copy, ``.float()``.  For a
-    function wrapped by moec.jit, the modules and half tensors it reaches through its closure and
-    its globals are replaced by float32 copies in a rebuilt function (``def f(x): return layer(x)``)."""
-    import copy
-    import types
-
-    import torch
-    fn = getattr(module, "_moec_fn", None)
-    if fn is None or not isinstance(fn, types.FunctionType):
-        return copy.deepcopy(module).float()
-    memo: dict = {}
-
-    def f32(v):
-        if isinstance(v, torch.nn.Module):
-            if id(v) not in memo:
-                memo[id(v)] = copy.deepcopy(v).float()
-            return memo[id(v)]
-        if isinstance(v, torch.Tensor) and v.dtype in (torch.float16, torch.bfloat16):
-            return v.float()
-        return v
-    names = set(fn.__code__.co_names)
-    g = dict(fn.__globals__)
-    for k in names & set(g):
-        g[k] = f32(g[k])
-    cells = tuple(types.CellType(f32(c.cell_contents)) if _filled(c) else c for c in fn.__closure__ or ())
-    new_fn = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, cells or None)
-    wrapper = copy.copy(module)
-    wrapper.forward = lambda *a: new_fn(*a)
-    return wrapper
-
-
-def _filled(cell) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:  # (a cell not yet assigned)
-        return False
-    return True
-
-
-def _as_list(y) -> list:
-    """The tensors of a module's output in the order the import returns them (a tuple, a dict,
-    transformers' ModelOutput)."""
-    from .frontend.torch_import import flat_outputs
-    return flat_outputs(y)
 
 
 def jit(fn: Optional[Callable] = None, *, target: str = "cpu", weights: str = "f32", verify: bool = True,

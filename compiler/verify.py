@@ -19,12 +19,19 @@ in a few rows of the inputs that reach a router whose semantics define them:
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .ir import DType, Function, TensorType
+from ._version import __version__
+from .errors import RuntimeFailure, UserInputError
+from .ir import DType, Function, IRError, Module, TensorType
+from .ir import run as interpret
+from .passes.recognition_trace import recognition_of
 from .tolerances import Tolerance, tolerance_for
 
 DEFAULT_SYMBOL_SIZES = (5, 1, 3)
@@ -667,3 +674,410 @@ def widen_half_model(proto):
                         graph(sg)
     graph(p.graph)
     return p if changed[0] else None
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+def build_report(m: Module, name: str, target: str, verified: Optional[bool], verification: Optional[str],
+                 head: Optional[dict] = None, recognised: Optional[Module] = None, **fields) -> dict:
+    """report.json, one builder for the driver and the JIT: who built what (``head`` after the target),
+    the verdict so far, ``fields``, then what the passes found in ``m`` (its MoE layers, the recognition
+    trace -- of ``recognised`` where the passes ran on another copy -- and the op histogram)."""
+    rep = {"moec_version": __version__, "model": name, "target": target, **(head or {}),
+           "verified": verified, "verification": verification, **fields}
+    rep.update(moe_layers=moe_layers_of(m), recognition=recognition_of(recognised if recognised is not None else m),
+               op_histogram=op_histogram(m))
+    return rep
+
+
+def write_report(outdir: str, report: dict) -> None:
+    with open(os.path.join(outdir, "report.json"), "w") as fh:
+        json.dump(report, fh, indent=1, default=json_default)
+
+
+def json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def op_histogram(m: Module) -> Dict[str, int]:
+    h: Dict[str, int] = {}
+    for o in m.ops():
+        h[o.name] = h.get(o.name, 0) + 1
+    return dict(sorted(h.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def moe_layers_of(m: Module) -> List[dict]:
+    """MoE layers found by the recognition passes: they record one JSON object per layer in the
+    module attribute ``moec.moe_layers`` (so the record survives printing and parsing)."""
+    return [json.loads(x) for x in m.attrs.get("moec.moe_layers", [])]
+
+
+# -- verifying an artifact against the ONNX model (onnxruntime; moec's interpreter where it cannot run) --
+
+def _widened_onnxruntime(proto, lazy: dict, f, xs, threads: int):
+    """onnxruntime on the model's f32 analogue (verify.widen_half_model), half inputs widened; None
+    where that cannot run either."""
+    try:
+        if "widened" not in lazy:
+            w = widen_half_model(proto)
+            lazy["widened"] = None if w is None else w.SerializeToString()
+        if lazy["widened"] is None:
+            return None
+        from .passes.moe_util import widen
+        return [np.asarray(r) for r in run_onnxruntime(lazy["widened"], f.arg_names, [widen(x) for x in xs],
+                                                       threads=threads)]
+    except Exception:  # noqa: BLE001 - no f32 oracle: the op-by-op interpreter result decides alone
+        return None
+
+
+def user_inputs(m: Module, opts: "CompileOptions") -> "CompileOptions":
+    """``opts`` with the user's input sets (``inputs``, ``inputs_file``) checked against the imported
+    model's inputs (names, dtypes, ranks, sizes; the file untrusted: no pickles, sizes bounded), as
+    {name: array} dicts in ``inputs``; UserInputError (exit 2) for anything that does not fit."""
+    if not opts.inputs and not opts.inputs_file:
+        return opts
+    f = m.main
+    sets = [check_user_inputs(f, s, f"example input set {i}" if len(opts.inputs) > 1 else "example inputs")
+            for i, s in enumerate(opts.inputs or [])]
+    if opts.inputs_file:
+        sets.append(load_inputs_npz(opts.inputs_file, f))
+    return dataclasses.replace(opts, inputs=sets, inputs_file=None)
+
+
+def _trials(f, opts: "CompileOptions"):
+    """Verification trials [(symbol binding, kind, user inputs or None)] and the integer inputs whose
+    valid values moec cannot derive ({name: why}).  The user's input sets come first; generated trials
+    follow (random at each shape, identical tokens, tied router rows where the model selects by value,
+    non-finite router rows where a router defines them) unless an integer input is underivable and the
+    user gave inputs, then the user's are the only ones."""
+    _, unknown = int_input_plan(f)
+    trials = [({}, "user", given) for given in (opts.inputs or [])]
+    if unknown and trials:
+        return trials, {}
+    gen = [(b, "random", None) for b in shape_trials(f, opts.symbol_sizes)]
+    if any(a.type.rank >= 2 and a.type.dtype.is_float for a in f.args):
+        gen.append((gen[0][0], "identical", None))  # plus a batch of identical tokens
+        if selection_ops(f):
+            gen.append((gen[0][0], "tied", None))  # equal router logits: routing ties
+    seen = {v.type.dtype for v in f.args} | {r.type.dtype for o in f.ops for r in o.results}
+    if nonfinite_router_args(f) and opts.weights == "f32" and not seen & {DType.F16, DType.BF16}:
+        gen.append((gen[0][0], "nonfinite", None))  # NaN / Inf router rows (they output 0)
+    return trials + gen, unknown
+
+
+def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_module: Optional[Module] = None) -> dict:
+    """Run the artifact and onnxruntime (and the IR interpreter) on seeded inputs at several shapes.
+
+    Quantised builds (``opts.weights`` != f32) are checked against their own reference semantics
+    (the IR interpreter on the quantised module: dequantise, then compute in f32) with the f32
+    tolerance; the distance to onnxruntime on the f32 model is the quantisation error, measured
+    and reported (``quantization_error``) and bounded by ``tolerances.QUANT_ERROR_BOUNDS``."""
+    f = m.main
+    model_bytes = proto.SerializeToString()
+    trials, unknown_ints = _trials(f, opts)
+    out = {"verified": True, "shapes_tried": [], "max_abs_err": 0.0, "max_rel_err": 0.0,
+           "oracle": "onnxruntime", "trials": []}
+    quantized = opts.weights != "f32" and f32_module is not None
+    qerr = {"max_abs": 0.0, "rel_rms": 0.0, "max_abs_rel_to_max": 0.0, "token_rel_median": 0.0,
+            "token_rel_max": 0.0, "tokens": 0, "tokens_over_4x_bound": 0}
+    tol_seen = {}
+    lazy: Dict[str, object] = {}
+    f32_oracle = "onnxruntime on the model"
+
+    def original() -> Module:  # the model as imported, before any pass: its own semantics
+        if "orig" not in lazy:
+            from .frontend.onnx_import import import_model
+            lazy["orig"] = f32_module if f32_module is not None else import_model(proto)
+        return lazy["orig"]
+    # the narrowest float type the model computes in (bf16 before f16), and whether a float output is
+    # wider than that: an f32 output summed from f16 expert outputs carries f16 rounding, which the f32
+    # elementwise tolerance would wrongly hold against the compiled code
+    seen = {v.type.dtype for v in f.args} | {r.type.dtype for o in f.ops for r in o.results}
+    half_dt = DType.BF16 if DType.BF16 in seen else (DType.F16 if DType.F16 in seen else None)
+    wide_out = half_dt is not None and any(v.type.dtype in (DType.F32, DType.F64) for v in f.outputs)
+    def hinted(msg: str) -> str:  # a failure on inputs moec could not make valid says so
+        if not unknown_ints:
+            return msg
+        why = "; ".join(f"'{n}': {r}" for n, r in unknown_ints.items())
+        return (f"{msg} [moec could not derive valid values for integer input(s) ({why}) and drew them from "
+                "[0, 4): give inputs with --inputs FILE.npz (moec.compile(..., example_inputs=...))]")
+    for ti, (binding, kind, given) in enumerate(trials):
+        if given is not None:
+            xs = list(check_user_inputs(f, given, "inputs").values())
+        else:
+            xs = make_inputs(f, binding, seed=opts.seed + ti, kind=kind)
+        identical = kind == "identical"
+        shapes = {n: list(x.shape) for n, x in zip(f.arg_names, xs)}
+        if kind in ("random", "user"):
+            out["shapes_tried"].append(shapes)
+        oracle, why, half_ref, own_runs = "onnxruntime", None, None, []
+        try:
+            want = run_onnxruntime(model_bytes, f.arg_names, xs, threads=opts.threads)
+        except Exception as e:  # onnxruntime cannot run it (bf16 on its CPU provider, ...)
+            why = str(e).splitlines()[0][:200]
+            want = None
+            if not quantized:  # (a quantised build has its own oracle, below)
+                # the model's own semantics op by op (moec's interpreter on the model as imported, not
+                # on the compiled module: the passes are what is being checked)
+                try:
+                    want = list(interpret(original(), xs).values())
+                except IRError as ie:
+                    msg = f"onnxruntime failed ({why}), moec's interpreter failed ({ie})"
+                    if kind == "random" and not unknown_ints:  # the model itself is not defined at these shapes: say so
+                        if shapes in out["shapes_tried"]:
+                            out["shapes_tried"].remove(shapes)
+                        out.setdefault("model_undefined_at", []).append({"shapes": shapes, "why": msg})
+                        continue
+                    out.update(verified=False, no_oracle=True, failure=hinted(f"no oracle could run the model: {msg}"))
+                    return out
+                oracle = f"moec's interpreter on the imported model (onnxruntime could not run the model: {why})"
+        if not quantized and half_dt is not None and (why is not None or wide_out):
+            # judged against the model's f32 analogue, next to the model's own half-precision run(s)
+            half_ref = _widened_onnxruntime(proto, lazy, f, xs, opts.threads)
+            if half_ref is not None:
+                if why is None:  # onnxruntime ran the model; the op-by-op run is a second faithful one
+                    try:
+                        own_runs.append(list(interpret(original(), xs).values()))
+                    except IRError:
+                        pass
+                oracle = (f"onnxruntime on the model widened to f32 (moec's error must be no worse than the "
+                          f"model's own {half_dt.mlir} run"
+                          + (f", by moec's interpreter op by op; onnxruntime failed on the model: {why})" if why else
+                             ", by onnxruntime and by moec's interpreter op by op: the model returns a wider type)"))
+        f32_want = None
+        if quantized:
+            f32_want = want if want is not None else list(interpret(f32_module, xs).values())
+            f32_oracle = "onnxruntime on the model" if want is not None else "moec's interpreter on the model"
+            want = None
+            oracle = f"interpreter on the {opts.weights} module (dequantise-then-compute)"
+        try:
+            got = artifact(xs)
+        except RuntimeFailure as e:
+            out.update(verified=False, failure=hinted(f"compiled code failed at shapes {shapes}: {e}"))
+            return out
+        trial = {"shapes": shapes, "oracle": oracle, "kind": kind, "identical_rows": identical}
+        if opts.check_interpreter or want is None:
+            try:
+                ref = list(interpret(m, xs).values())
+            except IRError as e:
+                ref = None
+                trial["interpreter_error"] = str(e)
+                if want is None:
+                    out.update(verified=False, no_oracle=True, failure=hinted(f"no oracle could run the model: {e}"))
+                    return out
+            if ref is not None:
+                if want is None:
+                    want = ref
+                else:
+                    c2 = compare(f.output_names, ref, want)
+                    trial["interpreter_vs_onnxruntime"] = {"ok": c2.ok, "max_abs_err": c2.max_abs_err}
+        tol_override = None
+        if quantized and opts.weights in ("bf16", "w8a8"):
+            from .tolerances import QUANT_VERIFY_TOLERANCE
+            tol_override = QUANT_VERIFY_TOLERANCE[opts.weights]  # quantised GEMM inputs (see tolerances.py)
+        c = compare(f.output_names, got, want, tol_override)
+        trial.update(ok=c.ok, max_abs_err=c.max_abs_err, max_rel_err=c.max_rel_err, outputs=c.per_output)
+        if quantized and opts.weights == "w8a8" and not c.ok:  # flipped int8 codes (tolerances.py: per-token model)
+            from .tolerances import w8a8_flip_check
+            fc = w8a8_flip_check(got, want)
+            trial["w8a8_flipped_tokens"] = fc
+            if fc["ok"]:
+                c = dataclasses.replace(c, ok=True, message="")
+                trial["ok"] = True
+        if half_ref is not None:  # judged against the f32 model, next to the model's own half semantics
+            ht = half_trial(got, want, half_ref, half_dt.np.name, own_runs)
+            trial.update(ok=ht["ok"], half_precision=ht)
+            c = dataclasses.replace(c, ok=ht["ok"], message=ht.get("failure", ""))
+        if quantized:
+            from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
+            qe = quantization_error(got, f32_want, QUANT_ERROR_BOUNDS[opts.weights])
+            trial["quantization_error"] = qe
+            for key in qerr:
+                qerr[key] = qerr[key] + qe[key] if key in ("tokens", "tokens_over_4x_bound") else max(qerr[key], qe[key])
+        out["trials"].append(trial)
+        if ti == 0 or (out["oracle"] == "onnxruntime" and oracle != "onnxruntime"):
+            out["oracle"] = oracle  # any trial not judged by onnxruntime on the model itself is what is reported
+        out["max_abs_err"] = max(out["max_abs_err"], c.max_abs_err)
+        out["max_rel_err"] = max(out["max_rel_err"], c.max_rel_err)
+        for p in c.per_output:
+            tol_seen[p["dtype"]] = p["tolerance"]
+        if not c.ok:
+            out.update(verified=False, failure=hinted(f"{c.message} at input shapes {shapes}"
+                                                      + (f" ({kind} inputs)" if kind != "random" else "")),
+                       worst_output=c.worst_output)
+            break
+    if not out["trials"] and out.get("model_undefined_at"):  # no drawn shape at which the model itself runs
+        out.update(verified=False, no_oracle=True,
+                   failure=hinted(f"no oracle could run the model: {out['model_undefined_at'][0]['why']}"))
+    out["tolerance"] = tol_seen
+    # True only if every trial was judged by onnxruntime running the model as given: the CLI's verdict line
+    # and report.json never claim onnxruntime otherwise
+    out["oracle_is_onnxruntime"] = bool(out["trials"]) and all(t["oracle"] == "onnxruntime" for t in out["trials"])
+    if quantized:
+        from .tolerances import QUANT_ERROR_BOUNDS
+        bound = QUANT_ERROR_BOUNDS[opts.weights]
+        out["quantization_error"] = {**qerr, "vs": f32_oracle, "bound_token_rel_median": bound}
+        if out["verified"] and qerr["token_rel_median"] > bound:
+            out.update(verified=False, failure=f"quantisation error too large: median per-token relative error "
+                                               f"{qerr['token_rel_median']:.3g} vs the f32 model > {bound} allowed "
+                                               f"for {opts.weights} weights")
+    return out
+
+
+# -- verifying an artifact against a PyTorch module (moec.compile / moec.jit) --------------------------
+
+def _trial_shapes(example_inputs, arg_shapes, half: bool) -> list:
+    """Input shapes for the verification trials: every symbolic dim of the compiled inputs takes other
+    sizes (the first symbol 5, 1, 3 -- 64, 1, 7 for half precision --, the second 3, 2, 1, the rest
+    2, 1, 2; one symbol shared by several inputs takes one size), static dims keep the example's."""
+    syms: List[str] = []
+    for shp in arg_shapes:
+        for d in shp:
+            if not isinstance(d, int) and d not in syms:
+                syms.append(d)
+    if not syms:
+        return [[tuple(x.shape) for x in example_inputs]]
+    first = (64, 1, 7) if half else (5, 1, 3)
+    sizes = [first, (3, 2, 1)] + [(2, 1, 2)] * max(0, len(syms) - 2)
+    trials = []
+    for j in range(3):
+        val = {s: sizes[i][j] for i, s in enumerate(syms)}
+        trials.append([tuple(val[d] if not isinstance(d, int) else int(x.shape[k]) for k, d in enumerate(shp))
+                       if shp is not None else tuple(x.shape)
+                       for x, shp in zip(example_inputs, list(arg_shapes) + [None] * len(example_inputs))])
+    return trials
+
+
+def verify_against_module(art, module, example_inputs, weights, name, target, arg_shapes=None) -> dict:
+    """Compare the artifact with the module's own eager output on inputs whose symbolic dims take
+    other sizes (token counts 5, 1, 3 for a [tokens, hidden] input; see _trial_shapes).
+
+    A half-precision module (f16/bf16 inputs) is judged against the same module run in f32: its own
+    eager output carries rounding at every op, so the question is whether moec's error against f32
+    is no worse than eager's (per-token relative errors, mean and max; see verify.half_trial)."""
+    from .frontend.torch_import import without_kv_cache
+    with without_kv_cache(module):  # (as it was exported: a CausalLM returns its logits)
+        return _verify_module_trials(art, module, example_inputs, weights, name, target, arg_shapes)
+
+
+def _verify_module_trials(art, module, example_inputs, weights, name, target, arg_shapes) -> dict:
+    import torch
+
+    from .frontend.torch_import import tensor_to_numpy
+    from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
+    half = [x.dtype for x in example_inputs if isinstance(x, torch.Tensor) and x.dtype in (torch.float16,
+                                                                                            torch.bfloat16)]
+    if not half and not any(isinstance(x, torch.Tensor) and x.is_floating_point() for x in example_inputs):
+        # no float input (a CausalLM's input_ids): the module's own parameters say whether it runs in half
+        params = {p.dtype for p in module.parameters()} if hasattr(module, "parameters") else set()
+        half = sorted(params & {torch.float16, torch.bfloat16}, key=str)[:1]
+    out = {"oracle": "the module's eager PyTorch output", "verified": True, "max_abs_err": 0.0, "trials": []}
+    ref_module = None
+    if half:
+        ref_module = _f32_analogue(module)
+        out["oracle"] = (f"the module in f32 (moec's {half[0]} error must be no worse than the module's own "
+                         f"{half[0]} eager error)")
+    g = torch.Generator().manual_seed(0)
+    if arg_shapes is None:  # (the compiled inputs' types: dim 0 symbolic where the type starts with ?)
+        arg_shapes = [(("T",) if i["type"].startswith("tensor<?") else (-1,)) + tuple(x.shape[1:])
+                      for i, x in zip(art.manifest["inputs"], example_inputs)]
+        arg_shapes = [tuple(int(x.shape[0]) if d == -1 else d for d in s) for s, x in zip(arg_shapes, example_inputs)]
+    for shapes in _trial_shapes(example_inputs, arg_shapes, bool(half)):
+        T = shapes[0][0] if shapes and shapes[0] else None
+        xs = []
+        for x, shape in zip(example_inputs, shapes):
+            if x.is_floating_point():
+                xs.append(torch.randn(shape, generator=g).to(x.dtype).to(x.device))  # (where the module is)
+            else:
+                hi = int(x.max().item()) + 1 if x.numel() else 1
+                xs.append(torch.randint(0, max(hi, 1), shape, generator=g, dtype=x.dtype).to(x.device))
+        with torch.no_grad():
+            want = _as_list(module(*xs))
+            ref = want
+            if half:
+                try:
+                    ref = _as_list(ref_module(*[x.float() if x.is_floating_point() else x for x in xs]))
+                except Exception as e:  # noqa: BLE001 - the user's code: say what moec needs
+                    raise UserInputError(
+                        f"'{name}': moec verifies a {half[0]} model against the same model in float32, and "
+                        f"running it in float32 failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "make the model run in float32 after .float() (e.g. no hard-coded half dtypes), "
+                        "or pass verify=False") from None
+        got = ([tensor_to_numpy(o) for o in art.call_torch(xs)] if hasattr(art, "call_torch")  # the path users call
+               else art([tensor_to_numpy(x) for x in xs]))
+        want = [tensor_to_numpy(w) for w in want]
+        ref = [tensor_to_numpy(r) for r in ref]
+        if weights != "f32":
+            qe = quantization_error(got, ref, QUANT_ERROR_BOUNDS[weights])
+            ok = qe["token_rel_median"] <= QUANT_ERROR_BOUNDS[weights]
+            out["trials"].append({"T": T, "shapes": shapes, "quantization_error": qe, "ok": ok})
+            if not ok:
+                out.update(verified=False, failure=f"quantisation error {qe['token_rel_median']:.3g} > bound")
+                break
+            continue
+        if half:
+            trial = half_trial(got, want, ref, str(half[0]).replace("torch.", ""))
+            out["trials"].append(dict(trial, T=T, shapes=shapes))
+            out["max_abs_err"] = max(out["max_abs_err"], trial["max_abs_err_vs_eager"])
+            if not trial["ok"]:
+                out.update(verified=False, failure=f"{trial['failure']} at input shapes {shapes}")
+                break
+            continue
+        c = compare([f"out{i}" for i in range(len(want))], got, want)
+        out["trials"].append({"T": T, "shapes": shapes, "ok": c.ok, "max_abs_err": c.max_abs_err})
+        out["max_abs_err"] = max(out["max_abs_err"], c.max_abs_err)
+        if not c.ok:
+            out.update(verified=False, failure=f"{c.message} at input shapes {shapes}")
+            break
+    return out
+
+
+def _f32_analogue(module):
+    """The module in float32, leaving the user's module untouched: a deep copy, ``.float()``.  For a
+    function wrapped by moec.jit, the modules and half tensors it reaches through its closure and
+    its globals are replaced by float32 copies in a rebuilt function (``def f(x): return layer(x)``)."""
+    import copy
+    import types
+
+    import torch
+    fn = getattr(module, "_moec_fn", None)
+    if fn is None or not isinstance(fn, types.FunctionType):
+        return copy.deepcopy(module).float()
+    memo: dict = {}
+
+    def f32(v):
+        if isinstance(v, torch.nn.Module):
+            if id(v) not in memo:
+                memo[id(v)] = copy.deepcopy(v).float()
+            return memo[id(v)]
+        if isinstance(v, torch.Tensor) and v.dtype in (torch.float16, torch.bfloat16):
+            return v.float()
+        return v
+    names = set(fn.__code__.co_names)
+    g = dict(fn.__globals__)
+    for k in names & set(g):
+        g[k] = f32(g[k])
+    cells = tuple(types.CellType(f32(c.cell_contents)) if _filled(c) else c for c in fn.__closure__ or ())
+    new_fn = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, cells or None)
+    wrapper = copy.copy(module)
+    wrapper.forward = lambda *a: new_fn(*a)
+    return wrapper
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # (a cell not yet assigned)
+        return False
+    return True
+
+
+def _as_list(y) -> list:
+    """The tensors of a module's output in the order the import returns them (a tuple, a dict,
+    transformers' ModelOutput)."""
+    from .frontend.torch_import import flat_outputs
+    return flat_outputs(y)

@@ -62,8 +62,7 @@ class Operation:
     def create(cls, operands: Sequence[Value] = (), attrs: Optional[Dict[str, Any]] = None,
                loc: Optional[str] = None, result_types: Optional[Sequence[TensorType]] = None):
         """Build an op: default attributes filled, result types inferred (or given)."""
-        from .opdef import build
-        return build(cls, operands, attrs, loc, result_types)
+        return Operation._build(cls, operands, attrs, loc, result_types)
 
     # -- convenience -------------------------------------------------------
     @property
@@ -91,8 +90,12 @@ class Operation:
 
     def verify(self) -> None:
         """Raise IRError naming this op if it is ill-formed."""
-        from .opdef import default_verify
-        default_verify(self)
+        Operation._default_verify(self)
+
+    # how ops are built and checked by default: installed by opdef.py, the op-definition layer built on
+    # this module (so that this module does not import it back)
+    _build = None
+    _default_verify = None
 
     def reference(self, *inputs: np.ndarray) -> List[np.ndarray]:
         """Numpy reference semantics."""

@@ -231,3 +231,7 @@ def const_value(v: Value, weights=None) -> Optional[np.ndarray]:
     if isinstance(val, ResourceRef):
         return None if weights is None else weights[val.key]
     return val
+
+
+Operation._build = staticmethod(build)
+Operation._default_verify = staticmethod(default_verify)

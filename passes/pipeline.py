@@ -6,11 +6,10 @@ module and can dump its text after every stage (``--dump-ir``).
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 from ..ir import Module
 from .base import Pass, run_to_fixed_point
-from ..targets.description import TargetDesc, target_for
 from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
 from .fold_full_nonzero import FoldFullNonzero
@@ -20,8 +19,11 @@ from .recognize_moe import RecognizeMoE
 from .quantize import QuantizeWeights
 from .schedule_dispatch import ScheduleDispatch
 
+if TYPE_CHECKING:  # (passes read target descriptions; they do not import targets)
+    from ..targets.base import TargetDesc
 
-def stages(target: TargetDesc, weights: str = "f32", group: int = 64,
+
+def stages(target: "TargetDesc", weights: str = "f32", group: int = 64,
            zero_point: bool = False, scope: str = "all") -> List[Tuple[str, List[Pass]]]:
     return [
         ("canonicalize", [FoldConstants(), FoldFullNonzero(), SplitOfConcat(), DeadCodeElimination()]),
@@ -29,21 +31,23 @@ def stages(target: TargetDesc, weights: str = "f32", group: int = 64,
         ("fuse-experts", [FuseExperts()]),
         ("quantize-weights", [QuantizeWeights(weights, group, zero_point, scope=scope,
                                               dense_modes=tuple(target.get("dense_weight_modes", ())),
-                                              half_activations=tuple(target.get("quant_half_activations", ()))),
+                                              half_activations=target.half_activation_modes),
                               DeadCodeElimination()]),
         ("schedule-dispatch", [ScheduleDispatch(target)]),
         ("cleanup", [DeadCodeElimination()]),
     ]
 
 
-def run_pipeline(m: Module, target="cpu",
+def run_pipeline(m: Module, target: "TargetDesc",
                  after_stage: Optional[Callable[[int, str, Module, dict], None]] = None,
                  weights: str = "f32", group: int = 64, zero_point: bool = False,
                  scope: str = "all") -> Module:
     """Run every stage on ``m`` (in place).  ``weights`` picks the routed experts' weight storage
-    (f32 = as the model has them, bf16, int8, int4 with ``group`` / ``zero_point``)."""
-    desc = target_for(target) if isinstance(target, str) else target
-    for i, (name, passes) in enumerate(stages(desc, weights, group, zero_point, scope), start=1):
+    (f32 = as the model has them, bf16, int8, int4 with ``group`` / ``zero_point``).  ``target``: the
+    description compiled for (``moec.targets.target_for(name)``)."""
+    if isinstance(target, str):
+        raise TypeError("run_pipeline: target is a TargetDesc (moec.targets.target_for(name)), not a name")
+    for i, (name, passes) in enumerate(stages(target, weights, group, zero_point, scope), start=1):
         t0 = time.perf_counter()
         iters = run_to_fixed_point(m, passes)
         info = {"passes": [p.name for p in passes], "iterations": iters,

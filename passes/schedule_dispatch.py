@@ -4,45 +4,42 @@ Rewrites (attributes of ``moe.dispatch``; the plan's value never changes, only t
 computes and uses it):
   * ``strategy``: ``capacity`` when the router has a capacity (Switch), else ``sort_pad``;
   * ``gemv_max_slots``: batches with T*k at or below it take the per-token GEMV path at run time
-    (no sort, no gathered copy): on a CPU while there is about one slot per expert or fewer,
-    since then a grouped GEMM has no weight reuse to win; on GPUs/NPUs below one row tile;
-  * ``block``: rows per block that expert segments are padded to (the target's GEMM row tile:
-    1 on CPUs, whose kernels handle ragged rows; BLOCK_M on Triton; 16 on Ascend's cube);
+    (no sort, no gathered copy): the target's ``gemv_max_slots`` (0: the number of experts -- on a
+    CPU while there is about one slot per expert or fewer, since then a grouped GEMM has no weight
+    reuse to win; on GPUs/NPUs below a row tile);
+  * ``block``: rows per block that expert segments are padded to (the target's ``dispatch_block``:
+    1 where the kernels handle ragged rows, the GEMM row tile BLOCK_M on Triton);
   * ``col_block``: expert-width columns per work item, sized so a work item's weight slice fits
-    half the per-core cache/buffer, and ``cores``: workers the (expert x row block x column
-    block) items are balanced over.
-The decision is recorded in the layer's report entry (``dispatch``).
+    the target's ``tile_budget_bytes`` (half a per-core cache/buffer), and ``cores``: workers the
+    (expert x row block x column block) items are balanced over.
+The decision is recorded in the layer's report entry (``dispatch``).  Only TargetDesc fields are
+read (never the target's name): the target is required.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..ir import Module
 from ..ir.ops.moe import update_moe_layer
-from ..targets.description import TargetDesc, host_cpu
 from .base import Pass
 from .moe_util import layer_of
+
+if TYPE_CHECKING:  # (passes read descriptions; they do not import targets)
+    from ..targets.base import TargetDesc
 
 
 @dataclass
 class ScheduleDispatch(Pass):
     name = "schedule-dispatch"
-    target: TargetDesc = field(default_factory=host_cpu)
+    target: "TargetDesc"
 
     def decide(self, E: int, k: int, D: int, F: int, itemsize: int, capacity: int) -> dict:
         t = self.target
         strategy = "capacity" if capacity else "sort_pad"
-        if t.name == "cpu":
-            block = 1
-            gemv = E
-            budget = t.l2_bytes // 2
-        elif t.name == "ascend":  # MoeInitRouting's dropless layout: rows sorted by expert, unpadded
-            block, gemv = 1, int(t.get("block_m", 16))
-            budget = t.l1_bytes // 2
-        else:
-            block = int(t.get("block_m", 16))
-            gemv = block // 2 if t.name == "triton" else block
-            budget = t.l1_bytes // 2
+        block = t.dispatch_block
+        gemv = t.gemv_max_slots or E
+        budget = t.tile_budget_bytes
         # a column block covers rows of w_in (gate+up) and columns of w_out: about 3*D values each
         per_col = int(3 * D * itemsize)
         col = max(16, min(F, budget // max(per_col, 1)))

@@ -1,4 +1,92 @@
-"""Target descriptions (data) and how each target's artifact is built and run."""
-from .description import TargetDesc, ascend_target, cpu_target, generic_cpu, host_cpu, target_for, triton_target
+"""The target registry: names -> backends (targets/base.py's Backend protocol).  Nothing else lists
+target names; a new target is a module here (+ its codegen) and one entry in ``_BACKENDS``."""
+from __future__ import annotations
 
-__all__ = ["TargetDesc", "ascend_target", "cpu_target", "generic_cpu", "host_cpu", "target_for", "triton_target"]
+from typing import Dict, List, Optional, Type
+
+from ..errors import UserInputError
+from ..passes.quantize import MODES as WEIGHT_MODES
+from .ascend_backend import AscendBackend
+from .base import Backend, BackendBase, TargetDesc
+from .cpu_backend import CpuBackend
+from .description import ascend_target, cpu_target, detect_triton_target, generic_cpu, host_cpu, triton_target
+from .reference import ReferenceBackend
+from .triton_backend import TritonBackend
+
+_BACKENDS: Dict[str, Type[BackendBase]] = {b.name: b for b in (
+    CpuBackend,
+    TritonBackend,
+    AscendBackend,
+    ReferenceBackend,
+)}
+DEFAULT = CpuBackend.name
+
+
+def names(include_debug: bool = True) -> List[str]:
+    """The registered targets (``include_debug=False``: without debugging targets such as reference)."""
+    return [n for n, b in _BACKENDS.items() if include_debug or not b.debug_only]
+
+
+def backend_class(name: str) -> Type[BackendBase]:
+    if name not in _BACKENDS:
+        raise UserInputError(f"unknown target '{name}' (available: {', '.join(_BACKENDS)})")
+    return _BACKENDS[name]
+
+
+def backend(name: str, arch: Optional[str] = "native") -> Backend:
+    """The backend of target ``name`` for ``arch`` ("native": this machine's, or the target's default)."""
+    cls = backend_class(name)
+    try:
+        return cls(cls.describe(arch or "native"))
+    except ValueError as e:
+        raise UserInputError(str(e)) from None
+
+
+def target_for(name: str, arch: str = "native") -> TargetDesc:
+    """The description of target ``name`` for ``arch`` (the one ``backend(name, arch)`` compiles for)."""
+    return backend(name, arch).desc
+
+
+# how a weight mode is named in a message, and what to use instead where it is not implemented
+_MODE_TEXT = {"int4": ("--weights int4 is", "int8"), "fp8": ("fp8 (float8 e4m3) expert weights are", "int8 (or bf16)"),
+              "w8a8": ("--weights w8a8 (int8 activations) is", "int8 (int8 weights, f32 activations)")}
+
+
+def _listed(xs: List[str]) -> str:
+    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
+
+
+def check_weight_mode(b: Backend, weights: str, group_size: int = 64, module=None) -> None:
+    """``weights`` (and the weight modes already in ``module``) are ones target ``b`` implements
+    (its desc.weight_modes); one message per mistake, naming the flag."""
+    if weights not in WEIGHT_MODES:
+        raise UserInputError(f"unknown weight mode '{weights}' (choose {', '.join(WEIGHT_MODES)})")
+    held = set()
+    if module is not None:  # a module built from IR text may hold quantised experts already
+        held = {o.attrs.get("wq") for o in module.ops() if o.name == "moe.experts"} & set(WEIGHT_MODES)
+    for mode in [weights] + sorted(held - {weights}):
+        if mode in b.desc.weight_modes:
+            continue
+        others = [n for n, c in _BACKENDS.items() if mode in c.describe("native").weight_modes]
+        what, instead = _MODE_TEXT.get(mode, (f"--weights {mode} is", "f32"))
+        modes = list(b.desc.weight_modes)
+        msg = f"target {b.name}: {what} not implemented ({_listed(modes)} {'are' if len(modes) > 1 else 'is'})"
+        if others:
+            msg += (f"; it is implemented for the {_listed(others)} target{'s' if len(others) > 1 else ''} only: "
+                    f"use --weights {instead} here, or --target {others[0]}")
+        raise UserInputError(msg)
+    if weights == "int4" and (group_size < 0 or group_size % 2):
+        raise UserInputError(f"--group-size {group_size}: int4 packs two weights per byte, so a scale group "
+                             "must be an even number of weights (e.g. 32, 64, 128), or 0 for one group per row")
+
+
+def check_options(b: Backend, opts, module=None) -> None:
+    """Everything the driver checks before compiling for ``b``: the weight mode is one the target
+    implements, then the target's own checks (Backend.check_options)."""
+    check_weight_mode(b, opts.weights, opts.group_size, module)
+    b.check_options(opts, module)
+
+
+__all__ = ["Backend", "BackendBase", "TargetDesc", "DEFAULT", "names", "backend", "backend_class", "target_for",
+           "check_options", "check_weight_mode", "ascend_target", "cpu_target", "detect_triton_target",
+           "generic_cpu", "host_cpu", "triton_target"]

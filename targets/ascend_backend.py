@@ -26,7 +26,8 @@ from ..ir import Module
 from ..ir.core import ResourceRef
 from ..ir.io import load_module
 from . import cache_store
-from .description import TargetDesc
+from .base import BackendBase
+from .description import TargetDesc, ascend_target
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EMU_INCLUDE = os.path.join(HERE, "ascend_emu", "include")
@@ -145,11 +146,58 @@ Ops listed under "host" in plan.json run on the host CPU (numpy), not on the NPU
 """
 
 
-class AscendBackend:
+class AscendBackend(BackendBase):
     name = "ascend"
+    describe = staticmethod(ascend_target)  # arch: the SoC (native: Ascend910B2)
+    arch_flag = "soc"                       # `moec compile/inspect --soc` names the arch
 
-    def __init__(self, desc: TargetDesc):
-        self.desc = desc
+    @classmethod
+    def why_unavailable(cls):
+        return None if shutil.which("g++") else "no g++ for the AscendC emulator build"
+
+    def report(self, outdir: str, artifact=None) -> dict:
+        """report.json's "ascend": the launch plan's placement and cost model, and once verified what the
+        emulator ran (kernel launches, cube instruction counts)."""
+        with open(os.path.join(outdir, "ascend", "plan.json")) as fh:
+            plan = json.load(fh)
+        rep = {"soc": plan["soc"], "host_ops": plan["host_ops"], "tiling_ops": plan.get("tiling_ops", {}),
+               "cost_model": {"note": plan["estimates_are"], "kernels": plan["estimates"]}}
+        if artifact is not None:
+            rep["emulator"] = artifact.stats()
+        return {"ascend": rep}
+
+    def inspect(self, m: Module, tokens=(1, 256)) -> dict:
+        from ..codegen.ascend.plan import make_plan
+        plan = make_plan(m, self.desc, tokens=tuple(tokens))
+        return {"ascend": {"soc": self.desc.arch, "host_ops": plan["host_ops"],
+                           "tiling_ops": plan.get("tiling_ops", {}), "note": plan["estimates_are"],
+                           "estimates": plan["estimates"]}}
+
+    def inspect_lines(self, info: dict) -> List[str]:
+        """`moec inspect --target ascend`: the cost model's estimates, kernel by kernel."""
+        asc = info.get("ascend")
+        if not asc:
+            return []
+        out = [f"Ascend {asc['soc']} cost model (ESTIMATES, {asc['note']}):"]
+
+        def line(e, indent):
+            cube = f", {100 * e['fraction_of_cube_peak']:.2f}% of cube peak" if "fraction_of_cube_peak" in e else ""
+            name = e["kernel"] + (f" ({e['role']})" if "role" in e else "") + \
+                (f" [{e['dtype']}]" if "dtype" in e else "")
+            tiles = e.get("tiles")
+            tl = (f"; tiles {tiles['baseM']}x{tiles['baseN']}x{tiles['baseK']} stepK {tiles['stepK']} "
+                  f"L0C x{tiles['dbL0C']}, {e['work_items']} items") if tiles else ""
+            out.append(f"{indent}{name:<34} T={e['tokens']:<5} blockDim={e['blockDim']:<3} ~{e['estimate_us']} us, "
+                       f"{e['bound']}-bound, {100 * e['hbm_fraction']:.1f}% of HBM bandwidth{cube}{tl}")
+        for e in asc["estimates"]:
+            line(e, "  ")
+            for p in e.get("parts", []):
+                line(dict(p, tokens=e["tokens"]), "      ")
+        if asc["host_ops"]:
+            out.append("  on the host (no NPU kernel): " + ", ".join(f"{k} ({v})" for k, v in asc["host_ops"].items()))
+        if asc.get("tiling_ops"):
+            out.append("  from the input shapes alone, with the tiling (once per shape): " + ", ".join(asc["tiling_ops"]))
+        return out
 
     def files(self) -> Dict[str, str]:
         return {"kernels": "ascend/kernels/moe_kernels.cpp", "cube kernels": "ascend/kernels/cube_kernels.cpp",
@@ -159,7 +207,7 @@ class AscendBackend:
                 "library (emulator build)": "ascend/libmoec_ascend_emu.so", "ir": "model.mlir"}
 
     def emit(self, m: Module, outdir: str) -> None:
-        from .. import __version__
+        from .._version import __version__
         from ..codegen.ascend.plan import make_plan
         d = os.path.join(outdir, "ascend")
         for sub in ("kernels", "host"):

@@ -1,43 +1,28 @@
-"""Target descriptions: small frozen records of what a target is and can do.
+"""Target descriptions: how each target's TargetDesc (targets/base.py) is made -- the host CPU read
+from /proc and /sys, a GPU from a table or from the CUDA device, an Ascend SoC from a table.
 
-Passes and emitters read these (vector width, cores, cache and buffer sizes,
-supported dtypes) instead of hard-wiring a machine.  How an artifact is built
-and run lives beside them (``cpu.py``; the other targets in their own modules).
+Passes and emitters read these (vector width, cores, cache and buffer sizes, the weight modes the
+kernels implement) instead of hard-wiring a machine.  How an artifact is built and run lives in
+each target's backend; the registry (``moec.targets``) maps names to both.
 """
 from __future__ import annotations
 
 import os
 import platform
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
 from typing import Tuple
 
+from .base import TargetDesc
 
-@dataclass(frozen=True)
-class TargetDesc:
-    name: str                      # "cpu", "triton", "ascend"
-    arch: str                      # "x86_64-avx512", "x86_64-avx2", "generic", "sm_90", "Ascend910B2"
-    cores: int                     # parallel workers (CPU threads, SMs, AI cores)
-    vector_bits: int = 128         # SIMD width (CPU), vector repeat bits (Ascend)
-    isa: Tuple[str, ...] = ()      # feature flags: avx2, fma, avx512f, avx512bf16, avx512vnni, ...
-    l1_bytes: int = 32 * 1024
-    l2_bytes: int = 1024 * 1024
-    l3_bytes: int = 8 * 1024 * 1024
-    dtypes: Tuple[str, ...] = ("f32", "f64", "f16", "bf16", "i64", "i32", "i8", "ui8", "i1")
-    cflags: Tuple[str, ...] = ()
-    extra: Tuple[Tuple[str, object], ...] = ()
 
-    def get(self, key: str, default=None):
-        return dict(self.extra).get(key, default)
-
-    def has(self, feature: str) -> bool:
-        return feature in self.isa
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "arch": self.arch, "cores": self.cores, "vector_bits": self.vector_bits,
-                "isa": list(self.isa), "l1_bytes": self.l1_bytes, "l2_bytes": self.l2_bytes,
-                "l3_bytes": self.l3_bytes, "cflags": list(self.cflags), **{k: v for k, v in self.extra}}
+# the weight modes each target's kernels implement (TargetDesc.weight_modes: read by the driver's option
+# checks, the quantize pass, conformance and the Ascend plan)
+CPU_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8")
+CPU_DENSE_WEIGHTS = ("bf16", "int8", "int4", "w8a8")  # on dense linear layers too (moec.linear_q), every build
+TRITON_WEIGHTS = ("f32", "bf16", "int8", "int4", "fp8")
+ASCEND_WEIGHTS = ("f32", "bf16", "int8", "w8a8")
 
 
 def _cpu_flags() -> Tuple[str, ...]:
@@ -98,12 +83,13 @@ def host_cpu() -> TargetDesc:
     else:
         arch, vbits, cflags = "generic", 128, ()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # dispatch: ragged expert segments (block 1); the per-token GEMV while there is about one slot per
+    # expert or fewer (a grouped GEMM has no weight reuse to win); a work item's weights in half the L2
     return TargetDesc(name="cpu", arch=arch, cores=cores, vector_bits=vbits, isa=isa,
                       l1_bytes=_cache_size("1", 32 * 1024), l2_bytes=_cache_size("2", 1 << 20),
-                      l3_bytes=_cache_size("3", 8 << 20), cflags=cflags,
-                      # --weights modes the C kernels run on dense linear layers (moec.linear_q; every
-                      # build has them: the AVX-512 BF16/VNNI kernels where the flags allow, portable ones else)
-                      extra=(("dense_weight_modes", ("bf16", "int8", "int4", "w8a8")),))
+                      l3_bytes=_cache_size("3", 8 << 20), cflags=cflags, weight_modes=CPU_WEIGHTS,
+                      dense_weight_modes=CPU_DENSE_WEIGHTS,
+                      dispatch_block=1, gemv_max_slots=0, tile_budget_level=2)
 
 
 def generic_cpu() -> TargetDesc:
@@ -141,6 +127,11 @@ TRITON_GPUS = {
 }
 
 
+def smem_block_by_cc() -> dict:
+    """The shared memory one block (program) may use, by compute capability x10 (90 for sm_90)."""
+    return {10 * g["cc"][0] + g["cc"][1]: g["smem_block"] for g in TRITON_GPUS.values()}
+
+
 def _gpu_isa(cc: Tuple[int, int]) -> Tuple[str, ...]:
     # fp8_e4m3: the GPU converts (and multiplies) float8 e4m3 natively -- Ada and Hopper (sm_89+);
     # Triton's tl.float8e4nv is not available below that
@@ -153,14 +144,16 @@ def triton_target(gpu: str = "H100", device: str = "") -> TargetDesc:
     if gpu not in TRITON_GPUS:
         raise ValueError(f"unknown GPU '{gpu}' (known: {', '.join(TRITON_GPUS)})")
     g = TRITON_GPUS[gpu]
+    # dispatch: segments padded to the kernels' BLOCK_M row tile, the GEMV below half a tile, a work
+    # item's weights in half the shared memory
     return TargetDesc(name="triton", arch=gpu, cores=g["cores"], vector_bits=1024, isa=_gpu_isa(g["cc"]),
-                      l1_bytes=g["smem"], l2_bytes=50 << 20, l3_bytes=0,
-                      extra=(("block_m", 64), ("hbm_gbps", g["hbm_gbps"]), ("bf16_tflops", g["bf16_tflops"]),
-                             # weight modes its kernels run with bf16/f16 activations (W8A16, W4A16, fp8
-                             # weights: the tiles are dequantised to the activations' type for the dot)
-                             ("quant_half_activations", ("int8", "int4", "fp8")),
-                             ("smem_block", g["smem_block"]),
-                             ("compute_capability", "%d.%d" % g["cc"]), ("device", device or gpu)))
+                      l1_bytes=g["smem"], l2_bytes=50 << 20, l3_bytes=0, weight_modes=TRITON_WEIGHTS,
+                      # weight modes its kernels run with bf16/f16 activations (W8A16, W4A16, fp8 weights:
+                      # the tiles are dequantised to the activations' type for the dot)
+                      half_activation_modes=("int8", "int4", "fp8"),
+                      dispatch_block=64, gemv_max_slots=32, tile_budget_level=1,
+                      block_m=64, hbm_gbps=g["hbm_gbps"], bf16_tflops=g["bf16_tflops"], smem_block=g["smem_block"],
+                      compute_capability="%d.%d" % g["cc"], device=device or gpu)
 
 
 def _cuda_device():
@@ -191,10 +184,8 @@ def detect_triton_target(gpu: str = "native") -> TargetDesc:
     for known in TRITON_GPUS:
         if known in name.replace(" ", "") and TRITON_GPUS[known]["cc"] == cc:
             return triton_target(known, device=name)
-    base = triton_target("H100")
-    return replace(base, arch=f"sm_{cc[0]}{cc[1]}", cores=sms, isa=_gpu_isa(cc),
-                   extra=tuple((k, v) for k, v in base.extra if k not in ("compute_capability", "device"))
-                   + (("compute_capability", "%d.%d" % cc), ("device", name)))
+    return replace(triton_target("H100"), arch=f"sm_{cc[0]}{cc[1]}", cores=sms, isa=_gpu_isa(cc),
+                   compute_capability="%d.%d" % cc, device=name)
 
 
 ASCEND_SOCS = {
@@ -205,24 +196,21 @@ ASCEND_SOCS = {
 }
 
 
-def ascend_target(soc: str = "Ascend910B2") -> TargetDesc:
-    """An Ascend NPU: cores and the per-core buffer sizes that tiling must fit."""
+DEFAULT_SOC = "Ascend910B2"
+
+
+def ascend_target(soc: str = DEFAULT_SOC) -> TargetDesc:
+    """An Ascend NPU: cores and the per-core buffer sizes that tiling must fit ("native": DEFAULT_SOC)."""
+    if soc in ("native", None):
+        soc = DEFAULT_SOC
     if soc not in ASCEND_SOCS:
         raise ValueError(f"unknown SoC '{soc}' (known: {', '.join(ASCEND_SOCS)})")
     aic, aiv, hbm, tflops = ASCEND_SOCS[soc]
     return TargetDesc(name="ascend", arch=soc, cores=aic, vector_bits=2048, isa=("cube", "vector"),
                       l1_bytes=512 * 1024, l2_bytes=192 << 20, l3_bytes=0,
-                      dtypes=("f32", "f16", "bf16", "i64", "i32", "i8", "ui8", "i1"),
-                      extra=(("aiv_cores", aiv), ("ub_bytes", 192 * 1024), ("l0a_bytes", 64 * 1024),
-                             ("l0b_bytes", 64 * 1024), ("l0c_bytes", 128 * 1024), ("hbm_gbps", hbm),
-                             ("fp16_tflops", tflops), ("block_m", 16)))
-
-
-def target_for(name: str, arch: str = "native") -> TargetDesc:
-    if name == "cpu":
-        return cpu_target(arch)
-    if name == "triton":
-        return triton_target("H100" if arch == "native" else arch)
-    if name == "ascend":
-        return ascend_target("Ascend910B2" if arch == "native" else arch)
-    raise ValueError(f"unknown target '{name}' (cpu, triton, ascend)")
+                      dtypes=("f32", "f16", "bf16", "i64", "i32", "i8", "ui8", "i1"), weight_modes=ASCEND_WEIGHTS,
+                      # dispatch: MoeInitRouting's dropless layout (rows sorted by expert, unpadded), the
+                      # GEMV below one cube row tile, a work item's weights in half the L1 buffer
+                      dispatch_block=1, gemv_max_slots=16, tile_budget_level=1,
+                      aiv_cores=aiv, ub_bytes=192 * 1024, l0a_bytes=64 * 1024, l0b_bytes=64 * 1024,
+                      l0c_bytes=128 * 1024, hbm_gbps=hbm, fp16_tflops=tflops, block_m=16)

@@ -5,21 +5,35 @@ from __future__ import annotations
 import json
 import os
 import types
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import RuntimeFailure, UserInputError
 from ..ir import Module
 from ..ir.io import load_module
-from .description import TargetDesc
+from .base import BackendBase, TargetDesc
+from .description import detect_triton_target
 
 
-class TritonBackend:
+class TritonBackend(BackendBase):
     name = "triton"
+    describe = staticmethod(detect_triton_target)  # arch: a GPU name (H100, A100, ...), else this machine's GPU
 
-    def __init__(self, desc: TargetDesc):
-        self.desc = desc
+    @classmethod
+    def why_unavailable(cls) -> Optional[str]:
+        import importlib.util  # (triton itself is not imported here: the interpreter must be chosen first)
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("triton") is None:
+            return "torch/triton not installed (pip install 'moec[triton]')"
+        return None
+
+    @classmethod
+    def prepare(cls) -> None:
+        from ..codegen.triton import ensure_triton
+        ensure_triton()
+
+    def check_options(self, opts, module: Optional[Module] = None) -> None:
+        check_fp8_support(self.desc, opts.weights, module)
 
     def files(self) -> Dict[str, str]:
         return {"launcher": "model_triton.py", "kernels": "moec.codegen.triton.kernels", "ir": "model.mlir",
@@ -37,6 +51,19 @@ class TritonBackend:
 
     def load(self, outdir: str, threads: int = 1) -> "TritonArtifact":
         return TritonArtifact(outdir)
+
+
+def check_fp8_support(desc: TargetDesc, weights: str, m: Optional[Module] = None) -> None:
+    """fp8 (e4m3) weights -- asked for, or already in ``m`` -- need a GPU with fp8 (sm_89+) or Triton's
+    interpreter; anything else is a UserInputError saying what to do."""
+    if weights != "fp8" and not (m is not None and any(o.name == "moe.experts" and o.attrs.get("wq") == "fp8"
+                                                       for o in m.ops())):
+        return
+    if not desc.has("fp8_e4m3"):
+        raise UserInputError(f"target triton: the GPU {desc.device or desc.arch} (compute capability "
+                             f"{desc.compute_capability or '?'}) has no fp8 (e4m3) support, which needs compute "
+                             "capability 8.9 or newer (Ada, Hopper: L4/L40S, H100/H200); use --weights int8 or "
+                             "bf16 on this GPU, or compile for an fp8-capable one")
 
 
 def _compile_launcher(path: str):
@@ -61,9 +88,7 @@ class TritonArtifact:
         self.module = m
         f = m.main
         if rt.DEVICE == "cuda":  # an fp8 artifact compiled elsewhere, run on a GPU without fp8: say so
-            from ..driver import check_fp8
-            from .description import detect_triton_target
-            check_fp8("triton", "f32", detect_triton_target(), m)
+            check_fp8_support(detect_triton_target(), "f32", m)
         self.ops = {i: o for i, o in enumerate(f.ops)}
         from ..ir.core import ResourceRef
         self.consts = {i: rt.from_numpy(np.asarray(o.attrs["value"])) for i, o in enumerate(f.ops)

@@ -299,7 +299,7 @@ def _recognise(m):
     """The pipeline's own first two stages (canonicalize, recognize-moe), as ``moec compile`` runs them."""
     from moec.passes.base import run_to_fixed_point
     from moec.passes.pipeline import stages
-    from moec.targets.description import target_for
+    from moec.targets import target_for
     st = dict(stages(target_for("cpu")))
     run_to_fixed_point(m, st["canonicalize"])
     run_to_fixed_point(m, st["recognize-moe"])

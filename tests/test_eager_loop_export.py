@@ -35,7 +35,7 @@ from moec.frontend.onnx_import import import_model  # noqa: E402
 from moec.ir.interpreter import run as ir_run  # noqa: E402
 from moec.passes.base import run_to_fixed_point  # noqa: E402
 from moec.passes.pipeline import stages  # noqa: E402
-from moec.targets.description import target_for  # noqa: E402
+from moec.targets import target_for  # noqa: E402
 
 
 def _export(arch, tmp_path):

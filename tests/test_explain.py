@@ -8,6 +8,7 @@ import pytest
 from moec.cli import main
 from moec.frontend.onnx_import import import_model
 from moec.passes.pipeline import run_pipeline
+from moec.targets import target_for
 from moec.passes.recognition_trace import format_explain, recognition_of
 from moec.zoo.graphs import near_misses, two_layers, unrolled
 
@@ -23,7 +24,7 @@ EXPECTED = {
 
 def _trace(proto):
     m = import_model(proto)
-    run_pipeline(m, "cpu")
+    run_pipeline(m, target_for("cpu"))
     return recognition_of(m)
 
 
@@ -129,7 +130,7 @@ def test_real_transformers_block_is_explained(tmp_path):
                       input_names=["hidden_states"], output_names=["out"],
                       dynamic_axes={"hidden_states": {1: "S"}, "out": {1: "S"}})
     m = import_model(onnx.load(p))
-    run_pipeline(m, "cpu")
+    run_pipeline(m, target_for("cpu"))
     recs = recognition_of(m)
     assert len(recs) == 1 and recs[0]["node"].endswith("TopK")
     layers = [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]

@@ -26,7 +26,7 @@ from moec.ir.interpreter import run as ir_run  # noqa: E402
 from moec.passes.base import run_to_fixed_point  # noqa: E402
 from moec.passes.pipeline import stages  # noqa: E402
 from moec.passes.recognition_trace import recognition_of  # noqa: E402
-from moec.targets.description import target_for  # noqa: E402
+from moec.targets import target_for  # noqa: E402
 
 HERE = os.path.join(os.path.dirname(__file__), "fixtures", "hf4x")
 MANIFEST = json.load(open(os.path.join(HERE, "manifest.json")))

@@ -25,8 +25,8 @@ from typing import Dict, List, Optional
 
 def _smem_limits() -> Dict[int, int]:
     """Shared memory one block may use, by compute capability x10, from the target descriptions."""
-    from ...targets.description import TRITON_GPUS
-    return {10 * g["cc"][0] + g["cc"][1]: g["smem_block"] for g in TRITON_GPUS.values()}
+    from ...targets.description import smem_block_by_cc
+    return smem_block_by_cc()
 
 
 SMEM_LIMIT = _smem_limits()

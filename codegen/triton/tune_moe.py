@@ -102,7 +102,8 @@ def aot_space(cap: int = 90) -> List[dict]:
     candidates whose tiles need the most shared memory within sm_<cap>'s per-block limit (the ones that
     would overflow or spill first), one per warp count, up and down paired (the widest tiles of a regime are
     among them, and the largest GROUP_SIZE_M and SPLIT_K at that size)."""
-    from .aot import SMEM_LIMIT
+    from ...targets.description import smem_block_by_cc
+    SMEM_LIMIT = smem_block_by_cc()  # noqa: N806 - (the limits aot.py checks against)
     out = []
     for r, sp in SPACE.items():
         for BM in sp["BLOCK_M"]:

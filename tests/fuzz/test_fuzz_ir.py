@@ -158,6 +158,7 @@ def corpus():
     """[(name, text, weights, stage)]: real IR texts, each parsing and verifying as it is."""
     from moec.frontend.onnx_import import import_model, load_onnx
     from moec.passes.pipeline import run_pipeline
+    from moec.targets import target_for
     from moec.passes.registry import make_pass
     from moec.zoo import ZOO
 
@@ -181,12 +182,12 @@ def corpus():
     ex = os.path.join(ROOT, "examples", "mixtral_like.onnx")
     proto = load_onnx(ex)
     add("example:import", import_model(proto, "example"), "import")
-    add("example:pipeline", run_pipeline(import_model(proto, "example"), target="cpu"), "pipeline")
+    add("example:pipeline", run_pipeline(import_model(proto, "example"), target=target_for("cpu")), "pipeline")
     by_name = {e.name: e for e in ZOO}
     for n in ZOO_SEEDS:
         proto = by_name[n].build()
         add(f"{n}:import", import_model(proto, n), "import")
-        add(f"{n}:pipeline", run_pipeline(import_model(proto, n), target="cpu"), "pipeline")
+        add(f"{n}:pipeline", run_pipeline(import_model(proto, n), target=target_for("cpu")), "pipeline")
     return out
 
 

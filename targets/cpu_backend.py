@@ -1,0 +1,93 @@
+"""The CPU target's backend: model.c (+ GEMM panels in the weights file) -> model.so, loaded with ctypes
+(the build and the loader themselves are in cpu.py, the ASan harness in cpu_harness.py)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import BuildError as UserBuildError
+from ..errors import RuntimeFailure, UserInputError
+from ..ir import Module
+from .base import BackendBase
+from .cpu import BuildError, CompiledLibrary, RunError, build_shared
+from .description import cpu_target
+
+
+class CpuBackend(BackendBase):
+    """C for the host CPU: model.c + the runtime archive -> model.so, loaded with ctypes."""
+
+    name = "cpu"
+    describe = staticmethod(cpu_target)   # arch: native, generic, avx2, avx512
+
+    @classmethod
+    def why_unavailable(cls) -> Optional[str]:
+        return None if (shutil.which("gcc") or shutil.which("cc")) else "no C compiler"
+
+    def files(self) -> Dict[str, str]:
+        return {"source": "model.c", "library": "model.so", "weights": "model.weights.bin", "ir": "model.mlir"}
+
+    def emit(self, m: Module, outdir: str) -> None:
+        from ..codegen.c import gemm_pack
+        from ..codegen.c.emitter import CodegenError, emit_c
+        with open(os.path.join(outdir, "model.weights.json")) as f:
+            index = json.load(f)
+        # dense weights also as GEMM panels, appended to the weights file (codegen/c/gemm_pack.py)
+        packs = gemm_pack.append_packs(m, os.path.join(outdir, "model.weights.bin"),
+                                       gemm_pack.panel_width(self.desc.cflags))
+        try:
+            src = emit_c(m, weight_index=index, packs=packs)
+        except CodegenError as e:
+            raise UserInputError(f"target cpu: {e}") from None
+        with open(os.path.join(outdir, "model.c"), "w") as f:
+            f.write(src)
+
+    def build(self, outdir: str, sanitize: bool = False) -> bool:
+        try:
+            cached = build_shared(os.path.join(outdir, "model.c"), os.path.join(outdir, "model.so"), self.desc,
+                                  sanitize)
+            if sanitize:  # a sanitized .so cannot be loaded into python: runs go through this executable
+                from .cpu_harness import build_harness
+                build_harness(outdir, sanitize=True, target=self.desc)
+            return cached
+        except BuildError as e:
+            raise UserBuildError(f"internal error: building the generated C failed (please report): {e}") from None
+
+    def load(self, outdir: str, threads: int = 1) -> "CpuArtifact":
+        return CpuArtifact(outdir, threads)
+
+
+class CpuArtifact:
+    """A compiled model directory, callable on a list of numpy arrays."""
+
+    def __init__(self, outdir: str, threads: int = 1):
+        with open(os.path.join(outdir, "manifest.json")) as f:
+            self.manifest = json.load(f)
+        self.input_names = [i["name"] for i in self.manifest["inputs"]]
+        self.output_names = [o["name"] for o in self.manifest["outputs"]]
+        from .cpu_harness import HarnessLibrary, is_sanitized_library
+        so = os.path.join(outdir, "model.so")
+        try:
+            if is_sanitized_library(so):  # `moec compile --sanitize`: run in the ASan harness
+                self.lib = HarnessLibrary(outdir, len(self.input_names), len(self.output_names), threads)
+            else:
+                self.lib = CompiledLibrary(so, os.path.join(outdir, "model.weights.bin"),
+                                           len(self.input_names), len(self.output_names), threads)
+        except (RunError, OSError) as e:
+            raise RuntimeFailure(f"cannot load the compiled model in '{outdir}': {e}") from None
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        from .cpu_harness import HarnessRunError, SanitizerError
+        try:
+            return self.lib(list(inputs))
+        except (RunError, HarnessRunError) as e:
+            raise RuntimeFailure(str(e)) from None
+        except SanitizerError as e:
+            lines = [ln for ln in str(e).splitlines() if "ERROR:" in ln or "runtime error:" in ln]
+            raise UserBuildError("internal error: AddressSanitizer/UBSan found an error in the compiled code "
+                                 f"(please report): {(lines or [str(e)[:300]])[0].strip()}") from None
+        except TypeError as e:
+            raise RuntimeFailure(f"bad input: {e}") from None
