@@ -30,7 +30,9 @@ def test_int8_on_unrecognised_model_warns_that_nothing_was_quantised(tmp_path, c
     why, model = near_misses()["near_tanh_logits"]
     p = _save(tmp_path, model, "near")
     out = tmp_path / "out"
-    assert main(["compile", str(p), "-o", str(out), "--weights", "int8", "--sizes", "3,1"]) == 0
+    # (--weights-scope experts: the default, all, would quantise the model's dense matmuls instead)
+    assert main(["compile", str(p), "-o", str(out), "--weights", "int8", "--weights-scope", "experts",
+                 "--sizes", "3,1"]) == 0
     text = capsys.readouterr().out
     assert "MoE layers recognised: 0" in text
     warn = [ln for ln in text.splitlines() if "warning:" in ln]
@@ -57,7 +59,7 @@ def test_int8_on_recognised_model_says_what_was_quantised(tmp_path, capsys):
     E, D, F = L["E"], L["D"], L["F"]
     assert w["bytes_before"] == 4 * E * (2 * F * D + D * F)
     assert w["bytes_after"] == E * (2 * F * D + D * F) + 4 * E * (2 * F + D)
-    assert f"int8 weights: 1 MoE layer(s) quantised, 2 weight tensors, {w['bytes_before'] / 1e6:.2f} MB -> " \
+    assert f"int8 weights (scope all): 1 MoE layer(s) (2 tensors) quantised, {w['bytes_before'] / 1e6:.2f} MB -> " \
            f"{w['bytes_after'] / 1e6:.2f} MB" in text
 
 
