@@ -1,0 +1,380 @@
+"""Expert parallelism: build an EP artifact and run one rank of it on torch.distributed.
+
+Artifact (``compile_ep``, one directory any rank loads)::
+
+    OUT/ep.json             world size, placements, inputs/outputs, and each rank's program: compute
+                            stages (built modules) and EP ops between them (passes/expert_parallel.py)
+    OUT/model.mlir          the single-device module the rank programs were cut from (+ weights)
+    OUT/rank<r>/s<i>/       rank r's compute stage i, a plain artifact of the target (its local experts'
+                            weights only; identical code is built once through the build cache)
+
+Run time (``EPRank``): the rank's stages run with the target's compiled code; the EP ops run here, on
+torch tensors: the data movement (pack rows by destination, sum the returned rows per token) with
+torch ops on the tensors' own device, the exchange with torch.distributed collectives
+(``all_to_all_single`` with run-time split sizes; gloo for CPU tensors, the same calls on CUDA / NPU
+tensors with NCCL / HCCL; no transport of moec's own).  A CPU stage takes its arguments as numpy views
+of the CPU tensors (no copy).  Every collective is bounded by the process group's timeout, so a rank
+that dies or hangs fails the others with a clear error instead of a hang.
+
+Tokens are data parallel: rank r holds a contiguous slice of the batch (dimension 0 of every input
+and output whose first dimension is the token symbol), ``token_slices`` says which.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import timedelta
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import RuntimeFailure, UserInputError
+from .ir import Module, save_module
+from .passes.expert_parallel import EPError, EPPlan, Placement, layers_of, rank_module, split_stages
+
+EP_JSON = "ep.json"
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def read_placement_file(path: str, world: int) -> Dict[str, Placement]:
+    """--placement FILE.json: {"ranks": [[...], ...]} for every layer, or {"layers": {name: {...}}}."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"--placement '{path}': cannot read it as JSON ({type(e).__name__}: {e})") from None
+    try:
+        if isinstance(d, dict) and isinstance(d.get("layers"), dict):
+            return {k: Placement.from_json(v, world=world) for k, v in d["layers"].items()}
+        return {"*": Placement.from_json(d, world=world)}
+    except EPError as e:
+        raise UserInputError(f"--placement '{path}': {e}") from None
+
+
+def token_symbol(m: Module) -> Optional[str]:
+    """The symbol of the token dimension: dimension 0 of the first input of rank >= 2 (x [T, D])."""
+    for a in m.main.args:
+        if a.type.rank >= 2 and isinstance(a.type.shape[0], str):
+            return a.type.shape[0]
+    return None
+
+
+def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: str = "native",
+               placements: Optional[Dict[str, Placement]] = None, force: bool = False, name: str = "model") -> dict:
+    """Write the EP artifact of ``m`` (after the pipeline) for ``world`` ranks into ``outdir``; return ep.json."""
+    from .artifact_dir import Staging, write_manifest
+    from .driver import build_module
+    if target != "cpu":
+        raise UserInputError(f"--ep: target {target} is not wired to the EP run time yet (cpu is)")
+    if world < 1:
+        raise UserInputError(f"--ep {world}: the number of ranks must be >= 1")
+    layers = layers_of(m)
+    if not layers:
+        raise UserInputError(f"--ep {world}: no MoE layer was recognised in '{name}'; nothing to spread")
+    sym = token_symbol(m)
+    if sym is None:
+        raise UserInputError("--ep: the model has no symbolic token dimension (dimension 0 of its input) to "
+                             "split the batch over ranks; export it with a dynamic token count")
+    plan = EPPlan(world, dict(placements or {}))
+    try:
+        for layer, E in layers:
+            plan.for_layer(layer, E)
+    except EPError as e:
+        raise UserInputError(f"--placement: {e}") from None
+    f = m.main
+    info = {
+        "kind": "ep-artifact", "moec_version": __version__, "model": name, "target": target, "world": world,
+        "token_symbol": sym,
+        "inputs": [{"name": n, "type": str(a.type)} for n, a in zip(f.arg_names, f.args)],
+        "outputs": [{"name": n, "type": str(v.type)} for n, v in zip(f.output_names, f.outputs)],
+        "layers": [{"layer": L, "experts": E, "placement": plan.for_layer(L, E).to_json()} for L, E in layers],
+        "ranks": [],
+    }
+    with Staging(outdir, force) as st:
+        save_module(m, os.path.join(st.path, "model.mlir"))
+        for r in range(world):
+            rm = rank_module(m, plan, r)
+            stages, ins, outs = split_stages(rm)
+            prog = []
+            for i, s in enumerate(stages):
+                if s.kind == "compute":
+                    d = f"rank{r}/s{i}"
+                    os.makedirs(os.path.join(st.path, f"rank{r}"), exist_ok=True)
+                    build_module(s.module, os.path.join(st.path, d), target=target, arch=arch, threads=1)
+                    prog.append({"kind": "compute", "dir": d, "in": s.inputs, "out": s.outputs})
+                else:
+                    prog.append({"kind": "host", "op": s.op.name, "in": s.inputs, "out": s.outputs,
+                                 "attrs": {k: _jsonable(v) for k, v in s.op.attrs.items()}})
+            info["ranks"].append({"in": ins, "out": outs, "program": prog})
+        with open(os.path.join(st.path, EP_JSON), "w") as fh:
+            json.dump(info, fh, indent=1)
+        write_manifest(st.path, {"moec_version": __version__, "model": name, "target": target, "kind": "artifact",
+                                 "ep": world, "inputs": info["inputs"], "outputs": info["outputs"],
+                                 "roles": {"ep": EP_JSON, "ir": "model.mlir"}})
+        st.publish()
+    return info
+
+
+def read_ep(outdir: str) -> dict:
+    p = os.path.join(outdir, EP_JSON)
+    try:
+        with open(p) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"'{outdir}' is not an EP artifact ({EP_JSON}: {type(e).__name__}); compile one "
+                             "with `moec compile MODEL --ep N -o DIR`") from None
+    if not isinstance(info, dict) or info.get("kind") != "ep-artifact" or not isinstance(info.get("ranks"), list):
+        raise UserInputError(f"'{outdir}': {EP_JSON} does not describe an EP artifact; recompile it")
+    return info
+
+
+def token_slices(n_tokens: int, world: int) -> List[slice]:
+    """Rank r's tokens: contiguous, the first n % world ranks one more (numpy's array_split)."""
+    q, rem = divmod(n_tokens, world)
+    out, a = [], 0
+    for r in range(world):
+        b = a + q + (1 if r < rem else 0)
+        out.append(slice(a, b))
+        a = b
+    return out
+
+
+def split_inputs(info: dict, arrays: Sequence[np.ndarray], rank: int) -> List[np.ndarray]:
+    """Rank ``rank``'s part of the full inputs (token-dimension inputs sliced, the rest whole)."""
+    from .ir import parse_type
+    sym = info["token_symbol"]
+    T = None
+    for x, a in zip(info["inputs"], arrays):
+        if parse_type(x["type"]).shape[:1] == (sym,):
+            T = a.shape[0]
+    sl = token_slices(T or 0, info["world"])[rank]
+    return [a[sl] if parse_type(x["type"]).shape[:1] == (sym,) else a for x, a in zip(info["inputs"], arrays)]
+
+
+# -- the EP ops on torch tensors (semantics: ir/ops/ep.py, the numpy reference) -------------------------------
+def _torch():
+    import torch
+    return torch
+
+
+def _pack(attrs, x, ids, w):
+    torch = _torch()
+    W, S, r, E = attrs["world"], attrs["slots"], attrs["rank"], attrs["num_experts"]
+    dev = ids.device
+    from .ir.ops.ep import replica_table
+    reps = replica_table(attrs["placement"], E)
+    n = max(len(p) for p in reps)
+    table = torch.tensor([p + [p[0]] * (n - len(p)) for p in reps], dtype=torch.int64, device=dev)
+    nrep = torch.tensor([len(p) for p in reps], dtype=torch.int64, device=dev)
+    local = torch.tensor([next((g for g in p if g // S == r), -1) for p in reps], dtype=torch.int64, device=dev)
+    T, k = ids.shape
+    valid = ids >= 0
+    e = torch.where(valid, ids, torch.zeros_like(ids))
+    pick = (torch.arange(T, device=dev).unsqueeze(1) + r) % nrep[e]
+    g = table[e, pick]
+    g = torch.where(local[e] >= 0, local[e], g)
+    g = torch.where(valid, g, torch.full_like(g, -1))
+    dest = torch.where(valid, torch.div(g, S, rounding_mode="floor"), torch.full_like(g, -1))
+    hit = torch.zeros((W, T), dtype=torch.bool, device=dev)
+    for j in range(k):
+        ok = valid[:, j]
+        hit[dest[ok, j], torch.nonzero(ok).flatten()] = True
+    d, tok = torch.nonzero(hit, as_tuple=True)           # destination-major, token order
+    sel = dest[tok] == d.unsqueeze(1)
+    send_ids = torch.where(sel, g[tok] % S, torch.full_like(g[tok], -1))
+    send_w = torch.where(sel, w[tok], torch.zeros_like(w[tok]))
+    counts = torch.bincount(d, minlength=W).to(torch.int64)
+    return [x[tok], send_ids, send_w, counts, tok.to(torch.int64)]
+
+
+def _unpack(attrs, back, send_tok, x, *extra):
+    torch = _torch()
+    acc = torch.float64 if back.dtype == torch.float64 else torch.float32
+    out = torch.zeros((x.shape[0], back.shape[1]), dtype=acc, device=back.device)
+    out.index_add_(0, send_tok, back.to(acc))
+    ex = list(extra)
+    if attrs["has_shared"]:
+        out = out + ex.pop(0).to(acc)
+    if attrs["passthrough"]:
+        xx, ids = ex
+        dropped = torch.all(ids < 0, dim=1)
+        out[dropped] = xx[dropped].to(acc)
+    return [out.to(back.dtype)]
+
+
+def _expert_counts(attrs, ids):
+    torch = _torch()
+    return [torch.bincount(ids[ids >= 0], minlength=attrs["num_experts"])[:attrs["num_experts"]].to(torch.int64)]
+
+
+def _capacity(attrs, w, ids, all_counts):
+    torch = _torch()
+    C, r = attrs["capacity"], attrs["rank"]
+    E = all_counts.shape[1]
+    seen = all_counts[:r].sum(0)
+    flat = ids.reshape(-1)                                 # slots in token order
+    valid = flat >= 0
+    oh = torch.nn.functional.one_hot(torch.where(valid, flat, torch.zeros_like(flat)), E) * valid.unsqueeze(1)
+    pos = (oh.cumsum(0) * oh).sum(1)                       # 1-based position among this rank's choosers
+    drop = valid & (seen[torch.where(valid, flat, torch.zeros_like(flat))] + pos > C)
+    drop = drop.reshape(ids.shape)
+    return [torch.where(drop, torch.zeros_like(w), w), torch.where(drop, torch.full_like(ids, -1), ids)]
+
+
+class Exchange:
+    """The collectives of one rank, on torch.distributed (counts the bytes and the time they take)."""
+
+    def __init__(self, world: int, group=None):
+        import torch.distributed as dist
+        self.dist, self.group, self.world = dist, group, world
+        self.rank = dist.get_rank(group) if group is not None else dist.get_rank()
+        self.bytes_sent = 0
+        self.seconds = 0.0
+        self.calls = 0
+
+    def _run(self, what: str, fn):
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except RuntimeError as e:
+            raise RuntimeFailure(f"rank {self.dist.get_rank()}: the {what} failed (a peer rank died, hung past the "
+                                 f"timeout, or left): {str(e).splitlines()[0][:300]}") from None
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+    def exchange_counts(self, attrs, send_counts):
+        out = send_counts.new_empty(send_counts.shape)
+        self._run("count exchange (all_to_all)",
+                  lambda: self.dist.all_to_all_single(out, send_counts.contiguous(), group=self.group))
+        return [out]
+
+    def all_to_all(self, attrs, send_counts, recv_counts, *data):
+        torch = _torch()
+        sc, rc = [int(v) for v in send_counts.tolist()], [int(v) for v in recv_counts.tolist()]
+        outs = []
+        for t in data:
+            row = int(np.prod(t.shape[1:], dtype=np.int64)) * t.element_size()
+            # rows as bytes: one code path for every dtype (gloo has no bf16 reduction, an all_to_all
+            # moves bytes anyway); a view, never a copy of contiguous data
+            n = int(np.prod(t.shape[1:], dtype=np.int64))
+            src = (t.contiguous().reshape(t.shape[0], n).view(torch.uint8).reshape(t.shape[0], row) if t.numel()
+                   else torch.empty((t.shape[0], row), dtype=torch.uint8, device=t.device))
+            dst = torch.empty((sum(rc), row), dtype=torch.uint8, device=t.device)
+            self._run("row exchange (all_to_all)",
+                      lambda: self.dist.all_to_all_single(dst, src, output_split_sizes=rc, input_split_sizes=sc,
+                                                          group=self.group))
+            self.bytes_sent += (sum(sc) - sc[self.rank]) * row        # (rows kept on this rank move nothing)
+            shape = (sum(rc),) + tuple(t.shape[1:])
+            outs.append(dst.view(t.dtype).reshape(shape) if dst.numel() else t.new_empty(shape))
+        return outs
+
+    def all_gather(self, attrs, x):
+        parts = [x.new_empty(x.shape) for _ in range(self.world)]
+        self._run("all_gather", lambda: self.dist.all_gather(parts, x.contiguous(), group=self.group))
+        return [_torch().stack(parts)]
+
+
+_DATA_OPS = {"moe.ep_pack": _pack, "moe.ep_unpack": _unpack, "moe.expert_counts": _expert_counts,
+             "moe.ep_capacity": _capacity}
+
+
+class EPRank:
+    """One rank of an EP artifact, inside an initialised process group: call it on this rank's tokens."""
+
+    def __init__(self, outdir: str, rank: Optional[int] = None, world: Optional[int] = None, threads: int = 1,
+                 group=None):
+        import torch.distributed as dist
+        from .targets import backend
+        self.info = read_ep(outdir)
+        if rank is None:
+            rank = dist.get_rank(group) if group is not None else dist.get_rank()
+        if world is None:
+            world = dist.get_world_size(group) if group is not None else dist.get_world_size()
+        if world != self.info["world"]:
+            raise UserInputError(f"'{outdir}' was compiled for {self.info['world']} ranks; this process group has "
+                                 f"{world} (compile with --ep {world})")
+        self.rank, self.world = rank, world
+        self.prog = self.info["ranks"][rank]
+        be = backend(self.info["target"])
+        self.stages = {s["dir"]: be.load(os.path.join(outdir, s["dir"]), threads=threads)
+                       for s in self.prog["program"] if s["kind"] == "compute"}
+        self.exchange = Exchange(world, group)
+        self.compute_seconds = 0.0
+        self.input_names = [x["name"] for x in self.info["inputs"]]
+        self.output_names = [x["name"] for x in self.info["outputs"]]
+
+    def __call__(self, *inputs) -> list:
+        """This rank's inputs (torch tensors or numpy arrays) -> its outputs (torch tensors)."""
+        torch = _torch()
+        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            inputs = tuple(inputs[0])
+        if len(inputs) != len(self.prog["in"]):
+            raise UserInputError(f"expected {len(self.prog['in'])} inputs, got {len(inputs)}")
+        env = {k: (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)))
+               for k, x in zip(self.prog["in"], inputs)}
+        for s in self.prog["program"]:
+            args = [env[k] for k in s["in"]]
+            if s["kind"] == "compute":
+                t0 = time.perf_counter()
+                outs = self.stages[s["dir"]]([a.contiguous().numpy() for a in args])   # (views, CPU tensors)
+                outs = [torch.from_numpy(o) for o in outs]
+                self.compute_seconds += time.perf_counter() - t0
+            elif s["op"] in _DATA_OPS:
+                t0 = time.perf_counter()
+                outs = _DATA_OPS[s["op"]](s["attrs"], *args)
+                self.compute_seconds += time.perf_counter() - t0
+            else:
+                outs = getattr(self.exchange, s["op"].split(".")[1])(s["attrs"], *args)
+            for k, v in zip(s["out"], outs):
+                env[k] = v
+        return [env[k] for k in self.prog["out"]]
+
+
+def init_process_group(rank: int, world: int, addr: str, port: int, timeout_s: float = DEFAULT_TIMEOUT_S,
+                       backend: str = "gloo") -> None:
+    import torch.distributed as dist
+    dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))
+
+
+def compile_module_ep(m: Module, world: int, target: str = "cpu", placements=None, group=None,
+                      outdir: Optional[str] = None) -> "EPRank":
+    """moec.compile(..., expert_parallel=N): rank 0 of the (initialised) process group builds the artifact
+    (after the pipeline ran on ``m``) into ``outdir`` (default a folder of the moec cache keyed by the module),
+    the others wait for it; every rank returns its callable."""
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        raise UserInputError("moec.compile(expert_parallel=N) runs inside an initialised torch.distributed process "
+                             "group (torch.distributed.init_process_group, or torchrun)")
+    ws = dist.get_world_size(group) if group is not None else dist.get_world_size()
+    if ws != world:
+        raise UserInputError(f"expert_parallel={world} but the process group has {ws} ranks")
+    rank = dist.get_rank(group) if group is not None else dist.get_rank()
+    box = [None]
+    if rank == 0:
+        try:
+            if outdir is None:
+                import hashlib
+                import tempfile
+                from .ir import print_module
+                h = hashlib.sha256(print_module(m).encode() + m.weights.digest().encode() +
+                                   repr((world, target, placements)).encode()).hexdigest()[:24]
+                outdir = os.path.join(tempfile.gettempdir(), f"moec-ep-{os.getuid()}", h)
+            if not os.path.exists(os.path.join(outdir, EP_JSON)):
+                compile_ep(m, outdir, world, target=target, placements=placements, force=True)
+            box = [outdir]
+        except Exception as e:
+            box = [f"error: {type(e).__name__}: {e}"]
+    dist.broadcast_object_list(box, src=0, group=group)
+    if box[0] is None or box[0].startswith("error: "):
+        raise RuntimeFailure(f"rank {rank}: rank 0 could not build the EP artifact: {box[0]}")
+    return EPRank(box[0], rank, world, group=group)

@@ -1,0 +1,259 @@
+"""Expert parallelism (issue 19): the EP pass and its N-rank reference (in one process), and the real
+multi-process run on gloo against the single-process build and the N-rank reference.
+
+The multi-process tests share long-lived rank processes (``LocalPool``: one gloo process group per world
+size for the whole module) so each case pays its compute, not a Python + torch start."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from moec.ir import run as interpret
+from moec.ir.spmd import run_ranks
+from moec.passes.expert_parallel import EPError, EPPlan, Placement, layers_of, rank_module, split_stages
+from zoo import ZOO, zoo_inputs
+
+torch = pytest.importorskip("torch")
+if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is needed", allow_module_level=True)
+
+FAMILIES = {}
+for _e in ZOO:
+    FAMILIES.setdefault(_e.family, _e)
+BY_NAME = {e.name: e for e in ZOO}
+_IR = {}
+
+
+def ir_of(name, weights="f32"):
+    """The zoo model after moec's pipeline for the cpu target (cached per test session)."""
+    if (name, weights) not in _IR:
+        from moec.frontend.onnx_import import import_model
+        from moec.passes.pipeline import run_pipeline
+        from moec.targets import target_for
+        m = import_model(BY_NAME[name].build(), name)
+        _IR[name, weights] = run_pipeline(m, target_for("cpu"), weights=weights)
+    return _IR[name, weights]
+
+
+def spmd(m, plan, xs):
+    """The N-rank reference: rank programs in lockstep, tokens split contiguously, outputs concatenated."""
+    from moec.ep import token_slices
+    mods = [rank_module(m, plan, r) for r in range(plan.world)]
+    sl = token_slices(xs[0].shape[0], plan.world)
+    outs = run_ranks(mods, [[x[s] for x in xs] for s in sl])
+    return np.concatenate([o[0] for o in outs])
+
+
+def close(got, want, tol=(1e-4, 2e-5)):
+    np.testing.assert_allclose(got, want, rtol=tol[0], atol=tol[1])
+
+
+def inputs(name, T, kind="random"):
+    """The model's inputs in argument order (every one has the token dimension first)."""
+    m = ir_of(name)
+    if T == 0:
+        return [np.zeros((0,) + tuple(a.type.shape[1:]), a.type.dtype.np) for a in m.main.args]
+    d = zoo_inputs(BY_NAME[name], T, kind)
+    D = m.main.args[0].type.shape[1]
+    if d["x"].shape[1] != D:   # (zoo inputs are 64 wide; the 2-layer graph is 32)
+        rng = np.random.default_rng(1)
+        T = 1 if kind == "single" else T
+        x = rng.standard_normal((1 if kind == "identical" else T, D)).astype(np.float32)
+        d = {"x": np.repeat(x, T, axis=0) if kind == "identical" else x}
+    return [d[n] for n in m.main.arg_names]
+
+
+def ref(m, xs):
+    return list(interpret(m, xs).values())[0]
+
+
+# -- the pass and the N-rank reference (no processes) ---------------------------------------------------------
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_spmd_reference_equals_single_device(family):
+    name = FAMILIES[family].name
+    m = ir_of(name)
+    assert layers_of(m), f"{name}: no MoE layer to spread"
+    for world in (2, 4):
+        plan = EPPlan(world)
+        for T, kind in ((9, "random"), (6, "identical"), (1, "single"), (0, "random")):
+            xs = inputs(name, T, kind)
+            close(spmd(m, plan, xs), ref(m, xs))
+
+
+def test_capacity_is_exact_across_ranks():
+    """Switch: the drops of the single-device batch, whatever rank holds the tokens (identical tokens all
+    choose one expert, so capacity binds and the later tokens, on other ranks, are the ones dropped)."""
+    name = FAMILIES["switch"].name
+    m = ir_of(name)
+    route = next(o for o in m.main.ops if o.name == "moe.route")
+    assert route.attrs["capacity"] > 0
+    x = inputs(name, 16, "identical")
+    want = ref(m, x)
+    for world in (2, 4):
+        got = spmd(m, EPPlan(world), x)
+        np.testing.assert_array_equal(got, want)   # pass-through rows are x itself: exact
+
+
+def test_replicas_and_any_placement():
+    name = FAMILIES["mixtral"].name
+    m = ir_of(name)
+    x = inputs(name, 11)
+    want = ref(m, x)
+    # experts 0 and 5 replicated, the others scattered; rank 2 holds an empty slot
+    p = Placement(8, [[0, 5, 3], [5, 1, 7], [0, 2, -1], [4, 6, 0]]).check()
+    close(spmd(m, EPPlan(4, {"*": p}), x), want)
+
+
+def test_placement_errors_are_clear():
+    with pytest.raises(EPError, match="no rank holds expert"):
+        Placement(8, [[0, 1, 2, 3], [4, 5, 6, -1]]).check()
+    with pytest.raises(EPError, match="twice"):
+        Placement(7, [[0, 1, 2, 3], [4, 5, 6, 6]]).check()
+    with pytest.raises(EPError, match="same number"):
+        Placement(4, [[0, 1, 2], [3]]).check()
+    with pytest.raises(EPError, match="outside"):
+        Placement.from_json({"ranks": [[0, 1], [2, 9]]}, num_experts=4)
+
+
+def test_pass_output_shape():
+    """The rank program: one pack, count exchange, two row exchanges, unpack; local experts only."""
+    m = ir_of(FAMILIES["mixtral"].name)
+    r = rank_module(m, EPPlan(2), 1)
+    names = [o.name for o in r.main.ops]
+    for op in ("moe.ep_pack", "moe.exchange_counts", "moe.ep_unpack"):
+        assert names.count(op) == 1
+    assert names.count("moe.all_to_all") == 2 and names.count("moe.dispatch") == 1
+    ex = next(o for o in r.main.ops if o.name == "moe.experts")
+    assert ex.operands[4].type.shape[0] == 4            # 8 experts over 2 ranks
+    w_full = next(o for o in m.main.ops if o.name == "moe.experts").operands[4]
+    full = m.weights[w_full.owner.attrs["value"].key]
+    np.testing.assert_array_equal(r.weights[ex.operands[4].owner.attrs["value"].key], full[4:8])
+    stages, ins, outs = split_stages(r)
+    assert [s.kind for s in stages] == ["compute", "host", "host", "host", "compute", "host", "host"]
+    assert all(o.name not in ("moe.ep_pack", "moe.all_to_all") for s in stages if s.kind == "compute"
+               for o in s.module.main.ops)
+
+
+# -- the real run: gloo processes ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pools():
+    from moec.launch import LocalPool
+    made = {}
+
+    def get(n):
+        if n not in made or any(p.poll() is not None for p in made[n].procs):
+            made[n] = LocalPool(n, timeout_s=30)
+        return made[n]
+    yield get
+    for p in made.values():
+        p.close()
+
+
+_ART = {}
+
+
+def artifact(tmp_path_factory, name, world, weights="f32", placement=None):
+    from moec.ep import compile_ep
+    key = (name, world, weights, json.dumps({k: v.to_json() for k, v in (placement or {}).items()}))
+    if key not in _ART:
+        d = str(tmp_path_factory.mktemp("ep") / "a")
+        compile_ep(ir_of(name, weights), d, world, placements=placement, name=name)
+        _ART[key] = d
+    return _ART[key]
+
+
+def single(tmp_path_factory, name, weights="f32"):
+    """The single-process build of the same module (the C target, 2 threads)."""
+    from moec.driver import build_module
+    key = ("single", name, weights)
+    if key not in _ART:
+        _ART[key] = build_module(ir_of(name, weights), str(tmp_path_factory.mktemp("one") / "a"), threads=2)
+    return _ART[key]
+
+
+def check_ep(pools, tmp_path_factory, name, world, cases, weights="f32", tol=(1e-4, 2e-5), placement=None):
+    d = artifact(tmp_path_factory, name, world, weights, placement)
+    one = single(tmp_path_factory, name, weights)
+    m = ir_of(name, weights)
+    plan = EPPlan(world, placement or {})
+    for T, kind in cases:
+        xs = inputs(name, T, kind)
+        got, stats = pools(world).run(d, xs, m.main.arg_names)
+        close(got[0], one(xs)[0], tol)                   # == the single-process build
+        close(got[0], spmd(m, plan, xs), tol)            # == the N-rank reference
+    return stats
+
+
+DEFAULT_FAMILIES = ["mixtral", "switch", "deepseek-v3", "qwen2-moe"]
+
+
+@pytest.mark.parametrize("family", DEFAULT_FAMILIES)
+def test_two_processes_equal_single_process(family, pools, tmp_path_factory, moec_module_cache):
+    check_ep(pools, tmp_path_factory, FAMILIES[family].name, 2, ((9, "random"), (1, "single")))
+
+
+def test_four_processes_edge_cases(pools, tmp_path_factory, moec_module_cache):
+    """4 ranks: every token to the same experts (hot-expert skew: two ranks receive no tokens), one token
+    (three ranks hold no token at all), no token anywhere."""
+    name = FAMILIES["mixtral"].name
+    stats = check_ep(pools, tmp_path_factory, name, 4, ((12, "identical"), (1, "single"), (0, "random"),
+                                                        (13, "random")))
+    assert sum(s["tokens"] for s in stats) == 13
+
+
+@pytest.mark.parametrize("weights,tol", [("int8", (1e-4, 2e-5)), ("bf16", (2e-2, 2e-3))])
+def test_quantised_expert_weights(weights, tol, pools, tmp_path_factory, moec_module_cache):
+    check_ep(pools, tmp_path_factory, FAMILIES["mixtral"].name, 2, ((9, "random"),), weights=weights, tol=tol)
+
+
+def test_two_layer_model(pools, tmp_path_factory, moec_module_cache):
+    name = "onnx_two_layers_residual"
+    assert len(layers_of(ir_of(name))) == 2
+    check_ep(pools, tmp_path_factory, name, 2, ((7, "random"),))
+
+
+def test_replicated_placement_runs(pools, tmp_path_factory, moec_module_cache):
+    p = {"*": Placement(8, [[0, 1, 2, 3, 4], [5, 6, 7, 0, 1]]).check()}
+    check_ep(pools, tmp_path_factory, FAMILIES["mixtral"].name, 2, ((10, "random"),), placement=p)
+
+
+def test_bytes_moved_are_the_rows_sent_to_other_ranks(pools, tmp_path_factory, moec_module_cache):
+    """The exchange's byte count is exactly the model's: rows (D f32 + k ids i64 + k weights f32) to each
+    distinct remote owner, and the D-float partial rows back."""
+    from moec.ep import token_slices
+    from moec.ir.ops.ep import choose_replica
+    name = FAMILIES["mixtral"].name
+    m = ir_of(name)
+    x = inputs(name, 9)[0]
+    stats = check_ep(pools, tmp_path_factory, name, 2, ((9, "random"),))
+    route = next(o for o in m.main.ops if o.name == "moe.route")
+    from moec.passes.moe_util import evaluate
+    ids = evaluate(m, m.main, [route.results[1]], {id(m.main.args[0]): x})[0]
+    p = Placement.contiguous(8, 2)
+    k, D = ids.shape[1], x.shape[1]
+    rows = np.zeros((2, 2), int)                         # rows[src, dst]
+    for r, sl in enumerate(token_slices(9, 2)):
+        g = choose_replica(ids[sl], r, p.slots, p.flat, 8)
+        for t in range(g.shape[0]):
+            for d in set((g[t] // p.slots).tolist()):
+                rows[r, d] += 1
+    for r in range(2):
+        out_rows, in_rows = rows[r, 1 - r], rows[1 - r, r]
+        assert out_rows and in_rows
+        # dispatch: rows out with their ids and weights; combine: the partial rows of the rows received
+        assert stats[r]["bytes_sent"] == out_rows * (D * 4 + k * 8 + k * 4) + in_rows * D * 4
+
+
+def test_a_dead_rank_fails_the_others_fast(tmp_path_factory, moec_module_cache):
+    from moec.errors import RuntimeFailure
+    from moec.launch import LocalPool
+    import time
+    name = FAMILIES["mixtral"].name
+    d = artifact(tmp_path_factory, name, 2)
+    pool = LocalPool(2, timeout_s=20)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeFailure, match=r"rank 0: .*(peer rank died|failed)"):
+        pool.run(d, inputs(name, 5), ["x"], fault="1:die")
+    assert time.monotonic() - t0 < 20
+    pool.close()
