@@ -17,7 +17,7 @@ import traceback
 from typing import List, Optional
 
 from ._version import __version__
-from . import ep_cost
+from . import ep_cli, ep_cost
 from . import targets
 from .errors import MoecError, UserInputError, one_line, show_name
 from .passes.quantize import MODES as WEIGHT_MODES
@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="overwrite existing output files")
     r.add_argument("--threads", type=int, default=2, help="threads for the compiled code")
     ep_cost.add_parser(sub)
+    ep_cli.add_arguments(c, r, b, sub)
     return p
 
 
@@ -149,6 +150,8 @@ def _arch(a) -> str:
 
 
 def cmd_compile(a) -> int:
+    if a.ep:
+        return ep_cli.cmd_compile(a)
     from .driver import CompileOptions, compile_onnx
     opts = CompileOptions(target=a.target, arch=_arch(a), verify=not a.no_verify, dump_ir=a.dump_ir,
                           seed=a.seed, symbol_sizes=a.sizes, threads=a.threads, force=a.force,
@@ -272,6 +275,8 @@ def cmd_inspect(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    if a.ep:
+        return ep_cli.cmd_bench(a)
     from .bench import run_bench_cli
     return run_bench_cli(a)
 
@@ -290,6 +295,8 @@ def cmd_conformance(a) -> int:
 
 
 def cmd_run(a) -> int:
+    if a.nproc:
+        return ep_cli.cmd_run(a)
     import numpy as np
     from .npy_input import load_npy_input
     from .artifact_dir import safe_file_names, verification_warning
@@ -410,7 +417,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return {"compile": cmd_compile, "inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench,
-                "conformance": cmd_conformance, "plan": ep_cost.cmd_plan}[a.cmd](a)
+                "conformance": cmd_conformance, "plan": ep_cost.cmd_plan,
+                "profile-routing": ep_cli.cmd_profile_routing}[a.cmd](a)
     except MoecError as e:
         if a.debug:
             traceback.print_exc()

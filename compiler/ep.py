@@ -319,6 +319,7 @@ class EPRank:
             inputs = tuple(inputs[0])
         if len(inputs) != len(self.prog["in"]):
             raise UserInputError(f"expected {len(self.prog['in'])} inputs, got {len(inputs)}")
+        self.slots_received = []     # per layer: expert slots this rank computed (its measured load)
         env = {k: (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)))
                for k, x in zip(self.prog["in"], inputs)}
         for s in self.prog["program"]:
@@ -334,6 +335,8 @@ class EPRank:
                 self.compute_seconds += time.perf_counter() - t0
             else:
                 outs = getattr(self.exchange, s["op"].split(".")[1])(s["attrs"], *args)
+                if s["op"] == "moe.all_to_all" and len(outs) == 3:   # the dispatch: (rows, local ids, weights)
+                    self.slots_received.append(int((outs[1] >= 0).sum()))
             for k, v in zip(s["out"], outs):
                 env[k] = v
         return [env[k] for k in self.prog["out"]]
@@ -378,3 +381,52 @@ def compile_module_ep(m: Module, world: int, target: str = "cpu", placements=Non
     if box[0] is None or box[0].startswith("error: "):
         raise RuntimeFailure(f"rank {rank}: rank 0 could not build the EP artifact: {box[0]}")
     return EPRank(box[0], rank, world, group=group)
+
+
+def run_lockstep(outdir: str, arrays: Sequence[np.ndarray], threads: int = 1) -> List[np.ndarray]:
+    """Every rank of the artifact in this process, in lockstep: the compiled stages of each rank, the EP ops
+    with their numpy reference semantics (ir/ops/ep.py), collectives handed every rank's operands.  Checks
+    the compiled code of every rank at compile time without processes; returns the full outputs."""
+    from .ir.opdef import OPS
+    from .targets import backend
+    info = read_ep(outdir)
+    W = info["world"]
+    be = backend(info["target"])
+
+    def op_of(s):
+        o = OPS[s["op"]].__new__(OPS[s["op"]])
+        o.attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in s["attrs"].items()}
+        o.operands, o.results, o.loc = [], [], None
+        return o
+
+    def steps(r):
+        prog = info["ranks"][r]
+        env = dict(zip(prog["in"], split_inputs(info, arrays, r)))
+        for s in prog["program"]:
+            args = [env[k] for k in s["in"]]
+            if s["kind"] == "compute":
+                outs = be.load(os.path.join(outdir, s["dir"]), threads=threads)([np.ascontiguousarray(a) for a in args])
+            else:
+                o = op_of(s)
+                outs = (yield o, args) if hasattr(o, "reference_collective") else o.reference(*args)
+            env.update(zip(s["out"], outs))
+        return [env[k] for k in prog["out"]]
+
+    gens = [steps(r) for r in range(W)]
+    pending, results = [None] * W, [None] * W
+
+    def advance(r, value):
+        try:
+            pending[r] = gens[r].send(value)
+        except StopIteration as e:
+            pending[r], results[r] = None, e.value
+
+    for r in range(W):
+        advance(r, None)
+    while any(p is not None for p in pending):
+        if any(p is None for p in pending):
+            raise RuntimeFailure("EP artifact: the ranks' programs reach different numbers of collectives")
+        outs = pending[0][0].reference_collective([p[1] for p in pending])
+        for r in range(W):
+            advance(r, outs[r])
+    return [np.concatenate([res[i] for res in results]) for i in range(len(results[0]))]

@@ -69,7 +69,8 @@ def run_rank(outdir: str, arrays: Sequence[np.ndarray], rank: int, world: int, t
     outs = [o.numpy() for o in ep(*mine)]
     wall = time.perf_counter() - t0
     stats = {"rank": rank, "seconds": wall, "exchange_seconds": ep.exchange.seconds,
-             "bytes_sent": ep.exchange.bytes_sent, "collectives": ep.exchange.calls, "tokens": int(
+             "bytes_sent": ep.exchange.bytes_sent, "collectives": ep.exchange.calls,
+             "expert_slots": ep.slots_received, "tokens": int(
                  mine[0].shape[0]) if mine and mine[0].ndim else 0}
     parts: List = [None] * world
     try:
@@ -112,10 +113,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         for _ in range(max(1, a.repeat)):
             full, stats = run_rank(a.artifact, arrays, rank, world, a.threads)
         if rank == 0:
+            from .artifact_dir import safe_file_names
             from .cli import _save_npy
             os.makedirs(a.output_dir, exist_ok=True)
-            for o, arr in zip(info["outputs"], full):
-                _save_npy(os.path.join(a.output_dir, f"{o['name']}.npy"), arr)
+            for f, arr in zip(safe_file_names([o["name"] for o in info["outputs"]], ".npy"), full):
+                _save_npy(os.path.join(a.output_dir, f), arr)
             if a.stats:
                 with open(a.stats, "w") as f:
                     json.dump(stats, f)
@@ -180,6 +182,8 @@ def serve(timeout_s: float) -> int:
     {"artifact", "inputs": NPZ, "out": NPZ, "threads", "repeat"}), answering one JSON line each
     (``LocalPool``: tests and `moec bench --ep` pay the process start once)."""
     from .ep import init_process_group, read_ep
+    import torch
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     init_process_group(rank, world, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), timeout_s)
     print(json.dumps({"ready": rank}), flush=True)
@@ -191,11 +195,13 @@ def serve(timeout_s: float) -> int:
                 arrays = [z[x["name"]] for x in info["inputs"]]
             if job.get("fault") == f"{rank}:die":
                 os._exit(17)
+            runs = []
             for _ in range(max(1, job.get("repeat", 1))):
                 full, stats = run_rank(job["artifact"], arrays, rank, world, job.get("threads", 1))
+                runs.append(stats)
             if rank == 0:
                 np.savez(job["out"], *full)
-            reply = {"ok": True, "stats": stats}
+            reply = {"ok": True, "stats": stats, "runs": runs}
         except MoecError as e:
             reply = {"ok": False, "error": one_line(e)}
         except Exception as e:  # noqa: BLE001 - reported to the pool, which stops
@@ -260,6 +266,7 @@ class LocalPool:
             raise RuntimeFailure("EP run failed: " + "; ".join(bad))
         with np.load(out) as z:
             outs = [z[f"arr_{i}"] for i in range(len(z.files))]
+        self.last_runs = replies[0]["runs"]
         return outs, replies[0]["stats"]      # (every rank gathered every rank's stats)
 
     def close(self) -> None:
