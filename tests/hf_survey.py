@@ -70,6 +70,7 @@ EXTRA: dict = {
                  ffn_config=dict(ffn_hidden_size=48, moe_num_experts=4, moe_top_k=2)),
     "deepseek_v4": dict(mlp_layer_types=["moe", "moe"], o_groups=2, **_INDEXER),
     "doge": dict(is_moe=True, num_experts=16, num_experts_per_tok=2),
+    "diffusion_gemma_text": dict(top_k_experts=2),  # (None by default: torch.topk(k=None) fails)
     "dots3_note_text": dict(num_key_value_heads=4, **_INDEXER),
     "ernie4_5_moe": dict(moe_layer_start_index=0, moe_num_experts=4, moe_k=2, moe_num_shared_experts=1),
     "ernie4_5_vl_moe_text": dict(moe_intermediate_size=[48, 48], moe_num_experts=4, moe_k=2,
@@ -92,8 +93,10 @@ EXTRA: dict = {
     "lfm2_moe": dict(num_dense_layers=0, layer_types=["full_attention", "full_attention"]),
     "longcat_flash": dict(num_layers=2, moe_topk=2, ffn_hidden_size=64, expert_ffn_hidden_size=48,
                           zero_expert_num=2),
+    "mistral4": dict(head_dim=16),  # rotary dim = head_dim x partial_rotary_factor 0.5 = qk_rope_head_dim 8
     "nemotron_h": dict(layers_block_type=["moe", "moe"], mamba_num_heads=4, mamba_head_dim=8, n_groups=1,
                        chunk_size=16, moe_shared_expert_intermediate_size=48, use_mamba_kernels=False),
+    "step3p5": dict(sliding_window=4),  # (its model builds the sliding-window mask whatever the layer types)
     "zaya": dict(num_experts_per_tok=1),
 }
 
