@@ -33,8 +33,10 @@ Layers whose weights are already quantised in the model (com.microsoft.QMoE impo
 keep them and the layer record says so.  Layers whose weights are not constants, or whose K does not suit the
 format (int4 needs an even K that the group size divides) are left as they are; the pass records
 per layer what it chose (or why not) in the module's MoE-layer metadata, so report.json shows it.
-The router and shared experts stay in the model's type (they are small next to the routed
-experts, and the router decides which experts run: quantising it changes the routing).
+The router stays in the model's type (it decides which experts run: quantising it changes the
+routing).  With scope ``all``, ``moe.shared_experts`` (always-on FFNs) becomes linear_q projections --
+a gated w_in as its gate and up rows separately -- with its activation (SwiGLU, SiLU, ReLU) and the
+optional sigmoid gate as elementwise ops, the same math op by op; the gate vector [D] stays f32.
 """
 from __future__ import annotations
 
@@ -191,6 +193,16 @@ class QuantizeWeights(Pass):
                         plan["bias"] = plan["fold_add"][1]
                 self._rewrite_dense(m, f, o, plan, shared)
                 changed = True
+        for f in m.functions:
+            for o in list(f.ops):
+                if o.name != "moe.shared_experts":
+                    continue
+                why = self._why_not_shared(m, o)
+                if why is not None:
+                    kept[why] = kept.get(why, 0) + 1
+                    continue
+                self._rewrite_shared(m, f, o)
+                changed = True
         if kept or "moec.dense_kept" in m.attrs:
             m.attrs["moec.dense_kept"] = [json.dumps({"why": k, "layers": n}, sort_keys=True)
                                           for k, n in sorted(kept.items())]
@@ -329,6 +341,107 @@ class QuantizeWeights(Pass):
         return new, pre + consts + qconsts, info
 
 
+    # -- shared experts: always-on FFNs, as quantised linear layers and their activation ----------------
+    def _why_not_shared(self, m: Module, o) -> Optional[str]:
+        if self.mode not in self.dense_modes:
+            return (f"shared experts: this target has no dense {self.mode} kernels" if self.dense_modes else
+                    "shared experts: this target has no dense quantised kernels")
+        x = o.operands[0].type
+        if x.dtype != DType.F32:
+            return f"shared experts with {x.dtype.mlir} activations (quantised as dense layers for f32 only)"
+        for v in o.operands[1:3]:
+            if v.owner is None or v.owner.name != "moec.constant" or const_value(v, m.weights) is None:
+                return "shared-expert weights computed at run time"
+        act = o.attrs["activation"]
+        if act not in ("swiglu", "silu", "relu", "identity"):
+            return f"shared experts with the {act} activation (not decomposed)"
+        if self.mode == "int4":
+            D, F = o.operands[1].type.shape[2], o.operands[2].type.shape[2]
+            for K in (D, F):
+                if K % 2 or (self.group and K % self.group):
+                    return f"int4 needs K ({K}) even and divisible by the group size ({self.group})"
+        return None
+
+    def _rewrite_shared(self, m: Module, f, o) -> None:
+        """y = g(x) * sum_s w_out[s] act(w_in[s] x) (ir/ops/moe.py) with each projection a linear_q (the
+        gated one as its gate and up halves) and the activation / gate as elementwise ops."""
+        a = o.attrs
+        x = o.operands[0]
+        w_in = np.asarray(const_value(o.operands[1], m.weights), np.float32)
+        w_out = np.asarray(const_value(o.operands[2], m.weights), np.float32)
+        F = w_out.shape[2]
+        ops: list = []
+
+        def emit(name, operands, attrs=None):
+            op = OPS[name].create(operands, attrs or {}, o.loc)
+            ops.append(op)
+            return op.results[0]
+
+        def scalar(v):
+            c = OPS["moec.constant"].create([], {"value": np.asarray(v, np.float32)}, None,
+                                            [TensorType(DType.F32, ())])
+            ops.append(c)
+            return c.results[0]
+
+        def linear(v, w, hint):
+            cs, info = self._quantised_consts(m, w, hint)
+            ops.extend(cs)
+            wmode = "int8" if self.mode == "w8a8" else self.mode
+            attrs = {"wq": wmode, "aq": "int8" if self.mode == "w8a8" else "none",
+                     "wq_group": self.group if wmode == "int4" else 0, "wq_zp": bool(wmode == "int4" and self.zero_point)}
+            _record(m, {"scope": "shared", "layer": hint, "mode": self.mode, "tensors": 1, "shape": list(w.shape),
+                        "bytes_before": int(w.nbytes), "bytes_after": info["after"], "rel_rms": info["rel_rms"]})
+            return emit("moec.linear_q", [v] + [c.results[0] for c in cs], attrs)
+
+        y = None
+        for si in range(w_in.shape[0]):
+            hint = f"shared{si}_{o.results[0].name or 'ffn'}"
+            if a["activation"] == "swiglu":
+                rows_g, rows_u = ((slice(0, 2 * F, 2), slice(1, 2 * F, 2)) if a["gate_layout"] == "interleaved"
+                                  else (slice(0, F), slice(F, 2 * F)))
+                g = linear(x, np.ascontiguousarray(w_in[si][rows_g]), hint + "_gate")
+                u = linear(x, np.ascontiguousarray(w_in[si][rows_u]), hint + "_up")
+                if np.isfinite(a["limit"]):
+                    g = emit("moec.min", [g, scalar(a["limit"])])
+                    u = emit("moec.clip", [u, scalar(-a["limit"]), scalar(a["limit"])])
+                ga = emit("moec.mul", [g, scalar(a["alpha"])]) if a["alpha"] != 1.0 else g
+                h = emit("moec.mul", [g, emit("moec.sigmoid", [ga])])
+                ub = emit("moec.add", [u, scalar(a["beta"])]) if a["beta"] != 0.0 else u
+                h = emit("moec.mul", [h, ub])
+            else:
+                h = linear(x, w_in[si], hint + "_in")
+                if a["activation"] == "silu":
+                    h = emit("moec.mul", [h, emit("moec.sigmoid", [h])])
+                elif a["activation"] == "relu":
+                    h = emit("moec.max", [h, scalar(0.0)])
+            ys = linear(h, w_out[si], hint + "_out")
+            y = ys if y is None else emit("moec.add", [y, ys])
+        if len(o.operands) > 3:  # the sigmoid gate [D] (Qwen2-MoE): kept in the model's type
+            gl = emit("moec.matmul", [x, o.operands[3]])
+            gl = emit("moec.unsqueeze", [gl], {"axes": (1,)})
+            y = emit("moec.mul", [y, emit("moec.sigmoid", [gl])])
+        y.name = o.results[0].name
+        idx = f.ops.index(o)
+        f.ops[idx:idx + 1] = ops
+        f.replace_all_uses(o.results[0], y)
+
+    def _quantised_consts(self, m: Module, w: np.ndarray, hint: str):
+        """Constants holding [N, K] ``w`` in the pass's mode (codes, scales, zero points) and a summary."""
+        wmode = "int8" if self.mode == "w8a8" else self.mode
+        w = np.ascontiguousarray(w, np.float32)
+        if wmode == "bf16":
+            import ml_dtypes
+            arrs = [w.astype(ml_dtypes.bfloat16)]
+        elif wmode == "int8":
+            arrs = list(quantize_int8(w))
+        else:
+            q, sc, z = quantize_int4(w, self.group, self.zero_point)
+            arrs = [q, sc] + ([z] if z is not None else [])
+        consts = [_const_op(m, arr, hint if i == 0 else f"{hint}_{'sz'[i - 1]}") for i, arr in enumerate(arrs)]
+        summ = quantization_summary(w, wmode, self.group, self.zero_point)
+        return consts, {"after": int(sum(arr.nbytes for arr in arrs)), "rel_rms": summ["rel_rms"]}
+
+
 def _dense_plan(m: Module, o) -> Optional[dict]:
     """How a matmul/gemm maps onto ``moec.linear_q``: the weight's store key, whether it is stored as
     [N, K] already (``trans``), N, K and the bias; ``why`` when it cannot (None: no constant weight)."""
@@ -336,6 +449,8 @@ def _dense_plan(m: Module, o) -> Optional[dict]:
     o_b = b.owner
     if o_b is None or o_b.name != "moec.constant" or not isinstance(o_b.attrs.get("value"), ResourceRef):
         return None
+    if b.type.rank == 1:
+        return {"why": "a vector weight [K] (a gate: one output) stays in the model's type"}
     if b.type.rank != 2 or not all(isinstance(d, int) for d in b.type.shape):
         return {"why": "the weight is not a 2-D matrix of static shape"}
     if b.type.dtype not in (DType.F32, DType.BF16, DType.F16) or a.type.dtype != b.type.dtype:

@@ -281,3 +281,83 @@ def test_matmul_plus_bias_add_is_one_layer():
     want = _numpy_dense("int8", xv, ws["w"].T, 0, False) + ws["b"]
     got = run(m, [xv])["y"]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def _shared_module(S, D, F, act, layout="concat", limit=float("inf"), gate=True, seed=0):
+    from moec.ir import DType, Module, TensorType, verify_module
+    from moec.ir.core import Function, ResourceRef, Value
+    from moec.ir.opdef import OPS
+    rng = np.random.default_rng(seed)
+    m = Module()
+    I = 2 * F if act == "swiglu" else F
+    arrs = {"w_in": (rng.standard_normal((S, I, D)) / np.sqrt(D)).astype(np.float32),
+            "w_out": (rng.standard_normal((S, D, F)) / np.sqrt(F)).astype(np.float32),
+            "gate": rng.standard_normal(D).astype(np.float32)}
+    f = Function("main", [Value(TensorType(DType.F32, ("T", D)), "x")], ["x"])
+    m.functions.append(f)
+    cs = []
+    for k in ("w_in", "w_out") + (("gate",) if gate else ()):
+        key = m.weights.add(arrs[k], k)
+        c = OPS["moec.constant"].create([], {"value": ResourceRef(key)}, k, [TensorType(DType.F32, arrs[k].shape)])
+        f.ops.append(c)
+        cs.append(c.results[0])
+    sh = OPS["moe.shared_experts"].create([f.args[0]] + cs, {"activation": act, "gate_layout": layout,
+                                                              "limit": limit, "alpha": 1.702 if limit < 1e9 else 1.0,
+                                                              "beta": 1.0 if limit < 1e9 else 0.0}, "shared")
+    f.ops.append(sh)
+    f.outputs = [sh.results[0]]
+    f.output_names = ["y"]
+    verify_module(m)
+    return m, arrs
+
+
+@pytest.mark.parametrize("act,layout,limit", [("swiglu", "concat", float("inf")), ("swiglu", "interleaved", 7.0),
+                                              ("silu", "concat", float("inf"))])
+@pytest.mark.parametrize("mode", ["int8", "int4", "w8a8"])
+def test_shared_experts_quantised_as_linear_layers(mode, act, layout, limit, tmp_path):
+    """moe.shared_experts becomes linear_q projections (gate and up rows separately) and elementwise
+    ops: the module's semantics equal numpy's FFN on the dequantised weights, the build equals the
+    module, the f32 error is the format's."""
+    from moec.ir.ops.moe import apply_activation, dequantize_weights
+    from moec.passes.quantize import quantize_int4, quantize_int8
+    S, D, F = 2, 64, 96
+    m, arrs = _shared_module(S, D, F, act, layout, limit)
+    x = np.random.default_rng(5).standard_normal((6, D)).astype(np.float32)
+    want_f32 = run(m, [x])["y"]
+    QuantizeWeights(mode, 32, scope="all", dense_modes=DENSE).run(m)
+    names = [o.name for o in m.main.ops]
+    assert "moe.shared_experts" not in names and names.count("moec.linear_q") == S * (3 if act == "swiglu" else 2)
+    assert quantization_record(m, mode)["by_scope"]["shared"]["layers"] == names.count("moec.linear_q")
+    got = run(m, [x])["y"]
+    # independent: quantise each projection the documented way, then the FFN in float64
+    y = np.zeros((6, D))
+    for s in range(S):
+        def deq(w):
+            if mode == "int4":
+                q, sc, _ = quantize_int4(w, 32, False)
+                return dequantize_weights(q, "int4", 32, sc).astype(np.float64)
+            q, sc = quantize_int8(w)
+            return dequantize_weights(q, "int8", 0, sc).astype(np.float64)
+
+        def xin(v):
+            if mode != "w8a8":
+                return v
+            sx = np.abs(v).max(1, keepdims=True) / 127.0
+            return np.clip(np.rint(v / sx), -127, 127) * sx
+        w_in = arrs["w_in"][s]
+        if act == "swiglu":
+            rg, ru = ((slice(0, 2 * F, 2), slice(1, 2 * F, 2)) if layout == "interleaved" else (slice(0, F), slice(F, None)))
+            h = np.concatenate([xin(x.astype(np.float64)) @ deq(w_in[rg]).T, xin(x.astype(np.float64)) @ deq(w_in[ru]).T], 1)
+            a = apply_activation(h, {"activation": act, "gate_layout": "concat", "limit": limit,
+                                     "alpha": 1.702 if limit < 1e9 else 1.0, "beta": 1.0 if limit < 1e9 else 0.0}, F)
+        else:
+            h = xin(x.astype(np.float64)) @ deq(w_in).T
+            a = h / (1 + np.exp(-h))
+        y += xin(a) @ deq(arrs["w_out"][s]).T
+    y *= 1 / (1 + np.exp(-(x.astype(np.float64) @ arrs["gate"])))[:, None]
+    assert np.abs(got - y).max() <= 1e-4 * np.abs(y).max(), np.abs(got - y).max()
+    art = build_module(m, str(tmp_path / "o"))
+    got_c = art([x])[0]
+    assert np.abs(got_c - got).max() <= 1e-4 * np.abs(got).max()
+    rel = np.sqrt(np.mean((got - want_f32) ** 2) / np.mean(want_f32 ** 2))
+    assert rel < {"int8": 0.05, "w8a8": 0.07, "int4": 0.5}[mode]
