@@ -171,7 +171,8 @@ def cmd_compile(a) -> int:
     if opts.weights != "f32" and wq.get("quantized_layers"):
         scopes = wq.get("by_scope") or {"experts": {"layers": wq["quantized_layers"],
                                                     "tensors": wq["quantized_tensors"]}}
-        what = ", ".join(f"{s['layers']} {'MoE' if k == 'experts' else 'dense linear'} layer(s) ({s['tensors']} "
+        label = {"experts": "MoE", "dense": "dense linear", "shared": "shared-expert linear"}
+        what = ", ".join(f"{s['layers']} {label.get(k, k)} layer(s) ({s['tensors']} "
                          f"tensors)" for k, s in sorted(scopes.items()))
         print(f"  {opts.weights} weights (scope {opts.weights_scope}): {what} quantised, "
               f"{wq['bytes_before'] / 1e6:.2f} MB -> {wq['bytes_after'] / 1e6:.2f} MB")
