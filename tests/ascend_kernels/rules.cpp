@@ -106,6 +106,9 @@ extern "C" __global__ __aicore__ void cmp(GM_ADDR, int bad) {
   for (uint32_t i = 0; i < 64; i++) off.SetValue(i, (255 - i) * 4);
   if (bad == 29) off.SetValue(5, 256 * 4);
   if (bad == 30) off.SetValue(5, 2);
+  TEventID e = GetTPipePtr()->FetchEventID(HardEvent::S_V);  // the offsets come from the scalar unit
+  SetFlag<HardEvent::S_V>(e);
+  WaitFlag<HardEvent::S_V>(e);
   Gather(bd.Get<float>(), a, off, 0, 64);
 }
 
@@ -129,7 +132,7 @@ void cube_mm(GM_ADDR a, GM_ADDR b, GM_ADDR c, int M, int N, int K, int bT, int b
   TQue<TPosition::A2, 1> qa2;
   TQue<TPosition::B2, 1> qb2;
   TQue<TPosition::CO1, 1> qc;
-  pipe.InitBuffer(qa1, 1, M16 * KC * sizeof(TA));
+  pipe.InitBuffer(qa1, 1, bad == 56 ? 512 * 1024 : M16 * KC * sizeof(TA));  // 56: all 512 KiB of L1
   pipe.InitBuffer(qb1, 1, N16 * (bT ? KC : K16) * sizeof(TA));
   pipe.InitBuffer(qa2, bad == 21 ? 2 : 1, bad == 21 ? 40 * 1024 : M16 * BK * sizeof(TA));  // 21: 80 KiB of L0A
   pipe.InitBuffer(qb2, 1, N16 * BK * sizeof(TA));
@@ -137,6 +140,9 @@ void cube_mm(GM_ADDR a, GM_ADDR b, GM_ADDR c, int M, int N, int K, int bT, int b
   LocalTensor<TA> a1 = qa1.AllocTensor<TA>(), b1 = qb1.AllocTensor<TA>();
   Nd2NzParams pa;
   pa.nValue = M; pa.dValue = K; pa.srcDValue = K; pa.dstNzC0Stride = bad == 18 ? M : M16;  // 18: unaligned stride
+  if (bad == 52) pa.dstNzC0Stride = 20000;  // 52: past the 16384 limit
+  if (bad == 53) pa.ndNum = 5000;           // 53: past the 4095 limit
+  if (bad == 54) pa.dstNzC0Stride = M - 5;  // 54: the column blocks overlap
   DataCopy(a1, ga, pa);
   Nd2NzParams pb;
   if (bT) { pb.nValue = N; pb.dValue = K; pb.srcDValue = K; pb.dstNzC0Stride = N16; }
@@ -168,11 +174,16 @@ void cube_mm(GM_ADDR a, GM_ADDR b, GM_ADDR c, int M, int N, int K, int bT, int b
         LoadData(b2[kb * N1 * FRAC], b1, lb);
       }
     }
-    qa2.EnQue(a2); qb2.EnQue(b2);
-    a2 = qa2.DeQue<TA>(); b2 = qb2.DeQue<TA>();
+    if (bad != 57) {  // 57: Mmad reads L0A/L0B with no MTE1 -> M hand-off (EnQue/DeQue) after the loads
+      qa2.EnQue(a2); qb2.EnQue(b2);
+      a2 = qa2.DeQue<TA>(); b2 = qb2.DeQue<TA>();
+    }
     MmadParams mp;
     mp.m = M; mp.n = N; mp.k = kk;
     mp.cmatrixInitVal = bad == 20 ? false : k0 == 0;  // 20: accumulates onto an uninitialised L0C
+    // the Mmad documentation: PipeBarrier<PIPE_M> between Mmads accumulating into one L0C when
+    // (m/16)*(n/16) < 10; 51 leaves it out
+    if (!mp.cmatrixInitVal && bad != 51) PipeBarrier<PIPE_M>();
     if (bad == 22) Mmad(cl, a1, b2, mp);               // 22: A still in L1
     else Mmad(cl, a2, b2, mp);
     qa2.FreeTensor(a2); qb2.FreeTensor(b2);
@@ -182,6 +193,7 @@ void cube_mm(GM_ADDR a, GM_ADDR b, GM_ADDR c, int M, int N, int K, int bT, int b
   cl = qc.DeQue<TC>();
   FixpipeParamsV220 fp;
   fp.nSize = N; fp.mSize = M; fp.srcStride = M16; fp.dstStride = N;
+  if (bad == 55) { fp.nSize = 5000; fp.dstStride = 5000; }  // 55: nSize past 4095
   fp.quantPre = std::is_same<TO, bfloat16_t>::value ? F322BF16 : NoQuant;
   if constexpr (std::is_same<TA, float>::value) {
     if (bad == 23) {  // 23: Fixpipe from an L1 tensor
@@ -271,7 +283,177 @@ static int convert_file(const char *path) {
   return 0;
 }
 
+// one pipe waits for another on an id the pipe hands out
+template <HardEvent E>
+__aicore__ inline void sync_on() {
+  TEventID id = GetTPipePtr()->FetchEventID(E);
+  SetFlag<E>(id);
+  WaitFlag<E>(id);
+}
+
+// ---- the pipe model, event ids, Cast, overlap, capacity, DataCopyPad limits (one AIV block) ------------
+// bad 0 (here: 32) is the good kernel: every cross-pipe dependency carried by a flag on a pipe-given id
+extern "C" __global__ __aicore__ void sync_rules(GM_ADDR a, GM_ADDR c, int bad) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  GlobalTensor<float> ga, gc;
+  ga.SetGlobalBuffer((__gm__ float *)a, 256);
+  gc.SetGlobalBuffer((__gm__ float *)c, 256);
+  TPipe pipe;
+  TBuf<TPosition::VECCALC> bx, by, bi, bh;
+  TQue<TPosition::VECIN, 1> qin;
+  pipe.InitBuffer(bx, 256 * 4);
+  pipe.InitBuffer(by, 256 * 4);
+  pipe.InitBuffer(bi, 64 * 4);
+  pipe.InitBuffer(bh, 64 * 2);
+  pipe.InitBuffer(qin, 1, 64 * 4);
+  if (bad == 44) {  // 44: 186 KiB in all: under the physical 192 KiB, over the usable 184 KiB
+    TBuf<TPosition::VECCALC> big;
+    pipe.InitBuffer(big, 186 * 1024 - 2 * 256 * 4 - 64 * 4 - 64 * 2 - 64 * 4);
+  }
+  LocalTensor<float> x = bx.Get<float>(), y = by.Get<float>();
+  DataCopy(x, ga, 64);
+  if (bad != 31) sync_on<HardEvent::MTE2_V>();  // 31: the vector unit reads what MTE2 may still be writing
+  Adds(y, x, 1.0f, 64);
+  if (bad != 33) sync_on<HardEvent::V_MTE2>();  // 33: MTE2 overwrites x while the vector unit may still read it
+  DataCopy(x, ga[64], 64);
+  sync_on<HardEvent::MTE2_V>();
+  Add(y, y, x, 64);
+  if (bad != 34) sync_on<HardEvent::V_S>();     // 34: the scalar unit reads y before the vector unit has written it
+  float v = y.GetValue(0);
+  y.SetValue(1, v);
+  if (bad != 40) sync_on<HardEvent::S_MTE3>();  // 40: MTE3 copies y out before the scalar write lands
+  DataCopy(gc, y, 64);
+  sync_on<HardEvent::S_V>();    // y: written by the scalar unit and
+  sync_on<HardEvent::MTE3_V>();  // read by MTE3 before the vector unit rewrites it
+  if (bad == 35) {  // 35: a hard-coded id 0 while a queue's EnQue holds MTE2_V id 0
+    LocalTensor<float> q = qin.AllocTensor<float>();
+    DataCopy(q, ga, 64);
+    qin.EnQue(q);
+    SetFlag<HardEvent::MTE2_V>(0);
+  }
+  if (bad == 36) SetFlag<HardEvent::V_S>(0);  // 36: a hard-coded id in a TPipe kernel
+  TEventID id = pipe.AllocEventID<HardEvent::V_S>();
+  SetFlag<HardEvent::V_S>(id);
+  if (bad == 37) SetFlag<HardEvent::V_S>(id);  // 37: set twice
+  WaitFlag<HardEvent::V_S>(id);
+  if (bad == 38) WaitFlag<HardEvent::V_S>(id);  // 38: nothing set: the pipe would wait forever
+  if (bad != 39) pipe.ReleaseEventID<HardEvent::V_S>(id);  // 39: never released
+  // int32 -> half: through float (exact), or with the deq scale register set
+  LocalTensor<int32_t> iv = bi.Get<int32_t>();
+  LocalTensor<half> hv = bh.Get<half>();
+  Cast(iv, x, RoundMode::CAST_RINT, 64);
+  if (bad == 41) {  // 41: the deq scale register was never set
+    Cast(hv, iv, RoundMode::CAST_NONE, 64);
+  } else {
+    Cast(y, iv, RoundMode::CAST_NONE, 64);
+    Cast(hv, y, RoundMode::CAST_NONE, 64);
+    SetDeqScale((half)1.0f);
+    Cast(hv, iv, RoundMode::CAST_NONE, 64);
+  }
+  if (bad == 42) ReduceSum(y, y, y[64], 64);  // 42: the destination is part of the source
+  else ReduceSum(y[128], y, y[64], 64);
+  if (bad == 43) Add(x[8], x, y, 64);  // 43: destination 8 elements into a source
+  LocalTensor<float> o = x;
+  sync_on<HardEvent::V_MTE3>();
+  if (bad == 45) DataCopyPad(gc, o, DataCopyExtParams{0, 4, 0, 0, 0});  // 45: blockCount 0
+  DataCopyPad(gc, o, DataCopyExtParams{2, 16, 0, 0, 0});
+}
+
+// ---- per-core data caches: scalar GM writes (2 blocks) -------------------------------------------------
+extern "C" __global__ __aicore__ void gm_rules(GM_ADDR g, GM_ADDR h, int bad) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  GlobalTensor<float> gg, gh;
+  gg.SetGlobalBuffer((__gm__ float *)g, 64);
+  gh.SetGlobalBuffer((__gm__ float *)h, 64);
+  TPipe pipe;
+  TBuf<TPosition::VECCALC> bv;
+  pipe.InitBuffer(bv, 256);
+  LocalTensor<float> v = bv.Get<float>();
+  const int b = (int)GetBlockIdx();
+  if (bad == 46) {  // 46: both cores write a float of the same 64-byte line with SetValue (each flushes)
+    gg.SetValue(b, 10.0f + b);
+    DataCacheCleanAndInvalid<float, CacheLine::SINGLE_CACHE_LINE, DcciDst::CACHELINE_OUT>(gg);
+    return;
+  }
+  if (bad == 47) {  // 47: a SetValue never written back
+    gh.SetValue(16 * b, 1.0f);
+    return;
+  }
+  if (bad == 48) {  // 48: DMA reads a line the scalar unit wrote and has not flushed
+    gh.SetValue(16 * b, 1.0f);
+    DataCopy(v, gh[16 * b], 8);
+    DataCacheCleanAndInvalid<float, CacheLine::ENTIRE_DATA_CACHE, DcciDst::CACHELINE_OUT>(gh);
+    return;
+  }
+  if (bad == 49) {  // 49: the scalar unit reads GM that MTE3 may still be writing
+    v.SetValue(0, 5.0f);
+    sync_on<HardEvent::S_MTE3>();
+    DataCopyPad(gh[16 * b], v, DataCopyExtParams{1, 4, 0, 0, 0});
+    float r = gh.GetValue(16 * b);
+    (void)r;
+    return;
+  }
+  // good: each core's value to adjacent floats of one line by DMA (byte-exact: no clobbering); core 0 also
+  // writes a line of its own with SetValue and flushes it, then reads it back by DMA after an S -> MTE2 flag
+  v.SetValue(0, 10.0f + b);
+  sync_on<HardEvent::S_MTE3>();
+  DataCopyPad(gg[b], v, DataCopyExtParams{1, 4, 0, 0, 0});
+  if (b == 0) {
+    gh.SetValue(0, 7.0f);
+    DataCacheCleanAndInvalid<float, CacheLine::SINGLE_CACHE_LINE, DcciDst::CACHELINE_OUT>(gh);
+    sync_on<HardEvent::S_MTE2>();
+    sync_on<HardEvent::MTE3_MTE2>();
+    DataCopy(v, gh, 8);
+  }
+}
+
+// ---- f32 accumulation order: ReduceSum of the floats in FILE, its result's bits printed ---------------
+extern "C" __global__ __aicore__ void reduce_order(GM_ADDR a, GM_ADDR c, int n) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  GlobalTensor<float> ga, gc;
+  ga.SetGlobalBuffer((__gm__ float *)a, n);
+  gc.SetGlobalBuffer((__gm__ float *)c, 8);
+  TPipe pipe;
+  TQue<TPosition::VECIN, 1> qin;
+  TQue<TPosition::VECOUT, 1> qout;
+  TBuf<TPosition::VECCALC> bw;
+  pipe.InitBuffer(qin, 1, (n + 7) / 8 * 32);
+  pipe.InitBuffer(qout, 1, 32);
+  pipe.InitBuffer(bw, (n + 7) / 8 * 32);
+  LocalTensor<float> x = qin.AllocTensor<float>();
+  DataCopyPad(x, ga, DataCopyExtParams{1, (uint32_t)n * 4, 0, 0, 0}, DataCopyPadExtParams<float>{false, 0, 0, 0.f});
+  qin.EnQue(x);
+  x = qin.DeQue<float>();
+  LocalTensor<float> r = qout.AllocTensor<float>();
+  ReduceSum(r, x, bw.Get<float>(), n);
+  qin.FreeTensor(x);
+  qout.EnQue(r);
+  r = qout.DeQue<float>();
+  DataCopyPad(gc, r, DataCopyExtParams{1, 4, 0, 0, 0});
+  qout.FreeTensor(r);
+}
+
+static int reduce_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return 3;
+  std::vector<float> in;
+  float x;
+  while (fread(&x, 4, 1, f) == 1) in.push_back(x);
+  fclose(f);
+  float *a = gm(in.size()), *c = gm(8);
+  memcpy(a, in.data(), in.size() * 4);
+  if (moec_emu::Launch("reduce_order", 1, reduce_order, (GM_ADDR)a, (GM_ADDR)c, (int)in.size())) {
+    printf("VIOLATION %s\n", moec_emu::LastError().c_str());
+    return 1;
+  }
+  uint32_t bits;
+  memcpy(&bits, c, 4);
+  printf("SUM %u\n", bits);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 2 && !strcmp(argv[1], "reduce")) return reduce_file(argv[2]);
   if (argc > 2 && !strcmp(argv[1], "conv")) return convert_file(argv[2]);
   int bad = argc > 1 ? atoi(argv[1]) : 0;
   // cube cases: 14 f16 (B as [K, N], transposed on load), 15 bf16 -> bf16 output, 16 f32, 17 int8 -> int32;
@@ -283,6 +465,8 @@ int main(int argc, char **argv) {
       return run_cube<float, float, float>(bad, 37, 24, 70, 1);
     case 17: return run_cube<int8_t, int32_t, int32_t>(bad, 20, 17, 96, 1);
     case 21: return run_cube<half, float, float>(bad, 16, 16, 32, 1);
+    case 51: case 52: case 53: case 54: case 55: case 56: case 57:
+      return run_cube<half, float, float>(bad, 40, 48, 72, 1);
     case 25: {
       int rc = moec_emu::Launch("aiv_with_l1", 1, aiv_with_l1, (GM_ADDR) nullptr, 0);
       if (rc) { printf("VIOLATION %s\n", moec_emu::LastError().c_str()); return 1; }
@@ -295,7 +479,13 @@ int main(int argc, char **argv) {
   float *a = gm(n), *b = gm(n), *c = gm(n);
   for (int i = 0; i < n; i++) { a[i] = (float)i; b[i] = 2.0f * i; }
   int rc;
-  if (bad >= 10 && bad <= 11) {
+  if (bad >= 31 && bad <= 45) {
+    rc = moec_emu::Launch("sync_rules", 1, sync_rules, (GM_ADDR)a, (GM_ADDR)c, bad == 32 ? 0 : bad);
+  } else if (bad >= 46 && bad <= 50) {
+    float *g = gm(64), *h = gm(64);
+    rc = moec_emu::Launch("gm_rules", 2, gm_rules, (GM_ADDR)g, (GM_ADDR)h, bad);
+    if (!rc && (g[0] != 10.0f || g[1] != 11.0f || h[0] != 7.0f)) { printf("WRONG\n"); return 2; }
+  } else if (bad >= 10 && bad <= 11) {
     rc = moec_emu::Launch("cube_misuse", 4, cube_misuse, (GM_ADDR)c, bad);
   } else if (bad == 12 || bad == 13 || bad == 28 || bad == 29 || bad == 30) {
     rc = moec_emu::Launch("cmp", 1, cmp, (GM_ADDR)c, bad);

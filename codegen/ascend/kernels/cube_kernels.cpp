@@ -11,7 +11,8 @@
 //   L1 -> L0A  LoadData, one call per 16-row fractal row of A (its fractals sit one NZ column block apart)
 //   L1 -> L0B  LoadData, one contiguous run: B^T's NZ column blocks are exactly L0B's fractal rows
 //   Mmad       k-tiles of baseK accumulate in L0C (cmatrixInitVal on the first), f32 accumulation
-//              (int32 for int8 operands)
+//              (int32 for int8 operands); PipeBarrier<PIPE_M> between accumulating Mmads of a small tile
+//              ((m/16)*(n/16) < 10: the Mmad documentation's condition; the cube core has no auto-sync)
 //   Fixpipe    L0C -> GM, NZ -> ND rows of the f32 output (or rounded to half: F322F16)
 // Double buffering: the L1 and L0 queues hold two buffers each, so the MTE2 copy of the next k-slice and
 // the MTE1 load of the next k-tile overlap the current Mmad; L0C holds two tiles when they fit (dbL0C), so
@@ -129,6 +130,8 @@ __aicore__ inline void gmm_body(GM_ADDR a, GM_ADDR w, GM_ADDR group_list, GM_ADD
             MmadParams mp;
             mp.m = (uint16_t)m; mp.n = (uint16_t)n; mp.k = (uint16_t)kk;
             mp.cmatrixInitVal = (k0 + ks == 0);
+            // accumulating into L0C: a small Mmad ((m/16)*(n/16) < 10) must finish before the next reads its C
+            if (!mp.cmatrixInitVal && M1 * N1 < 10) PipeBarrier<PIPE_M>();
             Mmad(cl, a2, b2, mp);
             qa2.FreeTensor(a2);
             qb2.FreeTensor(b2);

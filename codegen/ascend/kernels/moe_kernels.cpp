@@ -86,10 +86,10 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
     } else {  // a half bias goes through c (scratch until the first token) and is widened into vb
       LocalTensor<TX> bl = bc.Get<TX>();
       DataCopyPad(bl, gb, DataCopyExtParams{1, (uint32_t)(E * sizeof(TX)), 0, 0, 0}, nopad);
-      SetFlag<HardEvent::MTE2_V>(0);
-      WaitFlag<HardEvent::MTE2_V>(0);
+      moec_sync<HardEvent::MTE2_V>();
       widen(bl, vb, E);
     }
+    moec_sync<HardEvent::MTE2_V>();  // vb (float) or bl's copy in before the vector unit reads them
   }
   for (int64_t tok = GetBlockIdx(); tok < t.T; tok += GetBlockNum()) {
     LocalTensor<TX> xq = qin.AllocTensor<TX>();
@@ -101,10 +101,12 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
     else x = widen(xq, bxf.Get<float>(), E);
     if (t.scoring == 0) {  // softmax
       ReduceMax(work, x, c, E);
+      moec_sync<HardEvent::V_S>();  // the scalar unit reads the vector unit's result
       float m = work.GetValue(0);
       Adds(s, x, -m, E);
       Exp(s, s, E);
       ReduceSum(work, s, c, E);
+      moec_sync<HardEvent::V_S>();
       Muls(s, s, 1.0f / work.GetValue(0), E);
     } else if (t.scoring == 1) {  // sigmoid = 1 / (1 + exp(-x))
       Muls(s, x, -1.0f, E);
@@ -116,6 +118,7 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
     }
     qin.FreeTensor(xq);
     if (t.has_bias) Add(c, s, vb, E); else Adds(c, s, 0.0f, E);
+    moec_sync<HardEvent::V_S>();  // the selection below reads c and s with the scalar unit
     // group-limited selection (scalar: E <= a few hundred)
     const float NEG = -3.0e38f;
     if (t.n_group > 1) {
@@ -144,6 +147,7 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
     if constexpr (moec_same<TX, float>::value) wv = wq;
     else wv = bwf.Get<float>();
     LocalTensor<int32_t> iv = qi.AllocTensor<int32_t>();
+    moec_sync<HardEvent::MTE3_S>();  // the scalar unit rewrites wv/iv after their last copy out
     float sum = 0.f, asum = 0.f;
     for (uint32_t j = 0; j < K; j++) {  // top-k, ties -> lowest index (tie_high: highest); NaN last
       // (chosen entries are looked up in iv, not marked in c: a marker value would tie with -Inf
@@ -167,8 +171,10 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       }
       float w = s.GetValue(bi);
       if (t.post == 3) {  // sparsemixer: softmax at bi of s without earlier slots' experts and those past 2 eps
+        moec_sync<HardEvent::S_V>();  // wv/iv written by the scalar unit; work read by it before
         Adds(work, s, -w, E);  // exp(s - m) on the vector unit; the mask and the sum scalar
         Exp(work, work, E);
+        moec_sync<HardEvent::V_S>();
         float sm = 0.f;
         for (uint32_t e = 0; e < E; e++) {
           bool taken = false;
@@ -182,6 +188,7 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       wv.SetValue(j, w);
       iv.SetValue(j, bi);
     }
+    moec_sync<HardEvent::S_V>();  // wv/iv (and c) written by the scalar unit before the vector unit uses them
     if (t.post == 1) {  // softmax over the k selected
       float m = wv.GetValue(0);
       for (uint32_t j = 1; j < K; j++) m = wv.GetValue(j) > m ? wv.GetValue(j) : m;
@@ -193,6 +200,7 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       Adds(wv, wv, 1.0f, K);
       Reciprocal(wv, wv, K);
     }
+    moec_sync<HardEvent::V_S>();
     for (uint32_t j = 0; j < K; j++) {
       float w = wv.GetValue(j);
       sum += w;
@@ -205,12 +213,15 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       Muls(wv, wv, 1.0f / (1.0f + t.norm_eps), K);
     }
     if (t.drop) {
+      moec_sync<HardEvent::V_S>();
       for (uint32_t j = 0; j < K; j++) {
         float w = wv.GetValue(j);
         if (!(w > t.min_weight)) { wv.SetValue(j, 0.f); iv.SetValue(j, -1); }
       }
+      moec_sync<HardEvent::S_V>();
     }
     if constexpr (!moec_same<TX, float>::value) narrow(wq, wv, K);
+    moec_sync<HardEvent::S_MTE3>();  // iv (and a float wv) written by the scalar unit, copied out by MTE3
     qw.EnQue(wq);
     qi.EnQue(iv);
     wq = qw.DeQue<TX>();
@@ -232,12 +243,24 @@ extern "C" __global__ __aicore__ void moe_gating(GM_ADDR logits, GM_ADDR bias, G
 }
 
 // ------------------------------------------------------------------------------------------------
-// One core: counting sort of the T*K slots by expert (stable), offsets[E+1]; with a capacity C,
-// the (C+1)-th and later slots of an expert (in slot order) are dropped: id -1, weight 0.
-// w: the routing weights (TX), zeroed for dropped slots
+// Stable counting sort of the N = T*K slots by expert, per-expert offsets[E+1]; with a capacity C the
+// (C+1)-th and later slots of an expert (in slot order) are dropped: id -1, weight 0 (w in TX).
+// Multi-core, every GM write by DMA from the Unified Buffer (no scalar GM writes: a scalar write sits in
+// its core's data cache, and two cores' lines clobber each other): each block streams the ids through the
+// UB in chunks and counts them (every block the whole list: the counts before its part decide where its
+// slots go), then owns
+//   - the slots [slo, shi) of its even share: their dropped ids and weights are rewritten (capacity only),
+//   - the output positions [plo, phi) of its even share of the kept slots: a second pass over the ids
+//     places the slots that land there in a UB window, copied out once per window,
+//   - block 0 also writes offsets.
+// Another block may read an id this block has just rewritten to -1: it counts the same either way (a slot
+// is dropped only once C earlier slots of its expert are counted, and those stay counted).
+constexpr uint32_t ROUTE_CH = 2048;  // ids per UB chunk
+constexpr uint32_t ROUTE_WIN = 4096; // output positions per UB window
 template <typename TX>
 __aicore__ inline void init_routing_body(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted, GM_ADDR offsets, const MoeTiling &t) {
   const uint32_t N = (uint32_t)t.T * t.K, E = t.E;
+  const uint32_t nb = GetBlockNum(), bi = GetBlockIdx();
   GlobalTensor<int32_t> gi, gs, go;
   GlobalTensor<TX> gw;
   gi.SetGlobalBuffer((__gm__ int32_t *)ids, N);
@@ -245,41 +268,94 @@ __aicore__ inline void init_routing_body(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted,
   gs.SetGlobalBuffer((__gm__ int32_t *)sorted, N);
   go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
   TPipe pipe;
-  TBuf<TPosition::VECCALC> bcnt;
+  TBuf<TPosition::VECCALC> bids, bw, bcnt, boff, bwin;
+  pipe.InitBuffer(bids, ROUTE_CH * 4);
+  pipe.InitBuffer(bw, bytes32(ROUTE_CH * sizeof(TX)));
   pipe.InitBuffer(bcnt, pad8(E + 1) * 4);
-  LocalTensor<int32_t> cnt = bcnt.Get<int32_t>();
+  pipe.InitBuffer(boff, pad8(E + 1) * 4);
+  pipe.InitBuffer(bwin, ROUTE_WIN * 4);
+  LocalTensor<int32_t> vi = bids.Get<int32_t>(), cnt = bcnt.Get<int32_t>(), off = boff.Get<int32_t>(),
+                       win = bwin.Get<int32_t>();
+  LocalTensor<TX> vw = bw.Get<TX>();
+  // slot shares start on 8-slot (32-byte) boundaries, so the UB side of their copies is aligned
+  const uint32_t slo = bi == 0 ? 0 : (uint32_t)((uint64_t)N * bi / nb) / 8 * 8;
+  const uint32_t shi = bi + 1 == nb ? N : (uint32_t)((uint64_t)N * (bi + 1) / nb) / 8 * 8;
+  DataCopyPadExtParams<int32_t> nopad{false, 0, 0, 0};
+  // pass 1: counts (capped by the capacity); this block's dropped slots rewritten
   for (uint32_t e = 0; e <= E; e++) cnt.SetValue(e, 0);
-  for (uint32_t i = 0; i < N; i++) {
-    int32_t e = gi.GetValue(i);
-    if (e < 0) continue;
-    if (t.capacity > 0 && cnt.GetValue(e) >= t.capacity) {
-      gi.SetValue(i, -1);
-      gw.SetValue(i, (TX)0.0f);
-      continue;
+  for (uint32_t c0 = 0; c0 < N; c0 += ROUTE_CH) {
+    const uint32_t n = N - c0 < ROUTE_CH ? N - c0 : ROUTE_CH;
+    DataCopyPad(vi, gi[c0], DataCopyExtParams{1, n * 4, 0, 0, 0}, nopad);
+    moec_sync<HardEvent::MTE2_S>();
+    const uint32_t a = c0 > slo ? c0 : slo, b = c0 + n < shi ? c0 + n : shi;  // this block's part of the chunk
+    const bool mine = t.capacity > 0 && a < b;
+    if (mine) {  // its weights, to zero the dropped ones
+      DataCopyPad(vw, gw[a], DataCopyExtParams{1, (uint32_t)((b - a) * sizeof(TX)), 0, 0, 0},
+                  DataCopyPadExtParams<TX>{false, 0, 0, (TX)0.f});
+      moec_sync<HardEvent::MTE2_S>();
     }
-    cnt.SetValue(e, cnt.GetValue(e) + 1);
+    for (uint32_t i = 0; i < n; i++) {
+      const int32_t e = vi.GetValue(i);
+      if (e < 0) continue;
+      if (t.capacity > 0 && cnt.GetValue(e) >= t.capacity) {
+        if (mine && c0 + i >= a && c0 + i < b) {
+          vi.SetValue(i, -1);
+          vw.SetValue(c0 + i - a, (TX)0.0f);
+        }
+        continue;
+      }
+      cnt.SetValue(e, cnt.GetValue(e) + 1);
+    }
+    if (mine) {
+      moec_sync<HardEvent::S_MTE3>();
+      DataCopyPad(gi[a], vi[a - c0], DataCopyExtParams{1, (b - a) * 4, 0, 0, 0});
+      DataCopyPad(gw[a], vw, DataCopyExtParams{1, (uint32_t)((b - a) * sizeof(TX)), 0, 0, 0});
+      moec_sync<HardEvent::MTE3_MTE2>();  // the next chunk lands in vi/vw after they are copied out
+      moec_sync<HardEvent::MTE3_S>();
+    }
   }
+  // offsets: exclusive prefix sums of the counts (block 0 writes them)
   int32_t acc = 0;
   for (uint32_t e = 0; e < E; e++) {
-    int32_t c = cnt.GetValue(e);
-    go.SetValue(e, acc);
-    cnt.SetValue(e, acc);
+    const int32_t c = cnt.GetValue(e);
+    off.SetValue(e, acc);
     acc += c;
   }
-  go.SetValue(E, acc);
-  for (uint32_t i = 0; i < N; i++) {
-    int32_t e = gi.GetValue(i);
-    if (e < 0) continue;
-    int32_t p = cnt.GetValue(e);
-    gs.SetValue(p, (int32_t)i);
-    cnt.SetValue(e, p + 1);
+  off.SetValue(E, acc);
+  if (bi == 0) {
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(go, off, DataCopyExtParams{1, (E + 1) * 4, 0, 0, 0});
+  }
+  // pass 2: this block's share of the output positions, one UB window at a time; slot i of expert e, the
+  // j-th kept one of e in slot order, goes to offsets[e] + j
+  const uint32_t total = (uint32_t)acc;
+  const uint32_t plo = (uint32_t)((uint64_t)total * bi / nb), phi = (uint32_t)((uint64_t)total * (bi + 1) / nb);
+  for (uint32_t w0 = plo; w0 < phi; w0 += ROUTE_WIN) {
+    const uint32_t w1 = phi - w0 < ROUTE_WIN ? phi : w0 + ROUTE_WIN;
+    for (uint32_t e = 0; e <= E; e++) cnt.SetValue(e, 0);
+    for (uint32_t c0 = 0; c0 < N; c0 += ROUTE_CH) {
+      const uint32_t n = N - c0 < ROUTE_CH ? N - c0 : ROUTE_CH;
+      DataCopyPad(vi, gi[c0], DataCopyExtParams{1, n * 4, 0, 0, 0}, nopad);
+      moec_sync<HardEvent::MTE2_S>();
+      for (uint32_t i = 0; i < n; i++) {
+        const int32_t e = vi.GetValue(i);
+        if (e < 0) continue;
+        const int32_t j = cnt.GetValue(e);
+        if (t.capacity > 0 && j >= t.capacity) continue;
+        cnt.SetValue(e, j + 1);
+        const uint32_t p = (uint32_t)(off.GetValue(e) + j);
+        if (p >= w0 && p < w1) win.SetValue(p - w0, (int32_t)(c0 + i));
+      }
+    }
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(gs[w0], win, DataCopyExtParams{1, (w1 - w0) * 4, 0, 0, 0});
+    moec_sync<HardEvent::MTE3_S>();  // the next window rewrites win
   }
 }
 
 extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted, GM_ADDR offsets,
                                                       GM_ADDR workspace, GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
-  if (GetBlockIdx() != 0) return;
   MoeTiling t;
   load_tiling(tiling, t);
   if (t.xdt == 2) init_routing_body<half>(ids, w, sorted, offsets, t);
@@ -301,6 +377,7 @@ __aicore__ inline float dot_row(const LocalTensor<float> &v, const GlobalTensor<
     wt = qw.DeQue<float>();
     Mul(tmp, v[k0], wt, len);
     ReduceSum(red, tmp, red[8], len);
+    moec_sync<HardEvent::V_S>();
     acc += red.GetValue(0);
     qw.FreeTensor(wt);
   }
@@ -329,8 +406,10 @@ __aicore__ inline void erf_vec(const LocalTensor<float> &y, const LocalTensor<fl
   Mul(y, y, a, n);
   Muls(y, y, -1.0f, n);
   Adds(y, y, 1.0f, n);                // y = erf(|x|)
+  moec_sync<HardEvent::V_S>();
   for (uint32_t i = 0; i < n; i++)    // odd function
     if (x.GetValue(i) < 0) y.SetValue(i, -y.GetValue(i));
+  moec_sync<HardEvent::S_V>();
 }
 
 __aicore__ inline void sigmoid_vec(const LocalTensor<float> &y, const LocalTensor<float> &x, float alpha, uint32_t n) {
@@ -526,10 +605,12 @@ __aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in,
         load_pre(t, u, t1, gh, gsc, gb, hrow + F + f0, erow + F + f0, qin, len, rs);
       } else {                      // rows g0 u0 g1 u1 ...: load 2*len, split (scalar de-interleave)
         load_pre(t, wv, wt, gh, gsc, gb, hrow + 2 * f0, erow + 2 * f0, qin, 2 * len, rs);
+        moec_sync<HardEvent::V_S>();
         for (uint32_t i = 0; i < len; i++) {
           g.SetValue(i, wv.GetValue(2 * i));
           u.SetValue(i, wv.GetValue(2 * i + 1));
         }
+        moec_sync<HardEvent::S_V>();
       }
       act_chunk(t, a, g, u, t1, t2, len);
       store_chunk<TO>(ga[(uint64_t)p * F + f0], a, qout, len);
@@ -670,7 +751,8 @@ extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR q, GM_ADDR offset
 // w8a8 (dynamic per-row int8 activations, ir/ops/moe.py quantize_rows_int8): for each row p of a [rows, M]
 // float matrix, s[p] = max|row| / 127 (1 for an all-zero row) and q[p] = clip(rint(row / s), -127, 127) in
 // int8, computed in f32 exactly as the reference: a true division (Div, not a multiply by 1/s), rounding to
-// nearest with ties to even (Cast float -> int32, CAST_RINT), then int32 -> half -> int8 (exact: |q| <= 127).
+// nearest with ties to even (Cast float -> int32, CAST_RINT), then int32 -> float -> half -> int8 (exact:
+// |q| <= 127; a direct int32 -> half Cast is a dequantisation by the deq scale register).
 // Two passes over the row's column chunks: the max, then the codes.  Rows round-robin over blocks.
 extern "C" __global__ __aicore__ void moe_quant_rows_int8(GM_ADDR a, GM_ADDR q, GM_ADDR s, GM_ADDR workspace,
                                                          GM_ADDR tiling) {
@@ -686,7 +768,7 @@ extern "C" __global__ __aicore__ void moe_quant_rows_int8(GM_ADDR a, GM_ADDR q, 
   TPipe pipe;
   TQue<TPosition::VECIN, 2> qin;
   TQue<TPosition::VECOUT, 2> qout;
-  TBuf<TPosition::VECCALC> bv, bd, bi, bh, bred;
+  TBuf<TPosition::VECCALC> bv, bd, bi, bh, bred, bsc;
   pipe.InitBuffer(qin, 2, pad8(ch) * 4);
   pipe.InitBuffer(qout, 2, bytes32(ch));
   pipe.InitBuffer(bv, pad8(ch) * 4);
@@ -694,7 +776,8 @@ extern "C" __global__ __aicore__ void moe_quant_rows_int8(GM_ADDR a, GM_ADDR q, 
   pipe.InitBuffer(bi, pad8(ch) * 4);
   pipe.InitBuffer(bh, bytes32(ch * 2));
   pipe.InitBuffer(bred, pad8(ch) * 4 + 64);
-  LocalTensor<float> v = bv.Get<float>(), dv = bd.Get<float>(), red = bred.Get<float>();
+  pipe.InitBuffer(bsc, 32);
+  LocalTensor<float> v = bv.Get<float>(), dv = bd.Get<float>(), red = bred.Get<float>(), scv = bsc.Get<float>();
   LocalTensor<int32_t> iv = bi.Get<int32_t>();
   LocalTensor<half> hv = bh.Get<half>();
   for (int64_t p = GetBlockIdx(); p < t.rows; p += GetBlockNum()) {
@@ -704,11 +787,16 @@ extern "C" __global__ __aicore__ void moe_quant_rows_int8(GM_ADDR a, GM_ADDR q, 
       load_chunk(v, ga[(uint64_t)p * W + c0], qin, len);
       Abs(v, v, len);
       ReduceMax(dv, v, red, len);
+      moec_sync<HardEvent::V_S>();
       const float m = dv.GetValue(0);
       amax = m > amax ? m : amax;
     }
     const float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
-    gs.SetValue(p, sc);
+    // the row's scale goes out by DMA (rows of neighbouring blocks share GM cache lines: no scalar GM write)
+    scv.SetValue(0, sc);
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(gs[p], scv, DataCopyExtParams{1, 4, 0, 0, 0});
+    moec_sync<HardEvent::MTE3_S>();  // scv is rewritten for the next row
     for (uint32_t c0 = 0; c0 < W; c0 += ch) {
       const uint32_t len = W - c0 < ch ? W - c0 : ch;
       load_chunk(v, ga[(uint64_t)p * W + c0], qin, len);
@@ -717,7 +805,9 @@ extern "C" __global__ __aicore__ void moe_quant_rows_int8(GM_ADDR a, GM_ADDR q, 
       Mins(v, v, 127.0f, len);   // clip before rounding: the same as after, the bounds being integers
       Maxs(v, v, -127.0f, len);
       Cast(iv, v, RoundMode::CAST_RINT, len);
-      Cast(hv, iv, RoundMode::CAST_NONE, len);
+      // int32 -> half would multiply by the deq scale register: go through float (exact, |q| <= 127)
+      Cast(v, iv, RoundMode::CAST_NONE, len);
+      Cast(hv, v, RoundMode::CAST_NONE, len);
       LocalTensor<int8_t> o = qout.AllocTensor<int8_t>();
       Cast(o, hv, RoundMode::CAST_RINT, len);
       qout.EnQue(o);
@@ -762,11 +852,11 @@ __aicore__ inline void finalize_body(GM_ADDR y, GM_ADDR w, GM_ADDR shared, GM_AD
   if (t.has_gate) {
     if constexpr (moec_same<TX, float>::value) {
       DataCopyPad(gv, gg, DataCopyExtParams{1, D * 4, 0, 0, 0}, nopad);
+      moec_sync<HardEvent::MTE2_V>();
     } else {  // through red (scratch), widened into gv
       LocalTensor<TX> gh = bred.Get<TX>();
       DataCopyPad(gh, gg, DataCopyExtParams{1, (uint32_t)(D * sizeof(TX)), 0, 0, 0}, nopad);
-      SetFlag<HardEvent::MTE2_V>(0);
-      WaitFlag<HardEvent::MTE2_V>(0);
+      moec_sync<HardEvent::MTE2_V>();
       widen(gh, gv, D);
     }
   }
@@ -793,11 +883,15 @@ __aicore__ inline void finalize_body(GM_ADDR y, GM_ADDR w, GM_ADDR shared, GM_AD
       xq = qin.DeQue<TX>();
       LocalTensor<float> xv = widen(xq, rf, D);
       if (t.has_gate) {  // Qwen2-MoE: sum of the shared experts times sigmoid(gate . x)
+        // red: the products [0, P), ReduceSum's work [P, 2P), its result at 2P (no operand overlaps another)
+        const uint32_t P = pad8(D);
         Mul(red, xv, gv, D);
-        ReduceSum(red, red, red[pad8(D)], D);
-        float z = red.GetValue(0);
+        ReduceSum(red[2 * P], red, red[P], D);
+        moec_sync<HardEvent::V_S>();
+        float z = red.GetValue(2 * P);
         Duplicate(red, -z, 1);
         Exp(red, red, 1);
+        moec_sync<HardEvent::V_S>();
         Muls(acc, acc, 1.0f / (1.0f + red.GetValue(0)), D);
       }
       if (dropped) Adds(acc, xv, 0.0f, D);

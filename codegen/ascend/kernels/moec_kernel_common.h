@@ -24,6 +24,14 @@ __aicore__ inline void narrow(const LocalTensor<T> &o, const LocalTensor<float> 
   if constexpr (moec_same<T, float>::value) Muls(o, v, 1.0f, n);  // keeps -0 and NaN
   else Cast(o, v, RoundMode::CAST_RINT, n);
 }
+// one pipe waits for another (the producer's writes before the consumer's accesses): a flag on an event id
+// the pipe hands out (FetchEventID: free now, not held), never a hard-coded id that a queue may hold
+template <HardEvent E>
+__aicore__ inline void moec_sync() {
+  const TEventID id = GetTPipePtr()->FetchEventID(E);
+  SetFlag<E>(id);
+  WaitFlag<E>(id);
+}
 __aicore__ inline uint32_t bytes32(uint32_t n) { return (n + 31) / 32 * 32; }
 __aicore__ inline uint32_t pad8(uint32_t n) { return (n + 7) / 8 * 8; }
 

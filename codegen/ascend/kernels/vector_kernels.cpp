@@ -103,6 +103,25 @@ __aicore__ inline void unary(int32_t op, const LocalTensor<float> &d, const Loca
 }
 
 // ------------------------------------------------------------------------------------------------
+// stage a streamed operand of elementwise_body: a full one as nr padded rows [r0, r0 + nr) x [c0, c0 + nc)
+// of the [*, C] operand, a broadcast row as one padded row; returns its float view (a half tile widened)
+template <typename T>
+__aicore__ inline LocalTensor<float> stage_operand(TQue<TPosition::VECIN, 2> &q, const GlobalTensor<T> &g, int32_t mode,
+                                                  LocalTensor<T> &raw, const LocalTensor<float> &f, uint32_t r0,
+                                                  uint32_t nr, uint32_t c0, uint32_t nc, uint32_t C) {
+  const uint32_t ncp = vpadb<T>(nc);
+  const uint32_t nb = nc * sizeof(T), gap = (C - nc) * sizeof(T);
+  const DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0.f};
+  raw = q.AllocTensor<T>();
+  if (mode == B_FULL)
+    DataCopyPad(raw, g[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nb, gap, 0, 0}, nopad);
+  else
+    DataCopyPad(raw, g[c0], DataCopyExtParams{1, nb, 0, 0, 0}, nopad);
+  q.EnQue(raw);
+  raw = q.DeQue<T>();
+  return widen(raw, f, mode == B_FULL ? nr * ncp : ncp);
+}
+
 template <typename T>
 __aicore__ inline void elementwise_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, const VecTiling &t) {
   constexpr bool F32 = moec_same<T, float>::value;
@@ -152,22 +171,10 @@ __aicore__ inline void elementwise_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, const V
       nc = C - c0 < TL ? C - c0 : TL;
     }
     const uint32_t ncp = vpadb<T>(nc), nb = nc * sizeof(T), gap = (C - nc) * sizeof(T);
-    // stage the streamed operands: full ones as nr padded rows, broadcast rows as one padded row
-    auto stage = [&](TQue<TPosition::VECIN, 2> &q, const GlobalTensor<T> &g, int32_t mode, LocalTensor<T> &raw,
-                     const LocalTensor<float> &f) {
-      raw = q.AllocTensor<T>();
-      if (mode == B_FULL)
-        DataCopyPad(raw, g[(uint64_t)r0 * C + c0], DataCopyExtParams{(uint16_t)nr, nb, gap, 0, 0}, nopad);
-      else
-        DataCopyPad(raw, g[c0], DataCopyExtParams{1, nb, 0, 0, 0}, nopad);
-      q.EnQue(raw);
-      raw = q.DeQue<T>();
-      return widen(raw, f, mode == B_FULL ? nr * ncp : ncp);
-    };
     LocalTensor<T> qva, qvb;
     LocalTensor<float> va, vb;
-    if (has_a) va = stage(qa, ga, t.amode, qva, fa);
-    if (has_b) vb = stage(qb, gb, t.bmode, qvb, fb);
+    if (has_a) va = stage_operand(qa, ga, t.amode, qva, fa, r0, nr, c0, nc, C);
+    if (has_b) vb = stage_operand(qb, gb, t.bmode, qvb, fb, r0, nr, c0, nc, C);
     LocalTensor<T> qvc = qc.AllocTensor<T>();
     LocalTensor<float> vc;
     if constexpr (F32) vc = qvc;
@@ -271,20 +278,16 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
     if constexpr (F32) {
       DataCopyPad(sc, gs, DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
       if (ln && t.has_bias) DataCopyPad(bs, gbias, DataCopyExtParams{1, C * 4, 0, 0, 0}, nopad);
-      SetFlag<HardEvent::MTE2_V>(0);
-      WaitFlag<HardEvent::MTE2_V>(0);
+      moec_sync<HardEvent::MTE2_V>();
     } else {  // half scale/bias through tmp (scratch until the first row), widened
       LocalTensor<T> th = btmp.Get<T>();
       DataCopyPad(th, gs, DataCopyExtParams{1, (uint32_t)(C * sizeof(T)), 0, 0, 0}, nopad);
-      SetFlag<HardEvent::MTE2_V>(0);
-      WaitFlag<HardEvent::MTE2_V>(0);
+      moec_sync<HardEvent::MTE2_V>();
       widen(th, sc, C);
       if (ln && t.has_bias) {
-        SetFlag<HardEvent::V_MTE2>(0);
-        WaitFlag<HardEvent::V_MTE2>(0);
+        moec_sync<HardEvent::V_MTE2>();
         DataCopyPad(th, gbias, DataCopyExtParams{1, (uint32_t)(C * sizeof(T)), 0, 0, 0}, nopad);
-        SetFlag<HardEvent::MTE2_V>(0);
-        WaitFlag<HardEvent::MTE2_V>(0);
+        moec_sync<HardEvent::MTE2_V>();
         widen(th, bs, C);
       }
     }
@@ -292,7 +295,10 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
   for (uint32_t base = lo; base < hi; base += TL) {  // tiles of up to TL rows for the per-row results
     const uint32_t nrow = hi - base < TL ? hi - base : TL;
     LocalTensor<float> st;
-    if (reduce || ln) st = qs.AllocTensor<float>();
+    if (reduce || ln) {
+      st = qs.AllocTensor<float>();
+      moec_sync<HardEvent::MTE3_S>();  // the scalar unit fills st after its last copy out
+    }
     for (uint32_t q = 0; q < nrow; q++) {
       const uint64_t r = base + q;
       LocalTensor<T> qvx = qx.AllocTensor<T>();
@@ -310,28 +316,24 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
       switch (t.op) {
         case V_RSUM: case V_RMEAN:
           ReduceSum(red, vx, work, C);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           v = red.GetValue(0);
           if (t.op == V_RMEAN) v = v / (float)C;
           break;
         case V_RMAX: case V_RMIN:
           if (t.op == V_RMIN) Muls(vx, vx, -1.0f, C);
           ReduceMax(red, vx, work, C);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           v = t.op == V_RMIN ? -red.GetValue(0) : red.GetValue(0);
           break;
         case V_SOFTMAX: case V_LOGSOFTMAX: {
           ReduceMax(red, vx, work, C);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           const float m = red.GetValue(0);
           Adds(vx, vx, -m, C);  // e = x - max
           Exp(tmp, vx, C);
           ReduceSum(red, tmp, work, C);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           const float s = red.GetValue(0);
           if (t.op == V_SOFTMAX) {
             Duplicate(work, s, C);
@@ -339,8 +341,7 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
           } else {
             Duplicate(work, s, 1);
             Ln(work, work, 1);
-            SetFlag<HardEvent::V_S>(0);
-            WaitFlag<HardEvent::V_S>(0);
+            moec_sync<HardEvent::V_S>();
             Adds(vy, vx, -work.GetValue(0), C);  // e - log(sum exp e)
           }
           break;
@@ -348,13 +349,11 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
         case V_RMSNORM: {  // y = x / sqrt(mean(x^2) + eps) * scale
           Mul(tmp, vx, vx, C);
           ReduceSum(red, tmp, work, C);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           const float ms = red.GetValue(0) / (float)C + t.s0;
           Duplicate(work, ms, 1);
           Sqrt(work, work, 1);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           Duplicate(tmp, work.GetValue(0), C);
           Div(vy, vx, tmp, C);
           Mul(vy, vy, sc, C);
@@ -362,18 +361,15 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
         }
         default: {  // layer norm: y = (x - mean) * inv * scale (+ bias), inv = 1 / sqrt(var + eps)
           ReduceSum(red, vx, work, C);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           const float mean = red.GetValue(0) / (float)C;
           Adds(vx, vx, -mean, C);
           Mul(tmp, vx, vx, C);
           ReduceSum(red, tmp, work, C);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           Duplicate(work, red.GetValue(0) / (float)C + t.s0, 1);
           Sqrt(work, work, 1);
-          SetFlag<HardEvent::V_S>(0);
-          WaitFlag<HardEvent::V_S>(0);
+          moec_sync<HardEvent::V_S>();
           const float inv = 1.0f / work.GetValue(0);
           Muls(vy, vx, inv, C);
           Mul(vy, vy, sc, C);
@@ -394,6 +390,8 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
       }
     }
     if (reduce || ln) {
+      moec_sync<HardEvent::S_V>();     // st was filled by the scalar unit: the vector unit (narrow) and
+      moec_sync<HardEvent::S_MTE3>();  // MTE3 read it next
       qs.EnQue(st);
       st = qs.DeQue<float>();
       if (reduce) {
@@ -401,11 +399,9 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
           DataCopyPad(gy[base], st, DataCopyExtParams{1, nrow * 4, 0, 0, 0});
         } else {  // the tile's results rounded to half, then out
           LocalTensor<T> sh = bsh.Get<T>();
-          SetFlag<HardEvent::MTE3_V>(0);  // the previous tile's copy out of sh has finished
-          WaitFlag<HardEvent::MTE3_V>(0);
+          moec_sync<HardEvent::MTE3_V>();  // the previous tile's copy out of sh has finished
           narrow(sh, st, nrow);
-          SetFlag<HardEvent::V_MTE3>(0);
-          WaitFlag<HardEvent::V_MTE3>(0);
+          moec_sync<HardEvent::V_MTE3>();
           DataCopyPad(gy[base], sh, DataCopyExtParams{1, (uint32_t)(nrow * sizeof(T)), 0, 0, 0});
         }
       }
@@ -465,7 +461,11 @@ __aicore__ inline void copy_body(GM_ADDR src, GM_ADDR dst, const CopyTiling &t) 
   pipe.InitBuffer(qi, 2, TL * sizeof(T));
   pipe.InitBuffer(qo, 2, TL * sizeof(T));
   DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0};
-  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+  // a strided destination is written element by element by the scalar unit, through its data cache: one
+  // core does it all (two cores' writes to one 64-byte GM line would clobber each other on write-back)
+  const uint64_t first = di != 1 ? (GetBlockIdx() == 0 ? 0 : items) : (uint64_t)GetBlockIdx();
+  const uint64_t step = di != 1 ? 1 : (uint64_t)GetBlockNum();
+  for (uint64_t it = first; it < items; it += step) {
     const uint64_t row = it / nch;
     const uint32_t c0 = (uint32_t)(it % nch) * TL, n = C - c0 < TL ? C - c0 : TL;
     int64_t so = t.soff + (int64_t)c0 * si, dof = t.doff + (int64_t)c0 * di;
@@ -482,7 +482,9 @@ __aicore__ inline void copy_body(GM_ADDR src, GM_ADDR dst, const CopyTiling &t) 
     } else if (si == 0 && sizeof(T) >= 2 && sizeof(T) <= 4) {  // (no 1- or 8-byte Duplicate: scalar below)
       Duplicate(a, gs.GetValue((uint64_t)so), (int32_t)vpadb<T>(n));
     } else {
+      moec_sync<HardEvent::V_S>();  // the vector unit's last read of this buffer is done
       for (uint32_t j = 0; j < n; j++) a.SetValue(j, gs.GetValue((uint64_t)(so + (int64_t)j * si)));
+      moec_sync<HardEvent::S_V>();
     }
     qi.EnQue(a);
     a = qi.DeQue<T>();
@@ -494,10 +496,13 @@ __aicore__ inline void copy_body(GM_ADDR src, GM_ADDR dst, const CopyTiling &t) 
     if (di == 1) {
       DataCopyPad(gd[(uint64_t)dof], b, DataCopyExtParams{1, (uint32_t)(n * sizeof(T)), 0, 0, 0});
     } else {
+      moec_sync<HardEvent::V_S>();
       for (uint32_t j = 0; j < n; j++) gd.SetValue((uint64_t)(dof + (int64_t)j * di), b.GetValue(j));
     }
     qo.FreeTensor(b);
   }
+  // scalar GM writes sit in this core's data cache: write them back before the block ends
+  if (di != 1 && GetBlockIdx() == 0) DataCacheCleanAndInvalid<T, CacheLine::ENTIRE_DATA_CACHE, DcciDst::CACHELINE_OUT>(gd);
 }
 
 extern "C" __global__ __aicore__ void vec_copy(GM_ADDR src, GM_ADDR dst, GM_ADDR workspace, GM_ADDR tiling) {
@@ -546,6 +551,11 @@ __aicore__ inline void gather_body(GM_ADDR data, GM_ADDR idx, GM_ADDR out, GM_AD
   TQue<TPosition::VECOUT, 2> qo;
   pipe.InitBuffer(qi, 2, TL * sizeof(T));
   pipe.InitBuffer(qo, 2, TL * sizeof(T));
+  TBuf<TPosition::VECCALC> bst;  // status 1, written by DMA (several cores may report: the same word, by DMA)
+  pipe.InitBuffer(bst, 32);
+  LocalTensor<int32_t> sv = bst.Get<int32_t>();
+  sv.SetValue(0, 1);
+  moec_sync<HardEvent::S_MTE3>();
   DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0};
   for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
     const uint64_t oj = it / nch, o = oj / n, j = oj % n;
@@ -560,7 +570,7 @@ __aicore__ inline void gather_body(GM_ADDR data, GM_ADDR idx, GM_ADDR out, GM_AD
       row = row * d + id;
     }
     if (!ok) {
-      gst.SetValue(0, 1);
+      DataCopyPad(gst, sv, DataCopyExtParams{1, 4, 0, 0, 0});
       continue;
     }
     const uint64_t src_row = t.scatter ? j : o * V + (uint64_t)row, dst_row = t.scatter ? (uint64_t)row : oj;
@@ -617,6 +627,7 @@ __aicore__ inline void transpose_body(GM_ADDR src, GM_ADDR dst, const TransTilin
   pipe.InitBuffer(boff, rr * sizeof(uint32_t));
   LocalTensor<uint32_t> off = boff.Get<uint32_t>();
   for (uint32_t i = 0; i < rr; i++) off.SetValue(i, (uint32_t)(i * C * sizeof(T)));
+  moec_sync<HardEvent::S_V>();  // the offset table, written by the scalar unit, read by Gather
   DataCopyPadExtParams<T> nopad{false, 0, 0, (T)0};
   const uint64_t blocks = (R + rr - 1) / rr, items = (uint64_t)t.B * blocks;
   for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
@@ -670,6 +681,13 @@ struct MaskTiling {
   int32_t tile;          // elements per chunk, a multiple of 256
 };
 
+// bytes in -> float 0/1 (or values): uint8 -> half -> float, both exact
+__aicore__ inline void widen8(const LocalTensor<half> &hh, const LocalTensor<uint8_t> &src, const LocalTensor<float> &dst,
+                              uint32_t n) {
+  Cast(hh, src, RoundMode::CAST_NONE, n);
+  Cast(dst, hh, RoundMode::CAST_NONE, n);
+}
+
 template <typename V>
 __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const MaskTiling &t) {
   const uint32_t TL = t.tile;
@@ -717,6 +735,7 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
   LocalTensor<uint32_t> off = boff.Get<uint32_t>();
   Duplicate(zero, 0.0f, (int32_t)TL);
   for (uint32_t i = 0; i < TL; i++) off.SetValue(i, i * 8);  // int64 lo/hi halves: bytes 8i and 8i + 4
+  moec_sync<HardEvent::S_V>();
   const V va = vals && t.amode ? gva.GetValue(0) : (V)0.f, vb = vals && t.bmode ? gvb.GetValue(0) : (V)0.f;
   const float sa = (float)va, sb = (float)vb;
   DataCopyPadExtParams<uint8_t> pad8{false, 0, 0, 0};
@@ -726,11 +745,6 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
   for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
     const uint64_t e0 = it * TL;
     const uint32_t m = (uint32_t)(n - e0 < TL ? n - e0 : TL), mp = (m + 255) / 256 * 256;
-    // bytes in -> float 0/1 (or values) in fa/fb
-    auto widen8 = [&](const LocalTensor<uint8_t> &src, const LocalTensor<float> &dst) {
-      Cast(hh, src, RoundMode::CAST_NONE, mp);
-      Cast(dst, hh, RoundMode::CAST_NONE, mp);
-    };
     LocalTensor<uint8_t> ta;
     if (!cmp) {  // the bool / integer operand, or Select's condition
       ta = qa.AllocTensor<uint8_t>();
@@ -783,11 +797,11 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
       Duplicate(fc, 1.0f, (int32_t)mp);
       Select(fb, bits, fc, zero, SELMODE::VSEL_TENSOR_TENSOR_MODE, mp);
     } else if (!sel) {
-      widen8(ta, fb);
+      widen8(hh, ta, fb, mp);
       if (t.op == K_NE0) Mins(fb, fb, 1.0f, mp);
       else if (t.op == K_NOT) { Muls(fb, fb, -1.0f, mp); Adds(fb, fb, 1.0f, mp); }
       else {
-        widen8(tb, fc);
+        widen8(hh, tb, fc, mp);
         if (t.op == K_AND) Mul(fb, fb, fc, mp);
         else Max(fb, fb, fc, mp);
       }
@@ -796,7 +810,7 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
       Cast(hh, fb, RoundMode::CAST_NONE, mp);
       Cast(to, hh, RoundMode::CAST_RINT, mp);
     } else {
-      widen8(ta, fa);
+      widen8(hh, ta, fa, mp);
       Compare(bits, fa, zero, CMPMODE::NE, mp);
       // the values as float in fb (a) and fc (b): a scalar duplicated, a full operand widened (float: copied)
       for (int side = 0; side < 2; side++) {
