@@ -377,9 +377,11 @@ GATED = {
 
 def gated_params(act: str) -> dict:
     """GATED[act]; ``name@dtype`` is the same activation with its constants rounded to a half type,
-    as exporters that store python scalars in the tensor's type write it (bf16 alpha 1.703125)."""
+    as exporters that store python scalars in the tensor's type write it (bf16 alpha 1.703125);
+    ``name[@dtype]:limit=L`` clamps at L instead (GLM-5-Next's and HY-V4's SwiGLU clamp at 10)."""
+    act, _, lim = act.partition(":limit=")
     name, _, dt = act.partition("@")
-    p = GATED[name]
+    p = dict(GATED[name], **({"limit": float(lim)} if lim else {}))
     if not dt:
         return p
     npdt = DType.parse(dt).np
@@ -977,8 +979,13 @@ class RecognizeMoE(Pass):
         rng = np.random.default_rng(3)
         F = ups[0].weight.shape[0]
         dt = down.input.type.dtype.np
-        G = (rng.standard_normal((3, F)) * 4).astype(dt)  # (the values fed, so exact in the reference too)
-        U = (rng.standard_normal((3, F)) * 4).astype(dt)
+        G = rng.standard_normal((3, F)) * 4
+        U = rng.standard_normal((3, F)) * 4
+        lims = self._clamp_limits(L, down, ups) if len(ups) == 2 else []
+        if lims:  # a row across every clamp the graph may apply, so a clamp is seen or its absence is
+            G = np.vstack([G, np.linspace(-2 * max(lims), 2 * max(lims), F)])
+            U = np.vstack([U, np.linspace(2 * max(lims), -2 * max(lims), F)])
+        G, U = G.astype(dt), U.astype(dt)  # (the values fed, so exact in the reference too)
         feeds = {id(ups[0].output): G}
         if len(ups) == 2:
             feeds[id(ups[1].output)] = U
@@ -997,12 +1004,38 @@ class RecognizeMoE(Pass):
         names = list(GATED)
         if down.input.type.dtype in (DType.F16, DType.BF16):
             names += [f"{n}@{down.input.type.dtype.mlir}" for n in GATED]
+        names += [f"{n}:limit={lim!r}" for n in names for lim in lims if lim != gated_params(n)["limit"]]
         for gate_first in (True, False):
             g, u = (G, U) if gate_first else (U, G)
             for name in names:
                 if np.allclose(h, _swiglu(g.astype(np.float64), u.astype(np.float64), **gated_params(name)), **tol):
                     return name, gate_first
         raise _NoMatch
+
+    @staticmethod
+    def _clamp_limits(L, down: Projection, ups: List[Projection]) -> List[float]:
+        """The positive scalar bounds of the clips / mins / maxes between the up projections and the down
+        projection's input: the clamps a gated activation may apply (its candidate limits)."""
+        stop = {id(p.output) for p in ups}
+        out: List[float] = []
+        stack, seen = [down.input], set()
+        while stack and len(seen) < 256:
+            v = stack.pop()
+            if id(v) in seen or id(v) in stop or v.owner is None:
+                continue
+            seen.add(id(v))
+            o = v.owner
+            if o.name in PROJ_OPS:
+                continue
+            if o.name in ("moec.clip", "moec.min", "moec.max"):
+                for a in o.operands[1:] if o.name == "moec.clip" else o.operands:
+                    c = L.const_array(a) if a is not None else None
+                    if c is not None and c.size == 1:
+                        val = abs(float(np.asarray(c, np.float64).reshape(-1)[0]))
+                        if 0 < val < 1e30 and val not in out:  # (+-FLT_MAX: torch's "no bound" clamps nothing)
+                            out.append(val)
+            stack.extend(a for a in o.operands if a is not None)
+        return out
 
     # ------------------------------------------------------------------------------------------
     def _rewrite(self, L, x, logits, bias_v, topk, y, experts: List[Expert], scoring, k, E, region,
@@ -1275,7 +1308,8 @@ class RecognizeMoE(Pass):
             "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",
             "correction_bias": bias_v is not None, "E": E - self._zero, "k": attrs["k"], "D": int(y_new.type.shape[1]),
             "F": int(experts[0].down.weight.shape[1]), "activation": ffn["activation"] if ffn["activation"] != "swiglu"
-            else ("gpt_oss_swiglu" if ffn.get("limit", np.inf) != float("inf") else "swiglu"),
+            else ("swiglu" if ffn.get("limit", np.inf) == float("inf") else
+                  "clamped_swiglu" if (ffn.get("alpha"), ffn.get("beta")) == (1.0, 0.0) else "gpt_oss_swiglu"),
             "shared_experts": 0 if shared is None else 1,
             "shared_expert_gate": bool(shared is not None and shared["gate"] is not None),
             "shared_F": None if shared is None else int(shared["w_out"].shape[2]), "replaced_nodes": replaced[:64] + (["..."] if len(replaced) > 64 else []),
@@ -1288,7 +1322,7 @@ def family_of(attrs: dict, has_bias: bool, ffn: dict) -> str:
     s, post, norm, k = attrs["scoring"], attrs["post"], attrs["norm"], attrs["k"]
     if post == "sparsemixer":
         return "phimoe"
-    if ffn.get("limit", float("inf")) != float("inf") and post == "softmax":
+    if ffn.get("limit", float("inf")) != float("inf") and ffn.get("alpha", 1.0) != 1.0 and post == "softmax":
         return "gpt-oss"
     if s == "none" and post == "softmax":
         return "granite-moe"

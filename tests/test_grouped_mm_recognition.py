@@ -28,15 +28,16 @@ from moec.targets import target_for  # noqa: E402
 
 
 class SortedMoE(torch.nn.Module):
-    """softmax top-k routing renormalised (Mixtral's routing), SwiGLU experts, written in the sorted
+    """softmax top-k routing renormalised (Mixtral's routing), SwiGLU experts (``act`` "clamped": the gate
+    clamped above and the up part both sides at ``limit``; "gate_clamped": only the gate), written in the sorted
     form.  ``variant``: "exact"; "unsorted_groups" (the grouped matmul's groups counted from the
     sorted ids but the rows left in token order: rows meet other experts' weights); "permute_twice"
     (the sorted rows put back with the permutation itself, not its inverse)."""
 
-    def __init__(self, D=4, F=4, E=4, k=2, variant="exact", seed=0):
+    def __init__(self, D=4, F=4, E=4, k=2, variant="exact", seed=0, act="swiglu", limit=3.0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.E, self.k, self.variant = E, k, variant
+        self.E, self.k, self.variant, self.act, self.limit = E, k, variant, act, limit
         self.router = torch.nn.Parameter(torch.randn(D, E, generator=g))
         self.w_in = torch.nn.Parameter(torch.randn(E, D, 2 * F, generator=g) * 0.5)  # [E, in, out]
         self.w_out = torch.nn.Parameter(torch.randn(E, F, D, generator=g) * 0.5)
@@ -63,6 +64,9 @@ class SortedMoE(torch.nn.Module):
         ends = torch.cumsum(per_expert, dim=0).to(torch.int32)
         h = self._grouped(rows, self.w_in, ends)
         gate, up = h.chunk(2, dim=-1)
+        if self.act in ("clamped", "gate_clamped"):  # SwiGLU clamped at limit (GLM-5-Next, HY-V4); a look-alike
+            gate = gate.clamp(max=self.limit)
+            up = up.clamp(-self.limit, self.limit) if self.act == "clamped" else up
         y = self._grouped(torch.nn.functional.silu(gate) * up, self.w_out, ends)
         y = y * pair_w[order].unsqueeze(-1)
         back = order if self.variant == "permute_twice" else torch.argsort(order)
@@ -196,3 +200,43 @@ def test_auto_falls_back_to_batched_mm_when_grouped_mm_is_not_recognised(monkeyp
     assert blk.experts.config._experts_implementation == "grouped_mm"  # (restored)
     m2 = hf_experts.import_module(blk, (x,), {0: {0: "B", 1: "S"}}, "batched_mm")  # an explicit name: as asked
     assert json.loads(m2.attrs["moec.experts_implementation"])["exported_as"] == "batched_mm"
+
+
+# -- a clamped SwiGLU: the clamp read off the graph (GLM-5-Next's and HY-V4's experts clamp at 10) --------
+
+def test_clamped_swiglu_limit_read_from_the_graph():
+    mod = SortedMoE(act="clamped", limit=3.0).eval()
+    m = _import(mod, torch.randn(6, 4))
+    layers = _recognise(m)
+    assert [la["activation"] for la in layers] == ["clamped_swiglu"] and layers[0]["family"] == "mixtral"
+    ex = next(o for o in m.main.ops if o.name == "moe.experts")
+    assert (ex.attrs["limit"], ex.attrs["alpha"], ex.attrs["beta"]) == (3.0, 1.0, 0.0)
+    x = torch.randn(9, 4, generator=torch.Generator().manual_seed(1)) * 4  # (activations past the clamp)
+    with torch.no_grad():
+        want = mod(x).numpy()
+    np.testing.assert_allclose(_run(m, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_gate_only_clamp_is_not_a_clamped_swiglu():
+    """Only the gate clamped: no moe.experts activation computes that; the layer stays ordinary ops."""
+    m = _import(SortedMoE(act="gate_clamped", limit=3.0).eval(), torch.randn(6, 4))
+    assert _recognise(m) == []
+    rec = next(r for r in recognition_of(m) if r["node"] == "topk")
+    assert rec["step"] == "experts" and "between the up projection(s) and the down projection" in rec["reason"], rec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["glm5_next_text", "hy_v4"])
+def test_real_clamped_swiglu_experts(arch):
+    H = _hf()
+    blk = H.moe_block(arch)
+    x = torch.randn(2, 5, H.D, generator=torch.Generator().manual_seed(2))
+    m, layers = H.recognise(blk, x)
+    assert [la["activation"] for la in layers] == ["clamped_swiglu"], layers
+    ex = next(o for o in m.main.ops if o.name == "moe.experts")
+    assert ex.attrs["limit"] == blk.experts.swiglu_limit == 10.0
+    from moec.frontend.torch_import import tensor_to_numpy
+    xs = torch.randn(1, 7, H.D, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = tensor_to_numpy(H.first_output(blk(xs)))
+    np.testing.assert_allclose(_run(m, xs), want, rtol=1e-4, atol=1e-5)
