@@ -718,6 +718,13 @@ def moe_layers_of(m: Module) -> List[dict]:
 
 # -- verifying an artifact against the ONNX model (onnxruntime; moec's interpreter where it cannot run) --
 
+def recheck_output(got: np.ndarray, want: np.ndarray):
+    """(ok, max abs error): a verified artifact looked at again on fresh inputs (conformance's module cells):
+    within 1e-5 + 1e-4 * max|want| of the f32 reference."""
+    err = float(np.abs(got - want).max())
+    return err <= 1e-5 + 1e-4 * float(np.abs(want).max()), err
+
+
 def _widened_onnxruntime(proto, lazy: dict, f, xs, threads: int):
     """onnxruntime on the model's f32 analogue (verify.widen_half_model), half inputs widened; None
     where that cannot run either."""

@@ -234,3 +234,18 @@ def test_reference_target_refuses_quantised_weights(tmp_path, capsys):
     assert main(["compile", example, "--target", "reference", "--weights", "int8", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "target reference: --weights int8 is not implemented (f32 is)" in err and "\n" not in err.strip()
+
+
+def test_schedule_dispatch_follows_the_description_not_the_name():
+    from dataclasses import replace
+
+    from moec import targets
+    from moec.passes.schedule_dispatch import ScheduleDispatch
+    gpu = targets.triton_target("H100")
+    d = ScheduleDispatch(gpu).decide(E=8, k=2, D=64, F=128, itemsize=4, capacity=0)
+    assert (d["block"], d["gemv_max_slots"], d["cores"]) == (64, 32, 132)
+    # the same fields under another name decide the same; other fields decide otherwise
+    assert ScheduleDispatch(replace(gpu, name="cpu")).decide(8, 2, 64, 128, 4, 0) == d
+    mine = replace(gpu, name="new", dispatch_block=32, gemv_max_slots=0, tile_budget_level=2, l2_bytes=3 * 64 * 4 * 32 * 2)
+    d2 = ScheduleDispatch(mine).decide(E=8, k=2, D=64, F=128, itemsize=4, capacity=5)
+    assert d2 == {"strategy": "capacity", "block": 32, "gemv_max_slots": 8, "col_block": 32, "cores": 132}
