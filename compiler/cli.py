@@ -20,6 +20,7 @@ from ._version import __version__
 from . import ep_cli, ep_cost
 from . import targets
 from .errors import MoecError, UserInputError, one_line, show_name
+from .npy_input import save_npy
 from .passes.quantize import MODES as WEIGHT_MODES
 from .bench import BENCH_TARGETS
 from .targets.description import ASCEND_SOCS, DEFAULT_SOC
@@ -349,7 +350,7 @@ def cmd_run(a) -> int:
     art = _artifact_backend(man).load(d, threads=a.threads)
     outs = art(arrays)
     for o, p, arr in zip(man["outputs"], targets, outs):
-        _save_npy(p, arr)
+        save_npy(p, arr)
         print(f"{show_name(o['name'])}: {arr.dtype}{list(arr.shape)} -> {show_name(p, 4096)}")
     return 0
 
@@ -391,23 +392,7 @@ def _run_manifest(d: str) -> dict:
     return man
 
 
-def _save_npy(path: str, arr) -> None:
-    """Write a .npy file by a rename of a complete temporary file beside it (a symlink at ``path`` is
-    replaced, never written through)."""
-    import tempfile
-
-    import numpy as np
-    fd, tmp = tempfile.mkstemp(prefix=".moec-out-", suffix=".npy.tmp", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+_save_npy = save_npy  # (the name other modules used)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -114,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             full, stats = run_rank(a.artifact, arrays, rank, world, a.threads)
         if rank == 0:
             from .artifact_dir import safe_file_names
-            from .cli import _save_npy
+            from .npy_input import save_npy as _save_npy
             os.makedirs(a.output_dir, exist_ok=True)
             for f, arr in zip(safe_file_names([o["name"] for o in info["outputs"]], ".npy"), full):
                 _save_npy(os.path.join(a.output_dir, f), arr)

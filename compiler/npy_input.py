@@ -48,3 +48,20 @@ def load_npy_input(path: str, what: str) -> np.ndarray:
         raise UserInputError(f"{what}: cannot read '{path}': {e}") from None
     arr = arr.reshape(shape, order="F" if fortran else "C")
     return arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+
+
+def save_npy(path: str, arr) -> None:
+    """Write a .npy file by a rename of a complete temporary file beside it (a symlink at ``path`` is
+    replaced, never written through)."""
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix=".moec-out-", suffix=".npy.tmp", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
