@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import RuntimeFailure, UserInputError
 from .ir import Module, save_module
 from .passes.expert_parallel import EPError, EPPlan, Placement, layers_of, rank_module, split_stages
@@ -365,6 +365,8 @@ def compile_module_ep(m: Module, world: int, target: str = "cpu", placements=Non
     box = [None]
     if rank == 0:
         try:
+            if not layers_of(m):
+                raise UserInputError("no MoE layer was recognised; nothing to spread over ranks")
             if outdir is None:
                 import hashlib
                 import tempfile
@@ -430,3 +432,46 @@ def run_lockstep(outdir: str, arrays: Sequence[np.ndarray], threads: int = 1) ->
         for r in range(W):
             advance(r, outs[r])
     return [np.concatenate([res[i] for res in results]) for i in range(len(results[0]))]
+
+
+def compile_api(model, example_inputs, world: int, target: str = "cpu", weights: str = "f32",
+                verify: bool = True, dynamic_dims=None, experts_implementation="auto", group=None,
+                placements=None) -> "EPRank":
+    """``moec.compile(model, example_inputs, expert_parallel=N)``: inside an initialised process group of N
+    ranks, rank 0 imports the module (torch.export) or ONNX model, runs the pipeline and builds the EP artifact;
+    every rank returns its callable (this rank's tokens in, this rank's outputs out).  ``verify``: every rank
+    runs the example inputs as its own tokens (all ranks exchanging) and compares with the module's eager output."""
+    import torch
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        raise UserInputError("moec.compile(expert_parallel=N) runs inside an initialised torch.distributed process "
+                             "group (torch.distributed.init_process_group, or torchrun)")
+    is_module = hasattr(model, "forward") and hasattr(model, "state_dict")
+    ex = tuple(x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x)) for x in example_inputs or ())
+    rank = dist.get_rank(group) if group is not None else dist.get_rank()
+    m = Module()
+    if rank == 0:
+        from .passes.pipeline import run_pipeline
+        from .targets import target_for
+        if is_module:
+            from .hf_experts import import_module
+            m = import_module(model, ex, dynamic_dims, experts_implementation)
+        else:
+            from .driver import load_model_proto
+            from .frontend.onnx_import import import_model
+            m = import_model(*load_model_proto(model))
+        run_pipeline(m, target_for(target), weights=weights)
+    ep = compile_module_ep(m, world, target=target, placements=placements, group=group)
+    if verify and is_module and ex:
+        got = ep(*ex)
+        with torch.no_grad():
+            want = model(*ex)
+        want = [want] if isinstance(want, torch.Tensor) else list(want)
+        from .tolerances import tolerance_for
+        tol = tolerance_for("bf16" if weights == "bf16" else "f32")
+        for g, w in zip(got, want):
+            if not torch.allclose(g.to(torch.float64), w.detach().to(torch.float64), rtol=tol.rtol, atol=tol.atol):
+                from .errors import VerificationError
+                raise VerificationError(f"rank {rank}: the expert-parallel build differs from the module by "
+                                        f"{(g.double() - w.double()).abs().max().item():.3g} on the example inputs")
+    return ep

@@ -67,8 +67,10 @@ def cmd_compile(a) -> int:
     t0 = time.perf_counter()
     if a.target != "cpu":
         raise UserInputError(f"--ep: target {a.target} is not wired to the EP run time yet (cpu is)")
+    if a.ep < 0:
+        raise UserInputError(f"--ep {a.ep}: the number of ranks must be positive")
+    placements = read_placement_file(a.placement, a.ep) if a.placement else None   # (before the long work)
     proto, name, m = _module(a.model, a.target, a.arch, a.weights, a.group_size, a.zero_point)
-    placements = read_placement_file(a.placement, a.ep) if a.placement else None
     info = compile_ep(m, a.output, a.ep, target=a.target, arch=a.arch, placements=placements, force=a.force,
                       name=name)
     print(f"moec: compiled '{show_name(name)}' for {a.ep} expert-parallel ranks ({a.target}) into "

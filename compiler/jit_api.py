@@ -234,7 +234,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             example_inputs: Optional[Sequence] = None, *, target: str = "cpu", weights: str = "f32",
             verify: bool = True, soc: Optional[str] = None, group_size: int = 64, zero_point: bool = False,
             dynamic_dims: Optional[dict] = None, cache: bool = True,
-            experts_implementation: Optional[str] = "auto", weights_scope: str = "all") -> CompiledModel:
+            experts_implementation: Optional[str] = "auto", weights_scope: str = "all",
+            expert_parallel: int = 0) -> CompiledModel:
     """Compile a PyTorch module or an ONNX model with moec and return a callable.
 
     Args:
@@ -276,6 +277,10 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             says what was replaced, and why where a fallback did it.  transformers models are exported
             and verified with ``use_cache=False`` (a CausalLM returns its logits).
 
+        expert_parallel: N > 0 spreads the experts over the N ranks of the initialised torch.distributed
+            process group (call on every rank); returns each rank's callable for its own tokens
+            (compiler/ep.py: ``EPRank``, outputs as torch tensors).
+
     Returns:
         A :class:`CompiledModel`; ``.stats.cache_hit`` tells whether this was a cache hit.
     """
@@ -284,6 +289,10 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     from .passes.quantize import MODES as WEIGHT_MODES
     if weights not in WEIGHT_MODES:
         raise UserInputError(f"weights='{weights}': choose {', '.join(WEIGHT_MODES)}")
+    if expert_parallel:
+        from .ep import compile_api
+        return compile_api(model, example_inputs, expert_parallel, target=target, weights=weights, verify=verify,
+                           dynamic_dims=dynamic_dims, experts_implementation=experts_implementation)
     from .targets import backend_class
     backend_class(target).prepare()  # (e.g. Triton's interpreter chosen before torch.export imports triton)
     opts_key = _options_key(target, weights, group_size, zero_point, soc, weights_scope)

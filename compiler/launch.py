@@ -125,8 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         dist.destroy_process_group()
         return 0
     except MoecError as e:
-        print(f"moec.launch rank {os.environ.get('RANK')}: error: {one_line(e)}", file=sys.stderr)
-        return e.exit_code
+        print(f"moec.launch rank {os.environ.get('RANK')}: error: {one_line(e)}", file=sys.stderr, flush=True)
+        os._exit(e.exit_code)   # (no teardown: a process group with a failed collective may abort in it)
 
 
 def run_local(outdir: str, inputs: Sequence[str], nproc: int, output_dir: str, threads: int = 1,
@@ -162,10 +162,12 @@ def run_local(outdir: str, inputs: Sequence[str], nproc: int, output_dir: str, t
             failed_at = time.monotonic()   # the others get the process group's timeout to notice, then stop
             deadline = min(deadline, failed_at + timeout_s + 15)
         time.sleep(0.05)
-    for pr in procs:
+    killed = set()
+    for r, pr in enumerate(procs):
         if pr.poll() is None:
             pr.kill()
             pr.wait()
+            killed.add(r)
     bad = [(r, pr.returncode) for r, pr in enumerate(procs) if pr.returncode != 0]
     if bad:
         lines = []
@@ -173,7 +175,8 @@ def run_local(outdir: str, inputs: Sequence[str], nproc: int, output_dir: str, t
             errs[r].seek(0)
             text = errs[r].read().decode(errors="replace").strip().splitlines()
             msg = next((ln for ln in reversed(text) if "error" in ln.lower()), text[-1] if text else "")
-            lines.append(f"rank {r} exit {rc}: {msg[:300]}")
+            lines.append(f"rank {r} killed (still running after {'the others failed' if failed_at else 'the deadline'})"
+                         if r in killed else f"rank {r} exit {rc}: {msg[:300]}")
         raise RuntimeFailure("EP run failed: " + "; ".join(lines))
 
 

@@ -257,3 +257,108 @@ def test_a_dead_rank_fails_the_others_fast(tmp_path_factory, moec_module_cache):
         pool.run(d, inputs(name, 5), ["x"], fault="1:die")
     assert time.monotonic() - t0 < 20
     pool.close()
+
+
+_API_RANK = r"""
+import os, sys, numpy as np, torch, torch.distributed as dist
+sys.path.insert(0, {tests!r})
+import moec
+from moec.zoo import make_module, modules
+from datetime import timedelta
+dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=2, timeout=timedelta(seconds=60))
+mod = make_module(modules.Mixtral)
+f = moec.compile(mod, (torch.randn(5, 64),), expert_parallel=2)
+x = torch.randn(3 + 4 * dist.get_rank(), 64, generator=torch.Generator().manual_seed(dist.get_rank()))
+y = f(x)[0]
+with torch.no_grad():
+    want = mod(x)
+assert torch.allclose(y, want, rtol=1e-4, atol=2e-5), (y - want).abs().max()
+print("rank", dist.get_rank(), "ok", tuple(y.shape))
+dist.destroy_process_group()
+"""
+
+
+def _spawn(cmds, env_of, timeout=600):
+    import subprocess
+    import sys
+    procs = [subprocess.Popen(c, env=env_of(r), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r, c in enumerate(cmds)]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o[-2000:]
+    return outs
+
+
+@pytest.mark.slow
+def test_python_api_inside_a_process_group(tmp_path):
+    """moec.compile(module, example_inputs, expert_parallel=2) on both ranks of a gloo group: rank 0 builds,
+    each rank runs its own tokens (3 and 7 of them) and gets the module's result."""
+    import sys
+    from moec.launch import free_port
+    port = free_port()
+    script = tmp_path / "rank.py"
+    script.write_text(_API_RANK.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    outs = _spawn([[sys.executable, str(script)]] * 2,
+                  lambda r: dict(os.environ, RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
+    assert "rank 0 ok (3, 64)" in outs[0] and "rank 1 ok (7, 64)" in outs[1]
+
+
+@pytest.mark.slow
+def test_cli_compile_run_and_torchrun(tmp_path, moec_cache):
+    """moec compile --ep 2 (verified in lockstep), moec run --nproc 2, and torchrun -m moec.launch on the same
+    artifact: all equal onnxruntime."""
+    import subprocess
+    import sys
+    import onnxruntime as ort
+    e = FAMILIES["mixtral"]
+    model = tmp_path / "m.onnx"
+    import onnx
+    onnx.save(e.build(), str(model))
+    x = inputs(e.name, 11)[0]
+    np.save(tmp_path / "x.npy", x)
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    art = tmp_path / "art"
+    r = subprocess.run([sys.executable, "-m", "moec", "compile", str(model), "--ep", "2", "-o", str(art)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "verified" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "moec", "run", str(art), "--nproc", "2", "--input",
+                        f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "o1")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    close(np.load(tmp_path / "o1" / "y.npy"), want)
+    from moec.launch import free_port
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                        "--master-port", str(free_port()), "-m", "moec.launch", str(art), "--input",
+                        f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "o2")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    close(np.load(tmp_path / "o2" / "y.npy"), want)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from moec.cli import main
+    bad = tmp_path / "p.json"
+    bad.write_text('{"ranks": [[0, 1], [2]]}')
+    e = FAMILIES["mixtral"]
+    import onnx
+    onnx.save(e.build(), str(tmp_path / "m.onnx"))
+    assert main(["compile", str(tmp_path / "m.onnx"), "--ep", "2", "--placement", str(bad), "-o",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "same number of expert slots" in err[0]
+    assert main(["run", str(tmp_path), "--nproc", "2"]) == 2
+    assert "not an EP artifact" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_hanging_rank_fails_the_others_within_the_timeout(tmp_path, moec_cache):
+    from moec.errors import RuntimeFailure
+    from moec.launch import run_local
+    import time
+    name = FAMILIES["mixtral"].name
+    from moec.ep import compile_ep
+    d = str(tmp_path / "a")
+    compile_ep(ir_of(name), d, 2)
+    np.save(tmp_path / "x.npy", inputs(name, 5)[0])
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeFailure, match=r"rank 0 exit 2: moec.launch rank 0: error: .*[Tt]imed out.*rank 1 .*killed"):
+        run_local(d, [f"x={tmp_path / 'x.npy'}"], 2, str(tmp_path / "o"), timeout_s=5, fault="1:hang")
+    assert time.monotonic() - t0 < 90
