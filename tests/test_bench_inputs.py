@@ -111,12 +111,15 @@ def test_other_inputs_are_refused_with_one_line(tmp_path, capsys):
     assert len(err) == 1 and "[batch, seq, hidden]" in err[0] and "input_ids" in err[0] and "a: " in err[0]
 
 
-def test_bench_warns_when_int8_quantised_nothing(tmp_path):
+def test_bench_int8_on_a_dense_lm_quantises_its_linear_layers(tmp_path):
+    """(--weights applies to every linear layer: a model without MoE layers still has its projections and
+    output layer quantised -- the "nothing was quantised" warning is for --weights-scope experts,
+    tests/test_weights_report.py)"""
     from moec.bench import format_table
     p, _ = _tiny_lm(tmp_path)
     rep = run_bench(p, str(tmp_path / "b"), [2], weights="int8", repeats=1, threads=1)
-    assert rep["weights_quantized"]["quantized_layers"] == 0
-    assert "warning: --weights int8: nothing was quantised" in format_table(rep)
+    assert rep["weights_quantized"]["by_scope"]["dense"]["layers"] > 0
+    assert "nothing was quantised" not in format_table(rep)
 
 
 def test_fused_op_peer_for_a_gemm_router(tmp_path):
