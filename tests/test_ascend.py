@@ -262,7 +262,9 @@ def test_emitted_project_and_socs(tmp_path):
         cm = (d / "CMakeLists.txt").read_text()
         assert f'set(SOC_VERSION "{soc}"' in cm and "ascendc_library" in cm and "kernels/cube_kernels.cpp" in cm
         assert "KERNEL_TYPE_AIC_ONLY" in (d / "kernels" / "cube_kernels.cpp").read_text()
-        assert "<<<blockDim, nullptr, g_stream>>>" in (d / "host" / "launch.cpp").read_text()
+        host = (d / "host" / "launch.cpp").read_text()  # host code launches through ACLRT_LAUNCH_KERNEL, not <<<>>>
+        assert "ACLRT_LAUNCH_KERNEL(kernel)(blockDim, stream" in host and "<<<" not in host.split("#else", 1)[1]
+        assert (d / "host" / "moec_run.cpp").exists() and (d / "launch" / "index.txt").exists()
         plan = json.load(open(d / "plan.json"))
         assert plan["soc"] == soc and "estimates" in plan["estimates_are"]
         ffn = [e for e in plan["estimates"] if e["kernel"] == "moe_expert_ffn"]

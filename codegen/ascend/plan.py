@@ -72,7 +72,7 @@ ASCEND_WEIGHTS = ("none", "bf16", "int8")   # moe.experts weight storage the Asc
 ACT_DTYPES = ("f32", "f16")                 # activation types of the MoE and cube kernels (x, logits, y)
 
 
-UB_SCRATCH = 8 * 1024      # the top of the Unified Buffer is scratch for some instructions: 184 of 192 KiB usable
+UB_SCRATCH = vector_ops.UB_SCRATCH   # the top of the Unified Buffer is instruction scratch: 184 of 192 KiB usable
 L1_RESERVED = 128          # the last 128 bytes of L1 are reserved: 512 KiB - 128 B usable
 
 

@@ -1,8 +1,9 @@
 """The Ascend vector kernels for the ordinary ops of a graph (kernels/vector_kernels.cpp).
 
-`vector_reason(m, o)` says whether an op runs there (None) or why it stays on the host; `launch(art,
-o, args)` maps the op's operands onto the kernels' [rows, cols] view, sizes the tiles from the Unified
-Buffer of the target description and launches; `estimate(o, desc)` is the cost-model entry (an
+`vector_reason(m, o)` says whether an op runs there (None) or why it stays on the host; `launch(dev,
+o, args)` (``dev``: a launch_plan.Recorder, or an AscendArtifact to run at once) maps the op's operands
+onto the kernels' [rows, cols] view, sizes the tiles from the Unified Buffer of the target description and
+plans the launches; `estimate(o, desc)` is the cost-model entry (an
 ESTIMATE: bytes over HBM bandwidth vs vector element operations over the AIV lanes).
 
 Shapes: the output is viewed as [rows, cols] with cols its last dimension.  A binary operand is
@@ -22,6 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ...ir.opdef import const_value
+from .launch_plan import device_op
 
 UNARY = {"moec.neg": 0, "moec.abs": 1, "moec.sqrt": 2, "moec.reciprocal": 3, "moec.exp": 4, "moec.log": 5,
          "moec.relu": 6, "moec.sigmoid": 7, "moec.tanh": 8, "moec.clip": 9}
@@ -44,6 +46,14 @@ ROW_TILE = 1024  # per-row results staged per copy (reductions, layer-norm stati
 
 def tiling_bytes(**kw) -> bytes:
     return b"".join(struct.pack("<f" if f in ("s0", "s1") else "<i", kw.get(f, 0)) for f in TILE_FIELDS)
+
+
+UB_SCRATCH = 8 * 1024  # the top of the Unified Buffer is scratch for some instructions: 184 of 192 KiB usable
+
+
+def usable_ub(desc) -> int:
+    """The Unified Buffer the kernels may use: UB_SCRATCH below its physical size."""
+    return int(desc.get("ub_bytes", 192 * 1024)) - UB_SCRATCH
 
 
 def elementwise_tile(ub_bytes: int, dt: str = "f32") -> int:
@@ -164,7 +174,7 @@ def max_cols_reason(o, desc) -> Optional[str]:
     if o.name not in ROWWISE:
         return None
     cols = o.operands[0].type.shape[-1]
-    lim = rowwise_max_cols(int(desc.get("ub_bytes", 192 * 1024)), op_dtype(o))
+    lim = rowwise_max_cols(usable_ub(desc), op_dtype(o))
     if isinstance(cols, int) and cols > lim:
         return f"rows of {cols} elements exceed the Unified Buffer's {lim}-element row limit"
     return None
@@ -177,25 +187,26 @@ def _geometry(out_shape: Tuple[int, ...]) -> Tuple[int, int]:
     return int(np.prod(out_shape[:-1], dtype=np.int64)), cols
 
 
-def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
-    """Run `o` on the vector kernels (emulator) and return its results."""
+@device_op
+def launch(dev, o, args: List) -> List:
+    """Plan `o` on the vector kernels (``dev``: a launch_plan.Recorder) and return its result buffers."""
     from ...errors import RuntimeFailure
     name = o.name
-    ub = int(art.desc.get("ub_bytes", 192 * 1024))
-    cores = art.cores
+    ub = usable_ub(dev.desc)
+    cores = dev.cores
     if name in LAYOUT:  # any element type of 1, 2, 4 or 8 bytes
-        r = layout_launch(art, o, args)
+        r = layout_launch(dev, o, args)
         return r if name == "moec.split" else [r]
     if name == "moec.gather":
-        return [gather_launch(art, o, args)]
+        return [gather_launch(dev, o, args)]
     if name == "moec.scatter_nd":
-        return [scatter_nd_launch(art, o, args)]
+        return [scatter_nd_launch(dev, o, args)]
     if name in MASK_OPS:
-        return [mask_launch(art, o, args)]
+        return [mask_launch(dev, o, args)]
     dt = op_dtype(o)
     npt = NP_DT[dt]
     if name in ROWWISE:
-        x = np.ascontiguousarray(args[0], npt)
+        x = dev.buf(args[0], npt)
         R, C = _geometry(x.shape)
         lim = rowwise_max_cols(ub, dt)
         if C > lim:
@@ -204,19 +215,17 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
         op = ROWWISE[name]
         reduce = op <= ROWWISE["moec.reduce_min"]
         ln = name == "moec.layer_norm"
-        y = np.zeros((R,) if reduce else (R, C), npt)
-        y2 = np.zeros(R, np.float32) if ln else None   # layer norm statistics: f32 for both types
-        y3 = np.zeros(R, np.float32) if ln else None
-        scale = np.ascontiguousarray(args[1], npt).reshape(-1) if name in ("moec.rms_norm", "moec.layer_norm") \
-            else None
-        bias = np.ascontiguousarray(args[2], npt).reshape(-1) if ln and len(args) > 2 and args[2] is not None \
-            else None
+        y = dev.new((R,) if reduce else (R, C), npt)
+        y2 = dev.new((R,), np.float32) if ln else None   # layer norm statistics: f32 for both types
+        y3 = dev.new((R,), np.float32) if ln else None
+        scale = dev.buf(args[1], npt).reshape(-1) if name in ("moec.rms_norm", "moec.layer_norm") else None
+        bias = dev.buf(args[2], npt).reshape(-1) if ln and len(args) > 2 and args[2] is not None else None
         for v in (scale, bias):
             if v is not None and v.size != C:
                 raise RuntimeFailure(f"{name}: scale/bias of {v.size} elements for rows of {C}")
         if R and C:
             eps = float(o.attrs.get("epsilon", 0.0)) if name in ("moec.rms_norm", "moec.layer_norm") else 0.0
-            art._launch("vec_rowwise", max(1, min(cores, R)),
+            dev.launch("vec_rowwise", max(1, min(cores, R)),
                         [x, scale if scale is not None else x, bias if bias is not None else x, y,
                          y2 if ln else y, y3 if ln else y],
                         tiling_bytes(rows=R, cols=C, op=op, tile=ROW_TILE, s0=eps, has_bias=int(bias is not None),
@@ -227,23 +236,29 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
             stat = x.shape[:-1] + (1,)
             return [y.reshape(x.shape), y2.reshape(stat), y3.reshape(stat)]
         return [y.reshape(x.shape)]
-    # elementwise
+    return [elementwise(dev, name, args, dt)]
+
+
+def elementwise(dev, name: str, args: List, dt: str):
+    """An elementwise op (UNARY, BINARY, pow, clip) of type ``dt`` on vec_elementwise: its result buffer."""
+    npt = NP_DT[dt]
+    ub = usable_ub(dev.desc)
     out_shape = tuple(np.broadcast_shapes(*[np.shape(a) for a in args[:2 if name in BINARY else 1]]))
     R, C = _geometry(out_shape)
-    c = np.zeros(out_shape, npt)
+    c = dev.new(out_shape, npt)
     if c.size == 0:
-        return [c]
+        return c
     s0 = s1 = 0.0
     if name in BINARY:
         op = BINARY[name]
-        a, b = (np.ascontiguousarray(v, npt) for v in args[:2])
+        a, b = (dev.buf(v, npt) for v in args[:2])
         am, bm = _bmode(a.shape, out_shape), _bmode(b.shape, out_shape)
         if am is None:  # another broadcast: vec_copy expands the operand first (stride 0 where it repeats)
-            a, am = expand_to(art, a, out_shape), FULL
+            a, am = expand_to(dev, a, out_shape), FULL
         if bm is None:
-            b, bm = expand_to(art, b, out_shape), FULL
+            b, bm = expand_to(dev, b, out_shape), FULL
     else:
-        a = np.ascontiguousarray(args[0], npt)
+        a = dev.buf(args[0], npt)
         b, am, bm = None, FULL, FULL
         if name == "moec.pow":
             op = POW_AS[float(np.asarray(args[1]).reshape(-1)[0])]
@@ -254,9 +269,9 @@ def launch(art, o, args: List[np.ndarray]) -> List[np.ndarray]:
     TL = elementwise_tile(ub, dt)
     blk = 32 // np.dtype(npt).itemsize  # a row's stride in the Unified Buffer: whole 32-byte blocks
     items = -(-R // (TL // ((C + blk - 1) // blk * blk))) if C <= TL else R * -(-C // TL)
-    art._launch("vec_elementwise", max(1, min(cores, items)), [a, b if b is not None else a, c],
-                tiling_bytes(rows=R, cols=C, op=op, amode=am, bmode=bm, tile=TL, s0=s0, s1=s1, dt=DT_CODE[dt]))
-    return [c]
+    dev.launch("vec_elementwise", max(1, min(dev.cores, items)), [a, b if b is not None else a, c],
+               tiling_bytes(rows=R, cols=C, op=op, amode=am, bmode=bm, tile=TL, s0=s0, s1=s1, dt=DT_CODE[dt]))
+    return c
 
 
 def _reduced_shape(o, shape):
@@ -361,7 +376,8 @@ def copy_tile(ub_bytes: int, esize: int) -> int:
     return max(blk, min(8192, ub_bytes // 2 // 4 // esize // blk * blk))
 
 
-def copy_strided(art, src: np.ndarray, dst: np.ndarray, dims, sstr, dstr, soff: int = 0, doff: int = 0) -> None:
+@device_op
+def copy_strided(dev, src, dst, dims, sstr, dstr, soff: int = 0, doff: int = 0) -> None:
     """One vec_copy launch: dst.flat[doff + idx . dstr] = src.flat[soff + idx . sstr] over ``dims``."""
     from ...errors import RuntimeFailure
     if int(np.prod(dims, dtype=np.int64)) == 0:
@@ -372,23 +388,24 @@ def copy_strided(art, src: np.ndarray, dst: np.ndarray, dims, sstr, dstr, soff: 
     esize = src.dtype.itemsize
     if esize not in ESIZES or dst.dtype.itemsize != esize:
         raise RuntimeFailure(f"vec_copy: {src.dtype} -> {dst.dtype} elements")
-    tl = copy_tile(int(art.desc.get("ub_bytes", 192 * 1024)), esize)
+    tl = copy_tile(usable_ub(dev.desc), esize)
     pad = MAX_COPY_DIMS - len(dims)
     vals = dict(ndim=len(dims), esize=esize, tile=tl, srcN=src.size, dstN=dst.size, soff=soff, doff=doff)
     tb = struct.pack("<" + "i" * (len(COPY_FIELDS) + 3 * MAX_COPY_DIMS), *[vals[f] for f in COPY_FIELDS],
                      *(dims + [0] * pad), *(sstr + [0] * pad), *(dstr + [0] * pad))
     items = int(np.prod(dims[:-1], dtype=np.int64)) * -(-dims[-1] // tl)
-    art._launch("vec_copy", max(1, min(art.cores, items)), [src, dst], tb)
+    dev.launch("vec_copy", max(1, min(dev.cores, items)), [dev.buf(src), dev.buf(dst)], tb)
 
 
-def expand_to(art, x: np.ndarray, shape) -> np.ndarray:
+@device_op
+def expand_to(dev, x, shape):
     """x broadcast to ``shape`` (numpy rules) by vec_copy: stride 0 along the repeated dims."""
     shape = tuple(int(d) for d in shape)
     xs = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
     st = _contig(xs)
     sstr = [0 if d == 1 and n != 1 else s for d, n, s in zip(xs, shape, st)]
-    out = np.zeros(shape, x.dtype)
-    copy_strided(art, np.ascontiguousarray(x), out, list(shape), sstr, _contig(shape))
+    out = dev.new(shape, x.dtype)
+    copy_strided(dev, dev.buf(x), out, list(shape), sstr, _contig(shape))
     return out
 
 
@@ -400,45 +417,48 @@ def transpose_rows(esize: int, R: int, C: int, ub_bytes: int) -> int:
     return rr if rr >= blk else 0
 
 
-def transpose_last2(art, x: np.ndarray) -> np.ndarray:
+@device_op
+def transpose_last2(dev, x):
     """x with its last two dims swapped (the cube's B^T operand of a batched matmul): vec_transpose (a block of
     rows in, vector Gathers per column, one strided copy out) for 2-/4-byte elements whose rows fit a block,
     else vec_copy with a strided innermost read (scalar accesses)."""
+    x = dev.buf(x)
     shp = x.shape[:-2] + (x.shape[-1], x.shape[-2])
-    out = np.zeros(shp, x.dtype)
+    out = dev.new(shp, x.dtype)
     if out.size == 0:
         return out
     R, C = x.shape[-2], x.shape[-1]
-    ub = int(art.desc.get("ub_bytes", 192 * 1024))
+    ub = usable_ub(dev.desc)
     rr = transpose_rows(x.dtype.itemsize, R, C, ub) if x.dtype.itemsize in (2, 4) else 0
     if rr:
         B = int(np.prod(x.shape[:-2], dtype=np.int64))
         tb = struct.pack("<6i", B, R, C, x.dtype.itemsize, rr, copy_tile(ub, x.dtype.itemsize))
-        art._launch("vec_transpose", max(1, min(art.cores, B * -(-R // rr))), [np.ascontiguousarray(x), out], tb)
+        dev.launch("vec_transpose", max(1, min(dev.cores, B * -(-R // rr))), [x, out], tb)
         return out
     st = _contig(x.shape)
-    copy_strided(art, np.ascontiguousarray(x), out, list(shp), st[:-2] + [st[-1], st[-2]], _contig(shp))
+    copy_strided(dev, x, out, list(shp), st[:-2] + [st[-1], st[-2]], _contig(shp))
     return out
 
 
-def layout_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
+@device_op
+def layout_launch(dev, o, args: List):
     """transpose / slice / expand / concat as vec_copy launches (concat: one per input, into its offset)."""
     from ...errors import RuntimeFailure
     from ...ir.ops.shape import slice_params
     name = o.name
     if name == "moec.concat":
-        xs = [np.ascontiguousarray(a) for a in args]
+        xs = [dev.buf(a) for a in args]
         ax = o.attrs["axis"] % xs[0].ndim
         shp = list(xs[0].shape)
         shp[ax] = sum(a.shape[ax] for a in xs)
-        out = np.zeros(shp, xs[0].dtype)
+        out = dev.new(shp, xs[0].dtype)
         ost = _contig(out.shape)
         at = 0
         for a in xs:
-            copy_strided(art, a, out, list(a.shape), _contig(a.shape), ost, 0, at * ost[ax])
+            copy_strided(dev, a, out, list(a.shape), _contig(a.shape), ost, 0, at * ost[ax])
             at += a.shape[ax]
         return out
-    x = np.ascontiguousarray(args[0])
+    x = dev.buf(args[0])
     st = _contig(x.shape)
     if name == "moec.split":  # one copy per part, from its offset along the axis
         ax = o.attrs["axis"] % x.ndim
@@ -449,28 +469,28 @@ def layout_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
         for n in sizes:
             shp = list(x.shape)
             shp[ax] = n
-            part = np.zeros(shp, x.dtype)
-            copy_strided(art, x, part, shp, st, _contig(shp), at * st[ax])
+            part = dev.new(shp, x.dtype)
+            copy_strided(dev, x, part, shp, st, _contig(shp), at * st[ax])
             outs.append(part)
             at += n
         return outs
     if name == "moec.transpose":
         p = list(o.attrs["perm"])
         if len(p) >= 2 and p == list(range(len(p) - 2)) + [len(p) - 1, len(p) - 2]:
-            return transpose_last2(art, x)
+            return transpose_last2(dev, x)
         shp = [x.shape[i] for i in p]
-        out = np.zeros(shp, x.dtype)
-        copy_strided(art, x, out, shp, [st[i] for i in p], _contig(shp))
+        out = dev.new(shp, x.dtype)
+        copy_strided(dev, x, out, shp, [st[i] for i in p], _contig(shp))
         return out
     if name == "moec.expand":
         shp = np.broadcast_shapes(x.shape, tuple(int(s) for s in np.asarray(args[1]).reshape(-1)))
-        return expand_to(art, x, shp)
+        return expand_to(dev, x, shp)
     # slice: per-dim (start, count, step) as the reference clamps them; the tiling carries offset and strides
     prm = slice_params(list(x.shape), *[[int(v) for v in np.asarray(t).reshape(-1)] for t in args[1:5]])
     shp = [n for _, n, _ in prm]
-    out = np.zeros(shp, x.dtype)
+    out = dev.new(shp, x.dtype)
     soff = sum(s * t for (s, _, _), t in zip(prm, st))
-    copy_strided(art, x, out, shp, [t * step for (_, _, step), t in zip(prm, st)], _contig(shp), soff)
+    copy_strided(dev, x, out, shp, [t * step for (_, _, step), t in zip(prm, st)], _contig(shp), soff)
     return out
 
 
@@ -483,57 +503,56 @@ def _gather_tiling(**kw) -> bytes:
                        *(qd + [0] * (MAX_COPY_DIMS - len(qd))))
 
 
-def gather_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
+@device_op
+def gather_launch(dev, o, args: List):
     """ONNX Gather on vec_gather: data viewed as [outer, V, inner]; an index outside [-V, V) is refused."""
     from ...errors import RuntimeFailure
-    data = np.ascontiguousarray(args[0])
-    idx = np.asarray(args[1])
+    data = dev.buf(args[0])
+    idx = args[1]
     a = o.attrs["axis"] % data.ndim
     outer = int(np.prod(data.shape[:a], dtype=np.int64))
     V, inner = data.shape[a], int(np.prod(data.shape[a + 1:], dtype=np.int64))
-    out = np.zeros(data.shape[:a] + idx.shape + data.shape[a + 1:], data.dtype)
+    out = dev.new(data.shape[:a] + tuple(np.shape(idx)) + data.shape[a + 1:], data.dtype)
     if out.size == 0:
-        if idx.size and V == 0:
-            raise RuntimeFailure(f"gather: index {idx.reshape(-1)[0]} out of range [0, 0)")
+        if np.size(idx) and V == 0:
+            raise RuntimeFailure("gather: an index is out of range [0, 0)")
         return out
-    i64 = idx.dtype == np.int64
-    ids = np.ascontiguousarray(idx, np.int64 if i64 else np.int32).reshape(-1)
-    status = np.zeros(8, np.int32)
-    tl = copy_tile(int(art.desc.get("ub_bytes", 192 * 1024)), data.dtype.itemsize)
+    i64 = np.dtype(idx.dtype) == np.int64
+    ids = dev.buf(idx, np.int64 if i64 else np.int32).reshape(-1)
+    status = dev.new((8,), np.int32)
+    tl = copy_tile(usable_ub(dev.desc), data.dtype.itemsize)
     tb = _gather_tiling(outer=outer, V=V, inner=inner, n=ids.size, esize=data.dtype.itemsize, tile=tl, idx64=int(i64),
                         q=1)
     items = outer * ids.size * -(-inner // tl)
-    art._launch("vec_gather", max(1, min(art.cores, items)), [data, ids, out, status], tb)
-    if status[0]:
-        bad = ids[(ids < -V) | (ids >= V)][0]
-        raise RuntimeFailure(f"gather: index {bad} out of range [{-V}, {V})")
+    dev.launch("vec_gather", max(1, min(dev.cores, items)), [data, ids, out, status], tb)
+    dev.check(status, f"gather: index {{}} out of range [{-V}, {V})", ids, -V, V)
     return out
 
 
-def scatter_nd_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
+@device_op
+def scatter_nd_launch(dev, o, args: List):
     """ONNX ScatterND without reduction: vec_copy copies the data, then vec_gather (scatter = 1) writes each update
     row at its index tuple (q components over the data's first q dims); an index out of range is refused."""
     from ...errors import RuntimeFailure
-    data, idx, upd = np.ascontiguousarray(args[0]), np.asarray(args[1]), np.ascontiguousarray(args[2], args[0].dtype)
-    q = idx.shape[-1]
-    out = np.zeros(data.shape, data.dtype)
+    data, idx = dev.buf(args[0]), args[1]
+    upd = dev.buf(args[2], data.dtype)
+    q = np.shape(idx)[-1]
+    out = dev.new(data.shape, data.dtype)
     if out.size:
-        copy_strided(art, data, out, [data.size], [1], [1])
-    n = int(np.prod(idx.shape[:-1], dtype=np.int64))
+        copy_strided(dev, data, out, [data.size], [1], [1])
+    n = int(np.prod(np.shape(idx)[:-1], dtype=np.int64))
     inner = int(np.prod(data.shape[q:], dtype=np.int64))
     if n == 0 or inner == 0:
         return out
     V = int(np.prod(data.shape[:q], dtype=np.int64))
-    i64 = idx.dtype == np.int64
-    ids = np.ascontiguousarray(idx, np.int64 if i64 else np.int32).reshape(-1)
-    status = np.zeros(8, np.int32)
-    tl = copy_tile(int(art.desc.get("ub_bytes", 192 * 1024)), data.dtype.itemsize)
+    i64 = np.dtype(idx.dtype) == np.int64
+    ids = dev.buf(idx, np.int64 if i64 else np.int32).reshape(-1)
+    status = dev.new((8,), np.int32)
+    tl = copy_tile(usable_ub(dev.desc), data.dtype.itemsize)
     tb = _gather_tiling(outer=1, V=V, inner=inner, n=n, esize=data.dtype.itemsize, tile=tl, idx64=int(i64), scatter=1,
                         q=q, qdims=data.shape[:q])
-    art._launch("vec_gather", max(1, min(art.cores, n * -(-inner // tl))), [upd.reshape(-1), ids, out, status], tb)
-    if status[0]:
-        raise RuntimeFailure(f"scatter_nd: an index tuple of {ids.reshape(-1, q).tolist()[:4]}... is out of range for "
-                             f"dims {list(data.shape[:q])}")
+    dev.launch("vec_gather", max(1, min(dev.cores, n * -(-inner // tl))), [upd.reshape(-1), ids, out, status], tb)
+    dev.check(status, f"scatter_nd: an index tuple is out of range for dims {list(data.shape[:q])}")
     return out
 
 
@@ -565,35 +584,36 @@ def mask_reason(o) -> Optional[str]:
     return None  # and / or / not: i1 by the IR's rules
 
 
-def mask_launch(art, o, args: List[np.ndarray]) -> np.ndarray:
+@device_op
+def mask_launch(dev, o, args: List):
     """vec_mask: operands broadcast to the output by vec_copy first (the scalar values of Where and of the
     comparisons are passed as such)."""
     op = MASK_OPS[o.name]
     out_shape = tuple(np.broadcast_shapes(*[np.shape(a) for a in args]))
-    full = lambda a, dt: expand_to(art, np.ascontiguousarray(a, dt), out_shape) if np.shape(a) != out_shape \
-        else np.ascontiguousarray(a, dt)  # noqa: E731
+    full = lambda a, dt: expand_to(dev, dev.buf(a, dt), out_shape) if np.shape(a) != out_shape \
+        else dev.buf(a, dt)  # noqa: E731
     kw = dict(op=op, tile=MASK_TILE, n=int(np.prod(out_shape, dtype=np.int64)))
     if op >= 4:  # Where (cond, a, b) or a comparison (a, b): float / half values, full or one scalar each
         dt = op_dtype(o) if op == 4 else o.operands[0].type.dtype.mlir
         npt = NP_DT[dt]
-        out = np.zeros(out_shape, npt if op == 4 else np.bool_)
+        out = dev.new(out_shape, npt if op == 4 else np.bool_)
         vals = []
         for key, v in (("amode", args[-2]), ("bmode", args[-1])):
             sc = np.size(v) == 1
             kw[key] = int(sc)
-            vals.append(np.ascontiguousarray(v, npt).reshape(-1) if sc else full(v, npt))
+            vals.append(dev.buf(v, npt).reshape(-1) if sc else full(v, npt))
         kw["vdt"] = DT_CODE[dt]
         arrays = [vals[0], vals[1], full(args[0], np.bool_) if op == 4 else vals[0], out]
     else:
-        out = np.zeros(out_shape, np.bool_)
-        a = np.asarray(args[0])
-        kw["ain"] = {np.dtype(np.int64): 8, np.dtype(np.int32): 4}.get(a.dtype, 1) if op == 0 else 1
+        out = dev.new(out_shape, np.bool_)
+        a = args[0] if hasattr(args[0], "dtype") else np.asarray(args[0])
+        kw["ain"] = {np.dtype(np.int64): 8, np.dtype(np.int32): 4}.get(np.dtype(a.dtype), 1) if op == 0 else 1
         a = full(a, a.dtype)
         b = full(args[1], np.bool_) if op in (1, 2) else a
         arrays = [a, b, a, out]
     if out.size:
         items = -(-out.size // MASK_TILE)
-        art._launch("vec_mask", max(1, min(art.cores, items)), arrays,
+        dev.launch("vec_mask", max(1, min(dev.cores, items)), arrays,
                     struct.pack("<" + "i" * len(MASK_FIELDS), *[int(kw.get(f, 0)) for f in MASK_FIELDS]))
     return out
 

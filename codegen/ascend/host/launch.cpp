@@ -1,22 +1,34 @@
-// Host-side launch wrappers for moec's AscendC kernels.  On a CANN machine this file is compiled by
-// the CMake project beside it and launches with <<<blockDim, nullptr, stream>>>; here it is compiled
-// by g++ with -DMOEC_EMULATOR against moec's clean-room emulation header and the ACL stand-in, and
-// every block runs on the CPU with the hardware rules checked.
+// Host-side launch entry for moec's AscendC kernels: moec_launch(kernel, blockDim, stream, args, nargs, workspace,
+// tiling) launches one kernel by name with its GM arguments (the launch plan's "launch" steps; see
+// host/moec_run.cpp and codegen/ascend/launch_plan.py).
+//
+// On a CANN machine (no MOEC_EMULATOR) this file is ordinary host C++ built into the shared library
+// libmoec_host.so: it launches through the headers that CANN's ascendc_library generates for each kernel
+// (aclrtlaunch_<kernel>.h) with ACLRT_LAUNCH_KERNEL(kernel)(blockDim, stream, args...); the kernels themselves
+// (kernels/*.cpp, with their <<<>>>-free __global__ __aicore__ entry points) are compiled by ascendc_library
+// into the static library moec_kernels (position-independent, see CMakeLists.txt).
+// Here it is compiled by g++ with -DMOEC_EMULATOR against moec's clean-room emulation header and the ACL
+// stand-in (which this library exports, as libascendcl does), and every block runs on the CPU with the hardware
+// rules checked.
 // Kernel types (declared in each kernel with KERNEL_TASK_TYPE_DEFAULT): grouped_matmul is AIC-only
-// (blockDim <= the cube cores), every other kernel AIV-only (blockDim <= the vector cores).  The host
-// fills each tiling struct and the GM workspaces between the cube and vector kernels (moec's
-// AscendArtifact does it from Python here; a CANN host program does the same with aclrtMalloc).
+// (blockDim <= the cube cores), every other kernel AIV-only (blockDim <= the vector cores).
 #include <cstddef>
 #include <cstdint>
-
-#include "acl/acl.h"
+#include <cstring>
+#include <string>
 
 #ifdef MOEC_EMULATOR
+#define MOEC_ACL_API extern "C"
+#include "acl/acl.h"
 #include "../kernels/moe_kernels.cpp"
 #include "../kernels/cube_kernels.cpp"
 #include "../kernels/vector_kernels.cpp"
 #define MOEC_LAUNCH(kernel, blockDim, stream, ...) ::moec_emu::Launch(#kernel, blockDim, kernel, __VA_ARGS__)
-extern "C" const char *moec_last_error() { return moec_emu::LastError().c_str(); }
+#define G(p) ((GM_ADDR)(p))
+static std::string g_host_error;
+extern "C" const char *moec_last_error() {
+  return g_host_error.empty() ? moec_emu::LastError().c_str() : g_host_error.c_str();
+}
 extern "C" void moec_register(void *p, size_t n) { moec_emu::RegisterGM(p, n); }
 extern "C" void moec_unregister(void *p) { moec_emu::UnregisterGM(p); }
 extern "C" int moec_set_soc(const char *soc) {
@@ -33,92 +45,56 @@ extern "C" void moec_cube_stats(uint64_t *out) {
   s.mmad_calls = s.mmad_macs = s.loaddata_calls = s.nd2nz_calls = s.fixpipe_calls = 0;
 }
 #else
-#include "kernel_operator.h"
-extern "C" __global__ __aicore__ void moe_gating(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void moe_gather_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void moe_activation(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
-                                                    GM_ADDR);
-extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
-                                                      GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void moe_quant_rows_int8(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void grouped_matmul(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void moe_finalize(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
-                                                  GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void matmul_rows(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR,
-                                                 GM_ADDR);
-extern "C" __global__ __aicore__ void vec_copy(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void vec_transpose(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void vec_mask(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-extern "C" __global__ __aicore__ void vec_gather(GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR, GM_ADDR);
-static aclrtStream g_stream = nullptr;
-extern "C" void moec_set_stream(aclrtStream s) { g_stream = s; }
-#define MOEC_LAUNCH(kernel, blockDim, stream, ...) \
-  (kernel<<<blockDim, nullptr, g_stream>>>(__VA_ARGS__), aclrtSynchronizeStream(g_stream))
+#include "acl/acl.h"
+#include "aclrtlaunch_moe_gating.h"
+#include "aclrtlaunch_moe_init_routing.h"
+#include "aclrtlaunch_moe_gather_rows.h"
+#include "aclrtlaunch_moe_activation.h"
+#include "aclrtlaunch_moe_scatter_rows.h"
+#include "aclrtlaunch_moe_quant_rows_int8.h"
+#include "aclrtlaunch_moe_dequant_int8.h"
+#include "aclrtlaunch_moe_finalize.h"
+#include "aclrtlaunch_matmul_rows.h"
+#include "aclrtlaunch_grouped_matmul.h"
+#include "aclrtlaunch_vec_elementwise.h"
+#include "aclrtlaunch_vec_rowwise.h"
+#include "aclrtlaunch_vec_copy.h"
+#include "aclrtlaunch_vec_transpose.h"
+#include "aclrtlaunch_vec_gather.h"
+#include "aclrtlaunch_vec_mask.h"
+#define MOEC_LAUNCH(kernel, blockDim, stream, ...) ACLRT_LAUNCH_KERNEL(kernel)(blockDim, stream, __VA_ARGS__)
+#define G(p) (p)
+static std::string g_host_error;
+extern "C" const char *moec_last_error() { return g_host_error.c_str(); }
 #endif
 
-#define G(p) ((GM_ADDR)(p))
-extern "C" int moec_launch_moe_gating(uint32_t bd, void *logits, void *bias, void *w, void *ids, void *ws,
-                                      void *tiling) {
-  return MOEC_LAUNCH(moe_gating, bd, nullptr, G(logits), G(bias), G(w), G(ids), G(ws), G(tiling));
-}
-extern "C" int moec_launch_moe_init_routing(uint32_t bd, void *ids, void *w, void *sorted, void *offsets, void *ws,
-                                            void *tiling) {
-  return MOEC_LAUNCH(moe_init_routing, bd, nullptr, G(ids), G(w), G(sorted), G(offsets), G(ws), G(tiling));
-}
-extern "C" int moec_launch_moe_gather_rows(uint32_t bd, void *x, void *sorted, void *rw, void *xe, void *ws,
-                                           void *tiling) {
-  return MOEC_LAUNCH(moe_gather_rows, bd, nullptr, G(x), G(sorted), G(rw), G(xe), G(ws), G(tiling));
-}
-extern "C" int moec_launch_grouped_matmul(uint32_t bd, void *a, void *w, void *group_list, void *c, void *ws,
-                                          void *tiling) {
-  return MOEC_LAUNCH(grouped_matmul, bd, nullptr, G(a), G(w), G(group_list), G(c), G(ws), G(tiling));
-}
-extern "C" int moec_launch_moe_activation(uint32_t bd, void *h, void *offsets, void *b_in, void *s_in, void *s_row,
-                                          void *a, void *ws, void *tiling) {
-  return MOEC_LAUNCH(moe_activation, bd, nullptr, G(h), G(offsets), G(b_in), G(s_in), G(s_row), G(a), G(ws),
-                     G(tiling));
-}
-extern "C" int moec_launch_moe_scatter_rows(uint32_t bd, void *yo, void *sorted, void *offsets, void *b_out,
-                                            void *s_out, void *s_row, void *rw, void *y, void *ws, void *tiling) {
-  return MOEC_LAUNCH(moe_scatter_rows, bd, nullptr, G(yo), G(sorted), G(offsets), G(b_out), G(s_out), G(s_row), G(rw),
-                     G(y), G(ws), G(tiling));
-}
-extern "C" int moec_launch_moe_quant_rows_int8(uint32_t bd, void *a, void *q, void *s, void *ws, void *tiling) {
-  return MOEC_LAUNCH(moe_quant_rows_int8, bd, nullptr, G(a), G(q), G(s), G(ws), G(tiling));
-}
-extern "C" int moec_launch_moe_dequant_int8(uint32_t bd, void *q, void *offsets, void *w, void *ws, void *tiling) {
-  return MOEC_LAUNCH(moe_dequant_int8, bd, nullptr, G(q), G(offsets), G(w), G(ws), G(tiling));
-}
-extern "C" int moec_launch_moe_finalize(uint32_t bd, void *y, void *w, void *shared, void *x, void *ids, void *gate,
-                                        void *out, void *ws, void *tiling) {
-  return MOEC_LAUNCH(moe_finalize, bd, nullptr, G(y), G(w), G(shared), G(x), G(ids), G(gate), G(out), G(ws),
-                     G(tiling));
-}
-extern "C" int moec_launch_matmul_rows(uint32_t bd, void *a, void *bT, void *c, void *ws, void *tiling) {
-  return MOEC_LAUNCH(matmul_rows, bd, nullptr, G(a), G(bT), G(c), G(ws), G(tiling));
-}
-// ordinary ops (kernels/vector_kernels.cpp)
-extern "C" int moec_launch_vec_elementwise(uint32_t bd, void *a, void *b, void *c, void *ws, void *tiling) {
-  return MOEC_LAUNCH(vec_elementwise, bd, nullptr, G(a), G(b), G(c), G(ws), G(tiling));
-}
-extern "C" int moec_launch_vec_rowwise(uint32_t bd, void *x, void *scale, void *bias, void *y, void *y2, void *y3,
-                                       void *ws, void *tiling) {
-  return MOEC_LAUNCH(vec_rowwise, bd, nullptr, G(x), G(scale), G(bias), G(y), G(y2), G(y3), G(ws), G(tiling));
-}
-extern "C" int moec_launch_vec_copy(uint32_t bd, void *src, void *dst, void *ws, void *tiling) {
-  return MOEC_LAUNCH(vec_copy, bd, nullptr, G(src), G(dst), G(ws), G(tiling));
-}
-extern "C" int moec_launch_vec_gather(uint32_t bd, void *data, void *idx, void *out, void *status, void *ws,
-                                      void *tiling) {
-  return MOEC_LAUNCH(vec_gather, bd, nullptr, G(data), G(idx), G(out), G(status), G(ws), G(tiling));
-}
-extern "C" int moec_launch_vec_transpose(uint32_t bd, void *src, void *dst, void *ws, void *tiling) {
-  return MOEC_LAUNCH(vec_transpose, bd, nullptr, G(src), G(dst), G(ws), G(tiling));
-}
-extern "C" int moec_launch_vec_mask(uint32_t bd, void *a, void *b, void *c, void *out, void *ws, void *tiling) {
-  return MOEC_LAUNCH(vec_mask, bd, nullptr, G(a), G(b), G(c), G(out), G(ws), G(tiling));
+// kernel name -> GM argument count (the workspace and the tiling struct come after them)
+#define MOEC_KERNELS(X)                                                                                            \
+  X(moe_gating, 4) X(moe_init_routing, 4) X(moe_gather_rows, 4) X(grouped_matmul, 4) X(moe_activation, 6)          \
+  X(moe_scatter_rows, 8) X(moe_quant_rows_int8, 3) X(moe_dequant_int8, 3) X(moe_finalize, 7) X(matmul_rows, 3)     \
+  X(vec_elementwise, 3) X(vec_rowwise, 6) X(vec_copy, 2) X(vec_gather, 4) X(vec_transpose, 2) X(vec_mask, 4)
+
+#define A(i) G(a[i])
+#define MOEC_ARGS_2 A(0), A(1)
+#define MOEC_ARGS_3 MOEC_ARGS_2, A(2)
+#define MOEC_ARGS_4 MOEC_ARGS_3, A(3)
+#define MOEC_ARGS_6 MOEC_ARGS_4, A(4), A(5)
+#define MOEC_ARGS_7 MOEC_ARGS_6, A(6)
+#define MOEC_ARGS_8 MOEC_ARGS_7, A(7)
+#define MOEC_DISPATCH(kernel, n)                                                                                   \
+  if (std::strcmp(name, #kernel) == 0) {                                                                           \
+    if (nargs != n) {                                                                                              \
+      g_host_error = std::string(#kernel " takes " #n " GM arguments, the launch gave ") + std::to_string(nargs); \
+      return 2;                                                                                                    \
+    }                                                                                                              \
+    return MOEC_LAUNCH(kernel, blockDim, stream, MOEC_ARGS_##n, G(ws), G(tiling));                                 \
+  }
+
+extern "C" int moec_launch(const char *name, uint32_t blockDim, void *stream, void **a, int nargs, void *ws,
+                           void *tiling) {
+  g_host_error.clear();
+  (void)stream;
+  MOEC_KERNELS(MOEC_DISPATCH)
+  g_host_error = std::string("no kernel named ") + name;
+  return 2;
 }

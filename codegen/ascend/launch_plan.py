@@ -1,0 +1,597 @@
+"""The Ascend launch plan: what the host does to run a model on the NPU, written down once per input shapes.
+
+A plan is a flat list of steps over numbered device buffers:
+
+  input  k -> b            the k-th model input, bound to buffer b (shape and type fixed by the plan's key)
+  const  b <- blob[off:]   a weight, a transposed constant, a tiling-time value: bytes in the plan's blob
+  alloc  b dtype n fill    a device buffer of n elements (n may be a run-time expression), filled with
+                           zero / NaN / an integer pattern before use (workspaces start as NaN so that a kernel
+                           that leaves part of its output unwritten is caught)
+  launch kernel bd args tiling [when]
+                           one kernel launch: blockDim and the tiling struct's integer fields are expressions
+                           over run-time scalars; ``when``: skipped when the expression is 0
+  sym    name read b i     a run-time scalar read back from a device buffer (an int32 element), e.g. the
+                           routed row count offsets[E]; ``nonempty b E``: the experts that received rows
+  cast   src dst n         a host-side type conversion of n elements (ids i64 <-> the kernels' i32)
+  check  b message         an error (the message) when the int32 b[0] is not 0 (a kernel's status word)
+  host   op ins outs       a host-fallback op (the op's numpy semantics): only the Python artifact runs it;
+                           the C++ host program refuses a plan that has one and names it
+  output k b n shape       the k-th model output: buffer b's first n elements, viewed with that shape
+
+Expressions are ints, run-time scalars (``$name``) and + - * // min max of them (``Sym``).  The same text
+(``dump``/``load``) is read by the Python artifact and by the C++ host program (host/moec_run.cpp): one
+format, two executors, and a test that they agree.
+
+``Recorder`` builds a plan: the op orchestration code (targets/ascend_backend.py, vector_ops.py) calls
+``new``/``launch``/``read`` on it instead of touching arrays, so the same code plans at compile time (no tensor
+data) and, through ``device_op``, runs at once on numpy arrays (unit tests of one launch helper).
+"""
+from __future__ import annotations
+
+import functools
+import struct
+from contextlib import contextmanager
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+FORMAT = "moec-ascend-launch-plan 1"
+
+# element types a plan names (numpy dtype <-> the token in the text)
+_DT_NAMES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "float64": "f64", "int64": "i64",
+             "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8", "uint16": "u16", "uint32": "u32",
+             "uint64": "u64", "bool": "b1"}
+
+
+def dt_name(dt) -> str:
+    dt = np.dtype(dt)
+    if dt.name not in _DT_NAMES:
+        raise PlanError(f"no launch-plan element type for {dt}")
+    return _DT_NAMES[dt.name]
+
+
+def np_dtype(name: str) -> np.dtype:
+    if name == "bf16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    inv = {v: k for k, v in _DT_NAMES.items()}
+    return np.dtype(inv[name])
+
+
+class PlanError(Exception):
+    """The orchestration asked for something a plan cannot express (a data-dependent Python decision)."""
+
+
+# -- run-time integers ------------------------------------------------------------------------------------
+Expr = Union[int, tuple]
+_OPS = ("+", "-", "*", "//", "min", "max")
+
+
+def _mk(op: str, a, b):
+    a, b = _e(a), _e(b)
+    if isinstance(a, int) and isinstance(b, int):
+        return {"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0, "min": min(a, b),
+                "max": max(a, b)}[op]
+    if op == "*" and (a == 0 or b == 0):
+        return 0
+    if op in ("+", "-") and b == 0:
+        return Sym(a)
+    if op == "*" and b == 1:
+        return Sym(a)
+    if op == "*" and a == 1 or op == "+" and a == 0:
+        return Sym(b)
+    return Sym((op, a, b))
+
+
+def _e(x) -> Expr:
+    if isinstance(x, Sym):
+        return x.e
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return int(x)
+    if isinstance(x, bool):
+        return int(x)
+    raise PlanError(f"not an integer expression: {type(x).__name__}")
+
+
+class Sym:
+    """An integer known only when the plan runs (e.g. the routed row count): arithmetic builds an expression;
+    anything that needs its value in Python (a comparison, int()) is a PlanError."""
+    __slots__ = ("e",)
+
+    def __init__(self, e):
+        self.e = e
+
+    def __add__(self, o): return _mk("+", self, o)
+    def __radd__(self, o): return _mk("+", o, self)
+    def __sub__(self, o): return _mk("-", self, o)
+    def __rsub__(self, o): return _mk("-", o, self)
+    def __mul__(self, o): return _mk("*", self, o)
+    def __rmul__(self, o): return _mk("*", o, self)
+    def __floordiv__(self, o): return _mk("//", self, o)
+    def __rfloordiv__(self, o): return _mk("//", o, self)
+    def __neg__(self): return _mk("-", 0, self)
+
+    def _no(self, *_):
+        raise PlanError("a value known only at run time was used in a compile-time decision")
+    __int__ = __index__ = __bool__ = __lt__ = __le__ = __gt__ = __ge__ = __float__ = _no
+
+    def __repr__(self):
+        return f"Sym({_fmt_expr(self.e)})"
+
+
+def smin(a, b):
+    return _mk("min", a, b)
+
+
+def smax(a, b):
+    return _mk("max", a, b)
+
+
+def sprod(dims) -> Union[int, Sym]:
+    out = 1
+    for d in dims:
+        out = _mk("*", out, d)
+    return out
+
+
+def evaluate(e: Expr, env: Dict[str, int]) -> int:
+    if isinstance(e, int):
+        return e
+    if e[0] == "$":
+        return env[e[1]]
+    a, b = evaluate(e[1], env), evaluate(e[2], env)
+    return _mk(e[0], a, b)
+
+
+def _fmt_expr(e: Expr) -> str:
+    if isinstance(e, int):
+        return str(e)
+    if e[0] == "$":
+        return "$" + e[1]
+    return f"{e[0]} {_fmt_expr(e[1])} {_fmt_expr(e[2])}"
+
+
+def _parse_expr(toks: List[str], i: int):
+    t = toks[i]
+    if t in _OPS:
+        a, i = _parse_expr(toks, i + 1)
+        b, i = _parse_expr(toks, i)
+        return (t, a, b), i
+    if t.startswith("$"):
+        return ("$", t[1:]), i + 1
+    return int(t), i + 1
+
+
+# -- buffers ----------------------------------------------------------------------------------------------
+class Buf:
+    """A device buffer (or a contiguous view of one's first elements) in a plan being recorded."""
+    __slots__ = ("id", "shape", "dtype")
+
+    def __init__(self, bid: int, shape, dtype):
+        self.id, self.shape, self.dtype = bid, tuple(shape), np.dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return sprod(self.shape)
+
+    @property
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+    def reshape(self, *shape) -> "Buf":
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        if any(isinstance(d, int) and d == -1 for d in shape):
+            known = sprod([d for d in shape if not (isinstance(d, int) and d == -1)])
+            if isinstance(known, Sym) or isinstance(self.size, Sym):
+                raise PlanError("reshape(-1) of a buffer whose size is known only at run time")
+            shape = tuple(self.size // max(known, 1) if isinstance(d, int) and d == -1 else d for d in shape)
+        return Buf(self.id, shape, self.dtype)
+
+    def __getitem__(self, k):  # only a prefix of the rows: buf[:n]
+        if isinstance(k, slice) and k.start in (None, 0) and k.step in (None, 1) and self.ndim >= 1:
+            return Buf(self.id, (k.stop,) + self.shape[1:], self.dtype)
+        raise PlanError("only a prefix view buf[:n] of a device buffer can be planned")
+
+    def __repr__(self):
+        return f"Buf(b{self.id}, {self.shape}, {dt_name(self.dtype)})"
+
+
+def shape_of(x) -> tuple:
+    return tuple(x.shape) if isinstance(x, Buf) else np.shape(x)
+
+
+def _exact_widening(a: np.dtype, b: np.dtype) -> bool:
+    """Every value of type a is exactly a value of type b (so b -> a gives the a-values back)."""
+    if a.kind in "iu" and b.kind == "i":
+        return b.itemsize > a.itemsize or (a.kind == "i" and b.itemsize == a.itemsize)
+    return a.kind == "f" and b.kind == "f" and b.itemsize > a.itemsize or \
+        (a.name == "bfloat16" and b.name in ("float32", "float64"))
+
+
+class Recorder:
+    """Records a launch plan.  ``desc``/``cores``/``aic``: the target (what the orchestration code sizes from)."""
+
+    def __init__(self, desc, cores: int, aic: int):
+        self.desc, self.cores, self.aic = desc, cores, aic
+        self.steps: List[tuple] = []
+        self.nbuf = 0
+        self.consts: Dict[int, tuple] = {}   # id(array) -> (array, Buf): one buffer per constant array
+        self.const_data: Dict[int, np.ndarray] = {}   # buffer id -> data
+        self.nsym = 0
+        self.gate: Expr = 1
+        self.op = ""
+        self.widened: Dict[int, Buf] = {}   # buffer id -> the buffer it is an exact widening of (i32 -> i64)
+
+    def _bid(self) -> int:
+        self.nbuf += 1
+        return self.nbuf - 1
+
+    def input(self, k: int, shape, dtype) -> Buf:
+        b = Buf(self._bid(), shape, dtype)
+        self.steps.append(("input", k, b.id, dt_name(dtype), _e(b.size)))
+        return b
+
+    def new(self, shape, dtype, fill: Union[None, str, int] = "zero") -> Buf:
+        b = Buf(self._bid(), shape, dtype)
+        self.steps.append(("alloc", b.id, dt_name(dtype), _e(b.size), "zero" if fill is None else str(fill)))
+        return b
+
+    def const(self, a) -> Buf:
+        a0 = a
+        hit = self.consts.get(id(a0))
+        if hit is not None and hit[0] is a0:
+            return hit[1]
+        a = np.ascontiguousarray(a)
+        b = Buf(self._bid(), a.shape, a.dtype)
+        dt_name(a.dtype)
+        self.consts[id(a0)] = (a0, b)
+        self.const_data[b.id] = a
+        self.steps.append(("const", b.id, dt_name(a.dtype), int(a.size)))
+        return b
+
+    def buf(self, x, dtype=None) -> Buf:
+        """x as a device buffer of ``dtype`` (a host cast step when a buffer has another type; a constant is
+        converted here, at planning time)."""
+        if isinstance(x, Buf):
+            if dtype is None or np.dtype(dtype) == x.dtype:
+                return x
+            src = self.widened.get(x.id)
+            if src is not None and src.dtype == np.dtype(dtype):  # narrowing back an exact widening: the source
+                return Buf(src.id, x.shape, src.dtype)
+            out = self.new(x.shape, dtype, None)
+            self.steps.append(("cast", x.id, out.id, _e(x.size)))
+            if _exact_widening(x.dtype, out.dtype):
+                self.widened[out.id] = x
+            return out
+        a = np.asarray(x)
+        if dtype is not None and a.dtype != np.dtype(dtype):
+            a = np.ascontiguousarray(a, dtype)
+        return self.const(a)
+
+    def launch(self, kernel: str, block_dim, arrays: Sequence, tiling: "Tiling") -> None:
+        ids = []
+        for a in arrays:
+            ids.append(None if a is None else self.buf(a).id)
+        if not isinstance(tiling, Tiling):
+            tiling = Tiling.raw(tiling)
+        self.steps.append(("launch", kernel, self.op, _e(block_dim), ids, tiling.fields, self.gate))
+
+    def read(self, b: Buf, index) -> Sym:
+        """b[index] (int32) read back to the host once the kernels before have run."""
+        name = f"s{self.nsym}"
+        self.nsym += 1
+        self.steps.append(("sym", name, "read", b.id, _e(index)))
+        return Sym(("$", name))
+
+    def nonempty(self, offs: Buf, E: int) -> Sym:
+        """The number of groups g < E with offs[g] < offs[g + 1] (int32 offsets)."""
+        name = f"s{self.nsym}"
+        self.nsym += 1
+        self.steps.append(("sym", name, "nonempty", offs.id, int(E)))
+        return Sym(("$", name))
+
+    def check(self, b: Buf, message: str, ids: Optional[Buf] = None, lo: int = 0, hi: int = 0) -> None:
+        """An error when the kernel's status word b[0] is set; with ``ids``, '{}' in the message becomes the first
+        of its elements outside [lo, hi) (an index the kernel refused)."""
+        self.steps.append(("check", b.id, " ".join(message.split()), None if ids is None else ids.id, int(lo), int(hi),
+                           0 if ids is None else _e(ids.size)))
+
+    def host(self, index: int, name: str, ins: Sequence, outs: Sequence[Buf]) -> None:
+        bufs = [self.buf(a) for a in ins]
+        self.steps.append(("host", index, name, [b.id for b in bufs], [o.id for o in outs],
+                           [[_e(d) for d in b.shape] for b in bufs + list(outs)]))
+
+    @contextmanager
+    def when(self, cond):
+        """Launches inside are skipped at run time when ``cond`` (an expression) is 0."""
+        old = self.gate
+        self.gate = _e(cond) if old == 1 else _e(smin(old if isinstance(old, int) else Sym(old), cond))
+        try:
+            yield
+        finally:
+            self.gate = old
+
+    def finish(self, outputs: Sequence[Buf], key: str = "") -> "Plan":
+        steps = list(self.steps)
+        for k, b in enumerate(outputs):
+            steps.append(("output", k, b.id, _e(b.size), [_e(d) for d in b.shape]))
+        return Plan(steps, dict(self.const_data), key)
+
+
+class Tiling:
+    """A tiling struct: little-endian fields ('i' int32 expression, 'f' float32 constant, 'q' int64)."""
+    __slots__ = ("fields",)
+
+    def __init__(self, fields):
+        self.fields = [(f, (float(v) if f == "f" else _e(v))) for f, v in fields]
+
+    @classmethod
+    def pack(cls, fmt: str, *vals) -> "Tiling":
+        """Like struct.pack('<' + fmt, ...) with 'i', 'f' and repeat counts ('6i')."""
+        kinds, n = [], ""
+        for ch in fmt.lstrip("<"):
+            if ch.isdigit():
+                n += ch
+                continue
+            kinds += [ch] * int(n or 1)
+            n = ""
+        if len(kinds) != len(vals):
+            raise PlanError(f"tiling format {fmt} for {len(vals)} values")
+        return cls(list(zip(kinds, vals)))
+
+    @classmethod
+    def raw(cls, data: bytes) -> "Tiling":
+        data = bytes(data) + b"\0" * (-len(data) % 4)
+        return cls([("i", v) for v in struct.unpack(f"<{len(data) // 4}i", data)])
+
+    def concrete(self, env: Dict[str, int]) -> bytes:
+        return tiling_bytes_of(self.fields, env)
+
+    def __bytes__(self):
+        return self.concrete({})
+
+
+def tiling_bytes_of(fields, env) -> bytes:
+    return b"".join(struct.pack("<f", v) if f == "f" else struct.pack("<q" if f == "q" else "<i", evaluate(v, env))
+                    for f, v in fields)
+
+
+# -- a plan: text + blob ---------------------------------------------------------------------------------
+class Plan:
+    def __init__(self, steps: List[tuple], const_data: Dict[int, np.ndarray], key: str = ""):
+        self.steps, self.const_data, self.key = steps, const_data, key
+
+    def host_ops(self) -> List[str]:
+        return sorted({s[2] for s in self.steps if s[0] == "host"})
+
+    def kernels(self) -> List[str]:
+        return [s[1] for s in self.steps if s[0] == "launch"]
+
+    def dump(self, store=None) -> tuple:
+        """(text, blob): the blob holds the constants, 64-byte aligned, in buffer order.  ``store(bytes) ->
+        offset`` puts them in a blob shared by several plans instead (the compiled folder's consts.bin: the
+        weights once for every plan); the returned blob is then empty."""
+        lines = [FORMAT, f"key {self.key or '-'}"]
+        blob = bytearray()
+
+        def own(data: bytes) -> int:
+            blob.extend(b"\0" * (-len(blob) % 64))
+            blob.extend(data)
+            return len(blob) - len(data)
+        store = store or own
+        for s in self.steps:
+            k = s[0]
+            if k == "input":
+                lines.append(f"input {s[1]} b{s[2]} {s[3]} {_fmt_expr(s[4])}")
+            elif k == "const":
+                data = np.ascontiguousarray(self.const_data[s[1]]).tobytes()
+                lines.append(f"const b{s[1]} {s[2]} {s[3]} {store(data)} {len(data)}")
+            elif k == "alloc":
+                lines.append(f"alloc b{s[1]} {s[2]} {_fmt_expr(s[3])} {s[4]}")
+            elif k == "launch":
+                args = " ".join("-" if a is None else f"b{a}" for a in s[4])
+                tl = " ".join(f"f {float(v).hex()}" if f == "f" else f"{f} {_fmt_expr(v)}" for f, v in s[5])
+                lines.append(f"launch {s[1]} {s[2] or '-'} when {_fmt_expr(s[6])} bd {_fmt_expr(s[3])} "
+                             f"args {len(s[4])} {args} tiling {len(s[5])} {tl}".replace("  ", " "))
+            elif k == "sym":
+                lines.append(f"sym {s[1]} {s[2]} b{s[3]} {_fmt_expr(s[4])}")
+            elif k == "cast":
+                lines.append(f"cast b{s[1]} b{s[2]} {_fmt_expr(s[3])}")
+            elif k == "check":
+                lines.append(f"check b{s[1]} {'-' if s[3] is None else f'b{s[3]}'} {s[4]} {s[5]} {_fmt_expr(s[6])} "
+                             f"{s[2]}")
+            elif k == "host":
+                lines.append(f"host {s[1]} {s[2]} {len(s[3])} " + " ".join(f"b{a}" for a in s[3]) +
+                             f" {len(s[4])} " + " ".join(f"b{a}" for a in s[4]))
+                for shp in s[5]:  # the operands' shapes, then the results'
+                    lines.append(f"hostshape {len(shp)} " + " ".join(_fmt_expr(d) for d in shp))
+            elif k == "output":
+                lines.append(f"output {s[1]} b{s[2]} {_fmt_expr(s[3])} {len(s[4])} " +
+                             " ".join(_fmt_expr(d) for d in s[4]))
+        lines.append("end")
+        return "\n".join(lines) + "\n", bytes(blob)
+
+    @classmethod
+    def load(cls, text: str, blob: bytes) -> "Plan":
+        lines = text.splitlines()
+        if not lines or lines[0] != FORMAT:
+            raise PlanError(f"not a {FORMAT} file")
+        key = lines[1].split(" ", 1)[1]
+        steps, consts = [], {}
+        bid = (lambda t: int(t[1:]))
+        li = 2
+        while li < len(lines):
+            line = lines[li]
+            li += 1
+            t = line.split()
+            k = t[0]
+            if k == "end":
+                break
+            if k == "input":
+                steps.append(("input", int(t[1]), bid(t[2]), t[3], _parse_expr(t, 4)[0]))
+            elif k == "const":
+                b, dt, n, off, nb = bid(t[1]), t[2], int(t[3]), int(t[4]), int(t[5])
+                consts[b] = np.frombuffer(blob[off:off + nb], np_dtype(dt)).copy()
+                steps.append(("const", b, dt, n))
+            elif k == "alloc":
+                e, i = _parse_expr(t, 3)
+                steps.append(("alloc", bid(t[1]), t[2], e, t[i]))
+            elif k == "launch":
+                kernel, op = t[1], (None if t[2] == "-" else t[2])
+                gate, i = _parse_expr(t, 4)
+                bd, i = _parse_expr(t, i + 1)
+                n = int(t[i + 1])
+                args = [None if a == "-" else bid(a) for a in t[i + 2:i + 2 + n]]
+                i += 2 + n
+                nf = int(t[i + 1])
+                i += 2
+                fields = []
+                for _ in range(nf):
+                    f = t[i]
+                    if f == "f":
+                        fields.append(("f", float.fromhex(t[i + 1])))
+                        i += 2
+                    else:
+                        v, i = _parse_expr(t, i + 1)
+                        fields.append((f, v))
+                steps.append(("launch", kernel, op or "", bd, args, fields, gate))
+            elif k == "sym":
+                steps.append(("sym", t[1], t[2], bid(t[3]), _parse_expr(t, 4)[0]))
+            elif k == "cast":
+                steps.append(("cast", bid(t[1]), bid(t[2]), _parse_expr(t, 3)[0]))
+            elif k == "check":
+                n, i = _parse_expr(t, 5)
+                steps.append(("check", bid(t[1]), " ".join(t[i:]), None if t[2] == "-" else bid(t[2]), int(t[3]),
+                              int(t[4]), n))
+            elif k == "host":
+                ni = int(t[3])
+                ins = [bid(a) for a in t[4:4 + ni]]
+                no = int(t[4 + ni])
+                outs = [bid(a) for a in t[5 + ni:5 + ni + no]]
+                shapes = []
+                for _ in ins + outs:
+                    u = lines[li].split()
+                    li += 1
+                    shapes.append(_parse_dims(u[2:], int(u[1])))
+                steps.append(("host", int(t[1]), t[2], ins, outs, shapes))
+            elif k == "output":
+                e, i = _parse_expr(t, 3)
+                steps.append(("output", int(t[1]), bid(t[2]), e, _parse_dims(t[i + 1:], int(t[i]))))
+            else:
+                raise PlanError(f"unknown launch-plan step '{k}'")
+        return cls(steps, consts, "" if key == "-" else key)
+
+
+def _parse_dims(toks: List[str], n: int) -> list:
+    out, i = [], 0
+    for _ in range(n):
+        e, i = _parse_expr(toks, i)
+        out.append(e)
+    return out
+
+
+# -- running a plan (the Python executor; host/moec_run.cpp is the C++ one) ----------------------------------
+def _fill(arr: np.ndarray, fill: str) -> None:
+    if fill == "zero":
+        arr[...] = 0
+    elif fill == "nan":
+        arr[...] = np.nan
+    else:
+        arr[...] = int(fill)
+
+
+def execute(plan: Plan, inputs: Sequence[np.ndarray], launch, host_op=None, bind: Optional[dict] = None) -> list:
+    """Run ``plan``: ``launch(kernel, op, block_dim, [arrays or None], tiling_bytes)`` runs one kernel (raises on
+    failure); ``host_op(index, name, [arrays]) -> [arrays]`` runs a host-fallback op; ``bind``: buffer id ->
+    numpy array to use for a const buffer instead of the blob's copy (the immediate mode writes through)."""
+    from ...errors import RuntimeFailure
+    mem: Dict[int, np.ndarray] = {}
+    env: Dict[str, int] = {}
+    outs: Dict[int, np.ndarray] = {}
+    for s in plan.steps:
+        k = s[0]
+        if k == "input":
+            x = np.ascontiguousarray(inputs[s[1]], np_dtype(s[3])).reshape(-1)
+            mem[s[2]] = x
+        elif k == "const":
+            mem[s[1]] = bind[s[1]] if bind and s[1] in bind else plan.const_data[s[1]]
+        elif k == "alloc":
+            a = np.empty(max(0, evaluate(s[3], env)), np_dtype(s[2]))
+            _fill(a, s[4])
+            mem[s[1]] = a
+        elif k == "launch":
+            if evaluate(s[6], env) == 0:
+                continue
+            arrays = [None if a is None else mem[a] for a in s[4]]
+            launch(s[1], s[2], evaluate(s[3], env), arrays, tiling_bytes_of(s[5], env))
+        elif k == "sym":
+            src = mem[s[3]].reshape(-1)
+            if s[2] == "read":
+                env[s[1]] = int(src.view(np.int32)[evaluate(s[4], env)])
+            else:
+                o = src.view(np.int32)[:s[4] + 1]
+                env[s[1]] = int(np.sum(o[1:] > o[:-1]))
+        elif k == "cast":
+            n = evaluate(s[3], env)
+            dst = mem[s[2]].reshape(-1)
+            dst[:n] = mem[s[1]].reshape(-1)[:n].astype(dst.dtype)
+        elif k == "check":
+            if int(mem[s[1]].reshape(-1).view(np.int32)[0]):
+                msg = s[2]
+                if s[3] is not None:
+                    ids = mem[s[3]].reshape(-1)[:evaluate(s[6], env)]
+                    bad = ids[(ids < s[4]) | (ids >= s[5])]
+                    msg = msg.replace("{}", str(int(bad[0])) if bad.size else "?")
+                raise RuntimeFailure(msg)
+        elif k == "host":
+            if host_op is None:
+                raise RuntimeFailure(f"the plan runs {s[2]} on the host and no host executor was given")
+            shapes = [tuple(evaluate(d, env) for d in shp) for shp in s[5]]
+            ni = len(s[3])
+            args = [mem[a].reshape(-1)[:int(np.prod(shp, dtype=np.int64))].reshape(shp)
+                    for a, shp in zip(s[3], shapes[:ni])]
+            res = host_op(s[1], s[2], args)
+            for b, r, shp in zip(s[4], res, shapes[ni:]):
+                r = np.asarray(r)
+                if tuple(r.shape) != shp:
+                    raise RuntimeFailure(f"host op {s[2]} produced shape {tuple(r.shape)}, the plan expected {shp} "
+                                         f"(a shape that depends on tensor data cannot be planned)")
+                dst = mem[b].reshape(-1)
+                dst[:r.size] = np.ascontiguousarray(r, dst.dtype).reshape(-1)
+        elif k == "output":
+            n = evaluate(s[3], env)
+            outs[s[1]] = mem[s[2]].reshape(-1)[:n].reshape([evaluate(d, env) for d in s[4]])
+    return [outs[i] for i in range(len(outs))]
+
+
+def device_op(fn):
+    """Lets an orchestration helper (written against a Recorder) also be called on an AscendArtifact with numpy
+    arrays: it is planned with those arrays bound as buffers, run at once, and its Buf results come back as
+    arrays (arrays given to it are written through, like an output argument)."""
+    @functools.wraps(fn)
+    def wrap(dev, *args, **kw):
+        if isinstance(dev, Recorder):
+            return fn(dev, *args, **kw)
+        return dev.run_now(fn, args, kw)
+    return wrap
+
+
+def flatten_bufs(x, out: list) -> None:
+    if isinstance(x, Buf):
+        out.append(x)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            flatten_bufs(v, out)
+
+
+def rebuild(x, vals: list):
+    if isinstance(x, Buf):
+        return vals.pop(0)
+    if isinstance(x, (list, tuple)):
+        return type(x)(rebuild(v, vals) for v in x)
+    return x

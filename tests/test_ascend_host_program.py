@@ -1,0 +1,218 @@
+"""The Ascend target's launch plans and its host program (issue 20, "A CANN project that runs without Python").
+
+The compiler writes launch plans (ascend/launch/) for the shapes it knows; the Python artifact executes them and
+the C++ host program moec_run (host/moec_run.cpp, built here with g++ against the emulator library and moec's ACL
+stand-in) executes the same files: their outputs must be equal, bit for bit, with routing that differs per input.
+"""
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from helpers import make_model
+from moec.driver import CompileOptions, compile_onnx
+from moec.targets.registry import get_backend
+from zoo import ZOO
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+EXAMPLE = os.path.join(ROOT, "examples", "mixtral_like.onnx")
+INC = os.path.join(ROOT, "targets", "ascend_emu", "include")
+KERNELS = os.path.join(ROOT, "codegen", "ascend", "kernels")
+HOST = os.path.join(ROOT, "codegen", "ascend", "host")
+
+pytestmark = pytest.mark.skipif(not __import__("shutil").which("g++"), reason="no g++ for the emulator build")
+
+
+def _keys(out):
+    with open(os.path.join(out, "ascend", "launch", "index.txt")) as f:
+        return [line.rsplit(" ", 1)[0] for line in f if line.strip()]
+
+
+def _inputs(key, seed):
+    rng = np.random.default_rng(seed)
+    xs = []
+    for part in key.split(","):
+        dt, dims = part.split(":")
+        shape = tuple(int(d) for d in dims.split("x")) if dims else ()
+        npt = {"f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32}[dt]
+        xs.append((rng.standard_normal(shape) * 2).astype(npt) if dt[0] == "f" else np.zeros(shape, npt))
+    return xs
+
+
+def _moec_run(exe, out, xs, tmp):
+    os.makedirs(tmp, exist_ok=True)
+    paths = []
+    for i, x in enumerate(xs):
+        paths.append(os.path.join(tmp, f"in{i}.npy"))
+        np.save(paths[-1], x)
+    p = subprocess.run([exe, os.path.join(out, "ascend"), tmp] + paths, capture_output=True, text=True, timeout=600)
+    return p
+
+
+def _check_host_program(out, tmp_path, soc="Ascend910B2", seeds=(0, 1)):
+    """moec_run at every compile-time plan, for several inputs, equal to the Python artifact bit for bit; the
+    artifact ran the emitted plans without making any (no planning, no IR walk, at run time)."""
+    from moec.targets.ascend_backend import build_host_program
+    exe = build_host_program(out)
+    art = get_backend("ascend", soc).load(out)
+
+    def no_planning(*a, **k):
+        raise AssertionError("the artifact planned at run time although a compile-time plan exists")
+    art.planner.make = no_planning
+    keys = _keys(out)
+    assert len(keys) >= 1
+    ran = 0
+    for key in keys:
+        for seed in seeds:
+            xs = _inputs(key, seed)
+            want = art(xs)
+            d = str(tmp_path / f"run_{ran}")
+            p = _moec_run(exe, out, xs, d)
+            assert p.returncode == 0, p.stderr
+            for k, w in enumerate(want):
+                got = np.load(os.path.join(d, f"output{k}.npy"))
+                assert got.dtype == w.dtype and got.shape == w.shape, (got.dtype, got.shape, w.dtype, w.shape)
+                np.testing.assert_array_equal(got, w)
+            ran += 1
+    assert art.plans_made == 0 and ran == len(keys) * len(seeds)
+    return art, exe
+
+
+def test_host_program_matches_python_on_the_example(tmp_path):
+    out = str(tmp_path / "o")
+    r = compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(3,)))
+    assert r.report["verified"], r.report.get("failure")
+    assert _keys(out) == ["f32:1x64", "f32:4x64"]  # the symbolic token count bound to 1 and 4 at compile time
+    art, exe = _check_host_program(out, tmp_path)
+    assert art.launches["moe_gather_rows"] >= 4 and art.launches["grouped_matmul"] >= 12
+    # the plan reads the routed row count back after moe_init_routing: the expert kernels' sizes are run-time
+    text = open(os.path.join(out, "ascend", "launch", "plan1.txt")).read()
+    assert re.search(r"^sym s0 read b\d+ 8$", text, re.M) and "$s0" in text
+    # another shape: no plan was written for it, moec_run says so (exit 2) and lists the ones it has
+    p = _moec_run(exe, out, [np.zeros((3, 64), np.float32)], str(tmp_path / "other"))
+    assert p.returncode == 2 and "no launch plan for inputs f32:3x64" in p.stderr and "f32:4x64" in p.stderr
+    # the Python artifact plans that shape once, then reuses it
+    art2 = get_backend("ascend", "Ascend910B2").load(out)
+    x = np.random.default_rng(5).standard_normal((3, 64)).astype(np.float32)
+    a, b = art2([x])[0], art2([x])[0]
+    np.testing.assert_array_equal(a, b)
+    assert art2.plans_made == 1
+
+
+def test_launch_plan_text_round_trip(tmp_path):
+    """dump -> load -> dump is the identity; the loaded plan runs to the same outputs as the one in memory."""
+    from moec.codegen.ascend.launch_plan import Plan
+    out = str(tmp_path / "o")
+    assert compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(2,))).report["verified"]
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    p = art.planner.make([(6, 64)], [np.float32])
+    text, blob = p.dump()
+    q = Plan.load(text, blob)
+    assert q.dump() == (text, blob)
+    from moec.codegen.ascend.launch_plan import execute
+    x = np.random.default_rng(3).standard_normal((6, 64)).astype(np.float32)
+    np.testing.assert_array_equal(execute(p, [x], art._run_kernel)[0], execute(q, [x], art._run_kernel)[0])
+
+
+@pytest.mark.parametrize("name", ["deepseekv3_dynamo", pytest.param("gptoss_dynamo", marks=pytest.mark.slow),
+                                  pytest.param("qwen2moe_torchscript", marks=pytest.mark.slow),
+                                  pytest.param("llama4_torchscript", marks=pytest.mark.slow)])
+def test_host_program_matches_python_on_zoo_models(name, tmp_path):
+    e = next(z for z in ZOO if z.name == name)
+    out = str(tmp_path / "o")
+    r = compile_onnx(e.build(), out, CompileOptions(target="ascend", symbol_sizes=(3,)))
+    assert r.report["verified"], r.report.get("failure")
+    _check_host_program(out, tmp_path, seeds=(0,))
+
+
+def test_host_ops_are_refused_by_the_host_program(tmp_path):
+    """A plan with a host-fallback op (sin has no AscendC kernel): the Python artifact runs it on the host,
+    moec_run refuses the plan naming the op, and the CMake project refuses to build, naming it."""
+    from moec.targets.ascend_backend import build_host_program
+    m = make_model([helper.make_node("Sin", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])],
+                   [("x", np.float32, ["T", 16])], [("y", np.float32, None)], name="host_sin")
+    out = str(tmp_path / "o")
+    r = compile_onnx(m, out, CompileOptions(target="ascend", symbol_sizes=(2,)))
+    assert r.report["verified"], r.report.get("failure")
+    assert "moec.sin" in r.report["ascend"]["host_ops"]
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    x = _inputs(_keys(out)[0], 0)
+    np.testing.assert_allclose(art(x)[0], np.sin(x[0]) * x[0], rtol=1e-6)
+    assert art.host_ops == {"moec.sin": 1} and art.launches.get("vec_elementwise", 0) == 1
+    exe = build_host_program(out)
+    p = _moec_run(exe, out, x, str(tmp_path / "r"))
+    assert p.returncode == 2 and "moec.sin" in p.stderr and "on the host" in p.stderr, p.stderr
+    cm = open(os.path.join(out, "ascend", "CMakeLists.txt")).read()
+    assert re.search(r'message\(FATAL_ERROR "moec_run cannot be built: these ops run on the host: moec.sin"\)', cm)
+
+
+def _kernel_entries():
+    """{kernel: number of GM_ADDR parameters} of the AscendC entry points in kernels/*.cpp."""
+    out = {}
+    for f in ("moe_kernels.cpp", "cube_kernels.cpp", "vector_kernels.cpp"):
+        src = open(os.path.join(KERNELS, f)).read()
+        for name, params in re.findall(r'extern "C" __global__ __aicore__ void (\w+)\(([^)]*)\)', src):
+            out[name] = params.count("GM_ADDR")
+    return out
+
+
+def test_cann_branch_of_launch_cpp_compiles_against_generated_launch_headers(tmp_path):
+    """The non-emulator branch of host/launch.cpp is plain host C++: no <<<>>>, one ACLRT_LAUNCH_KERNEL per kernel
+    through the aclrtlaunch_<kernel>.h header CANN's ascendc_library generates.  Without CANN, those headers are
+    written here with the documented form (aclrtlaunch_<kernel>(blockDim, stream, one void* per kernel
+    parameter) and ACLRT_LAUNCH_KERNEL(kernel) naming it), one per kernel entry point found in kernels/*.cpp, so
+    g++ checks that every launch passes each kernel's parameter count."""
+    src = open(os.path.join(HOST, "launch.cpp")).read()
+    cann = src.split("#else", 1)[1].split("#endif", 1)[0]
+    assert "<<<" not in cann and "kernel_operator.h" not in cann
+    entries = _kernel_entries()
+    assert len(entries) >= 16
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    for k, n in entries.items():
+        assert f"aclrtlaunch_{k}.h" in cann, k
+        params = ", ".join(["void *"] * n)
+        (gen / f"aclrtlaunch_{k}.h").write_text(
+            "#pragma once\n#include <cstdint>\n#include \"acl/acl.h\"\n"
+            "#ifndef ACLRT_LAUNCH_KERNEL\n#define ACLRT_LAUNCH_KERNEL(kernel) aclrtlaunch_##kernel\n#endif\n"
+            f"extern \"C\" uint32_t aclrtlaunch_{k}(uint32_t blockDim, aclrtStream stream, {params});\n")
+    p = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-DMOEC_ACL_DECLARE_ONLY", "-I", str(gen), "-I", INC,
+                        os.path.join(HOST, "launch.cpp")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    # a launch with a wrong argument count must not compile: drop one parameter of one kernel's header
+    k = "moe_finalize"
+    h = gen / f"aclrtlaunch_{k}.h"
+    h.write_text(h.read_text().replace("void *, ", "", 1))
+    p = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-DMOEC_ACL_DECLARE_ONLY", "-I", str(gen), "-I", INC,
+                        os.path.join(HOST, "launch.cpp")], capture_output=True, text=True)
+    assert p.returncode != 0 and k in p.stderr
+
+
+def test_cmake_project_links_a_pic_kernel_library_into_the_shared_host_library(tmp_path):
+    out = str(tmp_path / "o")
+    assert compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(2,))).report["verified"]
+    cm = open(os.path.join(out, "ascend", "CMakeLists.txt")).read()
+    assert cm.index("set(CMAKE_POSITION_INDEPENDENT_CODE ON)") < cm.index("ascendc_library(moec_kernels STATIC")
+    assert "add_library(moec_host SHARED host/launch.cpp)" in cm and "add_executable(moec_run host/moec_run.cpp)" in cm
+    assert re.search(r"target_link_libraries\(moec_run PRIVATE moec_host ascendcl\)", cm)
+    assert "FATAL_ERROR \"moec_run cannot be built" not in cm  # no host ops in the example
+    readme = open(os.path.join(out, "ascend", "README.md")).read()
+    assert "./build/moec_run . out/ input0.npy" in readme and "`f32:1x64`" in readme
+
+
+@pytest.mark.skipif(not os.environ.get("ASCEND_HOME_PATH"),
+                    reason="ASCEND_HOME_PATH does not point at a CANN toolkit: the emitted CMake project (ascendc_library,"
+                           " bisheng, libascendcl) cannot be built here")
+def test_cmake_project_builds_with_cann(tmp_path):
+    """Where CANN is installed: the emitted project configures and builds (kernels, libmoec_host.so, moec_run)."""
+    out = str(tmp_path / "o")
+    assert compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(2,))).report["verified"]
+    d = os.path.join(out, "ascend")
+    for cmd in (["cmake", "-B", "build", f"-DASCEND_CANN_PACKAGE_PATH={os.environ['ASCEND_HOME_PATH']}"],
+                ["cmake", "--build", "build", "-j"]):
+        p = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert os.path.exists(os.path.join(d, "build", "moec_run"))
