@@ -13,7 +13,8 @@ the experts).  Each block is then taken through every path:
 for every ``config._experts_implementation`` the architecture supports (``eager``, ``batched_mm``,
 ``grouped_mm`` where its experts class uses ``@use_experts_implementation``; one implementation, "-",
 for older ``nn.ModuleList`` experts), in f32 and bf16, with dynamic and static batch / sequence dims
-(static: f32 only), input [batch, seq, hidden].  Each cell records: recognised (family, routing) and
+(static: f32 only; bf16 and static where that path and implementation work in f32 with dynamic dims),
+input [batch, seq, hidden].  Each cell records: recognised (family, routing) and
 exact (the recognised module against the torch block at another batch / sequence size), or the
 failure: the first error line, or recognize-moe's own reason from its recognition trace
 (``moec inspect --explain``).  Then each architecture's 2-layer CausalLM (batched_mm, f32): how many of
@@ -26,6 +27,11 @@ Usage::
     python tests/hf_survey.py --arch mixtral -v    # one architecture, printed
     python tests/hf_survey.py --arch phimoe --path dynamo --impl batched_mm --dtype f32 --dims dynamic -v
     python tests/hf_survey.py --list               # the architectures found and how each is built
+    python tests/hf_survey.py --tier 3 --dtype bf16 --missing   # fill in part of the matrix, merged into the .json
+    python tests/hf_survey.py --only mixtral --tier f32          # redo some modules' cells (the rest kept)
+    python tests/hf_survey.py --render             # docs/real_models.md from the .json
+    python tests/hf_survey.py --tables             # tests/test_hf_models.py's expectation tables from the .json
+    python tests/hf_survey.py --failures F.md      # the failing cells with the command reproducing each
 
 Each architecture runs in its own subprocess (a crash or a hang costs one row).  ONNX exports are
 cached under ``$MOEC_SURVEY_CACHE`` (default ``~/.cache/moec/hf_survey``): they depend on torch and
@@ -47,7 +53,7 @@ import traceback
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.environ.get("MOEC_SURVEY_ROOT") or os.path.dirname(HERE)  # (a copy of this script can survey the repo)
 
 D = 32  # hidden size of every tiny config
 TINY = dict(hidden_size=D, intermediate_size=64, moe_intermediate_size=48, shared_expert_intermediate_size=48,
@@ -552,9 +558,16 @@ def _moec_rev() -> str:
         return "?"
 
 
+def _works(c) -> bool:
+    return c is not None and c.get("status") == "recognised" and bool(c.get("exact"))
+
+
 def survey_arch(mt, paths=PATHS, impls=None, dtypes=DTYPES, dims_list=("dynamic", "static"), want=None,
-                causal=True, verbose=False) -> dict:
-    """Every cell of one model type."""
+                causal=True, verbose=False, prev=None, missing=False, gate=False) -> dict:
+    """Every cell of one model type.  ``prev``: this model type's cells of an earlier run; ``missing``: only
+    the cells ``prev`` lacks; ``gate``: a bf16 or static-dims cell only where its path and experts
+    implementation work in f32 with dynamic dims (recognised and exact, in ``prev`` or in this run): where
+    that cell fails already, the table gives its reason (``render``)."""
     import torch
     torch.set_num_threads(1)
     res = {"arch": mt, "cells": [], "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "moec": _moec_rev()}
@@ -581,18 +594,33 @@ def survey_arch(mt, paths=PATHS, impls=None, dtypes=DTYPES, dims_list=("dynamic"
     if inline_block(blocks[0]):
         res["inline"] = True
         impls = []  # (the 2-layer model only)
+    known = {_key(c): c for c in prev or []}
+
+    def wanted(path, impl, dtype, dims) -> bool:
+        if dims == "static" and dtype != "f32":
+            return False
+        if want is not None and not want(path, impl, dtype, dims):
+            return False
+        if missing and (path, impl, dtype, dims) in known:
+            return False
+        if gate and (dtype, dims) != ("f32", "dynamic"):
+            return _works(known.get((path, impl, "f32", "dynamic")))
+        return True
+
     for impl in supported if impls is None else [i for i in impls if i in supported]:
         for dtype in dtypes:
-            todo = [(dims, path) for dims in dims_list for path in paths
-                     if not (dims == "static" and dtype != "f32") and (want is None or want(path, impl, dtype, dims))]
+            todo = [(dims, path) for dims in dims_list for path in paths if wanted(path, impl, dtype, dims)]
             if not todo:
                 continue
             mdl = build_model(mt, "batched_mm" if impl == "-" else impl, dtype)
             blk = sparse_blocks(mdl)[0].eval()
             for dims, path in todo:
+                if not wanted(path, impl, dtype, dims):  # (a static cell whose dynamic one failed just now)
+                    continue
                 with _quiet():
                     c = run_cell(mt, blk, impl, dtype, dims, path, cfg_json)
                 res["cells"].append(c)
+                known[_key(c)] = c
                 if verbose:
                     print(json.dumps(c), flush=True)
     if causal:
@@ -826,7 +854,14 @@ def _tier2(path, impl, dtype, dims) -> bool:
 TIERS = {"1": dict(want=_tier1, causal=False),
          "lm": dict(want=lambda *c: False, causal=True),  # the 2-layer models (and moec.compile of a few)
          "2": dict(want=_tier2, causal=False),
-         "3": dict(want=lambda *c: not _tier1(*c) and not _tier2(*c), causal=False)}  # bf16, static, the rest
+         # bf16, static dims (where the path works in f32), the dynamo exports of eager / grouped_mm
+         "3": dict(want=lambda *c: not _tier1(*c) and not _tier2(*c), causal=False, gate=True),
+         # tier 3's cells of batched_mm (or the only experts) on every path and of eager on the TorchScript export
+         # (moec's torch.export path exports eager / grouped_mm experts as the same batched_mm graph: cheaper first)
+         "3a": dict(want=lambda p, i, dt, dims: (dt, dims) != ("f32", "dynamic") and (
+             i in ("batched_mm", "-") or (p, i) == ("torchscript", "eager")), causal=False, gate=True),
+         # every f32 cell with dynamic dims (tiers 1 and 2 and the dynamo exports of eager / grouped_mm)
+         "f32": dict(want=lambda p, i, dt, dims: dt == "f32" and dims == "dynamic", causal=False)}
 
 
 def main(argv=None) -> int:
@@ -839,18 +874,26 @@ def main(argv=None) -> int:
     ap.add_argument("--dims", choices=("dynamic", "static"), action="append")
     ap.add_argument("--tier", choices=list(TIERS), help="1: torch.export of batched_mm and TorchScript export, "
                     "f32, dynamic dims; lm: the 2-layer models; 2: the rest of f32 with dynamic dims; 3: bf16, "
-                    "static dims and the dynamo exports of eager / grouped_mm (default: all, in that order)")
+                    "static dims (where the path works in f32) and the dynamo exports of eager / grouped_mm "
+                    "(default: all, in that order); 3a: tier 3's cells of batched_mm and of the TorchScript "
+                    "export of eager; f32: every f32 cell with dynamic dims")
     ap.add_argument("--causal", choices=("yes", "no"), default=None, help="the 2-layer CausalLM cell")
     ap.add_argument("--json", action="store_true", help="(worker) print the result as one JSON line")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--list", action="store_true", help="list the candidate modules and their model types")
     ap.add_argument("--only", nargs="*", help="whole survey: only these modeling modules (the rest kept)")
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per architecture")
+    ap.add_argument("--batch", type=int, default=6, help="architectures per worker process (one at a time; "
+                    "each imports torch, transformers and moec once)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "real_models.json"))
     ap.add_argument("--render", action="store_true", help="only write docs/real_models.md from the .json")
     ap.add_argument("--failures", metavar="MD", help="write the failing cells with reproducer commands to MD")
     ap.add_argument("--fixtures", action="store_true", help="only (re)survey the committed 4.x fixtures")
     ap.add_argument("--merge", metavar="JSON", help="merge the cells of another survey JSON into --out")
+    ap.add_argument("--missing", action="store_true", help="only the cells --out does not have yet (with --tier, "
+                    "--only, --path, ...: fill in part of the matrix, merged into --out)")
+    ap.add_argument("--tables", action="store_true", help="rewrite the expectation tables of "
+                    "tests/test_hf_models.py from --out")
     a = ap.parse_args(argv)
     sys.path.insert(0, HERE)
     warnings.simplefilter("ignore")
@@ -878,12 +921,16 @@ def main(argv=None) -> int:
         tier = TIERS.get(a.tier) or {}
         if a.path == ["causal_lm"]:
             a.path, a.causal, a.impl = list(), "yes", []
+        prev = None
+        if os.path.exists(a.out):
+            prev = next((r.get("cells", []) for r in json.load(open(a.out))["results"] if r.get("arch") == a.arch),
+                        None)
         res = survey_arch(a.arch, paths=tuple(PATHS if a.path is None else a.path), impls=a.impl,
                           dtypes=tuple(a.dtype or tier.get("dtypes") or DTYPES),
                           dims_list=tuple(a.dims or tier.get("dims") or ("dynamic", "static")),
                           want=tier.get("want"),
                           causal=(a.causal == "yes") if a.causal else tier.get("causal", True),
-                          verbose=a.verbose)
+                          verbose=a.verbose, prev=prev, missing=a.missing, gate=tier.get("gate", False))
         print(json.dumps(res) if a.json else json.dumps(res, indent=1), file=sys.__stdout__, flush=True)
         return 0
     if a.merge:
@@ -892,6 +939,10 @@ def main(argv=None) -> int:
         return 0
     if a.failures:
         write_failures(a.out, a.failures)
+        return 0
+    if a.tables:
+        changed = write_tables(a.out)
+        print(f"{os.path.relpath(TEST_FILE, ROOT)}: " + (", ".join(changed) + " rewritten" if changed else "unchanged"))
         return 0
     if a.fixtures or not (a.render or a.tier or a.only):
         with _quiet():
@@ -902,11 +953,11 @@ def main(argv=None) -> int:
             return 0
     if not a.render:
         for t in ([a.tier] if a.tier else list(TIERS)):
-            extra = ["--tier", t]
+            extra = ["--tier", t, "--out", a.out] + (["--missing"] if a.missing else [])
             for k in ("path", "impl", "dtype", "dims"):
                 for v in getattr(a, k) or ():
                     extra += [f"--{k}", v]
-            survey_all(a.out, a.timeout, only=a.only, extra_args=extra)
+            survey_all(a.out, a.timeout, only=a.only, extra_args=extra, batch=a.batch)
     render(a.out, os.path.join(os.path.dirname(a.out), "real_models.md"))
     return 0
 
@@ -939,6 +990,140 @@ def write_failures(out_json, out_md):
             L.append(f"- {c['path']} / {c['impl']} / {c['dtype']} / {c['dims']}: {why[:300]}  \n  `{cmd}`")
     with open(out_md, "w") as fh:
         fh.write("\n".join(L) + "\n")
+
+
+# -- the test expectations (tests/test_hf_models.py) -----------------------------------------------
+
+TEST_FILE = os.path.join(HERE, "test_hf_models.py")
+_ROUTING_KEYS = ("scoring", "norm", "post", "k", "n_group", "topk_group", "group_score", "scale")
+
+
+def _cell(r, path, impl, dtype="f32", dims="dynamic"):
+    """The cell of ``impl`` (the only experts, "-", for batched_mm where the block has no implementations)."""
+    mine = impl if impl in r.get("impls", []) else ("-" if impl == "batched_mm" else None)
+    return next((c for c in r.get("cells", []) if _key(c) == (path, mine, dtype, dims)), None)
+
+
+def _reason_pattern(why: str) -> str:
+    """A regular expression for a failure reason that names no node, number or file line (those change with
+    the trace): its leading words, escaped; anchored at the start where it is recognize-moe's own reason."""
+    exc = re.match(r"^UnsupportedError: model '[^']*': ", why)
+    if exc:
+        why = why[exc.end():]
+    m = re.match(r"[^'\"\[\]\d(]*", why)
+    pre = m.group(0) if m else why[:40]
+    if len(pre) < 25:
+        pre = why[:60]
+    if re.search(r"\w_$", pre.rstrip()):  # (a node name: may change with the trace)
+        pre = pre.rstrip().rsplit(" ", 1)[0]
+    return ("" if exc else "^") + re.escape(pre.rstrip()).replace("\\ ", " ")
+
+
+def expectation_tables(out_json) -> dict:
+    """The tables tests/test_hf_models.py checks, from the survey's cells (f32, dynamic dims):
+    RECOGNISED {model type: (family, routing[, E])} and NOT_RECOGNISED {model type: reason pattern} on the
+    torch.export path of batched_mm (or the only experts); BF16_RECOGNISED and STATIC_RECOGNISED: the
+    recognised ones whose bf16 / static-dims cell of that path is recognised and exact too;
+    LEGACY_EXPERTS (experts not dispatched on ``_experts_implementation``); CAUSAL_RECOGNISED (2-layer
+    models with every sparse layer recognised); ONNX_RECOGNISED {exporter: model types} (batched_mm
+    export recognised and exact, as the same family)."""
+    d = json.load(open(out_json))
+    rec, notrec, causal, legacy, bf16, static = {}, {}, [], [], [], []
+    onnx = {"dynamo": [], "torchscript": []}
+    for r in sorted(d["results"], key=lambda r: r["arch"]):
+        if not r.get("built") or not r.get("n_blocks") or r.get("inline"):
+            continue
+        c = _cell(r, "torch.export", "batched_mm")
+        if c is None:
+            continue
+        if r.get("impls") == ["-"]:
+            legacy.append(r["arch"])
+        if _works(c):
+            rt = c.get("routing") or {}
+            keep = {k: rt[k] for k in _ROUTING_KEYS if k in rt and (rt.get("n_group") or k not in (
+                "n_group", "topk_group", "group_score"))}
+            if keep.get("scale") in (None, 1.0):
+                keep.pop("scale", None)
+            else:
+                keep["scale"] = float(f"{keep['scale']:.7g}")
+            rec[r["arch"]] = (c["family"], keep, c.get("E"))
+            lm = next((x for x in r["cells"] if x["path"] == "causal_lm"), None)
+            if lm is not None and lm.get("status") == "recognised":
+                causal.append(r["arch"])
+            for e in onnx:
+                oc = _cell(r, e, "batched_mm")
+                if _works(oc) and oc.get("family") == c["family"]:
+                    onnx[e].append(r["arch"])
+            if _works(_cell(r, "torch.export", "batched_mm", "bf16")):
+                bf16.append(r["arch"])
+            if _works(_cell(r, "torch.export", "batched_mm", "f32", "static")):
+                static.append(r["arch"])
+        elif c.get("status") != "recognised":  # (recognised but not exact: in neither table, the docs say why)
+            notrec[r["arch"]] = (_reason_pattern(c.get("reason") or ""), _missing(c.get("reason") or ""))
+    return dict(RECOGNISED=rec, NOT_RECOGNISED=notrec, LEGACY_EXPERTS=legacy, CAUSAL_RECOGNISED=causal,
+                BF16_RECOGNISED=bf16, STATIC_RECOGNISED=static, ONNX_RECOGNISED=onnx)
+
+
+def _names(names, indent) -> list:
+    """A tuple of names wrapped at 110 columns."""
+    lines, cur = [], ""
+    for n in names:
+        item = json.dumps(n) + ", "
+        if len(" " * indent + cur + item) > 110:
+            lines.append(" " * indent + cur.rstrip())
+            cur = ""
+        cur += item
+    if cur:
+        lines.append(" " * indent + cur.rstrip())
+    return lines
+
+
+def _table_source(name, value) -> str:
+    hdr = f"{name}: dict = " if isinstance(value, dict) else f"{name} = "
+    if name == "RECOGNISED":
+        body = [f"    {json.dumps(a)}: ({json.dumps(f)}, {json.dumps(k)}" + (f", {E}" if E not in (None, 4) else "") + "),"
+                for a, (f, k, E) in value.items()]
+        return hdr + "{\n" + "\n".join(body) + "\n}"
+    if name == "NOT_RECOGNISED":
+        body = []
+        for a, (rx, what) in value.items():
+            if what:
+                import textwrap
+                body += ["    # " + ln for ln in textwrap.wrap(what, 104)]
+            body.append(f"    {json.dumps(a)}: {rx!r},")
+        return hdr + "{\n" + "\n".join(body) + "\n}"
+    if isinstance(value, dict):
+        body = []
+        for k, v in value.items():
+            body += [f"    {json.dumps(k)}: ("] + _names(v, 8) + ["    ),"]
+        return hdr + "{\n" + "\n".join(body) + "\n}"
+    return hdr + "(\n" + "\n".join(_names(value, 4)) + "\n)"
+
+
+def write_tables(out_json, test_file=TEST_FILE) -> list:
+    """Rewrite the expectation tables (module-level assignments) of ``test_file`` from the survey's cells;
+    the names whose table changed."""
+    import ast
+    src = open(test_file).read()
+    lines = src.splitlines(keepends=True)
+    tables = expectation_tables(out_json)
+    spans = {}
+    for node in ast.parse(src).body:
+        tgt = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(tgt, ast.Name) and tgt.id in tables:
+            spans[tgt.id] = (node.lineno - 1, node.end_lineno)
+    missing = sorted(set(tables) - set(spans))
+    if missing:
+        raise SystemExit(f"{test_file} has no table {', '.join(missing)}")
+    changed = []
+    for name, (a, b) in sorted(spans.items(), key=lambda kv: -kv[1][0]):  # (bottom up: earlier spans stay valid)
+        new = _table_source(name, tables[name]) + "\n"
+        if "".join(lines[a:b]) != new:
+            changed.append(name)
+            lines[a:b] = [new]
+    with open(test_file, "w") as fh:
+        fh.write("".join(lines))
+    return sorted(changed)
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -978,7 +1163,13 @@ def _missing(reason: str) -> str:
     return ""
 
 
-def _cell_text(c, reasons) -> str:
+def _cell_text(c, reasons, f32=None) -> str:
+    """A cell of the table; ``f32``: the cell of the same path and implementation in f32 with dynamic dims
+    (a bf16 or static-dims cell is run only where that one is recognised and exact)."""
+    if c is None and f32 is not None and not _works(f32):
+        why = f32.get("reason") or f32.get("check_error") or (
+            f"recognised as {f32.get('family')} but differs from torch" if f32.get("status") == "recognised" else "unknown")
+        return f"no, as f32 [{_ref(reasons, why)}]"
     if c is None:
         return "not run"
     if c.get("status") == "recognised":
@@ -1022,6 +1213,26 @@ def summary(d) -> list:
                 ran += 1
                 ok += c.get("status") == "recognised" and bool(c.get("exact"))
         return f"{ok} of {ran}"
+    def cnt(path, impl, dtype, dims):
+        ran = ok = 0
+        for r in moe:
+            if r.get("inline"):
+                continue
+            mine = impl if impl in r.get("impls", []) else ("-" if impl == "batched_mm" else None)
+            c = next((c for c in r["cells"] if _key(c) == (path, mine, dtype, dims)), None)
+            if c is not None:
+                ran += 1
+                ok += _works(c)
+        return ok, ran
+    grid = ["", "Recognised and exact of the cells run (blocks; batched_mm includes the older `-` experts):", "",
+            "| path | experts impl | f32, dynamic dims | bf16, dynamic dims | f32, static dims |", "|---|---|---|---|---|"]
+    for path in PATHS:
+        for impl in IMPLS:
+            row = []
+            for dt, dims in (("f32", "dynamic"), ("bf16", "dynamic"), ("f32", "static")):
+                ok, ran = cnt(path, impl, dt, dims)
+                row.append(f"{ok} of {ran}" if ran else "-")
+            grid.append(f"| {path} | {impl} | " + " | ".join(row) + " |")
     lms = [c for r in moe for c in r["cells"] if c["path"] == "causal_lm" and c.get("status") != "skipped"]
     lm_ok = sum(c.get("status") == "recognised" for c in lms)
     fx = d.get("fixtures_4x") or []
@@ -1040,7 +1251,7 @@ def summary(d) -> list:
         out.append(f"- transformers 4.x fixtures recognised and exact: "
                    f"{sum(c.get('status') == 'recognised' and bool(c.get('exact')) for c in fx_made)} of "
                    f"{len(fx_made)} exports ({len(fx) - len(fx_made)} exports 4.x itself could not make)")
-    return out
+    return out + grid
 
 
 def render(out_json, out_md):
@@ -1074,19 +1285,23 @@ def render(out_json, out_md):
          "(`nn.ModuleList`, not dispatched on `_experts_implementation`).  `not run`: the survey did not reach "
          "this cell.  \"(as batched_mm)\": moec's front end exported transformers' experts as batched_mm (the "
          "same function; `moec.compile` verifies against the module's own implementation).  Reproduce a cell: "
-         "`python tests/hf_survey.py --arch MODEL_TYPE --path PATH --impl IMPL --dtype DTYPE --dims DIMS -v`.", ""]
-    t3 = sorted(r["module"] for r in res if any(c.get("dtype") == "bf16" or c.get("dims") == "static"
-                                                  for c in r.get("cells", [])))
+         "`python tests/hf_survey.py --arch MODEL_TYPE --path PATH --impl IMPL --dtype DTYPE --dims DIMS -v`.", "",
+         "bf16 and static dims were run where the path and experts implementation work in f32 with dynamic dims "
+         "(recognised and exact); elsewhere the cell says `no, as f32 [Rn]`: not run in that dtype / with those "
+         "dims, because the f32 cell with dynamic dims already fails, for the reason Rn (an exporter that "
+         "fails on that implementation, a block moec does not recognise).", ""]
     moe = [r for r in res if r.get("built") and r.get("n_blocks") and not r.get("inline")]
-    t2 = [r for r in moe if any(c["path"] == "dynamo" and c["dtype"] == "f32" and c["dims"] == "dynamic"
-                                for c in r.get("cells", []))]
-    if len(t3) < len(moe) or len(t2) < len(moe):
-        L += ["Not every cell was run in the time this survey had (a full run: `python tests/hf_survey.py`, about "
-              "an hour on two loaded cores): f32 with dynamic dims on moec's torch.export path (batched_mm) and "
-              "the TorchScript export of every implementation for every architecture; the dynamo export of "
-              f"batched_mm and moec's torch.export path of eager / grouped_mm for {len(t2)} of {len(moe)}; bf16, "
-              "static dims and the dynamo exports of eager / grouped_mm for "
-              + (", ".join(t3) if t3 else "none") + ".", ""]
+    not_run = []
+    for r in moe:
+        by = {_key(c): c for c in r["cells"]}
+        for impl in r.get("impls", []):
+            for p, dt, dims in cols:
+                f32 = by.get((p, impl, "f32", "dynamic"))
+                if by.get((p, impl, dt, dims)) is None and (f32 is None or _works(f32)):
+                    not_run.append(f"{r['module']} {p} {impl} {dt}" + (" static" if dims == "static" else ""))
+    if not_run:
+        L += [f"Not every cell was run in the time this survey had: {len(not_run)} cells say `not run` (a full run: "
+              "`python tests/hf_survey.py`; `--tier 3 --missing` fills in only those).", ""]
     L += ["## Summary", ""] + summary(d) + ["", "| architecture (model type) | block | experts impls | recognised cells | family | "
           "2-layer model: layers recognised |", "|---|---|---|---|---|---|"]
     for r in res:
@@ -1134,7 +1349,9 @@ def render(out_json, out_md):
             continue
         by = {_key(c): c for c in r["cells"]}
         for impl in r.get("impls", []):
-            row = [_cell_text(by.get((p, impl, dt, dims)), reasons) for p, dt, dims in cols]
+            row = [_cell_text(by.get((p, impl, dt, dims)), reasons,
+                              None if (dt, dims) == ("f32", "dynamic") else by.get((p, impl, "f32", "dynamic")))
+                   for p, dt, dims in cols]
             L.append(f"| {r['module']} | {impl} | " + " | ".join(row) + " |")
     comp = [c for r in res for c in r.get("cells", []) if c["path"] == "moec.compile"]
     if comp:

@@ -29,7 +29,7 @@ D = survey.D
 # (tests/hf_survey.py, docs/real_models.md) measured them.  The family is named by the routing math:
 # Qwen3-MoE / OLMoE / DeepSeek-V2 / Jamba configs default to no renormalisation, which is Qwen2-MoE's
 # routing; Cohere2-MoE and Granite's softmax after top-k; Qwen3.5 / Qwen3-Next renormalise (Mixtral's).
-RECOGNISED = {
+RECOGNISED: dict = {
     "afmoe": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2}),
     "aria_text": ("granite-moe", {"scoring": "none", "norm": "none", "post": "softmax", "k": 2}, 8),
     "axk1": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
@@ -49,6 +49,7 @@ RECOGNISED = {
     "flex_olmo": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
     "flint": ("custom", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2}),
     "glm4_moe": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
+    "glm5_next_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),  # (SwiGLU clamped at 10)
     "glm4_moe_lite": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 1.8}),
     "glm4v_moe_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
     "glm_moe_dsa": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
@@ -59,6 +60,9 @@ RECOGNISED = {
     "granitemoeshared": ("granite-moe", {"scoring": "none", "norm": "none", "post": "softmax", "k": 2}),
     "hunyuan_v1_moe": ("mixtral", {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}),
     "hy_v3": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "scale": 2.826}),
+    # (SwiGLU clamped at 10: moe.experts limit, read off the graph)
+    "hy_v4": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.827}),
+    "hy_v4_vl_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.827}),
     "jamba": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
     "kimi_linear": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.446}),
     "laguna": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2}),
@@ -92,17 +96,27 @@ RECOGNISED = {
 }
 DEFAULT = ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss")  # the rest: -m slow
 # experts that are not dispatched on config._experts_implementation (older nn.ModuleList / loop forms)
-LEGACY_EXPERTS = ("dbrx", "doge", "ergo", "jetmoe", "llama4_text", "switch_transformers", "nllb-moe")
+LEGACY_EXPERTS = (
+    "dbrx", "doge", "ergo", "jetmoe", "llama4_text", "nllb-moe", "switch_transformers",
+)
 # the 2-layer models whose every sparse layer is recognised (torch.export, batched_mm, f32)
-CAUSAL_RECOGNISED = ("afmoe", "aria_text", "axk1", "axk2", "cohere2_moe", "deepseek_ocr2_text", "deepseek_v2",
-                     "deepseek_v3", "deepseek_v32", "ernie4_5_moe", "flex_olmo", "flint", "glm4_moe",
-                     "glm4_moe_lite", "glm4v_moe_text", "gpt_oss", "granitemoe", "granitemoe_swa",
-                     "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "lfm2_moe", "llama4_text",
-                     "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
-                     "minimax_m3_vl_text", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
-                     "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_moe", "solar_open",
-                     "unlimited_ocr_text")
+CAUSAL_RECOGNISED = (
+    "afmoe", "aria_text", "axk1", "axk2", "cohere2_moe", "deepseek_ocr2_text", "deepseek_v2", "deepseek_v3",
+    "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe", "exaone_moe", "flex_olmo", "flint",
+    "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
+    "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "lfm2_moe", "llama4_text", "longcat_flash", "mellum",
+    "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral_large4_text",
+    "mixtral", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_moe",
+    "solar_open", "unlimited_ocr_text",
+)
 CAUSAL_DEFAULT = ("mixtral",)
+# the recognised ones whose bf16 (dynamic dims) / f32 static-dims block is recognised and exact too (survey)
+BF16_RECOGNISED = (
+    "deepseek_v3", "gpt_oss", "mixtral", "qwen2_moe",
+)
+STATIC_RECOGNISED = (
+    "deepseek_v3", "gpt_oss", "mixtral", "qwen2_moe",
+)
 
 
 def moe_block(arch: str, impl: str = "batched_mm", dtype=torch.float32):
@@ -158,34 +172,50 @@ def test_torch_export_block_is_recognised_and_exact(arch):
 # with the reason it gives: recognize-moe's own (its recognition trace, as ``moec inspect --explain``
 # prints it) or the front end's error.  An improvement or a regression shows here: move an architecture
 # to RECOGNISED when it is recognised.  (docs/real_models.md: every path, implementation and dtype.)
-NOT_RECOGNISED = {
-    # an older experts loop (not dispatched on _experts_implementation, so moec cannot swap it):
+NOT_RECOGNISED: dict = {
+    # torch.export cannot trace transformers' loop over the experts that were hit (`for expert_idx in
+    # expert_hit`); export with `batched_mm`
     "dbrx": 'torch\\.export failed: Could not guard on data\\-dependent expression Eq',
+    # moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)
     "deepseek_v4": "ATen op 'aten\\.log1p\\.default' is not supported by moec's PyTo",
+    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
     "doge": '^router: walking back from the top\\-k, the scores come from',
+    # recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)
     "ergo": "^proof: found the router \\(scoring 'sigmoid', k=2, E=4\\) and 4",
-    "glm5_next_text": '^experts: the function between the up projection',
-    "hy_v4": '^experts: the function between the up projection',
-    "hy_v4_vl_text": '^experts: the function between the up projection',
+    # `moe.experts` has no activation of this form (recognize-moe knows relu, silu, gelu, gelu_tanh, identity,
+    # swiglu, GPT-OSS's clamped swiglu)
     "inkling2_loop_text": '^experts: the function between the up projection',
+    # `moe.experts` has no activation of this form (recognize-moe knows relu, silu, gelu, gelu_tanh, identity,
+    # swiglu, GPT-OSS's clamped swiglu)
     "inkling2_text": '^experts: the function between the up projection',
+    # moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)
     "inkling_text": "ATen op 'aten\\.log1p\\.default' is not supported by moec's PyTo",
+    # the block reads a tensor value into Python (`.item()` / `.tolist()`) during forward: moec's PyTorch
+    # front end cannot lower it
     "jetmoe": "ATen op 'aten\\._local_scalar_dense\\.default' is not supported",
+    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
     "kolibri1": '^router: an Add before the top\\-k that is not sigmoid',
+    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
     "kolibri1_1": '^router: an Add before the top\\-k that is not sigmoid',
+    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
     "muse_spark_text": '^router: walking back from the top\\-k, the scores come from',
-    # transformers' routers cast their own Linear inside forward (self.classifier = self.classifier.to(...)):
+    # transformers' router casts its own Linear inside forward (`self.classifier =
+    # self.classifier.to(self.dtype)`), which torch.export cannot trace
     "nllb-moe": 'torch\\.export failed: _apply',
+    # transformers' router casts its own Linear inside forward (`self.classifier =
+    # self.classifier.to(self.dtype)`), which torch.export cannot trace
     "switch_transformers": 'torch\\.export failed: _apply',
+    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
     "zaya": '^router: walking back from the top\\-k, the scores come from',
 }
 NOT_RECOGNISED_DEFAULT = ("dbrx",)  # the rest: -m slow
 
 
 def why_not(blk, x):
-    """recognize-moe's reason for leaving the block alone, or the front end's error line."""
+    """recognize-moe's reason for leaving the block alone, or the front end's error line (of the block's
+    first output, as the survey measures it: Zaya's block also returns the next layer's router states)."""
     try:
-        m, layers = recognise(blk, x)
+        m, layers = recognise(survey._wrap_first(blk), x)
     except Exception as e:  # noqa: BLE001
         return None, survey._first_line(e)
     return layers, survey._why_not(m)
@@ -349,19 +379,24 @@ def recognise_onnx(path):
 
 # the architectures whose batched_mm block both torch.onnx exporters export and moec recognises (survey)
 ONNX_RECOGNISED: dict = {
-    "dynamo": ("afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-     "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
-     "exaone_moe", "flex_olmo", "gpt_oss", "llama4_text", "longcat_flash", "mixtral", "phimoe", "qwen2_moe"),
-    "torchscript": ("afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-     "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
-     "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
-     "glm4v_moe_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid",
-     "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jamba", "kimi_linear", "laguna", "lara_mini",
-     "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax",
-     "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h",
-     "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
-     "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
-     "unlimited_ocr_text"),
+    "dynamo": (
+        "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
+        "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
+        "exaone_moe", "flex_olmo", "gpt_oss", "llama4_text", "longcat_flash", "mixtral", "phimoe",
+        "qwen2_moe",
+    ),
+    "torchscript": (
+        "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
+        "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
+        "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
+        "glm4v_moe_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid",
+        "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jamba", "kimi_linear", "laguna", "lara_mini",
+        "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax",
+        "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h",
+        "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
+        "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+        "unlimited_ocr_text",
+    ),
 }
 
 
@@ -395,12 +430,53 @@ def test_moec_compile_cli_on_the_onnx_export(dynamo, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", list(DEFAULT))
+@pytest.mark.parametrize("arch", BF16_RECOGNISED)
 def test_bf16_block_is_recognised(arch):
+    """bf16 weights and input (dynamic dims): the same family, and the rewritten module computes what the
+    bf16 torch block computes to bf16's precision (the survey's tolerance)."""
     blk = moe_block(arch, dtype=torch.bfloat16)
     x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     m, layers = recognise(blk, x)
     assert [la["family"] for la in layers] == [expected(arch)[0]], layers
+    xs = torch.randn(1, 7, D, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    with torch.no_grad():
+        want = tensor_to_numpy(first_output(blk(xs))).astype(np.float64)
+    got = np.asarray(list(ir_run(m, [tensor_to_numpy(xs)]).values())[0], np.float64)
+    np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", STATIC_RECOGNISED)
+def test_static_dims_block_is_recognised(arch):
+    """Exported with static batch / sequence dims: the same family, the same output at that shape."""
+    blk = moe_block(arch)
+    m, layers = recognise(blk, torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)), dynamic=False)
+    assert [la["family"] for la in layers] == [expected(arch)[0]], layers
+    xs = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = tensor_to_numpy(first_output(blk(xs)))
+    np.testing.assert_allclose(list(ir_run(m, [xs.numpy()]).values())[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_expectation_tables_are_the_surveys():
+    """The tables above are the survey's measurements (docs/real_models.json), so they cannot go stale
+    silently: after a survey run, ``python tests/hf_survey.py --tables`` rewrites them."""
+    import os
+    want = survey.expectation_tables(os.path.join(os.path.dirname(survey.HERE), "docs", "real_models.json"))
+    here = globals()
+    for name, table in want.items():
+        got = here[name]
+        if name == "RECOGNISED":
+            got = {a: (v[0], v[1], v[2] if len(v) > 2 else 4) for a, v in got.items()}
+            table = {a: (f, k, E if E is not None else 4) for a, (f, k, E) in table.items()}
+        elif name == "NOT_RECOGNISED":
+            table = {a: rx for a, (rx, _) in table.items()}
+        elif isinstance(table, dict):
+            got = {k: tuple(v) for k, v in got.items()}
+            table = {k: tuple(v) for k, v in table.items()}
+        else:
+            got, table = tuple(got), tuple(table)
+        assert got == table, f"{name} differs from docs/real_models.json: run python tests/hf_survey.py --tables"
 
 
 def test_squeeze_of_dims_not_of_size_one_keeps_them():
