@@ -361,3 +361,15 @@ def test_shared_experts_quantised_as_linear_layers(mode, act, layout, limit, tmp
     assert np.abs(got_c - got).max() <= 1e-4 * np.abs(got).max()
     rel = np.sqrt(np.mean((got - want_f32) ** 2) / np.mean(want_f32 ** 2))
     assert rel < {"int8": 0.05, "w8a8": 0.07, "int4": 0.5}[mode]
+
+
+def test_quantisation_error_counts_tokens_of_logits():
+    """[B, S, V] logits are B * S tokens (one routing flip is one token over the bound, not the whole
+    sequence's median)."""
+    from moec.tolerances import quantization_error
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((1, 8, 500))
+    got = want + 0.01 * rng.standard_normal(want.shape)
+    got[0, 3] = rng.standard_normal(500)  # one token routed elsewhere
+    q = quantization_error([got], [want], bound=0.07)
+    assert q["tokens"] == 8 and q["tokens_over_4x_bound"] == 1 and q["token_rel_median"] < 0.02
