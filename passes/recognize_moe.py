@@ -53,14 +53,34 @@ PROBE_T = 6
 
 
 def _consts_only(v: Value, memo: Dict[int, bool]) -> bool:
-    """True when v depends on no function argument (it is a constant expression)."""
-    k = id(v)
-    if k in memo:
-        return memo[k]
-    o = v.owner
-    r = o is not None and all(_consts_only(x, memo) for x in o.operands)
-    memo[k] = r
-    return r
+    """True when v depends on no function argument (it is a constant expression).  Walked with an
+    explicit stack, operands in order, stopping at the first that is not constant: a chain longer than
+    Python's recursion limit (the unrolled chunk recurrence of a linear-attention layer) is fine."""
+    stack = [v]
+    while stack:
+        u = stack[-1]
+        if id(u) in memo:
+            stack.pop()
+            continue
+        o = u.owner
+        if o is None:
+            memo[id(u)] = False
+            stack.pop()
+            continue
+        nxt = None
+        for x in o.operands:
+            known = memo.get(id(x))
+            if known is None:
+                nxt = x
+                break
+            if not known:
+                break
+        if nxt is not None:
+            stack.append(nxt)
+            continue
+        memo[id(u)] = all(memo[id(x)] for x in o.operands)
+        stack.pop()
+    return memo[id(v)]
 
 
 def _group_index(o: Operation) -> Optional[Value]:
