@@ -95,6 +95,21 @@ else()
   message(FATAL_ERROR "ascendc_kernel_cmake not found under ${{ASCEND_CANN_PACKAGE_PATH}}")
 endif()
 {host_ops_guard}
+# -DMOEC_CPU_DEBUG=ON: the kernels built in CANN's CPU-debug mode (ASCENDC_CPU_DEBUG, its CPU simulation library
+# tikicpulib, ICPU_RUN_KF launches as in CANN's CPU-mode samples) into libmoec_host.so; moec_run runs on the host
+option(MOEC_CPU_DEBUG "build the kernels in CANN's CPU-debug mode instead of for the NPU" OFF)
+if(MOEC_CPU_DEBUG)
+  list(APPEND CMAKE_PREFIX_PATH ${{ASCEND_CANN_PACKAGE_PATH}}/tools/tikicpulib/lib/cmake)
+  find_package(tikicpulib REQUIRED)
+  add_library(moec_host SHARED host/launch.cpp)
+  target_compile_definitions(moec_host PRIVATE ASCENDC_CPU_DEBUG MOEC_CPU_DEBUG)
+  target_include_directories(moec_host PRIVATE ${{ASCEND_CANN_PACKAGE_PATH}}/include)
+  target_link_libraries(moec_host PUBLIC tikicpulib::${{SOC_VERSION}})
+  add_executable(moec_run host/moec_run.cpp)
+  target_include_directories(moec_run PRIVATE ${{ASCEND_CANN_PACKAGE_PATH}}/include)
+  target_link_libraries(moec_run PRIVATE moec_host)
+  return()
+endif()
 # the static kernel library goes into a shared host library: position-independent code throughout
 set(CMAKE_POSITION_INDEPENDENT_CODE ON)
 include(${{ASCENDC_CMAKE_DIR}}/ascendc.cmake)
@@ -160,6 +175,11 @@ On a machine with CANN (run from this folder):
     source $ASCEND_HOME_PATH/set_env.sh    # or .../ascend-toolkit/set_env.sh
     cmake -B build -DSOC_VERSION={soc} -DASCEND_CANN_PACKAGE_PATH=$ASCEND_HOME_PATH && cmake --build build
     ./build/moec_run . out/ input0.npy [input1.npy ...] [--device N]     # writes out/output<k>.npy
+
+CANN's CPU-debug mode (no NPU needed: the kernels run on CANN's CPU simulation library):
+
+    cmake -B build-cpu -DMOEC_CPU_DEBUG=ON -DSOC_VERSION={soc} -DASCEND_CANN_PACKAGE_PATH=$ASCEND_HOME_PATH
+    cmake --build build-cpu && ./build-cpu/moec_run . out/ input0.npy
 
 moec_run runs the plan whose key matches the inputs' element types and shapes; the plans here are for:
 {plans}

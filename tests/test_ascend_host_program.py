@@ -216,3 +216,28 @@ def test_cmake_project_builds_with_cann(tmp_path):
         p = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert os.path.exists(os.path.join(d, "build", "moec_run"))
+
+
+@pytest.mark.skipif(not os.environ.get("ASCEND_HOME_PATH"),
+                    reason="ASCEND_HOME_PATH does not point at a CANN toolkit: CANN's CPU-debug mode (tikicpulib, "
+                           "ASCENDC_CPU_DEBUG) is not available here")
+def test_cann_cpu_debug_build_matches_the_emulator(tmp_path):
+    """Where CANN is installed: the emitted kernels built in CANN's CPU-debug mode (-DMOEC_CPU_DEBUG=ON) run every
+    compile-time plan through moec_run; the outputs agree with the emulator's (the Python artifact)."""
+    out = str(tmp_path / "o")
+    assert compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(2,))).report["verified"]
+    d = os.path.join(out, "ascend")
+    for cmd in (["cmake", "-B", "build-cpu", "-DMOEC_CPU_DEBUG=ON",
+                 f"-DASCEND_CANN_PACKAGE_PATH={os.environ['ASCEND_HOME_PATH']}"],
+                ["cmake", "--build", "build-cpu", "-j"]):
+        p = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    exe = os.path.join(d, "build-cpu", "moec_run")
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    for i, key in enumerate(_keys(out)):
+        xs = _inputs(key, i)
+        run = str(tmp_path / f"cpu{i}")
+        p = _moec_run(exe, out, xs, run)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        for k, w in enumerate(art(xs)):
+            np.testing.assert_allclose(np.load(os.path.join(run, f"output{k}.npy")), w, rtol=1e-5, atol=1e-5)

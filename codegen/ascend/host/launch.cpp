@@ -44,6 +44,47 @@ extern "C" void moec_cube_stats(uint64_t *out) {
   for (int i = 0; i < 4; i++) out[5 + i] = s.mmad_by_type[i], s.mmad_by_type[i] = 0;
   s.mmad_calls = s.mmad_macs = s.loaddata_calls = s.nd2nz_calls = s.fixpipe_calls = 0;
 }
+#elif defined(MOEC_CPU_DEBUG)
+// CANN's CPU-debug mode (CMake -DMOEC_CPU_DEBUG=ON, ASCENDC_CPU_DEBUG): the kernels are compiled by the host
+// compiler against CANN's headers and run by its CPU simulation library (tikicpulib) with ICPU_RUN_KF, as its
+// CPU-mode samples launch them; GM is AscendC::GmAlloc memory, and this library provides the few ACL calls
+// moec_run makes on top of it (there is no device).  Written from the public samples; not built here.
+#include "acl/acl.h"
+#include "tikicpulib.h"
+#include "../kernels/moe_kernels.cpp"
+#include "../kernels/cube_kernels.cpp"
+#include "../kernels/vector_kernels.cpp"
+static std::string g_host_error;
+extern "C" const char *moec_last_error() { return g_host_error.c_str(); }
+extern "C" {
+aclError aclInit(const char *) { return ACL_SUCCESS; }
+aclError aclFinalize() { return ACL_SUCCESS; }
+aclError aclrtSetDevice(int32_t) { return ACL_SUCCESS; }
+aclError aclrtResetDevice(int32_t) { return ACL_SUCCESS; }
+aclError aclrtCreateStream(aclrtStream *s) { *s = nullptr; return ACL_SUCCESS; }
+aclError aclrtDestroyStream(aclrtStream) { return ACL_SUCCESS; }
+aclError aclrtSynchronizeStream(aclrtStream) { return ACL_SUCCESS; }
+aclError aclrtMalloc(void **p, size_t n, aclrtMemMallocPolicy) {
+  *p = AscendC::GmAlloc(n ? n : 1);
+  return *p ? ACL_SUCCESS : ACL_ERROR_BAD_ALLOC;
+}
+aclError aclrtFree(void *p) { AscendC::GmFree(p); return ACL_SUCCESS; }
+aclError aclrtMemcpy(void *dst, size_t dmax, const void *src, size_t n, aclrtMemcpyKind) {
+  if (n > dmax) return ACL_ERROR_INVALID_PARAM;
+  if (n) std::memcpy(dst, src, n);
+  return ACL_SUCCESS;
+}
+aclError aclrtMemset(void *dst, size_t dmax, int32_t v, size_t n) {
+  if (n > dmax) return ACL_ERROR_INVALID_PARAM;
+  if (n) std::memset(dst, v, n);
+  return ACL_SUCCESS;
+}
+}
+// the cube kernel runs on an AIC core, every other kernel on AIV cores
+#define MOEC_LAUNCH(kernel, blockDim, stream, ...)                                                                 \
+  (AscendC::SetKernelMode(std::strcmp(#kernel, "grouped_matmul") == 0 ? KernelMode::AIC_MODE : KernelMode::AIV_MODE), \
+   ICPU_RUN_KF(kernel, blockDim, __VA_ARGS__), 0)
+#define G(p) ((GM_ADDR)(p))
 #else
 #include "acl/acl.h"
 #include "aclrtlaunch_moe_gating.h"
