@@ -207,6 +207,14 @@ def test_slice_scatter_with_step_matches_torch(start, stop, step, tmp_path):
     np.testing.assert_array_equal(run_c(m, tmp_path, x, y)[0], mod(x, y).numpy())
 
 
+def test_permute_with_negative_dims_matches_torch():
+    """``x.permute(0, -2, -1, 1)`` (Mamba2's SSD chunk scan): torch counts a negative dim from the end."""
+    x = torch.randn(2, 3, 4, 5)
+    mod = _Fn(lambda s, x: x.permute(0, -2, -1, 1))
+    m = import_torch(mod, (x,))
+    np.testing.assert_array_equal(run_ir(m, x)[0], mod(x).numpy())
+
+
 # ---- real 2-layer transformers models ---------------------------------------------------------------------
 transformers = pytest.importorskip("transformers")
 import hf_survey as survey  # noqa: E402  (tests/hf_survey.py: the tiny configs and models)

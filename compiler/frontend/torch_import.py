@@ -202,7 +202,9 @@ def _t(fx: _Fx, node) -> "Any":
 # ---------------------------------------------------------------------------------------------
 @lower("aten.permute.default")
 def _permute(fx, n, x, dims):
-    return fx.op1("Transpose", [fx.v(x)], perm=[int(d) for d in dims])
+    xv = fx.v(x)
+    r = max(xv.type.rank, 1)  # (torch counts a negative dim from the end: Mamba2's permute(0, -2, -1, 1))
+    return fx.op1("Transpose", [xv], perm=[int(d) % r for d in dims])
 
 
 @lower("aten.t.default")
