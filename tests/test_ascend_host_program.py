@@ -31,14 +31,15 @@ def _keys(out):
         return [line.rsplit(" ", 1)[0] for line in f if line.strip()]
 
 
-def _inputs(key, seed):
+def _inputs(key, seed, int_range=(0, 1)):
     rng = np.random.default_rng(seed)
     xs = []
     for part in key.split(","):
         dt, dims = part.split(":")
         shape = tuple(int(d) for d in dims.split("x")) if dims else ()
         npt = {"f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32}[dt]
-        xs.append((rng.standard_normal(shape) * 2).astype(npt) if dt[0] == "f" else np.zeros(shape, npt))
+        xs.append((rng.standard_normal(shape) * 2).astype(npt) if dt[0] == "f" else
+                  rng.integers(*int_range, shape).astype(npt))
     return xs
 
 
@@ -52,7 +53,7 @@ def _moec_run(exe, out, xs, tmp):
     return p
 
 
-def _check_host_program(out, tmp_path, soc="Ascend910B2", seeds=(0, 1)):
+def _check_host_program(out, tmp_path, soc="Ascend910B2", seeds=(0, 1), int_range=(0, 1)):
     """moec_run at every compile-time plan, for several inputs, equal to the Python artifact bit for bit; the
     artifact ran the emitted plans without making any (no planning, no IR walk, at run time)."""
     from moec.targets.ascend_backend import build_host_program
@@ -67,7 +68,7 @@ def _check_host_program(out, tmp_path, soc="Ascend910B2", seeds=(0, 1)):
     ran = 0
     for key in keys:
         for seed in seeds:
-            xs = _inputs(key, seed)
+            xs = _inputs(key, seed, int_range)
             want = art(xs)
             d = str(tmp_path / f"run_{ran}")
             p = _moec_run(exe, out, xs, d)
@@ -100,6 +101,24 @@ def test_host_program_matches_python_on_the_example(tmp_path):
     a, b = art2([x])[0], art2([x])[0]
     np.testing.assert_array_equal(a, b)
     assert art2.plans_made == 1
+
+
+def test_host_program_runs_an_attention_block(tmp_path):
+    """A decoder block with token-id input: embedding gather, rotary tables and the causal mask as plan constants
+    (computed from the shape), batched attention matmuls with K^T read in place, V^T transposed: moec_run equals
+    the Python artifact; an id out of range is refused by both with the same message."""
+    from test_ascend_decoder import V, _attention_block
+    out = str(tmp_path / "o")
+    r = compile_onnx(_attention_block(), out, CompileOptions(target="ascend", symbol_sizes=(7, 1)))
+    assert r.report["verified"], r.report.get("failure")
+    assert _keys(out) == ["i64:1x1", "i64:1x4"]
+    art, exe = _check_host_program(out, tmp_path, int_range=(-V, V))
+    assert art.launches["vec_gather"] and art.launches["vec_transpose"] and art.launches["grouped_matmul"]
+    bad = [np.array([[1, V, 2, 3]], np.int64)]
+    with pytest.raises(Exception, match=rf"gather: index {V} out of range \[-{V}, {V}\)"):
+        art(bad)
+    p = _moec_run(exe, out, bad, str(tmp_path / "bad"))
+    assert p.returncode == 1 and f"gather: index {V} out of range [-{V}, {V})" in p.stderr, p.stderr
 
 
 def test_launch_plan_text_round_trip(tmp_path):
