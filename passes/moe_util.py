@@ -36,6 +36,20 @@ def widen(a):
     return a.astype(np.float32) if a.dtype == np.float16 or a.dtype.name == "bfloat16" else a
 
 
+class ShapeOnly:
+    """A feed that gives a value's shape and nothing else: only ``moec.shape`` may read it (any other op
+    that needs the value raises KeyError, as for an argument not fed).  A probe of an MoE layer feeds the
+    model's other arguments so: a size torch.export computed from the input_ids' shape (the number of
+    (token, slot) pairs of a grouped_mm layer) then follows the probe's token count."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(int(d) for d in shape), dtype
+
+    def array(self):
+        import numpy as np
+        return np.broadcast_to(np.zeros((), self.dtype), self.shape)  # (no storage: the shape is what is read)
+
+
 def evaluate(m, f: Function, targets, feeds: Dict[int, "object"], widened: bool = False):
     """Evaluate ``targets`` (Values) with the reference semantics, given arrays for some values
     (``feeds``: id(Value) -> array; function arguments must be fed if they are needed).
@@ -47,7 +61,7 @@ def evaluate(m, f: Function, targets, feeds: Dict[int, "object"], widened: bool 
     precision instead of through half-precision rounding noise.
     Raises KeyError if an unfed argument is needed."""
     import numpy as np
-    env = {k: widen(a) for k, a in feeds.items()} if widened else dict(feeds)
+    env = {k: (a if isinstance(a, ShapeOnly) else widen(a)) for k, a in feeds.items()} if widened else dict(feeds)
     needed = set()
     stack = [v for v in targets]
     while stack:
@@ -61,7 +75,12 @@ def evaluate(m, f: Function, targets, feeds: Dict[int, "object"], widened: bool 
     for o in f.ops:
         if not any(id(r) in needed and id(r) not in env for r in o.results):
             continue
-        outs = eval_op(m, o, [env[id(v)] for v in o.operands], widened)
+        ins = [env[id(v)] for v in o.operands]
+        if any(isinstance(a, ShapeOnly) for a in ins):
+            if o.name != "moec.shape":
+                raise KeyError(f"{o.name} needs the values of a value fed by its shape only")
+            ins = [a.array() if isinstance(a, ShapeOnly) else a for a in ins]
+        outs = eval_op(m, o, ins, widened)
         for r, a in zip(o.results, outs):
             env[id(r)] = a
     return [env[id(v)] for v in targets]

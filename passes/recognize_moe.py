@@ -45,7 +45,7 @@ from ..ir.opdef import OPS
 from ..ir.ops.moe import record_moe_layer
 from . import recognition_trace as _trace
 from .base import Pass
-from .moe_util import eval_op, evaluate, same_tokens, widen
+from .moe_util import ShapeOnly, eval_op, evaluate, same_tokens, widen
 
 PROJ_OPS = ("moec.matmul", "moec.gemm")
 SELECT_OPS = ("moec.slice", "moec.split", "moec.gather")
@@ -218,6 +218,18 @@ class _Layer:
                 feeds[id(v)] = X.reshape(shape).astype(v.type.dtype.np)
             except ValueError:
                 continue  # not fed: a graph that needs it does not evaluate, so nothing matches
+        # the function's other arguments by their shapes only (moe_util.ShapeOnly): a dim named like a dim
+        # of a view of x takes its fed size, another dynamic dim 1 (as in the views' feeds)
+        size = {}
+        for v in self.xs + self.xviews:
+            if id(v) in feeds:
+                for d, n in zip(v.type.shape, feeds[id(v)].shape):
+                    if isinstance(d, str):
+                        size.setdefault(d, n)
+        for a in self.f.args:
+            if id(a) not in feeds:
+                feeds[id(a)] = ShapeOnly([d if isinstance(d, int) else size.get(d, 1) for d in a.type.shape],
+                                         a.type.dtype.np)
         return feeds
 
     def is_x(self, v: Value) -> bool:

@@ -240,3 +240,54 @@ def test_real_clamped_swiglu_experts(arch):
     with torch.no_grad():
         want = tensor_to_numpy(H.first_output(blk(xs)))
     np.testing.assert_allclose(_run(m, xs), want, rtol=1e-4, atol=1e-5)
+
+
+# -- sizes computed from another input's shape (a CausalLM's input_ids) ------------------------------------
+
+def test_shape_only_feed_gives_shapes_not_values():
+    """moe_util.ShapeOnly: a probe may feed an argument by its shape (the (token, slot) pair count
+    torch.export computes from input_ids' shape); an op that needs its values cannot evaluate."""
+    from moec.ir import parse_module
+    from moec.passes.moe_util import ShapeOnly, evaluate
+    m = parse_module('''module {
+  func.func @main(%ids: tensor<?x?xi64, "B,S">) -> (tensor<2xi64>, tensor<?x?xi64, "B,S">) attributes {moec.inputs = ["ids"], moec.outputs = ["n", "y"]} {
+    %0 = "moec.shape"(%ids) {start = 0 : i64} : (tensor<?x?xi64, "B,S">) -> tensor<2xi64>
+    %1 = "moec.add"(%ids, %ids) : (tensor<?x?xi64, "B,S">, tensor<?x?xi64, "B,S">) -> tensor<?x?xi64, "B,S">
+    func.return %0, %1 : tensor<2xi64>, tensor<?x?xi64, "B,S">
+  }
+}
+''')
+    f = m.main
+    feeds = {id(f.args[0]): ShapeOnly((1, 7), np.int64)}
+    assert evaluate(m, f, [f.outputs[0]], feeds)[0].tolist() == [1, 7]
+    with pytest.raises(KeyError):
+        evaluate(m, f, [f.outputs[1]], feeds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,family", [("mixtral", "mixtral"), ("qwen2_moe", "qwen2-moe")])
+def test_two_layer_grouped_mm_model_has_both_layers_recognised(arch, family):
+    """A whole tiny CausalLM with grouped_mm experts (input_ids [batch, seq]): the pair count of each
+    layer's sort comes from input_ids' shape, which the probes give by shape (moe_util.ShapeOnly)."""
+    H = _hf()
+    import hf_survey as S
+    model = S.build_model(arch, "grouped_mm", "f32")
+
+    class Logits(torch.nn.Module):
+        def __init__(self, mdl):
+            super().__init__()
+            self.m = mdl
+
+        def forward(self, ids):
+            return H.first_output(self.m(input_ids=ids, use_cache=False).to_tuple())
+    lm = Logits(model).eval()
+    ids = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(5))
+    m = _import(lm, ids, dynamic_dims={0: {0: "B", 1: "S"}}, experts_implementation=None)
+    layers = _recognise(m)
+    assert [la["family"] for la in layers] == [family] * len(S.sparse_blocks(model)) == [family] * 2
+    ids2 = torch.randint(3, 128, (1, 7), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want = lm(ids2).numpy()
+    from moec.ir.interpreter import run as ir_run
+    got = np.asarray(list(ir_run(m, [ids2.numpy()]).values())[0])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
