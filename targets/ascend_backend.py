@@ -328,13 +328,23 @@ def build_host_program(outdir: str) -> str:
     """Builds ascend/moec_run (host/moec_run.cpp) against the emulator library of ``outdir`` (which exports
     moec_launch and the ACL stand-in, as libmoec_host.so and libascendcl do on a CANN machine); returns its
     path.  Run it as ``moec_run ASCEND_DIR OUT_DIR inputs.npy...``."""
+    from .cpu import cache_dir
     d = os.path.join(outdir, "ascend")
     exe = os.path.join(d, "moec_run")
-    cmd = ["g++", "-std=c++17", "-O1", "-I", EMU_INCLUDE, os.path.join(d, "host", "moec_run.cpp"),
-           "-o", exe, "-L", d, "-l:libmoec_ascend_emu.so", "-Wl,-rpath,$ORIGIN"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode:
-        raise BuildError(f"g++ failed on the emitted host program (moec_run): {p.stderr[-2000:]}")
+    src = os.path.join(d, "host", "moec_run.cpp")
+    h = hashlib.sha256()
+    for f in (src, os.path.join(EMU_INCLUDE, "acl", "acl.h")):  # it links the library by name (rpath $ORIGIN)
+        with open(f, "rb") as fh:
+            h.update(fh.read())
+    area, key = os.path.join(cache_dir(), "ascend-host"), h.hexdigest()[:24]
+    if not cache_store.fetch_file(area, key, "moec_run", exe):  # checked (sha256) before use
+        cmd = ["g++", "-std=c++17", "-O1", "-I", EMU_INCLUDE, src, "-o", exe, "-L", d, "-l:libmoec_ascend_emu.so",
+               "-Wl,-rpath,$ORIGIN"]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode:
+            raise BuildError(f"g++ failed on the emitted host program (moec_run): {p.stderr[-2000:]}")
+        cache_store.store_file(area, key, exe, "moec_run")
+    os.chmod(exe, 0o755)
     return exe
 
 

@@ -103,6 +103,7 @@ def test_host_program_matches_python_on_the_example(tmp_path):
     assert art2.plans_made == 1
 
 
+@pytest.mark.slow
 def test_host_program_runs_an_attention_block(tmp_path):
     """A decoder block with token-id input: embedding gather, rotary tables and the causal mask as plan constants
     (computed from the shape), batched attention matmuls with K^T read in place, V^T transposed: moec_run equals
