@@ -174,14 +174,11 @@ def _pack(attrs, x, ids, w):
     n = max(len(p) for p in reps)
     table = torch.tensor([p + [p[0]] * (n - len(p)) for p in reps], dtype=torch.int64, device=dev)
     nrep = torch.tensor([len(p) for p in reps], dtype=torch.int64, device=dev)
-    local = torch.tensor([next((g for g in p if g // S == r), -1) for p in reps], dtype=torch.int64, device=dev)
     T, k = ids.shape
     valid = ids >= 0
     e = torch.where(valid, ids, torch.zeros_like(ids))
     pick = (torch.arange(T, device=dev).unsqueeze(1) + r) % nrep[e]
-    g = table[e, pick]
-    g = torch.where(local[e] >= 0, local[e], g)
-    g = torch.where(valid, g, torch.full_like(g, -1))
+    g = torch.where(valid, table[e, pick], torch.full_like(e, -1))
     dest = torch.where(valid, torch.div(g, S, rounding_mode="floor"), torch.full_like(g, -1))
     hit = torch.zeros((W, T), dtype=torch.bool, device=dev)
     for j in range(k):

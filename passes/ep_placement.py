@@ -9,8 +9,7 @@ hottest experts (the greedy scheme of DeepSeek's EPLB, global policy; written fr
     predicted      rank load = sum of its copies' per-copy loads (a replicated expert's tokens split evenly)
 
 ``dispatch_load`` gives the load the run time will actually see for given routing ids: each slot served
-by the replica ``choose_replica`` picks (a copy on the token's own rank first), so predicted and measured
-can be compared.
+by the copy ``choose_replica`` picks (copies taken in turn), so predicted and measured can be compared.
 """
 from __future__ import annotations
 

@@ -255,6 +255,8 @@ def rank_module(m: Module, plan: EPPlan, rank: int) -> Module:
         layer = c.attrs.get("layer") or f"moe{n}"
         n += 1
         _split_layer(r, f, c, plan.for_layer(layer, names.get(layer, int(ex.operands[4].type.shape[0]))), rank)
+    from .dce import DeadCodeElimination
+    DeadCodeElimination().run(r)     # (the full expert stacks and the old dispatch are dead now)
     used = {o.attrs["value"].key for o in f.ops if o.name == "moec.constant"
             and isinstance(o.attrs["value"], ResourceRef)}
     r.weights.remove_unused(used)
@@ -330,8 +332,7 @@ def split_stages(m: Module) -> Tuple[List[Stage], List[str], List[str]]:
                         ins.append(key(v))
                         local[id(v)] = a
                 new_operands.append(local[id(v)])
-            if o.name == "moec.constant":
-                _clone_const(m, sub, sf, o, local)
+            if o.name == "moec.constant":   # cloned where it is used (in this stage or a later one)
                 continue
             o2 = copy.copy(o)
             o2.attrs = dict(o.attrs)

@@ -362,3 +362,36 @@ def test_a_hanging_rank_fails_the_others_within_the_timeout(tmp_path, moec_cache
     with pytest.raises(RuntimeFailure, match=r"rank 0 exit 2: moec.launch rank 0: error: .*[Tt]imed out.*rank 1 .*killed"):
         run_local(d, [f"x={tmp_path / 'x.npy'}"], 2, str(tmp_path / "o"), timeout_s=5, fault="1:hang")
     assert time.monotonic() - t0 < 90
+
+
+# -- load balance -------------------------------------------------------------------------------------------------
+def test_balanced_placement_replicates_the_hot_expert():
+    from moec.passes.ep_placement import balanced_placement, imbalance, predicted_load
+    load = [100, 10, 10, 10, 10, 10, 10, 10]
+    contiguous = imbalance(predicted_load(Placement.contiguous(8, 2), load))["max_over_mean"]
+    p = balanced_placement(load, 2, slots=5)
+    assert sorted(e for r in p.ranks for e in r).count(0) == 2          # the hot expert on both ranks
+    assert all(len(set(r)) == len(r) for r in p.ranks)
+    assert contiguous > 1.5 and imbalance(predicted_load(p, load))["max_over_mean"] < 1.05
+    # without spare slots: a pure re-packing (no replica), still better than contiguous blocks
+    q = balanced_placement([8, 7, 6, 5, 4, 3, 2, 1], 2)
+    assert imbalance(predicted_load(q, [8, 7, 6, 5, 4, 3, 2, 1]))["max_over_mean"] == 1.0
+    with pytest.raises(EPError):
+        balanced_placement(load, 2, slots=3)
+
+
+def test_measured_load_of_a_run_is_the_predicted_dispatch(pools, tmp_path_factory, moec_module_cache):
+    """profile-routing's placement for a skewed batch (most tokens identical): the load each rank computes in the
+    real run (expert slots received) equals the dispatch the profile simulated, and beats contiguous blocks."""
+    from moec.ep_cli import profile
+    name = FAMILIES["mixtral"].name
+    m = ir_of(name)
+    x = np.concatenate([inputs(name, 12, "identical")[0], inputs(name, 6)[0]])
+    rep = profile(m, [[x]], 2, slots=5)["moe0"]
+    p = Placement.from_json(rep["balanced"]["placement"])
+    assert rep["balanced"]["predicted"]["max_over_mean"] < 1.05
+    assert rep["balanced"]["measured"]["max_over_mean"] < 1.15
+    d = artifact(tmp_path_factory, name, 2, placement={"*": p})
+    got, stats = pools(2).run(d, [x], ["x"])
+    close(got[0], ref(m, [x]))
+    assert [s["expert_slots"][0] for s in stats] == rep["balanced"]["measured_per_rank"]

@@ -67,19 +67,17 @@ def replica_table(placement: Sequence[int], num_experts: int) -> List[List[int]]
 
 
 def choose_replica(ids: np.ndarray, rank: int, slots: int, placement: Sequence[int], num_experts: int) -> np.ndarray:
-    """The global physical slot serving each routed slot (-1 for id -1): a replica on the token's own rank
-    if there is one (no traffic), else replica number (t + rank) % n_replicas (spreads a hot expert's
-    tokens over its copies)."""
+    """The global physical slot serving each routed slot (-1 for id -1): copy number (t + rank) % n_copies of
+    the expert (t: the token's index on its rank), so every rank spreads a replicated expert's tokens evenly
+    over its copies (what the placement's predicted load assumes), wherever the tokens are."""
     reps = replica_table(placement, num_experts)
     n = max(len(r) for r in reps)
     table = np.array([r + [r[0]] * (n - len(r)) for r in reps], np.int64)      # [E, n]
     nrep = np.array([len(r) for r in reps], np.int64)
-    local = np.array([next((g for g in r if g // slots == rank), -1) for r in reps], np.int64)
     T = ids.shape[0]
     e = np.where(ids >= 0, ids, 0)
     pick = (np.arange(T, dtype=np.int64)[:, None] + rank) % nrep[e]
     g = np.take_along_axis(table[e.reshape(-1)], pick.reshape(-1, 1), axis=1).reshape(ids.shape)
-    g = np.where(local[e] >= 0, local[e], g)
     return np.where(ids >= 0, g, -1)
 
 
