@@ -165,8 +165,8 @@ class QuantizeWeights(Pass):
     def _quantize_dense(self, m: Module) -> bool:
         changed = False
         kept: dict = {}
-        shared: dict = {}  # (weight key, transposed) -> the quantised constants, shared by every user
         for f in m.functions:
+            shared: dict = {}  # (weight key, transposed) -> the quantised constants, for every user in f
             uses = f.uses()
             for o in list(f.ops):
                 if o.name not in ("moec.matmul", "moec.gemm"):
@@ -217,20 +217,10 @@ class QuantizeWeights(Pass):
             w = np.asarray(m.weights[plan["key"]])
             before = int(w.nbytes)
             w = np.asarray(w, np.float32)
-            w = np.ascontiguousarray(w if plan["trans"] else w.T)  # rows = output features [N, K]
-            hint = f"dense_{plan['key']}_{wmode}"
-            if wmode == "bf16":
-                import ml_dtypes
-                arrs = [w.astype(ml_dtypes.bfloat16)]
-            elif wmode == "int8":
-                arrs = list(quantize_int8(w))
-            else:
-                q, s, z = quantize_int4(w, self.group, self.zero_point)
-                arrs = [q, s] + ([z] if z is not None else [])
-            consts = [_const_op(m, a, hint if i == 0 else f"{hint}_{'sz'[i - 1]}") for i, a in enumerate(arrs)]
-            ent = shared[key] = {"consts": consts, "before": before,
-                                 "after": int(sum(a.nbytes for a in arrs)),
-                                 "summary": quantization_summary(w, wmode, self.group, self.zero_point)}
+            w = w if plan["trans"] else w.T  # rows = output features [N, K]
+            consts, info = self._quantised_consts(m, w, f"dense_{plan['key']}_{wmode}")
+            ent = shared[key] = {"consts": consts, "before": before, "after": info["after"],
+                                 "summary": {"rel_rms": info["rel_rms"]}}
         consts = ent["consts"]
         x = o.operands[0]
         pre = [c for c in consts if new_tensor]

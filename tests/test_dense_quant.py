@@ -373,3 +373,26 @@ def test_quantisation_error_counts_tokens_of_logits():
     got[0, 3] = rng.standard_normal(500)  # one token routed elsewhere
     q = quantization_error([got], [want], bound=0.07)
     assert q["tokens"] == 8 and q["tokens_over_4x_bound"] == 1 and q["token_rel_median"] < 0.02
+
+
+def test_a_weight_two_layers_share_is_quantised_once():
+    K, N = 64, 32
+    ws = _weights(K, N)
+    x = _tt(("M", K))
+    text = "\n".join([
+        "module {", f'  func.func @main(%x: {x}) -> ({_tt(("M", N))}, {_tt(("M", N))}) attributes '
+        '{moec.inputs = ["x"], moec.outputs = ["y", "z"]} {',
+        f'    %w = "moec.constant"() {{value = dense_resource<w> : {_tt((K, N))}}} : () -> {_tt((K, N))}',
+        f'    %y = "moec.matmul"(%x, %w) : ({x}, {_tt((K, N))}) -> {_tt(("M", N))}',
+        f'    %x2 = "moec.mul"(%x, %x) : ({x}, {x}) -> {x}',
+        f'    %z = "moec.matmul"(%x2, %w) : ({x}, {_tt((K, N))}) -> {_tt(("M", N))}',
+        f'    func.return %y, %z : {_tt(("M", N))}, {_tt(("M", N))}', "  }", "}"])
+    m = parse_module(text, ws)
+    QuantizeWeights("int4", 32, scope="all", dense_modes=DENSE).run(m)
+    rec = quantization_record(m, "int4")
+    assert rec["by_scope"]["dense"]["layers"] == 2 and rec["by_scope"]["dense"]["tensors"] == 1
+    lq = [o for o in m.main.ops if o.name == "moec.linear_q"]
+    assert lq[0].operands[1:] == lq[1].operands[1:]  # the same codes and scales
+    xv = np.random.default_rng(1).standard_normal((3, K)).astype(np.float32)
+    got = run(m, [xv])
+    assert np.abs(got["z"] - _numpy_dense("int4", xv * xv, ws["w"].T, 32, False)).max() < 1e-4 * np.abs(got["z"]).max()
