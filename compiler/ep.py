@@ -133,7 +133,34 @@ def read_ep(outdir: str) -> dict:
                              "with `moec compile MODEL --ep N -o DIR`") from None
     if not isinstance(info, dict) or info.get("kind") != "ep-artifact" or not isinstance(info.get("ranks"), list):
         raise UserInputError(f"'{outdir}': {EP_JSON} does not describe an EP artifact; recompile it")
+    _check_programs(outdir, info)
     return info
+
+
+def _check_programs(outdir: str, info: dict) -> None:
+    """The programs only name stage folders rank<r>/s<i> and EP ops (their attributes a dict): the run time
+    loads and calls nothing else, whatever the file says."""
+    import re
+    from .passes.expert_parallel import HOST_OPS
+
+    def bad(why):
+        raise UserInputError(f"'{outdir}': {EP_JSON} is damaged ({why}); recompile the artifact")
+    if not isinstance(info.get("world"), int) or info["world"] < 1 or len(info["ranks"]) != info["world"]:
+        bad("world size and rank programs disagree")
+    for r, prog in enumerate(info["ranks"]):
+        if not isinstance(prog, dict) or not all(isinstance(prog.get(k), list) for k in ("in", "out", "program")):
+            bad(f"rank {r}'s program")
+        for s in prog["program"]:
+            if not isinstance(s, dict) or not isinstance(s.get("in"), list) or not isinstance(s.get("out"), list):
+                bad(f"rank {r}: a step")
+            if s.get("kind") == "compute":
+                if not isinstance(s.get("dir"), str) or not re.fullmatch(rf"rank{r}/s[0-9]+", s["dir"]):
+                    bad(f"rank {r}: stage folder {str(s.get('dir'))[:80]!r}")
+            elif s.get("kind") == "host":
+                if s.get("op") not in HOST_OPS or not isinstance(s.get("attrs"), dict):
+                    bad(f"rank {r}: EP op {str(s.get('op'))[:80]!r}")
+            else:
+                bad(f"rank {r}: step kind {str(s.get('kind'))[:40]!r}")
 
 
 def token_slices(n_tokens: int, world: int) -> List[slice]:

@@ -94,6 +94,8 @@ class Placement:
         E = d.get("num_experts", num_experts)
         if E is None:
             E = 1 + max((e for r in d["ranks"] for e in r if isinstance(e, int)), default=-1)
+        if not isinstance(E, int) or isinstance(E, bool) or E < 1:
+            raise EPError(f"num_experts must be a positive integer, got {E!r}")
         if num_experts is not None and E != num_experts:
             raise EPError(f"the placement is for {E} experts, the layer has {num_experts}")
         p = Placement(int(E), [list(r) for r in d["ranks"]])

@@ -193,6 +193,14 @@ def test_two_processes_equal_single_process(family, pools, tmp_path_factory, moe
     check_ep(pools, tmp_path_factory, FAMILIES[family].name, 2, ((9, "random"), (1, "single")))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_on_gloo(family, world, pools, tmp_path_factory, moec_module_cache):
+    check_ep(pools, tmp_path_factory, FAMILIES[family].name, world,
+             ((13, "random"), (8, "identical"), (1, "single"), (0, "random")))
+
+
 def test_four_processes_edge_cases(pools, tmp_path_factory, moec_module_cache):
     """4 ranks: every token to the same experts (hot-expert skew: two ranks receive no tokens), one token
     (three ranks hold no token at all), no token anywhere."""
@@ -218,31 +226,24 @@ def test_replicated_placement_runs(pools, tmp_path_factory, moec_module_cache):
     check_ep(pools, tmp_path_factory, FAMILIES["mixtral"].name, 2, ((10, "random"),), placement=p)
 
 
-def test_bytes_moved_are_the_rows_sent_to_other_ranks(pools, tmp_path_factory, moec_module_cache):
-    """The exchange's byte count is exactly the model's: rows (D f32 + k ids i64 + k weights f32) to each
-    distinct remote owner, and the D-float partial rows back."""
+def test_bytes_moved_equal_the_cost_model(pools, tmp_path_factory, moec_module_cache):
+    """The bytes the gloo run moves are exactly the cost model's (compiler/ep_cost.py) for the same routing,
+    with moec's wire format: f32 rows, then per row k ids (i64) and k weights (f32); f32 partial rows back."""
     from moec.ep import token_slices
-    from moec.ir.ops.ep import choose_replica
+    from moec.ep_cost import Placement as CostPlacement, Wire, exchange_bytes
+    from moec.passes.moe_util import evaluate
     name = FAMILIES["mixtral"].name
     m = ir_of(name)
     x = inputs(name, 9)[0]
     stats = check_ep(pools, tmp_path_factory, name, 2, ((9, "random"),))
     route = next(o for o in m.main.ops if o.name == "moe.route")
-    from moec.passes.moe_util import evaluate
     ids = evaluate(m, m.main, [route.results[1]], {id(m.main.args[0]): x})[0]
-    p = Placement.contiguous(8, 2)
     k, D = ids.shape[1], x.shape[1]
-    rows = np.zeros((2, 2), int)                         # rows[src, dst]
-    for r, sl in enumerate(token_slices(9, 2)):
-        g = choose_replica(ids[sl], r, p.slots, p.flat, 8)
-        for t in range(g.shape[0]):
-            for d in set((g[t] // p.slots).tolist()):
-                rows[r, d] += 1
+    b = exchange_bytes([ids[s] for s in token_slices(9, 2)], CostPlacement.contiguous(8, 2), D,
+                       Wire(row_bytes=4.0, scale_bytes=12 * k, meta_bytes=0, combine_bytes=4.0))
     for r in range(2):
-        out_rows, in_rows = rows[r, 1 - r], rows[1 - r, r]
-        assert out_rows and in_rows
-        # dispatch: rows out with their ids and weights; combine: the partial rows of the rows received
-        assert stats[r]["bytes_sent"] == out_rows * (D * 4 + k * 8 + k * 4) + in_rows * D * 4
+        sent = sum(b["dispatch"][r, d] + b["combine"][r, d] for d in range(2) if d != r)
+        assert sent > 0 and stats[r]["bytes_sent"] == sent
 
 
 def test_a_dead_rank_fails_the_others_fast(tmp_path_factory, moec_module_cache):
@@ -395,3 +396,49 @@ def test_measured_load_of_a_run_is_the_predicted_dispatch(pools, tmp_path_factor
     got, stats = pools(2).run(d, [x], ["x"])
     close(got[0], ref(m, [x]))
     assert [s["expert_slots"][0] for s in stats] == rep["balanced"]["measured_per_rank"]
+
+
+def test_hostile_ep_json_is_refused(tmp_path):
+    """ep.json names the stage folders and EP ops the run time loads and calls: anything else is refused."""
+    from moec.ep import read_ep
+    from moec.errors import UserInputError
+    good = {"kind": "ep-artifact", "world": 1, "target": "cpu", "token_symbol": "T", "inputs": [], "outputs": [],
+            "ranks": [{"in": [], "out": [], "program": [{"kind": "compute", "dir": "rank0/s0", "in": [], "out": []}]}]}
+    for bad_step in ({"kind": "compute", "dir": "../../etc", "in": [], "out": []},
+                     {"kind": "host", "op": "_run", "attrs": {}, "in": [], "out": []},
+                     {"kind": "host", "op": "moe.all_to_all", "attrs": [], "in": [], "out": []},
+                     {"kind": "shell", "in": [], "out": []}):
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        info = json.loads(json.dumps(good))
+        info["ranks"][0]["program"] = [bad_step]
+        (d / "ep.json").write_text(json.dumps(info))
+        with pytest.raises(UserInputError, match="ep.json"):
+            read_ep(str(d))
+    d = tmp_path / "ok"
+    d.mkdir()
+    (d / "ep.json").write_text(json.dumps(good))
+    assert read_ep(str(d))["world"] == 1
+
+
+def test_placement_json_fuzz(tmp_path):
+    """Random placement files: read or refused with one UserInputError, nothing else."""
+    from moec.ep import read_placement_file
+    from moec.errors import UserInputError
+    rng = np.random.default_rng(0)
+    junk = [None, 1, "x", [], {}, {"ranks": 3}, {"ranks": [[0, "a"]]}, {"ranks": [[0.5]]}, {"ranks": [[True]]},
+            {"layers": {"moe0": {"ranks": [[-2]]}}}, {"ranks": [[0, 1], [1, 0]], "num_experts": "2"}]
+    for i in range(60):
+        if i < len(junk):
+            d = junk[i]
+        else:
+            W, S = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+            d = {"ranks": rng.integers(-2, 6, size=(W, S)).tolist()}
+        f = tmp_path / f"p{i}.json"
+        f.write_text(json.dumps(d))
+        try:
+            p = read_placement_file(str(f), None)
+            for pl in p.values():
+                pl.check()
+        except UserInputError:
+            pass
