@@ -55,10 +55,12 @@ def ort_quantised(path: str, kind: str, group: int, tmp: str):
     """onnxruntime's own quantised form of the model at ``path`` (None if this onnxruntime lacks it)."""
     out = os.path.join(tmp, f"ort_{kind}.onnx")
     try:
-        if kind == "nbits4":
+        if kind.startswith("nbits4"):
             import onnx
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-            q = MatMulNBitsQuantizer(onnx.load(path), bits=4, block_size=group, is_symmetric=True, accuracy_level=4)
+            level = 4 if kind == "nbits4" else 0  # 4: int8 activations (MLAS's fast path); 0: f32 activations
+            q = MatMulNBitsQuantizer(onnx.load(path), bits=4, block_size=group, is_symmetric=True,
+                                     accuracy_level=level)
             q.process()
             q.model.save_model_to_file(out, False)
         else:
@@ -70,7 +72,9 @@ def ort_quantised(path: str, kind: str, group: int, tmp: str):
     return out
 
 
-ORT_LIKE = {"int4": "nbits4", "w8a8": "dyn_int8", "int8": "dyn_int8"}
+# onnxruntime's own quantised forms per moec mode: int4 vs MatMulNBits with int8 activations (accuracy
+# level 4, its fast path) and with f32 activations (level 0: weight-only, as moec's int4)
+ORT_LIKE = {"int4": ("nbits4", "nbits4_f32act"), "w8a8": ("dyn_int8",), "int8": ("dyn_int8",)}
 
 
 def main(argv=None) -> int:
@@ -106,11 +110,11 @@ def main(argv=None) -> int:
             return ort.InferenceSession(p, so, providers=["CPUExecutionProvider"])
         sessions = {"ort_f32": session(path)}
         for mode in modes:
-            kind = ORT_LIKE.get(mode)
-            if kind and "ort_" + kind not in sessions:
-                qp = ort_quantised(path, kind, args.group, tmp)
-                if qp:
-                    sessions["ort_" + kind] = session(qp)
+            for kind in ORT_LIKE.get(mode, ()):
+                if "ort_" + kind not in sessions:
+                    qp = ort_quantised(path, kind, args.group, tmp)
+                    if qp:
+                        sessions["ort_" + kind] = session(qp)
         arts = {}
         for mode in modes:
             out = os.path.join(tmp, "art_" + mode)
@@ -145,15 +149,16 @@ def main(argv=None) -> int:
                        "vs_ort_f32": best[k] / best["ort_f32"],
                        "vs_ort_f32_median_of_rounds": statistics.median(
                            [a / b for a, b in zip(times[k], times["ort_f32"])])}
-                like = ORT_LIKE.get(m)
-                if like and "ort_" + like in sessions:
+                row["ort_like"] = {}
+                for like in ORT_LIKE.get(m, ()):
                     o = "ort_" + like
-                    row.update({"ort_like": like, "ort_like_ms_min": best[o] * 1e3, "vs_ort_like": best[k] / best[o],
-                                "ort_like_rel_rms_err": errs[o]})
+                    if o in sessions:
+                        row["ort_like"][like] = {"ms_min": best[o] * 1e3, "moec_vs": best[k] / best[o],
+                                                 "rel_rms_err_vs_ort_f32": errs[o]}
                 row["ort_f32_ms_min"] = best["ort_f32"] * 1e3
                 rows.append(row)
-                extra = (f"  {like} {row['ort_like_ms_min']:8.2f} ms -> {row['vs_ort_like']:.2f}x"
-                         if "ort_like" in row else "")
+                extra = "".join(f"  {like} {v['ms_min']:8.2f} ms -> {v['moec_vs']:.2f}x"
+                                for like, v in row["ort_like"].items())
                 print(f"T={T:4d} {m:5s} moec {row['moec_ms_min']:8.2f} ms (median {row['moec_ms_median']:.2f})  "
                       f"ort f32 {row['ort_f32_ms_min']:8.2f} ms -> {row['vs_ort_f32']:.2f}x "
                       f"(rounds {row['vs_ort_f32_median_of_rounds']:.2f}x){extra}  rel err {errs[k]:.1e}",
