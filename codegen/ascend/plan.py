@@ -68,7 +68,6 @@ GMM_DTYPE_CODE = {"f32": 0, "bf16": 1, "f16": 2, "i8": 3}
 ND2NZ_MAX_D = 65535       # Nd2NzParams.srcDValue is 16-bit: longer reductions cannot be tiled on the cube
 NPU_OPS = ("moe.route", "moe.dispatch", "moe.experts", "moe.shared_experts", "moe.combine", "moec.matmul",
            "moec.gemm")
-ASCEND_WEIGHTS = ("none", "bf16", "int8")   # moe.experts weight storage the Ascend kernels take
 ACT_DTYPES = ("f32", "f16")                 # activation types of the MoE and cube kernels (x, logits, y)
 
 
@@ -77,13 +76,14 @@ L1_RESERVED = 128          # the last 128 bytes of L1 are reserved: 512 KiB - 12
 
 
 def _hw(desc: TargetDesc) -> dict:
-    return {"aiv": int(desc.get("aiv_cores", 48)), "aic": int(desc.cores), "hbm": float(desc.get("hbm_gbps", 1600)) * 1e9,
-            "cube_f16": float(desc.get("fp16_tflops", 354)) * 1e12,
-            "ub": int(desc.get("ub_bytes", 192 * 1024)) - UB_SCRATCH,
-            "l1": int(desc.l1_bytes) - L1_RESERVED, "l0a": int(desc.get("l0a_bytes", 64 * 1024)),
-            "l0b": int(desc.get("l0b_bytes", 64 * 1024)), "l0c": int(desc.get("l0c_bytes", 128 * 1024)),
+    """The SoC's figures the tiling and the cost model use (an Ascend description's typed fields)."""
+    return {"aiv": int(desc.aiv_cores), "aic": int(desc.cores), "hbm": float(desc.hbm_gbps) * 1e9,
+            "cube_f16": float(desc.fp16_tflops) * 1e12,
+            "ub": int(desc.ub_bytes) - UB_SCRATCH,
+            "l1": int(desc.l1_bytes) - L1_RESERVED, "l0a": int(desc.l0a_bytes),
+            "l0b": int(desc.l0b_bytes), "l0c": int(desc.l0c_bytes),
             "l2": int(desc.l2_bytes),
-            "i8_rate": float(desc.get("int8_tops", 0)) / float(desc.get("fp16_tflops", 354)) or CUBE_RATE["i8"]}
+            "i8_rate": CUBE_RATE["i8"]}
 
 
 def cube_rate(hw: dict, dtype: str) -> float:
@@ -121,8 +121,14 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
         return vector_ops.vector_reason(m, o) or (vector_ops.max_cols_reason(o, desc) if desc else None)
     if o.name == "moe.experts":
         wq = o.attrs.get("wq", "none")
-        if wq not in ASCEND_WEIGHTS:
-            return f"{wq} expert weights are not implemented on the Ascend target (f32, bf16, int8 are)"
+        # the weight storage the kernels take: that of the description's weight modes (w8a8 stores int8)
+        modes = desc.weight_modes if desc is not None else ("f32",)
+        storage: Dict[str, str] = {}
+        for w in modes:
+            storage.setdefault("none" if w == "f32" else "int8" if w == "w8a8" else w, w)
+        if wq not in storage:
+            return (f"{wq} expert weights are not implemented on the Ascend target "
+                    f"({', '.join(storage.values())} are)")
         aq = o.attrs.get("aq", "none")
         if aq not in ("none", "int8") or (aq == "int8" and wq != "int8"):
             return f"aq={aq} with {wq} weights is not implemented on the Ascend target (w8a8 is)"
