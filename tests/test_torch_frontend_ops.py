@@ -215,6 +215,15 @@ def test_permute_with_negative_dims_matches_torch():
     np.testing.assert_array_equal(run_ir(m, x)[0], mod(x).numpy())
 
 
+def test_floor_ceil_sign_match_torch():
+    """Llama-4 / Mistral-4 attention temperature: ``log1p(floor((pos + 1) / floor_scale))``."""
+    x = torch.tensor([[-2.5, -1.0, -0.5, -0.0, 0.0, 0.4, 1.0, 2.5, 7.9]]).repeat(2, 1)
+    mod = _Fn(lambda s, x: (torch.floor(x), torch.ceil(x), torch.sign(x), torch.log1p(torch.floor(x.abs() + 1))))
+    m = import_torch(mod, (x,))
+    for g, w in zip(run_ir(m, x), mod(x)):
+        np.testing.assert_array_equal(g, w.numpy())
+
+
 # ---- real 2-layer transformers models ---------------------------------------------------------------------
 transformers = pytest.importorskip("transformers")
 import hf_survey as survey  # noqa: E402  (tests/hf_survey.py: the tiny configs and models)

@@ -485,7 +485,8 @@ def _unary(op_type):
 
 for _a, _o in (("relu", "Relu"), ("sigmoid", "Sigmoid"), ("exp", "Exp"), ("log", "Log"), ("neg", "Neg"),
                ("sqrt", "Sqrt"), ("tanh", "Tanh"), ("erf", "Erf"), ("abs", "Abs"), ("reciprocal", "Reciprocal"),
-               ("logical_not", "Not"), ("sin", "Sin"), ("cos", "Cos")):
+               ("logical_not", "Not"), ("sin", "Sin"), ("cos", "Cos"), ("floor", "Floor"), ("ceil", "Ceil"),
+               ("sign", "Sign")):
     lower(f"aten.{_a}.default")(_unary(_o))
 
 
