@@ -29,6 +29,7 @@ RULES = {  # case -> what the emulator must say (every message also names the ke
     39: ("taken by AllocEventID was never released",),
     40: ("read-after-write hazard", "written by PIPE_S", "read by PIPE_MTE3", "HardEvent::S_MTE3"),
     41: ("int32_t -> half multiplies by the deq scale register",),
+    58: ("Cast: int8_t -> float is not in the vector unit's conversion table",),
     42: ("ReduceSum: ", "operands overlap partly: bytes [0, 4) and [0, 256)"),
     43: ("Add: ", "operands overlap partly: bytes [32, 288) and [0, 256)"),
     44: ("capacity of VECCALC exceeded: 190464 bytes requested in total", "holds 188416"),

@@ -350,6 +350,10 @@ extern "C" __global__ __aicore__ void sync_rules(GM_ADDR a, GM_ADDR c, int bad) 
     SetDeqScale((half)1.0f);
     Cast(hv, iv, RoundMode::CAST_NONE, 64);
   }
+  if (bad == 58) {  // 58: int8 -> float has no instruction (int8 -> half -> float does)
+    LocalTensor<int8_t> i8 = bh.Get<int8_t>();
+    Cast(y, i8, RoundMode::CAST_NONE, 64);
+  }
   if (bad == 42) ReduceSum(y, y, y[64], 64);  // 42: the destination is part of the source
   else ReduceSum(y[128], y, y[64], 64);
   if (bad == 43) Add(x[8], x, y, 64);  // 43: destination 8 elements into a source
@@ -479,7 +483,7 @@ int main(int argc, char **argv) {
   float *a = gm(n), *b = gm(n), *c = gm(n);
   for (int i = 0; i < n; i++) { a[i] = (float)i; b[i] = 2.0f * i; }
   int rc;
-  if (bad >= 31 && bad <= 45) {
+  if ((bad >= 31 && bad <= 45) || bad == 58) {
     rc = moec_emu::Launch("sync_rules", 1, sync_rules, (GM_ADDR)a, (GM_ADDR)c, bad == 32 ? 0 : bad);
   } else if (bad >= 46 && bad <= 50) {
     float *g = gm(64), *h = gm(64);

@@ -1416,9 +1416,43 @@ inline void SetDeqScale(float scale, Loc loc = Loc()) {
   moec_emu::st().deq_set = true;
   moec_emu::st().deq_scale = scale;
 }
+// the conversions the vector unit has (the Cast documentation's type table, as far as moec uses it): anything
+// else, such as int8_t -> float, goes through an intermediate type (int8_t -> half -> float)
+template <typename D, typename S>
+constexpr bool cast_in_table() {
+  using std::is_same;
+  if constexpr (is_same<S, half>::value)
+    return is_same<D, float>::value || is_same<D, int32_t>::value || is_same<D, int16_t>::value ||
+           is_same<D, int8_t>::value || is_same<D, uint8_t>::value;
+  else if constexpr (is_same<S, float>::value)
+    return is_same<D, half>::value || is_same<D, bfloat16_t>::value || is_same<D, int32_t>::value ||
+           is_same<D, int16_t>::value || is_same<D, int64_t>::value || is_same<D, float>::value;
+  else if constexpr (is_same<S, bfloat16_t>::value)
+    return is_same<D, float>::value || is_same<D, int32_t>::value;
+  else if constexpr (is_same<S, int32_t>::value)
+    return is_same<D, float>::value || is_same<D, half>::value || is_same<D, int16_t>::value ||
+           is_same<D, int64_t>::value;
+  else if constexpr (is_same<S, int16_t>::value)
+    return is_same<D, half>::value || is_same<D, float>::value;
+  else if constexpr (is_same<S, int8_t>::value || is_same<S, uint8_t>::value)
+    return is_same<D, half>::value;
+  else if constexpr (is_same<S, int64_t>::value)
+    return is_same<D, int32_t>::value || is_same<D, float>::value;
+  else
+    return false;
+}
+template <typename T> constexpr const char *type_name() {
+  return std::is_same<T, half>::value ? "half" : std::is_same<T, float>::value ? "float"
+       : std::is_same<T, bfloat16_t>::value ? "bfloat16_t" : std::is_same<T, int32_t>::value ? "int32_t"
+       : std::is_same<T, int16_t>::value ? "int16_t" : std::is_same<T, int8_t>::value ? "int8_t"
+       : std::is_same<T, uint8_t>::value ? "uint8_t" : std::is_same<T, int64_t>::value ? "int64_t" : "?";
+}
 template <typename D, typename S>
 inline void Cast(const LocalTensor<D> &dst, const LocalTensor<S> &src, RoundMode m, uint32_t count, Loc loc = Loc()) {
   moec_emu::issue(P_V, "Cast", loc);
+  if (!cast_in_table<D, S>())
+    moec_emu::fail("Cast", std::string(type_name<S>()) + " -> " + type_name<D>() +
+                               " is not in the vector unit's conversion table (go through an intermediate type)");
   D *d = dst.vec("Cast", count);
   const S *x = src.vec("Cast", count);
   if ((const void *)d != (const void *)x && sizeof(D) != sizeof(S)) {
