@@ -132,6 +132,11 @@ def test_launch_plan_text_round_trip(tmp_path):
     text, blob = p.dump()
     q = Plan.load(text, blob)
     assert q.dump() == (text, blob)
+    # every buffer but the outputs' is released after its last use (device memory holds what is live)
+    made = {s[1] for s in q.steps if s[0] in ("alloc", "const")} | {s[2] for s in q.steps if s[0] == "input"}
+    freed = [s[1] for s in q.steps if s[0] == "free"]
+    outs = {s[2] for s in q.steps if s[0] == "output"}
+    assert len(freed) == len(set(freed)) and set(freed) == made - outs and outs
     from moec.codegen.ascend.launch_plan import execute
     x = np.random.default_rng(3).standard_normal((6, 64)).astype(np.float32)
     np.testing.assert_array_equal(execute(p, [x], art._run_kernel)[0], execute(q, [x], art._run_kernel)[0])

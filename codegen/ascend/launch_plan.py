@@ -14,6 +14,7 @@ A plan is a flat list of steps over numbered device buffers:
                            routed row count offsets[E]; ``nonempty b E``: the experts that received rows
   cast   src dst n         a host-side type conversion of n elements (ids i64 <-> the kernels' i32)
   check  b message         an error (the message) when the int32 b[0] is not 0 (a kernel's status word)
+  free   b                 b is not used after this step (its device memory is released)
   host   op ins outs       a host-fallback op (the op's numpy semantics): only the Python artifact runs it;
                            the C++ host program refuses a plan that has one and names it
   output k b n shape       the k-th model output: buffer b's first n elements, viewed with that shape
@@ -318,9 +319,45 @@ class Recorder:
 
     def finish(self, outputs: Sequence[Buf], key: str = "") -> "Plan":
         steps = list(self.steps)
-        for k, b in enumerate(outputs):
-            steps.append(("output", k, b.id, _e(b.size), [_e(d) for d in b.shape]))
-        return Plan(steps, dict(self.const_data), key)
+        keep = {b.id for b in outputs}
+        outs = [("output", k, b.id, _e(b.size), [_e(d) for d in b.shape]) for k, b in enumerate(outputs)]
+        return Plan(_with_frees(steps, keep) + outs, dict(self.const_data), key)
+
+
+def _uses(s: tuple) -> List[int]:
+    """The buffer ids a step reads or writes."""
+    k = s[0]
+    if k in ("input", "const", "alloc"):
+        return [s[2] if k == "input" else s[1]]
+    if k == "launch":
+        return [a for a in s[4] if a is not None]
+    if k == "sym":
+        return [s[3]]
+    if k == "cast":
+        return [s[1], s[2]]
+    if k == "check":
+        return [s[1]] + ([s[3]] if s[3] is not None else [])
+    if k == "host":
+        return list(s[3]) + list(s[4])
+    return []
+
+
+def _with_frees(steps: List[tuple], keep: set) -> List[tuple]:
+    """``free b`` after each buffer's last use (the outputs' buffers are kept): device memory holds what is live,
+    not every intermediate of the model."""
+    last: Dict[int, int] = {}
+    for i, s in enumerate(steps):
+        for b in _uses(s):
+            last[b] = i
+    after: Dict[int, List[int]] = {}
+    for b, i in last.items():
+        if b not in keep:
+            after.setdefault(i, []).append(b)
+    out = []
+    for i, s in enumerate(steps):
+        out.append(s)
+        out.extend(("free", b) for b in sorted(after.get(i, [])))
+    return out
 
 
 class Tiling:
@@ -410,6 +447,8 @@ class Plan:
                              f" {len(s[4])} " + " ".join(f"b{a}" for a in s[4]))
                 for shp in s[5]:  # the operands' shapes, then the results'
                     lines.append(f"hostshape {len(shp)} " + " ".join(_fmt_expr(d) for d in shp))
+            elif k == "free":
+                lines.append(f"free b{s[1]}")
             elif k == "output":
                 lines.append(f"output {s[1]} b{s[2]} {_fmt_expr(s[3])} {len(s[4])} " +
                              " ".join(_fmt_expr(d) for d in s[4]))
@@ -479,6 +518,8 @@ class Plan:
                     li += 1
                     shapes.append(_parse_dims(u[2:], int(u[1])))
                 steps.append(("host", int(t[1]), t[2], ins, outs, shapes))
+            elif k == "free":
+                steps.append(("free", bid(t[1])))
             elif k == "output":
                 e, i = _parse_expr(t, 3)
                 steps.append(("output", int(t[1]), bid(t[2]), e, _parse_dims(t[i + 1:], int(t[i]))))
@@ -563,6 +604,8 @@ def execute(plan: Plan, inputs: Sequence[np.ndarray], launch, host_op=None, bind
                                          f"(a shape that depends on tensor data cannot be planned)")
                 dst = mem[b].reshape(-1)
                 dst[:r.size] = np.ascontiguousarray(r, dst.dtype).reshape(-1)
+        elif k == "free":
+            del mem[s[1]]
         elif k == "output":
             n = evaluate(s[3], env)
             outs[s[1]] = mem[s[2]].reshape(-1)[:n].reshape([evaluate(d, env) for d in s[4]])

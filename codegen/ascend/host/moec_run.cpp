@@ -267,13 +267,16 @@ struct Runner {
   std::map<int, DevBuf> mem;
   std::map<std::string, int64_t> env;
   aclrtStream stream = nullptr;
-  std::vector<void *> owned;
+  std::map<void *, bool> owned;
 
   void *alloc(size_t bytes) {
     void *p = nullptr;
     acl(aclrtMalloc(&p, bytes ? bytes : 1, ACL_MEM_MALLOC_HUGE_FIRST), "aclrtMalloc");
-    owned.push_back(p);
+    owned[p] = true;
     return p;
+  }
+  void release(void *p) {
+    if (owned.erase(p)) aclrtFree(p);
   }
   std::string to_host(const DevBuf &b, size_t bytes) {
     std::string h(bytes, '\0');
@@ -290,7 +293,7 @@ struct Runner {
     return it->second;
   }
   ~Runner() {
-    for (void *p : owned) aclrtFree(p);
+    for (auto &o : owned) aclrtFree(o.first);
   }
 };
 
@@ -423,6 +426,7 @@ int run(int argc, char **argv) {
         int lrc = moec_launch(t[1].c_str(), (uint32_t)bd, r.stream, args.data(), n, ws, tb.p);
         if (lrc) throw Fail(1, "kernel " + t[1] + " (" + t[2] + ") failed: " + moec_last_error());
         acl(aclrtSynchronizeStream(r.stream), "aclrtSynchronizeStream");
+        r.release(tb.p);
       } else if (s.kind == "sym") {
         DevBuf &b = r.buf(bid(t[3]));
         size_t i = 4;
@@ -481,6 +485,9 @@ int run(int argc, char **argv) {
         for (int d = 0; d < rank; d++) shape.push_back(eval(parse_expr(t, i), r.env));
         std::string h = r.to_host(b, (size_t)n * dtype(b.type).size);
         write_npy(out + "/output" + t[1] + ".npy", b.type, shape, h);
+      } else if (s.kind == "free") {
+        r.release(r.buf(bid(t[1])).p);
+        r.mem.erase(bid(t[1]));
       } else if (s.kind == "key" || s.kind == "end" || s.kind == "hostshape") {
       } else {
         throw Fail(2, "launch plan: unknown step " + s.kind);
