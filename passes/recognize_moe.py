@@ -113,6 +113,7 @@ class Projection:
     output: Value         # after the bias add, if any
     order: int = 0        # first output column taken (orders parts of one fused projection)
     stacked: bool = False  # weight is [E, out, in]: all experts at once (batched or gathered form)
+    bias_index: Optional[Value] = None  # gathered-weight form: the index the per-row bias is gathered by
 
 
 @dataclass
@@ -299,16 +300,19 @@ class _Layer:
         a = self._row_view(p.input, 3)
         if a is None:
             return p
-        bias = None
+        bias, bias_index = None, None
+        r = self._row_masked(r)
         us = self.users.get(id(r), [])
-        if len(us) == 1 and us[0].name == "moec.add":  # + B[ids]: each row's expert's bias
+        if len(us) == 1 and us[0].name == "moec.add":  # + B[i]: each row's expert's bias
+            # (i: the weights' gather index, or another value holding the rows' experts -- grouped_mm gathers its
+            # bias by the sorted ids, its weights by the group found from the group ends; _stacked_dispatch
+            # checks on probe ids that they agree)
             other = us[0].operands[1] if us[0].operands[0] is r else us[0].operands[0]
             b = self.const_array(other.owner.operands[0]) if _row_gather(other) else None
-            wg = p.op.operands[0] if _row_gather(p.op.operands[0]) else p.op.operands[1]
-            if b is not None and b.shape == p.weight.shape[:2] and _row_gather(wg) and \
-                    other.owner.operands[1] is wg.owner.operands[1] and other.owner.name == wg.owner.name:
-                bias, r = b, us[0].results[0]
-        return Projection(p.op, a, p.weight, bias, self._row_masked(r), p.order, True)
+            if b is not None and b.shape == p.weight.shape[:2] and _group_index(p.op) is not None and \
+                    self.const_array(other.owner.operands[1]) is None:
+                bias, r, bias_index = b, us[0].results[0], other.owner.operands[1]
+        return Projection(p.op, a, p.weight, bias, self._row_masked(r), p.order, True, bias_index)
 
     def _row_masked(self, r: Value) -> Value:
         """select(keep[:, None], r, 0) when that is r's one use: a grouped matmul's rows past the last
@@ -912,6 +916,7 @@ class RecognizeMoE(Pass):
         this is what it must compute.  The batched form (expert e is batch entry e) has no per-row
         group and is left to the layer's proof."""
         gids = [_group_index(p.op) for p in ups + [down]]
+        gids += [p.bias_index for p in ups + [down] if p.bias_index is not None]  # (a bias gathered per row)
         if any(g is None for g in gids) or int(ids_probe.max()) >= E:
             return  # (fewer expert FFNs than router ids: identity experts, see _try_layer; the proof decides)
         try:
@@ -922,7 +927,7 @@ class RecognizeMoE(Pass):
         rows, g = np.asarray(vals[0]), [np.asarray(a).reshape(-1) for a in vals[1:]]
         if any(a.shape != g[0].shape or not np.array_equal(a, g[0]) for a in g[1:]):
             raise _NoMatch("the expert projections group the rows differently (the up and down projections' "
-                           "per-row experts differ on probe ids)")
+                           "per-row experts, or their biases', differ on probe ids)")
         if rows.ndim != 2 or rows.shape[0] != g[0].shape[0]:
             raise _NoMatch
         tokens = self._row_tokens(X, rows)
@@ -1005,7 +1010,8 @@ class RecognizeMoE(Pass):
         if not np.array_equal(idx.astype(cols.dtype), cols[0]) or idx.min() < 0 or idx.max() >= n:
             return None
         return Projection(proj.op, proj.input, proj.weight[..., idx, :],
-                          None if proj.bias is None else proj.bias[..., idx], v, order=int(idx[0]), stacked=proj.stacked)
+                          None if proj.bias is None else proj.bias[..., idx], v, order=int(idx[0]), stacked=proj.stacked,
+                          bias_index=proj.bias_index)
 
     def _activation(self, L, down: Projection, ups: List[Projection]):
         rng = np.random.default_rng(3)

@@ -34,13 +34,16 @@ class SortedMoE(torch.nn.Module):
     sorted ids but the rows left in token order: rows meet other experts' weights); "permute_twice"
     (the sorted rows put back with the permutation itself, not its inverse)."""
 
-    def __init__(self, D=4, F=4, E=4, k=2, variant="exact", seed=0, act="swiglu", limit=3.0):
+    def __init__(self, D=4, F=4, E=4, k=2, variant="exact", seed=0, act="swiglu", limit=3.0, bias=False):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.E, self.k, self.variant, self.act, self.limit = E, k, variant, act, limit
         self.router = torch.nn.Parameter(torch.randn(D, E, generator=g))
         self.w_in = torch.nn.Parameter(torch.randn(E, D, 2 * F, generator=g) * 0.5)  # [E, in, out]
         self.w_out = torch.nn.Parameter(torch.randn(E, F, D, generator=g) * 0.5)
+        # per-expert biases, gathered per row by the sorted ids (as GPT-OSS's grouped_mm experts do)
+        self.b_in = torch.nn.Parameter(torch.randn(E, 2 * F, generator=g)) if bias else None
+        self.b_out = torch.nn.Parameter(torch.randn(E, D, generator=g)) if bias else None
 
     def _grouped(self, rows, w, ends):
         """rows [S, K] x w [E, K, N] with rows ends[e-1]..ends[e]-1 in group e: torch._grouped_mm in
@@ -63,11 +66,17 @@ class SortedMoE(torch.nn.Module):
         per_expert = torch.histc(srt.float(), bins=self.E, min=0, max=self.E - 1)
         ends = torch.cumsum(per_expert, dim=0).to(torch.int32)
         h = self._grouped(rows, self.w_in, ends)
+        # "bias_unsorted": the biases gathered by the pairs' ids in token order while the rows are sorted
+        row_expert = pair_expert if self.variant == "bias_unsorted" else srt
+        if self.b_in is not None:
+            h = h + self.b_in[row_expert]
         gate, up = h.chunk(2, dim=-1)
         if self.act in ("clamped", "gate_clamped"):  # SwiGLU clamped at limit (GLM-5-Next, HY-V4); a look-alike
             gate = gate.clamp(max=self.limit)
             up = up.clamp(-self.limit, self.limit) if self.act == "clamped" else up
         y = self._grouped(torch.nn.functional.silu(gate) * up, self.w_out, ends)
+        if self.b_out is not None:
+            y = y + self.b_out[row_expert]
         y = y * pair_w[order].unsqueeze(-1)
         back = order if self.variant == "permute_twice" else torch.argsort(order)
         return y[back].reshape(T, self.k, D).sum(dim=1)
@@ -110,12 +119,27 @@ def test_sorted_form_recognised_and_exact():
         np.testing.assert_allclose(_run(m, x), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant,reason", [
-    ("unsorted_groups", "do not apply each token's chosen experts"),
-    ("permute_twice", None),
+def test_sorted_form_with_per_row_biases():
+    """Biases gathered per row by the sorted ids (GPT-OSS's grouped_mm), the weights by the group found
+    from the group ends: the same experts per row, so moe.experts with biases."""
+    mod = SortedMoE(bias=True).eval()
+    m = _import(mod, torch.randn(6, 4))
+    assert [la["family"] for la in _recognise(m)] == ["mixtral"]
+    ex = next(o for o in m.main.ops if o.name == "moe.experts")
+    assert ex.attrs["has_b_in"] and ex.attrs["has_b_out"]
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        want = mod(x).numpy()
+    np.testing.assert_allclose(_run(m, x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant,reason,bias", [
+    ("unsorted_groups", "do not apply each token's chosen experts", False),
+    ("permute_twice", None, False),
+    ("bias_unsorted", "or their biases', differ on probe ids", True),
 ])
-def test_sorted_form_near_misses_stay_unrecognised(variant, reason):
-    mod = SortedMoE(variant=variant).eval()
+def test_sorted_form_near_misses_stay_unrecognised(variant, reason, bias):
+    mod = SortedMoE(variant=variant, bias=bias).eval()
     m = _import(mod, torch.randn(6, 4))
     assert _recognise(m) == []
     rec = next(r for r in recognition_of(m) if r["node"] == "topk")
@@ -152,7 +176,8 @@ def _grouped_block(arch):
 
 
 @pytest.mark.parametrize("arch,family", [("mixtral", "mixtral"),
-                                         pytest.param("qwen2_moe", "qwen2-moe", marks=pytest.mark.slow)])
+                                         pytest.param("qwen2_moe", "qwen2-moe", marks=pytest.mark.slow),
+                                         pytest.param("gpt_oss", "gpt-oss", marks=pytest.mark.slow)])
 def test_real_grouped_mm_block_recognised_and_exact(arch, family):
     blk, H = _grouped_block(arch)
     x = torch.randn(2, 5, H.D, generator=torch.Generator().manual_seed(2))
