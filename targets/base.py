@@ -94,6 +94,12 @@ class Backend(Protocol):
     def available(cls) -> bool: ...
 
     @classmethod
+    def stand_in(cls, gpu: bool) -> Optional[Dict[str, str]]:
+        """Where the target's code runs on a stand-in on this machine (an interpreter, an emulator):
+        {"label", "timing" (why not timed), "note" (conformance's table)}; None on the real device.
+        ``gpu``: whether a CUDA GPU is present."""
+
+    @classmethod
     def prepare(cls) -> None:
         """Process-wide setup before a model is imported for the target (Triton: choose its interpreter
         where there is no GPU, before torch.export imports triton)."""
@@ -142,6 +148,10 @@ class BackendBase:
 
     @classmethod
     def prepare(cls) -> None:
+        return None
+
+    @classmethod
+    def stand_in(cls, gpu: bool) -> Optional[Dict[str, str]]:
         return None
 
     def check_options(self, opts, module=None) -> None:

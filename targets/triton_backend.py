@@ -28,6 +28,13 @@ class TritonBackend(BackendBase):
         return None
 
     @classmethod
+    def stand_in(cls, gpu: bool) -> Optional[Dict[str, str]]:
+        if gpu:
+            return None
+        return {"label": "interpreter", "timing": "skipped: no GPU (kernels ran under TRITON_INTERPRET)",
+                "note": "no GPU here: kernels verified under Triton's interpreter; GPU timing skipped"}
+
+    @classmethod
     def prepare(cls) -> None:
         from ..codegen.triton import ensure_triton
         ensure_triton()
