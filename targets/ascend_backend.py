@@ -979,10 +979,12 @@ def emit_plans(m: Module, plan: dict, desc: TargetDesc, d: str, shape_sets: Sequ
             where[h] = len(blob)
             blob.extend(data)
         return where[h]
+    skipped = []
     for shapes in shape_sets:
         try:
             p = planner.make([s for s, _ in shapes], [dt for _, dt in shapes])
-        except (RuntimeFailure, ValueError, IndexError) as e:  # noqa: F841  (a shape this model cannot take)
+        except Exception as e:  # a shape this model cannot take: no plan (the artifact plans it at run time, and
+            skipped.append(f"{plan_key([_Shaped(s, dt) for s, dt in shapes])}: {type(e).__name__}: {e}")  # says why)
             continue
         if p.key in keys:
             continue
@@ -995,6 +997,9 @@ def emit_plans(m: Module, plan: dict, desc: TargetDesc, d: str, shape_sets: Sequ
     with open(os.path.join(d, "index.txt"), "w") as f:
         for i, k in enumerate(keys):
             f.write(f"{k} {i}\n")
+    if skipped:
+        with open(os.path.join(d, "not_planned.txt"), "w") as f:
+            f.write("\n".join(" ".join(x.split()) for x in skipped) + "\n")
     return keys
 
 
