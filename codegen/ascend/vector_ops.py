@@ -53,7 +53,7 @@ UB_SCRATCH = 8 * 1024  # the top of the Unified Buffer is scratch for some instr
 
 def usable_ub(desc) -> int:
     """The Unified Buffer the kernels may use: UB_SCRATCH below its physical size."""
-    return int(desc.get("ub_bytes", 192 * 1024)) - UB_SCRATCH
+    return int(desc.ub_bytes) - UB_SCRATCH
 
 
 def elementwise_tile(ub_bytes: int, dt: str = "f32") -> int:
