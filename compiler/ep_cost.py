@@ -428,7 +428,7 @@ def _balance_fn():
         from .ep_placement import balance    # type: ignore
     except ImportError:
         return None
-    return balance
+    return lambda hist, R: Placement(R, balance(hist, R))
 
 
 def cmd_plan(a) -> int:
