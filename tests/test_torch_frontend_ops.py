@@ -224,6 +224,15 @@ def test_floor_ceil_sign_match_torch():
         np.testing.assert_array_equal(g, w.numpy())
 
 
+def test_cat_skips_empty_1d_tensors_like_torch():
+    """torch.cat ignores 1-D tensors of size 0 beside tensors of any rank (a cache grown from tensor([]))."""
+    x = torch.randn(2, 3, 4)
+    mod = _Fn(lambda s, x: (torch.cat([torch.zeros(0), x], dim=-2), torch.cat([x, torch.zeros(0), x], dim=1)))
+    m = import_torch(mod, (x,))
+    for g, w in zip(run_ir(m, x), mod(x)):
+        np.testing.assert_array_equal(g, w.numpy())
+
+
 # ---- real 2-layer transformers models ---------------------------------------------------------------------
 transformers = pytest.importorskip("transformers")
 import hf_survey as survey  # noqa: E402  (tests/hf_survey.py: the tiny configs and models)

@@ -817,6 +817,13 @@ def _repeat(fx, n, x, repeats):
 
 @lower("aten.cat.default")
 def _cat(fx, n, xs, dim=0):
+    """torch.cat; a 1-D tensor of size 0 is skipped whatever the other tensors' rank, as torch does (a KV
+    cache that starts as ``torch.tensor([])``: DiffusionGemma's encoder)."""
+    rank = len(_t(fx, n).shape)
+    if rank != 1:
+        xs = [x for x in xs if not (hasattr(x, "meta") and tuple(getattr(x.meta.get("val"), "shape", ())) == (0,))]
+    if len(xs) == 1:
+        return fx.op1("Identity", [fx.v(xs[0])])
     return fx.op1("Concat", [fx.v(x) for x in xs], axis=int(dim))
 
 
