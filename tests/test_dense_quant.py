@@ -396,3 +396,30 @@ def test_a_weight_two_layers_share_is_quantised_once():
     xv = np.random.default_rng(1).standard_normal((3, K)).astype(np.float32)
     got = run(m, [xv])
     assert np.abs(got["z"] - _numpy_dense("int4", xv * xv, ws["w"].T, 32, False)).max() < 1e-4 * np.abs(got["z"]).max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,mode", [("qwen2_moe", "int8"), ("mixtral", "w8a8"), ("qwen2_moe", "int4")])
+def test_real_causal_lm_every_linear_layer(arch, mode, tmp_path, monkeypatch):
+    """moec.compile on a real transformers 2-layer CausalLM with --weights MODE: attention projections,
+    output layer, routed and (Qwen2-MoE) shared experts quantised, the router kept; verified (the
+    quantisation error vs the model's own eager output bounded) and the logits close to eager."""
+    torch = pytest.importorskip("torch")
+    import moec
+    from test_hf_compile import causal_lm
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    model = causal_lm(arch, "batched_mm")
+    ids = torch.randint(0, 128, (2, 5), generator=torch.Generator().manual_seed(0))
+    cm = moec.compile(model, (ids,), weights=mode, group_size=16, dynamic_dims={0: {0: "B", 1: "S"}})
+    rep = cm.stats.report
+    assert rep["verified"], rep.get("failure")
+    # q, k, v, o (some exports write o_proj as a bmm of the expanded weight: kept) x 2 layers + lm_head
+    assert rep["op_histogram"].get("moec.linear_q", 0) >= 7 + (6 if arch == "qwen2_moe" else 0), rep["op_histogram"]
+    xs = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(xs, use_cache=False).logits.float().numpy()
+    out = cm(xs)
+    got = np.asarray(out.detach().numpy() if hasattr(out, "detach") else out, np.float32)
+    from moec.tolerances import QUANT_ERROR_BOUNDS, quantization_error
+    q = quantization_error([got], [want], QUANT_ERROR_BOUNDS[mode])
+    assert q["token_rel_median"] <= QUANT_ERROR_BOUNDS[mode], q
