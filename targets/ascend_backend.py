@@ -15,11 +15,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..codegen.ascend.launch_plan import Buf, PlanError, Recorder, Tiling, device_op, shape_of, smax, smin
+from ..codegen.ascend.launch_plan import (Buf, Executor, LiveRecorder, NeedsData, PlanError, Recorder, Tiling,
+                                          device_op, execute, shape_of, smax, smin)
 from ..codegen.escape import cmake_string, ident
 from ..errors import BuildError, RuntimeFailure, UserInputError
 from ..ir import Module
@@ -418,9 +419,10 @@ class Planner:
         self.tiling_evals: Dict[str, int] = {}   # "tiling" ops evaluated (once per distinct input shapes)
         self._wT: Dict[int, np.ndarray] = {}
 
-    def make(self, shapes: Sequence[tuple], dtypes: Sequence) -> "object":
+    def make(self, shapes: Sequence[tuple], dtypes: Sequence, rec: Optional[Recorder] = None) -> "object":
+        """The plan for inputs of these shapes and types (``rec``: a LiveRecorder runs it while it is made)."""
         m, f = self.module, self.module.main
-        rec = self.dev = Recorder(self.desc, self.cores, self.aic)
+        rec = self.dev = rec or Recorder(self.desc, self.cores, self.aic)
         key = plan_key([_Shaped(s, dt) for s, dt in zip(shapes, dtypes)])
         bind = {}
         for a, shp in zip(f.args, shapes):
@@ -466,13 +468,19 @@ class Planner:
             self.dev = None
 
     def _host_op(self, i, o, args, bind):
-        """A host-fallback op: its result shapes from the IR types (symbols bound by the inputs) or, where the type
-        does not say, from its numpy semantics on placeholder data (the executor checks the real shapes)."""
+        """A host-fallback op: its result shapes from the IR types (symbols bound by the inputs), or from its numpy
+        semantics on placeholder data where a named dim is derived from shapes (the executor checks the real
+        shapes); a dim that depends on tensor data (None) cannot be planned ahead: NeedsData, and such inputs are
+        planned while they run (LiveRecorder), whose host op runs here, on the real values."""
         rec = self.dev
-        shapes = []
-        for r in o.results:
-            dims = [d if isinstance(d, int) else bind.get(d) if isinstance(d, str) else None for d in r.type.shape]
-            shapes.append(dims)
+        if isinstance(rec, LiveRecorder):
+            res = rec.run_host(i, o.name, args)
+            outs = [rec.new(tuple(v.shape), r.type.dtype.np, "zero") for v, r in zip(res, o.results)]
+            rec.host(i, o.name, args, outs)
+            return outs
+        if any(d is None for r in o.results for d in r.type.shape):
+            raise NeedsData(f"{o.name} on the host has a result shape that depends on tensor data")
+        shapes = [[d if isinstance(d, int) else bind.get(d) for d in r.type.shape] for r in o.results]
         if any(d is None for s in shapes for d in s):
             ph = o.reference(*[_placeholder(x) for x in args])
             shapes = [list(np.shape(v)) for v in ph]
@@ -856,6 +864,8 @@ class AscendArtifact:
         self.cube_stats: Dict[str, int] = {k: 0 for k in CUBE_COUNTERS}
         self.cube_by_op: Dict[str, Dict[str, int]] = {}  # the same counters per IR op name (moe.experts, ...)
         self.plans_made = 0
+        self.live_calls = 0   # calls planned while they ran (a host op's result shape depends on the data)
+        self._live: set = set()
         self._plans: Dict[str, object] = {}
         self._emitted = os.path.join(outdir, "ascend", "launch")
         self._cube_counts()  # start from zero
@@ -868,6 +878,7 @@ class AscendArtifact:
         """What ran where: kernel launches, the emulator's cube instruction counts, host-op calls."""
         return {"launches": dict(self.launches), "cube": dict(self.cube_stats), "host_ops": dict(self.host_ops),
                 "tiling_evals": dict(self.tiling_evals), "plans_made": self.plans_made,
+                "live_calls": self.live_calls,
                 "cube_by_op": {k: dict(v) for k, v in self.cube_by_op.items()}}
 
     def _cube_counts(self) -> List[int]:
@@ -891,13 +902,25 @@ class AscendArtifact:
         return p
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
-        from ..codegen.ascend.launch_plan import execute
         inputs = [np.asarray(x) for x in inputs]
-        return execute(self.launch_plan(inputs), inputs, self._run_kernel, self._run_host_op)
+        key = plan_key(inputs)
+        if key not in self._live:
+            try:
+                return execute(self.launch_plan(inputs), inputs, self._run_kernel, self._run_host_op)
+            except NeedsData:  # a host op's result shape depends on the data: planned while it runs, per call
+                self._live.add(key)
+        ex = Executor(inputs, {}, self._run_kernel)
+        rec = LiveRecorder(self.desc, self.cores, self.aic, ex, self._run_host_op)
+        plan = self.planner.make([np.shape(x) for x in inputs], [x.dtype for x in inputs], rec=rec)
+        for s in plan.steps:
+            if s[0] == "output":
+                ex.step(s)
+        self.live_calls += 1
+        return ex.results()
 
     def run_now(self, fn, args, kw):
         """One orchestration helper on numpy arrays (see launch_plan.device_op): planned and run at once."""
-        from ..codegen.ascend.launch_plan import execute, flatten_bufs, rebuild
+        from ..codegen.ascend.launch_plan import flatten_bufs, rebuild
         rec = Recorder(self.desc, self.cores, self.aic)
         res = fn(rec, *args, **kw)
         bufs: list = []

@@ -266,3 +266,24 @@ def test_cann_cpu_debug_build_matches_the_emulator(tmp_path):
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
         for k, w in enumerate(art(xs)):
             np.testing.assert_allclose(np.load(os.path.join(run, f"output{k}.npy")), w, rtol=1e-5, atol=1e-5)
+
+
+def test_data_dependent_host_shapes_are_planned_while_they_run(tmp_path):
+    """NonZero (on the host) has a result length that depends on the data: no plan can be written ahead for it
+    (ascend/launch/not_planned.txt says why); the artifact plans such calls while they run, the host op's real
+    result feeding the planning of the NPU ops after it."""
+    m = make_model([helper.make_node("Greater", ["x", "zero"], ["b"]), helper.make_node("NonZero", ["b"], ["nz"]),
+                    helper.make_node("Cast", ["nz"], ["nzf"], to=1), helper.make_node("Mul", ["nzf", "two"], ["y"])],
+                   [("x", np.float32, ["T", 6])], [("y", np.float32, None)],
+                   {"zero": np.zeros(1, np.float32), "two": np.full(1, 2.0, np.float32)}, name="nonzero")
+    out = str(tmp_path / "o")
+    r = compile_onnx(m, out, CompileOptions(target="ascend", symbol_sizes=(3,)))
+    assert r.report["verified"], r.report.get("failure")
+    assert _keys(out) == [] and "depends on tensor data" in open(os.path.join(out, "ascend", "launch",
+                                                                                "not_planned.txt")).read()
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    for seed in (0, 1):
+        x = np.random.default_rng(seed).standard_normal((5, 6)).astype(np.float32)
+        np.testing.assert_array_equal(art([x])[0], np.stack(np.nonzero(x > 0)).astype(np.float32) * 2)
+    assert art.live_calls == 2 and art.host_ops.get("moec.nonzero") == 2, art.stats()
+    assert art.launches.get("vec_elementwise", 0) >= 2

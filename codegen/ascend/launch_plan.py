@@ -546,30 +546,47 @@ def _fill(arr: np.ndarray, fill: str) -> None:
         arr[...] = int(fill)
 
 
-def execute(plan: Plan, inputs: Sequence[np.ndarray], launch, host_op=None, bind: Optional[dict] = None) -> list:
-    """Run ``plan``: ``launch(kernel, op, block_dim, [arrays or None], tiling_bytes)`` runs one kernel (raises on
-    failure); ``host_op(index, name, [arrays]) -> [arrays]`` runs a host-fallback op; ``bind``: buffer id ->
-    numpy array to use for a const buffer instead of the blob's copy (the immediate mode writes through)."""
-    from ...errors import RuntimeFailure
-    mem: Dict[int, np.ndarray] = {}
-    env: Dict[str, int] = {}
-    outs: Dict[int, np.ndarray] = {}
-    for s in plan.steps:
+class Executor:
+    """Runs plan steps one at a time (``execute`` runs a whole plan; a LiveRecorder runs each step as it is
+    recorded).  ``launch(kernel, op, block_dim, [arrays or None], tiling_bytes)`` runs one kernel (raises on
+    failure); ``host_op(index, name, [arrays]) -> [arrays]`` runs a host-fallback op; ``consts``: buffer id ->
+    array of the const buffers; ``bind``: buffer id -> numpy array to use for a const buffer instead (the
+    immediate mode writes through)."""
+
+    def __init__(self, inputs: Sequence, consts: Dict[int, np.ndarray], launch, host_op=None,
+                 bind: Optional[dict] = None):
+        self.inputs, self.consts, self.launch, self.host_op, self.bind = inputs, consts, launch, host_op, bind or {}
+        self.mem: Dict[int, np.ndarray] = {}
+        self.env: Dict[str, int] = {}
+        self.outs: Dict[int, np.ndarray] = {}
+
+    def value(self, x):
+        """A Buf's current contents as an array of its shape (numpy values pass through)."""
+        if not isinstance(x, Buf):
+            return x
+        shp = tuple(evaluate(_e(d), self.env) for d in x.shape)
+        return self.mem[x.id].reshape(-1)[:int(np.prod(shp, dtype=np.int64))].reshape(shp)
+
+    def results(self) -> list:
+        return [self.outs[i] for i in range(len(self.outs))]
+
+    def step(self, s: tuple) -> None:
+        from ...errors import RuntimeFailure
+        mem, env = self.mem, self.env
         k = s[0]
         if k == "input":
-            x = np.ascontiguousarray(inputs[s[1]], np_dtype(s[3])).reshape(-1)
-            mem[s[2]] = x
+            mem[s[2]] = np.ascontiguousarray(self.inputs[s[1]], np_dtype(s[3])).reshape(-1)
         elif k == "const":
-            mem[s[1]] = bind[s[1]] if bind and s[1] in bind else plan.const_data[s[1]]
+            mem[s[1]] = self.bind[s[1]] if s[1] in self.bind else self.consts[s[1]]
         elif k == "alloc":
             a = np.empty(max(0, evaluate(s[3], env)), np_dtype(s[2]))
             _fill(a, s[4])
             mem[s[1]] = a
         elif k == "launch":
             if evaluate(s[6], env) == 0:
-                continue
+                return
             arrays = [None if a is None else mem[a] for a in s[4]]
-            launch(s[1], s[2], evaluate(s[3], env), arrays, tiling_bytes_of(s[5], env))
+            self.launch(s[1], s[2], evaluate(s[3], env), arrays, tiling_bytes_of(s[5], env))
         elif k == "sym":
             src = mem[s[3]].reshape(-1)
             if s[2] == "read":
@@ -590,13 +607,13 @@ def execute(plan: Plan, inputs: Sequence[np.ndarray], launch, host_op=None, bind
                     msg = msg.replace("{}", str(int(bad[0])) if bad.size else "?")
                 raise RuntimeFailure(msg)
         elif k == "host":
-            if host_op is None:
+            if self.host_op is None:
                 raise RuntimeFailure(f"the plan runs {s[2]} on the host and no host executor was given")
             shapes = [tuple(evaluate(d, env) for d in shp) for shp in s[5]]
             ni = len(s[3])
             args = [mem[a].reshape(-1)[:int(np.prod(shp, dtype=np.int64))].reshape(shp)
                     for a, shp in zip(s[3], shapes[:ni])]
-            res = host_op(s[1], s[2], args)
+            res = self.host_op(s[1], s[2], args)
             for b, r, shp in zip(s[4], res, shapes[ni:]):
                 r = np.asarray(r)
                 if tuple(r.shape) != shp:
@@ -608,8 +625,54 @@ def execute(plan: Plan, inputs: Sequence[np.ndarray], launch, host_op=None, bind
             del mem[s[1]]
         elif k == "output":
             n = evaluate(s[3], env)
-            outs[s[1]] = mem[s[2]].reshape(-1)[:n].reshape([evaluate(d, env) for d in s[4]])
-    return [outs[i] for i in range(len(outs))]
+            self.outs[s[1]] = mem[s[2]].reshape(-1)[:n].reshape([evaluate(d, env) for d in s[4]])
+
+
+def execute(plan: Plan, inputs: Sequence[np.ndarray], launch, host_op=None, bind: Optional[dict] = None) -> list:
+    """Run a whole plan (see Executor)."""
+    ex = Executor(inputs, plan.const_data, launch, host_op, bind)
+    for s in plan.steps:
+        ex.step(s)
+    return ex.results()
+
+
+class NeedsData(Exception):
+    """Planning reached a host op whose result shape depends on tensor data: such inputs are planned while they
+    run (LiveRecorder), call by call."""
+
+
+class _LiveSteps(list):
+    def __init__(self, ex: Executor):
+        super().__init__()
+        self.ex = ex
+
+    def append(self, s) -> None:
+        super().append(s)
+        self.ex.step(s)
+
+
+class LiveRecorder(Recorder):
+    """A Recorder whose steps run as they are recorded (on ``executor``), so that a host op's results, shapes
+    included, are known when the ops after it are planned: the fallback for data-dependent host-op shapes.  The
+    plan it makes is for these inputs' data only; it is never stored or emitted."""
+
+    def __init__(self, desc, cores: int, aic: int, executor: Executor, host_fn):
+        super().__init__(desc, cores, aic)
+        self.ex, self.host_fn = executor, host_fn
+        executor.consts = self.const_data
+        executor.host_op = self.take_pending
+        self.steps = _LiveSteps(executor)
+        self.pending: list = []
+
+    def run_host(self, index: int, name: str, ins: Sequence) -> list:
+        """Runs the host op now on the inputs' values; the host step recorded after it takes these results."""
+        res = [np.asarray(r) for r in self.host_fn(index, name, [self.ex.value(a) for a in ins])]
+        self.pending = list(res)
+        return res
+
+    def take_pending(self, *_):
+        res, self.pending = self.pending, []
+        return res
 
 
 def device_op(fn):
