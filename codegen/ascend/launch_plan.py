@@ -3,7 +3,8 @@
 A plan is a flat list of steps over numbered device buffers:
 
   input  k -> b            the k-th model input, bound to buffer b (shape and type fixed by the plan's key)
-  const  b <- blob[off:]   a weight, a transposed constant, a tiling-time value: bytes in the plan's blob
+  const  b <- blob[off:]   a weight, a transposed constant, a tiling-time value: bytes in the blob
+                           (the compiled folder's launch/consts.bin, each constant once for all its plans)
   alloc  b dtype n fill    a device buffer of n elements (n may be a run-time expression), filled with
                            zero / NaN / an integer pattern before use (workspaces start as NaN so that a kernel
                            that leaves part of its output unwritten is caught)
@@ -13,7 +14,8 @@ A plan is a flat list of steps over numbered device buffers:
   sym    name read b i     a run-time scalar read back from a device buffer (an int32 element), e.g. the
                            routed row count offsets[E]; ``nonempty b E``: the experts that received rows
   cast   src dst n         a host-side type conversion of n elements (ids i64 <-> the kernels' i32)
-  check  b message         an error (the message) when the int32 b[0] is not 0 (a kernel's status word)
+  check  b ids lo hi n msg an error (msg) when the int32 b[0] is not 0 (a kernel's status word); '{}' in msg is
+                           the first of ids' n elements outside [lo, hi) (the index a gather refused)
   free   b                 b is not used after this step (its device memory is released)
   host   op ins outs       a host-fallback op (the op's numpy semantics): only the Python artifact runs it;
                            the C++ host program refuses a plan that has one and names it
@@ -25,7 +27,9 @@ format, two executors, and a test that they agree.
 
 ``Recorder`` builds a plan: the op orchestration code (targets/ascend_backend.py, vector_ops.py) calls
 ``new``/``launch``/``read`` on it instead of touching arrays, so the same code plans at compile time (no tensor
-data) and, through ``device_op``, runs at once on numpy arrays (unit tests of one launch helper).
+data) and, through ``device_op``, runs at once on numpy arrays (unit tests of one launch helper).  A host op whose
+result shape depends on tensor data cannot be planned ahead (``NeedsData``): ``LiveRecorder`` runs each step
+as it is recorded, so such calls are planned while they run.
 """
 from __future__ import annotations
 
