@@ -282,9 +282,11 @@ class Exchange:
         return [out]
 
     def all_to_all(self, attrs, send_counts, recv_counts, *data):
+        """Starts the exchange and returns (outputs, Inflight): the outputs hold the rows once it is waited for
+        (the caller computes what does not need them meanwhile)."""
         torch = _torch()
         sc, rc = [int(v) for v in send_counts.tolist()], [int(v) for v in recv_counts.tolist()]
-        outs = []
+        outs, works, keep = [], [], []
         for t in data:
             row = int(np.prod(t.shape[1:], dtype=np.int64)) * t.element_size()
             # rows as bytes: one code path for every dtype (gloo has no bf16 reduction, an all_to_all
@@ -293,18 +295,35 @@ class Exchange:
             src = (t.contiguous().reshape(t.shape[0], n).view(torch.uint8).reshape(t.shape[0], row) if t.numel()
                    else torch.empty((t.shape[0], row), dtype=torch.uint8, device=t.device))
             dst = torch.empty((sum(rc), row), dtype=torch.uint8, device=t.device)
+            box = []
             self._run("row exchange (all_to_all)",
-                      lambda: self.dist.all_to_all_single(dst, src, output_split_sizes=rc, input_split_sizes=sc,
-                                                          group=self.group))
+                      lambda: box.append(self.dist.all_to_all_single(dst, src, output_split_sizes=rc,
+                                                                     input_split_sizes=sc, group=self.group,
+                                                                     async_op=True)))
+            works.extend(box)
+            keep += [src, dst]
             self.bytes_sent += (sum(sc) - sc[self.rank]) * row        # (rows kept on this rank move nothing)
             shape = (sum(rc),) + tuple(t.shape[1:])
             outs.append(dst.view(t.dtype).reshape(shape) if dst.numel() else t.new_empty(shape))
-        return outs
+        return outs, Inflight(self, works, keep)
 
     def all_gather(self, attrs, x):
         parts = [x.new_empty(x.shape) for _ in range(self.world)]
         self._run("all_gather", lambda: self.dist.all_gather(parts, x.contiguous(), group=self.group))
         return [_torch().stack(parts)]
+
+
+class Inflight:
+    """An exchange under way: ``wait()`` (idempotent) before its outputs are read."""
+
+    def __init__(self, ex: Exchange, works, keep):
+        self.ex, self.works, self.keep = ex, works, keep
+
+    def wait(self) -> None:
+        works, self.works = self.works, []
+        for w in works:
+            self.ex._run("row exchange (all_to_all)", w.wait)
+        self.keep = []
 
 
 _DATA_OPS = {"moe.ep_pack": _pack, "moe.ep_unpack": _unpack, "moe.expert_counts": _expert_counts,
@@ -346,7 +365,12 @@ class EPRank:
         self.slots_received = []     # per layer: expert slots this rank computed (its measured load)
         env = {k: (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)))
                for k, x in zip(self.prog["in"], inputs)}
+        inflight: Dict[str, Inflight] = {}
+        recv_ids: List[str] = []
         for s in self.prog["program"]:
+            for k in s["in"]:
+                if k in inflight:          # (values of an exchange still under way: wait for it now)
+                    inflight.pop(k).wait()
             args = [env[k] for k in s["in"]]
             if s["kind"] == "compute":
                 t0 = time.perf_counter()
@@ -357,12 +381,18 @@ class EPRank:
                 t0 = time.perf_counter()
                 outs = _DATA_OPS[s["op"]](s["attrs"], *args)
                 self.compute_seconds += time.perf_counter() - t0
+            elif s["op"] == "moe.all_to_all":
+                outs, fl = self.exchange.all_to_all(s["attrs"], *args)
+                inflight.update((k, fl) for k in s["out"])
+                if len(outs) == 3:   # the dispatch (rows, local ids, weights): counted once arrived (below)
+                    recv_ids.append(s["out"][1])
             else:
                 outs = getattr(self.exchange, s["op"].split(".")[1])(s["attrs"], *args)
-                if s["op"] == "moe.all_to_all" and len(outs) == 3:   # the dispatch: (rows, local ids, weights)
-                    self.slots_received.append(int((outs[1] >= 0).sum()))
             for k, v in zip(s["out"], outs):
                 env[k] = v
+        for fl in list(inflight.values()):
+            fl.wait()
+        self.slots_received = [int((env[k] >= 0).sum()) for k in recv_ids]   # this rank's expert load per layer
         return [env[k] for k in self.prog["out"]]
 
 

@@ -229,6 +229,15 @@ def _split_layer(m: Module, f: Function, c, placement: Placement, rank: int) -> 
     new.append(unpack)
     i = f.ops.index(c)
     f.ops[i:i + 1] = new
+    if c.attrs["has_shared"]:
+        # the shared experts need no exchanged row: computed while the rows travel (the run time's
+        # exchange is asynchronous; split_stages puts them in a stage of their own after the exchange starts)
+        sh = cex[0].owner
+        uses = f.uses()
+        if sh is not None and sh.name == "moe.shared_experts" and \
+                [u for u in uses.get(id(sh.result), [])] == [unpack] and sh.result not in f.outputs:
+            f.ops.remove(sh)
+            f.ops.insert(f.ops.index(a2a) + 1, sh)
     unpack.result.name = c.result.name
     f.replace_all_uses(c.result, unpack.result)
     for o in (ex, disp):  # now unused (unless something else reads them: then they stay, replicated)
@@ -297,6 +306,7 @@ def split_stages(m: Module) -> Tuple[List[Stage], List[str], List[str]]:
             groups[-1][1].append(o)
         else:
             groups.append(("compute", [o]))
+    groups = _overlap(groups)
     defined_in: Dict[int, int] = {}
     for gi, (_, ops) in enumerate(groups):
         for o in ops:
@@ -357,6 +367,27 @@ def split_stages(m: Module) -> Tuple[List[Stage], List[str], List[str]]:
         sf.arg_names = list(sf.arg_names)
         stages.append(Stage("compute", ins, out_keys, module=sub))
     return stages, in_keys, [key(v) for v in f.outputs]
+
+
+def _overlap(groups: List[Tuple[str, List]]) -> List[Tuple[str, List]]:
+    """A compute group right after an exchange (``moe.all_to_all``, asynchronous at run time) splits into the
+    ops that need none of its results (run while the rows travel) and the rest (run after the wait)."""
+    out: List[Tuple[str, List]] = []
+    for gi, (kind, ops) in enumerate(groups):
+        if kind != "compute" or gi == 0 or groups[gi - 1][0] != "host" or \
+                groups[gi - 1][1][0].name != "moe.all_to_all":
+            out.append((kind, ops))
+            continue
+        waiting = {id(r) for r in groups[gi - 1][1][0].results}
+        free, wait = [], []
+        for o in ops:
+            if any(id(v) in waiting for v in o.operands):
+                waiting.update(id(r) for r in o.results)
+                wait.append(o)
+            else:
+                free.append(o)
+        out.extend(g for g in (("compute", free), ("compute", wait)) if g[1])
+    return out
 
 
 def _clone_const(m: Module, sub: Module, sf: Function, o, local: Dict[int, Value]) -> None:

@@ -444,3 +444,16 @@ def test_placement_json_fuzz(tmp_path):
                 pl.check()
         except UserInputError:
             pass
+
+
+def test_shared_experts_overlap_the_dispatch_exchange():
+    """The shared experts need no exchanged row: their stage comes after the (asynchronous) dispatch starts and
+    before the stage that waits for its rows."""
+    m = ir_of(FAMILIES["deepseek-v3"].name)
+    stages, _, _ = split_stages(rank_module(m, EPPlan(2), 0))
+    kinds = [s.op.name if s.kind == "host" else
+             tuple(o.name for o in s.module.main.ops if o.name != "moec.constant") for s in stages]
+    i = kinds.index("moe.all_to_all")
+    assert kinds[i + 1] == ("moe.shared_experts",)
+    assert kinds[i + 2] == ("moe.dispatch", "moe.experts", "moe.combine")
+    assert not set(stages[i + 1].inputs) & set(stages[i].outputs)
