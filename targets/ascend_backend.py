@@ -231,6 +231,13 @@ class AscendBackend(BackendBase):
             plan = json.load(fh)
         rep = {"soc": plan["soc"], "host_ops": plan["host_ops"], "tiling_ops": plan.get("tiling_ops", {}),
                "cost_model": {"note": plan["estimates_are"], "kernels": plan["estimates"]}}
+        launch = os.path.join(outdir, "ascend", "launch")
+        if os.path.exists(os.path.join(launch, "index.txt")):  # the compile-time launch plans (host/moec_run.cpp)
+            with open(os.path.join(launch, "index.txt")) as fh:
+                rep["launch_plans"] = [line.rsplit(" ", 1)[0] for line in fh if line.strip()]
+            if os.path.exists(os.path.join(launch, "not_planned.txt")):
+                with open(os.path.join(launch, "not_planned.txt")) as fh:
+                    rep["not_planned"] = [line.strip() for line in fh if line.strip()]
         if artifact is not None:
             rep["emulator"] = artifact.stats()
         return {"ascend": rep}

@@ -87,6 +87,7 @@ def test_host_program_matches_python_on_the_example(tmp_path):
     r = compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(3,)))
     assert r.report["verified"], r.report.get("failure")
     assert _keys(out) == ["f32:1x64", "f32:4x64"]  # the symbolic token count bound to 1 and 4 at compile time
+    assert r.report["ascend"]["launch_plans"] == _keys(out) and "not_planned" not in r.report["ascend"]
     art, exe = _check_host_program(out, tmp_path)
     assert art.launches["moe_gather_rows"] >= 4 and art.launches["grouped_matmul"] >= 12
     # the plan reads the routed row count back after moe_init_routing: the expert kernels' sizes are run-time
