@@ -420,7 +420,7 @@ class Planner:
 
     def __init__(self, module: Module, plan: dict, desc: TargetDesc):
         self.module, self.plan, self.desc = module, plan, desc
-        self.cores = int(desc.get("aiv_cores", 48))
+        self.cores = int(desc.aiv_cores)
         self.aic = int(desc.cores)
         self.dev = None
         self.tiling_evals: Dict[str, int] = {}   # "tiling" ops evaluated (once per distinct input shapes)
@@ -863,7 +863,7 @@ class AscendArtifact:
         if self.lib.moec_set_soc(desc.arch.encode()):
             raise UserInputError(f"emulator does not know SoC {desc.arch}")
         self.desc = desc
-        self.cores = int(desc.get("aiv_cores", 48))
+        self.cores = int(desc.aiv_cores)
         self.aic = int(desc.cores)
         self.planner = Planner(self.module, self.plan, desc)
         self.host_ops: Dict[str, int] = {}
