@@ -52,12 +52,6 @@ class TargetDesc:
     def tile_budget_bytes(self) -> int:
         return (self.l1_bytes if self.tile_budget_level == 1 else self.l2_bytes) // 2
 
-    def get(self, key: str, default=None):
-        """A typed field by name, ``default`` where it is unset (for code written before the fields were
-        typed; new code reads the attributes)."""
-        v = getattr(self, _JSON_NAMES.get(key, key), None)
-        return default if v is None else v
-
     def to_json(self) -> dict:
         """The description as report.json's ``target_desc`` shows it (accelerator fields only where set)."""
         out = {"name": self.name, "arch": self.arch, "cores": self.cores, "vector_bits": self.vector_bits,
@@ -74,7 +68,6 @@ class TargetDesc:
 
 _ACCEL_FIELDS = ("block_m", "aiv_cores", "ub_bytes", "l0a_bytes", "l0b_bytes", "l0c_bytes", "smem_block", "hbm_gbps",
                  "bf16_tflops", "fp16_tflops", "compute_capability", "device")
-_JSON_NAMES = {"quant_half_activations": "half_activation_modes"}
 
 
 @runtime_checkable

@@ -190,7 +190,7 @@ def test_one_registry_and_typed_descriptions():
         assert isinstance(b, Backend) and b.name == name and b.desc.name == name
         assert isinstance(b.desc, TargetDesc) and "f32" in b.desc.weight_modes
         assert targets.target_for(name) == b.desc
-    assert not hasattr(TargetDesc, "extra")
+    assert not hasattr(TargetDesc, "extra") and not hasattr(TargetDesc, "get")  # typed fields only
     # the two former factories agree now: one description per (target, arch)
     from moec.targets.registry import get_backend
     assert get_backend("triton").desc == targets.target_for("triton")

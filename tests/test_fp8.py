@@ -287,12 +287,12 @@ def test_detected_gpu_description(monkeypatch):
     from moec.targets import description as d
     monkeypatch.setattr(d, "_cuda_device", lambda: ("NVIDIA A100-SXM4-80GB", (8, 0), 108))
     a = d.detect_triton_target()
-    assert a.arch == "A100" and not a.has("fp8_e4m3") and a.get("device") == "NVIDIA A100-SXM4-80GB"
+    assert a.arch == "A100" and not a.has("fp8_e4m3") and a.device == "NVIDIA A100-SXM4-80GB"
     monkeypatch.setattr(d, "_cuda_device", lambda: ("NVIDIA GeForce RTX 4090", (8, 9), 128))
     g = d.detect_triton_target()
-    assert g.arch == "sm_89" and g.cores == 128 and g.has("fp8_e4m3") and g.get("compute_capability") == "8.9"
+    assert g.arch == "sm_89" and g.cores == 128 and g.has("fp8_e4m3") and g.compute_capability == "8.9"
     monkeypatch.setattr(d, "_cuda_device", lambda: None)
-    assert d.detect_triton_target().get("device").startswith("interpreter")
+    assert d.detect_triton_target().device.startswith("interpreter")
 
 
 # -- moec bench --target triton --weights fp8 ------------------------------------------------------
