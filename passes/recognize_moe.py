@@ -917,8 +917,10 @@ class RecognizeMoE(Pass):
         group and is left to the layer's proof."""
         gids = [_group_index(p.op) for p in ups + [down]]
         gids += [p.bias_index for p in ups + [down] if p.bias_index is not None]  # (a bias gathered per row)
-        if any(g is None for g in gids) or int(ids_probe.max()) >= E:
-            return  # (fewer expert FFNs than router ids: identity experts, see _try_layer; the proof decides)
+        if any(g is None for g in gids) or int(ids_probe.max()) >= E or ups[0].input.type.rank != 2:
+            # (fewer expert FFNs than router ids: identity experts, see _try_layer; or no per-row form: a token
+            # broadcast against its k experts' weights, [T, 1, 1, D] x W[ids] [T, k, D, F]: the proof decides)
+            return
         try:
             vals = evaluate(L.m, L.f, [ups[0].input] + gids, {**L.xfeed(X), **root.feeds(ids_probe, W)},
                             widened=L.widened)
