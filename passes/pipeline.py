@@ -13,6 +13,7 @@ from .base import Pass, run_to_fixed_point
 from .dce import DeadCodeElimination
 from .fold_constants import FoldConstants
 from .fold_full_nonzero import FoldFullNonzero
+from .fold_broadcast_matmul import FoldBroadcastMatmul
 from .split_of_concat import SplitOfConcat
 from .fuse_experts import FuseExperts
 from .recognize_moe import RecognizeMoE
@@ -26,7 +27,8 @@ if TYPE_CHECKING:  # (passes read target descriptions; they do not import target
 def stages(target: "TargetDesc", weights: str = "f32", group: int = 64,
            zero_point: bool = False, scope: str = "all") -> List[Tuple[str, List[Pass]]]:
     return [
-        ("canonicalize", [FoldConstants(), FoldFullNonzero(), SplitOfConcat(), DeadCodeElimination()]),
+        ("canonicalize", [FoldConstants(), FoldFullNonzero(), SplitOfConcat(), FoldBroadcastMatmul(),
+                          DeadCodeElimination()]),
         ("recognize-moe", [RecognizeMoE(), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
         ("quantize-weights", [QuantizeWeights(weights, group, zero_point, scope=scope,

@@ -5,6 +5,7 @@ from typing import Dict, Type
 
 from .base import Pass
 from .dce import DeadCodeElimination
+from .fold_broadcast_matmul import FoldBroadcastMatmul
 from .fold_constants import FoldConstants
 from .fold_full_nonzero import FoldFullNonzero
 from .fuse_experts import FuseExperts
@@ -12,7 +13,7 @@ from .recognize_moe import RecognizeMoE
 from .schedule_dispatch import ScheduleDispatch
 from .split_of_concat import SplitOfConcat
 
-PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldConstants, FoldFullNonzero, FuseExperts,
+PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldBroadcastMatmul, FoldConstants, FoldFullNonzero, FuseExperts,
                                                       RecognizeMoE, ScheduleDispatch, SplitOfConcat)}
 
 
