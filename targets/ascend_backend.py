@@ -50,6 +50,7 @@ TILING_FIELDS = [("T", "i"), ("D", "i"), ("E", "i"), ("K", "i"), ("F", "i"), ("I
 # GmmTiling field order (codegen/ascend/kernels/cube_kernels.cpp), all int32
 GMM_FIELDS = ("T", "G", "N", "K", "baseM", "baseN", "baseK", "stepK", "aShared", "aRows", "outRows", "dbL0C", "dtype",
               "cdt")
+ROUTE_SLOTS_PER_BLOCK = 256  # moe_init_routing's routed (token, expert) slots per block
 XDT = {"f32": 0, "f16": 2}   # MoeTiling.xdt / GmmTiling.cdt: the model's activation type in GM
 NP_X = {"f32": np.float32, "f16": np.float16}
 CUBE_COUNTERS = ("mmad_calls", "mmad_macs", "loaddata_calls", "nd2nz_calls", "fixpipe_calls", "mmad_f32", "mmad_bf16",
@@ -502,6 +503,11 @@ class Planner:
     def _bd(self, rows):
         return smax(1, smin(self.cores, rows))
 
+    def _route_bd(self, slots):
+        """moe_init_routing's blocks: one per 256 routed slots (every block reads the whole id list to count, so
+        more blocks than that only repeat the counting), at most the vector cores."""
+        return self._bd(-(-slots // ROUTE_SLOTS_PER_BLOCK))
+
     def _gmm(self, a, w, offs, c, G: int, N: int, K: int, T: int, dtype: str, tiles: dict, a_shared: bool = False):
         """grouped_matmul on the cube: c[offs[g]:offs[g+1]] = A rows . w[g]^T (A rows shared or the same);
         c float (f32 accumulators) or float16 (half A and w: the fixpipe rounds on the way out)."""
@@ -634,7 +640,7 @@ class Planner:
             if o.attrs["capacity"]:  # drops happen in token order: the init-routing kernel applies them
                 sorted_ = dev.new((T * k,), np.int32)
                 offs = dev.new((E + 1,), np.int32)
-                self._launch("moe_init_routing", 1, [ids, w, sorted_, offs], tiling_bytes(**tl))
+                self._launch("moe_init_routing", self._route_bd(T * k), [ids, w, sorted_, offs], tiling_bytes(**tl))
         return [w, dev.buf(ids, np.int64)]
 
     def _k_moe_dispatch(self, o, i, args):
@@ -648,7 +654,8 @@ class Planner:
         offs = dev.new((E + 1,), np.int32)
         w = dev.new((max(T * k, 1),), np.float32)
         if T:
-            self._launch("moe_init_routing", 1, [ids, w, sorted_, offs], tiling_bytes(T=T, K=k, E=E))
+            self._launch("moe_init_routing", self._route_bd(T * k), [ids, w, sorted_, offs],
+                         tiling_bytes(T=T, K=k, E=E))
             n = dev.read(offs, E)
         else:
             n = 0
