@@ -1,0 +1,10 @@
+/* Fused attention (moec.attention): flash-style, online softmax over key blocks. */
+#ifndef MOEC_RT_ATTENTION_H
+#define MOEC_RT_ATTENTION_H
+#include "moec_rt.h"
+
+/* y[B,Hq,S,Dv] = softmax(scale * q k^T + mask (+ causal)) v with Hq a multiple of Hkv (GQA); mask may be
+ * NULL, else an f32 tensor broadcasting to [B,Hq,S,T].  f32 only.  A row with no finite score is 0. */
+int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
+                     const moec_tensor *mask, double scale, int causal, moec_tensor *y);
+#endif
