@@ -82,12 +82,34 @@ def _check_host_program(out, tmp_path, soc="Ascend910B2", seeds=(0, 1), int_rang
     return art, exe
 
 
+def _check_weights_stored_once(out):
+    """The plans read the weights they use as they are from model.weights.bin ('weights' const steps); consts.bin
+    holds only what the weights file does not (transposed weights, offsets): no weight's bytes in it."""
+    import json
+    launch = os.path.join(out, "ascend", "launch")
+    blob = open(os.path.join(launch, "consts.bin"), "rb").read()
+    wbin = open(os.path.join(out, "model.weights.bin"), "rb").read()
+    index = json.load(open(os.path.join(out, "model.weights.json")))
+    refs = set()
+    for name in os.listdir(launch):
+        if name.startswith("plan"):
+            for line in open(os.path.join(launch, name)):
+                t = line.split()
+                if t[0] == "const" and t[-1] == "weights":
+                    refs.add((int(t[4]), int(t[5])))
+    assert refs and refs <= {(e["offset"], e["nbytes"]) for e in index.values()}, refs
+    for off, nb in refs:
+        assert nb >= 64 and wbin[off:off + nb] not in blob
+    assert len(blob) < sum(nb for _, nb in refs)
+
+
 def test_host_program_matches_python_on_the_example(tmp_path):
     out = str(tmp_path / "o")
     r = compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(3,)))
     assert r.report["verified"], r.report.get("failure")
     assert _keys(out) == ["f32:1x64", "f32:4x64"]  # the symbolic token count bound to 1 and 4 at compile time
     assert r.report["ascend"]["launch_plans"] == _keys(out) and "not_planned" not in r.report["ascend"]
+    _check_weights_stored_once(out)
     art, exe = _check_host_program(out, tmp_path)
     assert art.launches["moe_gather_rows"] >= 4 and art.launches["grouped_matmul"] >= 12
     # the plan reads the routed row count back after moe_init_routing: the expert kernels' sizes are run-time
@@ -96,6 +118,11 @@ def test_host_program_matches_python_on_the_example(tmp_path):
     # another shape: no plan was written for it, moec_run says so (exit 2) and lists the ones it has
     p = _moec_run(exe, out, [np.zeros((3, 64), np.float32)], str(tmp_path / "other"))
     assert p.returncode == 2 and "no launch plan for inputs f32:3x64" in p.stderr and "f32:4x64" in p.stderr
+    # the plans need the artifact's weights file: without it moec_run says so (exit 2)
+    os.rename(os.path.join(out, "model.weights.bin"), os.path.join(out, "w.moved"))
+    p = _moec_run(exe, out, [np.zeros((4, 64), np.float32)], str(tmp_path / "noweights"))
+    assert p.returncode == 2 and "cannot read" in p.stderr and "model.weights.bin" in p.stderr, p.stderr
+    os.rename(os.path.join(out, "w.moved"), os.path.join(out, "model.weights.bin"))
     # the Python artifact plans that shape once, then reuses it
     art2 = get_backend("ascend", "Ascend910B2").load(out)
     x = np.random.default_rng(5).standard_normal((3, 64)).astype(np.float32)

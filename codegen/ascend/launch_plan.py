@@ -4,7 +4,9 @@ A plan is a flat list of steps over numbered device buffers:
 
   input  k -> b            the k-th model input, bound to buffer b (shape and type fixed by the plan's key)
   const  b <- blob[off:]   a weight, a transposed constant, a tiling-time value: bytes in the blob
-                           (the compiled folder's launch/consts.bin, each constant once for all its plans)
+                           (the compiled folder's launch/consts.bin, each constant once for all its plans);
+                           a trailing ``weights`` names the artifact's model.weights.bin instead (the folder
+                           above ascend/): a constant stored there as it is is not stored twice
   alloc  b dtype n fill    a device buffer of n elements (n may be a run-time expression), filled with
                            zero / NaN / an integer pattern before use (workspaces start as NaN so that a kernel
                            that leaves part of its output unwritten is caught)
@@ -416,7 +418,8 @@ class Plan:
     def dump(self, store=None) -> tuple:
         """(text, blob): the blob holds the constants, 64-byte aligned, in buffer order.  ``store(bytes) ->
         offset`` puts them in a blob shared by several plans instead (the compiled folder's consts.bin: the
-        weights once for every plan); the returned blob is then empty."""
+        weights once for every plan); the returned blob is then empty.  ``store`` may return (file, offset): the
+        constant lies in that file (``weights``: the artifact's model.weights.bin) rather than in the blob."""
         lines = [FORMAT, f"key {self.key or '-'}"]
         blob = bytearray()
 
@@ -431,7 +434,9 @@ class Plan:
                 lines.append(f"input {s[1]} b{s[2]} {s[3]} {_fmt_expr(s[4])}")
             elif k == "const":
                 data = np.ascontiguousarray(self.const_data[s[1]]).tobytes()
-                lines.append(f"const b{s[1]} {s[2]} {s[3]} {store(data)} {len(data)}")
+                at = store(data)
+                src, off = at if isinstance(at, tuple) else (None, at)
+                lines.append(f"const b{s[1]} {s[2]} {s[3]} {off} {len(data)}" + (f" {src}" if src else ""))
             elif k == "alloc":
                 lines.append(f"alloc b{s[1]} {s[2]} {_fmt_expr(s[3])} {s[4]}")
             elif k == "launch":
@@ -460,7 +465,8 @@ class Plan:
         return "\n".join(lines) + "\n", bytes(blob)
 
     @classmethod
-    def load(cls, text: str, blob: bytes) -> "Plan":
+    def load(cls, text: str, blob: bytes, files: Optional[Dict[str, object]] = None) -> "Plan":
+        """``files``: the other files a const step may name (``weights``: model.weights.bin's bytes or memmap)."""
         lines = text.splitlines()
         if not lines or lines[0] != FORMAT:
             raise PlanError(f"not a {FORMAT} file")
@@ -479,7 +485,14 @@ class Plan:
                 steps.append(("input", int(t[1]), bid(t[2]), t[3], _parse_expr(t, 4)[0]))
             elif k == "const":
                 b, dt, n, off, nb = bid(t[1]), t[2], int(t[3]), int(t[4]), int(t[5])
-                consts[b] = np.frombuffer(blob[off:off + nb], np_dtype(dt)).copy()
+                src = blob
+                if len(t) > 6:
+                    if t[6] not in (files or {}):
+                        raise PlanError(f"a constant lies in '{t[6]}', which this plan was loaded without")
+                    src = files[t[6]]
+                if off + nb > len(src):
+                    raise PlanError(f"a constant lies outside its file ({t[6] if len(t) > 6 else 'the blob'})")
+                consts[b] = np.frombuffer(src[off:off + nb], np_dtype(dt)).copy()
                 steps.append(("const", b, dt, n))
             elif k == "alloc":
                 e, i = _parse_expr(t, 3)

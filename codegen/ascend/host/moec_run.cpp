@@ -4,7 +4,7 @@
 //
 // ASCEND_DIR is the compiled folder's ascend/ (the CANN project).  moec_run picks, from launch/index.txt, the
 // launch plan written at compile time for the inputs' element types and shapes (codegen/ascend/launch_plan.py
-// describes the format: device buffers, constants in launch/consts.bin, kernel launches with their block dims
+// describes the format: device buffers, constants in launch/consts.bin or ../model.weights.bin, kernel launches with their block dims
 // and tiling structs, run-time scalars read back from the device, host-side type conversions), sets up ACL
 // (aclInit, aclrtSetDevice, a stream, device buffers), runs the plan's steps in order through moec_launch
 // (host/launch.cpp: ACLRT_LAUNCH_KERNEL on a CANN machine, the emulator here), and writes the outputs as
@@ -328,7 +328,9 @@ int run(int argc, char **argv) {
     throw Fail(2, "no launch plan for inputs " + key + " (compile-time plans:" + known +
                       "); plans for other shapes are made by the Python artifact");
   std::string text = read_file(dir + "/launch/plan" + file + ".txt", false);
-  std::string blob = read_file(dir + "/launch/consts.bin", true);  // every plan's constants (weights once)
+  std::string blob = read_file(dir + "/launch/consts.bin", true);  // the plans' constants not in the weights file
+  std::string weights;  // model.weights.bin, read when a constant lies there
+  bool weights_read = false;
   std::vector<Step> steps;
   std::istringstream ts(text);
   std::getline(ts, line);
@@ -370,10 +372,19 @@ int run(int argc, char **argv) {
         DevBuf b;
         b.type = t[2];
         size_t off = std::stoul(t[4]), nb = std::stoul(t[5]);
-        if (off + nb > blob.size()) throw Fail(2, "launch plan: a constant lies outside its blob");
+        const std::string *src = &blob;
+        if (t.size() > 6) {  // "weights": the artifact's model.weights.bin, above this folder (weights stored once)
+          if (t[6] != "weights") throw Fail(2, "launch plan: a constant in an unknown file '" + t[6] + "'");
+          if (!weights_read) {
+            weights = read_file(dir + "/../model.weights.bin", true);
+            weights_read = true;
+          }
+          src = &weights;
+        }
+        if (off + nb > src->size()) throw Fail(2, "launch plan: a constant lies outside its file");
         b.bytes = nb;
         b.p = r.alloc(nb);
-        r.to_dev(b, blob.substr(off, nb));
+        r.to_dev(b, src->substr(off, nb));
         r.mem[bid(t[1])] = b;
       } else if (s.kind == "alloc") {
         size_t i = 3;
