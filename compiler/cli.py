@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu: as in compile; triton: the routed experts' weights, bf16 (the default f32 means "
                         "bf16 there), int8, int4 (W4A16, groups of 128) or fp8 (e4m3, needs an sm_89+ GPU)")
     b.add_argument("--group-size", type=int, default=64, metavar="G", help="int4: weights per scale group")
+    b.add_argument("--also-weights", default="", metavar="MODE,..",
+                   help="cpu: more weight modes, each compiled and timed in the same interleaved run")
+    b.add_argument("--hf-model", default=None, metavar="DIR", help="cpu, a model taking input_ids: also time torch "
+                   "eager on this transformers checkpoint (save_pretrained's folder; bf16 too with a bf16 mode)")
+    b.add_argument("--gguf", default="", metavar="FILE,..", help="cpu, a model taking input_ids: also time llama.cpp "
+                   "on these GGUF files (needs llama-cpp-python: pip install 'moec[bench]')")
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder (default moec_bench_<model>)")
@@ -347,8 +353,7 @@ def cmd_run(a) -> int:
         raise UserInputError(f"-o '{a.output_dir}': cannot create the output directory: {e.strerror or e}") from None
     if not os.path.isdir(a.output_dir):
         raise UserInputError(f"-o '{a.output_dir}' exists and is not a directory")
-    art = _artifact_backend(man).load(d, threads=a.threads)
-    outs = art(arrays)
+    outs = _artifact_backend(man).run(d, arrays, threads=a.threads)
     for o, p, arr in zip(man["outputs"], targets, outs):
         save_npy(p, arr)
         print(f"{show_name(o['name'])}: {arr.dtype}{list(arr.shape)} -> {show_name(p, 4096)}")

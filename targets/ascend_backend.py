@@ -338,6 +338,64 @@ class AscendBackend(BackendBase):
     def load(self, outdir: str, threads: int = 1) -> "AscendArtifact":
         return AscendArtifact(outdir, self.desc)
 
+    def run(self, outdir: str, inputs: list, threads: int = 1) -> list:
+        """`moec run`: through the host program moec_run when it is built (ascend/build/moec_run from the CMake
+        project on a CANN machine, else ascend/moec_run built against the emulator) and a compile-time plan with
+        no host ops fits these inputs; otherwise the Python artifact (it plans other shapes, runs host ops)."""
+        import sys
+        inputs = [np.asarray(x) for x in inputs]
+        exe = built_host_program(outdir)
+        if exe is not None and host_program_can_run(outdir, inputs):
+            outs = run_host_program(exe, outdir, inputs)
+            print(f"moec run: outputs from the host program {os.path.relpath(exe, outdir)} (no Python)",
+                  file=sys.stderr)
+            return outs
+        return super().run(outdir, inputs, threads)
+
+
+def built_host_program(outdir: str) -> Optional[str]:
+    """The artifact's moec_run, where one was built: the CMake build's (a CANN machine) first, else the
+    emulator build's (build_host_program); None where neither exists."""
+    for rel in (("build", "moec_run"), ("moec_run",)):
+        p = os.path.join(outdir, "ascend", *rel)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def host_program_can_run(outdir: str, inputs: Sequence) -> bool:
+    """Whether moec_run runs these inputs: a compile-time plan for their key, without host-fallback ops."""
+    d = os.path.join(outdir, "ascend", "launch")
+    key = plan_key(inputs)
+    try:
+        with open(os.path.join(d, "index.txt")) as f:
+            files = [n for k, _, n in (line.strip().rpartition(" ") for line in f) if k == key]
+        if not files:
+            return False
+        with open(os.path.join(d, f"plan{int(files[0])}.txt")) as f:
+            return not any(line.startswith("host ") for line in f)
+    except (OSError, ValueError):
+        return False
+
+
+def run_host_program(exe: str, outdir: str, inputs: Sequence) -> List[np.ndarray]:
+    """Runs ``exe`` (moec_run ASCEND_DIR OUT_DIR inputs.npy...) on these arrays; its outputs, in order."""
+    with tempfile.TemporaryDirectory(prefix="moec_run_") as tmp:
+        paths = []
+        for k, x in enumerate(inputs):
+            paths.append(os.path.join(tmp, f"input{k}.npy"))
+            np.save(paths[-1], np.asarray(x))
+        res = os.path.join(tmp, "out")
+        os.makedirs(res)
+        p = subprocess.run([exe, os.path.join(outdir, "ascend"), res] + paths, capture_output=True, text=True)
+        if p.returncode:
+            last = (p.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise RuntimeFailure(f"{os.path.basename(exe)} exited with status {p.returncode}: {last}")
+        outs = []
+        while os.path.exists(os.path.join(res, f"output{len(outs)}.npy")):
+            outs.append(np.load(os.path.join(res, f"output{len(outs)}.npy")))
+        return outs
+
 
 def build_host_program(outdir: str) -> str:
     """Builds ascend/moec_run (host/moec_run.cpp) against the emulator library of ``outdir`` (which exports

@@ -112,6 +112,10 @@ class Backend(Protocol):
     def load(self, outdir: str, threads: int = 1):
         """The artifact: callable on a list of numpy arrays, with input_names / output_names."""
 
+    def run(self, outdir: str, inputs: list, threads: int = 1) -> list:
+        """`moec run`: the artifact's outputs for these inputs (BackendBase: load it and call it; a target with a
+        program of its own that runs the artifact may use it instead)."""
+
     def report(self, outdir: str, artifact=None) -> dict:
         """The target's own report.json entries (after the build, and again with the verified artifact)."""
 
@@ -150,6 +154,9 @@ class BackendBase:
 
     def check_options(self, opts, module=None) -> None:
         return None
+
+    def run(self, outdir: str, inputs: list, threads: int = 1) -> list:
+        return list(self.load(outdir, threads=threads)(inputs))
 
     def report(self, outdir: str, artifact=None) -> dict:
         return {}

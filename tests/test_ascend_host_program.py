@@ -315,3 +315,35 @@ def test_data_dependent_host_shapes_are_planned_while_they_run(tmp_path):
         np.testing.assert_array_equal(art([x])[0], np.stack(np.nonzero(x > 0)).astype(np.float32) * 2)
     assert art.live_calls == 2 and art.host_ops.get("moec.nonzero") == 2, art.stats()
     assert art.launches.get("vec_elementwise", 0) >= 2
+
+
+def test_moec_run_uses_the_built_host_program(tmp_path, capsys):
+    """`moec run OUTDIR` on an Ascend artifact: with moec_run built and a compile-time plan for the inputs, the
+    outputs come from the host program (it says so on stderr) and equal the Python artifact's; for a shape with
+    no compile-time plan, or before moec_run is built, the Python artifact runs them (no such line)."""
+    from moec.cli import main
+    from moec.targets.ascend_backend import build_host_program
+    out = str(tmp_path / "o")
+    assert compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(3,))).report["verified"]
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    name = art.input_names[0]
+
+    def cli_run(x, tag):
+        np.save(str(tmp_path / f"{tag}.npy"), x)
+        res = tmp_path / f"res_{tag}"
+        assert main(["run", out, "-i", f"{name}={tmp_path / f'{tag}.npy'}", "-o", str(res)]) == 0
+        err = capsys.readouterr().err
+        return np.load(str(res / os.listdir(res)[0])), "from the host program ascend/moec_run" in err
+
+    x4 = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    got, via_exe = cli_run(x4, "before")
+    assert not via_exe  # not built yet: the Python artifact
+    np.testing.assert_array_equal(got, art([x4])[0])
+    build_host_program(out)
+    got, via_exe = cli_run(x4, "planned")
+    assert via_exe
+    np.testing.assert_array_equal(got, art([x4])[0])
+    x3 = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    got, via_exe = cli_run(x3, "unplanned")  # no compile-time plan for 3 tokens: Python plans it
+    assert not via_exe
+    np.testing.assert_array_equal(got, art([x3])[0])
