@@ -24,6 +24,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import UserInputError
+from .ir.ops.ep import choose_replica
+from .passes.expert_parallel import EPError, Placement
+from .passes.ep_placement import balanced_placement
 
 
 # ----------------------------------------------------------------------------------------------------------- hardware
@@ -122,15 +125,22 @@ MIXTRAL_LIKE = Layer(D=1024, E=8, k=2, F=2816)
 class Wire:
     """What one token row costs on the wire.
 
-    dispatch: the row (D values of ``row_bytes`` each, + ``scale_bytes`` of quantisation scales), then per
-    expert of the destination the id and the routing weight (``meta_bytes``); combine: one partial row
-    (``combine_bytes`` per value) per (token, destination rank). Counts: R int64 counts per rank per layer.
+    dispatch: the row (D values of ``row_bytes`` each, + ``scale_bytes`` of quantisation scales and
+    ``row_meta_bytes`` of ids/weights per row), then ``meta_bytes`` per (token, expert on that rank); combine:
+    one partial row (``combine_bytes`` per value) per (token, destination rank). Counts (R int64 per rank) are
+    not included.
     """
     row_bytes: float = 1.0         # fp8/int8 dispatch
     scale_bytes: int = 0
     meta_bytes: int = 8            # int32 id + f32 weight per (token, expert on that rank)
     combine_bytes: float = 2.0     # bf16 combine
-    count_bytes: int = 8
+    row_meta_bytes: int = 0
+
+    @staticmethod
+    def moec(x_itemsize: int, k: int, w_itemsize: int = 4) -> "Wire":
+        """moec's own exchange (compiler/ep.py, ``moe.ep_pack``): the row in the activations' type, then all k
+        slots' ids (i64) and routing weights on every row; partial rows back in the activations' type."""
+        return Wire(float(x_itemsize), 0, 0, float(x_itemsize), k * (8 + w_itemsize))
 
     @staticmethod
     def for_dtype(name: str, D: int) -> "Wire":
@@ -145,69 +155,38 @@ class Wire:
         raise UserInputError(f"unknown wire dtype '{name}' (fp8, int8, bf16, f32)")
 
 
-@dataclass
-class Placement:
-    """Which rank holds a copy of each expert, and the share of the expert's tokens each copy takes."""
-    R: int
-    copies: List[List[Tuple[int, float]]]      # expert -> [(rank, share)], shares sum to 1
-
-    @staticmethod
-    def contiguous(E: int, R: int) -> "Placement":
-        if E % R:
-            raise UserInputError(f"{E} experts do not split evenly over {R} ranks; give a placement")
-        per = E // R
-        return Placement(R, [[(e // per, 1.0)] for e in range(E)])
-
-    def owner_of_pairs(self, ids: np.ndarray, token_index: np.ndarray) -> np.ndarray:
-        """The rank each (token, expert) pair goes to: a replicated expert's pairs are dealt to its copies in
-        proportion to their shares, by the token's index (deterministic, as a run time would)."""
-        out = np.empty(ids.shape, dtype=np.int64)
-        for e, cps in enumerate(self.copies):
-            sel = ids == e
-            if not sel.any():
-                continue
-            if len(cps) == 1:
-                out[sel] = cps[0][0]
-                continue
-            cut = np.cumsum([s for _, s in cps])
-            frac = (token_index[sel] * 0.6180339887498949) % 1.0
-            out[sel] = np.asarray([r for r, _ in cps])[np.minimum(np.searchsorted(cut, frac, side="right"),
-                                                                   len(cps) - 1)]
-        return out
-
-    def experts_on(self, r: int) -> List[int]:
-        return [e for e, cps in enumerate(self.copies) if any(rr == r for rr, _ in cps)]
-
-
 def exchange_bytes(ids_per_rank: Sequence[np.ndarray], placement: Placement, D: int, wire: Wire
                    ) -> Dict[str, np.ndarray]:
     """Exact bytes of one EP layer for the given routing.
 
-    ids_per_rank[r]: [T_r, k] expert ids of rank r's tokens. Returns R x R matrices (source, destination):
+    ids_per_rank[r]: [T_r, k] expert ids of rank r's tokens; ``placement`` moec's (passes/expert_parallel.py),
+    a replicated expert's copy chosen as the run time chooses it (``choose_replica``). Returns R x R matrices (source, destination):
     ``dispatch`` and ``combine`` bytes (a rank's own rows are counted on the diagonal: they are not sent),
     ``pairs`` the (token, expert) pairs each rank computes for each source, ``rows`` the token rows, and
     ``expert_pairs`` [R, E] the pairs each rank computes for each expert."""
-    R = placement.R
+    R, S = placement.world, placement.slots
+    E = placement.num_experts
+    flat = placement.flat
     disp = np.zeros((R, R), dtype=np.float64)
     comb = np.zeros((R, R), dtype=np.float64)
     pairs = np.zeros((R, R), dtype=np.int64)
     rows = np.zeros((R, R), dtype=np.int64)
-    E = len(placement.copies)
     per_expert = np.zeros((R, E), dtype=np.int64)
     for src, ids in enumerate(ids_per_rank):
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0:
             continue
         T, k = ids.shape
-        tok = np.repeat(np.arange(T, dtype=np.int64), k).reshape(T, k) + src * 1_000_003
-        dst = placement.owner_of_pairs(ids, tok)
-        np.add.at(per_expert, (dst.reshape(-1), ids.reshape(-1)), 1)
-        n_pairs = np.bincount(dst.reshape(-1), minlength=R)
-        key = np.unique(np.arange(T, dtype=np.int64)[:, None] * R + dst)     # distinct (token, rank)
+        g = choose_replica(ids, src, S, flat, E)               # the run time's own replica choice (-1: dropped)
+        ok = g >= 0
+        dst = g[ok] // S
+        np.add.at(per_expert, (dst, ids[ok]), 1)
+        n_pairs = np.bincount(dst, minlength=R)
+        key = np.unique((np.arange(T, dtype=np.int64)[:, None] * R + g // S)[ok])     # distinct (token, rank)
         n_rows = np.bincount(key % R, minlength=R)
         rows[src] = n_rows
         pairs[:, src] = n_pairs
-        disp[src] = n_rows * (D * wire.row_bytes + wire.scale_bytes) + n_pairs * wire.meta_bytes
+        disp[src] = n_rows * (D * wire.row_bytes + wire.scale_bytes + wire.row_meta_bytes) + n_pairs * wire.meta_bytes
         comb[:, src] = n_rows * D * wire.combine_bytes
     return {"dispatch": disp, "combine": comb, "pairs": pairs, "rows": rows, "expert_pairs": per_expert}
 
@@ -353,7 +332,7 @@ def compare_published(seed: int = 0, ranks_cap: Optional[int] = None) -> List[di
             continue
         cl = CLUSTERS[p["cluster"]]
         ids = draw_routing(DEEPSEEK_V3, R, p["tokens"], seed=seed)
-        pl = Placement.contiguous(DEEPSEEK_V3.E, R)
+        pl = Placement.contiguous(DEEPSEEK_V3.E, R).check()
         wire = Wire.for_dtype("fp8", DEEPSEEK_V3.D)
         pr = predict(DEEPSEEK_V3, cl, R, p["tokens"], ids, pl, wire)
         t = pr.dispatch_s if p["phase"] == "dispatch" else pr.combine_s
@@ -371,22 +350,24 @@ def compare_published(seed: int = 0, ranks_cap: Optional[int] = None) -> List[di
 # ------------------------------------------------------------------------------------------------------------- table
 
 def plan_table(cluster: str, ranks: Sequence[int], layer: Layer = DEEPSEEK_V3, skew: float = 0.0,
-               seed: int = 0, balance=None) -> List[dict]:
-    """Decode (128 tokens per rank) and prefill (4096) for each rank count; with ``balance`` (a function
-    (histogram, R) -> Placement, e.g. moec's placement pass) the balanced placement's row beside it."""
+               seed: int = 0, balance: bool = True) -> List[dict]:
+    """Decode (128 tokens per rank) and prefill (4096) for each rank count; with ``balance`` the placement
+    pass's balanced placement (from the drawn routing's histogram) beside the contiguous one."""
     if cluster not in CLUSTERS:
         raise UserInputError(f"unknown cluster '{cluster}'; known: {', '.join(sorted(CLUSTERS))}")
     cl = CLUSTERS[cluster]
     wire = Wire.for_dtype(cl.low_name, layer.D)
     rows = []
     for R in ranks:
-        if R < 1 or layer.E % R and balance is None:
-            raise UserInputError(f"--ep {R}: {layer.E} experts do not split evenly over {R} ranks")
+        if R < 1:
+            raise UserInputError(f"--ep {R}: at least one rank")
         for phase, T in (("decode", 128), ("prefill", 4096)):
             ids = draw_routing(layer, R, T, skew=skew, seed=seed)
-            plans = [("contiguous", Placement.contiguous(layer.E, R))]
-            if balance is not None:
-                plans.append(("balanced", balance(load_histogram(ids, layer.E), R)))
+            plans = [("contiguous", Placement.contiguous(layer.E, R).check())]
+            if balance:     # moec's placement pass with one redundant slot per rank (DeepSeek-V3's prefill: 256 +
+                # 32 on 32 ranks), or, past one rank per expert, one slot each, the rest replicas (decode: EP320)
+                slots = -(-layer.E // R) + 1 if R <= layer.E else 1
+                plans.append(("balanced", balanced_placement(load_histogram(ids, layer.E), R, slots)))
             for name, pl in plans:
                 pr = predict(layer, cl, R, T, ids, pl, wire)
                 rows.append({"cluster": cluster, "phase": phase, "placement": name, **pr.row()})
@@ -420,15 +401,8 @@ def add_parser(sub) -> None:
     p.add_argument("--compare", action="store_true", help="also print the model next to published figures")
     p.add_argument("--sources", action="store_true", help="print the chip and link figures and their sources")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-
-
-def _balance_fn():
-    """moec's placement pass, when it exists (the EP work), as the balanced placement."""
-    try:
-        from .ep_placement import balance    # type: ignore
-    except ImportError:
-        return None
-    return lambda hist, R: Placement(R, balance(hist, R))
+    p.add_argument("--no-balance", action="store_true", help="only the contiguous placement (skip the placement "
+                   "pass's balanced rows)")
 
 
 def cmd_plan(a) -> int:
@@ -441,7 +415,10 @@ def cmd_plan(a) -> int:
     if a.skew < 0 or a.skew > 4:
         raise UserInputError("--skew: a Zipf exponent between 0 and 4")
     layer = DEEPSEEK_V3 if a.layer == "deepseek-v3" else MIXTRAL_LIKE
-    rows = plan_table(a.cluster, ranks, layer, a.skew, a.seed, _balance_fn())
+    try:
+        rows = plan_table(a.cluster, ranks, layer, a.skew, a.seed, not a.no_balance)
+    except EPError as e:
+        raise UserInputError(str(e)) from None
     res = {"cluster": a.cluster, "rows": rows}
     if a.compare:
         res["published"] = compare_published(a.seed)

@@ -232,7 +232,7 @@ def test_bytes_moved_equal_the_cost_model(pools, tmp_path_factory, moec_module_c
     """The bytes the gloo run moves are exactly the cost model's (compiler/ep_cost.py) for the same routing,
     with moec's wire format: f32 rows, then per row k ids (i64) and k weights (f32); f32 partial rows back."""
     from moec.ep import token_slices
-    from moec.ep_cost import Placement as CostPlacement, Wire, exchange_bytes
+    from moec.ep_cost import Wire, exchange_bytes
     from moec.passes.moe_util import evaluate
     name = FAMILIES["mixtral"].name
     m = ir_of(name)
@@ -241,8 +241,8 @@ def test_bytes_moved_equal_the_cost_model(pools, tmp_path_factory, moec_module_c
     route = next(o for o in m.main.ops if o.name == "moe.route")
     ids = evaluate(m, m.main, [route.results[1]], {id(m.main.args[0]): x})[0]
     k, D = ids.shape[1], x.shape[1]
-    b = exchange_bytes([ids[s] for s in token_slices(9, 2)], CostPlacement.contiguous(8, 2), D,
-                       Wire(row_bytes=4.0, scale_bytes=12 * k, meta_bytes=0, combine_bytes=4.0))
+    b = exchange_bytes([ids[s] for s in token_slices(9, 2)], Placement.contiguous(8, 2).check(), D,
+                       Wire.moec(x.dtype.itemsize, k, 4))
     for r in range(2):
         sent = sum(b["dispatch"][r, d] + b["combine"][r, d] for d in range(2) if d != r)
         assert sent > 0 and stats[r]["bytes_sent"] == sent

@@ -5,11 +5,12 @@ import pytest
 
 from moec import ep_cost
 from moec.cli import main
+from moec.passes.expert_parallel import Placement
 
 
 def test_exchange_bytes_by_hand():
     # 2 ranks, 4 experts (0,1 on rank 0; 2,3 on rank 1), D=4, f32 rows, 8 bytes of id+weight per pair
-    pl = ep_cost.Placement.contiguous(4, 2)
+    pl = Placement.contiguous(4, 2).check()
     wire = ep_cost.Wire.for_dtype("f32", 4)
     ids = [np.array([[0, 1], [0, 2], [3, 2]]),      # rank 0: token0 local only; token1 both; token2 rank 1 only
            np.array([[2, 3]])]                      # rank 1: local only
@@ -23,19 +24,19 @@ def test_exchange_bytes_by_hand():
     assert x["expert_pairs"][1].tolist() == [0, 0, 3, 2]
 
 
-def test_replicas_share_an_experts_tokens():
-    pl = ep_cost.Placement(2, [[(0, 0.5), (1, 0.5)], [(1, 1.0)]])
-    ids = [np.zeros((1000, 1), dtype=np.int64)]
-    x = ep_cost.exchange_bytes(ids + [np.zeros((0, 1), dtype=np.int64)], pl, 8, ep_cost.Wire.for_dtype("bf16", 8))
-    share = x["pairs"][:, 0] / 1000
-    assert abs(share[0] - 0.5) < 0.05 and share.sum() == 1
+def test_replicas_share_an_experts_tokens_as_the_run_time_does():
+    pl = Placement(2, [[0, 1], [0, -1]]).check()           # expert 0 on both ranks
+    ids = [np.zeros((1000, 1), dtype=np.int64), np.array([[0], [-1]])]
+    x = ep_cost.exchange_bytes(ids, pl, 8, ep_cost.Wire.for_dtype("bf16", 8))
+    assert x["pairs"][:, 0].tolist() == [500, 500]         # copy (t + rank) mod 2: moec.ir.ops.ep.choose_replica
+    assert x["pairs"][:, 1].tolist() == [0, 1]             # rank 1's token 0 -> copy 1 = rank 1 itself; a dropped slot: nothing
 
 
 def test_drawn_routing_matches_the_uniform_formula():
     lay = ep_cost.Layer(D=16, E=64, k=4, F=8)
     ids = ep_cost.draw_routing(lay, 8, 2000, seed=1)
     assert all(np.all(np.sort(i, axis=1)[:, 1:] != np.sort(i, axis=1)[:, :-1]) for i in ids)   # k distinct
-    x = ep_cost.exchange_bytes(ids, ep_cost.Placement.contiguous(64, 8), 16, ep_cost.Wire())
+    x = ep_cost.exchange_bytes(ids, Placement.contiguous(64, 8).check(), 16, ep_cost.Wire())
     measured = x["rows"].sum() / (8 * 2000)
     assert abs(measured - ep_cost.uniform_distinct_ranks(64, 8, 4)) < 0.03
 
@@ -54,20 +55,22 @@ def test_model_is_within_a_factor_of_the_published_deepep_figures():
         assert 0.6 < r["ratio"] < 1.6, r
 
 
-def test_skew_raises_the_busiest_rank():
+def test_skew_raises_the_busiest_rank_and_the_placement_pass_lowers_it():
     lay = ep_cost.Layer(D=64, E=16, k=2, F=32)
-    flat = ep_cost.plan_table("h100", [4], lay, skew=0.0)
+    flat = ep_cost.plan_table("h100", [4], lay, skew=0.0, balance=False)
     hot = ep_cost.plan_table("h100", [4], lay, skew=1.5)
-    key = lambda rows: max(r["pairs_max"] / r["pairs_mean"] for r in rows)
-    assert key(hot) > key(flat) + 0.3
+    key = lambda rows, pl: max(r["pairs_max"] / r["pairs_mean"] for r in rows if r["placement"] == pl)
+    assert key(hot, "contiguous") > key(flat, "contiguous") + 0.3
+    assert key(hot, "balanced") < key(hot, "contiguous") - 0.2
 
 
 def test_cli(capsys):
     assert main(["plan", "--ep", "2,8", "--layer", "mixtral", "--cluster", "910b"]) == 0
     out = capsys.readouterr().out
     assert "| decode | 8 | contiguous |" in out and "| prefill | 2 |" in out
-    assert main(["plan", "--ep", "3", "--layer", "mixtral"]) == 2
-    assert "do not split evenly" in capsys.readouterr().err
+    assert main(["plan", "--ep", "12", "--layer", "mixtral"]) == 0     # more ranks than experts: replicas
+    assert "| decode | 12 | balanced |" in capsys.readouterr().out
+    assert main(["plan", "--ep", "0", "--layer", "mixtral"]) == 2
     assert main(["plan", "--ep", "x"]) == 2
     with pytest.raises(SystemExit):
         main(["plan", "--cluster", "nowhere"])
