@@ -390,8 +390,9 @@ typedef struct {
   void *arg;
   int64_t n;
   int64_t next; /* atomically incremented */
-  int nw;       /* workers taking part (tids 1..nw-1; the caller is tid 0) */
-  int active;   /* workers still running this job */
+  int nw;       /* workers that may take part (tids 1..nw-1; the caller is tid 0) */
+  int active;   /* workers that joined this job and are still running it */
+  int closed;   /* the caller ran out of items: workers waking later do not join */
 } moec_pool_job;
 
 static pthread_mutex_t g_submit = PTHREAD_MUTEX_INITIALIZER;
@@ -436,7 +437,10 @@ static void *pool_main(void *p) {
     }
     while (g_gen == seen) pthread_cond_wait(&g_wake, &g_lk);
     seen = g_gen;
-    if (tid >= g_job.nw) continue;
+    /* a worker joins a job only while it is open: on a busy host a woken thread may get a core late, and
+     * the caller, having run every item itself by then, must not wait for it to be scheduled */
+    if (tid >= g_job.nw || g_job.closed) continue;
+    g_job.active++;
     pthread_mutex_unlock(&g_lk);
     pool_run(&g_job, tid);
     pthread_mutex_lock(&g_lk);
@@ -468,11 +472,14 @@ void moec_parallel_for_tid(moec_ctx *ctx, int64_t n, moec_task_tid_fn fn, void *
     g_started++;
   }
   if (nt > g_started) nt = g_started;
-  g_job = (moec_pool_job){fn, arg, n, 0, nt, nt - 1};
+  g_job = (moec_pool_job){fn, arg, n, 0, nt, 0, 0};
   __atomic_add_fetch(&g_gen, 1, __ATOMIC_RELEASE);
   pthread_cond_broadcast(&g_wake);
   pthread_mutex_unlock(&g_lk);
   pool_run(&g_job, 0);
+  pthread_mutex_lock(&g_lk);
+  g_job.closed = 1; /* every item is taken: wait only for the workers that joined (they finish theirs) */
+  pthread_mutex_unlock(&g_lk);
   for (int s = 0; s < POOL_SPIN && __atomic_load_n(&g_job.active, __ATOMIC_ACQUIRE) > 0; s++) pool_relax();
   pthread_mutex_lock(&g_lk);
   while (g_job.active > 0) pthread_cond_wait(&g_done, &g_lk);
