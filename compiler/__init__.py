@@ -5,7 +5,7 @@ for Ascend NPUs out, every build verifiable against onnxruntime.
 """
 from ._version import __version__
 
-__all__ = ["__version__", "compile", "jit"]
+__all__ = ["__version__", "compile", "jit", "generate"]
 
 
 def compile(*args, **kwargs):  # noqa: A001 - the public name mirrors torch.compile
@@ -18,10 +18,17 @@ def jit(*args, **kwargs):
     return _jit(*args, **kwargs)
 
 
+def generate(*args, **kwargs):
+    from .decode import generate as _generate
+    return _generate(*args, **kwargs)
+
+
 def _doc():
     from .jit_api import compile as c, jit as j
     compile.__doc__, jit.__doc__ = c.__doc__, j.__doc__
     compile.__annotations__, jit.__annotations__ = c.__annotations__, j.__annotations__
+    from .decode import generate as g
+    generate.__doc__ = g.__doc__
 
 
 try:  # help(moec.compile) shows the real signature and docstring

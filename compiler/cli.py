@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=2, help="threads for the compiled code")
     ep_cost.add_parser(sub)
     ep_cli.add_arguments(c, r, b, sub)
+    from . import decode
+    decode.add_parser(sub)  # moec generate (compiler/decode.py)
     return p
 
 
@@ -409,7 +411,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return {"compile": cmd_compile, "inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench,
                 "conformance": cmd_conformance, "plan": ep_cost.cmd_plan,
-                "profile-routing": ep_cli.cmd_profile_routing}[a.cmd](a)
+                "profile-routing": ep_cli.cmd_profile_routing,
+                "generate": lambda a: a.run_generate(a)}[a.cmd](a)
     except MoecError as e:
         if a.debug:
             traceback.print_exc()
