@@ -3,7 +3,7 @@ says whether it changed the module."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Dict, Type
 
 from ..ir import Module
 
@@ -14,6 +14,21 @@ class Pass:
 
     def run(self, m: Module) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+REGISTERED: Dict[str, Type[Pass]] = {}
+
+
+def register_pass(cls: Type[Pass]) -> Type[Pass]:
+    """Class decorator: put a pass in the registry (``moec.passes.registry.PASSES``) under its name."""
+    if not (isinstance(cls, type) and issubclass(cls, Pass)) or cls.name == Pass.name:
+        raise TypeError(f"register_pass: {cls!r} is not a Pass subclass with its own name")
+    old = REGISTERED.get(cls.name)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"two passes named '{cls.name}': {old.__module__}.{old.__qualname__} and "
+                         f"{cls.__module__}.{cls.__qualname__}")
+    REGISTERED[cls.name] = cls
+    return cls
 
 
 def run_to_fixed_point(m: Module, passes, max_iters: int = 10) -> int:

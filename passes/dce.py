@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from ..ir import Module
 from ..ir.core import ResourceRef
 from ..ir.opdef import has_trait
-from .base import Pass
+from .base import Pass, register_pass
 
 
+@register_pass
 @dataclass
 class DeadCodeElimination(Pass):
     name = "dce"

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..ir import Function, Module, ResourceRef, Value, WeightStore, parse_module, print_module
 from ..ir.opdef import OPS
+from .base import Pass, register_pass
 
 HOST_OPS = ("moe.ep_pack", "moe.ep_unpack", "moe.exchange_counts", "moe.all_to_all", "moe.all_gather",
             "moe.expert_counts", "moe.ep_capacity")
@@ -273,6 +274,26 @@ def rank_module(m: Module, plan: EPPlan, rank: int) -> Module:
     r.weights.remove_unused(used)
     r.attrs["moec.ep"] = json.dumps({"world": plan.world, "rank": rank}, sort_keys=True)
     return r
+
+
+@register_pass
+@dataclass
+class ExpertParallel(Pass):
+    """The pass form of ``rank_module`` (for the registry, golden tests and tools): rewrites ``m`` in place
+    into rank ``rank``'s program of ``world`` ranks (``plan``'s placements, contiguous by default).  A
+    module that is already a rank program (``moec.ep`` set) is left as it is."""
+    name = "expert-parallel"
+    world: int = 2
+    rank: int = 0
+    plan: Optional[EPPlan] = None
+
+    def run(self, m: Module) -> bool:
+        if "moec.ep" in m.attrs:
+            return False
+        plan = self.plan or EPPlan(self.world)
+        r = rank_module(m, plan, self.rank)
+        m.functions, m.weights, m.attrs = r.functions, r.weights, r.attrs
+        return True
 
 
 # -- cutting a rank program at its EP ops ---------------------------------------------------------------

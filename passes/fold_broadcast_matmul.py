@@ -25,7 +25,7 @@ import numpy as np
 from ..ir import Module, Operation, Value
 from ..ir.core import ResourceRef
 from ..ir.opdef import OPS
-from .base import Pass
+from .base import Pass, register_pass
 
 
 def _const_shape_ok(m: Module, v: Value) -> Optional[Tuple[int, ...]]:
@@ -78,6 +78,7 @@ def _broadcast_source(m: Module, w: Value):
     return c, sizes, wt.rank
 
 
+@register_pass
 @dataclass
 class FoldBroadcastMatmul(Pass):
     name = "fold-broadcast-matmul"

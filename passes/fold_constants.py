@@ -30,13 +30,14 @@ import numpy as np
 from ..ir import DType, Module, TensorType
 from ..ir.core import IRError, ResourceRef
 from ..ir.opdef import OPS, has_trait
-from .base import Pass
+from .base import Pass, register_pass
 
 # pure data movement: the result's elements are a selection of the data operand's (operand 0)
 SLICE_OPS = frozenset(("moec.gather", "moec.slice", "moec.split", "moec.squeeze", "moec.unsqueeze",
                        "moec.reshape", "moec.flatten", "moec.transpose"))
 
 
+@register_pass
 @dataclass
 class FoldConstants(Pass):
     name = "fold-constants"

@@ -41,7 +41,7 @@ import numpy as np
 from ..ir import Module
 from ..ir.core import ResourceRef
 from ..ir.opdef import OPS
-from .base import Pass
+from .base import Pass, register_pass
 
 VIEW_OPS = ("moec.transpose",)
 # ops that move values without changing them (the set of values is the operand's)
@@ -188,6 +188,7 @@ def _zero_slab(m: Module, v):
     return None
 
 
+@register_pass
 @dataclass
 class FoldFullNonzero(Pass):
     name = "fold-full-nonzero"

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 from ..ir import Module
 from ..ir.opdef import OPS
-from .base import Pass
+from .base import Pass, register_pass
 from .moe_util import single_user
 
 
+@register_pass
 @dataclass
 class FuseExperts(Pass):
     name = "fuse-experts"

@@ -50,7 +50,7 @@ from ..ir.core import ResourceRef
 from ..ir.opdef import OPS, const_value
 from ..ir.fp8 import E4M3_MAX, encode_e4m3
 from ..ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
-from .base import Pass
+from .base import Pass, register_pass
 from .moe_util import layer_of
 
 MODES = ("f32", "bf16", "int8", "int4", "w8a8", "fp8")
@@ -98,6 +98,7 @@ def quantize_int4(w: np.ndarray, group: int, zero_point: bool):
     return pack_int4(q), s, z
 
 
+@register_pass
 class QuantizeWeights(Pass):
     name = "quantize-weights"
 

@@ -44,7 +44,7 @@ from ..ir.core import ResourceRef
 from ..ir.opdef import OPS
 from ..ir.ops.moe import record_moe_layer
 from . import recognition_trace as _trace
-from .base import Pass
+from .base import Pass, register_pass
 from .moe_util import ShapeOnly, eval_op, evaluate, same_tokens, widen
 
 PROJ_OPS = ("moec.matmul", "moec.gemm")
@@ -408,24 +408,45 @@ def _swiglu(g, u, alpha=1.0, beta=0.0, limit=np.inf):
 GATED = {
     "swiglu": dict(alpha=1.0, beta=0.0, limit=float("inf")),
     "gpt_oss": dict(alpha=1.702, beta=1.0, limit=7.0),
+    # gelu(G) * U (Gemma4's experts: the tanh approximation)
+    "geglu": dict(activation="geglu"),
+    "geglu_tanh": dict(activation="geglu_tanh"),
+    # cg tanh(G/cg) sigmoid(G) cu tanh(U/cu) (Inkling2's experts); the caps are read off the graph
+    "softcap_swiglu": dict(activation="softcap_swiglu"),
 }
+
+
+def _gated(g, u, activation="swiglu", gate_softcap=None, up_softcap=None, **swiglu):
+    """A gated activation of moe.experts (ir/ops/moe.py) by its recognizer parameters."""
+    if activation in ("geglu", "geglu_tanh"):
+        return ACTS_1[activation.replace("geglu", "gelu")](g) * u
+    if activation == "softcap_swiglu":
+        if gate_softcap is None or up_softcap is None:
+            return np.full(np.shape(g), np.nan)
+        return gate_softcap * np.tanh(g / gate_softcap) * _sig(g) * (up_softcap * np.tanh(u / up_softcap))
+    return _swiglu(g, u, **swiglu)
 
 
 def gated_params(act: str) -> dict:
     """GATED[act]; ``name@dtype`` is the same activation with its constants rounded to a half type,
     as exporters that store python scalars in the tensor's type write it (bf16 alpha 1.703125);
-    ``name[@dtype]:limit=L`` clamps at L instead (GLM-5-Next's and HY-V4's SwiGLU clamp at 10)."""
+    ``name[@dtype]:limit=L`` clamps at L instead (GLM-5-Next's and HY-V4's SwiGLU clamp at 10);
+    ``softcap_swiglu[@dtype]:softcap=cg,cu`` gives the soft caps (Inkling2's 4 and 25)."""
+    act, _, caps = act.partition(":softcap=")
     act, _, lim = act.partition(":limit=")
     name, _, dt = act.partition("@")
     p = dict(GATED[name], **({"limit": float(lim)} if lim else {}))
+    if caps:  # ``softcap_swiglu:softcap=cg,cu``
+        p["gate_softcap"], p["up_softcap"] = (float(c) for c in caps.split(","))
     if not dt:
         return p
     npdt = DType.parse(dt).np
-    return {k: float(np.asarray(v, npdt)) if np.isfinite(v) else v for k, v in p.items()}
+    return {k: float(np.asarray(v, npdt)) if isinstance(v, float) and np.isfinite(v) else v for k, v in p.items()}
 
 
 # -- the pass ----------------------------------------------------------------------------------
 
+@register_pass
 @dataclass
 class RecognizeMoE(Pass):
     name = "recognize-moe"
@@ -855,7 +876,7 @@ class RecognizeMoE(Pass):
     def _ffn_numpy(ups, down, act, X):
         hs = [X.astype(np.float64) @ p.weight.T.astype(np.float64) + (0 if p.bias is None else p.bias) for p in ups]
         if len(hs) == 2:
-            h = _swiglu(hs[0], hs[1], **gated_params(act))
+            h = _gated(hs[0], hs[1], **gated_params(act))
         else:
             h = ACTS_1[act](hs[0])
         return h @ down.weight.T.astype(np.float64) + (0 if down.bias is None else down.bias)
@@ -1044,11 +1065,15 @@ class RecognizeMoE(Pass):
         names = list(GATED)
         if down.input.type.dtype in (DType.F16, DType.BF16):
             names += [f"{n}@{down.input.type.dtype.mlir}" for n in GATED]
-        names += [f"{n}:limit={lim!r}" for n in names for lim in lims if lim != gated_params(n)["limit"]]
+        names += [f"{n}:limit={lim!r}" for n in names for lim in lims
+                  if gated_params(n).get("activation", "swiglu") == "swiglu" and lim != gated_params(n)["limit"]]
+        caps = self._softcaps(L, down, ups)
+        names = [n2 for n in names for n2 in ([f"{n}:softcap={cg!r},{cu!r}" for cg, cu in itertools.product(caps, caps)]
+                                              if gated_params(n).get("activation") == "softcap_swiglu" else [n])]
         for gate_first in (True, False):
             g, u = (G, U) if gate_first else (U, G)
             for name in names:
-                if np.allclose(h, _swiglu(g.astype(np.float64), u.astype(np.float64), **gated_params(name)), **tol):
+                if np.allclose(h, _gated(g.astype(np.float64), u.astype(np.float64), **gated_params(name)), **tol):
                     return name, gate_first
         raise _NoMatch
 
@@ -1077,6 +1102,36 @@ class RecognizeMoE(Pass):
             stack.extend(a for a in o.operands if a is not None)
         return out
 
+    @staticmethod
+    def _softcaps(L, down: Projection, ups: List[Projection]) -> List[float]:
+        """The positive scalars that divide or multiply a tanh's input or output between the up
+        projections and the down projection's input: the candidate caps of c tanh(v / c)."""
+        stop = {id(p.output) for p in ups}
+        out: List[float] = []
+        stack, seen = [down.input], set()
+        while stack and len(seen) < 256:
+            v = stack.pop()
+            if id(v) in seen or id(v) in stop or v.owner is None:
+                continue
+            seen.add(id(v))
+            o = v.owner
+            if o.name in PROJ_OPS:
+                continue
+            if o.name == "moec.tanh":
+                near = [o.operands[0].owner] + [u for u in L.users.get(id(o.results[0]), [])]
+                for n in near:
+                    if n is None or n.name not in ("moec.div", "moec.mul"):
+                        continue
+                    for a in n.operands:
+                        c = L.const_array(a)
+                        if c is not None and c.size == 1:
+                            val = abs(float(np.asarray(c, np.float64).reshape(-1)[0]))
+                            val = 1.0 / val if n.name == "moec.mul" and n is o.operands[0].owner and val else val
+                            if 0 < val < 1e30 and val not in out:
+                                out.append(val)
+            stack.extend(a for a in o.operands if a is not None)
+        return out[:8]
+
     # ------------------------------------------------------------------------------------------
     def _rewrite(self, L, x, logits, bias_v, topk, y, experts: List[Expert], scoring, k, E, region,
                  shared=None) -> bool:
@@ -1087,7 +1142,7 @@ class RecognizeMoE(Pass):
         ffn = {"activation": "swiglu" if gated else act, "gate_layout": "concat"}
         if gated:
             p = gated_params(act)
-            ffn.update(alpha=p["alpha"], beta=p["beta"], limit=p["limit"])
+            ffn.update(p)  # (the op's activation and its attributes: alpha/beta/limit or the soft caps)
         dt = x.type.dtype.np
         w_in = np.stack([np.concatenate([p.weight for p in e.ups], axis=0) for e in experts]).astype(dt)
         w_out = np.stack([e.down.weight for e in experts]).astype(dt)
@@ -1125,8 +1180,8 @@ class RecognizeMoE(Pass):
         probes = self._probes(x, L)
         want = self._eval_original(L, x, y, probes)
         if shared is not None:
-            sa = "swiglu" if shared["gated"] else shared["act"]
             sp = gated_params(shared["act"]) if shared["gated"] else {}
+            sa = sp.get("activation", "swiglu") if shared["gated"] else shared["act"]
             if sa != ffn["activation"] or any(sp[k] != ffn.get(k) for k in sp):
                 return False  # the shared op uses the routed experts' activation attributes
         weights = self._weight_ops(m, w_in, w_out, b_in, b_out, shared)

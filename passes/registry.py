@@ -1,20 +1,27 @@
-"""All passes by name (for tests, tools and `--dump-ir` listings)."""
+"""All passes by name (for tests, tools and `--dump-ir` listings).
+
+A pass registers itself with the ``@register_pass`` decorator (passes/base.py) on its class; this module
+imports every module of the package once, so a new pass is listed by writing its module alone.
+``tests/test_golden_passes.py`` checks that every Pass subclass in the package is registered and has a
+golden test."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Dict, Type
 
-from .base import Pass
-from .dce import DeadCodeElimination
-from .fold_broadcast_matmul import FoldBroadcastMatmul
-from .fold_constants import FoldConstants
-from .fold_full_nonzero import FoldFullNonzero
-from .fuse_experts import FuseExperts
-from .recognize_moe import RecognizeMoE
-from .schedule_dispatch import ScheduleDispatch
-from .split_of_concat import SplitOfConcat
+from .base import REGISTERED, Pass
 
-PASSES: Dict[str, Type[Pass]] = {p.name: p for p in (DeadCodeElimination, FoldBroadcastMatmul, FoldConstants, FoldFullNonzero, FuseExperts,
-                                                      RecognizeMoE, ScheduleDispatch, SplitOfConcat)}
+
+def _load() -> Dict[str, Type[Pass]]:
+    pkg = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules(importlib.import_module(pkg).__path__):
+        if info.name != "registry":
+            importlib.import_module(f"{pkg}.{info.name}")
+    return dict(sorted(REGISTERED.items()))
+
+
+PASSES: Dict[str, Type[Pass]] = _load()
 
 
 def make_pass(name: str, **options) -> Pass:

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 
 from ..ir import Module
 from ..ir.ops.moe import update_moe_layer
-from .base import Pass
+from .base import Pass, register_pass
 from .moe_util import layer_of
 
 if TYPE_CHECKING:  # (passes read descriptions; they do not import targets)
     from ..targets.base import TargetDesc
 
 
+@register_pass
 @dataclass
 class ScheduleDispatch(Pass):
     name = "schedule-dispatch"

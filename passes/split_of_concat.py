@@ -28,7 +28,7 @@ import numpy as np
 from ..ir import Function, Module, Operation, Value
 from ..ir.core import ResourceRef
 from ..ir.opdef import OPS, has_trait
-from .base import Pass
+from .base import Pass, register_pass
 
 
 def _const(m: Module, v: Value):
@@ -68,6 +68,7 @@ def _row_free(v: Value, rank: int) -> bool:
     return t.rank < rank or (t.rank == rank and t.shape[0] == 1)
 
 
+@register_pass
 @dataclass
 class SplitOfConcat(Pass):
     name = "split-of-concat"

@@ -18,7 +18,7 @@ module {
     %s = "moec.concat"(%bs, %k) {axis = 0 : i64} : (tensor<1xi64>, tensor<2xi64>) -> tensor<3xi64>
     %e = "moec.expand"(%w, %s) : (tensor<4x3xf32>, tensor<3xi64>) -> tensor<?x4x3xf32> loc("expand_10")
     %r = "moec.constant"() {value = dense<[0, 4, 3]> : tensor<3xi64>} : () -> tensor<3xi64>
-    %v = "moec.reshape"(%e, %r) {allowzero = false} : (tensor<?x4x3xf32>, tensor<3xi64>) -> tensor<?x4x3xf32> loc("view_20")
+    %v = "moec.reshape"(%e, %r) : (tensor<?x4x3xf32>, tensor<3xi64>) -> tensor<?x4x3xf32> loc("view_20")
     %0 = "moec.matmul"(%x, %w) : (tensor<?x?x4xf32, "B,S">, tensor<4x3xf32>) -> tensor<?x?x3xf32, "B,S"> loc("bmm_2")
     %1 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("bmm_2")
     %2 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64> loc("bmm_2")

@@ -29,7 +29,7 @@ module {
     %z = "moec.matmul"(%x, %e2) : (tensor<?x?x4xf32>, tensor<?x4x3xf32>) -> tensor<?x?x3xf32>
     %r = "moec.constant"() {value = dense<[0, 3, 4]> : tensor<3xi64>} : () -> tensor<3xi64>
     %e3 = "moec.expand"(%w, %s) : (tensor<4x3xf32>, tensor<3xi64>) -> tensor<?x4x3xf32>
-    %v = "moec.reshape"(%e3, %r) {allowzero = false} : (tensor<?x4x3xf32>, tensor<3xi64>) -> tensor<?x3x4xf32> loc("reshaped_not_kept")
+    %v = "moec.reshape"(%e3, %r) : (tensor<?x4x3xf32>, tensor<3xi64>) -> tensor<?x3x4xf32> loc("reshaped_not_kept")
     %t = "moec.transpose"(%v) {perm = array<i64: 0, 2, 1>} : (tensor<?x3x4xf32>) -> tensor<?x4x3xf32>
     %u = "moec.matmul"(%x, %t) : (tensor<?x?x4xf32>, tensor<?x4x3xf32>) -> tensor<?x?x3xf32>
     func.return %y, %z, %u : tensor<?x?x3xf32>, tensor<?x?x3xf32>, tensor<?x?x3xf32>

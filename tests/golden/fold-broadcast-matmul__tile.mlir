@@ -14,7 +14,7 @@ module {
     %reps = "moec.constant"() {value = dense<[2, 1, 1]> : tensor<3xi64>} : () -> tensor<3xi64>
     %t = "moec.tile"(%w, %reps) : (tensor<1x2x2xf32>, tensor<3xi64>) -> tensor<2x2x2xf32>
     %0 = "moec.constant"() {value = dense<2> : tensor<2xi64>} : () -> tensor<2xi64>
-    %1 = "moec.reshape"(%w, %0) {allowzero = false} : (tensor<1x2x2xf32>, tensor<2xi64>) -> tensor<2x2xf32>
+    %1 = "moec.reshape"(%w, %0) : (tensor<1x2x2xf32>, tensor<2xi64>) -> tensor<2x2xf32>
     %2 = "moec.matmul"(%x, %1) : (tensor<2x5x2xf32>, tensor<2x2xf32>) -> tensor<2x5x2xf32>
     %3 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64>
     %4 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64>

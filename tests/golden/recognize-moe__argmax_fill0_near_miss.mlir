@@ -219,18 +219,18 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o3_0 = "moec.matmul"(%x, %__o1_0) : (tensor<?x4xf32, "T">, tensor<4x4xf32>) -> tensor<?x4xf32, "T"> loc("mm")
     %0 = "moec.constant"() {value = dense<0.5> : tensor<f32>} : () -> tensor<f32>
     %__o5_0 = "moec.sub"(%__o3_0, %0) : (tensor<?x4xf32, "T">, tensor<f32>) -> tensor<?x4xf32, "T"> loc("sub_1")
-    %__o6_0 = "moec.argmax"(%__o5_0) {axis = -1 : i64, keepdims = true, select_last_index = false} : (tensor<?x4xf32, "T">) -> tensor<?x1xi64, "T"> loc("argmax")
+    %__o6_0 = "moec.argmax"(%__o5_0) {axis = -1 : i64} : (tensor<?x4xf32, "T">) -> tensor<?x1xi64, "T"> loc("argmax")
     %1 = "moec.constant"() {value = dense<0.0> : tensor<f32>} : () -> tensor<f32>
-    %__o7_0 = "moec.shape"(%__o6_0) {start = 0 : i64} : (tensor<?x1xi64, "T">) -> tensor<2xi64> loc("scatter")
+    %__o7_0 = "moec.shape"(%__o6_0) : (tensor<?x1xi64, "T">) -> tensor<2xi64> loc("scatter")
     %__o9_0 = "moec.expand"(%1, %__o7_0) : (tensor<f32>, tensor<2xi64>) -> tensor<?x1xf32, "T"> loc("scatter")
-    %__o12_0 = "moec.scatter_elements"(%__o5_0, %__o6_0, %__o9_0) {axis = -1 : i64, reduction = "none"} : (tensor<?x4xf32, "T">, tensor<?x1xi64, "T">, tensor<?x1xf32, "T">) -> tensor<?x4xf32, "T"> loc("scatter")
-    %__o13_0 = "moec.argmax"(%__o12_0) {axis = -1 : i64, keepdims = true, select_last_index = false} : (tensor<?x4xf32, "T">) -> tensor<?x1xi64, "T"> loc("argmax_1")
+    %__o12_0 = "moec.scatter_elements"(%__o5_0, %__o6_0, %__o9_0) {axis = -1 : i64} : (tensor<?x4xf32, "T">, tensor<?x1xi64, "T">, tensor<?x1xf32, "T">) -> tensor<?x4xf32, "T"> loc("scatter")
+    %__o13_0 = "moec.argmax"(%__o12_0) {axis = -1 : i64} : (tensor<?x4xf32, "T">) -> tensor<?x1xi64, "T"> loc("argmax_1")
     %__o15_0 = "moec.concat"(%__o6_0, %__o13_0) {axis = -1 : i64} : (tensor<?x1xi64, "T">, tensor<?x1xi64, "T">) -> tensor<?x2xi64, "T"> loc("cat")
-    %__o16_0 = "moec.softmax"(%__o5_0) {axis = -1 : i64} : (tensor<?x4xf32, "T">) -> tensor<?x4xf32, "T"> loc("_softmax")
+    %__o16_0 = "moec.softmax"(%__o5_0) : (tensor<?x4xf32, "T">) -> tensor<?x4xf32, "T"> loc("_softmax")
     %__o18_0 = "moec.gather_elements"(%__o16_0, %__o15_0) {axis = -1 : i64} : (tensor<?x4xf32, "T">, tensor<?x2xi64, "T">) -> tensor<?x2xf32, "T"> loc("gather")
-    %__o20_0 = "moec.reduce_sum"(%__o18_0) {axes = array<i64: -1>, keepdims = true, noop_with_empty_axes = false} : (tensor<?x2xf32, "T">) -> tensor<?x1xf32, "T"> loc("sum_1")
+    %__o20_0 = "moec.reduce_sum"(%__o18_0) {axes = array<i64: -1>} : (tensor<?x2xf32, "T">) -> tensor<?x1xf32, "T"> loc("sum_1")
     %__o22_0 = "moec.div"(%__o18_0, %__o20_0) : (tensor<?x2xf32, "T">, tensor<?x1xf32, "T">) -> tensor<?x2xf32, "T"> loc("div")
-    %__o23_0 = "moec.shape"(%x) {start = 0 : i64} : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("full_like")
+    %__o23_0 = "moec.shape"(%x) : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("full_like")
     %__o24_0 = "moec.constant_of_shape"(%__o23_0) {value = dense<[0.0]> : tensor<1xf32>} : (tensor<2xi64>) -> tensor<?x4xf32, "T"> loc("full_like")
     %2 = "moec.constant"() {value = dense<0> : tensor<i64>} : () -> tensor<i64>
     %__o26_0 = "moec.equal"(%__o15_0, %2) : (tensor<?x2xi64, "T">, tensor<i64>) -> tensor<?x2xi1, "T"> loc("eq_11")
@@ -248,7 +248,7 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o41_0 = "moec.slice"(%__o28_0, %7, %8, %9, %10) : (tensor<?x2xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<?x1xi64> loc("slice_2")
     %__o43_0 = "moec.squeeze"(%__o36_0) {axes = array<i64: 1>} : (tensor<?x1xi64>) -> tensor<?xi64> loc("squeeze")
     %__o45_0 = "moec.squeeze"(%__o41_0) {axes = array<i64: 1>} : (tensor<?x1xi64>) -> tensor<?xi64> loc("squeeze_1")
-    %__o47_0 = "moec.gather"(%x, %__o43_0) {axis = 0 : i64} : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index")
+    %__o47_0 = "moec.gather"(%x, %__o43_0) : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index")
     %__o50_0 = "moec.constant"() {value = dense<[[-0.6763269, 0.29941973, 0.37509474, 0.6946831], [-0.8479656, -0.77754754, -0.29274878, 0.7931671], [0.2833253, -0.1706802, -0.086698376, 0.47314918], [0.39675418, 0.92650306, 0.09173897, -0.42183837]]> : tensor<4x4xf32>} : () -> tensor<4x4xf32> loc("permute_1")
     %__o52_0 = "moec.matmul"(%__o47_0, %__o50_0) : (tensor<?x4xf32>, tensor<4x4xf32>) -> tensor<?x4xf32> loc("mm_1")
     %11 = "moec.constant"() {value = dense<2> : tensor<2xi64>} : () -> tensor<2xi64>
@@ -261,17 +261,17 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o68_0 = "moec.unsqueeze"(%__o43_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_1")
     %__o70_0 = "moec.unsqueeze"(%__o45_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_1")
     %__o72_0 = "moec.concat"(%__o68_0, %__o70_0) {axis = -1 : i64} : (tensor<?x1xi64>, tensor<?x1xi64>) -> tensor<?x2xi64> loc("index_1")
-    %__o74_0 = "moec.gather_nd"(%__o22_0, %__o72_0) {batch_dims = 0 : i64} : (tensor<?x2xf32, "T">, tensor<?x2xi64>) -> tensor<?xf32> loc("index_1")
+    %__o74_0 = "moec.gather_nd"(%__o22_0, %__o72_0) : (tensor<?x2xf32, "T">, tensor<?x2xi64>) -> tensor<?xf32> loc("index_1")
     %__o76_0 = "moec.unsqueeze"(%__o74_0) {axes = array<i64: -1>} : (tensor<?xf32>) -> tensor<?x1xf32> loc("unsqueeze")
     %__o78_0 = "moec.mul"(%__o64_0, %__o76_0) : (tensor<?x4xf32>, tensor<?x1xf32>) -> tensor<?x4xf32> loc("mul_41")
     %__o81_0 = "moec.unsqueeze"(%__o43_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_put")
-    %__o82_0 = "moec.shape"(%__o81_0) {start = 0 : i64} : (tensor<?x1xi64>) -> tensor<2xi64> loc("index_put")
+    %__o82_0 = "moec.shape"(%__o81_0) : (tensor<?x1xi64>) -> tensor<2xi64> loc("index_put")
     %12 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64>
     %13 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
     %14 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put")
     %15 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put")
     %__o85_0 = "moec.slice"(%__o82_0, %12, %13, %14, %15) : (tensor<2xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("index_put")
-    %__o86_0 = "moec.shape"(%__o24_0) {start = 0 : i64} : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("index_put")
+    %__o86_0 = "moec.shape"(%__o24_0) : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("index_put")
     %16 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64>
     %17 = "moec.constant"() {value = dense<[9223372036854775807]> : tensor<1xi64>} : () -> tensor<1xi64>
     %18 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put")
@@ -296,7 +296,7 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o113_0 = "moec.slice"(%__o100_0, %25, %26, %27, %28) : (tensor<?x2xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<?x1xi64> loc("slice_4")
     %__o115_0 = "moec.squeeze"(%__o108_0) {axes = array<i64: 1>} : (tensor<?x1xi64>) -> tensor<?xi64> loc("squeeze_2")
     %__o117_0 = "moec.squeeze"(%__o113_0) {axes = array<i64: 1>} : (tensor<?x1xi64>) -> tensor<?xi64> loc("squeeze_3")
-    %__o119_0 = "moec.gather"(%x, %__o115_0) {axis = 0 : i64} : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index_2")
+    %__o119_0 = "moec.gather"(%x, %__o115_0) : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index_2")
     %__o122_0 = "moec.constant"() {value = dense<[[-0.30679154, 0.21984792, -0.051154826, 0.26143023], [0.01579637, 0.056205593, 0.396222, 1.1511027], [-0.24633849, 0.32039618, -0.14483385, -0.73444694], [0.12420738, 0.22057813, 0.026253743, -0.7933444]]> : tensor<4x4xf32>} : () -> tensor<4x4xf32> loc("permute_3")
     %__o124_0 = "moec.matmul"(%__o119_0, %__o122_0) : (tensor<?x4xf32>, tensor<4x4xf32>) -> tensor<?x4xf32> loc("mm_3")
     %29 = "moec.constant"() {value = dense<2> : tensor<2xi64>} : () -> tensor<2xi64>
@@ -309,17 +309,17 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o140_0 = "moec.unsqueeze"(%__o115_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_3")
     %__o142_0 = "moec.unsqueeze"(%__o117_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_3")
     %__o144_0 = "moec.concat"(%__o140_0, %__o142_0) {axis = -1 : i64} : (tensor<?x1xi64>, tensor<?x1xi64>) -> tensor<?x2xi64> loc("index_3")
-    %__o146_0 = "moec.gather_nd"(%__o22_0, %__o144_0) {batch_dims = 0 : i64} : (tensor<?x2xf32, "T">, tensor<?x2xi64>) -> tensor<?xf32> loc("index_3")
+    %__o146_0 = "moec.gather_nd"(%__o22_0, %__o144_0) : (tensor<?x2xf32, "T">, tensor<?x2xi64>) -> tensor<?xf32> loc("index_3")
     %__o148_0 = "moec.unsqueeze"(%__o146_0) {axes = array<i64: -1>} : (tensor<?xf32>) -> tensor<?x1xf32> loc("unsqueeze_1")
     %__o150_0 = "moec.mul"(%__o136_0, %__o148_0) : (tensor<?x4xf32>, tensor<?x1xf32>) -> tensor<?x4xf32> loc("mul_70")
     %__o153_0 = "moec.unsqueeze"(%__o115_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_put_1")
-    %__o154_0 = "moec.shape"(%__o153_0) {start = 0 : i64} : (tensor<?x1xi64>) -> tensor<2xi64> loc("index_put_1")
+    %__o154_0 = "moec.shape"(%__o153_0) : (tensor<?x1xi64>) -> tensor<2xi64> loc("index_put_1")
     %30 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64>
     %31 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
     %32 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_1")
     %33 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_1")
     %__o157_0 = "moec.slice"(%__o154_0, %30, %31, %32, %33) : (tensor<2xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("index_put_1")
-    %__o158_0 = "moec.shape"(%__o96_0) {start = 0 : i64} : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("index_put_1")
+    %__o158_0 = "moec.shape"(%__o96_0) : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("index_put_1")
     %34 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64>
     %35 = "moec.constant"() {value = dense<[9223372036854775807]> : tensor<1xi64>} : () -> tensor<1xi64>
     %36 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_1")
@@ -344,7 +344,7 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o185_0 = "moec.slice"(%__o172_0, %43, %44, %45, %46) : (tensor<?x2xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<?x1xi64> loc("slice_6")
     %__o187_0 = "moec.squeeze"(%__o180_0) {axes = array<i64: 1>} : (tensor<?x1xi64>) -> tensor<?xi64> loc("squeeze_4")
     %__o189_0 = "moec.squeeze"(%__o185_0) {axes = array<i64: 1>} : (tensor<?x1xi64>) -> tensor<?xi64> loc("squeeze_5")
-    %__o191_0 = "moec.gather"(%x, %__o187_0) {axis = 0 : i64} : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index_4")
+    %__o191_0 = "moec.gather"(%x, %__o187_0) : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index_4")
     %__o194_0 = "moec.constant"() {value = dense<[[-0.33654496, -0.11516774, -0.22310859, -0.76559216], [0.4364156, -0.1958772, 0.37201035, -0.6170675], [0.5276787, 0.27164736, 0.76048976, 0.90986264], [0.08892186, -0.19757877, 1.7052513, -0.27576435]]> : tensor<4x4xf32>} : () -> tensor<4x4xf32> loc("permute_5")
     %__o196_0 = "moec.matmul"(%__o191_0, %__o194_0) : (tensor<?x4xf32>, tensor<4x4xf32>) -> tensor<?x4xf32> loc("mm_5")
     %47 = "moec.constant"() {value = dense<2> : tensor<2xi64>} : () -> tensor<2xi64>
@@ -357,17 +357,17 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o212_0 = "moec.unsqueeze"(%__o187_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_5")
     %__o214_0 = "moec.unsqueeze"(%__o189_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_5")
     %__o216_0 = "moec.concat"(%__o212_0, %__o214_0) {axis = -1 : i64} : (tensor<?x1xi64>, tensor<?x1xi64>) -> tensor<?x2xi64> loc("index_5")
-    %__o218_0 = "moec.gather_nd"(%__o22_0, %__o216_0) {batch_dims = 0 : i64} : (tensor<?x2xf32, "T">, tensor<?x2xi64>) -> tensor<?xf32> loc("index_5")
+    %__o218_0 = "moec.gather_nd"(%__o22_0, %__o216_0) : (tensor<?x2xf32, "T">, tensor<?x2xi64>) -> tensor<?xf32> loc("index_5")
     %__o220_0 = "moec.unsqueeze"(%__o218_0) {axes = array<i64: -1>} : (tensor<?xf32>) -> tensor<?x1xf32> loc("unsqueeze_2")
     %__o222_0 = "moec.mul"(%__o208_0, %__o220_0) : (tensor<?x4xf32>, tensor<?x1xf32>) -> tensor<?x4xf32> loc("mul_99")
     %__o225_0 = "moec.unsqueeze"(%__o187_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_put_2")
-    %__o226_0 = "moec.shape"(%__o225_0) {start = 0 : i64} : (tensor<?x1xi64>) -> tensor<2xi64> loc("index_put_2")
+    %__o226_0 = "moec.shape"(%__o225_0) : (tensor<?x1xi64>) -> tensor<2xi64> loc("index_put_2")
     %48 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64>
     %49 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
     %50 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_2")
     %51 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_2")
     %__o229_0 = "moec.slice"(%__o226_0, %48, %49, %50, %51) : (tensor<2xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("index_put_2")
-    %__o230_0 = "moec.shape"(%__o168_0) {start = 0 : i64} : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("index_put_2")
+    %__o230_0 = "moec.shape"(%__o168_0) : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("index_put_2")
     %52 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64>
     %53 = "moec.constant"() {value = dense<[9223372036854775807]> : tensor<1xi64>} : () -> tensor<1xi64>
     %54 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_2")
@@ -392,7 +392,7 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o257_0 = "moec.slice"(%__o244_0, %61, %62, %63, %64) : (tensor<?x2xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<?x1xi64> loc("slice_8")
     %__o259_0 = "moec.squeeze"(%__o252_0) {axes = array<i64: 1>} : (tensor<?x1xi64>) -> tensor<?xi64> loc("squeeze_6")
     %__o261_0 = "moec.squeeze"(%__o257_0) {axes = array<i64: 1>} : (tensor<?x1xi64>) -> tensor<?xi64> loc("squeeze_7")
-    %__o263_0 = "moec.gather"(%x, %__o259_0) {axis = 0 : i64} : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index_6")
+    %__o263_0 = "moec.gather"(%x, %__o259_0) : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index_6")
     %__o266_0 = "moec.constant"() {value = dense<[[-0.28462404, -0.739087, -0.814663, -0.5334902], [0.4599857, 1.2836164, -0.27487183, 0.5574698], [0.55540806, -0.2365599, -0.23991713, -0.070335716], [0.64493704, 0.16777538, -0.24984077, 0.4028768]]> : tensor<4x4xf32>} : () -> tensor<4x4xf32> loc("permute_7")
     %__o268_0 = "moec.matmul"(%__o263_0, %__o266_0) : (tensor<?x4xf32>, tensor<4x4xf32>) -> tensor<?x4xf32> loc("mm_7")
     %65 = "moec.constant"() {value = dense<2> : tensor<2xi64>} : () -> tensor<2xi64>
@@ -405,17 +405,17 @@ module attributes {moec.frontend = "torch.export", moec.opset = 25 : i64, moec.s
     %__o284_0 = "moec.unsqueeze"(%__o259_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_7")
     %__o286_0 = "moec.unsqueeze"(%__o261_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_7")
     %__o288_0 = "moec.concat"(%__o284_0, %__o286_0) {axis = -1 : i64} : (tensor<?x1xi64>, tensor<?x1xi64>) -> tensor<?x2xi64> loc("index_7")
-    %__o290_0 = "moec.gather_nd"(%__o22_0, %__o288_0) {batch_dims = 0 : i64} : (tensor<?x2xf32, "T">, tensor<?x2xi64>) -> tensor<?xf32> loc("index_7")
+    %__o290_0 = "moec.gather_nd"(%__o22_0, %__o288_0) : (tensor<?x2xf32, "T">, tensor<?x2xi64>) -> tensor<?xf32> loc("index_7")
     %__o292_0 = "moec.unsqueeze"(%__o290_0) {axes = array<i64: -1>} : (tensor<?xf32>) -> tensor<?x1xf32> loc("unsqueeze_3")
     %__o294_0 = "moec.mul"(%__o280_0, %__o292_0) : (tensor<?x4xf32>, tensor<?x1xf32>) -> tensor<?x4xf32> loc("mul_128")
     %__o297_0 = "moec.unsqueeze"(%__o259_0) {axes = array<i64: -1>} : (tensor<?xi64>) -> tensor<?x1xi64> loc("index_put_3")
-    %__o298_0 = "moec.shape"(%__o297_0) {start = 0 : i64} : (tensor<?x1xi64>) -> tensor<2xi64> loc("index_put_3")
+    %__o298_0 = "moec.shape"(%__o297_0) : (tensor<?x1xi64>) -> tensor<2xi64> loc("index_put_3")
     %66 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64>
     %67 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
     %68 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_3")
     %69 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_3")
     %__o301_0 = "moec.slice"(%__o298_0, %66, %67, %68, %69) : (tensor<2xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("index_put_3")
-    %__o302_0 = "moec.shape"(%__o240_0) {start = 0 : i64} : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("index_put_3")
+    %__o302_0 = "moec.shape"(%__o240_0) : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("index_put_3")
     %70 = "moec.constant"() {value = dense<[1]> : tensor<1xi64>} : () -> tensor<1xi64>
     %71 = "moec.constant"() {value = dense<[9223372036854775807]> : tensor<1xi64>} : () -> tensor<1xi64>
     %72 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64> loc("index_put_3")

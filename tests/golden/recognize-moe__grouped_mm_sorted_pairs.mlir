@@ -123,23 +123,23 @@ module attributes {moec.frontend = "torch.export", moec.moe_layers = ["{\"D\": 4
     %0 = "moec.constant"() {value = dense<[[-1.1258398, -1.1523602, -0.25057858, -0.4338788], [0.84871036, 0.69200915, -0.31601277, -2.1152194], [0.32227492, -1.2633348, 0.3499832, 0.30813393], [0.11984151, 1.2376579, 1.1167772, -0.24727815]]> : tensor<4x4xf32>} : () -> tensor<4x4xf32>
     %1 = "moec.constant"() {value = dense<[[[-0.6763269, -0.8479656, 0.2833253, 0.39675418, 0.29941973, -0.77754754, -0.1706802, 0.92650306], [0.37509474, -0.29274878, -0.086698376, 0.09173897, 0.6946831, 0.7931671, 0.47314918, -0.42183837], [-0.30679154, 0.01579637, -0.24633849, 0.12420738, 0.21984792, 0.056205593, 0.32039618, 0.22057813], [-0.051154826, 0.396222, -0.14483385, 0.026253743, 0.26143023, 1.1511027, -0.73444694, -0.7933444]], [[-0.33654496, 0.4364156, 0.5276787, 0.08892186, -0.11516774, -0.1958772, 0.27164736, -0.19757877], [-0.22310859, 0.37201035, 0.76048976, 1.7052513, -0.76559216, -0.6170675, 0.90986264, -0.27576435], [-0.28462404, 0.4599857, 0.55540806, 0.64493704, -0.739087, 1.2836164, -0.2365599, 0.16777538], [-0.814663, -0.27487183, -0.23991713, -0.24984077, -0.5334902, 0.5574698, -0.070335716, 0.4028768]], [[-0.046674117, 0.3435251, -0.41915768, 0.00044591087, 0.42094705, -0.20001708, 0.519731, 0.17907655], [-0.12300047, 1.1512582, -0.9408446, -0.024863511, -0.5224893, -0.4782504, 0.01676593, 0.3550433], [0.8229335, -0.68008447, 0.17228271, 0.25993386, -1.3066612, -0.8482372, -0.11412089, 0.1399775], [0.1234632, 0.038443502, 0.1690029, 0.22720088, 0.22847007, -0.43268567, 0.39065397, -0.4633947]], [[-0.10941684, -1.2175326, -0.03645738, -0.016993204, 0.48125914, 0.17458412, -0.460731, -0.028097393], [-0.31134924, -0.23186108, 0.9608912, -0.20127277, 0.06195124, 0.58239174, 0.46168676, 0.6936476], [-0.44168788, -0.20945674, -0.40241325, 0.28280482, 0.3051823, 0.23344177, 0.97532856, -0.5315493], [-0.038662877, 0.058199324, -0.2969954, -0.6219641, -0.051046316, -0.5167742, -0.15631941, 0.12289274]]]> : tensor<4x4x8xf32>} : () -> tensor<4x4x8xf32>
     %2 = "moec.constant"() {value = dense<[[[-0.12982078, 0.059168525, 0.121979624, 0.5823003], [0.14428808, 0.19329888, -0.10053196, -0.058963493], [0.096099526, -0.38607845, -0.95017266, 0.06533872], [-0.35214698, 0.15736048, 0.078696445, 0.19268136]], [[0.48357284, -0.49554136, 0.15080272, -0.053658463], [0.4992283, -0.24935739, 0.38055545, 0.30915043], [0.15702428, 0.1066665, -0.060025416, 0.18022986], [-0.1570175, -0.539354, 0.12040526, -0.6981136]], [[-0.033072025, -0.17917754, -0.78078085, -0.17732164], [0.5405363, 0.06573903, 0.78676915, 0.39071497], [-0.539329, -0.36045492, 0.7353963, 0.1378175], [0.33339053, -0.49719483, -0.594682, -0.5979747]], [[-0.27981505, 0.2667359, 0.2034433, 0.19729327], [0.08575548, 0.43802238, -0.1435437, 0.51082003], [-0.03719746, -0.5461118, 0.19601321, 0.29726306], [0.33113703, -0.6031512, 0.30371985, -0.2735784]]]> : tensor<4x4x4xf32>} : () -> tensor<4x4x4xf32>
-    %__o1_0 = "moec.shape"(%x) {start = 0 : i64} : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("sym_size_int_5")
+    %__o1_0 = "moec.shape"(%x) : (tensor<?x4xf32, "T">) -> tensor<2xi64> loc("sym_size_int_5")
     %3 = "moec.constant"() {value = dense<[0]> : tensor<1xi64>} : () -> tensor<1xi64>
-    %__o3_0 = "moec.gather"(%__o1_0, %3) {axis = 0 : i64} : (tensor<2xi64>, tensor<1xi64>) -> tensor<1xi64> loc("sym_size_int_5")
+    %__o3_0 = "moec.gather"(%__o1_0, %3) : (tensor<2xi64>, tensor<1xi64>) -> tensor<1xi64> loc("sym_size_int_5")
     %__o5_0 = "moec.matmul"(%x, %0) : (tensor<?x4xf32, "T">, tensor<4x4xf32>) -> tensor<?x4xf32, "T"> loc("mm")
-    %__o6_0 = "moec.softmax"(%__o5_0) {axis = -1 : i64} : (tensor<?x4xf32, "T">) -> tensor<?x4xf32, "T"> loc("_softmax")
+    %__o6_0 = "moec.softmax"(%__o5_0) : (tensor<?x4xf32, "T">) -> tensor<?x4xf32, "T"> loc("_softmax")
     %4 = "moec.constant"() {value = dense<[2]> : tensor<1xi64>} : () -> tensor<1xi64>
-    %__o8_0:2 = "moec.topk"(%__o6_0, %4) {axis = -1 : i64, largest = true, sorted = true} : (tensor<?x4xf32, "T">, tensor<1xi64>) -> (tensor<?x2xf32, "T">, tensor<?x2xi64, "T">) loc("topk")
-    %__o10_0 = "moec.reduce_sum"(%__o8_0#0) {axes = array<i64: -1>, keepdims = true, noop_with_empty_axes = false} : (tensor<?x2xf32, "T">) -> tensor<?x1xf32, "T"> loc("sum_1")
+    %__o8_0:2 = "moec.topk"(%__o6_0, %4) : (tensor<?x4xf32, "T">, tensor<1xi64>) -> (tensor<?x2xf32, "T">, tensor<?x2xi64, "T">) loc("topk")
+    %__o10_0 = "moec.reduce_sum"(%__o8_0#0) {axes = array<i64: -1>} : (tensor<?x2xf32, "T">) -> tensor<?x1xf32, "T"> loc("sum_1")
     %__o12_0 = "moec.div"(%__o8_0#0, %__o10_0) : (tensor<?x2xf32, "T">, tensor<?x1xf32, "T">) -> tensor<?x2xf32, "T"> loc("div")
     %5 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
-    %__o14_0 = "moec.reshape"(%__o8_0#1, %5) {allowzero = false} : (tensor<?x2xi64, "T">, tensor<1xi64>) -> tensor<?xi64> loc("view")
+    %__o14_0 = "moec.reshape"(%__o8_0#1, %5) : (tensor<?x2xi64, "T">, tensor<1xi64>) -> tensor<?xi64> loc("view")
     %6 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
-    %__o16_0 = "moec.reshape"(%__o12_0, %6) {allowzero = false} : (tensor<?x2xf32, "T">, tensor<1xi64>) -> tensor<?xf32> loc("view_1")
-    %__o17_0 = "moec.shape"(%__o14_0) {start = 0 : i64} : (tensor<?xi64>) -> tensor<1xi64> loc("sort")
+    %__o16_0 = "moec.reshape"(%__o12_0, %6) : (tensor<?x2xf32, "T">, tensor<1xi64>) -> tensor<?xf32> loc("view_1")
+    %__o17_0 = "moec.shape"(%__o14_0) : (tensor<?xi64>) -> tensor<1xi64> loc("sort")
     %7 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
-    %__o19_0 = "moec.gather"(%__o17_0, %7) {axis = 0 : i64} : (tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("sort")
-    %__o21_0:2 = "moec.topk"(%__o14_0, %__o19_0) {axis = -1 : i64, largest = false, sorted = true} : (tensor<?xi64>, tensor<1xi64>) -> (tensor<?xi64>, tensor<?xi64>) loc("sort")
+    %__o19_0 = "moec.gather"(%__o17_0, %7) : (tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("sort")
+    %__o21_0:2 = "moec.topk"(%__o14_0, %__o19_0) {largest = false} : (tensor<?xi64>, tensor<1xi64>) -> (tensor<?xi64>, tensor<?xi64>) loc("sort")
     %8 = "moec.constant"() {value = dense<2> : tensor<i64>} : () -> tensor<i64>
     %__o23_0 = "moec.div"(%__o21_0#1, %8) : (tensor<?xi64>, tensor<i64>) -> tensor<?xi64> loc("div_1")
     %__o25_0 = "moec.mul"(%__o23_0, %8) : (tensor<?xi64>, tensor<i64>) -> tensor<?xi64> loc("div_1")
@@ -154,10 +154,10 @@ module attributes {moec.frontend = "torch.export", moec.moe_layers = ["{\"D\": 4
     %__o39_0 = "moec.and"(%__o30_0, %__o37_0) : (tensor<?xi1>, tensor<?xi1>) -> tensor<?xi1> loc("div_1")
     %__o40_0 = "moec.cast"(%__o39_0) {to = i64} : (tensor<?xi1>) -> tensor<?xi64> loc("div_1")
     %__o42_0 = "moec.sub"(%__o23_0, %__o40_0) : (tensor<?xi64>, tensor<?xi64>) -> tensor<?xi64> loc("div_1")
-    %__o44_0 = "moec.gather"(%x, %__o42_0) {axis = 0 : i64} : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index")
+    %__o44_0 = "moec.gather"(%x, %__o42_0) : (tensor<?x4xf32, "T">, tensor<?xi64>) -> tensor<?x4xf32> loc("index")
     %__o45_0 = "moec.cast"(%__o21_0#0) {to = f32} : (tensor<?xi64>) -> tensor<?xf32> loc("_to_copy")
     %10 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
-    %__o47_0 = "moec.reshape"(%__o45_0, %10) {allowzero = false} : (tensor<?xf32>, tensor<1xi64>) -> tensor<?xf32> loc("histc")
+    %__o47_0 = "moec.reshape"(%__o45_0, %10) : (tensor<?xf32>, tensor<1xi64>) -> tensor<?xf32> loc("histc")
     %11 = "moec.constant"() {value = dense<0.0> : tensor<f32>} : () -> tensor<f32>
     %12 = "moec.constant"() {value = dense<3.0> : tensor<f32>} : () -> tensor<f32>
     %__o49_0 = "moec.sub"(%__o47_0, %11) : (tensor<?xf32>, tensor<f32>) -> tensor<?xf32> loc("histc")
@@ -178,9 +178,9 @@ module attributes {moec.frontend = "torch.export", moec.moe_layers = ["{\"D\": 4
     %__o71_0 = "moec.unsqueeze"(%__o65_0) {axes = array<i64: 1>} : (tensor<?xi1>) -> tensor<?x1xi1> loc("histc")
     %__o73_0 = "moec.and"(%__o69_0, %__o71_0) : (tensor<?x4xi1>, tensor<?x1xi1>) -> tensor<?x4xi1> loc("histc")
     %__o74_0 = "moec.cast"(%__o73_0) {to = f32} : (tensor<?x4xi1>) -> tensor<?x4xf32> loc("histc")
-    %__o76_0 = "moec.reduce_sum"(%__o74_0) {axes = array<i64: 0>, keepdims = false, noop_with_empty_axes = false} : (tensor<?x4xf32>) -> tensor<4xf32> loc("histc")
+    %__o76_0 = "moec.reduce_sum"(%__o74_0) {axes = array<i64: 0>, keepdims = false} : (tensor<?x4xf32>) -> tensor<4xf32> loc("histc")
     %16 = "moec.constant"() {value = dense<0> : tensor<i64>} : () -> tensor<i64>
-    %__o78_0 = "moec.cumsum"(%__o76_0, %16) {exclusive = false, reverse = false} : (tensor<4xf32>, tensor<i64>) -> tensor<4xf32> loc("cumsum")
+    %__o78_0 = "moec.cumsum"(%__o76_0, %16) : (tensor<4xf32>, tensor<i64>) -> tensor<4xf32> loc("cumsum")
     %__o79_0 = "moec.cast"(%__o78_0) {to = i32} : (tensor<4xf32>) -> tensor<4xi32> loc("_to_copy_1")
     %17 = "moec.constant"() {value = dense<[2]> : tensor<1xi64>} : () -> tensor<1xi64>
     %__o81_0 = "moec.mul"(%17, %__o3_0) : (tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("mul_25")
@@ -193,12 +193,12 @@ module attributes {moec.frontend = "torch.export", moec.moe_layers = ["{\"D\": 4
     %__o92_0 = "moec.cast"(%__o91_0) {to = i64} : (tensor<1x4xi32>) -> tensor<1x4xi64> loc("_to_copy_2")
     %__o94_0 = "moec.greater_equal"(%__o89_0, %__o92_0) : (tensor<?x1xi64>, tensor<1x4xi64>) -> tensor<?x4xi1> loc("ge")
     %__o95_0 = "moec.cast"(%__o94_0) {to = i64} : (tensor<?x4xi1>) -> tensor<?x4xi64> loc("sum_2")
-    %__o97_0 = "moec.reduce_sum"(%__o95_0) {axes = array<i64: -1>, keepdims = false, noop_with_empty_axes = false} : (tensor<?x4xi64>) -> tensor<?xi64> loc("sum_2")
+    %__o97_0 = "moec.reduce_sum"(%__o95_0) {axes = array<i64: -1>, keepdims = false} : (tensor<?x4xi64>) -> tensor<?xi64> loc("sum_2")
     %20 = "moec.constant"() {value = dense<3> : tensor<i64>} : () -> tensor<i64>
     %21 = "moec.constant"() {value = dense<-9223372036854775808> : tensor<i64>} : () -> tensor<i64> loc("clamp")
     %__o99_0 = "moec.clip"(%__o97_0, %21, %20) : (tensor<?xi64>, tensor<i64>, tensor<i64>) -> tensor<?xi64> loc("clamp")
     %__o101_0 = "moec.unsqueeze"(%__o44_0) {axes = array<i64: 1>} : (tensor<?x4xf32>) -> tensor<?x1x4xf32> loc("unsqueeze_2")
-    %__o103_0 = "moec.gather"(%1, %__o99_0) {axis = 0 : i64} : (tensor<4x4x8xf32>, tensor<?xi64>) -> tensor<?x4x8xf32> loc("index_1")
+    %__o103_0 = "moec.gather"(%1, %__o99_0) : (tensor<4x4x8xf32>, tensor<?xi64>) -> tensor<?x4x8xf32> loc("index_1")
     %__o105_0 = "moec.matmul"(%__o101_0, %__o103_0) : (tensor<?x1x4xf32>, tensor<?x4x8xf32>) -> tensor<?x1x8xf32> loc("bmm")
     %__o107_0 = "moec.squeeze"(%__o105_0) {axes = array<i64: 1>} : (tensor<?x1x8xf32>) -> tensor<?x8xf32> loc("squeeze")
     %22 = "moec.constant"() {value = dense<4> : tensor<2xi64>} : () -> tensor<2xi64>
@@ -215,31 +215,31 @@ module attributes {moec.frontend = "torch.export", moec.moe_layers = ["{\"D\": 4
     %__o125_0 = "moec.cast"(%__o124_0) {to = i64} : (tensor<1x4xi32>) -> tensor<1x4xi64> loc("_to_copy_3")
     %__o127_0 = "moec.greater_equal"(%__o122_0, %__o125_0) : (tensor<?x1xi64>, tensor<1x4xi64>) -> tensor<?x4xi1> loc("ge_1")
     %__o128_0 = "moec.cast"(%__o127_0) {to = i64} : (tensor<?x4xi1>) -> tensor<?x4xi64> loc("sum_3")
-    %__o130_0 = "moec.reduce_sum"(%__o128_0) {axes = array<i64: -1>, keepdims = false, noop_with_empty_axes = false} : (tensor<?x4xi64>) -> tensor<?xi64> loc("sum_3")
+    %__o130_0 = "moec.reduce_sum"(%__o128_0) {axes = array<i64: -1>, keepdims = false} : (tensor<?x4xi64>) -> tensor<?xi64> loc("sum_3")
     %25 = "moec.constant"() {value = dense<3> : tensor<i64>} : () -> tensor<i64>
     %26 = "moec.constant"() {value = dense<-9223372036854775808> : tensor<i64>} : () -> tensor<i64> loc("clamp_1")
     %__o132_0 = "moec.clip"(%__o130_0, %26, %25) : (tensor<?xi64>, tensor<i64>, tensor<i64>) -> tensor<?xi64> loc("clamp_1")
     %__o134_0 = "moec.unsqueeze"(%__o114_0) {axes = array<i64: 1>} : (tensor<?x4xf32>) -> tensor<?x1x4xf32> loc("unsqueeze_5")
-    %__o136_0 = "moec.gather"(%2, %__o132_0) {axis = 0 : i64} : (tensor<4x4x4xf32>, tensor<?xi64>) -> tensor<?x4x4xf32> loc("index_2")
+    %__o136_0 = "moec.gather"(%2, %__o132_0) : (tensor<4x4x4xf32>, tensor<?xi64>) -> tensor<?x4x4xf32> loc("index_2")
     %__o138_0 = "moec.matmul"(%__o134_0, %__o136_0) : (tensor<?x1x4xf32>, tensor<?x4x4xf32>) -> tensor<?x1x4xf32> loc("bmm_1")
     %__o140_0 = "moec.squeeze"(%__o138_0) {axes = array<i64: 1>} : (tensor<?x1x4xf32>) -> tensor<?x4xf32> loc("squeeze_1")
-    %__o142_0 = "moec.gather"(%__o16_0, %__o21_0#1) {axis = 0 : i64} : (tensor<?xf32>, tensor<?xi64>) -> tensor<?xf32> loc("index_3")
+    %__o142_0 = "moec.gather"(%__o16_0, %__o21_0#1) : (tensor<?xf32>, tensor<?xi64>) -> tensor<?xf32> loc("index_3")
     %__o144_0 = "moec.unsqueeze"(%__o142_0) {axes = array<i64: -1>} : (tensor<?xf32>) -> tensor<?x1xf32> loc("unsqueeze_6")
     %__o146_0 = "moec.mul"(%__o140_0, %__o144_0) : (tensor<?x4xf32>, tensor<?x1xf32>) -> tensor<?x4xf32> loc("mul_64")
-    %__o147_0 = "moec.shape"(%__o21_0#1) {start = 0 : i64} : (tensor<?xi64>) -> tensor<1xi64> loc("sort_1")
+    %__o147_0 = "moec.shape"(%__o21_0#1) : (tensor<?xi64>) -> tensor<1xi64> loc("sort_1")
     %27 = "moec.constant"() {value = dense<[-1]> : tensor<1xi64>} : () -> tensor<1xi64>
-    %__o149_0 = "moec.gather"(%__o147_0, %27) {axis = 0 : i64} : (tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("sort_1")
-    %__o151_0:2 = "moec.topk"(%__o21_0#1, %__o149_0) {axis = -1 : i64, largest = false, sorted = true} : (tensor<?xi64>, tensor<1xi64>) -> (tensor<?xi64>, tensor<?xi64>) loc("sort_1")
-    %__o153_0 = "moec.gather"(%__o146_0, %__o151_0#1) {axis = 0 : i64} : (tensor<?x4xf32>, tensor<?xi64>) -> tensor<?x4xf32> loc("index_4")
+    %__o149_0 = "moec.gather"(%__o147_0, %27) : (tensor<1xi64>, tensor<1xi64>) -> tensor<1xi64> loc("sort_1")
+    %__o151_0:2 = "moec.topk"(%__o21_0#1, %__o149_0) {largest = false} : (tensor<?xi64>, tensor<1xi64>) -> (tensor<?xi64>, tensor<?xi64>) loc("sort_1")
+    %__o153_0 = "moec.gather"(%__o146_0, %__o151_0#1) : (tensor<?x4xf32>, tensor<?xi64>) -> tensor<?x4xf32> loc("index_4")
     %28 = "moec.constant"() {value = dense<[-1, 2, 4]> : tensor<3xi64>} : () -> tensor<3xi64>
-    %__o155_0 = "moec.reshape"(%__o153_0, %28) {allowzero = false} : (tensor<?x4xf32>, tensor<3xi64>) -> tensor<?x2x4xf32> loc("view_2")
-    %__o157_0 = "moec.reduce_sum"(%__o155_0) {axes = array<i64: 1>, keepdims = false, noop_with_empty_axes = false} : (tensor<?x2x4xf32>) -> tensor<?x4xf32> loc("sum_4")
+    %__o155_0 = "moec.reshape"(%__o153_0, %28) : (tensor<?x4xf32>, tensor<3xi64>) -> tensor<?x2x4xf32> loc("view_2")
+    %__o157_0 = "moec.reduce_sum"(%__o155_0) {axes = array<i64: 1>, keepdims = false} : (tensor<?x2x4xf32>) -> tensor<?x4xf32> loc("sum_4")
     %experts_w_in = "moec.constant"() {value = dense_resource<experts_w_in> : tensor<4x8x4xf32>} : () -> tensor<4x8x4xf32>
     %experts_w_out = "moec.constant"() {value = dense_resource<experts_w_out> : tensor<4x4x4xf32>} : () -> tensor<4x4x4xf32>
-    %29:2 = "moe.route"(%__o5_0) {capacity = 0 : i64, drop = false, group_fill = 0xFFF0000000000000 : f64, group_score = "max", jitter_eps = 0.0 : f64, k = 2 : i64, min_weight = 0.0 : f64, n_group = 1 : i64, norm = "sum", norm_eps = 0.0 : f64, norm_min = 0.0 : f64, post = "none", scale = 1.0 : f64, scoring = "softmax", tie = "low", topk_group = 1 : i64} : (tensor<?x4xf32, "T">) -> (tensor<?x2xf32, "T">, tensor<?x2xi64, "T">) loc("moe.route")
-    %30:2 = "moe.dispatch"(%29#1) {block = 1 : i64, col_block = 0 : i64, cores = 0 : i64, gemv_max_slots = 0 : i64, num_experts = 4 : i64, strategy = "sort_pad"} : (tensor<?x2xi64, "T">) -> (tensor<?xi64>, tensor<5xi64>) loc("moe.dispatch")
-    %31 = "moe.experts"(%x, %29#1, %30#0, %30#1, %experts_w_in, %experts_w_out) {activation = "swiglu", alpha = 1.0 : f64, aq = "none", beta = 0.0 : f64, gate_layout = "concat", has_b_in = false, has_b_out = false, limit = 0x7FF0000000000000 : f64, weights_at = "none", wq = "none", wq_group = 0 : i64, wq_zp = false} : (tensor<?x4xf32, "T">, tensor<?x2xi64, "T">, tensor<?xi64>, tensor<5xi64>, tensor<4x8x4xf32>, tensor<4x4x4xf32>) -> tensor<?x2x4xf32, "T"> loc("moe.experts")
-    %32 = "moe.combine"(%31, %29#0) {has_shared = false, layer = "moe0", passthrough = false, weighted = true} : (tensor<?x2x4xf32, "T">, tensor<?x2xf32, "T">) -> tensor<?x4xf32> loc("moe.combine")
+    %29:2 = "moe.route"(%__o5_0) {k = 2 : i64, norm = "sum"} : (tensor<?x4xf32, "T">) -> (tensor<?x2xf32, "T">, tensor<?x2xi64, "T">) loc("moe.route")
+    %30:2 = "moe.dispatch"(%29#1) {num_experts = 4 : i64} : (tensor<?x2xi64, "T">) -> (tensor<?xi64>, tensor<5xi64>) loc("moe.dispatch")
+    %31 = "moe.experts"(%x, %29#1, %30#0, %30#1, %experts_w_in, %experts_w_out) : (tensor<?x4xf32, "T">, tensor<?x2xi64, "T">, tensor<?xi64>, tensor<5xi64>, tensor<4x8x4xf32>, tensor<4x4x4xf32>) -> tensor<?x2x4xf32, "T"> loc("moe.experts")
+    %32 = "moe.combine"(%31, %29#0) {layer = "moe0"} : (tensor<?x2x4xf32, "T">, tensor<?x2xf32, "T">) -> tensor<?x4xf32> loc("moe.combine")
     func.return %32 : tensor<?x4xf32>
   }
 }
