@@ -39,7 +39,8 @@ Vector kernels: element operations / (AIV cores * 64 f32 lanes * clock), bytes /
 DataCopy issue 0.5 us per copy per core, 5 us launch.
 Types: f32 models run the cube on float (at half the fp16 rate); f16 models keep their activations and
 weights in half in GM, run the cube on half (the target's fp16 peak, f32 accumulation) and do the vector
-math in f32 in the Unified Buffer; every byte count above uses the tensor's own element size (2 for f16).
+math in f32 in the Unified Buffer; bf16 models likewise in bfloat16 (the cube's bf16 rate, equal to fp16's);
+every byte count above uses the tensor's own element size (2 for f16 and bf16).
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ GMM_DTYPE_CODE = {"f32": 0, "bf16": 1, "f16": 2, "i8": 3}
 ND2NZ_MAX_D = 65535       # Nd2NzParams.srcDValue is 16-bit: longer reductions cannot be tiled on the cube
 NPU_OPS = ("moe.route", "moe.dispatch", "moe.experts", "moe.shared_experts", "moe.combine", "moec.matmul",
            "moec.gemm")
-ACT_DTYPES = ("f32", "f16")                 # activation types of the MoE and cube kernels (x, logits, y)
+ACT_DTYPES = ("f32", "f16", "bf16")         # activation types of the MoE and cube kernels (x, logits, y)
+HALF_DTYPES = ("f16", "bf16")              # 2-byte activations: kept in GM as they are, math in f32
 
 
 UB_SCRATCH = vector_ops.UB_SCRATCH   # the top of the Unified Buffer is instruction scratch: 184 of 192 KiB usable
@@ -92,24 +94,24 @@ def cube_rate(hw: dict, dtype: str) -> float:
 
 
 def act_dtype(o) -> str:
-    """The activation type an NPU op runs in: its first float operand's (x, logits, y) -- f32 or f16."""
+    """The activation type an NPU op runs in: its first float operand's (x, logits, y) -- f32, f16 or bf16."""
     return next((v.type.dtype.mlir for v in o.operands if v.type.dtype.is_float), "f32")
 
 
 def _dtype_reason(o) -> Optional[str]:
-    """None when the op's float operands and results share one type the kernels take (f32 or f16) and its
+    """None when the op's float operands and results share one type the kernels take (f32, f16 or bf16) and its
     integer operands are i64, else why it stays on the host.  moe.experts' weights (as x, bf16 or int8 by
     ``wq``, checked by the IR) and int8 scales (f32) are not activations and are left out."""
     dt = act_dtype(o)
     if dt not in ACT_DTYPES:
-        return f"{dt} activations: the Ascend kernels take f32 and f16"
+        return f"{dt} activations: the Ascend kernels take f32, f16 and bf16"
     vals = list(o.operands)
     if o.name == "moe.experts":
         n_ex = sum(bool(o.attrs.get(a)) for a in ("has_b_in", "has_b_out")) + (o.attrs.get("weights_at") != "none")
         vals = vals[:4] + vals[6:6 + n_ex]
     vals += list(o.results)
     if any(not v.type.dtype.is_float and v.type.dtype.mlir != "i64" for v in vals):
-        return "only f32/f16 and i64 tensors are taken by the Ascend MoE kernels"
+        return "only f32/f16/bf16 and i64 tensors are taken by the Ascend MoE kernels"
     others = sorted({v.type.dtype.mlir for v in vals if v.type.dtype.is_float and v.type.dtype.mlir != dt})
     if others:
         return f"mixed float types ({dt} with {', '.join(others)}): the Ascend kernels take one type per op"
@@ -135,9 +137,9 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
         why = _dtype_reason(o)
         if why:
             return why
-        if act_dtype(o) == "f16" and wq != "none":
-            return f"f16 activations with {wq} expert weights are not implemented on the Ascend target (f16 " \
-                   f"models run with their f16 weights)"
+        if act_dtype(o) in HALF_DTYPES and wq != "none":
+            return f"{act_dtype(o)} activations with {wq} expert weights are not implemented on the Ascend target " \
+                   f"({act_dtype(o)} models run with their {act_dtype(o)} weights)"
         if not _cube_k_ok(o.operands[0].type.shape[1], o.operands[5].type.shape[2]):
             return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
         return None
@@ -162,9 +164,9 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
                    "two activations, run on the NPU"
         if o.name == "moec.gemm" and o.attrs["trans_a"]:
             return "transposed left operand"
-        if a.dtype.mlir == "f16" and not _cube_k_ok(b.shape[1] if o.name == "moec.gemm" and o.attrs["trans_b"]
+        if a.dtype.mlir in HALF_DTYPES and not _cube_k_ok(b.shape[1] if o.name == "moec.gemm" and o.attrs["trans_b"]
                                                      else b.shape[0]):
-            return f"an f16 reduction longer than {ND2NZ_MAX_D} elements: Nd2Nz cannot tile it and the vector " \
+            return f"an {a.dtype.mlir} reduction longer than {ND2NZ_MAX_D} elements: Nd2Nz cannot tile it and the vector " \
                    f"fallback (matmul_rows) is f32 only"
     if o.name == "moe.route" and o.attrs["n_group"] > 32:
         return "more than 32 expert groups"
@@ -378,7 +380,9 @@ def ffn_cube_dtype(sizes: dict) -> str:
     else f32."""
     if sizes.get("aq") == "int8":
         return "i8"
-    return "f16" if sizes.get("dtype") == "f16" else ("bf16" if sizes.get("wq") == "bf16" else "f32")
+    if sizes.get("dtype") in HALF_DTYPES:  # the model's own 2-byte type
+        return sizes["dtype"]
+    return "bf16" if sizes.get("wq") == "bf16" else "f32"
 
 
 def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
@@ -430,7 +434,7 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
 
 def matmul_cube_plan(desc: TargetDesc, M: int, N: int, Kd: int, dtype: str = "f32") -> dict:
     """A 2-D matmul as a one-group grouped matmul; f16: half operands and a half C (fixpipe F322F16)."""
-    res = choose_gmm_tiles(desc, dtype, 1, M, N, Kd, True, None, DTYPE_BYTES[dtype] if dtype == "f16" else 4)
+    res = choose_gmm_tiles(desc, dtype, 1, M, N, Kd, True, None, DTYPE_BYTES[dtype] if dtype in HALF_DTYPES else 4)
     return {"tiles": res["tiles"], "estimate": dict(res["estimate"], tokens=M, role="matmul")}
 
 
@@ -473,7 +477,7 @@ def batched_matmul_plan(desc: TargetDesc, o, T: int, b_fused: bool) -> dict:
     batch = [_dim(d, T) for d in (a.shape[:-2] if a.rank >= b.rank else b.shape[:-2])]
     G = max(1, math.prod(batch))
     M, K, N = _dim(a.shape[-2], T), _dim(a.shape[-1], T), _dim(b.shape[-1], T)
-    res = choose_gmm_tiles(desc, dt, G, M, N, K, False, None, DTYPE_BYTES[dt] if dt == "f16" else 4)
+    res = choose_gmm_tiles(desc, dt, G, M, N, K, False, None, DTYPE_BYTES[dt] if dt in HALF_DTYPES else 4)
     parts = [dict(res["estimate"], role="batched matmul", tokens=T)]
     if not b_fused:  # vec_transpose: the bytes in and out, one Gather instruction per column and block
         hw = _hw(desc)
@@ -537,8 +541,8 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             sizes = {"D": D, "F": F, "I": I, "E": E, "k": k, "shared": sh, "wq": wq, "aq": aq,
                      "act": o.attrs["activation"], "has_b_in": bool(o.attrs.get("has_b_in", False)),
                      "has_b_out": bool(o.attrs.get("has_b_out", False))}
-            if act_dtype(o) == "f16":
-                sizes["dtype"] = "f16"
+            if act_dtype(o) in HALF_DTYPES:
+                sizes["dtype"] = act_dtype(o)
             step["sizes"] = sizes
             pre = ["moe_quant_rows_int8"] if aq == "int8" else (["moe_dequant_int8"] if wq == "int8" else [])
             step["kernels"] = ((["moe_gather_rows"] if not sh else []) + pre + ["grouped_matmul", "moe_activation"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import struct
 from typing import List, Optional, Sequence, Tuple
 
+import ml_dtypes
 import numpy as np
 
 from ...ir.opdef import const_value
@@ -38,9 +39,9 @@ POW_AS = {2.0: V_SQUARE, 0.5: UNARY["moec.sqrt"], 1.0: V_COPY}
 # ops that only relabel a contiguous tensor: no kernel, no data movement
 VIEWS = ("moec.reshape", "moec.squeeze", "moec.unsqueeze", "moec.flatten")
 TILE_FIELDS = ("rows", "cols", "op", "amode", "bmode", "tile", "s0", "s1", "has_bias", "dt")
-DT_CODE = {"f32": 0, "f16": 2}          # VecTiling.dt
-DT_BYTES = {"f32": 4, "f16": 2}
-NP_DT = {"f32": np.float32, "f16": np.float16}
+DT_CODE = {"f32": 0, "bf16": 1, "f16": 2}          # VecTiling.dt
+DT_BYTES = {"f32": 4, "bf16": 2, "f16": 2}
+NP_DT = {"f32": np.float32, "bf16": np.dtype(ml_dtypes.bfloat16), "f16": np.float16}
 ROW_TILE = 1024  # per-row results staged per copy (reductions, layer-norm statistics)
 
 
@@ -119,7 +120,7 @@ def op_dtype(o) -> str:
 def _dtype_reason(o) -> Optional[str]:
     dts = sorted({v.type.dtype.mlir for v in _data(o)})
     if len(dts) != 1 or dts[0] not in DT_CODE:
-        return f"the vector kernels take f32 or f16 tensors of one type (operands/results are {', '.join(dts)})"
+        return f"the vector kernels take f32, f16 or bf16 tensors of one type (operands/results are {', '.join(dts)})"
     if o.name == "moec.layer_norm" and any(r.type.dtype.mlir != "f32" for r in o.results[1:]):
         return "layer norm statistics (mean, 1/std) that are not f32"
     return None
@@ -573,7 +574,7 @@ def mask_reason(o) -> Optional[str]:
         return None
     if o.name == "moec.select":
         v = o.results[0].type.dtype.mlir
-        return None if v in DT_CODE else f"select of {v} values (vec_mask selects f32 or f16)"
+        return None if v in DT_CODE else f"select of {v} values (vec_mask selects f32, f16 or bf16)"
     if MASK_OPS[o.name] >= MASK_CMP:
         v = o.operands[0].type.dtype.mlir
         if v in DT_CODE:

@@ -41,7 +41,7 @@ struct DType {
   const char *name, *descr;
   size_t size;
 };
-const DType kTypes[] = {{"f32", "<f4", 4}, {"f16", "<f2", 2}, {"bf16", "", 2}, {"f64", "<f8", 8}, {"i64", "<i8", 8},
+const DType kTypes[] = {{"f32", "<f4", 4}, {"f16", "<f2", 2}, {"bf16", "<V2", 2}, {"f64", "<f8", 8}, {"i64", "<i8", 8},
                         {"i32", "<i4", 4}, {"i16", "<i2", 2}, {"i8", "|i1", 1},  {"u8", "|u1", 1},  {"u16", "<u2", 2},
                         {"u32", "<u4", 4}, {"u64", "<u8", 8}, {"b1", "|b1", 1}};
 const DType &dtype(const std::string &n) {
@@ -217,6 +217,7 @@ Array read_npy(const std::string &path) {
   for (const DType &t : kTypes)
     if (*t.descr && d == t.descr) a.type = t.name;
   if (d == "<b1") a.type = "b1";
+  if (d == "|V2") a.type = "bf16";  // numpy has no bfloat16: np.save writes ml_dtypes' bfloat16 as 2-byte void
   if (a.type.empty()) throw Fail(2, path + ": element type " + d + " is not read by moec_run");
   std::string sh = field("shape");
   sh = sh.substr(sh.find('(') + 1, sh.find(')') - sh.find('(') - 1);

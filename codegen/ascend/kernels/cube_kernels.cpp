@@ -143,7 +143,7 @@ __aicore__ inline void gmm_body(GM_ADDR a, GM_ADDR w, GM_ADDR group_list, GM_ADD
         cl = qc.DeQue<TL0C>();
         FixpipeParamsV220 fp;
         fp.nSize = (uint16_t)n; fp.mSize = (uint16_t)m; fp.srcStride = (uint16_t)m16; fp.dstStride = N;
-        fp.quantPre = sizeof(TC) == 2 ? F322F16 : NoQuant;
+        fp.quantPre = moec_same<TC, half>::value ? F322F16 : moec_same<TC, bfloat16_t>::value ? F322BF16 : NoQuant;
         Fixpipe<TC, TL0C, CFG_ROW_MAJOR>(gc[((uint64_t)r0 + mi * bm) * N + ni * bn], cl, fp);
         qc.FreeTensor(cl);
       }
@@ -156,6 +156,7 @@ extern "C" __global__ __aicore__ void grouped_matmul(GM_ADDR a, GM_ADDR w, GM_AD
   GmmTiling t;
   load_tiling(tiling, t);
   if (t.dtype == 3) gmm_body<int8_t, int32_t, int32_t>(a, w, group_list, c, t);  // int32 in L0C and out (NoQuant)
+  else if (t.dtype == 1 && t.cdt == 1) gmm_body<bfloat16_t, bfloat16_t>(a, w, group_list, c, t);  // F322BF16
   else if (t.dtype == 1) gmm_body<bfloat16_t, float>(a, w, group_list, c, t);
   else if (t.dtype == 2 && t.cdt == 2) gmm_body<half, half>(a, w, group_list, c, t);
   else if (t.dtype == 2) gmm_body<half, float>(a, w, group_list, c, t);

@@ -40,7 +40,7 @@ struct MoeTiling {
   int32_t adt;         // GEMM input type written by gather/activation: 0 float, 1 bfloat16_t, 2 half
   int32_t chunk;       // columns per UB chunk
   int32_t qscale;      // int8 weights: per-output-channel scales applied after the cube's dot products
-  int32_t xdt;         // GM type of x, logits, routing weights, biases, y and out: 0 float, 2 half
+  int32_t xdt;         // GM type of x, logits, routing weights, biases, y and out: 0 float, 1 bfloat16_t, 2 half
   int32_t ydt;         // moe_finalize: type of y (the experts' rows): 0 float (shared experts), else as xdt
   int32_t aq;          // w8a8: the cube's outputs (h, yo) are int32 sums, scaled by the row scales s_row
   int32_t tie_high;    // moe_gating: selection ties -> highest index first (else lowest)
@@ -239,6 +239,7 @@ extern "C" __global__ __aicore__ void moe_gating(GM_ADDR logits, GM_ADDR bias, G
   MoeTiling t;
   load_tiling(tiling, t);
   if (t.xdt == 2) gating_body<half>(logits, bias, w_out, ids_out, t);
+  else if (t.xdt == 1) gating_body<bfloat16_t>(logits, bias, w_out, ids_out, t);
   else gating_body<float>(logits, bias, w_out, ids_out, t);
 }
 
@@ -359,6 +360,7 @@ extern "C" __global__ __aicore__ void moe_init_routing(GM_ADDR ids, GM_ADDR w, G
   MoeTiling t;
   load_tiling(tiling, t);
   if (t.xdt == 2) init_routing_body<half>(ids, w, sorted, offsets, t);
+  else if (t.xdt == 1) init_routing_body<bfloat16_t>(ids, w, sorted, offsets, t);
   else init_routing_body<float>(ids, w, sorted, offsets, t);
 }
 
@@ -495,6 +497,7 @@ extern "C" __global__ __aicore__ void moe_gather_rows(GM_ADDR x, GM_ADDR sorted,
   MoeTiling t;
   load_tiling(tiling, t);
   if (t.xdt == 2) gather_rows_body<half, half>(x, sorted, rw, xe, t);  // f16 models: half GEMM inputs
+  else if (t.xdt == 1) gather_rows_body<bfloat16_t, bfloat16_t>(x, sorted, rw, xe, t);  // bf16 models
   else if (t.adt == 1) gather_rows_body<float, bfloat16_t>(x, sorted, rw, xe, t);
   else gather_rows_body<float, float>(x, sorted, rw, xe, t);
 }
@@ -624,6 +627,7 @@ extern "C" __global__ __aicore__ void moe_activation(GM_ADDR h, GM_ADDR offsets,
   MoeTiling t;
   load_tiling(tiling, t);
   if (t.xdt == 2) activation_body<half, half>(h, offsets, b_in, s_in, s_row, aout, t);
+  else if (t.xdt == 1) activation_body<bfloat16_t, bfloat16_t>(h, offsets, b_in, s_in, s_row, aout, t);
   else if (t.aq) activation_body<float, float, int32_t>(h, offsets, b_in, s_in, s_row, aout, t);  // w8a8
   else if (t.adt == 1) activation_body<float, bfloat16_t>(h, offsets, b_in, s_in, s_row, aout, t);
   else activation_body<float, float>(h, offsets, b_in, s_in, s_row, aout, t);
@@ -694,6 +698,7 @@ extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR yo, GM_ADDR sorte
   MoeTiling t;
   load_tiling(tiling, t);
   if (t.xdt == 2) scatter_rows_body<half>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
+  else if (t.xdt == 1) scatter_rows_body<bfloat16_t>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
   else if (t.aq) scatter_rows_body<float, int32_t>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);  // w8a8
   else scatter_rows_body<float>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
 }
@@ -920,6 +925,8 @@ extern "C" __global__ __aicore__ void moe_finalize(GM_ADDR y, GM_ADDR w, GM_ADDR
   load_tiling(tiling, t);
   if (t.xdt == 2 && t.ydt == 0) finalize_body<float, half>(y, w, shared, x, ids, gate, out, t);
   else if (t.xdt == 2) finalize_body<half, half>(y, w, shared, x, ids, gate, out, t);
+  else if (t.xdt == 1 && t.ydt == 0) finalize_body<float, bfloat16_t>(y, w, shared, x, ids, gate, out, t);
+  else if (t.xdt == 1) finalize_body<bfloat16_t, bfloat16_t>(y, w, shared, x, ids, gate, out, t);
   else finalize_body<float, float>(y, w, shared, x, ids, gate, out, t);
 }
 

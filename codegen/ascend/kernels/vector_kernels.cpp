@@ -34,7 +34,7 @@ struct VecTiling {
   int32_t tile;         // f32 elements per tile buffer, a multiple of 8 (the host sizes it from the UB)
   float s0, s1;         // clip bounds; norm epsilon in s0
   int32_t has_bias;     // layer norm
-  int32_t dt;           // GM type of the operands and results: 0 float, 2 half (layer-norm statistics: float)
+  int32_t dt;           // GM type of the operands and results: 0 float, 1 bfloat16_t, 2 half (layer-norm statistics: float)
 };
 
 // n rounded up to a whole 32-byte block of T (8 floats, 16 halves): a row's stride in the Unified Buffer
@@ -225,6 +225,7 @@ extern "C" __global__ __aicore__ void vec_elementwise(GM_ADDR a, GM_ADDR b, GM_A
   VecTiling t;
   load_tiling(tiling, t);
   if (t.dt == 2) elementwise_body<half>(a, b, c, t);
+  else if (t.dt == 1) elementwise_body<bfloat16_t>(a, b, c, t);
   else elementwise_body<float>(a, b, c, t);
 }
 
@@ -421,6 +422,7 @@ extern "C" __global__ __aicore__ void vec_rowwise(GM_ADDR x, GM_ADDR scale, GM_A
   VecTiling t;
   load_tiling(tiling, t);
   if (t.dt == 2) rowwise_body<half>(x, scale, bias, y, y2, y3, t);
+  else if (t.dt == 1) rowwise_body<bfloat16_t>(x, scale, bias, y, y2, y3, t);
   else rowwise_body<float>(x, scale, bias, y, y2, y3, t);
 }
 
@@ -676,7 +678,7 @@ enum MaskOp : int32_t { K_NE0 = 0, K_AND = 1, K_OR = 2, K_NOT = 3, K_SELECT = 4,
 struct MaskTiling {
   int32_t n, op;
   int32_t ain;           // K_NE0: a's type, 8 int64, 4 int32, 1 bool
-  int32_t vdt;           // K_SELECT, comparisons: the values' type, 0 float, 2 half
+  int32_t vdt;           // K_SELECT, comparisons: the values' type, 0 float, 2 half, 1 bfloat16_t
   int32_t amode, bmode;  // K_SELECT, comparisons: 0 full, 1 scalar
   int32_t tile;          // elements per chunk, a multiple of 256
 };
@@ -844,5 +846,6 @@ extern "C" __global__ __aicore__ void vec_mask(GM_ADDR a, GM_ADDR b, GM_ADDR c, 
   MaskTiling t;
   load_tiling(tiling, t);
   if (t.vdt == 2) mask_body<half>(a, b, c, out, t);
+  else if (t.vdt == 1) mask_body<bfloat16_t>(a, b, c, out, t);
   else mask_body<float>(a, b, c, out, t);
 }

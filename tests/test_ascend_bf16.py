@@ -1,0 +1,135 @@
+"""Ascend target, bf16 models (issue 20: "bf16 activations run on the NPU, and the MoE kernels take bf16 in and
+out"): activations, weights and outputs stay bfloat16 in GM, the cube multiplies bf16 operands with f32
+accumulation (the fixpipe rounds a plain matmul's C to bf16, F322BF16), the vector kernels widen to f32 in the
+Unified Buffer and round once.  Judged as tests/test_ascend_f16.py judges f16: the ONNX models verify (the
+verifier's oracle for bf16 is onnxruntime on the f32 analogue, at the bf16 tolerance) with every op on the NPU,
+and IR-built MoE layers match the reference semantics at the bf16 tolerance."""
+import re
+
+import ml_dtypes
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from moec.driver import CompileOptions, build_module, compile_onnx
+from moec.tolerances import TOLERANCES
+from test_ascend_f16 import MOE_KERNELS, _plan, moe_block
+from test_ascend_vector import _graph as ordinary_ops_graph
+from test_moe_ops import CASES as IR_CASES
+from test_moe_ops import _module as ir_module
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+BF16_TOL = TOLERANCES["bf16"].to_json()
+
+
+def _bf16_tensor(a: np.ndarray, name: str):
+    b = np.asarray(a, np.float32).astype(BF16)
+    return helper.make_tensor(name, TensorProto.BFLOAT16, b.shape, b.view(np.uint16).tobytes(), raw=True)
+
+
+def to_bf16(model):
+    """The model with every f32 tensor made bf16 (initializers, Constant values, inputs/outputs/value infos, Cast
+    targets), as tests/helpers.py's to_f16 does for f16."""
+    import onnx
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for t in g.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(_bf16_tensor(numpy_helper.to_array(t), t.name))
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = TensorProto.BFLOAT16
+    for n in g.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.BFLOAT16
+            if n.op_type == "Constant" and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(_bf16_tensor(numpy_helper.to_array(a.t), a.t.name))
+    return m
+
+
+def _compile_all_on_npu(model, out, sizes=(5, 1, 17)):
+    r = compile_onnx(model, out, CompileOptions(target="ascend", symbol_sizes=sizes))
+    rep = r.report
+    assert rep["verified"], rep.get("failure")
+    assert rep["tolerance"] == {"bf16": BF16_TOL}, rep["tolerance"]
+    plan = _plan(out)
+    assert not plan["host_ops"], plan["host_ops"]
+    assert all(s["where"] in ("npu", "view", "const") for s in plan["steps"]), plan["steps"]
+    st = r.artifact.stats()
+    assert not st["host_ops"], st
+    return r, plan, st
+
+
+def test_bf16_moe_block_runs_entirely_on_the_npu(tmp_path):
+    r, plan, st = _compile_all_on_npu(to_bf16(moe_block()), str(tmp_path / "o"))
+    steps = {s["op"]: s for s in plan["steps"]}
+    assert steps["moe.experts"]["cube_dtype"] == "bf16" and steps["moec.matmul"]["cube_dtype"] == "bf16"
+    cube = st["cube"]
+    assert cube["mmad_bf16"] > 0 and cube["mmad_f32"] == 0 and cube["mmad_f16"] == 0, cube
+    assert all(st["launches"].get(k, 0) > 0 for k in MOE_KERNELS + ("vec_rowwise", "vec_elementwise")), st
+    x = np.random.default_rng(0).standard_normal((9, 64)).astype(BF16)
+    assert r.artifact([x])[0].dtype == BF16
+
+
+def test_bf16_ordinary_ops_on_the_vector_kernels(tmp_path):
+    """Every elementwise/broadcast/row-wise op of test_ascend_vector's graph, in bf16."""
+    r, plan, st = _compile_all_on_npu(to_bf16(ordinary_ops_graph()), str(tmp_path / "o"), (37, 1, 3))
+    assert st["launches"].get("vec_elementwise", 0) >= 10 and st["launches"].get("vec_rowwise", 0) >= 5, st
+
+
+def _ir_bf16(name):
+    """test_moe_ops' IR module of a routing family, with every f32 tensor and weight made bf16."""
+    from moec.ir import WeightStore, parse_module, print_module
+    ra, kw = IR_CASES[name]
+    m = ir_module(ra, **kw)
+    ws = WeightStore()
+    for k, a in m.weights.items():
+        ws.set(k, a.astype(BF16) if a.dtype == np.float32 else a)
+    return parse_module(re.sub(r"xf32\b", "xbf16", print_module(m)), ws)
+
+
+@pytest.mark.parametrize("name", ["deepseek_v3", "gpt_oss", "switch_capacity", "qwen2_shared_gate"])
+def test_bf16_moe_ops_match_their_semantics(name, tmp_path):
+    """route (sigmoid + bias + groups; capacity drops applied by moe_init_routing on bf16 weights), dispatch,
+    experts (clamped interleaved SwiGLU with biases, weights at the input), shared experts with a gate and combine,
+    built as bf16 IR, run on the emulator with bf16 in and out, against the reference semantics at the bf16
+    tolerance."""
+    from moec.ir import run
+    from moec.verify import compare
+    m = _ir_bf16(name)
+    art = build_module(m, str(tmp_path / "o"), target="ascend", run_passes=True)
+    assert not art.plan["host_ops"], art.plan["host_ops"]
+    for T, same in [(7, False), (1, False), (6, True)]:
+        x = np.random.default_rng(T).standard_normal((T, 16)).astype(BF16)
+        if same:
+            x[:] = x[0]
+        want = run(m, {"x": x})["y"]
+        got = art([x])
+        assert got[0].dtype == BF16
+        c = compare(["y"], got, [want])
+        assert c.ok and c.per_output[0]["dtype"] == "bf16", (name, T, c.message)
+    assert art.cube_stats["mmad_bf16"] > 0 and art.cube_stats["mmad_f32"] == 0 and art.cube_stats["mmad_f16"] == 0
+    assert not art.host_ops and all(art.launches.get(k, 0) > 0 for k in MOE_KERNELS)
+
+
+def test_bf16_example_on_the_host_program(tmp_path):
+    """The MoE block in bf16: moec_run (bf16 .npy in and out: numpy writes ml_dtypes' bfloat16 as 2-byte void)
+    equals the Python artifact bit for bit, at every compile-time plan, and the plans launch the bf16 kernels."""
+    from moec.targets.ascend_backend import build_host_program, run_host_program
+    from moec.targets.registry import get_backend
+    from test_ascend_host_program import _keys
+    out = str(tmp_path / "o")
+    r = compile_onnx(to_bf16(moe_block()), out, CompileOptions(target="ascend", symbol_sizes=(3,)))
+    assert r.report["verified"] and not r.report["ascend"]["host_ops"], r.report.get("failure")
+    assert _keys(out) == ["bf16:1x64", "bf16:4x64"]
+    exe = build_host_program(out)
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    for T in (1, 4):
+        x = np.random.default_rng(T).standard_normal((T, 64)).astype(BF16)
+        want = art([x])
+        got = run_host_program(exe, out, [x])
+        assert len(got) == len(want) == 1 and got[0].dtype == BF16 and got[0].shape == want[0].shape
+        np.testing.assert_array_equal(got[0].view(np.uint16), want[0].view(np.uint16))
+    assert art.plans_made == 0 and art.cube_stats["mmad_bf16"] > 0 and not art.host_ops
