@@ -29,8 +29,13 @@ POST = ("none", "softmax", "sigmoid", "sparsemixer")
 NORM = ("none", "sum", "l1")
 GROUP_SCORE = ("max", "top2_sum")
 TIE = ("low", "high")
-ACTIVATIONS = ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity", "relu2")  # relu2: relu(h)^2
-GATED = ("swiglu",)
+ACTIVATIONS = ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity", "relu2",  # relu2: relu(h)^2
+               "geglu", "geglu_tanh", "softcap_swiglu")
+# gated (w_in rows [G; U]): swiglu G * sigmoid(alpha G) * (U + beta), G <= limit, |U| <= limit;
+# geglu / geglu_tanh: gelu(G) * U (erf / tanh approximation: Gemma4's experts);
+# softcap_swiglu: cg tanh(G / cg) * sigmoid(G) * cu tanh(U / cu), cg = gate_softcap, cu = up_softcap
+# (Inkling2's experts: the sigmoid sees the raw gate)
+GATED = ("swiglu", "geglu", "geglu_tanh", "softcap_swiglu")
 GATE_LAYOUT = ("concat", "interleaved")
 DISPATCH = ("sort_pad", "token_gemv", "capacity")
 WEIGHTS_AT = ("none", "input", "output")
@@ -355,6 +360,11 @@ def apply_activation(h: np.ndarray, attrs, F: int) -> np.ndarray:
             g, u = h[..., 0::2], h[..., 1::2]
         else:
             g, u = h[..., :F], h[..., F:]
+        if act in ("geglu", "geglu_tanh"):
+            return apply_activation(g, {"activation": act.replace("geglu", "gelu")}, F) * u
+        if act == "softcap_swiglu":
+            cg, cu = attrs["gate_softcap"], attrs["up_softcap"]
+            return cg * np.tanh(g / cg) * _sigmoid(g) * (cu * np.tanh(u / cu))
         lim = attrs["limit"]
         if np.isfinite(lim):
             g = np.minimum(g, lim)
@@ -429,6 +439,9 @@ FFN_ATTRS = {
     "alpha": Attr("float", 1.0, doc="gated: G * sigmoid(alpha * G) * (U + beta)"),
     "beta": Attr("float", 0.0),
     "limit": Attr("float", float("inf"), doc="gated: clamp G <= limit, -limit <= U <= limit"),
+    # (no default: absent unless set, so ops of the other activations print as before)
+    "gate_softcap": Attr("float", None, doc="softcap_swiglu: the gate factor's soft cap cg (cg tanh(G / cg))"),
+    "up_softcap": Attr("float", None, doc="softcap_swiglu: U's soft cap cu (cu tanh(U / cu))"),
 }
 
 
@@ -437,6 +450,11 @@ def check_ffn_weights(o: Operation, w_in: TensorType, w_out: TensorType, D, E=No
         raise operand_error(o, f"w_in/w_out must be [E, I, D] / [E, D, F], got {w_in} / {w_out}")
     I, F = w_in.shape[1], w_out.shape[2]
     gated = o.attrs["activation"] in GATED
+    if o.attrs["activation"] == "softcap_swiglu":
+        for key in ("gate_softcap", "up_softcap"):
+            c = o.attrs.get(key)
+            if c is None or not (0 < c < float("inf")):
+                raise operand_error(o, f"activation softcap_swiglu needs a finite positive {key}, got {c}")
     if isinstance(I, int) and isinstance(F, int) and I != (2 * F if gated else F):
         raise operand_error(o, f"w_in has {I} rows; activation {o.attrs['activation']} with F={F} needs "
                                f"{2 * F if gated else F}")
