@@ -272,7 +272,7 @@ class _Logits(torch.nn.Module):
         self.m = mdl
 
     def forward(self, ids):
-        return self.m(input_ids=ids, use_cache=False).logits
+        return survey._out0(self.m(input_ids=ids, use_cache=False))  # (logits, or a base model's hidden states)
 
 
 @pytest.mark.parametrize("arch", [FAST_LM] + [pytest.param(a, marks=pytest.mark.slow)
