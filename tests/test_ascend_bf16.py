@@ -133,3 +133,28 @@ def test_bf16_example_on_the_host_program(tmp_path):
         assert len(got) == len(want) == 1 and got[0].dtype == BF16 and got[0].shape == want[0].shape
         np.testing.assert_array_equal(got[0].view(np.uint16), want[0].view(np.uint16))
     assert art.plans_made == 0 and art.cube_stats["mmad_bf16"] > 0 and not art.host_ops
+
+
+def test_bf16_layout_kernels_against_numpy(tmp_path):
+    """vec_transpose and vec_copy (slices with negative steps, expands) move bf16 elements bit for bit."""
+    from helpers import make_model
+    from moec.codegen.ascend import vector_ops
+    from moec.targets.registry import get_backend
+    m = make_model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1])], [("x", np.float32, [2, "R", 24])],
+                   [("y", np.float32, None)], name="transpose_last2")
+    out = str(tmp_path / "out")
+    r = compile_onnx(to_bf16(m), out, CompileOptions(target="ascend", symbol_sizes=(37, 1)))
+    assert r.report["verified"] and not r.report["ascend"]["host_ops"], r.report.get("failure")
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    rng = np.random.default_rng(0)
+    bits = (lambda a: np.ascontiguousarray(a).view(np.uint16))
+    for shp in [(3, 37, 24), (1, 5, 3), (2, 9, 1000)]:
+        x = rng.standard_normal(shp).astype(BF16)
+        np.testing.assert_array_equal(bits(vector_ops.transpose_last2(art, x)), bits(np.swapaxes(x, -1, -2)))
+    x = rng.standard_normal((3, 10, 7)).astype(BF16)
+    o = np.zeros((3, 4, 3), BF16)
+    vector_ops.copy_strided(art, x, o, [3, 4, 3], [70, -14, -3], [12, 3, 1], soff=8 * 7 + 6)
+    np.testing.assert_array_equal(bits(o), bits(x[:, 8:0:-2, ::-3]))
+    np.testing.assert_array_equal(bits(vector_ops.expand_to(art, x[:, :1], (3, 5, 7))),
+                                  bits(np.broadcast_to(x[:, :1], (3, 5, 7))))
+    assert art.launches["vec_transpose"] >= 2 and art.launches.get("vec_copy", 0) >= 1, art.launches
