@@ -185,25 +185,45 @@ def run_bench_cli(a) -> int:
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "bench.json")) \
             and not a.force:
         raise UserInputError(f"output folder '{out}' exists and holds other files; pass --force or choose -o")
-    rep = run_bench(a.model, out, a.tokens, a.weights, a.repeats, a.threads, a.force, a.group_size)
+    from .passes.quantize import MODES
+    modes = [a.weights] + [w for w in (getattr(a, "also_weights", "") or "").split(",") if w and w != a.weights]
+    bad = [w for w in modes if w not in MODES]
+    if bad:
+        raise UserInputError(f"--also-weights {bad[0]}: choose {', '.join(MODES)}")
+    gg = [g for g in (getattr(a, "gguf", "") or "").split(",") if g]
+    rep = run_bench(a.model, out, a.tokens, modes if len(modes) > 1 else a.weights, a.repeats, a.threads, a.force,
+                    a.group_size, hf_model=getattr(a, "hf_model", None), gguf=gg)
     print(format_table(rep))
     print(f"wrote {os.path.join(out, 'bench.json')} and {os.path.join(out, 'bench.png')}")
     return 0
 
 
-def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str = "f32", repeats: int = 7,
-              threads: int = 2, force: bool = False, group_size: int = 64) -> dict:
-    """moec (with ``weights`` storage for the routed experts) vs onnxruntime on the f32 model."""
+def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights="f32", repeats: int = 7,
+              threads: int = 2, force: bool = False, group_size: int = 64, hf_model: Optional[str] = None,
+              gguf: Sequence[str] = ()) -> dict:
+    """moec (with ``weights`` storage: one mode, or a list of modes each compiled and timed) vs onnxruntime on
+    the f32 model; for a whole model taking input_ids also torch eager on ``hf_model`` (a transformers
+    checkpoint directory: f32, and bf16 when moec runs a bf16 build) and llama.cpp on each ``gguf`` file
+    (when llama-cpp-python is importable).  Every engine is timed in the same interleaved loop."""
     import onnxruntime as ort
     proto, name = load_model_proto(model_path)
     os.makedirs(outdir, exist_ok=True)
-    art_dir = os.path.join(outdir, "artifact")
-    res = compile_onnx(proto, art_dir, CompileOptions(force=True, verify=True, threads=threads,
-                                                      symbol_sizes=(min(tokens), 1), weights=weights,
-                                                      group_size=group_size))
-    art = res.artifact  # (compile_onnx verified, so loaded, it)
+    modes = [weights] if isinstance(weights, str) else list(weights)
+    if not modes:
+        raise UserInputError("moec bench: no --weights mode given")
+    arts, results = {}, {}
+    for w in modes:  # the first mode's build is "moec" (or "moec <mode>" when several are timed)
+        key = "moec" if len(modes) == 1 else f"moec {w}"
+        art_dir = os.path.join(outdir, "artifact" if w == modes[0] else f"artifact_{w}")
+        results[key] = compile_onnx(proto, art_dir, CompileOptions(force=True, verify=True, threads=threads,
+                                                                   symbol_sizes=(min(tokens), 1), weights=w,
+                                                                   group_size=group_size))
+        arts[key] = results[key].artifact  # (compile_onnx verified, so loaded, it)
+    primary = next(iter(arts))
+    res = results[primary]
     f = res.module.main
     feeder = BenchInputs(f, res.module)
+    peers = whole_model_peers(feeder, hf_model, gguf, threads, max(tokens), modes)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -232,7 +252,11 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
         feed = dict(zip(f.arg_names, xs))
         x2 = xs[0].reshape(-1, xs[0].shape[-1]) if feeder.hidden_input else None  # [tokens, hidden]
         T = feeder.tokens_of(xs)
-        runners = {"moec": lambda: art(xs), "onnxruntime": lambda: plain.run(None, feed)}
+        runners = {k: (lambda a=a: a(xs)) for k, a in arts.items()}
+        runners["onnxruntime"] = lambda: plain.run(None, feed)
+        ids = xs[[a for _, a in feeder.args].index(feeder.main)] if feeder.vocab else None
+        for pname, make in peers.items():
+            runners[pname] = make(ids)
         for lname, s in fused:
             runners[f"onnxruntime MoE op ({lname})"] = (lambda s=s: s.run(None, {"x": x2}))
         for fn in runners.values():  # warm up
@@ -248,14 +272,19 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
         touched = sum(min(L.E, T * L.k) * L.weight_bytes_per_expert for L in layers)
         row = {"tokens": T, "input_shapes": {n: list(x.shape) for n, x in feed.items()},
                "ms": {k: v * 1e3 for k, v in med.items()},
-               "ratio_vs": {k: med["moec"] / v for k, v in med.items() if k != "moec"},
-               "moec_gflops": flops / med["moec"] / 1e9 if flops else None,
-               "moec_gbps_weights": touched / med["moec"] / 1e9 if touched else None}
+               "ratio_vs": {k: med[primary] / v for k, v in med.items() if k not in arts},
+               "moec_gflops": flops / med[primary] / 1e9 if flops else None,
+               "moec_gbps_weights": touched / med[primary] / 1e9 if touched else None}
+        if len(arts) > 1:  # every build against every peer (same run)
+            row["ratios"] = {m: {k: med[m] / v for k, v in med.items() if k not in arts} for m in arts}
         rows.append(row)
-    report = {"model": name, "target": "cpu", "weights": weights, "threads": threads, "repeats": repeats,
+    report = {"model": name, "target": "cpu", "weights": modes[0] if len(modes) == 1 else modes,
+              "moec_keys": list(arts), "threads": threads, "repeats": repeats,
+              "peers": {k: getattr(v, "describe", k) for k, v in peers.items()},
               "inputs": feeder.describe(),
               "group_size": group_size if weights == "int4" else None,
-              "quantization_error": res.report.get("quantization_error"),
+              "quantization_error": res.report.get("quantization_error") if len(modes) == 1 else
+              {k: r.report.get("quantization_error") for k, r in results.items()},
               "weights_quantized": res.report.get("weights"),
               "probes": {"sgemm_gflops": gflops_peak, "copy_gbps": gbps_peak},
               "layers": [{k: v for k, v in L.__dict__.items() if k != "ort_moe"} for L in layers],
@@ -264,6 +293,84 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights: str 
         json.dump(report, fh, indent=1)
     _plot(report, os.path.join(outdir, "bench.png"))
     return report
+
+
+class _Peer:
+    """A peer engine of a whole-model bench: ``make(input_ids)`` returns the call to time (one prefill,
+    last-position logits)."""
+
+    def __init__(self, make, describe: str):
+        self.make, self.describe = make, describe
+
+    def __call__(self, ids):
+        return self.make(ids)
+
+
+def llama_cpp_available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+        return True
+    except Exception:  # (ImportError, or a library built for another CPU failing to load)
+        return False
+
+
+def whole_model_peers(feeder: "BenchInputs", hf_model: Optional[str], gguf: Sequence[str], threads: int,
+                      max_tokens: int, modes: Sequence[str]) -> Dict[str, _Peer]:
+    """torch eager on a transformers checkpoint directory and llama.cpp on GGUF files, for a model taking
+    input_ids (batch 1).  Each runs one prefill of the ids from an empty cache and computes the logits of
+    the last position only (transformers' ``logits_to_keep=1``; llama.cpp's default)."""
+    peers: Dict[str, _Peer] = {}
+    if (hf_model or gguf) and feeder.vocab is None:
+        raise UserInputError("moec bench: --hf-model / --gguf need a whole model taking input_ids")
+    if hf_model:
+        if not os.path.isdir(hf_model):
+            raise UserInputError(f"--hf-model '{hf_model}': not a directory (a transformers checkpoint, "
+                                 "save_pretrained's output)")
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM
+        except ImportError:
+            raise UserInputError("--hf-model needs torch and transformers (pip install 'moec[dev]')") from None
+        torch.set_num_threads(threads)
+        dtypes = [("f32", torch.float32)] + ([("bf16", torch.bfloat16)] if "bf16" in modes else [])
+        for tag, dt in dtypes:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(hf_model, dtype=dt).eval()
+            except (OSError, ValueError) as e:
+                raise UserInputError(f"--hf-model '{hf_model}': transformers cannot load it: "
+                                     f"{str(e).splitlines()[0]}") from None
+
+            def make(ids, model=model):
+                t = torch.from_numpy(np.asarray(ids, np.int64))
+
+                def run():
+                    with torch.inference_mode():
+                        return model(input_ids=t, use_cache=False, logits_to_keep=1).logits
+                return run
+            peers[f"torch eager {tag}"] = _Peer(make, f"transformers {type(model).__name__} from {hf_model}, {tag}, "
+                                                     "use_cache=False, logits_to_keep=1")
+    if gguf and not llama_cpp_available():
+        raise UserInputError("--gguf needs llama-cpp-python (pip install 'moec[bench]'; see benchmarks/README.md)")
+    for path in gguf:
+        if not os.path.isfile(path):
+            raise UserInputError(f"--gguf '{path}': no such file")
+        from llama_cpp import Llama
+        llm = Llama(model_path=path, n_ctx=max(512, max_tokens), n_batch=max(8, max_tokens),
+                    n_ubatch=max(8, max_tokens), n_threads=threads, n_threads_batch=threads, logits_all=False,
+                    verbose=False)
+        tag = os.path.splitext(os.path.basename(path))[0]
+
+        def make(ids, llm=llm):
+            toks = [int(i) for i in np.asarray(ids).reshape(-1)]
+
+            def run():
+                llm.reset()  # (eval drops the cache past n_tokens: a prefill from position 0)
+                llm.eval(toks)
+                return llm.scores[llm.n_tokens - 1]
+            return run
+        peers[f"llama.cpp {tag}"] = _Peer(make, f"llama-cpp-python Llama({path}), n_threads={threads}, "
+                                                "one eval of the ids after reset(), last-position logits")
+    return peers
 
 
 class BenchInputs:
@@ -404,7 +511,9 @@ def format_table(report: dict) -> str:
              f"{report['repeats']}; probes: sgemm {report['probes']['sgemm_gflops']:.1f} GFLOP/s, copy "
              f"{report['probes']['copy_gbps']:.1f} GB/s)"]
     peers = sorted({k for r in report["rows"] for k in r["ratio_vs"]})
-    head = f"{'tokens':>7} {'moec ms':>9} " + " ".join(f"{p[:28]:>30}" for p in peers) + f" {'GFLOP/s':>8} {'GB/s':>7}"
+    keys = report.get("moec_keys") or ["moec"]
+    head = f"{'tokens':>7} {keys[0] + ' ms':>14} " + " ".join(f"{p[:28]:>30}" for p in peers) \
+        + f" {'GFLOP/s':>8} {'GB/s':>7}"
     lines.append(head)
     for r in report["rows"]:
         cells = []
@@ -415,8 +524,14 @@ def format_table(report: dict) -> str:
                 cells.append("-".rjust(30))
         gf = f"{r['moec_gflops']:8.1f}" if r["moec_gflops"] else f"{'-':>8}"
         gb = f"{r['moec_gbps_weights']:7.1f}" if r["moec_gbps_weights"] else f"{'-':>7}"
-        lines.append(f"{r['tokens']:>7} {r['ms']['moec']:9.2f} " + " ".join(cells) + f" {gf} {gb}")
-    lines.append("ratio = moec time / peer time (below 1: moec is faster)")
+        lines.append(f"{r['tokens']:>7} {r['ms'][keys[0]]:14.2f} " + " ".join(cells) + f" {gf} {gb}")
+    lines.append(f"ratio = {keys[0]} time / peer time (below 1: moec is faster)")
+    if len(keys) > 1:  # every engine's ms per token count
+        engines = list(report["rows"][0]["ms"])
+        lines.append("ms per engine: " + f"{'engine':<34}" + "".join(f"{r['tokens']:>10}" for r in report["rows"]))
+        for e in engines:
+            lines.append(" " * 15 + f"{e[:34]:<34}" + "".join(
+                f"{r['ms'][e]:10.2f}" if e in r["ms"] else f"{'-':>10}" for r in report["rows"]))
     warn = (report.get("weights_quantized") or {}).get("warning")
     if warn:
         lines.append(f"warning: {warn}")
