@@ -13,7 +13,8 @@ D, F, E = 16, 24, 8
 
 def _module(route_attrs, act="swiglu", k=2, bias=False, shared=False, gate=False, weights_at="none",
             capacity=False, b_in=False, b_out=False, layout="concat", extra_ffn=""):
-    I = 2 * F if act == "swiglu" else F
+    from moec.ir.ops.moe import GATED
+    I = 2 * F if act in GATED else F
     rng = np.random.default_rng(0)
     ws = WeightStore()
     ws.set("wr", (rng.standard_normal((D, E)) / 3).astype(np.float32))

@@ -8,8 +8,9 @@ _POST = {"none": "MOEC_POST_NONE", "softmax": "MOEC_POST_SOFTMAX", "sigmoid": "M
          "sparsemixer": "MOEC_POST_SPARSEMIXER"}
 _NORM = {"none": "MOEC_NORM_NONE", "sum": "MOEC_NORM_SUM", "l1": "MOEC_NORM_L1"}
 _ACT = {"swiglu": "MOEC_ACT_SWIGLU", "gelu": "MOEC_ACT_GELU", "gelu_tanh": "MOEC_ACT_GELU_TANH",
-        "relu": "MOEC_ACT_RELU", "silu": "MOEC_ACT_SILU", "identity": "MOEC_ACT_IDENTITY", "relu2": "MOEC_ACT_RELU2"}
-_WEIGHTS_AT = {"none": 0, "input": 1, "output": 2}
+        "relu": "MOEC_ACT_RELU", "silu": "MOEC_ACT_SILU", "identity": "MOEC_ACT_IDENTITY", "relu2": "MOEC_ACT_RELU2",
+        "geglu": "MOEC_ACT_GEGLU", "geglu_tanh": "MOEC_ACT_GEGLU_TANH", "softcap_swiglu": "MOEC_ACT_SOFTCAP_SWIGLU"}
+_WEIGHTS_AT = WEIGHTS_AT_CODES  # (moec_k_moe_experts takes the index in ir/ops/moe.py WEIGHTS_AT)
 _WQ = {"bf16": "MOEC_WQ_BF16", "int8": "MOEC_WQ_INT8", "int4": "MOEC_WQ_INT4"}
 
 
@@ -19,7 +20,8 @@ def ffn_params(ctx, o) -> str:
     name = ctx.fresh("ffn")
     ctx.decl(f"static const moec_ffn_params {name} = {{{_ACT[a['activation']]}, "
              f"{1 if a['gate_layout'] == 'interleaved' else 0}, {ctx.c_float(a['alpha'])}, "
-             f"{ctx.c_float(a['beta'])}, {ctx.c_float(a['limit'])}}};")
+             f"{ctx.c_float(a['beta'])}, {ctx.c_float(a['limit'])}, {ctx.c_float(a.get('gate_softcap') or 0.0)}, "
+             f"{ctx.c_float(a.get('up_softcap') or 0.0)}}};")
     return name
 
 

@@ -17,7 +17,8 @@ from . import ensure_triton
 triton, _ = ensure_triton()
 import triton.language as tl  # noqa: E402
 
-# activation codes: runtime.ACT (swiglu 0, gelu 1, gelu_tanh 2, relu 3, silu 4, identity 5)
+# activation codes: runtime.ACT (swiglu 0, gelu 1, gelu_tanh 2, relu 3, silu 4, identity 5, relu2 6, geglu 7,
+# geglu_tanh 8, softcap_swiglu 9)
 
 
 @triton.jit
@@ -48,6 +49,12 @@ def _act(g, u, ACT: tl.constexpr, alpha, beta, limit, CLAMP: tl.constexpr):
     elif ACT == 6:  # squared ReLU
         r = tl.maximum(g, 0.0)
         return r * r
+    elif ACT == 7:  # geglu: gelu(g) * u
+        return 0.5 * g * (1.0 + _erf(g * 0.7071067811865476)) * u
+    elif ACT == 8:  # geglu_tanh
+        return 0.5 * g * (1.0 + (2.0 * _sigmoid(2.0 * 0.7978845608028654 * (g + 0.044715 * g * g * g)) - 1.0)) * u
+    elif ACT == 9:  # softcap_swiglu: the caps come in alpha (gate) and beta (up); cg tanh(g/cg) = cg (2 sig(2g/cg) - 1)
+        return alpha * (2.0 * _sigmoid(2.0 * g / alpha) - 1.0) * _sigmoid(g) * (beta * (2.0 * _sigmoid(2.0 * u / beta) - 1.0))
     else:
         return g
 

@@ -20,7 +20,8 @@ import torch  # noqa: E402
 from . import kernels as K  # noqa: E402
 from . import tuning  # noqa: E402
 
-ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5, "relu2": 6}
+ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5, "relu2": 6, "geglu": 7,
+       "geglu_tanh": 8, "softcap_swiglu": 9}
 SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
 POST = {"none": 0, "softmax": 1, "sigmoid": 2, "sparsemixer": 3}
 NORM = {"none": 0, "sum": 1, "l1": 2}
@@ -169,7 +170,8 @@ def launch_params(cfg: dict, which: int) -> tuple:
 
 def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
                 gate_layout="concat", alpha=1.0, beta=0.0, limit=float("inf"), wq="none", wq_group=0,
-                q=(None, None, None, None), cfg: Optional[dict] = None, combine_out=None):
+                q=(None, None, None, None), cfg: Optional[dict] = None, combine_out=None, gate_softcap=None,
+                up_softcap=None):
     """y [T, k, D] = FFN_{ids[t,j]}(x[t]) (* rw[t, j] when weights_at='output').
     combine_out (f32 [T, D], zeros): the combine fused -- each slot's row is added into its token's
     row of combine_out by the down projection (atomics) and no y is written; returns combine_out."""
@@ -177,7 +179,10 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     T, D = x.shape
     k = ids.shape[1]
     E = w_in.shape[0]
-    gated = activation == "swiglu"
+    from ...ir.ops.moe import GATED
+    gated = activation in GATED
+    if activation == "softcap_swiglu":  # (kernels._act reads the gate and up caps in alpha and beta)
+        alpha, beta = gate_softcap, up_softcap
     F = w_out.shape[2] * (2 if wq == "int4" else 1)
     cfg = cfg or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq))
     BM = cfg["BLOCK_M"]

@@ -193,6 +193,16 @@ static void activate(const moec_ffn_params *p, const double *h, double *a, int64
       }
       a[f] = g * sigm(p->alpha * g) * (u + p->beta);
     }
+  } else if (MOEC_ACT_GATED(p->act)) {
+    for (int64_t f = 0; f < F; f++) {
+      double g = p->interleaved ? h[2 * f] : h[f], u = p->interleaved ? h[2 * f + 1] : h[F + f];
+      if (p->act == MOEC_ACT_SOFTCAP_SWIGLU)
+        a[f] = p->gate_cap * tanh(g / p->gate_cap) * sigm(g) * (p->up_cap * tanh(u / p->up_cap));
+      else if (p->act == MOEC_ACT_GEGLU)
+        a[f] = 0.5 * g * (1.0 + erf(g / sqrt(2.0))) * u;
+      else
+        a[f] = 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g))) * u;
+    }
   } else {
     for (int64_t f = 0; f < F; f++) a[f] = act1(p, h[f]);
   }
@@ -288,7 +298,7 @@ int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *i
     if (q->mode == MOEC_WQ_INT4 && q->group && (D % q->group || F % q->group))
       return moec_fail(ctx, "int4 group size does not divide the expert dimensions");
   }
-  if (I != (p->act == MOEC_ACT_SWIGLU ? 2 * F : F)) return moec_fail(ctx, "w_in rows do not match the activation");
+  if (I != (MOEC_ACT_GATED(p->act) ? 2 * F : F)) return moec_fail(ctx, "w_in rows do not match the activation");
   if (b_in && b_in->numel != E * I) return moec_fail(ctx, "b_in must be [E, I]");
   if (b_out && b_out->numel != E * D) return moec_fail(ctx, "b_out must be [E, D]");
   if (rw && rw->numel != T * k) return moec_fail(ctx, "routing weights must be [T, k]");
@@ -381,7 +391,7 @@ int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_
   int64_t D = x->shape[1];
   if (w_in->shape[2] != D || w_out->shape[1] != D || w_in->shape[0] != w_out->shape[0])
     return moec_fail(ctx, "shared expert weight shapes do not match x");
-  if (w_in->shape[1] != (p->act == MOEC_ACT_SWIGLU ? 2 * w_out->shape[2] : w_out->shape[2]))
+  if (w_in->shape[1] != (MOEC_ACT_GATED(p->act) ? 2 * w_out->shape[2] : w_out->shape[2]))
     return moec_fail(ctx, "w_in rows do not match the activation");
   if (gate && gate->numel != D) return moec_fail(ctx, "gate must be [D]");
   if (x->dtype == MOEC_F32 && w_in->dtype == MOEC_F32 && w_out->dtype == MOEC_F32 && (!gate || gate->dtype == MOEC_F32))

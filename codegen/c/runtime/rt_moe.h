@@ -8,8 +8,11 @@ enum moec_moe_post { MOEC_POST_NONE = 0, MOEC_POST_SOFTMAX = 1, MOEC_POST_SIGMOI
 enum moec_moe_norm { MOEC_NORM_NONE = 0, MOEC_NORM_SUM = 1, MOEC_NORM_L1 = 2 };
 enum moec_moe_act {
   MOEC_ACT_SWIGLU = 0, MOEC_ACT_GELU = 1, MOEC_ACT_GELU_TANH = 2, MOEC_ACT_RELU = 3, MOEC_ACT_SILU = 4,
-  MOEC_ACT_IDENTITY = 5, MOEC_ACT_RELU2 = 6
+  MOEC_ACT_IDENTITY = 5, MOEC_ACT_RELU2 = 6, MOEC_ACT_GEGLU = 7, MOEC_ACT_GEGLU_TANH = 8, MOEC_ACT_SOFTCAP_SWIGLU = 9
 };
+/* gated activations read w_in rows [G; U] (2F rows): swiglu, geglu (gelu(G) U), softcap_swiglu */
+#define MOEC_ACT_GATED(a) ((a) == MOEC_ACT_SWIGLU || (a) == MOEC_ACT_GEGLU || (a) == MOEC_ACT_GEGLU_TANH || \
+                           (a) == MOEC_ACT_SOFTCAP_SWIGLU)
 
 typedef struct moec_route_params {
   int64_t k, n_group, topk_group, capacity;
@@ -26,6 +29,7 @@ typedef struct moec_route_params {
 typedef struct moec_ffn_params {
   int act, interleaved;
   double alpha, beta, limit;
+  double gate_cap, up_cap; /* softcap_swiglu: cg tanh(G / cg) sigmoid(G) cu tanh(U / cu) */
 } moec_ffn_params;
 
 /* quantised expert weights (see moe.experts in ir/ops/moe.py): mode 0 none (as x), 1 bf16, 2 int8 per

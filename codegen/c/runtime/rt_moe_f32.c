@@ -909,6 +909,14 @@ static void phase2(void *arg, int64_t row) {
     swiglu_row(h, a, j->F, p->interleaved, isfinite(p->limit), (float)p->limit, (float)p->alpha, (float)p->beta);
   } else if (p->act == MOEC_ACT_SILU) {
     silu_row(h, a, j->F);
+  } else if (MOEC_ACT_GATED(p->act)) { /* geglu / softcap_swiglu: G, U as swiglu_row reads them */
+    const float cg = (float)p->gate_cap, cu = (float)p->up_cap;
+    for (int64_t f = 0; f < j->F; f++) {
+      float g = p->interleaved ? h[2 * f] : h[f], u = p->interleaved ? h[2 * f + 1] : h[j->F + f];
+      if (p->act == MOEC_ACT_SOFTCAP_SWIGLU) a[f] = cg * tanhf(g / cg) * sigm_f(g) * (cu * tanhf(u / cu));
+      else if (p->act == MOEC_ACT_GEGLU) a[f] = 0.5f * g * (1.0f + erff(g * 0.70710678f)) * u;
+      else a[f] = 0.5f * g * (1.0f + tanhf(0.79788456f * (g + 0.044715f * g * g * g))) * u;
+    }
   } else {
     for (int64_t f = 0; f < j->F; f++) {
       float v = h[f];
