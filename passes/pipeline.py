@@ -17,6 +17,7 @@ from .fold_broadcast_matmul import FoldBroadcastMatmul
 from .split_of_concat import SplitOfConcat
 from .fuse_experts import FuseExperts
 from .recognize_moe import RecognizeMoE
+from .recognize_decoder import RecognizeDecoder
 from .quantize import QuantizeWeights
 from .schedule_dispatch import ScheduleDispatch
 
@@ -30,6 +31,7 @@ def stages(target: "TargetDesc", weights: str = "f32", group: int = 64,
         ("canonicalize", [FoldConstants(), FoldFullNonzero(), SplitOfConcat(), FoldBroadcastMatmul(),
                           DeadCodeElimination()]),
         ("recognize-moe", [RecognizeMoE(), DeadCodeElimination()]),
+        ("recognize-decoder", [RecognizeDecoder(target), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
         ("quantize-weights", [QuantizeWeights(weights, group, zero_point, scope=scope,
                                               dense_modes=target.dense_weight_modes,

@@ -2,85 +2,134 @@
  * visited in blocks of KB, each packed transposed once per task ([D][KB]) so that the scores of the
  * block's QB rows are vector FMAs over the keys; the softmax is online (running max m, running sum l,
  * the accumulator rescaled by exp(m_old - m_new)), so the [S, T] score matrix is never stored.
- * Causal attention skips the key blocks wholly in the future of the block's last row. */
+ * Causal attention skips the key blocks wholly in the future of the block's last row.  Both products
+ * keep a 4-row x 2-vector tile in registers (the f32 GEMM micro-kernel's shape, rt_gemm_f32.c). */
 #include "rt_attention.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define QB 16
-#define KB 64
-#define MAXD 1024
+#ifndef MOEC_VBYTES
+#define MOEC_VBYTES 16
+#endif
+#define VL (MOEC_VBYTES / 4)
+#define QB 16 /* query rows per task (4 row quads) */
+#define KB 64 /* keys per block: a multiple of 2 * VL for every VL */
+#define MAXD 65536
+
+typedef float avf __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
+typedef int32_t avi __attribute__((vector_size(MOEC_VBYTES)));
+static inline avf asplat(float v) { return __builtin_shuffle((avf){v}, (avi){0}); }
+static inline avf ald(const float *p) { avf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline void ast(float *p, avf v) { __builtin_memcpy(p, &v, sizeof v); }
 
 typedef struct {
   const float *q, *k, *v, *mask;
   float *y;
-  int64_t B, Hq, Hkv, S, T, D, Dv, nqb;
+  int64_t B, Hq, Hkv, S, T, D, Dv, Dvp, nqb;
   int64_t ms[4]; /* mask broadcast strides over [B, Hq, S, T] */
   float scale;
   int causal;
+  volatile int oom;
 } att_args;
 
 static void att_task(void *arg, int64_t item) {
-  const att_args *a = (const att_args *)arg;
+  att_args *a = (att_args *)arg;
   const int64_t qb = item % a->nqb, bh = item / a->nqb, h = bh % a->Hq, b = bh / a->Hq;
-  const int64_t hk = h / (a->Hq / a->Hkv), D = a->D, Dv = a->Dv, T = a->T, S = a->S;
+  const int64_t hk = h / (a->Hq / a->Hkv), D = a->D, Dv = a->Dv, Dvp = a->Dvp, T = a->T, S = a->S;
   const int64_t i0 = qb * QB, i1 = i0 + QB < S ? i0 + QB : S, nr = i1 - i0;
   const float *Q = a->q + ((b * a->Hq + h) * S + i0) * D;
   const float *K = a->k + (b * a->Hkv + hk) * T * D;
   const float *V = a->v + (b * a->Hkv + hk) * T * Dv;
   float *Y = a->y + ((b * a->Hq + h) * S + i0) * Dv;
-  float kt[MAXD * KB]; /* the key block, transposed: kt[d * KB + j] */
-  float s[QB][KB], acc[QB][MAXD], m[QB], l[QB];
-  for (int64_t r = 0; r < nr; r++) {
-    m[r] = -INFINITY; l[r] = 0.f;
-    memset(acc[r], 0, (size_t)Dv * sizeof(float));
-  }
+  /* per task: q rows (zero-padded to QB), the key block transposed [D][KB], the value block [KB][Dvp]
+   * zero-padded to a multiple of 2 VL columns, the accumulators [QB][Dvp] */
+  float *buf = (float *)malloc(sizeof(float) * (size_t)(QB * D + D * KB + KB * Dvp + QB * Dvp));
+  if (!buf) { a->oom = 1; return; }
+  float *qbuf = buf, *kt = qbuf + QB * D, *vb = kt + D * KB, *acc = vb + KB * Dvp;
+  float s[QB][KB], m[QB], l[QB];
+  memset(qbuf, 0, sizeof(float) * (size_t)(QB * D));
+  memcpy(qbuf, Q, sizeof(float) * (size_t)(nr * D));
+  memset(acc, 0, sizeof(float) * (size_t)(QB * Dvp));
+  memset(vb, 0, sizeof(float) * (size_t)(KB * Dvp));
+  for (int r = 0; r < QB; r++) { m[r] = -INFINITY; l[r] = 0.f; }
   const int64_t shift = T - S; /* causal: row i sees keys j <= i + shift */
   int64_t jend = T;
-  if (a->causal) { jend = i1 - 1 + shift + 1; if (jend > T) jend = T; if (jend < 0) jend = 0; }
+  if (a->causal) { jend = i1 + shift; if (jend > T) jend = T; if (jend < 0) jend = 0; }
   for (int64_t j0 = 0; j0 < jend; j0 += KB) {
     const int64_t nk = j0 + KB < jend ? KB : jend - j0;
-    for (int64_t j = 0; j < nk; j++)
-      for (int64_t d = 0; d < D; d++) kt[d * KB + j] = K[(j0 + j) * D + d];
-    for (int64_t r = 0; r < nr; r++) {
+    for (int64_t j = 0; j < nk; j++) {
+      const float *kr = K + (j0 + j) * D;
+      for (int64_t d = 0; d < D; d++) kt[d * KB + j] = kr[d];
+      memcpy(vb + j * Dvp, V + (j0 + j) * Dv, sizeof(float) * (size_t)Dv);
+    }
+    /* scores: 4 rows x 2 vectors of keys in registers, over d */
+    for (int rq = 0; rq < QB; rq += 4) {
+      if (rq >= nr) break;
+      for (int jv = 0; jv < KB; jv += 2 * VL) {
+        avf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+        const float *q0 = qbuf + rq * D, *q1 = q0 + D, *q2 = q1 + D, *q3 = q2 + D;
+        for (int64_t d = 0; d < D; d++) {
+          const avf k0 = ald(kt + d * KB + jv), k1 = ald(kt + d * KB + jv + VL);
+          avf x = asplat(q0[d]); c00 += x * k0; c01 += x * k1;
+          x = asplat(q1[d]); c10 += x * k0; c11 += x * k1;
+          x = asplat(q2[d]); c20 += x * k0; c21 += x * k1;
+          x = asplat(q3[d]); c30 += x * k0; c31 += x * k1;
+        }
+        ast(s[rq] + jv, c00); ast(s[rq] + jv + VL, c01); ast(s[rq + 1] + jv, c10); ast(s[rq + 1] + jv + VL, c11);
+        ast(s[rq + 2] + jv, c20); ast(s[rq + 2] + jv + VL, c21); ast(s[rq + 3] + jv, c30); ast(s[rq + 3] + jv + VL, c31);
+      }
+    }
+    /* online softmax per row; p replaces the scores (0 for padded keys and rows) */
+    for (int64_t r = 0; r < QB; r++) {
       float *sr = s[r];
-      for (int64_t j = 0; j < KB; j++) sr[j] = 0.f;
-      const float *qr = Q + r * D;
-      for (int64_t d = 0; d < D; d++) {
-        const float qd = qr[d], *kd = kt + d * KB;
-        for (int64_t j = 0; j < KB; j++) sr[j] += qd * kd[j];
-      }
-      const int64_t i = i0 + r;
       float mx = -INFINITY;
-      for (int64_t j = 0; j < nk; j++) {
-        float x = sr[j] * a->scale;
-        if (a->mask) x += a->mask[b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + (j0 + j) * a->ms[3]];
-        if (a->causal && j0 + j > i + shift) x = -INFINITY;
-        sr[j] = x;
-        if (x > mx || x != x) mx = x;
+      const int64_t i = i0 + r;
+      if (r < nr) {
+        for (int64_t j = 0; j < nk; j++) {
+          float x = sr[j] * a->scale;
+          if (a->mask) x += a->mask[b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + (j0 + j) * a->ms[3]];
+          if (a->causal && j0 + j > i + shift) x = -INFINITY;
+          sr[j] = x;
+          if (x > mx || x != x) mx = x;
+        }
       }
-      if (mx == -INFINITY) continue; /* nothing visible in this block */
+      if (mx == -INFINITY) { memset(sr, 0, sizeof s[0]); continue; } /* nothing visible in this block */
       const float mnew = mx > m[r] || mx != mx ? mx : m[r];
       const float corr = m[r] == -INFINITY ? 0.f : expf(m[r] - mnew);
       float sum = 0.f;
       for (int64_t j = 0; j < nk; j++) { sr[j] = expf(sr[j] - mnew); sum += sr[j]; }
+      for (int64_t j = nk; j < KB; j++) sr[j] = 0.f;
       l[r] = l[r] * corr + sum;
       m[r] = mnew;
-      float *ar = acc[r];
-      if (corr != 1.f) for (int64_t c = 0; c < Dv; c++) ar[c] *= corr;
-      for (int64_t j = 0; j < nk; j++) {
-        const float p = sr[j], *vr = V + (j0 + j) * Dv;
-        for (int64_t c = 0; c < Dv; c++) ar[c] += p * vr[c];
+      if (corr != 1.f) for (int64_t c = 0; c < Dvp; c++) acc[r * Dvp + c] *= corr;
+    }
+    /* acc += p v: 4 rows x 2 vectors of columns in registers, over the block's keys */
+    for (int rq = 0; rq < QB; rq += 4) {
+      if (rq >= nr) break;
+      for (int64_t cv = 0; cv < Dvp; cv += 2 * VL) {
+        float *a0 = acc + rq * Dvp + cv, *a1 = a0 + Dvp, *a2 = a1 + Dvp, *a3 = a2 + Dvp;
+        avf c00 = ald(a0), c01 = ald(a0 + VL), c10 = ald(a1), c11 = ald(a1 + VL);
+        avf c20 = ald(a2), c21 = ald(a2 + VL), c30 = ald(a3), c31 = ald(a3 + VL);
+        for (int64_t j = 0; j < nk; j++) {
+          const avf v0 = ald(vb + j * Dvp + cv), v1 = ald(vb + j * Dvp + cv + VL);
+          avf x = asplat(s[rq][j]); c00 += x * v0; c01 += x * v1;
+          x = asplat(s[rq + 1][j]); c10 += x * v0; c11 += x * v1;
+          x = asplat(s[rq + 2][j]); c20 += x * v0; c21 += x * v1;
+          x = asplat(s[rq + 3][j]); c30 += x * v0; c31 += x * v1;
+        }
+        ast(a0, c00); ast(a0 + VL, c01); ast(a1, c10); ast(a1 + VL, c11);
+        ast(a2, c20); ast(a2 + VL, c21); ast(a3, c30); ast(a3 + VL, c31);
       }
     }
   }
   for (int64_t r = 0; r < nr; r++) {
     const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
     const int dead = m[r] == -INFINITY;
-    for (int64_t c = 0; c < Dv; c++) Y[r * Dv + c] = dead ? 0.f : acc[r][c] * inv;
+    for (int64_t c = 0; c < Dv; c++) Y[r * Dv + c] = dead ? 0.f : acc[r * Dvp + c] * inv;
   }
+  free(buf);
 }
 
 int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
@@ -101,8 +150,9 @@ int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, 
                      (long long)Hkv);
   if (D > MAXD || Dv > MAXD) return moec_fail(ctx, "attention: head size above %d", MAXD);
   int64_t out[4] = {B, Hq, S, Dv}, sc[4] = {B, Hq, S, T};
-  att_args a = {q->data, k->data, v->data, NULL, NULL, B, Hq, Hkv, S, T, D, Dv, (S + QB - 1) / QB,
-                {0, 0, 0, 0}, (float)scale, causal};
+  const int64_t Dvp = (Dv + 2 * VL - 1) / (2 * VL) * (2 * VL);
+  att_args a = {q->data, k->data, v->data, NULL, NULL, B, Hq, Hkv, S, T, D, Dv, Dvp, (S + QB - 1) / QB,
+                {0, 0, 0, 0}, (float)scale, causal, 0};
   if (mask) {
     for (int i = 0; i < mask->rank; i++) {
       int64_t want = sc[4 - mask->rank + i];
@@ -117,5 +167,6 @@ int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, 
   a.y = y->data;
   /* items <= the element count of q (nqb <= S, D >= 1) or y: fits by the runtime's size invariant */
   if (B && Hq && S && Hkv) moec_parallel_for(ctx, moec_dims_prod(out, 0, 3) / S * a.nqb, att_task, &a);
+  if (a.oom) return moec_fail(ctx, "attention: out of memory for a task's buffers");
   return 0;
 }

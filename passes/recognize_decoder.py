@@ -1,0 +1,410 @@
+"""recognize-decoder: attention and RMSNorm of a decoder layer, found by their math and proved on probes.
+
+Runs only for a target whose kernels implement the fused op (``TargetDesc.fused_decoder_ops``; the
+others keep the decomposed graph).  Rewrites:
+
+  * **RMSNorm**: ``scale * (x * rsqrt(mean(x^2, last axis) + eps))`` with x^2 written ``pow(x, 2)`` or
+    ``x * x``, the inverse root ``reciprocal(sqrt(.))`` or ``1 / sqrt(.)`` (or ``x / sqrt(.)``), ``scale``
+    a constant vector over the last axis (either operand order)  ->  ``moec.rms_norm(x, scale)``.
+  * **Scaled dot-product attention**: ``softmax(scale * Q K^T + mask, last axis) V`` where the scores'
+    matmul reads Q and K^T through the views a decomposed SDPA writes (reshape, expand, unsqueeze for
+    repeat_kv / GQA, multiplications or divisions by scalar constants: the scale, split between Q and K
+    or applied to the scores; K^T a transpose of the last two dims), an optional additive mask, the
+    softmax result (optionally zeroed where a row is fully masked) through views into the matmul with
+    V, the output viewed back as [B, Hq, S, Dv]  ->  ``moec.attention(q, k, v, mask)``.  The mask stays
+    an operand (whatever it is); ``causal`` is set when the mask is computed from the arguments' shapes
+    alone and, at two probe sizes, hides exactly the future keys (the kernel then skips their blocks).
+
+The proof (as recognize-moe's): the module's arguments get probe values (integers in [0, 4), floats
+N(0, 1), symbolic dims sized per symbol); the original graph computes q, k, v, the mask and the output;
+the fused op must reproduce the output on those values and on random q, k, v of the same shapes
+(relative error 1e-4).  A look-alike (another scale, the softmax over another axis, a scale after the
+softmax, K not transposed) fails the structural match or the proof and is left alone.  Rows where every
+key is masked: the op gives 0 (as torch's decomposed SDPA, which zeroes them); a graph without that
+zeroing gives NaN there, and the rewrite is then a refinement.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..ir import Function, Module, Operation, Value
+from ..ir.core import ResourceRef
+from ..ir.opdef import OPS
+from .base import Pass, register_pass
+from .moe_util import ShapeOnly, evaluate, users
+
+if TYPE_CHECKING:
+    from ..targets.base import TargetDesc
+
+_VIEW_OPS = ("moec.reshape", "moec.expand", "moec.unsqueeze", "moec.squeeze")
+_RTOL = 1e-4
+
+
+def _const(m: Module, v: Value) -> Optional[np.ndarray]:
+    o = v.owner
+    if o is None or o.name != "moec.constant":
+        return None
+    val = o.attrs["value"]
+    return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else np.asarray(val)
+
+
+def _scalar(m: Module, v: Value) -> Optional[float]:
+    c = _const(m, v)
+    return float(c.reshape(-1)[0]) if c is not None and c.size == 1 and c.dtype.kind == "f" else None
+
+
+def _other(o: Operation, v: Value) -> Optional[Value]:
+    a, b = o.operands[:2]
+    return b if a is v else a if b is v else None
+
+
+def _close(got, want) -> bool:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape or not np.array_equal(np.isnan(got), np.isnan(want)):
+        return False
+    ok = ~np.isnan(want)
+    scale = max(1.0, float(np.abs(want[ok]).max())) if ok.any() else 1.0
+    return bool(np.all(np.abs(got[ok] - want[ok]) <= _RTOL * scale))
+
+
+def _zeros(m: Module, v: Value) -> bool:
+    """v is all zeros: a zero constant, or constant_of_shape of a zero."""
+    c = _const(m, v)
+    if c is None and v.owner is not None and v.owner.name == "moec.constant_of_shape":
+        c = np.asarray(v.owner.attrs["value"])
+    return c is not None and c.size > 0 and not np.any(c)
+
+
+def _probe_feeds(f: Function, sizes: Dict, shape_only: bool = False, seed: int = 0) -> Dict[int, object]:
+    """Probe values for the function's arguments: each symbolic dim sized by its symbol (``sizes``)."""
+    r = np.random.default_rng(seed)
+    feeds = {}
+    for a in f.args:
+        t = a.type
+        shape = [d if isinstance(d, int) else sizes.get(d, 3) for d in t.shape]
+        dt = t.dtype.np
+        if shape_only:
+            feeds[id(a)] = ShapeOnly(shape, dt)
+        elif np.dtype(dt).kind == "f":
+            feeds[id(a)] = r.standard_normal(shape).astype(dt)
+        elif np.dtype(dt).kind == "b":
+            feeds[id(a)] = np.ones(shape, dt)
+        else:
+            feeds[id(a)] = r.integers(0, 4, shape).astype(dt)
+    return feeds
+
+
+@register_pass
+@register_pass
+@dataclass
+class RecognizeDecoder(Pass):
+    name = "recognize-decoder"
+    target: Optional["TargetDesc"] = None
+    ops: Tuple[str, ...] = field(default=None)  # (tests: the fused ops to form; default: the target's)
+
+    def __post_init__(self):
+        if self.ops is None:
+            self.ops = tuple(getattr(self.target, "fused_decoder_ops", ()) or ()) if self.target is not None else \
+                ("moec.attention", "moec.rms_norm")
+
+    def run(self, m: Module) -> bool:
+        changed = False
+        for f in m.functions:
+            if "moec.rms_norm" in self.ops:
+                changed |= self._rms_norms(m, f)
+            if "moec.attention" in self.ops:
+                changed |= self._attentions(m, f)
+        return changed
+
+    # ---- RMSNorm ---------------------------------------------------------------------------------
+    def _rms_norms(self, m: Module, f: Function) -> bool:
+        changed = False
+        for o in list(f.ops):
+            if o not in f.ops or o.name != "moec.mul":
+                continue
+            hit = self._match_rms(m, o)
+            if hit is None:
+                continue
+            x, scale, eps = hit
+            new = OPS["moec.rms_norm"].create([x, scale], {"axis": -1, "epsilon": eps}, o.loc,
+                                              result_types=[o.result.type])
+            if not self._prove_rms(m, f, x, o.result, new):
+                continue
+            f.ops.insert(f.ops.index(o), new)
+            f.replace_all_uses(o.result, new.result)
+            f.ops.remove(o)
+            changed = True
+        return changed
+
+    @staticmethod
+    def _match_rms(m: Module, o: Operation):
+        """(x, scale, eps) when o = scale * normalised(x), else None."""
+        for s, n in (o.operands, o.operands[::-1]):
+            sc = _const(m, s)
+            if sc is None or sc.dtype.kind != "f" or sc.ndim != 1 or n.owner is None:
+                continue
+            x = RecognizeDecoder._normalised(m, n.owner)
+            if x is None or x[0].type.rank < 1 or x[0].type.shape[-1] != sc.shape[0]:
+                continue
+            return x[0], s, x[1]
+        return None
+
+    @staticmethod
+    def _normalised(m: Module, o: Operation):
+        """(x, eps) when o = x * rsqrt(mean(x^2) + eps) or x / sqrt(mean(x^2) + eps)."""
+        if o.name == "moec.mul":
+            pairs = [(o.operands[0], o.operands[1]), (o.operands[1], o.operands[0])]
+            for x, inv in pairs:
+                io = inv.owner
+                if io is None:
+                    continue
+                if io.name == "moec.reciprocal" and io.operands[0].owner is not None:
+                    root = io.operands[0]
+                elif io.name == "moec.div" and _scalar(m, io.operands[0]) == 1.0:
+                    root = io.operands[1]
+                else:
+                    continue
+                eps = RecognizeDecoder._mean_square_root(m, root, x)
+                if eps is not None:
+                    return x, eps
+        elif o.name == "moec.div":
+            eps = RecognizeDecoder._mean_square_root(m, o.operands[1], o.operands[0])
+            if eps is not None:
+                return o.operands[0], eps
+        return None
+
+    @staticmethod
+    def _mean_square_root(m: Module, root: Value, x: Value) -> Optional[float]:
+        """eps when root = sqrt(reduce_mean(x^2, last axis, keepdims) + eps)."""
+        so = root.owner
+        if so is None or so.name != "moec.sqrt" or so.operands[0].owner is None:
+            return None
+        ao = so.operands[0].owner
+        if ao.name != "moec.add":
+            return None
+        for ms, e in (ao.operands, ao.operands[::-1]):
+            eps = _scalar(m, e)
+            mo = ms.owner
+            if eps is None or mo is None or mo.name != "moec.reduce_mean" or not mo.attrs.get("keepdims", True):
+                continue
+            r = x.type.rank
+            axes = [int(a) % r for a in (mo.attrs.get("axes") or ())]
+            if axes != [r - 1] or len(mo.operands) > 1:
+                continue
+            sq = mo.operands[0].owner
+            if sq is None:
+                continue
+            if sq.name == "moec.pow" and sq.operands[0] is x and _scalar(m, sq.operands[1]) == 2.0:
+                return eps
+            if sq.name == "moec.mul" and sq.operands[0] is x and sq.operands[1] is x:
+                return eps
+        return None
+
+    @staticmethod
+    def _prove_rms(m: Module, f: Function, x: Value, y: Value, new: Operation) -> bool:
+        shape = [d if isinstance(d, int) else 3 for d in x.type.shape]
+        if x.type.dtype.np != np.float32:
+            return False
+        X = np.random.default_rng(7).standard_normal(shape).astype(np.float32) * 3
+        try:
+            want = evaluate(m, f, [y], {id(x): X})[0]
+        except KeyError:
+            return False
+        got = new.reference(X, _const(m, new.operands[1]))[0]
+        return _close(got, want)
+
+    # ---- attention -------------------------------------------------------------------------------
+    def _attentions(self, m: Module, f: Function) -> bool:
+        changed = False
+        for sm in list(f.ops):
+            if sm not in f.ops or sm.name != "moec.softmax":
+                continue
+            z = sm.operands[0]
+            if z.type.rank != 4 or int(sm.attrs["axis"]) % 4 != 3:
+                continue
+            hit = self._match_attention(m, f, sm)
+            if hit is None:
+                continue
+            changed |= self._rewrite(m, f, *hit)
+        return changed
+
+    def _scores(self, m: Module, v: Value):
+        """(the scores' matmul, scale factor) when v = views/scalar scalings of a matmul."""
+        s = 1.0
+        while v.owner is not None:
+            o = v.owner
+            if o.name == "moec.matmul":
+                return o, s
+            if o.name in ("moec.reshape", "moec.expand"):
+                v = o.operands[0]
+            elif o.name in ("moec.mul", "moec.div"):
+                c = _scalar(m, o.operands[1])
+                if c is None and o.name == "moec.mul":
+                    c, v2 = _scalar(m, o.operands[0]), o.operands[1]
+                else:
+                    v2 = o.operands[0]
+                if c is None or c == 0.0:
+                    return None
+                s *= c if o.name == "moec.mul" else 1.0 / c
+                v = v2
+            else:
+                return None
+        return None
+
+    def _root(self, m: Module, v: Value):
+        """(root, scale factor, transposes of the last two dims) walking back through views and scalar
+        scalings until a rank-4 value made by anything else."""
+        s, tr = 1.0, 0
+        while v.owner is not None:
+            o = v.owner
+            if o.name in _VIEW_OPS:
+                v = o.operands[0]
+                continue
+            if o.name == "moec.transpose" and tuple(o.attrs["perm"]) == (0, 1, 3, 2):
+                tr += 1
+                v = o.operands[0]
+                continue
+            if o.name in ("moec.mul", "moec.div"):
+                c = _scalar(m, o.operands[1])
+                x = o.operands[0]
+                if c is None and o.name == "moec.mul":
+                    c, x = _scalar(m, o.operands[0]), o.operands[1]
+                if c is not None and c != 0.0:
+                    s *= c if o.name == "moec.mul" else 1.0 / c
+                    v = x
+                    continue
+            break
+        return (v, s, tr) if v.type.rank == 4 else None
+
+    def _probs_matmul(self, m: Module, f: Function, sm: Operation, uses):
+        """The matmul whose left operand is the softmax result through views (and the zeroing of fully
+        masked rows: a select of the probabilities and a zero constant), and that operand's chain."""
+        frontier = [sm.result]
+        seen = set()
+        while frontier:
+            v = frontier.pop()
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            for u in uses.get(id(v), []):
+                if u.name == "moec.matmul" and u.operands[0] is v:
+                    return u
+                if u.name in ("moec.reshape", "moec.expand") and u.operands[0] is v:
+                    frontier.append(u.result)
+                elif u.name == "moec.select" and u.operands[2] is v and _zeros(m, u.operands[1]):
+                    frontier.append(u.result)  # (rows zeroed where every key is masked, as the op does)
+        return None
+
+    def _match_attention(self, m: Module, f: Function, sm: Operation):
+        z = sm.operands[0]
+        mask = None
+        zo = z.owner
+        sc = self._scores(m, z)
+        if sc is None and zo is not None and zo.name == "moec.add":
+            for a, b in (zo.operands, zo.operands[::-1]):
+                sc = self._scores(m, a)
+                if sc is not None and b.type.rank <= 4 and b.type.dtype == z.type.dtype:
+                    mask = b
+                    break
+                sc = None
+        if sc is None:
+            return None
+        mm1, s0 = sc
+        qr, kr = (self._root(m, v) for v in mm1.operands)
+        if qr is None or kr is None or qr[2] != 0 or kr[2] != 1:
+            return None
+        uses = users(f)
+        mm2 = self._probs_matmul(m, f, sm, uses)
+        if mm2 is None:
+            return None
+        vr = self._root(m, mm2.operands[1])
+        if vr is None or vr[2] != 0:
+            return None
+        out = mm2.result  # the output viewed back as rank 4
+        while out.type.rank != 4:
+            us = uses.get(id(out), [])
+            if len(us) != 1 or us[0].name != "moec.reshape" or out in f.outputs:
+                return None
+            out = us[0].result
+        scale = s0 * qr[1] * kr[1] * vr[1]
+        if vr[1] != 1.0:
+            return None  # (a scaled V: not attention's math as declared)
+        return qr[0], kr[0], vr[0], mask, float(scale), out, mm2
+
+    def _rewrite(self, m, f, q, k, v, mask, scale, out, mm2) -> bool:
+        dt = out.type.dtype
+        if dt.np != np.float32:
+            return False
+        operands = [q, k, v] + ([mask] if mask is not None else [])
+        try:
+            new = OPS["moec.attention"].create(operands, {"scale": scale, "causal": False}, mm2.loc,
+                                               result_types=[out.type])
+            new.verify()
+        except Exception:  # noqa: BLE001 - shapes that do not fit the op: not this rewrite
+            return False
+        targets = [q, k, v] + ([mask] if mask is not None else []) + [out]
+        syms = []
+        for a in f.args:
+            for d in a.type.shape:
+                if isinstance(d, str) and d not in syms:
+                    syms.append(d)
+        sizes = {d: (2, 5, 4, 3)[i % 4] for i, d in enumerate(syms)}
+        args = _probe_feeds(f, sizes)
+        try:
+            vals = evaluate(m, f, targets, args)
+        except Exception:  # noqa: BLE001 - the probe does not run (data-dependent sizes): no proof
+            return False
+        Q, K, V = vals[:3]
+        M = vals[3] if mask is not None else None
+        want = vals[-1]
+        if not self._same(new, [Q, K, V] + ([M] if M is not None else []), want):
+            return False
+        r = np.random.default_rng(11)  # random q, k, v of the same shapes, the same mask
+        Q2, K2, V2 = (r.standard_normal(np.shape(a)).astype(np.float32) for a in (Q, K, V))
+        feeds = {**args, id(q): Q2, id(k): K2, id(v): V2}  # (the views read the arguments' sizes)
+        if mask is not None:
+            feeds[id(mask)] = M
+        try:
+            want2 = evaluate(m, f, [out], feeds)[0]
+        except Exception:  # noqa: BLE001
+            return False
+        if not self._same(new, [Q2, K2, V2] + ([M] if M is not None else []), want2):
+            return False
+        new.attrs["causal"] = self._causal_mask(m, f, mask, sizes)
+        at = f.ops.index(mm2)
+        f.ops.insert(at, new)
+        f.replace_all_uses(out, new.result)
+        return True
+
+    @staticmethod
+    def _same(new: Operation, ins, want) -> bool:
+        try:
+            got = new.reference(*ins)[0]
+        except ValueError:  # shapes the op refuses (e.g. heads that are not a multiple): not attention
+            return False
+        return _close(got, want)
+
+    @staticmethod
+    def _causal_mask(m, f, mask, sizes) -> bool:
+        """True when the mask depends on the arguments' shapes only and, at two probe sizes, hides exactly
+        the keys after each query row (aligned to the last keys)."""
+        if mask is None:
+            return False
+        for alt in (sizes, {s: n + 3 for s, n in sizes.items()}):
+            try:
+                M = np.asarray(evaluate(m, f, [mask], _probe_feeds(f, alt, shape_only=True))[0])
+            except Exception:  # noqa: BLE001 - the mask reads argument data (a padding mask): not causal
+                return False
+            if M.ndim < 2:
+                return False
+            S, T = M.shape[-2:]
+            i = np.arange(S)[:, None]
+            j = np.arange(T)[None, :]
+            future = np.broadcast_to(j > i + (T - S), M.shape)
+            hidden = M <= -1e30
+            if not np.array_equal(hidden, future) or np.any(M[~hidden] != 0):
+                return False
+        return True
