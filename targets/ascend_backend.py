@@ -27,6 +27,8 @@ from ..errors import BuildError, RuntimeFailure, UserInputError
 from ..ir import Module
 from ..ir.core import ResourceRef
 from ..ir.io import load_module
+from ..ir.ops.moe import (ACTIVATION_CODES, NORM_CODES as NORM, POST_CODES as POST, SCORING_CODES as SCORING,
+                          WEIGHTS_AT_CODES, experts_extras)
 from . import cache_store
 from .base import BackendBase
 from .description import TargetDesc, ascend_target
@@ -56,10 +58,8 @@ XDT = {"f32": 0, "bf16": 1, "f16": 2}   # MoeTiling.xdt / GmmTiling.cdt: the mod
 NP_X = {"f32": np.float32, "bf16": np.dtype(ml_dtypes.bfloat16), "f16": np.float16}
 CUBE_COUNTERS = ("mmad_calls", "mmad_macs", "loaddata_calls", "nd2nz_calls", "fixpipe_calls", "mmad_f32", "mmad_bf16",
                  "mmad_f16", "mmad_i8")
-ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5, "relu2": 6}
-SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
-POST = {"none": 0, "softmax": 1, "sigmoid": 2, "sparsemixer": 3}
-NORM = {"none": 0, "sum": 1, "l1": 2}
+# MoeTiling's enum codes come from ir/ops/moe.py; ACT: the activations the AscendC kernels implement
+ACT = {a: ACTIVATION_CODES[a] for a in ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity", "relu2")}
 
 
 def _pack(kinds: str, vals):
@@ -753,14 +753,10 @@ class Planner:
         ids = args[1]
         order, offs = dev.buf(args[2], np.int32), dev.buf(args[3], np.int32)
         w_in, w_out = args[4], args[5]
-        ex = list(args[6:])
+        e = experts_extras(a, args[6:])
         nq = 2 if wq == "int8" else 0
-        q, ex = (ex[len(ex) - nq:], ex[:len(ex) - nq]) if nq else ([], ex)
-        asx = (lambda v: dev.buf(v, npx))
-        b_in = asx(ex.pop(0)) if a["has_b_in"] else None
-        b_out = asx(ex.pop(0)) if a["has_b_out"] else None
-        rw = asx(ex.pop(0)) if a["weights_at"] != "none" else None
-        s_in, s_out = (dev.buf(q[0], np.float32), dev.buf(q[1], np.float32)) if nq else (None, None)
+        b_in, b_out, rw = (dev.buf(v, npx) if v is not None else None for v in (e.b_in, e.b_out, e.rw))
+        s_in, s_out = (dev.buf(e.s_in, np.float32), dev.buf(e.s_out, np.float32)) if nq else (None, None)
         T, D = x.shape
         k = ids.shape[1]
         E, I, _ = w_in.shape
@@ -781,7 +777,7 @@ class Planner:
         tiles = ffn_cube_plan(self.desc, T, self.plan["steps"][i]["sizes"])["tiles"]
         tl = self._ffn_tiling(o, T, D, E, k, F, I, rows=n, adt=adt, xdt=XDT[xdt], qscale=int(nq > 0),
                               has_b_in=int(b_in is not None), has_b_out=int(b_out is not None),
-                              weights_at={"none": 0, "input": 1, "output": 2}[a["weights_at"]], aq=int(w8a8))
+                              weights_at=WEIGHTS_AT_CODES[a["weights_at"]], aq=int(w8a8))
         with dev.when(n):  # no routed row: y stays zero
             # 1. expanded rows in expert order, in the GEMM input type
             xe = dev.new((n, D), np_a, "nan")

@@ -1,6 +1,7 @@
 """C emitters for the MoE ops (runtime: rt_moe.c)."""
 from __future__ import annotations
 
+from ...ir.ops.moe import WEIGHTS_AT_CODES
 from .emitter import c_op
 
 _SCORING = {"softmax": "MOEC_SCORE_SOFTMAX", "sigmoid": "MOEC_SCORE_SIGMOID", "none": "MOEC_SCORE_NONE"}
@@ -49,17 +50,15 @@ def _dispatch(ctx, o):
 @c_op("moe.experts")
 def _experts(ctx, o):
     a = o.attrs
-    ex = list(o.operands[6:])
-    b_in = ctx.t(ex.pop(0)) if a["has_b_in"] else "NULL"
-    b_out = ctx.t(ex.pop(0)) if a["has_b_out"] else "NULL"
-    rw = ctx.t(ex.pop(0)) if a["weights_at"] != "none" else "NULL"
+    e = o.extras()
+    b_in, b_out, rw = (ctx.t(v) if v is not None else "NULL" for v in (e.b_in, e.b_out, e.rw))
     x, ids, order, offsets, w_in, w_out = (ctx.t(v) for v in o.operands[:6])
     p = ffn_params(ctx, o)
     lines = []
     q = "NULL"
     if a["wq"] != "none":
         q = ctx.fresh("wq")
-        sv = [f"{ctx.t(v)}" if v is not None else "NULL" for v in o.quant_operands()]
+        sv = [f"{ctx.t(v)}" if v is not None else "NULL" for v in (e.s_in, e.s_out, e.z_in, e.z_out)]
         lines.append(f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv[0]}, {sv[1]}, {sv[2]}, "
                      f"{sv[3]}, {1 if a['aq'] == 'int8' else 0}}};")
         q = "&" + q

@@ -20,11 +20,12 @@ import torch  # noqa: E402
 from . import kernels as K  # noqa: E402
 from . import tuning  # noqa: E402
 
-ACT = {"swiglu": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "silu": 4, "identity": 5, "relu2": 6, "geglu": 7,
-       "geglu_tanh": 8, "softcap_swiglu": 9}
-SCORING = {"softmax": 0, "sigmoid": 1, "none": 2}
-POST = {"none": 0, "softmax": 1, "sigmoid": 2, "sparsemixer": 3}
-NORM = {"none": 0, "sum": 1, "l1": 2}
+from ...ir.ops.moe import (ACTIVATION_CODES, NORM_CODES as NORM, POST_CODES as POST,  # noqa: E402
+                           SCORING_CODES as SCORING)
+
+# the activations kernels._act implements, with their codes from ir/ops/moe.py (others: KeyError)
+ACT = {a: ACTIVATION_CODES[a] for a in ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity", "relu2",
+                                        "geglu", "geglu_tanh", "softcap_swiglu")}
 from .runtime_names import BINARY, REDUCE, UNARY, WQ_CODES as WQ  # noqa: E402,F401
 
 TORCH_DTYPE = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16,

@@ -16,6 +16,7 @@ An id of -1 marks a slot dropped by capacity: it contributes nothing.
 from __future__ import annotations
 
 import json
+from typing import Any, Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -90,6 +91,51 @@ def quant_operand_count(attrs) -> int:
     if attrs.get("wq", "none") in ("int8", "int4", "fp8"):
         return 4 if attrs.get("wq_zp", False) else 2
     return 0
+
+
+def enum_codes(choices) -> Dict[str, int]:
+    """The integer code of each choice of a string attribute, as kernels take it: its index in the tuple
+    this module defines (one place: the Triton runtime and the Ascend tiling read these maps)."""
+    return {c: i for i, c in enumerate(choices)}
+
+
+SCORING_CODES = enum_codes(SCORING)
+POST_CODES = enum_codes(POST)
+NORM_CODES = enum_codes(NORM)
+ACTIVATION_CODES = enum_codes(ACTIVATIONS)
+WEIGHTS_AT_CODES = enum_codes(WEIGHTS_AT)
+
+
+class ExpertsExtras(NamedTuple):
+    """``moe.experts``' optional operands by name (None where absent): biases, routing weights, and the
+    quantised weights' scales and zero points."""
+    b_in: Any = None
+    b_out: Any = None
+    rw: Any = None
+    s_in: Any = None
+    s_out: Any = None
+    z_in: Any = None
+    z_out: Any = None
+
+
+def experts_extras(attrs, extra: Sequence, o: Optional[Operation] = None) -> ExpertsExtras:
+    """Name the ``extra*`` operands of a ``moe.experts`` with attributes ``attrs`` (``extra``: operands 6..,
+    as Values, buffer names or arrays alike), in the order ExpertsOp's docstring gives."""
+    ex = list(extra)
+    nq = quant_operand_count(attrs)
+    if len(ex) < nq:
+        raise operand_error(o, f"wq={attrs['wq']} needs {nq} scale/zero-point operands") if o is not None \
+            else ValueError(f"moe.experts: wq={attrs['wq']} needs {nq} scale/zero-point operands")
+    ex, q = (ex[:len(ex) - nq], ex[len(ex) - nq:]) if nq else (ex, [])
+    has = (bool(attrs.get("has_b_in", False)), bool(attrs.get("has_b_out", False)),
+           attrs.get("weights_at", "none") != "none")
+    if len(ex) != sum(has):
+        why = (f"{len(ex) - sum(has)} unexpected extra operand(s)" if len(ex) > sum(has) else
+               f"{sum(has)} bias/routing-weight operand(s) expected, got {len(ex)}")
+        raise operand_error(o, why) if o is not None else ValueError(f"moe.experts: {why}")
+    b_in, b_out, rw = (ex.pop(0) if h else None for h in has)
+    q += [None] * (4 - len(q))
+    return ExpertsExtras(b_in, b_out, rw, *q)
 
 
 def logical_weight_type(o, w: TensorType, x_dtype: DType, name: str) -> TensorType:
@@ -488,25 +534,18 @@ class ExpertsOp(Operation):
     The plan (order, offsets) must be ``dispatch_plan(ids)``; it tells the code how to group rows.
     """
 
+    def extras(self) -> ExpertsExtras:
+        """The optional operands by name (b_in, b_out, rw, s_in, s_out, z_in, z_out; None where absent)."""
+        return experts_extras(self.attrs, self.operands[6:], self)
+
     def _extras(self):
-        ex = list(self.operands[6:])
-        nq = quant_operand_count(self.attrs)
-        if len(ex) < nq:
-            raise operand_error(self, f"wq={self.attrs['wq']} needs {nq} scale/zero-point operands")
-        ex, q = (ex[:len(ex) - nq], ex[len(ex) - nq:]) if nq else (ex, [])
-        b_in = ex.pop(0) if self.attrs["has_b_in"] else None
-        b_out = ex.pop(0) if self.attrs["has_b_out"] else None
-        w = ex.pop(0) if self.attrs["weights_at"] != "none" else None
-        if ex:
-            raise operand_error(self, f"{len(ex)} unexpected extra operand(s)")
-        return b_in, b_out, w
+        e = self.extras()
+        return e.b_in, e.b_out, e.rw
 
     def quant_operands(self):
         """(s_in, s_out, z_in, z_out) Values (None where absent)."""
-        nq = quant_operand_count(self.attrs)
-        q = list(self.operands[len(self.operands) - nq:]) if nq else []
-        q += [None] * (4 - len(q))
-        return tuple(q)
+        e = self.extras()
+        return e.s_in, e.s_out, e.z_in, e.z_out
 
     def with_extras(self, b_in=None, b_out=None, rw=None):
         """Operand list with the given bias / routing-weight extras and this op's quant operands."""
