@@ -59,7 +59,8 @@ NP_X = {"f32": np.float32, "bf16": np.dtype(ml_dtypes.bfloat16), "f16": np.float
 CUBE_COUNTERS = ("mmad_calls", "mmad_macs", "loaddata_calls", "nd2nz_calls", "fixpipe_calls", "mmad_f32", "mmad_bf16",
                  "mmad_f16", "mmad_i8")
 # MoeTiling's enum codes come from ir/ops/moe.py; ACT: the activations the AscendC kernels implement
-ACT = {a: ACTIVATION_CODES[a] for a in ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity", "relu2")}
+ACT = {a: ACTIVATION_CODES[a] for a in ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity", "relu2",
+                                        "geglu", "geglu_tanh", "softcap_swiglu")}
 
 
 def _pack(kinds: str, vals):
@@ -726,9 +727,11 @@ class Planner:
 
     def _ffn_tiling(self, o, T, D, E, k, F, I, **kw):
         a = o.attrs
+        # (softcap_swiglu: the kernel reads the gate and up soft caps in alpha and beta)
+        alpha, beta = (a["gate_softcap"], a["up_softcap"]) if a["activation"] == "softcap_swiglu" else (a["alpha"], a["beta"])
         return dict(T=T, D=D, E=E, K=k, F=F, I=I, act=ACT[a["activation"]],
                     interleaved=int(a["gate_layout"] == "interleaved"), clamp=int(np.isfinite(a["limit"])),
-                    alpha=a["alpha"], beta=a["beta"], limit=a["limit"] if np.isfinite(a["limit"]) else 0.0, **kw)
+                    alpha=alpha, beta=beta, limit=a["limit"] if np.isfinite(a["limit"]) else 0.0, **kw)
 
     def _dequant_int8(self, q, offs, E: int, N: int, K: int):
         """int8 codes [E, N, K] -> f32 GM workspace (experts with rows only; the rest stays NaN)."""

@@ -50,6 +50,7 @@ from typing import Dict, List, Optional
 
 from ...ir import Module
 from ...ir.opdef import const_value
+from ...ir.ops.moe import GATED
 from . import vector_ops
 from ...targets.description import TargetDesc
 
@@ -401,7 +402,7 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     extra_in = int(sizes.get("has_b_in", False)) + int(wq == "int8")
     extra_out = int(sizes.get("has_b_out", False)) + int(wq == "int8")
     vs = dict(sizes, rows=rows, bytes=b, xbytes=DTYPE_BYTES[sizes.get("dtype", "f32")],
-              gated=sizes.get("act") == "swiglu")
+              gated=sizes.get("act") in GATED)
     parts = []
     if not shared:
         parts.append(vector_estimate("moe_gather_rows", desc, T, dict(vs, chunk=vector_chunk(desc, D))))

@@ -502,7 +502,8 @@ extern "C" __global__ __aicore__ void moe_gather_rows(GM_ADDR x, GM_ADDR sorted,
   else gather_rows_body<float, float>(x, sorted, rw, xe, t);
 }
 
-// gated (SwiGLU family): a = G * sigmoid(alpha G) * (U + beta), G <= limit, -limit <= U <= limit when clamped
+// gated (SwiGLU family): a = G * sigmoid(alpha G) * (U + beta), G <= limit, -limit <= U <= limit when clamped;
+// 7 geglu, 8 geglu_tanh, 9 softcap_swiglu (ir/ops/moe.py ACTIVATIONS' codes)
 __aicore__ inline void act_chunk(const MoeTiling &t, const LocalTensor<float> &a, const LocalTensor<float> &g,
                                  const LocalTensor<float> &u, const LocalTensor<float> &t1, const LocalTensor<float> &t2,
                                  uint32_t n) {
@@ -539,6 +540,31 @@ __aicore__ inline void act_chunk(const MoeTiling &t, const LocalTensor<float> &a
   } else if (t.act == 4) {
     sigmoid_vec(a, g, 1.0f, n);
     Mul(a, a, g, n);
+  } else if (t.act == 7) {  // geglu: 0.5 (G U) (1 + erf(G / sqrt 2)); u is erf_vec's scratch once G U is kept
+    Muls(t1, g, 0.70710678118654752f, n);
+    Mul(g, g, u, n);
+    erf_vec(a, t1, t2, u, n);
+    Adds(a, a, 1.0f, n);
+    Mul(a, a, g, n);
+    Muls(a, a, 0.5f, n);
+  } else if (t.act == 8) {  // geglu_tanh: gelu tanh (as act 2) times U
+    Mul(t1, g, g, n);
+    Mul(t1, t1, g, n);
+    Muls(t1, t1, 0.044715f, n);
+    Add(t1, t1, g, n);
+    sigmoid_vec(t2, t1, 2.0f * 0.7978845608028654f, n);
+    Mul(a, t2, g, n);
+    Mul(a, a, u, n);
+  } else if (t.act == 9) {  // softcap_swiglu, caps in alpha (gate) and beta (up): c tanh(v / c) = c (2 sigmoid(2v / c) - 1)
+    sigmoid_vec(t1, g, 2.0f / t.alpha, n);
+    Muls(t1, t1, 2.0f * t.alpha, n);
+    Adds(t1, t1, -t.alpha, n);
+    sigmoid_vec(t2, g, 1.0f, n);
+    Mul(t1, t1, t2, n);
+    sigmoid_vec(t2, u, 2.0f / t.beta, n);
+    Muls(t2, t2, 2.0f * t.beta, n);
+    Adds(t2, t2, -t.beta, n);
+    Mul(a, t1, t2, n);
   } else {
     Adds(a, g, 0.0f, n);
   }
@@ -567,7 +593,7 @@ template <typename TX, typename TO, typename TH = float>
 __aicore__ inline void activation_body(GM_ADDR h, GM_ADDR offsets, GM_ADDR b_in, GM_ADDR s_in, GM_ADDR s_row,
                                        GM_ADDR aout, const MoeTiling &t) {
   const uint32_t F = t.F, I = t.I, E = t.E, ch = t.chunk;
-  const bool gated = t.act == 0;
+  const bool gated = t.act == 0 || t.act >= 7;  // swiglu, geglu, geglu_tanh, softcap_swiglu: rows [G; U]
   GlobalTensor<TH> gh;
   GlobalTensor<float> gsc, grs;
   GlobalTensor<TX> gb;
