@@ -1214,9 +1214,11 @@ def traceable_experts(module, implementation: Optional[str] = TRACEABLE_EXPERTS)
 
     transformers' default "eager" experts loop over the experts that were hit (a data-dependent list:
     torch.export cannot trace it); "grouped_mm" sorts the token rows by expert and runs a grouped
-    matmul (it imports, but its sort/offsets form is not recognised as an MoE layer); "batched_mm"
-    gathers each row's expert weights (traceable and recognised).  They compute the same function;
-    moec.compile verifies the build against the module's own implementation, so the swap is checked."""
+    matmul (traceable; recognize-moe recognises its sorted form, so moec.compile's default keeps it and
+    swaps to "batched_mm" only where that recognises more layers: compiler/hf_experts.py); "batched_mm"
+    gathers each row's expert weights (traceable and recognised; this function's default).  They compute
+    the same function; moec.compile verifies the build against the module's own implementation, so a
+    swap is checked."""
     if implementation is None:
         return _Swapped([]), {}
     changes, replaced, seen = [], {}, set()
