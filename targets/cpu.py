@@ -229,15 +229,25 @@ class CompiledLibrary:
         if self.lib.moec_init((weights_path or "").encode(), err, 2048) != 0:
             raise RunError(f"loading {so_path}: {err.value.decode(errors='replace')}")
 
+    def _buffers(self):
+        """This thread's argument arrays and error buffer (reused: moec_run fills the outputs afresh)."""
+        b = getattr(self._tls, "bufs", None)
+        if b is None:
+            b = self._tls.bufs = ((CTensor * max(1, self.n_in))(), (CTensor * max(1, self.n_out))(),
+                                  ctypes.create_string_buffer(2048))
+        return b
+
     def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
-        # (the per-call cost is part of every small model's latency: dtype codes are cached, the
-        # error buffer is one per thread, fields are set without per-element ctypes work)
+        # (the per-call cost is part of every small model's latency: dtype codes and output dtypes are cached,
+        # the argument arrays and the error buffer are one per thread, fields are set without per-element
+        # ctypes work)
         if len(inputs) != self.n_in:
             raise RunError(f"expected {self.n_in} inputs, got {len(inputs)}")
         keep = []
-        ins = (CTensor * max(1, self.n_in))()
+        ins, outs, err = self._buffers()
         for i, x in enumerate(inputs):
-            x = np.asarray(x, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
+            if type(x) is not np.ndarray or not x.flags.c_contiguous:
+                x = np.asarray(x, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
             if x.ndim > 8:
                 raise RunError(f"input #{i} has rank {x.ndim}; at most 8 is supported")
             code = _code_of(x.dtype)
@@ -254,10 +264,6 @@ class CompiledLibrary:
             t.rank = x.ndim
             t.dtype = code
             t.owned = 0
-        outs = (CTensor * max(1, self.n_out))()
-        err = getattr(self._tls, "err", None)
-        if err is None:
-            err = self._tls.err = ctypes.create_string_buffer(2048)
         rc = self.lib.moec_run(ins, self.n_in, outs, self.n_out, self.nthreads, err, 2048)
         if rc != 0:
             raise RunError(err.value.decode(errors="replace"))
@@ -265,14 +271,12 @@ class CompiledLibrary:
             result = []
             for k in range(self.n_out):
                 t = outs[k]
-                dt = CODE_TO_DTYPE[t.dtype]
-                shape = tuple(t.shape[:t.rank])
+                npdt, bits, four = _out_kind(t.dtype)
                 n = t.numel  # (the runtime checked it against the shape; a python int: no wrap)
-                nbytes = (n * dt.bits + 7) // 8
+                nbytes = (n * bits + 7) // 8
                 # copied into numpy's memory before the C buffer is freed (memmove takes a size_t:
                 # string_at took a C int, and an output over 2 GiB was a SystemError)
-                four = dt in (DType.I4, DType.U4)
-                arr = np.empty(nbytes if four else shape, dtype=np.uint8 if four else dt.np)
+                arr = np.empty(nbytes if four else tuple(t.shape[:t.rank]), dtype=npdt)
                 if nbytes:
                     ctypes.memmove(_address(arr), t.data, nbytes)
                 result.append(arr)
@@ -281,3 +285,16 @@ class CompiledLibrary:
             raise RunError("out of memory copying the outputs into numpy arrays") from None
         finally:
             self.lib.moec_free_outputs(outs, self.n_out)
+
+
+_OUT_KINDS: dict = {}
+
+
+def _out_kind(code: int):
+    """(numpy dtype of the array, bits per element, packed 4-bit) of an output's runtime dtype code (cached)."""
+    k = _OUT_KINDS.get(code)
+    if k is None:
+        dt = CODE_TO_DTYPE[code]
+        four = dt in (DType.I4, DType.U4)
+        k = _OUT_KINDS[code] = (np.dtype(np.uint8) if four else np.dtype(dt.np), dt.bits, four)
+    return k

@@ -14,6 +14,7 @@ from ..errors import RuntimeFailure, UserInputError
 from ..ir import Module
 from .base import BackendBase
 from .cpu import BuildError, CompiledLibrary, RunError, build_shared
+from .cpu_harness import HarnessRunError, SanitizerError
 from .description import cpu_target
 
 
@@ -80,9 +81,8 @@ class CpuArtifact:
             raise RuntimeFailure(f"cannot load the compiled model in '{outdir}': {e}") from None
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
-        from .cpu_harness import HarnessRunError, SanitizerError
         try:
-            return self.lib(list(inputs))
+            return self.lib(inputs if isinstance(inputs, list) else list(inputs))
         except (RunError, HarnessRunError) as e:
             raise RuntimeFailure(str(e)) from None
         except SanitizerError as e:
