@@ -100,9 +100,8 @@ def _register():
 
 
 def _lm_of(model):
-    for attr in ("config",):
-        if not hasattr(model, attr):
-            raise UserInputError("generate needs a transformers CausalLM (a module with a config)")
+    if not hasattr(model, "config") or not hasattr(model, "forward"):
+        raise UserInputError("generate needs a transformers CausalLM (a module with a config)")
     return model
 
 
