@@ -38,6 +38,7 @@ RULES = {  # case -> the message the emulator must print
     28: "Adds: vector operand starts 12 bytes into its buffer, not on a 32-byte boundary",
     29: "Gather: byte address 1024 is not a whole element inside the 256-element source tensor",
     30: "Gather: byte address 2 is not a whole element inside the 256-element source tensor",
+    59: "Compare: bfloat16_t operands: Compare takes half or float",
 }
 # cube kernels that break no rule but get a layout parameter wrong: the emulator's fractal model must
 # turn that into wrong numbers (18: Nd2Nz dstNzC0Stride not the 16-aligned row count; 19: B stored [K, N]

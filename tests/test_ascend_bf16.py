@@ -158,3 +158,39 @@ def test_bf16_layout_kernels_against_numpy(tmp_path):
     np.testing.assert_array_equal(bits(vector_ops.expand_to(art, x[:, :1], (3, 5, 7))),
                                   bits(np.broadcast_to(x[:, :1], (3, 5, 7))))
     assert art.launches["vec_transpose"] >= 2 and art.launches.get("vec_copy", 0) >= 1, art.launches
+
+
+def test_bf16_comparisons_on_vec_mask(tmp_path):
+    """Less / LessOrEqual / Greater / Equal / IsNaN on bf16 operands (full, row, per-row and a scalar): vec_mask
+    widens bf16 to float before Compare (bfloat16_t is not a Compare type; the emulator refuses it), bit for bit
+    against numpy with NaN, +-inf, -0 == +0 and subnormals."""
+    from helpers import make_model
+    from moec.targets.registry import get_backend
+    n = helper.make_node
+    nodes = [n("IsNaN", ["x"], ["nan"]), n("Less", ["x", "y"], ["lt"]), n("LessOrEqual", ["x", "z"], ["le"]),
+             n("Greater", ["x", "ninf"], ["gt"]), n("Equal", ["x", "y"], ["eq"])]
+    outs = ["nan", "lt", "le", "gt", "eq"]
+    model = make_model(nodes, [("x", np.float32, [2, "S"]), ("y", np.float32, [1, "S"]), ("z", np.float32, [2, 1])],
+                       [(o, np.bool_, None) for o in outs], {"ninf": np.array(-np.inf, np.float32)}, name="compare")
+    out = str(tmp_path / "out")
+    r = compile_onnx(to_bf16(model), out, CompileOptions(target="ascend", symbol_sizes=(300, 1)))
+    assert r.report["verified"] and _plan(out)["host_ops"] == {}, (r.report.get("failure"), _plan(out)["host_ops"])
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    rng = np.random.default_rng(0)
+    fi = ml_dtypes.finfo(BF16)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, float(fi.smallest_subnormal),
+                        -float(fi.smallest_subnormal), float(fi.max), 1.0, -1.0], np.float32).astype(BF16)
+    S = 2500
+    x = rng.choice(special, (2, S)).astype(BF16)
+    x[:, ::3] = rng.standard_normal((2, len(range(0, S, 3)))).astype(BF16)
+    y = x[1:].copy()
+    y[:, ::2] = rng.choice(special, (1, len(range(0, S, 2))))
+    z = np.array([[np.nan], [-0.0]], np.float32).astype(BF16)
+    got = art([x, y, z])
+    xf, yf, zf = (a.astype(np.float32) for a in (x, y, z))
+    with np.errstate(invalid="ignore"):
+        want = [np.isnan(xf), xf < yf, xf <= zf, xf > -np.inf, xf == yf]
+    for name, g, w in zip(outs, got, want):
+        assert g.dtype == np.bool_ and g.shape == w.shape, (name, g.dtype, g.shape)
+        np.testing.assert_array_equal(g, w, err_msg=name)
+    assert all(w.any() and not w.all() for w in want[:2] + want[3:]) and art.launches.get("vec_mask", 0) >= 5

@@ -579,9 +579,10 @@ def mask_reason(o) -> Optional[str]:
         v = o.operands[0].type.dtype.mlir
         if v in DT_CODE:
             return None
-        # Compare works on float/half here; an int32 or int64 ordering would need an exact integer path (float
-        # loses integers past 2^24; int64 is two words)
-        return f"comparison of {v} operands (vec_mask compares f32 or f16; integer comparisons stay on the host)"
+        # Compare works on float/half (bf16 is widened to float first); an int32 or int64 ordering would need an
+        # exact integer path (float loses integers past 2^24; int64 is two words)
+        return f"comparison of {v} operands (vec_mask compares f32, f16 or bf16; integer comparisons stay on the " \
+               f"host)"
     return None  # and / or / not: i1 by the IR's rules
 
 

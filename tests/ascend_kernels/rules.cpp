@@ -96,6 +96,8 @@ extern "C" __global__ __aicore__ void cmp(GM_ADDR, int bad) {
   LocalTensor<float> a = ba.Get<float>();
   Duplicate(a, 1.0f, 256);
   Compare(bm.Get<uint8_t>(), a, a, CMPMODE::EQ, bad == 12 ? 40 : 64);
+  if (bad == 59) Compare(bm.Get<uint8_t>(), a.ReinterpretCast<bfloat16_t>(), a.ReinterpretCast<bfloat16_t>(),
+                         CMPMODE::EQ, 128);  // 59: bf16 operands (not a Compare type)
   // 28: a vector operand 3 floats (12 bytes) into its buffer; 13: 8 floats (32 bytes) in, aligned
   Adds(a[bad == 28 ? 3 : 8], a[bad == 28 ? 3 : 8], 1.0f, 64);
   // Gather: 13 reads a[255 - i] (byte offsets), 29 one element past the 256-float source, 30 half an element
@@ -491,7 +493,7 @@ int main(int argc, char **argv) {
     if (!rc && (g[0] != 10.0f || g[1] != 11.0f || h[0] != 7.0f)) { printf("WRONG\n"); return 2; }
   } else if (bad >= 10 && bad <= 11) {
     rc = moec_emu::Launch("cube_misuse", 4, cube_misuse, (GM_ADDR)c, bad);
-  } else if (bad == 12 || bad == 13 || bad == 28 || bad == 29 || bad == 30) {
+  } else if (bad == 12 || bad == 13 || bad == 28 || bad == 29 || bad == 30 || bad == 59) {
     rc = moec_emu::Launch("cmp", 1, cmp, (GM_ADDR)c, bad);
   } else {
     uint32_t blocks = bad == 9 ? 64 : 8;  // 9: more blocks than the 48 vector cores

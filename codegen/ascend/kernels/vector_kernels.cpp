@@ -791,11 +791,20 @@ __aicore__ inline void mask_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, c
       Mins(fb, fb, 1.0f, mp);
     } else if (cmp) {
       LocalTensor<V> xa = tb.template ReinterpretCast<V>(), xb = tv.template ReinterpretCast<V>();
-      if (t.amode) Duplicate(xa, va, (int32_t)mp);
-      if (t.bmode) Duplicate(xb, vb, (int32_t)mp);
       const CMPMODE cm = t.op == K_EQ ? CMPMODE::EQ : t.op == K_LT ? CMPMODE::LT : t.op == K_LE ? CMPMODE::LE
                        : t.op == K_GT ? CMPMODE::GT : CMPMODE::GE;
-      Compare(bits, xa, xb, cm, mp);
+      if constexpr (moec_same<V, bfloat16_t>::value) {
+        // bfloat16_t is not a Compare type: both sides as float (exact), a scalar duplicated as float
+        if (t.amode) Duplicate(fa, sa, (int32_t)mp);
+        else Cast(fa, xa, RoundMode::CAST_NONE, mp);
+        if (t.bmode) Duplicate(fc, sb, (int32_t)mp);
+        else Cast(fc, xb, RoundMode::CAST_NONE, mp);
+        Compare(bits, fa, fc, cm, mp);
+      } else {
+        if (t.amode) Duplicate(xa, va, (int32_t)mp);
+        if (t.bmode) Duplicate(xb, vb, (int32_t)mp);
+        Compare(bits, xa, xb, cm, mp);
+      }
       Duplicate(fc, 1.0f, (int32_t)mp);
       Select(fb, bits, fc, zero, SELMODE::VSEL_TENSOR_TENSOR_MODE, mp);
     } else if (!sel) {

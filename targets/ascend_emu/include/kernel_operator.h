@@ -1263,6 +1263,8 @@ template <typename T>
 inline void Compare(const LocalTensor<uint8_t> &dst, const LocalTensor<T> &a, const LocalTensor<T> &b, CMPMODE m,
                     uint32_t count, Loc loc = Loc()) {
   moec_emu::issue(P_V, "Compare", loc);
+  if (std::is_same<T, bfloat16_t>::value)  // the documented operand types are half and float
+    moec_emu::fail("Compare", "bfloat16_t operands: Compare takes half or float (Cast to float first)");
   if ((count * sizeof(T)) % 256)
     moec_emu::fail("Compare", "count*sizeof(T)=" + std::to_string(count * sizeof(T)) +
                                   " bytes is not a multiple of 256 (Compare works on whole repeats)");
