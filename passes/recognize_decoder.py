@@ -255,15 +255,17 @@ class RecognizeDecoder(Pass):
         return None
 
     def _root(self, m: Module, v: Value):
-        """(root, scale factor, transposes of the last two dims) walking back through views and scalar
-        scalings until a rank-4 value made by anything else."""
+        """(root, scale factor, transposes of the last two dims) walking back through views, swaps of the
+        last two dims and scalar scalings until a value made by anything else (rank 4: else None)."""
         s, tr = 1.0, 0
         while v.owner is not None:
             o = v.owner
             if o.name in _VIEW_OPS:
                 v = o.operands[0]
                 continue
-            if o.name == "moec.transpose" and tuple(o.attrs["perm"]) == (0, 1, 3, 2):
+            perm = tuple(o.attrs["perm"]) if o.name == "moec.transpose" else ()
+            r = len(perm)
+            if r >= 2 and perm == tuple(range(r - 2)) + (r - 1, r - 2):  # k^T (of [B, H, T, D] or [B*H, T, D])
                 tr += 1
                 v = o.operands[0]
                 continue

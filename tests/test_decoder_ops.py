@@ -211,3 +211,42 @@ def test_targets_without_the_kernels_keep_the_decomposed_graph():
         assert not RecognizeDecoder(target_for(name)).run(m)
     m = parse_module(src)
     assert RecognizeDecoder(target_for("cpu", "generic")).run(m)
+
+
+@pytest.mark.slow
+def test_real_mixtral_dynamo_onnx_export_recognised(tmp_path):
+    """torch.onnx's dynamo exporter writes the attention as ONNX (K^T as a rank-3 transpose between
+    reshapes, NaN rows zeroed with IsNaN + Where): the same two causal attentions and five RMSNorms, and
+    the logits equal eager.  (The TorchScript exporter fails on this model in torch itself: aten::diff.)"""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import warnings
+    import onnx
+    from moec.frontend.onnx_import import import_model
+    from moec.targets import target_for
+    from test_hf_compile import causal_lm
+    model = causal_lm("mixtral", "batched_mm")
+
+    class Logits(torch.nn.Module):
+        def __init__(self, mdl):
+            super().__init__()
+            self.m = mdl
+
+        def forward(self, ids):
+            return self.m(input_ids=ids, use_cache=False).logits
+
+    ids = torch.randint(3, 100, (2, 5), generator=torch.Generator().manual_seed(5))
+    p = str(tmp_path / "m.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Logits(model).eval(), (ids,), p, dynamo=True, dynamic_shapes=({0: "B", 1: "S"},),
+                          input_names=["ids"])
+    m = _decoder_stages(import_model(onnx.load(p)), target_for("cpu", "generic"))
+    att = [o for o in m.main.ops if o.name == "moec.attention"]
+    assert len(att) == 2 and all(o.attrs["causal"] for o in att), [o.attrs for o in att]
+    assert sum(o.name == "moec.rms_norm" for o in m.main.ops) == 5
+    ids2 = torch.randint(3, 100, (3, 7), generator=torch.Generator().manual_seed(9))
+    got = list(ir_run(m, [ids2.numpy()]).values())[0]
+    with torch.no_grad():
+        want = model(input_ids=ids2, use_cache=False).logits.numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
