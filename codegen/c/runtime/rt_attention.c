@@ -24,6 +24,29 @@ static inline avf asplat(float v) { return __builtin_shuffle((avf){v}, (avi){0})
 static inline avf ald(const float *p) { avf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void ast(float *p, avf v) { __builtin_memcpy(p, &v, sizeof v); }
 
+/* exp on a vector: x = n ln2 + r (|r| <= ln2 / 2, n rounded by the 1.5 * 2^23 trick), e^r by its Taylor
+ * series to r^6 (relative error ~2e-8), 2^n put in the exponent bits; x below -87 (e^x under the
+ * normal range, -inf included) gives 0, NaN stays NaN. */
+static inline avf avexp(avf x) {
+  const avf lo = asplat(-87.0f);
+  const avi dead = x < lo;
+  x = (avf)(((avi)x & ~dead) | ((avi)lo & dead));
+  const avf t = x * asplat(1.44269504088896341f);
+  const avf n = (t + asplat(12582912.0f)) - asplat(12582912.0f);
+  avf r = x - n * asplat(0.693359375f);
+  r = r - n * asplat(-2.12194440e-4f);
+  avf p = asplat(1.0f / 720);
+  p = p * r + asplat(1.0f / 120);
+  p = p * r + asplat(1.0f / 24);
+  p = p * r + asplat(1.0f / 6);
+  p = p * r + asplat(0.5f);
+  p = p * r + asplat(1.0f);
+  p = p * r + asplat(1.0f);
+  const avi ni = __builtin_convertvector(n, avi);
+  const avf two_n = (avf)((ni + 127) << 23);
+  return (avf)((avi)(p * two_n) & ~dead);
+}
+
 typedef struct {
   const float *q, *k, *v, *mask;
   float *y;
@@ -98,9 +121,12 @@ static void att_task(void *arg, int64_t item) {
       if (mx == -INFINITY) { memset(sr, 0, sizeof s[0]); continue; } /* nothing visible in this block */
       const float mnew = mx > m[r] || mx != mx ? mx : m[r];
       const float corr = m[r] == -INFINITY ? 0.f : expf(m[r] - mnew);
+      for (int64_t j = nk; j < KB; j++) sr[j] = -INFINITY;
+      avf vs = {0};
+      const avf vm = asplat(mnew);
+      for (int64_t j = 0; j < KB; j += VL) { const avf e = avexp(ald(sr + j) - vm); ast(sr + j, e); vs += e; }
       float sum = 0.f;
-      for (int64_t j = 0; j < nk; j++) { sr[j] = expf(sr[j] - mnew); sum += sr[j]; }
-      for (int64_t j = nk; j < KB; j++) sr[j] = 0.f;
+      for (int c = 0; c < VL; c++) sum += vs[c];
       l[r] = l[r] * corr + sum;
       m[r] = mnew;
       if (corr != 1.f) for (int64_t c = 0; c < Dvp; c++) acc[r * Dvp + c] *= corr;
