@@ -51,7 +51,9 @@ def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, 
     g = hq // hkv
     m = kc.shape[-1]
     q = query.contiguous().reshape(b, hkv, g * t, d)
-    s_past = torch.matmul(q, kc).reshape(b, hkv, g, t, m) * scaling                      # [B,Hkv,G,T,M]
+    # the cache enters 3-D batched matmuls as it lies (reshapes are views; a 4-D matmul would be
+    # exported as expand + bmm, and an expand is a copy)
+    s_past = torch.bmm(q.reshape(b * hkv, g * t, d), kc.reshape(b * hkv, d, m)).reshape(b, hkv, g, t, m) * scaling
     s_new = torch.matmul(q, key.transpose(2, 3)).reshape(b, hkv, g, t, t) * scaling      # [B,Hkv,G,T,T]
     qpos = pos + torch.arange(t, device=query.device)                                    # [T]
     j = torch.arange(m, device=query.device)
@@ -72,7 +74,7 @@ def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, 
     p_past, p_new = (e_past / denom).to(query.dtype), (e_new / denom).to(query.dtype)
     # (the new part keeps [.., G, T, T] and broadcasts the new values over G: a reshape of a T x T
     # tensor makes torch.export guard on T)
-    out = (torch.matmul(p_past.reshape(b, hkv, g * t, m), vc).reshape(b, hkv, g, t, d)
+    out = (torch.bmm(p_past.reshape(b * hkv, g * t, m), vc.reshape(b * hkv, m, d)).reshape(b, hkv, g, t, d)
            + torch.matmul(p_new, value.unsqueeze(2)))                                  # [B,Hkv,G,T,D]
     out = out.reshape(b, hq, t, d).transpose(1, 2)
     return out, None
