@@ -208,6 +208,9 @@ int8 weights are widened to f32 by the vector cores (GM workspace) for an f32 cu
 applied after the dot products: it saves weight memory, not time.  f16 models keep activations, weights
 and outputs in half in GM: half GEMM inputs with f32 accumulation on the cube, f32 math in the Unified Buffer
 on the vector cores (half rows widened after the copy in, rounded to nearest even before the copy out).
+bf16 models the same way in bfloat16_t (Fixpipe F322BF16 for a plain matmul's C; comparisons widen to float,
+bfloat16_t not being a Compare type); not proven: that bisheng accepts the kernels' scalar bfloat16_t <-> float
+conversions (a routing weight or a Where scalar read with GetValue) as the emulator's type does.
 w8a8 (int8 weights, dynamic per-row int8 activations): moe_quant_rows_int8 quantises each GEMM input row
 (s = max|row| / 127, rint with ties to even, as moec's reference), the cube multiplies int8 x int8 into
 int32, and moe_activation / moe_scatter_rows apply the row and per-channel scales to the int32 sums.
