@@ -311,7 +311,9 @@ def _expert_index(root, loc, outer):
 def _activation(root, loc, outer):
     down, ups = loc.get("down"), loc.get("ups") or []
     return "experts", ("the function between the up projection(s) and the down projection is none of relu, silu, "
-                       "gelu, gelu_tanh, identity, swiglu, GPT-OSS's clamped swiglu (evaluated on probe values)"), \
+                       "gelu, gelu_tanh, identity, relu2, swiglu (clamped where the graph clamps), GPT-OSS's clamped "
+                       "swiglu, geglu, geglu_tanh, softcap_swiglu (soft caps read off the graph) (evaluated on probe "
+                       "values)"), \
         [node(p.op) for p in ups] + ([node(down.op)] if down is not None else [])
 
 

@@ -146,7 +146,8 @@ def test_softcap_look_alike_is_left_alone():
     m, layers = _import_recognise(mod, torch.randn(6, 8))
     assert layers == []
     rec = next(r for r in recognition_of(m) if r["op"] == "moec.topk")
-    assert rec["step"] == "experts", rec
+    assert rec["step"] == "experts" and "between the up projection(s) and the down projection" in rec["reason"] \
+        and "softcap_swiglu" in rec["reason"], rec
 
 
 @pytest.mark.slow
