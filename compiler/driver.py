@@ -6,6 +6,9 @@
     build       source -> loadable artifact
     verify      artifact vs onnxruntime on seeded inputs at several shapes
 
+``compile_onnx`` runs them all; ``compile_module`` runs the stages after import for a module another front
+end made (the JIT's torch.export path, verified against the torch module's own output).
+
 ``--dump-ir DIR`` writes the module text after every IR stage.
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -155,15 +158,45 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
 def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[Staging], opts: CompileOptions,
                     timer: _Timer) -> CompileResult:
     from .frontend.onnx_import import import_model
-    final, outdir = outdir, st.path  # everything below writes into the staging directory
     with timer.time("import"):
         m = import_model(proto, name)
+    _check_imported(m, name)
+    opts = user_inputs(m, opts)  # --inputs / example_inputs checked against the model now: bad ones are exit 2
+
+    def oracle(artifact, built: Module, ref_module: Optional[Module]) -> dict:  # onnxruntime (or the interpreter)
+        return verify_artifact(proto, built, artifact, opts, ref_module)
+
+    return _compile_imported(m, name, outdir, st, dumps, opts, timer, oracle,
+                             reference=lambda: import_model(proto, name))
+
+
+def _check_imported(m: Module, name: str) -> None:
     try:
         verify_module(m)
     except IRError as e:
         raise UserBuildError(f"internal error: the imported IR of '{name}' does not verify: {e}") from None
+
+
+def compile_module(m: Module, name: str, outdir: str, opts: CompileOptions,
+                   oracle: Optional[Callable[[object, Module, Optional[Module]], dict]] = None,
+                   reference: Optional[Callable[[], Module]] = None, head: Optional[dict] = None) -> CompileResult:
+    """The stages after import for a module some other front end made (the JIT's torch.export path): passes
+    -> emit -> build -> verify with ``oracle(artifact, built module, reference module)`` (a dict of report
+    fields with 'verified'; ``reference()``: the f32 module, made only for quantised builds), published
+    into ``outdir`` as :func:`compile_onnx` publishes.  ``head``: report entries after the target."""
+    backend_class(opts.target)
+    _check_dirs(outdir, opts, [])
+    if opts.verify and oracle is None:
+        raise ValueError("compile_module: verifying needs an oracle")
+    _check_imported(m, name)
+    with Staging(outdir, opts.force, []) as st, _Dumps(opts, []) as dumps:
+        return _compile_imported(m, name, outdir, st, dumps, opts, _Timer(), oracle, reference, head)
+
+
+def _compile_imported(m: Module, name: str, outdir: str, st: Staging, dumps: Optional[Staging], opts: CompileOptions,
+                      timer: _Timer, oracle, reference=None, head: Optional[dict] = None) -> CompileResult:
+    final, outdir = outdir, st.path  # everything below writes into the staging directory
     _dump(m, dumps, 0, "import")
-    opts = user_inputs(m, opts)  # --inputs / example_inputs checked against the model now: bad ones are exit 2
     pass_log: List[dict] = []
 
     def after_stage(i, stage, module, info):
@@ -177,8 +210,8 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
     backend = target_backend(opts.target, opts.arch)
     check_options(backend, opts)
     ref_module = None
-    if opts.verify and opts.weights != "f32":
-        ref_module = import_model(proto, name)  # the f32 model, to measure the quantisation error
+    if opts.verify and opts.weights != "f32" and reference is not None:
+        ref_module = reference()  # the f32 model, to measure the quantisation error
     with timer.time("passes"):
         m = run_pipeline(m, target=backend.desc, after_stage=after_stage, weights=opts.weights,
                          group=opts.group_size, zero_point=opts.zero_point,
@@ -191,7 +224,7 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
         build_cached = backend.build(outdir, sanitize=opts.sanitize)
     write_manifest(outdir, _manifest(m, name, backend))  # (publishing completes its list of files, report.json included)
     report = build_report(
-        m, name, opts.target, head={"target_desc": backend.desc.to_json()}, verified=False,
+        m, name, opts.target, head={**(head or {}), "target_desc": backend.desc.to_json()}, verified=False,
         verification="skipped (--no-verify)" if not opts.verify else None,
         max_abs_err=None, max_rel_err=None, tolerance=None, shapes_tried=[], stage_timings_s=timer.stages,
         build_cache_hit=bool(build_cached), passes=pass_log,
@@ -204,7 +237,7 @@ def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[
         with timer.time("verify"):
             artifact = backend.load(outdir, threads=opts.threads)
             try:
-                vr = verify_artifact(proto, m, artifact, opts, ref_module)
+                vr = oracle(artifact, m, ref_module)
             except MemoryError:  # e.g. static input dims needing terabytes: the input's fault, not moec's
                 raise UserInputError(f"'{name}': verification ran out of memory building inputs of the model's "
                                      "shapes; compile with --no-verify, or smaller --sizes for symbolic "

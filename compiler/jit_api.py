@@ -403,7 +403,7 @@ def _onnx_example_sets(example_inputs) -> list:
 
 def _build(m, proto, name, outdir, example_inputs, module, target, weights, verify, soc, group_size,
            zero_point, weights_scope="all") -> dict:
-    from .driver import CompileOptions, build_module, compile_onnx
+    from .driver import CompileOptions, compile_onnx
     arch = soc or "native"
     if proto is not None:
         r = compile_onnx(proto, outdir, CompileOptions(target=target, arch=arch, verify=verify, weights=weights,
@@ -411,22 +411,20 @@ def _build(m, proto, name, outdir, example_inputs, module, target, weights, veri
                                                        weights_scope=weights_scope,
                                                        inputs=list(example_inputs or [])))
         return r.report
-    from .ir.io import load_module
-    from .verify import build_report, verify_against_module, write_report
-    art = build_module(m, outdir, target=target, arch=arch, threads=2, run_passes=True, weights=weights,
-                       group=group_size, zero_point=zero_point, scope=weights_scope)
-    built = load_module(os.path.join(outdir, "model.mlir"))
-    # (run_pipeline ran on m in place: its recognition trace is m's)
-    report = build_report(built, name, target, head={"frontend": "torch.export", "weights": weights},
-                          verified=None, verification="skipped" if not verify else None, recognised=m)
+    from .driver import compile_module
+    from .verify import verify_against_module, write_report
+    shapes = [tuple(a.type.shape) for a in m.main.args]
+
+    def oracle(art, built, _ref):  # the module's own eager output (its dequantised weights for quantised builds)
+        return verify_against_module(art, module, example_inputs, weights, name, target, shapes)
+
+    opts = CompileOptions(target=target, arch=arch, verify=verify, weights=weights, group_size=group_size,
+                          zero_point=zero_point, force=True, weights_scope=weights_scope)
+    r = compile_module(m, name, outdir, opts, oracle=oracle, head={"frontend": "torch.export"})
+    report = r.report
     if m.attrs.get("moec.experts_implementation"):
         report["experts_implementation"] = json.loads(m.attrs["moec.experts_implementation"])
-    if verify:
-        shapes = [tuple(a.type.shape) for a in m.main.args]
-        report.update(verify_against_module(art, module, example_inputs, weights, name, target, shapes))
-    write_report(outdir, report)
-    if verify and not report["verified"]:
-        raise VerificationError(f"verification FAILED for '{name}' on target {target}: {report.get('failure')}")
+        write_report(outdir, report)
     return report
 
 
