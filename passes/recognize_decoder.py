@@ -98,7 +98,6 @@ def _probe_feeds(f: Function, sizes: Dict, shape_only: bool = False, seed: int =
 
 
 @register_pass
-@register_pass
 @dataclass
 class RecognizeDecoder(Pass):
     name = "recognize-decoder"
