@@ -6,6 +6,9 @@ others keep the decomposed graph).  Rewrites:
   * **RMSNorm**: ``scale * (x * rsqrt(mean(x^2, last axis) + eps))`` with x^2 written ``pow(x, 2)`` or
     ``x * x``, the inverse root ``reciprocal(sqrt(.))`` or ``1 / sqrt(.)`` (or ``x / sqrt(.)``), ``scale``
     a constant vector over the last axis (either operand order)  ->  ``moec.rms_norm(x, scale)``.
+  * **Rotary embedding** (transformers' rotate_half form): ``x * cos + concat(-x[..., D/2:], x[..., :D/2]) *
+    sin`` (products and sum in either order)  ->  ``moec.rotary(x, cos, sin)`` (the interleaved form is
+    an attribute of the op, not recognised yet).
   * **Scaled dot-product attention**: ``softmax(scale * Q K^T + mask, last axis) V`` where the scores'
     matmul reads Q and K^T through the views a decomposed SDPA writes (reshape, expand, unsqueeze for
     repeat_kv / GQA, multiplications or divisions by scalar constants: the scale, split between Q and K
@@ -107,13 +110,15 @@ class RecognizeDecoder(Pass):
     def __post_init__(self):
         if self.ops is None:
             self.ops = tuple(getattr(self.target, "fused_decoder_ops", ()) or ()) if self.target is not None else \
-                ("moec.attention", "moec.rms_norm")
+                ("moec.attention", "moec.rms_norm", "moec.rotary")
 
     def run(self, m: Module) -> bool:
         changed = False
         for f in m.functions:
             if "moec.rms_norm" in self.ops:
                 changed |= self._rms_norms(m, f)
+            if "moec.rotary" in self.ops:
+                changed |= self._rotaries(m, f)
             if "moec.attention" in self.ops:
                 changed |= self._attentions(m, f)
         return changed
@@ -213,6 +218,72 @@ class RecognizeDecoder(Pass):
         except KeyError:
             return False
         got = new.reference(X, _const(m, new.operands[1]))[0]
+        return _close(got, want)
+
+    # ---- rotary embedding ------------------------------------------------------------------------
+    def _rotaries(self, m: Module, f: Function) -> bool:
+        changed = False
+        for o in list(f.ops):
+            if o not in f.ops or o.name != "moec.add" or o.result.type.dtype.np != np.float32:
+                continue
+            hit = self._match_rotary(o)
+            if hit is None:
+                continue
+            x, c, sn = hit
+            try:
+                new = OPS["moec.rotary"].create([x, c, sn], {"interleaved": False}, o.loc,
+                                                result_types=[o.result.type])
+                new.verify()
+            except Exception:  # noqa: BLE001 - shapes the op does not take
+                continue
+            if not self._prove_rotary(m, f, new, o.result):
+                continue
+            f.ops.insert(f.ops.index(o), new)
+            f.replace_all_uses(o.result, new.result)
+            changed = True
+        return changed
+
+    @staticmethod
+    def _match_rotary(o: Operation):
+        """(x, cos, sin) when o = x * cos + rotate_half(x) * sin (either order of every product and sum),
+        rotate_half(x) = concat(-x[..., D/2:], x[..., :D/2]) along the last axis."""
+        a, b = (v.owner for v in o.operands)
+        if a is None or b is None or a.name != "moec.mul" or b.name != "moec.mul":
+            return None
+        for p1, p2 in ((a, b), (b, a)):
+            for rot, sn in (p2.operands, p2.operands[::-1]):
+                ro = rot.owner
+                if ro is None or ro.name != "moec.concat" or len(ro.operands) != 2 or \
+                        int(ro.attrs["axis"]) % max(rot.type.rank, 1) != rot.type.rank - 1:
+                    continue
+                no, lo = ro.operands[0].owner, ro.operands[1].owner
+                if no is None or no.name != "moec.neg" or lo is None or lo.name != "moec.slice":
+                    continue
+                ho = no.operands[0].owner
+                if ho is None or ho.name != "moec.slice" or ho.operands[0] is not lo.operands[0]:
+                    continue
+                x = lo.operands[0]
+                for xx, c in (p1.operands, p1.operands[::-1]):
+                    if xx is x:
+                        return x, c, sn
+        return None
+
+    @staticmethod
+    def _prove_rotary(m: Module, f: Function, new: Operation, y: Value) -> bool:
+        """The original sum and the op agree on random x, cos and sin (the slices' bounds included: a
+        split other than the halves, or the halves swapped, differs)."""
+        x, c, sn = new.operands
+        r = np.random.default_rng(5)
+        # one size for every unknown dim of x, broadcast dims of cos/sin kept at their 1s
+        X = r.standard_normal([d if isinstance(d, int) else 3 for d in x.type.shape]).astype(np.float32)
+        shp = lambda t: [d if isinstance(d, int) else 3 for d in t.shape]  # noqa: E731
+        C = r.standard_normal(shp(c.type)).astype(np.float32)
+        S = r.standard_normal(shp(sn.type)).astype(np.float32)
+        try:
+            want = evaluate(m, f, [y], {id(x): X, id(c): C, id(sn): S})[0]
+            got = new.reference(X, C, S)[0]
+        except Exception:  # noqa: BLE001 - the probe does not run: no proof
+            return False
         return _close(got, want)
 
     # ---- attention -------------------------------------------------------------------------------

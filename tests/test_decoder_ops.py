@@ -188,6 +188,8 @@ def test_real_decoder_layers_recognised_and_exact(arch):
     rms = [o for o in m.main.ops if o.name == "moec.rms_norm"]
     assert len(att) == 2 and all(o.attrs["causal"] for o in att), [o.attrs for o in att]
     assert len(rms) >= 5
+    if arch != "deepseek_v3":  # (q and k of each layer; DeepSeek-V3's MLA ropes a slice of q and k)
+        assert sum(o.name == "moec.rotary" for o in m.main.ops) == 4
     assert not [o for o in m.main.ops if o.name == "moec.softmax"]
     ids = torch.randint(3, 100, (3, 9), generator=torch.Generator().manual_seed(9))
     got = list(ir_run(m, [ids.numpy()]).values())[0]
@@ -250,3 +252,36 @@ def test_real_mixtral_dynamo_onnx_export_recognised(tmp_path):
     with torch.no_grad():
         want = model(input_ids=ids2, use_cache=False).logits.numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_rotary_reference_and_kernel(interleaved, tmp_path):
+    """moec.rotary against the complex-number form of rotary embeddings (interleaved: pairs (x0, x1) as
+    x0 + i x1 times cos + i sin; rotate_half: (x[j], x[j + D/2]) as the pair), cos/sin broadcast over
+    batch and heads; the C kernel equals the reference."""
+    from moec.driver import build_module
+    B, H, S, D = 2, 3, 5, 8
+    r = np.random.default_rng(3)
+    x = r.standard_normal((B, H, S, D)).astype(np.float32)
+    ang = r.standard_normal((1, 1, S, D // 2)).astype(np.float32)
+    if interleaved:
+        cos, sin = np.repeat(np.cos(ang), 2, -1), np.repeat(np.sin(ang), 2, -1)
+        z = (x[..., 0::2] + 1j * x[..., 1::2]) * np.exp(1j * ang)
+        want = np.stack([z.real, z.imag], -1).reshape(x.shape)
+    else:
+        cos, sin = np.concatenate([np.cos(ang)] * 2, -1), np.concatenate([np.sin(ang)] * 2, -1)
+        z = (x[..., :D // 2] + 1j * x[..., D // 2:]) * np.exp(1j * ang)
+        want = np.concatenate([z.real, z.imag], -1)
+    t = f"tensor<{B}x{H}x{S}x{D}xf32>"
+    c = f"tensor<1x1x{S}x{D}xf32>"
+    m = parse_module(f"""module {{
+  func.func @main(%x: {t}, %c: {c}, %s: {c}) -> ({t}) attributes {{moec.inputs = ["x", "c", "s"], moec.outputs = ["y"]}} {{
+    %y = "moec.rotary"(%x, %c, %s) {{interleaved = {str(interleaved).lower()}}} : ({t}, {c}, {c}) -> {t}
+    func.return %y : {t}
+  }}
+}}
+""")
+    got = ir_run(m, [x, cos, sin])["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    art = build_module(m, str(tmp_path / "r"), threads=1)
+    np.testing.assert_allclose(art([x, cos, sin])[0], got, rtol=1e-6, atol=1e-6)

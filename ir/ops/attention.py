@@ -84,3 +84,37 @@ class AttentionOp(Operation):
             p = np.where(den > 0, e / np.where(den > 0, den, 1.0), 0.0)
         y = np.matmul(p, vv)
         return [y.astype(q.dtype)]
+
+
+@op("moec.rotary", operands=("x", "cos", "sin"), attrs={"interleaved": Attr("bool", False)}, traits=("pure",))
+class RotaryOp(Operation):
+    """Rotary position embedding: y = x * cos + rot(x) * sin, cos and sin broadcasting to x's shape, the
+    last dim D even.  rot(x) = concat(-x[..., D/2:], x[..., :D/2]) (transformers' rotate_half), or with
+    ``interleaved`` the pairs (x[2i], x[2i+1]) -> (-x[2i+1], x[2i])."""
+
+    def infer_types(self):
+        dt = same_dtype(self, 0, 1, 2)
+        x = self.operands[0].type
+        if not dt.is_float or x.rank < 1:
+            raise operand_error(self, "rotary needs a floating-point x of rank >= 1")
+        D = x.shape[-1]
+        if isinstance(D, int) and D % 2:
+            raise operand_error(self, f"the rotated dim has odd size {D}")
+        for v in self.operands[1:]:
+            t = v.type
+            if t.rank > x.rank or not all(c == 1 or _dims_agree(c, d)
+                                          for c, d in zip(t.shape, x.shape[x.rank - t.rank:])):
+                raise operand_error(self, f"cos/sin {t} do not broadcast to x {x}")
+        return [x]
+
+    def reference(self, x, cos, sin):
+        D = x.shape[-1]
+        if D % 2:
+            raise ValueError(f"the rotated dim has odd size {D}")
+        if np.broadcast_shapes(x.shape, cos.shape, sin.shape) != x.shape:
+            raise ValueError(f"cos {cos.shape} / sin {sin.shape} do not broadcast to x {x.shape}")
+        if self.attrs["interleaved"]:
+            rot = np.stack([-x[..., 1::2], x[..., 0::2]], axis=-1).reshape(x.shape)
+        else:
+            rot = np.concatenate([-x[..., D // 2:], x[..., :D // 2]], axis=-1)
+        return [(x * cos + rot * sin).astype(x.dtype)]

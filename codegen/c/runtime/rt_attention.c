@@ -196,3 +196,41 @@ int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, 
   if (a.oom) return moec_fail(ctx, "attention: out of memory for a task's buffers");
   return 0;
 }
+
+int moec_k_rotary(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *cos_t, const moec_tensor *sin_t,
+                  int interleaved, moec_tensor *y) {
+  if (x->dtype != MOEC_F32 || cos_t->dtype != MOEC_F32 || sin_t->dtype != MOEC_F32)
+    return moec_fail(ctx, "rotary: the kernel takes f32 x, cos and sin");
+  const int r = x->rank;
+  if (r < 1 || x->shape[r - 1] % 2) return moec_fail(ctx, "rotary: x needs a last dim of even size");
+  const moec_tensor *cs[2] = {cos_t, sin_t};
+  for (int t = 0; t < 2; t++) {
+    if (cs[t]->rank > r) return moec_fail(ctx, "rotary: cos/sin rank above x's");
+    for (int i = 0; i < cs[t]->rank; i++) {
+      int64_t d = cs[t]->shape[i], want = x->shape[r - cs[t]->rank + i];
+      if (d != 1 && d != want) return moec_fail(ctx, "rotary: cos/sin do not broadcast to x");
+    }
+  }
+  if (moec_alloc(ctx, y, MOEC_F32, r, x->shape)) return -1;
+  int64_t sc[MOEC_MAX_RANK], ss[MOEC_MAX_RANK];
+  moec_broadcast_strides(cos_t, r, x->shape, sc);
+  moec_broadcast_strides(sin_t, r, x->shape, ss);
+  const int64_t D = x->shape[r - 1], h = D / 2, rows = D ? x->numel / D : 0;
+  const float *X = x->data, *C = cos_t->data, *Sn = sin_t->data;
+  float *Y = y->data;
+  int64_t idx[MOEC_MAX_RANK] = {0};
+  for (int64_t row = 0; row < rows; row++) {
+    int64_t oc = 0, os = 0;
+    for (int i = 0; i < r - 1; i++) { oc += idx[i] * sc[i]; os += idx[i] * ss[i]; }
+    const float *xr = X + row * D;
+    float *yr = Y + row * D;
+    for (int64_t j = 0; j < D; j++) {
+      float rot;
+      if (interleaved) rot = (j & 1) ? xr[j - 1] : -xr[j + 1];
+      else rot = j < h ? -xr[j + h] : xr[j - h];
+      yr[j] = xr[j] * C[oc + j * sc[r - 1]] + rot * Sn[os + j * ss[r - 1]];
+    }
+    for (int i = r - 2; i >= 0; i--) { if (++idx[i] < x->shape[i]) break; idx[i] = 0; }
+  }
+  return 0;
+}

@@ -7,4 +7,8 @@
  * NULL, else an f32 tensor broadcasting to [B,Hq,S,T].  f32 only.  A row with no finite score is 0. */
 int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
                      const moec_tensor *mask, double scale, int causal, moec_tensor *y);
+/* y = x * cos + rot(x) * sin over the last dim (rotate_half, or pairs when interleaved); cos and sin
+ * broadcast to x.  f32. */
+int moec_k_rotary(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *cos_t, const moec_tensor *sin_t,
+                  int interleaved, moec_tensor *y);
 #endif
