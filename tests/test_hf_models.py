@@ -49,9 +49,9 @@ RECOGNISED: dict = {
     "flex_olmo": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
     "flint": ("custom", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2}),
     "glm4_moe": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
-    "glm5_next_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),  # (SwiGLU clamped at 10)
     "glm4_moe_lite": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 1.8}),
     "glm4v_moe_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
+    "glm5_next_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
     "glm_moe_dsa": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
     "gpt_oss": ("gpt-oss", {"scoring": "none", "norm": "none", "post": "softmax", "k": 2}),
     "granitemoe": ("granite-moe", {"scoring": "none", "norm": "none", "post": "softmax", "k": 2}),
@@ -60,9 +60,10 @@ RECOGNISED: dict = {
     "granitemoeshared": ("granite-moe", {"scoring": "none", "norm": "none", "post": "softmax", "k": 2}),
     "hunyuan_v1_moe": ("mixtral", {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}),
     "hy_v3": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "scale": 2.826}),
-    # (SwiGLU clamped at 10: moe.experts limit, read off the graph)
     "hy_v4": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.827}),
     "hy_v4_vl_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.827}),
+    "inkling2_loop_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "scale": 8.0}),
+    "inkling2_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "scale": 8.0}),
     "jamba": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
     "kimi_linear": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.446}),
     "laguna": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2}),
@@ -101,18 +102,28 @@ LEGACY_EXPERTS = (
 )
 # the 2-layer models whose every sparse layer is recognised (torch.export, batched_mm, f32)
 CAUSAL_RECOGNISED = (
-    "afmoe", "aria_text", "axk1", "axk2", "cohere2_moe", "deepseek_ocr2_text", "deepseek_v2", "deepseek_v3",
-    "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe", "exaone_moe", "flex_olmo", "flint",
-    "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
-    "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "lfm2_moe", "llama4_text", "longcat_flash", "mellum",
-    "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral_large4_text",
-    "mixtral", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_moe",
-    "solar_open", "unlimited_ocr_text",
+    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "cohere2_moe", "deepseek_ocr2_text",
+    "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe", "exaone_moe",
+    "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa",
+    "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe",
+    "hy_v3", "hy_v4", "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear",
+    "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe",
+    "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral",
+    "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
+    "qwen3_next", "solar_open", "step3p5", "unlimited_ocr_text",
 )
 CAUSAL_DEFAULT = ("mixtral",)
 # the recognised ones whose bf16 (dynamic dims) / f32 static-dims block is recognised and exact too (survey)
 BF16_RECOGNISED = (
-    "deepseek_v3", "gpt_oss", "mixtral", "qwen2_moe",
+    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
+    "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "exaone_moe", "flex_olmo",
+    "flint", "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss",
+    "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3",
+    "hy_v4", "hy_v4_vl_text", "jamba", "kimi_linear", "laguna", "lfm2_moe", "llama4_text", "mellum",
+    "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4",
+    "mistral_large4_text", "mixtral", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe",
+    "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text",
+    "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text",
 )
 STATIC_RECOGNISED = (
     "deepseek_v3", "gpt_oss", "mixtral", "qwen2_moe",
@@ -182,12 +193,6 @@ NOT_RECOGNISED: dict = {
     "doge": '^router: walking back from the top\\-k, the scores come from',
     # recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)
     "ergo": "^proof: found the router \\(scoring 'sigmoid', k=2, E=4\\) and 4",
-    # `moe.experts` has no activation of this form (recognize-moe knows relu, silu, gelu, gelu_tanh, identity,
-    # swiglu, GPT-OSS's clamped swiglu)
-    "inkling2_loop_text": '^experts: the function between the up projection',
-    # `moe.experts` has no activation of this form (recognize-moe knows relu, silu, gelu, gelu_tanh, identity,
-    # swiglu, GPT-OSS's clamped swiglu)
-    "inkling2_text": '^experts: the function between the up projection',
     # moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)
     "inkling_text": "ATen op 'aten\\.log1p\\.default' is not supported by moec's PyTo",
     # the block reads a tensor value into Python (`.item()` / `.tolist()`) during forward: moec's PyTorch
@@ -382,19 +387,27 @@ ONNX_RECOGNISED: dict = {
     "dynamo": (
         "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
         "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
-        "exaone_moe", "flex_olmo", "gpt_oss", "llama4_text", "longcat_flash", "mixtral", "phimoe",
-        "qwen2_moe",
+        "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
+        "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
+        "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text",
+        "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear", "laguna", "lara_mini", "lfm2_moe",
+        "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
+        "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
+        "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next",
+        "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+        "unlimited_ocr_text",
     ),
     "torchscript": (
         "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
         "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
         "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
-        "glm4v_moe_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid",
-        "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "jamba", "kimi_linear", "laguna", "lara_mini",
-        "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax",
-        "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h",
-        "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
-        "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+        "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
+        "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text",
+        "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear", "laguna", "lara_mini", "lfm2_moe",
+        "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
+        "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
+        "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next",
+        "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
         "unlimited_ocr_text",
     ),
 }
