@@ -218,6 +218,26 @@ Ops listed under "host" in plan.json run on the host CPU (numpy), not on the NPU
 """
 
 
+def device_support() -> dict:
+    """Where an Ascend build runs from Python, said plainly (report.json "ascend.device").  The Python artifact
+    always runs the kernels on moec's emulator; ``ascend/build/moec_run`` (the CMake project, on a CANN machine)
+    runs them on an NPU.  torch_npu is only looked up, never imported (importing it needs CANN's libraries)."""
+    import importlib.util
+    try:
+        npu = importlib.util.find_spec("torch_npu") is not None
+    except (ImportError, ValueError):
+        npu = False
+    if npu:
+        tensors = ("torch_npu is importable: moec.compile(..., target='ascend') takes NPU tensors and returns its "
+                   "outputs on the inputs' device, through host copies (the kernels run on the emulator from Python; "
+                   "moec_run runs them on the NPU)")
+    else:
+        tensors = ("torch_npu is not importable: moec.compile(..., target='ascend') takes and returns CPU tensors; "
+                   "NPU tensors need torch_npu (and CANN) installed")
+    return {"python_runs_on": "moec's AscendC emulator", "torch_npu": npu, "tensors": tensors,
+            "npu_path": "ascend/build/moec_run (built by the emitted CMake project with CANN)"}
+
+
 class AscendBackend(BackendBase):
     name = "ascend"
     describe = staticmethod(ascend_target)  # arch: the SoC (native: Ascend910B2)
@@ -248,6 +268,7 @@ class AscendBackend(BackendBase):
                     rep["not_planned"] = [line.strip() for line in fh if line.strip()]
         if artifact is not None:
             rep["emulator"] = artifact.stats()
+        rep["device"] = device_support()
         return {"ascend": rep}
 
     def inspect(self, m: Module, tokens=(1, 256)) -> dict:

@@ -347,3 +347,19 @@ def test_moec_run_uses_the_built_host_program(tmp_path, capsys):
     got, via_exe = cli_run(x3, "unplanned")  # no compile-time plan for 3 tokens: Python plans it
     assert not via_exe
     np.testing.assert_array_equal(got, art([x3])[0])
+
+
+def test_report_says_where_ascend_runs_and_what_tensors_it_takes(monkeypatch):
+    """report.json "ascend.device": without torch_npu (this machine) moec.compile takes CPU tensors and says so;
+    with torch_npu importable (faked: only the package lookup is), NPU tensors are taken through host copies."""
+    import importlib.util
+    from moec.targets.ascend_backend import device_support
+    here = device_support()
+    assert here["python_runs_on"] == "moec's AscendC emulator"
+    if importlib.util.find_spec("torch_npu") is None:
+        assert here["torch_npu"] is False and "not importable" in here["tensors"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "torch_npu" else real(name, *a))
+    faked = device_support()
+    assert faked["torch_npu"] is True and "takes NPU tensors" in faked["tensors"]
