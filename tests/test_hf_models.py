@@ -102,15 +102,16 @@ LEGACY_EXPERTS = (
 )
 # the 2-layer models whose every sparse layer is recognised (torch.export, batched_mm, f32)
 CAUSAL_RECOGNISED = (
-    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "cohere2_moe", "deepseek_ocr2_text",
+    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
     "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe", "exaone_moe",
     "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa",
     "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe",
     "hy_v3", "hy_v4", "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear",
-    "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe",
-    "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral",
-    "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
-    "qwen3_next", "solar_open", "step3p5", "unlimited_ocr_text",
+    "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash",
+    "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text",
+    "mixtral", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text",
+    "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open",
+    "step3p5", "unlimited_ocr_text",
 )
 CAUSAL_DEFAULT = ("mixtral",)
 # the recognised ones whose bf16 (dynamic dims) / f32 static-dims block is recognised and exact too (survey)
@@ -187,14 +188,14 @@ NOT_RECOGNISED: dict = {
     # torch.export cannot trace transformers' loop over the experts that were hit (`for expert_idx in
     # expert_hit`); export with `batched_mm`
     "dbrx": 'torch\\.export failed: Could not guard on data\\-dependent expression Eq',
-    # moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)
-    "deepseek_v4": "ATen op 'aten\\.log1p\\.default' is not supported by moec's PyTo",
+    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
+    "deepseek_v4": '^router: an Add before the top\\-k that is not sigmoid',
     # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
     "doge": '^router: walking back from the top\\-k, the scores come from',
     # recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)
     "ergo": "^proof: found the router \\(scoring 'sigmoid', k=2, E=4\\) and 4",
-    # moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)
-    "inkling_text": "ATen op 'aten\\.log1p\\.default' is not supported by moec's PyTo",
+    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
+    "inkling_text": '^router: an Add before the top\\-k that is not sigmoid',
     # the block reads a tensor value into Python (`.item()` / `.tolist()`) during forward: moec's PyTorch
     # front end cannot lower it
     "jetmoe": "ATen op 'aten\\._local_scalar_dense\\.default' is not supported",
