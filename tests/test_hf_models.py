@@ -127,7 +127,11 @@ BF16_RECOGNISED = (
     "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text",
 )
 STATIC_RECOGNISED = (
-    "deepseek_v3", "gpt_oss", "mixtral", "qwen2_moe",
+    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
+    "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe", "exaone_moe",
+    "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa",
+    "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe",
+    "hy_v3", "mixtral", "qwen2_moe",
 )
 
 
