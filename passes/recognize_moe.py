@@ -1083,6 +1083,8 @@ class RecognizeMoE(Pass):
         projection's input: the clamps a gated activation may apply (its candidate limits)."""
         stop = {id(p.output) for p in ups}
         out: List[float] = []
+        dt = np.dtype(down.input.type.dtype.np)
+        top = float(np.finfo(dt).max) if dt.kind == "f" else 1e30
         stack, seen = [down.input], set()
         while stack and len(seen) < 256:
             v = stack.pop()
@@ -1097,7 +1099,9 @@ class RecognizeMoE(Pass):
                     c = L.const_array(a) if a is not None else None
                     if c is not None and c.size == 1:
                         val = abs(float(np.asarray(c, np.float64).reshape(-1)[0]))
-                        if 0 < val < 1e30 and val not in out:  # (+-FLT_MAX: torch's "no bound" clamps nothing)
+                        # (+-FLT_MAX, or the half type's max: torch's "no bound" clamps nothing; the probe row
+                        # spans +-2 limits, which must stay finite in the activations' type)
+                        if 0 < val < min(1e30, top / 2) and val not in out:
                             out.append(val)
             stack.extend(a for a in o.operands if a is not None)
         return out
