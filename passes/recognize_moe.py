@@ -446,6 +446,23 @@ def gated_params(act: str) -> dict:
 
 # -- the pass ----------------------------------------------------------------------------------
 
+def _ops_between(down, ups):
+    """The ops on the paths from the up projections' outputs to the down projection's input (the activation's
+    ops; other projections and anything before the up projections left out), at most 256 values visited."""
+    stop = {id(p.output) for p in ups}
+    stack, seen = [down.input], set()
+    while stack and len(seen) < 256:
+        v = stack.pop()
+        if id(v) in seen or id(v) in stop or v.owner is None:
+            continue
+        seen.add(id(v))
+        o = v.owner
+        if o.name in PROJ_OPS:
+            continue
+        yield o
+        stack.extend(a for a in o.operands if a is not None)
+
+
 @register_pass
 @dataclass
 class RecognizeMoE(Pass):
@@ -1081,19 +1098,10 @@ class RecognizeMoE(Pass):
     def _clamp_limits(L, down: Projection, ups: List[Projection]) -> List[float]:
         """The positive scalar bounds of the clips / mins / maxes between the up projections and the down
         projection's input: the clamps a gated activation may apply (its candidate limits)."""
-        stop = {id(p.output) for p in ups}
         out: List[float] = []
         dt = np.dtype(down.input.type.dtype.np)
         top = float(np.finfo(dt).max) if dt.kind == "f" else 1e30
-        stack, seen = [down.input], set()
-        while stack and len(seen) < 256:
-            v = stack.pop()
-            if id(v) in seen or id(v) in stop or v.owner is None:
-                continue
-            seen.add(id(v))
-            o = v.owner
-            if o.name in PROJ_OPS:
-                continue
+        for o in _ops_between(down, ups):
             if o.name in ("moec.clip", "moec.min", "moec.max"):
                 for a in o.operands[1:] if o.name == "moec.clip" else o.operands:
                     c = L.const_array(a) if a is not None else None
@@ -1103,24 +1111,14 @@ class RecognizeMoE(Pass):
                         # spans +-2 limits, which must stay finite in the activations' type)
                         if 0 < val < min(1e30, top / 2) and val not in out:
                             out.append(val)
-            stack.extend(a for a in o.operands if a is not None)
         return out
 
     @staticmethod
     def _softcaps(L, down: Projection, ups: List[Projection]) -> List[float]:
         """The positive scalars that divide or multiply a tanh's input or output between the up
         projections and the down projection's input: the candidate caps of c tanh(v / c)."""
-        stop = {id(p.output) for p in ups}
         out: List[float] = []
-        stack, seen = [down.input], set()
-        while stack and len(seen) < 256:
-            v = stack.pop()
-            if id(v) in seen or id(v) in stop or v.owner is None:
-                continue
-            seen.add(id(v))
-            o = v.owner
-            if o.name in PROJ_OPS:
-                continue
+        for o in _ops_between(down, ups):
             if o.name == "moec.tanh":
                 near = [o.operands[0].owner] + [u for u in L.users.get(id(o.results[0]), [])]
                 for n in near:
@@ -1133,7 +1131,6 @@ class RecognizeMoE(Pass):
                             val = 1.0 / val if n.name == "moec.mul" and n is o.operands[0].owner and val else val
                             if 0 < val < 1e30 and val not in out:
                                 out.append(val)
-            stack.extend(a for a in o.operands if a is not None)
         return out[:8]
 
     # ------------------------------------------------------------------------------------------
