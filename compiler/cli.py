@@ -308,7 +308,7 @@ def cmd_run(a) -> int:
     if a.nproc:
         return ep_cli.cmd_run(a)
     import numpy as np
-    from .npy_input import load_npy_input
+    from .npy_input import check_input_names, load_npy_input
     from .artifact_dir import safe_file_names, verification_warning
     from .ir import parse_type
     d = a.artifact
@@ -323,12 +323,7 @@ def cmd_run(a) -> int:
         k, v = spec.split("=", 1)
         given[k] = v
     names = [x["name"] for x in man["inputs"]]
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise UserInputError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are: {', '.join(names)}")
-    missing = [n for n in names if n not in given]
-    if missing:
-        raise UserInputError(f"missing input(s): {', '.join(missing)} (give each as --input NAME=FILE.npy)")
+    check_input_names(names, given)
     # where the outputs go, settled before anything runs: one file per output (distinct, safe names)
     if not a.output_dir or not a.output_dir.strip():
         raise UserInputError("-o: the output path is empty; name a directory")

@@ -30,14 +30,9 @@ def free_port() -> int:
 
 def load_inputs(info: dict, given: Dict[str, str]) -> List[np.ndarray]:
     from .ir import parse_type
-    from .npy_input import load_npy_input
+    from .npy_input import check_input_names, load_npy_input
     names = [x["name"] for x in info["inputs"]]
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise UserInputError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are: {', '.join(names)}")
-    missing = [n for n in names if n not in given]
-    if missing:
-        raise UserInputError(f"missing input(s): {', '.join(missing)} (give each as --input NAME=FILE.npy)")
+    check_input_names(names, given)
     out, binding = [], {}
     for x in info["inputs"]:
         arr = load_npy_input(given[x["name"]], f"input '{x['name']}'")

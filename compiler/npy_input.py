@@ -65,3 +65,13 @@ def save_npy(path: str, arr) -> None:
         except OSError:
             pass
         raise
+
+
+def check_input_names(names, given) -> None:
+    """``given`` (input name -> file, from --input NAME=FILE.npy) names each of the model's inputs once."""
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise UserInputError(f"unknown input(s) {', '.join(unknown)}; the model's inputs are: {', '.join(names)}")
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise UserInputError(f"missing input(s): {', '.join(missing)} (give each as --input NAME=FILE.npy)")
