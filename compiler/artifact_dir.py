@@ -29,8 +29,8 @@ import stat
 import warnings
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from ._version import __version__
-from .errors import UserInputError
+from moec._version import __version__
+from moec.errors import UserInputError
 
 MANIFEST = "manifest.json"
 FORMAT = 1                       # the value of the "moec_artifact" marker field

@@ -20,11 +20,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .driver import CompileOptions, compile_onnx, load_model_proto
-from .errors import UserInputError
-from .ir import Module
-from .ir.core import ResourceRef
-from .ir.ops.moe import dequantize_weights
+from moec.driver import CompileOptions, compile_onnx, load_model_proto
+from moec.errors import UserInputError
+from moec.ir import Module
+from moec.ir.core import ResourceRef
+from moec.ir.ops.moe import dequantize_weights
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> List[float]:
@@ -171,7 +171,7 @@ BENCH_TARGETS = ("cpu", "triton")
 def run_bench_cli(a) -> int:
     """`moec bench` (arguments as cli.py parses them)."""
     if a.target == "triton":
-        from . import bench_triton
+        from moec import bench_triton
         out = a.output or "moec_bench_triton"
         rep = bench_triton.run_triton_bench(a.layers.split(","), a.tokens or [1, 16, 128, 1024, 4096], out,
                                             weights=a.weights)
@@ -185,7 +185,7 @@ def run_bench_cli(a) -> int:
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "bench.json")) \
             and not a.force:
         raise UserInputError(f"output folder '{out}' exists and holds other files; pass --force or choose -o")
-    from .passes.quantize import MODES
+    from moec.passes.quantize import MODES
     modes = [a.weights] + [w for w in (getattr(a, "also_weights", "") or "").split(",") if w and w != a.weights]
     bad = [w for w in modes if w not in MODES]
     if bad:

@@ -28,7 +28,7 @@ import json
 import os
 from typing import Callable, Dict, List, Sequence
 
-from .codegen.triton import profile
+from moec.codegen.triton import profile
 
 LAYERS = {
     # name: D, F, E, k, routing
@@ -165,7 +165,7 @@ def quantize_layer(w_in, w_out, weights: str):
 
 
 def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(None, None, None, None)):
-    from .codegen.triton import runtime as rt
+    from moec.codegen.triton import runtime as rt
     logits = rt.matmul(x.float(), w_router)
     w, ids = rt.moe_route(logits, bias, k=cfg["k"], scoring=cfg["scoring"], n_group=cfg["n_group"],
                           topk_group=cfg["topk_group"], group_score=cfg.get("group_score", "max"), post="none",
@@ -185,9 +185,9 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
     import time
 
     import torch
-    from .codegen.triton import runtime as rt
-    from .codegen.triton import tuning
-    from .errors import UserInputError
+    from moec.codegen.triton import runtime as rt
+    from moec.codegen.triton import tuning
+    from moec.errors import UserInputError
     if weights not in BENCH_WEIGHTS:
         raise UserInputError(f"moec bench --target triton: --weights {weights} is not benchmarked on the GPU "
                              f"(choose {', '.join(BENCH_WEIGHTS)})")
@@ -199,8 +199,8 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
         raise RuntimeError("moec bench --target triton needs a CUDA GPU (the interpreter is for --smoke and tests, "
                            "not timing)")
     if weights == "fp8":
-        from .targets.description import detect_triton_target
-        from .targets.triton_backend import check_fp8_support
+        from moec.targets.description import detect_triton_target
+        from moec.targets.triton_backend import check_fp8_support
         check_fp8_support(detect_triton_target(), "fp8")
     os.makedirs(outdir, exist_ok=True)
     peak = probes(host) if host is _Host else probes(host, n=256, copy_bytes=1 << 22)

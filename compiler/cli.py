@@ -16,14 +16,14 @@ import sys
 import traceback
 from typing import List, Optional
 
-from ._version import __version__
-from . import ep_cli, ep_cost
-from . import targets
-from .errors import MoecError, UserInputError, one_line, show_name
-from .npy_input import save_npy
-from .passes.quantize import MODES as WEIGHT_MODES
-from .bench import BENCH_TARGETS
-from .targets.description import ASCEND_SOCS, DEFAULT_SOC
+from moec._version import __version__
+from moec import ep_cli, ep_cost
+from moec import targets
+from moec.errors import MoecError, UserInputError, one_line, show_name
+from moec.npy_input import save_npy
+from moec.passes.quantize import MODES as WEIGHT_MODES
+from moec.bench import BENCH_TARGETS
+from moec.targets.description import ASCEND_SOCS, DEFAULT_SOC
 
 EPILOG = "Exit codes: 0 success, 1 verification failed, 2 bad input or usage, 3 internal error."
 
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=2, help="threads for the compiled code")
     ep_cost.add_parser(sub)
     ep_cli.add_arguments(c, r, b, sub)
-    from . import decode
+    from moec import decode
     decode.add_parser(sub)  # moec generate (compiler/decode.py)
     return p
 
@@ -161,7 +161,7 @@ def _arch(a) -> str:
 def cmd_compile(a) -> int:
     if a.ep:
         return ep_cli.cmd_compile(a)
-    from .driver import CompileOptions, compile_onnx
+    from moec.driver import CompileOptions, compile_onnx
     opts = CompileOptions(target=a.target, arch=_arch(a), verify=not a.no_verify, dump_ir=a.dump_ir,
                           seed=a.seed, symbol_sizes=a.sizes, threads=a.threads, force=a.force,
                           sanitize=a.sanitize, weights=a.weights, group_size=a.group_size,
@@ -226,11 +226,11 @@ def verdict_line(rep: dict) -> str:
 
 
 def inspect_model(path: str, target: str = targets.DEFAULT, arch: str = "native", tokens=(1, 256)) -> dict:
-    from .driver import load_model_proto
-    from .frontend.onnx_import import import_model
-    from .passes.pipeline import run_pipeline
-    from .passes.recognition_trace import recognition_of
-    from .verify import moe_layers_of, op_histogram
+    from moec.driver import load_model_proto
+    from moec.frontend.onnx_import import import_model
+    from moec.passes.pipeline import run_pipeline
+    from moec.passes.recognition_trace import recognition_of
+    from moec.verify import moe_layers_of, op_histogram
     proto, name = load_model_proto(path)
     onnx_hist = {}
     for n in proto.graph.node:
@@ -275,7 +275,7 @@ def cmd_inspect(a) -> int:
     for i, layer in enumerate(info["moe_layers"]):
         print(f"  [{i}] " + ", ".join(f"{k}={v}" for k, v in layer.items() if k != "replaced_nodes"))
     if a.explain:
-        from .passes.recognition_trace import format_explain
+        from moec.passes.recognition_trace import format_explain
         print("MoE recognition (--explain):")
         for ln in format_explain(info["recognition"], info["moe_layers"]):
             print("  " + one_line(ln))  # names from the model: one line each, escapes shown
@@ -287,12 +287,12 @@ def cmd_inspect(a) -> int:
 def cmd_bench(a) -> int:
     if a.ep:
         return ep_cli.cmd_bench(a)
-    from .bench import run_bench_cli
+    from moec.bench import run_bench_cli
     return run_bench_cli(a)
 
 
 def cmd_conformance(a) -> int:
-    from .conformance import format_table, run_conformance
+    from moec.conformance import format_table, run_conformance
     chosen = [t.strip() for t in a.targets.split(",") if t.strip()]
     bad = [t for t in chosen if t not in targets.names(include_debug=False)]
     if bad:
@@ -308,9 +308,9 @@ def cmd_run(a) -> int:
     if a.nproc:
         return ep_cli.cmd_run(a)
     import numpy as np
-    from .npy_input import check_input_names, load_npy_input
-    from .artifact_dir import safe_file_names, verification_warning
-    from .ir import parse_type
+    from moec.npy_input import check_input_names, load_npy_input
+    from moec.artifact_dir import safe_file_names, verification_warning
+    from moec.ir import parse_type
     d = a.artifact
     man = _run_manifest(d)
     warn = verification_warning(d)  # (exit code unchanged: the user decides whether to trust it)

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import targets as _targets
+from moec import targets as _targets
 
 ALL_TARGETS = tuple(_targets.names(include_debug=False))
 # the weight modes of each target: every mode its kernels implement (TargetDesc.weight_modes); quick runs f32
@@ -67,9 +67,9 @@ def _bf16_module_cell(jit_compile, mod, target: str, gpu: bool) -> dict:
 
     import torch
 
-    from .frontend.torch_import import tensor_to_numpy
-    from .verify import half_trial
-    from .zoo import make_inputs
+    from moec.frontend.torch_import import tensor_to_numpy
+    from moec.verify import half_trial
+    from moec.zoo import make_inputs
     t0 = time.perf_counter()
     try:
         half = copy.deepcopy(mod).to(torch.bfloat16)
@@ -100,8 +100,8 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
                     modules_too: bool = True) -> dict:
     import onnxruntime as ort
 
-    from .driver import CompileOptions, compile_onnx
-    from .zoo import ZOO
+    from moec.driver import CompileOptions, compile_onnx
+    from moec.zoo import ZOO
     os.makedirs(outdir, exist_ok=True)
     for t in targets:
         if target_status(t) is None:
@@ -117,7 +117,7 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
     status = {t: target_status(t) for t in targets}
     # a mode this machine's variant of a target cannot run (fp8 on a GPU without it): skipped with the
     # driver's reason (the target's option check)
-    from .errors import UserInputError
+    from moec.errors import UserInputError
 
     def mode_skip(t: str, mode: str) -> Optional[str]:
         try:
@@ -176,7 +176,7 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
                         cell["status"] = f"verified ({stand_in['label']})"
                         cell["timing"] = stand_in["timing"]
                     elif timing:
-                        from .verify import make_inputs as verify_inputs, symbols_of
+                        from moec.verify import make_inputs as verify_inputs, symbols_of
                         fmain = r.module.main
                         xs = verify_inputs(fmain, {s: 64 for s in symbols_of(fmain)}, seed=7)
                         feeds = dict(zip(fmain.arg_names, xs))
@@ -195,8 +195,8 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
     try:
         import torch  # noqa: F401
 
-        from .jit_api import compile as jit_compile
-        from .zoo import make_inputs, make_module, modules
+        from moec.jit_api import compile as jit_compile
+        from moec.zoo import make_inputs, make_module, modules
         classes = modules.ALL if modules_too else []
         if models is not None:
             classes = [c for c in classes if f"{c.__name__.lower()}_module" in models]
@@ -219,7 +219,7 @@ def run_conformance(targets: Sequence[str] = ALL_TARGETS, quick: bool = False, o
                 x = torch.from_numpy(make_inputs(9))
                 with torch.no_grad():
                     want = mod(x).numpy()
-                from .verify import recheck_output
+                from moec.verify import recheck_output
                 close, err = recheck_output(cm(x).numpy(), want)
                 ok = cm.stats.verified and close
                 st = "verified" if ok else "FAILED"

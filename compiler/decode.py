@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import UserInputError
+from moec.errors import UserInputError
 
 ATTN_NAME = "moec_kv"
 _CTX: List[dict] = []  # the running step's cache inputs (a stack: the attention function reads the top)
@@ -277,7 +277,7 @@ def input_names(layers: int) -> List[str]:
 def compile_step(model, max_len: int, *, target: str = "cpu", weights: str = "f32", verify: bool = True,
                  cache: bool = True, **kw):
     """``moec.compile`` of ``KVStep(model)``: tokens dynamic, the cache capacity ``max_len`` fixed."""
-    from .jit_api import compile as moec_compile
+    from moec.jit_api import compile as moec_compile
     geo = cache_geometry(model)
     ex = step_inputs(geo, max_len, 4)
     dims = {0: {1: "T"}, **{i: {} for i in range(1, len(ex))}}
@@ -310,7 +310,7 @@ def export_onnx(model, path: str, max_len: int, dynamo: bool = True) -> str:
 
 def onnx_geometry(path: str) -> dict:
     """The cache geometry of a step exported by ``export_onnx`` (from its input shapes)."""
-    from .frontend.onnx_load import load_onnx
+    from moec.frontend.onnx_load import load_onnx
     m = load_onnx(path)
     ins = {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
            for i in m.graph.input}
@@ -416,7 +416,7 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
         if engine == "onnxruntime":
             step = ort_step(os.fspath(model), threads)
         else:
-            from .jit_api import compile as moec_compile
+            from moec.jit_api import compile as moec_compile
             step = moec_step(moec_compile(os.fspath(model), target=target, weights=weights, verify=verify,
                                           cache=cache), threads)
     else:

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import torch
     torch.set_num_threads(a.threads)
-    from . import decode
+    from moec import decode
     model = build(a.hidden, a.inter, a.experts, a.heads, a.kv_heads, a.vocab, a.layers)
     geo = decode.cache_geometry(model)
     max_len = a.context + a.steps

@@ -20,17 +20,17 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._version import __version__
-from .errors import BuildError as UserBuildError
-from .errors import UserInputError, VerificationError
-from .ir import IRError, Module, print_module, save_module, verify_module
-from .passes.pipeline import run_pipeline
-from .passes.quantize import quantization_record
-from .artifact_dir import Staging, check_target, write_manifest
-from .targets import DEFAULT as DEFAULT_TARGET
-from .targets import backend as target_backend
-from .targets import backend_class, check_options
-from .verify import build_report, moe_layers_of, op_histogram, user_inputs, verify_artifact, write_report  # noqa: F401
+from moec._version import __version__
+from moec.errors import BuildError as UserBuildError
+from moec.errors import UserInputError, VerificationError
+from moec.ir import IRError, Module, print_module, save_module, verify_module
+from moec.passes.pipeline import run_pipeline
+from moec.passes.quantize import quantization_record
+from moec.artifact_dir import Staging, check_target, write_manifest
+from moec.targets import DEFAULT as DEFAULT_TARGET
+from moec.targets import backend as target_backend
+from moec.targets import backend_class, check_options
+from moec.verify import build_report, moe_layers_of, op_histogram, user_inputs, verify_artifact, write_report  # noqa: F401
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _check_dirs(outdir: str, opts: "CompileOptions", protect: Sequence[str]) -> 
 def load_model_proto(model):
     """(proto, name) from a path (external data read from the model's folder only) or a ModelProto; either
     is checked (onnx's checker and moec's own checks) before anything else sees it."""
-    from .frontend.onnx_import import _shown, check_model_proto, load_onnx
+    from moec.frontend.onnx_import import _shown, check_model_proto, load_onnx
     if isinstance(model, (str, os.PathLike)):
         return load_onnx(os.fspath(model)), os.path.splitext(os.path.basename(os.fspath(model)))[0]
     name = model.graph.name or "model"
@@ -157,7 +157,7 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
 
 def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[Staging], opts: CompileOptions,
                     timer: _Timer) -> CompileResult:
-    from .frontend.onnx_import import import_model
+    from moec.frontend.onnx_import import import_model
     with timer.time("import"):
         m = import_model(proto, name)
     _check_imported(m, name)

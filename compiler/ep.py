@@ -29,10 +29,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._version import __version__
-from .errors import RuntimeFailure, UserInputError
-from .ir import Module, save_module
-from .passes.expert_parallel import EPError, EPPlan, Placement, layers_of, rank_module, split_stages
+from moec._version import __version__
+from moec.errors import RuntimeFailure, UserInputError
+from moec.ir import Module, save_module
+from moec.passes.expert_parallel import EPError, EPPlan, Placement, layers_of, rank_module, split_stages
 
 EP_JSON = "ep.json"
 DEFAULT_TIMEOUT_S = 60.0
@@ -70,8 +70,8 @@ def token_symbol(m: Module) -> Optional[str]:
 def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: str = "native",
                placements: Optional[Dict[str, Placement]] = None, force: bool = False, name: str = "model") -> dict:
     """Write the EP artifact of ``m`` (after the pipeline) for ``world`` ranks into ``outdir``; return ep.json."""
-    from .artifact_dir import Staging, write_manifest
-    from .driver import build_module
+    from moec.artifact_dir import Staging, write_manifest
+    from moec.driver import build_module
     if target != "cpu":
         raise UserInputError(f"--ep: target {target} is not wired to the EP run time yet (cpu is)")
     if world < 1:
@@ -141,7 +141,7 @@ def _check_programs(outdir: str, info: dict) -> None:
     """The programs only name stage folders rank<r>/s<i> and EP ops (their attributes a dict): the run time
     loads and calls nothing else, whatever the file says."""
     import re
-    from .passes.expert_parallel import HOST_OPS
+    from moec.passes.expert_parallel import HOST_OPS
 
     def bad(why):
         raise UserInputError(f"'{outdir}': {EP_JSON} is damaged ({why}); recompile the artifact")
@@ -176,7 +176,7 @@ def token_slices(n_tokens: int, world: int) -> List[slice]:
 
 def split_inputs(info: dict, arrays: Sequence[np.ndarray], rank: int) -> List[np.ndarray]:
     """Rank ``rank``'s part of the full inputs (token-dimension inputs sliced, the rest whole)."""
-    from .ir import parse_type
+    from moec.ir import parse_type
     sym = info["token_symbol"]
     T = None
     for x, a in zip(info["inputs"], arrays):
@@ -196,7 +196,7 @@ def _pack(attrs, x, ids, w):
     torch = _torch()
     W, S, r, E = attrs["world"], attrs["slots"], attrs["rank"], attrs["num_experts"]
     dev = ids.device
-    from .ir.ops.ep import replica_table
+    from moec.ir.ops.ep import replica_table
     reps = replica_table(attrs["placement"], E)
     n = max(len(p) for p in reps)
     table = torch.tensor([p + [p[0]] * (n - len(p)) for p in reps], dtype=torch.int64, device=dev)
@@ -336,7 +336,7 @@ class EPRank:
     def __init__(self, outdir: str, rank: Optional[int] = None, world: Optional[int] = None, threads: int = 1,
                  group=None):
         import torch.distributed as dist
-        from .targets import backend
+        from moec.targets import backend
         self.info = read_ep(outdir)
         if rank is None:
             rank = dist.get_rank(group) if group is not None else dist.get_rank()
@@ -424,7 +424,7 @@ def compile_module_ep(m: Module, world: int, target: str = "cpu", placements=Non
             if outdir is None:
                 import hashlib
                 import tempfile
-                from .ir import print_module
+                from moec.ir import print_module
                 h = hashlib.sha256(print_module(m).encode() + m.weights.digest().encode() +
                                    repr((world, target, placements)).encode()).hexdigest()[:24]
                 outdir = os.path.join(tempfile.gettempdir(), f"moec-ep-{os.getuid()}", h)
@@ -443,8 +443,8 @@ def run_lockstep(outdir: str, arrays: Sequence[np.ndarray], threads: int = 1) ->
     """Every rank of the artifact in this process, in lockstep: the compiled stages of each rank, the EP ops
     with their numpy reference semantics (ir/ops/ep.py), collectives handed every rank's operands.  Checks
     the compiled code of every rank at compile time without processes; returns the full outputs."""
-    from .ir.opdef import OPS
-    from .targets import backend
+    from moec.ir.opdef import OPS
+    from moec.targets import backend
     info = read_ep(outdir)
     W = info["world"]
     be = backend(info["target"])
@@ -505,14 +505,14 @@ def compile_api(model, example_inputs, world: int, target: str = "cpu", weights:
     rank = dist.get_rank(group) if group is not None else dist.get_rank()
     m = Module()
     if rank == 0:
-        from .passes.pipeline import run_pipeline
-        from .targets import target_for
+        from moec.passes.pipeline import run_pipeline
+        from moec.targets import target_for
         if is_module:
-            from .hf_experts import import_module
+            from moec.hf_experts import import_module
             m = import_module(model, ex, dynamic_dims, experts_implementation)
         else:
-            from .driver import load_model_proto
-            from .frontend.onnx_import import import_model
+            from moec.driver import load_model_proto
+            from moec.frontend.onnx_import import import_model
             m = import_model(*load_model_proto(model))
         run_pipeline(m, target_for(target), weights=weights)
     ep = compile_module_ep(m, world, target=target, placements=placements, group=group)
@@ -521,11 +521,11 @@ def compile_api(model, example_inputs, world: int, target: str = "cpu", weights:
         with torch.no_grad():
             want = model(*ex)
         want = [want] if isinstance(want, torch.Tensor) else list(want)
-        from .tolerances import tolerance_for
+        from moec.tolerances import tolerance_for
         tol = tolerance_for("bf16" if weights == "bf16" else "f32")
         for g, w in zip(got, want):
             if not torch.allclose(g.to(torch.float64), w.detach().to(torch.float64), rtol=tol.rtol, atol=tol.atol):
-                from .errors import VerificationError
+                from moec.errors import VerificationError
                 raise VerificationError(f"rank {rank}: the expert-parallel build differs from the module by "
                                         f"{(g.double() - w.double()).abs().max().item():.3g} on the example inputs")
     return ep

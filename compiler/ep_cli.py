@@ -9,7 +9,7 @@ from typing import List
 
 import numpy as np
 
-from .errors import UserInputError, VerificationError, show_name
+from moec.errors import UserInputError, VerificationError, show_name
 
 
 def add_arguments(compile_p, run_p, bench_p, sub) -> None:
@@ -39,10 +39,10 @@ def add_arguments(compile_p, run_p, bench_p, sub) -> None:
 
 
 def _module(model: str, target: str, arch: str, weights: str = "f32", group: int = 64, zero_point: bool = False):
-    from .driver import load_model_proto
-    from .frontend.onnx_import import import_model
-    from .passes.pipeline import run_pipeline
-    from .targets import target_for
+    from moec.driver import load_model_proto
+    from moec.frontend.onnx_import import import_model
+    from moec.passes.pipeline import run_pipeline
+    from moec.targets import target_for
     proto, name = load_model_proto(model)
     m = import_model(proto, name)
     run_pipeline(m, target_for(target, arch), weights=weights, group=group, zero_point=zero_point)
@@ -62,8 +62,8 @@ def _random_inputs(m, T: int, seed: int) -> List[np.ndarray]:
 
 
 def cmd_compile(a) -> int:
-    from .ep import compile_ep, read_placement_file, run_lockstep
-    from .tolerances import tolerance_for
+    from moec.ep import compile_ep, read_placement_file, run_lockstep
+    from moec.tolerances import tolerance_for
     t0 = time.perf_counter()
     if a.target != "cpu":
         raise UserInputError(f"--ep: target {a.target} is not wired to the EP run time yet (cpu is)")
@@ -88,7 +88,7 @@ def cmd_compile(a) -> int:
         sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         oracle, want_of = "onnxruntime", lambda xs: sess.run(None, dict(zip(m.main.arg_names, xs)))
     else:
-        from .ir import run as interpret
+        from moec.ir import run as interpret
         oracle, want_of = "moec's interpreter (dequantised weights)", lambda xs: list(interpret(m, xs).values())
     worst = 0.0
     for i, T in enumerate(sorted(set(list(a.sizes) + [0, 2 * a.ep + 1]))):
@@ -107,11 +107,11 @@ def cmd_compile(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from .launch import run_local
+    from moec.launch import run_local
     run_local(a.artifact, a.input, a.nproc, a.output_dir, threads=max(1, a.threads // a.nproc),
               timeout_s=a.timeout)
-    from .artifact_dir import safe_file_names
-    from .ep import read_ep
+    from moec.artifact_dir import safe_file_names
+    from moec.ep import read_ep
     names = [o["name"] for o in read_ep(a.artifact)["outputs"]]
     for n, f in zip(names, safe_file_names(names, ".npy")):
         print(f"{show_name(n)} -> {show_name(os.path.join(a.output_dir, f), 4096)}")
@@ -120,8 +120,8 @@ def cmd_run(a) -> int:
 
 def _route_ids(m, arrays_list) -> dict:
     """{layer: [ids [T, k] per input set]} of every recognised layer, by the reference semantics."""
-    from .passes.expert_parallel import layers_of
-    from .passes.moe_util import evaluate
+    from moec.passes.expert_parallel import layers_of
+    from moec.passes.moe_util import evaluate
     f = m.main
     routes = [o for o in f.ops if o.name == "moe.route"]
     names = [L for L, _ in layers_of(m)]
@@ -138,9 +138,9 @@ def _route_ids(m, arrays_list) -> dict:
 def profile(m, arrays_list, world: int, slots: int = 0) -> dict:
     """Per layer: the expert histogram and, for ``world`` ranks, the contiguous and the balanced placement with
     their predicted and measured (the run time's dispatch of these tokens) max/mean load per rank."""
-    from .ep import token_slices
-    from .passes.ep_placement import balanced_placement, dispatch_load, imbalance, predicted_load
-    from .passes.expert_parallel import Placement, layers_of
+    from moec.ep import token_slices
+    from moec.passes.ep_placement import balanced_placement, dispatch_load, imbalance, predicted_load
+    from moec.passes.expert_parallel import Placement, layers_of
     E_of = dict(layers_of(m))
     rep = {}
     for L, ids_list in _route_ids(m, arrays_list).items():
@@ -216,9 +216,9 @@ def _mixtral_like(path: str) -> str:
 
 def cmd_bench(a) -> int:
     """``moec bench --ep N``: N processes x 1 thread (EP over gloo) against 1 process x N threads."""
-    from .driver import build_module
-    from .ep import compile_ep
-    from .launch import LocalPool
+    from moec.driver import build_module
+    from moec.ep import compile_ep
+    from moec.launch import LocalPool
     W = a.ep
     out = a.output or "moec_bench_ep"
     os.makedirs(out, exist_ok=True)

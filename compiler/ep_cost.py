@@ -23,10 +23,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import UserInputError
-from .ir.ops.ep import choose_replica
-from .passes.expert_parallel import EPError, Placement
-from .passes.ep_placement import balanced_placement
+from moec.errors import UserInputError
+from moec.ir.ops.ep import choose_replica
+from moec.passes.expert_parallel import EPError, Placement
+from moec.passes.ep_placement import balanced_placement
 
 
 # ----------------------------------------------------------------------------------------------------------- hardware

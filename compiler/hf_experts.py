@@ -22,9 +22,9 @@ SWAP_TO = "batched_mm"
 def _recognised_layers(m) -> int:
     """canonicalize and recognize-moe on ``m`` in place (the build's pipeline starts with the same stages
     and finds them at their fixed point), and the number of MoE layers recognised."""
-    from .passes.base import run_to_fixed_point
-    from .passes.pipeline import stages
-    from .targets import target_for
+    from moec.passes.base import run_to_fixed_point
+    from moec.passes.pipeline import stages
+    from moec.targets import target_for
     st = dict(stages(target_for("cpu", "generic")))
     run_to_fixed_point(m, st["canonicalize"])
     run_to_fixed_point(m, st["recognize-moe"])
@@ -34,7 +34,7 @@ def _recognised_layers(m) -> int:
 def import_module(model, example_inputs, dynamic_dims, experts_implementation: Optional[str]):
     """import_torch(model) with the experts implementation chosen as the module docstring says (an
     explicit name or None: exactly as import_torch does)."""
-    from .frontend.torch_import import _transformers_experts, import_torch
+    from moec.frontend.torch_import import _transformers_experts, import_torch
 
     def imp(impl):
         return import_torch(model, example_inputs, dynamic_dims=dynamic_dims, experts_implementation=impl)

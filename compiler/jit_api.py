@@ -23,8 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._version import __version__
-from .errors import UserInputError, VerificationError
+from moec._version import __version__
+from moec.errors import UserInputError, VerificationError
 
 _SOURCE_HASH: Optional[str] = None
 
@@ -56,7 +56,7 @@ def _compiler_hash() -> str:
 
 
 def jit_cache_dir() -> str:
-    from .targets.cpu import cache_dir
+    from moec.targets.cpu import cache_dir
     d = os.path.join(cache_dir(), "jit")
     os.makedirs(d, exist_ok=True)
     return d
@@ -97,11 +97,11 @@ class CompiledModel:
         if torch_in and hasattr(self.artifact, "call_torch") and all(_is_tensor(x) for x in inputs):
             outs = self.artifact.call_torch(inputs)  # device tensors stay on the device
         else:
-            from .frontend.torch_import import tensor_to_numpy
+            from moec.frontend.torch_import import tensor_to_numpy
             arrays = [tensor_to_numpy(x) if _is_tensor(x) else np.asarray(x) for x in inputs]
             outs = self.artifact(arrays)
             if torch_in:
-                from .frontend.torch_import import numpy_to_tensor
+                from moec.frontend.torch_import import numpy_to_tensor
                 dev = next(x.device for x in inputs if _is_tensor(x))
                 outs = [numpy_to_tensor(o).to(dev) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -117,7 +117,7 @@ def _is_tensor(x) -> bool:
 
 def _options_key(target: str, weights: str, group_size: int, zero_point: bool, soc: Optional[str],
                  weights_scope: str = "all") -> str:
-    from .targets import target_for
+    from moec.targets import target_for
     desc = target_for(target, soc or "native")
     return json.dumps({"target": target, "weights": weights, "group_size": group_size, "zero_point": zero_point,
                        **({"weights_scope": weights_scope} if weights_scope != "all" else {}),
@@ -190,8 +190,8 @@ def _module_code_digest(model) -> Optional[str]:
 def _seal(outdir: str, key: str, verified) -> None:
     """Finish a build folder as a cache entry: the manifest lists every file (COMPLETE included: every file in
     the entry is moec's), then COMPLETE gets the sha256 of every file (cache_store.seal), checked on each hit."""
-    from .artifact_dir import record_files
-    from .targets import cache_store
+    from moec.artifact_dir import record_files
+    from moec.targets import cache_store
     with open(os.path.join(outdir, cache_store.MARKER), "w") as f:
         f.write("{}")  # (a placeholder, so that the manifest's list names it)
     record_files(outdir)
@@ -201,14 +201,14 @@ def _seal(outdir: str, key: str, verified) -> None:
 def _publish(tmp: str, final: str) -> bool:
     """Atomically move a sealed build into place; False if another process published a (checked) entry first
     (the loser uses the winner's).  A damaged entry in the way is discarded, never "Directory not empty"."""
-    from .targets import cache_store
+    from moec.targets import cache_store
     return cache_store.publish(tmp, final)
 
 
 def _entry_json(d: str) -> dict:
     """report.json of a cache entry, after checking the types of what moec reads from it and from
     manifest.json (cache contents are untrusted: a wrong type is a damaged entry, rebuilt)."""
-    from .targets.cache_store import Damaged
+    from moec.targets.cache_store import Damaged
     docs = {}
     for name in ("report.json", "manifest.json"):
         try:
@@ -286,14 +286,14 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     """
     import time
     t0 = time.perf_counter()
-    from .passes.quantize import MODES as WEIGHT_MODES
+    from moec.passes.quantize import MODES as WEIGHT_MODES
     if weights not in WEIGHT_MODES:
         raise UserInputError(f"weights='{weights}': choose {', '.join(WEIGHT_MODES)}")
     if expert_parallel:
-        from .ep import compile_api
+        from moec.ep import compile_api
         return compile_api(model, example_inputs, expert_parallel, target=target, weights=weights, verify=verify,
                            dynamic_dims=dynamic_dims, experts_implementation=experts_implementation)
-    from .targets import backend_class
+    from moec.targets import backend_class
     backend_class(target).prepare()  # (e.g. Triton's interpreter chosen before torch.export imports triton)
     opts_key = _options_key(target, weights, group_size, zero_point, soc, weights_scope)
     is_module = hasattr(model, "forward") and hasattr(model, "state_dict")
@@ -308,8 +308,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         # (cheap) instead of exporting first; the export runs only on a miss
         code = _module_code_digest(model)
         if code is None:  # no source (a wrapped function, closures): hash the exported graph itself
-            from .hf_experts import import_module
-            from .ir import print_module
+            from moec.hf_experts import import_module
+            from moec.ir import print_module
             m = import_module(model, ex, dynamic_dims, experts_implementation)
             h.update(print_module(m).encode())
             h.update(m.weights.digest().encode())
@@ -326,7 +326,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         proto, name = None, type(model).__name__
         m = m if code is None else None
     else:
-        from .driver import load_model_proto
+        from moec.driver import load_model_proto
         proto, name = load_model_proto(model)
         m = None
         ex = None
@@ -342,8 +342,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     key = h.hexdigest()[:32]
     root = jit_cache_dir()
     final = os.path.join(root, key)
-    from .targets import backend as target_backend
-    from .targets import cache_store
+    from moec.targets import backend as target_backend
+    from moec.targets import cache_store
     backend = target_backend(target, soc or "native")
     hit = False
     if cache and os.path.lexists(final):
@@ -359,7 +359,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     if not hit:
         cache_store.clean_stale(root)  # build folders of killed compiles
         if is_module and m is None:
-            from .hf_experts import import_module
+            from moec.hf_experts import import_module
             m = import_module(model, ex, dynamic_dims, experts_implementation)
         tmp = cache_store.new_tmp(root, key)
         outdir = os.path.join(tmp, "a")
@@ -403,7 +403,7 @@ def _onnx_example_sets(example_inputs) -> list:
 
 def _build(m, proto, name, outdir, example_inputs, module, target, weights, verify, soc, group_size,
            zero_point, weights_scope="all") -> dict:
-    from .driver import CompileOptions, compile_onnx
+    from moec.driver import CompileOptions, compile_onnx
     arch = soc or "native"
     if proto is not None:
         r = compile_onnx(proto, outdir, CompileOptions(target=target, arch=arch, verify=verify, weights=weights,
@@ -411,8 +411,8 @@ def _build(m, proto, name, outdir, example_inputs, module, target, weights, veri
                                                        weights_scope=weights_scope,
                                                        inputs=list(example_inputs or [])))
         return r.report
-    from .driver import compile_module
-    from .verify import verify_against_module, write_report
+    from moec.driver import compile_module
+    from moec.verify import verify_against_module, write_report
     shapes = [tuple(a.type.shape) for a in m.main.args]
 
     def oracle(art, built, _ref):  # the module's own eager output (its dequantised weights for quantised builds)

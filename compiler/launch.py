@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import MoecError, RuntimeFailure, UserInputError, one_line
+from moec.errors import MoecError, RuntimeFailure, UserInputError, one_line
 
 
 def free_port() -> int:
@@ -29,8 +29,8 @@ def free_port() -> int:
 
 
 def load_inputs(info: dict, given: Dict[str, str]) -> List[np.ndarray]:
-    from .ir import parse_type
-    from .npy_input import check_input_names, load_npy_input
+    from moec.ir import parse_type
+    from moec.npy_input import check_input_names, load_npy_input
     names = [x["name"] for x in info["inputs"]]
     check_input_names(names, given)
     out, binding = [], {}
@@ -65,7 +65,7 @@ def run_rank(outdir: str, arrays: Sequence[np.ndarray], rank: int, world: int, t
     """Inside an initialised process group: run this rank's tokens; every rank returns the full outputs
     (gathered in rank order) and its stats."""
     import torch.distributed as dist
-    from .ep import EPRank, split_inputs
+    from moec.ep import EPRank, split_inputs
     key = (os.path.abspath(outdir), rank, world, threads)
     ep = _LOADED.get(key)
     if ep is None or ep.stamp != _stamp(outdir):   # (a loaded artifact packs its weights once: keep it)
@@ -108,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UserInputError("moec.launch needs RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in the "
                                  "environment (run it under torchrun, or use `moec run OUT --nproc N`)")
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-        from .ep import init_process_group, read_ep
+        from moec.ep import init_process_group, read_ep
         info = read_ep(a.artifact)
         if world != info["world"]:
             raise UserInputError(f"'{a.artifact}' was compiled for {info['world']} ranks, WORLD_SIZE is {world}")
@@ -121,8 +121,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for _ in range(max(1, a.repeat)):
             full, stats = run_rank(a.artifact, arrays, rank, world, a.threads)
         if rank == 0:
-            from .artifact_dir import safe_file_names
-            from .npy_input import save_npy as _save_npy
+            from moec.artifact_dir import safe_file_names
+            from moec.npy_input import save_npy as _save_npy
             os.makedirs(a.output_dir, exist_ok=True)
             for f, arr in zip(safe_file_names([o["name"] for o in info["outputs"]], ".npy"), full):
                 _save_npy(os.path.join(a.output_dir, f), arr)
@@ -142,7 +142,7 @@ def run_local(outdir: str, inputs: Sequence[str], nproc: int, output_dir: str, t
               fault: Optional[str] = None) -> None:
     """``moec run OUT --nproc N``: N local processes (gloo on 127.0.0.1); the first failure is raised with
     its message, the other processes are stopped; nothing waits longer than the timeout (+ start-up)."""
-    from .ep import read_ep
+    from moec.ep import read_ep
     info = read_ep(outdir)
     if nproc != info["world"]:
         raise UserInputError(f"--nproc {nproc}: '{outdir}' was compiled for {info['world']} ranks (--ep)")
@@ -192,7 +192,7 @@ def serve(timeout_s: float) -> int:
     """A rank that stays in its process group and runs jobs read from stdin (one JSON line each:
     {"artifact", "inputs": NPZ, "out": NPZ, "threads", "repeat"}), answering one JSON line each
     (``LocalPool``: tests and `moec bench --ep` pay the process start once)."""
-    from .ep import init_process_group, read_ep
+    from moec.ep import init_process_group, read_ep
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

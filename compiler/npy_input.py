@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from .errors import UserInputError
-from .ir.limits import shape_problem
+from moec.errors import UserInputError
+from moec.ir.limits import shape_problem
 
 
 def load_npy_input(path: str, what: str) -> np.ndarray:

@@ -15,8 +15,8 @@ from typing import Any, List, Sequence
 import numpy as np
 from onnx.backend.base import Backend, BackendRep
 
-from .driver import CompileOptions, compile_onnx
-from .targets.registry import CpuArtifact
+from moec.driver import CompileOptions, compile_onnx
+from moec.targets.registry import CpuArtifact
 
 
 class MoecRep(BackendRep):

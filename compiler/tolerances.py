@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict
 
-from .ir import DType  # noqa: F401
+from moec.ir import DType  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._version import __version__
-from .errors import RuntimeFailure, UserInputError
-from .ir import DType, Function, IRError, Module, TensorType
-from .ir import run as interpret
-from .passes.recognition_trace import recognition_of
-from .tolerances import Tolerance, tolerance_for
+from moec._version import __version__
+from moec.errors import RuntimeFailure, UserInputError
+from moec.ir import DType, Function, IRError, Module, TensorType
+from moec.ir import run as interpret
+from moec.passes.recognition_trace import recognition_of
+from moec.tolerances import Tolerance, tolerance_for
 
 DEFAULT_SYMBOL_SIZES = (5, 1, 3)
 
@@ -366,7 +366,7 @@ def check_user_inputs(f: Function, given, what: str) -> Dict[str, np.ndarray]:
     """``given`` (a dict name -> array, or a sequence in the model's input order) checked against the
     model's inputs: every name an input, every input given, dtype, rank, static dims and one size per
     symbolic dim.  Returns {name: array} in input order; UserInputError (naming ``what``) otherwise."""
-    from .errors import UserInputError
+    from moec.errors import UserInputError
     names = list(f.arg_names)
     if isinstance(given, dict):
         items = dict(given)
@@ -424,7 +424,7 @@ def load_inputs_npz(path: str, f: Function) -> Dict[str, np.ndarray]:
     inputs.  No pickles; sizes read from the headers and bounded before anything is loaded."""
     import os
     import zipfile
-    from .errors import UserInputError
+    from moec.errors import UserInputError
     what = f"--inputs '{_shown(path)}'"
     try:
         st = os.stat(path)
@@ -734,7 +734,7 @@ def _widened_onnxruntime(proto, lazy: dict, f, xs, threads: int):
             lazy["widened"] = None if w is None else w.SerializeToString()
         if lazy["widened"] is None:
             return None
-        from .passes.moe_util import widen
+        from moec.passes.moe_util import widen
         return [np.asarray(r) for r in run_onnxruntime(lazy["widened"], f.arg_names, [widen(x) for x in xs],
                                                        threads=threads)]
     except Exception:  # noqa: BLE001 - no f32 oracle: the op-by-op interpreter result decides alone
@@ -797,7 +797,7 @@ def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_modu
 
     def original() -> Module:  # the model as imported, before any pass: its own semantics
         if "orig" not in lazy:
-            from .frontend.onnx_import import import_model
+            from moec.frontend.onnx_import import import_model
             lazy["orig"] = f32_module if f32_module is not None else import_model(proto)
         return lazy["orig"]
     # the narrowest float type the model computes in (bf16 before f16), and whether a float output is
@@ -884,12 +884,12 @@ def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_modu
                     trial["interpreter_vs_onnxruntime"] = {"ok": c2.ok, "max_abs_err": c2.max_abs_err}
         tol_override = None
         if quantized and opts.weights in ("bf16", "w8a8"):
-            from .tolerances import QUANT_VERIFY_TOLERANCE
+            from moec.tolerances import QUANT_VERIFY_TOLERANCE
             tol_override = QUANT_VERIFY_TOLERANCE[opts.weights]  # quantised GEMM inputs (see tolerances.py)
         c = compare(f.output_names, got, want, tol_override)
         trial.update(ok=c.ok, max_abs_err=c.max_abs_err, max_rel_err=c.max_rel_err, outputs=c.per_output)
         if quantized and opts.weights == "w8a8" and not c.ok:  # flipped int8 codes (tolerances.py: per-token model)
-            from .tolerances import w8a8_flip_check
+            from moec.tolerances import w8a8_flip_check
             fc = w8a8_flip_check(got, want)
             trial["w8a8_flipped_tokens"] = fc
             if fc["ok"]:
@@ -900,7 +900,7 @@ def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_modu
             trial.update(ok=ht["ok"], half_precision=ht)
             c = dataclasses.replace(c, ok=ht["ok"], message=ht.get("failure", ""))
         if quantized:
-            from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
+            from moec.tolerances import QUANT_ERROR_BOUNDS, quantization_error
             qe = quantization_error(got, f32_want, QUANT_ERROR_BOUNDS[opts.weights])
             trial["quantization_error"] = qe
             for key in qerr:
@@ -925,7 +925,7 @@ def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_modu
     # and report.json never claim onnxruntime otherwise
     out["oracle_is_onnxruntime"] = bool(out["trials"]) and all(t["oracle"] == "onnxruntime" for t in out["trials"])
     if quantized:
-        from .tolerances import QUANT_ERROR_BOUNDS
+        from moec.tolerances import QUANT_ERROR_BOUNDS
         bound = QUANT_ERROR_BOUNDS[opts.weights]
         out["quantization_error"] = {**qerr, "vs": f32_oracle, "bound_token_rel_median": bound}
         if out["verified"] and qerr["token_rel_median"] > bound:
@@ -966,7 +966,7 @@ def verify_against_module(art, module, example_inputs, weights, name, target, ar
     A half-precision module (f16/bf16 inputs) is judged against the same module run in f32: its own
     eager output carries rounding at every op, so the question is whether moec's error against f32
     is no worse than eager's (per-token relative errors, mean and max; see verify.half_trial)."""
-    from .frontend.torch_import import without_kv_cache
+    from moec.frontend.torch_import import without_kv_cache
     with without_kv_cache(module):  # (as it was exported: a CausalLM returns its logits)
         return _verify_module_trials(art, module, example_inputs, weights, name, target, arg_shapes)
 
@@ -974,8 +974,8 @@ def verify_against_module(art, module, example_inputs, weights, name, target, ar
 def _verify_module_trials(art, module, example_inputs, weights, name, target, arg_shapes) -> dict:
     import torch
 
-    from .frontend.torch_import import tensor_to_numpy
-    from .tolerances import QUANT_ERROR_BOUNDS, quantization_error
+    from moec.frontend.torch_import import tensor_to_numpy
+    from moec.tolerances import QUANT_ERROR_BOUNDS, quantization_error
     half = [x.dtype for x in example_inputs if isinstance(x, torch.Tensor) and x.dtype in (torch.float16,
                                                                                             torch.bfloat16)]
     if not half and not any(isinstance(x, torch.Tensor) and x.is_floating_point() for x in example_inputs):
@@ -1086,5 +1086,5 @@ def _filled(cell) -> bool:
 def _as_list(y) -> list:
     """The tensors of a module's output in the order the import returns them (a tuple, a dict,
     transformers' ModelOutput)."""
-    from .frontend.torch_import import flat_outputs
+    from moec.frontend.torch_import import flat_outputs
     return flat_outputs(y)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from .types import TensorType
+from moec.ir.types import TensorType
 
 
 class IRError(Exception):
@@ -76,7 +76,7 @@ class Operation:
 
     def describe(self) -> str:
         # names from the model/IR text: escaped for one-line messages (moec.errors.show_name)
-        from ..errors import show_name
+        from moec.errors import show_name
         where = f" (from {show_name(self.loc)})" if self.loc else ""
         return f"'{show_name(self.name)}'{where}"
 
@@ -135,7 +135,7 @@ class Function:
 
 class Module:
     def __init__(self, weights=None, attrs: Optional[Dict[str, Any]] = None):
-        from .weights import WeightStore
+        from moec.ir.weights import WeightStore
         self.functions: List[Function] = []
         self.weights = weights if weights is not None else WeightStore()
         self.attrs: Dict[str, Any] = dict(attrs or {})

@@ -11,8 +11,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .core import Function, IRError, Module, ResourceRef
-from .types import DType
+from moec.ir.core import Function, IRError, Module, ResourceRef
+from moec.ir.types import DType
 
 
 class InterpreterError(IRError):

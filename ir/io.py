@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 
-from .core import Module
-from .parser import IRParseError, parse_module, printable
-from .printer import print_module
-from .weights import WeightStore
+from moec.ir.core import Module
+from moec.ir.parser import IRParseError, parse_module, printable
+from moec.ir.printer import print_module
+from moec.ir.weights import WeightStore
 
 
 def weight_paths(mlir_path: str):

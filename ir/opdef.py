@@ -22,8 +22,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
-from .core import IRError, Operation, ResourceRef, Value
-from .types import DType, TensorType
+from moec.ir.core import IRError, Operation, ResourceRef, Value
+from moec.ir.types import DType, TensorType
 
 REQUIRED = object()
 

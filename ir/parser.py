@@ -27,11 +27,11 @@ import numpy as np
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from ..errors import UserInputError, show_name
-from .core import Function, IRError, Module, ResourceRef, Value
-from .opdef import build, lookup
-from .types import DType, TensorType
-from .weights import WeightStore
+from moec.errors import UserInputError, show_name
+from moec.ir.core import Function, IRError, Module, ResourceRef, Value
+from moec.ir.opdef import build, lookup
+from moec.ir.types import DType, TensorType
+from moec.ir.weights import WeightStore
 
 MAX_RANK = 32                 # tensor types of higher rank are refused
 MAX_DENSE_ELEMENTS = 1 << 24  # larger constants belong in the weight store (dense_resource)
@@ -567,7 +567,7 @@ def parse_module(text: Union[str, bytes], weights: Optional[WeightStore] = None,
             names.add(f.name)
             m.functions.append(f)
         if verify:
-            from .verifier import verify_module
+            from moec.ir.verifier import verify_module
             try:
                 verify_module(m)
             except IRError as e:

@@ -13,8 +13,8 @@ from typing import Dict, List
 import ml_dtypes
 import numpy as np
 
-from .core import Function, Module, Operation, ResourceRef, Value
-from .types import DType, TensorType, format_type
+from moec.ir.core import Function, Module, Operation, ResourceRef, Value
+from moec.ir.types import DType, TensorType, format_type
 
 _ID_RE = re.compile(r"[A-Za-z_$.\-][A-Za-z0-9_$.\-]*|[0-9]+")
 _BARE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_$.]*")

@@ -12,9 +12,9 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .core import Module, ResourceRef
-from .interpreter import InterpreterError, _check
-from .opdef import has_trait
+from moec.ir.core import Module, ResourceRef
+from moec.ir.interpreter import InterpreterError, _check
+from moec.ir.opdef import has_trait
 
 
 def _rank_steps(m: Module, inputs: Sequence[np.ndarray]):

@@ -1,9 +1,9 @@
 """Module verifier: SSA order, per-op declarations, weight references."""
 from __future__ import annotations
 
-from .core import IRError, Module, ResourceRef
-from .opdef import types_compatible
-from .types import DType, TensorType
+from moec.ir.core import IRError, Module, ResourceRef
+from moec.ir.opdef import types_compatible
+from moec.ir.types import DType, TensorType
 
 
 def verify_module(m: Module) -> None:

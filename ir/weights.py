@@ -16,7 +16,7 @@ from typing import Dict, Iterator
 
 import numpy as np
 
-from .types import DType
+from moec.ir.types import DType
 
 ALIGN = 64
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.$-]*")

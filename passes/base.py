@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Type
 
-from ..ir import Module
+from moec.ir import Module
 
 
 @dataclass

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import Module
-from ..ir.core import ResourceRef
-from ..ir.opdef import has_trait
-from .base import Pass, register_pass
+from moec.ir import Module
+from moec.ir.core import ResourceRef
+from moec.ir.opdef import has_trait
+from moec.passes.base import Pass, register_pass
 
 
 @register_pass

@@ -17,8 +17,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from ..ir.ops.ep import choose_replica
-from .expert_parallel import EPError, Placement
+from moec.ir.ops.ep import choose_replica
+from moec.passes.expert_parallel import EPError, Placement
 
 
 def balanced_placement(load: Sequence[float], world: int, slots: int = 0) -> Placement:

@@ -28,9 +28,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..ir import Function, Module, ResourceRef, Value, WeightStore, parse_module, print_module
-from ..ir.opdef import OPS
-from .base import Pass, register_pass
+from moec.ir import Function, Module, ResourceRef, Value, WeightStore, parse_module, print_module
+from moec.ir.opdef import OPS
+from moec.passes.base import Pass, register_pass
 
 HOST_OPS = ("moe.ep_pack", "moe.ep_unpack", "moe.exchange_counts", "moe.all_to_all", "moe.all_gather",
             "moe.expert_counts", "moe.ep_capacity")
@@ -139,7 +139,7 @@ def _const_array(m: Module, v: Value) -> Optional[np.ndarray]:
 
 
 def _const(m: Module, f_ops: List, arr: np.ndarray, hint: str) -> Value:
-    from ..ir import DType, TensorType
+    from moec.ir import DType, TensorType
     key = m.weights.add(arr, hint)
     c = OPS["moec.constant"].create([], {"value": ResourceRef(key)},
                                     result_types=[TensorType(DType.from_np(arr.dtype), arr.shape)])
@@ -267,7 +267,7 @@ def rank_module(m: Module, plan: EPPlan, rank: int) -> Module:
         layer = c.attrs.get("layer") or f"moe{n}"
         n += 1
         _split_layer(r, f, c, plan.for_layer(layer, names.get(layer, int(ex.operands[4].type.shape[0]))), rank)
-    from .dce import DeadCodeElimination
+    from moec.passes.dce import DeadCodeElimination
     DeadCodeElimination().run(r)     # (the full expert stacks and the old dispatch are dead now)
     used = {o.attrs["value"].key for o in f.ops if o.name == "moec.constant"
             and isinstance(o.attrs["value"], ResourceRef)}

@@ -22,10 +22,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..ir import Module, Operation, Value
-from ..ir.core import ResourceRef
-from ..ir.opdef import OPS
-from .base import Pass, register_pass
+from moec.ir import Module, Operation, Value
+from moec.ir.core import ResourceRef
+from moec.ir.opdef import OPS
+from moec.passes.base import Pass, register_pass
 
 
 def _const_shape_ok(m: Module, v: Value) -> Optional[Tuple[int, ...]]:

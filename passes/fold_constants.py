@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import DType, Module, TensorType
-from ..ir.core import IRError, ResourceRef
-from ..ir.opdef import OPS, has_trait
-from .base import Pass, register_pass
+from moec.ir import DType, Module, TensorType
+from moec.ir.core import IRError, ResourceRef
+from moec.ir.opdef import OPS, has_trait
+from moec.passes.base import Pass, register_pass
 
 # pure data movement: the result's elements are a selection of the data operand's (operand 0)
 SLICE_OPS = frozenset(("moec.gather", "moec.slice", "moec.split", "moec.squeeze", "moec.unsqueeze",

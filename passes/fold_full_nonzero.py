@@ -38,10 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import Module
-from ..ir.core import ResourceRef
-from ..ir.opdef import OPS
-from .base import Pass, register_pass
+from moec.ir import Module
+from moec.ir.core import ResourceRef
+from moec.ir.opdef import OPS
+from moec.passes.base import Pass, register_pass
 
 VIEW_OPS = ("moec.transpose",)
 # ops that move values without changing them (the set of values is the operand's)

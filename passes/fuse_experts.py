@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import Module
-from ..ir.opdef import OPS
-from .base import Pass, register_pass
-from .moe_util import single_user
+from moec.ir import Module
+from moec.ir.opdef import OPS
+from moec.passes.base import Pass, register_pass
+from moec.passes.moe_util import single_user
 
 
 @register_pass

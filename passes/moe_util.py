@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from ..ir import Function, Operation, Value
+from moec.ir import Function, Operation, Value
 
 
 def users(f: Function) -> Dict[int, List[Operation]]:
@@ -89,8 +89,8 @@ def evaluate(m, f: Function, targets, feeds: Dict[int, "object"], widened: bool 
 def eval_op(m, o: Operation, ins, widened: bool = False):
     """One op's reference semantics on ``ins`` (see :func:`evaluate` for ``widened``)."""
     import numpy as np
-    from ..ir import DType
-    from ..ir.core import ResourceRef
+    from moec.ir import DType
+    from moec.ir.core import ResourceRef
     if o.name == "moec.constant":
         val = o.attrs["value"]
         outs = [np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else val]
@@ -122,7 +122,7 @@ def same_tokens(f: Function, x: Value, uses=None) -> List[Value]:
         return [x]
     uses = uses if uses is not None else f.uses()
 
-    from ..ir import DType
+    from moec.ir import DType
     half, wide = (DType.F16, DType.BF16), (DType.F32, DType.F64)
 
     def keeps_rows(o: Operation) -> bool:

@@ -8,21 +8,21 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
-from ..ir import Module
-from .base import Pass, run_to_fixed_point
-from .dce import DeadCodeElimination
-from .fold_constants import FoldConstants
-from .fold_full_nonzero import FoldFullNonzero
-from .fold_broadcast_matmul import FoldBroadcastMatmul
-from .split_of_concat import SplitOfConcat
-from .fuse_experts import FuseExperts
-from .recognize_moe import RecognizeMoE
-from .recognize_decoder import RecognizeDecoder
-from .quantize import QuantizeWeights
-from .schedule_dispatch import ScheduleDispatch
+from moec.ir import Module
+from moec.passes.base import Pass, run_to_fixed_point
+from moec.passes.dce import DeadCodeElimination
+from moec.passes.fold_constants import FoldConstants
+from moec.passes.fold_full_nonzero import FoldFullNonzero
+from moec.passes.fold_broadcast_matmul import FoldBroadcastMatmul
+from moec.passes.split_of_concat import SplitOfConcat
+from moec.passes.fuse_experts import FuseExperts
+from moec.passes.recognize_moe import RecognizeMoE
+from moec.passes.recognize_decoder import RecognizeDecoder
+from moec.passes.quantize import QuantizeWeights
+from moec.passes.schedule_dispatch import ScheduleDispatch
 
 if TYPE_CHECKING:  # (passes read target descriptions; they do not import targets)
-    from ..targets.base import TargetDesc
+    from moec.targets.base import TargetDesc
 
 
 def stages(target: "TargetDesc", weights: str = "f32", group: int = 64,

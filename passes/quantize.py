@@ -45,13 +45,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..ir import DType, Module, TensorType
-from ..ir.core import ResourceRef
-from ..ir.opdef import OPS, const_value
-from ..ir.fp8 import E4M3_MAX, encode_e4m3
-from ..ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
-from .base import Pass, register_pass
-from .moe_util import layer_of
+from moec.ir import DType, Module, TensorType
+from moec.ir.core import ResourceRef
+from moec.ir.opdef import OPS, const_value
+from moec.ir.fp8 import E4M3_MAX, encode_e4m3
+from moec.ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
+from moec.passes.base import Pass, register_pass
+from moec.passes.moe_util import layer_of
 
 MODES = ("f32", "bf16", "int8", "int4", "w8a8", "fp8")
 SCOPES = ("all", "experts")

@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..ir import Function, Module, Operation, Value
-from ..ir.core import ResourceRef
-from ..ir.opdef import OPS
-from .base import Pass, register_pass
-from .moe_util import ShapeOnly, evaluate, users
+from moec.ir import Function, Module, Operation, Value
+from moec.ir.core import ResourceRef
+from moec.ir.opdef import OPS
+from moec.passes.base import Pass, register_pass
+from moec.passes.moe_util import ShapeOnly, evaluate, users
 
 if TYPE_CHECKING:
-    from ..targets.base import TargetDesc
+    from moec.targets.base import TargetDesc
 
 _VIEW_OPS = ("moec.reshape", "moec.expand", "moec.unsqueeze", "moec.squeeze")
 _RTOL = 1e-4

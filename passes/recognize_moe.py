@@ -39,13 +39,13 @@ from typing import Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
-from ..ir import DType, Function, Module, Operation, TensorType, Value
-from ..ir.core import ResourceRef
-from ..ir.opdef import OPS
-from ..ir.ops.moe import record_moe_layer
-from . import recognition_trace as _trace
-from .base import Pass, register_pass
-from .moe_util import ShapeOnly, eval_op, evaluate, same_tokens, widen
+from moec.ir import DType, Function, Module, Operation, TensorType, Value
+from moec.ir.core import ResourceRef
+from moec.ir.opdef import OPS
+from moec.ir.ops.moe import record_moe_layer
+from moec.passes import recognition_trace as _trace
+from moec.passes.base import Pass, register_pass
+from moec.passes.moe_util import ShapeOnly, eval_op, evaluate, same_tokens, widen
 
 PROJ_OPS = ("moec.matmul", "moec.gemm")
 SELECT_OPS = ("moec.slice", "moec.split", "moec.gather")

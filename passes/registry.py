@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 from typing import Dict, Type
 
-from .base import REGISTERED, Pass
+from moec.passes.base import REGISTERED, Pass
 
 
 def _load() -> Dict[str, Type[Pass]]:

@@ -20,13 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..ir import Module
-from ..ir.ops.moe import update_moe_layer
-from .base import Pass, register_pass
-from .moe_util import layer_of
+from moec.ir import Module
+from moec.ir.ops.moe import update_moe_layer
+from moec.passes.base import Pass, register_pass
+from moec.passes.moe_util import layer_of
 
 if TYPE_CHECKING:  # (passes read descriptions; they do not import targets)
-    from ..targets.base import TargetDesc
+    from moec.targets.base import TargetDesc
 
 
 @register_pass

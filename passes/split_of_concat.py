@@ -25,10 +25,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..ir import Function, Module, Operation, Value
-from ..ir.core import ResourceRef
-from ..ir.opdef import OPS, has_trait
-from .base import Pass, register_pass
+from moec.ir import Function, Module, Operation, Value
+from moec.ir.core import ResourceRef
+from moec.ir.opdef import OPS, has_trait
+from moec.passes.base import Pass, register_pass
 
 
 def _const(m: Module, v: Value):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Type
 
-from ..errors import UserInputError
-from ..passes.quantize import MODES as WEIGHT_MODES
-from .ascend_backend import AscendBackend
-from .base import Backend, BackendBase, TargetDesc
-from .cpu_backend import CpuBackend
-from .description import ascend_target, cpu_target, detect_triton_target, generic_cpu, host_cpu, triton_target
-from .reference import ReferenceBackend
-from .triton_backend import TritonBackend
+from moec.errors import UserInputError
+from moec.passes.quantize import MODES as WEIGHT_MODES
+from moec.targets.ascend_backend import AscendBackend
+from moec.targets.base import Backend, BackendBase, TargetDesc
+from moec.targets.cpu_backend import CpuBackend
+from moec.targets.description import ascend_target, cpu_target, detect_triton_target, generic_cpu, host_cpu, triton_target
+from moec.targets.reference import ReferenceBackend
+from moec.targets.triton_backend import TritonBackend
 
 _BACKENDS: Dict[str, Type[BackendBase]] = {b.name: b for b in (
     CpuBackend,

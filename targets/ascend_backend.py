@@ -20,18 +20,18 @@ from typing import Dict, List, Optional, Sequence
 import ml_dtypes
 import numpy as np
 
-from ..codegen.ascend.launch_plan import (Buf, Executor, LiveRecorder, NeedsData, PlanError, Recorder, Tiling,
+from moec.codegen.ascend.launch_plan import (Buf, Executor, LiveRecorder, NeedsData, PlanError, Recorder, Tiling,
                                           device_op, execute, shape_of, smax, smin)
-from ..codegen.escape import cmake_string, ident
-from ..errors import BuildError, RuntimeFailure, UserInputError
-from ..ir import Module
-from ..ir.core import ResourceRef
-from ..ir.io import load_module
-from ..ir.ops.moe import (ACTIVATION_CODES, NORM_CODES as NORM, POST_CODES as POST, SCORING_CODES as SCORING,
+from moec.codegen.escape import cmake_string, ident
+from moec.errors import BuildError, RuntimeFailure, UserInputError
+from moec.ir import Module
+from moec.ir.core import ResourceRef
+from moec.ir.io import load_module
+from moec.ir.ops.moe import (ACTIVATION_CODES, NORM_CODES as NORM, POST_CODES as POST, SCORING_CODES as SCORING,
                           WEIGHTS_AT_CODES, experts_extras)
-from . import cache_store
-from .base import BackendBase
-from .description import TargetDesc, ascend_target
+from moec.targets import cache_store
+from moec.targets.base import BackendBase
+from moec.targets.description import TargetDesc, ascend_target
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EMU_INCLUDE = os.path.join(HERE, "ascend_emu", "include")
@@ -272,7 +272,7 @@ class AscendBackend(BackendBase):
         return {"ascend": rep}
 
     def inspect(self, m: Module, tokens=(1, 256)) -> dict:
-        from ..codegen.ascend.plan import make_plan
+        from moec.codegen.ascend.plan import make_plan
         plan = make_plan(m, self.desc, tokens=tuple(tokens))
         return {"ascend": {"soc": self.desc.arch, "host_ops": plan["host_ops"],
                            "tiling_ops": plan.get("tiling_ops", {}), "note": plan["estimates_are"],
@@ -313,8 +313,8 @@ class AscendBackend(BackendBase):
                 "library (emulator build)": "ascend/libmoec_ascend_emu.so", "ir": "model.mlir"}
 
     def emit(self, m: Module, outdir: str) -> None:
-        from .._version import __version__
-        from ..codegen.ascend.plan import make_plan
+        from moec._version import __version__
+        from moec.codegen.ascend.plan import make_plan
         d = os.path.join(outdir, "ascend")
         for sub in ("kernels", "host"):
             os.makedirs(os.path.join(d, sub), exist_ok=True)
@@ -342,7 +342,7 @@ class AscendBackend(BackendBase):
                                   "not known at compile time)"))
 
     def build(self, outdir: str, sanitize: bool = False) -> bool:
-        from .cpu import cache_dir
+        from moec.targets.cpu import cache_dir
         d = os.path.join(outdir, "ascend")
         srcs = [os.path.join(d, "host", "launch.cpp")] + [os.path.join(d, "kernels", k) for k in KERNEL_FILES + KERNEL_HEADERS] + \
             [os.path.join(EMU_INCLUDE, "kernel_operator.h"), os.path.join(EMU_INCLUDE, "acl", "acl.h")]
@@ -429,7 +429,7 @@ def build_host_program(outdir: str) -> str:
     """Builds ascend/moec_run (host/moec_run.cpp) against the emulator library of ``outdir`` (which exports
     moec_launch and the ACL stand-in, as libmoec_host.so and libascendcl do on a CANN machine); returns its
     path.  Run it as ``moec_run ASCEND_DIR OUT_DIR inputs.npy...``."""
-    from .cpu import cache_dir
+    from moec.targets.cpu import cache_dir
     d = os.path.join(outdir, "ascend")
     exe = os.path.join(d, "moec_run")
     src = os.path.join(d, "host", "moec_run.cpp")
@@ -488,7 +488,7 @@ class _BT:
 
 def plan_key(inputs: Sequence) -> str:
     """The key of a launch plan: the inputs' element types and shapes (one plan per distinct key)."""
-    from ..codegen.ascend.launch_plan import dt_name
+    from moec.codegen.ascend.launch_plan import dt_name
     return ",".join(f"{dt_name(np.asarray(x).dtype if not hasattr(x, 'dtype') else x.dtype)}:"
                     f"{'x'.join(str(int(d)) for d in shape_of(x))}" for x in inputs)
 
@@ -552,7 +552,7 @@ class Planner:
                 elif hasattr(self, "_k_" + o.name.replace(".", "_")):
                     outs = getattr(self, "_k_" + o.name.replace(".", "_"))(o, i, args)
                 else:  # an ordinary op on the vector kernels (codegen/ascend/vector_ops.py)
-                    from ..codegen.ascend import vector_ops
+                    from moec.codegen.ascend import vector_ops
                     outs = vector_ops.launch(rec, o, args)
                 for r, v in zip(o.results, outs):
                     env[id(r)] = v
@@ -598,7 +598,7 @@ class Planner:
     def _gmm(self, a, w, offs, c, G: int, N: int, K: int, T: int, dtype: str, tiles: dict, a_shared: bool = False):
         """grouped_matmul on the cube: c[offs[g]:offs[g+1]] = A rows . w[g]^T (A rows shared or the same);
         c float (f32 accumulators) or float16/bfloat16 (half/bf16 A and w: the fixpipe rounds on the way out)."""
-        from ..codegen.ascend.plan import GMM_DTYPE_CODE
+        from moec.codegen.ascend.plan import GMM_DTYPE_CODE
         rows = c.shape[0]
         cdt = {np.dtype(np.float16): 2, NP_X["bf16"]: 1, np.dtype(np.int32): 3}.get(np.dtype(c.dtype), 0)
         # work items: at most one partial m-tile per group beyond the full ones
@@ -612,7 +612,7 @@ class Planner:
         """A 2-D matmul with a constant right operand as a one-group grouped matmul on the cube.  f16: half
         operands and a half result (rounded once by the fixpipe), or a float one with ``c_f32`` (gemm's
         alpha/beta are applied to the f32 accumulators, then rounded once)."""
-        from ..codegen.ascend.plan import act_dtype, matmul_cube_plan
+        from moec.codegen.ascend.plan import act_dtype, matmul_cube_plan
         dev = self.dev
         dt = act_dtype(o)
         step = self.plan["steps"][i]
@@ -645,8 +645,8 @@ class Planner:
         on the cube: group g = batch entry g, rows [g*M, (g+1)*M) of A, W[g] = B[g]^T ([N, K]).  Batch dims that
         broadcast are expanded by vec_copy; B^T is a vec_copy transpose, or, when B is a transpose of the last two
         dims used only here (``b_fused``), the transpose's source itself (the plan made that transpose a view)."""
-        from ..codegen.ascend import vector_ops
-        from ..codegen.ascend.plan import choose_gmm_tiles, DTYPE_BYTES, ND2NZ_MAX_D
+        from moec.codegen.ascend import vector_ops
+        from moec.codegen.ascend.plan import choose_gmm_tiles, DTYPE_BYTES, ND2NZ_MAX_D
         dev = self.dev
         cdt = NP_X[dt]
         a = dev.buf(args[0], cdt)
@@ -684,9 +684,9 @@ class Planner:
     def _k_moec_gemm(self, o, i, args):
         """alpha * A.B (+ beta * C): the product on the cube, alpha and beta on the vector kernels (f32, then
         rounded once to the model's type)."""
-        from ..codegen.ascend import vector_ops
+        from moec.codegen.ascend import vector_ops
         a, b = args[0], args[1]
-        from ..codegen.ascend.plan import act_dtype
+        from moec.codegen.ascend.plan import act_dtype
         if o.attrs["trans_a"]:
             raise RuntimeFailure("a transposed left operand of gemm does not run on the NPU")
         bt = np.asarray(b).T if o.attrs["trans_b"] else b
@@ -709,7 +709,7 @@ class Planner:
                     jitter_eps=a["jitter_eps"], norm_min=a["norm_min"], group_fill=a["group_fill"])
 
     def _k_moe_route(self, o, i, args):
-        from ..codegen.ascend.plan import act_dtype
+        from moec.codegen.ascend.plan import act_dtype
         dev = self.dev
         dt = act_dtype(o)  # logits, bias and weights: f32 or f16 (scores computed in f32 either way)
         logits = dev.buf(args[0], NP_X[dt])
@@ -759,7 +759,7 @@ class Planner:
 
     def _dequant_int8(self, q, offs, E: int, N: int, K: int):
         """int8 codes [E, N, K] -> f32 GM workspace (experts with rows only; the rest stays NaN)."""
-        from ..codegen.ascend.plan import vector_chunk
+        from moec.codegen.ascend.plan import vector_chunk
         dev = self.dev
         w = dev.new((E, N, K), np.float32, "nan")
         ch = vector_chunk(self.desc, K)
@@ -770,7 +770,7 @@ class Planner:
 
     def _k_moe_experts(self, o, i, args):
         import ml_dtypes
-        from ..codegen.ascend.plan import act_dtype, ffn_cube_plan, vector_chunk
+        from moec.codegen.ascend.plan import act_dtype, ffn_cube_plan, vector_chunk
         dev = self.dev
         a = o.attrs
         wq = a["wq"]
@@ -841,7 +841,7 @@ class Planner:
         """Shared experts: up GEMM (x read by every group) -> activation -> down GEMM -> scatter (f32 rows
         per expert) -> finalize (sum, gate).  f16: half x/weights/gate/out, half GEMM inputs, the per-expert
         rows and their sum stay f32 and are rounded to half once, at the end."""
-        from ..codegen.ascend.plan import act_dtype, ffn_cube_plan, vector_chunk
+        from moec.codegen.ascend.plan import act_dtype, ffn_cube_plan, vector_chunk
         dev = self.dev
         dt = act_dtype(o)
         npx = NP_X[dt]
@@ -873,7 +873,7 @@ class Planner:
         return [out]
 
     def _k_moe_combine(self, o, i, args):
-        from ..codegen.ascend.plan import act_dtype
+        from moec.codegen.ascend.plan import act_dtype
         dev = self.dev
         a = o.attrs
         dt = act_dtype(o)
@@ -916,7 +916,7 @@ def _placeholder(x):
 def quant_rows_int8(dev, a):
     """w8a8: rows [n, W] f32 -> (int8 codes [n, W], f32 scales [n]) on the vector cores, exactly
     ``quantize_rows_int8`` (s = max|row| / 127, 1 for a zero row; rint, ties to even)."""
-    from ..codegen.ascend.plan import vector_chunk
+    from moec.codegen.ascend.plan import vector_chunk
     a = dev.buf(a, np.float32)
     n, W = a.shape
     q = dev.new((n, W), np.int8)
@@ -1019,7 +1019,7 @@ class AscendArtifact:
 
     def run_now(self, fn, args, kw):
         """One orchestration helper on numpy arrays (see launch_plan.device_op): planned and run at once."""
-        from ..codegen.ascend.launch_plan import flatten_bufs, rebuild
+        from moec.codegen.ascend.launch_plan import flatten_bufs, rebuild
         rec = Recorder(self.desc, self.cores, self.aic)
         res = fn(rec, *args, **kw)
         bufs: list = []
@@ -1095,7 +1095,7 @@ def _weights_by_digest(outdir: str) -> Dict[bytes, int]:
 
 def load_emitted_plan(d: str, key: str):
     """The plan written at compile time for ``key`` (ascend/launch/index.txt: one 'key file' line per plan)."""
-    from ..codegen.ascend.launch_plan import Plan
+    from moec.codegen.ascend.launch_plan import Plan
     idx = os.path.join(d, "index.txt")
     if not os.path.exists(idx):
         return None

@@ -33,7 +33,7 @@ import tempfile
 import time
 from typing import Dict, Optional
 
-from ..errors import RuntimeFailure
+from moec.errors import RuntimeFailure
 
 MARKER = "COMPLETE"
 FORMAT = 1

@@ -19,10 +19,10 @@ from typing import List, Sequence
 
 import numpy as np
 
-from ..codegen.c.dtypes import C_DTYPE, CODE_TO_DTYPE
-from ..ir import DType
-from . import cache_store
-from .description import TargetDesc
+from moec.codegen.c.dtypes import C_DTYPE, CODE_TO_DTYPE
+from moec.ir import DType
+from moec.targets import cache_store
+from moec.targets.description import TargetDesc
 
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "codegen", "c", "runtime")
 BASE_CFLAGS = ("-O2", "-std=gnu11", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing",

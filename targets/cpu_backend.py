@@ -9,13 +9,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import BuildError as UserBuildError
-from ..errors import RuntimeFailure, UserInputError
-from ..ir import Module
-from .base import BackendBase
-from .cpu import BuildError, CompiledLibrary, RunError, build_shared
-from .cpu_harness import HarnessRunError, SanitizerError
-from .description import cpu_target
+from moec.errors import BuildError as UserBuildError
+from moec.errors import RuntimeFailure, UserInputError
+from moec.ir import Module
+from moec.targets.base import BackendBase
+from moec.targets.cpu import BuildError, CompiledLibrary, RunError, build_shared
+from moec.targets.cpu_harness import HarnessRunError, SanitizerError
+from moec.targets.description import cpu_target
 
 
 class CpuBackend(BackendBase):
@@ -32,8 +32,8 @@ class CpuBackend(BackendBase):
         return {"source": "model.c", "library": "model.so", "weights": "model.weights.bin", "ir": "model.mlir"}
 
     def emit(self, m: Module, outdir: str) -> None:
-        from ..codegen.c import gemm_pack
-        from ..codegen.c.emitter import CodegenError, emit_c
+        from moec.codegen.c import gemm_pack
+        from moec.codegen.c.emitter import CodegenError, emit_c
         with open(os.path.join(outdir, "model.weights.json")) as f:
             index = json.load(f)
         # dense weights also as GEMM panels, appended to the weights file (codegen/c/gemm_pack.py)
@@ -51,7 +51,7 @@ class CpuBackend(BackendBase):
             cached = build_shared(os.path.join(outdir, "model.c"), os.path.join(outdir, "model.so"), self.desc,
                                   sanitize)
             if sanitize:  # a sanitized .so cannot be loaded into python: runs go through this executable
-                from .cpu_harness import build_harness
+                from moec.targets.cpu_harness import build_harness
                 build_harness(outdir, sanitize=True, target=self.desc)
             return cached
         except BuildError as e:
@@ -69,7 +69,7 @@ class CpuArtifact:
             self.manifest = json.load(f)
         self.input_names = [i["name"] for i in self.manifest["inputs"]]
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
-        from .cpu_harness import HarnessLibrary, is_sanitized_library
+        from moec.targets.cpu_harness import HarnessLibrary, is_sanitized_library
         so = os.path.join(outdir, "model.so")
         try:
             if is_sanitized_library(so):  # `moec compile --sanitize`: run in the ASan harness

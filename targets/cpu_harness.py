@@ -11,10 +11,10 @@ from typing import List, Sequence
 
 import numpy as np
 
-from ..codegen.c.dtypes import C_DTYPE, CODE_TO_DTYPE
-from ..ir import DType
-from .cpu import build_executable
-from .description import TargetDesc, host_cpu
+from moec.codegen.c.dtypes import C_DTYPE, CODE_TO_DTYPE
+from moec.ir import DType
+from moec.targets.cpu import build_executable
+from moec.targets.description import TargetDesc, host_cpu
 
 
 class SanitizerError(Exception):

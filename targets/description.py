@@ -14,7 +14,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Tuple
 
-from .base import TargetDesc
+from moec.targets.base import TargetDesc
 
 
 # the weight modes each target's kernels implement (TargetDesc.weight_modes: read by the driver's option

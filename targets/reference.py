@@ -10,11 +10,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import RuntimeFailure
-from ..ir import IRError, Module
-from ..ir.interpreter import run_function
-from ..ir.io import load_module
-from .base import BackendBase, TargetDesc
+from moec.errors import RuntimeFailure
+from moec.ir import IRError, Module
+from moec.ir.interpreter import run_function
+from moec.ir.io import load_module
+from moec.targets.base import BackendBase, TargetDesc
 
 
 def reference_target(arch: Optional[str] = "native") -> TargetDesc:

@@ -9,11 +9,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import RuntimeFailure, UserInputError
-from ..ir import Module
-from ..ir.io import load_module
-from .base import BackendBase, TargetDesc
-from .description import detect_triton_target
+from moec.errors import RuntimeFailure, UserInputError
+from moec.ir import Module
+from moec.ir.io import load_module
+from moec.targets.base import BackendBase, TargetDesc
+from moec.targets.description import detect_triton_target
 
 
 class TritonBackend(BackendBase):
@@ -36,7 +36,7 @@ class TritonBackend(BackendBase):
 
     @classmethod
     def prepare(cls) -> None:
-        from ..codegen.triton import ensure_triton
+        from moec.codegen.triton import ensure_triton
         ensure_triton()
 
     def check_options(self, opts, module: Optional[Module] = None) -> None:
@@ -47,7 +47,7 @@ class TritonBackend(BackendBase):
                 "weights": "model.weights.bin"}
 
     def emit(self, m: Module, outdir: str) -> None:
-        from ..codegen.triton.emitter import emit_triton
+        from moec.codegen.triton.emitter import emit_triton
         src = emit_triton(m)
         with open(os.path.join(outdir, "model_triton.py"), "w") as f:
             f.write(src)
@@ -83,7 +83,7 @@ class TritonArtifact:
 
     def __init__(self, outdir: str):
         try:
-            from ..codegen.triton import runtime as rt
+            from moec.codegen.triton import runtime as rt
         except ImportError as e:
             raise UserInputError(f"target triton: {e}") from None
         self.rt = rt
@@ -97,7 +97,7 @@ class TritonArtifact:
         if rt.DEVICE == "cuda":  # an fp8 artifact compiled elsewhere, run on a GPU without fp8: say so
             check_fp8_support(detect_triton_target(), "f32", m)
         self.ops = {i: o for i, o in enumerate(f.ops)}
-        from ..ir.core import ResourceRef
+        from moec.ir.core import ResourceRef
         self.consts = {i: rt.from_numpy(np.asarray(o.attrs["value"])) for i, o in enumerate(f.ops)
                        if o.name == "moec.constant" and not isinstance(o.attrs["value"], ResourceRef)}
         self.W = {k: rt.from_numpy(np.asarray(a)) for k, a in m.weights.items()}
@@ -166,7 +166,7 @@ class TritonArtifact:
 
 
 def _np_mlir(dt) -> str:
-    from ..ir import DType
+    from moec.ir import DType
     try:
         return DType.from_np(dt).mlir
     except TypeError:

@@ -134,6 +134,18 @@ def test_no_import_cycles():
     assert not cycles, f"import cycles among moec's modules: {cycles}"
 
 
+def test_imports_are_absolute():
+    """The folders are mapped onto packages (pyproject's package-dir), so a relative import names no folder a
+    reader can see: every moec module imports moec modules by their package names."""
+    mods = _modules()
+    rel = []
+    for name, path in mods.items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        rel += [f"{name}:{n.lineno}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+    assert not rel, f"relative imports: {rel[:10]}"
+
+
 def test_ir_and_passes_import_no_frontend_codegen_or_target():
     _, g = _graph()
     bad = []

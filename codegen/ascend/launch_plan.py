@@ -588,7 +588,7 @@ class Executor:
         return [self.outs[i] for i in range(len(self.outs))]
 
     def step(self, s: tuple) -> None:
-        from ...errors import RuntimeFailure
+        from moec.errors import RuntimeFailure
         mem, env = self.mem, self.env
         k = s[0]
         if k == "input":

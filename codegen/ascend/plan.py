@@ -48,11 +48,11 @@ import math
 from functools import lru_cache
 from typing import Dict, List, Optional
 
-from ...ir import Module
-from ...ir.opdef import const_value
-from ...ir.ops.moe import GATED
-from . import vector_ops
-from ...targets.description import TargetDesc
+from moec.ir import Module
+from moec.ir.opdef import const_value
+from moec.ir.ops.moe import GATED
+from moec.codegen.ascend import vector_ops
+from moec.targets.description import TargetDesc
 
 CLOCK_HZ = 1.8e9
 LANES_F32 = 64            # 256 B per vector repeat

@@ -23,8 +23,8 @@ from typing import List, Optional, Sequence, Tuple
 import ml_dtypes
 import numpy as np
 
-from ...ir.opdef import const_value
-from .launch_plan import device_op
+from moec.ir.opdef import const_value
+from moec.codegen.ascend.launch_plan import device_op
 
 UNARY = {"moec.neg": 0, "moec.abs": 1, "moec.sqrt": 2, "moec.reciprocal": 3, "moec.exp": 4, "moec.log": 5,
          "moec.relu": 6, "moec.sigmoid": 7, "moec.tanh": 8, "moec.clip": 9}
@@ -191,7 +191,7 @@ def _geometry(out_shape: Tuple[int, ...]) -> Tuple[int, int]:
 @device_op
 def launch(dev, o, args: List) -> List:
     """Plan `o` on the vector kernels (``dev``: a launch_plan.Recorder) and return its result buffers."""
-    from ...errors import RuntimeFailure
+    from moec.errors import RuntimeFailure
     name = o.name
     ub = usable_ub(dev.desc)
     cores = dev.cores
@@ -380,7 +380,7 @@ def copy_tile(ub_bytes: int, esize: int) -> int:
 @device_op
 def copy_strided(dev, src, dst, dims, sstr, dstr, soff: int = 0, doff: int = 0) -> None:
     """One vec_copy launch: dst.flat[doff + idx . dstr] = src.flat[soff + idx . sstr] over ``dims``."""
-    from ...errors import RuntimeFailure
+    from moec.errors import RuntimeFailure
     if int(np.prod(dims, dtype=np.int64)) == 0:
         return
     dims, sstr, dstr = _merge(dims, sstr, dstr)
@@ -444,8 +444,8 @@ def transpose_last2(dev, x):
 @device_op
 def layout_launch(dev, o, args: List):
     """transpose / slice / expand / concat as vec_copy launches (concat: one per input, into its offset)."""
-    from ...errors import RuntimeFailure
-    from ...ir.ops.shape import slice_params
+    from moec.errors import RuntimeFailure
+    from moec.ir.ops.shape import slice_params
     name = o.name
     if name == "moec.concat":
         xs = [dev.buf(a) for a in args]
@@ -507,7 +507,7 @@ def _gather_tiling(**kw) -> bytes:
 @device_op
 def gather_launch(dev, o, args: List):
     """ONNX Gather on vec_gather: data viewed as [outer, V, inner]; an index outside [-V, V) is refused."""
-    from ...errors import RuntimeFailure
+    from moec.errors import RuntimeFailure
     data = dev.buf(args[0])
     idx = args[1]
     a = o.attrs["axis"] % data.ndim
@@ -534,7 +534,7 @@ def gather_launch(dev, o, args: List):
 def scatter_nd_launch(dev, o, args: List):
     """ONNX ScatterND without reduction: vec_copy copies the data, then vec_gather (scatter = 1) writes each update
     row at its index tuple (q components over the data's first q dims); an index out of range is refused."""
-    from ...errors import RuntimeFailure
+    from moec.errors import RuntimeFailure
     data, idx = dev.buf(args[0]), args[1]
     upd = dev.buf(args[2], data.dtype)
     q = np.shape(idx)[-1]

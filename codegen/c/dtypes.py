@@ -1,5 +1,5 @@
 """DType <-> C runtime codes and storage types (keep in sync with runtime/moec_rt.h)."""
-from ...ir import DType
+from moec.ir import DType
 
 # DType -> (enum name, enum value, C storage type)
 C_DTYPE = {

@@ -32,10 +32,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ...ir import DType, Function, Module, Value
-from ...ir.core import Operation, ResourceRef
-from ..escape import c_string
-from .dtypes import C_DTYPE
+from moec.ir import DType, Function, Module, Value
+from moec.ir.core import Operation, ResourceRef
+from moec.codegen.escape import c_string
+from moec.codegen.c.dtypes import C_DTYPE
 
 EmitFn = Callable[["CEmitCtx", Operation], List[str]]
 

@@ -22,8 +22,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ...ir import DType, Module
-from ...ir.core import ResourceRef
+from moec.ir import DType, Module
+from moec.ir.core import ResourceRef
 
 ALIGN = 64
 

@@ -1,7 +1,7 @@
 """C emitter for the fused decoder ops (ir/ops/attention.py); runtime in runtime/rt_attention.c."""
 from __future__ import annotations
 
-from .emitter import c_op
+from moec.codegen.c.emitter import c_op
 
 
 @c_op("moec.attention")

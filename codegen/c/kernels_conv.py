@@ -1,7 +1,7 @@
 """C emitter for convolution (runtime: rt_conv.c)."""
 from __future__ import annotations
 
-from .emitter import c_op
+from moec.codegen.c.emitter import c_op
 
 
 @c_op("moec.conv")

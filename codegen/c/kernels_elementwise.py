@@ -1,7 +1,7 @@
 """C emitters for elementwise ops (runtime: rt_elementwise.c)."""
 from __future__ import annotations
 
-from .emitter import c_op
+from moec.codegen.c.emitter import c_op
 
 BINARY = {"moec.add": "ADD", "moec.sub": "SUB", "moec.mul": "MUL", "moec.div": "DIV", "moec.pow": "POW",
           "moec.min": "MIN", "moec.max": "MAX", "moec.equal": "EQ", "moec.greater": "GT",

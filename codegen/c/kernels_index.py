@@ -1,7 +1,7 @@
 """C emitters for indexing ops (runtime: rt_index.c)."""
 from __future__ import annotations
 
-from .emitter import c_op
+from moec.codegen.c.emitter import c_op
 
 _RED = {"none": "MOEC_RED_NONE", "add": "MOEC_RED_ADD", "mul": "MOEC_RED_MUL", "max": "MOEC_RED_MAX",
         "min": "MOEC_RED_MIN"}

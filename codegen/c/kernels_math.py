@@ -1,7 +1,7 @@
 """C emitters for matrix products, reductions and normalisations (runtime: rt_linalg.c, ...)."""
 from __future__ import annotations
 
-from .emitter import c_op
+from moec.codegen.c.emitter import c_op
 
 
 def _packed(ctx, o):
@@ -41,7 +41,7 @@ def _gemm(ctx, o):
 
 @c_op("moec.einsum")
 def _einsum(ctx, o):
-    from ...ir.ops.linalg import expand_einsum
+    from moec.ir.ops.linalg import expand_einsum
     terms, out = expand_einsum(o.attrs["equation"], [v.type.rank for v in o.operands])
     ids = {}
     for t in terms + [out]:

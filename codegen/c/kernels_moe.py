@@ -1,8 +1,8 @@
 """C emitters for the MoE ops (runtime: rt_moe.c)."""
 from __future__ import annotations
 
-from ...ir.ops.moe import WEIGHTS_AT_CODES
-from .emitter import c_op
+from moec.ir.ops.moe import WEIGHTS_AT_CODES
+from moec.codegen.c.emitter import c_op
 
 _SCORING = {"softmax": "MOEC_SCORE_SOFTMAX", "sigmoid": "MOEC_SCORE_SIGMOID", "none": "MOEC_SCORE_NONE"}
 _POST = {"none": "MOEC_POST_NONE", "softmax": "MOEC_POST_SOFTMAX", "sigmoid": "MOEC_POST_SIGMOID",
@@ -90,7 +90,7 @@ def _combine(ctx, o):
 def _linear_q(ctx, o):
     a = o.attrs
     if a["wq"] not in _WQ:
-        from .emitter import CodegenError
+        from moec.codegen.c.emitter import CodegenError
         raise CodegenError(f"the C target has no dense {a['wq']} kernels (moec.linear_q)")
     s, z, b = o._parts()
     q = ctx.fresh("wq")

@@ -1,7 +1,7 @@
 """C emitters for shape and data-movement ops (runtime: rt_shape.c)."""
 from __future__ import annotations
 
-from .emitter import c_op
+from moec.codegen.c.emitter import c_op
 
 
 def _t(ctx, o):

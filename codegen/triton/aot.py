@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 
 def _smem_limits() -> Dict[int, int]:
     """Shared memory one block may use, by compute capability x10, from the target descriptions."""
-    from ...targets.description import smem_block_by_cc
+    from moec.targets.description import smem_block_by_cc
     return smem_block_by_cc()
 
 
@@ -36,9 +36,9 @@ def _triton():
     if os.environ.get("MOEC_TRITON_AOT") != "1" or os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("moec.codegen.triton.aot needs MOEC_TRITON_AOT=1 and no TRITON_INTERPRET in its "
                            "process: run `python -m moec.codegen.triton.aot` (or aot_report_subprocess())")
-    from . import ensure_triton
+    from moec.codegen.triton import ensure_triton
     triton, _ = ensure_triton()
-    from . import kernels as K
+    from moec.codegen.triton import kernels as K
     return triton, K
 
 
@@ -100,7 +100,7 @@ def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: in
                        gated: bool = True, group: int = 64, combine: bool = False) -> List[dict]:
     """The kernels one moe_experts call launches with tile configuration cfg (split-K epilogues too)."""
     triton, K = _triton()
-    from .runtime_names import WQ_CODES
+    from moec.codegen.triton.runtime_names import WQ_CODES
     tdt = _DT[dtype]
     cdt = {"bf16": K.tl.bfloat16, "f16": K.tl.float16, "f32": K.tl.float32}[dtype]
     wtype = {"none": f"*{tdt}", "bf16": f"*{tdt}", "int8": "*i8", "int4": "*u8", "fp8": "*u8"}[wq]
@@ -117,7 +117,7 @@ def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: in
     q = dict(WQ=WQ_CODES[wq], HAS_ZP=False, CDT=cdt, PREC=prec, ACT_BF16=False)
     e1 = dict(GATED=gated, INTERLEAVED=False, ACT=0 if gated else 1, CLAMP=False, HAS_BIAS=False, RW_INPUT=False)
     e2 = dict(HAS_BIAS=False, RW_OUTPUT=True, COMBINE=combine)
-    from .runtime import launch_params
+    from moec.codegen.triton.runtime import launch_params
     g1, w1, st1 = launch_params(cfg, 1)
     g2, w2, st2 = launch_params(cfg, 2)
     out = [compile_kernel("moe_gemm1_kernel", types, dict(**e1, **q, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N1"],
@@ -154,7 +154,7 @@ def problems(r: dict) -> List[str]:
 def align_reports(cap: int = 90) -> List[dict]:
     """The one-program align kernel at the largest slot count runtime.align_kernel_shape accepts, for
     expert counts 8 .. 1024 (the shapes where its registers are tightest)."""
-    from .runtime import align_kernel_shape
+    from moec.codegen.triton.runtime import align_kernel_shape
     out = []
     for E in (8, 64, 256, 512, 1024):
         n = max(m for m in (1 << i for i in range(13)) if align_kernel_shape(m, E) is not None)
@@ -199,8 +199,8 @@ def generic_reports(cap: int = 90, dtype: str = "bf16") -> List[dict]:
 def shipped_configs(cap: int = 90) -> Dict[str, dict]:
     """The shipped tile-search files (configs/*.json: per GPU, layer shape and token count) plus the
     autotuning candidates and the search space's representatives for sm_<cap> (tune_moe.aot_space)."""
-    from .tune_moe import aot_space
-    from .tuning import CANDIDATES, CONFIG_DIR, file_entries
+    from moec.codegen.triton.tune_moe import aot_space
+    from moec.codegen.triton.tuning import CANDIDATES, CONFIG_DIR, file_entries
     out = {}
     for name in sorted(os.listdir(CONFIG_DIR)):
         if name.endswith(".json"):

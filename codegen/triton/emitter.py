@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from ...ir import Module
-from ...ir.core import ResourceRef
-from ..escape import py_string, py_value
-from .runtime_names import BINARY, REDUCE, TORCH_DTYPE_NAMES, UNARY
+from moec.ir import Module
+from moec.ir.core import ResourceRef
+from moec.codegen.escape import py_string, py_value
+from moec.codegen.triton.runtime_names import BINARY, REDUCE, TORCH_DTYPE_NAMES, UNARY
 
 # ops that are pure data movement: run by torch's view/copy machinery (no arithmetic)
 _TORCH_MOVES = {"moec.reshape", "moec.transpose", "moec.squeeze", "moec.unsqueeze", "moec.flatten",

@@ -12,7 +12,7 @@ Per-channel scales (int8, fp8) are applied to the accumulator after the dot (WQ 
 """
 from __future__ import annotations
 
-from . import ensure_triton
+from moec.codegen.triton import ensure_triton
 
 triton, _ = ensure_triton()
 import triton.language as tl  # noqa: E402

@@ -148,7 +148,7 @@ class StageTimer:
 def time_stages(fn: Callable, host, reps: int = 10, warmup: int = 1) -> Dict[str, float]:
     """Median ms per stage of fn() (which runs the runtime's MoE calls; fn may mark stages of its own),
     the runtime's marks recorded by a StageTimer installed as runtime.PROFILE for these runs only."""
-    from . import runtime as rt
+    from moec.codegen.triton import runtime as rt
     for _ in range(warmup):
         fn()
     host.sync()
@@ -170,6 +170,6 @@ def time_stages(fn: Callable, host, reps: int = 10, warmup: int = 1) -> Dict[str
 
 def mark(label: str) -> None:
     """A stage boundary of the caller's own (the bench's routing), when a timer is installed."""
-    from . import runtime as rt
+    from moec.codegen.triton import runtime as rt
     if rt.PROFILE is not None:
         rt.PROFILE.mark(label)

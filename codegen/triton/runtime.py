@@ -12,21 +12,21 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import ensure_triton
+from moec.codegen.triton import ensure_triton
 
 triton, DEVICE = ensure_triton()
 import torch  # noqa: E402
 
-from . import kernels as K  # noqa: E402
-from . import tuning  # noqa: E402
+from moec.codegen.triton import kernels as K  # noqa: E402
+from moec.codegen.triton import tuning  # noqa: E402
 
-from ...ir.ops.moe import (ACTIVATION_CODES, NORM_CODES as NORM, POST_CODES as POST,  # noqa: E402
+from moec.ir.ops.moe import (ACTIVATION_CODES, NORM_CODES as NORM, POST_CODES as POST,  # noqa: E402
                            SCORING_CODES as SCORING)
 
 # the activations kernels._act implements, with their codes from ir/ops/moe.py (others: KeyError)
 ACT = {a: ACTIVATION_CODES[a] for a in ("swiglu", "gelu", "gelu_tanh", "relu", "silu", "identity", "relu2",
                                         "geglu", "geglu_tanh", "softcap_swiglu")}
-from .runtime_names import BINARY, REDUCE, UNARY, WQ_CODES as WQ  # noqa: E402,F401
+from moec.codegen.triton.runtime_names import BINARY, REDUCE, UNARY, WQ_CODES as WQ  # noqa: E402,F401
 
 TORCH_DTYPE = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16,
                "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8, "ui8": torch.uint8,
@@ -180,7 +180,7 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     T, D = x.shape
     k = ids.shape[1]
     E = w_in.shape[0]
-    from ...ir.ops.moe import GATED
+    from moec.ir.ops.moe import GATED
     gated = activation in GATED
     if activation == "softcap_swiglu":  # (kernels._act reads the gate and up caps in alpha and beta)
         alpha, beta = gate_softcap, up_softcap

@@ -91,7 +91,7 @@ def projection_space(sp: dict, BM: int, which: int, smem_limit: int = 0, cap: in
 
 
 def pair_config(BM: int, up: dict, down: dict) -> dict:
-    from .tuning import from_entry
+    from moec.codegen.triton.tuning import from_entry
     c = from_entry({"BLOCK_SIZE_M": BM, "up": up, "down": down})
     assert c is not None, (BM, up, down)
     return c
@@ -102,7 +102,7 @@ def aot_space(cap: int = 90) -> List[dict]:
     candidates whose tiles need the most shared memory within sm_<cap>'s per-block limit (the ones that
     would overflow or spill first), one per warp count, up and down paired (the widest tiles of a regime are
     among them, and the largest GROUP_SIZE_M and SPLIT_K at that size)."""
-    from ...targets.description import smem_block_by_cc
+    from moec.targets.description import smem_block_by_cc
     SMEM_LIMIT = smem_block_by_cc()  # noqa: N806 - (the limits aot.py checks against)
     out = []
     for r, sp in SPACE.items():
@@ -172,8 +172,8 @@ def search(E: int, N: int, K: int, k: int, tokens: Sequence[int], *, dtype: str 
     """Run the search (module docstring); write the tile-search file; return {"path", "entries", "log"}."""
     import torch
 
-    from . import profile, tuning
-    from . import runtime as rt
+    from moec.codegen.triton import profile, tuning
+    from moec.codegen.triton import runtime as rt
     host = profile.host_for(rt.DEVICE)
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     dev = host.device
@@ -277,10 +277,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                          "(interpreter)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (space sizes, layer runs) and stop")
     a = ap.parse_args(argv)
-    from ...errors import UserInputError
+    from moec.errors import UserInputError
     shape = {}
     if a.layer:
-        from ...bench_triton import LAYERS
+        from moec.bench_triton import LAYERS
         if a.layer not in LAYERS:
             raise UserInputError(f"tune_moe: unknown layer {a.layer!r} (choose {', '.join(LAYERS)})")
         L = LAYERS[a.layer]
@@ -313,7 +313,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    from ...errors import MoecError
+    from moec.errors import MoecError
     try:
         raise SystemExit(main())
     except MoecError as e:

@@ -97,7 +97,7 @@ def _key(kind: str, p: dict, gpu: Optional[str] = None) -> str:
 
 
 def cache_path() -> str:
-    from ...targets.cpu import cache_dir
+    from moec.targets.cpu import cache_dir
     return os.path.join(cache_dir(), "triton_tuning.json")
 
 
@@ -149,7 +149,7 @@ _ACT = {"torch.bfloat16": ("bf16", 16), "torch.float16": ("fp16", 16), "torch.fl
 
 
 def user_config_dir() -> str:
-    from ...targets.cpu import cache_dir
+    from moec.targets.cpu import cache_dir
     return os.environ.get("MOEC_TRITON_CONFIGS") or os.path.join(cache_dir(), "triton_configs")
 
 

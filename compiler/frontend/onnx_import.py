@@ -22,11 +22,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import UnsupportedError, UserInputError, show_name
-from ..ir import DType, Function, Module, TensorType, Value
-from ..ir.core import IRError, ResourceRef
-from ..ir.limits import shape_problem
-from ..ir.opdef import OPS
+from moec.errors import UnsupportedError, UserInputError, show_name
+from moec.ir import DType, Function, Module, TensorType, Value
+from moec.ir.core import IRError, ResourceRef
+from moec.ir.limits import shape_problem
+from moec.ir.opdef import OPS
 
 # Inline constants up to this many elements; larger ones go to the weight store.
 INLINE_LIMIT = 64
@@ -164,7 +164,7 @@ class ImportContext:
         fold-constants later: the values then reach the next op's type inference during import, so a model
         whose constants do not fit its graph (an Expand to a shape cast from weights that does not
         broadcast) is refused here with exit 2, instead of failing IR verification after a pass (exit 3)."""
-        from ..ir.opdef import has_trait
+        from moec.ir.opdef import has_trait
         if o.name == "moec.constant" or not o.operands or not has_trait(o, "pure"):
             return None
         vals = [self.const_value(v) for v in o.operands]
@@ -331,7 +331,7 @@ class SymbolNames:
 
 
 # Loading and checking a model (external data read by moec, contained to the model's folder): onnx_load.py
-from .onnx_load import _shown, check_model_proto, check_structure as _check_structure, load_onnx  # noqa: E402,F401
+from moec.frontend.onnx_load import _shown, check_model_proto, check_structure as _check_structure, load_onnx  # noqa: E402,F401
 
 
 def import_model(model, name: Optional[str] = None) -> Module:

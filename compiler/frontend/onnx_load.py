@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-from ..errors import UserInputError, show_name
+from moec.errors import UserInputError, show_name
 
 
 def _shown(s, limit: int = 120) -> str:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.ops.moe import record_moe_layer
-from .onnx_import import converter
+from moec.ir.ops.moe import record_moe_layer
+from moec.frontend.onnx_import import converter
 
 _ACT = {"relu": "relu", "gelu": "gelu_tanh", "silu": "silu", "identity": "identity", "swiglu": "swiglu"}
 

@@ -1,7 +1,7 @@
 """ONNX converter: Conv (onto moec.conv; the PyTorch front end lowers aten.convolution through it)."""
 from __future__ import annotations
 
-from .onnx_import import converter
+from moec.frontend.onnx_import import converter
 
 
 def _same_pads(ctx, sizes, kernel, strides, dilations, upper: bool):

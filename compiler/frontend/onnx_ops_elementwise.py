@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import DType
-from .onnx_import import converter, onnx_dtype
+from moec.ir import DType
+from moec.frontend.onnx_import import converter, onnx_dtype
 
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Equal": "equal", "Greater": "greater",
            "GreaterOrEqual": "greater_equal", "Less": "less", "LessOrEqual": "less_equal", "And": "and", "Or": "or"}

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import DType
-from .onnx_import import converter
+from moec.ir import DType
+from moec.frontend.onnx_import import converter
 
 
 @converter("MatMul", since=1)

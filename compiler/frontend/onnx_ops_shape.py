@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import DType, TensorType
-from ..ir.ops.shape import reshape_dims
-from ..ir.types import broadcast_shapes
-from .onnx_import import converter
+from moec.ir import DType, TensorType
+from moec.ir.ops.shape import reshape_dims
+from moec.ir.types import broadcast_shapes
+from moec.frontend.onnx_import import converter
 
 
 def _i64(ctx, v):

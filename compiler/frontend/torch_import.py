@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import UnsupportedError, UserInputError
-from ..ir import DType, Function, Module, Value
-from .onnx_import import ImportContext, _convert_node, _load_converters, _sanitize_symbol
+from moec.errors import UnsupportedError, UserInputError
+from moec.ir import DType, Function, Module, Value
+from moec.frontend.onnx_import import ImportContext, _convert_node, _load_converters, _sanitize_symbol
 
 I64_MAX = 2 ** 63 - 1
 _LOWER: Dict[str, Callable] = {}
@@ -1351,7 +1351,7 @@ def _import_torch(module, example_inputs, dynamic_dims, name) -> Module:
     m.attrs["moec.opset"] = 25
     user_inputs = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
     by_input = {s.arg.name: s for s in sig.input_specs}
-    from ..ir import TensorType
+    from moec.ir import TensorType
     args = []
     for k, nm in enumerate(user_inputs):
         node = next(n for n in gm.graph.nodes if n.name == nm)

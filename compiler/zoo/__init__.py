@@ -110,7 +110,7 @@ def zoo_inputs(entry: ZooEntry, T: int, kind: str = "random") -> Dict[str, np.nd
         T = 1
     x = make_inputs(T, kind)
     if entry.shape == "ort_moe":
-        from .graphs import ort_router_input
+        from moec.zoo.graphs import ort_router_input
         return {"x": x, "r": ort_router_input(x, entry)}
     return {"x": x}
 
@@ -139,7 +139,7 @@ def _export(cls, exporter: str):
 
 
 def _torch_entries() -> List[ZooEntry]:
-    from . import modules as M
+    from moec.zoo import modules as M
     out = []
     for cls in M.ALL:
         shape = {"MixtralFused": "torch_fused3d", "MixtralDense": "torch_dense"}.get(cls.__name__, "torch_loop")
@@ -150,7 +150,7 @@ def _torch_entries() -> List[ZooEntry]:
 
 
 def _graph_entries() -> List[ZooEntry]:
-    from .graphs import GRAPHS
+    from moec.zoo.graphs import GRAPHS
     return [ZooEntry(name, fam, shape, None, fn) for name, (fam, shape, fn) in GRAPHS.items()]
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Operation
-from ..opdef import Attr, op, operand_error
-from ..types import TensorType, broadcast_shapes
-from .base import same_dtype
+from moec.ir.core import Operation
+from moec.ir.opdef import Attr, op, operand_error
+from moec.ir.types import TensorType, broadcast_shapes
+from moec.ir.ops.base import same_dtype
 
 
 def _dims_agree(a, b) -> bool:

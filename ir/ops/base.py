@@ -5,9 +5,9 @@ from typing import List
 
 import numpy as np
 
-from ..core import IRError, Operation
-from ..opdef import operand_error
-from ..types import DType, TensorType, broadcast_shapes
+from moec.ir.core import IRError, Operation
+from moec.ir.opdef import operand_error
+from moec.ir.types import DType, TensorType, broadcast_shapes
 
 
 class UnaryOp(Operation):
@@ -53,7 +53,7 @@ def alloc_guard(o: Operation, shape, itemsize: int) -> tuple:
     """``shape`` as ints, after checking that a result of that shape fits the interpreter's size limit:
     shapes that come from data (Expand, Tile, ConstantOfShape, Range, OneHot) must not make the
     reference allocate without bound."""
-    from ..interpreter import max_result_bytes
+    from moec.ir.interpreter import max_result_bytes
     dims = tuple(int(s) for s in shape)
     n = itemsize
     for d in dims:

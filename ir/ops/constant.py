@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 
-from ..core import Operation, ResourceRef
-from ..opdef import Attr, operand_error, op
-from ..types import DType, TensorType
+from moec.ir.core import Operation, ResourceRef
+from moec.ir.opdef import Attr, operand_error, op
+from moec.ir.types import DType, TensorType
 
 
 @op("moec.constant", operands=(), attrs={"value": Attr("tensor")}, traits=("pure", "constant"))

@@ -6,10 +6,10 @@ from typing import List
 
 import numpy as np
 
-from ..core import Operation
-from ..opdef import Attr, op, operand_error
-from ..types import TensorType
-from .base import alloc_guard, same_dtype
+from moec.ir.core import Operation
+from moec.ir.opdef import Attr, op, operand_error
+from moec.ir.types import TensorType
+from moec.ir.ops.base import alloc_guard, same_dtype
 
 
 def conv_out_dim(size, k: int, stride: int, pad_begin: int, pad_end: int, dilation: int):

@@ -10,10 +10,10 @@ import math
 
 import numpy as np
 
-from ..core import Operation
-from ..opdef import Attr, op, operand_error
-from ..types import DType, TensorType, broadcast_shapes
-from .base import BinaryOp, UnaryOp
+from moec.ir.core import Operation
+from moec.ir.opdef import Attr, op, operand_error
+from moec.ir.types import DType, TensorType, broadcast_shapes
+from moec.ir.ops.base import BinaryOp, UnaryOp
 
 # -- binary arithmetic -------------------------------------------------------------
 

@@ -31,9 +31,9 @@ from typing import List, Sequence
 
 import numpy as np
 
-from ..core import IRError, Operation
-from ..opdef import Attr, op, operand_error
-from ..types import DType, TensorType
+from moec.ir.core import IRError, Operation
+from moec.ir.opdef import Attr, op, operand_error
+from moec.ir.types import DType, TensorType
 
 PLACEMENT_ATTRS = {
     "world": Attr("int", doc="ranks"),

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Operation
-from ..opdef import Attr, const_value, norm_axis, op, operand_error
-from ..types import DType, TensorType
-from .base import alloc_guard, require_int
+from moec.ir.core import Operation
+from moec.ir.opdef import Attr, const_value, norm_axis, op, operand_error
+from moec.ir.types import DType, TensorType
+from moec.ir.ops.base import alloc_guard, require_int
 
 REDUCTIONS = ("none", "add", "mul", "max", "min")
 

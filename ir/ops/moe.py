@@ -20,10 +20,10 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ..core import Operation
-from ..fp8 import decode_e4m3
-from ..opdef import Attr, op, operand_error
-from ..types import DType, TensorType
+from moec.ir.core import Operation
+from moec.ir.fp8 import decode_e4m3
+from moec.ir.opdef import Attr, op, operand_error
+from moec.ir.types import DType, TensorType
 
 SCORING = ("softmax", "sigmoid", "none")
 POST = ("none", "softmax", "sigmoid", "sparsemixer")
@@ -345,7 +345,7 @@ def dispatch_plan(ids: np.ndarray, E: int, block: int):
     against the interpreter's size limit before anything of that size is allocated: a crafted
     ``block`` or ``num_experts`` must not allocate or loop without bound.)
     """
-    from .base import alloc_guard
+    from moec.ir.ops.base import alloc_guard
     flat = ids.reshape(-1).astype(np.int64)
     slots = np.nonzero(flat >= 0)[0]
     keys = flat[slots]

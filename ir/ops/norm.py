@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Operation
-from ..opdef import Attr, norm_axis, op, operand_error
-from ..types import DType, TensorType
+from moec.ir.core import Operation
+from moec.ir.opdef import Attr, norm_axis, op, operand_error
+from moec.ir.types import DType, TensorType
 
 
 @op("moec.layer_norm", operands=("x", "scale", "bias?"), results=3,

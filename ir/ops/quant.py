@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Operation
-from ..opdef import Attr, op, operand_error
-from ..types import DType, TensorType
-from .moe import QUANT_ATTRS, dequantize_weights, fake_quant_rows_int8, round_bf16
+from moec.ir.core import Operation
+from moec.ir.opdef import Attr, op, operand_error
+from moec.ir.types import DType, TensorType
+from moec.ir.ops.moe import QUANT_ATTRS, dequantize_weights, fake_quant_rows_int8, round_bf16
 
 
 @op("moec.linear_q", operands=("x", "w", "extra*"), traits=("pure",), attrs={

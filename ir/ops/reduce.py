@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Operation
-from ..opdef import Attr, const_value, norm_axis, op, operand_error
-from ..types import TensorType
+from moec.ir.core import Operation
+from moec.ir.opdef import Attr, const_value, norm_axis, op, operand_error
+from moec.ir.types import TensorType
 
 
 class ReduceOp(Operation):

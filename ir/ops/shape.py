@@ -10,10 +10,10 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..core import Operation
-from ..opdef import Attr, const_value, norm_axis, op, operand_error
-from ..types import DType, TensorType, broadcast_shapes
-from .base import alloc_guard, require_int
+from moec.ir.core import Operation
+from moec.ir.opdef import Attr, const_value, norm_axis, op, operand_error
+from moec.ir.types import DType, TensorType, broadcast_shapes
+from moec.ir.ops.base import alloc_guard, require_int
 
 
 def _ints(o: Operation, i: int) -> Optional[List[int]]:
