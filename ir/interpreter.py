@@ -1,4 +1,5 @@
-"""Reference interpreter: runs a module on numpy arrays with each op's reference semantics.
+"""Reference interpreter: runs a module on numpy arrays with each op's reference semantics (the IR
+walker of ir/walk.py with no hook of its own but a size bound).
 
 It checks as it goes that every result has the element type and rank its op
 declares and that symbolic dimensions bind consistently, so it is also a
@@ -11,12 +12,12 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from moec.ir.core import Function, IRError, Module, ResourceRef
+from moec.ir.core import Function, Module, ResourceRef
 from moec.ir.types import DType
+from moec.ir.walk import WalkError, walk
 
 
-class InterpreterError(IRError):
-    pass
+InterpreterError = WalkError  # (the name moec.ir exports)
 
 
 def _check(o, i, arr, t, bindings):
@@ -68,6 +69,8 @@ def _check_size(o, bindings, limit):
 
 
 def run_function(m: Module, f: Function, inputs: Sequence[np.ndarray], check: bool = True) -> List[np.ndarray]:
+    """``f``'s outputs for ``inputs``: the IR walker (ir/walk.py) with every op's reference semantics, each
+    op's result size bounded before it runs and (``check``) every value checked against its declared type."""
     if len(inputs) != len(f.args):
         raise InterpreterError(f"@{f.name} takes {len(f.args)} inputs, got {len(inputs)}")
     env: Dict[int, np.ndarray] = {}
@@ -83,30 +86,14 @@ def run_function(m: Module, f: Function, inputs: Sequence[np.ndarray], check: bo
             if dt != a.type.dtype or not a.type.matches(x.shape, bindings):
                 raise InterpreterError(f"input '{n}' has {x.dtype}{list(x.shape)}, expected {a.type}")
         env[id(a)] = x
-    for o in f.ops:
-        if o.name == "moec.constant" and isinstance(o.attrs.get("value"), ResourceRef):
-            key = o.attrs["value"].key
-            if key not in m.weights:
-                raise InterpreterError(f"op {o.describe()}: weight '{key}' is not in the module's weight store")
-            outs = [np.asarray(m.weights[key])]
-        else:
-            if any(id(v) not in env for v in o.operands):
-                raise InterpreterError(f"op {o.describe()}: an operand is used before it is defined")
+
+    def bounded(o, ins):  # refuse an oversized result before it is made; the semantics are the walker's default
+        if not (o.name == "moec.constant" and isinstance(o.attrs.get("value"), ResourceRef)):
             _check_size(o, bindings, limit)
-            args = [env[id(v)] for v in o.operands]
-            try:
-                outs = o.reference(*args)
-            except IRError:
-                raise
-            except Exception as e:  # an op's semantics rejected its inputs
-                raise InterpreterError(f"op {o.describe()} failed: {type(e).__name__}: {e}") from e
-        if len(outs) != len(o.results):
-            raise InterpreterError(f"op {o.describe()}: reference gave {len(outs)} results, "
-                                   f"declared {len(o.results)}")
-        for i, (r, arr) in enumerate(zip(o.results, outs)):
-            if check:
-                _check(o, i, arr, r.type, bindings)
-            env[id(r)] = arr
+        return None
+
+    walk(f.ops, env, bounded, weights=m.weights, wrap=True,
+         check=(lambda o, i, arr, t: _check(o, i, arr, t, bindings)) if check else None)
     if any(id(v) not in env for v in f.outputs):
         raise InterpreterError(f"@{f.name}: an output is not defined in the function")
     return [env[id(v)] for v in f.outputs]

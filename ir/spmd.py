@@ -12,9 +12,10 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from moec.ir.core import Module, ResourceRef
+from moec.ir.core import Module
 from moec.ir.interpreter import InterpreterError, _check
 from moec.ir.opdef import has_trait
+from moec.ir.walk import PAUSE, steps
 
 
 def _rank_steps(m: Module, inputs: Sequence[np.ndarray]):
@@ -27,21 +28,9 @@ def _rank_steps(m: Module, inputs: Sequence[np.ndarray]):
     for a, x, n in zip(f.args, inputs, f.arg_names):
         if not a.type.matches(np.asarray(x).shape, bindings):
             raise InterpreterError(f"input '{n}' has shape {np.asarray(x).shape}, expected {a.type}")
-    for o in f.ops:
-        if o.name == "moec.constant" and isinstance(o.attrs.get("value"), ResourceRef):
-            outs = [np.asarray(m.weights[o.attrs["value"].key])]
-        else:
-            args = [env[id(v)] for v in o.operands]
-            if has_trait(o, "collective"):
-                outs = yield o, args
-            else:
-                try:
-                    outs = o.reference(*args)
-                except Exception as e:
-                    raise InterpreterError(f"op {o.describe()} failed: {type(e).__name__}: {e}") from e
-        for i, (r, arr) in enumerate(zip(o.results, outs)):
-            _check(o, i, arr, r.type, bindings)
-            env[id(r)] = arr
+    # the IR walker (ir/walk.py), pausing at each collective: the caller sends back its results
+    yield from steps(f.ops, env, lambda o, args: PAUSE if has_trait(o, "collective") else None,
+                     weights=m.weights, wrap=True, check=lambda o, i, arr, t: _check(o, i, arr, t, bindings))
     return [env[id(v)] for v in f.outputs]
 
 

@@ -60,29 +60,17 @@ def evaluate(m, f: Function, targets, feeds: Dict[int, "object"], widened: bool 
     widened, casts to f16/bf16 kept in f32), so that a pass can tell structures apart at f32
     precision instead of through half-precision rounding noise.
     Raises KeyError if an unfed argument is needed."""
-    import numpy as np
+    from moec.ir.walk import needed_ops, walk
     env = {k: (a if isinstance(a, ShapeOnly) else widen(a)) for k, a in feeds.items()} if widened else dict(feeds)
-    needed = set()
-    stack = [v for v in targets]
-    while stack:
-        v = stack.pop()
-        if id(v) in env or id(v) in needed:
-            continue
-        needed.add(id(v))
-        if v.owner is None:
-            raise KeyError(f"argument {v.name} is needed but not fed")
-        stack.extend(v.owner.operands)
-    for o in f.ops:
-        if not any(id(r) in needed and id(r) not in env for r in o.results):
-            continue
-        ins = [env[id(v)] for v in o.operands]
+
+    def probe(o, ins):  # a shape-only feed reaches moec.shape only; half precision widened (eval_op)
         if any(isinstance(a, ShapeOnly) for a in ins):
             if o.name != "moec.shape":
                 raise KeyError(f"{o.name} needs the values of a value fed by its shape only")
             ins = [a.array() if isinstance(a, ShapeOnly) else a for a in ins]
-        outs = eval_op(m, o, ins, widened)
-        for r, a in zip(o.results, outs):
-            env[id(r)] = a
+        return eval_op(m, o, ins, widened)
+
+    walk(needed_ops(f.ops, targets, env), env, probe)
     return [env[id(v)] for v in targets]
 
 
@@ -90,15 +78,12 @@ def eval_op(m, o: Operation, ins, widened: bool = False):
     """One op's reference semantics on ``ins`` (see :func:`evaluate` for ``widened``)."""
     import numpy as np
     from moec.ir import DType
-    from moec.ir.core import ResourceRef
-    if o.name == "moec.constant":
-        val = o.attrs["value"]
-        outs = [np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else val]
-    elif widened and o.name == "moec.cast" and o.attrs["to"] in (DType.F16, DType.BF16):
+    from moec.ir.walk import reference
+    if widened and o.name == "moec.cast" and o.attrs["to"] in (DType.F16, DType.BF16):
         x = np.asarray(ins[0])
         outs = [x.astype(np.float32) if x.dtype != np.float32 else x]
     else:
-        outs = o.reference(*ins)
+        outs = reference(o, ins, m.weights)  # (a constant: its value, a weight from the store)
     return [widen(a) for a in outs] if widened else outs
 
 
