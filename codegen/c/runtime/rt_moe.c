@@ -69,8 +69,9 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
   int64_t *out_ids = (int64_t *)ids->data;
   for (int64_t t = 0; t < T; t++) {
     double mx = -INFINITY, sum = 0;
+    const float *lf = logits->dtype == MOEC_F32 ? (const float *)logits->data + t * E : NULL;
     for (int64_t e = 0; e < E; e++) {
-      s[e] = moec_get_f64(logits, t * E + e);
+      s[e] = lf ? (double)lf[e] : moec_get_f64(logits, t * E + e);
       if (s[e] > mx) mx = s[e];
     }
     if (p->scoring == MOEC_SCORE_SOFTMAX && logits->dtype != MOEC_F64) {
@@ -127,7 +128,8 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
       if (p->drop && !(wv > p->min_weight)) { e = -1; wv = 0; }  /* (NaN weights too) */
       if (e >= 0 && p->capacity > 0 && ++counts[e] > p->capacity) { e = -1; wv = 0; }
       out_ids[t * k + j] = e;
-      moec_set_f64(weights, t * k + j, wv);
+      if (weights->dtype == MOEC_F32) ((float *)weights->data)[t * k + j] = (float)wv;
+      else moec_set_f64(weights, t * k + j, wv);
     }
   }
   free(s); free(sel); free(counts);
@@ -420,13 +422,14 @@ int moec_k_moe_combine(moec_ctx *ctx, const moec_tensor *y, const moec_tensor *w
     for (int64_t t = 0; t < T; t++) {
       int dropped = px != NULL;
       if (px) for (int64_t j = 0; j < k; j++) dropped &= moec_get_i64(pids, t * k + j) < 0;
-      float *ot = o + t * D;
+      float *restrict ot = o + t * D; /* (a fresh buffer: the loops below vectorise) */
       if (dropped) { memcpy(ot, xv + t * D, sizeof(float) * (size_t)D); continue; }
-      for (int64_t d = 0; d < D; d++) ot[d] = sv ? sv[t * D + d] : 0.f;
+      if (sv) memcpy(ot, sv + t * D, sizeof(float) * (size_t)D);
       for (int64_t j = 0; j < k; j++) {
         float wj = weighted ? wv[t * k + j] : 1.f;
-        const float *yr = yv + (t * k + j) * D;
-        for (int64_t d = 0; d < D; d++) ot[d] += wj * yr[d];
+        const float *restrict yr = yv + (t * k + j) * D;
+        if (j == 0 && !sv) for (int64_t d = 0; d < D; d++) ot[d] = 0.f + wj * yr[d];
+        else for (int64_t d = 0; d < D; d++) ot[d] += wj * yr[d];
       }
     }
     return 0;

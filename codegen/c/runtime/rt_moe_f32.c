@@ -901,7 +901,7 @@ static void phase2(void *arg, int64_t row) {
   xjob *j = (xjob *)arg;
   int64_t e = 0;
   while (j->row0[e + 1] <= row) e++;
-  float *h = j->H + row * j->I, *a = j->A + row * j->F;
+  float *restrict h = j->H + row * j->I, *restrict a = j->A + row * j->F;
   const moec_ffn_params *p = j->p;
   if (j->b_in)
     for (int64_t i = 0; i < j->I; i++) h[i] += j->b_in[e * j->I + i];
@@ -917,18 +917,19 @@ static void phase2(void *arg, int64_t row) {
       else if (p->act == MOEC_ACT_GEGLU) a[f] = 0.5f * g * (1.0f + erff(g * 0.70710678f)) * u;
       else a[f] = 0.5f * g * (1.0f + tanhf(0.79788456f * (g + 0.044715f * g * g * g))) * u;
     }
-  } else {
+  } else if (p->act == MOEC_ACT_RELU) { /* one loop per activation: a switch per element was a jump per value */
+    for (int64_t f = 0; f < j->F; f++) a[f] = h[f] < 0 ? 0.f : h[f]; /* NaN passes */
+  } else if (p->act == MOEC_ACT_RELU2) {
+    for (int64_t f = 0; f < j->F; f++) a[f] = h[f] < 0 ? 0.f : h[f] * h[f];
+  } else if (p->act == MOEC_ACT_GELU) {
+    for (int64_t f = 0; f < j->F; f++) a[f] = 0.5f * h[f] * (1.0f + erff(h[f] * 0.70710678f));
+  } else if (p->act == MOEC_ACT_GELU_TANH) {
     for (int64_t f = 0; f < j->F; f++) {
       float v = h[f];
-      switch (p->act) {
-        case MOEC_ACT_RELU: a[f] = v < 0 ? 0 : v; break; /* NaN passes */
-        case MOEC_ACT_RELU2: a[f] = v < 0 ? 0 : v * v; break;
-        case MOEC_ACT_SILU: a[f] = v * sigm_f(v); break;
-        case MOEC_ACT_GELU: a[f] = 0.5f * v * (1.0f + erff(v * 0.70710678f)); break;
-        case MOEC_ACT_GELU_TANH: a[f] = 0.5f * v * (1.0f + tanhf(0.79788456f * (v + 0.044715f * v * v * v))); break;
-        default: a[f] = v;
-      }
+      a[f] = 0.5f * v * (1.0f + tanhf(0.79788456f * (v + 0.044715f * v * v * v)));
     }
+  } else {
+    memcpy(a, h, sizeof(float) * (size_t)j->F);
   }
   if (j->vout.mode == MOEC_WQ_BF16) round_bf16_row(a, j->F);
 #ifdef HAVE_DPBF16
