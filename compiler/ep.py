@@ -72,8 +72,6 @@ def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: st
     """Write the EP artifact of ``m`` (after the pipeline) for ``world`` ranks into ``outdir``; return ep.json."""
     from moec.artifact_dir import Staging, write_manifest
     from moec.driver import build_module
-    if target != "cpu":
-        raise UserInputError(f"--ep: target {target} is not wired to the EP run time yet (cpu is)")
     if world < 1:
         raise UserInputError(f"--ep {world}: the number of ranks must be >= 1")
     layers = layers_of(m)
@@ -330,11 +328,37 @@ _DATA_OPS = {"moe.ep_pack": _pack, "moe.ep_unpack": _unpack, "moe.expert_counts"
              "moe.ep_capacity": _capacity}
 
 
+COLLECTIVES = {"cpu": "gloo", "cuda": "nccl", "npu": "hccl"}   # torch device type -> torch.distributed backend
+
+
+def collective_backend(device: str) -> str:
+    """The torch.distributed backend that moves tensors of ``device`` ("cpu", "cuda:0", "npu:1")."""
+    kind = device.split(":")[0]
+    if kind not in COLLECTIVES:
+        raise UserInputError(f"expert parallelism: no torch.distributed backend is known for {kind} tensors")
+    return COLLECTIVES[kind]
+
+
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's LOCAL_RANK; RANK without it)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+
+
+def rank_device(target: str, local: Optional[int] = None) -> str:
+    """Where ``target``'s tensors live on this process (its backend says: targets/*_backend.py ep_device)."""
+    from moec.targets import backend
+    return backend(target).ep_device(local_rank() if local is None else local)
+
+
 class EPRank:
-    """One rank of an EP artifact, inside an initialised process group: call it on this rank's tokens."""
+    """One rank of an EP artifact, inside an initialised process group: call it on this rank's tokens.
+
+    The rank's tensors live on the target's device (``rank_device``: CPU tensors for the C target, Triton's
+    interpreter and the Ascend emulator; the GPU for Triton on CUDA; the NPU where torch_npu works); its
+    stages run through the backend's ``ep_call`` on them and the exchanges move them as they are."""
 
     def __init__(self, outdir: str, rank: Optional[int] = None, world: Optional[int] = None, threads: int = 1,
-                 group=None):
+                 group=None, device: Optional[str] = None):
         import torch.distributed as dist
         from moec.targets import backend
         self.info = read_ep(outdir)
@@ -347,7 +371,8 @@ class EPRank:
                                  f"{world} (compile with --ep {world})")
         self.rank, self.world = rank, world
         self.prog = self.info["ranks"][rank]
-        be = backend(self.info["target"])
+        be = self.backend = backend(self.info["target"])
+        self.device = device or be.ep_device(local_rank())
         self.stages = {s["dir"]: be.load(os.path.join(outdir, s["dir"]), threads=threads)
                        for s in self.prog["program"] if s["kind"] == "compute"}
         self.exchange = Exchange(world, group)
@@ -363,7 +388,7 @@ class EPRank:
         if len(inputs) != len(self.prog["in"]):
             raise UserInputError(f"expected {len(self.prog['in'])} inputs, got {len(inputs)}")
         self.slots_received = []     # per layer: expert slots this rank computed (its measured load)
-        env = {k: (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)))
+        env = {k: (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))).to(self.device)
                for k, x in zip(self.prog["in"], inputs)}
         inflight: Dict[str, Inflight] = {}
         recv_ids: List[str] = []
@@ -374,8 +399,7 @@ class EPRank:
             args = [env[k] for k in s["in"]]
             if s["kind"] == "compute":
                 t0 = time.perf_counter()
-                outs = self.stages[s["dir"]]([a.contiguous().numpy() for a in args])   # (views, CPU tensors)
-                outs = [torch.from_numpy(o) for o in outs]
+                outs = self.backend.ep_call(self.stages[s["dir"]], args)
                 self.compute_seconds += time.perf_counter() - t0
             elif s["op"] in _DATA_OPS:
                 t0 = time.perf_counter()
@@ -398,6 +422,7 @@ class EPRank:
 
 def init_process_group(rank: int, world: int, addr: str, port: int, timeout_s: float = DEFAULT_TIMEOUT_S,
                        backend: str = "gloo") -> None:
+    """``backend``: ``collective_backend(rank_device(target))`` for an artifact of ``target``."""
     import torch.distributed as dist
     dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))

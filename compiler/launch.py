@@ -74,7 +74,7 @@ def run_rank(outdir: str, arrays: Sequence[np.ndarray], rank: int, world: int, t
     ep.exchange.bytes_sent, ep.exchange.seconds, ep.exchange.calls = 0, 0.0, 0
     mine = split_inputs(ep.info, arrays, rank)
     t0 = time.perf_counter()
-    outs = [o.numpy() for o in ep(*mine)]
+    outs = [o.cpu().numpy() for o in ep(*mine)]
     wall = time.perf_counter() - t0
     stats = {"rank": rank, "seconds": wall, "exchange_seconds": ep.exchange.seconds,
              "bytes_sent": ep.exchange.bytes_sent, "collectives": ep.exchange.calls,
@@ -108,14 +108,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UserInputError("moec.launch needs RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT in the "
                                  "environment (run it under torchrun, or use `moec run OUT --nproc N`)")
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-        from moec.ep import init_process_group, read_ep
+        from moec.ep import collective_backend, init_process_group, rank_device, read_ep
         info = read_ep(a.artifact)
         if world != info["world"]:
             raise UserInputError(f"'{a.artifact}' was compiled for {info['world']} ranks, WORLD_SIZE is {world}")
         arrays = load_inputs(info, parse_inputs(a.input))
         if os.environ.get("MOEC_EP_TEST_FAULT") == f"{rank}:die":   # tests: a rank that dies
             os._exit(17)
-        init_process_group(rank, world, env["MASTER_ADDR"], int(env["MASTER_PORT"]), a.timeout)
+        # the target's tensors decide the collectives: gloo (CPU), NCCL (CUDA), HCCL (NPU)
+        init_process_group(rank, world, env["MASTER_ADDR"], int(env["MASTER_PORT"]), a.timeout,
+                           backend=collective_backend(rank_device(info["target"])))
         if os.environ.get("MOEC_EP_TEST_FAULT") == f"{rank}:hang":  # tests: a rank that hangs in the group
             time.sleep(3600)
         for _ in range(max(1, a.repeat)):
@@ -191,12 +193,14 @@ def run_local(outdir: str, inputs: Sequence[str], nproc: int, output_dir: str, t
 def serve(timeout_s: float) -> int:
     """A rank that stays in its process group and runs jobs read from stdin (one JSON line each:
     {"artifact", "inputs": NPZ, "out": NPZ, "threads", "repeat"}), answering one JSON line each
-    (``LocalPool``: tests and `moec bench --ep` pay the process start once)."""
-    from moec.ep import init_process_group, read_ep
+    (``LocalPool``: tests and `moec bench --ep` pay the process start once).  The artifacts it runs are for
+    MOEC_EP_TARGET (default cpu): that target's tensors pick the collectives."""
+    from moec.ep import collective_backend, init_process_group, rank_device, read_ep
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    init_process_group(rank, world, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), timeout_s)
+    init_process_group(rank, world, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), timeout_s,
+                       backend=collective_backend(rank_device(os.environ.get("MOEC_EP_TARGET", "cpu"))))
     print(json.dumps({"ready": rank}), flush=True)
     for line in sys.stdin:
         job = json.loads(line)
@@ -227,13 +231,13 @@ def serve(timeout_s: float) -> int:
 class LocalPool:
     """N local rank processes in one gloo process group, kept alive across runs."""
 
-    def __init__(self, nproc: int, timeout_s: float = 30.0, threads: int = 1):
+    def __init__(self, nproc: int, timeout_s: float = 30.0, threads: int = 1, target: str = "cpu"):
         self.nproc, self.timeout_s = nproc, timeout_s
         port = free_port()
         self.procs = []
         for r in range(nproc):
-            env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=str(port), OMP_NUM_THREADS=str(threads))
+            env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(nproc), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=str(port), OMP_NUM_THREADS=str(threads), MOEC_EP_TARGET=target)
             self.procs.append(subprocess.Popen([sys.executable, "-m", "moec.launch", "--serve", "--timeout",
                                                 str(timeout_s)], env=env, stdin=subprocess.PIPE,
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

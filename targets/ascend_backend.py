@@ -49,7 +49,7 @@ TILING_FIELDS = [("T", "i"), ("D", "i"), ("E", "i"), ("K", "i"), ("F", "i"), ("I
                  ("has_shared", "i"), ("passthrough", "i"), ("has_gate", "i"), ("M", "i"), ("N", "i"), ("Kd", "i"),
                  ("rows", "i"), ("adt", "i"), ("chunk", "i"), ("qscale", "i"), ("xdt", "i"),
                  ("ydt", "i"), ("aq", "i"), ("tie_high", "i"), ("drop", "i"), ("min_weight", "f"),
-                 ("jitter_eps", "f"), ("norm_min", "f"), ("group_fill", "f")]
+                 ("jitter_eps", "f"), ("norm_min", "f"), ("group_fill", "f"), ("wgroup", "i"), ("zp", "i")]
 # GmmTiling field order (codegen/ascend/kernels/cube_kernels.cpp), all int32
 GMM_FIELDS = ("T", "G", "N", "K", "baseM", "baseN", "baseK", "stepK", "aShared", "aRows", "outRows", "dbL0C", "dtype",
               "cdt")
@@ -364,6 +364,23 @@ class AscendBackend(BackendBase):
 
     def load(self, outdir: str, threads: int = 1) -> "AscendArtifact":
         return AscendArtifact(outdir, self.desc)
+
+    def ep_device(self, local_rank: int) -> str:
+        """EP: NPU tensors exchanged with HCCL where torch_npu imports and sees an NPU (the stages run on the
+        emulator from Python: host copies, as ``device_support`` says); CPU tensors and gloo otherwise."""
+        import importlib.util
+        try:
+            if importlib.util.find_spec("torch_npu") is None:
+                return "cpu"
+            import torch
+            import torch_npu  # noqa: F401 - registers the npu device (needs CANN's libraries)
+            n = torch.npu.device_count()
+        except Exception:  # noqa: BLE001 - torch_npu without a working CANN: CPU tensors
+            return "cpu"
+        if not n:
+            return "cpu"
+        torch.npu.set_device(local_rank % n)
+        return f"npu:{local_rank % n}"
 
     def run(self, outdir: str, inputs: list, threads: int = 1) -> list:
         """`moec run`: through the host program moec_run when it is built (ascend/build/moec_run from the CMake
@@ -757,15 +774,34 @@ class Planner:
                     interleaved=int(a["gate_layout"] == "interleaved"), clamp=int(np.isfinite(a["limit"])),
                     alpha=alpha, beta=beta, limit=a["limit"] if np.isfinite(a["limit"]) else 0.0, **kw)
 
-    def _dequant_int8(self, q, offs, E: int, N: int, K: int):
-        """int8 codes [E, N, K] -> f32 GM workspace (experts with rows only; the rest stays NaN)."""
+    def _dequant_int8(self, q, offs, E: int, N: int, K: int, npw=np.float32):
+        """int8 codes [E, N, K] -> the cube's operand type ``npw`` (f32, or the model's bf16/f16; exact) in a GM
+        workspace (experts with rows only; the rest stays NaN).  The scales come after the dot products."""
         from moec.codegen.ascend.plan import vector_chunk
         dev = self.dev
-        w = dev.new((E, N, K), np.float32, "nan")
+        w = dev.new((E, N, K), npw, "nan")
         ch = vector_chunk(self.desc, K)
         touched = dev.nonempty(offs, E)
         self._launch("moe_dequant_int8", self._bd(touched * (N * -(-K // ch))),
-                     [dev.buf(q, np.int8), offs, w], tiling_bytes(E=E, M=N, Kd=K, chunk=ch))
+                     [dev.buf(q, np.int8), offs, w],
+                     tiling_bytes(E=E, M=N, Kd=K, chunk=ch, adt=XDT[_np_name(npw)]))
+        return w
+
+    def _dequant_int4(self, q, s, z, offs, E: int, N: int, K: int, group: int, npw=np.float32):
+        """int4 codes [E, N, K/2] (two a byte, low nibble first), per-group scales s and zero points z (or 8) ->
+        (q - z) * s in the cube's operand type ``npw`` (f32, or the model's bf16/f16: rounded once) in a GM
+        workspace, experts with rows only (the rest stays NaN)."""
+        from moec.codegen.ascend.plan import vector_chunk
+        dev = self.dev
+        G = group or K
+        w = dev.new((E, N, K), npw, "nan")
+        ch = min(vector_chunk(self.desc, K), G) // 2 * 2  # a chunk lies in one scale group, codes in pairs
+        touched = dev.nonempty(offs, E)
+        chunks = (K // G) * -(-G // ch)
+        self._launch("moe_dequant_int4", self._bd(touched * (N * chunks)),
+                     [dev.buf(q, np.uint8), dev.buf(s, np.float32), dev.buf(z if z is not None else s, np.float32),
+                      offs, w],
+                     tiling_bytes(E=E, M=N, Kd=K, chunk=ch, wgroup=G, zp=int(z is not None), adt=XDT[_np_name(npw)]))
         return w
 
     def _k_moe_experts(self, o, i, args):
@@ -781,13 +817,13 @@ class Planner:
         order, offs = dev.buf(args[2], np.int32), dev.buf(args[3], np.int32)
         w_in, w_out = args[4], args[5]
         e = experts_extras(a, args[6:])
-        nq = 2 if wq == "int8" else 0
+        nq = 2 if wq == "int8" else 0  # int8: channel scales applied after the dot products (int4: in the dequant)
         b_in, b_out, rw = (dev.buf(v, npx) if v is not None else None for v in (e.b_in, e.b_out, e.rw))
         s_in, s_out = (dev.buf(e.s_in, np.float32), dev.buf(e.s_out, np.float32)) if nq else (None, None)
         T, D = x.shape
         k = ids.shape[1]
-        E, I, _ = w_in.shape
-        F = w_out.shape[2]
+        E, I = w_in.shape[:2]
+        F = w_out.shape[2] * (2 if wq == "int4" else 1)  # int4: two codes a byte along K
         y = dev.new((T, k, D), npx)  # dropped slots (id -1) stay zero: the host clears y (aclrtMemset)
         n = order.shape[0]  # the routed rows (offsets[E]: a run-time scalar after moe.dispatch)
         if isinstance(n, int) and n == 0:
@@ -813,8 +849,12 @@ class Planner:
             if w8a8:  # int8 codes straight to the cube; the rows are quantised per row (moe_quant_rows_int8)
                 wi, wo = dev.buf(w_in, np.int8), dev.buf(w_out, np.int8)
                 xe, s_x = quant_rows_int8(dev, xe)
-            elif nq:
-                wi, wo = self._dequant_int8(w_in, offs, E, I, D), self._dequant_int8(w_out, offs, E, D, F)
+            elif nq:  # the codes widened to the cube's type (exact), the scales after the dot products
+                wi, wo = self._dequant_int8(w_in, offs, E, I, D, np_a), self._dequant_int8(w_out, offs, E, D, F, np_a)
+            elif wq == "int4":  # dequantised to the cube's type, scales and zero points applied
+                g = a["wq_group"]
+                wi = self._dequant_int4(w_in, e.s_in, e.z_in, offs, E, I, D, g, np_a)
+                wo = self._dequant_int4(w_out, e.s_out, e.z_out, offs, E, D, F, g, np_a)
             else:
                 wi, wo = w_in, w_out
             # 2. up (gate+up) projection on the cube
@@ -910,6 +950,11 @@ def _placeholder(x):
             raise PlanError("a shape known only at run time reaches a shape computation")
         return np.zeros(x.shape, x.dtype)
     return x
+
+
+def _np_name(dt) -> str:
+    """The tiling's type name (XDT) of a numpy float type: f32, bf16 or f16."""
+    return next(k for k, v in NP_X.items() if np.dtype(v) == np.dtype(dt))
 
 
 @device_op

@@ -166,3 +166,17 @@ class BackendBase:
 
     def inspect_lines(self, info: dict) -> List[str]:
         return []
+
+    # -- expert parallelism (compiler/ep.py): where a rank's tensors live, how a stage runs on them ---------
+    def ep_device(self, local_rank: int) -> str:
+        """The torch device of this target's tensors on the process of ``local_rank`` ("cpu", "cuda:1",
+        "npu:0"); its type picks the collective backend (gloo / nccl / hccl, compiler/ep.py)."""
+        return "cpu"
+
+    def ep_call(self, artifact, tensors: list) -> list:
+        """Run a loaded stage on torch tensors (on :meth:`ep_device`); torch tensors on the same device back.
+        Default: the artifact's numpy entry point on views of CPU tensors (host copies for others)."""
+        import torch
+        dev = tensors[0].device if tensors else torch.device("cpu")
+        outs = artifact([t.detach().cpu().contiguous().numpy() for t in tensors])
+        return [torch.from_numpy(o).to(dev) for o in outs]

@@ -1,5 +1,7 @@
-"""The Triton target: model.mlir + model_triton.py (generated launcher) + weights; runs on a CUDA GPU,
-or under Triton's interpreter (TRITON_INTERPRET=1, torch on the CPU) where there is none."""
+"""The Triton target: model_triton.py (the launcher, generated at compile time) + its constants + the
+weights; runs on a CUDA GPU, or under Triton's interpreter (TRITON_INTERPRET=1, torch on the CPU) where
+there is none.  Loading an artifact parses no IR: the launcher holds the input types, the kernel calls and
+the host segments (model.mlir stays in the artifact for tools and readers)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +12,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from moec.errors import RuntimeFailure, UserInputError
-from moec.ir import Module
-from moec.ir.io import load_module
+from moec.ir import IRError, Module
+from moec.ir.io import weight_paths
+from moec.ir.weights import WeightStore
 from moec.targets.base import BackendBase, TargetDesc
 from moec.targets.description import detect_triton_target
 
@@ -44,13 +47,14 @@ class TritonBackend(BackendBase):
 
     def files(self) -> Dict[str, str]:
         return {"launcher": "model_triton.py", "kernels": "moec.codegen.triton.kernels", "ir": "model.mlir",
-                "weights": "model.weights.bin"}
+                "weights": "model.weights.bin", "constants": _CONSTS + ".weights.bin"}
 
     def emit(self, m: Module, outdir: str) -> None:
         from moec.codegen.triton.emitter import emit_triton
-        src = emit_triton(m)
+        src, consts = emit_triton(m)
         with open(os.path.join(outdir, "model_triton.py"), "w") as f:
             f.write(src)
+        consts.save(*weight_paths(os.path.join(outdir, _CONSTS)))
 
     def build(self, outdir: str, sanitize: bool = False) -> bool:
         _compile_launcher(os.path.join(outdir, "model_triton.py"))  # a syntax check; no __pycache__ written
@@ -58,6 +62,24 @@ class TritonBackend(BackendBase):
 
     def load(self, outdir: str, threads: int = 1) -> "TritonArtifact":
         return TritonArtifact(outdir)
+
+    def ep_device(self, local_rank: int) -> str:
+        """EP: the process's GPU (local rank modulo the GPUs here, made the current device before any stage
+        loads its weights there), exchanged with NCCL; the CPU under the interpreter (gloo)."""
+        self.prepare()
+        from moec.codegen.triton import runtime as rt
+        if rt.DEVICE != "cuda":
+            return "cpu"
+        import torch
+        idx = local_rank % max(1, torch.cuda.device_count())
+        torch.cuda.set_device(idx)
+        return f"cuda:{idx}"
+
+    def ep_call(self, artifact, tensors: list) -> list:
+        return artifact.call_torch(tensors)     # (tensors on the runtime's device: no host copy)
+
+
+_CONSTS = "model_triton.consts"   # the launcher's constants: .weights.bin + .weights.json (the WeightStore format)
 
 
 def check_fp8_support(desc: TargetDesc, weights: str, m: Optional[Module] = None) -> None:
@@ -91,16 +113,6 @@ class TritonArtifact:
             self.manifest = json.load(f)
         self.input_names = [i["name"] for i in self.manifest["inputs"]]
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
-        m = load_module(os.path.join(outdir, "model.mlir"))
-        self.module = m
-        f = m.main
-        if rt.DEVICE == "cuda":  # an fp8 artifact compiled elsewhere, run on a GPU without fp8: say so
-            check_fp8_support(detect_triton_target(), "f32", m)
-        self.ops = {i: o for i, o in enumerate(f.ops)}
-        from moec.ir.core import ResourceRef
-        self.consts = {i: rt.from_numpy(np.asarray(o.attrs["value"])) for i, o in enumerate(f.ops)
-                       if o.name == "moec.constant" and not isinstance(o.attrs["value"], ResourceRef)}
-        self.W = {k: rt.from_numpy(np.asarray(a)) for k, a in m.weights.items()}
         # the launcher runs from its source text, never from a cached .pyc: nothing is written into the artifact
         # (a JIT cache entry is checked file by file) and no stale or damaged bytecode is executed
         path = os.path.join(outdir, "model_triton.py")
@@ -108,29 +120,37 @@ class TritonArtifact:
         mod.__file__ = path
         exec(_compile_launcher(path), mod.__dict__)  # noqa: S102 - moec's own generated launcher
         self.launcher = mod
+        if rt.DEVICE == "cuda" and mod.FP8:  # an fp8 artifact compiled elsewhere, run on a GPU without fp8: say so
+            check_fp8_support(detect_triton_target(), "fp8")
+        self.inputs = mod.INPUTS  # (element type, dims) of each input
+        consts = WeightStore.load(*weight_paths(os.path.join(outdir, _CONSTS)))
+        self.consts = {k: rt.from_numpy(np.asarray(consts[k])) for k in mod.CONSTANTS}
+        self.host = mod.host_segments(consts)  # the host ops, built once (codegen/triton/host.py)
+        self.W = {k: rt.from_numpy(np.asarray(a))
+                  for k, a in WeightStore.load(*weight_paths(os.path.join(outdir, "model.mlir"))).items()}
         self.stats: Dict[str, int] = {}
         self.device = rt.DEVICE
 
     def run_torch(self, inputs: Sequence):
-        return self.launcher.run(self.W, self.ops, self.consts, list(inputs), self.stats)
+        return self.launcher.run(self.W, self.consts, self.host, list(inputs), self.stats)
 
     def check_inputs(self, shapes: Sequence[tuple], dtypes: Sequence[str]) -> None:
         """Reject inputs whose count, element type, rank or sizes do not fit the compiled model, naming
         the input (a wrong dtype must not run: a kernel would read its bytes as another type)."""
-        args = self.module.main.args
+        args = self.inputs
         if len(shapes) != len(args):
             raise RuntimeFailure(f"the compiled model takes {len(args)} input(s) ({', '.join(self.input_names)}), "
                                  f"got {len(shapes)}")
         sym: Dict[str, int] = {}
-        for name, a, shape, dt in zip(self.input_names, args, shapes, dtypes):
-            want = a.type
-            if dt != want.dtype.mlir:
+        for name, (want_dt, want_shape), info, shape, dt in zip(self.input_names, args, self.manifest["inputs"],
+                                                                 shapes, dtypes):
+            if dt != want_dt:
                 raise RuntimeFailure(f"input '{name}': element type {dt}, the model was compiled for "
-                                     f"{want.dtype.mlir}; convert the input (or compile for {dt})")
-            if len(shape) != want.rank:
-                raise RuntimeFailure(f"input '{name}': rank {len(shape)}, the model takes rank {want.rank} "
-                                     f"({want})")
-            for d, (have, dim) in enumerate(zip(shape, want.shape)):
+                                     f"{want_dt}; convert the input (or compile for {dt})")
+            if len(shape) != len(want_shape):
+                raise RuntimeFailure(f"input '{name}': rank {len(shape)}, the model takes rank {len(want_shape)} "
+                                     f"({info['type']})")
+            for d, (have, dim) in enumerate(zip(shape, want_shape)):
                 if isinstance(dim, int) and have != dim:
                     raise RuntimeFailure(f"input '{name}': dimension {d} is {have}, the model was compiled for "
                                          f"{dim}")
@@ -149,7 +169,7 @@ class TritonArtifact:
         xs = [x.detach().to(rt.DEVICE, non_blocking=True).contiguous() for x in inputs]
         try:
             outs = self.run_torch(xs)
-        except (RuntimeError, ValueError, IndexError) as e:
+        except (RuntimeError, ValueError, IndexError, IRError) as e:
             raise RuntimeFailure(f"triton run failed: {str(e).splitlines()[0][:300]}") from None
         return [o.to(home) for o in outs] if home is not None else outs  # (.to is free on the same device)
 
@@ -161,7 +181,7 @@ class TritonArtifact:
             xs = [rt.from_numpy(a) for a in arrays]
             outs = self.run_torch(xs)
             return [rt.to_numpy(o) for o in outs]
-        except (RuntimeError, ValueError, IndexError) as e:
+        except (RuntimeError, ValueError, IndexError, IRError) as e:
             raise RuntimeFailure(f"triton run failed: {str(e).splitlines()[0][:300]}") from None
 
 

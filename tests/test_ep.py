@@ -25,15 +25,15 @@ BY_NAME = {e.name: e for e in ZOO}
 _IR = {}
 
 
-def ir_of(name, weights="f32"):
-    """The zoo model after moec's pipeline for the cpu target (cached per test session)."""
-    if (name, weights) not in _IR:
+def ir_of(name, weights="f32", target="cpu"):
+    """The zoo model after moec's pipeline for ``target`` (cached per test session)."""
+    if (name, weights, target) not in _IR:
         from moec.frontend.onnx_import import import_model
         from moec.passes.pipeline import run_pipeline
         from moec.targets import target_for
         m = import_model(BY_NAME[name].build(), name)
-        _IR[name, weights] = run_pipeline(m, target_for("cpu"), weights=weights)
-    return _IR[name, weights]
+        _IR[name, weights, target] = run_pipeline(m, target_for(target), weights=weights)
+    return _IR[name, weights, target]
 
 
 def spmd(m, plan, xs):
@@ -153,29 +153,31 @@ def pools():
 _ART = {}
 
 
-def artifact(tmp_path_factory, name, world, weights="f32", placement=None):
+def artifact(tmp_path_factory, name, world, weights="f32", placement=None, target="cpu"):
     from moec.ep import compile_ep
-    key = (name, world, weights, json.dumps({k: v.to_json() for k, v in (placement or {}).items()}))
+    key = (name, world, weights, json.dumps({k: v.to_json() for k, v in (placement or {}).items()}), target)
     if key not in _ART:
         d = str(tmp_path_factory.mktemp("ep") / "a")
-        compile_ep(ir_of(name, weights), d, world, placements=placement, name=name)
+        compile_ep(ir_of(name, weights, target), d, world, placements=placement, name=name, target=target)
         _ART[key] = d
     return _ART[key]
 
 
-def single(tmp_path_factory, name, weights="f32"):
-    """The single-process build of the same module (the C target, 2 threads)."""
+def single(tmp_path_factory, name, weights="f32", target="cpu"):
+    """The single-process build of the same module (2 threads on the C target)."""
     from moec.driver import build_module
-    key = ("single", name, weights)
+    key = ("single", name, weights, target)
     if key not in _ART:
-        _ART[key] = build_module(ir_of(name, weights), str(tmp_path_factory.mktemp("one") / "a"), threads=2)
+        _ART[key] = build_module(ir_of(name, weights, target), str(tmp_path_factory.mktemp("one") / "a"),
+                                 threads=2, target=target)
     return _ART[key]
 
 
-def check_ep(pools, tmp_path_factory, name, world, cases, weights="f32", tol=(1e-4, 2e-5), placement=None):
-    d = artifact(tmp_path_factory, name, world, weights, placement)
-    one = single(tmp_path_factory, name, weights)
-    m = ir_of(name, weights)
+def check_ep(pools, tmp_path_factory, name, world, cases, weights="f32", tol=(1e-4, 2e-5), placement=None,
+             target="cpu"):
+    d = artifact(tmp_path_factory, name, world, weights, placement, target)
+    one = single(tmp_path_factory, name, weights, target)
+    m = ir_of(name, weights, target)
     plan = EPPlan(world, placement or {})
     for T, kind in cases:
         xs = inputs(name, T, kind)
@@ -199,6 +201,28 @@ def test_two_processes_equal_single_process(family, pools, tmp_path_factory, moe
 def test_every_family_on_gloo(family, world, pools, tmp_path_factory, moec_module_cache):
     check_ep(pools, tmp_path_factory, FAMILIES[family].name, world,
              ((13, "random"), (8, "identical"), (1, "single"), (0, "random")))
+
+
+# EP on the other targets: each rank runs the target's compiled stages (Triton's kernels under the interpreter,
+# the AscendC kernels on the emulator) on its tensors; here the tensors are CPU tensors and the exchange gloo.
+@pytest.mark.parametrize("target,family", [
+    pytest.param("ascend", "mixtral"),
+    pytest.param("triton", "mixtral", marks=pytest.mark.slow),
+    pytest.param("ascend", "deepseek-v3", marks=pytest.mark.slow),
+    pytest.param("triton", "qwen2-moe", marks=pytest.mark.slow),
+    pytest.param("ascend", "switch", marks=pytest.mark.slow),
+])
+def test_other_targets_on_two_processes(target, family, pools, tmp_path_factory, moec_module_cache):
+    """A zoo family on 2 gloo ranks, built for ``target``: equals the single build of the same target and the
+    N-rank reference; the artifact's stages are the target's (Triton launchers / AscendC plans)."""
+    name = FAMILIES[family].name
+    check_ep(pools, tmp_path_factory, name, 2, ((9, "random"), (1, "single"), (0, "random")), target=target)
+    d = artifact(tmp_path_factory, name, 2, target=target)
+    role = {"triton": "model_triton.py", "ascend": "ascend"}[target]
+    info = json.load(open(os.path.join(d, "ep.json")))
+    assert info["target"] == target
+    assert all(os.path.exists(os.path.join(d, s["dir"], role)) for r in info["ranks"] for s in r["program"]
+               if s["kind"] == "compute")
 
 
 def test_four_processes_edge_cases(pools, tmp_path_factory, moec_module_cache):
