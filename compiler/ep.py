@@ -195,7 +195,7 @@ def _pack(attrs, x, ids, w):
     W, S, r, E = attrs["world"], attrs["slots"], attrs["rank"], attrs["num_experts"]
     dev = ids.device
     from moec.ir.ops.ep import replica_table
-    reps = replica_table(attrs["placement"], E)
+    reps = replica_table(attrs["placement"], E, r, S)      # (a local copy first: choose_replica's rule)
     n = max(len(p) for p in reps)
     table = torch.tensor([p + [p[0]] * (n - len(p)) for p in reps], dtype=torch.int64, device=dev)
     nrep = torch.tensor([len(p) for p in reps], dtype=torch.int64, device=dev)

@@ -9,7 +9,10 @@ hottest experts (the greedy scheme of DeepSeek's EPLB, global policy; written fr
     predicted      rank load = sum of its copies' per-copy loads (a replicated expert's tokens split evenly)
 
 ``dispatch_load`` gives the load the run time will actually see for given routing ids: each slot served
-by the copy ``choose_replica`` picks (copies taken in turn), so predicted and measured can be compared.
+by the copy ``choose_replica`` picks (the token's own rank's copy where it holds one, else copies taken in
+turn), so predicted and measured can be compared.  With tokens spread evenly over ranks the local-first
+choice still splits an expert's load evenly over its n copies (1/world of it is each holder's own tokens,
+the other (world - n)/world spread over the n copies: load/n per copy), which ``predicted_load`` assumes.
 """
 from __future__ import annotations
 

@@ -247,9 +247,32 @@ def test_two_layer_model(pools, tmp_path_factory, moec_module_cache):
     check_ep(pools, tmp_path_factory, name, 2, ((7, "random"),))
 
 
-def test_replicated_placement_runs(pools, tmp_path_factory, moec_module_cache):
-    p = {"*": Placement(8, [[0, 1, 2, 3, 4], [5, 6, 7, 0, 1]]).check()}
-    check_ep(pools, tmp_path_factory, FAMILIES["mixtral"].name, 2, ((10, "random"),), placement=p)
+def route_ids(m, x):
+    from moec.passes.moe_util import evaluate
+    route = next(o for o in m.main.ops if o.name == "moe.route")
+    return evaluate(m, m.main, [route.results[1]], {id(m.main.args[0]): x})[0]
+
+
+def test_replicated_placement_prefers_a_local_copy(pools, tmp_path_factory, moec_module_cache):
+    """Experts 0 and 1 on both ranks: a token whose experts its own rank holds stays home, so a rank sends one
+    row per token with an expert it does not hold (counted here from the ids and the placement alone), and the
+    bytes moved are the cost model's exactly."""
+    from moec.ep import token_slices
+    from moec.ep_cost import Wire, exchange_bytes
+    name = FAMILIES["mixtral"].name
+    pl = Placement(8, [[0, 1, 2, 3, 4], [5, 6, 7, 0, 1]]).check()
+    stats = check_ep(pools, tmp_path_factory, name, 2, ((10, "random"),), placement={"*": pl})
+    m = ir_of(name)
+    x = inputs(name, 10)[0]
+    ids = route_ids(m, x)
+    k, D = ids.shape[1], x.shape[1]
+    per_rank = [ids[s] for s in token_slices(10, 2)]
+    b = exchange_bytes(per_rank, pl, D, Wire.moec(x.dtype.itemsize, k, 4))
+    for r, idr in enumerate(per_rank):
+        rows = sum(1 for t in idr if any(e not in pl.ranks[r] for e in t))
+        assert stats[r]["bytes_sent"] == rows * (D * 4 + k * 12) + b["combine"][1 - r, r]
+        assert b["combine"][1 - r, r] == b["rows"][1 - r, r] * D * 4
+        assert stats[r]["bytes_sent"] == b["dispatch"][r, 1 - r] + b["combine"][r, 1 - r]
 
 
 def test_bytes_moved_equal_the_cost_model(pools, tmp_path_factory, moec_module_cache):
@@ -408,12 +431,13 @@ def test_balanced_placement_replicates_the_hot_expert():
 
 
 def test_measured_load_of_a_run_is_the_predicted_dispatch(pools, tmp_path_factory, moec_module_cache):
-    """profile-routing's placement for a skewed batch (most tokens identical): the load each rank computes in the
+    """profile-routing's placement for a skewed batch (most tokens identical, on both ranks): the load each rank computes in the
     real run (expert slots received) equals the dispatch the profile simulated, and beats contiguous blocks."""
     from moec.ep_cli import profile
     name = FAMILIES["mixtral"].name
     m = ir_of(name)
-    x = np.concatenate([inputs(name, 12, "identical")[0], inputs(name, 6)[0]])
+    hot, rnd = inputs(name, 12, "identical")[0], inputs(name, 6)[0]
+    x = np.concatenate([hot[:6], rnd[:3], hot[6:], rnd[3:]])   # (each rank's half as skewed: a local copy serves it)
     rep = profile(m, [[x]], 2, slots=5)["moe0"]
     p = Placement.from_json(rep["balanced"]["placement"])
     assert rep["balanced"]["predicted"]["max_over_mean"] < 1.05

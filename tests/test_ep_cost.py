@@ -28,8 +28,12 @@ def test_replicas_share_an_experts_tokens_as_the_run_time_does():
     pl = Placement(2, [[0, 1], [0, -1]]).check()           # expert 0 on both ranks
     ids = [np.zeros((1000, 1), dtype=np.int64), np.array([[0], [-1]])]
     x = ep_cost.exchange_bytes(ids, pl, 8, ep_cost.Wire.for_dtype("bf16", 8))
-    assert x["pairs"][:, 0].tolist() == [500, 500]         # copy (t + rank) mod 2: moec.ir.ops.ep.choose_replica
-    assert x["pairs"][:, 1].tolist() == [0, 1]             # rank 1's token 0 -> copy 1 = rank 1 itself; a dropped slot: nothing
+    assert x["pairs"][:, 0].tolist() == [1000, 0]          # rank 0 holds a copy: its tokens stay home
+    assert x["pairs"][:, 1].tolist() == [0, 1]             # rank 1's token 0 -> its own copy; a dropped slot: nothing
+    assert x["dispatch"][0, 1] == 0 and x["combine"][0, 1] == 0 and x["dispatch"][1, 0] == 0
+    pl = Placement(3, [[0, 1], [0, 2], [1, 2]]).check()    # rank 2 holds no copy of expert 0: copies in turn
+    x = ep_cost.exchange_bytes([ids[0][:0], ids[0][:0], ids[0][:10]], pl, 8, ep_cost.Wire.for_dtype("bf16", 8))
+    assert x["pairs"][:, 2].tolist() == [5, 5, 0]          # copy (t + rank) mod 2: moec.ir.ops.ep.choose_replica
 
 
 def test_drawn_routing_matches_the_uniform_formula():

@@ -27,7 +27,7 @@ torch.distributed (compiler/ep.py).
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -57,20 +57,25 @@ def check_placement(o: Operation) -> None:
         raise operand_error(o, f"placement holds no copy of expert(s) {sorted(set(range(E)) - set(p))[:8]}")
 
 
-def replica_table(placement: Sequence[int], num_experts: int) -> List[List[int]]:
-    """For each logical expert, the global physical slots (rank * slots + slot) holding it, ascending."""
+def replica_table(placement: Sequence[int], num_experts: int, rank: Optional[int] = None,
+                  slots: int = 0) -> List[List[int]]:
+    """For each logical expert, the global physical slots (rank * slots + slot) holding it, ascending; with
+    ``rank`` (and ``slots``), the copies a token of that rank may use: only its own rank's copy where it holds
+    one (a local copy moves no bytes, as EPLB deployments prefer), else every copy."""
     reps: List[List[int]] = [[] for _ in range(num_experts)]
     for g, e in enumerate(placement):
         if e >= 0:
             reps[e].append(g)
+    if rank is not None:
+        reps = [[g for g in r if g // slots == rank] or r for r in reps]
     return reps
 
 
 def choose_replica(ids: np.ndarray, rank: int, slots: int, placement: Sequence[int], num_experts: int) -> np.ndarray:
-    """The global physical slot serving each routed slot (-1 for id -1): copy number (t + rank) % n_copies of
-    the expert (t: the token's index on its rank), so every rank spreads a replicated expert's tokens evenly
-    over its copies (what the placement's predicted load assumes), wherever the tokens are."""
-    reps = replica_table(placement, num_experts)
+    """The global physical slot serving each routed slot (-1 for id -1): the copy on the token's own rank if
+    there is one, else copy number (t + rank) % n_copies of the expert (t: the token's index on its rank), so
+    every rank spreads a remote replicated expert's tokens evenly over its copies."""
+    reps = replica_table(placement, num_experts, rank, slots)
     n = max(len(r) for r in reps)
     table = np.array([r + [r[0]] * (n - len(r)) for r in reps], np.int64)      # [E, n]
     nrep = np.array([len(r) for r in reps], np.int64)
