@@ -2,11 +2,15 @@
 
 Artifact (``compile_ep``, one directory any rank loads)::
 
-    OUT/ep.json             world size, placements, inputs/outputs, and each rank's program: compute
-                            stages (built modules) and EP ops between them (passes/expert_parallel.py)
-    OUT/model.mlir          the single-device module the rank programs were cut from (+ weights)
-    OUT/rank<r>/s<i>/       rank r's compute stage i, a plain artifact of the target (its local experts'
-                            weights only; identical code is built once through the build cache)
+    OUT/ep.json             world size, placements, inputs/outputs, each rank's program: compute stages
+                            (built modules) and EP ops between them (passes/expert_parallel.py), and the
+                            weight bytes each rank loads
+    OUT/model.mlir          the single-device module the rank programs were cut from (+ weights; tools
+                            only: no rank loads it)
+    OUT/stages/<hash>/      a compute stage, a plain artifact of the target, stored once and named by its
+                            content: the replicated stages (router, attention, norms, shared experts) are
+                            the same on every rank and shared by their programs; an expert stage holds one
+                            rank's expert slots only, so a rank loads the replicated weights + its experts
 
 Run time (``EPRank``): the rank's stages run with the target's compiled code; the EP ops run here, on
 torch tensors: the data movement (pack rows by destination, sum the returned rows per token) with
@@ -96,22 +100,32 @@ def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: st
         "layers": [{"layer": L, "experts": E, "placement": plan.for_layer(L, E).to_json()} for L, E in layers],
         "ranks": [],
     }
+    stage_bytes: Dict[str, int] = {}       # stage folder -> the weight bytes it holds
     with Staging(outdir, force) as st:
         save_module(m, os.path.join(st.path, "model.mlir"))
+        os.makedirs(os.path.join(st.path, "stages"), exist_ok=True)
         for r in range(world):
             rm = rank_module(m, plan, r)
             stages, ins, outs = split_stages(rm)
             prog = []
             for i, s in enumerate(stages):
                 if s.kind == "compute":
-                    d = f"rank{r}/s{i}"
-                    os.makedirs(os.path.join(st.path, f"rank{r}"), exist_ok=True)
-                    build_module(s.module, os.path.join(st.path, d), target=target, arch=arch, threads=1)
+                    d = f"stages/{stage_digest(s.module)}"
+                    if d not in stage_bytes:        # (a stage another rank has too: stored and built once)
+                        build_module(s.module, os.path.join(st.path, d), target=target, arch=arch, threads=1)
+                        stage_bytes[d] = sum(int(np.asarray(a).nbytes) for _, a in s.module.weights.items())
                     prog.append({"kind": "compute", "dir": d, "in": s.inputs, "out": s.outputs})
                 else:
                     prog.append({"kind": "host", "op": s.op.name, "in": s.inputs, "out": s.outputs,
                                  "attrs": {k: _jsonable(v) for k, v in s.op.attrs.items()}})
             info["ranks"].append({"in": ins, "out": outs, "program": prog})
+        dirs = [{s["dir"] for s in p["program"] if s["kind"] == "compute"} for p in info["ranks"]]
+        common = set.intersection(*dirs) if dirs else set()
+        for p, ds in zip(info["ranks"], dirs):
+            p["weight_bytes"] = sum(stage_bytes[d] for d in ds)
+        info["weights"] = {"stored_bytes": sum(stage_bytes.values()),
+                           "replicated_bytes": sum(stage_bytes[d] for d in common),
+                           "per_rank_bytes": [p["weight_bytes"] for p in info["ranks"]]}
         with open(os.path.join(st.path, EP_JSON), "w") as fh:
             json.dump(info, fh, indent=1)
         write_manifest(st.path, {"moec_version": __version__, "model": name, "target": target, "kind": "artifact",
@@ -119,6 +133,22 @@ def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: st
                                  "roles": {"ep": EP_JSON, "ir": "model.mlir"}})
         st.publish()
     return info
+
+
+def stage_digest(m: Module) -> str:
+    """A compute stage's name: the hash of its IR text and weights (equal stages of two ranks: one folder)."""
+    import hashlib
+    from moec.ir import print_module
+    return hashlib.sha256(print_module(m).encode() + m.weights.digest().encode()).hexdigest()[:16]
+
+
+def stage_weight_bytes(outdir: str, dirs) -> int:
+    """The weight bytes the stages in ``dirs`` hold, read from their own weight indexes (what a rank loads)."""
+    total = 0
+    for d in sorted(set(dirs)):
+        with open(os.path.join(outdir, d, "model.weights.json")) as f:
+            total += sum(int(e["nbytes"]) for e in json.load(f).values())
+    return total
 
 
 def read_ep(outdir: str) -> dict:
@@ -136,7 +166,7 @@ def read_ep(outdir: str) -> dict:
 
 
 def _check_programs(outdir: str, info: dict) -> None:
-    """The programs only name stage folders rank<r>/s<i> and EP ops (their attributes a dict): the run time
+    """The programs only name stage folders stages/<hash> and EP ops (their attributes a dict): the run time
     loads and calls nothing else, whatever the file says."""
     import re
     from moec.passes.expert_parallel import HOST_OPS
@@ -152,7 +182,7 @@ def _check_programs(outdir: str, info: dict) -> None:
             if not isinstance(s, dict) or not isinstance(s.get("in"), list) or not isinstance(s.get("out"), list):
                 bad(f"rank {r}: a step")
             if s.get("kind") == "compute":
-                if not isinstance(s.get("dir"), str) or not re.fullmatch(rf"rank{r}/s[0-9]+", s["dir"]):
+                if not isinstance(s.get("dir"), str) or not re.fullmatch(r"stages/[0-9a-f]{16}", s["dir"]):
                     bad(f"rank {r}: stage folder {str(s.get('dir'))[:80]!r}")
             elif s.get("kind") == "host":
                 if s.get("op") not in HOST_OPS or not isinstance(s.get("attrs"), dict):
@@ -375,6 +405,7 @@ class EPRank:
         self.device = device or be.ep_device(local_rank())
         self.stages = {s["dir"]: be.load(os.path.join(outdir, s["dir"]), threads=threads)
                        for s in self.prog["program"] if s["kind"] == "compute"}
+        self.weight_bytes = stage_weight_bytes(outdir, self.stages)   # replicated weights + this rank's experts
         self.exchange = Exchange(world, group)
         self.compute_seconds = 0.0
         self.input_names = [x["name"] for x in self.info["inputs"]]

@@ -76,6 +76,9 @@ def cmd_compile(a) -> int:
     for L in info["layers"]:
         print(f"  layer {L['layer']}: {L['experts']} experts over {a.ep} ranks, "
               f"{len(L['placement']['ranks'][0])} slots each")
+    w = info["weights"]
+    print(f"  weights per rank: {', '.join(f'{b / 1e6:.3g} MB' for b in w['per_rank_bytes'])} (replicated "
+          f"{w['replicated_bytes'] / 1e6:.3g} MB + the rank's experts); stored once: {w['stored_bytes'] / 1e6:.3g} MB")
     if a.no_verify:
         print("  not verified (--no-verify)")
         return 0

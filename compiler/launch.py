@@ -78,7 +78,7 @@ def run_rank(outdir: str, arrays: Sequence[np.ndarray], rank: int, world: int, t
     wall = time.perf_counter() - t0
     stats = {"rank": rank, "seconds": wall, "exchange_seconds": ep.exchange.seconds,
              "bytes_sent": ep.exchange.bytes_sent, "collectives": ep.exchange.calls,
-             "expert_slots": ep.slots_received, "tokens": int(
+             "expert_slots": ep.slots_received, "weight_bytes": ep.weight_bytes, "tokens": int(
                  mine[0].shape[0]) if mine and mine[0].ndim else 0}
     parts: List = [None] * world
     try:

@@ -347,7 +347,8 @@ def split_stages(m: Module) -> Tuple[List[Stage], List[str], List[str]]:
             o = ops[0]
             stages.append(Stage("host", [key(v) for v in o.operands], [key(r) for r in o.results], op=o))
             continue
-        sub = Module(attrs=dict(m.attrs))
+        sub = Module(attrs={k: v for k, v in m.attrs.items() if k != "moec.ep"})   # (no rank: equal stages
+        #                                                                  of two ranks are one stage)
         sf = Function("main", [])
         sub.functions.append(sf)
         local: Dict[int, Value] = {}

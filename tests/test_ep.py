@@ -241,10 +241,38 @@ def test_quantised_expert_weights(weights, tol, pools, tmp_path_factory, moec_mo
     check_ep(pools, tmp_path_factory, FAMILIES["mixtral"].name, 2, ((9, "random"),), weights=weights, tol=tol)
 
 
+def expert_stacks(m):
+    """{weight key: E} of every expert-stacked constant (w_in, w_out, biases, scales, zero points)."""
+    out = {}
+    for o in m.main.ops:
+        if o.name == "moe.experts":
+            E = o.operands[4].type.shape[0]
+            b_in, b_out, _ = o._extras()
+            for v in [o.operands[4], o.operands[5], b_in, b_out] + list(o.quant_operands()):
+                if v is not None and v.owner is not None and v.owner.name == "moec.constant":
+                    out[v.owner.attrs["value"].key] = E
+    return out
+
+
 def test_two_layer_model(pools, tmp_path_factory, moec_module_cache):
+    """2 MoE layers on 2 ranks; each rank loads the replicated weights and its own experts only (the loaded
+    stages' weight bytes equal that share, counted on the single-device module), and the artifact stores the
+    replicated stages once."""
     name = "onnx_two_layers_residual"
-    assert len(layers_of(ir_of(name))) == 2
-    check_ep(pools, tmp_path_factory, name, 2, ((7, "random"),))
+    m = ir_of(name)
+    assert len(layers_of(m)) == 2
+    stats = check_ep(pools, tmp_path_factory, name, 2, ((7, "random"),))
+    stacks = expert_stacks(m)
+    nbytes = {k: np.asarray(a).nbytes for k, a in m.weights.items()}
+    replicated = sum(b for k, b in nbytes.items() if k not in stacks)
+    experts = sum(nbytes[k] for k in stacks)
+    assert replicated > 0 and experts > 0 and all(E % 2 == 0 for E in stacks.values())
+    for s in stats:                                       # contiguous: E / 2 slots per rank
+        assert s["weight_bytes"] == replicated + experts // 2
+    info = json.load(open(os.path.join(artifact(tmp_path_factory, name, 2), "ep.json")))
+    assert info["weights"]["per_rank_bytes"] == [replicated + experts // 2] * 2
+    assert info["weights"]["stored_bytes"] == replicated + experts        # (not 2 x replicated)
+    assert info["weights"]["replicated_bytes"] == replicated
 
 
 def route_ids(m, x):
@@ -453,8 +481,9 @@ def test_hostile_ep_json_is_refused(tmp_path):
     from moec.ep import read_ep
     from moec.errors import UserInputError
     good = {"kind": "ep-artifact", "world": 1, "target": "cpu", "token_symbol": "T", "inputs": [], "outputs": [],
-            "ranks": [{"in": [], "out": [], "program": [{"kind": "compute", "dir": "rank0/s0", "in": [], "out": []}]}]}
+            "ranks": [{"in": [], "out": [], "program": [{"kind": "compute", "dir": "stages/0123456789abcdef", "in": [], "out": []}]}]}
     for bad_step in ({"kind": "compute", "dir": "../../etc", "in": [], "out": []},
+                     {"kind": "compute", "dir": "stages/../../0123456789a", "in": [], "out": []},
                      {"kind": "host", "op": "_run", "attrs": {}, "in": [], "out": []},
                      {"kind": "host", "op": "moe.all_to_all", "attrs": [], "in": [], "out": []},
                      {"kind": "shell", "in": [], "out": []}):
