@@ -16,6 +16,7 @@ from moec.passes.fold_full_nonzero import FoldFullNonzero
 from moec.passes.fold_broadcast_matmul import FoldBroadcastMatmul
 from moec.passes.split_of_concat import SplitOfConcat
 from moec.passes.fuse_experts import FuseExperts
+from moec.passes.fuse_linear_epilogue import FuseLinearEpilogue
 from moec.passes.recognize_moe import RecognizeMoE
 from moec.passes.recognize_decoder import RecognizeDecoder
 from moec.passes.quantize import QuantizeWeights
@@ -37,6 +38,7 @@ def stages(target: "TargetDesc", weights: str = "f32", group: int = 64,
                                               dense_modes=target.dense_weight_modes,
                                               half_activations=target.half_activation_modes),
                               DeadCodeElimination()]),
+        ("fuse-epilogues", [FuseLinearEpilogue(target)]),
         ("schedule-dispatch", [ScheduleDispatch(target)]),
         ("cleanup", [DeadCodeElimination()]),
     ]

@@ -267,7 +267,10 @@ def test_small_model_matches_onnxruntime(tmp_path):
     assert res.report["verified"], res.report
     with open(tmp_path / "out" / "model.c") as f:
         src = f.read()
-    assert src.count("moec_k_matmul_packed(") + src.count("moec_k_gemm_packed(") >= 6
+    assert src.count("moec_k_matmul_packed(") + src.count("moec_k_gemm_packed(") >= 4
+    # the bias and the two residual adds after a weight product are that product's epilogue, on its panels
+    fused = [ln for ln in src.splitlines() if "moec_k_linear(" in ln]
+    assert len(fused) == 3 and all(", NULL, 0," not in ln for ln in fused), fused
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(4).standard_normal((1, 33, 48)).astype(np.float32)
     want = sess.run(None, {"x": x})[0]
@@ -347,3 +350,60 @@ def test_packed_weights_stored_once(tmp_path):
     m2 = load_module(str(out / "model.mlir"))
     for k in ("wa", "wb", "wc", "wd"):
         np.testing.assert_array_equal(np.asarray(m2.weights[k]), ws[k])
+
+
+def test_linear_epilogue_forms(tmp_path):
+    """moec.linear (fuse-linear-epilogue's op): x @ W + c with c a bias ([N], [1, 1, N]), a residual
+    ([B, S, N]) or a per-row scalar ([B, S, 1]), on packed panels and on the plain path (an inline weight
+    is not packed): the same bits as the matmul followed by the addition, and the op's numpy semantics"""
+    from moec.ir import run
+    rng = np.random.default_rng(5)
+    K, N = 37, 45
+    ws = WeightStore()
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    ws.set("w", w)
+    inline = np.round(rng.standard_normal((K, 3)), 2).astype(np.float32)
+    ws.set("b", rng.standard_normal(N).astype(np.float32))
+    ws.set("b3", rng.standard_normal((1, 1, N)).astype(np.float32))
+    X, R, R1 = ("B", "S", K), ("B", "S", N), ("B", "S", 1)
+    rows = ", ".join("[" + ", ".join(f"{v:.2f}" for v in r) + "]" for r in inline)
+    ops = [_const("w", (K, N)), _const("b", (N,)), _const("b3", (1, 1, N)),
+           f'%wi = "moec.constant"() {{value = dense<[{rows}]> : {_tt((K, 3))}}} : () -> {_tt((K, 3))}',
+           f'%m = "moec.matmul"(%x, %w) : ({_tt(X)}, {_tt((K, N))}) -> {_tt(R)}']
+    outs = [("m", R)]
+    for name, c, cs in (("bias", "b", (N,)), ("bias3", "b3", (1, 1, N)), ("res", "r", R), ("row", "r1", R1)):
+        ops.append(f'%{name} = "moec.linear"(%x, %w, %{c}) : ({_tt(X)}, {_tt((K, N))}, {_tt(cs)}) -> {_tt(R)}')
+        outs.append((name, R))
+    ops.append(f'%none = "moec.linear"(%x, %w) : ({_tt(X)}, {_tt((K, N))}) -> {_tt(R)}')
+    ops.append(f'%plain = "moec.linear"(%x, %wi, %r1) : ({_tt(X)}, {_tt((K, 3))}, {_tt(R1)}) -> {_tt(("B", "S", 3))}')
+    outs += [("none", R), ("plain", ("B", "S", 3))]
+    m = _module([("x", X), ("r", R), ("r1", R1)], ops, outs, ws)
+    art = build_module(m, str(tmp_path / "out"), threads=2)
+    src = open(tmp_path / "out" / "model.c").read()
+    assert src.count("moec_k_linear(") == 6 and src.count(", NULL, 0, ") == 1  # the inline weight: plain path
+    for B, S in ((1, 1), (2, 9), (1, 40)):
+        x = rng.standard_normal((B, S, K)).astype(np.float32)
+        r = rng.standard_normal((B, S, N)).astype(np.float32)
+        r1 = rng.standard_normal((B, S, 1)).astype(np.float32)
+        got = dict(zip([v for v, _ in outs], art([x, r, r1])))
+        mm = got["m"]
+        np.testing.assert_array_equal(got["bias"], mm + ws["b"])
+        np.testing.assert_array_equal(got["bias3"], mm + ws["b3"])
+        np.testing.assert_array_equal(got["res"], mm + r)
+        np.testing.assert_array_equal(got["row"], mm + r1)
+        np.testing.assert_array_equal(got["none"], mm)
+        want = run(m, [x, r, r1])
+        for name, _ in outs:
+            _close(got[name], want[name], K, f"{name} B={B} S={S}")
+
+
+def test_linear_rejects_a_middle_broadcast():
+    """an addend broadcast across the middle dims has no (row, column) strides: the op refuses it"""
+    from moec.ir.core import IRError
+    ws = WeightStore()
+    ws.set("w", np.ones((4, 3), np.float32))
+    ops = [_const("w", (4, 3)),
+           f'%y = "moec.linear"(%x, %w, %c) : ({_tt(("B", "S", 4))}, {_tt((4, 3))}, {_tt(("B", 1, 3))}) -> '
+           f'{_tt(("B", "S", 3))}']
+    with pytest.raises(IRError, match="bias"):
+        _module([("x", ("B", "S", 4)), ("c", ("B", 1, 3))], ops, [("y", ("B", "S", 3))], ws)

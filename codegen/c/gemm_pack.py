@@ -49,12 +49,12 @@ def plan(module: Module) -> Dict[int, Tuple[str, bool]]:
     """id(op) -> (weight key, transposed) for every matmul/gemm the packed kernel can run."""
     out: Dict[int, Tuple[str, bool]] = {}
     for o in module.main.ops:
-        if o.name not in ("moec.matmul", "moec.gemm"):
+        if o.name not in ("moec.matmul", "moec.gemm", "moec.linear"):
             continue
         a, b = o.operands[:2]
         if a.type.dtype != DType.F32 or b.type.dtype != DType.F32 or b.type.rank != 2:
             continue
-        if o.name == "moec.matmul" and a.type.rank < 1:
+        if o.name in ("moec.matmul", "moec.linear") and a.type.rank < 1:
             continue
         if o.name == "moec.gemm" and a.type.rank != 2:
             continue

@@ -26,6 +26,15 @@ def _matmul(ctx, o):
     return [f"MOEC_TRY(moec_k_matmul(&ctx, {ctx.t(a)}, {ctx.t(b)}, {ctx.t(o.result)}));"]
 
 
+@c_op("moec.linear")
+def _linear(ctx, o):
+    x, w = o.operands[:2]
+    c = ctx.t(o.operands[2]) if len(o.operands) > 2 else "NULL"
+    pk = _packed(ctx, o)
+    wp, nr = pk if pk else ("NULL", 0)
+    return [f"MOEC_TRY(moec_k_linear(&ctx, {ctx.t(x)}, {ctx.t(w)}, {c}, {wp}, {nr}, {ctx.t(o.result)}));"]
+
+
 @c_op("moec.gemm")
 def _gemm(ctx, o):
     a, b = (ctx.t(v) for v in o.operands[:2])

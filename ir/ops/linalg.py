@@ -77,6 +77,42 @@ class GemmOp(Operation):
         return [np.asarray(r).astype(a.dtype)]
 
 
+
+@op("moec.linear", operands=("x", "w", "c?"), traits=("pure",))
+class LinearOp(Operation):
+    """A matmul by a 2-D weight with its elementwise addend fused: ``x @ w + c``.  x [..., K], w [K, N] ->
+    [..., N]; c (a bias [N], a residual [..., N], or any shape whose leading dims are all 1 or all the
+    result's, its last N or 1) broadcasts to the result without changing its shape.  Numerically the
+    matmul rounded to x's type, then the addition (what moec.matmul then moec.add compute), in f32."""
+
+    def infer_types(self):
+        dt = same_dtype(self, 0, 1)
+        x, w = (v.type for v in self.operands[:2])
+        if x.rank < 1 or w.rank != 2:
+            raise operand_error(self, "x must have rank >= 1 and w must be 2-D")
+        K, N = w.shape
+        if isinstance(K, int) and isinstance(x.shape[-1], int) and K != x.shape[-1]:
+            raise operand_error(self, f"contraction dims differ: {x.shape[-1]} vs {K}")
+        out = tuple(x.shape[:-1]) + (N,)
+        if len(self.operands) > 2:
+            c = self.operands[2].type
+            if c.dtype != dt:
+                raise operand_error(self, f"c is {c.dtype}, x is {dt}")
+            lead = c.shape[:-1]
+            if c.rank > len(out) or (c.rank and c.shape[-1] not in (1, N)) or \
+                    not (all(d == 1 for d in lead) or (c.rank == len(out) and tuple(lead) == tuple(out[:-1]))):
+                raise operand_error(self, f"c {list(c.shape)} must broadcast to the result {list(out)} as a bias "
+                                          "(leading dims 1) or a residual (the result's leading dims)")
+        return [TensorType(dt, out)]
+
+    def reference(self, x, w, c=None):
+        acc = np.float64 if x.dtype == np.float64 else np.float32
+        r = np.matmul(x.astype(acc), w.astype(acc)).astype(x.dtype)
+        if c is not None:
+            r = (r.astype(acc) + c.astype(acc)).astype(x.dtype)
+        return [np.asarray(r)]
+
+
 def parse_einsum(eq: str, n_inputs: int):
     """'ij,jk->ik' -> ([['i','j'], ['j','k']], ['i','k']).  '...' becomes the label '.'+digit per
     broadcast dim and is expanded by the caller; implicit output = sorted labels used once."""

@@ -134,8 +134,19 @@ static int mm_f32(moec_ctx *ctx, const mm_job *j) {
   return rc;
 }
 
+static int moec_k_matmul_packed_c(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp,
+                                  int nr, const moec_tensor *c, moec_tensor *out);
+
 int moec_k_matmul_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp, int nr,
                          moec_tensor *out) {
+  return moec_k_matmul_packed_c(ctx, a, w, wp, nr, NULL, out);
+}
+
+static int linear_addend(moec_ctx *ctx, const moec_tensor *c, const moec_tensor *out, int64_t *scm, int64_t *scn);
+
+/* (+ c in the epilogue: moec.linear) */
+static int moec_k_matmul_packed_c(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp,
+                                  int nr, const moec_tensor *c, moec_tensor *out) {
   if (a->dtype != MOEC_F32 || w->dtype != MOEC_F32 || wp->dtype != MOEC_F32 || w->rank != 2 || a->rank < 1)
     return moec_fail(ctx, "packed matmul: f32 [..., K] @ f32 [K, N] expected, got %s rank %d @ %s rank %d",
                      moec_dtype_name(a->dtype), a->rank, moec_dtype_name(w->dtype), w->rank);
@@ -159,7 +170,48 @@ int moec_k_matmul_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor 
   g.Bp = (const float *)wp->data;
   g.C = (float *)out->data; g.ldc = N;
   g.alpha = 1.0f; g.beta = 0.0f;
+  if (c) {
+    if (linear_addend(ctx, c, out, &g.scm, &g.scn)) return -1;
+    g.c = (const float *)c->data;
+    g.beta = 1.0f;
+  }
   return moec_sgemm_run(ctx, &g, 1, NULL, NULL, 0);
+}
+
+/* c's (row, column) strides over the flattened [M, N] result: 0 where it broadcasts */
+static int linear_addend(moec_ctx *ctx, const moec_tensor *c, const moec_tensor *out, int64_t *scm, int64_t *scn) {
+  int64_t N = out->shape[out->rank - 1], M = N ? out->numel / N : 0;
+  int64_t cl = c->rank ? c->shape[c->rank - 1] : 1, lead = cl ? c->numel / cl : 0;
+  int same = c->rank == out->rank;
+  for (int d = 0; same && d < c->rank - 1; d++) same = c->shape[d] == out->shape[d];
+  if (c->dtype != MOEC_F32 || c->rank > out->rank || (cl != N && cl != 1) || (lead != 1 && !same) ||
+      (cl == 0 && N != 0))
+    return moec_fail(ctx, "linear: the addend (rank %d, %lld values) does not broadcast to the result [%lld x %lld] "
+                     "as a bias or a residual", c->rank, (long long)c->numel, (long long)M, (long long)N);
+  *scn = cl == N ? 1 : 0;
+  *scm = lead == 1 ? 0 : cl;
+  return 0;
+}
+
+int moec_k_linear(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, const moec_tensor *c,
+                  const moec_tensor *wp, int nr, moec_tensor *out) {
+  if (!wp) { /* no panels: the matmul, then the addition over the result */
+    if (moec_k_matmul(ctx, x, w, out)) return -1;
+    if (!c) return 0;
+    int64_t scm, scn;
+    if (out->dtype != MOEC_F32 || linear_addend(ctx, c, out, &scm, &scn)) {
+      if (out->dtype != MOEC_F32) return moec_fail(ctx, "linear: f32 operands expected");
+      return -1;
+    }
+    int64_t N = out->shape[out->rank - 1], M = N ? out->numel / N : 0;
+    float *o = (float *)out->data;
+    const float *cv = (const float *)c->data;
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) o[m * N + n] = o[m * N + n] + cv[m * scm + n * scn];
+    return 0;
+  }
+  if (moec_k_matmul_packed_c(ctx, x, w, wp, nr, c, out)) return -1;
+  return 0;
 }
 
 typedef struct {

@@ -33,6 +33,11 @@ int moec_sgemm_run(moec_ctx *ctx, const moec_sgemm *g, int64_t nbatch, const int
  * wp ([ceil(N/nr), K, nr]): the leading dims of a are rows of one GEMM. */
 int moec_k_matmul_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp, int nr,
                          moec_tensor *out);
+/* moec.linear: x [..., K] @ w [K, N] + c, c a bias (leading dims 1) or a residual (the result's leading
+ * dims), its last dim N or 1; added in the GEMM's epilogue.  wp: w's packed panels, or NULL (plain matmul,
+ * then the addition) */
+int moec_k_linear(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, const moec_tensor *c,
+                  const moec_tensor *wp, int nr, moec_tensor *out);
 /* Gemm with op(b) (a constant, [K, N] after the transpose) given as packed panels bp */
 int moec_k_gemm_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const moec_tensor *c, double alpha,
                        double beta, int trans_a, int trans_b, const moec_tensor *bp, int nr, moec_tensor *out);
