@@ -25,7 +25,7 @@ from moec.codegen.ascend.launch_plan import (Buf, Executor, LiveRecorder, NeedsD
 from moec.codegen.escape import cmake_string, ident
 from moec.errors import BuildError, RuntimeFailure, UserInputError
 from moec.ir import Module
-from moec.ir.core import ResourceRef
+from moec.ir.walk import walk
 from moec.ir.io import load_module
 from moec.ir.ops.moe import (ACTIVATION_CODES, NORM_CODES as NORM, POST_CODES as POST, SCORING_CODES as SCORING,
                           WEIGHTS_AT_CODES, experts_extras)
@@ -49,7 +49,8 @@ TILING_FIELDS = [("T", "i"), ("D", "i"), ("E", "i"), ("K", "i"), ("F", "i"), ("I
                  ("has_shared", "i"), ("passthrough", "i"), ("has_gate", "i"), ("M", "i"), ("N", "i"), ("Kd", "i"),
                  ("rows", "i"), ("adt", "i"), ("chunk", "i"), ("qscale", "i"), ("xdt", "i"),
                  ("ydt", "i"), ("aq", "i"), ("tie_high", "i"), ("drop", "i"), ("min_weight", "f"),
-                 ("jitter_eps", "f"), ("norm_min", "f"), ("group_fill", "f"), ("wgroup", "i"), ("zp", "i")]
+                 ("jitter_eps", "f"), ("norm_min", "f"), ("group_fill", "f"), ("wgroup", "i"), ("zp", "i"),
+                 ("bias_f32", "i")]
 # GmmTiling field order (codegen/ascend/kernels/cube_kernels.cpp), all int32
 GMM_FIELDS = ("T", "G", "N", "K", "baseM", "baseN", "baseK", "stepK", "aShared", "aRows", "outRows", "dbL0C", "dtype",
               "cdt")
@@ -545,14 +546,14 @@ class Planner:
             env: Dict[int, object] = {}
             for k, (a, shp, dt) in enumerate(zip(f.args, shapes, dtypes)):
                 env[id(a)] = rec.input(k, tuple(int(d) for d in shp), dt)
-            for i, o in enumerate(f.ops):
+            index = {id(o): i for i, o in enumerate(f.ops)}
+
+            def lower(o, args):  # one op of the IR walker: its launches (a constant: the walker's own value)
+                i = index[id(o)]
                 step = self.plan["steps"][i]
-                args = [env[id(v)] for v in o.operands]
                 rec.op = o.name
                 if o.name == "moec.constant":
-                    val = o.attrs["value"]
-                    env[id(o.result)] = np.asarray(m.weights[val.key] if isinstance(val, ResourceRef) else val)
-                    continue
+                    return None
                 if step["where"] == "tiling":  # computed from shapes alone: evaluated here, a constant of the plan
                     self.tiling_evals[o.name] = self.tiling_evals.get(o.name, 0) + 1
                     outs = [np.asarray(v) for v in o.reference(*[_placeholder(x) for x in args])]
@@ -571,8 +572,9 @@ class Planner:
                 else:  # an ordinary op on the vector kernels (codegen/ascend/vector_ops.py)
                     from moec.codegen.ascend import vector_ops
                     outs = vector_ops.launch(rec, o, args)
-                for r, v in zip(o.results, outs):
-                    env[id(r)] = v
+                return outs
+
+            walk(f.ops, env, lower, weights=m.weights)
             return rec.finish([rec.buf(env[id(v)]) for v in f.outputs], key)
         except PlanError as e:
             raise RuntimeFailure(f"ascend launch plan for inputs {key}: {e}") from None
@@ -730,13 +732,16 @@ class Planner:
         dev = self.dev
         dt = act_dtype(o)  # logits, bias and weights: f32 or f16 (scores computed in f32 either way)
         logits = dev.buf(args[0], NP_X[dt])
-        bias = dev.buf(args[1], NP_X[dt]) if len(args) > 1 else None
+        # the selection bias in the logits' type, or f32 (a bf16/f16 model keeping an f32 correction bias)
+        bias_f32 = len(args) > 1 and o.operands[1].type.dtype.mlir == "f32"
+        bias = dev.buf(args[1], np.float32 if bias_f32 else NP_X[dt]) if len(args) > 1 else None
         T, E = logits.shape
         k = o.attrs["k"]
         w = dev.new((T, k), NP_X[dt])
         ids = dev.new((T, k), np.int32)
         tl = self._route_tiling(o, T, E)
         tl["has_bias"] = int(bias is not None)
+        tl["bias_f32"] = int(bias_f32)
         tl["xdt"] = XDT[dt]
         if T:
             self._launch("moe_gating", self._bd(T), [logits, bias if bias is not None else logits, w, ids],

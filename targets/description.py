@@ -22,7 +22,7 @@ from moec.targets.base import TargetDesc
 CPU_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8")
 CPU_DENSE_WEIGHTS = ("bf16", "int8", "int4", "w8a8")  # on dense linear layers too (moec.linear_q), every build
 TRITON_WEIGHTS = ("f32", "bf16", "int8", "int4", "fp8")
-ASCEND_WEIGHTS = ("f32", "bf16", "int8", "w8a8")
+ASCEND_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8")
 
 
 def _cpu_flags() -> Tuple[str, ...]:
@@ -210,6 +210,9 @@ def ascend_target(soc: str = DEFAULT_SOC) -> TargetDesc:
     return TargetDesc(name="ascend", arch=soc, cores=aic, vector_bits=2048, isa=("cube", "vector"),
                       l1_bytes=512 * 1024, l2_bytes=192 << 20, l3_bytes=0,
                       dtypes=("f32", "f16", "bf16", "i64", "i32", "i8", "ui8", "i1"), weight_modes=ASCEND_WEIGHTS,
+                      # bf16/f16 models keep their type around quantised experts: the codes are dequantised to it
+                      # in the Unified Buffer for the cube (int8/int4), or the rows quantised from it (w8a8)
+                      half_activation_modes=("int8", "int4", "w8a8"),
                       # dispatch: MoeInitRouting's dropless layout (rows sorted by expert, unpadded), the
                       # GEMV below one cube row tile, a work item's weights in half the L1 buffer
                       dispatch_block=1, gemv_max_slots=16, tile_budget_level=1,

@@ -4,6 +4,7 @@ accumulation (the fixpipe rounds a plain matmul's C to bf16, F322BF16), the vect
 Unified Buffer and round once.  Judged as tests/test_ascend_f16.py judges f16: the ONNX models verify (the
 verifier's oracle for bf16 is onnxruntime on the f32 analogue, at the bf16 tolerance) with every op on the NPU,
 and IR-built MoE layers match the reference semantics at the bf16 tolerance."""
+import os
 import re
 
 import ml_dtypes
@@ -194,3 +195,88 @@ def test_bf16_comparisons_on_vec_mask(tmp_path):
         assert g.dtype == np.bool_ and g.shape == w.shape, (name, g.dtype, g.shape)
         np.testing.assert_array_equal(g, w, err_msg=name)
     assert all(w.any() and not w.all() for w in want[:2] + want[3:]) and art.launches.get("vec_mask", 0) >= 5
+
+
+# -- bf16 models with quantised experts (int8, int4, w8a8): bf16 in and out of the MoE kernels ----------------
+def _check_quantised(artifact, outdir, mode, x_inputs):
+    """The built module keeps bf16 around the quantised experts (no widening casts), every op runs on the NPU,
+    the experts dequantise to bf16 for the cube (int8/int4) or quantise rows to int8 (w8a8), and the emulator's
+    outputs equal the built module's reference semantics (moec.ir.run) within the derived tolerance: bf16's,
+    and for w8a8 the flip criterion (an activation code one step off between the f32 orders flips a token)."""
+    from moec.ir import load_module, run
+    from moec.tolerances import w8a8_flip_check
+    from moec.verify import compare
+    plan = _plan(outdir)
+    assert not plan["host_ops"], plan["host_ops"]
+    m = load_module(os.path.join(outdir, "model.mlir"))
+    ex = next(o for o in m.main.ops if o.name == "moe.experts")
+    assert ex.attrs["wq"] == ("int8" if mode == "w8a8" else mode) and (ex.attrs["aq"] == "int8") == (mode == "w8a8")
+    assert ex.operands[0].type.dtype.mlir == "bf16" and ex.results[0].type.dtype.mlir == "bf16", ex
+    assert not any(o.name == "moec.cast" for o in m.main.ops), "the experts' activations were widened"
+    step = next(s for s in plan["steps"] if s["op"] == "moe.experts")
+    assert step["cube_dtype"] == ("i8" if mode == "w8a8" else "bf16"), step
+    pre = {"int8": "moe_dequant_int8", "int4": "moe_dequant_int4", "w8a8": "moe_quant_rows_int8"}[mode]
+    for xs in x_inputs:
+        got = artifact(xs)
+        want = run(m, list(xs))
+        want = [want[k] for k in m.main.output_names]
+        assert all(g.dtype == BF16 for g in got)
+        if mode == "w8a8":
+            fc = w8a8_flip_check(got, want)
+            assert fc["ok"], fc
+        else:
+            c = compare([f"o{k}" for k in range(len(got))], got, want)
+            assert c.ok, c.message
+    st = artifact.stats()
+    assert st["launches"].get(pre, 0) > 0 and not st["host_ops"], st
+    cube = st["cube"]
+    if mode == "w8a8":
+        assert cube["mmad_i8"] > 0 and cube["mmad_f32"] == 0, cube
+    else:
+        assert cube["mmad_bf16"] > 0 and cube["mmad_f32"] == 0 and cube["mmad_i8"] == 0, cube
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4", "w8a8"])
+def test_bf16_block_with_quantised_experts_on_the_npu(mode, tmp_path):
+    """The bf16 MoE block (biases, interleaved SwiGLU) with int8 / int4 (groups of 32) / w8a8 experts: verified
+    against onnxruntime by the compiler, and equal to its own reference semantics on fresh token counts."""
+    out = str(tmp_path / "o")
+    r = compile_onnx(to_bf16(moe_block()), out, CompileOptions(target="ascend", symbol_sizes=(5, 1), weights=mode,
+                                                                group_size=32))
+    assert r.report["verified"], r.report.get("failure")
+    rng = np.random.default_rng(1)
+    _check_quantised(r.artifact, out, mode, [[rng.standard_normal((T, 64)).astype(BF16)] for T in (7, 1)])
+
+
+torch = None
+try:  # the zoo families from their PyTorch modules (moec.compile)
+    import torch
+except ImportError:  # pragma: no cover
+    pass
+
+
+def _zoo_cases():
+    if torch is None:
+        return []
+    from zoo import modules
+    default = {("Mixtral", "int4")}  # (the bf16 block above runs every mode by default)
+    return [pytest.param(c.__name__, mode, marks=[] if (c.__name__, mode) in default else [pytest.mark.slow])
+            for c in modules.ALL for mode in ("int8", "int4", "w8a8")]
+
+
+@pytest.mark.parametrize("family,mode", _zoo_cases())
+def test_bf16_zoo_family_with_quantised_experts(family, mode, moec_module_cache):
+    """Every zoo family as a bf16 PyTorch module with int8 / int4 / w8a8 experts (one family per mode by default,
+    the rest under -m slow): verified against the module by moec.compile, bf16 in and out of the MoE kernels."""
+    import moec
+    from zoo import make_inputs, make_module, modules
+    cls = {c.__name__: c for c in modules.ALL}[family]
+    mod = make_module(cls).to(torch.bfloat16)
+    cm = moec.compile(mod, (torch.from_numpy(make_inputs(6)).to(torch.bfloat16),), target="ascend", weights=mode,
+                      group_size=32)
+    assert cm.stats.verified, cm.stats.report.get("verification")
+    assert [lay["family"] for lay in cm.stats.report["moe_layers"]] == [cls.family]
+    w = cm.stats.report["moe_layers"][0]["weights"]
+    assert w["mode"] == mode and "widened" not in w.get("activations", ""), w  # not widened to f32
+    xs = [[make_inputs(T, seed=T).astype(BF16)] for T in (9, 1)]
+    _check_quantised(cm.artifact, cm.stats.outdir, mode, xs)

@@ -147,7 +147,7 @@ def test_unsupported_aten_op_names_op_and_line(cache):
 
 @pytest.mark.parametrize("target,weights,group,says", [("cpu", "int4", 7, "--group-size 7"),
                                                         ("triton", "w8a8", 64, "w8a8"),
-                                                        ("ascend", "int4", 64, "not implemented")])
+                                                        ("ascend", "fp8", 64, "not implemented")])
 def test_weight_options_checked_for_modules_too(target, weights, group, says, cache):
     """A torch module takes the same weight-option checks as an ONNX file: a clear UserInputError."""
     from moec.errors import UserInputError

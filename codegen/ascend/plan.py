@@ -6,7 +6,8 @@ estimates every kernel's time on the SoC.  All times are ESTIMATES: no NPU was m
 
 The expert FFN runs as five kernels (CANN's GroupedMatmul structure):
   moe_gather_rows (AIV) -> grouped_matmul up (AIC) -> moe_activation (AIV) -> grouped_matmul down (AIC)
-  -> moe_scatter_rows (AIV);  int8 weights add moe_dequant_int8 (AIV) before each grouped matmul; w8a8
+  -> moe_scatter_rows (AIV);  int8 (int4) weights add moe_dequant_int8 (moe_dequant_int4) (AIV) before each
+  grouped matmul, widening the codes to the cube's operand type (f32, or a bf16/f16 model's own type); w8a8
   (int8 weights, aq=int8) instead adds moe_quant_rows_int8 (AIV) before each grouped matmul, which then runs
   int8 x int8 with int32 accumulation; activation / scatter rows apply the row and channel scales.
 Router and other constant-weight matmuls ([..., K] rows) run as grouped_matmul with one group; a matmul of two
@@ -108,8 +109,10 @@ def _dtype_reason(o) -> Optional[str]:
         return f"{dt} activations: the Ascend kernels take f32, f16 and bf16"
     vals = list(o.operands)
     if o.name == "moe.experts":
-        n_ex = sum(bool(o.attrs.get(a)) for a in ("has_b_in", "has_b_out")) + (o.attrs.get("weights_at") != "none")
-        vals = vals[:4] + vals[6:6 + n_ex]
+        e = o.extras()  # (the quantised weights' scales and zero points are left out with the weights)
+        vals = vals[:4] + [v for v in (e.b_in, e.b_out, e.rw) if v is not None]
+    if o.name == "moe.route" and len(vals) > 1 and vals[1].type.dtype.mlir == "f32":
+        vals = vals[:1] + vals[2:]  # an f32 selection bias with half logits: moe_gating reads it as float
     vals += list(o.results)
     if any(not v.type.dtype.is_float and v.type.dtype.mlir != "i64" for v in vals):
         return "only f32/f16/bf16 and i64 tensors are taken by the Ascend MoE kernels"
@@ -138,10 +141,7 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
         why = _dtype_reason(o)
         if why:
             return why
-        if act_dtype(o) in HALF_DTYPES and wq != "none":
-            return f"{act_dtype(o)} activations with {wq} expert weights are not implemented on the Ascend target " \
-                   f"({act_dtype(o)} models run with their {act_dtype(o)} weights)"
-        if not _cube_k_ok(o.operands[0].type.shape[1], o.operands[5].type.shape[2]):
+        if not _cube_k_ok(o.operands[0].type.shape[1], o.operands[5].type.shape[2] * (2 if wq == "int4" else 1)):
             return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
         return None
     why = _dtype_reason(o)
@@ -319,8 +319,11 @@ def vector_estimate(kind: str, desc: TargetDesc, T: int, sizes: dict, kt: int = 
         extra = sizes.get("extra_loads", 0)
         ops, bytes_ = rows * D * 4, rows * D * (4 + xb) + E * D * xb * extra
         copies, cores = rows * math.ceil(D / chunk) * (2 + extra), min(hw["aiv"], max(rows, 1))
-    elif kind == "moe_dequant_int8":
-        ops, bytes_ = sizes["elems"] * 3, sizes["elems"] * 1 + max(0, sizes["elems"] * 4 - hw["l2"])
+    elif kind in ("moe_dequant_int8", "moe_dequant_int4"):  # codes in (1 or 1/2 byte), the cube's type out
+        ob = sizes.get("out_bytes", 4)
+        ops = sizes["elems"] * (3 if kind == "moe_dequant_int8" else 12)
+        bytes_ = sizes["elems"] * (1 if kind == "moe_dequant_int8" else 0.5) + \
+            max(0, sizes["elems"] * ob - hw["l2"])
         copies, cores = 2 * sizes["row_chunks"], min(hw["aiv"], max(sizes["row_chunks"], 1))
     elif kind == "moe_quant_rows_int8":  # two passes over each f32 row (max, then divide/round/cast)
         W = sizes["W"]
@@ -394,12 +397,13 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     w8a8 = dtype == "i8"  # int8 codes go to the cube as they are: no dequant kernels
     G, r = ffn_shape(T, k, E, shared)
     rows = G * r if shared else T * k
-    w_up = G * I * D * (1 if wq == "int8" else DTYPE_BYTES[dtype])
-    w_down = G * D * F * (1 if wq == "int8" else DTYPE_BYTES[dtype])
+    wb = {"int8": 1, "int4": 0.5}.get(wq, DTYPE_BYTES[dtype])  # the weights' bytes as stored
+    w_up = G * I * D * wb
+    w_down = G * D * F * wb
     up = choose_gmm_tiles(desc, dtype, G, r, I, D, shared, float(w_up))
     down = choose_gmm_tiles(desc, dtype, G, r, D, F, False, float(w_down))
     b = 4 if w8a8 else DTYPE_BYTES[dtype]  # w8a8: gather/activation write f32 rows, quantised after
-    extra_in = int(sizes.get("has_b_in", False)) + int(wq == "int8")
+    extra_in = int(sizes.get("has_b_in", False)) + int(wq == "int8")  # (int4: scales applied by the dequant)
     extra_out = int(sizes.get("has_b_out", False)) + int(wq == "int8")
     vs = dict(sizes, rows=rows, bytes=b, xbytes=DTYPE_BYTES[sizes.get("dtype", "f32")],
               gated=sizes.get("act") in GATED)
@@ -409,9 +413,9 @@ def ffn_cube_plan(desc: TargetDesc, T: int, sizes: dict) -> dict:
     def prepare(N: int, K: int):  # the kernel that readies a projection's int8 operands, if any
         if w8a8:  # the GEMM input rows quantised per row
             parts.append(vector_estimate("moe_quant_rows_int8", desc, T, dict(rows=rows, W=K, chunk=vector_chunk(desc, K))))
-        elif wq == "int8":  # the weight codes of the experts used, widened to f32
-            parts.append(vector_estimate("moe_dequant_int8", desc, T, {"elems": G * N * K,
-                                                                        "row_chunks": G * N * math.ceil(K / 2048)}))
+        elif wq in ("int8", "int4"):  # the weight codes of the experts used, dequantised to the cube's type
+            parts.append(vector_estimate(f"moe_dequant_{wq}", desc, T, {"elems": G * N * K, "out_bytes": DTYPE_BYTES[dtype],
+                                                                         "row_chunks": G * N * math.ceil(K / 2048)}))
     prepare(I, D)
     parts.append(dict(up["estimate"], role="up projection", tokens=T))
     parts.append(vector_estimate("moe_activation", desc, T,
@@ -545,7 +549,7 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             if act_dtype(o) in HALF_DTYPES:
                 sizes["dtype"] = act_dtype(o)
             step["sizes"] = sizes
-            pre = ["moe_quant_rows_int8"] if aq == "int8" else (["moe_dequant_int8"] if wq == "int8" else [])
+            pre = ["moe_quant_rows_int8"] if aq == "int8" else ([f"moe_dequant_{wq}"] if wq in ("int8", "int4") else [])
             step["kernels"] = ((["moe_gather_rows"] if not sh else []) + pre + ["grouped_matmul", "moe_activation"]
                                + pre + ["grouped_matmul", "moe_scatter_rows"] + (["moe_finalize"] if sh else []))
             step["cube_dtype"] = ffn_cube_dtype(sizes)

@@ -587,8 +587,9 @@ class ExpertsOp(Operation):
                         raise operand_error(self, f"zero points must match their scales {sv.type}, got {zv.type}")
         if w is not None and w.type.rank != 2:
             raise operand_error(self, "routing weights must be [T, k]")
-        if self.attrs["aq"] == "int8" and (mode != "int8" or x.dtype != DType.F32):
-            raise operand_error(self, f"aq=int8 (w8a8) needs wq=int8 and f32 x, got wq={mode}, x {x.dtype.mlir}")
+        if self.attrs["aq"] == "int8" and (mode != "int8" or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
+            # (half x: the rows are widened to f32 before they are quantised, as the reference does)
+            raise operand_error(self, f"aq=int8 (w8a8) needs wq=int8 and f32/bf16/f16 x, got wq={mode}, x {x.dtype.mlir}")
         return [TensorType(x.dtype, (x.shape[0], ids.shape[1], x.shape[1]))]
 
     def reference(self, x, ids, order, offsets, w_in, w_out, *extra):

@@ -94,6 +94,7 @@ aclError aclrtMemset(void *dst, size_t dmax, int32_t v, size_t n) {
 #include "aclrtlaunch_moe_scatter_rows.h"
 #include "aclrtlaunch_moe_quant_rows_int8.h"
 #include "aclrtlaunch_moe_dequant_int8.h"
+#include "aclrtlaunch_moe_dequant_int4.h"
 #include "aclrtlaunch_moe_finalize.h"
 #include "aclrtlaunch_matmul_rows.h"
 #include "aclrtlaunch_grouped_matmul.h"
@@ -113,13 +114,15 @@ extern "C" const char *moec_last_error() { return g_host_error.c_str(); }
 #define MOEC_KERNELS(X)                                                                                            \
   X(moe_gating, 4) X(moe_init_routing, 4) X(moe_gather_rows, 4) X(grouped_matmul, 4) X(moe_activation, 6)          \
   X(moe_scatter_rows, 8) X(moe_quant_rows_int8, 3) X(moe_dequant_int8, 3) X(moe_finalize, 7) X(matmul_rows, 3)     \
+  X(moe_dequant_int4, 5)                                                                                           \
   X(vec_elementwise, 3) X(vec_rowwise, 6) X(vec_copy, 2) X(vec_gather, 4) X(vec_transpose, 2) X(vec_mask, 4)
 
 #define A(i) G(a[i])
 #define MOEC_ARGS_2 A(0), A(1)
 #define MOEC_ARGS_3 MOEC_ARGS_2, A(2)
 #define MOEC_ARGS_4 MOEC_ARGS_3, A(3)
-#define MOEC_ARGS_6 MOEC_ARGS_4, A(4), A(5)
+#define MOEC_ARGS_5 MOEC_ARGS_4, A(4)
+#define MOEC_ARGS_6 MOEC_ARGS_5, A(5)
 #define MOEC_ARGS_7 MOEC_ARGS_6, A(6)
 #define MOEC_ARGS_8 MOEC_ARGS_7, A(7)
 #define MOEC_DISPATCH(kernel, n)                                                                                   \

@@ -6,7 +6,10 @@
 //                     (w8a8: the int32 sums times the row and channel scales first)
 //   moe_scatter_rows  the down projection's rows back to their slots, bias, scales, routing weight
 //                     (w8a8: likewise from int32 sums)
-//   moe_dequant_int8  int8 expert weights widened to f32 for the cube (experts that received rows only)
+//   moe_dequant_int8  int8 expert weights widened to the cube's type (f32, or the model's bf16/half) for the
+//                     cube (experts that received rows only; the scales come after the dot products)
+//   moe_dequant_int4  int4 expert weights (two codes a byte, per-group scales and zero points) dequantised to
+//                     the cube's type (f32, or the model's bf16/half)
 //   moe_quant_rows_int8  w8a8: each GEMM input row quantised to int8 with its scale max|row| / 127
 //   moe_finalize      weighted sum of the k slots + shared experts (+ gate), Switch pass-through
 //   matmul_rows       out[r, n] = a[r, :] . bT[n, :] as vector dot products: only for matmuls the cube
@@ -49,6 +52,10 @@ struct MoeTiling {
   float jitter_eps;    // moe_gating, post 3 (sparsemixer): slot j keeps the scores within 2 eps of its own
   float norm_min;      // moe_gating: the renormalisation's denominator is at least this
   float group_fill;    // moe_gating: selection score of the experts in groups not kept (-inf)
+  int32_t wgroup;      // moe_dequant_int4: elements per scale group along K (a divisor of Kd)
+  int32_t zp;          // moe_dequant_int4: 1 = per-group zero points (f32), else the implicit 8
+  int32_t bias_f32;    // moe_gating: the selection bias is float whatever the logits' type (bf16/f16 models
+                       // that keep DeepSeek's e_score_correction_bias in f32)
 };
 
 
@@ -81,8 +88,10 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
   DataCopyPadExtParams<TX> nopad{false, 0, 0, (TX)0.f};
   if (t.has_bias) {
     gb.SetGlobalBuffer((__gm__ TX *)bias, E);
-    if constexpr (moec_same<TX, float>::value) {
-      DataCopyPad(vb, gb, DataCopyExtParams{1, E * 4, 0, 0, 0}, nopad);
+    if (moec_same<TX, float>::value || t.bias_f32) {
+      GlobalTensor<float> gbf;
+      gbf.SetGlobalBuffer((__gm__ float *)bias, E);
+      DataCopyPad(vb, gbf, DataCopyExtParams{1, E * 4, 0, 0, 0}, DataCopyPadExtParams<float>{false, 0, 0, 0.f});
     } else {  // a half bias goes through c (scratch until the first token) and is widened into vb
       LocalTensor<TX> bl = bc.Get<TX>();
       DataCopyPad(bl, gb, DataCopyExtParams{1, (uint32_t)(E * sizeof(TX)), 0, 0, 0}, nopad);
@@ -496,7 +505,9 @@ extern "C" __global__ __aicore__ void moe_gather_rows(GM_ADDR x, GM_ADDR sorted,
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   MoeTiling t;
   load_tiling(tiling, t);
-  if (t.xdt == 2) gather_rows_body<half, half>(x, sorted, rw, xe, t);  // f16 models: half GEMM inputs
+  if (t.aq && t.xdt == 2) gather_rows_body<half, float>(x, sorted, rw, xe, t);  // w8a8: float rows, quantised next
+  else if (t.aq && t.xdt == 1) gather_rows_body<bfloat16_t, float>(x, sorted, rw, xe, t);
+  else if (t.xdt == 2) gather_rows_body<half, half>(x, sorted, rw, xe, t);  // f16 models: half GEMM inputs
   else if (t.xdt == 1) gather_rows_body<bfloat16_t, bfloat16_t>(x, sorted, rw, xe, t);  // bf16 models
   else if (t.adt == 1) gather_rows_body<float, bfloat16_t>(x, sorted, rw, xe, t);
   else gather_rows_body<float, float>(x, sorted, rw, xe, t);
@@ -652,7 +663,10 @@ extern "C" __global__ __aicore__ void moe_activation(GM_ADDR h, GM_ADDR offsets,
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   MoeTiling t;
   load_tiling(tiling, t);
-  if (t.xdt == 2) activation_body<half, half>(h, offsets, b_in, s_in, s_row, aout, t);
+  // w8a8: int32 sums in, float rows out (quantised next); biases in the model's type
+  if (t.aq && t.xdt == 2) activation_body<half, float, int32_t>(h, offsets, b_in, s_in, s_row, aout, t);
+  else if (t.aq && t.xdt == 1) activation_body<bfloat16_t, float, int32_t>(h, offsets, b_in, s_in, s_row, aout, t);
+  else if (t.xdt == 2) activation_body<half, half>(h, offsets, b_in, s_in, s_row, aout, t);
   else if (t.xdt == 1) activation_body<bfloat16_t, bfloat16_t>(h, offsets, b_in, s_in, s_row, aout, t);
   else if (t.aq) activation_body<float, float, int32_t>(h, offsets, b_in, s_in, s_row, aout, t);  // w8a8
   else if (t.adt == 1) activation_body<float, bfloat16_t>(h, offsets, b_in, s_in, s_row, aout, t);
@@ -723,36 +737,39 @@ extern "C" __global__ __aicore__ void moe_scatter_rows(GM_ADDR yo, GM_ADDR sorte
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
   MoeTiling t;
   load_tiling(tiling, t);
-  if (t.xdt == 2) scatter_rows_body<half>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
+  if (t.aq && t.xdt == 2) scatter_rows_body<half, int32_t>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
+  else if (t.aq && t.xdt == 1) scatter_rows_body<bfloat16_t, int32_t>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
+  else if (t.xdt == 2) scatter_rows_body<half>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
   else if (t.xdt == 1) scatter_rows_body<bfloat16_t>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
   else if (t.aq) scatter_rows_body<float, int32_t>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);  // w8a8
   else scatter_rows_body<float>(yo, sorted, offsets, b_out, s_out, s_row, rw, y, t);
 }
 
-// int8 expert weights (per-output-channel scales, f32 activations): the cube has no int8 x f32 mode and the
-// semantics keep x in f32, so the vector cores widen the int8 codes of the experts that received rows to
-// f32 in a GM workspace (int8 -> half -> float, exact) for the f32 grouped matmul; the scales are applied
-// after the dot products (moe_activation / moe_scatter_rows, qscale).  Items: (expert, row, K chunk).
-extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR q, GM_ADDR offsets, GM_ADDR w, GM_ADDR workspace,
-                                                      GM_ADDR tiling) {
-  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
-  MoeTiling t;
-  load_tiling(tiling, t);
+// int8 expert weights (per-output-channel scales): the cube has no int8 x float mode, so the vector cores widen
+// the int8 codes of the experts that received rows to the cube's operand type in a GM workspace (t.adt: float for
+// f32 models, the model's bfloat16_t/half for bf16/f16 models) for the grouped matmul; the scales are applied
+// after the dot products (moe_activation / moe_scatter_rows, qscale).  The codes are exact in every one of these
+// types (|q| <= 127 < 2^8): int8 -> half (the Cast table's only int8 conversion) -> float (-> bfloat16_t).
+// Items: (expert, row, K chunk).
+template <typename TO>
+__aicore__ inline void dequant_int8_body(GM_ADDR q, GM_ADDR offsets, GM_ADDR w, const MoeTiling &t) {
   const uint32_t E = t.E, N = t.M, Kd = t.Kd, ch = t.chunk;
   GlobalTensor<int8_t> gq;
-  GlobalTensor<float> gw;
+  GlobalTensor<TO> gw;
   GlobalTensor<int32_t> go;
   gq.SetGlobalBuffer((__gm__ int8_t *)q, (uint64_t)E * N * Kd);
-  gw.SetGlobalBuffer((__gm__ float *)w, (uint64_t)E * N * Kd);
+  gw.SetGlobalBuffer((__gm__ TO *)w, (uint64_t)E * N * Kd);
   go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
   TPipe pipe;
   TQue<TPosition::VECIN, 2> qin;
   TQue<TPosition::VECOUT, 2> qout;
-  TBuf<TPosition::VECCALC> bh;
+  TBuf<TPosition::VECCALC> bh, bf;
   pipe.InitBuffer(qin, 2, (ch + 31) / 32 * 32);
-  pipe.InitBuffer(qout, 2, pad8(ch) * 4);
+  pipe.InitBuffer(qout, 2, bytes32(ch * sizeof(TO)));
   pipe.InitBuffer(bh, (ch + 15) / 16 * 32);
+  pipe.InitBuffer(bf, pad8(ch) * 4);
   LocalTensor<half> hv = bh.Get<half>();
+  LocalTensor<float> fv = bf.Get<float>();
   const uint32_t chunks = (Kd + ch - 1) / ch;
   const int64_t blk = GetBlockIdx(), nblk = GetBlockNum();
   int64_t item = 0;
@@ -767,16 +784,123 @@ extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR q, GM_ADDR offset
         DataCopyPad(v, gq[off], DataCopyExtParams{1, len, 0, 0, 0}, DataCopyPadExtParams<int8_t>{false, 0, 0, 0});
         qin.EnQue(v);
         v = qin.DeQue<int8_t>();
-        Cast(hv, v, RoundMode::CAST_NONE, len);
+        LocalTensor<TO> o = qout.AllocTensor<TO>();
+        if constexpr (moec_same<TO, half>::value) {
+          Cast(o, v, RoundMode::CAST_NONE, len);
+        } else {
+          Cast(hv, v, RoundMode::CAST_NONE, len);
+          if constexpr (moec_same<TO, float>::value) {
+            Cast(o, hv, RoundMode::CAST_NONE, len);
+          } else {
+            Cast(fv, hv, RoundMode::CAST_NONE, len);
+            Cast(o, fv, RoundMode::CAST_RINT, len);  // exact: the codes are integers below 2^8
+          }
+        }
         qin.FreeTensor(v);
-        LocalTensor<float> o = qout.AllocTensor<float>();
-        Cast(o, hv, RoundMode::CAST_NONE, len);
         qout.EnQue(o);
-        o = qout.DeQue<float>();
-        DataCopyPad(gw[off], o, DataCopyExtParams{1, len * 4, 0, 0, 0});
+        o = qout.DeQue<TO>();
+        DataCopyPad(gw[off], o, DataCopyExtParams{1, (uint32_t)(len * sizeof(TO)), 0, 0, 0});
         qout.FreeTensor(o);
       }
   }
+}
+
+extern "C" __global__ __aicore__ void moe_dequant_int8(GM_ADDR q, GM_ADDR offsets, GM_ADDR w, GM_ADDR workspace,
+                                                      GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  if (t.adt == 2) dequant_int8_body<half>(q, offsets, w, t);
+  else if (t.adt == 1) dequant_int8_body<bfloat16_t>(q, offsets, w, t);
+  else dequant_int8_body<float>(q, offsets, w, t);
+}
+
+// int4 expert weights (ir/ops/moe.py dequantize_weights): codes packed two a byte along K, the low nibble first,
+// per-group scales s [E, N, Kd / wgroup] and zero points z (t.zp; else 8), w = (q - z) * s computed in float as
+// the reference does, then rounded once to the cube's type (t.adt: float, bfloat16_t or half).  The nibbles come
+// out of the bytes arithmetically (no bit instructions needed): b = (float) byte (uint8_t -> half -> float,
+// exact), hi = floor(b / 16) (float -> int32 with CAST_FLOOR, exact: b / 16 is a multiple of 1/16), lo = b - 16 hi;
+// a Gather with byte offsets (built once per block) interleaves lo and hi into K order.  Experts that received
+// rows only; items: (expert, row, chunk), a chunk inside one scale group and an even number of codes.
+template <typename TO>
+__aicore__ inline void dequant_int4_body(GM_ADDR q, GM_ADDR s, GM_ADDR z, GM_ADDR offsets, GM_ADDR w,
+                                         const MoeTiling &t) {
+  const uint32_t E = t.E, N = t.M, Kd = t.Kd, G = t.wgroup, ch = t.chunk, half_ch = ch / 2;
+  const uint32_t ngroups = Kd / G, per_group = (G + ch - 1) / ch, chunks = ngroups * per_group;
+  GlobalTensor<uint8_t> gq;
+  GlobalTensor<float> gs, gz;
+  GlobalTensor<TO> gw;
+  GlobalTensor<int32_t> go;
+  gq.SetGlobalBuffer((__gm__ uint8_t *)q, (uint64_t)E * N * (Kd / 2));
+  gs.SetGlobalBuffer((__gm__ float *)s, (uint64_t)E * N * ngroups);
+  if (t.zp) gz.SetGlobalBuffer((__gm__ float *)z, (uint64_t)E * N * ngroups);
+  gw.SetGlobalBuffer((__gm__ TO *)w, (uint64_t)E * N * Kd);
+  go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qin;
+  TQue<TPosition::VECOUT, 2> qout;
+  TBuf<TPosition::VECCALC> bh, bb, bi, blh, bo, bv;
+  pipe.InitBuffer(qin, 2, bytes32(half_ch));
+  pipe.InitBuffer(qout, 2, bytes32(ch * sizeof(TO)));
+  pipe.InitBuffer(bh, bytes32(half_ch * 2));
+  pipe.InitBuffer(bb, pad8(half_ch) * 4);
+  pipe.InitBuffer(bi, pad8(half_ch) * 4);
+  pipe.InitBuffer(blh, pad8(half_ch) * 4 * 2);   // lo at [0, pad8(ch/2)), hi after it
+  pipe.InitBuffer(bo, pad8(ch) * 4);             // Gather's byte offsets
+  pipe.InitBuffer(bv, pad8(ch) * 4);
+  LocalTensor<half> hv = bh.Get<half>();
+  LocalTensor<float> bf = bb.Get<float>(), lohi = blh.Get<float>(), v = bv.Get<float>();
+  LocalTensor<int32_t> iv = bi.Get<int32_t>();
+  LocalTensor<uint32_t> offs = bo.Get<uint32_t>();
+  const uint32_t hi_at = pad8(half_ch);
+  LocalTensor<float> lo = lohi, hi = lohi[hi_at];
+  for (uint32_t i = 0; i < ch; i++) offs.SetValue(i, (uint32_t)(((i % 2) * hi_at + i / 2) * 4));
+  moec_sync<HardEvent::S_V>();
+  const int64_t blk = GetBlockIdx(), nblk = GetBlockNum();
+  int64_t item = 0;
+  for (uint32_t e = 0; e < E; e++) {
+    if (go.GetValue(e + 1) <= go.GetValue(e)) continue;  // no rows: its weights are not needed
+    for (uint32_t n = 0; n < N; n++)
+      for (uint32_t c = 0; c < chunks; c++, item++) {
+        if (item % nblk != blk) continue;
+        const uint32_t g = c / per_group, k0 = g * G + (c % per_group) * ch;
+        const uint32_t len = g * G + G - k0 < ch ? g * G + G - k0 : ch;  // even: G and ch are
+        const uint64_t row = (uint64_t)e * N + n, gi = row * ngroups + g;
+        const float sc = gs.GetValue(gi), zp = t.zp ? gz.GetValue(gi) : 8.0f;
+        LocalTensor<uint8_t> b = qin.AllocTensor<uint8_t>();
+        DataCopyPad(b, gq[(row * Kd + k0) / 2], DataCopyExtParams{1, len / 2, 0, 0, 0},
+                    DataCopyPadExtParams<uint8_t>{false, 0, 0, 0});
+        qin.EnQue(b);
+        b = qin.DeQue<uint8_t>();
+        Cast(hv, b, RoundMode::CAST_NONE, len / 2);
+        qin.FreeTensor(b);
+        Cast(bf, hv, RoundMode::CAST_NONE, len / 2);
+        Muls(lo, bf, 0.0625f, len / 2);
+        Cast(iv, lo, RoundMode::CAST_FLOOR, len / 2);
+        Cast(hi, iv, RoundMode::CAST_NONE, len / 2);
+        Muls(lo, hi, -16.0f, len / 2);
+        Add(lo, lo, bf, len / 2);
+        Gather(v, lohi, offs, 0, len);
+        Adds(v, v, -zp, len);
+        Muls(v, v, sc, len);
+        LocalTensor<TO> o = qout.AllocTensor<TO>();
+        narrow(o, v, len);
+        qout.EnQue(o);
+        o = qout.DeQue<TO>();
+        DataCopyPad(gw[row * Kd + k0], o, DataCopyExtParams{1, (uint32_t)(len * sizeof(TO)), 0, 0, 0});
+        qout.FreeTensor(o);
+      }
+  }
+}
+
+extern "C" __global__ __aicore__ void moe_dequant_int4(GM_ADDR q, GM_ADDR s, GM_ADDR z, GM_ADDR offsets, GM_ADDR w,
+                                                      GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  MoeTiling t;
+  load_tiling(tiling, t);
+  if (t.adt == 2) dequant_int4_body<half>(q, s, z, offsets, w, t);
+  else if (t.adt == 1) dequant_int4_body<bfloat16_t>(q, s, z, offsets, w, t);
+  else dequant_int4_body<float>(q, s, z, offsets, w, t);
 }
 
 // w8a8 (dynamic per-row int8 activations, ir/ops/moe.py quantize_rows_int8): for each row p of a [rows, M]
