@@ -1,21 +1,22 @@
-"""Issue 17's whole-model benchmark, by one command:
+"""Issue 17's whole-model table, by one command (see benchmarks/README.md, "Whole models"):
 
-    python benchmarks/bench_model.py                       # the issue's model, N = 1,8,64,256, 2 threads
-    python benchmarks/bench_model.py --small --tokens 1,8  # a tiny model (smoke run)
+    python benchmarks/bench_model.py --llama-src LLAMA_SRC   # the issue's model, every part, 2 threads
+    python benchmarks/bench_model.py --small --tokens 1,8 --contexts 16   # a tiny model (smoke run)
 
 1. makes a MixtralForCausalLM from a seeded random init (2 layers, hidden 1024, intermediate 2816, 8 experts,
-   top-2, 8 heads, vocab 32000; --small: a tiny one) and save_pretrained's it into a work folder, with a
-   synthetic Llama-style BPE tokenizer (byte fallback; the ids are what is fed, the tokenizer only lets
-   llama.cpp's converter read the checkpoint);
+   top-2, 8 heads, vocab 32000, rotary base 10000; --small: a tiny one) and save_pretrained's it into a work
+   folder, with a synthetic Llama-style BPE tokenizer (byte fallback; the ids are what is fed, the tokenizer only
+   lets llama.cpp's converter read the checkpoint);
 2. exports it with torch.onnx (dynamo) as input_ids [1, S] -> last-position logits (logits_to_keep=1);
 3. with llama-cpp-python importable and --llama-src pointing at llama.cpp's sources (convert_hf_to_gguf.py
-   and gguf-py/), makes GGUFs from the same checkpoint: f32 and bf16 by the converter, q8_0 and q4_0 by
-   llama.cpp's own quantiser (llama_model_quantize) over the same tensors moec's --weights quantises (every
-   linear layer: attention projections, experts, output layer; the token embedding kept f32, the router
-   ffn_gate_inp never quantised by llama.cpp);
-4. runs `moec bench` (compiler/bench.py) once: moec in every format, onnxruntime f32, torch eager f32/bf16 on
-   the checkpoint, llama.cpp on each GGUF, all in one interleaved loop per N; writes bench.json, bench.png and
-   the table (table.md) into benchmarks/results/model_<date>/.
+   and gguf-py/), makes GGUFs from the same checkpoint (``converter_input``: the router renamed so that
+   converter maps it): f32 and bf16 by the converter, q8_0 and q4_0 by llama.cpp's own quantiser
+   (llama_model_quantize) over the same tensors moec's --weights quantises (every linear layer: attention
+   projections, experts, output layer; the token embedding kept f32, the router never quantised);
+4. runs the parts (--parts): prefill (`moec bench`: every format, onnxruntime f32, torch eager, llama.cpp, one
+   interleaved loop per N), decode with a KV cache (compiler/decode_bench.py), the MatMul
+   [T,1024]x[1024,32000] probe (bench_dense.py) and a perf profile of moec's prefill; writes bench.json,
+   bench.png and table.md into benchmarks/results/model_<date>/.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import argparse
 import datetime
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,8 +38,15 @@ ISSUE_MODEL = dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, n
                    max_position_embeddings=4096)
 SMALL_MODEL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=4, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=512)
+# The rotary base: llama.cpp's converter of llama-cpp-python 0.3.16 reads ``rope_theta`` from the config's top level,
+# which transformers 5 no longer has (it is inside ``rope_parameters``; AutoConfig drops a top-level copy), so the
+# GGUF gets no rope.freq_base and llama.cpp uses its default, 10000.  The model here is made with that base
+# (Mixtral's own is 1e6) so that every engine runs the same model; make_ggufs checks it.
+ROPE_THETA = 10000.0
 # moec --weights mode -> the llama.cpp GGUF of the same format (None: made by the converter)
-GGUF_OF = {"f32": "f32", "bf16": "bf16", "int8": "q8_0", "int4": "q4_0"}
+GGUF_OF = {"f32": "f32", "bf16": "bf16", "int8": "q8_0", "int4": "q4_0", "w8a8": "q8_0"}
+# (llama.cpp's q8_0 / q4_0 matmuls on CPUs quantise the activations to q8_0 blocks: int8 weights with int8
+# activations, like moec's w8a8; moec's int8 and int4 keep f32 activations)
 
 
 def make_checkpoint(d: str, small: bool, seed: int = 0) -> None:
@@ -45,7 +55,7 @@ def make_checkpoint(d: str, small: bool, seed: int = 0) -> None:
     from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models
     cfg = MixtralConfig(**(SMALL_MODEL if small else ISSUE_MODEL), bos_token_id=1, eos_token_id=2,
-                        tie_word_embeddings=False)
+                        tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA})
     torch.manual_seed(seed)
     model = MixtralForCausalLM(cfg).eval()
     model.save_pretrained(d)
@@ -80,21 +90,66 @@ def export_onnx(ckpt: str, path: str) -> None:
                       external_data=False)
 
 
+def converter_input(ckpt: str, dst: str) -> str:
+    """The checkpoint ``ckpt`` (the same weights) in the layout llama.cpp's converter of llama-cpp-python 0.3.16
+    reads correctly.  Two things a transformers 5 checkpoint spells differently:
+
+    * the router ``model.layers.N.block_sparse_moe.gate.weight``: in that converter's gguf-py tensor map the
+      name is listed under FFN_GATE_INP (mixtral) and again, later, under FFN_GATE (smallthinker); the later
+      entry wins, so the router was written as ``blk.N.ffn_gate`` (a dense FFN's gate) and llama.cpp refused
+      the file ("missing tensor 'blk.0.ffn_gate_inp.weight'").  Here it is stored under the name the same map
+      gives Mixtral's original checkpoints, ``layers.N.feed_forward.gate.weight`` (FFN_GATE_INP only).
+    The rotary base is not carried over by that converter (see ROPE_THETA): a base other than llama.cpp's
+    default 10000 is refused.  Everything else is linked, not copied."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    os.makedirs(dst, exist_ok=True)
+    for f in os.listdir(ckpt):
+        if f.endswith(".safetensors") or f in ("config.json", "model.safetensors.index.json"):
+            continue
+        if not os.path.exists(os.path.join(dst, f)):
+            os.symlink(os.path.abspath(os.path.join(ckpt, f)), os.path.join(dst, f))
+    cfg = json.load(open(os.path.join(ckpt, "config.json")))
+    theta = cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", ROPE_THETA))
+    if float(theta) != ROPE_THETA:
+        raise RuntimeError(f"{ckpt}: rope_theta {theta}: this llama.cpp converter would write no rotary base and "
+                           f"llama.cpp would use {ROPE_THETA:g} (a different model)")
+    if not os.path.lexists(os.path.join(dst, "config.json")):
+        os.symlink(os.path.abspath(os.path.join(ckpt, "config.json")), os.path.join(dst, "config.json"))
+    shards = sorted(f for f in os.listdir(ckpt) if f.endswith(".safetensors"))
+    if len(shards) != 1:
+        raise RuntimeError(f"{ckpt}: expected one safetensors file, found {shards}")
+    sd = load_file(os.path.join(ckpt, shards[0]))
+    fixed = {}
+    for k, v in sd.items():
+        m = re.fullmatch(r"model\.layers\.(\d+)\.block_sparse_moe\.gate\.weight", k)
+        fixed[f"layers.{m.group(1)}.feed_forward.gate.weight" if m else k] = v
+    del sd
+    save_file(fixed, os.path.join(dst, shards[0]), metadata={"format": "pt"})
+    del fixed, torch
+    return dst
+
+
 def make_ggufs(ckpt: str, llama_src: str, outdir: str, formats) -> dict:
-    """GGUF per format: the converter writes f32 / bf16; q8_0 / q4_0 are llama_model_quantize of the f32 file."""
+    """GGUF per format: the converter writes f32 / bf16 (from ``converter_input``'s view of the checkpoint);
+    q8_0 / q4_0 are llama_model_quantize of the f32 file."""
     import llama_cpp
     env = dict(os.environ, PYTHONPATH=os.path.join(llama_src, "gguf-py") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = {}
     f32 = os.path.join(outdir, "model-f32.gguf")
+    conv_in = None
     for fmt in ("f32", "bf16"):
         if fmt in formats or fmt == "f32":
             p = os.path.join(outdir, f"model-{fmt}.gguf")
             if not os.path.exists(p):
-                subprocess.run([sys.executable, os.path.join(llama_src, "convert_hf_to_gguf.py"), ckpt, "--outtype",
-                                fmt, "--outfile", p], check=True, env=env, capture_output=True)
+                conv_in = conv_in or converter_input(ckpt, os.path.join(outdir, "checkpoint_for_converter"))
+                r = subprocess.run([sys.executable, os.path.join(llama_src, "convert_hf_to_gguf.py"), conv_in,
+                                    "--outtype", fmt, "--outfile", p], env=env, capture_output=True, text=True)
+                if r.returncode:
+                    raise RuntimeError(f"convert_hf_to_gguf.py --outtype {fmt} failed:\n{r.stderr[-3000:]}")
             out[fmt] = p
     for fmt, ftype, gtype in (("int8", 7, 8), ("int4", 2, 2)):  # LLAMA_FTYPE_MOSTLY_Q8_0 / Q4_0, GGML_TYPE_Q8_0 / Q4_0
-        if fmt not in formats:
+        if fmt not in formats and not (fmt == "int8" and "w8a8" in formats):
             continue
         p = os.path.join(outdir, f"model-{GGUF_OF[fmt]}.gguf")
         if not os.path.exists(p):
@@ -107,42 +162,60 @@ def make_ggufs(ckpt: str, llama_src: str, outdir: str, formats) -> dict:
             if rc != 0:
                 raise RuntimeError(f"llama_model_quantize -> {rc}")
         out[fmt] = p
+    if "w8a8" in formats:
+        out["w8a8"] = out["int8"]
+        if "int8" not in formats:
+            out.pop("int8")
     if "f32" not in formats:
         out.pop("f32")
     return out
 
 
+PARTS = ("prefill", "decode", "matmul", "profile")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", default="1,8,64,256")
-    ap.add_argument("--formats", default="f32,bf16,int8,int4")
+    ap.add_argument("--tokens", default="1,8,64,256", help="prefill token counts")
+    ap.add_argument("--contexts", default="128,1024", help="decode context lengths")
+    ap.add_argument("--steps", type=int, default=32, help="decoded tokens per decode run")
+    ap.add_argument("--formats", default="f32,bf16,int8,int4,w8a8")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--group-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the prefill / matmul parts")
+    ap.add_argument("--decode-repeats", type=int, default=3)
+    ap.add_argument("--group-size", type=int, default=32, help="moec int4 group (32: q4_0's block)")
+    ap.add_argument("--parts", default=",".join(PARTS), help="of " + ",".join(PARTS))
     ap.add_argument("--small", action="store_true", help="a tiny model (smoke run)")
     ap.add_argument("--llama-src", default=os.environ.get("LLAMA_CPP_SRC"),
                     help="llama.cpp sources (convert_hf_to_gguf.py, gguf-py/) for the GGUFs; default $LLAMA_CPP_SRC")
-    ap.add_argument("--work", default=None, help="work folder for the checkpoint, ONNX and GGUFs (default: a temp dir)")
+    ap.add_argument("--work", default=None, help="work folder for the checkpoint, ONNX and GGUFs (default: a temp dir; "
+                                                 "reused when it holds them)")
     ap.add_argument("-o", "--output", default=None,
                     help="results folder (default benchmarks/results/model_<date>[_small])")
     a = ap.parse_args(argv)
     # the engines run interleaved on the same cores: OpenMP workers (torch, llama.cpp) must sleep after a
     # run rather than spin into the next engine's time, as onnxruntime's do (allow_spinning=0 in moec bench)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    tokens = [int(t) for t in a.tokens.split(",")]
+    tokens = [int(t) for t in a.tokens.split(",") if t]
+    contexts = [int(t) for t in a.contexts.split(",") if t]
     formats = [f for f in a.formats.split(",") if f]
+    parts = [p for p in a.parts.split(",") if p]
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        ap.error(f"--parts {bad[0]}: choose from {', '.join(PARTS)}")
     work = a.work or tempfile.mkdtemp(prefix="moec-bench-model-")
     os.makedirs(work, exist_ok=True)
     out = a.output or os.path.join(HERE, "results", f"model_{datetime.date.today().isoformat()}"
                                    + ("_small" if a.small else ""))
+    os.makedirs(out, exist_ok=True)
     ckpt, onnx_path = os.path.join(work, "checkpoint"), os.path.join(work, "model.onnx")
     t0 = time.time()
     if not os.path.exists(os.path.join(ckpt, "config.json")):
         make_checkpoint(ckpt, a.small)
-    if not os.path.exists(onnx_path):
+    if "prefill" in parts and not os.path.exists(onnx_path):
         export_onnx(ckpt, onnx_path)
     print(f"checkpoint + ONNX in {work} ({time.time() - t0:.0f} s)", flush=True)
-    from moec.bench import format_table, llama_cpp_available, run_bench
+    from moec.bench import copy_probe, format_table, llama_cpp_available, run_bench, sgemm_probe
     ggufs, why = {}, ""
     if not llama_cpp_available():
         why = "llama-cpp-python is not importable (pip install 'moec[bench]')"
@@ -152,38 +225,215 @@ def main(argv=None) -> int:
         ggufs = make_ggufs(ckpt, a.llama_src, work, formats)
     if why:
         print(f"llama.cpp left out: {why}", flush=True)
-    rep = run_bench(onnx_path, out, tokens, formats, a.repeats, a.threads, True, a.group_size, hf_model=ckpt,
-                    gguf=list(ggufs.values()))
-    rep["model_config"] = SMALL_MODEL if a.small else ISSUE_MODEL
-    rep["llama_cpp"] = {"gguf": ggufs, "left_out": why}
-    rep["matching"] = {f: {"moec": f"moec {f}" if len(formats) > 1 else "moec",
-                           "llama.cpp": f"llama.cpp model-{GGUF_OF[f]}" if f in ggufs else None}
-                       for f in formats}
-    with open(os.path.join(out, "bench.json"), "w") as fh:
-        json.dump(rep, fh, indent=1)
+    gguf_tag = {p: os.path.splitext(os.path.basename(p))[0].replace("model-", "") for p in ggufs.values()}
+    rep = {"model_config": SMALL_MODEL if a.small else ISSUE_MODEL, "threads": a.threads, "formats": formats,
+           "group_size": a.group_size, "load_avg_at_start": os.getloadavg(),
+           "command": "python benchmarks/bench_model.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "llama_cpp": {"gguf": ggufs, "left_out": why}}
+    old_json = os.path.join(out, "bench.json")
+    if os.path.exists(old_json) and set(parts) != set(PARTS):  # (parts not rerun are kept from the folder's last run)
+        old = json.load(open(old_json))
+        kept = [p for p in PARTS if p not in parts and p in old]
+        for p in kept:
+            rep[p] = old[p]
+        if kept:
+            rep["kept_from_earlier_run"] = {"parts": kept, "command": old.get("command"),
+                                            "load_avg": [old.get("load_avg_at_start"), old.get("load_avg_at_end")]}
+    rep["probes"] = {"sgemm_gflops": sgemm_probe(a.threads), "copy_gbps": copy_probe()}
+
+    def save():  # (after each part: a later part failing keeps the earlier ones)
+        rep["load_avg_at_end"] = os.getloadavg()
+        with open(os.path.join(out, "bench.json"), "w") as fh:
+            json.dump(rep, fh, indent=1)
+    if "prefill" in parts:
+        pre_dir = os.path.join(work, "prefill")  # (the compiled artifacts stay in the work folder)
+        pre = run_bench(onnx_path, pre_dir, tokens, formats, a.repeats, a.threads, True,
+                        a.group_size, hf_model=ckpt, gguf=list(dict.fromkeys(ggufs.values())))
+        pre["matching"] = {f: {"moec": f"moec {f}" if len(formats) > 1 else "moec",
+                               "llama.cpp": f"llama.cpp model-{GGUF_OF[f]}" if f in ggufs else None}
+                           for f in formats}
+        rep["prefill"] = pre
+        shutil.copy(os.path.join(pre_dir, "bench.png"), os.path.join(out, "prefill_ratios.png"))
+        save()
+        print(format_table(pre), flush=True)
+    if "decode" in parts:
+        from moec.decode_bench import whole_model_decode
+        rep["decode"] = whole_model_decode(ckpt, contexts, formats, {gguf_tag[p]: p for p in dict.fromkeys(ggufs.values())},
+                                           a.threads, a.steps, a.decode_repeats, a.group_size,
+                                           work=os.path.join(work, "decode"), log=lambda m: print(m, flush=True))
+        rep["decode"]["matching"] = {f: GGUF_OF[f] if f in ggufs else None for f in formats}
+        save()
+    if "matmul" in parts:
+        cfg = rep["model_config"]
+        js = os.path.join(out, "matmul.json")
+        cmd = [sys.executable, os.path.join(HERE, "bench_dense.py"), "--tokens", ",".join(map(str, tokens)),
+               "--k", str(cfg["hidden_size"]), "--n", str(cfg["vocab_size"]), "--threads", str(a.threads),
+               "--repeats", str(max(a.repeats, 7)), "--weights", ",".join(formats), "--group", str(a.group_size),
+               "--json", js]
+        subprocess.run(cmd, check=True)
+        rep["matmul"] = json.load(open(js))
+        rep["matmul"]["command"] = " ".join(cmd[1:])
+    if "profile" in parts:
+        pre_dir = os.path.join(work, "prefill")
+        prof = {}
+        for i, f in enumerate(formats):
+            art = os.path.join(pre_dir, "artifact" if i == 0 else f"artifact_{f}")
+            if not os.path.isdir(art):
+                continue
+            for T in (min(tokens), max(tokens)):
+                prof[f"moec {f} N={T}"] = profile_moec(art, T, rep["model_config"]["vocab_size"], a.threads,
+                                                       3.0 if a.small else 10.0, work)
+        rep["profile"] = prof
+    save()
     table = summary_table(rep)
     with open(os.path.join(out, "table.md"), "w") as fh:
-        fh.write(table + "\n\n```\n" + format_table(rep) + "\n```\n")
+        fh.write(table + "\n")
+    plot(rep, os.path.join(out, "bench.png"))
     print(table)
     print(f"wrote {out}/bench.json, bench.png, table.md")
     return 0
 
 
+_PROFILE_LOOP = """
+import sys, time, numpy as np
+from moec.targets.cpu_backend import CpuArtifact
+art = CpuArtifact(sys.argv[1], threads=int(sys.argv[2]))
+x = np.random.default_rng(0).integers(0, int(sys.argv[4]), (1, int(sys.argv[3]))).astype(np.int64)
+art([x])
+t0 = time.time()
+while time.time() - t0 < float(sys.argv[5]):
+    art([x])
+"""
+
+
+def profile_moec(art_dir: str, tokens: int, vocab: int, threads: int, seconds: float, work: str) -> dict:
+    """Where moec's prefill time goes: ``perf record`` (sampling, 999 Hz, every thread) of the compiled artifact
+    called in a loop on N ids; the share of samples per function of the C runtime / kernels (the ops' code),
+    the rest grouped by library.  Needs Linux perf; returns {"error": ...} without it."""
+    import shutil as _sh
+    if not _sh.which("perf"):
+        return {"error": "perf is not installed"}
+    data = os.path.join(work, f"perf_{os.path.basename(art_dir)}_{tokens}.data")
+    rec = subprocess.run(["perf", "record", "-F", "999", "-o", data, "--", sys.executable, "-c", _PROFILE_LOOP, art_dir,
+                          str(threads), str(tokens), str(vocab), str(seconds)], capture_output=True, text=True)
+    if rec.returncode:
+        return {"error": f"perf record failed: {rec.stderr.strip().splitlines()[-1:]}"}
+    rep = subprocess.run(["perf", "report", "-i", data, "--sort", "dso,symbol", "--stdio", "--percent-limit", "0.5"],
+                         capture_output=True, text=True)
+    rows = []
+    for ln in rep.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(\S+)", ln)
+        if m:
+            rows.append({"percent": float(m.group(1)), "dso": m.group(2), "symbol": m.group(3)})
+    model_so = [r for r in rows if r["dso"] == "model.so"]
+    return {"tokens": tokens, "seconds": seconds, "top": rows[:25],
+            "in_model_so_percent": sum(r["percent"] for r in model_so)}
+
+
+def _ratio_cells(vals):
+    return " | ".join("-" if v is None else f"{v:.2f}x" for v in vals)
+
+
 def summary_table(rep: dict) -> str:
-    """The issue's table: ms per engine and N, and moec's ratios to llama.cpp in the same format and to
-    onnxruntime f32 (one interleaved run)."""
-    rows = rep["rows"]
-    lines = ["| engine | " + " | ".join(f"N={r['tokens']}" for r in rows) + " (ms) |",
-             "|---|" + "---|" * len(rows)]
-    for e in rows[0]["ms"]:
-        lines.append(f"| {e} | " + " | ".join(f"{r['ms'][e]:.1f}" for r in rows) + " |")
-    lines += ["", "| moec format | vs | " + " | ".join(f"N={r['tokens']}" for r in rows) + " |",
-              "|---|---|" + "---|" * len(rows)]
-    for f, m in rep["matching"].items():
-        for peer in ([m["llama.cpp"]] if m["llama.cpp"] else []) + ["onnxruntime"]:
-            lines.append(f"| {f} | {peer} | " + " | ".join(f"{r['ms'][m['moec']] / r['ms'][peer]:.2f}x"
-                                                           for r in rows) + " |")
-    return "\n".join(lines)
+    """The issue's tables: prefill ms per engine and N with moec's ratios to llama.cpp in the same format and to
+    onnxruntime f32; decode tokens/s per engine and context with moec's ratios; the MatMul probe; the
+    physical limits (sgemm / copy probes) beside."""
+    cfg = rep["model_config"]
+    pr = rep["probes"]
+    out = [f"Model: MixtralForCausalLM {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, intermediate "
+           f"{cfg['intermediate_size']}, {cfg['num_local_experts']} experts top-{cfg['num_experts_per_tok']}, vocab "
+           f"{cfg['vocab_size']}; {rep['threads']} threads; moec int4 group {rep['group_size']}; probes: sgemm "
+           f"{pr['sgemm_gflops']:.1f} GFLOP/s, copy {pr['copy_gbps']:.1f} GB/s; load average "
+           f"{rep['load_avg_at_start'][0]:.1f} at start, {rep.get('load_avg_at_end', [float('nan')])[0]:.1f} at end.",
+           f"Command: `{rep['command']}`"]
+    if rep.get("kept_from_earlier_run"):
+        k = rep["kept_from_earlier_run"]
+        out.append(f"Parts {', '.join(k['parts'])} from an earlier run: `{k['command']}` (load average {k['load_avg']}).")
+    if rep["llama_cpp"]["left_out"]:
+        out.append(f"llama.cpp left out: {rep['llama_cpp']['left_out']}")
+    pre = rep.get("prefill")
+    if pre:
+        rows = pre["rows"]
+        out += ["", f"### Prefill, last-position logits, ms (median of {pre['repeats']} interleaved runs)", "",
+                "| engine | " + " | ".join(f"N={r['tokens']}" for r in rows) + " |", "|---|" + "---|" * len(rows)]
+        for e in rows[0]["ms"]:
+            out.append(f"| {e} | " + " | ".join(f"{r['ms'][e]:.1f}" for r in rows) + " |")
+        out += ["", "| moec format | vs (goal) | " + " | ".join(f"N={r['tokens']}" for r in rows) + " |",
+                "|---|---|" + "---|" * len(rows)]
+        for f, m in pre["matching"].items():
+            for peer, goal in ([(m["llama.cpp"], "<= 1.0")] if m["llama.cpp"] else []) + [("onnxruntime", "<= 0.8")]:
+                out.append(f"| {f} | {peer} ({goal}) | "
+                           + _ratio_cells([r["ms"][m["moec"]] / r["ms"][peer] for r in rows]) + " |")
+    dec = rep.get("decode")
+    if dec:
+        rows = dec["rows"]
+        out += ["", f"### Decode with a KV cache, tokens/s ({dec['steps']} greedy tokens after a prompt of the context "
+                    f"length; median of {dec['repeats']} interleaved runs)", "",
+                "| engine | " + " | ".join(f"context {r['context']}" for r in rows) + " | tokens = torch's |",
+                "|---|" + "---|" * len(rows) + "---|"]
+        for e in rows[0]["engines"]:
+            same = [r["engines"][e]["tokens_equal_torch"] for r in rows]
+            out.append(f"| {e} | " + " | ".join(f"{r['engines'][e]['tokens_per_s']:.1f}" for r in rows) + " | "
+                       + ("yes" if all(same) else ", ".join("yes" if x else "no" for x in same)) + " |")
+        out += ["", "| moec format | tokens/s ratio vs (goal >= 1.0) | " + " | ".join(f"context {r['context']}" for r in rows)
+                + " |", "|---|---|" + "---|" * len(rows)]
+        for f, g in dec["matching"].items():
+            for peer in ([f"llama.cpp {g}"] if g else []) + ["onnxruntime f32"]:
+                out.append(f"| {f} | {peer} | " + _ratio_cells(
+                    [r["engines"][f"moec {f}"]["tokens_per_s"] / r["engines"][peer]["tokens_per_s"] for r in rows]) + " |")
+    mm = rep.get("matmul")
+    if mm:
+        Ts = sorted({r["T"] for r in mm["rows"]})
+        out += ["", f"### MatMul [T,{mm['k']}] x [{mm['k']},{mm['n']}], moec / onnxruntime f32 (minimum of interleaved "
+                    "calls; goal <= 1.0)", "",
+                "| moec weights | " + " | ".join(f"T={t}" for t in Ts) + " |", "|---|" + "---|" * len(Ts)]
+        for w in dict.fromkeys(r["weights"] for r in mm["rows"]):
+            by = {r["T"]: r for r in mm["rows"] if r["weights"] == w}
+            out.append(f"| {w} | " + " | ".join(f"{by[t]['vs_ort_f32']:.2f}x ({by[t]['moec_ms_min']:.2f} / "
+                                                f"{by[t]['ort_f32_ms_min']:.2f} ms)" for t in Ts) + " |")
+    prof = rep.get("profile")
+    if prof:
+        out += ["", "### Where moec's prefill time goes (perf samples per function, all threads)", ""]
+        for k, v in prof.items():
+            if "error" in v:
+                out.append(f"- {k}: {v['error']}")
+                continue
+            top = ", ".join(f"{r['symbol']} {r['percent']:.0f}%" for r in v["top"][:6])
+            out.append(f"- {k}: {top}")
+    return "\n".join(out)
+
+
+def plot(rep: dict, path: str) -> None:
+    """Prefill ms vs N per engine (log-log) and decode tokens/s per engine and context."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    pre, dec = rep.get("prefill"), rep.get("decode")
+    if pre:
+        ax = axes[0]
+        N = [r["tokens"] for r in pre["rows"]]
+        for e in pre["rows"][0]["ms"]:
+            ax.plot(N, [r["ms"][e] for r in pre["rows"]], marker="o", ls="-" if e.startswith("moec") else "--", label=e)
+        ax.set_xscale("log"); ax.set_yscale("log")
+        ax.set_xlabel("prompt tokens N"); ax.set_ylabel("prefill ms (lower is better)")
+        ax.set_title("prefill, last-position logits"); ax.legend(fontsize=7)
+    if dec:
+        ax = axes[1]
+        names = list(dec["rows"][0]["engines"])
+        w = 0.8 / len(dec["rows"])
+        for i, r in enumerate(dec["rows"]):
+            ax.barh([k + i * w for k in range(len(names))], [r["engines"][n]["tokens_per_s"] for n in names], height=w,
+                    label=f"context {r['context']}")
+        ax.set_yticks([k + w / 2 for k in range(len(names))]); ax.set_yticklabels(names, fontsize=7)
+        ax.set_xlabel("decode tokens/s (higher is better)"); ax.set_title("decode with a KV cache"); ax.legend(fontsize=7)
+    fig.suptitle(f"whole-model bench, {rep['threads']} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

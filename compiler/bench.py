@@ -368,7 +368,9 @@ def whole_model_peers(feeder: "BenchInputs", hf_model: Optional[str], gguf: Sequ
             def run():
                 llm.reset()  # (eval drops the cache past n_tokens: a prefill from position 0)
                 llm.eval(toks)
-                return llm.scores[llm.n_tokens - 1]
+                # (llm.scores is left unfilled without logits_all: the context's one output row is the last
+                # position's logits; a view, copied by the caller if kept)
+                return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
             return run
         peers[f"llama.cpp {tag}"] = _Peer(make, f"llama-cpp-python Llama({path}), n_threads={threads}, "
                                                 "one eval of the ids after reset(), last-position logits")

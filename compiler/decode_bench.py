@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import time
 import warnings
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -87,6 +89,116 @@ def main(argv=None) -> int:
     agree = len({tuple(t) for t in toks.values()}) == 1
     print("tokens agree across engines:", agree)
     return 0 if agree else 1
+
+
+def llama_cpp_step_loop(path: str, threads: int, n_ctx: int):
+    """llama.cpp (llama-cpp-python) on a GGUF: ``run(prompt, steps)`` -> (tokens, prefill ms, decode ms list),
+    the same greedy loop as ``Generator.generate``: the prompt in one eval from an empty cache, then one eval
+    per new token (the last token chosen is not fed back); logits of the last position only."""
+    from llama_cpp import Llama
+    n_ctx = -(-n_ctx // 256) * 256
+    llm = Llama(model_path=path, n_ctx=n_ctx, n_batch=min(n_ctx, 2048), n_ubatch=min(n_ctx, 512), n_threads=threads,
+                n_threads_batch=threads, logits_all=False, verbose=False)
+    V = llm.n_vocab()
+
+    def last():
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(V,))
+
+    def run(prompt, steps: int):
+        toks = [int(t) for t in np.asarray(prompt).reshape(-1)]
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(toks)
+        pre = (time.perf_counter() - t0) * 1e3
+        out, dec = [int(last().argmax())], []
+        for _ in range(steps - 1):
+            t0 = time.perf_counter()
+            llm.eval([out[-1]])
+            dec.append((time.perf_counter() - t0) * 1e3)
+            out.append(int(last().argmax()))
+        return np.array([out]), pre, dec
+    run.llm = llm
+    return run
+
+
+def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str], ggufs: Dict[str, str],
+                       threads: int = 2, steps: int = 32, repeats: int = 3, group_size: int = 64,
+                       work: Optional[str] = None, log=print) -> dict:
+    """Decode tokens/s with a KV cache on a transformers CausalLM checkpoint (issue 17's whole-model table):
+    moec in each of ``formats`` (``compile_step``, the cache read in place), onnxruntime f32 (the same step
+    exported), torch eager f32 (transformers' own loop and DynamicCache) and llama.cpp on each GGUF of
+    ``ggufs`` ({label: path}).  Per context length C: a random prompt of C tokens (prefill), then ``steps``
+    greedy tokens; the cache holds C + steps positions (moec / onnxruntime are compiled / exported per C).
+    Engines run interleaved ``repeats`` times; per engine the median over repeats of the median ms per
+    decoded token.  One context's engines are loaded at a time and freed after it."""
+    import gc
+    import torch
+    from transformers import AutoModelForCausalLM
+    from moec import decode
+    torch.set_num_threads(threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    model.config._experts_implementation = "batched_mm"  # (exportable; the same math as transformers' loop)
+    geo = decode.cache_geometry(model)
+    work = work or tempfile.mkdtemp(prefix="moec_decode_")
+    os.makedirs(work, exist_ok=True)
+    rows = []
+    for C in contexts:
+        max_len = C + steps
+        prompt = np.random.default_rng(C).integers(3, geo["vocab"], (1, C))
+        engines: Dict[str, Callable] = {}
+        t0 = time.time()
+        for f in formats:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cm = decode.compile_step(model, max_len, weights=f, verify=False, group_size=group_size)
+            fn = decode.moec_step(cm, threads)
+            engines[f"moec {f}"] = (lambda fn=fn: lambda p, n: _gen(fn, geo, max_len, p, n))()
+        path = decode.export_onnx(model, os.path.join(work, f"step_{C}.onnx"), max_len)
+        ofn = decode.ort_step(path, threads)
+        engines["onnxruntime f32"] = lambda p, n: _gen(ofn, geo, max_len, p, n)
+        engines["torch eager f32"] = lambda p, n: decode.hf_decode(model, p, n)
+        for tag, gpath in ggufs.items():
+            engines[f"llama.cpp {tag}"] = llama_cpp_step_loop(gpath, threads, max_len)
+        log(f"decode context {C}: {len(engines)} engines ready ({time.time() - t0:.0f} s)")
+        res: Dict[str, list] = {k: [] for k in engines}
+        toks: Dict[str, list] = {}
+        for _ in range(repeats):
+            for name, run in engines.items():
+                with torch.inference_mode() if name.startswith("torch") else _nullctx():
+                    t, pre, dec = run(prompt, steps)
+                res[name].append((pre, float(np.median(dec))))
+                toks[name] = np.asarray(t).reshape(-1).tolist()
+        ref = toks.get("torch eager f32")
+        row = {"context": C, "steps": steps, "engines": {}}
+        for name, v in res.items():
+            dec = float(np.median([d for _, d in v]))
+            row["engines"][name] = {"prefill_ms": float(np.median([p for p, _ in v])), "decode_ms_per_token": dec,
+                                    "tokens_per_s": 1000.0 / dec,
+                                    "tokens_equal_torch": None if ref is None else toks[name] == ref}
+        rows.append(row)
+        log(f"decode context {C}: " + ", ".join(f"{k} {e['tokens_per_s']:.1f} tok/s" for k, e in row["engines"].items()))
+        engines.clear()
+        gc.collect()
+    return {"threads": threads, "steps": steps, "repeats": repeats, "formats": list(formats),
+            "ggufs": dict(ggufs), "rows": rows,
+            "how": "per engine: a random prompt of `context` tokens (prefill, one call), then `steps` greedy tokens "
+                   "one call each; median over interleaved repeats of the median ms per decoded token"}
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _gen(step, geo, max_len, prompt, steps):
+    from moec import decode
+    r = decode.Generator(step, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len).generate(prompt, steps)
+    return r.tokens, r.prefill_ms, r.decode_ms
 
 
 if __name__ == "__main__":

@@ -53,25 +53,84 @@ def test_whole_model_peers_need_input_ids(tmp_path, monkeypatch):
         whole_model_peers(BenchInputs(m.main, m), None, [p], 1, 4, ["f32"])
 
 
-@pytest.mark.slow
-def test_bench_model_script_tiny_mixtral(tmp_path):
-    """benchmarks/bench_model.py --small: a seeded tiny MixtralForCausalLM, exported, benched against
-    onnxruntime and torch eager (f32, bf16); the torch-eager peer computes the same logits as moec."""
+def _bench_model_module():
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks"))
     try:
         import bench_model
     finally:
         sys.path.pop(0)
+    return bench_model
+
+
+def _llama_src_or_skip():
+    from moec.bench import llama_cpp_available
+    if not llama_cpp_available():
+        pytest.skip("llama-cpp-python is not importable (pip install 'moec[bench]', see benchmarks/README.md)")
+    src = os.environ.get("LLAMA_CPP_SRC")
+    if not src or not os.path.isfile(os.path.join(src, "convert_hf_to_gguf.py")):
+        pytest.skip("LLAMA_CPP_SRC does not point at llama.cpp's sources (convert_hf_to_gguf.py, gguf-py/) "
+                    "of the llama-cpp-python release installed (its vendor/llama.cpp)")
+    return src
+
+
+def test_gguf_from_the_same_checkpoint_computes_the_same_model(tmp_path):
+    """llama.cpp's converter + quantiser on a tiny seeded transformers-5 MixtralForCausalLM: llama.cpp loads every
+    GGUF (the router was mis-mapped to a dense ffn_gate before: 'missing tensor blk.0.ffn_gate_inp.weight'),
+    its last-position logits on a 48-token prompt equal transformers' (f32: within llama.cpp's f16 KV cache's
+    error, 5e-5 of the largest logit; a rotary base other than the model's gave 5e-3) and the quantised files
+    stay near them; the
+    bench's llama.cpp peer returns those logits and its greedy decode loop gives transformers' tokens."""
+    src = _llama_src_or_skip()
+    import torch
+    from transformers import AutoModelForCausalLM
+    from moec.decode import hf_decode
+    from moec.decode_bench import llama_cpp_step_loop
+    bm = _bench_model_module()
+    ckpt = str(tmp_path / "ckpt")
+    bm.make_checkpoint(ckpt, small=True)
+    ggufs = bm.make_ggufs(ckpt, src, str(tmp_path), ["f32", "int8", "int4", "w8a8"])
+    assert set(ggufs) == {"f32", "int8", "int4", "w8a8"} and ggufs["w8a8"] == ggufs["int8"]
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    ids = np.random.default_rng(1).integers(3, 512, (1, 48))
+    with torch.no_grad():
+        want = model(input_ids=torch.from_numpy(ids)).logits[0, -1].numpy()
+    scale = np.abs(want).max()
+    fe = type("Feeder", (), {"vocab": 512})()
+    peers = whole_model_peers(fe, None, [ggufs["f32"], ggufs["int8"], ggufs["int4"]], 1, 64, ["f32"])
+    err = {k: float(np.abs(np.array(p(ids)()) - want).max() / scale) for k, p in peers.items()}
+    assert err["llama.cpp model-f32"] < 1e-3, err
+    assert err["llama.cpp model-q8_0"] < 3e-2 and err["llama.cpp model-q4_0"] < 0.3, err
+    toks, _, _ = hf_decode(model, ids[:, :8], 6)
+    got, _, dec = llama_cpp_step_loop(ggufs["f32"], 1, 16)(ids[:, :8], 6)
+    assert got.tolist() == toks.tolist() and len(dec) == 5
+
+
+@pytest.mark.slow
+def test_bench_model_script_tiny_mixtral(tmp_path):
+    """benchmarks/bench_model.py --small, every part: prefill (moec f32/int4 against onnxruntime and torch eager),
+    decode with a KV cache (the same engines; every engine's greedy tokens equal transformers' in f32) and the
+    MatMul probe; the torch-eager peer computes the same logits as moec's prefill artifact.  llama.cpp joins
+    when LLAMA_CPP_SRC and llama-cpp-python are there."""
+    bench_model = _bench_model_module()
     out, work = tmp_path / "out", tmp_path / "work"
-    assert bench_model.main(["--small", "--tokens", "1,3", "--formats", "f32,bf16", "--repeats", "1",
-                             "--threads", "1", "--work", str(work), "-o", str(out)]) == 0
+    assert bench_model.main(["--small", "--tokens", "1,3", "--contexts", "12", "--steps", "3", "--formats", "f32,int4",
+                             "--repeats", "1", "--decode-repeats", "1", "--threads", "1", "--work", str(work),
+                             "-o", str(out)]) == 0
     rep = json.load(open(out / "bench.json"))
-    assert [r["tokens"] for r in rep["rows"]] == [1, 3]
-    assert {"moec f32", "moec bf16", "onnxruntime", "torch eager f32", "torch eager bf16"} <= set(rep["rows"][0]["ms"])
-    assert "| f32 | onnxruntime |" in open(out / "table.md").read() and (out / "bench.png").exists()
+    pre = rep["prefill"]
+    assert [r["tokens"] for r in pre["rows"]] == [1, 3]
+    assert {"moec f32", "moec int4", "onnxruntime", "torch eager f32"} <= set(pre["rows"][0]["ms"])
+    dec = rep["decode"]["rows"]
+    assert [r["context"] for r in dec] == [12]
+    assert {"moec f32", "moec int4", "onnxruntime f32", "torch eager f32"} <= set(dec[0]["engines"])
+    assert dec[0]["engines"]["moec f32"]["tokens_equal_torch"] and dec[0]["engines"]["onnxruntime f32"]["tokens_equal_torch"]
+    assert {(r["T"], r["weights"]) for r in rep["matmul"]["rows"]} == {(t, w) for t in (1, 3) for w in ("f32", "int4")}
+    table = open(out / "table.md").read()
+    assert "| f32 | onnxruntime (<= 0.8) |" in table and "| int4 | onnxruntime f32 |" in table
+    assert (out / "bench.png").exists() and not any(p.is_dir() for p in out.iterdir())  # (artifacts stay in work)
     # the same computation: moec's artifact and the torch peer agree on the last-position logits
     from moec.targets.cpu_backend import CpuArtifact
-    art = CpuArtifact(str(out / "artifact"))
+    art = CpuArtifact(str(work / "prefill" / "artifact"))
     fe = _feeder(str(work / "model.onnx"))
     peer = whole_model_peers(fe, str(work / "checkpoint"), (), 1, 8, ["f32"])["torch eager f32"]
     ids = np.array([[5, 17, 3, 200]], np.int64)
