@@ -119,6 +119,7 @@ def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: st
                     prog.append({"kind": "host", "op": s.op.name, "in": s.inputs, "out": s.outputs,
                                  "attrs": {k: _jsonable(v) for k, v in s.op.attrs.items()}})
             info["ranks"].append({"in": ins, "out": outs, "program": prog})
+            _mark_return_overlap(prog, {s.outputs[0]: s for s in stages if s.kind == "compute" and s.outputs})
         dirs = [{s["dir"] for s in p["program"] if s["kind"] == "compute"} for p in info["ranks"]]
         common = set.intersection(*dirs) if dirs else set()
         for p, ds in zip(info["ranks"], dirs):
@@ -133,6 +134,36 @@ def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: st
                                  "roles": {"ep": EP_JSON, "ir": "model.mlir"}})
         st.publish()
     return info
+
+
+ROW_WISE_OPS = {"moec.constant", "moe.dispatch", "moe.experts", "moe.combine"}   # (row i of the result: row i's)
+
+
+def _mark_return_overlap(prog: List[dict], stage_of: Dict[str, object]) -> None:
+    """Mark each return exchange whose rows come from an expert stage that works row by row on the rows the
+    dispatch exchange delivered (dispatch, experts, combine: the pass's local layer): the run time then runs
+    that stage on the rows from other ranks first, starts their return, and computes its own rows (which
+    travel nowhere) while they move ("overlap": "own_rows_last")."""
+    made_by = {}
+    for i, s in enumerate(prog):
+        for k in s["out"]:
+            made_by[k] = i
+    for i in range(1, len(prog)):
+        s, c = prog[i], prog[i - 1]
+        if s["kind"] != "host" or s["op"] != "moe.all_to_all" or len(s["in"]) != 3 or c["kind"] != "compute":
+            continue
+        if c["out"] != [s["in"][2]] or c["out"][0] not in stage_of or \
+                any(c["out"][0] in t["in"] for t in prog if t is not s):
+            continue
+        src = {made_by.get(k) for k in c["in"]}
+        if len(src) != 1 or None in src:
+            continue
+        d = prog[src.pop()]
+        if d["kind"] != "host" or d["op"] != "moe.all_to_all" or d["in"][1] != s["in"][0] or \
+                d["in"][0] != s["in"][1]:
+            continue
+        if {o.name for o in stage_of[c["out"][0]].module.main.ops} <= ROW_WISE_OPS:
+            s["overlap"] = "own_rows_last"
 
 
 def stage_digest(m: Module) -> str:
@@ -189,6 +220,12 @@ def _check_programs(outdir: str, info: dict) -> None:
                     bad(f"rank {r}: EP op {str(s.get('op'))[:80]!r}")
             else:
                 bad(f"rank {r}: step kind {str(s.get('kind'))[:40]!r}")
+        for i, s in enumerate(prog["program"]):
+            if "overlap" in s:   # (the stage before it: the expert stage whose rows it returns)
+                c = prog["program"][i - 1] if i else {}
+                if s["overlap"] != "own_rows_last" or s.get("op") != "moe.all_to_all" or len(s["in"]) != 3 or \
+                        c.get("kind") != "compute" or c.get("out") != [s["in"][2]]:
+                    bad(f"rank {r}: overlap of step {i}")
 
 
 def token_slices(n_tokens: int, world: int) -> List[slice]:
@@ -312,8 +349,11 @@ class Exchange:
     def all_to_all(self, attrs, send_counts, recv_counts, *data):
         """Starts the exchange and returns (outputs, Inflight): the outputs hold the rows once it is waited for
         (the caller computes what does not need them meanwhile)."""
+        return self.start([int(v) for v in send_counts.tolist()], [int(v) for v in recv_counts.tolist()], data)
+
+    def start(self, sc: List[int], rc: List[int], data):
+        """``all_to_all`` with the split sizes as lists (sc[d] rows of each tensor to rank d)."""
         torch = _torch()
-        sc, rc = [int(v) for v in send_counts.tolist()], [int(v) for v in recv_counts.tolist()]
         outs, works, keep = [], [], []
         for t in data:
             row = int(np.prod(t.shape[1:], dtype=np.int64)) * t.element_size()
@@ -423,7 +463,19 @@ class EPRank:
                for k, x in zip(self.prog["in"], inputs)}
         inflight: Dict[str, Inflight] = {}
         recv_ids: List[str] = []
-        for s in self.prog["program"]:
+        prog = self.prog["program"]
+        for i, s in enumerate(prog):
+            if s["kind"] == "compute" and i + 1 < len(prog) and prog[i + 1].get("overlap") == "own_rows_last":
+                continue     # (run with its return exchange, below)
+            if s.get("overlap") == "own_rows_last":       # (its rows: the skipped expert stage's result)
+                c = prog[i - 1]
+                for k in c["in"] + s["in"][:2]:
+                    if k in inflight:
+                        inflight.pop(k).wait()
+                outs = [self._own_rows_last(c["dir"], [env[k] for k in c["in"]], env[s["in"][0]], env[s["in"][1]])]
+                for k, v in zip(s["out"], outs):
+                    env[k] = v
+                continue
             for k in s["in"]:
                 if k in inflight:          # (values of an exchange still under way: wait for it now)
                     inflight.pop(k).wait()
@@ -449,6 +501,28 @@ class EPRank:
             fl.wait()
         self.slots_received = [int((env[k] >= 0).sum()) for k in recv_ids]   # this rank's expert load per layer
         return [env[k] for k in self.prog["out"]]
+
+    def _own_rows_last(self, stage_dir: str, rows: list, back_send, back_recv):
+        """An expert stage and its return exchange, overlapped: the stage on the rows other ranks sent, their
+        return started (asynchronous), the stage on this rank's own rows while they travel (own rows never
+        travel), then the returned rows with the own block in its place (source-rank order, as the exchange)."""
+        torch = _torch()
+        r = self.rank
+        sc = [int(v) for v in back_send.tolist()]      # rows received from each rank = partial rows to send back
+        rc = [int(v) for v in back_recv.tolist()]      # rows this rank sent to each = partial rows coming back
+        a, b = sum(sc[:r]), sum(sc[:r + 1])
+        stage = self.stages[stage_dir]
+        t0 = time.perf_counter()
+        part = self.backend.ep_call(stage, [torch.cat([t[:a], t[b:]]) for t in rows])[0]
+        self.compute_seconds += time.perf_counter() - t0
+        sc[r] = rc[r] = 0
+        (got,), fl = self.exchange.start(sc, rc, [part])
+        t0 = time.perf_counter()
+        own = self.backend.ep_call(stage, [t[a:b] for t in rows])[0]
+        self.compute_seconds += time.perf_counter() - t0
+        fl.wait()
+        at = sum(rc[:r])
+        return torch.cat([got[:at], own, got[at:]])
 
 
 def init_process_group(rank: int, world: int, addr: str, port: int, timeout_s: float = DEFAULT_TIMEOUT_S,

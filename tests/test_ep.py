@@ -523,6 +523,28 @@ def test_placement_json_fuzz(tmp_path):
             pass
 
 
+def test_return_exchange_overlaps_the_own_rows(tmp_path_factory, moec_module_cache):
+    """Every layer's return exchange is marked to overlap: the rank computes the rows other ranks sent, starts
+    their return, and computes its own rows (which travel nowhere) meanwhile; a damaged mark is refused."""
+    from moec.ep import read_ep
+    from moec.errors import UserInputError
+    d = artifact(tmp_path_factory, "onnx_two_layers_residual", 2)
+    info = read_ep(d)
+    for p in info["ranks"]:
+        marked = [i for i, s in enumerate(p["program"]) if s.get("overlap") == "own_rows_last"]
+        assert len(marked) == 2                                      # one per layer
+        for i in marked:
+            assert p["program"][i - 1]["kind"] == "compute" and p["program"][i]["op"] == "moe.all_to_all"
+    bad = json.loads(json.dumps(info))
+    i = next(i for i, s in enumerate(bad["ranks"][0]["program"]) if s.get("overlap"))
+    bad["ranks"][0]["program"][i - 1], bad["ranks"][0]["program"][i - 2] = \
+        bad["ranks"][0]["program"][i - 2], bad["ranks"][0]["program"][i - 1]
+    d2 = tmp_path_factory.mktemp("bad")
+    (d2 / "ep.json").write_text(json.dumps(bad))
+    with pytest.raises(UserInputError, match="overlap"):
+        read_ep(str(d2))
+
+
 def test_shared_experts_overlap_the_dispatch_exchange():
     """The shared experts need no exchanged row: their stage comes after the (asynchronous) dispatch starts and
     before the stage that waits for its rows."""
