@@ -114,6 +114,9 @@ class Projection:
     order: int = 0        # first output column taken (orders parts of one fused projection)
     stacked: bool = False  # weight is [E, out, in]: all experts at once (batched or gathered form)
     bias_index: Optional[Value] = None  # gathered-weight form: the index the per-row bias is gathered by
+    # how weight/bias were taken from _Layer.projection(op)'s: ("cols", idx) a column selection (_part_of),
+    # ("expert", e) one expert of a stacked projection; _Layer.real re-derives them from the real constants
+    path: tuple = ()
 
 
 @dataclass
@@ -161,9 +164,119 @@ class _Root:
 _PROOF_TOL_F32 = {"layer": (1e-4, 1e-5), "ffn": (1e-3, 1e-4)}
 
 
+# -- probe weights ---------------------------------------------------------------------------------
+# The proofs evaluate the layer on probe tokens through the module's constants.  What the graph computes does
+# not depend on its weights' values, but whether a proof can tell candidates apart does: weights a model was
+# never given (transformers' experts and router parameters stay torch.empty until a model's weight init runs:
+# NaN, ~1e35, zeros, 1e-40 garbage, or rows of an earlier tensor) make the evaluations non-finite, saturate the
+# router or zero the experts, so that nothing is proved or any candidate is.  So the proofs read every
+# projection's weight (a matmul / gemm operand taken from a weight through views, selections and casts), and any
+# other weight holding NaN or values beyond a trained model's, as pseudo-random finite values of the same shape
+# and type (deterministic: seeded by the key), the same for the original graph and the candidate rewrite; the
+# rewrite keeps the real weights (_Layer.real takes the experts' from the module's own constants).
+_HUGE = 1e15  # |w| above this in a weight tensor: not a trained or initialised value
+# ops a projection's weight operand is read through from its constant (views, selections, casts)
+_WEIGHT_PATH = ("moec.transpose", "moec.reshape", "moec.flatten", "moec.squeeze", "moec.unsqueeze", "moec.cast",
+                "moec.gather", "moec.gather_nd", "moec.slice", "moec.split", "moec.expand", "moec.concat")
+
+
+def _is_float(a: np.ndarray) -> bool:
+    return a.dtype.kind == "f" or a.dtype.name == "bfloat16"
+
+
+def _unfit(a: np.ndarray) -> bool:
+    """A float weight tensor of 2+ elements holding NaN or finite values beyond any trained weight's
+    (uninitialised memory).  Masks of 0 / +-inf, +-the type's max (torch's "no bound") and zeros that are
+    added or scattered into are values a graph computes with on purpose and stay."""
+    a = np.asarray(a)
+    if a.size < 2 or not _is_float(a):
+        return False
+    w = a.astype(np.float32) if a.dtype.kind != "f" or a.dtype.itemsize < 4 else a
+    if np.isnan(w).any():
+        return True
+    with np.errstate(all="ignore"):
+        mag = np.abs(w)
+    top = float(np.finfo(w.dtype).max)
+    return bool(((mag > _HUGE) & (mag < top)).any())
+
+
+def _probed(a: np.ndarray, projection_weight: bool) -> bool:
+    """Whether the proofs read weight ``a`` as probe values (see above)."""
+    a = np.asarray(a)
+    return (projection_weight and a.size >= 2 and _is_float(a)) or _unfit(a)
+
+
+def _projection_weight_keys(f: Function) -> Set[str]:
+    """The weight keys read as a projection's (matmul / gemm) operand, through _WEIGHT_PATH ops."""
+    out: Set[str] = set()
+    seen: Set[int] = set()
+    for o in f.ops:
+        if o.name not in PROJ_OPS:
+            continue
+        stack = [v for v in o.operands[:2] if v is not None]
+        while stack:
+            v = stack.pop()
+            w = v.owner
+            if w is None or id(v) in seen:
+                continue
+            seen.add(id(v))
+            if w.name == "moec.constant":
+                if isinstance(w.attrs["value"], ResourceRef):
+                    out.add(w.attrs["value"].key)
+            elif w.name in _WEIGHT_PATH:
+                stack.append(w.operands[0])
+                if w.name == "moec.concat":
+                    stack.extend(w.operands[1:])
+    return out
+
+
+def _probe_array(key: str, a: np.ndarray) -> np.ndarray:
+    import zlib
+    rng = np.random.default_rng(zlib.crc32(key.encode()) ^ a.size)
+    scale = 1.0 / np.sqrt(max(1, a.shape[-1]))
+    return (rng.standard_normal(a.shape, dtype=np.float32) * np.float32(scale)).astype(a.dtype)
+
+
+class _ProbeWeights:
+    """m.weights as the proofs see it (see above).  ``proj``: the projection weight keys of the function."""
+
+    def __init__(self, store, proj: Set[str]):
+        self.store, self.proj = store, proj
+        self.cache: Dict[str, tuple] = {}  # key -> (the array, its probe values or None)
+
+    def __getitem__(self, key):
+        a = self.store[key]
+        seen = self.cache.get(key)
+        if seen is None or seen[0] is not a:  # (checked once per array: a key may be set anew)
+            seen = self.cache[key] = (a, _probe_array(key, a) if _probed(a, key in self.proj) else None)
+        return a if seen[1] is None else seen[1]
+
+    def __contains__(self, key):
+        return key in self.store
+
+    def __iter__(self):
+        return iter(self.store)
+
+
+class _ProbeModule:
+    """The module as the proofs evaluate it (moe_util.evaluate reads constants through ``.weights``)."""
+
+    def __init__(self, m: Module, proj: Set[str]):
+        self.m, self.weights = m, _ProbeWeights(m.weights, proj)
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+    @property
+    def substituted(self) -> List[str]:
+        return [k for k, (_, v) in self.weights.cache.items() if v is not None]
+
+
 class _Layer:
-    def __init__(self, m: Module, f: Function, topk: Operation):
+    def __init__(self, m: Module, f: Function, topk: Operation, proj_keys: Optional[Set[str]] = None):
         self.m, self.f, self.topk = m, f, topk
+        # what every evaluation reads the constants from: the module with probe weights (see _probe_array)
+        self.em = _ProbeModule(m, proj_keys if proj_keys is not None else _projection_weight_keys(f))
         self.tol = _PROOF_TOL_F32
         self.widened = False  # a half-precision layer: probe its f32 analogue (set once x is known)
         self.pos = {id(o): i for i, o in enumerate(f.ops)}
@@ -240,7 +353,30 @@ class _Layer:
     def const_array(self, v: Value) -> Optional[np.ndarray]:
         if not _consts_only(v, self.cmemo):
             return None
-        return np.asarray(evaluate(self.m, self.f, [v], {})[0])
+        return np.asarray(evaluate(self.em, self.f, [v], {})[0])
+
+    def real(self, p: Projection) -> Projection:
+        """p with its weight and bias taken from the module's real constants (p as found holds what the proofs
+        read: probe values, see _probe_array)."""
+        memo = self.__dict__.setdefault("_real", {})
+        if id(p.op) not in memo:
+            em, self.em = self.em, self.m
+            try:
+                memo[id(p.op)] = self.projection(p.op)
+            finally:
+                self.em = em
+        q = memo[id(p.op)]
+        if q is None:
+            raise _NoMatch
+        w, b = q.weight, q.bias
+        for kind, arg in p.path:
+            if kind == "cols":
+                w, b = w[..., arg, :], None if b is None else b[..., arg]
+            else:
+                w, b = w[arg], None if b is None else b[arg]
+        if w.shape != p.weight.shape or (b is None) != (p.bias is None):
+            raise _NoMatch
+        return Projection(p.op, p.input, w, b, p.output, p.order, p.stacked, p.bias_index, p.path)
 
     def forward(self, roots: Sequence[Value]) -> Set[int]:
         seen: Set[int] = set()
@@ -473,6 +609,7 @@ class RecognizeMoE(Pass):
     def run(self, m: Module) -> bool:
         changed = False
         for f in m.functions:
+            proj_keys = _projection_weight_keys(f)  # (the weights the proofs read as probe values)
             roots = [o for o in f.ops if o.name == "moec.topk" or (o.name == "moec.argmax"
                                                                     and not o.attrs["select_last_index"])]
             for topk in roots:
@@ -480,7 +617,7 @@ class RecognizeMoE(Pass):
                     continue
                 self._reached = None  # (what the numeric proof was given: for the recognition trace)
                 try:
-                    hit = self._try_layer(m, f, topk)
+                    hit = self._try_layer(m, f, topk, proj_keys)
                 except _NoMatch as e:
                     _trace.stopped(m, f, topk, e, None)  # the step it stopped at, read off the raise
                     continue
@@ -493,8 +630,8 @@ class RecognizeMoE(Pass):
         return changed
 
     # ------------------------------------------------------------------------------------------
-    def _try_layer(self, m: Module, f: Function, topk: Operation) -> bool:
-        L = _Layer(m, f, topk)
+    def _try_layer(self, m: Module, f: Function, topk: Operation, proj_keys: Optional[Set[str]] = None) -> bool:
+        L = _Layer(m, f, topk, proj_keys)
         self._zero = 0  # identity experts (ids past the expert FFNs), see below
         if topk.name == "moec.argmax":
             if topk.attrs["axis"] not in (-1, 1) or topk.operands[0].type.rank != 2:
@@ -643,7 +780,7 @@ class RecognizeMoE(Pass):
                 if a.owner is not None and a.owner.name == "moec.sigmoid":
                     gp = L.projection(a.owner.operands[0].owner) if a.owner.operands[0].owner else None
                     if gp is not None and L.is_x(gp.input) and gp.weight.shape[0] == 1 and gp.bias is None:
-                        gate, ffn_out = gp.weight.reshape(-1), b
+                        gate, ffn_out = gp, b
                         break
         down = L.projection(ffn_out.owner) if ffn_out.owner is not None else None
         if down is None or down.output is not ffn_out:
@@ -659,10 +796,20 @@ class RecognizeMoE(Pass):
         except _NoMatch:
             return None
         ups = ups if gate_first else ups[::-1]
-        dt = x.type.dtype.np
+        sh = {"ups": ups, "down": down, "gate_proj": gate, "act": act, "gated": len(ups) == 2,
+              "ops": {id(p.op) for p in ups} | {id(down.op), id(so)}}
+        sh.update(self._shared_arrays(L, sh, x.type.dtype.np))
+        return sh
+
+    @staticmethod
+    def _shared_arrays(L: "_Layer", sh: dict, dt, real: bool = False) -> dict:
+        """moe.shared_experts' w_in [1, 2F or F, D], w_out [1, D, F] and gate [D] from the shared expert's
+        projections (``real``: from the module's real constants, see _Layer.real)."""
+        get = L.real if real else (lambda p: p)
+        ups, down, gp = [get(p) for p in sh["ups"]], get(sh["down"]), sh["gate_proj"]
+        gate = None if gp is None else get(gp).weight.reshape(-1)
         return {"w_in": np.concatenate([p.weight for p in ups], axis=0)[None].astype(dt),
-                "w_out": down.weight[None].astype(dt), "gate": None if gate is None else gate.astype(dt),
-                "act": act, "gated": len(ups) == 2, "ops": {id(p.op) for p in ups} | {id(down.op), id(so)}}
+                "w_out": down.weight[None].astype(dt), "gate": None if gate is None else gate.astype(dt)}
 
     @staticmethod
     def _output_chain(L: "_Layer", y: Value, x: Value, depth: int = 4) -> List[Value]:
@@ -792,7 +939,7 @@ class RecognizeMoE(Pass):
         if not isinstance(G, int):  # dynamic in the IR: read it off a probe evaluation
             try:
                 probe = np.zeros((L.rows(2), x.type.shape[1]), x.type.dtype.np)
-                G = int(np.asarray(evaluate(L.m, L.f, [gt.operands[0]], L.xfeed(probe), widened=L.widened)[0]).shape[1])
+                G = int(np.asarray(evaluate(L.em, L.f, [gt.operands[0]], L.xfeed(probe), widened=L.widened)[0]).shape[1])
             except Exception:
                 raise _NoMatch from None
         k = L.const_array(gt.operands[1])
@@ -863,7 +1010,8 @@ class RecognizeMoE(Pass):
             ups = ups if gate_first else ups[::-1]
 
             def part(p, e):
-                return Projection(p.op, p.input, p.weight[e], None if p.bias is None else p.bias[e], p.output)
+                return Projection(p.op, p.input, p.weight[e], None if p.bias is None else p.bias[e], p.output,
+                                  path=p.path + (("expert", e),))
             return [Expert(e, [part(p, e) for p in ups], part(down, e), act, gate_first) for e in range(E)]
         dense = []
         for down, ups in downs:
@@ -875,7 +1023,7 @@ class RecognizeMoE(Pass):
                 continue
             # which tokens reach this expert when the top-k says ids_probe?
             try:
-                rows = evaluate(L.m, L.f, [xin], {**L.xfeed(X), **topk.feeds(ids_probe, W)}, widened=L.widened)[0]
+                rows = evaluate(L.em, L.f, [xin], {**L.xfeed(X), **topk.feeds(ids_probe, W)}, widened=L.widened)[0]
             except Exception:
                 raise _NoMatch from None
             e = self._expert_index(X, np.asarray(rows), ids_probe, E)
@@ -912,7 +1060,7 @@ class RecognizeMoE(Pass):
         for e in range(E):
             ids = np.tile(np.array([(e + j) % E for j in range(k)], np.int64), (n, 1))
             try:
-                ye = np.asarray(evaluate(L.m, L.f, [y], {**L.xfeed(X), **topk.feeds(ids, W)}, widened=L.widened)[0], np.float64)
+                ye = np.asarray(evaluate(L.em, L.f, [y], {**L.xfeed(X), **topk.feeds(ids, W)}, widened=L.widened)[0], np.float64)
             except Exception:
                 raise _NoMatch from None
             rt, at = L.tol["ffn"]
@@ -960,7 +1108,7 @@ class RecognizeMoE(Pass):
             # broadcast against its k experts' weights, [T, 1, 1, D] x W[ids] [T, k, D, F]: the proof decides)
             return
         try:
-            vals = evaluate(L.m, L.f, [ups[0].input] + gids, {**L.xfeed(X), **root.feeds(ids_probe, W)},
+            vals = evaluate(L.em, L.f, [ups[0].input] + gids, {**L.xfeed(X), **root.feeds(ids_probe, W)},
                             widened=L.widened)
         except Exception:
             raise _NoMatch from None
@@ -1040,7 +1188,7 @@ class RecognizeMoE(Pass):
         rank = max(2, proj.output.type.rank)
         probe = np.arange(n, dtype=np.float64).reshape((1,) * (rank - 1) + (n,)).astype(proj.output.type.dtype.np)
         try:
-            cols = np.asarray(evaluate(L.m, L.f, [v], {id(proj.output): probe}, widened=L.widened)[0])
+            cols = np.asarray(evaluate(L.em, L.f, [v], {id(proj.output): probe}, widened=L.widened)[0])
         except Exception:
             return None
         if cols.ndim < 2 or any(d != 1 for d in cols.shape[:-1]):
@@ -1051,7 +1199,7 @@ class RecognizeMoE(Pass):
             return None
         return Projection(proj.op, proj.input, proj.weight[..., idx, :],
                           None if proj.bias is None else proj.bias[..., idx], v, order=int(idx[0]), stacked=proj.stacked,
-                          bias_index=proj.bias_index)
+                          bias_index=proj.bias_index, path=proj.path + (("cols", idx),))
 
     def _activation(self, L, down: Projection, ups: List[Projection]):
         rng = np.random.default_rng(3)
@@ -1068,7 +1216,7 @@ class RecognizeMoE(Pass):
         if len(ups) == 2:
             feeds[id(ups[1].output)] = U
         try:
-            h = np.asarray(evaluate(L.m, L.f, [down.input], feeds, widened=L.widened)[0], np.float64)
+            h = np.asarray(evaluate(L.em, L.f, [down.input], feeds, widened=L.widened)[0], np.float64)
         except Exception:
             raise _NoMatch from None
         if h.shape != G.shape:
@@ -1145,14 +1293,7 @@ class RecognizeMoE(Pass):
             p = gated_params(act)
             ffn.update(p)  # (the op's activation and its attributes: alpha/beta/limit or the soft caps)
         dt = x.type.dtype.np
-        w_in = np.stack([np.concatenate([p.weight for p in e.ups], axis=0) for e in experts]).astype(dt)
-        w_out = np.stack([e.down.weight for e in experts]).astype(dt)
-        has_b_in = any(p.bias is not None for e in experts for p in e.ups)
-        has_b_out = any(e.down.bias is not None for e in experts)
-        b_in = np.stack([np.concatenate([p.bias if p.bias is not None else np.zeros(p.weight.shape[0])
-                                         for p in e.ups]) for e in experts]).astype(dt) if has_b_in else None
-        b_out = np.stack([e.down.bias if e.down.bias is not None else np.zeros(w_out.shape[1])
-                          for e in experts]).astype(dt) if has_b_out else None
+        w_in, w_out, b_in, b_out = self._expert_arrays(experts, dt)
         scales = self._scale_candidates(L, region)
         candidates = []
         posts = ("none", "softmax", "sigmoid") if scoring == "none" else ("none",)
@@ -1191,6 +1332,7 @@ class RecognizeMoE(Pass):
         for at, attrs in itertools.product(("none", "input"), candidates):
             new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y, at)
             if self._matches(L, new_ops, x, y_new, probes, want):
+                self._real_weights(L, weights, experts, shared, dt)
                 self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn, region, topk,
                              bias_v, shared)
                 return True
@@ -1198,6 +1340,36 @@ class RecognizeMoE(Pass):
             if o is not None:
                 m.weights.remove_unused({k for k in m.weights if k != o.attrs["value"].key})
         return False
+
+    @staticmethod
+    def _expert_arrays(experts: List[Expert], dt):
+        """(w_in [E, 2F or F, D], w_out [E, D, F], b_in, b_out) of moe.experts from the experts' projections."""
+        w_in = np.stack([np.concatenate([p.weight for p in e.ups], axis=0) for e in experts]).astype(dt)
+        w_out = np.stack([e.down.weight for e in experts]).astype(dt)
+        has_b_in = any(p.bias is not None for e in experts for p in e.ups)
+        has_b_out = any(e.down.bias is not None for e in experts)
+        b_in = np.stack([np.concatenate([p.bias if p.bias is not None else np.zeros(p.weight.shape[0])
+                                         for p in e.ups]) for e in experts]).astype(dt) if has_b_in else None
+        b_out = np.stack([e.down.bias if e.down.bias is not None else np.zeros(w_out.shape[1])
+                          for e in experts]).astype(dt) if has_b_out else None
+        return w_in, w_out, b_in, b_out
+
+    def _real_weights(self, L, weights, experts: List[Expert], shared, dt) -> None:
+        """The proved rewrite's weight constants hold what the proofs evaluated: where a weight of the module
+        was read as probe values (see _probe_array), put the real values (the same projections, parts
+        and experts taken from the module's own constants) in their place."""
+        if not L.em.substituted:
+            return
+        real = [Expert(e.index, [L.real(p) for p in e.ups], L.real(e.down), e.activation, e.gate_first)
+                for e in experts]
+        arrays = dict(zip(("w_in", "w_out", "b_in", "b_out"), self._expert_arrays(real, dt)))
+        if shared is not None:
+            arrays.update({f"shared_{k}": v for k, v in self._shared_arrays(L, shared, dt, real=True).items()})
+        for name, o in weights.items():
+            if o is not None and arrays.get(name) is not None:
+                key = o.attrs["value"].key
+                assert arrays[name].shape == L.m.weights[key].shape
+                L.m.weights.set(key, arrays[name])
 
     @staticmethod
     def _weight_ops(m, w_in, w_out, b_in, b_out, shared=None):
@@ -1294,7 +1466,7 @@ class RecognizeMoE(Pass):
         outs = []
         for X in probes:
             try:
-                outs.append(np.asarray(evaluate(L.m, L.f, [y], L.xfeed(X), widened=L.widened)[0], np.float64))
+                outs.append(np.asarray(evaluate(L.em, L.f, [y], L.xfeed(X), widened=L.widened)[0], np.float64))
             except Exception:
                 raise _NoMatch from None
         return outs
@@ -1367,19 +1539,16 @@ class RecognizeMoE(Pass):
         return ops, comb.results[0]
 
     def _matches(self, L, new_ops, x, y_new, probes, want) -> bool:
-        m = L.m
+        m = L.em
         for X, W in zip(probes, want):
             env = {id(x): widen(X) if L.widened else X}
             try:
-                for o in new_ops:
-                    ins = []
-                    for v in o.operands:
-                        if id(v) not in env:
-                            env[id(v)] = evaluate(m, L.f, [v], L.xfeed(X), widened=L.widened)[0]
-                        ins.append(env[id(v)])
-                    outs = eval_op(m, o, ins, widened=L.widened)
-                    for r, a in zip(o.results, outs):
-                        env[id(r)] = a
+                # the values the new ops read from the layer's graph, probed; then the new ops on the IR walker
+                from moec.ir.walk import walk
+                made = {id(r) for o in new_ops for r in o.results}
+                read = [v for o in new_ops for v in o.operands if id(v) not in made and id(v) not in env]
+                env.update(zip(map(id, read), evaluate(m, L.f, read, L.xfeed(X), widened=L.widened)))
+                walk(new_ops, env, lambda o, ins: eval_op(m, o, ins, widened=L.widened))
             except Exception:
                 return False
             got = np.asarray(env[id(y_new)], np.float64)

@@ -169,9 +169,10 @@ def test_group_topks_of_a_recognised_layer_are_absorbed():
     assert "part of a recognised layer" in lines[0] and "NOT recognised" not in "\n".join(lines)
 
 
-def test_uninitialised_transformers_experts_are_named_as_the_reason(tmp_path, monkeypatch):
+def test_uninitialised_transformers_experts_are_recognised(tmp_path, monkeypatch):
     """A transformers Mixtral block built standalone keeps its experts' torch.empty parameters (NaN / huge
-    garbage) until a model's weight init runs: recognition cannot be proved on them, and the trace says why."""
+    garbage) until a model's weight init runs: recognition proves its rewrite on probe weights (see
+    tests/test_hf_uninit.py), so a NaN in an expert's weights no longer stops it."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     import moec
@@ -186,9 +187,4 @@ def test_uninitialised_transformers_experts_are_named_as_the_reason(tmp_path, mo
         blk.experts.gate_up_proj[1, 3, 5] = float("nan")  # what torch.empty may hold
     cm = moec.compile(blk, (torch.randn(2, 5, 32),), verify=False, cache=False)
     recs = cm.stats.report["recognition"]
-    assert len(recs) == 1 and not recs[0]["recognised"] and recs[0]["step"] == "proof"
-    assert "expert weights hold NaN or Inf" in recs[0]["reason"] and "uninitialised" in recs[0]["reason"]
-    with torch.no_grad():
-        blk.experts.gate_up_proj[1, 3, 5] = 0.1  # initialised: recognised
-    cm = moec.compile(blk, (torch.randn(2, 5, 32),), verify=False, cache=False)
-    assert cm.stats.report["recognition"][0]["recognised"]
+    assert len(recs) == 1 and recs[0]["recognised"], recs
