@@ -6,9 +6,11 @@ others keep the decomposed graph).  Rewrites:
   * **RMSNorm**: ``scale * (x * rsqrt(mean(x^2, last axis) + eps))`` with x^2 written ``pow(x, 2)`` or
     ``x * x``, the inverse root ``reciprocal(sqrt(.))`` or ``1 / sqrt(.)`` (or ``x / sqrt(.)``), ``scale``
     a constant vector over the last axis (either operand order)  ->  ``moec.rms_norm(x, scale)``.
-  * **Rotary embedding** (transformers' rotate_half form): ``x * cos + concat(-x[..., D/2:], x[..., :D/2]) *
-    sin`` (products and sum in either order)  ->  ``moec.rotary(x, cos, sin)`` (the interleaved form is
-    an attribute of the op, not recognised yet).
+  * **Rotary embedding**: ``x * cos + rot(x) * sin`` (products and sum in either order) where ``rot(x)``,
+    evaluated on random x, is transformers' rotate_half ``concat(-x[..., D/2:], x[..., :D/2])``  ->
+    ``moec.rotary(x, cos, sin)``, or the interleaved rotation of pairs ``(x[2i], x[2i+1]) -> (-x[2i+1],
+    x[2i])`` (GPT-J's rotate_every_two, however the export writes the strided slices, stack and flatten)
+    ->  ``moec.rotary(x, cos, sin) {interleaved}``; any other rotation (halves swapped) is left alone.
   * **Scaled dot-product attention**: ``softmax(scale * Q K^T + mask, last axis) V`` where the scores'
     matmul reads Q and K^T through the views a decomposed SDPA writes (reshape, expand, unsqueeze for
     repeat_kv / GQA, multiplications or divisions by scalar constants: the scale, split between Q and K
@@ -79,6 +81,21 @@ def _zeros(m: Module, v: Value) -> bool:
     if c is None and v.owner is not None and v.owner.name == "moec.constant_of_shape":
         c = np.asarray(v.owner.attrs["value"])
     return c is not None and c.size > 0 and not np.any(c)
+
+
+def _built_from(v: Value, x: Value, depth: int = 8) -> bool:
+    """x is among the values v is computed from, at most ``depth`` ops up."""
+    todo, seen = [(v, 0)], set()
+    while todo:
+        u, d = todo.pop()
+        if u is x:
+            return True
+        o = u.owner
+        if o is None or d >= depth or id(o) in seen:
+            continue
+        seen.add(id(o))
+        todo.extend((w, d + 1) for w in o.operands)
+    return False
 
 
 def _probe_feeds(f: Function, sizes: Dict, shape_only: bool = False, seed: int = 0) -> Dict[int, object]:
@@ -226,46 +243,59 @@ class RecognizeDecoder(Pass):
         for o in list(f.ops):
             if o not in f.ops or o.name != "moec.add" or o.result.type.dtype.np != np.float32:
                 continue
-            hit = self._match_rotary(o)
-            if hit is None:
-                continue
-            x, c, sn = hit
-            try:
-                new = OPS["moec.rotary"].create([x, c, sn], {"interleaved": False}, o.loc,
-                                                result_types=[o.result.type])
-                new.verify()
-            except Exception:  # noqa: BLE001 - shapes the op does not take
-                continue
-            if not self._prove_rotary(m, f, new, o.result):
-                continue
-            f.ops.insert(f.ops.index(o), new)
-            f.replace_all_uses(o.result, new.result)
-            changed = True
+            for x, c, rot, sn in self._rotary_candidates(o):
+                interleaved = self._rotation_kind(m, f, x, rot)
+                if interleaved is None:
+                    continue
+                try:
+                    new = OPS["moec.rotary"].create([x, c, sn], {"interleaved": interleaved}, o.loc,
+                                                    result_types=[o.result.type])
+                    new.verify()
+                except Exception:  # noqa: BLE001 - shapes the op does not take
+                    continue
+                if not self._prove_rotary(m, f, new, o.result):
+                    continue
+                f.ops.insert(f.ops.index(o), new)
+                f.replace_all_uses(o.result, new.result)
+                changed = True
+                break
         return changed
 
     @staticmethod
-    def _match_rotary(o: Operation):
-        """(x, cos, sin) when o = x * cos + rotate_half(x) * sin (either order of every product and sum),
-        rotate_half(x) = concat(-x[..., D/2:], x[..., :D/2]) along the last axis."""
+    def _rotary_candidates(o: Operation):
+        """(x, cos, rot, sin) for o = x * cos + rot * sin (either order of every product and of the sum)
+        where rot is computed from x (x among the values it is built from, a few ops up).  What rot is,
+        is decided by evaluating it (_rotation_kind), not by how the export spelled it."""
         a, b = (v.owner for v in o.operands)
         if a is None or b is None or a.name != "moec.mul" or b.name != "moec.mul":
-            return None
+            return
         for p1, p2 in ((a, b), (b, a)):
-            for rot, sn in (p2.operands, p2.operands[::-1]):
-                ro = rot.owner
-                if ro is None or ro.name != "moec.concat" or len(ro.operands) != 2 or \
-                        int(ro.attrs["axis"]) % max(rot.type.rank, 1) != rot.type.rank - 1:
-                    continue
-                no, lo = ro.operands[0].owner, ro.operands[1].owner
-                if no is None or no.name != "moec.neg" or lo is None or lo.name != "moec.slice":
-                    continue
-                ho = no.operands[0].owner
-                if ho is None or ho.name != "moec.slice" or ho.operands[0] is not lo.operands[0]:
-                    continue
-                x = lo.operands[0]
-                for xx, c in (p1.operands, p1.operands[::-1]):
-                    if xx is x:
-                        return x, c, sn
+            for x, c in (p1.operands, p1.operands[::-1]):
+                for rot, sn in (p2.operands, p2.operands[::-1]):
+                    if rot is not x and rot.owner is not None and _built_from(rot, x):
+                        yield x, c, rot, sn
+
+    @staticmethod
+    def _rotation_kind(m: Module, f: Function, x: Value, rot: Value) -> Optional[bool]:
+        """False when rot(x) = rotate_half(x) = concat(-x[..., D/2:], x[..., :D/2]), True when it is the
+        interleaved rotation (x[2i], x[2i+1]) -> (-x[2i+1], x[2i]) (GPT-J's rotate_every_two: a stack of
+        -x[..., 1::2] and x[..., ::2] flattened), on random x (a function of x alone: exact), else None.
+        For D = 2 the two coincide: rotate_half is reported."""
+        D = x.type.shape[-1] if x.type.rank else None
+        if not isinstance(D, int) or D % 2 or D < 2 or x.type.dtype.np != np.float32:
+            return None
+        X = np.random.default_rng(11).standard_normal([d if isinstance(d, int) else 3 for d in x.type.shape])
+        X = X.astype(np.float32)
+        try:
+            R = np.asarray(evaluate(m, f, [rot], {id(x): X})[0])
+        except Exception:  # noqa: BLE001 - rot reads more than x (or does not run on the probe): not a rotation
+            return None
+        if R.shape != X.shape:
+            return None
+        if np.array_equal(R, np.concatenate([-X[..., D // 2:], X[..., :D // 2]], axis=-1)):
+            return False
+        if np.array_equal(R, np.stack([-X[..., 1::2], X[..., 0::2]], axis=-1).reshape(X.shape)):
+            return True
         return None
 
     @staticmethod

@@ -285,3 +285,32 @@ def test_rotary_reference_and_kernel(interleaved, tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     art = build_module(m, str(tmp_path / "r"), threads=1)
     np.testing.assert_allclose(art([x, cos, sin])[0], got, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_interleaved_rotary_recognised_in_gptj_export(dynamo, tmp_path):
+    """GPT-J's rotary (transformers' own apply_rotary_pos_emb: rotate_every_two = stack(-x[..., 1::2],
+    x[..., ::2]) flattened, sin/cos repeat_interleave'd) exported by torch.onnx becomes one
+    moec.rotary {interleaved}; the compiled model verifies against onnxruntime"""
+    torch = pytest.importorskip("torch")
+    gptj = pytest.importorskip("transformers.models.gptj.modeling_gptj")
+    from moec.driver import CompileOptions, compile_onnx
+
+    class Rope(torch.nn.Module):
+        def forward(self, q, sincos):
+            sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
+            return gptj.apply_rotary_pos_emb(q, sin, cos)
+
+    B, S, H, D = 1, 6, 2, 8
+    pos = gptj.create_sinusoidal_positions(S, D)[None]  # [1, S, D]
+    q = torch.randn(B, S, H, D)
+    path = str(tmp_path / "rope.onnx")
+    kw = dict(dynamo=True) if dynamo else dict(dynamo=False, dynamic_axes={"q": {1: "S"}, "sincos": {1: "S"}})
+    torch.onnx.export(Rope(), (q, pos), path, input_names=["q", "sincos"], output_names=["y"], **kw)
+    r = compile_onnx(path, str(tmp_path / "out"), CompileOptions(force=True, symbol_sizes=(5, 1, 3)))
+    assert r.report["verified"], r.report.get("failure")
+    rot = [o for o in r.module.main.ops if o.name == "moec.rotary"]
+    assert len(rot) == 1 and rot[0].attrs["interleaved"], [o.name for o in r.module.main.ops]
+    with torch.no_grad():
+        want = Rope()(q, pos).numpy()
+    np.testing.assert_allclose(r.artifact([q.numpy(), pos.numpy()])[0], want, rtol=1e-5, atol=1e-5)
