@@ -12,7 +12,8 @@ the experts).  Each block is then taken through every path:
 
 for every ``config._experts_implementation`` the architecture supports (``eager``, ``batched_mm``,
 ``grouped_mm`` where its experts class uses ``@use_experts_implementation``; one implementation, "-",
-for older ``nn.ModuleList`` experts), in f32 and bf16, with dynamic and static batch / sequence dims
+for older ``nn.ModuleList`` experts), in f32 and bf16 (as ``from_pretrained(..., dtype=torch.bfloat16)``
+loads it: what ``_keep_in_fp32_modules_strict`` names stays f32), with dynamic and static batch / sequence dims
 (static: f32 only; bf16 and static where that path and implementation work in f32 with dynamic dims),
 input [batch, seq, hidden].  Each cell records: recognised (family, routing) and
 exact (the recognised module against the torch block at another batch / sequence size), or the
@@ -223,7 +224,25 @@ def build_model(mt: str, impl: str = "batched_mm", dtype: str = "f32", seed: int
         for blk in sparse_blocks(model):
             for p in blk.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+    model = model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+    if dtype == "bf16":
+        keep_f32(model)
+    return model
+
+
+def keep_f32(model) -> list:
+    """What ``from_pretrained(..., dtype=torch.bfloat16)`` keeps in f32, back in f32 after ``model.to(bf16)``
+    (which casts everything): the parameters and buffers whose state-dict name matches one of the model's
+    ``_keep_in_fp32_modules_strict`` globs (transformers' dtype plan: ``*`` any text, searched in the name;
+    the routers of DeepSeek-V3-like models, Inkling2's, ...).  The names kept."""
+    import torch
+    pats = [re.compile(p.replace("*", ".*")) for p in sorted(getattr(model, "_keep_in_fp32_modules_strict", None) or ())]
+    kept = []
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and any(p.search(name) for p in pats):
+            t.data = t.data.to(torch.float32)
+            kept.append(name)
+    return kept
 
 
 def sparse_blocks(model) -> list:
@@ -452,6 +471,10 @@ def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
     tdt = torch.bfloat16 if dtype == "bf16" else torch.float32
     x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(tdt)
     cell = {"arch": mt, "impl": impl, "dtype": dtype, "dims": dims, "path": path}
+    f32 = [n for n, t in block.state_dict().items() if t.is_floating_point() and t.dtype == torch.float32]
+    if dtype == "bf16" and f32:  # (kept in f32 as from_pretrained does: keep_f32; part of the export's cache key)
+        cell["f32_kept"] = f32
+        cfg_json += "|f32:" + ",".join(f32)
     t0 = time.time()
     try:
         stage = "export"
@@ -1317,7 +1340,9 @@ def render(out_json, out_md):
          "block went through moec's PyTorch front end (`torch.export`, as `moec.compile(module)` does), "
          "`torch.onnx.export(..., dynamo=True)` and `torch.onnx.export(..., dynamo=False)` (TorchScript), then "
          "moec's canonicalize and recognize-moe stages, for every `config._experts_implementation` the block "
-         "supports, f32 and bf16, dynamic batch / sequence dims (f32 also static), input [batch, seq, hidden].",
+         "supports, f32 and bf16 (as `from_pretrained(..., dtype=torch.bfloat16)` loads it: what the model's "
+         "`_keep_in_fp32_modules_strict` names, routers mostly, stays f32), dynamic batch / sequence dims (f32 also "
+         "static), input [batch, seq, hidden].",
          "",
          "A cell names the **family** recognised when the rewritten module equals the torch block on another "
          "batch / sequence size (rtol 1e-4 in f32, 3e-2 in bf16; \"(static)\" where torch.export specialised "

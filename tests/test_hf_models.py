@@ -503,6 +503,20 @@ def test_expectation_tables_are_the_surveys():
         assert got == table, f"{name} differs from docs/real_models.json: run python tests/hf_survey.py --tables"
 
 
+def test_bf16_models_keep_in_f32_what_transformers_keeps():
+    """The survey's bf16 models are what ``from_pretrained(..., dtype=torch.bfloat16)`` loads: the names of
+    ``_keep_in_fp32_modules_strict`` (Inkling2's router weight and correction bias, as DeepSeek-V3's) stay
+    f32, the experts are bf16.  ``model.to(bf16)`` alone casts the router too, and Inkling2's router, which
+    reads an f32 copy of the tokens without casting its weight (``F.linear(hidden.float(), self.weight)``),
+    then fails in torch itself, while torch.export's fake tensors let it through to moec."""
+    blk = survey.sparse_blocks(survey.build_model("inkling2_text", dtype="bf16"))[0].eval()
+    assert blk.gate.weight.dtype == torch.float32 and blk.gate.e_score_correction_bias.dtype == torch.float32
+    assert {p.dtype for p in blk.experts.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        y = survey._out0(blk(torch.randn(1, 3, D, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)))
+    assert y.dtype == torch.bfloat16 and y.shape == (1, 3, D) and bool(torch.isfinite(y).all())
+
+
 def test_squeeze_of_dims_not_of_size_one_keeps_them():
     """torch's squeeze() leaves dims that are not 1 (ERNIE-4.5-MoE's ``bias.squeeze()`` on [E])."""
     class Sq(torch.nn.Module):
