@@ -2,6 +2,7 @@
 ptxas (shipped with triton) for sm_90 (H100/H200) and sm_80 (A100).  CI has no GPU, so this is what
 catches a kernel change that makes a shipped tile configuration overflow shared memory (the launch
 would fail on the GPU), spill registers, or lose its tensor-core or fp8 instructions."""
+import json
 import os
 
 import pytest
@@ -43,10 +44,19 @@ def test_shipped_h100_configs_fit_sm90():
     assert not over, f"would fail to launch on sm_90: {over}"
     spills = [(r["key"], r["kernel"], r["spill_bytes"]) for r in ks if r["spill_bytes"] > 64]
     assert not spills, spills
-    for r in ks:
-        if r["kernel"] in ("moe_gemm1_kernel", "moe_gemm2_kernel"):
-            assert r["mma"] == ("wgmma" if r["config"]["BLOCK_M"] >= 64 else "mma.sync"), r
-            assert 16 in r["cp_async_bytes"], "weight tiles stream as 16-byte cp.async vectors"
+    gemms = [r for r in ks if r["kernel"] in ("moe_gemm1_kernel", "moe_gemm2_kernel")]
+    for r in gemms:
+        # swap-AB: the weight tile (BLOCK_N >= 64 rows) is wgmma's M operand, so few-token tiles get wgmma too
+        assert r["mma"] == ("wgmma" if r["config"]["BLOCK_M"] >= 64 or r["variant"]["SWAP_AB"] else "mma.sync"), r
+        assert r["variant"]["SWAP_AB"] == (r["config"]["BLOCK_M"] < 64 and (
+            r["config"]["BLOCK_N1"] if r["kernel"] == "moe_gemm1_kernel" else r["config"]["BLOCK_N2"]) >= 64
+            if "SWAP_AB1" not in r["config"] else r["variant"]["SWAP_AB"]), r
+        # sm_90: weights (and the down projection's sorted activations) through TMA descriptors
+        assert r["variant"]["TMA"] and r["tma"], r
+        if r["kernel"] == "moe_gemm1_kernel":
+            assert 16 in r["cp_async_bytes"], "the gathered token rows stream as 16-byte cp.async vectors"
+    assert {r["variant"]["SWAP_AB"] for r in gemms} == {True, False}
+    assert any(r["variant"]["PERSISTENT"] for r in gemms), "the space's persistent (tile queue) variants compile"
     split = [r for r in ks if r["kernel"] in ("moe_act_kernel", "moe_down_epilogue_kernel")]
     assert split, "the split-K candidates compile their epilogue kernels"
 
@@ -88,6 +98,8 @@ def test_fused_combine_uses_native_f32_atomics_on_sm90():
     rep = aot_report_subprocess(["--arch", "90", "--combine", "--match", "candidate1"])
     down = [r for r in rep["kernels"] if r["kernel"] in ("moe_gemm2_kernel", "moe_down_epilogue_kernel")]
     assert down and all(r["f32_atomic_add"] for r in down) and not any(r["problems"] for r in down)
+    # relaxed order (red.global.gpu.relaxed.add): atomicity only, no acq_rel fence per add
+    assert all(r["atomic_sem"] == ["relaxed"] for r in down), [r["atomic_sem"] for r in down]
     assert not any(r["f32_atomic_add"] for r in rep["kernels"] if r["kernel"] == "moe_gemm1_kernel")
 
 
@@ -97,7 +109,8 @@ def test_generic_kernels_lower_for_sm90():
     through ptxas for sm_90 without spills, and the matmul runs on wgmma."""
     rep = aot_report_subprocess(["--arch", "90", "--generic"])
     ks = {r["key"]: r for r in rep["kernels"]}
-    assert set(ks) == {"matmul bf16", "matmul + bias bf16", "binary add bf16", "unary exp bf16", "softmax 4096 bf16"}
+    assert set(ks) == {"matmul bf16", "matmul + bias bf16", "binary add bf16", "unary exp bf16", "softmax 4096 bf16",
+                       "gemv split-K bf16", "split-K sum bf16"}
     assert all(r["spill_bytes"] == 0 for r in ks.values()), ks
     assert ks["matmul bf16"]["mma"] == ks["matmul + bias bf16"]["mma"] == "wgmma"
 
@@ -109,4 +122,35 @@ def test_search_space_fits_sm80():
     ks = rep["kernels"]
     assert len(ks) >= 10 and rep["bad"] == 0, [(r["key"], r["kernel"], r["problems"]) for r in ks if r["problems"]]
     assert all(r["mma"] == "mma.sync" for r in ks if r["kernel"].startswith("moe_gemm"))
+    assert not any(r["tma"] or r["variant"]["TMA"] for r in ks if r["kernel"].startswith("moe_gemm")), "no TMA on sm_80"
+    assert any(r["variant"]["SWAP_AB"] for r in ks if r["kernel"].startswith("moe_gemm"))
     assert {r["config"]["BLOCK_M"] for r in ks} >= {16, 64, 128}
+
+
+def test_w8a8_dots_are_fp8_wgmma_on_sm90():
+    """fp8 weights and fp8 activations (w8a8): both grouped GEMMs multiply e4m3 x e4m3 on wgmma (f32
+    accumulation) -- 64-row tiles, and 16-row tiles through swap-AB --, with TMA, the combine fused too,
+    within shared memory and without spills."""
+    cfgs = [dict(BLOCK_M=16, BLOCK_N1=64, BLOCK_K1=128, BLOCK_N2=64, BLOCK_K2=128, num_warps=4, num_stages=4),
+            dict(BLOCK_M=128, BLOCK_N1=64, BLOCK_K1=128, BLOCK_N2=128, BLOCK_K2=128, num_warps=8, num_stages=3,
+                 PERSISTENT1=1, PERSISTENT2=1)]
+    rep = aot_report_subprocess(["--arch", "90", "--weights", "fp8", "--activations", "fp8", "--combine",
+                                 "--configs", json.dumps(cfgs)])
+    gemms = [r for r in rep["kernels"] if r["kernel"].startswith("moe_gemm")]
+    assert len(gemms) == 4 and rep["bad"] == 0, [(r["key"], r["problems"]) for r in rep["kernels"]]
+    for r in gemms:
+        assert r["mma"] == "wgmma" and r["mma_types"] == ["e4m3.e4m3"] and r["tma"] and r["variant"]["A8"], r
+    assert {r["variant"]["SWAP_AB"] for r in gemms} == {True, False}
+
+
+def test_pointer_variants_still_lower_for_sm90():
+    """The variants the runtime can be told to use on sm_90 besides its defaults: no TMA (pointer loads:
+    cp.async, no cp.async.bulk.tensor), no swap-AB at 16 rows (mma.sync), and a persistent tile queue."""
+    cfgs = [dict(BLOCK_M=16, BLOCK_N1=64, BLOCK_K1=128, BLOCK_N2=64, BLOCK_K2=128, num_warps=4, num_stages=4, TMA=0,
+                 SWAP_AB1=0, SWAP_AB2=1, PERSISTENT1=2, PERSISTENT2=0)]
+    rep = aot_report_subprocess(["--arch", "90", "--configs", json.dumps(cfgs)])
+    by = {r["kernel"]: r for r in rep["kernels"]}
+    assert rep["bad"] == 0 and set(by) == {"moe_gemm1_kernel", "moe_gemm2_kernel"}
+    g1, g2 = by["moe_gemm1_kernel"], by["moe_gemm2_kernel"]
+    assert not g1["tma"] and not g2["tma"] and 16 in g1["cp_async_bytes"] + g2["cp_async_bytes"]
+    assert g1["mma"] == "mma.sync" and g1["variant"]["PERSISTENT"] and g2["mma"] == "wgmma" and g2["variant"]["SWAP_AB"]

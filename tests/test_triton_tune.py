@@ -121,7 +121,8 @@ def test_tile_search_smoke_writes_the_documented_file(tmp_path, monkeypatch, cap
     data = json.load(open(out / name))
     assert set(data) == {"1", "triton_version", "moec"} and data["moec"]["routing"] == ["uniform", "zipf"]
     assert set(data["1"]) == {"BLOCK_SIZE_M", "up", "down"}
-    assert set(data["1"]["up"]) == {"BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "SPLIT_K", "num_warps", "num_stages"}
+    assert set(data["1"]["up"]) == {"BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "SPLIT_K", "num_warps", "num_stages",
+                                    "SWAP_AB", "PERSISTENT"}
     runs = json.load(open(out / name.replace(".json", ".search.json")))["runs"]
     assert len(runs) == 2 and all(set(r["ms"]) == {"uniform", "zipf"} for r in runs)
     assert all({"gemm1", "gemm2", "align"} <= set(r["ms"]["zipf"]) for r in runs)

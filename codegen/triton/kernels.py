@@ -235,15 +235,14 @@ def _w_tile(w_ptr, s_ptr, z_ptr, e, rows, k0, N, k_hi, KD, WQ: tl.constexpr, HAS
 
 
 @triton.jit
-def _tile_ids(n_m, n_n, GROUP_M: tl.constexpr):
-    """(expert block, column tile) of this program of a grouped GEMM's 1-D grid over n_m x n_n tiles.
+def _tile_ids(pid, n_m, n_n, GROUP_M: tl.constexpr):
+    """(expert block, column tile) of tile `pid` of a grouped GEMM's 1-D walk over n_m x n_n tiles.
     The tiles are walked in groups of GROUP_M consecutive expert blocks, column tiles within a group
     (the GROUP_SIZE_M order of Triton's matmul tutorial).  The sorted slot list is expert-major, so
     consecutive blocks mostly belong to one expert: a wave of programs then reads the activation rows
     of GROUP_M blocks and the weight tiles of a few columns of their expert, both reused from L2, instead
     of streaming every block's activations once per column tile (expert block fastest) or every
     expert's weights once per block (GROUP_M = 1: column tiles fastest)."""
-    pid = tl.program_id(0)
     in_group = GROUP_M * n_n
     first = (pid // in_group) * GROUP_M
     size = tl.minimum(n_m - first, GROUP_M)
@@ -261,15 +260,65 @@ def _block_rows(bexp_ptr, sorted_ptr, n_slots, pid_m, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _k_range(KD, K_CHUNK, SPLIT_K: tl.constexpr):
-    """This program's slice [lo, hi) of the reduction (split-K: program axis 2 picks the slice)."""
+def _k_range(KD, K_CHUNK, s, SPLIT_K: tl.constexpr):
+    """Slice s's part [lo, hi) of the reduction (split-K: s is the slice, from program axis 2 or the tile queue)."""
     if SPLIT_K == 1:
         lo = 0
         hi = KD
     else:
-        lo = tl.program_id(2) * K_CHUNK
+        lo = s * K_CHUNK
         hi = tl.minimum(KD, lo + K_CHUNK)
     return lo, hi
+
+
+@triton.jit
+def _mma(acc, a, w, PREC: tl.constexpr, SWAP_AB: tl.constexpr):
+    """acc += a . w^T for activation rows a [BM, BK] and weight rows w [BN, BK].  SWAP_AB: the accumulator is
+    held transposed, acc^T [BN, BM] += w . a^T -- the weights are the MMA's M operand (wgmma needs 64 rows
+    there: few tokens per expert fill BLOCK_M = 16 only, the weight tile's BLOCK_N >= 64 fills it)."""
+    if SWAP_AB:
+        return tl.dot(w, tl.trans(a), acc, input_precision=PREC)
+    else:
+        return tl.dot(a, tl.trans(w), acc, input_precision=PREC)
+
+
+@triton.jit
+def _acc_init(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SWAP_AB: tl.constexpr):
+    if SWAP_AB:
+        return tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+    else:
+        return tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+
+
+@triton.jit
+def _acc_rows(acc, SWAP_AB: tl.constexpr):
+    """The accumulator as [BM, BN] (activation rows first), whichever way _mma held it."""
+    if SWAP_AB:
+        return tl.trans(acc)
+    else:
+        return acc
+
+
+@triton.jit
+def _as_cdt(v, CODES: tl.constexpr, CDT: tl.constexpr):
+    """A loaded tile as the dot's input type; CODES: uint8 e4m3fn bit patterns (fp8 activations or weights)."""
+    if CODES:
+        v = v.to(tl.float8e4nv, bitcast=True)
+    return v.to(CDT)
+
+
+@triton.jit
+def _w_desc_tile(w_desc, e, row0, k0, WQ: tl.constexpr, CDT: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """Weight rows row0 .. row0+BN, columns k0 .. k0+BK of expert e through the 3-D [E, N, K] TMA descriptor
+    (rows and columns past the tensor read zeros); plain, int8 or fp8 codes (scales after the dot)."""
+    w = tl.reshape(w_desc.load([e.to(tl.int32), row0, k0]), (BN, BK))
+    return _as_cdt(w, WQ == 4, CDT)
+
+
+@triton.jit
+def _queue_tiles(q_ptr, n_tiles):
+    """The tile queue of a persistent kernel: each call takes the next tile index (>= n_tiles: none left)."""
+    return tl.atomic_add(q_ptr, 1, sem="relaxed")
 
 
 @triton.jit
@@ -312,50 +361,99 @@ def _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr
 
 
 @triton.jit
+def _gemm1_tile(pid, s, x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, p_ptr, xs_ptr, w_desc,
+                n_slots, k_top, D, F, stride_x, alpha, beta, limit, K_CHUNK, M_ROWS, n_blocks,
+                GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
+                HAS_BIAS: tl.constexpr, RW_INPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
+                CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+                GROUP: tl.constexpr, GROUP_M: tl.constexpr, SWAP_AB: tl.constexpr, TMA: tl.constexpr,
+                EVEN_K: tl.constexpr, A8: tl.constexpr):
+    """One tile of moe_gemm1_kernel: tile pid of the GROUP_M walk, reduction slice s."""
+    pid_m, pid_n = _tile_ids(pid, n_blocks, tl.cdiv(F, BLOCK_N), GROUP_M)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, pid_m, BLOCK_M)
+    if e >= 0:
+        tok = tl.where(mvalid, slot // k_top, 0)
+        f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rg, ru, N = _gemm1_features(f, F, GATED, INTERLEAVED)
+        acc_g = _acc_init(BLOCK_M, BLOCK_N, SWAP_AB)
+        acc_u = _acc_init(BLOCK_M, BLOCK_N, SWAP_AB)
+        k_lo, k_hi = _k_range(D, K_CHUNK, s, SPLIT_K)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            if EVEN_K:  # D a multiple of BLOCK_K: no bound on the reduction index
+                xa = tl.load(x_ptr + tok[:, None].to(tl.int64) * stride_x + ks[None, :], mask=mvalid[:, None],
+                             other=0.0)
+            else:
+                xa = tl.load(x_ptr + tok[:, None].to(tl.int64) * stride_x + ks[None, :],
+                             mask=mvalid[:, None] & (ks[None, :] < k_hi), other=0.0)
+            if ACT_BF16:  # bf16 weights: the GEMM inputs are bf16 (moe.experts wq=bf16 semantics)
+                xa = _round_bf16(xa)
+            xa = _as_cdt(xa, A8, CDT)
+            if TMA:  # gate rows pid_n * BLOCK_N.. (up rows F + that): past F only columns the store masks
+                wg = _w_desc_tile(w_desc, e, pid_n * BLOCK_N, k0, WQ, CDT, BLOCK_N, BLOCK_K)
+            else:
+                wg = _w_tile(w_ptr, s_ptr, z_ptr, e, rg, k0, N, k_hi, D, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
+            acc_g = _mma(acc_g, xa, wg, PREC, SWAP_AB)
+            if GATED:
+                if TMA:
+                    wu = _w_desc_tile(w_desc, e, F + pid_n * BLOCK_N, k0, WQ, CDT, BLOCK_N, BLOCK_K)
+                else:
+                    wu = _w_tile(w_ptr, s_ptr, z_ptr, e, ru, k0, N, k_hi, D, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
+                acc_u = _mma(acc_u, xa, wu, PREC, SWAP_AB)
+        acc_g = _acc_rows(acc_g, SWAP_AB)
+        acc_u = _acc_rows(acc_u, SWAP_AB)
+        if A8:  # per-token activation scales (linear: before the split-K sum as well)
+            xsc = tl.load(xs_ptr + tok, mask=mvalid, other=0.0)[:, None]
+            acc_g = acc_g * xsc
+            acc_u = acc_u * xsc
+        omask = mvalid[:, None] & (f[None, :] < F)
+        if SPLIT_K > 1:
+            prow = (s * M_ROWS + offs_m[:, None]).to(tl.int64) * (2 * F)
+            tl.store(p_ptr + prow + f[None, :], acc_g, mask=omask)
+            if GATED:
+                tl.store(p_ptr + prow + F + f[None, :], acc_u, mask=omask)
+        else:
+            a = _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta,
+                                limit, GATED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ)
+            tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], _cast_to(a, a_ptr.dtype.element_ty),
+                     mask=omask)
+
+
+@triton.jit
 def moe_gemm1_kernel(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, p_ptr,
                      n_slots, k_top, D, F, stride_x, alpha, beta, limit, K_CHUNK, M_ROWS, n_blocks,
                      GATED: tl.constexpr, INTERLEAVED: tl.constexpr, ACT: tl.constexpr, CLAMP: tl.constexpr,
                      HAS_BIAS: tl.constexpr, RW_INPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
                      CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0, GROUP_M: tl.constexpr = 1):
+                     SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0, GROUP_M: tl.constexpr = 1,
+                     q_ptr=None, xs_ptr=None, w_desc=None, SWAP_AB: tl.constexpr = False,
+                     PERSISTENT: tl.constexpr = False, TMA: tl.constexpr = False, EVEN_K: tl.constexpr = False,
+                     A8: tl.constexpr = False):
     """A[p, f] = act(x[tok(p)] . w_in[e, gate f] (+b), x . w_in[e, up f] (+b)) for the padded sorted
     positions p of one BLOCK_M block (expert e) and BLOCK_N features f.
-    SPLIT_K > 1 (few rows, long D: the small-token path): program axis 2 takes one slice of D and
-    stores its raw gate/up sums in p_ptr [SPLIT_K, M_ROWS, 2, F] (f32); moe_act_kernel finishes.
-    Grid: (n_blocks * cdiv(F, BLOCK_N), 1, SPLIT_K), walked in GROUP_M order (_tile_ids)."""
-    pid_m, pid_n = _tile_ids(n_blocks, tl.cdiv(F, BLOCK_N), GROUP_M)
-    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, pid_m, BLOCK_M)
-    if e < 0:
-        return
-    tok = tl.where(mvalid, slot // k_top, 0)
-    f = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rg, ru, N = _gemm1_features(f, F, GATED, INTERLEAVED)
-    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    k_lo, k_hi = _k_range(D, K_CHUNK, SPLIT_K)
-    for k0 in range(k_lo, k_hi, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        xa = tl.load(x_ptr + tok[:, None].to(tl.int64) * stride_x + ks[None, :],
-                     mask=mvalid[:, None] & (ks[None, :] < k_hi), other=0.0)
-        if ACT_BF16:  # bf16 weights: the GEMM inputs are bf16 (moe.experts wq=bf16 semantics)
-            xa = _round_bf16(xa)
-        xa = xa.to(CDT)
-        wg = _w_tile(w_ptr, s_ptr, z_ptr, e, rg, k0, N, k_hi, D, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
-        acc_g += tl.dot(xa, tl.trans(wg), input_precision=PREC)
-        if GATED:
-            wu = _w_tile(w_ptr, s_ptr, z_ptr, e, ru, k0, N, k_hi, D, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
-            acc_u += tl.dot(xa, tl.trans(wu), input_precision=PREC)
-    omask = mvalid[:, None] & (f[None, :] < F)
-    if SPLIT_K > 1:
-        prow = (tl.program_id(2) * M_ROWS + offs_m[:, None]).to(tl.int64) * (2 * F)
-        tl.store(p_ptr + prow + f[None, :], acc_g, mask=omask)
-        if GATED:
-            tl.store(p_ptr + prow + F + f[None, :], acc_u, mask=omask)
+    SPLIT_K > 1 (few rows, long D: the small-token path): slice s of D stores its raw gate/up sums in
+    p_ptr [SPLIT_K, M_ROWS, 2, F] (f32); moe_act_kernel finishes.
+    Grid: (n_blocks * cdiv(F, BLOCK_N), 1, SPLIT_K), walked in GROUP_M order (_tile_ids).  PERSISTENT: a
+    grid of about one program per SM slot, each taking tiles (and slices) from the queue at q_ptr (a zeroed
+    int32) until none are left.  SWAP_AB: weights as the MMA's 64-row operand (_mma).  TMA: the weight tiles
+    through the 3-D [E, 2F, D] descriptor w_desc (not interleaved, not int4).  EVEN_K: D % BLOCK_K == 0.
+    A8: x holds fp8 e4m3 codes (uint8) with a scale per token at xs_ptr (fp8 x fp8 dots where CDT is fp8)."""
+    if PERSISTENT:
+        n_tiles = n_blocks * tl.cdiv(F, BLOCK_N)
+        t = _queue_tiles(q_ptr, n_tiles * SPLIT_K)
+        while t < n_tiles * SPLIT_K:
+            _gemm1_tile(t % n_tiles, t // n_tiles, x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr,
+                        a_ptr, p_ptr, xs_ptr, w_desc, n_slots, k_top, D, F, stride_x, alpha, beta, limit, K_CHUNK,
+                        M_ROWS, n_blocks, GATED, INTERLEAVED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ, HAS_ZP, CDT, PREC,
+                        ACT_BF16, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, GROUP, GROUP_M, SWAP_AB, TMA, EVEN_K, A8)
+            t = _queue_tiles(q_ptr, n_tiles * SPLIT_K)
     else:
-        a = _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta,
-                            limit, GATED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ)
-        tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], _cast_to(a, a_ptr.dtype.element_ty), mask=omask)
+        _gemm1_tile(tl.program_id(0), tl.program_id(2), x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr,
+                    bexp_ptr, a_ptr, p_ptr, xs_ptr, w_desc, n_slots, k_top, D, F, stride_x, alpha, beta, limit,
+                    K_CHUNK, M_ROWS, n_blocks, GATED, INTERLEAVED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ, HAS_ZP, CDT,
+                    PREC, ACT_BF16, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K, GROUP, GROUP_M, SWAP_AB, TMA, EVEN_K, A8)
 
 
 @triton.jit
@@ -385,6 +483,43 @@ def moe_act_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, n_s
 
 
 @triton.jit
+def _e4m3_bits(v):
+    """f32 v -> its e4m3fn code (uint8), saturated to +-448, round to nearest even, NaN -> NaN: the GPU's cvt.rn
+    written as bit arithmetic, because the interpreter's f32 -> fp8 cast mis-rounds at the top of a binade
+    (124.3 -> 64).  Normal range: drop 20 of f32's 23 mantissa bits with ties to even (a carry moves into
+    the exponent), rebias 127 -> 7; below 2^-6 the subnormal steps of 2^-9: rint(|v| * 512) (8 = 2^-6)."""
+    u = tl.minimum(tl.maximum(v, -448.0), 448.0).to(tl.uint32, bitcast=True)  # (min/max drop a NaN: see the end)
+    sign = (u >> 31) << 7
+    a = u & 0x7FFFFFFF
+    r = (a + 0x7FFFF + ((a >> 20) & 1)) & 0xFFF00000
+    normal = ((((r >> 23) - 120) << 3) | ((r >> 20) & 7)) & 0x7F
+    af = a.to(tl.float32, bitcast=True) * 512.0
+    sub = ((af + 8388608.0) - 8388608.0).to(tl.uint32)
+    code = tl.where(a >= 0x3C800000, normal, sub)  # 0x3C800000: 2^-6
+    return tl.where(v == v, code | sign, 0x7F).to(tl.uint8)  # (NaN: e4m3fn's NaN code)
+
+
+@triton.jit
+def quant_fp8_rows_kernel(x_ptr, q_ptr, s_ptr, n_cols, stride_x, BLOCK: tl.constexpr):
+    """Dynamic per-row fp8 quantisation (w8a8 activations): s = max|x[r]| / 448 (1 where the row is all
+    zeros), q[r] = e4m3fn(x[r] / s) round to nearest even (_e4m3_bits; NaN stays NaN), as uint8 bit patterns.  One program per row, two passes over the row (amax, then the codes)."""
+    r = tl.program_id(0).to(tl.int64)
+    amax = tl.zeros([BLOCK], tl.float32)
+    for c0 in range(0, n_cols, BLOCK):
+        c = c0 + tl.arange(0, BLOCK)
+        v = tl.load(x_ptr + r * stride_x + c, mask=c < n_cols, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(v))
+    m = tl.max(amax, 0)
+    sc = m / 448.0
+    sc = tl.where(sc > 0, sc, 1.0)  # (an all-zero row, or one so small that its scale underflows: codes 0)
+    tl.store(s_ptr + r, sc)
+    for c0 in range(0, n_cols, BLOCK):
+        c = c0 + tl.arange(0, BLOCK)
+        v = tl.load(x_ptr + r * stride_x + c, mask=c < n_cols, other=0.0).to(tl.float32)
+        tl.store(q_ptr + r * n_cols + c, _e4m3_bits(v / sc), mask=c < n_cols)
+
+
+@triton.jit
 def _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS: tl.constexpr,
                     RW_OUTPUT: tl.constexpr, WQ: tl.constexpr):
     if WQ == 2 or WQ == 4:
@@ -399,10 +534,56 @@ def _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS: 
 @triton.jit
 def _gemm2_store(y_ptr, acc, slot, k_top, d, D, omask, COMBINE: tl.constexpr):
     if COMBINE:  # out[token] += row: the k slots of a token meet here (order-free for k <= 2: 0 + a + b)
+        # relaxed order: the sums need atomicity only (nothing reads y_ptr until the kernel ends), not the
+        # default acq_rel fences around every add
         tok = slot // k_top
-        tl.atomic_add(y_ptr + tok[:, None].to(tl.int64) * D + d[None, :], acc, mask=omask)
+        tl.atomic_add(y_ptr + tok[:, None].to(tl.int64) * D + d[None, :], acc, mask=omask, sem="relaxed")
     else:
         tl.store(y_ptr + slot[:, None].to(tl.int64) * D + d[None, :], _cast_to(acc, y_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _gemm2_tile(pid, s, a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, y_ptr, p_ptr, as_ptr, w_desc,
+                a_desc, n_slots, k_top, D, F, K_CHUNK, M_ROWS, n_blocks,
+                HAS_BIAS: tl.constexpr, RW_OUTPUT: tl.constexpr, WQ: tl.constexpr, HAS_ZP: tl.constexpr,
+                CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+                GROUP: tl.constexpr, COMBINE: tl.constexpr, GROUP_M: tl.constexpr, SWAP_AB: tl.constexpr,
+                TMA: tl.constexpr, EVEN_K: tl.constexpr, A8: tl.constexpr):
+    """One tile of moe_gemm2_kernel: tile pid of the GROUP_M walk, reduction slice s."""
+    pid_m, pid_n = _tile_ids(pid, n_blocks, tl.cdiv(D, BLOCK_N), GROUP_M)
+    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, pid_m, BLOCK_M)
+    if e >= 0:
+        d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        acc = _acc_init(BLOCK_M, BLOCK_N, SWAP_AB)
+        k_lo, k_hi = _k_range(F, K_CHUNK, s, SPLIT_K)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            if TMA:  # the sorted rows through the 2-D descriptor (padding rows: only rows the store masks)
+                aa = a_desc.load([pid_m * BLOCK_M, k0])
+            elif EVEN_K:
+                aa = tl.load(a_ptr + offs_m[:, None].to(tl.int64) * F + ks[None, :], mask=mvalid[:, None], other=0.0)
+            else:
+                aa = tl.load(a_ptr + offs_m[:, None].to(tl.int64) * F + ks[None, :],
+                             mask=mvalid[:, None] & (ks[None, :] < k_hi), other=0.0)
+            if ACT_BF16:
+                aa = _round_bf16(aa)
+            aa = _as_cdt(aa, A8, CDT)
+            if TMA:
+                wt = _w_desc_tile(w_desc, e, pid_n * BLOCK_N, k0, WQ, CDT, BLOCK_N, BLOCK_K)
+            else:
+                wt = _w_tile(w_ptr, s_ptr, z_ptr, e, d, k0, D, k_hi, F, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
+            acc = _mma(acc, aa, wt, PREC, SWAP_AB)
+        acc = _acc_rows(acc, SWAP_AB)
+        if A8:  # per-row scales of the fp8 activations (sorted positions)
+            acc = acc * tl.load(as_ptr + offs_m, mask=mvalid, other=0.0)[:, None]
+        omask = mvalid[:, None] & (d[None, :] < D)
+        if SPLIT_K > 1:
+            prow = (s * M_ROWS + offs_m[:, None]).to(tl.int64) * D
+            tl.store(p_ptr + prow + d[None, :], acc, mask=omask)
+        else:
+            acc = _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS, RW_OUTPUT, WQ)
+            _gemm2_store(y_ptr, acc, slot, k_top, d, D, omask, COMBINE)
 
 
 @triton.jit
@@ -412,35 +593,31 @@ def moe_gemm2_kernel(a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp
                      CDT: tl.constexpr, PREC: tl.constexpr, ACT_BF16: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      SPLIT_K: tl.constexpr = 1, GROUP: tl.constexpr = 0, COMBINE: tl.constexpr = False,
-                     GROUP_M: tl.constexpr = 1):
+                     GROUP_M: tl.constexpr = 1, q_ptr=None, as_ptr=None, w_desc=None, a_desc=None,
+                     SWAP_AB: tl.constexpr = False, PERSISTENT: tl.constexpr = False, TMA: tl.constexpr = False,
+                     EVEN_K: tl.constexpr = False, A8: tl.constexpr = False):
     """Y[slot(p), d] = (A[p] . w_out[e, d] + b_out[e, d]) * rw[slot(p)] (the combine's multiply).
     COMBINE: the combine's sum too -- y_ptr is the f32 output [T, D] and each slot's row is atomically
-    added to its token's row (_gemm2_store).
+    added to its token's row (_gemm2_store, relaxed order).
     SPLIT_K > 1: raw partial sums of one slice of F into p_ptr [SPLIT_K, M_ROWS, D]; moe_down_epilogue_kernel
-    finishes.  Grid: (n_blocks * cdiv(D, BLOCK_N), 1, SPLIT_K), walked in GROUP_M order (_tile_ids)."""
-    pid_m, pid_n = _tile_ids(n_blocks, tl.cdiv(D, BLOCK_N), GROUP_M)
-    e, offs_m, slot, mvalid = _block_rows(bexp_ptr, sorted_ptr, n_slots, pid_m, BLOCK_M)
-    if e < 0:
-        return
-    d = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    k_lo, k_hi = _k_range(F, K_CHUNK, SPLIT_K)
-    for k0 in range(k_lo, k_hi, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        aa = tl.load(a_ptr + offs_m[:, None].to(tl.int64) * F + ks[None, :],
-                     mask=mvalid[:, None] & (ks[None, :] < k_hi), other=0.0)
-        if ACT_BF16:
-            aa = _round_bf16(aa)
-        aa = aa.to(CDT)
-        wt = _w_tile(w_ptr, s_ptr, z_ptr, e, d, k0, D, k_hi, F, WQ, HAS_ZP, CDT, BLOCK_K, GROUP)
-        acc += tl.dot(aa, tl.trans(wt), input_precision=PREC)
-    omask = mvalid[:, None] & (d[None, :] < D)
-    if SPLIT_K > 1:
-        prow = (tl.program_id(2) * M_ROWS + offs_m[:, None]).to(tl.int64) * D
-        tl.store(p_ptr + prow + d[None, :], acc, mask=omask)
+    finishes.  Grid: (n_blocks * cdiv(D, BLOCK_N), 1, SPLIT_K), walked in GROUP_M order (_tile_ids);
+    PERSISTENT, SWAP_AB, EVEN_K as moe_gemm1_kernel; TMA: weights through the 3-D [E, D, F] descriptor w_desc
+    and the sorted activations A through the 2-D [M_ROWS, F] descriptor a_desc.  A8: A holds fp8 codes with a
+    scale per sorted row at as_ptr."""
+    if PERSISTENT:
+        n_tiles = n_blocks * tl.cdiv(D, BLOCK_N)
+        t = _queue_tiles(q_ptr, n_tiles * SPLIT_K)
+        while t < n_tiles * SPLIT_K:
+            _gemm2_tile(t % n_tiles, t // n_tiles, a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr,
+                        y_ptr, p_ptr, as_ptr, w_desc, a_desc, n_slots, k_top, D, F, K_CHUNK, M_ROWS, n_blocks,
+                        HAS_BIAS, RW_OUTPUT, WQ, HAS_ZP, CDT, PREC, ACT_BF16, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K,
+                        GROUP, COMBINE, GROUP_M, SWAP_AB, TMA, EVEN_K, A8)
+            t = _queue_tiles(q_ptr, n_tiles * SPLIT_K)
     else:
-        acc = _gemm2_epilogue(acc, e, d, D, slot, mvalid, s_ptr, b_ptr, rw_ptr, HAS_BIAS, RW_OUTPUT, WQ)
-        _gemm2_store(y_ptr, acc, slot, k_top, d, D, omask, COMBINE)
+        _gemm2_tile(tl.program_id(0), tl.program_id(2), a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr,
+                    bexp_ptr, y_ptr, p_ptr, as_ptr, w_desc, a_desc, n_slots, k_top, D, F, K_CHUNK, M_ROWS, n_blocks,
+                    HAS_BIAS, RW_OUTPUT, WQ, HAS_ZP, CDT, PREC, ACT_BF16, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K,
+                    GROUP, COMBINE, GROUP_M, SWAP_AB, TMA, EVEN_K, A8)
 
 
 @triton.jit
@@ -536,6 +713,50 @@ def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sab, sam, sak, sbb, sbk, sbn, sc
         acc = alpha * acc + beta * xb.to(tl.float32)
     tl.store(c_ptr + bt * scb + rm[:, None] * scm + rn[None, :] * scn, _cast_to(acc, c_ptr.dtype.element_ty),
              mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def gemv_splitk_kernel(a_ptr, b_ptr, p_ptr, M, N, K, sam, sak, sbk, sbn, K_CHUNK, PREC: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, WIDEN: tl.constexpr = False):
+    """Few-row matmul (M <= BLOCK_M: a router at decode), split over K: program (n tile, slice s) sums
+    A[:, k] B[k, n] over its K_CHUNK slice of the reduction into p_ptr[s] ([S, M, N] f32), so that many
+    programs stream the long operand B in parallel instead of one tile walking all of K (a T=1 router
+    was one 64x64 program).  splitk_reduce_kernel adds the slices in a fixed order."""
+    pid_n = tl.program_id(0)
+    s = tl.program_id(1)
+    rm = tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    lo = s * K_CHUNK
+    hi = tl.minimum(K, lo + K_CHUNK)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(lo, hi, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(a_ptr + rm[:, None] * sam + rk[None, :] * sak, mask=(rm[:, None] < M) & (rk[None, :] < hi),
+                    other=0.0)
+        b = tl.load(b_ptr + rk[:, None].to(tl.int64) * sbk + rn[None, :] * sbn,
+                    mask=(rk[:, None] < hi) & (rn[None, :] < N), other=0.0)
+        if WIDEN:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=PREC)
+    tl.store(p_ptr + (s * M + rm[:, None]) * N + rn[None, :], acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def splitk_reduce_kernel(p_ptr, c_ptr, M, N, S, scm, scn, bias_ptr=None, sxm=0, sxn=0, alpha=1.0, beta=1.0,
+                         HAS_BIAS: tl.constexpr = False, BLOCK: tl.constexpr = 1024):
+    """C = sum over the S slices of p_ptr [S, M, N] in slice order (deterministic), with matmul_kernel's Gemm
+    epilogue (alpha * sum + beta * X) and one rounding to C's type."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < M * N
+    acc = tl.zeros([BLOCK], tl.float32)
+    for s in range(0, S):
+        acc += tl.load(p_ptr + s * M * N + i, mask=ok, other=0.0)
+    m = i // N
+    n = i % N
+    if HAS_BIAS:
+        acc = alpha * acc + beta * tl.load(bias_ptr + m * sxm + n * sxn, mask=ok, other=0.0).to(tl.float32)
+    tl.store(c_ptr + m * scm + n * scn, _cast_to(acc, c_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit

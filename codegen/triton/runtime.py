@@ -159,6 +159,63 @@ def split_for(cfg: dict, which: int, KD: int) -> tuple:
     return triton.cdiv(KD, chunk), chunk
 
 
+def _cap() -> int:
+    """Compute capability x10 of the GPU (0 under the interpreter)."""
+    global _CAP
+    if _CAP is None:
+        _CAP = 0 if INTERPRET else (lambda m: 10 * m[0] + m[1])(torch.cuda.get_device_capability())
+    return _CAP
+
+
+_CAP = None
+
+
+def variants(cfg: dict, which: int, cap: Optional[int] = None) -> dict:
+    """Kernel variants of grouped GEMM `which` from its configuration: SWAP_AB{which} (weights as the
+    MMA's 64-row operand: by default where BLOCK_M < 64 <= BLOCK_N), PERSISTENT{which} (a grid of about
+    PERSISTENT programs per SM taking tiles from a queue; 0: one program per tile), TMA (weights -- and
+    the down projection's sorted activations -- through TMA descriptors: by default on sm_90+, never under
+    the interpreter unless the configuration asks).  cap: the GPU's compute capability x10 (default: this
+    process's GPU, 0 under the interpreter; aot.py passes the architecture it compiles for)."""
+    cap = _cap() if cap is None else cap
+    bn = cfg[f"BLOCK_N{which}"]
+    swap = cfg.get(f"SWAP_AB{which}")
+    if swap is None:
+        swap = cfg["BLOCK_M"] < 64 <= bn and cap > 0
+    tma = cfg.get("TMA")
+    if tma is None:
+        tma = cap >= 90
+    return {"SWAP_AB": bool(swap), "PERSISTENT": int(cfg.get(f"PERSISTENT{which}", 0) or 0), "TMA": bool(tma)}
+
+
+def _tma_ok(t) -> bool:
+    """A tensor a TMA descriptor can address: 16-byte aligned base and strides, unit last stride."""
+    es = t.element_size()
+    return (t.data_ptr() % 16 == 0 and t.stride(-1) == 1
+            and all((st * es) % 16 == 0 for st in t.stride()[:-1]))
+
+
+def _desc(t, block):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), list(block))
+
+
+def _programs(n_tiles: int, per_sm: int) -> int:
+    """Grid of a persistent kernel: per_sm programs per SM (2 under the interpreter), at most one per tile."""
+    from moec.codegen.triton.tuning import sm_count
+    return max(1, min(n_tiles, per_sm * (sm_count() or 1) if not INTERPRET else 2))
+
+
+def quant_fp8_rows(x):
+    """(codes uint8 [R, C], scales f32 [R]): dynamic per-row e4m3 quantisation (kernels.quant_fp8_rows_kernel)."""
+    R, C = x.shape
+    q = torch.empty((R, C), dtype=torch.uint8, device=x.device)
+    sc = torch.empty((R,), dtype=torch.float32, device=x.device)
+    if R and C:
+        K.quant_fp8_rows_kernel[(R,)](x, q, sc, C, x.stride(0), BLOCK=min(1024, _p2(C)))
+    return q, sc
+
+
 def launch_params(cfg: dict, which: int) -> tuple:
     """(GROUP_SIZE_M, num_warps, num_stages) of grouped GEMM `which` (1: up, 2: down).  The up projection's
     are GROUP_SIZE_M1, num_warps, num_stages; the down projection's GROUP_SIZE_M2, num_warps2 and num_stages2,
@@ -172,10 +229,13 @@ def launch_params(cfg: dict, which: int) -> tuple:
 def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
                 gate_layout="concat", alpha=1.0, beta=0.0, limit=float("inf"), wq="none", wq_group=0,
                 q=(None, None, None, None), cfg: Optional[dict] = None, combine_out=None, gate_softcap=None,
-                up_softcap=None):
+                up_softcap=None, act_quant="none"):
     """y [T, k, D] = FFN_{ids[t,j]}(x[t]) (* rw[t, j] when weights_at='output').
     combine_out (f32 [T, D], zeros): the combine fused -- each slot's row is added into its token's
-    row of combine_out by the down projection (atomics) and no y is written; returns combine_out."""
+    row of combine_out by the down projection (atomics) and no y is written; returns combine_out.
+    act_quant="fp8" (with wq="fp8": w8a8): x and the activation A quantised per row to e4m3 on the fly
+    (quant_fp8_rows), the grouped GEMMs' dots fp8 x fp8 on the GPU with f32 accumulation, the row scales
+    applied to the accumulator."""
     x = x.contiguous()
     T, D = x.shape
     k = ids.shape[1]
@@ -187,6 +247,10 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     F = w_out.shape[2] * (2 if wq == "int4" else 1)
     cfg = cfg or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq))
     BM = cfg["BLOCK_M"]
+    a8 = act_quant == "fp8"
+    if act_quant not in ("none", "fp8") or (a8 and wq != "fp8"):
+        raise ValueError(f"moe_experts: activations {act_quant!r} with weights {wq!r} (fp8 activations need fp8 "
+                         "weights: w8a8)")
     fused = combine_out is not None
     # dropped slots stay zero
     y = combine_out if fused else torch.zeros((T * k, D), dtype=x.dtype, device=x.device)
@@ -206,6 +270,13 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     gm1, warps1, stages1 = launch_params(cfg, 1)
     gm2, warps2, stages2 = launch_params(cfg, 2)
     A = torch.empty((rows, F), dtype=cdt, device=x.device)
+    v1, v2 = variants(cfg, 1), variants(cfg, 2)
+    xq, xs = quant_fp8_rows(x) if a8 else (x, None)
+    dcdt = K.tl.float8e4nv if a8 and not INTERPRET else _cdt(cdt)  # (the interpreter: exact f32 products)
+    # TMA: plain / int8 / fp8 weights in the concatenated gate layout, addressable tensors (else pointers)
+    tma_w = wq in ("none", "bf16", "int8", "fp8") and gate_layout != "interleaved" and \
+        not (wq == "bf16" and cdt == torch.float32)
+    queue = torch.zeros(2, dtype=torch.int32, device=x.device) if v1["PERSISTENT"] or v2["PERSISTENT"] else None
     S1, C1 = split_for(cfg, 1, D)
     S2, C2 = split_for(cfg, 2, F)
     P1 = torch.empty((S1, rows, 2 * F), dtype=torch.float32, device=x.device) if S1 > 1 else dummy
@@ -218,26 +289,39 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     common1 = dict(GATED=gated, INTERLEAVED=gate_layout == "interleaved", ACT=ACT[activation],
                    CLAMP=bool(np.isfinite(limit)), HAS_BIAS=b_in is not None, RW_INPUT=weights_at == "input",
                    WQ=WQ[wq])
-    BN1 = cfg["BLOCK_N1"]
-    K.moe_gemm1_kernel[(nb * triton.cdiv(F, BN1), 1, S1)](
-        x, w_in, s_in_, z_in_, b_in_, rw_, sorted_ids, bexp, A, P1,
-        n_slots, k, D, F, x.stride(0), float(alpha), float(beta), lim, C1, rows, nb,
-        HAS_ZP=z_in is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
-        BLOCK_M=BM, BLOCK_N=BN1, BLOCK_K=cfg["BLOCK_K1"], SPLIT_K=S1, GROUP=g1, GROUP_M=gm1, num_warps=warps1,
-        num_stages=stages1, **common1)
+    BN1, BK1 = cfg["BLOCK_N1"], cfg["BLOCK_K1"]
+    tiles1 = nb * triton.cdiv(F, BN1)
+    extra1 = dict(SWAP_AB=v1["SWAP_AB"], EVEN_K=D % BK1 == 0, A8=a8, PERSISTENT=bool(v1["PERSISTENT"]),
+                  xs_ptr=xs if a8 else None, q_ptr=queue[0:] if v1["PERSISTENT"] else None)
+    if v1["TMA"] and tma_w and _tma_ok(w_in):
+        extra1.update(TMA=True, w_desc=_desc(w_in, (1, BN1, BK1)))
+    grid1 = (_programs(tiles1 * S1, v1["PERSISTENT"]), 1, 1) if v1["PERSISTENT"] else (tiles1, 1, S1)
+    K.moe_gemm1_kernel[grid1](
+        xq, w_in, s_in_, z_in_, b_in_, rw_, sorted_ids, bexp, A, P1,
+        n_slots, k, D, F, xq.stride(0), float(alpha), float(beta), lim, C1, rows, nb,
+        HAS_ZP=z_in is not None, CDT=dcdt, PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
+        BLOCK_M=BM, BLOCK_N=BN1, BLOCK_K=BK1, SPLIT_K=S1, GROUP=g1, GROUP_M=gm1, num_warps=warps1,
+        num_stages=stages1, **common1, **extra1)
     if S1 > 1:
         K.moe_act_kernel[(nb, triton.cdiv(F, BN1))](
             P1, s_in_, b_in_, rw_, sorted_ids, bexp, A, n_slots, F, rows, float(alpha), float(beta), lim,
             SPLIT_K=S1, BLOCK_M=BM, BLOCK_N=BN1, num_warps=4, **common1)
     _mark("gemm1")
     common2 = dict(HAS_BIAS=b_out is not None, RW_OUTPUT=weights_at == "output", WQ=WQ[wq], COMBINE=fused)
-    BN2 = cfg["BLOCK_N2"]
-    K.moe_gemm2_kernel[(nb * triton.cdiv(D, BN2), 1, S2)](
-        A, w_out, s_out_, z_out_, b_out_, rw_, sorted_ids, bexp, y, P2,
+    BN2, BK2 = cfg["BLOCK_N2"], cfg["BLOCK_K2"]
+    A2, As = quant_fp8_rows(A) if a8 else (A, None)
+    tiles2 = nb * triton.cdiv(D, BN2)
+    extra2 = dict(SWAP_AB=v2["SWAP_AB"], EVEN_K=F % BK2 == 0, A8=a8, PERSISTENT=bool(v2["PERSISTENT"]),
+                  as_ptr=As if a8 else None, q_ptr=queue[1:] if v2["PERSISTENT"] else None)
+    if v2["TMA"] and tma_w and _tma_ok(w_out) and _tma_ok(A2):
+        extra2.update(TMA=True, w_desc=_desc(w_out, (1, BN2, BK2)), a_desc=_desc(A2, (BM, BK2)))
+    grid2 = (_programs(tiles2 * S2, v2["PERSISTENT"]), 1, 1) if v2["PERSISTENT"] else (tiles2, 1, S2)
+    K.moe_gemm2_kernel[grid2](
+        A2, w_out, s_out_, z_out_, b_out_, rw_, sorted_ids, bexp, y, P2,
         n_slots, k, D, F, C2, rows, nb,
-        HAS_ZP=z_out is not None, CDT=_cdt(cdt), PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
-        BLOCK_M=BM, BLOCK_N=BN2, BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=S2, GROUP=g2, GROUP_M=gm2, num_warps=warps2,
-        num_stages=stages2, **common2)
+        HAS_ZP=z_out is not None, CDT=dcdt, PREC=prec, ACT_BF16=wq == "bf16" and cdt == torch.float32,
+        BLOCK_M=BM, BLOCK_N=BN2, BLOCK_K=BK2, SPLIT_K=S2, GROUP=g2, GROUP_M=gm2, num_warps=warps2,
+        num_stages=stages2, **common2, **extra2)
     if S2 > 1:
         K.moe_down_epilogue_kernel[(nb, triton.cdiv(D, BN2))](
             P2, s_out_, b_out_, rw_, sorted_ids, bexp, y, n_slots, k, D, rows, SPLIT_K=S2, BLOCK_M=BM, BLOCK_N=BN2,
@@ -307,6 +391,32 @@ def moe_combine(y, w, shared=None, x=None, ids=None, *, weighted=True, passthrou
 
 
 # -- ordinary ops -----------------------------------------------------------------------------
+GEMV_MAX_M = 16
+
+
+def gemv_plan(M: int, N: int, Kd: int):
+    """(slices, chunk, BLOCK_N, BLOCK_K) of the split-K GEMV (kernels.gemv_splitk_kernel) for a matmul of at
+    most GEMV_MAX_M rows -- a router at decode --, or None (the plain kernel): used where slicing the reduction
+    (each slice >= 4 BLOCK_K steps) gives the GPU about two programs per SM that the plain grid's few output
+    tiles do not (4 under the interpreter)."""
+    if M > GEMV_MAX_M:
+        return None
+    bk = 32 if INTERPRET else 64
+    bn = max(16, min(64, _p2(N)))
+    tiles = triton.cdiv(N, bn)
+    steps = triton.cdiv(Kd, bk)
+    if INTERPRET:
+        want = 4
+    else:
+        from moec.codegen.triton.tuning import sm_count
+        want = 2 * (sm_count() or 132)
+    s = min(steps // 4, triton.cdiv(want, tiles), 64)
+    if s < 2:
+        return None
+    chunk = triton.cdiv(steps, s) * bk
+    return triton.cdiv(Kd, chunk), chunk, bn, bk
+
+
 def matmul(a, b, *, bias=None, alpha=1.0, beta=1.0):
     """numpy-style matmul (broadcast batches) for 2-D and batched operands.  ``bias`` (2-D operands only):
     alpha * a @ b + beta * bias, bias broadcast to [M, N], added in f32 before the result's one rounding."""
@@ -334,7 +444,17 @@ def matmul(a, b, *, bias=None, alpha=1.0, beta=1.0):
         extra = dict(bias_ptr=xb, sxm=xb.stride(0), sxn=xb.stride(1), alpha=float(alpha), beta=float(beta),
                      HAS_BIAS=True)
     c = torch.empty((nbt, M, N), dtype=dt, device=a.device)
-    if M and N and nbt:
+    gemv = gemv_plan(M, N, Kd) if nbt == 1 and M and N else None
+    if gemv is not None:  # few rows, long reduction: split-K GEMV, then the slices summed in order
+        S, chunk, BN, BK = gemv
+        part = torch.empty((S, M, N), dtype=torch.float32, device=a.device)
+        K.gemv_splitk_kernel[(triton.cdiv(N, BN), S)](
+            a3, b3, part, M, N, Kd, a3.stride(1), a3.stride(2), b3.stride(1), b3.stride(2), chunk,
+            PREC=_prec(a3.dtype), BLOCK_M=GEMV_MAX_M, BLOCK_N=BN, BLOCK_K=BK, WIDEN=INTERPRET and a3.dtype != torch.float32)
+        red = {k: v for k, v in extra.items()}
+        K.splitk_reduce_kernel[(triton.cdiv(M * N, 1024),)](part, c, M, N, S, c.stride(1), c.stride(2), **red,
+                                                             BLOCK=1024)
+    elif M and N and nbt:
         BM, BN, BK = (16, 32, 32) if INTERPRET else (64, 64, 32)
         K.matmul_kernel[(triton.cdiv(M, BM), triton.cdiv(N, BN), nbt)](
             a3, b3, c, M, N, Kd, a3.stride(0), a3.stride(1), a3.stride(2), b3.stride(0), b3.stride(1), b3.stride(2),

@@ -36,13 +36,16 @@ DISTS = ("uniform", "zipf")
 # the search space per regime (rows per expert = M * k / E): BLOCK_M values, and per projection the
 # BLOCK_N, BLOCK_K, GROUP_SIZE_M, SPLIT_K, num_warps, num_stages values (their product, pruned by
 # shared memory); few rows stream weights (narrow N, long K, split-K), many rows need big tensor-core tiles
+# SWAP_AB (weights as the MMA's 64-row operand) is searched where BLOCK_M < 64 (it needs BLOCK_N >= 64 for
+# wgmma: projection_space drops it below), PERSISTENT (programs per SM taking tiles from a queue; 0: a
+# program per tile) for many tiles
 SPACE = {
     "decode": dict(BLOCK_M=(16,), BLOCK_N=(16, 32, 64, 128), BLOCK_K=(64, 128, 256), GROUP_SIZE_M=(1,),
-                   SPLIT_K=(1, 2, 4, 8), num_warps=(4,), num_stages=(3, 4)),
+                   SPLIT_K=(1, 2, 4, 8), num_warps=(4,), num_stages=(3, 4), SWAP_AB=(0, 1), PERSISTENT=(0,)),
     "mid": dict(BLOCK_M=(16, 32, 64), BLOCK_N=(32, 64, 128), BLOCK_K=(64, 128), GROUP_SIZE_M=(1, 8),
-                SPLIT_K=(1,), num_warps=(4,), num_stages=(3, 4)),
+                SPLIT_K=(1,), num_warps=(4,), num_stages=(3, 4), SWAP_AB=(0, 1), PERSISTENT=(0,)),
     "prefill": dict(BLOCK_M=(64, 128), BLOCK_N=(64, 128, 256), BLOCK_K=(32, 64, 128), GROUP_SIZE_M=(1, 8, 16, 32),
-                    SPLIT_K=(1,), num_warps=(4, 8), num_stages=(3, 4)),
+                    SPLIT_K=(1,), num_warps=(4, 8), num_stages=(3, 4), SWAP_AB=(0,), PERSISTENT=(0, 1, 2)),
 }
 # --space small: the same regimes, fewer values (a quick search)
 SMALL = {
@@ -53,7 +56,7 @@ SMALL = {
 }
 SMOKE = {  # the interpreter: two candidates per projection
     r: dict(BLOCK_M=(16,), BLOCK_N=(32,), BLOCK_K=(32,), GROUP_SIZE_M=(1, 4), SPLIT_K=(1,), num_warps=(4,),
-            num_stages=(1,)) for r in ("decode", "mid", "prefill")}
+            num_stages=(1,), SWAP_AB=(0,), PERSISTENT=(0,)) for r in ("decode", "mid", "prefill")}
 SPACES = {"full": SPACE, "small": SMALL, "smoke": SMOKE}
 
 
@@ -81,12 +84,15 @@ def projection_space(sp: dict, BM: int, which: int, smem_limit: int = 0, cap: in
     """One projection's candidates: {BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M, SPLIT_K, num_warps, num_stages}
     (those that fit sm_<cap>'s registers, and smem_limit bytes of shared memory when given)."""
     out = []
-    for bn, bk, g, s, w, st in itertools.product(sp["BLOCK_N"], sp["BLOCK_K"], sp["GROUP_SIZE_M"], sp["SPLIT_K"],
-                                                 sp["num_warps"], sp["num_stages"]):
+    for bn, bk, g, s, w, st, sw, pe in itertools.product(sp["BLOCK_N"], sp["BLOCK_K"], sp["GROUP_SIZE_M"],
+                                                         sp["SPLIT_K"], sp["num_warps"], sp["num_stages"],
+                                                         sp.get("SWAP_AB", (0,)), sp.get("PERSISTENT", (0,))):
         if (smem_limit and smem_bytes(BM, bn, bk, st, which) > smem_limit) or not fits_registers(BM, bn, w, which, cap):
             continue
+        if sw and (BM >= 64 or bn < 64):  # (swap-AB is for few rows, with a weight tile wgmma can take)
+            continue
         out.append({"BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk, "GROUP_SIZE_M": g, "SPLIT_K": s, "num_warps": w,
-                    "num_stages": st})
+                    "num_stages": st, "SWAP_AB": sw, "PERSISTENT": pe})
     return out
 
 
@@ -101,7 +107,8 @@ def aot_space(cap: int = 90) -> List[dict]:
     """Representatives of the full space for the compile-only checks (aot.py): per regime and BLOCK_M, the
     candidates whose tiles need the most shared memory within sm_<cap>'s per-block limit (the ones that
     would overflow or spill first), one per warp count, up and down paired (the widest tiles of a regime are
-    among them, and the largest GROUP_SIZE_M and SPLIT_K at that size)."""
+    among them, and the largest GROUP_SIZE_M and SPLIT_K at that size, swapped (SWAP_AB) and persistent where the
+    regime searches those)."""
     from moec.targets.description import smem_block_by_cc
     SMEM_LIMIT = smem_block_by_cc()  # noqa: N806 - (the limits aot.py checks against)
     out = []
@@ -115,7 +122,7 @@ def aot_space(cap: int = 90) -> List[dict]:
                         break
                     best.append(max(cands, key=lambda c: (smem_bytes(BM, c["BLOCK_SIZE_N"], c["BLOCK_SIZE_K"],
                                                                      c["num_stages"], which), c["SPLIT_K"],
-                                                          c["GROUP_SIZE_M"])))
+                                                          c["GROUP_SIZE_M"], c["SWAP_AB"], c["PERSISTENT"])))
                 if len(best) == 2:
                     out.append(pair_config(BM, best[0], best[1]))
     return out

@@ -22,7 +22,8 @@ N the intermediate size F, K the hidden size D, GPU torch's device name with spa
 ``bf16`` / ``fp16`` / ``fp32`` or, for quantised weights, ``{mode}_w{bits}a{bits}`` (``int8_w8a16``).
 Its keys are token counts M (strings); the entry with the nearest M serves a call.  Each entry:
 ``{"BLOCK_SIZE_M": 64, "up": {...}, "down": {...}}`` where up/down each hold BLOCK_SIZE_N, BLOCK_SIZE_K,
-GROUP_SIZE_M, SPLIT_K, num_warps, num_stages.  Other top-level keys (``triton_version``, ``moec``:
+GROUP_SIZE_M, SPLIT_K, num_warps, num_stages and optionally SWAP_AB (0/1) and PERSISTENT (programs per SM,
+0: none); absent, the runtime's rule decides (runtime.variants).  Other top-level keys (``triton_version``, ``moec``:
 how it was searched) are metadata.
 """
 from __future__ import annotations
@@ -119,14 +120,16 @@ def _load(path: str) -> Dict[str, dict]:
 _CFG_INTS = {"BLOCK_M": (16, 256), "BLOCK_N1": (16, 256), "BLOCK_K1": (16, 256), "BLOCK_N2": (16, 256),
              "BLOCK_K2": (16, 256), "num_warps": (1, 16), "num_stages": (1, 8)}
 _CFG_OPTIONAL = {"SPLIT_K1": (1, 64), "SPLIT_K2": (1, 64), "GROUP_SIZE_M1": (1, 64), "GROUP_SIZE_M2": (1, 64),
-                 "num_warps2": (1, 16), "num_stages2": (1, 8)}
+                 "num_warps2": (1, 16), "num_stages2": (1, 8), "SWAP_AB1": (0, 1), "SWAP_AB2": (0, 1),
+                 "PERSISTENT1": (0, 8), "PERSISTENT2": (0, 8), "TMA": (0, 1)}
 _POW2 = {"BLOCK_M", "BLOCK_N1", "BLOCK_K1", "BLOCK_N2", "BLOCK_K2", "num_warps", "num_warps2"}
 
 
 def valid_config(c) -> bool:
     """A tile configuration as autotune writes it: the block sizes powers of two in [16, 256], warps a power of
     two <= 16, 1..8 stages, optionally split factors (SPLIT_K1, SPLIT_K2) and tile orders (GROUP_SIZE_M1/2) in
-    1..64 and the down projection's own num_warps2 / num_stages2; nothing else.  (Entries of a damaged or
+    1..64, the down projection's own num_warps2 / num_stages2, and the kernel variants (runtime.variants):
+    SWAP_AB1/2 0 or 1, PERSISTENT1/2 0..8 programs per SM (0: one program per tile), TMA 0 or 1; nothing else.  (Entries of a damaged or
     edited tuning cache or file that fail this are ignored, never passed to a kernel launch.)"""
     if not isinstance(c, dict):
         return False
@@ -169,9 +172,13 @@ def to_entry(cfg: dict) -> dict:
         w = cfg.get("num_warps", 4) if i == 1 else cfg.get("num_warps2", cfg.get("num_warps", 4))
         st = cfg.get("num_stages", 2) if i == 1 else cfg.get("num_stages2", cfg.get("num_stages", 2))
         g1 = cfg.get("GROUP_SIZE_M1", DEFAULT_GROUP_M)
-        return {"BLOCK_SIZE_N": cfg[f"BLOCK_N{i}"], "BLOCK_SIZE_K": cfg[f"BLOCK_K{i}"],
-                "GROUP_SIZE_M": g1 if i == 1 else cfg.get("GROUP_SIZE_M2", g1),
-                "SPLIT_K": cfg.get(f"SPLIT_K{i}", 1), "num_warps": w, "num_stages": st}
+        out = {"BLOCK_SIZE_N": cfg[f"BLOCK_N{i}"], "BLOCK_SIZE_K": cfg[f"BLOCK_K{i}"],
+               "GROUP_SIZE_M": g1 if i == 1 else cfg.get("GROUP_SIZE_M2", g1),
+               "SPLIT_K": cfg.get(f"SPLIT_K{i}", 1), "num_warps": w, "num_stages": st}
+        for k in ("SWAP_AB", "PERSISTENT"):  # (absent: the runtime's default rule)
+            if f"{k}{i}" in cfg:
+                out[k] = cfg[f"{k}{i}"]
+        return out
     return {"BLOCK_SIZE_M": cfg["BLOCK_M"], "up": part(1), "down": part(2)}
 
 
@@ -184,7 +191,11 @@ def from_entry(entry) -> Optional[dict]:
              "num_stages": up["num_stages"], "num_warps2": down["num_warps"], "num_stages2": down["num_stages"],
              "GROUP_SIZE_M1": up["GROUP_SIZE_M"], "GROUP_SIZE_M2": down["GROUP_SIZE_M"],
              "SPLIT_K1": up.get("SPLIT_K", 1), "SPLIT_K2": down.get("SPLIT_K", 1)}
-    except (TypeError, KeyError):
+        for k in ("SWAP_AB", "PERSISTENT"):
+            for i, part in ((1, up), (2, down)):
+                if k in part:
+                    c[f"{k}{i}"] = part[k]
+    except (TypeError, KeyError, AttributeError):
         return None
     return c if valid_config(c) else None
 
