@@ -1,17 +1,29 @@
-"""IR -> model_triton.py: a straight-line launcher over the Triton kernels (runtime.py/kernels.py).
+"""IR -> model_triton.py: a straight-line launcher over the Triton kernels (runtime.py/kernels.py),
+written at compile time with everything a run needs, so that loading it parses no IR.
 
-The generated module defines ``run(W, M, inputs, stats)``: W maps weight keys to device tensors,
-M is the IR module (for the few ops without a Triton kernel, run on the host by their reference
-semantics and counted in ``stats``), inputs are device tensors.  Values are named v<N>.
+The generated module holds
+  ``INPUTS``            each input's element type and dims (ints, symbol names), checked before a run;
+  ``FP8``               whether fp8 expert weights are used (they need an sm_89+ GPU);
+  ``HOST_OPS_STATIC``   how many ops have no Triton kernel;
+  ``CONSTANTS``         the keys of the inline constants in ``model_triton.consts.*`` (uploaded once);
+  ``host_segments(A)``  the ops without a Triton kernel, grouped in segments of consecutive ops (their names,
+                        attributes, operand and result types; tensor attributes are keys into ``A``, the same
+                        constants store), built into IR ops at load time (``host.segment``) and run on the
+                        host by the IR walker (``host.host_run``), each op counted in ``stats``;
+  ``run(W, C, H, inputs, stats)``  W: weight key -> device tensor, C: constant key -> device tensor,
+                        H: the built host segments, inputs: device tensors.  Values are named v<N>.
 Every attribute, weight key and name reaches the launcher as a literal made by
 ``moec.codegen.escape`` (``py_value`` / ``py_string``), never pasted with ``repr`` or ``str``.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
-from moec.ir import Module
+import numpy as np
+
+from moec.ir import DType, Module
 from moec.ir.core import ResourceRef
+from moec.ir.weights import WeightStore
 from moec.codegen.escape import py_string, py_value
 from moec.codegen.triton.runtime_names import BINARY, REDUCE, TORCH_DTYPE_NAMES, UNARY
 
@@ -20,8 +32,11 @@ _TORCH_MOVES = {"moec.reshape", "moec.transpose", "moec.squeeze", "moec.unsqueez
                 "moec.identity", "moec.expand", "moec.concat", "moec.slice"}
 
 
-def emit_triton(m: Module) -> str:
+def emit_triton(m: Module) -> Tuple[str, WeightStore]:
+    """(launcher source, constants store): the store holds the inline constants and the host ops' tensor
+    attributes, saved beside the launcher as ``model_triton.consts.bin/.json``."""
     f = m.main
+    consts = WeightStore()
     names: Dict[int, str] = {}
     lines: List[str] = []
     n = 0
@@ -42,31 +57,51 @@ def emit_triton(m: Module) -> str:
         for v in o.operands:
             uses.setdefault(id(v), []).append(o)
     host = 0
+    const_keys: List[str] = []
+    segments: List[str] = []   # host_segments' entries (literals)
+    pending: List = []         # the host ops of the segment being gathered
     deferred: Dict[int, str] = {}  # moe.experts whose only user is a moe.combine: their call's arguments
-    for idx, o in enumerate(f.ops):
-        a = o.attrs
-        args = [name(v) if id(v) not in deferred else "<fused>" for v in o.operands]
-        if o.name == "moec.constant":
-            val = a["value"]
-            if isinstance(val, ResourceRef):
-                lines.append(f"{fresh(o.result)} = W[{py_value(val.key)}]")
-            else:
-                lines.append(f"{fresh(o.result)} = rt.run_constant(M_CONSTS[{idx}])")
-            continue
+    last_use: Dict[int, int] = {id(v): len(f.ops) for v in f.outputs}  # value -> the last op reading it
+    for i, o in enumerate(f.ops):
+        for v in o.operands:
+            last_use[id(v)] = max(last_use.get(id(v), -1), i)
+    at = {id(o): i for i, o in enumerate(f.ops)}
+
+    def flush():
+        """Close the pending host segment: one line running it, binding the results used after it."""
+        if not pending:
+            return
+        inside = {id(o) for o in pending}
+        end = at[id(pending[-1])]
+        outs = [r for o in pending for r in o.results if last_use.get(id(r), -1) > end]  # read after the segment
+        ins: List = []
+        for o in pending:
+            ins += [v for v in o.operands if (v.owner is None or id(v.owner) not in inside) and
+                    all(v is not x for x in ins)]
+        segments.append(_segment(pending, ins, outs, consts))
+        call = f"rt_host.host_run(H[{len(segments) - 1}], [{', '.join(name(v) for v in ins)}], stats)"
+        lines.append(f"{', '.join(name(r) for r in outs)}{',' if len(outs) == 1 else ''} = {call}" if outs
+                     else call)
+        pending.clear()
+
+    def device(o, a, args):
+        """The launcher lines of ``o`` on its Triton kernel (none for a step folded into a later one), or None
+        where it has none."""
+        out: List[str] = []
         if o.name == "moe.route":
             w, ids = o.results
             bias = args[1] if len(args) > 1 else "None"
             kw = _kw(a, "k", "scoring", "n_group", "topk_group", "group_score", "post", "norm", "norm_eps", "scale",
                      "capacity", "tie", "drop", "min_weight", "jitter_eps", "norm_min", "group_fill")
-            lines.append(f"{fresh(w)}, {fresh(ids)} = rt.moe_route({args[0]}, {bias}, {kw})")
-            continue
+            out.append(f"{fresh(w)}, {fresh(ids)} = rt.moe_route({args[0]}, {bias}, {kw})")
+            return out
         if o.name == "moe.dispatch":
             # the grouped GEMMs build their own block-aligned plan from ids (tile size chosen at run
             # time); the IR's order/offsets are only materialised when something else reads them
             if all(u.name == "moe.experts" for r in o.results for u in uses.get(id(r), [])):
                 for r in o.results:
-                    lines.append(f"{fresh(r)} = None  # plan built inside moe_experts")
-                continue
+                    out.append(f"{fresh(r)} = None  # plan built inside moe_experts")
+                return out
         if o.name == "moe.experts":
             e = o.extras()
             b_in, b_out, rw, *qn = (name(v) if v is not None else "None" for v in e)
@@ -80,74 +115,137 @@ def emit_triton(m: Module) -> str:
             if c is not None and c.name == "moe.combine" and c.operands[0] is o.result and \
                     not c.attrs["passthrough"] and not (c.attrs["weighted"] and a["weights_at"] != "none"):
                 deferred[id(o.result)] = call  # emitted at the combine: the down projection can sum the slots
-                continue
-            lines.append(f"{fresh(o.result)} = rt.moe_experts({call})")
-            continue
+                return out
+            out.append(f"{fresh(o.result)} = rt.moe_experts({call})")
+            return out
         if o.name == "moe.shared_experts":
             gate = args[3] if len(args) > 3 else "None"
-            lines.append(f"{fresh(o.result)} = rt.moe_shared({args[0]}, {args[1]}, {args[2]}, {gate}, "
+            out.append(f"{fresh(o.result)} = rt.moe_shared({args[0]}, {args[1]}, {args[2]}, {gate}, "
                          f"{_kw(a, 'activation', 'gate_layout', 'alpha', 'beta', 'limit')}{_caps(a)})")
-            continue
+            return out
         if o.name == "moe.combine" and id(o.operands[0]) in deferred:
             shared = args[2] if a["has_shared"] else "None"
-            lines.append(f"{fresh(o.result)} = rt.moe_experts_combine({deferred[id(o.operands[0])]}, shared={shared}, "
+            out.append(f"{fresh(o.result)} = rt.moe_experts_combine({deferred[id(o.operands[0])]}, shared={shared}, "
                          f"w={args[1]}, weighted={py_value(a['weighted'])})")
-            continue
+            return out
         if o.name == "moe.combine":
             ex = list(args[2:])
             shared = ex.pop(0) if a["has_shared"] else "None"
             px, pids = (ex[0], ex[1]) if a["passthrough"] else ("None", "None")
-            lines.append(f"{fresh(o.result)} = rt.moe_combine({args[0]}, {args[1]}, {shared}, {px}, {pids}, "
+            out.append(f"{fresh(o.result)} = rt.moe_combine({args[0]}, {args[1]}, {shared}, {px}, {pids}, "
                          f"weighted={py_value(a['weighted'])}, passthrough={py_value(a['passthrough'])})")
-            continue
+            return out
         if o.name == "moec.matmul" and all(v.type.dtype.is_float for v in o.operands):
-            lines.append(f"{fresh(o.result)} = rt.matmul({args[0]}, {args[1]})")
-            continue
+            out.append(f"{fresh(o.result)} = rt.matmul({args[0]}, {args[1]})")
+            return out
         if o.name == "moec.gemm" and all(v.type.dtype.is_float for v in o.operands):
             c = args[2] if len(args) > 2 else "None"
-            lines.append(f"{fresh(o.result)} = rt.gemm({args[0]}, {args[1]}, {c}, "
+            out.append(f"{fresh(o.result)} = rt.gemm({args[0]}, {args[1]}, {c}, "
                          f"{_kw(a, 'alpha', 'beta', 'trans_a', 'trans_b')})")
-            continue
+            return out
         if o.name in ("moec.layer_norm", "moec.rms_norm") and o.operands[0].type.dtype.is_float and \
                 a["axis"] in (-1, o.operands[0].type.rank - 1) and o.operands[1].type.rank == 1:
             bias = args[2] if len(args) > 2 else "None"
             outs = [fresh(r) for r in o.results]
             rms = o.name == "moec.rms_norm"
             lhs = outs[0] + ", _, _" if rms else ", ".join(outs)
-            lines.append(f"{lhs} = rt.norm({args[0]}, {args[1]}, {bias}, eps={py_value(a['epsilon'])}, "
+            out.append(f"{lhs} = rt.norm({args[0]}, {args[1]}, {bias}, eps={py_value(a['epsilon'])}, "
                          f"rms={py_value(rms)})")
-            continue
+            return out
         if o.name in BINARY and o.operands[0].type.dtype.is_float:
-            lines.append(f"{fresh(o.result)} = rt.binary({py_value(o.name)}, {args[0]}, {args[1]}, "
+            out.append(f"{fresh(o.result)} = rt.binary({py_value(o.name)}, {args[0]}, {args[1]}, "
                          f"rt.TORCH_DTYPE[{py_value(o.result.type.dtype.mlir)}])")
-            continue
+            return out
         if o.name == "moec.cast" and {o.operands[0].type.dtype.mlir, a["to"].mlir} <= set(TORCH_DTYPE_NAMES):
-            lines.append(f"{fresh(o.result)} = rt.cast({args[0]}, rt.TORCH_DTYPE[{py_value(a['to'].mlir)}])")
-            continue
+            out.append(f"{fresh(o.result)} = rt.cast({args[0]}, rt.TORCH_DTYPE[{py_value(a['to'].mlir)}])")
+            return out
         if o.name in UNARY and o.operands[0].type.dtype.is_float:
-            lines.append(f"{fresh(o.result)} = rt.unary({py_value(o.name)}, {args[0]})")
-            continue
+            out.append(f"{fresh(o.result)} = rt.unary({py_value(o.name)}, {args[0]})")
+            return out
         if o.name in ("moec.softmax", "moec.log_softmax") and o.operands[0].type.dtype.is_float:
-            lines.append(f"{fresh(o.result)} = rt.softmax({args[0]}, {py_value(a['axis'])}, "
+            out.append(f"{fresh(o.result)} = rt.softmax({args[0]}, {py_value(a['axis'])}, "
                          f"log={py_value(o.name == 'moec.log_softmax')})")
-            continue
+            return out
         if o.name in REDUCE and len(o.operands) == 1 and _reduces_last_axis(o):
-            lines.append(f"{fresh(o.result)} = rt.reduce_last({py_value(o.name)}, {args[0]})"
+            out.append(f"{fresh(o.result)} = rt.reduce_last({py_value(o.name)}, {args[0]})"
                          + (".unsqueeze(-1)" if o.attrs.get("keepdims") else ""))
+            return out
+        return None
+
+    for idx, o in enumerate(f.ops):
+        a = o.attrs
+        args = [name(v) if id(v) not in deferred else "<fused>" for v in o.operands]
+        if o.name == "moec.constant":
+            val = a["value"]
+            if isinstance(val, ResourceRef):
+                lines.append(f"{fresh(o.result)} = W[{py_value(val.key)}]")
+            else:
+                key = consts.add(np.asarray(val), f"c{idx}")
+                const_keys.append(key)
+                lines.append(f"{fresh(o.result)} = C[{py_value(key)}]")
             continue
-        # no Triton kernel: the op's reference semantics on the host (counted, reported)
+        out = device(o, a, args)
+        if out is not None:
+            flush()
+            lines.extend(out)
+            continue
+        # no Triton kernel: the op's reference semantics on the host (counted, reported), gathered with the
+        # host ops right after it into one segment (one trip to the host and back)
         host += 1
-        outs = ", ".join(fresh(r) for r in o.results)
-        lines.append(f"{outs}{',' if len(o.results) == 1 else ''} = rt.host_op(M_OPS[{idx}], [{', '.join(args)}], "
-                     f"stats)")
+        for r in o.results:
+            fresh(r)
+        pending.append(o)
+    flush()
     lines.append("return [" + ", ".join(name(v) for v in f.outputs) + "]")
     body = "\n".join("    " + ln for ln in lines)
     model = m.attrs.get("moec.source", m.attrs.get("moec.model", "model"))
+    fp8 = any(o.name == "moe.experts" and o.attrs.get("wq") == "fp8" for o in f.ops)
+    seg_body = "".join(f"        {s},\n" for s in segments)
     # the docstring is a single literal built by py_string: model text never lands inside a literal
     return (py_string(f"Generated by moec for model {model!s}: Triton launcher.") + "\n"
+            "from moec.codegen.triton import host as rt_host\n"
             "from moec.codegen.triton import runtime as rt\n\n"
-            f"HOST_OPS_STATIC = {host}\n\n\n"
-            "def run(W, M_OPS, M_CONSTS, inputs, stats):\n" + body + "\n")
+            f"INPUTS = {py_value(tuple(_type(a.type) for a in f.args))}\n"
+            f"FP8 = {py_value(fp8)}\n"
+            f"HOST_OPS_STATIC = {host}\n"
+            f"CONSTANTS = {py_value(tuple(const_keys))}\n\n\n"
+            "def host_segments(A):\n"
+            "    seg, dt = rt_host.segment, rt_host.dtype\n"
+            "    return [\n" + seg_body + "    ]\n\n\n"
+            "def run(W, C, H, inputs, stats):\n" + body + "\n"), consts
+
+
+def _type(t) -> tuple:
+    """A tensor type as a literal: (element type, dims), dims ints, symbol names or None."""
+    return (t.dtype.mlir, tuple(t.shape))
+
+
+def _attr(v, consts: WeightStore, hint: str) -> str:
+    """An attribute value as launcher source: a literal, ``dt(..)`` for an element type, ``A[key]`` for a tensor
+    (stored in the constants store)."""
+    if isinstance(v, DType):
+        return f"dt({py_value(v.mlir)})"
+    if isinstance(v, np.ndarray):
+        return f"A[{py_value(consts.add(v, hint))}]"
+    if isinstance(v, ResourceRef):
+        raise TypeError("a weight reference is not an attribute a host op may hold")
+    return py_value(v)
+
+
+def _segment(ops, ins, outs, consts: WeightStore) -> str:
+    """``seg(input types, ops, outputs)``: ops as (name, attributes, operand numbers, result types, loc), values
+    numbered inputs first, then every op's results in order."""
+    num: Dict[int, int] = {id(v): i for i, v in enumerate(ins)}
+    recs = []
+    for o in ops:
+        attrs = "{" + ", ".join(f"{py_string(k)}: {_attr(v, consts, 'a_' + k)}" for k, v in o.attrs.items()) + "}"
+        recs.append(f"({py_string(o.name)}, {attrs}, {py_value(tuple(num[id(v)] for v in o.operands))}, "
+                    f"{py_value(tuple(_type(r.type) for r in o.results))}, "
+                    f"{py_string(o.loc) if o.loc else 'None'})")
+        for r in o.results:
+            num[id(r)] = len(num)
+    return (f"seg({py_value(tuple(_type(v.type) for v in ins))}, "
+            f"[{', '.join(recs)}], {py_value(tuple(num[id(v)] for v in outs))})")
 
 
 def _kw(attrs, *keys) -> str:

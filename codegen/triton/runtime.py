@@ -2,13 +2,13 @@
 
 Tensors are torch tensors on the run device ("cuda", or "cpu" under the interpreter).  Tile sizes
 come from :mod:`.tuning` (autotuned per layer shape, token bucket and GPU; defaults otherwise).
-Ops with no Triton kernel run on the host through the op's reference semantics (numpy); the
-launcher counts them (``host_ops``), the report lists them, nothing is hidden.
+Ops with no Triton kernel run on the host through the op's reference semantics (numpy, by the IR
+walker: host.py); the launcher counts them (``host_ops``), nothing is hidden.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
@@ -551,7 +551,7 @@ def norm(x, scale, bias=None, *, eps: float, rms: bool, scale_full=None):
     return y, mean, inv
 
 
-# -- host fallback ----------------------------------------------------------------------------
+# -- host <-> device (the host segments of host.py) --------------------------------------------
 _TORCH_OF_NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
                 np.dtype(np.float16): torch.float16, np.dtype(np.int64): torch.int64,
                 np.dtype(np.int32): torch.int32, np.dtype(np.int8): torch.int8, np.dtype(np.uint8): torch.uint8,
@@ -573,17 +573,5 @@ def from_numpy(a: np.ndarray, device=DEVICE):
     return torch.from_numpy(a).to(device)
 
 
-def host_op(op, args: Sequence, stats: Dict[str, int]):
-    """Run one op's reference semantics on the host (no Triton kernel for it)."""
-    stats[op.name] = stats.get(op.name, 0) + 1
-    outs = op.reference(*[to_numpy(a) for a in args])
-    return [from_numpy(np.asarray(o)) for o in outs]
-
-
-def run_constant(c):
-    """A constant operand: the artifact uploads each once at load time (a tensor then), not per call."""
-    return c if isinstance(c, torch.Tensor) else from_numpy(c)
-
-
 __all__: List[str] = ["cast", "moe_route", "moe_experts", "moe_experts_combine", "moe_shared", "moe_combine", "matmul", "binary", "unary",
-                      "softmax", "reduce_last", "host_op", "align_plan"]
+                      "softmax", "reduce_last", "align_plan"]
