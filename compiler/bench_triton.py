@@ -164,7 +164,8 @@ def quantize_layer(w_in, w_out, weights: str):
     return qi, qo, weights, (si, so, None, None)
 
 
-def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(None, None, None, None)):
+def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(None, None, None, None),
+               act_quant="none"):
     from moec.codegen.triton import runtime as rt
     logits = rt.matmul(x.float(), w_router)
     w, ids = rt.moe_route(logits, bias, k=cfg["k"], scoring=cfg["scoring"], n_group=cfg["n_group"],
@@ -173,13 +174,44 @@ def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(No
     profile.mark("routing")  # (the router matmul and the route kernel; per-stage timing only)
     # what the generated launcher calls: the combine fused into the down projection where order-free (k <= 2)
     return rt.moe_experts_combine(x, ids, w_in, w_out, w=w, weighted=False, rw=w.to(x.dtype), weights_at="output",
-                                  cfg=tuned, wq=wq, q=q, wq_group=INT4_GROUP if wq == "int4" else 0)
+                                  cfg=tuned, wq=wq, q=q, wq_group=INT4_GROUP if wq == "int4" else 0,
+                                  act_quant=act_quant)
+
+
+# --variants: each row also timed with one kernel variant changed from the row's tile configuration
+def variant_configs(cfg: dict) -> Dict[str, dict]:
+    """{name: configuration}: the row's configuration with swap-AB flipped in both projections, persistent
+    kernels on (1 program per SM) or off, and TMA flipped (runtime.variants' defaults resolved first)."""
+    from moec.codegen.triton import runtime as rt
+    v1, v2 = rt.variants(cfg, 1), rt.variants(cfg, 2)
+    on = bool(v1["PERSISTENT"] or v2["PERSISTENT"])
+    return {
+        "swap_ab " + ("off" if v1["SWAP_AB"] else "on"): dict(cfg, SWAP_AB1=int(not v1["SWAP_AB"]),
+                                                                SWAP_AB2=int(not v2["SWAP_AB"])),
+        "persistent " + ("off" if on else "on"): dict(cfg, PERSISTENT1=0 if on else 1, PERSISTENT2=0 if on else 1),
+        "tma " + ("off" if v1["TMA"] else "on"): dict(cfg, TMA=int(not v1["TMA"])),
+    }
+
+
+def graph_time(fn: Callable, host, reps: int, warmup: int):
+    """(ms of fn replayed as one CUDA graph, None) or (None, why not): decode's launch overhead removed."""
+    from moec.codegen.triton.graphs import GraphRunner, unavailable
+    why = unavailable(host.device)
+    if why:
+        return None, why
+    g = GraphRunner(lambda _inputs: [fn()])
+    try:
+        g([])
+        return _time(lambda: g([]), host, reps, warmup) * 1e3, None
+    except Exception as e:  # noqa: BLE001 - report, do not hide
+        return None, f"capture failed: {str(e).splitlines()[0][:200]}"
 
 
 def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, reps: int = 20,
                      peers: Sequence[str] = ("eager", "compile", "dense"), autotune="all",
                      compile_budget_s: float = 240.0, weights: str = "bf16", smoke: bool = False,
-                     warmup: int = 3) -> dict:
+                     warmup: int = 3, activations: str = "bf16", variants: bool = False,
+                     cuda_graphs: bool = False) -> dict:
     """The bench (see the module docstring); writes bench_triton.json and bench_triton.txt (the table) into
     outdir.  smoke: allowed on the CPU under Triton's interpreter (small layers: the caller's choice)."""
     import time
@@ -191,6 +223,10 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
     if weights not in BENCH_WEIGHTS:
         raise UserInputError(f"moec bench --target triton: --weights {weights} is not benchmarked on the GPU "
                              f"(choose {', '.join(BENCH_WEIGHTS)})")
+    if activations not in ("bf16", "fp8") or (activations == "fp8" and weights != "fp8"):
+        raise UserInputError(f"moec bench --target triton: --activations {activations} with --weights {weights} "
+                             "(fp8 activations go with fp8 weights: w8a8)")
+    act_quant = "fp8" if activations == "fp8" else "none"
     unknown = [n for n in layers if n not in LAYERS]
     if unknown:
         raise UserInputError(f"moec bench --target triton: unknown layer {unknown[0]!r} (choose {', '.join(LAYERS)})")
@@ -205,8 +241,8 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
     os.makedirs(outdir, exist_ok=True)
     peak = probes(host) if host is _Host else probes(host, n=256, copy_bytes=1 << 22)
     report = {"gpu": host.name(), "device": host.device, "smoke": bool(smoke), "dtype": "bf16",
-              "weights": "bf16" if weights == "f32" else weights, "probes": peak, "stages": list(profile.STAGES),
-              "layers": {}}
+              "weights": "bf16" if weights == "f32" else weights, "activations": activations, "probes": peak,
+              "stages": list(profile.STAGES), "layers": {}}
     for name in layers:
         cfg = LAYERS[name]
         D, F, E, k = cfg["D"], cfg["F"], cfg["E"], cfg["k"]
@@ -224,8 +260,8 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                 w, ids = torch_route(logits, cfg, bias)
                 tuned = tuning.autotune("moe", p, lambda c: rt.moe_experts_combine(
                     x, ids, mw_in, mw_out, w=w, weighted=False, rw=w.to(x.dtype), weights_at="output", cfg=c, wq=wq,
-                    q=q, wq_group=INT4_GROUP if wq == "int4" else 0), reps=5)
-            got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q)
+                    q=q, wq_group=INT4_GROUP if wq == "int4" else 0, act_quant=act_quant), reps=5)
+            got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q, act_quant)
             want = eager_layer(x, w_router, w_in, w_out, bias, cfg)
             err = float((got.float() - want.float()).norm() / want.float().norm())
             p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq)
@@ -234,10 +270,24 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                    "tile_source": "autotuned" if tuned else tuning.source_of("moe", p),
                    "combine_fused": rt.fuse_combine(k)}
 
-            def run_moec():
-                return moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q)
+            def run_moec(tiles=tuned):
+                return moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tiles, wq, q, act_quant)
             row["ms"]["moec"] = _time(run_moec, host, reps, warmup) * 1e3
             row["ms_stages"] = profile.time_stages(run_moec, host, reps, min(1, warmup))
+            if cuda_graphs:  # the whole layer (router GEMV .. combine) captured and replayed as one graph
+                row["ms_cuda_graph"], why = graph_time(run_moec, host, reps, warmup)
+                if why:
+                    row["cuda_graph_skipped"] = why
+            if variants:
+                row["ms_variants"] = {}
+                for vname, vcfg in variant_configs(row["tile_config"]).items():
+                    try:
+                        vgot = run_moec(vcfg)
+                        verr = float((vgot.float() - got.float()).norm() / got.float().norm().clamp_min(1e-30))
+                        row["ms_variants"][vname] = {"ms": _time(lambda: run_moec(vcfg), host, reps, warmup) * 1e3,
+                                                     "rel_diff": verr}
+                    except Exception as e:  # noqa: BLE001 - a variant that fails is reported, not hidden
+                        row["ms_variants"][vname] = {"error": str(e).splitlines()[0][:200]}
             row["ms"]["eager"] = _time(lambda: eager_layer(x, w_router, w_in, w_out, bias, cfg), host, reps,
                                        warmup) * 1e3
             if compiled is not None:
@@ -285,7 +335,8 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
 
 def format_table(report: dict) -> str:
     p = report["probes"]
-    lines = [f"moec bench --target triton on {report['gpu']} (bf16, moec weights {report.get('weights', 'bf16')}; "
+    lines = [f"moec bench --target triton on {report['gpu']} (bf16, moec weights {report.get('weights', 'bf16')}, "
+             f"activations {report.get('activations', 'bf16')}; "
              f"probes: matmul {p['bf16_matmul_tflops']:.1f} "
              f"TFLOP/s, copy {p['copy_tbps']:.2f} TB/s)"]
     if report.get("smoke"):
@@ -306,6 +357,16 @@ def format_table(report: dict) -> str:
                          f"{f('dense bmm'):>8} {r['moec_tflops']:>8.1f} {100 * r['frac_matmul_peak']:>5.0f}% "
                          f"{r['moec_tbps_weights']:>6.2f} {100 * r['frac_copy_bw']:>4.0f}% |               "
                          + " ".join(f"{ms[st]:>8.3f}" if st in ms else f"{'-':>8}" for st in stages))
+        extra = [r for r in L["rows"] if r.get("ms_variants") or "ms_cuda_graph" in r or "cuda_graph_skipped" in r]
+        for r in extra:
+            parts = []
+            if r.get("ms_cuda_graph") is not None:
+                parts.append(f"cuda graph {r['ms_cuda_graph']:.3f} ms")
+            elif r.get("cuda_graph_skipped"):
+                parts.append(f"cuda graph: {r['cuda_graph_skipped']}")
+            for vname, v in (r.get("ms_variants") or {}).items():
+                parts.append(f"{vname} {v['ms']:.3f} ms" if "ms" in v else f"{vname}: {v['error']}")
+            lines.append(f"{r['tokens']:>7} variants: " + "; ".join(parts))
     lines.append("speedup = peer time / moec time (above 1: moec is faster); stages from a separate pass with "
                  "events between the stages (combine fused into gemm2 where the row says combine_fused)")
     return "\n".join(lines)
@@ -324,17 +385,24 @@ def main(argv: List[str] = None) -> int:
                          "or use the shipped defaults / generic rule")
     ap.add_argument("--compile-budget", type=float, default=240.0, help="seconds torch.compile may spend in all")
     ap.add_argument("--weights", default="bf16", choices=BENCH_WEIGHTS)
+    ap.add_argument("--activations", default="bf16", choices=["bf16", "fp8"],
+                    help="fp8 (with --weights fp8): w8a8, per-token dynamic e4m3 activation scales, fp8 x fp8 dots")
+    ap.add_argument("--variants", action="store_true", help="also time each row with swap-AB, persistent and TMA "
+                    "flipped from its tile configuration")
+    ap.add_argument("--cuda-graphs", action="store_true", help="also time each row replayed as one CUDA graph")
     ap.add_argument("--smoke", action="store_true",
                     help=f"small layers ({', '.join(SMOKE_LAYERS)}) at {SMOKE_TOKENS} tokens, one run each, no "
                          "torch.compile, no autotuning; runs on the CPU under Triton's interpreter")
     a = ap.parse_args(argv)
     if a.smoke:
         rep = run_triton_bench(list(SMOKE_LAYERS), list(SMOKE_TOKENS), a.output, 1, ("eager", "dense"),
-                               autotune="none", weights=a.weights, smoke=True, warmup=0)
+                               autotune="none", weights=a.weights, smoke=True, warmup=0, activations=a.activations,
+                               variants=a.variants, cuda_graphs=a.cuda_graphs)
     else:
         peers = ("eager", "dense") if a.no_compile else ("eager", "compile", "dense")
         rep = run_triton_bench(a.layers.split(","), [int(t) for t in a.tokens.split(",")], a.output, a.reps, peers,
-                               autotune=a.autotune, compile_budget_s=a.compile_budget, weights=a.weights)
+                               autotune=a.autotune, compile_budget_s=a.compile_budget, weights=a.weights,
+                               activations=a.activations, variants=a.variants, cuda_graphs=a.cuda_graphs)
     print(format_table(rep))
     print(f"wrote {os.path.join(a.output, 'bench_triton.json')} and bench_triton.txt")
     return 0

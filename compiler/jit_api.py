@@ -235,7 +235,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             verify: bool = True, soc: Optional[str] = None, group_size: int = 64, zero_point: bool = False,
             dynamic_dims: Optional[dict] = None, cache: bool = True,
             experts_implementation: Optional[str] = "auto", weights_scope: str = "all",
-            expert_parallel: int = 0) -> CompiledModel:
+            expert_parallel: int = 0, cuda_graphs: bool = False) -> CompiledModel:
     """Compile a PyTorch module or an ONNX model with moec and return a callable.
 
     Args:
@@ -280,6 +280,10 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         expert_parallel: N > 0 spreads the experts over the N ranks of the initialised torch.distributed
             process group (call on every rank); returns each rank's callable for its own tokens
             (compiler/ep.py: ``EPRank``, outputs as torch tensors).
+        cuda_graphs: target "triton" on a CUDA GPU: each input signature (shapes, dtypes) is captured once
+            as one CUDA graph of the whole launcher and replayed (decode: no launch overhead per kernel;
+            codegen/triton/graphs.py).  Under Triton's interpreter, or where the launcher runs ops on the
+            host, nothing changes; ``stats.report["cuda_graphs"]`` says "on" or why not.
 
     Returns:
         A :class:`CompiledModel`; ``.stats.cache_hit`` tells whether this was a cache hit.
@@ -289,6 +293,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     from moec.passes.quantize import MODES as WEIGHT_MODES
     if weights not in WEIGHT_MODES:
         raise UserInputError(f"weights='{weights}': choose {', '.join(WEIGHT_MODES)}")
+    if cuda_graphs and (target != "triton" or expert_parallel):
+        raise UserInputError(f"cuda_graphs=True is for target='triton' without expert_parallel (not {target!r})")
     if expert_parallel:
         from moec.ep import compile_api
         return compile_api(model, example_inputs, expert_parallel, target=target, weights=weights, verify=verify,
@@ -380,6 +386,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     stats = CompileStats(cache_hit=bool(hit), key=key, outdir=final, seconds=time.perf_counter() - t0,
                          verified=report.get("verified"), max_abs_err=report.get("max_abs_err"), report=report)
     cm = CompiledModel(art, art.input_names, art.output_names, stats, target)
+    if cuda_graphs:
+        why = art.enable_cuda_graphs()
+        stats.report = dict(stats.report, cuda_graphs="on" if why is None else f"off: {why}")
     if ex:
         cm.static_shape = tuple(ex[0].shape)
     return cm

@@ -132,7 +132,19 @@ class TritonArtifact:
         self.device = rt.DEVICE
 
     def run_torch(self, inputs: Sequence):
+        graphs = getattr(self, "_graphs", None)
+        if graphs is not None:
+            return graphs(list(inputs))
         return self.launcher.run(self.W, self.consts, self.host, list(inputs), self.stats)
+
+    def enable_cuda_graphs(self) -> Optional[str]:
+        """Replay the whole launcher as one CUDA graph per input signature (codegen/triton/graphs.py) from now
+        on; where that cannot be (the interpreter, ops on the host) nothing changes and the reason is returned."""
+        from moec.codegen.triton.graphs import GraphRunner, unavailable
+        why = unavailable(self.device, getattr(self.launcher, "HOST_OPS_STATIC", 0))
+        if why is None:
+            self._graphs = GraphRunner(lambda xs: self.launcher.run(self.W, self.consts, self.host, xs, self.stats))
+        return why
 
     def check_inputs(self, shapes: Sequence[tuple], dtypes: Sequence[str]) -> None:
         """Reject inputs whose count, element type, rank or sizes do not fit the compiled model, naming

@@ -4,6 +4,8 @@
 Each gives the plain kernels' result; w8a8 matches its emulation and stays within the error bound derived
 from e4m3's rounding.  What the GPU would run (wgmma, TMA instructions, fp8 dots, spills) is checked by
 tests/test_triton_aot.py; runtime.variants' rules here."""
+import os
+
 import numpy as np
 import pytest
 
@@ -52,11 +54,13 @@ VARIANTS = {
     "tma": dict(TMA=1),
     "all+split_k": dict(TMA=1, SWAP_AB1=1, SWAP_AB2=1, PERSISTENT1=1, PERSISTENT2=1, SPLIT_K1=2, SPLIT_K2=3),
 }
+SLOW_VARIANTS = {"all+split_k"}  # (each variant on its own runs by default)
 
 
 # D = 72 (not a multiple of BLOCK_K: the masked path) and F = 40 (column tiles past F: TMA's zero padding and
 # the gate tile reading up rows that the store masks); bias and routing weight on the input, or on the output
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW_VARIANTS else [])
+                                  for n in VARIANTS])
 def test_kernel_variants_give_the_plain_kernels_result(name, monkeypatch):
     from moec.codegen.triton import runtime as rt
     x, ids, w_in, w_out, rw = _layer(T=9, E=4, D=72, F=40, k=2, seed=5)
@@ -216,3 +220,69 @@ def test_few_row_matmul_is_a_split_k_gemv(M, K, N, dt, monkeypatch):
 
 def triton_cdiv(a, b):
     return -(-a // b)
+
+
+def test_compile_with_cuda_graphs_leaves_the_interpreter_path_as_it_is(tmp_path, monkeypatch):
+    """moec.compile(..., cuda_graphs=True): on a GPU the launcher is replayed as one CUDA graph per input
+    signature; under the interpreter nothing changes -- the report says why -- and the results are those of a
+    build without it.  Asking for it on another target is a UserInputError."""
+    import moec
+    from moec.errors import UserInputError
+    from moec.codegen.triton import runtime as rt
+    if rt.DEVICE == "cuda":
+        pytest.skip("the interpreter's path (on a GPU: test_cuda_graph_replays_the_moe_layer)")
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "mixtral_like.onnx")
+    graphed = moec.compile(example, target="triton", verify=False, cuda_graphs=True)
+    assert graphed.stats.report["cuda_graphs"].startswith("off: CUDA graphs need a CUDA GPU")
+    assert getattr(graphed.artifact, "_graphs", None) is None
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_array_equal(graphed(x), graphed.artifact([x])[0])  # (the launcher as without the option)
+    with pytest.raises(UserInputError, match="cuda_graphs=True is for target='triton'"):
+        moec.compile(example, target="cpu", cuda_graphs=True)
+
+
+def test_cuda_graph_replays_the_moe_layer():
+    """On a GPU: the whole layer (router GEMV, route, align, both grouped GEMMs, combine) captured once per
+    input signature and replayed gives the eager launches' result, for two token counts (two graphs)."""
+    from moec.codegen.triton import runtime as rt
+    from moec.codegen.triton.graphs import GraphRunner, unavailable
+    why = unavailable(rt.DEVICE)
+    if why:
+        pytest.skip(why)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    E, D, F, k = 8, 256, 128, 2
+    w_r = torch.randn(D, E, device="cuda", generator=g)
+    w_in = torch.randn(E, 2 * F, D, device="cuda", generator=g, dtype=torch.bfloat16) / 16
+    w_out = torch.randn(E, D, F, device="cuda", generator=g, dtype=torch.bfloat16) / 16
+
+    def layer(xs):
+        x, = xs
+        w, ids = rt.moe_route(rt.matmul(x.float(), w_r), None, k=k, scoring="softmax", n_group=1, topk_group=1,
+                              group_score="max", post="none", norm="sum", norm_eps=0.0, scale=1.0, capacity=0)
+        return [rt.moe_experts_combine(x, ids, w_in, w_out, w=w, weighted=True)]
+    run = GraphRunner(layer)
+    for T in (1, 4, 1):
+        x = torch.randn(T, D, device="cuda", generator=g, dtype=torch.bfloat16)
+        assert torch.equal(run([x])[0], layer([x])[0])
+    assert len(run.graphs) == 2 and run.replays == 3
+
+
+@pytest.mark.slow
+def test_gpu_bench_w8a8_with_variants_on_the_interpreter(tmp_path, monkeypatch):
+    """The bench's w8a8 row (--weights fp8 --activations fp8) with --variants and --cuda-graphs: each row also
+    timed with swap-AB, persistent and TMA flipped (same result), the CUDA-graph column says why it is empty
+    here; the error against the bf16 eager peer stays within 4u (four e4m3-rounded operands, first order)."""
+    from moec import bench_triton as bt
+    from moec.errors import UserInputError
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    rep = bt.run_triton_bench(["smoke_mixtral"], [2], str(tmp_path / "out"), reps=1, peers=("eager",),
+                              autotune="none", weights="fp8", activations="fp8", smoke=True, warmup=0, variants=True,
+                              cuda_graphs=True)
+    (row,) = rep["layers"]["smoke_mixtral"]["rows"]
+    assert rep["activations"] == "fp8" and row["rel_err_vs_eager"] < 4 * U, row["rel_err_vs_eager"]
+    assert set(row["ms_variants"]) == {"swap_ab on", "persistent on", "tma on"}
+    assert all(v["rel_diff"] < 1e-5 and v["ms"] > 0 for v in row["ms_variants"].values()), row["ms_variants"]
+    assert "need a CUDA GPU" in row["cuda_graph_skipped"] and "variants:" in bt.format_table(rep)
+    with pytest.raises(UserInputError, match="fp8 activations go with fp8 weights"):
+        bt.run_triton_bench(["smoke_mixtral"], [1], str(tmp_path / "o2"), weights="bf16", activations="fp8", smoke=True)
