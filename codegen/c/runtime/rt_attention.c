@@ -14,7 +14,7 @@
 #define MOEC_VBYTES 16
 #endif
 #define VL (MOEC_VBYTES / 4)
-#define QB 16 /* query rows per task (4 row quads) */
+#define QB 64 /* query rows per task (16 row quads): the key/value blocks are packed once per task */
 #define KB 64 /* keys per block: a multiple of 2 * VL for every VL */
 #define MAXD 65536
 
@@ -49,6 +49,8 @@ static inline avf avexp(avf x) {
 
 typedef struct {
   const float *q, *k, *v, *mask;
+  float *kt; /* K transposed per (batch, kv head): [B * Hkv][D][Tp] (Tp: T padded to KB), or NULL */
+  int64_t Tp;
   float *y;
   int64_t B, Hq, Hkv, S, T, D, Dv, Dvp, nqb;
   int64_t ms[4]; /* mask broadcast strides over [B, Hq, S, T] */
@@ -66,35 +68,62 @@ static void att_task(void *arg, int64_t item) {
   const float *K = a->k + (b * a->Hkv + hk) * T * D;
   const float *V = a->v + (b * a->Hkv + hk) * T * Dv;
   float *Y = a->y + ((b * a->Hq + h) * S + i0) * Dv;
-  /* per task: q rows (zero-padded to QB), the key block transposed [D][KB], the value block [KB][Dvp]
-   * zero-padded to a multiple of 2 VL columns, the accumulators [QB][Dvp] */
-  float *buf = (float *)malloc(sizeof(float) * (size_t)(QB * D + D * KB + KB * Dvp + QB * Dvp));
+  /* per task: the accumulators [QB][Dvp]; only where needed: q rows copied zero-padded to whole row quads,
+   * the key block transposed [D][KB] (when K^T was not packed for every task), the value block [KB][Dvp]
+   * zero-padded to a multiple of 2 VL columns (a task's buffer stays well under malloc's mmap threshold:
+   * a fresh mapping per task cost page faults on every call) */
+  const int qpad = nr % 4 != 0, vdirect = Dv == Dvp;
+  const size_t nq = qpad ? (size_t)(QB * D) : 0, nkt = a->kt ? 0 : (size_t)(D * KB), nvb = vdirect ? 0 : (size_t)(KB * Dvp);
+  float *buf = (float *)malloc(sizeof(float) * ((size_t)(QB * Dvp) + nq + nkt + nvb));
   if (!buf) { a->oom = 1; return; }
-  float *qbuf = buf, *kt = qbuf + QB * D, *vb = kt + D * KB, *acc = vb + KB * Dvp;
+  float *acc = buf, *qbuf = acc + QB * Dvp, *kt = qbuf + nq, *vb = kt + nkt;
   float s[QB][KB], m[QB], l[QB];
-  memset(qbuf, 0, sizeof(float) * (size_t)(QB * D));
-  memcpy(qbuf, Q, sizeof(float) * (size_t)(nr * D));
+  if (qpad) {
+    memset(qbuf, 0, sizeof(float) * (size_t)(QB * D));
+    memcpy(qbuf, Q, sizeof(float) * (size_t)(nr * D));
+  } else {
+    qbuf = (float *)Q; /* (read only) */
+  }
   memset(acc, 0, sizeof(float) * (size_t)(QB * Dvp));
-  memset(vb, 0, sizeof(float) * (size_t)(KB * Dvp));
+  if (nvb) memset(vb, 0, sizeof(float) * nvb);
   for (int r = 0; r < QB; r++) { m[r] = -INFINITY; l[r] = 0.f; }
   const int64_t shift = T - S; /* causal: row i sees keys j <= i + shift */
   int64_t jend = T;
   if (a->causal) { jend = i1 + shift; if (jend > T) jend = T; if (jend < 0) jend = 0; }
   for (int64_t j0 = 0; j0 < jend; j0 += KB) {
     const int64_t nk = j0 + KB < jend ? KB : jend - j0;
-    for (int64_t j = 0; j < nk; j++) {
-      const float *kr = K + (j0 + j) * D;
-      for (int64_t d = 0; d < D; d++) kt[d * KB + j] = kr[d];
-      memcpy(vb + j * Dvp, V + (j0 + j) * Dv, sizeof(float) * (size_t)Dv);
+    /* the key block transposed ([D][KB]): from the head's keys transposed once for every task (a.kt), or
+     * here when that buffer could not be had */
+    const float *ktb = kt;
+    int64_t ldk = KB;
+    if (a->kt) {
+      ktb = a->kt + (b * a->Hkv + hk) * D * a->Tp + j0;
+      ldk = a->Tp;
+    } else {
+      for (int64_t d = 0; d < D; d++) {
+        float *kd = kt + d * KB;
+        const float *kc = K + j0 * D + d;
+        for (int64_t j = 0; j < nk; j++) kd[j] = kc[j * D];
+      }
+    }
+    if (!vdirect)
+      for (int64_t j = 0; j < nk; j++) memcpy(vb + j * Dvp, V + (j0 + j) * Dv, sizeof(float) * (size_t)Dv);
+    const float *vblk = vdirect ? V + j0 * Dv : vb;
+    /* keys a row quad can see in this block (causal: the rest of the block is masked, not computed) */
+    int64_t qvis[QB / 4];
+    for (int rq = 0; rq < QB; rq += 4) {
+      int64_t v = nk;
+      if (a->causal) { v = i0 + rq + 3 + shift - j0 + 1; if (v > nk) v = nk; if (v < 0) v = 0; }
+      qvis[rq / 4] = v;
     }
     /* scores: 4 rows x 2 vectors of keys in registers, over d */
     for (int rq = 0; rq < QB; rq += 4) {
       if (rq >= nr) break;
-      for (int jv = 0; jv < KB; jv += 2 * VL) {
+      for (int jv = 0; jv < qvis[rq / 4]; jv += 2 * VL) {
         avf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
         const float *q0 = qbuf + rq * D, *q1 = q0 + D, *q2 = q1 + D, *q3 = q2 + D;
         for (int64_t d = 0; d < D; d++) {
-          const avf k0 = ald(kt + d * KB + jv), k1 = ald(kt + d * KB + jv + VL);
+          const avf k0 = ald(ktb + d * ldk + jv), k1 = ald(ktb + d * ldk + jv + VL);
           avf x = asplat(q0[d]); c00 += x * k0; c01 += x * k1;
           x = asplat(q1[d]); c10 += x * k0; c11 += x * k1;
           x = asplat(q2[d]); c20 += x * k0; c21 += x * k1;
@@ -109,19 +138,43 @@ static void att_task(void *arg, int64_t item) {
       float *sr = s[r];
       float mx = -INFINITY;
       const int64_t i = i0 + r;
+      int64_t vis = 0; /* keys of the block this row sees; the others are -inf */
       if (r < nr) {
-        for (int64_t j = 0; j < nk; j++) {
-          float x = sr[j] * a->scale;
-          if (a->mask) x += a->mask[b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + (j0 + j) * a->ms[3]];
-          if (a->causal && j0 + j > i + shift) x = -INFINITY;
-          sr[j] = x;
-          if (x > mx || x != x) mx = x;
+        vis = nk;
+        if (a->causal) { vis = i + shift - j0 + 1; if (vis > nk) vis = nk; if (vis < 0) vis = 0; }
+        if (a->mask) {
+          for (int64_t j = 0; j < vis; j++) {
+            float x = sr[j] * a->scale + a->mask[b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + (j0 + j) * a->ms[3]];
+            sr[j] = x;
+            if (x > mx || x != x) mx = x;
+          }
+        } else { /* scale and max on vectors (a NaN score makes the row's max NaN, as the scalar form) */
+          const avf vsc = asplat(a->scale);
+          avf vmx = asplat(-INFINITY);
+          avi vnan = {0};
+          int64_t j = 0;
+          for (; j + VL <= vis; j += VL) {
+            const avf x = ald(sr + j) * vsc;
+            ast(sr + j, x);
+            vnan |= x != x;
+            const avi gt = x > vmx;
+            vmx = (avf)((gt & (avi)x) | (~gt & (avi)vmx));
+          }
+          for (int c = 0; c < VL; c++) {
+            if (vnan[c]) mx = NAN;
+            if (mx == mx && vmx[c] > mx) mx = vmx[c];
+          }
+          for (; j < vis; j++) {
+            const float x = sr[j] * a->scale;
+            sr[j] = x;
+            if (mx == mx && (x > mx || x != x)) mx = x;
+          }
         }
       }
       if (mx == -INFINITY) { memset(sr, 0, sizeof s[0]); continue; } /* nothing visible in this block */
       const float mnew = mx > m[r] || mx != mx ? mx : m[r];
       const float corr = m[r] == -INFINITY ? 0.f : expf(m[r] - mnew);
-      for (int64_t j = nk; j < KB; j++) sr[j] = -INFINITY;
+      for (int64_t j = vis; j < KB; j++) sr[j] = -INFINITY;
       avf vs = {0};
       const avf vm = asplat(mnew);
       for (int64_t j = 0; j < KB; j += VL) { const avf e = avexp(ald(sr + j) - vm); ast(sr + j, e); vs += e; }
@@ -129,17 +182,21 @@ static void att_task(void *arg, int64_t item) {
       for (int c = 0; c < VL; c++) sum += vs[c];
       l[r] = l[r] * corr + sum;
       m[r] = mnew;
-      if (corr != 1.f) for (int64_t c = 0; c < Dvp; c++) acc[r * Dvp + c] *= corr;
+      if (corr != 1.f) { /* (Dvp is a multiple of the vector width) */
+        const avf vc = asplat(corr);
+        for (int64_t c = 0; c < Dvp; c += VL) ast(acc + r * Dvp + c, ald(acc + r * Dvp + c) * vc);
+      }
     }
-    /* acc += p v: 4 rows x 2 vectors of columns in registers, over the block's keys */
+    /* acc += p v: 4 rows x 2 vectors of columns in registers, over the keys the quad sees */
     for (int rq = 0; rq < QB; rq += 4) {
       if (rq >= nr) break;
+      const int64_t nj = qvis[rq / 4];
       for (int64_t cv = 0; cv < Dvp; cv += 2 * VL) {
         float *a0 = acc + rq * Dvp + cv, *a1 = a0 + Dvp, *a2 = a1 + Dvp, *a3 = a2 + Dvp;
         avf c00 = ald(a0), c01 = ald(a0 + VL), c10 = ald(a1), c11 = ald(a1 + VL);
         avf c20 = ald(a2), c21 = ald(a2 + VL), c30 = ald(a3), c31 = ald(a3 + VL);
-        for (int64_t j = 0; j < nk; j++) {
-          const avf v0 = ald(vb + j * Dvp + cv), v1 = ald(vb + j * Dvp + cv + VL);
+        for (int64_t j = 0; j < nj; j++) {
+          const avf v0 = ald(vblk + j * Dvp + cv), v1 = ald(vblk + j * Dvp + cv + VL);
           avf x = asplat(s[rq][j]); c00 += x * v0; c01 += x * v1;
           x = asplat(s[rq + 1][j]); c10 += x * v0; c11 += x * v1;
           x = asplat(s[rq + 2][j]); c20 += x * v0; c21 += x * v1;
@@ -152,10 +209,30 @@ static void att_task(void *arg, int64_t item) {
   }
   for (int64_t r = 0; r < nr; r++) {
     const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-    const int dead = m[r] == -INFINITY;
-    for (int64_t c = 0; c < Dv; c++) Y[r * Dv + c] = dead ? 0.f : acc[r * Dvp + c] * inv;
+    float *yr = Y + r * Dv;
+    const float *ar = acc + r * Dvp;
+    if (m[r] == -INFINITY) { memset(yr, 0, sizeof(float) * (size_t)Dv); continue; } /* every key masked */
+    const avf vi = asplat(inv);
+    int64_t c = 0;
+    for (; c + VL <= Dv; c += VL) ast(yr + c, ald(ar + c) * vi);
+    for (; c < Dv; c++) yr[c] = ar[c] * inv;
   }
   free(buf);
+}
+
+/* a.kt[bh][d][j] = K[bh][j][d], zero for j >= T */
+static void kt_pack_task(void *arg, int64_t bh) {
+  att_args *a = (att_args *)arg;
+  const int64_t D = a->D, T = a->T, Tp = a->Tp;
+  const float *K = a->k + bh * T * D;
+  float *o = a->kt + bh * D * Tp;
+  for (int64_t j0 = 0; j0 < T; j0 += 16) { /* 16 key rows at a time: their cache lines stay in L1 */
+    const int64_t nj = j0 + 16 < T ? 16 : T - j0;
+    for (int64_t d = 0; d < D; d++)
+      for (int64_t j = 0; j < nj; j++) o[d * Tp + j0 + j] = K[(j0 + j) * D + d];
+  }
+  for (int64_t d = 0; d < D; d++)
+    for (int64_t j = T; j < Tp; j++) o[d * Tp + j] = 0.f;
 }
 
 int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
@@ -177,7 +254,7 @@ int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, 
   if (D > MAXD || Dv > MAXD) return moec_fail(ctx, "attention: head size above %d", MAXD);
   int64_t out[4] = {B, Hq, S, Dv}, sc[4] = {B, Hq, S, T};
   const int64_t Dvp = (Dv + 2 * VL - 1) / (2 * VL) * (2 * VL);
-  att_args a = {q->data, k->data, v->data, NULL, NULL, B, Hq, Hkv, S, T, D, Dv, Dvp, (S + QB - 1) / QB,
+  att_args a = {q->data, k->data, v->data, NULL, NULL, 0, NULL, B, Hq, Hkv, S, T, D, Dv, Dvp, (S + QB - 1) / QB,
                 {0, 0, 0, 0}, (float)scale, causal, 0};
   if (mask) {
     for (int i = 0; i < mask->rank; i++) {
@@ -192,7 +269,18 @@ int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, 
   if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
   a.y = y->data;
   /* items <= the element count of q (nqb <= S, D >= 1) or y: fits by the runtime's size invariant */
+  /* K transposed once per (batch, kv head) for all the query blocks that read it (per task it was done
+   * S / QB times per head); without the memory the tasks transpose their own blocks */
+  /* (k's element count padded: its T rows to Tp, at most KB - 1 more per (batch, head, d); checked) */
+  int64_t ktn = 0, Tp = (T + KB - 1) / KB * KB;
+  if (B && Hkv && S && T && D) {
+    if (moec_mul_size(ctx, k->numel / T, Tp, &ktn)) return -1;
+    a.kt = (float *)moec_scratch_alloc(sizeof(float) * (size_t)ktn);
+    a.Tp = Tp;
+    if (a.kt) moec_parallel_for(ctx, B * Hkv, kt_pack_task, &a);
+  }
   if (B && Hq && S && Hkv) moec_parallel_for(ctx, moec_dims_prod(out, 0, 3) / S * a.nqb, att_task, &a);
+  moec_scratch_free(a.kt);
   if (a.oom) return moec_fail(ctx, "attention: out of memory for a task's buffers");
   return 0;
 }
