@@ -261,3 +261,82 @@ def test_schedule_dispatch_follows_the_description_not_the_name():
     mine = replace(gpu, name="new", dispatch_block=32, gemv_max_slots=0, tile_budget_level=2, l2_bytes=3 * 64 * 4 * 32 * 2)
     d2 = ScheduleDispatch(mine).decide(E=8, k=2, D=64, F=128, itemsize=4, capacity=5)
     assert d2 == {"strategy": "capacity", "block": 32, "gemv_max_slots": 8, "col_block": 32, "cores": 132}
+
+
+# -- one IR walker ------------------------------------------------------------------------------------------
+_EXECUTES = {"reference", "eval_op", "reference_collective"}  # an op's semantics (or a helper that applies them)
+
+
+def _walker_loops(source: str):
+    """Line numbers of the loops in ``source`` that execute IR themselves: a ``for`` loop whose body both
+    runs ops (a call of ``reference`` / ``eval_op`` / ``reference_collective``, or a dispatch by a computed
+    name, ``getattr(obj, "_k_" + op)``) and stores values by identity (``env[id(v)] = ...``): the loop of
+    an interpreter.  Only ir/walk.py may hold one; everything else passes a hook to it."""
+    def runs_ops(n):
+        if not isinstance(n, ast.Call):
+            return False
+        f = n.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
+        if name == "getattr":  # a name computed from a string: "_k_" + op, f"_k_{op}"
+            return len(n.args) >= 2 and isinstance(n.args[1], (ast.BinOp, ast.JoinedStr))
+        return name in _EXECUTES
+
+    def stores_by_id(n):
+        return isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Call) and isinstance(t.slice.func, ast.Name)
+            and t.slice.func.id == "id" for t in n.targets)
+    out = []
+    for n in ast.walk(ast.parse(source)):
+        if isinstance(n, (ast.For, ast.While)):
+            inner = [x for st in n.body for x in ast.walk(st)]
+            if any(runs_ops(x) for x in inner) and any(stores_by_id(x) for x in inner):
+                out.append(n.lineno)
+    return out
+
+
+def test_one_ir_walker():
+    """ir/walk.py is the only loop that executes IR: the interpreter, the recognition probes, the SPMD
+    reference, the Triton host segments and the Ascend planner are hooks on it."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "moec.ir.walk":
+            continue
+        with open(path) as f:
+            offenders += [f"{name}:{ln}" for ln in _walker_loops(f.read())]
+    assert not offenders, f"loops that execute IR outside ir/walk.py (give ir.walk.walk a hook): {offenders}"
+    with open(os.path.join(ROOT, "ir", "walk.py")) as f:
+        assert _walker_loops(f.read()), "the walker itself is what the check looks for"
+
+
+def test_the_walker_check_finds_an_interpreter_loop():
+    old_interpreter = '''
+def run_function(m, f, inputs):
+    env = {id(a): x for a, x in zip(f.args, inputs)}
+    for o in f.ops:
+        outs = o.reference(*[env[id(v)] for v in o.operands])
+        for r, a in zip(o.results, outs):
+            env[id(r)] = a
+'''
+    old_ascend = '''
+def make(self, f, env):
+    for i, o in enumerate(f.ops):
+        outs = getattr(self, "_k_" + o.name.replace(".", "_"))(o, i, [env[id(v)] for v in o.operands])
+        for r, v in zip(o.results, outs):
+            env[id(r)] = v
+'''
+    assert _walker_loops(old_interpreter) == [4] and _walker_loops(old_ascend) == [3]
+    assert _walker_loops("for o in ops:\n    x = getattr(o, 'name')\n    env[id(o)] = x\n") == []
+
+
+def test_triton_launcher_parses_no_ir():
+    """Loading a Triton artifact reads the generated launcher, its constants and the weights, never model.mlir:
+    the artifact's loader and the launcher's host segments call no IR parser (tests/test_triton_launcher.py
+    loads an artifact whose model.mlir was deleted)."""
+    parsers = {"load_module", "parse_module", "parse_type"}
+    for name in ("moec.targets.triton_backend", "moec.codegen.triton.host", "moec.codegen.triton.runtime"):
+        with open(_modules()[name]) as f:
+            tree = ast.parse(f.read())
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
+            {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | \
+            {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert not used & parsers, (name, used & parsers)
