@@ -9,12 +9,16 @@
 #   bash benchmarks/run_gpu.sh [OUTDIR]          # the GPU run (OUTDIR: $OUT on the device tool, else ./gpu_out)
 #   bash benchmarks/run_gpu.sh --smoke [OUTDIR]  # the same steps at small sizes, on the CPU under Triton's
 #                                                # interpreter (CI runs it: .ci/run); ~1 minute on 2 cores
-# Steps (GPU): 1. the Triton tests on the GPU (a selection: kernels, split-K, combine, align, reproducibility);
+# Steps (GPU): 1. the Triton tests on the GPU (a selection: kernels, split-K, combine, align, reproducibility,
+# the kernel variants, w8a8, the split-K GEMV router, CUDA-graph replay);
 # 2. the tile search (tune_moe, --space small) for the Mixtral-shaped layer at 1 and 4096 tokens, uniform
-# and Zipf routing, written where step 3 reads it (~2 minutes; `--space full` over all token counts takes
+# and Zipf routing, written where step 3 reads it (~1.5 minutes; `--space full` over all token counts takes
 # far longer: run it on its own); 3. `moec bench --target triton` bf16, both layers,
-# tokens 1..4096, PyTorch eager / torch.compile / dense peers, matmul and copy probes, per-stage times;
-# 4. fp8 weights (w8a16) at 1, 16, 4096 tokens; 5. int4 (W4A16) at decode; 6. the report.
+# tokens 1..4096, PyTorch eager / torch.compile / dense peers, matmul and copy probes, per-stage times
+# (routing, align, gemm1, gemm2, combine), and each row replayed as one CUDA graph;
+# 4. the kernel variants (swap-AB, persistent tile queue, TMA each flipped from the row's tiles) on the
+# Mixtral-shaped layer at 1, 16, 4096 tokens; 5. fp8 w8a8 (fp8 weights, per-token fp8 activations, fp8 x fp8
+# wgmma) at 1, 16, 4096 tokens; 6. int4 (W4A16) at decode; 7. the report.
 #
 # Needs python3 with torch (CUDA), triton, onnx, onnxruntime, numpy, ml_dtypes, networkx; lark is
 # installed from .whl/ when that folder holds its wheel (the device image has no lark):
@@ -69,24 +73,28 @@ step() {  # name, seconds, command...  (logs: tests, bench_bf16 and tune come ba
 }
 
 if [ $SMOKE = 1 ]; then
-    step bench_smoke 150 $PY -m moec.bench_triton --smoke -o "$WORK/smoke"
+    step bench_smoke 240 $PY -m moec.bench_triton --smoke --variants --cuda-graphs -o "$WORK/smoke"
     step tune 90 $PY -m moec.codegen.triton.tune_moe --E 4 --N 32 --K 64 --topk 2 --tokens 1 --smoke -o "$WORK/tune"
 else
     # 1. the Triton tests on the GPU (no interpreter)
     step tests 60 $PY -m pytest -q -p no:warnings -x tests/test_triton.py tests/test_triton_tune.py \
-        -k "kernels_really_run or 16_bit or split_k_matches or combine_fused or bitwise or align_plan or tile_order"
+        tests/test_triton_variants.py -k "kernels_really_run or 16_bit or split_k_matches or combine_fused or bitwise \
+        or align_plan or tile_order or kernel_variants or w8a8_matches or few_row or cuda_graph_replays"
     # 2. tile search, Mixtral-shaped layer, decode and prefill ends (small space; each token count is
     #    written as it is found)
-    step tune 120 $PY -m moec.codegen.triton.tune_moe --layer mixtral --tokens 1,4096 --space small --reps 5 \
+    step tune 90 $PY -m moec.codegen.triton.tune_moe --layer mixtral --tokens 1,4096 --space small --reps 5 \
         -o "$WORK/tune"
     # 3. bf16 bench, both layers, all token counts, torch.compile (90 s of compiling at most); tiles from the
     #    tile-search files (step 2's token counts, the shipped H100 ones for the others: each row's tile_source)
-    step bench_bf16 210 $PY -m moec.bench_triton --layers mixtral,deepseek --tokens 1,16,128,1024,4096 \
-        --reps 10 --autotune none --compile-budget 90 -o "$WORK/bf16"
-    # 4. fp8 weights (sm_89+): decode and prefill ends, eager and dense peers only
-    step bench_fp8 40 $PY -m moec.bench_triton --layers mixtral,deepseek --tokens 1,16,4096 --reps 10 --no-compile \
-        --autotune none --weights fp8 -o "$WORK/fp8"
-    # 5. int4 weights with bf16 activations (W4A16, group 128): the decode end, where bytes decide
+    step bench_bf16 190 $PY -m moec.bench_triton --layers mixtral,deepseek --tokens 1,16,128,1024,4096 \
+        --reps 10 --autotune none --compile-budget 90 --cuda-graphs -o "$WORK/bf16"
+    # 4. each kernel variant flipped from the row's tiles (its kernels compile here: a minute)
+    step bench_variants 60 $PY -m moec.bench_triton --layers mixtral --tokens 1,16,4096 --reps 5 --no-compile \
+        --autotune none --variants -o "$WORK/variants"
+    # 5. fp8 w8a8 (sm_89+): decode and prefill ends, eager and dense peers only
+    step bench_fp8 50 $PY -m moec.bench_triton --layers mixtral,deepseek --tokens 1,16,4096 --reps 10 --no-compile \
+        --autotune none --weights fp8 --activations fp8 -o "$WORK/fp8"
+    # 6. int4 weights with bf16 activations (W4A16, group 128): the decode end, where bytes decide
     step bench_int4 25 $PY -m moec.bench_triton --layers mixtral,deepseek --tokens 1,16 --reps 10 --no-compile \
         --autotune none --weights int4 -o "$WORK/int4"
 fi

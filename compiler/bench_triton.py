@@ -16,6 +16,12 @@ between the stages' launches in a separate pass (moec.codegen.triton.profile).
 ``--smoke``: the same code on small layers (``smoke_*``) at 1 and 5 tokens, one timed run each, on whatever device there
 is -- the CPU under Triton's interpreter in CI, where every field is filled but times mean nothing.
 
+``activations="fp8"`` (with ``weights="fp8"``): w8a8 -- x and the activation quantised per token to e4m3 on the
+fly, fp8 x fp8 dots.  ``variants``: each row also timed with swap-AB, the persistent kernel and TMA flipped
+from its tile configuration (``ms_variants``, with the relative difference of the result).  ``cuda_graphs``:
+each row also replayed as one CUDA graph of the whole layer (``ms_cuda_graph``; on the interpreter the row
+says why not).
+
 ``weights``: moec's expert weights in bf16 (the default; "f32" means the same here), int8 or fp8 (e4m3,
 per output channel scales, dequantised in registers; fp8 needs an sm_89+ GPU), or int4 (W4A16, groups
 of 128 along K with f32 scales).  The peers always run

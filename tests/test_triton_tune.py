@@ -171,3 +171,10 @@ def test_issue21_report_judges_targets_from_the_bench_rows():
     ds = got["deepseek 4096 tokens"]["got"]  # 25 GB at 3 TB/s = 8.33 ms > 3 PFLOP at 700 TFLOP/s = 4.29 ms
     assert abs(ds["bound_bytes_ms"] - 25 / 3) < 1e-9 and abs(ds["frac_of_bound"] - 0.25 / 0.3) < 1e-9
     assert all(t["status"] == "not measured" for t in rep.targets(dict(bf16, smoke=True), None))
+    # fp8: judged only from a w8a8 report (fp8 weights AND activations), against the bf16 run's moec time
+    w8a8 = {"weights": "fp8", "activations": "fp8", "layers": {"mixtral": {"rows": [dict(row(4096, 0, 0, 0, 0, 1.8, 2),
+                                                                                        rel_err_vs_eager=0.05)]}}}
+    fp8 = {t["target"].split(":")[0]: t for t in rep.targets(bf16, w8a8)}["fp8 w8a8 4096 tokens"]
+    assert fp8["status"] == "met" and abs(fp8["got"]["x_bf16"] - 3.0 / 1.8) < 1e-12
+    slow = {t["target"].split(":")[0]: t for t in rep.targets(bf16, dict(w8a8, activations="bf16"))}
+    assert slow["fp8 w8a8 4096 tokens"]["status"] == "not measured"
