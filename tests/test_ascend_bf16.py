@@ -117,17 +117,18 @@ def test_bf16_moe_ops_match_their_semantics(name, tmp_path):
 
 def test_bf16_example_on_the_host_program(tmp_path):
     """The MoE block in bf16: moec_run (bf16 .npy in and out: numpy writes ml_dtypes' bfloat16 as 2-byte void)
-    equals the Python artifact bit for bit, at every compile-time plan, and the plans launch the bf16 kernels."""
+    equals the Python artifact bit for bit, at every compile-time plan (symbolic ones too), and the plans launch the
+    bf16 kernels."""
     from moec.targets.ascend_backend import build_host_program, run_host_program
     from moec.targets.registry import get_backend
     from test_ascend_host_program import _keys
     out = str(tmp_path / "o")
     r = compile_onnx(to_bf16(moe_block()), out, CompileOptions(target="ascend", symbol_sizes=(3,)))
     assert r.report["verified"] and not r.report["ascend"]["host_ops"], r.report.get("failure")
-    assert _keys(out) == ["bf16:1x64", "bf16:4x64"]
+    assert _keys(out) == ["bf16:1x64", "bf16:4x64", "bf16:{d0=1..16}x64", "bf16:{d0=17..256}x64", "bf16:{d0=257..}x64"]
     exe = build_host_program(out)
     art = get_backend("ascend", "Ascend910B2").load(out)
-    for T in (1, 4):
+    for T in (1, 4, 3, 37):  # compile-time sizes, then token counts the symbolic plans cover
         x = np.random.default_rng(T).standard_normal((T, 64)).astype(BF16)
         want = art([x])
         got = run_host_program(exe, out, [x])

@@ -31,6 +31,30 @@ def _keys(out):
         return [line.rsplit(" ", 1)[0] for line in f if line.strip()]
 
 
+# the token counts a symbolic plan is run at (each symbolic key: the samples inside its range); none of them is a
+# compile-time size, and 3 / 37 lie in the first two ranges of SYMBOLIC_RANGES
+SYMBOLIC_SAMPLES = (3, 37)
+
+
+def _concrete_keys(key, samples=SYMBOLIC_SAMPLES):
+    """A symbolic plan's key ({d0=lo..hi}) as concrete keys at the samples inside its range; a concrete key as is."""
+    if "{" not in key:
+        return [key]
+    out = []
+    for v in samples:
+        ok = True
+
+        def sub(mt):
+            nonlocal ok
+            lo, hi = mt.group(2), mt.group(3)
+            ok = ok and v >= int(lo) and (not hi or v <= int(hi))
+            return str(v)
+        k = re.sub(r"\{(\w+)=(\d+)\.\.(\d*)\}", sub, key)
+        if ok:
+            out.append(k)
+    return out
+
+
 def _inputs(key, seed, int_range=(0, 1)):
     rng = np.random.default_rng(seed)
     xs = []
@@ -63,7 +87,7 @@ def _check_host_program(out, tmp_path, soc="Ascend910B2", seeds=(0, 1), int_rang
     def no_planning(*a, **k):
         raise AssertionError("the artifact planned at run time although a compile-time plan exists")
     art.planner.make = no_planning
-    keys = _keys(out)
+    keys = [k for key in _keys(out) for k in _concrete_keys(key)]
     assert len(keys) >= 1
     ran = 0
     for key in keys:
@@ -107,7 +131,8 @@ def test_host_program_matches_python_on_the_example(tmp_path):
     out = str(tmp_path / "o")
     r = compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(3,)))
     assert r.report["verified"], r.report.get("failure")
-    assert _keys(out) == ["f32:1x64", "f32:4x64"]  # the symbolic token count bound to 1 and 4 at compile time
+    # the symbolic token count bound to 1 and 4 at compile time, and a symbolic plan per range of it
+    assert _keys(out) == ["f32:1x64", "f32:4x64", "f32:{d0=1..16}x64", "f32:{d0=17..256}x64", "f32:{d0=257..}x64"]
     assert r.report["ascend"]["launch_plans"] == _keys(out) and "not_planned" not in r.report["ascend"]
     _check_weights_stored_once(out)
     art, exe = _check_host_program(out, tmp_path)
@@ -115,9 +140,9 @@ def test_host_program_matches_python_on_the_example(tmp_path):
     # the plan reads the routed row count back after moe_init_routing: the expert kernels' sizes are run-time
     text = open(os.path.join(out, "ascend", "launch", "plan1.txt")).read()
     assert re.search(r"^sym s0 read b\d+ 8$", text, re.M) and "$s0" in text
-    # another shape: no plan was written for it, moec_run says so (exit 2) and lists the ones it has
-    p = _moec_run(exe, out, [np.zeros((3, 64), np.float32)], str(tmp_path / "other"))
-    assert p.returncode == 2 and "no launch plan for inputs f32:3x64" in p.stderr and "f32:4x64" in p.stderr
+    # a shape no plan covers (no token: symbolic plans take 1 and more): moec_run says so (exit 2) and lists them
+    p = _moec_run(exe, out, [np.zeros((0, 64), np.float32)], str(tmp_path / "other"))
+    assert p.returncode == 2 and "no launch plan for inputs f32:0x64" in p.stderr and "f32:4x64" in p.stderr
     # the plans need the artifact's weights file: without it moec_run says so (exit 2)
     os.rename(os.path.join(out, "model.weights.bin"), os.path.join(out, "w.moved"))
     p = _moec_run(exe, out, [np.zeros((4, 64), np.float32)], str(tmp_path / "noweights"))
@@ -125,7 +150,7 @@ def test_host_program_matches_python_on_the_example(tmp_path):
     os.rename(os.path.join(out, "w.moved"), os.path.join(out, "model.weights.bin"))
     # the Python artifact plans that shape once, then reuses it
     art2 = get_backend("ascend", "Ascend910B2").load(out)
-    x = np.random.default_rng(5).standard_normal((3, 64)).astype(np.float32)
+    x = np.zeros((0, 64), np.float32)
     a, b = art2([x])[0], art2([x])[0]
     np.testing.assert_array_equal(a, b)
     assert art2.plans_made == 1
@@ -148,6 +173,59 @@ def test_host_program_runs_an_attention_block(tmp_path):
         art(bad)
     p = _moec_run(exe, out, bad, str(tmp_path / "bad"))
     assert p.returncode == 1 and f"gather: index {V} out of range [-{V}, {V})" in p.stderr, p.stderr
+
+
+def test_symbolic_plans_run_any_token_count(tmp_path):
+    """Launch plans for any value of the symbolic token count (issue 20): one plan per range of it, its sizes, block
+    dims and tiling fields expressions of $d0 (bound from the input's shape when the plan runs), group offsets set
+    from the host (seti).  Token counts that no compile-time size names -- 3, 37, 129 and 300, one in each range and
+    a second in the middle one -- run from these plans in the Python artifact (no planning at run time) and in
+    moec_run, bit for bit alike, and equal the reference semantics within the f32 tolerance."""
+    from moec.ir import load_module, run
+    from moec.targets.ascend_backend import build_host_program
+    from moec.verify import compare
+    out = str(tmp_path / "o")
+    r = compile_onnx(EXAMPLE, out, CompileOptions(target="ascend", symbol_sizes=(5, 1)))
+    assert r.report["verified"], r.report.get("failure")
+    sym = [k for k in _keys(out) if "{" in k]
+    assert sym == ["f32:{d0=1..16}x64", "f32:{d0=17..256}x64", "f32:{d0=257..}x64"], _keys(out)
+    text = open(os.path.join(out, "ascend", "launch", "plan3.txt")).read()
+    assert re.search(r"^bind d0 0 0$", text, re.M) and re.search(r"^input 0 b\d+ f32 \* \$d0 64$", text, re.M)
+    assert re.search(r"^launch moe_gating .* bd max 1 min \d+ \$d0 ", text, re.M), text[:2000]
+    assert re.search(r"^seti b\d+ 1 ", text, re.M)  # the router matmul's group offsets [0, T]
+    exe = build_host_program(out)
+    art = get_backend("ascend", "Ascend910B2").load(out)
+
+    def no_planning(*a, **k):
+        raise AssertionError("the artifact planned at run time although a symbolic plan covers the shape")
+    art.planner.make = no_planning
+    m = load_module(os.path.join(out, "model.mlir"))
+    for T in (3, 37, 129, 300):
+        x = np.random.default_rng(T).standard_normal((T, 64)).astype(np.float32)
+        want = art([x])
+        d = str(tmp_path / f"t{T}")
+        p = _moec_run(exe, out, [x], d)
+        assert p.returncode == 0, p.stderr
+        got = np.load(os.path.join(d, "output0.npy"))
+        np.testing.assert_array_equal(got, want[0])
+        ref = run(m, [x])
+        c = compare(m.main.output_names, want, [ref[k] for k in m.main.output_names])
+        assert c.ok, (T, c.message)
+    assert art.plans_made == 0
+
+
+def test_symbolic_plan_keys():
+    """The index key of a symbolic plan and what it covers (moec_run reads the same text: match_key)."""
+    from moec.codegen.ascend.launch_plan import Sym, match_key, symbolic_key
+    t = Sym(("$", "d0"))
+    k = symbolic_key([(t, 64), (2, t)], [np.float32, np.int64], {"d0": (17, 256)})
+    assert k == "f32:{d0=17..256}x64,i64:2x{d0=17..256}"
+    assert match_key(k, "f32:37x64,i64:2x37") == {"d0": 37}
+    assert match_key(k, "f32:37x64,i64:2x38") is None      # one value per symbol
+    assert match_key(k, "f32:16x64,i64:2x16") is None      # below the range
+    assert match_key(k, "f32:37x32,i64:2x37") is None      # a fixed dim differs
+    assert match_key(k, "f16:37x64,i64:2x37") is None      # another type
+    assert match_key(symbolic_key([(t,)], [np.float32], {"d0": (257, None)}), "f32:100000") == {"d0": 100000}
 
 
 def test_launch_plan_text_round_trip(tmp_path):
@@ -318,9 +396,9 @@ def test_data_dependent_host_shapes_are_planned_while_they_run(tmp_path):
 
 
 def test_moec_run_uses_the_built_host_program(tmp_path, capsys):
-    """`moec run OUTDIR` on an Ascend artifact: with moec_run built and a compile-time plan for the inputs, the
-    outputs come from the host program (it says so on stderr) and equal the Python artifact's; for a shape with
-    no compile-time plan, or before moec_run is built, the Python artifact runs them (no such line)."""
+    """`moec run OUTDIR` on an Ascend artifact: with moec_run built and a compile-time plan for the inputs (for those
+    shapes or a symbolic one), the outputs come from the host program (it says so on stderr) and equal the Python
+    artifact's; for a shape no plan covers, or before moec_run is built, the Python artifact runs them."""
     from moec.cli import main
     from moec.targets.ascend_backend import build_host_program
     out = str(tmp_path / "o")
@@ -344,9 +422,12 @@ def test_moec_run_uses_the_built_host_program(tmp_path, capsys):
     assert via_exe
     np.testing.assert_array_equal(got, art([x4])[0])
     x3 = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
-    got, via_exe = cli_run(x3, "unplanned")  # no compile-time plan for 3 tokens: Python plans it
-    assert not via_exe
+    got, via_exe = cli_run(x3, "symbolic")  # 3 tokens: a symbolic plan covers it
+    assert via_exe
     np.testing.assert_array_equal(got, art([x3])[0])
+    x0 = np.zeros((0, 64), np.float32)
+    got, via_exe = cli_run(x0, "unplanned")  # no plan covers 0 tokens: Python plans it
+    assert not via_exe and got.shape == (0, 64)
 
 
 def test_report_says_where_ascend_runs_and_what_tensors_it_takes(monkeypatch):

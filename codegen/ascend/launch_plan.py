@@ -2,7 +2,10 @@
 
 A plan is a flat list of steps over numbered device buffers:
 
+  bind   name k axis      the run-time scalar $name is the k-th input's size along ``axis`` (a symbolic plan:
+                           one plan for every value of a model's symbolic dims, see ``symbolic_key``)
   input  k -> b            the k-th model input, bound to buffer b (shape and type fixed by the plan's key)
+  seti   b i expr          the int32 element b[i] set to an expression (group offsets of a symbolic token count)
   const  b <- blob[off:]   a weight, a transposed constant, a tiling-time value: bytes in the blob
                            (the compiled folder's launch/consts.bin, each constant once for all its plans);
                            a trailing ``weights`` names the artifact's model.weights.bin instead (the folder
@@ -118,6 +121,15 @@ class Sym:
     def __rfloordiv__(self, o): return _mk("//", o, self)
     def __neg__(self): return _mk("-", 0, self)
 
+    def __eq__(self, o):  # the same expression (a Sym is never known to equal an int)
+        return isinstance(o, Sym) and o.e == self.e
+
+    def __ne__(self, o):
+        return not self.__eq__(o)
+
+    def __hash__(self):
+        return hash(("Sym", self.e))
+
     def _no(self, *_):
         raise PlanError("a value known only at run time was used in a compile-time decision")
     __int__ = __index__ = __bool__ = __lt__ = __le__ = __gt__ = __ge__ = __float__ = _no
@@ -167,6 +179,70 @@ def _parse_expr(toks: List[str], i: int):
     if t.startswith("$"):
         return ("$", t[1:]), i + 1
     return int(t), i + 1
+
+
+# -- symbolic plans: one plan for a range of values of a model's symbolic dims ---------------------------------
+def symbolic_key(dims_per_input: Sequence[Sequence], dtypes: Sequence, ranges: Dict[str, tuple]) -> str:
+    """The index key of a symbolic plan: as plan_key, with each symbolic dim written {name=lo..hi} (hi empty:
+    unbounded), e.g. ``f32:{d0=17..256}x64``; ``match_key`` reads it (host/moec_run.cpp likewise)."""
+    def dim(d):
+        if isinstance(d, Sym):
+            lo, hi = ranges[d.e[1]]
+            return "{" + f"{d.e[1]}={lo}..{'' if hi is None else hi}" + "}"
+        return str(int(d))
+    return ",".join(f"{dt_name(dt)}:{'x'.join(dim(d) for d in dims)}" for dims, dt in zip(dims_per_input, dtypes))
+
+
+def match_key(pattern: str, key: str) -> Optional[Dict[str, int]]:
+    """The symbols' values when concrete ``key`` (plan_key) is one of the shapes symbolic ``pattern`` covers,
+    else None."""
+    pi, ki = pattern.split(","), key.split(",")
+    if len(pi) != len(ki):
+        return None
+    env: Dict[str, int] = {}
+    for p, k in zip(pi, ki):
+        pt, _, pd = p.partition(":")
+        kt, _, kd = k.partition(":")
+        pds, kds = (pd.split("x") if pd else []), (kd.split("x") if kd else [])
+        if pt != kt or len(pds) != len(kds):
+            return None
+        for a, b in zip(pds, kds):
+            v = int(b)
+            if a.startswith("{"):
+                name, _, rng = a[1:-1].partition("=")
+                lo, _, hi = rng.partition("..")
+                if v < int(lo) or (hi and v > int(hi)) or env.setdefault(name, v) != v:
+                    return None
+            elif int(a) != v:
+                return None
+    return env
+
+
+def output_types(text: str, input_shapes: Sequence[Sequence[int]]) -> List[tuple]:
+    """(element type name, shape) of each output of a plan (its text) run on inputs of these shapes, read off its
+    bind, buffer and output steps without running it: what a caller allocates the outputs with (moec_run_device).
+    PlanError when an output's shape depends on a value the plan reads back while it runs."""
+    env: Dict[str, int] = {}
+    types: Dict[str, str] = {}
+    outs = []
+    for line in text.splitlines():
+        t = line.split()
+        if not t:
+            continue
+        if t[0] == "bind":
+            env[t[1]] = int(input_shapes[int(t[2])][int(t[3])])
+        elif t[0] == "input":
+            types[t[2]] = t[3]
+        elif t[0] in ("alloc", "const"):
+            types[t[1]] = t[2]
+        elif t[0] == "output":
+            _, i = _parse_expr(t, 3)
+            try:
+                dims = [evaluate(e, env) for e in _parse_dims(t[i + 1:], int(t[i]))]
+            except KeyError:
+                raise PlanError(f"output {t[1]}'s shape depends on a value read back at run time") from None
+            outs.append((types[t[2]], tuple(dims)))
+    return outs
 
 
 # -- buffers ----------------------------------------------------------------------------------------------
@@ -233,12 +309,17 @@ class Recorder:
         self.gate: Expr = 1
         self.op = ""
         self.widened: Dict[int, Buf] = {}   # buffer id -> the buffer it is an exact widening of (i32 -> i64)
+        self.bound: set = set()   # the symbols bound from input shapes (bind steps)
 
     def _bid(self) -> int:
         self.nbuf += 1
         return self.nbuf - 1
 
     def input(self, k: int, shape, dtype) -> Buf:
+        for axis, d in enumerate(shape):  # a symbolic dim: bound from the input's shape when the plan runs
+            if isinstance(d, Sym) and d.e[0] == "$" and d.e[1] not in self.bound:
+                self.bound.add(d.e[1])
+                self.steps.append(("bind", d.e[1], k, axis))
         b = Buf(self._bid(), shape, dtype)
         self.steps.append(("input", k, b.id, dt_name(dtype), _e(b.size)))
         return b
@@ -287,6 +368,16 @@ class Recorder:
         if not isinstance(tiling, Tiling):
             tiling = Tiling.raw(tiling)
         self.steps.append(("launch", kernel, self.op, _e(block_dim), ids, tiling.fields, self.gate))
+
+    def ints(self, values: Sequence) -> Buf:
+        """An int32 vector of expressions (e.g. group offsets s * T): a constant when every value is known now,
+        else a device buffer the host fills when the plan runs (seti steps)."""
+        if all(isinstance(v, (int, np.integer)) for v in values):
+            return self.const(np.asarray(values, np.int32))
+        b = self.new((len(values),), np.int32)
+        for i, v in enumerate(values):
+            self.steps.append(("seti", b.id, i, _e(v)))
+        return b
 
     def read(self, b: Buf, index) -> Sym:
         """b[index] (int32) read back to the host once the kernels before have run."""
@@ -341,6 +432,8 @@ def _uses(s: tuple) -> List[int]:
         return [s[3]]
     if k == "cast":
         return [s[1], s[2]]
+    if k == "seti":
+        return [s[1]]
     if k == "check":
         return [s[1]] + ([s[3]] if s[3] is not None else [])
     if k == "host":
@@ -430,7 +523,11 @@ class Plan:
         store = store or own
         for s in self.steps:
             k = s[0]
-            if k == "input":
+            if k == "bind":
+                lines.append(f"bind {s[1]} {s[2]} {s[3]}")
+            elif k == "seti":
+                lines.append(f"seti b{s[1]} {s[2]} {_fmt_expr(s[3])}")
+            elif k == "input":
                 lines.append(f"input {s[1]} b{s[2]} {s[3]} {_fmt_expr(s[4])}")
             elif k == "const":
                 data = np.ascontiguousarray(self.const_data[s[1]]).tobytes()
@@ -481,7 +578,11 @@ class Plan:
             k = t[0]
             if k == "end":
                 break
-            if k == "input":
+            if k == "bind":
+                steps.append(("bind", t[1], int(t[2]), int(t[3])))
+            elif k == "seti":
+                steps.append(("seti", bid(t[1]), int(t[2]), _parse_expr(t, 3)[0]))
+            elif k == "input":
                 steps.append(("input", int(t[1]), bid(t[2]), t[3], _parse_expr(t, 4)[0]))
             elif k == "const":
                 b, dt, n, off, nb = bid(t[1]), t[2], int(t[3]), int(t[4]), int(t[5])
@@ -591,7 +692,14 @@ class Executor:
         from moec.errors import RuntimeFailure
         mem, env = self.mem, self.env
         k = s[0]
-        if k == "input":
+        if k == "bind":
+            shp = np.shape(self.inputs[s[2]])
+            if s[3] >= len(shp):
+                raise RuntimeFailure(f"the launch plan binds ${s[1]} to axis {s[3]} of input {s[2]}, of rank {len(shp)}")
+            env[s[1]] = int(shp[s[3]])
+        elif k == "seti":
+            mem[s[1]].reshape(-1).view(np.int32)[s[2]] = evaluate(s[3], env)
+        elif k == "input":
             mem[s[2]] = np.ascontiguousarray(self.inputs[s[1]], np_dtype(s[3])).reshape(-1)
         elif k == "const":
             mem[s[1]] = self.bind[s[1]] if s[1] in self.bind else self.consts[s[1]]

@@ -24,7 +24,7 @@ import ml_dtypes
 import numpy as np
 
 from moec.ir.opdef import const_value
-from moec.codegen.ascend.launch_plan import device_op
+from moec.codegen.ascend.launch_plan import PlanError, Sym, device_op, shape_of, smax, smin, sprod
 
 UNARY = {"moec.neg": 0, "moec.abs": 1, "moec.sqrt": 2, "moec.reciprocal": 3, "moec.exp": 4, "moec.log": 5,
          "moec.relu": 6, "moec.sigmoid": 7, "moec.tanh": 8, "moec.clip": 9}
@@ -45,7 +45,11 @@ NP_DT = {"f32": np.float32, "bf16": np.dtype(ml_dtypes.bfloat16), "f16": np.floa
 ROW_TILE = 1024  # per-row results staged per copy (reductions, layer-norm statistics)
 
 
-def tiling_bytes(**kw) -> bytes:
+def tiling_bytes(**kw):
+    """VecTiling's bytes, or a launch-plan Tiling when a field is an expression of a symbolic dim."""
+    if any(isinstance(v, Sym) for v in kw.values()):
+        from moec.codegen.ascend.launch_plan import Tiling
+        return Tiling([("f" if f in ("s0", "s1") else "i", kw.get(f, 0)) for f in TILE_FIELDS])
     return b"".join(struct.pack("<f" if f in ("s0", "s1") else "<i", kw.get(f, 0)) for f in TILE_FIELDS)
 
 
@@ -181,11 +185,38 @@ def max_cols_reason(o, desc) -> Optional[str]:
     return None
 
 
-def _geometry(out_shape: Tuple[int, ...]) -> Tuple[int, int]:
+def _geometry(out_shape: Tuple[int, ...]):
+    """(rows, cols) of a shape: rows may be an expression of a symbolic dim (symbolic plans); cols is known."""
     if not out_shape:
         return 1, 1
+    if isinstance(out_shape[-1], Sym):
+        raise PlanError("a row length known only at run time (vector tiles are chosen per row length)")
     cols = int(out_shape[-1])
-    return int(np.prod(out_shape[:-1], dtype=np.int64)), cols
+    return sprod(out_shape[:-1]), cols
+
+
+def _nonempty(n) -> bool:
+    """A size is not 0 (a symbolic dim's expression is >= 1: symbolic plans cover dims >= 1)."""
+    return True if isinstance(n, Sym) else bool(n)
+
+
+def _bd(cores: int, items):
+    return smax(1, smin(cores, items))
+
+
+def broadcast_shapes(*shapes) -> tuple:
+    """numpy's broadcast of shapes whose dims may be symbolic (Sym): a symbolic dim broadcasts with 1 or itself."""
+    if all(isinstance(d, (int, np.integer)) for sh in shapes for d in sh):
+        return tuple(np.broadcast_shapes(*shapes))
+    n = max(len(sh) for sh in shapes)
+    out = []
+    for i in range(n):
+        ds = [sh[len(sh) - n + i] for sh in shapes if len(sh) - n + i >= 0]
+        ds = [d for d in ds if not (isinstance(d, (int, np.integer)) and d == 1)] or [1]
+        if any(d != ds[0] for d in ds[1:]):
+            raise PlanError(f"shapes {shapes} do not broadcast for every value of their symbolic dims")
+        out.append(ds[0])
+    return tuple(out)
 
 
 @device_op
@@ -224,9 +255,9 @@ def launch(dev, o, args: List) -> List:
         for v in (scale, bias):
             if v is not None and v.size != C:
                 raise RuntimeFailure(f"{name}: scale/bias of {v.size} elements for rows of {C}")
-        if R and C:
+        if _nonempty(R) and C:
             eps = float(o.attrs.get("epsilon", 0.0)) if name in ("moec.rms_norm", "moec.layer_norm") else 0.0
-            dev.launch("vec_rowwise", max(1, min(cores, R)),
+            dev.launch("vec_rowwise", _bd(cores, R),
                         [x, scale if scale is not None else x, bias if bias is not None else x, y,
                          y2 if ln else y, y3 if ln else y],
                         tiling_bytes(rows=R, cols=C, op=op, tile=ROW_TILE, s0=eps, has_bias=int(bias is not None),
@@ -244,10 +275,10 @@ def elementwise(dev, name: str, args: List, dt: str):
     """An elementwise op (UNARY, BINARY, pow, clip) of type ``dt`` on vec_elementwise: its result buffer."""
     npt = NP_DT[dt]
     ub = usable_ub(dev.desc)
-    out_shape = tuple(np.broadcast_shapes(*[np.shape(a) for a in args[:2 if name in BINARY else 1]]))
+    out_shape = broadcast_shapes(*[shape_of(a) for a in args[:2 if name in BINARY else 1]])
     R, C = _geometry(out_shape)
     c = dev.new(out_shape, npt)
-    if c.size == 0:
+    if not _nonempty(c.size):
         return c
     s0 = s1 = 0.0
     if name in BINARY:
@@ -270,7 +301,7 @@ def elementwise(dev, name: str, args: List, dt: str):
     TL = elementwise_tile(ub, dt)
     blk = 32 // np.dtype(npt).itemsize  # a row's stride in the Unified Buffer: whole 32-byte blocks
     items = -(-R // (TL // ((C + blk - 1) // blk * blk))) if C <= TL else R * -(-C // TL)
-    dev.launch("vec_elementwise", max(1, min(dev.cores, items)), [a, b if b is not None else a, c],
+    dev.launch("vec_elementwise", _bd(dev.cores, items), [a, b if b is not None else a, c],
                tiling_bytes(rows=R, cols=C, op=op, amode=am, bmode=bm, tile=TL, s0=s0, s1=s1, dt=DT_CODE[dt]))
     return c
 

@@ -28,6 +28,10 @@
 extern "C" int moec_launch(const char *name, uint32_t blockDim, void *stream, void **args, int nargs, void *ws,
                            void *tiling);
 extern "C" const char *moec_last_error();
+#ifdef MOEC_ACL_STANDIN
+extern "C" void moec_register(void *p, size_t n);  // the emulator library's GM registry (host/launch.cpp)
+extern "C" void moec_unregister(void *p);
+#endif
 
 namespace {
 
@@ -279,6 +283,14 @@ struct Runner {
   void release(void *p) {
     if (owned.erase(p)) aclrtFree(p);
   }
+  std::vector<void *> borrowed;  // the caller's device memory (moec_run_device's inputs)
+  void borrow(void *p, size_t bytes) {
+#ifdef MOEC_ACL_STANDIN
+    moec_register(p, bytes ? bytes : 1);  // the emulator checks every GM access against registered memory
+#endif
+    (void)bytes;
+    borrowed.push_back(p);
+  }
   std::string to_host(const DevBuf &b, size_t bytes) {
     std::string h(bytes, '\0');
     acl(aclrtSynchronizeStream(stream), "aclrtSynchronizeStream");
@@ -295,7 +307,73 @@ struct Runner {
   }
   ~Runner() {
     for (auto &o : owned) aclrtFree(o.first);
+#ifdef MOEC_ACL_STANDIN
+    for (void *p : borrowed) moec_unregister(p);
+#endif
   }
+};
+
+std::vector<std::string> split_on(const std::string &s, char c) {
+  std::vector<std::string> out;
+  std::string w;
+  std::istringstream is(s);
+  while (std::getline(is, w, c)) out.push_back(w);
+  if (!s.empty() && s.back() == c) out.push_back("");
+  return out;
+}
+
+// whether concrete key (type:d0xd1,...) is one of the shapes a symbolic key covers: its dims {name=lo..hi} (hi empty:
+// unbounded) take any value in the range, one value per name (codegen/ascend/launch_plan.py match_key)
+bool match_key(const std::string &pattern, const std::string &key) {
+  std::vector<std::string> pi = split_on(pattern, ','), ki = split_on(key, ',');
+  if (pi.size() != ki.size()) return false;
+  std::map<std::string, int64_t> env;
+  for (size_t i = 0; i < pi.size(); i++) {
+    size_t pc = pi[i].find(':'), kc = ki[i].find(':');
+    if (pc == std::string::npos || kc == std::string::npos || pi[i].substr(0, pc) != ki[i].substr(0, kc)) return false;
+    std::string pd = pi[i].substr(pc + 1), kd = ki[i].substr(kc + 1);
+    std::vector<std::string> pds = pd.empty() ? std::vector<std::string>() : split_on(pd, 'x');
+    std::vector<std::string> kds = kd.empty() ? std::vector<std::string>() : split_on(kd, 'x');
+    if (pds.size() != kds.size()) return false;
+    for (size_t d = 0; d < pds.size(); d++) {
+      int64_t v = std::stoll(kds[d]);
+      if (!pds[d].empty() && pds[d][0] == '{') {
+        std::string body = pds[d].substr(1, pds[d].size() - 2);
+        size_t eq = body.find('='), dots = body.find("..");
+        if (eq == std::string::npos || dots == std::string::npos) return false;
+        std::string name = body.substr(0, eq), hi = body.substr(dots + 2);
+        int64_t lo = std::stoll(body.substr(eq + 1, dots - eq - 1));
+        if (v < lo || (!hi.empty() && v > std::stoll(hi))) return false;
+        auto it = env.find(name);
+        if (it != env.end() && it->second != v) return false;
+        env[name] = v;
+      } else if (std::stoll(pds[d]) != v) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// a model input: host bytes (.npy: copied to the device) or a device pointer (used in place, not freed)
+struct Input {
+  std::string type;
+  std::vector<int64_t> shape;
+  std::string data;     // host bytes
+  void *dev = nullptr;  // device memory (moec_run_device)
+  size_t bytes = 0;
+};
+// what happens to the k-th output (a device buffer of n elements, its type and shape)
+struct OutputSink {
+  virtual void put(int k, struct Runner &r, const DevBuf &b, size_t n, const std::vector<int64_t> &shape) = 0;
+  virtual ~OutputSink() {}
+};
+
+int run_plan(const std::string &dir, std::vector<Input> &inputs, int device, OutputSink &sink);
+
+struct NpySink : OutputSink {
+  std::string out;
+  void put(int k, Runner &r, const DevBuf &b, size_t n, const std::vector<int64_t> &shape) override;
 };
 
 int run(int argc, char **argv) {
@@ -308,23 +386,40 @@ int run(int argc, char **argv) {
   }
   if (pos.size() < 2)
     throw Fail(2, "usage: moec_run ASCEND_DIR OUT_DIR INPUT0.npy [INPUT1.npy ...] [--device N]");
-  std::string dir = pos[0], out = pos[1];
-  std::vector<Array> inputs;
-  for (size_t i = 2; i < pos.size(); i++) inputs.push_back(read_npy(pos[i]));
-  // the plan for these inputs: its key is "type:d0xd1x...,type:..." (codegen/ascend/launch_plan.py plan_key)
+  std::vector<Input> inputs;
+  for (size_t i = 2; i < pos.size(); i++) {
+    Array a = read_npy(pos[i]);
+    Input in;
+    in.type = a.type;
+    in.shape = a.shape;
+    in.bytes = a.data.size();
+    in.data = std::move(a.data);
+    inputs.push_back(std::move(in));
+  }
+  NpySink sink;
+  sink.out = pos[1];
+  return run_plan(pos[0], inputs, device, sink);
+}
+
+int run_plan(const std::string &dir, std::vector<Input> &inputs, int device, OutputSink &sink) {
+  // the plan for these inputs: its key is "type:d0xd1x...,type:..." (codegen/ascend/launch_plan.py plan_key), or
+  // a symbolic plan's key covers it (one plan for a range of values of the model's symbolic dims)
   std::string key;
   for (size_t i = 0; i < inputs.size(); i++) {
     key += (i ? "," : "") + inputs[i].type + ":";
     for (size_t d = 0; d < inputs[i].shape.size(); d++) key += (d ? "x" : "") + std::to_string(inputs[i].shape[d]);
   }
   std::istringstream idx(read_file(dir + "/launch/index.txt", false));
-  std::string line, file, known;
+  std::string line, file, known, sym_file;
   while (std::getline(idx, line)) {
     size_t sp = line.rfind(' ');
     if (sp == std::string::npos) continue;
     known += "\n  " + line.substr(0, sp);
     if (line.substr(0, sp) == key) file = line.substr(sp + 1);
+    else if (sym_file.empty() && line.find('{') != std::string::npos && match_key(line.substr(0, sp), key))
+      sym_file = line.substr(sp + 1);
   }
+  if (file.empty()) file = sym_file;
   if (file.empty())
     throw Fail(2, "no launch plan for inputs " + key + " (compile-time plans:" + known +
                       "); plans for other shapes are made by the Python artifact");
@@ -360,14 +455,32 @@ int run(int argc, char **argv) {
     void *ws = r.alloc(64);
     for (const Step &s : steps) {
       const std::vector<std::string> &t = s.tok;
-      if (s.kind == "input") {
+      if (s.kind == "bind") {  // bind NAME K AXIS: a symbolic dim's value from an input's shape
+        size_t k = std::stoul(t[2]), ax = std::stoul(t[3]);
+        if (k >= inputs.size() || ax >= inputs[k].shape.size())
+          throw Fail(2, "the plan binds $" + t[1] + " to a dim the inputs do not have");
+        r.env[t[1]] = inputs[k].shape[ax];
+      } else if (s.kind == "seti") {  // seti B I EXPR: one int32 element set from the host
+        DevBuf &b = r.buf(bid(t[1]));
+        size_t i = 3, at = std::stoul(t[2]);
+        int32_t v = (int32_t)eval(parse_expr(t, i), r.env);
+        if ((at + 1) * 4 > b.bytes) throw Fail(2, "launch plan: seti outside its buffer");
+        acl(aclrtSynchronizeStream(r.stream), "aclrtSynchronizeStream");
+        acl(aclrtMemcpy((char *)b.p + at * 4, 4, &v, 4, ACL_MEMCPY_HOST_TO_DEVICE), "aclrtMemcpy H2D");
+      } else if (s.kind == "input") {
         size_t k = std::stoul(t[1]);
         if (k >= inputs.size()) throw Fail(2, "the plan needs input " + std::to_string(k));
+        if (inputs[k].type != t[3]) throw Fail(2, "input " + std::to_string(k) + " is " + inputs[k].type + ", the plan takes " + t[3]);
         DevBuf b;
         b.type = t[3];
-        b.bytes = inputs[k].data.size();
-        b.p = r.alloc(b.bytes);
-        r.to_dev(b, inputs[k].data);
+        b.bytes = inputs[k].bytes;
+        if (inputs[k].dev) {  // already on the device: used in place (the caller's memory: never freed here)
+          b.p = inputs[k].dev;
+          r.borrow(b.p, b.bytes);
+        } else {
+          b.p = r.alloc(b.bytes);
+          r.to_dev(b, inputs[k].data);
+        }
         r.mem[bid(t[2])] = b;
       } else if (s.kind == "const") {
         DevBuf b;
@@ -495,8 +608,7 @@ int run(int argc, char **argv) {
         int rank = std::stoi(t[i++]);
         std::vector<int64_t> shape;
         for (int d = 0; d < rank; d++) shape.push_back(eval(parse_expr(t, i), r.env));
-        std::string h = r.to_host(b, (size_t)n * dtype(b.type).size);
-        write_npy(out + "/output" + t[1] + ".npy", b.type, shape, h);
+        sink.put(std::stoi(t[1]), r, b, (size_t)n, shape);
       } else if (s.kind == "free") {
         r.release(r.buf(bid(t[1])).p);
         r.mem.erase(bid(t[1]));
@@ -512,8 +624,67 @@ int run(int argc, char **argv) {
   return rc;
 }
 
+void NpySink::put(int k, Runner &r, const DevBuf &b, size_t n, const std::vector<int64_t> &shape) {
+  std::string h = r.to_host(b, n * dtype(b.type).size);
+  write_npy(out + "/output" + std::to_string(k) + ".npy", b.type, shape, h);
+}
+
+// moec_run_device: outputs copied device to device into the caller's buffers (no host round trip)
+struct DeviceSink : OutputSink {
+  void **outs = nullptr;
+  const uint64_t *out_bytes = nullptr;
+  int n_out = 0;
+  void put(int k, Runner &r, const DevBuf &b, size_t n, const std::vector<int64_t> &) override {
+    size_t bytes = n * dtype(b.type).size;
+    if (k >= n_out) throw Fail(2, "the plan has more outputs than buffers were given");
+    if (bytes != out_bytes[k])
+      throw Fail(2, "output " + std::to_string(k) + " has " + std::to_string(bytes) + " bytes, its buffer " +
+                        std::to_string(out_bytes[k]));
+    acl(aclrtSynchronizeStream(r.stream), "aclrtSynchronizeStream");
+    if (bytes) acl(aclrtMemcpy(outs[k], bytes, b.p, bytes, ACL_MEMCPY_DEVICE_TO_DEVICE), "aclrtMemcpy D2D");
+  }
+};
+
 }  // namespace
 
+// The same plans on device memory, for a caller that holds its tensors on the NPU (moec.compile's torch_npu path,
+// targets/ascend_backend.py): inputs k = device pointers with their element type name (f32, bf16, ...), rank and
+// dims (concatenated); outputs written into the caller's device buffers of out_bytes[k] bytes (allocated for the
+// plan's output shapes).  Returns 0, else the exit status of moec_run with the message in err.
+extern "C" int moec_run_device(const char *ascend_dir, int device, int n_in, void **ins, const char **types,
+                               const int *ranks, const int64_t *dims, int n_out, void **outs, const uint64_t *out_bytes,
+                               char *err, size_t err_len) {
+  try {
+    std::vector<Input> inputs;
+    size_t at = 0;
+    for (int k = 0; k < n_in; k++) {
+      Input in;
+      in.type = types[k];
+      int64_t n = 1;
+      for (int d = 0; d < ranks[k]; d++) {
+        in.shape.push_back(dims[at + d]);
+        n *= dims[at + d];
+      }
+      at += (size_t)ranks[k];
+      in.dev = ins[k];
+      in.bytes = (size_t)n * dtype(in.type).size;
+      inputs.push_back(std::move(in));
+    }
+    DeviceSink sink;
+    sink.outs = outs;
+    sink.out_bytes = out_bytes;
+    sink.n_out = n_out;
+    return run_plan(ascend_dir, inputs, device, sink);
+  } catch (const Fail &e) {
+    if (err && err_len) std::snprintf(err, err_len, "%s", e.what());
+    return e.code;
+  } catch (const std::exception &e) {
+    if (err && err_len) std::snprintf(err, err_len, "%s", e.what());
+    return 2;
+  }
+}
+
+#ifndef MOEC_RUN_LIBRARY
 int main(int argc, char **argv) {
   try {
     return run(argc, argv);
@@ -525,3 +696,4 @@ int main(int argc, char **argv) {
     return 2;
   }
 }
+#endif  // MOEC_RUN_LIBRARY

@@ -9,6 +9,9 @@
 //   - host/moec_run.cpp (and any program linked against that library) defines MOEC_ACL_DECLARE_ONLY and
 //     gets the declarations, like the real acl/acl.h.
 #pragma once
+// (only this stand-in defines it: host code registers memory it did not allocate, such as a caller's device
+// tensors, with the emulator library under #ifdef MOEC_ACL_STANDIN)
+#define MOEC_ACL_STANDIN 1
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
