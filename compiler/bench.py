@@ -185,11 +185,15 @@ def run_bench_cli(a) -> int:
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, "bench.json")) \
             and not a.force:
         raise UserInputError(f"output folder '{out}' exists and holds other files; pass --force or choose -o")
-    from moec.passes.quantize import MODES
     modes = [a.weights] + [w for w in (getattr(a, "also_weights", "") or "").split(",") if w and w != a.weights]
-    bad = [w for w in modes if w not in MODES]
-    if bad:
-        raise UserInputError(f"--also-weights {bad[0]}: choose {', '.join(MODES)}")
+    # every mode checked before the first build, by the driver's own check for the target compiled for
+    from moec import targets
+    backend = targets.backend(targets.DEFAULT)
+    for w in modes:
+        try:
+            targets.check_options(backend, CompileOptions(weights=w, group_size=a.group_size))
+        except UserInputError as e:
+            raise UserInputError(f"{'--weights' if w == a.weights else '--also-weights'} {w}: {e}") from None
     gg = [g for g in (getattr(a, "gguf", "") or "").split(",") if g]
     rep = run_bench(a.model, out, a.tokens, modes if len(modes) > 1 else a.weights, a.repeats, a.threads, a.force,
                     a.group_size, hf_model=getattr(a, "hf_model", None), gguf=gg)

@@ -340,3 +340,21 @@ def test_triton_launcher_parses_no_ir():
             {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | \
             {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
         assert not used & parsers, (name, used & parsers)
+
+
+def test_bench_and_conformance_compile_through_the_driver():
+    """`moec bench` and `moec conformance` build through the driver's entry points (compile_onnx, the JIT's
+    compile_module) and check options with the driver's own check: they import no pass and no code generator,
+    and call no backend's emit or build (bench_triton times the kernels themselves: no compile)."""
+    mods, g = _graph()
+    for name in ("moec.bench", "moec.conformance"):
+        inside, _ = g[name]
+        assert not {m for m in inside if m.startswith(("moec.passes", "moec.codegen"))}, (name, inside)
+        with open(mods[name]) as f:
+            tree = ast.parse(f.read())
+        calls = [ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Attribute) and (n.func.attr in ("emit", "build") and
+                                                            "backend" in ast.unparse(n.func.value).lower()
+                                                            or n.func.attr == "run_pipeline")]
+        assert not calls, (name, calls)
+        assert {"compile_onnx", "jit_compile"} & {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
