@@ -254,6 +254,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
         D, F, E, k = cfg["D"], cfg["F"], cfg["E"], cfg["k"]
         w_router, w_in, w_out, bias = make_layer(cfg, device=host.device)
         mw_in, mw_out, wq, q = quantize_layer(w_in, w_out, weights)
+        wq_key = "fp8a8" if act_quant == "fp8" else wq  # (the tile files' key: w8a8 has its own)
         compiled = torch.compile(eager_layer) if "compile" in peers else None
         compile_spent = 0.0
         rows = []
@@ -261,7 +262,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
             x = torch.randn(T, D, device=host.device, dtype=torch.bfloat16)
             tuned = None
             if autotune is True or autotune == "all" or (autotune == "decode" and T * k <= 2 * E):
-                p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq)
+                p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq_key)
                 logits = x.float() @ w_router
                 w, ids = torch_route(logits, cfg, bias)
                 tuned = tuning.autotune("moe", p, lambda c: rt.moe_experts_combine(
@@ -270,7 +271,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
             got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q, act_quant)
             want = eager_layer(x, w_router, w_in, w_out, bias, cfg)
             err = float((got.float() - want.float()).norm() / want.float().norm())
-            p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq)
+            p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq_key)
             row = {"tokens": T, "rel_err_vs_eager": err, "ms": {},
                    "tile_config": tuned or tuning.config_for("moe", p),
                    "tile_source": "autotuned" if tuned else tuning.source_of("moe", p),

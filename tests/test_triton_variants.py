@@ -192,6 +192,13 @@ def test_variant_rules_and_config_files():
     assert back["SWAP_AB1"] == 0 and back["PERSISTENT2"] == 2 and "SWAP_AB2" not in back
     for bad in (dict(SWAP_AB=2), dict(PERSISTENT=9), dict(PERSISTENT=True)):
         assert tuning.from_entry(dict(e, up=dict(e["up"], **bad))) is None, bad
+    # w8a8 has its own tile files (the runtime's key "fp8a8"), apart from fp8 weights with bf16 activations
+    assert tuning.dtype_tag("torch.bfloat16", "fp8a8") == "fp8_w8a8"
+    assert tuning.dtype_tag("torch.bfloat16", "fp8") == "fp8_w8a16"
+    from moec.codegen.triton import tune_moe
+    from moec.errors import UserInputError
+    with pytest.raises(UserInputError, match="--activations fp8 goes with --weights fp8"):
+        tune_moe.main(["--E", "4", "--N", "32", "--K", "64", "--topk", "2", "--activations", "fp8", "--dry-run"])
 
 
 @pytest.mark.parametrize("M,K,N,dt", [(1, 300, 8, "float32"), (3, 1024, 40, "float32"), (1, 512, 8, "bfloat16")])

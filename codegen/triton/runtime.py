@@ -245,12 +245,13 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
     if activation == "softcap_swiglu":  # (kernels._act reads the gate and up caps in alpha and beta)
         alpha, beta = gate_softcap, up_softcap
     F = w_out.shape[2] * (2 if wq == "int4" else 1)
-    cfg = cfg or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq))
-    BM = cfg["BLOCK_M"]
     a8 = act_quant == "fp8"
     if act_quant not in ("none", "fp8") or (a8 and wq != "fp8"):
         raise ValueError(f"moe_experts: activations {act_quant!r} with weights {wq!r} (fp8 activations need fp8 "
                          "weights: w8a8)")
+    cfg = cfg or tuning.config_for("moe", dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype),
+                                               wq="fp8a8" if a8 else wq))  # (w8a8: its own tile files)
+    BM = cfg["BLOCK_M"]
     fused = combine_out is not None
     # dropped slots stay zero
     y = combine_out if fused else torch.zeros((T * k, D), dtype=x.dtype, device=x.device)

@@ -175,7 +175,7 @@ def _device_limits() -> tuple:
 
 def search(E: int, N: int, K: int, k: int, tokens: Sequence[int], *, dtype: str = "bf16", space: str = "full",
            zipf_s: float = 1.2, reps: int = 10, warmup: int = 1, out_dir: Optional[str] = None, seed: int = 0,
-           log=print) -> dict:
+           log=print, weights: str = "none", activations: str = "none") -> dict:
     """Run the search (module docstring); write the tile-search file; return {"path", "entries", "log"}."""
     import torch
 
@@ -187,6 +187,11 @@ def search(E: int, N: int, K: int, k: int, tokens: Sequence[int], *, dtype: str 
     g = torch.Generator().manual_seed(seed)
     w_in = (torch.randn(E, 2 * N, K, generator=g) / K ** 0.5).to(tdt).to(dev)
     w_out = (torch.randn(E, K, N, generator=g) / N ** 0.5).to(tdt).to(dev)
+    # quantised weights (the bench's codes) and fp8 activations: the file of that mode (fp8_w8a16, fp8_w8a8, ...)
+    from moec.bench_triton import quantize_layer
+    w_in, w_out, wq, qs = quantize_layer(w_in, w_out, weights if weights != "none" else "bf16")
+    act_quant = "fp8" if activations == "fp8" else "none"
+    wq_key = "fp8a8" if act_quant == "fp8" else wq
     sp = SPACES[space]
     smem, cap = _device_limits() if dev == "cuda" else (0, 90)
     entries: Dict[int, dict] = {}
@@ -194,9 +199,10 @@ def search(E: int, N: int, K: int, k: int, tokens: Sequence[int], *, dtype: str 
     import triton
     name = tuning.gpu_name() if dev == "cuda" else "interpreter"
     path = os.path.join(out_dir or tuning.user_config_dir(),
-                        tuning.config_file_name(E, N, K, name, tuning.dtype_tag(str(tdt), "none")))
+                        tuning.config_file_name(E, N, K, name, tuning.dtype_tag(str(tdt), wq_key)))
     meta = {"triton_version": triton.__version__,
             "moec": {"top_k": k, "routing": list(DISTS), "zipf_s": zipf_s, "space": space, "reps": reps,
+                     "weights": weights, "activations": activations,
                      "device": host.name()}}
     for M in tokens:
         t0 = time.perf_counter()
@@ -224,7 +230,8 @@ def search(E: int, N: int, K: int, k: int, tokens: Sequence[int], *, dtype: str 
                     for dist, ids, w in routes:
                         def run():
                             return rt.moe_experts_combine(x, ids, w_in, w_out, w=w, weighted=False, rw=w.to(tdt),
-                                                          weights_at="output", cfg=cfg)
+                                                          weights_at="output", cfg=cfg, wq=wq, q=qs,
+                                                          wq_group=128 if wq == "int4" else 0, act_quant=act_quant)
                         y = run().float()
                         if dist not in ref:
                             ref[dist] = y
@@ -275,6 +282,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--topk", type=int)
     ap.add_argument("--tokens", default=DEFAULT_TOKENS)
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    ap.add_argument("--weights", default="none", choices=["none", "int8", "int4", "fp8"],
+                    help="quantised expert weights (the bench's codes): the file of that mode, e.g. fp8_w8a16")
+    ap.add_argument("--activations", default="none", choices=["none", "fp8"],
+                    help="fp8 (with --weights fp8): w8a8, per-token fp8 activations (file dtype fp8_w8a8)")
     ap.add_argument("--space", default="full", choices=sorted(SPACES))
     ap.add_argument("--zipf", type=float, default=1.2, help="exponent s of the skewed routing (popularity 1/rank^s)")
     ap.add_argument("--reps", type=int, default=10)
@@ -305,6 +316,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not tokens or min(tokens) < 1 or shape["topk"] > shape["E"]:
         raise UserInputError("tune_moe: token counts must be >= 1 and topk <= E")
     space, reps, warmup = ("smoke", 1, 0) if a.smoke else (a.space, a.reps, 1)
+    if a.activations == "fp8" and a.weights != "fp8":
+        raise UserInputError("tune_moe: --activations fp8 goes with --weights fp8 (w8a8)")
     if a.dry_run:
         p = plan(shape["E"], shape["N"], shape["K"], shape["topk"], tokens, space)
         for row in p:
@@ -314,7 +327,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"routings: {', '.join(DISTS)} (zipf s={a.zipf})")
         return 0
     res = search(shape["E"], shape["N"], shape["K"], shape["topk"], tokens, dtype=a.dtype, space=space,
-                 zipf_s=a.zipf, reps=reps, warmup=warmup, out_dir=a.output)
+                 zipf_s=a.zipf, reps=reps, warmup=warmup, out_dir=a.output, weights=a.weights,
+                 activations=a.activations)
     print(f"wrote {res['path']}")
     return 0
 

@@ -147,7 +147,7 @@ def valid_config(c) -> bool:
 
 # -- tile-search files (the format: module docstring, configs/README.md) -----------------------------------
 CONFIG_DIR = os.path.join(HERE, "configs")
-_WQ_BITS = {"bf16": 16, "int8": 8, "int4": 4, "fp8": 8}
+_WQ_BITS = {"bf16": 16, "int8": 8, "int4": 4, "fp8": 8, "fp8a8": 8}
 _ACT = {"torch.bfloat16": ("bf16", 16), "torch.float16": ("fp16", 16), "torch.float32": ("fp32", 32)}
 
 
@@ -157,7 +157,10 @@ def user_config_dir() -> str:
 
 
 def dtype_tag(dtype: str, wq: str) -> str:
-    """``bf16`` for bf16 activations and weights; ``int8_w8a16`` for int8 weights with bf16 activations."""
+    """``bf16`` for bf16 activations and weights; ``int8_w8a16`` for int8 weights with bf16 activations;
+    ``fp8_w8a8`` for fp8 weights with fp8 activations (wq "fp8a8": the runtime's key for w8a8)."""
+    if wq == "fp8a8":
+        return "fp8_w8a8"
     act, bits = _ACT.get(dtype, (dtype.replace("torch.", ""), 0))
     return act if wq in ("none", "", None) else f"{wq}_w{_WQ_BITS.get(wq, 0)}a{bits}"
 
