@@ -1,9 +1,11 @@
 /* Fused attention, flash-style: one task per (batch, query head, block of QB query rows); the keys are
- * visited in blocks of KB, each packed transposed once per task ([D][KB]) so that the scores of the
- * block's QB rows are vector FMAs over the keys; the softmax is online (running max m, running sum l,
- * the accumulator rescaled by exp(m_old - m_new)), so the [S, T] score matrix is never stored.
- * Causal attention skips the key blocks wholly in the future of the block's last row.  Both products
- * keep a 4-row x 2-vector tile in registers (the f32 GEMM micro-kernel's shape, rt_gemm_f32.c). */
+ * visited in blocks of KB.  K is transposed once per call into one [D][KB] panel per (batch, kv head, key
+ * block), shared by every query block, so that the scores of a block's rows are vector FMAs over the keys;
+ * decode-sized queries (fewer than 4 rows) take dot products over K's rows in place instead.  The softmax
+ * is online (running max m, running sum l, the accumulator rescaled by exp(m_old - m_new)), so the [S, T]
+ * score matrix is never stored.  Causal attention skips the key blocks wholly in the future of the
+ * block's last row, and within a block the key chunks a row quad cannot see.  Both products keep a
+ * 4-row x 2-vector tile in registers (the f32 GEMM micro-kernel's shape, rt_gemm_f32.c). */
 #include "rt_attention.h"
 
 #include <math.h>
@@ -23,6 +25,19 @@ typedef int32_t avi __attribute__((vector_size(MOEC_VBYTES)));
 static inline avf asplat(float v) { return __builtin_shuffle((avf){v}, (avi){0}); }
 static inline avf ald(const float *p) { avf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void ast(float *p, avf v) { __builtin_memcpy(p, &v, sizeof v); }
+
+/* sum_d a[d] b[d]: two vector accumulators, a scalar tail */
+static inline float adot(const float *a, const float *b, int64_t n) {
+  avf c0 = {0}, c1 = {0};
+  int64_t d = 0;
+  for (; d + 2 * VL <= n; d += 2 * VL) { c0 += ald(a + d) * ald(b + d); c1 += ald(a + d + VL) * ald(b + d + VL); }
+  for (; d + VL <= n; d += VL) c0 += ald(a + d) * ald(b + d);
+  c0 += c1;
+  float r = 0.f;
+  for (int c = 0; c < VL; c++) r += c0[c];
+  for (; d < n; d++) r += a[d] * b[d];
+  return r;
+}
 
 /* exp on a vector: x = n ln2 + r (|r| <= ln2 / 2, n rounded by the 1.5 * 2^23 trick), e^r by its Taylor
  * series to r^6 (relative error ~2e-8), 2^n put in the exponent bits; x below -87 (e^x under the
@@ -49,7 +64,8 @@ static inline avf avexp(avf x) {
 
 typedef struct {
   const float *q, *k, *v, *mask;
-  float *kt; /* K transposed per (batch, kv head): [B * Hkv][D][Tp] (Tp: T padded to KB), or NULL */
+  float *kt; /* K transposed per (batch, kv head), one panel per key block: [B * Hkv][Tp / KB][D][KB] (Tp: T
+              * padded to KB), or NULL */
   int64_t Tp;
   float *y;
   int64_t B, Hq, Hkv, S, T, D, Dv, Dvp, nqb;
@@ -95,10 +111,11 @@ static void att_task(void *arg, int64_t item) {
     /* the key block transposed ([D][KB]): from the head's keys transposed once for every task (a.kt), or
      * here when that buffer could not be had */
     const float *ktb = kt;
-    int64_t ldk = KB;
     if (a->kt) {
-      ktb = a->kt + (b * a->Hkv + hk) * D * a->Tp + j0;
-      ldk = a->Tp;
+      ktb = a->kt + (b * a->Hkv + hk) * D * a->Tp + j0 * D; /* (the block's panel: j0 / KB panels of D * KB) */
+    } else if (nr < 4) {
+      /* decode-sized task (fewer rows than a quad): the scores are dot products over K's rows, read in
+       * place; no transposed copy (it cost as much as the attention) */
     } else {
       for (int64_t d = 0; d < D; d++) {
         float *kd = kt + d * KB;
@@ -116,14 +133,18 @@ static void att_task(void *arg, int64_t item) {
       if (a->causal) { v = i0 + rq + 3 + shift - j0 + 1; if (v > nk) v = nk; if (v < 0) v = 0; }
       qvis[rq / 4] = v;
     }
+    if (!a->kt && nr < 4) {
+      for (int64_t r = 0; r < nr; r++)
+        for (int64_t j = 0; j < qvis[0]; j++) s[r][j] = adot(qbuf + r * D, K + (j0 + j) * D, D);
+    }
     /* scores: 4 rows x 2 vectors of keys in registers, over d */
-    for (int rq = 0; rq < QB; rq += 4) {
+    for (int rq = 0; !(!a->kt && nr < 4) && rq < QB; rq += 4) {
       if (rq >= nr) break;
       for (int jv = 0; jv < qvis[rq / 4]; jv += 2 * VL) {
         avf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
         const float *q0 = qbuf + rq * D, *q1 = q0 + D, *q2 = q1 + D, *q3 = q2 + D;
         for (int64_t d = 0; d < D; d++) {
-          const avf k0 = ald(ktb + d * ldk + jv), k1 = ald(ktb + d * ldk + jv + VL);
+          const avf k0 = ald(ktb + d * KB + jv), k1 = ald(ktb + d * KB + jv + VL);
           avf x = asplat(q0[d]); c00 += x * k0; c01 += x * k1;
           x = asplat(q1[d]); c10 += x * k0; c11 += x * k1;
           x = asplat(q2[d]); c20 += x * k0; c21 += x * k1;
@@ -220,19 +241,26 @@ static void att_task(void *arg, int64_t item) {
   free(buf);
 }
 
-/* a.kt[bh][d][j] = K[bh][j][d], zero for j >= T */
+/* a.kt for (batch, kv head) bh: per key block p the panel [D][KB], kt[d][j] = K[p KB + j][d] (0 past T);
+ * transposed through 16 x 16 tiles so that neither side walks memory 64 floats (or more) apart per
+ * element: the panel's rows are KB floats apart and mapped to few cache sets */
 static void kt_pack_task(void *arg, int64_t bh) {
   att_args *a = (att_args *)arg;
   const int64_t D = a->D, T = a->T, Tp = a->Tp;
   const float *K = a->k + bh * T * D;
-  float *o = a->kt + bh * D * Tp;
-  for (int64_t j0 = 0; j0 < T; j0 += 16) { /* 16 key rows at a time: their cache lines stay in L1 */
-    const int64_t nj = j0 + 16 < T ? 16 : T - j0;
-    for (int64_t d = 0; d < D; d++)
-      for (int64_t j = 0; j < nj; j++) o[d * Tp + j0 + j] = K[(j0 + j) * D + d];
+  float tile[16][16];
+  for (int64_t p0 = 0; p0 < Tp; p0 += KB) {
+    float *o = a->kt + bh * D * Tp + p0 * D;
+    for (int64_t jb = 0; jb < KB; jb += 16) {
+      const int64_t j0 = p0 + jb, nj = j0 >= T ? 0 : (j0 + 16 < T ? 16 : T - j0);
+      for (int64_t d0 = 0; d0 < D; d0 += 16) {
+        const int64_t nd = d0 + 16 < D ? 16 : D - d0;
+        for (int64_t jj = 0; jj < 16; jj++)
+          for (int64_t dd = 0; dd < nd; dd++) tile[dd][jj] = jj < nj ? K[(j0 + jj) * D + d0 + dd] : 0.f;
+        for (int64_t dd = 0; dd < nd; dd++) memcpy(o + (d0 + dd) * KB + jb, tile[dd], sizeof tile[dd]);
+      }
+    }
   }
-  for (int64_t d = 0; d < D; d++)
-    for (int64_t j = T; j < Tp; j++) o[d * Tp + j] = 0.f;
 }
 
 int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
@@ -273,7 +301,7 @@ int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, 
    * S / QB times per head); without the memory the tasks transpose their own blocks */
   /* (k's element count padded: its T rows to Tp, at most KB - 1 more per (batch, head, d); checked) */
   int64_t ktn = 0, Tp = (T + KB - 1) / KB * KB;
-  if (B && Hkv && S && T && D) {
+  if (B && Hkv && S >= 4 && T && D) { /* (decode-sized queries read K's rows in place instead) */
     if (moec_mul_size(ctx, k->numel / T, Tp, &ktn)) return -1;
     a.kt = (float *)moec_scratch_alloc(sizeof(float) * (size_t)ktn);
     a.Tp = Tp;
