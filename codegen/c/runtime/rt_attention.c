@@ -84,23 +84,24 @@ static void att_task(void *arg, int64_t item) {
   const float *K = a->k + (b * a->Hkv + hk) * T * D;
   const float *V = a->v + (b * a->Hkv + hk) * T * Dv;
   float *Y = a->y + ((b * a->Hq + h) * S + i0) * Dv;
-  /* per task: the accumulators [QB][Dvp]; only where needed: q rows copied zero-padded to whole row quads,
+  /* per task: the accumulators [R][Dvp]; only where needed: q rows copied zero-padded to whole row quads,
    * the key block transposed [D][KB] (when K^T was not packed for every task), the value block [KB][Dvp]
    * zero-padded to a multiple of 2 VL columns (a task's buffer stays well under malloc's mmap threshold:
    * a fresh mapping per task cost page faults on every call) */
   const int qpad = nr % 4 != 0, vdirect = Dv == Dvp;
-  const size_t nq = qpad ? (size_t)(QB * D) : 0, nkt = a->kt ? 0 : (size_t)(D * KB), nvb = vdirect ? 0 : (size_t)(KB * Dvp);
-  float *buf = (float *)malloc(sizeof(float) * ((size_t)(QB * Dvp) + nq + nkt + nvb));
+  const int64_t R = (nr + 3) / 4 * 4; /* rows kept: the task's, padded to a whole quad */
+  const size_t nq = qpad ? (size_t)(R * D) : 0, nkt = a->kt ? 0 : (size_t)(D * KB), nvb = vdirect ? 0 : (size_t)(KB * Dvp);
+  float *buf = (float *)malloc(sizeof(float) * ((size_t)(R * Dvp) + nq + nkt + nvb));
   if (!buf) { a->oom = 1; return; }
-  float *acc = buf, *qbuf = acc + QB * Dvp, *kt = qbuf + nq, *vb = kt + nkt;
+  float *acc = buf, *qbuf = acc + R * Dvp, *kt = qbuf + nq, *vb = kt + nkt;
   float s[QB][KB], m[QB], l[QB];
   if (qpad) {
-    memset(qbuf, 0, sizeof(float) * (size_t)(QB * D));
+    memset(qbuf, 0, sizeof(float) * (size_t)(R * D));
     memcpy(qbuf, Q, sizeof(float) * (size_t)(nr * D));
   } else {
     qbuf = (float *)Q; /* (read only) */
   }
-  memset(acc, 0, sizeof(float) * (size_t)(QB * Dvp));
+  memset(acc, 0, sizeof(float) * (size_t)(R * Dvp));
   if (nvb) memset(vb, 0, sizeof(float) * nvb);
   for (int r = 0; r < QB; r++) { m[r] = -INFINITY; l[r] = 0.f; }
   const int64_t shift = T - S; /* causal: row i sees keys j <= i + shift */
@@ -155,7 +156,7 @@ static void att_task(void *arg, int64_t item) {
       }
     }
     /* online softmax per row; p replaces the scores (0 for padded keys and rows) */
-    for (int64_t r = 0; r < QB; r++) {
+    for (int64_t r = 0; r < R; r++) {
       float *sr = s[r];
       float mx = -INFINITY;
       const int64_t i = i0 + r;
