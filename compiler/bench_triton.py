@@ -6,7 +6,9 @@ Peers, on the same layer, weights and inputs (bf16, f32 accumulation everywhere)
   * compile: torch.compile of that same function;
   * dense:   every expert on every token as batched matmuls (bmm), then the routing-weight mask.
 moec runs its route kernel, the align/sort plan, the two grouped GEMM kernels and the combine
-kernel: the same runtime calls a compiled artifact's launcher makes.  Tile configurations are
+kernel: the same runtime calls a compiled artifact's launcher makes.  The DeepSeek-V3-shaped layer has
+its one shared expert (SwiGLU of width F on every token, bf16, added by the combine) in every peer, and in
+the FLOPs and bytes.  Tile configurations are
 autotuned per (layer, token bucket, GPU) first and cached.  Achieved TFLOP/s (useful FLOPs of the
 k selected experts) and TB/s (weights of the experts actually touched, read once) are reported
 against peaks measured in the same run (a large bf16 matmul and a device copy).  Each row also has
@@ -41,12 +43,12 @@ LAYERS = {
     "mixtral": dict(D=4096, F=14336, E=8, k=2, scoring="softmax", n_group=1, topk_group=1, norm="sum",
                     scale=1.0, bias=False),
     "deepseek": dict(D=7168, F=2048, E=256, k=8, scoring="sigmoid", n_group=8, topk_group=4, norm="sum",
-                     scale=2.5, bias=True, group_score="top2_sum"),
+                     scale=2.5, bias=True, group_score="top2_sum", shared=1),
     # --smoke: the same two routings at sizes the interpreter runs in seconds
     "smoke_mixtral": dict(D=128, F=64, E=4, k=2, scoring="softmax", n_group=1, topk_group=1, norm="sum",
                           scale=1.0, bias=False),
     "smoke_deepseek": dict(D=64, F=32, E=8, k=4, scoring="sigmoid", n_group=4, topk_group=2, norm="sum",
-                           scale=2.5, bias=True, group_score="top2_sum"),
+                           scale=2.5, bias=True, group_score="top2_sum", shared=1),
 }
 SMOKE_LAYERS = ("smoke_mixtral", "smoke_deepseek")
 SMOKE_TOKENS = (1, 5)
@@ -83,6 +85,29 @@ def make_layer(cfg: dict, seed: int = 0, device: str = "cuda"):
     return w_router, w_in, w_out, bias
 
 
+def make_shared(cfg: dict, seed: int = 1, device: str = "cuda"):
+    """The layer's shared (always-on) experts, as DeepSeek-V3 has one: (w_in [S, 2F, D], w_out [S, D, F]) bf16,
+    or None (cfg "shared": S, 0 or absent: none)."""
+    import torch
+    S = cfg.get("shared", 0)
+    if not S:
+        return None
+    g = torch.Generator(device=device).manual_seed(seed)
+    D, F = cfg["D"], cfg["F"]
+    return (torch.randn(S, 2 * F, D, device=device, generator=g, dtype=torch.bfloat16) / D ** 0.5,
+            torch.randn(S, D, F, device=device, generator=g, dtype=torch.bfloat16) / F ** 0.5)
+
+
+def _shared_eager(x, shared, F):
+    """Sum over the shared experts of SwiGLU(x) (eager torch; the peers' formulation)."""
+    import torch
+    out = 0
+    for s in range(shared[0].shape[0]):
+        h = x @ shared[0][s].t()
+        out = out + (torch.nn.functional.silu(h[:, :F]) * h[:, F:]) @ shared[1][s].t()
+    return out
+
+
 def torch_route(logits, cfg, bias):
     import torch
     E, k = cfg["E"], cfg["k"]
@@ -101,8 +126,9 @@ def torch_route(logits, cfg, bias):
     return w * cfg["scale"], ids
 
 
-def eager_layer(x, w_router, w_in, w_out, bias, cfg):
-    """Hugging Face style: loop over experts, index the routed tokens, index_add the outputs."""
+def eager_layer(x, w_router, w_in, w_out, bias, cfg, shared=None):
+    """Hugging Face style: loop over experts, index the routed tokens, index_add the outputs (plus the shared
+    experts on every token)."""
     import torch
     F = cfg["F"]
     logits = x.float() @ w_router
@@ -116,10 +142,10 @@ def eager_layer(x, w_router, w_in, w_out, bias, cfg):
         a = torch.nn.functional.silu(h[:, :F]) * h[:, F:]
         y = (a @ w_out[e].t()) * w[tok, slot, None].to(x.dtype)
         out.index_add_(0, tok, y)
-    return out
+    return out if shared is None else out + _shared_eager(x, shared, F)
 
 
-def dense_layer(x, w_router, w_in, w_out, bias, cfg):
+def dense_layer(x, w_router, w_in, w_out, bias, cfg, shared=None):
     """Every expert on every token (bmm), masked by the routing weights."""
     import torch
     F, E = cfg["F"], cfg["E"]
@@ -129,7 +155,8 @@ def dense_layer(x, w_router, w_in, w_out, bias, cfg):
     h = torch.bmm(x.unsqueeze(0).expand(E, -1, -1), w_in.transpose(1, 2))
     a = torch.nn.functional.silu(h[..., :F]) * h[..., F:]
     y = torch.bmm(a, w_out.transpose(1, 2))
-    return (y * dense_w.t().unsqueeze(-1)).sum(0)
+    out = (y * dense_w.t().unsqueeze(-1)).sum(0)
+    return out if shared is None else out + _shared_eager(x, shared, F)
 
 
 BENCH_WEIGHTS = ("f32", "bf16", "int8", "int4", "fp8")
@@ -171,15 +198,18 @@ def quantize_layer(w_in, w_out, weights: str):
 
 
 def moec_layer(x, w_router, w_in, w_out, bias, cfg, tuned=None, wq="none", q=(None, None, None, None),
-               act_quant="none"):
+               act_quant="none", shared=None):
     from moec.codegen.triton import runtime as rt
     logits = rt.matmul(x.float(), w_router)
     w, ids = rt.moe_route(logits, bias, k=cfg["k"], scoring=cfg["scoring"], n_group=cfg["n_group"],
                           topk_group=cfg["topk_group"], group_score=cfg.get("group_score", "max"), post="none",
                           norm=cfg["norm"], norm_eps=0.0, scale=cfg["scale"], capacity=0)
     profile.mark("routing")  # (the router matmul and the route kernel; per-stage timing only)
+    # the shared experts (bf16, every token: moe_shared), added by the combine
+    sh = rt.moe_shared(x, shared[0], shared[1]) if shared is not None else None
     # what the generated launcher calls: the combine fused into the down projection where order-free (k <= 2)
-    return rt.moe_experts_combine(x, ids, w_in, w_out, w=w, weighted=False, rw=w.to(x.dtype), weights_at="output",
+    return rt.moe_experts_combine(x, ids, w_in, w_out, shared=sh, w=w, weighted=False, rw=w.to(x.dtype),
+                                  weights_at="output",
                                   cfg=tuned, wq=wq, q=q, wq_group=INT4_GROUP if wq == "int4" else 0,
                                   act_quant=act_quant)
 
@@ -253,6 +283,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
         cfg = LAYERS[name]
         D, F, E, k = cfg["D"], cfg["F"], cfg["E"], cfg["k"]
         w_router, w_in, w_out, bias = make_layer(cfg, device=host.device)
+        shared = make_shared(cfg, device=host.device)
         mw_in, mw_out, wq, q = quantize_layer(w_in, w_out, weights)
         wq_key = "fp8a8" if act_quant == "fp8" else wq  # (the tile files' key: w8a8 has its own)
         compiled = torch.compile(eager_layer) if "compile" in peers else None
@@ -268,8 +299,8 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                 tuned = tuning.autotune("moe", p, lambda c: rt.moe_experts_combine(
                     x, ids, mw_in, mw_out, w=w, weighted=False, rw=w.to(x.dtype), weights_at="output", cfg=c, wq=wq,
                     q=q, wq_group=INT4_GROUP if wq == "int4" else 0, act_quant=act_quant), reps=5)
-            got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q, act_quant)
-            want = eager_layer(x, w_router, w_in, w_out, bias, cfg)
+            got = moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tuned, wq, q, act_quant, shared)
+            want = eager_layer(x, w_router, w_in, w_out, bias, cfg, shared)
             err = float((got.float() - want.float()).norm() / want.float().norm())
             p = dict(T=T, D=D, F=F, E=E, k=k, dtype=str(x.dtype), wq=wq_key)
             row = {"tokens": T, "rel_err_vs_eager": err, "ms": {},
@@ -278,7 +309,7 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                    "combine_fused": rt.fuse_combine(k)}
 
             def run_moec(tiles=tuned):
-                return moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tiles, wq, q, act_quant)
+                return moec_layer(x, w_router, mw_in, mw_out, bias, cfg, tiles, wq, q, act_quant, shared)
             row["ms"]["moec"] = _time(run_moec, host, reps, warmup) * 1e3
             row["ms_stages"] = profile.time_stages(run_moec, host, reps, min(1, warmup))
             if cuda_graphs:  # the whole layer (router GEMV .. combine) captured and replayed as one graph
@@ -295,17 +326,17 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
                                                      "rel_diff": verr}
                     except Exception as e:  # noqa: BLE001 - a variant that fails is reported, not hidden
                         row["ms_variants"][vname] = {"error": str(e).splitlines()[0][:200]}
-            row["ms"]["eager"] = _time(lambda: eager_layer(x, w_router, w_in, w_out, bias, cfg), host, reps,
+            row["ms"]["eager"] = _time(lambda: eager_layer(x, w_router, w_in, w_out, bias, cfg, shared), host, reps,
                                        warmup) * 1e3
             if compiled is not None:
                 if compile_spent < compile_budget_s:
                     t0 = time.perf_counter()
                     try:
-                        compiled(x, w_router, w_in, w_out, bias, cfg)
+                        compiled(x, w_router, w_in, w_out, bias, cfg, shared)
                         host.sync()
                         compile_spent += time.perf_counter() - t0
                         row["ms"]["torch.compile"] = _time(
-                            lambda: compiled(x, w_router, w_in, w_out, bias, cfg), host, reps, warmup) * 1e3
+                            lambda: compiled(x, w_router, w_in, w_out, bias, cfg, shared), host, reps, warmup) * 1e3
                     except Exception as e:  # noqa: BLE001 - report, do not hide
                         row["torch.compile_error"] = str(e).splitlines()[0][:200]
                 else:
@@ -313,15 +344,16 @@ def run_triton_bench(layers: Sequence[str], tokens: Sequence[int], outdir: str, 
             if "dense" in peers:
                 need = E * T * 2 * F * 2 * 2
                 if need < 0.5 * host.free_bytes():
-                    row["ms"]["dense bmm"] = _time(lambda: dense_layer(x, w_router, w_in, w_out, bias, cfg), host,
+                    row["ms"]["dense bmm"] = _time(lambda: dense_layer(x, w_router, w_in, w_out, bias, cfg, shared), host,
                                                    reps, warmup) * 1e3
                 else:
                     row["dense_skipped"] = f"needs {need / 1e9:.0f} GB of activations"
-            flops = 2 * T * k * (2 * F * D + D * F)
+            n_sh = cfg.get("shared", 0)
+            flops = 2 * T * (k + n_sh) * (2 * F * D + D * F)  # (the shared experts run on every token)
             touched = min(E, T * k)
             # the touched experts' weights as stored (packed codes and their scales), each read once
             per_expert = sum(t.numel() * t.element_size() for t in (mw_in, mw_out, *q) if t is not None) / E
-            bytes_ = touched * per_expert
+            bytes_ = touched * per_expert + (sum(t.numel() * t.element_size() for t in shared) if shared else 0)
             t = row["ms"]["moec"] / 1e3
             row["moec_tflops"] = flops / t / 1e12
             row["moec_tbps_weights"] = bytes_ / t / 1e12
