@@ -63,7 +63,7 @@ def test_time_ratio_is_a_median_of_many_interleaved_calls():
 
     def art(xs):
         calls["moec"] += 1
-        busy(20000 if calls["moec"] % 7 == 3 else 400)  # every 7th call preempted for 20 ms
+        busy(10000 if calls["moec"] % 7 == 3 else 400)  # every 7th call preempted for 10 ms
 
     class Sess:
         def run(self, _outs, feeds):
@@ -71,5 +71,5 @@ def test_time_ratio_is_a_median_of_many_interleaved_calls():
             busy(200)
 
     r = conformance._time_ratio(art, Sess(), {"x": None}, ["x"], repeats=3, budget_s=0.3)
-    assert calls["moec"] > 50 and calls["moec"] == calls["ort"]
+    assert calls["moec"] > 12 and calls["moec"] == calls["ort"]  # (about 60 on an idle host; 3 asked for)
     assert 1.5 < r < 3.0, r
