@@ -23,7 +23,7 @@ import numpy as np
 from moec.driver import CompileOptions, compile_onnx, load_model_proto
 from moec.errors import UserInputError
 from moec.ir import Module
-from moec.ir.core import ResourceRef
+from moec.ir.opdef import const_value
 from moec.ir.ops.moe import dequantize_weights
 
 
@@ -68,11 +68,8 @@ class LayerInfo:
 
 
 def _weights_of(m: Module, v) -> Optional[np.ndarray]:
-    o = v.owner
-    if o is None or o.name != "moec.constant":
-        return None
-    val = o.attrs["value"]
-    return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else val
+    a = const_value(v, m.weights)
+    return None if a is None else np.asarray(a)
 
 
 def _layers(m: Module) -> List[LayerInfo]:

@@ -23,8 +23,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from moec.ir import Module, Operation, Value
-from moec.ir.core import ResourceRef
-from moec.ir.opdef import OPS
+from moec.ir.opdef import OPS, const_value
 from moec.passes.base import Pass, register_pass
 
 
@@ -37,11 +36,10 @@ def _const_shape_ok(m: Module, v: Value) -> Optional[Tuple[int, ...]]:
 
 
 def _int_vector(m: Module, v: Value) -> Optional[np.ndarray]:
-    o = v.owner
-    if o is None or o.name != "moec.constant":
+    arr = const_value(v, m.weights)
+    if arr is None:
         return None
-    val = o.attrs["value"]
-    arr = np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else np.asarray(val)
+    arr = np.asarray(arr)
     return arr.astype(np.int64).reshape(-1) if arr.dtype.kind in "iu" else None
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from moec.ir import DType, Module, TensorType
 from moec.ir.core import IRError, ResourceRef
-from moec.ir.opdef import OPS, has_trait
+from moec.ir.opdef import OPS, const_value, has_trait
 from moec.passes.base import Pass, register_pass
 
 # pure data movement: the result's elements are a selection of the data operand's (operand 0)
@@ -54,10 +54,7 @@ class FoldConstants(Pass):
             for o in f.ops:
                 if (o.name != "moec.constant" and has_trait(o, "pure") and o.operands
                         and all(v.owner is not None and v.owner.name == "moec.constant" for v in o.operands)):
-                    vals = []
-                    for v in o.operands:
-                        val = v.owner.attrs["value"]
-                        vals.append(np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else val)
+                    vals = [np.asarray(const_value(v, m.weights)) for v in o.operands]
                     n_out = sum(int(np.prod(r.type.shape)) if r.type.is_static else 1 << 62 for r in o.results)
                     freed = sum(int(np.size(a)) for v, a in zip(o.operands, vals)
                                 if len(uses.get(id(v), ())) == 1 and id(v) not in outputs

@@ -39,8 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moec.ir import Module
-from moec.ir.core import ResourceRef
-from moec.ir.opdef import OPS
+from moec.ir.opdef import OPS, const_value
 from moec.passes.base import Pass, register_pass
 
 VIEW_OPS = ("moec.transpose",)
@@ -49,11 +48,8 @@ VALUE_VIEWS = ("moec.transpose", "moec.reshape", "moec.squeeze", "moec.unsqueeze
 
 
 def _const(m: Module, v):
-    o = v.owner
-    if o is None or o.name != "moec.constant":
-        return None
-    val = o.attrs["value"]
-    return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else np.asarray(val)
+    a = const_value(v, m.weights)
+    return None if a is None else np.asarray(a)
 
 
 _CMP = {"moec.greater": (1, 0), "moec.greater_equal": (0, 0), "moec.less": (0, -1), "moec.less_equal": (0, 0)}

@@ -26,17 +26,13 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from moec.ir import Function, Module, Operation, Value
-from moec.ir.core import ResourceRef
-from moec.ir.opdef import OPS, has_trait
+from moec.ir.opdef import OPS, const_value, has_trait
 from moec.passes.base import Pass, register_pass
 
 
 def _const(m: Module, v: Value):
-    o = v.owner
-    if o is None or o.name != "moec.constant":
-        return None
-    val = o.attrs["value"]
-    return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else np.asarray(val)
+    a = const_value(v, m.weights)
+    return None if a is None else np.asarray(a)
 
 
 def _axis(o: Operation, rank: int) -> int:
