@@ -27,14 +27,10 @@ from moec.ir.weights import WeightStore
 from moec.codegen.escape import py_string, py_value
 from moec.codegen.triton.runtime_names import BINARY, REDUCE, TORCH_DTYPE_NAMES, UNARY
 
-# ops that are pure data movement: run by torch's view/copy machinery (no arithmetic)
-_TORCH_MOVES = {"moec.reshape", "moec.transpose", "moec.squeeze", "moec.unsqueeze", "moec.flatten",
-                "moec.identity", "moec.expand", "moec.concat", "moec.slice"}
-
 
 def emit_triton(m: Module) -> Tuple[str, WeightStore]:
     """(launcher source, constants store): the store holds the inline constants and the host ops' tensor
-    attributes, saved beside the launcher as ``model_triton.consts.bin/.json``."""
+    attributes, saved beside the launcher as ``model_triton.consts.weights.bin/.json``."""
     f = m.main
     consts = WeightStore()
     names: Dict[int, str] = {}
