@@ -20,8 +20,9 @@ tensors with NCCL / HCCL; no transport of moec's own).  A CPU stage takes its ar
 of the CPU tensors (no copy).  Every collective is bounded by the process group's timeout, so a rank
 that dies or hangs fails the others with a clear error instead of a hang.
 
-Tokens are data parallel: rank r holds a contiguous slice of the batch (dimension 0 of every input
-and output whose first dimension is the token symbol), ``token_slices`` says which.
+Tokens are data parallel: rank r holds a contiguous slice of the batch along the dimension
+``batch_split`` found on the IR (the batch of [batch, seq, ...] inputs, the tokens of [tokens, hidden];
+never one that attention or a normalisation mixes along), ``token_slices`` says which.
 """
 from __future__ import annotations
 
@@ -63,12 +64,81 @@ def read_placement_file(path: str, world: int) -> Dict[str, Placement]:
         raise UserInputError(f"--placement '{path}': {e}") from None
 
 
-def token_symbol(m: Module) -> Optional[str]:
-    """The symbol of the token dimension: dimension 0 of the first input of rank >= 2 (x [T, D])."""
+def _probe_inputs(m: Module, sym: str, n: int, seed: int) -> List[np.ndarray]:
+    """Seeded inputs with ``n`` along the symbol ``sym`` (other symbols 3): floats normal, integers 0/1
+    (indices any table of two or more rows accepts), booleans random."""
+    rng = np.random.default_rng(seed)
+    out = []
     for a in m.main.args:
-        if a.type.rank >= 2 and isinstance(a.type.shape[0], str):
-            return a.type.shape[0]
-    return None
+        shape = [n if d == sym else 3 if isinstance(d, str) or d is None else d for d in a.type.shape]
+        dt = a.type.dtype
+        if dt.is_float:
+            out.append(rng.standard_normal(shape).astype(dt.np))
+        elif dt.np == np.bool_:
+            out.append(rng.integers(0, 2, shape).astype(np.bool_))
+        else:
+            out.append(rng.integers(0, 2, shape).astype(dt.np))
+    return out
+
+
+def batch_split(m: Module, world: int) -> dict:
+    """Which dimension of the inputs spreads the batch over ranks (data parallel), decided on the IR: for each
+    symbolic input dimension in turn (the first input's leading one first: the batch of [batch, seq, ...]
+    or the tokens of [tokens, hidden]), the ranks' programs run by the N-rank reference on the inputs cut
+    along it must give the single-device reference's result on the whole (seeded random inputs, two draws).
+    A dimension that ops mix along -- the sequence of attention, a normalisation over tokens -- fails; so does
+    one the outputs lack.  Returns {"symbol", "in_dims", "out_dims"} (the dimension per input / output, -1 where
+    an input lacks it: passed whole to every rank); UserInputError when none splits."""
+    from moec.ir import run as interpret
+    from moec.ir.spmd import run_ranks
+    f = m.main
+    cands: List[str] = []
+    for a in f.args:
+        cands += [d for d in a.type.shape if isinstance(d, str) and d not in cands]
+    plan = EPPlan(world)
+    mods = None
+    tried = []
+    for sym in cands:
+        in_dims = [list(a.type.shape).index(sym) if sym in a.type.shape else -1 for a in f.args]
+        mods = mods or [rank_module(m, plan, r) for r in range(world)]
+        out_dims: List[Optional[int]] = [list(v.type.shape).index(sym) if sym in v.type.shape else None
+                                         for v in f.outputs]
+        ok = True
+        for seed, n in ((1, 2 * world + 1), (0, 2 * world)):   # (uneven first: rank 0's part is the longer)
+            xs = _probe_inputs(m, sym, n, seed)
+            want = list(interpret(m, xs).values())
+            sl = token_slices(n, world)
+            parts = run_ranks(mods, [[x if d < 0 else np.take(x, range(s.start, s.stop), axis=d)
+                                      for x, d in zip(xs, in_dims)] for s in sl])
+            for i, w in enumerate(want):
+                if out_dims[i] is None:    # (a dimension the types lost, '?': the one the ranks' parts differ in)
+                    diff = [d for d in range(w.ndim) if len({p[i].shape[d] for p in parts}) > 1]
+                    out_dims[i] = diff[0] if len(diff) == 1 else -1
+                d = out_dims[i]
+                if d < 0:
+                    ok = False
+                    break
+                got = np.concatenate([p[i] for p in parts], axis=d)
+                if got.shape != w.shape or not np.allclose(got.astype(np.float64), w.astype(np.float64),
+                                                           rtol=1e-4, atol=1e-5, equal_nan=True):
+                    ok = False
+            if not ok:
+                break
+        if ok:     # a rank with no part of the batch (fewer than world): fine for [tokens, hidden] models;
+            #        a model that reshapes by its batch cannot run an empty one (reshape [0, S, D] to [0, -1, ..])
+            xs = _probe_inputs(m, sym, world - 1, 2)
+            try:
+                run_ranks(mods, [[x if d < 0 else np.take(x, range(s.start, s.stop), axis=d)
+                                  for x, d in zip(xs, in_dims)] for s in token_slices(world - 1, world)])
+                empty_ok = True
+            except Exception:  # noqa: BLE001 - any failure of the reference on an empty part: refuse it at run time
+                empty_ok = False
+            return {"symbol": sym, "in_dims": in_dims, "out_dims": out_dims, "empty_rank_ok": empty_ok}
+        tried.append(f"'{sym}' (" + ("an output lacks it" if -1 in out_dims else
+                                     "the model mixes values along it: cutting it changes the result") + ")")
+    raise UserInputError("--ep: no input dimension splits the batch over ranks (data parallel): "
+                         + ("; ".join(tried) if tried else "the inputs have no symbolic dimension")
+                         + "; export the model with a dynamic batch dimension")
 
 
 def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: str = "native",
@@ -81,20 +151,17 @@ def compile_ep(m: Module, outdir: str, world: int, target: str = "cpu", arch: st
     layers = layers_of(m)
     if not layers:
         raise UserInputError(f"--ep {world}: no MoE layer was recognised in '{name}'; nothing to spread")
-    sym = token_symbol(m)
-    if sym is None:
-        raise UserInputError("--ep: the model has no symbolic token dimension (dimension 0 of its input) to "
-                             "split the batch over ranks; export it with a dynamic token count")
     plan = EPPlan(world, dict(placements or {}))
     try:
         for layer, E in layers:
             plan.for_layer(layer, E)
     except EPError as e:
         raise UserInputError(f"--placement: {e}") from None
+    split = batch_split(m, world)
     f = m.main
     info = {
         "kind": "ep-artifact", "moec_version": __version__, "model": name, "target": target, "world": world,
-        "token_symbol": sym,
+        "token_symbol": split["symbol"], "split": split,
         "inputs": [{"name": n, "type": str(a.type)} for n, a in zip(f.arg_names, f.args)],
         "outputs": [{"name": n, "type": str(v.type)} for n, v in zip(f.output_names, f.outputs)],
         "layers": [{"layer": L, "experts": E, "placement": plan.for_layer(L, E).to_json()} for L, E in layers],
@@ -206,6 +273,13 @@ def _check_programs(outdir: str, info: dict) -> None:
         raise UserInputError(f"'{outdir}': {EP_JSON} is damaged ({why}); recompile the artifact")
     if not isinstance(info.get("world"), int) or info["world"] < 1 or len(info["ranks"]) != info["world"]:
         bad("world size and rank programs disagree")
+    sp = info.get("split")
+    if not isinstance(sp, dict) or not isinstance(info.get("inputs"), list) or not isinstance(info.get("outputs"), list):
+        bad("no batch split")
+    for k, n in (("in_dims", len(info["inputs"])), ("out_dims", len(info["outputs"]))):
+        v = sp.get(k)
+        if not isinstance(v, list) or len(v) != n or not all(type(d) is int and -1 <= d < 64 for d in v):
+            bad(f"split {k}")
     for r, prog in enumerate(info["ranks"]):
         if not isinstance(prog, dict) or not all(isinstance(prog.get(k), list) for k in ("in", "out", "program")):
             bad(f"rank {r}'s program")
@@ -239,16 +313,31 @@ def token_slices(n_tokens: int, world: int) -> List[slice]:
     return out
 
 
+def check_split(info: dict, arrays: Sequence[np.ndarray]) -> int:
+    """The batch size along the split dimension; UserInputError (one line) when it cannot give every rank a
+    part and the model cannot run an empty one."""
+    sp, W = info["split"], info["world"]
+    n = next((a.shape[d] for a, d in zip(arrays, sp["in_dims"]) if d >= 0), 0)
+    if n < W and not sp.get("empty_rank_ok", True):
+        i = next(i for i, d in enumerate(sp["in_dims"]) if d >= 0)
+        raise UserInputError(f"the batch does not split over {W} ranks: input '{info['inputs'][i]['name']}' has "
+                             f"{n} along dimension {sp['in_dims'][i]} ('{sp['symbol']}'), the model needs at least one "
+                             f"per rank (it cannot run an empty batch); give {W} or more, or fewer ranks")
+    return n
+
+
 def split_inputs(info: dict, arrays: Sequence[np.ndarray], rank: int) -> List[np.ndarray]:
-    """Rank ``rank``'s part of the full inputs (token-dimension inputs sliced, the rest whole)."""
-    from moec.ir import parse_type
-    sym = info["token_symbol"]
-    T = None
-    for x, a in zip(info["inputs"], arrays):
-        if parse_type(x["type"]).shape[:1] == (sym,):
-            T = a.shape[0]
-    sl = token_slices(T or 0, info["world"])[rank]
-    return [a[sl] if parse_type(x["type"]).shape[:1] == (sym,) else a for x, a in zip(info["inputs"], arrays)]
+    """Rank ``rank``'s part of the full inputs: each cut along its split dimension (``batch_split``), the
+    inputs without one whole."""
+    n = check_split(info, arrays)
+    dims = info["split"]["in_dims"]
+    sl = token_slices(n, info["world"])[rank]
+    return [a if d < 0 else a[(slice(None),) * d + (sl,)] for a, d in zip(arrays, dims)]
+
+
+def join_outputs(info: dict, per_rank: Sequence[Sequence[np.ndarray]]) -> List[np.ndarray]:
+    """The full outputs from every rank's, in rank order along each output's split dimension."""
+    return [np.concatenate([p[i] for p in per_rank], axis=d) for i, d in enumerate(info["split"]["out_dims"])]
 
 
 # -- the EP ops on torch tensors (semantics: ir/ops/ep.py, the numpy reference) -------------------------------
@@ -615,7 +704,7 @@ def run_lockstep(outdir: str, arrays: Sequence[np.ndarray], threads: int = 1) ->
         outs = pending[0][0].reference_collective([p[1] for p in pending])
         for r in range(W):
             advance(r, outs[r])
-    return [np.concatenate([res[i] for res in results]) for i in range(len(results[0]))]
+    return join_outputs(info, results)
 
 
 def compile_api(model, example_inputs, world: int, target: str = "cpu", weights: str = "f32",

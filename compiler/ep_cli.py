@@ -50,14 +50,18 @@ def _module(model: str, target: str, arch: str, weights: str = "f32", group: int
 
 
 def _random_inputs(m, T: int, seed: int) -> List[np.ndarray]:
+    """Seeded inputs, every symbolic dimension T: floats normal, integers (token ids, masks) 0 or 1."""
     rng = np.random.default_rng(seed)
     out = []
     for a, n in zip(m.main.args, m.main.arg_names):
-        if not a.type.dtype.is_float:
-            raise UserInputError(f"--ep verification draws float inputs; input '{show_name(n)}' is "
-                                 f"{a.type.dtype.mlir} (compile with --no-verify)")
         shape = [T if isinstance(d, str) or d is None else d for d in a.type.shape]
-        out.append(rng.standard_normal(shape).astype(a.type.dtype.np))
+        if a.type.dtype.is_float:
+            out.append(rng.standard_normal(shape).astype(a.type.dtype.np))
+        elif np.issubdtype(a.type.dtype.np, np.integer):
+            out.append(rng.integers(0, 2, shape).astype(a.type.dtype.np))
+        else:
+            raise UserInputError(f"--ep verification draws float and integer inputs; input '{show_name(n)}' is "
+                                 f"{a.type.dtype.mlir} (compile with --no-verify)")
     return out
 
 

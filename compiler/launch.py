@@ -78,15 +78,16 @@ def run_rank(outdir: str, arrays: Sequence[np.ndarray], rank: int, world: int, t
     wall = time.perf_counter() - t0
     stats = {"rank": rank, "seconds": wall, "exchange_seconds": ep.exchange.seconds,
              "bytes_sent": ep.exchange.bytes_sent, "collectives": ep.exchange.calls,
-             "expert_slots": ep.slots_received, "weight_bytes": ep.weight_bytes, "tokens": int(
-                 mine[0].shape[0]) if mine and mine[0].ndim else 0}
+             "expert_slots": ep.slots_received, "weight_bytes": ep.weight_bytes,
+             "tokens": next((int(x.shape[d]) for x, d in zip(mine, ep.info["split"]["in_dims"]) if d >= 0), 0)}
     parts: List = [None] * world
     try:
         dist.all_gather_object(parts, (outs, stats))
     except RuntimeError as e:
         raise RuntimeFailure(f"rank {rank}: gathering the outputs failed (a peer rank died or hung): "
                              f"{str(e).splitlines()[0][:300]}") from None
-    full = [np.concatenate([p[0][i] for p in parts]) for i in range(len(outs))]
+    from moec.ep import join_outputs
+    full = join_outputs(ep.info, [p[0] for p in parts])
     return full, [p[1] for p in parts]
 
 
@@ -148,7 +149,8 @@ def run_local(outdir: str, inputs: Sequence[str], nproc: int, output_dir: str, t
     info = read_ep(outdir)
     if nproc != info["world"]:
         raise UserInputError(f"--nproc {nproc}: '{outdir}' was compiled for {info['world']} ranks (--ep)")
-    load_inputs(info, parse_inputs(inputs))   # bad inputs: one line here, before any process starts
+    from moec.ep import check_split
+    check_split(info, load_inputs(info, parse_inputs(inputs)))   # bad inputs: one line here, before any process starts
     port = free_port()
     procs = []
     errs = []

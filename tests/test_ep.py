@@ -481,6 +481,7 @@ def test_hostile_ep_json_is_refused(tmp_path):
     from moec.ep import read_ep
     from moec.errors import UserInputError
     good = {"kind": "ep-artifact", "world": 1, "target": "cpu", "token_symbol": "T", "inputs": [], "outputs": [],
+            "split": {"symbol": "T", "in_dims": [], "out_dims": []},
             "ranks": [{"in": [], "out": [], "program": [{"kind": "compute", "dir": "stages/0123456789abcdef", "in": [], "out": []}]}]}
     for bad_step in ({"kind": "compute", "dir": "../../etc", "in": [], "out": []},
                      {"kind": "compute", "dir": "stages/../../0123456789a", "in": [], "out": []},
@@ -595,3 +596,100 @@ def test_real_transformers_block_on_two_ranks(arch, tmp_path):
     outs = _spawn([[sys.executable, str(script)]] * 2,
                   lambda r: dict(os.environ, RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
     assert "rank 0 ok (1, 3, 32)" in outs[0] and "rank 1 ok (2, 7, 32)" in outs[1]
+
+
+# -- which dimension spreads the batch (decided on the IR) ---------------------------------------------------
+_LM = {}
+
+
+def lm_ir(static_batch=False):
+    """A real transformers 2-layer Mixtral CausalLM (attention + 2 MoE layers) from input_ids [B, S] through
+    torch.export and moec's pipeline (tests/test_hf_compile.py's tiny model); ``static_batch``: B fixed at 1."""
+    if static_batch not in _LM:
+        pytest.importorskip("transformers")
+        from moec.frontend.torch_import import import_torch
+        from moec.passes.pipeline import run_pipeline
+        from moec.targets import target_for
+        from test_hf_compile import causal_lm
+        model = causal_lm("mixtral", "batched_mm")
+        ids = torch.randint(3, 128, (1 if static_batch else 2, 5), generator=torch.Generator().manual_seed(0))
+        m = import_torch(model, (ids,), dynamic_dims={0: {1: "S"} if static_batch else {0: "B", 1: "S"}})
+        _LM[static_batch] = (model, run_pipeline(m, target_for("cpu")))
+    return _LM[static_batch]
+
+
+def test_a_dimension_ops_mix_along_is_not_split():
+    """[tokens, hidden] with a softmax over the tokens before the MoE layer: cutting the tokens over ranks would
+    change the result, and no other dimension splits: refused with one line (decided on the IR)."""
+    from moec.ep import batch_split
+    from moec.errors import UserInputError
+    from moec.ir.opdef import OPS
+    from moec.passes.expert_parallel import copy_module
+    m = copy_module(ir_of(FAMILIES["mixtral"].name))
+    f = m.main
+    x = f.args[0]
+    sm = OPS["moec.softmax"].create([x], {"axis": 0})
+    f.ops.insert(0, sm)
+    f.replace_all_uses(x, sm.result)
+    sm.operands[0] = x
+    with pytest.raises(UserInputError, match=r"^--ep: no input dimension splits the batch over ranks \(data "
+                                             r"parallel\): '.*' \(the model mixes values along it"):
+        batch_split(m, 2)
+    f.ops.remove(sm)
+    f.replace_all_uses(sm.result, x)
+    assert batch_split(m, 2)["in_dims"] == [0]
+
+
+@pytest.mark.slow
+def test_batch_split_is_decided_on_the_ir():
+    """input_ids [B, S] into attention and 2 MoE layers: the batch splits over ranks (the sequence would not:
+    attention mixes along it, test below); the model reshapes by its batch, so it cannot run an empty part,
+    and a batch smaller than the ranks is refused with one line."""
+    from moec.ep import batch_split, check_split
+    from moec.errors import UserInputError
+    _, m = lm_ir()
+    assert len(layers_of(m)) == 2
+    sp = batch_split(m, 2)
+    assert sp["symbol"] == "B" and sp["in_dims"] == [0] and sp["out_dims"] == [0] and not sp["empty_rank_ok"]
+    info = {"world": 2, "split": sp, "inputs": [{"name": "a0"}]}
+    assert check_split(info, [np.ones((3, 4), np.int64)]) == 3
+    with pytest.raises(UserInputError, match="the batch does not split over 2 ranks: input 'a0' has 1 along "
+                                             "dimension 0 .'B'."):
+        check_split(info, [np.ones((1, 4), np.int64)])
+    sp = batch_split(ir_of(FAMILIES["mixtral"].name), 2)    # [tokens, hidden]: an empty rank is fine
+    assert sp["in_dims"] == [0] and sp["empty_rank_ok"]
+
+
+@pytest.mark.slow
+def test_attention_model_splits_by_batch_on_two_processes(pools, tmp_path_factory, moec_module_cache):
+    """The 2-layer CausalLM on 2 gloo ranks split by the batch: ranks get whole sequences, and the logits equal
+    the model's own; one sequence for two ranks is refused before any process starts."""
+    from moec.ep import compile_ep
+    model, m = lm_ir()
+    d = str(tmp_path_factory.mktemp("lm") / "a")
+    compile_ep(m, d, 2, name="mixtral_lm")
+    for shape in ((3, 6), (2, 1)):
+        ids = torch.randint(3, 128, shape, generator=torch.Generator().manual_seed(shape[0]))
+        got, stats = pools(2).run(d, [ids.numpy()], m.main.arg_names)
+        with torch.no_grad():
+            want = model(ids, use_cache=False).logits.numpy()
+        close(got[0], want)
+        assert [s["tokens"] for s in stats] == [-(-shape[0] // 2), shape[0] // 2]
+    # one sequence for two ranks: refused with one line before any process starts
+    from moec.errors import UserInputError
+    from moec.launch import run_local
+    np.save(tmp_path_factory.mktemp("x") / "ids.npy", np.ones((1, 4), np.int64))
+    with pytest.raises(UserInputError, match="the batch does not split over 2 ranks: input 'a0' has 1 along "
+                                             "dimension 0"):
+        run_local(d, [f"a0={tmp_path_factory.getbasetemp()}/x0/ids.npy"], 2, str(tmp_path_factory.mktemp("o")))
+
+
+@pytest.mark.slow
+def test_a_model_whose_batch_does_not_split_is_refused(tmp_path, capsys):
+    """The same model exported with the batch fixed at 1: its only symbolic dimension is the sequence, which
+    attention mixes along; --ep refuses with one line instead of running the ranks' halves of sequences."""
+    from moec.ep import compile_ep
+    from moec.errors import UserInputError
+    _, m = lm_ir(static_batch=True)
+    with pytest.raises(UserInputError, match=r"no input dimension splits the batch.*'S' \(the model mixes"):
+        compile_ep(m, str(tmp_path / "a"), 2)
