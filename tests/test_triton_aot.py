@@ -143,6 +143,7 @@ def test_w8a8_dots_are_fp8_wgmma_on_sm90():
     assert {r["variant"]["SWAP_AB"] for r in gemms} == {True, False}
 
 
+@pytest.mark.slow
 def test_pointer_variants_still_lower_for_sm90():
     """The variants the runtime can be told to use on sm_90 besides its defaults: no TMA (pointer loads:
     cp.async, no cp.async.bulk.tensor), no swap-AB at 16 rows (mma.sync), and a persistent tile queue."""

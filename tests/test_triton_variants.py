@@ -201,7 +201,8 @@ def test_variant_rules_and_config_files():
         tune_moe.main(["--E", "4", "--N", "32", "--K", "64", "--topk", "2", "--activations", "fp8", "--dry-run"])
 
 
-@pytest.mark.parametrize("M,K,N,dt", [(1, 300, 8, "float32"), (3, 1024, 40, "float32"), (1, 512, 8, "bfloat16")])
+@pytest.mark.parametrize("M,K,N,dt", [(1, 300, 8, "float32"), pytest.param(3, 1024, 40, "float32", marks=pytest.mark.slow),
+                                      (1, 512, 8, "bfloat16")])
 def test_few_row_matmul_is_a_split_k_gemv(M, K, N, dt, monkeypatch):
     """A router at decode (M <= 16 rows, long reduction): the matmul runs as the split-K GEMV (slices of K on
     their own programs, summed in slice order by splitk_reduce_kernel, the Gemm epilogue there), not as one
