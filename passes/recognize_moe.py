@@ -825,8 +825,8 @@ class RecognizeMoE(Pass):
             r = us[0].results[0]
             if r.type.rank == 2 and r.type.shape[1] in (x.type.shape[1], None):  # (the proof checks shapes)
                 out.append(r)
-            elif out[-1] is not v:
-                break  # at most one step off x's shape in a row
+            elif out[-1] is not v and us[0].name != "moec.cast":
+                break  # at most one step off x's shape in a row (a cast keeps the shape: bf16 summed in f32)
             v = r
         return out
 
@@ -967,6 +967,10 @@ class RecognizeMoE(Pass):
             for r in o.results:
                 # (a half layer may sum its expert outputs in f32 and return that: dynamo's ONNX export)
                 wider = x.type.dtype in (DType.F16, DType.BF16) and r.type.dtype in (DType.F32, DType.F64)
+                # (a router reading a widened copy of half tokens, DeepSeek-V3's hidden.type(float32): x is that
+                # copy, the layer merges in the tokens' own type)
+                src = x.owner.operands[0] if x.owner is not None and x.owner.name == "moec.cast" else None
+                wider = wider or (src is not None and r.type.dtype == src.type.dtype)
                 if r.type.rank != 2 or r.type.shape[1] != x.type.shape[1] or not (r.type.dtype == x.type.dtype
                                                                                     or wider):
                     continue
