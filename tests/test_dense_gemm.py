@@ -407,3 +407,29 @@ def test_linear_rejects_a_middle_broadcast():
            f'{_tt(("B", "S", 3))}']
     with pytest.raises(IRError, match="bias"):
         _module([("x", ("B", "S", 4)), ("c", ("B", 1, 3))], ops, [("y", ("B", "S", 3))], ws)
+
+
+@pytest.mark.parametrize("flags,want,absent", [
+    ("avx2 fma f16c", ["-mavx2", "-DMOEC_VBYTES=32"], ["-mavx512f", "-mavx512bf16"]),
+    ("avx2 fma f16c avx512f avx512bw avx512vl avx512dq", ["-mavx512f", "-DMOEC_VBYTES=64"],
+     ["-mavx512bf16", "-mavx512vnni"]),
+    ("avx2 fma f16c avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile",
+     ["-mavx512bf16", "-mavx512vnni", "-DMOEC_VBYTES=64"], ["-mamx-tile", "-mamx-bf16", "-mamx-int8"]),
+], ids=["avx2", "avx512", "avx512-bf16-vnni-amx"])
+def test_kernels_follow_the_build_hosts_cpu_flags(flags, want, absent, monkeypatch):
+    """The C target's flags (so the kernels compiled: vector width, vdpbf16ps, VNNI) come from the build
+    host's cpuid flags (/proc/cpuinfo, faked here); AMX flags are recorded in the description's isa but
+    select nothing: there is no AMX code path, so no -mamx-* flag is ever passed."""
+    import platform
+
+    from moec.targets import description
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86 flags")
+    monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(flags.split()))
+    description.host_cpu.cache_clear()
+    try:
+        d = description.host_cpu()
+        assert all(f in d.cflags for f in want) and not any(f in d.cflags for f in absent), d.cflags
+        assert ("amx_bf16" in d.isa) == ("amx_bf16" in flags)
+    finally:
+        description.host_cpu.cache_clear()
