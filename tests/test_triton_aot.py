@@ -117,14 +117,16 @@ def test_generic_kernels_lower_for_sm90():
 
 def test_search_space_fits_sm80():
     """The tile search's space as pruned for an A100 (its shared memory, mma.sync's accumulator registers:
-    tune_moe.fits_registers) compiles for sm_80 without spills, within shared memory, on mma.sync."""
-    rep = aot_report_subprocess(["--arch", "80", "--match", "space"])
+    tune_moe.fits_registers) compiles for sm_80 without spills, within shared memory, on mma.sync -- with the
+    masked reduction (D, F not multiples of BLOCK_K; the sm_90 checks compile the even-K specialisation)."""
+    rep = aot_report_subprocess(["--arch", "80", "--match", "space", "--ragged-k"])
     ks = rep["kernels"]
     assert len(ks) >= 10 and rep["bad"] == 0, [(r["key"], r["kernel"], r["problems"]) for r in ks if r["problems"]]
     assert all(r["mma"] == "mma.sync" for r in ks if r["kernel"].startswith("moe_gemm"))
     assert not any(r["tma"] or r["variant"]["TMA"] for r in ks if r["kernel"].startswith("moe_gemm")), "no TMA on sm_80"
     assert any(r["variant"]["SWAP_AB"] for r in ks if r["kernel"].startswith("moe_gemm"))
     assert {r["config"]["BLOCK_M"] for r in ks} >= {16, 64, 128}
+    assert not any(r["variant"]["EVEN_K"] for r in ks if r["kernel"].startswith("moe_gemm")), "the masked reduction"
 
 
 def test_w8a8_dots_are_fp8_wgmma_on_sm90():
@@ -149,7 +151,7 @@ def test_pointer_variants_still_lower_for_sm90():
     cp.async, no cp.async.bulk.tensor), no swap-AB at 16 rows (mma.sync), and a persistent tile queue."""
     cfgs = [dict(BLOCK_M=16, BLOCK_N1=64, BLOCK_K1=128, BLOCK_N2=64, BLOCK_K2=128, num_warps=4, num_stages=4, TMA=0,
                  SWAP_AB1=0, SWAP_AB2=1, PERSISTENT1=2, PERSISTENT2=0)]
-    rep = aot_report_subprocess(["--arch", "90", "--configs", json.dumps(cfgs)])
+    rep = aot_report_subprocess(["--arch", "90", "--ragged-k", "--configs", json.dumps(cfgs)])
     by = {r["kernel"]: r for r in rep["kernels"]}
     assert rep["bad"] == 0 and set(by) == {"moe_gemm1_kernel", "moe_gemm2_kernel"}
     g1, g2 = by["moe_gemm1_kernel"], by["moe_gemm2_kernel"]

@@ -10,7 +10,8 @@ TMA: cp.async.bulk.tensor), the memory order of the combine's atomics, and the k
 runtime picks for that architecture (swap-AB, persistent tile queue, TMA descriptors; runtime.variants).
 CI has no GPU: this is how it checks that the configurations shipped for the H100 still fit the
 hardware after a kernel change, and that fp8 kernels lower for sm_90.  The grouped GEMMs are compiled
-in their even-K specialisation (D and F multiples of BLOCK_K, as every real layer here).  It is a compile check, not a measurement: times need a GPU
+in their even-K specialisation (D and F multiples of BLOCK_K, as every real layer here; --ragged-k: the
+masked one).  It is a compile check, not a measurement: times need a GPU
 (``moec bench --target triton``).
 
 Must run in its own process (MOEC_TRITON_AOT=1 before triton is imported: the interpreter, which
@@ -117,10 +118,12 @@ _DT = {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}
 
 
 def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: int = 90,
-                       gated: bool = True, group: int = 64, combine: bool = False, a8: bool = False) -> List[dict]:
+                       gated: bool = True, group: int = 64, combine: bool = False, a8: bool = False,
+                       even_k: bool = True) -> List[dict]:
     """The kernels one moe_experts call launches with tile configuration cfg (split-K epilogues too), in the
     variants the runtime picks for sm_<cap> (runtime.variants: swap-AB, persistent, TMA from the configuration
-    or the defaults).  a8: fp8 activations too (w8a8: wq must be fp8), the dots fp8 x fp8."""
+    or the defaults).  a8: fp8 activations too (w8a8: wq must be fp8), the dots fp8 x fp8.  even_k=False: the
+    masked reduction (D or F not a multiple of BLOCK_K) instead of the even-K specialisation."""
     triton, K = _triton()
     from moec.codegen.triton.runtime_names import WQ_CODES
     tdt = _DT[dtype]
@@ -153,7 +156,7 @@ def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: in
     def var(which, BN, BK):
         v = variants(cfg, which, cap)
         tma = v["TMA"] and wq != "int4"
-        x = dict(SWAP_AB=v["SWAP_AB"], PERSISTENT=bool(v["PERSISTENT"]), TMA=tma, EVEN_K=True, A8=a8)
+        x = dict(SWAP_AB=v["SWAP_AB"], PERSISTENT=bool(v["PERSISTENT"]), TMA=tma, EVEN_K=even_k, A8=a8)
         t = {"q_ptr": "*i32"} if v["PERSISTENT"] else {}
         if not v["PERSISTENT"]:
             x["q_ptr"] = None
@@ -181,7 +184,7 @@ def moe_kernel_reports(cfg: dict, dtype: str = "bf16", wq: str = "none", cap: in
                           dict(**e2, **q, BLOCK_M=BM, BLOCK_N=cfg["BLOCK_N2"], BLOCK_K=cfg["BLOCK_K2"], SPLIT_K=s2,
                                GROUP=group, GROUP_M=g2, **x2), cap, w2, st2)]
     for r, x in zip(out, (x1, x2)):
-        r["variant"] = {k: x[k] for k in ("SWAP_AB", "PERSISTENT", "TMA", "A8")}
+        r["variant"] = {k: x[k] for k in ("SWAP_AB", "PERSISTENT", "TMA", "A8", "EVEN_K")}
     if s1 > 1:
         out.append(compile_kernel("moe_act_kernel", types, dict(**e1, WQ=q["WQ"], SPLIT_K=s1, BLOCK_M=cfg["BLOCK_M"],
                                                                 BLOCK_N=cfg["BLOCK_N1"]), cap, 4, 1))
@@ -307,6 +310,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="fp8: w8a8 (with --weights fp8), the grouped GEMMs' dots fp8 x fp8")
     ap.add_argument("--group", type=int, default=64, help="int4 group size")
     ap.add_argument("--combine", action="store_true", help="the down projection with the combine fused")
+    ap.add_argument("--ragged-k", action="store_true", help="the masked reduction (D, F not multiples of BLOCK_K) "
+                    "instead of the even-K specialisation")
     ap.add_argument("--configs", default="shipped", help="'shipped' or a JSON list of tile configurations")
     ap.add_argument("--match", default="", help="only configuration keys containing this text")
     ap.add_argument("--align", action="store_true", help="the align kernel at its largest shapes instead")
@@ -338,7 +343,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         seen[t] = key
         for r in moe_kernel_reports(c, a.dtype, a.weights, a.arch, group=a.group, combine=a.combine,
-                                    a8=a.activations == "fp8"):
+                                    a8=a.activations == "fp8", even_k=not a.ragged_k):
             r["key"], r["problems"] = key, problems(r)
             reports.append(r)
     bad = [r for r in reports if r["problems"]]
