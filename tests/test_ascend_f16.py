@@ -212,3 +212,18 @@ def test_f16_moe_block_on_triton(tmp_path):
     assert "HOST_OPS_STATIC = 0" in src and "rt.moe_experts_combine(" in src and "rt.norm(" in src
     x = np.random.default_rng(0).standard_normal((9, 64)).astype(np.float16)
     assert r.artifact([x])[0].dtype == np.float16
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4", "w8a8"])
+def test_f16_block_with_quantised_experts_on_the_npu(mode, tmp_path):
+    """f16 models keep half around int8 / int4 / w8a8 experts (as bf16 ones: tests/test_ascend_bf16.py): no widening
+    cast, every op on the NPU, the cube on half (int8 codes widened to half exactly, int4 dequantised to half) or on
+    int8 x int8 (w8a8); verified against onnxruntime at the compile-time sizes and a symbolic plan's (37)."""
+    out = str(tmp_path / "o")
+    r = compile_onnx(to_f16(moe_block()), out, CompileOptions(target="ascend", symbol_sizes=(5, 1, 37), weights=mode,
+                                                              group_size=32))
+    assert r.report["verified"], r.report.get("failure")
+    assert not _plan(out)["host_ops"], _plan(out)["host_ops"]
+    cube = r.artifact.stats()["cube"]
+    assert cube["mmad_f32"] == 0 and cube["mmad_bf16"] == 0
+    assert (cube["mmad_i8"] > 0) == (mode == "w8a8") and cube["mmad_f16"] > 0, cube
