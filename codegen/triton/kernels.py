@@ -416,8 +416,9 @@ def _gemm1_tile(pid, s, x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, b
         else:
             a = _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta,
                                 limit, GATED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ)
-            tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], _cast_to(a, a_ptr.dtype.element_ty),
-                     mask=omask)
+            # padding rows of the block stored as zeros: the down projection may read whole blocks (TMA)
+            tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :],
+                     _cast_to(tl.where(omask, a, 0.0), a_ptr.dtype.element_ty), mask=f[None, :] < F)
 
 
 @triton.jit
@@ -479,7 +480,9 @@ def moe_act_kernel(p_ptr, s_ptr, b_ptr, rw_ptr, sorted_ptr, bexp_ptr, a_ptr, n_s
             acc_u += tl.load(p_ptr + prow + F + f[None, :], mask=omask, other=0.0)
     a = _gemm1_epilogue(acc_g, acc_u, e, f, rg, ru, N, F, slot, mvalid, s_ptr, b_ptr, rw_ptr, alpha, beta,
                         limit, GATED, ACT, CLAMP, HAS_BIAS, RW_INPUT, WQ)
-    tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], _cast_to(a, a_ptr.dtype.element_ty), mask=omask)
+    tl.store(a_ptr + offs_m[:, None].to(tl.int64) * F + f[None, :], _cast_to(tl.where(omask, a, 0.0),
+                                                                             a_ptr.dtype.element_ty),
+             mask=f[None, :] < F)  # (padding rows as zeros, as the unsplit kernel)
 
 
 @triton.jit
@@ -559,7 +562,7 @@ def _gemm2_tile(pid, s, a_ptr, w_ptr, s_ptr, z_ptr, b_ptr, rw_ptr, sorted_ptr, b
         k_lo, k_hi = _k_range(F, K_CHUNK, s, SPLIT_K)
         for k0 in range(k_lo, k_hi, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
-            if TMA:  # the sorted rows through the 2-D descriptor (padding rows: only rows the store masks)
+            if TMA:  # the sorted rows through the 2-D descriptor (a used block's padding rows hold zeros)
                 aa = a_desc.load([pid_m * BLOCK_M, k0])
             elif EVEN_K:
                 aa = tl.load(a_ptr + offs_m[:, None].to(tl.int64) * F + ks[None, :], mask=mvalid[:, None], other=0.0)
