@@ -485,21 +485,17 @@ class AscendBackend(BackendBase):
         return AscendArtifact(outdir, self.desc)
 
     def ep_device(self, local_rank: int) -> str:
-        """EP: NPU tensors exchanged with HCCL where torch_npu imports and sees an NPU (the stages run on the
-        emulator from Python: host copies, as ``device_support`` says); CPU tensors and gloo otherwise."""
-        import importlib.util
-        try:
-            if importlib.util.find_spec("torch_npu") is None:
-                return "cpu"
-            import torch
-            import torch_npu  # noqa: F401 - registers the npu device (needs CANN's libraries)
-            n = torch.npu.device_count()
-        except Exception:  # noqa: BLE001 - torch_npu without a working CANN: CPU tensors
+        """EP: NPU tensors exchanged with HCCL where torch_npu imports and sees an NPU (``npu_device_type``),
+        CPU tensors and gloo otherwise."""
+        if npu_device_type() != "npu":
             return "cpu"
-        if not n:
-            return "cpu"
+        import torch
+        n = torch.npu.device_count()
         torch.npu.set_device(local_rank % n)
         return f"npu:{local_rank % n}"
+
+    def ep_call(self, artifact, tensors: list) -> list:
+        return artifact.call_torch(tensors)     # (NPU tensors on the device library, CPU tensors on the emulator)
 
     def run(self, outdir: str, inputs: list, threads: int = 1) -> list:
         """`moec run`: through the host program moec_run when it is built (ascend/build/moec_run from the CMake
