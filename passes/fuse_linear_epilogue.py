@@ -8,6 +8,9 @@ Rewrites (for a target whose kernels implement ``moec.linear``, ``TargetDesc.fus
     c)`` when ``c`` is a bias (its leading dims all 1, its last N or 1) or a residual (the product's
     shape, or its last dim 1).  The kernel adds ``c`` as each output tile is stored (the GEMM's
     epilogue) instead of a second pass over the result; the sum is rounded as the two ops round it.
+  * ``relu / gelu / gelu_tanh(y)`` and ``y * sigmoid(y)`` (SiLU, either operand order) where ``y`` is such
+    a ``moec.linear`` (or a matmul by a constant matrix) read only by the activation  ->  the linear
+    with ``activation`` set, applied in the same store.
 
 Runs after quantize-weights: a layer quantised there is a ``moec.linear_q`` (which folds its bias
 itself) and is not seen here, so only f32 layers are fused.  Other broadcasts of ``c`` (across the
@@ -66,6 +69,63 @@ class FuseLinearEpilogue(Pass):
         return changed
 
     def _fuse(self, f: Function) -> bool:
+        return self._fuse_adds(f) | self._fuse_activations(f)
+
+    @staticmethod
+    def _linear_of(f: Function, y: Value, reader: Operation, uses, readers: int = 1) -> Optional[Operation]:
+        """y's producer as a moec.linear without activation (a matmul by a constant matrix becomes one)
+        when y has exactly ``readers`` users including ``reader`` and is no output, else None."""
+        o = y.owner
+        u = uses.get(id(y), [])
+        if o is None or len(u) != readers or reader not in u or any(v is y for v in f.outputs):
+            return None
+        if o.name == "moec.linear" and o.attrs["activation"] == "none":
+            return o
+        if o.name == "moec.matmul":
+            x, w = o.operands
+            if x.type.dtype == DType.F32 and w.type.dtype == DType.F32 and x.type.rank >= 1 and _const_matrix(w):
+                return o
+        return None
+
+    def _fuse_activations(self, f: Function) -> bool:
+        changed = False
+        uses = f.uses()
+        for o in list(f.ops):
+            if o not in f.ops:
+                continue
+            act, y, gone = None, None, []
+            if o.name in ("moec.relu", "moec.gelu", "moec.gelu_tanh"):
+                act, y = o.name.split(".", 1)[1], o.operands[0]
+                lin = self._linear_of(f, y, o, uses)
+            elif o.name == "moec.mul":
+                lin = None
+                for a, b in (o.operands, o.operands[::-1]):
+                    so = b.owner
+                    if so is None or so.name != "moec.sigmoid" or so.operands[0] is not a or a is b:
+                        continue
+                    if [u for u in uses.get(id(b), [])] != [o] or any(v is b for v in f.outputs):
+                        continue
+                    lin = self._linear_of(f, a, o, uses, readers=2)
+                    if lin is not None and so in uses.get(id(a), []):
+                        act, y, gone = "silu", a, [so]
+                        break
+                    lin = None
+            else:
+                continue
+            if lin is None or act is None:
+                continue
+            new: Operation = OPS["moec.linear"].create(list(lin.operands), {"activation": act}, o.loc)
+            if new.result.type != o.result.type:
+                continue
+            f.ops[f.ops.index(o)] = new
+            f.replace_all_uses(o.result, new.result)
+            for dead in gone + [lin]:
+                f.ops.remove(dead)
+            uses = f.uses()
+            changed = True
+        return changed
+
+    def _fuse_adds(self, f: Function) -> bool:
         changed = False
         uses = f.uses()
         for o in list(f.ops):

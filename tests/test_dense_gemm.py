@@ -433,3 +433,58 @@ def test_kernels_follow_the_build_hosts_cpu_flags(flags, want, absent, monkeypat
         assert ("amx_bf16" in d.isa) == ("amx_bf16" in flags)
     finally:
         description.host_cpu.cache_clear()
+
+
+@pytest.mark.parametrize("act", ["relu", "silu", "gelu", "gelu_tanh"])
+def test_linear_activation_epilogue(act, tmp_path):
+    """moec.linear {activation}: applied as the GEMM's tiles are stored (packed panels, full and partial
+    column panels, with and without a bias) and on the plain path; equal to the op's numpy semantics,
+    relu bit for bit to the product (+ bias) then relu"""
+    from moec.ir import run
+    rng = np.random.default_rng(6)
+    K, N = 29, 70  # 70 columns: two full 32-wide panels and a partial one
+    ws = WeightStore()
+    ws.set("w", rng.standard_normal((K, N)).astype(np.float32) / 3)
+    ws.set("b", rng.standard_normal(N).astype(np.float32))
+    inline = np.round(rng.standard_normal((K, 3)), 2).astype(np.float32)
+    rows = ", ".join("[" + ", ".join(f"{v:.2f}" for v in r) + "]" for r in inline)
+    X, R = ("M", K), ("M", N)
+    ops = [_const("w", (K, N)), _const("b", (N,)),
+           f'%wi = "moec.constant"() {{value = dense<[{rows}]> : {_tt((K, 3))}}} : () -> {_tt((K, 3))}',
+           f'%m = "moec.linear"(%x, %w, %b) : ({_tt(X)}, {_tt((K, N))}, {_tt((N,))}) -> {_tt(R)}',
+           f'%a = "moec.linear"(%x, %w, %b) {{activation = "{act}"}} : ({_tt(X)}, {_tt((K, N))}, {_tt((N,))}) -> {_tt(R)}',
+           f'%n = "moec.linear"(%x, %w) {{activation = "{act}"}} : ({_tt(X)}, {_tt((K, N))}) -> {_tt(R)}',
+           f'%p = "moec.linear"(%x, %wi) {{activation = "{act}"}} : ({_tt(X)}, {_tt((K, 3))}) -> {_tt(("M", 3))}']
+    outs = [("m", R), ("a", R), ("n", R), ("p", ("M", 3))]
+    m = _module([("x", X)], ops, outs, ws)
+    art = build_module(m, str(tmp_path / "out"), threads=2)
+    for M in (1, 7, 40):
+        x = (rng.standard_normal((M, K)) * 2).astype(np.float32)
+        got = dict(zip([v for v, _ in outs], art([x])))
+        want = run(m, [x])
+        for name, _ in outs:
+            _close(got[name], want[name], K, f"{act} {name} M={M}")
+        if act == "relu":
+            np.testing.assert_array_equal(got["a"], np.where(got["m"] < 0, np.float32(0), got["m"]))
+
+
+def test_mlp_epilogues_from_onnx_verify(tmp_path):
+    """An ONNX MLP as exporters write it (MatMul + Add bias + Relu; MatMul + x * Sigmoid(x); MatMul + Gelu
+    (opset 20); a residual Add): every product ends in one moec.linear with its epilogue, verified against
+    onnxruntime by the driver"""
+    rng = np.random.default_rng(8)
+    D, F = 24, 40
+
+    def w(*s):
+        return (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w1"], ["h0"]), n("Add", ["h0", "b1"], ["h1"]), n("Relu", ["h1"], ["h2"]),
+             n("MatMul", ["h2", "w2"], ["g0"]), n("Sigmoid", ["g0"], ["g1"]), n("Mul", ["g0", "g1"], ["g2"]),
+             n("MatMul", ["g2", "w3"], ["e0"]), n("Gelu", ["e0"], ["e1"]),
+             n("MatMul", ["e1", "w4"], ["o0"]), n("Add", ["x", "o0"], ["y"])]
+    model = make_model(nodes, [("x", np.float32, ["B", "S", D])], [("y", np.float32, ["B", "S", D])],
+                       {"w1": w(D, F), "b1": w(F), "w2": w(F, F), "w3": w(F, F), "w4": w(F, D)}, opset=20)
+    res = compile_onnx(model, str(tmp_path / "out"), CompileOptions(force=True, symbol_sizes=(5, 1, 3)))
+    assert res.report["verified"], res.report.get("failure")
+    lin = [o.attrs["activation"] for o in res.module.main.ops if o.name == "moec.linear"]
+    assert lin == ["relu", "silu", "gelu", "none"], [o.name for o in res.module.main.ops]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from moec.codegen.c.emitter import c_op
+from moec.ir.ops.linalg import LINEAR_ACTIVATIONS
 
 
 def _packed(ctx, o):
@@ -32,7 +33,8 @@ def _linear(ctx, o):
     c = ctx.t(o.operands[2]) if len(o.operands) > 2 else "NULL"
     pk = _packed(ctx, o)
     wp, nr = pk if pk else ("NULL", 0)
-    return [f"MOEC_TRY(moec_k_linear(&ctx, {ctx.t(x)}, {ctx.t(w)}, {c}, {wp}, {nr}, {ctx.t(o.result)}));"]
+    act = LINEAR_ACTIVATIONS.index(o.attrs["activation"])
+    return [f"MOEC_TRY(moec_k_linear(&ctx, {ctx.t(x)}, {ctx.t(w)}, {c}, {wp}, {nr}, {act}, {ctx.t(o.result)}));"]
 
 
 @c_op("moec.gemm")

@@ -7,6 +7,7 @@ from moec.ir.core import Operation
 from moec.ir.opdef import Attr, op, operand_error
 from moec.ir.types import TensorType, broadcast_shapes
 from moec.ir.ops.base import same_dtype
+from moec.ir.ops.elementwise import _UNARY  # (moec.linear's activations: the unary ops' own semantics)
 
 
 @op("moec.matmul", operands=("a", "b"), traits=("pure",))
@@ -78,12 +79,16 @@ class GemmOp(Operation):
 
 
 
-@op("moec.linear", operands=("x", "w", "c?"), traits=("pure",))
+LINEAR_ACTIVATIONS = ("none", "relu", "silu", "gelu", "gelu_tanh")  # (index = the C kernel's code)
+
+
+@op("moec.linear", operands=("x", "w", "c?"), attrs={"activation": Attr("str", "none")}, traits=("pure",))
 class LinearOp(Operation):
-    """A matmul by a 2-D weight with its elementwise addend fused: ``x @ w + c``.  x [..., K], w [K, N] ->
+    """A matmul by a 2-D weight with its epilogue fused: ``act(x @ w + c)``.  x [..., K], w [K, N] ->
     [..., N]; c (a bias [N], a residual [..., N], or any shape whose leading dims are all 1 or all the
-    result's, its last N or 1) broadcasts to the result without changing its shape.  Numerically the
-    matmul rounded to x's type, then the addition (what moec.matmul then moec.add compute), in f32."""
+    result's, its last N or 1) broadcasts to the result without changing its shape.  ``activation``:
+    none, relu, silu (y * sigmoid(y)), gelu (erf form), gelu_tanh.  Numerically the matmul rounded to
+    x's type, then the addition, then the activation, each rounded as the separate ops round it."""
 
     def infer_types(self):
         dt = same_dtype(self, 0, 1)
@@ -94,6 +99,8 @@ class LinearOp(Operation):
         if isinstance(K, int) and isinstance(x.shape[-1], int) and K != x.shape[-1]:
             raise operand_error(self, f"contraction dims differ: {x.shape[-1]} vs {K}")
         out = tuple(x.shape[:-1]) + (N,)
+        if self.attrs["activation"] not in LINEAR_ACTIVATIONS:
+            raise operand_error(self, f"activation {self.attrs['activation']!r} is not one of {LINEAR_ACTIVATIONS}")
         if len(self.operands) > 2:
             c = self.operands[2].type
             if c.dtype != dt:
@@ -110,6 +117,12 @@ class LinearOp(Operation):
         r = np.matmul(x.astype(acc), w.astype(acc)).astype(x.dtype)
         if c is not None:
             r = (r.astype(acc) + c.astype(acc)).astype(x.dtype)
+        act = self.attrs["activation"]
+        if act != "none":
+            if act == "silu":
+                r = (r * np.asarray(_UNARY["sigmoid"][0](r)).astype(x.dtype)).astype(x.dtype)
+            else:
+                r = np.asarray(_UNARY[act][0](r)).astype(x.dtype)
         return [np.asarray(r)]
 
 

@@ -55,9 +55,18 @@ typedef struct {
   int64_t abuf_len;
 } sg_job;
 
-/* the epilogue of one tile row: C[0..nb) = alpha * acc + beta * c(row, col0 + j) */
+static inline void sg_store_row0(const moec_sgemm *g, float *C, const float *acc, int nb, int64_t row,
+                                 int64_t col0, int last);
+
+/* the epilogue of one tile row: C[0..nb) = act(alpha * acc + beta * c(row, col0 + j)) (act: moec.linear's) */
 static inline void sg_store_row(const moec_sgemm *g, float *C, const float *acc, int nb, int64_t row,
                                 int64_t col0, int last) {
+  sg_store_row0(g, C, acc, nb, row, col0, last);
+  if (last && g->act) moec_linear_act_row(C, nb, g->act);
+}
+
+static inline void sg_store_row0(const moec_sgemm *g, float *C, const float *acc, int nb, int64_t row,
+                                 int64_t col0, int last) {
   if (!last || (g->alpha == 1.0f && !g->c)) {
     for (int j = 0; j < nb; j++) C[j] = acc[j];
     return;
@@ -106,7 +115,7 @@ static inline __attribute__((always_inline)) void sg_tile(const int m, const moe
   }
 #pragma GCC unroll 16
   for (int r = 0; r < m; r++) {
-    if (nb == GNR && (!last || (g->alpha == 1.0f && !g->c))) {
+    if (nb == GNR && (!last || (g->alpha == 1.0f && !g->c && !g->act))) {
       gst(C + r * ldc, acc[r][0]);
       gst(C + r * ldc + GVL, acc[r][1]);
     } else {

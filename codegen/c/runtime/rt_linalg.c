@@ -1,6 +1,8 @@
 /* Matrix products: numpy.matmul semantics, f32 fast path, generic fallback. */
 #include "rt_linalg.h"
 
+#include <math.h>
+
 #include <stdlib.h>
 
 typedef struct {
@@ -135,18 +137,18 @@ static int mm_f32(moec_ctx *ctx, const mm_job *j) {
 }
 
 static int moec_k_matmul_packed_c(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp,
-                                  int nr, const moec_tensor *c, moec_tensor *out);
+                                  int nr, const moec_tensor *c, int act, moec_tensor *out);
 
 int moec_k_matmul_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp, int nr,
                          moec_tensor *out) {
-  return moec_k_matmul_packed_c(ctx, a, w, wp, nr, NULL, out);
+  return moec_k_matmul_packed_c(ctx, a, w, wp, nr, NULL, 0, out);
 }
 
 static int linear_addend(moec_ctx *ctx, const moec_tensor *c, const moec_tensor *out, int64_t *scm, int64_t *scn);
 
-/* (+ c in the epilogue: moec.linear) */
+/* (+ c and the activation in the epilogue: moec.linear) */
 static int moec_k_matmul_packed_c(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp,
-                                  int nr, const moec_tensor *c, moec_tensor *out) {
+                                  int nr, const moec_tensor *c, int act, moec_tensor *out) {
   if (a->dtype != MOEC_F32 || w->dtype != MOEC_F32 || wp->dtype != MOEC_F32 || w->rank != 2 || a->rank < 1)
     return moec_fail(ctx, "packed matmul: f32 [..., K] @ f32 [K, N] expected, got %s rank %d @ %s rank %d",
                      moec_dtype_name(a->dtype), a->rank, moec_dtype_name(w->dtype), w->rank);
@@ -175,6 +177,7 @@ static int moec_k_matmul_packed_c(moec_ctx *ctx, const moec_tensor *a, const moe
     g.c = (const float *)c->data;
     g.beta = 1.0f;
   }
+  g.act = act;
   return moec_sgemm_run(ctx, &g, 1, NULL, NULL, 0);
 }
 
@@ -193,11 +196,37 @@ static int linear_addend(moec_ctx *ctx, const moec_tensor *c, const moec_tensor 
   return 0;
 }
 
+/* y = act(y), each activation as its unary op computes it (rt_elementwise.c's float forms; SiLU as
+ * y * sigmoid(y), the sigmoid rounded first) */
+void moec_linear_act_row(float *y, int64_t n, int act) {
+  switch (act) {
+    case MOEC_LACT_RELU: for (int64_t i = 0; i < n; i++) y[i] = y[i] < 0 ? 0.f : y[i]; break; /* NaN passes */
+    case MOEC_LACT_SILU:
+      for (int64_t i = 0; i < n; i++) { const float sg = 1.0f / (1.0f + expf(-y[i])); y[i] = y[i] * sg; }
+      break;
+    case MOEC_LACT_GELU:
+      for (int64_t i = 0; i < n; i++) y[i] = (float)(0.5 * y[i] * (1.0 + erf((double)y[i] / sqrt(2.0))));
+      break;
+    case MOEC_LACT_GELU_TANH:
+      for (int64_t i = 0; i < n; i++) {
+        const float v = y[i];
+        y[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+      }
+      break;
+    default: break;
+  }
+}
+
 int moec_k_linear(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, const moec_tensor *c,
-                  const moec_tensor *wp, int nr, moec_tensor *out) {
-  if (!wp) { /* no panels: the matmul, then the addition over the result */
+                  const moec_tensor *wp, int nr, int act, moec_tensor *out) {
+  if (act < MOEC_LACT_NONE || act > MOEC_LACT_GELU_TANH) return moec_fail(ctx, "linear: bad activation code %d", act);
+  if (!wp) { /* no panels: the matmul, then the addition and the activation over the result */
     if (moec_k_matmul(ctx, x, w, out)) return -1;
-    if (!c) return 0;
+    if (act && out->dtype != MOEC_F32) return moec_fail(ctx, "linear: f32 operands expected");
+    if (!c) {
+      if (act) moec_linear_act_row((float *)out->data, out->numel, act);
+      return 0;
+    }
     int64_t scm, scn;
     if (out->dtype != MOEC_F32 || linear_addend(ctx, c, out, &scm, &scn)) {
       if (out->dtype != MOEC_F32) return moec_fail(ctx, "linear: f32 operands expected");
@@ -208,9 +237,10 @@ int moec_k_linear(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, con
     const float *cv = (const float *)c->data;
     for (int64_t m = 0; m < M; m++)
       for (int64_t n = 0; n < N; n++) o[m * N + n] = o[m * N + n] + cv[m * scm + n * scn];
+    if (act) moec_linear_act_row(o, out->numel, act);
     return 0;
   }
-  if (moec_k_matmul_packed_c(ctx, x, w, wp, nr, c, out)) return -1;
+  if (moec_k_matmul_packed_c(ctx, x, w, wp, nr, c, act, out)) return -1;
   return 0;
 }
 

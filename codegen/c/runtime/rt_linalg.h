@@ -23,6 +23,7 @@ typedef struct {
   const float *c;
   int64_t scm, scn;
   float alpha, beta;
+  int act; /* moec.linear's activation, applied as the last slice of a tile is stored (0: none) */
 } moec_sgemm;
 int moec_sgemm_panel_width(void);
 /* nbatch products: batch i reads A + aoff[i], B + boff[i] (NULL: offsets 0) and writes C + i * cstride */
@@ -33,11 +34,14 @@ int moec_sgemm_run(moec_ctx *ctx, const moec_sgemm *g, int64_t nbatch, const int
  * wp ([ceil(N/nr), K, nr]): the leading dims of a are rows of one GEMM. */
 int moec_k_matmul_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *w, const moec_tensor *wp, int nr,
                          moec_tensor *out);
-/* moec.linear: x [..., K] @ w [K, N] + c, c a bias (leading dims 1) or a residual (the result's leading
+/* moec.linear: act(x [..., K] @ w [K, N] + c), c a bias (leading dims 1) or a residual (the result's leading
  * dims), its last dim N or 1; added in the GEMM's epilogue.  wp: w's packed panels, or NULL (plain matmul,
  * then the addition) */
 int moec_k_linear(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, const moec_tensor *c,
-                  const moec_tensor *wp, int nr, moec_tensor *out);
+                  const moec_tensor *wp, int nr, int act, moec_tensor *out);
+/* the activations of moec.linear's epilogue (codes: ir/ops/linalg.py LINEAR_ACTIVATIONS) */
+enum { MOEC_LACT_NONE, MOEC_LACT_RELU, MOEC_LACT_SILU, MOEC_LACT_GELU, MOEC_LACT_GELU_TANH };
+void moec_linear_act_row(float *y, int64_t n, int act);
 /* Gemm with op(b) (a constant, [K, N] after the transpose) given as packed panels bp */
 int moec_k_gemm_packed(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, const moec_tensor *c, double alpha,
                        double beta, int trans_a, int trans_b, const moec_tensor *bp, int nr, moec_tensor *out);
