@@ -117,10 +117,11 @@ CAUSAL_DEFAULT = ("mixtral",)
 # the recognised ones whose bf16 (dynamic dims) / f32 static-dims block is recognised and exact too (survey)
 BF16_RECOGNISED = (
     "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-    "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "exaone_moe", "flex_olmo",
-    "flint", "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss",
-    "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3",
-    "hy_v4", "hy_v4_vl_text", "jamba", "kimi_linear", "laguna", "lfm2_moe", "llama4_text", "mellum",
+    "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
+    "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
+    "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
+    "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text", "jamba",
+    "kimi_linear", "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum",
     "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4",
     "mistral_large4_text", "mixtral", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe",
     "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text",
