@@ -326,6 +326,13 @@ def onnx_geometry(path: str) -> dict:
     return {"layers": n, "kv_heads": hkv, "head_dim": d, "max_len": m, "batch": b}
 
 
+def _is_kvstep(path: str) -> bool:
+    """Whether an ONNX file has the step contract of ``export_onnx`` (inputs input_ids, pos, k_0, v_0, ...)."""
+    from moec.frontend.onnx_load import load_onnx
+    names = {i.name for i in load_onnx(path).graph.input}
+    return {"input_ids", "pos", "k_0", "v_0"} <= names
+
+
 def ort_step(path: str, threads: int = 2) -> Callable:
     import onnxruntime as ort
     so = ort.SessionOptions()
@@ -408,7 +415,24 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
     if is_path:
         if engine == "torch":
             raise UserInputError("engine='torch' needs the module, not an ONNX file")
-        geo = onnx_geometry(os.fspath(model))
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise UserInputError(f"{path}: no such ONNX file")
+        if not _is_kvstep(path):  # transformers' own contract: past_key_values in, present out
+            b = kv_binding(path)
+            max_len = need if max_len is None else int(max_len)
+            if need > max_len:
+                raise UserInputError(f"prompt ({prompt.shape[1]}) + steps ({steps}) = {need} positions; the cache "
+                                     f"holds {max_len}")
+            if b["batch"] not in (None, prompt.shape[0]):
+                raise UserInputError(f"prompt batch {prompt.shape[0]}: the export was built for batch {b['batch']}")
+            if engine == "onnxruntime":
+                step = _feed_step_ort(path, threads)
+            else:
+                step = _feed_step_moec(compile_past_kv(path, b, target=target, weights=weights, verify=verify,
+                                                       cache=cache, threads=threads), b, threads)
+            return PastKVGenerator(step, b, max_len, prompt.shape[0]).generate(prompt, steps, keep_logits=keep_logits)
+        geo = onnx_geometry(path)
         if max_len is not None and max_len != geo["max_len"]:
             raise UserInputError(f"max_len={max_len}: the ONNX step's cache holds {geo['max_len']} positions")
         max_len = geo["max_len"]
@@ -441,6 +465,241 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
         raise UserInputError(f"prompt batch {prompt.shape[0]}: the step was built for batch {batch}")
     gen = Generator(step, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len, batch)
     return gen.generate(prompt, steps, keep_logits=keep_logits)
+
+
+# ---- transformers' own cache contract: past_key_values in, present out ------------------------------
+# What users export: the model called with ``past_key_values`` (a DynamicCache built from the past
+# tensors) and returning the present keys/values, with inputs ``input_ids``, ``attention_mask``
+# ([B, past + T]), ``position_ids`` and ``past_key_values.N.key/value`` ([B, Hkv, P, D]) and outputs
+# ``logits`` and ``present.N.key/value`` ([B, Hkv, P + T, D]); present_N = Concat(past_N, new_N) on the
+# sequence axis.  ``kv_binding`` finds the present -> past pairs in the graph itself (the Concat whose
+# first operand is the past input), so the names only need to identify input_ids / attention_mask /
+# position_ids.
+
+
+def _past_module(model):
+    """``model`` as a module of ``(input_ids, attention_mask, position_ids, *past)`` -> ``(logits,
+    present_0_key, present_0_value, ...)`` through transformers' DynamicCache (the model's own code)."""
+    import torch
+    from transformers import DynamicCache
+    n = cache_geometry(model)["layers"]
+
+    class _PastKV(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.model = m
+
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            c = DynamicCache(config=self.model.config)
+            for l in range(n):
+                c.update(past[2 * l], past[2 * l + 1], l)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             cache=c, use_cache=True)
+            pk = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+            res = [out.logits]
+            for l in range(n):
+                res += [pk.layers[l].keys, pk.layers[l].values]
+            return tuple(res)
+
+    return _PastKV(model).eval()
+
+
+def hf_kv_names(layers: int):
+    """(input names, output names) of the past_key_values contract (optimum's spelling)."""
+    ins = ["input_ids", "attention_mask", "position_ids"] + [f"past_key_values.{l}.{kv}" for l in range(layers)
+                                                              for kv in ("key", "value")]
+    outs = ["logits"] + [f"present.{l}.{kv}" for l in range(layers) for kv in ("key", "value")]
+    return ins, outs
+
+
+def export_hf_kv(model, path: str, dynamo: bool = True) -> str:
+    """``model`` called with transformers' DynamicCache, exported to ONNX with either torch.onnx exporter
+    (tokens, past length and mask length dynamic; eager attention: sdpa's ``is_causal`` is a Python bool
+    of the token count that torch.export cannot keep symbolic)."""
+    import warnings
+    import torch
+    geo = cache_geometry(model)
+    n, hkv, d = geo["layers"], geo["kv_heads"], geo["head_dim"]
+    p, t = 3, 2  # (not 0 or 1: torch.export would specialise them)
+    ex = (torch.tensor([[7, 8]]), torch.ones(1, p + t, dtype=torch.int64), torch.tensor([[p, p + 1]])) + tuple(
+        torch.randn(1, hkv, p, d, generator=torch.Generator().manual_seed(i)) for i in range(2 * n))
+    ins, outs = hf_kv_names(n)
+    old = model.config._attn_implementation
+    _set_attn(model, "eager")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            w = _past_module(model)
+            if dynamo:
+                tt, pp, ss = (torch.export.Dim(x, min=1, max=8192) for x in ("T", "P", "S"))
+                shapes = ({1: tt}, {1: ss}, {1: tt}, tuple({2: pp} for _ in range(2 * n)))
+                torch.onnx.export(w, ex, path, input_names=ins, output_names=outs, dynamo=True,
+                                  dynamic_shapes=shapes, optimize=True, verbose=False)
+            else:
+                axes = {"input_ids": {1: "T"}, "attention_mask": {1: "S"}, "position_ids": {1: "T"},
+                        "logits": {1: "T"}}
+                axes.update({x: {2: "P"} for x in ins[3:]})
+                axes.update({x: {2: "S"} for x in outs[1:]})
+                torch.onnx.export(w, ex, path, input_names=ins, output_names=outs, dynamo=False,
+                                  dynamic_axes=axes, opset_version=17)
+    finally:
+        _set_attn(model, old)
+    return path
+
+
+def kv_binding(path: str) -> dict:
+    """The past_key_values contract of an ONNX graph, read from the graph: ``pairs`` [(present output,
+    past input, sequence axis)] where the output is a Concat (through Identity) whose first operand is
+    the input, ``logits`` (the first other output), the roles ``input_ids`` / ``attention_mask`` /
+    ``position_ids`` (by name) and the cache geometry from the past inputs' shapes."""
+    from moec.frontend.onnx_load import load_onnx
+    m = load_onnx(path)
+    g = m.graph
+    name = os.path.basename(path)
+    inits = {i.name for i in g.initializer}
+    ins = {i.name: i for i in g.input if i.name not in inits}
+    prod = {o: nd for nd in g.node for o in nd.output}
+
+    def source(v):  # through Identity nodes and one-operand Concats (TorchScript writes those)
+        while v in prod and (prod[v].op_type == "Identity" or (prod[v].op_type == "Concat" and len(prod[v].input) == 1)):
+            v = prod[v].input[0]
+        return v
+
+    def dims(vi):
+        return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+
+    pairs, others = [], []
+    for o in g.output:
+        nd = prod.get(source(o.name))
+        if nd is not None and nd.op_type == "Concat" and len(nd.input) == 2 and source(nd.input[0]) in ins:
+            past = source(nd.input[0])
+            rank = len(dims(ins[past]))
+            axis = next((a.i for a in nd.attribute if a.name == "axis"), 0)
+            pairs.append((o.name, past, axis % rank if rank else axis))
+        else:
+            others.append(o.name)
+    if not pairs:
+        raise UserInputError(f"{name}: no output is a past input concatenated with new keys/values (present = "
+                             "Concat(past_key_values.N, new)): not a past_key_values export")
+    roles = {}
+    for role in ("input_ids", "attention_mask", "position_ids"):
+        hit = [k for k in ins if k == role or k.endswith(role)]
+        if role == "input_ids" and not hit:
+            raise UserInputError(f"{name}: no input_ids input (inputs: {', '.join(ins)})")
+        roles[role] = hit[0] if hit else None
+    known = {p for _, p, _ in pairs} | {v for v in roles.values() if v}
+    extra = [k for k in ins if k not in known]
+    if extra:
+        raise UserInputError(f"{name}: inputs this loop cannot feed: {', '.join(extra)}")
+    shp = dims(ins[pairs[0][1]])
+    if len(shp) != 4 or pairs[0][2] != 2 or None in (shp[1], shp[3]):
+        raise UserInputError(f"{name}: past inputs [batch, kv heads, past, head size] with fixed heads and size "
+                             f"expected, got {shp} (sequence axis {pairs[0][2]})")
+    return {"pairs": pairs, "logits": others[0] if others else None, "roles": roles,
+            "inputs": list(ins), "outputs": [o.name for o in g.output], "layers": len(pairs) // 2,
+            "kv_heads": shp[1], "head_dim": shp[3], "batch": shp[0]}
+
+
+class PastKVGenerator(Generator):
+    """Greedy decoding of a past_key_values export (``kv_binding``): ``step(feed dict) -> outputs`` in the
+    graph's output order; each call feeds the previous call's present tensors as the past ones (by the
+    graph's own pairing), ``attention_mask`` ones over past + new, ``position_ids`` past + arange(T)."""
+
+    def __init__(self, step: Callable, binding: dict, max_len: int, batch: int = 1, dtype=np.float32):
+        self.step, self.b, self.max_len, self.batch = step, binding, int(max_len), batch
+        self._dtype = dtype
+        self.out_index = {n: i for i, n in enumerate(binding["outputs"])}
+        self.reset()
+
+    def reset(self) -> None:
+        b = self.b
+        self.pos = 0
+        self.past = {p: np.zeros((self.batch, b["kv_heads"], 0, b["head_dim"]), self._dtype) for _, p, _ in b["pairs"]}
+
+    def __call__(self, input_ids) -> np.ndarray:
+        ids = np.ascontiguousarray(np.asarray(input_ids, dtype=np.int64))
+        if ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] < 1:
+            raise UserInputError(f"input_ids of shape {list(ids.shape)}: expected [{self.batch}, tokens]")
+        t, p = ids.shape[1], self.pos
+        if p + t > self.max_len:
+            raise UserInputError(f"the cache holds {self.max_len} positions: {p} used, {t} more do not fit "
+                                 "(a larger max_len)")
+        r = self.b["roles"]
+        feed = {r["input_ids"]: ids, **self.past}
+        if r["attention_mask"]:
+            feed[r["attention_mask"]] = np.ones((self.batch, p + t), np.int64)
+        if r["position_ids"]:
+            feed[r["position_ids"]] = np.broadcast_to(np.arange(p, p + t, dtype=np.int64), (self.batch, t)).copy()
+        outs = self.step(feed)
+        for present, past, _ in self.b["pairs"]:
+            self.past[past] = np.asarray(outs[self.out_index[present]])
+        self.pos += t
+        return np.asarray(outs[self.out_index[self.b["logits"]]])
+
+
+def _feed_step_ort(path: str, threads: int) -> Callable:
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return lambda feed: sess.run(None, feed)
+
+
+def _feed_step_moec(compiled, binding: dict, threads: int) -> Callable:
+    step = moec_step(compiled, threads)
+    names = binding["inputs"]
+    return lambda feed: step(*[feed[n] for n in names])
+
+
+def compile_past_kv(path: str, binding: dict, *, target: str = "cpu", weights: str = "f32", verify: bool = True,
+                    cache: bool = True, threads: int = 2):
+    """moec.compile of a past_key_values export.  Its dims are tied (mask length = past + tokens, positions
+    below the mask length) by the model, not by the graph's types, so moec's generated inputs (each
+    symbol drawn alone) do not fit it: verification runs on consistent inputs instead -- a prefill
+    (empty past) and a decode step over a random past -- against onnxruntime."""
+    from moec.jit_api import compile as moec_compile
+    cm = moec_compile(path, target=target, weights=weights, verify=False, cache=cache)
+    if verify:
+        ref = _feed_step_ort(path, threads)
+        got = _feed_step_moec(cm, binding, threads)
+        rng = np.random.default_rng(0)
+        sets = []
+        for p, t in ((0, 5), (7, 1)):
+            feed = {binding["roles"]["input_ids"]: rng.integers(3, 50, (binding["batch"] or 1, t))}
+            gen = PastKVGenerator(lambda f: None, binding, p + t, binding["batch"] or 1)
+            for _, past, _ in binding["pairs"]:
+                feed[past] = rng.standard_normal((binding["batch"] or 1, binding["kv_heads"], p,
+                                                  binding["head_dim"])).astype(np.float32)
+            if binding["roles"]["attention_mask"]:
+                feed[binding["roles"]["attention_mask"]] = np.ones((gen.batch, p + t), np.int64)
+            if binding["roles"]["position_ids"]:
+                feed[binding["roles"]["position_ids"]] = np.arange(p, p + t, dtype=np.int64)[None].repeat(gen.batch, 0)
+            sets.append(feed)
+        worst = 0.0
+        tol = 1e-4 if weights == "f32" else 5e-2
+        for feed in sets:
+            for a, b in zip(got(feed), ref(feed)):
+                a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+                if a.shape != b.shape:
+                    raise UserInputError(f"{os.path.basename(path)}: moec's output shape {list(a.shape)} differs "
+                                         f"from onnxruntime's {list(b.shape)}")
+                err = float(np.abs(a - b).max() / max(1.0, float(np.abs(b).max()))) if a.size else 0.0
+                worst = max(worst, err)
+        if worst > tol:
+            from moec.errors import VerificationError
+            raise VerificationError(f"{os.path.basename(path)}: moec differs from onnxruntime by {worst:.3g} "
+                                    f"(relative to max(1, |ref|); tolerance {tol}) on a prefill and a decode step")
+        cm.kv_verify_err = worst
+    return cm
+
+
+def is_past_kv_export(path: str) -> bool:
+    try:
+        kv_binding(path)
+        return True
+    except UserInputError:
+        return False
 
 
 # ---- the command: moec generate -------------------------------------------------------------------
