@@ -183,6 +183,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the prefill / matmul parts")
     ap.add_argument("--decode-repeats", type=int, default=3)
+    ap.add_argument("--decode-formats", default=None, help="moec formats of the decode part (default: --formats)")
+    ap.add_argument("--no-verify", dest="verify", action="store_false",
+                    help="compile the prefill artifacts without verification (no quantisation error reported)")
     ap.add_argument("--group-size", type=int, default=32, help="moec int4 group (32: q4_0's block)")
     ap.add_argument("--parts", default=",".join(PARTS), help="of " + ",".join(PARTS))
     ap.add_argument("--small", action="store_true", help="a tiny model (smoke run)")
@@ -215,7 +218,7 @@ def main(argv=None) -> int:
     if "prefill" in parts and not os.path.exists(onnx_path):
         export_onnx(ckpt, onnx_path)
     print(f"checkpoint + ONNX in {work} ({time.time() - t0:.0f} s)", flush=True)
-    from moec.bench import copy_probe, format_table, llama_cpp_available, run_bench, sgemm_probe
+    from moec.bench import copy_probe, llama_cpp_available, sgemm_probe
     ggufs, why = {}, ""
     if not llama_cpp_available():
         why = "llama-cpp-python is not importable (pip install 'moec[bench]')"
@@ -245,24 +248,31 @@ def main(argv=None) -> int:
         rep["load_avg_at_end"] = os.getloadavg()
         with open(os.path.join(out, "bench.json"), "w") as fh:
             json.dump(rep, fh, indent=1)
+    # One interleaved run per format (moec in the format, llama.cpp's GGUF of the format, onnxruntime f32, torch
+    # eager in the f32 / bf16 runs): every ratio is of two engines timed in the same run, and one run holds one
+    # moec build (a single run with every build and peer of the 212M model was OOM-killed at 20 GB).
+    gguf_of = {f: ggufs[f] for f in formats if f in ggufs}
     if "prefill" in parts:
-        pre_dir = os.path.join(work, "prefill")  # (the compiled artifacts stay in the work folder)
-        pre = run_bench(onnx_path, pre_dir, tokens, formats, a.repeats, a.threads, True,
-                        a.group_size, hf_model=ckpt, gguf=list(dict.fromkeys(ggufs.values())))
-        pre["matching"] = {f: {"moec": f"moec {f}" if len(formats) > 1 else "moec",
-                               "llama.cpp": f"llama.cpp model-{GGUF_OF[f]}" if f in ggufs else None}
-                           for f in formats}
-        rep["prefill"] = pre
-        shutil.copy(os.path.join(pre_dir, "bench.png"), os.path.join(out, "prefill_ratios.png"))
-        save()
-        print(format_table(pre), flush=True)
+        runs = {}
+        for f in formats:
+            art_dir = os.path.join(work, f"prefill_{f}", "artifact")  # (the compiled artifacts stay in the work folder)
+            runs[f] = prefill_run(onnx_path, art_dir, f, tokens, a.repeats, a.threads, a.group_size,
+                                  ckpt if f in ("f32", "bf16") else None, gguf_of.get(f), a.verify)
+            print(f"prefill {f}: " + json.dumps(runs[f]["rows"]), flush=True)
+            rep["prefill"] = {"repeats": a.repeats, "runs": runs}
+            save()
     if "decode" in parts:
         from moec.decode_bench import whole_model_decode
-        rep["decode"] = whole_model_decode(ckpt, contexts, formats, {gguf_tag[p]: p for p in dict.fromkeys(ggufs.values())},
-                                           a.threads, a.steps, a.decode_repeats, a.group_size,
-                                           work=os.path.join(work, "decode"), log=lambda m: print(m, flush=True))
-        rep["decode"]["matching"] = {f: GGUF_OF[f] if f in ggufs else None for f in formats}
-        save()
+        dec_formats = [f for f in (a.decode_formats.split(",") if a.decode_formats else formats) if f]
+        runs = {}
+        for i, f in enumerate(dec_formats):
+            runs[f] = whole_model_decode(ckpt, contexts, [f], {GGUF_OF[f]: gguf_of[f]} if f in gguf_of else {},
+                                         a.threads, a.steps, a.decode_repeats, a.group_size,
+                                         work=os.path.join(work, "decode"), log=lambda m: print(m, flush=True),
+                                         torch_eager=f == "f32")
+            runs[f]["llama_cpp_key"] = f"llama.cpp {GGUF_OF[f]}" if f in gguf_of else None
+            rep["decode"] = {"repeats": a.decode_repeats, "steps": a.steps, "runs": runs}
+            save()
     if "matmul" in parts:
         cfg = rep["model_config"]
         js = os.path.join(out, "matmul.json")
@@ -274,10 +284,9 @@ def main(argv=None) -> int:
         rep["matmul"] = json.load(open(js))
         rep["matmul"]["command"] = " ".join(cmd[1:])
     if "profile" in parts:
-        pre_dir = os.path.join(work, "prefill")
         prof = {}
-        for i, f in enumerate(formats):
-            art = os.path.join(pre_dir, "artifact" if i == 0 else f"artifact_{f}")
+        for f in formats:
+            art = os.path.join(work, f"prefill_{f}", "artifact")
             if not os.path.isdir(art):
                 continue
             for T in (min(tokens), max(tokens)):
@@ -294,40 +303,123 @@ def main(argv=None) -> int:
     return 0
 
 
+def compile_artifact(onnx_path: str, art_dir: str, fmt: str, threads: int, group_size: int, verify: bool,
+                     sizes: str) -> dict:
+    """`moec compile` of the whole model in its own process (its peak memory is returned to the system before the
+    engines are loaded); the artifact's report.json."""
+    if not os.path.exists(os.path.join(art_dir, "report.json")):
+        cmd = [sys.executable, "-m", "moec.cli", "compile", onnx_path, "-o", art_dir, "--force", "--weights", fmt,
+               "--group-size", str(group_size), "--threads", str(threads), "--sizes", sizes]
+        r = subprocess.run(cmd + ([] if verify else ["--no-verify"]), capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"moec compile --weights {fmt} failed: {(r.stderr or r.stdout)[-2000:]}")
+    return json.load(open(os.path.join(art_dir, "report.json")))
+
+
+def prefill_run(onnx_path: str, art_dir: str, fmt: str, tokens, repeats: int, threads: int, group_size: int,
+                hf_model, gguf, verify: bool) -> dict:
+    """One interleaved prefill run: moec's artifact in ``fmt``, onnxruntime f32 on the exported graph, torch eager
+    on ``hf_model`` (when given) and llama.cpp on ``gguf`` (when given); per N, ids [1, N] drawn from the vocab,
+    every engine's last-position logits; median ms over ``repeats`` interleaved rounds after a warm-up."""
+    import statistics
+    import numpy as np
+    import onnxruntime as ort
+    from moec.bench import whole_model_peers
+    from moec.targets.cpu_backend import CpuArtifact
+    report = compile_artifact(onnx_path, art_dir, fmt, threads, group_size, verify, f"{min(tokens)},1")
+    art = CpuArtifact(art_dir, threads=threads)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    cfg = json.load(open(os.path.join(os.path.dirname(onnx_path), "checkpoint", "config.json")))
+    vocab = cfg["vocab_size"]
+    feeder = type("Feeder", (), {"vocab": vocab})()
+    peers = whole_model_peers(feeder, hf_model, [gguf] if gguf else [], threads, max(tokens), [fmt])
+    if hf_model and fmt != "bf16":
+        peers.pop("torch eager bf16", None)
+    rows = []
+    for T in tokens:
+        ids = np.random.default_rng(T).integers(0, vocab, (1, T)).astype(np.int64)
+        runners = {"moec": lambda: art([ids]), "onnxruntime": lambda: sess.run(None, {"input_ids": ids})}
+        for name, make in peers.items():
+            runners[name] = make(ids)
+        want = np.asarray(runners["onnxruntime"]()[0], np.float32).reshape(-1)
+        err = {}
+        for k, fn in runners.items():  # (warm-up, and each engine's logits against onnxruntime's)
+            got = fn()
+            got = got[0] if isinstance(got, list) else got
+            got = got.float().numpy() if hasattr(got, "float") and hasattr(got, "numpy") else got
+            got = np.asarray(got, np.float32).reshape(-1)
+            err[k] = float(np.abs(got - want).max() / max(1e-30, float(np.abs(want).max()))) \
+                if got.shape == want.shape else None
+        times = {k: [] for k in runners}
+        for _ in range(repeats):
+            for k, fn in runners.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        rows.append({"tokens": T, "ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
+                     "max_err_vs_onnxruntime_rel_to_max": err})
+    gg = f"llama.cpp {os.path.splitext(os.path.basename(gguf))[0]}" if gguf else None
+    return {"format": fmt, "rows": rows, "llama_cpp_key": gg, "repeats": repeats,
+            "peers": {k: v.describe for k, v in peers.items()},
+            "quantization_error": report.get("quantization_error"), "verified": report.get("verified"),
+            "weights": report.get("weights")}
+
+
 _PROFILE_LOOP = """
-import sys, time, numpy as np
+import os, signal, subprocess, sys, time, numpy as np
 from moec.targets.cpu_backend import CpuArtifact
-art = CpuArtifact(sys.argv[1], threads=int(sys.argv[2]))
+kept, unlink = [], os.unlink
+os.unlink = kept.append  # (the loader unlinks its private copy of model.so: kept until perf report has read it)
+try:
+    art = CpuArtifact(sys.argv[1], threads=int(sys.argv[2]))
+finally:
+    os.unlink = unlink
 x = np.random.default_rng(0).integers(0, int(sys.argv[4]), (1, int(sys.argv[3]))).astype(np.int64)
 art([x])
-t0 = time.time()
+perf = subprocess.Popen(["perf", "record", "-F", "999", "-p", str(os.getpid()), "-o", sys.argv[6]],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.5)
+t0, n = time.time(), 0
 while time.time() - t0 < float(sys.argv[5]):
     art([x])
+    n += 1
+perf.send_signal(signal.SIGINT)
+perf.wait()
+print(" ".join(kept), n, time.time() - t0)
 """
 
 
 def profile_moec(art_dir: str, tokens: int, vocab: int, threads: int, seconds: float, work: str) -> dict:
     """Where moec's prefill time goes: ``perf record`` (sampling, 999 Hz, every thread) of the compiled artifact
-    called in a loop on N ids; the share of samples per function of the C runtime / kernels (the ops' code),
-    the rest grouped by library.  Needs Linux perf; returns {"error": ...} without it."""
-    import shutil as _sh
-    if not _sh.which("perf"):
+    called in a loop on N ids, attached after the first call (imports and loading left out); the share of
+    samples per function of the C runtime / kernels (the ops' code), the rest by library.  Needs Linux perf;
+    returns {"error": ...} without it."""
+    if not shutil.which("perf"):
         return {"error": "perf is not installed"}
-    data = os.path.join(work, f"perf_{os.path.basename(art_dir)}_{tokens}.data")
-    rec = subprocess.run(["perf", "record", "-F", "999", "-o", data, "--", sys.executable, "-c", _PROFILE_LOOP, art_dir,
-                          str(threads), str(tokens), str(vocab), str(seconds)], capture_output=True, text=True)
-    if rec.returncode:
-        return {"error": f"perf record failed: {rec.stderr.strip().splitlines()[-1:]}"}
+    data = os.path.join(work, f"perf_{os.path.basename(os.path.dirname(art_dir))}_{tokens}.data")
+    rec = subprocess.run([sys.executable, "-c", _PROFILE_LOOP, art_dir, str(threads), str(tokens), str(vocab),
+                          str(seconds), data], capture_output=True, text=True)
+    if rec.returncode or not os.path.exists(data):
+        return {"error": f"perf record failed: {(rec.stderr.strip().splitlines() or ['?'])[-1]}"}
+    words = rec.stdout.split()
+    calls, secs, copies = words[-2], words[-1], words[:-2]
     rep = subprocess.run(["perf", "report", "-i", data, "--sort", "dso,symbol", "--stdio", "--percent-limit", "0.5"],
                          capture_output=True, text=True)
+    for c in copies:
+        if os.path.basename(c).startswith("moec-") and c.endswith(".so") and os.path.exists(c):
+            os.unlink(c)
+    os.unlink(data)
     rows = []
     for ln in rep.stdout.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(\S+)", ln)
         if m:
             rows.append({"percent": float(m.group(1)), "dso": m.group(2), "symbol": m.group(3)})
-    model_so = [r for r in rows if r["dso"] == "model.so"]
-    return {"tokens": tokens, "seconds": seconds, "top": rows[:25],
-            "in_model_so_percent": sum(r["percent"] for r in model_so)}
+    model_so = [r for r in rows if r["dso"].startswith("moec-")]  # (the loader's copy of model.so)
+    return {"tokens": tokens, "calls": int(calls), "ms_per_call": 1e3 * float(secs) / max(1, int(calls)),
+            "top": rows[:25], "in_model_so_percent": sum(r["percent"] for r in model_so)}
 
 
 def _ratio_cells(vals):
@@ -353,34 +445,46 @@ def summary_table(rep: dict) -> str:
         out.append(f"llama.cpp left out: {rep['llama_cpp']['left_out']}")
     pre = rep.get("prefill")
     if pre:
-        rows = pre["rows"]
-        out += ["", f"### Prefill, last-position logits, ms (median of {pre['repeats']} interleaved runs)", "",
-                "| engine | " + " | ".join(f"N={r['tokens']}" for r in rows) + " |", "|---|" + "---|" * len(rows)]
-        for e in rows[0]["ms"]:
-            out.append(f"| {e} | " + " | ".join(f"{r['ms'][e]:.1f}" for r in rows) + " |")
-        out += ["", "| moec format | vs (goal) | " + " | ".join(f"N={r['tokens']}" for r in rows) + " |",
-                "|---|---|" + "---|" * len(rows)]
-        for f, m in pre["matching"].items():
-            for peer, goal in ([(m["llama.cpp"], "<= 1.0")] if m["llama.cpp"] else []) + [("onnxruntime", "<= 0.8")]:
+        runs = pre["runs"]
+        Ns = [r["tokens"] for r in next(iter(runs.values()))["rows"]]
+        out += ["", f"### Prefill, last-position logits, ms (median of {pre['repeats']} interleaved runs; one run per "
+                    "moec format, its peers timed in the same run)", "",
+                "| run | engine | " + " | ".join(f"N={n}" for n in Ns) + " |", "|---|---|" + "---|" * len(Ns)]
+        for f, r in runs.items():
+            for e in r["rows"][0]["ms"]:
+                out.append(f"| {f} | {e} | " + " | ".join(f"{row['ms'][e]:.1f}" for row in r["rows"]) + " |")
+        out += ["", "| moec format | vs (goal) | " + " | ".join(f"N={n}" for n in Ns) + " |", "|---|---|" + "---|" * len(Ns)]
+        for f, r in runs.items():
+            for peer, goal in ([(r["llama_cpp_key"], "<= 1.0")] if r.get("llama_cpp_key") else []) \
+                    + [("onnxruntime", "<= 0.8")]:
                 out.append(f"| {f} | {peer} ({goal}) | "
-                           + _ratio_cells([r["ms"][m["moec"]] / r["ms"][peer] for r in rows]) + " |")
+                           + _ratio_cells([row["ms"]["moec"] / row["ms"][peer] for row in r["rows"]]) + " |")
+        qe = {f: (r.get("quantization_error") or {}) for f, r in runs.items() if f != "f32"}
+        if any(qe.values()):
+            out.append("")
+            out.append("moec's quantisation error vs the f32 model (compile report): " + "; ".join(
+                f"{f}: " + ", ".join(f"{k} {v:.3g}" for k, v in e.items() if isinstance(v, (int, float)))
+                for f, e in qe.items() if e))
     dec = rep.get("decode")
     if dec:
-        rows = dec["rows"]
+        runs = dec["runs"]
+        ctxs = [r["context"] for r in next(iter(runs.values()))["rows"]]
         out += ["", f"### Decode with a KV cache, tokens/s ({dec['steps']} greedy tokens after a prompt of the context "
-                    f"length; median of {dec['repeats']} interleaved runs)", "",
-                "| engine | " + " | ".join(f"context {r['context']}" for r in rows) + " | tokens = torch's |",
-                "|---|" + "---|" * len(rows) + "---|"]
-        for e in rows[0]["engines"]:
-            same = [r["engines"][e]["tokens_equal_torch"] for r in rows]
-            out.append(f"| {e} | " + " | ".join(f"{r['engines'][e]['tokens_per_s']:.1f}" for r in rows) + " | "
-                       + ("yes" if all(same) else ", ".join("yes" if x else "no" for x in same)) + " |")
-        out += ["", "| moec format | tokens/s ratio vs (goal >= 1.0) | " + " | ".join(f"context {r['context']}" for r in rows)
-                + " |", "|---|---|" + "---|" * len(rows)]
-        for f, g in dec["matching"].items():
-            for peer in ([f"llama.cpp {g}"] if g else []) + ["onnxruntime f32"]:
+                    f"length; median of {dec['repeats']} interleaved runs; one run per moec format)", "",
+                "| run | engine | " + " | ".join(f"context {c}" for c in ctxs) + " | tokens = reference's |",
+                "|---|---|" + "---|" * len(ctxs) + "---|"]
+        for f, r in runs.items():
+            for e in r["rows"][0]["engines"]:
+                same = [row["engines"][e]["tokens_equal_reference"] for row in r["rows"]]
+                out.append(f"| {f} | {e} | " + " | ".join(f"{row['engines'][e]['tokens_per_s']:.1f}" for row in r["rows"])
+                           + " | " + ", ".join("yes" if x else "no" for x in same) + f" ({r['tokens_reference']}) |")
+        out += ["", "| moec format | tokens/s ratio vs (goal >= 1.0) | " + " | ".join(f"context {c}" for c in ctxs)
+                + " |", "|---|---|" + "---|" * len(ctxs)]
+        for f, r in runs.items():
+            for peer in ([r["llama_cpp_key"]] if r.get("llama_cpp_key") else []) + ["onnxruntime f32"]:
                 out.append(f"| {f} | {peer} | " + _ratio_cells(
-                    [r["engines"][f"moec {f}"]["tokens_per_s"] / r["engines"][peer]["tokens_per_s"] for r in rows]) + " |")
+                    [row["engines"][f"moec {f}"]["tokens_per_s"] / row["engines"][peer]["tokens_per_s"]
+                     for row in r["rows"]]) + " |")
     mm = rep.get("matmul")
     if mm:
         Ts = sorted({r["T"] for r in mm["rows"]})
@@ -399,7 +503,8 @@ def summary_table(rep: dict) -> str:
                 out.append(f"- {k}: {v['error']}")
                 continue
             top = ", ".join(f"{r['symbol']} {r['percent']:.0f}%" for r in v["top"][:6])
-            out.append(f"- {k}: {top}")
+            out.append(f"- {k} ({v['ms_per_call']:.1f} ms per call while sampled; {v['in_model_so_percent']:.0f}% "
+                       f"in model.so): {top}")
     return "\n".join(out)
 
 
@@ -415,19 +520,29 @@ def plot(rep: dict, path: str) -> None:
     pre, dec = rep.get("prefill"), rep.get("decode")
     if pre:
         ax = axes[0]
-        N = [r["tokens"] for r in pre["rows"]]
-        for e in pre["rows"][0]["ms"]:
-            ax.plot(N, [r["ms"][e] for r in pre["rows"]], marker="o", ls="-" if e.startswith("moec") else "--", label=e)
+        for f, r in pre["runs"].items():
+            N = [row["tokens"] for row in r["rows"]]
+            for e in r["rows"][0]["ms"]:
+                if e == "moec" or e.startswith("llama.cpp") or (f == "f32" and not e.startswith("moec")):
+                    ax.plot(N, [row["ms"][e] for row in r["rows"]], marker="o", ls="-" if e == "moec" else "--",
+                            label=f"moec {f}" if e == "moec" else e)
         ax.set_xscale("log"); ax.set_yscale("log")
         ax.set_xlabel("prompt tokens N"); ax.set_ylabel("prefill ms (lower is better)")
         ax.set_title("prefill, last-position logits"); ax.legend(fontsize=7)
     if dec:
         ax = axes[1]
-        names = list(dec["rows"][0]["engines"])
-        w = 0.8 / len(dec["rows"])
-        for i, r in enumerate(dec["rows"]):
-            ax.barh([k + i * w for k in range(len(names))], [r["engines"][n]["tokens_per_s"] for n in names], height=w,
-                    label=f"context {r['context']}")
+        vals = {}
+        for f, r in dec["runs"].items():
+            for row in r["rows"]:
+                for e, v in row["engines"].items():
+                    if e.startswith("moec") or e.startswith("llama.cpp") or f == next(iter(dec["runs"])):
+                        vals.setdefault(e, {})[row["context"]] = v["tokens_per_s"]
+        names = list(vals)
+        ctxs = sorted({c for v in vals.values() for c in v})
+        w = 0.8 / len(ctxs)
+        for i, c in enumerate(ctxs):
+            ax.barh([k + i * w for k in range(len(names))], [vals[n].get(c, 0) for n in names], height=w,
+                    label=f"context {c}")
         ax.set_yticks([k + w / 2 for k in range(len(names))]); ax.set_yticklabels(names, fontsize=7)
         ax.set_xlabel("decode tokens/s (higher is better)"); ax.set_title("decode with a KV cache"); ax.legend(fontsize=7)
     fig.suptitle(f"whole-model bench, {rep['threads']} threads")

@@ -123,14 +123,15 @@ def llama_cpp_step_loop(path: str, threads: int, n_ctx: int):
 
 def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str], ggufs: Dict[str, str],
                        threads: int = 2, steps: int = 32, repeats: int = 3, group_size: int = 64,
-                       work: Optional[str] = None, log=print) -> dict:
+                       work: Optional[str] = None, log=print, torch_eager: bool = True) -> dict:
     """Decode tokens/s with a KV cache on a transformers CausalLM checkpoint (issue 17's whole-model table):
     moec in each of ``formats`` (``compile_step``, the cache read in place), onnxruntime f32 (the same step
     exported), torch eager f32 (transformers' own loop and DynamicCache) and llama.cpp on each GGUF of
     ``ggufs`` ({label: path}).  Per context length C: a random prompt of C tokens (prefill), then ``steps``
     greedy tokens; the cache holds C + steps positions (moec / onnxruntime are compiled / exported per C).
     Engines run interleaved ``repeats`` times; per engine the median over repeats of the median ms per
-    decoded token.  One context's engines are loaded at a time and freed after it."""
+    decoded token.  One context's engines are loaded at a time and freed after it; the onnxruntime step's
+    export is kept in ``work`` and reused (step_<C>.onnx).  ``torch_eager=False`` leaves torch out."""
     import gc
     import torch
     from transformers import AutoModelForCausalLM
@@ -155,10 +156,13 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
                 cm = decode.compile_step(model, max_len, weights=f, verify=False, group_size=group_size)
             fn = decode.moec_step(cm, threads)
             engines[f"moec {f}"] = (lambda fn=fn: lambda p, n: _gen(fn, geo, max_len, p, n))()
-        path = decode.export_onnx(model, os.path.join(work, f"step_{C}.onnx"), max_len)
+        path = os.path.join(work, f"step_{C}_{steps}.onnx")
+        if not os.path.exists(path):
+            decode.export_onnx(model, path, max_len)
         ofn = decode.ort_step(path, threads)
         engines["onnxruntime f32"] = lambda p, n: _gen(ofn, geo, max_len, p, n)
-        engines["torch eager f32"] = lambda p, n: decode.hf_decode(model, p, n)
+        if torch_eager:
+            engines["torch eager f32"] = lambda p, n: decode.hf_decode(model, p, n)
         for tag, gpath in ggufs.items():
             engines[f"llama.cpp {tag}"] = llama_cpp_step_loop(gpath, threads, max_len)
         log(f"decode context {C}: {len(engines)} engines ready ({time.time() - t0:.0f} s)")
@@ -170,18 +174,19 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
                     t, pre, dec = run(prompt, steps)
                 res[name].append((pre, float(np.median(dec))))
                 toks[name] = np.asarray(t).reshape(-1).tolist()
-        ref = toks.get("torch eager f32")
+        ref = toks.get("torch eager f32", toks.get("onnxruntime f32"))
         row = {"context": C, "steps": steps, "engines": {}}
         for name, v in res.items():
             dec = float(np.median([d for _, d in v]))
             row["engines"][name] = {"prefill_ms": float(np.median([p for p, _ in v])), "decode_ms_per_token": dec,
                                     "tokens_per_s": 1000.0 / dec,
-                                    "tokens_equal_torch": None if ref is None else toks[name] == ref}
+                                    "tokens_equal_reference": None if ref is None else toks[name] == ref}
         rows.append(row)
         log(f"decode context {C}: " + ", ".join(f"{k} {e['tokens_per_s']:.1f} tok/s" for k, e in row["engines"].items()))
         engines.clear()
         gc.collect()
     return {"threads": threads, "steps": steps, "repeats": repeats, "formats": list(formats),
+            "tokens_reference": "torch eager f32" if torch_eager else "onnxruntime f32",
             "ggufs": dict(ggufs), "rows": rows,
             "how": "per engine: a random prompt of `context` tokens (prefill, one call), then `steps` greedy tokens "
                    "one call each; median over interleaved repeats of the median ms per decoded token"}

@@ -117,20 +117,28 @@ def test_bench_model_script_tiny_mixtral(tmp_path):
                              "--repeats", "1", "--decode-repeats", "1", "--threads", "1", "--work", str(work),
                              "-o", str(out)]) == 0
     rep = json.load(open(out / "bench.json"))
-    pre = rep["prefill"]
-    assert [r["tokens"] for r in pre["rows"]] == [1, 3]
-    assert {"moec f32", "moec int4", "onnxruntime", "torch eager f32"} <= set(pre["rows"][0]["ms"])
-    dec = rep["decode"]["rows"]
-    assert [r["context"] for r in dec] == [12]
-    assert {"moec f32", "moec int4", "onnxruntime f32", "torch eager f32"} <= set(dec[0]["engines"])
-    assert dec[0]["engines"]["moec f32"]["tokens_equal_torch"] and dec[0]["engines"]["onnxruntime f32"]["tokens_equal_torch"]
+    pre = rep["prefill"]["runs"]
+    assert list(pre) == ["f32", "int4"] and [r["tokens"] for r in pre["f32"]["rows"]] == [1, 3]
+    assert {"moec", "onnxruntime", "torch eager f32"} <= set(pre["f32"]["rows"][0]["ms"])
+    assert {"moec", "onnxruntime"} <= set(pre["int4"]["rows"][0]["ms"])
+    for r in pre["f32"]["rows"]:  # every engine computed the model's logits (f32: as onnxruntime's)
+        errs = r["max_err_vs_onnxruntime_rel_to_max"]
+        assert errs["moec"] < 1e-4 and errs["torch eager f32"] < 1e-4, errs
+    assert pre["int4"]["quantization_error"]["rel_rms"] < 0.5
+    dec = rep["decode"]["runs"]
+    assert [r["context"] for r in dec["f32"]["rows"]] == [12]
+    eng = dec["f32"]["rows"][0]["engines"]
+    assert {"moec f32", "onnxruntime f32", "torch eager f32"} <= set(eng)
+    assert eng["moec f32"]["tokens_equal_reference"] and eng["onnxruntime f32"]["tokens_equal_reference"]
+    assert "moec int4" in dec["int4"]["rows"][0]["engines"]
     assert {(r["T"], r["weights"]) for r in rep["matmul"]["rows"]} == {(t, w) for t in (1, 3) for w in ("f32", "int4")}
     table = open(out / "table.md").read()
     assert "| f32 | onnxruntime (<= 0.8) |" in table and "| int4 | onnxruntime f32 |" in table
+    assert "Where moec's prefill time goes" in table
     assert (out / "bench.png").exists() and not any(p.is_dir() for p in out.iterdir())  # (artifacts stay in work)
     # the same computation: moec's artifact and the torch peer agree on the last-position logits
     from moec.targets.cpu_backend import CpuArtifact
-    art = CpuArtifact(str(work / "prefill" / "artifact"))
+    art = CpuArtifact(str(work / "prefill_f32" / "artifact"))
     fe = _feeder(str(work / "model.onnx"))
     peer = whole_model_peers(fe, str(work / "checkpoint"), (), 1, 8, ["f32"])["torch eager f32"]
     ids = np.array([[5, 17, 3, 200]], np.int64)
