@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 import numpy as np
 
 from moec.ir import Function, Module, Operation, Value
-from moec.ir.core import ResourceRef
-from moec.ir.opdef import OPS
+from moec.ir.opdef import OPS, const_value
 from moec.passes.base import Pass, register_pass
 from moec.passes.moe_util import ShapeOnly, evaluate, users
 
@@ -49,11 +48,8 @@ _RTOL = 1e-4
 
 
 def _const(m: Module, v: Value) -> Optional[np.ndarray]:
-    o = v.owner
-    if o is None or o.name != "moec.constant":
-        return None
-    val = o.attrs["value"]
-    return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else np.asarray(val)
+    c = const_value(v, m.weights)
+    return None if c is None else np.asarray(c)
 
 
 def _scalar(m: Module, v: Value) -> Optional[float]:
