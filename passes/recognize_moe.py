@@ -50,6 +50,11 @@ from moec.passes.moe_util import ShapeOnly, eval_op, evaluate, same_tokens, wide
 PROJ_OPS = ("moec.matmul", "moec.gemm")
 SELECT_OPS = ("moec.slice", "moec.split", "moec.gather")
 PROBE_T = 6
+# elementwise ops that, with a constant other operand, are affine maps of their input
+_AFFINE = ("moec.mul", "moec.add", "moec.sub", "moec.div", "moec.cast")
+# ops that take rows of their first operand (or re-view them): the experts' token rows are selected through them
+_ROW_OPS = ("moec.gather", "moec.gather_nd", "moec.reshape", "moec.flatten", "moec.expand", "moec.unsqueeze",
+            "moec.squeeze", "moec.tile", "moec.slice")
 
 
 def _consts_only(v: Value, memo: Dict[int, bool]) -> bool:
@@ -285,6 +290,9 @@ class _Layer:
         self.xs: List[Value] = []  # every [T, D] view of the layer input x (moe_util.same_tokens)
         self.xviews: List[Value] = []  # its views of other ranks ([B, S, D] inputs)
         self.unit, self.static_rows = 1, None
+        # the router's input when the experts read other tokens (Gemma4: the router its own RMSNorm of the
+        # residual, the experts another): fed with probe rows of its own (router_rows), see xfeed
+        self.router_in: Optional[Value] = None
 
     def set_x(self, x: Value) -> None:
         views = same_tokens(self.f, x, self.users)
@@ -319,10 +327,21 @@ class _Layer:
                 X = X.astype(v.type.dtype.np).astype(X.dtype)
         return X
 
+    def router_rows(self, X) -> np.ndarray:
+        """The router's probe rows for probe tokens X: a fixed linear map of each row (identical tokens stay
+        identical), independent of what the experts read."""
+        dr = self.router_in.type.shape[-1]
+        P = np.random.default_rng(13).standard_normal((X.shape[-1], dr)) / np.sqrt(X.shape[-1])
+        R = (np.asarray(X, np.float64) @ P).astype(self.router_in.type.dtype.np)
+        return R
+
     def xfeed(self, X) -> Dict[int, np.ndarray]:
-        """Feeds giving the probe tokens X to x and to every other view of the same token rows."""
+        """Feeds giving the probe tokens X to x and to every other view of the same token rows (and the
+        router's own rows to its input, where it reads other tokens than the experts)."""
         X = self.exact(X)
         feeds = {id(v): X.astype(v.type.dtype.np) for v in self.xs}
+        if self.router_in is not None:
+            feeds[id(self.router_in)] = self.router_rows(X)
         for v in self.xviews:
             lead = v.type.shape[:-1]
             dyn = [i for i, d in enumerate(lead) if not isinstance(d, int)]
@@ -354,6 +373,14 @@ class _Layer:
         if not _consts_only(v, self.cmemo):
             return None
         return np.asarray(evaluate(self.em, self.f, [v], {})[0])
+
+    def real_const(self, v: Value) -> Optional[np.ndarray]:
+        """const_array(v) from the module's real constants."""
+        em, self.em = self.em, self.m
+        try:
+            return self.const_array(v)
+        finally:
+            self.em = em
 
     def real(self, p: Projection) -> Projection:
         """p with its weight and bias taken from the module's real constants (p as found holds what the proofs
@@ -654,6 +681,13 @@ class RecognizeMoE(Pass):
         E = w_r.shape[0]
         # 1. layer output: where all expert paths have merged
         fwd = L.forward(topk.results)
+        xe = self._expert_tokens(L, fwd)
+        if xe is not None:  # the experts read other tokens than the router: they are the layer's x
+            L.router_in = x
+            L.set_x(xe)
+            L.widened = any(v.type.dtype in (DType.F16, DType.BF16) for v in L.xs + L.xviews)
+            x = xe
+            T, D = x.type.shape
         all_ops = {id(o) for o in L.f.ops}
         # the first merge point holding expert FFNs: where the routing weight scales the experts' input
         # (Llama-4: sigmoid(score) * x), the paths already merge there, before the experts
@@ -696,6 +730,40 @@ class RecognizeMoE(Pass):
         if self._zero:
             raise _NoMatch(_fewer_experts(E, E - self._zero))
         return False
+
+    @staticmethod
+    def _expert_tokens(L: "_Layer", fwd: Set[int]) -> Optional[Value]:
+        """The [T, D] tokens the experts read when they are not the router's (None when they are, or when that
+        cannot be told): for every projection downstream of the top-k, its input walked back through row
+        selections and views (the rows gathered per expert or per (token, slot) pair, repeat_interleave) to the
+        last [N, D] value before them that does not depend on the top-k.  One such value, not a view of the
+        router's input: Gemma4's experts read pre_feedforward_layernorm_2(residual), its router its own RMSNorm
+        of the residual.  Which tokens reach which expert is then proved as for any layer, on probe tokens fed
+        there (the router fed rows of its own, see _Layer.router_rows)."""
+        srcs: List[Value] = []
+        for o in L.f.ops:
+            if id(o) not in fwd or o.name not in PROJ_OPS:
+                continue
+            p = L.projection(o)
+            if p is None:
+                continue
+            v, last = p.input, None
+            while True:
+                if v.type.rank == 2 and isinstance(v.type.shape[1], int) and (v.owner is None or id(v.owner) not in fwd):
+                    last = v
+                w = v.owner
+                if w is None or w.name not in _ROW_OPS or (w.name in ("moec.gather", "moec.gather_nd") and
+                                                           _consts_only(w.operands[0], L.cmemo)):
+                    break
+                v = w.operands[0]
+            if last is not None and not any(last is u for u in srcs):
+                srcs.append(last)
+        if not srcs or any(L.is_x(v) for v in srcs):
+            return None
+        views = same_tokens(L.f, srcs[0], L.users)
+        if not all(any(v is u for u in views) for v in srcs):
+            return None
+        return srcs[0]
 
     @staticmethod
     def _group_selection(L: "_Layer", topk: Operation) -> None:
@@ -884,6 +952,11 @@ class RecognizeMoE(Pass):
                     chain.insert(n_chain, o)
                     v, o = s, so
                     break
+                if self._scores_of(L, s) is not None:  # scores of another elementwise form (DeepSeek-V4's
+                    bias_v = other                     # sqrt(softplus(l))), or the logits themselves (Kolibri1)
+                    chain.insert(n_chain, o)
+                    v, o = s, so
+                    break
                 del chain[n_chain:]
             else:
                 raise _NoMatch
@@ -894,7 +967,7 @@ class RecognizeMoE(Pass):
             chain.append(o)
             v = o.operands[0]
             o = v.owner
-        elif bias_v is not None:
+        elif bias_v is not None and self._scores_of(L, v) is None:
             raise _NoMatch
         if o is not None and o.name == "moec.cast":
             chain.append(o)
@@ -905,7 +978,27 @@ class RecognizeMoE(Pass):
             o = next((a.owner for a in o.operands if a.owner is not None and a.owner.name in PROJ_OPS), None)
         proj = L.projection(o) if o is not None else None
         if proj is None or proj.output is not v:
-            raise _NoMatch
+            # the scores (or the scoring op's input) an elementwise function of the router projection other than
+            # a bias (Muse Spark's sigmoid(l * multiplier), DeepSeek-V4's sqrt(softplus(l))): that value is the
+            # route's logits, the scoring applied to it as found
+            found = self._scores_of(L, v)
+            if found is None:
+                raise _NoMatch
+            proj, ops = found
+            if scoring != "none" and any(op.name not in _AFFINE for op in ops):
+                # (a softmax / sigmoid reads logits: an affine map of the projection, as every family writes it;
+                # one of a nonlinear function of them, zoo's near_tanh_logits, is left as a router form not known)
+                raise _NoMatch
+            chain.extend(ops)
+            x = proj.input
+            if x.type.rank != 2 or not isinstance(x.type.shape[1], int) or \
+                    (isinstance(v.type.shape[1], int) and v.type.shape[1] != proj.weight.shape[0]):
+                raise _NoMatch
+            L.set_x(x)
+            if self._group is not None:
+                self._group = self._group_params(L, self._group, x)
+            chain.append(proj.op)
+            return x, v, proj.weight, scoring, bias_v, chain
         x = proj.input
         if x.type.rank != 2 or not isinstance(x.type.shape[1], int):
             raise _NoMatch
@@ -914,6 +1007,38 @@ class RecognizeMoE(Pass):
             self._group = self._group_params(L, self._group, x)
         chain.append(o)
         return x, proj.output, proj.weight, scoring, bias_v, chain
+
+    @staticmethod
+    def _scores_of(L: _Layer, v: Value, limit: int = 32):
+        """(the router projection, the ops between) when v is computed from one projection's output by
+        elementwise ops alone, with constants as their only other inputs (casts, scales, a router bias,
+        softplus written as where(l > 20, l, log1p(exp(l))), sqrt, ...), else None.  v's values then are a
+        per-expert function of the logits: moe.route takes v itself as its logits (scoring none, or the scoring
+        op found after v)."""
+        ops, leaves, seen, stack = [], [], set(), [v]
+        while stack:
+            u = stack.pop()
+            if id(u) in seen:
+                continue
+            seen.add(id(u))
+            o = u.owner
+            if o is None:
+                return None
+            p = L.projection(o)
+            if p is not None:
+                if p.output is not u or u.type.rank != 2 or u.type.shape != v.type.shape:
+                    return None
+                if not any(p.op is q.op for q in leaves):
+                    leaves.append(p)
+                continue
+            if L.const_array(u) is not None:
+                continue
+            if o._spec is None or "elementwise" not in o._spec.traits or len(o.results) != 1 or \
+                    o.results[0].type.shape != v.type.shape or len(ops) >= limit:
+                return None
+            ops.append(o)
+            stack.extend(a for a in o.operands if a is not None)
+        return (leaves[0], ops) if len(leaves) == 1 else None
 
     @staticmethod
     def _group_params(L: _Layer, cond: Value, x: Value):
@@ -1309,7 +1434,8 @@ class RecognizeMoE(Pass):
         mixers = self._mixer_candidates(L, region) if scoring == "none" else []
         posts = posts + tuple(f"sparsemixer@{eps!r}" for eps in mixers)
         for post, norm, scale, cap, floor in itertools.product(posts, norms, scales, capacities, floors):
-            if post != "none" and norm != "none" or (floor and norm == "none"):
+            # (a renormalisation after a softmax changes nothing; after a sigmoid it does: Kolibri1)
+            if post not in ("none", "sigmoid") and norm != "none" or (floor and norm == "none"):
                 continue
             post, _, eps = post.partition("@")
             cand = {"k": k, "scoring": scoring, "post": post, "norm": norm, "scale": scale,
@@ -1330,20 +1456,50 @@ class RecognizeMoE(Pass):
             sa = sp.get("activation", "swiglu") if shared["gated"] else shared["act"]
             if sa != ffn["activation"] or any(sp[k] != ffn.get(k) for k in sp):
                 return False  # the shared op uses the routed experts' activation attributes
-        weights = self._weight_ops(m, w_in, w_out, b_in, b_out, shared)
-        # the routing weight scales the combine (usual) or the expert's input (Llama-4)
-        # (every candidate at the output first: the input placement is only tried when none matched)
-        for at, attrs in itertools.product(("none", "input"), candidates):
-            new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y, at)
-            if self._matches(L, new_ops, x, y_new, probes, want):
-                self._real_weights(L, weights, experts, shared, dt)
-                self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn, region, topk,
-                             bias_v, shared)
-                return True
-        for o in weights.values():  # no candidate matched: drop the stacked copies
-            if o is not None:
-                m.weights.remove_unused({k for k in m.weights if k != o.attrs["value"].key})
+        # a constant per-expert factor on the routing weights (Gemma4's per_expert_scale[ids]) scales expert e's
+        # output by s[e]: folded into its down projection (w_out[e], b_out[e] times s[e]), tried after none
+        for scale_v in [None] + self._expert_scale_candidates(L, region, topk, E):
+            s_e = None if scale_v is None else L.const_array(scale_v).reshape(-1).astype(np.float64)
+            w_out_s, b_out_s = self._scaled(w_out, b_out, s_e, dt)
+            weights = self._weight_ops(m, w_in, w_out_s, b_in, b_out_s, shared)
+            # the routing weight scales the combine (usual) or the expert's input (Llama-4)
+            # (every candidate at the output first: the input placement is only tried when none matched)
+            for at, attrs in itertools.product(("none", "input") if scale_v is None else ("none",), candidates):
+                new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y, at)
+                if self._matches(L, new_ops, x, y_new, probes, want):
+                    self._real_weights(L, weights, experts, shared, dt, scale_v)
+                    self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn, region, topk,
+                                 bias_v, shared, expert_scale=scale_v is not None)
+                    return True
+            for o in weights.values():  # no candidate matched: drop the stacked copies
+                if o is not None:
+                    m.weights.remove_unused({k for k in m.weights if k != o.attrs["value"].key})
         return False
+
+    @staticmethod
+    def _scaled(w_out, b_out, s_e, dt):
+        """(w_out, b_out) with expert e's rows times s_e[e] (None: unchanged)."""
+        if s_e is None:
+            return w_out, b_out
+        w = (w_out.astype(np.float64) * s_e[:, None, None]).astype(dt)
+        b = None if b_out is None else (b_out.astype(np.float64) * s_e[:, None]).astype(dt)
+        return w, b
+
+    @staticmethod
+    def _expert_scale_candidates(L, region, root: "_Root", E: int) -> List[Value]:
+        """Constant [E] vectors the region gathers by the selected ids (a factor per chosen expert)."""
+        ids_fwd = L.forward([root.ids])
+        out = []
+        for o in L.f.ops:
+            if id(o) not in region or o.name != "moec.gather" or o.attrs["axis"] not in (0, -1):
+                continue
+            c, idx = o.operands
+            if idx.owner is not None and id(idx.owner) not in ids_fwd and idx is not root.ids:
+                continue
+            a = L.const_array(c)
+            if a is not None and a.size == E and a.ndim == 1 and L.const_array(idx) is None:
+                out.append(c)
+        return out[:2]
 
     @staticmethod
     def _expert_arrays(experts: List[Expert], dt):
@@ -1358,15 +1514,19 @@ class RecognizeMoE(Pass):
                           for e in experts]).astype(dt) if has_b_out else None
         return w_in, w_out, b_in, b_out
 
-    def _real_weights(self, L, weights, experts: List[Expert], shared, dt) -> None:
+    def _real_weights(self, L, weights, experts: List[Expert], shared, dt, scale_v=None) -> None:
         """The proved rewrite's weight constants hold what the proofs evaluated: where a weight of the module
         was read as probe values (see _probe_array), put the real values (the same projections, parts
         and experts taken from the module's own constants) in their place."""
         if not L.em.substituted:
             return
+        # (a per-expert scale is not a projection weight: its real values unless it held garbage, see _unfit)
         real = [Expert(e.index, [L.real(p) for p in e.ups], L.real(e.down), e.activation, e.gate_first)
                 for e in experts]
-        arrays = dict(zip(("w_in", "w_out", "b_in", "b_out"), self._expert_arrays(real, dt)))
+        w_in, w_out, b_in, b_out = self._expert_arrays(real, dt)
+        s_e = None if scale_v is None else L.real_const(scale_v).reshape(-1).astype(np.float64)
+        w_out, b_out = self._scaled(w_out, b_out, s_e, dt)
+        arrays = {"w_in": w_in, "w_out": w_out, "b_in": b_in, "b_out": b_out}
         if shared is not None:
             arrays.update({f"shared_{k}": v for k, v in self._shared_arrays(L, shared, dt, real=True).items()})
         for name, o in weights.items():
@@ -1562,7 +1722,8 @@ class RecognizeMoE(Pass):
                 return False
         return True
 
-    def _commit(self, L, new_ops, y, y_new, attrs, experts, E, ffn, region, topk, bias_v, shared=None):
+    def _commit(self, L, new_ops, y, y_new, attrs, experts, E, ffn, region, topk, bias_v, shared=None,
+                expert_scale=False):
         f, m = L.f, L.m
         # insert the new ops right before the first op that uses the layer output
         users = [o for o in f.ops if any(v is y for v in o.operands)]
@@ -1570,9 +1731,11 @@ class RecognizeMoE(Pass):
         replaced = [o.loc or o.name for o in f.ops if id(o) in region]
         f.ops[at:at] = new_ops
         f.replace_all_uses(y, y_new)
-        fam = "longcat-flash" if self._zero else family_of(attrs, bias_v is not None, ffn)
+        fam = "longcat-flash" if self._zero else "gemma4" if expert_scale else family_of(attrs, bias_v is not None, ffn)
         name = record_moe_layer(m, {
             "family": fam, "source": "recognized", **({"identity_experts": self._zero} if self._zero else {}),
+            **({"expert_scale": "folded into each expert's down projection"} if expert_scale else {}),
+            **({"router_input": "its own tokens (not the experts')"} if L.router_in is not None else {}),
             "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at"},
             "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",
             "correction_bias": bias_v is not None, "E": E - self._zero, "k": attrs["k"], "D": int(y_new.type.shape[1]),
@@ -1593,6 +1756,9 @@ def family_of(attrs: dict, has_bias: bool, ffn: dict) -> str:
         return "phimoe"
     if ffn.get("limit", float("inf")) != float("inf") and ffn.get("alpha", 1.0) != 1.0 and post == "softmax":
         return "gpt-oss"
+    if s == "none" and has_bias:  # selection by router values + a bias, where moe.route reads the graph's own
+        # scores (DeepSeek-V4's sqrt(softplus(l)): weights those scores) or raw logits (Kolibri1: weights sigmoid(l))
+        return "kolibri1" if post == "sigmoid" else "deepseek-v4" if post == "none" else "custom"
     if s == "none" and post == "softmax":
         return "granite-moe"
     if s == "none" and post == "sigmoid":  # (Llama-4 ships k=1; its code takes any k)

@@ -24,6 +24,10 @@ NEW_ROUTES = {
     # AXK2: groups not kept get selection score 0, not -inf: raw (negative) logits lose to them
     "group_fill_zero": (dict(scoring='"none"', n_group="4 : i64", topk_group="2 : i64", group_fill="0.0 : f64"),
                         {"k": 4}),
+    # Kolibri1: selection by raw logits + bias, weights sigmoid of the chosen logits, renormalised
+    "raw_logits_bias_sigmoid": (dict(scoring='"none"', post='"sigmoid"', norm='"sum"'), {"k": 2, "bias": True}),
+    # DeepSeek-V4: the graph's own scores (sqrt(softplus(l)), fed as the logits) + bias, renormalised, scaled
+    "scores_bias_norm_scale": (dict(scoring='"none"', norm='"sum"', scale="1.5 : f64"), {"k": 2, "bias": True}),
     # ERGO's experts: squared ReLU (an expert activation, on the same path as the routing cases)
     "relu2_experts": (dict(norm='"sum"'), {"k": 2, "act": "relu2", "b_out": True}),
 }
@@ -157,8 +161,13 @@ FAMILIES = {
     # softmax + selection bias, scale 6; the ids past the expert FFNs are identity (zero-computation) experts
     "longcat_flash": ("longcat-flash", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2, "scale": 6.0},
                       {"identity_experts": 2}),
+    # DeepSeek-V4: selection by sqrt(softplus(l)) + bias, weights those scores renormalised, times 1.5: moe.route
+    # reads the graph's own scores (scoring none)
+    "deepseek_v4": ("deepseek-v4", {"scoring": "none", "norm": "sum", "post": "none", "k": 2, "scale": 1.5}, {}),
+    # Kolibri1: selection by the raw logits + bias, weights sigmoid of the chosen logits
+    "kolibri1": ("kolibri1", {"scoring": "none", "post": "sigmoid", "k": 2}, {}),
 }
-FAST = ("phimoe",)
+FAST = ("phimoe", "deepseek_v4")
 
 
 def _block(arch):
@@ -336,3 +345,105 @@ def test_new_rules_follow_the_math_not_the_spelling(variant):
     np.testing.assert_allclose(list(run(m, [xs.numpy()]).values())[0], want, rtol=1e-4, atol=1e-5)
     if want_fam == "ernie-4.5":
         assert layers[0]["routing"]["norm_min"] == pytest.approx(0.05)
+
+
+# -- Gemma4 / DiffusionGemma: the router reads its own RMSNorm of the residual, the experts another; the routing
+# weights are scaled by per_expert_scale[ids] ----------------------------------------------------------------
+
+def _gemma4_moe(impl="batched_mm", look_alike=None, arch="gemma4"):
+    """The MoE lines of transformers' Gemma4TextDecoderLayer (DiffusionGemma's are the same) around the real
+    router, experts and RMSNorm classes: ``router(flat)``, ``experts(pre_feedforward_layernorm_2(flat), ...)``.
+    ``look_alike="swapped_scale"``: each slot scaled by the factor of the token's other chosen expert (not a
+    factor of the expert it scales: must stay ordinary ops)."""
+    import torch
+    if arch == "gemma4":
+        from transformers import Gemma4TextConfig as Cfg
+        from transformers.models.gemma4.modeling_gemma4 import Gemma4RMSNorm as Norm
+        from transformers.models.gemma4.modeling_gemma4 import Gemma4TextExperts as Experts
+        from transformers.models.gemma4.modeling_gemma4 import Gemma4TextRouter as Router
+    else:
+        from transformers.models.diffusion_gemma.configuration_diffusion_gemma import DiffusionGemmaTextConfig as Cfg
+        from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaRMSNorm as Norm
+        from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextExperts as Experts
+        from transformers.models.diffusion_gemma.modeling_diffusion_gemma import DiffusionGemmaTextRouter as Router
+
+    class GemmaMoE(torch.nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.router, self.experts = Router(cfg), Experts(cfg)
+            self.pre_feedforward_layernorm_2 = Norm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+
+        def forward(self, residual):
+            flat = residual.reshape(-1, residual.shape[-1])
+            _, w, ids = self.router(flat)
+            if look_alike == "swapped_scale":
+                s = self.router.per_expert_scale
+                w = w / s[ids] * s[ids[:, [1, 0]]]
+            h = self.experts(self.pre_feedforward_layernorm_2(flat), ids, w)
+            return h.reshape(residual.shape)
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = Cfg(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_experts=4, top_k_experts=2,
+                  enable_moe_block=True, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                  head_dim=16, vocab_size=64)
+    cfg._experts_implementation = impl
+    mod = GemmaMoE(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # N(0, 0.2) weights; norm scales and per_expert_scale around 1
+        for p in mod.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.dim() == 1 else 0.0))
+    return mod
+
+
+@pytest.mark.parametrize("arch,impl,look_alike", [
+    ("gemma4", "batched_mm", None), ("gemma4", "batched_mm", "swapped_scale"),
+    pytest.param("gemma4", "grouped_mm", None, marks=pytest.mark.slow),
+    pytest.param("diffusion_gemma", "batched_mm", None, marks=pytest.mark.slow)])
+def test_gemma4_router_on_its_own_norm_with_per_expert_scale(arch, impl, look_alike):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_hf_models import recognise
+    mod = _gemma4_moe(impl, look_alike, arch)
+    m, layers = recognise(mod, torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(2)))
+    if look_alike:
+        assert layers == []
+    else:
+        assert [la["family"] for la in layers] == ["gemma4"], layers
+        la = layers[0]
+        assert {k: la["routing"][k] for k in ("scoring", "norm", "post", "k")} == \
+            {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}
+        assert (la["E"], la["D"], la["F"], la["activation"]) == (4, 32, 16, "geglu_tanh")
+        assert "expert_scale" in la and "router_input" in la
+    xs = torch.randn(3, 4, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = mod(xs).numpy()
+    np.testing.assert_allclose(list(run(m, [xs.numpy()]).values())[0], want, rtol=1e-4, atol=1e-5)
+
+
+# -- bf16 exports: the slot sum runs in f32 between casts, the router reads an f32 copy of the bf16 tokens --------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,exporter", [("qwen3_moe", "dynamo"), ("deepseek_v3", "dynamo"),
+                                           ("deepseek_v2", "torchscript")])
+def test_bf16_onnx_export_of_real_block_is_recognised(arch, exporter, tmp_path):
+    """Both exporters' bf16 blocks: dynamo sums the k expert outputs in f32 between Casts (the layer output is
+    the cast back after the sum), DeepSeek-V3's router reads hidden.type(float32) while the experts read the
+    bf16 tokens; the families of the f32 export."""
+    torch = pytest.importorskip("torch")
+    from hf_survey import _wrap_first
+    import warnings
+    from test_hf_models import D, moe_block, recognise_onnx
+    blk = moe_block(arch, dtype=torch.bfloat16)
+    want = {"qwen3_moe": "qwen2-moe", "deepseek_v3": "deepseek-v3", "deepseek_v2": "qwen2-moe"}[arch]
+    x = torch.randn(2, 5, D).to(torch.bfloat16)
+    kw = dict(dynamic_shapes=({0: "B", 1: "S"},)) if exporter == "dynamo" else \
+        dict(dynamic_axes={"x": {0: "B", 1: "S"}}, opset_version=18)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_wrap_first(blk), (x,), str(tmp_path / "b.onnx"), input_names=["x"],
+                          dynamo=exporter == "dynamo", **kw)
+    m, layers = recognise_onnx(tmp_path / "b.onnx")
+    assert [la["family"] for la in layers] == [want], layers
+    assert (layers[0]["E"], layers[0]["k"], layers[0]["D"]) == (4, 2, D)
