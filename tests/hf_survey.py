@@ -434,10 +434,13 @@ def _tol(dtype):
     return (1e-4, 1e-5) if dtype == "f32" else (3e-2, 3e-2)
 
 
-def _exact(m, block, dtype, dynamic, x0):
+def _exact(m, block, dtype, dynamic, x0, info=None):
     """Max error of the recognised module against the torch block, on an input of another batch /
     sequence size when dims are dynamic (the example's shape when static), scaled: |got-want| /
-    (atol + rtol |want|) <= 1 is exact."""
+    (atol + rtol |want|) <= 1 is exact.  In bf16, ``info`` (a dict) also gets both bf16 results' scaled
+    errors against the same block in f32 on the same input (``err_vs_f32``: moec's; ``torch_err_vs_f32``:
+    the torch bf16 block's own), which says whether moec or torch's bf16 rounding is further from the math."""
+    import copy
     import numpy as np
     import torch
     from moec.frontend.torch_import import tensor_to_numpy
@@ -450,7 +453,17 @@ def _exact(m, block, dtype, dynamic, x0):
     if got.shape != want.shape:
         return float("inf")
     rtol, atol = _tol(dtype)
-    return float(np.max(np.abs(got - want) / (atol + rtol * np.abs(want))))
+
+    def scaled(a, b):
+        return float(np.max(np.abs(a - b) / (atol + rtol * np.abs(b))))
+    if info is not None and dtype == "bf16":
+        try:
+            with torch.no_grad():
+                ref = tensor_to_numpy(_out0(copy.deepcopy(block).float()(xs.float()))).astype(np.float64)
+            info.update(err_vs_f32=scaled(got, ref), torch_err_vs_f32=scaled(want, ref))
+        except Exception:  # noqa: BLE001  (a block that does not run in f32 after its bf16 build: no comparison)
+            pass
+    return scaled(got, want)
 
 
 def _import_as_compile(module, args, dynamic_dims):
@@ -504,7 +517,9 @@ def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
             cell.update(status="recognised", family=la.get("family"), routing=la.get("routing"),
                         E=la.get("E"), k=la.get("k"), n_layers=len(layers))
             try:
-                err = _exact(m, block, dtype, dynamic and "note" not in cell, x)
+                info: dict = {}
+                err = _exact(m, block, dtype, dynamic and "note" not in cell, x, info)
+                cell.update(info)
                 cell["err"] = err
                 cell["exact"] = bool(err <= 1.0)
             except Exception as e:  # noqa: BLE001
@@ -1186,7 +1201,8 @@ MISSING = (
                              "and the layer merges in bf16, a type the merge-point search (_layer_output) does not "
                              "accept (/work/notes/bf16_recognize_moe.patch)"),
     (_BF16 + "recognised as", "bf16 rounding: moec's fused ops accumulate in f32 where the torch block rounds each "
-                              "step to bf16; the scaled error is just over the survey's bf16 tolerance"),
+                              "step to bf16; the scaled error is just over the survey's bf16 tolerance (the two "
+                              "numbers after it: each one's error against the same block run in f32)"),
     ("fails in torch itself", "a tiny config the survey should fix (not a moec limit)"),
     ("data-dependent", "torch.export cannot trace transformers' loop over the experts that were hit "
                        "(`for expert_idx in expert_hit`); export with `batched_mm`"),
@@ -1237,6 +1253,9 @@ def _cell_text(c, reasons, f32=None) -> str:
             return f"**{fam}**" + (" (static)" if c.get("note") else "") + (
                 f" (as {c['exported_as']})" if c.get("exported_as") else "")
         why = c.get("check_error") or f"differs from torch (scaled error {c.get('err', float('nan')):.3g})"
+        if c.get("err_vs_f32") is not None:  # (bf16: which of the two is nearer the same block in f32)
+            why += (f"; against the block in f32: moec {c['err_vs_f32']:.3g}, torch's bf16 block "
+                    f"{c['torch_err_vs_f32']:.3g}")
         r = _ref(reasons, f"{only}recognised as {fam} but {why}")
         return f"{fam}, not exact [{r}]"
     return f"no [{_ref(reasons, only + (c.get('reason') or 'unknown'))}]"
