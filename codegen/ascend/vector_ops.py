@@ -29,11 +29,15 @@ from moec.codegen.ascend.launch_plan import PlanError, Sym, device_op, shape_of,
 UNARY = {"moec.neg": 0, "moec.abs": 1, "moec.sqrt": 2, "moec.reciprocal": 3, "moec.exp": 4, "moec.log": 5,
          "moec.relu": 6, "moec.sigmoid": 7, "moec.tanh": 8, "moec.clip": 9}
 V_SQUARE, V_COPY = 10, 11
+# more unary ops (codes after V_COPY): log1p (softplus, logsigmoid), floor/ceil (Cast float -> float with its
+# rounding mode), sign (clip(x * 2^126, -1, 1) twice; a NaN input gives +-1, not NaN)
+UNARY.update({"moec.log1p": 12, "moec.floor": 13, "moec.ceil": 14, "moec.sign": 15})
 BINARY = {"moec.add": 32, "moec.sub": 33, "moec.mul": 34, "moec.div": 35, "moec.max": 36, "moec.min": 37}
 ROWWISE = {"moec.reduce_sum": 64, "moec.reduce_mean": 65, "moec.reduce_max": 66, "moec.reduce_min": 67,
            "moec.softmax": 68, "moec.log_softmax": 69, "moec.rms_norm": 70, "moec.layer_norm": 71}
 # vector instructions per element (for the cost model)
 _INSTR = {7: 5, 8: 6, 9: 2, 3: 2, 35: 2, 68: 5, 69: 5, 70: 4, 71: 6}
+_INSTR.update({12: 10, 15: 6})
 FULL, SCALAR, ROW, COL = 0, 1, 2, 3
 POW_AS = {2.0: V_SQUARE, 0.5: UNARY["moec.sqrt"], 1.0: V_COPY}
 # ops that only relabel a contiguous tensor: no kernel, no data movement

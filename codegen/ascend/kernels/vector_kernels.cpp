@@ -22,6 +22,7 @@ using namespace AscendC;
 
 enum VecOp : int32_t {
   V_NEG = 0, V_ABS, V_SQRT, V_RECIP, V_EXP, V_LOG, V_RELU, V_SIGMOID, V_TANH, V_CLIP, V_SQUARE, V_COPY,
+  V_LOG1P, V_FLOOR, V_CEIL, V_SIGN,
   V_ADD = 32, V_SUB, V_MUL, V_DIV, V_MAX, V_MIN,
   V_RSUM = 64, V_RMEAN, V_RMAX, V_RMIN, V_SOFTMAX, V_LOGSOFTMAX, V_RMSNORM, V_LAYERNORM,
 };
@@ -98,6 +99,20 @@ __aicore__ inline void unary(int32_t op, const LocalTensor<float> &d, const Loca
       break;
     case V_CLIP: Maxs(d, x, s0, n); Mins(d, d, s1, n); break;
     case V_SQUARE: Mul(d, x, x, n); break;
+    case V_LOG1P:  // ln(u) - ((uc - 1) - xc) / max(u, 0.5), u = x + 1, xc = clip(x, -0.5, 2^24), uc = xc + 1:
+      // the correction is the rounding error of 1 + x over u (exact: (uc - 1) - xc is that error), so
+      // log1p(x) = x for |x| below half an ulp of 1; x <= -0.5 makes it 0 (1 + x exact), so ln(0) = -inf at -1
+      Maxs(tmp, x, -0.5f, n); Mins(tmp, tmp, 16777216.0f, n);
+      Adds(d, tmp, 1.0f, n); Adds(d, d, -1.0f, n); Sub(tmp, d, tmp, n);
+      Adds(d, x, 1.0f, n); Maxs(x, d, 0.5f, n);   // (x: the staged operand, not read again)
+      Div(tmp, tmp, x, n); Ln(d, d, n); Sub(d, d, tmp, n);
+      break;
+    case V_FLOOR: Cast(d, x, RoundMode::CAST_FLOOR, n); break;  // float -> float, rounded to an integer value
+    case V_CEIL: Cast(d, x, RoundMode::CAST_CEIL, n); break;
+    case V_SIGN:  // clip(x * 2^126, -1, 1) twice: +-1 for every nonzero x down to the least subnormal, 0 for 0
+      Muls(d, x, 8.507059e37f, n); Maxs(d, d, -1.0f, n); Mins(d, d, 1.0f, n);
+      Muls(d, d, 8.507059e37f, n); Maxs(d, d, -1.0f, n); Mins(d, d, 1.0f, n);
+      break;
     default: Muls(d, x, 1.0f, n); break;  // copy (keeps -0 and NaN)
   }
 }

@@ -1403,6 +1403,9 @@ inline D cast_one(S v, RoundMode m) {
     double d = std::isnan(f) ? 0.0 : std::min(hi, std::max(lo, (double)f));
     if (std::is_integral<S>::value) d = std::min(hi, std::max(lo, (double)(int64_t)v));
     return (D)(int64_t)d;
+  } else if constexpr (std::is_same<D, float>::value && std::is_same<S, float>::value) {
+    return round_float(v, m);  // float -> float: rounded to an integer value by `mode` (the Cast type table's
+                               // float -> float row; CAST_NONE: a copy)
   } else {
     return (D)(float)v;
   }
