@@ -1460,8 +1460,14 @@ class RecognizeMoE(Pass):
         # output by s[e]: folded into its down projection (w_out[e], b_out[e] times s[e]), tried after none
         for scale_v in [None] + self._expert_scale_candidates(L, region, topk, E):
             s_e = None if scale_v is None else L.const_array(scale_v).reshape(-1).astype(np.float64)
-            w_out_s, b_out_s = self._scaled(w_out, b_out, s_e, dt)
+            # (a half layer is proved on its f32 analogue: the folded product unrounded there, rounded to the
+            # layer's type in the rewrite that is kept, see _real_weights)
+            w_out_s, b_out_s = self._scaled(w_out, b_out, s_e, np.float32 if L.widened and s_e is not None else dt)
             weights = self._weight_ops(m, w_in, w_out_s, b_in, b_out_s, shared)
+            for name in ("w_out", "b_out"):
+                if weights[name] is not None and weights[name].results[0].type.dtype != DType.from_np(np.dtype(dt)):
+                    weights[name].results[0].type = TensorType(DType.from_np(np.dtype(dt)),
+                                                               weights[name].results[0].type.shape)
             # the routing weight scales the combine (usual) or the expert's input (Llama-4)
             # (every candidate at the output first: the input placement is only tried when none matched)
             for at, attrs in itertools.product(("none", "input") if scale_v is None else ("none",), candidates):
@@ -1518,7 +1524,7 @@ class RecognizeMoE(Pass):
         """The proved rewrite's weight constants hold what the proofs evaluated: where a weight of the module
         was read as probe values (see _probe_array), put the real values (the same projections, parts
         and experts taken from the module's own constants) in their place."""
-        if not L.em.substituted:
+        if not L.em.substituted and scale_v is None:
             return
         # (a per-expert scale is not a projection weight: its real values unless it held garbage, see _unfit)
         real = [Expert(e.index, [L.real(p) for p in e.ups], L.real(e.down), e.activation, e.gate_first)
@@ -1532,7 +1538,8 @@ class RecognizeMoE(Pass):
         for name, o in weights.items():
             if o is not None and arrays.get(name) is not None:
                 key = o.attrs["value"].key
-                assert arrays[name].shape == L.m.weights[key].shape
+                assert arrays[name].shape == L.m.weights[key].shape and \
+                    DType.from_np(arrays[name].dtype) == o.results[0].type.dtype
                 L.m.weights.set(key, arrays[name])
 
     @staticmethod

@@ -447,3 +447,18 @@ def test_bf16_onnx_export_of_real_block_is_recognised(arch, exporter, tmp_path):
     m, layers = recognise_onnx(tmp_path / "b.onnx")
     assert [la["family"] for la in layers] == [want], layers
     assert (layers[0]["E"], layers[0]["k"], layers[0]["D"]) == (4, 2, D)
+
+
+@pytest.mark.slow
+def test_gemma4_bf16_block_is_recognised():
+    """bf16: the per-expert scale folded into the bf16 down projection is proved on the layer's f32 analogue
+    (unrounded product) and kept rounded to bf16."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_hf_models import recognise
+    mod = _gemma4_moe().to(torch.bfloat16)
+    m, layers = recognise(mod, torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16))
+    assert [la["family"] for la in layers] == ["gemma4"], layers
+    ex = next(o for o in m.main.ops if o.name == "moe.experts")
+    assert all(v.type.dtype == DType.BF16 and np.asarray(m.weights[v.owner.attrs["value"].key]).dtype.name == "bfloat16"
+               for v in ex.operands[4:6])
