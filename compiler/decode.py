@@ -707,8 +707,9 @@ def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="greedy decoding with a KV cache: prefill a prompt, then N steps; "
                                         "prints the tokens, prefill ms and decode tokens/s")
     g.add_argument("model", metavar="MODEL",
-                   help="a transformers CausalLM checkpoint folder (config.json), or a KV-cache step .onnx "
-                        "(moec.generate.export_onnx)")
+                   help="a transformers CausalLM checkpoint folder (config.json), a KV-cache step .onnx "
+                        "(moec.decode.export_onnx), or an ONNX export with past_key_values inputs and present "
+                        "outputs (transformers' cache contract: moec.decode.export_hf_kv, optimum-style)")
     g.add_argument("--prompt-ids", required=True, metavar="1,2,3", help="the prompt's token ids, comma-separated")
     g.add_argument("--steps", type=int, required=True, help="new tokens to generate")
     g.add_argument("--engine", choices=ENGINES, default="moec", help="who runs the step (default moec)")

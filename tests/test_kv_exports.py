@@ -81,9 +81,17 @@ def test_binding_read_from_the_graph(tmp_path):
         decode.kv_binding(step)
 
 
-def test_torchscript_export_mixtral(tmp_path, moec_module_cache):
+def test_torchscript_export_mixtral(tmp_path, moec_module_cache, capsys):
     model = _model("mixtral")
-    _check(model, decode.export_hf_kv(model, str(tmp_path / "m.onnx"), dynamo=False))
+    path = decode.export_hf_kv(model, str(tmp_path / "m.onnx"), dynamo=False)
+    _check(model, path)
+    from moec.cli import main as cli_main
+    rc = cli_main(["generate", path, "--prompt-ids", ",".join(map(str, PROMPT)), "--steps", "4",
+                   "--engine", "onnxruntime", "--max-len", "12"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.splitlines()[0] == "tokens: " + ",".join(map(str, _hf_tokens(model, PROMPT, 4)))
+    assert cli_main(["generate", path, "--prompt-ids", "1,2", "--steps", "20", "--max-len", "12"]) == 2
+    assert "the cache holds 12" in capsys.readouterr().err
 
 
 @pytest.mark.slow
