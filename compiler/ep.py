@@ -40,6 +40,7 @@ from moec.ir import Module, save_module
 from moec.passes.expert_parallel import EPError, EPPlan, Placement, layers_of, rank_module, split_stages
 
 EP_JSON = "ep.json"
+EP_FORMAT = 2          # ep.json's layout (2: stages/<hash>, the batch split, return overlap marks)
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -645,9 +646,11 @@ def compile_module_ep(m: Module, world: int, target: str = "cpu", placements=Non
                 import tempfile
                 from moec.ir import print_module
                 h = hashlib.sha256(print_module(m).encode() + m.weights.digest().encode() +
-                                   repr((world, target, placements)).encode()).hexdigest()[:24]
+                                   repr((world, target, placements, __version__, EP_FORMAT)).encode()).hexdigest()[:24]
                 outdir = os.path.join(tempfile.gettempdir(), f"moec-ep-{os.getuid()}", h)
-            if not os.path.exists(os.path.join(outdir, EP_JSON)):
+            try:
+                read_ep(outdir)            # (built before, and in this run time's format)
+            except UserInputError:
                 compile_ep(m, outdir, world, target=target, placements=placements, force=True)
             box = [outdir]
         except Exception as e:
