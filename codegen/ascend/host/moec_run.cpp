@@ -369,7 +369,9 @@ struct OutputSink {
   virtual ~OutputSink() {}
 };
 
-int run_plan(const std::string &dir, std::vector<Input> &inputs, int device, OutputSink &sink);
+// own_acl: moec_run sets ACL up and tears it down (aclInit ... aclFinalize); a caller that already runs ACL (torch_npu,
+// moec_run_device) keeps it: only its device is selected for this thread and a stream of the plan's own is made
+int run_plan(const std::string &dir, std::vector<Input> &inputs, int device, OutputSink &sink, bool own_acl = true);
 
 struct NpySink : OutputSink {
   std::string out;
@@ -401,7 +403,7 @@ int run(int argc, char **argv) {
   return run_plan(pos[0], inputs, device, sink);
 }
 
-int run_plan(const std::string &dir, std::vector<Input> &inputs, int device, OutputSink &sink) {
+int run_plan(const std::string &dir, std::vector<Input> &inputs, int device, OutputSink &sink, bool own_acl) {
   // the plan for these inputs: its key is "type:d0xd1x...,type:..." (codegen/ascend/launch_plan.py plan_key), or
   // a symbolic plan's key covers it (one plan for a range of values of the model's symbolic dims)
   std::string key;
@@ -446,7 +448,7 @@ int run_plan(const std::string &dir, std::vector<Input> &inputs, int device, Out
                       "; moec_run runs NPU kernels only (the Python artifact runs host-fallback ops)");
   }
 
-  acl(aclInit(nullptr), "aclInit");
+  if (own_acl) acl(aclInit(nullptr), "aclInit");
   acl(aclrtSetDevice(device), "aclrtSetDevice");
   int rc = 0;
   {
@@ -619,8 +621,10 @@ int run_plan(const std::string &dir, std::vector<Input> &inputs, int device, Out
     }
     acl(aclrtDestroyStream(r.stream), "aclrtDestroyStream");
   }
-  aclrtResetDevice(device);
-  aclFinalize();
+  if (own_acl) {
+    aclrtResetDevice(device);
+    aclFinalize();
+  }
   return rc;
 }
 
@@ -674,7 +678,7 @@ extern "C" int moec_run_device(const char *ascend_dir, int device, int n_in, voi
     sink.outs = outs;
     sink.out_bytes = out_bytes;
     sink.n_out = n_out;
-    return run_plan(ascend_dir, inputs, device, sink);
+    return run_plan(ascend_dir, inputs, device, sink, false);  // the caller's process runs ACL (torch_npu)
   } catch (const Fail &e) {
     if (err && err_len) std::snprintf(err, err_len, "%s", e.what());
     return e.code;
