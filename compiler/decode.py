@@ -21,6 +21,12 @@ model's projections, rotary embedding, norms and MoE blocks run their own code.
 
 The same step exports to ONNX (``export_onnx``) for onnxruntime or for moec's ONNX path, and runs
 eagerly in torch; ``Generator`` drives any of them with the same loop.
+
+transformers' own contract (what users export: ``past_key_values.N.key/value`` in, ``present.N.key/value``
+out, see ``export_hf_kv``) is driven by ``PastKVGenerator``, the present -> past pairs read from the graph
+(``kv_binding``).  There present_N = Concat(past_N, new_N) inside the graph: every step copies the whole
+cache (as in onnxruntime); rewriting that Concat into an append into a buffer the artifact owns is not
+done yet -- moec's own step (above) is the in-place path.
 """
 from __future__ import annotations
 
