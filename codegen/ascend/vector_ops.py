@@ -144,6 +144,9 @@ def vector_reason(m, o) -> Optional[str]:
     if name == "moec.conv":  # depthwise 1-D (codegen/ascend/conv_ops.py)
         from moec.codegen.ascend.conv_ops import conv_reason
         return conv_reason(m, o)
+    if name == "moec.cumsum":  # float scans (codegen/ascend/scan_ops.py)
+        from moec.codegen.ascend.scan_ops import cumsum_reason
+        return cumsum_reason(m, o)
     if name not in UNARY and name not in BINARY and name not in ROWWISE and name != "moec.pow":
         return f"no AscendC kernel for {name} yet"
     if name in ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min") and len(o.operands) > 1:
@@ -245,6 +248,9 @@ def launch(dev, o, args: List) -> List:
     if name == "moec.conv":
         from moec.codegen.ascend.conv_ops import conv_launch
         return [conv_launch(dev, o, args)]
+    if name == "moec.cumsum":
+        from moec.codegen.ascend.scan_ops import cumsum_launch
+        return [cumsum_launch(dev, o, args)]
     dt = op_dtype(o)
     npt = NP_DT[dt]
     if name in ROWWISE:
