@@ -140,6 +140,7 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    default_impl = model.config._experts_implementation  # (what a user's model runs: torch eager is timed with it)
     model.config._experts_implementation = "batched_mm"  # (exportable; the same math as transformers' loop)
     geo = decode.cache_geometry(model)
     work = work or tempfile.mkdtemp(prefix="moec_decode_")
@@ -160,11 +161,14 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         if not os.path.exists(path):
             decode.export_onnx(model, path, max_len)
         ofn = decode.ort_step(path, threads)
-        engines["onnxruntime f32"] = lambda p, n: _gen(ofn, geo, max_len, p, n)
+        # (the export's MoE is batched_mm, which copies the chosen experts' weights per token: its prompt goes in
+        # chunks of 32 tokens, or a 1024-token prompt would need tens of GB)
+        engines["onnxruntime f32"] = lambda p, n: _gen(ofn, geo, max_len, p, n, chunk=32)
         if torch_eager:
             engines["torch eager f32"] = lambda p, n: decode.hf_decode(model, p, n)
         for tag, gpath in ggufs.items():
             engines[f"llama.cpp {tag}"] = llama_cpp_step_loop(gpath, threads, max_len)
+        model.config._experts_implementation = default_impl
         log(f"decode context {C}: {len(engines)} engines ready ({time.time() - t0:.0f} s)")
         res: Dict[str, list] = {k: [] for k in engines}
         toks: Dict[str, list] = {}
@@ -185,6 +189,7 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         log(f"decode context {C}: " + ", ".join(f"{k} {e['tokens_per_s']:.1f} tok/s" for k, e in row["engines"].items()))
         engines.clear()
         gc.collect()
+        model.config._experts_implementation = "batched_mm"
     return {"threads": threads, "steps": steps, "repeats": repeats, "formats": list(formats),
             "tokens_reference": "torch eager f32" if torch_eager else "onnxruntime f32",
             "ggufs": dict(ggufs), "rows": rows,
@@ -200,10 +205,24 @@ class _nullctx:
         return False
 
 
-def _gen(step, geo, max_len, prompt, steps):
+def _gen(step, geo, max_len, prompt, steps, chunk: Optional[int] = None):
     from moec import decode
-    r = decode.Generator(step, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len).generate(prompt, steps)
-    return r.tokens, r.prefill_ms, r.decode_ms
+    g = decode.Generator(step, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len)
+    if not chunk:
+        r = g.generate(prompt, steps)
+        return r.tokens, r.prefill_ms, r.decode_ms
+    prompt = np.asarray(prompt, np.int64)
+    t0 = time.perf_counter()
+    for i in range(0, prompt.shape[1], chunk):  # (the same greedy loop as Generator.generate, the prompt in chunks)
+        logits = g(prompt[:, i:i + chunk])
+    pre = (time.perf_counter() - t0) * 1e3
+    toks, dec = [logits[:, -1].argmax(-1)], []
+    for _ in range(steps - 1):
+        t0 = time.perf_counter()
+        logits = g(toks[-1][:, None])
+        dec.append((time.perf_counter() - t0) * 1e3)
+        toks.append(logits[:, -1].argmax(-1))
+    return np.stack(toks, 1), pre, dec
 
 
 if __name__ == "__main__":
