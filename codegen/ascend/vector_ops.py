@@ -616,6 +616,8 @@ MASK_TILE = 2048  # elements per chunk: about 66 bytes of Unified Buffer each (t
 def mask_reason(o) -> Optional[str]:
     if o.name == "moec.cast":
         src = o.operands[0].type.dtype.mlir
+        if (src == "i1" and o.attrs["to"].mlir in DT_CODE) or (src in DT_CODE and o.attrs["to"].mlir == "i1"):
+            return None  # bool <-> float: a Where of 1 and 0, or not(x == 0) (bool_cast_launch)
         if o.attrs["to"].mlir != "i1" or src not in MASK_AIN:
             return f"cast from {src} to {o.attrs['to'].mlir} (vec_mask casts i64/i32/i1 to i1)"
         return None
@@ -638,6 +640,8 @@ def mask_launch(dev, o, args: List):
     """vec_mask: operands broadcast to the output by vec_copy first (the scalar values of Where and of the
     comparisons are passed as such)."""
     op = MASK_OPS[o.name]
+    if o.name == "moec.cast" and (o.operands[0].type.dtype.mlir in DT_CODE or o.attrs["to"].mlir in DT_CODE):
+        return bool_cast_launch(dev, o, args)
     out_shape = tuple(np.broadcast_shapes(*[np.shape(a) for a in args]))
     full = lambda a, dt: expand_to(dev, dev.buf(a, dt), out_shape) if np.shape(a) != out_shape \
         else dev.buf(a, dt)  # noqa: E731
@@ -664,6 +668,35 @@ def mask_launch(dev, o, args: List):
         items = -(-out.size // MASK_TILE)
         dev.launch("vec_mask", max(1, min(dev.cores, items)), arrays,
                     struct.pack("<" + "i" * len(MASK_FIELDS), *[int(kw.get(f, 0)) for f in MASK_FIELDS]))
+    return out
+
+
+def bool_cast_launch(dev, o, args: List):
+    """Casts between bool and float on vec_mask: i1 -> float as Where(x, 1, 0) (op 4, scalar values); float -> i1
+    as not(x == 0) (ONNX's rule: nonzero and NaN are true), a comparison with a scalar 0 then a not."""
+    src, dst = o.operands[0].type.dtype.mlir, o.attrs["to"].mlir
+    shape = tuple(np.shape(args[0]))
+    n = int(np.prod(shape, dtype=np.int64))
+    bd = max(1, min(dev.cores, -(-n // MASK_TILE)))
+
+    def tb(**kw):
+        kw.update(tile=MASK_TILE, n=n)
+        return struct.pack("<" + "i" * len(MASK_FIELDS), *[int(kw.get(f, 0)) for f in MASK_FIELDS])
+    if src == "i1":
+        npt = NP_DT[dst]
+        out = dev.new(shape, npt)
+        if n:
+            one, zero = dev.buf(np.ones(1, npt)), dev.buf(np.zeros(1, npt))
+            dev.launch("vec_mask", bd, [one, zero, dev.buf(args[0], np.bool_), out],
+                       tb(op=MASK_OPS["moec.select"], amode=1, bmode=1, vdt=DT_CODE[dst]))
+        return out
+    npt = NP_DT[src]
+    x = dev.buf(args[0], npt)
+    eq, out = dev.new(shape, np.bool_), dev.new(shape, np.bool_)
+    if n:
+        dev.launch("vec_mask", bd, [x, dev.buf(np.zeros(1, npt)), x, eq],
+                   tb(op=MASK_OPS["moec.equal"], amode=0, bmode=1, vdt=DT_CODE[src]))
+        dev.launch("vec_mask", bd, [eq, eq, eq, out], tb(op=MASK_OPS["moec.not"], ain=1))
     return out
 
 

@@ -369,7 +369,9 @@ def _norm(fx, n, x, ord=2, dim=None, keepdim=False, dtype=None):
 
 @lower("aten.any.dims", "aten.any.dim")
 def _any(fx, n, x, dims=None, keepdim=False):
-    xi = fx.op1("Cast", [fx.v(x)], to=7)
+    # max of the 0/1 values in f32 (exact), nonzero -> true: the same as in int64, and f32 max and bool <-> f32
+    # casts run on the NPU (Ascend vec_rowwise / vec_mask) where int64 reductions stay on the host
+    xi = fx.op1("Cast", [fx.v(x)], to=1)
     dims = [dims] if isinstance(dims, int) else dims
     if not dims:
         r = fx.op1("ReduceMax", [xi], keepdims=int(keepdim))
