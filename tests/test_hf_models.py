@@ -41,6 +41,7 @@ RECOGNISED: dict = {
     "deepseek_v2": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
     "deepseek_v3": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
     "deepseek_v32": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
+    "deepseek_v4": ("deepseek-v4", {"scoring": "none", "norm": "sum", "post": "none", "k": 2, "scale": 1.5}),
     "dots1": ("deepseek-v3", {"scoring": "sigmoid", "norm": "none", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
     "dots3_note_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
     "ernie4_5_moe": ("ernie-4.5", {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}),
@@ -66,6 +67,8 @@ RECOGNISED: dict = {
     "inkling2_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "scale": 8.0}),
     "jamba": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
     "kimi_linear": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.446}),
+    "kolibri1": ("kolibri1", {"scoring": "none", "norm": "none", "post": "sigmoid", "k": 2}),
+    "kolibri1_1": ("kolibri1", {"scoring": "none", "norm": "none", "post": "sigmoid", "k": 2}),
     "laguna": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2}),
     "lara_mini": ("mixtral", {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}),
     "lfm2_moe": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2}),
@@ -103,41 +106,43 @@ LEGACY_EXPERTS = (
 # the 2-layer models whose every sparse layer is recognised (torch.export, batched_mm, f32)
 CAUSAL_RECOGNISED = (
     "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-    "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe", "exaone_moe",
-    "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa",
-    "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe",
-    "hy_v3", "hy_v4", "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear",
-    "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash",
-    "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text",
-    "mixtral", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text",
-    "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open",
-    "step3p5", "unlimited_ocr_text",
+    "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text", "ernie4_5_moe",
+    "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text",
+    "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared",
+    "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "jamba",
+    "kimi_linear", "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text",
+    "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
+    "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
+    "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next",
+    "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+    "unlimited_ocr_text",
 )
 CAUSAL_DEFAULT = ("mixtral",)
 # the recognised ones whose bf16 (dynamic dims) / f32 static-dims block is recognised and exact too (survey)
 BF16_RECOGNISED = (
     "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-    "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
+    "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text", "ernie4_5_moe",
     "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
     "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
     "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text", "jamba",
-    "kimi_linear", "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum",
-    "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4",
-    "mistral_large4_text", "mixtral", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe",
-    "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text",
-    "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text",
+    "kimi_linear", "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text",
+    "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
+    "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
+    "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next",
+    "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+    "unlimited_ocr_text",
 )
 STATIC_RECOGNISED = (
     "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-    "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1", "dots3_note_text", "ernie4_5_moe",
+    "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text", "ernie4_5_moe",
     "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
     "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
     "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text",
-    "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear", "laguna", "lara_mini", "lfm2_moe",
-    "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
-    "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
-    "openai_privacy_filter", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next",
-    "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+    "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear", "kolibri1", "kolibri1_1", "laguna",
+    "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe",
+    "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral",
+    "nemotron_h", "olmoe", "openai_privacy_filter", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
+    "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
     "unlimited_ocr_text",
 )
 
@@ -200,8 +205,6 @@ NOT_RECOGNISED: dict = {
     # expert_hit`); export with `batched_mm`
     "dbrx": 'torch\\.export failed: Could not guard on data\\-dependent expression Eq',
     # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
-    "deepseek_v4": '^router: an Add before the top\\-k that is not sigmoid',
-    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
     "doge": '^router: walking back from the top\\-k, the scores come from',
     # recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)
     "ergo": "^proof: found the router \\(scoring 'sigmoid', k=2, E=4\\) and 4",
@@ -210,12 +213,8 @@ NOT_RECOGNISED: dict = {
     # the block reads a tensor value into Python (`.item()` / `.tolist()`) during forward: moec's PyTorch
     # front end cannot lower it
     "jetmoe": "ATen op 'aten\\._local_scalar_dense\\.default' is not supported",
-    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
-    "kolibri1": '^router: an Add before the top\\-k that is not sigmoid',
-    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
-    "kolibri1_1": '^router: an Add before the top\\-k that is not sigmoid',
-    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
-    "muse_spark_text": '^router: walking back from the top\\-k, the scores come from',
+    # recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)
+    "muse_spark_text": "^proof: found the router \\(scoring 'sigmoid', k=2, E=4\\) and 4",
     # transformers' router casts its own Linear inside forward (`self.classifier =
     # self.classifier.to(self.dtype)`), which torch.export cannot trace
     "nllb-moe": 'torch\\.export failed: _apply',
@@ -402,12 +401,12 @@ ONNX_RECOGNISED: dict = {
         "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
         "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
         "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text",
-        "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear", "laguna", "lara_mini", "lfm2_moe",
-        "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
-        "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
-        "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next",
-        "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
-        "unlimited_ocr_text",
+        "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear", "kolibri1", "kolibri1_1", "laguna",
+        "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe",
+        "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral",
+        "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text",
+        "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text",
+        "solar_open", "step3p5", "unlimited_ocr_text",
     ),
     "torchscript": (
         "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
@@ -415,12 +414,12 @@ ONNX_RECOGNISED: dict = {
         "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
         "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
         "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text",
-        "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear", "laguna", "lara_mini", "lfm2_moe",
-        "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
-        "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "nemotron_h", "olmoe",
-        "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next",
-        "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
-        "unlimited_ocr_text",
+        "inkling2_loop_text", "inkling2_text", "jamba", "kimi_linear", "kolibri1", "kolibri1_1", "laguna",
+        "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe",
+        "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral",
+        "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text",
+        "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text",
+        "solar_open", "step3p5", "unlimited_ocr_text",
     ),
 }
 
