@@ -1427,7 +1427,9 @@ class RecognizeMoE(Pass):
         candidates = []
         posts = ("none", "softmax", "sigmoid") if scoring == "none" else ("none",)
         # for positive weights an L1 norm equals the plain sum: the graph's own ops decide the label
-        l1 = any(o.name in ("moec.reduce_l1", "moec.abs") for o in L.f.ops if id(o) in region)
+        # (after the selection: an abs in the router's own scores, DeepSeek-V4's softplus, is no L1 norm)
+        after = L.forward(topk.results)
+        l1 = any(o.name in ("moec.reduce_l1", "moec.abs") for o in L.f.ops if id(o) in region and id(o) in after)
         norms = ("none", "l1", "sum") if l1 else ("none", "sum", "l1")
         capacities = [0] + (self._capacity_candidates(L, region) if k == 1 else [])
         floors = self._norm_min_candidates(L, region)

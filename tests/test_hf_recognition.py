@@ -462,3 +462,17 @@ def test_gemma4_bf16_block_is_recognised():
     ex = next(o for o in m.main.ops if o.name == "moe.experts")
     assert all(v.type.dtype == DType.BF16 and np.asarray(m.weights[v.owner.attrs["value"].key]).dtype.name == "bfloat16"
                for v in ex.operands[4:6])
+
+
+def test_onnx_softplus_is_ln_of_exp_plus_one():
+    """The ONNX Softplus converter (DeepSeek-V4's router in both torch.onnx exports) against numpy, far tails
+    included (no overflow at 1e4, ln 2 at 0)."""
+    from helpers import make_model
+    from moec.frontend.onnx_import import import_model
+    from onnx import helper
+    node = helper.make_node("Softplus", ["x"], ["y"])
+    m = import_model(make_model([node], [("x", np.float32, [9])], [("y", np.float32, [9])]))
+    x = np.array([-1e4, -30, -2, -1e-6, 0, 1e-6, 2, 30, 1e4], np.float32)
+    got = list(run(m, [x]).values())[0]
+    want = np.logaddexp(0, x.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30)

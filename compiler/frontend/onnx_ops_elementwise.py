@@ -157,3 +157,12 @@ def _isinf(ctx, node, ins, attrs):
         eq = ctx.emit1("moec.equal", [x, x])
         return [ctx.emit1("moec.and", [eq, ctx.emit1("moec.not", [eq])])]
     return [ctx.emit1("moec.equal", [x, ctx.const(np.array(np.inf if pos else -np.inf, dt.np))])]
+
+
+@converter("Softplus", since=1)
+def _softplus(ctx, node, ins, attrs):
+    """ln(exp(x) + 1), written max(x, 0) + log1p(exp(-|x|)): no overflow for large x, exact near 0
+    (DeepSeek-V4's router scores sqrt(softplus(l)) in both torch.onnx exports)."""
+    x = ins[0]
+    tail = ctx.emit1("moec.log1p", [ctx.emit1("moec.exp", [ctx.emit1("moec.neg", [ctx.emit1("moec.abs", [x])])])])
+    return [ctx.emit1("moec.add", [ctx.emit1("moec.relu", [x]), tail])]
