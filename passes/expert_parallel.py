@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from moec.ir import Function, Module, ResourceRef, Value, WeightStore, parse_module, print_module
-from moec.ir.opdef import OPS
+from moec.ir.opdef import OPS, const_value
 from moec.passes.base import Pass, register_pass
 
 HOST_OPS = ("moe.ep_pack", "moe.ep_unpack", "moe.exchange_counts", "moe.all_to_all", "moe.all_gather",
@@ -130,14 +130,6 @@ def copy_module(m: Module) -> Module:
     return parse_module(print_module(m), ws)
 
 
-def _const_array(m: Module, v: Value) -> Optional[np.ndarray]:
-    o = v.owner
-    if o is None or o.name != "moec.constant":
-        return None
-    val = o.attrs["value"]
-    return np.asarray(m.weights[val.key]) if isinstance(val, ResourceRef) else np.asarray(val)
-
-
 def _const(m: Module, f_ops: List, arr: np.ndarray, hint: str) -> Value:
     from moec.ir import DType, TensorType
     key = m.weights.add(arr, hint)
@@ -202,7 +194,8 @@ def _split_layer(m: Module, f: Function, c, placement: Placement, rank: int) -> 
     def local(v: Optional[Value], what: str) -> Optional[Value]:
         if v is None:
             return None
-        a = _const_array(m, v)
+        a = const_value(v, m.weights)
+        a = None if a is None else np.asarray(a)
         if a is None:
             raise EPError(f"layer {c.attrs.get('layer')}: the experts' {what} is not a constant (EP slices "
                           "constant expert stacks)")
