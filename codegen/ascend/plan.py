@@ -122,6 +122,13 @@ def _dtype_reason(o) -> Optional[str]:
     return None
 
 
+def _batched(m: Module, o) -> bool:
+    """A matmul planned as a batched matmul (a cube group per batch entry): B is an activation, or a constant of
+    rank >= 3 (a batch of matrices: the 2-D constant-weight path does not take it)."""
+    b = o.operands[1]
+    return const_value(b, m.weights) is None or (b.type.rank >= 3 and o.operands[0].type.rank >= 2)
+
+
 def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
     if o.name not in NPU_OPS:  # ordinary ops: the vector kernels of vector_ops, or the host with a reason
         return vector_ops.vector_reason(m, o) or (vector_ops.max_cols_reason(o, desc) if desc else None)
@@ -151,8 +158,9 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
         return f"a reduction longer than {ND2NZ_MAX_D} elements cannot be tiled by Nd2Nz"
     if o.name in ("moec.matmul", "moec.gemm"):
         a, b = o.operands[0].type, o.operands[1].type
-        if o.name == "moec.matmul" and const_value(o.operands[1], m.weights) is None:
-            # two activation operands (attention's Q.K^T and P.V): batched, one cube group per batch entry
+        if o.name == "moec.matmul" and _batched(m, o):
+            # two activation operands (attention's Q.K^T and P.V), or a constant batch of matrices on the right (a
+            # Mamba scan's per-step states): batched, one cube group per batch entry
             if a.rank < 2 or b.rank < 2:
                 return "a matmul of two activations with a vector operand (rank 1)"
             if not (_cube_k_ok(a.shape[-1]) or not isinstance(a.shape[-1], int)):
@@ -556,7 +564,7 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             plans = {T: ffn_cube_plan(desc, T, sizes) for T in tokens}
             step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}
             step["estimates"] = [p["estimate"] for p in plans.values()]
-        elif o.name == "moec.matmul" and const_value(o.operands[1], m.weights) is None:
+        elif o.name == "moec.matmul" and _batched(m, o):
             bf = id(o) in fused_into
             step["batched"] = True
             step["b_fused"] = bf
