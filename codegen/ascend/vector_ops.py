@@ -174,8 +174,9 @@ def vector_reason(m, o) -> Optional[str]:
                 [int(a) for a in np.asarray(const_value(o.operands[1], m.weights)).reshape(-1)]
             if not axes and (o.attrs["noop_with_empty_axes"] or x.rank != 1):
                 return "reduction over all axes (or none)" if x.rank != 1 else "no-op reduction"
-            if axes and sorted({a % x.rank for a in axes}) != [last]:
-                return "reduction over axes other than the last one"
+            if axes and sorted({a % x.rank for a in axes}) != [last]:  # moved last by a copy (reduce_ops.py)
+                from moec.codegen.ascend.reduce_ops import moved_reason
+                return moved_reason(m, o)
         elif o.attrs["axis"] % x.rank != last:
             return "normalises over axes other than the last one"
         for v in o.operands[1:]:
@@ -253,6 +254,9 @@ def launch(dev, o, args: List) -> List:
         return [cumsum_launch(dev, o, args)]
     dt = op_dtype(o)
     npt = NP_DT[dt]
+    if name in ROWWISE and name.startswith("moec.reduce_") and _moved(o, args):
+        from moec.codegen.ascend.reduce_ops import moved_launch
+        return [moved_launch(dev, o, args)]
     if name in ROWWISE:
         x = dev.buf(args[0], npt)
         R, C = _geometry(x.shape)
@@ -285,6 +289,14 @@ def launch(dev, o, args: List) -> List:
             return [y.reshape(x.shape), y2.reshape(stat), y3.reshape(stat)]
         return [y.reshape(x.shape)]
     return [elementwise(dev, name, args, dt)]
+
+
+def _moved(o, args) -> bool:
+    """A reduction whose axes are not just the last one (reduce_ops.moved_launch moves them last first)."""
+    r = len(shape_of(args[0]))
+    axes = [int(v) for v in np.asarray(args[1]).reshape(-1)] if len(args) > 1 and args[1] is not None \
+        else list(o.attrs["axes"])
+    return bool(axes) and sorted({a % r for a in axes}) != [r - 1]
 
 
 def elementwise(dev, name: str, args: List, dt: str):
