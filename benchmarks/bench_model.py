@@ -270,6 +270,9 @@ def main(argv=None) -> int:
         from moec.decode_bench import whole_model_decode
         dec_formats = [f for f in (a.decode_formats.split(",") if a.decode_formats else formats) if f]
         runs = {}
+        if os.path.exists(old_json):  # (formats not rerun now are kept from the folder's last run)
+            runs = {f: r for f, r in (json.load(open(old_json)).get("decode") or {}).get("runs", {}).items()
+                    if f not in dec_formats}
         for i, f in enumerate(dec_formats):
             runs[f] = whole_model_decode(ckpt, contexts, [f], {GGUF_OF[f]: gguf_of[f]} if f in gguf_of else {},
                                          a.threads, a.steps, a.decode_repeats, a.group_size,
