@@ -24,9 +24,12 @@ eagerly in torch; ``Generator`` drives any of them with the same loop.
 
 transformers' own contract (what users export: ``past_key_values.N.key/value`` in, ``present.N.key/value``
 out, see ``export_hf_kv``) is driven by ``PastKVGenerator``, the present -> past pairs read from the graph
-(``kv_binding``).  There present_N = Concat(past_N, new_N) inside the graph: every step copies the whole
-cache (as in onnxruntime); rewriting that Concat into an append into a buffer the artifact owns is not
-done yet -- moec's own step (above) is the in-place path.
+(``kv_binding``).  There present_N = Concat(past_N, new_N) inside the graph: fed back as is, every step
+copies the whole cache (as onnxruntime does).  ``compile_past_kv_inplace`` builds the export with the
+kv-cache-inplace pass instead (passes/kv_cache_inplace.py): the Concat becomes ``moec.kv_append`` into a
+buffer of fixed capacity, the recognised attention reading it ``moec.kv_attention`` over its valid rows,
+and ``InplaceKVGenerator`` owns the buffers and passes the position: only the new rows are written per
+step.  ``generate`` uses it where the pass can rewrite every present (``kv_inplace``).
 """
 from __future__ import annotations
 
@@ -400,7 +403,7 @@ ENGINES = ("moec", "onnxruntime", "torch")
 
 def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, engine: str = "moec",
              target: str = "cpu", weights: str = "f32", verify: bool = True, threads: int = 2,
-             keep_logits: bool = False, cache: bool = True) -> GenerateResult:
+             keep_logits: bool = False, cache: bool = True, kv_inplace: Optional[bool] = None) -> GenerateResult:
     """Greedy decoding with a KV cache: the prompt in one call (prefill), then ``steps`` new tokens.
 
     ``model``: a transformers CausalLM (``torch.nn.Module``), or the path of a step exported by
@@ -408,7 +411,10 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
     (an ONNX step; a module is exported first with torch.onnx's dynamo exporter) or "torch" (the
     step in eager PyTorch; modules only).  ``max_len``: the cache capacity (default: prompt + steps;
     an ONNX step has its own).  Returns a :class:`GenerateResult` (tokens [B, steps], prefill ms,
-    decode ms per step, ``decode_tokens_per_s``)."""
+    decode ms per step, ``decode_tokens_per_s``).  ``kv_inplace`` (a past_key_values export on moec):
+    True builds it with the kv-cache-inplace pass (the cache stays in buffers of ``max_len`` rows, only the
+    new rows written per step; UserInputError where the pass cannot rewrite every present), False feeds
+    the presents back (a copy of the whole cache per step), None (default) the first where it can."""
     if engine not in ENGINES:
         raise UserInputError(f"engine={engine!r}: choose {', '.join(ENGINES)}")
     prompt = np.asarray(prompt_ids, dtype=np.int64)
@@ -435,6 +441,17 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
             if engine == "onnxruntime":
                 step = _feed_step_ort(path, threads)
             else:
+                if kv_inplace is not False:  # the cache kept in place (passes/kv_cache_inplace.py)
+                    try:
+                        art, _ = compile_past_kv_inplace(path, b, max_len, target=target, weights=weights,
+                                                         verify=verify, threads=threads)
+                    except UserInputError as e:
+                        if kv_inplace or "cannot be kept in place" not in str(e):
+                            raise
+                        art = None  # (auto: the pass could not rewrite every present -- the copying loop)
+                    if art is not None:
+                        return InplaceKVGenerator(art, b, max_len, prompt.shape[0], threads).generate(
+                            prompt, steps, keep_logits=keep_logits)
                 step = _feed_step_moec(compile_past_kv(path, b, target=target, weights=weights, verify=verify,
                                                        cache=cache, threads=threads), b, threads)
             return PastKVGenerator(step, b, max_len, prompt.shape[0]).generate(prompt, steps, keep_logits=keep_logits)
@@ -698,6 +715,84 @@ def compile_past_kv(path: str, binding: dict, *, target: str = "cpu", weights: s
                                     f"(relative to max(1, |ref|); tolerance {tol}) on a prefill and a decode step")
         cm.kv_verify_err = worst
     return cm
+
+
+class InplaceKVGenerator(Generator):
+    """Greedy decoding of a past_key_values export compiled with the kv-cache-inplace pass
+    (``compile_past_kv_inplace``): the caches are buffers of capacity ``max_len`` this object allocates
+    once, passed by pointer in place of the past inputs; each call passes ``pos`` (the rows held) and the
+    artifact writes only the new rows into them (``moec.kv_append``).  Nothing is copied back: the call
+    returns the logits alone."""
+
+    def __init__(self, artifact, binding: dict, max_len: int, batch: int = 1, threads: int = 2,
+                 dtype=np.float32):
+        self.art, self.b, self.max_len, self.batch = artifact, binding, int(max_len), batch
+        lib = getattr(artifact, "lib", None)
+        if hasattr(lib, "nthreads"):
+            lib.nthreads = threads
+        self.names = list(artifact.input_names)
+        self.buffers = {p: np.zeros((batch, binding["kv_heads"], self.max_len, binding["head_dim"]), dtype)
+                        for _, p, _ in binding["pairs"]}
+        self.out_index = {n: i for i, n in enumerate(artifact.output_names)}
+        self._pos = np.zeros(1, np.int64)
+        self.reset()
+
+    def reset(self) -> None:
+        self.pos = 0  # (rows >= pos are never read: the attention masks them)
+
+    def __call__(self, input_ids) -> np.ndarray:
+        ids = np.ascontiguousarray(np.asarray(input_ids, dtype=np.int64))
+        if ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] < 1:
+            raise UserInputError(f"input_ids of shape {list(ids.shape)}: expected [{self.batch}, tokens]")
+        t, p = ids.shape[1], self.pos
+        if p + t > self.max_len:
+            raise UserInputError(f"the cache holds {self.max_len} positions: {p} used, {t} more do not fit "
+                                 "(a larger max_len)")
+        r = self.b["roles"]
+        self._pos[0] = p
+        feed = {r["input_ids"]: ids, "pos": self._pos, **self.buffers}
+        if r["attention_mask"]:
+            feed[r["attention_mask"]] = np.ones((self.batch, p + t), np.int64)
+        if r["position_ids"]:
+            feed[r["position_ids"]] = np.broadcast_to(np.arange(p, p + t, dtype=np.int64), (self.batch, t)).copy()
+        outs = self.art([feed[n] for n in self.names])
+        self.pos += t
+        return np.asarray(outs[self.out_index[self.b["logits"]]])
+
+
+def compile_past_kv_inplace(path: str, binding: dict, max_len: int, *, target: str = "cpu", weights: str = "f32",
+                            verify: bool = True, threads: int = 2, outdir: Optional[str] = None):
+    """moec's build of a past_key_values export with the kv-cache-inplace pass (passes/kv_cache_inplace.py)
+    for a cache of ``max_len`` rows: returns (artifact, the module after the passes).  UserInputError when
+    the pass cannot rewrite every present (its reasons).  ``verify``: a prefill and two decode steps
+    against onnxruntime on the export (logits, relative to max(1, |ref|), tolerance 1e-4 for f32)."""
+    import tempfile
+    from moec.driver import CompileOptions, compile_onnx
+    from moec.passes.kv_cache_inplace import KvCacheInplace
+    from moec.targets import backend as target_backend
+    kp = KvCacheInplace(pairs=[(o, p) for o, p, _ in binding["pairs"]], capacity=int(max_len))
+    d = outdir or os.path.join(tempfile.mkdtemp(prefix="moec_kv_"), "a")
+    res = compile_onnx(path, d, CompileOptions(target=target, verify=False, weights=weights, threads=threads,
+                                               extra_passes=[kp]))
+    if kp.refused or "pos" not in res.module.main.arg_names:
+        raise UserInputError(f"{os.path.basename(path)}: the cache cannot be kept in place: "
+                             + "; ".join(kp.refused or ["nothing to rewrite"]))
+    art = target_backend(target).load(res.outdir, threads=threads)
+    if verify:
+        ref = PastKVGenerator(_feed_step_ort(path, threads), binding, max_len, binding["batch"] or 1)
+        got = InplaceKVGenerator(art, binding, max_len, binding["batch"] or 1, threads)
+        ids = np.random.default_rng(0).integers(3, 50, (got.batch, min(5, max_len - 2)))
+        worst = 0.0
+        for x in (ids, ids[:, :1], ids[:, 1:2]):
+            a, b = np.asarray(got(x), np.float64), np.asarray(ref(x), np.float64)
+            worst = max(worst, float(np.abs(a - b).max() / max(1.0, float(np.abs(b).max()))))
+        tol = 1e-4 if weights == "f32" else 5e-2
+        if worst > tol:
+            from moec.errors import VerificationError
+            raise VerificationError(f"{os.path.basename(path)}: moec's in-place cache build differs from "
+                                    f"onnxruntime by {worst:.3g} (tolerance {tol})")
+        art.kv_verify_err = worst
+    return art, res.module
 
 
 def is_past_kv_export(path: str) -> bool:

@@ -53,6 +53,8 @@ class CompileOptions:
     # verification trials, or the only ones where moec cannot derive an integer input's valid values
     inputs: Optional[Sequence[Dict[str, np.ndarray]]] = None
     inputs_file: Optional[str] = None   # --inputs FILE.npz: one more such set (read by verify.load_inputs_npz)
+    # passes run once after the pipeline, only where a caller asks (e.g. moec.decode's kv-cache-inplace)
+    extra_passes: Sequence = ()
 
 
 @dataclass
@@ -216,6 +218,9 @@ def _compile_imported(m: Module, name: str, outdir: str, st: Staging, dumps: Opt
         m = run_pipeline(m, target=backend.desc, after_stage=after_stage, weights=opts.weights,
                          group=opts.group_size, zero_point=opts.zero_point,
                          scope=opts.weights_scope)
+        for p in opts.extra_passes:
+            p.run(m)
+            after_stage(len(pass_log) + 1, p.name, m, {"passes": [p.name]})
     with timer.time("save_ir"):
         save_module(m, os.path.join(outdir, "model.mlir"))
     with timer.time("emit"):
