@@ -4,7 +4,8 @@ the ATen front end, input_ids [batch, seq]), verified against the module, with e
 plan.json's host ops empty: attention (sdpa's safe softmax included), RMSNorm, rotary, embedding gather, top-k,
 and the hybrids' depthwise causal conv1d and float cumsums all on the NPU (emulator).
 
-Default run: Mixtral.  ``-m slow``: Qwen2-MoE and the GraniteMoeHybrid hybrid (Mamba2 layers: conv1d, cumsum)."""
+Default run: Mixtral.  ``-m slow``: Qwen2-MoE and the hybrids GraniteMoeHybrid (Mamba2 layers: conv1d, cumsum), Qwen3-Next
+(gated-delta layers: conv1d, log1p, reductions over other axes) and Jamba (Mamba: a matmul by a constant batch)."""
 import json
 import os
 import sys
@@ -16,6 +17,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+BAKED_LENGTH = ("granitemoehybrid", "qwen3_next", "jamba")
 
 
 def _lm(arch):
@@ -46,9 +50,9 @@ def _check(arch, tmp_path):
     with open(os.path.join(cm.stats.outdir, "ascend", "plan.json")) as f:
         plan = json.load(f)
     assert plan["host_ops"] == {}, plan["host_ops"]
-    # other tokens, and another length where the export kept the sequence symbolic (GraniteMoeHybrid's Mamba2
+    # other tokens, and another length where the export kept the sequence symbolic (the hybrids' Mamba / gated-delta
     # chunking computes its padding in Python: torch.export bakes the traced length into a reshape)
-    S2 = 6 if arch == "granitemoehybrid" else 9
+    S2 = 6 if arch in BAKED_LENGTH else 9
     ids2 = torch.randint(3, 128, (1, S2), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         want = lm(ids2).numpy()
@@ -62,7 +66,7 @@ def test_mixtral_causal_lm_has_no_host_ops(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["qwen2_moe", "granitemoehybrid"])
+@pytest.mark.parametrize("arch", ["qwen2_moe", "granitemoehybrid", "qwen3_next", "jamba"])
 def test_real_causal_lm_has_no_host_ops(arch, tmp_path):
     plan = _check(arch, tmp_path)
     if arch == "granitemoehybrid":
