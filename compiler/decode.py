@@ -441,7 +441,8 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
             if engine == "onnxruntime":
                 step = _feed_step_ort(path, threads)
             else:
-                if kv_inplace is not False:  # the cache kept in place (passes/kv_cache_inplace.py)
+                if kv_inplace or (kv_inplace is None and target == "cpu"):  # the cache kept in place
+                    # (passes/kv_cache_inplace.py; its ops have C kernels only)
                     try:
                         art, _ = compile_past_kv_inplace(path, b, max_len, target=target, weights=weights,
                                                          verify=verify, threads=threads)
