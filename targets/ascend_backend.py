@@ -686,9 +686,9 @@ class Planner:
                     outs = self._host_op(i, o, args, bind)
                 elif hasattr(self, "_k_" + o.name.replace(".", "_")):
                     outs = getattr(self, "_k_" + o.name.replace(".", "_"))(o, i, args)
-                else:  # an ordinary op on the vector kernels (codegen/ascend/vector_ops.py)
-                    from moec.codegen.ascend import vector_ops
-                    outs = vector_ops.launch(rec, o, args)
+                else:  # an ordinary op on the vector kernels (codegen/ascend/device_ops.py)
+                    from moec.codegen.ascend import device_ops
+                    outs = device_ops.launch(rec, o, args)
                 return outs
 
             walk(f.ops, env, lower, weights=m.weights)

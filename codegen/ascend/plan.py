@@ -52,7 +52,7 @@ from typing import Dict, List, Optional
 from moec.ir import Module
 from moec.ir.opdef import const_value
 from moec.ir.ops.moe import GATED
-from moec.codegen.ascend import vector_ops
+from moec.codegen.ascend import device_ops, vector_ops
 from moec.targets.description import TargetDesc
 
 CLOCK_HZ = 1.8e9
@@ -131,7 +131,7 @@ def _batched(m: Module, o) -> bool:
 
 def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
     if o.name not in NPU_OPS:  # ordinary ops: the vector kernels of vector_ops, or the host with a reason
-        return vector_ops.vector_reason(m, o) or (vector_ops.max_cols_reason(o, desc) if desc else None)
+        return device_ops.vector_reason(m, o) or (vector_ops.max_cols_reason(o, desc) if desc else None)
     if o.name == "moe.experts":
         wq = o.attrs.get("wq", "none")
         # the weight storage the kernels take: that of the description's weight modes (w8a8 stores int8)

@@ -141,12 +141,6 @@ def vector_reason(m, o) -> Optional[str]:
         return layout_reason(o)
     if name in MASK_OPS:
         return mask_reason(o)
-    if name == "moec.conv":  # depthwise 1-D (codegen/ascend/conv_ops.py)
-        from moec.codegen.ascend.conv_ops import conv_reason
-        return conv_reason(m, o)
-    if name == "moec.cumsum":  # float scans (codegen/ascend/scan_ops.py)
-        from moec.codegen.ascend.scan_ops import cumsum_reason
-        return cumsum_reason(m, o)
     if name not in UNARY and name not in BINARY and name not in ROWWISE and name != "moec.pow":
         return f"no AscendC kernel for {name} yet"
     if name in ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min") and len(o.operands) > 1:
@@ -174,9 +168,8 @@ def vector_reason(m, o) -> Optional[str]:
                 [int(a) for a in np.asarray(const_value(o.operands[1], m.weights)).reshape(-1)]
             if not axes and (o.attrs["noop_with_empty_axes"] or x.rank != 1):
                 return "reduction over all axes (or none)" if x.rank != 1 else "no-op reduction"
-            if axes and sorted({a % x.rank for a in axes}) != [last]:  # moved last by a copy (reduce_ops.py)
-                from moec.codegen.ascend.reduce_ops import moved_reason
-                return moved_reason(m, o)
+            if axes and sorted({a % x.rank for a in axes}) != [last]:
+                return None  # moved last by a copy: device_ops asks reduce_ops.moved_reason
         elif o.attrs["axis"] % x.rank != last:
             return "normalises over axes other than the last one"
         for v in o.operands[1:]:
@@ -246,17 +239,8 @@ def launch(dev, o, args: List) -> List:
         return [scatter_nd_launch(dev, o, args)]
     if name in MASK_OPS:
         return [mask_launch(dev, o, args)]
-    if name == "moec.conv":
-        from moec.codegen.ascend.conv_ops import conv_launch
-        return [conv_launch(dev, o, args)]
-    if name == "moec.cumsum":
-        from moec.codegen.ascend.scan_ops import cumsum_launch
-        return [cumsum_launch(dev, o, args)]
     dt = op_dtype(o)
     npt = NP_DT[dt]
-    if name in ROWWISE and name.startswith("moec.reduce_") and _moved(o, args):
-        from moec.codegen.ascend.reduce_ops import moved_launch
-        return [moved_launch(dev, o, args)]
     if name in ROWWISE:
         x = dev.buf(args[0], npt)
         R, C = _geometry(x.shape)
