@@ -21,7 +21,7 @@ from moec import ep_cli, ep_cost
 from moec import targets
 from moec.errors import MoecError, UserInputError, one_line, show_name
 from moec.npy_input import save_npy
-from moec.passes.quantize import MODES as WEIGHT_MODES
+from moec.passes.quantize import ACTIVATIONS, MODES as WEIGHT_MODES, mode_for
 from moec.bench import BENCH_TARGETS
 from moec.targets.description import ASCEND_SOCS, DEFAULT_SOC
 
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "output channel), int4 (grouped), w8a8 (int8 weights and activations; cpu and ascend), fp8 "
                         "(float8 e4m3 per output channel; triton only, GPUs with fp8: sm_89+); verified against "
                         "the dequantised reference")
+    c.add_argument("--activations", default="none", choices=list(ACTIVATIONS),
+                   help="the expert GEMMs' inputs: none (as the model, the default), or quantised per token "
+                        "at run time to the weights' format: int8 with --weights int8 (= --weights w8a8), fp8 "
+                        "with --weights fp8 (e4m3 rows, fp8 x fp8 dots with f32 accumulation; triton)")
     c.add_argument("--group-size", type=int, default=64, metavar="G",
                    help="int4: weights per scale group along the reduction (32, 64, 128; 0 = whole row)")
     c.add_argument("--zero-point", action="store_true", help="int4: asymmetric groups with zero points")
@@ -159,6 +163,10 @@ def _arch(a) -> str:
 
 
 def cmd_compile(a) -> int:
+    try:  # --weights W --activations A: one weight mode (passes/quantize.py)
+        a.weights = mode_for(a.weights, a.activations)
+    except ValueError as e:
+        raise UserInputError(str(e)) from None
     if a.ep:
         return ep_cli.cmd_compile(a)
     from moec.driver import CompileOptions, compile_onnx

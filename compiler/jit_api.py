@@ -235,7 +235,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             verify: bool = True, soc: Optional[str] = None, group_size: int = 64, zero_point: bool = False,
             dynamic_dims: Optional[dict] = None, cache: bool = True,
             experts_implementation: Optional[str] = "auto", weights_scope: str = "all",
-            expert_parallel: int = 0, cuda_graphs: bool = False) -> CompiledModel:
+            expert_parallel: int = 0, cuda_graphs: bool = False, activations: str = "none") -> CompiledModel:
     """Compile a PyTorch module or an ONNX model with moec and return a callable.
 
     Args:
@@ -255,6 +255,9 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             activations, cpu target) or "fp8" (float8 e4m3 weights with per-channel scales, triton target
             on a GPU with fp8 -- sm_89+ -- or the interpreter); quantised builds are checked against their
             dequantised reference and their quantisation error is bounded.
+        activations: "none" (the default: the expert GEMMs' inputs as the model), or "int8" with
+            weights="int8" (= "w8a8") or "fp8" with weights="fp8" (per-token e4m3 activations, fp8 x fp8
+            dots with f32 accumulation; triton target).
         verify: compare the compiled code with the original on seeded inputs at several token
             counts (the module's own eager output, or onnxruntime for ONNX) and raise
             ``VerificationError`` on a mismatch.
@@ -290,9 +293,14 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     """
     import time
     t0 = time.perf_counter()
-    from moec.passes.quantize import MODES as WEIGHT_MODES
+    from moec.passes.quantize import MODES as WEIGHT_MODES, mode_for
     if weights not in WEIGHT_MODES:
         raise UserInputError(f"weights='{weights}': choose {', '.join(WEIGHT_MODES)}")
+    try:  # weights="fp8", activations="fp8": the fp8a8 mode (passes/quantize.py)
+        weights = mode_for(weights, activations)
+    except ValueError as e:
+        raise UserInputError(str(e).replace("--weights ", "weights=").replace("--activations ", "activations=")) \
+            from None
     if cuda_graphs and (target != "triton" or expert_parallel):
         raise UserInputError(f"cuda_graphs=True is for target='triton' without expert_parallel (not {target!r})")
     if expert_parallel:

@@ -17,6 +17,10 @@ W4A16 / fp8); elsewhere x, biases and routing weights are widened to f32 around 
   ``s = max|w_row| / 448``, ``q = e4m3(w / s)`` rounded to nearest even and saturated, stored as uint8
   bit patterns.  Weight-only: the GEMM inputs stay f32 (the Triton kernels decode the tiles in
   registers; the triton target only -- the driver rejects it elsewhere).
+* ``fp8a8`` (``--weights fp8 --activations fp8``): fp8 weights as above plus dynamic per-token e4m3
+  activations (``aq=fp8``): every GEMM input row is quantised at run time, ``s = max|row| / 448``,
+  ``q = e4m3(row / s)``, and the dots are fp8 x fp8 with f32 accumulation (the Triton kernels; the
+  triton target only).
 * ``int4``: per group of ``group`` elements along K (0 = the whole row); symmetric
   (``s = max|w| / 7.5``-ish, see below, zero point 8) or with a zero point
   (``s = (max - min) / 15``, ``z = round(-min / s)``), two values per byte, low nibble first.
@@ -53,7 +57,29 @@ from moec.ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
 from moec.passes.base import Pass, register_pass
 from moec.passes.moe_util import layer_of
 
-MODES = ("f32", "bf16", "int8", "int4", "w8a8", "fp8")
+MODES = ("f32", "bf16", "int8", "int4", "w8a8", "fp8", "fp8a8")
+# modes that quantise the GEMM inputs too: mode -> (the weights' storage wq, the activations' aq)
+ACT_MODES = {"w8a8": ("int8", "int8"), "fp8a8": ("fp8", "fp8")}
+ACTIVATIONS = ("none", "int8", "fp8")
+
+
+def wq_aq(mode: str) -> Tuple[str, str]:
+    """(wq, aq) of the ``moe.experts`` attributes that weight mode ``mode`` sets."""
+    return ACT_MODES.get(mode, (mode, "none"))
+
+
+def mode_for(weights: str, activations: str = "none") -> str:
+    """The weight mode of ``--weights W --activations A`` (``moec.compile(weights=, activations=)``): A
+    "none" keeps W; A quantises the GEMM inputs with the same format as the weights (int8 -> w8a8,
+    fp8 -> fp8a8).  ValueError (a one-line message for the user) for any other pair."""
+    if activations in ("none", None):
+        return weights
+    for m, (wq, aq) in ACT_MODES.items():
+        if (weights, activations) in ((wq, aq), (m, aq)):
+            return m
+    pairs = ", ".join(f"--weights {wq} --activations {aq}" for wq, aq in ACT_MODES.values())
+    raise ValueError(f"--activations {activations} with --weights {weights}: quantised activations come with "
+                     f"weights of the same format ({pairs})")
 SCOPES = ("all", "experts")
 
 
@@ -211,7 +237,7 @@ class QuantizeWeights(Pass):
 
     def _rewrite_dense(self, m: Module, f, o, plan: dict, shared: dict) -> None:
         key = (plan["key"], plan["trans"])
-        wmode = "int8" if self.mode == "w8a8" else self.mode
+        wmode = wq_aq(self.mode)[0]
         ent = shared.get(key)
         new_tensor = ent is None
         if new_tensor:
@@ -234,7 +260,7 @@ class QuantizeWeights(Pass):
             c = OPS["moec.cast"].create([bias], {"to": DType.F32}, o.loc)
             pre.append(c)
             bias = c.results[0]
-        attrs = {"wq": wmode, "aq": "int8" if self.mode == "w8a8" else "none",
+        attrs = {"wq": wmode, "aq": wq_aq(self.mode)[1],
                  "wq_group": self.group if wmode == "int4" else 0,
                  "wq_zp": bool(wmode == "int4" and self.zero_point), "has_bias": bias is not None}
         ops = [x] + [c.results[0] for c in consts] + ([bias] if bias is not None else [])
@@ -296,7 +322,7 @@ class QuantizeWeights(Pass):
             w0 = np.asarray(const_value(v, m.weights))
             info["bytes_before"] += int(w0.nbytes)
             w = np.asarray(w0, np.float32)
-            wmode = "int8" if self.mode == "w8a8" else self.mode
+            wmode = wq_aq(self.mode)[0]
             info[nm] = quantization_summary(w, wmode, self.group, self.zero_point)
             if self.mode == "bf16":
                 import ml_dtypes
@@ -312,17 +338,19 @@ class QuantizeWeights(Pass):
                     quant["z_" + nm] = z
         if self.mode == "int4":
             info.update(group=self.group or "row", zero_point=bool(self.zero_point))
-        if self.mode == "fp8":
+        if wmode == "fp8":
             info["format"] = "float8 e4m3fn, per output channel scale max|row| / 448"
+        if self.mode == "fp8a8":
+            info["activations"] = "float8 e4m3fn, dynamic per token (max|row| / 448)"
         if self.mode == "w8a8":
             info["activations"] = "int8, dynamic per token (symmetric, max|row| / 127)"
-        wq = "int8" if self.mode == "w8a8" else self.mode
+        wq = wq_aq(self.mode)[0]
         consts = [_const_op(m, stored[nm], f"experts_{nm}_{wq}") for nm in ("w_in", "w_out")]
         qconsts = [_const_op(m, quant[key], f"experts_{key}") for key in ("s_w_in", "s_w_out", "z_w_in", "z_w_out")
                    if key in quant]
         info["bytes"] = int(sum(c.results[0].type.numel() * c.results[0].type.dtype.itemsize
                                 for c in consts + qconsts))
-        attrs = dict(ex.attrs, wq=wq, aq="int8" if self.mode == "w8a8" else "none", wq_group=self.group if self.mode == "int4" else 0,
+        attrs = dict(ex.attrs, wq=wq, aq=wq_aq(self.mode)[1], wq_group=self.group if self.mode == "int4" else 0,
                      wq_zp=bool(self.mode == "int4" and self.zero_point))
         ops = [x] + list(ex.operands[1:4]) + [consts[0].results[0], consts[1].results[0]] + \
             [v for v in (b_in, b_out, rw) if v is not None] + [c.results[0] for c in qconsts]
@@ -377,8 +405,8 @@ class QuantizeWeights(Pass):
         def linear(v, w, hint):
             cs, info = self._quantised_consts(m, w, hint)
             ops.extend(cs)
-            wmode = "int8" if self.mode == "w8a8" else self.mode
-            attrs = {"wq": wmode, "aq": "int8" if self.mode == "w8a8" else "none",
+            wmode = wq_aq(self.mode)[0]
+            attrs = {"wq": wmode, "aq": wq_aq(self.mode)[1],
                      "wq_group": self.group if wmode == "int4" else 0, "wq_zp": bool(wmode == "int4" and self.zero_point)}
             _record(m, {"scope": "shared", "layer": hint, "mode": self.mode, "tensors": 1, "shape": list(w.shape),
                         "bytes_before": int(w.nbytes), "bytes_after": info["after"], "rel_rms": info["rel_rms"]})
@@ -418,7 +446,7 @@ class QuantizeWeights(Pass):
 
     def _quantised_consts(self, m: Module, w: np.ndarray, hint: str):
         """Constants holding [N, K] ``w`` in the pass's mode (codes, scales, zero points) and a summary."""
-        wmode = "int8" if self.mode == "w8a8" else self.mode
+        wmode = wq_aq(self.mode)[0]
         w = np.ascontiguousarray(w, np.float32)
         if wmode == "bf16":
             import ml_dtypes
@@ -571,5 +599,5 @@ def quantization_summary(w: np.ndarray, mode: str, group: int, zero_point: bool)
             "rel_rms": float(np.sqrt(np.mean(err ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-30))}
 
 
-__all__ = ["QuantizeWeights", "quantization_record", "quantize_int8", "quantize_int4", "quantize_fp8", "quantization_summary",
+__all__ = ["QuantizeWeights", "wq_aq", "mode_for", "ACT_MODES", "ACTIVATIONS", "quantization_record", "quantize_int8", "quantize_int4", "quantize_fp8", "quantization_summary",
            "update_moe_layer"]

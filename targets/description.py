@@ -21,7 +21,7 @@ from moec.targets.base import TargetDesc
 # checks, the quantize pass, conformance and the Ascend plan)
 CPU_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8")
 CPU_DENSE_WEIGHTS = ("bf16", "int8", "int4", "w8a8")  # on dense linear layers too (moec.linear_q), every build
-TRITON_WEIGHTS = ("f32", "bf16", "int8", "int4", "fp8")
+TRITON_WEIGHTS = ("f32", "bf16", "int8", "int4", "fp8", "fp8a8")  # fp8a8: fp8 weights and per-token fp8 activations
 ASCEND_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8")
 
 

@@ -85,7 +85,7 @@ _CONSTS = "model_triton.consts"   # the launcher's constants: .weights.bin + .we
 def check_fp8_support(desc: TargetDesc, weights: str, m: Optional[Module] = None) -> None:
     """fp8 (e4m3) weights -- asked for, or already in ``m`` -- need a GPU with fp8 (sm_89+) or Triton's
     interpreter; anything else is a UserInputError saying what to do."""
-    if weights != "fp8" and not (m is not None and any(o.name == "moe.experts" and o.attrs.get("wq") == "fp8"
+    if weights not in ("fp8", "fp8a8") and not (m is not None and any(o.name == "moe.experts" and o.attrs.get("wq") == "fp8"
                                                        for o in m.ops())):
         return
     if not desc.has("fp8_e4m3"):

@@ -105,6 +105,7 @@ def emit_triton(m: Module) -> Tuple[str, WeightStore]:
                     f"b_out={b_out}, rw={rw}, "
                     f"{_kw(a, 'weights_at', 'activation', 'gate_layout', 'alpha', 'beta', 'limit', 'wq', 'wq_group')}"
                     f"{_caps(a)}, "
+                    f"{_act_quant(a)}"
                     f"q=({', '.join(qn)})")
             users = uses.get(id(o.result), [])
             c = users[0] if len(users) == 1 else None
@@ -262,3 +263,14 @@ def _reduces_last_axis(o) -> bool:
     if axes is None:
         return False
     return list(axes) in ([r - 1], [-1])
+
+
+def _act_quant(attrs) -> str:
+    """``act_quant="fp8", `` for experts whose GEMM inputs are quantised per token to e4m3 (aq=fp8: the
+    fp8 x fp8 kernels); nothing otherwise (the kernels' default, activations as x)."""
+    aq = attrs.get("aq", "none")
+    if aq == "none":
+        return ""
+    if aq != "fp8":  # (the driver's mode check keeps int8 activations off this target)
+        raise ValueError(f"the Triton kernels take activations as x or fp8, not aq={aq}")
+    return f"act_quant={py_value(aq)}, "

@@ -21,7 +21,7 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence
 import numpy as np
 
 from moec.ir.core import Operation
-from moec.ir.fp8 import decode_e4m3
+from moec.ir.fp8 import E4M3_MAX, decode_e4m3, encode_e4m3
 from moec.ir.opdef import Attr, op, operand_error
 from moec.ir.types import DType, TensorType
 
@@ -41,7 +41,7 @@ GATE_LAYOUT = ("concat", "interleaved")
 DISPATCH = ("sort_pad", "token_gemv", "capacity")
 WEIGHTS_AT = ("none", "input", "output")
 WEIGHT_QUANT = ("none", "bf16", "int8", "int4", "fp8")
-ACT_QUANT = ("none", "int8")
+ACT_QUANT = ("none", "int8", "fp8")
 
 
 # -- quantised expert weights ------------------------------------------------------------------
@@ -51,7 +51,9 @@ ACT_QUANT = ("none", "int8")
 #         (vdpbf16ps, tensor cores) take both operands in bf16; accumulation stays f32
 #   int8: w = q * s[e, n]                               q i8 [E, N, K], s f32 [E, N] (per output channel)
 #   fp8:  w = e4m3(q) * s[e, n]                         q ui8 [E, N, K]: float8 e4m3fn bit patterns (ir/fp8.py),
-#         s f32 [E, N] (per output channel, amax / 448); the GEMM inputs stay as x (weight-only)
+#         s f32 [E, N] (per output channel, amax / 448); the GEMM inputs stay as x (weight-only), or with
+#         aq=fp8 (fp8 w8a8) are quantised per row to e4m3 too (quantize_rows_fp8): fp8 x fp8 products,
+#         f32 accumulation
 #   int4: w = (q - z[e, n, g]) * s[e, n, g]             q packed ui8 [E, N, K/2] (element 2i in the low
 #         nibble of byte i, 2i+1 in the high nibble), s f32 [E, N, K/G], z f32 [E, N, K/G] or 8
 #         when there is no zero-point operand (symmetric), g = k // G
@@ -156,7 +158,8 @@ QUANT_ATTRS = {
                                           "fp8 (e4m3fn bit patterns, per channel)"),
     "wq_group": Attr("int", 0, doc="int4: elements per scale group along K (0: the whole row)"),
     "wq_zp": Attr("bool", False, doc="int4: explicit zero points (else symmetric, zero point 8)"),
-    "aq": Attr("str", "none", ACT_QUANT, "GEMM inputs: none (as x) or int8 (dynamic per-row symmetric; needs wq=int8)"),
+    "aq": Attr("str", "none", ACT_QUANT, "GEMM inputs: none (as x), int8 (dynamic per-row symmetric; needs wq=int8) or fp8 "
+                                      "(dynamic per-row e4m3, max|row| / 448; needs wq=fp8)"),
 }
 
 
@@ -454,16 +457,35 @@ def fake_quant_rows_int8(a: np.ndarray) -> np.ndarray:
     return (q.astype(np.float32) * s[..., None]).astype(np.asarray(a).dtype)
 
 
+def quantize_rows_fp8(a: np.ndarray):
+    """Dynamic per-row float8 e4m3fn (fp8 w8a8 activations): s = max|row| / 448 (1 where that is 0),
+    codes = e4m3(row / s) rounded to nearest even (ir/fp8.py), the scale and the division in f32 exactly
+    as the Triton kernel (quant_fp8_rows_kernel) computes them.  Returns (codes uint8, s f32 [rows])."""
+    a = np.asarray(a, np.float32)
+    amax = np.max(np.abs(a), axis=-1) if a.shape[-1] else np.zeros(a.shape[:-1], np.float32)
+    s = (amax / np.float32(E4M3_MAX)).astype(np.float32)
+    s = np.where(s > 0, s, np.float32(1)).astype(np.float32)
+    return encode_e4m3((a / s[..., None]).astype(np.float32)), s
+
+
+def fake_quant_rows_fp8(a: np.ndarray) -> np.ndarray:
+    """The values the fp8 w8a8 kernels multiply: e4m3(q) * s per row (see ``quantize_rows_fp8``)."""
+    q, s = quantize_rows_fp8(a)
+    return (decode_e4m3(q) * s[..., None]).astype(np.asarray(a).dtype)
+
+
 def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, bf16_acts: bool = False,
-        int8_acts: bool = False) -> np.ndarray:
+        int8_acts: bool = False, fp8_acts: bool = False) -> np.ndarray:
     """One expert on rows x [n, D]: w_out @ act(w_in @ x + b_in) + b_out, accumulated in f32/f64.
-    ``bf16_acts``: the GEMM inputs (x and the activation) are rounded to bf16 first; ``int8_acts``:
-    they are quantised per row to int8 (``fake_quant_rows_int8``)."""
+    ``bf16_acts``: the GEMM inputs (x and the activation) are rounded to bf16 first; ``int8_acts`` /
+    ``fp8_acts``: they are quantised per row to int8 / e4m3 (``fake_quant_rows_int8`` / ``_fp8``)."""
     acc = _acc_dtype(x)
     if bf16_acts:
         x = round_bf16(x.astype(acc))
     if int8_acts:
         x = fake_quant_rows_int8(x.astype(acc))
+    if fp8_acts:
+        x = fake_quant_rows_fp8(x.astype(acc))
     h = x.astype(acc) @ w_in.astype(acc).T
     if b_in is not None:
         h = h + b_in.astype(acc)
@@ -473,6 +495,8 @@ def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, 
         a = round_bf16(a)
     if int8_acts:
         a = fake_quant_rows_int8(a)
+    if fp8_acts:
+        a = fake_quant_rows_fp8(a)
     y = a @ w_out.astype(acc).T
     if b_out is not None:
         y = y + b_out.astype(acc)
@@ -590,6 +614,8 @@ class ExpertsOp(Operation):
         if self.attrs["aq"] == "int8" and (mode != "int8" or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
             # (half x: the rows are widened to f32 before they are quantised, as the reference does)
             raise operand_error(self, f"aq=int8 (w8a8) needs wq=int8 and f32/bf16/f16 x, got wq={mode}, x {x.dtype.mlir}")
+        if self.attrs["aq"] == "fp8" and (mode != "fp8" or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
+            raise operand_error(self, f"aq=fp8 (fp8 w8a8) needs wq=fp8 and f32/bf16/f16 x, got wq={mode}, x {x.dtype.mlir}")
         return [TensorType(x.dtype, (x.shape[0], ids.shape[1], x.shape[1]))]
 
     def reference(self, x, ids, order, offsets, w_in, w_out, *extra):
@@ -621,7 +647,7 @@ class ExpertsOp(Operation):
                 rows = rows * rw[t, j].astype(acc)[:, None]
             out = ffn(rows, w_in[e], w_out[e], None if b_in is None else b_in[e],
                       None if b_out is None else b_out[e], self.attrs, bf16_acts=mode == "bf16",
-                      int8_acts=self.attrs["aq"] == "int8")
+                      int8_acts=self.attrs["aq"] == "int8", fp8_acts=self.attrs["aq"] == "fp8")
             if rw is not None and self.attrs["weights_at"] == "output":
                 out = out * rw[t, j].astype(acc)[:, None]
             y[t, j] = out
