@@ -178,3 +178,29 @@ def test_api_activations_argument():
     import moec
     with pytest.raises(UserInputError, match="activations=fp8 with weights=int8"):
         moec.compile(EXAMPLE, target="triton", weights="int8", activations="fp8")
+
+
+def test_bench_fp8a8_reaches_the_gpu_bench_as_fp8_activations(monkeypatch, tmp_path):
+    """`moec bench --target triton --weights fp8a8`: the GPU bench (needs a GPU: replaced here by a recorder)
+    is asked for fp8 weights with fp8 activations."""
+    from moec import bench_triton
+    from moec.cli import main
+    seen = {}
+    monkeypatch.setattr(bench_triton, "run_triton_bench", lambda *a, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(bench_triton, "format_table", lambda rep: "")
+    assert main(["bench", "--target", "triton", "--weights", "fp8a8", "-o", str(tmp_path / "b")]) == 0
+    assert seen["weights"] == "fp8" and seen["activations"] == "fp8"
+
+
+def test_flip_criterion_takes_the_modes_token_bound():
+    """A token 10% off (relative L2, spread over its elements: what re-rounded e4m3 activations give) is within
+    fp8a8's token bound (0.16) and outside w8a8's (0.07); a token 30% off fails both."""
+    from moec.tolerances import FLIP_TOKEN_BOUNDS, w8a8_flip_check
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((4, 64))
+    noise = rng.standard_normal(64)
+    for rel, fp8_ok, int8_ok in ((0.1, True, False), (0.3, False, False)):
+        got = want.copy()
+        got[1] += rel * noise / np.sqrt(np.mean(noise ** 2)) * np.sqrt(np.mean(want[1] ** 2))
+        assert w8a8_flip_check([got], [want], token_bound=FLIP_TOKEN_BOUNDS["fp8a8"])["ok"] == fp8_ok
+        assert w8a8_flip_check([got], [want], token_bound=FLIP_TOKEN_BOUNDS["w8a8"])["ok"] == int8_ok
