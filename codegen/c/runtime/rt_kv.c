@@ -20,8 +20,8 @@ int moec_k_kv_append(moec_ctx *ctx, const moec_tensor *cache, const moec_tensor 
     if (d != axis && cache->shape[d] != newt->shape[d])
       return moec_fail(ctx, "kv_append: cache and new differ in dimension %d (%lld vs %lld)", d,
                        (long long)cache->shape[d], (long long)newt->shape[d]);
-    if (d < axis) outer *= cache->shape[d];
-    if (d > axis) inner *= cache->shape[d];
+    if (d < axis && moec_mul_size(ctx, outer, cache->shape[d], &outer)) return -1;
+    if (d > axis && moec_mul_size(ctx, inner, cache->shape[d], &inner)) return -1;
   }
   int64_t m = cache->shape[axis], t = newt->shape[axis];
   if (p[0] < 0 || p[0] + t > m)
