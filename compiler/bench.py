@@ -169,11 +169,9 @@ def run_bench_cli(a) -> int:
     """`moec bench` (arguments as cli.py parses them)."""
     if a.target == "triton":
         from moec import bench_triton
-        from moec.passes.quantize import wq_aq
         out = a.output or "moec_bench_triton"
-        wq, aq = wq_aq(a.weights)  # (fp8a8: fp8 weights and fp8 activations)
         rep = bench_triton.run_triton_bench(a.layers.split(","), a.tokens or [1, 16, 128, 1024, 4096], out,
-                                            weights=wq, activations=aq if aq != "none" else "bf16")
+                                            **bench_triton.mode_kwargs(a.weights))  # (fp8a8: fp8 x and weights)
         print(bench_triton.format_table(rep))
         print(f"wrote {os.path.join(out, 'bench_triton.json')}")
         return 0

@@ -57,6 +57,14 @@ SMOKE_TOKENS = (1, 5)
 _Host = profile.CudaHost  # the GPU's device queries (the interpreter's: profile.InterpreterHost)
 
 
+def mode_kwargs(mode: str) -> dict:
+    """run_triton_bench's weights= / activations= for a weight mode of ``--weights`` (fp8a8: fp8 weights and fp8
+    activations; other modes: bf16 activations)."""
+    from moec.passes.quantize import wq_aq
+    wq, aq = wq_aq(mode)
+    return dict(weights=wq, activations=aq if aq != "none" else "bf16")
+
+
 def _time(fn: Callable, host=_Host, reps: int = 20, warmup: int = 3) -> float:
     return profile.time_fn(fn, host, reps, warmup)
 
