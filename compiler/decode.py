@@ -624,6 +624,30 @@ def kv_binding(path: str) -> dict:
             "kv_heads": shp[1], "head_dim": shp[3], "batch": shp[0]}
 
 
+def _step_ids(input_ids, batch: int, pos: int, max_len: int):
+    """(ids as int64 [batch, T], T) of one decode step, checked against the batch and the cache's room."""
+    ids = np.ascontiguousarray(np.asarray(input_ids, dtype=np.int64))
+    if ids.ndim != 2 or ids.shape[0] != batch or ids.shape[1] < 1:
+        raise UserInputError(f"input_ids of shape {list(ids.shape)}: expected [{batch}, tokens]")
+    t = ids.shape[1]
+    if pos + t > max_len:
+        raise UserInputError(f"the cache holds {max_len} positions: {pos} used, {t} more do not fit "
+                             "(a larger max_len)")
+    return ids, t
+
+
+def _step_feed(roles: dict, ids: np.ndarray, pos: int) -> dict:
+    """input_ids, and where the export has them an attention_mask of ones over past + new and position_ids
+    pos + arange(T), by the export's input names (``roles``)."""
+    b, t = ids.shape
+    feed = {roles["input_ids"]: ids}
+    if roles["attention_mask"]:
+        feed[roles["attention_mask"]] = np.ones((b, pos + t), np.int64)
+    if roles["position_ids"]:
+        feed[roles["position_ids"]] = np.broadcast_to(np.arange(pos, pos + t, dtype=np.int64), (b, t)).copy()
+    return feed
+
+
 class PastKVGenerator(Generator):
     """Greedy decoding of a past_key_values export (``kv_binding``): ``step(feed dict) -> outputs`` in the
     graph's output order; each call feeds the previous call's present tensors as the past ones (by the
@@ -641,19 +665,9 @@ class PastKVGenerator(Generator):
         self.past = {p: np.zeros((self.batch, b["kv_heads"], 0, b["head_dim"]), self._dtype) for _, p, _ in b["pairs"]}
 
     def __call__(self, input_ids) -> np.ndarray:
-        ids = np.ascontiguousarray(np.asarray(input_ids, dtype=np.int64))
-        if ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] < 1:
-            raise UserInputError(f"input_ids of shape {list(ids.shape)}: expected [{self.batch}, tokens]")
-        t, p = ids.shape[1], self.pos
-        if p + t > self.max_len:
-            raise UserInputError(f"the cache holds {self.max_len} positions: {p} used, {t} more do not fit "
-                                 "(a larger max_len)")
-        r = self.b["roles"]
-        feed = {r["input_ids"]: ids, **self.past}
-        if r["attention_mask"]:
-            feed[r["attention_mask"]] = np.ones((self.batch, p + t), np.int64)
-        if r["position_ids"]:
-            feed[r["position_ids"]] = np.broadcast_to(np.arange(p, p + t, dtype=np.int64), (self.batch, t)).copy()
+        p = self.pos
+        ids, t = _step_ids(input_ids, self.batch, p, self.max_len)
+        feed = {**self.past, **_step_feed(self.b["roles"], ids, p)}
         outs = self.step(feed)
         for present, past, _ in self.b["pairs"]:
             self.past[past] = np.asarray(outs[self.out_index[present]])
@@ -742,20 +756,10 @@ class InplaceKVGenerator(Generator):
         self.pos = 0  # (rows >= pos are never read: the attention masks them)
 
     def __call__(self, input_ids) -> np.ndarray:
-        ids = np.ascontiguousarray(np.asarray(input_ids, dtype=np.int64))
-        if ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] < 1:
-            raise UserInputError(f"input_ids of shape {list(ids.shape)}: expected [{self.batch}, tokens]")
-        t, p = ids.shape[1], self.pos
-        if p + t > self.max_len:
-            raise UserInputError(f"the cache holds {self.max_len} positions: {p} used, {t} more do not fit "
-                                 "(a larger max_len)")
-        r = self.b["roles"]
+        p = self.pos
+        ids, t = _step_ids(input_ids, self.batch, p, self.max_len)
         self._pos[0] = p
-        feed = {r["input_ids"]: ids, "pos": self._pos, **self.buffers}
-        if r["attention_mask"]:
-            feed[r["attention_mask"]] = np.ones((self.batch, p + t), np.int64)
-        if r["position_ids"]:
-            feed[r["position_ids"]] = np.broadcast_to(np.arange(p, p + t, dtype=np.int64), (self.batch, t)).copy()
+        feed = {"pos": self._pos, **self.buffers, **_step_feed(self.b["roles"], ids, p)}
         outs = self.art([feed[n] for n in self.names])
         self.pos += t
         return np.asarray(outs[self.out_index[self.b["logits"]]])
