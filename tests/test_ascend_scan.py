@@ -1,6 +1,7 @@
 """Ascend target: floating-point cumulative sums (Mamba2's chunked scan, gated-delta decay sums) run on the NPU as a
 log-step scan of vec_copy windows and vec_elementwise adds (codegen/ascend/scan_ops.py), verified against
-onnxruntime for every axis position and the exclusive / reverse forms; integer cumsums stay on the host."""
+onnxruntime for every axis position and the exclusive / reverse forms (integer cumsums: vec_index,
+tests/test_ascend_index_ops.py)."""
 import json
 import os
 
@@ -28,12 +29,3 @@ def test_float_cumsum_on_the_npu(axis, exclusive, reverse, shape, tmp_path):
     assert r.report["verified"], r.report.get("failure")
     assert _plan(out)["host_ops"] == {}
     assert any(st["op"] == "moec.cumsum" and st["where"] == "npu" for st in _plan(out)["steps"])
-
-
-def test_integer_cumsum_stays_on_the_host(tmp_path):
-    nodes = [helper.make_node("CumSum", ["x", "ax"], ["y"])]
-    m = make_model(nodes, [("x", np.int64, [2, 5])], [("y", np.int64, None)], {"ax": np.array(1, np.int64)},
-                   name="cumsum_int")
-    out = str(tmp_path / "out")
-    assert compile_onnx(m, out, CompileOptions(target="ascend")).report["verified"]
-    assert "cumsum of i64" in _plan(out)["host_ops"]["moec.cumsum"]

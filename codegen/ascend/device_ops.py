@@ -1,7 +1,8 @@
 """The ordinary (non-MoE, non-cube) ops on the NPU: which module plans each.
 
 vector_ops holds the vector kernels' planning and the helpers the composite ops are built from; conv_ops
-(depthwise 1-D convolutions), scan_ops (float cumsums) and reduce_ops (reductions over axes that are not
+(depthwise 1-D convolutions), scan_ops (float cumsums), index_ops (integer comparisons, Where of integers,
+integer cumsums, GatherElements, top-k: vec_index on the scalar unit) and reduce_ops (reductions over axes that are not
 the last) compose those helpers.  This module is the one entry point the planner and the backend call,
 so that the composite modules depend on vector_ops and never the other way round (no import cycle).
 """
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from moec.codegen.ascend import conv_ops, reduce_ops, scan_ops, vector_ops
+from moec.codegen.ascend import conv_ops, index_ops, reduce_ops, scan_ops, vector_ops
 from moec.codegen.ascend.launch_plan import device_op
 
 
 def vector_reason(m, o) -> Optional[str]:
     """None when `o` runs on the NPU's vector kernels, else why it stays on the host."""
+    if index_ops.handles(o):
+        return index_ops.index_reason(m, o)
     if o.name == "moec.conv":
         return conv_ops.conv_reason(m, o)
     if o.name == "moec.cumsum":
@@ -32,6 +35,8 @@ def vector_reason(m, o) -> Optional[str]:
 def launch(dev, o, args: List) -> List:
     """Plan `o` (``dev``: a launch_plan.Recorder) and return its result buffers."""
     name = o.name
+    if index_ops.handles(o):
+        return index_ops.launch(dev, o, args)
     if name == "moec.conv":
         return [conv_ops.conv_launch(dev, o, args)]
     if name == "moec.cumsum":

@@ -52,7 +52,7 @@ from typing import Dict, List, Optional
 from moec.ir import Module
 from moec.ir.opdef import const_value
 from moec.ir.ops.moe import GATED
-from moec.codegen.ascend import device_ops, vector_ops
+from moec.codegen.ascend import device_ops, index_ops, vector_ops
 from moec.targets.description import TargetDesc
 
 CLOCK_HZ = 1.8e9
@@ -179,6 +179,9 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
                    f"fallback (matmul_rows) is f32 only"
     if o.name == "moe.route" and o.attrs["n_group"] > 32:
         return "more than 32 expert groups"
+    if o.name == "moe.route" and o.attrs.get("n_shared"):
+        return "always-on expert slots (n_shared: Inkling's shared experts scored by the router) are not in the " \
+               "moe_gating kernel"
     return None
 
 
@@ -602,7 +605,8 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             step["estimates"] = [vector_estimate("moe_init_routing", desc, T, sizes) for T in tokens]
         elif o.name not in NPU_OPS:  # an ordinary op on the vector kernels
             hw = _hw(desc)
-            step["estimates"] = [vector_ops.estimate(o, T, hw, CLOCK_HZ, LANES_F32, LAUNCH_S) for T in tokens]
+            step["estimates"] = [index_ops.estimate(o, T, hw, CLOCK_HZ, LAUNCH_S) if index_ops.handles(o) else
+                                 vector_ops.estimate(o, T, hw, CLOCK_HZ, LANES_F32, LAUNCH_S) for T in tokens]
             step["kernels"] = [step["estimates"][0]["kernel"]]
         elif o.name == "moe.combine":
             y = o.result.type

@@ -104,6 +104,7 @@ aclError aclrtMemset(void *dst, size_t dmax, int32_t v, size_t n) {
 #include "aclrtlaunch_vec_transpose.h"
 #include "aclrtlaunch_vec_gather.h"
 #include "aclrtlaunch_vec_mask.h"
+#include "aclrtlaunch_vec_index.h"
 #define MOEC_LAUNCH(kernel, blockDim, stream, ...) ACLRT_LAUNCH_KERNEL(kernel)(blockDim, stream, __VA_ARGS__)
 #define G(p) (p)
 static std::string g_host_error;
@@ -115,7 +116,8 @@ extern "C" const char *moec_last_error() { return g_host_error.c_str(); }
   X(moe_gating, 4) X(moe_init_routing, 4) X(moe_gather_rows, 4) X(grouped_matmul, 4) X(moe_activation, 6)          \
   X(moe_scatter_rows, 8) X(moe_quant_rows_int8, 3) X(moe_dequant_int8, 3) X(moe_finalize, 7) X(matmul_rows, 3)     \
   X(moe_dequant_int4, 5)                                                                                           \
-  X(vec_elementwise, 3) X(vec_rowwise, 6) X(vec_copy, 2) X(vec_gather, 4) X(vec_transpose, 2) X(vec_mask, 4)
+  X(vec_elementwise, 3) X(vec_rowwise, 6) X(vec_copy, 2) X(vec_gather, 4) X(vec_transpose, 2) X(vec_mask, 4)      \
+  X(vec_index, 4)
 
 #define A(i) G(a[i])
 #define MOEC_ARGS_2 A(0), A(1)

@@ -873,3 +873,234 @@ extern "C" __global__ __aicore__ void vec_mask(GM_ADDR a, GM_ADDR b, GM_ADDR c, 
   else if (t.vdt == 1) mask_body<bfloat16_t>(a, b, c, out, t);
   else mask_body<float>(a, b, c, out, t);
 }
+
+// ------------------------------------------------------------------------------------------------
+// vec_index: integer and index ops on the AI core's scalar unit, exact for every value (int64 is a native
+// scalar type there; the vector unit has no int64 Compare and its float paths lose integers past 2^24):
+//   X_CMP        out[e] = a[e] (cmp) b[e] as a 0/1 byte, a and b int64 or int32 (full, or one scalar each)
+//   X_SELECT     out[e] = c[e] ? a[e] : b[e] (ONNX Where) for values of 1, 2, 4 or 8 bytes, copied bit for bit
+//   X_CUMSUM     out = cumsum(a) along L of a viewed as [outer, L, inner], int32 or int64, wrapping on overflow as
+//                numpy does (the sums run in the unsigned type of the width: the same bits); reverse, exclusive
+//   X_GATHER_EL  out[o, j, i] = a[o, b[o, j, i], i] (ONNX GatherElements) over data [outer, L, inner] and indices
+//                [outer, k, inner] (int64 or int32; negative ones count from the end); an index outside [-L, L)
+//                leaves 0 and sets status c[0] = 1 (the host reports it, as for vec_gather)
+//   X_TOPK       the k largest (smallest) of each row of a [outer, L] (float, half or bfloat16_t): values to out,
+//                int64 indices to c, sorted, ties to the lowest index, NaN ranked as +inf (numpy's stable sort
+//                of the keys, as the reference); k passes over the row, each taking the first element ordered
+//                after the previous pick, so no scratch per row
+// Inputs are read with the scalar unit through the core's data cache (GlobalTensor::GetValue: written by earlier
+// launches, never by this one); results are staged in the Unified Buffer by the scalar unit and leave by DMA, one
+// DataCopyPad per chunk of tile elements (MTE3 after S: a flag; the next chunk's scalar writes after MTE3: a flag).
+enum IndexOp : int32_t { X_CMP = 0, X_SELECT = 1, X_CUMSUM = 2, X_GATHER_EL = 3, X_TOPK = 4 };
+struct IndexTiling {
+  int32_t op, n;            // n: output elements (X_CMP, X_SELECT, X_GATHER_EL)
+  int32_t esize;            // bytes per element: the values (X_SELECT, X_CUMSUM, X_GATHER_EL, X_TOPK) or the
+                            // compared integers (X_CMP: 4 or 8)
+  int32_t amode, bmode;     // X_CMP, X_SELECT: 0 full, 1 one scalar
+  int32_t cmp;              // X_CMP: 0 eq, 1 lt, 2 le, 3 gt, 4 ge
+  int32_t outer, L, inner;  // X_CUMSUM, X_GATHER_EL (L: the data's axis), X_TOPK (inner 1)
+  int32_t k;                // X_TOPK: k; X_GATHER_EL: the indices' axis length
+  int32_t flags;            // X_CUMSUM: 1 reverse, 2 exclusive; X_TOPK: 1 largest; X_GATHER_EL: 1 int64 indices
+  int32_t vdt;              // X_TOPK: values 0 float, 1 bfloat16_t, 2 half
+  int32_t tile;             // output elements staged per chunk (a multiple of 32)
+};
+
+template <typename S>
+__aicore__ inline bool index_cmp(int32_t c, S x, S y) {
+  return c == 0 ? x == y : c == 1 ? x < y : c == 2 ? x <= y : c == 3 ? x > y : x >= y;
+}
+
+// X_CMP (S: int64_t / int32_t)
+template <typename S>
+__aicore__ inline void index_cmp_body(GM_ADDR a, GM_ADDR b, GM_ADDR out, const IndexTiling &t, TPipe &pipe) {
+  const uint64_t n = (uint64_t)t.n, TL = (uint64_t)t.tile;
+  GlobalTensor<S> ga, gb;
+  GlobalTensor<uint8_t> go;
+  ga.SetGlobalBuffer((__gm__ S *)a, t.amode ? 1 : n);
+  gb.SetGlobalBuffer((__gm__ S *)b, t.bmode ? 1 : n);
+  go.SetGlobalBuffer((__gm__ uint8_t *)out, n);
+  TBuf<TPosition::VECCALC> bo;
+  pipe.InitBuffer(bo, (uint32_t)TL);
+  LocalTensor<uint8_t> ob = bo.Get<uint8_t>();
+  const S sa = t.amode ? ga.GetValue(0) : (S)0, sb = t.bmode ? gb.GetValue(0) : (S)0;
+  for (uint64_t it = GetBlockIdx(); it * TL < n; it += GetBlockNum()) {
+    const uint64_t e0 = it * TL;
+    const uint32_t m = (uint32_t)(n - e0 < TL ? n - e0 : TL);
+    moec_sync<HardEvent::MTE3_S>();  // the previous chunk's copy out has read ob
+    for (uint32_t i = 0; i < m; i++) {
+      const S x = t.amode ? sa : ga.GetValue(e0 + i), y = t.bmode ? sb : gb.GetValue(e0 + i);
+      ob.SetValue(i, index_cmp<S>(t.cmp, x, y) ? 1 : 0);
+    }
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(go[e0], ob, DataCopyExtParams{1, m, 0, 0, 0});
+  }
+}
+
+// X_SELECT, X_CUMSUM, X_GATHER_EL (U: the unsigned type of the element width)
+template <typename U>
+__aicore__ inline void index_bits_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const IndexTiling &t,
+                                       TPipe &pipe) {
+  const uint64_t TL = (uint64_t)t.tile;
+  TBuf<TPosition::VECCALC> bo, bc;
+  pipe.InitBuffer(bo, (uint32_t)(TL * sizeof(U)));
+  LocalTensor<U> ob = bo.Get<U>();
+  GlobalTensor<U> ga, gb, go;
+  if (t.op == X_SELECT) {
+    const uint64_t n = (uint64_t)t.n;
+    GlobalTensor<uint8_t> gc;
+    gc.SetGlobalBuffer((__gm__ uint8_t *)c, n);
+    ga.SetGlobalBuffer((__gm__ U *)a, t.amode ? 1 : n);
+    gb.SetGlobalBuffer((__gm__ U *)b, t.bmode ? 1 : n);
+    go.SetGlobalBuffer((__gm__ U *)out, n);
+    const U sa = t.amode ? ga.GetValue(0) : (U)0, sb = t.bmode ? gb.GetValue(0) : (U)0;
+    for (uint64_t it = GetBlockIdx(); it * TL < n; it += GetBlockNum()) {
+      const uint64_t e0 = it * TL;
+      const uint32_t m = (uint32_t)(n - e0 < TL ? n - e0 : TL);
+      moec_sync<HardEvent::MTE3_S>();
+      for (uint32_t i = 0; i < m; i++) {
+        const bool cond = gc.GetValue(e0 + i) != 0;
+        ob.SetValue(i, cond ? (t.amode ? sa : ga.GetValue(e0 + i)) : (t.bmode ? sb : gb.GetValue(e0 + i)));
+      }
+      moec_sync<HardEvent::S_MTE3>();
+      DataCopyPad(go[e0], ob, DataCopyExtParams{1, (uint32_t)(m * sizeof(U)), 0, 0, 0});
+    }
+  } else if (t.op == X_GATHER_EL) {
+    const uint64_t n = (uint64_t)t.n, L = (uint64_t)t.L, K = (uint64_t)t.k, inner = (uint64_t)t.inner;
+    GlobalTensor<int64_t> gi64;
+    GlobalTensor<int32_t> gi32, gst;
+    ga.SetGlobalBuffer((__gm__ U *)a, (uint64_t)t.outer * L * inner);
+    if (t.flags & 1) gi64.SetGlobalBuffer((__gm__ int64_t *)b, n);
+    else gi32.SetGlobalBuffer((__gm__ int32_t *)b, n);
+    gst.SetGlobalBuffer((__gm__ int32_t *)c, 1);
+    go.SetGlobalBuffer((__gm__ U *)out, n);
+    pipe.InitBuffer(bc, 32);  // the status word 1, written out by DMA (several cores may report it)
+    LocalTensor<int32_t> sv = bc.Get<int32_t>();
+    sv.SetValue(0, 1);
+    bool bad = false;
+    for (uint64_t it = GetBlockIdx(); it * TL < n; it += GetBlockNum()) {
+      const uint64_t e0 = it * TL;
+      const uint32_t m = (uint32_t)(n - e0 < TL ? n - e0 : TL);
+      moec_sync<HardEvent::MTE3_S>();
+      for (uint32_t i = 0; i < m; i++) {
+        const uint64_t e = e0 + i, ii = e % inner, o = e / inner / K;
+        int64_t id = (t.flags & 1) ? gi64.GetValue(e) : (int64_t)gi32.GetValue(e);
+        if (id < 0) id += (int64_t)L;
+        U v = (U)0;
+        if (id < 0 || id >= (int64_t)L) bad = true;
+        else v = ga.GetValue((o * L + (uint64_t)id) * inner + ii);
+        ob.SetValue(i, v);
+      }
+      moec_sync<HardEvent::S_MTE3>();
+      DataCopyPad(go[e0], ob, DataCopyExtParams{1, (uint32_t)(m * sizeof(U)), 0, 0, 0});
+    }
+    if (bad) DataCopyPad(gst, sv, DataCopyExtParams{1, 4, 0, 0, 0});
+  } else {  // X_CUMSUM over [outer, L, inner]: items (o, a chunk of W inner columns), rows staged R at a time
+    const uint64_t L = (uint64_t)t.L, inner = (uint64_t)t.inner;
+    const bool rev = t.flags & 1, excl = t.flags & 2;
+    const uint32_t W = (uint32_t)(inner < TL / 2 ? inner : TL / 2);      // columns per item
+    const uint32_t ss = bytes32(W * sizeof(U)) / sizeof(U);             // a staged row's stride (32-byte aligned)
+    uint32_t R = (uint32_t)(TL / ss);                                     // rows per copy out
+    R = R < 1 ? 1 : R > 4095 ? 4095 : R;
+    pipe.InitBuffer(bc, bytes32(W * sizeof(U)));                       // the running sums of the item's columns
+    LocalTensor<U> cb = bc.Get<U>();
+    ga.SetGlobalBuffer((__gm__ U *)a, (uint64_t)t.outer * L * inner);
+    go.SetGlobalBuffer((__gm__ U *)out, (uint64_t)t.outer * L * inner);
+    const uint64_t nch = (inner + W - 1) / W, items = (uint64_t)t.outer * nch;
+    for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+      const uint64_t o = it / nch, c0 = (it % nch) * W;
+      const uint32_t w = (uint32_t)(inner - c0 < W ? inner - c0 : W);
+      for (uint32_t i = 0; i < w; i++) cb.SetValue(i, (U)0);
+      for (uint64_t b0 = 0; b0 < L; b0 += R) {
+        const uint64_t lo = rev ? (L - b0 > R ? L - b0 - R : 0) : b0, hi = rev ? L - b0 : (b0 + R < L ? b0 + R : L);
+        moec_sync<HardEvent::MTE3_S>();
+        for (uint64_t s = 0; s < hi - lo; s++) {
+          const uint64_t l = rev ? hi - 1 - s : lo + s;
+          for (uint32_t i = 0; i < w; i++) {
+            const U prev = cb.GetValue(i), sum = (U)(prev + ga.GetValue((o * L + l) * inner + c0 + i));
+            cb.SetValue(i, sum);
+            ob.SetValue((uint32_t)(l - lo) * ss + i, excl ? prev : sum);
+          }
+        }
+        moec_sync<HardEvent::S_MTE3>();
+        DataCopyPad(go[(o * L + lo) * inner + c0], ob,
+                    DataCopyExtParams{(uint16_t)(hi - lo), (uint32_t)(w * sizeof(U)),
+                                      (uint32_t)((ss * sizeof(U) - bytes32(w * sizeof(U))) / 32),
+                                      (uint32_t)((inner - w) * sizeof(U)), 0});
+      }
+    }
+  }
+}
+
+// X_TOPK (V: float, half, bfloat16_t): rows of a [outer, L], G rows per copy out
+template <typename V>
+__aicore__ inline void index_topk_body(GM_ADDR a, GM_ADDR c, GM_ADDR out, const IndexTiling &t, TPipe &pipe) {
+  const uint64_t L = (uint64_t)t.L, K = (uint64_t)t.k, TL = (uint64_t)t.tile;
+  const bool largest = t.flags & 1;
+  GlobalTensor<V> ga, go;
+  GlobalTensor<int64_t> gi;
+  ga.SetGlobalBuffer((__gm__ V *)a, (uint64_t)t.outer * L);
+  go.SetGlobalBuffer((__gm__ V *)out, (uint64_t)t.outer * K);
+  gi.SetGlobalBuffer((__gm__ int64_t *)c, (uint64_t)t.outer * K);
+  TBuf<TPosition::VECCALC> bv, bi;
+  pipe.InitBuffer(bv, (uint32_t)(TL * sizeof(V)));
+  pipe.InitBuffer(bi, (uint32_t)(TL * 8));
+  LocalTensor<V> ov = bv.Get<V>();
+  LocalTensor<int64_t> oi = bi.Get<int64_t>();
+  const uint64_t G = TL / K, items = ((uint64_t)t.outer + G - 1) / G;  // (the host keeps K <= TL)
+  const float inf = 1.0f / 0.0f;
+  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+    const uint64_t r0 = it * G, nr = (uint64_t)t.outer - r0 < G ? (uint64_t)t.outer - r0 : G;
+    moec_sync<HardEvent::MTE3_S>();
+    for (uint64_t r = 0; r < nr; r++) {
+      const uint64_t base = (r0 + r) * L;
+      float pk = 0.f;
+      int64_t pi = -1;
+      for (uint64_t j = 0; j < K; j++) {
+        float bk = 0.f;
+        int64_t best = -1;
+        for (uint64_t e = 0; e < L; e++) {
+          float x = (float)ga.GetValue(base + e);
+          if (x != x) x = inf;  // NaN ranks as +inf
+          // after the previous pick (ordered by key, then index) and before the best so far
+          const bool after = pi < 0 || (largest ? (x < pk || (x == pk && (int64_t)e > pi))
+                                                 : (x > pk || (x == pk && (int64_t)e > pi)));
+          if (after && (best < 0 || (largest ? x > bk : x < bk))) {
+            bk = x;
+            best = (int64_t)e;
+          }
+        }
+        pk = bk;
+        pi = best;
+        ov.SetValue((uint32_t)(r * K + j), ga.GetValue(base + (uint64_t)best));
+        oi.SetValue((uint32_t)(r * K + j), best);
+      }
+    }
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(go[r0 * K], ov, DataCopyExtParams{1, (uint32_t)(nr * K * sizeof(V)), 0, 0, 0});
+    DataCopyPad(gi[r0 * K], oi, DataCopyExtParams{1, (uint32_t)(nr * K * 8), 0, 0, 0});
+  }
+}
+
+extern "C" __global__ __aicore__ void vec_index(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, GM_ADDR workspace,
+                                                GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  IndexTiling t;
+  load_tiling(tiling, t);
+  TPipe pipe;
+  if (t.op == X_CMP) {
+    if (t.esize == 8) index_cmp_body<int64_t>(a, b, out, t, pipe);
+    else index_cmp_body<int32_t>(a, b, out, t, pipe);
+  } else if (t.op == X_TOPK) {
+    if (t.vdt == 2) index_topk_body<half>(a, c, out, t, pipe);
+    else if (t.vdt == 1) index_topk_body<bfloat16_t>(a, c, out, t, pipe);
+    else index_topk_body<float>(a, c, out, t, pipe);
+  } else if (t.esize == 1) {
+    index_bits_body<uint8_t>(a, b, c, out, t, pipe);
+  } else if (t.esize == 2) {
+    index_bits_body<uint16_t>(a, b, c, out, t, pipe);
+  } else if (t.esize == 8) {
+    index_bits_body<uint64_t>(a, b, c, out, t, pipe);
+  } else {
+    index_bits_body<uint32_t>(a, b, c, out, t, pipe);
+  }
+}

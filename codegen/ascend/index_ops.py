@@ -1,0 +1,240 @@
+"""Integer and index ops on the NPU (issue 16 item 6): vec_index (kernels/vector_kernels.cpp), a kernel of the AI
+core's scalar unit, where int64 is a native type, so every result is exact:
+
+    comparisons of int64 / int32 tensors (longcat_flash's zero-computation experts: ``topk_indices >= E``),
+    Where of integer (or bool) values, integer cumsum (position ids from a padding mask), GatherElements, and
+    top-k outside the fused router (sorted, ties to the lowest index, NaN ranked as +inf: the reference's rule).
+
+The vector unit cannot do these exactly: its Compare takes half/float (integers past 2^24 collide) and it has no
+int64 arithmetic.  The scalar unit does one element per few cycles, so these are for the index-sized tensors of a
+decoder ([tokens, k] ids, a [batch, seq] mask), not for activations: the cost model says so (``estimate``).
+A cast to the tensor's own type is a copy (vec_copy).
+"""
+from __future__ import annotations
+
+import struct
+from typing import List, Optional
+
+import numpy as np
+
+from moec.ir.opdef import const_value
+from moec.codegen.ascend.launch_plan import Sym, device_op, shape_of, smax, smin, sprod
+
+CMP = {"moec.equal": 0, "moec.less": 1, "moec.less_equal": 2, "moec.greater": 3, "moec.greater_equal": 4}
+X_CMP, X_SELECT, X_CUMSUM, X_GATHER_EL, X_TOPK = range(5)
+FIELDS = ("op", "n", "esize", "amode", "bmode", "cmp", "outer", "L", "inner", "k", "flags", "vdt", "tile")
+INDEX_TILE = 4096      # output elements staged per copy out (at most 48 KiB of Unified Buffer: topk's values + ids)
+INT_DTYPES = ("i64", "i32")
+FLOAT_CODE = {"f32": 0, "bf16": 1, "f16": 2}
+SCALAR_CYCLES = 8      # cost model: scalar-unit cycles per element visited (an ESTIMATE, not measured)
+
+
+def _tiling(**kw):
+    if any(isinstance(v, Sym) for v in kw.values()):
+        from moec.codegen.ascend.launch_plan import Tiling
+        return Tiling([("i", kw.get(f, 0)) for f in FIELDS])
+    return struct.pack("<" + "i" * len(FIELDS), *[int(kw.get(f, 0)) for f in FIELDS])
+
+
+def handles(o) -> bool:
+    """Whether `o` belongs to vec_index (or is a same-type cast): index_reason decides if it runs there."""
+    n = o.name
+    if n in CMP:
+        return o.operands[0].type.dtype.mlir in INT_DTYPES
+    if n == "moec.select":
+        return o.results[0].type.dtype.mlir not in FLOAT_CODE
+    if n == "moec.cumsum":
+        return o.results[0].type.dtype.mlir in INT_DTYPES
+    if n == "moec.cast":
+        return o.operands[0].type.dtype == o.attrs["to"]
+    return n in ("moec.gather_elements", "moec.topk")
+
+
+def index_reason(m, o) -> Optional[str]:
+    """None when `o` runs on vec_index (or as a copy), else why it stays on the host."""
+    n = o.name
+    if n == "moec.cast":
+        return None
+    if n in CMP:
+        a, b = (v.type.dtype.mlir for v in o.operands[:2])
+        return None if a == b else f"comparison of {a} with {b}"
+    if n == "moec.select":
+        dts = {v.type.dtype for v in o.operands[1:3]} | {o.results[0].type.dtype}
+        if len(dts) != 1 or next(iter(dts)).itemsize not in (1, 2, 4, 8):
+            return f"select of values of several types or widths ({', '.join(sorted(d.mlir for d in dts))})"
+        return None
+    if n == "moec.cumsum":
+        if const_value(o.operands[1], m.weights) is None:
+            return "cumsum axis known only at run time"
+        return "cumsum of a scalar" if o.operands[0].type.rank == 0 else None
+    if n == "moec.gather_elements":
+        d, i = o.operands[0].type, o.operands[1].type
+        if d.dtype.itemsize not in (1, 2, 4, 8):
+            return f"gather_elements of {d.dtype.mlir} elements"
+        if i.dtype.mlir not in INT_DTYPES:
+            return "indices that are not i64 or i32"
+        a = o.attrs["axis"] % d.rank
+        for k, (dd, ii) in enumerate(zip(d.shape, i.shape)):
+            if k != a and dd != ii and dd != 1:
+                return "indices that differ from the data in a dimension other than the axis (data not 1 there)"
+        return None
+    if n == "moec.topk":
+        x = o.operands[0].type
+        if x.dtype.mlir not in FLOAT_CODE:
+            return f"top-k of {x.dtype.mlir} values (vec_index ranks f32, f16 or bf16)"
+        c = const_value(o.operands[1], m.weights)
+        if c is None:
+            return "k known only at run time"
+        k = int(np.asarray(c).reshape(-1)[0])
+        if not 1 <= k <= INDEX_TILE:
+            return f"k = {k} (vec_index takes 1..{INDEX_TILE})"
+        if x.rank == 0:
+            return "top-k of a scalar"
+        return None
+    return f"no AscendC kernel for {n}"
+
+
+def _bd(cores, items):
+    return smax(1, smin(cores, items))
+
+
+def _cdiv(a, b):
+    return (a + b - 1) // b if isinstance(a, Sym) else -(-int(a) // int(b))
+
+
+@device_op
+def launch(dev, o, args: List) -> List:
+    """Plan `o` on vec_index (``dev``: a launch_plan.Recorder): its result buffers."""
+    from moec.codegen.ascend.vector_ops import _contig, broadcast_shapes, copy_strided, expand_to
+    from moec.codegen.ascend.launch_plan import np_dtype
+    n = o.name
+    if n == "moec.cast":
+        x = dev.buf(args[0])
+        out = dev.new(x.shape, x.dtype)
+        copy_strided(dev, x, out, [x.size], [1], [1])
+        return [out]
+    if n in CMP or n == "moec.select":
+        vals = args[:2] if n in CMP else args[1:3]
+        vdt = np_dtype(o.operands[0 if n in CMP else 1].type.dtype.mlir)
+        out_shape = broadcast_shapes(*[shape_of(a) for a in args])
+        out = dev.new(out_shape, np.bool_ if n in CMP else vdt)
+        total = sprod(out_shape)
+        kw = dict(op=X_CMP if n in CMP else X_SELECT, n=total, esize=np.dtype(vdt).itemsize, tile=INDEX_TILE,
+                  cmp=CMP.get(n, 0))
+        ops = []
+        for key, v in (("amode", vals[0]), ("bmode", vals[1])):
+            sc = not isinstance(sprod(shape_of(v)), Sym) and int(sprod(shape_of(v))) == 1
+            kw[key] = int(sc)
+            b = dev.buf(v, vdt)
+            ops.append(b.reshape(-1) if sc else (b if tuple(b.shape) == tuple(out_shape) else expand_to(dev, b, out_shape)))
+        if n in CMP:
+            arrays = [ops[0], ops[1], ops[0], out]
+        else:
+            c = dev.buf(args[0], np.bool_)
+            c = c if tuple(c.shape) == tuple(out_shape) else expand_to(dev, c, out_shape)
+            arrays = [ops[0], ops[1], c, out]
+        if total:
+            dev.launch("vec_index", _bd(dev.cores, _cdiv(total, INDEX_TILE)), arrays, _tiling(**kw))
+        return [out]
+    if n == "moec.cumsum":
+        x = dev.buf(args[0])
+        shp = tuple(x.shape)
+        a = int(np.asarray(args[1]).reshape(-1)[0]) % len(shp)
+        outer, L, inner = sprod(shp[:a]), shp[a], sprod(shp[a + 1:])
+        out = dev.new(shp, x.dtype)
+        flags = (1 if o.attrs["reverse"] else 0) | (2 if o.attrs["exclusive"] else 0)
+        if sprod(shp):
+            W = inner if not isinstance(inner, Sym) and int(inner) < INDEX_TILE // 2 else None
+            nch = 1 if W is not None else _cdiv(inner, INDEX_TILE // 2)
+            dev.launch("vec_index", _bd(dev.cores, outer * nch), [x, x, x, out],
+                       _tiling(op=X_CUMSUM, esize=x.dtype.itemsize, outer=outer, L=L, inner=inner, flags=flags,
+                               tile=INDEX_TILE))
+        return [out]
+    if n == "moec.gather_elements":
+        data = dev.buf(args[0])
+        idx = args[1]
+        ishape = tuple(shape_of(idx))
+        a = o.attrs["axis"] % data.ndim
+        want = tuple(data.shape[k] if k == a else ishape[k] for k in range(data.ndim))
+        if tuple(data.shape) != want:  # data broadcast (dims of 1) to the indices' shape off the axis
+            st = _contig(data.shape)
+            sstr = [0 if k != a and data.shape[k] == 1 and want[k] != 1 else st[k] for k in range(data.ndim)]
+            d2 = dev.new(want, data.dtype)
+            copy_strided(dev, data, d2, list(want), sstr, _contig(want))
+            data = d2
+        i64 = np.dtype(getattr(idx, "dtype", np.int64)) == np.int64
+        ids = dev.buf(idx, np.int64 if i64 else np.int32)
+        out = dev.new(ishape, data.dtype)
+        total = sprod(ishape)
+        if total:
+            status = dev.new((8,), np.int32)
+            L = data.shape[a]
+            dev.launch("vec_index", _bd(dev.cores, _cdiv(total, INDEX_TILE)), [data, ids, status, out],
+                       _tiling(op=X_GATHER_EL, n=total, esize=data.dtype.itemsize, outer=sprod(want[:a]), L=L,
+                               inner=sprod(want[a + 1:]), k=ishape[a], flags=int(i64), tile=INDEX_TILE))
+            dev.check(status, f"gather_elements: index {{}} out of range [{-L}, {L})", ids.reshape(-1), -L, L)
+        return [out]
+    # top-k: the axis moved last by a copy when it is not, the results moved back
+    x = dev.buf(args[0])
+    shp = tuple(x.shape)
+    r = len(shp)
+    a = o.attrs["axis"] % r
+    k = int(np.asarray(args[1]).reshape(-1)[0])
+    L = shp[a]
+    if a != r - 1:
+        perm = [i for i in range(r) if i != a] + [a]
+        pshape = [shp[i] for i in perm]
+        st = _contig(shp)
+        xt = dev.new(tuple(pshape), x.dtype)
+        copy_strided(dev, x, xt, pshape, [st[i] for i in perm], _contig(pshape))
+        x = xt
+    outer = sprod(x.shape[:-1])
+    kshape = tuple(x.shape[:-1]) + (k,)
+    vals, ids = dev.new(kshape, x.dtype), dev.new(kshape, np.int64)
+    if k and sprod(kshape):
+        G = INDEX_TILE // k
+        dev.launch("vec_index", _bd(dev.cores, _cdiv(outer, G)), [x, x, ids, vals],
+                   _tiling(op=X_TOPK, outer=outer, L=L, k=k, flags=int(bool(o.attrs["largest"])), inner=1,
+                           vdt=FLOAT_CODE[o.operands[0].type.dtype.mlir], tile=INDEX_TILE))
+    if a != r - 1:  # [.., k] back to the axis' place
+        oshape = list(shp)
+        oshape[a] = k
+        inv = [i for i in range(r) if i != a] + [a]        # the moved layout's dims, in original dim numbers
+        kst = _contig(kshape)
+        sstr = [0] * r
+        for pos, dim in enumerate(inv):
+            sstr[dim] = kst[pos]
+        res = []
+        for b in (vals, ids):
+            ob = dev.new(tuple(oshape), b.dtype)
+            copy_strided(dev, b, ob, oshape, sstr, _contig(oshape))
+            res.append(ob)
+        return res
+    return [vals, ids]
+
+
+def estimate(o, T: int, hw: dict, clock_hz: float, launch_s: float) -> dict:
+    """Cost-model ESTIMATE: elements visited by the scalar unit (top-k: k passes over each row) at
+    SCALAR_CYCLES each, over the AIV cores the work spreads to, against the bytes over HBM."""
+    def numel(v):
+        return int(np.prod([d if isinstance(d, int) else T for d in v.type.shape], dtype=np.int64))
+    n_out = sum(numel(r) for r in o.results)
+    n_in = numel(o.operands[0])
+    if o.name == "moec.topk":
+        x = o.operands[0].type
+        L = x.shape[o.attrs["axis"] % x.rank]
+        L = L if isinstance(L, int) else T
+        k = max(1, numel(o.results[0]) * max(1, L) // max(1, n_in))
+        visits = n_in * k
+        items = max(1, n_in // max(1, L))
+    else:
+        visits = max(n_in, n_out)
+        items = max(1, -(-n_out // INDEX_TILE))
+    cores = max(1, min(hw["aiv"], items))
+    kern = "vec_copy" if o.name == "moec.cast" else "vec_index"
+    t_s = 0.0 if kern == "vec_copy" else visits * SCALAR_CYCLES / (cores * clock_hz)
+    t_hbm = 8 * (n_in + n_out) / hw["hbm"]
+    t = max(t_s, t_hbm) + launch_s
+    bound = max((t_s, "scalar unit"), (t_hbm, "HBM"), (launch_s, "launch"))[1]
+    return {"kernel": kern, "tokens": T, "blockDim": cores, "estimate_us": round(t * 1e6, 2), "bound": bound,
+            "hbm_fraction": round(t_hbm / t, 4)}
