@@ -141,3 +141,52 @@ def test_kv_ops_c_kernels_equal_references():
         np.testing.assert_allclose(y, want, atol=2e-6, rtol=0)
         got_ref = OPS["moec.kv_attention"].reference(ref, q, k0, v0, np.array([p]), mask)[0]
         np.testing.assert_allclose(got_ref, want, atol=0, rtol=0)
+
+
+def test_kv_attention_reads_only_the_filled_rows(tmp_path):
+    """moec.kv_attention's C kernel reads the first L = pos + S rows of the buffers only (a step costs O(L),
+    not O(capacity)): every row past L is NaN, and the output stays finite and equal to attention over the
+    valid rows; prefill-sized (S >= 4: keys packed), decode-sized (S < 4) and GQA, with and without a mask."""
+    from moec.driver import CompileOptions, compile_module
+    from moec.ir import parse_module
+    from moec.ir.opdef import OPS
+    from moec.targets import backend as target_backend
+    M, D = 40, 16
+
+    def build(masked):
+        mt = ', %mask: tensor<1x1x?x?xf32>' if masked else ""
+        mo = ", %mask" if masked else ""
+        mty = ", tensor<1x1x?x?xf32>" if masked else ""
+        src = f"""module {{
+  func.func @main(%q: tensor<1x4x?x{D}xf32, "S">, %kb: tensor<1x2x{M}x{D}xf32>, %vb: tensor<1x2x{M}x{D}xf32>, %pos: tensor<1xi64>{mt}) -> (tensor<1x4x?x{D}xf32, "S">) attributes {{moec.inputs = ["q", "kb", "vb", "pos"{', "mask"' if masked else ""}], moec.outputs = ["y"]}} {{
+    %y = "moec.kv_attention"(%q, %kb, %vb, %pos{mo}) {{scale = 0.25 : f64, causal = true}} : (tensor<1x4x?x{D}xf32, "S">, tensor<1x2x{M}x{D}xf32>, tensor<1x2x{M}x{D}xf32>, tensor<1xi64>{mty}) -> tensor<1x4x?x{D}xf32, "S">
+    func.return %y : tensor<1x4x?x{D}xf32, "S">
+  }}
+}}"""
+        d = str(tmp_path / f"a{int(masked)}")
+        compile_module(parse_module(src), "kvnan", d, CompileOptions(verify=False))
+        return target_backend("cpu").load(d)
+
+    att = OPS["moec.attention"]
+    ref = att.__new__(att)
+    ref.attrs = {"scale": 0.25, "causal": True}
+    rng = np.random.default_rng(3)
+    for masked in (False, True):
+        art = build(masked)
+        for p, s in ((0, 1), (5, 1), (0, 9), (7, 6), (30, 2), (M - 3, 3), (20, 20)):
+            L = p + s
+            kb = np.full((1, 2, M, D), np.nan, np.float32)
+            vb = np.full((1, 2, M, D), np.nan, np.float32)
+            kb[:, :, :L] = rng.standard_normal((1, 2, L, D))
+            vb[:, :, :L] = rng.standard_normal((1, 2, L, D))
+            q = rng.standard_normal((1, 4, s, D)).astype(np.float32)
+            feed = [q, kb, vb, np.array([p])]
+            mask = None
+            if masked:
+                mask = np.where(rng.random((1, 1, s, L)) < 0.3, -np.inf, 0.0).astype(np.float32)
+                mask[..., 0] = 0.0
+                feed.append(mask)
+            y = art(feed)[0]
+            assert np.isfinite(y).all(), (masked, p, s)
+            want = ref.reference(q, kb[:, :, :L], vb[:, :, :L], mask)[0]
+            np.testing.assert_allclose(y, want, atol=2e-6, rtol=0, err_msg=f"masked={masked} pos={p} S={s}")

@@ -69,6 +69,8 @@ typedef struct {
   int64_t Tp;
   float *y;
   int64_t B, Hq, Hkv, S, T, D, Dv, Dvp, nqb;
+  int64_t kcap; /* rows per (batch, kv head) in k and v (>= T: a KV-cache buffer's capacity; rows >= T are
+                 * never read) */
   int64_t ms[4]; /* mask broadcast strides over [B, Hq, S, T] */
   float scale;
   int causal;
@@ -81,8 +83,8 @@ static void att_task(void *arg, int64_t item) {
   const int64_t hk = h / (a->Hq / a->Hkv), D = a->D, Dv = a->Dv, Dvp = a->Dvp, T = a->T, S = a->S;
   const int64_t i0 = qb * QB, i1 = i0 + QB < S ? i0 + QB : S, nr = i1 - i0;
   const float *Q = a->q + ((b * a->Hq + h) * S + i0) * D;
-  const float *K = a->k + (b * a->Hkv + hk) * T * D;
-  const float *V = a->v + (b * a->Hkv + hk) * T * Dv;
+  const float *K = a->k + (b * a->Hkv + hk) * a->kcap * D;
+  const float *V = a->v + (b * a->Hkv + hk) * a->kcap * Dv;
   float *Y = a->y + ((b * a->Hq + h) * S + i0) * Dv;
   /* per task: the accumulators [R][Dvp]; only where needed: q rows copied zero-padded to whole row quads,
    * the key block transposed [D][KB] (when K^T was not packed for every task), the value block [KB][Dvp]
@@ -248,7 +250,7 @@ static void att_task(void *arg, int64_t item) {
 static void kt_pack_task(void *arg, int64_t bh) {
   att_args *a = (att_args *)arg;
   const int64_t D = a->D, T = a->T, Tp = a->Tp;
-  const float *K = a->k + bh * T * D;
+  const float *K = a->k + bh * a->kcap * D;
   float tile[16][16];
   for (int64_t p0 = 0; p0 < Tp; p0 += KB) {
     float *o = a->kt + bh * D * Tp + p0 * D;
@@ -266,16 +268,23 @@ static void kt_pack_task(void *arg, int64_t bh) {
 
 int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
                      const moec_tensor *mask, double scale, int causal, moec_tensor *y) {
+  return moec_attention_rows(ctx, q, k, v, k->rank == 4 ? k->shape[2] : 0, mask, scale, causal, y);
+}
+
+int moec_attention_rows(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v, int64_t T,
+                        const moec_tensor *mask, double scale, int causal, moec_tensor *y) {
   if (q->dtype != MOEC_F32 || k->dtype != MOEC_F32 || v->dtype != MOEC_F32 || (mask && mask->dtype != MOEC_F32))
     return moec_fail(ctx, "attention: the kernel takes f32 q, k, v and mask");
   if (q->rank != 4 || k->rank != 4 || v->rank != 4 || (mask && mask->rank > 4))
     return moec_fail(ctx, "attention: q, k, v must have rank 4, the mask at most 4");
   const int64_t B = q->shape[0], Hq = q->shape[1], S = q->shape[2], D = q->shape[3];
-  const int64_t Hkv = k->shape[1], T = k->shape[2], Dv = v->shape[3];
-  if (k->shape[0] != B || v->shape[0] != B || k->shape[3] != D || v->shape[1] != Hkv || v->shape[2] != T)
+  const int64_t Hkv = k->shape[1], kcap = k->shape[2], Dv = v->shape[3];
+  if (T < 0 || T > kcap)
+    return moec_fail(ctx, "attention: %lld key rows asked of buffers of %lld", (long long)T, (long long)kcap);
+  if (k->shape[0] != B || v->shape[0] != B || k->shape[3] != D || v->shape[1] != Hkv || v->shape[2] != kcap)
     return moec_fail(ctx, "attention: q [%lld,%lld,%lld,%lld], k [%lld,%lld,%lld,%lld], v [%lld,%lld,%lld,%lld] do not fit",
                      (long long)B, (long long)Hq, (long long)S, (long long)D, (long long)k->shape[0],
-                     (long long)Hkv, (long long)T, (long long)k->shape[3], (long long)v->shape[0],
+                     (long long)Hkv, (long long)kcap, (long long)k->shape[3], (long long)v->shape[0],
                      (long long)v->shape[1], (long long)v->shape[2], (long long)Dv);
   if (Hkv == 0 ? Hq != 0 : Hq % Hkv)
     return moec_fail(ctx, "attention: %lld query heads are not a multiple of %lld key/value heads", (long long)Hq,
@@ -284,7 +293,7 @@ int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, 
   int64_t out[4] = {B, Hq, S, Dv}, sc[4] = {B, Hq, S, T};
   const int64_t Dvp = (Dv + 2 * VL - 1) / (2 * VL) * (2 * VL);
   att_args a = {q->data, k->data, v->data, NULL, NULL, 0, NULL, B, Hq, Hkv, S, T, D, Dv, Dvp, (S + QB - 1) / QB,
-                {0, 0, 0, 0}, (float)scale, causal, 0};
+                kcap, {0, 0, 0, 0}, (float)scale, causal, 0};
   if (mask) {
     for (int i = 0; i < mask->rank; i++) {
       int64_t want = sc[4 - mask->rank + i];
@@ -303,7 +312,7 @@ int moec_k_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, 
   /* (k's element count padded: its T rows to Tp, at most KB - 1 more per (batch, head, d); checked) */
   int64_t ktn = 0, Tp = (T + KB - 1) / KB * KB;
   if (B && Hkv && S >= 4 && T && D) { /* (decode-sized queries read K's rows in place instead) */
-    if (moec_mul_size(ctx, k->numel / T, Tp, &ktn)) return -1;
+    if (moec_mul_size(ctx, k->numel / kcap, Tp, &ktn)) return -1;
     a.kt = (float *)moec_scratch_alloc(sizeof(float) * (size_t)ktn);
     a.Tp = Tp;
     if (a.kt) moec_parallel_for(ctx, B * Hkv, kt_pack_task, &a);

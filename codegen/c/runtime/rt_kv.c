@@ -1,5 +1,4 @@
 /* KV-cache kernels (issue 17 item 4): see rt_kv.h. */
-#include <math.h>
 #include <string.h>
 
 #include "rt_attention.h"
@@ -43,41 +42,11 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
   if (np_ != 1) return moec_fail(ctx, "kv_attention position must hold one value");
   if (q->rank != 4 || k->rank != 4 || v->rank != 4) return moec_fail(ctx, "kv_attention: q, k, v must have rank 4");
   if (q->dtype != MOEC_F32 || (mask && mask->dtype != MOEC_F32)) return moec_fail(ctx, "kv_attention: f32 only");
-  const int64_t B = q->shape[0], Hq = q->shape[1], S = q->shape[2], M = k->shape[2], L = p[0] + S;
-  if (p[0] < 0 || L > M || v->shape[2] != M)
-    return moec_fail(ctx, "kv_attention: rows 0..%lld do not fit caches of %lld / %lld", (long long)L, (long long)M,
-                     (long long)v->shape[2]);
-  int64_t sc[4] = {B, Hq, S, L}, ms[4] = {0, 0, 0, 0};
-  int64_t Hm = 1;
-  if (mask) {
-    if (mask->rank > 4) return moec_fail(ctx, "kv_attention: mask rank above 4");
-    for (int i = 0; i < mask->rank; i++) {
-      int64_t want = sc[4 - mask->rank + i];
-      if (mask->shape[i] != 1 && mask->shape[i] != want)
-        return moec_fail(ctx, "kv_attention: the mask's dim %d (%lld) does not broadcast to %lld", i,
-                         (long long)mask->shape[i], (long long)want);
-    }
-    moec_broadcast_strides(mask, 4, sc, ms);
-    if (mask->rank >= 3 && mask->shape[mask->rank - 3] != 1) Hm = Hq;
-  }
-  int64_t shp[4] = {B, Hm, S, M};
-  moec_tensor full;
-  memset(&full, 0, sizeof full);
-  if (moec_alloc(ctx, &full, MOEC_F32, 4, shp)) return -1;
-  float *f = (float *)full.data;
-  const float *mk = mask ? (const float *)mask->data : NULL;
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t h = 0; h < Hm; h++)
-      for (int64_t i = 0; i < S; i++) {
-        float *row = f + ((b * Hm + h) * S + i) * M;
-        for (int64_t j = 0; j < M; j++) {
-          float x;
-          if (j >= L || (causal && j > p[0] + i)) x = -INFINITY;
-          else x = mk ? mk[b * ms[0] + h * ms[1] + i * ms[2] + j * ms[3]] : 0.0f;
-          row[j] = x;
-        }
-      }
-  int rc = moec_k_attention(ctx, q, k, v, &full, scale, 0, y);
-  moec_release(&full);
-  return rc;
+  const int64_t S = q->shape[2], M = k->shape[2];
+  if (p[0] < 0 || p[0] > M || S > M - p[0] || v->shape[2] != M)
+    return moec_fail(ctx, "kv_attention: rows 0..%lld + %lld do not fit caches of %lld / %lld", (long long)p[0],
+                     (long long)S, (long long)M, (long long)v->shape[2]);
+  const int64_t L = p[0] + S;
+  /* the first L rows only: decode reads O(L) bytes per step, whatever the buffers' capacity */
+  return moec_attention_rows(ctx, q, k, v, L, mask, scale, causal, y);
 }
