@@ -75,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer/UBSan (debugging)")
     c.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES),
                    help="storage of the routed experts' weights: f32 (as in the model), bf16, int8 (per "
-                        "output channel), int4 (grouped), w8a8 (int8 weights and activations; cpu and ascend), fp8 "
+                        "output channel), int4 (grouped), w8a8 (int8 weights and activations; cpu and ascend), w4a8 (int4 weights, int8 "
+                        "activations; cpu), fp8 "
                         "(float8 e4m3 per output channel; triton only, GPUs with fp8: sm_89+); verified against "
                         "the dequantised reference")
     c.add_argument("--activations", default="none", choices=list(ACTIVATIONS),
                    help="the expert GEMMs' inputs: none (as the model, the default), or quantised per token "
-                        "at run time to the weights' format: int8 with --weights int8 (= --weights w8a8), fp8 "
+                        "at run time: int8 with --weights int8 (= --weights w8a8), int8 with --weights int4 (= w4a8: a "
+                        "scale per row and int4 group, integer dot products; cpu), fp8 "
                         "with --weights fp8 (e4m3 rows, fp8 x fp8 dots with f32 accumulation; triton)")
     c.add_argument("--group-size", type=int, default=64, metavar="G",
                    help="int4: weights per scale group along the reduction (32, 64, 128; 0 = whole row)")

@@ -256,7 +256,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             on a GPU with fp8 -- sm_89+ -- or the interpreter); quantised builds are checked against their
             dequantised reference and their quantisation error is bounded.
         activations: "none" (the default: the expert GEMMs' inputs as the model), or "int8" with
-            weights="int8" (= "w8a8") or "fp8" with weights="fp8" (per-token e4m3 activations, fp8 x fp8
+            weights="int8" (= "w8a8"), "int8" with weights="int4" (= "w4a8": a scale per row and
+            int4 group, integer dot products; cpu target), or "fp8" with weights="fp8" (per-token e4m3 activations, fp8 x fp8
             dots with f32 accumulation; triton target).
         verify: compare the compiled code with the original on seeded inputs at several token
             counts (the module's own eager output, or onnxruntime for ONNX) and raise

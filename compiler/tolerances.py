@@ -93,8 +93,12 @@ TOLERANCES: Dict[str, Tolerance] = {
 #         per-row scale changes which binade an element falls in, not the 2^-4 / m relative step).  Four
 #         sources (x, w_in, the activation, w_out), independent, in quadrature: 2 * 0.027 = 0.054; x3
 #         margin -> 0.16.  Half of its variance is the activations' rounding, as for w8a8.
+#   w4a8 (int4 weights, dynamic int8 activations with a scale per row and int4 group): the weights' int4
+#         error (~0.1 per projection) dominates; the activations' rounding is w8a8's or finer (a scale per
+#         group of G elements instead of per row: a smaller max / rms), ~0.01 per GEMM input, which adds
+#         sqrt(0.1^2 + 0.01^2) / 0.1 - 1 = 0.5% in quadrature: int4's bound, 0.5.
 QUANT_ERROR_BOUNDS: Dict[str, float] = {"bf16": 0.01, "int8": 0.05, "int4": 0.5, "w8a8": 0.07, "fp8": 0.11,
-                                        "fp8a8": 0.16}
+                                        "fp8a8": 0.16, "w4a8": 0.5}
 
 # Tolerance against the quantised module's own reference semantics, where the f32 one cannot hold.
 #   bf16: see above (one flipped bf16 rounding of a GEMM input moves a term by 2^-8 relative).
@@ -124,8 +128,13 @@ QUANT_ERROR_BOUNDS: Dict[str, float] = {"bf16": 0.01, "int8": 0.05, "int4": 0.5,
 #         that is no fixed tolerance (a term of ~1/14 of the largest against an output of ~sqrt(D)
 #         terms), so fp8a8 keeps the bf16 element tolerance for the unflipped elements and judges the
 #         rest per token with the flip criterion below, its bound FLIP_TOKEN_BOUNDS["fp8a8"].
+#   w4a8: as w8a8, per group: the int8 codes of the GEMM inputs are exact functions of the f32 input
+#         (same f32 scale max|group| / 127, same f32 division, rint) on both sides and the group dot
+#         products exact int32 sums, so only an f32-rounding flip of one code moves a term, by one step
+#         s = max|group| / 127 <= max|row| / 127 -- at most w8a8's step: w8a8's tolerance (bf16's) and
+#         flip criterion.  The weight side is int4's exactly ((q - z) s, the same values as weight-only).
 QUANT_VERIFY_TOLERANCE: Dict[str, "Tolerance"] = {"bf16": TOLERANCES["bf16"], "w8a8": TOLERANCES["bf16"],
-                                                  "fp8a8": TOLERANCES["bf16"]}
+                                                  "fp8a8": TOLERANCES["bf16"], "w4a8": TOLERANCES["bf16"]}
 
 # w8a8 on a whole model: flipped int8 codes propagate.  Once one code of a token's GEMM input flips (the
 # compiled and the reference activation differ by f32 rounding and one element sits within an ulp of a
@@ -155,7 +164,11 @@ W8A8_FLIP_TOKEN_BOUND = 0.07
 W8A8_FLIP_ELEMENT_SIGMAS = 6.0
 # the same argument for fp8a8 (per-token e4m3 activations): half of QUANT_ERROR_BOUNDS["fp8a8"]'s variance
 # is the activations' rounding, so two independent roundings differ by sqrt(2) * sqrt(1/2) * 0.16 = 0.16
-FLIP_TOKEN_BOUNDS: Dict[str, float] = {"w8a8": W8A8_FLIP_TOKEN_BOUND, "fp8a8": QUANT_ERROR_BOUNDS["fp8a8"]}
+# w4a8: the activations' share of the error is w8a8's (~0.01 per GEMM input, per-group scales only finer),
+# so two independent roundings of a flipped token differ by at most what they do under w8a8: w8a8's bound
+# (not int4's 0.5: the int4 weights are the same on both sides and cancel).
+FLIP_TOKEN_BOUNDS: Dict[str, float] = {"w8a8": W8A8_FLIP_TOKEN_BOUND, "fp8a8": QUANT_ERROR_BOUNDS["fp8a8"],
+                                       "w4a8": W8A8_FLIP_TOKEN_BOUND}
 
 
 def w8a8_flip_check(got, want, tol: "Tolerance" = None, token_bound: float = W8A8_FLIP_TOKEN_BOUND) -> Dict[str, object]:

@@ -883,14 +883,14 @@ def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_modu
                     c2 = compare(f.output_names, ref, want)
                     trial["interpreter_vs_onnxruntime"] = {"ok": c2.ok, "max_abs_err": c2.max_abs_err}
         tol_override = None
-        if quantized and opts.weights in ("bf16", "w8a8", "fp8a8"):
-            from moec.tolerances import QUANT_VERIFY_TOLERANCE
+        from moec.tolerances import FLIP_TOKEN_BOUNDS, QUANT_VERIFY_TOLERANCE
+        if quantized and opts.weights in QUANT_VERIFY_TOLERANCE:
             tol_override = QUANT_VERIFY_TOLERANCE[opts.weights]  # quantised GEMM inputs (see tolerances.py)
         c = compare(f.output_names, got, want, tol_override)
         trial.update(ok=c.ok, max_abs_err=c.max_abs_err, max_rel_err=c.max_rel_err, outputs=c.per_output)
-        if quantized and opts.weights in ("w8a8", "fp8a8") and not c.ok:
+        if quantized and opts.weights in FLIP_TOKEN_BOUNDS and not c.ok:
             # flipped int8 / e4m3 codes of the activations (tolerances.py: the per-token model)
-            from moec.tolerances import FLIP_TOKEN_BOUNDS, w8a8_flip_check
+            from moec.tolerances import w8a8_flip_check
             fc = w8a8_flip_check(got, want, token_bound=FLIP_TOKEN_BOUNDS[opts.weights])
             trial["w8a8_flipped_tokens"] = fc
             if fc["ok"]:

@@ -13,6 +13,10 @@ W4A16 / fp8); elsewhere x, biases and routing weights are widened to f32 around 
   input row (the token's hidden vector, the activation between the projections) is quantised
   symmetrically at run time, ``s = max|row| / 127``, and the products are exact int32 sums (VNNI
   ``vpdpbusd`` on CPUs that have it, a portable integer loop otherwise).
+* ``w4a8`` (``--weights int4 --activations int8``): int4 weights as below plus dynamic int8 activations
+  with one scale per row and int4 group (``aq=int8``, ``s = max|group| / 127``): the products are exact
+  int32 sums per group (nibbles x int8 codes, VNNI ``vpdpbusd`` or AVX-512BW ``vpmaddubsw`` where the
+  build host has them, a portable integer loop otherwise), scaled by the weight and activation scales.
 * ``fp8``: float8 e4m3fn (3 mantissa bits, max 448, ir/fp8.py) per output channel,
   ``s = max|w_row| / 448``, ``q = e4m3(w / s)`` rounded to nearest even and saturated, stored as uint8
   bit patterns.  Weight-only: the GEMM inputs stay f32 (the Triton kernels decode the tiles in
@@ -57,9 +61,9 @@ from moec.ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
 from moec.passes.base import Pass, register_pass
 from moec.passes.moe_util import layer_of
 
-MODES = ("f32", "bf16", "int8", "int4", "w8a8", "fp8", "fp8a8")
+MODES = ("f32", "bf16", "int8", "int4", "w8a8", "w4a8", "fp8", "fp8a8")
 # modes that quantise the GEMM inputs too: mode -> (the weights' storage wq, the activations' aq)
-ACT_MODES = {"w8a8": ("int8", "int8"), "fp8a8": ("fp8", "fp8")}
+ACT_MODES = {"w8a8": ("int8", "int8"), "w4a8": ("int4", "int8"), "fp8a8": ("fp8", "fp8")}
 ACTIVATIONS = ("none", "int8", "fp8")
 
 
@@ -70,8 +74,8 @@ def wq_aq(mode: str) -> Tuple[str, str]:
 
 def mode_for(weights: str, activations: str = "none") -> str:
     """The weight mode of ``--weights W --activations A`` (``moec.compile(weights=, activations=)``): A
-    "none" keeps W; A quantises the GEMM inputs with the same format as the weights (int8 -> w8a8,
-    fp8 -> fp8a8).  ValueError (a one-line message for the user) for any other pair."""
+    "none" keeps W; A quantises the GEMM inputs (int8 with int8 weights -> w8a8, int8 with int4 weights
+    -> w4a8, fp8 with fp8 weights -> fp8a8).  ValueError (a one-line message for the user) for any other pair."""
     if activations in ("none", None):
         return weights
     for m, (wq, aq) in ACT_MODES.items():
@@ -79,7 +83,7 @@ def mode_for(weights: str, activations: str = "none") -> str:
             return m
     pairs = ", ".join(f"--weights {wq} --activations {aq}" for wq, aq in ACT_MODES.values())
     raise ValueError(f"--activations {activations} with --weights {weights}: quantised activations come with "
-                     f"weights of the same format ({pairs})")
+                     f"weights of the same format, or int8 with int4 ({pairs})")
 SCOPES = ("all", "experts")
 
 
@@ -207,7 +211,7 @@ class QuantizeWeights(Pass):
                 if why is None and self.mode not in self.dense_modes:
                     why = (f"this target has no dense {self.mode} kernels" if self.dense_modes else
                            "this target has no dense quantised kernels")
-                if why is None and self.mode == "int4":
+                if why is None and wq_aq(self.mode)[0] == "int4":
                     K = plan["K"]
                     if K % 2 or (self.group and K % self.group):
                         why = f"int4 needs K ({K}) even and divisible by the group size ({self.group})"
@@ -295,7 +299,7 @@ class QuantizeWeights(Pass):
         for v in ex.operands[4:6]:
             if v.owner is None or v.owner.name != "moec.constant" or const_value(v, m.weights) is None:
                 return "expert weights are computed at run time, not constants"
-        if self.mode == "int4":
+        if wq_aq(self.mode)[0] == "int4":
             for v in ex.operands[4:6]:
                 K = v.type.shape[2]
                 if K % 2 or (self.group and K % self.group):
@@ -336,7 +340,7 @@ class QuantizeWeights(Pass):
                 stored[nm], quant["s_" + nm] = q, s
                 if z is not None:
                     quant["z_" + nm] = z
-        if self.mode == "int4":
+        if wmode == "int4":
             info.update(group=self.group or "row", zero_point=bool(self.zero_point))
         if wmode == "fp8":
             info["format"] = "float8 e4m3fn, per output channel scale max|row| / 448"
@@ -344,14 +348,17 @@ class QuantizeWeights(Pass):
             info["activations"] = "float8 e4m3fn, dynamic per token (max|row| / 448)"
         if self.mode == "w8a8":
             info["activations"] = "int8, dynamic per token (symmetric, max|row| / 127)"
+        if self.mode == "w4a8":
+            info["activations"] = (f"int8, dynamic per token and group of {self.group or 'the whole row'} "
+                                   "(symmetric, max|group| / 127)")
         wq = wq_aq(self.mode)[0]
         consts = [_const_op(m, stored[nm], f"experts_{nm}_{wq}") for nm in ("w_in", "w_out")]
         qconsts = [_const_op(m, quant[key], f"experts_{key}") for key in ("s_w_in", "s_w_out", "z_w_in", "z_w_out")
                    if key in quant]
         info["bytes"] = int(sum(c.results[0].type.numel() * c.results[0].type.dtype.itemsize
                                 for c in consts + qconsts))
-        attrs = dict(ex.attrs, wq=wq, aq=wq_aq(self.mode)[1], wq_group=self.group if self.mode == "int4" else 0,
-                     wq_zp=bool(self.mode == "int4" and self.zero_point))
+        attrs = dict(ex.attrs, wq=wq, aq=wq_aq(self.mode)[1], wq_group=self.group if wq == "int4" else 0,
+                     wq_zp=bool(wq == "int4" and self.zero_point))
         ops = [x] + list(ex.operands[1:4]) + [consts[0].results[0], consts[1].results[0]] + \
             [v for v in (b_in, b_out, rw) if v is not None] + [c.results[0] for c in qconsts]
         rtype = ex.results[0].type.with_dtype(DType.F32) if widen else ex.results[0].type
@@ -374,7 +381,7 @@ class QuantizeWeights(Pass):
         act = o.attrs["activation"]
         if act not in ("swiglu", "silu", "relu", "identity"):
             return f"shared experts with the {act} activation (not decomposed)"
-        if self.mode == "int4":
+        if wq_aq(self.mode)[0] == "int4":
             D, F = o.operands[1].type.shape[2], o.operands[2].type.shape[2]
             for K in (D, F):
                 if K % 2 or (self.group and K % self.group):

@@ -50,6 +50,7 @@ def target_for(name: str, arch: str = "native") -> TargetDesc:
 # how a weight mode is named in a message, and what to use instead where it is not implemented
 _MODE_TEXT = {"int4": ("--weights int4 is", "int8"), "fp8": ("fp8 (float8 e4m3) expert weights are", "int8 (or bf16)"),
               "w8a8": ("--weights w8a8 (int8 activations) is", "int8 (int8 weights, f32 activations)"),
+              "w4a8": ("--weights int4 --activations int8 (int8 activations) is", "int4 (int4 weights, f32 activations)"),
               "fp8a8": ("--weights fp8 --activations fp8 (fp8 activations) is",
                         "w8a8 (int8 weights and activations)")}
 

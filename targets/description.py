@@ -19,8 +19,8 @@ from moec.targets.base import TargetDesc
 
 # the weight modes each target's kernels implement (TargetDesc.weight_modes: read by the driver's option
 # checks, the quantize pass, conformance and the Ascend plan)
-CPU_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8")
-CPU_DENSE_WEIGHTS = ("bf16", "int8", "int4", "w8a8")  # on dense linear layers too (moec.linear_q), every build
+CPU_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8", "w4a8")  # w4a8: int4 weights, per-group int8 activations
+CPU_DENSE_WEIGHTS = ("bf16", "int8", "int4", "w8a8", "w4a8")  # on dense linear layers too (moec.linear_q), every build
 TRITON_WEIGHTS = ("f32", "bf16", "int8", "int4", "fp8", "fp8a8")  # fp8a8: fp8 weights and per-token fp8 activations
 ASCEND_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8")
 

@@ -158,7 +158,8 @@ QUANT_ATTRS = {
                                           "fp8 (e4m3fn bit patterns, per channel)"),
     "wq_group": Attr("int", 0, doc="int4: elements per scale group along K (0: the whole row)"),
     "wq_zp": Attr("bool", False, doc="int4: explicit zero points (else symmetric, zero point 8)"),
-    "aq": Attr("str", "none", ACT_QUANT, "GEMM inputs: none (as x), int8 (dynamic per-row symmetric; needs wq=int8) or fp8 "
+    "aq": Attr("str", "none", ACT_QUANT, "GEMM inputs: none (as x), int8 (dynamic symmetric per row, with wq=int8 -- w8a8 -- or "
+                                      "per row and wq_group elements, with wq=int4 -- w4a8) or fp8 "
                                       "(dynamic per-row e4m3, max|row| / 448; needs wq=fp8)"),
 }
 
@@ -441,19 +442,30 @@ def round_bf16(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).astype(ml_dtypes.bfloat16).astype(np.asarray(a).dtype)
 
 
-def quantize_rows_int8(a: np.ndarray):
+def quantize_rows_int8(a: np.ndarray, group: int = 0):
     """Dynamic per-row symmetric int8: s = max|row| / 127 (1 for an all-zero row), q = rint(row / s)
-    clipped to +-127, computed in f32 exactly as the kernels do.  Returns (q int8, s f32 [rows])."""
+    clipped to +-127, computed in f32 exactly as the kernels do.  Returns (q int8, s f32 [rows]).
+    ``group`` G > 0 (w4a8: int4 weights' scale group): one scale per G consecutive elements of a row
+    instead, s f32 [rows, K/G] (G must divide K)."""
     a = np.asarray(a, np.float32)
+    if group:
+        K = a.shape[-1]
+        q, s = quantize_rows_int8(a.reshape(a.shape[:-1] + (K // group, group)))
+        return q.reshape(a.shape), s
     amax = np.max(np.abs(a), axis=-1) if a.shape[-1] else np.zeros(a.shape[:-1], np.float32)
     s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
     q = np.clip(np.rint(a / s[..., None]), -127, 127).astype(np.int8)
     return q, s
 
 
-def fake_quant_rows_int8(a: np.ndarray) -> np.ndarray:
-    """The values the w8a8 kernels multiply: q * s per row (see ``quantize_rows_int8``)."""
-    q, s = quantize_rows_int8(a)
+def fake_quant_rows_int8(a: np.ndarray, group: int = 0) -> np.ndarray:
+    """The values the w8a8 / w4a8 kernels multiply: q * s per row or per group of ``group`` elements of
+    a row (see ``quantize_rows_int8``)."""
+    q, s = quantize_rows_int8(a, group)
+    if group:
+        K = q.shape[-1]
+        s = np.repeat(s, group, axis=-1)[..., :K] if K else s
+        return (q.astype(np.float32) * s).astype(np.asarray(a).dtype)
     return (q.astype(np.float32) * s[..., None]).astype(np.asarray(a).dtype)
 
 
@@ -475,15 +487,16 @@ def fake_quant_rows_fp8(a: np.ndarray) -> np.ndarray:
 
 
 def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, bf16_acts: bool = False,
-        int8_acts: bool = False, fp8_acts: bool = False) -> np.ndarray:
+        int8_acts: bool = False, fp8_acts: bool = False, act_group: int = 0) -> np.ndarray:
     """One expert on rows x [n, D]: w_out @ act(w_in @ x + b_in) + b_out, accumulated in f32/f64.
     ``bf16_acts``: the GEMM inputs (x and the activation) are rounded to bf16 first; ``int8_acts`` /
-    ``fp8_acts``: they are quantised per row to int8 / e4m3 (``fake_quant_rows_int8`` / ``_fp8``)."""
+    ``fp8_acts``: they are quantised per row to int8 / e4m3 (``fake_quant_rows_int8`` / ``_fp8``);
+    int8 with ``act_group`` G > 0 (w4a8): a scale per G elements of a row, the weights' int4 group."""
     acc = _acc_dtype(x)
     if bf16_acts:
         x = round_bf16(x.astype(acc))
     if int8_acts:
-        x = fake_quant_rows_int8(x.astype(acc))
+        x = fake_quant_rows_int8(x.astype(acc), act_group)
     if fp8_acts:
         x = fake_quant_rows_fp8(x.astype(acc))
     h = x.astype(acc) @ w_in.astype(acc).T
@@ -494,7 +507,7 @@ def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, 
     if bf16_acts:
         a = round_bf16(a)
     if int8_acts:
-        a = fake_quant_rows_int8(a)
+        a = fake_quant_rows_int8(a, act_group)
     if fp8_acts:
         a = fake_quant_rows_fp8(a)
     y = a @ w_out.astype(acc).T
@@ -611,9 +624,10 @@ class ExpertsOp(Operation):
                         raise operand_error(self, f"zero points must match their scales {sv.type}, got {zv.type}")
         if w is not None and w.type.rank != 2:
             raise operand_error(self, "routing weights must be [T, k]")
-        if self.attrs["aq"] == "int8" and (mode != "int8" or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
+        if self.attrs["aq"] == "int8" and (mode not in ("int8", "int4") or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
             # (half x: the rows are widened to f32 before they are quantised, as the reference does)
-            raise operand_error(self, f"aq=int8 (w8a8) needs wq=int8 and f32/bf16/f16 x, got wq={mode}, x {x.dtype.mlir}")
+            raise operand_error(self, f"aq=int8 (w8a8 / w4a8) needs wq=int8 or int4 and f32/bf16/f16 x, got wq={mode}, "
+                                      f"x {x.dtype.mlir}")
         if self.attrs["aq"] == "fp8" and (mode != "fp8" or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
             raise operand_error(self, f"aq=fp8 (fp8 w8a8) needs wq=fp8 and f32/bf16/f16 x, got wq={mode}, x {x.dtype.mlir}")
         return [TensorType(x.dtype, (x.shape[0], ids.shape[1], x.shape[1]))]
@@ -647,7 +661,8 @@ class ExpertsOp(Operation):
                 rows = rows * rw[t, j].astype(acc)[:, None]
             out = ffn(rows, w_in[e], w_out[e], None if b_in is None else b_in[e],
                       None if b_out is None else b_out[e], self.attrs, bf16_acts=mode == "bf16",
-                      int8_acts=self.attrs["aq"] == "int8", fp8_acts=self.attrs["aq"] == "fp8")
+                      int8_acts=self.attrs["aq"] == "int8", fp8_acts=self.attrs["aq"] == "fp8",
+                      act_group=G if mode == "int4" else 0)
             if rw is not None and self.attrs["weights_at"] == "output":
                 out = out * rw[t, j].astype(acc)[:, None]
             y[t, j] = out

@@ -26,7 +26,8 @@ class LinearQOp(Operation):
     zero points z [N, K/G]); ``extra`` is (s, z?) then the bias when ``has_bias``.  x' is x for int8 /
     int4 weights; for bf16 weights x rounded to bf16 (the bf16 dot products take both operands in
     bf16); with ``aq=int8`` (w8a8) each row of x quantised to int8 (``fake_quant_rows_int8``: a
-    row is one token's vector, every leading axis being a token axis)."""
+    row is one token's vector, every leading axis being a token axis); with int4 weights (w4a8) a scale
+    per ``wq_group`` elements of the row (the weights' groups; 0: the whole row)."""
 
     def _parts(self):
         ex = list(self.operands[2:])
@@ -76,8 +77,8 @@ class LinearQOp(Operation):
                 raise operand_error(self, f"zero points must match their scales {s.type}, got {z.type}")
         if b is not None and (b.type.dtype != DType.F32 or b.type.shape not in ((N,), (1, N))):
             raise operand_error(self, f"the bias must be f32 [N] or [1, N] (N = {N}), got {b.type}")
-        if self.attrs["aq"] == "int8" and mode != "int8":
-            raise operand_error(self, f"aq=int8 (w8a8) needs wq=int8, got wq={mode}")
+        if self.attrs["aq"] == "int8" and mode not in ("int8", "int4"):
+            raise operand_error(self, f"aq=int8 (w8a8 / w4a8) needs wq=int8 or int4, got wq={mode}")
         return [TensorType(DType.F32, tuple(x.shape[:-1]) + (N,))]
 
     def reference(self, x, w, *extra):
@@ -89,8 +90,8 @@ class LinearQOp(Operation):
         xa = np.asarray(x, np.float32)
         if mode == "bf16":
             xa = round_bf16(xa)
-        if self.attrs["aq"] == "int8":
-            xa = fake_quant_rows_int8(xa)
+        if self.attrs["aq"] == "int8":  # w4a8: a scale per int4 group of each row
+            xa = fake_quant_rows_int8(xa, self.attrs["wq_group"] if mode == "int4" else 0)
         y = xa @ wd.T
         if b is not None:
             y = y + np.asarray(b, np.float32).reshape(-1)

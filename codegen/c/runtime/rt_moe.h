@@ -40,9 +40,10 @@ typedef struct moec_wq {
   int mode;
   int64_t group;
   const moec_tensor *s_in, *s_out, *z_in, *z_out;
-  int aq; /* 1: dynamic per-token int8 activations (w8a8, int8 weights only): each GEMM input row is
-           * quantised symmetrically (s = max|row| / 127, q = rint(row / s)) and the dot products are
-           * exact int32 sums (VNNI vpdpbusd where present) */
+  int aq; /* 1: dynamic per-token int8 activations (w8a8 with int8 weights, w4a8 with int4): each GEMM
+           * input row is quantised symmetrically (s = max|row| / 127, q = rint(row / s); w4a8: per row
+           * and int4 group, s = max|group| / 127) and the dot products are exact int32 sums (per group
+           * for w4a8; VNNI vpdpbusd where present) */
 } moec_wq;
 
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,

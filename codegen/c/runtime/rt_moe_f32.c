@@ -603,6 +603,202 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = (float)(res[r][j] - 128 * cs[j]) * (xs[r] * ws[j]);
 }
 
+/* ---- w4a8: int4 weights x dynamic int8 activations, exact int32 dot products per group ----------
+ * A GEMM input row is quantised once per int4 group of G elements (s = max|group| / 127, 1 for a zero
+ * group; q = rint(a / s) in [-127, 127], signed), each group padded to G4 (a multiple of 4) with q = 0,
+ * and its code sum kept (sumq, int32).  The weights stay nibbles n in 0..15: vpdpbusd multiplies them as
+ * the unsigned operand with the signed codes, so sum_k n q is exact, and the zero point enters once per
+ * (row, group) as -z * sumq (z = 8 when symmetric): sum_k (n - z) q = sum n q - z sumq, exactly, in int32
+ * (|sum| <= 15 * 127 * G).  Per group the int32 sum is converted and scaled once:
+ * acc += float(dot) * (s_w[n, g] * s_a[row, g]).  Panels (NR = 32 columns): per group, the 32 column
+ * scales (f32), then G4 / 4 steps of 64 bytes -- byte 4 c + i of a step holds k = 4 p + i of column c in
+ * its low nibble and of column c + 16 in its high nibble (the vpdpbusd layout for two 16-lane halves) --
+ * then, with zero points, the 32 z as int8 (64 bytes).  Decode reads the same cached panels (one
+ * stream of the nibbles and scales; no per-call table). */
+#define W4A8_MR 6
+static inline int64_t g4_of(int64_t G) { return (G + 3) / 4 * 4; }
+static size_t w4a8_group_bytes(const wview *v) { return 128 + (size_t)g4_of(v->G) * 16 + (v->z ? 64 : 0); }
+static size_t w4a8_panel_bytes(const wview *v) { return (size_t)(v->K / v->G) * w4a8_group_bytes(v); }
+
+/* the panel of columns n0..n0+nb of expert e */
+static void pack_w4a8_panel(const wview *v, int64_t e, int64_t n0, int64_t nb, void *out) {
+  const int64_t K = v->K, G = v->G, G4 = g4_of(G), ng = K / G;
+  const size_t gb = w4a8_group_bytes(v);
+  const uint8_t *W = (const uint8_t *)v->w;
+  for (int64_t g = 0; g < ng; g++) {
+    uint8_t *o = (uint8_t *)out + (size_t)g * gb;
+    float sw[NR];
+    for (int64_t j = 0; j < NR; j++) sw[j] = j < nb ? v->s[(e * v->N + n0 + j) * ng + g] : 0.f;
+    __builtin_memcpy(o, sw, sizeof sw);
+    uint8_t *nib = o + 128;
+    for (int64_t p = 0; p < G4 / 4; p++)
+      for (int c = 0; c < 16; c++)
+        for (int i = 0; i < 4; i++) {
+          int64_t k = 4 * p + i, kk = g * G + k;
+          uint8_t lo = 0, hi = 0;
+          if (k < G && c < nb) lo = (W[(e * v->N + n0 + c) * (K / 2) + kk / 2] >> (4 * (kk & 1))) & 15;
+          if (k < G && c + 16 < nb) hi = (W[(e * v->N + n0 + c + 16) * (K / 2) + kk / 2] >> (4 * (kk & 1))) & 15;
+          nib[p * 64 + 4 * c + i] = (uint8_t)(lo | (hi << 4));
+        }
+    if (v->z) {
+      int8_t *zq = (int8_t *)(nib + G4 * 16);
+      for (int64_t j = 0; j < 64; j++) zq[j] = j < nb ? (int8_t)v->z[(e * v->N + n0 + j) * ng + g] : 0;
+    }
+  }
+}
+
+/* every expert's panels, packed once per weight tensor (cached like the other panel formats) */
+static const uint8_t *packed_panels_w4a8(const wview *v, int64_t E) {
+  if (!moec_in_weights(v->w)) return NULL;
+  /* the cache key's packer: a function of this format (never called through the pointer) */
+  const pack_fn key = (pack_fn)(void (*)(void))pack_w4a8_panel;
+  const void *res = NULL;
+  pthread_mutex_lock(&g_pk_mu);
+  for (int i = 0; i < g_npk; i++)
+    if (g_pk[i].src == v->w && g_pk[i].E == E && g_pk[i].N == v->N && g_pk[i].K == v->K && g_pk[i].pack == key)
+      res = g_pk[i].packed;
+  if (!res && g_npk < 1024) {
+    int64_t nblk = (v->N + NR - 1) / NR;
+    size_t pb = w4a8_panel_bytes(v);
+    char *pk = (char *)aligned_alloc(64, ((size_t)(E * nblk) * pb + 127) & ~(size_t)63);
+    if (pk) {
+      for (int64_t e = 0; e < E; e++)
+        for (int64_t b = 0; b < nblk; b++) {
+          int64_t c0 = b * NR, nb = v->N - c0 < NR ? v->N - c0 : NR;
+          pack_w4a8_panel(v, e, c0, nb, pk + (size_t)(e * nblk + b) * pb);
+        }
+      g_pk[g_npk++] = (pk_entry){v->w, E, v->N, v->K, key, pk};
+      res = pk;
+    }
+  }
+  pthread_mutex_unlock(&g_pk_mu);
+  return (const uint8_t *)res;
+}
+
+/* q[ng * G4] signed codes, s[ng] scales, sq[ng] code sums of a[0..K) in groups of G */
+static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *s, int32_t *sq) {
+  const int64_t G4 = g4_of(G);
+  for (int64_t g = 0; g * G < K; g++) {
+    const float *x = a + g * G;
+    int8_t *o = q + g * G4;
+    float amax = 0.f;
+    for (int64_t k = 0; k < G; k++) {
+      float v = fabsf(x[k]);
+      amax = v > amax ? v : amax;
+    }
+    float sc = amax > 0.f ? amax / 127.0f : 1.0f;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < G; k++) {
+      float r = rintf(x[k] / sc);
+      r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
+      o[k] = (int8_t)r;
+      sum += (int32_t)r;
+    }
+    for (int64_t k = G; k < G4; k++) o[k] = 0;
+    s[g] = sc;
+    sq[g] = sum;
+  }
+}
+
+/* C[r][0..nb) = sum_g float(sum_k (n - z) q) * s_w[g][j] * s_a[r][g] for r < m (m <= W4A8_MR).  A: row r's
+ * codes at A + r * lda (ng * G4 bytes), its scales as + r * ng, code sums aq + r * ng. */
+static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float *as, const int32_t *aqs, int m,
+                      const uint8_t *panel, float *C, int64_t ldc, int64_t nb) {
+  const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
+  const size_t gb = w4a8_group_bytes(v);
+  const int zp = v->z != NULL;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  __m512 acc[W4A8_MR][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < W4A8_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const int8_t *a[W4A8_MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < W4A8_MR; r++) a[r] = A + (r < m ? r : 0) * lda;
+  const __m512i lo4 = _mm512_set1_epi8(15);
+#ifndef __AVX512VNNI__
+  const __m512i ones16 = _mm512_set1_epi16(1);
+#endif
+  for (int64_t g = 0; g < ng; g++) {
+    const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
+    __m512i dot[W4A8_MR][2];
+    if (zp) {
+      const __m128i z8 = _mm_loadu_si128((const __m128i *)(nib + G4 * 16)),
+                    z8h = _mm_loadu_si128((const __m128i *)(nib + G4 * 16 + 16));
+      const __m512i z0 = _mm512_cvtepi8_epi32(z8), z1 = _mm512_cvtepi8_epi32(z8h);
+#pragma GCC unroll 8
+      for (int r = 0; r < W4A8_MR; r++) {
+        __m512i sq = _mm512_set1_epi32(-aqs[(r < m ? r : 0) * ng + g]);
+        dot[r][0] = _mm512_mullo_epi32(z0, sq);
+        dot[r][1] = _mm512_mullo_epi32(z1, sq);
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int r = 0; r < W4A8_MR; r++) dot[r][0] = dot[r][1] = _mm512_set1_epi32(-8 * aqs[(r < m ? r : 0) * ng + g]);
+    }
+    for (int64_t p = 0; p < P; p++) {
+      __m512i raw = _mm512_loadu_si512(nib + p * 64);
+      __m512i b0 = _mm512_and_si512(raw, lo4), b1 = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4);
+#pragma GCC unroll 8
+      for (int r = 0; r < W4A8_MR; r++) {
+        int32_t four;
+        __builtin_memcpy(&four, a[r] + g * G4 + 4 * p, 4);
+        __m512i av = _mm512_set1_epi32(four);
+#ifdef __AVX512VNNI__
+        dot[r][0] = _mm512_dpbusd_epi32(dot[r][0], b0, av);
+        dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], b1, av);
+#else /* AVX-512BW: u8 x s8 pairs to int16 (|2 * 15 * 127| fits), then pairs of those to int32 */
+        dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_madd_epi16(_mm512_maddubs_epi16(b0, av), ones16));
+        dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_madd_epi16(_mm512_maddubs_epi16(b1, av), ones16));
+#endif
+      }
+    }
+    const __m512 s0 = _mm512_loadu_ps((const float *)(const void *)pg), s1 = _mm512_loadu_ps((const float *)(const void *)pg + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < W4A8_MR; r++) {
+      __m512 sa = _mm512_set1_ps(as[(r < m ? r : 0) * ng + g]);
+      acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sa), acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sa), acc[r][1]);
+    }
+  }
+  for (int r = 0; r < m; r++) {
+    float tmp[NR];
+    _mm512_storeu_ps(tmp, acc[r][0]);
+    _mm512_storeu_ps(tmp + 16, acc[r][1]);
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+  }
+#else
+  /* portable: the same exact integer sums per group, then the same f32 scaling */
+  for (int r = 0; r < m; r++) {
+    float acc[NR];
+    for (int j = 0; j < NR; j++) acc[j] = 0.f;
+    for (int64_t g = 0; g < ng; g++) {
+      const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
+      const int8_t *ar = A + r * lda + g * G4;
+      const int8_t *zq = zp ? (const int8_t *)(nib + G4 * 16) : NULL;
+      int32_t sq = aqs[r * ng + g];
+      float sa = as[r * ng + g], sw[NR];
+      __builtin_memcpy(sw, pg, sizeof sw);
+      int32_t dot[NR];
+      for (int j = 0; j < NR; j++) dot[j] = -(zq ? zq[j] : 8) * sq;
+      for (int64_t p = 0; p < P; p++) {
+        const uint8_t *b = nib + p * 64;
+        for (int c = 0; c < 16; c++) {
+          int32_t l = 0, h = 0;
+          for (int i = 0; i < 4; i++) {
+            l += (int32_t)(b[4 * c + i] & 15) * ar[4 * p + i];
+            h += (int32_t)(b[4 * c + i] >> 4) * ar[4 * p + i];
+          }
+          dot[c] += l;
+          dot[c + 16] += h;
+        }
+      }
+      for (int j = 0; j < NR; j++) acc[j] += (float)dot[j] * (sw[j] * sa);
+    }
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = acc[j];
+  }
+#endif
+}
+
 /* bf16 / int8 rows: out[r * ldo + c] = sum_k w[row c][k] * X[r][k] (* per-row scale), four rows at
  * a time with independent accumulators. */
 static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
@@ -841,6 +1037,9 @@ typedef struct {
   const uint8_t *pw_in, *pw_out; /* int8 / int4 weight-only prefill: cached narrow panels, or NULL */
   float *stab[64];               /* int8 / int4 prefill: per-worker scale table (wq_scale_table) */
   int failed;
+  int32_t *XQZ, *AQZ;            /* w4a8 (aq with int4 weights): per (row, group) code sums; XQ/AQ hold
+                                  * signed codes, XQS/AQS the (row, group) scales */
+  const uint8_t *p4_in, *p4_out; /* w4a8: cached panels, or NULL (packed per work item) */
 } xjob;
 
 static void phase1(void *arg, int64_t item, int tid) {
@@ -849,6 +1048,18 @@ static void phase1(void *arg, int64_t item, int tid) {
   int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
   if (n == 0) return;
   int64_t c0 = cb * NR, nb = j->I - c0 < NR ? j->I - c0 : NR;
+  if (j->aq && j->vin.mode == MOEC_WQ_INT4) { /* w4a8: one path for every row count, as w8a8 */
+    const wview *v = &j->vin;
+    const uint8_t *Bp = j->p4_in ? j->p4_in + (size_t)(e * j->nb1 + cb) * w4a8_panel_bytes(v) : (const uint8_t *)j->pack[tid];
+    if (!j->p4_in) pack_w4a8_panel(v, e, c0, nb, j->pack[tid]);
+    int64_t ld = (j->D / v->G) * g4_of(v->G), ng = j->D / v->G;
+    for (int64_t r = 0; r < n; r += W4A8_MR) {
+      int m = n - r < W4A8_MR ? (int)(n - r) : W4A8_MR;
+      tile_w4a8(v, (const int8_t *)j->XQ + (r0 + r) * ld, ld, j->XQS + (r0 + r) * ng, j->XQZ + (r0 + r) * ng, m, Bp,
+                j->H + (r0 + r) * j->I + c0, j->I, nb);
+    }
+    return;
+  }
   if (j->aq) { /* w8a8: one path for every row count (the int8 panel streams once per item) */
     const int8_t *Bp = j->pq_in ? j->pq_in + (size_t)(e * j->nb1 + cb) * i8_panel_bytes(j->D) : (const int8_t *)j->pack[tid];
     if (!j->pq_in) pack_i8_panel((const int8_t *)j->vin.w + e * j->I * j->D, j->D, c0, nb, j->pack[tid]);
@@ -936,7 +1147,12 @@ static void phase2(void *arg, int64_t row) {
   if (j->AB) to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
 #endif
   if (j->AR) prep_x4(a, j->F, j->vout.G, j->AR + row * j->F, j->AS + row * (j->F / j->vout.G));
-  if (j->aq) quant_row_u8(a, j->F, j->AQ + row * KP4(j->F), j->AQS + row);
+  if (j->aq && j->vout.mode == MOEC_WQ_INT4) {
+    int64_t ng = j->F / j->vout.G;
+    quant_row_g(a, j->F, j->vout.G, (int8_t *)j->AQ + row * ng * g4_of(j->vout.G), j->AQS + row * ng, j->AQZ + row * ng);
+  } else if (j->aq) {
+    quant_row_u8(a, j->F, j->AQ + row * KP4(j->F), j->AQS + row);
+  }
 }
 
 static void phase3(void *arg, int64_t item, int tid) {
@@ -945,10 +1161,14 @@ static void phase3(void *arg, int64_t item, int tid) {
   int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
   if (n == 0) return;
   int64_t c0 = cb * NR, nb = j->D - c0 < NR ? j->D - c0 : NR;
-  float out[MR * NR];
+  float out[(MR > W4A8_MR ? MR : W4A8_MR) * NR];
   const float *Bp = NULL;
   const int8_t *Bi = NULL;
-  if (j->aq) {
+  const uint8_t *B4 = NULL;
+  if (j->aq && j->vout.mode == MOEC_WQ_INT4) {
+    B4 = j->p4_out ? j->p4_out + (size_t)(e * j->nb3 + cb) * w4a8_panel_bytes(&j->vout) : (const uint8_t *)j->pack[tid];
+    if (!j->p4_out) pack_w4a8_panel(&j->vout, e, c0, nb, j->pack[tid]);
+  } else if (j->aq) {
     Bi = j->pq_out ? j->pq_out + (size_t)(e * j->nb3 + cb) * i8_panel_bytes(j->F) : (const int8_t *)j->pack[tid];
     if (!j->pq_out) pack_i8_panel((const int8_t *)j->vout.w + e * j->D * j->F, j->F, c0, nb, j->pack[tid]);
   }
@@ -958,7 +1178,7 @@ static void phase3(void *arg, int64_t item, int tid) {
 #endif
   const void *Bw = NULL;
   int wq = j->vout.mode == MOEC_WQ_INT8 || j->vout.mode == MOEC_WQ_INT4;
-  if (n > GEMV_ROWS && !Bi && wq) {
+  if (n > GEMV_ROWS && !Bi && !B4 && wq) {
     const wview *v = &j->vout;
     Bw = j->pw_out ? (const void *)(j->pw_out + (size_t)(e * j->nb3 + cb) * wq_panel_bytes(v)) : j->pack[tid];
     if (!j->pw_out)
@@ -966,7 +1186,7 @@ static void phase3(void *arg, int64_t item, int tid) {
           (const char *)v->w + (size_t)(e * v->N * v->K) / (v->mode == MOEC_WQ_INT4 ? 2 : 1), v->K, c0, nb, j->pack[tid]);
     wq_scale_table(v, e, c0, nb, j->stab[tid]);
   }
-  int have_panel = Bi || Bw;
+  int have_panel = Bi || Bw || B4;
 #ifdef HAVE_DPBF16
   have_panel = have_panel || Bq;
 #endif
@@ -978,9 +1198,14 @@ static void phase3(void *arg, int64_t item, int tid) {
       Bp = j->pack[tid];
     }
   }
-  for (int64_t r = 0; r < n; r += MR) {
-    int m = n - r < MR ? (int)(n - r) : MR;
-    if (Bw)
+  const int step = B4 ? W4A8_MR : MR;
+  for (int64_t r = 0; r < n; r += step) {
+    int m = n - r < step ? (int)(n - r) : step;
+    if (B4) {
+      int64_t ng = j->F / j->vout.G, ld = ng * g4_of(j->vout.G);
+      tile_w4a8(&j->vout, (const int8_t *)j->AQ + (r0 + r) * ld, ld, j->AQS + (r0 + r) * ng, j->AQZ + (r0 + r) * ng, m,
+                B4, out, NR, nb);
+    } else if (Bw)
       tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, j->stab[tid], out, NR, nb);
     else if (Bi)
       tile_i8(j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0, out, NR, nb);
@@ -1061,7 +1286,22 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
             b_in ? (const float *)b_in->data : NULL, b_out ? (const float *)b_out->data : NULL, rwd,
             (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, NULL, NULL,
             NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {0}, 0};
-  if (mode == MOEC_WQ_INT8 && q->aq) {
+  if (mode == MOEC_WQ_INT4 && q->aq) { /* w4a8: rows quantised per int4 group (signed codes, sums) */
+    j.aq = 1;
+    int64_t ng1 = D / vin.G, ng3 = F / vout.G, l1 = ng1 * g4_of(vin.G), l3 = ng3 * g4_of(vout.G);
+    j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(total * l1) + 4);
+    j.AQ = (uint8_t *)moec_scratch_alloc((size_t)(total * l3) + 4);
+    j.XQS = (float *)malloc(sizeof(float) * (size_t)(total * ng1 + 1));
+    j.AQS = (float *)malloc(sizeof(float) * (size_t)(total * ng3 + 1));
+    j.XQZ = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total * ng1 + 1));
+    j.AQZ = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total * ng3 + 1));
+    if (!j.XQ || !j.AQ || !j.XQS || !j.AQS || !j.XQZ || !j.AQZ) j.failed = 1;
+    else
+      for (int64_t rr = 0; rr < total; rr++)
+        quant_row_g(X + rr * D, D, vin.G, (int8_t *)j.XQ + rr * l1, j.XQS + rr * ng1, j.XQZ + rr * ng1);
+    j.p4_in = packed_panels_w4a8(&vin, E);
+    j.p4_out = packed_panels_w4a8(&vout, E);
+  } else if (mode == MOEC_WQ_INT8 && q->aq) {
     j.aq = 1;
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(total * KP4(D)) + 4);
     j.AQ = (uint8_t *)moec_scratch_alloc((size_t)(total * KP4(F)) + 4);
@@ -1089,7 +1329,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     }
   }
 #endif
-  if (mode == MOEC_WQ_INT4) {
+  if (mode == MOEC_WQ_INT4 && !j.aq) {
     j.XR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
     j.XS = (float *)malloc(sizeof(float) * (size_t)(total * (D / vin.G) + 1));
     j.AR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * F + 16 + 15) / 16 * 16));
@@ -1110,6 +1350,10 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   size_t kmax = (size_t)(D > F ? D : F);
   for (int t = 0; t < nt; t++) {
     size_t pb = sizeof(float) * (kmax * NR + 16), pbi = i8_panel_bytes((int64_t)kmax) + 64;
+    if (j.aq && mode == MOEC_WQ_INT4) { /* w4a8 panels: larger than f32 ones only for tiny groups */
+      size_t p4 = w4a8_panel_bytes(&vin) > w4a8_panel_bytes(&vout) ? w4a8_panel_bytes(&vin) : w4a8_panel_bytes(&vout);
+      pbi = p4 + 64 > pbi ? p4 + 64 : pbi;
+    }
     j.pack[t] = (float *)aligned_alloc(64, (pb > pbi ? pb : pbi) + 63 & ~(size_t)63);
     if (!j.pack[t]) j.failed = 1;
     if (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) {
@@ -1122,7 +1366,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
   for (int t = 0; t < nt; t++) { free(j.pack[t]); free(j.stab[t]); }
   moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.AR); free(j.AS); moec_scratch_free(j.XB); moec_scratch_free(j.AB);
-  moec_scratch_free(j.XQ); moec_scratch_free(j.AQ); free(j.XQS); free(j.AQS);
+  moec_scratch_free(j.XQ); moec_scratch_free(j.AQ); free(j.XQS); free(j.AQS); free(j.XQZ); free(j.AQZ);
   free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
   return 0;
@@ -1139,10 +1383,12 @@ typedef struct {
   const float *X;           /* [M, K] (bf16 mode: rounded to bf16) */
   float *XR, *XS;           /* int4 GEMV: rows prepared by prep_x4 */
   uint32_t *XB;             /* bf16 prefill (vdpbf16ps): rows as bf16 pairs */
-  uint8_t *XQ;              /* w8a8: rows as biased int8, scales XQS */
+  uint8_t *XQ;              /* w8a8: rows as biased int8, scales XQS; w4a8: signed codes per group */
   float *XQS;
+  int32_t *XQZ;             /* w4a8: per (row, group) code sums */
   const void *panels;       /* cached narrow / pair panels, or NULL (packed per item) */
-  int kind;                 /* 0 gemv, 1 f32 tile on dequantised panels, 2 tile_wq, 3 tile_i8, 4 tile_bf16 */
+  int kind;                 /* 0 gemv, 1 f32 tile on dequantised panels, 2 tile_wq, 3 tile_i8, 4 tile_bf16,
+                             * 5 tile_w4a8 */
   const float *bias;
   float *y;
   float *pack[64], *stab[64];
@@ -1158,7 +1404,10 @@ static void lq_task(void *arg, int64_t item, int tid) {
   for (int64_t b = b0; b < b1; b++) {
     int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
     const void *panel = NULL;
-    if (j->kind == 3) {
+    if (j->kind == 5) {
+      panel = j->panels ? (const void *)((const uint8_t *)j->panels + (size_t)b * w4a8_panel_bytes(v)) : j->pack[tid];
+      if (!j->panels) pack_w4a8_panel(v, 0, c0, nb, j->pack[tid]);
+    } else if (j->kind == 3) {
       panel = j->panels ? (const void *)((const int8_t *)j->panels + (size_t)b * i8_panel_bytes(K)) : j->pack[tid];
       if (!j->panels) pack_i8_panel(v->w, K, c0, nb, j->pack[tid]);
     } else if (j->kind == 2) {
@@ -1179,6 +1428,13 @@ static void lq_task(void *arg, int64_t item, int tid) {
         int64_t n = r1 - r < GEMV_ROWS ? r1 - r : GEMV_ROWS;
         gemv_w(v, 0, c0, nb, j->X + r * K, K, n, j->y + r * N + c0, N, j->XR ? j->XR + r * K : NULL,
                j->XS ? j->XS + r * (K / v->G) : NULL);
+      }
+    } else if (j->kind == 5) {
+      const int64_t ng = K / v->G, ld = ng * g4_of(v->G);
+      for (int64_t r = r0; r < r1; r += W4A8_MR) {
+        int m = r1 - r < W4A8_MR ? (int)(r1 - r) : W4A8_MR;
+        tile_w4a8(v, (const int8_t *)j->XQ + r * ld, ld, j->XQS + r * ng, j->XQZ + r * ng, m, (const uint8_t *)panel,
+                  j->y + r * N + c0, N, nb);
       }
     } else {
       for (int64_t r = r0; r < r1; r += MR) {
@@ -1245,7 +1501,17 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     xd = xcopy;
   }
   j.X = xd;
-  if (q->aq && mode == MOEC_WQ_INT8) {
+  if (q->aq && mode == MOEC_WQ_INT4) { /* w4a8: every row count (decode streams the cached panels) */
+    j.kind = 5;
+    const int64_t ng = K / G, ld = ng * g4_of(G);
+    j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(M * ld) + 4);
+    j.XQS = (float *)malloc(sizeof(float) * (size_t)(M * ng + 1));
+    j.XQZ = (int32_t *)malloc(sizeof(int32_t) * (size_t)(M * ng + 1));
+    if (!j.XQ || !j.XQS || !j.XQZ) failed = 1;
+    else
+      for (int64_t r = 0; r < M; r++) quant_row_g(xd + r * K, K, G, (int8_t *)j.XQ + r * ld, j.XQS + r * ng, j.XQZ + r * ng);
+    if (!failed) j.panels = packed_panels_w4a8(&j.v, 1);
+  } else if (q->aq && mode == MOEC_WQ_INT8) {
     j.kind = 3;
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(M * KP4(K)) + 4);
     j.XQS = (float *)malloc(sizeof(float) * (size_t)(M + 1));
@@ -1280,8 +1546,9 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
 #endif
   }
   /* rows per item: all of them at decode; else a block whose f32 rows stay in L2 (~256 KiB) */
-  int64_t rb = j.kind == 0 ? M : (65536 / K) / MR * MR;
-  if (rb < MR) rb = MR;
+  const int64_t rstep = j.kind == 5 ? W4A8_MR : MR; /* (w4a8's rows are int8 codes: 4x as many fit) */
+  int64_t rb = j.kind == 0 ? M : (j.kind == 5 ? 262144 / K : 65536 / K) / rstep * rstep;
+  if (rb < rstep) rb = rstep;
   if (rb > M) rb = M;
   j.rb = rb;
   j.nrb = (M + rb - 1) / rb;
@@ -1298,6 +1565,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   if (nt > 64) nt = 64;
   if (j.kind != 0 && j.kind != 4) {
     size_t pb = sizeof(float) * (size_t)(K * NR + 16), pbi = i8_panel_bytes(K) + 64;
+    if (j.kind == 5 && w4a8_panel_bytes(&j.v) + 64 > pbi) pbi = w4a8_panel_bytes(&j.v) + 64;
     for (int t = 0; t < nt && !failed; t++) {
       j.pack[t] = (float *)aligned_alloc(64, ((pb > pbi ? pb : pbi) + 63) & ~(size_t)63);
       if (!j.pack[t]) failed = 1;
@@ -1318,7 +1586,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   }
   for (int t = 0; t < 64; t++) { free(j.pack[t]); free(j.stab[t]); }
   moec_scratch_free(xcopy); moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.XB); moec_scratch_free(j.XQ);
-  free(j.XQS);
+  free(j.XQS); free(j.XQZ);
   if (failed) return moec_fail(ctx, "out of memory in a quantised linear layer");
   return 0;
 }

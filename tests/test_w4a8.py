@@ -1,0 +1,323 @@
+"""w4a8 (issue 17): int4 weights x dynamic int8 activations, ``moec compile --weights int4 --activations int8``.
+
+The GEMM inputs are quantised per row and int4 group (s = max|group| / 127, q = rint(a / s) clipped to
++-127), the products are exact int32 sums per group (nibbles x codes, the zero point once per group), then
+scaled by the weight and activation scales in f32 (rt_moe_f32.c: tile_w4a8, VNNI / AVX-512BW / portable).
+Checked here: the op's numpy semantics against numpy written here, the C kernels (experts and dense linear
+layers; VNNI, AVX-512BW without VNNI, generic C) against integer arithmetic written here at odd sizes, a zoo
+MoE model and a dense model through the CLI with their error reports, and the option refused elsewhere."""
+import json
+import os
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from helpers import experts_module
+
+from moec.driver import CompileOptions, build_module, compile_onnx
+from moec.errors import UserInputError
+from moec.ir import run
+from moec.ir.ops.moe import fake_quant_rows_int8, quantize_rows_int8
+from moec.passes.quantize import QuantizeWeights, mode_for, quantize_int4
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "mixtral_like.onnx")
+DENSE = ("bf16", "int8", "int4", "w8a8", "w4a8")
+
+
+# -- numpy written here: the documented quantisation, integer dot products ----------------------------
+def _qgroups(a, G):
+    """rows [n, K] -> (codes int64 [n, K], scales f32 [n, K/G]): per group, f32 scale max|group| / 127
+    (1 for a zero group), rint (half to even), clip to +-127."""
+    a = np.asarray(a, np.float32)
+    n, K = a.shape
+    G = G or K
+    g = a.reshape(n, K // G, G)
+    amax = np.abs(g).max(-1)
+    s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(g / s[..., None]), -127, 127).astype(np.int64)
+    return q.reshape(n, K), s
+
+
+def _nibbles(packed):
+    p = np.asarray(packed, np.int64)
+    out = np.empty(p.shape[:-1] + (2 * p.shape[-1],), np.int64)
+    out[..., 0::2], out[..., 1::2] = p & 15, p >> 4
+    return out
+
+
+def _w4a8_product(a, packed, s_w, z, G):
+    """y [n, N] = sum_g (sum_k (nib - z) q) * s_w[:, g] * s_a[:, g]: exact integer group sums, float64 after."""
+    n, K = a.shape
+    G = G or K
+    q, s_a = _qgroups(a, G)
+    nib = _nibbles(packed)                                    # [N, K]
+    zz = np.full(s_w.shape, 8, np.int64) if z is None else np.asarray(z).astype(np.int64)
+    w = nib - np.repeat(zz, G, axis=-1)                       # [N, K] integers in [-15, 15]
+    y = np.zeros((n, packed.shape[0]))
+    for g in range(K // G):
+        dot = q[:, g * G:(g + 1) * G] @ w[:, g * G:(g + 1) * G].T  # exact int64
+        y += dot * (s_w[:, g].astype(np.float64)[None, :] * s_a[:, g].astype(np.float64)[:, None])
+    return y
+
+
+def test_group_quantisation_of_the_reference():
+    """quantize_rows_int8(a, G): a scale per G elements of each row, as written here; G=0 the whole row
+    (w8a8's); a zero group gets scale 1 and codes 0; exact .5 ties round to even."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 4, 24)).astype(np.float32)
+    a[0, 1, 6:12] = 0.0
+    a[1, 2, :6] = np.float32([127, 0.5, 1.5, -2.5, 3.5, -0.5]) / 127 * 2  # scale 2/127: codes at .5 ties
+    q, s = quantize_rows_int8(a, 6)
+    wq, ws = _qgroups(a.reshape(-1, 24), 6)
+    assert s.shape == (3, 4, 4) and np.array_equal(s.reshape(-1, 4), ws)
+    assert np.array_equal(q.reshape(-1, 24).astype(np.int64), wq)
+    assert s[0, 1, 1] == 1 and not q[0, 1, 6:12].any()
+    assert list(q[1, 2, :6]) == [127, 0, 2, -2, 4, 0]
+    fq = fake_quant_rows_int8(a, 6)
+    assert np.array_equal(fq, (q.astype(np.float32) * np.repeat(s, 6, axis=-1)).astype(np.float32))
+    q0, s0 = quantize_rows_int8(a, 0)
+    assert s0.shape == (3, 4) and np.array_equal(fake_quant_rows_int8(a), fake_quant_rows_int8(a, 0))
+
+
+# -- dense linear layers (moec.linear_q) ------------------------------------------------------------
+def _dense_module(K, N, G, zp, seed=0):
+    from test_dense_quant import _module, _weights
+    ws = _weights(K, N, seed)
+    m = _module(K, N, ws)
+    QuantizeWeights("w4a8", G, zp, scope="all", dense_modes=DENSE).run(m)
+    ops = [o for o in m.main.ops if o.name == "moec.linear_q"]
+    assert len(ops) == 2 and all(o.attrs["wq"] == "int4" and o.attrs["aq"] == "int8" for o in ops)
+    return m, ws
+
+
+def _dense_operands(m):
+    """(packed, s, z) of each linear_q in order, from the module's constants."""
+    from moec.ir.opdef import const_value
+    out = []
+    for o in m.main.ops:
+        if o.name == "moec.linear_q":
+            vals = [const_value(v, m.weights) for v in o.operands[1:]]
+            out.append((vals[0], vals[1], vals[2] if o.attrs["wq_zp"] else None))
+    return out
+
+
+@pytest.mark.parametrize("G,zp", [(32, False), (16, True), (0, False)])
+def test_linear_q_reference_is_the_integer_product(G, zp):
+    """The op's reference (dequantise, fake-quantise x per group, f32 matmul) equals the exact integer group
+    sums written here to f32 rounding."""
+    K, N = 64, 24
+    m, ws = _dense_module(K, N, G, zp)
+    x = np.random.default_rng(2).standard_normal((5, K)).astype(np.float32)
+    got = run(m, [x])
+    (py, sy, zy), (pz, sz, zz) = _dense_operands(m)
+    want_y = _w4a8_product(x, py, sy, zy, G)
+    want_z = _w4a8_product(x, pz, sz, zz, G) + ws["b"]
+    for g, w in ((got["y"], want_y), (got["z"], want_z)):
+        assert np.abs(g - w).max() <= 1e-5 * np.abs(w).max(), np.abs(g - w).max()
+    # and it is not int4 weight-only: the activations' rounding is visible
+    m4, _ = __import__("test_dense_quant")._quantised("int4", K, N, G, zp)
+    assert np.abs(run(m4, [x])["y"] - got["y"]).max() > 1e-4 * np.abs(want_y).max()
+
+
+@pytest.fixture(scope="module")
+def no_vnni(request):
+    """An AVX-512 build host without VNNI (the cpuid flags faked): the AVX-512BW vpmaddubsw path."""
+    from moec.targets import description
+    flags = description._cpu_flags()
+    if "avx512bw" not in flags:
+        pytest.skip("this host has no AVX-512BW")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f != "avx512_vnni"))
+    description.host_cpu.cache_clear()
+    assert "-mavx512vnni" not in description.host_cpu().cflags
+    yield
+    mp.undo()
+    description.host_cpu.cache_clear()
+
+
+# K (a multiple of neither the 4-byte dot step nor 32 in some), N (not a multiple of the 32-column panel),
+# the group (whole row; 6 and 10: not a multiple of 4, padded in the panel)
+DENSE_CASES = [(64, 40, 32, False), (36, 33, 6, True), (30, 17, 0, False), (100, 70, 10, True)]
+
+
+def _check_dense(arch, tmp_path, cases=DENSE_CASES, rows=(1, 2, 7, 19, 70)):
+    for i, (K, N, G, zp) in enumerate(cases):
+        m, ws = _dense_module(K, N, G, zp, seed=i)
+        art = build_module(m, str(tmp_path / f"d{i}"), arch=arch, threads=2)
+        (py, sy, zy), (pz, sz, zz) = _dense_operands(m)
+        for M in rows:
+            x = np.random.default_rng(M).standard_normal((M, K)).astype(np.float32)
+            if M > 2:
+                x[1] = 0.0  # an all-zero row: scales 1, codes 0
+            y, z = art([x])
+            want_y = _w4a8_product(x, py, sy, zy, G)
+            want_z = _w4a8_product(x, pz, sz, zz, G) + ws["b"]
+            ref = run(m, [x])
+            for g, w, r in ((y, want_y, ref["y"]), (z, want_z, ref["z"])):
+                tol = 2e-6 * np.abs(w).max() * np.sqrt(K)
+                assert np.abs(g - w).max() <= tol and np.abs(g - r).max() <= tol, (arch, K, N, G, zp, M)
+
+
+def test_dense_kernel_native(tmp_path):
+    """The host's kernel (VNNI where present): GEMV rows (1, 2), a partial row tile, several tiles."""
+    _check_dense("native", tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["generic", "avx512bw"])
+def test_dense_kernel_portable_paths(arch, tmp_path, request):
+    """Builds without VNNI give the same integers: plain C (generic) and AVX-512BW's vpmaddubsw."""
+    if arch == "avx512bw":
+        request.getfixturevalue("no_vnni")
+    _check_dense("native" if arch == "avx512bw" else "generic", tmp_path, DENSE_CASES[1:3], rows=(1, 19))
+
+
+# -- routed experts (moe.experts, prefill tiles and decode) ------------------------------------------
+def _experts(D, F, G, zp, E=3, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    w_in = rng.standard_normal((E, 2 * F, D)).astype(np.float32) * 0.2
+    w_out = rng.standard_normal((E, D, F)).astype(np.float32) * 0.2
+    m = experts_module("none", w_in, w_out, [], "T", D, E, k)
+    QuantizeWeights("w4a8", G, zp, scope="experts").run(m)
+    ex = next(o for o in m.main.ops if o.name == "moe.experts")
+    assert (ex.attrs["wq"], ex.attrs["aq"], ex.attrs["wq_group"], ex.attrs["wq_zp"]) == ("int4", "int8", G, zp)
+    return m, w_in, w_out
+
+
+def _experts_numpy(x, logits, D, F, G, zp, w_in, w_out, k=2):
+    """The layer written here: softmax top-k routing, per expert the exact w4a8 products of x, SwiGLU in f32,
+    the w4a8 product of the activation; combine with the routing weights."""
+    qi, si, zi = quantize_int4(w_in, G, zp)
+    qo, so, zo = quantize_int4(w_out, G, zp)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    y = np.zeros((len(x), D))
+    for t in range(len(x)):
+        for e in top[t]:
+            h = _w4a8_product(x[t:t + 1], qi[e], si[e], None if zi is None else zi[e], G)[0].astype(np.float32)
+            g, u = h[:F], h[F:]
+            a = (g / (1 + np.exp(-g)) * u).astype(np.float32)
+            y[t] += p[t, e] * _w4a8_product(a[None], qo[e], so[e], None if zo is None else zo[e], G)[0]
+    return y
+
+
+EXPERT_CASES = [(96, 64, 32, False), (36, 24, 6, True), (30, 22, 0, False)]
+
+
+@pytest.mark.parametrize("arch", ["native", "generic"])
+@pytest.mark.parametrize("D,F,G,zp", EXPERT_CASES)
+def test_experts_kernel_against_integer_numpy(arch, D, F, G, zp, tmp_path):
+    """T = 1 and 2 (decode), 5 and 40 (> 16 rows: several row tiles per expert), against the integer numpy
+    above and the op's reference.  An element whose f32 activation sits within an ulp of a rounding
+    boundary may flip one code between numpy and C (one step of one term): the tolerance allows that, the
+    median must be at f32 rounding."""
+    m, w_in, w_out = _experts(D, F, G, zp)
+    art = build_module(m, str(tmp_path / "x"), arch=arch, threads=2)
+    rng = np.random.default_rng(D + F)
+    T = 40
+    x = rng.standard_normal((T, D)).astype(np.float32)
+    x[3] = 0.0
+    logits = rng.standard_normal((T, 3)).astype(np.float32)
+    want = _experts_numpy(x, logits, D, F, G, zp, w_in, w_out)
+    for n in (1, 2, 5, T):
+        got = art([x[:n], logits[:n]])[0]
+        ref = list(run(m, [x[:n], logits[:n]]).values())[0]
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got, want[:n], rtol=1.6e-2, atol=1.6e-2 * scale)
+        assert np.median(np.abs(got - want[:n])) < 1e-5 * scale
+        assert np.median(np.abs(got - ref)) < 1e-5 * scale and np.abs(got - ref).max() < 1.6e-2 * scale
+
+
+def test_experts_kernel_avx512bw_without_vnni(no_vnni, tmp_path):
+    D, F, G, zp = EXPERT_CASES[1]
+    m, w_in, w_out = _experts(D, F, G, zp)
+    art = build_module(m, str(tmp_path / "x"), arch="native", threads=2)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((24, D)).astype(np.float32)
+    logits = rng.standard_normal((24, 3)).astype(np.float32)
+    want = _experts_numpy(x, logits, D, F, G, zp, w_in, w_out)
+    for n in (1, 24):
+        got = art([x[:n], logits[:n]])[0]
+        assert np.median(np.abs(got - want[:n])) < 1e-5 * np.abs(want).max()
+        np.testing.assert_allclose(got, want[:n], rtol=1.6e-2, atol=1.6e-2 * np.abs(want).max())
+
+
+# -- the option, end to end -------------------------------------------------------------------------
+def test_mode_of_the_flags():
+    assert mode_for("int4", "int8") == "w4a8" and mode_for("w4a8", "int8") == "w4a8"
+    assert mode_for("int8", "int8") == "w8a8" and mode_for("int4", "none") == "int4"
+    with pytest.raises(ValueError, match="--activations fp8 with --weights int4"):
+        mode_for("int4", "fp8")
+
+
+def test_zoo_mixtral_through_the_cli(tmp_path):
+    """`moec compile --weights int4 --activations int8` on a zoo Mixtral (every linear layer): verified
+    against the w4a8 module's reference, the error vs the f32 model reported and within its bound, the
+    layer records say what the activations are."""
+    import onnx
+
+    from moec.cli import main
+    from zoo import ZOO
+    e = next(z for z in ZOO if z.name == "mixtral_dynamo")
+    path = tmp_path / "m.onnx"
+    onnx.save(e.build(), str(path))
+    out = tmp_path / "out"
+    assert main(["compile", str(path), "-o", str(out), "--weights", "int4", "--activations", "int8",
+                 "--group-size", "16", "--sizes", "5,1"]) == 0
+    rep = json.load(open(out / "report.json"))
+    assert rep["verified"], rep.get("failure")
+    assert rep["weights"]["mode"] == "w4a8"
+    q = rep["quantization_error"]
+    assert 0 < q["token_rel_median"] <= q["bound_token_rel_median"] == 0.5 and q["tokens_over_4x_bound"] == 0
+    w = rep["moe_layers"][0]["weights"]
+    assert w["mode"] == "w4a8" and w["activations"].startswith("int8, dynamic per token and group of 16"), w
+    text = open(out / "model.mlir").read()
+    assert 'aq = "int8"' in text and 'wq = "int4"' in text
+
+
+def _dense_onnx(path, K=64, N=48, T="T"):
+    rng = np.random.default_rng(4)
+    w = numpy_helper.from_array(rng.standard_normal((K, N)).astype(np.float32) * 0.1, "W")
+    b = numpy_helper.from_array(rng.standard_normal((N,)).astype(np.float32), "B")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])],
+                          "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [T, K])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [T, N])], [w, b])
+    import onnx
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_dense_model_through_the_cli(tmp_path):
+    """A MatMul + bias with a constant weight becomes one w4a8 linear_q, verified (onnxruntime's f32 model for
+    the error, the module's reference for the kernels) with the dense record in the report."""
+    from moec.cli import main
+    path = tmp_path / "d.onnx"
+    _dense_onnx(path)
+    out = tmp_path / "out"
+    assert main(["compile", str(path), "-o", str(out), "--weights", "int4", "--activations", "int8",
+                 "--group-size", "32", "--sizes", "3,1,17"]) == 0
+    rep = json.load(open(out / "report.json"))
+    assert rep["verified"], rep.get("failure")
+    assert rep["op_histogram"].get("moec.linear_q") == 1, rep["op_histogram"]
+    q = rep["quantization_error"]
+    assert 0 < q["token_rel_median"] <= 0.5
+    text = open(out / "model.mlir").read()
+    assert 'aq = "int8"' in text and 'wq_group = 32' in text
+
+
+@pytest.mark.parametrize("target", ["triton", "ascend"])
+def test_refused_where_not_implemented(tmp_path, target, capsys):
+    from moec.cli import main
+    assert main(["compile", EXAMPLE, "-o", str(tmp_path / "o"), "--target", target, "--weights", "int4",
+                 "--activations", "int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"target {target}: --weights int4 --activations int8" in err[0] and \
+        "cpu target only" in err[0], err
+    with pytest.raises(UserInputError, match="cpu target only"):
+        compile_onnx(EXAMPLE, str(tmp_path / "p"), CompileOptions(weights="w4a8", target=target))
+
+
+def test_api_activations_argument(tmp_path):
+    import moec
+    with pytest.raises(UserInputError, match="activations=int8 with weights=int4.*not implemented|cpu target only"):
+        moec.compile(EXAMPLE, target="ascend", weights="int4", activations="int8")
