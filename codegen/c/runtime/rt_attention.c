@@ -7,6 +7,7 @@
  * block's last row, and within a block the key chunks a row quad cannot see.  Both products keep a
  * 4-row x 2-vector tile in registers (the f32 GEMM micro-kernel's shape, rt_gemm_f32.c). */
 #include "rt_attention.h"
+#include "rt_vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -39,28 +40,8 @@ static inline float adot(const float *a, const float *b, int64_t n) {
   return r;
 }
 
-/* exp on a vector: x = n ln2 + r (|r| <= ln2 / 2, n rounded by the 1.5 * 2^23 trick), e^r by its Taylor
- * series to r^6 (relative error ~2e-8), 2^n put in the exponent bits; x below -87 (e^x under the
- * normal range, -inf included) gives 0, NaN stays NaN. */
-static inline avf avexp(avf x) {
-  const avf lo = asplat(-87.0f);
-  const avi dead = x < lo;
-  x = (avf)(((avi)x & ~dead) | ((avi)lo & dead));
-  const avf t = x * asplat(1.44269504088896341f);
-  const avf n = (t + asplat(12582912.0f)) - asplat(12582912.0f);
-  avf r = x - n * asplat(0.693359375f);
-  r = r - n * asplat(-2.12194440e-4f);
-  avf p = asplat(1.0f / 720);
-  p = p * r + asplat(1.0f / 120);
-  p = p * r + asplat(1.0f / 24);
-  p = p * r + asplat(1.0f / 6);
-  p = p * r + asplat(0.5f);
-  p = p * r + asplat(1.0f);
-  p = p * r + asplat(1.0f);
-  const avi ni = __builtin_convertvector(n, avi);
-  const avf two_n = (avf)((ni + 127) << 23);
-  return (avf)((avi)(p * two_n) & ~dead);
-}
+/* e^x on a vector: rt_vmath.h's (0 below -87.34 and at -inf, NaN stays NaN) */
+static inline avf avexp(avf x) { return mv_exp(x); }
 
 typedef struct {
   const float *q, *k, *v, *mask;
