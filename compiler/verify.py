@@ -576,56 +576,15 @@ def run_onnxruntime(model_bytes: bytes, input_names: Sequence[str], inputs: Sequ
     return sess.run(None, dict(zip(input_names, inputs)), ro)
 
 
-# slack for half-precision verification: one rounding of the output (2^-8 bf16, 2^-11 f16), relative
-HALF_EPS = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
-
-
 def half_trial(got, want, ref, dtype: str, others: Sequence = ()) -> dict:
     """moec's half-precision outputs ``got`` against the f32 model's ``ref``, next to the model's own
     half-precision outputs ``want`` (PyTorch eager, onnxruntime on the model, or moec's interpreter
     running it op by op; ``others``: more such runs, the worst per token counts, since each is a
-    faithful execution and onnxruntime may fuse away roundings the model's ops specify).  Per token
-    (first axis), the relative L2 error to ``ref``; it passes when moec's mean is at most 1.25x the
-    model's own + eps/4 and its max at most 2x + eps (eps: one rounding to the type).  moec computes
-    inside its fused ops in f32 and rounds once, so it is usually better than the model's own run; a
-    wrong routing weight, a dropped renormalisation or a wrong expert moves whole tokens by 1e-2..1
-    relative and fails."""
-    eps = HALF_EPS[dtype]
-    em, ee, max_abs = [], [], 0.0
-    for i, (g, w, r) in enumerate(zip(got, want, ref)):
-        g, w, r = (np.asarray(a, np.float64) for a in (g, w, r))
-        if g.shape != r.shape:
-            return {"ok": False, "failure": f"shape {list(g.shape)} != expected {list(r.shape)}",
-                    "max_abs_err_vs_eager": float("inf")}
-        if r.size == 0:
-            continue
-        g2, w2, r2 = (a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1) for a in (g, w, r))
-        nr = np.linalg.norm(r2, axis=1)
-        # (a token whose f32 output is ~0, e.g. every expert dropped, is measured against the batch's scale)
-        den = np.maximum(nr, max(1e-3 * float(nr.max(initial=0.0)), 1e-30))
-        em += list(np.linalg.norm(g2 - r2, axis=1) / den)
-        base = np.linalg.norm(w2 - r2, axis=1) / den
-        for o in others:
-            o2 = np.asarray(o[i], np.float64).reshape(r2.shape)
-            base = np.maximum(base, np.linalg.norm(o2 - r2, axis=1) / den)
-        ee += list(base)
-        max_abs = max(max_abs, float(np.max(np.abs(g - w))) if g.size else 0.0)
-    if not em:
-        return {"ok": True, "max_abs_err_vs_eager": max_abs}
-    em, ee = np.array(em), np.array(ee)
-    if not np.all(np.isfinite(em)):
-        return {"ok": False, "failure": "non-finite outputs", "max_abs_err_vs_eager": max_abs}
-    t = {"moec_token_rel_err": {"mean": float(em.mean()), "max": float(em.max())},
-         "eager_token_rel_err": {"mean": float(ee.mean()), "max": float(ee.max())},
-         "max_abs_err_vs_eager": max_abs}
-    lim_mean, lim_max = 1.25 * ee.mean() + eps / 4, 2 * ee.max() + eps
-    t["ok"] = bool(em.mean() <= lim_mean and em.max() <= lim_max)
-    if not t["ok"]:
-        t["failure"] = (f"{dtype} error against the f32 model: moec mean {em.mean():.3g} / max {em.max():.3g} "
-                        f"per token, the model's own {dtype} run {ee.mean():.3g} / {ee.max():.3g} (allowed "
-                        f"{lim_mean:.3g} / {lim_max:.3g}; a token within {dtype} rounding of a routing tie may "
-                        "legitimately route differently: check it, or skip verification with --no-verify / verify=False)")
-    return t
+    faithful execution and onnxruntime may fuse away roundings the model's ops specify).  The criterion
+    (per-token relative L2 errors, mean and max, within max(floor, c x the model's own)) and its
+    derivation are tolerances.half_precision_check's."""
+    from moec.tolerances import half_precision_check
+    return half_precision_check(got, want, ref, dtype, others)
 
 
 _HALF_ONNX = (16, 10)  # TensorProto.BFLOAT16, TensorProto.FLOAT16

@@ -431,15 +431,20 @@ def _onnx_export(block, x, path, dynamo: bool, dynamic: bool):
 
 
 def _tol(dtype):
-    return (1e-4, 1e-5) if dtype == "f32" else (3e-2, 3e-2)
+    """(rtol, atol) of an f32 cell: moec's f32 tolerance (moec.tolerances.TOLERANCES)."""
+    from moec.tolerances import TOLERANCES
+    return TOLERANCES["f32"].rtol, TOLERANCES["f32"].atol
 
 
 def _exact(m, block, dtype, dynamic, x0, info=None):
-    """Max error of the recognised module against the torch block, on an input of another batch /
-    sequence size when dims are dynamic (the example's shape when static), scaled: |got-want| /
-    (atol + rtol |want|) <= 1 is exact.  In bf16, ``info`` (a dict) also gets both bf16 results' scaled
-    errors against the same block in f32 on the same input (``err_vs_f32``: moec's; ``torch_err_vs_f32``:
-    the torch bf16 block's own), which says whether moec or torch's bf16 rounding is further from the math."""
+    """Error of the recognised module against the torch block, on an input of another batch / sequence
+    size when dims are dynamic (the example's shape when static), scaled so that <= 1 is exact.  f32: max
+    |got-want| / (atol + rtol |want|) with moec's f32 tolerance.  bf16: moec's half-precision criterion
+    (moec.tolerances.half_precision_check, what moec.compile's verification applies): per token, moec's
+    relative error against the same block run in f32 on the same bf16 weights and input, within
+    max(floor, c x the torch bf16 block's own error); ``info`` (a dict) gets both errors (``err_vs_f32``:
+    moec's, ``torch_err_vs_f32``: the torch bf16 block's; per-token max) and ``bf16_check`` (the whole
+    result: means, maxima, allowed values)."""
     import copy
     import numpy as np
     import torch
@@ -452,18 +457,18 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
     got = np.asarray(list(ir_run(m, [tensor_to_numpy(xs)]).values())[0]).astype(np.float64)
     if got.shape != want.shape:
         return float("inf")
+    if dtype == "bf16":
+        from moec.tolerances import half_precision_check
+        with torch.no_grad():  # (the block in f32 on the same bf16-rounded weights and input: the math)
+            ref = tensor_to_numpy(_out0(copy.deepcopy(block).float()(xs.float()))).astype(np.float64)
+        hc = half_precision_check([got], [want], [ref], "bf16")
+        if info is not None:
+            info.update(err_vs_f32=hc.get("moec_token_rel_err", {}).get("max"),
+                        torch_err_vs_f32=hc.get("eager_token_rel_err", {}).get("max"),
+                        bf16_check={k: v for k, v in hc.items() if k not in ("ok", "err", "failure")})
+        return float(hc["err"])
     rtol, atol = _tol(dtype)
-
-    def scaled(a, b):
-        return float(np.max(np.abs(a - b) / (atol + rtol * np.abs(b))))
-    if info is not None and dtype == "bf16":
-        try:
-            with torch.no_grad():
-                ref = tensor_to_numpy(_out0(copy.deepcopy(block).float()(xs.float()))).astype(np.float64)
-            info.update(err_vs_f32=scaled(got, ref), torch_err_vs_f32=scaled(want, ref))
-        except Exception:  # noqa: BLE001  (a block that does not run in f32 after its bf16 build: no comparison)
-            pass
-    return scaled(got, want)
+    return float(np.max(np.abs(got - want) / (atol + rtol * np.abs(want))))
 
 
 def _import_as_compile(module, args, dynamic_dims):
@@ -1200,9 +1205,9 @@ MISSING = (
     (_BF16 + "layer output", "recognize-moe: the router reads a widened f32 copy of the bf16 tokens (`hidden.float()`) "
                              "and the layer merges in bf16, a type the merge-point search (_layer_output) does not "
                              "accept (/work/notes/bf16_recognize_moe.patch)"),
-    (_BF16 + "recognised as", "bf16 rounding: moec's fused ops accumulate in f32 where the torch block rounds each "
-                              "step to bf16; the scaled error is just over the survey's bf16 tolerance (the two "
-                              "numbers after it: each one's error against the same block run in f32)"),
+    (_BF16 + "recognised as", "bf16: moec's per-token error against the block in f32 exceeds what the bf16 criterion "
+                              "allows (moec.tolerances.half_precision_check: max(2u, 2x the torch bf16 block's own "
+                              "error) per token, mean max(u, 1.25x)): the two numbers after it"),
     ("fails in torch itself", "a tiny config the survey should fix (not a moec limit)"),
     ("data-dependent", "torch.export cannot trace transformers' loop over the experts that were hit "
                        "(`for expert_idx in expert_hit`); export with `batched_mm`"),
@@ -1254,8 +1259,8 @@ def _cell_text(c, reasons, f32=None) -> str:
                 f" (as {c['exported_as']})" if c.get("exported_as") else "")
         why = c.get("check_error") or f"differs from torch (scaled error {c.get('err', float('nan')):.3g})"
         if c.get("err_vs_f32") is not None:  # (bf16: which of the two is nearer the same block in f32)
-            why += (f"; against the block in f32: moec {c['err_vs_f32']:.3g}, torch's bf16 block "
-                    f"{c['torch_err_vs_f32']:.3g}")
+            why += (f"; per-token relative error against the block in f32 (max): moec {c['err_vs_f32']:.3g}, "
+                    f"torch's bf16 block {c['torch_err_vs_f32']:.3g}")
         r = _ref(reasons, f"{only}recognised as {fam} but {why}")
         return f"{fam}, not exact [{r}]"
     return f"no [{_ref(reasons, only + (c.get('reason') or 'unknown'))}]"
@@ -1364,8 +1369,11 @@ def render(out_json, out_md):
          "static), input [batch, seq, hidden].",
          "",
          "A cell names the **family** recognised when the rewritten module equals the torch block on another "
-         "batch / sequence size (rtol 1e-4 in f32, 3e-2 in bf16; \"(static)\" where torch.export specialised "
-         "the dims); otherwise `no [Rn]`, with the reason Rn below: the first error line, or recognize-moe's "
+         "batch / sequence size (f32: moec's f32 tolerance, rtol 1e-4, atol 1e-5; bf16: moec's half-precision "
+         "criterion, `moec.tolerances.half_precision_check`, as `moec.compile` verifies a bf16 module: per token, "
+         "the relative error against the same block run in f32 on the same bf16 weights and input, mean within "
+         "max(u, 1.25x) and max within max(2u, 2x) the torch bf16 block's own error, u = 2^-8; \"(static)\" where "
+         "torch.export specialised the dims); otherwise `no [Rn]`, with the reason Rn below: the first error line, or recognize-moe's "
          "own reason (what `moec inspect --explain` prints) and what is missing.  `-`: older experts "
          "(`nn.ModuleList`, not dispatched on `_experts_implementation`).  `not run`: the survey did not reach "
          "this cell.  The torch.export path imports the block as `moec.compile(module)` does (its default "

@@ -456,17 +456,107 @@ def test_moec_compile_cli_on_the_onnx_export(dynamo, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", BF16_RECOGNISED)
 def test_bf16_block_is_recognised(arch):
-    """bf16 weights and input (dynamic dims): the same family, and the rewritten module computes what the
-    bf16 torch block computes to bf16's precision (the survey's tolerance)."""
+    """bf16 weights and input (dynamic dims): the same family, and the rewritten module passes moec's
+    half-precision criterion (moec.tolerances.half_precision_check, as the survey and moec.compile judge it):
+    per token, its error against the block in f32 on the same bf16 weights is within max(floor, c x the
+    torch bf16 block's own)."""
     blk = moe_block(arch, dtype=torch.bfloat16)
     x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     m, layers = recognise(blk, x)
     assert [la["family"] for la in layers] == [expected(arch)[0]], layers
-    xs = torch.randn(1, 7, D, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    info: dict = {}
+    assert survey._exact(m, blk, "bf16", True, x, info) <= 1.0, info
+
+
+def _mixtral_bf16():
+    """A bf16 transformers Mixtral block and its recognised module (torch.export path)."""
+    blk = moe_block("mixtral", dtype=torch.bfloat16)
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    m, layers = recognise(blk, x)
+    assert [la["family"] for la in layers] == ["mixtral"], layers
+    return blk, x, m
+
+
+@pytest.mark.slow
+def test_bf16_criterion_fails_a_wrong_build():
+    """The bf16 criterion passes the right build of a real bf16 Mixtral block and fails wrong ones: one
+    expert's down projection 10% off (a perturbed weight), the renormalisation of the top-k weights dropped
+    (a wrong routing), the top-1 expert only.  Each wrong module is the recognised one with that one change,
+    judged by the survey's check (moec.tolerances.half_precision_check against the block in f32)."""
+    blk, x, m = _mixtral_bf16()
+    info: dict = {}
+    assert survey._exact(m, blk, "bf16", True, x, info) <= 1.0, info
+    chk = info["bf16_check"]
+    assert chk["moec_token_rel_err"]["max"] <= chk["allowed"]["max"]
+    route = next(o for o in m.ops() if o.name == "moe.route")
+    experts = next(o for o in m.ops() if o.name == "moe.experts")
+    w_down = experts.operands[5].owner
+    assert w_down.name == "moec.constant"
+    from moec.ir.core import ResourceRef
+    val = w_down.attrs["value"]
+    arr = np.array(m.weights[val.key] if isinstance(val, ResourceRef) else val)
+    bad = arr.copy()
+    bad[1] = (bad[1].astype(np.float32) * 1.1).astype(arr.dtype)
+    for change, undo in (
+            (lambda: m.weights.set(val.key, bad) if isinstance(val, ResourceRef) else w_down.attrs.update(value=bad),
+             lambda: m.weights.set(val.key, arr) if isinstance(val, ResourceRef) else w_down.attrs.update(value=arr)),
+            (lambda: route.attrs.update(norm="none"), lambda: route.attrs.update(norm="sum"))):
+        change()
+        try:
+            info = {}
+            err = survey._exact(m, blk, "bf16", True, x, info)
+        finally:
+            undo()
+        assert err > 1.0, info
+        assert info["bf16_check"]["moec_token_rel_err"]["max"] > info["bf16_check"]["allowed"]["max"]
+    assert survey._exact(m, blk, "bf16", True, x) <= 1.0  # (restored)
+
+
+def test_bf16_criterion_scales_with_the_terms_not_the_element():
+    """The derived floor and the per-token measure (tolerances.py): one rounding of the output to bf16 passes
+    even against an exact "own run" (the floor); an element where the output cancels to ~0 does not fail
+    an element-wise rtol it could never meet; a token 3% off fails, as does 10% on one expert's share."""
+    from moec.tolerances import HALF_UNIT_ROUNDOFF, half_precision_check
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((16, 32))
+    ref[:, 0] = 1e-4  # cancelled to ~0: any rounding of its terms is "huge" relative to it
+    rounded = np.asarray(torch.from_numpy(ref).to(torch.bfloat16).double())
+    assert half_precision_check([rounded], [ref], [ref], "bf16")["ok"]
+    own = ref + 2 ** -8 / np.sqrt(3) * rng.standard_normal(ref.shape)  # a faithful run: u/sqrt(3) per term
+    moec = ref + 2 ** -8 / np.sqrt(3) * rng.standard_normal(ref.shape)  # another one
+    t = half_precision_check([moec], [own], [ref], "bf16")
+    assert t["ok"] and np.max(np.abs(moec - ref)[:, 0] / np.abs(ref[:, 0])) > 3e-2  # element-wise: 30x off
+    assert t["allowed"]["max"] >= 2 * HALF_UNIT_ROUNDOFF["bf16"]
+    bad = moec.copy()
+    bad[5] *= 1.03
+    assert not half_precision_check([bad], [own], [ref], "bf16")["ok"]
+    bad = moec.copy()
+    bad[::2] += 0.1 * rng.standard_normal((8, 32))  # half the tokens carry 10% of a wrong expert
+    assert not half_precision_check([bad], [own], [ref], "bf16")["ok"]
+
+
+def test_bf16_compile_verification_fails_a_wrong_build():
+    """moec.compile's verification of a bf16 block (verify_against_module, the half-precision criterion):
+    the build verifies against its module, and the same artifact does not verify against the module with
+    one expert's weights 10% off -- the artifact is then a wrong build of that module."""
+    import copy
+
+    import moec
+    from moec.verify import verify_against_module
+    blk = moe_block("mixtral", dtype=torch.bfloat16)
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cm = moec.compile(survey._wrap_first(blk), (x,), dynamic_dims={0: {0: "B", 1: "S"}}, cache=False)
+    assert cm.stats.verified and [la["family"] for la in cm.stats.report["moe_layers"]] == ["mixtral"]
+    ok = verify_against_module(cm.artifact, survey._wrap_first(blk), (x,), "f32", "mixtral", "cpu")
+    assert ok["verified"], ok
+    wrong = copy.deepcopy(blk)
     with torch.no_grad():
-        want = tensor_to_numpy(first_output(blk(xs))).astype(np.float64)
-    got = np.asarray(list(ir_run(m, [tensor_to_numpy(xs)]).values())[0], np.float64)
-    np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2)
+        p = next(t for n, t in wrong.named_parameters() if "down" in n)
+        p[1].mul_(1.1)
+    out = verify_against_module(cm.artifact, survey._wrap_first(wrong), (x,), "f32", "mixtral", "cpu")
+    assert not out["verified"] and "error against the f32 model" in out["failure"], out
 
 
 @pytest.mark.slow
