@@ -334,7 +334,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             h.update(k.encode())
             t = v.detach().cpu().contiguous()
             h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # (0-d: no view)
         h.update(_module_settings(model).encode())
         h.update(repr(JitFunction.signature(ex)).encode() + repr(dynamic_dims).encode())
         h.update(repr(experts_implementation).encode())
