@@ -615,7 +615,7 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
  * its low nibble and of column c + 16 in its high nibble (the vpdpbusd layout for two 16-lane halves) --
  * then, with zero points, the 32 z as int8 (64 bytes).  Decode reads the same cached panels (one
  * stream of the nibbles and scales; no per-call table). */
-#define W4A8_MR 6
+#define W4A8_MR 8
 static inline int64_t g4_of(int64_t G) { return (G + 3) / 4 * 4; }
 static size_t w4a8_group_bytes(const wview *v) { return 128 + (size_t)g4_of(v->G) * 16 + (v->z ? 64 : 0); }
 static size_t w4a8_panel_bytes(const wview *v) { return (size_t)(v->K / v->G) * w4a8_group_bytes(v); }
@@ -700,6 +700,26 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
   }
 }
 
+#ifdef __AVX512VNNI__
+#define W4A8_DOT(d, b, a) (d) = _mm512_dpbusd_epi32((d), (b), (a))
+#else /* AVX-512BW: u8 x s8 pairs to int16 (|2 * 15 * 127| fits), then pairs of those to int32 */
+#define W4A8_DOT(d, b, a) (d) = _mm512_add_epi32((d), _mm512_madd_epi16(_mm512_maddubs_epi16((b), (a)), _mm512_set1_epi16(1)))
+#endif
+/* P steps of four reduction indices of one group: the nibbles of 32 columns, MR rows' four codes each */
+#define W4A8_STEPS(PP)                                                                                      \
+  {                                                                                                         \
+    _Pragma("GCC unroll 16") for (int64_t p = 0; p < (PP); p++) {                                           \
+      __m512i raw = _mm512_loadu_si512(nib + p * 64);                                                       \
+      __m512i b0 = _mm512_and_si512(raw, lo4), b1 = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4);       \
+      _Pragma("GCC unroll 8") for (int r = 0; r < W4A8_MR; r++) {                                           \
+        int32_t four;                                                                                       \
+        __builtin_memcpy(&four, a[r] + g * G4 + 4 * p, 4);                                                  \
+        __m512i av = _mm512_set1_epi32(four);                                                               \
+        W4A8_DOT(dot[r][0], b0, av);                                                                        \
+        W4A8_DOT(dot[r][1], b1, av);                                                                        \
+      }                                                                                                     \
+    }                                                                                                       \
+  }
 /* C[r][0..nb) = sum_g float(sum_k (n - z) q) * s_w[g][j] * s_a[r][g] for r < m (m <= W4A8_MR).  A: row r's
  * codes at A + r * lda (ng * G4 bytes), its scales as + r * ng, code sums aq + r * ng. */
 static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float *as, const int32_t *aqs, int m,
@@ -715,46 +735,28 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
 #pragma GCC unroll 8
   for (int r = 0; r < W4A8_MR; r++) a[r] = A + (r < m ? r : 0) * lda;
   const __m512i lo4 = _mm512_set1_epi8(15);
-#ifndef __AVX512VNNI__
-  const __m512i ones16 = _mm512_set1_epi16(1);
-#endif
   for (int64_t g = 0; g < ng; g++) {
     const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
     __m512i dot[W4A8_MR][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < W4A8_MR; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
+    /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
+     * accumulators in place instead of copying them around the loop's back edge) */
+    if (P == 8) W4A8_STEPS(8)
+    else if (P == 16) W4A8_STEPS(16)
+    else W4A8_STEPS(P)
+    /* the zero point: sum (n - z) q = sum n q - z sumq (z = 8 when symmetric) */
+    __m512i zn0 = _mm512_set1_epi32(-8), zn1 = zn0;
     if (zp) {
-      const __m128i z8 = _mm_loadu_si128((const __m128i *)(nib + G4 * 16)),
-                    z8h = _mm_loadu_si128((const __m128i *)(nib + G4 * 16 + 16));
-      const __m512i z0 = _mm512_cvtepi8_epi32(z8), z1 = _mm512_cvtepi8_epi32(z8h);
-#pragma GCC unroll 8
-      for (int r = 0; r < W4A8_MR; r++) {
-        __m512i sq = _mm512_set1_epi32(-aqs[(r < m ? r : 0) * ng + g]);
-        dot[r][0] = _mm512_mullo_epi32(z0, sq);
-        dot[r][1] = _mm512_mullo_epi32(z1, sq);
-      }
-    } else {
-#pragma GCC unroll 8
-      for (int r = 0; r < W4A8_MR; r++) dot[r][0] = dot[r][1] = _mm512_set1_epi32(-8 * aqs[(r < m ? r : 0) * ng + g]);
-    }
-    for (int64_t p = 0; p < P; p++) {
-      __m512i raw = _mm512_loadu_si512(nib + p * 64);
-      __m512i b0 = _mm512_and_si512(raw, lo4), b1 = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4);
-#pragma GCC unroll 8
-      for (int r = 0; r < W4A8_MR; r++) {
-        int32_t four;
-        __builtin_memcpy(&four, a[r] + g * G4 + 4 * p, 4);
-        __m512i av = _mm512_set1_epi32(four);
-#ifdef __AVX512VNNI__
-        dot[r][0] = _mm512_dpbusd_epi32(dot[r][0], b0, av);
-        dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], b1, av);
-#else /* AVX-512BW: u8 x s8 pairs to int16 (|2 * 15 * 127| fits), then pairs of those to int32 */
-        dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_madd_epi16(_mm512_maddubs_epi16(b0, av), ones16));
-        dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_madd_epi16(_mm512_maddubs_epi16(b1, av), ones16));
-#endif
-      }
+      zn0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(nib + G4 * 16))));
+      zn1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(nib + G4 * 16 + 16))));
     }
     const __m512 s0 = _mm512_loadu_ps((const float *)(const void *)pg), s1 = _mm512_loadu_ps((const float *)(const void *)pg + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < W4A8_MR; r++) {
+      const __m512i sq = _mm512_set1_epi32(aqs[(r < m ? r : 0) * ng + g]);
+      dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, sq));
+      dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, sq));
       __m512 sa = _mm512_set1_ps(as[(r < m ? r : 0) * ng + g]);
       acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sa), acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sa), acc[r][1]);
