@@ -130,3 +130,69 @@ def test_topk_outside_the_router(dt, axis, largest, tmp_path):
     v, i = art([x])
     np.testing.assert_array_equal(i, idx)
     np.testing.assert_array_equal(v, np.take_along_axis(x, idx, a))
+
+
+@pytest.mark.parametrize("dt", [np.int64, np.int32])
+def test_integer_arithmetic_and_casts_are_exact(dt, tmp_path):
+    ops = [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Max", np.maximum), ("Min", np.minimum)]
+    other = TensorProto.INT32 if dt == np.int64 else TensorProto.INT64
+    nodes = [helper.make_node(op, ["a", "b"], [f"r{i}"]) for i, (op, _) in enumerate(ops)]
+    nodes += [helper.make_node("Div", ["a", "b"], ["q"]), helper.make_node("Div", ["a", "k"], ["qs"]),
+              helper.make_node("Neg", ["a"], ["ng"]), helper.make_node("Abs", ["a"], ["ab"]),
+              helper.make_node("Clip", ["a", "lo", "hi"], ["cl"]),
+              helper.make_node("Cast", ["a"], ["cw"], to=other),              # narrowing keeps the low bits
+              helper.make_node("Greater", ["a", "b"], ["g"]),
+              helper.make_node("Cast", ["g"], ["gi"], to=TensorProto.INT64)]   # bool -> int64
+    outs = [(f"r{i}", dt, None) for i in range(len(ops))] + [("q", dt, None), ("qs", dt, None), ("ng", dt, None),
+                                                             ("ab", dt, None), ("cl", dt, None),
+                                                             ("cw", np.int32 if dt == np.int64 else np.int64, None),
+                                                             ("gi", np.int64, None)]
+    consts = {"k": np.array(-3, dt), "lo": np.array(-1000, dt), "hi": np.array(2 ** 20, dt)}
+    art, plan = _build(nodes, [("a", dt, ["T", 17]), ("b", dt, ["T", 17])], outs, consts, f"iarith_{dt.__name__}",
+                       tmp_path)
+    rng = np.random.default_rng(6)
+    info = np.iinfo(dt)
+    from moec.ir.ops.elementwise import _int_div
+    for T in (1, 9):
+        a = rng.integers(info.min, info.max, (T, 17), dtype=dt, endpoint=True)
+        b = rng.integers(info.min, info.max, (T, 17), dtype=dt, endpoint=True)
+        b[b == 0] = 5
+        a.reshape(-1)[:3] = [info.min, info.max, -7][:a.size]
+        b.reshape(-1)[:3] = [-1, 2, 2][:a.size]                   # the most negative value / -1 wraps
+        got = art([a, b])
+        with np.errstate(over="ignore"):
+            for i, (_, fn) in enumerate(ops):
+                np.testing.assert_array_equal(got[i], fn(a, b))
+            np.testing.assert_array_equal(got[5], _int_div(a, b))  # truncating toward zero
+            # (the most negative value / -3: the reference's abs() overflows there, C's / and onnxruntime's do not)
+            np.testing.assert_array_equal(got[6].reshape(-1)[1:], _int_div(a, np.array(-3, dt)).reshape(-1)[1:])
+            np.testing.assert_array_equal(got[7], -a)
+            np.testing.assert_array_equal(got[8], np.abs(a))
+        np.testing.assert_array_equal(got[9], np.clip(a, -1000, 2 ** 20))
+        np.testing.assert_array_equal(got[10], a.astype(got[10].dtype))
+        np.testing.assert_array_equal(got[11], (a > b).astype(np.int64))
+    b[0, 0] = 0
+    with pytest.raises(Exception, match="division by zero"):
+        art([a, b])
+
+
+def test_scatter_elements_in_index_order(tmp_path):
+    nodes = [helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=1),
+             helper.make_node("ScatterElements", ["n", "j", "v"], ["z"], axis=0)]
+    art, plan = _build(nodes, [("x", np.float32, [3, 8, 2]), ("i", np.int64, [3, 5, 2]), ("u", np.float32, [3, 5, 2]),
+                               ("n", np.int64, [4, 3]), ("j", np.int32, [4, 3]), ("v", np.int64, [4, 3])],
+                       [("y", np.float32, None), ("z", np.int64, None)], {}, "scatter_el", tmp_path)
+    from moec.ir.ops.index import ScatterElementsOp  # noqa: F401  (the reference below is the op's own)
+    rng = np.random.default_rng(7)
+    x, u = rng.standard_normal((3, 8, 2)).astype(np.float32), rng.standard_normal((3, 5, 2)).astype(np.float32)
+    i = rng.integers(-8, 8, (3, 5, 2))  # repeats: the last one wins, as the reference applies them in order
+    n, v = rng.integers(-2 ** 62, 2 ** 62, (4, 3)), rng.integers(-2 ** 62, 2 ** 62, (4, 3))
+    j = np.array([rng.permutation(4) for _ in range(3)]).T.astype(np.int32)
+    y, z = art([x, i, u, n, j, v])
+    want = x.copy()
+    for pos in np.ndindex(*i.shape):
+        want[pos[0], i[pos] % 8, pos[2]] = u[pos]
+    np.testing.assert_array_equal(y, want)
+    wz = n.copy()
+    np.put_along_axis(wz, j.astype(np.int64), v, 0)
+    np.testing.assert_array_equal(z, wz)

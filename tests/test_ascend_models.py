@@ -5,7 +5,8 @@ plan.json's host ops empty: attention (sdpa's safe softmax included), RMSNorm, r
 and the hybrids' depthwise causal conv1d and float cumsums all on the NPU (emulator).
 
 Default run: Mixtral.  ``-m slow``: Qwen2-MoE and the hybrids GraniteMoeHybrid (Mamba2 layers: conv1d, cumsum), Qwen3-Next
-(gated-delta layers: conv1d, log1p, reductions over other axes) and Jamba (Mamba: a matmul by a constant batch)."""
+(gated-delta layers: conv1d, log1p, reductions over other axes) and Jamba (Mamba: a matmul by a constant batch), and
+LongCat-Flash (int64 comparison / Where of the zero-computation experts' ids: vec_index)."""
 import json
 import os
 import sys
@@ -66,9 +67,11 @@ def test_mixtral_causal_lm_has_no_host_ops(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["qwen2_moe", "granitemoehybrid", "qwen3_next", "jamba"])
+@pytest.mark.parametrize("arch", ["qwen2_moe", "granitemoehybrid", "qwen3_next", "jamba", "longcat_flash"])
 def test_real_causal_lm_has_no_host_ops(arch, tmp_path):
     plan = _check(arch, tmp_path)
+    ops = {st["op"] for st in plan["steps"] if st["where"] == "npu"}
     if arch == "granitemoehybrid":
-        ops = {st["op"] for st in plan["steps"] if st["where"] == "npu"}
         assert {"moec.conv", "moec.cumsum"} <= ops, ops
+    if arch == "longcat_flash":  # the zero-computation experts' int64 ids: compared and selected on vec_index
+        assert {"moec.greater_equal", "moec.select"} <= ops, ops

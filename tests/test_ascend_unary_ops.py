@@ -49,3 +49,66 @@ def test_unary_ops_on_the_vector_kernels(name, fn, ref, tmp_path):
     assert not art.host_ops, art.host_ops
     assert art.launches.get("vec_elementwise", 0) > 0, art.launches
 
+
+
+def test_sign_of_nan_is_nan(tmp_path):
+    art = _build(torch.sign, tmp_path)
+    x = np.resize(np.concatenate([EDGE, [np.nan, -np.nan]]).astype(np.float32), (3, 40))
+    np.testing.assert_array_equal(art([x])[0], np.sign(x))  # (NaN positions compare equal here)
+    assert np.isnan(art([x])[0]).sum() == np.isnan(x).sum() > 0
+
+
+from moec.ir.ops.elementwise import _UNARY  # noqa: E402
+
+
+def _erf64(v):
+    import math
+    return np.vectorize(math.erf, otypes=[np.float64])(v)
+
+
+def _erfc64(v):
+    import math
+    return np.vectorize(math.erfc, otypes=[np.float64])(v)
+
+
+# (torch function, the exact value in float64 written without cancellation, max abs error, max rel error where the
+# exact |value| > 1e-6): erf and gelu from Abramowitz & Stegun 7.1.26 (erf below 0.5 by its Taylor series), gelu_tanh
+# as x / (1 + exp(-2y)).  The bounds are what the kernels measure over [-12, 12] (2026-12-07: erf 2.3e-7 / 4.4e-7,
+# gelu 4.1e-7 / 1.7e-3 -- A&S's erfc tail for x < -4 --, gelu_tanh 5.0e-7 / 1.8e-6), with a little room.
+GELU_CASES = {
+    "erf": (torch.erf, _erf64, 3e-7, 6e-7),
+    "gelu": (torch.nn.functional.gelu, lambda v: 0.5 * v * _erfc64(-v / np.sqrt(2.0)), 5e-7, 2.5e-3),
+    "gelu_tanh": (lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+                  lambda v: v / (1.0 + np.exp(-2.0 * np.sqrt(2.0 / np.pi) * (v + 0.044715 * v ** 3))), 6e-7, 3e-6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GELU_CASES))
+def test_erf_and_gelu_on_the_vector_kernels(name, tmp_path):
+    fn, exact, atol, rtol = GELU_CASES[name]
+    art = _build(fn, tmp_path)
+    x = np.concatenate([np.linspace(-12, 12, 3960), EDGE, [np.nan]]).astype(np.float32)
+    x = np.resize(x, (-(-x.size // 40), 40))
+    got = art([x])[0]
+    assert not art.host_ops and art.launches.get("vec_elementwise", 0) > 0, (art.host_ops, art.launches)
+    with np.errstate(all="ignore"):
+        want = exact(x.astype(np.float64))
+        ref = _UNARY[name][0](x).astype(np.float32)               # the IR's reference (numpy)
+    fin = np.isfinite(want) & (np.abs(want) < 3e38)
+    np.testing.assert_array_equal(got[~fin], ref[~fin])            # NaN and the infinities as the reference
+    err = np.abs(got[fin] - want[fin])
+    assert err.max() <= atol, err.max()
+    big = np.abs(want[fin]) > 1e-6
+    assert (err[big] / np.abs(want[fin][big])).max() <= rtol
+    np.testing.assert_array_equal(got[x == 0], x[x == 0])           # +-0 kept (signed zeros)
+    assert np.array_equal(np.signbit(got[x == 0]), np.signbit(x[x == 0]))
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_l1_l2_norms_on_vec_rowwise(p, tmp_path):
+    art = _build(lambda t: torch.linalg.vector_norm(t, p, dim=-1, keepdim=True), tmp_path)
+    x = np.random.default_rng(5).standard_normal((7, 40)).astype(np.float32) * 3
+    want = np.sqrt(np.square(x).sum(-1, keepdims=True, dtype=np.float32)) if p == 2 else \
+        np.abs(x).sum(-1, keepdims=True, dtype=np.float32)
+    np.testing.assert_allclose(art([x])[0], want, rtol=2e-6)
+    assert not art.host_ops and art.launches.get("vec_rowwise", 0) > 0, (art.host_ops, art.launches)

@@ -3,7 +3,10 @@ core's scalar unit, where int64 is a native type, so every result is exact:
 
     comparisons of int64 / int32 tensors (longcat_flash's zero-computation experts: ``topk_indices >= E``),
     Where of integer (or bool) values, integer cumsum (position ids from a padding mask), GatherElements, and
-    top-k outside the fused router (sorted, ties to the lowest index, NaN ranked as +inf: the reference's rule).
+    top-k outside the fused router (sorted, ties to the lowest index, NaN ranked as +inf: the reference's rule),
+    integer arithmetic (add, sub, mul wrapping like numpy; div truncating, a zero divisor refused; max, min, neg,
+    abs, clip: doge's and ergo's index math), integer / bool casts between widths (i32 -> i64 ids), and
+    ScatterElements without reduction (the DSA indexers' top-k mask: one core, in index order).
 
 The vector unit cannot do these exactly: its Compare takes half/float (integers past 2^24 collide) and it has no
 int64 arithmetic.  The scalar unit does one element per few cycles, so these are for the index-sized tensors of a
@@ -21,7 +24,11 @@ from moec.ir.opdef import const_value
 from moec.codegen.ascend.launch_plan import Sym, device_op, shape_of, smax, smin, sprod
 
 CMP = {"moec.equal": 0, "moec.less": 1, "moec.less_equal": 2, "moec.greater": 3, "moec.greater_equal": 4}
-X_CMP, X_SELECT, X_CUMSUM, X_GATHER_EL, X_TOPK = range(5)
+X_CMP, X_SELECT, X_CUMSUM, X_GATHER_EL, X_TOPK, X_ARITH, X_IUNARY, X_CAST, X_SCATTER_EL = range(9)
+ARITH = {"moec.add": 0, "moec.sub": 1, "moec.mul": 2, "moec.div": 3, "moec.max": 4, "moec.min": 5}
+IUNARY = {"moec.neg": 0, "moec.abs": 1, "moec.clip": 2}
+CAST_FROM = {"i1": 1, "ui8": 1, "i8": 1, "i16": 2, "i32": 4, "i64": 8}   # integer / bool sources: bytes
+CAST_TO = {"i8": 1, "i16": 2, "i32": 4, "i64": 8}
 FIELDS = ("op", "n", "esize", "amode", "bmode", "cmp", "outer", "L", "inner", "k", "flags", "vdt", "tile")
 INDEX_TILE = 4096      # output elements staged per copy out (at most 48 KiB of Unified Buffer: topk's values + ids)
 INT_DTYPES = ("i64", "i32")
@@ -46,14 +53,31 @@ def handles(o) -> bool:
     if n == "moec.cumsum":
         return o.results[0].type.dtype.mlir in INT_DTYPES
     if n == "moec.cast":
-        return o.operands[0].type.dtype == o.attrs["to"]
-    return n in ("moec.gather_elements", "moec.topk")
+        src, dst = o.operands[0].type.dtype, o.attrs["to"]
+        return src == dst or (src.mlir in CAST_FROM and dst.mlir in CAST_TO)
+    if n in ARITH or n in IUNARY:
+        return o.results[0].type.dtype.mlir in INT_DTYPES
+    return n in ("moec.gather_elements", "moec.topk", "moec.scatter_elements")
 
 
 def index_reason(m, o) -> Optional[str]:
     """None when `o` runs on vec_index (or as a copy), else why it stays on the host."""
     n = o.name
     if n == "moec.cast":
+        return None
+    if n in ARITH or n in IUNARY:
+        dts = {v.type.dtype.mlir for v in o.operands} | {o.results[0].type.dtype.mlir}
+        if len(dts) != 1:
+            return f"integer {n[5:]} of several types ({', '.join(sorted(dts))})"
+        if n == "moec.clip" and any(v.type.rank for v in o.operands[1:]):
+            return "clip bounds that are not scalars"
+        return None
+    if n == "moec.scatter_elements":
+        d, i = o.operands[0].type, o.operands[1].type
+        if o.attrs["reduction"] != "none":
+            return f"scatter_elements with reduction '{o.attrs['reduction']}' (vec_index writes: reduction none)"
+        if d.dtype.itemsize not in (1, 2, 4, 8) or i.dtype.mlir not in INT_DTYPES:
+            return f"scatter_elements of {d.dtype.mlir} data with {i.dtype.mlir} indices"
         return None
     if n in CMP:
         a, b = (v.type.dtype.mlir for v in o.operands[:2])
@@ -109,9 +133,71 @@ def launch(dev, o, args: List) -> List:
     from moec.codegen.ascend.launch_plan import np_dtype
     n = o.name
     if n == "moec.cast":
-        x = dev.buf(args[0])
-        out = dev.new(x.shape, x.dtype)
-        copy_strided(dev, x, out, [x.size], [1], [1])
+        src, dst = o.operands[0].type.dtype, o.attrs["to"]
+        x = dev.buf(args[0], src.np)
+        out = dev.new(x.shape, dst.np)
+        if src == dst:
+            copy_strided(dev, x, out, [x.size], [1], [1])
+        elif sprod(x.shape):
+            dev.launch("vec_index", _bd(dev.cores, _cdiv(x.size, INDEX_TILE)), [x, x, x, out],
+                       _tiling(op=X_CAST, n=x.size, esize=CAST_FROM[src.mlir], k=CAST_TO[dst.mlir],
+                               flags=int(src.mlir in ("i1", "ui8")), tile=INDEX_TILE))
+        return [out]
+    if n in ARITH or (n in IUNARY and n != "moec.clip"):
+        vdt = o.results[0].type.dtype.np
+        vals = args[:2] if n in ARITH else args[:1]
+        out_shape = broadcast_shapes(*[shape_of(a) for a in vals])
+        out = dev.new(out_shape, vdt)
+        total = sprod(out_shape)
+        ops, kw = [], dict(op=X_ARITH if n in ARITH else X_IUNARY, n=total, esize=np.dtype(vdt).itemsize,
+                            tile=INDEX_TILE, cmp=ARITH.get(n, IUNARY.get(n, 0)))
+        for key, v in zip(("amode", "bmode"), vals):
+            sc = not isinstance(sprod(shape_of(v)), Sym) and int(sprod(shape_of(v))) == 1
+            kw[key] = int(sc)
+            b = dev.buf(v, vdt)
+            ops.append(b.reshape(-1) if sc else (b if tuple(b.shape) == tuple(out_shape) else expand_to(dev, b, out_shape)))
+        status = dev.new((8,), np.int32)
+        if total:
+            dev.launch("vec_index", _bd(dev.cores, _cdiv(total, INDEX_TILE)), [ops[0], ops[-1], status, out],
+                       _tiling(**kw))
+            if n == "moec.div":
+                dev.check(status, "integer division by zero")
+        return [out]
+    if n == "moec.clip":
+        vdt = o.results[0].type.dtype.np
+        x = dev.buf(args[0], vdt)
+        info = np.iinfo(vdt)
+        lo = dev.buf(args[1] if args[1] is not None else np.array(info.min, vdt), vdt).reshape(-1)
+        hi = dev.buf(args[2] if len(args) > 2 and args[2] is not None else np.array(info.max, vdt), vdt).reshape(-1)
+        out = dev.new(x.shape, vdt)
+        if sprod(x.shape):
+            dev.launch("vec_index", _bd(dev.cores, _cdiv(x.size, INDEX_TILE)), [x, lo, hi, out],
+                       _tiling(op=X_IUNARY, cmp=2, n=x.size, esize=np.dtype(vdt).itemsize, tile=INDEX_TILE))
+        return [out]
+    if n == "moec.scatter_elements":
+        data, idx = dev.buf(args[0]), args[1]
+        upd = dev.buf(args[2], data.dtype)
+        a = o.attrs["axis"] % data.ndim
+        out = dev.new(data.shape, data.dtype)
+        if sprod(data.shape):
+            copy_strided(dev, data, out, [data.size], [1], [1])
+        ishape = tuple(shape_of(idx))
+        total = sprod(ishape)
+        if total:
+            if tuple(upd.shape) != ishape:
+                upd = expand_to(dev, upd, ishape)
+            want = tuple(data.shape[k] if k == a else ishape[k] for k in range(data.ndim))
+            if tuple(want) != tuple(data.shape):
+                from moec.codegen.ascend.launch_plan import PlanError
+                raise PlanError("scatter_elements: indices smaller than the data off the axis")
+            i64 = np.dtype(getattr(idx, "dtype", np.int64)) == np.int64
+            ids = dev.buf(idx, np.int64 if i64 else np.int32)
+            status = dev.new((8,), np.int32)
+            L = data.shape[a]
+            dev.launch("vec_index", 1, [status, ids, upd, out],
+                       _tiling(op=X_SCATTER_EL, n=total, esize=data.dtype.itemsize, outer=sprod(ishape[:a]), L=L,
+                               inner=sprod(ishape[a + 1:]), k=ishape[a], flags=int(i64), tile=INDEX_TILE))
+            dev.check(status, f"scatter_elements: index {{}} out of range [{-L}, {L})", ids.reshape(-1), -L, L)
         return [out]
     if n in CMP or n == "moec.select":
         vals = args[:2] if n in CMP else args[1:3]
@@ -231,7 +317,7 @@ def estimate(o, T: int, hw: dict, clock_hz: float, launch_s: float) -> dict:
         visits = max(n_in, n_out)
         items = max(1, -(-n_out // INDEX_TILE))
     cores = max(1, min(hw["aiv"], items))
-    kern = "vec_copy" if o.name == "moec.cast" else "vec_index"
+    kern = "vec_copy" if o.name == "moec.cast" and o.operands[0].type.dtype == o.attrs["to"] else "vec_index"
     t_s = 0.0 if kern == "vec_copy" else visits * SCALAR_CYCLES / (cores * clock_hz)
     t_hbm = 8 * (n_in + n_out) / hw["hbm"]
     t = max(t_s, t_hbm) + launch_s

@@ -9,7 +9,8 @@ import numpy as np
 
 from moec.ir.opdef import const_value
 
-REDUCE = ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min")
+REDUCE = ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min", "moec.reduce_l2",
+          "moec.reduce_l1")
 
 
 def reduce_axes(m, o) -> Optional[List[int]]:

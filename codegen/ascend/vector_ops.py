@@ -30,14 +30,18 @@ UNARY = {"moec.neg": 0, "moec.abs": 1, "moec.sqrt": 2, "moec.reciprocal": 3, "mo
          "moec.relu": 6, "moec.sigmoid": 7, "moec.tanh": 8, "moec.clip": 9}
 V_SQUARE, V_COPY = 10, 11
 # more unary ops (codes after V_COPY): log1p (softplus, logsigmoid), floor/ceil (Cast float -> float with its
-# rounding mode), sign (clip(x * 2^126, -1, 1) twice; a NaN input gives +-1, not NaN)
+# rounding mode), sign (clip(x * 2^126, -1, 1) twice, NaN kept by Compare x == x and Select)
 UNARY.update({"moec.log1p": 12, "moec.floor": 13, "moec.ceil": 14, "moec.sign": 15})
+# erf and gelu (erf form) from Abramowitz & Stegun 7.1.26 (erf's absolute error below 1.5e-7; gelu as
+# x ((1 + s) - s erfc|z|) / 2, no cancellation for x < 0), gelu_tanh as x / (1 + exp(-2y)); sign(NaN) = NaN
+UNARY.update({"moec.erf": 16, "moec.gelu": 17, "moec.gelu_tanh": 18})
 BINARY = {"moec.add": 32, "moec.sub": 33, "moec.mul": 34, "moec.div": 35, "moec.max": 36, "moec.min": 37}
 ROWWISE = {"moec.reduce_sum": 64, "moec.reduce_mean": 65, "moec.reduce_max": 66, "moec.reduce_min": 67,
-           "moec.softmax": 68, "moec.log_softmax": 69, "moec.rms_norm": 70, "moec.layer_norm": 71}
+           "moec.softmax": 68, "moec.log_softmax": 69, "moec.rms_norm": 70, "moec.layer_norm": 71,
+           "moec.reduce_l2": 72, "moec.reduce_l1": 73}
 # vector instructions per element (for the cost model)
-_INSTR = {7: 5, 8: 6, 9: 2, 3: 2, 35: 2, 68: 5, 69: 5, 70: 4, 71: 6}
-_INSTR.update({12: 10, 15: 6})
+_INSTR = {7: 5, 8: 6, 9: 2, 3: 2, 35: 2, 68: 5, 69: 5, 70: 4, 71: 6, 72: 2, 73: 2}
+_INSTR.update({12: 10, 15: 8, 16: 22, 17: 24, 18: 9})
 FULL, SCALAR, ROW, COL = 0, 1, 2, 3
 POW_AS = {2.0: V_SQUARE, 0.5: UNARY["moec.sqrt"], 1.0: V_COPY}
 # ops that only relabel a contiguous tensor: no kernel, no data movement
@@ -69,9 +73,10 @@ def elementwise_tile(ub_bytes: int, dt: str = "f32") -> int:
     """Elements per tile buffer of vec_elementwise, a whole number of 32-byte blocks of the type.
     f32: 7 float buffers (a, b, c double-buffered + tmp) = 28 bytes per element.  f16: the queues hold
     half (a, b, c double-buffered: 12 bytes) and the math needs float copies of a, b, c plus tmp (16 bytes):
-    again 28 bytes per element, so the same tile, rounded to 16 elements."""
-    blk = 32 // DT_BYTES[dt]
-    return max(blk, min(8192, ub_bytes // 4 // 8 // blk * blk))
+    again 28 bytes per element, so the same tile.  Rounded to 64 elements: a whole number of 256-byte float repeats,
+    so an op that Compares (sign's NaN) can pad its count to whole repeats inside the tile; the unary ops' Compare
+    bits (an eighth of a byte per element) fit in what the 28 bytes leave."""
+    return max(64, min(8192, ub_bytes // 4 // 8 // 64 * 64))  # whole 256-byte float repeats (Compare's unit)
 
 
 def rowwise_max_cols(ub_bytes: int, dt: str = "f32") -> int:
@@ -143,7 +148,7 @@ def vector_reason(m, o) -> Optional[str]:
         return mask_reason(o)
     if name not in UNARY and name not in BINARY and name not in ROWWISE and name != "moec.pow":
         return f"no AscendC kernel for {name} yet"
-    if name in ("moec.reduce_sum", "moec.reduce_mean", "moec.reduce_max", "moec.reduce_min") and len(o.operands) > 1:
+    if name.startswith("moec.reduce_") and len(o.operands) > 1:
         if const_value(o.operands[1], m.weights) is None:
             return "reduction axes known only at run time"
     why = _dtype_reason(o)
@@ -249,7 +254,7 @@ def launch(dev, o, args: List) -> List:
             raise RuntimeFailure(f"{name}: rows of {C} elements exceed the Unified Buffer's {lim}-element row limit "
                                  f"of the Ascend vector kernel")
         op = ROWWISE[name]
-        reduce = op <= ROWWISE["moec.reduce_min"]
+        reduce = name.startswith("moec.reduce_")
         ln = name == "moec.layer_norm"
         y = dev.new((R,) if reduce else (R, C), npt)
         y2 = dev.new((R,), np.float32) if ln else None   # layer norm statistics: f32 for both types

@@ -335,6 +335,8 @@ __aicore__ inline void init_routing_body(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted,
   if (bi == 0) {
     moec_sync<HardEvent::S_MTE3>();
     DataCopyPad(go, off, DataCopyExtParams{1, (E + 1) * 4, 0, 0, 0});
+    // the offsets and the ids may share a GM line (buffers packed 32-byte aligned): pass 2 reads the ids after it
+    moec_sync<HardEvent::MTE3_MTE2>();
   }
   // pass 2: this block's share of the output positions, one UB window at a time; slot i of expert e, the
   // j-th kept one of e in slot order, goes to offsets[e] + j

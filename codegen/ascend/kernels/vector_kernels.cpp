@@ -22,9 +22,9 @@ using namespace AscendC;
 
 enum VecOp : int32_t {
   V_NEG = 0, V_ABS, V_SQRT, V_RECIP, V_EXP, V_LOG, V_RELU, V_SIGMOID, V_TANH, V_CLIP, V_SQUARE, V_COPY,
-  V_LOG1P, V_FLOOR, V_CEIL, V_SIGN,
+  V_LOG1P, V_FLOOR, V_CEIL, V_SIGN, V_ERF, V_GELU, V_GELU_TANH,
   V_ADD = 32, V_SUB, V_MUL, V_DIV, V_MAX, V_MIN,
-  V_RSUM = 64, V_RMEAN, V_RMAX, V_RMIN, V_SOFTMAX, V_LOGSOFTMAX, V_RMSNORM, V_LAYERNORM,
+  V_RSUM = 64, V_RMEAN, V_RMAX, V_RMIN, V_SOFTMAX, V_LOGSOFTMAX, V_RMSNORM, V_LAYERNORM, V_RL2, V_RL1,
 };
 enum VecBcast : int32_t { B_FULL = 0, B_SCALAR = 1, B_ROW = 2, B_COL = 3 };
 
@@ -79,8 +79,39 @@ __aicore__ inline void bin_vs(int32_t op, const LocalTensor<float> &d, const Loc
   }
 }
 
+// q = erfc(|z|) ~ t P(t) exp(-z^2), t = 1 / (1 + p |z|), z = x * zs: Abramowitz & Stegun 7.1.26 (the error of
+// erf = 1 - q is below 1.5e-7 absolute); x is kept, tmp is scratch
+__aicore__ inline void erfc_abs(const LocalTensor<float> &q, const LocalTensor<float> &x, const LocalTensor<float> &tmp,
+                                float zs, uint32_t n) {
+  Abs(tmp, x, n);
+  Muls(tmp, tmp, 0.3275911f * zs, n);
+  Adds(tmp, tmp, 1.0f, n);
+  Reciprocal(tmp, tmp, n);            // t
+  Muls(q, tmp, 1.061405429f, n);
+  Adds(q, q, -1.453152027f, n);
+  Mul(q, q, tmp, n);
+  Adds(q, q, 1.421413741f, n);
+  Mul(q, q, tmp, n);
+  Adds(q, q, -0.284496736f, n);
+  Mul(q, q, tmp, n);
+  Adds(q, q, 0.254829592f, n);
+  Mul(q, q, tmp, n);                  // t P(t)
+  Mul(tmp, x, x, n);
+  Muls(tmp, tmp, -zs * zs, n);
+  Exp(tmp, tmp, n);                   // exp(-z^2)
+  Mul(q, q, tmp, n);
+}
+// s = sign(x) for every x but NaN: clip(x * 2^126, -1, 1) twice (+-1 down to the least subnormal, +-0 for +-0)
+__aicore__ inline void sign_clip(const LocalTensor<float> &s, const LocalTensor<float> &x, uint32_t n) {
+  Muls(s, x, 8.507059e37f, n); Maxs(s, s, -1.0f, n); Mins(s, s, 1.0f, n);
+  Muls(s, s, 8.507059e37f, n); Maxs(s, s, -1.0f, n); Mins(s, s, 1.0f, n);
+}
+
+// bits: n / 8 bytes (rounded up to a whole Compare repeat) for the ops that Compare (sign's NaN, erf's branch), tmp2
+// a second scratch tile; the tiles hold a whole number of 64-float repeats (the host sizes the tile so)
 __aicore__ inline void unary(int32_t op, const LocalTensor<float> &d, const LocalTensor<float> &x,
-                             const LocalTensor<float> &tmp, float s0, float s1, uint32_t n) {
+                             const LocalTensor<float> &tmp, const LocalTensor<float> &tmp2,
+                             const LocalTensor<uint8_t> &bits, float s0, float s1, uint32_t n) {
   switch (op) {
     case V_NEG: Muls(d, x, -1.0f, n); break;
     case V_ABS: Abs(d, x, n); break;
@@ -109,9 +140,50 @@ __aicore__ inline void unary(int32_t op, const LocalTensor<float> &d, const Loca
       break;
     case V_FLOOR: Cast(d, x, RoundMode::CAST_FLOOR, n); break;  // float -> float, rounded to an integer value
     case V_CEIL: Cast(d, x, RoundMode::CAST_CEIL, n); break;
-    case V_SIGN:  // clip(x * 2^126, -1, 1) twice: +-1 for every nonzero x down to the least subnormal, 0 for 0
-      Muls(d, x, 8.507059e37f, n); Maxs(d, d, -1.0f, n); Mins(d, d, 1.0f, n);
-      Muls(d, d, 8.507059e37f, n); Maxs(d, d, -1.0f, n); Mins(d, d, 1.0f, n);
+    case V_SIGN: {  // sign_clip, then NaN where x is NaN (x == x is false only there: Compare is IEEE; Max/Min
+                    // do not propagate NaN) -- numpy's sign(NaN) = NaN
+      sign_clip(d, x, n);
+      const uint32_t mp = (n + 63) / 64 * 64;
+      Compare(bits, x, x, CMPMODE::EQ, mp);
+      Select(d, bits, d, x, SELMODE::VSEL_TENSOR_TENSOR_MODE, mp);
+      break;
+    }
+    case V_ERF: {  // |x| < 0.5: the Taylor series to x^13 (relative error below 3e-8, +-0 kept); else sign(x) (1 -
+                   // erfc|x|) (absolute error below 1.5e-7, relative below 3e-7 there); NaN stays NaN (q is)
+      const uint32_t mp = (n + 63) / 64 * 64;
+      static constexpr float c[7] = {1.0f, -1.0f / 3, 1.0f / 10, -1.0f / 42, 1.0f / 216, -1.0f / 1320, 1.0f / 9360};
+      Mul(tmp, x, x, mp);
+      Muls(tmp2, tmp, c[6], mp);
+      for (int i = 5; i >= 0; i--) {
+        Adds(tmp2, tmp2, c[i], mp);
+        if (i) Mul(tmp2, tmp2, tmp, mp);
+      }
+      Mul(tmp2, tmp2, x, mp);
+      Muls(tmp2, tmp2, 1.1283791670955126f, mp);   // 2 / sqrt(pi)
+      Abs(tmp, x, mp);
+      Duplicate(d, 0.5f, (int32_t)mp);
+      Compare(bits, tmp, d, CMPMODE::LT, mp);
+      erfc_abs(d, x, tmp, 1.0f, n);
+      Muls(d, d, -1.0f, n); Adds(d, d, 1.0f, n);
+      sign_clip(tmp, x, n);
+      Mul(d, d, tmp, n);
+      Select(d, bits, tmp2, d, SELMODE::VSEL_TENSOR_TENSOR_MODE, mp);
+      break;
+    }
+    case V_GELU:  // x (1 + erf(x / sqrt 2)) / 2 with 1 + erf(z) = (1 + s) - s q (s = sign x, q = erfc|z|): for x < 0
+                  // that is q itself, no cancellation
+      erfc_abs(d, x, tmp, 0.70710678118654752f, n);
+      sign_clip(tmp, x, n);
+      Mul(d, d, tmp, n);
+      Adds(tmp, tmp, 1.0f, n);
+      Sub(d, tmp, d, n);
+      Muls(d, d, 0.5f, n);  // halved before the product: x (1 + erf) itself may overflow
+      Mul(d, d, x, n);
+      break;
+    case V_GELU_TANH:  // x (1 + tanh y) / 2 = x / (1 + exp(-2y)), y = sqrt(2/pi) (x + 0.044715 x^3): no cancellation
+      Mul(d, x, x, n); Mul(d, d, x, n); Muls(d, d, 0.044715f, n); Add(d, d, x, n);
+      Muls(d, d, -2.0f * 0.7978845608028654f, n); Exp(d, d, n); Adds(d, d, 1.0f, n);
+      Div(d, x, d, n);
       break;
     default: Muls(d, x, 1.0f, n); break;  // copy (keeps -0 and NaN)
   }
@@ -159,6 +231,15 @@ __aicore__ inline void elementwise_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, const V
   if (has_b) pipe.InitBuffer(qb, 2, TL * sizeof(T));
   pipe.InitBuffer(qc, 2, TL * sizeof(T));
   pipe.InitBuffer(btmp, TL * 4);
+  TBuf<TPosition::VECCALC> bbits, btmp2;  // unary ops: Compare bits and a second scratch tile (in b's room)
+  LocalTensor<uint8_t> bits;
+  LocalTensor<float> tmp2;
+  if (!binary) {
+    pipe.InitBuffer(bbits, bytes32(TL / 8));
+    pipe.InitBuffer(btmp2, TL * 4);
+    bits = bbits.Get<uint8_t>();
+    tmp2 = btmp2.Get<float>();
+  }
   LocalTensor<float> tmp = btmp.Get<float>(), fa, fb, fc;
   if constexpr (!F32) {
     if (has_a) pipe.InitBuffer(bfa, TL * 4);
@@ -196,7 +277,7 @@ __aicore__ inline void elementwise_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, const V
     else vc = fc;
     const uint32_t n = nr * ncp;
     if (!binary) {
-      unary(t.op, vc, va, tmp, t.s0, t.s1, n);
+      unary(t.op, vc, va, tmp, tmp2, bits, t.s0, t.s1, n);
     } else if (t.amode == B_FULL && t.bmode == B_FULL) {
       bin_vv(t.op, vc, va, vb, n);
     } else if (t.amode == B_FULL && t.bmode == B_SCALAR) {
@@ -251,7 +332,7 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
                                     const VecTiling &t) {
   constexpr bool F32 = moec_same<T, float>::value;
   const uint32_t R = t.rows, C = t.cols, Cp = vpadb<T>(C), TL = t.tile;
-  const bool reduce = t.op <= V_RMIN, norm = t.op == V_RMSNORM || t.op == V_LAYERNORM, ln = t.op == V_LAYERNORM;
+  const bool reduce = t.op <= V_RMIN || t.op == V_RL2 || t.op == V_RL1, norm = t.op == V_RMSNORM || t.op == V_LAYERNORM, ln = t.op == V_LAYERNORM;
   GlobalTensor<T> gx, gs, gbias, gy;
   GlobalTensor<float> gy2, gy3;
   gx.SetGlobalBuffer((__gm__ T *)x, (uint64_t)R * C);
@@ -335,6 +416,14 @@ __aicore__ inline void rowwise_body(GM_ADDR x, GM_ADDR scale, GM_ADDR bias, GM_A
           moec_sync<HardEvent::V_S>();
           v = red.GetValue(0);
           if (t.op == V_RMEAN) v = v / (float)C;
+          break;
+        case V_RL2: case V_RL1:  // sqrt(sum(x^2)) (the root on the vector unit), sum(|x|)
+          if (t.op == V_RL2) Mul(vx, vx, vx, C);
+          else Abs(vx, vx, C);
+          ReduceSum(red, vx, work, C);
+          if (t.op == V_RL2) Sqrt(red, red, 1);
+          moec_sync<HardEvent::V_S>();
+          v = red.GetValue(0);
           break;
         case V_RMAX: case V_RMIN:
           if (t.op == V_RMIN) Muls(vx, vx, -1.0f, C);
@@ -891,7 +980,17 @@ extern "C" __global__ __aicore__ void vec_mask(GM_ADDR a, GM_ADDR b, GM_ADDR c, 
 // Inputs are read with the scalar unit through the core's data cache (GlobalTensor::GetValue: written by earlier
 // launches, never by this one); results are staged in the Unified Buffer by the scalar unit and leave by DMA, one
 // DataCopyPad per chunk of tile elements (MTE3 after S: a flag; the next chunk's scalar writes after MTE3: a flag).
-enum IndexOp : int32_t { X_CMP = 0, X_SELECT = 1, X_CUMSUM = 2, X_GATHER_EL = 3, X_TOPK = 4 };
+//   X_ARITH      out = a (op) b on int64 / int32, op (in cmp) 0 add, 1 sub, 2 mul (wrapping, as numpy), 3 div
+//                (truncating toward zero; a zero divisor sets status c[0] = 1), 4 max, 5 min; a, b full or scalar
+//   X_IUNARY     out = -a, |a| (wrapping) or clip(a, b[0], c[0]) (cmp 0, 1, 2) on int64 / int32
+//   X_CAST       integer / bool -> integer of another width (esize -> k bytes): sign-extended (zero-extended for
+//                bool and uint8: flags 1), narrowed by keeping the low bytes (numpy's astype)
+//   X_SCATTER_EL out (already a copy of the data, by vec_copy) [o, b[o, j, i], i] = c[o, j, i] over out viewed as
+//                [outer, L, inner] and indices [outer, k, inner], in index order (a repeated index: the last write
+//                wins, as the reference applies them in order): one core, GM written by the scalar unit and
+//                cleaned out of the data cache at the end; an index outside [-L, L) sets status a[0] = 1
+enum IndexOp : int32_t { X_CMP = 0, X_SELECT = 1, X_CUMSUM = 2, X_GATHER_EL = 3, X_TOPK = 4, X_ARITH = 5,
+                         X_IUNARY = 6, X_CAST = 7, X_SCATTER_EL = 8 };
 struct IndexTiling {
   int32_t op, n;            // n: output elements (X_CMP, X_SELECT, X_GATHER_EL)
   int32_t esize;            // bytes per element: the values (X_SELECT, X_CUMSUM, X_GATHER_EL, X_TOPK) or the
@@ -933,6 +1032,126 @@ __aicore__ inline void index_cmp_body(GM_ADDR a, GM_ADDR b, GM_ADDR out, const I
     }
     moec_sync<HardEvent::S_MTE3>();
     DataCopyPad(go[e0], ob, DataCopyExtParams{1, m, 0, 0, 0});
+  }
+}
+
+// X_ARITH, X_IUNARY (S: int64_t / int32_t; U its unsigned type: sums and products wrap)
+template <typename S, typename U>
+__aicore__ inline void index_arith_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const IndexTiling &t,
+                                        TPipe &pipe) {
+  const uint64_t n = (uint64_t)t.n, TL = (uint64_t)t.tile;
+  const bool bin = t.op == X_ARITH;
+  GlobalTensor<S> ga, gb, gc, go;
+  GlobalTensor<int32_t> gst;
+  ga.SetGlobalBuffer((__gm__ S *)a, t.amode ? 1 : n);
+  if (bin) {
+    gb.SetGlobalBuffer((__gm__ S *)b, t.bmode ? 1 : n);
+    gst.SetGlobalBuffer((__gm__ int32_t *)c, 1);
+  } else if (t.cmp == 2) {
+    gb.SetGlobalBuffer((__gm__ S *)b, 1);
+    gc.SetGlobalBuffer((__gm__ S *)c, 1);
+  }
+  go.SetGlobalBuffer((__gm__ S *)out, n);
+  TBuf<TPosition::VECCALC> bo, bst;
+  pipe.InitBuffer(bo, (uint32_t)(TL * sizeof(S)));
+  pipe.InitBuffer(bst, 32);
+  LocalTensor<S> ob = bo.Get<S>();
+  LocalTensor<int32_t> sv = bst.Get<int32_t>();
+  sv.SetValue(0, 1);
+  const S sa = t.amode ? ga.GetValue(0) : (S)0, sb = (bin && t.bmode) || (!bin && t.cmp == 2) ? gb.GetValue(0) : (S)0;
+  const S hi = !bin && t.cmp == 2 ? gc.GetValue(0) : (S)0;
+  bool bad = false;
+  for (uint64_t it = GetBlockIdx(); it * TL < n; it += GetBlockNum()) {
+    const uint64_t e0 = it * TL;
+    const uint32_t m = (uint32_t)(n - e0 < TL ? n - e0 : TL);
+    moec_sync<HardEvent::MTE3_S>();
+    for (uint32_t i = 0; i < m; i++) {
+      const S x = t.amode ? sa : ga.GetValue(e0 + i);
+      S r;
+      if (bin) {
+        const S y = t.bmode ? sb : gb.GetValue(e0 + i);
+        switch (t.cmp) {
+          case 0: r = (S)((U)x + (U)y); break;
+          case 1: r = (S)((U)x - (U)y); break;
+          case 2: r = (S)((U)x * (U)y); break;
+          case 3:
+            if (y == 0) { bad = true; r = 0; }
+            else if (y == (S)-1) r = (S)((U)0 - (U)x);  // (the most negative value / -1 wraps, as numpy's does)
+            else r = x / y;                               // C++ truncates toward zero
+            break;
+          case 4: r = x > y ? x : y; break;
+          default: r = x < y ? x : y; break;
+        }
+      } else {
+        r = t.cmp == 0 ? (S)((U)0 - (U)x) : t.cmp == 1 ? (x < 0 ? (S)((U)0 - (U)x) : x)
+          : (x < sb ? sb : x) > hi ? hi : (x < sb ? sb : x);
+      }
+      ob.SetValue(i, r);
+    }
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(go[e0], ob, DataCopyExtParams{1, (uint32_t)(m * sizeof(S)), 0, 0, 0});
+  }
+  if (bad) DataCopyPad(gst, sv, DataCopyExtParams{1, 4, 0, 0, 0});
+}
+
+// X_CAST: S the source's signed type (its unsigned one for bool / uint8), D the destination's
+template <typename S, typename D>
+__aicore__ inline void index_cast_body(GM_ADDR a, GM_ADDR out, const IndexTiling &t, TPipe &pipe) {
+  const uint64_t n = (uint64_t)t.n, TL = (uint64_t)t.tile;
+  GlobalTensor<S> ga;
+  GlobalTensor<D> go;
+  ga.SetGlobalBuffer((__gm__ S *)a, n);
+  go.SetGlobalBuffer((__gm__ D *)out, n);
+  TBuf<TPosition::VECCALC> bo;
+  pipe.InitBuffer(bo, (uint32_t)(TL * sizeof(D)));
+  LocalTensor<D> ob = bo.Get<D>();
+  for (uint64_t it = GetBlockIdx(); it * TL < n; it += GetBlockNum()) {
+    const uint64_t e0 = it * TL;
+    const uint32_t m = (uint32_t)(n - e0 < TL ? n - e0 : TL);
+    moec_sync<HardEvent::MTE3_S>();
+    for (uint32_t i = 0; i < m; i++) ob.SetValue(i, (D)(int64_t)ga.GetValue(e0 + i));
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(go[e0], ob, DataCopyExtParams{1, (uint32_t)(m * sizeof(D)), 0, 0, 0});
+  }
+}
+template <typename S>
+__aicore__ inline void index_cast_from(GM_ADDR a, GM_ADDR out, const IndexTiling &t, TPipe &pipe) {
+  if (t.k == 8) index_cast_body<S, int64_t>(a, out, t, pipe);
+  else if (t.k == 4) index_cast_body<S, int32_t>(a, out, t, pipe);
+  else if (t.k == 2) index_cast_body<S, int16_t>(a, out, t, pipe);
+  else index_cast_body<S, int8_t>(a, out, t, pipe);
+}
+
+// X_SCATTER_EL (U: the unsigned type of the element width), one core
+template <typename U>
+__aicore__ inline void index_scatter_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const IndexTiling &t,
+                                          TPipe &pipe) {
+  const uint64_t L = (uint64_t)t.L, K = (uint64_t)t.k, inner = (uint64_t)t.inner, n = (uint64_t)t.n;
+  GlobalTensor<U> gu, go;
+  GlobalTensor<int64_t> gi64;
+  GlobalTensor<int32_t> gi32, gst;
+  gst.SetGlobalBuffer((__gm__ int32_t *)a, 1);
+  if (t.flags & 1) gi64.SetGlobalBuffer((__gm__ int64_t *)b, n);
+  else gi32.SetGlobalBuffer((__gm__ int32_t *)b, n);
+  gu.SetGlobalBuffer((__gm__ U *)c, n);
+  go.SetGlobalBuffer((__gm__ U *)out, (uint64_t)t.outer * L * inner);
+  TBuf<TPosition::VECCALC> bst;
+  pipe.InitBuffer(bst, 32);
+  LocalTensor<int32_t> sv = bst.Get<int32_t>();
+  if (GetBlockIdx() != 0) return;
+  bool bad = false;
+  for (uint64_t e = 0; e < n; e++) {
+    const uint64_t ii = e % inner, o = e / inner / K;
+    int64_t id = (t.flags & 1) ? gi64.GetValue(e) : (int64_t)gi32.GetValue(e);
+    if (id < 0) id += (int64_t)L;
+    if (id < 0 || id >= (int64_t)L) { bad = true; continue; }
+    go.SetValue((o * L + (uint64_t)id) * inner + ii, gu.GetValue(e));
+  }
+  DataCacheCleanAndInvalid<U, CacheLine::ENTIRE_DATA_CACHE, DcciDst::CACHELINE_OUT>(go);
+  if (bad) {
+    sv.SetValue(0, 1);
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(gst, sv, DataCopyExtParams{1, 4, 0, 0, 0});
   }
 }
 
@@ -1094,6 +1313,20 @@ extern "C" __global__ __aicore__ void vec_index(GM_ADDR a, GM_ADDR b, GM_ADDR c,
     if (t.vdt == 2) index_topk_body<half>(a, c, out, t, pipe);
     else if (t.vdt == 1) index_topk_body<bfloat16_t>(a, c, out, t, pipe);
     else index_topk_body<float>(a, c, out, t, pipe);
+  } else if (t.op == X_ARITH || t.op == X_IUNARY) {
+    if (t.esize == 8) index_arith_body<int64_t, uint64_t>(a, b, c, out, t, pipe);
+    else index_arith_body<int32_t, uint32_t>(a, b, c, out, t, pipe);
+  } else if (t.op == X_CAST) {
+    if (t.esize == 8) index_cast_from<int64_t>(a, out, t, pipe);
+    else if (t.esize == 4) index_cast_from<int32_t>(a, out, t, pipe);
+    else if (t.esize == 2) index_cast_from<int16_t>(a, out, t, pipe);
+    else if (t.flags & 1) index_cast_from<uint8_t>(a, out, t, pipe);
+    else index_cast_from<int8_t>(a, out, t, pipe);
+  } else if (t.op == X_SCATTER_EL) {
+    if (t.esize == 1) index_scatter_body<uint8_t>(a, b, c, out, t, pipe);
+    else if (t.esize == 2) index_scatter_body<uint16_t>(a, b, c, out, t, pipe);
+    else if (t.esize == 8) index_scatter_body<uint64_t>(a, b, c, out, t, pipe);
+    else index_scatter_body<uint32_t>(a, b, c, out, t, pipe);
   } else if (t.esize == 1) {
     index_bits_body<uint8_t>(a, b, c, out, t, pipe);
   } else if (t.esize == 2) {
