@@ -722,24 +722,27 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
   }
 /* C[r][0..nb) = sum_g float(sum_k (n - z) q) * s_w[g][j] * s_a[r][g] for r < m (m <= W4A8_MR).  A: row r's
  * codes at A + r * lda (ng * G4 bytes), its scales as + r * ng, code sums aq + r * ng. */
-static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float *as, const int32_t *aqs, int m,
-                      const uint8_t *panel, float *C, int64_t ldc, int64_t nb) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+/* R rows (a compile-time constant at each call: decode's one or two rows do not pay for eight) */
+static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, const int8_t *A, int64_t lda,
+                                                              const float *as, const int32_t *aqs, int m,
+                                                              const uint8_t *panel, float *C, int64_t ldc,
+                                                              int64_t nb, const int R) {
   const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
   const size_t gb = w4a8_group_bytes(v);
   const int zp = v->z != NULL;
-#if defined(__AVX512F__) && defined(__AVX512BW__)
   __m512 acc[W4A8_MR][2];
 #pragma GCC unroll 8
-  for (int r = 0; r < W4A8_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   const int8_t *a[W4A8_MR];
 #pragma GCC unroll 8
-  for (int r = 0; r < W4A8_MR; r++) a[r] = A + (r < m ? r : 0) * lda;
+  for (int r = 0; r < R; r++) a[r] = A + (r < m ? r : 0) * lda;
   const __m512i lo4 = _mm512_set1_epi8(15);
   for (int64_t g = 0; g < ng; g++) {
     const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
     __m512i dot[W4A8_MR][2];
 #pragma GCC unroll 8
-    for (int r = 0; r < W4A8_MR; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
+    for (int r = 0; r < R; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
     /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
      * accumulators in place instead of copying them around the loop's back edge) */
     if (P == 8) W4A8_STEPS(8)
@@ -753,7 +756,7 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
     }
     const __m512 s0 = _mm512_loadu_ps((const float *)(const void *)pg), s1 = _mm512_loadu_ps((const float *)(const void *)pg + 16);
 #pragma GCC unroll 8
-    for (int r = 0; r < W4A8_MR; r++) {
+    for (int r = 0; r < R; r++) {
       const __m512i sq = _mm512_set1_epi32(aqs[(r < m ? r : 0) * ng + g]);
       dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, sq));
       dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, sq));
@@ -768,6 +771,20 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
     _mm512_storeu_ps(tmp + 16, acc[r][1]);
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
   }
+}
+#endif
+
+static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float *as, const int32_t *aqs, int m,
+                      const uint8_t *panel, float *C, int64_t ldc, int64_t nb) {
+  const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
+  const size_t gb = w4a8_group_bytes(v);
+  const int zp = v->z != NULL;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  (void)G4; (void)ng; (void)P; (void)gb; (void)zp;
+  if (m > 4) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, W4A8_MR);
+  else if (m > 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 4);
+  else if (m == 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 2);
+  else tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 1);
 #else
   /* portable: the same exact integer sums per group, then the same f32 scaling */
   for (int r = 0; r < m; r++) {
