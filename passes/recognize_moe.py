@@ -396,7 +396,12 @@ class _Layer:
         if q is None:
             raise _NoMatch
         w, b = q.weight, q.bias
-        for kind, arg in p.path:
+        path = list(p.path)
+        if w.ndim - 2 >= sum(kind != "cols" for kind, _ in path):
+            # the experts first (leading axes, views), then the columns (axis -2: a copy when indexed by an array):
+            # the same values, and the copy is one expert's, not the whole stack's once per expert
+            path.sort(key=lambda s: s[0] == "cols")
+        for kind, arg in path:
             if kind == "cols":
                 w, b = w[..., arg, :], None if b is None else b[..., arg]
             else:
