@@ -124,6 +124,37 @@ def test_packed_matmul_batched_and_vector_activations(tmp_path):
         _close(z, v.astype(np.float64) @ ws["w"].astype(np.float64), 33, "vector")
 
 
+
+def test_gemm_row_blocks_threads_reuse_packed_rows(tmp_path):
+    """Several row blocks x runs of panels over 2 threads: a thread packs its rows of A once per (batch, row
+    block) and reuses them for its next run of panels of the same block; odd M, K, N (partial row tiles,
+    a partial last panel), a packed weight (300 x 1001 @ 1001 x 1003: 3 row blocks, 4 runs each) and a
+    batched product of two activations (per-batch A and B offsets).  1 and 2 threads give the same bits
+    (one summation order per element), both equal numpy in float64."""
+    from moec.targets.registry import CpuArtifact
+    rng = np.random.default_rng(5)
+    K, N = 1001, 1003
+    ws = WeightStore()
+    ws.set("w", (rng.standard_normal((K, N)) / 30).astype(np.float32))
+    X, A, Bt = ("M", K), ("B", "S", 37), ("B", 37, 45)
+    ops = [_const("w", (K, N)),
+           f'%y = "moec.matmul"(%x, %w) : ({_tt(X)}, {_tt((K, N))}) -> {_tt(("M", N))}',
+           f'%z = "moec.matmul"(%a, %b) : ({_tt(A)}, {_tt(Bt)}) -> {_tt(("B", "S", 45))}']
+    m = _module([("x", X), ("a", A), ("b", Bt)], ops, [("y", ("M", N)), ("z", ("B", "S", 45))], ws)
+    outdir = str(tmp_path / "out")
+    two = build_module(m, outdir, threads=2)
+    one = CpuArtifact(outdir, threads=1)
+    for M, B, S in ((300, 3, 261), (129, 5, 9), (7, 2, 130)):
+        xs = [rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((B, S, 37)).astype(np.float32),
+              rng.standard_normal((B, 37, 45)).astype(np.float32)]
+        for _ in range(2):  # (a second call: nothing is left over from the first)
+            y2, z2 = two(xs)
+            y1, z1 = one(xs)
+            np.testing.assert_array_equal(y1, y2)
+            np.testing.assert_array_equal(z1, z2)
+        _close(y2, xs[0].astype(np.float64) @ ws["w"].astype(np.float64), K, f"M={M}")
+        _close(z2, xs[1].astype(np.float64) @ xs[2].astype(np.float64), 37, f"B={B} S={S}")
+
 BATCHED = {  # a shape, b shape (activations: attention scores, attention x V, broadcasting)
     "scores": (("B", "H", "S", "D"), ("B", "H", "D", "S2")),
     "bcast_a": (("B", 1, "S", "D"), ("H", "D", "S2")),

@@ -11,7 +11,8 @@
  *
  * Loop nest (GotoBLAS order, B pre-packed): a task owns a block of MC rows and a run of panels; for
  * each panel and each KC slice of the reduction the slice (KC x NR floats, 16 KiB) stays in L1 while
- * the micro-kernel sweeps the block's rows MR at a time (the A block MC x KC stays in L2).  The
+ * the micro-kernel sweeps the block's rows MR at a time (the A block MC x KC stays in L2; a thread packs
+ * a row block's A once into its own buffer and keeps it for its next runs of the same block).  The
  * micro-kernel keeps an MR x NR tile of C in vector registers (GCC vector extensions, width
  * MOEC_VBYTES from the target's compiler flags: 64 on AVX-512, 32 on AVX2, 16 otherwise) and does,
  * per k, two vector loads of B, m broadcasts of A and 2m FMAs; it is instantiated for every m <= MR
@@ -53,6 +54,8 @@ typedef struct {
   int64_t cstride;           /* C elements per batch */
   float *abuf;               /* per thread: mc x K floats (the task's rows of A, packed) */
   int64_t abuf_len;
+  int64_t *held;             /* per thread (16 apart: no false sharing): the (batch, row block) its abuf
+                              * holds, -1 for none */
 } sg_job;
 
 static inline void sg_store_row0(const moec_sgemm *g, float *C, const float *acc, int nb, int64_t row,
@@ -175,7 +178,11 @@ static void sg_task(void *arg, int64_t item, int tid) {
   const float *Bm = g->B ? g->B + (j->boff ? j->boff[bi] : 0) : NULL;
   float *Cb = g->C + bi * j->cstride;
   float *Ap = j->abuf + (int64_t)tid * j->abuf_len;
-  sg_pack_a(g, g->A + (j->aoff ? j->aoff[bi] : 0), r0, r1, Ap);
+  if (j->held[tid * 16] != rest) { /* items go out row block by row block: a thread packs its rows once, not
+                                    * once per run of panels (at 64 rows, 4% of a 2-thread call's CPU time) */
+    sg_pack_a(g, g->A + (j->aoff ? j->aoff[bi] : 0), r0, r1, Ap);
+    j->held[tid * 16] = rest;
+  }
   float buf[GKC * GNR] __attribute__((aligned(64)));
   for (int64_t p = p0; p < p1; p++) {
     int64_t n0 = p * GNR;
@@ -246,8 +253,10 @@ int moec_sgemm_run(moec_ctx *ctx, const moec_sgemm *g, int64_t nbatch, const int
   int64_t items = outer * j.ncc;
   if (items < nt) nt = (int)items;
   j.abuf_len = ((j.mc + GMR - 1) / GMR * GMR * (K ? K : 1) + 15) / 16 * 16;
-  j.abuf = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(j.abuf_len * nt));
+  j.abuf = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(j.abuf_len * nt) + sizeof(int64_t) * 16 * (size_t)nt);
   if (!j.abuf) return moec_fail(ctx, "out of memory (GEMM packing buffer)");
+  j.held = (int64_t *)(j.abuf + j.abuf_len * nt); /* (abuf_len is a multiple of 16 floats: aligned) */
+  for (int t = 0; t < nt; t++) j.held[t * 16] = -1;
   if (nt <= 1) {
     for (int64_t i = 0; i < items; i++) sg_task(&j, i, 0);
   } else {
