@@ -321,3 +321,30 @@ def test_api_activations_argument(tmp_path):
     import moec
     with pytest.raises(UserInputError, match="activations=int8 with weights=int4.*not implemented|cpu target only"):
         moec.compile(EXAMPLE, target="ascend", weights="int4", activations="int8")
+
+
+@pytest.mark.slow
+def test_real_causal_lm_through_the_api(tmp_path, monkeypatch):
+    """moec.compile(weights="int4", activations="int8") on a real transformers 2-layer Mixtral CausalLM:
+    attention projections, output layer and routed experts w4a8, the router kept; verified by the driver
+    (the module's reference, the flip criterion) and the logits within the bound of eager's."""
+    torch = pytest.importorskip("torch")
+    import moec
+    from test_hf_compile import causal_lm
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    model = causal_lm("mixtral", "batched_mm")
+    ids = torch.randint(0, 128, (2, 5), generator=torch.Generator().manual_seed(0))
+    cm = moec.compile(model, (ids,), weights="int4", activations="int8", group_size=16,
+                      dynamic_dims={0: {0: "B", 1: "S"}})
+    rep = cm.stats.report
+    assert rep["verified"], rep.get("failure")
+    assert rep["weights"]["mode"] == "w4a8"
+    assert rep["op_histogram"].get("moec.linear_q", 0) >= 7, rep["op_histogram"]
+    xs = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(xs, use_cache=False).logits.float().numpy()
+    out = cm(xs)
+    got = np.asarray(out.detach().numpy() if hasattr(out, "detach") else out, np.float32)
+    from moec.tolerances import QUANT_ERROR_BOUNDS, quantization_error
+    q = quantization_error([got], [want], QUANT_ERROR_BOUNDS["w4a8"])
+    assert q["token_rel_median"] <= QUANT_ERROR_BOUNDS["w4a8"], q
