@@ -90,6 +90,7 @@ ATT_CASES = [  # B, Hq, Hkv, S, T, D, Dv, causal, mask shape
     (2, 4, 4, 1, 9, 8, 8, False, (2, 1, 1, 9)),      # decode row, a padding mask per batch
     (1, 2, 1, 130, 130, 16, 32, True, None),    # three query blocks (the last 2 rows), values read in place
     (1, 2, 2, 67, 67, 8, 32, False, (1, 2, 67, 67)),  # a per-head mask over two query and key blocks
+    (1, 3, 3, 29, 70, 16, 16, True, None),      # one query block, no GQA: each task transposes its own keys
 ]
 
 

@@ -292,7 +292,10 @@ int moec_attention_rows(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
    * S / QB times per head); without the memory the tasks transpose their own blocks */
   /* (k's element count padded: its T rows to Tp, at most KB - 1 more per (batch, head, d); checked) */
   int64_t ktn = 0, Tp = (T + KB - 1) / KB * KB;
-  if (B && Hkv && S >= 4 && T && D) { /* (decode-sized queries read K's rows in place instead) */
+  /* (only where a head's keys are read by more than one task: with one query block and no GQA sharing each
+   * task transposes its own key blocks, and the separate pass, its fork/join and buffer are saved;
+   * decode-sized queries read K's rows in place instead) */
+  if (B && Hkv && S >= 4 && T && D && a.nqb * (Hq / Hkv) > 1) {
     if (moec_mul_size(ctx, k->numel / kcap, Tp, &ktn)) return -1;
     a.kt = (float *)moec_scratch_alloc(sizeof(float) * (size_t)ktn);
     a.Tp = Tp;
