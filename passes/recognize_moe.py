@@ -614,6 +614,54 @@ def gated_params(act: str) -> dict:
 
 # -- the pass ----------------------------------------------------------------------------------
 
+def _same_shape_operand(a: Value, b: Value, memo: Dict[int, bool], m: Module, f: Function) -> bool:
+    """a and b compute the same shape: one value, equal constants, or one op of the same kind and attributes
+    on operands that are so (the ``view(input_shape)`` each branch of a layer writes for itself)."""
+    if a is b:
+        return True
+    ca = np.asarray(evaluate(m, f, [a], {})[0]) if _consts_only(a, memo) else None
+    cb = np.asarray(evaluate(m, f, [b], {})[0]) if _consts_only(b, memo) else None
+    if ca is not None or cb is not None:
+        return ca is not None and cb is not None and ca.shape == cb.shape and np.array_equal(ca, cb)
+    oa, ob = a.owner, b.owner
+    if oa is None or ob is None or oa.name != ob.name or oa.attrs != ob.attrs or len(oa.operands) != len(ob.operands) \
+            or oa.results.index(a) != ob.results.index(b) or oa.name not in ("moec.concat", "moec.gather", "moec.shape",
+                                                                               "moec.slice", "moec.unsqueeze"):
+        return False
+    return all(_same_shape_operand(u, w, memo, m, f) for u, w in zip(oa.operands, ob.operands))
+
+
+def _sink_views(m: Module, f: Function, topk: Operation) -> None:
+    """add / sub / mul (r1, r2) of two reshapes of [N, D] values of one type to the same shape (each branch of a
+    layer viewed back as [B, S, D] before they are summed: Inkling's routed and shared experts) is the reshape of
+    (r1's input op r2's input): an elementwise op commutes with a view of both operands.  Rewritten so, the layer's
+    branches merge in a [tokens, hidden] value (where the layer output is looked for)."""
+    users = f.uses()
+    fwd: Set[int] = set()
+    stack = list(topk.results)
+    while stack:
+        for u in users.get(id(stack.pop()), []):
+            if id(u) not in fwd:
+                fwd.add(id(u))
+                stack.extend(u.results)
+    memo: Dict[int, bool] = {}
+    for o in [o for o in f.ops if id(o) in fwd and o.name in ("moec.add", "moec.sub", "moec.mul")]:
+        ra, rb = (v.owner for v in o.operands[:2])
+        if ra is None or rb is None or ra.name != "moec.reshape" or rb.name != "moec.reshape" or ra is rb:
+            continue
+        a, b = ra.operands[0], rb.operands[0]
+        if a.type != b.type or a.type.rank != 2 or ra.results[0].type.shape != o.results[0].type.shape or \
+                rb.results[0].type.shape != o.results[0].type.shape or ra.attrs != rb.attrs or \
+                not _same_shape_operand(ra.operands[1], rb.operands[1], memo, m, f):
+            continue
+        new = OPS[o.name].create([a, b], dict(o.attrs), o.loc)
+        view = OPS["moec.reshape"].create([new.results[0], ra.operands[1]], dict(ra.attrs), o.loc,
+                                          [o.results[0].type])
+        at = f.ops.index(o)
+        f.ops[at:at + 1] = [new, view]
+        f.replace_all_uses(o.results[0], view.results[0])
+
+
 def _ops_between(down, ups):
     """The ops on the paths from the up projections' outputs to the down projection's input (the activation's
     ops; other projections and anything before the up projections left out), at most 256 values visited."""
@@ -663,8 +711,10 @@ class RecognizeMoE(Pass):
 
     # ------------------------------------------------------------------------------------------
     def _try_layer(self, m: Module, f: Function, topk: Operation, proj_keys: Optional[Set[str]] = None) -> bool:
+        _sink_views(m, f, topk)
         L = _Layer(m, f, topk, proj_keys)
         self._zero = 0  # identity experts (ids past the expert FFNs), see below
+        self._n_shared = 0  # always-on experts scored by the router (see _router)
         if topk.name == "moec.argmax":
             if topk.attrs["axis"] not in (-1, 1) or topk.operands[0].type.rank != 2:
                 raise _NoMatch
@@ -683,7 +733,7 @@ class RecognizeMoE(Pass):
         x, logits, w_r, scoring, bias_v, chain = router
         L.widened = any(v.type.dtype in (DType.F16, DType.BF16) for v in L.xs + L.xviews)
         T, D = x.type.shape
-        E = w_r.shape[0]
+        E = w_r.shape[0] - self._n_shared  # (the always-on experts' scores are not selected among)
         # 1. layer output: where all expert paths have merged
         fwd = L.forward(topk.results)
         xe = self._expert_tokens(L, fwd)
@@ -715,6 +765,12 @@ class RecognizeMoE(Pass):
         acts = {e.activation for e in experts}
         if len(acts) != 1:
             raise _NoMatch  # experts differ: not one MoE op
+        if self._n_shared:  # the always-on experts the router scores: moe.experts' ids E..E+S-1
+            if self._zero:
+                raise _NoMatch
+            on = self._always_on(L, between, experts, E, self._n_shared)
+            region = region | {id(p.op) for e in on for p in e.ups + [e.down]}
+            experts, E = experts + on, E + self._n_shared
         # 3+4. routing candidates, proved numerically.  The merge point may still lack terms that
         # do not depend on the routing (an exporter's "out = zeros + scatter(...)"), so the few
         # single-consumer ops after it with x's shape are tried as the layer output too.
@@ -728,7 +784,8 @@ class RecognizeMoE(Pass):
             if shared is not None:
                 region_c |= shared["ops"]
             try:
-                if self._rewrite(L, x, logits, bias_v, root, y_cand, experts, scoring, k, E, region_c, shared):
+                if self._rewrite(L, x, logits, bias_v, root, y_cand, experts, scoring, k, E, region_c,
+                                 None if self._n_shared else shared):
                     return True
             except _NoMatch:
                 continue  # e.g. a residual add after the layer needs values from outside it
@@ -910,6 +967,7 @@ class RecognizeMoE(Pass):
         v = c
         o = v.owner
         self._group = None
+        self._n_shared = 0  # the scores' last columns left out of the selection: always-on experts (Inkling)
 
         def widening(o):  # scores computed in half and widened for top-k (f16 exports of dtype=float)
             return o is not None and o.name == "moec.cast" and o.operands[0].type.dtype.is_float and \
@@ -921,6 +979,28 @@ class RecognizeMoE(Pass):
                 chain.append(v.owner)
                 v = v.owner.operands[0]
             return v, v.owner
+        def leading(v):
+            """(u, S) when v holds the first W - S columns of a [T, W] value u (S > 0: a slice, split or gather
+            of u's columns, found by evaluating it on column ids): the selection reads only those; the other S
+            columns are always-on experts' scores the route keeps beside the top-k (moe.route's n_shared,
+            Inkling's shared experts).  Else None."""
+            o = v.owner
+            if o is None or o.name not in SELECT_OPS or not o.operands or v.type.rank != 2:
+                return None
+            u = o.operands[0]
+            W = u.type.shape[1] if u.type.rank == 2 else None
+            if not isinstance(W, int) or any(a is not u and L.const_array(a) is None for a in o.operands[1:]
+                                             if a is not None):
+                return None
+            try:
+                cols = np.asarray(evaluate(L.em, L.f, [v], {id(u): np.arange(W, dtype=np.float64)[None].astype(
+                    u.type.dtype.np)}, widened=L.widened)[0]).reshape(-1)
+            except Exception:
+                return None
+            n = cols.size
+            if 0 < n < W and np.array_equal(cols, np.arange(n)):
+                return u, W - n
+            return None
         self._group_fill = float("-inf")
         if widening(o):
             chain.append(o)
@@ -952,6 +1032,12 @@ class RecognizeMoE(Pass):
                     continue
                 n_chain = len(chain)
                 s, so = unview(s)
+                lead = leading(s) if so is not None else None
+                if lead is not None and lead[0].owner is not None and lead[0].owner.name in ("moec.sigmoid",
+                                                                                            "moec.softmax"):
+                    chain.append(so)  # scores of E' routed + S always-on experts, the selection among the E'
+                    s, so = lead[0], lead[0].owner
+                    self._n_shared = lead[1]
                 if so is not None and so.name in ("moec.sigmoid", "moec.softmax"):
                     bias_v = other
                     chain.insert(n_chain, o)
@@ -965,6 +1051,11 @@ class RecognizeMoE(Pass):
                 del chain[n_chain:]
             else:
                 raise _NoMatch
+        lead = leading(v) if bias_v is None else None
+        if lead is not None and lead[0].owner is not None and lead[0].owner.name in ("moec.sigmoid", "moec.softmax"):
+            chain.append(o)
+            v, o = lead[0], lead[0].owner
+            self._n_shared = lead[1]
         if o is not None and o.name in ("moec.softmax", "moec.sigmoid"):
             if o.name == "moec.softmax" and o.attrs["axis"] not in (-1, 1):
                 raise _NoMatch
@@ -1171,6 +1262,47 @@ class RecognizeMoE(Pass):
             raise _NoMatch
         return experts
 
+    def _always_on(self, L: _Layer, region: Set[int], routed: List[Expert], E: int, S: int) -> List[Expert]:
+        """The S always-on expert FFNs of a router that scores them beside the routed ones (moe.route's n_shared):
+        down projections of the layer, not the routed experts', whose input is an elementwise function of one or
+        two up projections times other factors (the route's weight for the expert, Inkling's gammas), with the
+        routed experts' activation (found with the factors fed 1).  S FFNs: S unstacked ones in program order or
+        one stack of S; their ids E..E+S-1 follow that order, and the layer's proof decides."""
+        taken = {id(p.op) for e in routed for p in e.ups + [e.down]}
+        taken |= L.ancestors(L.topk.operands[0], {id(o) for o in L.f.ops})  # (the router's own projection)
+        projs = [p for p in (L.projection(o) for o in L.f.ops if id(o) in region and id(o) not in taken)
+                 if p is not None]
+        by_out = {id(p.output): p for p in projs}
+        found = []
+        for p in projs:
+            factors: List[Value] = []
+            ups = self._ups_of(L, p.input, by_out, region, factors)
+            if ups and factors:
+                found.append((p, ups, factors))
+        F = routed[0].down.weight.shape[-1]
+        why = f"the router scores {S} always-on expert(s) beside the top-k (n_shared), but "
+        n = sum(d.weight.shape[0] if d.stacked else 1 for d, _, _ in found)
+        if n != S:
+            raise _NoMatch(why + f"{n} FFN(s) scaled by a routing factor were found, not {S}")
+        out = []
+        for down, ups, factors in found:
+            if down.weight.shape[-1] != F or any(u.weight.shape[-2] != F for u in ups):
+                raise _NoMatch(why + f"their width differs from the routed experts' F={F} (one moe.experts stack)")
+            act, gate_first = self._activation(L, down, ups, {id(v): np.ones((1,) * max(v.type.rank, 1),
+                                                                            v.type.dtype.np) for v in factors})
+            if act != routed[0].activation:
+                raise _NoMatch(why + f"their activation {act} is not the routed experts' {routed[0].activation}")
+            ups = ups if gate_first else ups[::-1]
+            if down.stacked:
+                for e in range(down.weight.shape[0]):
+                    def part(p, e=e):
+                        return Projection(p.op, p.input, p.weight[e], None if p.bias is None else p.bias[e], p.output,
+                                          path=p.path + (("expert", e),))
+                    out.append(Expert(E + len(out), [part(q) for q in ups], part(down), act, gate_first))
+            else:
+                out.append(Expert(E + len(out), ups, down, act, gate_first))
+        return out
+
     @staticmethod
     def _ffn_numpy(ups, down, act, X):
         hs = [X.astype(np.float64) @ p.weight.T.astype(np.float64) + (0 if p.bias is None else p.bias) for p in ups]
@@ -1274,12 +1406,23 @@ class RecognizeMoE(Pass):
                 return sub[0]
         raise _NoMatch
 
-    def _ups_of(self, L, v: Value, by_out, region) -> List[Projection]:
-        """Up projections feeding v through elementwise ops only (1 or 2 of them, same input)."""
+    def _ups_of(self, L, v: Value, by_out, region, factors: Optional[List[Value]] = None) -> List[Projection]:
+        """Up projections feeding v through elementwise ops only (1 or 2 of them, same input).  ``factors`` (a
+        list): a multiplication's operand that is computed from no projection of the layer's (an always-on
+        expert's routing weight) is allowed and appended to it."""
         found: List[Projection] = []
         stack, seen = [v], set()
+        if factors is not None:
+            from_proj = L.forward([p.output for p in by_out.values()])
         while stack:
             w = stack.pop()
+            o = w.owner
+            if factors is not None and o is not None and o.name == "moec.mul" and id(w) not in seen:
+                for a in o.operands:  # (a factor: not downstream of any projection, not a constant)
+                    if a.owner is not None and id(a.owner) not in from_proj and id(a) not in by_out and \
+                            L.const_array(a) is None:
+                        factors.append(a)
+                        seen.add(id(a))
             if id(w) in seen:
                 continue
             seen.add(id(w))
@@ -1335,7 +1478,7 @@ class RecognizeMoE(Pass):
                           None if proj.bias is None else proj.bias[..., idx], v, order=int(idx[0]), stacked=proj.stacked,
                           bias_index=proj.bias_index, path=proj.path + (("cols", idx),))
 
-    def _activation(self, L, down: Projection, ups: List[Projection]):
+    def _activation(self, L, down: Projection, ups: List[Projection], extra: Optional[Dict[int, np.ndarray]] = None):
         rng = np.random.default_rng(3)
         F = ups[0].weight.shape[0]
         dt = down.input.type.dtype.np
@@ -1349,10 +1492,13 @@ class RecognizeMoE(Pass):
         feeds = {id(ups[0].output): G}
         if len(ups) == 2:
             feeds[id(ups[1].output)] = U
+        feeds.update(extra or {})
         try:
             h = np.asarray(evaluate(L.em, L.f, [down.input], feeds, widened=L.widened)[0], np.float64)
         except Exception:
             raise _NoMatch from None
+        if extra and h.size == G.size:  # (unit factors broadcast to their rank)
+            h = h.reshape(G.shape)
         if h.shape != G.shape:
             raise _NoMatch
         tol = dict(rtol=L.tol["ffn"][0], atol=L.tol["ffn"][1])
@@ -1434,7 +1580,10 @@ class RecognizeMoE(Pass):
         # for positive weights an L1 norm equals the plain sum: the graph's own ops decide the label
         # (after the selection: an abs in the router's own scores, DeepSeek-V4's softplus, is no L1 norm)
         after = L.forward(topk.results)
-        l1 = any(o.name in ("moec.reduce_l1", "moec.abs") for o in L.f.ops if id(o) in region and id(o) in after)
+        # (an abs that a sum over the slots reads: |w|; one inside a stable logsigmoid, Inkling's, is no L1 norm)
+        l1 = any(o.name == "moec.reduce_l1" or (o.name == "moec.abs" and any(
+            u.name == "moec.reduce_sum" for u in L.users.get(id(o.results[0]), [])))
+            for o in L.f.ops if id(o) in region and id(o) in after)
         norms = ("none", "l1", "sum") if l1 else ("none", "sum", "l1")
         capacities = [0] + (self._capacity_candidates(L, region) if k == 1 else [])
         floors = self._norm_min_candidates(L, region)
@@ -1451,6 +1600,8 @@ class RecognizeMoE(Pass):
                 cand["jitter_eps"] = float(eps)
             if floor:
                 cand["norm_min"] = floor
+            if self._n_shared:
+                cand["n_shared"] = self._n_shared
             if self._group is not None:
                 cand.update(n_group=self._group[0], topk_group=self._group[1], group_score=self._group[2])
                 if self._group_fill != float("-inf"):
@@ -1591,6 +1742,8 @@ class RecognizeMoE(Pass):
                 continue
             a, b = o.operands
             c = L.const_array(b)
+            while a.owner is not None and a.owner.name == "moec.cast":  # (a bf16 quotient compared in f32)
+                a = a.owner.operands[0]
             if a.owner is None or a.owner.name != "moec.div" or c is None or c.size != 1:
                 continue
             eps = float(c.reshape(-1)[0]) / 2
@@ -1627,6 +1780,13 @@ class RecognizeMoE(Pass):
                     c = L.const_array(v)
                     if c is not None and c.size == 1 and float(c.reshape(-1)[0]) not in out:
                         out.append(float(c.reshape(-1)[0]))
+        # two scalings in a row (Inkling's route_scale * global_scale): their products, after the single ones
+        singles = out[1:5]
+        for n in (2, 3):
+            for cs in itertools.combinations(singles, n):
+                v = float(np.prod(np.asarray(cs, np.float32)))  # (in the weights' f32, as the graph multiplies)
+                if v not in out:
+                    out.append(v)
         return out
 
     @staticmethod
@@ -1752,11 +1912,14 @@ class RecognizeMoE(Pass):
             **({"router_input": "its own tokens (not the experts')"} if L.router_in is not None else {}),
             "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at"},
             "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",
-            "correction_bias": bias_v is not None, "E": E - self._zero, "k": attrs["k"], "D": int(y_new.type.shape[1]),
+            **({"always_on_experts": f"{self._n_shared} (moe.experts ids {E - self._n_shared}..{E - 1}, weighted by the "
+                                     f"route's last {self._n_shared} slot(s))"} if self._n_shared else {}),
+            "correction_bias": bias_v is not None, "E": E - self._zero - self._n_shared, "k": attrs["k"],
+            "D": int(y_new.type.shape[1]),
             "F": int(experts[0].down.weight.shape[1]), "activation": ffn["activation"] if ffn["activation"] != "swiglu"
             else ("swiglu" if ffn.get("limit", np.inf) == float("inf") else
                   "clamped_swiglu" if (ffn.get("alpha"), ffn.get("beta")) == (1.0, 0.0) else "gpt_oss_swiglu"),
-            "shared_experts": 0 if shared is None else 1,
+            "shared_experts": self._n_shared if self._n_shared else 0 if shared is None else 1,
             "shared_expert_gate": bool(shared is not None and shared["gate"] is not None),
             "shared_F": None if shared is None else int(shared["w_out"].shape[2]), "replaced_nodes": replaced[:64] + (["..."] if len(replaced) > 64 else []),
             "replaced_node_count": len(replaced)})
@@ -1766,6 +1929,8 @@ class RecognizeMoE(Pass):
 def family_of(attrs: dict, has_bias: bool, ffn: dict) -> str:
     """The moe-routing.md family a set of route attributes corresponds to."""
     s, post, norm, k = attrs["scoring"], attrs["post"], attrs["norm"], attrs["k"]
+    if attrs.get("n_shared"):  # always-on experts weighted by the route beside the top-k
+        return "inkling" if s == "sigmoid" and norm == "sum" else "custom"
     if post == "sparsemixer":
         return "phimoe"
     if ffn.get("limit", float("inf")) != float("inf") and ffn.get("alpha", 1.0) != 1.0 and post == "softmax":

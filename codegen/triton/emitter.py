@@ -89,6 +89,8 @@ def emit_triton(m: Module) -> Tuple[str, WeightStore]:
             bias = args[1] if len(args) > 1 else "None"
             kw = _kw(a, "k", "scoring", "n_group", "topk_group", "group_score", "post", "norm", "norm_eps", "scale",
                      "capacity", "tie", "drop", "min_weight", "jitter_eps", "norm_min", "group_fill")
+            if o.attrs.get("n_shared"):  # always-on expert slots (Inkling)
+                kw += f", n_shared={int(o.attrs['n_shared'])}"
             out.append(f"{fresh(w)}, {fresh(ids)} = rt.moe_route({args[0]}, {bias}, {kw})")
             return out
         if o.name == "moe.dispatch":

@@ -66,7 +66,11 @@ def _p2(n: int) -> int:
 # -- MoE --------------------------------------------------------------------------------------
 def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, post, norm, norm_eps, scale,
               capacity, tie="low", drop=False, min_weight=0.0, jitter_eps=0.0, norm_min=0.0,
-              group_fill=float("-inf")):
+              group_fill=float("-inf"), n_shared=0):
+    if n_shared:
+        return _route_shared(logits, bias, k=k, scoring=scoring, post=post, norm=norm, norm_eps=norm_eps,
+                             scale=scale, tie=tie, drop=drop, min_weight=min_weight, norm_min=norm_min,
+                             n_shared=n_shared)
     logits = logits.contiguous()
     T, E = logits.shape
     w = torch.empty((T, k), dtype=logits.dtype, device=logits.device)
@@ -86,6 +90,36 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
         ids = torch.where(drop[:, None], torch.full_like(ids, -1), ids)
         w = torch.where(drop[:, None], torch.zeros_like(w), w)
     return w, ids
+
+
+def _route_shared(logits, bias, *, k, scoring, post, norm, norm_eps, scale, tie, drop, min_weight, norm_min,
+                  n_shared):
+    """moe.route with always-on experts (n_shared, see ir/ops/moe.py; Inkling): torch ops on the device (the
+    route kernel has no such slots; the route is [T, E] small work): the scores of all columns, the top-k of
+    the first E - n_shared (+ bias), the always-on experts' slots after them, post / norm / scale over all."""
+    x = logits.float()
+    T, EL = x.shape
+    E = EL - n_shared
+    s = torch.softmax(x, -1) if scoring == "softmax" else torch.sigmoid(x) if scoring == "sigmoid" else x
+    c = s[:, :E] + (bias.float() if bias is not None else 0)
+    key = c.flip(-1) if tie == "high" else c  # (a stable descending sort: ties to the lowest index, or highest)
+    order = torch.sort(torch.nan_to_num(key, nan=float("-inf")), dim=-1, descending=True, stable=True).indices[:, :k]
+    ids = (E - 1 - order) if tie == "high" else order
+    w = torch.cat([torch.gather(s[:, :E], 1, ids), s[:, E:]], dim=1)
+    if post == "softmax":
+        w = torch.softmax(w, -1)
+    elif post == "sigmoid":
+        w = torch.sigmoid(w)
+    if norm != "none":
+        den = (w if norm == "sum" else w.abs()).sum(-1, keepdim=True) + norm_eps
+        w = w / torch.where(den < norm_min, torch.full_like(den, norm_min), den)
+    w = w * scale
+    ids = torch.cat([ids, torch.arange(E, EL, device=x.device).expand(T, n_shared)], dim=1).to(torch.int64)
+    if drop:
+        keep = w > min_weight
+        ids = torch.where(keep, ids, torch.full_like(ids, -1))
+        w = torch.where(keep, w, torch.zeros_like(w))
+    return w.to(logits.dtype), ids
 
 
 ALIGN_KERNEL_MAX_WORK = 32768  # one-program align kernel while p2(n) * max(p2(E), p2(n)) stays within this

@@ -95,3 +95,41 @@ def _rms_norm(ctx, node, ins, attrs):
         raise ctx.unsupported(f"stash_type={attrs['stash_type']}")
     return [ctx.emit1("moec.rms_norm", [ins[0], ins[1]], {"axis": attrs.get("axis", -1),
                                                           "epsilon": attrs.get("epsilon", 1e-5)})]
+
+
+@converter("ReduceLogSumExp", since=1)
+def _reduce_logsumexp(ctx, node, ins, attrs):
+    """log(sum(exp(x))) over the axes, computed as m + log(sum(exp(x - m))) with m the max over the axes (0 where
+    that max is infinite: a row of -inf gives -inf, a +inf gives +inf, a NaN stays NaN), so large inputs do not
+    overflow; every step an IR op with its own reference semantics and kernels (Inkling's router: the
+    softmax over logsigmoid of the chosen logits, torch.logsumexp in both torch.onnx exports).  Axes as an
+    input from opset 18, an attribute before; noop_with_empty_axes and keepdims as for the other reductions."""
+    x = ins[0]
+    if not x.type.dtype.is_float:
+        raise ctx.unsupported(f"input type {x.type.dtype} (ReduceLogSumExp takes a float tensor)")
+    noop = bool(attrs.get("noop_with_empty_axes", 0))
+    keep = bool(attrs.get("keepdims", 1))
+    if ctx.opset >= 18:
+        axes_v = ins[1] if len(ins) > 1 else None
+        c = ctx.const_value(axes_v)
+        if axes_v is not None and c is None:  # axes computed at run time
+            if axes_v.type.dtype != DType.I64:
+                axes_v = ctx.emit1("moec.cast", [axes_v], {"to": DType.I64})
+            axes, extra = None, [axes_v]
+        else:
+            axes, extra = ([] if c is None else [int(v) for v in np.asarray(c).reshape(-1)]), []
+    else:
+        axes, extra = list(attrs.get("axes", [])), []
+    if axes == [] and noop:
+        return [x]
+
+    def reduce(kind, v, keepdims):
+        a = {"keepdims": keepdims, "noop_with_empty_axes": noop}
+        return ctx.emit1(f"moec.reduce_{kind}", [v] + extra, a if axes is None else {**a, "axes": axes})
+    dt = x.type.dtype.np
+    m = reduce("max", x, True)
+    inf = ctx.emit1("moec.equal", [ctx.emit1("moec.abs", [m]), ctx.const(np.array(np.inf, dt))])
+    m0 = ctx.emit1("moec.select", [inf, ctx.const(np.array(0, dt)), m])
+    s = reduce("sum", ctx.emit1("moec.exp", [ctx.emit1("moec.sub", [x, m0])]), keep)
+    # (without keepdims, the reduced axes of m0 -- each of size 1 -- dropped by a max over them)
+    return [ctx.emit1("moec.add", [ctx.emit1("moec.log", [s]), m0 if keep else reduce("max", m0, False)])]

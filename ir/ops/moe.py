@@ -237,6 +237,9 @@ def sparsemixer_weights(s: np.ndarray, ids: np.ndarray, eps: float) -> np.ndarra
                                    "(onnxruntime's com.microsoft.MoE/QMoE kernels)"),
     "drop": Attr("bool", False, doc="drop every slot whose final weight is not > min_weight (NaN included)"),
     "min_weight": Attr("float", 0.0, doc="with drop: the largest weight that is still dropped"),
+    # (no default: absent unless set, so routes without always-on experts print as before)
+    "n_shared": Attr("int", None, doc="the last n_shared logit columns are always-on experts' (Inkling): never "
+                                      "selected, each token's slots k..k+n_shared-1; post / norm see all k+n_shared"),
 })
 class RouteOp(Operation):
     """Router logits [T, E] (+ optional selection bias [E]) -> (weights [T, k], ids [T, k] i64).
@@ -260,7 +263,17 @@ class RouteOp(Operation):
             softmax weight NaN), or all -Inf, outputs exactly 0, whatever the expert outputs would be.
         capacity C > 0 (k must be 1): in token order, a token that is the (C+1)-th or later to choose
             expert e is dropped: id -1, weight 0 (slots already dropped do not count).
+        n_shared S > 0 (always-on experts scored by the router, Inkling's shared experts): of the E logit
+            columns the first E' = E - S are routed experts and the last S always-on ones.  s is computed over
+            all E columns; c = s[:, :E'] + bias (bias [E']); ids = top-k of c as above; then every token's
+            slots are its k chosen experts followed by the S always-on experts E'..E-1:
+            w = [s[ids], s[:, E':]] ([T, k + S]) and ids [T, k + S]; post, norm, scale and drop act on all
+            k + S slots.  (Inkling: softmax over logsigmoid(l) of the chosen and the shared logits is
+            sigmoid(l_j) / sum sigmoid(l): scoring sigmoid, norm sum.)  Not with groups or capacity.
     """
+
+    def n_shared(self) -> int:
+        return int(self.attrs.get("n_shared") or 0)
 
     def infer_types(self):
         t = self.operands[0].type
@@ -269,9 +282,16 @@ class RouteOp(Operation):
         if not t.dtype.is_float:
             raise operand_error(self, "logits must be floating point")
         k = self.attrs["k"]
-        E = t.shape[1]
+        S = self.n_shared()
+        E = t.shape[1] - S if isinstance(t.shape[1], int) else None
+        if S < 0:
+            raise operand_error(self, f"n_shared={S} must be >= 0")
         if k < 1 or (isinstance(E, int) and k > E):
-            raise operand_error(self, f"k={k} must be in [1, E={E}]")
+            raise operand_error(self, f"k={k} must be in [1, E={E}]" + (f" (E = {t.shape[1]} logit columns - "
+                                                                        f"n_shared {S})" if S else ""))
+        if S and (self.attrs["n_group"] != 1 or self.attrs["capacity"] or self.attrs["post"] == "sparsemixer"):
+            raise operand_error(self, "n_shared (always-on experts) is not defined with groups, capacity or "
+                                      "post sparsemixer")
         ng, tg = self.attrs["n_group"], self.attrs["topk_group"]
         if ng < 1 or tg < 1 or tg > ng or (isinstance(E, int) and E % ng):
             raise operand_error(self, f"bad grouping n_group={ng}, topk_group={tg} for E={E}")
@@ -282,7 +302,7 @@ class RouteOp(Operation):
             if b.rank != 1 or not b.dtype.is_float:
                 raise operand_error(self, f"bias must be a float vector [E], got {b}")
         T = t.shape[0]
-        return [TensorType(t.dtype, (T, k)), TensorType(DType.I64, (T, k))]
+        return [TensorType(t.dtype, (T, k + S)), TensorType(DType.I64, (T, k + S))]
 
     def reference(self, logits, bias=None):
         a = self.attrs
@@ -290,12 +310,15 @@ class RouteOp(Operation):
         x = logits.astype(acc)
         T, E = x.shape
         k = a["k"]
+        S = self.n_shared()
         if a["scoring"] == "softmax":
             s = _softmax(x)
         elif a["scoring"] == "sigmoid":
             s = _sigmoid(x)
         else:
             s = x
+        s_on, s = s[:, E - S:], s[:, :E - S]  # (the always-on experts' scores: never selected)
+        E -= S
         c = s + bias.astype(acc) if bias is not None else s.copy()
         if a["n_group"] > 1:
             G = a["n_group"]
@@ -311,6 +334,9 @@ class RouteOp(Operation):
             c = np.where(np.repeat(gmask, E // G, axis=1), c, np.asarray(a["group_fill"], c.dtype))
         ids = topk_tie(c, k, a["tie"])
         w = np.take_along_axis(s, ids, axis=-1)
+        if S:
+            w = np.concatenate([w, s_on], axis=-1)
+            ids = np.concatenate([ids, np.broadcast_to(np.arange(E, E + S), (T, S))], axis=-1)
         if a["post"] == "softmax":
             w = _softmax(w)
         elif a["post"] == "sigmoid":

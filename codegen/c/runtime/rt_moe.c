@@ -54,37 +54,41 @@ static double mixer_weight(const double *s, int64_t E, const int64_t *sel, int64
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,
                      moec_tensor *ids, const moec_route_params *p) {
   if (logits->rank != 2) return moec_fail(ctx, "logits must be [T, E]");
-  int64_t T = logits->shape[0], E = logits->shape[1], k = p->k, G = p->n_group;
+  /* n_shared S: the last S of the EL logit columns are always-on experts (scored, never selected) */
+  int64_t T = logits->shape[0], EL = logits->shape[1], S = p->n_shared, E = EL - S, k = p->k, G = p->n_group;
+  int64_t K = k + S; /* slots per token */
+  if (S < 0 || E < 1 || (S && (G != 1 || p->capacity > 0 || p->post == MOEC_POST_SPARSEMIXER)))
+    return moec_fail(ctx, "bad n_shared=%lld for %lld logit columns", (long long)S, (long long)EL);
   if (k < 1 || k > E) return moec_fail(ctx, "k=%lld out of range for E=%lld", (long long)k, (long long)E);
   if (G < 1 || E % G || p->topk_group < 1 || p->topk_group > G) return moec_fail(ctx, "bad expert grouping");
   if (bias && bias->numel != E) return moec_fail(ctx, "bias has %lld values, E=%lld", (long long)bias->numel, (long long)E);
-  int64_t wshape[2] = {T, k};
+  int64_t wshape[2] = {T, K};
   if (moec_alloc(ctx, weights, logits->dtype, 2, wshape) || moec_alloc(ctx, ids, MOEC_I64, 2, wshape)) return -1;
-  double *s = (double *)malloc(sizeof(double) * (size_t)(3 * E + G + 2 * k + 1));
+  double *s = (double *)malloc(sizeof(double) * (size_t)(3 * EL + G + 2 * K + 1));
   int64_t *sel = (int64_t *)malloc(sizeof(int64_t) * (size_t)(E + G + k + 1));
   int64_t *counts = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
   if (!s || !sel || !counts) { free(s); free(sel); free(counts); return moec_fail(ctx, "out of memory"); }
-  double *c = s + E, *gs = c + E, *w = gs + G;
+  double *c = s + EL, *gs = c + EL, *w = gs + G;
   int64_t *gsel = sel + k;
   int64_t *out_ids = (int64_t *)ids->data;
   for (int64_t t = 0; t < T; t++) {
     double mx = -INFINITY, sum = 0;
-    const float *lf = logits->dtype == MOEC_F32 ? (const float *)logits->data + t * E : NULL;
-    for (int64_t e = 0; e < E; e++) {
-      s[e] = lf ? (double)lf[e] : moec_get_f64(logits, t * E + e);
+    const float *lf = logits->dtype == MOEC_F32 ? (const float *)logits->data + t * EL : NULL;
+    for (int64_t e = 0; e < EL; e++) {
+      s[e] = lf ? (double)lf[e] : moec_get_f64(logits, t * EL + e);
       if (s[e] > mx) mx = s[e];
     }
     if (p->scoring == MOEC_SCORE_SOFTMAX && logits->dtype != MOEC_F64) {
       /* in float, as the reference (and onnxruntime) compute it: the rounding decides which nearly
        * equal logits tie, and ties decide the experts */
       float mf = (float)mx, sf = 0.f;
-      for (int64_t e = 0; e < E; e++) { float v = expf((float)s[e] - mf); s[e] = v; sf += v; }
-      for (int64_t e = 0; e < E; e++) s[e] = (double)((float)s[e] / sf);
+      for (int64_t e = 0; e < EL; e++) { float v = expf((float)s[e] - mf); s[e] = v; sf += v; }
+      for (int64_t e = 0; e < EL; e++) s[e] = (double)((float)s[e] / sf);
     } else if (p->scoring == MOEC_SCORE_SOFTMAX) {
-      for (int64_t e = 0; e < E; e++) { s[e] = exp(s[e] - mx); sum += s[e]; }
-      for (int64_t e = 0; e < E; e++) s[e] /= sum;
+      for (int64_t e = 0; e < EL; e++) { s[e] = exp(s[e] - mx); sum += s[e]; }
+      for (int64_t e = 0; e < EL; e++) s[e] /= sum;
     } else if (p->scoring == MOEC_SCORE_SIGMOID) {
-      for (int64_t e = 0; e < E; e++) s[e] = sigm(s[e]);
+      for (int64_t e = 0; e < EL; e++) s[e] = sigm(s[e]);
     }
     for (int64_t e = 0; e < E; e++) c[e] = s[e] + (bias ? moec_get_f64(bias, e) : 0.0);
     if (G > 1) {
@@ -105,31 +109,32 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
     }
     topn(c, E, k, sel, p->tie_high);
     for (int64_t j = 0; j < k; j++) w[j] = s[sel[j]];
+    for (int64_t j = k; j < K; j++) w[j] = s[E + j - k]; /* the always-on experts' slots */
     if (p->post == MOEC_POST_SOFTMAX) {
       double m2 = -INFINITY, s2 = 0;
-      for (int64_t j = 0; j < k; j++) if (w[j] > m2) m2 = w[j];
-      for (int64_t j = 0; j < k; j++) { w[j] = exp(w[j] - m2); s2 += w[j]; }
-      for (int64_t j = 0; j < k; j++) w[j] /= s2;
+      for (int64_t j = 0; j < K; j++) if (w[j] > m2) m2 = w[j];
+      for (int64_t j = 0; j < K; j++) { w[j] = exp(w[j] - m2); s2 += w[j]; }
+      for (int64_t j = 0; j < K; j++) w[j] /= s2;
     } else if (p->post == MOEC_POST_SIGMOID) {
-      for (int64_t j = 0; j < k; j++) w[j] = sigm(w[j]);
+      for (int64_t j = 0; j < K; j++) w[j] = sigm(w[j]);
     } else if (p->post == MOEC_POST_SPARSEMIXER) {
       for (int64_t j = 0; j < k; j++) w[j] = mixer_weight(s, E, sel, j, p->jitter_eps, logits->dtype == MOEC_F64);
     }
     if (p->norm != MOEC_NORM_NONE) {
       double n = 0;
-      for (int64_t j = 0; j < k; j++) n += p->norm == MOEC_NORM_L1 ? fabs(w[j]) : w[j];
+      for (int64_t j = 0; j < K; j++) n += p->norm == MOEC_NORM_L1 ? fabs(w[j]) : w[j];
       double d = n + p->norm_eps;
       if (d < p->norm_min) d = p->norm_min; /* (a NaN sum stays NaN, as clamp keeps it) */
-      for (int64_t j = 0; j < k; j++) w[j] /= d;
+      for (int64_t j = 0; j < K; j++) w[j] /= d;
     }
-    for (int64_t j = 0; j < k; j++) {
-      int64_t e = sel[j];
+    for (int64_t j = 0; j < K; j++) {
+      int64_t e = j < k ? sel[j] : E + j - k;
       double wv = w[j] * p->scale;
       if (p->drop && !(wv > p->min_weight)) { e = -1; wv = 0; }  /* (NaN weights too) */
       if (e >= 0 && p->capacity > 0 && ++counts[e] > p->capacity) { e = -1; wv = 0; }
-      out_ids[t * k + j] = e;
-      if (weights->dtype == MOEC_F32) ((float *)weights->data)[t * k + j] = (float)wv;
-      else moec_set_f64(weights, t * k + j, wv);
+      out_ids[t * K + j] = e;
+      if (weights->dtype == MOEC_F32) ((float *)weights->data)[t * K + j] = (float)wv;
+      else moec_set_f64(weights, t * K + j, wv);
     }
   }
   free(s); free(sel); free(counts);

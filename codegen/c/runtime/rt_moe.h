@@ -24,6 +24,7 @@ typedef struct moec_route_params {
   double jitter_eps;  /* post sparsemixer (PhiMoE): slot j keeps the scores within 2 eps of its own */
   double norm_min;    /* the renormalisation's denominator is at least this */
   double group_fill;  /* group-limited: the selection score of experts in groups not kept (-inf) */
+  int64_t n_shared;   /* the last n_shared logit columns: always-on experts, slots k..k+n_shared-1 (Inkling) */
 } moec_route_params;
 
 typedef struct moec_ffn_params {

@@ -1,0 +1,253 @@
+"""Routing and expert forms of real transformers families that ``moe.route`` / ``moe.experts`` gained for them
+(issue 16): Inkling's always-on experts scored by the router (``moe.route`` n_shared), with the ONNX
+ReduceLogSumExp its exports use; checked against transformers' own code, on the kernels, and on the real block
+against eager, with a look-alike that must stay unrecognised."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moec.driver import build_module
+from moec.ir import DType, TensorType, Value, parse_module, run
+from moec.ir.ops.moe import RouteOp
+from moec.ir.weights import WeightStore
+
+D, F, E, S, K = 16, 8, 6, 2, 2  # hidden, expert width, routed experts, always-on experts, slots chosen
+
+
+def _route(**attrs):
+    lv = Value(TensorType(DType.F32, ("T", E + S)))
+    bv = Value(TensorType(DType.F32, (E,)))
+    return RouteOp.create([lv, bv] if attrs.pop("bias", False) else [lv], attrs)
+
+
+def _by_expert(ids, w):
+    """{(token, expert): weight} (transformers' top-k is unsorted: compare the slots as sets)."""
+    return {(t, int(e)): float(v) for t in range(ids.shape[0]) for e, v in zip(ids[t], w[t])}
+
+
+def test_n_shared_reference_is_transformers_inkling_router():
+    """moe.route with n_shared (scoring sigmoid, norm sum, the scales' product) against transformers'
+    InklingTopkRouter: the same chosen experts and weights, and the always-on experts' weights are its
+    shared_gammas (softmax over logsigmoid of the chosen and the shared logits = sigmoid(l) / sum sigmoid)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.models.inkling.modeling_inkling import InklingTopkRouter
+
+    class Cfg:
+        n_routed_experts, n_shared_experts, hidden_size, route_scale, num_experts_per_tok = E, S, D, 2.5, K
+    r = InklingTopkRouter(Cfg())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        r.weight.normal_()
+        r.global_scale.fill_(0.7)
+        r.e_score_correction_bias.normal_()
+        x = torch.randn(40, D)
+        _, tw, ti, gam = r(x)
+        logits = (x @ r.weight.T).numpy()
+    scale = float(np.float32(2.5) * np.float32(0.7))
+    w, ids = _route(k=K, scoring="sigmoid", norm="sum", scale=scale, n_shared=S, bias=True).reference(
+        logits, r.e_score_correction_bias.numpy())
+    assert w.shape == ids.shape == (40, K + S)
+    np.testing.assert_array_equal(ids[:, K:], np.broadcast_to(np.arange(E, E + S), (40, S)))
+    got, want = _by_expert(ids[:, :K], w[:, :K]), _by_expert(ti.numpy(), tw.numpy())
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5)
+    np.testing.assert_allclose(w[:, K:], gam.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_n_shared_rejected_where_undefined():
+    from moec.ir.opdef import IRError
+    with pytest.raises(Exception, match="n_shared"):
+        _route(k=2, n_shared=S, n_group=2, topk_group=1)
+    with pytest.raises(Exception, match="k=7"):
+        _route(k=7, n_shared=S)
+    assert IRError is not None
+
+
+def _layer(route_attrs: str, bias: bool = True):
+    """x -> logits [T, E+S] -> moe.route (n_shared) -> dispatch -> experts (E+S stacked) -> combine."""
+    rng = np.random.default_rng(0)
+    ws = WeightStore()
+    ws.set("wr", (rng.standard_normal((D, E + S)) / 3).astype(np.float32))
+    ws.set("w_in", (rng.standard_normal((E + S, 2 * F, D)) / 4).astype(np.float32))
+    ws.set("w_out", (rng.standard_normal((E + S, D, F)) / 5).astype(np.float32))
+    ws.set("bias", (rng.standard_normal(E) / 4).astype(np.float32))
+    X, L = 'tensor<?x16xf32, "T">', 'tensor<?x8xf32, "T">'
+    W, ID = f'tensor<?x{K + S}xf32, "T">', f'tensor<?x{K + S}xi64, "T">'
+    text = f'''module {{
+  func.func @main(%x: {X}) -> ({X}) attributes {{moec.inputs = ["x"], moec.outputs = ["y"]}} {{
+    %wr = "moec.constant"() {{value = dense_resource<wr> : tensor<16x8xf32>}} : () -> tensor<16x8xf32>
+    %b = "moec.constant"() {{value = dense_resource<bias> : tensor<6xf32>}} : () -> tensor<6xf32>
+    %w_in = "moec.constant"() {{value = dense_resource<w_in> : tensor<8x16x16xf32>}} : () -> tensor<8x16x16xf32>
+    %w_out = "moec.constant"() {{value = dense_resource<w_out> : tensor<8x16x8xf32>}} : () -> tensor<8x16x8xf32>
+    %logits = "moec.matmul"(%x, %wr) : ({X}, tensor<16x8xf32>) -> {L}
+    %r:2 = "moe.route"(%logits{", %b" if bias else ""}) {{k = {K} : i64, {route_attrs}}} : ({L}{", tensor<6xf32>" if bias else ""}) -> ({W}, {ID})
+    %p:2 = "moe.dispatch"(%r#1) {{num_experts = 8 : i64}} : ({ID}) -> (tensor<?xi64>, tensor<9xi64>)
+    %yk = "moe.experts"(%x, %r#1, %p#0, %p#1, %w_in, %w_out) {{activation = "swiglu"}} : ({X}, {ID}, tensor<?xi64>, tensor<9xi64>, tensor<8x16x16xf32>, tensor<8x16x8xf32>) -> tensor<?x{K + S}x16xf32, "T">
+    %y = "moe.combine"(%yk, %r#0) : (tensor<?x{K + S}x16xf32, "T">, {W}) -> {X}
+    func.return %y : {X}
+  }}
+}}'''
+    return parse_module(text, ws)
+
+
+ROUTES = {  # Inkling's, and a softmax over all E+S columns with the weights renormalised over the k+S slots
+    "inkling": 'scoring = "sigmoid", norm = "sum", scale = 1.75 : f64, n_shared = 2 : i64',
+    "softmax_all": 'scoring = "softmax", norm = "sum", n_shared = 2 : i64',
+}
+
+
+def _inputs(T, same=False):
+    x = np.random.default_rng(1).standard_normal((T, D)).astype(np.float32)
+    if same:
+        x[:] = x[0]
+    return x
+
+
+@pytest.mark.parametrize("name", sorted(ROUTES))
+def test_n_shared_layer_c_matches_reference(name, tmp_path):
+    m = _layer(ROUTES[name])
+    art = build_module(m, str(tmp_path / "out"))
+    for T, same in [(7, False), (1, False), (6, True)]:
+        x = _inputs(T, same)
+        np.testing.assert_allclose(art([x])[0], run(m, {"x": x})["y"], rtol=2e-5, atol=2e-6, err_msg=f"T={T}")
+
+
+def test_n_shared_route_on_triton():
+    """Triton's route (torch ops for the always-on slots) against the reference: weights and ids."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from moec.codegen.triton import runtime as rt
+    rng = np.random.default_rng(8)
+    logits = (rng.standard_normal((33, E + S)) * 1.5).astype(np.float32)
+    logits[4] = 0.25  # ties
+    bias = rng.standard_normal(E).astype(np.float32)
+    for tie in ("low", "high"):
+        a = dict(k=K, scoring="sigmoid", n_group=1, topk_group=1, group_score="max", post="none", norm="sum",
+                 norm_eps=0.0, scale=1.75, capacity=0, tie=tie, n_shared=S)
+        want_w, want_ids = _route(**a, bias=True).reference(logits, bias)
+        w, ids = rt.moe_route(torch.from_numpy(logits).to(rt.DEVICE), torch.from_numpy(bias).to(rt.DEVICE), **a)
+        np.testing.assert_array_equal(ids.cpu().numpy(), want_ids)
+        np.testing.assert_allclose(w.cpu().numpy(), want_w, rtol=1e-5, atol=1e-6)
+
+
+def test_n_shared_route_is_a_host_op_on_ascend_with_its_reason(tmp_path):
+    """The Ascend moe_gating kernel has no always-on slots: the route runs on the host, saying why; the layer's
+    other ops (dispatch, experts, combine of the k+S slots) stay on the NPU and the result is the reference's."""
+    m = _layer(ROUTES["inkling"])
+    art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
+    host = art.plan["host_ops"]
+    assert "n_shared" in host.get("moe.route", ""), host
+    assert not {"moe.dispatch", "moe.experts", "moe.combine"} & set(host), host
+    x = _inputs(5)
+    np.testing.assert_allclose(np.asarray(art([x])[0]), run(m, {"x": x})["y"], rtol=2e-5, atol=2e-6)
+
+
+# -- ONNX ReduceLogSumExp ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opset,keepdims,axes", [(18, 1, [-1]), (18, 0, [1]), (13, 1, [0]), (18, 0, [0, 1]),
+                                                  (18, 1, None)])
+def test_onnx_reduce_logsumexp_matches_onnxruntime(opset, keepdims, axes):
+    """The converter against onnxruntime: large values (exp would overflow f32), a row of -inf (-inf), a +inf
+    (+inf), a NaN (NaN, in row reductions); axes as input (opset 18) or attribute (13), keepdims both ways, all axes."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+    from moec.frontend.onnx_import import import_model
+    ins = ["x"]
+    inits = []
+    kw = {"keepdims": keepdims}
+    if axes is not None and opset >= 18:
+        inits.append(helper.make_tensor("axes", TensorProto.INT64, [len(axes)], axes))
+        ins.append("axes")
+    elif axes is not None:
+        kw["axes"] = axes
+    node = helper.make_node("ReduceLogSumExp", ins, ["y"], **kw)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    x = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
+    x[0] *= 300  # exp overflows without the max subtracted
+    x[1] = -np.inf
+    x[2, 1] = np.inf
+    if axes is not None and 0 not in axes:  # (a NaN with a +inf in one reduction: onnxruntime says +inf, log(sum(exp))
+        x[3, 2] = np.nan                   # NaN as torch.logsumexp; only rows reduced on their own hold a NaN here)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    m = import_model(model)
+    got = run(m, {"x": x})["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# -- real blocks ------------------------------------------------------------------------------------------------
+
+def _exact(blk, m):
+    import torch
+    from test_hf_models import D as HD, first_output
+    for shape in ((1, 7, HD), (3, 1, HD)):
+        xs = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            want = first_output(blk(xs)).numpy()
+        got = list(run(m, [xs.numpy()]).values())[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_inkling_block_is_recognised_and_exact():
+    """transformers' InklingMoE (torch.export, batched_mm): the routed experts and the shared experts, weighted by
+    the router's joint normalisation, become one moe.route (n_shared=1) and one moe.experts of E+1 experts; the
+    module's scales (route_scale x global_scale) are the route's scale; equal to eager on other shapes."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_hf_models import D as HD, moe_block, recognise
+    blk = moe_block("inkling_text")
+    with torch.no_grad():  # (a buffer: moe_block leaves it 0) a selection bias that changes the choices
+        b = blk.gate.e_score_correction_bias
+        b.copy_(torch.linspace(-0.3, 0.3, b.numel()))
+    m, layers = recognise(blk, torch.randn(2, 5, HD, generator=torch.Generator().manual_seed(2)))
+    assert [la["family"] for la in layers] == ["inkling"], layers
+    r = layers[0]["routing"]
+    assert {k: r[k] for k in ("scoring", "norm", "post", "k", "n_shared")} == \
+        {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_shared": 1}
+    want_scale = float(np.float32(blk.gate.route_scale) * np.float32(blk.gate.global_scale.item()))
+    assert abs(r["scale"] - want_scale) < 1e-6 * want_scale
+    assert (layers[0]["E"], layers[0]["shared_experts"], layers[0]["correction_bias"]) == (4, 1, True)
+    ex = [o for o in m.main.ops if o.name == "moe.experts"]
+    assert len(ex) == 1 and ex[0].operands[4].type.shape[0] == 5
+    _exact(blk, m)
+
+
+
+
+def _near_inkling_block():
+    """Inkling's block with one change: the shared expert's weight is sigmoid(its logit) alone, and the routed
+    weights are renormalised over the chosen experts only (DeepSeek-V3's), not one joint normalisation: moe.route's
+    n_shared cannot express it, so the layer must stay unrecognised (and still compute the same)."""
+    import torch
+    from test_hf_models import moe_block
+    blk = moe_block("inkling_text")
+    gate = blk.gate
+
+    def forward(hidden_states):
+        flat = hidden_states.reshape(-1, gate.hidden_dim)
+        logits = torch.nn.functional.linear(flat.float(), gate.weight.float())
+        scores = logits.sigmoid()
+        routed = scores[..., :-gate.n_shared_experts]
+        ids = torch.topk(routed + gate.e_score_correction_bias, gate.top_k, dim=-1, sorted=False)[1]
+        w = routed.gather(-1, ids)
+        w = w / w.sum(-1, keepdim=True) * gate.route_scale
+        return logits[..., :-gate.n_shared_experts], w, ids, scores[..., -gate.n_shared_experts:] * gate.route_scale
+    gate.forward = forward
+    return blk
+
+
+def test_near_inkling_lookalike_stays_unrecognised():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_hf_models import D as HD, recognise
+    blk = _near_inkling_block()
+    m, layers = recognise(blk, torch.randn(2, 5, HD, generator=torch.Generator().manual_seed(2)))
+    assert layers == []
+    assert not any(o.name.startswith("moe.") for o in m.main.ops)
+    _exact(blk, m)
