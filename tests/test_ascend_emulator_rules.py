@@ -131,7 +131,10 @@ LAUNCH = {
                        ' (GM_ADDR)s, (GM_ADDR)ws, (GM_ADDR)t); }',
     "vector_kernels.cpp": 'extern "C" int copy(uint32_t bd, void *s, void *d, void *ws, void *t) {'
                           ' return moec_emu::Launch("vec_copy", bd, vec_copy, (GM_ADDR)s, (GM_ADDR)d, (GM_ADDR)ws,'
-                          ' (GM_ADDR)t); }',
+                          ' (GM_ADDR)t); }\n'
+                          'extern "C" int index(uint32_t bd, void *a, void *b, void *c, void *o, void *ws, void *t) {'
+                          ' return moec_emu::Launch("vec_index", bd, vec_index, (GM_ADDR)a, (GM_ADDR)b, (GM_ADDR)c,'
+                          ' (GM_ADDR)o, (GM_ADDR)ws, (GM_ADDR)t); }',
 }
 
 
@@ -324,3 +327,24 @@ def test_kernel_sources_have_no_lambdas_or_literal_event_ids():
         src = re.sub(r"//[^\n]*", "", open(os.path.join(KDIR, k)).read())  # code only
         assert not re.search(r"\[\s*[&=][^\]]*\]|\[\]\s*\(", src), k  # a capture list [&] [=] [&x] or []( 
         assert not re.search(r"(Set|Wait)Flag<HardEvent::\w+>\(\s*(\d|EVENT_ID)", src), k
+
+
+def _int64_compare(h, n=300, bd=3):
+    """vec_index: a >= b on int64 (the scalar unit's results staged in the UB, copied out by MTE3)."""
+    from moec.codegen.ascend.index_ops import CMP, X_CMP, _tiling
+    rng = np.random.default_rng(0)
+    a = rng.integers(-2 ** 62, 2 ** 62, n)
+    b = a + rng.integers(-1, 2, n)
+    out = np.full(n, 7, np.uint8)
+    tb = np.frombuffer(_tiling(op=X_CMP, n=n, esize=8, cmp=CMP["moec.greater_equal"], tile=128), np.uint8).copy()
+    rc, e = _call(h, "index", bd, [a, b, a, out, np.zeros(64, np.uint8), tb])
+    return rc, e, out, (a >= b).astype(np.uint8)
+
+
+def test_mutation_index_scalar_to_dma_flag_removed_is_caught(tmp_path):
+    flag = "    moec_sync<HardEvent::S_MTE3>();  // the 0/1 bytes, written by the scalar unit, leave by MTE3\n"
+    rc, e, out, want = _int64_compare(_lib(tmp_path, "vector_kernels.cpp"))
+    assert rc == 0, e
+    assert np.array_equal(out, want)
+    rc, e, *_ = _int64_compare(_lib(tmp_path, "vector_kernels.cpp", flag))
+    assert rc == 1 and "read-after-write hazard" in e and "PIPE_S" in e and "vec_index" in e, e

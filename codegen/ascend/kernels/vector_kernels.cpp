@@ -1030,7 +1030,7 @@ __aicore__ inline void index_cmp_body(GM_ADDR a, GM_ADDR b, GM_ADDR out, const I
       const S x = t.amode ? sa : ga.GetValue(e0 + i), y = t.bmode ? sb : gb.GetValue(e0 + i);
       ob.SetValue(i, index_cmp<S>(t.cmp, x, y) ? 1 : 0);
     }
-    moec_sync<HardEvent::S_MTE3>();
+    moec_sync<HardEvent::S_MTE3>();  // the 0/1 bytes, written by the scalar unit, leave by MTE3
     DataCopyPad(go[e0], ob, DataCopyExtParams{1, m, 0, 0, 0});
   }
 }
