@@ -235,34 +235,15 @@ static inline v16f ld16f(const float *p) { v16f v; __builtin_memcpy(&v, p, 64); 
 static inline v16f splat16(float v) { return __builtin_shuffle((v16f){v}, (v16i32){0}); }
 
 /* ---- vectorised activation epilogue (phase 2) -------------------------------------------------
- * expf one lane at a time cost ~10% of a prefill call.  vexp16: x clamped to [-87.33, 88.37] (so
- * 2^n stays a normal float; exp of the clamped ends is 7e-39 / 2.6e38, which the sigmoid turns into
- * its exact limits 1 and ~0), n = round(x / ln2) by the 1.5 * 2^23 trick, r = x - n ln2 with ln2
- * split in a 16-bit head (n * head exact) and a tail, |r| <= ln2 / 2, exp(r) by its degree-7 Taylor
- * polynomial (truncation < r^8 / 8! = 5e-9 relative), times 2^n built in the exponent field.  NaN
- * compares false everywhere and propagates through the polynomial. */
+ * expf one lane at a time cost ~10% of a prefill call: the sigmoid on 16 lanes is rt_vmath.h's (its
+ * vector exp, e / (1 + e) below 0 so nothing overflows; errors against float64 measured in
+ * tests/test_dense_gemm.py).  NaN propagates. */
+#define MV_BYTES 64
+#include "rt_vmath.h"
 static inline v16f vsel16(v16i32 m, v16f a, v16f b) { return (v16f)((m & (v16i32)a) | (~m & (v16i32)b)); }
 static inline v16f vmin16(v16f x, float c) { v16f cv = splat16(c); return vsel16((v16i32)(x > cv), cv, x); }
 static inline v16f vmax16(v16f x, float c) { v16f cv = splat16(c); return vsel16((v16i32)(x < cv), cv, x); }
-static inline v16f vexp16(v16f x) {
-  x = vmax16(vmin16(x, 88.3762626647949f), -87.3365447504f);
-  const v16f magic = splat16(12582912.0f);
-  v16f t = x * splat16(1.44269504088896341f) + magic;
-  v16f n = t - magic;
-  v16i32 ni = (v16i32)t - (v16i32)magic;
-  v16f r = x - n * splat16(0.693145751953125f);
-  r = r - n * splat16(1.42860682030941723212e-6f);
-  v16f q = splat16(1.0f / 5040.0f);
-  q = q * r + splat16(1.0f / 720.0f);
-  q = q * r + splat16(1.0f / 120.0f);
-  q = q * r + splat16(1.0f / 24.0f);
-  q = q * r + splat16(1.0f / 6.0f);
-  q = q * r + splat16(0.5f);
-  q = q * r + splat16(1.0f);
-  q = q * r + splat16(1.0f);
-  return q * (v16f)((ni + 127) << 23);
-}
-static inline v16f vsigm16(v16f v) { return splat16(1.0f) / (splat16(1.0f) + vexp16(-v)); }
+static inline v16f vsigm16(v16f v) { return mv_sigmoid(v); }
 static inline void st16f(float *p, v16f v) { __builtin_memcpy(p, &v, 64); }
 
 /* a[f] = g * sigmoid(alpha g) * (u + beta) over one row (concat: g = h[f], u = h[F + f];
