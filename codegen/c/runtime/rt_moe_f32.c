@@ -662,6 +662,31 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
   for (int64_t g = 0; g * G < K; g++) {
     const float *x = a + g * G;
     int8_t *o = q + g * G4;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    { /* 16 lanes at a time (masked tails): the same f32 max, division, round-half-even and clip */
+      __m512 mx = _mm512_setzero_ps();
+      for (int64_t k = 0; k < G; k += 16) {
+        __mmask16 mk = G - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (G - k)) - 1);
+        mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, x + k)));
+      }
+      float amax = _mm512_reduce_max_ps(mx);
+      float sc = amax > 0.f ? amax / 127.0f : 1.0f;
+      const __m512 scv = _mm512_set1_ps(sc), hi = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
+      __m512i sum = _mm512_setzero_si512();
+      for (int64_t k = 0; k < G; k += 16) {
+        __mmask16 mk = G - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (G - k)) - 1);
+        __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(mk, x + k), scv),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i qi = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+        sum = _mm512_add_epi32(sum, qi);
+        _mm_mask_storeu_epi8(o + k, mk, _mm512_cvtepi32_epi8(qi));
+      }
+      for (int64_t k = G; k < G4; k++) o[k] = 0;
+      s[g] = sc;
+      sq[g] = _mm512_reduce_add_epi32(sum);
+      continue;
+    }
+#endif
     float amax = 0.f;
     for (int64_t k = 0; k < G; k++) {
       float v = fabsf(x[k]);
@@ -730,7 +755,7 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
     else if (P == 16) W4A8_STEPS(16)
     else W4A8_STEPS(P)
     /* the zero point: sum (n - z) q = sum n q - z sumq (z = 8 when symmetric) */
-    __m512i zn0 = _mm512_set1_epi32(-8), zn1 = zn0;
+    __m512i zn0 = _mm512_setzero_si512(), zn1 = zn0;
     if (zp) {
       zn0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(nib + G4 * 16))));
       zn1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(nib + G4 * 16 + 16))));
@@ -738,9 +763,16 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
     const __m512 s0 = _mm512_loadu_ps((const float *)(const void *)pg), s1 = _mm512_loadu_ps((const float *)(const void *)pg + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-      const __m512i sq = _mm512_set1_epi32(aqs[(r < m ? r : 0) * ng + g]);
-      dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, sq));
-      dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, sq));
+      const int32_t sqr = aqs[(r < m ? r : 0) * ng + g];
+      if (zp) {
+        const __m512i sq = _mm512_set1_epi32(sqr);
+        dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, sq));
+        dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, sq));
+      } else { /* symmetric: one broadcast correction, no vector multiply */
+        const __m512i c = _mm512_set1_epi32(-8 * sqr);
+        dot[r][0] = _mm512_add_epi32(dot[r][0], c);
+        dot[r][1] = _mm512_add_epi32(dot[r][1], c);
+      }
       __m512 sa = _mm512_set1_ps(as[(r < m ? r : 0) * ng + g]);
       acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sa), acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sa), acc[r][1]);
