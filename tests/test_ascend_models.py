@@ -86,3 +86,35 @@ def test_zaya_causal_lm_has_no_host_ops(tmp_path):
     plan = _check("zaya", tmp_path, recognised=False)
     ops = {st["op"] for st in plan["steps"] if st["where"] == "npu"}
     assert {"moec.conv", "moec.topk", "moec.gather_elements"} <= ops, ops
+
+
+def measure(arch: str) -> dict:
+    """One row of docs/ascend_models.md: the 2-layer CausalLM of ``arch`` compiled for ascend as _check does (verified
+    against the module), its recognised layers, plan.json's host ops (name -> reason) and the ops on the NPU."""
+    import time
+    import moec
+    t0 = time.time()
+    rec = {"arch": arch}
+    try:
+        lm, rec["blocks"] = _lm(arch)
+        ids = torch.randint(3, 128, (1, 6), generator=torch.Generator().manual_seed(5))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cm = moec.compile(lm, (ids,), target="ascend", dynamic_dims={0: {1: "S"}}, cache=False)
+        rep = cm.stats.report
+        rec["verified"] = bool(cm.stats.verified)
+        rec["layers"] = len(rep.get("moe_layers", []))
+        rec["families"] = sorted({la.get("family") for la in rep.get("moe_layers", [])})
+        with open(os.path.join(cm.stats.outdir, "ascend", "plan.json")) as f:
+            plan = json.load(f)
+        rec["host_ops"] = plan["host_ops"]
+        rec["npu_ops"] = sorted({s["op"] for s in plan["steps"] if s["where"] == "npu"})
+    except Exception as e:  # noqa: BLE001 (a row records why it failed)
+        rec["error"] = (type(e).__name__ + ": " + (str(e).splitlines() or [""])[0])[:300]
+    rec["seconds"] = round(time.time() - t0, 1)
+    return rec
+
+
+if __name__ == "__main__":  # python tests/test_ascend_models.py ARCH... : one JSON line per architecture
+    for a in sys.argv[1:]:
+        print(json.dumps(measure(a)), flush=True)
