@@ -15,8 +15,8 @@ W4A16 / fp8); elsewhere x, biases and routing weights are widened to f32 around 
   ``vpdpbusd`` on CPUs that have it, a portable integer loop otherwise).
 * ``w4a8`` (``--weights int4 --activations int8``): int4 weights as below plus dynamic int8 activations
   with one scale per row and int4 group (``aq=int8``, ``s = max|group| / 127``): the products are exact
-  int32 sums per group (nibbles x int8 codes, VNNI ``vpdpbusd`` or AVX-512BW ``vpmaddubsw`` where the
-  build host has them, a portable integer loop otherwise), scaled by the weight and activation scales.
+  int32 sums per group (nibbles x int8 codes, VNNI ``vpdpbusd``, or AVX-512BW / AVX2 ``vpmaddubsw`` where
+  the build host has them, a portable integer loop otherwise), scaled by the weight and activation scales.
 * ``fp8``: float8 e4m3fn (3 mantissa bits, max 448, ir/fp8.py) per output channel,
   ``s = max|w_row| / 448``, ``q = e4m3(w / s)`` rounded to nearest even and saturated, stored as uint8
   bit patterns.  Weight-only: the GEMM inputs stay f32 (the Triton kernels decode the tiles in

@@ -2,9 +2,9 @@
 
 The GEMM inputs are quantised per row and int4 group (s = max|group| / 127, q = rint(a / s) clipped to
 +-127), the products are exact int32 sums per group (nibbles x codes, the zero point once per group), then
-scaled by the weight and activation scales in f32 (rt_moe_f32.c: tile_w4a8, VNNI / AVX-512BW / portable).
-Checked here: the op's numpy semantics against numpy written here, the C kernels (experts and dense linear
-layers; VNNI, AVX-512BW without VNNI, generic C) against integer arithmetic written here at odd sizes, a zoo
+scaled by the weight and activation scales in f32 (rt_moe_f32.c: tile_w4a8, VNNI / AVX-512BW / AVX2 /
+portable C).  Checked here: the op's numpy semantics against numpy written here, the C kernels (experts and
+dense linear layers; VNNI, AVX-512BW without VNNI, AVX2, generic C) against integer arithmetic written here at odd sizes, a zoo
 MoE model and a dense model through the CLI with their error reports, and the option refused elsewhere."""
 import json
 import os
@@ -164,12 +164,16 @@ def test_dense_kernel_native(tmp_path):
     _check_dense("native", tmp_path)
 
 
-@pytest.mark.parametrize("arch", ["generic", "avx512bw"])
+@pytest.mark.parametrize("arch", ["generic", "avx2", "avx512bw"])
 def test_dense_kernel_portable_paths(arch, tmp_path, request):
-    """Builds without VNNI give the same integers: plain C (generic) and AVX-512BW's vpmaddubsw."""
+    """Builds without VNNI give the same integers: plain C (generic), AVX2's and AVX-512BW's vpmaddubsw."""
     if arch == "avx512bw":
         request.getfixturevalue("no_vnni")
-    _check_dense("native" if arch == "avx512bw" else "generic", tmp_path, DENSE_CASES[1:3], rows=(1, 19))
+    if arch == "avx2":
+        from moec.targets.description import host_cpu
+        if "avx2" not in host_cpu().isa:
+            pytest.skip("this host has no AVX2")
+    _check_dense("native" if arch == "avx512bw" else arch, tmp_path, DENSE_CASES[1:3], rows=(1, 2, 19))
 
 
 # -- routed experts (moe.experts, prefill tiles and decode) ------------------------------------------
@@ -205,13 +209,17 @@ def _experts_numpy(x, logits, D, F, G, zp, w_in, w_out, k=2):
 EXPERT_CASES = [(96, 64, 32, False), (36, 24, 6, True), (30, 22, 0, False)]
 
 
-@pytest.mark.parametrize("arch", ["native", "generic"])
+@pytest.mark.parametrize("arch", ["native", "generic", "avx2"])
 @pytest.mark.parametrize("D,F,G,zp", EXPERT_CASES)
 def test_experts_kernel_against_integer_numpy(arch, D, F, G, zp, tmp_path):
     """T = 1 and 2 (decode), 5 and 40 (> 16 rows: several row tiles per expert), against the integer numpy
     above and the op's reference.  An element whose f32 activation sits within an ulp of a rounding
     boundary may flip one code between numpy and C (one step of one term): the tolerance allows that, the
     median must be at f32 rounding."""
+    if arch == "avx2":
+        from moec.targets.description import host_cpu
+        if "avx2" not in host_cpu().isa:
+            pytest.skip("this host has no AVX2")
     m, w_in, w_out = _experts(D, F, G, zp)
     art = build_module(m, str(tmp_path / "x"), arch=arch, threads=2)
     rng = np.random.default_rng(D + F)

@@ -101,7 +101,7 @@ static const void *cached_panels(const void *W, size_t estride, int64_t E, int64
       res = g_pk[i].packed;
   if (!res && g_npk < 1024) {
     int64_t nblk = (N + NR - 1) / NR;
-    char *pk = (char *)aligned_alloc(64, (size_t)(E * nblk) * panel + 64);
+    char *pk = (char *)moec_alloc_weights((size_t)(E * nblk) * panel + 64); /* (huge pages: streamed per call) */
     if (pk) {
       for (int64_t e = 0; e < E; e++)
         for (int64_t b = 0; b < nblk; b++) {
@@ -595,7 +595,8 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
  * scales (f32), then G4 / 4 steps of 64 bytes -- byte 4 c + i of a step holds k = 4 p + i of column c in
  * its low nibble and of column c + 16 in its high nibble (the vpdpbusd layout for two 16-lane halves) --
  * then, with zero points, the 32 z as int8 (64 bytes).  Decode reads the same cached panels (one
- * stream of the nibbles and scales; no per-call table). */
+ * stream of the nibbles and scales; no per-call table).  The integer dots: VNNI vpdpbusd, else
+ * AVX-512BW or AVX2 vpmaddubsw + vpmaddwd, else plain C (the build host's flags choose). */
 #define W4A8_MR 8
 static inline int64_t g4_of(int64_t G) { return (G + 3) / 4 * 4; }
 static size_t w4a8_group_bytes(const wview *v) { return 128 + (size_t)g4_of(v->G) * 16 + (v->z ? 64 : 0); }
@@ -641,7 +642,7 @@ static const uint8_t *packed_panels_w4a8(const wview *v, int64_t E) {
   if (!res && g_npk < 1024) {
     int64_t nblk = (v->N + NR - 1) / NR;
     size_t pb = w4a8_panel_bytes(v);
-    char *pk = (char *)aligned_alloc(64, ((size_t)(E * nblk) * pb + 127) & ~(size_t)63);
+    char *pk = (char *)moec_alloc_weights(((size_t)(E * nblk) * pb + 127) & ~(size_t)63);
     if (pk) {
       for (int64_t e = 0; e < E; e++)
         for (int64_t b = 0; b < nblk; b++) {
@@ -726,6 +727,52 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
       }                                                                                                     \
     }                                                                                                       \
   }
+#if !(defined(__AVX512F__) && defined(__AVX512BW__)) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+/* AVX2 (no AVX-512): vpmaddubsw (u8 nibbles x s8 codes -> int16 pairs, |2 * 15 * 127| fits) then vpmaddwd
+ * with ones -> int32, 8 columns per register: a 64-byte step is two loads, columns 0..7 / 8..15 in their
+ * low nibbles and 16..23 / 24..31 in their high ones.  R <= 2 rows (16 ymm registers); the f32
+ * accumulators live in memory (touched once per group). */
+static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v, const int8_t *A, int64_t lda,
+                                                                 const float *as, const int32_t *aqs,
+                                                                 const uint8_t *panel, float *acc, const int R) {
+  const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
+  const size_t gb = w4a8_group_bytes(v);
+  const int zp = v->z != NULL;
+  const __m256i lo4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  for (int64_t g = 0; g < ng; g++) {
+    const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
+    __m256i d[2][4];
+    for (int r = 0; r < R; r++) d[r][0] = d[r][1] = d[r][2] = d[r][3] = _mm256_setzero_si256();
+    for (int64_t p = 0; p < P; p++) {
+      __m256i y0 = _mm256_loadu_si256((const __m256i *)(nib + p * 64)), y1 = _mm256_loadu_si256((const __m256i *)(nib + p * 64 + 32));
+      __m256i b[4] = {_mm256_and_si256(y0, lo4), _mm256_and_si256(y1, lo4), _mm256_and_si256(_mm256_srli_epi16(y0, 4), lo4),
+                      _mm256_and_si256(_mm256_srli_epi16(y1, 4), lo4)};
+      for (int r = 0; r < R; r++) {
+        int32_t four;
+        __builtin_memcpy(&four, A + r * lda + g * G4 + 4 * p, 4);
+        __m256i av = _mm256_set1_epi32(four);
+        for (int q = 0; q < 4; q++) d[r][q] = _mm256_add_epi32(d[r][q], _mm256_madd_epi16(_mm256_maddubs_epi16(b[q], av), ones));
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      const int32_t sqr = aqs[r * ng + g];
+      const __m256 sa = _mm256_set1_ps(as[r * ng + g]);
+      for (int q = 0; q < 4; q++) {
+        __m256i c = zp ? _mm256_mullo_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(nib + G4 * 16 + 8 * q))),
+                                            _mm256_set1_epi32(-sqr))
+                       : _mm256_set1_epi32(-8 * sqr);
+        __m256 sw = _mm256_loadu_ps((const float *)(const void *)pg + 8 * q);
+        __m256 a = _mm256_loadu_ps(acc + r * NR + 8 * q);
+        _mm256_storeu_ps(acc + r * NR + 8 * q,
+                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(d[r][q], c)), _mm256_mul_ps(sw, sa), a));
+      }
+    }
+  }
+}
+#define W4A8_AVX2 1
+#endif
+
 /* C[r][0..nb) = sum_g float(sum_k (n - z) q) * s_w[g][j] * s_a[r][g] for r < m (m <= W4A8_MR).  A: row r's
  * codes at A + r * lda (ng * G4 bytes), its scales as + r * ng, code sums aq + r * ng. */
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -798,6 +845,16 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
   else if (m > 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 4);
   else if (m == 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 2);
   else tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 1);
+#elif defined(W4A8_AVX2)
+  (void)G4; (void)ng; (void)P; (void)gb; (void)zp;
+  for (int r = 0; r < m; r += 2) {
+    float acc[2 * NR] = {0};
+    const int64_t ngr = v->K / v->G;
+    if (m - r >= 2) tile_w4a8_avx2(v, A + r * lda, lda, as + r * ngr, aqs + r * ngr, panel, acc, 2);
+    else tile_w4a8_avx2(v, A + r * lda, lda, as + r * ngr, aqs + r * ngr, panel, acc, 1);
+    for (int q = 0; q < 2 && r + q < m; q++)
+      for (int64_t j = 0; j < nb; j++) C[(r + q) * ldc + j] = acc[q * NR + j];
+  }
 #else
   /* portable: the same exact integer sums per group, then the same f32 scaling */
   for (int r = 0; r < m; r++) {
