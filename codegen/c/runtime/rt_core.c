@@ -8,6 +8,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 int moec_fail(moec_ctx *ctx, const char *fmt, ...) {
   va_list ap;
@@ -161,6 +164,16 @@ void moec_scratch_free(void *p) {
   pthread_mutex_unlock(&g_scr_mu);
 #endif
   free(p);
+}
+
+void *moec_alloc_weights(size_t bytes) {
+  const size_t align = bytes >= ((size_t)4 << 20) ? (size_t)2 << 20 : 64;
+  const size_t alloc = bytes ? (bytes + align - 1) & ~(align - 1) : 64;
+  void *p = aligned_alloc(align, alloc);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (p && align > 64) (void)madvise(p, alloc, MADV_HUGEPAGE); /* (hosts with THP "never" keep 4 KiB pages) */
+#endif
+  return p;
 }
 
 int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape) {

@@ -3,9 +3,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 static uint8_t *g_weights = NULL;
 static int64_t g_weights_size = 0;
@@ -28,17 +25,9 @@ int moec_init(const char *weights_path, char *err, int errlen) {
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
     if (n < 0) { fclose(f); snprintf(err, errlen, "cannot size weights file '%s'", weights_path); return 1; }
-    /* a large file on 2 MiB-aligned memory marked for transparent huge pages (before it is read, so the
-     * pages are faulted in huge): streaming weights through 4 KiB pages cost a TLB walk per page, which
-     * halved the bandwidth of a decode-sized GEMV ([1,1024]x[1024,32000]: 9.1 -> 4.7 ms of CPU time on 2
-     * threads); hosts whose THP setting is "never" simply keep 4 KiB pages */
-    size_t align = (size_t)n >= ((size_t)4 << 20) ? (size_t)2 << 20 : 64;
-    size_t alloc = ((size_t)n + align - 1) & ~(align - 1);
-    g_weights = (uint8_t *)aligned_alloc(align, alloc ? alloc : 64);
+    /* (huge pages for a large file: see moec_alloc_weights; marked before the read, which faults it in) */
+    g_weights = (uint8_t *)moec_alloc_weights((size_t)n);
     if (!g_weights) { fclose(f); snprintf(err, errlen, "out of memory reading weights"); return 1; }
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (align > 64) (void)madvise(g_weights, alloc, MADV_HUGEPAGE);
-#endif
     if (n && fread(g_weights, 1, (size_t)n, f) != (size_t)n) {
       fclose(f);
       snprintf(err, errlen, "short read on weights file '%s'", weights_path);
