@@ -71,6 +71,7 @@ class CompileStats:
     verified: Optional[bool] = None
     max_abs_err: Optional[float] = None
     report: Dict[str, Any] = field(default_factory=dict)
+    verification: Optional[str] = None  # how it was verified where not the plain way (substituted weights)
 
 
 class CompiledModel:
@@ -373,14 +374,15 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             cache_store.discard(final, str(e))
     if not hit:
         cache_store.clean_stale(root)  # build folders of killed compiles
+        from moec.hf_experts import import_module
         if is_module and m is None:
-            from moec.hf_experts import import_module
             m = import_module(model, ex, dynamic_dims, experts_implementation)
         tmp = cache_store.new_tmp(root, key)
         outdir = os.path.join(tmp, "a")
         try:
             report = _build(m, proto, name, outdir, ex if is_module else onnx_inputs, model if is_module else None,
-                            target, weights, verify, soc, group_size, zero_point, weights_scope)
+                            target, weights, verify, soc, group_size, zero_point, weights_scope,
+                            importer=lambda mod: import_module(mod, ex, dynamic_dims, experts_implementation))
             _seal(outdir, key, report.get("verified"))
             if cache:
                 _publish(outdir, final)
@@ -393,7 +395,10 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         report = _entry_json(final)
         art = backend.load(final, threads=2)
     stats = CompileStats(cache_hit=bool(hit), key=key, outdir=final, seconds=time.perf_counter() - t0,
-                         verified=report.get("verified"), max_abs_err=report.get("max_abs_err"), report=report)
+                         verified=report.get("verified"), max_abs_err=report.get("max_abs_err"), report=report,
+                         verification=report.get("verification"))
+    if report.get("substituted_weights") and report.get("verified"):
+        warnings.warn(f"moec.compile('{report.get('model')}'): {report['verification']}", stacklevel=3)
     cm = CompiledModel(art, art.input_names, art.output_names, stats, target)
     if cuda_graphs:
         why = art.enable_cuda_graphs()
@@ -420,7 +425,7 @@ def _onnx_example_sets(example_inputs) -> list:
 
 
 def _build(m, proto, name, outdir, example_inputs, module, target, weights, verify, soc, group_size,
-           zero_point, weights_scope="all") -> dict:
+           zero_point, weights_scope="all", importer=None) -> dict:
     from moec.driver import CompileOptions, compile_onnx
     arch = soc or "native"
     if proto is not None:
@@ -430,14 +435,25 @@ def _build(m, proto, name, outdir, example_inputs, module, target, weights, veri
                                                        inputs=list(example_inputs or [])))
         return r.report
     from moec.driver import compile_module
-    from moec.verify import verify_against_module, write_report
+    from moec.verify import verify_module_or_substitute, write_report
     shapes = [tuple(a.type.shape) for a in m.main.args]
-
-    def oracle(art, built, _ref):  # the module's own eager output (its dequantised weights for quantised builds)
-        return verify_against_module(art, module, example_inputs, weights, name, target, shapes)
-
     opts = CompileOptions(target=target, arch=arch, verify=verify, weights=weights, group_size=group_size,
                           zero_point=zero_point, force=True, weights_scope=weights_scope)
+
+    def oracle(art, built, _ref):  # the module's own eager output (its dequantised weights for quantised builds)
+        # (or, where its own weights leave nothing to verify, the same pipeline on substituted finite weights)
+        import dataclasses
+        import tempfile
+
+        from moec.targets import backend as target_backend
+        with tempfile.TemporaryDirectory(prefix="moec-twin-") as d:
+            def build_copy(twin):  # the same import and pipeline for a copy of the module, built unverified
+                r = compile_module(importer(twin), name, os.path.join(d, "a"), dataclasses.replace(opts, verify=False),
+                                   head={"frontend": "torch.export"})
+                return target_backend(target, arch).load(r.outdir, threads=2), r.module
+            return verify_module_or_substitute(art, built, module, example_inputs, weights, name, target, shapes,
+                                               build_copy)
+
     r = compile_module(m, name, outdir, opts, oracle=oracle, head={"frontend": "torch.export"})
     report = r.report
     if m.attrs.get("moec.experts_implementation"):

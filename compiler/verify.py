@@ -1068,3 +1068,87 @@ def _as_list(y) -> list:
     transformers' ModelOutput)."""
     from moec.frontend.torch_import import flat_outputs
     return flat_outputs(y)
+
+
+# -- modules whose own weights leave nothing to verify (issue 16) ----------------------------------------------
+# transformers leaves a block's experts and router parameters torch.empty until a model's weight init runs, so a
+# block built from its config alone computes with NaN / ~1e35 / garbage.  Comparing the build with such a module
+# proves nothing (equal NaN positions "agree"; an output NaN everywhere leaves nothing to compare), so the same
+# pipeline is verified on a copy of the module whose weights are finite: every float parameter of 2+ dimensions
+# (the projections, as recognition's proofs read them) and any float tensor holding NaN / values beyond a trained
+# model's take the proofs' deterministic pseudo-random values (recognize_moe._probe_array); the copy is imported,
+# compiled with the same options and compared with its own eager output at the usual tolerance.  The artifact the
+# user gets is built from the real weights; the report says what was verified, and on what.
+
+def unfit_tensors(module) -> List[str]:
+    """Names of the module's float parameters and buffers holding NaN/Inf or finite values beyond any trained
+    weight's (uninitialised memory; recognize_moe._unfit, with +-inf counted for parameters)."""
+    from moec.passes.recognize_moe import _unfit
+    out = []
+    named = [(n, t, True) for n, t in module.named_parameters()] + [(n, t, False) for n, t in module.named_buffers()]
+    for n, t, param in named:
+        if not t.is_floating_point() or t.numel() < 2:
+            continue
+        a = t.detach().float().cpu().numpy()
+        if _unfit(a) or (param and not np.isfinite(a).all()):
+            out.append(n)
+    return out
+
+
+def substituted_copy(module):
+    """(a deep copy of ``module`` with finite weights, the names of the tensors replaced): every float parameter
+    of 2+ dimensions and every unfit tensor (see above) takes recognize_moe's probe values for its name."""
+    import copy
+
+    import torch
+
+    from moec.passes.recognize_moe import _probe_array
+    twin = copy.deepcopy(module)
+    unfit = set(unfit_tensors(twin))
+    names = []
+    with torch.no_grad():
+        for n, t in list(twin.named_parameters()) + list(twin.named_buffers()):
+            if not t.is_floating_point() or not (n in unfit or (t.dim() >= 2 and isinstance(t, torch.nn.Parameter))):
+                continue
+            t.copy_(torch.from_numpy(_probe_array(n, np.zeros(tuple(t.shape), np.float32))).to(t.dtype))
+            names.append(n)
+    return twin, names
+
+
+def verify_module_or_substitute(art, built: Module, module, example_inputs, weights, name, target, arg_shapes,
+                                build_copy) -> dict:
+    """verify_against_module, or -- when the module's own weights are unfit (see above) or give an output with
+    nothing finite -- the same check of the same pipeline on substituted finite weights.  ``build_copy(twin)``
+    imports and compiles ``twin`` as the module was and returns (its loaded artifact, its compiled IR)."""
+    unfit = unfit_tensors(module)
+    if unfit:
+        import torch
+
+        from moec.frontend.torch_import import tensor_to_numpy, without_kv_cache
+        where = f"{', '.join(unfit[:4])}{f', ... {len(unfit)} tensors' if len(unfit) > 4 else ''}"
+        with without_kv_cache(module), torch.no_grad():
+            y = [tensor_to_numpy(o) for o in _as_list(module(*example_inputs))]
+        fl = [np.asarray(o, np.float32) for o in y if o.dtype.kind == "f" or o.dtype.name == "bfloat16"]
+        why = (f"the module's own weights give a non-finite output (NaN/Inf or uninitialised values in {where})"
+               if any(not np.isfinite(o).all() for o in fl) else
+               f"the module's own weights hold NaN/Inf or uninitialised values ({where})")
+    else:
+        out = verify_against_module(art, module, example_inputs, weights, name, target, arg_shapes)
+        if not out.get("no_oracle"):
+            return out
+        why = f"the module's own weights give a non-finite output ({out['failure'].split(': there is')[0]})"
+    twin, names = substituted_copy(module)
+    twin_art, twin_built = build_copy(twin)
+    out = verify_against_module(twin_art, twin, example_inputs, weights, name, target, arg_shapes)
+    out["substituted_weights"] = {"reason": why, "tensors": names}
+    # the same program: what recognition found and the ops built (only the constants' values differ)
+    same = (moe_layers_of(twin_built) == moe_layers_of(built)) and op_histogram(twin_built) == op_histogram(built)
+    if out["verified"] and not same:
+        out.update(verified=False, failure="the build on substituted finite weights is not the same program as "
+                   "the module's own (its recognised layers or ops differ), so it verifies nothing about it")
+    if out["verified"]:
+        out["verification"] = (f"verified on substituted finite weights: {why}; max abs error "
+                               f"{out['max_abs_err']:.3g} against the substituted module's eager output")
+    else:
+        out["failure"] = f"on substituted finite weights ({why}): {out.get('failure', 'mismatch')}"
+    return out

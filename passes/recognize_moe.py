@@ -861,13 +861,16 @@ class RecognizeMoE(Pass):
         -inf at the pick), whose picks are concatenated along the last axis: that is the top-k of the
         scores, ties to the lowest index (PhiMoE's sparsemixer selects its two experts so).  Returns
         (k, the concatenated ids [T, k]) or None."""
-        def fill(v):  # the scalar a value broadcasts (expand / reshape of a constant, constant_of_shape), else None
+        def fill(v):  # the one value a tensor holds everywhere (a constant, folded or expanded; constant_of_shape)
             while v.owner is not None and v.owner.name in ("moec.expand", "moec.reshape", "moec.unsqueeze"):
                 v = v.owner.operands[0]
             c = L.const_array(v)
             if c is None and v.owner is not None and v.owner.name == "moec.constant_of_shape":
                 c = np.asarray(v.owner.attrs["value"])
-            return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+            if c is None or c.size == 0:
+                return None
+            c = np.asarray(c).reshape(-1)
+            return float(c[0]) if (c == c[0]).all() else None
 
         def argmax_of(v, like):
             return [u for u in L.users.get(id(v), []) if u.name == "moec.argmax" and u.operands[0] is v and

@@ -116,15 +116,111 @@ def test_which_weights_the_proofs_read_as_probe_values():
     assert not _probed(np.arange(8, dtype=np.int64), True)
 
 
-def test_module_output_with_nothing_finite_is_not_verified(moec_cache):
-    """Equal NaN positions count as agreement; a module whose output is NaN everywhere leaves nothing to compare:
-    moec.compile says so in one line (exit-2 class), it does not claim 'verified'."""
+def _compile_warned(module, x):
     import moec
-    from moec.errors import UserInputError
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        c = moec.compile(module, (x,))
+    return c, [str(m.message) for m in w if "substituted finite weights" in str(m.message)]
+
+
+@pytest.mark.parametrize("arch", ["mixtral", pytest.param("qwen2_moe", marks=pytest.mark.slow),
+                                  pytest.param("deepseek_v3", marks=pytest.mark.slow)])
+def test_default_config_block_compiles_verified_on_substituted_weights(arch, moec_cache):
+    """A block built from its config alone, through moec.compile with default arguments, as a user calls it: a
+    compiled, recognised module, verified on substituted finite weights and saying so (report, stats, warning).
+    (Its torch.empty parameters hold whatever this process's memory held; _garbage makes sure they are unfit.)"""
+    blk = _block(arch)
+    _garbage(blk)
+    x = torch.randn(1, 4, D, generator=torch.Generator().manual_seed(2))
+    c, warned = _compile_warned(blk, x)
+    rep = c.stats.report
+    _check_family(arch, rep["moe_layers"])
+    assert rep["verified"] is True and c.stats.verified is True
+    assert rep["verification"].startswith("verified on substituted finite weights: the module's own weights give a "
+                                          "non-finite output"), rep["verification"]
+    assert c.stats.verification == rep["verification"] and warned and rep["verification"] in warned[0]
+    assert "experts.down_proj" in rep["substituted_weights"]["tensors"]
+    assert 0 < rep["max_abs_err"] < 1e-3  # (a real comparison on finite values, not NaN == NaN)
+    assert rep["trials"] and all(t["ok"] for t in rep["trials"])
+    # the artifact computes with the module's own weights: finite exactly where the module is
+    with torch.no_grad():
+        want = blk(x)
+    want = (want[0] if isinstance(want, tuple) else want).numpy()
+    got = c(x)
+    got = (got[0] if isinstance(got, tuple) else got).numpy()
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-5)
+
+
+def test_default_config_block_as_built(moec_cache):
+    """MixtralSparseMoeBlock(MixtralConfig(...)) untouched (torch.empty as this run left it): compiled and
+    verified, on substituted weights when its own are unfit."""
+    from moec.verify import unfit_tensors
     blk = _block("mixtral")
+    unfit = unfit_tensors(blk)
+    c, warned = _compile_warned(blk, torch.randn(1, 4, D))
+    rep = c.stats.report
+    assert rep["verified"] is True and [la["family"] for la in rep["moe_layers"]] == ["mixtral"]
+    assert bool(rep.get("substituted_weights")) == bool(warned)
+    if unfit:
+        assert rep["substituted_weights"]["tensors"] and set(unfit) <= set(rep["substituted_weights"]["tensors"])
+
+
+def test_module_whose_output_is_nan_everywhere_still_compiles_verified_on_finite_weights(moec_cache):
+    """Equal NaN positions count as agreement; with NaN weights, no claim rests on the module's NaN output:
+    the same pipeline is verified on finite weights and the report says so (no 'verified, error 0')."""
+    blk = _block("mixtral")
+    _garbage(blk)
     with torch.no_grad():
         blk.experts.down_proj.fill_(float("nan"))
-    with pytest.raises(UserInputError, match="NaN everywhere.*nothing to verify"):
-        moec.compile(blk, (torch.randn(1, 4, D),))
-    compiled = moec.compile(blk, (torch.randn(1, 4, D),), verify=False)
-    assert [la["family"] for la in compiled.stats.report["moe_layers"]] == ["mixtral"]
+    c, _ = _compile_warned(blk, torch.randn(1, 4, D))
+    rep = c.stats.report
+    assert rep["verified"] and "substituted finite weights" in rep["verification"] and rep["max_abs_err"] > 0
+    assert [la["family"] for la in rep["moe_layers"]] == ["mixtral"]
+    assert np.isnan(c(torch.randn(1, 4, D)).numpy()).all()  # the real weights, NaN as the module's own output
+
+
+class _NaNOut(torch.nn.Module):
+    """Output NaN whatever its weights (a NaN added on purpose): substituting weights cannot help."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(D, D) * 0.1)
+
+    def forward(self, x):
+        return x @ self.w + float("nan")
+
+
+class _ExportDiffers(torch.nn.Module):
+    """NaN weights and a graph for torch.export other than what eager runs (torch.compiler.is_exporting()):
+    every build, the substituted one included, disagrees with the eager module."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        return (x @ self.w) * (1.5 if torch.compiler.is_exporting() else 1.0)
+
+
+def test_nothing_finite_even_on_substituted_weights_is_not_verified(moec_cache):
+    import moec
+    from moec.errors import UserInputError
+    with pytest.raises(UserInputError, match="on substituted finite weights.*NaN everywhere.*nothing to verify"):
+        moec.compile(_NaNOut(), (torch.randn(1, 4, D),))
+    moec.compile(_NaNOut(), (torch.randn(1, 4, D),), verify=False)
+
+
+def test_substituted_build_is_really_compared(moec_cache):
+    """The substituted build is compared with its own eager output at the usual tolerance: a build that disagrees
+    with it fails verification (exit 1, one line saying on what), as the same module with finite weights does."""
+    import moec
+    from moec.errors import VerificationError
+    with pytest.raises(VerificationError, match="on substituted finite weights.*non-finite output") as e:
+        moec.compile(_ExportDiffers(torch.full((D, D), float("nan"))), (torch.randn(1, 4, D),))
+    assert "\n" not in str(e.value)
+    with pytest.raises(VerificationError) as e:
+        moec.compile(_ExportDiffers(torch.randn(D, D) * 0.1), (torch.randn(1, 4, D),))
+    assert "on substituted finite weights" not in str(e.value)
