@@ -112,3 +112,21 @@ def test_l1_l2_norms_on_vec_rowwise(p, tmp_path):
         np.abs(x).sum(-1, keepdims=True, dtype=np.float32)
     np.testing.assert_allclose(art([x])[0], want, rtol=2e-6)
     assert not art.host_ops and art.launches.get("vec_rowwise", 0) > 0, (art.host_ops, art.launches)
+
+
+@pytest.mark.parametrize("e", [-0.5, -1.0])
+def test_negative_pow_on_the_vector_kernels(e, tmp_path):
+    art = _build(lambda t: torch.pow(t, e), tmp_path)  # Muse Spark's RMSNorm: x * pow(mean(x^2) + eps, -0.5)
+    x = np.abs(np.random.default_rng(6).standard_normal((3, 40))).astype(np.float32) * 10 + 1e-3
+    x[0, :4] = [0.0, np.inf, 1e-30, 4.0]
+    with np.errstate(divide="ignore"):
+        want = np.power(x, np.float32(e))
+    np.testing.assert_allclose(art([x])[0], want, rtol=3e-7 if e == -0.5 else 0, atol=0)
+    assert not art.host_ops and art.launches.get("vec_elementwise", 0) > 0, (art.host_ops, art.launches)
+
+
+def test_tile_on_vec_copy(tmp_path):
+    art = _build(lambda t: torch.tile(t[:, None, :5], (2, 3, 2)), tmp_path)  # Qwen4's expert ids tiled
+    x = np.random.default_rng(7).standard_normal((4, 40)).astype(np.float32)
+    np.testing.assert_array_equal(art([x])[0], np.tile(x[:, None, :5], (2, 3, 2)))
+    assert not art.host_ops, art.host_ops

@@ -133,6 +133,9 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
     if o.name not in NPU_OPS:  # ordinary ops: the vector kernels of vector_ops, or the host with a reason
         return device_ops.vector_reason(m, o) or (vector_ops.max_cols_reason(o, desc) if desc else None)
     if o.name == "moe.experts":
+        if o.attrs.get("post_norm_eps") is not None:
+            return "a post-expert RMSNorm of each slot's output (post_norm_eps, Muse Spark) is not in the grouped " \
+                   "matmul kernels"
         wq = o.attrs.get("wq", "none")
         # the weight storage the kernels take: that of the description's weight modes (w8a8 stores int8)
         modes = desc.weight_modes if desc is not None else ("f32",)
@@ -538,7 +541,7 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
             steps.append({"op": o.name, "where": "view", "why": "read as B^T by the batched matmul that uses it"})
             continue
         why = _why_host(m, o, desc)
-        if not why and o.name in ("moec.slice", "moec.expand", "moec.split") and \
+        if not why and o.name in ("moec.slice", "moec.expand", "moec.split", "moec.tile") and \
                 not all(id(v) in static for v in o.operands[1:]):
             why = "its bounds/shape come from tensor data: vec_copy's tiling needs them on the host before the launch"
         if why:

@@ -35,6 +35,7 @@ UNARY.update({"moec.log1p": 12, "moec.floor": 13, "moec.ceil": 14, "moec.sign": 
 # erf and gelu (erf form) from Abramowitz & Stegun 7.1.26 (erf's absolute error below 1.5e-7; gelu as
 # x ((1 + s) - s erfc|z|) / 2, no cancellation for x < 0), gelu_tanh as x / (1 + exp(-2y)); sign(NaN) = NaN
 UNARY.update({"moec.erf": 16, "moec.gelu": 17, "moec.gelu_tanh": 18})
+V_RSQRT = 19  # pow(x, -0.5) (Muse Spark's RMSNorm): 1 / sqrt(x), two roundings
 BINARY = {"moec.add": 32, "moec.sub": 33, "moec.mul": 34, "moec.div": 35, "moec.max": 36, "moec.min": 37}
 ROWWISE = {"moec.reduce_sum": 64, "moec.reduce_mean": 65, "moec.reduce_max": 66, "moec.reduce_min": 67,
            "moec.softmax": 68, "moec.log_softmax": 69, "moec.rms_norm": 70, "moec.layer_norm": 71,
@@ -43,7 +44,7 @@ ROWWISE = {"moec.reduce_sum": 64, "moec.reduce_mean": 65, "moec.reduce_max": 66,
 _INSTR = {7: 5, 8: 6, 9: 2, 3: 2, 35: 2, 68: 5, 69: 5, 70: 4, 71: 6, 72: 2, 73: 2}
 _INSTR.update({12: 10, 15: 8, 16: 22, 17: 24, 18: 9})
 FULL, SCALAR, ROW, COL = 0, 1, 2, 3
-POW_AS = {2.0: V_SQUARE, 0.5: UNARY["moec.sqrt"], 1.0: V_COPY}
+POW_AS = {2.0: V_SQUARE, 0.5: UNARY["moec.sqrt"], 1.0: V_COPY, -0.5: V_RSQRT, -1.0: UNARY["moec.reciprocal"]}
 # ops that only relabel a contiguous tensor: no kernel, no data movement
 VIEWS = ("moec.reshape", "moec.squeeze", "moec.unsqueeze", "moec.flatten")
 TILE_FIELDS = ("rows", "cols", "op", "amode", "bmode", "tile", "s0", "s1", "has_bias", "dt")
@@ -158,7 +159,7 @@ def vector_reason(m, o) -> Optional[str]:
     if name == "moec.pow":
         e = _scalar(m, o.operands[1])
         if e not in POW_AS:
-            return "pow with an exponent other than a constant 2, 0.5 or 1"
+            return "pow with an exponent other than a constant 2, 1, 0.5, -0.5 or -1"
     if name == "moec.clip" and (_scalar(m, o.operands[1]) is None or _scalar(m, o.operands[2]) is None):
         return "clip bounds are not constants"
     # binary ops: any broadcast runs -- full / scalar / row / per-row operands directly, any other one
@@ -370,7 +371,7 @@ def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) 
 
 
 # -- layout ops and gather: vec_copy / vec_gather (kernels/vector_kernels.cpp) ------------------------------
-LAYOUT = ("moec.transpose", "moec.slice", "moec.expand", "moec.concat", "moec.split")
+LAYOUT = ("moec.transpose", "moec.slice", "moec.expand", "moec.concat", "moec.split", "moec.tile")
 COPY_FIELDS = ("ndim", "esize", "tile", "srcN", "dstN", "soff", "doff")
 MAX_COPY_DIMS = 8
 ESIZES = (1, 2, 4, 8)
@@ -534,6 +535,18 @@ def layout_launch(dev, o, args: List):
     if name == "moec.expand":
         shp = np.broadcast_shapes(x.shape, tuple(int(s) for s in np.asarray(args[1]).reshape(-1)))
         return expand_to(dev, x, shp)
+    if name == "moec.tile":  # out viewed as [r0, d0, r1, d1, ...]: the repeats read x with stride 0
+        reps = [int(r) for r in np.asarray(args[1]).reshape(-1)]
+        shp = [int(d) * r for d, r in zip(x.shape, reps)]
+        out = dev.new(shp, x.dtype)
+        ost = _contig(shp)
+        dims, sstr, dstr = [], [], []
+        for d, r, s_, o_ in zip(x.shape, reps, st, ost):
+            dims += [r, int(d)]
+            sstr += [0, s_]
+            dstr += [int(d) * o_, o_]
+        copy_strided(dev, x, out, dims, sstr, dstr)
+        return out
     # slice: per-dim (start, count, step) as the reference clamps them; the tiling carries offset and strides
     prm = slice_params(list(x.shape), *[[int(v) for v in np.asarray(t).reshape(-1)] for t in args[1:5]])
     shp = [n for _, n, _ in prm]

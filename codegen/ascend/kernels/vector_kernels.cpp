@@ -22,7 +22,7 @@ using namespace AscendC;
 
 enum VecOp : int32_t {
   V_NEG = 0, V_ABS, V_SQRT, V_RECIP, V_EXP, V_LOG, V_RELU, V_SIGMOID, V_TANH, V_CLIP, V_SQUARE, V_COPY,
-  V_LOG1P, V_FLOOR, V_CEIL, V_SIGN, V_ERF, V_GELU, V_GELU_TANH,
+  V_LOG1P, V_FLOOR, V_CEIL, V_SIGN, V_ERF, V_GELU, V_GELU_TANH, V_RSQRT,
   V_ADD = 32, V_SUB, V_MUL, V_DIV, V_MAX, V_MIN,
   V_RSUM = 64, V_RMEAN, V_RMAX, V_RMIN, V_SOFTMAX, V_LOGSOFTMAX, V_RMSNORM, V_LAYERNORM, V_RL2, V_RL1,
 };
@@ -129,6 +129,7 @@ __aicore__ inline void unary(int32_t op, const LocalTensor<float> &d, const Loca
       Duplicate(tmp, -2.0f, n); Div(d, tmp, d, n); Adds(d, d, 1.0f, n);
       break;
     case V_CLIP: Maxs(d, x, s0, n); Mins(d, d, s1, n); break;
+    case V_RSQRT: Sqrt(d, x, n); Duplicate(tmp, 1.0f, n); Div(d, tmp, d, n); break;  // pow(x, -0.5)
     case V_SQUARE: Mul(d, x, x, n); break;
     case V_LOG1P:  // ln(u) - ((uc - 1) - xc) / max(u, 0.5), u = x + 1, xc = clip(x, -0.5, 2^24), uc = xc + 1:
       // the correction is the rounding error of 1 + x over u (exact: (uc - 1) - xc is that error), so
