@@ -232,7 +232,19 @@ static void pack_b_w(const wview *v, int64_t e, int64_t n0, int64_t nb, float *B
 }
 
 static inline v16f ld16f(const float *p) { v16f v; __builtin_memcpy(&v, p, 64); return v; }
+#if MOEC_VBYTES < 64 && defined(__AVX2__)
+#include <immintrin.h>
+/* (AVX2: GCC lowered the 16-lane shuffle to sixteen scalar stores and a reload, in every FMA step) */
+static inline v16f splat16(float v) {
+  __m256 a = _mm256_set1_ps(v);
+  v16f r;
+  __builtin_memcpy(&r, &a, 32);
+  __builtin_memcpy((char *)&r + 32, &a, 32);
+  return r;
+}
+#else
 static inline v16f splat16(float v) { return __builtin_shuffle((v16f){v}, (v16i32){0}); }
+#endif
 
 /* ---- vectorised activation epilogue (phase 2) -------------------------------------------------
  * expf one lane at a time cost ~10% of a prefill call: the sigmoid on 16 lanes is rt_vmath.h's (its
@@ -290,6 +302,36 @@ static inline void ld16_u4(const uint8_t *p, v16f *lo, v16f *hi) {
   __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(15);
   *lo = (v16f)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, m)));
   *hi = (v16f)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m)));
+}
+#elif defined(__AVX2__)
+#include <immintrin.h>
+/* AVX2: the same widening loads as two 8-lane halves (GCC scalarised the generic 16-lane u8/i8 -> f32
+ * conversions below: int4 / int8 weight-only prefill ran ~40x slower than on AVX-512) */
+static inline v16f two8(__m256 a, __m256 b) {
+  v16f v;
+  __builtin_memcpy(&v, &a, 32);
+  __builtin_memcpy((char *)&v + 32, &b, 32);
+  return v;
+}
+static inline float hsum16(v16f v) {
+  float s = 0;
+  for (int i = 0; i < 16; i++) s += v[i];
+  return s;
+}
+static inline v16f ld16_bf16(const uint16_t *p) {
+  __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)(p + 8));
+  return two8(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16)),
+              _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16)));
+}
+static inline v16f ld16_i8(const int8_t *p) {
+  __m128i b = _mm_loadu_si128((const __m128i *)p);
+  return two8(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8))));
+}
+static inline void ld16_u4(const uint8_t *p, v16f *lo, v16f *hi) {
+  __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(15);
+  __m128i l = _mm_and_si128(b, m), h = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+  *lo = two8(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(l)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(l, 8))));
+  *hi = two8(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(h)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(h, 8))));
 }
 #else
 static inline float hsum16(v16f v) {
@@ -442,21 +484,22 @@ static void wq_scale_table(const wview *v, int64_t e, int64_t c0, int64_t nb, fl
     }
 }
 
-static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const void *panel, const float *st, float *C,
-                    int64_t ldc, int64_t nb) {
+static inline __attribute__((always_inline)) void tile_wq_r(const wview *v, const float *A, int64_t lda, int m,
+                                                            const void *panel, const float *st, float *C,
+                                                            int64_t ldc, int64_t nb, const int R) {
   int64_t K = v->K;
   v16f acc[MR][2];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = (v16f){0};
+  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = (v16f){0};
   const float *a[MR];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) a[r] = A + (r < m ? r : 0) * lda;
+  for (int r = 0; r < R; r++) a[r] = A + (r < m ? r : 0) * lda;
   if (v->mode == MOEC_WQ_INT8) {
     const int8_t *Bp = (const int8_t *)panel;
     for (int64_t k = 0; k < K; k++) {
       v16f b0 = ld16_i8(Bp + k * NR), b1 = ld16_i8(Bp + k * NR + 16);
 #pragma GCC unroll 16
-      for (int r = 0; r < MR; r++) {
+      for (int r = 0; r < R; r++) {
         v16f xr = splat16(a[r][k]);
         acc[r][0] += xr * b0;
         acc[r][1] += xr * b1;
@@ -474,7 +517,7 @@ static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const vo
         ld16_u4(Bp + k * (NR / 2), &lo, &hi);
         v16f b0 = lo * s0 - z0, b1 = hi * s1 - z1;
 #pragma GCC unroll 16
-        for (int r = 0; r < MR; r++) {
+        for (int r = 0; r < R; r++) {
           v16f xr = splat16(a[r][k]);
           acc[r][0] += xr * b0;
           acc[r][1] += xr * b1;
@@ -488,6 +531,76 @@ static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const vo
     __builtin_memcpy(tmp + 16, &acc[r][1], 64);
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
   }
+}
+
+
+#if MOEC_VBYTES < 64 && defined(__AVX2__) && defined(__FMA__)
+/* AVX2: the same panels and the same arithmetic (w = q s - s z per group, then the FMAs; int8: the scale
+ * after) in explicit 8-lane registers, R <= 2 rows: 8 accumulators, the codes of 32 columns as 4 vectors.
+ * (GCC keeps 16-lane generic vectors on AVX2 in memory and moves them through general registers: the
+ * generic tile was ~40x slower than on AVX-512.) */
+static inline __attribute__((always_inline)) void tile_wq_avx2(const wview *v, const float *A, int64_t lda,
+                                                               const void *panel, const float *st, float *C,
+                                                               int64_t ldc, int64_t nb, const int R) {
+  const int64_t K = v->K;
+  __m256 acc[2][4];
+  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = _mm256_setzero_ps();
+  if (v->mode == MOEC_WQ_INT8) {
+    const int8_t *Bp = (const int8_t *)panel;
+    for (int64_t k = 0; k < K; k++) {
+      __m128i c0 = _mm_loadu_si128((const __m128i *)(Bp + k * NR)), c1 = _mm_loadu_si128((const __m128i *)(Bp + k * NR + 16));
+      __m256 b[4] = {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c0)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c0, 8))),
+                     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c1)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c1, 8)))};
+      for (int r = 0; r < R; r++) {
+        __m256 x = _mm256_broadcast_ss(A + r * lda + k);
+        for (int q = 0; q < 4; q++) acc[r][q] = _mm256_fmadd_ps(x, b[q], acc[r][q]);
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int q = 0; q < 4; q++) acc[r][q] = _mm256_mul_ps(acc[r][q], _mm256_loadu_ps(st + 8 * q));
+  } else {
+    const uint8_t *Bp = (const uint8_t *)panel;
+    const __m128i m4 = _mm_set1_epi8(15);
+    for (int64_t g0 = 0; g0 < K; g0 += v->G) {
+      const float *sg = st + (g0 / v->G) * 2 * NR;
+      for (int64_t k = g0; k < g0 + v->G; k++) {
+        __m128i by = _mm_loadu_si128((const __m128i *)(Bp + k * (NR / 2)));
+        __m128i lo = _mm_and_si128(by, m4), hi = _mm_and_si128(_mm_srli_epi16(by, 4), m4);
+        __m128i c[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        __m256 b[4];
+        for (int q = 0; q < 4; q++)
+          b[q] = _mm256_fmsub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c[q])), _mm256_loadu_ps(sg + 8 * q),
+                                 _mm256_loadu_ps(sg + NR + 8 * q));
+        for (int r = 0; r < R; r++) {
+          __m256 x = _mm256_broadcast_ss(A + r * lda + k);
+          for (int q = 0; q < 4; q++) acc[r][q] = _mm256_fmadd_ps(x, b[q], acc[r][q]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    float tmp[NR];
+    for (int q = 0; q < 4; q++) _mm256_storeu_ps(tmp + 8 * q, acc[r][q]);
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+  }
+}
+#endif
+
+/* C = A (m <= MR rows) x the panel.  AVX-512: all MR rows at once (2 x 16 lanes each in zmm); AVX2: two rows
+ * at a time in explicit 8-lane registers; otherwise the generic vectors, two rows at a time. */
+static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const void *panel, const float *st, float *C,
+                    int64_t ldc, int64_t nb) {
+#if MOEC_VBYTES >= 64
+  tile_wq_r(v, A, lda, m, panel, st, C, ldc, nb, MR);
+#elif defined(__AVX2__) && defined(__FMA__)
+  for (int r = 0; r < m; r += 2)
+    if (m - r >= 2) tile_wq_avx2(v, A + r * lda, lda, panel, st, C + r * ldc, ldc, nb, 2);
+    else tile_wq_avx2(v, A + r * lda, lda, panel, st, C + r * ldc, ldc, nb, 1);
+#else
+  for (int r = 0; r < m; r += 2)
+    if (m - r >= 2) tile_wq_r(v, A + r * lda, lda, 2, panel, st, C + r * ldc, ldc, nb, 2);
+    else tile_wq_r(v, A + r * lda, lda, 1, panel, st, C + r * ldc, ldc, nb, 1);
+#endif
 }
 
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
