@@ -635,3 +635,26 @@ def test_default_eager_experts_fail_with_the_way_out():
     block = MixtralSparseMoeBlock(c).eval()
     with pytest.raises(UnsupportedError, match=r"torch.export failed.*_experts_implementation = \"batched_mm\""):
         moec.compile(block, (torch.randn(2, 5, 32),), cache=False, experts_implementation=None)  # (as it is set)
+
+
+def test_triton_host_segment_reading_one_value_twice(tmp_path):
+    """A host op reading one value twice (Gemma4's and Kolibri1's rotary: ``cat(freqs, freqs)``) on the
+    triton target: the segment numbers that value once, so the results it returns are the ones computed
+    (before: the second copy shifted every result's number by one and the segment returned its input in
+    place of the concat -- the 2-layer models failed with "size of tensor a (8) must match ... (4)")."""
+    pytest.importorskip("triton")
+    from moec.driver import build_module
+    from moec.ir.parser import parse_module
+    X, Y = 'tensor<?x4xf32, "T">', 'tensor<?x8xf32, "T">'
+    m = parse_module(
+        "module {\n"
+        f'  func.func @main(%x: {X}) -> ({Y}) attributes {{moec.inputs = ["x"], moec.outputs = ["y"]}} {{\n'
+        f'    %c = "moec.concat"(%x, %x) {{axis = -1 : i64}} : ({X}, {X}) -> {Y}\n'
+        f'    %k = "moec.cos"(%c) : ({Y}) -> {Y}\n'
+        f'    %y = "moec.mul"(%k, %c) : ({Y}, {Y}) -> {Y}\n'
+        f'    func.return %y : {Y}\n'
+        "  }\n}\n")
+    art = build_module(m, str(tmp_path / "out"), target="triton")
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    c = np.concatenate([x, x], axis=-1)
+    np.testing.assert_allclose(np.asarray(art([x])[0]), np.cos(c) * c, rtol=1e-5, atol=1e-6)

@@ -70,10 +70,11 @@ def emit_triton(m: Module) -> Tuple[str, WeightStore]:
         inside = {id(o) for o in pending}
         end = at[id(pending[-1])]
         outs = [r for o in pending for r in o.results if last_use.get(id(r), -1) > end]  # read after the segment
-        ins: List = []
+        ins: List = []  # (each value once: an op may read one value twice, cat(x, x))
         for o in pending:
-            ins += [v for v in o.operands if (v.owner is None or id(v.owner) not in inside) and
-                    all(v is not x for x in ins)]
+            for v in o.operands:
+                if (v.owner is None or id(v.owner) not in inside) and all(v is not x for x in ins):
+                    ins.append(v)
         segments.append(_segment(pending, ins, outs, consts))
         call = f"rt_host.host_run(H[{len(segments) - 1}], [{', '.join(name(v) for v in ins)}], stats)"
         lines.append(f"{', '.join(name(r) for r in outs)}{',' if len(outs) == 1 else ''} = {call}" if outs
