@@ -120,20 +120,20 @@ def test_linear_q_reference_is_the_integer_product(G, zp):
     assert np.abs(run(m4, [x])["y"] - got["y"]).max() > 1e-4 * np.abs(want_y).max()
 
 
-@pytest.fixture(scope="module")
-def no_vnni(request):
-    """An AVX-512 build host without VNNI (the cpuid flags faked): the AVX-512BW vpmaddubsw path."""
+@pytest.fixture
+def no_vnni(monkeypatch):
+    """An AVX-512 build host without VNNI (the cpuid flags faked, for one test): the AVX-512BW vpmaddubsw path."""
     from moec.targets import description
     flags = description._cpu_flags()
     if "avx512bw" not in flags:
         pytest.skip("this host has no AVX-512BW")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f != "avx512_vnni"))
+    monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f != "avx512_vnni"))
     description.host_cpu.cache_clear()
     assert "-mavx512vnni" not in description.host_cpu().cflags
     yield
-    mp.undo()
+    monkeypatch.undo()
     description.host_cpu.cache_clear()
+    assert "avx512_vnni" not in flags or "-mavx512vnni" in description.host_cpu().cflags
 
 
 # K (a multiple of neither the 4-byte dot step nor 32 in some), N (not a multiple of the 32-column panel),
