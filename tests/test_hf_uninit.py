@@ -154,6 +154,28 @@ def test_default_config_block_compiles_verified_on_substituted_weights(arch, moe
     np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["int8", "bf16"])
+def test_quantised_and_half_blocks_verify_on_substituted_weights(kind, moec_cache):
+    """int8 weights (the same program although the quantisation statistics measured on NaN weights differ; the
+    report gives the substituted build's quantisation error) and a bf16 block (against its f32 analogue)."""
+    import moec
+    blk = _block("mixtral")
+    _garbage(blk)
+    x = torch.randn(1, 4, D)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "bf16":
+            c = moec.compile(blk.to(torch.bfloat16), (x.to(torch.bfloat16),))
+        else:
+            c = moec.compile(blk, (x,), weights=kind)
+    rep = c.stats.report
+    assert rep["verified"] is True and [la["family"] for la in rep["moe_layers"]] == ["mixtral"]
+    assert rep["verification"].startswith("verified on substituted finite weights"), rep["verification"]
+    if kind == "int8":
+        assert "quantisation error" in rep["verification"] and rep["weights"]["mode"] == "int8"
+
+
 def test_default_config_block_as_built(moec_cache):
     """MixtralSparseMoeBlock(MixtralConfig(...)) untouched (torch.empty as this run left it): compiled and
     verified, on substituted weights when its own are unfit."""
