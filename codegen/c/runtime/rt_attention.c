@@ -43,6 +43,24 @@ static inline float adot(const float *a, const float *b, int64_t n) {
 /* e^x on a vector: rt_vmath.h's (0 below -87.34 and at -inf, NaN stays NaN) */
 static inline avf avexp(avf x) { return mv_exp(x); }
 
+/* kt[d * KB + j] = K[j * D + d] for j < nk (K's rows D floats apart): through 16 x 16 tiles, so that
+ * neither side walks memory a row apart per element (a block's 64 rows of D = 128 floats fill L1) */
+static void kt_block(const float *K, int64_t D, int64_t nk, float *kt) {
+  float tile[16][16];
+  for (int64_t j0 = 0; j0 < nk; j0 += 16) {
+    const int64_t nj = nk - j0 < 16 ? nk - j0 : 16;
+    for (int64_t d0 = 0; d0 < D; d0 += 16) {
+      const int64_t nd = D - d0 < 16 ? D - d0 : 16;
+      for (int64_t jj = 0; jj < nj; jj++)
+        for (int64_t dd = 0; dd < nd; dd++) tile[dd][jj] = K[(j0 + jj) * D + d0 + dd];
+      if (nj == 16) /* (a fixed size: vector moves, not a call) */
+        for (int64_t dd = 0; dd < nd; dd++) memcpy(kt + (d0 + dd) * KB + j0, tile[dd], sizeof tile[dd]);
+      else
+        for (int64_t dd = 0; dd < nd; dd++) memcpy(kt + (d0 + dd) * KB + j0, tile[dd], sizeof(float) * (size_t)nj);
+    }
+  }
+}
+
 typedef struct {
   const float *q, *k, *v, *mask;
   float *kt; /* K transposed per (batch, kv head), one panel per key block: [B * Hkv][Tp / KB][D][KB] (Tp: T
@@ -101,11 +119,7 @@ static void att_task(void *arg, int64_t item) {
       /* decode-sized task (fewer rows than a quad): the scores are dot products over K's rows, read in
        * place; no transposed copy (it cost as much as the attention) */
     } else {
-      for (int64_t d = 0; d < D; d++) {
-        float *kd = kt + d * KB;
-        const float *kc = K + j0 * D + d;
-        for (int64_t j = 0; j < nk; j++) kd[j] = kc[j * D];
-      }
+      kt_block(K + j0 * D, D, nk, kt);
     }
     if (!vdirect)
       for (int64_t j = 0; j < nk; j++) memcpy(vb + j * Dvp, V + (j0 + j) * Dv, sizeof(float) * (size_t)Dv);
@@ -232,18 +246,11 @@ static void kt_pack_task(void *arg, int64_t bh) {
   att_args *a = (att_args *)arg;
   const int64_t D = a->D, T = a->T, Tp = a->Tp;
   const float *K = a->k + bh * a->kcap * D;
-  float tile[16][16];
   for (int64_t p0 = 0; p0 < Tp; p0 += KB) {
     float *o = a->kt + bh * D * Tp + p0 * D;
-    for (int64_t jb = 0; jb < KB; jb += 16) {
-      const int64_t j0 = p0 + jb, nj = j0 >= T ? 0 : (j0 + 16 < T ? 16 : T - j0);
-      for (int64_t d0 = 0; d0 < D; d0 += 16) {
-        const int64_t nd = d0 + 16 < D ? 16 : D - d0;
-        for (int64_t jj = 0; jj < 16; jj++)
-          for (int64_t dd = 0; dd < nd; dd++) tile[dd][jj] = jj < nj ? K[(j0 + jj) * D + d0 + dd] : 0.f;
-        for (int64_t dd = 0; dd < nd; dd++) memcpy(o + (d0 + dd) * KB + jb, tile[dd], sizeof tile[dd]);
-      }
-    }
+    const int64_t nk = T - p0 < KB ? T - p0 : KB;
+    if (nk < KB) memset(o, 0, sizeof(float) * (size_t)(D * KB)); /* (the last panel: zero past T) */
+    kt_block(K + p0 * D, D, nk, o);
   }
 }
 
