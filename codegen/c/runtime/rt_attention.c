@@ -43,6 +43,33 @@ static inline float adot(const float *a, const float *b, int64_t n) {
 /* e^x on a vector: rt_vmath.h's (0 below -87.34 and at -inf, NaN stays NaN) */
 static inline avf avexp(avf x) { return mv_exp(x); }
 
+#if MOEC_VBYTES >= 64
+typedef float t16f __attribute__((vector_size(64), aligned(4)));
+typedef int32_t t16i __attribute__((vector_size(64)));
+/* o[d * ldo + j] = K[j * D + d] for a full 16 x 16 tile: four rounds of two-register permutes (round s swaps
+ * the off-diagonal s x s blocks of each 2s x 2s block), 64 vpermt2ps instead of 256 scalar moves */
+static inline void kt_tile16(const float *K, int64_t D, float *o, int64_t ldo) {
+  t16f r[16];
+  for (int i = 0; i < 16; i++) __builtin_memcpy(&r[i], K + i * D, 64);
+#pragma GCC unroll 4
+  for (int s = 8; s >= 1; s /= 2) {
+    t16i ma, mb;
+    for (int l = 0; l < 16; l++) {
+      ma[l] = (l & s) ? 16 + l - s : l;
+      mb[l] = (l & s) ? 16 + l : l + s;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+      if (!(i & s)) {
+        const t16f a = r[i], b = r[i + s];
+        r[i] = __builtin_shuffle(a, b, ma);
+        r[i + s] = __builtin_shuffle(a, b, mb);
+      }
+  }
+  for (int i = 0; i < 16; i++) __builtin_memcpy(o + i * ldo, &r[i], 64);
+}
+#endif
+
 /* kt[d * KB + j] = K[j * D + d] for j < nk (K's rows D floats apart): through 16 x 16 tiles, so that
  * neither side walks memory a row apart per element (a block's 64 rows of D = 128 floats fill L1) */
 static void kt_block(const float *K, int64_t D, int64_t nk, float *kt) {
@@ -51,12 +78,15 @@ static void kt_block(const float *K, int64_t D, int64_t nk, float *kt) {
     const int64_t nj = nk - j0 < 16 ? nk - j0 : 16;
     for (int64_t d0 = 0; d0 < D; d0 += 16) {
       const int64_t nd = D - d0 < 16 ? D - d0 : 16;
+#if MOEC_VBYTES >= 64
+      if (nj == 16 && nd == 16) {
+        kt_tile16(K + j0 * D + d0, D, kt + d0 * KB + j0, KB);
+        continue;
+      }
+#endif
       for (int64_t jj = 0; jj < nj; jj++)
         for (int64_t dd = 0; dd < nd; dd++) tile[dd][jj] = K[(j0 + jj) * D + d0 + dd];
-      if (nj == 16) /* (a fixed size: vector moves, not a call) */
-        for (int64_t dd = 0; dd < nd; dd++) memcpy(kt + (d0 + dd) * KB + j0, tile[dd], sizeof tile[dd]);
-      else
-        for (int64_t dd = 0; dd < nd; dd++) memcpy(kt + (d0 + dd) * KB + j0, tile[dd], sizeof(float) * (size_t)nj);
+      for (int64_t dd = 0; dd < nd; dd++) memcpy(kt + (d0 + dd) * KB + j0, tile[dd], sizeof(float) * (size_t)nj);
     }
   }
 }
