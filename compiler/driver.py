@@ -127,12 +127,13 @@ def _check_dirs(outdir: str, opts: "CompileOptions", protect: Sequence[str]) -> 
                                  "directory of their own")
 
 
-def load_model_proto(model):
+def load_model_proto(model, info: Optional[dict] = None):
     """(proto, name) from a path (external data read from the model's folder only) or a ModelProto; either
-    is checked (onnx's checker and moec's own checks) before anything else sees it."""
+    is checked (onnx's checker and moec's own checks) before anything else sees it.  ``info``: filled by
+    load_onnx for a path (whether the file alone holds the model)."""
     from moec.frontend.onnx_import import _shown, check_model_proto, load_onnx
     if isinstance(model, (str, os.PathLike)):
-        return load_onnx(os.fspath(model)), os.path.splitext(os.path.basename(os.fspath(model)))[0]
+        return load_onnx(os.fspath(model), info), os.path.splitext(os.path.basename(os.fspath(model)))[0]
     name = model.graph.name or "model"
     check_model_proto(model, f"model '{_shown(name)}'")
     return model, name
@@ -150,26 +151,73 @@ def compile_onnx(model, outdir: str, opts: Optional[CompileOptions] = None) -> C
     protect = [os.fspath(model)] if isinstance(model, (str, os.PathLike)) else []
     _check_dirs(outdir, opts, protect)  # (a bad -o / --dump-ir fails at once, before the model is read)
     timer = _Timer()
-    proto, name = load_model_proto(model)
+    info: dict = {}
+    proto, name = load_model_proto(model, info)
+    model_file = None
+    if info.get("self_contained"):  # onnxruntime verifies on the file itself (no serialised copy of the weights)
+        model_file = (os.path.abspath(os.fspath(model)), info["stat"])
     # built in a staging directory beside outdir, published by a rename only when complete: a failure
     # or an interruption anywhere leaves outdir as it was (see artifact_dir.py)
+    source = _Source(proto, model_file)
+    del proto  # (held by ``source`` alone, which lets it go once nothing but a fallback needs it)
     with Staging(outdir, opts.force, protect) as st, _Dumps(opts, protect) as dumps:
-        return _compile_staged(proto, name, outdir, st, dumps, opts, timer)
+        return _compile_staged(source, name, outdir, st, dumps, opts, timer)
 
 
-def _compile_staged(proto, name: str, outdir: str, st: Staging, dumps: Optional[Staging], opts: CompileOptions,
-                    timer: _Timer) -> CompileResult:
+class _Source:
+    """The ONNX model being compiled.  Read from a file that alone holds it (``model_file``: path, stat at
+    loading), the proto is let go once imported (and the f32 reference made): verification runs onnxruntime on
+    the file, and a fallback that needs the proto again (the interpreter where onnxruntime cannot run the
+    model, a half model's f32 analogue) reads the file again -- one copy of the weights fewer through the passes,
+    the build and verification."""
+
+    def __init__(self, proto, model_file=None):
+        self._proto, self.model_file = proto, model_file
+
+    def proto(self):
+        if self._proto is None:
+            from moec.frontend.onnx_load import load_onnx
+            path = self.path()
+            if path is None:
+                raise UserInputError(f"'{self.model_file[0]}' changed while moec compiled it; compile it again")
+            self._proto = load_onnx(path)
+        return self._proto
+
+    def release(self) -> None:
+        if self.model_file is not None:
+            self._proto = None
+
+    def path(self) -> Optional[str]:
+        """The model's path where the file is still the one read (size, mtime and inode as at loading)."""
+        if self.model_file is None:
+            return None
+        path, was = self.model_file
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return path if (st.st_size, st.st_mtime_ns, st.st_ino) == was else None
+
+
+def _compile_staged(source: "_Source", name: str, outdir: str, st: Staging, dumps: Optional[Staging],
+                    opts: CompileOptions, timer: _Timer) -> CompileResult:
     from moec.frontend.onnx_import import import_model
     with timer.time("import"):
-        m = import_model(proto, name)
+        m = import_model(source.proto(), name)
     _check_imported(m, name)
     opts = user_inputs(m, opts)  # --inputs / example_inputs checked against the model now: bad ones are exit 2
+    if not (opts.verify and opts.weights != "f32"):
+        source.release()  # (a quantised build's f32 reference is imported from it first, below)
 
     def oracle(artifact, built: Module, ref_module: Optional[Module]) -> dict:  # onnxruntime (or the interpreter)
-        return verify_artifact(proto, built, artifact, opts, ref_module)
+        return verify_artifact(source.proto, built, artifact, opts, ref_module, model_file=source.path())
 
-    return _compile_imported(m, name, outdir, st, dumps, opts, timer, oracle,
-                             reference=lambda: import_model(proto, name))
+    def reference() -> Module:
+        ref = import_model(source.proto(), name)
+        source.release()
+        return ref
+
+    return _compile_imported(m, name, outdir, st, dumps, opts, timer, oracle, reference=reference)
 
 
 def _check_imported(m: Module, name: str) -> None:

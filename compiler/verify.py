@@ -551,8 +551,9 @@ def compare(names: Sequence[str], got: Sequence[np.ndarray], want: Sequence[np.n
     return Comparison(ok, max_abs, max_rel, worst, msg, per)
 
 
-def run_onnxruntime(model_bytes: bytes, input_names: Sequence[str], inputs: Sequence[np.ndarray],
+def run_onnxruntime(model_bytes, input_names: Sequence[str], inputs: Sequence[np.ndarray],
                     threads: int = 2) -> List[np.ndarray]:
+    """``model_bytes``: the model serialised, or the path of a file holding the whole model."""
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -568,7 +569,7 @@ def run_onnxruntime(model_bytes: bytes, input_names: Sequence[str], inputs: Sequ
         if not m:
             raise
         import onnx
-        proto = onnx.load_from_string(model_bytes)
+        proto = onnx.load_from_string(model_bytes) if isinstance(model_bytes, bytes) else onnx.load(model_bytes)
         proto.ir_version = int(m.group(1))
         sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     ro = ort.RunOptions()
@@ -735,15 +736,20 @@ def _trials(f, opts: "CompileOptions"):
     return trials + gen, unknown
 
 
-def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_module: Optional[Module] = None) -> dict:
+def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_module: Optional[Module] = None,
+                    model_file: Optional[str] = None) -> dict:
     """Run the artifact and onnxruntime (and the IR interpreter) on seeded inputs at several shapes.
 
     Quantised builds (``opts.weights`` != f32) are checked against their own reference semantics
     (the IR interpreter on the quantised module: dequantise, then compute in f32) with the f32
     tolerance; the distance to onnxruntime on the f32 model is the quantisation error, measured
-    and reported (``quantization_error``) and bounded by ``tolerances.QUANT_ERROR_BOUNDS``."""
+    and reported (``quantization_error``) and bounded by ``tolerances.QUANT_ERROR_BOUNDS``.
+    ``model_file``: the file ``proto`` was read from where it holds the whole model: onnxruntime reads it there
+    (a serialisation of ``proto`` is another copy of every weight, held through verification).  ``proto``: the
+    ModelProto, or a function returning it (the driver's, which reads the file again only where needed)."""
     f = m.main
-    model_bytes = proto.SerializeToString()
+    get_proto = proto if callable(proto) else (lambda: proto)
+    model_bytes = model_file if model_file is not None else get_proto().SerializeToString()
     trials, unknown_ints = _trials(f, opts)
     out = {"verified": True, "shapes_tried": [], "max_abs_err": 0.0, "max_rel_err": 0.0,
            "oracle": "onnxruntime", "trials": []}
@@ -757,7 +763,7 @@ def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_modu
     def original() -> Module:  # the model as imported, before any pass: its own semantics
         if "orig" not in lazy:
             from moec.frontend.onnx_import import import_model
-            lazy["orig"] = f32_module if f32_module is not None else import_model(proto)
+            lazy["orig"] = f32_module if f32_module is not None else import_model(get_proto())
         return lazy["orig"]
     # the narrowest float type the model computes in (bf16 before f16), and whether a float output is
     # wider than that: an f32 output summed from f16 expert outputs carries f16 rounding, which the f32
@@ -803,7 +809,7 @@ def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_modu
                 oracle = f"moec's interpreter on the imported model (onnxruntime could not run the model: {why})"
         if not quantized and half_dt is not None and (why is not None or wide_out):
             # judged against the model's f32 analogue, next to the model's own half-precision run(s)
-            half_ref = _widened_onnxruntime(proto, lazy, f, xs, opts.threads)
+            half_ref = _widened_onnxruntime(get_proto(), lazy, f, xs, opts.threads)
             if half_ref is not None:
                 if why is None:  # onnxruntime ran the model; the op-by-op run is a second faithful one
                     try:

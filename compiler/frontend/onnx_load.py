@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Optional
 
 from moec.errors import UserInputError, show_name
 
@@ -160,7 +161,7 @@ def _read_external(t, base_dir: str, label: str) -> None:
     del t.external_data[:]
 
 
-def load_onnx(path: str):
+def load_onnx(path: str, info: Optional[dict] = None):
     """Load an ONNX file and its external data, or raise one clear UserInputError.
 
     moec reads the external data itself (:func:`_read_external`): nothing outside the model's folder is
@@ -201,10 +202,16 @@ def load_onnx(path: str):
     base_dir = os.path.dirname(os.path.abspath(path))
     label = f"model '{shown}'"
     _check_text(model, label)  # (external data locations are text too)
+    external = False
     for t in model_tensors(model):
         if _is_external(t):
             _read_external(t, base_dir, label)
-    check_model_proto(model, label)
+            external = True
+    # the file's bytes are the model serialised: onnx's checker reads them rather than a second serialisation
+    # (with external data the bytes lack the weights read since); dropped after it, not held with the model
+    check_model_proto(model, label, serialized=None if external else data)
+    if info is not None:  # (whether the file alone is the model, and which file: see verify_artifact's model_file)
+        info.update(self_contained=not external, stat=(st.st_size, st.st_mtime_ns, st.st_ino))
     return model
 
 
@@ -271,13 +278,14 @@ def check_structure(model, label: str) -> None:
                                  "external data from the model's folder), or load the model with onnx.load(path)")
 
 
-def check_model_proto(model, label: str) -> None:
+def check_model_proto(model, label: str, serialized: Optional[bytes] = None) -> None:
     """Reject an invalid model up front (exit 2 naming the reason): moec's own structural checks, then
     onnx's checker (graph SSA and topological order, op schemas: inputs, outputs, attribute names and kinds).
     Not ``full_check``: its strict shape inference also enforces the schemas' type constraints, which real
     exports moec supports break (torch's bf16 TopK: tests/test_half.py), and it refuses declared shapes
     that contradict the inferred ones, which onnxruntime merges leniently.  A model over protobuf's 2 GiB
-    limit (weights loaded in memory) gets moec's checks only."""
+    limit (weights loaded in memory) gets moec's checks only.  ``serialized``: ``model`` as bytes where the caller
+    has them (the file read), so that the checker does not need another serialisation of the weights."""
     import onnx
     check_structure(model, label)
     unshaped = list(_unshaped_tensor_types(model.graph))
@@ -289,7 +297,9 @@ def check_model_proto(model, label: str) -> None:
         # checks them with an empty placeholder shape, which is removed again whatever happens.
         for tt in unshaped:
             tt.shape.SetInParent()
-        onnx.checker.check_model(model, full_check=False)
+        if serialized is not None and unshaped:  # (the placeholder shapes are not in the bytes)
+            serialized = None
+        onnx.checker.check_model(model if serialized is None else serialized, full_check=False)
     except Exception as e:  # noqa: BLE001 - ValidationError, InferenceError, ValueError, ...: all the model's fault
         msg = " ".join(str(e).split()) or type(e).__name__
         raise UserInputError(f"{label} is not a valid ONNX model (onnx checker: {_shown(msg, 300)})") from None
