@@ -44,9 +44,11 @@ SMALL_MODEL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hi
 # (Mixtral's own is 1e6) so that every engine runs the same model; make_ggufs checks it.
 ROPE_THETA = 10000.0
 # moec --weights mode -> the llama.cpp GGUF of the same format (None: made by the converter)
-GGUF_OF = {"f32": "f32", "bf16": "bf16", "int8": "q8_0", "int4": "q4_0", "w8a8": "q8_0"}
-# (llama.cpp's q8_0 / q4_0 matmuls on CPUs quantise the activations to q8_0 blocks: int8 weights with int8
-# activations, like moec's w8a8; moec's int8 and int4 keep f32 activations)
+GGUF_OF = {"f32": "f32", "bf16": "bf16", "int8": "q8_0", "int4": "q4_0", "w8a8": "q8_0", "w4a8": "q4_0"}
+# (llama.cpp's q8_0 / q4_0 matmuls on CPUs quantise the activations to q8_0 blocks: int8 / int4 weights with int8
+# activations, like moec's w8a8 / w4a8 (--weights int4 --activations int8); moec's int8 and int4 keep f32 activations)
+# moec formats whose GGUF is another format's file: w8a8 -> int8's q8_0, w4a8 -> int4's q4_0
+SHARED_GGUF = {"w8a8": "int8", "w4a8": "int4"}
 
 
 def make_checkpoint(d: str, small: bool, seed: int = 0) -> None:
@@ -149,7 +151,7 @@ def make_ggufs(ckpt: str, llama_src: str, outdir: str, formats) -> dict:
                     raise RuntimeError(f"convert_hf_to_gguf.py --outtype {fmt} failed:\n{r.stderr[-3000:]}")
             out[fmt] = p
     for fmt, ftype, gtype in (("int8", 7, 8), ("int4", 2, 2)):  # LLAMA_FTYPE_MOSTLY_Q8_0 / Q4_0, GGML_TYPE_Q8_0 / Q4_0
-        if fmt not in formats and not (fmt == "int8" and "w8a8" in formats):
+        if fmt not in formats and not any(SHARED_GGUF[f] == fmt for f in formats if f in SHARED_GGUF):
             continue
         p = os.path.join(outdir, f"model-{GGUF_OF[fmt]}.gguf")
         if not os.path.exists(p):
@@ -162,13 +164,10 @@ def make_ggufs(ckpt: str, llama_src: str, outdir: str, formats) -> dict:
             if rc != 0:
                 raise RuntimeError(f"llama_model_quantize -> {rc}")
         out[fmt] = p
-    if "w8a8" in formats:
-        out["w8a8"] = out["int8"]
-        if "int8" not in formats:
-            out.pop("int8")
-    if "f32" not in formats:
-        out.pop("f32")
-    return out
+    for f, base in SHARED_GGUF.items():
+        if f in formats:
+            out[f] = out[base]
+    return {f: p for f, p in out.items() if f in formats}
 
 
 PARTS = ("prefill", "decode", "matmul", "profile")
@@ -179,7 +178,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", default="1,8,64,256", help="prefill token counts")
     ap.add_argument("--contexts", default="128,1024", help="decode context lengths")
     ap.add_argument("--steps", type=int, default=32, help="decoded tokens per decode run")
-    ap.add_argument("--formats", default="f32,bf16,int8,int4,w8a8")
+    ap.add_argument("--formats", default="f32,bf16,int8,int4,w8a8,w4a8",
+                    help="moec weight modes, each against llama.cpp's GGUF of the format (f32, bf16, int8 and w8a8: "
+                         "q8_0, int4 and w4a8 (int4 weights, int8 activations): q4_0)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the prefill / matmul parts")
     ap.add_argument("--decode-repeats", type=int, default=3)

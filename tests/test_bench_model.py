@@ -88,8 +88,11 @@ def test_gguf_from_the_same_checkpoint_computes_the_same_model(tmp_path):
     bm = _bench_model_module()
     ckpt = str(tmp_path / "ckpt")
     bm.make_checkpoint(ckpt, small=True)
-    ggufs = bm.make_ggufs(ckpt, src, str(tmp_path), ["f32", "int8", "int4", "w8a8"])
-    assert set(ggufs) == {"f32", "int8", "int4", "w8a8"} and ggufs["w8a8"] == ggufs["int8"]
+    ggufs = bm.make_ggufs(ckpt, src, str(tmp_path), ["f32", "int8", "int4", "w8a8", "w4a8"])
+    assert set(ggufs) == {"f32", "int8", "int4", "w8a8", "w4a8"} and ggufs["w8a8"] == ggufs["int8"]
+    assert ggufs["w4a8"] == ggufs["int4"]  # (moec's int4 weights x int8 activations against q4_0, which does the same)
+    # a format asked alone gets the file of its llama.cpp type, and only that
+    assert bm.make_ggufs(ckpt, src, str(tmp_path), ["w4a8"]) == {"w4a8": ggufs["int4"]}
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
     ids = np.random.default_rng(1).integers(3, 512, (1, 48))
     with torch.no_grad():
