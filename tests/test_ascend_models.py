@@ -20,7 +20,9 @@ pytest.importorskip("transformers")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-BAKED_LENGTH = ("granitemoehybrid", "qwen3_next", "jamba", "zaya")
+# torch.export specialises these exports to the traced sequence length (the graph's dims come out static: the hybrids'
+# chunking pads in Python, DSA's indexer takes top-min(k, S), ...), so their artifacts run at that length only
+BAKED_LENGTH = ("granitemoehybrid", "qwen3_next", "jamba", "zaya", "diffusion_gemma_text", "deepseek_v32", "doge")
 
 
 def _lm(arch):
@@ -76,6 +78,20 @@ def test_real_causal_lm_has_no_host_ops(arch, tmp_path):
         assert {"moec.conv", "moec.cumsum"} <= ops, ops
     if arch == "longcat_flash":  # the zero-computation experts' int64 ids: compared and selected on vec_index
         assert {"moec.greater_equal", "moec.select"} <= ops, ops
+
+
+# architectures whose decoders need the newer NPU ops: (arch, its layers recognised, ops that must run on the NPU)
+NEWER_OPS = [("diffusion_gemma_text", True, {"moec.gelu_tanh"}),                     # Gemma's gelu MLP
+             ("deepseek_v32", True, {"moec.topk", "moec.scatter_elements"}),         # the DSA indexer's top-k mask
+             ("doge", False, {"moec.gather_elements", "moec.topk", "moec.add"})]     # int64 index math
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,recognised,want", NEWER_OPS, ids=[a for a, _, _ in NEWER_OPS])
+def test_newer_npu_ops_in_real_models(arch, recognised, want, tmp_path):
+    plan = _check(arch, tmp_path, recognised=recognised)
+    ops = {st["op"] for st in plan["steps"] if st["where"] == "npu"}
+    assert want <= ops, ops
 
 
 @pytest.mark.slow
