@@ -356,3 +356,27 @@ def test_real_causal_lm_through_the_api(tmp_path, monkeypatch):
     from moec.tolerances import QUANT_ERROR_BOUNDS, quantization_error
     q = quantization_error([got], [want], QUANT_ERROR_BOUNDS["w4a8"])
     assert q["token_rel_median"] <= QUANT_ERROR_BOUNDS["w4a8"], q
+
+
+@pytest.mark.parametrize("mode", ["w4a8", "w8a8"])
+def test_nan_in_a_row_propagates_as_in_the_reference(mode, tmp_path):
+    """A NaN in a GEMM input row makes that row's group scale (w4a8) or row scale (w8a8) NaN, so its outputs are
+    NaN as in the reference (fake-quantised x is NaN there); the other rows are unaffected."""
+    from test_dense_quant import _module, _weights
+    K, N = 64, 40
+    ws = _weights(K, N)
+    m = _module(K, N, ws)
+    QuantizeWeights(mode, 32, False, scope="all", dense_modes=DENSE).run(m)
+    art = build_module(m, str(tmp_path / mode), threads=2)
+    x = np.random.default_rng(5).standard_normal((9, K)).astype(np.float32)
+    x[2, 40] = np.nan
+    x[0, 3] = np.nan
+    for rows in (x[:1], x):
+        got = art([rows])
+        want = run(m, [rows])
+        for g, w in zip(got, want.values()):
+            assert np.array_equal(np.isnan(g), np.isnan(w)) and np.isnan(g[0]).all()
+            ok = ~np.isnan(w)
+            assert ok.sum() == (~np.isnan(rows).any(1)).sum() * N  # (the NaN rows only)
+            if ok.any():
+                assert np.abs(g[ok] - w[ok]).max() <= 2e-6 * np.abs(w[ok]).max() * np.sqrt(K)

@@ -479,8 +479,13 @@ def quantize_rows_int8(a: np.ndarray, group: int = 0):
         q, s = quantize_rows_int8(a.reshape(a.shape[:-1] + (K // group, group)))
         return q.reshape(a.shape), s
     amax = np.max(np.abs(a), axis=-1) if a.shape[-1] else np.zeros(a.shape[:-1], np.float32)
-    s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
-    q = np.clip(np.rint(a / s[..., None]), -127, 127).astype(np.int8)
+    # a NaN in the row (group) makes its scale NaN, so every value the kernels multiply with it is NaN (its
+    # codes are 0); an all-zero row gets scale 1
+    s = np.where(amax > 0, amax / np.float32(127), np.where(np.isnan(amax), np.float32(np.nan), np.float32(1)))
+    s = s.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        r = np.rint(a / s[..., None])
+    q = np.clip(np.where(np.isnan(r), 0, r), -127, 127).astype(np.int8)
     return q, s
 
 

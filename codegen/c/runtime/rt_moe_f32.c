@@ -638,14 +638,17 @@ static const int8_t *packed_panels_i8(const int8_t *W, int64_t E, int64_t N, int
 /* q[0..Kp) = biased int8 codes of a[0..K), *s = the row's scale */
 static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
   float amax = 0.f;
+  int nan = 0;
   for (int64_t k = 0; k < K; k++) {
     float v = fabsf(a[k]);
     amax = v > amax ? v : amax;
+    nan |= a[k] != a[k];
   }
-  float sc = amax > 0.f ? amax / 127.0f : 1.0f;
+  /* a NaN in the row: its scale is NaN, so the row's products are (as in the reference) */
+  float sc = nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f;
   for (int64_t k = 0; k < K; k++) {
     float r = rintf(a[k] / sc);
-    r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
+    r = r > 127.f ? 127.f : (r < -127.f ? -127.f : (r == r ? r : 0.f));
     q[k] = (uint8_t)((int)r + 128);
   }
   for (int64_t k = K; k < KP4(K); k++) q[k] = 128;
@@ -779,12 +782,16 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
 #if defined(__AVX512F__) && defined(__AVX512BW__)
     { /* 16 lanes at a time (masked tails): the same f32 max, division, round-half-even and clip */
       __m512 mx = _mm512_setzero_ps();
+      __mmask16 nan = 0;
       for (int64_t k = 0; k < G; k += 16) {
         __mmask16 mk = G - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (G - k)) - 1);
-        mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, x + k)));
+        __m512 xv = _mm512_maskz_loadu_ps(mk, x + k);
+        nan |= _mm512_cmp_ps_mask(xv, xv, _CMP_UNORD_Q);
+        mx = _mm512_max_ps(mx, _mm512_abs_ps(xv));
       }
       float amax = _mm512_reduce_max_ps(mx);
-      float sc = amax > 0.f ? amax / 127.0f : 1.0f;
+      /* a NaN in the group: its scale is NaN, so every product with the group is (as in the reference) */
+      float sc = nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f;
       const __m512 scv = _mm512_set1_ps(sc), hi = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
       __m512i sum = _mm512_setzero_si512();
       for (int64_t k = 0; k < G; k += 16) {
@@ -802,15 +809,17 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
     }
 #endif
     float amax = 0.f;
+    int nan = 0;
     for (int64_t k = 0; k < G; k++) {
       float v = fabsf(x[k]);
       amax = v > amax ? v : amax;
+      nan |= x[k] != x[k];
     }
-    float sc = amax > 0.f ? amax / 127.0f : 1.0f;
+    float sc = nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f;
     int32_t sum = 0;
     for (int64_t k = 0; k < G; k++) {
       float r = rintf(x[k] / sc);
-      r = r > 127.f ? 127.f : (r < -127.f ? -127.f : r);
+      r = r > 127.f ? 127.f : (r < -127.f ? -127.f : (r == r ? r : 0.f));
       o[k] = (int8_t)r;
       sum += (int32_t)r;
     }
