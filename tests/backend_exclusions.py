@@ -4,7 +4,7 @@ A node test is in scope when every op in its model is in moec's op set (SCOPE). 
 below are regular expressions on the test name."""
 
 SCOPE = {
-    "Constant", "ConstantOfShape", "Identity", "Cast", "Shape", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Constant", "ConstantOfShape", "Identity", "Cast", "CastLike", "Shape", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
     "Expand", "Tile", "Concat", "Split", "Slice", "Transpose", "Range", "Gather", "GatherElements", "GatherND",
     "ScatterElements", "ScatterND", "NonZero", "Where", "OneHot", "CumSum", "TopK", "ArgMax", "ArgMin", "MatMul",
     "Gemm", "Einsum", "Add", "Sub", "Mul", "Div", "Pow", "Neg", "Abs", "Sign", "Floor", "Ceil", "Sqrt",

@@ -120,6 +120,16 @@ def _cast(ctx, node, ins, attrs):
     return [ctx.emit1("moec.cast", [ins[0]], {"to": to})]
 
 
+@converter("CastLike", since=15)
+def _cast_like(ctx, node, ins, attrs):
+    # Cast to the element type of the second input (its values are not read); torch.onnx's dynamo exporter
+    # writes it for a type promotion (DeepSeek-V4's bf16 block)
+    to = ins[1].type.dtype
+    if to == ins[0].type.dtype:
+        return [ins[0]]
+    return [ctx.emit1("moec.cast", [ins[0]], {"to": to})]
+
+
 @converter("Dropout", since=7)
 def _dropout(ctx, node, ins, attrs):
     x = ins[0]
