@@ -88,6 +88,10 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="f32", help="comma-separated moec weight modes (f32,bf16,int8,int4,w8a8)")
     ap.add_argument("--group", type=int, default=64, help="int4 group size (moec and MatMulNBits' block)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--ort-spinning", default="1", choices=("0", "1"),
+                    help="onnxruntime's session.intra_op.allow_spinning (default 1, its own default).  With 1 its "
+                         "pool keeps spinning after every run (a busy thread for tens of ms: 15 ms of CPU in the 50 ms "
+                         "after a run on this host), so in an interleaved loop moec's threads share the cores with it")
     args = ap.parse_args(argv)
     import onnxruntime as ort
 
@@ -105,6 +109,7 @@ def main(argv=None) -> int:
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
         so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", args.ort_spinning)
 
         def session(p):
             return ort.InferenceSession(p, so, providers=["CPUExecutionProvider"])
@@ -137,9 +142,11 @@ def main(argv=None) -> int:
                 errs[k] = float(np.sqrt(np.mean((got - want) ** 2)) / np.sqrt(np.mean(want ** 2)))
                 fn()  # warm
             times = {k: [] for k in calls}
+            cpu = {k: [] for k in calls}  # process CPU time per call (every thread; less sensitive to a busy host)
             for _ in range(args.repeats):
                 for k, fn in calls.items():
-                    t0 = time.perf_counter(); fn(); times[k].append(time.perf_counter() - t0)
+                    c0 = time.process_time(); t0 = time.perf_counter(); fn()
+                    times[k].append(time.perf_counter() - t0); cpu[k].append(time.process_time() - c0)
             best = {k: min(v) for k, v in times.items()}
             med = {k: statistics.median(v) for k, v in times.items()}
             for m in arts:
@@ -147,6 +154,8 @@ def main(argv=None) -> int:
                 row = {"T": T, "weights": m, "moec_ms_min": best[k] * 1e3, "moec_ms_median": med[k] * 1e3,
                        "rel_rms_err_vs_ort_f32": errs[k],
                        "vs_ort_f32": best[k] / best["ort_f32"],
+                       "cpu_ms_median": statistics.median(cpu[k]) * 1e3,
+                       "ort_f32_cpu_ms_median": statistics.median(cpu["ort_f32"]) * 1e3,
                        "vs_ort_f32_median_of_rounds": statistics.median(
                            [a / b for a, b in zip(times[k], times["ort_f32"])])}
                 row["ort_like"] = {}
@@ -161,11 +170,13 @@ def main(argv=None) -> int:
                                 for like, v in row["ort_like"].items())
                 print(f"T={T:4d} {m:5s} moec {row['moec_ms_min']:8.2f} ms (median {row['moec_ms_median']:.2f})  "
                       f"ort f32 {row['ort_f32_ms_min']:8.2f} ms -> {row['vs_ort_f32']:.2f}x "
-                      f"(rounds {row['vs_ort_f32_median_of_rounds']:.2f}x){extra}  rel err {errs[k]:.1e}",
+                      f"(rounds {row['vs_ort_f32_median_of_rounds']:.2f}x; CPU time "
+                      f"{row['cpu_ms_median'] / row['ort_f32_cpu_ms_median']:.2f}x){extra}  rel err {errs[k]:.1e}",
                       flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"k": args.k, "n": args.n, "threads": args.threads, "gemm": args.gemm, "group": args.group,
+                       "ort_spinning": args.ort_spinning, "load_average": os.getloadavg(),
                        "rows": rows}, f,
                       indent=1)
     return 0
