@@ -1619,11 +1619,19 @@ class RecognizeMoE(Pass):
                 return False  # the shared op uses the routed experts' activation attributes
         # a constant per-expert factor on the routing weights (Gemma4's per_expert_scale[ids]) scales expert e's
         # output by s[e]: folded into its down projection (w_out[e], b_out[e] times s[e]), tried after none
-        for scale_v in [None] + self._expert_scale_candidates(L, region, topk, E):
+        # a post-expert RMSNorm between each expert's down projection and its routing weight (Muse Spark): moe.experts'
+        # post_norm_eps, a constant [D] input scale of the norm folded into every expert's w_out / b_out rows; none first
+        self._post = None
+        for pn, scale_v in [(None, v) for v in [None] + self._expert_scale_candidates(L, region, topk, E)] + \
+                [(c, None) for c in self._post_norm_candidates(L, region, int(w_out.shape[1]))]:
             s_e = None if scale_v is None else L.const_array(scale_v).reshape(-1).astype(np.float64)
             # (a half layer is proved on its f32 analogue: the folded product unrounded there, rounded to the
             # layer's type in the rewrite that is kept, see _real_weights)
             w_out_s, b_out_s = self._scaled(w_out, b_out, s_e, np.float32 if L.widened and s_e is not None else dt)
+            self._post = pn
+            ffn_p = ffn if pn is None else dict(ffn, post_norm_eps=pn[1])
+            if pn is not None and pn[0] is not None:
+                w_out_s, b_out_s = self._input_scaled(w_out_s, b_out_s, pn[0], np.float32 if L.widened else dt)
             weights = self._weight_ops(m, w_in, w_out_s, b_in, b_out_s, shared)
             for name in ("w_out", "b_out"):
                 if weights[name] is not None and weights[name].results[0].type.dtype != DType.from_np(np.dtype(dt)):
@@ -1631,17 +1639,61 @@ class RecognizeMoE(Pass):
                                                                weights[name].results[0].type.shape)
             # the routing weight scales the combine (usual) or the expert's input (Llama-4)
             # (every candidate at the output first: the input placement is only tried when none matched)
-            for at, attrs in itertools.product(("none", "input") if scale_v is None else ("none",), candidates):
-                new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn, y, at)
+            for at, attrs in itertools.product(("none", "input") if scale_v is None and pn is None else ("none",),
+                                               candidates):
+                new_ops, y_new = self._build(x, logits, bias_v, attrs, E, weights, ffn_p, y, at)
                 if self._matches(L, new_ops, x, y_new, probes, want):
                     self._real_weights(L, weights, experts, shared, dt, scale_v)
-                    self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn, region, topk,
+                    self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn_p, region, topk,
                                  bias_v, shared, expert_scale=scale_v is not None)
                     return True
             for o in weights.values():  # no candidate matched: drop the stacked copies
                 if o is not None:
                     m.weights.remove_unused({k for k in m.weights if k != o.attrs["value"].key})
         return False
+
+    @staticmethod
+    def _input_scaled(w_out, b_out, g, dt):
+        """(w_out, b_out) with output row d of every expert times g[d] (a post-norm's input scale, folded)."""
+        w = (w_out.astype(np.float64) * g[None, :, None]).astype(dt)
+        b = None if b_out is None else (b_out.astype(np.float64) * g[None, :]).astype(dt)
+        return w, b
+
+    @staticmethod
+    def _post_norm_candidates(L, region, D: int) -> list:
+        """(g or None, eps) of an RMSNorm the region applies to rows of D values: eps a scalar constant added to a
+        mean over the last axis of the square of some v; g a constant [D] vector v is a product with (the norm's
+        input scale), else None.  The layer's proof decides whether the experts' outputs pass through it."""
+        out = []
+        for o in L.f.ops:
+            if id(o) not in region or o.name != "moec.reduce_mean" or o.results[0].type.rank < 1:
+                continue
+            sq = o.operands[0].owner
+            if sq is None or not ((sq.name == "moec.pow" and (lambda c: c is not None and c.size == 1 and
+                                   float(c.reshape(-1)[0]) == 2.0)(L.const_array(sq.operands[1]))) or
+                                  (sq.name == "moec.mul" and sq.operands[0] is sq.operands[1])):
+                continue
+            eps = None
+            for u in L.users.get(id(o.results[0]), []):
+                if u.name == "moec.add":
+                    c = L.const_array(u.operands[1] if u.operands[0] is o.results[0] else u.operands[0])
+                    if c is not None and c.size == 1 and np.isfinite(c).all() and float(c.reshape(-1)[0]) >= 0:
+                        eps = float(np.asarray(c, np.float64).reshape(-1)[0])
+            if eps is None:
+                continue
+            v, g = sq.operands[0], None
+            while v.owner is not None and v.owner.name == "moec.cast":  # (a half layer: the norm in f32)
+                v = v.owner.operands[0]
+            if v.owner is not None and v.owner.name == "moec.mul":
+                for a in v.owner.operands:
+                    c = L.const_array(a)
+                    if c is not None and c.size == D and c.ndim >= 1 and c.shape[-1] == D:
+                        g = np.asarray(c, np.float64).reshape(-1)
+            cand = (g, eps)
+            if not any(e == eps and ((h is None and g is None) or (h is not None and g is not None and
+                                                                  np.array_equal(h, g))) for h, e in out):
+                out.append(cand)
+        return out[:2]
 
     @staticmethod
     def _scaled(w_out, b_out, s_e, dt):
@@ -1685,7 +1737,8 @@ class RecognizeMoE(Pass):
         """The proved rewrite's weight constants hold what the proofs evaluated: where a weight of the module
         was read as probe values (see _probe_array), put the real values (the same projections, parts
         and experts taken from the module's own constants) in their place."""
-        if not L.em.substituted and scale_v is None:
+        if not L.em.substituted and scale_v is None and (self._post is None or self._post[0] is None or
+                                                          not L.widened):
             return
         # (a per-expert scale is not a projection weight: its real values unless it held garbage, see _unfit)
         real = [Expert(e.index, [L.real(p) for p in e.ups], L.real(e.down), e.activation, e.gate_first)
@@ -1693,6 +1746,8 @@ class RecognizeMoE(Pass):
         w_in, w_out, b_in, b_out = self._expert_arrays(real, dt)
         s_e = None if scale_v is None else L.real_const(scale_v).reshape(-1).astype(np.float64)
         w_out, b_out = self._scaled(w_out, b_out, s_e, dt)
+        if self._post is not None and self._post[0] is not None:  # (the post-norm's input scale: a real constant)
+            w_out, b_out = self._input_scaled(w_out, b_out, self._post[0], dt)
         arrays = {"w_in": w_in, "w_out": w_out, "b_in": b_in, "b_out": b_out}
         if shared is not None:
             arrays.update({f"shared_{k}": v for k, v in self._shared_arrays(L, shared, dt, real=True).items()})
@@ -1863,7 +1918,8 @@ class RecognizeMoE(Pass):
             sh_in = [x, weights["shared_w_in"].results[0], weights["shared_w_out"].results[0]]
             if weights.get("shared_gate") is not None:
                 sh_in.append(weights["shared_gate"].results[0])
-            sh = OPS["moe.shared_experts"].create(sh_in, {k: v for k, v in ffn.items()}, "moe.shared_experts")
+            sh = OPS["moe.shared_experts"].create(sh_in, {k: v for k, v in ffn.items() if k != "post_norm_eps"},
+                                                  "moe.shared_experts")
             ops.append(sh)
             comb_in.append(to_y(sh.results[0]))
             comb_attrs["has_shared"] = True
@@ -1912,6 +1968,9 @@ class RecognizeMoE(Pass):
         name = record_moe_layer(m, {
             "family": fam, "source": "recognized", **({"identity_experts": self._zero} if self._zero else {}),
             **({"expert_scale": "folded into each expert's down projection"} if expert_scale else {}),
+            **({"post_expert_norm": {"eps": ffn["post_norm_eps"], "input_scale": "folded into each expert's down "
+                                     "projection" if self._post[0] is not None else None}}
+               if ffn.get("post_norm_eps") is not None else {}),
             **({"router_input": "its own tokens (not the experts')"} if L.router_in is not None else {}),
             "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at"},
             "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",

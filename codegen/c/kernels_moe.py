@@ -22,7 +22,8 @@ def ffn_params(ctx, o) -> str:
     ctx.decl(f"static const moec_ffn_params {name} = {{{_ACT[a['activation']]}, "
              f"{1 if a['gate_layout'] == 'interleaved' else 0}, {ctx.c_float(a['alpha'])}, "
              f"{ctx.c_float(a['beta'])}, {ctx.c_float(a['limit'])}, {ctx.c_float(a.get('gate_softcap') or 0.0)}, "
-             f"{ctx.c_float(a.get('up_softcap') or 0.0)}}};")
+             f"{ctx.c_float(a.get('up_softcap') or 0.0)}, {0 if a.get('post_norm_eps') is None else 1}, "
+             f"{ctx.c_float(a.get('post_norm_eps') or 0.0)}}};")
     return name
 
 

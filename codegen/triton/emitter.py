@@ -110,9 +110,12 @@ def emit_triton(m: Module) -> Tuple[str, WeightStore]:
                     f"{_caps(a)}, "
                     f"{_act_quant(a)}"
                     f"q=({', '.join(qn)})")
+            post = a.get("post_norm_eps") is not None  # (a per-slot norm: the combine cannot be fused into the GEMM)
+            if post:
+                call += f", post_norm_eps={py_value(a['post_norm_eps'])}"
             users = uses.get(id(o.result), [])
             c = users[0] if len(users) == 1 else None
-            if c is not None and c.name == "moe.combine" and c.operands[0] is o.result and \
+            if not post and c is not None and c.name == "moe.combine" and c.operands[0] is o.result and \
                     not c.attrs["passthrough"] and not (c.attrs["weighted"] and a["weights_at"] != "none"):
                 deferred[id(o.result)] = call  # emitted at the combine: the down projection can sum the slots
                 return out

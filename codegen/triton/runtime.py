@@ -263,13 +263,29 @@ def launch_params(cfg: dict, which: int) -> tuple:
 def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
                 gate_layout="concat", alpha=1.0, beta=0.0, limit=float("inf"), wq="none", wq_group=0,
                 q=(None, None, None, None), cfg: Optional[dict] = None, combine_out=None, gate_softcap=None,
-                up_softcap=None, act_quant="none"):
+                up_softcap=None, act_quant="none", post_norm_eps=None):
     """y [T, k, D] = FFN_{ids[t,j]}(x[t]) (* rw[t, j] when weights_at='output').
+    post_norm_eps (moe.experts' post-expert RMSNorm, Muse Spark): the FFNs without the output's weight, then
+    each routed slot's row normalised (torch ops, f32) and weighted; not with combine_out (the emitter does
+    not fuse the combine then).
     combine_out (f32 [T, D], zeros): the combine fused -- each slot's row is added into its token's
     row of combine_out by the down projection (atomics) and no y is written; returns combine_out.
     act_quant="fp8" (with wq="fp8": w8a8): x and the activation A quantised per row to e4m3 on the fly
     (quant_fp8_rows), the grouped GEMMs' dots fp8 x fp8 on the GPU with f32 accumulation, the row scales
     applied to the accumulator."""
+    if post_norm_eps is not None:
+        if combine_out is not None:
+            raise ValueError("moe_experts: post_norm_eps with the combine fused")
+        at_out = weights_at == "output" and rw is not None
+        y = moe_experts(x, ids, w_in, w_out, b_in=b_in, b_out=b_out, rw=None if at_out else rw,
+                        weights_at="none" if at_out else weights_at, activation=activation, gate_layout=gate_layout,
+                        alpha=alpha, beta=beta, limit=limit, wq=wq, wq_group=wq_group, q=q, cfg=cfg,
+                        gate_softcap=gate_softcap, up_softcap=up_softcap, act_quant=act_quant)
+        yf = y.float()
+        yf = yf * torch.rsqrt(yf.pow(2).mean(-1, keepdim=True) + post_norm_eps)
+        if at_out:
+            yf = yf * rw.float()[..., None]
+        return torch.where((ids >= 0)[..., None], yf, torch.zeros_like(yf)).to(y.dtype)
     x = x.contiguous()
     T, D = x.shape
     k = ids.shape[1]

@@ -547,6 +547,12 @@ def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, 
     return y
 
 
+def post_norm(v: np.ndarray, eps: float) -> np.ndarray:
+    """moe.experts' post-expert RMSNorm of rows v [n, D]: v / sqrt(mean(v^2) + eps), in v's type."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + np.asarray(eps, v.dtype))
+
+
 FFN_ATTRS = {
     "activation": Attr("str", "swiglu", ACTIVATIONS),
     "gate_layout": Attr("str", "concat", GATE_LAYOUT, "gated: w_in rows [gate; up] or interleaved"),
@@ -588,6 +594,9 @@ def check_ffn_weights(o: Operation, w_in: TensorType, w_out: TensorType, D, E=No
            "weights_at": Attr("str", "none", WEIGHTS_AT,
                               "routing weight applied to the expert input (Llama-4) or output (folded)"),
            **QUANT_ATTRS,
+           # (no default: absent unless set, so experts without it print as before)
+           "post_norm_eps": Attr("float", None, doc="each slot's expert output RMS-normalised before the routing "
+                                                    "weight: v / sqrt(mean(v^2) + eps) (Muse Spark)"),
            })
 class ExpertsOp(Operation):
     """Grouped expert FFN over the dispatch plan -> y [T, k, D].
@@ -600,6 +609,10 @@ class ExpertsOp(Operation):
     then for int8/int4/fp8 weights (``wq``) the scales of w_in and w_out and, with ``wq_zp``, their
     zero points.  Quantised weights mean dequantise-then-compute (``dequantize_weights``).
     The plan (order, offsets) must be ``dispatch_plan(ids)``; it tells the code how to group rows.
+    ``post_norm_eps`` (when set): each slot's FFN output v (after b_out) becomes v / sqrt(mean(v^2) + eps)
+    over D, before the routing weight scales it at the output (Muse Spark's post-expert RMSNorm, whose input
+    scale -- one [D] vector for every expert -- the recognizer folds into w_out's rows; a weight after the
+    normalisation is not expressed).
     """
 
     def extras(self) -> ExpertsExtras:
@@ -655,6 +668,9 @@ class ExpertsOp(Operation):
                         raise operand_error(self, f"zero points must match their scales {sv.type}, got {zv.type}")
         if w is not None and w.type.rank != 2:
             raise operand_error(self, "routing weights must be [T, k]")
+        eps = self.attrs.get("post_norm_eps")
+        if eps is not None and not (eps >= 0 and np.isfinite(eps)):
+            raise operand_error(self, f"post_norm_eps must be finite and >= 0, got {eps}")
         if self.attrs["aq"] == "int8" and (mode not in ("int8", "int4") or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
             # (half x: the rows are widened to f32 before they are quantised, as the reference does)
             raise operand_error(self, f"aq=int8 (w8a8 / w4a8) needs wq=int8 or int4 and f32/bf16/f16 x, got wq={mode}, "
@@ -694,6 +710,8 @@ class ExpertsOp(Operation):
                       None if b_out is None else b_out[e], self.attrs, bf16_acts=mode == "bf16",
                       int8_acts=self.attrs["aq"] == "int8", fp8_acts=self.attrs["aq"] == "fp8",
                       act_group=G if mode == "int4" else 0)
+            if self.attrs.get("post_norm_eps") is not None:
+                out = post_norm(out, self.attrs["post_norm_eps"])
             if rw is not None and self.attrs["weights_at"] == "output":
                 out = out * rw[t, j].astype(acc)[:, None]
             y[t, j] = out

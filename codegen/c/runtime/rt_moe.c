@@ -284,6 +284,25 @@ int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *i
                        const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                        const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
                        const moec_ffn_params *p, const moec_wq *q, moec_tensor *y) {
+  if (p->post_norm) {
+    /* the FFNs without the output's routing weight, then each routed slot's row RMS-normalised (in double) and
+     * scaled by its weight: the norm comes between the down projection and the weight (see moe.experts) */
+    moec_ffn_params p2 = *p;
+    p2.post_norm = 0;
+    int at_out = weights_at == 2 && rw != NULL;
+    int rc = moec_k_moe_experts(ctx, x, ids, order, offsets, w_in, w_out, b_in, b_out, at_out ? NULL : rw,
+                                at_out ? 0 : weights_at, &p2, q, y);
+    if (rc) return rc;
+    int64_t n = y->shape[0] * y->shape[1], D = y->shape[2];
+    for (int64_t r = 0; r < n; r++) {
+      if (moec_get_i64(ids, r) < 0) continue; /* (a dropped slot's row stays 0, as in the reference) */
+      double ss = 0;
+      for (int64_t d = 0; d < D; d++) { double v = moec_get_f64(y, r * D + d); ss += v * v; }
+      double f = 1.0 / sqrt(ss / (double)D + p->post_norm_eps) * (at_out ? moec_get_f64(rw, r) : 1.0);
+      for (int64_t d = 0; d < D; d++) moec_set_f64(y, r * D + d, moec_get_f64(y, r * D + d) * f);
+    }
+    return 0;
+  }
   if (x->rank != 2 || ids->rank != 2 || w_in->rank != 3 || w_out->rank != 3)
     return moec_fail(ctx, "bad operand ranks for moe.experts");
   int64_t T = x->shape[0], D = x->shape[1], k = ids->shape[1], E = w_in->shape[0];

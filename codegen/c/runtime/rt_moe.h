@@ -31,6 +31,8 @@ typedef struct moec_ffn_params {
   int act, interleaved;
   double alpha, beta, limit;
   double gate_cap, up_cap; /* softcap_swiglu: cg tanh(G / cg) sigmoid(G) cu tanh(U / cu) */
+  int post_norm;            /* moe.experts: each slot's output v -> v / sqrt(mean(v^2) + post_norm_eps) (Muse Spark) */
+  double post_norm_eps;
 } moec_ffn_params;
 
 /* quantised expert weights (see moe.experts in ir/ops/moe.py): mode 0 none (as x), 1 bf16, 2 int8 per
