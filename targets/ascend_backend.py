@@ -1002,6 +1002,16 @@ class Planner:
             # 4. down projection on the cube
             yo = dev.new((n, D), np.float32, "nan") if not w8a8 else dev.new((n, D), np.int32, -2**31)
             self._gmm(act, wo, offs, yo, E, D, F, T, dtype, tiles["down"])
+            if a.get("post_norm_eps") is not None:  # each slot's output RMS-normalised (Muse Spark), in f32, by
+                # vec_rowwise's RMS norm with a unit scale, before the routing weight (the plan refuses it where
+                # moe_scatter_rows would still add b_out or apply int8 scales: they come before the norm)
+                from moec.codegen.ascend.vector_ops import ROW_TILE, ROWWISE
+                from moec.codegen.ascend.vector_ops import tiling_bytes as vec_tiling
+                yn = dev.new((n, D), np.float32, "nan")
+                self._launch("vec_rowwise", self._bd(n), [yo, dev.buf(np.ones(D, np.float32)), yo, yn, yn, yn],
+                             vec_tiling(rows=n, cols=D, op=ROWWISE["moec.rms_norm"], tile=ROW_TILE,
+                                        s0=float(a["post_norm_eps"]), dt=0))
+                yo = yn
             # 5. back to the slots (+ w8a8 row scales, b_out, int8 scales, routing weight at the output)
             self._launch("moe_scatter_rows", self._bd(n),
                          [yo, order, offs, b_out if b_out is not None else yo, s_out if s_out is not None else yo,

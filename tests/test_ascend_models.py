@@ -83,7 +83,8 @@ def test_real_causal_lm_has_no_host_ops(arch, tmp_path):
 # architectures whose decoders need the newer NPU ops: (arch, its layers recognised, ops that must run on the NPU)
 NEWER_OPS = [("diffusion_gemma_text", True, {"moec.gelu_tanh"}),                     # Gemma's gelu MLP
              ("deepseek_v32", True, {"moec.topk", "moec.scatter_elements"}),         # the DSA indexer's top-k mask
-             ("doge", False, {"moec.gather_elements", "moec.topk", "moec.add"})]     # int64 index math
+             ("doge", False, {"moec.gather_elements", "moec.topk", "moec.add"}),     # int64 index math
+             ("muse_spark_text", True, {"moe.experts", "moec.pow"})]                 # post-expert RMSNorm, pow -0.5
 
 
 @pytest.mark.slow

@@ -133,9 +133,13 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
     if o.name not in NPU_OPS:  # ordinary ops: the vector kernels of vector_ops, or the host with a reason
         return device_ops.vector_reason(m, o) or (vector_ops.max_cols_reason(o, desc) if desc else None)
     if o.name == "moe.experts":
-        if o.attrs.get("post_norm_eps") is not None:
-            return "a post-expert RMSNorm of each slot's output (post_norm_eps, Muse Spark) is not in the grouped " \
-                   "matmul kernels"
+        if o.attrs.get("post_norm_eps") is not None:  # vec_rowwise between the down GEMM and moe_scatter_rows
+            if o.attrs.get("has_b_out") or o.attrs.get("wq", "none") in ("int8",) or o.attrs.get("aq", "none") != "none":
+                return "a post-expert RMSNorm (post_norm_eps) after an output bias or int8 scales (moe_scatter_rows " \
+                       "applies those after the down GEMM, the norm would have to come after them)"
+            D = o.operands[0].type.shape[1]
+            if desc is not None and isinstance(D, int) and D > vector_ops.rowwise_max_cols(vector_ops.usable_ub(desc)):
+                return f"a post-expert RMSNorm over rows of {D} elements (longer than the Unified Buffer holds)"
         wq = o.attrs.get("wq", "none")
         # the weight storage the kernels take: that of the description's weight modes (w8a8 stores int8)
         modes = desc.weight_modes if desc is not None else ("f32",)
@@ -564,8 +568,9 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
                 sizes["dtype"] = act_dtype(o)
             step["sizes"] = sizes
             pre = ["moe_quant_rows_int8"] if aq == "int8" else ([f"moe_dequant_{wq}"] if wq in ("int8", "int4") else [])
+            post = ["vec_rowwise"] if not sh and o.attrs.get("post_norm_eps") is not None else []
             step["kernels"] = ((["moe_gather_rows"] if not sh else []) + pre + ["grouped_matmul", "moe_activation"]
-                               + pre + ["grouped_matmul", "moe_scatter_rows"] + (["moe_finalize"] if sh else []))
+                               + pre + ["grouped_matmul"] + post + ["moe_scatter_rows"] + (["moe_finalize"] if sh else []))
             step["cube_dtype"] = ffn_cube_dtype(sizes)
             plans = {T: ffn_cube_plan(desc, T, sizes) for T in tokens}
             step["tiles"] = {str(T): p["tiles"] for T, p in plans.items()}
