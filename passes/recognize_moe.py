@@ -1679,6 +1679,8 @@ class RecognizeMoE(Pass):
                     c = L.const_array(u.operands[1] if u.operands[0] is o.results[0] else u.operands[0])
                     if c is not None and c.size == 1 and np.isfinite(c).all() and float(c.reshape(-1)[0]) >= 0:
                         eps = float(np.asarray(c, np.float64).reshape(-1)[0])
+            if eps is None and any(u.name in ("moec.sqrt", "moec.rsqrt") for u in L.users.get(id(o.results[0]), [])):
+                eps = 0.0  # (no eps: the dynamo export of Muse Spark's norm drops its 1e-8)
             if eps is None:
                 continue
             v, g = sq.operands[0], None
