@@ -209,8 +209,15 @@ def _experts_numpy(x, logits, D, F, G, zp, w_in, w_out, k=2):
 EXPERT_CASES = [(96, 64, 32, False), (36, 24, 6, True), (30, 22, 0, False)]
 
 
-@pytest.mark.parametrize("arch", ["native", "generic", "avx2"])
-@pytest.mark.parametrize("D,F,G,zp", EXPERT_CASES)
+def _expert_params():
+    """Each case on each build (native, generic C, AVX2): by default case i on build i (every build and every
+    case once, each a C build of its own), the rest of the cross product with -m slow."""
+    for j, arch in enumerate(("native", "generic", "avx2")):
+        for i, case in enumerate(EXPERT_CASES):
+            yield pytest.param(arch, *case, marks=[] if i == j else [pytest.mark.slow])
+
+
+@pytest.mark.parametrize("arch,D,F,G,zp", list(_expert_params()))
 def test_experts_kernel_against_integer_numpy(arch, D, F, G, zp, tmp_path):
     """T = 1 and 2 (decode), 5 and 40 (> 16 rows: several row tiles per expert), against the integer numpy
     above and the op's reference.  An element whose f32 activation sits within an ulp of a rounding
