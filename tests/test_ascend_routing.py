@@ -44,3 +44,22 @@ def test_init_routing_blocks_stop_at_the_vector_cores(example):
     """More slots than 256 per core: every vector core, no more (planned only: a plan needs no data)."""
     T = example.cores * ROUTE_SLOTS_PER_BLOCK  # 2 slots per token: twice the cores' worth
     assert _routing_blocks(example, np.zeros((T, 64), np.float32)) == [example.cores]
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_post_expert_norm_runs_on_the_npu(fold, tmp_path):
+    """moe.experts' post-expert RMSNorm (post_norm_eps, Muse Spark) on vec_rowwise between the down grouped matmul and
+    moe_scatter_rows: no host op, equal to the reference, with the routing weight at the combine or folded into the
+    experts' output (applied after the norm)."""
+    from moec.driver import build_module
+    from moec.ir import run
+    from test_hf_route_forms import K, POST, _inputs, _layer
+    m = _layer('scoring = "softmax", norm = "sum"', bias=False, slots=K, experts_attrs=POST, fold=fold)
+    art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
+    assert art.plan["host_ops"] == {}, art.plan["host_ops"]
+    step = next(s for s in art.plan["steps"] if s["op"] == "moe.experts")
+    assert "vec_rowwise" in step["kernels"], step["kernels"]
+    for T in (5, 1):
+        x = _inputs(T)
+        np.testing.assert_allclose(np.asarray(art([x])[0]), run(m, {"x": x})["y"], rtol=2e-5, atol=2e-6)
+    assert art.launches.get("vec_rowwise", 0) > 0, art.launches
