@@ -293,7 +293,8 @@ int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *i
     int rc = moec_k_moe_experts(ctx, x, ids, order, offsets, w_in, w_out, b_in, b_out, at_out ? NULL : rw,
                                 at_out ? 0 : weights_at, &p2, q, y);
     if (rc) return rc;
-    int64_t n = y->shape[0] * y->shape[1], D = y->shape[2];
+    if (y->rank != 3) return moec_fail(ctx, "bad output rank for moe.experts");
+    int64_t n = moec_dims_prod(y->shape, 0, 2), D = y->shape[2];
     for (int64_t r = 0; r < n; r++) {
       if (moec_get_i64(ids, r) < 0) continue; /* (a dropped slot's row stays 0, as in the reference) */
       double ss = 0;
