@@ -242,9 +242,12 @@ def main(argv=None) -> int:
         kept = [p for p in PARTS if p not in parts and p in old]
         for p in kept:
             rep[p] = old[p]
-        if kept:
-            rep["kept_from_earlier_run"] = {"parts": kept, "command": old.get("command"),
-                                            "load_avg": [old.get("load_avg_at_start"), old.get("load_avg_at_end")]}
+        if kept:  # (where the kept parts came from: the run that made them, which may be before the last one)
+            before = old.get("kept_from_earlier_run") or {}
+            by = {**{p: {"command": old.get("command"), "load_avg": [old.get("load_avg_at_start"),
+                                                                     old.get("load_avg_at_end")]} for p in kept},
+                  **{p: v for p, v in (before.get("by_part") or {}).items() if p in kept}}
+            rep["kept_from_earlier_run"] = {"parts": kept, "by_part": by}
     rep["probes"] = {"sgemm_gflops": sgemm_probe(a.threads), "copy_gbps": copy_probe()}
 
     def save():  # (after each part: a later part failing keeps the earlier ones)
@@ -262,8 +265,10 @@ def main(argv=None) -> int:
                     if f not in formats}
         for f in formats:
             art_dir = os.path.join(work, f"prefill_{f}", "artifact")  # (the compiled artifacts stay in the work folder)
+            load0 = os.getloadavg()
             runs[f] = prefill_run(onnx_path, art_dir, f, tokens, a.repeats, a.threads, a.group_size,
                                   ckpt if f in ("f32", "bf16") else None, gguf_of.get(f), a.verify, a.ort_max_tokens)
+            runs[f].update(command=rep["command"], load_avg=[load0, os.getloadavg()])  # (this run's own provenance)
             print(f"prefill {f}: " + json.dumps(runs[f]["rows"]), flush=True)
             rep["prefill"] = {"repeats": a.repeats, "runs": runs}
             save()
@@ -275,11 +280,13 @@ def main(argv=None) -> int:
             runs = {f: r for f, r in (json.load(open(old_json)).get("decode") or {}).get("runs", {}).items()
                     if f not in dec_formats}
         for i, f in enumerate(dec_formats):
+            load0 = os.getloadavg()
             runs[f] = whole_model_decode(ckpt, contexts, [f], {GGUF_OF[f]: gguf_of[f]} if f in gguf_of else {},
                                          a.threads, a.steps, a.decode_repeats, a.group_size,
                                          work=os.path.join(work, "decode"), log=lambda m: print(m, flush=True),
                                          torch_eager=f == "f32")
             runs[f]["llama_cpp_key"] = f"llama.cpp {GGUF_OF[f]}" if f in gguf_of else None
+            runs[f].update(command=rep["command"], load_avg=[load0, os.getloadavg()])
             rep["decode"] = {"repeats": a.decode_repeats, "steps": a.steps, "runs": runs}
             save()
     if "matmul" in parts:
@@ -442,6 +449,16 @@ def _ratio_cells(vals):
     return " | ".join("-" if v is None else f"{v:.2f}x" for v in vals)
 
 
+def _run_provenance(runs: dict) -> list:
+    """One line per format run that recorded its command and load (runs kept from other invocations differ)."""
+    out = []
+    for f, r in runs.items():
+        if r.get("load_avg"):
+            a, b = r["load_avg"]
+            out.append(f"- {f}: load average {a[0]:.1f} -> {b[0]:.1f}; `{r['command']}`")
+    return out
+
+
 def summary_table(rep: dict) -> str:
     """The issue's tables: prefill ms per engine and N with moec's ratios to llama.cpp in the same format and to
     onnxruntime f32; decode tokens/s per engine and context with moec's ratios; the MatMul probe; the
@@ -456,7 +473,10 @@ def summary_table(rep: dict) -> str:
            f"Command: `{rep['command']}`"]
     if rep.get("kept_from_earlier_run"):
         k = rep["kept_from_earlier_run"]
-        out.append(f"Parts {', '.join(k['parts'])} from an earlier run: `{k['command']}` (load average {k['load_avg']}).")
+        for p, v in (k.get("by_part") or {p: k for p in k["parts"]}).items():
+            la = [x[0] if x else float("nan") for x in (v.get("load_avg") or [None, None])]
+            out.append(f"Part {p} from an earlier run: `{v['command']}` (load average {la[0]:.1f} at start, "
+                       f"{la[1]:.1f} at end).")
     if rep["llama_cpp"]["left_out"]:
         out.append(f"llama.cpp left out: {rep['llama_cpp']['left_out']}")
     pre = rep.get("prefill")
@@ -476,6 +496,7 @@ def summary_table(rep: dict) -> str:
                     + [("onnxruntime", "<= 0.8")]:
                 out.append(f"| {f} | {peer} ({goal}) | " + _ratio_cells(
                     [row["ms"]["moec"] / row["ms"][peer] if peer in row["ms"] else None for row in r["rows"]]) + " |")
+        out += [""] + _run_provenance(runs)
         qe = {f: (r.get("quantization_error") or {}) for f, r in runs.items() if f != "f32"}
         if any(qe.values()):
             out.append("")
@@ -502,6 +523,7 @@ def summary_table(rep: dict) -> str:
                 out.append(f"| {f} | {peer} | " + _ratio_cells(
                     [row["engines"][f"moec {f}"]["tokens_per_s"] / row["engines"][peer]["tokens_per_s"]
                      for row in r["rows"]]) + " |")
+        out += [""] + _run_provenance(runs)
     mm = rep.get("matmul")
     if mm:
         Ts = sorted({r["T"] for r in mm["rows"]})
