@@ -224,6 +224,22 @@ def test_floor_ceil_sign_match_torch():
         np.testing.assert_array_equal(g, w.numpy())
 
 
+def test_integer_floor_division_of_folded_operands_matches_torch():
+    """Llama-4's attention (``(positions // floor_scale)`` over an arange): the quotient of two constants folds,
+    and floor division on integers still adjusts it by the remainder's sign (it read the folded Div's operands)."""
+    x = torch.randn(2, 16)
+
+    def fn(s, x):
+        idx = torch.arange(-8, 8)
+        q = torch.div(idx, 3, rounding_mode="floor")
+        r = torch.div(idx, -3, rounding_mode="trunc")
+        return x * q.to(x.dtype) + r.to(x.dtype), q, r
+    mod = _Fn(fn)
+    m = import_torch(mod, (x,))
+    for g, w in zip(run_ir(m, x), mod(x)):
+        np.testing.assert_array_equal(g, w.numpy())
+
+
 def test_cat_skips_empty_1d_tensors_like_torch():
     """torch.cat ignores 1-D tensors of size 0 beside tensors of any rank (a cache grown from tensor([]))."""
     x = torch.randn(2, 3, 4)

@@ -422,29 +422,36 @@ def _promote(fx, vals, tdt):
     return [v if v is None or v.type.dtype == want else fx.op1("Cast", [v], to=_onnx_dtype(tdt)) for v in vals]
 
 
+def _binary_operands(fx, n, op_type, a, b, alpha=1):
+    """The two operand Values of an elementwise binary op as torch computes it (promoted to the result's
+    type, half tensors with an inexact python scalar widened to f32), and whether they were widened."""
+    import torch
+    import torch.fx
+    av = fx.v(a) if isinstance(a, torch.fx.Node) else None
+    bv = fx.v(b) if isinstance(b, torch.fx.Node) else None
+    if op_type in _COMPARE:
+        av, bv = _promote(fx, [av, bv], _promoted_dtype(a, b))
+    elif op_type not in ("And", "Or"):  # arithmetic: in the result's type (int / int -> float in torch)
+        val = n.meta.get("val")
+        av, bv = _promote(fx, [av, bv], val.dtype if isinstance(val, torch.Tensor) else _promoted_dtype(a, b))
+    t = av if av is not None else bv
+    # (a comparison is the exception: torch rounds the scalar to the tensor's type and compares there,
+    # so bf16 0.10009765625 > 0.1 is False)
+    widen = op_type not in _COMPARE and t is not None and t.type.dtype in (DType.F16, DType.BF16) and \
+        any(not _exact_in(c, t.type.dtype) for c in (a, b, alpha) if isinstance(c, float))
+    if widen:
+        # torch computes a half tensor with a python float in f32 (the scalar is not rounded to
+        # the tensor's type: 1.702 stays 1.702, not bf16's 1.703125) and rounds the result once
+        av, bv = [fx.op1("Cast", [v], to=_onnx_dtype(torch.float32)) if v is not None else None
+                  for v in (av, bv)]
+    av = av if av is not None else fx.v(a, bv)
+    bv = bv if bv is not None else fx.v(b, av)
+    return av, bv, widen
+
+
 def _binary(op_type):
     def fn(fx, n, a, b, alpha=1):
-        import torch
-        import torch.fx
-        av = fx.v(a) if isinstance(a, torch.fx.Node) else None
-        bv = fx.v(b) if isinstance(b, torch.fx.Node) else None
-        if op_type in _COMPARE:
-            av, bv = _promote(fx, [av, bv], _promoted_dtype(a, b))
-        elif op_type not in ("And", "Or"):  # arithmetic: in the result's type (int / int -> float in torch)
-            val = n.meta.get("val")
-            av, bv = _promote(fx, [av, bv], val.dtype if isinstance(val, torch.Tensor) else _promoted_dtype(a, b))
-        t = av if av is not None else bv
-        # (a comparison is the exception: torch rounds the scalar to the tensor's type and compares there,
-        # so bf16 0.10009765625 > 0.1 is False)
-        widen = op_type not in _COMPARE and t is not None and t.type.dtype in (DType.F16, DType.BF16) and \
-            any(not _exact_in(c, t.type.dtype) for c in (a, b, alpha) if isinstance(c, float))
-        if widen:
-            # torch computes a half tensor with a python float in f32 (the scalar is not rounded to
-            # the tensor's type: 1.702 stays 1.702, not bf16's 1.703125) and rounds the result once
-            av, bv = [fx.op1("Cast", [v], to=_onnx_dtype(torch.float32)) if v is not None else None
-                      for v in (av, bv)]
-        av = av if av is not None else fx.v(a, bv)
-        bv = bv if bv is not None else fx.v(b, av)
+        av, bv, widen = _binary_operands(fx, n, op_type, a, b, alpha)
         if alpha != 1:
             bv = fx.op1("Mul", [bv, fx.v(alpha, bv)])
         r = fx.op1(op_type, [av, bv])
@@ -547,7 +554,8 @@ def _div_mode(fx, n, a, b, rounding_mode=None):
         return q
     # floor on integers: the truncated quotient minus 1 where the remainder is non-zero and the
     # remainder and the divisor have opposite signs
-    av, bv = q.owner.operands[0], q.owner.operands[1]
+    # (the operands as the Div read them; not q's defining op, which is gone when the quotient folded)
+    av, bv, _ = _binary_operands(fx, n, "Div", a, b)
     r = fx.op1("Sub", [av, fx.op1("Mul", [q, bv])])
     zero = fx.v(0, r)
     nonzero = fx.op1("Not", [fx.op1("Equal", [r, zero])])
