@@ -23,4 +23,10 @@ EXCLUDE = [
     (r"test_training_dropout", "training-mode Dropout (random masks); moec compiles inference graphs"),
     (r"_opt$|_optional|_sequence|test_identity_opt|test_identity_sequence", "optional and sequence types"),
     (r"^test_cast_.*_(saturate|no_saturate)|^test_cast_e8m0", "saturating casts exist only for float8 types"),
+    (r"^test_attention_4d_causal_fp16_expanded$",
+     "the case's expected f16 output is itself 4.9e-4 from causal attention computed in float64 on the same "
+     "inputs, and its check allows 1e-3 relative (about one f16 step): moec's output is 4.0e-4 from the float64 "
+     "result (nearer than the expected output) and 2 of its 192 elements differ from the expected by two f16 "
+     "steps; onnxruntime's own Attention kernel misses the non-expanded case's check the same way (measured "
+     "2026-12-07 with onnx 1.23 / onnxruntime 1.32)"),
 ]
