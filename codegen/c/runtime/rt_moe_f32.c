@@ -635,17 +635,24 @@ static const int8_t *packed_panels_i8(const int8_t *W, int64_t E, int64_t N, int
   return (const int8_t *)cached_panels(W, (size_t)(N * K), E, N, K, i8_panel_bytes(K), pack_i8_panel);
 }
 
-/* q[0..Kp) = biased int8 codes of a[0..K), *s = the row's scale */
-static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
+/* the dynamic int8 scale of a span of activations: max|x| / 127 (1 for an all-zero span); NaN when the span
+ * holds a NaN, so every product with it is NaN, as in the reference (w8a8 rows, w4a8 groups) */
+static inline float scale_127(float amax, int nan) { return nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f; }
+
+static float span_scale_127(const float *x, int64_t n) {
   float amax = 0.f;
   int nan = 0;
-  for (int64_t k = 0; k < K; k++) {
-    float v = fabsf(a[k]);
+  for (int64_t k = 0; k < n; k++) {
+    float v = fabsf(x[k]);
     amax = v > amax ? v : amax;
-    nan |= a[k] != a[k];
+    nan |= x[k] != x[k];
   }
-  /* a NaN in the row: its scale is NaN, so the row's products are (as in the reference) */
-  float sc = nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f;
+  return scale_127(amax, nan);
+}
+
+/* q[0..Kp) = biased int8 codes of a[0..K), *s = the row's scale */
+static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
+  float sc = span_scale_127(a, K);
   for (int64_t k = 0; k < K; k++) {
     float r = rintf(a[k] / sc);
     r = r > 127.f ? 127.f : (r < -127.f ? -127.f : (r == r ? r : 0.f));
@@ -790,8 +797,7 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
         mx = _mm512_max_ps(mx, _mm512_abs_ps(xv));
       }
       float amax = _mm512_reduce_max_ps(mx);
-      /* a NaN in the group: its scale is NaN, so every product with the group is (as in the reference) */
-      float sc = nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f;
+      float sc = scale_127(amax, nan != 0);
       const __m512 scv = _mm512_set1_ps(sc), hi = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
       __m512i sum = _mm512_setzero_si512();
       for (int64_t k = 0; k < G; k += 16) {
@@ -808,14 +814,7 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
       continue;
     }
 #endif
-    float amax = 0.f;
-    int nan = 0;
-    for (int64_t k = 0; k < G; k++) {
-      float v = fabsf(x[k]);
-      amax = v > amax ? v : amax;
-      nan |= x[k] != x[k];
-    }
-    float sc = nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f;
+    float sc = span_scale_127(x, G);
     int32_t sum = 0;
     for (int64_t k = 0; k < G; k++) {
       float r = rintf(x[k] / sc);
