@@ -19,7 +19,8 @@ input [batch, seq, hidden].  Each cell records: recognised (family, routing) and
 exact (the recognised module against the torch block at another batch / sequence size), or the
 failure: the first error line, or recognize-moe's own reason from its recognition trace
 (``moec inspect --explain``).  Then each architecture's 2-layer CausalLM (batched_mm, f32): how many of
-its sparse blocks are recognised on the torch.export path.  ``moec.compile`` (C build + verification)
+its sparse blocks are recognised on the torch.export path (of the blocks that run on its text input).
+The TorchScript export traces an example that hits every expert (example_input).  ``moec.compile`` (C build + verification)
 runs for a representative few.
 
 Usage::
@@ -438,8 +439,10 @@ def _tol(dtype):
 
 def _exact(m, block, dtype, dynamic, x0, info=None):
     """Error of the recognised module against the torch block, on an input of another batch / sequence
-    size when dims are dynamic (the example's shape when static), scaled so that <= 1 is exact.  f32: max
-    |got-want| / (atol + rtol |want|) with moec's f32 tolerance.  bf16: moec's half-precision criterion
+    size when dims are dynamic (the example's shape when static), scaled so that <= 1 is exact.  f32: moec's
+    f32 criterion (moec.tolerances.f32_check): max |got-ref| / (atol + rtol |ref|) against the block run in
+    float64 on the same weights and input, within max(1, 2 x the torch f32 block's own such error); ``info``
+    gets both (``err_vs_f64``, ``torch_err_vs_f64``).  bf16: moec's half-precision criterion
     (moec.tolerances.half_precision_check, what moec.compile's verification applies): per token, moec's
     relative error against the same block run in f32 on the same bf16 weights and input, within
     max(floor, c x the torch bf16 block's own error); ``info`` (a dict) gets both errors (``err_vs_f32``:
@@ -467,8 +470,19 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
                         torch_err_vs_f32=hc.get("eager_token_rel_err", {}).get("max"),
                         bf16_check={k: v for k, v in hc.items() if k not in ("ok", "err", "failure")})
         return float(hc["err"])
-    rtol, atol = _tol(dtype)
-    return float(np.max(np.abs(got - want) / (atol + rtol * np.abs(want))))
+    try:  # (f32: moec's f32 criterion, moec.tolerances.f32_check: against the block in float64)
+        from moec.tolerances import f32_check
+        with torch.no_grad():
+            ref = tensor_to_numpy(_out0(copy.deepcopy(block).double()(xs.double()))).astype(np.float64)
+    except Exception as e:  # noqa: BLE001  (a block that cannot run in float64: against its f32 output)
+        if info is not None:
+            info["f64_error"] = _first_line(e)[:200]
+        rtol, atol = _tol(dtype)
+        return float(np.max(np.abs(got - want) / (atol + rtol * np.abs(want))))
+    fc = f32_check([got], [want], [ref])
+    if info is not None:
+        info.update(err_vs_f64=fc.get("moec_err"), torch_err_vs_f64=fc.get("own_err"))
+    return float(fc["err"])
 
 
 def _import_as_compile(module, args, dynamic_dims):
@@ -482,12 +496,59 @@ def _import_as_compile(module, args, dynamic_dims):
     return import_module(module, args, dynamic_dims, AUTO)
 
 
+EXAMPLE_SHAPES = ((2, 5), (4, 16), (4, 64), (8, 128))
+
+
+def experts_hit(block, x):
+    """(experts the block's eager router sends ``x``'s tokens to, E), read at the experts module's
+    ``forward(hidden_states, top_k_index, top_k_weights)``; None where the block has no such experts module."""
+    import torch
+    ex = getattr(block, "experts", None)
+    E = getattr(ex, "num_experts", None)
+    if not isinstance(ex, torch.nn.Module) or not isinstance(E, int):
+        return None
+    seen = []
+
+    def pre(_mod, args, kwargs):
+        idx = kwargs.get("top_k_index", args[1] if len(args) > 1 else None)
+        if isinstance(idx, torch.Tensor):
+            seen.append(idx.detach().reshape(-1))
+    h = ex.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            block(x)
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        h.remove()
+    if not seen:
+        return None
+    ids = torch.cat(seen)
+    return int(torch.unique(ids[(ids >= 0) & (ids < E)]).numel()), E
+
+
+def example_input(block, tdt, path):
+    """The example input an export traces, [batch, seq, D] seeded.  A TorchScript trace records the eager
+    experts' loop over the experts its example hits and drops the rest: for that path the smallest of
+    EXAMPLE_SHAPES whose tokens the block's eager router sends to every expert (checked: experts_hit)."""
+    import torch
+    x = None
+    for b, s in EXAMPLE_SHAPES if path == "torchscript" else EXAMPLE_SHAPES[:1]:
+        x = torch.randn(b, s, D, generator=torch.Generator().manual_seed(2)).to(tdt)
+        hit = experts_hit(block, x) if path == "torchscript" else None
+        if hit is None or hit[0] >= hit[1]:
+            break
+    return x
+
+
 def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
     """One cell: import the block through ``path``, recognise, check.  Never raises."""
     import torch
     dynamic = dims == "dynamic"
     tdt = torch.bfloat16 if dtype == "bf16" else torch.float32
-    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(tdt)
+    x = example_input(block, tdt, path)
+    if tuple(x.shape[:2]) != EXAMPLE_SHAPES[0]:  # (the export's cache key: its example's shape)
+        cfg_json += "|example:" + "x".join(map(str, x.shape[:2]))
     cell = {"arch": mt, "impl": impl, "dtype": dtype, "dims": dims, "path": path}
     f32 = [n for n, t in block.state_dict().items() if t.is_floating_point() and t.dtype == torch.float32]
     if dtype == "bf16" and f32:  # (kept in f32 as from_pretrained does: keep_f32; part of the export's cache key)
@@ -558,15 +619,22 @@ def compile_cell(mt, block) -> dict:
 
 def causal_lm_cell(mt) -> dict:
     """The 2-layer model (CausalLM where there is one) on the torch.export path, input_ids [batch, seq]:
-    how many of its sparse blocks are recognised."""
+    how many of its sparse blocks are recognised, of those whose forward runs on this input (forward hooks
+    during the eager run; the others, e.g. experts behind a branch a text input never takes, are listed in
+    ``blocks_not_run`` and not counted)."""
     import torch
     cell = {"arch": mt, "path": "causal_lm", "impl": "batched_mm", "dtype": "f32", "dims": "dynamic"}
     t0 = time.time()
     try:
         model = build_model(mt, "batched_mm", "f32")
-        n_blocks = len(sparse_blocks(model))
+        blocks = sparse_blocks(model)
+        names = {id(m): n for n, m in model.named_modules()}
+        n_blocks = len(blocks)
         cell["blocks"] = n_blocks
         cell["model"] = type(model).__name__
+        ran = set()  # (the blocks whose forward runs on this input: a block behind a branch the input never
+        #             takes, as ernie4_5_vl's vision experts on a text input, is not in the exported graph)
+        hooks = [b.register_forward_hook(lambda mod, _a, _o: ran.add(id(mod))) for b in blocks]
 
         class Logits(torch.nn.Module):
             def __init__(self, mdl):
@@ -585,6 +653,14 @@ def causal_lm_cell(mt) -> dict:
                         reason=f"the tiny model fails in torch itself (survey config): {_first_line(e)}"[:400])
             cell["seconds"] = round(time.time() - t0, 2)
             return cell
+        finally:
+            for h in hooks:
+                h.remove()
+        idle = [names.get(id(b), "?") for b in blocks if id(b) not in ran]
+        if idle:
+            cell["blocks_not_run"] = idle
+            n_blocks -= len(idle)
+            cell["blocks"] = n_blocks
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = _import_as_compile(Logits(model).eval(), (ids,), {0: {0: "B", 1: "S"}})
@@ -1261,6 +1337,9 @@ def _cell_text(c, reasons, f32=None) -> str:
         if c.get("err_vs_f32") is not None:  # (bf16: which of the two is nearer the same block in f32)
             why += (f"; per-token relative error against the block in f32 (max): moec {c['err_vs_f32']:.3g}, "
                     f"torch's bf16 block {c['torch_err_vs_f32']:.3g}")
+        elif c.get("err_vs_f64") is not None:  # (f32: both against the same block in float64)
+            why += (f"; against the block in float64, in f32 tolerance units: moec {c['err_vs_f64']:.3g}, "
+                    f"torch's f32 block {c['torch_err_vs_f64']:.3g}")
         r = _ref(reasons, f"{only}recognised as {fam} but {why}")
         return f"{fam}, not exact [{r}]"
     return f"no [{_ref(reasons, only + (c.get('reason') or 'unknown'))}]"
@@ -1369,11 +1448,15 @@ def render(out_json, out_md):
          "static), input [batch, seq, hidden].",
          "",
          "A cell names the **family** recognised when the rewritten module equals the torch block on another "
-         "batch / sequence size (f32: moec's f32 tolerance, rtol 1e-4, atol 1e-5; bf16: moec's half-precision "
+         "batch / sequence size (f32: moec's f32 criterion, `moec.tolerances.f32_check`: the largest error against the "
+         "same block run in float64 on the same weights and input, in units of the f32 tolerance (rtol 1e-4, atol "
+         "1e-5), within max(1, 2x the torch f32 block's own such error); bf16: moec's half-precision "
          "criterion, `moec.tolerances.half_precision_check`, as `moec.compile` verifies a bf16 module: per token, "
          "the relative error against the same block run in f32 on the same bf16 weights and input, mean within "
          "max(u, 1.25x) and max within max(2u, 2x) the torch bf16 block's own error, u = 2^-8; \"(static)\" where "
-         "torch.export specialised the dims); otherwise `no [Rn]`, with the reason Rn below: the first error line, or recognize-moe's "
+         "torch.export specialised the dims).  The TorchScript export traces an example input that the block's "
+         "eager router sends to every expert (the trace keeps only the eager experts its example hits; the "
+         "smallest of [2, 5], [4, 16], [4, 64], [8, 128] that hits all); otherwise `no [Rn]`, with the reason Rn below: the first error line, or recognize-moe's "
          "own reason (what `moec inspect --explain` prints) and what is missing.  `-`: older experts "
          "(`nn.ModuleList`, not dispatched on `_experts_implementation`).  `not run`: the survey did not reach "
          "this cell.  The torch.export path imports the block as `moec.compile(module)` does (its default "
@@ -1432,7 +1515,9 @@ def render(out_json, out_md):
             lmt = f"no [{_ref(reasons, lm.get('reason', ''))}]"
         else:
             lmt = f"{lm.get('recognised', 0)}/{lm.get('blocks')}" + (
-                "" if lm.get("status") == "recognised" else f" [{_ref(reasons, lm.get('reason', ''))}]")
+                "" if lm.get("status") == "recognised" else f" [{_ref(reasons, lm.get('reason', ''))}]") + (
+                f" (not run on a text input, so not counted: {', '.join(f'`{n}`' for n in lm['blocks_not_run'])})"
+                if lm.get("blocks_not_run") else "")
         L.append(f"| {name} | {r.get('block')} | {', '.join(r.get('impls', []))} | {len(ok)}/{len(cells)} | "
                  f"{', '.join(fams) or '-'} | {lmt} |")
     L += ["", "## Every cell", "",

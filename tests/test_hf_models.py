@@ -272,6 +272,15 @@ def test_two_layer_model_has_every_sparse_layer_recognised(arch):
     assert c["families"] == [expected(arch)[0]], c
 
 
+@pytest.mark.slow
+def test_two_layer_denominator_counts_the_blocks_that_run():
+    """ERNIE-4.5-VL's vision experts run only behind ``moe_mm_token_type_ids.any()``, which a text input never
+    takes: the 2-layer cell counts the blocks whose forward runs (forward hooks) and names the others."""
+    c = survey.causal_lm_cell("ernie4_5_vl_moe_text")
+    assert c["blocks_not_run"] and all("vision" in n for n in c["blocks_not_run"]), c
+    assert c["blocks"] == 2 and c["recognised"] == 2 and c["status"] == "recognised", c
+
+
 def test_the_survey_finds_every_moe_architecture_of_the_release():
     """The survey enumerates the library, not a hand-picked list: every model type whose modeling code
     has experts, the text model of a multimodal one first."""
@@ -530,6 +539,72 @@ def test_bf16_criterion_scales_with_the_terms_not_the_element():
     bad = moec.copy()
     bad[::2] += 0.1 * rng.standard_normal((8, 32))  # half the tokens carry 10% of a wrong expert
     assert not half_precision_check([bad], [own], [ref], "bf16")["ok"]
+
+
+def test_f32_criterion_fails_a_wrong_build():
+    """The survey's f32 criterion (moec.tolerances.f32_check: against the block in float64, within max(1, 2 x
+    torch's own f32 error)) passes the recognised f32 Mixtral block and fails it with one expert's down
+    projection 1% off or the top-k renormalisation dropped."""
+    blk = moe_block("mixtral")
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2))
+    m, layers = recognise(blk, x)
+    assert [la["family"] for la in layers] == ["mixtral"], layers
+    info: dict = {}
+    assert survey._exact(m, blk, "f32", True, x, info) <= 1.0, info
+    assert info["err_vs_f64"] <= 1.0 and info["torch_err_vs_f64"] < 0.5, info  # (here: the plain f32 tolerance)
+    route = next(o for o in m.ops() if o.name == "moe.route")
+    experts = next(o for o in m.ops() if o.name == "moe.experts")
+    w_down = experts.operands[5].owner
+    from moec.ir.core import ResourceRef
+    val = w_down.attrs["value"]
+    arr = np.array(m.weights[val.key] if isinstance(val, ResourceRef) else val)
+    bad = arr.copy()
+    bad[1] = bad[1] * 1.01
+    for change, undo in (
+            (lambda: m.weights.set(val.key, bad) if isinstance(val, ResourceRef) else w_down.attrs.update(value=bad),
+             lambda: m.weights.set(val.key, arr) if isinstance(val, ResourceRef) else w_down.attrs.update(value=arr)),
+            (lambda: route.attrs.update(norm="none"), lambda: route.attrs.update(norm="sum"))):
+        change()
+        try:
+            info = {}
+            err = survey._exact(m, blk, "f32", True, x, info)
+        finally:
+            undo()
+        assert err > 1.0, info
+    assert survey._exact(m, blk, "f32", True, x) <= 1.0  # (restored)
+
+
+def test_f32_criterion_allows_the_models_own_rounding_only():
+    """f32_check: moec within the f32 tolerance of the float64 math passes whatever the f32 run does; beyond
+    it, moec may be as far as twice the f32 run's own error (a wide reduction both round), no further."""
+    from moec.tolerances import TOLERANCES, f32_check
+    tol = TOLERANCES["f32"]
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((8, 32))
+    unit = tol.atol + tol.rtol * np.abs(ref)
+    sign = np.sign(rng.standard_normal(ref.shape))
+    assert f32_check([ref + 0.9 * unit * sign], [ref], [ref])["ok"]  # floor: within the tolerance
+    assert not f32_check([ref + 1.2 * unit * sign], [ref], [ref])["ok"]  # torch exact: the plain tolerance
+    own = ref - 1.7 * unit * sign  # the model's own f32 run 1.7 units off (Muse Spark's tiny config: 1.72)
+    t = f32_check([ref + 3.0 * unit * sign], [own], [ref])
+    assert t["ok"] and t["allowed"] == pytest.approx(3.4), t
+    assert not f32_check([ref + 4.0 * unit * sign], [own], [ref])["ok"]
+    assert not f32_check([ref * 1.01], [own], [ref])["ok"]  # 1% off: ~100 units
+    nan = ref.copy()
+    nan[0, 0] = np.nan
+    assert not f32_check([nan], [ref], [ref])["ok"]
+
+
+def test_torchscript_example_hits_every_expert():
+    """The TorchScript trace keeps only the eager experts its example hits: the survey's example for that path
+    hits every expert (aria_text's [2, 5] example reaches 7 of its 8)."""
+    blk = moe_block("aria_text", "eager")
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2))
+    assert survey.experts_hit(blk, x) == (7, 8)
+    ex = survey.example_input(blk, torch.float32, "torchscript")
+    hit, E = survey.experts_hit(blk, ex)
+    assert hit == E == 8 and tuple(ex.shape[:2]) != (2, 5)
+    assert tuple(survey.example_input(blk, torch.float32, "torch.export").shape[:2]) == (2, 5)
 
 
 def test_bf16_compile_verification_fails_a_wrong_build():
