@@ -130,7 +130,9 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
     ``ggufs`` ({label: path}).  Per context length C: a random prompt of C tokens (prefill), then ``steps``
     greedy tokens; the cache holds C + steps positions (moec / onnxruntime are compiled / exported per C).
     Engines run interleaved ``repeats`` times; per engine the median over repeats of the median ms per
-    decoded token.  One context's engines are loaded at a time and freed after it; the onnxruntime step's
+    decoded token.  Each moec step is compiled in a child process (``compile_step_in_child``: the artifact in
+    ``work``, reused when made from the same checkpoint and options), so this process, which holds the torch
+    model, onnxruntime's session and llama.cpp, never holds a compile's memory.  One context's engines are loaded at a time and freed after it; the onnxruntime step's
     export is kept in ``work`` and reused (step_<C>.onnx).  ``torch_eager=False`` leaves torch out."""
     import gc
     import torch
@@ -145,17 +147,17 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
     geo = decode.cache_geometry(model)
     work = work or tempfile.mkdtemp(prefix="moec_decode_")
     os.makedirs(work, exist_ok=True)
-    rows = []
+    rows, compiles = [], {}
     for C in contexts:
         max_len = C + steps
         prompt = np.random.default_rng(C).integers(3, geo["vocab"], (1, C))
         engines: Dict[str, Callable] = {}
         t0 = time.time()
-        for f in formats:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cm = decode.compile_step(model, max_len, weights=f, verify=False, group_size=group_size)
-            fn = decode.moec_step(cm, threads)
+        for f in formats:  # (each compile in its own process: this one never holds a compile's memory)
+            art_dir = os.path.join(work, f"moec_{f}_{max_len}_g{group_size}")
+            info = compile_step_in_child(ckpt, art_dir, f, max_len, group_size)
+            compiles[f"moec {f} max_len {max_len}"] = info
+            fn = _artifact_step(art_dir, threads)
             engines[f"moec {f}"] = (lambda fn=fn: lambda p, n: _gen(fn, geo, max_len, p, n))()
         path = os.path.join(work, f"step_{C}_{steps}.onnx")
         if not os.path.exists(path):
@@ -192,9 +194,88 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         model.config._experts_implementation = "batched_mm"
     return {"threads": threads, "steps": steps, "repeats": repeats, "formats": list(formats),
             "tokens_reference": "torch eager f32" if torch_eager else "onnxruntime f32",
-            "ggufs": dict(ggufs), "rows": rows,
+            "ggufs": dict(ggufs), "rows": rows, "moec_compiles": compiles,
             "how": "per engine: a random prompt of `context` tokens (prefill, one call), then `steps` greedy tokens "
                    "one call each; median over interleaved repeats of the median ms per decoded token"}
+
+
+STAMP = "moec_decode_step.json"
+
+
+def _step_inputs_key(ckpt: str, fmt: str, max_len: int, group_size: int) -> dict:
+    """What a compiled step is made from: the checkpoint's files (name, size, mtime), the options and moec's own
+    sources (jit_api's compiler hash): an artifact with another key is rebuilt."""
+    from moec.jit_api import _compiler_hash
+    files = sorted((f, os.stat(os.path.join(ckpt, f)).st_size, os.stat(os.path.join(ckpt, f)).st_mtime_ns)
+                   for f in os.listdir(ckpt) if os.path.isfile(os.path.join(ckpt, f)))
+    return {"checkpoint": os.path.abspath(ckpt), "files": [list(x) for x in files], "weights": fmt,
+            "max_len": max_len, "group_size": group_size, "verify": False, "compiler": _compiler_hash()}
+
+
+def compile_step_in_child(ckpt: str, art_dir: str, fmt: str, max_len: int, group_size: int = 64) -> dict:
+    """``decode.compile_step`` of the checkpoint ``ckpt`` (moec weights ``fmt``, cache capacity ``max_len``,
+    unverified, exported with batched_mm) in a child process, the artifact written to ``art_dir``; reused
+    without a child when ``art_dir`` holds one made from the same inputs and options (its stamp,
+    moec_decode_step.json).  Returns the stamp: the inputs' key, the child's pid, its peak RSS (MB) and the
+    compile's seconds, and ``reused``."""
+    import json
+    import subprocess
+    import sys
+    key = _step_inputs_key(ckpt, fmt, max_len, group_size)
+    stamp = os.path.join(art_dir, STAMP)
+    if os.path.exists(stamp):
+        with open(stamp) as fh:
+            old = json.load(fh)
+        if old.get("key") == key:
+            return dict(old, reused=True)
+    cmd = [sys.executable, "-c", "import sys; from moec.decode_bench import _compile_step_child as c; "
+           "sys.exit(c(sys.argv[1:]))", ckpt, art_dir, fmt, str(max_len), str(group_size)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode or not os.path.exists(stamp):
+        raise RuntimeError(f"the decode step's compile (--weights {fmt}, max_len {max_len}) failed in its process "
+                           f"(exit {r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
+    with open(stamp) as fh:
+        return dict(json.load(fh), reused=False)
+
+
+def _compile_step_child(argv) -> int:
+    """The child of ``compile_step_in_child``: load, compile (no on-disk jit cache), move the build to art_dir."""
+    import json
+    import resource
+    import shutil
+    import torch
+    from transformers import AutoModelForCausalLM
+    from moec import decode
+    ckpt, art_dir, fmt, max_len, group_size = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
+    t0 = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+        model.config._experts_implementation = "batched_mm"  # (exportable; the same math as transformers' loop)
+        cm = decode.compile_step(model, max_len, weights=fmt, verify=False, group_size=group_size, cache=False)
+    built = cm.stats.outdir
+    del cm
+    if os.path.exists(art_dir):
+        shutil.rmtree(art_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(art_dir)), exist_ok=True)
+    shutil.move(built, art_dir)
+    shutil.rmtree(os.path.dirname(built), ignore_errors=True)  # (the jit root's build folder, now empty)
+    info = {"key": _step_inputs_key(ckpt, fmt, max_len, group_size), "pid": os.getpid(), "seconds": time.time() - t0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    with open(os.path.join(art_dir, STAMP), "w") as fh:
+        json.dump(info, fh, indent=1)
+    return 0
+
+
+def _artifact_step(art_dir: str, threads: int) -> Callable:
+    """The step function of a compiled step's artifact folder (as ``decode.moec_step``)."""
+    from moec.targets.cpu_backend import CpuArtifact
+    art = CpuArtifact(art_dir, threads=threads)
+
+    def step(*xs):
+        return art(list(xs))
+    step.artifact = art
+    return step
 
 
 class _nullctx:

@@ -134,6 +134,9 @@ def test_bench_model_script_tiny_mixtral(tmp_path):
     assert {"moec f32", "onnxruntime f32", "torch eager f32"} <= set(eng)
     assert eng["moec f32"]["tokens_equal_reference"] and eng["onnxruntime f32"]["tokens_equal_reference"]
     assert "moec int4" in dec["int4"]["rows"][0]["engines"]
+    for f in ("f32", "int4"):  # (each moec decode step compiled by a child process, not the bench's)
+        comp = dec[f]["moec_compiles"]
+        assert list(comp) == [f"moec {f} max_len 15"] and all(c["pid"] != os.getpid() for c in comp.values())
     assert {(r["T"], r["weights"]) for r in rep["matmul"]["rows"]} == {(t, w) for t in (1, 3) for w in ("f32", "int4")}
     table = open(out / "table.md").read()
     assert "| f32 | onnxruntime (<= 0.8) |" in table and "| int4 | onnxruntime f32 |" in table
@@ -155,3 +158,54 @@ def _feeder(onnx_path):
     from moec.frontend.onnx_import import import_model
     m = import_model(onnx.load(onnx_path))
     return BenchInputs(m.main, m)
+
+
+def _tiny_ckpt(d):
+    """A 1-layer MixtralForCausalLM (hidden 32, vocab 64), save_pretrained into ``d``."""
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+    cfg = MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=64,
+                        tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = MixtralForCausalLM(cfg).eval()
+    model.save_pretrained(d)
+    return model
+
+
+def test_decode_step_compiles_in_a_child_process(tmp_path):
+    """The whole-model decode bench compiles moec's KV-cache step in a child process (the bench process holds the
+    torch model, onnxruntime and llama.cpp; a step compile of the issue's model peaks at ~3.9 GB): the artifact is
+    written to the work folder by another pid, runs the model's greedy tokens when loaded here, and is reused
+    without a child while its checkpoint and options are the same."""
+    from moec.decode import cache_geometry, hf_decode
+    from moec.decode_bench import _artifact_step, _gen, compile_step_in_child
+    ckpt, art = str(tmp_path / "ckpt"), str(tmp_path / "work" / "moec_f32")
+    model = _tiny_ckpt(ckpt)
+    info = compile_step_in_child(ckpt, art, "f32", 16, 32)
+    assert info["pid"] != os.getpid() and not info["reused"] and info["peak_rss_mb"] > 0
+    assert os.path.exists(os.path.join(art, "model.so"))
+    step = _artifact_step(art, 1)
+    geo = cache_geometry(model)
+    prompt = np.random.default_rng(0).integers(3, 64, (1, 6))
+    got, _, _ = _gen(step, geo, 16, prompt, 4)
+    want, _, _ = hf_decode(model, prompt, 4)
+    assert np.asarray(got).tolist() == np.asarray(want).tolist()
+    again = compile_step_in_child(ckpt, art, "f32", 16, 32)
+    assert again["reused"] and again["pid"] == info["pid"]
+
+
+@pytest.mark.slow
+def test_decode_step_rebuilt_when_its_inputs_change(tmp_path):
+    """A compiled decode step in the work folder is rebuilt (by a new child) when its options or checkpoint
+    differ from the ones it was made from, and reused otherwise."""
+    from moec.decode_bench import compile_step_in_child
+    ckpt, art = str(tmp_path / "ckpt"), str(tmp_path / "work" / "moec_f32")
+    _tiny_ckpt(ckpt)
+    info = compile_step_in_child(ckpt, art, "f32", 16, 32)
+    other = compile_step_in_child(ckpt, art, "f32", 12, 32)  # (another cache capacity in the same folder)
+    assert not other["reused"] and other["pid"] != info["pid"] and other["key"]["max_len"] == 12
+    assert compile_step_in_child(ckpt, art, "f32", 12, 32)["reused"]
+    os.utime(os.path.join(ckpt, "config.json"), ns=(0, 0))  # (a changed checkpoint: rebuilt, by a new child)
+    third = compile_step_in_child(ckpt, art, "f32", 12, 32)
+    assert not third["reused"] and third["pid"] not in (os.getpid(), info["pid"], other["pid"])
