@@ -472,8 +472,7 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
         return float(hc["err"])
     try:  # (f32: moec's f32 criterion, moec.tolerances.f32_check: against the block in float64)
         from moec.tolerances import f32_check
-        with torch.no_grad():
-            ref = tensor_to_numpy(_out0(copy.deepcopy(block).double()(xs.double()))).astype(np.float64)
+        ref = tensor_to_numpy(float64_reference(block, xs)).astype(np.float64)
     except Exception as e:  # noqa: BLE001  (a block that cannot run in float64: against its f32 output)
         if info is not None:
             info["f64_error"] = _first_line(e)[:200]
@@ -483,6 +482,22 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
     if info is not None:
         info.update(err_vs_f64=fc.get("moec_err"), torch_err_vs_f64=fc.get("own_err"))
     return float(fc["err"])
+
+
+def float64_reference(block, xs):
+    """The block's first output in float64 (a copy of it, on ``xs`` widened): the math an f32 run approximates.
+    grouped_mm experts have no float64 kernel in torch: the copy runs transformers' batched_mm (the same
+    function)."""
+    import copy
+    import torch
+    cp = copy.deepcopy(block).double()
+    for mod in cp.modules():
+        cfg = getattr(mod, "config", None)
+        if getattr(cfg, "_experts_implementation", None) == "grouped_mm":
+            mod.config = copy.copy(cfg)
+            mod.config._experts_implementation = "batched_mm"
+    with torch.no_grad():
+        return _out0(cp(xs.double()))
 
 
 def _import_as_compile(module, args, dynamic_dims):
