@@ -296,6 +296,21 @@ def _token_rows(a):
     return a.reshape(-1, a.shape[-1]) if a.ndim >= 2 else a.reshape(-1, 1)
 
 
+def _f64_outputs(got, want, ref):
+    """([(i, got_i, want_i, ref_i) as float64 for each non-empty output], None), or (None, a failed check's
+    result) at the first output whose shapes differ: the common start of the half and f32 criteria."""
+    import numpy as np
+    out = []
+    for i, (g, w, r) in enumerate(zip(got, want, ref)):
+        g, w, r = (np.asarray(a, np.float64) for a in (g, w, r))
+        if g.shape != r.shape or w.shape != r.shape:
+            return None, {"ok": False, "err": float("inf"), "max_abs_err_vs_eager": float("inf"),
+                          "failure": f"shape {list(g.shape)} != expected {list(r.shape)}"}
+        if r.size:
+            out.append((i, g, w, r))
+    return out, None
+
+
 def half_precision_check(got, want, ref, dtype: str, others=()) -> Dict[str, object]:
     """The half-precision criterion above.  ``got``: moec's outputs; ``want``: the model's own half-precision
     run (PyTorch eager, onnxruntime, moec's interpreter op by op); ``others``: more such faithful runs (the
@@ -307,13 +322,10 @@ def half_precision_check(got, want, ref, dtype: str, others=()) -> Dict[str, obj
     name = str(dtype).replace("torch.", "")
     u = HALF_UNIT_ROUNDOFF[_HALF_NAMES[name]]
     em, ee, max_abs = [], [], 0.0
-    for i, (g, w, r) in enumerate(zip(got, want, ref)):
-        g, w, r = (np.asarray(a, np.float64) for a in (g, w, r))
-        if g.shape != r.shape or w.shape != r.shape:
-            return {"ok": False, "err": float("inf"), "max_abs_err_vs_eager": float("inf"),
-                    "failure": f"shape {list(g.shape)} != expected {list(r.shape)}"}
-        if r.size == 0:
-            continue
+    triples, failure = _f64_outputs(got, want, ref)
+    if failure:
+        return failure
+    for i, g, w, r in triples:
         g2, w2, r2 = _token_rows(g), _token_rows(w), _token_rows(r)
         nr = np.linalg.norm(r2, axis=1)
         # (a token whose f32 output is ~0, e.g. every expert dropped, is measured against the batch's scale)
@@ -376,13 +388,10 @@ def f32_check(got, want, ref, others=()) -> Dict[str, object]:
     import numpy as np
     tol = TOLERANCES["f32"]
     em, ee, max_abs = 0.0, 0.0, 0.0
-    for i, (g, w, r) in enumerate(zip(got, want, ref)):
-        g, w, r = (np.asarray(a, np.float64) for a in (g, w, r))
-        if g.shape != r.shape or w.shape != r.shape:
-            return {"ok": False, "err": float("inf"), "max_abs_err_vs_eager": float("inf"),
-                    "failure": f"shape {list(g.shape)} != expected {list(r.shape)}"}
-        if r.size == 0:
-            continue
+    triples, failure = _f64_outputs(got, want, ref)
+    if failure:
+        return failure
+    for i, g, w, r in triples:
         if not np.all(np.isfinite(g) == np.isfinite(r)):
             return {"ok": False, "err": float("inf"), "max_abs_err_vs_eager": float("inf"),
                     "failure": "non-finite outputs where the float64 model's are finite (or the reverse)"}
