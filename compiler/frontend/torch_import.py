@@ -94,6 +94,7 @@ class _Fx:
         self.env: Dict[str, Any] = {}
         self.n = 0
         self.node = None
+        self.shape_lists: Dict[tuple, Value] = {}
 
     # -- emitting ONNX-vocabulary ops through the shared converters ------------------------------
     def op(self, op_type: str, inputs: Sequence[Optional[Value]], n_out: int = 1, **attrs) -> List[Value]:
@@ -160,7 +161,17 @@ class _Fx:
         raise UnsupportedError(f"{self._where()}: unsupported argument {a!r}")
 
     def shape_list(self, sizes) -> Value:
-        """A 1-D int64 shape tensor from a list of ints / SymInt nodes."""
+        """A 1-D int64 shape tensor from a list of ints / SymInt nodes (one Value per list of the same SymInts:
+        JetMoE splits its expert rows and later its activations by the same run-time sizes, and a pass sees
+        they are the same sizes only when they are the same Value)."""
+        import torch.fx
+        key = tuple(s.name if isinstance(s, torch.fx.Node) else int(s) for s in sizes)
+        if any(isinstance(s, torch.fx.Node) for s in sizes) and key in self.shape_lists:
+            return self.shape_lists[key]
+        self.shape_lists[key] = v = self._shape_list(sizes)
+        return v
+
+    def _shape_list(self, sizes) -> Value:
         import torch.fx
         parts: List[Value] = []
         static: List[int] = []
@@ -831,7 +842,10 @@ def _cat(fx, n, xs, dim=0):
     cache that starts as ``torch.tensor([])``: DiffusionGemma's encoder)."""
     rank = len(_t(fx, n).shape)
     if rank != 1:
-        xs = [x for x in xs if not (hasattr(x, "meta") and tuple(getattr(x.meta.get("val"), "shape", ())) == (0,))]
+        def empty_1d(x):  # (statically: a size read from a tensor at run time, e.g. an expert's row count, is
+            shape = tuple(getattr(x.meta.get("val"), "shape", ())) if hasattr(x, "meta") else ()  # not known)
+            return len(shape) == 1 and isinstance(shape[0], int) and shape[0] == 0
+        xs = [x for x in xs if not empty_1d(x)]
     if len(xs) == 1:
         return fx.op1("Identity", [fx.v(xs[0])])
     return fx.op1("Concat", [fx.v(x) for x in xs], axis=int(dim))
@@ -845,7 +859,9 @@ def _stack(fx, n, xs, dim=0):
 
 @lower("aten.split_with_sizes.default")
 def _split(fx, n, x, sizes, dim=0):
-    return fx.op("Split", [fx.v(x), fx.const([int(s) for s in sizes], np.int64)], len(sizes), axis=int(dim))
+    # sizes: ints, or SymInts read from tensors at run time (``expert_size.tolist()``: the split of the
+    # sorted token rows into per-expert blocks), which become the Split's run-time sizes vector
+    return fx.op("Split", [fx.v(x), fx.shape_list(sizes)], len(sizes), axis=int(dim))
 
 
 @lower("aten.split.Tensor")
@@ -1165,6 +1181,18 @@ def _one_hot(fx, n, x, num_classes=-1):
 def _sym_size(fx, n, x, d):
     vec = fx.op1("Gather", [fx.op1("Shape", [fx.v(x)]), fx.const([int(d)], np.int64)], axis=0)
     return _Sym(vec, f"size {d} of {x.name}")
+
+
+@lower("aten._local_scalar_dense.default")
+def _local_scalar_dense(fx, n, x):
+    """``t.item()`` / ``t.tolist()`` of a one-element tensor (torch.export's unbacked SymInt, e.g. JetMoE's
+    ``expert_size.tolist()``): the value stays in the graph as a 1-element vector computed at run time, int64
+    for an integer (a size or an index, as every moec shape vector), its own type otherwise."""
+    import torch
+    v = fx.op1("Reshape", [fx.v(x), fx.const([1], np.int64)])
+    if isinstance(n.meta.get("val"), (int, torch.SymInt)) and v.type.dtype.np != np.int64:
+        v = fx.op1("Cast", [v], to=_onnx_dtype(torch.int64))
+    return _Sym(v, f"the value of {x.name}")
 
 
 # ops that only assert or describe: no IR

@@ -1,0 +1,115 @@
+"""``moec.compile(module)`` where torch.export stops inside transformers' own code (issue 16 item 3).
+
+Each family below once stopped torch.export (or moec's PyTorch front end) on transformers 5.25's code; the
+test compiles the real block from its tiny random config with ``moec.compile`` (torch.export, C build,
+verification against the block's own eager output at several token counts) and checks the result on an
+input of another shape against the block again.
+
+- jetmoe: ``expert_size = expert_size.tolist()`` (the per-expert row counts read into Python) becomes
+  ``aten._local_scalar_dense``: unbacked SymInts that size the Split of the sorted rows; the front end keeps
+  them as run-time values (docs/exporting.md).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import moec  # noqa: E402
+import hf_survey as survey  # noqa: E402  (tests/hf_survey.py: tiny configs, the blocks)
+
+DYN = {0: {0: "B", 1: "S"}}
+
+
+def _block(arch, impl="batched_mm", dtype="f32"):
+    return survey.sparse_blocks(survey.build_model(arch, impl, dtype))[0].eval()
+
+
+def _compile(block, x, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return moec.compile(survey._wrap_first(block), (x,), dynamic_dims=DYN, cache=False, **kw)
+
+
+def _x(b, s, seed=2, dtype=torch.float32):
+    return torch.randn(b, s, survey.D, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def _check_other_shape(cm, block, b=3, s=4, seed=11):
+    """The artifact on an input of another [batch, seq] (the dims stayed dynamic) against the block."""
+    x = _x(b, s, seed)
+    with torch.no_grad():
+        want = survey._out0(block(x)).numpy()
+    got = np.asarray(cm(x.numpy()))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _families(cm):
+    return [la["family"] for la in cm.stats.report.get("moe_layers", [])]
+
+
+def _imported(block, x):
+    """The block imported as moec.compile imports it (torch.export, moec's front end, the experts implementation
+    choice), then canonicalize + recognize-moe; (module, recognised families)."""
+    from moec.hf_experts import AUTO, import_module
+    m = import_module(survey._wrap_first(block), (x,), DYN, AUTO)
+    return m, [la["family"] for la in survey._recognise(m)]
+
+
+def _run_ir(m, x):
+    from moec.ir.interpreter import run
+    return list(run(m, [x.numpy()]).values())[0]
+
+
+class _SplitBySizes(torch.nn.Module):
+    """Rows split by counts read into Python (``.tolist()``), each block scaled by its index + 1."""
+
+    def forward(self, x, ids):
+        sizes = (ids[:, None] == torch.arange(3)).sum(0).tolist()
+        order = torch.argsort(ids, stable=True)
+        parts = x[order].split(sizes, dim=0)
+        return torch.cat([p * (i + 1) for i, p in enumerate(parts)], dim=0)
+
+
+def test_tolist_sizes_stay_run_time_values():
+    """``aten._local_scalar_dense`` (``.tolist()`` / ``.item()``): the values stay computed in the graph, so a
+    Split by them follows the input; checked with ids giving other block sizes than the example's, and an empty
+    block."""
+    from moec.frontend.torch_import import import_torch
+    mod = _SplitBySizes()
+    x = torch.randn(6, 4)
+    ids = torch.tensor([2, 0, 1, 0, 2, 2])
+    m = import_torch(mod, (x, ids), dynamic_dims={0: {0: "T"}, 1: {0: "T"}})
+    from moec.ir.interpreter import run
+    for xx, ii in ((x, ids), (torch.randn(5, 4), torch.tensor([1, 1, 0, 1, 1]))):
+        got = list(run(m, [xx.numpy(), ii.numpy()]).values())[0]
+        np.testing.assert_allclose(got, mod(xx, ii).numpy(), rtol=1e-6)
+
+
+# -- jetmoe: expert_size.tolist() -------------------------------------------------------------------------
+def test_jetmoe_tolist_sizes_recognised():
+    """JetMoE through moec.compile's import: the layer is recognised (granite-moe: top-k of the logits, softmax
+    over the k), and the imported graph computes the block (interpreter, another shape)."""
+    blk = _block("jetmoe")
+    m, fams = _imported(blk, _x(2, 5))
+    assert fams == ["granite-moe"]
+    x = _x(3, 4, seed=5)
+    with torch.no_grad():
+        np.testing.assert_allclose(_run_ir(m, x), survey._out0(blk(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_jetmoe_tolist_sizes_compile_recognised_and_verified():
+    """The row counts of each expert are read with ``.tolist()`` and split the sorted rows: torch.export keeps
+    them as unbacked SymInts (``aten._local_scalar_dense``), moec as run-time sizes of one Split; the layer is
+    recognised (granite-moe: top-k of the logits, softmax over the k) and the build verifies."""
+    blk = _block("jetmoe")
+    cm = _compile(blk, _x(2, 5))
+    assert cm.stats.verified is True
+    assert _families(cm) == ["granite-moe"]
+    _check_other_shape(cm, blk)
+    _check_other_shape(cm, blk, 1, 1, seed=3)  # one token: two experts hit, the other splits empty
