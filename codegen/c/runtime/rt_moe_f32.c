@@ -363,6 +363,7 @@ static inline float round_bf16f(float f) {
   uint32_t u;
   __builtin_memcpy(&u, &f, 4);
   if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  else if (u & 0x007fffffu) u |= 0x00400000u; /* NaN: quiet, so the bf16 half (the top 16 bits) stays a NaN */
   __builtin_memcpy(&f, &u, 4);
   return f;
 }
@@ -406,17 +407,37 @@ static void to_pairs(const float *a, int64_t K, uint32_t *out) {
     out[p] = (lo >> 16) | (hi & 0xffff0000u);
   }
 }
-static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
-  __m512 acc[MR][2];
+/* C[m x nb] = A_pairs . B panel with MX rows unrolled (m <= MX; rows past m repeat row 0, unstored).
+ * At one or two rows (decode) the panel streams from memory and each row's two accumulators would be
+ * a chain of dependent vdpbf16ps: the pairs alternate between two accumulator sets (4 chains per row),
+ * summed at the end. */
+static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, const uint32_t *A, int64_t P, int m,
+                                                               const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
+  __m512 acc[MR][2], acd[MR][2];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < MX; r++) acc[r][0] = acc[r][1] = acd[r][0] = acd[r][1] = _mm512_setzero_ps();
   const uint32_t *a[MR];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) a[r] = A + (r < m ? r : 0) * P;
-  for (int64_t p = 0; p < P; p++) {
+  for (int r = 0; r < MX; r++) a[r] = A + (r < m ? r : 0) * P;
+  int64_t p = 0;
+  if (MX <= 2)
+    for (; p + 2 <= P; p += 2) {
+      const uint32_t *q = Bp + p * NR;
+      __m512bh b0 = (__m512bh)_mm512_loadu_si512(q), b1 = (__m512bh)_mm512_loadu_si512(q + 16);
+      __m512bh c0 = (__m512bh)_mm512_loadu_si512(q + NR), c1 = (__m512bh)_mm512_loadu_si512(q + NR + 16);
+#pragma GCC unroll 16
+      for (int r = 0; r < MX; r++) {
+        __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r][p]), aw = (__m512bh)_mm512_set1_epi32((int)a[r][p + 1]);
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+        acd[r][0] = _mm512_dpbf16_ps(acd[r][0], aw, c0);
+        acd[r][1] = _mm512_dpbf16_ps(acd[r][1], aw, c1);
+      }
+    }
+  for (; p < P; p++) {
     __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + p * NR), b1 = (__m512bh)_mm512_loadu_si512(Bp + p * NR + 16);
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < MX; r++) {
       __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r][p]);
       acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
       acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
@@ -424,10 +445,19 @@ static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, f
   }
   for (int r = 0; r < m; r++) {
     float tmp[NR];
-    _mm512_storeu_ps(tmp, acc[r][0]);
-    _mm512_storeu_ps(tmp + 16, acc[r][1]);
-    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+    _mm512_storeu_ps(tmp, MX <= 2 ? _mm512_add_ps(acc[r][0], acd[r][0]) : acc[r][0]);
+    _mm512_storeu_ps(tmp + 16, MX <= 2 ? _mm512_add_ps(acc[r][1], acd[r][1]) : acc[r][1]);
+    if (nb == NR) __builtin_memcpy(C + r * ldc, tmp, sizeof tmp);
+    else
+      for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
   }
+}
+/* every row count, decode included: one (1, 2), four or MR rows unrolled */
+static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
+  if (m == 1) tile_bf16_mx(1, A, P, m, Bp, C, ldc, nb);
+  else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb);
+  else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb);
+  else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb);
 }
 #endif
 
@@ -1237,8 +1267,8 @@ typedef struct {
   int64_t nb1, nb3;      /* column blocks per expert in phases 1 and 3 */
   float *pack[64];       /* one packing buffer per worker */
   float *XR, *XS, *AR, *AS; /* int4 decode: X and A rows prepared by prep_x4 (else NULL) */
-  uint32_t *XB, *AB;        /* bf16 prefill: X and A rows as bf16 pairs (else NULL) */
-  const uint32_t *pkb_in, *pkb_out; /* bf16 prefill: packed pair panels */
+  uint32_t *XB, *AB;        /* bf16 (vdpbf16ps, every row count): X and A rows as bf16 pairs (else NULL) */
+  const uint32_t *pkb_in, *pkb_out; /* bf16: packed pair panels */
   const float *pk_in, *pk_out; /* prepacked panels of w_in / w_out, or NULL */
   int aq;                       /* w8a8: X and A rows quantised to biased int8 (XQ/AQ, scales XQS/AQS) */
   uint8_t *XQ, *AQ;
@@ -1281,13 +1311,8 @@ static void phase1(void *arg, int64_t item, int tid) {
     }
     return;
   }
-  if (n <= GEMV_ROWS) {
-    gemv_w(&j->vin, e, c0, nb, j->X + r0 * j->D, j->D, n, j->H + r0 * j->I + c0, j->I,
-           j->XR ? j->XR + r0 * j->D : NULL, j->XS ? j->XS + r0 * (j->D / j->vin.G) : NULL);
-    return;
-  }
 #ifdef HAVE_DPBF16
-  if (j->pkb_in) {
+  if (j->pkb_in) { /* bf16, every row count */
     int64_t P = (j->D + 1) / 2;
     const uint32_t *Bq = j->pkb_in + (e * j->nb1 + cb) * P * NR;
     for (int64_t r = 0; r < n; r += MR) {
@@ -1297,6 +1322,11 @@ static void phase1(void *arg, int64_t item, int tid) {
     return;
   }
 #endif
+  if (n <= GEMV_ROWS) {
+    gemv_w(&j->vin, e, c0, nb, j->X + r0 * j->D, j->D, n, j->H + r0 * j->I + c0, j->I,
+           j->XR ? j->XR + r0 * j->D : NULL, j->XS ? j->XS + r0 * (j->D / j->vin.G) : NULL);
+    return;
+  }
   if (j->vin.mode == MOEC_WQ_INT8 || j->vin.mode == MOEC_WQ_INT4) {
     const wview *v = &j->vin;
     const void *Bw = j->pw_in ? (const void *)(j->pw_in + (size_t)(e * j->nb1 + cb) * wq_panel_bytes(v)) : j->pack[tid];
@@ -1384,7 +1414,7 @@ static void phase3(void *arg, int64_t item, int tid) {
   }
 #ifdef HAVE_DPBF16
   const uint32_t *Bq = NULL;
-  if (n > GEMV_ROWS && j->pkb_out) Bq = j->pkb_out + (e * j->nb3 + cb) * ((j->F + 1) / 2) * NR;
+  if (j->pkb_out) Bq = j->pkb_out + (e * j->nb3 + cb) * ((j->F + 1) / 2) * NR;
 #endif
   const void *Bw = NULL;
   int wq = j->vout.mode == MOEC_WQ_INT8 || j->vout.mode == MOEC_WQ_INT4;
@@ -1524,7 +1554,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.pq_out = packed_panels_i8((const int8_t *)w_out->data, E, D, F);
   }
 #ifdef HAVE_DPBF16
-  if (mode == MOEC_WQ_BF16 && maxn > GEMV_ROWS) { /* bf16 prefill: vdpbf16ps on packed pair panels */
+  if (mode == MOEC_WQ_BF16) { /* bf16, prefill and decode: vdpbf16ps on packed pair panels */
     j.pkb_in = packed_panels_bf16((const uint16_t *)w_in->data, E, I, D);
     j.pkb_out = packed_panels_bf16((const uint16_t *)w_out->data, E, D, F);
     if (j.pkb_in && j.pkb_out) {
@@ -1592,7 +1622,7 @@ typedef struct {
   int64_t M, N, K, nbk, rb, cpi, nrb, ncb;
   const float *X;           /* [M, K] (bf16 mode: rounded to bf16) */
   float *XR, *XS;           /* int4 GEMV: rows prepared by prep_x4 */
-  uint32_t *XB;             /* bf16 prefill (vdpbf16ps): rows as bf16 pairs */
+  uint32_t *XB;             /* bf16 (vdpbf16ps, every row count): rows as bf16 pairs */
   uint8_t *XQ;              /* w8a8: rows as biased int8, scales XQS; w4a8: signed codes per group */
   float *XQS;
   int32_t *XQZ;             /* w4a8: per (row, group) code sums */
@@ -1729,7 +1759,19 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     else
       for (int64_t r = 0; r < M; r++) quant_row_u8(xd + r * K, K, j.XQ + r * KP4(K), j.XQS + r);
     if (!failed) j.panels = packed_panels_i8((const int8_t *)w->data, 1, N, K);
-  } else if (M <= GEMV_ROWS) {
+  }
+#ifdef HAVE_DPBF16
+  else if (mode == MOEC_WQ_BF16 && (j.panels = packed_panels_bf16((const uint16_t *)w->data, 1, N, K))) {
+    /* bf16, every row count (decode too): vdpbf16ps on the cached pair panels */
+    int64_t P = (K + 1) / 2;
+    j.kind = 4;
+    j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * P + 1));
+    if (!j.XB) failed = 1;
+    else
+      for (int64_t r = 0; r < M; r++) to_pairs(xd + r * K, K, j.XB + r * P);
+  }
+#endif
+  else if (M <= GEMV_ROWS) {
     j.kind = 0;
     if (mode == MOEC_WQ_INT4) {
       j.XR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(M * K + 16));
@@ -1742,18 +1784,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     j.kind = 2;
     j.panels = packed_panels_wq(&j.v, 1);
   } else {
-    j.kind = 1;
-#ifdef HAVE_DPBF16
-    j.panels = packed_panels_bf16((const uint16_t *)w->data, 1, N, K);
-    if (j.panels) {
-      int64_t P = (K + 1) / 2;
-      j.kind = 4;
-      j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * P + 1));
-      if (!j.XB) failed = 1;
-      else
-        for (int64_t r = 0; r < M; r++) to_pairs(xd + r * K, K, j.XB + r * P);
-    }
-#endif
+    j.kind = 1; /* bf16 without vdpbf16ps (or weights not from the file): f32 panels, dequantised per item */
   }
   /* rows per item: all of them at decode; else a block whose f32 rows stay in L2 (~256 KiB) */
   const int64_t rstep = j.kind == 5 ? W4A8_MR : MR; /* (w4a8's rows are int8 codes: 4x as many fit) */
