@@ -633,6 +633,80 @@ static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const vo
 #endif
 }
 
+/* Prefill with more rows than a few tiles: tile_wq widens and scales the same panel once per MR rows, so
+ * above wq_deq_rows rows a work item dequantises its panel once into the f32 panel layout (Bf[k * NR + j],
+ * what pack_b_w gives and tile() reads; 4 K NR bytes, cache-resident) and runs the f32 micro-kernel, as
+ * the f32 experts do: int8 / int4 weight-only prefill costs the f32 GEMM plus one dequantisation per panel
+ * and row block.  The values are tile_wq's (int8 q s; int4 q s - s z per group, from the scale table).
+ * Below the threshold the in-register dequantisation wins (measured, AVX-512, K = 1024, 1 thread: int4 equal
+ * at 16 rows, 13% faster at 32; int8, whose tile scales only the finished tile, equal at 32, 5-10% faster
+ * at 64 and 256). */
+#ifndef WQ_DEQ_ROWS
+#define WQ_DEQ_ROWS (2 * MR)
+#endif
+static inline int64_t wq_deq_rows(const wview *v) { return v->mode == MOEC_WQ_INT8 ? 2 * WQ_DEQ_ROWS : WQ_DEQ_ROWS; }
+static void wq_dequant_panel(const wview *v, const void *panel, const float *st, float *Bf) {
+  const int64_t K = v->K;
+#if MOEC_VBYTES < 64 && defined(__AVX2__) && defined(__FMA__)
+  if (v->mode == MOEC_WQ_INT8) {
+    const int8_t *Bp = (const int8_t *)panel;
+    for (int64_t k = 0; k < K; k++) {
+      __m128i c0 = _mm_loadu_si128((const __m128i *)(Bp + k * NR)), c1 = _mm_loadu_si128((const __m128i *)(Bp + k * NR + 16));
+      __m128i c[4] = {c0, _mm_srli_si128(c0, 8), c1, _mm_srli_si128(c1, 8)};
+      for (int q = 0; q < 4; q++)
+        _mm256_storeu_ps(Bf + k * NR + 8 * q, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c[q])), _mm256_loadu_ps(st + 8 * q)));
+    }
+    return;
+  }
+  const uint8_t *Bp = (const uint8_t *)panel;
+  const __m128i m4 = _mm_set1_epi8(15);
+  for (int64_t k = 0; k < K; k++) {
+    const float *sg = st + (k / v->G) * 2 * NR;
+    __m128i by = _mm_loadu_si128((const __m128i *)(Bp + k * (NR / 2)));
+    __m128i lo = _mm_and_si128(by, m4), hi = _mm_and_si128(_mm_srli_epi16(by, 4), m4);
+    __m128i c[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int q = 0; q < 4; q++)
+      _mm256_storeu_ps(Bf + k * NR + 8 * q, _mm256_fmsub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c[q])),
+                                                            _mm256_loadu_ps(sg + 8 * q), _mm256_loadu_ps(sg + NR + 8 * q)));
+  }
+#else
+  if (v->mode == MOEC_WQ_INT8) {
+    const int8_t *Bp = (const int8_t *)panel;
+    const v16f s0 = ld16f(st), s1 = ld16f(st + 16);
+    for (int64_t k = 0; k < K; k++) {
+      st16f(Bf + k * NR, ld16_i8(Bp + k * NR) * s0);
+      st16f(Bf + k * NR + 16, ld16_i8(Bp + k * NR + 16) * s1);
+    }
+    return;
+  }
+  const uint8_t *Bp = (const uint8_t *)panel;
+  for (int64_t g0 = 0; g0 < K; g0 += v->G) {
+    const float *sg = st + (g0 / v->G) * 2 * NR;
+    const v16f s0 = ld16f(sg), s1 = ld16f(sg + 16), z0 = ld16f(sg + 32), z1 = ld16f(sg + 48);
+    for (int64_t k = g0; k < g0 + v->G; k++) {
+      v16f lo, hi;
+      ld16_u4(Bp + k * (NR / 2), &lo, &hi);
+      st16f(Bf + k * NR, lo * s0 - z0);
+      st16f(Bf + k * NR + 16, hi * s1 - z1);
+    }
+  }
+#endif
+}
+
+/* the narrow panel of columns c0..c0+nb of expert e: the cached one (block cb of nblk per expert), or packed
+ * into buf */
+static const void *wq_panel(const wview *v, const uint8_t *cached, int64_t e, int64_t nblk, int64_t cb, int64_t c0,
+                            int64_t nb, void *buf) {
+  if (cached) return cached + (size_t)(e * nblk + cb) * wq_panel_bytes(v);
+  (v->mode == MOEC_WQ_INT8 ? pack_w8k_panel : pack_w4k_panel)(
+      (const char *)v->w + (size_t)(e * v->N * v->K) / (v->mode == MOEC_WQ_INT4 ? 2 : 1), v->K, c0, nb, buf);
+  return buf;
+}
+/* a worker's packing buffer for weight-only int8 / int4 prefill: the f32 panel (K NR floats), then room for
+ * the narrow panel when it is packed per item */
+static size_t wq_pack_bytes(int64_t kmax) { return sizeof(float) * (size_t)(kmax * NR + 16) + (size_t)(kmax * NR) + 64; }
+static void *wq_narrow_buf(float *pack, int64_t K) { return pack + K * NR + 16; }
+
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
  * A GEMM input row is quantised once (s = max|row| / 127, q = rint(row / s) in [-127, 127]) and stored
  * biased as u8 (q + 128), K padded to Kp (multiple of 4) with 128 (q = 0).  Weight panels hold, per
@@ -1329,14 +1403,13 @@ static void phase1(void *arg, int64_t item, int tid) {
   }
   if (j->vin.mode == MOEC_WQ_INT8 || j->vin.mode == MOEC_WQ_INT4) {
     const wview *v = &j->vin;
-    const void *Bw = j->pw_in ? (const void *)(j->pw_in + (size_t)(e * j->nb1 + cb) * wq_panel_bytes(v)) : j->pack[tid];
-    if (!j->pw_in)
-      (v->mode == MOEC_WQ_INT8 ? pack_w8k_panel : pack_w4k_panel)(
-          (const char *)v->w + (size_t)(e * v->N * v->K) / (v->mode == MOEC_WQ_INT4 ? 2 : 1), v->K, c0, nb, j->pack[tid]);
+    const void *Bw = wq_panel(v, j->pw_in, e, j->nb1, cb, c0, nb, wq_narrow_buf(j->pack[tid], v->K));
     wq_scale_table(v, e, c0, nb, j->stab[tid]);
+    if (n > wq_deq_rows(v)) wq_dequant_panel(v, Bw, j->stab[tid], j->pack[tid]);
     for (int64_t r = 0; r < n; r += MR) {
       int m = n - r < MR ? (int)(n - r) : MR;
-      tile_wq(v, j->X + (r0 + r) * j->D, j->D, m, Bw, j->stab[tid], j->H + (r0 + r) * j->I + c0, j->I, nb);
+      if (n > wq_deq_rows(v)) tile(j->X + (r0 + r) * j->D, j->D, m, j->pack[tid], j->D, j->H + (r0 + r) * j->I + c0, j->I, nb);
+      else tile_wq(v, j->X + (r0 + r) * j->D, j->D, m, Bw, j->stab[tid], j->H + (r0 + r) * j->I + c0, j->I, nb);
     }
     return;
   }
@@ -1420,13 +1493,15 @@ static void phase3(void *arg, int64_t item, int tid) {
   int wq = j->vout.mode == MOEC_WQ_INT8 || j->vout.mode == MOEC_WQ_INT4;
   if (n > GEMV_ROWS && !Bi && !B4 && wq) {
     const wview *v = &j->vout;
-    Bw = j->pw_out ? (const void *)(j->pw_out + (size_t)(e * j->nb3 + cb) * wq_panel_bytes(v)) : j->pack[tid];
-    if (!j->pw_out)
-      (v->mode == MOEC_WQ_INT8 ? pack_w8k_panel : pack_w4k_panel)(
-          (const char *)v->w + (size_t)(e * v->N * v->K) / (v->mode == MOEC_WQ_INT4 ? 2 : 1), v->K, c0, nb, j->pack[tid]);
+    Bw = wq_panel(v, j->pw_out, e, j->nb3, cb, c0, nb, wq_narrow_buf(j->pack[tid], v->K));
     wq_scale_table(v, e, c0, nb, j->stab[tid]);
+    if (n > wq_deq_rows(v)) { /* the f32 panel and tile() below */
+      wq_dequant_panel(v, Bw, j->stab[tid], j->pack[tid]);
+      Bp = j->pack[tid];
+      Bw = NULL;
+    }
   }
-  int have_panel = Bi || Bw || B4;
+  int have_panel = Bi || Bw || B4 || Bp;
 #ifdef HAVE_DPBF16
   have_panel = have_panel || Bq;
 #endif
@@ -1589,7 +1664,8 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   int nt = moec_num_threads(ctx, E * (j.nb1 > j.nb3 ? j.nb1 : j.nb3));
   size_t kmax = (size_t)(D > F ? D : F);
   for (int t = 0; t < nt; t++) {
-    size_t pb = sizeof(float) * (kmax * NR + 16), pbi = i8_panel_bytes((int64_t)kmax) + 64;
+    size_t pb = mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4 ? wq_pack_bytes((int64_t)kmax) : sizeof(float) * (kmax * NR + 16),
+           pbi = i8_panel_bytes((int64_t)kmax) + 64;
     if (j.aq && mode == MOEC_WQ_INT4) { /* w4a8 panels: larger than f32 ones only for tiny groups */
       size_t p4 = w4a8_panel_bytes(&vin) > w4a8_panel_bytes(&vout) ? w4a8_panel_bytes(&vin) : w4a8_panel_bytes(&vout);
       pbi = p4 + 64 > pbi ? p4 + 64 : pbi;
@@ -1651,9 +1727,12 @@ static void lq_task(void *arg, int64_t item, int tid) {
       panel = j->panels ? (const void *)((const int8_t *)j->panels + (size_t)b * i8_panel_bytes(K)) : j->pack[tid];
       if (!j->panels) pack_i8_panel(v->w, K, c0, nb, j->pack[tid]);
     } else if (j->kind == 2) {
-      panel = j->panels ? (const void *)((const uint8_t *)j->panels + (size_t)b * wq_panel_bytes(v)) : j->pack[tid];
-      if (!j->panels) (v->mode == MOEC_WQ_INT8 ? pack_w8k_panel : pack_w4k_panel)(v->w, K, c0, nb, j->pack[tid]);
+      panel = wq_panel(v, (const uint8_t *)j->panels, 0, j->nbk, b, c0, nb, wq_narrow_buf(j->pack[tid], K));
       wq_scale_table(v, 0, c0, nb, j->stab[tid]);
+      if (r1 - r0 > wq_deq_rows(v)) { /* one dequantisation for the item's rows, then the f32 tile (kind 1) */
+        wq_dequant_panel(v, panel, j->stab[tid], j->pack[tid]);
+        panel = j->pack[tid];
+      }
     } else if (j->kind == 1) {
       pack_b_w(v, 0, c0, nb, j->pack[tid]);
       panel = j->pack[tid];
@@ -1682,7 +1761,7 @@ static void lq_task(void *arg, int64_t item, int tid) {
         float *C = j->y + r * N + c0;
         if (j->kind == 3)
           tile_i8(j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb);
-        else if (j->kind == 2)
+        else if (j->kind == 2 && r1 - r0 <= wq_deq_rows(v))
           tile_wq(v, j->X + r * K, K, m, panel, j->stab[tid], C, N, nb);
 #ifdef HAVE_DPBF16
         else if (j->kind == 4)
@@ -1805,7 +1884,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   if (items < nt) nt = (int)items;
   if (nt > 64) nt = 64;
   if (j.kind != 0 && j.kind != 4) {
-    size_t pb = sizeof(float) * (size_t)(K * NR + 16), pbi = i8_panel_bytes(K) + 64;
+    size_t pb = j.kind == 2 ? wq_pack_bytes(K) : sizeof(float) * (size_t)(K * NR + 16), pbi = i8_panel_bytes(K) + 64;
     if (j.kind == 5 && w4a8_panel_bytes(&j.v) + 64 > pbi) pbi = w4a8_panel_bytes(&j.v) + 64;
     for (int t = 0; t < nt && !failed; t++) {
       j.pack[t] = (float *)aligned_alloc(64, ((pb > pbi ? pb : pbi) + 63) & ~(size_t)63);
