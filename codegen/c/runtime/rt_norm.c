@@ -67,6 +67,20 @@ int moec_k_rms_norm(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *scal
   if (moec_alloc(ctx, y, x->dtype, x->rank, x->shape)) return -1;
   int64_t N = moec_dims_prod(x->shape, (int)a, x->rank);
   int64_t rows = N ? x->numel / N : 0;
+  if (x->dtype == MOEC_F32 && scale->dtype == MOEC_F32 && scale->numel == N) {
+    /* f32 with a full scale (a decoder's norms): the same double arithmetic as below, without the per-element
+     * type switch and index walk (which took ~5% of a 2-layer model's prefill) */
+    const float *xd = (const float *)x->data, *sc = (const float *)scale->data;
+    float *yd = (float *)y->data;
+    for (int64_t r = 0; r < rows; r++) {
+      const float *xr = xd + r * N;
+      double s = 0;
+      for (int64_t j = 0; j < N; j++) s += (double)xr[j] * (double)xr[j];
+      double inv = 1.0 / sqrt(s / (double)N + eps);
+      for (int64_t j = 0; j < N; j++) yd[r * N + j] = (float)((double)xr[j] * inv * (double)sc[j]);
+    }
+    return 0;
+  }
   for (int64_t r = 0; r < rows; r++) {
     double s = 0;
     for (int64_t j = 0; j < N; j++) { double v = moec_get_f64(x, r * N + j); s += v * v; }
