@@ -207,7 +207,8 @@ def _split_layer(m: Module, f: Function, c, placement: Placement, rank: int) -> 
     d2 = OPS["moe.dispatch"].create([rids], dict(disp.attrs, num_experts=S), disp.loc)
     new.append(d2)
     operands[2:4] = d2.results
-    extras = [local(b_in, "b_in"), local(b_out, "b_out"), rwts if rw is not None else None]
+    extras = [local(b_in, "b_in"), local(b_out, "b_out"), rwts if rw is not None else None,
+              local(ex.extras().pn_w, "post_norm_w")]
     quant = [local(v, "scales") for v in (s_in, s_out, z_in, z_out) if v is not None]
     ex2 = OPS["moe.experts"].create(operands + [v for v in extras if v is not None] + quant, dict(ex.attrs), ex.loc)
     new.append(ex2)

@@ -319,6 +319,7 @@ class QuantizeWeights(Pass):
             c = OPS["moec.cast"].create([v], {"to": DType.F32}, ex.loc)
             pre.append(c)
             return c.results[0]
+        pn_w = f32(ex.extras().pn_w)  # (the post-expert norm's per-expert weight: kept as it is, not quantised)
         x, b_in, b_out, rw = f32(ex.operands[0]), f32(b_in), f32(b_out), f32(rw)
         stored, quant, info = {}, {}, {"mode": self.mode}
         info["bytes_before"] = 0
@@ -360,7 +361,7 @@ class QuantizeWeights(Pass):
         attrs = dict(ex.attrs, wq=wq, aq=wq_aq(self.mode)[1], wq_group=self.group if wq == "int4" else 0,
                      wq_zp=bool(wq == "int4" and self.zero_point))
         ops = [x] + list(ex.operands[1:4]) + [consts[0].results[0], consts[1].results[0]] + \
-            [v for v in (b_in, b_out, rw) if v is not None] + [c.results[0] for c in qconsts]
+            [v for v in (b_in, b_out, rw, pn_w) if v is not None] + [c.results[0] for c in qconsts]
         rtype = ex.results[0].type.with_dtype(DType.F32) if widen else ex.results[0].type
         new = OPS["moe.experts"].create(ops, attrs, ex.loc, [rtype])
         new.results[0].name = ex.results[0].name

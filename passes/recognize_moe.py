@@ -1621,18 +1621,24 @@ class RecognizeMoE(Pass):
         # output by s[e]: folded into its down projection (w_out[e], b_out[e] times s[e]), tried after none
         # a post-expert RMSNorm between each expert's down projection and its routing weight (Muse Spark): moe.experts'
         # post_norm_eps, a constant [D] input scale of the norm folded into every expert's w_out / b_out rows; none first
-        self._post = None
-        for pn, scale_v in [(None, v) for v in [None] + self._expert_scale_candidates(L, region, topk, E)] + \
-                [(c, None) for c in self._post_norm_candidates(L, region, int(w_out.shape[1]))]:
+        # and a weight after that norm (Ergo's ErgoExpertNorm: weight[ids] [E, D], or one [D] row for every expert):
+        # moe.experts' post_norm_w, tried after the norm without it
+        self._post = self._pnw = None
+        posts = self._post_norm_candidates(L, region, int(w_out.shape[1]))
+        pnws = self._post_norm_weight_candidates(L, region, topk, E - self._zero, int(w_out.shape[1])) \
+            if posts else []
+        for pn, scale_v, pnw in [(None, v, None) for v in [None] + self._expert_scale_candidates(L, region, topk, E)] \
+                + [(c, None, None) for c in posts] + [(c, None, g) for c in posts for g in pnws]:
             s_e = None if scale_v is None else L.const_array(scale_v).reshape(-1).astype(np.float64)
             # (a half layer is proved on its f32 analogue: the folded product unrounded there, rounded to the
             # layer's type in the rewrite that is kept, see _real_weights)
             w_out_s, b_out_s = self._scaled(w_out, b_out, s_e, np.float32 if L.widened and s_e is not None else dt)
-            self._post = pn
+            self._post, self._pnw = pn, pnw
             ffn_p = ffn if pn is None else dict(ffn, post_norm_eps=pn[1])
             if pn is not None and pn[0] is not None:
                 w_out_s, b_out_s = self._input_scaled(w_out_s, b_out_s, pn[0], np.float32 if L.widened else dt)
-            weights = self._weight_ops(m, w_in, w_out_s, b_in, b_out_s, shared)
+            weights = self._weight_ops(m, w_in, w_out_s, b_in, b_out_s, shared,
+                                       None if pnw is None else self._pnw_array(L.const_array(pnw), E - self._zero))
             for name in ("w_out", "b_out"):
                 if weights[name] is not None and weights[name].results[0].type.dtype != DType.from_np(np.dtype(dt)):
                     weights[name].results[0].type = TensorType(DType.from_np(np.dtype(dt)),
@@ -1658,6 +1664,48 @@ class RecognizeMoE(Pass):
         w = (w_out.astype(np.float64) * g[None, :, None]).astype(dt)
         b = None if b_out is None else (b_out.astype(np.float64) * g[None, :]).astype(dt)
         return w, b
+
+    @staticmethod
+    def _pnw_array(a: np.ndarray, E: int) -> np.ndarray:
+        """moe.experts' post_norm_w [E, D] (f32: holds f32, bf16 and f16 values exactly) from a candidate constant:
+        the [E', D] table gathered by the ids (its first E rows: the FFN experts) or one [D] row for every expert."""
+        a = np.asarray(a)
+        w = a[:E] if a.ndim == 2 and a.shape[0] >= E else np.broadcast_to(a.reshape(1, -1), (E, a.size))
+        return np.ascontiguousarray(w, np.float32)
+
+    @staticmethod
+    def _post_norm_weight_candidates(L, region, root: "_Root", E: int, D: int) -> List[Value]:
+        """Constants that may weight a post-expert RMSNorm's output per expert (moe.experts' post_norm_w): a [E', D]
+        table (E' >= E) the region gathers along axis 0 by a value computed from the selected ids (Ergo's
+        ErgoExpertNorm.weight[expert_ids]), or a [D] vector a product after a mean of squares takes (one row for
+        every expert).  Structure only picks them: the layer's proof decides."""
+        ids_fwd = L.forward([root.ids])
+        after_norm = L.forward([o.results[0] for o in L.f.ops if id(o) in region and o.name == "moec.reduce_mean"])
+        out: List[Value] = []
+        for o in L.f.ops:
+            if id(o) not in region:
+                continue
+            # (axis-0 gather; the dynamo export's GatherND of index rows [n, 1], batch_dims 0, is the same)
+            if (o.name == "moec.gather" and o.attrs["axis"] == 0) or (
+                    o.name == "moec.gather_nd" and o.attrs.get("batch_dims", 0) == 0 and o.operands[1].type.rank >= 1
+                    and o.operands[1].type.shape[-1] == 1):
+                c, idx = o.operands
+                if idx is not root.ids and (idx.owner is None or id(idx.owner) not in ids_fwd):
+                    continue
+                t = c.type
+                if t.rank == 2 and isinstance(t.shape[0], int) and t.shape[0] >= E and t.shape[1] == D and \
+                        L.const_array(idx) is None and L.const_array(c) is not None:
+                    out.append(c)
+            elif o.name == "moec.mul" and id(o) in after_norm:
+                for a in o.operands:
+                    t = a.type
+                    if t.rank >= 1 and t.shape[-1] == D and t.numel() == D and L.const_array(a) is not None:
+                        out.append(a)
+        seen: List[Value] = []
+        for v in out:
+            if all(v is not w for w in seen):
+                seen.append(v)
+        return seen[:3]
 
     @staticmethod
     def _post_norm_candidates(L, region, D: int) -> list:
@@ -1740,7 +1788,7 @@ class RecognizeMoE(Pass):
         was read as probe values (see _probe_array), put the real values (the same projections, parts
         and experts taken from the module's own constants) in their place."""
         if not L.em.substituted and scale_v is None and (self._post is None or self._post[0] is None or
-                                                          not L.widened):
+                                                          not L.widened) and (self._pnw is None or not L.widened):
             return
         # (a per-expert scale is not a projection weight: its real values unless it held garbage, see _unfit)
         real = [Expert(e.index, [L.real(p) for p in e.ups], L.real(e.down), e.activation, e.gate_first)
@@ -1751,6 +1799,8 @@ class RecognizeMoE(Pass):
         if self._post is not None and self._post[0] is not None:  # (the post-norm's input scale: a real constant)
             w_out, b_out = self._input_scaled(w_out, b_out, self._post[0], dt)
         arrays = {"w_in": w_in, "w_out": w_out, "b_in": b_in, "b_out": b_out}
+        if self._pnw is not None:  # (the post-norm's weight: the module's real constant)
+            arrays["post_norm_w"] = self._pnw_array(L.real_const(self._pnw), weights["post_norm_w"].results[0].type.shape[0])
         if shared is not None:
             arrays.update({f"shared_{k}": v for k, v in self._shared_arrays(L, shared, dt, real=True).items()})
         for name, o in weights.items():
@@ -1761,13 +1811,13 @@ class RecognizeMoE(Pass):
                 L.m.weights.set(key, arrays[name])
 
     @staticmethod
-    def _weight_ops(m, w_in, w_out, b_in, b_out, shared=None):
+    def _weight_ops(m, w_in, w_out, b_in, b_out, shared=None, post_norm_w=None):
         const = OPS["moec.constant"]
         out = {}
         sh = shared or {}
         for name, arr in (("w_in", w_in), ("w_out", w_out), ("b_in", b_in), ("b_out", b_out),
                           ("shared_w_in", sh.get("w_in")), ("shared_w_out", sh.get("w_out")),
-                          ("shared_gate", sh.get("gate"))):
+                          ("shared_gate", sh.get("gate")), ("post_norm_w", post_norm_w)):
             if arr is None:
                 out[name] = None
                 continue
@@ -1900,10 +1950,14 @@ class RecognizeMoE(Pass):
         extra = [weights[k].results[0] for k in ("b_in", "b_out") if weights[k] is not None]
         if weights_at != "none":
             extra.append(w)
+        pnw = weights.get("post_norm_w")
+        if pnw is not None:
+            extra.append(pnw.results[0])
         ex = OPS["moe.experts"].create([x, ids, disp.results[0], disp.results[1], weights["w_in"].results[0],
                                         weights["w_out"].results[0]] + extra,
                                        {**ffn, "has_b_in": weights["b_in"] is not None,
-                                        "has_b_out": weights["b_out"] is not None, "weights_at": weights_at},
+                                        "has_b_out": weights["b_out"] is not None, "weights_at": weights_at,
+                                        **({"has_post_norm_w": True} if pnw is not None else {})},
                                        "moe.experts")
         ops.append(ex)
         comb_in, comb_attrs = [ex.results[0], w], {"weighted": weights_at == "none"}
@@ -1971,7 +2025,9 @@ class RecognizeMoE(Pass):
             "family": fam, "source": "recognized", **({"identity_experts": self._zero} if self._zero else {}),
             **({"expert_scale": "folded into each expert's down projection"} if expert_scale else {}),
             **({"post_expert_norm": {"eps": ffn["post_norm_eps"], "input_scale": "folded into each expert's down "
-                                     "projection" if self._post[0] is not None else None}}
+                                     "projection" if self._post[0] is not None else None,
+                                     **({"weight": "per expert [E, D] after the norm (moe.experts post_norm_w)"}
+                                        if self._pnw is not None else {})}}
                if ffn.get("post_norm_eps") is not None else {}),
             **({"router_input": "its own tokens (not the experts')"} if L.router_in is not None else {}),
             "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at"},

@@ -356,10 +356,10 @@ def test_muse_spark_block_is_recognised_and_exact():
     _exact(blk, m)
 
 
-def test_weight_after_the_expert_norm_stays_unrecognised():
-    """The look-alike: Muse Spark's block with its post-expert norm replaced by the centred RMSNorm (normalise,
-    then scale by 1 + w: a weight after the normalisation, which post_norm_eps does not express) stays
-    unrecognised and computes the same."""
+def test_weight_after_the_expert_norm_is_one_post_norm_w_row_per_expert():
+    """Muse Spark's block with its post-expert norm replaced by the centred RMSNorm (normalise, then scale by 1 + w:
+    a weight after the normalisation, the same for every expert) is moe.experts' post_norm_w with 1 + w as every
+    expert's row (tests/test_hf_expert_forms.py: Ergo's learned per-expert rows), and equal to eager."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from transformers.models.muse_spark.modeling_muse_spark import MuseSparkTextCenteredRMSNorm
@@ -371,5 +371,6 @@ def test_weight_after_the_expert_norm_stays_unrecognised():
         new.weight.copy_(old.weight)
     blk.experts.post_expert_norm = new
     m, layers = recognise(blk, torch.randn(2, 5, HD, generator=torch.Generator().manual_seed(2)))
-    assert layers == []
+    assert len(layers) == 1 and "per expert" in layers[0]["post_expert_norm"]["weight"], layers
+    assert layers[0]["post_expert_norm"]["input_scale"] is None
     _exact(blk, m)

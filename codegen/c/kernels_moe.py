@@ -66,7 +66,8 @@ def _experts(ctx, o):
         q = "&" + q
     return lines + [
         f"MOEC_TRY(moec_k_moe_experts(&ctx, {x}, {ids}, {order}, {offsets}, {w_in}, {w_out}, {b_in}, {b_out}, "
-        f"{rw}, {_WEIGHTS_AT[a['weights_at']]}, &{p}, {q}, {ctx.t(o.result)}));"]
+        f"{rw}, {_WEIGHTS_AT[a['weights_at']]}, &{p}, {q}, {ctx.t(e.pn_w) if e.pn_w is not None else 'NULL'}, "
+        f"{ctx.t(o.result)}));"]
 
 
 @c_op("moe.shared_experts")

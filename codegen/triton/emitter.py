@@ -103,7 +103,7 @@ def emit_triton(m: Module) -> Tuple[str, WeightStore]:
                 return out
         if o.name == "moe.experts":
             e = o.extras()
-            b_in, b_out, rw, *qn = (name(v) if v is not None else "None" for v in e)
+            b_in, b_out, rw, *qn = (name(v) if v is not None else "None" for v in e[:7])
             call = (f"{args[0]}, {args[1]}, {args[4]}, {args[5]}, b_in={b_in}, "
                     f"b_out={b_out}, rw={rw}, "
                     f"{_kw(a, 'weights_at', 'activation', 'gate_layout', 'alpha', 'beta', 'limit', 'wq', 'wq_group')}"
@@ -113,6 +113,8 @@ def emit_triton(m: Module) -> Tuple[str, WeightStore]:
             post = a.get("post_norm_eps") is not None  # (a per-slot norm: the combine cannot be fused into the GEMM)
             if post:
                 call += f", post_norm_eps={py_value(a['post_norm_eps'])}"
+                if e.pn_w is not None:  # (its expert's own weight row after the norm, Ergo)
+                    call += f", post_norm_w={name(e.pn_w)}"
             users = uses.get(id(o.result), [])
             c = users[0] if len(users) == 1 else None
             if not post and c is not None and c.name == "moe.combine" and c.operands[0] is o.result and \

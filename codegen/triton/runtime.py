@@ -263,11 +263,11 @@ def launch_params(cfg: dict, which: int) -> tuple:
 def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_at="none", activation="swiglu",
                 gate_layout="concat", alpha=1.0, beta=0.0, limit=float("inf"), wq="none", wq_group=0,
                 q=(None, None, None, None), cfg: Optional[dict] = None, combine_out=None, gate_softcap=None,
-                up_softcap=None, act_quant="none", post_norm_eps=None):
+                up_softcap=None, act_quant="none", post_norm_eps=None, post_norm_w=None):
     """y [T, k, D] = FFN_{ids[t,j]}(x[t]) (* rw[t, j] when weights_at='output').
     post_norm_eps (moe.experts' post-expert RMSNorm, Muse Spark): the FFNs without the output's weight, then
-    each routed slot's row normalised (torch ops, f32) and weighted; not with combine_out (the emitter does
-    not fuse the combine then).
+    each routed slot's row normalised (torch ops, f32), times its expert's row of post_norm_w [E, D] when given
+    (Ergo), and weighted; not with combine_out (the emitter does not fuse the combine then).
     combine_out (f32 [T, D], zeros): the combine fused -- each slot's row is added into its token's
     row of combine_out by the down projection (atomics) and no y is written; returns combine_out.
     act_quant="fp8" (with wq="fp8": w8a8): x and the activation A quantised per row to e4m3 on the fly
@@ -283,6 +283,8 @@ def moe_experts(x, ids, w_in, w_out, *, b_in=None, b_out=None, rw=None, weights_
                         gate_softcap=gate_softcap, up_softcap=up_softcap, act_quant=act_quant)
         yf = y.float()
         yf = yf * torch.rsqrt(yf.pow(2).mean(-1, keepdim=True) + post_norm_eps)
+        if post_norm_w is not None:
+            yf = yf * post_norm_w.float()[ids.clamp(min=0)]
         if at_out:
             yf = yf * rw.float()[..., None]
         return torch.where((ids >= 0)[..., None], yf, torch.zeros_like(yf)).to(y.dtype)

@@ -118,6 +118,7 @@ class ExpertsExtras(NamedTuple):
     s_out: Any = None
     z_in: Any = None
     z_out: Any = None
+    pn_w: Any = None  # the post-expert RMSNorm's per-expert weight [E, D] (has_post_norm_w)
 
 
 def experts_extras(attrs, extra: Sequence, o: Optional[Operation] = None) -> ExpertsExtras:
@@ -130,14 +131,14 @@ def experts_extras(attrs, extra: Sequence, o: Optional[Operation] = None) -> Exp
             else ValueError(f"moe.experts: wq={attrs['wq']} needs {nq} scale/zero-point operands")
     ex, q = (ex[:len(ex) - nq], ex[len(ex) - nq:]) if nq else (ex, [])
     has = (bool(attrs.get("has_b_in", False)), bool(attrs.get("has_b_out", False)),
-           attrs.get("weights_at", "none") != "none")
+           attrs.get("weights_at", "none") != "none", bool(attrs.get("has_post_norm_w", False)))
     if len(ex) != sum(has):
         why = (f"{len(ex) - sum(has)} unexpected extra operand(s)" if len(ex) > sum(has) else
-               f"{sum(has)} bias/routing-weight operand(s) expected, got {len(ex)}")
+               f"{sum(has)} bias/routing-weight/post-norm-weight operand(s) expected, got {len(ex)}")
         raise operand_error(o, why) if o is not None else ValueError(f"moe.experts: {why}")
-    b_in, b_out, rw = (ex.pop(0) if h else None for h in has)
+    b_in, b_out, rw, pn_w = (ex.pop(0) if h else None for h in has)
     q += [None] * (4 - len(q))
-    return ExpertsExtras(b_in, b_out, rw, *q)
+    return ExpertsExtras(b_in, b_out, rw, *q, pn_w=pn_w)
 
 
 def logical_weight_type(o, w: TensorType, x_dtype: DType, name: str) -> TensorType:
@@ -547,10 +548,13 @@ def ffn(x: np.ndarray, w_in: np.ndarray, w_out: np.ndarray, b_in, b_out, attrs, 
     return y
 
 
-def post_norm(v: np.ndarray, eps: float) -> np.ndarray:
-    """moe.experts' post-expert RMSNorm of rows v [n, D]: v / sqrt(mean(v^2) + eps), in v's type."""
+def post_norm(v: np.ndarray, eps: float, w: Optional[np.ndarray] = None) -> np.ndarray:
+    """moe.experts' post-expert RMSNorm of rows v [n, D]: v / sqrt(mean(v^2) + eps), times the weight w [D] (its
+    expert's row of post_norm_w) when given, in v's type.  An all-zero row stays 0 for eps > 0 and is NaN for
+    eps = 0 (0 / 0), as torch's F.rms_norm gives."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + np.asarray(eps, v.dtype))
+        out = v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + np.asarray(eps, v.dtype))
+        return out if w is None else out * np.asarray(w).astype(v.dtype)
 
 
 FFN_ATTRS = {
@@ -597,6 +601,8 @@ def check_ffn_weights(o: Operation, w_in: TensorType, w_out: TensorType, D, E=No
            # (no default: absent unless set, so experts without it print as before)
            "post_norm_eps": Attr("float", None, doc="each slot's expert output RMS-normalised before the routing "
                                                     "weight: v / sqrt(mean(v^2) + eps) (Muse Spark)"),
+           "has_post_norm_w": Attr("bool", False, doc="the post-expert RMSNorm's output times its expert's own "
+                                                      "weight row post_norm_w[e] [D] (Ergo)"),
            })
 class ExpertsOp(Operation):
     """Grouped expert FFN over the dispatch plan -> y [T, k, D].
@@ -611,8 +617,11 @@ class ExpertsOp(Operation):
     The plan (order, offsets) must be ``dispatch_plan(ids)``; it tells the code how to group rows.
     ``post_norm_eps`` (when set): each slot's FFN output v (after b_out) becomes v / sqrt(mean(v^2) + eps)
     over D, before the routing weight scales it at the output (Muse Spark's post-expert RMSNorm, whose input
-    scale -- one [D] vector for every expert -- the recognizer folds into w_out's rows; a weight after the
-    normalisation is not expressed).
+    scale -- one [D] vector for every expert -- the recognizer folds into w_out's rows).  With
+    ``has_post_norm_w`` the normalised row is then multiplied by its expert's own weight post_norm_w[e] [D]
+    (Ergo's ErgoExpertNorm: learned per expert, after the normalisation, so not foldable into w_out): the
+    extra operand post_norm_w [E, D] (x's type or f32) comes after the routing weights, before the quantised
+    weights' scales.  eps = 0 is allowed (an export that drops the eps): an all-zero row is then NaN, as in torch.
     """
 
     def extras(self) -> ExpertsExtras:
@@ -629,9 +638,10 @@ class ExpertsOp(Operation):
         return e.s_in, e.s_out, e.z_in, e.z_out
 
     def with_extras(self, b_in=None, b_out=None, rw=None):
-        """Operand list with the given bias / routing-weight extras and this op's quant operands."""
+        """Operand list with the given bias / routing-weight extras and this op's post-norm weight and quant
+        operands."""
         q = [v for v in self.quant_operands() if v is not None]
-        return list(self.operands[:6]) + [v for v in (b_in, b_out, rw) if v is not None] + q
+        return list(self.operands[:6]) + [v for v in (b_in, b_out, rw, self.extras().pn_w) if v is not None] + q
 
     def infer_types(self):
         x, ids, order, offsets, w_in, w_out = (v.type for v in self.operands[:6])
@@ -671,6 +681,15 @@ class ExpertsOp(Operation):
         eps = self.attrs.get("post_norm_eps")
         if eps is not None and not (eps >= 0 and np.isfinite(eps)):
             raise operand_error(self, f"post_norm_eps must be finite and >= 0, got {eps}")
+        pn_w = self.extras().pn_w
+        if pn_w is not None:
+            if eps is None:
+                raise operand_error(self, "has_post_norm_w needs post_norm_eps (the weight scales the normalised row)")
+            t = pn_w.type
+            if t.rank != 2 or not t.dtype.is_float or t.dtype not in (x.dtype, DType.F32) or any(
+                    isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(t.shape, (E, x.shape[1]))):
+                raise operand_error(self, f"post_norm_w must be [E, D] = [{E}, {x.shape[1]}] of x's type or f32, "
+                                          f"got {t}")
         if self.attrs["aq"] == "int8" and (mode not in ("int8", "int4") or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
             # (half x: the rows are widened to f32 before they are quantised, as the reference does)
             raise operand_error(self, f"aq=int8 (w8a8 / w4a8) needs wq=int8 or int4 and f32/bf16/f16 x, got wq={mode}, "
@@ -693,6 +712,7 @@ class ExpertsOp(Operation):
         b_in = ex.pop(0) if self.attrs["has_b_in"] else None
         b_out = ex.pop(0) if self.attrs["has_b_out"] else None
         rw = ex.pop(0) if self.attrs["weights_at"] != "none" else None
+        pn_w = ex.pop(0) if self.attrs.get("has_post_norm_w") else None
         T, k = ids.shape
         E = w_in.shape[0]
         exp_order, exp_off = dispatch_plan(ids, E, 1)
@@ -711,7 +731,7 @@ class ExpertsOp(Operation):
                       int8_acts=self.attrs["aq"] == "int8", fp8_acts=self.attrs["aq"] == "fp8",
                       act_group=G if mode == "int4" else 0)
             if self.attrs.get("post_norm_eps") is not None:
-                out = post_norm(out, self.attrs["post_norm_eps"])
+                out = post_norm(out, self.attrs["post_norm_eps"], None if pn_w is None else pn_w[e])
             if rw is not None and self.attrs["weights_at"] == "output":
                 out = out * rw[t, j].astype(acc)[:, None]
             y[t, j] = out

@@ -283,24 +283,32 @@ static void experts_task(void *arg, int64_t i) {
 int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                        const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                        const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
-                       const moec_ffn_params *p, const moec_wq *q, moec_tensor *y) {
+                       const moec_ffn_params *p, const moec_wq *q, const moec_tensor *pn_w, moec_tensor *y) {
   if (p->post_norm) {
-    /* the FFNs without the output's routing weight, then each routed slot's row RMS-normalised (in double) and
-     * scaled by its weight: the norm comes between the down projection and the weight (see moe.experts) */
+    /* the FFNs without the output's routing weight, then each routed slot's row RMS-normalised (in double),
+     * times its expert's row of pn_w (Ergo) and its routing weight: the norm comes between the down projection
+     * and the weights (see moe.experts) */
     moec_ffn_params p2 = *p;
     p2.post_norm = 0;
     int at_out = weights_at == 2 && rw != NULL;
     int rc = moec_k_moe_experts(ctx, x, ids, order, offsets, w_in, w_out, b_in, b_out, at_out ? NULL : rw,
-                                at_out ? 0 : weights_at, &p2, q, y);
+                                at_out ? 0 : weights_at, &p2, q, NULL, y);
     if (rc) return rc;
     if (y->rank != 3) return moec_fail(ctx, "bad output rank for moe.experts");
-    int64_t n = moec_dims_prod(y->shape, 0, 2), D = y->shape[2];
+    int64_t n = moec_dims_prod(y->shape, 0, 2), D = y->shape[2], E = w_in->shape[0];
+    if (pn_w && (pn_w->rank != 2 || pn_w->shape[0] != E || pn_w->shape[1] != D))
+      return moec_fail(ctx, "the post-expert norm's weight must be [E, D] = [%lld, %lld]", (long long)E, (long long)D);
     for (int64_t r = 0; r < n; r++) {
-      if (moec_get_i64(ids, r) < 0) continue; /* (a dropped slot's row stays 0, as in the reference) */
+      int64_t e = moec_get_i64(ids, r);
+      if (e < 0) continue; /* (a dropped slot's row stays 0, as in the reference) */
+      if (e >= E) return moec_fail(ctx, "expert id %lld out of range [0, %lld)", (long long)e, (long long)E);
       double ss = 0;
       for (int64_t d = 0; d < D; d++) { double v = moec_get_f64(y, r * D + d); ss += v * v; }
       double f = 1.0 / sqrt(ss / (double)D + p->post_norm_eps) * (at_out ? moec_get_f64(rw, r) : 1.0);
-      for (int64_t d = 0; d < D; d++) moec_set_f64(y, r * D + d, moec_get_f64(y, r * D + d) * f);
+      for (int64_t d = 0; d < D; d++) {
+        double g = pn_w ? moec_get_f64(pn_w, e * D + d) : 1.0;
+        moec_set_f64(y, r * D + d, moec_get_f64(y, r * D + d) * f * g);
+      }
     }
     return 0;
   }

@@ -53,11 +53,12 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
                      moec_tensor *ids, const moec_route_params *p);
 int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *order, moec_tensor *offsets,
                         int64_t num_experts, int64_t block);
-/* b_in, b_out, rw may be NULL; weights_at: 0 none, 1 input, 2 output */
+/* b_in, b_out, rw, pn_w may be NULL; weights_at: 0 none, 1 input, 2 output; pn_w [E, D]: the post-expert
+ * RMSNorm's per-expert weight (with p->post_norm) */
 int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                        const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                        const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
-                       const moec_ffn_params *p, const moec_wq *q, moec_tensor *y);
+                       const moec_ffn_params *p, const moec_wq *q, const moec_tensor *pn_w, moec_tensor *y);
 /* the f32-activation packed-GEMM path (any weight mode); returns 1 when it does not apply */
 int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                          const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,

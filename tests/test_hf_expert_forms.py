@@ -1,0 +1,293 @@
+"""Expert forms of real transformers families that ``moe.experts`` / ``moe.route`` gained for them (issue 16).
+
+Ergo (transformers' ErgoExperts): every routed slot's expert output RMS-normalised and then multiplied by its
+expert's own learned weight row (ErgoExpertNorm.weight[E, D] gathered by the expert id) before the routing weight:
+``moe.experts`` post_norm_eps with post_norm_w [E, D] (the weight comes after the norm, so it cannot be folded into
+w_out).  Checked against transformers' own module, on the C and Triton kernels (Ascend keeps the op on the host
+with its reason), on the real block against eager, and with look-alikes that must stay unrecognised."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moec.driver import build_module
+from moec.ir import DType, TensorType, Value, parse_module, print_module, run
+from moec.ir.ops.moe import ExpertsOp, dispatch_plan, ffn
+from moec.ir.weights import WeightStore
+
+D, F, E, K = 16, 8, 6, 2  # hidden, expert width, experts, slots chosen
+
+
+def _experts_op(T, k, E2, eps, pn_w=True, dtype=DType.F32):
+    vals = [Value(TensorType(dtype, (T, D))), Value(TensorType(DType.I64, (T, k))),
+            Value(TensorType(DType.I64, (None,))), Value(TensorType(DType.I64, (E2 + 1,))),
+            Value(TensorType(dtype, (E2, F, D))), Value(TensorType(dtype, (E2, D, F)))]
+    if pn_w:
+        vals.append(Value(TensorType(DType.F32, (E2, D))))
+    return ExpertsOp.create(vals, {"activation": "relu2", "post_norm_eps": eps, "has_post_norm_w": pn_w})
+
+
+def test_post_norm_w_reference_is_transformers_ergo_expert_norm():
+    """moe.experts' post_norm_eps + post_norm_w equals transformers' ErgoExpertNorm applied to each slot's expert
+    output (F.rms_norm without a weight, then the gathered per-expert weight row)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.models.ergo.configuration_ergo import ErgoConfig
+    from transformers.models.ergo.modeling_ergo import ErgoExpertNorm
+    rng = np.random.default_rng(4)
+    T, E2, k = 9, 4, 2
+    cfg = ErgoConfig(hidden_size=D, num_experts=E2, rms_norm_eps=1e-6)
+    norm = ErgoExpertNorm(cfg)
+    with torch.no_grad():
+        norm.weight.copy_(torch.from_numpy(rng.standard_normal((E2, D)).astype(np.float32)))
+    x = rng.standard_normal((T, D)).astype(np.float32)
+    w_in = (rng.standard_normal((E2, F, D)) / 4).astype(np.float32)
+    w_out = (rng.standard_normal((E2, D, F)) / 5).astype(np.float32)
+    ids = np.stack([rng.permutation(E2)[:k] for _ in range(T)]).astype(np.int64)
+    order, off = dispatch_plan(ids, E2, 1)
+    op = _experts_op(T, k, E2, 1e-6)
+    y = op.reference(x, ids, order, off, w_in, w_out, norm.weight.detach().numpy())[0]
+    attrs = {"activation": "relu2"}
+    for t in range(T):
+        for j in range(k):
+            v = ffn(x[t:t + 1], w_in[ids[t, j]], w_out[ids[t, j]], None, None, attrs).astype(np.float32)
+            with torch.no_grad():
+                want = norm(torch.from_numpy(v), torch.tensor([ids[t, j]])).numpy()
+            np.testing.assert_allclose(y[t, j], want[0], rtol=2e-5, atol=2e-6)
+
+
+def test_post_norm_w_zero_row_as_torch():
+    """An expert output that is all zeros: 0 with eps > 0, NaN with eps = 0 (what an export dropping the eps
+    computes), as torch's F.rms_norm gives; the per-expert weight does not change that."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as Fn
+    T, k, E2 = 3, 1, 2
+    x = np.ones((T, D), np.float32)
+    w_in = np.ones((E2, F, D), np.float32)
+    w_out = np.zeros((E2, D, F), np.float32)  # every expert output 0
+    ids = np.zeros((T, k), np.int64)
+    order, off = dispatch_plan(ids, E2, 1)
+    pn_w = np.full((E2, D), 2.0, np.float32)
+    for eps in (1e-12, 0.0):
+        y = _experts_op(T, k, E2, eps).reference(x, ids, order, off, w_in, w_out, pn_w)[0]
+        want = Fn.rms_norm(torch.zeros(T, D), (D,), eps=eps).numpy() * 2.0
+        np.testing.assert_array_equal(np.isnan(y[:, 0]), np.isnan(want))
+        np.testing.assert_array_equal(np.nan_to_num(y[:, 0]), np.nan_to_num(want))
+
+
+def test_post_norm_w_checked():
+    """post_norm_w needs post_norm_eps and must be [E, D] of x's type or f32."""
+    from moec.ir.opdef import IRError
+    with pytest.raises(IRError, match="needs post_norm_eps"):
+        _experts_op(3, 1, 2, None)
+    vals = list(_experts_op(3, 1, 2, 1e-6).operands)
+    vals[6] = Value(TensorType(DType.F32, (3, D)))
+    with pytest.raises(IRError, match=r"post_norm_w must be \[E, D\]"):
+        ExpertsOp.create(vals, {"activation": "relu2", "post_norm_eps": 1e-6, "has_post_norm_w": True})
+
+
+def _layer(fold: bool = False, eps: str = "1.0e-06", zero_expert: bool = False):
+    """x -> logits -> moe.route (sigmoid, renormalised) -> dispatch -> experts (relu2, post-norm with a per-expert
+    weight) -> combine (``fold``: the routing weight applied by the experts at their output; ``zero_expert``:
+    expert 0's down projection all zeros, so its rows reach the norm as zeros)."""
+    rng = np.random.default_rng(0)
+    ws = WeightStore()
+    ws.set("wr", (rng.standard_normal((D, E)) / 3).astype(np.float32))
+    ws.set("w_in", (rng.standard_normal((E, F, D)) / 4).astype(np.float32))
+    w_out = (rng.standard_normal((E, D, F)) / 5).astype(np.float32)
+    if zero_expert:
+        w_out[0] = 0
+    ws.set("w_out", w_out)
+    ws.set("pn_w", rng.standard_normal((E, D)).astype(np.float32))
+    X, L = 'tensor<?x16xf32, "T">', 'tensor<?x6xf32, "T">'
+    W, ID = 'tensor<?x2xf32, "T">', 'tensor<?x2xi64, "T">'
+    text = f'''module {{
+  func.func @main(%x: {X}) -> ({X}) attributes {{moec.inputs = ["x"], moec.outputs = ["y"]}} {{
+    %wr = "moec.constant"() {{value = dense_resource<wr> : tensor<16x6xf32>}} : () -> tensor<16x6xf32>
+    %w_in = "moec.constant"() {{value = dense_resource<w_in> : tensor<6x8x16xf32>}} : () -> tensor<6x8x16xf32>
+    %w_out = "moec.constant"() {{value = dense_resource<w_out> : tensor<6x16x8xf32>}} : () -> tensor<6x16x8xf32>
+    %pn = "moec.constant"() {{value = dense_resource<pn_w> : tensor<6x16xf32>}} : () -> tensor<6x16xf32>
+    %logits = "moec.matmul"(%x, %wr) : ({X}, tensor<16x6xf32>) -> {L}
+    %r:2 = "moe.route"(%logits) {{k = 2 : i64, scoring = "sigmoid", norm = "sum"}} : ({L}) -> ({W}, {ID})
+    %p:2 = "moe.dispatch"(%r#1) {{num_experts = 6 : i64}} : ({ID}) -> (tensor<?xi64>, tensor<7xi64>)
+    %yk = "moe.experts"(%x, %r#1, %p#0, %p#1, %w_in, %w_out{", %r#0" if fold else ""}, %pn) {{activation = "relu2"{', weights_at = "output"' if fold else ""}, post_norm_eps = {eps} : f64, has_post_norm_w = true}} : ({X}, {ID}, tensor<?xi64>, tensor<7xi64>, tensor<6x8x16xf32>, tensor<6x16x8xf32>{", " + W if fold else ""}, tensor<6x16xf32>) -> tensor<?x2x16xf32, "T">
+    %y = "moe.combine"(%yk, %r#0) {{weighted = {"false" if fold else "true"}}} : (tensor<?x2x16xf32, "T">, {W}) -> {X}
+    func.return %y : {X}
+  }}
+}}'''
+    return parse_module(text, ws)
+
+
+def _inputs(T, same=False):
+    x = np.random.default_rng(1).standard_normal((T, D)).astype(np.float32)
+    if same:
+        x[:] = x[0]
+    return x
+
+
+def test_post_norm_w_prints_and_parses():
+    m = _layer()
+    text = print_module(m)
+    assert "has_post_norm_w = true" in text
+    assert print_module(parse_module(text, m.weights)) == text
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_post_norm_w_layer_c_matches_reference(fold, tmp_path):
+    """The C kernels: each routed slot's output normalised, times its expert's weight row, then its routing weight
+    (at the combine, or folded into the experts' output)."""
+    m = _layer(fold=fold)
+    art = build_module(m, str(tmp_path / "out"))
+    for T, same in [(7, False), (1, False), (6, True)]:
+        x = _inputs(T, same)
+        np.testing.assert_allclose(art([x])[0], run(m, {"x": x})["y"], rtol=2e-5, atol=2e-6, err_msg=f"T={T}")
+
+
+@pytest.mark.parametrize("eps", ["1.0e-12", "0.0"])
+def test_post_norm_w_zero_expert_c_matches_reference(eps, tmp_path):
+    """Rows that reach the norm as zeros (an expert whose down projection is 0): the C kernel gives what the
+    reference gives (0 with eps > 0; NaN in the tokens routed to it with eps = 0)."""
+    m = _layer(eps=eps, zero_expert=True)
+    art = build_module(m, str(tmp_path / "out"))
+    x = _inputs(16)
+    want = run(m, {"x": x})["y"]
+    got = art([x])[0]
+    assert np.isnan(want).any() == (eps == "0.0")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=2e-5, atol=2e-6)
+
+
+def test_post_norm_w_experts_on_triton():
+    """Triton's moe_experts with post_norm_eps and post_norm_w (the norm and the per-expert weight by torch ops
+    after the grouped GEMMs) against the reference, at the combine and folded."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from moec.codegen.triton import runtime as rt
+    from moec.passes.moe_util import evaluate
+    for fold in (False, True):
+        m = _layer(fold=fold)
+        ex = next(o for o in m.main.ops if o.name == "moe.experts")
+        x = _inputs(7)
+        vals = [np.asarray(a) for a in evaluate(m, m.main, ex.operands, {id(m.main.args[0]): x})]
+        want = ex.reference(*vals)[0]
+        dev = rt.DEVICE
+        t = [torch.from_numpy(np.ascontiguousarray(v)).to(dev) for v in vals]
+        got = rt.moe_experts(t[0], t[1], t[4], t[5], rw=t[6] if fold else None, weights_at="output" if fold else "none",
+                             activation="relu2", post_norm_eps=1e-6, post_norm_w=t[-1])
+        np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_post_norm_w_on_ascend_is_a_host_op_with_its_reason(tmp_path):
+    """The Ascend kernels have no per-expert row scale after the norm: the op runs on the host, saying why, and the
+    layer equals the reference."""
+    m = _layer()
+    art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
+    host = art.plan["host_ops"]
+    assert "post_norm_w" in host.get("moe.experts", ""), host
+    x = _inputs(5)
+    np.testing.assert_allclose(np.asarray(art([x])[0]), run(m, {"x": x})["y"], rtol=2e-5, atol=2e-6)
+
+
+# -- the real Ergo block ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ergo_block():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_hf_models import moe_block
+    return moe_block("ergo")
+
+
+def _exact(blk, m):
+    import torch
+    from test_hf_models import D as HD, assert_f32_exact, first_output
+    for shape in ((1, 7, HD), (3, 1, HD)):
+        xs = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            want = first_output(blk(xs)).numpy()
+        got = list(run(m, [xs.numpy()]).values())[0]
+        assert_f32_exact(got, blk, xs, want)
+
+
+def _recognise(blk):
+    import torch
+    from test_hf_models import D as HD, recognise
+    return recognise(blk, torch.randn(2, 5, HD, generator=torch.Generator().manual_seed(2)))
+
+
+def test_ergo_block_is_recognised_and_exact(ergo_block):
+    """transformers' ErgoMoE (torch.export): the router is DeepSeek-V3's (sigmoid, correction bias, renormalised
+    with eps 1e-20, routed_scaling_factor) and the experts' post-expert norm with its learned per-expert weight
+    becomes moe.experts' post_norm_eps + post_norm_w, holding the module's ErgoExpertNorm.weight; equal to eager on
+    other shapes."""
+    blk = ergo_block
+    m, layers = _recognise(blk)
+    assert len(layers) == 1, layers
+    la = layers[0]
+    assert la["family"] == "deepseek-v3" and la["routing"]["scoring"] == "sigmoid" and la["routing"]["norm"] == "sum"
+    assert la["post_expert_norm"]["eps"] == pytest.approx(blk.experts.post_expert_norm.eps, rel=1e-6)
+    assert "per expert" in la["post_expert_norm"]["weight"]
+    ex = [o for o in m.main.ops if o.name == "moe.experts"]
+    assert len(ex) == 1 and ex[0].attrs["has_post_norm_w"]
+    from moec.ir.opdef import const_value
+    got_w = np.asarray(const_value(ex[0].extras().pn_w, m.weights))
+    np.testing.assert_array_equal(got_w, blk.experts.post_expert_norm.weight.detach().numpy())
+    _exact(blk, m)
+
+
+@pytest.mark.slow
+def test_ergo_block_compiles_and_verifies(ergo_block, tmp_path, monkeypatch):
+    """moec.compile on the module: the C build (the post-norm with the per-expert weight) verified against eager."""
+    import torch
+    import moec
+    from test_hf_models import D as HD
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    cm = moec.compile(ergo_block, (torch.randn(2, 5, HD),), dynamic_dims={0: {0: "B", 1: "S"}})
+    rep = cm.stats.report
+    assert rep["verified"] and len(rep["moe_layers"]) == 1, rep.get("moe_layers")
+    assert "per expert" in rep["moe_layers"][0]["post_expert_norm"]["weight"]
+    xs = torch.randn(1, 7, HD, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = ergo_block(xs).numpy()
+    np.testing.assert_allclose(np.asarray(cm(xs)), want, rtol=1e-4, atol=1e-5)
+
+
+def _per_token_norm(norm):
+    """Look-alike of ErgoExpertNorm: each row's weight row is chosen by the expert id of the row in the reversed
+    position (another token's expert: a weight that differs per token, not per expert)."""
+    import torch
+    import torch.nn.functional as Fn
+
+    class PerTokenNorm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.eps = norm.weight, norm.eps
+
+        def forward(self, h, expert_ids):
+            n = expert_ids.shape[0]
+            rows = expert_ids[torch.arange(n - 1, -1, -1)]
+            out = Fn.rms_norm(h.float(), (h.shape[-1],), eps=self.eps)
+            return (out * self.weight[rows]).to(h.dtype)
+    return PerTokenNorm()
+
+
+@pytest.mark.parametrize("kind", ["per_token", pytest.param("token_scaled", marks=pytest.mark.slow)])
+def test_ergo_lookalikes_stay_unrecognised(kind, monkeypatch):
+    """Look-alikes of the per-expert weight: a weight row picked by another row's expert id, or
+    the expert's row times a factor of the token's own values.  Neither is a weight per expert: moec leaves the
+    layer alone, and the graph still computes what eager does."""
+    import torch
+    from test_hf_models import moe_block
+    blk = moe_block("ergo")
+    norm = blk.experts.post_expert_norm
+    if kind == "per_token":
+        blk.experts.post_expert_norm = _per_token_norm(norm)
+    else:
+        orig = type(norm).forward
+
+        def fwd(self, h, expert_ids):
+            return orig(self, h, expert_ids) * (1.0 + 0.5 * torch.tanh(h[..., :1]))
+        monkeypatch.setattr(type(norm), "forward", fwd)
+    m, layers = _recognise(blk)
+    assert layers == [], layers
+    _exact(blk, m)
