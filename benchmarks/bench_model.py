@@ -319,17 +319,48 @@ def main(argv=None) -> int:
     return 0
 
 
+BUILD_STAMP = ".build.json"  # (beside the artifact folder, ARTIFACT.build.json: moec compile --force keeps a folder
+#                               holding files it did not write)
+
+
+def build_key(onnx_path: str, fmt: str, threads: int, group_size: int, verify: bool, sizes: str) -> dict:
+    """What a prefill artifact is made from: the ONNX file (path, size, mtime), the options and moec's own sources
+    (jit_api's compiler hash, the one the decode steps use: the C runtime, codegen, passes, front end)."""
+    from moec.jit_api import _compiler_hash
+    st = os.stat(onnx_path)
+    return {"onnx": [os.path.abspath(onnx_path), st.st_size, st.st_mtime_ns], "weights": fmt, "group_size": group_size,
+            "threads": threads, "verify": verify, "sizes": sizes, "compiler": _compiler_hash()}
+
+
 def compile_artifact(onnx_path: str, art_dir: str, fmt: str, threads: int, group_size: int, verify: bool,
                      sizes: str) -> dict:
     """`moec compile` of the whole model in its own process (its peak memory is returned to the system before the
-    engines are loaded); the artifact's report.json."""
-    if not os.path.exists(os.path.join(art_dir, "report.json")):
+    engines are loaded); the artifact's report.json, with ``bench_build``: the stamp (art_dir + BUILD_STAMP) and
+    whether it was reused.  An artifact is reused only when its stamp's key equals build_key's now: any change
+    to moec's sources (a runtime kernel included), the ONNX file or the options recompiles it."""
+    key = build_key(onnx_path, fmt, threads, group_size, verify, sizes)
+    stamp = os.path.normpath(art_dir) + BUILD_STAMP
+    old = json.load(open(stamp)) if os.path.exists(stamp) and os.path.exists(os.path.join(art_dir, "report.json")) \
+        else None
+    if old is None or old.get("key") != key:
+        if os.path.islink(art_dir):  # (a link to another folder's artifact: replaced by a build of its own)
+            os.unlink(art_dir)
         cmd = [sys.executable, "-m", "moec.cli", "compile", onnx_path, "-o", art_dir, "--force", "--weights", fmt,
                "--group-size", str(group_size), "--threads", str(threads), "--sizes", sizes]
+        t0 = time.time()
         r = subprocess.run(cmd + ([] if verify else ["--no-verify"]), capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"moec compile --weights {fmt} failed: {(r.stderr or r.stdout)[-2000:]}")
-    return json.load(open(os.path.join(art_dir, "report.json")))
+        old = {"key": key, "seconds": round(time.time() - t0, 1),
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with open(stamp, "w") as fh:
+            json.dump(old, fh, indent=1)
+        reused = False
+    else:
+        reused = True
+    report = json.load(open(os.path.join(art_dir, "report.json")))
+    report["bench_build"] = dict(old, reused=reused)
+    return report
 
 
 def prefill_run(onnx_path: str, art_dir: str, fmt: str, tokens, repeats: int, threads: int, group_size: int,
@@ -388,7 +419,7 @@ def prefill_run(onnx_path: str, art_dir: str, fmt: str, tokens, repeats: int, th
     return {"format": fmt, "rows": rows, "llama_cpp_key": gg, "repeats": repeats,
             "peers": {k: v.describe for k, v in peers.items()},
             "quantization_error": report.get("quantization_error"), "verified": report.get("verified"),
-            "weights": report.get("weights")}
+            "weights": report.get("weights"), "build": report.get("bench_build")}
 
 
 _PROFILE_LOOP = """

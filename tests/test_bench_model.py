@@ -209,3 +209,37 @@ def test_decode_step_rebuilt_when_its_inputs_change(tmp_path):
     os.utime(os.path.join(ckpt, "config.json"), ns=(0, 0))  # (a changed checkpoint: rebuilt, by a new child)
     third = compile_step_in_child(ckpt, art, "f32", 12, 32)
     assert not third["reused"] and third["pid"] not in (os.getpid(), info["pid"], other["pid"])
+
+
+@pytest.mark.slow
+def test_prefill_artifact_rebuilt_when_moec_changes(tmp_path, monkeypatch):
+    """bench_model's prefill artifacts stay in the work folder between runs and are reused only while their stamp
+    (the ONNX file, the options, moec's source hash) matches: after a runtime kernel changes (the source hash
+    faked here) the next run compiles again instead of timing the old build; a linked artifact (an earlier
+    run's layout) is replaced by a build of its own."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import moec.jit_api as jit_api
+    bench_model = _bench_model_module()
+    w = numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    art = tmp_path / "prefill_f32" / "artifact"
+    art.parent.mkdir()
+    os.symlink(other, art)
+    a = bench_model.compile_artifact(path, str(art), "f32", 1, 32, False, "1")
+    assert not a["bench_build"]["reused"] and not os.path.islink(art) and (art / "model.so").exists()
+    assert os.path.exists(str(art) + ".build.json")
+    assert not any(other.iterdir())
+    b = bench_model.compile_artifact(path, str(art), "f32", 1, 32, False, "1")
+    assert b["bench_build"]["reused"] and b["bench_build"]["finished"] == a["bench_build"]["finished"]
+    monkeypatch.setattr(jit_api, "_compiler_hash", lambda: "a-changed-kernel")
+    c = bench_model.compile_artifact(path, str(art), "f32", 1, 32, False, "1")
+    assert not c["bench_build"]["reused"] and c["bench_build"]["key"]["compiler"] == "a-changed-kernel"
+    d = bench_model.compile_artifact(path, str(art), "int8", 1, 32, False, "1")  # (another format: rebuilt too)
+    assert not d["bench_build"]["reused"] and d["bench_build"]["key"]["weights"] == "int8"
