@@ -315,6 +315,7 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     is_module = hasattr(model, "forward") and hasattr(model, "state_dict")
     h = hashlib.sha256()
     m = None
+    traced = None  # what the trace front end did, where torch.export could not export the module
     if is_module:
         if example_inputs is None:
             raise UserInputError("moec.compile(module) needs example_inputs (a tuple of tensors) for torch.export")
@@ -324,9 +325,8 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
         # (cheap) instead of exporting first; the export runs only on a miss
         code = _module_code_digest(model)
         if code is None:  # no source (a wrapped function, closures): hash the exported graph itself
-            from moec.hf_experts import import_module
             from moec.ir import print_module
-            m = import_module(model, ex, dynamic_dims, experts_implementation)
+            m, traced = _import(model, ex, dynamic_dims, experts_implementation)
             h.update(print_module(m).encode())
             h.update(m.weights.digest().encode())
         else:
@@ -374,15 +374,18 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             cache_store.discard(final, str(e))
     if not hit:
         cache_store.clean_stale(root)  # build folders of killed compiles
-        from moec.hf_experts import import_module
         if is_module and m is None:
-            m = import_module(model, ex, dynamic_dims, experts_implementation)
+            m, traced = _import(model, ex, dynamic_dims, experts_implementation)
         tmp = cache_store.new_tmp(root, key)
         outdir = os.path.join(tmp, "a")
         try:
-            report = _build(m, proto, name, outdir, ex if is_module else onnx_inputs, model if is_module else None,
-                            target, weights, verify, soc, group_size, zero_point, weights_scope,
-                            importer=lambda mod: import_module(mod, ex, dynamic_dims, experts_implementation))
+            if traced is None:
+                report = _build(m, proto, name, outdir, ex if is_module else onnx_inputs, model if is_module else None,
+                                target, weights, verify, soc, group_size, zero_point, weights_scope,
+                                importer=lambda mod: _import(mod, ex, dynamic_dims, experts_implementation)[0])
+            else:
+                report = _build_traced(m, traced, model, name, outdir, ex, dynamic_dims, target, weights, soc,
+                                       group_size, zero_point, weights_scope)
             _seal(outdir, key, report.get("verified"))
             if cache:
                 _publish(outdir, final)
@@ -408,6 +411,65 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
     return cm
 
 
+def _import(model, ex, dynamic_dims, experts_implementation):
+    """(moec Module, None) from torch.export (moec.hf_experts.import_module); where torch.export stops on a
+    data-dependent loop or guard in the module's own code (transformers' eager experts loop over the experts hit,
+    in classes with no other experts implementation: switch_transformers, nllb_moe, dbrx), (Module, what was
+    done) from the trace front end (moec.frontend.torch_trace: an example hitting every expert, recognised in
+    full, or else a build that verification decides)."""
+    from moec.errors import UnsupportedError
+    from moec.frontend.torch_trace import import_traced, stops_on_data
+    from moec.hf_experts import import_module
+    with warnings.catch_warnings(record=True) as said:  # (said again only if torch.export's result is used: its
+        warnings.simplefilter("always")                # "compiling for the example shapes only" is not the case
+        try:                                           # where the trace takes over)
+            m = import_module(model, ex, dynamic_dims, experts_implementation)
+        except UnsupportedError as e:
+            if not stops_on_data(e):
+                raise
+            why = str(e)
+            m = None
+    if m is not None:
+        for w in said:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return m, None
+    m, info = import_traced(model, ex, dynamic_dims, type(model).__name__)
+    info["torch_export_stopped"] = why[:400]
+    return m, info
+
+
+def _build_traced(m, traced, model, name, outdir, ex, dynamic_dims, target, weights, soc, group_size, zero_point,
+                  weights_scope) -> dict:
+    """_build of a traced module, always verified (a trace is the module's function only where its example's
+    data-dependent choices hold: verification at several token counts is what shows it is not specialised);
+    a dynamic-dims build that fails verification is traced again at the example's static shapes (a size the
+    trace read into Python, e.g. a capacity from the token count) and verified there."""
+    from moec.frontend.torch_trace import import_traced
+    from moec.verify import write_report
+
+    def build(mm, info, out):
+        static = info["dims"] == "static"
+        r = _build(mm, None, name, out, ex, model, target, weights, True, soc, group_size, zero_point, weights_scope,
+                   importer=lambda mod: import_traced(mod, ex, dynamic_dims, name, static)[0],
+                   frontend=info["frontend"])
+        r["export"] = info
+        write_report(out, r)
+        return r
+    try:
+        return build(m, traced, outdir)
+    except VerificationError as e:
+        if traced["dims"] != "dynamic":
+            raise
+        first = str(e).splitlines()[0][:300]
+    shutil.rmtree(outdir, ignore_errors=True)
+    ms, info = import_traced(model, ex, dynamic_dims, name, static=True)
+    info["torch_export_stopped"] = traced.get("torch_export_stopped")
+    info["dynamic_dims_failed"] = first
+    warnings.warn(f"moec: model '{name}': its trace with dynamic token dims did not verify ({first[:160]}); "
+                  "compiled for the example shapes only", stacklevel=3)
+    return build(ms, info, outdir)
+
+
 def _onnx_example_sets(example_inputs) -> list:
     """``example_inputs`` given with an ONNX model as a list of input sets (each a dict name -> array or a
     sequence in input order; checked against the model by the driver)."""
@@ -425,7 +487,7 @@ def _onnx_example_sets(example_inputs) -> list:
 
 
 def _build(m, proto, name, outdir, example_inputs, module, target, weights, verify, soc, group_size,
-           zero_point, weights_scope="all", importer=None) -> dict:
+           zero_point, weights_scope="all", importer=None, frontend="torch.export") -> dict:
     from moec.driver import CompileOptions, compile_onnx
     arch = soc or "native"
     if proto is not None:
@@ -449,12 +511,12 @@ def _build(m, proto, name, outdir, example_inputs, module, target, weights, veri
         with tempfile.TemporaryDirectory(prefix="moec-twin-") as d:
             def build_copy(twin):  # the same import and pipeline for a copy of the module, built unverified
                 r = compile_module(importer(twin), name, os.path.join(d, "a"), dataclasses.replace(opts, verify=False),
-                                   head={"frontend": "torch.export"})
+                                   head={"frontend": frontend})
                 return target_backend(target, arch).load(r.outdir, threads=2), r.module
             return verify_module_or_substitute(art, built, module, example_inputs, weights, name, target, shapes,
                                                build_copy)
 
-    r = compile_module(m, name, outdir, opts, oracle=oracle, head={"frontend": "torch.export"})
+    r = compile_module(m, name, outdir, opts, oracle=oracle, head={"frontend": frontend})
     report = r.report
     if m.attrs.get("moec.experts_implementation"):
         report["experts_implementation"] = json.loads(m.attrs["moec.experts_implementation"])

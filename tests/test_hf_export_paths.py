@@ -8,6 +8,12 @@ input of another shape against the block again.
 - jetmoe: ``expert_size = expert_size.tolist()`` (the per-expert row counts read into Python) becomes
   ``aten._local_scalar_dense``: unbacked SymInts that size the Split of the sorted rows; the front end keeps
   them as run-time values (docs/exporting.md).
+- dbrx, switch_transformers: the experts loop over the experts hit (``for expert_idx in expert_hit``), in
+  classes with no other experts implementation; switch_transformers' router also reassigns
+  ``self.classifier = self.classifier.to(dtype)`` in forward.  torch.export stops; moec.compile traces the module
+  instead (moec.frontend.torch_trace: an example hitting every expert, recognised in full, always verified).
+- nllb_moe: the trace of its experts is not the module's function (its loop index_adds a token several times,
+  which the TorchScript exporter writes as a ScatterND that keeps one), so moec.compile refuses it (verification).
 """
 from __future__ import annotations
 
@@ -113,3 +119,70 @@ def test_jetmoe_tolist_sizes_compile_recognised_and_verified():
     assert _families(cm) == ["granite-moe"]
     _check_other_shape(cm, blk)
     _check_other_shape(cm, blk, 1, 1, seed=3)  # one token: two experts hit, the other splits empty
+
+
+# -- dbrx, switch_transformers, nllb_moe: loops over the experts hit ---------------------------------------
+def _traced(block, x):
+    from moec.jit_api import _import
+    m, info = _import(survey._wrap_first(block), (x,), DYN, "auto")
+    return m, info
+
+
+def test_stops_on_data_covers_the_export_stops():
+    """The torch.export failures the trace front end takes over: a guard on a data-dependent value (the loop over
+    the experts hit) and the router's ``Module.to`` inside forward (non-strict export holds parameters as fake
+    tensors, which Module._apply swaps: refused for a tensor with a weak reference); an unsupported op is not."""
+    from moec.frontend.torch_trace import stops_on_data
+    blk = _block("switch_transformers")
+    with pytest.raises(RuntimeError, match="Couldn't swap") as e:
+        torch.export.export(survey._wrap_first(blk), (_x(2, 5),), strict=False)
+    assert stops_on_data(e.value)
+    assert stops_on_data(RuntimeError("Could not guard on data-dependent expression Eq(u0, 0)"))
+    assert not stops_on_data(RuntimeError("ATen op 'aten.foo.default' is not supported"))
+
+
+def test_dbrx_eager_loop_traced_and_recognised():
+    """DbrxExperts loops over the experts hit: moec.compile's import traces an example that hits every expert,
+    recognised in full (dbrx); the imported graph is the block's function at one token (one expert hit) too."""
+    blk = _block("dbrx")
+    m, info = _traced(blk, _x(2, 5))
+    assert info["frontend"].startswith("torch.jit.trace") and info["dims"] == "dynamic"
+    assert info["recognised_layers"] == 1 and "data-dependent" in info["torch_export_stopped"]
+    assert [la["family"] for la in survey._recognise(m)] == ["dbrx"]
+    for b, s in ((1, 1), (3, 7)):
+        x = _x(b, s, seed=b + s)
+        with torch.no_grad():
+            np.testing.assert_allclose(_run_ir(m, x), survey._out0(blk(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_dbrx_compile_verified():
+    blk = _block("dbrx")
+    cm = _compile(blk, _x(2, 5))
+    assert cm.stats.verified is True and _families(cm) == ["dbrx"]
+    assert cm.stats.report["export"]["frontend"].startswith("torch.jit.trace")
+    _check_other_shape(cm, blk)
+    _check_other_shape(cm, blk, 1, 1, seed=3)
+
+
+@pytest.mark.slow
+def test_switch_transformers_compile_verified():
+    """The router's ``.to`` and the loop over the experts hit stop torch.export; the trace of an example hitting
+    every expert is recognised (switch: arg-max, capacity per sequence) and verified, at one token too."""
+    blk = _block("switch_transformers")
+    cm = _compile(blk, _x(2, 5))
+    assert cm.stats.verified is True and _families(cm) == ["switch"]
+    _check_other_shape(cm, blk)
+    _check_other_shape(cm, blk, 1, 1, seed=3)
+
+
+@pytest.mark.slow
+def test_nllb_moe_compile_refused_not_miscompiled():
+    """nllb_moe: torch.export stops (the router's ``.to``, then the loop); its trace is not the block's function
+    even at the traced shape (class 0 of its loop holds each token E - 1 times; the TorchScript exporter writes
+    index_add_ as a ScatterND that keeps one of the duplicates), so verification fails on the dynamic build and on
+    the static retry, and moec.compile raises instead of returning it."""
+    blk = _block("nllb-moe")
+    from moec.errors import VerificationError
+    with pytest.raises(VerificationError, match="verification FAILED"):
+        _compile(blk, _x(2, 5))
