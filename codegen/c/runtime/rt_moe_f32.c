@@ -371,11 +371,9 @@ static void round_bf16_row(float *a, int64_t n) {
   for (int64_t i = 0; i < n; i++) a[i] = round_bf16f(a[i]);
 }
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-/* vdpbf16ps micro-kernel: C[MR x 32] += A_pairs . B_pairs.  B panels hold, per pair p of the
- * reduction, 32 columns x (w[2p], w[2p+1]) as bf16 pairs; A rows are bf16 pairs (the rounded f32
- * activations, converted exactly).  Two 16-lane accumulators per row, 2 FLOP pairs per lane. */
-#define HAVE_DPBF16 1
+/* bf16 weights, every host: B panels hold, per pair p of the reduction, 32 columns x (w[2p], w[2p+1]) as bf16
+ * pairs (cached like the other panels); A rows are bf16 pairs (the rounded f32 activations, converted
+ * exactly).  tile_bf16 multiplies them: vdpbf16ps where the build host has AVX512_BF16, else widening FMAs. */
 static void pack_b_bf16(const uint16_t *W, int64_t K, int64_t n0, int64_t nb, uint32_t *Bp) {
   int64_t P = (K + 1) / 2;
   for (int64_t p = 0; p < P; p++)
@@ -407,7 +405,9 @@ static void to_pairs(const float *a, int64_t K, uint32_t *out) {
     out[p] = (lo >> 16) | (hi & 0xffff0000u);
   }
 }
-/* C[m x nb] = A_pairs . B panel with MX rows unrolled (m <= MX; rows past m repeat row 0, unstored).
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+/* vdpbf16ps: two 16-lane accumulators per row, 2 FLOP pairs per lane.
+ * C[m x nb] = A_pairs . B panel with MX rows unrolled (m <= MX; rows past m repeat row 0, unstored).
  * At one or two rows (decode) the panel streams from memory and each row's two accumulators would be
  * a chain of dependent vdpbf16ps: the pairs alternate between two accumulator sets (4 chains per row),
  * summed at the end. */
@@ -458,6 +458,64 @@ static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, f
   else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb);
   else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb);
   else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb);
+}
+#else
+/* Without AVX512_BF16: the same pair panels and activation pairs; each pair is widened to f32 in registers
+ * (bf16 -> f32 is a 16-bit shift: the even k is the low half << 16, the odd k the high half masked) and
+ * multiplied with FMAs: the same products (exact in f32) summed in f32, as vdpbf16ps.  In the build's own
+ * vector width (NV vectors per 32 columns); 1, 2, 4 or MR rows unrolled on AVX-512, 2 on AVX2, 1 on
+ * narrower vectors (the accumulators stay in registers). */
+#define BF16_MX (VL >= 16 ? MR : (VL >= 8 ? 2 : 1))
+typedef uint32_t vu_ __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
+static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, const uint32_t *A, int64_t P, int m,
+                                                               const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
+  vf acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MX; r++)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) acc[r][v] = (vf){0};
+  const uint32_t *a[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MX; r++) a[r] = A + (r < m ? r : 0) * P;
+  for (int64_t p = 0; p < P; p++) {
+    vf se[MR], so[MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < MX; r++) {
+      uint32_t ue = a[r][p] << 16, uo = a[r][p] & 0xffff0000u;
+      float xe, xo;
+      __builtin_memcpy(&xe, &ue, 4);
+      __builtin_memcpy(&xo, &uo, 4);
+      se[r] = splat(xe);
+      so[r] = splat(xo);
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) {
+      vu_ u;
+      __builtin_memcpy(&u, Bp + p * NR + v * VL, sizeof u);
+      const vf we = (vf)(u << 16), wo = (vf)(u & 0xffff0000u);
+#pragma GCC unroll 16
+      for (int r = 0; r < MX; r++) {
+        acc[r][v] += we * se[r];
+        acc[r][v] += wo * so[r];
+      }
+    }
+  }
+  for (int r = 0; r < m; r++) {
+    float tmp[NR];
+    for (int v = 0; v < NV; v++) __builtin_memcpy(tmp + v * VL, &acc[r][v], sizeof(vf));
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+  }
+}
+static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
+  for (int r = 0; r < m; r += BF16_MX) {
+    int mm = m - r < BF16_MX ? m - r : BF16_MX;
+    const uint32_t *Ar = A + r * P;
+    float *Cr = C + r * ldc;
+    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb);
+    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb);
+    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb);
+    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb);
+  }
 }
 #endif
 
@@ -1385,7 +1443,6 @@ static void phase1(void *arg, int64_t item, int tid) {
     }
     return;
   }
-#ifdef HAVE_DPBF16
   if (j->pkb_in) { /* bf16, every row count */
     int64_t P = (j->D + 1) / 2;
     const uint32_t *Bq = j->pkb_in + (e * j->nb1 + cb) * P * NR;
@@ -1395,7 +1452,6 @@ static void phase1(void *arg, int64_t item, int tid) {
     }
     return;
   }
-#endif
   if (n <= GEMV_ROWS) {
     gemv_w(&j->vin, e, c0, nb, j->X + r0 * j->D, j->D, n, j->H + r0 * j->I + c0, j->I,
            j->XR ? j->XR + r0 * j->D : NULL, j->XS ? j->XS + r0 * (j->D / j->vin.G) : NULL);
@@ -1456,9 +1512,7 @@ static void phase2(void *arg, int64_t row) {
     memcpy(a, h, sizeof(float) * (size_t)j->F);
   }
   if (j->vout.mode == MOEC_WQ_BF16) round_bf16_row(a, j->F);
-#ifdef HAVE_DPBF16
   if (j->AB) to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
-#endif
   if (j->AR) prep_x4(a, j->F, j->vout.G, j->AR + row * j->F, j->AS + row * (j->F / j->vout.G));
   if (j->aq && j->vout.mode == MOEC_WQ_INT4) {
     int64_t ng = j->F / j->vout.G;
@@ -1485,10 +1539,7 @@ static void phase3(void *arg, int64_t item, int tid) {
     Bi = j->pq_out ? j->pq_out + (size_t)(e * j->nb3 + cb) * i8_panel_bytes(j->F) : (const int8_t *)j->pack[tid];
     if (!j->pq_out) pack_i8_panel((const int8_t *)j->vout.w + e * j->D * j->F, j->F, c0, nb, j->pack[tid]);
   }
-#ifdef HAVE_DPBF16
-  const uint32_t *Bq = NULL;
-  if (j->pkb_out) Bq = j->pkb_out + (e * j->nb3 + cb) * ((j->F + 1) / 2) * NR;
-#endif
+  const uint32_t *Bq = j->pkb_out ? j->pkb_out + (e * j->nb3 + cb) * ((j->F + 1) / 2) * NR : NULL;
   const void *Bw = NULL;
   int wq = j->vout.mode == MOEC_WQ_INT8 || j->vout.mode == MOEC_WQ_INT4;
   if (n > GEMV_ROWS && !Bi && !B4 && wq) {
@@ -1502,9 +1553,7 @@ static void phase3(void *arg, int64_t item, int tid) {
     }
   }
   int have_panel = Bi || Bw || B4 || Bp;
-#ifdef HAVE_DPBF16
   have_panel = have_panel || Bq;
-#endif
   if (n > GEMV_ROWS && !have_panel) { /* f32 panel (dequantised when nothing narrower is packed) */
     if (j->pk_out) {
       Bp = j->pk_out + (e * j->nb3 + cb) * j->F * NR;
@@ -1525,10 +1574,8 @@ static void phase3(void *arg, int64_t item, int tid) {
     else if (Bi)
       tile_i8(j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0, out, NR, nb);
     else
-#ifdef HAVE_DPBF16
     if (Bq) tile_bf16(j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb);
     else
-#endif
     if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
     else
       gemv_w(&j->vout, e, c0, nb, j->A + (r0 + r) * j->F, j->F, m, out, NR,
@@ -1628,8 +1675,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.pq_in = packed_panels_i8((const int8_t *)w_in->data, E, I, D);
     j.pq_out = packed_panels_i8((const int8_t *)w_out->data, E, D, F);
   }
-#ifdef HAVE_DPBF16
-  if (mode == MOEC_WQ_BF16) { /* bf16, prefill and decode: vdpbf16ps on packed pair panels */
+  if (mode == MOEC_WQ_BF16) { /* bf16, prefill and decode: tile_bf16 on packed pair panels */
     j.pkb_in = packed_panels_bf16((const uint16_t *)w_in->data, E, I, D);
     j.pkb_out = packed_panels_bf16((const uint16_t *)w_out->data, E, D, F);
     if (j.pkb_in && j.pkb_out) {
@@ -1643,7 +1689,6 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       j.pkb_in = j.pkb_out = NULL;
     }
   }
-#endif
   if (mode == MOEC_WQ_INT4 && !j.aq) {
     j.XR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
     j.XS = (float *)malloc(sizeof(float) * (size_t)(total * (D / vin.G) + 1));
@@ -1737,11 +1782,9 @@ static void lq_task(void *arg, int64_t item, int tid) {
       pack_b_w(v, 0, c0, nb, j->pack[tid]);
       panel = j->pack[tid];
     }
-#ifdef HAVE_DPBF16
     else if (j->kind == 4) {
       panel = (const uint32_t *)j->panels + (size_t)b * ((K + 1) / 2) * NR;
     }
-#endif
     if (j->kind == 0) {
       for (int64_t r = r0; r < r1; r += GEMV_ROWS) {
         int64_t n = r1 - r < GEMV_ROWS ? r1 - r : GEMV_ROWS;
@@ -1763,10 +1806,8 @@ static void lq_task(void *arg, int64_t item, int tid) {
           tile_i8(j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb);
         else if (j->kind == 2 && r1 - r0 <= wq_deq_rows(v))
           tile_wq(v, j->X + r * K, K, m, panel, j->stab[tid], C, N, nb);
-#ifdef HAVE_DPBF16
         else if (j->kind == 4)
           tile_bf16(j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb);
-#endif
         else
           tile(j->X + r * K, K, m, (const float *)panel, K, C, N, nb);
       }
@@ -1839,9 +1880,8 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
       for (int64_t r = 0; r < M; r++) quant_row_u8(xd + r * K, K, j.XQ + r * KP4(K), j.XQS + r);
     if (!failed) j.panels = packed_panels_i8((const int8_t *)w->data, 1, N, K);
   }
-#ifdef HAVE_DPBF16
   else if (mode == MOEC_WQ_BF16 && (j.panels = packed_panels_bf16((const uint16_t *)w->data, 1, N, K))) {
-    /* bf16, every row count (decode too): vdpbf16ps on the cached pair panels */
+    /* bf16, every row count (decode too): tile_bf16 on the cached pair panels */
     int64_t P = (K + 1) / 2;
     j.kind = 4;
     j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * P + 1));
@@ -1849,7 +1889,6 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     else
       for (int64_t r = 0; r < M; r++) to_pairs(xd + r * K, K, j.XB + r * P);
   }
-#endif
   else if (M <= GEMV_ROWS) {
     j.kind = 0;
     if (mode == MOEC_WQ_INT4) {
@@ -1863,7 +1902,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     j.kind = 2;
     j.panels = packed_panels_wq(&j.v, 1);
   } else {
-    j.kind = 1; /* bf16 without vdpbf16ps (or weights not from the file): f32 panels, dequantised per item */
+    j.kind = 1; /* bf16 weights not from the weights file (no cached panels): f32 panels, dequantised per item */
   }
   /* rows per item: all of them at decode; else a block whose f32 rows stay in L2 (~256 KiB) */
   const int64_t rstep = j.kind == 5 ? W4A8_MR : MR; /* (w4a8's rows are int8 codes: 4x as many fit) */
