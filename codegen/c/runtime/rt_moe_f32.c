@@ -698,36 +698,19 @@ static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const vo
  * and row block.  The values are tile_wq's (int8 q s; int4 q s - s z per group, from the scale table).
  * Below the threshold the in-register dequantisation wins (measured, AVX-512, K = 1024, 1 thread: int4 equal
  * at 16 rows, 13% faster at 32; int8, whose tile scales only the finished tile, equal at 32, 5-10% faster
- * at 64 and 256). */
+ * at 64 and 256).  AVX-512 builds only (below). */
 #ifndef WQ_DEQ_ROWS
+#if MOEC_VBYTES >= 64
 #define WQ_DEQ_ROWS (2 * MR)
+#else /* AVX2 / generic builds: never.  Their f32 micro-kernel is slower than tile_wq there (AVX2 build on an
+       * AVX-512 host, 1 thread, Mixtral-like experts at 64 tokens: f32 149 ms, int8 via tile_wq 96 ms, int8
+       * dequantised into tile() 138 ms), so the in-register path stays at every row count */
+#define WQ_DEQ_ROWS (INT64_MAX / 4)
+#endif
 #endif
 static inline int64_t wq_deq_rows(const wview *v) { return v->mode == MOEC_WQ_INT8 ? 2 * WQ_DEQ_ROWS : WQ_DEQ_ROWS; }
 static void wq_dequant_panel(const wview *v, const void *panel, const float *st, float *Bf) {
   const int64_t K = v->K;
-#if MOEC_VBYTES < 64 && defined(__AVX2__) && defined(__FMA__)
-  if (v->mode == MOEC_WQ_INT8) {
-    const int8_t *Bp = (const int8_t *)panel;
-    for (int64_t k = 0; k < K; k++) {
-      __m128i c0 = _mm_loadu_si128((const __m128i *)(Bp + k * NR)), c1 = _mm_loadu_si128((const __m128i *)(Bp + k * NR + 16));
-      __m128i c[4] = {c0, _mm_srli_si128(c0, 8), c1, _mm_srli_si128(c1, 8)};
-      for (int q = 0; q < 4; q++)
-        _mm256_storeu_ps(Bf + k * NR + 8 * q, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c[q])), _mm256_loadu_ps(st + 8 * q)));
-    }
-    return;
-  }
-  const uint8_t *Bp = (const uint8_t *)panel;
-  const __m128i m4 = _mm_set1_epi8(15);
-  for (int64_t k = 0; k < K; k++) {
-    const float *sg = st + (k / v->G) * 2 * NR;
-    __m128i by = _mm_loadu_si128((const __m128i *)(Bp + k * (NR / 2)));
-    __m128i lo = _mm_and_si128(by, m4), hi = _mm_and_si128(_mm_srli_epi16(by, 4), m4);
-    __m128i c[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    for (int q = 0; q < 4; q++)
-      _mm256_storeu_ps(Bf + k * NR + 8 * q, _mm256_fmsub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c[q])),
-                                                            _mm256_loadu_ps(sg + 8 * q), _mm256_loadu_ps(sg + NR + 8 * q)));
-  }
-#else
   if (v->mode == MOEC_WQ_INT8) {
     const int8_t *Bp = (const int8_t *)panel;
     const v16f s0 = ld16f(st), s1 = ld16f(st + 16);
@@ -748,7 +731,6 @@ static void wq_dequant_panel(const wview *v, const void *panel, const float *st,
       st16f(Bf + k * NR + 16, hi * s1 - z1);
     }
   }
-#endif
 }
 
 /* the narrow panel of columns c0..c0+nb of expert e: the cached one (block cb of nblk per expert), or packed
