@@ -337,7 +337,9 @@ class _Layer:
 
     def xfeed(self, X) -> Dict[int, np.ndarray]:
         """Feeds giving the probe tokens X to x and to every other view of the same token rows (and the
-        router's own rows to its input, where it reads other tokens than the experts)."""
+        router's own rows to its input, where it reads other tokens than the experts).  A probe of n sequences
+        (seq_probes) feeds a view with two or more dynamic leading dims as [n, rows / n, ...] (else one sequence)."""
+        seqs = self.__dict__.setdefault("seq_probes", {}).get(id(X), 1)
         X = self.exact(X)
         feeds = {id(v): X.astype(v.type.dtype.np) for v in self.xs}
         if self.router_in is not None:
@@ -346,6 +348,8 @@ class _Layer:
             lead = v.type.shape[:-1]
             dyn = [i for i, d in enumerate(lead) if not isinstance(d, int)]
             shape = [d if isinstance(d, int) else (-1 if i == dyn[-1] else 1) for i, d in enumerate(lead)]
+            if seqs > 1 and len(dyn) > 1:
+                shape[dyn[0]] = seqs
             shape.append(X.shape[-1])
             try:
                 feeds[id(v)] = X.reshape(shape).astype(v.type.dtype.np)
@@ -1610,7 +1614,21 @@ class RecognizeMoE(Pass):
                 if self._group_fill != float("-inf"):
                     cand["group_fill"] = self._group_fill
             candidates.append(cand)
+        # a capacity (Switch) counted over all the tokens or per sequence (B sequences of S tokens: a [B, S, D] view
+        # of x with both dims dynamic gives moe.route logits [B, S, E]); the tokens over it pass x through (4.x) or
+        # output 0 (5.x) -- each a candidate; probes then include two sequences of identical tokens longer than
+        # the largest candidate capacity, the only probe on which these differ
+        self._seqview = next((v for v in L.xviews if v.type.rank == 3 and
+                              not any(isinstance(d, int) for d in v.type.shape[:2])), None)
+        candidates = [dict(c, _seq=sq, _passthrough=pt) if c["capacity"] else c for c in candidates
+                      for sq in ((False, True) if c["capacity"] and self._seqview is not None else (False,))
+                      for pt in ((True, False) if c["capacity"] else (True,))]
         probes = self._probes(x, L)
+        if len(capacities) > 1 and L.static_rows is None:
+            n = L.rows(max(capacities) + 2)
+            ident = np.repeat(np.random.default_rng(17).standard_normal((1, int(x.type.shape[1]))), 2 * n, axis=0)
+            probes.append(L.exact(ident.astype(x.type.dtype.np)))
+            L.__dict__.setdefault("seq_probes", {})[id(probes[-1])] = 2  # (two sequences: see _Layer.xfeed)
         want = self._eval_original(L, x, y, probes)
         if shared is not None:
             sp = gated_params(shared["act"]) if shared["gated"] else {}
@@ -1926,8 +1944,16 @@ class RecognizeMoE(Pass):
             flat = OPS["moec.reshape"].create([bias_v, shape.results[0]], {}, "moe.route")
             ops += [shape, flat]
             bias_v = flat.results[0]
+        if attrs.get("_seq"):  # capacity per sequence: the logits [N, E] viewed as [B, S, E] of x's [B, S, D] view
+            lead = OPS["moec.shape"].create([self._seqview], {"start": 0, "end": 2}, "moe.route")
+            tail = OPS["moec.constant"].create([], {"value": np.asarray([E], np.int64)}, "moe.route")
+            cat = OPS["moec.concat"].create([lead.results[0], tail.results[0]], {"axis": 0}, "moe.route")
+            seq = OPS["moec.reshape"].create([logits, cat.results[0]], {}, "moe.route")
+            ops += [lead, tail, cat, seq]
+            logits = seq.results[0]
         route_in = [logits] + ([bias_v] if bias_v is not None else [])
-        route = OPS["moe.route"].create(route_in, dict(attrs), "moe.route")
+        route = OPS["moe.route"].create(route_in, {a: v for a, v in attrs.items() if not a.startswith("_")},
+                                        "moe.route")
         ops.append(route)
         w, ids = route.results
         n_ffn = E - self._zero
@@ -1961,7 +1987,7 @@ class RecognizeMoE(Pass):
                                        "moe.experts")
         ops.append(ex)
         comb_in, comb_attrs = [ex.results[0], w], {"weighted": weights_at == "none"}
-        passthrough = attrs.get("capacity", 0) > 0
+        passthrough = attrs.get("capacity", 0) > 0 and attrs.get("_passthrough", True)
 
         def to_y(v):  # the layer returns a wider type than it computes in: combine in that type
             if v.type.dtype == y.type.dtype:
@@ -2030,7 +2056,10 @@ class RecognizeMoE(Pass):
                                         if self._pnw is not None else {})}}
                if ffn.get("post_norm_eps") is not None else {}),
             **({"router_input": "its own tokens (not the experts')"} if L.router_in is not None else {}),
-            "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at"},
+            "routing": {k: attrs[k] for k in sorted(attrs) if k != "weights_at" and not k.startswith("_")},
+            **({"capacity_counted": "per sequence" if attrs.get("_seq") else "over all tokens",
+                "over_capacity_tokens": "pass x through" if attrs.get("_passthrough", True) else "output 0"}
+               if attrs.get("capacity") else {}),
             "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",
             **({"always_on_experts": f"{self._n_shared} (moe.experts ids {E - self._n_shared}..{E - 1}, weighted by the "
                                      f"route's last {self._n_shared} slot(s))"} if self._n_shared else {}),

@@ -291,3 +291,178 @@ def test_ergo_lookalikes_stay_unrecognised(kind, monkeypatch):
     m, layers = _recognise(blk)
     assert layers == [], layers
     _exact(blk, m)
+
+
+# -- Switch Transformers: capacity counted per sequence (moe.route logits [B, S, E]) -------------------------------
+
+def _route3(B, S, E2, cap):
+    from moec.ir.ops.moe import RouteOp
+    lv = Value(TensorType(DType.F32, (B, S, E2)))
+    return RouteOp.create([lv], {"k": 1, "scoring": "softmax", "capacity": cap})
+
+
+def test_per_sequence_capacity_reference_is_transformers_switch_router():
+    """moe.route with logits [B, S, E] and a capacity equals transformers' SwitchTransformersTop1Router: the top-1
+    expert, dropped (id -1) where it is the (C+1)-th or later token of its sequence to choose that expert; the
+    weight is the top-1 softmax probability.  The same logits as [B*S, E] (one count over all tokens) differ."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import SwitchTransformersConfig
+    from transformers.models.switch_transformers.modeling_switch_transformers import SwitchTransformersTop1Router
+    B, S, E2, cap = 3, 7, 4, 2
+    cfg = SwitchTransformersConfig(d_model=D, num_experts=E2, expert_capacity=cap)
+    router = SwitchTransformersTop1Router(cfg).eval()
+    x = torch.randn(B, S, D, generator=torch.Generator().manual_seed(3))
+    x[1] = x[1, :1]  # a sequence of identical tokens: its expert overflows
+    with torch.no_grad():
+        mask, probs, logits = router(x)
+    want_ids = np.where(mask.sum(-1).numpy() > 0, mask.argmax(-1).numpy(), -1).reshape(-1)
+    w, ids = _route3(B, S, E2, cap).reference(logits.numpy())
+    np.testing.assert_array_equal(ids[:, 0], want_ids)
+    kept = want_ids >= 0
+    np.testing.assert_allclose(w[kept, 0], probs.numpy().reshape(-1)[kept], rtol=1e-6)
+    assert (w[~kept] == 0).all() and (~kept).sum() >= S - cap
+    from moec.ir.ops.moe import RouteOp
+    flat = RouteOp.create([Value(TensorType(DType.F32, (None, E2)))], {"k": 1, "scoring": "softmax", "capacity": cap})
+    assert not np.array_equal(flat.reference(logits.numpy().reshape(B * S, E2))[1][:, 0], want_ids)
+
+
+def test_per_sequence_route_checked():
+    from moec.ir.opdef import IRError
+    from moec.ir.ops.moe import RouteOp
+    with pytest.raises(IRError, match="need capacity"):
+        RouteOp.create([Value(TensorType(DType.F32, (2, 3, 4)))], {"k": 1, "scoring": "softmax"})
+    o = _route3("B", "S", 4, 2)
+    assert o.results[1].type.shape == (None, 1)
+    assert _route3(2, 3, 4, 2).results[1].type.shape == (6, 1)
+
+
+def _route_module(cap=2):
+    L3 = 'tensor<?x?x4xf32, "B,S">'
+    text = f'''module {{
+  func.func @main(%l: {L3}) -> (tensor<?x1xf32>, tensor<?x1xi64>) attributes {{moec.inputs = ["l"], moec.outputs = ["w", "ids"]}} {{
+    %r:2 = "moe.route"(%l) {{k = 1 : i64, scoring = "softmax", capacity = {cap} : i64}} : ({L3}) -> (tensor<?x1xf32>, tensor<?x1xi64>)
+    func.return %r#0, %r#1 : tensor<?x1xf32>, tensor<?x1xi64>
+  }}
+}}'''
+    return parse_module(text, WeightStore())
+
+
+def _seq_logits(B, S):
+    lg = np.random.default_rng(2).standard_normal((B, S, 4)).astype(np.float32)
+    lg[1:, :, 2] += 3.0  # sequences after the first all choose expert 2: over capacity
+    return lg
+
+
+def test_per_sequence_route_c_matches_reference(tmp_path):
+    m = _route_module()
+    art = build_module(m, str(tmp_path / "out"))
+    for B, S in [(3, 5), (1, 4), (2, 1)]:
+        lg = _seq_logits(B, S)
+        got = art([lg])
+        want = run(m, {"l": lg})
+        np.testing.assert_array_equal(got[1], want["ids"])
+        np.testing.assert_allclose(got[0], want["w"], rtol=1e-6, atol=1e-7)
+    assert (run(m, {"l": _seq_logits(3, 5)})["ids"].reshape(3, 5) == -1).sum(1).tolist()[1:] == [3, 3]
+
+
+def test_per_sequence_route_on_triton():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from moec.codegen.triton import runtime as rt
+    lg = _seq_logits(3, 5)
+    want_w, want_ids = _route3(3, 5, 4, 2).reference(lg)
+    w, ids = rt.moe_route(torch.from_numpy(lg).to(rt.DEVICE), None, k=1, scoring="softmax", n_group=1, topk_group=1,
+                          group_score="max", post="none", norm="none", norm_eps=0.0, scale=1.0, capacity=2)
+    np.testing.assert_array_equal(ids.cpu().numpy(), want_ids)
+    np.testing.assert_allclose(w.cpu().numpy(), want_w, rtol=1e-6, atol=1e-7)
+
+
+def test_per_sequence_route_on_ascend_is_a_host_op_with_its_reason(tmp_path):
+    m = _route_module()
+    art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
+    assert "per sequence" in art.plan["host_ops"].get("moe.route", ""), art.plan["host_ops"]
+    lg = _seq_logits(3, 5)
+    np.testing.assert_array_equal(np.asarray(art([lg])[1]), run(m, {"l": lg})["ids"])
+
+
+def _switch_block(cap, per_sequence=True):
+    """transformers' SwitchTransformersSparseMLP with a small capacity (so that it binds); ``per_sequence`` False:
+    the look-alike whose router counts the capacity over all the batch's tokens (the cumsum over [B*S, E])."""
+    import torch
+    from test_hf_models import moe_block
+    blk = moe_block("switch_transformers")
+    blk.router.expert_capacity = cap
+    if not per_sequence:
+        r = blk.router
+
+        def fwd(hidden_states):
+            h = hidden_states.to(r.dtype)
+            logits = r.classifier(h)
+            probs = torch.nn.functional.softmax(logits, dim=-1)
+            idx = torch.nn.functional.one_hot(torch.argmax(probs, dim=-1), num_classes=r.num_experts)
+            flat = idx.reshape(-1, r.num_experts)
+            prio = torch.cumsum(flat, dim=0).reshape(idx.shape)  # (over every token of the batch)
+            return idx * (prio <= r.expert_capacity), torch.max(probs, dim=-1).values.unsqueeze(-1), logits
+        r.forward = fwd
+    return blk
+
+
+def _switch_onnx(blk, tmp_path):
+    import torch
+    from hf_survey import _wrap_first
+    from test_hf_models import D as HD
+    from moec.frontend.onnx_import import import_model
+    import onnx
+    x = torch.randn(2, 5, HD, generator=torch.Generator().manual_seed(2))
+    p = str(tmp_path / "switch.onnx")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_wrap_first(blk), (x,), p, input_names=["x"], dynamo=False,
+                          dynamic_axes={"x": {0: "B", 1: "S"}}, opset_version=18)
+    from hf_survey import _recognise
+    m = import_model(onnx.load(p))
+    return m, _recognise(m)
+
+
+def _switch_exact(blk, m, art=None):
+    import torch
+    from test_hf_models import D as HD
+    for B, S in ((3, 6), (1, 9), (4, 2)):
+        xs = torch.randn(B, S, HD, generator=torch.Generator().manual_seed(5))
+        xs[1:] = xs[1:, :1]  # sequences of identical tokens: their expert overflows its capacity
+        with torch.no_grad():
+            want = blk(xs)
+        want = (want[0] if isinstance(want, tuple) else want).numpy()
+        got = list(run(m, [xs.numpy()]).values())[0] if art is None else art([xs.numpy()])[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"B={B} S={S}")
+
+
+def test_switch_block_per_sequence_capacity_recognised_and_exact(tmp_path):
+    """transformers 5.25's SwitchTransformersSparseMLP through the TorchScript exporter: moe.route's capacity with
+    logits [B, S, E] (counted per sequence), over-capacity tokens output 0 (5.x: no pass-through); equal to eager
+    on batches whose sequences overflow, in the IR and in the C build."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    blk = _switch_block(2)
+    m, layers = _switch_onnx(blk, tmp_path)
+    assert len(layers) == 1, layers
+    la = layers[0]
+    assert la["family"] == "switch" and la["routing"]["capacity"] == 2, la
+    assert la["capacity_counted"] == "per sequence" and la["over_capacity_tokens"] == "output 0", la
+    _switch_exact(blk, m)
+    art = build_module(m, str(tmp_path / "out"))
+    _switch_exact(blk, m, art)
+
+
+@pytest.mark.slow
+def test_switch_lookalike_with_a_global_capacity(tmp_path):
+    """The look-alike counting the capacity over all the batch's tokens is recognised as that (capacity over all
+    tokens), not as the per-sequence count, and equals eager on batches where the two differ."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    blk = _switch_block(2, per_sequence=False)
+    m, layers = _switch_onnx(blk, tmp_path)
+    assert len(layers) == 1 and layers[0]["capacity_counted"] == "over all tokens", layers
+    _switch_exact(blk, m)

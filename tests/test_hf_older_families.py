@@ -95,9 +95,10 @@ def test_doge_routing_mixes_tokens():
 
 def test_switch_capacity_is_per_sequence():
     """SwitchTransformersTop1Router counts expert capacity with a cumsum over the sequence axis of [B, S, E]
-    ("so that expert capacity is accounted per sequence"); moe.route's capacity counts over all B*S tokens in
-    order: equal at batch 1 only.  (torch.export and the dynamo exporter also stop at the router's own
-    self.classifier.to(dtype) in forward: "Couldn't swap Linear.weight".)"""
+    ("so that expert capacity is accounted per sequence"): not the count over all B*S tokens in order (equal at
+    batch 1 only), which is why moe.route takes logits [B, S, E] for it (tests/test_hf_expert_forms.py).
+    (torch.export and the dynamo exporter also stop at the router's own self.classifier.to(dtype) in forward:
+    "Couldn't swap Linear.weight".)"""
     blk = _block("switch_transformers")
     blk.router.expert_capacity = 1
     x = torch.randn(2, 4, survey.D, generator=torch.Generator().manual_seed(7))

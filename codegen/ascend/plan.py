@@ -189,6 +189,9 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
                    f"fallback (matmul_rows) is f32 only"
     if o.name == "moe.route" and o.attrs["n_group"] > 32:
         return "more than 32 expert groups"
+    if o.name == "moe.route" and o.operands[0].type.rank == 3:
+        return "capacity counted per sequence (logits [B, S, E], Switch Transformers): moe_gating counts over all " \
+               "the tokens"
     if o.name == "moe.route" and o.attrs.get("n_shared"):
         return "always-on expert slots (n_shared: Inkling's shared experts scored by the router) are not in the " \
                "moe_gating kernel"

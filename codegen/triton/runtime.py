@@ -71,7 +71,8 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
         return _route_shared(logits, bias, k=k, scoring=scoring, post=post, norm=norm, norm_eps=norm_eps,
                              scale=scale, tie=tie, drop=drop, min_weight=min_weight, norm_min=norm_min,
                              n_shared=n_shared)
-    logits = logits.contiguous()
+    seq = logits.shape[1] if logits.dim() == 3 else 0  # [B, S, E] (with a capacity): counted per sequence
+    logits = logits.contiguous().reshape(-1, logits.shape[-1])
     T, E = logits.shape
     w = torch.empty((T, k), dtype=logits.dtype, device=logits.device)
     ids = torch.empty((T, k), dtype=torch.int64, device=logits.device)
@@ -85,7 +86,8 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
                              norm_min=float(norm_min), group_fill=float(group_fill))
     if capacity > 0:  # Switch: in token order, the (C+1)-th token choosing an expert is dropped
         oh = torch.nn.functional.one_hot(ids[:, 0].clamp(min=0), E) * (ids[:, :1] >= 0)  # (dropped slots: none)
-        pos = (torch.cumsum(oh, 0) * oh).sum(1)
+        cs = torch.cumsum(oh.reshape(-1, seq, E), 1).reshape(T, E) if seq else torch.cumsum(oh, 0)
+        pos = (cs * oh).sum(1)
         drop = pos > capacity
         ids = torch.where(drop[:, None], torch.full_like(ids, -1), ids)
         w = torch.where(drop[:, None], torch.zeros_like(w), w)

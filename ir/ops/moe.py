@@ -263,7 +263,9 @@ class RouteOp(Operation):
             onnxruntime's MoE kernels skip such slots, so a router row with a NaN or +Inf logit (every
             softmax weight NaN), or all -Inf, outputs exactly 0, whatever the expert outputs would be.
         capacity C > 0 (k must be 1): in token order, a token that is the (C+1)-th or later to choose
-            expert e is dropped: id -1, weight 0 (slots already dropped do not count).
+            expert e is dropped: id -1, weight 0 (slots already dropped do not count).  Logits [B, S, E]
+            (capacity only): B sequences of S tokens, each counting its own C per expert (Switch Transformers
+            counts per sequence); the results are those of the tokens [B*S, E] in row-major order.
         n_shared S > 0 (always-on experts scored by the router, Inkling's shared experts): of the E logit
             columns the first E' = E - S are routed experts and the last S always-on ones.  s is computed over
             all E columns; c = s[:, :E'] + bias (bias [E']); ids = top-k of c as above; then every token's
@@ -278,8 +280,13 @@ class RouteOp(Operation):
 
     def infer_types(self):
         t = self.operands[0].type
+        if t.rank == 3:  # [B, S, E]: B sequences of S tokens (per-sequence capacity), as the tokens [B*S, E]
+            if not self.attrs["capacity"]:
+                raise operand_error(self, "logits [B, S, E] (capacity counted per sequence) need capacity > 0")
+            B, Sq = t.shape[:2]
+            t = TensorType(t.dtype, (B * Sq if isinstance(B, int) and isinstance(Sq, int) else None, t.shape[2]))
         if t.rank != 2:
-            raise operand_error(self, f"logits must be [T, E], got rank {t.rank}")
+            raise operand_error(self, f"logits must be [T, E] (or [B, S, E] with capacity), got rank {t.rank}")
         if not t.dtype.is_float:
             raise operand_error(self, "logits must be floating point")
         k = self.attrs["k"]
@@ -308,7 +315,8 @@ class RouteOp(Operation):
     def reference(self, logits, bias=None):
         a = self.attrs
         acc = _acc_dtype(logits)
-        x = logits.astype(acc)
+        seq = logits.shape[1] if logits.ndim == 3 else 0  # (tokens per capacity group: a sequence)
+        x = logits.astype(acc).reshape(-1, logits.shape[-1])
         T, E = x.shape
         k = a["k"]
         S = self.n_shared()
@@ -357,6 +365,8 @@ class RouteOp(Operation):
         if a["capacity"] > 0:
             counts = np.zeros(E, np.int64)
             for t in range(T):
+                if seq and t % seq == 0:  # (a new sequence: its own count per expert)
+                    counts[:] = 0
                 e = ids[t, 0]
                 if e < 0:
                     continue

@@ -53,9 +53,13 @@ static double mixer_weight(const double *s, int64_t E, const int64_t *sel, int64
 
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,
                      moec_tensor *ids, const moec_route_params *p) {
-  if (logits->rank != 2) return moec_fail(ctx, "logits must be [T, E]");
+  /* [B, S, E] logits (capacity only): B sequences of Sq tokens, each counting its own capacity (Switch) */
+  if (logits->rank != 2 && !(logits->rank == 3 && p->capacity > 0))
+    return moec_fail(ctx, "logits must be [T, E] (or [B, S, E] with a capacity)");
+  int64_t Sq = logits->rank == 3 ? logits->shape[1] : 0;
   /* n_shared S: the last S of the EL logit columns are always-on experts (scored, never selected) */
-  int64_t T = logits->shape[0], EL = logits->shape[1], S = p->n_shared, E = EL - S, k = p->k, G = p->n_group;
+  int64_t T = moec_dims_prod(logits->shape, 0, logits->rank - 1), EL = logits->shape[logits->rank - 1],
+          S = p->n_shared, E = EL - S, k = p->k, G = p->n_group;
   int64_t K = k + S; /* slots per token */
   if (S < 0 || E < 1 || (S && (G != 1 || p->capacity > 0 || p->post == MOEC_POST_SPARSEMIXER)))
     return moec_fail(ctx, "bad n_shared=%lld for %lld logit columns", (long long)S, (long long)EL);
@@ -72,6 +76,8 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
   int64_t *gsel = sel + k;
   int64_t *out_ids = (int64_t *)ids->data;
   for (int64_t t = 0; t < T; t++) {
+    if (Sq && t % Sq == 0) /* (a new sequence: its own counts) */
+      for (int64_t e = 0; e < E; e++) counts[e] = 0;
     double mx = -INFINITY, sum = 0;
     const float *lf = logits->dtype == MOEC_F32 ? (const float *)logits->data + t * EL : NULL;
     for (int64_t e = 0; e < EL; e++) {
