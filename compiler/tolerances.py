@@ -376,35 +376,59 @@ def half_precision_check(got, want, ref, dtype: str, others=()) -> Dict[str, obj
 # What still fails: a wrong routing weight, expert or weight moves outputs by >= 1e-2 relative, 100x rtol, while
 # a faithful f32 execution's own error is a few tolerance units at most (Muse Spark's tiny config: 1.72).  The
 # rule reduces to the plain f32 tolerance when the f32 model is exact (own error 0..0.5).
+# Where it is applied: the survey (tests/hf_survey.py) judges every f32 cell by it; moec's own verification
+# (verify.py: moec compile against onnxruntime, moec.compile against the module) first compares with the f32 oracle
+# at the plain tolerance and applies this rule to a trial only where that fails -- the float64 reference (a float64
+# copy of the module; onnxruntime on the model with every f32 type widened to double) is made only then.  A build
+# within the plain tolerance of a faithful f32 run is within 1 + own of the math, at most 2 units where own < 1 and
+# within 2 x own otherwise: this rule's bound, so passing the plain check first loses nothing.
+# Limit (measured, not hidden): the factor 2 assumes both runs round the same kind of way.  Summation order is not
+# the same kind: a sequential n-term f32 sum has an error ~sqrt(n / b) times that of one split into blocks of b or
+# over many partial sums.  On a 1024-wide cancelling dot product (tests/test_tolerances_f32.py's model, 16 outputs;
+# the largest error against float64 in f32 tolerance units): onnxruntime MatMul and Gemm 34.9, Einsum 77.2; moec's
+# MatMul and Gemm 77.2 (the same element as onnxruntime's Einsum), Einsum 3.98 (at 64 outputs: torch matmul
+# 5.6, torch bmm of matrix-vector products, as transformers' batched_mm, 11.4).  So a right build whose summation
+# is much less accurate than the oracle's (moec's MatMul there, 2.2x onnxruntime's) still fails, as under the plain
+# tolerance; one more accurate than its oracle (moec against onnxruntime's Einsum; Muse Spark's block against torch)
+# passes.
 F32_OWN_RUN_FACTOR = 2.0
 
 
 def f32_check(got, want, ref, others=()) -> Dict[str, object]:
-    """The f32 criterion above.  ``got``: moec's outputs; ``want``: the model's own f32 run (torch eager);
-    ``others``: more such runs (the worst counts); ``ref``: the model in float64 on the same weights and inputs;
-    lists of arrays, one per output.  Returns {ok, err (moec's maximum over its allowed value: <= 1 passes),
-    moec_err, own_err (each the maximum in units of the f32 tolerance), allowed, max_abs_err_vs_eager,
-    failure (when not ok)}."""
+    """The f32 criterion above.  ``got``: moec's outputs; ``want``: the model's own f32 run (torch eager,
+    onnxruntime); ``others``: more such runs (the worst counts); ``ref``: the model in float64 on the same weights
+    and inputs; lists of arrays, one per output.  Each output is judged on its own (moec's largest error on it
+    against the f32 run's own largest error on it).  Returns {ok, err (moec's error over its allowed value at the
+    worst output: <= 1 passes), moec_err, own_err, allowed (each at that output, in units of the f32 tolerance),
+    outputs ([{output, moec_err, own_err, allowed}]), max_abs_err_vs_eager, failure (when not ok)}."""
     import numpy as np
     tol = TOLERANCES["f32"]
-    em, ee, max_abs = 0.0, 0.0, 0.0
+    max_abs, per = 0.0, []
     triples, failure = _f64_outputs(got, want, ref)
     if failure:
         return failure
     for i, g, w, r in triples:
         if not np.all(np.isfinite(g) == np.isfinite(r)):
             return {"ok": False, "err": float("inf"), "max_abs_err_vs_eager": float("inf"),
-                    "failure": "non-finite outputs where the float64 model's are finite (or the reverse)"}
+                    "failure": f"output {i}: non-finite outputs where the float64 model's are finite (or the reverse)"}
         fin = np.isfinite(r)
         scale = tol.atol + tol.rtol * np.abs(r[fin])
-        em = max(em, float(np.max(np.abs(g[fin] - r[fin]) / scale, initial=0.0)))
+        em = float(np.max(np.abs(g[fin] - r[fin]) / scale, initial=0.0))
+        ee = 0.0
         for o in (w,) + tuple(np.asarray(o[i], np.float64).reshape(r.shape) for o in others):
             ee = max(ee, float(np.max(np.abs(o[fin] - r[fin]) / scale, initial=0.0)))
+        lim = max(1.0, F32_OWN_RUN_FACTOR * ee)
+        per.append({"output": i, "moec_err": em, "own_err": ee, "allowed": lim})
         max_abs = max(max_abs, float(np.max(np.abs(g - w)[fin], initial=0.0)))
-    lim = max(1.0, F32_OWN_RUN_FACTOR * ee)
-    t = {"moec_err": em, "own_err": ee, "allowed": lim, "err": em / lim, "ok": bool(em <= lim),
-         "max_abs_err_vs_eager": max_abs}
+    if not per:
+        return {"ok": True, "err": 0.0, "moec_err": 0.0, "own_err": 0.0, "allowed": 1.0, "outputs": [],
+                "max_abs_err_vs_eager": 0.0}
+    worst = max(per, key=lambda p: p["moec_err"] / p["allowed"])
+    err = worst["moec_err"] / worst["allowed"]
+    t = {"moec_err": worst["moec_err"], "own_err": worst["own_err"], "allowed": worst["allowed"], "err": err,
+         "ok": bool(err <= 1.0), "outputs": per, "max_abs_err_vs_eager": max_abs}
     if not t["ok"]:
-        t["failure"] = (f"f32 error against the float64 model: moec {em:.3g}, the model's own f32 run {ee:.3g} "
-                        f"(in units of the f32 tolerance; allowed {lim:.3g})")
+        t["failure"] = (f"f32 error against the float64 model: moec {worst['moec_err']:.3g}, the model's own f32 run "
+                        f"{worst['own_err']:.3g} (in units of the f32 tolerance; allowed {worst['allowed']:.3g})"
+                        + (f" on output {worst['output']}" if len(per) > 1 else ""))
     return t

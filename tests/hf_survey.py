@@ -485,19 +485,11 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
 
 
 def float64_reference(block, xs):
-    """The block's first output in float64 (a copy of it, on ``xs`` widened): the math an f32 run approximates.
-    grouped_mm experts have no float64 kernel in torch: the copy runs transformers' batched_mm (the same
-    function)."""
-    import copy
-    import torch
-    cp = copy.deepcopy(block).double()
-    for mod in cp.modules():
-        cfg = getattr(mod, "config", None)
-        if getattr(cfg, "_experts_implementation", None) == "grouped_mm":
-            mod.config = copy.copy(cfg)
-            mod.config._experts_implementation = "batched_mm"
-    with torch.no_grad():
-        return _out0(cp(xs.double()))
+    """The block's first output in float64 (a copy of it, on ``xs`` widened): the math an f32 run approximates, as
+    moec.compile's f32 verification makes it (moec.verify.Float64Analogue: grouped_mm experts, which have no float64
+    kernel in torch, run as transformers' batched_mm, the same function)."""
+    from moec.verify import Float64Analogue
+    return _out0(Float64Analogue(block)(xs))
 
 
 def _import_as_compile(module, args, dynamic_dims):

@@ -397,6 +397,20 @@ def test_mixtral_block_compiles_and_verifies(tmp_path, monkeypatch):
     got = cm(xs)
     got = got[0] if isinstance(got, (list, tuple)) else got
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+    # the report says which criterion judged it (within the plain f32 tolerance: no float64 run was needed) ...
+    rep = cm.stats.report
+    assert rep["criterion"].startswith("the f32 tolerance") and "f32_vs_float64" not in rep
+    assert cm.stats.verification.startswith("verified by the f32 tolerance") and "max abs error" in cm.stats.verification
+    # ... and the same artifact against the block with one expert 1% off fails the plain tolerance and then the f32
+    # criterion against that block in float64 (tests/test_tolerances_f32.py: the rest)
+    import copy
+
+    from moec.verify import verify_against_module
+    wrong = copy.deepcopy(blk)
+    with torch.no_grad():
+        wrong.experts.down_proj[1].mul_(1.01)
+    out = verify_against_module(cm.artifact, wrong, (x,), "f32", "mixtral", "cpu", [("B", "S", D)])
+    assert not out["verified"] and "against the module in float64 too: moec's f32 error" in out["failure"], out
 
 
 def export_onnx(blk, path, dynamo: bool):
