@@ -406,7 +406,10 @@ static void to_pairs(const float *a, int64_t K, uint32_t *out) {
   }
 }
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
-/* vdpbf16ps: two 16-lane accumulators per row, 2 FLOP pairs per lane.
+/* vdpbf16ps: two 16-lane accumulators per row, 2 FLOP pairs per lane.  Numerics: the products of bf16 values
+ * are exact in f32 and summed in f32 (the reference's rounding of x to bf16, then an f32 matmul, up to the
+ * order of the sums); the instruction also treats bf16 subnormals as zero and flushes subnormal results
+ * (DAZ/FTZ), i.e. values below 2^-126 count as 0, which the reference keeps (far below any tolerance).
  * C[m x nb] = A_pairs . B panel with MX rows unrolled (m <= MX; rows past m repeat row 0, unstored).
  * At one or two rows (decode) the panel streams from memory and each row's two accumulators would be
  * a chain of dependent vdpbf16ps: the pairs alternate between two accumulator sets (4 chains per row),
