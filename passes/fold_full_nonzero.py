@@ -60,7 +60,7 @@ def _index_bound(m: Module, v, env=None):
     certain from the ops that made it: top-k's, argmax's and argmin's indices lie in [0, size of
     the searched axis - 1]; a concatenation's values are its operands'; adding, subtracting,
     multiplying or dividing (truncating) by a constant maps the interval; ``select(x >= c, a, b)``
-    (or >, <, <=) bounds ``a`` knowing the condition holds for x and ``b`` knowing it does not
+    (or >, <, <=, ==) bounds ``a`` knowing the condition holds for x and ``b`` knowing it does not
     (``env``: such narrowed intervals of values)."""
     env = env or {}
     if id(v) in env:
@@ -111,9 +111,11 @@ def _index_bound(m: Module, v, env=None):
     if o.name == "moec.select":
         cond, a, b = o.operands
         co = cond.owner
-        if co is None or co.name not in _CMP:
+        if co is None or (co.name not in _CMP and co.name != "moec.equal"):
             return None
         x, k = co.operands
+        if co.name == "moec.equal" and _const(m, k) is None:
+            x, k = k, x
         kc = _const(m, k)
         if kc is None or kc.size != 1 or kc.dtype.kind not in "iu" or \
                 not x.type.shape == cond.type.shape == v.type.shape:
@@ -122,8 +124,10 @@ def _index_bound(m: Module, v, env=None):
         if bx is None:
             return None
         kk = int(kc.reshape(-1)[0])
-        lo_true, hi_true = _CMP[co.name]  # x > k: x in [k + 1, ...]; x < k: x in [..., k - 1]
-        if co.name in ("moec.greater", "moec.greater_equal"):
+        lo_true, hi_true = _CMP.get(co.name, (0, 0))  # x > k: x in [k + 1, ...]; x < k: x in [..., k - 1]
+        if co.name == "moec.equal":  # x == k: x is k; else x is in bx less k (at either end: Zaya's skip class)
+            t, f = (max(bx[0], kk), min(bx[1], kk)), (bx[0] + (kk == bx[0]), bx[1] - (kk == bx[1]))
+        elif co.name in ("moec.greater", "moec.greater_equal"):
             t, f = (max(bx[0], kk + lo_true), bx[1]), (bx[0], min(bx[1], kk - 1 + lo_true))
         else:
             t, f = (bx[0], min(bx[1], kk + hi_true)), (max(bx[0], kk + 1 + hi_true), bx[1])

@@ -88,7 +88,7 @@ def eval_op(m, o: Operation, ins, widened: bool = False):
 
 
 # ops that only re-view their operand (row-major order kept): a flatten of leading dims among them
-_LAYOUT_OPS = ("moec.reshape", "moec.flatten", "moec.squeeze", "moec.unsqueeze")
+LAYOUT_OPS = ("moec.reshape", "moec.flatten", "moec.squeeze", "moec.unsqueeze")
 
 
 def same_tokens(f: Function, x: Value, uses=None) -> List[Value]:
@@ -117,7 +117,7 @@ def same_tokens(f: Function, x: Value, uses=None) -> List[Value]:
         if o.name == "moec.cast":  # an exact widening (a half x cast to f32 for the router) keeps the values
             return a.shape == r.shape and a.rank >= 1 and a.shape[-1] == D and \
                 (a.dtype == r.dtype or (a.dtype in half and r.dtype in wide))
-        if o.name not in _LAYOUT_OPS:
+        if o.name not in LAYOUT_OPS:
             return False
         return a.rank >= 1 and r.rank >= 1 and a.shape[-1] == D and r.shape[-1] == D and \
             a.dtype == r.dtype

@@ -45,7 +45,7 @@ from moec.ir.opdef import OPS
 from moec.ir.ops.moe import record_moe_layer
 from moec.passes import recognition_trace as _trace
 from moec.passes.base import Pass, register_pass
-from moec.passes.moe_util import ShapeOnly, eval_op, evaluate, same_tokens, widen
+from moec.passes.moe_util import LAYOUT_OPS, ShapeOnly, eval_op, evaluate, same_tokens, widen
 
 PROJ_OPS = ("moec.matmul", "moec.gemm")
 SELECT_OPS = ("moec.slice", "moec.split", "moec.gather")
@@ -666,6 +666,167 @@ def _sink_views(m: Module, f: Function, topk: Operation) -> None:
         f.replace_all_uses(o.results[0], view.results[0])
 
 
+_ROWWISE_SOFTMAX = ("moec.softmax", "moec.log_softmax")
+
+
+def _row_constant(v: Value, r: int) -> bool:
+    """v is the same for every row of a rank-r [..., n] operand it broadcasts against: rank <= 1, or every dim
+    but the last a static 1 (a [E] bias, a [1, 1, E] mask)."""
+    t = v.type
+    return t.rank <= 1 or (t.rank <= r and all(d == 1 for d in t.shape[:-1]))
+
+
+def _flatten_selection(f: Function, sel: Operation) -> bool:
+    """A top-k / arg-max along the last axis of a rank >= 3 tensor [..., E] ([batch, seq, E]) selects in each row
+    on its own: it is the same selection over the rows [N, E], N the product of the leading dims (tokens = batch x
+    seq).  So are the row-wise ops computing its scores: a softmax along the last axis, an elementwise op whose
+    other operands are the same for every row, a matmul by a 2-D matrix (the router's projection).  When the
+    scores are such ops of a [..., d] view of rank-2 rows [N, d] (transformers' ``logits.view(B, S, E)``), or of a
+    rank >= 3 input through a projection (``Linear`` on [B, S, D]), rewrite those ops and the selection over the
+    rows (rank 2, where the recogniser roots), the selection's results viewed back as [..., k]; every rank >= 3
+    value of the chain that something else reads becomes a view of its rows (so nothing is computed twice).
+    Returns whether ``sel`` was rewritten (it is then gone from ``f``)."""
+    v = sel.operands[0]
+    r = v.type.rank
+    last = v.type.shape[-1] if r else None
+    if r < 3 or not isinstance(last, int) or sel.attrs["axis"] % r != r - 1:
+        return False
+    if sel.name == "moec.topk":
+        k = sel.results[0].type.shape[-1]
+        if not isinstance(k, int):
+            return False
+    # the chain, from the selection's input down to its leaf (a view of rank-2 rows, or a projection's input)
+    chain: List[Operation] = []
+    u, leaf, rows = v, None, None
+    for _ in range(32):
+        o = u.owner
+        if o is not None and o.name in LAYOUT_OPS and o.operands[0].type.rank == 2 and \
+                o.operands[0].type.shape[-1] == u.type.shape[-1] and isinstance(u.type.shape[-1], int) and \
+                o.operands[0].type.dtype == u.type.dtype:
+            leaf, rows = u, o.operands[0]  # [..., d] view of [N, d] rows: the rows themselves
+            break
+        if o is None or len(o.results) != 1:
+            return False
+        if o.name in _ROWWISE_SOFTMAX and o.attrs["axis"] % r == r - 1:
+            nxt = o.operands[0]
+        elif o.name == "moec.matmul" and o.operands[0].type.rank == r and o.operands[1].type.rank == 2:
+            nxt = o.operands[0]
+            if nxt.type.rank == r and isinstance(nxt.type.shape[-1], int):  # the projection's input: its rows
+                chain.append(o)
+                o2 = nxt.owner
+                if o2 is not None and o2.name in LAYOUT_OPS and o2.operands[0].type.rank == 2 and \
+                        o2.operands[0].type.shape[-1] == nxt.type.shape[-1] and \
+                        o2.operands[0].type.dtype == nxt.type.dtype:
+                    leaf, rows = nxt, o2.operands[0]
+                else:
+                    leaf, rows = nxt, None  # viewed as [N, d] by a new reshape
+                break
+            return False
+        elif o._spec is not None and "elementwise" in o._spec.traits and o.results[0].type.rank == r:
+            full = [a for a in o.operands if a is not None and not _row_constant(a, r)]
+            if len(full) != 1 or full[0].type.rank != r:
+                return False
+            nxt = full[0]
+        else:
+            return False
+        chain.append(o)
+        u = nxt
+    if leaf is None:
+        return False
+    chain.reverse()  # program order: the leaf's users first
+
+    def typ(t: TensorType, n) -> TensorType:
+        return TensorType(t.dtype, (None, n) if n is not None else (None,))
+
+    def const(a) -> Operation:
+        return OPS["moec.constant"].create([], {"value": np.asarray(a, np.int64)}, sel.loc)
+    before: Dict[int, List[Operation]] = {}  # id(op) -> new ops right after it (0: at the start)
+    twin: Dict[int, Value] = {}
+    at_leaf: List[Operation] = []
+    lead = OPS["moec.shape"].create([leaf], {"start": 0, "end": r - 1}, sel.loc)
+    at_leaf.append(lead)
+    if rows is None:
+        shp = const([-1, leaf.type.shape[-1]])
+        view = OPS["moec.reshape"].create([leaf, shp.results[0]], {}, sel.loc, [typ(leaf.type, leaf.type.shape[-1])])
+        at_leaf += [shp, view]
+        rows = view.results[0]
+    twin[id(leaf)] = rows
+    before.setdefault(id(leaf.owner) if leaf.owner is not None else 0, []).extend(at_leaf)
+    in_chain = {id(o) for o in chain} | {id(sel)}
+    users = f.uses()
+
+    def view_back(val: Value, flat: Value, n, loc) -> List[Operation]:
+        tail = const([n])
+        cat = OPS["moec.concat"].create([lead.results[0], tail.results[0]], {"axis": 0}, loc)
+        back = OPS["moec.reshape"].create([flat, cat.results[0]], {}, loc, [val.type])
+        return [tail, cat, back]
+    replace: List[tuple] = []
+    for o in chain:
+        new_ops: List[Operation] = []
+        ins = []
+        for a in o.operands:
+            if a is not None and id(a) in twin:
+                ins.append(twin[id(a)])
+            elif a is not None and a.type.rank >= 2 and o.name != "moec.matmul":  # [1, .., 1, n]: as [1, n]
+                s = const([1, -1 if not isinstance(a.type.shape[-1], int) else a.type.shape[-1]])
+                rv = OPS["moec.reshape"].create([a, s.results[0]], {}, o.loc, [TensorType(a.type.dtype,
+                                                                                         (1, a.type.shape[-1]))])
+                new_ops += [s, rv]
+                ins.append(rv.results[0])
+            else:
+                ins.append(a)
+        res = o.results[0]
+        o2 = OPS[o.name].create(ins, dict(o.attrs), o.loc, [typ(res.type, res.type.shape[-1])])
+        if o.name in _ROWWISE_SOFTMAX:
+            o2.attrs["axis"] = -1
+        new_ops.append(o2)
+        twin[id(res)] = o2.results[0]
+        if any(id(w) not in in_chain for w in users.get(id(res), [])) or any(res is out for out in f.outputs):
+            back = view_back(res, o2.results[0], res.type.shape[-1], o.loc)
+            new_ops += back
+            replace.append((res, back[-1].results[0], {id(o) for o in chain}))
+        before.setdefault(id(o), []).extend(new_ops)
+    flat_in = twin[id(v)]
+    if sel.name == "moec.topk":
+        s2 = OPS["moec.topk"].create([flat_in, sel.operands[1]], dict(sel.attrs, axis=-1), sel.loc,
+                                     [typ(sel.results[0].type, k), TensorType(DType.I64, (None, k))])
+        ns = [k, k]
+    else:
+        keep = sel.attrs["keepdims"]
+        s2 = OPS["moec.argmax"].create([flat_in], dict(sel.attrs, axis=-1), sel.loc,
+                                       [TensorType(DType.I64, (None, 1) if keep else (None,))])
+        ns = [1 if keep else None]
+    sel_ops = [s2]
+    for old, new, n in zip(sel.results, s2.results, ns):
+        if n is None:  # [B, S] from [N]: the lead dims alone
+            back = OPS["moec.reshape"].create([new, lead.results[0]], {}, sel.loc, [old.type])
+            sel_ops.append(back)
+        else:
+            b = view_back(old, new, n, sel.loc)
+            sel_ops += b
+            back = b[-1]
+        replace.append((old, back.results[0], set()))
+    before.setdefault(id(sel), []).extend(sel_ops)
+    ops = list(before.get(0, []))
+    for o in f.ops:
+        ops.append(o)
+        ops.extend(before.get(id(o), []))
+    f.ops = ops
+    for old, new, skip in replace:  # (the rewritten chain's own reads of old are dropped with it below)
+        for o in f.ops:
+            if id(o) not in skip and o is not new.owner:
+                o.operands = [new if a is old else a for a in o.operands]
+        f.outputs = [new if a is old else a for a in f.outputs]
+    dead = {id(sel)}
+    for o in reversed(chain):  # the rank >= 3 chain, now read by nothing
+        us = f.uses()
+        if all(not us.get(id(x)) for x in o.results) and not any(x is y for x in o.results for y in f.outputs):
+            dead.add(id(o))
+            f.ops = [p for p in f.ops if p is not o]
+    f.ops = [p for p in f.ops if id(p) not in dead]
+    return True
+
+
 def _ops_between(down, ups):
     """The ops on the paths from the up projections' outputs to the down projection's input (the activation's
     ops; other projections and anything before the up projections left out), at most 256 values visited."""
@@ -694,6 +855,8 @@ class RecognizeMoE(Pass):
         changed = False
         for f in m.functions:
             proj_keys = _projection_weight_keys(f)  # (the weights the proofs read as probe values)
+            for o in [o for o in f.ops if o.name in ("moec.topk", "moec.argmax") and o.operands[0].type.rank >= 3]:
+                changed |= _flatten_selection(f, o)  # (a selection over [batch, seq, E]: over its token rows)
             roots = [o for o in f.ops if o.name == "moec.topk" or (o.name == "moec.argmax"
                                                                     and not o.attrs["select_last_index"])]
             for topk in roots:
@@ -718,6 +881,7 @@ class RecognizeMoE(Pass):
         _sink_views(m, f, topk)
         L = _Layer(m, f, topk, proj_keys)
         self._zero = 0  # identity experts (ids past the expert FFNs), see below
+        self._skip = 0  # skip classes (ids past the expert FFNs that compute nothing), see _skip_classes
         self._n_shared = 0  # always-on experts scored by the router (see _router)
         if topk.name == "moec.argmax":
             if topk.attrs["axis"] not in (-1, 1) or topk.operands[0].type.rank != 2:
@@ -751,11 +915,14 @@ class RecognizeMoE(Pass):
         # the first merge point holding expert FFNs: where the routing weight scales the experts' input
         # (Llama-4: sigmoid(score) * x), the paths already merge there, before the experts
         merges = self._layer_outputs(L, fwd, x)
+        # (what computes the router's own input when it is not x -- Zaya's router MLP over state carried from the
+        # previous layer -- is before the layer, as x's ancestors are: the proofs feed that input)
+        before = L.ancestors(x, all_ops) | (L.ancestors(L.router_in, all_ops) if L.router_in is not None else set())
         for n_merge, y in enumerate(merges):
             region = L.ancestors(y, fwd) | {id(o) for o in chain} | {id(topk)}
             # 2. experts (in a dense formulation they do not depend on the top-k: search everything
             # between x and the layer output)
-            between = (L.ancestors(y, all_ops) - L.ancestors(x, all_ops)) | region
+            between = (L.ancestors(y, all_ops) - before) | region
             experts = self._experts(L, between, x, root, E, k, y)
             if experts or n_merge == len(merges) - 1:
                 break
@@ -766,6 +933,8 @@ class RecognizeMoE(Pass):
             [e.index for e in experts] == list(range(len(experts))) else 0
         if len(experts) + self._zero != E:
             raise _NoMatch
+        if self._zero and self._skip_classes(L, root, x, y, len(experts), E, k):
+            self._skip, self._zero = self._zero, 0
         acts = {e.activation for e in experts}
         if len(acts) != 1:
             raise _NoMatch  # experts differ: not one MoE op
@@ -793,9 +962,32 @@ class RecognizeMoE(Pass):
                     return True
             except _NoMatch:
                 continue  # e.g. a residual add after the layer needs values from outside it
-        if self._zero:
-            raise _NoMatch(_fewer_experts(E, E - self._zero))
+        if self._zero or self._skip:
+            raise _NoMatch(_fewer_experts(E, E - self._zero - self._skip, bool(self._skip)))
         return False
+
+    @staticmethod
+    def _skip_classes(L: "_Layer", root: "_Root", x: Value, y: Value, n: int, E: int, k: int) -> bool:
+        """Whether the router's ids n..E-1, past the layer's n expert FFNs, are skip classes (moe.route n_skip,
+        Zaya's skip expert): with every slot of every probe token fed one of them through the selection, the layer
+        outputs exactly 0.  (Identity experts -- LongCat-Flash's zero-computation experts -- output the token
+        times its weight instead; a layer whose router never selects those ids on probe tokens, such as Zaya's
+        with its skip class biased by -1, cannot be told apart by the layer's proof, so this asks the graph.)"""
+        rng = np.random.default_rng(17)
+        T = L.rows(PROBE_T)
+        dt = x.type.dtype.np
+        X = L.exact(rng.standard_normal((T, x.type.shape[1])).astype(dt))
+        W = np.full((T, k), 1.0 / k, dt)
+        for c in range(n, E):
+            ids = np.stack([np.full(T, n + (c - n + j) % (E - n)) for j in range(k)], axis=1).astype(np.int64)
+            try:
+                out = np.asarray(evaluate(L.em, L.f, [y], {**L.xfeed(X), **root.feeds(ids, W)},
+                                          widened=L.widened)[0], np.float64)
+            except Exception:
+                return False
+            if out.size == 0 or not np.all(out == 0):
+                return False
+        return True
 
     @staticmethod
     def _expert_tokens(L: "_Layer", fwd: Set[int]) -> Optional[Value]:
@@ -1220,9 +1412,12 @@ class RecognizeMoE(Pass):
             if ups:
                 downs.append((p, ups))
         experts = []
-        # token t picks experts t, t+1, ..., t+k-1 (mod E): every expert gets a distinct token set
+        # token t picks experts t, t+1, ..., t+k-1 (mod E): every expert gets a distinct token set.  Among the
+        # first n ids only when the layer has n < E expert FFNs (router classes past them are identity experts or
+        # skip classes, which a graph may send to a real expert with weight 0: _try_layer's proof decides them)
+        n_ids = len(downs) if k <= len(downs) < E and not any(d.stacked for d, _ in downs) else E
         n_tok = L.rows(max(2 * E, 2 * PROBE_T))
-        ids_probe = np.stack([(np.arange(n_tok) + j) % E for j in range(k)], axis=1).astype(np.int64)
+        ids_probe = np.stack([(np.arange(n_tok) + j) % n_ids for j in range(k)], axis=1).astype(np.int64)
         T2 = ids_probe.shape[0]
         D = x.type.shape[1]
         rng = np.random.default_rng(7)
@@ -1609,6 +1804,8 @@ class RecognizeMoE(Pass):
                 cand["norm_min"] = floor
             if self._n_shared:
                 cand["n_shared"] = self._n_shared
+            if self._skip:
+                cand["n_skip"] = self._skip
             if self._group is not None:
                 cand.update(n_group=self._group[0], topk_group=self._group[1], group_score=self._group[2])
                 if self._group_fill != float("-inf"):
@@ -1956,7 +2153,7 @@ class RecognizeMoE(Pass):
                                         "moe.route")
         ops.append(route)
         w, ids = route.results
-        n_ffn = E - self._zero
+        n_ffn = E - self._zero - self._skip
         ident = None
         if self._zero:  # ids >= n_ffn: identity experts, out of the dispatch; x times their weights' sum
             def op1(name, ins, attrs=None):
@@ -2049,6 +2246,8 @@ class RecognizeMoE(Pass):
         fam = "longcat-flash" if self._zero else "gemma4" if expert_scale else family_of(attrs, bias_v is not None, ffn)
         name = record_moe_layer(m, {
             "family": fam, "source": "recognized", **({"identity_experts": self._zero} if self._zero else {}),
+            **({"skip_classes": f"{self._skip} (router classes {E - self._skip}..{E - 1}: a slot that chooses one "
+                                f"contributes nothing)"} if self._skip else {}),
             **({"expert_scale": "folded into each expert's down projection"} if expert_scale else {}),
             **({"post_expert_norm": {"eps": ffn["post_norm_eps"], "input_scale": "folded into each expert's down "
                                      "projection" if self._post[0] is not None else None,
@@ -2063,7 +2262,7 @@ class RecognizeMoE(Pass):
             "routing_weight_scales": "expert input" if attrs.get("weights_at") == "input" else "expert output",
             **({"always_on_experts": f"{self._n_shared} (moe.experts ids {E - self._n_shared}..{E - 1}, weighted by the "
                                      f"route's last {self._n_shared} slot(s))"} if self._n_shared else {}),
-            "correction_bias": bias_v is not None, "E": E - self._zero - self._n_shared, "k": attrs["k"],
+            "correction_bias": bias_v is not None, "E": E - self._zero - self._n_shared - self._skip, "k": attrs["k"],
             "D": int(y_new.type.shape[1]),
             "F": int(experts[0].down.weight.shape[1]), "activation": ffn["activation"] if ffn["activation"] != "swiglu"
             else ("swiglu" if ffn.get("limit", np.inf) == float("inf") else
@@ -2080,6 +2279,8 @@ def family_of(attrs: dict, has_bias: bool, ffn: dict) -> str:
     s, post, norm, k = attrs["scoring"], attrs["post"], attrs["norm"], attrs["k"]
     if attrs.get("n_shared"):  # always-on experts weighted by the route beside the top-k
         return "inkling" if s == "sigmoid" and norm == "sum" else "custom"
+    if attrs.get("n_skip"):  # skip classes: chosen like experts, computing nothing
+        return "zaya" if s == "softmax" and has_bias and post == "none" and norm == "none" else "custom"
     if post == "sparsemixer":
         return "phimoe"
     if ffn.get("limit", float("inf")) != float("inf") and ffn.get("alpha", 1.0) != 1.0 and post == "softmax":
@@ -2109,7 +2310,10 @@ class _NoMatch(Exception):
     pass
 
 
-def _fewer_experts(E: int, n: int) -> str:
+def _fewer_experts(E: int, n: int, skip: bool = False) -> str:
     return (f"the router scores E={E} experts but the layer has expert FFNs for ids 0..{n - 1} only, and taking "
-            f"the ids >= {n} as identity experts (LongCat-Flash's zero-computation experts: the token itself "
-            f"times its weight) with any routing candidate does not reproduce the layer's output on probe tokens")
+            + (f"the ids >= {n} as skip classes (Zaya's skip expert: a slot that chooses one contributes nothing; "
+               f"the layer outputs 0 when every slot chooses one)" if skip else
+               f"the ids >= {n} as identity experts (LongCat-Flash's zero-computation experts: the token itself "
+               f"times its weight)")
+            + " with any routing candidate does not reproduce the layer's output on probe tokens")

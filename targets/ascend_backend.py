@@ -51,7 +51,7 @@ TILING_FIELDS = [("T", "i"), ("D", "i"), ("E", "i"), ("K", "i"), ("F", "i"), ("I
                  ("rows", "i"), ("adt", "i"), ("chunk", "i"), ("qscale", "i"), ("xdt", "i"),
                  ("ydt", "i"), ("aq", "i"), ("tie_high", "i"), ("drop", "i"), ("min_weight", "f"),
                  ("jitter_eps", "f"), ("norm_min", "f"), ("group_fill", "f"), ("wgroup", "i"), ("zp", "i"),
-                 ("bias_f32", "i")]
+                 ("bias_f32", "i"), ("n_skip", "i")]
 # GmmTiling field order (codegen/ascend/kernels/cube_kernels.cpp), all int32
 GMM_FIELDS = ("T", "G", "N", "K", "baseM", "baseN", "baseK", "stepK", "aShared", "aRows", "outRows", "dbL0C", "dtype",
               "cdt")
@@ -852,7 +852,8 @@ class Planner:
                     topk_group=a["topk_group"], group_top2=int(a["group_score"] == "top2_sum"), post=POST[a["post"]],
                     norm=NORM[a["norm"]], norm_eps=a["norm_eps"], scale=a["scale"], capacity=a["capacity"],
                     tie_high=int(a["tie"] == "high"), drop=int(a["drop"]), min_weight=a["min_weight"],
-                    jitter_eps=a["jitter_eps"], norm_min=a["norm_min"], group_fill=a["group_fill"])
+                    jitter_eps=a["jitter_eps"], norm_min=a["norm_min"], group_fill=a["group_fill"],
+                    n_skip=int(a.get("n_skip") or 0))
 
     def _k_moe_route(self, o, i, args):
         from moec.codegen.ascend.plan import act_dtype
@@ -1012,11 +1013,15 @@ class Planner:
                              vec_tiling(rows=n, cols=D, op=ROWWISE["moec.rms_norm"], tile=ROW_TILE,
                                         s0=float(a["post_norm_eps"]), dt=0))
                 yo = yn
+            tl_out = tl
+            if e.pn_w is not None:  # the post-norm's per-expert weight rows (Ergo): moe_scatter_rows' per-expert
+                # channel scale (s_out, free here: the plan keeps int8 weights with a post-norm on the host)
+                s_out, tl_out = dev.buf(e.pn_w, np.float32), dict(tl, qscale=1)
             # 5. back to the slots (+ w8a8 row scales, b_out, int8 scales, routing weight at the output)
             self._launch("moe_scatter_rows", self._bd(n),
                          [yo, order, offs, b_out if b_out is not None else yo, s_out if s_out is not None else yo,
                           s_a if w8a8 else yo, rw if rw is not None else yo, y],
-                         tiling_bytes(**tl, chunk=vector_chunk(self.desc, D)))
+                         tiling_bytes(**tl_out, chunk=vector_chunk(self.desc, D)))
         return [y]
 
     def _k_moe_shared_experts(self, o, i, args):

@@ -374,3 +374,279 @@ def test_weight_after_the_expert_norm_is_one_post_norm_w_row_per_expert():
     assert len(layers) == 1 and "per expert" in layers[0]["post_expert_norm"]["weight"], layers
     assert layers[0]["post_expert_norm"]["input_scale"] is None
     _exact(blk, m)
+
+# -- Zaya: a skip class among the router's classes (moe.route n_skip), a router MLP over carried state ---------
+# ZayaRouter: logits = router_mlp(down_proj(x) [+ the previous layer's router state * scale]) over E + 1 classes,
+# probs = softmax(logits), chosen = top-k(probs + balancing_biases), weights = probs[chosen]; a slot that chose
+# the last class (the skip expert) gets weight 0 (and id 0): it contributes nothing.
+
+def _zaya_bias(blk, skip=0.4):
+    """A balancing bias under which tokens do choose the skip class (transformers' init gives it -1: never)."""
+    import torch
+    with torch.no_grad():
+        b = blk.gate.balancing_biases if hasattr(blk, "gate") else blk.balancing_biases
+        b.copy_(torch.linspace(-0.1, 0.1, b.numel()))
+        b[-1] = skip
+    return blk
+
+
+def test_n_skip_reference_is_transformers_zaya_router():
+    """moe.route with n_skip=1 (softmax scoring, the balancing bias as the selection bias) against transformers'
+    ZayaRouter: the same experts and weights where a real expert is chosen; where the skip class is, the route's
+    slot is dropped (id -1, weight 0) and Zaya's has weight 0."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import hf_survey as survey
+    from transformers.models.zaya.modeling_zaya import ZayaRouter
+    cfg = survey.tiny_config("zaya")
+    torch.manual_seed(0)
+    r = ZayaRouter(cfg, 0).eval()
+    with torch.no_grad():
+        for p in r.parameters():  # (as the survey's blocks: N(0, 0.2), peaked probabilities)
+            p.copy_(torch.randn(p.shape) * 0.2)
+        _zaya_bias(r)
+        x = torch.randn(3, 11, cfg.hidden_size)
+        logits, probs, idx, _ = r(x)
+    bias = r.balancing_biases.numpy()
+    n = cfg.num_experts
+    w, ids = RouteOp.create([Value(TensorType(DType.F32, ("T", n + 1))), Value(TensorType(DType.F32, (n + 1,)))],
+                            {"k": 1, "scoring": "softmax", "n_skip": 1}).reference(logits.numpy(), bias)
+    skip = ids == -1
+    assert 0 < skip.sum() < skip.size  # (both kinds of token)
+    np.testing.assert_array_equal(ids[~skip], idx.numpy()[~skip])
+    np.testing.assert_allclose(w, probs.numpy(), rtol=1e-6, atol=1e-7)
+    assert (w[skip] == 0).all() and (idx.numpy()[skip] == 0).all()
+
+
+def test_n_skip_rejected_where_undefined():
+    def route(cols, **attrs):
+        return RouteOp.create([Value(TensorType(DType.F32, ("T", cols)))], attrs)
+    route(5, k=2, n_skip=1)
+    for cols, attrs, why in [(5, dict(k=1, n_skip=5), "n_skip=5"), (6, dict(k=1, n_skip=1, n_shared=1), "n_skip"),
+                             (6, dict(k=1, n_skip=1, n_group=2, topk_group=1), "n_skip"),
+                             (5, dict(k=1, n_skip=1, capacity=4), "n_skip")]:
+        with pytest.raises(Exception, match=why):
+            route(cols, **attrs)
+
+
+def _skip_layer(k: int, n_skip: int, skip_bias: float = 0.3):
+    """x -> logits [T, E + n_skip] -> moe.route (n_skip, softmax, bias) -> dispatch / experts over E -> combine."""
+    rng = np.random.default_rng(2)
+    C = E + n_skip
+    ws = WeightStore()
+    ws.set("wr", (rng.standard_normal((D, C)) / 3).astype(np.float32))
+    ws.set("w_in", (rng.standard_normal((E, 2 * F, D)) / 4).astype(np.float32))
+    ws.set("w_out", (rng.standard_normal((E, D, F)) / 5).astype(np.float32))
+    b = np.zeros(C, np.float32)
+    b[E:] = skip_bias  # (the skip classes chosen often)
+    ws.set("bias", b)
+    X, L = 'tensor<?x16xf32, "T">', f'tensor<?x{C}xf32, "T">'
+    W, ID = f'tensor<?x{k}xf32, "T">', f'tensor<?x{k}xi64, "T">'
+    text = f'''module {{
+  func.func @main(%x: {X}) -> ({X}) attributes {{moec.inputs = ["x"], moec.outputs = ["y"]}} {{
+    %wr = "moec.constant"() {{value = dense_resource<wr> : tensor<16x{C}xf32>}} : () -> tensor<16x{C}xf32>
+    %b = "moec.constant"() {{value = dense_resource<bias> : tensor<{C}xf32>}} : () -> tensor<{C}xf32>
+    %w_in = "moec.constant"() {{value = dense_resource<w_in> : tensor<6x16x16xf32>}} : () -> tensor<6x16x16xf32>
+    %w_out = "moec.constant"() {{value = dense_resource<w_out> : tensor<6x16x8xf32>}} : () -> tensor<6x16x8xf32>
+    %logits = "moec.matmul"(%x, %wr) : ({X}, tensor<16x{C}xf32>) -> {L}
+    %r:2 = "moe.route"(%logits, %b) {{k = {k} : i64, scoring = "softmax", n_skip = {n_skip} : i64}} : ({L}, tensor<{C}xf32>) -> ({W}, {ID})
+    %p:2 = "moe.dispatch"(%r#1) {{num_experts = 6 : i64}} : ({ID}) -> (tensor<?xi64>, tensor<7xi64>)
+    %yk = "moe.experts"(%x, %r#1, %p#0, %p#1, %w_in, %w_out) {{activation = "swiglu"}} : ({X}, {ID}, tensor<?xi64>, tensor<7xi64>, tensor<6x16x16xf32>, tensor<6x16x8xf32>) -> tensor<?x{k}x16xf32, "T">
+    %y = "moe.combine"(%yk, %r#0) {{weighted = true}} : (tensor<?x{k}x16xf32, "T">, {W}) -> {X}
+    func.return %y : {X}
+  }}
+}}'''
+    return parse_module(text, ws)
+
+
+SKIPS = [(2, 1), (1, 2)]  # (k, n_skip): a token with one of its two slots skipped; tokens with nothing at all
+
+
+def _skip_inputs(T):
+    x = _inputs(T)
+    x[-1] = 0.0  # (equal logits: the ties go to the lowest class, an expert)
+    return x
+
+
+@pytest.mark.parametrize("k,n_skip", SKIPS)
+def test_n_skip_layer_c_matches_reference(k, n_skip, tmp_path):
+    m = _skip_layer(k, n_skip)
+    route = next(o for o in m.main.ops if o.name == "moe.route")
+    x = _skip_inputs(9)
+    ids = route.reference(x @ m.weights["wr"], m.weights["bias"])[1]
+    assert (ids == -1).any() and (ids >= 0).any() and ((ids == -1).all(1).any() if k == 1 else True)
+    art = build_module(m, str(tmp_path / "out"))
+    for T in (9, 1):
+        x = _skip_inputs(T)
+        np.testing.assert_allclose(art([x])[0], run(m, {"x": x})["y"], rtol=2e-5, atol=2e-6, err_msg=f"T={T}")
+
+
+def test_n_skip_route_on_triton():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from moec.codegen.triton import runtime as rt
+    rng = np.random.default_rng(9)
+    for k, n_skip in SKIPS:
+        C = E + n_skip
+        logits = (rng.standard_normal((29, C)) * 1.5).astype(np.float32)
+        bias = np.zeros(C, np.float32)
+        bias[E:] = 0.3
+        a = dict(k=k, scoring="softmax", n_group=1, topk_group=1, group_score="max", post="none", norm="none",
+                 norm_eps=0.0, scale=1.0, capacity=0, n_skip=n_skip)
+        want_w, want_ids = RouteOp.create([Value(TensorType(DType.F32, ("T", C))), Value(TensorType(DType.F32, (C,)))],
+                                          a).reference(logits, bias)
+        assert (want_ids == -1).any()
+        w, ids = rt.moe_route(torch.from_numpy(logits).to(rt.DEVICE), torch.from_numpy(bias).to(rt.DEVICE), **a)
+        np.testing.assert_array_equal(ids.cpu().numpy(), want_ids)
+        np.testing.assert_allclose(w.cpu().numpy(), want_w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k,n_skip", SKIPS)
+def test_n_skip_layer_on_ascend(k, n_skip, tmp_path):
+    """The moe_gating kernel drops the skip classes' slots (emulator): the whole layer on the NPU, no host op."""
+    m = _skip_layer(k, n_skip)
+    art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
+    assert not art.plan["host_ops"], art.plan["host_ops"]
+    x = _skip_inputs(7)
+    np.testing.assert_allclose(np.asarray(art([x])[0]), run(m, {"x": x})["y"], rtol=2e-5, atol=2e-6)
+
+
+def _zaya_block(impl="batched_mm"):
+    from test_hf_models import moe_block
+    return _zaya_bias(moe_block("zaya", impl))
+
+
+def _first(blk):
+    import hf_survey as survey
+    return survey._wrap_first(blk)
+
+
+def test_zaya_block_is_recognised_and_exact():
+    """transformers' ZayaSparseMoeBlock (torch.export, batched_mm), its skip class chosen by some tokens: its
+    [batch, seq, E+1] top-k roots the layer, its router MLP stays ordinary ops before moe.route (n_skip=1,
+    softmax, the balancing bias as the selection bias), the 4 experts one moe.experts; equal to eager."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_hf_models import D as HD, recognise
+    blk = _zaya_block()
+    m, layers = recognise(_first(blk), torch.randn(2, 5, HD, generator=torch.Generator().manual_seed(2)))
+    assert [la["family"] for la in layers] == ["zaya"], layers
+    r = layers[0]["routing"]
+    assert {k: r[k] for k in ("scoring", "norm", "post", "k", "n_skip")} == \
+        {"scoring": "softmax", "norm": "none", "post": "none", "k": 1, "n_skip": 1}
+    assert (layers[0]["E"], layers[0]["correction_bias"]) == (4, True)
+    route = next(o for o in m.main.ops if o.name == "moe.route")
+    mlp = route.operands[0].owner  # (the router's last projection, fed by its MLP: ordinary ops)
+    assert mlp is not None and mlp.name in ("moec.matmul", "moec.gemm")
+    assert any(o.name == "moec.gelu" for o in m.main.ops)
+    _exact(_first(blk), m)
+
+
+def _compile_and_check(model, x, tmp_path, monkeypatch, blk):
+    import torch
+    import moec
+    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
+    cm = moec.compile(model, None if isinstance(model, str) else (x,), dynamic_dims={0: {0: "B", 1: "S"}}
+                      if not isinstance(model, str) else None)
+    rep = cm.stats.report
+    assert rep["verified"], rep.get("failure")
+    assert [la["family"] for la in rep["moe_layers"]] == ["zaya"], rep.get("recognition")
+    for shape in ((1, 7), (3, 2)):
+        xs = torch.randn(*shape, x.shape[-1], generator=torch.Generator().manual_seed(sum(shape)))
+        with torch.no_grad():
+            want = _first(blk)(xs).numpy()
+        got = cm(xs.numpy() if isinstance(model, str) else xs)
+        got = got[0] if isinstance(got, (list, tuple)) else got
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+ZAYA_PATHS = [("torch.export", "batched_mm")] + [pytest.param(p, i, marks=pytest.mark.slow) for p, i in (
+    ("torch.export", "grouped_mm"), ("dynamo", "batched_mm"), ("torchscript", "batched_mm"),
+    ("torchscript", "eager"))]
+
+
+@pytest.mark.parametrize("path,impl", ZAYA_PATHS)
+def test_zaya_block_compiles_exact_on_every_path_that_exports(path, impl, tmp_path, monkeypatch):
+    """moec.compile (C build, verified against the module / onnxruntime) of the block on each path transformers'
+    code exports on (torch.export of eager stops at the data-dependent expert loop; the dynamo exporter fails on
+    eager and grouped_mm; TorchScript on grouped_mm's histc: the survey's reasons): the zaya layer, equal to
+    eager.  TorchScript's eager trace unrolls the experts its example hits (hf_survey's example hits all)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import hf_survey as survey
+    from test_hf_models import D as HD
+    blk = _zaya_block(impl)
+    x = torch.randn(2, 5, HD, generator=torch.Generator().manual_seed(2))
+    model = _first(blk)
+    if path != "torch.export":
+        x = survey.example_input(blk, torch.float32, path)  # (TorchScript: one hitting every expert)
+        p = str(tmp_path / "b.onnx")
+        kw = dict(dynamic_shapes=({0: "B", 1: "S"},)) if path == "dynamo" else \
+            dict(dynamic_axes={"x": {0: "B", 1: "S"}}, opset_version=18)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), p, input_names=["x"], dynamo=path == "dynamo", **kw)
+        model = p
+    _compile_and_check(model, x, tmp_path, monkeypatch, blk)
+
+
+def _near_zaya_block():
+    """Zaya's block with one change: a slot that chose the skip class keeps its weight (only its id is sent to
+    expert 0), so it adds weight x expert 0's output: neither a skip class (nothing) nor an identity expert
+    (the token times its weight); the layer must stay unrecognised (and still compute the same)."""
+    import torch
+    blk = _zaya_block()
+    gate = blk.gate
+
+    def forward(hidden_states, router_states=None):
+        h = gate.down_proj(hidden_states)
+        logits = gate.router_mlp(h)
+        probs = torch.softmax(logits, dim=-1)
+        _, idx = torch.topk(probs + gate.balancing_biases, gate.top_k, dim=-1)
+        w = torch.gather(probs, 2, idx)
+        idx = idx.masked_fill(idx == gate.config.num_experts, 0)
+        return logits.reshape(-1, gate.num_router_classes), w.reshape(-1, gate.top_k), idx.reshape(-1, gate.top_k), h
+    gate.forward = forward
+    return blk
+
+
+def test_near_zaya_lookalike_stays_unrecognised():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import hf_survey as survey
+    from test_hf_models import D as HD, recognise
+    blk = _near_zaya_block()
+    m, layers = recognise(_first(blk), torch.randn(2, 5, HD, generator=torch.Generator().manual_seed(2)))
+    assert layers == []
+    assert not any(o.name.startswith("moe.") for o in m.main.ops)
+    assert "identity experts" in survey._why_not(m)
+    _exact(_first(blk), m)
+
+
+@pytest.mark.slow
+def test_zaya_causal_lm_both_layers_recognised_and_exact():
+    """A 2-layer ZayaForCausalLM (batched_mm, input_ids [batch, seq], dynamic dims): layer 1's router reads layer
+    0's router state (router_states * scale added to its own down_proj) -- a router input that is not a function
+    of the layer's hidden input: both layers recognised, the logits equal the model's own."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import json
+    import hf_survey as survey
+    from test_hf_compile import causal_lm, run_ir
+    from moec.frontend.torch_import import import_torch
+    model = causal_lm("zaya")
+    for blk in survey.sparse_blocks(model):
+        _zaya_bias(blk)
+    assert survey.sparse_blocks(model)[1].gate.use_eda
+    ids = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(0))
+    m = import_torch(model, (ids,), dynamic_dims={0: {0: "B", 1: "S"}})
+    survey._recognise(m)
+    layers = [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
+    assert [(la["family"], la["routing"].get("n_skip")) for la in layers] == [("zaya", 1)] * 2, layers
+    for shape in ((1, 7), (3, 2)):
+        xs = torch.randint(3, 128, shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            want = model(xs, use_cache=False).logits.numpy()
+        np.testing.assert_allclose(run_ir(m, xs)[0], want, rtol=1e-4, atol=1e-5)

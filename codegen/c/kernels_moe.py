@@ -36,7 +36,7 @@ def _route(ctx, o):
              f"{_POST[a['post']]}, {_NORM[a['norm']]}, {ctx.c_float(a['norm_eps'])}, {ctx.c_float(a['scale'])}, "
              f"{1 if a['tie'] == 'high' else 0}, {1 if a['drop'] else 0}, {ctx.c_float(a['min_weight'])}, "
              f"{ctx.c_float(a['jitter_eps'])}, {ctx.c_float(a['norm_min'])}, {ctx.c_float(a['group_fill'])}, "
-             f"{ctx.c_int(o.n_shared())}}};")
+             f"{ctx.c_int(o.n_shared())}, {ctx.c_int(o.n_skip())}}};")
     bias = ctx.t(o.operands[1]) if len(o.operands) > 1 else "NULL"
     w, ids = o.results
     return [f"MOEC_TRY(moec_k_moe_route(&ctx, {ctx.t(o.operands[0])}, {bias}, {ctx.t(w)}, {ctx.t(ids)}, &{name}));"]

@@ -92,6 +92,8 @@ def emit_triton(m: Module) -> Tuple[str, WeightStore]:
                      "capacity", "tie", "drop", "min_weight", "jitter_eps", "norm_min", "group_fill")
             if o.attrs.get("n_shared"):  # always-on expert slots (Inkling)
                 kw += f", n_shared={int(o.attrs['n_shared'])}"
+            if o.attrs.get("n_skip"):  # skip classes (Zaya)
+                kw += f", n_skip={int(o.attrs['n_skip'])}"
             out.append(f"{fresh(w)}, {fresh(ids)} = rt.moe_route({args[0]}, {bias}, {kw})")
             return out
         if o.name == "moe.dispatch":

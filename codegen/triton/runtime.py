@@ -66,7 +66,9 @@ def _p2(n: int) -> int:
 # -- MoE --------------------------------------------------------------------------------------
 def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, post, norm, norm_eps, scale,
               capacity, tie="low", drop=False, min_weight=0.0, jitter_eps=0.0, norm_min=0.0,
-              group_fill=float("-inf"), n_shared=0):
+              group_fill=float("-inf"), n_shared=0, n_skip=0):
+    """moe.route (ir/ops/moe.py).  n_skip: the last n_skip columns are skip classes (Zaya): selected by the kernel
+    like the others, then a slot that chose one is dropped (id -1, weight 0)."""
     if n_shared:
         return _route_shared(logits, bias, k=k, scoring=scoring, post=post, norm=norm, norm_eps=norm_eps,
                              scale=scale, tie=tie, drop=drop, min_weight=min_weight, norm_min=norm_min,
@@ -91,6 +93,10 @@ def moe_route(logits, bias, *, k, scoring, n_group, topk_group, group_score, pos
         drop = pos > capacity
         ids = torch.where(drop[:, None], torch.full_like(ids, -1), ids)
         w = torch.where(drop[:, None], torch.zeros_like(w), w)
+    if n_skip:
+        skip = ids >= E - n_skip
+        ids = torch.where(skip, torch.full_like(ids, -1), ids)
+        w = torch.where(skip, torch.zeros_like(w), w)
     return w, ids
 
 

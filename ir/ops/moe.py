@@ -241,6 +241,8 @@ def sparsemixer_weights(s: np.ndarray, ids: np.ndarray, eps: float) -> np.ndarra
     # (no default: absent unless set, so routes without always-on experts print as before)
     "n_shared": Attr("int", None, doc="the last n_shared logit columns are always-on experts' (Inkling): never "
                                       "selected, each token's slots k..k+n_shared-1; post / norm see all k+n_shared"),
+    "n_skip": Attr("int", None, doc="the last n_skip logit columns are skip classes (Zaya's skip expert): selected "
+                                    "like the others, a slot that chooses one is dropped (id -1, weight 0)"),
 })
 class RouteOp(Operation):
     """Router logits [T, E] (+ optional selection bias [E]) -> (weights [T, k], ids [T, k] i64).
@@ -273,10 +275,19 @@ class RouteOp(Operation):
             w = [s[ids], s[:, E':]] ([T, k + S]) and ids [T, k + S]; post, norm, scale and drop act on all
             k + S slots.  (Inkling: softmax over logsigmoid(l) of the chosen and the shared logits is
             sigmoid(l_j) / sum sigmoid(l): scoring sigmoid, norm sum.)  Not with groups or capacity.
+        n_skip N > 0 (skip classes, Zaya's skip expert): of the E logit columns the last N are classes that
+            compute nothing.  They are scored, biased and selected like the others (bias [E]); post, norm and
+            scale act on the k chosen slots as above; then a slot whose id is >= E - N is dropped: id -1,
+            weight 0 (so the token's output has fewer than k terms, or none).  The ids are experts 0..E-N-1 or
+            -1: moe.dispatch / moe.experts have E - N experts.  Not with n_shared, groups, capacity or post
+            sparsemixer.
     """
 
     def n_shared(self) -> int:
         return int(self.attrs.get("n_shared") or 0)
+
+    def n_skip(self) -> int:
+        return int(self.attrs.get("n_skip") or 0)
 
     def infer_types(self):
         t = self.operands[0].type
@@ -299,6 +310,13 @@ class RouteOp(Operation):
                                                                         f"n_shared {S})" if S else ""))
         if S and (self.attrs["n_group"] != 1 or self.attrs["capacity"] or self.attrs["post"] == "sparsemixer"):
             raise operand_error(self, "n_shared (always-on experts) is not defined with groups, capacity or "
+                                      "post sparsemixer")
+        N = self.n_skip()
+        if N < 0 or (N and isinstance(E, int) and N >= E):
+            raise operand_error(self, f"n_skip={N} must be >= 0 and leave at least one expert of the {E} logit "
+                                      f"columns")
+        if N and (S or self.attrs["n_group"] != 1 or self.attrs["capacity"] or self.attrs["post"] == "sparsemixer"):
+            raise operand_error(self, "n_skip (skip classes) is not defined with n_shared, groups, capacity or "
                                       "post sparsemixer")
         ng, tg = self.attrs["n_group"], self.attrs["topk_group"]
         if ng < 1 or tg < 1 or tg > ng or (isinstance(E, int) and E % ng):
@@ -357,6 +375,11 @@ class RouteOp(Operation):
             w = w / np.where(den < a["norm_min"], np.asarray(a["norm_min"], den.dtype), den)
         w = w * a["scale"]
         ids = ids.astype(np.int64)
+        N = self.n_skip()
+        if N:  # a slot that chose a skip class contributes nothing
+            skip = ids >= E - N
+            ids = np.where(skip, -1, ids)
+            w = np.where(skip, 0, w).astype(w.dtype)
         if a["drop"]:
             with np.errstate(invalid="ignore"):
                 keep = w > a["min_weight"]

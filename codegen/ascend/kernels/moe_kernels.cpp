@@ -56,6 +56,8 @@ struct MoeTiling {
   int32_t zp;          // moe_dequant_int4: 1 = per-group zero points (f32), else the implicit 8
   int32_t bias_f32;    // moe_gating: the selection bias is float whatever the logits' type (bf16/f16 models
                        // that keep DeepSeek's e_score_correction_bias in f32)
+  int32_t n_skip;      // moe_gating: the last n_skip of the E classes are skip classes (Zaya): a slot that chose one
+                       // -> id -1, weight 0
 };
 
 
@@ -226,6 +228,13 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       for (uint32_t j = 0; j < K; j++) {
         float w = wv.GetValue(j);
         if (!(w > t.min_weight)) { wv.SetValue(j, 0.f); iv.SetValue(j, -1); }
+      }
+      moec_sync<HardEvent::S_V>();
+    }
+    if (t.n_skip > 0) {  // a slot that chose a skip class contributes nothing (after post / norm / scale)
+      moec_sync<HardEvent::V_S>();
+      for (uint32_t j = 0; j < K; j++) {
+        if (iv.GetValue(j) >= (int32_t)E - t.n_skip) { wv.SetValue(j, 0.f); iv.SetValue(j, -1); }
       }
       moec_sync<HardEvent::S_V>();
     }

@@ -63,6 +63,10 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
   int64_t K = k + S; /* slots per token */
   if (S < 0 || E < 1 || (S && (G != 1 || p->capacity > 0 || p->post == MOEC_POST_SPARSEMIXER)))
     return moec_fail(ctx, "bad n_shared=%lld for %lld logit columns", (long long)S, (long long)EL);
+  /* n_skip N: the last N of the E selectable columns are skip classes (selected, then dropped) */
+  int64_t N = p->n_skip;
+  if (N < 0 || (N && (N >= E || S || G != 1 || p->capacity > 0 || p->post == MOEC_POST_SPARSEMIXER)))
+    return moec_fail(ctx, "bad n_skip=%lld for %lld logit columns", (long long)N, (long long)EL);
   if (k < 1 || k > E) return moec_fail(ctx, "k=%lld out of range for E=%lld", (long long)k, (long long)E);
   if (G < 1 || E % G || p->topk_group < 1 || p->topk_group > G) return moec_fail(ctx, "bad expert grouping");
   if (bias && bias->numel != E) return moec_fail(ctx, "bias has %lld values, E=%lld", (long long)bias->numel, (long long)E);
@@ -137,6 +141,7 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
       int64_t e = j < k ? sel[j] : E + j - k;
       double wv = w[j] * p->scale;
       if (p->drop && !(wv > p->min_weight)) { e = -1; wv = 0; }  /* (NaN weights too) */
+      if (N && e >= E - N) { e = -1; wv = 0; }  /* a skip class: the slot contributes nothing */
       if (e >= 0 && p->capacity > 0 && ++counts[e] > p->capacity) { e = -1; wv = 0; }
       out_ids[t * K + j] = e;
       if (weights->dtype == MOEC_F32) ((float *)weights->data)[t * K + j] = (float)wv;

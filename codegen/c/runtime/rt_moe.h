@@ -25,6 +25,7 @@ typedef struct moec_route_params {
   double norm_min;    /* the renormalisation's denominator is at least this */
   double group_fill;  /* group-limited: the selection score of experts in groups not kept (-inf) */
   int64_t n_shared;   /* the last n_shared logit columns: always-on experts, slots k..k+n_shared-1 (Inkling) */
+  int64_t n_skip;     /* the last n_skip logit columns: skip classes, a slot choosing one gets id -1, weight 0 (Zaya) */
 } moec_route_params;
 
 typedef struct moec_ffn_params {
