@@ -616,8 +616,10 @@ def compile_cell(mt, block) -> dict:
             warnings.simplefilter("ignore")
             cm = moec.compile(_wrap_first(block), (x,), dynamic_dims={0: {0: "B", 1: "S"}}, cache=False)
         fams = [la["family"] for la in cm.stats.report.get("moe_layers", [])]
+        rep = cm.stats.report
         cell.update(status="recognised" if fams else "no", family=fams[0] if fams else None,
-                    verified=cm.stats.report.get("verified"))
+                    verified=rep.get("verified"), criterion=rep.get("criterion"), verification=cm.stats.verification,
+                    **({"f32_vs_float64": rep["f32_vs_float64"]} if rep.get("f32_vs_float64") else {}))
     except Exception as e:  # noqa: BLE001
         cell.update(status="no", stage="compile", reason=_first_line(e))
     cell["seconds"] = round(time.time() - t0, 2)
@@ -1475,6 +1477,13 @@ def render(out_json, out_md):
          "(recognised and exact); elsewhere the cell says `no, as f32 [Rn]`: not run in that dtype / with those "
          "dims, because the f32 cell with dynamic dims already fails, for the reason Rn (an exporter that "
          "fails on that implementation, a block moec does not recognise).", ""]
+    plain = [(r["module"], c) for r in res for c in r.get("cells", []) if c.get("path") in PATHS
+             and c.get("dtype") == "f32" and c.get("status") == "recognised" and c.get("f64_error")]
+    if plain:  # (f32 cells whose block cannot run in float64: judged by the plain f32 tolerance against torch)
+        why = sorted({str(c["f64_error"]).splitlines()[0][:120] for _, c in plain})
+        L += [f"{len(plain)} f32 cells were judged by the plain f32 tolerance against the torch block, because the block "
+              "does not run in float64 (" + "; ".join(f"`{w}`" for w in why) + "): "
+              + ", ".join(sorted({m for m, _ in plain})) + ".", ""]
     moe = [r for r in res if r.get("built") and r.get("n_blocks") and not r.get("inline")]
     not_run = []
     for r in moe:
@@ -1545,7 +1554,11 @@ def render(out_json, out_md):
         L += ["", "## `moec.compile` (C build, verification against the torch block), batched_mm, f32", "",
               "| architecture | result |", "|---|---|"]
         for c in comp:
-            L.append(f"| {c['arch']} | " + (f"{c['family']}, verified" if c.get("status") == "recognised" and
+            f64 = c.get("f32_vs_float64")
+            how = ("" if not c.get("criterion") else
+                   f" by the f32 criterion against the block in float64 (moec {f64['moec_err']:.3g}, torch's own "
+                   f"{f64['own_err']:.3g} f32 tolerance units)" if f64 else " at the plain f32 tolerance")
+            L.append(f"| {c['arch']} | " + (f"{c['family']}, verified{how}" if c.get("status") == "recognised" and
                                             c.get("verified") else f"no [{_ref(reasons, c.get('reason', ''))}]")
                      + " |")
     fx = d.get("fixtures_4x") or []
