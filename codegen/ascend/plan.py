@@ -133,10 +133,8 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
     if o.name not in NPU_OPS:  # ordinary ops: the vector kernels of vector_ops, or the host with a reason
         return device_ops.vector_reason(m, o) or (vector_ops.max_cols_reason(o, desc) if desc else None)
     if o.name == "moe.experts":
-        if o.attrs.get("has_post_norm_w"):
-            return "a per-expert weight after the post-expert RMSNorm (post_norm_w [E, D], Ergo): vec_rowwise " \
-                   "scales every row by one [D] vector, not by the row's expert's own"
         if o.attrs.get("post_norm_eps") is not None:  # vec_rowwise between the down GEMM and moe_scatter_rows
+            # (the per-expert weight after it, post_norm_w, is moe_scatter_rows' per-expert channel scale s_out)
             if o.attrs.get("has_b_out") or o.attrs.get("wq", "none") in ("int8",) or o.attrs.get("aq", "none") != "none":
                 return "a post-expert RMSNorm (post_norm_eps) after an output bias or int8 scales (moe_scatter_rows " \
                        "applies those after the down GEMM, the norm would have to come after them)"
