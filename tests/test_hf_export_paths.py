@@ -186,3 +186,43 @@ def test_nllb_moe_compile_refused_not_miscompiled():
     from moec.errors import VerificationError
     with pytest.raises(VerificationError, match="verification FAILED"):
         _compile(blk, _x(2, 5))
+
+
+class _Diff(torch.nn.Module):
+    def __init__(self, n, with_append):
+        super().__init__()
+        self.n, self.with_append = n, with_append
+
+    def forward(self, p):
+        return torch.diff(p, n=self.n, dim=-1, prepend=p[:, :1] - 1,
+                          append=p[:, -1:] * 2 if self.with_append else None)
+
+
+@pytest.mark.parametrize("n,with_append", [(1, False), (2, True)])
+def test_trace_front_end_exports_diff(n, with_append):
+    """The TorchScript exporter has no ``aten::diff`` (every transformers CausalLM's mask runs
+    ``torch.diff(position_ids, prepend=...)``): the trace front end registers its ONNX form, checked against torch."""
+    from moec.frontend.torch_trace import _trace_to_onnx
+    mod = _Diff(n, with_append)
+    p = torch.tensor([[3, 4, 5, 9, 10], [0, 1, 2, 3, 7]])
+    m = _trace_to_onnx(mod, (p,), {0: {1: "S"}}, "diff")
+    from moec.ir.interpreter import run
+    for q in (p, torch.tensor([[1, 5, 6], [2, 2, 8]])):
+        np.testing.assert_array_equal(list(run(m, [q.numpy()]).values())[0], mod(q).numpy())
+
+
+@pytest.mark.slow
+def test_dbrx_causal_lm_compile_both_layers_recognised():
+    """A 2-layer DbrxForCausalLM (input_ids [batch, seq]) through the trace front end: both layers recognised,
+    verified.  (transformers 5.25's default ``clip_qkv=None`` makes DbrxAttention call ``clamp(None, None)``, which
+    raises in eager too: the test sets a clip, as DBRX's released config has.)"""
+    model = survey.build_model("dbrx").eval()
+    for mod in model.modules():
+        if hasattr(mod, "clip_qkv"):
+            mod.clip_qkv = 8.0
+    ids = torch.randint(0, model.config.vocab_size, (2, 5), generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cm = moec.compile(model, (ids,), dynamic_dims=DYN, cache=False)
+    assert cm.stats.verified is True and _families(cm) == ["dbrx", "dbrx"]
+    assert cm.stats.report["export"]["recognised_layers"] == 2

@@ -101,6 +101,33 @@ def _examples(example_inputs, dims) -> List[tuple]:
     return out
 
 
+_REGISTERED = []
+
+
+def _register_symbolics() -> None:
+    """ONNX symbolics the TorchScript exporter lacks for ops transformers' shared code runs (registered once, through
+    torch.onnx's public registry; they only add ops it refused): ``aten::diff`` (masking_utils'
+    ``find_packed_sequence_indices``: ``torch.diff(position_ids, prepend=..., dim=-1)`` in every CausalLM's mask)
+    as the Concat of prepend / self / append along ``dim``, then ``n`` times ``y[1:] - y[:-1]`` along it."""
+    if _REGISTERED:
+        return
+    import torch
+    from torch.onnx import symbolic_helper as sh
+
+    def diff(g, x, n, dim, prepend, append):
+        n, dim = sh._maybe_get_const(n, "i"), sh._maybe_get_const(dim, "i")
+        parts = [v for v in (prepend, x, append) if not sh._is_none(v)]
+        y = g.op("Concat", *parts, axis_i=dim) if len(parts) > 1 else x
+
+        def c(v):
+            return g.op("Constant", value_t=torch.tensor([v], dtype=torch.int64))
+        for _ in range(int(n)):
+            y = g.op("Sub", g.op("Slice", y, c(1), c(2 ** 62), c(dim)), g.op("Slice", y, c(0), c(-1), c(dim)))
+        return y
+    torch.onnx.register_custom_op_symbolic("aten::diff", diff, 9)
+    _REGISTERED.append("aten::diff")
+
+
 def _trace_to_onnx(module, example_inputs, dims, name):
     """The TorchScript ONNX export of ``module`` at ``example_inputs`` (input i's dims ``dims[i]`` dynamic),
     imported into a moec Module."""
@@ -108,6 +135,7 @@ def _trace_to_onnx(module, example_inputs, dims, name):
     import torch
     from moec.frontend.onnx_import import import_model
     from moec.frontend.torch_import import _flat_output_module, without_kv_cache
+    _register_symbolics()
     names = [f"input{i}" for i in range(len(example_inputs))]
     axes = {names[i]: {int(a): str(sym) for a, sym in d.items()} for i, d in dims.items()}
     with tempfile.TemporaryDirectory(prefix="moec-trace-") as td:
