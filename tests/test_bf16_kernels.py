@@ -145,3 +145,25 @@ def test_experts_bf16_every_row_count_against_numpy(arch, tmp_path, request):
         ref = run(m, [x, logits])["y"]
         tol = 4e-6 * np.abs(want).max() * np.sqrt(max(D, F))
         assert np.abs(got - want).max() <= tol and np.abs(got - ref).max() <= tol, (arch, T)
+
+
+@pytest.mark.parametrize("arch", ["native", "generic"])
+def test_activation_rounding_is_to_nearest_even(arch, tmp_path):
+    """Every activation exactly halfway between two bf16 values (ties: to even), with the 16-lane rounding and
+    its scalar tail (K = 40), decode and prefill rows: the outputs equal numpy's with ml_dtypes' rounding, and
+    rounding ties away from zero instead would be visible."""
+    K, N = 40, 33
+    m, ws = _dense(K, N, seed=3)
+    art = build_module(m, str(tmp_path / "d"), arch=arch, threads=1)
+    rng = np.random.default_rng(0)
+    for M in (1, 2, 9):
+        odd = rng.integers(0, 64, (M, K)) * 2 + 1               # 1 + odd / 256: a tie at bf16's 8 bits
+        x = ((1 + odd / 256.0) * rng.choice([-1, 1], (M, K)) * 2.0 ** rng.integers(-3, 4, (M, K))).astype(np.float32)
+        assert np.all(_rnd(x) != x)
+        y, _ = art([x])
+        want = _rnd(x) @ _rnd(ws["w"].T).T
+        away = (np.sign(x) * (np.abs(x.astype(np.float64)) + np.abs(x) / 512.0)).astype(np.float32)  # ties away
+        wrong = _rnd(away) @ _rnd(ws["w"].T).T
+        tol = 2e-6 * np.abs(want).max() * np.sqrt(K)
+        assert np.abs(y - want).max() <= tol, (arch, M)
+        assert np.abs(wrong - want).max() > 50 * tol

@@ -368,7 +368,20 @@ static inline float round_bf16f(float f) {
   return f;
 }
 static void round_bf16_row(float *a, int64_t n) {
-  for (int64_t i = 0; i < n; i++) a[i] = round_bf16f(a[i]);
+  int64_t i = 0;
+#if MOEC_VBYTES >= 64
+  /* round_bf16f on 16 lanes (the scalar loop branches per value) */
+  const v16u32 exp = (v16u32){0} + 0x7f800000u, man = (v16u32){0} + 0x007fffffu;
+  for (; i + 16 <= n; i += 16) {
+    v16u32 u;
+    __builtin_memcpy(&u, a + i, 64);
+    v16u32 r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    v16u32 special = (v16u32)((u & exp) == exp), nan = special & (v16u32)((u & man) != 0);
+    r = (r & ~special) | (u & special) | (nan & 0x00400000u);
+    __builtin_memcpy(a + i, &r, 64);
+  }
+#endif
+  for (; i < n; i++) a[i] = round_bf16f(a[i]);
 }
 
 /* bf16 weights, every host: B panels hold, per pair p of the reduction, 32 columns x (w[2p], w[2p+1]) as bf16
@@ -396,6 +409,25 @@ static const uint32_t *packed_panels_bf16(const uint16_t *W, int64_t E, int64_t 
 }
 /* rows of f32 (already bf16-valued) -> bf16 pairs, P per row */
 static void to_pairs(const float *a, int64_t K, uint32_t *out) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  /* pair p = a[2p] | a[2p+1] << 16 is, in memory, the bf16 halves in order: a narrowing of the high halves */
+  uint16_t *o = (uint16_t *)out;
+  int64_t k = 0;
+#if MOEC_VBYTES >= 64
+  for (; k + 16 <= K; k += 16) {
+    v16u32 u;
+    __builtin_memcpy(&u, a + k, 64);
+    v16u16 h = __builtin_convertvector(u >> 16, v16u16);
+    __builtin_memcpy(o + k, &h, 32);
+  }
+#endif
+  for (; k < K; k++) {
+    uint32_t u;
+    __builtin_memcpy(&u, a + k, 4);
+    o[k] = (uint16_t)(u >> 16);
+  }
+  if (K & 1) o[K] = 0;
+#else
   int64_t P = (K + 1) / 2;
   for (int64_t p = 0; p < P; p++) {
     uint32_t lo, hi = 0;
@@ -404,6 +436,7 @@ static void to_pairs(const float *a, int64_t K, uint32_t *out) {
     __builtin_memcpy(&hi, &x1, 4);
     out[p] = (lo >> 16) | (hi & 0xffff0000u);
   }
+#endif
 }
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 /* vdpbf16ps: two 16-lane accumulators per row, 2 FLOP pairs per lane.  Numerics: the products of bf16 values
