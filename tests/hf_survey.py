@@ -492,15 +492,26 @@ def float64_reference(block, xs):
     return _out0(Float64Analogue(block)(xs))
 
 
-def _import_as_compile(module, args, dynamic_dims):
-    """The module imported as ``moec.compile(module)`` imports it (its default experts implementation
-    choice: moec.hf_experts), through torch.export and moec's ATen front end."""
+def _import_as_compile(module, args, dynamic_dims, cell=None):
+    """The module imported as ``moec.compile(module)`` imports it (its default experts implementation choice:
+    moec.hf_experts; torch.export and moec's ATen front end, or, where torch.export stops on the module's own
+    data-dependent code, moec's trace front end, moec.frontend.torch_trace): ``cell`` gets ``traced`` then."""
     try:
-        from moec.hf_experts import AUTO, import_module
+        from moec.hf_experts import AUTO
     except ImportError:  # (a moec before the "auto" choice: import_torch's own default)
         from moec.frontend.torch_import import import_torch
         return import_torch(module, args, dynamic_dims=dynamic_dims)
-    return import_module(module, args, dynamic_dims, AUTO)
+    try:
+        from moec.jit_api import _import
+    except ImportError:  # (a moec before the trace front end)
+        from moec.hf_experts import import_module
+        return import_module(module, args, dynamic_dims, AUTO)
+    m, traced = _import(module, args, dynamic_dims, AUTO)
+    if traced and cell is not None:
+        cell["traced"] = {k: traced.get(k) for k in ("frontend", "dims", "traced_at", "torch_export_stopped")}
+        if traced.get("dims") == "static" and dynamic_dims:
+            cell["note"] = "traced at the example's static shape (torch.export stopped; the trace is static)"
+    return m
 
 
 EXAMPLE_SHAPES = ((2, 5), (4, 16), (4, 64), (8, 128))
@@ -567,7 +578,7 @@ def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
         if path == "torch.export":
             with warnings.catch_warnings(record=True) as w:
                 warnings.simplefilter("always")
-                m = _import_as_compile(_wrap_first(block), (x,), {0: {0: "B", 1: "S"}} if dynamic else {})
+                m = _import_as_compile(_wrap_first(block), (x,), {0: {0: "B", 1: "S"}} if dynamic else {}, cell)
             swapped = m.attrs.get("moec.experts_implementation")
             if swapped:  # moec.compile's front end exported transformers' experts as another implementation
                 cell["exported_as"] = json.loads(swapped).get("exported_as")
@@ -1341,7 +1352,8 @@ def _cell_text(c, reasons, f32=None) -> str:
         fam = c.get("family")
         if c.get("exact"):
             return f"**{fam}**" + (" (static)" if c.get("note") else "") + (
-                f" (as {c['exported_as']})" if c.get("exported_as") else "")
+                f" (as {c['exported_as']})" if c.get("exported_as") else "") + (
+                " (traced)" if c.get("traced") else "")
         why = c.get("check_error") or f"differs from torch (scaled error {c.get('err', float('nan')):.3g})"
         if c.get("err_vs_f32") is not None:  # (bf16: which of the two is nearer the same block in f32)
             why += (f"; per-token relative error against the block in f32 (max): moec {c['err_vs_f32']:.3g}, "
@@ -1459,7 +1471,8 @@ def render(out_json, out_md):
          "A cell names the **family** recognised when the rewritten module equals the torch block on another "
          "batch / sequence size (f32: moec's f32 criterion, `moec.tolerances.f32_check`: the largest error against the "
          "same block run in float64 on the same weights and input, in units of the f32 tolerance (rtol 1e-4, atol "
-         "1e-5), within max(1, 2x the torch f32 block's own such error); bf16: moec's half-precision "
+         "1e-5), within max(1, 2x the torch f32 block's own such error), as `moec.compile` and `moec compile` now judge an "
+         "f32 build that is beyond the plain f32 tolerance of its f32 oracle; bf16: moec's half-precision "
          "criterion, `moec.tolerances.half_precision_check`, as `moec.compile` verifies a bf16 module: per token, "
          "the relative error against the same block run in f32 on the same bf16 weights and input, mean within "
          "max(u, 1.25x) and max within max(2u, 2x) the torch bf16 block's own error, u = 2^-8; \"(static)\" where "
@@ -1471,7 +1484,9 @@ def render(out_json, out_md):
          "this cell.  The torch.export path imports the block as `moec.compile(module)` does (its default "
          "`experts_implementation=\"auto\"`: batched_mm and grouped_mm as set, eager as batched_mm, a grouped_mm "
          "that is not recognised as batched_mm when that recognises more); \"(as batched_mm)\": exported so (the "
-         "same function; `moec.compile` verifies against the module's own implementation).  Reproduce a cell: "
+         "same function; `moec.compile` verifies against the module's own implementation); \"(traced)\": torch.export "
+         "stopped on the module's own data-dependent code and `moec.compile`'s trace front end "
+         "(`moec.frontend.torch_trace`) imported it.  Reproduce a cell: "
          "`python tests/hf_survey.py --arch MODEL_TYPE --path PATH --impl IMPL --dtype DTYPE --dims DIMS -v`.", "",
          "bf16 and static dims were run where the path and experts implementation work in f32 with dynamic dims "
          "(recognised and exact); elsewhere the cell says `no, as f32 [Rn]`: not run in that dtype / with those "
