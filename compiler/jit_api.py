@@ -280,7 +280,12 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             experts module with it; ``None`` exports them as they are.  The build is verified against
             the module as it is set (its own implementation); the report's ``experts_implementation``
             says what was replaced, and why where a fallback did it.  transformers models are exported
-            and verified with ``use_cache=False`` (a CausalLM returns its logits).
+            and verified with ``use_cache=False`` (a CausalLM returns its logits).  Where torch.export stops on
+            a data-dependent loop or guard in the module's own code (experts classes with no other
+            implementation, e.g. dbrx's and switch_transformers' loops over the experts hit) or on a
+            ``Module.to`` inside forward, the module is traced instead (moec/frontend/torch_trace.py: an example
+            hitting every expert, recognised in full); a traced build is always verified, whatever ``verify``
+            says, and ``stats.report["export"]`` says what was done.
 
         expert_parallel: N > 0 spreads the experts over the N ranks of the initialised torch.distributed
             process group (call on every rank); returns each rank's callable for its own tokens
@@ -425,8 +430,11 @@ def _import(model, ex, dynamic_dims, experts_implementation):
         try:                                           # where the trace takes over)
             m = import_module(model, ex, dynamic_dims, experts_implementation)
         except UnsupportedError as e:
-            if not stops_on_data(e):
-                raise
+            from moec.frontend.torch_import import _transformers_experts
+            switchable = experts_implementation is None and any(
+                (x.config._experts_implementation or "eager") == "eager" for x in _transformers_experts(model))
+            if not stops_on_data(e) or switchable:  # (eager transformers experts kept as set on request: the
+                raise                               # error says the way out, batched_mm)
             why = str(e)
             m = None
     if m is not None:
