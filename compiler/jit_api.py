@@ -460,9 +460,31 @@ def _build_traced(m, traced, model, name, outdir, ex, dynamic_dims, target, weig
         r = _build(mm, None, name, out, ex, model, target, weights, True, soc, group_size, zero_point, weights_scope,
                    importer=lambda mod: import_traced(mod, ex, dynamic_dims, name, static)[0],
                    frontend=info["frontend"])
+        if not static:
+            info["checked_at"] = _check_larger(out, info)
         r["export"] = info
         write_report(out, r)
         return r
+
+    def _check_larger(out, info):
+        """The dynamic build against the module at the trace examples' larger token counts too (a value the
+        trace froze from its example's size -- NLLB-MoE's capacity ceil(fraction x tokens) -- shows only past
+        the verification's few tokens); a VerificationError where it differs."""
+        from moec.frontend.torch_trace import examples_like
+        from moec.targets import backend as target_backend
+        from moec.verify import verify_against_module
+        art = target_backend(target, soc or "native").load(out, threads=2)
+        at = []
+        for cand in examples_like(ex, dynamic_dims)[:2]:
+            shapes = [tuple(x.shape) if hasattr(x, "shape") else () for x in cand]
+            res = verify_against_module(art, model, cand, weights, name, target, shapes)
+            if res.get("no_oracle"):
+                break
+            if not res.get("verified"):
+                raise VerificationError(f"verification FAILED for '{name}' on target {target}: the traced build at "
+                                        f"the trace examples' token counts: {res.get('failure')}")
+            at.append(shapes)
+        return at
     try:
         return build(m, traced, outdir)
     except VerificationError as e:

@@ -42,6 +42,7 @@ import numpy as np
 
 from moec.errors import UnsupportedError
 
+OPSET = 18
 # token counts of the examples traced (batch x sequence where the input has two token dims)
 TRACE_TOKENS = ((4, 16), (4, 64), (8, 128))
 
@@ -101,31 +102,69 @@ def _examples(example_inputs, dims) -> List[tuple]:
     return out
 
 
-_REGISTERED = []
+def _symbolics():
+    """ONNX symbolics the TorchScript exporter lacks or gets wrong for ops transformers' code runs, registered for
+    the duration of moec's own trace through torch.onnx's public registry (removed afterwards: the user's other
+    exports are untouched):
 
-
-def _register_symbolics() -> None:
-    """ONNX symbolics the TorchScript exporter lacks for ops transformers' shared code runs (registered once, through
-    torch.onnx's public registry; they only add ops it refused): ``aten::diff`` (masking_utils'
-    ``find_packed_sequence_indices``: ``torch.diff(position_ids, prepend=..., dim=-1)`` in every CausalLM's mask)
-    as the Concat of prepend / self / append along ``dim``, then ``n`` times ``y[1:] - y[:-1]`` along it."""
-    if _REGISTERED:
-        return
+    - ``aten::diff`` (none: masking_utils' ``find_packed_sequence_indices`` runs ``torch.diff(position_ids,
+      prepend=...)`` in every CausalLM's mask): the Concat of prepend / self / append along ``dim``, then ``n``
+      times ``y[1:] - y[:-1]`` along it;
+    - ``aten::index_add`` (torch's writes a ScatterND that keeps one of several rows sent to the same index, and
+      refuses duplicated constant indices: "does not support ... duplicated values in 'index'"; index_add_ adds
+      them all -- NLLB-MoE's experts loop sends a token to class 0 E - 1 times): ScatterND with reduction "add"
+      (opset 16+) of ``alpha * source`` at the indices, along ``dim`` moved first."""
     import torch
     from torch.onnx import symbolic_helper as sh
+
+    def c(g, v):
+        return g.op("Constant", value_t=torch.tensor([v], dtype=torch.int64))
 
     def diff(g, x, n, dim, prepend, append):
         n, dim = sh._maybe_get_const(n, "i"), sh._maybe_get_const(dim, "i")
         parts = [v for v in (prepend, x, append) if not sh._is_none(v)]
         y = g.op("Concat", *parts, axis_i=dim) if len(parts) > 1 else x
-
-        def c(v):
-            return g.op("Constant", value_t=torch.tensor([v], dtype=torch.int64))
         for _ in range(int(n)):
-            y = g.op("Sub", g.op("Slice", y, c(1), c(2 ** 62), c(dim)), g.op("Slice", y, c(0), c(-1), c(dim)))
+            y = g.op("Sub", g.op("Slice", y, c(g, 1), c(g, 2 ** 62), c(g, dim)),
+                     g.op("Slice", y, c(g, 0), c(g, -1), c(g, dim)))
         return y
-    torch.onnx.register_custom_op_symbolic("aten::diff", diff, 9)
-    _REGISTERED.append("aten::diff")
+
+    def index_add(g, x, dim, index, source, alpha=None):
+        dim = sh._maybe_get_const(dim, "i")
+        rank = sh._get_tensor_rank(x)
+        if rank is None:
+            return sh._unimplemented("index_add", "input of unknown rank")
+        dim = dim % rank
+        a = sh._maybe_get_const(alpha, "f") if alpha is not None and not sh._is_none(alpha) else 1
+        if not (isinstance(a, (int, float)) and a == 1):
+            source = g.op("Mul", source, g.op("CastLike", alpha, source))
+        perm = [dim] + [i for i in range(rank) if i != dim]
+        inv = [perm.index(i) for i in range(rank)]
+        xt = g.op("Transpose", x, perm_i=perm) if dim else x
+        st = g.op("Transpose", source, perm_i=perm) if dim else source
+        idx = g.op("Unsqueeze", index, c(g, -1))
+        y = g.op("ScatterND", xt, idx, st, reduction_s="add")
+        return g.op("Transpose", y, perm_i=inv) if dim else y
+    return {"aten::diff": diff, "aten::index_add": index_add}
+
+
+@contextlib.contextmanager
+def _registered_symbolics(opset: int):
+    import torch
+    syms = _symbolics()
+    for name, fn in syms.items():
+        torch.onnx.register_custom_op_symbolic(name, fn, opset)
+    try:
+        yield
+    finally:
+        for name in syms:
+            torch.onnx.unregister_custom_op_symbolic(name, opset)
+
+
+def examples_like(example_inputs, dynamic_dims) -> List[tuple]:
+    """The seeded examples the trace front end tries (TRACE_TOKENS), for inputs like ``example_inputs``."""
+    ex = tuple(example_inputs)
+    return _examples(ex, _token_dims(ex, dynamic_dims))
 
 
 def _trace_to_onnx(module, example_inputs, dims, name):
@@ -135,17 +174,16 @@ def _trace_to_onnx(module, example_inputs, dims, name):
     import torch
     from moec.frontend.onnx_import import import_model
     from moec.frontend.torch_import import _flat_output_module, without_kv_cache
-    _register_symbolics()
     names = [f"input{i}" for i in range(len(example_inputs))]
     axes = {names[i]: {int(a): str(sym) for a, sym in d.items()} for i, d in dims.items()}
     with tempfile.TemporaryDirectory(prefix="moec-trace-") as td:
         path = os.path.join(td, "m.onnx")
         try:
-            with without_kv_cache(module), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()):
+            with without_kv_cache(module), _registered_symbolics(OPSET), warnings.catch_warnings(), \
+                    contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(_flat_output_module(module, len(example_inputs)).eval(), tuple(example_inputs),
-                                  path, input_names=names, dynamo=False, dynamic_axes=axes or None, opset_version=18)
+                                  path, input_names=names, dynamo=False, dynamic_axes=axes or None, opset_version=OPSET)
             proto = onnx.load(path)
         except Exception as e:  # noqa: BLE001 - the trace failing is the user's model's
             raise UnsupportedError(f"model '{name}': torch.jit.trace (TorchScript ONNX export) failed too: "
