@@ -713,6 +713,11 @@ def _flatten_selection(f: Function, sel: Operation) -> bool:
             nxt = o.operands[0]
             if nxt.type.rank == r and isinstance(nxt.type.shape[-1], int):  # the projection's input: its rows
                 chain.append(o)
+                # (a router in f32 on half hidden states, Switch's hidden_states.to(router_dtype): the rows are the
+                # hidden states', the cast in the chain, so that the rows are what the experts read)
+                while nxt.owner is not None and nxt.owner.name == "moec.cast" and nxt.owner.operands[0].type.rank == r:
+                    chain.append(nxt.owner)
+                    nxt = nxt.owner.operands[0]
                 o2 = nxt.owner
                 if o2 is not None and o2.name in LAYOUT_OPS and o2.operands[0].type.rank == 2 and \
                         o2.operands[0].type.shape[-1] == nxt.type.shape[-1] and \
@@ -1815,8 +1820,7 @@ class RecognizeMoE(Pass):
         # of x with both dims dynamic gives moe.route logits [B, S, E]); the tokens over it pass x through (4.x) or
         # output 0 (5.x) -- each a candidate; probes then include two sequences of identical tokens longer than
         # the largest candidate capacity, the only probe on which these differ
-        self._seqview = next((v for v in L.xviews if v.type.rank == 3 and
-                              not any(isinstance(d, int) for d in v.type.shape[:2])), None)
+        self._seqview = next((v for v in L.xviews if v.type.rank == 3), None)
         candidates = [dict(c, _seq=sq, _passthrough=pt) if c["capacity"] else c for c in candidates
                       for sq in ((False, True) if c["capacity"] and self._seqview is not None else (False,))
                       for pt in ((True, False) if c["capacity"] else (True,))]

@@ -467,3 +467,37 @@ def test_switch_lookalike_with_a_global_capacity(tmp_path):
     m, layers = _switch_onnx(blk, tmp_path)
     assert len(layers) == 1 and layers[0]["capacity_counted"] == "over all tokens", layers
     _switch_exact(blk, m)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype,dims", [("bf16", "dynamic"), ("f32", "static")])
+def test_switch_torchscript_cells(dtype, dims, tmp_path, monkeypatch):
+    """The survey's TorchScript cells of switch_transformers in bf16 (the router kept in f32: its cast of the hidden
+    states is in the flattened selection's chain) and at static dims ([8, 128]: sequences longer than the capacity
+    of 64, counted per sequence): recognised (switch) and exact by the survey's criterion."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import hf_survey as survey
+    monkeypatch.setenv("MOEC_SURVEY_CACHE", str(tmp_path))
+    blk = survey.sparse_blocks(survey.build_model("switch_transformers", "batched_mm", dtype))[0].eval()
+    cell = survey.run_cell("switch_transformers", blk, "-", dtype, dims, "torchscript", "test:switch")
+    assert cell["status"] == "recognised" and cell["family"] == "switch" and cell.get("exact") is True, cell
+    assert cell["routing"]["capacity"] == 64
+
+
+def test_post_norm_w_and_per_sequence_route_built_for_triton(tmp_path):
+    """The Triton target end to end (the emitter passes post_norm_w to moe_experts; the route takes [B, S, E]
+    logits): equal to the reference."""
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    m = _layer(fold=True)
+    art = build_module(m, str(tmp_path / "experts"), target="triton", run_passes=True)
+    x = _inputs(7)
+    np.testing.assert_allclose(np.asarray(art([x])[0]), run(m, {"x": x})["y"], rtol=1e-4, atol=1e-5)
+    m = _route_module()
+    art = build_module(m, str(tmp_path / "route"), target="triton", run_passes=True)
+    lg = _seq_logits(3, 5)
+    want = run(m, {"l": lg})
+    got = art([lg])
+    np.testing.assert_array_equal(np.asarray(got[1]), want["ids"])
+    np.testing.assert_allclose(np.asarray(got[0]), want["w"], rtol=1e-6, atol=1e-7)
