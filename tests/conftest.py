@@ -27,9 +27,10 @@ if not os.path.exists(_EXAMPLE):
 # What such a cache would otherwise rebuild in every test is the same for all of them: the C runtime archive
 # (rt-<key>), the Ascend emulator library (ascend/<key>) and the zoo's ONNX exports (zoo/<hash>/*.onnx), all
 # keyed by a hash of their sources.  They are built once per session (the host's runtime archive when the
-# first such test starts, the others by the first test that needs them: kept when it ends), and
-# copied into each fresh cache (moec checks every entry's sha256 on use, as it does for any cache).  Tests of
-# the cache itself seed only what they do not test (tests/test_cache_integrity.py).
+# first such test starts, the others by the first test that needs them: kept when it ends; the emulator library
+# taken from the user's cache where an earlier test built it there), and copied into each fresh cache (moec
+# checks every entry's sha256 on use, as it does for any cache).  Tests of the cache itself seed only what they
+# do not test, or damage their own copy (tests/test_cache_integrity.py).
 import shutil as _shutil
 
 import pytest as _pytest
@@ -66,12 +67,41 @@ def _zoo_files(root):
 class CacheSeed:
     """The session's store of toolchain builds (see above)."""
 
-    def __init__(self, root):
+    def __init__(self, root, user=None):
         self.root = str(root)
+        self.user = user  # the user's moec cache (the tests without a private one build there)
+
+    def _adopt(self, area):
+        """The store has no entry of ``area``: take the newest whole one of the user's cache, where the tests
+        that run on it (test_ascend*.py, before the first private cache needs the emulator) built it this
+        session on a clean machine.  One of older sources is copied for nothing, never used: moec looks its
+        entries up by a hash of their sources and checks their sha256."""
+        from moec.targets import cache_store
+        if self.user is None or any(os.path.dirname(r) == area for r in _seed_entries(self.root)):
+            return
+        src = os.path.join(self.user, area)
+        try:
+            names = [n for n in os.listdir(src) if not n.endswith(".tmp") and os.path.isdir(os.path.join(src, n))]
+        except OSError:
+            return
+        for n in sorted(names, key=lambda n: os.path.getmtime(os.path.join(src, n)), reverse=True):
+            dst = os.path.join(self.root, area, n)
+            tmp = dst + ".harvest.tmp"
+            try:
+                cache_store.check(os.path.join(src, n))
+                _shutil.rmtree(tmp, ignore_errors=True)
+                _shutil.copytree(os.path.join(src, n), tmp)
+                cache_store.check(tmp)
+                os.rename(tmp, dst)
+                return
+            except Exception:  # (damaged, or removed by a concurrent compile: try the next)
+                _shutil.rmtree(tmp, ignore_errors=True)
 
     def fill(self, cache, areas=_SEED_AREAS, zoo=True):
         """Copy the stored entries of ``areas`` (and the zoo exports) into the cache folder ``cache``."""
         cache = str(cache)
+        if "ascend" in areas:
+            self._adopt("ascend")
         for rel in _seed_entries(self.root):
             if (rel.split(os.sep)[0] if os.sep in rel else "") in areas:
                 dst = os.path.join(cache, rel)
@@ -113,9 +143,9 @@ class CacheSeed:
 @_pytest.fixture(scope="session")
 def cache_seed(tmp_path_factory):
     """The session's store; the host's C runtime archive is built into it at once (moec's own build)."""
-    seed = CacheSeed(tmp_path_factory.mktemp("moec-cache-seed"))
     from moec.targets import cpu
     from moec.targets.description import cpu_target
+    seed = CacheSeed(tmp_path_factory.mktemp("moec-cache-seed"), user=cpu.cache_dir())
     with _pytest.MonkeyPatch.context() as mp:
         mp.setenv("MOEC_CACHE_DIR", seed.root)
         cpu.build_runtime(cpu_target("native"))

@@ -1,10 +1,10 @@
 """Damaged caches are rebuilt, never loaded (issue 15 items 10 and 19).
 
-Each test uses a private cache (MOEC_CACHE_DIR under tmp_path; where a test does not damage the C runtime
-archive, the cache starts with the session's build of it, see conftest.py), damages entries for real (a library whose
-code is all breakpoints, so that loading it kills the process; truncation; flipped bytes; garbage or
-wrongly typed JSON; a missing COMPLETE marker; an extra file; weights edited in place; build folders of
-killed compiles) and checks that the next compile works, rebuilds, and gives the right outputs.  Whatever
+Each test uses a private cache (MOEC_CACHE_DIR under tmp_path), most starting with a copy of the session's build
+of the C runtime archive (and of the Ascend emulator library where that is damaged; see conftest.py), damages
+entries for real (a library whose code is all breakpoints, so that loading it kills the process; truncation; flipped
+bytes; garbage or wrongly typed JSON; a missing COMPLETE marker; an extra file; weights edited in place; build
+folders of killed compiles) and checks that the next compile works, rebuilds, and gives the right outputs.  Whatever
 could load a damaged library runs in a subprocess, so a crash is a failed test, not a dead pytest.
 """
 import json
@@ -255,8 +255,9 @@ def test_damaged_model_library_in_build_cache_is_rebuilt(built_cache, tmp_path, 
 
 
 @pytest.mark.parametrize("how", ["truncate", pytest.param("flip", marks=pytest.mark.slow)])
-def test_damaged_runtime_archive_is_rebuilt(tmp_path, how):
+def test_damaged_runtime_archive_is_rebuilt(tmp_path, how, cache_seed):
     cache = tmp_path / "cache"
+    cache_seed.fill(cache, areas=("",), zoo=False)  # a copy of the session's archive (moec's build), damaged below
     for seed in (0, 1):
         (tmp_path / f"m{seed}.onnx").write_bytes(_model(seed).SerializeToString())
     assert _compile_in_subprocess(tmp_path / "m0.onnx", tmp_path / "a", cache)["verified"]
@@ -270,11 +271,16 @@ def test_damaged_runtime_archive_is_rebuilt(tmp_path, how):
     assert os.path.getsize(cache / rt[0] / "rt.a") == size
 
 
-def test_damaged_ascend_emulator_build_is_rebuilt(tmp_path):
+def test_damaged_ascend_emulator_build_is_rebuilt(tmp_path, cache_seed):
     cache = tmp_path / "cache"
     mp = tmp_path / "m.onnx"
     mp.write_bytes(_model().SerializeToString())
-    assert _compile_in_subprocess(mp, tmp_path / "a", cache, "ascend") == {"verified": True, "hit": False}
+    # the session's emulator build (moec's, sha256-checked) where an earlier test made one, else built here (the
+    # compile then misses the build cache)
+    cache_seed.fill(cache, areas=("", "ascend"), zoo=False)
+    seeded = os.path.isdir(cache / "ascend")
+    assert _compile_in_subprocess(mp, tmp_path / "a", cache, "ascend") == {"verified": True, "hit": seeded}
+    cache_seed.harvest(cache)
     entry = _only_entry(cache / "ascend")
     poison_text(os.path.join(entry, "libmoec_ascend_emu.so"))
     assert _compile_in_subprocess(mp, tmp_path / "b", cache, "ascend") == {"verified": True, "hit": False}
