@@ -1844,7 +1844,7 @@ class RecognizeMoE(Pass):
         # moe.experts' post_norm_w, tried after the norm without it
         self._post = self._pnw = None
         posts = self._post_norm_candidates(L, region, int(w_out.shape[1]))
-        pnws = self._post_norm_weight_candidates(L, region, topk, E - self._zero, int(w_out.shape[1])) \
+        pnws = self._post_norm_weight_candidates(L, region, topk, E - self._zero - self._skip, int(w_out.shape[1])) \
             if posts else []
         for pn, scale_v, pnw in [(None, v, None) for v in [None] + self._expert_scale_candidates(L, region, topk, E)] \
                 + [(c, None, None) for c in posts] + [(c, None, g) for c in posts for g in pnws]:
@@ -1857,7 +1857,8 @@ class RecognizeMoE(Pass):
             if pn is not None and pn[0] is not None:
                 w_out_s, b_out_s = self._input_scaled(w_out_s, b_out_s, pn[0], np.float32 if L.widened else dt)
             weights = self._weight_ops(m, w_in, w_out_s, b_in, b_out_s, shared,
-                                       None if pnw is None else self._pnw_array(L.const_array(pnw), E - self._zero))
+                                       None if pnw is None else self._pnw_array(L.const_array(pnw),
+                                                                                E - self._zero - self._skip))
             for name in ("w_out", "b_out"):
                 if weights[name] is not None and weights[name].results[0].type.dtype != DType.from_np(np.dtype(dt)):
                     weights[name].results[0].type = TensorType(DType.from_np(np.dtype(dt)),
