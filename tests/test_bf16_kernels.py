@@ -49,10 +49,10 @@ def _arch(arch, request):
     return arch
 
 
-# K odd (a pair padded with a zero), K = 1, N not a multiple of the 32-column panel, N = 1
-DENSE_CASES = [(37, 45), (64, 1), (1, 33)]
-# rows: the decode kernels (1, 2), a partial 4-row tile (3), a partial 8-row tile (5), several tiles (19)
-ROWS = (1, 2, 3, 5, 19)
+# K odd (a pair padded with a zero), K = 1, N not a multiple of the 32-column panel, N = 1, a longer odd K (301)
+DENSE_CASES = [(37, 45), (64, 1), (1, 33), (301, 40)]
+# rows: the decode kernels (1, 2), a partial 4-row tile (3), a partial 8-row tile (5), several tiles (19, 70)
+ROWS = (1, 2, 3, 5, 19, 70)
 
 
 def _dense(K, N, seed):
@@ -122,17 +122,19 @@ def _experts_numpy(x, logits, wi, wo, k):
     return y
 
 
-EXPERT_PATHS = [pytest.param("native"), pytest.param("avx512-no-bf16", marks=pytest.mark.slow),
-                pytest.param("avx2", marks=pytest.mark.slow), pytest.param("generic")]
+EXPERT_PATHS = [pytest.param("native", 45, 38), pytest.param("native", 201, 150),
+                pytest.param("avx512-no-bf16", 201, 150, marks=pytest.mark.slow),
+                pytest.param("avx2", 45, 38, marks=pytest.mark.slow), pytest.param("generic", 201, 150)]
 
 
-@pytest.mark.parametrize("arch", EXPERT_PATHS)
-def test_experts_bf16_every_row_count_against_numpy(arch, tmp_path, request):
+@pytest.mark.parametrize("arch,D,F", EXPERT_PATHS)
+def test_experts_bf16_every_row_count_against_numpy(arch, D, F, tmp_path, request):
     """moe.experts with bf16 weights, D odd and F not a multiple of the panel: T = 1 and 2 (one or two rows per
-    expert: the decode kernels), 6 and 40 (partial and several row tiles), against numpy written here."""
+    expert: the decode kernels), 6 and 40 (partial and several row tiles: ~20 rows per expert), against numpy
+    written here."""
     arch = _arch(arch, request)
     rng = np.random.default_rng(3)
-    E, k, D, F = 4, 2, 45, 38
+    E, k = 4, 2
     wi = rng.standard_normal((E, 2 * F, D)).astype(np.float32).astype(ml_dtypes.bfloat16)
     wo = rng.standard_normal((E, D, F)).astype(np.float32).astype(ml_dtypes.bfloat16)
     m = experts_module("bf16", wi, wo, [], "T", D, E, k)
