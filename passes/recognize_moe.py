@@ -713,11 +713,6 @@ def _flatten_selection(f: Function, sel: Operation) -> bool:
             nxt = o.operands[0]
             if nxt.type.rank == r and isinstance(nxt.type.shape[-1], int):  # the projection's input: its rows
                 chain.append(o)
-                # (a router in f32 on half hidden states, Switch's hidden_states.to(router_dtype): the rows are the
-                # hidden states', the cast in the chain, so that the rows are what the experts read)
-                while nxt.owner is not None and nxt.owner.name == "moec.cast" and nxt.owner.operands[0].type.rank == r:
-                    chain.append(nxt.owner)
-                    nxt = nxt.owner.operands[0]
                 o2 = nxt.owner
                 if o2 is not None and o2.name in LAYOUT_OPS and o2.operands[0].type.rank == 2 and \
                         o2.operands[0].type.shape[-1] == nxt.type.shape[-1] and \
@@ -803,6 +798,8 @@ def _flatten_selection(f: Function, sel: Operation) -> bool:
         ns = [1 if keep else None]
     sel_ops = [s2]
     for old, new, n in zip(sel.results, s2.results, ns):
+        if not users.get(id(old)) and not any(old is y for y in f.outputs):
+            continue  # (nothing reads it: no view back, which would be a dead op downstream of the selection)
         if n is None:  # [B, S] from [N]: the lead dims alone
             back = OPS["moec.reshape"].create([new, lead.results[0]], {}, sel.loc, [old.type])
             sel_ops.append(back)
@@ -822,13 +819,11 @@ def _flatten_selection(f: Function, sel: Operation) -> bool:
             if id(o) not in skip and o is not new.owner:
                 o.operands = [new if a is old else a for a in o.operands]
         f.outputs = [new if a is old else a for a in f.outputs]
-    dead = {id(sel)}
+    f.ops = [p for p in f.ops if p is not sel]
     for o in reversed(chain):  # the rank >= 3 chain, now read by nothing
         us = f.uses()
         if all(not us.get(id(x)) for x in o.results) and not any(x is y for x in o.results for y in f.outputs):
-            dead.add(id(o))
             f.ops = [p for p in f.ops if p is not o]
-    f.ops = [p for p in f.ops if id(p) not in dead]
     return True
 
 
@@ -1236,6 +1231,10 @@ class RecognizeMoE(Pass):
                     continue
                 n_chain = len(chain)
                 s, so = unview(s)
+                if widening(so) and so.operands[0].owner is not None and \
+                        so.operands[0].owner.name in ("moec.sigmoid", "moec.softmax"):
+                    chain.append(so)  # half scores widened for the bias add (Zaya's probs.to(float32) + bias)
+                    s, so = so.operands[0], so.operands[0].owner
                 lead = leading(s) if so is not None else None
                 if lead is not None and lead[0].owner is not None and lead[0].owner.name in ("moec.sigmoid",
                                                                                             "moec.softmax"):
@@ -1820,7 +1819,8 @@ class RecognizeMoE(Pass):
         # of x with both dims dynamic gives moe.route logits [B, S, E]); the tokens over it pass x through (4.x) or
         # output 0 (5.x) -- each a candidate; probes then include two sequences of identical tokens longer than
         # the largest candidate capacity, the only probe on which these differ
-        self._seqview = next((v for v in L.xviews if v.type.rank == 3), None)
+        self._seqview = next((v for v in L.xviews if v.type.rank == 3 and
+                              not any(isinstance(d, int) for d in v.type.shape[:2])), None)
         candidates = [dict(c, _seq=sq, _passthrough=pt) if c["capacity"] else c for c in candidates
                       for sq in ((False, True) if c["capacity"] and self._seqview is not None else (False,))
                       for pt in ((True, False) if c["capacity"] else (True,))]
@@ -1844,7 +1844,7 @@ class RecognizeMoE(Pass):
         # moe.experts' post_norm_w, tried after the norm without it
         self._post = self._pnw = None
         posts = self._post_norm_candidates(L, region, int(w_out.shape[1]))
-        pnws = self._post_norm_weight_candidates(L, region, topk, E - self._zero - self._skip, int(w_out.shape[1])) \
+        pnws = self._post_norm_weight_candidates(L, region, topk, E - self._zero, int(w_out.shape[1])) \
             if posts else []
         for pn, scale_v, pnw in [(None, v, None) for v in [None] + self._expert_scale_candidates(L, region, topk, E)] \
                 + [(c, None, None) for c in posts] + [(c, None, g) for c in posts for g in pnws]:
@@ -1857,8 +1857,7 @@ class RecognizeMoE(Pass):
             if pn is not None and pn[0] is not None:
                 w_out_s, b_out_s = self._input_scaled(w_out_s, b_out_s, pn[0], np.float32 if L.widened else dt)
             weights = self._weight_ops(m, w_in, w_out_s, b_in, b_out_s, shared,
-                                       None if pnw is None else self._pnw_array(L.const_array(pnw),
-                                                                                E - self._zero - self._skip))
+                                       None if pnw is None else self._pnw_array(L.const_array(pnw), E - self._zero))
             for name in ("w_out", "b_out"):
                 if weights[name] is not None and weights[name].results[0].type.dtype != DType.from_np(np.dtype(dt)):
                     weights[name].results[0].type = TensorType(DType.from_np(np.dtype(dt)),

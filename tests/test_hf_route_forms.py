@@ -543,14 +543,14 @@ def test_zaya_block_is_recognised_and_exact():
     _exact(_first(blk), m)
 
 
-def _compile_and_check(model, x, tmp_path, monkeypatch, blk):
+def _compile_and_check(model, x, tmp_path, monkeypatch, blk, verify=True):
     import torch
     import moec
     monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     cm = moec.compile(model, None if isinstance(model, str) else (x,), dynamic_dims={0: {0: "B", 1: "S"}}
-                      if not isinstance(model, str) else None)
+                      if not isinstance(model, str) else None, verify=verify)
     rep = cm.stats.report
-    assert rep["verified"], rep.get("failure")
+    assert rep["verified"] or not verify, rep.get("failure")
     assert [la["family"] for la in rep["moe_layers"]] == ["zaya"], rep.get("recognition")
     for shape in ((1, 7), (3, 2)):
         xs = torch.randn(*shape, x.shape[-1], generator=torch.Generator().manual_seed(sum(shape)))
@@ -571,7 +571,9 @@ def test_zaya_block_compiles_exact_on_every_path_that_exports(path, impl, tmp_pa
     """moec.compile (C build, verified against the module / onnxruntime) of the block on each path transformers'
     code exports on (torch.export of eager stops at the data-dependent expert loop; the dynamo exporter fails on
     eager and grouped_mm; TorchScript on grouped_mm's histc: the survey's reasons): the zaya layer, equal to
-    eager.  TorchScript's eager trace unrolls the experts its example hits (hf_survey's example hits all)."""
+    eager.  TorchScript's eager trace unrolls the experts its example hits (hf_survey's example hits all): the
+    export itself fails in onnxruntime (and moec's interpreter) below as many tokens as experts, so moec.compile
+    has no oracle for its verification there; the compiled layer (the loop folded) is compared with eager here."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     import hf_survey as survey
@@ -589,7 +591,7 @@ def test_zaya_block_compiles_exact_on_every_path_that_exports(path, impl, tmp_pa
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (x,), p, input_names=["x"], dynamo=path == "dynamo", **kw)
         model = p
-    _compile_and_check(model, x, tmp_path, monkeypatch, blk)
+    _compile_and_check(model, x, tmp_path, monkeypatch, blk, verify=(path, impl) != ("torchscript", "eager"))
 
 
 def _near_zaya_block():
@@ -627,7 +629,7 @@ def test_near_zaya_lookalike_stays_unrecognised():
 
 @pytest.mark.slow
 def test_zaya_causal_lm_both_layers_recognised_and_exact():
-    """A 2-layer ZayaForCausalLM (batched_mm, input_ids [batch, seq], dynamic dims): layer 1's router reads layer
+    """A 2-layer ZayaForCausalLM (batched_mm, input_ids [batch, seq]): layer 1's router reads layer
     0's router state (router_states * scale added to its own down_proj) -- a router input that is not a function
     of the layer's hidden input: both layers recognised, the logits equal the model's own."""
     torch = pytest.importorskip("torch")
@@ -645,8 +647,8 @@ def test_zaya_causal_lm_both_layers_recognised_and_exact():
     survey._recognise(m)
     layers = [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
     assert [(la["family"], la["routing"].get("n_skip")) for la in layers] == [("zaya", 1)] * 2, layers
-    for shape in ((1, 7), (3, 2)):
-        xs = torch.randint(3, 128, shape, generator=torch.Generator().manual_seed(1))
+    for seed in (1, 2):  # (the export's own shape: Zaya's model exports with static dims)
+        xs = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             want = model(xs, use_cache=False).logits.numpy()
         np.testing.assert_allclose(run_ir(m, xs)[0], want, rtol=1e-4, atol=1e-5)
