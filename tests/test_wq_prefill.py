@@ -16,7 +16,7 @@ from helpers import experts_module
 
 from moec.driver import build_module
 from moec.ir import run
-from moec.passes.quantize import quantize_int4, quantize_int8
+from moec.passes.quantize import QuantizeWeights, quantize_int4, quantize_int8
 
 
 def unpack_int4(packed):
@@ -104,14 +104,18 @@ def _experts(mode, G, zp, D, F, E, k, seed=0):
         ui, uo = unpack_int4(qi).astype(np.float32), unpack_int4(qo).astype(np.float32)
         di = (ui - np.repeat(zi, G, -1)) * np.repeat(si, G, -1)
         do = (uo - np.repeat(zo, G, -1)) * np.repeat(so, G, -1)
-    m = experts_module(mode, qi, qo, extra, "T", D, E, k, G=G)
+    if mode == "int4" and not zp:  # (experts_module makes zero points: the symmetric layer comes from the pass)
+        m = experts_module("none", w_in, w_out, [], "T", D, E, k)
+        QuantizeWeights("int4", G, False, scope="experts").run(m)
+    else:
+        m = experts_module(mode, qi, qo, extra, "T", D, E, k, G=G)
     ex = next(o for o in m.main.ops if o.name == "moe.experts")
-    assert ex.attrs["wq"] == mode
+    assert ex.attrs["wq"] == mode and (mode != "int4" or ex.attrs["wq_zp"] == zp)
     return m, di, do
 
 
-# (helpers.experts_module builds int4 experts with zero points; the symmetric form is covered by the dense cases)
-EXPERTS = [("native", "int4", 32, True), ("native", "int4", 128, True), ("native", "int8", 0, False),
+# symmetric int4 (the default): scale tables cached per weight tensor; with zero points: built per work item
+EXPERTS = [("native", "int4", 32, False), ("native", "int4", 128, True), ("native", "int8", 0, False),
            ("avx2", "int4", 32, True), ("generic", "int8", 0, False)]
 
 
