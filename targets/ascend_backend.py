@@ -51,7 +51,7 @@ TILING_FIELDS = [("T", "i"), ("D", "i"), ("E", "i"), ("K", "i"), ("F", "i"), ("I
                  ("rows", "i"), ("adt", "i"), ("chunk", "i"), ("qscale", "i"), ("xdt", "i"),
                  ("ydt", "i"), ("aq", "i"), ("tie_high", "i"), ("drop", "i"), ("min_weight", "f"),
                  ("jitter_eps", "f"), ("norm_min", "f"), ("group_fill", "f"), ("wgroup", "i"), ("zp", "i"),
-                 ("bias_f32", "i"), ("n_skip", "i")]
+                 ("bias_f32", "i"), ("n_skip", "i"), ("n_shared", "i"), ("seq", "i")]
 # GmmTiling field order (codegen/ascend/kernels/cube_kernels.cpp), all int32
 GMM_FIELDS = ("T", "G", "N", "K", "baseM", "baseN", "baseK", "stepK", "aShared", "aRows", "outRows", "dbL0C", "dtype",
               "cdt")
@@ -853,7 +853,7 @@ class Planner:
                     norm=NORM[a["norm"]], norm_eps=a["norm_eps"], scale=a["scale"], capacity=a["capacity"],
                     tie_high=int(a["tie"] == "high"), drop=int(a["drop"]), min_weight=a["min_weight"],
                     jitter_eps=a["jitter_eps"], norm_min=a["norm_min"], group_fill=a["group_fill"],
-                    n_skip=int(a.get("n_skip") or 0))
+                    n_skip=int(a.get("n_skip") or 0), n_shared=int(a.get("n_shared") or 0))
 
     def _k_moe_route(self, o, i, args):
         from moec.codegen.ascend.plan import act_dtype
@@ -863,11 +863,16 @@ class Planner:
         # the selection bias in the logits' type, or f32 (a bf16/f16 model keeping an f32 correction bias)
         bias_f32 = len(args) > 1 and o.operands[1].type.dtype.mlir == "f32"
         bias = dev.buf(args[1], np.float32 if bias_f32 else NP_X[dt]) if len(args) > 1 else None
+        seq = 0
+        if len(logits.shape) == 3:  # [B, S, E]: capacity counted per sequence of S tokens, over the tokens [B*S, E]
+            seq = logits.shape[1]
+            logits = logits.reshape(sprod(logits.shape[:2]), logits.shape[2])
         T, E = logits.shape
-        k = o.attrs["k"]
+        k = o.attrs["k"] + int(o.attrs.get("n_shared") or 0)  # the slots: k chosen and the always-on ones
         w = dev.new((T, k), NP_X[dt])
         ids = dev.new((T, k), np.int32)
         tl = self._route_tiling(o, T, E)
+        tl["seq"] = seq
         tl["has_bias"] = int(bias is not None)
         tl["bias_f32"] = int(bias_f32)
         tl["xdt"] = XDT[dt]

@@ -187,12 +187,8 @@ def _why_host(m: Module, o, desc: Optional[TargetDesc] = None) -> Optional[str]:
                    f"fallback (matmul_rows) is f32 only"
     if o.name == "moe.route" and o.attrs["n_group"] > 32:
         return "more than 32 expert groups"
-    if o.name == "moe.route" and o.operands[0].type.rank == 3:
-        return "capacity counted per sequence (logits [B, S, E], Switch Transformers): moe_gating counts over all " \
-               "the tokens"
-    if o.name == "moe.route" and o.attrs.get("n_shared"):
-        return "always-on expert slots (n_shared: Inkling's shared experts scored by the router) are not in the " \
-               "moe_gating kernel"
+    # (moe.route's n_shared always-on slots: moe_gating's slots K.. (tiling n_shared); logits [B, S, E]:
+    # moe_init_routing counts the capacity per sequence (tiling seq))
     return None
 
 
@@ -607,8 +603,8 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
                 step["estimates"] = [vector_estimate("matmul_rows", desc, T, dict(sizes, M=T), step["kt"])
                                      for T in tokens]
         elif o.name == "moe.route":
-            E = o.operands[0].type.shape[1]
-            sizes = {"E": E, "k": o.attrs["k"], "xbytes": DTYPE_BYTES[act_dtype(o)]}
+            E = o.operands[0].type.shape[-1]  # (logits [T, E], or [B, S, E] with a per-sequence capacity)
+            sizes = {"E": E, "k": o.attrs["k"] + int(o.attrs.get("n_shared") or 0), "xbytes": DTYPE_BYTES[act_dtype(o)]}
             step["kernels"] = ["moe_gating"] + (["moe_init_routing"] if o.attrs["capacity"] else [])
             step["estimates"] = [vector_estimate("moe_gating", desc, T, sizes) for T in tokens]
         elif o.name == "moe.dispatch":

@@ -58,6 +58,9 @@ struct MoeTiling {
                        // that keep DeepSeek's e_score_correction_bias in f32)
   int32_t n_skip;      // moe_gating: the last n_skip of the E classes are skip classes (Zaya): a slot that chose one
                        // -> id -1, weight 0
+  int32_t n_shared;    // moe_gating: the last n_shared of the E logit columns are always-on experts (Inkling): never
+                       // selected, every token's slots K..K+n_shared-1 (their scores), in post / norm / scale / drop
+  int32_t seq;         // moe_init_routing, capacity: tokens per sequence, each counting its own capacity (0: all)
 };
 
 
@@ -65,18 +68,20 @@ struct MoeTiling {
 // logits, bias and the weights out in TX (float or half); scores, selection and weights computed in float
 template <typename TX>
 __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, GM_ADDR ids_out, const MoeTiling &t) {
-  const uint32_t E = t.E, K = t.K, EP = pad8(E), KP = pad8(K);
+  // E logit columns: the first ES selectable, the last n_shared always-on; KW = K + n_shared weights per token
+  const uint32_t E = t.E, K = t.K, EP = pad8(E), NS = (uint32_t)t.n_shared, ES = E - NS, KW = K + NS,
+                 KP = pad8(KW);
   GlobalTensor<TX> gl, gb, gw;
   GlobalTensor<int32_t> gi;
   gl.SetGlobalBuffer((__gm__ TX *)logits, (uint64_t)t.T * E);
-  gw.SetGlobalBuffer((__gm__ TX *)w_out, (uint64_t)t.T * K);
-  gi.SetGlobalBuffer((__gm__ int32_t *)ids_out, (uint64_t)t.T * K);
+  gw.SetGlobalBuffer((__gm__ TX *)w_out, (uint64_t)t.T * KW);
+  gi.SetGlobalBuffer((__gm__ int32_t *)ids_out, (uint64_t)t.T * KW);
   TPipe pipe;
   TQue<TPosition::VECIN, 2> qin;
   TQue<TPosition::VECOUT, 2> qw, qi;
   TBuf<TPosition::VECCALC> bs, bc, bwork, bbias, bxf, bwf;
   pipe.InitBuffer(qin, 2, bytes32(E * sizeof(TX)));
-  pipe.InitBuffer(qw, 2, bytes32(K * sizeof(TX)));
+  pipe.InitBuffer(qw, 2, bytes32(KW * sizeof(TX)));
   pipe.InitBuffer(qi, 2, KP * 4);
   pipe.InitBuffer(bs, EP * 4);
   pipe.InitBuffer(bc, EP * 4);
@@ -89,16 +94,16 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
   LocalTensor<float> s = bs.Get<float>(), c = bc.Get<float>(), work = bwork.Get<float>(), vb = bbias.Get<float>();
   DataCopyPadExtParams<TX> nopad{false, 0, 0, (TX)0.f};
   if (t.has_bias) {
-    gb.SetGlobalBuffer((__gm__ TX *)bias, E);
+    gb.SetGlobalBuffer((__gm__ TX *)bias, ES);  // (the selectable experts' only)
     if (moec_same<TX, float>::value || t.bias_f32) {
       GlobalTensor<float> gbf;
-      gbf.SetGlobalBuffer((__gm__ float *)bias, E);
-      DataCopyPad(vb, gbf, DataCopyExtParams{1, E * 4, 0, 0, 0}, DataCopyPadExtParams<float>{false, 0, 0, 0.f});
+      gbf.SetGlobalBuffer((__gm__ float *)bias, ES);
+      DataCopyPad(vb, gbf, DataCopyExtParams{1, ES * 4, 0, 0, 0}, DataCopyPadExtParams<float>{false, 0, 0, 0.f});
     } else {  // a half bias goes through c (scratch until the first token) and is widened into vb
       LocalTensor<TX> bl = bc.Get<TX>();
-      DataCopyPad(bl, gb, DataCopyExtParams{1, (uint32_t)(E * sizeof(TX)), 0, 0, 0}, nopad);
+      DataCopyPad(bl, gb, DataCopyExtParams{1, (uint32_t)(ES * sizeof(TX)), 0, 0, 0}, nopad);
       moec_sync<HardEvent::MTE2_V>();
-      widen(bl, vb, E);
+      widen(bl, vb, ES);
     }
     moec_sync<HardEvent::MTE2_V>();  // vb (float) or bl's copy in before the vector unit reads them
   }
@@ -128,12 +133,12 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       Adds(s, x, 0.0f, E);
     }
     qin.FreeTensor(xq);
-    if (t.has_bias) Add(c, s, vb, E); else Adds(c, s, 0.0f, E);
+    if (t.has_bias) Add(c, s, vb, ES); else Adds(c, s, 0.0f, ES);  // selection scores of the selectable experts
     moec_sync<HardEvent::V_S>();  // the selection below reads c and s with the scalar unit
     // group-limited selection (scalar: E <= a few hundred)
     const float NEG = -3.0e38f;
     if (t.n_group > 1) {
-      uint32_t gs = E / t.n_group;
+      uint32_t gs = ES / t.n_group;
       uint32_t keep = 0;  // bitmask of kept groups (n_group <= 32)
       for (int32_t r = 0; r < t.topk_group; r++) {
         float best = NEG * 2;
@@ -150,7 +155,7 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
         }
         keep |= 1u << bi;
       }
-      for (uint32_t e = 0; e < E; e++)
+      for (uint32_t e = 0; e < ES; e++)
         if (!(keep & (1u << (e / gs)))) c.SetValue(e, t.group_fill);
     }
     LocalTensor<TX> wq = qw.AllocTensor<TX>();
@@ -166,7 +171,7 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       float best = 0.f;
       int32_t bi = -1;
       for (int pass = 0; pass < 2 && bi < 0; pass++) {  // pass 1: only NaN left, in the tie order
-        for (uint32_t e = 0; e < E; e++) {
+        for (uint32_t e = 0; e < ES; e++) {
           bool taken = false;
           for (uint32_t q = 0; q < j; q++) taken = taken || iv.GetValue(q) == (int32_t)e;
           if (taken) continue;
@@ -199,33 +204,37 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
       wv.SetValue(j, w);
       iv.SetValue(j, bi);
     }
+    for (uint32_t j = 0; j < NS; j++) {  // the always-on experts: slots K.., their own scores
+      wv.SetValue(K + j, s.GetValue(ES + j));
+      iv.SetValue(K + j, (int32_t)(ES + j));
+    }
     moec_sync<HardEvent::S_V>();  // wv/iv (and c) written by the scalar unit before the vector unit uses them
     if (t.post == 1) {  // softmax over the k selected
       float m = wv.GetValue(0);
-      for (uint32_t j = 1; j < K; j++) m = wv.GetValue(j) > m ? wv.GetValue(j) : m;
-      Adds(wv, wv, -m, K);
-      Exp(wv, wv, K);
+      for (uint32_t j = 1; j < KW; j++) m = wv.GetValue(j) > m ? wv.GetValue(j) : m;
+      Adds(wv, wv, -m, KW);
+      Exp(wv, wv, KW);
     } else if (t.post == 2) {
-      Muls(wv, wv, -1.0f, K);
-      Exp(wv, wv, K);
-      Adds(wv, wv, 1.0f, K);
-      Reciprocal(wv, wv, K);
+      Muls(wv, wv, -1.0f, KW);
+      Exp(wv, wv, KW);
+      Adds(wv, wv, 1.0f, KW);
+      Reciprocal(wv, wv, KW);
     }
     moec_sync<HardEvent::V_S>();
-    for (uint32_t j = 0; j < K; j++) {
+    for (uint32_t j = 0; j < KW; j++) {
       float w = wv.GetValue(j);
       sum += w;
       asum += w < 0 ? -w : w;
     }
     float denom = t.post == 1 ? sum : (t.norm == 1 ? sum + t.norm_eps : (t.norm == 2 ? asum + t.norm_eps : 1.0f));
     if (t.post != 1 && t.norm != 0 && denom < t.norm_min) denom = t.norm_min;  // clamp(sum, min); NaN stays
-    Muls(wv, wv, t.scale / denom, K);
+    Muls(wv, wv, t.scale / denom, KW);
     if (t.post == 1 && t.norm != 0) {  // renormalise after the softmax too (sums to 1 already, + eps)
-      Muls(wv, wv, 1.0f / (1.0f + t.norm_eps), K);
+      Muls(wv, wv, 1.0f / (1.0f + t.norm_eps), KW);
     }
     if (t.drop) {
       moec_sync<HardEvent::V_S>();
-      for (uint32_t j = 0; j < K; j++) {
+      for (uint32_t j = 0; j < KW; j++) {
         float w = wv.GetValue(j);
         if (!(w > t.min_weight)) { wv.SetValue(j, 0.f); iv.SetValue(j, -1); }
       }
@@ -233,19 +242,19 @@ __aicore__ inline void gating_body(GM_ADDR logits, GM_ADDR bias, GM_ADDR w_out, 
     }
     if (t.n_skip > 0) {  // a slot that chose a skip class contributes nothing (after post / norm / scale)
       moec_sync<HardEvent::V_S>();
-      for (uint32_t j = 0; j < K; j++) {
+      for (uint32_t j = 0; j < KW; j++) {
         if (iv.GetValue(j) >= (int32_t)E - t.n_skip) { wv.SetValue(j, 0.f); iv.SetValue(j, -1); }
       }
       moec_sync<HardEvent::S_V>();
     }
-    if constexpr (!moec_same<TX, float>::value) narrow(wq, wv, K);
+    if constexpr (!moec_same<TX, float>::value) narrow(wq, wv, KW);
     moec_sync<HardEvent::S_MTE3>();  // iv (and a float wv) written by the scalar unit, copied out by MTE3
     qw.EnQue(wq);
     qi.EnQue(iv);
     wq = qw.DeQue<TX>();
     iv = qi.DeQue<int32_t>();
-    DataCopyPad(gw[tok * K], wq, DataCopyExtParams{1, (uint32_t)(K * sizeof(TX)), 0, 0, 0});
-    DataCopyPad(gi[tok * K], iv, DataCopyExtParams{1, K * 4, 0, 0, 0});
+    DataCopyPad(gw[tok * KW], wq, DataCopyExtParams{1, (uint32_t)(KW * sizeof(TX)), 0, 0, 0});
+    DataCopyPad(gi[tok * KW], iv, DataCopyExtParams{1, KW * 4, 0, 0, 0});
     qw.FreeTensor(wq);
     qi.FreeTensor(iv);
   }
@@ -264,6 +273,8 @@ extern "C" __global__ __aicore__ void moe_gating(GM_ADDR logits, GM_ADDR bias, G
 // ------------------------------------------------------------------------------------------------
 // Stable counting sort of the N = T*K slots by expert, per-expert offsets[E+1]; with a capacity C the
 // (C+1)-th and later slots of an expert (in slot order) are dropped: id -1, weight 0 (w in TX).
+// With t.seq > 0 (Switch Transformers) the capacity is counted per sequence of t.seq tokens (slots t.seq * K):
+// each sequence's own count per expert (scnt) decides the drops, the totals (cnt) the offsets.
 // Multi-core, every GM write by DMA from the Unified Buffer (no scalar GM writes: a scalar write sits in
 // its core's data cache, and two cores' lines clobber each other): each block streams the ids through the
 // UB in chunks and counts them (every block the whole list: the counts before its part decide where its
@@ -287,15 +298,18 @@ __aicore__ inline void init_routing_body(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted,
   gs.SetGlobalBuffer((__gm__ int32_t *)sorted, N);
   go.SetGlobalBuffer((__gm__ int32_t *)offsets, E + 1);
   TPipe pipe;
-  TBuf<TPosition::VECCALC> bids, bw, bcnt, boff, bwin;
+  TBuf<TPosition::VECCALC> bids, bw, bcnt, boff, bwin, bscnt;
   pipe.InitBuffer(bids, ROUTE_CH * 4);
   pipe.InitBuffer(bw, bytes32(ROUTE_CH * sizeof(TX)));
   pipe.InitBuffer(bcnt, pad8(E + 1) * 4);
   pipe.InitBuffer(boff, pad8(E + 1) * 4);
   pipe.InitBuffer(bwin, ROUTE_WIN * 4);
+  const uint32_t SS = t.capacity > 0 && t.seq > 0 ? (uint32_t)t.seq * t.K : 0;  // slots per sequence (0: one count)
+  if (SS) pipe.InitBuffer(bscnt, pad8(E + 1) * 4);
   LocalTensor<int32_t> vi = bids.Get<int32_t>(), cnt = bcnt.Get<int32_t>(), off = boff.Get<int32_t>(),
                        win = bwin.Get<int32_t>();
   LocalTensor<TX> vw = bw.Get<TX>();
+  LocalTensor<int32_t> scnt = SS ? bscnt.Get<int32_t>() : cnt;  // the capacity's count: per sequence, or cnt
   // slot shares start on 8-slot (32-byte) boundaries, so the UB side of their copies is aligned
   const uint32_t slo = bi == 0 ? 0 : (uint32_t)((uint64_t)N * bi / nb) / 8 * 8;
   const uint32_t shi = bi + 1 == nb ? N : (uint32_t)((uint64_t)N * (bi + 1) / nb) / 8 * 8;
@@ -314,9 +328,11 @@ __aicore__ inline void init_routing_body(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted,
       moec_sync<HardEvent::MTE2_S>();
     }
     for (uint32_t i = 0; i < n; i++) {
+      if (SS && (c0 + i) % SS == 0)
+        for (uint32_t q = 0; q < E; q++) scnt.SetValue(q, 0);  // a new sequence
       const int32_t e = vi.GetValue(i);
       if (e < 0) continue;
-      if (t.capacity > 0 && cnt.GetValue(e) >= t.capacity) {
+      if (t.capacity > 0 && scnt.GetValue(e) >= t.capacity) {
         if (mine && c0 + i >= a && c0 + i < b) {
           vi.SetValue(i, -1);
           vw.SetValue(c0 + i - a, (TX)0.0f);
@@ -324,6 +340,7 @@ __aicore__ inline void init_routing_body(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted,
         continue;
       }
       cnt.SetValue(e, cnt.GetValue(e) + 1);
+      if (SS) scnt.SetValue(e, scnt.GetValue(e) + 1);
     }
     if (mine) {
       moec_sync<HardEvent::S_MTE3>();
@@ -359,11 +376,14 @@ __aicore__ inline void init_routing_body(GM_ADDR ids, GM_ADDR w, GM_ADDR sorted,
       DataCopyPad(vi, gi[c0], DataCopyExtParams{1, n * 4, 0, 0, 0}, nopad);
       moec_sync<HardEvent::MTE2_S>();
       for (uint32_t i = 0; i < n; i++) {
+        if (SS && (c0 + i) % SS == 0)
+          for (uint32_t q = 0; q < E; q++) scnt.SetValue(q, 0);
         const int32_t e = vi.GetValue(i);
         if (e < 0) continue;
         const int32_t j = cnt.GetValue(e);
-        if (t.capacity > 0 && j >= t.capacity) continue;
+        if (t.capacity > 0 && scnt.GetValue(e) >= t.capacity) continue;
         cnt.SetValue(e, j + 1);
+        if (SS) scnt.SetValue(e, scnt.GetValue(e) + 1);
         const uint32_t p = (uint32_t)(off.GetValue(e) + j);
         if (p >= w0 && p < w1) win.SetValue(p - w0, (int32_t)(c0 + i));
       }
