@@ -650,3 +650,20 @@ def test_zaya_causal_lm_both_layers_recognised_and_exact():
         with torch.no_grad():
             want = model(xs, use_cache=False).logits.numpy()
         np.testing.assert_allclose(run_ir(m, xs)[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_frontend_negates_a_symbolic_size():
+    """``h[:, -seq_length:]`` with a dynamic seq_length (ZayaRouter's router_hidden_states_next, the block's second
+    output) exports a negation of a symbolic size: 0 - s, at every length."""
+    torch = pytest.importorskip("torch")
+    from moec.frontend.torch_import import import_torch
+
+    class Tail(torch.nn.Module):
+        def forward(self, x):
+            s = x.shape[1]
+            return x[:, -s:] * 2
+    x = torch.randn(2, 5, 3)
+    m = import_torch(Tail(), (x,), dynamic_dims={0: {0: "B", 1: "S"}})
+    for shape in ((2, 5, 3), (1, 7, 3), (3, 2, 3)):
+        xs = torch.randn(*shape)
+        np.testing.assert_array_equal(list(run(m, [xs.numpy()]).values())[0], Tail()(xs).numpy())

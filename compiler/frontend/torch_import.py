@@ -1203,7 +1203,7 @@ _SKIP = {"aten._assert_async.msg", "aten._assert_scalar.default", "aten._assert_
 def _sym_arith(fx, n, a, b):
     import torch.fx
     ops = {operator.mul: "Mul", operator.add: "Add", operator.sub: "Sub", operator.floordiv: "Div"}
-    f = ops.get(n.target)
+    f = ops.get(n.target, "Sub" if n.target is operator.neg else None)  # (neg: 0 - b)
     if f is None:  # comparisons feed asserts only
         return _Sym(None, str(n.target))
 
@@ -1441,6 +1441,9 @@ def _import_torch(module, example_inputs, dynamic_dims, name) -> Module:
         if node.target in (operator.mul, operator.add, operator.sub, operator.floordiv, operator.ge, operator.le,
                            operator.lt, operator.gt, operator.eq):
             fx.env[node.name] = _sym_arith(fx, node, *node.args)
+            continue
+        if node.target is operator.neg:  # -s of a symbolic size (Zaya's router_states[:, -seq_length:])
+            fx.env[node.name] = _sym_arith(fx, node, 0, node.args[0])
             continue
         fn = _LOWER.get(tgt)
         if fn is None:
