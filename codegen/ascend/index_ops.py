@@ -6,7 +6,8 @@ core's scalar unit, where int64 is a native type, so every result is exact:
     top-k outside the fused router (sorted, ties to the lowest index, NaN ranked as +inf: the reference's rule),
     integer arithmetic (add, sub, mul wrapping like numpy; div truncating, a zero divisor refused; max, min, neg,
     abs, clip: doge's and ergo's index math), integer / bool casts between widths (i32 -> i64 ids), and
-    ScatterElements without reduction (the DSA indexers' top-k mask: one core, in index order).
+    ScatterElements (the DSA indexers' top-k mask: one core, in index order), also with a reduction (add, mul,
+    max, min of f32 / f16 / bf16 / i64 / i32 values: a repeated index accumulates in index order).
 
 The vector unit cannot do these exactly: its Compare takes half/float (integers past 2^24 collide) and it has no
 int64 arithmetic.  The scalar unit does one element per few cycles, so these are for the index-sized tensors of a
@@ -32,6 +33,8 @@ CAST_TO = {"i8": 1, "i16": 2, "i32": 4, "i64": 8}
 FIELDS = ("op", "n", "esize", "amode", "bmode", "cmp", "outer", "L", "inner", "k", "flags", "vdt", "tile")
 INDEX_TILE = 4096      # output elements staged per copy out (at most 48 KiB of Unified Buffer: topk's values + ids)
 INT_DTYPES = ("i64", "i32")
+REDUCE = {"none": 0, "add": 1, "mul": 2, "max": 3, "min": 4}   # scatter_elements' reduction (IndexTiling.cmp)
+REDUCE_VDT = {"f32": 0, "bf16": 1, "f16": 2, "i64": 3, "i32": 4}  # the types a reducing scatter takes (vdt)
 FLOAT_CODE = {"f32": 0, "bf16": 1, "f16": 2}
 SCALAR_CYCLES = 8      # cost model: scalar-unit cycles per element visited (an ESTIMATE, not measured)
 
@@ -74,8 +77,9 @@ def index_reason(m, o) -> Optional[str]:
         return None
     if n == "moec.scatter_elements":
         d, i = o.operands[0].type, o.operands[1].type
-        if o.attrs["reduction"] != "none":
-            return f"scatter_elements with reduction '{o.attrs['reduction']}' (vec_index writes: reduction none)"
+        if o.attrs["reduction"] != "none" and d.dtype.mlir not in REDUCE_VDT:
+            return f"scatter_elements reducing ({o.attrs['reduction']}) {d.dtype.mlir} values (vec_index reduces " \
+                   f"{', '.join(REDUCE_VDT)})"
         if d.dtype.itemsize not in (1, 2, 4, 8) or i.dtype.mlir not in INT_DTYPES:
             return f"scatter_elements of {d.dtype.mlir} data with {i.dtype.mlir} indices"
         return None
@@ -196,7 +200,9 @@ def launch(dev, o, args: List) -> List:
             L = data.shape[a]
             dev.launch("vec_index", 1, [status, ids, upd, out],
                        _tiling(op=X_SCATTER_EL, n=total, esize=data.dtype.itemsize, outer=sprod(ishape[:a]), L=L,
-                               inner=sprod(ishape[a + 1:]), k=ishape[a], flags=int(i64), tile=INDEX_TILE))
+                               inner=sprod(ishape[a + 1:]), k=ishape[a], flags=int(i64), tile=INDEX_TILE,
+                               cmp=REDUCE[o.attrs["reduction"]],
+                               vdt=REDUCE_VDT.get(o.operands[0].type.dtype.mlir, 0)))
             dev.check(status, f"scatter_elements: index {{}} out of range [{-L}, {L})", ids.reshape(-1), -L, L)
         return [out]
     if n in CMP or n == "moec.select":

@@ -989,7 +989,12 @@ extern "C" __global__ __aicore__ void vec_mask(GM_ADDR a, GM_ADDR b, GM_ADDR c, 
 //   X_SCATTER_EL out (already a copy of the data, by vec_copy) [o, b[o, j, i], i] = c[o, j, i] over out viewed as
 //                [outer, L, inner] and indices [outer, k, inner], in index order (a repeated index: the last write
 //                wins, as the reference applies them in order): one core, GM written by the scalar unit and
-//                cleaned out of the data cache at the end; an index outside [-L, L) sets status a[0] = 1
+//                cleaned out of the data cache at the end; an index outside [-L, L) sets status a[0] = 1.
+//                With a reduction (cmp 1 add, 2 mul, 3 max, 4 min; vdt the values' type: 0 float, 1 bfloat16_t,
+//                2 half, 3 int64, 4 int32) out[...] = out[...] (op) c[...] in index order, so a repeated index
+//                accumulates every update in turn, as the reference: floats computed in float and rounded to
+//                the element type once per update (numpy's half / bfloat16 arithmetic), max / min propagating NaN
+//                (np.maximum), integers wrapping
 enum IndexOp : int32_t { X_CMP = 0, X_SELECT = 1, X_CUMSUM = 2, X_GATHER_EL = 3, X_TOPK = 4, X_ARITH = 5,
                          X_IUNARY = 6, X_CAST = 7, X_SCATTER_EL = 8 };
 struct IndexTiling {
@@ -1149,6 +1154,57 @@ __aicore__ inline void index_scatter_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_AD
     go.SetValue((o * L + (uint64_t)id) * inner + ii, gu.GetValue(e));
   }
   DataCacheCleanAndInvalid<U, CacheLine::ENTIRE_DATA_CACHE, DcciDst::CACHELINE_OUT>(go);
+  if (bad) {
+    sv.SetValue(0, 1);
+    moec_sync<HardEvent::S_MTE3>();
+    DataCopyPad(gst, sv, DataCopyExtParams{1, 4, 0, 0, 0});
+  }
+}
+
+// one reduction step of X_SCATTER_EL: V the element type, C float (float types) or V's unsigned type (wrapping)
+template <typename V, typename C>
+__aicore__ inline V scatter_reduce(int32_t r, V a, V b) {
+  if constexpr (moec_same<C, float>::value) {
+    const float x = (float)a, y = (float)b;
+    if (r == 3 || r == 4) {
+      if (x != x) return a;  // NaN propagates (the first operand's, as np.maximum / np.minimum)
+      if (y != y) return b;
+      return (r == 3 ? x >= y : x <= y) ? a : b;
+    }
+    return (V)(r == 1 ? x + y : x * y);
+  } else {
+    if (r == 3 || r == 4) return (r == 3 ? a >= b : a <= b) ? a : b;
+    return (V)(r == 1 ? (C)a + (C)b : (C)a * (C)b);
+  }
+}
+
+// X_SCATTER_EL with a reduction (V, C: as scatter_reduce), one core, in index order
+template <typename V, typename C>
+__aicore__ inline void index_scatter_reduce_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const IndexTiling &t,
+                                                 TPipe &pipe) {
+  const uint64_t L = (uint64_t)t.L, K = (uint64_t)t.k, inner = (uint64_t)t.inner, n = (uint64_t)t.n;
+  GlobalTensor<V> gu, go;
+  GlobalTensor<int64_t> gi64;
+  GlobalTensor<int32_t> gi32, gst;
+  gst.SetGlobalBuffer((__gm__ int32_t *)a, 1);
+  if (t.flags & 1) gi64.SetGlobalBuffer((__gm__ int64_t *)b, n);
+  else gi32.SetGlobalBuffer((__gm__ int32_t *)b, n);
+  gu.SetGlobalBuffer((__gm__ V *)c, n);
+  go.SetGlobalBuffer((__gm__ V *)out, (uint64_t)t.outer * L * inner);
+  TBuf<TPosition::VECCALC> bst;
+  pipe.InitBuffer(bst, 32);
+  LocalTensor<int32_t> sv = bst.Get<int32_t>();
+  if (GetBlockIdx() != 0) return;
+  bool bad = false;
+  for (uint64_t e = 0; e < n; e++) {
+    const uint64_t ii = e % inner, o = e / inner / K;
+    int64_t id = (t.flags & 1) ? gi64.GetValue(e) : (int64_t)gi32.GetValue(e);
+    if (id < 0) id += (int64_t)L;
+    if (id < 0 || id >= (int64_t)L) { bad = true; continue; }
+    const uint64_t pos = (o * L + (uint64_t)id) * inner + ii;
+    go.SetValue(pos, scatter_reduce<V, C>(t.cmp, go.GetValue(pos), gu.GetValue(e)));
+  }
+  DataCacheCleanAndInvalid<V, CacheLine::ENTIRE_DATA_CACHE, DcciDst::CACHELINE_OUT>(go);
   if (bad) {
     sv.SetValue(0, 1);
     moec_sync<HardEvent::S_MTE3>();
@@ -1323,6 +1379,12 @@ extern "C" __global__ __aicore__ void vec_index(GM_ADDR a, GM_ADDR b, GM_ADDR c,
     else if (t.esize == 2) index_cast_from<int16_t>(a, out, t, pipe);
     else if (t.flags & 1) index_cast_from<uint8_t>(a, out, t, pipe);
     else index_cast_from<int8_t>(a, out, t, pipe);
+  } else if (t.op == X_SCATTER_EL && t.cmp != 0) {
+    if (t.vdt == 3) index_scatter_reduce_body<int64_t, uint64_t>(a, b, c, out, t, pipe);
+    else if (t.vdt == 4) index_scatter_reduce_body<int32_t, uint32_t>(a, b, c, out, t, pipe);
+    else if (t.vdt == 2) index_scatter_reduce_body<half, float>(a, b, c, out, t, pipe);
+    else if (t.vdt == 1) index_scatter_reduce_body<bfloat16_t, float>(a, b, c, out, t, pipe);
+    else index_scatter_reduce_body<float, float>(a, b, c, out, t, pipe);
   } else if (t.op == X_SCATTER_EL) {
     if (t.esize == 1) index_scatter_body<uint8_t>(a, b, c, out, t, pipe);
     else if (t.esize == 2) index_scatter_body<uint16_t>(a, b, c, out, t, pipe);
