@@ -19,6 +19,14 @@ moec's artifact and an onnxruntime session on the same inputs, interleaved (one 
 onnxruntime call, repeated), both with the same thread count.  Prints per T the medians and the
 median of the per-pair ratios moec/ort (below 1: moec faster).  The machines these run on are shared:
 take the ratio of one run, not absolute times across runs.
+
+Each timed call starts on a quiet process (``--settle-ms``, default 1000: before every call the bench
+waits, up to that long, until no other thread of the process has been runnable for 10 ms).
+onnxruntime's pool, with ``allow_spinning`` on (its default), keeps a thread busy for tens of ms after
+every run (about 40 ms of CPU in the 100 ms after a [64,1024]x[1024,32000] run on a 2-core host); back
+to back, the next engine's call shares the cores with it and the process CPU time of that call counts
+it.  The CPU an engine's threads use after its call returns is reported beside (``after_cpu_ms``).
+``--settle-ms 0``: back-to-back calls, as before.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -77,6 +86,46 @@ def ort_quantised(path: str, kind: str, group: int, tmp: str):
 ORT_LIKE = {"int4": ("nbits4", "nbits4_f32act"), "w8a8": ("dyn_int8",), "int8": ("dyn_int8",)}
 
 
+def _other_threads_running() -> int:
+    """Threads of this process, other than the caller, that are running or runnable (Linux: state R in
+    /proc/self/task/*/stat; a spinning pool thread is R even while the scheduler holds it off a busy core,
+    a parked one is S).  -1 where /proc is not there."""
+    me = str(threading.get_native_id())
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return -1
+    n = 0
+    for t in tids:
+        if t == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{t}/stat") as f:
+                st = f.read()
+        except OSError:  # the thread ended
+            continue
+        n += st[st.rindex(")") + 2] == "R"
+    return n
+
+
+def settle(max_s: float, poll_s: float = 0.002, quiet_polls: int = 5, share: float = 0.1) -> float:
+    """Wait (at most ``max_s``) until this process's other threads are idle: ``quiet_polls`` polls in a
+    row with none of them runnable (where /proc is missing: the process used under ``share`` of a core
+    in each poll).  Returns the process CPU seconds used meanwhile (what the previous call's threads went
+    on using after it returned)."""
+    c0 = time.process_time()
+    end = time.perf_counter() + max_s
+    quiet = 0
+    while quiet < quiet_polls and time.perf_counter() < end:
+        w0, u0 = time.perf_counter(), time.process_time()
+        time.sleep(poll_s)
+        busy = _other_threads_running()
+        if busy < 0:
+            busy = time.process_time() - u0 >= share * (time.perf_counter() - w0)
+        quiet = 0 if busy else quiet + 1
+    return time.process_time() - c0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", default="1,8,64,256")
@@ -92,6 +141,10 @@ def main(argv=None) -> int:
                     help="onnxruntime's session.intra_op.allow_spinning (default 1, its own default).  With 1 its "
                          "pool keeps spinning after every run (a busy thread for tens of ms: 15 ms of CPU in the 50 ms "
                          "after a run on this host), so in an interleaved loop moec's threads share the cores with it")
+    ap.add_argument("--settle-ms", type=float, default=1000.0,
+                    help="before each timed call wait (at most this long) until the process's threads are idle, "
+                         "so one engine's leftover threads (onnxruntime's spinning pool) do not run during the "
+                         "other's call; 0: back-to-back calls")
     args = ap.parse_args(argv)
     import onnxruntime as ort
 
@@ -143,10 +196,14 @@ def main(argv=None) -> int:
                 fn()  # warm
             times = {k: [] for k in calls}
             cpu = {k: [] for k in calls}  # process CPU time per call (every thread; less sensitive to a busy host)
+            after = {k: [] for k in calls}  # CPU the engine's threads used after the call returned (settle)
+            settle(args.settle_ms / 1e3)
             for _ in range(args.repeats):
                 for k, fn in calls.items():
                     c0 = time.process_time(); t0 = time.perf_counter(); fn()
                     times[k].append(time.perf_counter() - t0); cpu[k].append(time.process_time() - c0)
+                    if args.settle_ms > 0:
+                        after[k].append(settle(args.settle_ms / 1e3))
             best = {k: min(v) for k, v in times.items()}
             med = {k: statistics.median(v) for k, v in times.items()}
             for m in arts:
@@ -156,6 +213,9 @@ def main(argv=None) -> int:
                        "vs_ort_f32": best[k] / best["ort_f32"],
                        "cpu_ms_median": statistics.median(cpu[k]) * 1e3,
                        "ort_f32_cpu_ms_median": statistics.median(cpu["ort_f32"]) * 1e3,
+                       "after_cpu_ms_median": statistics.median(after[k]) * 1e3 if after[k] else None,
+                       "ort_f32_after_cpu_ms_median": (statistics.median(after["ort_f32"]) * 1e3
+                                                       if after["ort_f32"] else None),
                        "vs_ort_f32_median_of_rounds": statistics.median(
                            [a / b for a, b in zip(times[k], times["ort_f32"])])}
                 row["ort_like"] = {}
@@ -171,12 +231,14 @@ def main(argv=None) -> int:
                 print(f"T={T:4d} {m:5s} moec {row['moec_ms_min']:8.2f} ms (median {row['moec_ms_median']:.2f})  "
                       f"ort f32 {row['ort_f32_ms_min']:8.2f} ms -> {row['vs_ort_f32']:.2f}x "
                       f"(rounds {row['vs_ort_f32_median_of_rounds']:.2f}x; CPU time "
-                      f"{row['cpu_ms_median'] / row['ort_f32_cpu_ms_median']:.2f}x){extra}  rel err {errs[k]:.1e}",
+                      f"{row['cpu_ms_median'] / row['ort_f32_cpu_ms_median']:.2f}x){extra}  rel err {errs[k]:.1e}"
+                      + (f"  CPU after the call: moec {row['after_cpu_ms_median']:.1f} ms, "
+                         f"ort {row['ort_f32_after_cpu_ms_median']:.1f} ms" if after[k] else ""),
                       flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"k": args.k, "n": args.n, "threads": args.threads, "gemm": args.gemm, "group": args.group,
-                       "ort_spinning": args.ort_spinning, "load_average": os.getloadavg(),
+                       "ort_spinning": args.ort_spinning, "settle_ms": args.settle_ms, "load_average": os.getloadavg(),
                        "rows": rows}, f,
                       indent=1)
     return 0
