@@ -19,14 +19,14 @@ from moec.driver import CompileOptions, compile_onnx
 from moec.targets.registry import get_backend
 
 
-def _build(nodes, ins, outs, consts, name, tmp_path):
+def _build(nodes, ins, outs, consts, name, tmp_path, host=()):
     m = make_model(nodes, ins, outs, consts, name=name)
     out = str(tmp_path / "out")
     r = compile_onnx(m, out, CompileOptions(target="ascend"))
     assert r.report["verified"], r.report.get("failure")
     with open(os.path.join(out, "ascend", "plan.json")) as f:
         plan = json.load(f)
-    assert plan["host_ops"] == {}, plan["host_ops"]
+    assert sorted(plan["host_ops"]) == sorted(host), plan["host_ops"]
     return get_backend("ascend", "Ascend910B2").load(out), plan
 
 
@@ -77,3 +77,34 @@ def test_scatter_elements_reduction_i32_wraps(red, tmp_path):
     n, mm = rng.integers(-2 ** 31, 2 ** 31, (4, 3)).astype(np.int32), rng.integers(-2 ** 31, 2 ** 31, (7, 3)).astype(np.int32)
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(art([n, i, mm])[0], _scatter_ref(n, i, mm, 0, red))
+
+
+@pytest.mark.parametrize("dt", ["f32", "f16"])
+def test_topk_with_a_run_time_k(dt, tmp_path):
+    """TopK whose k is a model input: k = 0 (empty results), 1, 3 and L (the whole row), along the last axis and
+    another; ties to the lowest index, NaN ranked as +inf; a k outside [0, L] is refused with the value named."""
+    from moec.ir.ops.index import topk_indices
+    npt = {"f32": np.float32, "f16": np.float16}[dt]
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1, largest=1),
+             helper.make_node("TopK", ["x", "k"], ["v2", "i2"], axis=1, largest=0)]
+    art, plan = _build(nodes, [("x", npt, [4, 6, 6]), ("k", np.int64, [1])],
+                       [("v", npt, None), ("i", np.int64, None), ("v2", npt, None), ("i2", np.int64, None)], {},
+                       f"topk_dynk_{dt}", tmp_path, host=["moec.topk"])
+    # along the last axis on the NPU; along another axis on the host, saying why (the results' layout)
+    steps = [st for st in plan["steps"] if st["op"] == "moec.topk"]
+    assert [st["where"] for st in steps] == ["npu", "host"], steps
+    assert "axis other than the last" in steps[1]["why"], steps
+    rng = np.random.default_rng(4)
+    x = rng.integers(-4, 4, (4, 6, 6)).astype(npt)  # many ties
+    x[0, 0, 0] = np.nan
+    x[1, 2, :] = np.inf
+    for k in (0, 1, 3, 6):
+        v, i, v2, i2 = (np.asarray(r) for r in art([x, np.array([k], np.int64)]))
+        for a, largest, vv, ii in ((2, True, v, i), (1, False, v2, i2)):
+            want = topk_indices(x, k, a, largest)
+            assert ii.shape == want.shape, (k, ii.shape)
+            np.testing.assert_array_equal(ii, want)
+            np.testing.assert_array_equal(vv, np.take_along_axis(x, want, a))
+    for bad in (7, -1):
+        with pytest.raises(Exception, match=f"k = {bad} out of range"):
+            art([x, np.array([bad], np.int64)])

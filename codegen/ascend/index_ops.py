@@ -25,7 +25,7 @@ from moec.ir.opdef import const_value
 from moec.codegen.ascend.launch_plan import Sym, device_op, shape_of, smax, smin, sprod
 
 CMP = {"moec.equal": 0, "moec.less": 1, "moec.less_equal": 2, "moec.greater": 3, "moec.greater_equal": 4}
-X_CMP, X_SELECT, X_CUMSUM, X_GATHER_EL, X_TOPK, X_ARITH, X_IUNARY, X_CAST, X_SCATTER_EL = range(9)
+X_CMP, X_SELECT, X_CUMSUM, X_GATHER_EL, X_TOPK, X_ARITH, X_IUNARY, X_CAST, X_SCATTER_EL, X_TOPK_K = range(10)
 ARITH = {"moec.add": 0, "moec.sub": 1, "moec.mul": 2, "moec.div": 3, "moec.max": 4, "moec.min": 5}
 IUNARY = {"moec.neg": 0, "moec.abs": 1, "moec.clip": 2}
 CAST_FROM = {"i1": 1, "ui8": 1, "i8": 1, "i16": 2, "i32": 4, "i64": 8}   # integer / bool sources: bytes
@@ -111,8 +111,17 @@ def index_reason(m, o) -> Optional[str]:
         if x.dtype.mlir not in FLOAT_CODE:
             return f"top-k of {x.dtype.mlir} values (vec_index ranks f32, f16 or bf16)"
         c = const_value(o.operands[1], m.weights)
-        if c is None:
-            return "k known only at run time"
+        if c is None:  # read back at run time (X_TOPK_K), at most the axis' length: known, and staged in one tile
+            L = x.shape[o.attrs["axis"] % x.rank] if x.rank else 0
+            if not isinstance(L, int) or L > INDEX_TILE:
+                return f"k known only at run time over an axis of {'unknown length' if not isinstance(L, int) else L} " \
+                       f"(vec_index takes a run-time k over axes of at most {INDEX_TILE})"
+            if x.rank == 0:
+                return "top-k of a scalar"
+            if any(d != 1 for d in x.shape[o.attrs["axis"] % x.rank + 1:]):
+                return "k known only at run time along an axis other than the last (the results' layout would " \
+                       "need a copy of run-time size)"
+            return None
         k = int(np.asarray(c).reshape(-1)[0])
         if not 1 <= k <= INDEX_TILE:
             return f"k = {k} (vec_index takes 1..{INDEX_TILE})"
@@ -271,8 +280,16 @@ def launch(dev, o, args: List) -> List:
     shp = tuple(x.shape)
     r = len(shp)
     a = o.attrs["axis"] % r
-    k = int(np.asarray(args[1]).reshape(-1)[0])
     L = shp[a]
+    from moec.codegen.ascend.launch_plan import Buf
+    if isinstance(args[1], Buf):  # k known at run time: checked and read back (the results' size) before the launch
+        kb = dev.buf(args[1], np.int64).reshape(-1)
+        kv, status = dev.new((8,), np.int32), dev.new((8,), np.int32)
+        dev.launch("vec_index", 1, [kb, kb, status, kv], _tiling(op=X_TOPK_K, L=L, tile=INDEX_TILE))
+        dev.check(status, f"top-k: k = {{}} out of range [0, {L}]", kb, 0, int(L) + 1)
+        k = dev.read(kv, 0)
+    else:
+        k = int(np.asarray(args[1]).reshape(-1)[0])
     if a != r - 1:
         perm = [i for i in range(r) if i != a] + [a]
         pshape = [shp[i] for i in perm]
@@ -283,26 +300,39 @@ def launch(dev, o, args: List) -> List:
     outer = sprod(x.shape[:-1])
     kshape = tuple(x.shape[:-1]) + (k,)
     vals, ids = dev.new(kshape, x.dtype), dev.new(kshape, np.int64)
-    if k and sprod(kshape):
+    tl = _tiling(op=X_TOPK, outer=outer, L=L, k=k, flags=int(bool(o.attrs["largest"])), inner=1,
+                 vdt=FLOAT_CODE[o.operands[0].type.dtype.mlir], tile=INDEX_TILE)
+    if isinstance(k, Sym):  # (the kernel stages TILE // k rows per copy out; k = 0: no launch)
+        if sprod(x.shape[:-1]):
+            with dev.when(k):
+                dev.launch("vec_index", _bd(dev.cores, outer), [x, x, ids, vals], tl)
+    elif k and sprod(kshape):
         G = INDEX_TILE // k
-        dev.launch("vec_index", _bd(dev.cores, _cdiv(outer, G)), [x, x, ids, vals],
-                   _tiling(op=X_TOPK, outer=outer, L=L, k=k, flags=int(bool(o.attrs["largest"])), inner=1,
-                           vdt=FLOAT_CODE[o.operands[0].type.dtype.mlir], tile=INDEX_TILE))
+        dev.launch("vec_index", _bd(dev.cores, _cdiv(outer, G)), [x, x, ids, vals], tl)
     if a != r - 1:  # [.., k] back to the axis' place
         oshape = list(shp)
         oshape[a] = k
         inv = [i for i in range(r) if i != a] + [a]        # the moved layout's dims, in original dim numbers
-        kst = _contig(kshape)
+        kst = _scontig(kshape)  # (k may be a run-time value)
         sstr = [0] * r
         for pos, dim in enumerate(inv):
             sstr[dim] = kst[pos]
         res = []
         for b in (vals, ids):
             ob = dev.new(tuple(oshape), b.dtype)
-            copy_strided(dev, b, ob, oshape, sstr, _contig(oshape))
+            copy_strided(dev, b, ob, oshape, sstr, _scontig(oshape))
             res.append(ob)
         return res
     return [vals, ids]
+
+
+def _scontig(shape) -> list:
+    """Row-major strides of ``shape``, whose dims may be run-time values (Sym)."""
+    st, acc = [], 1
+    for d in reversed(tuple(shape)):
+        st.insert(0, acc)
+        acc = acc * d
+    return st
 
 
 def estimate(o, T: int, hw: dict, clock_hz: float, launch_s: float) -> dict:

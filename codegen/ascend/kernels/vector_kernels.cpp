@@ -995,8 +995,10 @@ extern "C" __global__ __aicore__ void vec_mask(GM_ADDR a, GM_ADDR b, GM_ADDR c, 
 //                accumulates every update in turn, as the reference: floats computed in float and rounded to
 //                the element type once per update (numpy's half / bfloat16 arithmetic), max / min propagating NaN
 //                (np.maximum), integers wrapping
+//   X_TOPK_K     a run-time k (int64 a[0]) for X_TOPK: out[0] = k as int32 (read back by the host: the results'
+//                size), or 0 with status c[0] = 1 when k is outside [0, L]
 enum IndexOp : int32_t { X_CMP = 0, X_SELECT = 1, X_CUMSUM = 2, X_GATHER_EL = 3, X_TOPK = 4, X_ARITH = 5,
-                         X_IUNARY = 6, X_CAST = 7, X_SCATTER_EL = 8 };
+                         X_IUNARY = 6, X_CAST = 7, X_SCATTER_EL = 8, X_TOPK_K = 9 };
 struct IndexTiling {
   int32_t op, n;            // n: output elements (X_CMP, X_SELECT, X_GATHER_EL)
   int32_t esize;            // bytes per element: the values (X_SELECT, X_CUMSUM, X_GATHER_EL, X_TOPK) or the
@@ -1357,6 +1359,26 @@ __aicore__ inline void index_topk_body(GM_ADDR a, GM_ADDR c, GM_ADDR out, const 
   }
 }
 
+// X_TOPK_K, one core
+__aicore__ inline void index_topk_k_body(GM_ADDR a, GM_ADDR c, GM_ADDR out, const IndexTiling &t, TPipe &pipe) {
+  GlobalTensor<int64_t> ga;
+  GlobalTensor<int32_t> go, gst;
+  ga.SetGlobalBuffer((__gm__ int64_t *)a, 1);
+  go.SetGlobalBuffer((__gm__ int32_t *)out, 1);
+  gst.SetGlobalBuffer((__gm__ int32_t *)c, 1);
+  TBuf<TPosition::VECCALC> bo;
+  pipe.InitBuffer(bo, 64);
+  LocalTensor<int32_t> ov = bo.Get<int32_t>();
+  if (GetBlockIdx() != 0) return;
+  const int64_t k = ga.GetValue(0);
+  const bool bad = k < 0 || k > (int64_t)t.L;
+  ov.SetValue(0, bad ? 0 : (int32_t)k);
+  ov.SetValue(8, 1);
+  moec_sync<HardEvent::S_MTE3>();
+  DataCopyPad(go, ov, DataCopyExtParams{1, 4, 0, 0, 0});
+  if (bad) DataCopyPad(gst, ov[8], DataCopyExtParams{1, 4, 0, 0, 0});
+}
+
 extern "C" __global__ __aicore__ void vec_index(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, GM_ADDR workspace,
                                                 GM_ADDR tiling) {
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
@@ -1379,6 +1401,8 @@ extern "C" __global__ __aicore__ void vec_index(GM_ADDR a, GM_ADDR b, GM_ADDR c,
     else if (t.esize == 2) index_cast_from<int16_t>(a, out, t, pipe);
     else if (t.flags & 1) index_cast_from<uint8_t>(a, out, t, pipe);
     else index_cast_from<int8_t>(a, out, t, pipe);
+  } else if (t.op == X_TOPK_K) {
+    index_topk_k_body(a, c, out, t, pipe);
   } else if (t.op == X_SCATTER_EL && t.cmp != 0) {
     if (t.vdt == 3) index_scatter_reduce_body<int64_t, uint64_t>(a, b, c, out, t, pipe);
     else if (t.vdt == 4) index_scatter_reduce_body<int32_t, uint32_t>(a, b, c, out, t, pipe);
