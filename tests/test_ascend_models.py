@@ -84,7 +84,8 @@ def test_real_causal_lm_has_no_host_ops(arch, tmp_path):
 NEWER_OPS = [("diffusion_gemma_text", True, {"moec.gelu_tanh"}),                     # Gemma's gelu MLP
              ("deepseek_v32", True, {"moec.topk", "moec.scatter_elements"}),         # the DSA indexer's top-k mask
              ("doge", False, {"moec.gather_elements", "moec.topk", "moec.add"}),     # int64 index math
-             ("muse_spark_text", True, {"moe.experts", "moec.pow"})]                 # post-expert RMSNorm, pow -0.5
+             ("muse_spark_text", True, {"moe.experts", "moec.pow"}),                 # post-expert RMSNorm, pow -0.5
+             ("inkling_text", True, {"moe.route", "moe.experts"})]                   # always-on slots (n_shared)
 
 
 @pytest.mark.slow
