@@ -108,3 +108,30 @@ def test_topk_with_a_run_time_k(dt, tmp_path):
     for bad in (7, -1):
         with pytest.raises(Exception, match=f"k = {bad} out of range"):
             art([x, np.array([bad], np.int64)])
+
+
+@pytest.mark.parametrize("red", ["add", "max"])
+def test_scatter_nd_rows_with_a_reduction(red, tmp_path):
+    """ScatterND with 1-element index tuples and a reduction (torch's index_add as the TorchScript exporter writes it:
+    rows of updates added at token rows, a token row hit several times): one index per row on vec_index, over a
+    token dim known only at run time."""
+    from moec.ir.ops.index import ScatterNDOp
+    nodes = [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction=red)]
+    m = make_model(nodes, [("x", np.float32, ["T", 3, 2]), ("i", np.int64, ["N", 1]), ("u", np.float32, ["N", 3, 2])],
+                   [("y", np.float32, None)], {}, name=f"scatter_nd_{red}")
+    out = str(tmp_path / "out")
+    r = compile_onnx(m, out, CompileOptions(target="ascend"))
+    assert r.report["verified"], r.report.get("failure")
+    with open(os.path.join(out, "ascend", "plan.json")) as f:
+        plan = json.load(f)
+    assert plan["host_ops"] == {}, plan["host_ops"]
+    art = get_backend("ascend", "Ascend910B2").load(out)
+    rng = np.random.default_rng(9)
+    op = type("O", (), {"attrs": {"reduction": red}})()
+    for T, N in ((5, 9), (1, 3), (4, 1)):
+        x, u = rng.standard_normal((T, 3, 2)).astype(np.float32), rng.standard_normal((N, 3, 2)).astype(np.float32)
+        i = rng.integers(-T, T, (N, 1))
+        i[: N // 2] = 0  # duplicates accumulate in order
+        np.testing.assert_array_equal(art([x, i, u])[0], ScatterNDOp.reference(op, x, i, u)[0])
+    with pytest.raises(Exception, match="out of range"):
+        art([x, np.full((N, 1), T, np.int64), u])

@@ -326,6 +326,34 @@ def launch(dev, o, args: List) -> List:
     return [vals, ids]
 
 
+@device_op
+def scatter_rows_reduce(dev, o, args: List):
+    """ONNX ScatterND with 1-element index tuples and a reduction (transformers' index_add: rows of updates added
+    at token rows): data [L, ...] as [L, inner], updates [n, inner]; vec_index's reducing scatter with one index per
+    row (flags 2), in index order, an index outside [-L, L) refused."""
+    from moec.codegen.ascend.vector_ops import copy_strided
+    data, idx = dev.buf(args[0]), args[1]
+    upd = dev.buf(args[2], data.dtype)
+    out = dev.new(data.shape, data.dtype)
+    if sprod(data.shape):
+        copy_strided(dev, data, out, [data.size], [1], [1])
+    n = sprod(tuple(shape_of(idx))[:-1])
+    L, inner = data.shape[0], sprod(data.shape[1:])
+    if isinstance(n, Sym) or int(n) * int(inner):
+        i64 = np.dtype(getattr(idx, "dtype", np.int64)) == np.int64
+        ids = dev.buf(idx, np.int64 if i64 else np.int32).reshape(-1)
+        status = dev.new((8,), np.int32)
+        dev.launch("vec_index", 1, [status, ids, upd.reshape(-1), out],
+                   _tiling(op=X_SCATTER_EL, n=n * inner, esize=data.dtype.itemsize, outer=1, L=L, inner=inner, k=n,
+                           flags=int(i64) | 2, tile=INDEX_TILE, cmp=REDUCE[o.attrs["reduction"]],
+                           vdt=REDUCE_VDT[o.operands[0].type.dtype.mlir]))
+        if isinstance(L, Sym):  # (a run-time first dim: the refused index is not named)
+            dev.check(status, "scatter_nd: an index out of range for the data's first dim")
+        else:
+            dev.check(status, f"scatter_nd: index {{}} out of range [{-L}, {L})", ids, -L, L)
+    return out
+
+
 def _scontig(shape) -> list:
     """Row-major strides of ``shape``, whose dims may be run-time values (Sym)."""
     st, acc = [], 1

@@ -994,7 +994,8 @@ extern "C" __global__ __aicore__ void vec_mask(GM_ADDR a, GM_ADDR b, GM_ADDR c, 
 //                2 half, 3 int64, 4 int32) out[...] = out[...] (op) c[...] in index order, so a repeated index
 //                accumulates every update in turn, as the reference: floats computed in float and rounded to
 //                the element type once per update (numpy's half / bfloat16 arithmetic), max / min propagating NaN
-//                (np.maximum), integers wrapping
+//                (np.maximum), integers wrapping.  flags 2: one index per row of inner elements, indices [outer, k]
+//                (ONNX ScatterND with 1-element index tuples and a reduction: transformers' index_add form)
 //   X_TOPK_K     a run-time k (int64 a[0]) for X_TOPK: out[0] = k as int32 (read back by the host: the results'
 //                size), or 0 with status c[0] = 1 when k is outside [0, L]
 enum IndexOp : int32_t { X_CMP = 0, X_SELECT = 1, X_CUMSUM = 2, X_GATHER_EL = 3, X_TOPK = 4, X_ARITH = 5,
@@ -1189,8 +1190,9 @@ __aicore__ inline void index_scatter_reduce_body(GM_ADDR a, GM_ADDR b, GM_ADDR c
   GlobalTensor<int64_t> gi64;
   GlobalTensor<int32_t> gi32, gst;
   gst.SetGlobalBuffer((__gm__ int32_t *)a, 1);
-  if (t.flags & 1) gi64.SetGlobalBuffer((__gm__ int64_t *)b, n);
-  else gi32.SetGlobalBuffer((__gm__ int32_t *)b, n);
+  const uint64_t ni = (t.flags & 2) ? n / inner : n;  // the indices' count
+  if (t.flags & 1) gi64.SetGlobalBuffer((__gm__ int64_t *)b, ni);
+  else gi32.SetGlobalBuffer((__gm__ int32_t *)b, ni);
   gu.SetGlobalBuffer((__gm__ V *)c, n);
   go.SetGlobalBuffer((__gm__ V *)out, (uint64_t)t.outer * L * inner);
   TBuf<TPosition::VECCALC> bst;
@@ -1200,7 +1202,8 @@ __aicore__ inline void index_scatter_reduce_body(GM_ADDR a, GM_ADDR b, GM_ADDR c
   bool bad = false;
   for (uint64_t e = 0; e < n; e++) {
     const uint64_t ii = e % inner, o = e / inner / K;
-    int64_t id = (t.flags & 1) ? gi64.GetValue(e) : (int64_t)gi32.GetValue(e);
+    const uint64_t ie = (t.flags & 2) ? e / inner : e;  // flags 2: one index per row of inner elements (ScatterND)
+    int64_t id = (t.flags & 1) ? gi64.GetValue(ie) : (int64_t)gi32.GetValue(ie);
     if (id < 0) id += (int64_t)L;
     if (id < 0 || id >= (int64_t)L) { bad = true; continue; }
     const uint64_t pos = (o * L + (uint64_t)id) * inner + ii;
