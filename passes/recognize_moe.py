@@ -363,6 +363,21 @@ class _Layer:
                 for d, n in zip(v.type.shape, feeds[id(v)].shape):
                     if isinstance(d, str):
                         size.setdefault(d, n)
+        # (a view whose token dims lost their names in reshapes, [1, ?, D], and an argument laid out like its token
+        # dims, a whole model's input_ids [1, S]: the argument's named dims take the view's fed sizes)
+        for a in self.f.args:
+            lead = a.type.shape
+            if id(a) in feeds or all(not isinstance(d, str) or d in size for d in lead):
+                continue
+            for v in self.xviews:
+                vl = v.type.shape[:-1]
+                if id(v) in feeds and len(vl) == len(lead) and all(
+                        (isinstance(d, int) and e == d) or (not isinstance(d, int) and not isinstance(e, int))
+                        for d, e in zip(lead, vl)):
+                    for d, n in zip(lead, feeds[id(v)].shape):
+                        if isinstance(d, str):
+                            size.setdefault(d, n)
+                    break
         for a in self.f.args:
             if id(a) not in feeds:
                 feeds[id(a)] = ShapeOnly([d if isinstance(d, int) else size.get(d, 1) for d in a.type.shape],
@@ -1843,7 +1858,7 @@ class RecognizeMoE(Pass):
         # and a weight after that norm (Ergo's ErgoExpertNorm: weight[ids] [E, D], or one [D] row for every expert):
         # moe.experts' post_norm_w, tried after the norm without it
         self._post = self._pnw = None
-        posts = self._post_norm_candidates(L, region, int(w_out.shape[1]))
+        posts = self._post_norm_candidates(L, region, int(w_out.shape[1]), after)
         pnws = self._post_norm_weight_candidates(L, region, topk, E - self._zero, int(w_out.shape[1])) \
             if posts else []
         for pn, scale_v, pnw in [(None, v, None) for v in [None] + self._expert_scale_candidates(L, region, topk, E)] \
@@ -1899,7 +1914,8 @@ class RecognizeMoE(Pass):
         ErgoExpertNorm.weight[expert_ids]), or a [D] vector a product after a mean of squares takes (one row for
         every expert).  Structure only picks them: the layer's proof decides."""
         ids_fwd = L.forward([root.ids])
-        after_norm = L.forward([o.results[0] for o in L.f.ops if id(o) in region and o.name == "moec.reduce_mean"])
+        after_norm = L.forward([o.results[0] for o in L.f.ops if id(o) in region and o.name == "moec.reduce_mean"
+                                and id(o) in ids_fwd])
         out: List[Value] = []
         for o in L.f.ops:
             if id(o) not in region:
@@ -1927,13 +1943,16 @@ class RecognizeMoE(Pass):
         return seen[:3]
 
     @staticmethod
-    def _post_norm_candidates(L, region, D: int) -> list:
+    def _post_norm_candidates(L, region, D: int, after=None) -> list:
         """(g or None, eps) of an RMSNorm the region applies to rows of D values: eps a scalar constant added to a
         mean over the last axis of the square of some v; g a constant [D] vector v is a product with (the norm's
         input scale), else None.  The layer's proof decides whether the experts' outputs pass through it."""
         out = []
         for o in L.f.ops:
-            if id(o) not in region or o.name != "moec.reduce_mean" or o.results[0].type.rank < 1:
+            # (``after``: the ops downstream of the selection -- a norm of the experts' outputs is; the decoder's
+            # own norms that a whole model's region also holds are not, and would crowd out the candidates)
+            if id(o) not in region or o.name != "moec.reduce_mean" or o.results[0].type.rank < 1 or (
+                    after is not None and id(o) not in after):
                 continue
             sq = o.operands[0].owner
             if sq is None or not ((sq.name == "moec.pow" and (lambda c: c is not None and c.size == 1 and

@@ -502,3 +502,14 @@ def test_post_norm_w_and_per_sequence_route_built_for_triton(tmp_path):
     got = art([lg])
     np.testing.assert_array_equal(np.asarray(got[1]), want["ids"])
     np.testing.assert_allclose(np.asarray(got[0]), want["w"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_ergo_causal_lm_on_ascend(tmp_path):
+    """The 2-layer ErgoForCausalLM through moec.compile(target="ascend") with its batch static (input_ids [1, S]:
+    the probes size input_ids' S from the [1, ?, D] view of the tokens, whose dims lost their names in reshapes):
+    both layers recognised, verified, no host op (the post-norm weight on moe_scatter_rows)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import test_ascend_models as tam
+    tam._check("ergo", tmp_path)
