@@ -142,10 +142,20 @@ class CacheSeed:
 
 @_pytest.fixture(scope="session")
 def cache_seed(tmp_path_factory):
-    """The session's store; the host's C runtime archive is built into it at once (moec's own build)."""
-    from moec.targets import cpu
+    """The session's store; the host's C runtime archive is put into it at once (moec's own build: the user's
+    cache's, which the tests without a private cache have built by then, or made there now, then copied)."""
+    from moec.targets import cache_store, cpu
     from moec.targets.description import cpu_target
     seed = CacheSeed(tmp_path_factory.mktemp("moec-cache-seed"), user=cpu.cache_dir())
+    dst = None
+    try:
+        entry = os.path.dirname(cpu.build_runtime(cpu_target("native")))  # (in the user's cache)
+        dst = os.path.join(seed.root, os.path.basename(entry))
+        _shutil.copytree(entry, dst)
+        cache_store.check(dst)
+    except Exception:  # (an unwritable user cache, a concurrent replacement: built into the store below)
+        if dst:
+            _shutil.rmtree(dst, ignore_errors=True)
     with _pytest.MonkeyPatch.context() as mp:
         mp.setenv("MOEC_CACHE_DIR", seed.root)
         cpu.build_runtime(cpu_target("native"))

@@ -257,7 +257,12 @@ def test_damaged_model_library_in_build_cache_is_rebuilt(built_cache, tmp_path, 
 @pytest.mark.parametrize("how", ["truncate", pytest.param("flip", marks=pytest.mark.slow)])
 def test_damaged_runtime_archive_is_rebuilt(tmp_path, how, cache_seed):
     cache = tmp_path / "cache"
-    cache_seed.fill(cache, areas=("",), zoo=False)  # a copy of the session's archive (moec's build), damaged below
+    with pytest.MonkeyPatch.context() as mpc:  # a copy of the session's build of the host's archive, damaged below
+        from moec.targets import cpu
+        from moec.targets.description import cpu_target
+        mpc.setenv("MOEC_CACHE_DIR", cache_seed.root)
+        built = os.path.dirname(cpu.build_runtime(cpu_target("native")))  # (a hit: made when the session began)
+    shutil.copytree(built, cache / os.path.basename(built))
     for seed in (0, 1):
         (tmp_path / f"m{seed}.onnx").write_bytes(_model(seed).SerializeToString())
     assert _compile_in_subprocess(tmp_path / "m0.onnx", tmp_path / "a", cache)["verified"]
@@ -275,16 +280,17 @@ def test_damaged_ascend_emulator_build_is_rebuilt(tmp_path, cache_seed):
     cache = tmp_path / "cache"
     mp = tmp_path / "m.onnx"
     mp.write_bytes(_model().SerializeToString())
-    # the session's emulator build (moec's, sha256-checked) where an earlier test made one, else built here (the
-    # compile then misses the build cache)
+    # a copy of the session's emulator build where there is one (moec's, sha256-checked; damaged below), else the
+    # first compile builds it
     cache_seed.fill(cache, areas=("", "ascend"), zoo=False)
-    seeded = os.path.isdir(cache / "ascend")
-    assert _compile_in_subprocess(mp, tmp_path / "a", cache, "ascend") == {"verified": True, "hit": seeded}
+    assert _compile_in_subprocess(mp, tmp_path / "a", cache, "ascend")["verified"]
     cache_seed.harvest(cache)
-    entry = _only_entry(cache / "ascend")
+    used = cache_store.sha256_file(str(tmp_path / "a" / "ascend" / "libmoec_ascend_emu.so"))
+    entry, = [str(e) for e in (cache / "ascend").iterdir() if not e.name.endswith(".tmp")
+              and cache_store.check(str(e))["files"].get("libmoec_ascend_emu.so") == used]
     poison_text(os.path.join(entry, "libmoec_ascend_emu.so"))
     assert _compile_in_subprocess(mp, tmp_path / "b", cache, "ascend") == {"verified": True, "hit": False}
-    cache_store.check(_only_entry(cache / "ascend"))
+    cache_store.check(entry)
 
 
 # -- the JIT cache (moec.compile) ----------------------------------------------------------------------------
