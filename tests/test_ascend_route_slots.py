@@ -126,3 +126,17 @@ def test_per_sequence_capacity_many_blocks(tmp_path):
     np.testing.assert_array_equal(ids, want["ids"])
     np.testing.assert_allclose(w, want["w"], rtol=1e-6, atol=1e-7)
     assert (want["ids"] == -1).sum() > 0
+
+
+def test_switch_block_per_sequence_capacity_on_the_npu(tmp_path):
+    """transformers' SwitchTransformersSparseMLP (TorchScript export, recognised with its capacity counted per
+    sequence) on the NPU: no host op, equal to eager on batches whose sequences overflow their experts' capacity."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_hf_expert_forms import _switch_block, _switch_exact, _switch_onnx
+    blk = _switch_block(2)
+    m, layers = _switch_onnx(blk, tmp_path)
+    assert len(layers) == 1 and layers[0]["capacity_counted"] == "per sequence", layers
+    art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
+    assert art.plan["host_ops"] == {}, art.plan["host_ops"]
+    _switch_exact(blk, m, art)

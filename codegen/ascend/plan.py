@@ -604,6 +604,9 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
                                      for T in tokens]
         elif o.name == "moe.route":
             E = o.operands[0].type.shape[-1]  # (logits [T, E], or [B, S, E] with a per-sequence capacity)
+            if not isinstance(E, int):  # (a logits view whose width is not inferred: the dispatch's expert count)
+                E = next((u.attrs["num_experts"] for u in f.ops if u.name == "moe.dispatch" and
+                          u.operands[0] is o.results[1]), 1)
             sizes = {"E": E, "k": o.attrs["k"] + int(o.attrs.get("n_shared") or 0), "xbytes": DTYPE_BYTES[act_dtype(o)]}
             step["kernels"] = ["moe_gating"] + (["moe_init_routing"] if o.attrs["capacity"] else [])
             step["estimates"] = [vector_estimate("moe_gating", desc, T, sizes) for T in tokens]
