@@ -728,6 +728,11 @@ def _flatten_selection(f: Function, sel: Operation) -> bool:
             nxt = o.operands[0]
             if nxt.type.rank == r and isinstance(nxt.type.shape[-1], int):  # the projection's input: its rows
                 chain.append(o)
+                # (a router in f32 on half hidden states, Switch's hidden_states.to(router_dtype): the rows are the
+                # hidden states', the cast in the chain, so that the rows are what the experts read)
+                while nxt.owner is not None and nxt.owner.name == "moec.cast" and nxt.owner.operands[0].type.rank == r:
+                    chain.append(nxt.owner)
+                    nxt = nxt.owner.operands[0]
                 o2 = nxt.owner
                 if o2 is not None and o2.name in LAYOUT_OPS and o2.operands[0].type.rank == 2 and \
                         o2.operands[0].type.shape[-1] == nxt.type.shape[-1] and \
@@ -1834,8 +1839,7 @@ class RecognizeMoE(Pass):
         # of x with both dims dynamic gives moe.route logits [B, S, E]); the tokens over it pass x through (4.x) or
         # output 0 (5.x) -- each a candidate; probes then include two sequences of identical tokens longer than
         # the largest candidate capacity, the only probe on which these differ
-        self._seqview = next((v for v in L.xviews if v.type.rank == 3 and
-                              not any(isinstance(d, int) for d in v.type.shape[:2])), None)
+        self._seqview = next((v for v in L.xviews if v.type.rank == 3), None)
         candidates = [dict(c, _seq=sq, _passthrough=pt) if c["capacity"] else c for c in candidates
                       for sq in ((False, True) if c["capacity"] and self._seqview is not None else (False,))
                       for pt in ((True, False) if c["capacity"] else (True,))]
@@ -1859,7 +1863,7 @@ class RecognizeMoE(Pass):
         # moe.experts' post_norm_w, tried after the norm without it
         self._post = self._pnw = None
         posts = self._post_norm_candidates(L, region, int(w_out.shape[1]), after)
-        pnws = self._post_norm_weight_candidates(L, region, topk, E - self._zero, int(w_out.shape[1])) \
+        pnws = self._post_norm_weight_candidates(L, region, topk, E - self._zero - self._skip, int(w_out.shape[1])) \
             if posts else []
         for pn, scale_v, pnw in [(None, v, None) for v in [None] + self._expert_scale_candidates(L, region, topk, E)] \
                 + [(c, None, None) for c in posts] + [(c, None, g) for c in posts for g in pnws]:
@@ -1872,7 +1876,8 @@ class RecognizeMoE(Pass):
             if pn is not None and pn[0] is not None:
                 w_out_s, b_out_s = self._input_scaled(w_out_s, b_out_s, pn[0], np.float32 if L.widened else dt)
             weights = self._weight_ops(m, w_in, w_out_s, b_in, b_out_s, shared,
-                                       None if pnw is None else self._pnw_array(L.const_array(pnw), E - self._zero))
+                                       None if pnw is None else self._pnw_array(L.const_array(pnw),
+                                                                                E - self._zero - self._skip))
             for name in ("w_out", "b_out"):
                 if weights[name] is not None and weights[name].results[0].type.dtype != DType.from_np(np.dtype(dt)):
                     weights[name].results[0].type = TensorType(DType.from_np(np.dtype(dt)),
