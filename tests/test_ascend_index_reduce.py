@@ -135,3 +135,31 @@ def test_scatter_nd_rows_with_a_reduction(red, tmp_path):
         np.testing.assert_array_equal(art([x, i, u])[0], ScatterNDOp.reference(op, x, i, u)[0])
     with pytest.raises(Exception, match="out of range"):
         art([x, np.full((N, 1), T, np.int64), u])
+
+
+def test_run_time_k_and_reducing_scatter_in_the_host_program(tmp_path):
+    """The C++ host program (moec_run, no Python) runs the same plans: the run-time k read back (k = 0: empty
+    results), the reducing scatter, and the check refusing a k past the axis."""
+    from moec.ir.ops.index import topk_indices
+    from moec.targets import ascend_backend as ab
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1, largest=1),
+             helper.make_node("ScatterElements", ["x", "j", "u"], ["y"], axis=2, reduction="add")]
+    m = make_model(nodes, [("x", np.float32, [4, 6, 6]), ("k", np.int64, [1]), ("j", np.int64, [4, 6, 3]),
+                           ("u", np.float32, [4, 6, 3])],
+                   [("v", np.float32, None), ("i", np.int64, None), ("y", np.float32, None)], {}, name="hp_dynk")
+    out = str(tmp_path / "out")
+    compile_onnx(m, out, CompileOptions(target="ascend"))
+    exe = ab.build_host_program(out)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 3, (4, 6, 6)).astype(np.float32)
+    j, u = rng.integers(0, 6, (4, 6, 3)), rng.standard_normal((4, 6, 3)).astype(np.float32)
+    for k in (0, 2, 6):
+        ins = [x, np.array([k], np.int64), j, u]
+        assert ab.host_program_can_run(out, ins)
+        v, i, y = ab.run_host_program(exe, out, ins)
+        want = topk_indices(x, k, 2, True)
+        np.testing.assert_array_equal(i, want)
+        np.testing.assert_array_equal(v, np.take_along_axis(x, want, 2))
+        np.testing.assert_array_equal(y, _scatter_ref(x, j, u, 2, "add"))
+    with pytest.raises(Exception, match="k = 7 out of range"):
+        ab.run_host_program(exe, out, [x, np.array([7], np.int64), j, u])
