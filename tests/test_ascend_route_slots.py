@@ -140,3 +140,24 @@ def test_switch_block_per_sequence_capacity_on_the_npu(tmp_path):
     art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
     assert art.plan["host_ops"] == {}, art.plan["host_ops"]
     _switch_exact(blk, m, art)
+
+
+@pytest.mark.parametrize("dt", ["f16", "bf16"])
+def test_n_shared_route_half(dt, tmp_path):
+    """Half logits, bias and weights (moe_gating widens each row to float, computes, rounds the k + S weights once):
+    ids equal to the reference's, weights within one rounding of the element type."""
+    import ml_dtypes
+    npt = {"f16": np.float16, "bf16": ml_dtypes.bfloat16}[dt]
+    E, S = 6, 2
+    attrs = dict(k=2, scoring="sigmoid", norm="sum", scale=1.75, n_shared=2)
+    rng = np.random.default_rng(6)
+    bias = (rng.standard_normal(E) / 4).astype(npt)
+    m = _route_only(E + S, attrs, bias, dt)
+    art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
+    assert art.plan["host_ops"] == {}, art.plan["host_ops"]
+    lg = (rng.standard_normal((9, E + S)) * 1.5).astype(npt)
+    w, ids = (np.asarray(a) for a in art([lg]))
+    want = run(m, {"l": lg})
+    np.testing.assert_array_equal(ids, want["ids"])
+    tol = 2.0 ** -10 if dt == "f16" else 2.0 ** -7
+    np.testing.assert_allclose(w.astype(np.float32), want["w"].astype(np.float32), rtol=tol, atol=tol)
