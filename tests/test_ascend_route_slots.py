@@ -128,6 +128,7 @@ def test_per_sequence_capacity_many_blocks(tmp_path):
     assert (want["ids"] == -1).sum() > 0
 
 
+@pytest.mark.slow
 def test_switch_block_per_sequence_capacity_on_the_npu(tmp_path):
     """transformers' SwitchTransformersSparseMLP (TorchScript export, recognised with its capacity counted per
     sequence) on the NPU: no host op, equal to eager on batches whose sequences overflow their experts' capacity."""
