@@ -163,3 +163,30 @@ def test_run_time_k_and_reducing_scatter_in_the_host_program(tmp_path):
         np.testing.assert_array_equal(y, _scatter_ref(x, j, u, 2, "add"))
     with pytest.raises(Exception, match="k = 7 out of range"):
         ab.run_host_program(exe, out, [x, np.array([7], np.int64), j, u])
+
+
+@pytest.mark.parametrize("red", ["add", "min"])
+def test_scatter_elements_reduction_bf16(red, tmp_path):
+    """bf16 values (no ONNX oracle runs this): each update computed in float and rounded to bf16 in turn, as numpy's
+    bfloat16 arithmetic in the op's reference."""
+    import ml_dtypes
+    from moec.driver import build_module
+    from moec.ir import parse_module, run
+    from moec.ir.weights import WeightStore
+    X, I = 'tensor<5x4xbf16>', 'tensor<9x4xi64>'
+    text = f'''module {{
+  func.func @main(%x: {X}, %i: {I}, %u: tensor<9x4xbf16>) -> ({X}) attributes {{moec.inputs = ["x", "i", "u"], moec.outputs = ["y"]}} {{
+    %y = "moec.scatter_elements"(%x, %i, %u) {{axis = 0 : i64, reduction = "{red}"}} : ({X}, {I}, tensor<9x4xbf16>) -> {X}
+    func.return %y : {X}
+  }}
+}}'''
+    m = parse_module(text, WeightStore())
+    art = build_module(m, str(tmp_path / "out"), target="ascend", run_passes=True)
+    assert art.plan["host_ops"] == {}, art.plan["host_ops"]
+    rng = np.random.default_rng(3)
+    bf = ml_dtypes.bfloat16
+    x, u = rng.standard_normal((5, 4)).astype(bf), (rng.standard_normal((9, 4)) * 100).astype(bf)
+    i = rng.integers(-5, 5, (9, 4))
+    i[:4, 0] = 1  # four updates of one element: rounded to bf16 after each
+    want = run(m, {"x": x, "i": i, "u": u})["y"]
+    np.testing.assert_array_equal(np.asarray(art([x, i, u])[0]).view(np.uint16), np.asarray(want).view(np.uint16))
