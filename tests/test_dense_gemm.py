@@ -602,3 +602,42 @@ def _check_act(act, got, vals, nspecial):
     s = got[-nspecial:]
     assert s[0] == np.inf and np.isnan(s[2]) and s[3] == 0.0 and s[6] == np.float32(1e30) and abs(s[7]) < 1e-35
     assert np.isnan(s[1]) or (act == "gelu_tanh" and s[1] == 0.0)
+
+
+def test_packed_reduction_in_several_slices(tmp_path):
+    """A prepacked panel's reduction in several K slices (slices of a packed panel are at most 256 KiB,
+    KC x NR floats: K = 8200 is 2 to 5 slices of equal length at every vector width): C tiles carried
+    from slice to slice, alpha, the bias and the activation applied once, after the last slice; full and
+    partial panels; 1 and 2 threads give the same bits; equal to numpy in float64 / the op's semantics."""
+    from moec.ir import run
+    from moec.targets.registry import CpuArtifact
+    rng = np.random.default_rng(8)
+    K, N = 8200, 70
+    ws = WeightStore()
+    ws.set("w", rng.standard_normal((K, N)).astype(np.float32) / 30)
+    ws.set("b", rng.standard_normal(N).astype(np.float32))
+    X, R = ("M", K), ("M", N)
+    ops = [_const("w", (K, N)), _const("b", (N,)),
+           f'%y = "moec.matmul"(%x, %w) : ({_tt(X)}, {_tt((K, N))}) -> {_tt(R)}',
+           f'%a = "moec.linear"(%x, %w, %b) {{activation = "silu"}} : ({_tt(X)}, {_tt((K, N))}, {_tt((N,))}) -> '
+           f'{_tt(R)}',
+           f'%g = "moec.gemm"(%x, %w, %b) {{alpha = 0.5 : f64, beta = 2.0 : f64, trans_a = false, trans_b = false}} : '
+           f'({_tt(X)}, {_tt((K, N))}, {_tt((N,))}) -> {_tt(R)}']
+    outs = [("y", R), ("a", R), ("g", R)]
+    m = _module([("x", X)], ops, outs, ws)
+    out = str(tmp_path / "out")
+    art = build_module(m, out, threads=2)
+    with open(tmp_path / "out" / "model.c") as f:
+        src = f.read()
+    assert "moec_k_matmul_packed(" in src and "moec_k_gemm_packed(" in src
+    one = CpuArtifact(out, threads=1)
+    w64, b64 = ws["w"].astype(np.float64), ws["b"].astype(np.float64)
+    for M in (1, 9, 40):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        got = art([x])
+        for a, b in zip(one([x]), got):
+            np.testing.assert_array_equal(a, b)
+        y, a, g = got
+        _close(y, x.astype(np.float64) @ w64, K, f"matmul M={M}")
+        _close(g, 0.5 * (x.astype(np.float64) @ w64) + 2.0 * b64, K, f"gemm M={M}")
+        _close(a, run(m, [x])["a"], K, f"linear silu M={M}")
