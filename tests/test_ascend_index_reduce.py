@@ -190,3 +190,21 @@ def test_scatter_elements_reduction_bf16(red, tmp_path):
     i[:4, 0] = 1  # four updates of one element: rounded to bf16 after each
     want = run(m, {"x": x, "i": i, "u": u})["y"]
     np.testing.assert_array_equal(np.asarray(art([x, i, u])[0]).view(np.uint16), np.asarray(want).view(np.uint16))
+
+
+@pytest.mark.parametrize("run_time_k", [False, True])
+def test_topk_longer_than_the_tile(run_time_k, tmp_path):
+    """k past vec_index's staging tile (4096 picks: a vocabulary-sized top-k): a row's picks leave in chunks of the
+    tile, the order carried across chunks; a constant k and a run-time one."""
+    from moec.codegen.ascend.index_ops import INDEX_TILE
+    from moec.ir.ops.index import topk_indices
+    L, k = INDEX_TILE + 300, INDEX_TILE + 100
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=-1, largest=1)]
+    ins = [("x", np.float32, [2, L])] + ([("k", np.int64, [1])] if run_time_k else [])
+    art, _ = _build(nodes, ins, [("v", np.float32, None), ("i", np.int64, None)],
+                    {} if run_time_k else {"k": np.array([k], np.int64)}, f"topk_long_{run_time_k}", tmp_path)
+    x = np.random.default_rng(1).integers(-50, 50, (2, L)).astype(np.float32)  # ties across the chunk boundary
+    v, i = (np.asarray(r) for r in art([x] + ([np.array([k], np.int64)] if run_time_k else [])))
+    want = topk_indices(x, k, 1, True)
+    np.testing.assert_array_equal(i, want)
+    np.testing.assert_array_equal(v, np.take_along_axis(x, want, 1))

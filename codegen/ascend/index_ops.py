@@ -111,11 +111,7 @@ def index_reason(m, o) -> Optional[str]:
         if x.dtype.mlir not in FLOAT_CODE:
             return f"top-k of {x.dtype.mlir} values (vec_index ranks f32, f16 or bf16)"
         c = const_value(o.operands[1], m.weights)
-        if c is None:  # read back at run time (X_TOPK_K), at most the axis' length: known, and staged in one tile
-            L = x.shape[o.attrs["axis"] % x.rank] if x.rank else 0
-            if not isinstance(L, int) or L > INDEX_TILE:
-                return f"k known only at run time over an axis of {'unknown length' if not isinstance(L, int) else L} " \
-                       f"(vec_index takes a run-time k over axes of at most {INDEX_TILE})"
+        if c is None:  # read back at run time (X_TOPK_K), checked against the axis' length
             if x.rank == 0:
                 return "top-k of a scalar"
             if any(d != 1 for d in x.shape[o.attrs["axis"] % x.rank + 1:]):
@@ -123,8 +119,8 @@ def index_reason(m, o) -> Optional[str]:
                        "need a copy of run-time size)"
             return None
         k = int(np.asarray(c).reshape(-1)[0])
-        if not 1 <= k <= INDEX_TILE:
-            return f"k = {k} (vec_index takes 1..{INDEX_TILE})"
+        if k < 0:
+            return f"k = {k}"
         if x.rank == 0:
             return "top-k of a scalar"
         return None
@@ -286,7 +282,10 @@ def launch(dev, o, args: List) -> List:
         kb = dev.buf(args[1], np.int64).reshape(-1)
         kv, status = dev.new((8,), np.int32), dev.new((8,), np.int32)
         dev.launch("vec_index", 1, [kb, kb, status, kv], _tiling(op=X_TOPK_K, L=L, tile=INDEX_TILE))
-        dev.check(status, f"top-k: k = {{}} out of range [0, {L}]", kb, 0, int(L) + 1)
+        if isinstance(L, Sym):  # (an axis of run-time length: the bound is not named)
+            dev.check(status, "top-k: k out of range for the axis")
+        else:
+            dev.check(status, f"top-k: k = {{}} out of range [0, {L}]", kb, 0, int(L) + 1)
         k = dev.read(kv, 0)
     else:
         k = int(np.asarray(args[1]).reshape(-1)[0])
@@ -307,7 +306,7 @@ def launch(dev, o, args: List) -> List:
             with dev.when(k):
                 dev.launch("vec_index", _bd(dev.cores, outer), [x, x, ids, vals], tl)
     elif k and sprod(kshape):
-        G = INDEX_TILE // k
+        G = max(1, INDEX_TILE // k)  # rows per copy out (k > the tile: one row, its picks in chunks)
         dev.launch("vec_index", _bd(dev.cores, _cdiv(outer, G)), [x, x, ids, vals], tl)
     if a != r - 1:  # [.., k] back to the axis' place
         oshape = list(shp)

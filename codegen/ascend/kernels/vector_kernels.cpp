@@ -977,7 +977,8 @@ extern "C" __global__ __aicore__ void vec_mask(GM_ADDR a, GM_ADDR b, GM_ADDR c, 
 //   X_TOPK       the k largest (smallest) of each row of a [outer, L] (float, half or bfloat16_t): values to out,
 //                int64 indices to c, sorted, ties to the lowest index, NaN ranked as +inf (numpy's stable sort
 //                of the keys, as the reference); k passes over the row, each taking the first element ordered
-//                after the previous pick, so no scratch per row
+//                after the previous pick, so no scratch per row; G = tile / k rows per copy out, or a row's
+//                picks in chunks of tile when k > tile
 // Inputs are read with the scalar unit through the core's data cache (GlobalTensor::GetValue: written by earlier
 // launches, never by this one); results are staged in the Unified Buffer by the scalar unit and leave by DMA, one
 // DataCopyPad per chunk of tile elements (MTE3 after S: a flag; the next chunk's scalar writes after MTE3: a flag).
@@ -1327,38 +1328,47 @@ __aicore__ inline void index_topk_body(GM_ADDR a, GM_ADDR c, GM_ADDR out, const 
   pipe.InitBuffer(bi, (uint32_t)(TL * 8));
   LocalTensor<V> ov = bv.Get<V>();
   LocalTensor<int64_t> oi = bi.Get<int64_t>();
-  const uint64_t G = TL / K, items = ((uint64_t)t.outer + G - 1) / G;  // (the host keeps K <= TL)
+  // G rows per copy out; a row of more than TL picks (k > TL: a vocabulary's top-k) leaves in chunks of TL
+  const uint64_t G = K <= TL ? TL / K : 1, items = ((uint64_t)t.outer + G - 1) / G;
+  const uint64_t CH = K <= TL ? K : TL;  // picks staged per row and copy out
   const float inf = 1.0f / 0.0f;
   for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
     const uint64_t r0 = it * G, nr = (uint64_t)t.outer - r0 < G ? (uint64_t)t.outer - r0 : G;
-    moec_sync<HardEvent::MTE3_S>();
-    for (uint64_t r = 0; r < nr; r++) {
-      const uint64_t base = (r0 + r) * L;
-      float pk = 0.f;
-      int64_t pi = -1;
-      for (uint64_t j = 0; j < K; j++) {
-        float bk = 0.f;
-        int64_t best = -1;
-        for (uint64_t e = 0; e < L; e++) {
-          float x = (float)ga.GetValue(base + e);
-          if (x != x) x = inf;  // NaN ranks as +inf
-          // after the previous pick (ordered by key, then index) and before the best so far
-          const bool after = pi < 0 || (largest ? (x < pk || (x == pk && (int64_t)e > pi))
-                                                 : (x > pk || (x == pk && (int64_t)e > pi)));
-          if (after && (best < 0 || (largest ? x > bk : x < bk))) {
-            bk = x;
-            best = (int64_t)e;
-          }
+    float pk = 0.f;
+    int64_t pi = -1;
+    for (uint64_t j0 = 0; j0 < K; j0 += CH) {  // (one pass when K <= TL)
+      const uint64_t m = K - j0 < CH ? K - j0 : CH;
+      moec_sync<HardEvent::MTE3_S>();
+      for (uint64_t r = 0; r < nr; r++) {
+        const uint64_t base = (r0 + r) * L;
+        if (j0 == 0) {  // a new row (several chunks only when the group is one row: its state carries over)
+          pk = 0.f;
+          pi = -1;
         }
-        pk = bk;
-        pi = best;
-        ov.SetValue((uint32_t)(r * K + j), ga.GetValue(base + (uint64_t)best));
-        oi.SetValue((uint32_t)(r * K + j), best);
+        for (uint64_t j = 0; j < m; j++) {
+          float bk = 0.f;
+          int64_t best = -1;
+          for (uint64_t e = 0; e < L; e++) {
+            float x = (float)ga.GetValue(base + e);
+            if (x != x) x = inf;  // NaN ranks as +inf
+            // after the previous pick (ordered by key, then index) and before the best so far
+            const bool after = pi < 0 || (largest ? (x < pk || (x == pk && (int64_t)e > pi))
+                                                   : (x > pk || (x == pk && (int64_t)e > pi)));
+            if (after && (best < 0 || (largest ? x > bk : x < bk))) {
+              bk = x;
+              best = (int64_t)e;
+            }
+          }
+          pk = bk;
+          pi = best;
+          ov.SetValue((uint32_t)(r * m + j), ga.GetValue(base + (uint64_t)best));
+          oi.SetValue((uint32_t)(r * m + j), best);
+        }
       }
+      moec_sync<HardEvent::S_MTE3>();
+      DataCopyPad(go[r0 * K + j0], ov, DataCopyExtParams{1, (uint32_t)(nr * m * sizeof(V)), 0, 0, 0});
+      DataCopyPad(gi[r0 * K + j0], oi, DataCopyExtParams{1, (uint32_t)(nr * m * 8), 0, 0, 0});
     }
-    moec_sync<HardEvent::S_MTE3>();
-    DataCopyPad(go[r0 * K], ov, DataCopyExtParams{1, (uint32_t)(nr * K * sizeof(V)), 0, 0, 0});
-    DataCopyPad(gi[r0 * K], oi, DataCopyExtParams{1, (uint32_t)(nr * K * 8), 0, 0, 0});
   }
 }
 
