@@ -85,7 +85,8 @@ NEWER_OPS = [("diffusion_gemma_text", True, {"moec.gelu_tanh"}),                
              ("deepseek_v32", True, {"moec.topk", "moec.scatter_elements"}),         # the DSA indexer's top-k mask
              ("doge", False, {"moec.gather_elements", "moec.topk", "moec.add"}),     # int64 index math
              ("muse_spark_text", True, {"moe.experts", "moec.pow"}),                 # post-expert RMSNorm, pow -0.5
-             ("inkling_text", True, {"moe.route", "moe.experts"})]                   # always-on slots (n_shared)
+             ("inkling_text", True, {"moe.route", "moe.experts"}),                   # always-on slots (n_shared)
+             ("ergo", True, {"moe.experts"})]                                        # post_norm_w on moe_scatter_rows
 
 
 @pytest.mark.slow
