@@ -162,3 +162,19 @@ def test_n_shared_route_half(dt, tmp_path):
     np.testing.assert_array_equal(ids, want["ids"])
     tol = 2.0 ** -10 if dt == "f16" else 2.0 ** -7
     np.testing.assert_allclose(w.astype(np.float32), want["w"].astype(np.float32), rtol=tol, atol=tol)
+
+
+def test_host_program_runs_the_new_route_forms(tmp_path):
+    """The C++ host program (moec_run, no Python) runs the same plans: the Inkling layer (always-on slots) and the
+    per-sequence capacity route."""
+    from moec.targets import ascend_backend as ab
+    from test_hf_route_forms import ROUTES, _inputs, _layer
+    lg = np.random.default_rng(0).standard_normal((3, 4, 4)).astype(np.float32)
+    lg[1:, :, 2] += 3.0
+    for name, m, ins in (("inkling", _layer(ROUTES["inkling"]), [_inputs(4)]), ("per_seq", _seq_module(2), [lg])):
+        out = str(tmp_path / name)
+        build_module(m, out, target="ascend", run_passes=True)
+        exe = ab.build_host_program(out)
+        assert ab.host_program_can_run(out, ins), name
+        for got, want in zip(ab.run_host_program(exe, out, ins), run(m, ins).values()):
+            np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-6, err_msg=name)
