@@ -60,6 +60,8 @@ def handles(o) -> bool:
         return src == dst or (src.mlir in CAST_FROM and dst.mlir in CAST_TO)
     if n in ARITH or n in IUNARY:
         return o.results[0].type.dtype.mlir in INT_DTYPES
+    if n == "moec.scatter_nd":  # the reducing ScatterND (index_add); the plain one is a copy (vector_ops)
+        return o.attrs["reduction"] != "none"
     return n in ("moec.gather_elements", "moec.topk", "moec.scatter_elements")
 
 
@@ -82,6 +84,17 @@ def index_reason(m, o) -> Optional[str]:
                    f"{', '.join(REDUCE_VDT)})"
         if d.dtype.itemsize not in (1, 2, 4, 8) or i.dtype.mlir not in INT_DTYPES:
             return f"scatter_elements of {d.dtype.mlir} data with {i.dtype.mlir} indices"
+        return None
+    if n == "moec.scatter_nd":
+        d, i, u = (v.type for v in o.operands[:3])
+        q = i.shape[-1] if i.rank else None
+        if i.dtype.mlir not in ("i64", "i32"):
+            return "indices that are not i64 or i32"
+        if u.dtype != d.dtype:
+            return "updates of another type than the data"
+        if q != 1 or d.dtype.mlir not in REDUCE_VDT:
+            return f"scatter_nd with reduction '{o.attrs['reduction']}' of {d.dtype.mlir} values and index tuples " \
+                   f"of {q} elements (vec_index reduces rows at 1-element tuples of {', '.join(REDUCE_VDT)} values)"
         return None
     if n in CMP:
         a, b = (v.type.dtype.mlir for v in o.operands[:2])
@@ -141,6 +154,8 @@ def launch(dev, o, args: List) -> List:
     from moec.codegen.ascend.vector_ops import _contig, broadcast_shapes, copy_strided, expand_to
     from moec.codegen.ascend.launch_plan import np_dtype
     n = o.name
+    if n == "moec.scatter_nd":
+        return [scatter_rows_reduce(dev, o, args)]
     if n == "moec.cast":
         src, dst = o.operands[0].type.dtype, o.attrs["to"]
         x = dev.buf(args[0], src.np)
@@ -380,6 +395,8 @@ def estimate(o, T: int, hw: dict, clock_hz: float, launch_s: float) -> dict:
         visits = max(n_in, n_out)
         items = max(1, -(-n_out // INDEX_TILE))
     cores = max(1, min(hw["aiv"], items))
+    if o.name in ("moec.scatter_nd", "moec.scatter_elements"):
+        cores = 1  # the scatters apply their updates in index order on one core
     kern = "vec_copy" if o.name == "moec.cast" and o.operands[0].type.dtype == o.attrs["to"] else "vec_index"
     t_s = 0.0 if kern == "vec_copy" else visits * SCALAR_CYCLES / (cores * clock_hz)
     t_hbm = 8 * (n_in + n_out) / hw["hbm"]

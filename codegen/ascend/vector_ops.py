@@ -361,8 +361,7 @@ def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) 
         t_issue = (2 * rows * 0.5e-6 + scalar * 4 / clock_hz) / cores
         t = max(t_hbm, t_issue) + launch_s
         bound = max((t_hbm, "HBM"), (t_issue, "copy issue/scalar"), (launch_s, "launch"))[1]
-        kern = "vec_index" if o.name == "moec.scatter_nd" and o.attrs["reduction"] != "none" else \
-            "vec_gather" if o.name in ("moec.gather", "moec.scatter_nd") else ("vec_transpose" if o.name == "moec.transpose" and last2
+        kern = "vec_gather" if o.name in ("moec.gather", "moec.scatter_nd") else ("vec_transpose" if o.name == "moec.transpose" and last2
                                                              else "vec_copy")
         return {"kernel": kern, "tokens": T, "blockDim": cores,
                 "estimate_us": round(t * 1e6, 2), "bound": bound, "hbm_fraction": round(t_hbm / t, 4)}
@@ -388,13 +387,6 @@ def layout_reason(o) -> Optional[str]:
     if o.name in ("moec.gather", "moec.scatter_nd") and o.operands[1].type.dtype.mlir not in ("i64", "i32"):
         return "indices that are not i64 or i32"
     if o.name == "moec.scatter_nd":
-        if o.attrs["reduction"] != "none":  # vec_index's reducing scatter, one index per row (index_ops)
-            from moec.codegen.ascend.index_ops import REDUCE_VDT
-            q = o.operands[1].type.shape[-1] if o.operands[1].type.rank else None
-            if q != 1 or o.operands[0].type.dtype.mlir not in REDUCE_VDT:
-                return f"scatter_nd with reduction '{o.attrs['reduction']}' of {o.operands[0].type.dtype.mlir} values " \
-                       f"and index tuples of {q} elements (vec_index reduces rows at 1-element tuples of " \
-                       f"{', '.join(REDUCE_VDT)} values)"
         if o.operands[2].type.dtype != o.operands[0].type.dtype:
             return "updates of another type than the data"
         q = o.operands[1].type.shape[-1] if o.operands[1].type.rank else None
@@ -602,9 +594,6 @@ def scatter_nd_launch(dev, o, args: List):
     """ONNX ScatterND without reduction: vec_copy copies the data, then vec_gather (scatter = 1) writes each update
     row at its index tuple (q components over the data's first q dims); an index out of range is refused."""
     from moec.errors import RuntimeFailure
-    if o.attrs["reduction"] != "none":
-        from moec.codegen.ascend.index_ops import scatter_rows_reduce
-        return scatter_rows_reduce(dev, o, args)
     data, idx = dev.buf(args[0]), args[1]
     upd = dev.buf(args[2], data.dtype)
     q = np.shape(idx)[-1]
