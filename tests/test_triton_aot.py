@@ -72,10 +72,11 @@ def test_int4_and_fp8_lower_for_sm90():
     """int4 (group 64): each packed byte loaded once and one scale per row and group, so no tile
     overflows shared memory and spills stay small (the per-element scale gather it replaced spilled
     up to 40 KB and overflowed five configurations); fp8 uses the native e4m3 conversion.  By default
-    the candidates 1 and 10-16 (every large tile); test_int4_lowers_for_sm90_in_every_candidate (slow)
-    compiles them all."""
+    the int4 candidates 1 and 10-16 (every large tile); test_int4_lowers_for_sm90_in_every_candidate (slow)
+    compiles them all.  fp8's conversion: in one large tile (candidate16; w8a8 in
+    test_w8a8_dots_are_fp8_wgmma_on_sm90)."""
     _int4_fits("candidate1")
-    f8 = aot_report_subprocess(["--arch", "90", "--weights", "fp8", "--match", "candidate1"])
+    f8 = aot_report_subprocess(["--arch", "90", "--weights", "fp8", "--match", "candidate16"])
     gemms = [r for r in f8["kernels"] if r["kernel"].startswith("moe_gemm")]
     assert gemms and all(r["fp8_convert"] for r in gemms)
 
@@ -92,15 +93,26 @@ def test_align_kernel_fits_one_program_at_its_bounds():
     assert len(rep["kernels"]) == 5 and rep["bad"] == 0, [(r["key"], r["spill_bytes"]) for r in rep["kernels"]]
 
 
-def test_fused_combine_uses_native_f32_atomics_on_sm90():
-    """The down projection with the combine fused adds into the f32 output with the GPU's own f32
-    atomic (red/atom .add.f32), within shared memory and without spills, for the decode candidates."""
-    rep = aot_report_subprocess(["--arch", "90", "--combine", "--match", "candidate1"])
+def _combine_fits(args):
+    rep = aot_report_subprocess(["--arch", "90", "--combine", *args])
     down = [r for r in rep["kernels"] if r["kernel"] in ("moe_gemm2_kernel", "moe_down_epilogue_kernel")]
     assert down and all(r["f32_atomic_add"] for r in down) and not any(r["problems"] for r in down)
     # relaxed order (red.global.gpu.relaxed.add): atomicity only, no acq_rel fence per add
     assert all(r["atomic_sem"] == ["relaxed"] for r in down), [r["atomic_sem"] for r in down]
     assert not any(r["f32_atomic_add"] for r in rep["kernels"] if r["kernel"] == "moe_gemm1_kernel")
+
+
+def test_fused_combine_uses_native_f32_atomics_on_sm90():
+    """The down projection with the combine fused adds into the f32 output with the GPU's own f32
+    atomic (red/atom .add.f32), within shared memory and without spills: by default a decode candidate (1)
+    and a large tile (16); test_fused_combine_in_candidates_1_and_10_to_16 (slow) compiles the 8."""
+    from moec.codegen.triton.tuning import CANDIDATES
+    _combine_fits(["--configs", json.dumps([CANDIDATES[1], CANDIDATES[16]])])
+
+
+@pytest.mark.slow
+def test_fused_combine_in_candidates_1_and_10_to_16():
+    _combine_fits(["--match", "candidate1"])
 
 
 def test_generic_kernels_lower_for_sm90():
