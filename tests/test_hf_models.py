@@ -37,6 +37,7 @@ RECOGNISED: dict = {
     "bailing_hybrid": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
     "beam": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
     "cohere2_moe": ("granite-moe", {"scoring": "none", "norm": "none", "post": "softmax", "k": 2}),
+    "dbrx": ("dbrx", {"scoring": "softmax", "norm": "l1", "post": "none", "k": 2}),
     "deepseek_ocr2_text": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
     "deepseek_v2": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
     "deepseek_v3": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
@@ -44,6 +45,7 @@ RECOGNISED: dict = {
     "deepseek_v4": ("deepseek-v4", {"scoring": "none", "norm": "sum", "post": "none", "k": 2, "scale": 1.5}),
     "dots1": ("deepseek-v3", {"scoring": "sigmoid", "norm": "none", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
     "dots3_note_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
+    "ergo": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "scale": 2.828427}),
     "ernie4_5_moe": ("ernie-4.5", {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}),
     "ernie4_5_vl_moe_text": ("ernie-4.5", {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}),
     "exaone_moe": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.5}),
@@ -67,6 +69,7 @@ RECOGNISED: dict = {
     "inkling2_text": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "scale": 8.0}),
     "inkling_text": ("inkling", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "scale": 1.295726}),
     "jamba": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
+    "jetmoe": ("granite-moe", {"scoring": "none", "norm": "none", "post": "softmax", "k": 2}),
     "kimi_linear": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum", "scale": 2.446}),
     "kolibri1": ("kolibri1", {"scoring": "none", "norm": "none", "post": "sigmoid", "k": 2}),
     "kolibri1_1": ("kolibri1", {"scoring": "none", "norm": "none", "post": "sigmoid", "k": 2}),
@@ -98,7 +101,9 @@ RECOGNISED: dict = {
     "qwen4_exp_text": ("mixtral", {"scoring": "softmax", "norm": "sum", "post": "none", "k": 2}),
     "solar_open": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2, "n_group": 2, "topk_group": 1, "group_score": "top2_sum"}),
     "step3p5": ("deepseek-v3", {"scoring": "sigmoid", "norm": "sum", "post": "none", "k": 2}),
+    "switch_transformers": ("switch", {"scoring": "softmax", "norm": "none", "post": "none", "k": 1}),
     "unlimited_ocr_text": ("qwen2-moe", {"scoring": "softmax", "norm": "none", "post": "none", "k": 2}),
+    "zaya": ("zaya", {"scoring": "softmax", "norm": "none", "post": "none", "k": 1}),
 }
 DEFAULT = ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss")  # the rest: -m slow
 # experts that are not dispatched on config._experts_implementation (older nn.ModuleList / loop forms)
@@ -108,44 +113,46 @@ LEGACY_EXPERTS = (
 # the 2-layer models whose every sparse layer is recognised (torch.export, batched_mm, f32)
 CAUSAL_RECOGNISED = (
     "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-    "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text", "ernie4_5_moe",
-    "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
+    "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text", "ergo",
+    "ernie4_5_moe", "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
     "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
     "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text",
-    "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "kimi_linear", "kolibri1", "kolibri1_1",
-    "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash",
-    "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text",
-    "mixtral", "muse_spark_text", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe",
-    "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text",
-    "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text",
+    "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "jetmoe", "kimi_linear", "kolibri1",
+    "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum",
+    "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4",
+    "mistral_large4_text", "mixtral", "muse_spark_text", "nemotron_h", "olmoe", "openai_privacy_filter",
+    "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text",
+    "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text", "zaya",
 )
 CAUSAL_DEFAULT = ("mixtral",)
 # the recognised ones whose bf16 (dynamic dims) / f32 static-dims block is recognised and exact too (survey)
 BF16_RECOGNISED = (
-    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-    "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text", "ernie4_5_moe",
-    "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
-    "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
-    "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text",
-    "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "kimi_linear", "kolibri1", "kolibri1_1",
-    "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash",
-    "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text",
-    "mixtral", "muse_spark_text", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe",
-    "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text",
-    "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text",
+    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "dbrx",
+    "deepseek_ocr2_text", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1",
+    "dots3_note_text", "ergo", "ernie4_5_moe", "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint",
+    "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe",
+    "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4",
+    "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "jetmoe", "kimi_linear",
+    "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum",
+    "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4",
+    "mistral_large4_text", "mixtral", "muse_spark_text", "nemotron_h", "olmoe", "openai_privacy_filter",
+    "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text",
+    "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5", "switch_transformers",
+    "unlimited_ocr_text", "zaya",
 )
 STATIC_RECOGNISED = (
-    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-    "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text", "ernie4_5_moe",
-    "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe", "glm4_moe_lite",
-    "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe", "granitemoe_swa",
-    "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hy_v4_vl_text",
-    "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "kimi_linear", "kolibri1", "kolibri1_1",
-    "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum", "mimo_v2_flash",
-    "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4", "mistral_large4_text",
-    "mixtral", "muse_spark_text", "nemotron_h", "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe",
-    "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text",
-    "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text",
+    "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "dbrx",
+    "deepseek_ocr2_text", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1",
+    "dots3_note_text", "ergo", "ernie4_5_moe", "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint",
+    "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe",
+    "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4",
+    "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "jetmoe", "kimi_linear",
+    "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash", "mellum",
+    "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4",
+    "mistral_large4_text", "mixtral", "muse_spark_text", "nemotron_h", "olmoe", "openai_privacy_filter",
+    "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text",
+    "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5", "switch_transformers",
+    "unlimited_ocr_text", "zaya",
 )
 
 
@@ -157,8 +164,10 @@ def moe_block(arch: str, impl: str = "batched_mm", dtype=torch.float32):
 
 
 def recognise(module, x, dynamic=True):
-    """torch.export import, then the pipeline's canonicalize and recognize-moe stages."""
-    m = import_torch(module, (x,), dynamic_dims={0: {0: "B", 1: "S"}} if dynamic else {})
+    """The import moec.compile(module) makes (torch.export, or its trace front end where torch.export stops on the
+    module's own data-dependent code: survey._import_as_compile, as the survey's torch.export column), then the
+    pipeline's canonicalize and recognize-moe stages."""
+    m = survey._import_as_compile(module, (x,), {0: {0: "B", 1: "S"}} if dynamic else {})
     return m, survey._recognise(m)
 
 
@@ -220,26 +229,12 @@ def test_torch_export_block_is_recognised_and_exact(arch):
 # prints it) or the front end's error.  An improvement or a regression shows here: move an architecture
 # to RECOGNISED when it is recognised.  (docs/real_models.md: every path, implementation and dtype.)
 NOT_RECOGNISED: dict = {
-    # torch.export cannot trace transformers' loop over the experts that were hit (`for expert_idx in
-    # expert_hit`); export with `batched_mm`
-    "dbrx": 'torch\\.export failed: Could not guard on data\\-dependent expression Eq',
     # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
     "doge": '^router: walking back from the top\\-k, the scores come from',
-    # recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)
-    "ergo": "^proof: found the router \\(scoring 'sigmoid', k=2, E=4\\) and 4",
-    # the block reads a tensor value into Python (`.item()` / `.tolist()`) during forward: moec's PyTorch
-    # front end cannot lower it
-    "jetmoe": "ATen op 'aten\\._local_scalar_dense\\.default' is not supported",
-    # transformers' router casts its own Linear inside forward (`self.classifier =
-    # self.classifier.to(self.dtype)`), which torch.export cannot trace
-    "nllb-moe": 'torch\\.export failed: _apply',
-    # transformers' router casts its own Linear inside forward (`self.classifier =
-    # self.classifier.to(self.dtype)`), which torch.export cannot trace
-    "switch_transformers": 'torch\\.export failed: _apply',
-    # recognize-moe: the router is not in a form it reads (a scoring `moe.route` cannot express?)
-    "zaya": '^router: walking back from the top\\-k, the scores come from',
+    # recognize-moe: the experts are not in a form it reads
+    "nllb-moe": '^experts: the token rows reaching this expert FFN are not the tokens that chose one expert',
 }
-NOT_RECOGNISED_DEFAULT = ("dbrx",)  # the rest: -m slow
+NOT_RECOGNISED_DEFAULT = ("doge",)  # the rest: -m slow
 
 
 def why_not(blk, x):
@@ -435,29 +430,31 @@ def recognise_onnx(path):
 ONNX_RECOGNISED: dict = {
     "dynamo": (
         "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-        "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text",
+        "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text", "ergo",
         "ernie4_5_moe", "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe",
         "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe",
         "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4",
-        "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "kimi_linear",
-        "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash",
-        "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4",
-        "mistral_large4_text", "mixtral", "muse_spark_text", "nemotron_h", "olmoe", "openai_privacy_filter",
-        "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text",
-        "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text",
+        "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "jetmoe",
+        "kimi_linear", "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text",
+        "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
+        "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "muse_spark_text", "nemotron_h",
+        "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
+        "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+        "unlimited_ocr_text", "zaya",
     ),
     "torchscript": (
-        "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "deepseek_ocr2_text",
-        "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1", "dots3_note_text",
-        "ernie4_5_moe", "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint", "glm4_moe",
-        "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss", "granitemoe",
-        "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3", "hy_v4",
-        "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba", "kimi_linear",
-        "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text", "longcat_flash",
-        "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2", "minimax_m3_vl_text", "mistral4",
-        "mistral_large4_text", "mixtral", "muse_spark_text", "nemotron_h", "olmoe", "openai_privacy_filter",
-        "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe", "qwen3_next", "qwen3_omni_moe_text",
-        "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5", "unlimited_ocr_text",
+        "afmoe", "aria_text", "axk1", "axk2", "bailing_hybrid", "beam", "cohere2_moe", "dbrx",
+        "deepseek_ocr2_text", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "dots1",
+        "dots3_note_text", "ernie4_5_moe", "ernie4_5_vl_moe_text", "exaone_moe", "flex_olmo", "flint",
+        "glm4_moe", "glm4_moe_lite", "glm4v_moe_text", "glm5_next_text", "glm_moe_dsa", "gpt_oss",
+        "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "hy_v3",
+        "hy_v4", "hy_v4_vl_text", "inkling2_loop_text", "inkling2_text", "inkling_text", "jamba",
+        "kimi_linear", "kolibri1", "kolibri1_1", "laguna", "lara_mini", "lfm2_moe", "llama4_text",
+        "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax", "minimax_m2",
+        "minimax_m3_vl_text", "mistral4", "mistral_large4_text", "mixtral", "muse_spark_text", "nemotron_h",
+        "olmoe", "openai_privacy_filter", "phimoe", "qwen2_moe", "qwen3_5_moe_text", "qwen3_moe",
+        "qwen3_next", "qwen3_omni_moe_text", "qwen3_vl_moe_text", "qwen4_exp_text", "solar_open", "step3p5",
+        "switch_transformers", "unlimited_ocr_text", "zaya",
     ),
 }
 
