@@ -238,7 +238,13 @@ def _projection_weight_keys(f: Function) -> Set[str]:
 def _probe_array(key: str, a: np.ndarray) -> np.ndarray:
     import zlib
     rng = np.random.default_rng(zlib.crc32(key.encode()) ^ a.size)
-    scale = 1.0 / np.sqrt(max(1, a.shape[-1]))
+    # unit-variance outputs for unit inputs: scaled by the contraction length, which is the last dim of a weight
+    # read transposed ([out, in]: Linear, Gemm transB) and the one before it of a weight read as it is ([in, out]:
+    # a folded transpose, stacked experts [E, in, out]); the array does not say which, so the larger of the two:
+    # outputs then have variance <= 1 either way.  (Scaling by the last dim alone gave a folded router weight
+    # [1024, 4] values of 1/2, logits of std 16: a saturated softmax on every probe, on which a renormalised top-2
+    # and an unnormalised one agree, and Mixtral was recognised without its renormalisation.)
+    scale = 1.0 / np.sqrt(max(1, *a.shape[-2:]))
     return (rng.standard_normal(a.shape, dtype=np.float32) * np.float32(scale)).astype(a.dtype)
 
 

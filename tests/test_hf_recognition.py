@@ -476,3 +476,31 @@ def test_onnx_softplus_is_ln_of_exp_plus_one():
     got = list(run(m, [x]).values())[0]
     want = np.logaddexp(0, x.astype(np.float64))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("D,E", [(1024, 4), (2048, 4)])
+def test_renormalisation_kept_at_wide_hidden_and_few_experts(D, E):
+    """A real Mixtral block at hidden 1024-2048 with 4 experts (weights N(0, 0.02)): the router's folded transposed
+    weight [D, E] once got probe values scaled by its last dim (E), so every probe saturated the softmax, a
+    renormalised top-2 and an unnormalised one agreed on all of them, and the block was recognised as qwen2-moe
+    without its renormalisation (found by the f32 criterion's verification, moec 2.25e3 units off)."""
+    import torch
+    from transformers import MixtralConfig
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+    from moec.frontend.torch_import import import_torch
+    from moec.passes.base import run_to_fixed_point
+    from moec.passes.pipeline import stages
+    from moec.targets import target_for
+    import json
+    torch.manual_seed(0)
+    cfg = MixtralConfig(hidden_size=D, intermediate_size=32, num_local_experts=E, num_experts_per_tok=2)
+    blk = MixtralSparseMoeBlock(cfg).eval()
+    for p in blk.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    m = import_torch(blk, (torch.randn(2, 5, D),))
+    st = dict(stages(target_for("cpu")))
+    run_to_fixed_point(m, st["canonicalize"])
+    run_to_fixed_point(m, st["recognize-moe"])
+    layers = [json.loads(s) for s in m.attrs.get("moec.moe_layers", [])]
+    assert len(layers) == 1 and layers[0]["family"] == "mixtral", layers
+    assert layers[0]["routing"]["norm"] == "sum", layers
