@@ -11,7 +11,7 @@ from moec.ir.opdef import OPS
 from moec.ir.ops import moe
 
 
-def _experts(has_b_in, has_b_out, weights_at, wq, zp):
+def _experts(has_b_in, has_b_out, weights_at, wq, zp, pn=False):
     """A moe.experts with every optional operand it can have for these attributes, each a distinct
     named Value; returns the op and {name: Value}."""
     E, D, F, T, k = 2, 4, 2, 3, 1
@@ -29,6 +29,8 @@ def _experts(has_b_in, has_b_out, weights_at, wq, zp):
         extra.append(("b_out", TensorType(f32, (E, D))))
     if weights_at != "none":
         extra.append(("rw", TensorType(f32, (T, k))))
+    if pn:  # the post-expert RMSNorm's per-expert weight (Ergo), after the routing weights
+        extra.append(("pn_w", TensorType(f32, (E, D))))
     if wq != "none":
         sh = (lambda rows: (E, rows)) if wq == "int8" else (lambda rows: (E, rows, 1))
         extra += [("s_in", TensorType(f32, sh(2 * F))), ("s_out", TensorType(f32, sh(D)))]
@@ -36,6 +38,8 @@ def _experts(has_b_in, has_b_out, weights_at, wq, zp):
             extra += [("z_in", TensorType(f32, sh(2 * F))), ("z_out", TensorType(f32, sh(D)))]
     named.update({n: Value(t, n) for n, t in extra})
     attrs = {"has_b_in": has_b_in, "has_b_out": has_b_out, "weights_at": weights_at, "wq": wq, "wq_zp": zp}
+    if pn:
+        attrs.update(post_norm_eps=1e-6, has_post_norm_w=True)
     if wq == "int4":
         attrs["wq_group"] = 0
     ops = [x, ids, d.results[0], d.results[1], named["w_in"], named["w_out"]] + [named[n] for n, _ in extra]
@@ -45,13 +49,16 @@ def _experts(has_b_in, has_b_out, weights_at, wq, zp):
 
 CASES = [c for c in itertools.product((False, True), (False, True), ("none", "input", "output"),
                                       ("none", "int8", "int4"), (False, True)) if c[4] <= (c[3] == "int4")]
+# the post-norm weight with every other operand, and alone
+CASES += [(True, True, "output", "int4", True, True), (False, False, "none", "none", False, True),
+          (True, False, "input", "int8", False, True)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(map(str, c)) for c in CASES])
 def test_extras_name_every_optional_operand(case):
     o, named = _experts(*case)
     e = o.extras()
-    assert e._fields == ("b_in", "b_out", "rw", "s_in", "s_out", "z_in", "z_out")
+    assert e._fields == ("b_in", "b_out", "rw", "s_in", "s_out", "z_in", "z_out", "pn_w")
     for field in e._fields:
         assert getattr(e, field) is named.get(field), field
     # the same split over any sequence (buffer names in code generators)
