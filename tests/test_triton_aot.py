@@ -95,8 +95,14 @@ def test_align_kernel_fits_one_program_at_its_bounds():
 
 def _combine_fits(args):
     rep = aot_report_subprocess(["--arch", "90", "--combine", *args])
-    down = [r for r in rep["kernels"] if r["kernel"] in ("moe_gemm2_kernel", "moe_down_epilogue_kernel")]
+    # with split-K the down projection stores plain partials and its epilogue kernel does the combine's adds
+    split = [r for r in rep["kernels"] if r["kernel"] == "moe_gemm2_kernel" and r["config"].get("SPLIT_K2", 1) > 1]
+    assert not any(r["f32_atomic_add"] for r in split), [r["config"] for r in split]
+    down = [r for r in rep["kernels"] if r["kernel"] == "moe_down_epilogue_kernel"
+            or (r["kernel"] == "moe_gemm2_kernel" and r["config"].get("SPLIT_K2", 1) == 1)]
     assert down and all(r["f32_atomic_add"] for r in down) and not any(r["problems"] for r in down)
+    if split:
+        assert any(r["kernel"] == "moe_down_epilogue_kernel" for r in down)
     # relaxed order (red.global.gpu.relaxed.add): atomicity only, no acq_rel fence per add
     assert all(r["atomic_sem"] == ["relaxed"] for r in down), [r["atomic_sem"] for r in down]
     assert not any(r["f32_atomic_add"] for r in rep["kernels"] if r["kernel"] == "moe_gemm1_kernel")
@@ -113,6 +119,14 @@ def test_fused_combine_uses_native_f32_atomics_on_sm90():
 @pytest.mark.slow
 def test_fused_combine_in_candidates_1_and_10_to_16():
     _combine_fits(["--match", "candidate1"])
+
+
+@pytest.mark.slow
+def test_fused_combine_with_split_k_adds_in_the_epilogue():
+    """Split-K's down projection (candidate 7, SPLIT_K2 = 4) with the combine fused: plain partial stores, the
+    epilogue's relaxed f32 atomics."""
+    from moec.codegen.triton.tuning import CANDIDATES
+    _combine_fits(["--configs", json.dumps([CANDIDATES[7]])])
 
 
 def test_generic_kernels_lower_for_sm90():
