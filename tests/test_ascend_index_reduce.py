@@ -192,7 +192,8 @@ def test_scatter_elements_reduction_bf16(red, tmp_path):
     np.testing.assert_array_equal(np.asarray(art([x, i, u])[0]).view(np.uint16), np.asarray(want).view(np.uint16))
 
 
-@pytest.mark.parametrize("run_time_k", [False, True])
+# (the run-time k crosses the same chunk boundaries; the constant-k build, 12 s in the emulator, runs with -m slow)
+@pytest.mark.parametrize("run_time_k", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_topk_longer_than_the_tile(run_time_k, tmp_path):
     """k past vec_index's staging tile (4096 picks: a vocabulary-sized top-k): a row's picks leave in chunks of the
     tile, the order carried across chunks; a constant k and a run-time one."""
