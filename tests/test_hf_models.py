@@ -260,15 +260,21 @@ def test_unrecognised_block_says_why(arch):
 @pytest.mark.parametrize("impl", ["eager", "grouped_mm"])
 @pytest.mark.parametrize("arch", sorted(a for a in RECOGNISED if a not in LEGACY_EXPERTS))
 def test_every_experts_implementation_compiles_as_the_same_layer(arch, impl):
-    """moec.compile's front end exports transformers' experts as batched_mm (the same function): a block set
-    to eager or grouped_mm is recognised as the same layer and computes what the module (run with its own
-    implementation) computes."""
+    """moec.compile's front end exports transformers' eager experts as batched_mm (the same function) and keeps
+    grouped_mm where its export is recognised (compiler/hf_experts.py): a block set to eager or grouped_mm is
+    recognised as the same layer and computes what the module (run with its own implementation) computes."""
     blk = moe_block(arch, impl)
     x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2))
     m, layers = recognise(blk, x)
     assert [la["family"] for la in layers] == [expected(arch)[0]], layers
-    assert json.loads(m.attrs["moec.experts_implementation"])["exported_as"] == "batched_mm"
-    xs = torch.randn(1, 7, D, generator=torch.Generator().manual_seed(3))
+    info = json.loads(m.attrs.get("moec.experts_implementation") or "{}")
+    if impl == "eager":
+        assert info["exported_as"] == "batched_mm", info
+    else:  # recognised as exported (nothing replaced), or not, and then exported as batched_mm instead
+        assert info == {} or (info["exported_as"] == "batched_mm" and "fallback" in info), info
+    # other token counts, unless the export fell back to the example's static shapes (aria_text)
+    static = all(isinstance(d, int) for d in m.main.args[0].type.shape)
+    xs = torch.randn(*((2, 5) if static else (1, 7)), D, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         want = tensor_to_numpy(first_output(blk(xs)))
     assert_f32_exact(list(ir_run(m, [tensor_to_numpy(xs)]).values())[0], blk, xs, want)
