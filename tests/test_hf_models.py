@@ -215,8 +215,10 @@ def test_torch_export_block_is_recognised_and_exact(arch):
     # no per-row expert matmul left (a top-k may stay where the block also returns its router scores)
     assert not any(o.name == "moec.matmul" and o.results[0].type.rank == 3 for o in m.main.ops)
     assert sum(o.name == "moe.experts" for o in m.main.ops) == 1
-    # the rewritten module computes what the torch module computes, at another batch / sequence
-    for shape in ((1, 7, D), (3, 1, D)):
+    # the rewritten module computes what the torch module computes, at another batch / sequence (at the example's
+    # shape where torch.export could not keep the token dims dynamic: aria_text, "Constraints violated (S)")
+    static = all(isinstance(d, int) for d in m.main.args[0].type.shape)
+    for shape in (((2, 5, D),) if static else ((1, 7, D), (3, 1, D))):
         xs = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
         with torch.no_grad():
             want = tensor_to_numpy(first_output(blk(xs)))
