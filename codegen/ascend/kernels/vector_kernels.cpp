@@ -1132,39 +1132,6 @@ __aicore__ inline void index_cast_from(GM_ADDR a, GM_ADDR out, const IndexTiling
   else index_cast_body<S, int8_t>(a, out, t, pipe);
 }
 
-// X_SCATTER_EL (U: the unsigned type of the element width), one core
-template <typename U>
-__aicore__ inline void index_scatter_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const IndexTiling &t,
-                                          TPipe &pipe) {
-  const uint64_t L = (uint64_t)t.L, K = (uint64_t)t.k, inner = (uint64_t)t.inner, n = (uint64_t)t.n;
-  GlobalTensor<U> gu, go;
-  GlobalTensor<int64_t> gi64;
-  GlobalTensor<int32_t> gi32, gst;
-  gst.SetGlobalBuffer((__gm__ int32_t *)a, 1);
-  if (t.flags & 1) gi64.SetGlobalBuffer((__gm__ int64_t *)b, n);
-  else gi32.SetGlobalBuffer((__gm__ int32_t *)b, n);
-  gu.SetGlobalBuffer((__gm__ U *)c, n);
-  go.SetGlobalBuffer((__gm__ U *)out, (uint64_t)t.outer * L * inner);
-  TBuf<TPosition::VECCALC> bst;
-  pipe.InitBuffer(bst, 32);
-  LocalTensor<int32_t> sv = bst.Get<int32_t>();
-  if (GetBlockIdx() != 0) return;
-  bool bad = false;
-  for (uint64_t e = 0; e < n; e++) {
-    const uint64_t ii = e % inner, o = e / inner / K;
-    int64_t id = (t.flags & 1) ? gi64.GetValue(e) : (int64_t)gi32.GetValue(e);
-    if (id < 0) id += (int64_t)L;
-    if (id < 0 || id >= (int64_t)L) { bad = true; continue; }
-    go.SetValue((o * L + (uint64_t)id) * inner + ii, gu.GetValue(e));
-  }
-  DataCacheCleanAndInvalid<U, CacheLine::ENTIRE_DATA_CACHE, DcciDst::CACHELINE_OUT>(go);
-  if (bad) {
-    sv.SetValue(0, 1);
-    moec_sync<HardEvent::S_MTE3>();
-    DataCopyPad(gst, sv, DataCopyExtParams{1, 4, 0, 0, 0});
-  }
-}
-
 // one reduction step of X_SCATTER_EL: V the element type, C float (float types) or V's unsigned type (wrapping)
 template <typename V, typename C>
 __aicore__ inline V scatter_reduce(int32_t r, V a, V b) {
@@ -1182,9 +1149,10 @@ __aicore__ inline V scatter_reduce(int32_t r, V a, V b) {
   }
 }
 
-// X_SCATTER_EL with a reduction (V, C: as scatter_reduce), one core, in index order
-template <typename V, typename C>
-__aicore__ inline void index_scatter_reduce_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const IndexTiling &t,
+// X_SCATTER_EL, one core, in index order: RED, with a reduction (V, C: as scatter_reduce), else the update
+// replaces the element (V: the unsigned type of the element width)
+template <typename V, typename C, bool RED>
+__aicore__ inline void index_scatter_body(GM_ADDR a, GM_ADDR b, GM_ADDR c, GM_ADDR out, const IndexTiling &t,
                                                  TPipe &pipe) {
   const uint64_t L = (uint64_t)t.L, K = (uint64_t)t.k, inner = (uint64_t)t.inner, n = (uint64_t)t.n;
   GlobalTensor<V> gu, go;
@@ -1208,7 +1176,8 @@ __aicore__ inline void index_scatter_reduce_body(GM_ADDR a, GM_ADDR b, GM_ADDR c
     if (id < 0) id += (int64_t)L;
     if (id < 0 || id >= (int64_t)L) { bad = true; continue; }
     const uint64_t pos = (o * L + (uint64_t)id) * inner + ii;
-    go.SetValue(pos, scatter_reduce<V, C>(t.cmp, go.GetValue(pos), gu.GetValue(e)));
+    if constexpr (RED) go.SetValue(pos, scatter_reduce<V, C>(t.cmp, go.GetValue(pos), gu.GetValue(e)));
+    else go.SetValue(pos, gu.GetValue(e));
   }
   DataCacheCleanAndInvalid<V, CacheLine::ENTIRE_DATA_CACHE, DcciDst::CACHELINE_OUT>(go);
   if (bad) {
@@ -1417,16 +1386,16 @@ extern "C" __global__ __aicore__ void vec_index(GM_ADDR a, GM_ADDR b, GM_ADDR c,
   } else if (t.op == X_TOPK_K) {
     index_topk_k_body(a, c, out, t, pipe);
   } else if (t.op == X_SCATTER_EL && t.cmp != 0) {
-    if (t.vdt == 3) index_scatter_reduce_body<int64_t, uint64_t>(a, b, c, out, t, pipe);
-    else if (t.vdt == 4) index_scatter_reduce_body<int32_t, uint32_t>(a, b, c, out, t, pipe);
-    else if (t.vdt == 2) index_scatter_reduce_body<half, float>(a, b, c, out, t, pipe);
-    else if (t.vdt == 1) index_scatter_reduce_body<bfloat16_t, float>(a, b, c, out, t, pipe);
-    else index_scatter_reduce_body<float, float>(a, b, c, out, t, pipe);
+    if (t.vdt == 3) index_scatter_body<int64_t, uint64_t, true>(a, b, c, out, t, pipe);
+    else if (t.vdt == 4) index_scatter_body<int32_t, uint32_t, true>(a, b, c, out, t, pipe);
+    else if (t.vdt == 2) index_scatter_body<half, float, true>(a, b, c, out, t, pipe);
+    else if (t.vdt == 1) index_scatter_body<bfloat16_t, float, true>(a, b, c, out, t, pipe);
+    else index_scatter_body<float, float, true>(a, b, c, out, t, pipe);
   } else if (t.op == X_SCATTER_EL) {
-    if (t.esize == 1) index_scatter_body<uint8_t>(a, b, c, out, t, pipe);
-    else if (t.esize == 2) index_scatter_body<uint16_t>(a, b, c, out, t, pipe);
-    else if (t.esize == 8) index_scatter_body<uint64_t>(a, b, c, out, t, pipe);
-    else index_scatter_body<uint32_t>(a, b, c, out, t, pipe);
+    if (t.esize == 1) index_scatter_body<uint8_t, uint8_t, false>(a, b, c, out, t, pipe);
+    else if (t.esize == 2) index_scatter_body<uint16_t, uint16_t, false>(a, b, c, out, t, pipe);
+    else if (t.esize == 8) index_scatter_body<uint64_t, uint64_t, false>(a, b, c, out, t, pipe);
+    else index_scatter_body<uint32_t, uint32_t, false>(a, b, c, out, t, pipe);
   } else if (t.esize == 1) {
     index_bits_body<uint8_t>(a, b, c, out, t, pipe);
   } else if (t.esize == 2) {
