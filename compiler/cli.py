@@ -76,14 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--weights", default="f32", choices=list(WEIGHT_MODES),
                    help="storage of the routed experts' weights: f32 (as in the model), bf16, int8 (per "
                         "output channel), int4 (grouped), w8a8 (int8 weights and activations; cpu and ascend), w4a8 (int4 weights, int8 "
-                        "activations; cpu), fp8 "
+                        "activations; cpu), int8_bf16 / int4_bf16 (= --activations bf16), fp8 "
                         "(float8 e4m3 per output channel; triton only, GPUs with fp8: sm_89+); verified against "
                         "the dequantised reference")
     c.add_argument("--activations", default="none", choices=list(ACTIVATIONS),
                    help="the expert GEMMs' inputs: none (as the model, the default), or quantised per token "
                         "at run time: int8 with --weights int8 (= --weights w8a8), int8 with --weights int4 (= w4a8: a "
                         "scale per row and int4 group, integer dot products; cpu), fp8 "
-                        "with --weights fp8 (e4m3 rows, fp8 x fp8 dots with f32 accumulation; triton)")
+                        "with --weights fp8 (e4m3 rows, fp8 x fp8 dots with f32 accumulation; triton), or bf16 with "
+                        "--weights int8 or int4 (each input rounded to bf16, nearest even; the int8 codes / int4 "
+                        "q - z exact, products exact, f32 sums per scale group, the scale applied to each group's "
+                        "f32 sum: bf16 arithmetic, vdpbf16ps where the CPU has AVX512_BF16; cpu)")
     c.add_argument("--group-size", type=int, default=64, metavar="G",
                    help="int4: weights per scale group along the reduction (32, 64, 128; 0 = whole row)")
     c.add_argument("--zero-point", action="store_true", help="int4: asymmetric groups with zero points")
@@ -195,6 +198,8 @@ def cmd_compile(a) -> int:
                          f"tensors)" for k, s in sorted(scopes.items()))
         print(f"  {opts.weights} weights (scope {opts.weights_scope}): {what} quantised, "
               f"{wq['bytes_before'] / 1e6:.2f} MB -> {wq['bytes_after'] / 1e6:.2f} MB")
+        if wq.get("activations"):
+            print(f"  activations: {wq['activations']}")
         for k in wq.get("dense_kept") or []:
             print(f"  kept in the model's type: {k['layers']} dense layer(s): {k['why']}")
     if wq.get("warning"):

@@ -97,8 +97,11 @@ TOLERANCES: Dict[str, Tolerance] = {
 #         error (~0.1 per projection) dominates; the activations' rounding is w8a8's or finer (a scale per
 #         group of G elements instead of per row: a smaller max / rms), ~0.01 per GEMM input, which adds
 #         sqrt(0.1^2 + 0.01^2) / 0.1 - 1 = 0.5% in quadrature: int4's bound, 0.5.
+#   int8_bf16 / int4_bf16 (int8 / int4 weights, GEMM inputs rounded to bf16): the weights' error as weight-only
+#         (~0.01 / ~0.1 per projection) plus bf16's ~1.1e-3 per GEMM input, in quadrature: +0.6% for int8
+#         (sqrt(0.01^2 + 0.0011^2)), nothing visible for int4 -- int8's and int4's bounds.
 QUANT_ERROR_BOUNDS: Dict[str, float] = {"bf16": 0.01, "int8": 0.05, "int4": 0.5, "w8a8": 0.07, "fp8": 0.11,
-                                        "fp8a8": 0.16, "w4a8": 0.5}
+                                        "fp8a8": 0.16, "w4a8": 0.5, "int8_bf16": 0.05, "int4_bf16": 0.5}
 
 # Tolerance against the quantised module's own reference semantics, where the f32 one cannot hold.
 #   bf16: see above (one flipped bf16 rounding of a GEMM input moves a term by 2^-8 relative).
@@ -133,8 +136,13 @@ QUANT_ERROR_BOUNDS: Dict[str, float] = {"bf16": 0.01, "int8": 0.05, "int4": 0.5,
 #         products exact int32 sums, so only an f32-rounding flip of one code moves a term, by one step
 #         s = max|group| / 127 <= max|row| / 127 -- at most w8a8's step: w8a8's tolerance (bf16's) and
 #         flip criterion.  The weight side is int4's exactly ((q - z) s, the same values as weight-only).
+#   int8_bf16 / int4_bf16: the GEMM inputs rounded to bf16 as for bf16 weights (the reference rounds them the
+#         same way; an f32-rounding difference in the activation between the projections can flip one element's
+#         bf16 rounding, a 2^-8 relative move of one term): bf16's tolerance.  The weight side is exact
+#         (int8 codes, int4 q - z), scaled per group after the f32 sums.
 QUANT_VERIFY_TOLERANCE: Dict[str, "Tolerance"] = {"bf16": TOLERANCES["bf16"], "w8a8": TOLERANCES["bf16"],
-                                                  "fp8a8": TOLERANCES["bf16"], "w4a8": TOLERANCES["bf16"]}
+                                                  "fp8a8": TOLERANCES["bf16"], "w4a8": TOLERANCES["bf16"],
+                                                  "int8_bf16": TOLERANCES["bf16"], "int4_bf16": TOLERANCES["bf16"]}
 
 # w8a8 on a whole model: flipped int8 codes propagate.  Once one code of a token's GEMM input flips (the
 # compiled and the reference activation differ by f32 rounding and one element sits within an ulp of a

@@ -25,6 +25,11 @@ W4A16 / fp8); elsewhere x, biases and routing weights are widened to f32 around 
   activations (``aq=fp8``): every GEMM input row is quantised at run time, ``s = max|row| / 448``,
   ``q = e4m3(row / s)``, and the dots are fp8 x fp8 with f32 accumulation (the Triton kernels; the
   triton target only).
+* ``int8_bf16`` / ``int4_bf16`` (``--weights int8|int4 --activations bf16``, ``aq=bf16``): int8 / int4
+  weights as for weight-only, the GEMM inputs rounded to bf16 (nearest even) per element at run time; the
+  weights enter exactly (int8 codes and int4 q - z are bf16 values), products exact, sums in f32 per scale
+  group, each group's partial sum times its scale (ir/ops/moe.py) -- the arithmetic of bf16 weights
+  (vdpbf16ps on AVX512_BF16 CPUs), so prefill runs at bf16 speed with int8 / int4 storage (cpu).
 * ``int4``: per group of ``group`` elements along K (0 = the whole row); symmetric
   (``s = max|w| / 7.5``-ish, see below, zero point 8) or with a zero point
   (``s = (max - min) / 15``, ``z = round(-min / s)``), two values per byte, low nibble first.
@@ -61,10 +66,11 @@ from moec.ir.ops.moe import dequantize_weights, pack_int4, update_moe_layer
 from moec.passes.base import Pass, register_pass
 from moec.passes.moe_util import layer_of
 
-MODES = ("f32", "bf16", "int8", "int4", "w8a8", "w4a8", "fp8", "fp8a8")
-# modes that quantise the GEMM inputs too: mode -> (the weights' storage wq, the activations' aq)
-ACT_MODES = {"w8a8": ("int8", "int8"), "w4a8": ("int4", "int8"), "fp8a8": ("fp8", "fp8")}
-ACTIVATIONS = ("none", "int8", "fp8")
+MODES = ("f32", "bf16", "int8", "int4", "w8a8", "w4a8", "fp8", "fp8a8", "int8_bf16", "int4_bf16")
+# modes that quantise (or round) the GEMM inputs too: mode -> (the weights' storage wq, the activations' aq)
+ACT_MODES = {"w8a8": ("int8", "int8"), "w4a8": ("int4", "int8"), "fp8a8": ("fp8", "fp8"),
+             "int8_bf16": ("int8", "bf16"), "int4_bf16": ("int4", "bf16")}
+ACTIVATIONS = ("none", "int8", "fp8", "bf16")
 
 
 def wq_aq(mode: str) -> Tuple[str, str]:
@@ -75,7 +81,7 @@ def wq_aq(mode: str) -> Tuple[str, str]:
 def mode_for(weights: str, activations: str = "none") -> str:
     """The weight mode of ``--weights W --activations A`` (``moec.compile(weights=, activations=)``): A
     "none" keeps W; A quantises the GEMM inputs (int8 with int8 weights -> w8a8, int8 with int4 weights
-    -> w4a8, fp8 with fp8 weights -> fp8a8).  ValueError (a one-line message for the user) for any other pair."""
+    -> w4a8, fp8 with fp8 weights -> fp8a8, bf16 with int8 / int4 weights -> int8_bf16 / int4_bf16).  ValueError (a one-line message for the user) for any other pair."""
     if activations in ("none", None):
         return weights
     for m, (wq, aq) in ACT_MODES.items():
@@ -83,7 +89,20 @@ def mode_for(weights: str, activations: str = "none") -> str:
             return m
     pairs = ", ".join(f"--weights {wq} --activations {aq}" for wq, aq in ACT_MODES.values())
     raise ValueError(f"--activations {activations} with --weights {weights}: quantised activations come with "
-                     f"weights of the same format, or int8 with int4 ({pairs})")
+                     f"weights of the same format, int8 with int4, or bf16 with int8 / int4 ({pairs})")
+
+
+# what each activation mode does to the GEMM inputs, for the report and the compile summary (``group``: the
+# int4 group size, for w4a8 / int4_bf16; None: not named)
+def activations_text(mode: str, group: Optional[int] = None) -> Optional[str]:
+    g = "each scale group" if group is None else f"group of {group or 'the whole row'}"
+    return {"w8a8": "int8, dynamic per token (symmetric, max|row| / 127)",
+            "w4a8": f"int8, dynamic per token and {g} (symmetric, max|group| / 127)",
+            "fp8a8": "float8 e4m3fn, dynamic per token (max|row| / 448)",
+            "int8_bf16": ("bf16 (each GEMM input rounded to nearest even; exact int8 weights, f32 sums, the "
+                          "per-channel scale times the f32 sum)"),
+            "int4_bf16": (f"bf16 (each GEMM input rounded to nearest even; exact int4 weights q - z, f32 sums per "
+                          f"{g}, each group's scale times its f32 partial sum)")}.get(mode)
 SCOPES = ("all", "experts")
 
 
@@ -345,13 +364,8 @@ class QuantizeWeights(Pass):
             info.update(group=self.group or "row", zero_point=bool(self.zero_point))
         if wmode == "fp8":
             info["format"] = "float8 e4m3fn, per output channel scale max|row| / 448"
-        if self.mode == "fp8a8":
-            info["activations"] = "float8 e4m3fn, dynamic per token (max|row| / 448)"
-        if self.mode == "w8a8":
-            info["activations"] = "int8, dynamic per token (symmetric, max|row| / 127)"
-        if self.mode == "w4a8":
-            info["activations"] = (f"int8, dynamic per token and group of {self.group or 'the whole row'} "
-                                   "(symmetric, max|group| / 127)")
+        if activations_text(self.mode, self.group):
+            info["activations"] = activations_text(self.mode, self.group)
         wq = wq_aq(self.mode)[0]
         consts = [_const_op(m, stored[nm], f"experts_{nm}_{wq}") for nm in ("w_in", "w_out")]
         qconsts = [_const_op(m, quant[key], f"experts_{key}") for key in ("s_w_in", "s_w_out", "z_w_in", "z_w_out")
@@ -562,6 +576,8 @@ def quantization_record(m: Module, mode: str) -> dict:
         sc["bytes_after"] += r["bytes_after"]
     if recs:
         out["by_scope"] = by_scope
+    if recs and activations_text(mode):
+        out["activations"] = activations_text(mode)
     kept = [json.loads(s) for s in m.attrs.get("moec.dense_kept", [])]
     if kept:
         out["dense_kept"] = kept
@@ -607,5 +623,5 @@ def quantization_summary(w: np.ndarray, mode: str, group: int, zero_point: bool)
             "rel_rms": float(np.sqrt(np.mean(err ** 2)) / max(np.sqrt(np.mean(w ** 2)), 1e-30))}
 
 
-__all__ = ["QuantizeWeights", "wq_aq", "mode_for", "ACT_MODES", "ACTIVATIONS", "quantization_record", "quantize_int8", "quantize_int4", "quantize_fp8", "quantization_summary",
+__all__ = ["QuantizeWeights", "wq_aq", "mode_for", "ACT_MODES", "ACTIVATIONS", "activations_text", "quantization_record", "quantize_int8", "quantize_int4", "quantize_fp8", "quantization_summary",
            "update_moe_layer"]

@@ -52,7 +52,11 @@ _MODE_TEXT = {"int4": ("--weights int4 is", "int8"), "fp8": ("fp8 (float8 e4m3) 
               "w8a8": ("--weights w8a8 (int8 activations) is", "int8 (int8 weights, f32 activations)"),
               "w4a8": ("--weights int4 --activations int8 (int8 activations) is", "int4 (int4 weights, f32 activations)"),
               "fp8a8": ("--weights fp8 --activations fp8 (fp8 activations) is",
-                        "w8a8 (int8 weights and activations)")}
+                        "w8a8 (int8 weights and activations)"),
+              "int8_bf16": ("--weights int8 --activations bf16 (bf16 activations) is",
+                            "int8 (int8 weights, f32 activations)"),
+              "int4_bf16": ("--weights int4 --activations bf16 (bf16 activations) is",
+                            "int4 (int4 weights, f32 activations)")}
 
 
 def _listed(xs: List[str]) -> str:

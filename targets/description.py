@@ -19,8 +19,9 @@ from moec.targets.base import TargetDesc
 
 # the weight modes each target's kernels implement (TargetDesc.weight_modes: read by the driver's option
 # checks, the quantize pass, conformance and the Ascend plan)
-CPU_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8", "w4a8")  # w4a8: int4 weights, per-group int8 activations
-CPU_DENSE_WEIGHTS = ("bf16", "int8", "int4", "w8a8", "w4a8")  # on dense linear layers too (moec.linear_q), every build
+CPU_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8", "w4a8",  # w4a8: int4 weights, per-group int8 activations
+               "int8_bf16", "int4_bf16")  # int8 / int4 weights with bf16-rounded activations (--activations bf16)
+CPU_DENSE_WEIGHTS = ("bf16", "int8", "int4", "w8a8", "w4a8", "int8_bf16", "int4_bf16")  # on dense linear layers too (moec.linear_q), every build
 TRITON_WEIGHTS = ("f32", "bf16", "int8", "int4", "fp8", "fp8a8")  # fp8a8: fp8 weights and per-token fp8 activations
 ASCEND_WEIGHTS = ("f32", "bf16", "int8", "int4", "w8a8")
 

@@ -49,6 +49,10 @@ def _dispatch(ctx, o):
             f"{ctx.c_int(o.attrs['num_experts'])}, {ctx.c_int(o.attrs['block'])}));"]
 
 
+# moec_wq.aq (rt_moe.h): 0 the GEMM inputs as x, 1 dynamic int8 (w8a8 / w4a8), 2 rounded to bf16 (int8_bf16 / int4_bf16)
+_AQ = {"none": 0, "int8": 1, "bf16": 2}
+
+
 @c_op("moe.experts")
 def _experts(ctx, o):
     a = o.attrs
@@ -62,7 +66,7 @@ def _experts(ctx, o):
         q = ctx.fresh("wq")
         sv = [f"{ctx.t(v)}" if v is not None else "NULL" for v in (e.s_in, e.s_out, e.z_in, e.z_out)]
         lines.append(f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv[0]}, {sv[1]}, {sv[2]}, "
-                     f"{sv[3]}, {1 if a['aq'] == 'int8' else 0}}};")
+                     f"{sv[3]}, {_AQ[a['aq']]}}};")
         q = "&" + q
     return lines + [
         f"MOEC_TRY(moec_k_moe_experts(&ctx, {x}, {ids}, {order}, {offsets}, {w_in}, {w_out}, {b_in}, {b_out}, "
@@ -100,6 +104,6 @@ def _linear_q(ctx, o):
     sv = ctx.t(s) if s is not None else "NULL"
     zv = ctx.t(z) if z is not None else "NULL"
     return [f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv}, NULL, {zv}, NULL, "
-            f"{1 if a['aq'] == 'int8' else 0}}};",
+            f"{_AQ[a['aq']]}}};",
             f"MOEC_TRY(moec_k_linear_q(&ctx, {ctx.t(o.operands[0])}, {ctx.t(o.operands[1])}, "
             f"{ctx.t(b) if b is not None else 'NULL'}, &{q}, {ctx.t(o.result)}));"]

@@ -41,7 +41,7 @@ GATE_LAYOUT = ("concat", "interleaved")
 DISPATCH = ("sort_pad", "token_gemv", "capacity")
 WEIGHTS_AT = ("none", "input", "output")
 WEIGHT_QUANT = ("none", "bf16", "int8", "int4", "fp8")
-ACT_QUANT = ("none", "int8", "fp8")
+ACT_QUANT = ("none", "int8", "fp8", "bf16")
 
 
 # -- quantised expert weights ------------------------------------------------------------------
@@ -57,6 +57,15 @@ ACT_QUANT = ("none", "int8", "fp8")
 #   int4: w = (q - z[e, n, g]) * s[e, n, g]             q packed ui8 [E, N, K/2] (element 2i in the low
 #         nibble of byte i, 2i+1 in the high nibble), s f32 [E, N, K/G], z f32 [E, N, K/G] or 8
 #         when there is no zero-point operand (symmetric), g = k // G
+# aq=bf16 with wq=int8 / int4 (``--weights int8|int4 --activations bf16``): the GEMM inputs (the rows of x
+#         and the activation) are rounded to bf16 (nearest even) per element, as for bf16 weights; the
+#         weights enter exactly: int8 codes q and int4 values q - z (|q - z| <= 15, z the quantiser's
+#         integer zero point) are bf16 values, so every product bf16(x) * (q - z) is exact in f32, the
+#         products are summed in f32 per group (int8: the whole row), and the scale multiplies that f32
+#         partial sum: y[n] = sum_g s[n, g] * sum_{k in g} bf16(x[k]) * (q[n, k] - z[n, g]).  (A dequantised
+#         q * s rounded to bf16 would not be exact; nothing is rounded on the weight side.)  In exact
+#         arithmetic that is bf16(x) @ dequant(w).T, which the reference computes in f32: the two differ by
+#         f32 rounding (summation order) only, as bf16 weights' vdpbf16ps sums do.
 def unpack_int4(q: np.ndarray) -> np.ndarray:
     """Packed ui8 [..., K/2] -> uint8 nibbles [..., K] (low nibble first)."""
     q = np.asarray(q, np.uint8)
@@ -160,8 +169,10 @@ QUANT_ATTRS = {
     "wq_group": Attr("int", 0, doc="int4: elements per scale group along K (0: the whole row)"),
     "wq_zp": Attr("bool", False, doc="int4: explicit zero points (else symmetric, zero point 8)"),
     "aq": Attr("str", "none", ACT_QUANT, "GEMM inputs: none (as x), int8 (dynamic symmetric per row, with wq=int8 -- w8a8 -- or "
-                                      "per row and wq_group elements, with wq=int4 -- w4a8) or fp8 "
-                                      "(dynamic per-row e4m3, max|row| / 448; needs wq=fp8)"),
+                                      "per row and wq_group elements, with wq=int4 -- w4a8), fp8 "
+                                      "(dynamic per-row e4m3, max|row| / 448; needs wq=fp8) or bf16 (rounded "
+                                      "to bf16 per element, exact int8 / int4 weights and f32 sums; needs "
+                                      "wq=int8 or int4)"),
 }
 
 
@@ -729,6 +740,8 @@ class ExpertsOp(Operation):
                                       f"x {x.dtype.mlir}")
         if self.attrs["aq"] == "fp8" and (mode != "fp8" or x.dtype not in (DType.F32, DType.BF16, DType.F16)):
             raise operand_error(self, f"aq=fp8 (fp8 w8a8) needs wq=fp8 and f32/bf16/f16 x, got wq={mode}, x {x.dtype.mlir}")
+        if self.attrs["aq"] == "bf16" and mode not in ("int8", "int4"):
+            raise operand_error(self, f"aq=bf16 (bf16 activations) needs wq=int8 or int4, got wq={mode}")
         return [TensorType(x.dtype, (x.shape[0], ids.shape[1], x.shape[1]))]
 
     def reference(self, x, ids, order, offsets, w_in, w_out, *extra):
@@ -760,7 +773,8 @@ class ExpertsOp(Operation):
             if rw is not None and self.attrs["weights_at"] == "input":
                 rows = rows * rw[t, j].astype(acc)[:, None]
             out = ffn(rows, w_in[e], w_out[e], None if b_in is None else b_in[e],
-                      None if b_out is None else b_out[e], self.attrs, bf16_acts=mode == "bf16",
+                      None if b_out is None else b_out[e], self.attrs,
+                      bf16_acts=mode == "bf16" or self.attrs["aq"] == "bf16",
                       int8_acts=self.attrs["aq"] == "int8", fp8_acts=self.attrs["aq"] == "fp8",
                       act_group=G if mode == "int4" else 0)
             if self.attrs.get("post_norm_eps") is not None:

@@ -27,7 +27,10 @@ class LinearQOp(Operation):
     int4 weights; for bf16 weights x rounded to bf16 (the bf16 dot products take both operands in
     bf16); with ``aq=int8`` (w8a8) each row of x quantised to int8 (``fake_quant_rows_int8``: a
     row is one token's vector, every leading axis being a token axis); with int4 weights (w4a8) a scale
-    per ``wq_group`` elements of the row (the weights' groups; 0: the whole row)."""
+    per ``wq_group`` elements of the row (the weights' groups; 0: the whole row); with ``aq=bf16`` and
+    int8 / int4 weights x rounded to bf16 per element, the weights exact (int8 codes, int4 q - z) and the
+    scale applied to each group's f32 partial sum (ir/ops/moe.py: the same as bf16(x) @ dequant(w).T up to
+    f32 rounding, which is what this reference computes)."""
 
     def _parts(self):
         ex = list(self.operands[2:])
@@ -79,6 +82,8 @@ class LinearQOp(Operation):
             raise operand_error(self, f"the bias must be f32 [N] or [1, N] (N = {N}), got {b.type}")
         if self.attrs["aq"] == "int8" and mode not in ("int8", "int4"):
             raise operand_error(self, f"aq=int8 (w8a8 / w4a8) needs wq=int8 or int4, got wq={mode}")
+        if self.attrs["aq"] == "bf16" and mode not in ("int8", "int4"):
+            raise operand_error(self, f"aq=bf16 (bf16 activations) needs wq=int8 or int4, got wq={mode}")
         return [TensorType(DType.F32, tuple(x.shape[:-1]) + (N,))]
 
     def reference(self, x, w, *extra):
@@ -88,7 +93,7 @@ class LinearQOp(Operation):
         mode = self.attrs["wq"]
         wd = dequantize_weights(w, mode, self.attrs["wq_group"], s, z).astype(np.float32)
         xa = np.asarray(x, np.float32)
-        if mode == "bf16":
+        if mode == "bf16" or self.attrs["aq"] == "bf16":
             xa = round_bf16(xa)
         if self.attrs["aq"] == "int8":  # w4a8: a scale per int4 group of each row
             xa = fake_quant_rows_int8(xa, self.attrs["wq_group"] if mode == "int4" else 0)

@@ -47,7 +47,10 @@ typedef struct moec_wq {
   int aq; /* 1: dynamic per-token int8 activations (w8a8 with int8 weights, w4a8 with int4): each GEMM
            * input row is quantised symmetrically (s = max|row| / 127, q = rint(row / s); w4a8: per row
            * and int4 group, s = max|group| / 127) and the dot products are exact int32 sums (per group
-           * for w4a8; VNNI vpdpbusd where present) */
+           * for w4a8; VNNI vpdpbusd where present); 2 (int8_bf16 / int4_bf16): each GEMM input rounded to
+           * bf16 (nearest even), the int8 codes / int4 q - z exact as bf16, products exact, f32 sums per
+           * scale group (int8: the row), each group's sum times its scale (tile_bf16 on pair panels
+           * dequantised per work item; the quantised GEMVs at one or two rows) */
 } moec_wq;
 
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,

@@ -805,6 +805,91 @@ static const void *wq_panel(const wview *v, const uint8_t *cached, int64_t e, in
 static size_t wq_pack_bytes(int64_t kmax) { return sizeof(float) * (size_t)(kmax * NR + 16) + (size_t)(kmax * NR) + 64; }
 static void *wq_narrow_buf(float *pack, int64_t K) { return pack + K * NR + 16; }
 
+/* ---- int8 / int4 weights with bf16 activations (aq = 2: --weights int8|int4 --activations bf16) ---------
+ * The GEMM inputs are rounded to bf16 (round_bf16_row) and stored as bf16 pairs, the weights enter exactly:
+ * int8 codes and int4 values q - z (|q - z| <= 15 for the quantiser's integer zero points) are bf16 values,
+ * so tile_bf16 (vdpbf16ps, or widened in registers) forms exact products and f32 sums, and the scale
+ * multiplies the finished f32 sum: per output channel after the whole row (int8), per group after the
+ * group's partial sum (int4; tile_bf16 runs once per group).  Above GEMV_ROWS rows a work item turns its
+ * narrow panel (the cached int8 / int4 k-major one) into the bf16 pair-panel layout tile_bf16 reads, once,
+ * in the packing buffer (2 K NR bytes); at one or two rows the quantised GEMVs take the rounded rows.
+ * Activation pairs are group-major: the pairs of group g of row r at A + (g * rows + r) * Pg, Pg = G / 2
+ * (int8: one group of (K + 1) / 2 pairs), so each group's rows are a plain tile_bf16 operand. */
+static inline int64_t abf_groups(const wview *v) { return v->mode == MOEC_WQ_INT4 ? v->K / v->G : 1; }
+static inline int64_t abf_pairs(const wview *v) { return v->mode == MOEC_WQ_INT4 ? v->G / 2 : (v->K + 1) / 2; }
+/* a rounded row (K values) -> its bf16 pairs, group-major in a buffer of `rows` rows */
+static void abf_row_pairs(const wview *v, const float *a, int64_t r, int64_t rows, uint32_t *out) {
+  const int64_t ng = abf_groups(v), pg = abf_pairs(v), G = v->mode == MOEC_WQ_INT4 ? v->G : v->K;
+  for (int64_t g = 0; g < ng; g++) to_pairs(a + g * G, G, out + (g * rows + r) * pg);
+}
+static inline v16u32 bf16_pairs16(v16f lo, v16f hi) { return ((v16u32)lo >> 16) | ((v16u32)hi & 0xffff0000u); }
+static inline v16f rne_bf16_16(v16f f) { /* finite values */
+  v16u32 u = (v16u32)f;
+  return (v16f)((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
+}
+/* the narrow panel of columns c0..c0+nb of expert e -> bf16 pair panel Bq[p * NR + j] = w[2p] | w[2p+1] << 16
+ * with w the int8 code or the int4 value q - z (z rounded to bf16 with it: exact for integer z) */
+static void wq_bf16_panel(const wview *v, const void *panel, int64_t e, int64_t c0, int64_t nb, uint32_t *Bq) {
+  const int64_t K = v->K;
+  if (v->mode == MOEC_WQ_INT8) {
+    const int8_t *Bp = (const int8_t *)panel;
+    const int64_t P = (K + 1) / 2;
+    for (int64_t p = 0; p < P; p++)
+      for (int h = 0; h < 2; h++) {
+        v16f w0 = ld16_i8(Bp + 2 * p * NR + 16 * h), w1 = 2 * p + 1 < K ? ld16_i8(Bp + (2 * p + 1) * NR + 16 * h) : (v16f){0};
+        v16u32 pr = bf16_pairs16(w0, w1);
+        __builtin_memcpy(Bq + p * NR + 16 * h, &pr, 64);
+      }
+    return;
+  }
+  const uint8_t *Bp = (const uint8_t *)panel;
+  const int64_t G = v->G, ng = K / G;
+  for (int64_t g = 0; g < ng; g++) {
+    v16f z0 = splat16(8.0f), z1 = z0;
+    if (v->z) {
+      float zt[NR];
+      for (int64_t j = 0; j < NR; j++) zt[j] = j < nb ? v->z[(e * v->N + c0 + j) * ng + g] : 0.f;
+      z0 = ld16f(zt);
+      z1 = ld16f(zt + 16);
+    }
+    for (int64_t k = g * G; k < (g + 1) * G; k += 2) { /* (G even: pairs never straddle groups) */
+      v16f l0, h0, l1, h1;
+      ld16_u4(Bp + k * (NR / 2), &l0, &h0);
+      ld16_u4(Bp + (k + 1) * (NR / 2), &l1, &h1);
+      l0 -= z0; l1 -= z0; h0 -= z1; h1 -= z1;
+      if (v->z) { l0 = rne_bf16_16(l0); l1 = rne_bf16_16(l1); h0 = rne_bf16_16(h0); h1 = rne_bf16_16(h1); }
+      v16u32 p0 = bf16_pairs16(l0, l1), p1 = bf16_pairs16(h0, h1);
+      __builtin_memcpy(Bq + (k / 2) * NR, &p0, 64);
+      __builtin_memcpy(Bq + (k / 2) * NR + 16, &p1, 64);
+    }
+  }
+}
+/* C[m x nb] (m <= MR) = the rows at A (group-major pairs, `rows` rows per group) times the pair panel Bq,
+ * each group's f32 sum times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
+static void tile_wq_bf16(const wview *v, const uint32_t *A, int64_t rows, int m, const uint32_t *Bq, const float *st,
+                         float *C, int64_t ldc, int64_t nb) {
+  if (v->mode == MOEC_WQ_INT8) {
+    tile_bf16(A, (v->K + 1) / 2, m, Bq, C, ldc, nb);
+    for (int r = 0; r < m; r++)
+      for (int64_t c = 0; c < nb; c++) C[r * ldc + c] *= st[c];
+    return;
+  }
+  const int64_t pg = v->G / 2, ng = v->K / v->G;
+  float acc[MR * NR], tmp[MR * NR];
+  for (int64_t g = 0; g < ng; g++) {
+    tile_bf16(A + g * rows * pg, pg, m, Bq + g * pg * NR, tmp, NR, NR);
+    const v16f s0 = ld16f(st + g * 2 * NR), s1 = ld16f(st + g * 2 * NR + 16);
+    for (int r = 0; r < m; r++) {
+      v16f t0 = ld16f(tmp + r * NR) * s0, t1 = ld16f(tmp + r * NR + 16) * s1;
+      if (g) { t0 += ld16f(acc + r * NR); t1 += ld16f(acc + r * NR + 16); }
+      st16f(acc + r * NR, t0);
+      st16f(acc + r * NR + 16, t1);
+    }
+  }
+  for (int r = 0; r < m; r++) __builtin_memcpy(C + r * ldc, acc + r * NR, sizeof(float) * (size_t)nb);
+}
+
+
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
  * A GEMM input row is quantised once (s = max|row| / 127, q = rint(row / s) in [-127, 127]) and stored
  * biased as u8 (q + 128), K padded to Kp (multiple of 4) with 128 (q = 0).  Weight panels hold, per
@@ -1453,6 +1538,8 @@ typedef struct {
                                   * signed codes, XQS/AQS the (row, group) scales */
   const uint8_t *p4_in, *p4_out; /* w4a8: cached panels, or NULL (packed per work item) */
   const float *sc_in, *sc_out;   /* symmetric int4 weight-only prefill: cached scale tables, or NULL */
+  int abf;                       /* int8 / int4 weights, bf16 activations (aq = 2): X and A rounded to bf16 and, */
+  uint32_t *XH, *AH;             /* above GEMV_ROWS rows, as group-major bf16 pairs (abf_row_pairs) */
 } xjob;
 
 static void phase1(void *arg, int64_t item, int tid) {
@@ -1502,6 +1589,15 @@ static void phase1(void *arg, int64_t item, int tid) {
     const wview *v = &j->vin;
     const void *Bw = wq_panel(v, j->pw_in, e, j->nb1, cb, c0, nb, wq_narrow_buf(j->pack[tid], v->K));
     const float *st = wq_scales(v, j->sc_in, e, j->nb1, cb, c0, nb, j->stab[tid]);
+    if (j->abf) { /* bf16 activations: the pair panel once per item, then tile_bf16 per group */
+      wq_bf16_panel(v, Bw, e, c0, nb, (uint32_t *)j->pack[tid]);
+      for (int64_t r = 0; r < n; r += MR) {
+        int m = n - r < MR ? (int)(n - r) : MR;
+        tile_wq_bf16(v, j->XH + (r0 + r) * abf_pairs(v), j->rows_total, m, (const uint32_t *)j->pack[tid], st,
+                     j->H + (r0 + r) * j->I + c0, j->I, nb);
+      }
+      return;
+    }
     if (n > wq_deq_rows(v)) wq_dequant_panel(v, Bw, st, j->pack[tid]);
     for (int64_t r = 0; r < n; r += MR) {
       int m = n - r < MR ? (int)(n - r) : MR;
@@ -1552,8 +1648,9 @@ static void phase2(void *arg, int64_t row) {
   } else {
     memcpy(a, h, sizeof(float) * (size_t)j->F);
   }
-  if (j->vout.mode == MOEC_WQ_BF16) round_bf16_row(a, j->F);
+  if (j->vout.mode == MOEC_WQ_BF16 || j->abf) round_bf16_row(a, j->F);
   if (j->AB) to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
+  if (j->AH) abf_row_pairs(&j->vout, a, row, j->rows_total, j->AH);
   if (j->AR) prep_x4(a, j->F, j->vout.G, j->AR + row * j->F, j->AS + row * (j->F / j->vout.G));
   if (j->aq && j->vout.mode == MOEC_WQ_INT4) {
     int64_t ng = j->F / j->vout.G;
@@ -1583,18 +1680,23 @@ static void phase3(void *arg, int64_t item, int tid) {
   const uint32_t *Bq = j->pkb_out ? j->pkb_out + (e * j->nb3 + cb) * ((j->F + 1) / 2) * NR : NULL;
   const void *Bw = NULL;
   const float *st = NULL;
+  const uint32_t *Bh = NULL; /* bf16 activations: the pair panel */
   int wq = j->vout.mode == MOEC_WQ_INT8 || j->vout.mode == MOEC_WQ_INT4;
   if (n > GEMV_ROWS && !Bi && !B4 && wq) {
     const wview *v = &j->vout;
     Bw = wq_panel(v, j->pw_out, e, j->nb3, cb, c0, nb, wq_narrow_buf(j->pack[tid], v->K));
     st = wq_scales(v, j->sc_out, e, j->nb3, cb, c0, nb, j->stab[tid]);
-    if (n > wq_deq_rows(v)) { /* the f32 panel and tile() below */
+    if (j->abf) {
+      wq_bf16_panel(v, Bw, e, c0, nb, (uint32_t *)j->pack[tid]);
+      Bh = (const uint32_t *)j->pack[tid];
+      Bw = NULL;
+    } else if (n > wq_deq_rows(v)) { /* the f32 panel and tile() below */
       wq_dequant_panel(v, Bw, st, j->pack[tid]);
       Bp = j->pack[tid];
       Bw = NULL;
     }
   }
-  int have_panel = Bi || Bw || B4 || Bp;
+  int have_panel = Bi || Bw || B4 || Bp || Bh;
   have_panel = have_panel || Bq;
   if (n > GEMV_ROWS && !have_panel) { /* f32 panel (dequantised when nothing narrower is packed) */
     if (j->pk_out) {
@@ -1611,7 +1713,9 @@ static void phase3(void *arg, int64_t item, int tid) {
       int64_t ng = j->F / j->vout.G, ld = ng * g4_of(j->vout.G);
       tile_w4a8(&j->vout, (const int8_t *)j->AQ + (r0 + r) * ld, ld, j->AQS + (r0 + r) * ng, j->AQZ + (r0 + r) * ng, m,
                 B4, out, NR, nb);
-    } else if (Bw)
+    } else if (Bh)
+      tile_wq_bf16(&j->vout, j->AH + (r0 + r) * abf_pairs(&j->vout), j->rows_total, m, Bh, st, out, NR, nb);
+    else if (Bw)
       tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, st, out, NR, nb);
     else if (Bi)
       tile_i8(j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0, out, NR, nb);
@@ -1676,7 +1780,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       const float *src = xd + (s / k) * D;
       float sc = (rwd && weights_at == 1) ? rwd[s] : 1.0f;
       for (int64_t d = 0; d < D; d++) X[r * D + d] = src[d] * sc;
-      if (mode == MOEC_WQ_BF16) round_bf16_row(X + r * D, D);
+      if (mode == MOEC_WQ_BF16 || (q && q->aq == 2)) round_bf16_row(X + r * D, D);
       r++;
     }
   int64_t yshape[3] = {T, k, D};
@@ -1690,7 +1794,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
             b_in ? (const float *)b_in->data : NULL, b_out ? (const float *)b_out->data : NULL, rwd,
             (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, NULL, NULL,
             NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {0}, 0};
-  if (mode == MOEC_WQ_INT4 && q->aq) { /* w4a8: rows quantised per int4 group (signed codes, sums) */
+  if (mode == MOEC_WQ_INT4 && q->aq == 1) { /* w4a8: rows quantised per int4 group (signed codes, sums) */
     j.aq = 1;
     int64_t ng1 = D / vin.G, ng3 = F / vout.G, l1 = ng1 * g4_of(vin.G), l3 = ng3 * g4_of(vout.G);
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(total * l1) + 4);
@@ -1705,7 +1809,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
         quant_row_g(X + rr * D, D, vin.G, (int8_t *)j.XQ + rr * l1, j.XQS + rr * ng1, j.XQZ + rr * ng1);
     j.p4_in = packed_panels_w4a8(&vin, E);
     j.p4_out = packed_panels_w4a8(&vout, E);
-  } else if (mode == MOEC_WQ_INT8 && q->aq) {
+  } else if (mode == MOEC_WQ_INT8 && q->aq == 1) {
     j.aq = 1;
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(total * KP4(D)) + 4);
     j.AQ = (uint8_t *)moec_scratch_alloc((size_t)(total * KP4(F)) + 4);
@@ -1740,12 +1844,21 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     else
       for (int64_t rr = 0; rr < total; rr++) prep_x4(X + rr * D, D, vin.G, j.XR + rr * D, j.XS + rr * (D / vin.G));
   }
-  if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && !(q && q->aq) && maxn > GEMV_ROWS) {
+  if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && !(q && q->aq == 1) && maxn > GEMV_ROWS) {
     j.pw_in = (const uint8_t *)packed_panels_wq(&vin, E);
     j.pw_out = (const uint8_t *)packed_panels_wq(&vout, E);
     j.sc_in = cached_scale_tables(&vin, E);
     j.sc_out = cached_scale_tables(&vout, E);
+    if (q->aq == 2) { /* bf16 activations: the rows as group-major bf16 pairs (A's in phase 2) */
+      j.abf = 1;
+      j.XH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * abf_groups(&vin) * abf_pairs(&vin) + 1));
+      j.AH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * abf_groups(&vout) * abf_pairs(&vout) + 1));
+      if (!j.XH || !j.AH) j.failed = 1;
+      else
+        for (int64_t rr = 0; rr < total; rr++) abf_row_pairs(&vin, X + rr * D, rr, total, j.XH);
+    }
   }
+  if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && q->aq == 2) j.abf = 1; /* (A rounded at every row count) */
   if (mode == MOEC_WQ_NONE && maxn > GEMV_ROWS) { /* f32 prefill: pack once (decode reads rows directly) */
     j.pk_in = packed_panels((const float *)w_in->data, E, I, D);
     j.pk_out = packed_panels((const float *)w_out->data, E, D, F);
@@ -1771,6 +1884,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
   for (int t = 0; t < nt; t++) { free(j.pack[t]); free(j.stab[t]); }
   moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.AR); free(j.AS); moec_scratch_free(j.XB); moec_scratch_free(j.AB);
+  moec_scratch_free(j.XH); moec_scratch_free(j.AH);
   moec_scratch_free(j.XQ); moec_scratch_free(j.AQ); free(j.XQS); free(j.AQS); free(j.XQZ); free(j.AQZ);
   free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
@@ -1793,7 +1907,8 @@ typedef struct {
   int32_t *XQZ;             /* w4a8: per (row, group) code sums */
   const void *panels;       /* cached narrow / pair panels, or NULL (packed per item) */
   int kind;                 /* 0 gemv, 1 f32 tile on dequantised panels, 2 tile_wq, 3 tile_i8, 4 tile_bf16,
-                             * 5 tile_w4a8 */
+                             * 5 tile_w4a8, 6 tile_wq_bf16 (int8 / int4 weights, bf16 activations: rows XH) */
+  uint32_t *XH;             /* kind 6: the rounded rows as group-major bf16 pairs (abf_row_pairs) */
   const float *bias;
   float *y;
   float *pack[64], *stab[64];
@@ -1817,10 +1932,13 @@ static void lq_task(void *arg, int64_t item, int tid) {
     } else if (j->kind == 3) {
       panel = j->panels ? (const void *)((const int8_t *)j->panels + (size_t)b * i8_panel_bytes(K)) : j->pack[tid];
       if (!j->panels) pack_i8_panel(v->w, K, c0, nb, j->pack[tid]);
-    } else if (j->kind == 2) {
+    } else if (j->kind == 2 || j->kind == 6) {
       panel = wq_panel(v, (const uint8_t *)j->panels, 0, j->nbk, b, c0, nb, wq_narrow_buf(j->pack[tid], K));
       st = wq_scales(v, j->scales, 0, j->nbk, b, c0, nb, j->stab[tid]);
-      if (r1 - r0 > wq_deq_rows(v)) { /* one dequantisation for the item's rows, then the f32 tile (kind 1) */
+      if (j->kind == 6) { /* the pair panel, once per item */
+        wq_bf16_panel(v, panel, 0, c0, nb, (uint32_t *)j->pack[tid]);
+        panel = j->pack[tid];
+      } else if (r1 - r0 > wq_deq_rows(v)) { /* one dequantisation for the item's rows, then the f32 tile (kind 1) */
         wq_dequant_panel(v, panel, st, j->pack[tid]);
         panel = j->pack[tid];
       }
@@ -1854,6 +1972,8 @@ static void lq_task(void *arg, int64_t item, int tid) {
           tile_wq(v, j->X + r * K, K, m, panel, st, C, N, nb);
         else if (j->kind == 4)
           tile_bf16(j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb);
+        else if (j->kind == 6)
+          tile_wq_bf16(v, j->XH + r * abf_pairs(v), j->M, m, (const uint32_t *)panel, st, C, N, nb);
         else
           tile(j->X + r * K, K, m, (const float *)panel, K, C, N, nb);
       }
@@ -1899,7 +2019,8 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   const float *xd = (const float *)x->data;
   float *xcopy = NULL;
   int failed = 0;
-  if (mode == MOEC_WQ_BF16) { /* the bf16 dot products take x rounded to bf16 */
+  const int abf = q->aq == 2 && (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4); /* bf16 activations */
+  if (mode == MOEC_WQ_BF16 || abf) { /* the bf16 dot products take x rounded to bf16 */
     xcopy = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(M * K + 16));
     if (!xcopy) return moec_fail(ctx, "out of memory");
     memcpy(xcopy, xd, sizeof(float) * (size_t)(M * K));
@@ -1907,7 +2028,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     xd = xcopy;
   }
   j.X = xd;
-  if (q->aq && mode == MOEC_WQ_INT4) { /* w4a8: every row count (decode streams the cached panels) */
+  if (q->aq == 1 && mode == MOEC_WQ_INT4) { /* w4a8: every row count (decode streams the cached panels) */
     j.kind = 5;
     const int64_t ng = K / G, ld = ng * g4_of(G);
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(M * ld) + 4);
@@ -1917,7 +2038,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     else
       for (int64_t r = 0; r < M; r++) quant_row_g(xd + r * K, K, G, (int8_t *)j.XQ + r * ld, j.XQS + r * ng, j.XQZ + r * ng);
     if (!failed) j.panels = packed_panels_w4a8(&j.v, 1);
-  } else if (q->aq && mode == MOEC_WQ_INT8) {
+  } else if (q->aq == 1 && mode == MOEC_WQ_INT8) {
     j.kind = 3;
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(M * KP4(K)) + 4);
     j.XQS = (float *)malloc(sizeof(float) * (size_t)(M + 1));
@@ -1945,15 +2066,21 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
         for (int64_t r = 0; r < M; r++) prep_x4(xd + r * K, K, G, j.XR + r * K, j.XS + r * (K / G));
     }
   } else if (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) {
-    j.kind = 2;
+    j.kind = abf ? 6 : 2;
     j.panels = packed_panels_wq(&j.v, 1);
     j.scales = cached_scale_tables(&j.v, 1);
+    if (abf) { /* bf16 activations above GEMV_ROWS rows: the rounded rows as group-major pairs */
+      j.XH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * abf_groups(&j.v) * abf_pairs(&j.v) + 1));
+      if (!j.XH) failed = 1;
+      else
+        for (int64_t r = 0; r < M; r++) abf_row_pairs(&j.v, xd + r * K, r, M, j.XH);
+    }
   } else {
     j.kind = 1; /* bf16 weights not from the weights file (no cached panels): f32 panels, dequantised per item */
   }
   /* rows per item: all of them at decode; else a block whose f32 rows stay in L2 (~256 KiB) */
   const int64_t rstep = j.kind == 5 ? W4A8_MR : MR; /* (w4a8's rows are int8 codes: 4x as many fit) */
-  int64_t rb = j.kind == 0 ? M : (j.kind == 5 ? 262144 / K : 65536 / K) / rstep * rstep;
+  int64_t rb = j.kind == 0 ? M : (j.kind == 5 ? 262144 / K : j.kind == 6 ? 131072 / K : 65536 / K) / rstep * rstep;
   if (rb < rstep) rb = rstep;
   if (rb > M) rb = M;
   j.rb = rb;
@@ -1970,12 +2097,12 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   if (items < nt) nt = (int)items;
   if (nt > 64) nt = 64;
   if (j.kind != 0 && j.kind != 4) {
-    size_t pb = j.kind == 2 ? wq_pack_bytes(K) : sizeof(float) * (size_t)(K * NR + 16), pbi = i8_panel_bytes(K) + 64;
+    size_t pb = j.kind == 2 || j.kind == 6 ? wq_pack_bytes(K) : sizeof(float) * (size_t)(K * NR + 16), pbi = i8_panel_bytes(K) + 64;
     if (j.kind == 5 && w4a8_panel_bytes(&j.v) + 64 > pbi) pbi = w4a8_panel_bytes(&j.v) + 64;
     for (int t = 0; t < nt && !failed; t++) {
       j.pack[t] = (float *)aligned_alloc(64, ((pb > pbi ? pb : pbi) + 63) & ~(size_t)63);
       if (!j.pack[t]) failed = 1;
-      if (j.kind == 2) {
+      if (j.kind == 2 || j.kind == 6) {
         j.stab[t] = (float *)aligned_alloc(64, (sizeof(float) * (size_t)(2 * NR * (K / 2 + 1) + 16) + 63) & ~(size_t)63);
         if (!j.stab[t]) failed = 1;
       }
@@ -1992,7 +2119,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   }
   for (int t = 0; t < 64; t++) { free(j.pack[t]); free(j.stab[t]); }
   moec_scratch_free(xcopy); moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.XB); moec_scratch_free(j.XQ);
-  free(j.XQS); free(j.XQZ);
+  moec_scratch_free(j.XH); free(j.XQS); free(j.XQZ);
   if (failed) return moec_fail(ctx, "out of memory in a quantised linear layer");
   return 0;
 }
