@@ -44,11 +44,13 @@ SMALL_MODEL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hi
 # (Mixtral's own is 1e6) so that every engine runs the same model; make_ggufs checks it.
 ROPE_THETA = 10000.0
 # moec --weights mode -> the llama.cpp GGUF of the same format (None: made by the converter)
-GGUF_OF = {"f32": "f32", "bf16": "bf16", "int8": "q8_0", "int4": "q4_0", "w8a8": "q8_0", "w4a8": "q4_0"}
+GGUF_OF = {"f32": "f32", "bf16": "bf16", "int8": "q8_0", "int4": "q4_0", "w8a8": "q8_0", "w4a8": "q4_0",
+           "int8_bf16": "q8_0", "int4_bf16": "q4_0"}
 # (llama.cpp's q8_0 / q4_0 matmuls on CPUs quantise the activations to q8_0 blocks: int8 / int4 weights with int8
 # activations, like moec's w8a8 / w4a8 (--weights int4 --activations int8); moec's int8 and int4 keep f32 activations)
-# moec formats whose GGUF is another format's file: w8a8 -> int8's q8_0, w4a8 -> int4's q4_0
-SHARED_GGUF = {"w8a8": "int8", "w4a8": "int4"}
+# (int8_bf16 / int4_bf16: int8 / int4 weights with activations rounded to bf16, --activations bf16: bf16 arithmetic)
+# moec formats whose GGUF is another format's file: w8a8 -> int8's q8_0, w4a8 -> int4's q4_0 (and the _bf16 ones)
+SHARED_GGUF = {"w8a8": "int8", "w4a8": "int4", "int8_bf16": "int8", "int4_bf16": "int4"}
 
 
 def make_checkpoint(d: str, small: bool, seed: int = 0) -> None:
