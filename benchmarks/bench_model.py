@@ -26,10 +26,13 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -172,6 +175,220 @@ def make_ggufs(ckpt: str, llama_src: str, outdir: str, formats) -> dict:
     return {f: p for f, p in out.items() if f in formats}
 
 
+# ---- physical limits (issue 17: "decode >= 85% of the copy probe for the bytes read per token; prefill >= 85% of
+# the sgemm (or bf16/AMX) probe at N=256"), reported beside the engines' times ------------------------------------
+# The arithmetic llama.cpp's CPU matmuls do per GGUF type (ggml's vec_dot_type: f32 rows as f32, bf16 rows with
+# activations rounded to bf16, q8_0 / q4_0 rows with activations quantised to q8_0 blocks, int8 dot products).
+LLAMA_ARITHMETIC = {"f32": "f32", "bf16": "bf16", "q8_0": "int8", "q4_0": "int8"}
+LIMIT_GOAL = 0.85
+
+
+def text_config(cfg: dict) -> dict:
+    """The sizes the FLOP and byte counts need, from a transformers config.json (dict): layers, hidden, heads,
+    kv heads, head size, expert FFN size, experts, experts per token, vocab."""
+    H = cfg["num_attention_heads"]
+    return {"layers": cfg["num_hidden_layers"], "hidden": cfg["hidden_size"], "heads": H,
+            "kv_heads": cfg.get("num_key_value_heads") or H,
+            "head_dim": cfg.get("head_dim") or cfg["hidden_size"] // H, "ffn": cfg["intermediate_size"],
+            "experts": cfg["num_local_experts"], "top_k": cfg["num_experts_per_tok"], "vocab": cfg["vocab_size"]}
+
+
+def prefill_flops(cfg: dict, tokens: int) -> dict:
+    """Multiply-add FLOPs (2 per multiply-add) of one prefill of ``tokens`` tokens of a Mixtral-style decoder with
+    last-position logits, per part, from the config (``text_config``'s keys): per layer the attention
+    projections (q and o with ``heads`` x ``head_dim`` columns, k and v with ``kv_heads`` x ``head_dim``), the
+    attention scores and the weighted sum of values over the causal half (query i sees i + 1 keys: what the math
+    needs; an engine computing the whole square does more than is counted), the router (``experts`` logits per
+    token), the routed experts (``top_k`` slots per token, each gate, up and down: 3 GEMMs of hidden x ffn); the
+    output layer at the last position only.  Norms, rotary, softmax and the SwiGLU product are left out (a
+    few MFLOP, not GEMM work)."""
+    c = cfg
+    T, D, hd = tokens, c["hidden"], c["head_dim"]
+    q_cols, kv_cols = c["heads"] * hd, c["kv_heads"] * hd
+    per_layer = {"attention projections": 2 * T * D * (2 * q_cols + 2 * kv_cols),
+                 "attention scores": 2 * 2 * c["heads"] * hd * (T * (T + 1) // 2),
+                 "router": 2 * T * D * c["experts"],
+                 "experts": 2 * T * c["top_k"] * 3 * D * c["ffn"]}
+    out = {k: v * c["layers"] for k, v in per_layer.items()}
+    out["output layer"] = 2 * D * c["vocab"]
+    out["total"] = sum(out.values())
+    return out
+
+
+def _artifact_module(art_dir: str):
+    from moec.ir.io import load_module
+    return load_module(os.path.join(art_dir, "model.mlir"))  # (the weights memory-mapped, not read)
+
+
+def moec_arithmetic(art_dir: str) -> str:
+    """module_arithmetic of a compiled artifact folder."""
+    return module_arithmetic(_artifact_module(art_dir))
+
+
+def module_arithmetic(m) -> str:
+    """The arithmetic of a moec module's experts (where nearly all of a MoE model's FLOPs are), from its IR:
+    int8 activations (aq int8: w8a8 / w4a8) -> "int8"; bf16 activations (aq bf16: int8_bf16 / int4_bf16) or bf16
+    weights with no activation type -> "bf16"; else "f32" (f32 weights, and int8 / int4 weights widened to f32)."""
+    kinds = set()
+    for o in m.main.ops:
+        if o.name == "moe.experts":
+            aq, wq = o.attrs.get("aq", "none"), o.attrs.get("wq", "none")
+            kinds.add("int8" if aq == "int8" else "bf16" if aq == "bf16" or (aq == "none" and wq == "bf16")
+                      else "f32")
+    if len(kinds) != 1:
+        raise RuntimeError(f"expected experts of one arithmetic, found {sorted(kinds) or 'no experts'}")
+    return kinds.pop()
+
+
+def _rows_per_index(v) -> int:
+    """Indices a gather reads per call of a decode step (one token: symbolic dims taken as 1)."""
+    n = 1
+    for d in v.type.shape:
+        n *= d if isinstance(d, int) else 1
+    return n
+
+
+def moec_decode_bytes(art_dir: str, context: int, capacity: int) -> dict:
+    """module_decode_bytes of a compiled decode step's artifact folder."""
+    return module_decode_bytes(_artifact_module(art_dir), context, capacity)
+
+
+def module_decode_bytes(m, context: int, capacity: int) -> dict:
+    """Bytes one decode step (one token) of a moec decode step module (moec.decode.KVStep: input_ids, pos, then
+    the cache k_0, v_0, ...) must read, from its IR and weights in their stored types (scales included): every
+    constant once; a constant that experts ops read with a leading experts dim: ``k`` / ``E`` of it (the token's
+    k experts; k from the op's route); a constant that gathers read along their axis (the embedding, rotary
+    tables): the rows the token's indices pick; the cache inputs: ``context`` of their ``capacity`` positions.
+    Returns bytes per part and "total"."""
+    from moec.decode import input_names
+    from moec.ir.opdef import const_value
+    f = m.main
+    uses = {}
+    for o in f.ops:
+        for i, v in enumerate(o.operands):
+            if v is not None and v.owner is not None and v.owner.name == "moec.constant":
+                uses.setdefault(id(v), (v, []))[1].append((o, i))
+    parts = {"experts (k of E)": 0, "gathered rows": 0, "other weights": 0}
+    for v, us in uses.values():
+        nbytes = int(np.asarray(const_value(v, m.weights)).nbytes)
+        shape = v.type.shape
+        frac, part = 1.0, "other weights"
+        if all(o.name == "moe.experts" for o, _ in us):
+            E = int(us[0][0].operands[4].type.shape[0])
+            k = int(us[0][0].operands[1].owner.attrs["k"])
+            if shape and shape[0] == E:
+                frac, part = min(1.0, k / E), "experts (k of E)"
+        elif all(o.name == "moec.gather" and i == 0 for o, i in us):
+            o = us[0][0]
+            ax = o.attrs.get("axis", 0) % len(shape)
+            frac, part = min(1.0, _rows_per_index(o.operands[1]) / shape[ax]), "gathered rows"
+        parts[part] += int(round(nbytes * frac))
+    cache = [a for a, n in zip(f.args, f.arg_names) if n not in input_names(0)]  # (all but input_ids, pos)
+    parts["kv cache"] = int(sum(int(np.prod(a.type.shape)) * a.type.dtype.itemsize for a in cache) * context
+                            // capacity)
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def gguf_decode_bytes(gguf_path: str, cfg: dict, context: int, llama_src: str) -> dict:
+    """The same for llama.cpp on a GGUF (read with gguf-py from ``llama_src``): its tensors in their stored types
+    (quantisation blocks' scales included); the expert tensors (gguf's FFN_{GATE,UP,DOWN}_EXP): ``top_k`` /
+    ``experts``; the token embedding (gguf's TOKEN_EMBD): one row; the KV cache at ``context`` positions in the
+    type llama-cpp-python's context gets by default (llama_context_default_params().type_k / type_v)."""
+    sys.path.insert(0, os.path.join(llama_src, "gguf-py"))
+    try:
+        import gguf
+    finally:
+        sys.path.pop(0)
+    import llama_cpp
+    T = gguf.MODEL_TENSOR
+    exp_re = [re.compile(re.escape(gguf.TENSOR_NAMES[t]).replace(r"\{bid\}", r"\d+") + r"\.weight")
+              for t in (T.FFN_GATE_EXP, T.FFN_UP_EXP, T.FFN_DOWN_EXP)]
+    embd = gguf.TENSOR_NAMES[T.TOKEN_EMBD] + ".weight"
+    parts = {"experts (k of E)": 0, "gathered rows": 0, "other weights": 0}
+    for t in gguf.GGUFReader(gguf_path).tensors:
+        if any(r.fullmatch(t.name) for r in exp_re):
+            parts["experts (k of E)"] += int(t.n_bytes) * cfg["top_k"] // cfg["experts"]
+        elif t.name == embd:
+            parts["gathered rows"] += int(t.n_bytes) // cfg["vocab"]
+        else:
+            parts["other weights"] += int(t.n_bytes)
+    p = llama_cpp.llama_context_default_params()
+    per_pos = 0
+    for ty in (p.type_k, p.type_v):
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ty)]
+        per_pos += cfg["layers"] * cfg["kv_heads"] * cfg["head_dim"] * size // block
+    parts["kv cache"] = per_pos * context
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def add_decode_bytes(run: dict, fmt: str, gguf, cfg: dict, llama_src) -> None:
+    """Each row of a decode run (whole_model_decode's) gets ``bytes_per_token`` for moec (its compiled step) and
+    llama.cpp (its GGUF), counted at the context of the run's median timed step: the prompt's C tokens plus half of
+    the steps (step i feeds the token at position C + i - 1, which attends to C + i positions)."""
+    comp = run.get("moec_compiles") or {}
+    for row in run["rows"]:
+        C, steps = row["context"], row["steps"]
+        ctx, cap = C + steps // 2, C + steps
+        b = {}
+        info = comp.get(f"moec {fmt} max_len {cap}") or {}
+        if info.get("art_dir"):
+            b[f"moec {fmt}"] = moec_decode_bytes(info["art_dir"], ctx, cap)
+        if gguf and llama_src:
+            b[f"llama.cpp {GGUF_OF[fmt]}"] = gguf_decode_bytes(gguf, cfg, ctx, llama_src)
+        row["bytes_per_token"] = b
+        row["bytes_context"] = ctx
+
+
+def gguf_tag(path: str) -> str:
+    """A GGUF's format tag from its file name (model-<tag>.gguf, as make_ggufs names them)."""
+    return os.path.splitext(os.path.basename(path))[0].replace("model-", "")
+
+
+def _fraction(x, ceiling):
+    return None if x is None or not ceiling else x / ceiling
+
+
+def prefill_limits(run: dict) -> list:
+    """Per N of a prefill run: each engine with an arithmetic (moec, llama.cpp) at its model FLOPs / median time
+    against the matching GEMM probe timed in the same interleaved loop."""
+    out = []
+    for row in run["rows"]:
+        fl = row.get("model_flops")
+        if not fl:
+            continue
+        cells = {}
+        for eng, arith in (run.get("arithmetic") or {}).items():
+            pms = (row.get("probe_ms") or {}).get(arith)
+            if eng not in row["ms"] or not pms:
+                continue
+            got = fl["total"] / row["ms"][eng] / 1e6
+            probe = run["probes"][arith]["flops"] / pms / 1e6
+            cells[eng] = {"arithmetic": arith, "gflops": got, "probe_gflops": probe, "fraction": got / probe}
+        out.append({"tokens": row["tokens"], "model_gflop": fl["total"] / 1e9, "engines": cells})
+    return out
+
+
+def decode_limits(run: dict) -> list:
+    """Per context of a decode run: each engine with a bytes count at bytes per token x tokens/s against the copy
+    and read probes measured before and after the run (their mean)."""
+    pr = run.get("probes") or {}
+    copy = statistics.mean(pr["copy_gbps"]) if pr.get("copy_gbps") else None
+    read = statistics.mean(pr["read_gbps"]) if pr.get("read_gbps") else None
+    out = []
+    for row in run["rows"]:
+        cells = {}
+        for eng, b in (row.get("bytes_per_token") or {}).items():
+            if eng not in row["engines"]:
+                continue
+            gbps = b["total"] * row["engines"][eng]["tokens_per_s"] / 1e9
+            cells[eng] = {"mb_per_token": b["total"] / 1e6, "gbps": gbps, "copy_gbps": copy, "read_gbps": read,
+                          "of_copy": _fraction(gbps, copy), "of_read": _fraction(gbps, read)}
+        out.append({"context": row["context"], "engines": cells})
+    return out
+
+
 PARTS = ("prefill", "decode", "matmul", "profile")
 
 
@@ -223,7 +440,7 @@ def main(argv=None) -> int:
     if "prefill" in parts and not os.path.exists(onnx_path):
         export_onnx(ckpt, onnx_path)
     print(f"checkpoint + ONNX in {work} ({time.time() - t0:.0f} s)", flush=True)
-    from moec.bench import copy_probe, llama_cpp_available, sgemm_probe
+    from moec.bench import copy_probe, gemm_probe, llama_cpp_available, read_probe
     ggufs, why = {}, ""
     if not llama_cpp_available():
         why = "llama-cpp-python is not importable (pip install 'moec[bench]')"
@@ -233,7 +450,6 @@ def main(argv=None) -> int:
         ggufs = make_ggufs(ckpt, a.llama_src, work, formats)
     if why:
         print(f"llama.cpp left out: {why}", flush=True)
-    gguf_tag = {p: os.path.splitext(os.path.basename(p))[0].replace("model-", "") for p in ggufs.values()}
     rep = {"model_config": SMALL_MODEL if a.small else ISSUE_MODEL, "threads": a.threads, "formats": formats,
            "group_size": a.group_size, "load_avg_at_start": os.getloadavg(),
            "command": "python benchmarks/bench_model.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -250,7 +466,12 @@ def main(argv=None) -> int:
                                                                      old.get("load_avg_at_end")]} for p in kept},
                   **{p: v for p, v in (before.get("by_part") or {}).items() if p in kept}}
             rep["kept_from_earlier_run"] = {"parts": kept, "by_part": by}
-    rep["probes"] = {"sgemm_gflops": sgemm_probe(a.threads), "copy_gbps": copy_probe()}
+    # (the machine at the start, on the benchmark's threads; each part's limits use probes measured in that part)
+    gp = {d: gemm_probe(d, a.threads) for d in ("f32", "bf16", "int8")}
+    rep["probes"] = {"sgemm_gflops": gp["f32"].get("gflops"), "bf16_gflops": gp["bf16"].get("gflops"),
+                     "int8_gops": gp["int8"].get("gflops"), "copy_gbps": copy_probe(threads=a.threads),
+                     "read_gbps": read_probe(threads=a.threads), "threads": a.threads,
+                     "how": {d: g.get("how", g.get("error")) for d, g in gp.items()}}
 
     def save():  # (after each part: a later part failing keeps the earlier ones)
         rep["load_avg_at_end"] = os.getloadavg()
@@ -281,13 +502,22 @@ def main(argv=None) -> int:
         if os.path.exists(old_json):  # (formats not rerun now are kept from the folder's last run)
             runs = {f: r for f, r in (json.load(open(old_json)).get("decode") or {}).get("runs", {}).items()
                     if f not in dec_formats}
+        tcfg = text_config(json.load(open(os.path.join(ckpt, "config.json"))))
+
+        def bw():  # (the copy and read probes on the benchmark's threads, before and after each format's run)
+            return copy_probe(threads=a.threads), read_probe(threads=a.threads)
         for i, f in enumerate(dec_formats):
             load0 = os.getloadavg()
+            bw0 = bw()
             runs[f] = whole_model_decode(ckpt, contexts, [f], {GGUF_OF[f]: gguf_of[f]} if f in gguf_of else {},
                                          a.threads, a.steps, a.decode_repeats, a.group_size,
                                          work=os.path.join(work, "decode"), log=lambda m: print(m, flush=True),
                                          torch_eager=f == "f32")
+            bw1 = bw()
             runs[f]["llama_cpp_key"] = f"llama.cpp {GGUF_OF[f]}" if f in gguf_of else None
+            runs[f]["probes"] = {"copy_gbps": [bw0[0], bw1[0]], "read_gbps": [bw0[1], bw1[1]], "threads": a.threads,
+                                 "when": "before and after the run"}
+            add_decode_bytes(runs[f], f, gguf_of.get(f), tcfg, a.llama_src)
             runs[f].update(command=rep["command"], load_avg=[load0, os.getloadavg()])
             rep["decode"] = {"repeats": a.decode_repeats, "steps": a.steps, "runs": runs}
             save()
@@ -373,10 +603,9 @@ def prefill_run(onnx_path: str, art_dir: str, fmt: str, tokens, repeats: int, th
     onnxruntime runs up to ``ort_max_tokens``: the dynamo export's MoE is transformers' batched_mm, which copies
     the chosen experts' weights per token (2 x 34.6 MB per token and layer at the issue's size: 17.7 GB at
     N = 256, and the process was OOM-killed on a 24 GB host)."""
-    import statistics
-    import numpy as np
+    import contextlib
     import onnxruntime as ort
-    from moec.bench import whole_model_peers
+    from moec.bench import GemmProbe, whole_model_peers
     from moec.targets.cpu_backend import CpuArtifact
     report = compile_artifact(onnx_path, art_dir, fmt, threads, group_size, verify, f"{min(tokens)},1")
     art = CpuArtifact(art_dir, threads=threads)
@@ -390,6 +619,13 @@ def prefill_run(onnx_path: str, art_dir: str, fmt: str, tokens, repeats: int, th
     peers = whole_model_peers(feeder, hf_model, [gguf] if gguf else [], threads, max(tokens), [fmt])
     if hf_model and fmt != "bf16":
         peers.pop("torch eager bf16", None)
+    gg = f"llama.cpp {os.path.splitext(os.path.basename(gguf))[0]}" if gguf else None
+    # the physical limit of each engine with a known arithmetic: its GEMM probe, timed in the same interleaved loop
+    arith = {"moec": moec_arithmetic(art_dir)}
+    if gg and gguf_tag(gguf) in LLAMA_ARITHMETIC:
+        arith[gg] = LLAMA_ARITHMETIC[gguf_tag(gguf)]
+    probes = {d: GemmProbe(d, threads) for d in dict.fromkeys(arith.values())}
+    tcfg = text_config(cfg)
     rows = []
     for T in tokens:
         ids = np.random.default_rng(T).integers(0, vocab, (1, T)).astype(np.int64)
@@ -409,16 +645,27 @@ def prefill_run(onnx_path: str, art_dir: str, fmt: str, tokens, repeats: int, th
             err[k] = float(np.abs(got - want).max() / max(1e-30, float(np.abs(want).max()))) \
                 if got.shape == want.shape else None
         times = {k: [] for k in runners}
-        for _ in range(repeats):
-            for k, fn in runners.items():
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
+        ptimes = {d: [] for d in probes}
+        with contextlib.ExitStack() as stack:  # (each probe on the benchmark's thread count while the loop runs)
+            for p in probes.values():
+                stack.enter_context(p)
+                p()
+            for _ in range(repeats):
+                for k, fn in runners.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[k].append(time.perf_counter() - t0)
+                for d, p in probes.items():
+                    t0 = time.perf_counter()
+                    p()
+                    ptimes[d].append(time.perf_counter() - t0)
         rows.append({"tokens": T, "ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
                      "max_err_rel_to_max": err, "error_reference": "onnxruntime" if "onnxruntime" in runners else
-                     ("torch eager f32" if "torch eager f32" in runners else "moec")})
-    gg = f"llama.cpp {os.path.splitext(os.path.basename(gguf))[0]}" if gguf else None
-    return {"format": fmt, "rows": rows, "llama_cpp_key": gg, "repeats": repeats,
+                     ("torch eager f32" if "torch eager f32" in runners else "moec"),
+                     "probe_ms": {d: 1e3 * statistics.median(v) for d, v in ptimes.items()},
+                     "model_flops": prefill_flops(tcfg, T)})
+    return {"format": fmt, "rows": rows, "llama_cpp_key": gg, "repeats": repeats, "arithmetic": arith,
+            "probes": {d: {"how": p.how, "flops": p.flops} for d, p in probes.items()},
             "peers": {k: v.describe for k, v in peers.items()},
             "quantization_error": report.get("quantization_error"), "verified": report.get("verified"),
             "weights": report.get("weights"), "build": report.get("bench_build")}
@@ -492,6 +739,67 @@ def _run_provenance(runs: dict) -> list:
     return out
 
 
+def _probe_words(pr: dict) -> str:
+    w = [f"sgemm {pr['sgemm_gflops']:.1f} GFLOP/s"] if pr.get("sgemm_gflops") else []
+    w += [f"bf16 GEMM {pr['bf16_gflops']:.1f} GFLOP/s"] if pr.get("bf16_gflops") else []
+    w += [f"int8 GEMM {pr['int8_gops']:.1f} GOP/s"] if pr.get("int8_gops") else []
+    w += [f"copy {pr['copy_gbps']:.1f} GB/s"] if pr.get("copy_gbps") else []
+    w += [f"read {pr['read_gbps']:.1f} GB/s"] if pr.get("read_gbps") else []
+    return ", ".join(w)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _bold_if(ok: bool, text: str) -> str:
+    return f"**{text}**" if ok else text
+
+
+def _prefill_limits_table(runs: dict) -> list:
+    """Physical limits of the prefill part at its largest N (the issue's N=256): per run, moec and llama.cpp."""
+    lines = []
+    for f, r in runs.items():
+        lim = prefill_limits(r)
+        if not lim:
+            continue
+        last = lim[-1]
+        if not lines:
+            lines += ["", f"Physical limit, prefill at N={last['tokens']} (goal >= {LIMIT_GOAL:.0%} of the GEMM probe of "
+                          "the engine's arithmetic, the probe timed in the same interleaved loop; model FLOPs from the "
+                          "config: attention projections, causal scores, router, k experts x 3 GEMMs, last-position "
+                          "output layer):", "",
+                      "| run | engine | arithmetic | model GFLOP | achieved GFLOP/s | probe GFLOP/s | fraction |",
+                      "|---|---|---|---|---|---|---|"]
+        for e, c in last["engines"].items():
+            lines.append(f"| {f} | {e} | {c['arithmetic']} | {last['model_gflop']:.4g} | {c['gflops']:.1f} | "
+                         f"{c['probe_gflops']:.1f} | {_bold_if(c['fraction'] >= LIMIT_GOAL, _pct(c['fraction']))} |")
+    if lines:
+        probes = {d: p["how"] for r in runs.values() for d, p in (r.get("probes") or {}).items()}
+        lines += [""] + [f"- probe {d}: {how}" for d, how in probes.items()]
+    return lines
+
+
+def _decode_limits_table(runs: dict) -> list:
+    """Physical limits of the decode part: bytes read per token x tokens/s against the copy and read probes."""
+    lines = []
+    for f, r in runs.items():
+        for lim in decode_limits(r):
+            for e, c in lim["engines"].items():
+                if not lines:
+                    lines += ["", f"Physical limit, decode (goal >= {LIMIT_GOAL:.0%} of the copy probe; bytes one token "
+                                  "must read, in the stored types with scales: the k experts of E, the other weights, "
+                                  "the embedding row, the KV cache at the median timed step's context; probes on the "
+                                  "benchmark's threads before and after each run, their mean):", "",
+                              "| run | engine | context | MB per token | achieved GB/s | copy probe GB/s | of copy | "
+                              "read probe GB/s | of read |", "|---|---|---|---|---|---|---|---|---|"]
+                ok = c["of_copy"] is not None and c["of_copy"] >= LIMIT_GOAL
+                lines.append(f"| {f} | {e} | {lim['context']} | {c['mb_per_token']:.4g} | {c['gbps']:.1f} | "
+                             f"{c['copy_gbps'] or float('nan'):.1f} | {_bold_if(ok, _pct(c['of_copy']))} | "
+                             f"{c['read_gbps'] or float('nan'):.1f} | {_pct(c['of_read'])} |")
+    return lines
+
+
 def summary_table(rep: dict) -> str:
     """The issue's tables: prefill ms per engine and N with moec's ratios to llama.cpp in the same format and to
     onnxruntime f32; decode tokens/s per engine and context with moec's ratios; the MatMul probe; the
@@ -500,8 +808,8 @@ def summary_table(rep: dict) -> str:
     pr = rep["probes"]
     out = [f"Model: MixtralForCausalLM {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, intermediate "
            f"{cfg['intermediate_size']}, {cfg['num_local_experts']} experts top-{cfg['num_experts_per_tok']}, vocab "
-           f"{cfg['vocab_size']}; {rep['threads']} threads; moec int4 group {rep['group_size']}; probes: sgemm "
-           f"{pr['sgemm_gflops']:.1f} GFLOP/s, copy {pr['copy_gbps']:.1f} GB/s; load average "
+           f"{cfg['vocab_size']}; {rep['threads']} threads; moec int4 group {rep['group_size']}; probes at the start "
+           f"({pr.get('threads', '?')} threads): {_probe_words(pr)}; load average "
            f"{rep['load_avg_at_start'][0]:.1f} at start, {rep.get('load_avg_at_end', [float('nan')])[0]:.1f} at end.",
            f"Command: `{rep['command']}`"]
     if rep.get("kept_from_earlier_run"):
@@ -530,6 +838,7 @@ def summary_table(rep: dict) -> str:
                 out.append(f"| {f} | {peer} ({goal}) | " + _ratio_cells(
                     [row["ms"]["moec"] / row["ms"][peer] if peer in row["ms"] else None for row in r["rows"]]) + " |")
         out += [""] + _run_provenance(runs)
+        out += _prefill_limits_table(runs)
         qe = {f: (r.get("quantization_error") or {}) for f, r in runs.items() if f != "f32"}
         if any(qe.values()):
             out.append("")
@@ -557,6 +866,7 @@ def summary_table(rep: dict) -> str:
                     [row["engines"][f"moec {f}"]["tokens_per_s"] / row["engines"][peer]["tokens_per_s"]
                      for row in r["rows"]]) + " |")
         out += [""] + _run_provenance(runs)
+        out += _decode_limits_table(runs)
     mm = rep.get("matmul")
     if mm:
         Ts = sorted({r["T"] for r in mm["rows"]})

@@ -36,22 +36,143 @@ def _median_time(fn: Callable[[], object], repeats: int) -> List[float]:
     return out
 
 
+class GemmProbe:
+    """This machine's attainable GEMM rate in one arithmetic, the ceiling a model's FLOP rate is put against.
+
+    ``dtype`` "f32": a square f32 matmul through numpy's BLAS, limited to ``threads`` with threadpoolctl when it is
+    installed (without it numpy's BLAS runs on its own thread count, said in ``how``; torch's f32 matmul is not
+    used: on AVX-512 hosts without Intel's MKL paths it ran at half numpy's OpenBLAS);
+    "bf16": torch.matmul of bf16 matrices (oneDNN's avx512_core_bf16 / AMX kernels: products of bf16 values
+    summed in f32, the arithmetic of vdpbf16ps);
+    "int8": torch._int_mm, int8 x int8 -> int32 (oneDNN's VNNI / AMX-int8 kernels: the arithmetic of
+    int8-activation formats such as w8a8 / w4a8 and llama.cpp's q8_0 / q4_0 matmuls).
+    torch runs with torch.set_num_threads(threads) inside ``with probe:`` (restored after).  ``with probe:`` sets
+    the thread count, ``probe()`` runs one multiplication of ``flops`` operations."""
+
+    DTYPES = ("f32", "bf16", "int8")
+
+    def __init__(self, dtype: str, threads: int, n: int = 1024):
+        if dtype not in self.DTYPES:
+            raise ValueError(f"GemmProbe: dtype {dtype!r}, not one of {self.DTYPES}")
+        self.dtype, self.threads, self.n = dtype, threads, n
+        self.flops = 2 * n ** 3
+        self._ctx = None
+        rng = np.random.default_rng(0)
+        if dtype == "f32":
+            self.a = rng.standard_normal((n, n)).astype(np.float32)
+            self.b = self.a.copy()
+            try:
+                import threadpoolctl  # noqa: F401
+                self.how = f"numpy matmul f32 {n}^3 (BLAS), {threads} threads (threadpoolctl)"
+            except ImportError:
+                self.how = (f"numpy matmul f32 {n}^3 (BLAS) on the BLAS's own thread count: threadpoolctl is not "
+                            f"installed, so the benchmark's {threads} threads are not applied")
+            self.fn = lambda: self.a @ self.b
+            return
+        import torch
+        if dtype == "bf16":
+            self.a = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32)).to(torch.bfloat16)
+            self.b = self.a.clone()
+            self.fn = lambda: torch.matmul(self.a, self.b)
+            self.how = f"torch.matmul bf16 {n}^3 (oneDNN), {threads} threads (torch.set_num_threads)"
+        else:
+            self.a = torch.from_numpy(rng.integers(-127, 128, (n, n), dtype=np.int8))
+            self.b = self.a.clone()
+            self.fn = lambda: torch._int_mm(self.a, self.b)
+            self.how = f"torch._int_mm int8 x int8 -> int32 {n}^3 (oneDNN), {threads} threads (torch.set_num_threads)"
+
+    def __enter__(self):
+        if self.dtype == "f32":
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                return self
+            self._ctx = threadpool_limits(limits=self.threads, user_api="blas")
+        else:
+            import torch
+            self._ctx = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        if self.dtype == "f32":
+            if self._ctx is not None:
+                self._ctx.restore_original_limits()
+        else:
+            import torch
+            torch.set_num_threads(self._ctx)
+        self._ctx = None
+        return False
+
+    def __call__(self):
+        return self.fn()
+
+    def measure(self, repeats: int = 5) -> dict:
+        """{"gflops": median rate over ``repeats`` calls after a warm-up, "how": ...}."""
+        with self:
+            self.fn()
+            ts = _median_time(self.fn, repeats)
+        return {"gflops": self.flops / statistics.median(ts) / 1e9, "how": self.how}
+
+
+def gemm_probe(dtype: str, threads: int, n: int = 1024, repeats: int = 5) -> dict:
+    """GemmProbe(dtype, threads, n).measure(repeats); {"error": why} where the probe cannot run (torch missing)."""
+    try:
+        return GemmProbe(dtype, threads, n).measure(repeats)
+    except ImportError as e:
+        return {"error": f"{dtype} GEMM probe needs torch ({e})"}
+
+
 def sgemm_probe(threads: int, n: int = 1024, repeats: int = 5) -> float:
-    """GFLOP/s of a square f32 matmul through numpy's BLAS."""
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    b = a.copy()
-    a @ b
-    ts = _median_time(lambda: a @ b, repeats)
-    return 2 * n ** 3 / statistics.median(ts) / 1e9
+    """GFLOP/s of a square f32 matmul through numpy's BLAS on ``threads`` threads (GemmProbe "f32")."""
+    return GemmProbe("f32", threads, n).measure(repeats)["gflops"]
 
 
-def copy_probe(mbytes: int = 256, repeats: int = 5) -> float:
-    """GB/s of a large memory copy (read + write counted)."""
+def _chunks(n: int, parts: int):
+    return [(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
+
+
+class _OnThreads:
+    """``with _OnThreads(threads, n, work) as run:`` ``run()`` calls ``work(lo, hi)`` over ``threads`` contiguous
+    parts of range(n) on as many Python threads (numpy releases the GIL in copies and reductions of plain
+    dtypes, so the parts run in parallel); one thread: in the caller's."""
+
+    def __init__(self, threads: int, n: int, work: Callable[[int, int], object]):
+        self.threads, self.n, self.work, self.pool = max(1, threads), n, work, None
+
+    def __enter__(self):
+        if self.threads == 1:
+            return lambda: self.work(0, self.n)
+        from concurrent.futures import ThreadPoolExecutor
+        self.pool = ThreadPoolExecutor(self.threads)
+        parts = _chunks(self.n, self.threads)
+        return lambda: [f.result() for f in [self.pool.submit(self.work, lo, hi) for lo, hi in parts]]
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown()
+        return False
+
+
+def copy_probe(mbytes: int = 256, repeats: int = 5, threads: int = 1) -> float:
+    """GB/s of a large memory copy (read + write counted), split over ``threads`` threads."""
     src = np.ones(mbytes * (1 << 20) // 4, np.float32)
     dst = np.empty_like(src)
-    np.copyto(dst, src)
-    ts = _median_time(lambda: np.copyto(dst, src), repeats)
+    with _OnThreads(threads, src.size, lambda lo, hi: np.copyto(dst[lo:hi], src[lo:hi])) as run:
+        run()
+        ts = _median_time(run, repeats)
     return 2 * src.nbytes / statistics.median(ts) / 1e9
+
+
+def read_probe(mbytes: int = 256, repeats: int = 5, threads: int = 1) -> float:
+    """GB/s of reading a large array once (a max-reduction, only reads counted), split over ``threads`` threads:
+    the ceiling of a kernel that streams weights (a decode step), which reads and writes almost nothing else.
+    (A copy's read + write rate is not that ceiling: a write costs the bus a read for ownership too.)"""
+    src = np.ones(mbytes * (1 << 20) // 4, np.float32)
+    with _OnThreads(threads, src.size, lambda lo, hi: np.maximum.reduce(src[lo:hi])) as run:
+        run()
+        ts = _median_time(run, repeats)
+    return src.nbytes / statistics.median(ts) / 1e9
 
 
 @dataclass
@@ -248,7 +369,7 @@ def run_bench(model_path: str, outdir: str, tokens: Sequence[int], weights="f32"
     if not feeder.hidden_input:  # (a whole model: its MoE layers see hidden states, not its input)
         fused = []
     gflops_peak = sgemm_probe(threads)
-    gbps_peak = copy_probe()
+    gbps_peak = copy_probe(threads=threads)
     rows = []
     for T in feeder.token_counts(tokens):
         xs = feeder.inputs(T)

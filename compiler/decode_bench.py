@@ -156,7 +156,7 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         for f in formats:  # (each compile in its own process: this one never holds a compile's memory)
             art_dir = os.path.join(work, f"moec_{f}_{max_len}_g{group_size}")
             info = compile_step_in_child(ckpt, art_dir, f, max_len, group_size)
-            compiles[f"moec {f} max_len {max_len}"] = info
+            compiles[f"moec {f} max_len {max_len}"] = dict(info, art_dir=art_dir)
             fn = _artifact_step(art_dir, threads)
             engines[f"moec {f}"] = (lambda fn=fn: lambda p, n: _gen(fn, geo, max_len, p, n))()
         path = os.path.join(work, f"step_{C}_{steps}.onnx")
