@@ -446,18 +446,27 @@ static void to_pairs(const float *a, int64_t K, uint32_t *out) {
  * C[m x nb] = A_pairs . B panel with MX rows unrolled (m <= MX; rows past m repeat row 0, unstored).
  * At one or two rows (decode) the panel streams from memory and each row's two accumulators would be
  * a chain of dependent vdpbf16ps: the pairs alternate between two accumulator sets (4 chains per row),
- * summed at the end. */
+ * summed at the end.
+ * Group scales gs (int8 / int4 weights with bf16 activations, tile_bf16_gs): the pairs run in groups of pg and at
+ * the end of group g the accumulators times the 32 column scales at gs + g * 2 NR are added into a second set
+ * (tot) and restart, i.e. each group's f32 partial sum times its scale; MX <= 4 there (both sets in registers).
+ * gs NULL (the constant every plain tile_bf16 call passes): one group, no scaling. */
 static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, const uint32_t *A, int64_t P, int m,
-                                                               const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
-  __m512 acc[MR][2], acd[MR][2];
+                                                               const uint32_t *Bp, float *C, int64_t ldc, int64_t nb,
+                                                               const float *gs, int64_t pg) {
+  __m512 acc[MR][2], acd[MR][2], tot[MR][2];
 #pragma GCC unroll 16
-  for (int r = 0; r < MX; r++) acc[r][0] = acc[r][1] = acd[r][0] = acd[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < MX; r++)
+    acc[r][0] = acc[r][1] = acd[r][0] = acd[r][1] = tot[r][0] = tot[r][1] = _mm512_setzero_ps();
   const uint32_t *a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++) a[r] = A + (r < m ? r : 0) * P;
-  int64_t p = 0;
+  const int64_t step = gs ? pg : P;
+  for (int64_t p0 = 0; p0 < P; p0 += step) {
+  const int64_t P1 = P - p0 < step ? P : p0 + step;
+  int64_t p = p0;
   if (MX <= 2)
-    for (; p + 2 <= P; p += 2) {
+    for (; p + 2 <= P1; p += 2) {
       const uint32_t *q = Bp + p * NR;
       __m512bh b0 = (__m512bh)_mm512_loadu_si512(q), b1 = (__m512bh)_mm512_loadu_si512(q + 16);
       __m512bh c0 = (__m512bh)_mm512_loadu_si512(q + NR), c1 = (__m512bh)_mm512_loadu_si512(q + NR + 16);
@@ -470,7 +479,7 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
         acd[r][1] = _mm512_dpbf16_ps(acd[r][1], aw, c1);
       }
     }
-  for (; p < P; p++) {
+  for (; p < P1; p++) {
     __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + p * NR), b1 = (__m512bh)_mm512_loadu_si512(Bp + p * NR + 16);
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
@@ -479,10 +488,20 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
       acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
     }
   }
+  if (gs) { /* the group's f32 partial sums times its column scales */
+    const __m512 s0 = _mm512_loadu_ps(gs + (p0 / pg) * 2 * NR), s1 = _mm512_loadu_ps(gs + (p0 / pg) * 2 * NR + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < MX; r++) {
+      tot[r][0] = _mm512_fmadd_ps(MX <= 2 ? _mm512_add_ps(acc[r][0], acd[r][0]) : acc[r][0], s0, tot[r][0]);
+      tot[r][1] = _mm512_fmadd_ps(MX <= 2 ? _mm512_add_ps(acc[r][1], acd[r][1]) : acc[r][1], s1, tot[r][1]);
+      acc[r][0] = acc[r][1] = acd[r][0] = acd[r][1] = _mm512_setzero_ps();
+    }
+  }
+  }
   for (int r = 0; r < m; r++) {
     float tmp[NR];
-    _mm512_storeu_ps(tmp, MX <= 2 ? _mm512_add_ps(acc[r][0], acd[r][0]) : acc[r][0]);
-    _mm512_storeu_ps(tmp + 16, MX <= 2 ? _mm512_add_ps(acc[r][1], acd[r][1]) : acc[r][1]);
+    _mm512_storeu_ps(tmp, gs ? tot[r][0] : MX <= 2 ? _mm512_add_ps(acc[r][0], acd[r][0]) : acc[r][0]);
+    _mm512_storeu_ps(tmp + 16, gs ? tot[r][1] : MX <= 2 ? _mm512_add_ps(acc[r][1], acd[r][1]) : acc[r][1]);
     if (nb == NR) __builtin_memcpy(C + r * ldc, tmp, sizeof tmp);
     else
       for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
@@ -490,11 +509,12 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
 }
 /* every row count, decode included: one (1, 2), four or MR rows unrolled */
 static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
-  if (m == 1) tile_bf16_mx(1, A, P, m, Bp, C, ldc, nb);
-  else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb);
-  else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb);
-  else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb);
+  if (m == 1) tile_bf16_mx(1, A, P, m, Bp, C, ldc, nb, NULL, 0);
+  else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb, NULL, 0);
+  else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb, NULL, 0);
+  else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb, NULL, 0);
 }
+#define BF16_GS_MX 4
 #else
 /* Without AVX512_BF16: the same pair panels and activation pairs; each pair is widened to f32 in registers
  * (bf16 -> f32 is a 16-bit shift: the even k is the low half << 16, the odd k the high half masked) and
@@ -504,16 +524,20 @@ static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, f
 #define BF16_MX (VL >= 16 ? MR : (VL >= 8 ? 2 : 1))
 typedef uint32_t vu_ __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
 static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, const uint32_t *A, int64_t P, int m,
-                                                               const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
-  vf acc[MR][NV];
+                                                               const uint32_t *Bp, float *C, int64_t ldc, int64_t nb,
+                                                               const float *gs, int64_t pg) {
+  vf acc[MR][NV], tot[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++)
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; v++) acc[r][v] = (vf){0};
+    for (int v = 0; v < NV; v++) acc[r][v] = tot[r][v] = (vf){0};
   const uint32_t *a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++) a[r] = A + (r < m ? r : 0) * P;
-  for (int64_t p = 0; p < P; p++) {
+  const int64_t step = gs ? pg : P; /* group scales: as in the vdpbf16ps kernel above */
+  for (int64_t p0 = 0; p0 < P; p0 += step) {
+  const int64_t P1 = P - p0 < step ? P : p0 + step;
+  for (int64_t p = p0; p < P1; p++) {
     vf se[MR], so[MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
@@ -536,9 +560,21 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
       }
     }
   }
+  if (gs)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) {
+      vf sv;
+      __builtin_memcpy(&sv, gs + (p0 / pg) * 2 * NR + v * VL, sizeof sv);
+#pragma GCC unroll 16
+      for (int r = 0; r < MX; r++) {
+        tot[r][v] += acc[r][v] * sv;
+        acc[r][v] = (vf){0};
+      }
+    }
+  }
   for (int r = 0; r < m; r++) {
     float tmp[NR];
-    for (int v = 0; v < NV; v++) __builtin_memcpy(tmp + v * VL, &acc[r][v], sizeof(vf));
+    for (int v = 0; v < NV; v++) __builtin_memcpy(tmp + v * VL, gs ? &tot[r][v] : &acc[r][v], sizeof(vf));
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
   }
 }
@@ -547,13 +583,25 @@ static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, f
     int mm = m - r < BF16_MX ? m - r : BF16_MX;
     const uint32_t *Ar = A + r * P;
     float *Cr = C + r * ldc;
-    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb);
-    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb);
-    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb);
-    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb);
+    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0);
+    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0);
+    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0);
+    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0);
   }
 }
+#define BF16_GS_MX (BF16_MX < 4 ? BF16_MX : 4)
 #endif
+/* C[m x nb] = sum over groups of pg pairs of (A_pairs . B panel over the group) times the group's column scales
+ * (gs + g * 2 NR): tile_bf16_mx with group scales, BF16_GS_MX rows at a time */
+static void tile_bf16_gs(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, const float *gs, int64_t pg, float *C,
+                         int64_t ldc, int64_t nb) {
+  for (int r = 0; r < m; r += BF16_GS_MX) {
+    int mm = m - r < BF16_GS_MX ? m - r : BF16_GS_MX;
+    if (mm == 1) tile_bf16_mx(1, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg);
+    else if (mm == 2) tile_bf16_mx(2, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg);
+    else tile_bf16_mx(BF16_GS_MX, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg);
+  }
+}
 
 /* ---- weight-only int8 / int4 prefill: narrow k-major panels, dequantised in the micro-kernel ------
  * int8 panels: Bp[k * NR + j] = q[n0 + j][k] (K * NR bytes); each k step widens 2 x 16 codes to f32 in
@@ -806,22 +854,15 @@ static size_t wq_pack_bytes(int64_t kmax) { return sizeof(float) * (size_t)(kmax
 static void *wq_narrow_buf(float *pack, int64_t K) { return pack + K * NR + 16; }
 
 /* ---- int8 / int4 weights with bf16 activations (aq = 2: --weights int8|int4 --activations bf16) ---------
- * The GEMM inputs are rounded to bf16 (round_bf16_row) and stored as bf16 pairs, the weights enter exactly:
- * int8 codes and int4 values q - z (|q - z| <= 15 for the quantiser's integer zero points) are bf16 values,
- * so tile_bf16 (vdpbf16ps, or widened in registers) forms exact products and f32 sums, and the scale
- * multiplies the finished f32 sum: per output channel after the whole row (int8), per group after the
- * group's partial sum (int4; tile_bf16 runs once per group).  Above GEMV_ROWS rows a work item turns its
- * narrow panel (the cached int8 / int4 k-major one) into the bf16 pair-panel layout tile_bf16 reads, once,
- * in the packing buffer (2 K NR bytes); at one or two rows the quantised GEMVs take the rounded rows.
- * Activation pairs are group-major: the pairs of group g of row r at A + (g * rows + r) * Pg, Pg = G / 2
- * (int8: one group of (K + 1) / 2 pairs), so each group's rows are a plain tile_bf16 operand. */
-static inline int64_t abf_groups(const wview *v) { return v->mode == MOEC_WQ_INT4 ? v->K / v->G : 1; }
-static inline int64_t abf_pairs(const wview *v) { return v->mode == MOEC_WQ_INT4 ? v->G / 2 : (v->K + 1) / 2; }
-/* a rounded row (K values) -> its bf16 pairs, group-major in a buffer of `rows` rows */
-static void abf_row_pairs(const wview *v, const float *a, int64_t r, int64_t rows, uint32_t *out) {
-  const int64_t ng = abf_groups(v), pg = abf_pairs(v), G = v->mode == MOEC_WQ_INT4 ? v->G : v->K;
-  for (int64_t g = 0; g < ng; g++) to_pairs(a + g * G, G, out + (g * rows + r) * pg);
-}
+ * The GEMM inputs are rounded to bf16 (round_bf16_row) and stored as bf16 pairs (to_pairs), the weights enter
+ * exactly: int8 codes and int4 values q - z (|q - z| <= 15 for the quantiser's integer zero points) are bf16
+ * values, so tile_bf16's products (vdpbf16ps, or widened in registers) are exact and summed in f32, and the
+ * scale multiplies the f32 sum in the micro-kernel's registers (tile_bf16_gs): per output channel after the
+ * whole row (int8: one group of P pairs), per group after the group's partial sum (int4: G / 2 pairs).  Above
+ * GEMV_ROWS rows a work item turns its narrow panel (the cached int8 / int4 k-major one) into the bf16 pair-panel
+ * layout tile_bf16 reads, once, in the packing buffer (2 K NR bytes); at one or two rows the quantised GEMVs
+ * take the rounded rows. */
+static inline int64_t abf_group_pairs(const wview *v) { return v->mode == MOEC_WQ_INT4 ? v->G / 2 : (v->K + 1) / 2; }
 static inline v16u32 bf16_pairs16(v16f lo, v16f hi) { return ((v16u32)lo >> 16) | ((v16u32)hi & 0xffff0000u); }
 static inline v16f rne_bf16_16(v16f f) { /* finite values */
   v16u32 u = (v16u32)f;
@@ -864,31 +905,12 @@ static void wq_bf16_panel(const wview *v, const void *panel, int64_t e, int64_t 
     }
   }
 }
-/* C[m x nb] (m <= MR) = the rows at A (group-major pairs, `rows` rows per group) times the pair panel Bq,
- * each group's f32 sum times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
-static void tile_wq_bf16(const wview *v, const uint32_t *A, int64_t rows, int m, const uint32_t *Bq, const float *st,
-                         float *C, int64_t ldc, int64_t nb) {
-  if (v->mode == MOEC_WQ_INT8) {
-    tile_bf16(A, (v->K + 1) / 2, m, Bq, C, ldc, nb);
-    for (int r = 0; r < m; r++)
-      for (int64_t c = 0; c < nb; c++) C[r * ldc + c] *= st[c];
-    return;
-  }
-  const int64_t pg = v->G / 2, ng = v->K / v->G;
-  float acc[MR * NR], tmp[MR * NR];
-  for (int64_t g = 0; g < ng; g++) {
-    tile_bf16(A + g * rows * pg, pg, m, Bq + g * pg * NR, tmp, NR, NR);
-    const v16f s0 = ld16f(st + g * 2 * NR), s1 = ld16f(st + g * 2 * NR + 16);
-    for (int r = 0; r < m; r++) {
-      v16f t0 = ld16f(tmp + r * NR) * s0, t1 = ld16f(tmp + r * NR + 16) * s1;
-      if (g) { t0 += ld16f(acc + r * NR); t1 += ld16f(acc + r * NR + 16); }
-      st16f(acc + r * NR, t0);
-      st16f(acc + r * NR + 16, t1);
-    }
-  }
-  for (int r = 0; r < m; r++) __builtin_memcpy(C + r * ldc, acc + r * NR, sizeof(float) * (size_t)nb);
+/* C[m x nb] = the rows at A (bf16 pairs, (K + 1) / 2 per row) times the pair panel Bq, each group's f32 sum
+ * times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
+static void tile_wq_bf16(const wview *v, const uint32_t *A, int m, const uint32_t *Bq, const float *st, float *C,
+                         int64_t ldc, int64_t nb) {
+  tile_bf16_gs(A, (v->K + 1) / 2, m, Bq, st, abf_group_pairs(v), C, ldc, nb);
 }
-
 
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
  * A GEMM input row is quantised once (s = max|row| / 127, q = rint(row / s) in [-127, 127]) and stored
@@ -1539,7 +1561,7 @@ typedef struct {
   const uint8_t *p4_in, *p4_out; /* w4a8: cached panels, or NULL (packed per work item) */
   const float *sc_in, *sc_out;   /* symmetric int4 weight-only prefill: cached scale tables, or NULL */
   int abf;                       /* int8 / int4 weights, bf16 activations (aq = 2): X and A rounded to bf16 and, */
-  uint32_t *XH, *AH;             /* above GEMV_ROWS rows, as group-major bf16 pairs (abf_row_pairs) */
+  uint32_t *XH, *AH;             /* above GEMV_ROWS rows, as bf16 pairs ((K + 1) / 2 per row) */
 } xjob;
 
 static void phase1(void *arg, int64_t item, int tid) {
@@ -1593,7 +1615,7 @@ static void phase1(void *arg, int64_t item, int tid) {
       wq_bf16_panel(v, Bw, e, c0, nb, (uint32_t *)j->pack[tid]);
       for (int64_t r = 0; r < n; r += MR) {
         int m = n - r < MR ? (int)(n - r) : MR;
-        tile_wq_bf16(v, j->XH + (r0 + r) * abf_pairs(v), j->rows_total, m, (const uint32_t *)j->pack[tid], st,
+        tile_wq_bf16(v, j->XH + (r0 + r) * ((j->D + 1) / 2), m, (const uint32_t *)j->pack[tid], st,
                      j->H + (r0 + r) * j->I + c0, j->I, nb);
       }
       return;
@@ -1650,7 +1672,7 @@ static void phase2(void *arg, int64_t row) {
   }
   if (j->vout.mode == MOEC_WQ_BF16 || j->abf) round_bf16_row(a, j->F);
   if (j->AB) to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
-  if (j->AH) abf_row_pairs(&j->vout, a, row, j->rows_total, j->AH);
+  if (j->AH) to_pairs(a, j->F, j->AH + row * ((j->F + 1) / 2));
   if (j->AR) prep_x4(a, j->F, j->vout.G, j->AR + row * j->F, j->AS + row * (j->F / j->vout.G));
   if (j->aq && j->vout.mode == MOEC_WQ_INT4) {
     int64_t ng = j->F / j->vout.G;
@@ -1714,7 +1736,7 @@ static void phase3(void *arg, int64_t item, int tid) {
       tile_w4a8(&j->vout, (const int8_t *)j->AQ + (r0 + r) * ld, ld, j->AQS + (r0 + r) * ng, j->AQZ + (r0 + r) * ng, m,
                 B4, out, NR, nb);
     } else if (Bh)
-      tile_wq_bf16(&j->vout, j->AH + (r0 + r) * abf_pairs(&j->vout), j->rows_total, m, Bh, st, out, NR, nb);
+      tile_wq_bf16(&j->vout, j->AH + (r0 + r) * ((j->F + 1) / 2), m, Bh, st, out, NR, nb);
     else if (Bw)
       tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, st, out, NR, nb);
     else if (Bi)
@@ -1849,13 +1871,13 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.pw_out = (const uint8_t *)packed_panels_wq(&vout, E);
     j.sc_in = cached_scale_tables(&vin, E);
     j.sc_out = cached_scale_tables(&vout, E);
-    if (q->aq == 2) { /* bf16 activations: the rows as group-major bf16 pairs (A's in phase 2) */
+    if (q->aq == 2) { /* bf16 activations: the rows as bf16 pairs (A's in phase 2) */
       j.abf = 1;
-      j.XH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * abf_groups(&vin) * abf_pairs(&vin) + 1));
-      j.AH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * abf_groups(&vout) * abf_pairs(&vout) + 1));
+      j.XH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * ((D + 1) / 2) + 1));
+      j.AH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * ((F + 1) / 2) + 1));
       if (!j.XH || !j.AH) j.failed = 1;
       else
-        for (int64_t rr = 0; rr < total; rr++) abf_row_pairs(&vin, X + rr * D, rr, total, j.XH);
+        for (int64_t rr = 0; rr < total; rr++) to_pairs(X + rr * D, D, j.XH + rr * ((D + 1) / 2));
     }
   }
   if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && q->aq == 2) j.abf = 1; /* (A rounded at every row count) */
@@ -1908,7 +1930,7 @@ typedef struct {
   const void *panels;       /* cached narrow / pair panels, or NULL (packed per item) */
   int kind;                 /* 0 gemv, 1 f32 tile on dequantised panels, 2 tile_wq, 3 tile_i8, 4 tile_bf16,
                              * 5 tile_w4a8, 6 tile_wq_bf16 (int8 / int4 weights, bf16 activations: rows XH) */
-  uint32_t *XH;             /* kind 6: the rounded rows as group-major bf16 pairs (abf_row_pairs) */
+  uint32_t *XH;             /* kind 6: the rounded rows as bf16 pairs */
   const float *bias;
   float *y;
   float *pack[64], *stab[64];
@@ -1973,7 +1995,7 @@ static void lq_task(void *arg, int64_t item, int tid) {
         else if (j->kind == 4)
           tile_bf16(j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb);
         else if (j->kind == 6)
-          tile_wq_bf16(v, j->XH + r * abf_pairs(v), j->M, m, (const uint32_t *)panel, st, C, N, nb);
+          tile_wq_bf16(v, j->XH + r * ((K + 1) / 2), m, (const uint32_t *)panel, st, C, N, nb);
         else
           tile(j->X + r * K, K, m, (const float *)panel, K, C, N, nb);
       }
@@ -2069,11 +2091,11 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     j.kind = abf ? 6 : 2;
     j.panels = packed_panels_wq(&j.v, 1);
     j.scales = cached_scale_tables(&j.v, 1);
-    if (abf) { /* bf16 activations above GEMV_ROWS rows: the rounded rows as group-major pairs */
-      j.XH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * abf_groups(&j.v) * abf_pairs(&j.v) + 1));
+    if (abf) { /* bf16 activations above GEMV_ROWS rows: the rounded rows as bf16 pairs */
+      j.XH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * ((K + 1) / 2) + 1));
       if (!j.XH) failed = 1;
       else
-        for (int64_t r = 0; r < M; r++) abf_row_pairs(&j.v, xd + r * K, r, M, j.XH);
+        for (int64_t r = 0; r < M; r++) to_pairs(xd + r * K, K, j.XH + r * ((K + 1) / 2));
     }
   } else {
     j.kind = 1; /* bf16 weights not from the weights file (no cached panels): f32 panels, dequantised per item */
