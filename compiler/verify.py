@@ -650,6 +650,49 @@ def _retyped_model(proto, src, dst: int, dst_np):
     return p if changed[0] else None
 
 
+def half_rounded_model(proto):
+    """A copy of ONNX model ``proto`` that computes what the model's own half-precision run computes, on
+    onnxruntime's f32 kernels (its CPU provider has no bf16 MatMul, Gelu, ...): widen_half_model's f32 copy in
+    which every value the model stores in bf16/f16 is rounded to that type (a Cast to it and back) right after
+    the op that makes it -- each op computed in f32 from its rounded inputs, its result rounded once, as a
+    device's half kernels do.  Feed it the half inputs widened to f32.  None if the model holds no half type,
+    has subgraphs, or an op's result type cannot be inferred (a value it could not round)."""
+    import onnx
+    from onnx import AttributeProto, helper, shape_inference
+    try:
+        inferred = shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 (a model shape inference refuses)
+        return None
+    g = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output) + list(g.value_info)
+             if vi.type.HasField("tensor_type")}
+    types.update({t.name: t.data_type for t in g.initializer})
+    wide = widen_half_model(proto)
+    if wide is None:
+        return None
+    nodes = []
+    for n in wide.graph.node:
+        if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in n.attribute):
+            return None
+        nodes.append(n)
+        if n.op_type == "Constant":  # (its half value widened exactly)
+            continue
+        for j, name in enumerate(n.output):
+            if not name:
+                continue
+            if name not in types:
+                return None
+            if types[name] in _HALF_ONNX:
+                n.output[j] = name + "__moec_f32"
+                nodes.append(helper.make_node("Cast", [n.output[j]], [name + "__moec_half"], to=types[name]))
+                nodes.append(helper.make_node("Cast", [name + "__moec_half"], [name], to=onnx.TensorProto.FLOAT))
+    out = onnx.ModelProto()
+    out.CopyFrom(wide)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
+
+
 # -- reports -------------------------------------------------------------------------------------
 
 def build_report(m: Module, name: str, target: str, verified: Optional[bool], verification: Optional[str],

@@ -437,7 +437,7 @@ def _tol(dtype):
     return TOLERANCES["f32"].rtol, TOLERANCES["f32"].atol
 
 
-def _exact(m, block, dtype, dynamic, x0, info=None):
+def _exact(m, block, dtype, dynamic, x0, info=None, onnx_path=None):
     """Error of the recognised module against the torch block, on an input of another batch / sequence
     size when dims are dynamic (the example's shape when static), scaled so that <= 1 is exact.  f32: moec's
     f32 criterion (moec.tolerances.f32_check): max |got-ref| / (atol + rtol |ref|) against the block run in
@@ -447,7 +447,10 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
     relative error against the same block run in f32 on the same bf16 weights and input, within
     max(floor, c x the torch bf16 block's own error); ``info`` (a dict) gets both errors (``err_vs_f32``:
     moec's, ``torch_err_vs_f32``: the torch bf16 block's; per-token max) and ``bf16_check`` (the whole
-    result: means, maxima, allowed values)."""
+    result: means, maxima, allowed values).  ``onnx_path`` (an ONNX path's export): the graph moec compiled is
+    the export, so its own bf16 run (_onnx_half_run) is a second faithful run beside torch's, the worst of the
+    two per token counting (as moec.compile's verification counts the model's own runs); ``info`` gets its
+    error (``onnx_err_vs_f32``) and how it was run (``onnx_oracle``)."""
     import copy
     import numpy as np
     import torch
@@ -455,6 +458,16 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
     from moec.ir.interpreter import run as ir_run
     shape = (1, 7, D) if dynamic else tuple(x0.shape)
     xs = torch.randn(*shape, generator=torch.Generator().manual_seed(3)).to(x0.dtype)
+    own = how = None
+    if dtype == "bf16" and onnx_path:
+        own, how = _onnx_half_run(onnx_path, xs)
+        for s in (16, 64, 128) if own is None and dynamic else ():
+            # (a TorchScript trace of the eager experts' loop runs only where every expert it traced is hit)
+            x2 = torch.randn(1, s, D, generator=torch.Generator().manual_seed(3)).to(x0.dtype)
+            own2, how2 = _onnx_half_run(onnx_path, x2)
+            if own2 is not None:
+                own, xs, how = own2, x2, f"{how2}, at [1, {s}, {D}] (at {list(shape)} the export does not run: {how[:120]})"
+                break
     with torch.no_grad():
         want = tensor_to_numpy(_out0(block(xs))).astype(np.float64)
     got = np.asarray(list(ir_run(m, [tensor_to_numpy(xs)]).values())[0]).astype(np.float64)
@@ -464,11 +477,18 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
         from moec.tolerances import half_precision_check
         with torch.no_grad():  # (the block in f32 on the same bf16-rounded weights and input: the math)
             ref = tensor_to_numpy(_out0(copy.deepcopy(block).float()(xs.float()))).astype(np.float64)
-        hc = half_precision_check([got], [want], [ref], "bf16")
+        hc = half_precision_check([got], [want], [ref], "bf16", others=[[own]] if own is not None else ())
         if info is not None:
             info.update(err_vs_f32=hc.get("moec_token_rel_err", {}).get("max"),
                         torch_err_vs_f32=hc.get("eager_token_rel_err", {}).get("max"),
                         bf16_check={k: v for k, v in hc.items() if k not in ("ok", "err", "failure")})
+            if onnx_path:  # (the torch block's own error alone, then the export's: which of the two set the bound)
+                info["torch_err_vs_f32"] = half_precision_check([want], [want], [ref], "bf16").get(
+                    "moec_token_rel_err", {}).get("max")
+                info["onnx_oracle"] = how
+                if own is not None:
+                    info["onnx_err_vs_f32"] = half_precision_check([own], [want], [ref], "bf16").get(
+                        "moec_token_rel_err", {}).get("max")
         return float(hc["err"])
     try:  # (f32: moec's f32 criterion, moec.tolerances.f32_check: against the block in float64)
         from moec.tolerances import f32_check
@@ -482,6 +502,37 @@ def _exact(m, block, dtype, dynamic, x0, info=None):
     if info is not None:
         info.update(err_vs_f64=fc.get("moec_err"), torch_err_vs_f64=fc.get("own_err"))
     return float(fc["err"])
+
+
+def _onnx_half_run(path, xs):
+    """(output, how): the exported graph's own bf16 run on ``xs`` -- onnxruntime on the export; where onnxruntime
+    has no bf16 kernel for one of its ops, onnxruntime on moec.verify.half_rounded_model (each op in f32, its
+    result rounded to bf16 where the graph stores it).  The ONNX paths' oracle: the exporters write a bf16 linear
+    as MatMul and Add, each rounded (torch's addmm rounds once), the TorchScript one GELU as five rounded ops with
+    sqrt(2) in bf16, so the graph's own bf16 run is not torch's.  (None, why) where neither runs."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from moec.frontend.torch_import import tensor_to_numpy
+    from moec.verify import half_rounded_model
+    x = tensor_to_numpy(xs)
+    proto = onnx.load(path)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    try:
+        s = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return np.asarray(s.run(None, {s.get_inputs()[0].name: x})[0]).astype(np.float64), "onnxruntime"
+    except Exception as e:  # noqa: BLE001  (no bf16 kernel on onnxruntime's CPU provider)
+        why = _first_line(e)[:200]
+    r = half_rounded_model(proto)
+    if r is None:
+        return None, f"onnxruntime failed ({why}); no rounded f32 copy"
+    try:
+        s = ort.InferenceSession(r.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        y = s.run(None, {s.get_inputs()[0].name: x.astype(np.float32)})[0]
+    except Exception as e:  # noqa: BLE001
+        return None, f"onnxruntime failed ({why}), and on the rounded f32 copy ({_first_line(e)[:200]})"
+    return np.asarray(y).astype(np.float64), "onnxruntime, each op in f32 rounded to bf16 (moec.verify.half_rounded_model)"
 
 
 def float64_reference(block, xs):
@@ -602,7 +653,8 @@ def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
                         E=la.get("E"), k=la.get("k"), n_layers=len(layers))
             try:
                 info: dict = {}
-                err = _exact(m, block, dtype, dynamic and "note" not in cell, x, info)
+                err = _exact(m, block, dtype, dynamic and "note" not in cell, x, info,
+                             onnx_path=None if path == "torch.export" else p)
                 cell.update(info)
                 cell["err"] = err
                 cell["exact"] = bool(err <= 1.0)
