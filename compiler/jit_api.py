@@ -258,8 +258,10 @@ def compile(model: Union["torch.nn.Module", str, os.PathLike, Any],  # noqa: A00
             dequantised reference and their quantisation error is bounded.
         activations: "none" (the default: the expert GEMMs' inputs as the model), or "int8" with
             weights="int8" (= "w8a8"), "int8" with weights="int4" (= "w4a8": a scale per row and
-            int4 group, integer dot products; cpu target), or "fp8" with weights="fp8" (per-token e4m3 activations, fp8 x fp8
-            dots with f32 accumulation; triton target).
+            int4 group, integer dot products; cpu target), "fp8" with weights="fp8" (per-token e4m3 activations, fp8 x fp8
+            dots with f32 accumulation; triton target), or "bf16" with weights="int8" / "int4" (= "int8_bf16" /
+            "int4_bf16": each GEMM input rounded to bf16, the weights exact, f32 sums per scale group times the
+            scale: bf16 arithmetic; cpu target).
         verify: compare the compiled code with the original on seeded inputs at several token
             counts (the module's own eager output, or onnxruntime for ONNX) and raise
             ``VerificationError`` on a mismatch.
