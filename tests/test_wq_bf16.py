@@ -117,7 +117,7 @@ def test_linear_q_reference_is_the_bf16_product(wq, G, zp):
 
 # K: odd (int8: the last pair half empty), multiples of the groups; N: not a multiple of the 32-column panel
 DENSE_CASES = [("int8", 67, 45, 0, False), ("int4", 128, 40, 32, False), ("int4", 256, 33, 128, True),
-               ("int4", 96, 70, 0, False), ("int8", 64, 32, 0, False)]
+               ("int4", 96, 70, 0, False), ("int8", 64, 32, 0, False), ("int4", 30, 17, 6, True)]  # (6: 3 pairs a group)
 # GEMV (1, 2), one row past it, a partial 8-row tile, whole tiles, several row blocks for K=67 (131072 / K / 8 * 8)
 ROWS = (1, 2, 3, 7, 8, 9, 17, 64, 2100)
 
@@ -152,6 +152,26 @@ def test_dense_kernel_portable_paths(arch, tmp_path):
     if arch == "avx2" and "avx2" not in host_cpu().isa:
         pytest.skip("this host has no AVX2")
     _check_dense(arch, tmp_path, DENSE_CASES[:2], (1, 3, 9, 17))
+
+
+@pytest.fixture
+def no_avx512_bf16(monkeypatch):
+    """An AVX-512 build host without AVX512_BF16 (the cpuid flags faked, for one test): tile_bf16 widens the pairs
+    in 16-lane registers."""
+    from moec.targets import description
+    flags = description._cpu_flags()
+    if "avx512bw" not in flags:
+        pytest.skip("this host has no AVX-512BW")
+    monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f != "avx512_bf16"))
+    description.host_cpu.cache_clear()
+    assert "-mavx512bf16" not in description.host_cpu().cflags
+    yield
+    monkeypatch.undo()
+    description.host_cpu.cache_clear()
+
+
+def test_dense_kernel_avx512_without_bf16(no_avx512_bf16, tmp_path):
+    _check_dense("native", tmp_path, [DENSE_CASES[1], DENSE_CASES[5]], (2, 3, 9, 17))
 
 
 def test_dense_near_miss_the_kernel_rounds_its_inputs(tmp_path):
