@@ -1355,7 +1355,8 @@ MISSING = (
                              "accept (/work/notes/bf16_recognize_moe.patch)"),
     (_BF16 + "recognised as", "bf16: moec's per-token error against the block in f32 exceeds what the bf16 criterion "
                               "allows (moec.tolerances.half_precision_check: max(2u, 2x the torch bf16 block's own "
-                              "error) per token, mean max(u, 1.25x)): the two numbers after it"),
+                              "error -- on the ONNX paths the worse, per token, of that and the export's own bf16 "
+                              "run) per token, mean max(u, 1.25x)): the numbers after it"),
     ("fails in torch itself", "a tiny config the survey should fix (not a moec limit)"),
     ("data-dependent", "torch.export cannot trace transformers' loop over the experts that were hit "
                        "(`for expert_idx in expert_hit`); export with `batched_mm`"),
@@ -1409,7 +1410,9 @@ def _cell_text(c, reasons, f32=None) -> str:
         why = c.get("check_error") or f"differs from torch (scaled error {c.get('err', float('nan')):.3g})"
         if c.get("err_vs_f32") is not None:  # (bf16: which of the two is nearer the same block in f32)
             why += (f"; per-token relative error against the block in f32 (max): moec {c['err_vs_f32']:.3g}, "
-                    f"torch's bf16 block {c['torch_err_vs_f32']:.3g}")
+                    f"torch's bf16 block {c['torch_err_vs_f32']:.3g}" + (
+                        f", the export's own bf16 run {c['onnx_err_vs_f32']:.3g}" if c.get("onnx_err_vs_f32") is not None
+                        else ""))
         elif c.get("err_vs_f64") is not None:  # (f32: both against the same block in float64)
             why += (f"; against the block in float64, in f32 tolerance units: moec {c['err_vs_f64']:.3g}, "
                     f"torch's f32 block {c['torch_err_vs_f64']:.3g}")
@@ -1527,7 +1530,11 @@ def render(out_json, out_md):
          "f32 build that is beyond the plain f32 tolerance of its f32 oracle; bf16: moec's half-precision "
          "criterion, `moec.tolerances.half_precision_check`, as `moec.compile` verifies a bf16 module: per token, "
          "the relative error against the same block run in f32 on the same bf16 weights and input, mean within "
-         "max(u, 1.25x) and max within max(2u, 2x) the torch bf16 block's own error, u = 2^-8; \"(static)\" where "
+         "max(u, 1.25x) and max within max(2u, 2x) the torch bf16 block's own error (on the ONNX paths the worse, per "
+         "token, of that and the export's own bf16 run: onnxruntime on the export, or where its CPU provider has no "
+         "bf16 kernel on `moec.verify.half_rounded_model`, each op in f32 rounded where the graph stores bf16 -- the "
+         "exporters write a bf16 linear as MatMul then Add, rounded twice, where torch's addmm rounds once), "
+         "u = 2^-8; \"(static)\" where "
          "torch.export specialised the dims).  The TorchScript export traces an example input that the block's "
          "eager router sends to every expert (the trace keeps only the eager experts its example hits; the "
          "smallest of [2, 5], [4, 16], [4, 64], [8, 128] that hits all); otherwise `no [Rn]`, with the reason Rn below: the first error line, or recognize-moe's "
