@@ -61,6 +61,25 @@ class CpuBackend(BackendBase):
         return CpuArtifact(outdir, threads)
 
 
+def _check_weight_layouts(outdir: str) -> None:
+    """The weights stored in a kernel layout (model.weights.json's ``layout``) must be in one this moec's kernels
+    read (ir/weight_layouts.py): an artifact from another moec, or a cache entry, is refused (the JIT cache
+    rebuilds it: cache_store.Damaged), never run on weights it would misread."""
+    from moec.ir.weight_layouts import check_layout
+    from moec.targets.cache_store import Damaged
+    path = os.path.join(outdir, "model.weights.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            index = json.load(f)
+        for k, e in (index.items() if isinstance(index, dict) else ()):
+            if isinstance(e, dict) and e.get("layout") is not None:
+                check_layout(e["layout"], f"weight '{k}'")
+    except (OSError, ValueError) as e:  # (json's errors are ValueErrors)
+        raise Damaged(f"cannot load the compiled model in '{outdir}': {e}") from None
+
+
 class CpuArtifact:
     """A compiled model directory, callable on a list of numpy arrays."""
 
@@ -69,6 +88,7 @@ class CpuArtifact:
             self.manifest = json.load(f)
         self.input_names = [i["name"] for i in self.manifest["inputs"]]
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
+        _check_weight_layouts(outdir)
         from moec.targets.cpu_harness import HarnessLibrary, is_sanitized_library
         so = os.path.join(outdir, "model.so")
         try:

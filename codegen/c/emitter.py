@@ -93,7 +93,7 @@ class CEmitCtx:
         self.decls: List[str] = []
         self._n = 0
         self._decl_keys: Dict[str, str] = {}
-        self.packs: Dict[int, dict] = {}  # id(op) -> packed weight panels (gemm_pack.append_packs)
+        self.packs: Dict[object, dict] = {}  # id(op) / (id(op), operand) -> packed panels (gemm_pack.append_packs)
         self.inits: List[str] = []  # statements for moec_init_weights (binding packed weights)
 
     # -- naming ----------------------------------------------------------------
@@ -153,6 +153,23 @@ class CEmitCtx:
     def decl(self, code: str) -> None:
         self.decls.append(code)
 
+    def decl_once(self, key: str, code: str) -> None:
+        """Declare file-level code once per unit, whatever number of ops ask for it (``key`` names it)."""
+        if "once:" + key not in self._decl_keys:
+            self._decl_keys["once:" + key] = key
+            self.decls.append(code)
+
+    def packed(self, e: dict) -> str:
+        """The C tensor (``&name``) of packed weight panels (an entry of gemm_pack.append_packs), bound once in
+        moec_init_weights and shared by every op that reads them."""
+        if "cname" not in e:
+            e["cname"] = name = self.fresh("pk")
+            self.decl(f"static moec_tensor {name};")
+            self.inits.append(f"  if (moec_bind_weight(&{name}, {e.get('ctype', 'MOEC_F32')}, {len(e['shape'])}, "
+                              f"{self.c_ints(e['shape'])}, {self.c_int(e['offset'])}, {self.c_int(e['nbytes'])}, "
+                              "err, errlen)) return 1;")
+        return "&" + e["cname"]
+
 
 def _liveness(f: Function, aliases_of) -> Dict[int, int]:
     """id(root value) -> index of the last op that uses it or any alias of it."""
@@ -176,7 +193,8 @@ def emit_c(module: Module, func: Optional[Function] = None, weight_index: Option
            packs: Optional[Dict[int, dict]] = None) -> str:
     """Emit the C unit for ``func`` (default: main).  ``weight_index`` maps weight keys
     to their offsets in the weights file (from WeightStore.save); ``packs`` the ops whose weight
-    also has packed GEMM panels in it (from gemm_pack.append_packs)."""
+    also has packed panels in it (from gemm_pack.append_packs: id(op) for the f32 GEMM's panels,
+    (id(op), operand index) for the bf16 pair panels)."""
     load_emitters()
     f = func or module.main
     ctx = CEmitCtx(module, f)

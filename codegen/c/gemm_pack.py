@@ -13,6 +13,12 @@ unpacks it when the artifact's module is loaded, ir/weights.py); the generated c
 constant there too (its shape is all the packed kernels read of it).  Any other weight (another user
 reads the plain matrix, or N needs a zero-padded last panel) keeps its bytes and gets its panels
 appended after the IR's entries (not in model.weights.json: the IR module never sees them).
+
+bf16 weights of ``moec.linear_q`` and ``moe.experts`` (mode bf16) get the bf16 kernels' pair panels
+(ir/weight_layouts.py) the same way: in place of the weight when every user reads the panels and their
+size is the weight's (N a multiple of 32, K even; ``layout`` in model.weights.json, with the layout's
+version), else appended.  The generated code passes them to the kernels (``moec_wq.pk_in`` / ``pk_out``),
+which read them where they lie: no copy and no packing at run time.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import numpy as np
 
 from moec.ir import DType, Module
 from moec.ir.core import ResourceRef
+from moec.ir.weight_layouts import pack_bf16_pairs, pair_layout
 
 ALIGN = 64
 
@@ -79,18 +86,52 @@ def pack_panels(w: np.ndarray, nr: int, trans: bool = False) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(K, P, nr).transpose(1, 0, 2))
 
 
-def _in_place(module: Module, ops: Dict[int, Tuple[str, bool]]) -> Dict[str, bool]:
-    """weight key -> orientation, for the weights only packed ops read (in every function)."""
+def plan_pairs(module: Module) -> Dict[Tuple[int, int], str]:
+    """(id(op), operand index) -> weight key for every bf16 weight the pair-panel kernels read: moec.linear_q's
+    weight [N, K] and moe.experts' w_in [E, I, D] / w_out [E, D, F] in mode bf16, from the weights file."""
+    out: Dict[Tuple[int, int], str] = {}
+    for o in module.main.ops:
+        if o.name == "moec.linear_q" and o.attrs.get("wq") == "bf16":
+            idx = (1,)
+        elif o.name == "moe.experts" and o.attrs.get("wq") == "bf16":
+            idx = (4, 5)
+        else:
+            continue
+        for i in idx:
+            v = o.operands[i]
+            if v.type.dtype != DType.BF16 or v.type.rank not in (2, 3) or \
+                    not all(isinstance(d, int) for d in v.type.shape):
+                continue
+            key = _weight_key(v)
+            if key is not None:
+                out[(id(o), i)] = key
+    return out
+
+
+def _uses(module: Module) -> Dict[int, Dict[int, tuple]]:
+    """id(op) -> {operand index: (weight key, layout tag)} for every packed operand (tags: ("gemm", trans),
+    ("pairs",))."""
+    uses: Dict[int, Dict[int, tuple]] = {}
+    for oid, (key, trans) in plan(module).items():
+        uses.setdefault(oid, {})[1] = (key, ("gemm", trans))
+    for (oid, i), key in plan_pairs(module).items():
+        uses.setdefault(oid, {})[i] = (key, ("pairs",))
+    return uses
+
+
+def _in_place(module: Module, uses: Dict[int, Dict[int, tuple]]) -> Dict[str, tuple]:
+    """weight key -> layout tag, for the weights only packed operands read, in one layout (in every function)."""
     orient: Dict[str, set] = {}
     other = set()
     for f in module.functions:
         for o in f.ops:
+            packed = uses.get(id(o), {})
             for i, v in enumerate(o.operands):
                 key = _weight_key(v)
                 if key is None:
                     continue
-                kt = ops.get(id(o))
-                if i == 1 and kt is not None and kt[0] == key:
+                kt = packed.get(i)
+                if kt is not None and kt[0] == key:
                     orient.setdefault(key, set()).add(kt[1])
                 else:
                     other.add(key)
@@ -101,46 +142,58 @@ def _in_place(module: Module, ops: Dict[int, Tuple[str, bool]]) -> Dict[str, boo
     return {k: next(iter(t)) for k, t in orient.items() if k not in other and len(t) == 1}
 
 
-def append_packs(module: Module, bin_path: str, nr: int) -> Dict[int, dict]:
-    """Pack the planned weights into ``bin_path``; id(op) -> {offset, nbytes, shape, nr} (one entry shared
-    by every op packing the same weight the same way).  Panels the size of their weight replace it in
-    place (model.weights.json beside ``bin_path`` records the layout); the others are appended."""
-    ops = plan(module)
-    if not ops:
+def append_packs(module: Module, bin_path: str, nr: int) -> Dict[object, dict]:
+    """Pack the planned weights into ``bin_path``; id(op) -> {offset, nbytes, shape, nr} for the f32 GEMM panels
+    and (id(op), operand index) -> {offset, nbytes, shape, ctype} for the bf16 pair panels (one entry shared by
+    every op packing the same weight the same way).  Panels the size of their weight replace it in place
+    (model.weights.json beside ``bin_path`` records the layout); the others are appended."""
+    uses = _uses(module)
+    if not uses:
         return {}
     index_path = bin_path[:-len(".bin")] + ".json" if bin_path.endswith(".bin") else None
     index = None
     if index_path and os.path.exists(index_path):
         with open(index_path) as f:
             index = json.load(f)
-    in_place = _in_place(module, ops) if index is not None else {}
-    by_key: Dict[Tuple[str, bool], dict] = {}
-    out: Dict[int, dict] = {}
+    in_place = _in_place(module, uses) if index is not None else {}
+    by_key: Dict[Tuple[str, tuple], dict] = {}
+    out: Dict[object, dict] = {}
     with open(bin_path, "r+b") as f:
         f.seek(0, os.SEEK_END)
         off = f.tell()
-        for oid, kt in ops.items():
-            e = by_key.get(kt)
-            if e is None:
-                p = pack_panels(module.weights[kt[0]], nr, kt[1])
-                data = p.tobytes()
-                ent = index.get(kt[0]) if index is not None else None
-                if in_place.get(kt[0]) == kt[1] and ent is not None and ent["nbytes"] == len(data) \
-                        and ent.get("dtype") == "f32":
-                    f.seek(ent["offset"])
-                    f.write(data)
-                    ent["layout"] = {"kind": "gemm_panels", "nr": nr, "trans": kt[1]}
-                    e = by_key[kt] = {"offset": ent["offset"], "nbytes": len(data), "shape": list(p.shape), "nr": nr,
-                                      "in_place": True}
-                else:
-                    pad = (-off) % ALIGN
-                    f.seek(off)
-                    f.write(b"\0" * pad)
-                    off += pad
-                    f.write(data)
-                    e = by_key[kt] = {"offset": off, "nbytes": len(data), "shape": list(p.shape), "nr": nr}
-                    off += len(data)
-            out[oid] = e
+        for oid, packed in uses.items():
+            for i, (key, tag) in packed.items():
+                e = by_key.get((key, tag))
+                if e is None:
+                    if tag[0] == "gemm":
+                        p = pack_panels(module.weights[key], nr, tag[1])
+                        dtype, shape, extra = "f32", list(p.shape), {"nr": nr}
+                        layout = {"kind": "gemm_panels", "nr": nr, "trans": tag[1]}
+                    else:
+                        w = np.asarray(module.weights[key])
+                        p = pack_bf16_pairs(w)
+                        # (bound as [E, N/NR, K/2, NR, 2]; a dense weight is a stack of one)
+                        dtype, shape, extra = "bf16", ([1] if w.ndim == 2 else []) + list(p.shape), \
+                            {"ctype": "MOEC_BF16"}
+                        layout = pair_layout()
+                    data = p.tobytes()
+                    ent = index.get(key) if index is not None else None
+                    if in_place.get(key) == tag and ent is not None and ent["nbytes"] == len(data) \
+                            and ent.get("dtype") == dtype:
+                        f.seek(ent["offset"])
+                        f.write(data)
+                        ent["layout"] = layout
+                        e = by_key[(key, tag)] = {"offset": ent["offset"], "nbytes": len(data), "shape": shape,
+                                                  "in_place": True, **extra}
+                    else:
+                        pad = (-off) % ALIGN
+                        f.seek(off)
+                        f.write(b"\0" * pad)
+                        off += pad
+                        f.write(data)
+                        e = by_key[(key, tag)] = {"offset": off, "nbytes": len(data), "shape": shape, **extra}
+                        off += len(data)
+                out[oid if tag[0] == "gemm" else (oid, i)] = e
     if any(e.get("in_place") for e in by_key.values()):
         with open(index_path, "w") as f:
             json.dump(index, f, indent=1, sort_keys=True)

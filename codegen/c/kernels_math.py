@@ -10,12 +10,7 @@ def _packed(ctx, o):
     e = ctx.packs.get(id(o))
     if e is None:
         return None
-    if "cname" not in e:  # one binding per packed weight, shared by its users
-        e["cname"] = name = ctx.fresh("pk")
-        ctx.decl(f"static moec_tensor {name};")
-        ctx.inits.append(f"  if (moec_bind_weight(&{name}, MOEC_F32, 3, {ctx.c_ints(e['shape'])}, "
-                         f"{ctx.c_int(e['offset'])}, {ctx.c_int(e['nbytes'])}, err, errlen)) return 1;")
-    return "&" + e["cname"], int(e["nr"])
+    return ctx.packed(e), int(e["nr"])  # (one binding per packed weight, shared by its users)
 
 
 @c_op("moec.matmul")

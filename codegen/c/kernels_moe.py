@@ -15,6 +15,18 @@ _WEIGHTS_AT = WEIGHTS_AT_CODES  # (moec_k_moe_experts takes the index in ir/ops/
 _WQ = {"bf16": "MOEC_WQ_BF16", "int8": "MOEC_WQ_INT8", "int4": "MOEC_WQ_INT4"}
 
 
+def _pairs(ctx, o, i) -> str:
+    """The bf16 pair panels of o's operand i packed at compile time (gemm_pack), or NULL.  The generated unit
+    checks that the runtime it is built with reads the layout the packer wrote (ir/weight_layouts.py)."""
+    e = ctx.packs.get((id(o), i))
+    if e is None:
+        return "NULL"
+    from moec.ir.weight_layouts import PAIR_LAYOUT_VERSION, PAIR_NR
+    ctx.decl_once("pair_layout", f"#if MOEC_PAIR_NR != {PAIR_NR} || MOEC_PAIR_LAYOUT_VERSION != {PAIR_LAYOUT_VERSION}\n"
+                  f"#error \"the runtime reads another bf16 pair panel layout than moec's packer wrote\"\n#endif")
+    return ctx.packed(e)
+
+
 def ffn_params(ctx, o) -> str:
     """Declare a static moec_ffn_params for op o; return its name."""
     a = o.attrs
@@ -66,7 +78,7 @@ def _experts(ctx, o):
         q = ctx.fresh("wq")
         sv = [f"{ctx.t(v)}" if v is not None else "NULL" for v in (e.s_in, e.s_out, e.z_in, e.z_out)]
         lines.append(f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv[0]}, {sv[1]}, {sv[2]}, "
-                     f"{sv[3]}, {_AQ[a['aq']]}}};")
+                     f"{sv[3]}, {_AQ[a['aq']]}, .pk_in = {_pairs(ctx, o, 4)}, .pk_out = {_pairs(ctx, o, 5)}}};")
         q = "&" + q
     return lines + [
         f"MOEC_TRY(moec_k_moe_experts(&ctx, {x}, {ids}, {order}, {offsets}, {w_in}, {w_out}, {b_in}, {b_out}, "
@@ -104,6 +116,6 @@ def _linear_q(ctx, o):
     sv = ctx.t(s) if s is not None else "NULL"
     zv = ctx.t(z) if z is not None else "NULL"
     return [f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv}, NULL, {zv}, NULL, "
-            f"{_AQ[a['aq']]}}};",
+            f"{_AQ[a['aq']]}, .pk_in = {_pairs(ctx, o, 1)}}};",
             f"MOEC_TRY(moec_k_linear_q(&ctx, {ctx.t(o.operands[0])}, {ctx.t(o.operands[1])}, "
             f"{ctx.t(b) if b is not None else 'NULL'}, &{q}, {ctx.t(o.result)}));"]

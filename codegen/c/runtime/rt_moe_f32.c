@@ -82,8 +82,8 @@ static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K,
 
 /* Weights from the weights file never change: their packed panels are built once per library
  * and reused ([E][N/NR][panel]).  One cache for every panel format: an entry is keyed by the weight
- * pointer, the shape and the packer (f32 k-major panels, bf16 pair panels).  Anything else is packed
- * per call. */
+ * pointer, the shape and the packer (f32 k-major panels, the narrow formats').  Anything else is packed
+ * per call.  (bf16 pair panels are packed at compile time: compiled_pairs.) */
 typedef void (*pack_fn)(const void *W, int64_t K, int64_t n0, int64_t nb, void *Bp);
 typedef struct { const void *src; int64_t E, N, K; pack_fn pack; void *packed; } pk_entry;
 static pk_entry g_pk[1024];
@@ -400,13 +400,19 @@ static void pack_b_bf16(const uint16_t *W, int64_t K, int64_t n0, int64_t nb, ui
       Bp[p * NR + j] = lo | (hi << 16);
     }
 }
-static void pack_bf16_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void *Bp) {
-  pack_b_bf16((const uint16_t *)W, K, n0, nb, (uint32_t *)Bp);
+/* The pair panels of a [E, N, K] bf16 weight packed at compile time (moec_wq.pk_in / pk_out: codegen/c/gemm_pack.py,
+ * the layout of ir/weight_layouts.py, MOEC_PAIR_NR wide), read where they lie in the weights file; NULL when none
+ * were packed (a weight not in the weights file: the kernels pack per work item with pack_b_bf16).  *bad is set
+ * when they do not have this runtime's shape (never read then). */
+static const uint32_t *compiled_pairs(const moec_tensor *pk, int64_t E, int64_t N, int64_t K, int *bad) {
+  if (!pk) return NULL;
+  const int64_t want[5] = {E, (N + NR - 1) / NR, (K + 1) / 2, NR, 2};
+  int ok = pk->dtype == MOEC_BF16 && pk->rank == 5 && NR == MOEC_PAIR_NR;
+  for (int d = 0; ok && d < 5; d++) ok = pk->shape[d] == want[d];
+  if (!ok) *bad = 1;
+  return ok ? (const uint32_t *)pk->data : NULL;
 }
-static const uint32_t *packed_panels_bf16(const uint16_t *W, int64_t E, int64_t N, int64_t K) {
-  return (const uint32_t *)cached_panels(W, sizeof(uint16_t) * (size_t)(N * K), E, N, K, sizeof(uint32_t) * (size_t)((K + 1) / 2 * NR),
-                                         pack_bf16_panel);
-}
+#define PAIRS_MISMATCH "internal error: the packed bf16 weight panels do not match this runtime (layout version %d, width %d)"
 /* rows of f32 (already bf16-valued) -> bf16 pairs, P per row */
 static void to_pairs(const float *a, int64_t K, uint32_t *out) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -1547,7 +1553,7 @@ typedef struct {
   float *pack[64];       /* one packing buffer per worker */
   float *XR, *XS, *AR, *AS; /* int4 decode: X and A rows prepared by prep_x4 (else NULL) */
   uint32_t *XB, *AB;        /* bf16 (vdpbf16ps, every row count): X and A rows as bf16 pairs (else NULL) */
-  const uint32_t *pkb_in, *pkb_out; /* bf16: packed pair panels */
+  const uint32_t *pkb_in, *pkb_out; /* bf16: pair panels packed at compile time, or NULL (packed per item) */
   const float *pk_in, *pk_out; /* prepacked panels of w_in / w_out, or NULL */
   int aq;                       /* w8a8: X and A rows quantised to biased int8 (XQ/AQ, scales XQS/AQS) */
   uint8_t *XQ, *AQ;
@@ -1593,9 +1599,10 @@ static void phase1(void *arg, int64_t item, int tid) {
     }
     return;
   }
-  if (j->pkb_in) { /* bf16, every row count */
+  if (j->XB) { /* bf16, every row count */
     int64_t P = (j->D + 1) / 2;
-    const uint32_t *Bq = j->pkb_in + (e * j->nb1 + cb) * P * NR;
+    const uint32_t *Bq = j->pkb_in ? j->pkb_in + (e * j->nb1 + cb) * P * NR : (const uint32_t *)j->pack[tid];
+    if (!j->pkb_in) pack_b_bf16((const uint16_t *)j->vin.w + e * j->I * j->D, j->D, c0, nb, (uint32_t *)j->pack[tid]);
     for (int64_t r = 0; r < n; r += MR) {
       int m = n - r < MR ? (int)(n - r) : MR;
       tile_bf16(j->XB + (r0 + r) * P, P, m, Bq, j->H + (r0 + r) * j->I + c0, j->I, nb);
@@ -1700,6 +1707,10 @@ static void phase3(void *arg, int64_t item, int tid) {
     if (!j->pq_out) pack_i8_panel((const int8_t *)j->vout.w + e * j->D * j->F, j->F, c0, nb, j->pack[tid]);
   }
   const uint32_t *Bq = j->pkb_out ? j->pkb_out + (e * j->nb3 + cb) * ((j->F + 1) / 2) * NR : NULL;
+  if (j->AB && !Bq) { /* bf16 without compile-time panels: this item's panel */
+    pack_b_bf16((const uint16_t *)j->vout.w + e * j->D * j->F, j->F, c0, nb, (uint32_t *)j->pack[tid]);
+    Bq = (const uint32_t *)j->pack[tid];
+  }
   const void *Bw = NULL;
   const float *st = NULL;
   const uint32_t *Bh = NULL; /* bf16 activations: the pair panel */
@@ -1777,6 +1788,10 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     for (int64_t i = off[e]; i < off[e + 1]; i++) total += ord[i] >= 0;
   }
   row0[E] = total;
+  int bad = 0;
+  const uint32_t *pkb_in = mode == MOEC_WQ_BF16 ? compiled_pairs(q->pk_in, E, I, D, &bad) : NULL,
+                 *pkb_out = mode == MOEC_WQ_BF16 ? compiled_pairs(q->pk_out, E, D, F, &bad) : NULL;
+  if (bad) { free(row0); return moec_fail(ctx, PAIRS_MISMATCH, MOEC_PAIR_LAYOUT_VERSION, NR); }
   int64_t maxn = 0; /* the panel paths are set up when some expert has more rows than the GEMV path takes */
   for (int64_t e = 0; e < E; e++) maxn = row0[e + 1] - row0[e] > maxn ? row0[e + 1] - row0[e] : maxn;
   { /* the gathered rows' sizes: total <= T*k, but total * D is a product of two tensors' dims: checked */
@@ -1843,19 +1858,15 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.pq_in = packed_panels_i8((const int8_t *)w_in->data, E, I, D);
     j.pq_out = packed_panels_i8((const int8_t *)w_out->data, E, D, F);
   }
-  if (mode == MOEC_WQ_BF16) { /* bf16, prefill and decode: tile_bf16 on packed pair panels */
-    j.pkb_in = packed_panels_bf16((const uint16_t *)w_in->data, E, I, D);
-    j.pkb_out = packed_panels_bf16((const uint16_t *)w_out->data, E, D, F);
-    if (j.pkb_in && j.pkb_out) {
-      int64_t P1 = (D + 1) / 2, P3 = (F + 1) / 2;
-      j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * P1 + 1));
-      j.AB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * P3 + 1));
-      if (!j.XB || !j.AB) j.failed = 1;
-      else
-        for (int64_t rr = 0; rr < total; rr++) to_pairs(X + rr * D, D, j.XB + rr * P1);
-    } else {
-      j.pkb_in = j.pkb_out = NULL;
-    }
+  if (mode == MOEC_WQ_BF16) { /* bf16, prefill and decode: tile_bf16 on the pair panels (packed at compile time) */
+    j.pkb_in = pkb_in;
+    j.pkb_out = pkb_out;
+    int64_t P1 = (D + 1) / 2, P3 = (F + 1) / 2;
+    j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * P1 + 1));
+    j.AB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * P3 + 1));
+    if (!j.XB || !j.AB) j.failed = 1;
+    else
+      for (int64_t rr = 0; rr < total; rr++) to_pairs(X + rr * D, D, j.XB + rr * P1);
   }
   if (mode == MOEC_WQ_INT4 && !j.aq) {
     j.XR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
@@ -1964,12 +1975,10 @@ static void lq_task(void *arg, int64_t item, int tid) {
         wq_dequant_panel(v, panel, st, j->pack[tid]);
         panel = j->pack[tid];
       }
-    } else if (j->kind == 1) {
-      pack_b_w(v, 0, c0, nb, j->pack[tid]);
-      panel = j->pack[tid];
     }
-    else if (j->kind == 4) {
-      panel = (const uint32_t *)j->panels + (size_t)b * ((K + 1) / 2) * NR;
+    else if (j->kind == 4) { /* the compile-time pair panels, or this item's */
+      panel = j->panels ? (const void *)((const uint32_t *)j->panels + (size_t)b * ((K + 1) / 2) * NR) : j->pack[tid];
+      if (!j->panels) pack_b_bf16((const uint16_t *)v->w, K, c0, nb, (uint32_t *)j->pack[tid]);
     }
     if (j->kind == 0) {
       for (int64_t r = r0; r < r1; r += GEMV_ROWS) {
@@ -2069,8 +2078,11 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
       for (int64_t r = 0; r < M; r++) quant_row_u8(xd + r * K, K, j.XQ + r * KP4(K), j.XQS + r);
     if (!failed) j.panels = packed_panels_i8((const int8_t *)w->data, 1, N, K);
   }
-  else if (mode == MOEC_WQ_BF16 && (j.panels = packed_panels_bf16((const uint16_t *)w->data, 1, N, K))) {
-    /* bf16, every row count (decode too): tile_bf16 on the cached pair panels */
+  else if (mode == MOEC_WQ_BF16) {
+    /* bf16, every row count (decode too): tile_bf16 on the pair panels packed at compile time */
+    int bad = 0;
+    j.panels = compiled_pairs(q->pk_in, 1, N, K, &bad);
+    if (bad) { moec_scratch_free(xcopy); return moec_fail(ctx, PAIRS_MISMATCH, MOEC_PAIR_LAYOUT_VERSION, NR); }
     int64_t P = (K + 1) / 2;
     j.kind = 4;
     j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * P + 1));
@@ -2097,8 +2109,6 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
       else
         for (int64_t r = 0; r < M; r++) to_pairs(xd + r * K, K, j.XH + r * ((K + 1) / 2));
     }
-  } else {
-    j.kind = 1; /* bf16 weights not from the weights file (no cached panels): f32 panels, dequantised per item */
   }
   /* rows per item: all of them at decode; else a block whose f32 rows stay in L2 (~256 KiB) */
   const int64_t rstep = j.kind == 5 ? W4A8_MR : MR; /* (w4a8's rows are int8 codes: 4x as many fit) */
@@ -2118,7 +2128,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   int64_t items = j.nrb * j.ncb;
   if (items < nt) nt = (int)items;
   if (nt > 64) nt = 64;
-  if (j.kind != 0 && j.kind != 4) {
+  if (j.kind != 0 && !(j.kind == 4 && j.panels)) {
     size_t pb = j.kind == 2 || j.kind == 6 ? wq_pack_bytes(K) : sizeof(float) * (size_t)(K * NR + 16), pbi = i8_panel_bytes(K) + 64;
     if (j.kind == 5 && w4a8_panel_bytes(&j.v) + 64 > pbi) pbi = w4a8_panel_bytes(&j.v) + 64;
     for (int t = 0; t < nt && !failed; t++) {

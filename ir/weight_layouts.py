@@ -1,0 +1,71 @@
+"""bf16 pair panels: the layout the C target's bf16 kernels read (rt_moe_f32.c's tile_bf16), stored in the
+weights file at compile time (codegen/c/gemm_pack.py) in place of the plain weight.
+
+The IR, the op semantics and the interpreter see the logical weight; only the weights file holds this
+layout, and its entry in model.weights.json says so (``layout``: kind, ``nr``, ``version``), so the IR's
+weight store (ir/weights.py) unpacks it when an artifact's module is loaded and the CPU loader refuses a
+version its kernels do not read.  This module is the layout's one definition on the Python side (packer
+and inverse); the C side's constants are ``MOEC_PAIR_NR`` and ``MOEC_PAIR_LAYOUT_VERSION`` in rt_moe.h,
+checked against these when the generated C is compiled, and its run-time packer (weights that are not in
+the weights file) is ``pack_b_bf16``.
+
+A weight ``w`` [..., N, K] (bf16; the reduction is K, one output column per row, as moec.linear_q's
+weight and moe.experts' w_in / w_out) becomes [..., ceil(N/NR), ceil(K/2), NR, 2]: column panel b, pair
+p, column j holds (w[b*NR + j, 2p], w[b*NR + j, 2p + 1]), i.e. one little-endian uint32 per (p, j) with
+w[.., 2p] in the low half; zero past N and K.  Its size is the weight's exactly when N % NR == 0 and K is
+even (then it can replace the weight's bytes)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+PAIR_NR = 32
+PAIR_LAYOUT_VERSION = 1
+PAIR_KIND = "bf16_pairs"
+
+
+def pair_layout() -> dict:
+    """The ``layout`` entry model.weights.json records for a weight stored as pair panels."""
+    return {"kind": PAIR_KIND, "nr": PAIR_NR, "version": PAIR_LAYOUT_VERSION}
+
+
+def pair_shape(shape: Sequence[int]) -> tuple:
+    """The panels' shape for a weight of ``shape`` [..., N, K]."""
+    *lead, N, K = (int(d) for d in shape)
+    return (*lead, -(-N // PAIR_NR), (K + 1) // 2, PAIR_NR, 2)
+
+
+def pack_bf16_pairs(w: np.ndarray) -> np.ndarray:
+    """w [..., N, K] (any dtype, stored as the same values in the result's dtype) -> its pair panels."""
+    w = np.asarray(w)
+    *lead, N, K = w.shape
+    shp = pair_shape(w.shape)
+    padded = np.zeros((*lead, shp[-4] * PAIR_NR, shp[-3] * 2), w.dtype)
+    padded[..., :N, :K] = w
+    # [..., nb, NR, P, 2] -> [..., nb, P, NR, 2]
+    t = padded.reshape(*lead, shp[-4], PAIR_NR, shp[-3], 2)
+    return np.ascontiguousarray(np.swapaxes(t, -3, -2))
+
+
+def unpack_bf16_pairs(flat: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The plain weight of ``shape`` from its pair panels (``flat``: the panels' elements, in order)."""
+    *lead, N, K = (int(d) for d in shape)
+    shp = pair_shape(shape)
+    p = np.asarray(flat).reshape(shp)
+    t = np.swapaxes(p, -3, -2).reshape(*lead, shp[-4] * PAIR_NR, shp[-3] * 2)
+    return np.ascontiguousarray(t[..., :N, :K])
+
+
+def check_layout(layout: dict, what: str = "a weight") -> None:
+    """Raise ValueError unless ``layout`` is one this moec's kernels read (``gemm_panels``: the f32 GEMM's,
+    ir/weights.py)."""
+    kind = layout.get("kind") if isinstance(layout, dict) else None
+    if kind == "gemm_panels":
+        return
+    if kind != PAIR_KIND:
+        raise ValueError(f"{what} is stored in an unknown layout {kind!r}: recompile the model")
+    if layout.get("version") != PAIR_LAYOUT_VERSION or layout.get("nr") != PAIR_NR:
+        raise ValueError(f"{what} is stored as bf16 pair panels of version {layout.get('version')!r} (width "
+                         f"{layout.get('nr')!r}); this moec reads version {PAIR_LAYOUT_VERSION} (width {PAIR_NR}): "
+                         "recompile the model")

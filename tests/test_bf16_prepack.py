@@ -1,0 +1,218 @@
+"""bf16 pair panels packed at compile time (issue 17): the weights of moec.linear_q and moe.experts in mode bf16
+are stored in the weights file as the panels tile_bf16 reads (ir/weight_layouts.py, codegen/c/gemm_pack.py)
+and read in place: no run-time copy, no first-call packing.
+
+- The compile-time panels give the same bits as the run-time packer of the C runtime (pack_b_bf16, which packs
+  a weight that is not in the weights file per work item, as the old run-time cache packed every weight): the
+  same layer with its weights inline vs from the weights file, on edge sizes.
+- In place when every user reads the panels and they are the weight's size, else appended beside the plain
+  weight (a weight another op reads too); the artifact's module still loads the plain weights.
+- A layout version this moec does not read is refused when the artifact is loaded (one clear error; the JIT
+  cache rebuilds such an entry), never run on misread weights."""
+import json
+import os
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from helpers import experts_module
+
+from moec.driver import build_module
+from moec.ir import load_module, run
+from moec.ir.core import ResourceRef
+from moec.ir.weight_layouts import PAIR_LAYOUT_VERSION, pack_bf16_pairs, pair_shape, unpack_bf16_pairs
+from moec.passes.quantize import QuantizeWeights
+
+
+def _inline(m, keys=None):
+    """The module with its weight-file constants (``keys``, default every one) as inline constants: the C target
+    binds them from the unit, not the weights file, so nothing packs them at compile time."""
+    n = 0
+    for o in m.main.ops:
+        v = o.attrs.get("value") if o.name == "moec.constant" else None
+        if isinstance(v, ResourceRef) and (keys is None or v.key in keys):
+            o.attrs["value"] = np.array(m.weights[v.key])
+            n += 1
+    assert n
+    return m
+
+
+def _index(d):
+    with open(os.path.join(d, "model.weights.json")) as f:
+        return json.load(f)
+
+
+def _dense(K, N, seed):
+    from test_dense_quant import _module, _weights
+    m = _module(K, N, _weights(K, N, seed))
+    QuantizeWeights("bf16", 0, False, scope="all", dense_modes=("bf16",)).run(m)
+    assert sum(o.name == "moec.linear_q" for o in m.main.ops) == 2
+    return m
+
+
+def test_pair_layout_round_trip_and_shape():
+    """The layout itself: panel b, pair p, column j holds (w[32b + j, 2p], w[32b + j, 2p + 1]), zero past N and K;
+    its inverse gives the weight back; the size is the weight's exactly when N % 32 == 0 and K is even."""
+    w = np.arange(3 * 37 * 45).reshape(3, 37, 45).astype(np.float32).astype(ml_dtypes.bfloat16)
+    p = pack_bf16_pairs(w)
+    assert p.shape == pair_shape(w.shape) == (3, 2, 23, 32, 2) and p.dtype == w.dtype
+    for e, n, k in ((0, 0, 0), (2, 36, 44), (1, 33, 7), (1, 5, 44)):
+        assert p[e, n // 32, k // 2, n % 32, k % 2] == w[e, n, k]
+    assert not p[:, 1, :, 5:].astype(np.float32).any() and not p[:, :, 22, :, 1].astype(np.float32).any()
+    np.testing.assert_array_equal(unpack_bf16_pairs(p.reshape(-1), w.shape), w)
+    assert pack_bf16_pairs(np.zeros((64, 10), np.uint16)).size == 640
+    # as the runtime reads it: one little-endian uint32 per (p, j), w[2p] in the low half
+    u = pack_bf16_pairs(w[0]).view(np.uint16).reshape(-1).view(np.uint32)
+    bits = w[0].view(np.uint16).astype(np.uint32)
+    assert u[0] == bits[0, 0] | bits[0, 1] << 16 and u[1] == bits[1, 0] | bits[1, 1] << 16
+
+
+# K odd, K = 1, N = 1, N not a multiple of 32, both multiples (in place)
+DENSE = [(37, 45), (1, 33), (64, 1), (64, 96)]
+
+
+@pytest.mark.parametrize("arch", ["native", "generic"])
+def test_dense_panels_packed_at_compile_time_equal_the_runtime_packer(arch, tmp_path):
+    """x @ W and x @ Wt^T + b (moec.linear_q, bf16) from the weights file (compile-time panels, in place where the
+    size allows) and with the weights inline (the runtime packs each work item's panel): the same bits at 1, 2, 4,
+    8 rows (the unrolled tiles), 3 and 19 (partial and several tiles)."""
+    for i, (K, N) in enumerate(DENSE):
+        m = _dense(K, N, seed=i)
+        packed = build_module(m, str(tmp_path / f"p{i}"), arch=arch, threads=2)
+        lay = {k: e.get("layout") for k, e in _index(tmp_path / f"p{i}").items() if e["dtype"] == "bf16"}
+        assert len(lay) == 2
+        in_place = N % 32 == 0 and K % 2 == 0
+        assert all((v is not None) == in_place for v in lay.values()), (K, N, lay)
+        with open(tmp_path / f"p{i}" / "model.c") as f:
+            src = f.read()
+        assert src.count(".pk_in = &pk") == 2 and "MOEC_PAIR_LAYOUT_VERSION" in src
+        plain = build_module(_inline(m), str(tmp_path / f"i{i}"), arch=arch, threads=2)
+        with open(tmp_path / f"i{i}" / "model.c") as f:
+            assert ".pk_in = NULL" in f.read()
+        for M in (1, 2, 3, 4, 8, 19):
+            x = np.random.default_rng(M).standard_normal((M, K)).astype(np.float32)
+            got, want = packed([x]), plain([x])
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w, err_msg=f"{arch} K={K} N={N} M={M}")
+            ref = run(m, [x])
+            for g, w in zip(got, ref.values()):
+                assert np.abs(g - w).max() <= 1e-5 * np.sqrt(K) * max(1.0, np.abs(w).max()), (K, N, M)
+
+
+@pytest.mark.parametrize("D,F", [(64, 96), (45, 38)])
+def test_expert_panels_packed_at_compile_time_equal_the_runtime_packer(D, F, tmp_path):
+    """moe.experts with bf16 weights: w_in [E, 2F, D] and w_out [E, D, F] as compile-time panels (in place for
+    D = 64, F = 96; appended for D odd, F not a multiple of 32) give the same bits as the weights inline (packed
+    per work item at run time), at 1 and 2 tokens (one or two rows per expert: decode) and 5 and 40."""
+    rng = np.random.default_rng(7)
+    E, k = 4, 2
+    wi = rng.standard_normal((E, 2 * F, D)).astype(np.float32).astype(ml_dtypes.bfloat16)
+    wo = rng.standard_normal((E, D, F)).astype(np.float32).astype(ml_dtypes.bfloat16)
+    m = experts_module("bf16", wi, wo, [], "T", D, E, k)
+    packed = build_module(m, str(tmp_path / "p"), threads=2)
+    lay = [e.get("layout") for e in _index(tmp_path / "p").values() if e["dtype"] == "bf16"]
+    assert len(lay) == 2 and all((v is not None) == (D % 32 == 0 and F % 32 == 0) for v in lay)
+    plain = build_module(_inline(m), str(tmp_path / "i"), threads=2)
+    for T in (1, 2, 5, 40):
+        x = rng.standard_normal((T, D)).astype(np.float32)
+        logits = rng.standard_normal((T, E)).astype(np.float32)
+        got, want = packed([x, logits])[0], plain([x, logits])[0]
+        np.testing.assert_array_equal(got, want, err_msg=f"T={T}")
+        ref = run(m, [x, logits])["y"]
+        assert np.abs(got - ref).max() <= 4e-6 * np.abs(ref).max() * np.sqrt(max(D, F)), T
+
+
+def _shared_module(K, N):
+    """y1 = x @ W, y2 = x @ W + b (two users of one weight), z = x @ V, and V's bf16 copy also an output of the
+    quantised module (another reader of the plain weight)."""
+    from moec.ir import WeightStore, parse_module
+    from test_dense_quant import _tt
+    rng = np.random.default_rng(11)
+    ws = WeightStore()
+    ws.set("w", rng.standard_normal((K, N)).astype(np.float32))
+    ws.set("v", rng.standard_normal((K, N)).astype(np.float32))
+    ws.set("b", rng.standard_normal((N,)).astype(np.float32))
+    x, w, y = _tt(("M", K)), _tt((K, N)), _tt(("M", N))
+    ops = [f'%w = "moec.constant"() {{value = dense_resource<w> : {w}}} : () -> {w}',
+           f'%v = "moec.constant"() {{value = dense_resource<v> : {w}}} : () -> {w}',
+           f'%b = "moec.constant"() {{value = dense_resource<b> : {_tt((N,))}}} : () -> {_tt((N,))}',
+           f'%y1 = "moec.matmul"(%x, %w) : ({x}, {w}) -> {y}',
+           f'%y0 = "moec.matmul"(%x, %w) : ({x}, {w}) -> {y}',
+           f'%y2 = "moec.add"(%y0, %b) : ({y}, {_tt((N,))}) -> {y}',
+           f'%z = "moec.matmul"(%x, %v) : ({x}, {w}) -> {y}']
+    text = "\n".join(["module {", f'  func.func @main(%x: {x}) -> ({y}, {y}, {y}) attributes {{moec.inputs = ["x"], '
+                      'moec.outputs = ["y1", "y2", "z"]} {', *("    " + o for o in ops),
+                      f"    func.return %y1, %y2, %z : {y}, {y}, {y}", "  }", "}"])
+    m = parse_module(text, ws)
+    QuantizeWeights("bf16", 0, False, scope="all", dense_modes=("bf16",)).run(m)
+    lq = [o for o in m.main.ops if o.name == "moec.linear_q"]
+    assert len(lq) == 3 and lq[0].operands[1] is lq[1].operands[1] or \
+        lq[0].operands[1].owner.attrs["value"].key == lq[1].operands[1].owner.attrs["value"].key
+    vq = lq[2].operands[1]
+    m.main.outputs.append(vq)
+    m.main.output_names.append("v_bf16")
+    return m, ws, vq.owner.attrs["value"].key
+
+
+def test_weight_shared_by_two_consumers_and_a_plain_reader(tmp_path):
+    """A bf16 weight two linear layers read is packed once, in place (one panel tensor bound, both layers on it);
+    a weight another op also reads (here: returned as it is) keeps its plain bytes, its panels appended: that op
+    gets the plain weight, the layer the panels; the artifact's module loads both weights plain."""
+    K, N = 64, 64
+    m, ws, vkey = _shared_module(K, N)
+    d = tmp_path / "s"
+    art = build_module(m, str(d), threads=2)
+    index = _index(d)
+    bf = {k: e for k, e in index.items() if e["dtype"] == "bf16"}
+    assert len(bf) == 2
+    assert bf[vkey].get("layout") is None
+    (wkey,) = [k for k in bf if k != vkey]
+    assert bf[wkey]["layout"] == {"kind": "bf16_pairs", "nr": 32, "version": PAIR_LAYOUT_VERSION}
+    with open(d / "model.c") as f:
+        src = f.read()
+    assert src.count("moec_bind_weight(&pk") == 2  # w's panels (in place) once, v's appended panels
+    appended = os.path.getsize(d / "model.weights.bin") - max(e["offset"] + e["nbytes"] for e in index.values())
+    assert 0 < appended <= K * N * 2 + 64  # v's panels only (w's took w's place)
+    x = np.random.default_rng(1).standard_normal((5, K)).astype(np.float32)
+    y1, y2, z, vb = art([x])
+    want = run(m, [x])
+    for g, (name, w) in zip((y1, y2, z, vb), want.items()):
+        if name == "v_bf16":
+            assert g.dtype == ml_dtypes.bfloat16
+            np.testing.assert_array_equal(g, w)
+        else:
+            assert np.abs(g - w).max() <= 1e-5 * np.sqrt(K) * max(1.0, np.abs(w).max()), name
+    np.testing.assert_array_equal(y1 + ws["b"], y2)
+    m2 = load_module(str(d / "model.mlir"))
+    for k in bf:
+        np.testing.assert_array_equal(np.asarray(m2.weights[k]), np.asarray(m.weights[k]))
+
+
+def test_mismatched_layout_version_is_refused_when_loaded(tmp_path):
+    """An artifact whose weights file holds pair panels of another layout version (or an unknown layout) is refused
+    by the loader with one clear line (cache_store.Damaged: the JIT cache discards and rebuilds such an entry;
+    `moec run` exits 2), and its module does not load either: never run on weights it would misread."""
+    from moec.ir.parser import IRParseError
+    from moec.targets.cache_store import Damaged
+    from moec.targets.cpu_backend import CpuArtifact
+    d = tmp_path / "a"
+    build_module(_dense(64, 96, seed=0), str(d), threads=1)
+    index = _index(d)
+    assert sum("layout" in e for e in index.values()) == 2
+    CpuArtifact(str(d))  # (loads as built)
+    for bad in ({"version": PAIR_LAYOUT_VERSION + 1}, {"nr": 16}, {"kind": "bf16_pairs_v9"}):
+        idx = json.loads(json.dumps(index))
+        for e in idx.values():
+            if "layout" in e:
+                e["layout"].update(bad)
+        with open(d / "model.weights.json", "w") as f:
+            json.dump(idx, f)
+        with pytest.raises(Damaged, match="recompile") as ei:
+            CpuArtifact(str(d))
+        assert "\n" not in str(ei.value)
+        with pytest.raises(IRParseError):
+            load_module(str(d / "model.mlir"))
+    from moec.cli import main
+    np.save(tmp_path / "x.npy", np.zeros((2, 64), np.float32))
+    assert main(["run", str(d), "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "r")]) == 2
