@@ -73,8 +73,10 @@ _INDEXER = dict(index_topk=4, index_head_dim=8, index_n_heads=2)
 EXTRA: dict = {
     "afmoe": dict(num_dense_layers=0, num_shared_experts=1),
     "bamba": dict(_MAMBA),
+    # (clip_qkv: the released DBRX configs clip q/k/v at 8; the config's default None makes its attention call
+    # clamp(min=None, max=None), which torch refuses)
     "dbrx": dict(d_model=D, n_heads=4, n_layers=2, max_seq_len=64,
-                 attn_config=dict(kv_n_heads=2, rope_theta=10000.0),
+                 attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
                  ffn_config=dict(ffn_hidden_size=48, moe_num_experts=4, moe_top_k=2)),
     "deepseek_v4": dict(mlp_layer_types=["moe", "moe"], o_groups=2, **_INDEXER),
     "doge": dict(is_moe=True, num_experts=16, num_experts_per_tok=2),
@@ -102,8 +104,16 @@ EXTRA: dict = {
     "longcat_flash": dict(num_layers=2, moe_topk=2, ffn_hidden_size=64, expert_ffn_hidden_size=48,
                           zero_expert_num=2),
     "mistral4": dict(head_dim=16),  # rotary dim = head_dim x partial_rotary_factor 0.5 = qk_rope_head_dim 8
+    # (encoder-decoder: 2 encoder and 2 decoder layers, every one sparse, as the 2-layer models of the rest)
+    "nllb-moe": dict(decoder_layers=2, encoder_sparse_step=1, decoder_sparse_step=1),
     "nemotron_h": dict(layers_block_type=["moe", "moe"], mamba_num_heads=4, mamba_head_dim=8, n_groups=1,
                        chunk_size=16, moe_shared_expert_intermediate_size=48, use_mamba_kernels=False),
+    # (expert_capacity: switch-base-8's 64 is capacity factor 1 at its 512-token sequences over 8 experts; at the
+    # survey's 5- and 7-token sequences over 4 experts that factor gives 2, so the capacity binds as in the real
+    # model: with 64 it never binds at these sizes and the layer is indistinguishable from one without capacity)
+    # (num_layers itself: the attribute map sets num_hidden_layers after __post_init__ derived the sparse steps)
+    "switch_transformers": dict(num_layers=2, num_decoder_layers=2, num_sparse_encoder_layers=2,
+                                num_sparse_decoder_layers=2, expert_capacity=2),
     "step3p5": dict(sliding_window=4),  # (its model builds the sliding-window mask whatever the layer types)
     "zaya": dict(num_experts_per_tok=1),
 }
@@ -112,7 +122,8 @@ PATHS = ("torch.export", "dynamo", "torchscript")
 IMPLS = ("eager", "batched_mm", "grouped_mm")
 DTYPES = ("f32", "bf16")
 # moec.compile (C build + verification against the module) for a representative few (slow)
-COMPILE_FEW = ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss")
+COMPILE_FEW = ("mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss",
+               "doge", "nllb-moe")  # (the last two: not MoE layers, recognize-moe leaves them alone: a plain graph)
 
 
 # -- discovery -------------------------------------------------------------------------------------
@@ -570,7 +581,8 @@ EXAMPLE_SHAPES = ((2, 5), (4, 16), (4, 64), (8, 128))
 
 def experts_hit(block, x):
     """(experts the block's eager router sends ``x``'s tokens to, E), read at the experts module's
-    ``forward(hidden_states, top_k_index, top_k_weights)``; None where the block has no such experts module."""
+    ``forward(hidden_states, top_k_index, top_k_weights)`` (or Switch's dispatch mask: _hit_ids); None where the
+    block has no such experts module."""
     import torch
     ex = getattr(block, "experts", None)
     E = getattr(ex, "num_experts", None)
@@ -581,7 +593,7 @@ def experts_hit(block, x):
     def pre(_mod, args, kwargs):
         idx = kwargs.get("top_k_index", args[1] if len(args) > 1 else None)
         if isinstance(idx, torch.Tensor):
-            seen.append(idx.detach().reshape(-1))
+            seen.append(_hit_ids(idx.detach(), E))
     h = ex.register_forward_pre_hook(pre, with_kwargs=True)
     try:
         with torch.no_grad():
@@ -596,6 +608,14 @@ def experts_hit(block, x):
     return int(torch.unique(ids[(ids >= 0) & (ids < E)]).numel()), E
 
 
+def _hit_ids(sel, E):
+    """The expert ids an experts module's second argument selects: top-k ids [tokens, k], or a one-hot dispatch
+    mask [tokens, 1, E] (Switch Transformers' router: a token over the capacity selects none)."""
+    if sel.dim() == 3 and sel.shape[-1] == E:  # (the columns with a nonzero entry)
+        return sel.reshape(-1, E).ne(0).any(0).nonzero().reshape(-1)
+    return sel.reshape(-1)
+
+
 def example_input(block, tdt, path):
     """The example input an export traces, [batch, seq, D] seeded.  A TorchScript trace records the eager
     experts' loop over the experts its example hits and drops the rest: for that path the smallest of
@@ -608,6 +628,125 @@ def example_input(block, tdt, path):
         if hit is None or hit[0] >= hit[1]:
             break
     return x
+
+
+# -- why a block is left alone: measured on the torch block itself -----------------------------------------
+
+def token_dependence(block, T: int = 4, trials: int = 8) -> dict:
+    """{j: [t, ...]}: the other tokens whose output changes when token j of a seeded [1, T] input is replaced by
+    another random token (``trials`` times); empty for a per-token layer (every MoE layer moe.route expresses)."""
+    import torch
+    dt = next((p.dtype for p in block.parameters() if p.is_floating_point()), torch.float32)
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(1, T, D, generator=g).to(dt)
+    with torch.no_grad():
+        y0 = _out0(block(x)).float()
+        tol = 1e-5 * float(y0.abs().max()) + 1e-6
+        out = {}
+        for j in range(T):
+            seen = set()
+            for _ in range(trials):
+                x2 = x.clone()
+                x2[0, j] = (3 * torch.randn(D, generator=g)).to(dt)
+                d = (_out0(block(x2)).float() - y0).abs().amax(-1)[0]
+                seen |= {t for t in range(T) if t != j and float(d[t]) > tol}
+            if seen:
+                out[j] = sorted(seen)
+    return out
+
+
+def experts_run(block, x):
+    """Per token of ``x`` [batch, seq, D], the indices of the expert modules (the children of ``block.experts``) whose
+    input rows include that token's row; None where the experts are not separate modules (with weights)."""
+    import torch
+    ex = getattr(block, "experts", None)
+    kids = [c for c in ex.children() if next(c.parameters(), None) is not None] if isinstance(
+        ex, torch.nn.Module) else []  # (not NLLB-MoE's token dropout)
+    if len(kids) < 2:
+        return None
+    rows = x.reshape(-1, x.shape[-1])
+    ran = [set() for _ in range(rows.shape[0])]
+    hooks = []
+    for e, kid in enumerate(kids):
+        def pre(_m, args, e=e):
+            a = args[0].reshape(-1, rows.shape[-1]) if args and isinstance(args[0], torch.Tensor) else None
+            if a is not None:
+                for t in range(rows.shape[0]):
+                    if bool((a == rows[t]).all(-1).any()):
+                        ran[t].add(e)
+        hooks.append(kid.register_forward_pre_hook(pre))
+    try:
+        with torch.no_grad():
+            block(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [sorted(r) for r in ran]
+
+
+def _doge_keys_from(t: int, T: int) -> set:
+    """The tokens whose router logits choose token t's experts in DogeCDMoE: ``router_logits.view(2, T, -1)`` of the
+    [T, 2 n_keys] logits makes row t of its first half the (t % 2) half of token t // 2's logits, and row t of its
+    second half the ((T + t) % 2) half of token (T + t) // 2's."""
+    return {t // 2, (T + t) // 2}
+
+
+def _nllb_two_fixed_experts(block, x) -> float:
+    """max |block(x) - (1 - moe_token_dropout) (w1 expert_1(x) + w2 expert_0(x))| / max |block(x)|, w1 >= w2 the
+    router's top-2 softmax probabilities renormalised to sum 1: NLLB-MoE's block in transformers 5.25 is that, whatever
+    experts its router ranks first."""
+    import torch
+    with torch.no_grad():
+        y = _out0(block(x)).reshape(-1, D)
+        h = x.reshape(-1, D)
+        p = torch.softmax(block.router.classifier(h.to(block.router.dtype)), -1)
+        top = p.topk(2, -1).values
+        w = top / top.sum(-1, keepdim=True)
+        keep = 1 - block.experts.moe_token_dropout
+        ref = keep * (w[:, :1] * block.experts["expert_1"](h) + w[:, 1:] * block.experts["expert_0"](h))
+    return float((y - ref).abs().max() / y.abs().max())
+
+
+def diagnose(block) -> str:
+    """What is missing for a block recognize-moe leaves alone, where measuring the torch block shows that it is not a
+    per-token MoE layer (its tokens' outputs depend on other tokens, or every token runs the same experts): the
+    measurement, with the cause in transformers' code where the block is one whose cause is known and the measurement
+    confirms it; "" where neither holds (the reason's own "what is missing" then stands)."""
+    import torch
+    T = 4
+    dep = token_dependence(block, T)
+    if dep:
+        meas = "; ".join(f"{j} -> {v}" for j, v in dep.items())
+        if type(block).__name__ == "DogeCDMoE" and dep == {
+                j: sorted(t for t in range(T) if t != j and j in _doge_keys_from(t, T)) for j in range(T)
+                if any(t != j and j in _doge_keys_from(t, T) for t in range(T))}:
+            return ("not a per-token MoE layer, so recognize-moe leaves it alone (moe.route routes each token by its own "
+                    "scores): DogeCDMoE's `router_logits.view(2, bsz * seq_len, -1)` splits the [T, 2 sqrt(E)] router "
+                    "logits across tokens, so token t's experts are chosen by the logits of tokens floor(t/2) and "
+                    "floor((T+t)/2) (T = batch x seq; transformers keeps it for the checkpoints' outputs); measured at "
+                    f"T = {T}, replacing token j changes the other tokens' outputs j -> [t]: {meas}, as that predicts; "
+                    "moec.compile builds it as a plain graph (the moec.compile table)")
+        return (f"not a per-token layer, so recognize-moe leaves it alone: a token's output depends on other tokens "
+                f"(measured at T = {T}, replacing token j changes the outputs of tokens j -> [t]: {meas})")
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(2)).to(
+        next((p.dtype for p in block.parameters() if p.is_floating_point()), torch.float32))
+    ran = experts_run(block, x)
+    n = sum(next(c.parameters(), None) is not None for c in block.experts.children()) if ran is not None else 0
+    if ran and all(r == ran[0] for r in ran) and len(ran[0]) < n:
+        same = ", ".join(f"expert_{e}" for e in ran[0])
+        if type(block).__name__ == "NllbMoeSparseMLP" and ran[0] == [0, 1]:
+            err = _nllb_two_fixed_experts(block, x)
+            if err < 1e-5:
+                return ("not an MoE layer in this transformers, so recognize-moe leaves it alone: NllbMoeExperts "
+                        "applies one_hot to the router's top-1 mask, which is one-hot already, so the expert run is the "
+                        "mask's value: every token runs expert_1 weighted by its top-1 probability and expert_0 weighted "
+                        "by the rest (its top-2 probability), whatever experts the router ranks first; measured on "
+                        f"[2, 5]: every token ran {same} and no other of the {n}, and the block equals "
+                        f"(1 - moe_token_dropout) (w1 expert_1 + w2 expert_0) to {err:.1g} of its largest output; "
+                        "moec.compile builds it as a plain graph (the moec.compile table)")
+        return (f"every token runs the same experts ({same} of {n}; measured on [2, 5]), so the router does not "
+                "choose the expert FFN per token: not an MoE layer")
+    return ""
 
 
 def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
@@ -647,6 +786,12 @@ def run_cell(mt, block, impl, dtype, dims, path, cfg_json) -> dict:
         layers = _recognise(m)
         if not layers:
             cell.update(status="no", stage="recognise", reason=_why_not(m))
+            try:
+                why = diagnose(block)
+            except Exception as e:  # noqa: BLE001  (the measurement itself failed: the reason's own text stands)
+                why, cell["diagnose_error"] = "", _first_line(e)
+            if why:  # (measured on the torch block: what is missing is not a form recognize-moe could learn)
+                cell["missing"] = why
         else:
             la = layers[0]
             cell.update(status="recognised", family=la.get("family"), routing=la.get("routing"),
@@ -680,7 +825,7 @@ def compile_cell(mt, block) -> dict:
             cm = moec.compile(_wrap_first(block), (x,), dynamic_dims={0: {0: "B", 1: "S"}}, cache=False)
         fams = [la["family"] for la in cm.stats.report.get("moe_layers", [])]
         rep = cm.stats.report
-        cell.update(status="recognised" if fams else "no", family=fams[0] if fams else None,
+        cell.update(status="recognised" if fams else "plain", family=fams[0] if fams else None,
                     verified=rep.get("verified"), criterion=rep.get("criterion"), verification=cm.stats.verification,
                     **({"f32_vs_float64": rep["f32_vs_float64"]} if rep.get("f32_vs_float64") else {}))
     except Exception as e:  # noqa: BLE001
@@ -714,6 +859,11 @@ def causal_lm_cell(mt) -> dict:
                 self.m = mdl
 
             def forward(self, ids):
+                if getattr(self.m.config, "is_encoder_decoder", False):
+                    # (Switch, NLLB-MoE: the decoder reads ids too; the encoder's attention mask given, as a
+                    # tokenizer gives it: under torch.export Switch's encoder does not make its own)
+                    return _out0(self.m(input_ids=ids, attention_mask=torch.ones_like(ids), decoder_input_ids=ids,
+                                        use_cache=False))
                 return _out0(self.m(input_ids=ids, use_cache=False))
 
         ids = torch.randint(3, 128, (2, 5), generator=torch.Generator().manual_seed(5))
@@ -827,8 +977,8 @@ def survey_arch(mt, paths=PATHS, impls=None, dtypes=DTYPES, dims_list=("dynamic"
                 if verbose:
                     print(json.dumps(c), flush=True)
     if causal:
-        blk_ok = [c for c in res["cells"] if c["path"] == "torch.export" and c["dtype"] == "f32"
-                  and c["impl"] in ("batched_mm", "-") and c["dims"] == "dynamic"]
+        blk_ok = [c for c in known.values() if c["path"] == "torch.export" and c["dtype"] == "f32"
+                  and c["impl"] in ("batched_mm", "-") and c["dims"] == "dynamic"]  # (this run's or ``prev``'s)
         if res.get("inline") or not blk_ok or blk_ok[0].get("status") == "recognised" or len(paths) == 0:
             c = causal_lm_cell(mt)
         else:  # (saves the survey's time: the model's layers are that block)
@@ -955,7 +1105,8 @@ def survey_all(out_json, timeout, only=None, extra_args=(), batch=6) -> list:
         if only and mod not in only:
             continue
         old = prev.get(mod)
-        if "lm" in extra_args and old is not None and old.get("n_blocks") and not old.get("inline"):
+        if "lm" in extra_args and old is not None and old.get("n_blocks") and not old.get("inline") and \
+                old.get("arch") not in COMPILE_FEW:
             blk = [c for c in old.get("cells", []) if c["path"] == "torch.export" and c["dtype"] == "f32"
                    and c["impl"] in ("batched_mm", "-") and c["dims"] == "dynamic"]
             if blk and blk[0].get("status") != "recognised":  # (the model's layers are that block)
@@ -1193,7 +1344,7 @@ def write_failures(out_json, out_md):
             f32 = by.get((c["path"], c.get("impl"), "f32", "dynamic"))
             if c.get("dtype") == "bf16" and _works(f32):
                 why = _BF16 + why
-            what = _missing(why)
+            what = c.get("missing") or _missing(why)
             why = why + (f" (missing: {what})" if what else "")
             if c["path"] in PATHS:
                 cmd = (f"python tests/hf_survey.py --arch {r['arch']} --path {c['path']} --impl {c['impl']} "
@@ -1208,7 +1359,7 @@ def write_failures(out_json, out_md):
 # -- the test expectations (tests/test_hf_models.py) -----------------------------------------------
 
 TEST_FILE = os.path.join(HERE, "test_hf_models.py")
-_ROUTING_KEYS = ("scoring", "norm", "post", "k", "n_group", "topk_group", "group_score", "scale")
+_ROUTING_KEYS = ("scoring", "norm", "post", "k", "n_group", "topk_group", "group_score", "scale", "capacity")
 
 
 def _cell(r, path, impl, dtype="f32", dims="dynamic"):
@@ -1255,6 +1406,8 @@ def expectation_tables(out_json) -> dict:
             rt = c.get("routing") or {}
             keep = {k: rt[k] for k in _ROUTING_KEYS if k in rt and (rt.get("n_group") or k not in (
                 "n_group", "topk_group", "group_score"))}
+            if not keep.get("capacity"):  # (0: no capacity)
+                keep.pop("capacity", None)
             if keep.get("scale") in (None, 1.0):
                 keep.pop("scale", None)
             else:
@@ -1272,7 +1425,8 @@ def expectation_tables(out_json) -> dict:
             if _works(_cell(r, "torch.export", "batched_mm", "f32", "static")):
                 static.append(r["arch"])
         elif c.get("status") != "recognised":  # (recognised but not exact: in neither table, the docs say why)
-            notrec[r["arch"]] = (_reason_pattern(c.get("reason") or ""), _missing(c.get("reason") or ""))
+            notrec[r["arch"]] = (_reason_pattern(c.get("reason") or ""),
+                                 c.get("missing") or _missing(c.get("reason") or ""))
     return dict(RECOGNISED=rec, NOT_RECOGNISED=notrec, LEGACY_EXPERTS=legacy, CAUSAL_RECOGNISED=causal,
                 BF16_RECOGNISED=bf16, STATIC_RECOGNISED=static, ONNX_RECOGNISED=onnx)
 
@@ -1343,6 +1497,13 @@ def write_tables(out_json, test_file=TEST_FILE) -> list:
 
 # (pattern in a failure reason, what is missing), first match wins
 _BF16 = "bf16 only (the f32 cell is recognised and exact): "
+_SWAP = ("the router casts its own Linear inside forward (`self.classifier = self.classifier.to(self.dtype)`, Switch "
+         "and NLLB-MoE): non-strict torch.export, which torch.onnx's dynamo exporter tries first, runs the module on "
+         "fake parameters, and nn.Module._apply swaps a fake parameter for its converted copy "
+         "(torch.utils.swap_tensors), which refuses a tensor torch.export holds a weak reference to; the exporter's "
+         "strict torch.export gets past the cast and stops on the data-dependent loop over the experts hit, and these "
+         "experts have no batched_mm. Working ways: `moec.compile(module)` (its trace front end, the torch.export "
+         "column) or `torch.onnx.export(..., dynamo=False)` (the TorchScript column)")
 MISSING = (
     ((_BF16 + "proof:", "layer output node_mul"),
      "recognize-moe: in bf16 the dynamo export sums the k slots in f32 (reshape, Cast, ReduceSum, Cast) and the "
@@ -1366,13 +1527,18 @@ MISSING = (
                                     "export with `batched_mm`"),
     ("aten::histc", "the TorchScript exporter has no `aten::histc` (grouped_mm counts tokens per expert with "
                     "it); export with `batched_mm`"),
-    ("Couldn't swap", "transformers' router casts its own Linear inside forward (`self.classifier = "
-                      "self.classifier.to(self.dtype)`), which torch.export cannot trace"),
+    ("Couldn't swap", _SWAP),
+    ("Cannot swap", _SWAP),
     ("aten.log1p", "moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)"),
     ("_local_scalar_dense", "the block reads a tensor value into Python (`.item()` / `.tolist()`) during "
                             "forward: moec's PyTorch front end cannot lower it"),
     ("is none of relu", "`moe.experts` has no activation of this form (recognize-moe knows relu, silu, gelu, "
                         "gelu_tanh, identity, swiglu, GPT-OSS's clamped swiglu)"),
+    ("constant sizes", "the TorchScript exporter traced the block's `expert_size.tolist()` (how many tokens each "
+                       "expert got on the example) into constant Split sizes: the ONNX graph computes the layer only "
+                       "for that routing and is wrong for an input routed otherwise, so there is no MoE layer in it "
+                       "to recognise. Working ways: the dynamo export (its column) or `moec.compile(module)` (the "
+                       "torch.export column: the sizes lowered as run-time values)"),
     ("onnx import", "moec's ONNX importer"),
     ("UnsupportedError", "moec's PyTorch front end"),
     ("experts:", "recognize-moe: the experts are not in a form it reads"),
@@ -1396,7 +1562,7 @@ def _cell_text(c, reasons, f32=None) -> str:
     if c is None and f32 is not None and not _works(f32):
         why = f32.get("reason") or f32.get("check_error") or (
             f"recognised as {f32.get('family')} but differs from torch" if f32.get("status") == "recognised" else "unknown")
-        return f"no, as f32 [{_ref(reasons, why)}]"
+        return f"no, as f32 [{_ref(reasons, why, f32.get('missing'))}]"
     if c is None:
         return "not run"
     only = "bf16 only (the f32 cell is recognised and exact): " if (
@@ -1418,7 +1584,7 @@ def _cell_text(c, reasons, f32=None) -> str:
                     f"torch's f32 block {c['torch_err_vs_f64']:.3g}")
         r = _ref(reasons, f"{only}recognised as {fam} but {why}")
         return f"{fam}, not exact [{r}]"
-    return f"no [{_ref(reasons, only + (c.get('reason') or 'unknown'))}]"
+    return f"no [{_ref(reasons, only + (c.get('reason') or 'unknown'), c.get('missing'))}]"
 
 
 def _norm(text: str) -> str:
@@ -1428,10 +1594,11 @@ def _norm(text: str) -> str:
     return re.sub(r"\d+", "N", t)
 
 
-def _ref(reasons, text) -> str:
-    key = _norm(text)
+def _ref(reasons, text, missing=None) -> str:
+    """The Rn of a reason (``missing``: what is missing where the cell measured it, ``diagnose``; else ``_missing``)."""
+    key = (_norm(text), missing or "")
     if key not in reasons:
-        reasons[key] = (f"R{len(reasons) + 1}", text)
+        reasons[key] = (f"R{len(reasons) + 1}", text, missing or _missing(text))
     return reasons[key][0]
 
 
@@ -1595,8 +1762,8 @@ def render(out_json, out_md):
         lm = next((c for c in r["cells"] if c["path"] == "causal_lm"), None)
         blk = next((c for c in cells if c["path"] == "torch.export" and c["impl"] in ("batched_mm", "-")
                     and c["dtype"] == "f32" and c["dims"] == "dynamic"), None)
-        if lm is None and blk is not None and blk.get("status") != "recognised":
-            lmt = "not run (block not recognised)"
+        if (lm is None or lm.get("status") == "skipped") and blk is not None and blk.get("status") != "recognised":
+            lmt = f"not run: its block is not recognised [{_ref(reasons, blk.get('reason') or '', blk.get('missing'))}]"
         elif lm is None:
             lmt = "not run"
         elif lm.get("status") == "skipped":
@@ -1632,9 +1799,10 @@ def render(out_json, out_md):
             how = ("" if not c.get("criterion") else
                    f" by the f32 criterion against the block in float64 (moec {f64['moec_err']:.3g}, torch's own "
                    f"{f64['own_err']:.3g} f32 tolerance units)" if f64 else " at the plain f32 tolerance")
-            L.append(f"| {c['arch']} | " + (f"{c['family']}, verified{how}" if c.get("status") == "recognised" and
-                                            c.get("verified") else f"no [{_ref(reasons, c.get('reason', ''))}]")
-                     + " |")
+            res_ = (f"{c['family']}, verified{how}" if c.get("status") == "recognised" else
+                    f"no MoE layer recognised (a plain graph), verified{how}")
+            L.append(f"| {c['arch']} | " + (res_ if c.get("status") in ("recognised", "plain") and c.get("verified")
+                                            else f"no [{_ref(reasons, c.get('reason') or 'not verified')}]") + " |")
     fx = d.get("fixtures_4x") or []
     if fx:
         L += ["", f"## transformers {fx[0].get('transformers', '4.x')} exports (tests/fixtures/hf4x)", "",
@@ -1652,9 +1820,9 @@ def render(out_json, out_md):
             L.append(f"| {c['fixture']} | {c['arch']} | {c['exporter']} | {t} |")
     L += ["", "## Reasons", "", "| | reason (first error line, or recognize-moe's reason) | what is missing |",
           "|---|---|---|"]
-    for ref, text in sorted(reasons.values(), key=lambda rt: int(rt[0][1:])):
+    for ref, text, what in sorted(reasons.values(), key=lambda rt: int(rt[0][1:])):
         t = text.replace("|", "\\|").replace("\n", " ")
-        L.append(f"| {ref} | {t} | {_missing(text)} |")
+        L.append(f"| {ref} | {t} | {what.replace('|', '/')} |")
     L.append("")
     with open(out_md, "w") as fh:
         fh.write("\n".join(L))
