@@ -26,7 +26,8 @@ How a layer is found (it does not depend on how the exporter spelled the loop):
    (renormalisation sum/L1, softmax or sigmoid after top-k, scaling) is chosen among the
    candidates the graph's constants allow.
 4. *Proof*: the candidate replacement and the original layer are both evaluated with the
-   reference semantics on probe inputs (random tokens, identical tokens, one token); the
+   reference semantics on probe inputs (random tokens, identical tokens, one token; with identity
+   experts also tokens whose router logits pair every expert FFN with every identity id); the
    rewrite happens only if one candidate matches everywhere.  A look-alike that differs (no
    renormalisation where the family has one, another tie-break, a missing bias, mixed
    activations) matches no candidate and is left as ordinary ops, which still compile.
@@ -50,6 +51,7 @@ from moec.passes.moe_util import LAYOUT_OPS, ShapeOnly, eval_op, evaluate, same_
 PROJ_OPS = ("moec.matmul", "moec.gemm")
 SELECT_OPS = ("moec.slice", "moec.split", "moec.gather")
 PROBE_T = 6
+_MAX_PAIRINGS = 128  # identity-expert layers: (expert FFN, identity id) pairings probed (_pairing_probes)
 # elementwise ops that, with a constant other operand, are affine maps of their input
 _AFFINE = ("moec.mul", "moec.add", "moec.sub", "moec.div", "moec.cast")
 # ops that take rows of their first operand (or re-view them): the experts' token rows are selected through them
@@ -344,10 +346,15 @@ class _Layer:
     def xfeed(self, X) -> Dict[int, np.ndarray]:
         """Feeds giving the probe tokens X to x and to every other view of the same token rows (and the
         router's own rows to its input, where it reads other tokens than the experts).  A probe of n sequences
-        (seq_probes) feeds a view with two or more dynamic leading dims as [n, rows / n, ...] (else one sequence)."""
+        (seq_probes) feeds a view with two or more dynamic leading dims as [n, rows / n, ...] (else one sequence).
+        A probe registered in probe_feeds (X, {id(value): array}) also sets those values inside the layer (the
+        router logits of RecognizeMoE._pairing_probes), for the original layer and for a rewrite reading them."""
         seqs = self.__dict__.setdefault("seq_probes", {}).get(id(X), 1)
-        X = self.exact(X)
+        held = self.__dict__.setdefault("probe_feeds", {}).get(id(X))  # (values a probe sets inside the layer)
+        X0, X = X, self.exact(X)
         feeds = {id(v): X.astype(v.type.dtype.np) for v in self.xs}
+        if held is not None and held[0] is X0:
+            feeds.update(held[1])
         if self.router_in is not None:
             feeds[id(self.router_in)] = self.router_rows(X)
         for v in self.xviews:
@@ -907,6 +914,7 @@ class RecognizeMoE(Pass):
         _sink_views(m, f, topk)
         L = _Layer(m, f, topk, proj_keys)
         self._zero = 0  # identity experts (ids past the expert FFNs), see below
+        self._repeat_near = None  # a candidate that differs only on tokens a non-reducing scatter writes twice
         self._skip = 0  # skip classes (ids past the expert FFNs that compute nothing), see _skip_classes
         self._n_shared = 0  # always-on experts scored by the router (see _router)
         if topk.name == "moec.argmax":
@@ -988,6 +996,8 @@ class RecognizeMoE(Pass):
                     return True
             except _NoMatch:
                 continue  # e.g. a residual add after the layer needs values from outside it
+        if self._zero and self._repeat_near is not None:
+            raise _NoMatch(_repeated_scatter(E, E - self._zero, self._repeat_near))
         if self._zero or self._skip:
             raise _NoMatch(_fewer_experts(E, E - self._zero - self._skip, bool(self._skip)))
         return False
@@ -1855,7 +1865,12 @@ class RecognizeMoE(Pass):
             ident = np.repeat(np.random.default_rng(17).standard_normal((1, int(x.type.shape[1]))), 2 * n, axis=0)
             probes.append(L.exact(ident.astype(x.type.dtype.np)))
             L.__dict__.setdefault("seq_probes", {})[id(probes[-1])] = 2  # (two sequences: see _Layer.xfeed)
+        if self._zero:  # identity experts: tokens whose one selection holds an expert FFN and an identity id
+            probes += self._pairing_probes(L, x, logits, E - self._zero, E, k)
         want = self._eval_original(L, x, y, probes)
+        # tokens a scatter without reduction writes more than once (see _repeated_rows): where a candidate differs
+        # from the layer on those tokens only, the reason says so
+        repeated = self._repeated_rows(L, region, probes) if self._zero else None
         if shared is not None:
             sp = gated_params(shared["act"]) if shared["gated"] else {}
             sa = sp.get("activation", "swiglu") if shared["gated"] else shared["act"]
@@ -1898,6 +1913,15 @@ class RecognizeMoE(Pass):
                     self._commit(L, new_ops, y, y_new, dict(attrs, weights_at=at), experts, E, ffn_p, region, topk,
                                  bias_v, shared, expert_scale=scale_v is not None)
                     return True
+                if repeated is not None and self._repeat_near is None:
+                    bad: list = []
+                    self._matches(L, new_ops, x, y_new, probes, want, bad)
+                    if any(bad) and all(b is not None and b <= r[0] for b, r in zip(bad, repeated)):
+                        i = next(i for i, b in enumerate(bad) if b)
+                        t = min(bad[i])
+                        ids = np.asarray(evaluate(L.em, L.f, [topk.ids], L.xfeed(probes[i]), widened=L.widened)[0])
+                        self._repeat_near = {"ops": repeated[i][1], "ids": ids.reshape(ids.shape[0], -1)[t].tolist(),
+                                             "unsorted": topk.op.name == "moec.topk" and not topk.op.attrs["sorted"]}
             for o in weights.values():  # no candidate matched: drop the stacked copies
                 if o is not None:
                     m.weights.remove_unused({k for k in m.weights if k != o.attrs["value"].key})
@@ -2159,6 +2183,72 @@ class RecognizeMoE(Pass):
         return [exact(rng.standard_normal((rows(PROBE_T), D)).astype(dt)), exact(ident.astype(dt)),
                 exact(rng.standard_normal((rows(1), D)).astype(dt))]
 
+    @staticmethod
+    def _pairing_probes(L: "_Layer", x: Value, logits: Value, n: int, E: int, k: int) -> List[np.ndarray]:
+        """Probe tokens whose router logits are set (fed at the logits value: the same to the layer and to a
+        rewrite, whose moe.route reads them; see _Layer.xfeed) so that each token's selection holds an expert FFN
+        e and an identity id c, c ranked before e and e before c, for every such pair (at most _MAX_PAIRINGS,
+        spread over them).  A graph may send an identity expert's slot through an expert FFN with weight 0
+        (LongCat-Flash's dummy ids): a token then reaches that FFN through two slots, and random probe tokens
+        choose such a pairing only by chance.  Logits 3 apart by rank: the selection follows them unless a
+        selection bias reorders scores that close (it is proved on whatever it selects)."""
+        if k < 2 or logits.type.rank != 2 or logits.type.shape[1] != E or n >= E:
+            return []
+        pairs = [(a, b) for c in range(n, E) for e in range(n) for a, b in ((e, c), (c, e))]
+        pairs = pairs[::-(-len(pairs) // _MAX_PAIRINGS)]
+        rows = np.empty((len(pairs), E))
+        for r, (a, b) in enumerate(pairs):
+            rows[r, [a, b] + [i for i in range(E) if i not in (a, b)]] = -3.0 * np.arange(E)
+        rng = np.random.default_rng(19)
+        step = L.static_rows or len(rows)  # (a static layer: probes of exactly its token count)
+        out = []
+        for s in range(0, len(rows), step):
+            T = L.rows(len(rows[s:s + step]))
+            lg = np.resize(rows[s:s + step], (T, E)).astype(logits.type.dtype.np)  # (repeated to T rows)
+            X = L.exact(rng.standard_normal((T, int(x.type.shape[1]))).astype(x.type.dtype.np))
+            L.__dict__.setdefault("probe_feeds", {})[id(X)] = (X, {id(logits): lg})
+            out.append(X)
+        return out
+
+    @staticmethod
+    def _repeated_rows(L: "_Layer", region: Set[int], probes: List[np.ndarray]) -> Optional[list]:
+        """Per probe, (the token rows that a scatter without reduction inside the layer writes more than once, those
+        scatters): the first coordinate of its repeated targets, where the scattered tensor has one row per probe
+        token.  ONNX leaves such writes undefined (onnxruntime and moec's reference apply them in order: the last
+        wins), so a layer that gets there does not sum what it scatters to one token.  None when the layer has no
+        such scatter."""
+        scat = [o for o in L.f.ops if id(o) in region and o.name in ("moec.scatter_elements", "moec.scatter_nd")
+                and o.attrs["reduction"] == "none"]
+        if not scat:
+            return None
+        out = []
+        for X in probes:
+            rows: Set[int] = set()
+            hit = []
+            try:
+                vals = evaluate(L.em, L.f, [v for o in scat for v in o.operands[:2]], L.xfeed(X), widened=L.widened)
+            except Exception:
+                out.append((rows, hit))
+                continue
+            for j, o in enumerate(scat):
+                data, idx = np.asarray(vals[2 * j]), np.asarray(vals[2 * j + 1]).astype(np.int64)
+                if data.ndim == 0 or data.shape[0] != X.shape[0] or idx.size == 0:
+                    continue
+                if o.name == "moec.scatter_elements":
+                    a = o.attrs["axis"] % data.ndim
+                    tgt = list(np.indices(idx.shape).reshape(idx.ndim, -1))
+                    tgt[a] = idx.reshape(-1) % data.shape[a]
+                    tgt = np.stack(tgt, axis=1)
+                else:
+                    tgt = idx.reshape(-1, idx.shape[-1]) % np.asarray(data.shape[:idx.shape[-1]])
+                keys, counts = np.unique(tgt, axis=0, return_counts=True)
+                rep = {int(r) for r in keys[counts > 1][:, 0]}
+                if rep:
+                    rows |= rep
+                    hit.append(o)
+            out.append((rows, hit))
+        return out
+
     def _eval_original(self, L, x, y, probes):
         outs = []
         for X in probes:
@@ -2248,8 +2338,12 @@ class RecognizeMoE(Pass):
             return ops, add.results[0]
         return ops, comb.results[0]
 
-    def _matches(self, L, new_ops, x, y_new, probes, want) -> bool:
+    def _matches(self, L, new_ops, x, y_new, probes, want, bad: Optional[list] = None) -> bool:
+        """Whether the new ops give the layer's output on every probe.  ``bad`` (a list): every probe is compared
+        and gets, per probe, the set of output rows (tokens) that differ (None where the rewrite did not run or
+        gave another shape)."""
         m = L.em
+        ok = True
         for X, W in zip(probes, want):
             env = {id(x): widen(X) if L.widened else X}
             try:
@@ -2260,13 +2354,25 @@ class RecognizeMoE(Pass):
                 env.update(zip(map(id, read), evaluate(m, L.f, read, L.xfeed(X), widened=L.widened)))
                 walk(new_ops, env, lambda o, ins: eval_op(m, o, ins, widened=L.widened))
             except Exception:
-                return False
+                if bad is None:
+                    return False
+                ok = False
+                bad.append(None)
+                continue
             got = np.asarray(env[id(y_new)], np.float64)
             scale = max(1.0, float(np.max(np.abs(W))) if W.size else 1.0)
             rt, at = self.rtol, self.atol
             if got.shape != W.shape or not np.allclose(got, W, rtol=rt, atol=at * scale):
-                return False
-        return True
+                if bad is None:
+                    return False
+                ok = False
+                if got.shape != W.shape or got.ndim == 0:
+                    bad.append(None)
+                    continue
+            if bad is not None and got.shape == W.shape and got.ndim:
+                close = np.isclose(got, W, rtol=rt, atol=at * scale).reshape(got.shape[0], -1).all(axis=1)
+                bad.append({int(r) for r in np.nonzero(~close)[0]})
+        return ok
 
     def _commit(self, L, new_ops, y, y_new, attrs, experts, E, ffn, region, topk, bias_v, shared=None,
                 expert_scale=False):
@@ -2351,3 +2457,18 @@ def _fewer_experts(E: int, n: int, skip: bool = False) -> str:
                f"the ids >= {n} as identity experts (LongCat-Flash's zero-computation experts: the token itself "
                f"times its weight)")
             + " with any routing candidate does not reproduce the layer's output on probe tokens")
+
+
+def _repeated_scatter(E: int, n: int, near: dict) -> str:
+    ops = ", ".join(_trace.short(o) for o in near["ops"][:3])
+    return (f"the export computes another function than the module: taking the router's ids >= {n} (E={E}, expert "
+            f"FFNs for ids 0..{n - 1}) as identity experts reproduces the layer on probe tokens except on tokens "
+            f"that the scatter {ops} (no reduction) writes twice (e.g. a token choosing ids {near['ids']}: it "
+            f"reaches one expert FFN through two slots, an identity id sent through that FFN with weight 0 as "
+            f"LongCat-Flash's code does); the layer keeps one of the two rows where the module's index_add_ sums "
+            f"them (ONNX leaves repeated indices of a scatter without reduction undefined; onnxruntime and moec "
+            f"apply them in order" + (", and which row comes last follows the top-k's slot order, which this "
+                                      "top-k leaves unspecified (sorted=0): onnxruntime's and moec's differ"
+                                      if near.get("unsorted") else "")
+            + "; torch.onnx's TorchScript exporter writes index_add_ so and warns that duplicated indices make the "
+              "model incorrect). Export the experts as batched_mm, or compile the module with moec.compile")
