@@ -1051,8 +1051,10 @@ def survey_fixtures() -> list:
             cell.update(status="no", reason=_first_line(e))
         out.append(cell)
     for name, why in sorted(man.get("failed", {}).items()):
-        arch, exporter = name.rsplit("_", 1)
-        out.append({"fixture": name, "arch": arch, "exporter": exporter, "status": "no export",
+        ref, exporter = name.rsplit("_", 1)  # (the architecture as the fixture of the same reference made with the
+        made = next((fx for fx in man["fixtures"].values() if fx.get("reference") == ref), {})  # other exporter says)
+        out.append({"fixture": name, "arch": made.get("arch", ref), "kind": made.get("kind"), "exporter": exporter,
+                    "status": "no export",
                     "reason": "4.x export failed: " + why.split(" <- ")[-1][:300]})
     return out
 
@@ -1344,7 +1346,7 @@ def write_failures(out_json, out_md):
             f32 = by.get((c["path"], c.get("impl"), "f32", "dynamic"))
             if c.get("dtype") == "bf16" and _works(f32):
                 why = _BF16 + why
-            what = c.get("missing") or _missing(why)
+            what = cell_missing(c, why)
             why = why + (f" (missing: {what})" if what else "")
             if c["path"] in PATHS:
                 cmd = (f"python tests/hf_survey.py --arch {r['arch']} --path {c['path']} --impl {c['impl']} "
@@ -1425,8 +1427,7 @@ def expectation_tables(out_json) -> dict:
             if _works(_cell(r, "torch.export", "batched_mm", "f32", "static")):
                 static.append(r["arch"])
         elif c.get("status") != "recognised":  # (recognised but not exact: in neither table, the docs say why)
-            notrec[r["arch"]] = (_reason_pattern(c.get("reason") or ""),
-                                 c.get("missing") or _missing(c.get("reason") or ""))
+            notrec[r["arch"]] = (_reason_pattern(c.get("reason") or ""), cell_missing(c, c.get("reason") or ""))
     return dict(RECOGNISED=rec, NOT_RECOGNISED=notrec, LEGACY_EXPERTS=legacy, CAUSAL_RECOGNISED=causal,
                 BF16_RECOGNISED=bf16, STATIC_RECOGNISED=static, ONNX_RECOGNISED=onnx)
 
@@ -1519,14 +1520,24 @@ MISSING = (
                               "error -- on the ONNX paths the worse, per token, of that and the export's own bf16 "
                               "run) per token, mean max(u, 1.25x)): the numbers after it"),
     ("fails in torch itself", "a tiny config the survey should fix (not a moec limit)"),
+    (("4.x export failed", "data-dependent"),
+     "transformers 4.x has only the eager loop over the experts hit (`for expert_idx in expert_hit`), which is "
+     "data-dependent: torch.export, the dynamo exporter's capture, cannot trace it, and 4.x has no batched_mm. Working "
+     "ways: that release's TorchScript export (recognised: the fixture of the same block above), or transformers "
+     "5.x's batched_mm"),
     ("data-dependent", "torch.export cannot trace transformers' loop over the experts that were hit "
-                       "(`for expert_idx in expert_hit`); export with `batched_mm`"),
+                       "(`for expert_idx in expert_hit`); export with `batched_mm` (the same function; "
+                       "`moec.compile(module)` does so itself: the torch.export column)"),
     ("grouped_mm_fallback", "torch.onnx (dynamo) has no ONNX function for transformers' `grouped_mm_fallback` "
                             "custom op; export with `batched_mm`"),
     ("Grouped matmul with offsets", "torch.onnx (dynamo) cannot translate a grouped matmul with offsets; "
                                     "export with `batched_mm`"),
     ("aten::histc", "the TorchScript exporter has no `aten::histc` (grouped_mm counts tokens per expert with "
                     "it); export with `batched_mm`"),
+    ("aten::rms_norm", "the TorchScript exporter has no `aten::rms_norm` at opset 18 (Ergo's per-expert RMSNorm, "
+                       "`F.rms_norm`; ONNX's RMSNormalization is opset 23, the TorchScript exporter stops at opset 20 "
+                       "and has no symbolic for it). Working ways: the dynamo export or `moec.compile(module)` (both recognised: their "
+                       "columns)"),
     ("Couldn't swap", _SWAP),
     ("Cannot swap", _SWAP),
     ("aten.log1p", "moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)"),
@@ -1537,7 +1548,7 @@ MISSING = (
     ("constant sizes", "the TorchScript exporter traced the block's `expert_size.tolist()` (how many tokens each "
                        "expert got on the example) into constant Split sizes: the ONNX graph computes the layer only "
                        "for that routing and is wrong for an input routed otherwise, so there is no MoE layer in it "
-                       "to recognise. Working ways: the dynamo export (its column) or `moec.compile(module)` (the "
+                       "to recognise. Working ways: the dynamo export (recognised) or `moec.compile(module)` (the "
                        "torch.export column: the sizes lowered as run-time values)"),
     ("onnx import", "moec's ONNX importer"),
     ("UnsupportedError", "moec's PyTorch front end"),
@@ -1547,6 +1558,22 @@ MISSING = (
     ("proof:", "recognize-moe: no routing candidate reproduces the layer (a routing `moe.route` cannot express?)"),
     ("no top-k", "the block selects experts without a top-k / arg-max moec sees"),
 )
+
+
+_LEGACY_LOOP = ("these experts are an nn.ModuleList / ModuleDict looped over the experts hit (`for expert_idx in "
+                "expert_hit`), not dispatched on `_experts_implementation`, so there is no batched_mm to export instead; "
+                "torch.export, the dynamo exporter's capture, cannot trace the data-dependent loop. Working ways: "
+                "`moec.compile(module)` (its trace front end: the torch.export column) or the TorchScript export")
+
+
+def cell_missing(c, reason: str) -> str:
+    """What is missing for a failing cell: what the cell measured (``missing``: diagnose), for older experts that
+    the loop cannot be exported as batched_mm, else by the reason's text (MISSING)."""
+    if c is not None and c.get("missing"):
+        return c["missing"]
+    if c is not None and c.get("impl") == "-" and "data-dependent" in reason and "4.x" not in reason:
+        return _LEGACY_LOOP
+    return _missing(reason)
 
 
 def _missing(reason: str) -> str:
@@ -1562,7 +1589,7 @@ def _cell_text(c, reasons, f32=None) -> str:
     if c is None and f32 is not None and not _works(f32):
         why = f32.get("reason") or f32.get("check_error") or (
             f"recognised as {f32.get('family')} but differs from torch" if f32.get("status") == "recognised" else "unknown")
-        return f"no, as f32 [{_ref(reasons, why, f32.get('missing'))}]"
+        return f"no, as f32 [{_ref(reasons, why, cell_missing(f32, why))}]"
     if c is None:
         return "not run"
     only = "bf16 only (the f32 cell is recognised and exact): " if (
@@ -1584,7 +1611,8 @@ def _cell_text(c, reasons, f32=None) -> str:
                     f"torch's f32 block {c['torch_err_vs_f64']:.3g}")
         r = _ref(reasons, f"{only}recognised as {fam} but {why}")
         return f"{fam}, not exact [{r}]"
-    return f"no [{_ref(reasons, only + (c.get('reason') or 'unknown'), c.get('missing'))}]"
+    why = only + (c.get("reason") or "unknown")
+    return f"no [{_ref(reasons, why, cell_missing(c, why))}]"
 
 
 def _norm(text: str) -> str:
@@ -1640,6 +1668,8 @@ def summary(d) -> list:
             grid.append(f"| {path} | {impl} | " + " | ".join(row) + " |")
     lms = [c for r in moe for c in r["cells"] if c["path"] == "causal_lm" and c.get("status") != "skipped"]
     lm_ok = sum(c.get("status") == "recognised" for c in lms)
+    skipped = sorted(r["module"] for r in moe for c in r["cells"]
+                     if c["path"] == "causal_lm" and c.get("status") == "skipped")
     fx = d.get("fixtures_4x") or []
     fx_made = [c for c in fx if c.get("status") != "no export"]
     inl = [r["module"] for r in moe if r.get("inline")]
@@ -1651,7 +1681,8 @@ def summary(d) -> list:
            f"dynamo ONNX of batched_mm {count('dynamo', 'batched_mm')}; TorchScript ONNX of batched_mm "
            f"{count('torchscript', 'batched_mm')}, of eager {count('torchscript', 'eager')}, of grouped_mm "
            f"{count('torchscript', 'grouped_mm')}",
-           f"- 2-layer models with every sparse layer recognised: {lm_ok} of {len(lms)} run"]
+           f"- 2-layer models with every sparse layer recognised: {lm_ok} of {len(lms)} run"
+           + (f" (not run, their block not being recognised: {', '.join(skipped)})" if skipped else "")]
     if fx:
         out.append(f"- transformers 4.x fixtures recognised and exact: "
                    f"{sum(c.get('status') == 'recognised' and bool(c.get('exact')) for c in fx_made)} of "
@@ -1688,7 +1719,9 @@ def render(out_json, out_md):
          "moec's canonicalize and recognize-moe stages, for every `config._experts_implementation` the block "
          "supports, f32 and bf16 (as `from_pretrained(..., dtype=torch.bfloat16)` loads it: what the model's "
          "`_keep_in_fp32_modules_strict` names, routers mostly, stays f32), dynamic batch / sequence dims (f32 also "
-         "static), input [batch, seq, hidden].",
+         "static), input [batch, seq, hidden].  The 2-layer model of an encoder-decoder (Switch Transformers, "
+         "NLLB-MoE) has 2 encoder and 2 decoder layers, every one sparse, and runs with `decoder_input_ids` and the "
+         "attention mask beside `input_ids`.",
          "",
          "A cell names the **family** recognised when the rewritten module equals the torch block on another "
          "batch / sequence size (f32: moec's f32 criterion, `moec.tolerances.f32_check`: the largest error against the "
@@ -1705,7 +1738,9 @@ def render(out_json, out_md):
          "torch.export specialised the dims).  The TorchScript export traces an example input that the block's "
          "eager router sends to every expert (the trace keeps only the eager experts its example hits; the "
          "smallest of [2, 5], [4, 16], [4, 64], [8, 128] that hits all); otherwise `no [Rn]`, with the reason Rn below: the first error line, or recognize-moe's "
-         "own reason (what `moec inspect --explain` prints) and what is missing.  `-`: older experts "
+         "own reason (what `moec inspect --explain` prints) and what is missing (where recognize-moe leaves a block "
+         "alone that is not a per-token MoE layer, measured on the torch block, `hf_survey.diagnose`: whether a "
+         "token's output depends on other tokens, which expert modules run on each token).  `-`: older experts "
          "(`nn.ModuleList`, not dispatched on `_experts_implementation`).  `not run`: the survey did not reach "
          "this cell.  The torch.export path imports the block as `moec.compile(module)` does (its default "
          "`experts_implementation=\"auto\"`: batched_mm and grouped_mm as set, eager as batched_mm, a grouped_mm "
@@ -1763,7 +1798,8 @@ def render(out_json, out_md):
         blk = next((c for c in cells if c["path"] == "torch.export" and c["impl"] in ("batched_mm", "-")
                     and c["dtype"] == "f32" and c["dims"] == "dynamic"), None)
         if (lm is None or lm.get("status") == "skipped") and blk is not None and blk.get("status") != "recognised":
-            lmt = f"not run: its block is not recognised [{_ref(reasons, blk.get('reason') or '', blk.get('missing'))}]"
+            why = blk.get("reason") or ""
+            lmt = f"not run: its block is not recognised [{_ref(reasons, why, cell_missing(blk, why))}]"
         elif lm is None:
             lmt = "not run"
         elif lm.get("status") == "skipped":
