@@ -2194,8 +2194,11 @@ class RecognizeMoE(Pass):
         selection bias reorders scores that close (it is proved on whatever it selects)."""
         if k < 2 or logits.type.rank != 2 or logits.type.shape[1] != E or n >= E:
             return []
-        pairs = [(a, b) for c in range(n, E) for e in range(n) for a, b in ((e, c), (c, e))]
-        pairs = pairs[::-(-len(pairs) // _MAX_PAIRINGS)]
+        pairs = [(e, c) for c in range(n, E) for e in range(n)]
+        if 2 * len(pairs) > _MAX_PAIRINGS:  # (a seeded sample of them)
+            pairs = [pairs[i] for i in sorted(np.random.default_rng(23).choice(len(pairs), _MAX_PAIRINGS // 2,
+                                                                               replace=False))]
+        pairs = [ab for e, c in pairs for ab in ((e, c), (c, e))]
         rows = np.empty((len(pairs), E))
         for r, (a, b) in enumerate(pairs):
             rows[r, [a, b] + [i for i in range(E) if i not in (a, b)]] = -3.0 * np.arange(E)
