@@ -1,5 +1,5 @@
-"""bf16 pair panels: the layout the C target's bf16 kernels read (rt_moe_f32.c's tile_bf16), stored in the
-weights file at compile time (codegen/c/gemm_pack.py) in place of the plain weight.
+"""Expert and bf16 weight panels: the layouts the C target's kernels read (rt_moe_f32.c's tile_bf16 and tile),
+stored in the weights file at compile time (codegen/c/gemm_pack.py) in place of the plain weight.
 
 The IR, the op semantics and the interpreter see the logical weight; only the weights file holds this
 layout, and its entry in model.weights.json says so (``layout``: kind, ``nr``, ``version``), so the IR's
@@ -57,15 +57,61 @@ def unpack_bf16_pairs(flat: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(t[..., :N, :K])
 
 
+# f32 expert k-panels: the f32 expert kernels' panels (rt_moe_f32.c's pack_b / tile; MOEC_KPANEL_NR and
+# MOEC_KPANEL_LAYOUT_VERSION in rt_moe.h).  A weight w [..., N, K] (moe.experts' w_in / w_out, f32) becomes
+# [..., ceil(N/NR), K, NR]: column panel b, row k, column j holds w[b*NR + j, k], zero past N (the f32 GEMM's
+# gemm_panels of the transposed matrix, per expert, at the experts' fixed width).  Its size is the weight's
+# exactly when N % NR == 0.
+KPANEL_NR = 32
+KPANEL_LAYOUT_VERSION = 1
+KPANEL_KIND = "f32_k_panels"
+
+
+def kpanel_layout() -> dict:
+    return {"kind": KPANEL_KIND, "nr": KPANEL_NR, "version": KPANEL_LAYOUT_VERSION}
+
+
+def kpanel_shape(shape: Sequence[int]) -> tuple:
+    *lead, N, K = (int(d) for d in shape)
+    return (*lead, -(-N // KPANEL_NR), K, KPANEL_NR)
+
+
+def pack_k_panels(w: np.ndarray) -> np.ndarray:
+    """w [..., N, K] -> its k-panels (same dtype)."""
+    w = np.asarray(w)
+    *lead, N, K = w.shape
+    shp = kpanel_shape(w.shape)
+    padded = np.zeros((*lead, shp[-3] * KPANEL_NR, K), w.dtype)
+    padded[..., :N, :] = w
+    t = padded.reshape(*lead, shp[-3], KPANEL_NR, K)
+    return np.ascontiguousarray(np.swapaxes(t, -2, -1))
+
+
+def unpack_k_panels(flat: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    *lead, N, K = (int(d) for d in shape)
+    shp = kpanel_shape(shape)
+    t = np.swapaxes(np.asarray(flat).reshape(shp), -2, -1).reshape(*lead, shp[-3] * KPANEL_NR, K)
+    return np.ascontiguousarray(t[..., :N, :])
+
+
+_VERSIONS = {PAIR_KIND: (PAIR_NR, PAIR_LAYOUT_VERSION), KPANEL_KIND: (KPANEL_NR, KPANEL_LAYOUT_VERSION)}
+
+
+def unpack(flat: np.ndarray, layout: dict, shape: Sequence[int]) -> np.ndarray:
+    """The plain weight of ``shape`` from a layout of this module (checked first)."""
+    check_layout(layout)
+    return (unpack_bf16_pairs if layout["kind"] == PAIR_KIND else unpack_k_panels)(flat, shape)
+
+
 def check_layout(layout: dict, what: str = "a weight") -> None:
     """Raise ValueError unless ``layout`` is one this moec's kernels read (``gemm_panels``: the f32 GEMM's,
     ir/weights.py)."""
     kind = layout.get("kind") if isinstance(layout, dict) else None
     if kind == "gemm_panels":
         return
-    if kind != PAIR_KIND:
+    if kind not in _VERSIONS:
         raise ValueError(f"{what} is stored in an unknown layout {kind!r}: recompile the model")
-    if layout.get("version") != PAIR_LAYOUT_VERSION or layout.get("nr") != PAIR_NR:
-        raise ValueError(f"{what} is stored as bf16 pair panels of version {layout.get('version')!r} (width "
-                         f"{layout.get('nr')!r}); this moec reads version {PAIR_LAYOUT_VERSION} (width {PAIR_NR}): "
-                         "recompile the model")
+    nr, version = _VERSIONS[kind]
+    if layout.get("version") != version or layout.get("nr") != nr:
+        raise ValueError(f"{what} is stored as {kind} of version {layout.get('version')!r} (width "
+                         f"{layout.get('nr')!r}); this moec reads version {version} (width {nr}): recompile the model")

@@ -17,7 +17,7 @@ from typing import Dict, Iterator
 import numpy as np
 
 from moec.ir.types import DType
-from moec.ir.weight_layouts import PAIR_KIND, check_layout, unpack_bf16_pairs
+from moec.ir import weight_layouts
 
 ALIGN = 64
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.$-]*")
@@ -121,9 +121,8 @@ def unpack_layout(flat: np.ndarray, layout: dict, shape) -> np.ndarray:
     """A weight a backend stored in its kernels' layout, back as the plain array of ``shape``.
     ``gemm_panels`` (the C target's GEMM, codegen/c/gemm_pack.py): op(w) [K, N] as [N/nr][K][nr] panels,
     op = transpose when ``trans``."""
-    if layout.get("kind") == PAIR_KIND:  # (bf16 pair panels: ir/weight_layouts.py)
-        check_layout(layout)
-        return unpack_bf16_pairs(flat, shape)
+    if layout.get("kind") != "gemm_panels":  # (the expert and bf16 panels: ir/weight_layouts.py)
+        return weight_layouts.unpack(flat, layout, shape)
     if layout.get("kind") != "gemm_panels" or len(shape) != 2:
         raise ValueError(f"unknown weight layout {layout!r}")
     nr, trans = int(layout["nr"]), bool(layout["trans"])

@@ -216,3 +216,38 @@ def test_mismatched_layout_version_is_refused_when_loaded(tmp_path):
     from moec.cli import main
     np.save(tmp_path / "x.npy", np.zeros((2, 64), np.float32))
     assert main(["run", str(d), "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "r")]) == 2
+
+
+@pytest.mark.parametrize("D,F", [(64, 96), (45, 38)])
+def test_f32_expert_panels_packed_at_compile_time(D, F, tmp_path):
+    """f32 moe.experts: w_in / w_out stored as the f32 kernels' k-panels (in place when I and D are multiples of 32,
+    else appended): prefill (every expert above two rows) gives the same bits as the weights inline (packed per
+    work item at run time, as the run-time cache packed them before); decode (one or two rows per expert) reads
+    the same panels (tile_dec: another order of the f32 sums than the row GEMV it replaces) and matches numpy
+    in float64; the module reloads the plain weights."""
+    rng = np.random.default_rng(5)
+    E, k = 4, 2
+    wi = rng.standard_normal((E, 2 * F, D)).astype(np.float32)
+    wo = rng.standard_normal((E, D, F)).astype(np.float32)
+    m = experts_module("none", wi, wo, [], "T", D, E, k)
+    d = tmp_path / "p"
+    packed = build_module(m, str(d), threads=2)
+    index = _index(d)
+    lay = {k2: e.get("layout") for k2, e in index.items() if list(e["shape"]) in ([E, 2 * F, D], [E, D, F])}
+    assert len(lay) == 2
+    in_place = (2 * F) % 32 == 0 and D % 32 == 0
+    assert all((v == {"kind": "f32_k_panels", "nr": 32, "version": 1}) == in_place for v in lay.values()), lay
+    with open(d / "model.c") as f:
+        assert "moec_wq wq" in f.read()
+    plain = build_module(_inline(m), str(tmp_path / "i"), threads=2)
+    for T in (1, 2, 40):
+        x = rng.standard_normal((T, D)).astype(np.float32)
+        logits = rng.standard_normal((T, E)).astype(np.float32)
+        got, want = packed([x, logits])[0], plain([x, logits])[0]
+        ref = run(m, [x, logits])["y"]
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max() * np.sqrt(max(D, F)), T
+        if T == 40:
+            np.testing.assert_array_equal(got, want)
+    m2 = load_module(str(d / "model.mlir"))
+    for k2 in lay:
+        np.testing.assert_array_equal(np.asarray(m2.weights[k2]), np.asarray(m.weights[k2]))

@@ -14,11 +14,12 @@ constant there too (its shape is all the packed kernels read of it).  Any other 
 reads the plain matrix, or N needs a zero-padded last panel) keeps its bytes and gets its panels
 appended after the IR's entries (not in model.weights.json: the IR module never sees them).
 
-bf16 weights of ``moec.linear_q`` and ``moe.experts`` (mode bf16) get the bf16 kernels' pair panels
-(ir/weight_layouts.py) the same way: in place of the weight when every user reads the panels and their
-size is the weight's (N a multiple of 32, K even; ``layout`` in model.weights.json, with the layout's
-version), else appended.  The generated code passes them to the kernels (``moec_wq.pk_in`` / ``pk_out``),
-which read them where they lie: no copy and no packing at run time.
+bf16 weights of ``moec.linear_q`` and ``moe.experts`` (mode bf16) get the bf16 kernels' pair panels, and
+f32 ``moe.experts`` weights the f32 expert kernels' k-panels (ir/weight_layouts.py), the same way: in place
+of the weight when every user reads the panels and their size is the weight's (pairs: N a multiple of 32 and
+K even; k-panels: N a multiple of 32; ``layout`` in model.weights.json, with the layout's version), else
+appended.  The generated code passes them to the kernels (``moec_wq.pk_in`` / ``pk_out``), which read them
+where they lie: no copy and no packing at run time.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from moec.ir import DType, Module
 from moec.ir.core import ResourceRef
-from moec.ir.weight_layouts import pack_bf16_pairs, pair_layout
+from moec.ir.weight_layouts import kpanel_layout, pack_bf16_pairs, pack_k_panels, pair_layout
 
 ALIGN = 64
 
@@ -108,6 +109,24 @@ def plan_pairs(module: Module) -> Dict[Tuple[int, int], str]:
     return out
 
 
+def plan_kpanels(module: Module) -> Dict[Tuple[int, int], str]:
+    """(id(op), operand index) -> weight key for the f32 expert weights (moe.experts in mode none, f32 x, w_in and
+    w_out from the weights file, every other float operand f32: the kernels of rt_moe_f32.c run it)."""
+    out: Dict[Tuple[int, int], str] = {}
+    for o in module.main.ops:
+        if o.name != "moe.experts" or o.attrs.get("wq", "none") != "none":
+            continue
+        e = o.extras()
+        floats = [o.operands[0], o.operands[4], o.operands[5]] + [v for v in (e.b_in, e.b_out, e.rw) if v is not None]
+        if any(v.type.dtype != DType.F32 for v in floats):
+            continue
+        for i in (4, 5):
+            v = o.operands[i]
+            if v.type.rank == 3 and all(isinstance(d, int) for d in v.type.shape) and _weight_key(v) is not None:
+                out[(id(o), i)] = _weight_key(v)
+    return out
+
+
 def _uses(module: Module) -> Dict[int, Dict[int, tuple]]:
     """id(op) -> {operand index: (weight key, layout tag)} for every packed operand (tags: ("gemm", trans),
     ("pairs",))."""
@@ -116,6 +135,8 @@ def _uses(module: Module) -> Dict[int, Dict[int, tuple]]:
         uses.setdefault(oid, {})[1] = (key, ("gemm", trans))
     for (oid, i), key in plan_pairs(module).items():
         uses.setdefault(oid, {})[i] = (key, ("pairs",))
+    for (oid, i), key in plan_kpanels(module).items():
+        uses.setdefault(oid, {})[i] = (key, ("kpanels",))
     return uses
 
 
@@ -169,13 +190,16 @@ def append_packs(module: Module, bin_path: str, nr: int) -> Dict[object, dict]:
                         p = pack_panels(module.weights[key], nr, tag[1])
                         dtype, shape, extra = "f32", list(p.shape), {"nr": nr}
                         layout = {"kind": "gemm_panels", "nr": nr, "trans": tag[1]}
-                    else:
+                    elif tag[0] == "pairs":
                         w = np.asarray(module.weights[key])
                         p = pack_bf16_pairs(w)
                         # (bound as [E, N/NR, K/2, NR, 2]; a dense weight is a stack of one)
                         dtype, shape, extra = "bf16", ([1] if w.ndim == 2 else []) + list(p.shape), \
                             {"ctype": "MOEC_BF16"}
                         layout = pair_layout()
+                    else:  # f32 expert k-panels [E, N/NR, K, NR]
+                        p = pack_k_panels(np.asarray(module.weights[key], np.float32))
+                        dtype, shape, extra, layout = "f32", list(p.shape), {"ctype": "MOEC_F32"}, kpanel_layout()
                     data = p.tobytes()
                     ent = index.get(key) if index is not None else None
                     if in_place.get(key) == tag and ent is not None and ent["nbytes"] == len(data) \

@@ -16,14 +16,16 @@ _WQ = {"bf16": "MOEC_WQ_BF16", "int8": "MOEC_WQ_INT8", "int4": "MOEC_WQ_INT4"}
 
 
 def _pairs(ctx, o, i) -> str:
-    """The bf16 pair panels of o's operand i packed at compile time (gemm_pack), or NULL.  The generated unit
-    checks that the runtime it is built with reads the layout the packer wrote (ir/weight_layouts.py)."""
+    """The panels of o's operand i packed at compile time (gemm_pack: bf16 pair panels, f32 expert k-panels), or
+    NULL.  The generated unit checks that the runtime it is built with reads the layouts the packer wrote
+    (ir/weight_layouts.py)."""
     e = ctx.packs.get((id(o), i))
     if e is None:
         return "NULL"
-    from moec.ir.weight_layouts import PAIR_LAYOUT_VERSION, PAIR_NR
-    ctx.decl_once("pair_layout", f"#if MOEC_PAIR_NR != {PAIR_NR} || MOEC_PAIR_LAYOUT_VERSION != {PAIR_LAYOUT_VERSION}\n"
-                  f"#error \"the runtime reads another bf16 pair panel layout than moec's packer wrote\"\n#endif")
+    from moec.ir import weight_layouts as wl
+    ctx.decl_once("pair_layout", f"#if MOEC_PAIR_NR != {wl.PAIR_NR} || MOEC_PAIR_LAYOUT_VERSION != {wl.PAIR_LAYOUT_VERSION} || "
+                  f"MOEC_KPANEL_NR != {wl.KPANEL_NR} || MOEC_KPANEL_LAYOUT_VERSION != {wl.KPANEL_LAYOUT_VERSION}\n"
+                  f"#error \"the runtime reads other weight panel layouts than moec's packer wrote\"\n#endif")
     return ctx.packed(e)
 
 
@@ -79,6 +81,11 @@ def _experts(ctx, o):
         sv = [f"{ctx.t(v)}" if v is not None else "NULL" for v in (e.s_in, e.s_out, e.z_in, e.z_out)]
         lines.append(f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv[0]}, {sv[1]}, {sv[2]}, "
                      f"{sv[3]}, {_AQ[a['aq']]}, .pk_in = {_pairs(ctx, o, 4)}, .pk_out = {_pairs(ctx, o, 5)}}};")
+        q = "&" + q
+    elif (id(o), 4) in ctx.packs or (id(o), 5) in ctx.packs:  # f32: the k-panels packed at compile time
+        q = ctx.fresh("wq")
+        lines.append(f"moec_wq {q} = {{MOEC_WQ_NONE, 0, NULL, NULL, NULL, NULL, 0, .pk_in = {_pairs(ctx, o, 4)}, "
+                     f".pk_out = {_pairs(ctx, o, 5)}}};")
         q = "&" + q
     return lines + [
         f"MOEC_TRY(moec_k_moe_experts(&ctx, {x}, {ids}, {order}, {offsets}, {w_in}, {w_out}, {b_in}, {b_out}, "

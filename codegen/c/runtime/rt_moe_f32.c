@@ -80,6 +80,62 @@ static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K,
   }
 }
 
+/* One or two rows (decode) on the same k-panels: the panel streams from memory once, and each row's accumulators
+ * would be a chain of dependent FMAs, so even and odd k go to two accumulator sets (summed at the end); rows are
+ * unrolled (MX = 1 or 2, m <= MX).  (Another order of the sums than tile(), as the row GEMV it replaces on
+ * compile-time panels was.) */
+static inline __attribute__((always_inline)) void tile_dec_mx(const int MX, const float *A, int64_t lda, int m,
+                                                              const float *Bp, int64_t K, float *C, int64_t ldc,
+                                                              int64_t nb) {
+  vf acc[2][NV], acd[2][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MX; r++)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) acc[r][v] = acd[r][v] = (vf){0};
+  const float *a[2] = {A, A + (m > 1 ? lda : 0)};
+  int64_t k = 0;
+  for (; k + 2 <= K; k += 2) {
+    vf b[NV], c[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) {
+      __builtin_memcpy(&b[v], Bp + k * NR + v * VL, sizeof(vf));
+      __builtin_memcpy(&c[v], Bp + (k + 1) * NR + v * VL, sizeof(vf));
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MX; r++) {
+      const vf x = splat(a[r][k]), y = splat(a[r][k + 1]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; v++) {
+        acc[r][v] += x * b[v];
+        acd[r][v] += y * c[v];
+      }
+    }
+  }
+  for (; k < K; k++)
+#pragma GCC unroll 16
+    for (int r = 0; r < MX; r++) {
+      const vf x = splat(a[r][k]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; v++) {
+        vf b;
+        __builtin_memcpy(&b, Bp + k * NR + v * VL, sizeof(vf));
+        acc[r][v] += x * b;
+      }
+    }
+  for (int r = 0; r < m; r++) {
+    float tmp[NR];
+    for (int v = 0; v < NV; v++) {
+      const vf t = acc[r][v] + acd[r][v];
+      __builtin_memcpy(tmp + v * VL, &t, sizeof(vf));
+    }
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+  }
+}
+static void tile_dec(const float *A, int64_t lda, int m, const float *Bp, int64_t K, float *C, int64_t ldc, int64_t nb) {
+  if (m == 1) tile_dec_mx(1, A, lda, m, Bp, K, C, ldc, nb);
+  else tile_dec_mx(2, A, lda, m, Bp, K, C, ldc, nb);
+}
+
 /* Weights from the weights file never change: their packed panels are built once per library
  * and reused ([E][N/NR][panel]).  One cache for every panel format: an entry is keyed by the weight
  * pointer, the shape and the packer (f32 k-major panels, the narrow formats').  Anything else is packed
@@ -412,7 +468,16 @@ static const uint32_t *compiled_pairs(const moec_tensor *pk, int64_t E, int64_t 
   if (!ok) *bad = 1;
   return ok ? (const uint32_t *)pk->data : NULL;
 }
-#define PAIRS_MISMATCH "internal error: the packed bf16 weight panels do not match this runtime (layout version %d, width %d)"
+/* the f32 experts' k-panels packed at compile time ([E, ceil(N/NR), K, NR]: pack_b's layout), as compiled_pairs */
+static const float *compiled_kpanels(const moec_tensor *pk, int64_t E, int64_t N, int64_t K, int *bad) {
+  if (!pk) return NULL;
+  const int64_t want[4] = {E, (N + NR - 1) / NR, K, NR};
+  int ok = pk->dtype == MOEC_F32 && pk->rank == 4 && NR == MOEC_KPANEL_NR;
+  for (int d = 0; ok && d < 4; d++) ok = pk->shape[d] == want[d];
+  if (!ok) *bad = 1;
+  return ok ? (const float *)pk->data : NULL;
+}
+#define PAIRS_MISMATCH "internal error: the weight panels packed at compile time do not match this runtime (layout version %d, width %d)"
 /* rows of f32 (already bf16-valued) -> bf16 pairs, P per row */
 static void to_pairs(const float *a, int64_t K, uint32_t *out) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -1586,6 +1651,7 @@ typedef struct {
                                   * signed codes, XQS/AQS the (row, group) scales */
   const uint8_t *p4_in, *p4_out; /* w4a8: cached panels, or NULL (packed per work item) */
   const float *sc_in, *sc_out;   /* symmetric int4 weight-only prefill: cached scale tables, or NULL */
+  int kp_in, kp_out;             /* f32: pk_in / pk_out are the compile-time k-panels (the only copy: every row count) */
   int abf;                       /* int8 / int4 weights, bf16 activations (aq = 2): X and A rounded to bf16 and, */
   uint32_t *XH, *AH;             /* above GEMV_ROWS rows, as bf16 pairs ((K + 1) / 2 per row) */
 } xjob;
@@ -1629,7 +1695,7 @@ static void phase1(void *arg, int64_t item, int tid) {
     }
     return;
   }
-  if (n <= GEMV_ROWS) {
+  if (n <= GEMV_ROWS && !j->kp_in) {
     gemv_w(&j->vin, e, c0, nb, j->X + r0 * j->D, j->D, n, j->H + r0 * j->I + c0, j->I,
            j->XR ? j->XR + r0 * j->D : NULL, j->XS ? j->XS + r0 * (j->D / j->vin.G) : NULL);
     return;
@@ -1657,6 +1723,10 @@ static void phase1(void *arg, int64_t item, int tid) {
   }
   const float *Bp = j->pk_in ? j->pk_in + (e * j->nb1 + cb) * j->D * NR : j->pack[tid];
   if (!j->pk_in) pack_b_w(&j->vin, e, c0, nb, j->pack[tid]);
+  if (n <= GEMV_ROWS) { /* (compile-time panels: decode reads them) */
+    tile_dec(j->X + r0 * j->D, j->D, (int)n, Bp, j->D, j->H + r0 * j->I + c0, j->I, nb);
+    return;
+  }
   for (int64_t r = 0; r < n; r += MR) {
     int m = n - r < MR ? (int)(n - r) : MR;
     tile(j->X + (r0 + r) * j->D, j->D, m, Bp, j->D, j->H + (r0 + r) * j->I + c0, j->I, nb);
@@ -1751,7 +1821,7 @@ static void phase3(void *arg, int64_t item, int tid) {
   }
   int have_panel = Bi || Bw || B4 || Bp || Bh;
   have_panel = have_panel || Bq;
-  if (n > GEMV_ROWS && !have_panel) { /* f32 panel (dequantised when nothing narrower is packed) */
+  if ((n > GEMV_ROWS || j->kp_out) && !have_panel) { /* f32 panel (dequantised when nothing narrower is packed) */
     if (j->pk_out) {
       Bp = j->pk_out + (e * j->nb3 + cb) * j->F * NR;
     } else {
@@ -1775,7 +1845,8 @@ static void phase3(void *arg, int64_t item, int tid) {
     else
     if (Bq) tile_bf16(j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb);
     else
-    if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
+    if (Bp && n <= GEMV_ROWS) tile_dec(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
+    else if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
     else
       gemv_w(&j->vout, e, c0, nb, j->A + (r0 + r) * j->F, j->F, m, out, NR,
              j->AR ? j->AR + (r0 + r) * j->F : NULL, j->AS ? j->AS + (r0 + r) * (j->F / j->vout.G) : NULL);
@@ -1811,7 +1882,9 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   int bad = 0;
   const uint32_t *pkb_in = mode == MOEC_WQ_BF16 ? compiled_pairs(q->pk_in, E, I, D, &bad) : NULL,
                  *pkb_out = mode == MOEC_WQ_BF16 ? compiled_pairs(q->pk_out, E, D, F, &bad) : NULL;
-  if (bad) { free(row0); return moec_fail(ctx, PAIRS_MISMATCH, MOEC_PAIR_LAYOUT_VERSION, NR); }
+  const float *pkf_in = mode == MOEC_WQ_NONE && q ? compiled_kpanels(q->pk_in, E, I, D, &bad) : NULL,
+              *pkf_out = mode == MOEC_WQ_NONE && q ? compiled_kpanels(q->pk_out, E, D, F, &bad) : NULL;
+  if (bad || (!pkf_in != !pkf_out)) { free(row0); return moec_fail(ctx, PAIRS_MISMATCH, MOEC_PAIR_LAYOUT_VERSION, NR); }
   int64_t maxn = 0; /* the panel paths are set up when some expert has more rows than the GEMV path takes */
   for (int64_t e = 0; e < E; e++) maxn = row0[e + 1] - row0[e] > maxn ? row0[e + 1] - row0[e] : maxn;
   { /* the gathered rows' sizes: total <= T*k, but total * D is a product of two tensors' dims: checked */
@@ -1912,7 +1985,11 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     }
   }
   if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && q->aq == 2) j.abf = 1; /* (A rounded at every row count) */
-  if (mode == MOEC_WQ_NONE && maxn > GEMV_ROWS) { /* f32 prefill: pack once (decode reads rows directly) */
+  if (pkf_in && pkf_out) { /* f32, k-panels packed at compile time: every row count reads them */
+    j.pk_in = pkf_in;
+    j.pk_out = pkf_out;
+    j.kp_in = j.kp_out = 1;
+  } else if (mode == MOEC_WQ_NONE && maxn > GEMV_ROWS) { /* f32 prefill: pack once (decode reads rows directly) */
     j.pk_in = packed_panels((const float *)w_in->data, E, I, D);
     j.pk_out = packed_panels((const float *)w_out->data, E, D, F);
   }
