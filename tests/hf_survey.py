@@ -101,7 +101,8 @@ EXTRA: dict = {
     "kolibri1_1": dict(head_dim=16, index_num_heads=2, index_topk=4, mlp_only_intermediate_size=64),
     "laguna": dict(),
     "lfm2_moe": dict(num_dense_layers=0, layer_types=["full_attention", "full_attention"]),
-    "longcat_flash": dict(num_layers=2, moe_topk=2, ffn_hidden_size=64, expert_ffn_hidden_size=48,
+    # (a LongCat-Flash layer has two attention sublayers and one MoE: num_hidden_layers is 2 x num_layers)
+    "longcat_flash": dict(num_layers=2, num_hidden_layers=4, moe_topk=2, ffn_hidden_size=64, expert_ffn_hidden_size=48,
                           zero_expert_num=2),
     "mistral4": dict(head_dim=16),  # rotary dim = head_dim x partial_rotary_factor 0.5 = qk_rope_head_dim 8
     # (encoder-decoder: 2 encoder and 2 decoder layers, every one sparse, as the 2-layer models of the rest)
@@ -1137,8 +1138,14 @@ def survey_all(out_json, timeout, only=None, extra_args=(), batch=6) -> list:
                 res = next((r for r in tried if r.get("built") is not False), tried[0])
             old = prev.get(mod)
             if old is not None and old.get("arch") == res.get("arch"):
-                mine = {_key(c) for c in res.get("cells", [])}
-                res["cells"] = [c for c in old.get("cells", []) if _key(c) not in mine] + res.get("cells", [])
+                now = {_key(c): c for c in res.get("cells", [])}
+
+                def stale(c) -> bool:  # (a bf16 / static-dims cell run while its f32 dynamic cell worked, which this
+                    #                   run found failing: the table gives that one's reason, "no, as f32")
+                    f = now.get((c["path"], c.get("impl"), "f32", "dynamic"))
+                    return (c.get("dtype"), c.get("dims")) != ("f32", "dynamic") and f is not None and not _works(f)
+                res["cells"] = [c for c in old.get("cells", []) if _key(c) not in now and not stale(c)] + res.get(
+                    "cells", [])
             res["module"] = mod
             res["tried"] = [t["arch"] for t in tried]
             done[mod] = res
@@ -1538,6 +1545,12 @@ MISSING = (
                        "`F.rms_norm`; ONNX's RMSNormalization is opset 23, the TorchScript exporter stops at opset 20 "
                        "and has no symbolic for it). Working ways: the dynamo export or `moec.compile(module)` (both recognised: their "
                        "columns)"),
+    ("(no reduction) writes twice",
+     "the export is not the module's function, so there is no layer in it to recognise: LongCat-Flash's eager loop "
+     "sends an identity slot through an expert FFN with weight 0, so a token can reach one FFN through two slots; "
+     "the module's index_add_ sums both rows, the TorchScript exporter writes it as a ScatterElements without "
+     "reduction, which keeps one (ONNX leaves repeated indices undefined; torch warns the model is then incorrect). "
+     "Working ways: the batched_mm experts (both exporters: recognised) or `moec.compile(module)`"),
     ("Couldn't swap", _SWAP),
     ("Cannot swap", _SWAP),
     ("aten.log1p", "moec's PyTorch front end has no `aten.log1p` (an activation of this architecture)"),
