@@ -34,11 +34,12 @@ class CpuBackend(BackendBase):
     def emit(self, m: Module, outdir: str) -> None:
         from moec.codegen.c import gemm_pack
         from moec.codegen.c.emitter import CodegenError, emit_c
-        with open(os.path.join(outdir, "model.weights.json")) as f:
-            index = json.load(f)
-        # dense weights also as GEMM panels, appended to the weights file (codegen/c/gemm_pack.py)
+        # dense weights also as GEMM panels, appended to the weights file (codegen/c/gemm_pack.py); the index read
+        # after it (a weight stored as its panels may have moved)
         packs = gemm_pack.append_packs(m, os.path.join(outdir, "model.weights.bin"),
                                        gemm_pack.panel_width(self.desc.cflags))
+        with open(os.path.join(outdir, "model.weights.json")) as f:
+            index = json.load(f)
         try:
             src = emit_c(m, weight_index=index, packs=packs)
         except CodegenError as e:

@@ -5,8 +5,9 @@ and read in place: no run-time copy, no first-call packing.
 - The compile-time panels give the same bits as the run-time packer of the C runtime (pack_b_bf16, which packs
   a weight that is not in the weights file per work item, as the old run-time cache packed every weight): the
   same layer with its weights inline vs from the weights file, on edge sizes.
-- In place when every user reads the panels and they are the weight's size, else appended beside the plain
-  weight (a weight another op reads too); the artifact's module still loads the plain weights.
+- Stored once, as the panels, when every user reads them (in the weight's place when their size is the
+  weight's, else as its entry at the end of the file, the plain bytes dropped); appended beside the plain
+  weight when another op reads it too; the artifact's module still loads the plain weights.
 - A layout version this moec does not read is refused when the artifact is loaded (one clear error; the JIT
   cache rebuilds such an entry), never run on misread weights."""
 import json
@@ -43,6 +44,13 @@ def _index(d):
         return json.load(f)
 
 
+def _stored_once(d):
+    """The weights file holds its index's entries and nothing else (no appended panels, no dropped bytes)."""
+    index = _index(d)
+    used = sum(-(-e["nbytes"] // 64) * 64 for e in index.values())
+    assert os.path.getsize(os.path.join(d, "model.weights.bin")) <= used
+
+
 def _dense(K, N, seed):
     from test_dense_quant import _module, _weights
     m = _module(K, N, _weights(K, N, seed))
@@ -74,16 +82,15 @@ DENSE = [(37, 45), (1, 33), (64, 1), (64, 96)]
 
 @pytest.mark.parametrize("arch", ["native", "generic"])
 def test_dense_panels_packed_at_compile_time_equal_the_runtime_packer(arch, tmp_path):
-    """x @ W and x @ Wt^T + b (moec.linear_q, bf16) from the weights file (compile-time panels, in place where the
-    size allows) and with the weights inline (the runtime packs each work item's panel): the same bits at 1, 2, 4,
+    """x @ W and x @ Wt^T + b (moec.linear_q, bf16) from the weights file (compile-time panels, their only copy;
+    padded past N and K where those are not multiples of the panel) and with the weights inline (the runtime packs each work item's panel): the same bits at 1, 2, 4,
     8 rows (the unrolled tiles), 3 and 19 (partial and several tiles)."""
     for i, (K, N) in enumerate(DENSE):
         m = _dense(K, N, seed=i)
         packed = build_module(m, str(tmp_path / f"p{i}"), arch=arch, threads=2)
         lay = {k: e.get("layout") for k, e in _index(tmp_path / f"p{i}").items() if e["dtype"] == "bf16"}
-        assert len(lay) == 2
-        in_place = N % 32 == 0 and K % 2 == 0
-        assert all((v is not None) == in_place for v in lay.values()), (K, N, lay)
+        assert len(lay) == 2 and all(v is not None for v in lay.values()), (K, N, lay)
+        _stored_once(tmp_path / f"p{i}")
         with open(tmp_path / f"p{i}" / "model.c") as f:
             src = f.read()
         assert src.count(".pk_in = &pk") == 2 and "MOEC_PAIR_LAYOUT_VERSION" in src
@@ -103,7 +110,7 @@ def test_dense_panels_packed_at_compile_time_equal_the_runtime_packer(arch, tmp_
 @pytest.mark.parametrize("D,F", [(64, 96), (45, 38)])
 def test_expert_panels_packed_at_compile_time_equal_the_runtime_packer(D, F, tmp_path):
     """moe.experts with bf16 weights: w_in [E, 2F, D] and w_out [E, D, F] as compile-time panels (in place for
-    D = 64, F = 96; appended for D odd, F not a multiple of 32) give the same bits as the weights inline (packed
+    D = 64, F = 96; padded, at the end of the file, for D odd and F not a multiple of 32) give the same bits as the weights inline (packed
     per work item at run time), at 1 and 2 tokens (one or two rows per expert: decode) and 5 and 40."""
     rng = np.random.default_rng(7)
     E, k = 4, 2
@@ -112,7 +119,8 @@ def test_expert_panels_packed_at_compile_time_equal_the_runtime_packer(D, F, tmp
     m = experts_module("bf16", wi, wo, [], "T", D, E, k)
     packed = build_module(m, str(tmp_path / "p"), threads=2)
     lay = [e.get("layout") for e in _index(tmp_path / "p").values() if e["dtype"] == "bf16"]
-    assert len(lay) == 2 and all((v is not None) == (D % 32 == 0 and F % 32 == 0) for v in lay)
+    assert len(lay) == 2 and all(v is not None for v in lay)
+    _stored_once(tmp_path / "p")
     plain = build_module(_inline(m), str(tmp_path / "i"), threads=2)
     for T in (1, 2, 5, 40):
         x = rng.standard_normal((T, D)).astype(np.float32)
@@ -221,7 +229,7 @@ def test_mismatched_layout_version_is_refused_when_loaded(tmp_path):
 @pytest.mark.parametrize("D,F", [(64, 96), (45, 38)])
 def test_f32_expert_panels_packed_at_compile_time(D, F, tmp_path):
     """f32 moe.experts: w_in / w_out stored as the f32 kernels' k-panels (in place when I and D are multiples of 32,
-    else appended): prefill (every expert above two rows) gives the same bits as the weights inline (packed per
+    else padded at the end of the file; one copy either way): prefill (every expert above two rows) gives the same bits as the weights inline (packed per
     work item at run time, as the run-time cache packed them before); decode (one or two rows per expert) reads
     the same panels (tile_dec: another order of the f32 sums than the row GEMV it replaces) and matches numpy
     in float64; the module reloads the plain weights."""
@@ -235,8 +243,8 @@ def test_f32_expert_panels_packed_at_compile_time(D, F, tmp_path):
     index = _index(d)
     lay = {k2: e.get("layout") for k2, e in index.items() if list(e["shape"]) in ([E, 2 * F, D], [E, D, F])}
     assert len(lay) == 2
-    in_place = (2 * F) % 32 == 0 and D % 32 == 0
-    assert all((v == {"kind": "f32_k_panels", "nr": 32, "version": 1}) == in_place for v in lay.values()), lay
+    assert all(v == {"kind": "f32_k_panels", "nr": 32, "version": 1} for v in lay.values()), lay
+    _stored_once(d)
     with open(d / "model.c") as f:
         assert "moec_wq wq" in f.read()
     plain = build_module(_inline(m), str(tmp_path / "i"), threads=2)

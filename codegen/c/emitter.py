@@ -230,8 +230,11 @@ def emit_c(module: Module, func: Optional[Function] = None, weight_index: Option
                 e = weight_index.get(val.key)
                 if e is None:
                     raise CodegenError(f"weight '{val.key}' has no entry in the weights file index")
+                nbytes = e["nbytes"]
+                if e.get("layout") is not None:  # stored as its kernels' (padded) panels: only its shape is read
+                    nbytes = min(nbytes, int(np.prod(t.shape, dtype=np.int64)) * t.dtype.np.itemsize)
                 init_lines.append(f"  if (moec_bind_weight(&{name}, {dt}, {int(t.rank)}, {shape}, "
-                                  f"{ctx.c_int(e['offset'])}, {ctx.c_int(e['nbytes'])}, err, errlen)) return 1;")
+                                  f"{ctx.c_int(e['offset'])}, {ctx.c_int(nbytes)}, err, errlen)) return 1;")
             else:
                 arr = np.asarray(val, order="C")
                 raw = arr.tobytes() or b"\0"

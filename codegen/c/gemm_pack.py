@@ -216,9 +216,47 @@ def append_packs(module: Module, bin_path: str, nr: int) -> Dict[object, dict]:
                         off += pad
                         f.write(data)
                         e = by_key[(key, tag)] = {"offset": off, "nbytes": len(data), "shape": shape, **extra}
+                        if in_place.get(key) == tag and ent is not None and ent.get("dtype") == dtype:
+                            # only the panels are read, a padded panel makes them larger: they become the
+                            # weight's entry (its plain bytes are dropped below)
+                            ent.update(offset=off, nbytes=len(data), layout=layout)
+                            e["in_place"] = e["moved"] = True
                         off += len(data)
                 out[oid if tag[0] == "gemm" else (oid, i)] = e
+    if any(e.get("moved") for e in by_key.values()):
+        _compact(bin_path, index, [e for e in by_key.values() if not e.get("in_place")])
+        for (key, _), e in by_key.items():
+            if e.get("moved"):
+                e["offset"] = index[key]["offset"]
     if any(e.get("in_place") for e in by_key.values()):
         with open(index_path, "w") as f:
             json.dump(index, f, indent=1, sort_keys=True)
     return out
+
+
+def _compact(bin_path: str, index: Dict[str, dict], extra) -> None:
+    """Rewrite ``bin_path`` with only what the index's entries and the ``extra`` regions ({offset, nbytes}, the
+    appended panels) hold, each 64-byte aligned, in their order; their offsets are updated in place (the plain
+    bytes of the weights whose panels moved to the end are dropped)."""
+    regions = sorted(list(index.values()) + list(extra), key=lambda r: r["offset"])
+    tmp = bin_path + ".tmp"
+    with open(bin_path, "rb") as src, open(tmp, "wb") as dst:
+        off, moved = 0, {}
+        for r in regions:
+            old = (r["offset"], r["nbytes"])
+            if old not in moved:  # (entries sharing bytes keep sharing them)
+                pad = (-off) % ALIGN
+                dst.write(b"\0" * pad)
+                off += pad
+                src.seek(r["offset"])
+                left = r["nbytes"]
+                while left:
+                    chunk = src.read(min(left, 64 << 20))
+                    if not chunk:
+                        raise OSError(f"'{bin_path}' is shorter than its index")
+                    dst.write(chunk)
+                    left -= len(chunk)
+                moved[old] = off
+                off += r["nbytes"]
+            r["offset"] = moved[old]
+    os.replace(tmp, bin_path)
