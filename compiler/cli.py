@@ -210,7 +210,8 @@ def cmd_compile(a) -> int:
               f"max rel error {rep['max_rel_err']:.3g} where above atol (shapes: {shapes})")
         for u in rep.get("model_undefined_at") or []:
             at = ",".join(f"{k}{v}" for k, v in u["shapes"].items())
-            print(f"  not verified at {at}: the model itself does not run there ({one_line(u['why'])[:300]})")
+            kind = {"identical": " (every row the same token)"}.get(u.get("kind"), "")
+            print(f"  not verified at {at}{kind}: the model itself does not run there ({one_line(u['why'])[:300]})")
         kept = [(i, L["weights"]) for i, L in enumerate(layers) if (L.get("weights") or {}).get("skipped")]
         for i, w in kept:
             print(f"  warning: MoE layer {i} keeps {w['mode']} weights, not {w['requested']}: {w['skipped']}")

@@ -656,24 +656,32 @@ def half_rounded_model(proto):
     which every value the model stores in bf16/f16 is rounded to that type (a Cast to it and back) right after
     the op that makes it -- each op computed in f32 from its rounded inputs, its result rounded once, as a
     device's half kernels do.  Feed it the half inputs widened to f32.  None if the model holds no half type,
-    has subgraphs, or an op's result type cannot be inferred (a value it could not round)."""
+    has subgraphs, or an op's result type cannot be inferred (a value it could not round); half_rounded_copy
+    says which."""
+    return half_rounded_copy(proto)[0]
+
+
+def half_rounded_copy(proto):
+    """(half_rounded_model(proto), None), or (None, why there is no such copy: the first thing it could not
+    round faithfully)."""
     import onnx
     from onnx import AttributeProto, helper, shape_inference
     try:
         inferred = shape_inference.infer_shapes(proto)
-    except Exception:  # noqa: BLE001 (a model shape inference refuses)
-        return None
+    except Exception as e:  # noqa: BLE001 (a model shape inference refuses)
+        return None, f"onnx shape inference refused the model ({str(e).splitlines()[0][:200] if str(e) else e!r})"
     g = inferred.graph
     types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output) + list(g.value_info)
              if vi.type.HasField("tensor_type")}
     types.update({t.name: t.data_type for t in g.initializer})
     wide = widen_half_model(proto)
     if wide is None:
-        return None
+        return None, "the model holds no bf16/f16 type"
     nodes = []
     for n in wide.graph.node:
+        what = f"{n.op_type} node '{n.name}'" if n.name else f"a {n.op_type} node"
         if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in n.attribute):
-            return None
+            return None, f"{what} has a subgraph"
         nodes.append(n)
         if n.op_type == "Constant":  # (its half value widened exactly)
             continue
@@ -681,7 +689,7 @@ def half_rounded_model(proto):
             if not name:
                 continue
             if name not in types:
-                return None
+                return None, f"onnx shape inference gives no type for '{name}' (output of {what})"
             if types[name] in _HALF_ONNX:
                 n.output[j] = name + "__moec_f32"
                 nodes.append(helper.make_node("Cast", [n.output[j]], [name + "__moec_half"], to=types[name]))
@@ -690,7 +698,7 @@ def half_rounded_model(proto):
     out.CopyFrom(wide)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
-    return out
+    return out, None
 
 
 # -- reports -------------------------------------------------------------------------------------
@@ -758,6 +766,27 @@ def _widened_onnxruntime(proto, lazy: dict, f, xs, threads: int):
         return None
 
 
+def rounded_copy_name(half_dt) -> str:
+    """How reports name onnxruntime on verify.half_rounded_model's copy: the model's own half-precision run."""
+    return f"onnxruntime on the {half_dt.mlir}-rounded f32 copy"
+
+
+def _rounded_onnxruntime(proto, lazy: dict, f, xs, threads: int):
+    """(outputs, None): onnxruntime on the model's half-rounded f32 copy (verify.half_rounded_model), half inputs
+    widened, each output in the model's output type (exact: the copy rounds it to that type); (None, why) where
+    there is no such copy.  Raises where onnxruntime cannot run the copy (the oracle itself fails there)."""
+    if "rounded" not in lazy:
+        r, no = half_rounded_copy(proto)
+        lazy["rounded"] = (None if r is None else r.SerializeToString(), no)
+    data, no = lazy["rounded"]
+    if data is None:
+        return None, no
+    from moec.passes.moe_util import widen
+    ys = run_onnxruntime(data, f.arg_names, [widen(x) for x in xs], threads=threads)
+    return [np.asarray(y).astype(v.type.dtype.np, copy=False) if v.type.dtype.is_float else np.asarray(y)
+            for y, v in zip(ys, f.outputs)], None
+
+
 def _float64_onnxruntime(proto, lazy: dict, f, xs, threads: int) -> list:
     """onnxruntime on the model in float64 (verify.float64_model), f32 inputs widened: the f32 criterion's
     reference.  Raises where onnxruntime cannot run it (an op without a double kernel): no reference then."""
@@ -783,6 +812,12 @@ def user_inputs(m: Module, opts: "CompileOptions") -> "CompileOptions":
     if opts.inputs_file:
         sets.append(load_inputs_npz(opts.inputs_file, f))
     return dataclasses.replace(opts, inputs=sets, inputs_file=None)
+
+
+# trial kinds skipped, not failed, where the model's own oracle cannot run them (the model is not defined on those
+# inputs): a shape the model does not run at (a TorchScript export of an expert loop at 1 token), and every row the
+# same token (such a trace keeps only the experts its example hit: one token reaches one set of experts)
+UNDEFINED_KINDS = ("random", "identical")
 
 
 def _trials(f, opts: "CompileOptions"):
@@ -857,44 +892,70 @@ def verify_artifact(proto, m: Module, artifact, opts: "CompileOptions", f32_modu
         shapes = {n: list(x.shape) for n, x in zip(f.arg_names, xs)}
         if kind in ("random", "user"):
             out["shapes_tried"].append(shapes)
-        oracle, why, half_ref, own_runs = "onnxruntime", None, None, []
+        oracle, why, half_ref, own_runs, own = "onnxruntime", None, None, [], None
+        rounded = None  # (the model's own half run by onnxruntime on its half-rounded f32 copy, where made)
         try:
             want = run_onnxruntime(model_bytes, f.arg_names, xs, threads=opts.threads)
         except Exception as e:  # onnxruntime cannot run it (bf16 on its CPU provider, ...)
             why = str(e).splitlines()[0][:200]
-            want = None
-            if not quantized:  # (a quantised build has its own oracle, below)
-                # the model's own semantics op by op (moec's interpreter on the model as imported, not
-                # on the compiled module: the passes are what is being checked)
+            want, failed, no_copy = None, None, None
+            if half_dt is not None:
+                # the model's own half-precision semantics, by onnxruntime: each op on its f32 kernels, rounded
+                # where the graph stores a half type (verify.half_rounded_model)
+                try:
+                    rounded, no_copy = _rounded_onnxruntime(get_proto(), lazy, f, xs, opts.threads)
+                except Exception as re_:  # noqa: BLE001 - the oracle itself fails on these inputs
+                    failed = (f"{rounded_copy_name(half_dt)} failed "
+                              f"({str(re_).splitlines()[0][:200] if str(re_) else repr(re_)}); "
+                              f"onnxruntime on the model: {why}")
+            # (a quantised build has its own oracle, below: this run is its f32 reference)
+            if rounded is not None:
+                want, own = rounded, rounded_copy_name(half_dt)
+                oracle = f"{own} (onnxruntime could not run the model: {why})"
+            elif failed is None:
+                # no faithful copy for onnxruntime: the model's own semantics op by op (moec's interpreter on the
+                # model as imported, not on the compiled module: the passes are what is being checked)
                 try:
                     want = list(interpret(original(), xs).values())
                 except IRError as ie:
-                    msg = f"onnxruntime failed ({why}), moec's interpreter failed ({ie})"
-                    if kind == "random" and not unknown_ints:  # the model itself is not defined at these shapes: say so
-                        if shapes in out["shapes_tried"]:
-                            out["shapes_tried"].remove(shapes)
-                        out.setdefault("model_undefined_at", []).append({"shapes": shapes, "why": msg})
-                        continue
-                    out.update(verified=False, no_oracle=True, failure=hinted(f"no oracle could run the model: {msg}"))
-                    return out
-                oracle = f"moec's interpreter on the imported model (onnxruntime could not run the model: {why})"
+                    failed = f"onnxruntime failed ({why}), moec's interpreter failed ({ie})"
+                else:
+                    nc = f"; no {half_dt.mlir}-rounded f32 copy for onnxruntime: {no_copy}" if no_copy else ""
+                    own = f"moec's interpreter op by op{nc}"
+                    oracle = (f"moec's interpreter on the imported model (onnxruntime could not run the model: "
+                              f"{why}{nc})")
+            if failed is not None:
+                if kind in UNDEFINED_KINDS and not unknown_ints:
+                    # the model itself is not defined on these inputs (its oracle fails there, not moec): say so
+                    if shapes in out["shapes_tried"]:
+                        out["shapes_tried"].remove(shapes)
+                    out.setdefault("model_undefined_at", []).append({"shapes": shapes, "kind": kind, "why": failed})
+                    continue
+                out.update(verified=False, no_oracle=True, failure=hinted(f"no oracle could run the model: {failed}"))
+                return out
         if not quantized and half_dt is not None and (why is not None or wide_out):
             # judged against the model's f32 analogue, next to the model's own half-precision run(s)
             half_ref = _widened_onnxruntime(get_proto(), lazy, f, xs, opts.threads)
             if half_ref is not None:
-                if why is None:  # onnxruntime ran the model; the op-by-op run is a second faithful one
+                if why is None:  # onnxruntime ran the model; its op-by-op rounding is a second faithful run
                     try:
-                        own_runs.append(list(interpret(original(), xs).values()))
-                    except IRError:
-                        pass
+                        second, no_copy = _rounded_onnxruntime(get_proto(), lazy, f, xs, opts.threads)
+                        own = rounded_copy_name(half_dt)
+                        if second is None:  # (no faithful copy for onnxruntime: moec's interpreter op by op)
+                            second = list(interpret(original(), xs).values())
+                            own = f"moec's interpreter op by op (no {half_dt.mlir}-rounded f32 copy: {no_copy})"
+                        own_runs.append(second)
+                    except Exception:  # noqa: BLE001 - onnxruntime's own run of the model decides alone
+                        own = None
                 oracle = (f"onnxruntime on the model widened to f32 (moec's error must be no worse than the "
                           f"model's own {half_dt.mlir} run"
-                          + (f", by moec's interpreter op by op; onnxruntime failed on the model: {why})" if why else
-                             ", by onnxruntime and by moec's interpreter op by op: the model returns a wider type)"))
+                          + (f", by {own}; onnxruntime failed on the model: {why})" if why else
+                             f", by onnxruntime{f' and by {own}' if own else ''}: the model returns a wider type)"))
         f32_want = None
         if quantized:
-            f32_want = want if want is not None else list(interpret(f32_module, xs).values())
-            f32_oracle = "onnxruntime on the model" if want is not None else "moec's interpreter on the model"
+            f32_want = want
+            f32_oracle = ("onnxruntime on the model" if why is None else
+                          rounded_copy_name(half_dt) if rounded is not None else "moec's interpreter on the model")
             want = None
             oracle = f"interpreter on the {opts.weights} module (dequantise-then-compute)"
         try:
