@@ -226,8 +226,9 @@ def test_mismatched_layout_version_is_refused_when_loaded(tmp_path):
     assert main(["run", str(d), "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "r")]) == 2
 
 
-@pytest.mark.parametrize("D,F", [(64, 96), (45, 38)])
-def test_f32_expert_panels_packed_at_compile_time(D, F, tmp_path):
+@pytest.mark.parametrize("arch,D,F", [("native", 64, 96), ("native", 45, 38), ("generic", 45, 38),
+                                        pytest.param("avx2", 64, 96, marks=pytest.mark.slow)])
+def test_f32_expert_panels_packed_at_compile_time(arch, D, F, tmp_path):
     """f32 moe.experts: w_in / w_out stored as the f32 kernels' k-panels (in place when I and D are multiples of 32,
     else padded at the end of the file; one copy either way): prefill (every expert above two rows) gives the same bits as the weights inline (packed per
     work item at run time, as the run-time cache packed them before); decode (one or two rows per expert) reads
@@ -238,8 +239,12 @@ def test_f32_expert_panels_packed_at_compile_time(D, F, tmp_path):
     wi = rng.standard_normal((E, 2 * F, D)).astype(np.float32)
     wo = rng.standard_normal((E, D, F)).astype(np.float32)
     m = experts_module("none", wi, wo, [], "T", D, E, k)
+    if arch == "avx2":
+        from moec.targets.description import host_cpu
+        if "avx2" not in host_cpu().isa:
+            pytest.skip("this host has no AVX2")
     d = tmp_path / "p"
-    packed = build_module(m, str(d), threads=2)
+    packed = build_module(m, str(d), arch=arch, threads=2)
     index = _index(d)
     lay = {k2: e.get("layout") for k2, e in index.items() if list(e["shape"]) in ([E, 2 * F, D], [E, D, F])}
     assert len(lay) == 2
@@ -247,7 +252,7 @@ def test_f32_expert_panels_packed_at_compile_time(D, F, tmp_path):
     _stored_once(d)
     with open(d / "model.c") as f:
         assert "moec_wq wq" in f.read()
-    plain = build_module(_inline(m), str(tmp_path / "i"), threads=2)
+    plain = build_module(_inline(m), str(tmp_path / "i"), arch=arch, threads=2)
     for T in (1, 2, 40):
         x = rng.standard_normal((T, D)).astype(np.float32)
         logits = rng.standard_normal((T, E)).astype(np.float32)

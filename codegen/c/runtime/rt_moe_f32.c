@@ -81,8 +81,9 @@ static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K,
 }
 
 /* One or two rows (decode) on the same k-panels: the panel streams from memory once, and each row's accumulators
- * would be a chain of dependent FMAs, so even and odd k go to two accumulator sets (summed at the end); rows are
- * unrolled (MX = 1 or 2, m <= MX).  (Another order of the sums than tile(), as the row GEMV it replaces on
+ * would be a chain of dependent FMAs, so even and odd k go to two accumulator sets (summed at the end) where the
+ * registers hold them (NV <= 2: AVX-512; narrower vectors have NV independent chains per row already); rows
+ * are unrolled (MX = 1 or 2, m <= MX).  (Another order of the sums than tile(), as the row GEMV it replaces on
  * compile-time panels was.) */
 static inline __attribute__((always_inline)) void tile_dec_mx(const int MX, const float *A, int64_t lda, int m,
                                                               const float *Bp, int64_t K, float *C, int64_t ldc,
@@ -107,7 +108,8 @@ static inline __attribute__((always_inline)) void tile_dec_mx(const int MX, cons
 #pragma GCC unroll 16
       for (int v = 0; v < NV; v++) {
         acc[r][v] += x * b[v];
-        acd[r][v] += y * c[v];
+        if (NV <= 2) acd[r][v] += y * c[v];
+        else acc[r][v] += y * c[v];
       }
     }
   }
