@@ -108,11 +108,12 @@ class GemmProbe:
         return self.fn()
 
     def measure(self, repeats: int = 5) -> dict:
-        """{"gflops": median rate over ``repeats`` calls after a warm-up, "how": ...}."""
+        """{"gflops": the best rate of ``repeats`` calls after a warm-up (a ceiling: the least disturbed call),
+        "how": ...}."""
         with self:
             self.fn()
             ts = _median_time(self.fn, repeats)
-        return {"gflops": self.flops / statistics.median(ts) / 1e9, "how": self.how}
+        return {"gflops": self.flops / min(ts) / 1e9, "how": self.how}
 
 
 def gemm_probe(dtype: str, threads: int, n: int = 1024, repeats: int = 5) -> dict:
@@ -124,7 +125,7 @@ def gemm_probe(dtype: str, threads: int, n: int = 1024, repeats: int = 5) -> dic
 
 
 def sgemm_probe(threads: int, n: int = 1024, repeats: int = 5) -> float:
-    """GFLOP/s of a square f32 matmul through numpy's BLAS on ``threads`` threads (GemmProbe "f32")."""
+    """GFLOP/s of a square f32 matmul through numpy's BLAS on ``threads`` threads (GemmProbe "f32", best call)."""
     return GemmProbe("f32", threads, n).measure(repeats)["gflops"]
 
 
@@ -155,24 +156,26 @@ class _OnThreads:
 
 
 def copy_probe(mbytes: int = 256, repeats: int = 5, threads: int = 1) -> float:
-    """GB/s of a large memory copy (read + write counted), split over ``threads`` threads."""
+    """GB/s of a large memory copy (read + write counted), split over ``threads`` threads; the best of ``repeats``
+    copies (a ceiling, as STREAM reports)."""
     src = np.ones(mbytes * (1 << 20) // 4, np.float32)
     dst = np.empty_like(src)
     with _OnThreads(threads, src.size, lambda lo, hi: np.copyto(dst[lo:hi], src[lo:hi])) as run:
         run()
         ts = _median_time(run, repeats)
-    return 2 * src.nbytes / statistics.median(ts) / 1e9
+    return 2 * src.nbytes / min(ts) / 1e9
 
 
 def read_probe(mbytes: int = 256, repeats: int = 5, threads: int = 1) -> float:
     """GB/s of reading a large array once (a max-reduction, only reads counted), split over ``threads`` threads:
     the ceiling of a kernel that streams weights (a decode step), which reads and writes almost nothing else.
-    (A copy's read + write rate is not that ceiling: a write costs the bus a read for ownership too.)"""
+    (A copy's read + write rate is not that ceiling: a write costs the bus a read for ownership too.)  The best of
+    ``repeats`` passes."""
     src = np.ones(mbytes * (1 << 20) // 4, np.float32)
     with _OnThreads(threads, src.size, lambda lo, hi: np.maximum.reduce(src[lo:hi])) as run:
         run()
         ts = _median_time(run, repeats)
-    return src.nbytes / statistics.median(ts) / 1e9
+    return src.nbytes / min(ts) / 1e9
 
 
 @dataclass

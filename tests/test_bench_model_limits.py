@@ -167,7 +167,7 @@ def test_fractions_and_their_table():
            "probes": {"f32": {"flops": fl["total"] // 2, "how": "test"}}}
     lim = bm.prefill_limits(run)[0]["engines"]
     assert lim["moec"]["fraction"] == pytest.approx(1.0) and lim["llama.cpp model-f32"]["fraction"] == pytest.approx(0.5)
-    dec = {"probes": {"copy_gbps": [10.0, 30.0], "read_gbps": [40.0, 40.0]},
+    dec = {"probes": {"copy_gbps": [10.0, 20.0], "read_gbps": [40.0, 30.0]},
            "rows": [{"context": 8, "engines": {"moec f32": {"tokens_per_s": 100.0}},
                      "bytes_per_token": {"moec f32": {"total": 170_000_000}}}]}
     cell = bm.decode_limits(dec)[0]["engines"]["moec f32"]
