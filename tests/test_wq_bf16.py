@@ -140,12 +140,15 @@ def _check_dense(arch, tmp_path, cases, rows):
                 assert np.abs(g - r).max() <= tol, (arch, wq, K, N, G, zp, M)
 
 
-def test_dense_kernel_native(tmp_path):
-    """The host's kernel (vdpbf16ps where the build host has AVX512_BF16): every case at every row count."""
-    _check_dense("native", tmp_path, DENSE_CASES, ROWS)
+@pytest.mark.parametrize("cases", [pytest.param([0, 1, 5], id="int8-oddK,int4-g32,int4-g6-zp"),
+                                   pytest.param([2, 3, 4], id="int4-g128-zp,int4-row,int8", marks=pytest.mark.slow)])
+def test_dense_kernel_native(cases, tmp_path):
+    """The host's kernel (vdpbf16ps where the build host has AVX512_BF16): each case at every row count (three
+    cases in the default run, the others with -m slow)."""
+    _check_dense("native", tmp_path, [DENSE_CASES[i] for i in cases], ROWS)
 
 
-@pytest.mark.parametrize("arch", ["avx2", "generic"])
+@pytest.mark.parametrize("arch", ["avx2", pytest.param("generic", marks=pytest.mark.slow)])
 def test_dense_kernel_portable_paths(arch, tmp_path):
     """Builds without AVX512_BF16 widen the bf16 pairs in registers: the same products and sums."""
     from moec.targets.description import host_cpu
@@ -170,6 +173,7 @@ def no_avx512_bf16(monkeypatch):
     description.host_cpu.cache_clear()
 
 
+@pytest.mark.slow
 def test_dense_kernel_avx512_without_bf16(no_avx512_bf16, tmp_path):
     _check_dense("native", tmp_path, [DENSE_CASES[1], DENSE_CASES[5]], (2, 3, 9, 17))
 
