@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Type
 
 from moec.errors import UserInputError
-from moec.passes.quantize import MODES as WEIGHT_MODES
+from moec.passes.quantize import ACT_MODES, MODES as WEIGHT_MODES
 from moec.targets.ascend_backend import AscendBackend
 from moec.targets.base import Backend, BackendBase, TargetDesc
 from moec.targets.cpu_backend import CpuBackend
@@ -63,6 +63,12 @@ def _listed(xs: List[str]) -> str:
     return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
 
 
+def _mode_of(attrs) -> str:
+    """The weight mode a quantised op's (wq, aq) attributes are (w4a8 for int4 weights with int8 activations, ...)."""
+    pair = (attrs.get("wq"), attrs.get("aq", "none"))
+    return next((m for m, p in ACT_MODES.items() if p == pair), pair[0])
+
+
 def check_weight_mode(b: Backend, weights: str, group_size: int = 64, module=None) -> None:
     """``weights`` (and the weight modes already in ``module``) are ones target ``b`` implements
     (its desc.weight_modes); one message per mistake, naming the flag."""
@@ -70,7 +76,7 @@ def check_weight_mode(b: Backend, weights: str, group_size: int = 64, module=Non
         raise UserInputError(f"unknown weight mode '{weights}' (choose {', '.join(WEIGHT_MODES)})")
     held = set()
     if module is not None:  # a module built from IR text may hold quantised experts already
-        held = {o.attrs.get("wq") for o in module.ops() if o.name == "moe.experts"} & set(WEIGHT_MODES)
+        held = {_mode_of(o.attrs) for o in module.ops() if o.name == "moe.experts"} & set(WEIGHT_MODES)
     for mode in [weights] + sorted(held - {weights}):
         if mode in b.desc.weight_modes:
             continue

@@ -310,3 +310,13 @@ def test_bad_pairs_are_one_line(tmp_path, capsys):
     assert main(["compile", EXAMPLE, "-o", str(tmp_path / "o"), "--weights", "bf16", "--activations", "bf16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--activations bf16 with --weights bf16" in err[0], err
+
+
+@pytest.mark.parametrize("target", ["triton", "ascend"])
+def test_ir_holding_bf16_activations_is_refused(target, tmp_path):
+    """A module from IR text whose experts already say aq=bf16 is held to the same support matrix (its mode is
+    int4_bf16, not int4: the other targets' kernels would ignore the rounding)."""
+    from moec.errors import UserInputError
+    m, _, _ = _experts("int4", 64, 32, 32, False)
+    with pytest.raises(UserInputError, match=f"target {target}: --weights int4 --activations bf16"):
+        build_module(m, str(tmp_path / "x"), target=target)
