@@ -540,6 +540,16 @@ def main(argv=None) -> int:
             for T in (min(tokens), max(tokens)):
                 prof[f"moec {f} N={T}"] = profile_moec(art, T, rep["model_config"]["vocab_size"], a.threads,
                                                        3.0 if a.small else 10.0, work)
+        for f, r in ((rep.get("decode") or {}).get("runs") or {}).items():  # (the decode steps last timed)
+            if f not in formats:
+                continue
+            for row in r["rows"]:
+                cap = row["context"] + row["steps"]
+                info = (r.get("moec_compiles") or {}).get(f"moec {f} max_len {cap}") or {}
+                if info.get("art_dir") and os.path.isdir(info["art_dir"]):
+                    prof[f"moec {f} decode context {row['context']}"] = profile_moec(
+                        info["art_dir"], row["context"], rep["model_config"]["vocab_size"], a.threads,
+                        3.0 if a.small else 10.0, work, capacity=cap)
         rep["profile"] = prof
     save()
     table = summary_table(rep)
@@ -681,13 +691,27 @@ try:
 finally:
     os.unlink = unlink
 x = np.random.default_rng(0).integers(0, int(sys.argv[4]), (1, int(sys.argv[3]))).astype(np.int64)
-art([x])
+call = lambda: art([x])
+if len(sys.argv) > 7:  # a decode step (moec.decode.KVStep): the prompt of C tokens once, then one token per call
+    from moec import decode
+    names, C, cap = art.input_names, int(sys.argv[3]), int(sys.argv[7])
+    L = sum(1 for n in names if n not in decode.input_names(0)) // 2
+    from moec.ir.parser import parse_type
+    k0 = parse_type(art.manifest["inputs"][names.index("k_0")]["type"]).shape  # [B, kv heads, head size, cap]
+    g = decode.Generator(lambda *xs: art(list(xs)), L, k0[1], k0[2], cap)
+    tok = g(x)[:, -1].argmax(-1)[:, None]
+
+    def call():
+        if g.pos >= cap - 1:  # (back to the context: the prompt's cache positions are kept)
+            g.pos = C
+        g(tok)
+call()
 perf = subprocess.Popen(["perf", "record", "-F", "999", "-p", str(os.getpid()), "-o", sys.argv[6]],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 time.sleep(0.5)
 t0, n = time.time(), 0
 while time.time() - t0 < float(sys.argv[5]):
-    art([x])
+    call()
     n += 1
 perf.send_signal(signal.SIGINT)
 perf.wait()
@@ -695,16 +719,18 @@ print(" ".join(kept), n, time.time() - t0)
 """
 
 
-def profile_moec(art_dir: str, tokens: int, vocab: int, threads: int, seconds: float, work: str) -> dict:
+def profile_moec(art_dir: str, tokens: int, vocab: int, threads: int, seconds: float, work: str,
+                 capacity: int = 0) -> dict:
     """Where moec's prefill time goes: ``perf record`` (sampling, 999 Hz, every thread) of the compiled artifact
     called in a loop on N ids, attached after the first call (imports and loading left out); the share of
-    samples per function of the C runtime / kernels (the ops' code), the rest by library.  Needs Linux perf;
-    returns {"error": ...} without it."""
+    samples per function of the C runtime / kernels (the ops' code), the rest by library.  With ``capacity``,
+    ``art_dir`` is a decode step (cache of that capacity): a prompt of ``tokens`` ids, then one-token steps
+    from the context up to the capacity, again and again.  Needs Linux perf; returns {"error": ...} without it."""
     if not shutil.which("perf"):
         return {"error": "perf is not installed"}
-    data = os.path.join(work, f"perf_{os.path.basename(os.path.dirname(art_dir))}_{tokens}.data")
+    data = os.path.join(work, f"perf_{os.path.basename(os.path.normpath(art_dir))}_{tokens}.data")
     rec = subprocess.run([sys.executable, "-c", _PROFILE_LOOP, art_dir, str(threads), str(tokens), str(vocab),
-                          str(seconds), data], capture_output=True, text=True)
+                          str(seconds), data] + ([str(capacity)] if capacity else []), capture_output=True, text=True)
     if rec.returncode or not os.path.exists(data):
         return {"error": f"perf record failed: {(rec.stderr.strip().splitlines() or ['?'])[-1]}"}
     words = rec.stdout.split()
@@ -880,7 +906,8 @@ def summary_table(rep: dict) -> str:
                                                 f"{by[t]['ort_f32_ms_min']:.2f} ms)" for t in Ts) + " |")
     prof = rep.get("profile")
     if prof:
-        out += ["", "### Where moec's prefill time goes (perf samples per function, all threads)", ""]
+        out += ["", "### Where moec's prefill time goes, and its decode steps' (perf samples per function, all "
+                    "threads; decode: one-token steps from the context on)", ""]
         for k, v in prof.items():
             if "error" in v:
                 out.append(f"- {k}: {v['error']}")
