@@ -292,3 +292,41 @@ def test_panels_read_in_place_are_sanitizer_clean(weights, tmp_path):
             x[:] = x[0]
         got, want = run_harness(exe, out, [x], 1)[0], art([x])[0]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["bf16", "f32"])
+def test_weights_after_a_moved_one_are_found(mode, tmp_path):
+    """Weights whose panels are padded move to the end of the file and the file is compacted: the panels stored
+    in place after such a weight (keys sort after it) shift too, and the kernels must read them where they now
+    are.  x @ Wa (N = 40: padded panels, moved) then x @ Wb, x @ Wc (N = 64: in place), f32 (the GEMM's panels) and
+    bf16 (pair panels), against the op semantics."""
+    from moec.ir import WeightStore, parse_module
+    from test_dense_quant import _tt
+    K = 64
+    rng = np.random.default_rng(13)
+    ws = WeightStore()
+    shapes = {"a": (K, 40), "b": (K, 64), "c": (K, 64)}
+    for k2, sh in shapes.items():
+        ws.set(k2, rng.standard_normal(sh).astype(np.float32))
+    x = _tt(("M", K))
+    ops = [f'%{k2} = "moec.constant"() {{value = dense_resource<{k2}> : {_tt(sh)}}} : () -> {_tt(sh)}'
+           for k2, sh in shapes.items()]
+    ops += [f'%y{k2} = "moec.matmul"(%x, %{k2}) : ({x}, {_tt(sh)}) -> {_tt(("M", sh[1]))}' for k2, sh in shapes.items()]
+    outs = ", ".join(_tt(("M", sh[1])) for sh in shapes.values())
+    text = "\n".join(["module {", f'  func.func @main(%x: {x}) -> ({outs}) attributes {{moec.inputs = ["x"], '
+                      'moec.outputs = ["ya", "yb", "yc"]} {', *("    " + o for o in ops),
+                      f"    func.return %ya, %yb, %yc : {outs}", "  }", "}"])
+    m = parse_module(text, ws)
+    if mode == "bf16":
+        QuantizeWeights("bf16", 0, False, scope="all", dense_modes=("bf16",)).run(m)
+    d = tmp_path / mode
+    art = build_module(m, str(d), threads=2)
+    index = {k2: e for k2, e in _index(d).items() if e["dtype"] == mode}  # (the f32 originals stay unused)
+    assert all("layout" in e for e in index.values()) and len(index) == 3, index
+    first = min(index, key=lambda k2: index[k2]["offset"])
+    assert index[first]["shape"][0 if mode == "bf16" else 1] == 64  # (the in-place ones now come first)
+    _stored_once(d)
+    for M in (1, 2, 9):
+        xv = rng.standard_normal((M, K)).astype(np.float32)
+        for g, w in zip(art([xv]), run(m, [xv]).values()):
+            assert np.abs(g - w).max() <= 1e-5 * np.sqrt(K) * max(1.0, np.abs(w).max()), (mode, M)

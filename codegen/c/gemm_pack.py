@@ -225,8 +225,8 @@ def append_packs(module: Module, bin_path: str, nr: int) -> Dict[object, dict]:
                 out[oid if tag[0] == "gemm" else (oid, i)] = e
     if any(e.get("moved") for e in by_key.values()):
         _compact(bin_path, index, [e for e in by_key.values() if not e.get("in_place")])
-        for (key, _), e in by_key.items():
-            if e.get("moved"):
+        for (key, _), e in by_key.items():  # (the panels standing for their weight: where its entry now is)
+            if e.get("in_place"):
                 e["offset"] = index[key]["offset"]
     if any(e.get("in_place") for e in by_key.values()):
         with open(index_path, "w") as f:
