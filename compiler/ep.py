@@ -242,11 +242,17 @@ def stage_digest(m: Module) -> str:
 
 
 def stage_weight_bytes(outdir: str, dirs) -> int:
-    """The weight bytes the stages in ``dirs`` hold, read from their own weight indexes (what a rank loads)."""
+    """The weight bytes the stages in ``dirs`` hold, read from their own weight indexes (what a rank loads; a weight
+    stored as its kernels' panels counts its own size, not the panels' zero padding)."""
+    from moec.ir import DType
     total = 0
     for d in sorted(set(dirs)):
         with open(os.path.join(outdir, d, "model.weights.json")) as f:
-            total += sum(int(e["nbytes"]) for e in json.load(f).values())
+            for e in json.load(f).values():
+                n = int(e["nbytes"])
+                if e.get("layout") is not None:
+                    n = min(n, int(np.prod(e["shape"], dtype=np.int64)) * DType.parse(e["dtype"]).np.itemsize)
+                total += n
     return total
 
 
