@@ -741,7 +741,8 @@ def moe_layers_of(m: Module) -> List[dict]:
     return [json.loads(x) for x in m.attrs.get("moec.moe_layers", [])]
 
 
-# -- verifying an artifact against the ONNX model (onnxruntime; moec's interpreter where it cannot run) --
+# -- verifying an artifact against the ONNX model (onnxruntime; on the half-rounded f32 copy where it cannot run a
+# half model; moec's interpreter on the imported model only where neither can) --
 
 def recheck_output(got: np.ndarray, want: np.ndarray):
     """(ok, max abs error): a verified artifact looked at again on fresh inputs (conformance's module cells):
