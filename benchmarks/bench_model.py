@@ -791,7 +791,8 @@ def _prefill_limits_table(runs: dict) -> list:
             continue
         last = lim[-1]
         if not lines:
-            lines += ["", f"Physical limit, prefill at N={last['tokens']} (goal >= {LIMIT_GOAL:.0%} of the GEMM probe of "
+            lines += ["", f"Physical limit, prefill at N={last['tokens']} (goal >= {LIMIT_GOAL:.0%} of the GEMM "
+                          "probe of "
                           "the engine's arithmetic, the probe's best call in the same interleaved loop (engines: "
                           "medians); model FLOPs from the "
                           "config: attention projections, causal scores, router, k experts x 3 GEMMs, last-position "
@@ -814,7 +815,8 @@ def _decode_limits_table(runs: dict) -> list:
         for lim in decode_limits(r):
             for e, c in lim["engines"].items():
                 if not lines:
-                    lines += ["", f"Physical limit, decode (goal >= {LIMIT_GOAL:.0%} of the copy probe; bytes one token "
+                    lines += ["", f"Physical limit, decode (goal >= {LIMIT_GOAL:.0%} of the copy probe; bytes one "
+                                  "token "
                                   "must read, in the stored types with scales: the k experts of E, the other weights, "
                                   "the embedding row, the KV cache at the median timed step's context; probes on the "
                                   "benchmark's threads before and after each run, the better):", "",

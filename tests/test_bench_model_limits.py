@@ -67,7 +67,8 @@ def _step_module(E=4, k=2, D=16, F=8, V=32, KVH=2, hd=8, cap=12):
     from moec.ir.opdef import OPS
     m = Module()
     args = [Value(TensorType(DType.I64, (1, "T")), "input_ids"), Value(TensorType(DType.I64, (1,)), "pos"),
-            Value(TensorType(DType.F32, (1, KVH, hd, cap)), "k_0"), Value(TensorType(DType.F32, (1, KVH, cap, hd)), "v_0")]
+            Value(TensorType(DType.F32, (1, KVH, hd, cap)), "k_0"),
+            Value(TensorType(DType.F32, (1, KVH, cap, hd)), "v_0")]
     f = Function("main", args)
     m.functions.append(f)
     rng = np.random.default_rng(0)
@@ -97,7 +98,8 @@ def _step_module(E=4, k=2, D=16, F=8, V=32, KVH=2, hd=8, cap=12):
     out, = op("moe.combine", [y, rw])
     f.outputs, f.output_names = [out], ["y"]
     verify_module(m)
-    sizes = dict(emb=emb.nbytes, dense=wd.nbytes, router=wr.nbytes, experts=wi.nbytes + wo.nbytes + si.nbytes + so.nbytes,
+    sizes = dict(emb=emb.nbytes, dense=wd.nbytes, router=wr.nbytes,
+                 experts=wi.nbytes + wo.nbytes + si.nbytes + so.nbytes,
                  cache=2 * KVH * hd * cap * 4, row=D * 4)
     return m, sizes
 
@@ -166,7 +168,8 @@ def test_fractions_and_their_table():
            "arithmetic": {"moec": "f32", "llama.cpp model-f32": "f32"},
            "probes": {"f32": {"flops": fl["total"] // 2, "how": "test"}}}
     lim = bm.prefill_limits(run)[0]["engines"]
-    assert lim["moec"]["fraction"] == pytest.approx(1.0) and lim["llama.cpp model-f32"]["fraction"] == pytest.approx(0.5)
+    assert lim["moec"]["fraction"] == pytest.approx(1.0)
+    assert lim["llama.cpp model-f32"]["fraction"] == pytest.approx(0.5)
     dec = {"probes": {"copy_gbps": [10.0, 20.0], "read_gbps": [40.0, 30.0]},
            "rows": [{"context": 8, "engines": {"moec f32": {"tokens_per_s": 100.0}},
                      "bytes_per_token": {"moec f32": {"total": 170_000_000}}}]}
