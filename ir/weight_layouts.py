@@ -94,13 +94,51 @@ def unpack_k_panels(flat: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(t[..., :N, :])
 
 
-_VERSIONS = {PAIR_KIND: (PAIR_NR, PAIR_LAYOUT_VERSION), KPANEL_KIND: (KPANEL_NR, KPANEL_LAYOUT_VERSION)}
+# int8 panels of w8a8 (int8 weights, dynamic int8 activations: rt_moe_f32.c's pack_i8_panel / tile_i8;
+# MOEC_I8PANEL_NR and MOEC_I8PANEL_LAYOUT_VERSION in rt_moe.h).  A weight w [..., N, K] int8 becomes
+# [..., ceil(N/NR), P * NR * 4 + NR * 4] bytes, P = ceil(K/4): per column panel b, the codes of group p of four
+# reduction steps for each column j (byte (p * NR + j) * 4 + i holds w[b*NR + j, 4p + i]; the vpdpbusd operand
+# layout), then the NR columns' code sums as little-endian int32; zero past N and K.  Always larger than the
+# weight (the sums): stored as the weight's entry, at the end of the file.
+I8PANEL_NR = 32
+I8PANEL_LAYOUT_VERSION = 1
+I8PANEL_KIND = "i8_panels"
+
+
+def i8panel_layout() -> dict:
+    return {"kind": I8PANEL_KIND, "nr": I8PANEL_NR, "version": I8PANEL_LAYOUT_VERSION}
+
+
+def pack_i8_panels(w: np.ndarray) -> np.ndarray:
+    """w [..., N, K] int8 -> its panels, uint8 [..., ceil(N/NR), P * NR * 4 + NR * 4]."""
+    w = np.asarray(w, np.int8)
+    *lead, N, K = w.shape
+    nb, P = -(-N // I8PANEL_NR), -(-K // 4)
+    padded = np.zeros((*lead, nb * I8PANEL_NR, P * 4), np.int8)
+    padded[..., :N, :K] = w
+    codes = np.swapaxes(padded.reshape(*lead, nb, I8PANEL_NR, P, 4), -3, -2).reshape(*lead, nb, P * I8PANEL_NR * 4)
+    sums = padded.astype("<i4").sum(-1, dtype="<i4").reshape(*lead, nb, I8PANEL_NR)
+    return np.ascontiguousarray(np.concatenate([codes.view(np.uint8), sums.view(np.uint8).reshape(*lead, nb, -1)], -1))
+
+
+def unpack_i8_panels(flat: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    *lead, N, K = (int(d) for d in shape)
+    nb, P = -(-N // I8PANEL_NR), -(-K // 4)
+    p = np.asarray(flat).view(np.int8).reshape(*lead, nb, P * I8PANEL_NR * 4 + I8PANEL_NR * 4)
+    codes = p[..., :P * I8PANEL_NR * 4].reshape(*lead, nb, P, I8PANEL_NR, 4)
+    t = np.swapaxes(codes, -3, -2).reshape(*lead, nb * I8PANEL_NR, P * 4)
+    return np.ascontiguousarray(t[..., :N, :K])
+
+
+_VERSIONS = {PAIR_KIND: (PAIR_NR, PAIR_LAYOUT_VERSION), KPANEL_KIND: (KPANEL_NR, KPANEL_LAYOUT_VERSION),
+             I8PANEL_KIND: (I8PANEL_NR, I8PANEL_LAYOUT_VERSION)}
+_UNPACK = {PAIR_KIND: unpack_bf16_pairs, KPANEL_KIND: unpack_k_panels, I8PANEL_KIND: unpack_i8_panels}
 
 
 def unpack(flat: np.ndarray, layout: dict, shape: Sequence[int]) -> np.ndarray:
     """The plain weight of ``shape`` from a layout of this module (checked first)."""
     check_layout(layout)
-    return (unpack_bf16_pairs if layout["kind"] == PAIR_KIND else unpack_k_panels)(flat, shape)
+    return _UNPACK[layout["kind"]](flat, shape)
 
 
 def check_layout(layout: dict, what: str = "a weight") -> None:

@@ -330,3 +330,43 @@ def test_weights_after_a_moved_one_are_found(mode, tmp_path):
         xv = rng.standard_normal((M, K)).astype(np.float32)
         for g, w in zip(art([xv]), run(m, [xv]).values()):
             assert np.abs(g - w).max() <= 1e-5 * np.sqrt(K) * max(1.0, np.abs(w).max()), (mode, M)
+
+
+def test_w8a8_int8_panels_packed_at_compile_time(tmp_path):
+    """w8a8 (int8 weights, dynamic int8 activations): moec.linear_q's and moe.experts' int8 weights stored as the int8
+    panels tile_i8 reads (codes in vpdpbusd order plus each column's code sum: larger than the weight, so the
+    panels become its entry at the end of the file, the plain codes dropped); the same bits as the weights inline
+    (packed per work item at run time), at 1, 2, 5 and 19 rows / 1, 2 and 40 tokens; the module reloads the codes."""
+    from test_dense_quant import _module, _weights
+    for i, (K, N) in enumerate([(37, 45), (64, 96)]):
+        m = _module(K, N, _weights(K, N, i))
+        QuantizeWeights("w8a8", 0, False, scope="all", dense_modes=("w8a8",)).run(m)
+        d = tmp_path / f"d{i}"
+        packed = build_module(m, str(d), threads=2)
+        i8 = {k2: e for k2, e in _index(d).items() if e["dtype"] == "i8"}
+        assert len(i8) == 2 and all(e["layout"]["kind"] == "i8_panels" for e in i8.values()), i8
+        _stored_once(d)
+        plain = build_module(_inline(m, set(i8)), str(tmp_path / f"i{i}"), threads=2)
+        for M in (1, 2, 5, 19):
+            x = np.random.default_rng(M).standard_normal((M, K)).astype(np.float32)
+            for g, w in zip(packed([x]), plain([x])):
+                np.testing.assert_array_equal(g, w, err_msg=f"K={K} N={N} M={M}")
+        m2 = load_module(str(d / "model.mlir"))
+        for k2 in i8:
+            np.testing.assert_array_equal(np.asarray(m2.weights[k2]), np.asarray(m.weights[k2]))
+    rng = np.random.default_rng(8)
+    E, D, F = 4, 45, 38
+    wi = rng.integers(-127, 128, (E, 2 * F, D)).astype(np.int8)
+    wo = rng.integers(-127, 128, (E, D, F)).astype(np.int8)
+    si = (rng.random((E, 2 * F)) * 0.01 + 0.001).astype(np.float32)
+    so = (rng.random((E, D)) * 0.01 + 0.001).astype(np.float32)
+    m = experts_module("int8", wi, wo, [si, so], "T", D, E, 2, aq="int8")
+    packed = build_module(m, str(tmp_path / "x"), threads=2)
+    assert sum(e.get("layout", {}).get("kind") == "i8_panels" for e in _index(tmp_path / "x").values()) == 2
+    _stored_once(tmp_path / "x")
+    keys = {o.attrs["value"].key for o in m.main.ops if o.name == "moec.constant" and o.results[0].type.dtype.mlir == "i8"}
+    plain = build_module(_inline(m, keys), str(tmp_path / "xi"), threads=2)
+    for T in (1, 2, 40):
+        x = rng.standard_normal((T, D)).astype(np.float32)
+        logits = rng.standard_normal((T, E)).astype(np.float32)
+        np.testing.assert_array_equal(packed([x, logits])[0], plain([x, logits])[0], err_msg=f"T={T}")

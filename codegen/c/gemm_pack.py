@@ -14,12 +14,13 @@ constant there too (its shape is all the packed kernels read of it).  Any other 
 reads the plain matrix, or N needs a zero-padded last panel) keeps its bytes and gets its panels
 appended after the IR's entries (not in model.weights.json: the IR module never sees them).
 
-bf16 weights of ``moec.linear_q`` and ``moe.experts`` (mode bf16) get the bf16 kernels' pair panels, and
-f32 ``moe.experts`` weights the f32 expert kernels' k-panels (ir/weight_layouts.py), the same way: in place
-of the weight when every user reads the panels and their size is the weight's (pairs: N a multiple of 32 and
-K even; k-panels: N a multiple of 32; ``layout`` in model.weights.json, with the layout's version), else
-appended.  The generated code passes them to the kernels (``moec_wq.pk_in`` / ``pk_out``), which read them
-where they lie: no copy and no packing at run time.
+bf16 weights of ``moec.linear_q`` and ``moe.experts`` (mode bf16) get the bf16 kernels' pair panels, f32
+``moe.experts`` weights the f32 expert kernels' k-panels, and w8a8's int8 weights their int8 panels (the
+layouts and their versions: ir/weight_layouts.py), the same way.  A weight whose every user reads its panels
+(in one layout) is stored once, as the panels: in its place when they have its size, else as its entry at
+the end of the file (its plain bytes dropped: ``_compact``; padded panels, w8a8's column sums); a weight
+another op also reads keeps its bytes and gets its panels appended.  The generated code passes them to the
+kernels (``moec_wq.pk_in`` / ``pk_out``), which read them where they lie: no copy and no packing at run time.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ import numpy as np
 
 from moec.ir import DType, Module
 from moec.ir.core import ResourceRef
-from moec.ir.weight_layouts import kpanel_layout, pack_bf16_pairs, pack_k_panels, pair_layout
+from moec.ir.weight_layouts import (i8panel_layout, kpanel_layout, pack_bf16_pairs, pack_i8_panels, pack_k_panels,
+                                    pair_layout)
 
 ALIGN = 64
 
@@ -127,6 +129,21 @@ def plan_kpanels(module: Module) -> Dict[Tuple[int, int], str]:
     return out
 
 
+def plan_i8(module: Module) -> Dict[Tuple[int, int], str]:
+    """(id(op), operand index) -> weight key for the int8 weights of w8a8 (moec.linear_q and moe.experts with int8
+    weights and int8 activations: every row count reads them as int8 panels), from the weights file."""
+    out: Dict[Tuple[int, int], str] = {}
+    for o in module.main.ops:
+        if o.name not in ("moec.linear_q", "moe.experts") or o.attrs.get("wq") != "int8" or o.attrs.get("aq") != "int8":
+            continue
+        for i in ((1,) if o.name == "moec.linear_q" else (4, 5)):
+            v = o.operands[i]
+            if v.type.dtype == DType.I8 and all(isinstance(d, int) for d in v.type.shape) and \
+                    _weight_key(v) is not None:
+                out[(id(o), i)] = _weight_key(v)
+    return out
+
+
 def _uses(module: Module) -> Dict[int, Dict[int, tuple]]:
     """id(op) -> {operand index: (weight key, layout tag)} for every packed operand (tags: ("gemm", trans),
     ("pairs",))."""
@@ -137,6 +154,8 @@ def _uses(module: Module) -> Dict[int, Dict[int, tuple]]:
         uses.setdefault(oid, {})[i] = (key, ("pairs",))
     for (oid, i), key in plan_kpanels(module).items():
         uses.setdefault(oid, {})[i] = (key, ("kpanels",))
+    for (oid, i), key in plan_i8(module).items():
+        uses.setdefault(oid, {})[i] = (key, ("i8",))
     return uses
 
 
@@ -197,9 +216,14 @@ def append_packs(module: Module, bin_path: str, nr: int) -> Dict[object, dict]:
                         dtype, shape, extra = "bf16", ([1] if w.ndim == 2 else []) + list(p.shape), \
                             {"ctype": "MOEC_BF16"}
                         layout = pair_layout()
-                    else:  # f32 expert k-panels [E, N/NR, K, NR]
+                    elif tag[0] == "kpanels":  # f32 expert k-panels [E, N/NR, K, NR]
                         p = pack_k_panels(np.asarray(module.weights[key], np.float32))
                         dtype, shape, extra, layout = "f32", list(p.shape), {"ctype": "MOEC_F32"}, kpanel_layout()
+                    else:  # w8a8 int8 panels [E, N/NR, panel bytes] (a dense weight: a stack of one)
+                        w = np.asarray(module.weights[key])
+                        p = pack_i8_panels(w)
+                        dtype, shape, extra, layout = "i8", ([1] if w.ndim == 2 else []) + list(p.shape), \
+                            {"ctype": "MOEC_U8"}, i8panel_layout()
                     data = p.tobytes()
                     ent = index.get(key) if index is not None else None
                     if in_place.get(key) == tag and ent is not None and ent["nbytes"] == len(data) \

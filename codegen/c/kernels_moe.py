@@ -24,7 +24,8 @@ def _pairs(ctx, o, i) -> str:
         return "NULL"
     from moec.ir import weight_layouts as wl
     ctx.decl_once("pair_layout", f"#if MOEC_PAIR_NR != {wl.PAIR_NR} || MOEC_PAIR_LAYOUT_VERSION != {wl.PAIR_LAYOUT_VERSION} || "
-                  f"MOEC_KPANEL_NR != {wl.KPANEL_NR} || MOEC_KPANEL_LAYOUT_VERSION != {wl.KPANEL_LAYOUT_VERSION}\n"
+                  f"MOEC_KPANEL_NR != {wl.KPANEL_NR} || MOEC_KPANEL_LAYOUT_VERSION != {wl.KPANEL_LAYOUT_VERSION} || "
+                  f"MOEC_I8PANEL_NR != {wl.I8PANEL_NR} || MOEC_I8PANEL_LAYOUT_VERSION != {wl.I8PANEL_LAYOUT_VERSION}\n"
                   f"#error \"the runtime reads other weight panel layouts than moec's packer wrote\"\n#endif")
     return ctx.packed(e)
 

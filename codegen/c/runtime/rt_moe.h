@@ -53,8 +53,9 @@ typedef struct moec_wq {
            * dequantised per work item; the quantised GEMVs at one or two rows) */
   /* the weights' panels packed at compile time (codegen/c/gemm_pack.py, the layouts of ir/weight_layouts.py), read
    * where they lie: bf16 (mode 1) pair panels [E, ceil(N/MOEC_PAIR_NR), ceil(K/2), MOEC_PAIR_NR, 2] bf16; f32
-   * experts (mode 0) k-panels [E, ceil(N/MOEC_KPANEL_NR), K, MOEC_KPANEL_NR] f32.  NULL: none (bf16: the kernels
-   * pack per work item; f32: the plain weights, panels cached at run time) */
+   * experts (mode 0) k-panels [E, ceil(N/MOEC_KPANEL_NR), K, MOEC_KPANEL_NR] f32; w8a8 (mode 2, aq 1) int8 panels
+   * [E, ceil(N/MOEC_I8PANEL_NR), panel bytes] u8.  NULL: none (bf16: the kernels pack per work item; f32, w8a8:
+   * the plain weights, panels cached at run time) */
   const moec_tensor *pk_in, *pk_out;
 } moec_wq;
 /* the pair panels' column width and the layout's version (the packer's: ir/weight_layouts.py; the generated
@@ -63,6 +64,8 @@ typedef struct moec_wq {
 #define MOEC_PAIR_LAYOUT_VERSION 1
 #define MOEC_KPANEL_NR 32
 #define MOEC_KPANEL_LAYOUT_VERSION 1
+#define MOEC_I8PANEL_NR 32
+#define MOEC_I8PANEL_LAYOUT_VERSION 1
 
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,
                      moec_tensor *ids, const moec_route_params *p);

@@ -1036,6 +1036,15 @@ static void pack_i8_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void
 static const int8_t *packed_panels_i8(const int8_t *W, int64_t E, int64_t N, int64_t K) {
   return (const int8_t *)cached_panels(W, (size_t)(N * K), E, N, K, i8_panel_bytes(K), pack_i8_panel);
 }
+/* the int8 panels packed at compile time (moec_wq.pk_in / pk_out, [E, ceil(N/NR), i8_panel_bytes(K)] u8: the layout
+ * of ir/weight_layouts.py), else the run-time cache of the plain weight W; *bad set when they do not match */
+static const int8_t *i8_panels(const moec_tensor *pk, const int8_t *W, int64_t E, int64_t N, int64_t K, int *bad) {
+  if (!pk) return packed_panels_i8(W, E, N, K);
+  int ok = pk->dtype == MOEC_U8 && pk->rank == 3 && pk->shape[0] == E && pk->shape[1] == (N + NR - 1) / NR &&
+           pk->shape[2] == (int64_t)i8_panel_bytes(K) && NR == MOEC_I8PANEL_NR;
+  if (!ok) *bad = 1;
+  return ok ? (const int8_t *)pk->data : NULL;
+}
 
 /* the dynamic int8 scale of a span of activations: max|x| / 127 (1 for an all-zero span); NaN when the span
  * holds a NaN, so every product with it is NaN, as in the reference (w8a8 rows, w4a8 groups) */
@@ -1950,8 +1959,10 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     if (!j.XQ || !j.AQ || !j.XQS || !j.AQS) j.failed = 1;
     else
       for (int64_t rr = 0; rr < total; rr++) quant_row_u8(X + rr * D, D, j.XQ + rr * KP4(D), j.XQS + rr);
-    j.pq_in = packed_panels_i8((const int8_t *)w_in->data, E, I, D);
-    j.pq_out = packed_panels_i8((const int8_t *)w_out->data, E, D, F);
+    int bad8 = 0;
+    j.pq_in = i8_panels(q->pk_in, (const int8_t *)w_in->data, E, I, D, &bad8);
+    j.pq_out = i8_panels(q->pk_out, (const int8_t *)w_out->data, E, D, F, &bad8);
+    if (bad8 || (!j.pq_in && q->pk_in) || (!j.pq_out && q->pk_out)) j.failed = 2;
   }
   if (mode == MOEC_WQ_BF16) { /* bf16, prefill and decode: tile_bf16 on the pair panels (packed at compile time) */
     j.pkb_in = pkb_in;
@@ -2019,6 +2030,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   moec_scratch_free(j.XH); moec_scratch_free(j.AH);
   moec_scratch_free(j.XQ); moec_scratch_free(j.AQ); free(j.XQS); free(j.AQS); free(j.XQZ); free(j.AQZ);
   free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A);
+  if (j.failed == 2) return moec_fail(ctx, PAIRS_MISMATCH, MOEC_I8PANEL_LAYOUT_VERSION, NR);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
   return 0;
 }
@@ -2175,7 +2187,9 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     if (!j.XQ || !j.XQS) failed = 1;
     else
       for (int64_t r = 0; r < M; r++) quant_row_u8(xd + r * K, K, j.XQ + r * KP4(K), j.XQS + r);
-    if (!failed) j.panels = packed_panels_i8((const int8_t *)w->data, 1, N, K);
+    int bad8 = 0;
+    if (!failed) j.panels = i8_panels(q->pk_in, (const int8_t *)w->data, 1, N, K, &bad8);
+    if (bad8) failed = 2;
   }
   else if (mode == MOEC_WQ_BF16) {
     /* bf16, every row count (decode too): tile_bf16 on the pair panels packed at compile time */
@@ -2251,6 +2265,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   for (int t = 0; t < 64; t++) { free(j.pack[t]); free(j.stab[t]); }
   moec_scratch_free(xcopy); moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.XB); moec_scratch_free(j.XQ);
   moec_scratch_free(j.XH); free(j.XQS); free(j.XQZ);
+  if (failed == 2) return moec_fail(ctx, PAIRS_MISMATCH, MOEC_I8PANEL_LAYOUT_VERSION, NR);
   if (failed) return moec_fail(ctx, "out of memory in a quantised linear layer");
   return 0;
 }
