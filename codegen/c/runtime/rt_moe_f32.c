@@ -1420,66 +1420,97 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
 #endif
 }
 
-/* bf16 / int8 rows: out[r * ldo + c] = sum_k w[row c][k] * X[r][k] (* per-row scale), four rows at
- * a time with independent accumulators. */
+/* bf16 / int8 rows: out[r * ldo + c] = sum_k w[row c][k] * X[r][k] (* per-row scale), four weight
+ * rows at a time with independent accumulators; at two X rows (GEMV_ROWS) each widened weight vector
+ * serves both rows (the widening, not the FMA, is what limits these loops: vpmovsxbd / vcvtdq2ps per
+ * 16 weights), so the second row costs one FMA per 16 weights instead of a second pass. */
+static inline __attribute__((always_inline)) void gemv_w8_blk(const wview *v, int64_t r0, int rows, const float *X,
+                                                              int64_t ldx, const int n, float *out, int64_t ldo) {
+  const int64_t K = v->K;
+  const float *x0 = X, *x1 = n > 1 ? X + ldx : X;
+  v16f a[2][4];
+  for (int r = 0; r < 2; r++)
+    for (int i = 0; i < 4; i++) a[r][i] = (v16f){0};
+  int64_t k = 0;
+  /* rows are short (K narrow values) and four advance together: the hardware prefetchers barely
+   * ramp up within a row, so the next four rows (4 * K elements on) are prefetched explicitly */
+  if (v->mode == MOEC_WQ_BF16) {
+    const uint16_t *w[4];
+    w[0] = (const uint16_t *)v->w + r0 * K;
+    for (int i = 1; i < 4; i++) w[i] = rows > i ? w[0] + i * K : w[0];
+    for (; k + 32 <= K; k += 32) {
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k + 4 * K);
+#pragma GCC unroll 2
+      for (int u = 0; u < 32; u += 16) {
+        v16f xv = ld16f(x0 + k + u), xw = n > 1 ? ld16f(x1 + k + u) : xv;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+          v16f wv = ld16_bf16(w[i] + k + u);
+          a[0][i] += wv * xv;
+          if (n > 1) a[1][i] += wv * xw;
+        }
+      }
+    }
+    for (; k + 16 <= K; k += 16) {
+      v16f xv = ld16f(x0 + k), xw = n > 1 ? ld16f(x1 + k) : xv;
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) {
+        v16f wv = ld16_bf16(w[i] + k);
+        a[0][i] += wv * xv;
+        if (n > 1) a[1][i] += wv * xw;
+      }
+    }
+  } else {
+    const int8_t *w[4];
+    w[0] = (const int8_t *)v->w + r0 * K;
+    for (int i = 1; i < 4; i++) w[i] = rows > i ? w[0] + i * K : w[0];
+    for (; k + 64 <= K; k += 64) {
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k + 4 * K);
+#pragma GCC unroll 4
+      for (int u = 0; u < 64; u += 16) {
+        v16f xv = ld16f(x0 + k + u), xw = n > 1 ? ld16f(x1 + k + u) : xv;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+          v16f wv = ld16_i8(w[i] + k + u);
+          a[0][i] += wv * xv;
+          if (n > 1) a[1][i] += wv * xw;
+        }
+      }
+    }
+    for (; k + 16 <= K; k += 16) {
+      v16f xv = ld16f(x0 + k), xw = n > 1 ? ld16f(x1 + k) : xv;
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) {
+        v16f wv = ld16_i8(w[i] + k);
+        a[0][i] += wv * xv;
+        if (n > 1) a[1][i] += wv * xw;
+      }
+    }
+  }
+  for (int r = 0; r < n; r++) {
+    const float *x = r ? x1 : x0;
+    for (int i = 0; i < rows; i++) {
+      float t = hsum16(a[r][i]);
+      for (int64_t kk = k; kk < K; kk++) {
+        float w = v->mode == MOEC_WQ_BF16 ? bf16_to_f(((const uint16_t *)v->w)[(r0 + i) * K + kk])
+                                         : (float)((const int8_t *)v->w)[(r0 + i) * K + kk];
+        t += w * x[kk];
+      }
+      out[r * ldo + i] = v->mode == MOEC_WQ_INT8 ? t * v->s[r0 + i] : t;
+    }
+  }
+}
+
 static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
                     float *out, int64_t ldo) {
-  int64_t K = v->K;
   for (int64_t c = 0; c < nb; c += 4) {
     int rows = nb - c < 4 ? (int)(nb - c) : 4;
     int64_t r0 = e * v->N + c0 + c;
-    for (int64_t r = 0; r < n; r++) {
-      const float *x = X + r * ldx;
-      v16f a0 = (v16f){0}, a1 = (v16f){0}, a2 = (v16f){0}, a3 = (v16f){0};
-      int64_t k = 0;
-      /* rows are short (K narrow values) and four advance together: the hardware prefetchers barely
-       * ramp up within a row, so the next four rows (4 * K elements on) are prefetched explicitly */
-      if (v->mode == MOEC_WQ_BF16) {
-        const uint16_t *w0 = (const uint16_t *)v->w + r0 * K;
-        const uint16_t *w1 = rows > 1 ? w0 + K : w0, *w2 = rows > 2 ? w0 + 2 * K : w0, *w3 = rows > 3 ? w0 + 3 * K : w0;
-        for (; k + 32 <= K; k += 32) {
-          __builtin_prefetch(w0 + k + 4 * K); __builtin_prefetch(w1 + k + 4 * K);
-          __builtin_prefetch(w2 + k + 4 * K); __builtin_prefetch(w3 + k + 4 * K);
-          v16f xv = ld16f(x + k), xw = ld16f(x + k + 16);
-          a0 += ld16_bf16(w0 + k) * xv; a1 += ld16_bf16(w1 + k) * xv;
-          a2 += ld16_bf16(w2 + k) * xv; a3 += ld16_bf16(w3 + k) * xv;
-          a0 += ld16_bf16(w0 + k + 16) * xw; a1 += ld16_bf16(w1 + k + 16) * xw;
-          a2 += ld16_bf16(w2 + k + 16) * xw; a3 += ld16_bf16(w3 + k + 16) * xw;
-        }
-        for (; k + 16 <= K; k += 16) {
-          v16f xv = ld16f(x + k);
-          a0 += ld16_bf16(w0 + k) * xv; a1 += ld16_bf16(w1 + k) * xv;
-          a2 += ld16_bf16(w2 + k) * xv; a3 += ld16_bf16(w3 + k) * xv;
-        }
-      } else {
-        const int8_t *w0 = (const int8_t *)v->w + r0 * K;
-        const int8_t *w1 = rows > 1 ? w0 + K : w0, *w2 = rows > 2 ? w0 + 2 * K : w0, *w3 = rows > 3 ? w0 + 3 * K : w0;
-        for (; k + 64 <= K; k += 64) {
-          __builtin_prefetch(w0 + k + 4 * K); __builtin_prefetch(w1 + k + 4 * K);
-          __builtin_prefetch(w2 + k + 4 * K); __builtin_prefetch(w3 + k + 4 * K);
-#pragma GCC unroll 4
-          for (int u = 0; u < 64; u += 16) {
-            v16f xv = ld16f(x + k + u);
-            a0 += ld16_i8(w0 + k + u) * xv; a1 += ld16_i8(w1 + k + u) * xv;
-            a2 += ld16_i8(w2 + k + u) * xv; a3 += ld16_i8(w3 + k + u) * xv;
-          }
-        }
-        for (; k + 16 <= K; k += 16) {
-          v16f xv = ld16f(x + k);
-          a0 += ld16_i8(w0 + k) * xv; a1 += ld16_i8(w1 + k) * xv;
-          a2 += ld16_i8(w2 + k) * xv; a3 += ld16_i8(w3 + k) * xv;
-        }
-      }
-      float s[4] = {hsum16(a0), hsum16(a1), hsum16(a2), hsum16(a3)};
-      for (int i = 0; i < rows; i++) {
-        float t = s[i];
-        for (int64_t kk = k; kk < K; kk++) {
-          float w = v->mode == MOEC_WQ_BF16 ? bf16_to_f(((const uint16_t *)v->w)[(r0 + i) * K + kk])
-                                           : (float)((const int8_t *)v->w)[(r0 + i) * K + kk];
-          t += w * x[kk];
-        }
-        out[r * ldo + c + i] = v->mode == MOEC_WQ_INT8 ? t * v->s[r0 + i] : t;
-      }
+    for (int64_t r = 0; r < n; r += 2) {
+      if (n - r >= 2) gemv_w8_blk(v, r0, rows, X + r * ldx, ldx, 2, out + r * ldo + c, ldo);
+      else gemv_w8_blk(v, r0, rows, X + r * ldx, ldx, 1, out + r * ldo + c, ldo);
     }
   }
 }
@@ -1494,8 +1525,22 @@ static void gemv_w8(const wview *v, int64_t e, int64_t c0, int64_t nb, const flo
 /* x prepared for int4 rows: xr per group's full 32-chunks as x[even] then x[odd] (tails natural),
  * xs[g] = sum of x over group g (only the portable gemv_w4 uses them).  Done once per row (gather /
  * activation), not per work item. */
+#ifdef W4_TABLE_GEMV
+/* the 64-byte int4 rows (gemv_w4_wide): K whole 128-weight blocks and groups of 32, 64 or a multiple
+ * of 128 */
+static inline int w4_wide(int64_t K, int64_t G) { return K % 128 == 0 && (G == 32 || G == 64 || G % 128 == 0); }
+#else
+static inline int w4_wide(int64_t K, int64_t G) { (void)K; (void)G; return 0; }
+#endif
 static void prep_x4(const float *x, int64_t K, int64_t G, float *xr, float *xs) {
   int64_t full = G / 32 * 32;
+  if (w4_wide(K, G)) { /* per 128-block: xr[16 j + l] = x[8 l + j] (lane l's dword, nibble j) */
+    for (int64_t b = 0; b < K; b += 128)
+      for (int jn = 0; jn < 8; jn++)
+        for (int l = 0; l < 16; l++) xr[b + 16 * jn + l] = x[b + 8 * l + jn];
+    (void)xs;
+    return;
+  }
   for (int64_t b = 0; b < K; b += G) {
     int64_t k = b;
     for (; k < b + full; k += 32)
@@ -1517,57 +1562,176 @@ static void prep_x4(const float *x, int64_t K, int64_t G, float *xr, float *xs) 
 /* AVX-512: per (row, group) a 16-entry table holds the dequantised values (n - zp) * s of the 16
  * codes (the reference's rounding exactly); vpermps looks codes up by the low 4 bits of each dword,
  * so one byte widening serves both nibbles (low: as is, high: >> 4) and neither a mask, an int->float
- * conversion nor a per-group rescale is needed: 6 instructions per 32 weights and row instead of 9. */
+ * conversion nor a per-group rescale is needed: 6 instructions per 32 weights and row instead of 9.
+ * The lookups (the shuffles, which limit this loop) are shared by two X rows at GEMV_ROWS: the
+ * second row adds two FMAs per 32 weights. */
+static inline __attribute__((always_inline)) void gemv_w4_blk(const wview *v, const int64_t *rr, int rows,
+                                                              const float *X, const float *xr, int64_t ldx,
+                                                              const int n, float *out, int64_t ldo) {
+  const int64_t K = v->K, G = v->G, ng = K / G, full = G / 32 * 32;
+  const uint8_t *W = (const uint8_t *)v->w;
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const uint8_t *w[4];
+  const float *sp[4], *zq[4];
+  for (int i = 0; i < 4; i++) {
+    w[i] = W + rr[i] * (K / 2);
+    sp[i] = v->s + rr[i] * ng;
+    zq[i] = v->z ? v->z + rr[i] * ng : NULL;
+  }
+  __m512 lo[2][4], hi[2][4];
+  for (int r = 0; r < 2; r++)
+    for (int i = 0; i < 4; i++) lo[r][i] = hi[r][i] = _mm512_setzero_ps();
+  float tail[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+  const float *xq0 = xr, *xq1 = n > 1 ? xr + ldx : xr;
+  for (int64_t g = 0; g < ng; g++) {
+    __m512 tab[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+      tab[i] = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(zq[i] ? zq[i][g] : 8.0f)), _mm512_set1_ps(sp[i][g]));
+    int64_t b = g * G, k = b;
+    for (; k < b + full; k += 32) {
+      if (!(k & 127)) { /* one 64-byte line per row: prefetch the next four rows' line */
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k / 2 + 2 * K);
+      }
+      __m512 xl = _mm512_loadu_ps(xq0 + k), xh = _mm512_loadu_ps(xq0 + k + 16);
+      __m512 yl = n > 1 ? _mm512_loadu_ps(xq1 + k) : xl, yh = n > 1 ? _mm512_loadu_ps(xq1 + k + 16) : xh;
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) {
+        __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w[i] + k / 2)));
+        __m512 ql = _mm512_permutexvar_ps(z, tab[i]), qh = _mm512_permutexvar_ps(_mm512_srli_epi32(z, 4), tab[i]);
+        lo[0][i] = _mm512_fmadd_ps(ql, xl, lo[0][i]);
+        hi[0][i] = _mm512_fmadd_ps(qh, xh, hi[0][i]);
+        if (n > 1) {
+          lo[1][i] = _mm512_fmadd_ps(ql, yl, lo[1][i]);
+          hi[1][i] = _mm512_fmadd_ps(qh, yh, hi[1][i]);
+        }
+      }
+    }
+    for (int i = 0; i < 4 && k < b + G; i++) {
+      float sc = sp[i][g], zp = zq[i] ? zq[i][g] : 8.0f;
+      for (int64_t kk = k; kk < b + G; kk += 2) {
+        uint8_t by = w[i][kk / 2];
+        float d0 = ((float)(by & 15) - zp) * sc, d1 = ((float)(by >> 4) - zp) * sc;
+        for (int r = 0; r < n; r++) tail[r][i] += d0 * X[r * ldx + kk] + d1 * X[r * ldx + kk + 1];
+      }
+    }
+  }
+  for (int r = 0; r < n; r++)
+    for (int i = 0; i < rows; i++)
+      out[r * ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(lo[r][i], hi[r][i])) + tail[r][i];
+}
+
+/* AVX-512, w4_wide: each row's 128-weight block is one 64-byte load; lane l's dword holds weights
+ * 8l..8l+7 (byte b: 2b low nibble, 2b+1 high), so nibble j of every lane is one shift (vpsrld, no
+ * widening shuffle) and the vpermps lookup (which reads the low 4 bits) against x prepared to match
+ * (prep_x4: xr[16 j + l] = x[8 l + j]).  Groups of a multiple of 128: the table (n - zp) * s per
+ * (row, group) as above.  Groups of 32 / 64 (4 / 2 groups per block, a lane's 8 weights in one):
+ * the table n - 8 (exact), per block and row sum x (n - 8) per lane, the zero point as (8 - z) *
+ * sum x per lane, then times the lane's group scale: the scale and zero point leave the inner loop. */
+static inline __attribute__((always_inline)) void gemv_w4_wide(const wview *v, const int64_t *rr, int rows,
+                                                               const float *xr, int64_t ldx, const int n, float *out,
+                                                               int64_t ldo) {
+  const int64_t K = v->K, G = v->G, ng = K / G;
+  const uint8_t *W = (const uint8_t *)v->w;
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 iota8 = _mm512_sub_ps(iota, _mm512_set1_ps(8.0f));
+  const int small = G < 128, gpb = small ? (int)(128 / G) : 1; /* groups per block */
+  /* lane l's group within the block: l / (16 / gpb) */
+  const __m512i gidx = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         G == 32 ? 2 : 3);
+  const __mmask16 gm = (__mmask16)((1u << gpb) - 1);
+  const uint8_t *w[4];
+  const float *sp[4], *zq[4];
+  for (int i = 0; i < 4; i++) {
+    w[i] = W + rr[i] * (K / 2);
+    sp[i] = v->s + rr[i] * ng;
+    zq[i] = v->z ? v->z + rr[i] * ng : NULL;
+  }
+  const float *x0 = xr, *x1 = n > 1 ? xr + ldx : xr;
+  __m512 acc[2][4][2];
+  for (int r = 0; r < 2; r++)
+    for (int i = 0; i < 4; i++) acc[r][i][0] = acc[r][i][1] = _mm512_setzero_ps();
+  __m512 tab[4];
+  for (int i = 0; i < 4; i++) tab[i] = iota8;
+  for (int64_t k = 0; k < K; k += 128) {
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k / 2 + 2 * K); /* the next four rows' line */
+    if (!small) {
+      if (k % G == 0) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++)
+          tab[i] = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(zq[i] ? zq[i][k / G] : 8.0f)),
+                                 _mm512_set1_ps(sp[i][k / G]));
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) {
+        const __m512i d = _mm512_loadu_si512((const void *)(w[i] + k / 2));
+#pragma GCC unroll 8
+        for (int jn = 0; jn < 8; jn++) {
+          const __m512 q = _mm512_permutexvar_ps(jn ? _mm512_srli_epi32(d, 4 * jn) : d, tab[i]);
+          acc[0][i][jn & 1] = _mm512_fmadd_ps(q, _mm512_loadu_ps(x0 + k + 16 * jn), acc[0][i][jn & 1]);
+          if (n > 1) acc[1][i][jn & 1] = _mm512_fmadd_ps(q, _mm512_loadu_ps(x1 + k + 16 * jn), acc[1][i][jn & 1]);
+        }
+      }
+    } else {
+      __m512 xsum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+      if (v->z) /* per lane sum of x over its 8 weights (shared by the four rows) */
+        for (int r = 0; r < n; r++) {
+          const float *xx = r ? x1 : x0;
+          __m512 t0 = _mm512_add_ps(_mm512_loadu_ps(xx + k), _mm512_loadu_ps(xx + k + 16));
+          __m512 t1 = _mm512_add_ps(_mm512_loadu_ps(xx + k + 32), _mm512_loadu_ps(xx + k + 48));
+          __m512 t2 = _mm512_add_ps(_mm512_loadu_ps(xx + k + 64), _mm512_loadu_ps(xx + k + 80));
+          __m512 t3 = _mm512_add_ps(_mm512_loadu_ps(xx + k + 96), _mm512_loadu_ps(xx + k + 112));
+          xsum[r] = _mm512_add_ps(_mm512_add_ps(t0, t1), _mm512_add_ps(t2, t3));
+        }
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) {
+        const __m512i d = _mm512_loadu_si512((const void *)(w[i] + k / 2));
+        __m512 p[2][2] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}, {_mm512_setzero_ps(), _mm512_setzero_ps()}};
+#pragma GCC unroll 8
+        for (int jn = 0; jn < 8; jn++) {
+          const __m512 q = _mm512_permutexvar_ps(jn ? _mm512_srli_epi32(d, 4 * jn) : d, iota8);
+          p[0][jn & 1] = _mm512_fmadd_ps(q, _mm512_loadu_ps(x0 + k + 16 * jn), p[0][jn & 1]);
+          if (n > 1) p[1][jn & 1] = _mm512_fmadd_ps(q, _mm512_loadu_ps(x1 + k + 16 * jn), p[1][jn & 1]);
+        }
+        const __m512 sv = _mm512_permutexvar_ps(gidx, _mm512_maskz_loadu_ps(gm, sp[i] + k / G));
+        __m512 zc = _mm512_setzero_ps();
+        if (v->z) zc = _mm512_sub_ps(_mm512_set1_ps(8.0f), _mm512_permutexvar_ps(gidx, _mm512_maskz_loadu_ps(gm, zq[i] + k / G)));
+        for (int r = 0; r < n; r++) {
+          __m512 t = _mm512_add_ps(p[r][0], p[r][1]);
+          if (v->z) t = _mm512_fmadd_ps(zc, xsum[r], t);
+          acc[r][i][0] = _mm512_fmadd_ps(t, sv, acc[r][i][0]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < n; r++)
+    for (int i = 0; i < rows; i++) out[r * ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][i][0], acc[r][i][1]));
+}
+
 static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
                     float *out, int64_t ldo, const float *xr, const float *xs) {
   (void)xs;
-  int64_t K = v->K, G = v->G, ng = K / G, full = G / 32 * 32;
-  const uint8_t *W = (const uint8_t *)v->w;
-  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  if (w4_wide(v->K, v->G)) {
+    for (int64_t c = 0; c < nb; c += 4) {
+      int rows = nb - c < 4 ? (int)(nb - c) : 4;
+      int64_t rr[4];
+      for (int i = 0; i < 4; i++) rr[i] = e * v->N + c0 + c + (i < rows ? i : 0);
+      for (int64_t r = 0; r < n; r += 2) {
+        if (n - r >= 2) gemv_w4_wide(v, rr, rows, xr + r * ldx, ldx, 2, out + r * ldo + c, ldo);
+        else gemv_w4_wide(v, rr, rows, xr + r * ldx, ldx, 1, out + r * ldo + c, ldo);
+      }
+    }
+    return;
+  }
   for (int64_t c = 0; c < nb; c += 4) {
     int rows = nb - c < 4 ? (int)(nb - c) : 4;
     int64_t rr[4];
     for (int i = 0; i < 4; i++) rr[i] = e * v->N + c0 + c + (i < rows ? i : 0);
-    const uint8_t *w[4];
-    const float *sp[4], *zq[4];
-    for (int i = 0; i < 4; i++) {
-      w[i] = W + rr[i] * (K / 2);
-      sp[i] = v->s + rr[i] * ng;
-      zq[i] = v->z ? v->z + rr[i] * ng : NULL;
-    }
-    for (int64_t r = 0; r < n; r++) {
-      const float *xq = xr + r * ldx, *x = X + r * ldx;
-      __m512 lo[4], hi[4];
-      for (int i = 0; i < 4; i++) lo[i] = hi[i] = _mm512_setzero_ps();
-      float tail[4] = {0, 0, 0, 0};
-      for (int64_t g = 0; g < ng; g++) {
-        __m512 tab[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++)
-          tab[i] = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(zq[i] ? zq[i][g] : 8.0f)), _mm512_set1_ps(sp[i][g]));
-        int64_t b = g * G, k = b;
-        for (; k < b + full; k += 32) {
-          if (!(k & 127)) { /* one 64-byte line per row: prefetch the next four rows' line */
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k / 2 + 2 * K);
-          }
-          __m512 xl = _mm512_loadu_ps(xq + k), xh = _mm512_loadu_ps(xq + k + 16);
-#pragma GCC unroll 4
-          for (int i = 0; i < 4; i++) {
-            __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w[i] + k / 2)));
-            lo[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(z, tab[i]), xl, lo[i]);
-            hi[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(z, 4), tab[i]), xh, hi[i]);
-          }
-        }
-        for (int i = 0; i < 4 && k < b + G; i++) {
-          float sc = sp[i][g], zp = zq[i] ? zq[i][g] : 8.0f;
-          for (int64_t kk = k; kk < b + G; kk += 2) {
-            uint8_t by = w[i][kk / 2];
-            tail[i] += ((float)(by & 15) - zp) * sc * x[kk] + ((float)(by >> 4) - zp) * sc * x[kk + 1];
-          }
-        }
-      }
-      for (int i = 0; i < rows; i++) out[r * ldo + c + i] = _mm512_reduce_add_ps(_mm512_add_ps(lo[i], hi[i])) + tail[i];
+    for (int64_t r = 0; r < n; r += 2) {
+      if (n - r >= 2) gemv_w4_blk(v, rr, rows, X + r * ldx, xr + r * ldx, ldx, 2, out + r * ldo + c, ldo);
+      else gemv_w4_blk(v, rr, rows, X + r * ldx, xr + r * ldx, ldx, 1, out + r * ldo + c, ldo);
     }
   }
 }

@@ -1,0 +1,75 @@
+"""Weight-only int8 / int4 decode GEMVs (issue 17): at one or two rows moec.linear_q and moe.experts stream the
+narrow weight rows (rt_moe_f32.c gemv_w8, gemv_w4).  Two X rows share each widened weight vector; on AVX-512,
+int4 rows whose K is whole 128-weight blocks with groups of 32, 64 or a multiple of 128 take the 64-byte path
+(gemv_w4_wide: x prepared per block by prep_x4, scale and zero point out of the inner loop for groups of 32 /
+64), the others the per-32-chunk table path.  Checked at their edges -- K not a multiple of 16 / 64 / 128, groups
+32 / 64 / 128 / 256 / whole row / 96 (not a block divisor), zero points, one and two rows, columns not a multiple
+of 4 or 32 -- against numpy written here from the dequantised weights in float64 (test_dense_quant's
+_numpy_dense), and the native build against the portable (generic) one."""
+import numpy as np
+import pytest
+
+from test_dense_quant import _numpy_dense, _quantised
+from test_wq_prefill import _experts, _experts_numpy
+
+from moec.driver import build_module
+
+
+def _tol(want, K):
+    return 1e-5 + 2e-6 * np.sqrt(K) * np.abs(want).max()
+
+
+# (mode, K, G, zp): int8 K 1024 / 200 (a 16-tail and a scalar tail); int4 on the 64-byte path (K % 128 == 0:
+# groups 32, 64 with zero points, 128, 256, whole row) and off it (K 160: not whole blocks; G 96)
+DENSE = [("int8", 1024, 0, False), ("int8", 200, 0, False),
+         ("int4", 256, 32, False), ("int4", 256, 32, True), ("int4", 384, 64, True), ("int4", 384, 128, True),
+         ("int4", 512, 256, False), ("int4", 256, 0, False), ("int4", 160, 32, True), ("int4", 192, 96, False)]
+
+
+def _check(mode, K, G, zp, arch, tmp_path, N=37):
+    m, ws = _quantised(mode, K, N, G, zp)
+    art = build_module(m, str(tmp_path / f"{mode}{K}{G}{zp}{arch}"), arch=arch, threads=2)
+    outs = []
+    for M in (1, 2):
+        x = np.random.default_rng(K + M).standard_normal((M, K)).astype(np.float32)
+        y, z = art([x])
+        want_y = _numpy_dense(mode, x, ws["w"].T, G, zp)
+        want_z = _numpy_dense(mode, x, ws["wt"], G, zp) + ws["b"]
+        for g, w in ((y, want_y), (z, want_z)):
+            assert g.shape == w.shape
+            err = np.abs(g - w).max()
+            assert err <= _tol(w, K), (mode, K, G, zp, arch, M, err)
+        outs.append((y, z))
+    # two rows are the one-row results row by row (the same sums, in the same order)
+    x2 = np.random.default_rng(7).standard_normal((2, K)).astype(np.float32)
+    y2, z2 = art([x2])
+    for r in range(2):
+        y1, z1 = art([x2[r:r + 1]])
+        assert np.array_equal(y1[0], y2[r]) and np.array_equal(z1[0], z2[r]), (mode, K, G, zp, arch, r)
+    return outs
+
+
+@pytest.mark.parametrize("mode,K,G,zp", DENSE)
+def test_dense_gemv_native(mode, K, G, zp, tmp_path):
+    _check(mode, K, G, zp, "native", tmp_path)
+
+
+@pytest.mark.parametrize("mode,K,G,zp", [("int4", 256, 32, True), ("int8", 200, 0, False)])
+def test_dense_gemv_generic(mode, K, G, zp, tmp_path):
+    _check(mode, K, G, zp, "generic", tmp_path)
+
+
+@pytest.mark.parametrize("mode,G,zp", [("int4", 32, False), ("int4", 64, True), ("int4", 128, False),
+                                       ("int8", 0, False)])
+def test_experts_decode_gemv(mode, G, zp, tmp_path):
+    """one and two tokens through SwiGLU experts (D 256, F 128: both projections on the 64-byte int4 path)"""
+    D, F, E, k = 256, 128, 4, 2
+    m, di, do = _experts(mode, G, zp, D, F, E, k, seed=G)
+    art = build_module(m, str(tmp_path / "x"), arch="native", threads=2)
+    rng = np.random.default_rng(D + G)
+    for T in (1, 2):
+        x = rng.standard_normal((T, D)).astype(np.float32)
+        logits = rng.standard_normal((T, E)).astype(np.float32)
+        y = art([x, logits])[0]
+        want, _ = _experts_numpy(x, logits, k, di, do, F)
+        assert np.abs(y - want).max() <= _tol(want, D + F), (mode, G, zp, T, np.abs(y - want).max())
