@@ -1649,9 +1649,9 @@ static inline __attribute__((always_inline)) void gemv_w4_wide(const wview *v, c
     zq[i] = v->z ? v->z + rr[i] * ng : NULL;
   }
   const float *x0 = xr, *x1 = n > 1 ? xr + ldx : xr;
-  __m512 acc[2][4][2];
-  for (int r = 0; r < 2; r++)
-    for (int i = 0; i < 4; i++) acc[r][i][0] = acc[r][i][1] = _mm512_setzero_ps();
+  /* (small separate arrays: GCC keeps them in registers, one [2][4][2] array it spilled) */
+  __m512 a0[4], a1[4], b0[4], b1[4]; /* X row 0 / 1, two chains each */
+  for (int i = 0; i < 4; i++) a0[i] = a1[i] = b0[i] = b1[i] = _mm512_setzero_ps();
   __m512 tab[4];
   for (int i = 0; i < 4; i++) tab[i] = iota8;
   for (int64_t k = 0; k < K; k += 128) {
@@ -1664,14 +1664,22 @@ static inline __attribute__((always_inline)) void gemv_w4_wide(const wview *v, c
           tab[i] = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(zq[i] ? zq[i][k / G] : 8.0f)),
                                  _mm512_set1_ps(sp[i][k / G]));
       }
+      /* nibble position outer, rows inner: each x vector is live for four lookups only */
+      __m512i d[4];
 #pragma GCC unroll 4
-      for (int i = 0; i < 4; i++) {
-        const __m512i d = _mm512_loadu_si512((const void *)(w[i] + k / 2));
+      for (int i = 0; i < 4; i++) d[i] = _mm512_loadu_si512((const void *)(w[i] + k / 2));
 #pragma GCC unroll 8
-        for (int jn = 0; jn < 8; jn++) {
-          const __m512 q = _mm512_permutexvar_ps(jn ? _mm512_srli_epi32(d, 4 * jn) : d, tab[i]);
-          acc[0][i][jn & 1] = _mm512_fmadd_ps(q, _mm512_loadu_ps(x0 + k + 16 * jn), acc[0][i][jn & 1]);
-          if (n > 1) acc[1][i][jn & 1] = _mm512_fmadd_ps(q, _mm512_loadu_ps(x1 + k + 16 * jn), acc[1][i][jn & 1]);
+      for (int jn = 0; jn < 8; jn++) {
+        const __m512 xa = _mm512_loadu_ps(x0 + k + 16 * jn), xb = n > 1 ? _mm512_loadu_ps(x1 + k + 16 * jn) : xa;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+          const __m512 q = _mm512_permutexvar_ps(jn ? _mm512_srli_epi32(d[i], 4 * jn) : d[i], tab[i]);
+          if (jn & 1) a1[i] = _mm512_fmadd_ps(q, xa, a1[i]);
+          else a0[i] = _mm512_fmadd_ps(q, xa, a0[i]);
+          if (n > 1) {
+            if (jn & 1) b1[i] = _mm512_fmadd_ps(q, xb, b1[i]);
+            else b0[i] = _mm512_fmadd_ps(q, xb, b0[i]);
+          }
         }
       }
     } else {
@@ -1685,29 +1693,47 @@ static inline __attribute__((always_inline)) void gemv_w4_wide(const wview *v, c
           __m512 t3 = _mm512_add_ps(_mm512_loadu_ps(xx + k + 96), _mm512_loadu_ps(xx + k + 112));
           xsum[r] = _mm512_add_ps(_mm512_add_ps(t0, t1), _mm512_add_ps(t2, t3));
         }
+      __m512i d[4];
+      __m512 p0[4], p1[4], q0[4], q1[4];
 #pragma GCC unroll 4
       for (int i = 0; i < 4; i++) {
-        const __m512i d = _mm512_loadu_si512((const void *)(w[i] + k / 2));
-        __m512 p[2][2] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}, {_mm512_setzero_ps(), _mm512_setzero_ps()}};
+        d[i] = _mm512_loadu_si512((const void *)(w[i] + k / 2));
+        p0[i] = p1[i] = q0[i] = q1[i] = _mm512_setzero_ps();
+      }
 #pragma GCC unroll 8
-        for (int jn = 0; jn < 8; jn++) {
-          const __m512 q = _mm512_permutexvar_ps(jn ? _mm512_srli_epi32(d, 4 * jn) : d, iota8);
-          p[0][jn & 1] = _mm512_fmadd_ps(q, _mm512_loadu_ps(x0 + k + 16 * jn), p[0][jn & 1]);
-          if (n > 1) p[1][jn & 1] = _mm512_fmadd_ps(q, _mm512_loadu_ps(x1 + k + 16 * jn), p[1][jn & 1]);
+      for (int jn = 0; jn < 8; jn++) {
+        const __m512 xa = _mm512_loadu_ps(x0 + k + 16 * jn), xb = n > 1 ? _mm512_loadu_ps(x1 + k + 16 * jn) : xa;
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+          const __m512 q = _mm512_permutexvar_ps(jn ? _mm512_srli_epi32(d[i], 4 * jn) : d[i], iota8);
+          if (jn & 1) p1[i] = _mm512_fmadd_ps(q, xa, p1[i]);
+          else p0[i] = _mm512_fmadd_ps(q, xa, p0[i]);
+          if (n > 1) {
+            if (jn & 1) q1[i] = _mm512_fmadd_ps(q, xb, q1[i]);
+            else q0[i] = _mm512_fmadd_ps(q, xb, q0[i]);
+          }
         }
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; i++) {
         const __m512 sv = _mm512_permutexvar_ps(gidx, _mm512_maskz_loadu_ps(gm, sp[i] + k / G));
         __m512 zc = _mm512_setzero_ps();
         if (v->z) zc = _mm512_sub_ps(_mm512_set1_ps(8.0f), _mm512_permutexvar_ps(gidx, _mm512_maskz_loadu_ps(gm, zq[i] + k / G)));
-        for (int r = 0; r < n; r++) {
-          __m512 t = _mm512_add_ps(p[r][0], p[r][1]);
-          if (v->z) t = _mm512_fmadd_ps(zc, xsum[r], t);
-          acc[r][i][0] = _mm512_fmadd_ps(t, sv, acc[r][i][0]);
+        __m512 t = _mm512_add_ps(p0[i], p1[i]);
+        if (v->z) t = _mm512_fmadd_ps(zc, xsum[0], t);
+        a0[i] = _mm512_fmadd_ps(t, sv, a0[i]);
+        if (n > 1) {
+          t = _mm512_add_ps(q0[i], q1[i]);
+          if (v->z) t = _mm512_fmadd_ps(zc, xsum[1], t);
+          b0[i] = _mm512_fmadd_ps(t, sv, b0[i]);
         }
       }
     }
   }
-  for (int r = 0; r < n; r++)
-    for (int i = 0; i < rows; i++) out[r * ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][i][0], acc[r][i][1]));
+  for (int i = 0; i < rows; i++) {
+    out[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0[i], a1[i]));
+    if (n > 1) out[ldo + i] = _mm512_reduce_add_ps(_mm512_add_ps(b0[i], b1[i]));
+  }
 }
 
 static void gemv_w4(const wview *v, int64_t e, int64_t c0, int64_t nb, const float *X, int64_t ldx, int64_t n,
