@@ -54,9 +54,15 @@ def test_dense_gemv_native(mode, K, G, zp, tmp_path):
     _check(mode, K, G, zp, "native", tmp_path)
 
 
+@pytest.mark.parametrize("arch", ["generic", "avx2"])
 @pytest.mark.parametrize("mode,K,G,zp", [("int4", 256, 32, True), ("int8", 200, 0, False)])
-def test_dense_gemv_generic(mode, K, G, zp, tmp_path):
-    _check(mode, K, G, zp, "generic", tmp_path)
+def test_dense_gemv_portable(arch, mode, K, G, zp, tmp_path):
+    """the AVX2 / generic builds (per-32-chunk int4 path, the shared two-row int8 loop on 8-lane halves)"""
+    if arch == "avx2":
+        from moec.targets.description import host_cpu
+        if "avx2" not in host_cpu().isa:
+            pytest.skip("this host has no AVX2")
+    _check(mode, K, G, zp, arch, tmp_path)
 
 
 @pytest.mark.parametrize("mode,G,zp", [("int4", 32, False), ("int4", 64, True), ("int4", 128, False),
