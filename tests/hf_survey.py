@@ -102,8 +102,8 @@ EXTRA: dict = {
     "laguna": dict(),
     "lfm2_moe": dict(num_dense_layers=0, layer_types=["full_attention", "full_attention"]),
     # (a LongCat-Flash layer has two attention sublayers and one MoE: num_hidden_layers is 2 x num_layers)
-    "longcat_flash": dict(num_layers=2, num_hidden_layers=4, moe_topk=2, ffn_hidden_size=64, expert_ffn_hidden_size=48,
-                          zero_expert_num=2),
+    "longcat_flash": dict(num_layers=2, num_hidden_layers=4, moe_topk=2, ffn_hidden_size=64,
+                          expert_ffn_hidden_size=48, zero_expert_num=2),
     "mistral4": dict(head_dim=16),  # rotary dim = head_dim x partial_rotary_factor 0.5 = qk_rope_head_dim 8
     # (encoder-decoder: 2 encoder and 2 decoder layers, every one sparse, as the 2-layer models of the rest)
     "nllb-moe": dict(decoder_layers=2, encoder_sparse_step=1, decoder_sparse_step=1),
