@@ -665,6 +665,11 @@ def prefill_run(onnx_path: str, art_dir: str, fmt: str, tokens, repeats: int, th
                     t0 = time.perf_counter()
                     fn()
                     times[k].append(time.perf_counter() - t0)
+            # (the probes after the engines, not between them: OpenBLAS's and OpenMP's worker threads spin for a
+            # while after a call, and a probe timed just before moec's next call took its cores -- moec f32
+            # prefill at N=64 measured 62 ms that way against 41-48 ms alone, the same artifact)
+            time.sleep(0.3)
+            for _ in range(repeats):
                 for d, p in probes.items():
                     t0 = time.perf_counter()
                     p()
@@ -793,8 +798,8 @@ def _prefill_limits_table(runs: dict) -> list:
         if not lines:
             lines += ["", f"Physical limit, prefill at N={last['tokens']} (goal >= {LIMIT_GOAL:.0%} of the GEMM "
                           "probe of "
-                          "the engine's arithmetic, the probe's best call in the same interleaved loop (engines: "
-                          "medians); model FLOPs from the "
+                          "the engine's arithmetic, the probe's best call, timed in the same run after the engines' "
+                          "interleaved loop (engines: medians); model FLOPs from the "
                           "config: attention projections, causal scores, router, k experts x 3 GEMMs, last-position "
                           "output layer):", "",
                       "| run | engine | arithmetic | model GFLOP | achieved GFLOP/s | probe GFLOP/s | fraction |",
