@@ -249,13 +249,6 @@ typedef struct {
   int64_t N, K, G;   /* G: int4 group (K when per row) */
 } wview;
 
-static inline float bf16_to_f(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-
 /* Bp[k*NR + j] = w[e][n0 + j][k] dequantised, zero beyond nb */
 static void pack_b_w(const wview *v, int64_t e, int64_t n0, int64_t nb, float *Bp) {
   int64_t K = v->K;
@@ -269,10 +262,7 @@ static void pack_b_w(const wview *v, int64_t e, int64_t n0, int64_t nb, float *B
       continue;
     }
     int64_t r = e * v->N + n0 + j;
-    if (v->mode == MOEC_WQ_BF16) {
-      const uint16_t *h = (const uint16_t *)v->w + r * K;
-      for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = bf16_to_f(h[k]);
-    } else if (v->mode == MOEC_WQ_INT8) {
+    if (v->mode == MOEC_WQ_INT8) {
       const int8_t *q = (const int8_t *)v->w + r * K;
       float sc = v->s[r];
       for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = (float)q[k] * sc;
@@ -350,9 +340,6 @@ static void silu_row(const float *h, float *a, int64_t F) {
 #include <immintrin.h>
 /* AVX-512: explicit widening loads (GCC's generic vectors scalarise some of these conversions) */
 static inline float hsum16(v16f v) { return _mm512_reduce_add_ps((__m512)v); }
-static inline v16f ld16_bf16(const uint16_t *p) {
-  return (v16f)_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
-}
 static inline v16f ld16_i8(const int8_t *p) {
   return (v16f)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
@@ -376,11 +363,6 @@ static inline float hsum16(v16f v) {
   for (int i = 0; i < 16; i++) s += v[i];
   return s;
 }
-static inline v16f ld16_bf16(const uint16_t *p) {
-  __m128i a = _mm_loadu_si128((const __m128i *)p), b = _mm_loadu_si128((const __m128i *)(p + 8));
-  return two8(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16)),
-              _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16)));
-}
 static inline v16f ld16_i8(const int8_t *p) {
   __m128i b = _mm_loadu_si128((const __m128i *)p);
   return two8(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8))));
@@ -396,12 +378,6 @@ static inline float hsum16(v16f v) {
   float s = 0;
   for (int i = 0; i < 16; i++) s += v[i];
   return s;
-}
-static inline v16f ld16_bf16(const uint16_t *p) {
-  v16u16 h;
-  __builtin_memcpy(&h, p, 32);
-  v16u32 u = __builtin_convertvector(h, v16u32) << 16;
-  return (v16f)u;
 }
 static inline v16f ld16_i8(const int8_t *p) {
   v16i8 q;
@@ -1420,7 +1396,8 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
 #endif
 }
 
-/* bf16 / int8 rows: out[r * ldo + c] = sum_k w[row c][k] * X[r][k] (* per-row scale), four weight
+/* int8 rows (bf16 weights never come here: they always run tile_bf16 on pair panels, compile-time or
+ * packed per work item): out[r * ldo + c] = sum_k w[row c][k] * X[r][k] * the row's scale, four weight
  * rows at a time with independent accumulators; at two X rows (GEMV_ROWS) each widened weight vector
  * serves both rows (the widening, not the FMA, is what limits these loops: vpmovsxbd / vcvtdq2ps per
  * 16 weights), so the second row costs one FMA per 16 weights instead of a second pass. */
@@ -1434,71 +1411,38 @@ static inline __attribute__((always_inline)) void gemv_w8_blk(const wview *v, in
   int64_t k = 0;
   /* rows are short (K narrow values) and four advance together: the hardware prefetchers barely
    * ramp up within a row, so the next four rows (4 * K elements on) are prefetched explicitly */
-  if (v->mode == MOEC_WQ_BF16) {
-    const uint16_t *w[4];
-    w[0] = (const uint16_t *)v->w + r0 * K;
-    for (int i = 1; i < 4; i++) w[i] = rows > i ? w[0] + i * K : w[0];
-    for (; k + 32 <= K; k += 32) {
+  const int8_t *w[4];
+  w[0] = (const int8_t *)v->w + r0 * K;
+  for (int i = 1; i < 4; i++) w[i] = rows > i ? w[0] + i * K : w[0];
+  for (; k + 64 <= K; k += 64) {
 #pragma GCC unroll 4
-      for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k + 4 * K);
-#pragma GCC unroll 2
-      for (int u = 0; u < 32; u += 16) {
-        v16f xv = ld16f(x0 + k + u), xw = n > 1 ? ld16f(x1 + k + u) : xv;
+    for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k + 4 * K);
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-          v16f wv = ld16_bf16(w[i] + k + u);
-          a[0][i] += wv * xv;
-          if (n > 1) a[1][i] += wv * xw;
-        }
-      }
-    }
-    for (; k + 16 <= K; k += 16) {
-      v16f xv = ld16f(x0 + k), xw = n > 1 ? ld16f(x1 + k) : xv;
+    for (int u = 0; u < 64; u += 16) {
+      v16f xv = ld16f(x0 + k + u), xw = n > 1 ? ld16f(x1 + k + u) : xv;
 #pragma GCC unroll 4
       for (int i = 0; i < 4; i++) {
-        v16f wv = ld16_bf16(w[i] + k);
+        v16f wv = ld16_i8(w[i] + k + u);
         a[0][i] += wv * xv;
         if (n > 1) a[1][i] += wv * xw;
       }
     }
-  } else {
-    const int8_t *w[4];
-    w[0] = (const int8_t *)v->w + r0 * K;
-    for (int i = 1; i < 4; i++) w[i] = rows > i ? w[0] + i * K : w[0];
-    for (; k + 64 <= K; k += 64) {
+  }
+  for (; k + 16 <= K; k += 16) {
+    v16f xv = ld16f(x0 + k), xw = n > 1 ? ld16f(x1 + k) : xv;
 #pragma GCC unroll 4
-      for (int i = 0; i < 4; i++) __builtin_prefetch(w[i] + k + 4 * K);
-#pragma GCC unroll 4
-      for (int u = 0; u < 64; u += 16) {
-        v16f xv = ld16f(x0 + k + u), xw = n > 1 ? ld16f(x1 + k + u) : xv;
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) {
-          v16f wv = ld16_i8(w[i] + k + u);
-          a[0][i] += wv * xv;
-          if (n > 1) a[1][i] += wv * xw;
-        }
-      }
-    }
-    for (; k + 16 <= K; k += 16) {
-      v16f xv = ld16f(x0 + k), xw = n > 1 ? ld16f(x1 + k) : xv;
-#pragma GCC unroll 4
-      for (int i = 0; i < 4; i++) {
-        v16f wv = ld16_i8(w[i] + k);
-        a[0][i] += wv * xv;
-        if (n > 1) a[1][i] += wv * xw;
-      }
+    for (int i = 0; i < 4; i++) {
+      v16f wv = ld16_i8(w[i] + k);
+      a[0][i] += wv * xv;
+      if (n > 1) a[1][i] += wv * xw;
     }
   }
   for (int r = 0; r < n; r++) {
     const float *x = r ? x1 : x0;
     for (int i = 0; i < rows; i++) {
       float t = hsum16(a[r][i]);
-      for (int64_t kk = k; kk < K; kk++) {
-        float w = v->mode == MOEC_WQ_BF16 ? bf16_to_f(((const uint16_t *)v->w)[(r0 + i) * K + kk])
-                                         : (float)((const int8_t *)v->w)[(r0 + i) * K + kk];
-        t += w * x[kk];
-      }
-      out[r * ldo + i] = v->mode == MOEC_WQ_INT8 ? t * v->s[r0 + i] : t;
+      for (int64_t kk = k; kk < K; kk++) t += (float)((const int8_t *)v->w)[(r0 + i) * K + kk] * x[kk];
+      out[r * ldo + i] = t * v->s[r0 + i];
     }
   }
 }
