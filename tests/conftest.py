@@ -184,3 +184,19 @@ def moec_module_cache(tmp_path_factory, cache_seed):
         mp.setenv("MOEC_CACHE_DIR", str(c))
         yield c
     cache_seed.harvest(c)
+
+
+@_pytest.fixture
+def no_avx512_bf16(monkeypatch):
+    """An AVX-512 build host without AVX512_BF16 (the cpuid flags faked, for one test): the bf16 kernels widen the
+    pairs in 16-lane registers instead of vdpbf16ps."""
+    from moec.targets import description
+    flags = description._cpu_flags()
+    if "avx512f" not in flags or "avx512bw" not in flags:
+        _pytest.skip("this host has no AVX-512")
+    monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f != "avx512_bf16"))
+    description.host_cpu.cache_clear()
+    assert "-mavx512bf16" not in description.host_cpu().cflags
+    yield
+    monkeypatch.undo()
+    description.host_cpu.cache_clear()

@@ -23,24 +23,9 @@ def _rnd(a):
     return np.asarray(a, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
 
 
-@pytest.fixture
-def no_bf16(monkeypatch):
-    """An AVX-512 build host without AVX512_BF16 (the cpuid flags faked, for one test): the widening paths."""
-    from moec.targets import description
-    flags = description._cpu_flags()
-    if "avx512f" not in flags or "avx512bw" not in flags:
-        pytest.skip("this host has no AVX-512")
-    monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f != "avx512_bf16"))
-    description.host_cpu.cache_clear()
-    assert "-mavx512bf16" not in description.host_cpu().cflags
-    yield
-    monkeypatch.undo()
-    description.host_cpu.cache_clear()
-
-
 def _arch(arch, request):
     if arch == "avx512-no-bf16":
-        request.getfixturevalue("no_bf16")
+        request.getfixturevalue("no_avx512_bf16")
         return "native"
     if arch == "avx2":
         from moec.targets.description import host_cpu

@@ -157,22 +157,6 @@ def test_dense_kernel_portable_paths(arch, tmp_path):
     _check_dense(arch, tmp_path, DENSE_CASES[:2], (1, 3, 9, 17))
 
 
-@pytest.fixture
-def no_avx512_bf16(monkeypatch):
-    """An AVX-512 build host without AVX512_BF16 (the cpuid flags faked, for one test): tile_bf16 widens the pairs
-    in 16-lane registers."""
-    from moec.targets import description
-    flags = description._cpu_flags()
-    if "avx512bw" not in flags:
-        pytest.skip("this host has no AVX-512BW")
-    monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f != "avx512_bf16"))
-    description.host_cpu.cache_clear()
-    assert "-mavx512bf16" not in description.host_cpu().cflags
-    yield
-    monkeypatch.undo()
-    description.host_cpu.cache_clear()
-
-
 @pytest.mark.slow
 def test_dense_kernel_avx512_without_bf16(no_avx512_bf16, tmp_path):
     _check_dense("native", tmp_path, [DENSE_CASES[1], DENSE_CASES[5]], (2, 3, 9, 17))
