@@ -1292,9 +1292,15 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
   const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
   const size_t gb = w4a8_group_bytes(v);
   const int zp = v->z != NULL;
-  __m512 acc[W4A8_MR][2];
+  /* the f32 accumulators live in L1 (touched once per group): the 2R int32 dot registers, the nibble
+   * registers and the broadcast codes then fit the 32 zmm registers without GCC copying or spilling the
+   * dots inside the steps (2R more f32 registers did not fit at R = 8) */
+  float acc[W4A8_MR][NR] __attribute__((aligned(64)));
 #pragma GCC unroll 8
-  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < R; r++) {
+    _mm512_store_ps(acc[r], _mm512_setzero_ps());
+    _mm512_store_ps(acc[r] + 16, _mm512_setzero_ps());
+  }
   const int8_t *a[W4A8_MR];
 #pragma GCC unroll 8
   for (int r = 0; r < R; r++) a[r] = A + (r < m ? r : 0) * lda;
@@ -1303,7 +1309,8 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
     const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
     __m512i dot[W4A8_MR][2];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
+    for (int r = 0; r < R; r++) /* symmetric: the dots start at the zero point's term -8 sumq (below) */
+      dot[r][0] = dot[r][1] = zp ? _mm512_setzero_si512() : _mm512_set1_epi32(-8 * aqs[(r < m ? r : 0) * ng + g]);
     /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
      * accumulators in place instead of copying them around the loop's back edge) */
     if (P == 8) W4A8_STEPS(8)
@@ -1318,27 +1325,19 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
     const __m512 s0 = _mm512_loadu_ps((const float *)(const void *)pg), s1 = _mm512_loadu_ps((const float *)(const void *)pg + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-      const int32_t sqr = aqs[(r < m ? r : 0) * ng + g];
       if (zp) {
-        const __m512i sq = _mm512_set1_epi32(sqr);
+        const __m512i sq = _mm512_set1_epi32(aqs[(r < m ? r : 0) * ng + g]);
         dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, sq));
         dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, sq));
-      } else { /* symmetric: one broadcast correction, no vector multiply */
-        const __m512i c = _mm512_set1_epi32(-8 * sqr);
-        dot[r][0] = _mm512_add_epi32(dot[r][0], c);
-        dot[r][1] = _mm512_add_epi32(dot[r][1], c);
-      }
+      } /* (symmetric: already in the dots' initial value, one broadcast, no vector multiply) */
       __m512 sa = _mm512_set1_ps(as[(r < m ? r : 0) * ng + g]);
-      acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sa), acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sa), acc[r][1]);
+      _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sa), _mm512_load_ps(acc[r])));
+      _mm512_store_ps(acc[r] + 16,
+                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sa), _mm512_load_ps(acc[r] + 16)));
     }
   }
-  for (int r = 0; r < m; r++) {
-    float tmp[NR];
-    _mm512_storeu_ps(tmp, acc[r][0]);
-    _mm512_storeu_ps(tmp + 16, acc[r][1]);
-    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
-  }
+  for (int r = 0; r < m; r++)
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = acc[r][j];
 }
 #endif
 
