@@ -11,6 +11,16 @@ others keep the decomposed graph).  Rewrites:
     ``moec.rotary(x, cos, sin)``, or the interleaved rotation of pairs ``(x[2i], x[2i+1]) -> (-x[2i+1],
     x[2i])`` (GPT-J's rotate_every_two, however the export writes the strided slices, stack and flatten)
     ->  ``moec.rotary(x, cos, sin) {interleaved}``; any other rotation (halves swapped) is left alone.
+  * **Attention of a decode step over a cache read in place** (compiler/decode.py's KVStep): the sum
+    ``P_c V_c + P_n V_n`` of two matmuls whose probabilities share one softmax, split in two
+    (``P_x = exp(Z_x - mx) / (sum exp(Z_c - mx) + sum exp(Z_n - mx))``, ``mx`` the max of both parts),
+    the scores ``Z_c`` of the queries against a cache K stored [B, Hkv, D, M] (``q @ K`` as it lies)
+    and ``Z_n`` against the new keys (``q @ k^T``), each masked and scaled  ->
+    ``moec.kv_step_attention(q, K, V_c, k, V_n, pos)`` (ir/ops/kv.py), viewed back as the sum.  The
+    structure only names the candidates (queries, caches, new keys/values, the position argument, the
+    scale); the math is proved on probes: random q, caches, new keys/values at several positions (the
+    masks: the cache's rows < pos, causal new keys, a sliding window read off the probabilities), and
+    scores large enough that a softmax without its max subtraction overflows.
   * **Scaled dot-product attention**: ``softmax(scale * Q K^T + mask, last axis) V`` where the scores'
     matmul reads Q and K^T through the views a decomposed SDPA writes (reshape, expand, unsqueeze for
     repeat_kv / GQA, multiplications or divisions by scalar constants: the scale, split between Q and K
@@ -39,6 +49,7 @@ import numpy as np
 
 from moec.ir import Function, Module, Operation, Value
 from moec.ir.opdef import OPS, const_value
+from moec.ir.types import DType
 from moec.passes.base import Pass, register_pass
 from moec.passes.moe_util import ShapeOnly, evaluate, users
 
@@ -125,7 +136,7 @@ class RecognizeDecoder(Pass):
     def __post_init__(self):
         if self.ops is None:
             self.ops = tuple(getattr(self.target, "fused_decoder_ops", ()) or ()) if self.target is not None else \
-                ("moec.attention", "moec.rms_norm", "moec.rotary")
+                ("moec.attention", "moec.rms_norm", "moec.rotary", "moec.kv_step_attention")
 
     def run(self, m: Module) -> bool:
         changed = False
@@ -136,6 +147,8 @@ class RecognizeDecoder(Pass):
                 changed |= self._rotaries(m, f)
             if "moec.attention" in self.ops:
                 changed |= self._attentions(m, f)
+            if "moec.kv_step_attention" in self.ops:
+                changed |= self._kv_steps(m, f)
         return changed
 
     # ---- RMSNorm ---------------------------------------------------------------------------------
@@ -485,6 +498,142 @@ class RecognizeDecoder(Pass):
         f.ops.insert(at, new)
         f.replace_all_uses(out, new.result)
         return True
+
+    # ---- attention of a decode step over a cache read in place ----------------------------------------
+    def _kv_steps(self, m: Module, f: Function) -> bool:
+        changed = False
+        for o in list(f.ops):
+            if o not in f.ops or o.name != "moec.add" or o.result.type.dtype.np != np.float32:
+                continue
+            hit = self._match_kv_step(m, f, o)
+            if hit is not None and self._rewrite_kv_step(m, f, o, *hit):
+                changed = True
+        return changed
+
+    @staticmethod
+    def _viewed(v: Value) -> Optional[Operation]:
+        """The op v is made by, looking through views (reshape, expand, unsqueeze, squeeze)."""
+        while v.owner is not None and v.owner.name in _VIEW_OPS:
+            v = v.owner.operands[0]
+        return v.owner
+
+    def _masked_scores(self, m: Module, z: Value):
+        """(scores matmul, scale) for z = views/scalings of a matmul, optionally masked by a select whose
+        other branch is a scalar constant at or below -1e30 (the mask itself is left to the proof)."""
+        zo = z.owner
+        if zo is not None and zo.name == "moec.select":
+            for val, fill in ((zo.operands[1], zo.operands[2]), (zo.operands[2], zo.operands[1])):
+                c = _scalar(m, fill)
+                if c is not None and c <= -1e30:
+                    return self._scores(m, val)
+            return None
+        return self._scores(m, z)
+
+    def _match_kv_step(self, m: Module, f: Function, o: Operation):
+        parts = []
+        for x in o.operands:
+            mm = self._viewed(x)
+            if mm is None or mm.name != "moec.matmul":
+                return None
+            div = self._viewed(mm.operands[0])
+            vr = self._root(m, mm.operands[1])
+            if div is None or div.name != "moec.div" or vr is None or vr[1] != 1.0 or vr[2] != 0:
+                return None
+            ex = div.operands[0].owner
+            if ex is None or ex.name != "moec.exp":
+                return None
+            z = ex.operands[0]
+            if z.owner is not None and z.owner.name == "moec.sub":
+                z = z.owner.operands[0]  # (exp(z - max): whether the max is the right one is the proof's)
+            sc = self._masked_scores(m, z)
+            if sc is None:
+                return None
+            mm_s, s0 = sc
+            qr, kr = (self._root(m, w) for w in mm_s.operands)
+            if qr is None or kr is None or qr[2] != 0 or kr[2] not in (0, 1):
+                return None
+            parts.append(dict(div=div, v=vr[0], q=qr[0], k=kr[0], tr=kr[2], z=z, scale=s0 * qr[1] * kr[1]))
+        c, n = sorted(parts, key=lambda p: p["tr"])
+        if (c["tr"], n["tr"]) != (0, 1) or c["q"] is not n["q"] or c["div"].operands[1] is not n["div"].operands[1]:
+            return None  # (one softmax: the two parts share their denominator)
+        if abs(c["scale"] - n["scale"]) > 1e-6 * abs(c["scale"]):
+            return None
+        ints = (DType.I64, DType.I32)
+        pos = [a for a in f.args if a.type.dtype in ints and a.type.rank <= 1
+               and all(d == 1 for d in a.type.shape) and _built_from(c["z"], a, 12)]
+        if not pos:
+            return None
+        return c, n, pos, float(c["scale"])
+
+    def _rewrite_kv_step(self, m: Module, f: Function, o: Operation, c, n, pos_args, scale) -> bool:
+        out_t = o.result.type
+        dyn = [i for i, d in enumerate(out_t.shape) if not isinstance(d, int)]
+        if len(dyn) > 1:
+            return False
+        ins = [c["q"], c["k"], c["v"], n["k"], n["v"]]
+        syms = []
+        for a in f.args:
+            for d in a.type.shape:
+                if isinstance(d, str) and d not in syms:
+                    syms.append(d)
+        r = np.random.default_rng(13)
+        for pos in pos_args:
+            shapes = None
+            for S in (3, 2):
+                feeds = _probe_feeds(f, {d: S for d in syms})
+                try:
+                    shapes = [np.shape(a) for a in evaluate(m, f, ins, feeds)]
+                except Exception:  # noqa: BLE001 - the probe does not run: no proof at this size
+                    continue
+                break
+            if shapes is None or any(len(s) != 4 for s in shapes):
+                continue
+            M, S = shapes[1][3], shapes[0][2]
+
+            def trial(p, q_scale, window, seed):
+                rr = np.random.default_rng(seed)
+                xs = [rr.standard_normal(s).astype(np.float32) for s in shapes]
+                xs[0] *= q_scale
+                P = np.full(pos.type.shape, p, pos.type.dtype.np)
+                fd = {**feeds, **{id(v): x for v, x in zip(ins, xs)}, id(pos): P}
+                want, probs = evaluate(m, f, [o.result, c["div"].result], fd)
+                new = OPS["moec.kv_step_attention"].create(ins + [pos], {"scale": scale, "window": window}, o.loc)
+                got = new.reference(*xs, P)[0]
+                if int(np.prod(got.shape)) != int(np.prod(np.shape(want))):
+                    return False, probs
+                return _close(got.reshape(np.shape(want)), want), probs
+
+            positions = sorted({max(M - S, 0), max(M - S, 0) // 2, 0, 1 if M > S else 0})
+            window = 0
+            try:
+                ok, probs = trial(positions[-1], 1.0, 0, 1)
+                if not ok and positions[-1] > 1:  # a sliding window: the keys row 0 sees, counted
+                    _, probs = trial(positions[-1], 0.01, 0, 2)
+                    pr = np.asarray(probs)
+                    seen = int(np.count_nonzero(pr.reshape(-1, pr.shape[-2], pr.shape[-1])[0, 0]))
+                    if 0 < seen < positions[-1]:
+                        window = seen + 1
+                        ok = trial(positions[-1], 1.0, window, 1)[0]
+                ok = ok and all(trial(p, 1.0, window, 3 + i)[0] for i, p in enumerate(positions))
+                ok = ok and trial(positions[-1], 1000.0, window, 9)[0]  # (overflows without the max subtraction)
+            except Exception:  # noqa: BLE001 - the probe does not run or the op refuses the shapes
+                ok = False
+            if not ok:
+                continue
+            new = OPS["moec.kv_step_attention"].create(ins + [pos], {"scale": scale, "window": window}, o.loc)
+            try:
+                new.verify()
+            except Exception:  # noqa: BLE001
+                return False
+            shape = [d if isinstance(d, int) else -1 for d in out_t.shape]
+            cst = OPS["moec.constant"].create([], {"value": np.asarray(shape, np.int64)}, o.loc)
+            view = OPS["moec.reshape"].create([new.result, cst.result], {"allowzero": False}, o.loc,
+                                              result_types=[out_t])
+            at = f.ops.index(o)
+            f.ops[at:at] = [new, cst, view]
+            f.replace_all_uses(o.result, view.result)
+            return True
+        return False
 
     @staticmethod
     def _same(new: Operation, ins, want) -> bool:

@@ -90,7 +90,8 @@ def host_cpu() -> TargetDesc:
                       l1_bytes=_cache_size("1", 32 * 1024), l2_bytes=_cache_size("2", 1 << 20),
                       l3_bytes=_cache_size("3", 8 << 20), cflags=cflags, weight_modes=CPU_WEIGHTS,
                       dense_weight_modes=CPU_DENSE_WEIGHTS,
-                      fused_decoder_ops=("moec.attention", "moec.rms_norm", "moec.rotary", "moec.linear"),
+                      fused_decoder_ops=("moec.attention", "moec.rms_norm", "moec.rotary", "moec.linear",
+                                         "moec.kv_step_attention"),
                       dispatch_block=1, gemv_max_slots=0, tile_budget_level=2)
 
 

@@ -16,3 +16,10 @@ def _kv_attention(ctx, o):
     mask = ctx.t(o.operands[4]) if len(o.operands) > 4 and o.operands[4] is not None else "NULL"
     return [f"MOEC_TRY(moec_k_kv_attention(&ctx, {q}, {k}, {v}, {p}, {mask}, {ctx.c_float(o.attrs['scale'])}, "
             f"{1 if o.attrs['causal'] else 0}, {ctx.t(o.result)}));"]
+
+
+@c_op("moec.kv_step_attention")
+def _kv_step_attention(ctx, o):
+    q, kc, vc, kn, vn, p = (ctx.t(x) for x in o.operands)
+    return [f"MOEC_TRY(moec_k_kv_step_attention(&ctx, {q}, {kc}, {vc}, {kn}, {vn}, {p}, "
+            f"{ctx.c_float(o.attrs['scale'])}, {ctx.c_int(o.attrs['window'])}, {ctx.t(o.result)}));"]

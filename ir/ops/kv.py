@@ -85,3 +85,67 @@ class KvAttentionOp(Operation):
         o = att.__new__(att)
         o.attrs = {"scale": self.attrs["scale"], "causal": self.attrs["causal"]}
         return att.reference(o, q, k[:, :, :L], v[:, :, :L], mask)
+
+
+@op("moec.kv_step_attention", operands=("q", "k_cache", "v_cache", "k_new", "v_new", "pos"),
+    attrs={"scale": Attr("float", 1.0), "window": Attr("int", 0)}, traits=("pure",))
+class KvStepAttentionOp(Operation):
+    """Attention of S new query rows over a cache read in place plus the S new keys (the decode step's
+    attention, compiler/decode.py's KVStep; recognised by passes/recognize_decoder.py):
+
+    q [B, Hq, S, D]; k_cache [B, Hkv, D, M] (keys stored transposed: ``q @ k_cache`` reads it as it lies),
+    v_cache [B, Hkv, M, Dv], buffers of capacity M whose positions ``j < pos`` hold the context;
+    k_new [B, Hkv, S, D], v_new [B, Hkv, S, Dv] the new tokens' keys/values (positions pos .. pos+S-1);
+    pos an integer scalar or [1]; Hq a multiple of Hkv (query head h reads kv head h // (Hq / Hkv)).
+    Query row i (position pos + i) sees cache key j iff j < pos, new key i' iff i' <= i, and, with a
+    ``window`` W > 0, only keys at positions p with pos + i - p < W.  Then, one softmax over both sets:
+
+        s = scale * q_i . k    over the visible keys;    y_i = sum softmax(s) v
+
+    Cache positions >= pos are never part of the result (a kernel reads only the first pos)."""
+
+    def infer_types(self):
+        q, kc, vc, kn, vn, p = (x.type for x in self.operands)
+        if any(t.rank != 4 for t in (q, kc, vc, kn, vn)):
+            raise operand_error(self, "q, k_cache, v_cache, k_new, v_new must have rank 4")
+        if not (q.dtype == kc.dtype == vc.dtype == kn.dtype == vn.dtype) or not q.dtype.is_float:
+            raise operand_error(self, "q and the keys/values must share one floating-point type")
+        if p.dtype not in (DType.I64, DType.I32) or p.rank > 1:
+            raise operand_error(self, f"pos must be an integer scalar or [1], not {p}")
+        ok = lambda a, b: not (isinstance(a, int) and isinstance(b, int) and a != b)  # noqa: E731
+        B, Hq, S, D = q.shape
+        Hkv, M, Dv = kc.shape[1], kc.shape[3], vc.shape[3]
+        if not (all(ok(B, t.shape[0]) for t in (kc, vc, kn, vn)) and all(ok(Hkv, t.shape[1]) for t in (vc, kn, vn))
+                and ok(D, kc.shape[2]) and ok(D, kn.shape[3]) and ok(M, vc.shape[2]) and ok(Dv, vn.shape[3])
+                and ok(S, kn.shape[2]) and ok(S, vn.shape[2])):
+            raise operand_error(self, f"q {q}, k_cache {kc}, v_cache {vc}, k_new {kn}, v_new {vn} do not fit "
+                                "([B,Hq,S,D], [B,Hkv,D,M], [B,Hkv,M,Dv], [B,Hkv,S,D], [B,Hkv,S,Dv])")
+        if isinstance(Hq, int) and isinstance(Hkv, int) and (Hkv == 0 or Hq % Hkv):
+            raise operand_error(self, f"{Hq} query heads are not a multiple of {Hkv} key/value heads")
+        if self.attrs["window"] < 0:
+            raise operand_error(self, f"window {self.attrs['window']} must be >= 0 (0: none)")
+        return [TensorType(q.dtype, (B, Hq, S, Dv))]
+
+    def reference(self, q, k_cache, v_cache, k_new, v_new, pos):
+        p = int(np.asarray(pos).reshape(-1)[0])
+        B, Hq, S, D = q.shape
+        Hkv, M = k_cache.shape[1], k_cache.shape[3]
+        if p < 0 or p > M:
+            raise ValueError(f"kv_step_attention: position {p} outside a cache of {M}")
+        if Hkv == 0 or Hq % Hkv:
+            raise ValueError(f"kv_step_attention: {Hq} query heads, {Hkv} key/value heads")
+        g = Hq // Hkv
+        keys = np.concatenate([np.swapaxes(k_cache[..., :p], 2, 3), k_new], axis=2)      # [B,Hkv,p+S,D]
+        vals = np.concatenate([v_cache[:, :, :p], v_new], axis=2)                         # [B,Hkv,p+S,Dv]
+        keys, vals = (np.repeat(x.astype(np.float64), g, axis=1) for x in (keys, vals))
+        s = np.einsum("bhid,bhjd->bhij", q.astype(np.float64), keys) * self.attrs["scale"]
+        qpos = p + np.arange(S)[:, None]
+        kpos = np.arange(p + S)[None, :]
+        seen = kpos <= qpos
+        w = self.attrs["window"]
+        if w > 0:
+            seen &= qpos - kpos < w
+        s = np.where(seen, s, -np.inf)
+        e = np.exp(s - s.max(-1, keepdims=True))
+        y = np.einsum("bhij,bhjd->bhid", e / e.sum(-1, keepdims=True), vals)
+        return [y.astype(q.dtype)]

@@ -50,3 +50,270 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
   /* the first L rows only: decode reads O(L) bytes per step, whatever the buffers' capacity */
   return moec_attention_rows(ctx, q, k, v, L, mask, scale, causal, y);
 }
+
+/* ---- moec.kv_step_attention: the decode step's attention over a cache read in place ------------------
+ * One work item per (batch, kv head, group of up to KVS_RG query rows, split of the cache positions): the
+ * G query heads of a kv head and the S query rows are the item's rows (r = g S + i), so K and V rows
+ * read once serve all of them.  The cache K is [D][M] per (batch, kv head) (keys transposed): the scores
+ * of a block of KVS_NB positions are vector FMAs over the positions, q[r][d] broadcast, the accumulators
+ * in registers; then the online softmax (running max m, sum l, the output accumulator rescaled by
+ * exp(m_old - m_new)) and p V over the block's rows of V [M][Dv].  Only positions < pos (and, with a
+ * window, inside it) are read.  When the (batch, kv head, row group) items are fewer than twice the
+ * threads, the positions are split across items and the partial (acc, m, l) combined after (flash-
+ * decoding); the S new keys (causal, in the window) are folded in last, then acc / l is written. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "rt_vmath.h"
+
+#define KVS_NB (4 * MV_L) /* cache positions per block: 4 vectors */
+#define KVS_RG 4          /* query rows per item */
+#define KVS_MIN_SPLIT 256 /* positions per split at least */
+
+typedef struct {
+  const float *q, *kc, *vc, *kn, *vn;
+  float *y, *part; /* part: [items][KVS_RG][Dv + 2] (acc, then m and l) */
+  int64_t Hq, Hkv, G, S, D, Dv, M, pos, W, R, nrg, nsplit, chunk;
+  float scale;
+} kvs_args;
+
+static inline float kvs_hmax(mvf v) { float r = v[0]; for (int c = 1; c < MV_L; c++) r = v[c] > r ? v[c] : r; return r; }
+static inline float kvs_hsum(mvf v) { float r = 0.f; for (int c = 0; c < MV_L; c++) r += v[c]; return r; }
+
+/* s[r][j] = sum_d q_r[d] K[d][j] for j < KVS_NB, K's rows ldk floats apart */
+static inline __attribute__((always_inline)) void kvs_scores(const float *K, int64_t ldk, int64_t D,
+                                                              const float *const *qr, const int nr,
+                                                              float s[KVS_RG][KVS_NB], int pf) {
+  mvf acc[KVS_RG][4];
+  for (int r = 0; r < nr; r++)
+    for (int c = 0; c < 4; c++) acc[r][c] = mv_splat(0.f);
+  for (int64_t d = 0; d < D; d++) {
+    const float *k = K + d * ldk;
+    if (pf) __builtin_prefetch(k + 2 * KVS_NB), __builtin_prefetch(k + 2 * KVS_NB + 2 * MV_L);
+    const mvf k0 = mv_ld(k), k1 = mv_ld(k + MV_L), k2 = mv_ld(k + 2 * MV_L), k3 = mv_ld(k + 3 * MV_L);
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+      const mvf qv = mv_splat(qr[r][d]);
+      acc[r][0] += qv * k0, acc[r][1] += qv * k1, acc[r][2] += qv * k2, acc[r][3] += qv * k3;
+    }
+  }
+  for (int r = 0; r < nr; r++)
+    for (int c = 0; c < 4; c++) mv_st(s[r] + c * MV_L, acc[r][c]);
+}
+
+/* the online-softmax update of row accumulator o (Dv) with running (m, l) by scores s[0..n) (-inf: not
+ * seen) of the value rows V + j Dv: s is overwritten with the probabilities */
+static void kvs_update(float *s, int64_t n, const float *V, int64_t Dv, float *o, float *m, float *l) {
+  float bm = -INFINITY;
+  for (int64_t j = 0; j < n; j++) bm = s[j] > bm ? s[j] : bm;
+  if (bm == -INFINITY) return;
+  const float mn = bm > *m ? bm : *m, alpha = *m == -INFINITY ? 0.f : expf(*m - mn);
+  float sum = 0.f;
+  int64_t j = 0;
+  mvf vs = mv_splat(0.f);
+  for (; j + MV_L <= n; j += MV_L) {
+    const mvf p = mv_exp(mv_ld(s + j) - mv_splat(mn));
+    mv_st(s + j, p);
+    vs += p;
+  }
+  sum = kvs_hsum(vs);
+  for (; j < n; j++) { s[j] = s[j] == -INFINITY ? 0.f : expf(s[j] - mn); sum += s[j]; }
+  *l = *l * alpha + sum;
+  *m = mn;
+  int64_t d = 0;
+  if (alpha != 1.f)
+    for (int64_t e = 0; e < Dv; e++) o[e] *= alpha;
+  for (; d + 4 * MV_L <= Dv; d += 4 * MV_L) {
+    mvf a0 = mv_ld(o + d), a1 = mv_ld(o + d + MV_L), a2 = mv_ld(o + d + 2 * MV_L), a3 = mv_ld(o + d + 3 * MV_L);
+    for (int64_t jj = 0; jj < n; jj++) {
+      if (s[jj] == 0.f) continue; /* (unseen rows: their values are never read) */
+      const mvf p = mv_splat(s[jj]);
+      const float *v = V + jj * Dv + d;
+      a0 += p * mv_ld(v), a1 += p * mv_ld(v + MV_L), a2 += p * mv_ld(v + 2 * MV_L), a3 += p * mv_ld(v + 3 * MV_L);
+    }
+    mv_st(o + d, a0), mv_st(o + d + MV_L, a1), mv_st(o + d + 2 * MV_L, a2), mv_st(o + d + 3 * MV_L, a3);
+  }
+  for (; d + MV_L <= Dv; d += MV_L) {
+    mvf a0 = mv_ld(o + d);
+    for (int64_t jj = 0; jj < n; jj++)
+      if (s[jj] != 0.f) a0 += mv_splat(s[jj]) * mv_ld(V + jj * Dv + d);
+    mv_st(o + d, a0);
+  }
+  for (; d < Dv; d++) {
+    float a = o[d];
+    for (int64_t jj = 0; jj < n; jj++)
+      if (s[jj] != 0.f) a += s[jj] * V[jj * Dv + d];
+    o[d] = a;
+  }
+}
+
+/* cache positions [lo, hi) of rows r0.. (nr rows, query pointers qr) folded into o/m/l */
+static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, const float *const *qr,
+                           const int64_t *rlo, int nr, int64_t lo, int64_t hi, float *o, float *m, float *l) {
+  float s[KVS_RG][KVS_NB];
+  const int64_t D = a->D, M = a->M, Dv = a->Dv;
+  float *tmp = NULL;
+  for (int64_t j0 = lo; j0 < hi; j0 += KVS_NB) {
+    const int64_t n = hi - j0 < KVS_NB ? hi - j0 : KVS_NB;
+    const float *kb = K + j0;
+    int64_t ldk = M;
+    if (j0 + KVS_NB > M) { /* (the block would run past the buffer's rows: copied, zero-padded) */
+      if (!tmp) tmp = (float *)malloc(sizeof(float) * (size_t)(D * KVS_NB));
+      if (!tmp) { for (int r = 0; r < nr; r++) m[r] = NAN; return; }
+      for (int64_t d = 0; d < D; d++) {
+        memset(tmp + d * KVS_NB, 0, sizeof(float) * KVS_NB);
+        memcpy(tmp + d * KVS_NB, K + d * M + j0, sizeof(float) * (size_t)n);
+      }
+      kb = tmp, ldk = KVS_NB;
+    }
+    const int pf = j0 + 3 * KVS_NB <= hi;
+    switch (nr) {
+      case 1: kvs_scores(kb, ldk, D, qr, 1, s, pf); break;
+      case 2: kvs_scores(kb, ldk, D, qr, 2, s, pf); break;
+      case 3: kvs_scores(kb, ldk, D, qr, 3, s, pf); break;
+      default: kvs_scores(kb, ldk, D, qr, 4, s, pf); break;
+    }
+    for (int r = 0; r < nr; r++) {
+      float *sr = s[r];
+      for (int64_t j = 0; j < n; j++) sr[j] = j0 + j < rlo[r] ? -INFINITY : sr[j] * a->scale;
+      kvs_update(sr, n, V + j0 * Dv, Dv, o + r * Dv, m + r, l + r);
+    }
+  }
+  free(tmp);
+}
+
+/* the item's (b, kv head, row group) coordinates, its rows' query pointers and cache lower bounds */
+static int kvs_rows(const kvs_args *a, int64_t grp, const float **qr, int64_t *rlo, int64_t *ri) {
+  const int64_t rg = grp % a->nrg, bh = grp / a->nrg, b = bh / a->Hkv, hk = bh % a->Hkv;
+  const int64_t r0 = rg * KVS_RG;
+  const int nr = (int)(a->R - r0 < KVS_RG ? a->R - r0 : KVS_RG);
+  for (int r = 0; r < nr; r++) {
+    const int64_t g = (r0 + r) / a->S, i = (r0 + r) % a->S;
+    qr[r] = a->q + ((b * a->Hq + hk * a->G + g) * a->S + i) * a->D;
+    ri[r] = i;
+    rlo[r] = a->W > 0 && a->pos + i - a->W + 1 > 0 ? a->pos + i - a->W + 1 : 0;
+  }
+  return nr;
+}
+
+/* the new keys (causal, in the window) folded in, then y = acc / l */
+static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, const int64_t *ri, int nr,
+                       float *o, float *m, float *l) {
+  const int64_t bh = grp / a->nrg, b = bh / a->Hkv, hk = bh % a->Hkv, D = a->D, Dv = a->Dv, S = a->S;
+  const float *Kn = a->kn + bh * S * D, *Vn = a->vn + bh * S * Dv;
+  const int64_t r0 = (grp % a->nrg) * KVS_RG;
+  float s[64];
+  for (int r = 0; r < nr; r++) {
+    const int64_t i = ri[r], lo = a->W > 0 && i - a->W + 1 > 0 ? i - a->W + 1 : 0;
+    for (int64_t t0 = lo; t0 <= i; t0 += 64) {
+      const int64_t n = i + 1 - t0 < 64 ? i + 1 - t0 : 64;
+      for (int64_t t = 0; t < n; t++) {
+        const float *k = Kn + (t0 + t) * D, *q = qr[r];
+        mvf c = mv_splat(0.f);
+        int64_t d = 0;
+        for (; d + MV_L <= D; d += MV_L) c += mv_ld(q + d) * mv_ld(k + d);
+        float acc = kvs_hsum(c);
+        for (; d < D; d++) acc += q[d] * k[d];
+        s[t] = acc * a->scale;
+      }
+      kvs_update(s, n, Vn + t0 * Dv, Dv, o + r * Dv, m + r, l + r);
+    }
+    const int64_t g = (r0 + r) / S;
+    float *y = a->y + ((b * a->Hq + hk * a->G + g) * S + i) * Dv;
+    const float inv = 1.f / l[r];
+    for (int64_t d = 0; d < Dv; d++) y[d] = o[r * Dv + d] * inv;
+  }
+}
+
+static void kvs_task(void *arg, int64_t item) {
+  const kvs_args *a = (const kvs_args *)arg;
+  const int64_t grp = item / a->nsplit, sp = item % a->nsplit, bh = grp / a->nrg, Dv = a->Dv;
+  const float *qr[KVS_RG];
+  int64_t rlo[KVS_RG], ri[KVS_RG];
+  const int nr = kvs_rows(a, grp, qr, rlo, ri);
+  float *o = a->part + item * KVS_RG * (Dv + 2), *m = o + KVS_RG * Dv, *l = m + KVS_RG;
+  memset(o, 0, sizeof(float) * (size_t)(KVS_RG * Dv));
+  for (int r = 0; r < KVS_RG; r++) m[r] = -INFINITY, l[r] = 0.f;
+  int64_t lo = rlo[0];
+  for (int r = 1; r < nr; r++) lo = rlo[r] < lo ? rlo[r] : lo;
+  const int64_t c0 = sp * a->chunk, c1 = c0 + a->chunk < a->pos ? c0 + a->chunk : a->pos;
+  if (lo < c0) lo = c0;
+  if (lo < c1)
+    kvs_cache_rows(a, a->kc + bh * a->D * a->M, a->vc + bh * a->M * Dv, qr, rlo, nr, lo, c1, o, m, l);
+  if (a->nsplit == 1) kvs_finish(a, grp, qr, ri, nr, o, m, l);
+}
+
+/* the splits' partial (acc, m, l) of one row group combined, then the new keys and the output */
+static void kvs_combine_task(void *arg, int64_t grp) {
+  const kvs_args *a = (const kvs_args *)arg;
+  const int64_t Dv = a->Dv, ns = a->nsplit, w = KVS_RG * (Dv + 2);
+  const float *qr[KVS_RG];
+  int64_t rlo[KVS_RG], ri[KVS_RG];
+  const int nr = kvs_rows(a, grp, qr, rlo, ri);
+  float *o0 = a->part + grp * ns * w, *m0 = o0 + KVS_RG * Dv, *l0 = m0 + KVS_RG;
+  for (int r = 0; r < nr; r++) {
+    float mx = -INFINITY;
+    for (int64_t sp = 0; sp < ns; sp++) { const float ms = a->part[(grp * ns + sp) * w + KVS_RG * Dv + r]; mx = ms > mx ? ms : mx; }
+    float lsum = 0.f;
+    float *o = o0 + r * Dv;
+    for (int64_t sp = 0; sp < ns; sp++) {
+      const float *ps = a->part + (grp * ns + sp) * w;
+      const float ms = ps[KVS_RG * Dv + r], f = ms == -INFINITY ? 0.f : expf(ms - mx);
+      lsum += ps[KVS_RG * Dv + KVS_RG + r] * f;
+      if (sp == 0) { for (int64_t d = 0; d < Dv; d++) o[d] *= f; }
+      else { for (int64_t d = 0; d < Dv; d++) o[d] += f * ps[r * Dv + d]; }
+    }
+    m0[r] = mx, l0[r] = lsum;
+  }
+  kvs_finish(a, grp, qr, ri, nr, o0, m0, l0);
+}
+
+int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *kc, const moec_tensor *vc,
+                             const moec_tensor *kn, const moec_tensor *vn, const moec_tensor *pos, double scale,
+                             int64_t window, moec_tensor *y) {
+  int64_t p[1], np_;
+  if (moec_read_ints(ctx, pos, p, 1, &np_, "kv_step_attention position")) return -1;
+  if (np_ != 1) return moec_fail(ctx, "kv_step_attention position must hold one value");
+  const moec_tensor *ts[5] = {q, kc, vc, kn, vn};
+  for (int i = 0; i < 5; i++) {
+    if (ts[i]->rank != 4) return moec_fail(ctx, "kv_step_attention: q, caches and new keys/values must have rank 4");
+    if (ts[i]->dtype != MOEC_F32) return moec_fail(ctx, "kv_step_attention: f32 only");
+  }
+  const int64_t B = q->shape[0], Hq = q->shape[1], S = q->shape[2], D = q->shape[3];
+  const int64_t Hkv = kc->shape[1], M = kc->shape[3], Dv = vc->shape[3];
+  if (kc->shape[0] != B || vc->shape[0] != B || kn->shape[0] != B || vn->shape[0] != B || kc->shape[2] != D ||
+      vc->shape[1] != Hkv || vc->shape[2] != M || kn->shape[1] != Hkv || kn->shape[2] != S || kn->shape[3] != D ||
+      vn->shape[1] != Hkv || vn->shape[2] != S || vn->shape[3] != Dv)
+    return moec_fail(ctx, "kv_step_attention: q [%lld,%lld,%lld,%lld] and caches [%lld,%lld,%lld,%lld] / [%lld,%lld,%lld,%lld] "
+                     "or the new keys/values do not fit", (long long)B, (long long)Hq, (long long)S, (long long)D,
+                     (long long)kc->shape[0], (long long)kc->shape[1], (long long)kc->shape[2], (long long)kc->shape[3],
+                     (long long)vc->shape[0], (long long)vc->shape[1], (long long)vc->shape[2], (long long)vc->shape[3]);
+  if (Hkv == 0 ? Hq != 0 : Hq % Hkv)
+    return moec_fail(ctx, "kv_step_attention: %lld query heads are not a multiple of %lld key/value heads",
+                     (long long)Hq, (long long)Hkv);
+  if (p[0] < 0 || p[0] > M)
+    return moec_fail(ctx, "kv_step_attention: position %lld outside caches of %lld", (long long)p[0], (long long)M);
+  if (window < 0) return moec_fail(ctx, "kv_step_attention: window %lld", (long long)window);
+  int64_t out[4] = {B, Hq, S, Dv};
+  if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
+  if (!B || !Hq || !S || !Dv) return 0;
+  kvs_args a = {q->data, kc->data, vc->data, kn->data, vn->data, y->data, NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, p[0],
+                window, 0, 0, 1, 0, (float)scale};
+  a.R = a.G * S;
+  a.nrg = (a.R + KVS_RG - 1) / KVS_RG;
+  const int64_t groups = B * Hkv * a.nrg;
+  const int nt = moec_num_threads(ctx, 1 << 20);
+  if (groups < 2 * nt && p[0] >= 2 * KVS_MIN_SPLIT) { /* few (batch, kv head) rows: split the positions */
+    int64_t ns = (2 * nt + groups - 1) / groups, most = p[0] / KVS_MIN_SPLIT;
+    a.nsplit = ns < most ? ns : most;
+  }
+  a.chunk = (p[0] + a.nsplit - 1) / a.nsplit;
+  a.chunk = (a.chunk + KVS_NB - 1) / KVS_NB * KVS_NB;
+  const int64_t items = groups * a.nsplit;
+  a.part = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(items * KVS_RG * (Dv + 2)));
+  if (!a.part) return moec_fail(ctx, "kv_step_attention: out of memory");
+  moec_parallel_for(ctx, items, kvs_task, &a);
+  if (a.nsplit > 1) moec_parallel_for(ctx, groups, kvs_combine_task, &a);
+  moec_scratch_free(a.part);
+  return 0;
+}
