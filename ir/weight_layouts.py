@@ -130,14 +130,99 @@ def unpack_i8_panels(flat: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(t[..., :N, :K])
 
 
+# w4a8 (int4 weights, dynamic int8 activations: rt_moe_f32.c's tile_w4a8; MOEC_W4A8_NR and MOEC_W4A8_LAYOUT_VERSION
+# in rt_moe.h).  Three entries, each the same size as the tensor it replaces when N % NR == 0 and the group G is a
+# multiple of 4 (then each is written in place; no second copy of the weights, decode reads the same panels):
+# - the nibbles, w [..., N, K/2] uint8 (two codes a byte, k even in the low nibble) -> [..., ceil(N/NR), K/G, G4/4, 64]
+#   (G4 = G rounded up to 4): per column panel b, group g and step p, byte 4c + i holds k = gG + 4p + i of column
+#   b*NR + c in its low nibble and of column b*NR + c + 16 in its high nibble (the vpdpbusd operand of two 16-lane
+#   halves); zero past N and G.  The layout records the group (``group``): the inverse needs it.
+# - the scales s [..., N, K/G] f32 and the zero points z (same shape, f32) -> group-major [..., ceil(N/NR), K/G, NR]
+#   (zero past N): one group's NR column scales are one 128-byte load.
+W4A8_NR = 32
+W4A8_LAYOUT_VERSION = 1
+W4A8_KIND = "w4a8_nibbles"
+GMAJOR_KIND = "group_major"
+
+
+def w4a8_layout(group: int) -> dict:
+    return {"kind": W4A8_KIND, "nr": W4A8_NR, "version": W4A8_LAYOUT_VERSION, "group": int(group)}
+
+
+def gmajor_layout() -> dict:
+    return {"kind": GMAJOR_KIND, "nr": W4A8_NR, "version": W4A8_LAYOUT_VERSION}
+
+
+def _nibbles(packed: np.ndarray) -> np.ndarray:
+    p = np.asarray(packed, np.uint8)
+    out = np.empty(p.shape[:-1] + (2 * p.shape[-1],), np.uint8)
+    out[..., 0::2], out[..., 1::2] = p & 15, p >> 4
+    return out
+
+
+# [..., nb, 2 halves, 16 columns, ng, P, 4] <-> [..., nb, ng, P, 2 halves, 16 columns, 4] (its own inverse)
+_W4A8_PERM = (0, 3, 4, 1, 2, 5)
+
+
+def _lead_axes(lead) -> tuple:
+    return tuple(range(len(lead)))
+
+
+def pack_w4a8_nibbles(w: np.ndarray, group: int) -> np.ndarray:
+    """w [..., N, K/2] uint8 (int4 codes, two a byte) -> its panels uint8 [..., ceil(N/NR), K/G, G4/4, 64]."""
+    n = _nibbles(w)
+    *lead, N, K = n.shape
+    G = int(group) or K
+    ng, G4, nb = K // G, -(-G // 4) * 4, -(-N // W4A8_NR)
+    padded = np.zeros((*lead, nb * W4A8_NR, ng, G4), np.uint8)
+    padded[..., :N, :, :G] = n.reshape(*lead, N, ng, G)
+    # [..., nb, 2 halves, 16 columns, ng, P, 4] -> [..., nb, ng, P, 16 columns, 4] per half
+    t = padded.reshape(*lead, nb, 2, 16, ng, G4 // 4, 4).transpose(*_lead_axes(lead), *(len(lead) + a for a in _W4A8_PERM))
+    return np.ascontiguousarray(t[..., 0, :, :] | (t[..., 1, :, :] << 4)).reshape(*lead, nb, ng, G4 // 4, 64)
+
+
+def unpack_w4a8_nibbles(flat: np.ndarray, shape: Sequence[int], group: int) -> np.ndarray:
+    *lead, N, Kh = (int(d) for d in shape)
+    K = 2 * Kh
+    G = int(group) or K
+    ng, G4, nb = K // G, -(-G // 4) * 4, -(-N // W4A8_NR)
+    p = np.asarray(flat).view(np.uint8).reshape(*lead, nb, ng, G4 // 4, 16, 4)
+    t = np.stack([p & 15, p >> 4], -3).transpose(*_lead_axes(lead), *(len(lead) + a for a in _W4A8_PERM))  # [..., nb, 2, 16, ng, P, 4]
+    n = t.reshape(*lead, nb * W4A8_NR, ng, G4)[..., :N, :, :G].reshape(*lead, N, K)
+    return np.ascontiguousarray(n[..., 0::2] | (n[..., 1::2] << 4))
+
+
+def pack_group_major(s: np.ndarray) -> np.ndarray:
+    """s [..., N, ng] -> [..., ceil(N/NR), ng, NR] (same dtype, zero past N)."""
+    s = np.asarray(s)
+    *lead, N, ng = s.shape
+    nb = -(-N // W4A8_NR)
+    padded = np.zeros((*lead, nb * W4A8_NR, ng), s.dtype)
+    padded[..., :N, :] = s
+    return np.ascontiguousarray(np.swapaxes(padded.reshape(*lead, nb, W4A8_NR, ng), -2, -1))
+
+
+def unpack_group_major(flat: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    *lead, N, ng = (int(d) for d in shape)
+    nb = -(-N // W4A8_NR)
+    t = np.swapaxes(np.asarray(flat).reshape(*lead, nb, ng, W4A8_NR), -2, -1).reshape(*lead, nb * W4A8_NR, ng)
+    return np.ascontiguousarray(t[..., :N, :])
+
+
 _VERSIONS = {PAIR_KIND: (PAIR_NR, PAIR_LAYOUT_VERSION), KPANEL_KIND: (KPANEL_NR, KPANEL_LAYOUT_VERSION),
-             I8PANEL_KIND: (I8PANEL_NR, I8PANEL_LAYOUT_VERSION)}
-_UNPACK = {PAIR_KIND: unpack_bf16_pairs, KPANEL_KIND: unpack_k_panels, I8PANEL_KIND: unpack_i8_panels}
+             I8PANEL_KIND: (I8PANEL_NR, I8PANEL_LAYOUT_VERSION), W4A8_KIND: (W4A8_NR, W4A8_LAYOUT_VERSION),
+             GMAJOR_KIND: (W4A8_NR, W4A8_LAYOUT_VERSION)}
+_UNPACK = {PAIR_KIND: unpack_bf16_pairs, KPANEL_KIND: unpack_k_panels, I8PANEL_KIND: unpack_i8_panels,
+           W4A8_KIND: lambda flat, shape, layout: unpack_w4a8_nibbles(flat, shape, layout.get("group", 0)),
+           GMAJOR_KIND: unpack_group_major}
+_WITH_LAYOUT = {W4A8_KIND}
 
 
 def unpack(flat: np.ndarray, layout: dict, shape: Sequence[int]) -> np.ndarray:
     """The plain weight of ``shape`` from a layout of this module (checked first)."""
     check_layout(layout)
+    if layout["kind"] in _WITH_LAYOUT:
+        return _UNPACK[layout["kind"]](flat, shape, layout)
     return _UNPACK[layout["kind"]](flat, shape)
 
 

@@ -387,3 +387,65 @@ def test_nan_in_a_row_propagates_as_in_the_reference(mode, tmp_path):
             assert ok.sum() == (~np.isnan(rows).any(1)).sum() * N  # (the NaN rows only)
             if ok.any():
                 assert np.abs(g[ok] - w[ok]).max() <= 2e-6 * np.abs(w[ok]).max() * np.sqrt(K)
+
+
+# -- the panels written at compile time -----------------------------------------------------------------
+def _w4a8_entries(d):
+    import json as _json
+    with open(os.path.join(d, "model.weights.json")) as f:
+        return {k: e for k, e in _json.load(f).items() if e.get("layout", {}).get("kind") in ("w4a8_nibbles", "group_major")}
+
+
+# in place (N % 32 == 0, G % 4 == 0), padded columns (N = 70, 33: not a multiple of 16 either) and groups not a
+# multiple of 4 (the panels larger: moved to the end of the file), groups 32 / 64 / 128 / whole row, zero points
+PANEL_CASES = [(64, 96, 32, False), (128, 64, 64, True), (256, 32, 128, False), (100, 70, 10, True), (36, 33, 0, False)]
+
+
+def test_w4a8_panels_packed_at_compile_time(tmp_path):
+    """moec.linear_q's int4 weights with int8 activations are stored as tile_w4a8's nibble panels and their scales
+    and zero points group-major (ir/weight_layouts.py), each in the place of the tensor it stands for when it has
+    its size (no second copy: nothing is packed or cached at run time); the results are bit-identical to the same
+    weights inline (packed per work item) at 1, 2, 5, 19 rows; the module reloads the plain tensors."""
+    from test_bf16_prepack import _inline, _stored_once
+    from moec.ir import load_module
+    for i, (K, N, G, zp) in enumerate(PANEL_CASES):
+        m, _ = _dense_module(K, N, G, zp, seed=i)
+        d = tmp_path / f"d{i}"
+        packed = build_module(m, str(d), threads=2)
+        ents = _w4a8_entries(d)
+        kinds = sorted(e["layout"]["kind"] for e in ents.values())
+        assert kinds == ["group_major"] * (4 if zp else 2) + ["w4a8_nibbles"] * 2, (K, N, G, zp, kinds)
+        assert all(e["layout"].get("group", G or K) == (G or K) for e in ents.values())
+        _stored_once(d)
+        src = open(d / "model.c").read()
+        assert src.count(".pks_in = &") == 2 and src.count(".pkz_in = &") == (2 if zp else 0)
+        plain = build_module(_inline(m, set(ents)), str(tmp_path / f"i{i}"), threads=2)
+        assert ".pk_in = NULL" in open(tmp_path / f"i{i}" / "model.c").read()
+        for M in (1, 2, 5, 19):
+            x = np.random.default_rng(M).standard_normal((M, K)).astype(np.float32)
+            for g, w in zip(packed([x]), plain([x])):
+                np.testing.assert_array_equal(g, w, err_msg=f"K={K} N={N} G={G} zp={zp} M={M}")
+        m2 = load_module(str(d / "model.mlir"))
+        for k2 in ents:
+            np.testing.assert_array_equal(np.asarray(m2.weights[k2]), np.asarray(m.weights[k2]))
+
+
+@pytest.mark.parametrize("D,F,G,zp", [(80, 48, 16, True), (96, 40, 0, False)])
+def test_w4a8_expert_panels_packed_at_compile_time(D, F, G, zp, tmp_path):
+    """moe.experts' w_in / w_out, scales and zero points as compile-time panels: bit-identical to the weights
+    inline at 1 token (6 of 8 experts without a token), 2 and 40 tokens; against the integer numpy."""
+    from test_bf16_prepack import _inline, _stored_once
+    m, w_in, w_out = _experts(D, F, G, zp, E=8)
+    packed = build_module(m, str(tmp_path / "x"), threads=2)
+    ents = _w4a8_entries(tmp_path / "x")
+    assert len(ents) == (6 if zp else 4)
+    _stored_once(tmp_path / "x")
+    plain = build_module(_inline(m, set(ents)), str(tmp_path / "xi"), threads=2)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, D)).astype(np.float32)
+    logits = rng.standard_normal((40, 8)).astype(np.float32)
+    want = _experts_numpy(x, logits, D, F, G, zp, w_in, w_out)
+    for T in (1, 2, 40):
+        got = packed([x[:T], logits[:T]])[0]
+        np.testing.assert_array_equal(got, plain([x[:T], logits[:T]])[0], err_msg=f"T={T}")
+        assert np.median(np.abs(got - want[:T])) < 1e-5 * np.abs(want).max()

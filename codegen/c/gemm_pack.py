@@ -15,8 +15,9 @@ reads the plain matrix, or N needs a zero-padded last panel) keeps its bytes and
 appended after the IR's entries (not in model.weights.json: the IR module never sees them).
 
 bf16 weights of ``moec.linear_q`` and ``moe.experts`` (mode bf16) get the bf16 kernels' pair panels, f32
-``moe.experts`` weights the f32 expert kernels' k-panels, and w8a8's int8 weights their int8 panels (the
-layouts and their versions: ir/weight_layouts.py), the same way.  A weight whose every user reads its panels
+``moe.experts`` weights the f32 expert kernels' k-panels, w8a8's int8 weights their int8 panels, and w4a8's int4
+weights tile_w4a8's nibble panels with their scales and zero points group-major (the layouts and their versions:
+ir/weight_layouts.py), the same way.  A weight whose every user reads its panels
 (in one layout) is stored once, as the panels: in its place when they have its size, else as its entry at
 the end of the file (its plain bytes dropped: ``_compact``; padded panels, w8a8's column sums); a weight
 another op also reads keeps its bytes and gets its panels appended.  The generated code passes them to the
@@ -32,8 +33,8 @@ import numpy as np
 
 from moec.ir import DType, Module
 from moec.ir.core import ResourceRef
-from moec.ir.weight_layouts import (i8panel_layout, kpanel_layout, pack_bf16_pairs, pack_i8_panels, pack_k_panels,
-                                    pair_layout)
+from moec.ir.weight_layouts import (gmajor_layout, i8panel_layout, kpanel_layout, pack_bf16_pairs, pack_group_major,
+                                    pack_i8_panels, pack_k_panels, pack_w4a8_nibbles, pair_layout, w4a8_layout)
 
 ALIGN = 64
 
@@ -144,6 +145,38 @@ def plan_i8(module: Module) -> Dict[Tuple[int, int], str]:
     return out
 
 
+def plan_w4a8(module: Module) -> Dict[Tuple[int, int], Tuple[str, tuple]]:
+    """(id(op), operand index) -> (weight key, tag) for w4a8 (moec.linear_q and moe.experts with int4 weights and int8
+    activations: every row count reads tile_w4a8's panels): the weight's nibble panels (tag ("w4a8", group)) and its
+    scales and zero points group-major (("gmajor",)), all from the weights file or none of the op's."""
+    out: Dict[Tuple[int, int], Tuple[str, tuple]] = {}
+    for o in module.main.ops:
+        if o.name not in ("moec.linear_q", "moe.experts") or o.attrs.get("wq") != "int4" or o.attrs.get("aq") != "int8":
+            continue
+        if o.name == "moec.linear_q":
+            s, z, _ = o._parts()
+            sets = [(1, s, z)]
+        else:
+            e = o.extras()
+            sets = [(4, e.s_in, e.z_in), (5, e.s_out, e.z_out)]
+        for wi, s, z in sets:
+            idx = {wi: "w"}
+            for v, what in ((s, "s"), (z, "z")):
+                if v is not None:
+                    idx.update({i: what for i, u in enumerate(o.operands) if u is v})
+            vals = [o.operands[i] for i in idx]
+            if s is None or not all(isinstance(d, int) for v in vals for d in v.type.shape) or \
+                    any(_weight_key(v) is None for v in vals):
+                continue
+            w = o.operands[wi]
+            K, ng = 2 * w.type.shape[-1], s.type.shape[-1]
+            if ng <= 0 or K % ng:
+                continue
+            for i, what in idx.items():
+                out[(id(o), i)] = (_weight_key(o.operands[i]), ("w4a8", K // ng) if what == "w" else ("gmajor",))
+    return out
+
+
 def _uses(module: Module) -> Dict[int, Dict[int, tuple]]:
     """id(op) -> {operand index: (weight key, layout tag)} for every packed operand (tags: ("gemm", trans),
     ("pairs",))."""
@@ -156,6 +189,8 @@ def _uses(module: Module) -> Dict[int, Dict[int, tuple]]:
         uses.setdefault(oid, {})[i] = (key, ("kpanels",))
     for (oid, i), key in plan_i8(module).items():
         uses.setdefault(oid, {})[i] = (key, ("i8",))
+    for (oid, i), (key, tag) in plan_w4a8(module).items():
+        uses.setdefault(oid, {})[i] = (key, tag)
     return uses
 
 
@@ -219,6 +254,16 @@ def append_packs(module: Module, bin_path: str, nr: int) -> Dict[object, dict]:
                     elif tag[0] == "kpanels":  # f32 expert k-panels [E, N/NR, K, NR]
                         p = pack_k_panels(np.asarray(module.weights[key], np.float32))
                         dtype, shape, extra, layout = "f32", list(p.shape), {"ctype": "MOEC_F32"}, kpanel_layout()
+                    elif tag[0] == "w4a8":  # w4a8 nibble panels [E, N/NR, K/G, G4/4, 64] (dense: a stack of one)
+                        w = np.asarray(module.weights[key])
+                        p = pack_w4a8_nibbles(w, tag[1])
+                        dtype, shape, extra, layout = "ui8", ([1] if w.ndim == 2 else []) + list(p.shape), \
+                            {"ctype": "MOEC_U8"}, w4a8_layout(tag[1])
+                    elif tag[0] == "gmajor":  # w4a8 scales / zero points [E, N/NR, K/G, NR] f32
+                        w = np.asarray(module.weights[key], np.float32)
+                        p = pack_group_major(w)
+                        dtype, shape, extra, layout = "f32", ([1] if w.ndim == 2 else []) + list(p.shape), \
+                            {"ctype": "MOEC_F32"}, gmajor_layout()
                     else:  # w8a8 int8 panels [E, N/NR, panel bytes] (a dense weight: a stack of one)
                         w = np.asarray(module.weights[key])
                         p = pack_i8_panels(w)

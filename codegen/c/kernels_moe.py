@@ -25,9 +25,22 @@ def _pairs(ctx, o, i) -> str:
     from moec.ir import weight_layouts as wl
     ctx.decl_once("pair_layout", f"#if MOEC_PAIR_NR != {wl.PAIR_NR} || MOEC_PAIR_LAYOUT_VERSION != {wl.PAIR_LAYOUT_VERSION} || "
                   f"MOEC_KPANEL_NR != {wl.KPANEL_NR} || MOEC_KPANEL_LAYOUT_VERSION != {wl.KPANEL_LAYOUT_VERSION} || "
-                  f"MOEC_I8PANEL_NR != {wl.I8PANEL_NR} || MOEC_I8PANEL_LAYOUT_VERSION != {wl.I8PANEL_LAYOUT_VERSION}\n"
+                  f"MOEC_I8PANEL_NR != {wl.I8PANEL_NR} || MOEC_I8PANEL_LAYOUT_VERSION != {wl.I8PANEL_LAYOUT_VERSION} || "
+                  f"MOEC_W4A8_NR != {wl.W4A8_NR} || MOEC_W4A8_LAYOUT_VERSION != {wl.W4A8_LAYOUT_VERSION}\n"
                   f"#error \"the runtime reads other weight panel layouts than moec's packer wrote\"\n#endif")
     return ctx.packed(e)
+
+
+def _w4a8_parts(ctx, o, pairs) -> str:
+    """moec_wq's w4a8 fields (the compile-time scales / zero points beside pk_in / pk_out): ``pairs`` maps each
+    field to the operand it packs (None: absent)."""
+    out = []
+    for field, v in pairs:
+        idx = [i for i, u in enumerate(o.operands) if v is not None and u is v]
+        c = _pairs(ctx, o, idx[0]) if idx else "NULL"
+        if c != "NULL":
+            out.append(f", .{field} = {c}")
+    return "".join(out)
 
 
 def ffn_params(ctx, o) -> str:
@@ -81,7 +94,8 @@ def _experts(ctx, o):
         q = ctx.fresh("wq")
         sv = [f"{ctx.t(v)}" if v is not None else "NULL" for v in (e.s_in, e.s_out, e.z_in, e.z_out)]
         lines.append(f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv[0]}, {sv[1]}, {sv[2]}, "
-                     f"{sv[3]}, {_AQ[a['aq']]}, .pk_in = {_pairs(ctx, o, 4)}, .pk_out = {_pairs(ctx, o, 5)}}};")
+                     f"{sv[3]}, {_AQ[a['aq']]}, .pk_in = {_pairs(ctx, o, 4)}, .pk_out = {_pairs(ctx, o, 5)}"
+                     f"{_w4a8_parts(ctx, o, [('pks_in', e.s_in), ('pks_out', e.s_out), ('pkz_in', e.z_in), ('pkz_out', e.z_out)])}}};")
         q = "&" + q
     elif (id(o), 4) in ctx.packs or (id(o), 5) in ctx.packs:  # f32: the k-panels packed at compile time
         q = ctx.fresh("wq")
@@ -124,6 +138,6 @@ def _linear_q(ctx, o):
     sv = ctx.t(s) if s is not None else "NULL"
     zv = ctx.t(z) if z is not None else "NULL"
     return [f"moec_wq {q} = {{{_WQ[a['wq']]}, {ctx.c_int(a['wq_group'])}, {sv}, NULL, {zv}, NULL, "
-            f"{_AQ[a['aq']]}, .pk_in = {_pairs(ctx, o, 1)}}};",
+            f"{_AQ[a['aq']]}, .pk_in = {_pairs(ctx, o, 1)}{_w4a8_parts(ctx, o, [('pks_in', s), ('pkz_in', z)])}}};",
             f"MOEC_TRY(moec_k_linear_q(&ctx, {ctx.t(o.operands[0])}, {ctx.t(o.operands[1])}, "
             f"{ctx.t(b) if b is not None else 'NULL'}, &{q}, {ctx.t(o.result)}));"]

@@ -57,6 +57,10 @@ typedef struct moec_wq {
    * [E, ceil(N/MOEC_I8PANEL_NR), panel bytes] u8.  NULL: none (bf16: the kernels pack per work item; f32, w8a8:
    * the plain weights, panels cached at run time) */
   const moec_tensor *pk_in, *pk_out;
+  /* w4a8 (mode 3, aq 1): pk_in / pk_out the nibble panels [E, ceil(N/MOEC_W4A8_NR), K/G, G4/4, 64] u8, these the
+   * scales and zero points group-major [E, ceil(N/MOEC_W4A8_NR), K/G, MOEC_W4A8_NR] f32 (all NULL: packed per
+   * work item) */
+  const moec_tensor *pks_in, *pks_out, *pkz_in, *pkz_out;
 } moec_wq;
 /* the pair panels' column width and the layout's version (the packer's: ir/weight_layouts.py; the generated
  * code stops the build when they differ) */
@@ -66,6 +70,8 @@ typedef struct moec_wq {
 #define MOEC_KPANEL_LAYOUT_VERSION 1
 #define MOEC_I8PANEL_NR 32
 #define MOEC_I8PANEL_LAYOUT_VERSION 1
+#define MOEC_W4A8_NR 32
+#define MOEC_W4A8_LAYOUT_VERSION 1
 
 int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor *bias, moec_tensor *weights,
                      moec_tensor *ids, const moec_route_params *p);

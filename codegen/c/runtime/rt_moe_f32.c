@@ -1101,28 +1101,35 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
  * the unsigned operand with the signed codes, so sum_k n q is exact, and the zero point enters once per
  * (row, group) as -z * sumq (z = 8 when symmetric): sum_k (n - z) q = sum n q - z sumq, exactly, in int32
  * (|sum| <= 15 * 127 * G).  Per group the int32 sum is converted and scaled once:
- * acc += float(dot) * (s_w[n, g] * s_a[row, g]).  Panels (NR = 32 columns): per group, the 32 column
- * scales (f32), then G4 / 4 steps of 64 bytes -- byte 4 c + i of a step holds k = 4 p + i of column c in
- * its low nibble and of column c + 16 in its high nibble (the vpdpbusd layout for two 16-lane halves) --
- * then, with zero points, the 32 z as int8 (64 bytes).  Decode reads the same cached panels (one
- * stream of the nibbles and scales; no per-call table).  The integer dots: VNNI vpdpbusd, else
+ * acc += float(dot) * (s_w[n, g] * s_a[row, g]).  A column panel (NR = 32 columns) has three parts, each
+ * group-major: the nibbles, per group G4 / 4 steps of 64 bytes -- byte 4 c + i of a step holds k = 4 p + i of
+ * column c in its low nibble and of column c + 16 in its high nibble (the vpdpbusd layout for two 16-lane
+ * halves) --, the 32 column scales per group (f32), and with zero points the 32 z per group (f32).  They are
+ * written at compile time (ir/weight_layouts.py w4a8_nibbles / group_major: each the size of the tensor it
+ * replaces, so the weights are stored once) and read where they lie by prefill and decode alike; a weight
+ * without them (not from the weights file) is packed per work item.  The integer dots: VNNI vpdpbusd, else
  * AVX-512BW or AVX2 vpmaddubsw + vpmaddwd, else plain C (the build host's flags choose). */
 #define W4A8_MR 8
 static inline int64_t g4_of(int64_t G) { return (G + 3) / 4 * 4; }
-static size_t w4a8_group_bytes(const wview *v) { return 128 + (size_t)g4_of(v->G) * 16 + (v->z ? 64 : 0); }
-static size_t w4a8_panel_bytes(const wview *v) { return (size_t)(v->K / v->G) * w4a8_group_bytes(v); }
+/* one column panel: nibbles [ng][G4 / 4][64], scales [ng][NR], zero points [ng][NR] (NULL: symmetric, z = 8) */
+typedef struct { const uint8_t *nib; const float *sw, *z; } w4p;
+static size_t w4a8_nib_bytes(const wview *v) { return (size_t)(v->K / v->G) * (size_t)g4_of(v->G) * 16; }
+/* a panel packed at run time: the three parts back to back */
+static size_t w4a8_panel_bytes(const wview *v) {
+  return w4a8_nib_bytes(v) + (size_t)(v->K / v->G) * NR * sizeof(float) * (v->z ? 2 : 1);
+}
 
-/* the panel of columns n0..n0+nb of expert e */
-static void pack_w4a8_panel(const wview *v, int64_t e, int64_t n0, int64_t nb, void *out) {
+/* the panel of columns n0..n0+nb of expert e, into out (w4a8_panel_bytes) */
+static w4p pack_w4a8_panel(const wview *v, int64_t e, int64_t n0, int64_t nb, void *out) {
   const int64_t K = v->K, G = v->G, G4 = g4_of(G), ng = K / G;
-  const size_t gb = w4a8_group_bytes(v);
   const uint8_t *W = (const uint8_t *)v->w;
+  uint8_t *nibs = (uint8_t *)out;
+  float *sw = (float *)(void *)(nibs + w4a8_nib_bytes(v)), *zs = v->z ? sw + ng * NR : NULL;
   for (int64_t g = 0; g < ng; g++) {
-    uint8_t *o = (uint8_t *)out + (size_t)g * gb;
-    float sw[NR];
-    for (int64_t j = 0; j < NR; j++) sw[j] = j < nb ? v->s[(e * v->N + n0 + j) * ng + g] : 0.f;
-    __builtin_memcpy(o, sw, sizeof sw);
-    uint8_t *nib = o + 128;
+    for (int64_t j = 0; j < NR; j++) sw[g * NR + j] = j < nb ? v->s[(e * v->N + n0 + j) * ng + g] : 0.f;
+    if (zs)
+      for (int64_t j = 0; j < NR; j++) zs[g * NR + j] = j < nb ? v->z[(e * v->N + n0 + j) * ng + g] : 0.f;
+    uint8_t *nib = nibs + g * G4 * 16;
     for (int64_t p = 0; p < G4 / 4; p++)
       for (int c = 0; c < 16; c++)
         for (int i = 0; i < 4; i++) {
@@ -1132,39 +1139,41 @@ static void pack_w4a8_panel(const wview *v, int64_t e, int64_t n0, int64_t nb, v
           if (k < G && c + 16 < nb) hi = (W[(e * v->N + n0 + c + 16) * (K / 2) + kk / 2] >> (4 * (kk & 1))) & 15;
           nib[p * 64 + 4 * c + i] = (uint8_t)(lo | (hi << 4));
         }
-    if (v->z) {
-      int8_t *zq = (int8_t *)(nib + G4 * 16);
-      for (int64_t j = 0; j < 64; j++) zq[j] = j < nb ? (int8_t)v->z[(e * v->N + n0 + j) * ng + g] : 0;
-    }
   }
+  return (w4p){nibs, sw, zs};
 }
 
-/* every expert's panels, packed once per weight tensor (cached like the other panel formats) */
-static const uint8_t *packed_panels_w4a8(const wview *v, int64_t E) {
-  if (!moec_in_weights(v->w)) return NULL;
-  /* the cache key's packer: a function of this format (never called through the pointer) */
-  const pack_fn key = (pack_fn)(void (*)(void))pack_w4a8_panel;
-  const void *res = NULL;
-  pthread_mutex_lock(&g_pk_mu);
-  for (int i = 0; i < g_npk; i++)
-    if (g_pk[i].src == v->w && g_pk[i].E == E && g_pk[i].N == v->N && g_pk[i].K == v->K && g_pk[i].pack == key)
-      res = g_pk[i].packed;
-  if (!res && g_npk < 1024) {
-    int64_t nblk = (v->N + NR - 1) / NR;
-    size_t pb = w4a8_panel_bytes(v);
-    char *pk = (char *)moec_alloc_weights(((size_t)(E * nblk) * pb + 127) & ~(size_t)63);
-    if (pk) {
-      for (int64_t e = 0; e < E; e++)
-        for (int64_t b = 0; b < nblk; b++) {
-          int64_t c0 = b * NR, nb = v->N - c0 < NR ? v->N - c0 : NR;
-          pack_w4a8_panel(v, e, c0, nb, pk + (size_t)(e * nblk + b) * pb);
-        }
-      g_pk[g_npk++] = (pk_entry){v->w, E, v->N, v->K, key, pk};
-      res = pk;
-    }
+/* the compile-time panels of every expert (moec_wq.pk_* / pks_* / pkz_*: nibbles [E, nblk, ng, G4 / 4, 64] u8,
+ * scales and zero points [E, nblk, ng, NR] f32), checked against the weight; NULL without them (*bad set when
+ * they do not match) */
+typedef struct { const uint8_t *nib; const float *sw, *z; } w4src;
+static const w4src *w4a8_compiled(const moec_tensor *pk, const moec_tensor *ps, const moec_tensor *pz, const wview *v,
+                                  int64_t E, w4src *out, int *bad) {
+  if (!pk && !ps && !pz) return NULL;
+  const int64_t nblk = (v->N + NR - 1) / NR, ng = v->K / v->G;
+  int ok = pk && ps && (!v->z) == (!pz) && NR == MOEC_W4A8_NR && pk->dtype == MOEC_U8 && pk->rank == 5 &&
+           pk->shape[0] == E && pk->shape[1] == nblk && pk->shape[2] == ng && pk->shape[3] == g4_of(v->G) / 4 &&
+           pk->shape[4] == 64;
+  for (int t = 0; ok && t < 2; t++) {
+    const moec_tensor *q = t ? pz : ps;
+    if (q)
+      ok = q->dtype == MOEC_F32 && q->rank == 4 && q->shape[0] == E && q->shape[1] == nblk && q->shape[2] == ng &&
+           q->shape[3] == NR;
   }
-  pthread_mutex_unlock(&g_pk_mu);
-  return (const uint8_t *)res;
+  if (!ok) {
+    *bad = 1;
+    return NULL;
+  }
+  *out = (w4src){(const uint8_t *)pk->data, (const float *)ps->data, pz ? (const float *)pz->data : NULL};
+  return out;
+}
+
+/* column panel cb of expert e: the compile-time one where src has it, else packed into buf */
+static w4p w4a8_panel(const wview *v, const w4src *src, int64_t e, int64_t nblk, int64_t cb, int64_t c0, int64_t nb,
+                      void *buf) {
+  if (!src) return pack_w4a8_panel(v, e, c0, nb, buf);
+  const size_t i = (size_t)(e * nblk + cb), ng = (size_t)(v->K / v->G);
+  return (w4p){src->nib + i * w4a8_nib_bytes(v), src->sw + i * ng * NR, src->z ? src->z + i * ng * NR : NULL};
 }
 
 /* q[ng * G4] signed codes, s[ng] scales, sq[ng] code sums of a[0..K) in groups of G */
@@ -1243,13 +1252,13 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
  * accumulators live in memory (touched once per group). */
 static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v, const int8_t *A, int64_t lda,
                                                                  const float *as, const int32_t *aqs,
-                                                                 const uint8_t *panel, float *acc, const int R) {
+                                                                 const w4p *panel, float *acc, const int R) {
   const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
-  const size_t gb = w4a8_group_bytes(v);
   const int zp = v->z != NULL;
   const __m256i lo4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
   for (int64_t g = 0; g < ng; g++) {
-    const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
+    const uint8_t *nib = panel->nib + g * G4 * 16;
+    const float *pg = panel->sw + g * NR, *zg = zp ? panel->z + g * NR : NULL;
     __m256i d[2][4];
     for (int r = 0; r < R; r++) d[r][0] = d[r][1] = d[r][2] = d[r][3] = _mm256_setzero_si256();
     for (int64_t p = 0; p < P; p++) {
@@ -1267,10 +1276,9 @@ static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v,
       const int32_t sqr = aqs[r * ng + g];
       const __m256 sa = _mm256_set1_ps(as[r * ng + g]);
       for (int q = 0; q < 4; q++) {
-        __m256i c = zp ? _mm256_mullo_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(nib + G4 * 16 + 8 * q))),
-                                            _mm256_set1_epi32(-sqr))
+        __m256i c = zp ? _mm256_mullo_epi32(_mm256_cvtps_epi32(_mm256_loadu_ps(zg + 8 * q)), _mm256_set1_epi32(-sqr))
                        : _mm256_set1_epi32(-8 * sqr);
-        __m256 sw = _mm256_loadu_ps((const float *)(const void *)pg + 8 * q);
+        __m256 sw = _mm256_loadu_ps(pg + 8 * q);
         __m256 a = _mm256_loadu_ps(acc + r * NR + 8 * q);
         _mm256_storeu_ps(acc + r * NR + 8 * q,
                          _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(d[r][q], c)), _mm256_mul_ps(sw, sa), a));
@@ -1287,10 +1295,9 @@ static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v,
 /* R rows (a compile-time constant at each call: decode's one or two rows do not pay for eight) */
 static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, const int8_t *A, int64_t lda,
                                                               const float *as, const int32_t *aqs, int m,
-                                                              const uint8_t *panel, float *C, int64_t ldc,
+                                                              const w4p *panel, float *C, int64_t ldc,
                                                               int64_t nb, const int R) {
   const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
-  const size_t gb = w4a8_group_bytes(v);
   const int zp = v->z != NULL;
   /* the f32 accumulators live in L1 (touched once per group): the 2R int32 dot registers, the nibble
    * registers and the broadcast codes then fit the 32 zmm registers without GCC copying or spilling the
@@ -1306,7 +1313,8 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
   for (int r = 0; r < R; r++) a[r] = A + (r < m ? r : 0) * lda;
   const __m512i lo4 = _mm512_set1_epi8(15);
   for (int64_t g = 0; g < ng; g++) {
-    const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
+    const uint8_t *nib = panel->nib + g * G4 * 16;
+    const float *pg = panel->sw + g * NR;
     __m512i dot[W4A8_MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) /* symmetric: the dots start at the zero point's term -8 sumq (below) */
@@ -1319,10 +1327,10 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
     /* the zero point: sum (n - z) q = sum n q - z sumq (z = 8 when symmetric) */
     __m512i zn0 = _mm512_setzero_si512(), zn1 = zn0;
     if (zp) {
-      zn0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(nib + G4 * 16))));
-      zn1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(nib + G4 * 16 + 16))));
+      zn0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR)));
+      zn1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR + 16)));
     }
-    const __m512 s0 = _mm512_loadu_ps((const float *)(const void *)pg), s1 = _mm512_loadu_ps((const float *)(const void *)pg + 16);
+    const __m512 s0 = _mm512_loadu_ps(pg), s1 = _mm512_loadu_ps(pg + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
       if (zp) {
@@ -1342,18 +1350,17 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
 #endif
 
 static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float *as, const int32_t *aqs, int m,
-                      const uint8_t *panel, float *C, int64_t ldc, int64_t nb) {
+                      const w4p *panel, float *C, int64_t ldc, int64_t nb) {
   const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
-  const size_t gb = w4a8_group_bytes(v);
   const int zp = v->z != NULL;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-  (void)G4; (void)ng; (void)P; (void)gb; (void)zp;
+  (void)G4; (void)ng; (void)P; (void)zp;
   if (m > 4) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, W4A8_MR);
   else if (m > 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 4);
   else if (m == 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 2);
   else tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 1);
 #elif defined(W4A8_AVX2)
-  (void)G4; (void)ng; (void)P; (void)gb; (void)zp;
+  (void)G4; (void)ng; (void)P; (void)zp;
   for (int r = 0; r < m; r += 2) {
     float acc[2 * NR] = {0};
     const int64_t ngr = v->K / v->G;
@@ -1368,14 +1375,13 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
     float acc[NR];
     for (int j = 0; j < NR; j++) acc[j] = 0.f;
     for (int64_t g = 0; g < ng; g++) {
-      const uint8_t *pg = panel + (size_t)g * gb, *nib = pg + 128;
+      const uint8_t *nib = panel->nib + g * G4 * 16;
       const int8_t *ar = A + r * lda + g * G4;
-      const int8_t *zq = zp ? (const int8_t *)(nib + G4 * 16) : NULL;
+      const float *zq = zp ? panel->z + g * NR : NULL, *sw = panel->sw + g * NR;
       int32_t sq = aqs[r * ng + g];
-      float sa = as[r * ng + g], sw[NR];
-      __builtin_memcpy(sw, pg, sizeof sw);
+      float sa = as[r * ng + g];
       int32_t dot[NR];
-      for (int j = 0; j < NR; j++) dot[j] = -(zq ? zq[j] : 8) * sq;
+      for (int j = 0; j < NR; j++) dot[j] = -(zq ? (int32_t)zq[j] : 8) * sq;
       for (int64_t p = 0; p < P; p++) {
         const uint8_t *b = nib + p * 64;
         for (int c = 0; c < 16; c++) {
@@ -1793,7 +1799,7 @@ typedef struct {
   int failed;
   int32_t *XQZ, *AQZ;            /* w4a8 (aq with int4 weights): per (row, group) code sums; XQ/AQ hold
                                   * signed codes, XQS/AQS the (row, group) scales */
-  const uint8_t *p4_in, *p4_out; /* w4a8: cached panels, or NULL (packed per work item) */
+  const w4src *p4_in, *p4_out;   /* w4a8: the compile-time panels, or NULL (packed per work item) */
   const float *sc_in, *sc_out;   /* symmetric int4 weight-only prefill: cached scale tables, or NULL */
   int kp_in, kp_out;             /* f32: pk_in / pk_out are the compile-time k-panels (the only copy: every row count) */
   int abf;                       /* int8 / int4 weights, bf16 activations (aq = 2): X and A rounded to bf16 and, */
@@ -1808,12 +1814,11 @@ static void phase1(void *arg, int64_t item, int tid) {
   int64_t c0 = cb * NR, nb = j->I - c0 < NR ? j->I - c0 : NR;
   if (j->aq && j->vin.mode == MOEC_WQ_INT4) { /* w4a8: one path for every row count, as w8a8 */
     const wview *v = &j->vin;
-    const uint8_t *Bp = j->p4_in ? j->p4_in + (size_t)(e * j->nb1 + cb) * w4a8_panel_bytes(v) : (const uint8_t *)j->pack[tid];
-    if (!j->p4_in) pack_w4a8_panel(v, e, c0, nb, j->pack[tid]);
+    const w4p Bp = w4a8_panel(v, j->p4_in, e, j->nb1, cb, c0, nb, j->pack[tid]);
     int64_t ld = (j->D / v->G) * g4_of(v->G), ng = j->D / v->G;
     for (int64_t r = 0; r < n; r += W4A8_MR) {
       int m = n - r < W4A8_MR ? (int)(n - r) : W4A8_MR;
-      tile_w4a8(v, (const int8_t *)j->XQ + (r0 + r) * ld, ld, j->XQS + (r0 + r) * ng, j->XQZ + (r0 + r) * ng, m, Bp,
+      tile_w4a8(v, (const int8_t *)j->XQ + (r0 + r) * ld, ld, j->XQS + (r0 + r) * ng, j->XQZ + (r0 + r) * ng, m, &Bp,
                 j->H + (r0 + r) * j->I + c0, j->I, nb);
     }
     return;
@@ -1932,10 +1937,11 @@ static void phase3(void *arg, int64_t item, int tid) {
   float out[(MR > W4A8_MR ? MR : W4A8_MR) * NR];
   const float *Bp = NULL;
   const int8_t *Bi = NULL;
-  const uint8_t *B4 = NULL;
+  w4p B4p;
+  const w4p *B4 = NULL;
   if (j->aq && j->vout.mode == MOEC_WQ_INT4) {
-    B4 = j->p4_out ? j->p4_out + (size_t)(e * j->nb3 + cb) * w4a8_panel_bytes(&j->vout) : (const uint8_t *)j->pack[tid];
-    if (!j->p4_out) pack_w4a8_panel(&j->vout, e, c0, nb, j->pack[tid]);
+    B4p = w4a8_panel(&j->vout, j->p4_out, e, j->nb3, cb, c0, nb, j->pack[tid]);
+    B4 = &B4p;
   } else if (j->aq) {
     Bi = j->pq_out ? j->pq_out + (size_t)(e * j->nb3 + cb) * i8_panel_bytes(j->F) : (const int8_t *)j->pack[tid];
     if (!j->pq_out) pack_i8_panel((const int8_t *)j->vout.w + e * j->D * j->F, j->F, c0, nb, j->pack[tid]);
@@ -2068,6 +2074,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
             b_in ? (const float *)b_in->data : NULL, b_out ? (const float *)b_out->data : NULL, rwd,
             (float *)y->data, p, weights_at, (I + NR - 1) / NR, (D + NR - 1) / NR, {0}, NULL, NULL, NULL, NULL,
             NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {0}, 0};
+  w4src src4[2]; /* (w4a8's compile-time panels, read through j.p4_in / p4_out) */
   if (mode == MOEC_WQ_INT4 && q->aq == 1) { /* w4a8: rows quantised per int4 group (signed codes, sums) */
     j.aq = 1;
     int64_t ng1 = D / vin.G, ng3 = F / vout.G, l1 = ng1 * g4_of(vin.G), l3 = ng3 * g4_of(vout.G);
@@ -2081,8 +2088,10 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     else
       for (int64_t rr = 0; rr < total; rr++)
         quant_row_g(X + rr * D, D, vin.G, (int8_t *)j.XQ + rr * l1, j.XQS + rr * ng1, j.XQZ + rr * ng1);
-    j.p4_in = packed_panels_w4a8(&vin, E);
-    j.p4_out = packed_panels_w4a8(&vout, E);
+    int bad4 = 0;
+    j.p4_in = w4a8_compiled(q->pk_in, q->pks_in, q->pkz_in, &vin, E, &src4[0], &bad4);
+    j.p4_out = w4a8_compiled(q->pk_out, q->pks_out, q->pkz_out, &vout, E, &src4[1], &bad4);
+    if (bad4) j.failed = 3;
   } else if (mode == MOEC_WQ_INT8 && q->aq == 1) {
     j.aq = 1;
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(total * KP4(D)) + 4);
@@ -2164,6 +2173,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   moec_scratch_free(j.XQ); moec_scratch_free(j.AQ); free(j.XQS); free(j.AQS); free(j.XQZ); free(j.AQZ);
   free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A);
   if (j.failed == 2) return moec_fail(ctx, PAIRS_MISMATCH, MOEC_I8PANEL_LAYOUT_VERSION, NR);
+  if (j.failed == 3) return moec_fail(ctx, PAIRS_MISMATCH, MOEC_W4A8_LAYOUT_VERSION, NR);
   if (j.failed) return moec_fail(ctx, "out of memory in the expert GEMMs");
   return 0;
 }
@@ -2190,6 +2200,7 @@ typedef struct {
   float *y;
   float *pack[64], *stab[64];
   const float *scales;      /* kind 2, symmetric int4: cached scale tables, or NULL (built per item) */
+  const w4src *p4;          /* kind 5: the compile-time panels, or NULL (packed per item) */
 } lqjob;
 
 static void lq_task(void *arg, int64_t item, int tid) {
@@ -2203,9 +2214,9 @@ static void lq_task(void *arg, int64_t item, int tid) {
     int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
     const void *panel = NULL;
     const float *st = NULL;
+    w4p p4;
     if (j->kind == 5) {
-      panel = j->panels ? (const void *)((const uint8_t *)j->panels + (size_t)b * w4a8_panel_bytes(v)) : j->pack[tid];
-      if (!j->panels) pack_w4a8_panel(v, 0, c0, nb, j->pack[tid]);
+      p4 = w4a8_panel(v, j->p4, 0, j->nbk, b, c0, nb, j->pack[tid]);
     } else if (j->kind == 3) {
       panel = j->panels ? (const void *)((const int8_t *)j->panels + (size_t)b * i8_panel_bytes(K)) : j->pack[tid];
       if (!j->panels) pack_i8_panel(v->w, K, c0, nb, j->pack[tid]);
@@ -2234,7 +2245,7 @@ static void lq_task(void *arg, int64_t item, int tid) {
       const int64_t ng = K / v->G, ld = ng * g4_of(v->G);
       for (int64_t r = r0; r < r1; r += W4A8_MR) {
         int m = r1 - r < W4A8_MR ? (int)(r1 - r) : W4A8_MR;
-        tile_w4a8(v, (const int8_t *)j->XQ + r * ld, ld, j->XQS + r * ng, j->XQZ + r * ng, m, (const uint8_t *)panel,
+        tile_w4a8(v, (const int8_t *)j->XQ + r * ld, ld, j->XQS + r * ng, j->XQZ + r * ng, m, &p4,
                   j->y + r * N + c0, N, nb);
       }
     } else {
@@ -2286,6 +2297,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   }
   lqjob j;
   memset(&j, 0, sizeof j);
+  w4src src4; /* (w4a8's compile-time panels, read through j.p4) */
   j.v = (wview){mode, w->data, q->s_in ? (const float *)q->s_in->data : NULL,
                 q->z_in ? (const float *)q->z_in->data : NULL, N, K, G};
   j.M = M; j.N = N; j.K = K; j.nbk = (N + NR - 1) / NR;
@@ -2312,7 +2324,9 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     if (!j.XQ || !j.XQS || !j.XQZ) failed = 1;
     else
       for (int64_t r = 0; r < M; r++) quant_row_g(xd + r * K, K, G, (int8_t *)j.XQ + r * ld, j.XQS + r * ng, j.XQZ + r * ng);
-    if (!failed) j.panels = packed_panels_w4a8(&j.v, 1);
+    int bad4 = 0;
+    if (!failed) j.p4 = w4a8_compiled(q->pk_in, q->pks_in, q->pkz_in, &j.v, 1, &src4, &bad4);
+    if (bad4) failed = 3;
   } else if (q->aq == 1 && mode == MOEC_WQ_INT8) {
     j.kind = 3;
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(M * KP4(K)) + 4);
@@ -2399,6 +2413,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   moec_scratch_free(xcopy); moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.XB); moec_scratch_free(j.XQ);
   moec_scratch_free(j.XH); free(j.XQS); free(j.XQZ);
   if (failed == 2) return moec_fail(ctx, PAIRS_MISMATCH, MOEC_I8PANEL_LAYOUT_VERSION, NR);
+  if (failed == 3) return moec_fail(ctx, PAIRS_MISMATCH, MOEC_W4A8_LAYOUT_VERSION, NR);
   if (failed) return moec_fail(ctx, "out of memory in a quantised linear layer");
   return 0;
 }
