@@ -55,6 +55,9 @@ const char *moec_dtype_name(int dtype);
 size_t moec_storage_bytes(int dtype, int64_t numel);
 /* Allocate t (64-byte aligned, zero-filled). Checks rank and size overflow. */
 int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape);
+/* moec_alloc without zeroing the data (for kernels that write every element: a serial memset of each
+ * activation cost 1-2% of a model's prefill) */
+int moec_alloc_uninit(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape);
 /* 64-byte aligned scratch memory; large blocks are retained and reused across calls.  Free only
  * with moec_scratch_free. */
 void *moec_scratch_alloc(size_t bytes);

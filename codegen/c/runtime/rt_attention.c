@@ -191,7 +191,29 @@ static void att_task(void *arg, int64_t item) {
       if (r < nr) {
         vis = nk;
         if (a->causal) { vis = i + shift - j0 + 1; if (vis > nk) vis = nk; if (vis < 0) vis = 0; }
-        if (a->mask) {
+        if (a->mask && a->ms[3] == 1) { /* (the mask's row contiguous over the keys: the same sums, vectorised) */
+          const float *mr = a->mask + b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + j0;
+          const avf vsc = asplat(a->scale);
+          avf vmx = asplat(-INFINITY);
+          avi vnan = {0};
+          int64_t j = 0;
+          for (; j + VL <= vis; j += VL) {
+            const avf x = ald(sr + j) * vsc + ald(mr + j);
+            ast(sr + j, x);
+            vnan |= x != x;
+            const avi gt = x > vmx;
+            vmx = (avf)((gt & (avi)x) | (~gt & (avi)vmx));
+          }
+          for (int c = 0; c < VL; c++) {
+            if (vnan[c]) mx = NAN;
+            if (mx == mx && vmx[c] > mx) mx = vmx[c];
+          }
+          for (; j < vis; j++) {
+            const float x = sr[j] * a->scale + mr[j];
+            sr[j] = x;
+            if (mx == mx && (x > mx || x != x)) mx = x;
+          }
+        } else if (a->mask) {
           for (int64_t j = 0; j < vis; j++) {
             float x = sr[j] * a->scale + a->mask[b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + (j0 + j) * a->ms[3]];
             sr[j] = x;
@@ -322,7 +344,7 @@ int moec_attention_rows(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
     moec_broadcast_strides(mask, 4, sc, a.ms);
     a.mask = mask->data;
   }
-  if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
+  if (moec_alloc_uninit(ctx, y, MOEC_F32, 4, out)) return -1; /* (every row written, 0 where nothing is visible) */
   a.y = y->data;
   /* items <= the element count of q (nqb <= S, D >= 1) or y: fits by the runtime's size invariant */
   /* K transposed once per (batch, kv head) for all the query blocks that read it (per task it was done
@@ -358,7 +380,7 @@ int moec_k_rotary(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *cos_t,
       if (d != 1 && d != want) return moec_fail(ctx, "rotary: cos/sin do not broadcast to x");
     }
   }
-  if (moec_alloc(ctx, y, MOEC_F32, r, x->shape)) return -1;
+  if (moec_alloc_uninit(ctx, y, MOEC_F32, r, x->shape)) return -1; /* (every element written) */
   int64_t sc[MOEC_MAX_RANK], ss[MOEC_MAX_RANK];
   moec_broadcast_strides(cos_t, r, x->shape, sc);
   moec_broadcast_strides(sin_t, r, x->shape, ss);
@@ -371,6 +393,11 @@ int moec_k_rotary(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *cos_t,
     for (int i = 0; i < r - 1; i++) { oc += idx[i] * sc[i]; os += idx[i] * ss[i]; }
     const float *xr = X + row * D;
     float *yr = Y + row * D;
+    if (!interleaved && sc[r - 1] == 1 && ss[r - 1] == 1) { /* (cos/sin rows contiguous: the same sums, vectorised) */
+      const float *cr = C + oc, *sr = Sn + os;
+      for (int64_t j = 0; j < h; j++) yr[j] = xr[j] * cr[j] + -xr[j + h] * sr[j];
+      for (int64_t j = h; j < D; j++) yr[j] = xr[j] * cr[j] + xr[j - h] * sr[j];
+    } else
     for (int64_t j = 0; j < D; j++) {
       float rot;
       if (interleaved) rot = (j & 1) ? xr[j - 1] : -xr[j + 1];

@@ -176,7 +176,14 @@ void *moec_alloc_weights(size_t bytes) {
   return p;
 }
 
+static int alloc_tensor(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape, int zero);
 int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape) {
+  return alloc_tensor(ctx, t, dtype, rank, shape, 1);
+}
+int moec_alloc_uninit(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape) {
+  return alloc_tensor(ctx, t, dtype, rank, shape, 0);
+}
+static int alloc_tensor(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape, int zero) {
   if (moec_dtype_bits(dtype) == 0) return moec_fail(ctx, "bad dtype code %d", dtype);
   int64_t n;
   if (moec_shape_numel(ctx, rank, shape, &n)) return -1;
@@ -192,7 +199,8 @@ int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t
   void *p = moec_scratch_alloc(alloc);
 #endif
   if (!p) return moec_fail(ctx, "out of memory allocating %zu bytes", alloc);
-  memset(p, 0, alloc);
+  if (zero) memset(p, 0, alloc);
+  else if (alloc > bytes) memset((char *)p + bytes, 0, alloc - bytes); /* (the padding past the data stays zero) */
   moec_release(t);
   t->data = p;
   t->rank = rank;

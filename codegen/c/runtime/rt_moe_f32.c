@@ -487,6 +487,31 @@ static void to_pairs(const float *a, int64_t K, uint32_t *out) {
   }
 #endif
 }
+/* rows of f32 -> bf16 pairs of their values rounded to bf16 (round_bf16_row then to_pairs, bit for bit) in one
+ * pass, the rows left as they are */
+static void round_to_pairs(const float *a, int64_t K, uint32_t *out) {
+  int64_t k = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && MOEC_VBYTES >= 64
+  uint16_t *o = (uint16_t *)out;
+  const v16u32 exp = (v16u32){0} + 0x7f800000u, man = (v16u32){0} + 0x007fffffu;
+  for (; k + 16 <= K - (K & 1); k += 16) { /* (an odd K's last value and its zero partner: the loop below) */
+    v16u32 u;
+    __builtin_memcpy(&u, a + k, 64);
+    v16u32 r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    v16u32 special = (v16u32)((u & exp) == exp), nan = special & (v16u32)((u & man) != 0);
+    r = (r & ~special) | (u & special) | (nan & 0x00400000u);
+    v16u16 h = __builtin_convertvector(r >> 16, v16u16);
+    __builtin_memcpy(o + k, &h, 32);
+  }
+#endif
+  for (int64_t p = k / 2; p < (K + 1) / 2; p++) {
+    float x0 = round_bf16f(a[2 * p]), x1 = 2 * p + 1 < K ? round_bf16f(a[2 * p + 1]) : 0.f;
+    uint32_t lo, hi;
+    __builtin_memcpy(&lo, &x0, 4);
+    __builtin_memcpy(&hi, &x1, 4);
+    out[p] = (lo >> 16) | (hi & 0xffff0000u);
+  }
+}
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 /* vdpbf16ps: two 16-lane accumulators per row, 2 FLOP pairs per lane.  Numerics: the products of bf16 values
  * are exact in f32 and summed in f32 (the reference's rounding of x to bf16, then an f32 matmul, up to the
@@ -1026,10 +1051,26 @@ static const int8_t *i8_panels(const moec_tensor *pk, const int8_t *W, int64_t E
  * holds a NaN, so every product with it is NaN, as in the reference (w8a8 rows, w4a8 groups) */
 static inline float scale_127(float amax, int nan) { return nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f; }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 static float span_scale_127(const float *x, int64_t n) {
   float amax = 0.f;
   int nan = 0;
-  for (int64_t k = 0; k < n; k++) {
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  /* 16 lanes (max is exact: the same value as the scalar loop's) */
+  __m512 m = _mm512_setzero_ps();
+  __mmask16 un = 0;
+  for (; k + 16 <= n; k += 16) {
+    __m512 v = _mm512_loadu_ps(x + k);
+    un |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    m = _mm512_max_ps(m, _mm512_abs_ps(v));
+  }
+  amax = _mm512_reduce_max_ps(m);
+  nan = un != 0;
+#endif
+  for (; k < n; k++) {
     float v = fabsf(x[k]);
     amax = v > amax ? v : amax;
     nan |= x[k] != x[k];
@@ -1040,7 +1081,19 @@ static float span_scale_127(const float *x, int64_t n) {
 /* q[0..Kp) = biased int8 codes of a[0..K), *s = the row's scale */
 static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
   float sc = span_scale_127(a, K);
-  for (int64_t k = 0; k < K; k++) {
+  int64_t k = 0;
+#if defined(__AVX512F__)
+  /* 16 lanes, the scalar loop's arithmetic: a correctly rounded division, round half to even, NaN -> 0, clamp */
+  const __m512 vs = _mm512_set1_ps(sc), lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+  for (; k + 16 <= K; k += 16) {
+    __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(a + k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __mmask16 ok = _mm512_cmp_ps_mask(r, r, _CMP_ORD_Q);
+    r = _mm512_maskz_mov_ps(ok, _mm512_min_ps(_mm512_max_ps(r, lo), hi));
+    __m512i c = _mm512_add_epi32(_mm512_cvtps_epi32(r), _mm512_set1_epi32(128));
+    _mm_storeu_si128((__m128i *)(void *)(q + k), _mm512_cvtepi32_epi8(c));
+  }
+#endif
+  for (; k < K; k++) {
     float r = rintf(a[k] / sc);
     r = r > 127.f ? 127.f : (r < -127.f ? -127.f : (r == r ? r : 0.f));
     q[k] = (uint8_t)((int)r + 128);
@@ -2023,6 +2076,56 @@ static void phase3(void *arg, int64_t item, int tid) {
 }
 
 /* Returns 0 on success, 1 if this path does not apply (caller falls back), -1 on error. */
+/* activation rows made ready for a kernel (rounded to bf16 as pairs, quantised to int8, prepared for int4 GEMVs),
+ * LQ_PREP_ROWS rows per item, in parallel when there is enough of it (one thread did it while the others waited:
+ * 10% of w8a8 prefill).  The rows are x's, or, for the experts (slot), built first: row r of x is row
+ * slot[r] / k of src, times rw[slot[r]] when rw, rounded to bf16 when round (written to xg == x). */
+typedef struct {
+  const float *x;
+  int64_t M, K, G, ld;
+  const float *src, *rw;
+  const int64_t *slot;
+  int64_t k;
+  float *xg;
+  int round;
+  float *xr;     /* the rows rounded to bf16 (f32): linear_q's GEMV of bf16 activations */
+  uint8_t *XQ;   /* int8 codes: quant_row_u8 (rows of KP4(K)), or with XQZ per group (quant_row_g, rows of ld) */
+  float *XQS;
+  int32_t *XQZ;
+  uint32_t *XB;  /* the rows rounded to bf16, as pairs */
+  float *XR, *XS; /* prep_x4 (int4 weight-only GEMVs) */
+} lqprep;
+#define LQ_PREP_ROWS 8
+static void lq_prep(void *arg, int64_t b) {
+  const lqprep *p = (const lqprep *)arg;
+  const int64_t K = p->K, r1 = (b + 1) * LQ_PREP_ROWS < p->M ? (b + 1) * LQ_PREP_ROWS : p->M;
+  for (int64_t r = b * LQ_PREP_ROWS; r < r1; r++) {
+    if (p->xg) {
+      const float *src = p->src + (p->slot[r] / p->k) * K;
+      float sc = p->rw ? p->rw[p->slot[r]] : 1.0f, *o = p->xg + r * K;
+      for (int64_t d = 0; d < K; d++) o[d] = src[d] * sc;
+      if (p->round) round_bf16_row(o, K);
+    }
+    const float *a = p->x + r * K;
+    if (p->xr) {
+      memcpy(p->xr + r * K, a, sizeof(float) * (size_t)K);
+      round_bf16_row(p->xr + r * K, K);
+    }
+    if (p->XB) round_to_pairs(a, K, p->XB + r * ((K + 1) / 2));
+    if (p->XQ && p->XQZ) quant_row_g(a, K, p->G, (int8_t *)p->XQ + r * p->ld, p->XQS + r * (K / p->G), p->XQZ + r * (K / p->G));
+    else if (p->XQ) quant_row_u8(a, K, p->XQ + r * KP4(K), p->XQS + r);
+    if (p->XR) prep_x4(a, K, p->G, p->XR + r * K, p->XS + r * (K / p->G));
+  }
+}
+static void lq_prep_run(moec_ctx *ctx, lqprep *p) {
+  const int64_t nb = (p->M + LQ_PREP_ROWS - 1) / LQ_PREP_ROWS;
+  if (p->M * p->K < 32768) {
+    for (int64_t b = 0; b < nb; b++) lq_prep(p, b);
+  } else {
+    moec_parallel_for(ctx, nb, lq_prep, p);
+  }
+}
+
 int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                          const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                          const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
@@ -2069,13 +2172,13 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     for (int64_t i = off[e]; i < off[e + 1]; i++) {
       int64_t s = ord[i];
       if (s < 0) continue;
-      slot[r] = s;
-      const float *src = xd + (s / k) * D;
-      float sc = (rwd && weights_at == 1) ? rwd[s] : 1.0f;
-      for (int64_t d = 0; d < D; d++) X[r * D + d] = src[d] * sc;
-      if (mode == MOEC_WQ_BF16 || (q && q->aq == 2)) round_bf16_row(X + r * D, D);
-      r++;
+      slot[r++] = s;
     }
+  /* the rows gathered (scaled, rounded) and made ready for phase 1 after the set-up below: lq_prep */
+  lqprep prep = {0};
+  prep.x = X, prep.xg = X, prep.M = total, prep.K = D, prep.src = xd, prep.slot = slot, prep.k = k;
+  prep.rw = rwd && weights_at == 1 ? rwd : NULL;
+  prep.round = mode == MOEC_WQ_BF16 || (q && q->aq == 2);
   int64_t yshape[3] = {T, k, D};
   if (moec_alloc(ctx, y, MOEC_F32, 3, yshape)) { free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A); return -1; }
   int64_t G = mode == MOEC_WQ_INT4 && q->group ? q->group : 0;
@@ -2099,8 +2202,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.AQZ = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total * ng3 + 1));
     if (!j.XQ || !j.AQ || !j.XQS || !j.AQS || !j.XQZ || !j.AQZ) j.failed = 1;
     else
-      for (int64_t rr = 0; rr < total; rr++)
-        quant_row_g(X + rr * D, D, vin.G, (int8_t *)j.XQ + rr * l1, j.XQS + rr * ng1, j.XQZ + rr * ng1);
+      prep.XQ = j.XQ, prep.XQS = j.XQS, prep.XQZ = j.XQZ, prep.G = vin.G, prep.ld = l1;
     int bad4 = 0;
     j.p4_in = w4a8_compiled(q->pk_in, q->pks_in, q->pkz_in, &vin, E, &src4[0], &bad4);
     j.p4_out = w4a8_compiled(q->pk_out, q->pks_out, q->pkz_out, &vout, E, &src4[1], &bad4);
@@ -2113,7 +2215,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.AQS = (float *)malloc(sizeof(float) * (size_t)(total + 1));
     if (!j.XQ || !j.AQ || !j.XQS || !j.AQS) j.failed = 1;
     else
-      for (int64_t rr = 0; rr < total; rr++) quant_row_u8(X + rr * D, D, j.XQ + rr * KP4(D), j.XQS + rr);
+      prep.XQ = j.XQ, prep.XQS = j.XQS;
     int bad8 = 0;
     j.pq_in = i8_panels(q->pk_in, (const int8_t *)w_in->data, E, I, D, &bad8);
     j.pq_out = i8_panels(q->pk_out, (const int8_t *)w_out->data, E, D, F, &bad8);
@@ -2127,7 +2229,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.AB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * P3 + 1));
     if (!j.XB || !j.AB) j.failed = 1;
     else
-      for (int64_t rr = 0; rr < total; rr++) to_pairs(X + rr * D, D, j.XB + rr * P1);
+      prep.XB = j.XB;
   }
   if (mode == MOEC_WQ_INT4 && !j.aq) {
     j.XR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)((total * D + 16 + 15) / 16 * 16));
@@ -2136,7 +2238,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.AS = (float *)malloc(sizeof(float) * (size_t)(total * (F / vout.G) + 1));
     if (!j.XR || !j.XS || !j.AR || !j.AS) j.failed = 1;
     else
-      for (int64_t rr = 0; rr < total; rr++) prep_x4(X + rr * D, D, vin.G, j.XR + rr * D, j.XS + rr * (D / vin.G));
+      prep.XR = j.XR, prep.XS = j.XS, prep.G = vin.G;
   }
   if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && !(q && q->aq == 1) && maxn > GEMV_ROWS) {
     j.pw_in = (const uint8_t *)packed_panels_wq(&vin, E);
@@ -2149,7 +2251,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       j.AH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(total * ((F + 1) / 2) + 1));
       if (!j.XH || !j.AH) j.failed = 1;
       else
-        for (int64_t rr = 0; rr < total; rr++) to_pairs(X + rr * D, D, j.XH + rr * ((D + 1) / 2));
+        prep.XB = j.XH;
     }
   }
   if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && q->aq == 2) j.abf = 1; /* (A rounded at every row count) */
@@ -2177,6 +2279,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       if (!j.stab[t]) j.failed = 1;
     }
   }
+  if (!j.failed) lq_prep_run(ctx, &prep);
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb1, phase1, &j);
   if (!j.failed) moec_parallel_for(ctx, total, phase2, &j);
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
@@ -2320,11 +2423,12 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   float *xcopy = NULL;
   int failed = 0;
   const int abf = q->aq == 2 && (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4); /* bf16 activations */
-  if (mode == MOEC_WQ_BF16 || abf) { /* the bf16 dot products take x rounded to bf16 */
+  lqprep prep = {0};
+  prep.x = xd, prep.M = M, prep.K = K, prep.G = G;
+  if (abf && M <= GEMV_ROWS) { /* the GEMV of bf16 activations takes x rounded to bf16 (the others: pairs) */
     xcopy = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(M * K + 16));
     if (!xcopy) return moec_fail(ctx, "out of memory");
-    memcpy(xcopy, xd, sizeof(float) * (size_t)(M * K));
-    round_bf16_row(xcopy, M * K);
+    prep.xr = xcopy;
     xd = xcopy;
   }
   j.X = xd;
@@ -2336,7 +2440,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     j.XQZ = (int32_t *)malloc(sizeof(int32_t) * (size_t)(M * ng + 1));
     if (!j.XQ || !j.XQS || !j.XQZ) failed = 1;
     else
-      for (int64_t r = 0; r < M; r++) quant_row_g(xd + r * K, K, G, (int8_t *)j.XQ + r * ld, j.XQS + r * ng, j.XQZ + r * ng);
+      prep.XQ = j.XQ, prep.XQS = j.XQS, prep.XQZ = j.XQZ, prep.ld = ld;
     int bad4 = 0;
     if (!failed) j.p4 = w4a8_compiled(q->pk_in, q->pks_in, q->pkz_in, &j.v, 1, &src4, &bad4);
     if (bad4) failed = 3;
@@ -2346,7 +2450,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     j.XQS = (float *)malloc(sizeof(float) * (size_t)(M + 1));
     if (!j.XQ || !j.XQS) failed = 1;
     else
-      for (int64_t r = 0; r < M; r++) quant_row_u8(xd + r * K, K, j.XQ + r * KP4(K), j.XQS + r);
+      prep.XQ = j.XQ, prep.XQS = j.XQS;
     int bad8 = 0;
     if (!failed) j.panels = i8_panels(q->pk_in, (const int8_t *)w->data, 1, N, K, &bad8);
     if (bad8) failed = 2;
@@ -2361,7 +2465,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     j.XB = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * P + 1));
     if (!j.XB) failed = 1;
     else
-      for (int64_t r = 0; r < M; r++) to_pairs(xd + r * K, K, j.XB + r * P);
+      prep.XB = j.XB;
   }
   else if (M <= GEMV_ROWS) {
     j.kind = 0;
@@ -2380,9 +2484,10 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
       j.XH = (uint32_t *)moec_scratch_alloc(sizeof(uint32_t) * (size_t)(M * ((K + 1) / 2) + 1));
       if (!j.XH) failed = 1;
       else
-        for (int64_t r = 0; r < M; r++) to_pairs(xd + r * K, K, j.XH + r * ((K + 1) / 2));
+        prep.XB = j.XH;
     }
   }
+  if (!failed && (prep.xr || prep.XB || prep.XQ)) lq_prep_run(ctx, &prep);
   /* rows per item: all of them at decode; else a block whose f32 rows stay in L2 (~256 KiB) */
   const int64_t rstep = j.kind == 5 ? W4A8_MR : MR; /* (w4a8's rows are int8 codes: 4x as many fit) */
   int64_t rb = j.kind == 0 ? M : (j.kind == 5 ? 262144 / K : j.kind == 6 ? 131072 / K : 65536 / K) / rstep * rstep;

@@ -57,6 +57,43 @@ int moec_k_layer_norm(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *sc
   return 0;
 }
 
+/* f32 RMS norm with a full scale: RMS_ROWS rows per item, their sums of squares interleaved (each row's sum in
+ * its own order, a chain of dependent double adds that one row alone leaves latency-bound), rows in parallel */
+typedef struct {
+  const float *x, *sc;
+  float *y;
+  int64_t N, rows;
+  double eps;
+} rms_job;
+#define RMS_ROWS 4
+static void rms_rows(void *arg, int64_t b) {
+  const rms_job *jb = (const rms_job *)arg;
+  const int64_t N = jb->N, r0 = b * RMS_ROWS, n = jb->rows - r0 < RMS_ROWS ? jb->rows - r0 : RMS_ROWS;
+  double s[RMS_ROWS] = {0}, inv[RMS_ROWS];
+  const float *x = jb->x + r0 * N;
+  if (n == RMS_ROWS) {
+    const float *x0 = x, *x1 = x0 + N, *x2 = x1 + N, *x3 = x2 + N;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int64_t j = 0; j < N; j++) {
+      s0 += (double)x0[j] * (double)x0[j];
+      s1 += (double)x1[j] * (double)x1[j];
+      s2 += (double)x2[j] * (double)x2[j];
+      s3 += (double)x3[j] * (double)x3[j];
+    }
+    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+  } else {
+    for (int64_t r = 0; r < n; r++)
+      for (int64_t j = 0; j < N; j++) s[r] += (double)x[r * N + j] * (double)x[r * N + j];
+  }
+  for (int64_t r = 0; r < n; r++) inv[r] = 1.0 / sqrt(s[r] / (double)N + jb->eps);
+  for (int64_t r = 0; r < n; r++) {
+    const float *xr = x + r * N, *sc = jb->sc;
+    float *yr = jb->y + (r0 + r) * N;
+    const double v = inv[r];
+    for (int64_t j = 0; j < N; j++) yr[j] = (float)((double)xr[j] * v * (double)sc[j]);
+  }
+}
+
 int moec_k_rms_norm(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *scale, int64_t axis, double eps,
                     moec_tensor *y) {
   int64_t a;
@@ -64,21 +101,17 @@ int moec_k_rms_norm(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *scal
   int br = x->rank - (int)a;
   int64_t ss[MOEC_MAX_RANK];
   if (block_strides(ctx, x, a, scale, ss, "scale")) return -1;
-  if (moec_alloc(ctx, y, x->dtype, x->rank, x->shape)) return -1;
+  if ((moec_dtype_bits(x->dtype) < 8 ? moec_alloc : moec_alloc_uninit)(ctx, y, x->dtype, x->rank, x->shape)) return -1;
   int64_t N = moec_dims_prod(x->shape, (int)a, x->rank);
   int64_t rows = N ? x->numel / N : 0;
   if (x->dtype == MOEC_F32 && scale->dtype == MOEC_F32 && scale->numel == N) {
     /* f32 with a full scale (a decoder's norms): the same double arithmetic as below, without the per-element
      * type switch and index walk (which took ~5% of a 2-layer model's prefill) */
-    const float *xd = (const float *)x->data, *sc = (const float *)scale->data;
-    float *yd = (float *)y->data;
-    for (int64_t r = 0; r < rows; r++) {
-      const float *xr = xd + r * N;
-      double s = 0;
-      for (int64_t j = 0; j < N; j++) s += (double)xr[j] * (double)xr[j];
-      double inv = 1.0 / sqrt(s / (double)N + eps);
-      for (int64_t j = 0; j < N; j++) yd[r * N + j] = (float)((double)xr[j] * inv * (double)sc[j]);
-    }
+    rms_job jb = {(const float *)x->data, (const float *)scale->data, (float *)y->data, N, rows, eps};
+    const int64_t nb = (rows + RMS_ROWS - 1) / RMS_ROWS;
+    if (rows * N >= 65536) moec_parallel_for(ctx, nb, rms_rows, &jb);
+    else
+      for (int64_t b = 0; b < nb; b++) rms_rows(&jb, b);
     return 0;
   }
   for (int64_t r = 0; r < rows; r++) {
