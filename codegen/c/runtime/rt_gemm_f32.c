@@ -135,8 +135,97 @@ static inline __attribute__((always_inline)) void sg_tile(const int m, const moe
   }
 }
 
+#if GVL == 8 && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+/* AVX2 + FMA (an AVX2 build, no AVX-512): the same tile (6 rows x 16 columns: 12 ymm accumulators, two
+ * B vectors and a broadcast of A, 15 of the 16 registers) written with intrinsics.  The generic-vector
+ * sg_tile above compiles on AVX2 to accumulators kept in memory (GCC 12 moved each 32-byte memcpy through
+ * two xmm halves on the stack and gave up keeping the tile in registers): 3-12 GFLOP/s a core on an
+ * AVX-512 host running the AVX2 build, where this reaches OpenBLAS's Haswell kernel
+ * (benchmarks/bench_avx2_kernels.py).  K unrolled by 2 only: unrolled by 4, GCC's register allocation spilled
+ * two accumulators of the 6-row tile to the stack (75 against 105 GFLOP/s); software prefetch of B gained
+ * nothing (the panel is read in order) and cost 20% at one row.  Up to 6 rows the FMAs run in k order per
+ * accumulator, as sg_tile's; 1 to 3 rows sum even and odd k apart (4 to 12 chains instead of 2 to 6: the
+ * FMA latency bounds a 1-row tile otherwise). */
+static inline __attribute__((always_inline)) void sg_tile_avx2(const int m, const moec_sgemm *g, const float *Ap,
+                                                               const float *B, int64_t ldb, int64_t kn, float *C,
+                                                               int nb, int first, int last, int64_t row, int64_t col) {
+  const int64_t ldc = g->ldc;
+  __m256 c0[GMR], c1[GMR];
+#pragma GCC unroll 8
+  for (int r = 0; r < m; r++) {
+    if (first) {
+      c0[r] = c1[r] = _mm256_setzero_ps();
+    } else if (nb == GNR) {
+      c0[r] = _mm256_loadu_ps(C + r * ldc);
+      c1[r] = _mm256_loadu_ps(C + r * ldc + 8);
+    } else {
+      float t[GNR] = {0};
+      for (int j = 0; j < nb; j++) t[j] = C[r * ldc + j];
+      c0[r] = _mm256_loadu_ps(t);
+      c1[r] = _mm256_loadu_ps(t + 8);
+    }
+  }
+  /* one to three rows: even and odd k in two accumulator sets (4 to 12 chains of FMAs instead of 2 to 6) */
+  const int split = m <= 3;
+  __m256 d0[3], d1[3];
+#pragma GCC unroll 3
+  for (int r = 0; r < 3; r++) d0[r] = d1[r] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 2 <= kn; k += 2) {
+#pragma GCC unroll 2
+    for (int u = 0; u < 2; u++) {
+      const float *b = B + (k + u) * ldb, *a = Ap + (k + u) * GMR;
+      const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 8
+      for (int r = 0; r < m; r++) {
+        const __m256 x = _mm256_broadcast_ss(a + r);
+        if (split && (u & 1)) {
+          d0[r] = _mm256_fmadd_ps(x, b0, d0[r]);
+          d1[r] = _mm256_fmadd_ps(x, b1, d1[r]);
+        } else {
+          c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+          c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+        }
+      }
+    }
+  }
+  if (split)
+#pragma GCC unroll 3
+    for (int r = 0; r < m; r++) {
+      c0[r] = _mm256_add_ps(c0[r], d0[r]);
+      c1[r] = _mm256_add_ps(c1[r], d1[r]);
+    }
+  for (; k < kn; k++) {
+    const float *b = B + k * ldb, *a = Ap + k * GMR;
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < m; r++) {
+      const __m256 x = _mm256_broadcast_ss(a + r);
+      c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < m; r++) {
+    if (nb == GNR && (!last || (g->alpha == 1.0f && !g->c && !g->act))) {
+      _mm256_storeu_ps(C + r * ldc, c0[r]);
+      _mm256_storeu_ps(C + r * ldc + 8, c1[r]);
+    } else {
+      float t[GNR];
+      _mm256_storeu_ps(t, c0[r]);
+      _mm256_storeu_ps(t + 8, c1[r]);
+      sg_store_row(g, C + r * ldc, t, nb, row + r, col, last);
+    }
+  }
+}
+#define SG_TILE sg_tile_avx2
+#else
+#define SG_TILE sg_tile
+#endif
+
 #define SG_CASE(M_) \
-  case M_: sg_tile(M_, g, Ap, B, ldb, kn, C, nb, first, last, row, col); break;
+  case M_: SG_TILE(M_, g, Ap, B, ldb, kn, C, nb, first, last, row, col); break;
 
 static void sg_tile_m(int m, const moec_sgemm *g, const float *Ap, const float *B, int64_t ldb, int64_t kn, float *C,
                       int nb, int first, int last, int64_t row, int64_t col) {

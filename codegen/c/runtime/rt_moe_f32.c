@@ -51,9 +51,157 @@ static void pack_b(const float *W, int64_t K, int64_t n0, int64_t nb, float *Bp)
   }
 }
 
+#if MOEC_VBYTES == 32 && defined(__AVX2__) && defined(__FMA__)
+/* AVX2 + FMA builds (no AVX-512): tile / tile_dec / gemv_block below are written with intrinsics.  GCC 12
+ * kept the generic-vector versions' 8-lane accumulators in memory on AVX2 (each 32-byte memcpy moved
+ * through two xmm halves on the stack): 2-20 GFLOP/s a core, against 40-110 with these (an AVX-512 host
+ * running the AVX2 build; benchmarks/bench_avx2_kernels.py).  Same panels (k-major, NR = 32 columns). */
+#include <immintrin.h>
+#define F32_AVX2 1
+static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+/* MX (<= MR = 4) rows x 32 columns as two 4 x 16 halves: 8 ymm accumulators, two B vectors and a broadcast
+ * per k (the 4 x 32 tile's 16 accumulators do not fit AVX2's 16 registers); each half reads its 64 bytes of
+ * every k row of the panel, K unrolled by 4.  Per accumulator the FMAs run in k order, as tile()'s. */
+static inline __attribute__((always_inline)) void tile_avx2_mx(const int MX, const float *A, int64_t lda,
+                                                               const float *Bp, int64_t K, float *C, int64_t ldc,
+                                                               int64_t nb) {
+  for (int h = 0; h < NR / 16 && h * 16 < nb; h++) {
+    const float *bp = Bp + h * 16;
+    __m256 c0[MR], c1[MR];
+#pragma GCC unroll 4
+    for (int r = 0; r < MX; r++) c0[r] = c1[r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; u++) {
+        const __m256 b0 = _mm256_loadu_ps(bp + (k + u) * NR), b1 = _mm256_loadu_ps(bp + (k + u) * NR + 8);
+#pragma GCC unroll 4
+        for (int r = 0; r < MX; r++) {
+          const __m256 x = _mm256_broadcast_ss(A + r * lda + k + u);
+          c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+          c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+        }
+      }
+    }
+    for (; k < K; k++) {
+      const __m256 b0 = _mm256_loadu_ps(bp + k * NR), b1 = _mm256_loadu_ps(bp + k * NR + 8);
+#pragma GCC unroll 4
+      for (int r = 0; r < MX; r++) {
+        const __m256 x = _mm256_broadcast_ss(A + r * lda + k);
+        c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+        c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+      }
+    }
+    const int64_t w = nb - h * 16 < 16 ? nb - h * 16 : 16;
+#pragma GCC unroll 4
+    for (int r = 0; r < MX; r++) {
+      float *c = C + r * ldc + h * 16;
+      if (w == 16) {
+        _mm256_storeu_ps(c, c0[r]);
+        _mm256_storeu_ps(c + 8, c1[r]);
+      } else {
+        float t[16];
+        _mm256_storeu_ps(t, c0[r]);
+        _mm256_storeu_ps(t + 8, c1[r]);
+        for (int64_t j = 0; j < w; j++) c[j] = t[j];
+      }
+    }
+  }
+}
+/* decode on the compile-time panels: MX = 1 or 2 rows x 32 columns (4 ymm per row); one row keeps even and
+ * odd k apart (8 chains), two rows have 8 already.  The panel streams once (software prefetch 8 rows
+ * ahead cost a third of the bandwidth at one row: the hardware's stream prefetch does it). */
+static inline __attribute__((always_inline)) void tile_dec_avx2_mx(const int MX, const float *A, int64_t lda,
+                                                                   const float *Bp, int64_t K, float *C,
+                                                                   int64_t ldc, int64_t nb) {
+  __m256 acc[2][4], acd[4];
+#pragma GCC unroll 4
+  for (int v = 0; v < 4; v++) acc[0][v] = acc[1][v] = acd[v] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 2 <= K; k += 2) {
+    const float *b = Bp + k * NR;
+#pragma GCC unroll 2
+    for (int r = 0; r < MX; r++) {
+      const __m256 x = _mm256_broadcast_ss(A + r * lda + k), y = _mm256_broadcast_ss(A + r * lda + k + 1);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++) {
+        acc[r][v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 8 * v), acc[r][v]);
+        if (MX == 1) acd[v] = _mm256_fmadd_ps(y, _mm256_loadu_ps(b + NR + 8 * v), acd[v]);
+        else acc[r][v] = _mm256_fmadd_ps(y, _mm256_loadu_ps(b + NR + 8 * v), acc[r][v]);
+      }
+    }
+  }
+  for (; k < K; k++)
+#pragma GCC unroll 2
+    for (int r = 0; r < MX; r++) {
+      const __m256 x = _mm256_broadcast_ss(A + r * lda + k);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++) acc[r][v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(Bp + k * NR + 8 * v), acc[r][v]);
+    }
+#pragma GCC unroll 2
+  for (int r = 0; r < MX; r++) {
+    float t[NR];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) _mm256_storeu_ps(t + 8 * v, MX == 1 ? _mm256_add_ps(acc[r][v], acd[v]) : acc[r][v]);
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = t[j];
+  }
+}
+/* out[r * ldo + c] = dot(X[r], W[c]) for R (1 or 2) rows of X and CW (4 or 1) weight rows: every weight vector
+ * loaded once for both rows; one row keeps two accumulators per weight row (8 chains with CW = 4). */
+static inline __attribute__((always_inline)) void gemv_avx2_blk(const int R, const int CW, const float *X, int64_t ldx,
+                                                                const float *W, int64_t K, float *out, int64_t ldo) {
+  enum { U = 2 };
+  __m256 acc[2][4][U];
+#pragma GCC unroll 2
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < CW; c++) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+  int64_t k = 0;
+  if (R == 1)
+    for (; k + 16 <= K; k += 16)
+#pragma GCC unroll 2
+      for (int u = 0; u < 2; u++) {
+        const __m256 x = _mm256_loadu_ps(X + k + 8 * u);
+#pragma GCC unroll 4
+        for (int c = 0; c < CW; c++) acc[0][c][u] = _mm256_fmadd_ps(x, _mm256_loadu_ps(W + c * K + k + 8 * u), acc[0][c][u]);
+      }
+  for (; k + 8 <= K; k += 8) {
+    __m256 x[2];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++) x[r] = _mm256_loadu_ps(X + r * ldx + k);
+#pragma GCC unroll 4
+    for (int c = 0; c < CW; c++) {
+      const __m256 w = _mm256_loadu_ps(W + c * K + k);
+#pragma GCC unroll 2
+      for (int r = 0; r < R; r++) acc[r][c][0] = _mm256_fmadd_ps(x[r], w, acc[r][c][0]);
+    }
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int c = 0; c < CW; c++) {
+      float s = hsum8(_mm256_add_ps(acc[r][c][0], acc[r][c][1]));
+      for (int64_t i = k; i < K; i++) s += X[r * ldx + i] * W[c * K + i];
+      out[r * ldo + c] = s;
+    }
+}
+#endif
+
 /* C[r][0..nb) = sum_k A[r][k] * Bp[k][0..nb) for r < m (m <= MR).  The loops over the tile are
  * fully unrolled so the MR x NV accumulators live in registers. */
 static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K, float *C, int64_t ldc, int64_t nb) {
+#ifdef F32_AVX2
+  switch (m) {
+    case 1: tile_avx2_mx(1, A, lda, Bp, K, C, ldc, nb); return;
+    case 2: tile_avx2_mx(2, A, lda, Bp, K, C, ldc, nb); return;
+    case 3: tile_avx2_mx(3, A, lda, Bp, K, C, ldc, nb); return;
+    default: tile_avx2_mx(MR, A, lda, Bp, K, C, ldc, nb); return;
+  }
+#endif
   vf acc[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++)
@@ -134,6 +282,11 @@ static inline __attribute__((always_inline)) void tile_dec_mx(const int MX, cons
   }
 }
 static void tile_dec(const float *A, int64_t lda, int m, const float *Bp, int64_t K, float *C, int64_t ldc, int64_t nb) {
+#ifdef F32_AVX2
+  if (m == 1) tile_dec_avx2_mx(1, A, lda, Bp, K, C, ldc, nb);
+  else tile_dec_avx2_mx(2, A, lda, Bp, K, C, ldc, nb);
+  return;
+#endif
   if (m == 1) tile_dec_mx(1, A, lda, m, Bp, K, C, ldc, nb);
   else tile_dec_mx(2, A, lda, m, Bp, K, C, ldc, nb);
 }
@@ -201,6 +354,21 @@ static inline float dot(const float *a, const float *b, int64_t n) {
  * (independent accumulators, each x vector reused four times); bandwidth bound by design. */
 static void gemv_block(const float *X, int64_t ldx, int64_t n, const float *W, int64_t K, int64_t nb, float *out,
                        int64_t ldo) {
+#ifdef F32_AVX2
+  for (int64_t r = 0; r < n; r += 2) {
+    const int two = n - r >= 2;
+    int64_t c = 0;
+    for (; c + 4 <= nb; c += 4) {
+      if (two) gemv_avx2_blk(2, 4, X + r * ldx, ldx, W + c * K, K, out + r * ldo + c, ldo);
+      else gemv_avx2_blk(1, 4, X + r * ldx, ldx, W + c * K, K, out + r * ldo + c, ldo);
+    }
+    for (; c < nb; c++) {
+      if (two) gemv_avx2_blk(2, 1, X + r * ldx, ldx, W + c * K, K, out + r * ldo + c, ldo);
+      else gemv_avx2_blk(1, 1, X + r * ldx, ldx, W + c * K, K, out + r * ldo + c, ldo);
+    }
+  }
+  return;
+#endif
   int64_t c = 0;
   for (; c + 4 <= nb; c += 4) {
     const float *w0 = W + c * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
