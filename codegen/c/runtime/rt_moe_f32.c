@@ -2150,6 +2150,10 @@ static void phase2(void *arg, int64_t row) {
   } else {
     memcpy(a, h, sizeof(float) * (size_t)j->F);
   }
+  if (j->AB && !j->abf && !j->AH && !j->AR && !j->aq) { /* bf16: phase 3 reads the pairs only (one pass) */
+    round_to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
+    return;
+  }
   if (j->vout.mode == MOEC_WQ_BF16 || j->abf) round_bf16_row(a, j->F);
   if (j->AB) to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
   if (j->AH) to_pairs(a, j->F, j->AH + row * ((j->F + 1) / 2));

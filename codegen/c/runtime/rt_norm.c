@@ -58,39 +58,56 @@ int moec_k_layer_norm(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *sc
 }
 
 /* f32 RMS norm with a full scale: RMS_ROWS rows per item, their sums of squares interleaved (each row's sum in
- * its own order, a chain of dependent double adds that one row alone leaves latency-bound), rows in parallel */
+ * its own order, a chain of dependent double adds that one row alone leaves latency-bound), rows in parallel;
+ * the outputs x * inv * w in double on vectors (the same two roundings of each product, then one to f32) */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 typedef struct {
   const float *x, *sc;
   float *y;
   int64_t N, rows;
   double eps;
 } rms_job;
-#define RMS_ROWS 4
+#define RMS_ROWS 8
 static void rms_rows(void *arg, int64_t b) {
   const rms_job *jb = (const rms_job *)arg;
   const int64_t N = jb->N, r0 = b * RMS_ROWS, n = jb->rows - r0 < RMS_ROWS ? jb->rows - r0 : RMS_ROWS;
-  double s[RMS_ROWS] = {0}, inv[RMS_ROWS];
+  double s[RMS_ROWS] = {0};
   const float *x = jb->x + r0 * N;
   if (n == RMS_ROWS) {
-    const float *x0 = x, *x1 = x0 + N, *x2 = x1 + N, *x3 = x2 + N;
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const float *x0 = x, *x1 = x0 + N, *x2 = x1 + N, *x3 = x2 + N, *x4 = x3 + N, *x5 = x4 + N, *x6 = x5 + N,
+                *x7 = x6 + N;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
     for (int64_t j = 0; j < N; j++) {
       s0 += (double)x0[j] * (double)x0[j];
       s1 += (double)x1[j] * (double)x1[j];
       s2 += (double)x2[j] * (double)x2[j];
       s3 += (double)x3[j] * (double)x3[j];
+      s4 += (double)x4[j] * (double)x4[j];
+      s5 += (double)x5[j] * (double)x5[j];
+      s6 += (double)x6[j] * (double)x6[j];
+      s7 += (double)x7[j] * (double)x7[j];
     }
-    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3, s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
   } else {
     for (int64_t r = 0; r < n; r++)
       for (int64_t j = 0; j < N; j++) s[r] += (double)x[r * N + j] * (double)x[r * N + j];
   }
-  for (int64_t r = 0; r < n; r++) inv[r] = 1.0 / sqrt(s[r] / (double)N + jb->eps);
   for (int64_t r = 0; r < n; r++) {
     const float *xr = x + r * N, *sc = jb->sc;
     float *yr = jb->y + (r0 + r) * N;
-    const double v = inv[r];
-    for (int64_t j = 0; j < N; j++) yr[j] = (float)((double)xr[j] * v * (double)sc[j]);
+    const double v = 1.0 / sqrt(s[r] / (double)N + jb->eps);
+    int64_t j = 0;
+#if defined(__AVX512F__)
+    const __m512d vv = _mm512_set1_pd(v);
+    for (; j + 8 <= N; j += 8) {
+      __m512d p = _mm512_mul_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(xr + j)), vv),
+                                _mm512_cvtps_pd(_mm256_loadu_ps(sc + j)));
+      _mm256_storeu_ps(yr + j, _mm512_cvtpd_ps(p));
+    }
+#endif
+    for (; j < N; j++) yr[j] = (float)((double)xr[j] * v * (double)sc[j]);
   }
 }
 
