@@ -106,15 +106,33 @@ static void inner_f32(int op, const float *restrict a, int64_t sa, const float *
  * switch (an attention mask's [T, T] comparisons and ands: ~1% of a model's prefill); ops that cannot fail */
 static void inner_i64(int op, const int64_t *a, int64_t sa, const int64_t *b, int64_t sb, void *o, int64_t n,
                       int cmp) {
+  uint8_t *ob = (uint8_t *)o;
+  int64_t *oi = (int64_t *)o;
+  /* (the common ops with the switch hoisted out of the loop; the rest through bin_i) */
+#define I64_LOOP(OUT, EXPR) for (int64_t i = 0; i < n; i++) { const int64_t x = a[i * sa], y = b[i * sb]; OUT[i] = (EXPR); }
+  switch (op) {
+    case MOEC_BIN_EQ: I64_LOOP(ob, x == y); return;
+    case MOEC_BIN_LT: I64_LOOP(ob, x < y); return;
+    case MOEC_BIN_LE: I64_LOOP(ob, x <= y); return;
+    case MOEC_BIN_GT: I64_LOOP(ob, x > y); return;
+    case MOEC_BIN_GE: I64_LOOP(ob, x >= y); return;
+    case MOEC_BIN_ADD: I64_LOOP(oi, (int64_t)((uint64_t)x + (uint64_t)y)); return;
+    case MOEC_BIN_SUB: I64_LOOP(oi, (int64_t)((uint64_t)x - (uint64_t)y)); return;
+    default: break;
+  }
+#undef I64_LOOP
   int64_t r;
   if (cmp)
-    for (int64_t i = 0; i < n; i++) { bin_i(op, a[i * sa], b[i * sb], &r); ((uint8_t *)o)[i] = r != 0; }
+    for (int64_t i = 0; i < n; i++) { bin_i(op, a[i * sa], b[i * sb], &r); ob[i] = r != 0; }
   else
-    for (int64_t i = 0; i < n; i++) bin_i(op, a[i * sa], b[i * sb], (int64_t *)o + i);
+    for (int64_t i = 0; i < n; i++) bin_i(op, a[i * sa], b[i * sb], oi + i);
 }
 static void inner_bool(int op, const uint8_t *a, int64_t sa, const uint8_t *b, int64_t sb, uint8_t *o, int64_t n) {
   int64_t r;
-  for (int64_t i = 0; i < n; i++) { bin_i(op, a[i * sa], b[i * sb], &r); o[i] = r != 0; }
+  if (op == MOEC_BIN_AND)
+    for (int64_t i = 0; i < n; i++) o[i] = a[i * sa] && b[i * sb];
+  else
+    for (int64_t i = 0; i < n; i++) { bin_i(op, a[i * sa], b[i * sb], &r); o[i] = r != 0; }
 }
 
 typedef struct {
