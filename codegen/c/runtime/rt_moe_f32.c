@@ -2644,9 +2644,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     if (mode == MOEC_WQ_INT4) {
       j.XR = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(M * K + 16));
       j.XS = (float *)malloc(sizeof(float) * (size_t)(M * (K / G) + 1));
-      if (!j.XR || !j.XS) failed = 1;
-      else
-        for (int64_t r = 0; r < M; r++) prep_x4(xd + r * K, K, G, j.XR + r * K, j.XS + r * (K / G));
+      if (!j.XR || !j.XS) failed = 1; /* (the rows prepared after lq_prep_run: xd may be its bf16 copy) */
     }
   } else if (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) {
     j.kind = abf ? 6 : 2;
@@ -2660,6 +2658,8 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     }
   }
   if (!failed && (prep.xr || prep.XB || prep.XQ)) lq_prep_run(ctx, &prep);
+  if (!failed && j.kind == 0 && mode == MOEC_WQ_INT4) /* int4 GEMV rows, from x or its rounded copy (filled above) */
+    for (int64_t r = 0; r < M; r++) prep_x4(xd + r * K, K, G, j.XR + r * K, j.XS + r * (K / G));
   /* rows per item: all of them at decode; else a block whose f32 rows stay in L2 (~256 KiB) */
   const int64_t rstep = j.kind == 5 ? W4A8_MR : MR; /* (w4a8's rows are int8 codes: 4x as many fit) */
   int64_t rb = j.kind == 0 ? M : (j.kind == 5 ? 262144 / K : j.kind == 6 ? 131072 / K : 65536 / K) / rstep * rstep;
