@@ -567,15 +567,23 @@ class RecognizeDecoder(Pass):
 
     def _rewrite_kv_step(self, m: Module, f: Function, o: Operation, c, n, pos_args, scale) -> bool:
         out_t = o.result.type
-        dyn = [i for i, d in enumerate(out_t.shape) if not isinstance(d, int)]
-        if len(dyn) > 1:
-            return False
         ins = [c["q"], c["k"], c["v"], n["k"], n["v"]]
         syms = []
         for a in f.args:
             for d in a.type.shape:
                 if isinstance(d, str) and d not in syms:
                     syms.append(d)
+        # the sum's shape at two token counts: the one dim that follows them becomes the view's -1 (the
+        # others are constants, whatever the types say: an export may lose a static head count)
+        try:
+            sh = [np.shape(evaluate(m, f, [o.result], _probe_feeds(f, {d: S for d in syms}))[0]) for S in (3, 2)]
+        except Exception:  # noqa: BLE001 - the probe does not run: no proof
+            return False
+        moving = [i for i, (x, y) in enumerate(zip(*sh)) if x != y]
+        if len(sh[0]) != out_t.rank or len(sh[0]) != len(sh[1]) or len(moving) > 1 \
+                or any(isinstance(d, int) and d != x for d, x in zip(out_t.shape, sh[0])):
+            return False
+        view_shape = [-1 if i in moving else int(x) for i, x in enumerate(sh[0])]
         r = np.random.default_rng(13)
         for pos in pos_args:
             shapes = None
@@ -625,8 +633,7 @@ class RecognizeDecoder(Pass):
                 new.verify()
             except Exception:  # noqa: BLE001
                 return False
-            shape = [d if isinstance(d, int) else -1 for d in out_t.shape]
-            cst = OPS["moec.constant"].create([], {"value": np.asarray(shape, np.int64)}, o.loc)
+            cst = OPS["moec.constant"].create([], {"value": np.asarray(view_shape, np.int64)}, o.loc)
             view = OPS["moec.reshape"].create([new.result, cst.result], {"allowzero": False}, o.loc,
                                               result_types=[out_t])
             at = f.ops.index(o)

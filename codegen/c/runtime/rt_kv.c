@@ -69,6 +69,7 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
 #define KVS_NB (4 * MV_L) /* cache positions per block: 4 vectors */
 #define KVS_RG 4          /* query rows per item */
 #define KVS_MIN_SPLIT 256 /* positions per split at least */
+#define KVS_PF 4          /* K prefetched this many blocks ahead */
 
 typedef struct {
   const float *q, *kc, *vc, *kn, *vn;
@@ -89,7 +90,8 @@ static inline __attribute__((always_inline)) void kvs_scores(const float *K, int
     for (int c = 0; c < 4; c++) acc[r][c] = mv_splat(0.f);
   for (int64_t d = 0; d < D; d++) {
     const float *k = K + d * ldk;
-    if (pf) __builtin_prefetch(k + 2 * KVS_NB), __builtin_prefetch(k + 2 * KVS_NB + 2 * MV_L);
+    if (pf) /* the block PF_AHEAD blocks on, every 64-byte line of it (KVS_NB floats: 4 vectors) */
+      for (int c = 0; c < KVS_NB; c += 16) __builtin_prefetch(k + KVS_PF * KVS_NB + c);
     const mvf k0 = mv_ld(k), k1 = mv_ld(k + MV_L), k2 = mv_ld(k + 2 * MV_L), k3 = mv_ld(k + 3 * MV_L);
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
@@ -166,7 +168,7 @@ static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, co
       }
       kb = tmp, ldk = KVS_NB;
     }
-    const int pf = j0 + 3 * KVS_NB <= hi;
+    const int pf = j0 + (KVS_PF + 1) * KVS_NB <= hi;
     switch (nr) {
       case 1: kvs_scores(kb, ldk, D, qr, 1, s, pf); break;
       case 2: kvs_scores(kb, ldk, D, qr, 2, s, pf); break;
