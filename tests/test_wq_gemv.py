@@ -79,3 +79,23 @@ def test_experts_decode_gemv(mode, G, zp, tmp_path):
         y = art([x, logits])[0]
         want, _ = _experts_numpy(x, logits, k, di, do, F)
         assert np.abs(y - want).max() <= _tol(want, D + F), (mode, G, zp, T, np.abs(y - want).max())
+
+
+@pytest.mark.parametrize("K", [203, 256])
+def test_w8a8_rows_exact(K, tmp_path):
+    """w8a8 (int8 weights, per-row int8 activations): tile_i8 unrolls 1, 2, 4 or 8 rows (one row with two k
+    chains); the int32 sums are exact, so every row of an M-row call is bit-equal to that row alone, at M = 1..9
+    (each unrolled width and its partial tiles), K = 203 (not a multiple of 4: the padded k step) and 256, N = 37
+    (a partial column block); and each is the float64 numpy of the quantised product within f32 rounding."""
+    m, ws = _quantised("w8a8", K, 37, 0, False)
+    art = build_module(m, str(tmp_path / f"w8a8_{K}"), arch="native", threads=2)
+    x = np.random.default_rng(K).standard_normal((9, K)).astype(np.float32)
+    one = [art([x[r:r + 1]]) for r in range(9)]
+    for M in range(1, 10):
+        y, z = art([x[:M]])
+        want_y = _numpy_dense("w8a8", x[:M], ws["w"].T, 0, False)
+        want_z = _numpy_dense("w8a8", x[:M], ws["wt"], 0, False) + ws["b"]
+        for g, w in ((y, want_y), (z, want_z)):
+            assert np.abs(g - w).max() <= _tol(w, K), (K, M, np.abs(g - w).max())
+        for r in range(M):
+            assert np.array_equal(y[r], one[r][0][0]) and np.array_equal(z[r], one[r][1][0]), (K, M, r)

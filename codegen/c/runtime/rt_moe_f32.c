@@ -1270,23 +1270,37 @@ static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
   *s = sc;
 }
 
-/* C[r][0..nb) = (sum_k A[r][k] Bp[k][j] - 128 colsum[j]) * xs[r] * ws[j] for r < m (m <= MR) */
-static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs,
-                    const float *ws, float *C, int64_t ldc, int64_t nb) {
-  int64_t P = KP4(K) / 4;
-  const int32_t *cs = (const int32_t *)(const void *)(Bp + P * NR * 4);
-  int32_t res[MR][NR];
+/* C[r][0..nb) = (sum_k A[r][k] Bp[k][j] - 128 colsum[j]) * xs[r] * ws[j] for r < m (m <= MR).  VNNI: MX rows
+ * unrolled (1, 2, 4 or MR: the decode step's one row ran all MR rows' vpdpbusd, 8x its work, and was 47% of a
+ * w8a8 decode profile); one row keeps two k chains (even / odd p) per 16 columns.  The int32 sums are exact,
+ * so the chains' split does not change C. */
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
-  __m512i acc[MR][2];
+static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const uint8_t *A, int64_t lda, int m,
+                                                             const int8_t *Bp, int64_t P, int32_t res[MR][NR]) {
+  __m512i acc[MR][2], acd[2];
+  acd[0] = acd[1] = _mm512_setzero_si512();
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int r = 0; r < MX; r++) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
   const uint8_t *a[MR];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; r++) a[r] = A + (r < m ? r : 0) * lda;
-  for (int64_t p = 0; p < P; p++) {
+  for (int r = 0; r < MX; r++) a[r] = A + (r < m ? r : 0) * lda;
+  int64_t p = 0;
+  if (MX == 1)
+    for (; p + 2 <= P; p += 2) {
+      const int8_t *b = Bp + p * NR * 4;
+      int32_t f0, f1;
+      __builtin_memcpy(&f0, a[0] + 4 * p, 4);
+      __builtin_memcpy(&f1, a[0] + 4 * p + 4, 4);
+      const __m512i a0 = _mm512_set1_epi32(f0), a1 = _mm512_set1_epi32(f1);
+      acc[0][0] = _mm512_dpbusd_epi32(acc[0][0], a0, _mm512_loadu_si512(b));
+      acc[0][1] = _mm512_dpbusd_epi32(acc[0][1], a0, _mm512_loadu_si512(b + 64));
+      acd[0] = _mm512_dpbusd_epi32(acd[0], a1, _mm512_loadu_si512(b + NR * 4));
+      acd[1] = _mm512_dpbusd_epi32(acd[1], a1, _mm512_loadu_si512(b + NR * 4 + 64));
+    }
+  for (; p < P; p++) {
     __m512i b0 = _mm512_loadu_si512(Bp + p * NR * 4), b1 = _mm512_loadu_si512(Bp + p * NR * 4 + 64);
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < MX; r++) {
       int32_t four;
       __builtin_memcpy(&four, a[r] + 4 * p, 4);
       __m512i av = _mm512_set1_epi32(four);
@@ -1294,10 +1308,26 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
     }
   }
+  if (MX == 1) {
+    acc[0][0] = _mm512_add_epi32(acc[0][0], acd[0]);
+    acc[0][1] = _mm512_add_epi32(acc[0][1], acd[1]);
+  }
   for (int r = 0; r < m; r++) {
     _mm512_storeu_si512(res[r], acc[r][0]);
     _mm512_storeu_si512(res[r] + 16, acc[r][1]);
   }
+}
+#endif
+static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs,
+                    const float *ws, float *C, int64_t ldc, int64_t nb) {
+  int64_t P = KP4(K) / 4;
+  const int32_t *cs = (const int32_t *)(const void *)(Bp + P * NR * 4);
+  int32_t res[MR][NR];
+#if defined(__AVX512VNNI__) && defined(__AVX512F__)
+  if (m == 1) tile_i8_mx(1, A, lda, m, Bp, P, res);
+  else if (m == 2) tile_i8_mx(2, A, lda, m, Bp, P, res);
+  else if (m <= 4) tile_i8_mx(4, A, lda, m, Bp, P, res);
+  else tile_i8_mx(MR, A, lda, m, Bp, P, res);
 #else
   /* portable: the same exact integer sums, no VNNI */
   for (int r = 0; r < m; r++) {
