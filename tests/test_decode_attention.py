@@ -193,3 +193,41 @@ def test_near_misses_left_alone(variant):
     n = len(m.main.ops)
     changed, ops = _recognise(m)
     assert not changed and not ops and len(m.main.ops) == n
+
+
+# ---- moec.kv_attention (the past_key_values path) through the same decode kernel ---------------------------
+@pytest.mark.parametrize("causal,masked", [(True, False), (False, True), (False, False)])
+def test_kv_attention_decode_rows_match_reference(tmp_path, causal, masked):
+    """moec.kv_attention with 1-4 query rows (the decode kernel: rows of the buffers in place, the newest S
+    rows as the new keys) == the op's semantics: GQA, causal or not, a per-head additive mask with -inf
+    entries, positions 0 .. capacity - S, rows past pos + S NaN (never read), 1 and 2 threads."""
+    from moec.driver import build_module
+    B, Hq, Hkv, M, D = 2, 6, 2, 700, 32
+    mt = f", %mask: tensor<{B}x{Hq}x?x?xf32>" if masked else ""
+    src = f"""module {{
+  func.func @main(%q: tensor<{B}x{Hq}x?x{D}xf32>, %k: tensor<{B}x{Hkv}x{M}x{D}xf32>, %v: tensor<{B}x{Hkv}x{M}x{D}xf32>, %pos: tensor<1xi64>{mt}) -> (tensor<{B}x{Hq}x?x{D}xf32>) attributes {{moec.inputs = ["q", "k", "v", "pos"{', "mask"' if masked else ""}], moec.outputs = ["y"]}} {{
+    %y = "moec.kv_attention"(%q, %k, %v, %pos{", %mask" if masked else ""}) {{scale = 0.2 : f64, causal = {str(causal).lower()}}} : (tensor<{B}x{Hq}x?x{D}xf32>, tensor<{B}x{Hkv}x{M}x{D}xf32>, tensor<{B}x{Hkv}x{M}x{D}xf32>, tensor<1xi64>{f", tensor<{B}x{Hq}x?x?xf32>" if masked else ""}) -> tensor<{B}x{Hq}x?x{D}xf32>
+    func.return %y : tensor<{B}x{Hq}x?x{D}xf32>
+  }}
+}}"""
+    m = parse_module(src)
+    ref = OPS["moec.kv_attention"]
+    r = np.random.default_rng(int(causal) * 2 + int(masked))
+    for th in (1, 2):
+        art = build_module(m, str(tmp_path / f"t{th}"), threads=th)
+        for S, pos in ((1, 0), (1, 1), (2, 63), (4, 300), (1, 600), (3, M - 3)):
+            L = pos + S
+            k = np.full((B, Hkv, M, D), np.nan, np.float32)
+            v = np.full((B, Hkv, M, D), np.nan, np.float32)
+            k[:, :, :L] = r.standard_normal((B, Hkv, L, D))
+            v[:, :, :L] = r.standard_normal((B, Hkv, L, D))
+            xs = [r.standard_normal((B, Hq, S, D)).astype(np.float32), k, v, np.array([pos], np.int64)]
+            if masked:
+                mask = np.where(r.random((B, Hq, S, L)) < 0.3, -np.inf, r.standard_normal((B, Hq, S, L)))
+                mask[1, 0] = -np.inf  # (a head whose rows see no key: 0)
+                xs.append(mask.astype(np.float32))
+            got = art(xs)[0]
+            o = ref.__new__(ref)
+            o.attrs = {"scale": 0.2, "causal": causal}
+            want = ref.reference(o, *xs)[0]
+            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=str((th, S, pos)))

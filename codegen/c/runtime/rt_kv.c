@@ -35,6 +35,9 @@ int moec_k_kv_append(moec_ctx *ctx, const moec_tensor *cache, const moec_tensor 
   return moec_view(ctx, out, cache, r, cache->shape);
 }
 
+static int kvs_buffers(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v, int64_t pos,
+                       const moec_tensor *mask, double scale, int causal, moec_tensor *y);
+
 int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
                         const moec_tensor *pos, const moec_tensor *mask, double scale, int causal, moec_tensor *y) {
   int64_t p[1], np_;
@@ -47,6 +50,13 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
     return moec_fail(ctx, "kv_attention: rows 0..%lld + %lld do not fit caches of %lld / %lld", (long long)p[0],
                      (long long)S, (long long)M, (long long)v->shape[2]);
   const int64_t L = p[0] + S;
+  /* decode-sized queries (up to 4 rows): the decode kernel below (the GQA heads of a kv head together, one
+   * pass over the rows < pos, the S newest rows as its new keys) */
+  const int64_t Hq = q->shape[1], Hkv = k->shape[1];
+  if (S >= 1 && S <= 4 && k->dtype == MOEC_F32 && v->dtype == MOEC_F32 && Hkv > 0 && Hq % Hkv == 0 &&
+      k->shape[0] == q->shape[0] && v->shape[0] == q->shape[0] && v->shape[1] == Hkv && k->shape[3] == q->shape[3] &&
+      (!mask || mask->rank <= 4))
+    return kvs_buffers(ctx, q, k, v, p[0], mask, scale, causal, y);
   /* the first L rows only: decode reads O(L) bytes per step, whatever the buffers' capacity */
   return moec_attention_rows(ctx, q, k, v, L, mask, scale, causal, y);
 }
@@ -75,6 +85,11 @@ typedef struct {
   const float *q, *kc, *vc, *kn, *vn;
   float *y, *part; /* part: [items][KVS_RG][Dv + 2] (acc, then m and l) */
   int64_t Hq, Hkv, G, S, D, Dv, M, pos, W, R, nrg, nsplit, chunk;
+  int64_t nhs;        /* rows between two (batch, kv head)s of kn / vn: S, or M where they are the buffer's */
+  int kt;             /* 1: the cache's keys are [D][M] (transposed), 0: rows [M][D] */
+  int causal;         /* new key t seen by row i iff t <= i (else all S) */
+  const float *mask;  /* NULL, or added to the scores: [B, Hq, S, pos + S] through the strides ms */
+  int64_t ms[4];
   float scale;
 } kvs_args;
 
@@ -101,6 +116,24 @@ static inline __attribute__((always_inline)) void kvs_scores(const float *K, int
   }
   for (int r = 0; r < nr; r++)
     for (int c = 0; c < 4; c++) mv_st(s[r] + c * MV_L, acc[r][c]);
+}
+
+/* s[r][j] = sum_d q_r[d] K[j][d] for j < n (K's rows D floats apart, read in place) */
+static void kvs_scores_rows(const float *K, int64_t D, int64_t n, const float *const *qr, int nr,
+                            float s[KVS_RG][KVS_NB]) {
+  for (int64_t j = 0; j < n; j++) {
+    const float *k = K + j * D;
+    for (int r = 0; r < nr; r++) {
+      const float *q = qr[r];
+      mvf c0 = mv_splat(0.f), c1 = mv_splat(0.f);
+      int64_t d = 0;
+      for (; d + 2 * MV_L <= D; d += 2 * MV_L) c0 += mv_ld(q + d) * mv_ld(k + d), c1 += mv_ld(q + d + MV_L) * mv_ld(k + d + MV_L);
+      for (; d + MV_L <= D; d += MV_L) c0 += mv_ld(q + d) * mv_ld(k + d);
+      float acc = kvs_hsum(c0 + c1);
+      for (; d < D; d++) acc += q[d] * k[d];
+      s[r][j] = acc;
+    }
+  }
 }
 
 /* the online-softmax update of row accumulator o (Dv) with running (m, l) by scores s[0..n) (-inf: not
@@ -151,12 +184,16 @@ static void kvs_update(float *s, int64_t n, const float *V, int64_t Dv, float *o
 
 /* cache positions [lo, hi) of rows r0.. (nr rows, query pointers qr) folded into o/m/l */
 static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, const float *const *qr,
-                           const int64_t *rlo, int nr, int64_t lo, int64_t hi, float *o, float *m, float *l) {
+                           const float *const *mr, const int64_t *rlo, int nr, int64_t lo, int64_t hi, float *o,
+                           float *m, float *l) {
   float s[KVS_RG][KVS_NB];
   const int64_t D = a->D, M = a->M, Dv = a->Dv;
   float *tmp = NULL;
   for (int64_t j0 = lo; j0 < hi; j0 += KVS_NB) {
     const int64_t n = hi - j0 < KVS_NB ? hi - j0 : KVS_NB;
+    if (!a->kt) {
+      kvs_scores_rows(K + j0 * D, D, n, qr, nr, s);
+    } else {
     const float *kb = K + j0;
     int64_t ldk = M;
     if (j0 + KVS_NB > M) { /* (the block would run past the buffer's rows: copied, zero-padded) */
@@ -175,9 +212,12 @@ static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, co
       case 3: kvs_scores(kb, ldk, D, qr, 3, s, pf); break;
       default: kvs_scores(kb, ldk, D, qr, 4, s, pf); break;
     }
+    }
     for (int r = 0; r < nr; r++) {
       float *sr = s[r];
       for (int64_t j = 0; j < n; j++) sr[j] = j0 + j < rlo[r] ? -INFINITY : sr[j] * a->scale;
+      if (mr[r])
+        for (int64_t j = 0; j < n; j++) sr[j] += mr[r][(j0 + j) * a->ms[3]];
       kvs_update(sr, n, V + j0 * Dv, Dv, o + r * Dv, m + r, l + r);
     }
   }
@@ -185,13 +225,15 @@ static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, co
 }
 
 /* the item's (b, kv head, row group) coordinates, its rows' query pointers and cache lower bounds */
-static int kvs_rows(const kvs_args *a, int64_t grp, const float **qr, int64_t *rlo, int64_t *ri) {
+static int kvs_rows(const kvs_args *a, int64_t grp, const float **qr, const float **mr, int64_t *rlo,
+                    int64_t *ri) {
   const int64_t rg = grp % a->nrg, bh = grp / a->nrg, b = bh / a->Hkv, hk = bh % a->Hkv;
   const int64_t r0 = rg * KVS_RG;
   const int nr = (int)(a->R - r0 < KVS_RG ? a->R - r0 : KVS_RG);
   for (int r = 0; r < nr; r++) {
     const int64_t g = (r0 + r) / a->S, i = (r0 + r) % a->S;
     qr[r] = a->q + ((b * a->Hq + hk * a->G + g) * a->S + i) * a->D;
+    mr[r] = a->mask ? a->mask + b * a->ms[0] + (hk * a->G + g) * a->ms[1] + i * a->ms[2] : NULL;
     ri[r] = i;
     rlo[r] = a->W > 0 && a->pos + i - a->W + 1 > 0 ? a->pos + i - a->W + 1 : 0;
   }
@@ -199,16 +241,16 @@ static int kvs_rows(const kvs_args *a, int64_t grp, const float **qr, int64_t *r
 }
 
 /* the new keys (causal, in the window) folded in, then y = acc / l */
-static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, const int64_t *ri, int nr,
-                       float *o, float *m, float *l) {
+static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, const float *const *mr,
+                       const int64_t *ri, int nr, float *o, float *m, float *l) {
   const int64_t bh = grp / a->nrg, b = bh / a->Hkv, hk = bh % a->Hkv, D = a->D, Dv = a->Dv, S = a->S;
-  const float *Kn = a->kn + bh * S * D, *Vn = a->vn + bh * S * Dv;
+  const float *Kn = a->kn + bh * a->nhs * D, *Vn = a->vn + bh * a->nhs * Dv;
   const int64_t r0 = (grp % a->nrg) * KVS_RG;
   float s[64];
   for (int r = 0; r < nr; r++) {
-    const int64_t i = ri[r], lo = a->W > 0 && i - a->W + 1 > 0 ? i - a->W + 1 : 0;
-    for (int64_t t0 = lo; t0 <= i; t0 += 64) {
-      const int64_t n = i + 1 - t0 < 64 ? i + 1 - t0 : 64;
+    const int64_t i = ri[r], lo = a->W > 0 && i - a->W + 1 > 0 ? i - a->W + 1 : 0, hi = a->causal ? i + 1 : S;
+    for (int64_t t0 = lo; t0 < hi; t0 += 64) {
+      const int64_t n = hi - t0 < 64 ? hi - t0 : 64;
       for (int64_t t = 0; t < n; t++) {
         const float *k = Kn + (t0 + t) * D, *q = qr[r];
         mvf c = mv_splat(0.f);
@@ -217,22 +259,23 @@ static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, c
         float acc = kvs_hsum(c);
         for (; d < D; d++) acc += q[d] * k[d];
         s[t] = acc * a->scale;
+        if (mr[r]) s[t] += mr[r][(a->pos + t0 + t) * a->ms[3]];
       }
       kvs_update(s, n, Vn + t0 * Dv, Dv, o + r * Dv, m + r, l + r);
     }
     const int64_t g = (r0 + r) / S;
     float *y = a->y + ((b * a->Hq + hk * a->G + g) * S + i) * Dv;
-    const float inv = 1.f / l[r];
-    for (int64_t d = 0; d < Dv; d++) y[d] = o[r * Dv + d] * inv;
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f; /* (a row that sees no key: 0) */
+    for (int64_t d = 0; d < Dv; d++) y[d] = l[r] > 0.f ? o[r * Dv + d] * inv : 0.f;
   }
 }
 
 static void kvs_task(void *arg, int64_t item) {
   const kvs_args *a = (const kvs_args *)arg;
   const int64_t grp = item / a->nsplit, sp = item % a->nsplit, bh = grp / a->nrg, Dv = a->Dv;
-  const float *qr[KVS_RG];
+  const float *qr[KVS_RG], *mr[KVS_RG];
   int64_t rlo[KVS_RG], ri[KVS_RG];
-  const int nr = kvs_rows(a, grp, qr, rlo, ri);
+  const int nr = kvs_rows(a, grp, qr, mr, rlo, ri);
   float *o = a->part + item * KVS_RG * (Dv + 2), *m = o + KVS_RG * Dv, *l = m + KVS_RG;
   memset(o, 0, sizeof(float) * (size_t)(KVS_RG * Dv));
   for (int r = 0; r < KVS_RG; r++) m[r] = -INFINITY, l[r] = 0.f;
@@ -241,17 +284,17 @@ static void kvs_task(void *arg, int64_t item) {
   const int64_t c0 = sp * a->chunk, c1 = c0 + a->chunk < a->pos ? c0 + a->chunk : a->pos;
   if (lo < c0) lo = c0;
   if (lo < c1)
-    kvs_cache_rows(a, a->kc + bh * a->D * a->M, a->vc + bh * a->M * Dv, qr, rlo, nr, lo, c1, o, m, l);
-  if (a->nsplit == 1) kvs_finish(a, grp, qr, ri, nr, o, m, l);
+    kvs_cache_rows(a, a->kc + bh * a->D * a->M, a->vc + bh * a->M * Dv, qr, mr, rlo, nr, lo, c1, o, m, l);
+  if (a->nsplit == 1) kvs_finish(a, grp, qr, mr, ri, nr, o, m, l);
 }
 
 /* the splits' partial (acc, m, l) of one row group combined, then the new keys and the output */
 static void kvs_combine_task(void *arg, int64_t grp) {
   const kvs_args *a = (const kvs_args *)arg;
   const int64_t Dv = a->Dv, ns = a->nsplit, w = KVS_RG * (Dv + 2);
-  const float *qr[KVS_RG];
+  const float *qr[KVS_RG], *mr[KVS_RG];
   int64_t rlo[KVS_RG], ri[KVS_RG];
-  const int nr = kvs_rows(a, grp, qr, rlo, ri);
+  const int nr = kvs_rows(a, grp, qr, mr, rlo, ri);
   float *o0 = a->part + grp * ns * w, *m0 = o0 + KVS_RG * Dv, *l0 = m0 + KVS_RG;
   for (int r = 0; r < nr; r++) {
     float mx = -INFINITY;
@@ -267,8 +310,10 @@ static void kvs_combine_task(void *arg, int64_t grp) {
     }
     m0[r] = mx, l0[r] = lsum;
   }
-  kvs_finish(a, grp, qr, ri, nr, o0, m0, l0);
+  kvs_finish(a, grp, qr, mr, ri, nr, o0, m0, l0);
 }
+
+static int kvs_run(moec_ctx *ctx, kvs_args *ap, int64_t B);
 
 int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *kc, const moec_tensor *vc,
                              const moec_tensor *kn, const moec_tensor *vn, const moec_tensor *pos, double scale,
@@ -300,7 +345,15 @@ int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_ten
   if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
   if (!B || !Hq || !S || !Dv) return 0;
   kvs_args a = {q->data, kc->data, vc->data, kn->data, vn->data, y->data, NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, p[0],
-                window, 0, 0, 1, 0, (float)scale};
+                window, 0, 0, 1, 0, S, 1, 1, NULL, {0, 0, 0, 0}, (float)scale};
+  return kvs_run(ctx, &a, B);
+}
+
+/* the work items of a (the geometry filled in): splits chosen, partials combined */
+static int kvs_run(moec_ctx *ctx, kvs_args *ap, int64_t B) {
+  kvs_args a = *ap;
+  const int64_t Hkv = a.Hkv, S = a.S, Dv = a.Dv;
+  const int64_t p[1] = {a.pos};
   a.R = a.G * S;
   a.nrg = (a.R + KVS_RG - 1) / KVS_RG;
   const int64_t groups = B * Hkv * a.nrg;
@@ -318,4 +371,30 @@ int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_ten
   if (a.nsplit > 1) moec_parallel_for(ctx, groups, kvs_combine_task, &a);
   moec_scratch_free(a.part);
   return 0;
+}
+
+/* moec.kv_attention for decode-sized queries: the keys/values are the first pos + S rows of the buffers
+ * [B,Hkv,M,D] (rows, not transposed), the S newest at pos (kn / vn point there, M rows per kv head) */
+static int kvs_buffers(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v, int64_t pos,
+                       const moec_tensor *mask, double scale, int causal, moec_tensor *y) {
+  const int64_t B = q->shape[0], Hq = q->shape[1], S = q->shape[2], D = q->shape[3];
+  const int64_t Hkv = k->shape[1], M = k->shape[2], Dv = v->shape[3], L = pos + S;
+  int64_t out[4] = {B, Hq, S, Dv}, sc[4] = {B, Hq, S, L};
+  kvs_args a = {q->data, k->data, v->data, (const float *)k->data + pos * D, (const float *)v->data + pos * Dv, NULL,
+                NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, pos, 0, 0, 0, 1, 0, M, 0, causal, NULL, {0, 0, 0, 0},
+                (float)scale};
+  if (mask) {
+    for (int i = 0; i < mask->rank; i++) {
+      const int64_t want = sc[4 - mask->rank + i];
+      if (mask->shape[i] != 1 && mask->shape[i] != want)
+        return moec_fail(ctx, "kv_attention: the mask's dim %d (%lld) does not broadcast to %lld", i,
+                         (long long)mask->shape[i], (long long)want);
+    }
+    moec_broadcast_strides(mask, 4, sc, a.ms);
+    a.mask = (const float *)mask->data;
+  }
+  if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
+  a.y = (float *)y->data;
+  if (!B || !Hq || !S || !Dv) return 0;
+  return kvs_run(ctx, &a, B);
 }
