@@ -107,17 +107,28 @@ def _experts_numpy(x, logits, wi, wo, k):
     return y
 
 
-def _inputs_experts_module(D, E, F, k):
+def _inputs_experts_module(D, E, F, k, attrs=None, wi=None, wo=None):
     """the f32 MoE layer of helpers.experts_module with w_in / w_out as inputs (not in the weights file: nothing
-    is packed at compile time, so decode reads the weight rows: gemv_block)"""
+    is packed at compile time, so decode reads the weight rows: gemv_block), or as constants when given; attrs:
+    the experts' activation attributes"""
+    from moec.ir.core import ResourceRef
     from moec.ir.opdef import OPS
+    I = 2 * F if (attrs or {}).get("activation", "swiglu") == "swiglu" else F
     m = Module()
-    f = Function("main", [Value(TensorType(DType.F32, ("T", D)), "x"), Value(TensorType(DType.F32, ("T", E)), "l"),
-                          Value(TensorType(DType.F32, (E, 2 * F, D)), "wi"), Value(TensorType(DType.F32, (E, D, F)), "wo")])
+    args = [Value(TensorType(DType.F32, ("T", D)), "x"), Value(TensorType(DType.F32, ("T", E)), "l")]
+    if wi is None:
+        args += [Value(TensorType(DType.F32, (E, I, D)), "wi"), Value(TensorType(DType.F32, (E, D, F)), "wo")]
+    f = Function("main", args)
     m.functions.append(f)
+    if wi is None:
+        w_in, w_out = f.args[2], f.args[3]
+    else:
+        w_in, w_out = (f.add(OPS["moec.constant"].create([], {"value": ResourceRef(m.weights.add(a, n))}, None,
+                                                          [TensorType(DType.F32, a.shape)])).result
+                       for a, n in ((wi, "wi"), (wo, "wo")))
     rw, ids = f.add(OPS["moe.route"].create([f.args[1]], {"k": k})).results
     order, off = f.add(OPS["moe.dispatch"].create([ids], {"num_experts": E})).results
-    y = f.add(OPS["moe.experts"].create([f.args[0], ids, order, off, f.args[2], f.args[3]], {})).result
+    y = f.add(OPS["moe.experts"].create([f.args[0], ids, order, off, w_in, w_out], dict(attrs or {}))).result
     f.outputs, f.output_names = [f.add(OPS["moe.combine"].create([y, rw])).result], ["y"]
     verify_module(m)
     return m
@@ -159,3 +170,46 @@ def test_experts_avx2_every_row_count_against_numpy(avx2_desc, weights, tmp_path
         assert got.shape == want.shape == (T, D)
         tol = 4e-6 * max(1.0, float(np.abs(want).max(initial=0))) * np.sqrt(max(D, F))
         assert np.abs(got - want).max(initial=0) <= tol and np.abs(got - ref).max(initial=0) <= tol, (weights, T)
+
+
+@pytest.mark.parametrize("act", ["swiglu_interleaved_clamped", "silu"])
+def test_experts_avx2_activations_against_numpy(avx2_desc, act, tmp_path):
+    """the activation between the experts' two GEMMs on the AVX2 build (8-lane vector math): SwiGLU with the
+    gate and up rows interleaved, alpha / beta and a limit that clamps (GPT-OSS's form), and SiLU alone; F = 38
+    (eight-lane blocks and a tail), prefill and decode rows, against numpy and the op's reference."""
+    rng = np.random.default_rng(5)
+    E, k, D, F = 4, 2, 45, 38
+    if act == "silu":
+        attrs, I = {"activation": "silu"}, F
+    else:
+        attrs, I = {"activation": "swiglu", "gate_layout": "interleaved", "alpha": 1.702, "beta": 1.0,
+                    "limit": 7.0}, 2 * F
+    wi = rng.standard_normal((E, I, D)).astype(np.float32)
+    wo = rng.standard_normal((E, D, F)).astype(np.float32)
+    m = _inputs_experts_module(D, E, F, k, attrs, wi, wo)
+    art = build_module(m, str(tmp_path / "a"), arch="avx2", threads=2)
+    for T in (1, 2, 9, 40):
+        x = rng.standard_normal((T, D)).astype(np.float32)
+        logits = _routing(rng, T, E, T == 2)
+        lg = logits.astype(np.float64)
+        p = np.exp(lg - lg.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+        want = np.zeros((T, D))
+        clamped = 0
+        for t in range(T):
+            for e in top[t]:
+                h = wi[e].astype(np.float64) @ x[t].astype(np.float64)
+                if act == "silu":
+                    a = h / (1 + np.exp(-h))
+                else:
+                    g, u = h[0::2], h[1::2]
+                    clamped += int((g > 7).sum() + (np.abs(u) > 7).sum())
+                    g, u = np.minimum(g, 7.0), np.clip(u, -7.0, 7.0)
+                    a = g / (1 + np.exp(-1.702 * g)) * (u + 1.0)
+                want[t] += p[t, e] * (wo[e].astype(np.float64) @ a)
+        assert act == "silu" or T < 9 or clamped > 0, "the case does not clamp"
+        got = art([x, logits])[0]
+        ref = run(m, [x, logits])["y"]
+        tol = 4e-6 * max(1.0, float(np.abs(want).max())) * np.sqrt(max(D, F))
+        assert np.abs(got - want).max() <= tol and np.abs(got - ref).max() <= tol, (act, T)
