@@ -366,6 +366,11 @@ int moec_attention_rows(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
   return 0;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#define ROT_OPAQUE(t) __asm__("" : "+v"(t))
+#else
+#define ROT_OPAQUE(t) __asm__("" : "+w"(t))
+#endif
 int moec_k_rotary(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *cos_t, const moec_tensor *sin_t,
                   int interleaved, moec_tensor *y) {
   if (x->dtype != MOEC_F32 || cos_t->dtype != MOEC_F32 || sin_t->dtype != MOEC_F32)
@@ -394,9 +399,22 @@ int moec_k_rotary(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *cos_t,
     const float *xr = X + row * D;
     float *yr = Y + row * D;
     if (!interleaved && sc[r - 1] == 1 && ss[r - 1] == 1) { /* (cos/sin rows contiguous: the same sums, vectorised) */
+      /* (t = rot * sin rounded, then x * cos + t: the scalar loop's contraction, fma(x, cos, t); the empty asm
+       * keeps GCC from fusing the other product instead) */
       const float *cr = C + oc, *sr = Sn + os;
-      for (int64_t j = 0; j < h; j++) yr[j] = xr[j] * cr[j] + -xr[j + h] * sr[j];
-      for (int64_t j = h; j < D; j++) yr[j] = xr[j] * cr[j] + xr[j - h] * sr[j];
+      int64_t j = 0;
+      for (; j + VL <= h; j += VL) {
+        avf t = -ald(xr + j + h) * ald(sr + j);
+        ROT_OPAQUE(t);
+        ast(yr + j, ald(xr + j) * ald(cr + j) + t);
+      }
+      for (; j < h; j++) yr[j] = xr[j] * cr[j] + -xr[j + h] * sr[j];
+      for (j = h; j + VL <= D; j += VL) {
+        avf t = ald(xr + j - h) * ald(sr + j);
+        ROT_OPAQUE(t);
+        ast(yr + j, ald(xr + j) * ald(cr + j) + t);
+      }
+      for (; j < D; j++) yr[j] = xr[j] * cr[j] + xr[j - h] * sr[j];
     } else
     for (int64_t j = 0; j < D; j++) {
       float rot;
