@@ -1,0 +1,68 @@
+/* Decode GEMV micro-benchmark (issue 17, helper B): moec_k_linear_q at M = 1 (or 2) rows -- weight-only int8 /
+ * int4 (gemv_w8 / gemv_w4) and w8a8 (tile_i8 on int8 panels) -- in GB/s of weight (+ scale) bytes, the weights
+ * rotated over >= 256 MB in huge pages (moec_alloc_weights, as a loaded model's), so every call streams them
+ * from DRAM (INCACHE=1: one copy, the compute-bound rate).  Compare with compiler/bench.py's read / copy probes
+ * (python -c "from moec.bench import read_probe; print(read_probe(threads=1))").  Build against the runtime:
+ *
+ *   R=codegen/c/runtime
+ *   gcc -O2 -std=gnu11 -fno-strict-aliasing -fno-math-errno -pthread $(python -c "from moec.targets.description \
+ *     import host_cpu; print(' '.join(host_cpu().cflags))") -I$R benchmarks/bench_wq_gemv.c \
+ *     $(ls $R/*.c | grep -v rt_model.c) -lm -o /tmp/bench_wq_gemv
+ *   /tmp/bench_wq_gemv MODE N K G ZP THREADS [M] [REPS]   # MODE 8 (int8), 4 (int4), 88 (w8a8); G: int4 group
+ *   e.g. /tmp/bench_wq_gemv 8 2816 1024 0 0 1; /tmp/bench_wq_gemv 4 32000 1024 32 1 2
+ *
+ * Mean and best of REPS calls (the host is shared: compare numbers of one run). */
+#include "moec_rt.h"
+#include "rt_moe.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+void moec_release(moec_tensor *t);
+void *moec_alloc_weights(size_t bytes);
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+static moec_tensor T(void *d, int dt, int r, int64_t a, int64_t b) {
+  moec_tensor t; memset(&t, 0, sizeof t); t.data = d; t.dtype = dt; t.rank = r; t.shape[0] = a; t.shape[1] = b;
+  t.numel = r == 1 ? a : a * b; return t;
+}
+int main(int argc, char **argv) {
+  /* args: mode(8|4) N K G zp threads M reps */
+  int mode = atoi(argv[1]); int aq = mode == 88; if (aq) mode = 8; int64_t N = atoll(argv[2]), K = atoll(argv[3]), G = atoll(argv[4]);
+  int zp = atoi(argv[5]), nt = atoi(argv[6]), M = argc > 7 ? atoi(argv[7]) : 1; int reps = argc > 8 ? atoi(argv[8]) : 200;
+  int64_t wb = mode == 8 ? N * K : N * K / 2, ng = mode == 8 ? 1 : K / (G ? G : K);
+  int64_t sb = 4 * N * ng * (zp ? 2 : 1);
+  int copies = (int)((256ll << 20) / (wb + sb)) + 1;  /* rotate over >= 256 MB */
+  if (getenv("INCACHE")) copies = 1;
+  if (reps < copies + 20) reps = copies + 20; /* (every copy once before timing: w8a8 packs its panels then) */
+  unsigned char **W = malloc(sizeof(void *) * copies); int64_t wst = (wb + 63) & ~63ll; unsigned char *WB = moec_alloc_weights(wst * copies); float **S = malloc(sizeof(void *) * copies), **Z = malloc(sizeof(void *) * copies);
+  srand(1);
+  for (int c = 0; c < copies; c++) {
+    W[c] = WB + c * wst; S[c] = malloc(4 * N * ng); Z[c] = malloc(4 * N * ng);
+    for (int64_t i = 0; i < wb; i++) W[c][i] = rand();
+    for (int64_t i = 0; i < N * ng; i++) { S[c][i] = 0.01f * (1 + rand() % 7); Z[c][i] = rand() % 16; }
+  }
+  float *x = malloc(4 * M * K); for (int64_t i = 0; i < M * K; i++) x[i] = (rand() % 2001 - 1000) * 1e-3f;
+  moec_ctx ctx; memset(&ctx, 0, sizeof ctx); ctx.nthreads = nt;
+  moec_tensor xt = T(x, MOEC_F32, 2, M, K);
+  double best = 1e9, tot = 0; int cnt = 0;
+  for (int it = 0; it < reps; it++) {
+    int c = it % copies;
+    moec_tensor wt = T(W[c], mode == 8 ? MOEC_I8 : MOEC_U8, 2, N, mode == 8 ? K : K / 2);
+    moec_tensor st = T(S[c], MOEC_F32, 2, N, ng), zt = T(Z[c], MOEC_F32, 2, N, ng);
+    moec_wq q; memset(&q, 0, sizeof q); q.mode = mode == 8 ? MOEC_WQ_INT8 : MOEC_WQ_INT4; q.group = G;
+    q.s_in = &st; q.aq = aq; q.z_in = zp ? &zt : NULL;
+    moec_tensor y; memset(&y, 0, sizeof y);
+    double t0 = now();
+    if (moec_k_linear_q(&ctx, &xt, &wt, NULL, &q, &y)) { printf("fail %s\n", ctx.err); return 1; }
+    double dt = now() - t0;
+    if (it >= copies && it >= 10) { if (dt < best) best = dt; tot += dt; cnt++; }
+    if (it == reps - 1) { double s = 0; for (int64_t i = 0; i < M * N; i++) s += ((float *)y.data)[i]; fprintf(stderr, "chk %.6g\n", s); }
+    moec_release(&y);
+  }
+  double bytes = wb + 4.0 * N * ng * (zp ? 2 : 1);
+  printf("%s N=%lld K=%lld G=%lld zp=%d T=%d M=%d: mean %.1f us best %.1f us  %.1f GB/s (mean) %.1f GB/s (best)\n", aq ? "w8a8" : mode == 8 ? "int8" : "int4", (long long)N,
+         (long long)K, (long long)G, zp, nt, M, 1e6 * tot / cnt, 1e6 * best, bytes / (tot / cnt) * 1e-9, bytes / best * 1e-9);
+  return 0;
+}
+/* (rt_model.c left out: every pointer counts as the weights file, so w8a8 panels are packed once and cached) */
+int moec_in_weights(const void *p) { (void)p; return 1; }
