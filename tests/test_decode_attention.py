@@ -81,7 +81,7 @@ KERNEL_CASES = [  # B, Hq, Hkv, D, Dv, M, window, [(S, pos)]
 ]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_kernel_matches_reference(tmp_path, threads):
     """The C kernel == the op's semantics: decode rows (S = 1) and a few rows, GQA/MQA, positions 0, at
     block edges and at the capacity's end (the last block copied), head sizes off the vector width, a
@@ -165,7 +165,7 @@ def _feeds(t, pos, seed=0):
     return [f(1, 4, t, 8), f(1, 2, 8, 12), f(1, 2, 12, 8), f(1, 2, t, 8), f(1, 2, t, 8), np.array([pos], np.int64)]
 
 
-@pytest.mark.parametrize("window", [0, 3])
+@pytest.mark.parametrize("window", [0, pytest.param(3, marks=pytest.mark.slow)])
 def test_split_softmax_recognised(window):
     """The step's attention (with and without a sliding window) becomes one moec.kv_step_attention with the
     scale and window read from the graph, no softmax pieces left, and equal values at other sizes and
@@ -182,7 +182,8 @@ def test_split_softmax_recognised(window):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["mask", "nomax", "scale", "two"])
+@pytest.mark.parametrize("variant", ["mask", "nomax", pytest.param("scale", marks=pytest.mark.slow),
+                                     pytest.param("two", marks=pytest.mark.slow)])
 def test_near_misses_left_alone(variant):
     """Not the step's attention: the cache's mask one position off (j <= pos), exp without the max
     subtraction (the same value until the scores overflow), the new keys scaled otherwise than the cache's,
