@@ -2338,7 +2338,9 @@ static void lq_prep(void *arg, int64_t b) {
     if (p->xg) {
       const float *src = p->src + (p->slot[r] / p->k) * K;
       float sc = p->rw ? p->rw[p->slot[r]] : 1.0f, *o = p->xg + r * K;
-      for (int64_t d = 0; d < K; d++) o[d] = src[d] * sc;
+      int64_t d = 0;
+      for (; d + 16 <= K; d += 16) st16f(o + d, ld16f(src + d) * splat16(sc)); /* (GCC left it scalar) */
+      for (; d < K; d++) o[d] = src[d] * sc;
       if (p->round) round_bf16_row(o, K);
     }
     const float *a = p->x + r * K;
