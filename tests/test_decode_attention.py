@@ -97,6 +97,21 @@ def test_kernel_matches_reference(tmp_path, threads):
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, err_msg=str((i, S, pos)))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["generic", "avx2"])
+def test_kernel_other_vector_widths(tmp_path, arch):
+    """The kernel built for 16- and 32-byte vectors (blocks of 16 / 32 positions) == the op's semantics."""
+    from moec.driver import build_module
+    for i, (B, Hq, Hkv, D, Dv, M, window, runs) in enumerate(KERNEL_CASES):
+        art = build_module(_step_module(B, Hq, Hkv, D, Dv, M, 0.3, window), str(tmp_path / f"k{i}"), arch=arch,
+                           threads=2)
+        for j, (S, pos) in enumerate(runs):
+            q, kc, vc, kn, vn = _inputs(B, Hq, Hkv, S, D, Dv, M, seed=10 * i + j, fill=pos)
+            got = art([q, kc, vc, kn, vn, np.array([pos], np.int64)])[0]
+            np.testing.assert_allclose(got, _ref(q, kc, vc, kn, vn, pos, 0.3, window), rtol=2e-5, atol=2e-5,
+                                       err_msg=str((arch, i, S, pos)))
+
+
 # ---- recognition: the split softmax of compiler/decode.py's step, and near misses ---------------------------
 def _split_attention(q, kc, vc, k, v, pos, scale, variant="", window=0):
     """compiler/decode.py's ``_attention`` math on plain tensors (q [B,Hq,T,D], caches [B,Hkv,D,M] /
