@@ -112,6 +112,23 @@ def test_kernel_other_vector_widths(tmp_path, arch):
                                        err_msg=str((arch, i, S, pos)))
 
 
+@pytest.mark.slow
+def test_kernel_is_sanitizer_clean(tmp_path):
+    """The kernel under ASan + UBSan (the last block copied at the capacity's end, splits, windows, row
+    groups): no report, the op's values."""
+    from moec.driver import build_module
+    from moec.targets.cpu_harness import build_harness, run_harness
+    for i, (B, Hq, Hkv, D, Dv, M, window, runs) in enumerate(KERNEL_CASES):
+        out = str(tmp_path / f"k{i}")
+        build_module(_step_module(B, Hq, Hkv, D, Dv, M, 0.3, window), out, threads=2)
+        exe = build_harness(out, sanitize=True)
+        for j, (S, pos) in enumerate(runs[-2:]):
+            q, kc, vc, kn, vn = _inputs(B, Hq, Hkv, S, D, Dv, M, seed=10 * i + j)
+            got = run_harness(exe, out, [q, kc, vc, kn, vn, np.array([pos], np.int64)], 1)[0]
+            np.testing.assert_allclose(got, _ref(q, kc, vc, kn, vn, pos, 0.3, window), rtol=2e-5, atol=2e-5,
+                                       err_msg=str((i, S, pos)))
+
+
 # ---- recognition: the split softmax of compiler/decode.py's step, and near misses ---------------------------
 def _split_attention(q, kc, vc, k, v, pos, scale, variant="", window=0):
     """compiler/decode.py's ``_attention`` math on plain tensors (q [B,Hq,T,D], caches [B,Hkv,D,M] /
