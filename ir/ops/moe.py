@@ -524,9 +524,10 @@ def quantize_rows_int8(a: np.ndarray, group: int = 0):
         q, s = quantize_rows_int8(a.reshape(a.shape[:-1] + (K // group, group)))
         return q.reshape(a.shape), s
     amax = np.max(np.abs(a), axis=-1) if a.shape[-1] else np.zeros(a.shape[:-1], np.float32)
-    # a NaN in the row (group) makes its scale NaN, so every value the kernels multiply with it is NaN (its
-    # codes are 0); an all-zero row gets scale 1
-    s = np.where(amax > 0, amax / np.float32(127), np.where(np.isnan(amax), np.float32(np.nan), np.float32(1)))
+    # a NaN or an infinity in the row (group) makes its scale NaN, so every value the kernels multiply with it
+    # is NaN (its codes are 0; an infinite scale gave the same NaNs here, 0 * inf, but lets a kernel's clipped
+    # code reach +-inf); an all-zero row gets scale 1
+    s = np.where(np.isfinite(amax), np.where(amax > 0, amax / np.float32(127), np.float32(1)), np.float32(np.nan))
     s = s.astype(np.float32)
     with np.errstate(invalid="ignore"):
         r = np.rint(a / s[..., None])

@@ -1250,7 +1250,12 @@ static const int8_t *i8_panels(const moec_tensor *pk, const int8_t *W, int64_t E
 
 /* the dynamic int8 scale of a span of activations: max|x| / 127 (1 for an all-zero span); NaN when the span
  * holds a NaN, so every product with it is NaN, as in the reference (w8a8 rows, w4a8 groups) */
-static inline float scale_127(float amax, int nan) { return nan ? NAN : amax > 0.f ? amax / 127.0f : 1.0f; }
+/* (an infinite max too: inf / 127 would scale the span's codes to 0 and NaN, the NaN code clipped to -127 by the
+ * vector path, so an inf input came out +-inf; with a NaN scale every product with it is NaN, as the reference's
+ * dequantised span is) */
+static inline float scale_127(float amax, int nan) {
+  return nan || !(amax <= 3.40282347e38f) ? NAN : amax > 0.f ? amax / 127.0f : 1.0f;
+}
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
