@@ -146,6 +146,13 @@ def pools():
             made[n] = LocalPool(n, timeout_s=30)
         return made[n]
     yield get
+    for p in made.values():  # every rank of every pool told to leave first: their exits (~1-2 s each) overlap
+        for pr in p.procs:
+            if pr.poll() is None:
+                try:
+                    pr.stdin.close()
+                except OSError:
+                    pass
     for p in made.values():
         p.close()
 
