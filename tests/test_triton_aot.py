@@ -29,10 +29,11 @@ def _by(rep):
     return {(r["key"], r["kernel"]): r for r in rep["kernels"]}
 
 
-# The default tests' reports are made by one compile-only child process for the whole module (each child starts
-# torch and triton: ~2 CPU s of the ~45 this file took with one child per test): ``python -m
+# The default tests' reports are made by one compile-only child process for the whole module: ``python -m
 # moec.codegen.triton.aot --json <args>`` run in turn, for the jobs of the tests selected in this session, through
-# the module's own ``main``.  The -m slow tests start their own child (aot_report_subprocess).
+# the module's own ``main`` (each report as its own child makes it; one child per test, each starting torch and
+# triton and warming Triton's compiler again, made the file ~46 CPU s instead of ~23).  The -m slow tests start
+# their own child (aot_report_subprocess).
 _JOBS = {}  # test name -> {job name: the aot command line's arguments}
 
 
