@@ -68,10 +68,11 @@ TOLERANCES: Dict[str, Tolerance] = {
 # Two chained projections with an activation between roughly add their errors (x sqrt(2)); the bounds
 # below are those estimates times ~3 for margin (heavy-tailed rows, SwiGLU's product of two
 # projections), so a real bug (a wrong scale, a swapped nibble: errors of order 1) still fails.
-# The bound is applied to the *median token*: in a model with several MoE layers, a later layer's
-# router sees the earlier layer's quantised output and may pick another expert for a token near a
-# tie, which changes that token's output by O(1) -- a property of quantising, not a miscompile.
-# Such tokens are counted and reported (``tokens_over_4x_bound``), never hidden.
+# The bound is applied to the *median token* (``token_median``: pooled over all trials, see "Whole models"
+# below): in a model with several MoE layers, a later layer's router sees the earlier layer's quantised
+# output and may pick another expert for a token near a tie, which changes that token's output by O(1) --
+# a property of quantising, not a miscompile.  Such tokens are counted and reported
+# (``tokens_over_4x_bound``), never hidden.
 #   w8a8: int8 weights plus per-token int8 activations: four independent sources of ~0.01 each (x,
 #         w_in, the activation, w_out; a row's activations are as heavy-tailed as a weight row) add in
 #         quadrature to ~0.02; x3 margin -> 0.07.
@@ -96,7 +97,35 @@ TOLERANCES: Dict[str, Tolerance] = {
 #   w4a8 (int4 weights, dynamic int8 activations with a scale per row and int4 group): the weights' int4
 #         error (~0.1 per projection) dominates; the activations' rounding is w8a8's or finer (a scale per
 #         group of G elements instead of per row: a smaller max / rms), ~0.01 per GEMM input, which adds
-#         sqrt(0.1^2 + 0.01^2) / 0.1 - 1 = 0.5% in quadrature: int4's bound, 0.5.
+#         sqrt(0.1^2 + 0.01^2) / 0.1 - 1 = 0.5% in quadrature: int4's bound, 0.5.  Measured on whole models
+#         (below): w4a8 and int4 weight-only give the same per-token error to 1e-3 wherever both route alike.
+# Whole models (every linear layer quantised, --weights-scope all; issue 17's 2-layer Mixtral, hidden 1024,
+# 8 experts top-2, random init, logits vs the f32 model; moec's int4 / w4a8 equal an independent torch
+# simulation of the format token for token).  Two things the per-layer estimate above leaves out:
+#   1. Depth and the sequence.  The logits carry the output layer's int4 error (~0.1) on top of the final
+#      hidden state's, which sums the errors of every sublayer before it (attention: v and o in a chain,
+#      q and k through the scores; experts: gate, up, down; 2 layers, each later sublayer also carrying the
+#      earlier error forward): ~0.2, and sqrt(0.1^2 + 0.2^2) ~ 0.22 -- measured 0.22 at position 0.  Later
+#      positions attend over more rows and measure higher (0.24 at 1-3, 0.27 at 4-15, 0.30 at 16-31, 0.32 at
+#      32-63; worst token 0.36 over 8 x 64), all with the f32 model's routing.  So the bound 0.5 holds for a
+#      token routed as in f32 with a margin of 1.4x at its worst, not the x3 of one layer's estimate.
+#   2. Routing.  The router (kept f32) of layer 1 sees layer 0's quantised output; with 8 experts, top-2 and
+#      a ~0.2 relative perturbation of its input, 40% of the tokens (measured, 8 x 64 tokens) pick another
+#      expert in some layer, and such a token's error is 0.41 / 0.53 / 0.76 / 0.99 (10th / 50th / 90th /
+#      100th percentile): 30% of the tokens past position 32 are over 0.5.  No bound of the right order
+#      for a correctly routed token can hold for every re-routed one, and a bound that did (~1) would pass
+#      a quantiser bug (a scale off by 2x moves every token by ~1).  What separates the two is how many
+#      tokens move: a quantiser bug moves every token, re-routing a minority.  So the bound is applied to
+#      ``token_median`` -- the lower median of the per-token errors pooled over all of a verification's
+#      trials, over the bound only when a strict majority of the tokens are -- and the tokens over 4x the
+#      bound are counted and reported.  Pooled, not per trial: a model that outputs only the last
+#      position's logits (the issue's export, logits_to_keep=1) gives one token per trial, so a per-trial
+#      median is that one token; `moec compile --weights w4a8 --sizes 64,1` failed on that (0.613 at the
+#      64-token trial, 0.227 at the 1-token one: a re-routed last token) although int4 and w4a8 were right.
+#      What is left: with few tokens per trial, a verification fails when most of its tokens re-route, e.g.
+#      both tokens of --sizes 64,1 (measured here: p(64th token over 0.5) ~0.3, p(first) ~0 -> rare),
+#      and ~0.2 for three trials of 32+ tokens each (p = 0.3 each, two of three); prefer more trials or
+#      outputs with every position for such a model.
 #   int8_bf16 / int4_bf16 (int8 / int4 weights, GEMM inputs rounded to bf16): the weights' error as weight-only
 #         (~0.01 / ~0.1 per projection) plus bf16's ~1.1e-3 per GEMM input, in quadrature: +0.6% for int8
 #         (sqrt(0.01^2 + 0.0011^2)), nothing visible for int4 -- int8's and int4's bounds.
@@ -209,10 +238,19 @@ def w8a8_flip_check(got, want, tol: "Tolerance" = None, token_bound: float = W8A
     return {"ok": ok, "flipped_tokens": flipped, "token_rel_max": worst_tok, "element_excess_max": worst_el}
 
 
+def token_median(errors) -> float:
+    """The statistic QUANT_ERROR_BOUNDS bounds: the lower median of per-token errors (the ceil(n/2)-th
+    smallest), so it exceeds a bound only when a strict majority of the tokens do -- a quantiser bug moves
+    every token, re-routed tokens are a minority (see "Whole models" above).  0 for no tokens."""
+    import numpy as np
+    a = np.sort(np.asarray(list(errors), np.float64).ravel())
+    return float(a[(len(a) - 1) // 2]) if len(a) else 0.0
+
+
 def quantization_error(got, want, bound: float = float("inf")) -> Dict[str, float]:
     """Distance of outputs ``got`` to the f32 model's ``want`` (float outputs only): overall relative
-    RMS, max abs, and per token (a vector along the last axis) relative errors (median, max, count over
-    4x ``bound``)."""
+    RMS, max abs, and per token (a vector along the last axis) relative errors (``token_median``, max,
+    count over 4x ``bound``; ``token_rel``: each token's, to pool over trials)."""
     import numpy as np
     num = den = 0.0
     mx = mref = 0.0
@@ -236,7 +274,7 @@ def quantization_error(got, want, bound: float = float("inf")) -> Dict[str, floa
     pt = np.asarray(per_tok or [0.0])
     return {"max_abs": mx, "rel_rms": (num / den) ** 0.5 if den > 0 else 0.0,
             "max_abs_rel_to_max": mx / mref if mref > 0 else 0.0,
-            "token_rel_median": float(np.median(pt)), "token_rel_max": float(pt.max()),
+            "token_rel_median": token_median(pt), "token_rel_max": float(pt.max()), "token_rel": list(per_tok),
             "tokens": int(len(per_tok)), "tokens_over_4x_bound": int(np.sum(pt > 4 * bound))}
 
 
