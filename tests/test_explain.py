@@ -144,13 +144,12 @@ def test_real_transformers_block_is_explained(tmp_path):
             assert "Gather '/b/experts/" in r["reason"]
 
 
-def test_moec_compile_module_report_has_recognition(tmp_path, monkeypatch):
+def test_moec_compile_module_report_has_recognition(moec_cache):
     """moec.compile(module) (torch.export front end): report.json carries the trace too."""
     torch = pytest.importorskip("torch")
     import moec
     from moec.zoo import make_inputs, make_module
     from moec.zoo.modules import Mixtral
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     cm = moec.compile(make_module(Mixtral), (torch.from_numpy(make_inputs(5)),), verify=False, cache=False)
     recs = cm.stats.report["recognition"]
     assert len(recs) == 1 and recs[0]["recognised"] and recs[0]["family"] == "mixtral"
@@ -169,7 +168,7 @@ def test_group_topks_of_a_recognised_layer_are_absorbed():
     assert "part of a recognised layer" in lines[0] and "NOT recognised" not in "\n".join(lines)
 
 
-def test_uninitialised_transformers_experts_are_recognised(tmp_path, monkeypatch):
+def test_uninitialised_transformers_experts_are_recognised(moec_cache):
     """A transformers Mixtral block built standalone keeps its experts' torch.empty parameters (NaN / huge
     garbage) until a model's weight init runs: recognition proves its rewrite on probe weights (see
     tests/test_hf_uninit.py), so a NaN in an expert's weights no longer stops it."""
@@ -177,7 +176,6 @@ def test_uninitialised_transformers_experts_are_recognised(tmp_path, monkeypatch
     transformers = pytest.importorskip("transformers")
     import moec
     from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
     cfg = transformers.MixtralConfig(hidden_size=32, intermediate_size=64, num_local_experts=4, num_experts_per_tok=2)
     blk = MixtralSparseMoeBlock(cfg).eval()

@@ -435,10 +435,9 @@ def test_bitwise_on_integers_is_refused_clearly():
         import_torch(IntNot(), (torch.arange(6).reshape(2, 3),), dynamic_dims={})
 
 
-def test_mixtral_block_compiles_and_verifies(tmp_path, monkeypatch):
+def test_mixtral_block_compiles_and_verifies(moec_cache):
     """The whole moec.compile path (C build, verification against the module) on the real block."""
     import moec
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     blk = moe_block("mixtral")
     x = torch.randn(2, 5, D)
     cm = moec.compile(blk, (x,), dynamic_dims={0: {0: "B", 1: "S"}})

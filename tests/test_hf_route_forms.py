@@ -541,10 +541,9 @@ def test_zaya_block_is_recognised_and_exact():
     _exact(_first(blk), m)
 
 
-def _compile_and_check(model, x, tmp_path, monkeypatch, blk, verify=True):
+def _compile_and_check(model, x, blk, verify=True):
     import torch
     import moec
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     cm = moec.compile(model, None if isinstance(model, str) else (x,), dynamic_dims={0: {0: "B", 1: "S"}}
                       if not isinstance(model, str) else None, verify=verify)
     rep = cm.stats.report
@@ -565,7 +564,7 @@ ZAYA_PATHS = [("torch.export", "batched_mm")] + [pytest.param(p, i, marks=pytest
 
 
 @pytest.mark.parametrize("path,impl", ZAYA_PATHS)
-def test_zaya_block_compiles_exact_on_every_path_that_exports(path, impl, tmp_path, monkeypatch):
+def test_zaya_block_compiles_exact_on_every_path_that_exports(path, impl, tmp_path, moec_cache):
     """moec.compile (C build, verified against the module / onnxruntime) of the block on each path transformers'
     code exports on (torch.export of eager stops at the data-dependent expert loop; the dynamo exporter fails on
     eager and grouped_mm; TorchScript on grouped_mm's histc: the survey's reasons): the zaya layer, equal to
@@ -589,7 +588,7 @@ def test_zaya_block_compiles_exact_on_every_path_that_exports(path, impl, tmp_pa
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (x,), p, input_names=["x"], dynamo=path == "dynamo", **kw)
         model = p
-    _compile_and_check(model, x, tmp_path, monkeypatch, blk, verify=(path, impl) != ("torchscript", "eager"))
+    _compile_and_check(model, x, blk, verify=(path, impl) != ("torchscript", "eager"))
 
 
 def _near_zaya_block():
