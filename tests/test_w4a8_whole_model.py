@@ -128,9 +128,37 @@ def test_w4a8_is_the_format_and_int4s_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_last_position_model_verifies_over_pooled_tokens(tmp_path):
-    """`moec compile --weights w4a8` of a last-position-logits Mixtral (issue 17's export, logits_to_keep=1)
-    at --sizes 64,1,16: verified (the kernels against the quantised reference, and the pooled median token
-    within the bound), each trial's one token reported, and the simulation's errors agree with it."""
-    pytest.importorskip("torch")
-    pytest.skip("filled in below when a seed with a re-routed last token is known")
+def test_last_position_model_pools_its_trials(tmp_path):
+    """`moec compile --weights int4 --activations int8` of a Mixtral exported (dynamo) as issue 17's model is,
+    input_ids -> the last position's logits: one token per trial, so the reported median token is over the
+    trials' tokens pooled (the middle one of three), not the largest trial's (the old statistic)."""
+    torch = pytest.importorskip("torch")
+    import json
+
+    from moec.cli import main
+    model = _mixtral(64, 128, 4, 256)
+    model.config._experts_implementation = "batched_mm"  # (the eager experts loop does not export)
+
+    class LastLogits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, input_ids):
+            return self.m(input_ids=input_ids, use_cache=False, logits_to_keep=1).logits[:, -1]
+    ids = torch.randint(3, 256, (1, 8), generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(LastLogits().eval(), (ids,), str(path), input_names=["input_ids"], output_names=["logits"],
+                      dynamo=True, dynamic_shapes={"input_ids": {1: torch.export.Dim("S", max=256)}},
+                      external_data=False)
+    out = tmp_path / "out"
+    assert main(["compile", str(path), "-o", str(out), "--weights", "int4", "--activations", "int8",
+                 "--group-size", str(G), "--sizes", "16,1,8"]) == 0
+    rep = json.load(open(out / "report.json"))
+    assert rep["verified"], rep.get("failure")
+    q = rep["quantization_error"]
+    per = [t["quantization_error"]["token_rel_max"] for t in rep["trials"] if "quantization_error" in t]
+    assert q["tokens"] == len(per) == 3, (q, per)
+    assert all(0.02 < e <= QUANT_ERROR_BOUNDS["w4a8"] for e in per), per
+    assert len(set(per)) == 3, per
+    assert q["token_rel_median"] == sorted(per)[1] < q["token_rel_max"] == max(per), (q, per)
