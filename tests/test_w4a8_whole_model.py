@@ -103,13 +103,12 @@ def _token_errors(got, want):
 
 
 @pytest.mark.slow
-def test_w4a8_is_the_format_and_int4s_error(tmp_path, monkeypatch):
+def test_w4a8_is_the_format_and_int4s_error(moec_cache):
     """moec's w4a8 logits, position by position, vs the simulation above; its error vs f32 as int4 weight-only's
     (the activations' rounding adds ~0.5% in quadrature) and within the bound at every token of a model whose
     routing does not flip."""
     torch = pytest.importorskip("torch")
     import moec
-    monkeypatch.setenv("MOEC_CACHE_DIR", str(tmp_path / "cache"))
     model = _mixtral(64, 128, 4, 256)
     ids = torch.randint(3, 256, (1, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -128,7 +127,7 @@ def test_w4a8_is_the_format_and_int4s_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_last_position_model_pools_its_trials(tmp_path):
+def test_last_position_model_pools_its_trials(tmp_path, moec_cache):
     """`moec compile --weights int4 --activations int8` of a Mixtral exported (dynamo) as issue 17's model is,
     input_ids -> the last position's logits: one token per trial, so the reported median token is over the
     trials' tokens pooled (the middle one of three), not the largest trial's (the old statistic)."""
