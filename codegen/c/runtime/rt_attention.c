@@ -106,6 +106,34 @@ typedef struct {
   volatile int oom;
 } att_args;
 
+/* sr[j] = sr[j] * scale (+ mr[j] where a mask row is given) for j < vis, returning their max (NaN when any is
+ * NaN, -inf when vis = 0); vectors, then the tail (inlined per call: the NULL-mask copy has no mask load) */
+static inline __attribute__((always_inline)) float scale_max_row(float *sr, const float *mr, int64_t vis, float scale) {
+  const avf vsc = asplat(scale);
+  avf vmx = asplat(-INFINITY);
+  avi vnan = {0};
+  float mx = -INFINITY;
+  int64_t j = 0;
+  for (; j + VL <= vis; j += VL) {
+    avf x = ald(sr + j) * vsc;
+    if (mr) x += ald(mr + j);
+    ast(sr + j, x);
+    vnan |= x != x;
+    const avi gt = x > vmx;
+    vmx = (avf)((gt & (avi)x) | (~gt & (avi)vmx));
+  }
+  for (int c = 0; c < VL; c++) {
+    if (vnan[c]) mx = NAN;
+    if (mx == mx && vmx[c] > mx) mx = vmx[c];
+  }
+  for (; j < vis; j++) {
+    const float x = mr ? sr[j] * scale + mr[j] : sr[j] * scale;
+    sr[j] = x;
+    if (mx == mx && (x > mx || x != x)) mx = x;
+  }
+  return mx;
+}
+
 static void att_task(void *arg, int64_t item) {
   att_args *a = (att_args *)arg;
   const int64_t qb = item % a->nqb, bh = item / a->nqb, h = bh % a->Hq, b = bh / a->Hq;
@@ -191,56 +219,16 @@ static void att_task(void *arg, int64_t item) {
       if (r < nr) {
         vis = nk;
         if (a->causal) { vis = i + shift - j0 + 1; if (vis > nk) vis = nk; if (vis < 0) vis = 0; }
-        if (a->mask && a->ms[3] == 1) { /* (the mask's row contiguous over the keys: the same sums, vectorised) */
-          const float *mr = a->mask + b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + j0;
-          const avf vsc = asplat(a->scale);
-          avf vmx = asplat(-INFINITY);
-          avi vnan = {0};
-          int64_t j = 0;
-          for (; j + VL <= vis; j += VL) {
-            const avf x = ald(sr + j) * vsc + ald(mr + j);
-            ast(sr + j, x);
-            vnan |= x != x;
-            const avi gt = x > vmx;
-            vmx = (avf)((gt & (avi)x) | (~gt & (avi)vmx));
-          }
-          for (int c = 0; c < VL; c++) {
-            if (vnan[c]) mx = NAN;
-            if (mx == mx && vmx[c] > mx) mx = vmx[c];
-          }
-          for (; j < vis; j++) {
-            const float x = sr[j] * a->scale + mr[j];
-            sr[j] = x;
-            if (mx == mx && (x > mx || x != x)) mx = x;
-          }
-        } else if (a->mask) {
+        if (a->mask && a->ms[3] == 1) /* (the mask's row contiguous over the keys: the same sums, vectorised) */
+          mx = scale_max_row(sr, a->mask + b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + j0, vis, a->scale);
+        else if (a->mask) {
           for (int64_t j = 0; j < vis; j++) {
             float x = sr[j] * a->scale + a->mask[b * a->ms[0] + h * a->ms[1] + i * a->ms[2] + (j0 + j) * a->ms[3]];
             sr[j] = x;
             if (x > mx || x != x) mx = x;
           }
-        } else { /* scale and max on vectors (a NaN score makes the row's max NaN, as the scalar form) */
-          const avf vsc = asplat(a->scale);
-          avf vmx = asplat(-INFINITY);
-          avi vnan = {0};
-          int64_t j = 0;
-          for (; j + VL <= vis; j += VL) {
-            const avf x = ald(sr + j) * vsc;
-            ast(sr + j, x);
-            vnan |= x != x;
-            const avi gt = x > vmx;
-            vmx = (avf)((gt & (avi)x) | (~gt & (avi)vmx));
-          }
-          for (int c = 0; c < VL; c++) {
-            if (vnan[c]) mx = NAN;
-            if (mx == mx && vmx[c] > mx) mx = vmx[c];
-          }
-          for (; j < vis; j++) {
-            const float x = sr[j] * a->scale;
-            sr[j] = x;
-            if (mx == mx && (x > mx || x != x)) mx = x;
-          }
-        }
+        } else
+          mx = scale_max_row(sr, NULL, vis, a->scale);
       }
       if (mx == -INFINITY) { memset(sr, 0, sizeof s[0]); continue; } /* nothing visible in this block */
       const float mnew = mx > m[r] || mx != mx ? mx : m[r];
