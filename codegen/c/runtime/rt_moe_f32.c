@@ -463,7 +463,7 @@ static inline v16f splat16(float v) { return __builtin_shuffle((v16f){v}, (v16i3
 #endif
 
 /* ---- vectorised activation epilogue (phase 2) -------------------------------------------------
- * expf one lane at a time cost ~10% of a prefill call: the sigmoid on 16 lanes is rt_vmath.h's (its
+ * expf one lane at a time cost ~10% of a prefill call: the sigmoid on MV_L lanes is rt_vmath.h's (its
  * vector exp, e / (1 + e) below 0 so nothing overflows; errors against float64 measured in
  * tests/test_dense_gemm.py).  NaN propagates. */
 #ifdef F32_AVX2
@@ -473,12 +473,6 @@ static inline v16f splat16(float v) { return __builtin_shuffle((v16f){v}, (v16i3
 #define MV_BYTES 64
 #endif
 #include "rt_vmath.h"
-static inline v16f vsel16(v16i32 m, v16f a, v16f b) { return (v16f)((m & (v16i32)a) | (~m & (v16i32)b)); }
-static inline v16f vmin16(v16f x, float c) { v16f cv = splat16(c); return vsel16((v16i32)(x > cv), cv, x); }
-static inline v16f vmax16(v16f x, float c) { v16f cv = splat16(c); return vsel16((v16i32)(x < cv), cv, x); }
-#if MV_BYTES == 64
-static inline v16f vsigm16(v16f v) { return mv_sigmoid(v); }
-#endif
 static inline void st16f(float *p, v16f v) { __builtin_memcpy(p, &v, 64); }
 
 /* a[f] = g * sigmoid(alpha g) * (u + beta) over one row (concat: g = h[f], u = h[F + f];
@@ -486,12 +480,11 @@ static inline void st16f(float *p, v16f v) { __builtin_memcpy(p, &v, 64); }
 static void swiglu_row(const float *h, float *a, int64_t F, int interleaved, int clamp, float lim, float al,
                        float be) {
   int64_t f = 0;
-#ifdef F32_AVX2
-  for (; f + 8 <= F; f += 8) { /* (the same formula as the 16 lanes below, lane for lane) */
+  for (; f + MV_L <= F; f += MV_L) { /* MV_L lanes: 8 in AVX2 builds, else 16 */
     mvf g, u;
     if (interleaved) {
-      float tg[8], tu[8];
-      for (int i = 0; i < 8; i++) { tg[i] = h[2 * (f + i)]; tu[i] = h[2 * (f + i) + 1]; }
+      float tg[MV_L], tu[MV_L];
+      for (int i = 0; i < MV_L; i++) { tg[i] = h[2 * (f + i)]; tu[i] = h[2 * (f + i) + 1]; }
       g = mv_ld(tg);
       u = mv_ld(tu);
     } else {
@@ -506,22 +499,6 @@ static void swiglu_row(const float *h, float *a, int64_t F, int interleaved, int
     }
     mv_st(a + f, g * mv_sigmoid(mv_splat(al) * g) * (u + mv_splat(be)));
   }
-#else
-  for (; f + 16 <= F; f += 16) {
-    v16f g, u;
-    if (interleaved) {
-      float tg[16], tu[16];
-      for (int i = 0; i < 16; i++) { tg[i] = h[2 * (f + i)]; tu[i] = h[2 * (f + i) + 1]; }
-      g = ld16f(tg);
-      u = ld16f(tu);
-    } else {
-      g = ld16f(h + f);
-      u = ld16f(h + F + f);
-    }
-    if (clamp) { g = vmin16(g, lim); u = vmax16(vmin16(u, lim), -lim); }
-    st16f(a + f, g * vsigm16(splat16(al) * g) * (u + splat16(be)));
-  }
-#endif
   for (; f < F; f++) {
     float g = interleaved ? h[2 * f] : h[f], u = interleaved ? h[2 * f + 1] : h[F + f];
     if (clamp) { g = g > lim ? lim : g; u = u > lim ? lim : (u < -lim ? -lim : u); }
@@ -530,11 +507,7 @@ static void swiglu_row(const float *h, float *a, int64_t F, int interleaved, int
 }
 static void silu_row(const float *h, float *a, int64_t F) {
   int64_t f = 0;
-#ifdef F32_AVX2
-  for (; f + 8 <= F; f += 8) { mvf v = mv_ld(h + f); mv_st(a + f, v * mv_sigmoid(v)); }
-#else
-  for (; f + 16 <= F; f += 16) { v16f v = ld16f(h + f); st16f(a + f, v * vsigm16(v)); }
-#endif
+  for (; f + MV_L <= F; f += MV_L) { mvf v = mv_ld(h + f); mv_st(a + f, v * mv_sigmoid(v)); }
   for (; f < F; f++) a[f] = h[f] * sigm_f(h[f]);
 }
 #if defined(__AVX512F__) && defined(__AVX512BW__)
