@@ -80,7 +80,7 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
 #define KVS_NB (4 * MV_L) /* cache positions per block: 4 vectors of scores */
 #define KVS_RG 4          /* query rows per item */
 #define KVS_MIN_SPLIT 256 /* positions per split at least */
-#define KVS_PF 2          /* K and V rows prefetched this many blocks ahead */
+#define KVS_PF 16         /* key rows prefetched this many rows ahead */
 
 typedef struct {
   const float *q, *kc, *vc, *kn, *vn;
@@ -96,17 +96,33 @@ typedef struct {
 static inline float kvs_hsum(mvf v) { float r = 0.f; for (int c = 0; c < MV_L; c++) r += v[c]; return r; }
 
 /* one level of the lane-sum tree: x and y each hold MV_L / s rows' partial sums in segments of s lanes;
- * the result holds x's rows then y's in segments of s / 2 lanes (each the sum of a segment's halves) */
-static inline __attribute__((always_inline)) mvf kvs_fold(mvf x, mvf y, const int s) {
-  mvi lo, hi;
-  const int h = s / 2, nx = MV_L / s;
-  for (int i = 0; i < MV_L; i++) {
-    const int seg = i / h, w = i % h, base = seg < nx ? 0 : MV_L, ss = seg < nx ? seg : seg - nx;
-    lo[i] = base + ss * s + w;
-    hi[i] = base + ss * s + h + w;
-  }
-  return __builtin_shuffle(x, y, lo) + __builtin_shuffle(x, y, hi);
-}
+ * the result holds x's rows then y's in segments of s / 2 lanes (each the sum of a segment's halves).
+ * KVS_FOLDs_LO / _HI: the lanes of the segments' lower / upper halves, x's lanes 0.., y's MV_L.. */
+#if MV_L == 16
+#define KVS_FOLD16_LO ((mvi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23})
+#define KVS_FOLD16_HI ((mvi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31})
+#define KVS_FOLD8_LO ((mvi){0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27})
+#define KVS_FOLD8_HI ((mvi){4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31})
+#define KVS_FOLD4_LO ((mvi){0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29})
+#define KVS_FOLD4_HI ((mvi){2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31})
+#define KVS_FOLD2_LO ((mvi){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30})
+#define KVS_FOLD2_HI ((mvi){1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31})
+#elif MV_L == 8
+#define KVS_FOLD8_LO ((mvi){0, 1, 2, 3, 8, 9, 10, 11})
+#define KVS_FOLD8_HI ((mvi){4, 5, 6, 7, 12, 13, 14, 15})
+#define KVS_FOLD4_LO ((mvi){0, 1, 4, 5, 8, 9, 12, 13})
+#define KVS_FOLD4_HI ((mvi){2, 3, 6, 7, 10, 11, 14, 15})
+#define KVS_FOLD2_LO ((mvi){0, 2, 4, 6, 8, 10, 12, 14})
+#define KVS_FOLD2_HI ((mvi){1, 3, 5, 7, 9, 11, 13, 15})
+#elif MV_L == 4
+#define KVS_FOLD4_LO ((mvi){0, 1, 4, 5})
+#define KVS_FOLD4_HI ((mvi){2, 3, 6, 7})
+#define KVS_FOLD2_LO ((mvi){0, 2, 4, 6})
+#define KVS_FOLD2_HI ((mvi){1, 3, 5, 7})
+#else
+#error "kv_step_attention: MV_L must be 4, 8 or 16"
+#endif
+#define KVS_FOLD(x, y, s) (__builtin_shuffle((x), (y), KVS_FOLD##s##_LO) + __builtin_shuffle((x), (y), KVS_FOLD##s##_HI))
 
 /* s[r][j] = sum_d q_r[d] K[j][d] for j < n <= KVS_NB (K's rows D floats apart, read in place: rows past n
  * are not read -- a group's missing rows repeat row 0, their scores dropped) */
@@ -118,14 +134,18 @@ static inline __attribute__((always_inline)) void kvs_scores(const float *K, int
     mvf part[KVS_RG][MV_L / 4 > 0 ? MV_L / 4 : 1];
 #pragma GCC unroll 4
     for (int sg = 0; sg < MV_L / 4; sg++) {
+      if (j0 + 4 * sg >= n) { /* (no row of this group: a decode step's one new key) */
+        for (int r = 0; r < nr; r++) part[r][sg] = mv_splat(0.f);
+        continue;
+      }
       const float *k[4];
       for (int c = 0; c < 4; c++) {
         const int64_t j = j0 + 4 * sg + c;
         k[c] = K + (j < n ? j : 0) * D;
       }
-      if (pf) /* the rows KVS_PF blocks on, every 64-byte line */
+      if (pf) /* the rows KVS_PF on, every 64-byte line (a near distance: measured best, warm or cold) */
         for (int c = 0; c < 4; c++)
-          for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(k[c] + KVS_PF * KVS_NB * D + d);
+          for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(k[c] + KVS_PF * D + d);
       mvf acc[KVS_RG][4];
       for (int r = 0; r < nr; r++)
         for (int c = 0; c < 4; c++) acc[r][c] = mv_splat(0.f);
@@ -138,18 +158,22 @@ static inline __attribute__((always_inline)) void kvs_scores(const float *K, int
         }
       }
       for (int r = 0; r < nr; r++) {
-#if MV_L >= 4
-        part[r][sg] = kvs_fold(kvs_fold(acc[r][0], acc[r][1], MV_L), kvs_fold(acc[r][2], acc[r][3], MV_L), MV_L / 2);
+#if MV_L == 16
+        part[r][sg] = KVS_FOLD(KVS_FOLD(acc[r][0], acc[r][1], 16), KVS_FOLD(acc[r][2], acc[r][3], 16), 8);
+#elif MV_L == 8
+        part[r][sg] = KVS_FOLD(KVS_FOLD(acc[r][0], acc[r][1], 8), KVS_FOLD(acc[r][2], acc[r][3], 8), 4);
+#else
+        part[r][sg] = KVS_FOLD(KVS_FOLD(acc[r][0], acc[r][1], 4), KVS_FOLD(acc[r][2], acc[r][3], 4), 2);
 #endif
       }
     }
     const int64_t nj = n - j0 < MV_L ? n - j0 : MV_L;
     for (int r = 0; r < nr; r++) {
-#if MV_L >= 16
-      part[r][0] = kvs_fold(part[r][0], part[r][1], 4), part[r][2] = kvs_fold(part[r][2], part[r][3], 4);
-      part[r][0] = kvs_fold(part[r][0], part[r][2], 2);
+#if MV_L == 16
+      part[r][0] = KVS_FOLD(part[r][0], part[r][1], 4), part[r][2] = KVS_FOLD(part[r][2], part[r][3], 4);
+      part[r][0] = KVS_FOLD(part[r][0], part[r][2], 2);
 #elif MV_L == 8
-      part[r][0] = kvs_fold(part[r][0], part[r][1], 2);
+      part[r][0] = KVS_FOLD(part[r][0], part[r][1], 2);
 #endif
       float *sr = s[r] + j0;
       if (nj == MV_L) mv_st(sr, part[r][0]);
@@ -231,10 +255,10 @@ static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, co
   const int64_t D = a->D, Dv = a->Dv;
   for (int64_t j0 = lo; j0 < hi; j0 += KVS_NB) {
     const int64_t n = hi - j0 < KVS_NB ? hi - j0 : KVS_NB;
-    const int pf = j0 + (KVS_PF + 1) * KVS_NB <= hi; /* (the prefetched rows are rows < hi) */
+    const int pf = j0 + KVS_NB + KVS_PF <= hi; /* (the prefetched key rows are rows < hi) */
     const float *kb = K + j0 * D;
-    if (pf) /* the value rows KVS_PF blocks on (the key rows: in kvs_scores) */
-      for (int64_t x = 0; x < KVS_NB * Dv; x += 16) __builtin_prefetch(V + (j0 + KVS_PF * KVS_NB) * Dv + x);
+    for (int64_t x = 0; x < n * Dv; x += 16) /* the block's value rows, while its scores are computed */
+      __builtin_prefetch(V + j0 * Dv + x);
     switch (nr) {
       case 1: kvs_scores(kb, D, n, qr, 1, s, pf); break;
       case 2: kvs_scores(kb, D, n, qr, 2, s, pf); break;
@@ -267,30 +291,40 @@ static int kvs_rows(const kvs_args *a, int64_t grp, const float **qr, const floa
   return nr;
 }
 
-/* the new keys (causal, in the window) folded in, then y = acc / l */
+/* the new keys (causal, in the window) folded in, then y = acc / l.  The new keys are rows [S][D] too: the
+ * group's rows score blocks of them together (kvs_scores), each row's unseen keys then set to -inf */
 static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, const float *const *mr,
                        const int64_t *ri, int nr, float *o, float *m, float *l) {
   const int64_t bh = grp / a->nrg, b = bh / a->Hkv, hk = bh % a->Hkv, D = a->D, Dv = a->Dv, S = a->S;
   const float *Kn = a->kn + bh * a->nhs * D, *Vn = a->vn + bh * a->nhs * Dv;
   const int64_t r0 = (grp % a->nrg) * KVS_RG;
-  float s[64];
+  float s[KVS_RG][KVS_NB] __attribute__((aligned(64)));
+  int64_t lo[KVS_RG], hi[KVS_RG], glo = S, ghi = 0;
   for (int r = 0; r < nr; r++) {
-    const int64_t i = ri[r], lo = a->W > 0 && i - a->W + 1 > 0 ? i - a->W + 1 : 0, hi = a->causal ? i + 1 : S;
-    for (int64_t t0 = lo; t0 < hi; t0 += 64) {
-      const int64_t n = hi - t0 < 64 ? hi - t0 : 64;
-      for (int64_t t = 0; t < n; t++) {
-        const float *k = Kn + (t0 + t) * D, *q = qr[r];
-        mvf c = mv_splat(0.f);
-        int64_t d = 0;
-        for (; d + MV_L <= D; d += MV_L) c += mv_ld(q + d) * mv_ld(k + d);
-        float acc = kvs_hsum(c);
-        for (; d < D; d++) acc += q[d] * k[d];
-        s[t] = acc * a->scale;
-        if (mr[r]) s[t] += mr[r][(a->pos + t0 + t) * a->ms[3]];
-      }
-      kvs_update(s, n, Vn + t0 * Dv, Dv, o + r * Dv, m + r, l + r);
+    const int64_t i = ri[r];
+    lo[r] = a->W > 0 && i - a->W + 1 > 0 ? i - a->W + 1 : 0, hi[r] = a->causal ? i + 1 : S;
+    glo = lo[r] < glo ? lo[r] : glo, ghi = hi[r] > ghi ? hi[r] : ghi;
+  }
+  for (int64_t t0 = glo; t0 < ghi; t0 += KVS_NB) {
+    const int64_t n = ghi - t0 < KVS_NB ? ghi - t0 : KVS_NB;
+    switch (nr) {
+      case 1: kvs_scores(Kn + t0 * D, D, n, qr, 1, s, 0); break;
+      case 2: kvs_scores(Kn + t0 * D, D, n, qr, 2, s, 0); break;
+      case 3: kvs_scores(Kn + t0 * D, D, n, qr, 3, s, 0); break;
+      default: kvs_scores(Kn + t0 * D, D, n, qr, 4, s, 0); break;
     }
-    const int64_t g = (r0 + r) / S;
+    for (int r = 0; r < nr; r++) {
+      float *sr = s[r];
+      for (int64_t t = 0; t < n; t++) {
+        const int64_t tt = t0 + t;
+        sr[t] = tt < lo[r] || tt >= hi[r] ? -INFINITY
+                : sr[t] * a->scale + (mr[r] ? mr[r][(a->pos + tt) * a->ms[3]] : 0.f);
+      }
+      kvs_update(sr, n, Vn + t0 * Dv, Dv, o + r * Dv, m + r, l + r);
+    }
+  }
+  for (int r = 0; r < nr; r++) {
+    const int64_t g = (r0 + r) / S, i = ri[r];
     float *y = a->y + ((b * a->Hq + hk * a->G + g) * S + i) * Dv;
     const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f; /* (a row that sees no key: 0) */
     for (int64_t d = 0; d < Dv; d++) y[d] = l[r] > 0.f ? o[r * Dv + d] * inv : 0.f;
