@@ -161,8 +161,9 @@ def _split_attention(q, kc, vc, k, v, pos, scale, variant="", window=0):
     else:
         denom = e_past.sum(-1, keepdim=True) + e_new.sum(-1, keepdim=True)
         p_past, p_new = e_past / denom, e_new / denom
-    out = (torch.bmm(p_past.reshape(b * hkv, g * t, m), vc.reshape(b * hkv, m, d)).reshape(b, hkv, g, t, d)
-           + torch.matmul(p_new, v.unsqueeze(2)))
+    o_past = torch.bmm(p_past.reshape(b * hkv, g * t, m), vc.reshape(b * hkv, m, d)).reshape(b, hkv, g, t, d)
+    o_new = torch.matmul(p_new, v.unsqueeze(2))
+    out = o_new + o_past if variant == "swap" else o_past + o_new
     return out.reshape(b, hq, t, d)
 
 
@@ -198,12 +199,13 @@ def _feeds(t, pos, seed=0):
     return [f(1, 4, t, 8), f(1, 2, 12, 8), f(1, 2, 12, 8), f(1, 2, t, 8), f(1, 2, t, 8), np.array([pos], np.int64)]
 
 
-@pytest.mark.parametrize("window", [0, pytest.param(3, marks=pytest.mark.slow)])
-def test_split_softmax_recognised(window):
-    """The step's attention (with and without a sliding window) becomes one moec.kv_step_attention with the
-    scale and window read from the graph, no softmax pieces left, and equal values at other sizes and
-    positions."""
-    m0, m = _split_module(window=window), _split_module(window=window)
+@pytest.mark.parametrize("window,variant", [(0, ""), (0, "swap"), pytest.param(3, "", marks=pytest.mark.slow)])
+def test_split_softmax_recognised(window, variant):
+    """The step's attention (with and without a sliding window; the sum's parts in either order: both
+    parts' keys are transposed views, the cache's is the one the position reaches) becomes one
+    moec.kv_step_attention with the scale and window read from the graph, no softmax pieces left, and
+    equal values at other sizes and positions."""
+    m0, m = _split_module(variant, window=window), _split_module(variant, window=window)
     changed, ops = _recognise(m)
     assert changed and len(ops) == 1, [o.name for o in m.main.ops]
     assert ops[0].attrs["window"] == window and abs(ops[0].attrs["scale"] - 0.35) < 1e-7
