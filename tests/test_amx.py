@@ -1,0 +1,256 @@
+"""AMX tiles for the bf16 and w8a8 GEMMs (codegen/c/runtime/rt_amx.c, issue 17 item 1).
+
+Where the build host has AMX (amx_tile, amx_bf16, amx_int8 in its cpuid flags) the runtime is built with
+-mamx-* and MOEC_HAVE_AMX, and the bf16 / w8a8 prefill GEMMs (moe.experts' two phases, moec.linear_q) run
+TDPBF16PS / TDPBUSD micro-kernels on the panels the AVX-512 kernels read.  These tests run the same kernels
+
+  - "emulated": built against rt_amx_emu.h (a software model of the tile registers and instructions after
+    Intel's ISA reference, which aborts on an access the tile configuration does not allow), on any AVX-512
+    host: only the hardware is faked (the description's AMX flags swapped for -DMOEC_AMX_EMULATE), the kernels
+    and their call sites are the real ones;
+  - "hardware": the real tiles, only where this host has AMX (skipped elsewhere);
+
+against numpy written here and against the same artifact with AMX switched off at run time (MOEC_AMX=0: the
+AVX-512 kernels): bf16 within the f32-summation tolerance (another order of the same exact products), w8a8 bit
+for bit (exact int32 sums, the same epilogue).  Edge shapes: rows 1, 2 (the decode kernels keep them), 15, 16,
+17, 33, 70 (partial and whole 16-row tiles, several 32-row blocks); N < 16, 16 < N < 32 and several panels;
+K = 32, 96 (whole tiles), 37 / 301 / 150 (a zero-padded K tail), 1024."""
+import os
+import platform
+import shutil
+import subprocess
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from helpers import experts_module
+
+from moec.driver import build_module
+from moec.ir import run
+from moec.passes.quantize import QuantizeWeights, quantize_int8
+
+pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="AMX is x86")
+
+AMX_ISA = ("amx_tile", "amx_bf16", "amx_int8")
+
+
+def _host_has_amx():
+    from moec.targets import description
+    return all(f in description._cpu_flags() for f in AMX_ISA)
+
+
+@pytest.fixture(params=["emulated", "hardware"])
+def amx(request, monkeypatch):
+    """The host description as on an AMX build host: emulated (faked cpuid flags, the emulator's define for the
+    -mamx-* flags) or this host's own AMX."""
+    from moec.targets import description
+    flags = description._cpu_flags()
+    if not all(f in flags for f in ("avx512f", "avx512bw", "avx512vl")):
+        pytest.skip("the AMX kernels are built on the AVX-512 path; this host has no AVX-512")
+    if request.param == "hardware":
+        if not _host_has_amx():
+            pytest.skip("this host has no AMX (amx_tile / amx_bf16 / amx_int8 not in /proc/cpuinfo): the real tiles "
+                        "are tested on an AMX host (Sapphire Rapids or later)")
+    else:
+        monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f not in AMX_ISA) + AMX_ISA)
+        monkeypatch.setattr(description, "AMX_CFLAGS", ("-DMOEC_HAVE_AMX", "-DMOEC_AMX_EMULATE"))
+    monkeypatch.delenv("MOEC_AMX", raising=False)
+    monkeypatch.delenv("MOEC_AMX_EMU_REFUSE", raising=False)
+    description.host_cpu.cache_clear()
+    assert "-DMOEC_HAVE_AMX" in description.host_cpu().cflags
+    yield request.param
+    monkeypatch.undo()
+    description.host_cpu.cache_clear()
+
+
+def _rnd(a):
+    return np.asarray(a, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
+def _pair(build, first_call, monkeypatch, off_env="MOEC_AMX", off_val="0"):
+    """(artifact with AMX, the same artifact with AMX off at run time): the runtime decides once per loaded
+    library, at its first GEMM, so each is called once under its environment before the real calls."""
+    on = build("on")
+    first_call(on)
+    off = build("off")
+    monkeypatch.setenv(off_env, off_val)
+    first_call(off)
+    monkeypatch.delenv(off_env)
+    return on, off
+
+
+DENSE = [(32, 40), (96, 13), (37, 45), (1024, 33), (301, 16)]
+ROWS = (1, 2, 15, 16, 17, 33, 70)
+
+
+@pytest.mark.parametrize("mode", ["bf16", "w8a8"])
+def test_dense_linear_q_on_tiles(mode, amx, tmp_path, monkeypatch):
+    """moec.linear_q (y = x @ W, z = x @ Wt^T + b) with bf16 / w8a8 weights on the AMX kernels: against numpy of
+    the op's documented rounding, the op's reference, and the AVX-512 kernels (MOEC_AMX=0); at one or two rows
+    the AVX-512 decode kernels run either way (bit for bit)."""
+    from test_dense_quant import _module, _numpy_dense, _weights
+    for i, (K, N) in enumerate(DENSE):
+        ws = _weights(K, N, seed=i)
+        w_nk, wt, b = np.array(ws["w"]).T.copy(), np.array(ws["wt"]), np.array(ws["b"])
+        m = _module(K, N, ws)
+        QuantizeWeights(mode, 0, False, scope="all", dense_modes=(mode,)).run(m)
+        assert sum(o.name == "moec.linear_q" for o in m.main.ops) == 2
+        x0 = np.ones((1, K), np.float32)
+        on, off = _pair(lambda s: build_module(m, str(tmp_path / f"{s}{i}"), threads=2), lambda a: a([x0]), monkeypatch)
+        differs = False
+        for M in ROWS:
+            x = np.random.default_rng(M + 10 * i).standard_normal((M, K)).astype(np.float32)
+            got, got_off = on([x]), off([x])
+            ref = run(m, [x])
+            for g, g0, wk, bias, r in ((got[0], got_off[0], w_nk, 0.0, ref["y"]), (got[1], got_off[1], wt, b, ref["z"])):
+                want = _numpy_dense(mode, x, wk, 0, False) + bias
+                assert g.shape == want.shape
+                if mode == "bf16":
+                    tol = 2e-6 * np.abs(want).max() * np.sqrt(K)
+                    assert np.abs(g - want).max() <= tol and np.abs(g - r).max() <= tol, (amx, K, N, M)
+                    assert np.abs(g - g0).max() <= tol
+                    differs |= not np.array_equal(g, g0)
+                else:  # exact int32 sums and tile_i8's epilogue: the AVX-512 kernel's floats
+                    assert np.array_equal(g, g0), (amx, K, N, M)
+                    np.testing.assert_allclose(g, want, rtol=1.6e-2, atol=1.6e-2 * np.abs(want).max())
+                if M <= 2:
+                    assert np.array_equal(g, g0), "decode rows must stay on the AVX-512 kernels"
+        if mode == "bf16" and K >= 96:
+            assert differs, "no result told the tile kernel's summation order from the AVX-512 kernel's: did AMX run?"
+
+
+def _experts_bf16_numpy(x, logits, wi, wo, k):
+    from test_bf16_kernels import _experts_numpy
+    return _experts_numpy(x, logits, wi.astype(np.float32), wo.astype(np.float32), k)
+
+
+@pytest.mark.parametrize("D,F", [(201, 150), (96, 64)])
+def test_experts_bf16_on_tiles(D, F, amx, tmp_path, monkeypatch):
+    """moe.experts with bf16 weights: phase 1 (32-row AMX calls, the H rows) and phase 3 (up to 8 rows a call,
+    the per-thread output tile) on the tiles, D / F with and without a K tail, F not a multiple of the
+    panel; token counts giving 1-2 rows per expert (decode kernels), ~10 (one partial tile) and ~40 (a 32-row
+    block and a remainder)."""
+    rng = np.random.default_rng(3)
+    E, k = 4, 2
+    wi = rng.standard_normal((E, 2 * F, D)).astype(np.float32).astype(ml_dtypes.bfloat16)
+    wo = rng.standard_normal((E, D, F)).astype(np.float32).astype(ml_dtypes.bfloat16)
+    m = experts_module("bf16", wi, wo, [], "T", D, E, k)
+    x0, l0 = np.ones((1, D), np.float32), np.zeros((1, E), np.float32)
+    on, off = _pair(lambda s: build_module(m, str(tmp_path / s), threads=2), lambda a: a([x0, l0]), monkeypatch)
+    differs = False
+    for T in (1, 2, 20, 80):
+        x = rng.standard_normal((T, D)).astype(np.float32)
+        logits = rng.standard_normal((T, E)).astype(np.float32)
+        got, got_off = on([x, logits])[0], off([x, logits])[0]
+        want = _experts_bf16_numpy(x, logits, wi, wo, k)
+        ref = run(m, [x, logits])["y"]
+        tol = 4e-6 * np.abs(want).max() * np.sqrt(max(D, F))
+        assert np.abs(got - want).max() <= tol and np.abs(got - ref).max() <= tol, (amx, T)
+        assert np.abs(got - got_off).max() <= tol
+        differs |= not np.array_equal(got, got_off)
+        if T <= 2:
+            assert np.array_equal(got, got_off)
+    assert differs, "did AMX run?"
+
+
+def test_experts_w8a8_on_tiles(amx, tmp_path, monkeypatch):
+    """moe.experts w8a8 (int8 weights, per-token int8 activations) on TDPBUSD: bit for bit the AVX-512 VNNI
+    kernel's results (exact int32 sums, the same dequantisation), K a multiple of 4 and not (D = 150: KP4 pads,
+    the quad tail of 16), every row count."""
+    rng = np.random.default_rng(7)
+    E, k, D, F = 3, 2, 150, 96
+    w_in = rng.standard_normal((E, 2 * F, D)).astype(np.float32) * 0.2
+    w_out = rng.standard_normal((E, D, F)).astype(np.float32) * 0.2
+    (qi, si), (qo, so) = quantize_int8(w_in), quantize_int8(w_out)
+    m = experts_module("int8", qi, qo, [si, so], "T", D, E, k, aq="int8")
+    x0, l0 = np.ones((1, D), np.float32), np.zeros((1, E), np.float32)
+    on, off = _pair(lambda s: build_module(m, str(tmp_path / s), threads=2), lambda a: a([x0, l0]), monkeypatch)
+    for T in (1, 2, 17, 40, 90):
+        x = rng.standard_normal((T, D)).astype(np.float32)
+        logits = rng.standard_normal((T, E)).astype(np.float32)
+        got, got_off = on([x, logits])[0], off([x, logits])[0]
+        assert np.array_equal(got, got_off), (amx, T)
+        ref = run(m, [x, logits])["y"]
+        np.testing.assert_allclose(got, ref, rtol=1.6e-2, atol=1.6e-2 * np.abs(ref).max())
+
+
+def test_refused_tile_state_falls_back(tmp_path, monkeypatch):
+    """When the kernel refuses the tile state (arch_prctl fails: emulated by MOEC_AMX_EMU_REFUSE), the artifact of
+    an AMX build runs the AVX-512 kernels: its bf16 results equal those of an artifact with MOEC_AMX=0, bit for
+    bit, where the tile kernels' differ (another summation order); nothing faults."""
+    from moec.targets import description
+    flags = description._cpu_flags()
+    if not all(f in flags for f in ("avx512f", "avx512bw", "avx512vl")):
+        pytest.skip("no AVX-512")
+    monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(f for f in flags if f not in AMX_ISA) + AMX_ISA)
+    monkeypatch.setattr(description, "AMX_CFLAGS", ("-DMOEC_HAVE_AMX", "-DMOEC_AMX_EMULATE"))
+    description.host_cpu.cache_clear()
+    try:
+        from test_dense_quant import _module, _weights
+        K, N = 256, 40
+        m = _module(K, N, _weights(K, N, seed=5))
+        QuantizeWeights("bf16", 0, False, scope="all", dense_modes=("bf16",)).run(m)
+        x0 = np.ones((1, K), np.float32)
+        on, off = _pair(lambda s: build_module(m, str(tmp_path / s), threads=1), lambda a: a([x0]), monkeypatch)
+        refused = build_module(m, str(tmp_path / "refused"), threads=1)
+        monkeypatch.setenv("MOEC_AMX_EMU_REFUSE", "1")
+        refused([x0])
+        monkeypatch.delenv("MOEC_AMX_EMU_REFUSE")
+        x = np.random.default_rng(0).standard_normal((40, K)).astype(np.float32)
+        a, b, c = on([x])[0], off([x])[0], refused([x])[0]
+        assert np.array_equal(c, b)
+        assert not np.array_equal(a, b)
+    finally:
+        description.host_cpu.cache_clear()
+
+
+@pytest.mark.parametrize("flags,amx", [
+    ("avx2 fma f16c avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni amx_tile amx_bf16 amx_int8", True),
+    ("avx2 fma f16c avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni amx_tile amx_bf16", False),
+    ("avx2 fma f16c avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni", False),
+    ("avx2 fma f16c amx_tile amx_bf16 amx_int8", False),
+], ids=["amx", "no-amx-int8", "avx512-no-amx", "avx2-only"])
+def test_amx_flags_follow_the_build_host(flags, amx, monkeypatch):
+    """-mamx-tile -mamx-bf16 -mamx-int8 -DMOEC_HAVE_AMX exactly where the build host has all three AMX features on
+    the AVX-512 path (cpuid flags faked); the runtime archive's cache key hashes the flags, so an AMX and a
+    non-AMX build never share an archive."""
+    from moec.targets import cpu, description
+    monkeypatch.setattr(description, "_cpu_flags", lambda: tuple(flags.split()))
+    description.host_cpu.cache_clear()
+    try:
+        d = description.host_cpu()
+        got = [f for f in d.cflags if "amx" in f.lower()]
+        assert got == (list(description.AMX_CFLAGS) if amx else []), d.cflags
+        assert ("-mamx-int8" in " ".join(cpu.cflags_for(d))) == amx
+    finally:
+        description.host_cpu.cache_clear()
+
+
+def test_real_amx_runtime_compiles(tmp_path):
+    """The runtime's AMX code builds with the real intrinsics (-mamx-* -DMOEC_HAVE_AMX, the flags an AMX build host
+    gets) on any host whose compiler knows them (nothing runs here): rt_amx.c holds the tile instructions and
+    rt_moe_f32.c, calling it, compiles; the archive's cache key differs from the plain build's."""
+    from dataclasses import replace
+
+    from moec.targets import cpu, description
+    h = description.host_cpu()
+    if h.vector_bits != 512:
+        pytest.skip("the AMX kernels are built on the AVX-512 path")
+    probe = subprocess.run([cpu.cc(), "-mamx-tile", "-mamx-bf16", "-mamx-int8", "-x", "c", "-c", "-o", os.devnull, "-"],
+                           input="int x;", capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"{cpu.cc()} does not know -mamx-tile")
+    plain = replace(h, cflags=tuple(f for f in h.cflags if f not in description.AMX_CFLAGS))
+    real = replace(h, cflags=plain.cflags + description.AMX_CFLAGS)
+    assert cpu.runtime_key(real) != cpu.runtime_key(plain)
+    procs = [(src, subprocess.Popen([cpu.cc(), *cpu.cflags_for(real), "-I", cpu.RUNTIME_DIR, "-c",
+                                     os.path.join(cpu.RUNTIME_DIR, src), "-o", str(tmp_path / (src + ".o"))],
+                                    stderr=subprocess.PIPE, text=True)) for src in ("rt_amx.c", "rt_moe_f32.c")]
+    for src, p in procs:
+        _, err = p.communicate()
+        assert p.returncode == 0, (src, err[-3000:])
+    if shutil.which("objdump"):
+        dis = subprocess.run(["objdump", "-d", str(tmp_path / "rt_amx.c.o")], capture_output=True, text=True).stdout
+        for ins in ("ldtilecfg", "sttilecfg", "tdpbf16ps", "tdpbusd", "tileloadd", "tilestored", "tilezero"):
+            assert ins in dis, ins
