@@ -254,3 +254,38 @@ def test_real_amx_runtime_compiles(tmp_path):
         dis = subprocess.run(["objdump", "-d", str(tmp_path / "rt_amx.c.o")], capture_output=True, text=True).stdout
         for ins in ("ldtilecfg", "sttilecfg", "tdpbf16ps", "tdpbusd", "tileloadd", "tilestored", "tilezero"):
             assert ins in dis, ins
+
+
+@pytest.mark.parametrize("how", ["emulated", "hardware"])
+def test_kernels_directly_under_asan(how, tmp_path):
+    """tests/amx_kernels/amx_check.c calls moec_amx_bf16 / moec_amx_i8 over rows 1-70 (1, 2, 3, 15, 16, 17, 31, 32,
+    33, 48, 70), K 1-301 (whole tiles, every tail), 1-32 columns, with every buffer allocated to its exact size
+    and built with ASan / UBSan: no access outside A, B or C (the tile configuration's rows, the padded K tail),
+    bf16 within the f32-summation bound of scalar C, w8a8 bit for bit.  The emulator also aborts on any tile
+    access its configuration does not allow."""
+    from moec.targets import cpu, description
+    if "avx512f" not in description._cpu_flags():
+        pytest.skip("no AVX-512")
+    if how == "hardware":
+        if not _host_has_amx():
+            pytest.skip("this host has no AMX (amx_tile / amx_bf16 / amx_int8 not in /proc/cpuinfo)")
+        defs = list(description.AMX_CFLAGS)
+    else:
+        defs = ["-DMOEC_HAVE_AMX", "-DMOEC_AMX_EMULATE"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    exe = str(tmp_path / "amx_check")
+    b = subprocess.run([cpu.cc(), "-O1", "-g", "-std=gnu11", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                        "-fno-omit-frame-pointer", "-mavx512f", "-mfma", *defs, "-I", cpu.RUNTIME_DIR,
+                        os.path.join(cpu.RUNTIME_DIR, "rt_amx.c"), os.path.join(here, "amx_kernels", "amx_check.c"),
+                        "-o", exe, "-lm", "-pthread"], capture_output=True, text=True)
+    if b.returncode != 0 and "sanitiz" in b.stderr:
+        pytest.skip("no sanitizer runtime: " + b.stderr[-300:])
+    assert b.returncode == 0, b.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("MOEC_AMX", "MOEC_AMX_EMU_REFUSE", "LD_PRELOAD")}
+    r = subprocess.run([exe], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("ok "), (r.stdout[-2000:], r.stderr[-3000:])
+    assert int(r.stdout.split()[1]) == 2 * 11 * 15 * 7
+    # the run-time switch: MOEC_AMX=0 (and a refused tile state, emulated) leave the kernels off
+    for var, val in ([("MOEC_AMX", "0")] + ([("MOEC_AMX_EMU_REFUSE", "1")] if how == "emulated" else [])):
+        r = subprocess.run([exe], capture_output=True, text=True, timeout=60, env={**env, var: val})
+        assert r.returncode == 3 and r.stdout.startswith("amx off: off: "), (var, r.stdout)
