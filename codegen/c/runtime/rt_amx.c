@@ -65,7 +65,7 @@ int moec_amx_on(void) {
   }
   return s > 0;
 }
-const char *moec_amx_status(void) {
+__attribute__((visibility("default"))) const char *moec_amx_status(void) { /* (read by the CPU backend's report) */
   moec_amx_on();
   return g_amx_why;
 }
