@@ -2216,7 +2216,11 @@ static void phase3(void *arg, int64_t item, int tid) {
   int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
   if (n == 0) return;
   int64_t c0 = cb * NR, nb = j->D - c0 < NR ? j->D - c0 : NR;
+#ifdef MOEC_HAVE_AMX
+  float out[(AMX_MR > W4A8_MR ? AMX_MR : W4A8_MR) * NR]; /* (AMX_MR >= MR: the tile kernels' 32 rows) */
+#else
   float out[(MR > W4A8_MR ? MR : W4A8_MR) * NR];
+#endif
   const float *Bp = NULL;
   const int8_t *Bi = NULL;
   w4p B4p;
@@ -2261,7 +2265,7 @@ static void phase3(void *arg, int64_t item, int tid) {
       Bp = j->pack[tid];
     }
   }
-  const int step = B4 ? W4A8_MR : MR;
+  const int step = B4 ? W4A8_MR : (Bi || Bq) && !Bh && !Bw ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
   for (int64_t r = 0; r < n; r += step) {
     int m = n - r < step ? (int)(n - r) : step;
     if (B4) {
