@@ -332,3 +332,21 @@ def test_model_on_tiles_is_sanitizer_clean(weights, amx, tmp_path):
         x = rng.standard_normal((T, 40)).astype(np.float32)
         got = run_harness(exe, out, [x], 1)
         np.testing.assert_allclose(got[0], art([x])[0], rtol=1e-4, atol=1e-5 * np.abs(got[0]).max())
+
+
+@pytest.mark.parametrize("has_amx", [True, False])
+def test_bench_probes_name_the_tiles(has_amx, monkeypatch):
+    """The bf16 / int8 GEMM probes (torch, oneDNN) say when they run on this host's AMX tiles (cpuid flags faked):
+    on an AMX host they are the tiles' rate, the ceiling moec's tile kernels are put against."""
+    pytest.importorskip("torch")
+    from moec.bench import GemmProbe
+    from moec.targets import description
+    flags = tuple(f for f in description._cpu_flags() if f not in AMX_ISA) + (AMX_ISA if has_amx else ())
+    monkeypatch.setattr(description, "_cpu_flags", lambda: flags)
+    description.host_cpu.cache_clear()
+    try:
+        for dt in ("bf16", "int8"):
+            assert ("on AMX tiles" in GemmProbe(dt, 1, n=16).how) == has_amx
+        assert "AMX" not in GemmProbe("f32", 1, n=16).how
+    finally:
+        description.host_cpu.cache_clear()
