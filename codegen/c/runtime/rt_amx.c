@@ -20,15 +20,23 @@
 #include "rt_amx_emu.h"
 #else
 #include <cpuid.h>
+#include <errno.h>
 #include <immintrin.h>
+#include <stdio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+/* gcc's tileloadd / ldtilecfg / sttilecfg asm statements pass the address in a register (or name 8 of the 64
+ * config bytes) and do not tell the compiler they read / write the memory behind it: a compiler barrier after
+ * filling a buffer a tile instruction reads (the padded K tail, the configuration) and after STTILECFG keeps
+ * those stores and loads where they are.  (The emulator's functions need none; it is harmless there.) */
+#define AMX_BARRIER() __asm__ volatile("" ::: "memory")
 
 #define PNR 32 /* the panels' width (NR of rt_moe_f32.c, MOEC_PAIR_NR / MOEC_I8PANEL_NR) */
 
 static int g_amx = 0;           /* 0 not decided, 1 on, -1 off */
 static const char *g_amx_why = "not initialised";
+static char g_amx_msg[160] __attribute__((unused));
 static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;
 
 static void amx_decide(void) {
@@ -46,7 +54,10 @@ static void amx_decide(void) {
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1) || !((d >> 25) & 1)) {
       g_amx_why = "off: this CPU has no AMX-TILE / AMX-BF16 / AMX-INT8";
     } else if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0) {
-      g_amx_why = "off: the kernel refused the tile state (arch_prctl ARCH_REQ_XCOMP_PERM)";
+      /* (ENOSPC: a thread's signal alternate stack is too small for the frame with the tile data) */
+      snprintf(g_amx_msg, sizeof g_amx_msg, "off: the kernel refused the tile state (arch_prctl ARCH_REQ_XCOMP_PERM: %s)",
+               errno == ENOSPC ? "ENOSPC, a signal alternate stack too small" : errno == EINVAL ? "EINVAL, a kernel without AMX support" : "error");
+      g_amx_why = g_amx_msg;
     } else {
       unsigned long bits = 0; /* ARCH_GET_XCOMP_PERM: the permitted features, bit 18 the tile data */
       if (syscall(SYS_arch_prctl, 0x1022, &bits) == 0 && ((bits >> 18) & 1)) on = 1, g_amx_why = "on";
@@ -82,6 +93,7 @@ static void amx_config(int h0, int h1) {
     cfg[16 + 2 * t] = rows[t] ? 64 : 0;
   }
   _tile_storeconfig(cur);
+  AMX_BARRIER();
   if (memcmp(cur, cfg, 64)) _tile_loadconfig(cfg);
 }
 
@@ -117,7 +129,9 @@ static inline __attribute__((always_inline)) void bf16_block(const int TWO, cons
     memset(bt, 0, sizeof bt);
     for (int r = 0; r < mb; r++) memcpy(at[r], A + r * P + pf, sizeof(uint32_t) * (size_t)(P - pf));
     memcpy(bt, Bp + pf * PNR, sizeof(uint32_t) * PNR * (size_t)(P - pf));
+    AMX_BARRIER();
     bf16_step(TWO, H1, at[0], at[16], 64, bt[0], PNR * 4);
+    AMX_BARRIER(); /* (at, bt are read before their storage is reused) */
   }
   _tile_stored(0, tmp[0], PNR * 4);
   if (TWO) _tile_stored(1, tmp[0] + 16, PNR * 4);
@@ -175,7 +189,9 @@ static inline __attribute__((always_inline)) void i8_block(const int TWO, const 
     memset(bt, 0, sizeof bt);
     for (int r = 0; r < mb; r++) memcpy(at[r], A + r * lda + 4 * pf, (size_t)(4 * (P - pf)));
     memcpy(bt, Bp + pf * PNR * 4, (size_t)(PNR * 4 * (P - pf)));
+    AMX_BARRIER();
     i8_step(TWO, H1, at[0], at[16], 64, bt[0], PNR * 4);
+    AMX_BARRIER();
   }
   _tile_stored(0, res[0], PNR * 4);
   if (TWO) _tile_stored(1, res[0] + 16, PNR * 4);
