@@ -1,5 +1,6 @@
 /* Drives rt_amx.c's kernels directly over edge shapes, every buffer malloc'ed to its exact size (so an access
- * outside one shows under ASan), against scalar C written here: bf16 within the f32-summation bound, w8a8 bit
+ * outside one shows under ASan), against scalar C written here: bf16 (and bf16 with group scales) within the
+ * f32-summation bound, w8a8 bit
  * for bit (exact int32 sums, the epilogue of tile_i8).  Built by tests/test_amx.py with -DMOEC_HAVE_AMX and
  * either -DMOEC_AMX_EMULATE (any host) or the real -mamx-* flags (an AMX host), -fsanitize=address,undefined.
  * Prints "ok <cases>" and exits 0, or the first mismatch and exits 1. */
@@ -65,6 +66,41 @@ static int check_bf16(int m, int64_t K, int64_t nb, int64_t ldc) {
   return bad;
 }
 
+/* tile_bf16_gs's contract: per group of pg pairs the f32 sum times the group's column scales (gs + g * 64) */
+static int check_bf16_gs(int m, int64_t K, int64_t nb, int64_t ldc, int64_t pg) {
+  const int64_t P = (K + 1) / 2, ng = (P + pg - 1) / pg;
+  uint32_t *A = malloc(sizeof(uint32_t) * (size_t)(m * P)), *B = malloc(sizeof(uint32_t) * (size_t)(P * PNR));
+  float *gs = malloc(sizeof(float) * (size_t)(ng * 2 * PNR));
+  float *C = malloc(sizeof(float) * (size_t)((m - 1) * ldc + nb));
+  for (int64_t i = 0; i < m * P; i++) A[i] = rand_bf16() | (uint32_t)rand_bf16() << 16;
+  for (int64_t i = 0; i < P * PNR; i++) B[i] = (i % PNR) < nb ? rand_bf16() | (uint32_t)rand_bf16() << 16 : 0;
+  for (int64_t i = 0; i < ng * 2 * PNR; i++) gs[i] = (float)((int)(next() % 2001) - 1000) / 1024.f;
+  moec_amx_bf16_gs(A, P, m, B, gs, pg, C, ldc, nb);
+  int bad = 0;
+  for (int r = 0; r < m && !bad; r++)
+    for (int64_t j = 0; j < nb; j++) {
+      double want = 0, mag = 0;
+      for (int64_t g = 0; g < ng; g++) {
+        double part = 0, pm = 0;
+        for (int64_t p = g * pg; p < P && p < (g + 1) * pg; p++) {
+          double t0 = bf(A[r * P + p] & 0xffff) * bf(B[p * PNR + j] & 0xffff), t1 = bf(A[r * P + p] >> 16) * bf(B[p * PNR + j] >> 16);
+          part += t0 + t1;
+          pm += fabs(t0) + fabs(t1);
+        }
+        want += part * gs[g * 2 * PNR + j];
+        mag += pm * fabs(gs[g * 2 * PNR + j]);
+      }
+      if (!(fabs(C[r * ldc + j] - want) <= 2.0 * (K + ng) * 6e-8 * mag + 1e-30)) {
+        printf("bf16_gs m=%d K=%lld nb=%lld pg=%lld: C[%d][%lld] = %.9g, want %.9g\n", m, (long long)K, (long long)nb,
+               (long long)pg, r, (long long)j, C[r * ldc + j], want);
+        bad = 1;
+        break;
+      }
+    }
+  free(A), free(B), free(gs), free(C);
+  return bad;
+}
+
 static int check_i8(int m, int64_t K, int64_t nb, int64_t ldc) {
   const int64_t Kp = (K + 3) / 4 * 4, P = Kp / 4;
   uint8_t *A = malloc((size_t)(m * Kp));
@@ -116,7 +152,10 @@ int main(void) {
       for (size_t c = 0; c < sizeof nbs / sizeof *nbs; c++) {
         const int64_t nb = nbs[c], ldc = (a + b) % 2 ? nb : nb + 5; /* tight rows (the last element ends C) or not */
         if (check_bf16(ms[a], Ks[b], nb, ldc) || check_i8(ms[a], Ks[b], nb, ldc)) return 1;
-        n += 2;
+        /* groups of 8 (a tail in every group), 16, 32 pairs and the whole row (int8's one group) */
+        const int64_t pg = (a + c) % 4 == 0 ? 8 : (a + c) % 4 == 1 ? 16 : (a + c) % 4 == 2 ? 32 : (Ks[b] + 1) / 2;
+        if (check_bf16_gs(ms[a], Ks[b], nb, ldc, pg)) return 1;
+        n += 3;
       }
   printf("ok %d\n", n);
   return 0;

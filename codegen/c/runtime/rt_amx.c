@@ -76,6 +76,8 @@ int moec_amx_on(void) {
   }
   return s > 0;
 }
+/* decided when the library is loaded (MOEC_AMX read then), not at its first GEMM of 3+ rows */
+__attribute__((constructor)) static void amx_decide_at_load(void) { moec_amx_on(); }
 __attribute__((visibility("default"))) const char *moec_amx_status(void) { /* (read by the CPU backend's report) */
   moec_amx_on();
   return g_amx_why;
@@ -111,8 +113,10 @@ static inline __attribute__((always_inline)) void bf16_step(const int TWO, const
     if (TWO) _tile_dpbf16ps(3, 5, 7);
   }
 }
-static inline __attribute__((always_inline)) void bf16_block(const int TWO, const int H1, const uint32_t *A, int64_t P, int mb,
-                                                             const uint32_t *Bp, float (*tmp)[PNR]) {
+/* tmp[0..mb)[0..16 or 32) = rows of A (lda pairs apart) times the panel, over P pairs (a group: A and Bp start at its
+ * first pair) */
+static inline __attribute__((always_inline)) void bf16_block(const int TWO, const int H1, const uint32_t *A, int64_t lda,
+                                                             int64_t P, int mb, const uint32_t *Bp, float (*tmp)[PNR]) {
   const int h0 = mb < 16 ? mb : 16, h1 = mb - h0;
   amx_config(h0, h1);
   _tile_zero(0);
@@ -122,12 +126,12 @@ static inline __attribute__((always_inline)) void bf16_block(const int TWO, cons
     if (TWO) _tile_zero(3);
   }
   const int64_t pf = P / 16 * 16;
-  for (int64_t p = 0; p < pf; p += 16) bf16_step(TWO, H1, A + p, A + 16 * P + p, P * 4, Bp + p * PNR, PNR * 4);
+  for (int64_t p = 0; p < pf; p += 16) bf16_step(TWO, H1, A + p, A + 16 * lda + p, lda * 4, Bp + p * PNR, PNR * 4);
   if (pf < P) { /* the last P - pf pairs, zero-padded to 16 (zero pairs add nothing) */
     uint32_t at[32][16], bt[16][PNR];
     memset(at, 0, sizeof at);
     memset(bt, 0, sizeof bt);
-    for (int r = 0; r < mb; r++) memcpy(at[r], A + r * P + pf, sizeof(uint32_t) * (size_t)(P - pf));
+    for (int r = 0; r < mb; r++) memcpy(at[r], A + r * lda + pf, sizeof(uint32_t) * (size_t)(P - pf));
     memcpy(bt, Bp + pf * PNR, sizeof(uint32_t) * PNR * (size_t)(P - pf));
     AMX_BARRIER();
     bf16_step(TWO, H1, at[0], at[16], 64, bt[0], PNR * 4);
@@ -140,19 +144,43 @@ static inline __attribute__((always_inline)) void bf16_block(const int TWO, cons
     if (TWO) _tile_stored(3, tmp[16] + 16, PNR * 4);
   }
 }
+static void bf16_any(int64_t nb, int mb, const uint32_t *A, int64_t lda, int64_t P, const uint32_t *Bp, float (*tmp)[PNR]) {
+  if (nb > 16) {
+    if (mb > 16) bf16_block(1, 1, A, lda, P, mb, Bp, tmp);
+    else bf16_block(1, 0, A, lda, P, mb, Bp, tmp);
+  } else {
+    if (mb > 16) bf16_block(0, 1, A, lda, P, mb, Bp, tmp);
+    else bf16_block(0, 0, A, lda, P, mb, Bp, tmp);
+  }
+}
 void moec_amx_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
   float tmp[32][PNR];
   for (int r0 = 0; r0 < m; r0 += 32) {
     const int mb = m - r0 < 32 ? m - r0 : 32;
     const uint32_t *Ar = A + r0 * P;
-    if (nb > 16) {
-      if (mb > 16) bf16_block(1, 1, Ar, P, mb, Bp, tmp);
-      else bf16_block(1, 0, Ar, P, mb, Bp, tmp);
-    } else {
-      if (mb > 16) bf16_block(0, 1, Ar, P, mb, Bp, tmp);
-      else bf16_block(0, 0, Ar, P, mb, Bp, tmp);
-    }
+    bf16_any(nb, mb, Ar, P, P, Bp, tmp);
     for (int r = 0; r < mb; r++) memcpy(C + (r0 + r) * ldc, tmp[r], sizeof(float) * (size_t)nb);
+  }
+}
+/* tile_bf16_gs's contract: C = sum over groups of pg pairs of (the group's f32 sum) times its column scales
+ * (gs + g * 2 PNR); per group the C tiles restart, are stored and scaled into f32 totals */
+void moec_amx_bf16_gs(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, const float *gs, int64_t pg, float *C,
+                      int64_t ldc, int64_t nb) {
+  float tmp[32][PNR], tot[32][PNR];
+  const int w = nb > 16 ? PNR : 16; /* the columns the tiles computed */
+  for (int r0 = 0; r0 < m; r0 += 32) {
+    const int mb = m - r0 < 32 ? m - r0 : 32;
+    const uint32_t *Ar = A + r0 * P;
+    for (int r = 0; r < mb; r++)
+      for (int j = 0; j < PNR; j++) tot[r][j] = 0.f;
+    for (int64_t p0 = 0; p0 < P; p0 += pg) {
+      const int64_t n = P - p0 < pg ? P - p0 : pg;
+      bf16_any(nb, mb, Ar + p0, P, n, Bp + p0 * PNR, tmp);
+      const float *s = gs + (p0 / pg) * 2 * PNR;
+      for (int r = 0; r < mb; r++)
+        for (int j = 0; j < w; j++) tot[r][j] += tmp[r][j] * s[j];
+    }
+    for (int r = 0; r < mb; r++) memcpy(C + (r0 + r) * ldc, tot[r], sizeof(float) * (size_t)nb);
   }
 }
 
@@ -226,6 +254,10 @@ void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t
 int moec_amx_on(void) { return 0; }
 const char *moec_amx_status(void) { return "off: not built for AMX (the build host has none)"; }
 void moec_amx_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) { abort(); }
+void moec_amx_bf16_gs(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, const float *gs, int64_t pg, float *C,
+                      int64_t ldc, int64_t nb) {
+  abort();
+}
 void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs, const float *ws,
                  float *C, int64_t ldc, int64_t nb) {
   abort();

@@ -12,6 +12,8 @@
  * (16 columns x 4 int8 of consecutive k), its column sums after it.
  *
  *   moec_amx_bf16: C[m x nb] = A . B, A rows of P bf16 pairs (uint32, P apart), f32 results   (tile_bf16)
+ *   moec_amx_bf16_gs: the same per group of pg pairs, each group's f32 sum times its column scales
+ *                  (gs + g * 2 * 32), the products summed in f32 totals                      (tile_bf16_gs)
  *   moec_amx_i8:   C[r][j] = (sum_k A[r][k] B[k][j] - 128 colsum[j]) * xs[r] * ws[j], A biased u8 codes
  *                  (lda apart, KP4(K) of them per row), exact int32 sums                         (tile_i8)
  *
@@ -33,6 +35,8 @@
 int moec_amx_on(void);            /* 1 when the AMX kernels run in this process */
 const char *moec_amx_status(void); /* one line: "on", or why not */
 void moec_amx_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb);
+void moec_amx_bf16_gs(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, const float *gs, int64_t pg, float *C,
+                      int64_t ldc, int64_t nb);
 void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs, const float *ws,
                  float *C, int64_t ldc, int64_t nb);
 
@@ -44,7 +48,10 @@ void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t
   ((m) >= AMX_MIN_ROWS && moec_amx_on() ? (moec_amx_bf16(A, P, m, Bp, C, ldc, nb), 1) : 0)
 #define AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb) \
   ((m) >= AMX_MIN_ROWS && moec_amx_on() ? (moec_amx_i8(A, lda, m, Bp, K, xs, ws, C, ldc, nb), 1) : 0)
+#define AMX_BF16_GS(A, P, m, Bp, gs, pg, C, ldc, nb) \
+  ((m) >= AMX_MIN_ROWS && moec_amx_on() ? (moec_amx_bf16_gs(A, P, m, Bp, gs, pg, C, ldc, nb), 1) : 0)
 #else
+#define AMX_BF16_GS(A, P, m, Bp, gs, pg, C, ldc, nb) 0
 #define AMX_ROWS(mr) (mr)
 #define AMX_BF16(A, P, m, Bp, C, ldc, nb) 0
 #define AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb) 0
@@ -52,6 +59,8 @@ void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t
 /* a call site's one change: AMX_BF16_OR(tile_bf16, args) runs AMX where it applies, else tile_bf16(args) */
 #define AMX_BF16_OR(fallback, A, P, m, Bp, C, ldc, nb) \
   do { if (!AMX_BF16(A, P, m, Bp, C, ldc, nb)) fallback(A, P, m, Bp, C, ldc, nb); } while (0)
+#define AMX_BF16_GS_OR(fallback, A, P, m, Bp, gs, pg, C, ldc, nb) \
+  do { if (!AMX_BF16_GS(A, P, m, Bp, gs, pg, C, ldc, nb)) fallback(A, P, m, Bp, gs, pg, C, ldc, nb); } while (0)
 #define AMX_I8_OR(fallback, A, lda, m, Bp, K, xs, ws, C, ldc, nb) \
   do { if (!AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb)) fallback(A, lda, m, Bp, K, xs, ws, C, ldc, nb); } while (0)
 #endif

@@ -1178,7 +1178,7 @@ static void wq_bf16_panel(const wview *v, const void *panel, int64_t e, int64_t 
  * times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
 static void tile_wq_bf16(const wview *v, const uint32_t *A, int m, const uint32_t *Bq, const float *st, float *C,
                          int64_t ldc, int64_t nb) {
-  tile_bf16_gs(A, (v->K + 1) / 2, m, Bq, st, abf_group_pairs(v), C, ldc, nb);
+  AMX_BF16_GS_OR(tile_bf16_gs, A, (v->K + 1) / 2, m, Bq, st, abf_group_pairs(v), C, ldc, nb);
 }
 
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
