@@ -70,16 +70,20 @@ class GemmProbe:
             self.fn = lambda: self.a @ self.b
             return
         import torch
+        from moec.targets.description import host_cpu
+        # on an AMX host oneDNN runs these on the tiles, as moec's bf16 / w8a8 kernels do (codegen/c/runtime/rt_amx.c):
+        # the probe is then the tiles' rate, not AVX-512's
+        amx = " on AMX tiles" if all(f in host_cpu().isa for f in ("amx_tile", f"amx_{dtype}")) else ""
         if dtype == "bf16":
             self.a = torch.from_numpy(rng.standard_normal((n, n)).astype(np.float32)).to(torch.bfloat16)
             self.b = self.a.clone()
             self.fn = lambda: torch.matmul(self.a, self.b)
-            self.how = f"torch.matmul bf16 {n}^3 (oneDNN), {threads} threads (torch.set_num_threads)"
+            self.how = f"torch.matmul bf16 {n}^3 (oneDNN{amx}), {threads} threads (torch.set_num_threads)"
         else:
             self.a = torch.from_numpy(rng.integers(-127, 128, (n, n), dtype=np.int8))
             self.b = self.a.clone()
             self.fn = lambda: torch._int_mm(self.a, self.b)
-            self.how = f"torch._int_mm int8 x int8 -> int32 {n}^3 (oneDNN), {threads} threads (torch.set_num_threads)"
+            self.how = f"torch._int_mm int8 x int8 -> int32 {n}^3 (oneDNN{amx}), {threads} threads (torch.set_num_threads)"
 
     def __enter__(self):
         if self.dtype == "f32":

@@ -189,6 +189,8 @@ def cmd_compile(a) -> int:
           f"in {total:.2f}s")
     layers = rep.get("moe_layers") or []
     print(f"  MoE layers recognised: {len(layers)}")
+    if isinstance(rep.get("amx"), dict):  # an AMX build host (targets/cpu_backend.py)
+        print(f"  AMX tiles for the bf16 / w8a8 GEMMs: {rep['amx'].get('run_time', 'built')} (MOEC_AMX=0 turns them off)")
     wq = rep.get("weights") or {}
     if opts.weights != "f32" and wq.get("quantized_layers"):
         scopes = wq.get("by_scope") or {"experts": {"layers": wq["quantized_layers"],

@@ -78,18 +78,24 @@ def _run(cmd: Sequence[str], what: str) -> None:
 _lock = threading.Lock()
 
 
-def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
-    """Compile the runtime into a cached static archive; return its path (inside a checked cache entry,
-    ``rt-<key>/rt.a``: a damaged archive is discarded and rebuilt, see cache_store)."""
-    flags = cflags_for(target, sanitize)
+def runtime_key(target: TargetDesc, sanitize: bool = False) -> str:
+    """The runtime archive's cache key: its sources and headers, the flags (so the kernels chosen from the build
+    host's features: vector width, VNNI, AMX ...) and the compiler; builds differing in any never share one."""
     h = hashlib.sha256()
     for p in runtime_sources() + runtime_headers():
         h.update(os.path.basename(p).encode())
         with open(p, "rb") as f:
             h.update(f.read())
-    h.update(" ".join(flags).encode())
+    h.update(" ".join(cflags_for(target, sanitize)).encode())
     h.update(_cc_version().encode())
-    key = "rt-" + h.hexdigest()[:20]
+    return "rt-" + h.hexdigest()[:20]
+
+
+def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
+    """Compile the runtime into a cached static archive; return its path (inside a checked cache entry,
+    ``rt-<key>/rt.a``: a damaged archive is discarded and rebuilt, see cache_store)."""
+    flags = cflags_for(target, sanitize)
+    key = runtime_key(target, sanitize)
     root = cache_dir()
     out = cache_store.cached_path(root, key, "rt.a")
     if out:

@@ -61,6 +61,20 @@ class CpuBackend(BackendBase):
     def load(self, outdir: str, threads: int = 1) -> "CpuArtifact":
         return CpuArtifact(outdir, threads)
 
+    def report(self, outdir: str, artifact=None) -> dict:
+        """report.json's "amx" (builds for an AMX host only, codegen/c/runtime/rt_amx.c): the tile kernels built, and
+        with the loaded artifact whether they run in this process (cpuid, the kernel's grant of the tile state,
+        MOEC_AMX=0) or why not."""
+        if "-DMOEC_HAVE_AMX" not in self.desc.cflags:
+            return {}
+        out = {"built": True, "kernels": "bf16 and w8a8 GEMMs of moe.experts and moec.linear_q, 3 rows and more"}
+        fn = getattr(getattr(getattr(artifact, "lib", None), "lib", None), "moec_amx_status", None)
+        if fn is not None:
+            import ctypes
+            fn.restype, fn.argtypes = ctypes.c_char_p, []
+            out["run_time"] = fn().decode()
+        return {"amx": out}
+
 
 def _check_weight_layouts(outdir: str) -> None:
     """The weights stored in a kernel layout (model.weights.json's ``layout``) must be in one this moec's kernels

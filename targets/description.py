@@ -56,7 +56,10 @@ def _cache_size(level_name: str, default: int) -> int:
 
 
 _ISA_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-                    "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "asimd", "sve")
+                    "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
+# AMX tiles (bf16 and int8): the bf16 / w8a8 GEMM micro-kernels of codegen/c/runtime/rt_amx.c, built where the
+# build host has all three; the artifact still checks cpuid and asks the kernel for the tile state at run time
+AMX_CFLAGS = ("-mamx-tile", "-mamx-bf16", "-mamx-int8", "-DMOEC_HAVE_AMX")
 
 
 @lru_cache(maxsize=1)
@@ -74,6 +77,8 @@ def host_cpu() -> TargetDesc:
                 cflags += ("-mavx512bf16",)
             if "avx512_vnni" in isa:
                 cflags += ("-mavx512vnni",)
+            if all(f in isa for f in ("amx_tile", "amx_bf16", "amx_int8")):
+                cflags += AMX_CFLAGS
         elif "avx2" in isa and "fma" in isa:
             arch, vbits = "x86_64-avx2", 256
             cflags = ("-mavx2", "-mfma", "-DMOEC_VBYTES=32") + (("-mf16c",) if "f16c" in isa else ())

@@ -448,12 +448,13 @@ def test_linear_rejects_a_middle_broadcast():
     ("avx2 fma f16c avx512f avx512bw avx512vl avx512dq", ["-mavx512f", "-DMOEC_VBYTES=64"],
      ["-mavx512bf16", "-mavx512vnni"]),
     ("avx2 fma f16c avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile",
-     ["-mavx512bf16", "-mavx512vnni", "-DMOEC_VBYTES=64"], ["-mamx-tile", "-mamx-bf16", "-mamx-int8"]),
+     ["-mavx512bf16", "-mavx512vnni", "-DMOEC_VBYTES=64", "-mamx-tile", "-mamx-bf16", "-mamx-int8", "-DMOEC_HAVE_AMX"],
+     []),
 ], ids=["avx2", "avx512", "avx512-bf16-vnni-amx"])
 def test_kernels_follow_the_build_hosts_cpu_flags(flags, want, absent, monkeypatch):
     """The C target's flags (so the kernels compiled: vector width, vdpbf16ps, VNNI) come from the build
-    host's cpuid flags (/proc/cpuinfo, faked here); AMX flags are recorded in the description's isa but
-    select nothing: there is no AMX code path, so no -mamx-* flag is ever passed."""
+    host's cpuid flags (/proc/cpuinfo, faked here); AMX (amx_tile, amx_bf16, amx_int8) adds -mamx-* and
+    MOEC_HAVE_AMX: the tile kernels of rt_amx.c (tests/test_amx.py)."""
     import platform
 
     from moec.targets import description

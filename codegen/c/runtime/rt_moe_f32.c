@@ -12,6 +12,7 @@
  * (no packing; bandwidth bound). */
 #include "rt_moe.h"
 #include "moec_model.h"
+#include "rt_amx.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -1177,7 +1178,7 @@ static void wq_bf16_panel(const wview *v, const void *panel, int64_t e, int64_t 
  * times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
 static void tile_wq_bf16(const wview *v, const uint32_t *A, int m, const uint32_t *Bq, const float *st, float *C,
                          int64_t ldc, int64_t nb) {
-  tile_bf16_gs(A, (v->K + 1) / 2, m, Bq, st, abf_group_pairs(v), C, ldc, nb);
+  AMX_BF16_GS_OR(tile_bf16_gs, A, (v->K + 1) / 2, m, Bq, st, abf_group_pairs(v), C, ldc, nb);
 }
 
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
@@ -2102,9 +2103,10 @@ static void phase1(void *arg, int64_t item, int tid) {
     const int8_t *Bp = j->pq_in ? j->pq_in + (size_t)(e * j->nb1 + cb) * i8_panel_bytes(j->D) : (const int8_t *)j->pack[tid];
     if (!j->pq_in) pack_i8_panel((const int8_t *)j->vin.w + e * j->I * j->D, j->D, c0, nb, j->pack[tid]);
     int64_t Kp = KP4(j->D);
-    for (int64_t r = 0; r < n; r += MR) {
-      int m = n - r < MR ? (int)(n - r) : MR;
-      tile_i8(j->XQ + (r0 + r) * Kp, Kp, m, Bp, j->D, j->XQS + r0 + r, j->vin.s + e * j->I + c0,
+    const int amr = AMX_ROWS(MR); /* (rt_amx.h: AMX's rows per call where it runs) */
+    for (int64_t r = 0; r < n; r += amr) {
+      int m = n - r < amr ? (int)(n - r) : amr;
+      AMX_I8_OR(tile_i8, j->XQ + (r0 + r) * Kp, Kp, m, Bp, j->D, j->XQS + r0 + r, j->vin.s + e * j->I + c0,
               j->H + (r0 + r) * j->I + c0, j->I, nb);
     }
     return;
@@ -2113,9 +2115,10 @@ static void phase1(void *arg, int64_t item, int tid) {
     int64_t P = (j->D + 1) / 2;
     const uint32_t *Bq = j->pkb_in ? j->pkb_in + (e * j->nb1 + cb) * P * NR : (const uint32_t *)j->pack[tid];
     if (!j->pkb_in) pack_b_bf16((const uint16_t *)j->vin.w + e * j->I * j->D, j->D, c0, nb, (uint32_t *)j->pack[tid]);
-    for (int64_t r = 0; r < n; r += MR) {
-      int m = n - r < MR ? (int)(n - r) : MR;
-      tile_bf16(j->XB + (r0 + r) * P, P, m, Bq, j->H + (r0 + r) * j->I + c0, j->I, nb);
+    const int amr = AMX_ROWS(MR);
+    for (int64_t r = 0; r < n; r += amr) {
+      int m = n - r < amr ? (int)(n - r) : amr;
+      AMX_BF16_OR(tile_bf16, j->XB + (r0 + r) * P, P, m, Bq, j->H + (r0 + r) * j->I + c0, j->I, nb);
     }
     return;
   }
@@ -2213,7 +2216,11 @@ static void phase3(void *arg, int64_t item, int tid) {
   int64_t r0 = j->row0[e], n = j->row0[e + 1] - r0;
   if (n == 0) return;
   int64_t c0 = cb * NR, nb = j->D - c0 < NR ? j->D - c0 : NR;
+#ifdef MOEC_HAVE_AMX
+  float out[(AMX_MR > W4A8_MR ? AMX_MR : W4A8_MR) * NR]; /* (AMX_MR >= MR: the tile kernels' 32 rows) */
+#else
   float out[(MR > W4A8_MR ? MR : W4A8_MR) * NR];
+#endif
   const float *Bp = NULL;
   const int8_t *Bi = NULL;
   w4p B4p;
@@ -2258,7 +2265,7 @@ static void phase3(void *arg, int64_t item, int tid) {
       Bp = j->pack[tid];
     }
   }
-  const int step = B4 ? W4A8_MR : MR;
+  const int step = B4 ? W4A8_MR : (Bi || Bq) && !Bh && !Bw ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
   for (int64_t r = 0; r < n; r += step) {
     int m = n - r < step ? (int)(n - r) : step;
     if (B4) {
@@ -2270,9 +2277,9 @@ static void phase3(void *arg, int64_t item, int tid) {
     else if (Bw)
       tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, st, out, NR, nb);
     else if (Bi)
-      tile_i8(j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0, out, NR, nb);
+      AMX_I8_OR(tile_i8, j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0, out, NR, nb);
     else
-    if (Bq) tile_bf16(j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb);
+    if (Bq) AMX_BF16_OR(tile_bf16, j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb);
     else
     if (Bp && n <= GEMV_ROWS) tile_dec(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
     else if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
@@ -2580,15 +2587,16 @@ static void lq_task(void *arg, int64_t item, int tid) {
                   j->y + r * N + c0, N, nb);
       }
     } else {
-      for (int64_t r = r0; r < r1; r += MR) {
-        int m = r1 - r < MR ? (int)(r1 - r) : MR;
+      const int amr = j->kind == 3 || j->kind == 4 ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
+      for (int64_t r = r0; r < r1; r += amr) {
+        int m = r1 - r < amr ? (int)(r1 - r) : amr;
         float *C = j->y + r * N + c0;
         if (j->kind == 3)
-          tile_i8(j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb);
+          AMX_I8_OR(tile_i8, j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb);
         else if (j->kind == 2 && r1 - r0 <= wq_deq_rows(v))
           tile_wq(v, j->X + r * K, K, m, panel, st, C, N, nb);
         else if (j->kind == 4)
-          tile_bf16(j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb);
+          AMX_BF16_OR(tile_bf16, j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb);
         else if (j->kind == 6)
           tile_wq_bf16(v, j->XH + r * ((K + 1) / 2), m, (const uint32_t *)panel, st, C, N, nb);
         else
