@@ -1607,8 +1607,10 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
     sa[r] = as + (r < m ? r : 0) * ng;
   }
 #ifdef __AVX512VNNI__
-  /* the high nibbles in place (W4A8_STEPS): |16 sum (n - z) q| <= 16 * 2 * 15 * 127 * G fits int32 up to G = 35000 */
-  const int hi = G4 <= 32768;
+  /* the high nibbles in place (W4A8_STEPS): every partial sum of 16 n q (0..15 x -127..127, from 0 or from
+   * the symmetric start -128 sumq) and the final 16 sum (n - z) q lie within 16 * 15 * 127 * G4, int32 up to
+   * G4 = 70000 (larger groups: shifted nibbles, the plain dots) */
+  const int hi = G4 <= 65536;
 #else
   const int hi = 0;
 #endif
