@@ -1285,10 +1285,20 @@ static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
 /* C[r][0..nb) = (sum_k A[r][k] Bp[k][j] - 128 colsum[j]) * xs[r] * ws[j] for r < m (m <= MR).  VNNI: MX rows
  * unrolled (1, 2, 4 or MR: the decode step's one row ran all MR rows' vpdpbusd, 8x its work, and was 47% of a
  * w8a8 decode profile); one row keeps two k chains (even / odd p) per 16 columns.  The int32 sums are exact,
- * so the chains' split does not change C. */
+ * so the chains' split does not change C.  The accumulators are indexed by compile-time constants only (the
+ * stores too: a store loop bounded by m kept acc[][] addressable, and GCC then copied all 16 registers around
+ * the k loop's back edge and spilled two, 30 extra moves per 16 vpdpbusd); the epilogue converts and scales
+ * straight from the registers (masked to nb columns) instead of a scalar pass over an int32 copy, which cost
+ * a third of the tile at K = 1024; the panel's next lines are prefetched (a panel over K ~ 1500 is read from L2
+ * by every block of rows). */
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
+#ifndef I8_PF
+#define I8_PF 1024
+#endif /* I8_PF: bytes ahead in the panel: 8 steps of 4 reduction indices */
 static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const uint8_t *A, int64_t lda, int m,
-                                                             const int8_t *Bp, int64_t P, int32_t res[MR][NR]) {
+                                                             const int8_t *Bp, int64_t P, const int32_t *cs,
+                                                             const float *xs, const float *ws, float *C, int64_t ldc,
+                                                             int64_t nb) {
   __m512i acc[MR][2], acd[2];
   acd[0] = acd[1] = _mm512_setzero_si512();
 #pragma GCC unroll 16
@@ -1296,6 +1306,14 @@ static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const
   const uint8_t *a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++) a[r] = A + (r < m ? r : 0) * lda;
+  /* the output lines, fetched while the k loop runs (rows of a wide H are not in cache: the stores'
+   * read-for-ownership misses cost ~12% of a K = 1024, 5632-column GEMM; this won back about half) */
+#pragma GCC unroll 16
+  for (int r = 0; r < MX; r++)
+    if (r < m) {
+      __builtin_prefetch(C + r * ldc, 1, 3);
+      __builtin_prefetch(C + r * ldc + 16, 1, 3);
+    }
   int64_t p = 0;
   if (MX == 1)
     for (; p + 2 <= P; p += 2) {
@@ -1310,7 +1328,12 @@ static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const
       acd[1] = _mm512_dpbusd_epi32(acd[1], a1, _mm512_loadu_si512(b + NR * 4 + 64));
     }
   for (; p < P; p++) {
-    __m512i b0 = _mm512_loadu_si512(Bp + p * NR * 4), b1 = _mm512_loadu_si512(Bp + p * NR * 4 + 64);
+    const int8_t *b = Bp + p * NR * 4;
+    if (MX > 2) {
+      _mm_prefetch((const char *)b + I8_PF, _MM_HINT_T0);
+      _mm_prefetch((const char *)b + I8_PF + 64, _MM_HINT_T0);
+    }
+    __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
       int32_t four;
@@ -1324,24 +1347,33 @@ static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const
     acc[0][0] = _mm512_add_epi32(acc[0][0], acd[0]);
     acc[0][1] = _mm512_add_epi32(acc[0][1], acd[1]);
   }
-  for (int r = 0; r < m; r++) {
-    _mm512_storeu_si512(res[r], acc[r][0]);
-    _mm512_storeu_si512(res[r] + 16, acc[r][1]);
-  }
+  /* (float)(dot - 128 colsum) * (xs[r] * ws[j]): the scalar loop's operations, in its order */
+  const __mmask16 k0 = nb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nb) - 1),
+                  k1 = nb >= 32 ? (__mmask16)0xFFFF : nb <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nb - 16)) - 1);
+  const __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512(cs), 7), c1 = _mm512_slli_epi32(_mm512_loadu_si512(cs + 16), 7);
+  const __m512 w0 = _mm512_maskz_loadu_ps(k0, ws), w1 = _mm512_maskz_loadu_ps(k1, ws + 16);
+#pragma GCC unroll 16
+  for (int r = 0; r < MX; r++)
+    if (r < m) {
+      const __m512 sx = _mm512_set1_ps(xs[r]);
+      _mm512_mask_storeu_ps(C + r * ldc, k0, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][0], c0)), _mm512_mul_ps(sx, w0)));
+      _mm512_mask_storeu_ps(C + r * ldc + 16, k1,
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][1], c1)), _mm512_mul_ps(sx, w1)));
+    }
 }
 #endif
 static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs,
                     const float *ws, float *C, int64_t ldc, int64_t nb) {
   int64_t P = KP4(K) / 4;
   const int32_t *cs = (const int32_t *)(const void *)(Bp + P * NR * 4);
-  int32_t res[MR][NR];
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
-  if (m == 1) tile_i8_mx(1, A, lda, m, Bp, P, res);
-  else if (m == 2) tile_i8_mx(2, A, lda, m, Bp, P, res);
-  else if (m <= 4) tile_i8_mx(4, A, lda, m, Bp, P, res);
-  else tile_i8_mx(MR, A, lda, m, Bp, P, res);
+  if (m == 1) tile_i8_mx(1, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
+  else if (m == 2) tile_i8_mx(2, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
+  else if (m <= 4) tile_i8_mx(4, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
+  else tile_i8_mx(MR, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
 #else
   /* portable: the same exact integer sums, no VNNI */
+  int32_t res[MR][NR];
   for (int r = 0; r < m; r++) {
     const uint8_t *ar = A + r * lda;
     for (int64_t j = 0; j < NR; j++) res[r][j] = 0;
@@ -1352,9 +1384,9 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
         res[r][j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
     }
   }
-#endif
   for (int r = 0; r < m; r++)
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = (float)(res[r][j] - 128 * cs[j]) * (xs[r] * ws[j]);
+#endif
 }
 
 /* ---- w4a8: int4 weights x dynamic int8 activations, exact int32 dot products per group ----------
@@ -1492,12 +1524,15 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
 #else /* AVX-512BW: u8 x s8 pairs to int16 (|2 * 15 * 127| fits), then pairs of those to int32 */
 #define W4A8_DOT(d, b, a) (d) = _mm512_add_epi32((d), _mm512_madd_epi16(_mm512_maddubs_epi16((b), (a)), _mm512_set1_epi16(1)))
 #endif
-/* P steps of four reduction indices of one group: the nibbles of 32 columns, MR rows' four codes each */
-#define W4A8_STEPS(PP)                                                                                      \
+/* P steps of four reduction indices of one group: the nibbles of 32 columns, MR rows' four codes each.  HI: the
+ * high nibbles are kept in place (raw & 0xF0, 16 n: one vpand per 64 bytes instead of a shift and a mask), so
+ * their dots are 16 x the sums, exactly (VNNI only: vpmaddubsw's int16 pairs would saturate) */
+#define W4A8_STEPS(PP, HI)                                                                                  \
   {                                                                                                         \
     _Pragma("GCC unroll 16") for (int64_t p = 0; p < (PP); p++) {                                           \
       __m512i raw = _mm512_loadu_si512(nib + p * 64);                                                       \
-      __m512i b0 = _mm512_and_si512(raw, lo4), b1 = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4);       \
+      __m512i b0 = _mm512_and_si512(raw, lo4),                                                              \
+              b1 = (HI) ? _mm512_andnot_si512(lo4, raw) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4); \
       _Pragma("GCC unroll 8") for (int r = 0; r < W4A8_MR; r++) {                                           \
         int32_t four;                                                                                       \
         __builtin_memcpy(&four, a[r] + g * G4 + 4 * p, 4);                                                  \
@@ -1572,43 +1607,86 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
     _mm512_store_ps(acc[r] + 16, _mm512_setzero_ps());
   }
   const int8_t *a[W4A8_MR];
+  const int32_t *sq[W4A8_MR];
+  const float *sa[W4A8_MR];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; r++) a[r] = A + (r < m ? r : 0) * lda;
+  for (int r = 0; r < R; r++) {
+    a[r] = A + (r < m ? r : 0) * lda;
+    sq[r] = aqs + (r < m ? r : 0) * ng;
+    sa[r] = as + (r < m ? r : 0) * ng;
+  }
+#ifdef __AVX512VNNI__
+  /* the high nibbles in place (W4A8_STEPS): every partial sum of 16 n q (0..15 x -127..127, from 0 or from
+   * the symmetric start -128 sumq) and the final 16 sum (n - z) q lie within 16 * 15 * 127 * G4, int32 up to
+   * G4 = 70000 (larger groups: shifted nibbles, the plain dots) */
+  const int hi = G4 <= 65536;
+#else
+  const int hi = 0;
+#endif
+  const int sh = hi ? 4 : 0;
   const __m512i lo4 = _mm512_set1_epi8(15);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++) /* (the output lines, as tile_i8_mx) */
+    if (r < m) {
+      __builtin_prefetch(C + r * ldc, 1, 3);
+      __builtin_prefetch(C + r * ldc + 16, 1, 3);
+    }
   for (int64_t g = 0; g < ng; g++) {
     const uint8_t *nib = panel->nib + g * G4 * 16;
     const float *pg = panel->sw + g * NR;
     __m512i dot[W4A8_MR][2];
+    /* symmetric: the dots start at the zero point's term -8 sumq (16 x that for the high nibbles in place) */
+    if (!zp) {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) /* symmetric: the dots start at the zero point's term -8 sumq (below) */
-      dot[r][0] = dot[r][1] = zp ? _mm512_setzero_si512() : _mm512_set1_epi32(-8 * aqs[(r < m ? r : 0) * ng + g]);
+      for (int r = 0; r < R; r++) {
+        dot[r][0] = _mm512_set1_epi32(-8 * sq[r][g]);
+        dot[r][1] = _mm512_set1_epi32(-(8 << sh) * sq[r][g]);
+      }
+    } else
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
     /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
      * accumulators in place instead of copying them around the loop's back edge) */
-    if (P == 8) W4A8_STEPS(8)
-    else if (P == 16) W4A8_STEPS(16)
-    else W4A8_STEPS(P)
+    if (hi) {
+      if (P == 8) W4A8_STEPS(8, 1)
+      else if (P == 16) W4A8_STEPS(16, 1)
+      else W4A8_STEPS(P, 1)
+    } else {
+      if (P == 8) W4A8_STEPS(8, 0)
+      else if (P == 16) W4A8_STEPS(16, 0)
+      else W4A8_STEPS(P, 0)
+    }
     /* the zero point: sum (n - z) q = sum n q - z sumq (z = 8 when symmetric) */
     __m512i zn0 = _mm512_setzero_si512(), zn1 = zn0;
     if (zp) {
       zn0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR)));
-      zn1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR + 16)));
+      zn1 = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR + 16))), sh);
     }
-    const __m512 s0 = _mm512_loadu_ps(pg), s1 = _mm512_loadu_ps(pg + 16);
+    /* the high half's dots are 2^sh x the sums: its scales 2^-sh x (exact, powers of two: the same products
+     * unless s_w s_a falls below 2^-122, into the subnormals) */
+    const __m512 s0 = _mm512_loadu_ps(pg), s1 = _mm512_mul_ps(_mm512_loadu_ps(pg + 16), _mm512_set1_ps(hi ? 0.0625f : 1.f));
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
       if (zp) {
-        const __m512i sq = _mm512_set1_epi32(aqs[(r < m ? r : 0) * ng + g]);
-        dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, sq));
-        dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, sq));
-      } /* (symmetric: already in the dots' initial value, one broadcast, no vector multiply) */
-      __m512 sa = _mm512_set1_ps(as[(r < m ? r : 0) * ng + g]);
-      _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sa), _mm512_load_ps(acc[r])));
+        const __m512i q = _mm512_set1_epi32(sq[r][g]);
+        dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, q));
+        dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, q));
+      }
+      __m512 sv = _mm512_set1_ps(sa[r][g]);
+      _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sv), _mm512_load_ps(acc[r])));
       _mm512_store_ps(acc[r] + 16,
-                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sa), _mm512_load_ps(acc[r] + 16)));
+                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sv), _mm512_load_ps(acc[r] + 16)));
     }
   }
-  for (int r = 0; r < m; r++)
-    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = acc[r][j];
+  /* (masked stores: the scalar copy loop became a memmove call, 3% of a w4a8 prefill profile) */
+  const __mmask16 k0 = nb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nb) - 1),
+                  k1 = nb >= 32 ? (__mmask16)0xFFFF : nb <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nb - 16)) - 1);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++)
+    if (r < m) {
+      _mm512_mask_storeu_ps(C + r * ldc, k0, _mm512_load_ps(acc[r]));
+      _mm512_mask_storeu_ps(C + r * ldc + 16, k1, _mm512_load_ps(acc[r] + 16));
+    }
 }
 #endif
 
