@@ -841,6 +841,7 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
   for (int64_t p0 = 0; p0 < P; p0 += step) {
   const int64_t P1 = P - p0 < step ? P : p0 + step;
   for (int64_t p = p0; p < P1; p++) {
+#if MOEC_VBYTES >= 64 && defined(__AVX512F__)
     vf we[NV], wo[NV]; /* B's pair row widened (even k: the low halves << 16, odd k: the high halves) */
 #ifdef WQ_FUSED_WIDEN
     vu_ wn[NV]; /* (nw: the pair row made from the narrow panel, kept in Bst; NV = 2 here) */
@@ -864,32 +865,46 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
       we[v] = (vf)(u << 16);
       wo[v] = (vf)(u & 0xffff0000u);
     }
-    /* then row by row (the row's two splats live only for its FMAs: no spills at MR rows) */
+    /* then row by row: the row's pair broadcast from memory (a load: no shuffle port) and split in the vector
+     * (the scalar split, vmovd and vbroadcastss per value of the loop below took the shuffle port the FMAs
+     * share), its two splats live only for its FMAs (no spills at MR rows) */
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
-      vf se, so;
-#if MOEC_VBYTES >= 64 && defined(__AVX512F__)
-      /* the pair broadcast from memory (a load: no shuffle port), split in the vector: the scalar split, vmovd
-       * and vbroadcastss per value took the shuffle port the FMAs share (2 vector ops a pair instead of 4) */
       const __m512i u = _mm512_set1_epi32((int)a[r][p]);
       const __m512 xe = _mm512_castsi512_ps(_mm512_slli_epi32(u, 16)),
                    xo = _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
+      vf se, so;
       __builtin_memcpy(&se, &xe, 64);
       __builtin_memcpy(&so, &xo, 64);
-#else
-      uint32_t ue = a[r][p] << 16, uo = a[r][p] & 0xffff0000u;
-      float xe, xo;
-      __builtin_memcpy(&xe, &ue, 4);
-      __builtin_memcpy(&xo, &uo, 4);
-      se = splat(xe);
-      so = splat(xo);
-#endif
 #pragma GCC unroll 16
       for (int v = 0; v < NV; v++) { /* (per accumulator: the even k's product, then the odd k's) */
         acc[r][v] += we[v] * se;
         acc[r][v] += wo[v] * so;
       }
     }
+#else
+    vf se[MR], so[MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < MX; r++) {
+      uint32_t ue = a[r][p] << 16, uo = a[r][p] & 0xffff0000u;
+      float xe, xo;
+      __builtin_memcpy(&xe, &ue, 4);
+      __builtin_memcpy(&xo, &uo, 4);
+      se[r] = splat(xe);
+      so[r] = splat(xo);
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) {
+      vu_ u;
+      __builtin_memcpy(&u, Bp + p * NR + v * VL, sizeof u);
+      const vf we = (vf)(u << 16), wo = (vf)(u & 0xffff0000u);
+#pragma GCC unroll 16
+      for (int r = 0; r < MX; r++) {
+        acc[r][v] += we * se[r];
+        acc[r][v] += wo * so[r];
+      }
+    }
+#endif
   }
   if (gs)
 #pragma GCC unroll 16
