@@ -150,6 +150,29 @@ static void run(const char *name, void (*f)(void), double bytes) {
   printf("%-12s %7.1f ns per call (4 x %d weights)  %6.2f ns per 16 weights  %6.1f GB/s (median)  %6.1f GB/s (best)\n",
          name, 1e9 * t[15], K, 1e9 * t[15] / (4 * K / 16), bytes / t[15] * 1e-9, bytes / t[0] * 1e-9);
 }
+/* the memory side on the same terms: one core summing 256 MB (64-byte loads, four chains), CPU time */
+static void read_stream(void) {
+  const size_t n = (size_t)256 << 20;
+  char *buf = aligned_alloc(64, n);
+  for (size_t i = 0; i < n; i += 4096) buf[i] = (char)i;
+  for (size_t i = 0; i < n; i++) buf[i] = (char)i;
+  double t[7];
+  for (int r = 0; r < 7; r++) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    double t0 = now();
+    for (size_t i = 0; i < n; i += 256) {
+      a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(buf + i)));
+      a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(buf + i + 64)));
+      a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(buf + i + 128)));
+      a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(buf + i + 192)));
+    }
+    t[r] = now() - t0;
+    isink = (int32_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+  }
+  qsort(t, 7, sizeof(double), cmpd);
+  printf("%-12s one core reading 256 MB: %6.1f GB/s (median)  %6.1f GB/s (best)\n", "read", n / t[3] * 1e-9, n / t[0] * 1e-9);
+  free(buf);
+}
 int main(void) {
   srand(1);
   for (int i = 0; i < 4; i++)
@@ -163,5 +186,6 @@ int main(void) {
   run("int4 kpanel", int4_kpanel, 2.0 * K);
   run("int4 cvt", int4_cvt, 2.0 * K);
   run("w8a8 row", w8a8_row, 4.0 * K);
+  read_stream();
   return 0;
 }
