@@ -164,6 +164,15 @@ def test_onnx_step_on_moec_and_onnxruntime(tmp_path, dynamo, moec_module_cache):
         r = decode.generate(path, PROMPT, STEPS, engine=engine, keep_logits=True)
         _check_step_by_step(model, r, PROMPT)
         assert r.tokens[0].tolist() == want, engine
+    # the ONNX step's attention is recognised too: each cache input (rows, K as V) feeds only its layer's
+    # moec.kv_step_attention (no transpose of the cache per token)
+    import os
+    import re
+    cm = moec.compile(path)  # (a cache hit: generate's build)
+    text = open(os.path.join(cm.stats.outdir, "model.mlir")).read().split("\n", 2)[2]
+    for name in ("k_0", "v_0", "k_1", "v_1"):
+        users = re.findall(r'(%[\w.]+)\s*=\s*"([\w.]+)"\([^)]*%' + name + r'\b', text)
+        assert users and {op for _, op in users} == {"moec.kv_step_attention"}, (name, users)
 
 
 @pytest.mark.slow
