@@ -362,3 +362,24 @@ def test_bf16_activations_with_group_scales_on_tiles(amx, tmp_path, monkeypatch)
     a, b = on([x])[0], off([x])[0]
     assert not np.array_equal(a, b)
     assert (np.abs(a - b) <= 2e-6 * np.abs(b).max(1, keepdims=True) * np.sqrt(256)).all()
+
+
+@pytest.mark.parametrize("wq,G,zp", [("int4", 32, False), ("int8", 0, False)])
+def test_experts_bf16_activations_on_tiles(wq, G, zp, amx, tmp_path, monkeypatch):
+    """moe.experts int4_bf16 / int8_bf16: both phases' tile_wq_bf16 calls (32 rows a call on the tiles) at token
+    counts giving 1-2, ~10 and ~40-70 rows per expert, against test_wq_bf16's numpy and the AVX-512 kernels."""
+    from test_wq_bf16 import _experts, _experts_numpy
+    D, F = 128, 64
+    m, w_in, w_out = _experts(wq, D, F, G, zp)
+    on, off = _pair(lambda s: build_module(m, str(tmp_path / s), threads=2), monkeypatch)
+    rng = np.random.default_rng(5)
+    T = 100
+    x = rng.standard_normal((T, D)).astype(np.float32)
+    logits = rng.standard_normal((T, 4)).astype(np.float32)
+    want = _experts_numpy(wq, x, logits, G, zp, w_in, w_out)
+    scale = np.abs(want).max()
+    for n in (1, 2, 20, T):
+        got, got_off = on([x[:n], logits[:n]])[0], off([x[:n], logits[:n]])[0]
+        np.testing.assert_allclose(got, want[:n], rtol=1.6e-2, atol=1.6e-2 * scale)
+        assert np.median(np.abs(got - want[:n])) < 2e-6 * scale
+        assert np.abs(got - got_off).max() <= 1.6e-2 * scale and np.median(np.abs(got - got_off)) < 2e-6 * scale

@@ -2133,8 +2133,9 @@ static void phase1(void *arg, int64_t item, int tid) {
     const float *st = wq_scales(v, j->sc_in, e, j->nb1, cb, c0, nb, j->stab[tid]);
     if (j->abf) { /* bf16 activations: the pair panel once per item, then tile_bf16 per group */
       wq_bf16_panel(v, Bw, e, c0, nb, (uint32_t *)j->pack[tid]);
-      for (int64_t r = 0; r < n; r += MR) {
-        int m = n - r < MR ? (int)(n - r) : MR;
+      const int amr = AMX_ROWS(MR); /* (rt_amx.h) */
+      for (int64_t r = 0; r < n; r += amr) {
+        int m = n - r < amr ? (int)(n - r) : amr;
         tile_wq_bf16(v, j->XH + (r0 + r) * ((j->D + 1) / 2), m, (const uint32_t *)j->pack[tid], st,
                      j->H + (r0 + r) * j->I + c0, j->I, nb);
       }
@@ -2265,7 +2266,7 @@ static void phase3(void *arg, int64_t item, int tid) {
       Bp = j->pack[tid];
     }
   }
-  const int step = B4 ? W4A8_MR : (Bi || Bq) && !Bh && !Bw ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
+  const int step = B4 ? W4A8_MR : (Bi || Bq || Bh) && !Bw ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
   for (int64_t r = 0; r < n; r += step) {
     int m = n - r < step ? (int)(n - r) : step;
     if (B4) {
@@ -2587,7 +2588,7 @@ static void lq_task(void *arg, int64_t item, int tid) {
                   j->y + r * N + c0, N, nb);
       }
     } else {
-      const int amr = j->kind == 3 || j->kind == 4 ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
+      const int amr = j->kind == 3 || j->kind == 4 || j->kind == 6 ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
       for (int64_t r = r0; r < r1; r += amr) {
         int m = r1 - r < amr ? (int)(r1 - r) : amr;
         float *C = j->y + r * N + c0;
