@@ -10,6 +10,7 @@
  * The configuration is loaded only when the thread's current one differs (STTILECFG reads it back, so a
  * configuration another library loaded on the thread is never trusted). */
 #include "rt_amx.h"
+#include "rt_moe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@
  * those stores and loads where they are.  (The emulator's functions need none; it is harmless there.) */
 #define AMX_BARRIER() __asm__ volatile("" ::: "memory")
 
-#define PNR 32 /* the panels' width (NR of rt_moe_f32.c, MOEC_PAIR_NR / MOEC_I8PANEL_NR) */
+#define PNR 32 /* the panels' width (NR of rt_moe_f32.c, MOEC_PAIR_NR / MOEC_I8PANEL_NR): two 16-column B tiles */
+_Static_assert(PNR == MOEC_PAIR_NR && PNR == MOEC_I8PANEL_NR, "the AMX kernels read 32-column panels as two B tiles");
 
 static int g_amx = 0;           /* 0 not decided, 1 on, -1 off */
 static const char *g_amx_why = "not initialised";
