@@ -8,6 +8,9 @@
  *   /tmp/bench_narrow_tiles w4a8 K N M G zp    # tile_w4a8 vs tile_i8 (w8a8) GOP/s on in-cache panels
  *   /tmp/bench_narrow_tiles dec8 N rows         # int8 decode: gemv_w8 on rows vs tile_wq on k-major panels, GB/s
  *   /tmp/bench_narrow_tiles dec4 N rows         # int4 g32 decode: gemv_w4 on rows vs tile_wq on k-major panels
+ *   /tmp/bench_narrow_tiles gemm M K N T G      # [M,K]x[K,N] on T threads (column panels split), GOP/s:
+ *                                               # tile_i8 (w8a8), tile_w4a8 (group G), a pure vpdpbusd loop
+ *   (benchmarks/bench_i8_kernels.py runs the gemm mode beside torch._int_mm on the same shapes and threads.)
  *
  * Best of repeated passes (the host is shared: compare numbers of one run). */
 #include "rt_moe_f32.c"
@@ -110,11 +113,108 @@ static void dec(int argc, char **argv, int int4) {
          int4 ? "int4 g32" : "int8", rows, (long)N, wb / bg / 1e9, wb / bt / 1e9);
 }
 
+/* ---- gemm: the w8a8 / w4a8 tiles over a whole [M,K]x[K,N] on T threads, and the VNNI ceiling ---------- */
+typedef struct {
+  int64_t M, K, N, G, b0, b1, ld;
+  int kind; /* 0 tile_i8, 1 tile_w4a8, 2 the vpdpbusd loop */
+  const wview *v; const w4p *PP; const int8_t *P8; size_t pb8;
+  const uint8_t *XU; const float *XUS, *s8; const int8_t *XQ; const float *XS; const int32_t *XZ;
+  float *C; long sink;
+} gjob;
+
+static void *gemm_worker(void *arg) {
+  gjob *j = (gjob *)arg;
+  const int64_t M = j->M, K = j->K, N = j->N, ng = K / j->G;
+  if (j->kind == 2) {
+#if defined(__AVX512VNNI__)
+    /* 12 independent vpdpbusd chains (latency 5, two a cycle where the core has two 512-bit ports):
+     * the same count of vpdpbusd as the GEMM's M N K / 64 */
+    __m512i a = _mm512_set1_epi32(0x01010101), b = _mm512_set1_epi32(0x02020202), c0 = _mm512_setzero_si512(), c1 = c0,
+            c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    int64_t n = M * (j->b1 - j->b0) * NR * K / 64 / 12;
+    for (int64_t i = 0; i < n; i++) /* (asm: the compiler may neither fold nor reorder the chains) */
+      __asm__ volatile("vpdpbusd %[b], %[a], %[c0]\n\tvpdpbusd %[b], %[a], %[c1]\n\tvpdpbusd %[b], %[a], %[c2]\n\t"
+                       "vpdpbusd %[b], %[a], %[c3]\n\tvpdpbusd %[b], %[a], %[c4]\n\tvpdpbusd %[b], %[a], %[c5]\n\t"
+                       "vpdpbusd %[b], %[a], %[c6]\n\tvpdpbusd %[b], %[a], %[c7]\n\tvpdpbusd %[b], %[a], %[c8]\n\t"
+                       "vpdpbusd %[b], %[a], %[c9]\n\tvpdpbusd %[b], %[a], %[c10]\n\tvpdpbusd %[b], %[a], %[c11]"
+                       : [c0] "+v"(c0), [c1] "+v"(c1), [c2] "+v"(c2), [c3] "+v"(c3), [c4] "+v"(c4), [c5] "+v"(c5),
+                         [c6] "+v"(c6), [c7] "+v"(c7), [c8] "+v"(c8), [c9] "+v"(c9), [c10] "+v"(c10), [c11] "+v"(c11)
+                       : [a] "v"(a), [b] "v"(b));
+    __m512i c[12] = {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11};
+    for (int i = 1; i < 12; i++) c[0] = _mm512_add_epi32(c[0], c[i]);
+    j->sink = _mm512_reduce_add_epi32(c[0]);
+#endif
+    return NULL;
+  }
+  for (int64_t b = j->b0; b < j->b1; b++) {
+    int64_t nb = N - b * NR < NR ? N - b * NR : NR;
+    if (j->kind == 1)
+      for (int64_t r = 0; r < M; r += W4A8_MR)
+        tile_w4a8(j->v, j->XQ + r * j->ld, j->ld, j->XS + r * ng, j->XZ + r * ng, M - r < W4A8_MR ? (int)(M - r) : W4A8_MR,
+                  &j->PP[b], j->C + r * N + b * NR, N, nb);
+    else
+      for (int64_t r = 0; r < M; r += MR)
+        tile_i8(j->XU + r * KP4(K), KP4(K), M - r < MR ? (int)(M - r) : MR, j->P8 + b * j->pb8, K, j->XUS + r,
+                j->s8 + b * NR, j->C + r * N + b * NR, N, nb);
+  }
+  return NULL;
+}
+
+static void gemm(int argc, char **argv) {
+  int64_t M = arg(argc, argv, 2, 64), K = arg(argc, argv, 3, 1024), N = arg(argc, argv, 4, 5632);
+  int T = (int)arg(argc, argv, 5, 2);
+  int64_t G = arg(argc, argv, 6, 32), ng = K / G, nblk = (N + NR - 1) / NR, ld = ng * g4_of(G);
+  if (T < 1 || T > 64 || K % G || M < 1) { fprintf(stderr, "gemm M K N T G: 1 <= T <= 64, G divides K\n"); exit(2); }
+  uint8_t *W4 = malloc(N * K / 2); int8_t *W8 = malloc(N * K);
+  float *sw = malloc(sizeof(float) * N * ng), *s8 = malloc(sizeof(float) * nblk * NR);
+  srand(1);
+  for (int64_t i = 0; i < N * K / 2; i++) W4[i] = rand();
+  for (int64_t i = 0; i < N * K; i++) W8[i] = (rand() % 255) - 127;
+  for (int64_t i = 0; i < N * ng; i++) sw[i] = 0.01f * (1 + rand() % 7);
+  for (int64_t i = 0; i < nblk * NR; i++) s8[i] = 0.01f;
+  wview v = {MOEC_WQ_INT4, W4, sw, NULL, N, K, G};
+  size_t pb = w4a8_panel_bytes(&v), pb8 = i8_panel_bytes(K);
+  uint8_t *P4 = aligned_alloc(64, (pb * nblk + 63) / 64 * 64);
+  int8_t *P8 = aligned_alloc(64, (pb8 * nblk + 63) / 64 * 64);
+  w4p *PP = malloc(sizeof(w4p) * nblk);
+  for (int64_t b = 0; b < nblk; b++) {
+    int64_t nb = N - b * NR < NR ? N - b * NR : NR;
+    PP[b] = pack_w4a8_panel(&v, 0, b * NR, nb, P4 + b * pb);
+    pack_i8_panel(W8, K, b * NR, nb, P8 + b * pb8);
+  }
+  float *X = malloc(sizeof(float) * M * K), *XS = malloc(sizeof(float) * M * ng), *XUS = malloc(4 * M);
+  for (int64_t i = 0; i < M * K; i++) X[i] = (rand() / (float)RAND_MAX) - 0.5f;
+  int8_t *XQ = malloc(M * ld); int32_t *XZ = malloc(4 * M * ng); uint8_t *XU = malloc(M * KP4(K));
+  for (int64_t r = 0; r < M; r++) {
+    quant_row_g(X + r * K, K, G, XQ + r * ld, XS + r * ng, XZ + r * ng);
+    quant_row_u8(X + r * K, K, XU + r * KP4(K), XUS + r);
+  }
+  float *C = malloc(sizeof(float) * M * N);
+  double best[3] = {1e9, 1e9, 1e9};
+  for (int it = 0; it < 20; it++)
+    for (int kind = 0; kind < 3; kind++) {
+      gjob jobs[64];
+      pthread_t th[64];
+      double t0 = now();
+      for (int t = 0; t < T; t++) {
+        jobs[t] = (gjob){M, K, N, G, nblk * t / T, nblk * (t + 1) / T, ld, kind, &v, PP, P8, pb8, XU, XUS, s8, XQ, XS, XZ, C, 0};
+        pthread_create(&th[t], NULL, gemm_worker, &jobs[t]);
+      }
+      for (int t = 0; t < T; t++) pthread_join(th[t], NULL);
+      double dt = now() - t0;
+      if (dt < best[kind]) best[kind] = dt;
+    }
+  double ops = 2.0 * M * N * K;
+  printf("gemm M=%ld K=%ld N=%ld G=%ld T=%d GOP/s: tile_i8 %.1f tile_w4a8 %.1f vpdpbusd_peak %.1f\n", (long)M, (long)K,
+         (long)N, (long)G, T, ops / best[0] / 1e9, ops / best[1] / 1e9, ops / best[2] / 1e9);
+}
+
 int main(int argc, char **argv) {
   const char *m = argc > 1 ? argv[1] : "w4a8";
   if (!strcmp(m, "w4a8")) w4a8(argc, argv);
   else if (!strcmp(m, "dec8")) dec(argc, argv, 0);
   else if (!strcmp(m, "dec4")) dec(argc, argv, 1);
-  else { fprintf(stderr, "modes: w4a8 K N M G zp | dec8 N rows | dec4 N rows\n"); return 2; }
+  else if (!strcmp(m, "gemm")) gemm(argc, argv);
+  else { fprintf(stderr, "modes: w4a8 K N M G zp | dec8 N rows | dec4 N rows | gemm M K N T G\n"); return 2; }
   return 0;
 }

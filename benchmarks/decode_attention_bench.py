@@ -32,7 +32,7 @@ def split_module(Hq, Hkv, D, M):
         def forward(self, q, kc, vc, k, v, pos):
             return _split_attention(q, kc, vc, k, v, pos, scale)
 
-    ex = (torch.zeros(1, Hq, 1, D), torch.zeros(1, Hkv, D, M), torch.zeros(1, Hkv, M, D), torch.zeros(1, Hkv, 1, D),
+    ex = (torch.zeros(1, Hq, 1, D), torch.zeros(1, Hkv, M, D), torch.zeros(1, Hkv, M, D), torch.zeros(1, Hkv, 1, D),
           torch.zeros(1, Hkv, 1, D), torch.tensor([2]))
     dims = {0: {2: "T"}, 1: {}, 2: {}, 3: {2: "T"}, 4: {2: "T"}, 5: {}}
     with warnings.catch_warnings():
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             arts = [build_module(x, os.path.join(tmp, f"{n}_{ctx}_{th}"), threads=th) for n, x in (("d", dec), ("f", fus))]
             r = np.random.default_rng(0)
             xs = [r.standard_normal(s).astype(np.float32) for s in
-                  ((1, Hq, 1, D), (1, Hkv, D, M), (1, Hkv, M, D), (1, Hkv, 1, D), (1, Hkv, 1, D))]
+                  ((1, Hq, 1, D), (1, Hkv, M, D), (1, Hkv, M, D), (1, Hkv, 1, D), (1, Hkv, 1, D))]
             xs.append(np.array([ctx], np.int64))
             outs = [art(xs)[0] for art in arts]
             np.testing.assert_allclose(outs[1], outs[0], rtol=1e-4, atol=1e-5)

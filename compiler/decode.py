@@ -6,8 +6,10 @@ A transformers CausalLM is compiled as one *step* function (``KVStep``)::
                                                                                     new_kv [L, 2, B, Hkv, T, D])
 
 The cache is preallocated once, at a fixed capacity M, and owned by the caller (``Generator``):
-``k_l`` is [B, Hkv, D, M] (keys stored transposed, so the score matmul ``q @ k_l`` reads it as it lies,
-no transpose), ``v_l`` is [B, Hkv, M, D].  Positions ``< pos`` hold the context.  The step reads the
+``k_l`` and ``v_l`` are [B, Hkv, M, D], rows (one layout for keys and values, the one ``moec.kv_append``
+writes and ``moec.kv_attention`` reads; the score matmul takes the keys through a view's transpose,
+``q @ k_l^T``, which the fused ``moec.kv_step_attention`` reads as rows: a one-query-row decode streams
+each key row as one contiguous dot product).  Positions ``< pos`` hold the context.  The step reads the
 cache in place (the C target takes inputs by pointer, and only reshapes, which are views, touch them)
 and returns only the keys/values of its T new tokens; the caller writes those at ``pos`` -- O(T)
 bytes per step, never a copy of the whole cache.
@@ -53,16 +55,17 @@ def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, 
     import torch
     ctx = _CTX[-1]
     layer = module.layer_idx
-    kc, vc, pos = ctx["k"][layer], ctx["v"][layer], ctx["pos"]  # [B,Hkv,D,M], [B,Hkv,M,D], [1]
+    kc, vc, pos = ctx["k"][layer], ctx["v"][layer], ctx["pos"]  # [B,Hkv,M,D] both, [1]
     ctx["new"][layer] = (key, value)
     b, hq, t, d = query.shape
     hkv = key.shape[1]
     g = hq // hkv
-    m = kc.shape[-1]
+    m = kc.shape[2]
     q = query.contiguous().reshape(b, hkv, g * t, d)
-    # the cache enters 3-D batched matmuls as it lies (reshapes are views; a 4-D matmul would be
-    # exported as expand + bmm, and an expand is a copy)
-    s_past = torch.bmm(q.reshape(b * hkv, g * t, d), kc.reshape(b * hkv, d, m)).reshape(b, hkv, g, t, m) * scaling
+    # the cache enters 3-D batched matmuls as it lies (reshapes are views, the keys' transpose too in
+    # torch; a 4-D matmul would be exported as expand + bmm, and an expand is a copy)
+    s_past = torch.bmm(q.reshape(b * hkv, g * t, d), kc.reshape(b * hkv, m, d).transpose(1, 2)).reshape(
+        b, hkv, g, t, m) * scaling
     s_new = torch.matmul(q, key.transpose(2, 3)).reshape(b, hkv, g, t, t) * scaling      # [B,Hkv,G,T,T]
     qpos = pos + torch.arange(t, device=query.device)                                    # [T]
     j = torch.arange(m, device=query.device)
@@ -210,15 +213,15 @@ class GenerateResult:
 
 class Generator:
     """Greedy decoding of a step function (``step(input_ids, pos, k_0, v_0, ...) -> (logits, new_kv)``,
-    numpy in and out) over a cache this object owns: ``k`` [L, B, Hkv, D, M] and ``v``
-    [L, B, Hkv, M, D], allocated once; each call reads it in place and gets only the new tokens'
-    keys/values back, written here at the current position."""
+    numpy in and out) over a cache this object owns: ``k`` and ``v`` [L, B, Hkv, M, D] (rows), allocated
+    once; each call reads it in place and gets only the new tokens' keys/values back, written here at the
+    current position (T rows per layer, no transposition)."""
 
     def __init__(self, step: Callable, layers: int, kv_heads: int, head_dim: int, max_len: int, batch: int = 1,
                  dtype=np.float32):
         self.step = step
         self.max_len = int(max_len)
-        self.k = np.zeros((layers, batch, kv_heads, head_dim, self.max_len), dtype)
+        self.k = np.zeros((layers, batch, kv_heads, self.max_len, head_dim), dtype)
         self.v = np.zeros((layers, batch, kv_heads, self.max_len, head_dim), dtype)
         self.pos = 0
         self._cache_args = [a for l in range(layers) for a in (self.k[l], self.v[l])]  # views, no copies
@@ -237,7 +240,7 @@ class Generator:
         logits, new = self.step(ids, np.array([self.pos], np.int64), *self._cache_args)
         new = np.asarray(new)
         p = self.pos
-        self.k[:, :, :, :, p:p + t] = new[:, 0].transpose(0, 1, 2, 4, 3)
+        self.k[:, :, :, p:p + t, :] = new[:, 0]
         self.v[:, :, :, p:p + t, :] = new[:, 1]
         self.pos += t
         return np.asarray(logits)
@@ -274,8 +277,7 @@ def step_inputs(geo: dict, max_len: int, tokens: int, batch: int = 1, pos: int =
     ids = torch.randint(3, max(4, min(geo["vocab"], 100)), (batch, tokens), generator=torch.Generator().manual_seed(0))
     cache = []
     for _ in range(geo["layers"]):
-        cache.append(torch.zeros(batch, geo["kv_heads"], geo["head_dim"], max_len))
-        cache.append(torch.zeros(batch, geo["kv_heads"], max_len, geo["head_dim"]))
+        cache += [torch.zeros(batch, geo["kv_heads"], max_len, geo["head_dim"]) for _kv in "kv"]  # rows, both
     return (ids, torch.tensor([pos]), *cache)
 
 
@@ -329,9 +331,10 @@ def onnx_geometry(path: str) -> dict:
     if not n or "input_ids" not in ins or "pos" not in ins:
         raise UserInputError(f"{os.path.basename(path)} is not a KV-cache step (inputs input_ids, pos, k_0, v_0, ...; "
                              "made by moec.generate.export_onnx)")
-    b, hkv, d, m = ins["k_0"]
-    if None in (b, hkv, d, m):
-        raise UserInputError(f"{os.path.basename(path)}: the cache inputs need fixed shapes")
+    b, hkv, m, d = ins["k_0"]
+    if None in (b, hkv, d, m) or ins["v_0"] != [b, hkv, m, d]:
+        raise UserInputError(f"{os.path.basename(path)}: the cache inputs need fixed shapes, k_0 and v_0 both "
+                             f"[batch, kv heads, capacity, head size] (got {ins['k_0']} and {ins['v_0']})")
     return {"layers": n, "kv_heads": hkv, "head_dim": d, "max_len": m, "batch": b}
 
 

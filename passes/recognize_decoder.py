@@ -14,8 +14,10 @@ others keep the decomposed graph).  Rewrites:
   * **Attention of a decode step over a cache read in place** (compiler/decode.py's KVStep): the sum
     ``P_c V_c + P_n V_n`` of two matmuls whose probabilities share one softmax, split in two
     (``P_x = exp(Z_x - mx) / (sum exp(Z_c - mx) + sum exp(Z_n - mx))``, ``mx`` the max of both parts),
-    the scores ``Z_c`` of the queries against a cache K stored [B, Hkv, D, M] (``q @ K`` as it lies)
-    and ``Z_n`` against the new keys (``q @ k^T``), each masked and scaled  ->
+    the scores ``Z_c`` of the queries against a cache K stored in rows [B, Hkv, M, D] (``q @ K^T``, K^T a
+    view's transpose of the last two dims, as V's rows) and ``Z_n`` against the new keys (``q @ k^T``),
+    each masked and scaled (which part is the cache: the one whose scores the position argument reaches;
+    both assignments are tried, the proof decides)  ->
     ``moec.kv_step_attention(q, K, V_c, k, V_n, pos)`` (ir/ops/kv.py), viewed back as the sum.  The
     structure only names the candidates (queries, caches, new keys/values, the position argument, the
     scale); the math is proved on probes: random q, caches, new keys/values at several positions (the
@@ -505,9 +507,10 @@ class RecognizeDecoder(Pass):
         for o in list(f.ops):
             if o not in f.ops or o.name != "moec.add" or o.result.type.dtype.np != np.float32:
                 continue
-            hit = self._match_kv_step(m, f, o)
-            if hit is not None and self._rewrite_kv_step(m, f, o, *hit):
-                changed = True
+            for hit in self._match_kv_step(m, f, o):
+                if self._rewrite_kv_step(m, f, o, *hit):
+                    changed = True
+                    break
         return changed
 
     @staticmethod
@@ -529,41 +532,44 @@ class RecognizeDecoder(Pass):
             return None
         return self._scores(m, z)
 
-    def _match_kv_step(self, m: Module, f: Function, o: Operation):
+    def _match_kv_step(self, m: Module, f: Function, o: Operation) -> list:
+        """The candidate (cache part, new part, position arguments, scale)s of the sum o (none: [])."""
         parts = []
         for x in o.operands:
             mm = self._viewed(x)
             if mm is None or mm.name != "moec.matmul":
-                return None
+                return []
             div = self._viewed(mm.operands[0])
             vr = self._root(m, mm.operands[1])
             if div is None or div.name != "moec.div" or vr is None or vr[1] != 1.0 or vr[2] != 0:
-                return None
+                return []
             ex = div.operands[0].owner
             if ex is None or ex.name != "moec.exp":
-                return None
+                return []
             z = ex.operands[0]
             if z.owner is not None and z.owner.name == "moec.sub":
                 z = z.owner.operands[0]  # (exp(z - max): whether the max is the right one is the proof's)
             sc = self._masked_scores(m, z)
             if sc is None:
-                return None
+                return []
             mm_s, s0 = sc
             qr, kr = (self._root(m, w) for w in mm_s.operands)
             if qr is None or kr is None or qr[2] != 0 or kr[2] not in (0, 1):
-                return None
+                return []
             parts.append(dict(div=div, v=vr[0], q=qr[0], k=kr[0], tr=kr[2], z=z, scale=s0 * qr[1] * kr[1]))
-        c, n = sorted(parts, key=lambda p: p["tr"])
-        if (c["tr"], n["tr"]) != (0, 1) or c["q"] is not n["q"] or c["div"].operands[1] is not n["div"].operands[1]:
-            return None  # (one softmax: the two parts share their denominator)
-        if abs(c["scale"] - n["scale"]) > 1e-6 * abs(c["scale"]):
-            return None
+        a, b = parts
+        if (a["tr"], b["tr"]) != (1, 1) or a["q"] is not b["q"] or a["div"].operands[1] is not b["div"].operands[1]:
+            return []  # (keys as rows, both parts; one softmax: the two parts share their denominator)
+        if abs(a["scale"] - b["scale"]) > 1e-6 * abs(a["scale"]):
+            return []
         ints = (DType.I64, DType.I32)
-        pos = [a for a in f.args if a.type.dtype in ints and a.type.rank <= 1
-               and all(d == 1 for d in a.type.shape) and _built_from(c["z"], a, 12)]
-        if not pos:
-            return None
-        return c, n, pos, float(c["scale"])
+        hits = []
+        for c, n in ((a, b), (b, a)):  # (the cache's part: its scores are masked by the position)
+            pos = [x for x in f.args if x.type.dtype in ints and x.type.rank <= 1
+                   and all(d == 1 for d in x.type.shape) and _built_from(c["z"], x, 12)]
+            if pos:
+                hits.append((c, n, pos, float(c["scale"])))
+        return hits
 
     def _rewrite_kv_step(self, m: Module, f: Function, o: Operation, c, n, pos_args, scale) -> bool:
         out_t = o.result.type
@@ -596,7 +602,7 @@ class RecognizeDecoder(Pass):
                 break
             if shapes is None or any(len(s) != 4 for s in shapes):
                 continue
-            M, S = shapes[1][3], shapes[0][2]
+            M, S = shapes[1][2], shapes[0][2]
 
             def trial(p, q_scale, window, seed):
                 rr = np.random.default_rng(seed)

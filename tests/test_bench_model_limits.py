@@ -67,7 +67,7 @@ def _step_module(E=4, k=2, D=16, F=8, V=32, KVH=2, hd=8, cap=12):
     from moec.ir.opdef import OPS
     m = Module()
     args = [Value(TensorType(DType.I64, (1, "T")), "input_ids"), Value(TensorType(DType.I64, (1,)), "pos"),
-            Value(TensorType(DType.F32, (1, KVH, hd, cap)), "k_0"),
+            Value(TensorType(DType.F32, (1, KVH, cap, hd)), "k_0"),
             Value(TensorType(DType.F32, (1, KVH, cap, hd)), "v_0")]
     f = Function("main", args)
     m.functions.append(f)

@@ -29,9 +29,9 @@ def _ref(q, kc, vc, kn, vn, pos, scale, window=0):
 def _inputs(B, Hq, Hkv, S, D, Dv, M, seed=0, fill=None):
     r = np.random.default_rng(seed)
     f = lambda *s: r.standard_normal(s).astype(np.float32)  # noqa: E731
-    kc, vc = f(B, Hkv, D, M), f(B, Hkv, M, Dv)
+    kc, vc = f(B, Hkv, M, D), f(B, Hkv, M, Dv)
     if fill is not None:  # (positions past the context hold anything: they must not be read)
-        kc[..., fill:] = np.nan
+        kc[:, :, fill:] = np.nan
         vc[:, :, fill:] = np.nan
     return f(B, Hq, S, D), kc, vc, f(B, Hkv, S, D), f(B, Hkv, S, Dv)
 
@@ -44,7 +44,7 @@ def test_reference_matches_torch_sdpa(window):
     B, Hq, Hkv, S, D, Dv, M, pos = 2, 6, 2, 3, 8, 5, 12, 7
     q, kc, vc, kn, vn = _inputs(B, Hq, Hkv, S, D, Dv, M, seed=3)
     got = _ref(q, kc, vc, kn, vn, pos, 0.4, window)
-    K = np.concatenate([np.swapaxes(kc[..., :pos], 2, 3), kn], 2)
+    K = np.concatenate([kc[:, :, :pos], kn], 2)
     V = np.concatenate([vc[:, :, :pos], vn], 2)
     K, V = (torch.from_numpy(x).double().repeat_interleave(Hq // Hkv, dim=1) for x in (K, V))
     qp = pos + torch.arange(S)[:, None]
@@ -57,7 +57,7 @@ def test_reference_matches_torch_sdpa(window):
 
 # ---- the C kernel ----------------------------------------------------------------------------------------
 def _step_module(B, Hq, Hkv, D, Dv, M, scale, window=0):
-    ts = [f"tensor<{B}x{Hq}x?x{D}xf32>", f"tensor<{B}x{Hkv}x{D}x{M}xf32>", f"tensor<{B}x{Hkv}x{M}x{Dv}xf32>",
+    ts = [f"tensor<{B}x{Hq}x?x{D}xf32>", f"tensor<{B}x{Hkv}x{M}x{D}xf32>", f"tensor<{B}x{Hkv}x{M}x{Dv}xf32>",
           f"tensor<{B}x{Hkv}x?x{D}xf32>", f"tensor<{B}x{Hkv}x?x{Dv}xf32>", "tensor<1xi64>"]
     names = ["q", "kc", "vc", "kn", "vn", "pos"]
     out = f"tensor<{B}x{Hq}x?x{Dv}xf32>"
@@ -131,14 +131,15 @@ def test_kernel_is_sanitizer_clean(tmp_path):
 
 # ---- recognition: the split softmax of compiler/decode.py's step, and near misses ---------------------------
 def _split_attention(q, kc, vc, k, v, pos, scale, variant="", window=0):
-    """compiler/decode.py's ``_attention`` math on plain tensors (q [B,Hq,T,D], caches [B,Hkv,D,M] /
-    [B,Hkv,M,D], new keys/values [B,Hkv,T,D]), with the near misses the recognition must leave alone."""
+    """compiler/decode.py's ``_attention`` math on plain tensors (q [B,Hq,T,D], caches [B,Hkv,M,D] both,
+    new keys/values [B,Hkv,T,D]), with the near misses the recognition must leave alone."""
     import torch
     b, hq, t, d = q.shape
-    hkv, m = k.shape[1], kc.shape[-1]
+    hkv, m = k.shape[1], kc.shape[2]
     g = hq // hkv
     qg = q.reshape(b, hkv, g * t, d)
-    s_past = torch.bmm(qg.reshape(b * hkv, g * t, d), kc.reshape(b * hkv, d, m)).reshape(b, hkv, g, t, m) * scale
+    kt = kc.reshape(b * hkv, d, m) if variant == "kt" else kc.reshape(b * hkv, m, d).transpose(1, 2)
+    s_past = torch.bmm(qg.reshape(b * hkv, g * t, d), kt).reshape(b, hkv, g, t, m) * scale
     s_new = torch.matmul(qg, k.transpose(2, 3)).reshape(b, hkv, g, t, t) * (scale * 1.25 if variant == "scale" else scale)
     j = torch.arange(m)
     ok_past = (j.unsqueeze(0) <= pos) if variant == "mask" else (j.unsqueeze(0) < pos)
@@ -160,8 +161,9 @@ def _split_attention(q, kc, vc, k, v, pos, scale, variant="", window=0):
     else:
         denom = e_past.sum(-1, keepdim=True) + e_new.sum(-1, keepdim=True)
         p_past, p_new = e_past / denom, e_new / denom
-    out = (torch.bmm(p_past.reshape(b * hkv, g * t, m), vc.reshape(b * hkv, m, d)).reshape(b, hkv, g, t, d)
-           + torch.matmul(p_new, v.unsqueeze(2)))
+    o_past = torch.bmm(p_past.reshape(b * hkv, g * t, m), vc.reshape(b * hkv, m, d)).reshape(b, hkv, g, t, d)
+    o_new = torch.matmul(p_new, v.unsqueeze(2))
+    out = o_new + o_past if variant == "swap" else o_past + o_new
     return out.reshape(b, hq, t, d)
 
 
@@ -174,7 +176,7 @@ def _split_module(variant="", window=0, scale=0.35):
             return _split_attention(q, kc, vc, k, v, pos, scale, variant, window)
 
     B, Hq, Hkv, D, M = 1, 4, 2, 8, 12
-    ex = (torch.zeros(B, Hq, 3, D), torch.zeros(B, Hkv, D, M), torch.zeros(B, Hkv, M, D), torch.zeros(B, Hkv, 3, D),
+    ex = (torch.zeros(B, Hq, 3, D), torch.zeros(B, Hkv, M, D), torch.zeros(B, Hkv, M, D), torch.zeros(B, Hkv, 3, D),
           torch.zeros(B, Hkv, 3, D), torch.tensor([2]))
     dims = {0: {2: "T"}, 1: {}, 2: {}, 3: {2: "T"}, 4: {2: "T"}, 5: {}}
     with warnings.catch_warnings():
@@ -194,15 +196,16 @@ def _recognise(m):
 def _feeds(t, pos, seed=0):
     r = np.random.default_rng(seed)
     f = lambda *s: r.standard_normal(s).astype(np.float32)  # noqa: E731
-    return [f(1, 4, t, 8), f(1, 2, 8, 12), f(1, 2, 12, 8), f(1, 2, t, 8), f(1, 2, t, 8), np.array([pos], np.int64)]
+    return [f(1, 4, t, 8), f(1, 2, 12, 8), f(1, 2, 12, 8), f(1, 2, t, 8), f(1, 2, t, 8), np.array([pos], np.int64)]
 
 
-@pytest.mark.parametrize("window", [0, pytest.param(3, marks=pytest.mark.slow)])
-def test_split_softmax_recognised(window):
-    """The step's attention (with and without a sliding window) becomes one moec.kv_step_attention with the
-    scale and window read from the graph, no softmax pieces left, and equal values at other sizes and
-    positions."""
-    m0, m = _split_module(window=window), _split_module(window=window)
+@pytest.mark.parametrize("window,variant", [(0, ""), (0, "swap"), pytest.param(3, "", marks=pytest.mark.slow)])
+def test_split_softmax_recognised(window, variant):
+    """The step's attention (with and without a sliding window; the sum's parts in either order: both
+    parts' keys are transposed views, the cache's is the one the position reaches) becomes one
+    moec.kv_step_attention with the scale and window read from the graph, no softmax pieces left, and
+    equal values at other sizes and positions."""
+    m0, m = _split_module(variant, window=window), _split_module(variant, window=window)
     changed, ops = _recognise(m)
     assert changed and len(ops) == 1, [o.name for o in m.main.ops]
     assert ops[0].attrs["window"] == window and abs(ops[0].attrs["scale"] - 0.35) < 1e-7
@@ -214,12 +217,13 @@ def test_split_softmax_recognised(window):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["mask", "nomax", pytest.param("scale", marks=pytest.mark.slow),
+@pytest.mark.parametrize("variant", ["mask", "nomax", "kt", pytest.param("scale", marks=pytest.mark.slow),
                                      pytest.param("two", marks=pytest.mark.slow)])
 def test_near_misses_left_alone(variant):
     """Not the step's attention: the cache's mask one position off (j <= pos), exp without the max
     subtraction (the same value until the scores overflow), the new keys scaled otherwise than the cache's,
-    two softmaxes each over its own keys: no op is formed, the graph is unchanged."""
+    two softmaxes each over its own keys, the cache's keys read as if stored transposed ([D, M] per head:
+    the old layout, not the op's rows): no op is formed, the graph is unchanged."""
     from moec.passes.dce import DeadCodeElimination
     m = _split_module(variant)
     DeadCodeElimination().run(m)

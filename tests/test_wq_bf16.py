@@ -162,6 +162,23 @@ def test_dense_kernel_avx512_without_bf16(no_avx512_bf16, tmp_path):
     _check_dense("native", tmp_path, [DENSE_CASES[1], DENSE_CASES[5]], (2, 3, 9, 17))
 
 
+def test_dense_rows_equal_in_every_row_block(tmp_path):
+    """A work item's first row block widens the narrow panel while it multiplies (tile_wq_bf16_first) and leaves the
+    pair panel to its later row blocks (tile_wq_bf16): the same kernel and order of sums, so a row's outputs are
+    the same bits wherever it lies -- in the first four rows, the rest of the first block or a later block.  Fails
+    if the fused widening made other values than the stored panel, or the first rows another order of sums."""
+    for i, (wq, K, N, G, zp) in enumerate([DENSE_CASES[0], DENSE_CASES[1], DENSE_CASES[3]]):
+        m, _ = _dense_module(wq + "_bf16", K, N, G, zp, seed=i)
+        art = build_module(m, str(tmp_path / f"r{i}"), arch="native", threads=1)
+        x = np.random.default_rng(i).standard_normal((12, K)).astype(np.float32)
+        base = art([x])
+        for shift in (3, 4, 8):  # row r of x at row r + shift: first four rows <-> the rest <-> the next block
+            pad = np.random.default_rng(100 + shift).standard_normal((shift, K)).astype(np.float32)
+            moved = art([np.concatenate([pad, x])])
+            for b, mv in zip(base, moved):
+                assert np.array_equal(b, mv[shift:]), (wq, K, G, zp, shift, np.abs(b - mv[shift:]).max())
+
+
 def test_dense_near_miss_the_kernel_rounds_its_inputs(tmp_path):
     """The compiled int4_bf16 layer is much closer to the bf16-activation numpy than to the weight-only f32
     reference of the same weights: a kernel that skipped the rounding would be the other way round."""

@@ -60,6 +60,14 @@ def test_dense_native_around_the_thresholds(mode, G, zp, tmp_path):
     _check_dense(mode, G, zp, "native", ROWS, tmp_path)
 
 
+@pytest.mark.parametrize("mode,G,zp", [("int8", 0, False), ("int4", 40, False), ("int4", 40, True)])
+def test_dense_panel_tails(mode, G, zp, tmp_path):
+    """K = 200: the run-time narrow panels are packed 16 (int8) / 32 (int4) reduction indices at a time by
+    register transposes (pack_w8k_panel / pack_w4k_panel), the last 8 one at a time; 100 columns leave the
+    last panel partial (its missing columns zero)."""
+    _check_dense(mode, G, zp, "native", (3, 17, 33), tmp_path, K=200, N=100)
+
+
 @pytest.mark.parametrize("arch", ["avx2", "generic"])
 def test_dense_portable_builds(arch, tmp_path):
     """AVX2 and generic builds (tile_wq at every row count): the same answers at several row tiles."""

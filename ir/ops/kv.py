@@ -93,8 +93,9 @@ class KvStepAttentionOp(Operation):
     """Attention of S new query rows over a cache read in place plus the S new keys (the decode step's
     attention, compiler/decode.py's KVStep; recognised by passes/recognize_decoder.py):
 
-    q [B, Hq, S, D]; k_cache [B, Hkv, D, M] (keys stored transposed: ``q @ k_cache`` reads it as it lies),
-    v_cache [B, Hkv, M, Dv], buffers of capacity M whose positions ``j < pos`` hold the context;
+    q [B, Hq, S, D]; k_cache [B, Hkv, M, D] and v_cache [B, Hkv, M, Dv] (rows, as ``moec.kv_append`` writes
+    them and ``moec.kv_attention`` reads them), buffers of capacity M whose positions ``j < pos`` hold the
+    context;
     k_new [B, Hkv, S, D], v_new [B, Hkv, S, Dv] the new tokens' keys/values (positions pos .. pos+S-1);
     pos an integer scalar or [1]; Hq a multiple of Hkv (query head h reads kv head h // (Hq / Hkv)).
     Query row i (position pos + i) sees cache key j iff j < pos, new key i' iff i' <= i, and, with a
@@ -114,12 +115,12 @@ class KvStepAttentionOp(Operation):
             raise operand_error(self, f"pos must be an integer scalar or [1], not {p}")
         ok = lambda a, b: not (isinstance(a, int) and isinstance(b, int) and a != b)  # noqa: E731
         B, Hq, S, D = q.shape
-        Hkv, M, Dv = kc.shape[1], kc.shape[3], vc.shape[3]
+        Hkv, M, Dv = kc.shape[1], kc.shape[2], vc.shape[3]
         if not (all(ok(B, t.shape[0]) for t in (kc, vc, kn, vn)) and all(ok(Hkv, t.shape[1]) for t in (vc, kn, vn))
-                and ok(D, kc.shape[2]) and ok(D, kn.shape[3]) and ok(M, vc.shape[2]) and ok(Dv, vn.shape[3])
+                and ok(D, kc.shape[3]) and ok(D, kn.shape[3]) and ok(M, vc.shape[2]) and ok(Dv, vn.shape[3])
                 and ok(S, kn.shape[2]) and ok(S, vn.shape[2])):
             raise operand_error(self, f"q {q}, k_cache {kc}, v_cache {vc}, k_new {kn}, v_new {vn} do not fit "
-                                "([B,Hq,S,D], [B,Hkv,D,M], [B,Hkv,M,Dv], [B,Hkv,S,D], [B,Hkv,S,Dv])")
+                                "([B,Hq,S,D], [B,Hkv,M,D], [B,Hkv,M,Dv], [B,Hkv,S,D], [B,Hkv,S,Dv])")
         if isinstance(Hq, int) and isinstance(Hkv, int) and (Hkv == 0 or Hq % Hkv):
             raise operand_error(self, f"{Hq} query heads are not a multiple of {Hkv} key/value heads")
         if self.attrs["window"] < 0:
@@ -129,13 +130,13 @@ class KvStepAttentionOp(Operation):
     def reference(self, q, k_cache, v_cache, k_new, v_new, pos):
         p = int(np.asarray(pos).reshape(-1)[0])
         B, Hq, S, D = q.shape
-        Hkv, M = k_cache.shape[1], k_cache.shape[3]
+        Hkv, M = k_cache.shape[1], k_cache.shape[2]
         if p < 0 or p > M:
             raise ValueError(f"kv_step_attention: position {p} outside a cache of {M}")
         if Hkv == 0 or Hq % Hkv:
             raise ValueError(f"kv_step_attention: {Hq} query heads, {Hkv} key/value heads")
         g = Hq // Hkv
-        keys = np.concatenate([np.swapaxes(k_cache[..., :p], 2, 3), k_new], axis=2)      # [B,Hkv,p+S,D]
+        keys = np.concatenate([k_cache[:, :, :p], k_new], axis=2)                          # [B,Hkv,p+S,D]
         vals = np.concatenate([v_cache[:, :, :p], v_new], axis=2)                         # [B,Hkv,p+S,Dv]
         keys, vals = (np.repeat(x.astype(np.float64), g, axis=1) for x in (keys, vals))
         s = np.einsum("bhid,bhjd->bhij", q.astype(np.float64), keys) * self.attrs["scale"]

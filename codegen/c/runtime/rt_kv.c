@@ -64,74 +64,125 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
 /* ---- moec.kv_step_attention: the decode step's attention over a cache read in place ------------------
  * One work item per (batch, kv head, group of up to KVS_RG query rows, split of the cache positions): the
  * G query heads of a kv head and the S query rows are the item's rows (r = g S + i), so K and V rows
- * read once serve all of them.  The cache K is [D][M] per (batch, kv head) (keys transposed): the scores
- * of a block of KVS_NB positions are vector FMAs over the positions, q[r][d] broadcast, the accumulators
- * in registers; then the online softmax (running max m, sum l, the output accumulator rescaled by
- * exp(m_old - m_new)) and p V over the block's rows of V [M][Dv].  Only positions < pos (and, with a
- * window, inside it) are read.  When the (batch, kv head, row group) items are fewer than twice the
- * threads, the positions are split across items and the partial (acc, m, l) combined after (flash-
- * decoding); the S new keys (causal, in the window) are folded in last, then acc / l is written. */
+ * read once serve all of them.  Both caches are rows, K [M][D] and V [M][Dv] per (batch, kv head): the
+ * scores of a block of KVS_NB positions stream the block's K rows (4 rows at a time, D-long dot products
+ * of every query row against each, vector accumulators reduced across lanes by a shuffle tree, so MV_L
+ * positions' scores come out as one vector); then the online softmax (running max m, sum l, the output
+ * accumulator rescaled by exp(m_old - m_new)) and p V over the block's rows of V.  Only positions < pos
+ * (and, with a window, inside it) are read.  When the (batch, kv head, row group) items are fewer than
+ * twice the threads, the positions are split across items and the partial (acc, m, l) combined after
+ * (flash-decoding); the S new keys (causal, in the window) are folded in last, then acc / l is written.
+ * No software prefetch: each item reads its K and V rows in sequence, which the hardware prefetchers
+ * follow (a prefetch 16 rows or 2 blocks ahead measured no faster from memory, up to 10% slower warm). */
 #include <math.h>
 #include <stdlib.h>
 
 #include "rt_vmath.h"
 
-#define KVS_NB (4 * MV_L) /* cache positions per block: 4 vectors */
+#define KVS_NB (4 * MV_L) /* cache positions per block: 4 vectors of scores */
 #define KVS_RG 4          /* query rows per item */
 #define KVS_MIN_SPLIT 256 /* positions per split at least */
-#define KVS_PF 4          /* K prefetched this many blocks ahead */
 
 typedef struct {
   const float *q, *kc, *vc, *kn, *vn;
   float *y, *part; /* part: [items][KVS_RG][Dv + 2] (acc, then m and l) */
   int64_t Hq, Hkv, G, S, D, Dv, M, pos, W, R, nrg, nsplit, chunk;
   int64_t nhs;        /* rows between two (batch, kv head)s of kn / vn: S, or M where they are the buffer's */
-  int kt;             /* 1: the cache's keys are [D][M] (transposed), 0: rows [M][D] */
   int causal;         /* new key t seen by row i iff t <= i (else all S) */
   const float *mask;  /* NULL, or added to the scores: [B, Hq, S, pos + S] through the strides ms */
   int64_t ms[4];
   float scale;
 } kvs_args;
 
-static inline float kvs_hmax(mvf v) { float r = v[0]; for (int c = 1; c < MV_L; c++) r = v[c] > r ? v[c] : r; return r; }
 static inline float kvs_hsum(mvf v) { float r = 0.f; for (int c = 0; c < MV_L; c++) r += v[c]; return r; }
 
-/* s[r][j] = sum_d q_r[d] K[d][j] for j < KVS_NB, K's rows ldk floats apart */
-static inline __attribute__((always_inline)) void kvs_scores(const float *K, int64_t ldk, int64_t D,
-                                                              const float *const *qr, const int nr,
-                                                              float s[KVS_RG][KVS_NB], int pf) {
-  mvf acc[KVS_RG][4];
-  for (int r = 0; r < nr; r++)
-    for (int c = 0; c < 4; c++) acc[r][c] = mv_splat(0.f);
-  for (int64_t d = 0; d < D; d++) {
-    const float *k = K + d * ldk;
-    if (pf) /* the block PF_AHEAD blocks on, every 64-byte line of it (KVS_NB floats: 4 vectors) */
-      for (int c = 0; c < KVS_NB; c += 16) __builtin_prefetch(k + KVS_PF * KVS_NB + c);
-    const mvf k0 = mv_ld(k), k1 = mv_ld(k + MV_L), k2 = mv_ld(k + 2 * MV_L), k3 = mv_ld(k + 3 * MV_L);
-#pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) {
-      const mvf qv = mv_splat(qr[r][d]);
-      acc[r][0] += qv * k0, acc[r][1] += qv * k1, acc[r][2] += qv * k2, acc[r][3] += qv * k3;
-    }
-  }
-  for (int r = 0; r < nr; r++)
-    for (int c = 0; c < 4; c++) mv_st(s[r] + c * MV_L, acc[r][c]);
-}
+/* one level of the lane-sum tree: x and y each hold MV_L / s rows' partial sums in segments of s lanes;
+ * the result holds x's rows then y's in segments of s / 2 lanes (each the sum of a segment's halves).
+ * KVS_FOLDs_LO / _HI: the lanes of the segments' lower / upper halves, x's lanes 0.., y's MV_L.. */
+#if MV_L == 16
+#define KVS_FOLD16_LO ((mvi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23})
+#define KVS_FOLD16_HI ((mvi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31})
+#define KVS_FOLD8_LO ((mvi){0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27})
+#define KVS_FOLD8_HI ((mvi){4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31})
+#define KVS_FOLD4_LO ((mvi){0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29})
+#define KVS_FOLD4_HI ((mvi){2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31})
+#define KVS_FOLD2_LO ((mvi){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30})
+#define KVS_FOLD2_HI ((mvi){1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31})
+#elif MV_L == 8
+#define KVS_FOLD8_LO ((mvi){0, 1, 2, 3, 8, 9, 10, 11})
+#define KVS_FOLD8_HI ((mvi){4, 5, 6, 7, 12, 13, 14, 15})
+#define KVS_FOLD4_LO ((mvi){0, 1, 4, 5, 8, 9, 12, 13})
+#define KVS_FOLD4_HI ((mvi){2, 3, 6, 7, 10, 11, 14, 15})
+#define KVS_FOLD2_LO ((mvi){0, 2, 4, 6, 8, 10, 12, 14})
+#define KVS_FOLD2_HI ((mvi){1, 3, 5, 7, 9, 11, 13, 15})
+#elif MV_L == 4
+#define KVS_FOLD4_LO ((mvi){0, 1, 4, 5})
+#define KVS_FOLD4_HI ((mvi){2, 3, 6, 7})
+#define KVS_FOLD2_LO ((mvi){0, 2, 4, 6})
+#define KVS_FOLD2_HI ((mvi){1, 3, 5, 7})
+#else
+#error "kv_step_attention: MV_L must be 4, 8 or 16"
+#endif
+#define KVS_FOLD(x, y, s) (__builtin_shuffle((x), (y), KVS_FOLD##s##_LO) + __builtin_shuffle((x), (y), KVS_FOLD##s##_HI))
 
-/* s[r][j] = sum_d q_r[d] K[j][d] for j < n (K's rows D floats apart, read in place) */
-static void kvs_scores_rows(const float *K, int64_t D, int64_t n, const float *const *qr, int nr,
-                            float s[KVS_RG][KVS_NB]) {
-  for (int64_t j = 0; j < n; j++) {
-    const float *k = K + j * D;
+/* s[r][j] = sum_d q_r[d] K[j][d] for j < n <= KVS_NB (K's rows D floats apart, read in place: rows past n
+ * are not read -- a group's missing rows repeat row 0, their scores dropped) */
+static inline __attribute__((always_inline)) void kvs_scores(const float *K, int64_t D, int64_t n,
+                                                              const float *const *qr, const int nr,
+                                                              float s[KVS_RG][KVS_NB]) {
+  const int64_t Dvec = D / MV_L * MV_L;
+  for (int64_t j0 = 0; j0 < n; j0 += MV_L) {
+    mvf part[KVS_RG][MV_L / 4 > 0 ? MV_L / 4 : 1];
+#pragma GCC unroll 4
+    for (int sg = 0; sg < MV_L / 4; sg++) {
+      if (j0 + 4 * sg >= n) { /* (no row of this group: a decode step's one new key) */
+        for (int r = 0; r < nr; r++) part[r][sg] = mv_splat(0.f);
+        continue;
+      }
+      const float *k[4];
+      for (int c = 0; c < 4; c++) {
+        const int64_t j = j0 + 4 * sg + c;
+        k[c] = K + (j < n ? j : 0) * D;
+      }
+      mvf acc[KVS_RG][4];
+      for (int r = 0; r < nr; r++)
+        for (int c = 0; c < 4; c++) acc[r][c] = mv_splat(0.f);
+      for (int64_t d = 0; d < Dvec; d += MV_L) {
+        const mvf k0 = mv_ld(k[0] + d), k1 = mv_ld(k[1] + d), k2 = mv_ld(k[2] + d), k3 = mv_ld(k[3] + d);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+          const mvf qv = mv_ld(qr[r] + d);
+          acc[r][0] += qv * k0, acc[r][1] += qv * k1, acc[r][2] += qv * k2, acc[r][3] += qv * k3;
+        }
+      }
+      for (int r = 0; r < nr; r++) {
+#if MV_L == 16
+        part[r][sg] = KVS_FOLD(KVS_FOLD(acc[r][0], acc[r][1], 16), KVS_FOLD(acc[r][2], acc[r][3], 16), 8);
+#elif MV_L == 8
+        part[r][sg] = KVS_FOLD(KVS_FOLD(acc[r][0], acc[r][1], 8), KVS_FOLD(acc[r][2], acc[r][3], 8), 4);
+#else
+        part[r][sg] = KVS_FOLD(KVS_FOLD(acc[r][0], acc[r][1], 4), KVS_FOLD(acc[r][2], acc[r][3], 4), 2);
+#endif
+      }
+    }
+    const int64_t nj = n - j0 < MV_L ? n - j0 : MV_L;
     for (int r = 0; r < nr; r++) {
-      const float *q = qr[r];
-      mvf c0 = mv_splat(0.f), c1 = mv_splat(0.f);
-      int64_t d = 0;
-      for (; d + 2 * MV_L <= D; d += 2 * MV_L) c0 += mv_ld(q + d) * mv_ld(k + d), c1 += mv_ld(q + d + MV_L) * mv_ld(k + d + MV_L);
-      for (; d + MV_L <= D; d += MV_L) c0 += mv_ld(q + d) * mv_ld(k + d);
-      float acc = kvs_hsum(c0 + c1);
-      for (; d < D; d++) acc += q[d] * k[d];
-      s[r][j] = acc;
+#if MV_L == 16
+      part[r][0] = KVS_FOLD(part[r][0], part[r][1], 4), part[r][2] = KVS_FOLD(part[r][2], part[r][3], 4);
+      part[r][0] = KVS_FOLD(part[r][0], part[r][2], 2);
+#elif MV_L == 8
+      part[r][0] = KVS_FOLD(part[r][0], part[r][1], 2);
+#endif
+      float *sr = s[r] + j0;
+      if (nj == MV_L) mv_st(sr, part[r][0]);
+      else for (int64_t j = 0; j < nj; j++) sr[j] = part[r][0][j];
+      if (Dvec < D) /* (head sizes off the vector width: the rest of each dot) */
+        for (int64_t j = 0; j < nj; j++) {
+          const float *kj = K + (j0 + j) * D;
+          float t = 0.f;
+          for (int64_t d = Dvec; d < D; d++) t += qr[r][d] * kj[d];
+          sr[j] += t;
+        }
     }
   }
 }
@@ -158,6 +209,18 @@ static void kvs_update(float *s, int64_t n, const float *V, int64_t Dv, float *o
   int64_t d = 0;
   if (alpha != 1.f)
     for (int64_t e = 0; e < Dv; e++) o[e] *= alpha;
+  for (; d + 8 * MV_L <= Dv; d += 8 * MV_L) { /* (a head of 128 floats: one pass over the block's rows) */
+    mvf a[8];
+    for (int c = 0; c < 8; c++) a[c] = mv_ld(o + d + c * MV_L);
+    for (int64_t jj = 0; jj < n; jj++) {
+      if (s[jj] == 0.f) continue; /* (unseen rows: their values are never read) */
+      const mvf p = mv_splat(s[jj]);
+      const float *v = V + jj * Dv + d;
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; c++) a[c] += p * mv_ld(v + c * MV_L);
+    }
+    for (int c = 0; c < 8; c++) mv_st(o + d + c * MV_L, a[c]);
+  }
   for (; d + 4 * MV_L <= Dv; d += 4 * MV_L) {
     mvf a0 = mv_ld(o + d), a1 = mv_ld(o + d + MV_L), a2 = mv_ld(o + d + 2 * MV_L), a3 = mv_ld(o + d + 3 * MV_L);
     for (int64_t jj = 0; jj < n; jj++) {
@@ -186,32 +249,16 @@ static void kvs_update(float *s, int64_t n, const float *V, int64_t Dv, float *o
 static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, const float *const *qr,
                            const float *const *mr, const int64_t *rlo, int nr, int64_t lo, int64_t hi, float *o,
                            float *m, float *l) {
-  float s[KVS_RG][KVS_NB];
-  const int64_t D = a->D, M = a->M, Dv = a->Dv;
-  float *tmp = NULL;
+  float s[KVS_RG][KVS_NB] __attribute__((aligned(64)));
+  const int64_t D = a->D, Dv = a->Dv;
   for (int64_t j0 = lo; j0 < hi; j0 += KVS_NB) {
     const int64_t n = hi - j0 < KVS_NB ? hi - j0 : KVS_NB;
-    if (!a->kt) {
-      kvs_scores_rows(K + j0 * D, D, n, qr, nr, s);
-    } else {
-    const float *kb = K + j0;
-    int64_t ldk = M;
-    if (j0 + KVS_NB > M) { /* (the block would run past the buffer's rows: copied, zero-padded) */
-      if (!tmp) tmp = (float *)malloc(sizeof(float) * (size_t)(D * KVS_NB));
-      if (!tmp) { for (int r = 0; r < nr; r++) m[r] = NAN; return; }
-      for (int64_t d = 0; d < D; d++) {
-        memset(tmp + d * KVS_NB, 0, sizeof(float) * KVS_NB);
-        memcpy(tmp + d * KVS_NB, K + d * M + j0, sizeof(float) * (size_t)n);
-      }
-      kb = tmp, ldk = KVS_NB;
-    }
-    const int pf = j0 + (KVS_PF + 1) * KVS_NB <= hi;
+    const float *kb = K + j0 * D;
     switch (nr) {
-      case 1: kvs_scores(kb, ldk, D, qr, 1, s, pf); break;
-      case 2: kvs_scores(kb, ldk, D, qr, 2, s, pf); break;
-      case 3: kvs_scores(kb, ldk, D, qr, 3, s, pf); break;
-      default: kvs_scores(kb, ldk, D, qr, 4, s, pf); break;
-    }
+      case 1: kvs_scores(kb, D, n, qr, 1, s); break;
+      case 2: kvs_scores(kb, D, n, qr, 2, s); break;
+      case 3: kvs_scores(kb, D, n, qr, 3, s); break;
+      default: kvs_scores(kb, D, n, qr, 4, s); break;
     }
     for (int r = 0; r < nr; r++) {
       float *sr = s[r];
@@ -221,7 +268,6 @@ static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, co
       kvs_update(sr, n, V + j0 * Dv, Dv, o + r * Dv, m + r, l + r);
     }
   }
-  free(tmp);
 }
 
 /* the item's (b, kv head, row group) coordinates, its rows' query pointers and cache lower bounds */
@@ -240,30 +286,40 @@ static int kvs_rows(const kvs_args *a, int64_t grp, const float **qr, const floa
   return nr;
 }
 
-/* the new keys (causal, in the window) folded in, then y = acc / l */
+/* the new keys (causal, in the window) folded in, then y = acc / l.  The new keys are rows [S][D] too: the
+ * group's rows score blocks of them together (kvs_scores), each row's unseen keys then set to -inf */
 static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, const float *const *mr,
                        const int64_t *ri, int nr, float *o, float *m, float *l) {
   const int64_t bh = grp / a->nrg, b = bh / a->Hkv, hk = bh % a->Hkv, D = a->D, Dv = a->Dv, S = a->S;
   const float *Kn = a->kn + bh * a->nhs * D, *Vn = a->vn + bh * a->nhs * Dv;
   const int64_t r0 = (grp % a->nrg) * KVS_RG;
-  float s[64];
+  float s[KVS_RG][KVS_NB] __attribute__((aligned(64)));
+  int64_t lo[KVS_RG], hi[KVS_RG], glo = S, ghi = 0;
   for (int r = 0; r < nr; r++) {
-    const int64_t i = ri[r], lo = a->W > 0 && i - a->W + 1 > 0 ? i - a->W + 1 : 0, hi = a->causal ? i + 1 : S;
-    for (int64_t t0 = lo; t0 < hi; t0 += 64) {
-      const int64_t n = hi - t0 < 64 ? hi - t0 : 64;
-      for (int64_t t = 0; t < n; t++) {
-        const float *k = Kn + (t0 + t) * D, *q = qr[r];
-        mvf c = mv_splat(0.f);
-        int64_t d = 0;
-        for (; d + MV_L <= D; d += MV_L) c += mv_ld(q + d) * mv_ld(k + d);
-        float acc = kvs_hsum(c);
-        for (; d < D; d++) acc += q[d] * k[d];
-        s[t] = acc * a->scale;
-        if (mr[r]) s[t] += mr[r][(a->pos + t0 + t) * a->ms[3]];
-      }
-      kvs_update(s, n, Vn + t0 * Dv, Dv, o + r * Dv, m + r, l + r);
+    const int64_t i = ri[r];
+    lo[r] = a->W > 0 && i - a->W + 1 > 0 ? i - a->W + 1 : 0, hi[r] = a->causal ? i + 1 : S;
+    glo = lo[r] < glo ? lo[r] : glo, ghi = hi[r] > ghi ? hi[r] : ghi;
+  }
+  for (int64_t t0 = glo; t0 < ghi; t0 += KVS_NB) {
+    const int64_t n = ghi - t0 < KVS_NB ? ghi - t0 : KVS_NB;
+    switch (nr) {
+      case 1: kvs_scores(Kn + t0 * D, D, n, qr, 1, s); break;
+      case 2: kvs_scores(Kn + t0 * D, D, n, qr, 2, s); break;
+      case 3: kvs_scores(Kn + t0 * D, D, n, qr, 3, s); break;
+      default: kvs_scores(Kn + t0 * D, D, n, qr, 4, s); break;
     }
-    const int64_t g = (r0 + r) / S;
+    for (int r = 0; r < nr; r++) {
+      float *sr = s[r];
+      for (int64_t t = 0; t < n; t++) {
+        const int64_t tt = t0 + t;
+        sr[t] = tt < lo[r] || tt >= hi[r] ? -INFINITY
+                : sr[t] * a->scale + (mr[r] ? mr[r][(a->pos + tt) * a->ms[3]] : 0.f);
+      }
+      kvs_update(sr, n, Vn + t0 * Dv, Dv, o + r * Dv, m + r, l + r);
+    }
+  }
+  for (int r = 0; r < nr; r++) {
+    const int64_t g = (r0 + r) / S, i = ri[r];
     float *y = a->y + ((b * a->Hq + hk * a->G + g) * S + i) * Dv;
     const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f; /* (a row that sees no key: 0) */
     for (int64_t d = 0; d < Dv; d++) y[d] = l[r] > 0.f ? o[r * Dv + d] * inv : 0.f;
@@ -284,7 +340,7 @@ static void kvs_task(void *arg, int64_t item) {
   const int64_t c0 = sp * a->chunk, c1 = c0 + a->chunk < a->pos ? c0 + a->chunk : a->pos;
   if (lo < c0) lo = c0;
   if (lo < c1)
-    kvs_cache_rows(a, a->kc + bh * a->D * a->M, a->vc + bh * a->M * Dv, qr, mr, rlo, nr, lo, c1, o, m, l);
+    kvs_cache_rows(a, a->kc + bh * a->M * a->D, a->vc + bh * a->M * Dv, qr, mr, rlo, nr, lo, c1, o, m, l);
   if (a->nsplit == 1) kvs_finish(a, grp, qr, mr, ri, nr, o, m, l);
 }
 
@@ -327,8 +383,8 @@ int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_ten
     if (ts[i]->dtype != MOEC_F32) return moec_fail(ctx, "kv_step_attention: f32 only");
   }
   const int64_t B = q->shape[0], Hq = q->shape[1], S = q->shape[2], D = q->shape[3];
-  const int64_t Hkv = kc->shape[1], M = kc->shape[3], Dv = vc->shape[3];
-  if (kc->shape[0] != B || vc->shape[0] != B || kn->shape[0] != B || vn->shape[0] != B || kc->shape[2] != D ||
+  const int64_t Hkv = kc->shape[1], M = kc->shape[2], Dv = vc->shape[3];
+  if (kc->shape[0] != B || vc->shape[0] != B || kn->shape[0] != B || vn->shape[0] != B || kc->shape[3] != D ||
       vc->shape[1] != Hkv || vc->shape[2] != M || kn->shape[1] != Hkv || kn->shape[2] != S || kn->shape[3] != D ||
       vn->shape[1] != Hkv || vn->shape[2] != S || vn->shape[3] != Dv)
     return moec_fail(ctx, "kv_step_attention: q [%lld,%lld,%lld,%lld] and caches [%lld,%lld,%lld,%lld] / [%lld,%lld,%lld,%lld] "
@@ -345,7 +401,7 @@ int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_ten
   if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
   if (!B || !Hq || !S || !Dv) return 0;
   kvs_args a = {q->data, kc->data, vc->data, kn->data, vn->data, y->data, NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, p[0],
-                window, 0, 0, 1, 0, S, 1, 1, NULL, {0, 0, 0, 0}, (float)scale};
+                window, 0, 0, 1, 0, S, 1, NULL, {0, 0, 0, 0}, (float)scale};
   return kvs_run(ctx, &a, B);
 }
 
@@ -381,7 +437,7 @@ static int kvs_buffers(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k
   const int64_t Hkv = k->shape[1], M = k->shape[2], Dv = v->shape[3], L = pos + S;
   int64_t out[4] = {B, Hq, S, Dv}, sc[4] = {B, Hq, S, L};
   kvs_args a = {q->data, k->data, v->data, (const float *)k->data + pos * D, (const float *)v->data + pos * Dv, NULL,
-                NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, pos, 0, 0, 0, 1, 0, M, 0, causal, NULL, {0, 0, 0, 0},
+                NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, pos, 0, 0, 0, 1, 0, M, causal, NULL, {0, 0, 0, 0},
                 (float)scale};
   if (mask) {
     for (int i = 0; i < mask->rank; i++) {

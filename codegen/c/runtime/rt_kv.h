@@ -13,7 +13,7 @@ int moec_k_kv_append(moec_ctx *ctx, const moec_tensor *cache, const moec_tensor 
 int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
                         const moec_tensor *pos, const moec_tensor *mask, double scale, int causal, moec_tensor *y);
 /* moec.kv_step_attention (ir/ops/kv.py): y [B,Hq,S,Dv] = attention of q [B,Hq,S,D] over the first pos
- * positions of the caches k_cache [B,Hkv,D,M] (keys transposed) and v_cache [B,Hkv,M,Dv] plus the S new
+ * positions of the caches k_cache [B,Hkv,M,D] and v_cache [B,Hkv,M,Dv] (rows) plus the S new
  * keys/values k_new [B,Hkv,S,D], v_new [B,Hkv,S,Dv] (causal), with a window > 0 only the keys less than
  * window positions back; one softmax over both.  Cache positions >= pos are never read.  f32. */
 int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *kc, const moec_tensor *vc,

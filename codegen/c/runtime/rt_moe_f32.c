@@ -593,6 +593,43 @@ static void round_bf16_row(float *a, int64_t n) {
   for (; i < n; i++) a[i] = round_bf16f(a[i]);
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && MOEC_VBYTES >= 64
+#define WQ_FUSED_WIDEN 1
+/* int8 / int4 weights with bf16 activations (below, wq_bf16_panel): pair row p of an item's bf16 pair panel (the
+ * pairs of columns 0..15 in *lo, 16..31 in *hi) made from its narrow k-major panel (int8 codes, or symmetric
+ * int4 -- zero point 8, v->z NULL -- q - 8; with zero points the loop in wq_bf16_panel).  tile_bf16_mx calls it
+ * where it widens while it multiplies (tile_wq_bf16_first). */
+static inline __attribute__((always_inline)) void wq_pair_row(const wview *v, const void *panel, int64_t p,
+                                                              __m512i *lo, __m512i *hi) {
+  if (v->mode == MOEC_WQ_INT8) {
+    const int8_t *Bp = (const int8_t *)panel + 2 * p * NR;
+    const __m512i m16 = _mm512_set1_epi32((int)0xffff0000u);
+    const int odd = 2 * p + 1 < v->K; /* (an odd K's last pair: its second value is 0) */
+    __m512 e0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)Bp)));
+    __m512 e1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(Bp + 16))));
+    __m512 o0 = odd ? _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(Bp + NR)))) : _mm512_setzero_ps();
+    __m512 o1 = odd ? _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(Bp + NR + 16)))) : _mm512_setzero_ps();
+    /* (exact: |code| <= 128 has 8 significant bits, so the f32's low half is 0) low half = e >> 16, high = o's top */
+    *lo = _mm512_ternarylogic_epi32(_mm512_srli_epi32(_mm512_castps_si512(e0), 16), _mm512_castps_si512(o0), m16, 0xf8);
+    *hi = _mm512_ternarylogic_epi32(_mm512_srli_epi32(_mm512_castps_si512(e1), 16), _mm512_castps_si512(o1), m16, 0xf8);
+    return;
+  }
+  /* symmetric int4: q - 8 as bf16 bits from a 16-entry table (vpermw on u16 lanes whose u32 holds the codes of
+   * k and k + 1), no float conversion */
+  static const uint16_t tb[32] = {0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80,
+                                  0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0};
+  const __m512i lut = _mm512_loadu_si512(tb);
+  const __m128i m4 = _mm_set1_epi8(15);
+  const uint8_t *Bp = (const uint8_t *)panel + 2 * p * (NR / 2);
+  const __m128i b0 = _mm_loadu_si128((const __m128i *)Bp), b1 = _mm_loadu_si128((const __m128i *)(Bp + NR / 2));
+  const __m512i l = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_and_si128(b0, m4)),
+                                    _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(b1, m4)), 16));
+  const __m512i h = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b0, 4), m4)),
+                                    _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b1, 4), m4)), 16));
+  *lo = _mm512_permutexvar_epi16(l, lut);
+  *hi = _mm512_permutexvar_epi16(h, lut);
+}
+#endif
 /* bf16 weights, every host: B panels hold, per pair p of the reduction, 32 columns x (w[2p], w[2p+1]) as bf16
  * pairs (cached like the other panels); A rows are bf16 pairs (the rounded f32 activations, converted
  * exactly).  tile_bf16 multiplies them: vdpbf16ps where the build host has AVX512_BF16, else widening FMAs. */
@@ -699,10 +736,13 @@ static void round_to_pairs(const float *a, int64_t K, uint32_t *out) {
  * Group scales gs (int8 / int4 weights with bf16 activations, tile_bf16_gs): the pairs run in groups of pg and at
  * the end of group g the accumulators times the 32 column scales at gs + g * 2 NR are added into a second set
  * (tot) and restart, i.e. each group's f32 partial sum times its scale; MX <= 4 there (both sets in registers).
- * gs NULL (the constant every plain tile_bf16 call passes): one group, no scaling. */
+ * gs NULL (the constant every plain tile_bf16 call passes): one group, no scaling.
+ * nw (tile_wq_bf16_first's first row block of int8 / int4 weights; NULL elsewhere): B's pair rows are made from
+ * the narrow panel nw of wv as the loop needs them (wq_pair_row) instead of read from Bp, and stored into Bst. */
 static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, const uint32_t *A, int64_t P, int m,
                                                                const uint32_t *Bp, float *C, int64_t ldc, int64_t nb,
-                                                               const float *gs, int64_t pg) {
+                                                               const float *gs, int64_t pg, const wview *wv,
+                                                               const void *nw, uint32_t *Bst) {
   __m512 acc[MR][2], acd[MR][2], tot[MR][2];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++)
@@ -714,7 +754,7 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
   for (int64_t p0 = 0; p0 < P; p0 += step) {
   const int64_t P1 = P - p0 < step ? P : p0 + step;
   int64_t p = p0;
-  if (MX <= 2)
+  if (MX <= 2 && !nw)
     for (; p + 2 <= P1; p += 2) {
       const uint32_t *q = Bp + p * NR;
       __m512bh b0 = (__m512bh)_mm512_loadu_si512(q), b1 = (__m512bh)_mm512_loadu_si512(q + 16);
@@ -729,7 +769,21 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
       }
     }
   for (; p < P1; p++) {
-    __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + p * NR), b1 = (__m512bh)_mm512_loadu_si512(Bp + p * NR + 16);
+    __m512bh b0, b1;
+#ifdef WQ_FUSED_WIDEN
+    if (nw) { /* the pair row made from the narrow panel, kept in Bst for the later row blocks */
+      __m512i lo, hi;
+      wq_pair_row(wv, nw, p, &lo, &hi);
+      _mm512_storeu_si512(Bst + p * NR, lo);
+      _mm512_storeu_si512(Bst + p * NR + 16, hi);
+      b0 = (__m512bh)lo;
+      b1 = (__m512bh)hi;
+    } else
+#endif
+    {
+      b0 = (__m512bh)_mm512_loadu_si512(Bp + p * NR);
+      b1 = (__m512bh)_mm512_loadu_si512(Bp + p * NR + 16);
+    }
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
       __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r][p]);
@@ -758,10 +812,10 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
 }
 /* every row count, decode included: one (1, 2), four or MR rows unrolled */
 static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
-  if (m == 1) tile_bf16_mx(1, A, P, m, Bp, C, ldc, nb, NULL, 0);
-  else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb, NULL, 0);
-  else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb, NULL, 0);
-  else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb, NULL, 0);
+  if (m == 1) tile_bf16_mx(1, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL);
+  else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL);
+  else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL);
+  else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL);
 }
 #define BF16_GS_MX 4
 #else
@@ -774,7 +828,8 @@ static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, f
 typedef uint32_t vu_ __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
 static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, const uint32_t *A, int64_t P, int m,
                                                                const uint32_t *Bp, float *C, int64_t ldc, int64_t nb,
-                                                               const float *gs, int64_t pg) {
+                                                               const float *gs, int64_t pg, const wview *wv,
+                                                               const void *nw, uint32_t *Bst) {
   vf acc[MR][NV], tot[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++)
@@ -787,6 +842,48 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
   for (int64_t p0 = 0; p0 < P; p0 += step) {
   const int64_t P1 = P - p0 < step ? P : p0 + step;
   for (int64_t p = p0; p < P1; p++) {
+#if MOEC_VBYTES >= 64 && defined(__AVX512F__)
+    vf we[NV], wo[NV]; /* B's pair row widened (even k: the low halves << 16, odd k: the high halves) */
+#ifdef WQ_FUSED_WIDEN
+    vu_ wn[NV]; /* (nw: the pair row made from the narrow panel, kept in Bst; NV = 2 here) */
+    if (nw) {
+      __m512i lo, hi;
+      wq_pair_row(wv, nw, p, &lo, &hi);
+      _mm512_storeu_si512(Bst + p * NR, lo);
+      _mm512_storeu_si512(Bst + p * NR + 16, hi);
+      __builtin_memcpy(&wn[0], &lo, 64);
+      __builtin_memcpy(&wn[NV - 1], &hi, 64);
+    }
+#endif
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) {
+      vu_ u;
+#ifdef WQ_FUSED_WIDEN
+      if (nw) u = wn[v];
+      else
+#endif
+      __builtin_memcpy(&u, Bp + p * NR + v * VL, sizeof u);
+      we[v] = (vf)(u << 16);
+      wo[v] = (vf)(u & 0xffff0000u);
+    }
+    /* then row by row: the row's pair broadcast from memory (a load: no shuffle port) and split in the vector
+     * (the scalar split, vmovd and vbroadcastss per value of the loop below took the shuffle port the FMAs
+     * share), its two splats live only for its FMAs (no spills at MR rows) */
+#pragma GCC unroll 16
+    for (int r = 0; r < MX; r++) {
+      const __m512i u = _mm512_set1_epi32((int)a[r][p]);
+      const __m512 xe = _mm512_castsi512_ps(_mm512_slli_epi32(u, 16)),
+                   xo = _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
+      vf se, so;
+      __builtin_memcpy(&se, &xe, 64);
+      __builtin_memcpy(&so, &xo, 64);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; v++) { /* (per accumulator: the even k's product, then the odd k's) */
+        acc[r][v] += we[v] * se;
+        acc[r][v] += wo[v] * so;
+      }
+    }
+#else
     vf se[MR], so[MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
@@ -808,6 +905,7 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
         acc[r][v] += wo * so[r];
       }
     }
+#endif
   }
   if (gs)
 #pragma GCC unroll 16
@@ -832,10 +930,10 @@ static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, f
     int mm = m - r < BF16_MX ? m - r : BF16_MX;
     const uint32_t *Ar = A + r * P;
     float *Cr = C + r * ldc;
-    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0);
-    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0);
-    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0);
-    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0);
+    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL);
+    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL);
+    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL);
+    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL);
   }
 }
 #define BF16_GS_MX (BF16_MX < 4 ? BF16_MX : 4)
@@ -846,9 +944,9 @@ static void tile_bf16_gs(const uint32_t *A, int64_t P, int m, const uint32_t *Bp
                          int64_t ldc, int64_t nb) {
   for (int r = 0; r < m; r += BF16_GS_MX) {
     int mm = m - r < BF16_GS_MX ? m - r : BF16_GS_MX;
-    if (mm == 1) tile_bf16_mx(1, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg);
-    else if (mm == 2) tile_bf16_mx(2, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg);
-    else tile_bf16_mx(BF16_GS_MX, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg);
+    if (mm == 1) tile_bf16_mx(1, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL);
+    else if (mm == 2) tile_bf16_mx(2, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL);
+    else tile_bf16_mx(BF16_GS_MX, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL);
   }
 }
 
@@ -859,18 +957,86 @@ static void tile_bf16_gs(const uint32_t *A, int64_t P, int m, const uint32_t *Bp
  * nibble extractions give the two 16-lane halves; per group the column scales s and s * z (a small
  * per-item table) dequantise in registers, w = q * s - s * z (one FMA per 16 weights), before the
  * MR x NR FMAs.  No dequantised copy of a panel exists anywhere. */
+/* The narrow panels are built once per weight (the run-time cache below, on the first prefill call of a model):
+ * 16 x 16 byte tiles transposed in registers (four unpack stages) instead of one byte at a time (0.3-0.8 s of a
+ * model's first call, most of it these loops); rows past nb and k past the last whole 16 (int4: 32) scalar. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* r[j] = 16 bytes of row j -> d[k] = (r[0][k], ..., r[15][k]) */
+static inline __attribute__((always_inline)) void tr16x16_u8(const __m128i r[16], __m128i d[16]) {
+  __m128i a[16], b[16], c[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    a[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; g++)
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+      b[4 * g + 2 * i] = _mm_unpacklo_epi16(a[4 * g + i], a[4 * g + i + 2]);
+      b[4 * g + 2 * i + 1] = _mm_unpackhi_epi16(a[4 * g + i], a[4 * g + i + 2]);
+    }
+#pragma GCC unroll 2
+  for (int g = 0; g < 2; g++)
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+      c[8 * g + 2 * i] = _mm_unpacklo_epi32(b[8 * g + i], b[8 * g + i + 4]);
+      c[8 * g + 2 * i + 1] = _mm_unpackhi_epi32(b[8 * g + i], b[8 * g + i + 4]);
+    }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    d[2 * i] = _mm_unpacklo_epi64(c[i], c[i + 8]);
+    d[2 * i + 1] = _mm_unpackhi_epi64(c[i], c[i + 8]);
+  }
+}
+/* 16 bytes at offset m of rows n0 + j0 .. + 15 (zero past nb), transposed */
+static inline __attribute__((always_inline)) void load_tr16(const uint8_t *W, int64_t ld, int64_t n0, int j0, int64_t nb, int64_t m, __m128i d[16]) {
+  __m128i r[16];
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; j++)
+    r[j] = j0 + j < nb ? _mm_loadu_si128((const __m128i *)(W + (n0 + j0 + j) * ld + m)) : _mm_setzero_si128();
+  tr16x16_u8(r, d);
+}
+#endif
 static void pack_w8k_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void *out) {
   int8_t *Bp = (int8_t *)out;
+  int64_t k0 = 0;
+#if defined(__SSE2__)
+  for (; k0 + 16 <= K; k0 += 16)
+    for (int j0 = 0; j0 < NR; j0 += 16) {
+      __m128i d[16];
+      load_tr16((const uint8_t *)W, K, n0, j0, nb, k0, d);
+#pragma GCC unroll 16
+      for (int t = 0; t < 16; t++) _mm_storeu_si128((__m128i *)(Bp + (k0 + t) * NR + j0), d[t]);
+    }
+#endif
   for (int64_t j = 0; j < NR; j++) {
     const int8_t *w = j < nb ? (const int8_t *)W + (n0 + j) * K : NULL;
-    for (int64_t k = 0; k < K; k++) Bp[k * NR + j] = w ? w[k] : 0;
+    for (int64_t k = k0; k < K; k++) Bp[k * NR + j] = w ? w[k] : 0;
   }
 }
 
 static void pack_w4k_panel(const void *W, int64_t K, int64_t n0, int64_t nb, void *out) {
   uint8_t *Bp = (uint8_t *)out;
   const uint8_t *w = (const uint8_t *)W;
-  for (int64_t k = 0; k < K; k++)
+  int64_t k0 = 0;
+#if defined(__SSE2__)
+  const __m128i lo4 = _mm_set1_epi8(15), hi4 = _mm_set1_epi8((char)0xF0);
+  for (; k0 + 32 <= K; k0 += 32) { /* 16 bytes (32 k) of columns b and b + 16: low nibbles even k, high odd */
+    __m128i tl[16], th[16];
+    load_tr16(w, K / 2, n0, 0, nb, k0 / 2, tl);
+    load_tr16(w, K / 2, n0, 16, nb, k0 / 2, th);
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++) {
+      __m128i ev = _mm_or_si128(_mm_and_si128(tl[t], lo4), _mm_slli_epi16(_mm_and_si128(th[t], lo4), 4));
+      __m128i od = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(tl[t], 4), lo4), _mm_and_si128(th[t], hi4));
+      _mm_storeu_si128((__m128i *)(Bp + (k0 + 2 * t) * (NR / 2)), ev);
+      _mm_storeu_si128((__m128i *)(Bp + (k0 + 2 * t + 1) * (NR / 2)), od);
+    }
+  }
+#endif
+  for (int64_t k = k0; k < K; k++)
     for (int64_t b = 0; b < NR / 2; b++) {
       uint8_t lo = b < nb ? (w[(n0 + b) * (K / 2) + k / 2] >> (4 * (k & 1))) & 15 : 0;
       uint8_t hi = b + NR / 2 < nb ? (w[(n0 + b + NR / 2) * (K / 2) + k / 2] >> (4 * (k & 1))) & 15 : 0;
@@ -1121,6 +1287,17 @@ static inline v16f rne_bf16_16(v16f f) { /* finite values */
  * with w the int8 code or the int4 value q - z (z rounded to bf16 with it: exact for integer z) */
 static void wq_bf16_panel(const wview *v, const void *panel, int64_t e, int64_t c0, int64_t nb, uint32_t *Bq) {
   const int64_t K = v->K;
+#ifdef WQ_FUSED_WIDEN
+  if (v->mode == MOEC_WQ_INT8 || !v->z) { /* (the fused kernel's widening, tile_wq_bf16_first) */
+    for (int64_t p = 0; p < (K + 1) / 2; p++) {
+      __m512i lo, hi;
+      wq_pair_row(v, panel, p, &lo, &hi);
+      _mm512_storeu_si512(Bq + p * NR, lo);
+      _mm512_storeu_si512(Bq + p * NR + 16, hi);
+    }
+    return;
+  }
+#endif
   if (v->mode == MOEC_WQ_INT8) {
     const int8_t *Bp = (const int8_t *)panel;
     const int64_t P = (K + 1) / 2;
@@ -1133,26 +1310,6 @@ static void wq_bf16_panel(const wview *v, const void *panel, int64_t e, int64_t 
     return;
   }
   const uint8_t *Bp = (const uint8_t *)panel;
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-  if (!v->z) { /* symmetric (zero point 8): q - 8 as bf16 bits from a 16-entry table (vpermw on u16 lanes whose
-                * u32 holds the codes of k and k + 1), no float conversion: ~1.4x faster than the path below */
-    static const uint16_t tb[32] = {0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80,
-                                    0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0};
-    const __m512i lut = _mm512_loadu_si512(tb);
-    const __m128i m4 = _mm_set1_epi8(15);
-    for (int64_t k = 0; k < K; k += 2) {
-      const __m128i b0 = _mm_loadu_si128((const __m128i *)(Bp + k * (NR / 2)));
-      const __m128i b1 = _mm_loadu_si128((const __m128i *)(Bp + (k + 1) * (NR / 2)));
-      const __m512i l = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_and_si128(b0, m4)),
-                                        _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(b1, m4)), 16));
-      const __m512i h = _mm512_or_si512(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b0, 4), m4)),
-                                        _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b1, 4), m4)), 16));
-      _mm512_storeu_si512(Bq + (k / 2) * NR, _mm512_permutexvar_epi16(l, lut));
-      _mm512_storeu_si512(Bq + (k / 2) * NR + 16, _mm512_permutexvar_epi16(h, lut));
-    }
-    return;
-  }
-#endif
   const int64_t G = v->G, ng = K / G;
   for (int64_t g = 0; g < ng; g++) {
     v16f z0 = splat16(8.0f), z1 = z0;
@@ -1174,11 +1331,54 @@ static void wq_bf16_panel(const wview *v, const void *panel, int64_t e, int64_t 
     }
   }
 }
+/* The narrow panels come from DRAM (the weights are read once per call), and wq_bf16_panel, a short loop over a
+ * panel, waited on them: 11% of int8_bf16 prefill's samples for ~1/8 of that in arithmetic.  So while an item's
+ * tiles run (compute-bound, from L2), slice s of ns of the next block's narrow panel (block `next` of `blocks`
+ * in the cache) and of the scales tile_bf16_gs reads from its cached table are prefetched into L2: the
+ * next item, whichever thread takes it, widens from cache.  No-op without cached panels. */
+static void wq_prefetch_next(const wview *v, const uint8_t *cached, const float *tables, int64_t next, int64_t blocks,
+                             int64_t s, int64_t ns) {
+  if (!cached || next >= blocks || ns <= 0) return;
+  const size_t pb = wq_panel_bytes(v);
+  const char *p = (const char *)cached + (size_t)next * pb;
+  for (size_t o = pb * (size_t)s / (size_t)ns / 64 * 64; o < pb * (size_t)(s + 1) / (size_t)ns; o += 64)
+    __builtin_prefetch(p + o, 0, 2);
+  if (tables) { /* the s half of each group's 2 NR floats (what the bf16 tiles read), spread like the panel */
+    const int64_t ng = v->K / v->G;
+    const float *t = tables + (size_t)next * (size_t)ng * 2 * NR;
+    for (int64_t g = ng * s / ns; g < ng * (s + 1) / ns; g++)
+      for (int64_t o = 0; o < NR; o += 16) __builtin_prefetch(t + g * 2 * NR + o, 0, 2);
+  }
+}
 /* C[m x nb] = the rows at A (bf16 pairs, (K + 1) / 2 per row) times the pair panel Bq, each group's f32 sum
  * times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
 static void tile_wq_bf16(const wview *v, const uint32_t *A, int m, const uint32_t *Bq, const float *st, float *C,
                          int64_t ldc, int64_t nb) {
   AMX_BF16_GS_OR(tile_bf16_gs, A, (v->K + 1) / 2, m, Bq, st, abf_group_pairs(v), C, ldc, nb);
+}
+/* The first row block of a work item: C[m x nb] = tile_wq_bf16's product of the rows at A and the item's pair
+ * panel, the pair panel made from the narrow one (wq_pair_row, the values wq_bf16_panel gives) inside the K loop
+ * of the first BF16_GS_MX rows (tile_bf16_mx with nw) and stored into Bq for the later rows (tile_wq_bf16).  The
+ * widening was a pass of its own over every panel (wq_bf16_panel: 11% of int8_bf16 prefill's samples on an
+ * AVX512_BF16 host, its narrow panel's DRAM reads and its stores waited on); here its loads and conversions
+ * overlap the first rows' products.  The same kernel and the same order of sums as tile_wq_bf16, so every row
+ * comes out bit for bit as before.  AVX-512 builds (wq_pair_row); elsewhere, with int4 zero points, or with 1-2
+ * rows: wq_bf16_panel, then tile_wq_bf16. */
+static void tile_wq_bf16_first(const wview *v, const void *panel, int64_t e, int64_t c0, const uint32_t *A, int m,
+                               uint32_t *Bq, const float *st, float *C, int64_t ldc, int64_t nb) {
+  const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
+#ifdef WQ_FUSED_WIDEN
+  if ((v->mode == MOEC_WQ_INT8 || !v->z) && m >= 3 && !AMX_WANTS(m)) { /* (1 or 2 rows: the separate pass, below;
+                                                                          * AMX: the pass, then every row on the tiles) */
+    if (!panel) __builtin_unreachable();
+    const int mm = m < BF16_GS_MX ? m : BF16_GS_MX;
+    tile_bf16_mx(BF16_GS_MX, A, P, mm, Bq, C, ldc, nb, st, pg, v, panel, Bq);
+    if (m > mm) AMX_BF16_GS_OR(tile_bf16_gs, A + mm * P, P, m - mm, Bq, st, pg, C + mm * ldc, ldc, nb);
+    return;
+  }
+#endif
+  wq_bf16_panel(v, panel, e, c0, nb, Bq);
+  AMX_BF16_GS_OR(tile_bf16_gs, A, P, m, Bq, st, pg, C, ldc, nb);
 }
 
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
@@ -1285,10 +1485,20 @@ static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
 /* C[r][0..nb) = (sum_k A[r][k] Bp[k][j] - 128 colsum[j]) * xs[r] * ws[j] for r < m (m <= MR).  VNNI: MX rows
  * unrolled (1, 2, 4 or MR: the decode step's one row ran all MR rows' vpdpbusd, 8x its work, and was 47% of a
  * w8a8 decode profile); one row keeps two k chains (even / odd p) per 16 columns.  The int32 sums are exact,
- * so the chains' split does not change C. */
+ * so the chains' split does not change C.  The accumulators are indexed by compile-time constants only (the
+ * stores too: a store loop bounded by m kept acc[][] addressable, and GCC then copied all 16 registers around
+ * the k loop's back edge and spilled two, 30 extra moves per 16 vpdpbusd); the epilogue converts and scales
+ * straight from the registers (masked to nb columns) instead of a scalar pass over an int32 copy, which cost
+ * a third of the tile at K = 1024; the panel's next lines are prefetched (a panel over K ~ 1500 is read from L2
+ * by every block of rows). */
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
+#ifndef I8_PF
+#define I8_PF 1024
+#endif /* I8_PF: bytes ahead in the panel: 8 steps of 4 reduction indices */
 static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const uint8_t *A, int64_t lda, int m,
-                                                             const int8_t *Bp, int64_t P, int32_t res[MR][NR]) {
+                                                             const int8_t *Bp, int64_t P, const int32_t *cs,
+                                                             const float *xs, const float *ws, float *C, int64_t ldc,
+                                                             int64_t nb) {
   __m512i acc[MR][2], acd[2];
   acd[0] = acd[1] = _mm512_setzero_si512();
 #pragma GCC unroll 16
@@ -1296,6 +1506,14 @@ static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const
   const uint8_t *a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++) a[r] = A + (r < m ? r : 0) * lda;
+  /* the output lines, fetched while the k loop runs (rows of a wide H are not in cache: the stores'
+   * read-for-ownership misses cost ~12% of a K = 1024, 5632-column GEMM; this won back about half) */
+#pragma GCC unroll 16
+  for (int r = 0; r < MX; r++)
+    if (r < m) {
+      __builtin_prefetch(C + r * ldc, 1, 3);
+      __builtin_prefetch(C + r * ldc + 16, 1, 3);
+    }
   int64_t p = 0;
   if (MX == 1)
     for (; p + 2 <= P; p += 2) {
@@ -1310,7 +1528,12 @@ static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const
       acd[1] = _mm512_dpbusd_epi32(acd[1], a1, _mm512_loadu_si512(b + NR * 4 + 64));
     }
   for (; p < P; p++) {
-    __m512i b0 = _mm512_loadu_si512(Bp + p * NR * 4), b1 = _mm512_loadu_si512(Bp + p * NR * 4 + 64);
+    const int8_t *b = Bp + p * NR * 4;
+    if (MX > 2) {
+      _mm_prefetch((const char *)b + I8_PF, _MM_HINT_T0);
+      _mm_prefetch((const char *)b + I8_PF + 64, _MM_HINT_T0);
+    }
+    __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
       int32_t four;
@@ -1324,24 +1547,33 @@ static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const
     acc[0][0] = _mm512_add_epi32(acc[0][0], acd[0]);
     acc[0][1] = _mm512_add_epi32(acc[0][1], acd[1]);
   }
-  for (int r = 0; r < m; r++) {
-    _mm512_storeu_si512(res[r], acc[r][0]);
-    _mm512_storeu_si512(res[r] + 16, acc[r][1]);
-  }
+  /* (float)(dot - 128 colsum) * (xs[r] * ws[j]): the scalar loop's operations, in its order */
+  const __mmask16 k0 = nb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nb) - 1),
+                  k1 = nb >= 32 ? (__mmask16)0xFFFF : nb <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nb - 16)) - 1);
+  const __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512(cs), 7), c1 = _mm512_slli_epi32(_mm512_loadu_si512(cs + 16), 7);
+  const __m512 w0 = _mm512_maskz_loadu_ps(k0, ws), w1 = _mm512_maskz_loadu_ps(k1, ws + 16);
+#pragma GCC unroll 16
+  for (int r = 0; r < MX; r++)
+    if (r < m) {
+      const __m512 sx = _mm512_set1_ps(xs[r]);
+      _mm512_mask_storeu_ps(C + r * ldc, k0, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][0], c0)), _mm512_mul_ps(sx, w0)));
+      _mm512_mask_storeu_ps(C + r * ldc + 16, k1,
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][1], c1)), _mm512_mul_ps(sx, w1)));
+    }
 }
 #endif
 static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs,
                     const float *ws, float *C, int64_t ldc, int64_t nb) {
   int64_t P = KP4(K) / 4;
   const int32_t *cs = (const int32_t *)(const void *)(Bp + P * NR * 4);
-  int32_t res[MR][NR];
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
-  if (m == 1) tile_i8_mx(1, A, lda, m, Bp, P, res);
-  else if (m == 2) tile_i8_mx(2, A, lda, m, Bp, P, res);
-  else if (m <= 4) tile_i8_mx(4, A, lda, m, Bp, P, res);
-  else tile_i8_mx(MR, A, lda, m, Bp, P, res);
+  if (m == 1) tile_i8_mx(1, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
+  else if (m == 2) tile_i8_mx(2, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
+  else if (m <= 4) tile_i8_mx(4, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
+  else tile_i8_mx(MR, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
 #else
   /* portable: the same exact integer sums, no VNNI */
+  int32_t res[MR][NR];
   for (int r = 0; r < m; r++) {
     const uint8_t *ar = A + r * lda;
     for (int64_t j = 0; j < NR; j++) res[r][j] = 0;
@@ -1352,9 +1584,9 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
         res[r][j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
     }
   }
-#endif
   for (int r = 0; r < m; r++)
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = (float)(res[r][j] - 128 * cs[j]) * (xs[r] * ws[j]);
+#endif
 }
 
 /* ---- w4a8: int4 weights x dynamic int8 activations, exact int32 dot products per group ----------
@@ -1492,12 +1724,15 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
 #else /* AVX-512BW: u8 x s8 pairs to int16 (|2 * 15 * 127| fits), then pairs of those to int32 */
 #define W4A8_DOT(d, b, a) (d) = _mm512_add_epi32((d), _mm512_madd_epi16(_mm512_maddubs_epi16((b), (a)), _mm512_set1_epi16(1)))
 #endif
-/* P steps of four reduction indices of one group: the nibbles of 32 columns, MR rows' four codes each */
-#define W4A8_STEPS(PP)                                                                                      \
+/* P steps of four reduction indices of one group: the nibbles of 32 columns, MR rows' four codes each.  HI: the
+ * high nibbles are kept in place (raw & 0xF0, 16 n: one vpand per 64 bytes instead of a shift and a mask), so
+ * their dots are 16 x the sums, exactly (VNNI only: vpmaddubsw's int16 pairs would saturate) */
+#define W4A8_STEPS(PP, HI)                                                                                  \
   {                                                                                                         \
     _Pragma("GCC unroll 16") for (int64_t p = 0; p < (PP); p++) {                                           \
       __m512i raw = _mm512_loadu_si512(nib + p * 64);                                                       \
-      __m512i b0 = _mm512_and_si512(raw, lo4), b1 = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4);       \
+      __m512i b0 = _mm512_and_si512(raw, lo4),                                                              \
+              b1 = (HI) ? _mm512_andnot_si512(lo4, raw) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4); \
       _Pragma("GCC unroll 8") for (int r = 0; r < W4A8_MR; r++) {                                           \
         int32_t four;                                                                                       \
         __builtin_memcpy(&four, a[r] + g * G4 + 4 * p, 4);                                                  \
@@ -1572,43 +1807,86 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
     _mm512_store_ps(acc[r] + 16, _mm512_setzero_ps());
   }
   const int8_t *a[W4A8_MR];
+  const int32_t *sq[W4A8_MR];
+  const float *sa[W4A8_MR];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; r++) a[r] = A + (r < m ? r : 0) * lda;
+  for (int r = 0; r < R; r++) {
+    a[r] = A + (r < m ? r : 0) * lda;
+    sq[r] = aqs + (r < m ? r : 0) * ng;
+    sa[r] = as + (r < m ? r : 0) * ng;
+  }
+#ifdef __AVX512VNNI__
+  /* the high nibbles in place (W4A8_STEPS): every partial sum of 16 n q (0..15 x -127..127, from 0 or from
+   * the symmetric start -128 sumq) and the final 16 sum (n - z) q lie within 16 * 15 * 127 * G4, int32 up to
+   * G4 = 70000 (larger groups: shifted nibbles, the plain dots) */
+  const int hi = G4 <= 65536;
+#else
+  const int hi = 0;
+#endif
+  const int sh = hi ? 4 : 0;
   const __m512i lo4 = _mm512_set1_epi8(15);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++) /* (the output lines, as tile_i8_mx) */
+    if (r < m) {
+      __builtin_prefetch(C + r * ldc, 1, 3);
+      __builtin_prefetch(C + r * ldc + 16, 1, 3);
+    }
   for (int64_t g = 0; g < ng; g++) {
     const uint8_t *nib = panel->nib + g * G4 * 16;
     const float *pg = panel->sw + g * NR;
     __m512i dot[W4A8_MR][2];
+    /* symmetric: the dots start at the zero point's term -8 sumq (16 x that for the high nibbles in place) */
+    if (!zp) {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; r++) /* symmetric: the dots start at the zero point's term -8 sumq (below) */
-      dot[r][0] = dot[r][1] = zp ? _mm512_setzero_si512() : _mm512_set1_epi32(-8 * aqs[(r < m ? r : 0) * ng + g]);
+      for (int r = 0; r < R; r++) {
+        dot[r][0] = _mm512_set1_epi32(-8 * sq[r][g]);
+        dot[r][1] = _mm512_set1_epi32(-(8 << sh) * sq[r][g]);
+      }
+    } else
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
     /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
      * accumulators in place instead of copying them around the loop's back edge) */
-    if (P == 8) W4A8_STEPS(8)
-    else if (P == 16) W4A8_STEPS(16)
-    else W4A8_STEPS(P)
+    if (hi) {
+      if (P == 8) W4A8_STEPS(8, 1)
+      else if (P == 16) W4A8_STEPS(16, 1)
+      else W4A8_STEPS(P, 1)
+    } else {
+      if (P == 8) W4A8_STEPS(8, 0)
+      else if (P == 16) W4A8_STEPS(16, 0)
+      else W4A8_STEPS(P, 0)
+    }
     /* the zero point: sum (n - z) q = sum n q - z sumq (z = 8 when symmetric) */
     __m512i zn0 = _mm512_setzero_si512(), zn1 = zn0;
     if (zp) {
       zn0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR)));
-      zn1 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR + 16)));
+      zn1 = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR + 16))), sh);
     }
-    const __m512 s0 = _mm512_loadu_ps(pg), s1 = _mm512_loadu_ps(pg + 16);
+    /* the high half's dots are 2^sh x the sums: its scales 2^-sh x (exact, powers of two: the same products
+     * unless s_w s_a falls below 2^-122, into the subnormals) */
+    const __m512 s0 = _mm512_loadu_ps(pg), s1 = _mm512_mul_ps(_mm512_loadu_ps(pg + 16), _mm512_set1_ps(hi ? 0.0625f : 1.f));
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
       if (zp) {
-        const __m512i sq = _mm512_set1_epi32(aqs[(r < m ? r : 0) * ng + g]);
-        dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, sq));
-        dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, sq));
-      } /* (symmetric: already in the dots' initial value, one broadcast, no vector multiply) */
-      __m512 sa = _mm512_set1_ps(as[(r < m ? r : 0) * ng + g]);
-      _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sa), _mm512_load_ps(acc[r])));
+        const __m512i q = _mm512_set1_epi32(sq[r][g]);
+        dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, q));
+        dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, q));
+      }
+      __m512 sv = _mm512_set1_ps(sa[r][g]);
+      _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sv), _mm512_load_ps(acc[r])));
       _mm512_store_ps(acc[r] + 16,
-                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sa), _mm512_load_ps(acc[r] + 16)));
+                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sv), _mm512_load_ps(acc[r] + 16)));
     }
   }
-  for (int r = 0; r < m; r++)
-    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = acc[r][j];
+  /* (masked stores: the scalar copy loop became a memmove call, 3% of a w4a8 prefill profile) */
+  const __mmask16 k0 = nb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nb) - 1),
+                  k1 = nb >= 32 ? (__mmask16)0xFFFF : nb <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nb - 16)) - 1);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++)
+    if (r < m) {
+      _mm512_mask_storeu_ps(C + r * ldc, k0, _mm512_load_ps(acc[r]));
+      _mm512_mask_storeu_ps(C + r * ldc + 16, k1, _mm512_load_ps(acc[r] + 16));
+    }
 }
 #endif
 
@@ -2132,12 +2410,16 @@ static void phase1(void *arg, int64_t item, int tid) {
     const void *Bw = wq_panel(v, j->pw_in, e, j->nb1, cb, c0, nb, wq_narrow_buf(j->pack[tid], v->K));
     const float *st = wq_scales(v, j->sc_in, e, j->nb1, cb, c0, nb, j->stab[tid]);
     if (j->abf) { /* bf16 activations: the pair panel once per item, then tile_bf16 per group */
-      wq_bf16_panel(v, Bw, e, c0, nb, (uint32_t *)j->pack[tid]);
       const int amr = AMX_ROWS(MR); /* (rt_amx.h) */
-      for (int64_t r = 0; r < n; r += amr) {
+      for (int64_t r = 0; r < n; r += amr) { /* (the first row block widens the panel into the pack buffer) */
         int m = n - r < amr ? (int)(n - r) : amr;
-        tile_wq_bf16(v, j->XH + (r0 + r) * ((j->D + 1) / 2), m, (const uint32_t *)j->pack[tid], st,
-                     j->H + (r0 + r) * j->I + c0, j->I, nb);
+        wq_prefetch_next(v, j->pw_in, j->sc_in, item + 1, j->E * j->nb1, r / amr, (n + amr - 1) / amr);
+        if (r == 0)
+          tile_wq_bf16_first(v, Bw, e, c0, j->XH + r0 * ((j->D + 1) / 2), m, (uint32_t *)j->pack[tid], st,
+                             j->H + r0 * j->I + c0, j->I, nb);
+        else
+          tile_wq_bf16(v, j->XH + (r0 + r) * ((j->D + 1) / 2), m, (const uint32_t *)j->pack[tid], st,
+                       j->H + (r0 + r) * j->I + c0, j->I, nb);
       }
       return;
     }
@@ -2246,10 +2528,8 @@ static void phase3(void *arg, int64_t item, int tid) {
     const wview *v = &j->vout;
     Bw = wq_panel(v, j->pw_out, e, j->nb3, cb, c0, nb, wq_narrow_buf(j->pack[tid], v->K));
     st = wq_scales(v, j->sc_out, e, j->nb3, cb, c0, nb, j->stab[tid]);
-    if (j->abf) {
-      wq_bf16_panel(v, Bw, e, c0, nb, (uint32_t *)j->pack[tid]);
+    if (j->abf) { /* (the pair panel: made by the first row block's tile, below) */
       Bh = (const uint32_t *)j->pack[tid];
-      Bw = NULL;
     } else if (n > wq_deq_rows(v)) { /* the f32 panel and tile() below */
       wq_dequant_panel(v, Bw, st, j->pack[tid]);
       Bp = j->pack[tid];
@@ -2266,15 +2546,18 @@ static void phase3(void *arg, int64_t item, int tid) {
       Bp = j->pack[tid];
     }
   }
-  const int step = B4 ? W4A8_MR : (Bi || Bq || Bh) && !Bw ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
+  const int step = B4 ? W4A8_MR : Bi || Bq || Bh ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
   for (int64_t r = 0; r < n; r += step) {
     int m = n - r < step ? (int)(n - r) : step;
     if (B4) {
       int64_t ng = j->F / j->vout.G, ld = ng * g4_of(j->vout.G);
       tile_w4a8(&j->vout, (const int8_t *)j->AQ + (r0 + r) * ld, ld, j->AQS + (r0 + r) * ng, j->AQZ + (r0 + r) * ng, m,
                 B4, out, NR, nb);
-    } else if (Bh)
-      tile_wq_bf16(&j->vout, j->AH + (r0 + r) * ((j->F + 1) / 2), m, Bh, st, out, NR, nb);
+    } else if (Bh) {
+      wq_prefetch_next(&j->vout, j->pw_out, j->sc_out, item + 1, j->E * j->nb3, r / step, (n + step - 1) / step);
+      if (r == 0) tile_wq_bf16_first(&j->vout, Bw, e, c0, j->AH + r0 * ((j->F + 1) / 2), m, (uint32_t *)j->pack[tid], st, out, NR, nb);
+      else tile_wq_bf16(&j->vout, j->AH + (r0 + r) * ((j->F + 1) / 2), m, Bh, st, out, NR, nb);
+    }
     else if (Bw)
       tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, st, out, NR, nb);
     else if (Bi)
@@ -2562,9 +2845,7 @@ static void lq_task(void *arg, int64_t item, int tid) {
     } else if (j->kind == 2 || j->kind == 6) {
       panel = wq_panel(v, (const uint8_t *)j->panels, 0, j->nbk, b, c0, nb, wq_narrow_buf(j->pack[tid], K));
       st = wq_scales(v, j->scales, 0, j->nbk, b, c0, nb, j->stab[tid]);
-      if (j->kind == 6) { /* the pair panel, once per item */
-        wq_bf16_panel(v, panel, 0, c0, nb, (uint32_t *)j->pack[tid]);
-        panel = j->pack[tid];
+      if (j->kind == 6) { /* the narrow panel, widened into the pack buffer by the item's first row block */
       } else if (r1 - r0 > wq_deq_rows(v)) { /* one dequantisation for the item's rows, then the f32 tile (kind 1) */
         wq_dequant_panel(v, panel, st, j->pack[tid]);
         panel = j->pack[tid];
@@ -2598,8 +2879,13 @@ static void lq_task(void *arg, int64_t item, int tid) {
           tile_wq(v, j->X + r * K, K, m, panel, st, C, N, nb);
         else if (j->kind == 4)
           AMX_BF16_OR(tile_bf16, j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb);
-        else if (j->kind == 6)
-          tile_wq_bf16(v, j->XH + r * ((K + 1) / 2), m, (const uint32_t *)panel, st, C, N, nb);
+        else if (j->kind == 6) {
+          /* (the next block: this item's next, else the next item's first: items run row blocks first) */
+          const int64_t nx = b + 1 < b1 ? b + 1 : rb + 1 < j->nrb ? b0 : b1;
+          wq_prefetch_next(v, (const uint8_t *)j->panels, j->scales, nx, j->nbk, (r - r0) / amr, (r1 - r0 + amr - 1) / amr);
+          if (r == r0) tile_wq_bf16_first(v, panel, 0, c0, j->XH + r * ((K + 1) / 2), m, (uint32_t *)j->pack[tid], st, C, N, nb);
+          else tile_wq_bf16(v, j->XH + r * ((K + 1) / 2), m, (const uint32_t *)j->pack[tid], st, C, N, nb);
+        }
         else
           tile(j->X + r * K, K, m, (const float *)panel, K, C, N, nb);
       }
