@@ -222,8 +222,9 @@ def test_amx_flags_follow_the_build_host(flags, amx, monkeypatch):
 
 def test_real_amx_runtime_compiles(tmp_path):
     """The runtime's AMX code builds with the real intrinsics (-mamx-* -DMOEC_HAVE_AMX, the flags an AMX build host
-    gets) on any host whose compiler knows them (nothing runs here): rt_amx.c holds the tile instructions and
-    rt_moe_f32.c, calling it, compiles; the archive's cache key differs from the plain build's."""
+    gets) on any host whose compiler knows them (nothing runs here): rt_amx.c holds the tile instructions (its
+    callers, compiled with MOEC_HAVE_AMX, are built by every emulated test); the archive's cache key differs from
+    the plain build's."""
     from dataclasses import replace
 
     from moec.targets import cpu, description
@@ -239,7 +240,7 @@ def test_real_amx_runtime_compiles(tmp_path):
     assert cpu.runtime_key(real) != cpu.runtime_key(plain)
     procs = [(src, subprocess.Popen([cpu.cc(), *cpu.cflags_for(real), "-I", cpu.RUNTIME_DIR, "-c",
                                      os.path.join(cpu.RUNTIME_DIR, src), "-o", str(tmp_path / (src + ".o"))],
-                                    stderr=subprocess.PIPE, text=True)) for src in ("rt_amx.c", "rt_moe_f32.c")]
+                                    stderr=subprocess.PIPE, text=True)) for src in ("rt_amx.c",)]
     for src, p in procs:
         _, err = p.communicate()
         assert p.returncode == 0, (src, err[-3000:])
@@ -362,3 +363,24 @@ def test_bf16_activations_with_group_scales_on_tiles(amx, tmp_path, monkeypatch)
     a, b = on([x])[0], off([x])[0]
     assert not np.array_equal(a, b)
     assert (np.abs(a - b) <= 2e-6 * np.abs(b).max(1, keepdims=True) * np.sqrt(256)).all()
+
+
+@pytest.mark.parametrize("wq,G,zp", [("int4", 32, False), ("int8", 0, False)])
+def test_experts_bf16_activations_on_tiles(wq, G, zp, amx, tmp_path, monkeypatch):
+    """moe.experts int4_bf16 / int8_bf16: both phases' tile_wq_bf16 calls (32 rows a call on the tiles) at token
+    counts giving 1-2, ~10 and ~40-70 rows per expert, against test_wq_bf16's numpy and the AVX-512 kernels."""
+    from test_wq_bf16 import _experts, _experts_numpy
+    D, F = 128, 64
+    m, w_in, w_out = _experts(wq, D, F, G, zp)
+    on, off = _pair(lambda s: build_module(m, str(tmp_path / s), threads=2), monkeypatch)
+    rng = np.random.default_rng(5)
+    T = 100
+    x = rng.standard_normal((T, D)).astype(np.float32)
+    logits = rng.standard_normal((T, 4)).astype(np.float32)
+    want = _experts_numpy(wq, x, logits, G, zp, w_in, w_out)
+    scale = np.abs(want).max()
+    for n in (1, 2, 20, T):
+        got, got_off = on([x[:n], logits[:n]])[0], off([x[:n], logits[:n]])[0]
+        np.testing.assert_allclose(got, want[:n], rtol=1.6e-2, atol=1.6e-2 * scale)
+        assert np.median(np.abs(got - want[:n])) < 2e-6 * scale
+        assert np.abs(got - got_off).max() <= 1.6e-2 * scale and np.median(np.abs(got - got_off)) < 2e-6 * scale

@@ -10,6 +10,7 @@
  * The configuration is loaded only when the thread's current one differs (STTILECFG reads it back, so a
  * configuration another library loaded on the thread is never trusted). */
 #include "rt_amx.h"
+#include "rt_moe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@
  * those stores and loads where they are.  (The emulator's functions need none; it is harmless there.) */
 #define AMX_BARRIER() __asm__ volatile("" ::: "memory")
 
-#define PNR 32 /* the panels' width (NR of rt_moe_f32.c, MOEC_PAIR_NR / MOEC_I8PANEL_NR) */
+#define PNR 32 /* the panels' width (NR of rt_moe_f32.c, MOEC_PAIR_NR / MOEC_I8PANEL_NR): two 16-column B tiles */
+_Static_assert(PNR == MOEC_PAIR_NR && PNR == MOEC_I8PANEL_NR, "the AMX kernels read 32-column panels as two B tiles");
 
 static int g_amx = 0;           /* 0 not decided, 1 on, -1 off */
 static const char *g_amx_why = "not initialised";
@@ -85,6 +87,8 @@ __attribute__((visibility("default"))) const char *moec_amx_status(void) { /* (r
 
 /* the palette-1 configuration for a block of h0 (1-16) + h1 (0-16) rows: C tiles 16 columns of 4 bytes, A tiles
  * 64 bytes (16 pairs / 16 quads), B tiles 16 rows of 64 bytes; loaded when the thread's differs */
+static void amx_config(int h0, int h1);
+static void amx_config_rows(int mb) { amx_config(mb < 16 ? mb : 16, mb < 16 ? 0 : mb - 16); }
 static void amx_config(int h0, int h1) {
   uint8_t cfg[64], cur[64];
   memset(cfg, 0, sizeof cfg);
@@ -114,11 +118,9 @@ static inline __attribute__((always_inline)) void bf16_step(const int TWO, const
   }
 }
 /* tmp[0..mb)[0..16 or 32) = rows of A (lda pairs apart) times the panel, over P pairs (a group: A and Bp start at its
- * first pair) */
+ * first pair); the caller has configured the tiles for mb rows (amx_config_rows) */
 static inline __attribute__((always_inline)) void bf16_block(const int TWO, const int H1, const uint32_t *A, int64_t lda,
                                                              int64_t P, int mb, const uint32_t *Bp, float (*tmp)[PNR]) {
-  const int h0 = mb < 16 ? mb : 16, h1 = mb - h0;
-  amx_config(h0, h1);
   _tile_zero(0);
   if (TWO) _tile_zero(1);
   if (H1) {
@@ -158,6 +160,7 @@ void moec_amx_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, floa
   for (int r0 = 0; r0 < m; r0 += 32) {
     const int mb = m - r0 < 32 ? m - r0 : 32;
     const uint32_t *Ar = A + r0 * P;
+    amx_config_rows(mb);
     bf16_any(nb, mb, Ar, P, P, Bp, tmp);
     for (int r = 0; r < mb; r++) memcpy(C + (r0 + r) * ldc, tmp[r], sizeof(float) * (size_t)nb);
   }
@@ -173,6 +176,7 @@ void moec_amx_bf16_gs(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, c
     const uint32_t *Ar = A + r0 * P;
     for (int r = 0; r < mb; r++)
       for (int j = 0; j < PNR; j++) tot[r][j] = 0.f;
+    amx_config_rows(mb); /* (once for all the groups) */
     for (int64_t p0 = 0; p0 < P; p0 += pg) {
       const int64_t n = P - p0 < pg ? P - p0 : pg;
       bf16_any(nb, mb, Ar + p0, P, n, Bp + p0 * PNR, tmp);
@@ -200,8 +204,7 @@ static inline __attribute__((always_inline)) void i8_step(const int TWO, const i
 }
 static inline __attribute__((always_inline)) void i8_block(const int TWO, const int H1, const uint8_t *A, int64_t lda, int mb,
                                                            const int8_t *Bp, int64_t P, int32_t (*res)[PNR]) {
-  const int h0 = mb < 16 ? mb : 16, h1 = mb - h0;
-  amx_config(h0, h1);
+  amx_config_rows(mb);
   _tile_zero(0);
   if (TWO) _tile_zero(1);
   if (H1) {

@@ -44,6 +44,7 @@ void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t
 /* at a call site of tile_bf16 / tile_i8: the rows to hand each call, and the AMX call where it applies
  * (an expression: 1 when it ran, 0 when the caller's kernel must) */
 #define AMX_ROWS(mr) (moec_amx_on() ? AMX_MR : (mr))
+#define AMX_WANTS(m) ((m) >= AMX_MIN_ROWS && moec_amx_on()) /* the AMX_* calls below take m rows */
 #define AMX_BF16(A, P, m, Bp, C, ldc, nb) \
   ((m) >= AMX_MIN_ROWS && moec_amx_on() ? (moec_amx_bf16(A, P, m, Bp, C, ldc, nb), 1) : 0)
 #define AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb) \
@@ -53,6 +54,7 @@ void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t
 #else
 #define AMX_BF16_GS(A, P, m, Bp, gs, pg, C, ldc, nb) 0
 #define AMX_ROWS(mr) (mr)
+#define AMX_WANTS(m) 0
 #define AMX_BF16(A, P, m, Bp, C, ldc, nb) 0
 #define AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb) 0
 #endif

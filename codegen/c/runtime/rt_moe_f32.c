@@ -1368,16 +1368,17 @@ static void tile_wq_bf16_first(const wview *v, const void *panel, int64_t e, int
                                uint32_t *Bq, const float *st, float *C, int64_t ldc, int64_t nb) {
   const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
 #ifdef WQ_FUSED_WIDEN
-  if ((v->mode == MOEC_WQ_INT8 || !v->z) && m >= 3) { /* (1 or 2 rows: the separate pass, below) */
+  if ((v->mode == MOEC_WQ_INT8 || !v->z) && m >= 3 && !AMX_WANTS(m)) { /* (1 or 2 rows: the separate pass, below;
+                                                                          * AMX: the pass, then every row on the tiles) */
     if (!panel) __builtin_unreachable();
     const int mm = m < BF16_GS_MX ? m : BF16_GS_MX;
     tile_bf16_mx(BF16_GS_MX, A, P, mm, Bq, C, ldc, nb, st, pg, v, panel, Bq);
-    if (m > mm) tile_bf16_gs(A + mm * P, P, m - mm, Bq, st, pg, C + mm * ldc, ldc, nb);
+    if (m > mm) AMX_BF16_GS_OR(tile_bf16_gs, A + mm * P, P, m - mm, Bq, st, pg, C + mm * ldc, ldc, nb);
     return;
   }
 #endif
   wq_bf16_panel(v, panel, e, c0, nb, Bq);
-  tile_bf16_gs(A, P, m, Bq, st, pg, C, ldc, nb);
+  AMX_BF16_GS_OR(tile_bf16_gs, A, P, m, Bq, st, pg, C, ldc, nb);
 }
 
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
@@ -2409,9 +2410,10 @@ static void phase1(void *arg, int64_t item, int tid) {
     const void *Bw = wq_panel(v, j->pw_in, e, j->nb1, cb, c0, nb, wq_narrow_buf(j->pack[tid], v->K));
     const float *st = wq_scales(v, j->sc_in, e, j->nb1, cb, c0, nb, j->stab[tid]);
     if (j->abf) { /* bf16 activations: the pair panel once per item, then tile_bf16 per group */
-      for (int64_t r = 0; r < n; r += MR) { /* (the first row block widens the panel into the pack buffer) */
-        int m = n - r < MR ? (int)(n - r) : MR;
-        wq_prefetch_next(v, j->pw_in, j->sc_in, item + 1, j->E * j->nb1, r / MR, (n + MR - 1) / MR);
+      const int amr = AMX_ROWS(MR); /* (rt_amx.h) */
+      for (int64_t r = 0; r < n; r += amr) { /* (the first row block widens the panel into the pack buffer) */
+        int m = n - r < amr ? (int)(n - r) : amr;
+        wq_prefetch_next(v, j->pw_in, j->sc_in, item + 1, j->E * j->nb1, r / amr, (n + amr - 1) / amr);
         if (r == 0)
           tile_wq_bf16_first(v, Bw, e, c0, j->XH + r0 * ((j->D + 1) / 2), m, (uint32_t *)j->pack[tid], st,
                              j->H + r0 * j->I + c0, j->I, nb);
@@ -2544,7 +2546,7 @@ static void phase3(void *arg, int64_t item, int tid) {
       Bp = j->pack[tid];
     }
   }
-  const int step = B4 ? W4A8_MR : (Bi || Bq) && !Bh && !Bw ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
+  const int step = B4 ? W4A8_MR : Bi || Bq || Bh ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
   for (int64_t r = 0; r < n; r += step) {
     int m = n - r < step ? (int)(n - r) : step;
     if (B4) {
@@ -2867,7 +2869,7 @@ static void lq_task(void *arg, int64_t item, int tid) {
                   j->y + r * N + c0, N, nb);
       }
     } else {
-      const int amr = j->kind == 3 || j->kind == 4 ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
+      const int amr = j->kind == 3 || j->kind == 4 || j->kind == 6 ? AMX_ROWS(MR) : MR; /* (rt_amx.h) */
       for (int64_t r = r0; r < r1; r += amr) {
         int m = r1 - r < amr ? (int)(r1 - r) : amr;
         float *C = j->y + r * N + c0;
@@ -2880,7 +2882,7 @@ static void lq_task(void *arg, int64_t item, int tid) {
         else if (j->kind == 6) {
           /* (the next block: this item's next, else the next item's first: items run row blocks first) */
           const int64_t nx = b + 1 < b1 ? b + 1 : rb + 1 < j->nrb ? b0 : b1;
-          wq_prefetch_next(v, (const uint8_t *)j->panels, j->scales, nx, j->nbk, (r - r0) / MR, (r1 - r0 + MR - 1) / MR);
+          wq_prefetch_next(v, (const uint8_t *)j->panels, j->scales, nx, j->nbk, (r - r0) / amr, (r1 - r0 + amr - 1) / amr);
           if (r == r0) tile_wq_bf16_first(v, panel, 0, c0, j->XH + r * ((K + 1) / 2), m, (uint32_t *)j->pack[tid], st, C, N, nb);
           else tile_wq_bf16(v, j->XH + r * ((K + 1) / 2), m, (const uint32_t *)j->pack[tid], st, C, N, nb);
         }
