@@ -1567,9 +1567,13 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
 /* P steps of four reduction indices of one group: the nibbles of 32 columns, MR rows' four codes each.  HI: the
  * high nibbles are kept in place (raw & 0xF0, 16 n: one vpand per 64 bytes instead of a shift and a mask), so
  * their dots are 16 x the sums, exactly (VNNI only: vpmaddubsw's int16 pairs would saturate) */
+#ifndef W4A8_PF
+#define W4A8_PF 1024 /* bytes ahead in the nibbles, for 3+ rows (a panel over K ~ 2000 is read from L2 per row tile) */
+#endif
 #define W4A8_STEPS(PP, HI)                                                                                  \
   {                                                                                                         \
     _Pragma("GCC unroll 16") for (int64_t p = 0; p < (PP); p++) {                                           \
+      if (W4A8_PF && R > 2) _mm_prefetch((const char *)nib + p * 64 + W4A8_PF, _MM_HINT_T0);                \
       __m512i raw = _mm512_loadu_si512(nib + p * 64);                                                       \
       __m512i b0 = _mm512_and_si512(raw, lo4),                                                              \
               b1 = (HI) ? _mm512_andnot_si512(lo4, raw) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4); \
