@@ -81,14 +81,19 @@ def test_experts_decode_gemv(mode, G, zp, tmp_path):
         assert np.abs(y - want).max() <= _tol(want, D + F), (mode, G, zp, T, np.abs(y - want).max())
 
 
-@pytest.mark.parametrize("K", [203, 256])
-def test_w8a8_rows_exact(K, tmp_path):
+@pytest.mark.parametrize("arch,K", [("native", 203), ("native", 256), ("avx2", 203)])
+def test_w8a8_rows_exact(arch, K, tmp_path):
     """w8a8 (int8 weights, per-row int8 activations): tile_i8 unrolls 1, 2, 4 or 8 rows (one row with two k
     chains); the int32 sums are exact, so every row of an M-row call is bit-equal to that row alone, at M = 1..9
     (each unrolled width and its partial tiles), K = 203 (not a multiple of 4: the padded k step) and 256, N = 37
-    (a partial column block); and each is the float64 numpy of the quantised product within f32 rounding."""
+    (a partial column block); and each is the float64 numpy of the quantised product within f32 rounding.
+    avx2: the vpmaddubsw path (the codes' sign moved onto |w|), rows in pairs of 4-row tiles."""
+    if arch == "avx2":
+        from moec.targets.description import host_cpu
+        if "avx2" not in host_cpu().isa:
+            pytest.skip("this host has no AVX2")
     m, ws = _quantised("w8a8", K, 37, 0, False)
-    art = build_module(m, str(tmp_path / f"w8a8_{K}"), arch="native", threads=2)
+    art = build_module(m, str(tmp_path / f"w8a8_{K}"), arch=arch, threads=2)
     x = np.random.default_rng(K).standard_normal((9, K)).astype(np.float32)
     one = [art([x[r:r + 1]]) for r in range(9)]
     for M in range(1, 10):

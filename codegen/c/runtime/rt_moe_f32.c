@@ -1491,6 +1491,9 @@ static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
  * straight from the registers (masked to nb columns) instead of a scalar pass over an int32 copy, which cost
  * a third of the tile at K = 1024; the panel's next lines are prefetched (a panel over K ~ 1500 is read from L2
  * by every block of rows). */
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
 #ifndef I8_PF
 #define I8_PF 1024
@@ -1571,6 +1574,44 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
   else if (m == 2) tile_i8_mx(2, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
   else if (m <= 4) tile_i8_mx(4, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
   else tile_i8_mx(MR, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
+#elif defined(__AVX2__)
+  /* AVX2 (or AVX-512 without VNNI): vpmaddubsw cannot take the biased codes (255 x 127 x 2 saturates int16),
+   * so the signed code q = a ^ 0x80 moves onto the weight's sign: |w| (u8) x sign(q, w) (s8), pairs <= 2 x 128 x
+   * 127, then vpmaddwd with ones to int32: sum q w exactly, which is sum a w - 128 colsum.  Two rows x 16
+   * columns per pass (12 of the 16 ymm registers). */
+  int32_t res[MR][NR];
+  const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+  for (int r = 0; r < m; r += 2) {
+    const uint8_t *a0 = A + r * lda, *a1 = A + (r + 1 < m ? r + 1 : r) * lda;
+    for (int h = 0; h < 2; h++) {
+      __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
+      for (int64_t p = 0; p < P; p++) {
+        const int8_t *b = Bp + p * NR * 4 + h * 64;
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)b),
+                      w1 = _mm256_loadu_si256((const __m256i *)(const void *)(b + 32));
+        const __m256i u0 = _mm256_abs_epi8(w0), u1 = _mm256_abs_epi8(w1);
+        int32_t f0, f1;
+        __builtin_memcpy(&f0, a0 + 4 * p, 4);
+        __builtin_memcpy(&f1, a1 + 4 * p, 4);
+        const __m256i q0 = _mm256_xor_si256(_mm256_set1_epi32(f0), flip), q1 = _mm256_xor_si256(_mm256_set1_epi32(f1), flip);
+        c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(q0, w0)), ones));
+        c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(q0, w1)), ones));
+        c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(q1, w0)), ones));
+        c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(q1, w1)), ones));
+      }
+      /* (+ 128 colsum: the epilogue below removes the bias of the codes, as on the other paths) */
+      const __m256i k0 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(cs + 16 * h)), 7),
+                    k1 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(cs + 16 * h + 8)), 7);
+      _mm256_storeu_si256((__m256i *)(void *)(res[r] + 16 * h), _mm256_add_epi32(c00, k0));
+      _mm256_storeu_si256((__m256i *)(void *)(res[r] + 16 * h + 8), _mm256_add_epi32(c01, k1));
+      if (r + 1 < m) {
+        _mm256_storeu_si256((__m256i *)(void *)(res[r + 1] + 16 * h), _mm256_add_epi32(c10, k0));
+        _mm256_storeu_si256((__m256i *)(void *)(res[r + 1] + 16 * h + 8), _mm256_add_epi32(c11, k1));
+      }
+    }
+  }
+  for (int r = 0; r < m; r++)
+    for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = (float)(res[r][j] - 128 * cs[j]) * (xs[r] * ws[j]);
 #else
   /* portable: the same exact integer sums, no VNNI */
   int32_t res[MR][NR];
@@ -1727,9 +1768,13 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
 /* P steps of four reduction indices of one group: the nibbles of 32 columns, MR rows' four codes each.  HI: the
  * high nibbles are kept in place (raw & 0xF0, 16 n: one vpand per 64 bytes instead of a shift and a mask), so
  * their dots are 16 x the sums, exactly (VNNI only: vpmaddubsw's int16 pairs would saturate) */
+#ifndef W4A8_PF
+#define W4A8_PF 1024 /* bytes ahead in the nibbles, for 3+ rows (a panel over K ~ 2000 is read from L2 per row tile) */
+#endif
 #define W4A8_STEPS(PP, HI)                                                                                  \
   {                                                                                                         \
     _Pragma("GCC unroll 16") for (int64_t p = 0; p < (PP); p++) {                                           \
+      if (W4A8_PF && R > 2) _mm_prefetch((const char *)nib + p * 64 + W4A8_PF, _MM_HINT_T0);                \
       __m512i raw = _mm512_loadu_si512(nib + p * 64);                                                       \
       __m512i b0 = _mm512_and_si512(raw, lo4),                                                              \
               b1 = (HI) ? _mm512_andnot_si512(lo4, raw) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4); \
