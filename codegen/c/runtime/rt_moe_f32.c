@@ -594,6 +594,10 @@ static void round_bf16_row(float *a, int64_t n) {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && MOEC_VBYTES >= 64
 #define WQ_FUSED_WIDEN 1
+#ifndef WQ_FUSE_FIRST /* (-DWQ_FUSE_FIRST=0: the separate pass at every row count, for A/B runs; on an AVX-512 host
+                        * without AVX512_BF16 the two were equal within the noise, 25.8 / 25.2% of the samples) */
+#define WQ_FUSE_FIRST 1
+#endif
 /* int8 / int4 weights with bf16 activations (below, wq_bf16_panel): pair row p of an item's bf16 pair panel (the
  * pairs of columns 0..15 in *lo, 16..31 in *hi) made from its narrow k-major panel (int8 codes, or symmetric
  * int4 -- zero point 8, v->z NULL -- q - 8; with zero points the loop in wq_bf16_panel).  tile_bf16_mx calls it
@@ -1332,7 +1336,19 @@ static void wq_prefetch_next(const wview *v, const uint8_t *cached, const float 
  * times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
 static void tile_wq_bf16(const wview *v, const uint32_t *A, const float *Af, int m, const uint32_t *Bq, const float *st,
                          float *C, int64_t ldc, int64_t nb) {
-  tile_bf16_gs(A, (v->K + 1) / 2, m, Bq, st, abf_group_pairs(v), C, ldc, nb, Af);
+  const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
+  if (pg < P) {
+    tile_bf16_gs(A, P, m, Bq, st, pg, C, ldc, nb, Af);
+    return;
+  }
+  /* one group (int8, int4 per row): the plain tile (MR rows at a time: tile_bf16_gs keeps two accumulator sets
+   * and so 4), then the column scales; the group's f32 sum times its scale, rounded once, as tile_bf16_gs */
+  tile_bf16_f(A, Af, P, m, Bq, C, ldc, nb);
+  for (int r = 0; r < m; r++) {
+    float *restrict c = C + r * ldc;
+    const float *restrict sc = st;
+    for (int64_t j = 0; j < nb; j++) c[j] *= sc[j];
+  }
 }
 /* The first row block of a work item: C[m x nb] = tile_wq_bf16's product of the rows at A and the item's pair
  * panel, the pair panel made from the narrow one (wq_pair_row, the values wq_bf16_panel gives) inside the K loop
@@ -1347,17 +1363,17 @@ static void tile_wq_bf16_first(const wview *v, const void *panel, int64_t e, int
                                int64_t nb) {
   const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
 #ifdef WQ_FUSED_WIDEN
-  if ((v->mode == MOEC_WQ_INT8 || !v->z) && m >= 3) { /* (1 or 2 rows: the separate pass, below) */
+  if ((v->mode == MOEC_WQ_INT8 || !v->z) && m >= 3 && WQ_FUSE_FIRST) { /* (1 or 2 rows: the separate pass, below) */
     if (!panel) __builtin_unreachable();
     const int mm = m < BF16_GS_MX ? m : BF16_GS_MX;
     if (Af) tile_bf16_mx(BF16_GS_MX, A, P, mm, Bq, C, ldc, nb, st, pg, v, panel, Bq, Af);
     else tile_bf16_mx(BF16_GS_MX, A, P, mm, Bq, C, ldc, nb, st, pg, v, panel, Bq, NULL);
-    if (m > mm) tile_bf16_gs(A + mm * P, P, m - mm, Bq, st, pg, C + mm * ldc, ldc, nb, Af ? Af + mm * 2 * P : NULL);
+    if (m > mm) tile_wq_bf16(v, A + mm * P, Af ? Af + mm * 2 * P : NULL, m - mm, Bq, st, C + mm * ldc, ldc, nb);
     return;
   }
 #endif
   wq_bf16_panel(v, panel, e, c0, nb, Bq);
-  tile_bf16_gs(A, P, m, Bq, st, pg, C, ldc, nb, Af);
+  tile_wq_bf16(v, A, Af, m, Bq, st, C, ldc, nb);
 }
 
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
