@@ -595,7 +595,8 @@ static void round_bf16_row(float *a, int64_t n) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && MOEC_VBYTES >= 64
 #define WQ_FUSED_WIDEN 1
 #ifndef WQ_FUSE_FIRST /* (-DWQ_FUSE_FIRST=0: the separate pass at every row count, for A/B runs; on an AVX-512 host
-                        * without AVX512_BF16 the two were equal within the noise, 25.8 / 25.2% of the samples) */
+                        * without AVX512_BF16, perf samples of the whole model, fused / separate: int4_bf16 0.93x at 64
+                        * tokens, 0.96x at 256; int8 (before wq_bf16_direct) equal at both) */
 #define WQ_FUSE_FIRST 1
 #endif
 /* int8 / int4 weights with bf16 activations (below, wq_bf16_panel): pair row p of an item's bf16 pair panel (the
@@ -1334,6 +1335,14 @@ static void wq_prefetch_next(const wview *v, const uint8_t *cached, const float 
 }
 /* C[m x nb] = the rows at A (bf16 pairs, (K + 1) / 2 per row) times the pair panel Bq, each group's f32 sum
  * times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
+/* int8 weights where the rows are also f32 values (BF16_F32_ROWS, no AVX512_BF16): tile_wq on the narrow panel, every
+ * row block, and no pair panel at all.  Its sums are the pair tile's: the exact products x_k q_k fused-multiply-added
+ * into one f32 accumulator per output in k order, times the column scale at the end (tile_bf16_f then the scales);
+ * its 2 conversions per k and 32 columns cost less than the pair panel's widening pass, 27% of int8_bf16's samples
+ * at 64 tokens (16 rows an expert) on an Ice Lake host */
+static inline int wq_bf16_direct(const wview *v, const float *Af) {
+  return BF16_F32_ROWS && Af && v->mode == MOEC_WQ_INT8;
+}
 static void tile_wq_bf16(const wview *v, const uint32_t *A, const float *Af, int m, const uint32_t *Bq, const float *st,
                          float *C, int64_t ldc, int64_t nb) {
   const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
@@ -2331,7 +2340,9 @@ static void phase1(void *arg, int64_t item, int tid) {
       for (int64_t r = 0; r < n; r += MR) { /* (the first row block widens the panel into the pack buffer) */
         int m = n - r < MR ? (int)(n - r) : MR;
         wq_prefetch_next(v, j->pw_in, j->sc_in, item + 1, j->E * j->nb1, r / MR, (n + MR - 1) / MR);
-        if (r == 0)
+        if (wq_bf16_direct(v, j->XF))
+          tile_wq(v, j->XF + (r0 + r) * j->D, j->D, m, Bw, st, j->H + (r0 + r) * j->I + c0, j->I, nb);
+        else if (r == 0)
           tile_wq_bf16_first(v, Bw, e, c0, j->XH + r0 * ((j->D + 1) / 2), j->XF ? j->XF + r0 * j->D : NULL, m,
                              (uint32_t *)j->pack[tid], st, j->H + r0 * j->I + c0, j->I, nb);
         else
@@ -2469,7 +2480,8 @@ static void phase3(void *arg, int64_t item, int tid) {
     } else if (Bh) {
       wq_prefetch_next(&j->vout, j->pw_out, j->sc_out, item + 1, j->E * j->nb3, r / step, (n + step - 1) / step);
       const float *af = j->AF ? j->AF + (r0 + r) * j->F : NULL;
-      if (r == 0) tile_wq_bf16_first(&j->vout, Bw, e, c0, j->AH + r0 * ((j->F + 1) / 2), af, m, (uint32_t *)j->pack[tid], st, out, NR, nb);
+      if (wq_bf16_direct(&j->vout, af)) tile_wq(&j->vout, af, j->F, m, Bw, st, out, NR, nb);
+      else if (r == 0) tile_wq_bf16_first(&j->vout, Bw, e, c0, j->AH + r0 * ((j->F + 1) / 2), af, m, (uint32_t *)j->pack[tid], st, out, NR, nb);
       else tile_wq_bf16(&j->vout, j->AH + (r0 + r) * ((j->F + 1) / 2), af, m, Bh, st, out, NR, nb);
     }
     else if (Bw)
@@ -2802,7 +2814,8 @@ static void lq_task(void *arg, int64_t item, int tid) {
           const int64_t nx = b + 1 < b1 ? b + 1 : rb + 1 < j->nrb ? b0 : b1;
           wq_prefetch_next(v, (const uint8_t *)j->panels, j->scales, nx, j->nbk, (r - r0) / MR, (r1 - r0 + MR - 1) / MR);
           const float *xf = j->XF ? j->XF + r * K : NULL;
-          if (r == r0) tile_wq_bf16_first(v, panel, 0, c0, j->XH + r * ((K + 1) / 2), xf, m, (uint32_t *)j->pack[tid], st, C, N, nb);
+          if (wq_bf16_direct(v, xf)) tile_wq(v, xf, K, m, panel, st, C, N, nb);
+          else if (r == r0) tile_wq_bf16_first(v, panel, 0, c0, j->XH + r * ((K + 1) / 2), xf, m, (uint32_t *)j->pack[tid], st, C, N, nb);
           else tile_wq_bf16(v, j->XH + r * ((K + 1) / 2), xf, m, (const uint32_t *)j->pack[tid], st, C, N, nb);
         }
         else
