@@ -167,7 +167,7 @@ def test_dense_rows_equal_in_every_row_block(tmp_path):
     pair panel to its later row blocks (tile_wq_bf16): the same kernel and order of sums, so a row's outputs are
     the same bits wherever it lies -- in the first four rows, the rest of the first block or a later block.  Fails
     if the fused widening made other values than the stored panel, or the first rows another order of sums."""
-    for i, (wq, K, N, G, zp) in enumerate([DENSE_CASES[0], DENSE_CASES[1], DENSE_CASES[3]]):
+    for i, (wq, K, N, G, zp) in enumerate([DENSE_CASES[0], DENSE_CASES[1], DENSE_CASES[3], DENSE_CASES[4]]):
         m, _ = _dense_module(wq + "_bf16", K, N, G, zp, seed=i)
         art = build_module(m, str(tmp_path / f"r{i}"), arch="native", threads=1)
         x = np.random.default_rng(i).standard_normal((12, K)).astype(np.float32)

@@ -595,6 +595,11 @@ static void round_bf16_row(float *a, int64_t n) {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && MOEC_VBYTES >= 64
 #define WQ_FUSED_WIDEN 1
+#ifndef WQ_FUSE_FIRST /* (-DWQ_FUSE_FIRST=0: the separate pass at every row count, for A/B runs; on an AVX-512 host
+                        * without AVX512_BF16, perf samples of the whole model, fused / separate: int4_bf16 0.93x at 64
+                        * tokens, 0.96x at 256; int8 (before wq_bf16_direct) equal at both) */
+#define WQ_FUSE_FIRST 1
+#endif
 /* int8 / int4 weights with bf16 activations (below, wq_bf16_panel): pair row p of an item's bf16 pair panel (the
  * pairs of columns 0..15 in *lo, 16..31 in *hi) made from its narrow k-major panel (int8 codes, or symmetric
  * int4 -- zero point 8, v->z NULL -- q - 8; with zero points the loop in wq_bf16_panel).  tile_bf16_mx calls it
@@ -742,7 +747,8 @@ static void round_to_pairs(const float *a, int64_t K, uint32_t *out) {
 static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, const uint32_t *A, int64_t P, int m,
                                                                const uint32_t *Bp, float *C, int64_t ldc, int64_t nb,
                                                                const float *gs, int64_t pg, const wview *wv,
-                                                               const void *nw, uint32_t *Bst) {
+                                                               const void *nw, uint32_t *Bst, const float *Af) {
+  (void)Af; /* (the pairs are what vdpbf16ps takes) */
   __m512 acc[MR][2], acd[MR][2], tot[MR][2];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++)
@@ -812,10 +818,16 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
 }
 /* every row count, decode included: one (1, 2), four or MR rows unrolled */
 static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
-  if (m == 1) tile_bf16_mx(1, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL);
-  else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL);
-  else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL);
-  else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL);
+  if (m == 1) tile_bf16_mx(1, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
+  else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
+  else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
+  else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
+}
+/* (Af: unused here, see the kernel below) */
+static void tile_bf16_f(const uint32_t *A, const float *Af, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc,
+                        int64_t nb) {
+  (void)Af;
+  tile_bf16(A, P, m, Bp, C, ldc, nb);
 }
 #define BF16_GS_MX 4
 #else
@@ -829,7 +841,7 @@ typedef uint32_t vu_ __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
 static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, const uint32_t *A, int64_t P, int m,
                                                                const uint32_t *Bp, float *C, int64_t ldc, int64_t nb,
                                                                const float *gs, int64_t pg, const wview *wv,
-                                                               const void *nw, uint32_t *Bst) {
+                                                               const void *nw, uint32_t *Bst, const float *Af) {
   vf acc[MR][NV], tot[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MX; r++)
@@ -868,15 +880,21 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
     }
     /* then row by row: the row's pair broadcast from memory (a load: no shuffle port) and split in the vector
      * (the scalar split, vmovd and vbroadcastss per value of the loop below took the shuffle port the FMAs
-     * share), its two splats live only for its FMAs (no spills at MR rows) */
+     * share), its two splats live only for its FMAs (no spills at MR rows); with Af (the same rows as f32
+     * values, 2 P a row: BF16_F32_ROWS) two broadcasts from memory and no vector op at all */
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
-      const __m512i u = _mm512_set1_epi32((int)a[r][p]);
-      const __m512 xe = _mm512_castsi512_ps(_mm512_slli_epi32(u, 16)),
-                   xo = _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
       vf se, so;
-      __builtin_memcpy(&se, &xe, 64);
-      __builtin_memcpy(&so, &xo, 64);
+      if (Af) { /* the same values as f32 rows: two broadcasts from memory, no vector op */
+        se = splat(Af[(r < m ? r : 0) * 2 * P + 2 * p]);
+        so = splat(Af[(r < m ? r : 0) * 2 * P + 2 * p + 1]);
+      } else {
+        const __m512i u = _mm512_set1_epi32((int)a[r][p]);
+        const __m512 xe = _mm512_castsi512_ps(_mm512_slli_epi32(u, 16)),
+                     xo = _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
+        __builtin_memcpy(&se, &xe, 64);
+        __builtin_memcpy(&so, &xo, 64);
+      }
 #pragma GCC unroll 16
       for (int v = 0; v < NV; v++) { /* (per accumulator: the even k's product, then the odd k's) */
         acc[r][v] += we[v] * se;
@@ -884,6 +902,7 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
       }
     }
 #else
+    (void)Af;
     vf se[MR], so[MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MX; r++) {
@@ -930,23 +949,56 @@ static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, f
     int mm = m - r < BF16_MX ? m - r : BF16_MX;
     const uint32_t *Ar = A + r * P;
     float *Cr = C + r * ldc;
-    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL);
-    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL);
-    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL);
-    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL);
+    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
+    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
+    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
+    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
+  }
+}
+/* tile_bf16 with the rows also as f32 values (Af, 2 P a row; NULL: the pairs only) */
+static void tile_bf16_f(const uint32_t *A, const float *Af, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc,
+                        int64_t nb) {
+  if (!Af) {
+    tile_bf16(A, P, m, Bp, C, ldc, nb);
+    return;
+  }
+  for (int r = 0; r < m; r += BF16_MX) {
+    int mm = m - r < BF16_MX ? m - r : BF16_MX;
+    const uint32_t *Ar = A + r * P;
+    const float *Fr = Af + r * 2 * P;
+    float *Cr = C + r * ldc;
+    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, Fr);
+    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, Fr);
+    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, Fr);
+    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, Fr);
   }
 }
 #define BF16_GS_MX (BF16_MX < 4 ? BF16_MX : 4)
 #endif
+/* The rows of the bf16 products also as f32 values where the kernel takes them (AVX-512 builds without
+ * AVX512_BF16: the f32 broadcasts replace splitting each pair per tile, which every column block repeated):
+ * callers pass rows rounded to bf16 (the values the pairs hold), 2 P floats a row, when K is even (else NULL) */
+#if !defined(__AVX512BF16__) && MOEC_VBYTES >= 64 && defined(__AVX512F__)
+#define BF16_F32_ROWS 1
+#else
+#define BF16_F32_ROWS 0
+#endif
 /* C[m x nb] = sum over groups of pg pairs of (A_pairs . B panel over the group) times the group's column scales
  * (gs + g * 2 NR): tile_bf16_mx with group scales, BF16_GS_MX rows at a time */
 static void tile_bf16_gs(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, const float *gs, int64_t pg, float *C,
-                         int64_t ldc, int64_t nb) {
+                         int64_t ldc, int64_t nb, const float *Af) {
   for (int r = 0; r < m; r += BF16_GS_MX) {
     int mm = m - r < BF16_GS_MX ? m - r : BF16_GS_MX;
-    if (mm == 1) tile_bf16_mx(1, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL);
-    else if (mm == 2) tile_bf16_mx(2, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL);
-    else tile_bf16_mx(BF16_GS_MX, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL);
+    const float *Fr = Af ? Af + r * 2 * P : NULL;
+    if (Fr) { /* (two copies: the f32 rows' broadcasts, the pairs' split) */
+      if (mm == 1) tile_bf16_mx(1, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL, Fr);
+      else if (mm == 2) tile_bf16_mx(2, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL, Fr);
+      else tile_bf16_mx(BF16_GS_MX, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL, Fr);
+    } else {
+      if (mm == 1) tile_bf16_mx(1, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL, NULL);
+      else if (mm == 2) tile_bf16_mx(2, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL, NULL);
+      else tile_bf16_mx(BF16_GS_MX, A + r * P, P, mm, Bp, C + r * ldc, ldc, nb, gs, pg, NULL, NULL, NULL, NULL);
+    }
   }
 }
 
@@ -1352,9 +1404,30 @@ static void wq_prefetch_next(const wview *v, const uint8_t *cached, const float 
 }
 /* C[m x nb] = the rows at A (bf16 pairs, (K + 1) / 2 per row) times the pair panel Bq, each group's f32 sum
  * times its column scales (st: wq_scale_table's, s at st[g * 2 NR + j]) */
-static void tile_wq_bf16(const wview *v, const uint32_t *A, int m, const uint32_t *Bq, const float *st, float *C,
-                         int64_t ldc, int64_t nb) {
-  AMX_BF16_GS_OR(tile_bf16_gs, A, (v->K + 1) / 2, m, Bq, st, abf_group_pairs(v), C, ldc, nb);
+/* int8 weights where the rows are also f32 values (BF16_F32_ROWS, no AVX512_BF16): tile_wq on the narrow panel, every
+ * row block, and no pair panel at all.  Its sums are the pair tile's: the exact products x_k q_k fused-multiply-added
+ * into one f32 accumulator per output in k order, times the column scale at the end (tile_bf16_f then the scales);
+ * its 2 conversions per k and 32 columns cost less than the pair panel's widening pass, 27% of int8_bf16's samples
+ * at 64 tokens (16 rows an expert) on an Ice Lake host */
+static inline int wq_bf16_direct(const wview *v, const float *Af) {
+  return BF16_F32_ROWS && Af && v->mode == MOEC_WQ_INT8;
+}
+static void tile_wq_bf16(const wview *v, const uint32_t *A, const float *Af, int m, const uint32_t *Bq, const float *st,
+                         float *C, int64_t ldc, int64_t nb) {
+  const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
+  if (AMX_BF16_GS(A, P, m, Bq, st, pg, C, ldc, nb)) return; /* (rt_amx.h: the pairs on the tiles, 3+ rows) */
+  if (pg < P) {
+    tile_bf16_gs(A, P, m, Bq, st, pg, C, ldc, nb, Af);
+    return;
+  }
+  /* one group (int8, int4 per row): the plain tile (MR rows at a time: tile_bf16_gs keeps two accumulator sets
+   * and so 4), then the column scales; the group's f32 sum times its scale, rounded once, as tile_bf16_gs */
+  tile_bf16_f(A, Af, P, m, Bq, C, ldc, nb);
+  for (int r = 0; r < m; r++) {
+    float *restrict c = C + r * ldc;
+    const float *restrict sc = st;
+    for (int64_t j = 0; j < nb; j++) c[j] *= sc[j];
+  }
 }
 /* The first row block of a work item: C[m x nb] = tile_wq_bf16's product of the rows at A and the item's pair
  * panel, the pair panel made from the narrow one (wq_pair_row, the values wq_bf16_panel gives) inside the K loop
@@ -1364,21 +1437,23 @@ static void tile_wq_bf16(const wview *v, const uint32_t *A, int m, const uint32_
  * overlap the first rows' products.  The same kernel and the same order of sums as tile_wq_bf16, so every row
  * comes out bit for bit as before.  AVX-512 builds (wq_pair_row); elsewhere, with int4 zero points, or with 1-2
  * rows: wq_bf16_panel, then tile_wq_bf16. */
-static void tile_wq_bf16_first(const wview *v, const void *panel, int64_t e, int64_t c0, const uint32_t *A, int m,
-                               uint32_t *Bq, const float *st, float *C, int64_t ldc, int64_t nb) {
+static void tile_wq_bf16_first(const wview *v, const void *panel, int64_t e, int64_t c0, const uint32_t *A,
+                               const float *Af, int m, uint32_t *Bq, const float *st, float *C, int64_t ldc,
+                               int64_t nb) {
   const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
 #ifdef WQ_FUSED_WIDEN
-  if ((v->mode == MOEC_WQ_INT8 || !v->z) && m >= 3 && !AMX_WANTS(m)) { /* (1 or 2 rows: the separate pass, below;
-                                                                          * AMX: the pass, then every row on the tiles) */
+  if ((v->mode == MOEC_WQ_INT8 || !v->z) && m >= 3 && WQ_FUSE_FIRST && !AMX_WANTS(m)) { /* (1 or 2 rows: the separate pass, below;
+                                                                                      * AMX: the pass, then every row on the tiles) */
     if (!panel) __builtin_unreachable();
     const int mm = m < BF16_GS_MX ? m : BF16_GS_MX;
-    tile_bf16_mx(BF16_GS_MX, A, P, mm, Bq, C, ldc, nb, st, pg, v, panel, Bq);
-    if (m > mm) AMX_BF16_GS_OR(tile_bf16_gs, A + mm * P, P, m - mm, Bq, st, pg, C + mm * ldc, ldc, nb);
+    if (Af) tile_bf16_mx(BF16_GS_MX, A, P, mm, Bq, C, ldc, nb, st, pg, v, panel, Bq, Af);
+    else tile_bf16_mx(BF16_GS_MX, A, P, mm, Bq, C, ldc, nb, st, pg, v, panel, Bq, NULL);
+    if (m > mm) tile_wq_bf16(v, A + mm * P, Af ? Af + mm * 2 * P : NULL, m - mm, Bq, st, C + mm * ldc, ldc, nb);
     return;
   }
 #endif
   wq_bf16_panel(v, panel, e, c0, nb, Bq);
-  AMX_BF16_GS_OR(tile_bf16_gs, A, P, m, Bq, st, pg, C, ldc, nb);
+  tile_wq_bf16(v, A, Af, m, Bq, st, C, ldc, nb);
 }
 
 /* ---- w8a8: dynamic per-row int8 activations x int8 weights, exact int32 dot products -----------
@@ -2403,6 +2478,8 @@ typedef struct {
   int kp_in, kp_out;             /* f32: pk_in / pk_out are the compile-time k-panels (the only copy: every row count) */
   int abf;                       /* int8 / int4 weights, bf16 activations (aq = 2): X and A rounded to bf16 and, */
   uint32_t *XH, *AH;             /* above GEMV_ROWS rows, as bf16 pairs ((K + 1) / 2 per row) */
+  const float *XF, *AF;          /* bf16 products where BF16_F32_ROWS: X and A rounded to bf16 as f32 rows (X and A
+                                  * themselves; D / F even), beside the pairs; else NULL */
 } xjob;
 
 static void phase1(void *arg, int64_t item, int tid) {
@@ -2438,10 +2515,12 @@ static void phase1(void *arg, int64_t item, int tid) {
     int64_t P = (j->D + 1) / 2;
     const uint32_t *Bq = j->pkb_in ? j->pkb_in + (e * j->nb1 + cb) * P * NR : (const uint32_t *)j->pack[tid];
     if (!j->pkb_in) pack_b_bf16((const uint16_t *)j->vin.w + e * j->I * j->D, j->D, c0, nb, (uint32_t *)j->pack[tid]);
-    const int amr = AMX_ROWS(MR);
+    const int amr = AMX_ROWS(MR); /* (rt_amx.h) */
     for (int64_t r = 0; r < n; r += amr) {
       int m = n - r < amr ? (int)(n - r) : amr;
-      AMX_BF16_OR(tile_bf16, j->XB + (r0 + r) * P, P, m, Bq, j->H + (r0 + r) * j->I + c0, j->I, nb);
+      if (!AMX_BF16(j->XB + (r0 + r) * P, P, m, Bq, j->H + (r0 + r) * j->I + c0, j->I, nb))
+        tile_bf16_f(j->XB + (r0 + r) * P, j->XF ? j->XF + (r0 + r) * j->D : NULL, P, m, Bq,
+                    j->H + (r0 + r) * j->I + c0, j->I, nb);
     }
     return;
   }
@@ -2459,12 +2538,14 @@ static void phase1(void *arg, int64_t item, int tid) {
       for (int64_t r = 0; r < n; r += amr) { /* (the first row block widens the panel into the pack buffer) */
         int m = n - r < amr ? (int)(n - r) : amr;
         wq_prefetch_next(v, j->pw_in, j->sc_in, item + 1, j->E * j->nb1, r / amr, (n + amr - 1) / amr);
-        if (r == 0)
-          tile_wq_bf16_first(v, Bw, e, c0, j->XH + r0 * ((j->D + 1) / 2), m, (uint32_t *)j->pack[tid], st,
-                             j->H + r0 * j->I + c0, j->I, nb);
+        if (wq_bf16_direct(v, j->XF) && !AMX_WANTS(m))
+          tile_wq(v, j->XF + (r0 + r) * j->D, j->D, m, Bw, st, j->H + (r0 + r) * j->I + c0, j->I, nb);
+        else if (r == 0)
+          tile_wq_bf16_first(v, Bw, e, c0, j->XH + r0 * ((j->D + 1) / 2), j->XF ? j->XF + r0 * j->D : NULL, m,
+                             (uint32_t *)j->pack[tid], st, j->H + r0 * j->I + c0, j->I, nb);
         else
-          tile_wq_bf16(v, j->XH + (r0 + r) * ((j->D + 1) / 2), m, (const uint32_t *)j->pack[tid], st,
-                       j->H + (r0 + r) * j->I + c0, j->I, nb);
+          tile_wq_bf16(v, j->XH + (r0 + r) * ((j->D + 1) / 2), j->XF ? j->XF + (r0 + r) * j->D : NULL, m,
+                       (const uint32_t *)j->pack[tid], st, j->H + (r0 + r) * j->I + c0, j->I, nb);
       }
       return;
     }
@@ -2522,7 +2603,7 @@ static void phase2(void *arg, int64_t row) {
   } else {
     memcpy(a, h, sizeof(float) * (size_t)j->F);
   }
-  if (j->AB && !j->abf && !j->AH && !j->AR && !j->aq) { /* bf16: phase 3 reads the pairs only (one pass) */
+  if (j->AB && !j->abf && !j->AH && !j->AR && !j->aq && !j->AF) { /* bf16: phase 3 reads the pairs only (one pass) */
     round_to_pairs(a, j->F, j->AB + row * ((j->F + 1) / 2));
     return;
   }
@@ -2600,15 +2681,21 @@ static void phase3(void *arg, int64_t item, int tid) {
                 B4, out, NR, nb);
     } else if (Bh) {
       wq_prefetch_next(&j->vout, j->pw_out, j->sc_out, item + 1, j->E * j->nb3, r / step, (n + step - 1) / step);
-      if (r == 0) tile_wq_bf16_first(&j->vout, Bw, e, c0, j->AH + r0 * ((j->F + 1) / 2), m, (uint32_t *)j->pack[tid], st, out, NR, nb);
-      else tile_wq_bf16(&j->vout, j->AH + (r0 + r) * ((j->F + 1) / 2), m, Bh, st, out, NR, nb);
+      const float *af = j->AF ? j->AF + (r0 + r) * j->F : NULL;
+      if (wq_bf16_direct(&j->vout, af) && !AMX_WANTS(m)) tile_wq(&j->vout, af, j->F, m, Bw, st, out, NR, nb);
+      else if (r == 0) tile_wq_bf16_first(&j->vout, Bw, e, c0, j->AH + r0 * ((j->F + 1) / 2), af, m, (uint32_t *)j->pack[tid], st, out, NR, nb);
+      else tile_wq_bf16(&j->vout, j->AH + (r0 + r) * ((j->F + 1) / 2), af, m, Bh, st, out, NR, nb);
     }
     else if (Bw)
       tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, st, out, NR, nb);
     else if (Bi)
       AMX_I8_OR(tile_i8, j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0, out, NR, nb);
     else
-    if (Bq) AMX_BF16_OR(tile_bf16, j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb);
+    if (Bq) {
+      if (!AMX_BF16(j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb)) /* (rt_amx.h) */
+        tile_bf16_f(j->AB + (r0 + r) * ((j->F + 1) / 2), j->AF ? j->AF + (r0 + r) * j->F : NULL, (j->F + 1) / 2, m, Bq,
+                    out, NR, nb);
+    }
     else
     if (Bp && n <= GEMV_ROWS) tile_dec(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
     else if (Bp) tile(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb);
@@ -2806,6 +2893,10 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     }
   }
   if ((mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) && q->aq == 2) j.abf = 1; /* (A rounded at every row count) */
+  if (BF16_F32_ROWS && (j.XB || j.XH)) { /* the rounded rows as f32 too (X by lq_prep, A by phase 2, in place) */
+    j.XF = D % 2 ? NULL : X;
+    j.AF = F % 2 ? NULL : A;
+  }
   if (pkf_in && pkf_out) { /* f32, k-panels packed at compile time: every row count reads them */
     j.pk_in = pkf_in;
     j.pk_out = pkf_out;
@@ -2863,6 +2954,7 @@ typedef struct {
   int kind;                 /* 0 gemv, 1 f32 tile on dequantised panels, 2 tile_wq, 3 tile_i8, 4 tile_bf16,
                              * 5 tile_w4a8, 6 tile_wq_bf16 (int8 / int4 weights, bf16 activations: rows XH) */
   uint32_t *XH;             /* kind 6: the rounded rows as bf16 pairs */
+  const float *XF;          /* kinds 4 and 6 where BF16_F32_ROWS (K even): the rounded rows as f32, else NULL */
   const float *bias;
   float *y;
   float *pack[64], *stab[64];
@@ -2923,13 +3015,18 @@ static void lq_task(void *arg, int64_t item, int tid) {
         else if (j->kind == 2 && r1 - r0 <= wq_deq_rows(v))
           tile_wq(v, j->X + r * K, K, m, panel, st, C, N, nb);
         else if (j->kind == 4)
-          AMX_BF16_OR(tile_bf16, j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb);
-        else if (j->kind == 6) {
+        {
+          if (!AMX_BF16(j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb)) /* (rt_amx.h) */
+            tile_bf16_f(j->XB + r * ((K + 1) / 2), j->XF ? j->XF + r * K : NULL, (K + 1) / 2, m, (const uint32_t *)panel,
+                        C, N, nb);
+        } else if (j->kind == 6) {
           /* (the next block: this item's next, else the next item's first: items run row blocks first) */
           const int64_t nx = b + 1 < b1 ? b + 1 : rb + 1 < j->nrb ? b0 : b1;
           wq_prefetch_next(v, (const uint8_t *)j->panels, j->scales, nx, j->nbk, (r - r0) / amr, (r1 - r0 + amr - 1) / amr);
-          if (r == r0) tile_wq_bf16_first(v, panel, 0, c0, j->XH + r * ((K + 1) / 2), m, (uint32_t *)j->pack[tid], st, C, N, nb);
-          else tile_wq_bf16(v, j->XH + r * ((K + 1) / 2), m, (const uint32_t *)j->pack[tid], st, C, N, nb);
+          const float *xf = j->XF ? j->XF + r * K : NULL;
+          if (wq_bf16_direct(v, xf) && !AMX_WANTS(m)) tile_wq(v, xf, K, m, panel, st, C, N, nb);
+          else if (r == r0) tile_wq_bf16_first(v, panel, 0, c0, j->XH + r * ((K + 1) / 2), xf, m, (uint32_t *)j->pack[tid], st, C, N, nb);
+          else tile_wq_bf16(v, j->XH + r * ((K + 1) / 2), xf, m, (const uint32_t *)j->pack[tid], st, C, N, nb);
         }
         else
           tile(j->X + r * K, K, m, (const float *)panel, K, C, N, nb);
@@ -3039,6 +3136,15 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
       else
         prep.XB = j.XH;
     }
+  }
+  if (BF16_F32_ROWS && !failed && (j.kind == 4 || j.kind == 6) && K % 2 == 0) { /* the rounded rows as f32 too */
+    if (!xcopy) {
+      xcopy = (float *)moec_scratch_alloc(sizeof(float) * (size_t)(M * K + 16));
+      if (!xcopy) failed = 1;
+      else
+        prep.xr = xcopy;
+    }
+    j.XF = xcopy;
   }
   if (!failed && (prep.xr || prep.XB || prep.XQ)) lq_prep_run(ctx, &prep);
   if (!failed && j.kind == 0 && mode == MOEC_WQ_INT4) /* int4 GEMV rows, from x or its rounded copy (filled above) */
