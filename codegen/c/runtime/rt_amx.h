@@ -41,7 +41,7 @@ void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t
                  float *C, int64_t ldc, int64_t nb);
 
 #ifdef MOEC_HAVE_AMX
-/* at a call site of tile_bf16 / tile_i8: the rows to hand each call, and the AMX call where it applies
+/* at a call site of tile_bf16_f / tile_wq_bf16 / tile_i8: the rows to hand each call, and the AMX call where it applies
  * (an expression: 1 when it ran, 0 when the caller's kernel must) */
 #define AMX_ROWS(mr) (moec_amx_on() ? AMX_MR : (mr))
 #define AMX_WANTS(m) ((m) >= AMX_MIN_ROWS && moec_amx_on()) /* the AMX_* calls below take m rows */
@@ -58,11 +58,8 @@ void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t
 #define AMX_BF16(A, P, m, Bp, C, ldc, nb) 0
 #define AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb) 0
 #endif
-/* a call site's one change: AMX_BF16_OR(tile_bf16, args) runs AMX where it applies, else tile_bf16(args) */
-#define AMX_BF16_OR(fallback, A, P, m, Bp, C, ldc, nb) \
-  do { if (!AMX_BF16(A, P, m, Bp, C, ldc, nb)) fallback(A, P, m, Bp, C, ldc, nb); } while (0)
-#define AMX_BF16_GS_OR(fallback, A, P, m, Bp, gs, pg, C, ldc, nb) \
-  do { if (!AMX_BF16_GS(A, P, m, Bp, gs, pg, C, ldc, nb)) fallback(A, P, m, Bp, gs, pg, C, ldc, nb); } while (0)
+/* a call site's one change: AMX_I8_OR(tile_i8, args) runs AMX where it applies, else tile_i8(args); the bf16 call
+ * sites test AMX_BF16 / AMX_BF16_GS themselves (their fallback kernels take the f32 rows too) */
 #define AMX_I8_OR(fallback, A, lda, m, Bp, K, xs, ws, C, ldc, nb) \
   do { if (!AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb)) fallback(A, lda, m, Bp, K, xs, ws, C, ldc, nb); } while (0)
 #endif

@@ -816,18 +816,14 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
       for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
   }
 }
-/* every row count, decode included: one (1, 2), four or MR rows unrolled */
-static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
+/* every row count, decode included: one (1, 2), four or MR rows unrolled (Af: unused here, see the kernel below) */
+static void tile_bf16_f(const uint32_t *A, const float *Af, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc,
+                        int64_t nb) {
+  (void)Af;
   if (m == 1) tile_bf16_mx(1, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
   else if (m == 2) tile_bf16_mx(2, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
   else if (m <= 4) tile_bf16_mx(4, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
   else tile_bf16_mx(MR, A, P, m, Bp, C, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
-}
-/* (Af: unused here, see the kernel below) */
-static void tile_bf16_f(const uint32_t *A, const float *Af, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc,
-                        int64_t nb) {
-  (void)Af;
-  tile_bf16(A, P, m, Bp, C, ldc, nb);
 }
 #define BF16_GS_MX 4
 #else
@@ -944,34 +940,26 @@ static inline __attribute__((always_inline)) void tile_bf16_mx(const int MX, con
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
   }
 }
-static void tile_bf16(const uint32_t *A, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
+/* BF16_MX rows at a time, each block by one (1, 2), four or MR rows unrolled; Af: the rows also as f32 values
+ * (2 P a row), or NULL: the pairs only (always inlined, so a literal NULL folds the f32-row loads away) */
+static inline __attribute__((always_inline)) void tile_bf16_rows(const uint32_t *A, const float *Af, int64_t P, int m,
+                                                                 const uint32_t *Bp, float *C, int64_t ldc, int64_t nb) {
   for (int r = 0; r < m; r += BF16_MX) {
     int mm = m - r < BF16_MX ? m - r : BF16_MX;
     const uint32_t *Ar = A + r * P;
-    float *Cr = C + r * ldc;
-    if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
-    else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
-    else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
-    else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, NULL);
-  }
-}
-/* tile_bf16 with the rows also as f32 values (Af, 2 P a row; NULL: the pairs only) */
-static void tile_bf16_f(const uint32_t *A, const float *Af, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc,
-                        int64_t nb) {
-  if (!Af) {
-    tile_bf16(A, P, m, Bp, C, ldc, nb);
-    return;
-  }
-  for (int r = 0; r < m; r += BF16_MX) {
-    int mm = m - r < BF16_MX ? m - r : BF16_MX;
-    const uint32_t *Ar = A + r * P;
-    const float *Fr = Af + r * 2 * P;
+    const float *Fr = Af ? Af + r * 2 * P : NULL;
     float *Cr = C + r * ldc;
     if (mm == 1) tile_bf16_mx(1, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, Fr);
     else if (mm == 2) tile_bf16_mx(2, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, Fr);
     else if (mm <= 4) tile_bf16_mx(4, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, Fr);
     else tile_bf16_mx(MR, Ar, P, mm, Bp, Cr, ldc, nb, NULL, 0, NULL, NULL, NULL, Fr);
   }
+}
+/* the bf16 tile with the rows also as f32 values (Af, 2 P a row; NULL: the pairs only) */
+static void tile_bf16_f(const uint32_t *A, const float *Af, int64_t P, int m, const uint32_t *Bp, float *C, int64_t ldc,
+                        int64_t nb) {
+  if (Af) tile_bf16_rows(A, Af, P, m, Bp, C, ldc, nb);
+  else tile_bf16_rows(A, NULL, P, m, Bp, C, ldc, nb);
 }
 #define BF16_GS_MX (BF16_MX < 4 ? BF16_MX : 4)
 #endif
@@ -1440,8 +1428,8 @@ static void tile_wq_bf16(const wview *v, const uint32_t *A, const float *Af, int
 static void tile_wq_bf16_first(const wview *v, const void *panel, int64_t e, int64_t c0, const uint32_t *A,
                                const float *Af, int m, uint32_t *Bq, const float *st, float *C, int64_t ldc,
                                int64_t nb) {
-  const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
 #ifdef WQ_FUSED_WIDEN
+  const int64_t P = (v->K + 1) / 2, pg = abf_group_pairs(v);
   if ((v->mode == MOEC_WQ_INT8 || !v->z) && m >= 3 && WQ_FUSE_FIRST && !AMX_WANTS(m)) { /* (1 or 2 rows: the separate pass, below;
                                                                                       * AMX: the pass, then every row on the tiles) */
     if (!panel) __builtin_unreachable();
@@ -2914,7 +2902,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       size_t p4 = w4a8_panel_bytes(&vin) > w4a8_panel_bytes(&vout) ? w4a8_panel_bytes(&vin) : w4a8_panel_bytes(&vout);
       pbi = p4 + 64 > pbi ? p4 + 64 : pbi;
     }
-    j.pack[t] = (float *)aligned_alloc(64, (pb > pbi ? pb : pbi) + 63 & ~(size_t)63);
+    j.pack[t] = (float *)aligned_alloc(64, ((pb > pbi ? pb : pbi) + 63) & ~(size_t)63);
     if (!j.pack[t]) j.failed = 1;
     if (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) {
       j.stab[t] = (float *)aligned_alloc(64, sizeof(float) * (size_t)(2 * NR * (kmax / 2 + 1) + 16) + 64 & ~(size_t)63);
