@@ -32,6 +32,16 @@ kv-cache-inplace pass instead (passes/kv_cache_inplace.py): the Concat becomes `
 buffer of fixed capacity, the recognised attention reading it ``moec.kv_attention`` over its valid rows,
 and ``InplaceKVGenerator`` owns the buffers and passes the position: only the new rows are written per
 step.  ``generate`` uses it where the pass can rewrite every present (``kv_inplace``).
+
+**The cache's element type** (``kv_cache``, ``KV_CACHE_TYPES``) is a property of the step: "f32", or "f16"
+(half the bytes per position: what llama.cpp and vLLM keep by default).  With "f16" the step's ``k_l`` /
+``v_l`` inputs are f16 and the attention reads them widened (``.to(f32)`` in the step's own math, which
+recognize-decoder folds into ``moec.kv_step_attention``'s f16 cache operands: the C kernel reads the f16
+rows in place, no widened copy); the step still returns the new keys/values in f32, and the ``Generator``
+rounds them to f16 (nearest even) when it writes them at ``pos``.  The one new error is that rounding of
+the stored keys and values (relative 2^-11 per element; its effect on an attention output is bounded in
+tests/test_kv_f16.py).  ``generate`` on moec's C target defaults to "f16" (``default_kv_cache``); the torch
+and onnxruntime engines keep the model's f32, as transformers' eager cache does.
 """
 from __future__ import annotations
 
@@ -46,6 +56,7 @@ import numpy as np
 from moec.errors import UserInputError
 
 ATTN_NAME = "moec_kv"
+KV_CACHE_TYPES = {"f32": np.float32, "f16": np.float16}  # the cache element types a step can keep
 _CTX: List[dict] = []  # the running step's cache inputs (a stack: the attention function reads the top)
 
 
@@ -56,6 +67,8 @@ def _attention(module, query, key, value, attention_mask, scaling, dropout=0.0, 
     ctx = _CTX[-1]
     layer = module.layer_idx
     kc, vc, pos = ctx["k"][layer], ctx["v"][layer], ctx["pos"]  # [B,Hkv,M,D] both, [1]
+    if kc.dtype != query.dtype:  # (a half-precision cache: read widened, the one cast of the cache as it lies)
+        kc, vc = kc.to(query.dtype), vc.to(query.dtype)
     ctx["new"][layer] = (key, value)
     b, hq, t, d = query.shape
     hkv = key.shape[1]
@@ -168,9 +181,24 @@ def _step_base():
     return _KVStepBase
 
 
-def KVStep(model):  # noqa: N802 - a class per layer count (torch.export wants named arguments)
+def check_kv_cache(kv_cache: str) -> str:
+    """``kv_cache`` checked against ``KV_CACHE_TYPES`` (UserInputError: one line)."""
+    if kv_cache not in KV_CACHE_TYPES:
+        raise UserInputError(f"kv_cache={kv_cache!r}: choose {' or '.join(KV_CACHE_TYPES)}")
+    return kv_cache
+
+
+def default_kv_cache(engine: str = "moec", target: str = "cpu") -> str:
+    """The cache type a step gets when none is asked for: "f16" on moec's C target (as llama.cpp / vLLM:
+    half the bytes a decode step reads per position), "f32" elsewhere (torch / onnxruntime: the model's type,
+    as transformers' eager cache; other moec targets: no fused half-cache kernel)."""
+    return "f16" if engine == "moec" and target == "cpu" else "f32"
+
+
+def KVStep(model, kv_cache: str = "f32"):  # noqa: N802 - a class per layer count (torch.export wants named arguments)
     """One decoding step of ``model`` over an external cache (see the module doc): a module whose
-    forward takes ``input_ids, pos, k_0, v_0, ..., k_{L-1}, v_{L-1}``."""
+    forward takes ``input_ids, pos, k_0, v_0, ..., k_{L-1}, v_{L-1}``.  ``kv_cache`` ("f32" / "f16") is
+    the element type the step's cache inputs are meant to have (``step_inputs``); the step reads either."""
     n = cache_geometry(model)["layers"]
     cls = _STEP_CLASSES.get(n)
     if cls is None:
@@ -179,7 +207,9 @@ def KVStep(model):  # noqa: N802 - a class per layer count (torch.export wants n
         exec(f"def forward(self, input_ids, pos, {', '.join(names)}):\n"
              f"    return self._step(input_ids, pos, ({', '.join(names)},))\n", ns)
         cls = _STEP_CLASSES[n] = type(f"KVStep{n}", (_step_base(),), {"forward": ns["forward"]})
-    return cls(model)
+    step = cls(model)
+    step.kv_cache = check_kv_cache(kv_cache)
+    return step
 
 
 def _set_attn(model, name: str) -> None:
@@ -219,8 +249,13 @@ class Generator:
 
     def __init__(self, step: Callable, layers: int, kv_heads: int, head_dim: int, max_len: int, batch: int = 1,
                  dtype=np.float32):
+        """``dtype``: the cache's element type (np.float32, or np.float16 / "f16": the new rows rounded to
+        nearest even as they are written)."""
         self.step = step
         self.max_len = int(max_len)
+        dtype = KV_CACHE_TYPES[check_kv_cache(dtype)] if isinstance(dtype, str) else np.dtype(dtype).type
+        if dtype not in KV_CACHE_TYPES.values():
+            raise UserInputError(f"a cache of {np.dtype(dtype).name}: choose float32 or float16")
         self.k = np.zeros((layers, batch, kv_heads, self.max_len, head_dim), dtype)
         self.v = np.zeros((layers, batch, kv_heads, self.max_len, head_dim), dtype)
         self.pos = 0
@@ -271,13 +306,15 @@ class Generator:
 
 
 # ---- step functions: moec, onnxruntime, torch -----------------------------------------------------
-def step_inputs(geo: dict, max_len: int, tokens: int, batch: int = 1, pos: int = 0) -> tuple:
-    """Example inputs of the step (torch tensors): ids [B, tokens], pos, zero caches of capacity max_len."""
+def step_inputs(geo: dict, max_len: int, tokens: int, batch: int = 1, pos: int = 0, kv_cache: str = "f32") -> tuple:
+    """Example inputs of the step (torch tensors): ids [B, tokens], pos, zero caches of capacity max_len and
+    element type ``kv_cache``."""
     import torch
+    dt = {"f32": torch.float32, "f16": torch.float16}[check_kv_cache(kv_cache)]
     ids = torch.randint(3, max(4, min(geo["vocab"], 100)), (batch, tokens), generator=torch.Generator().manual_seed(0))
     cache = []
     for _ in range(geo["layers"]):
-        cache += [torch.zeros(batch, geo["kv_heads"], max_len, geo["head_dim"]) for _kv in "kv"]  # rows, both
+        cache += [torch.zeros(batch, geo["kv_heads"], max_len, geo["head_dim"], dtype=dt) for _kv in "kv"]  # rows
     return (ids, torch.tensor([pos]), *cache)
 
 
@@ -286,25 +323,47 @@ def input_names(layers: int) -> List[str]:
 
 
 def compile_step(model, max_len: int, *, target: str = "cpu", weights: str = "f32", verify: bool = True,
-                 cache: bool = True, **kw):
-    """``moec.compile`` of ``KVStep(model)``: tokens dynamic, the cache capacity ``max_len`` fixed."""
+                 cache: bool = True, kv_cache: Optional[str] = None, **kw):
+    """``moec.compile`` of ``KVStep(model)``: tokens dynamic, the cache capacity ``max_len`` fixed, the cache's
+    element type ``kv_cache`` ("f32" / "f16"; default ``default_kv_cache("moec", target)``).  The result's
+    ``stats.report["kv_cache"]`` says which."""
     from moec.jit_api import compile as moec_compile
+    kv = check_kv_cache(kv_cache or default_kv_cache("moec", target))
     geo = cache_geometry(model)
-    ex = step_inputs(geo, max_len, 4)
+    ex = step_inputs(geo, max_len, 4, kv_cache=kv)
     dims = {0: {1: "T"}, **{i: {} for i in range(1, len(ex))}}
-    return moec_compile(KVStep(model).eval(), ex, target=target, weights=weights, verify=verify, cache=cache,
-                        dynamic_dims=dims, **kw)
+    cm = moec_compile(KVStep(model, kv).eval(), ex, target=target, weights=weights, verify=verify, cache=cache,
+                      dynamic_dims=dims, **kw)
+    cm.stats.report = dict(cm.stats.report, kv_cache=kv)
+    return cm
 
 
-def export_onnx(model, path: str, max_len: int, dynamo: bool = True) -> str:
-    """The step of ``model`` as an ONNX file (inputs ``input_ids``, ``pos``, ``k_l``/``v_l``; outputs
-    ``logits``, ``new_kv``), tokens dynamic, with either torch.onnx exporter."""
+def artifact_kv_cache(manifest: dict) -> str:
+    """The cache type ("f32" / "f16") of a compiled step, from its manifest's k_0 input (UserInputError if the
+    artifact is not a step or keeps another type)."""
+    from moec.ir.parser import parse_type
+    ins = {i["name"]: i["type"] for i in manifest.get("inputs", [])}
+    if "k_0" not in ins:
+        raise UserInputError("not a KV-cache step (no k_0 input)")
+    return _kv_name(np.dtype(parse_type(ins["k_0"]).dtype.np))
+
+
+def _kv_name(dt) -> str:
+    for name, npt in KV_CACHE_TYPES.items():
+        if np.dtype(npt) == dt:
+            return name
+    raise UserInputError(f"a KV-cache step whose cache is {np.dtype(dt).name}: moec keeps f32 or f16 caches")
+
+
+def export_onnx(model, path: str, max_len: int, dynamo: bool = True, kv_cache: str = "f32") -> str:
+    """The step of ``model`` as an ONNX file (inputs ``input_ids``, ``pos``, ``k_l``/``v_l`` of element type
+    ``kv_cache``; outputs ``logits``, ``new_kv``), tokens dynamic, with either torch.onnx exporter."""
     import warnings
     import torch
     geo = cache_geometry(model)
-    ex = step_inputs(geo, max_len, 4)
+    ex = step_inputs(geo, max_len, 4, kv_cache=kv_cache)
     names = input_names(geo["layers"])
-    step = KVStep(model).eval()
+    step = KVStep(model, kv_cache).eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if dynamo:
@@ -325,6 +384,7 @@ def onnx_geometry(path: str) -> dict:
     m = load_onnx(path)
     ins = {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
            for i in m.graph.input}
+    elem = {i.name: i.type.tensor_type.elem_type for i in m.graph.input}
     n = 0
     while f"k_{n}" in ins and f"v_{n}" in ins:
         n += 1
@@ -335,7 +395,11 @@ def onnx_geometry(path: str) -> dict:
     if None in (b, hkv, d, m) or ins["v_0"] != [b, hkv, m, d]:
         raise UserInputError(f"{os.path.basename(path)}: the cache inputs need fixed shapes, k_0 and v_0 both "
                              f"[batch, kv heads, capacity, head size] (got {ins['k_0']} and {ins['v_0']})")
-    return {"layers": n, "kv_heads": hkv, "head_dim": d, "max_len": m, "batch": b}
+    from onnx import helper
+    if elem["k_0"] != elem["v_0"]:
+        raise UserInputError(f"{os.path.basename(path)}: k_0 and v_0 differ in element type")
+    kv = _kv_name(np.dtype(helper.tensor_dtype_to_np_dtype(elem["k_0"])))
+    return {"layers": n, "kv_heads": hkv, "head_dim": d, "max_len": m, "batch": b, "kv_cache": kv}
 
 
 def _is_kvstep(path: str) -> bool:
@@ -406,7 +470,8 @@ ENGINES = ("moec", "onnxruntime", "torch")
 
 def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, engine: str = "moec",
              target: str = "cpu", weights: str = "f32", verify: bool = True, threads: int = 2,
-             keep_logits: bool = False, cache: bool = True, kv_inplace: Optional[bool] = None) -> GenerateResult:
+             keep_logits: bool = False, cache: bool = True, kv_inplace: Optional[bool] = None,
+             kv_cache: Optional[str] = None) -> GenerateResult:
     """Greedy decoding with a KV cache: the prompt in one call (prefill), then ``steps`` new tokens.
 
     ``model``: a transformers CausalLM (``torch.nn.Module``), or the path of a step exported by
@@ -417,9 +482,15 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
     decode ms per step, ``decode_tokens_per_s``).  ``kv_inplace`` (a past_key_values export on moec):
     True builds it with the kv-cache-inplace pass (the cache stays in buffers of ``max_len`` rows, only the
     new rows written per step; UserInputError where the pass cannot rewrite every present), False feeds
-    the presents back (a copy of the whole cache per step), None (default) the first where it can."""
+    the presents back (a copy of the whole cache per step), None (default) the first where it can.
+    ``kv_cache``: the cache's element type, "f32" or "f16" (see the module doc); default
+    ``default_kv_cache(engine, target)`` for a module (f16 on moec's C target), the file's own type for an
+    ONNX step, f32 for a past_key_values export (the only type its loop keeps: asking for another is an
+    error)."""
     if engine not in ENGINES:
         raise UserInputError(f"engine={engine!r}: choose {', '.join(ENGINES)}")
+    if kv_cache is not None:
+        check_kv_cache(kv_cache)
     prompt = np.asarray(prompt_ids, dtype=np.int64)
     if prompt.ndim == 1:
         prompt = prompt[None, :]
@@ -434,6 +505,8 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
         if not os.path.isfile(path):
             raise UserInputError(f"{path}: no such ONNX file")
         if not _is_kvstep(path):  # transformers' own contract: past_key_values in, present out
+            if kv_cache not in (None, "f32"):
+                raise UserInputError(f"kv_cache={kv_cache!r}: a past_key_values export keeps its f32 cache")
             b = kv_binding(path)
             max_len = need if max_len is None else int(max_len)
             if need > max_len:
@@ -464,6 +537,10 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
             raise UserInputError(f"max_len={max_len}: the ONNX step's cache holds {geo['max_len']} positions")
         max_len = geo["max_len"]
         batch = geo["batch"]
+        if kv_cache is not None and kv_cache != geo["kv_cache"]:
+            raise UserInputError(f"kv_cache={kv_cache!r}: the ONNX step's cache inputs are {geo['kv_cache']} "
+                                 "(export it with that kv_cache)")
+        kv = geo["kv_cache"]
         if engine == "onnxruntime":
             step = ort_step(os.fspath(model), threads)
         else:
@@ -476,21 +553,22 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
         geo = cache_geometry(model)
         max_len = need if max_len is None else int(max_len)
         batch = prompt.shape[0]
+        kv = kv_cache or default_kv_cache(engine, target)
         if engine == "moec":
-            step = moec_step(compile_step(model, max_len, target=target, weights=weights, verify=verify, cache=cache),
-                             threads)
+            step = moec_step(compile_step(model, max_len, target=target, weights=weights, verify=verify, cache=cache,
+                                          kv_cache=kv), threads)
         elif engine == "torch":
             step = torch_step(model)
         else:
             import tempfile
             d = tempfile.mkdtemp(prefix="moec_step_")
-            step = ort_step(export_onnx(model, os.path.join(d, "step.onnx"), max_len), threads)
+            step = ort_step(export_onnx(model, os.path.join(d, "step.onnx"), max_len, kv_cache=kv), threads)
     if need > max_len:
         raise UserInputError(f"prompt ({prompt.shape[1]}) + steps ({steps}) = {need} positions; the cache holds "
                              f"{max_len}")
     if prompt.shape[0] != batch:
         raise UserInputError(f"prompt batch {prompt.shape[0]}: the step was built for batch {batch}")
-    gen = Generator(step, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len, batch)
+    gen = Generator(step, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len, batch, kv)
     return gen.generate(prompt, steps, keep_logits=keep_logits)
 
 
@@ -827,6 +905,10 @@ def add_parser(sub) -> None:
     g.add_argument("--weights", default="f32", help="moec weight storage (as moec compile)")
     g.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     g.add_argument("--no-verify", action="store_true", help="skip moec's verification of the compiled step")
+    g.add_argument("--kv-cache", default=None, metavar="f16|f32",
+                   help="the KV cache's element type: f16 (half the bytes per position; the default on moec's cpu "
+                        "target, as llama.cpp) or f32 (the default of the torch / onnxruntime engines); an ONNX "
+                        "step keeps its inputs' type")
     g.set_defaults(run_generate=cmd_generate)
 
 
@@ -865,8 +947,10 @@ def cmd_generate(a) -> int:
             raise UserInputError(f"--prompt-ids: token id {max(ids)} is outside the vocabulary ({vocab})")
     else:
         raise UserInputError(f"{path}: no such .onnx file or checkpoint folder")
+    if a.kv_cache is not None:
+        check_kv_cache(a.kv_cache)
     r = generate(model, ids, a.steps, max_len=a.max_len, engine=a.engine, target=a.target, weights=a.weights,
-                 verify=not a.no_verify, threads=a.threads)
+                 verify=not a.no_verify, threads=a.threads, kv_cache=a.kv_cache)
     print("tokens: " + ",".join(str(int(t)) for t in r.tokens[0]))
     print(f"prefill: {len(ids)} tokens in {r.prefill_ms:.2f} ms")
     if r.decode_ms:

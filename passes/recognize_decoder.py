@@ -18,7 +18,10 @@ others keep the decomposed graph).  Rewrites:
     view's transpose of the last two dims, as V's rows) and ``Z_n`` against the new keys (``q @ k^T``),
     each masked and scaled (which part is the cache: the one whose scores the position argument reaches;
     both assignments are tried, the proof decides)  ->
-    ``moec.kv_step_attention(q, K, V_c, k, V_n, pos)`` (ir/ops/kv.py), viewed back as the sum.  The
+    ``moec.kv_step_attention(q, K, V_c, k, V_n, pos)`` (ir/ops/kv.py), viewed back as the sum.  A
+    half-precision cache (KVStep's ``kv_cache="f16"``: K and V f16 arguments widened by ``moec.cast`` to f32
+    before the matmuls) becomes the op's f16 cache operands, the casts then dead (no widened copy of the
+    cache per step); the proof runs on the widened values, which is what the op reads.  The
     structure only names the candidates (queries, caches, new keys/values, the position argument, the
     scale); the math is proved on probes: random q, caches, new keys/values at several positions (the
     masks: the cache's rows < pos, causal new keys, a sliding window read off the probabilities), and
@@ -634,6 +637,9 @@ class RecognizeDecoder(Pass):
                 ok = False
             if not ok:
                 continue
+            kw, vw = (self._widened_half(x) for x in ins[1:3])
+            if kw is not None and vw is not None:  # (an f16 cache read widened: the op reads the f16 rows)
+                ins = [ins[0], kw, vw, *ins[3:]]
             new = OPS["moec.kv_step_attention"].create(ins + [pos], {"scale": scale, "window": window}, o.loc)
             try:
                 new.verify()
@@ -647,6 +653,15 @@ class RecognizeDecoder(Pass):
             f.replace_all_uses(o.result, view.result)
             return True
         return False
+
+    @staticmethod
+    def _widened_half(v: Value) -> Optional[Value]:
+        """x when v = moec.cast(x) of an f16 x to f32 (a half-precision cache read widened), else None."""
+        o = v.owner
+        if o is not None and o.name == "moec.cast" and o.operands[0].type.dtype == DType.F16 \
+                and v.type.dtype == DType.F32:
+            return o.operands[0]
+        return None
 
     @staticmethod
     def _same(new: Operation, ins, want) -> bool:

@@ -4,7 +4,14 @@
 buffer of capacity M along the sequence axis whose rows ``< pos`` hold the context; the op writes the
 T new rows at ``pos`` and returns the buffer.  Targets run it in place (the C kernel writes into the
 buffer operand's memory and its result shares that memory: O(T) bytes written per call, never a copy
-of the cache); the reference below is its functional meaning."""
+of the cache); the reference below is its functional meaning.
+
+**Half-precision caches.**  A cache operand may be f16 where the queries / new keys and values are f32 (a
+property of the decode step: compiler/decode.py's ``kv_cache``, what llama.cpp and vLLM keep by default):
+``kv_append`` rounds the f32 rows to f16 when it writes them (round to nearest even, numpy's astype), and
+the attention ops read the cache's f16 rows widened to f32 (exact).  Every other operand and the result
+keep f32; the rounding of the stored keys and values is the only difference from an f32 cache (its size:
+tests/test_kv_f16.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,16 +21,23 @@ from moec.ir.opdef import Attr, op, operand_error
 from moec.ir.types import DType, TensorType
 
 
+def _cache_types(q: DType) -> tuple:
+    """The element types a cache operand may have beside queries of type q: q's, or f16 under f32."""
+    return (q, DType.F16) if q == DType.F32 else (q,)
+
+
 @op("moec.kv_append", operands=("cache", "new", "pos"), attrs={"axis": Attr("int", 2)})
 class KvAppendOp(Operation):
     """cache [..., M, ...] (M on ``axis``), new [..., T, ...] (the other dims equal), pos an int64 scalar
     or [1]:  result = cache with ``result[..., pos:pos+T, ...] = new``  (0 <= pos, pos + T <= M; else an
-    error).  Not pure: the buffer operand is updated in place by the targets."""
+    error); an f16 cache takes f32 rows rounded to f16 (nearest even).  Not pure: the buffer operand is
+    updated in place by the targets."""
 
     def infer_types(self):
         c, n, p = (x.type for x in self.operands)
-        if c.dtype != n.dtype:
-            raise operand_error(self, f"cache {c} and new {n} differ in element type")
+        if c.dtype != n.dtype and not (c.dtype == DType.F16 and n.dtype == DType.F32):
+            raise operand_error(self, f"cache {c} and new {n} differ in element type (an f16 cache takes f16 or "
+                                      "f32 rows)")
         if c.rank != n.rank or c.rank == 0:
             raise operand_error(self, f"cache {c} and new {n} must have the same rank (>= 1)")
         ax = self.attrs["axis"]
@@ -46,7 +60,7 @@ class KvAppendOp(Operation):
         out = np.array(cache, copy=True)
         idx = [slice(None)] * cache.ndim
         idx[ax] = slice(p, p + t)
-        out[tuple(idx)] = new
+        out[tuple(idx)] = np.asarray(new).astype(out.dtype)  # (f32 -> f16: round to nearest even)
         return [out]
 
 
@@ -59,14 +73,15 @@ class KvAttentionOp(Operation):
 
         y = attention(q, k[:, :, :L], v[:, :, :L], mask, scale, causal)   (moec.attention's semantics)
 
-    Rows >= L are never part of the result (a kernel may read them with their scores at -inf)."""
+    Rows >= L are never part of the result (a kernel may read them with their scores at -inf).  k and v
+    may be f16 buffers with an f32 q (a half-precision cache: read widened to f32)."""
 
     def infer_types(self):
         q, k, v, p = (x.type for x in self.operands[:4])
         if q.rank != 4 or k.rank != 4 or v.rank != 4:
             raise operand_error(self, f"q, k, v must have rank 4, not {q.rank}, {k.rank}, {v.rank}")
-        if not (q.dtype == k.dtype == v.dtype) or not q.dtype.is_float:
-            raise operand_error(self, "q, k, v must share one floating-point type")
+        if not q.dtype.is_float or k.dtype != v.dtype or k.dtype not in _cache_types(q.dtype):
+            raise operand_error(self, "q, k, v must share one floating-point type (or f32 q and f16 k, v)")
         if p.dtype not in (DType.I64, DType.I32) or p.rank > 1:
             raise operand_error(self, f"pos must be an integer scalar or [1], not {p}")
         if len(self.operands) > 4 and self.operands[4] is not None:
@@ -84,7 +99,8 @@ class KvAttentionOp(Operation):
         att = OPS["moec.attention"]
         o = att.__new__(att)
         o.attrs = {"scale": self.attrs["scale"], "causal": self.attrs["causal"]}
-        return att.reference(o, q, k[:, :, :L], v[:, :, :L], mask)
+        k, v = (np.asarray(x[:, :, :L]).astype(q.dtype) for x in (k, v))  # (an f16 cache: widened, exact)
+        return att.reference(o, q, k, v, mask)
 
 
 @op("moec.kv_step_attention", operands=("q", "k_cache", "v_cache", "k_new", "v_new", "pos"),
@@ -103,14 +119,17 @@ class KvStepAttentionOp(Operation):
 
         s = scale * q_i . k    over the visible keys;    y_i = sum softmax(s) v
 
-    Cache positions >= pos are never part of the result (a kernel reads only the first pos)."""
+    Cache positions >= pos are never part of the result (a kernel reads only the first pos).  The caches
+    may be f16 with everything else f32 (a half-precision cache: its rows read widened to f32)."""
 
     def infer_types(self):
         q, kc, vc, kn, vn, p = (x.type for x in self.operands)
         if any(t.rank != 4 for t in (q, kc, vc, kn, vn)):
             raise operand_error(self, "q, k_cache, v_cache, k_new, v_new must have rank 4")
-        if not (q.dtype == kc.dtype == vc.dtype == kn.dtype == vn.dtype) or not q.dtype.is_float:
-            raise operand_error(self, "q and the keys/values must share one floating-point type")
+        if not (q.dtype == kn.dtype == vn.dtype) or not q.dtype.is_float or kc.dtype != vc.dtype \
+                or kc.dtype not in _cache_types(q.dtype):
+            raise operand_error(self, "q and the keys/values must share one floating-point type (the caches may "
+                                      "be f16 with f32 q)")
         if p.dtype not in (DType.I64, DType.I32) or p.rank > 1:
             raise operand_error(self, f"pos must be an integer scalar or [1], not {p}")
         ok = lambda a, b: not (isinstance(a, int) and isinstance(b, int) and a != b)  # noqa: E731
@@ -136,9 +155,10 @@ class KvStepAttentionOp(Operation):
         if Hkv == 0 or Hq % Hkv:
             raise ValueError(f"kv_step_attention: {Hq} query heads, {Hkv} key/value heads")
         g = Hq // Hkv
-        keys = np.concatenate([k_cache[:, :, :p], k_new], axis=2)                          # [B,Hkv,p+S,D]
-        vals = np.concatenate([v_cache[:, :, :p], v_new], axis=2)                         # [B,Hkv,p+S,Dv]
-        keys, vals = (np.repeat(x.astype(np.float64), g, axis=1) for x in (keys, vals))
+        f8 = np.float64  # (an f16 cache widened: exact)
+        keys = np.concatenate([k_cache[:, :, :p].astype(f8), k_new.astype(f8)], axis=2)    # [B,Hkv,p+S,D]
+        vals = np.concatenate([v_cache[:, :, :p].astype(f8), v_new.astype(f8)], axis=2)    # [B,Hkv,p+S,Dv]
+        keys, vals = (np.repeat(x, g, axis=1) for x in (keys, vals))
         s = np.einsum("bhid,bhjd->bhij", q.astype(np.float64), keys) * self.attrs["scale"]
         qpos = p + np.arange(S)[:, None]
         kpos = np.arange(p + S)[None, :]

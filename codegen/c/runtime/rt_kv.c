@@ -1,8 +1,25 @@
 /* KV-cache kernels (issue 17 item 4): see rt_kv.h. */
 #include <string.h>
+#if defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #include "rt_attention.h"
 #include "rt_kv.h"
+
+/* n f32 values rounded to f16 (round to nearest even: vcvtps2ph's imm 0 = _MM_FROUND_TO_NEAREST_INT, as
+ * moec_f32_to_f16 in the scalar tail and in builds without F16C) */
+static void kv_f32_to_f16(uint16_t *d, const float *s, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256((__m256i *)(d + i), _mm512_cvtps_ph(_mm512_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#elif defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; i < n; i++) d[i] = moec_f32_to_f16(s[i]);
+}
 
 int moec_k_kv_append(moec_ctx *ctx, const moec_tensor *cache, const moec_tensor *newt, const moec_tensor *pos,
                      int64_t axis, moec_tensor *out) {
@@ -13,7 +30,10 @@ int moec_k_kv_append(moec_ctx *ctx, const moec_tensor *cache, const moec_tensor 
   if (newt->rank != r || r < 1) return moec_fail(ctx, "kv_append: cache rank %d, new rank %d", r, newt->rank);
   if (axis < 0) axis += r;
   if (axis < 0 || axis >= r) return moec_fail(ctx, "kv_append: axis out of range");
-  if (newt->dtype != cache->dtype) return moec_fail(ctx, "kv_append: cache and new differ in element type");
+  /* a half-precision cache takes f32 rows rounded to f16 (round to nearest even) */
+  const int half = cache->dtype == MOEC_F16 && newt->dtype == MOEC_F32;
+  if (newt->dtype != cache->dtype && !half)
+    return moec_fail(ctx, "kv_append: cache and new differ in element type (an f16 cache takes f16 or f32 rows)");
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < r; d++) {
     if (d != axis && cache->shape[d] != newt->shape[d])
@@ -30,13 +50,28 @@ int moec_k_kv_append(moec_ctx *ctx, const moec_tensor *cache, const moec_tensor 
   char *dst = (char *)cache->data;
   const char *src = (const char *)newt->data;
   if (t > 0 && row > 0)
-    for (int64_t o = 0; o < outer; o++)
-      memcpy(dst + ((size_t)o * (size_t)m + (size_t)p[0]) * row, src + (size_t)o * (size_t)t * row, (size_t)t * row);
+    for (int64_t o = 0; o < outer; o++) {
+      char *d = dst + ((size_t)o * (size_t)m + (size_t)p[0]) * row;
+      if (half) kv_f32_to_f16((uint16_t *)d, (const float *)src + (size_t)o * (size_t)t * (size_t)inner, t * inner);
+      else memcpy(d, src + (size_t)o * (size_t)t * row, (size_t)t * row);
+    }
   return moec_view(ctx, out, cache, r, cache->shape);
 }
 
 static int kvs_buffers(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v, int64_t pos,
                        const moec_tensor *mask, double scale, int causal, moec_tensor *y);
+
+/* w [B, H, L, D] f32 = the first L rows of the f16 buffer c [B, H, M, D] (L <= M, checked by the caller) */
+static int kv_widen_rows(moec_ctx *ctx, const moec_tensor *c, int64_t L, moec_tensor *w) {
+  const int64_t shape[4] = {c->shape[0], c->shape[1], L, c->shape[3]};
+  if (moec_alloc_uninit(ctx, w, MOEC_F32, 4, shape)) return -1;
+  const int64_t bh = c->shape[0] * c->shape[1], n = L * c->shape[3], M = c->shape[2] * c->shape[3];
+  const uint16_t *src = (const uint16_t *)c->data;
+  float *dst = (float *)w->data;
+  for (int64_t i = 0; i < bh; i++)
+    for (int64_t e = 0; e < n; e++) dst[i * n + e] = moec_f16_to_f32(src[i * M + e]);
+  return 0;
+}
 
 int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k, const moec_tensor *v,
                         const moec_tensor *pos, const moec_tensor *mask, double scale, int causal, moec_tensor *y) {
@@ -53,12 +88,26 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
   /* decode-sized queries (up to 4 rows): the decode kernel below (the GQA heads of a kv head together, one
    * pass over the rows < pos, the S newest rows as its new keys) */
   const int64_t Hq = q->shape[1], Hkv = k->shape[1];
-  if (S >= 1 && S <= 4 && k->dtype == MOEC_F32 && v->dtype == MOEC_F32 && Hkv > 0 && Hq % Hkv == 0 &&
+  const int half = k->dtype == MOEC_F16 && v->dtype == MOEC_F16; /* (a half-precision cache) */
+  if (!half && (k->dtype != MOEC_F32 || v->dtype != MOEC_F32))
+    return moec_fail(ctx, "kv_attention: the k and v buffers must both be f32 or both f16");
+  if (S >= 1 && S <= 4 && Hkv > 0 && Hq % Hkv == 0 &&
       k->shape[0] == q->shape[0] && v->shape[0] == q->shape[0] && v->shape[1] == Hkv && k->shape[3] == q->shape[3] &&
       (!mask || mask->rank <= 4))
     return kvs_buffers(ctx, q, k, v, p[0], mask, scale, causal, y);
   /* the first L rows only: decode reads O(L) bytes per step, whatever the buffers' capacity */
-  return moec_attention_rows(ctx, q, k, v, L, mask, scale, causal, y);
+  if (!half) return moec_attention_rows(ctx, q, k, v, L, mask, scale, causal, y);
+  /* an f16 cache and a prefill-sized query: the first L rows widened to f32 (O(L) beside the O(S L) attention) */
+  moec_tensor kw = {0}, vw = {0};
+  if (kv_widen_rows(ctx, k, L, &kw) || kv_widen_rows(ctx, v, L, &vw)) {
+    moec_release(&kw);
+    moec_release(&vw);
+    return -1;
+  }
+  const int rc = moec_attention_rows(ctx, q, &kw, &vw, L, mask, scale, causal, y);
+  moec_release(&kw);
+  moec_release(&vw);
+  return rc;
 }
 
 /* ---- moec.kv_step_attention: the decode step's attention over a cache read in place ------------------
@@ -73,7 +122,11 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
  * twice the threads, the positions are split across items and the partial (acc, m, l) combined after
  * (flash-decoding); the S new keys (causal, in the window) are folded in last, then acc / l is written.
  * No software prefetch: each item reads its K and V rows in sequence, which the hardware prefetchers
- * follow (a prefetch 16 rows or 2 blocks ahead measured no faster from memory, up to 10% slower warm). */
+ * follow (a prefetch 16 rows or 2 blocks ahead measured no faster from memory, up to 10% slower warm).
+ * A half-precision cache (f16 rows, ir/ops/kv.py) is read by the same loops, each vector of MV_L elements
+ * widened on load (vcvtph2ps: 16 lanes from 32 bytes on AVX-512; F16C on AVX2; moec_f16_to_f32 per element
+ * elsewhere): the element type is a constant in each instantiation (the `h` arguments), so the f32 loops
+ * are the same code as before. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -84,7 +137,8 @@ int moec_k_kv_attention(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *
 #define KVS_MIN_SPLIT 256 /* positions per split at least */
 
 typedef struct {
-  const float *q, *kc, *vc, *kn, *vn;
+  const float *q;
+  const void *kc, *vc, *kn, *vn; /* f32, or f16 where kh / nh say so */
   float *y, *part; /* part: [items][KVS_RG][Dv + 2] (acc, then m and l) */
   int64_t Hq, Hkv, G, S, D, Dv, M, pos, W, R, nrg, nsplit, chunk;
   int64_t nhs;        /* rows between two (batch, kv head)s of kn / vn: S, or M where they are the buffer's */
@@ -92,7 +146,32 @@ typedef struct {
   const float *mask;  /* NULL, or added to the scores: [B, Hq, S, pos + S] through the strides ms */
   int64_t ms[4];
   float scale;
+  int kh, nh;         /* the cache's rows (kc, vc) / the new keys' and values' (kn, vn) are f16 */
 } kvs_args;
+
+/* MV_L elements of a row from element i: f32, or f16 widened (h, a constant at every call) */
+static inline __attribute__((always_inline)) mvf kvs_ld(const void *p, int64_t i, const int h) {
+  if (!h) return mv_ld((const float *)p + i);
+  const uint16_t *x = (const uint16_t *)p + i;
+#if MV_L == 16 && defined(__AVX512F__)
+  return (mvf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x));
+#elif MV_L == 8 && defined(__F16C__)
+  return (mvf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)x));
+#elif MV_L == 4 && defined(__F16C__)
+  return (mvf)_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)x));
+#else
+  mvf v;
+  for (int c = 0; c < MV_L; c++) v[c] = moec_f16_to_f32(x[c]);
+  return v;
+#endif
+}
+static inline __attribute__((always_inline)) float kvs_at(const void *p, int64_t i, const int h) {
+  return h ? moec_f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+/* the address of element i of a row of f32 / f16 (h) elements */
+static inline __attribute__((always_inline)) const void *kvs_ptr(const void *p, int64_t i, const int h) {
+  return (const char *)p + i * (h ? 2 : 4);
+}
 
 static inline float kvs_hsum(mvf v) { float r = 0.f; for (int c = 0; c < MV_L; c++) r += v[c]; return r; }
 
@@ -127,9 +206,9 @@ static inline float kvs_hsum(mvf v) { float r = 0.f; for (int c = 0; c < MV_L; c
 
 /* s[r][j] = sum_d q_r[d] K[j][d] for j < n <= KVS_NB (K's rows D floats apart, read in place: rows past n
  * are not read -- a group's missing rows repeat row 0, their scores dropped) */
-static inline __attribute__((always_inline)) void kvs_scores(const float *K, int64_t D, int64_t n,
+static inline __attribute__((always_inline)) void kvs_scores(const void *K, int64_t D, int64_t n,
                                                               const float *const *qr, const int nr,
-                                                              float s[KVS_RG][KVS_NB]) {
+                                                              float s[KVS_RG][KVS_NB], const int h) {
   const int64_t Dvec = D / MV_L * MV_L;
   for (int64_t j0 = 0; j0 < n; j0 += MV_L) {
     mvf part[KVS_RG][MV_L / 4 > 0 ? MV_L / 4 : 1];
@@ -139,16 +218,16 @@ static inline __attribute__((always_inline)) void kvs_scores(const float *K, int
         for (int r = 0; r < nr; r++) part[r][sg] = mv_splat(0.f);
         continue;
       }
-      const float *k[4];
+      const void *k[4];
       for (int c = 0; c < 4; c++) {
         const int64_t j = j0 + 4 * sg + c;
-        k[c] = K + (j < n ? j : 0) * D;
+        k[c] = kvs_ptr(K, (j < n ? j : 0) * D, h);
       }
       mvf acc[KVS_RG][4];
       for (int r = 0; r < nr; r++)
         for (int c = 0; c < 4; c++) acc[r][c] = mv_splat(0.f);
       for (int64_t d = 0; d < Dvec; d += MV_L) {
-        const mvf k0 = mv_ld(k[0] + d), k1 = mv_ld(k[1] + d), k2 = mv_ld(k[2] + d), k3 = mv_ld(k[3] + d);
+        const mvf k0 = kvs_ld(k[0], d, h), k1 = kvs_ld(k[1], d, h), k2 = kvs_ld(k[2], d, h), k3 = kvs_ld(k[3], d, h);
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
           const mvf qv = mv_ld(qr[r] + d);
@@ -178,18 +257,31 @@ static inline __attribute__((always_inline)) void kvs_scores(const float *K, int
       else for (int64_t j = 0; j < nj; j++) sr[j] = part[r][0][j];
       if (Dvec < D) /* (head sizes off the vector width: the rest of each dot) */
         for (int64_t j = 0; j < nj; j++) {
-          const float *kj = K + (j0 + j) * D;
+          const void *kj = kvs_ptr(K, (j0 + j) * D, h);
           float t = 0.f;
-          for (int64_t d = Dvec; d < D; d++) t += qr[r][d] * kj[d];
+          for (int64_t d = Dvec; d < D; d++) t += qr[r][d] * kvs_at(kj, d, h);
           sr[j] += t;
         }
     }
   }
 }
 
+/* kvs_scores for nr rows of K's element type (h): one instantiation per (nr, h) */
+static inline __attribute__((always_inline)) void kvs_scores_nr(const void *K, int64_t D, int64_t n,
+                                                                 const float *const *qr, const int nr,
+                                                                 float s[KVS_RG][KVS_NB], const int h) {
+  switch (nr) {
+    case 1: kvs_scores(K, D, n, qr, 1, s, h); break;
+    case 2: kvs_scores(K, D, n, qr, 2, s, h); break;
+    case 3: kvs_scores(K, D, n, qr, 3, s, h); break;
+    default: kvs_scores(K, D, n, qr, 4, s, h); break;
+  }
+}
+
 /* the online-softmax update of row accumulator o (Dv) with running (m, l) by scores s[0..n) (-inf: not
- * seen) of the value rows V + j Dv: s is overwritten with the probabilities */
-static void kvs_update(float *s, int64_t n, const float *V, int64_t Dv, float *o, float *m, float *l) {
+ * seen) of the value rows V + j Dv (f32, or f16: h): s is overwritten with the probabilities */
+static inline __attribute__((always_inline)) void kvs_update_h(float *s, int64_t n, const void *V, int64_t Dv,
+                                                                float *o, float *m, float *l, const int h) {
   float bm = -INFINITY;
   for (int64_t j = 0; j < n; j++) bm = s[j] > bm ? s[j] : bm;
   if (bm == -INFINITY) return;
@@ -215,9 +307,9 @@ static void kvs_update(float *s, int64_t n, const float *V, int64_t Dv, float *o
     for (int64_t jj = 0; jj < n; jj++) {
       if (s[jj] == 0.f) continue; /* (unseen rows: their values are never read) */
       const mvf p = mv_splat(s[jj]);
-      const float *v = V + jj * Dv + d;
+      const int64_t v = jj * Dv + d;
 #pragma GCC unroll 8
-      for (int c = 0; c < 8; c++) a[c] += p * mv_ld(v + c * MV_L);
+      for (int c = 0; c < 8; c++) a[c] += p * kvs_ld(V, v + c * MV_L, h);
     }
     for (int c = 0; c < 8; c++) mv_st(o + d + c * MV_L, a[c]);
   }
@@ -226,48 +318,56 @@ static void kvs_update(float *s, int64_t n, const float *V, int64_t Dv, float *o
     for (int64_t jj = 0; jj < n; jj++) {
       if (s[jj] == 0.f) continue; /* (unseen rows: their values are never read) */
       const mvf p = mv_splat(s[jj]);
-      const float *v = V + jj * Dv + d;
-      a0 += p * mv_ld(v), a1 += p * mv_ld(v + MV_L), a2 += p * mv_ld(v + 2 * MV_L), a3 += p * mv_ld(v + 3 * MV_L);
+      const int64_t v = jj * Dv + d;
+      a0 += p * kvs_ld(V, v, h), a1 += p * kvs_ld(V, v + MV_L, h), a2 += p * kvs_ld(V, v + 2 * MV_L, h),
+      a3 += p * kvs_ld(V, v + 3 * MV_L, h);
     }
     mv_st(o + d, a0), mv_st(o + d + MV_L, a1), mv_st(o + d + 2 * MV_L, a2), mv_st(o + d + 3 * MV_L, a3);
   }
   for (; d + MV_L <= Dv; d += MV_L) {
     mvf a0 = mv_ld(o + d);
     for (int64_t jj = 0; jj < n; jj++)
-      if (s[jj] != 0.f) a0 += mv_splat(s[jj]) * mv_ld(V + jj * Dv + d);
+      if (s[jj] != 0.f) a0 += mv_splat(s[jj]) * kvs_ld(V, jj * Dv + d, h);
     mv_st(o + d, a0);
   }
   for (; d < Dv; d++) {
     float a = o[d];
     for (int64_t jj = 0; jj < n; jj++)
-      if (s[jj] != 0.f) a += s[jj] * V[jj * Dv + d];
+      if (s[jj] != 0.f) a += s[jj] * kvs_at(V, jj * Dv + d, h);
     o[d] = a;
   }
 }
 
-/* cache positions [lo, hi) of rows r0.. (nr rows, query pointers qr) folded into o/m/l */
-static void kvs_cache_rows(const kvs_args *a, const float *K, const float *V, const float *const *qr,
-                           const float *const *mr, const int64_t *rlo, int nr, int64_t lo, int64_t hi, float *o,
-                           float *m, float *l) {
+static void kvs_update(float *s, int64_t n, const void *V, int64_t Dv, float *o, float *m, float *l, int h) {
+  if (h) kvs_update_h(s, n, V, Dv, o, m, l, 1);
+  else kvs_update_h(s, n, V, Dv, o, m, l, 0);
+}
+
+static inline __attribute__((always_inline)) void kvs_cache_rows_h(const kvs_args *a, const void *K, const void *V,
+                                                                    const float *const *qr, const float *const *mr,
+                                                                    const int64_t *rlo, int nr, int64_t lo, int64_t hi,
+                                                                    float *o, float *m, float *l, const int h) {
   float s[KVS_RG][KVS_NB] __attribute__((aligned(64)));
   const int64_t D = a->D, Dv = a->Dv;
   for (int64_t j0 = lo; j0 < hi; j0 += KVS_NB) {
     const int64_t n = hi - j0 < KVS_NB ? hi - j0 : KVS_NB;
-    const float *kb = K + j0 * D;
-    switch (nr) {
-      case 1: kvs_scores(kb, D, n, qr, 1, s); break;
-      case 2: kvs_scores(kb, D, n, qr, 2, s); break;
-      case 3: kvs_scores(kb, D, n, qr, 3, s); break;
-      default: kvs_scores(kb, D, n, qr, 4, s); break;
-    }
+    kvs_scores_nr(kvs_ptr(K, j0 * D, h), D, n, qr, nr, s, h);
     for (int r = 0; r < nr; r++) {
       float *sr = s[r];
       for (int64_t j = 0; j < n; j++) sr[j] = j0 + j < rlo[r] ? -INFINITY : sr[j] * a->scale;
       if (mr[r])
         for (int64_t j = 0; j < n; j++) sr[j] += mr[r][(j0 + j) * a->ms[3]];
-      kvs_update(sr, n, V + j0 * Dv, Dv, o + r * Dv, m + r, l + r);
+      kvs_update_h(sr, n, kvs_ptr(V, j0 * Dv, h), Dv, o + r * Dv, m + r, l + r, h);
     }
   }
+}
+
+/* cache positions [lo, hi) of rows r0.. (nr rows, query pointers qr) folded into o/m/l */
+static void kvs_cache_rows(const kvs_args *a, const void *K, const void *V, const float *const *qr,
+                           const float *const *mr, const int64_t *rlo, int nr, int64_t lo, int64_t hi, float *o,
+                           float *m, float *l) {
+  if (a->kh) kvs_cache_rows_h(a, K, V, qr, mr, rlo, nr, lo, hi, o, m, l, 1);
+  else kvs_cache_rows_h(a, K, V, qr, mr, rlo, nr, lo, hi, o, m, l, 0);
 }
 
 /* the item's (b, kv head, row group) coordinates, its rows' query pointers and cache lower bounds */
@@ -291,7 +391,8 @@ static int kvs_rows(const kvs_args *a, int64_t grp, const float **qr, const floa
 static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, const float *const *mr,
                        const int64_t *ri, int nr, float *o, float *m, float *l) {
   const int64_t bh = grp / a->nrg, b = bh / a->Hkv, hk = bh % a->Hkv, D = a->D, Dv = a->Dv, S = a->S;
-  const float *Kn = a->kn + bh * a->nhs * D, *Vn = a->vn + bh * a->nhs * Dv;
+  const int h = a->nh;
+  const void *Kn = kvs_ptr(a->kn, bh * a->nhs * D, h), *Vn = kvs_ptr(a->vn, bh * a->nhs * Dv, h);
   const int64_t r0 = (grp % a->nrg) * KVS_RG;
   float s[KVS_RG][KVS_NB] __attribute__((aligned(64)));
   int64_t lo[KVS_RG], hi[KVS_RG], glo = S, ghi = 0;
@@ -302,12 +403,8 @@ static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, c
   }
   for (int64_t t0 = glo; t0 < ghi; t0 += KVS_NB) {
     const int64_t n = ghi - t0 < KVS_NB ? ghi - t0 : KVS_NB;
-    switch (nr) {
-      case 1: kvs_scores(Kn + t0 * D, D, n, qr, 1, s); break;
-      case 2: kvs_scores(Kn + t0 * D, D, n, qr, 2, s); break;
-      case 3: kvs_scores(Kn + t0 * D, D, n, qr, 3, s); break;
-      default: kvs_scores(Kn + t0 * D, D, n, qr, 4, s); break;
-    }
+    if (h) kvs_scores_nr(kvs_ptr(Kn, t0 * D, 1), D, n, qr, nr, s, 1);
+    else kvs_scores_nr(kvs_ptr(Kn, t0 * D, 0), D, n, qr, nr, s, 0);
     for (int r = 0; r < nr; r++) {
       float *sr = s[r];
       for (int64_t t = 0; t < n; t++) {
@@ -315,7 +412,7 @@ static void kvs_finish(const kvs_args *a, int64_t grp, const float *const *qr, c
         sr[t] = tt < lo[r] || tt >= hi[r] ? -INFINITY
                 : sr[t] * a->scale + (mr[r] ? mr[r][(a->pos + tt) * a->ms[3]] : 0.f);
       }
-      kvs_update(sr, n, Vn + t0 * Dv, Dv, o + r * Dv, m + r, l + r);
+      kvs_update(sr, n, kvs_ptr(Vn, t0 * Dv, h), Dv, o + r * Dv, m + r, l + r, h);
     }
   }
   for (int r = 0; r < nr; r++) {
@@ -340,7 +437,8 @@ static void kvs_task(void *arg, int64_t item) {
   const int64_t c0 = sp * a->chunk, c1 = c0 + a->chunk < a->pos ? c0 + a->chunk : a->pos;
   if (lo < c0) lo = c0;
   if (lo < c1)
-    kvs_cache_rows(a, a->kc + bh * a->M * a->D, a->vc + bh * a->M * Dv, qr, mr, rlo, nr, lo, c1, o, m, l);
+    kvs_cache_rows(a, kvs_ptr(a->kc, bh * a->M * a->D, a->kh), kvs_ptr(a->vc, bh * a->M * Dv, a->kh), qr, mr, rlo,
+                   nr, lo, c1, o, m, l);
   if (a->nsplit == 1) kvs_finish(a, grp, qr, mr, ri, nr, o, m, l);
 }
 
@@ -378,9 +476,11 @@ int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_ten
   if (moec_read_ints(ctx, pos, p, 1, &np_, "kv_step_attention position")) return -1;
   if (np_ != 1) return moec_fail(ctx, "kv_step_attention position must hold one value");
   const moec_tensor *ts[5] = {q, kc, vc, kn, vn};
+  const int kh = kc->dtype == MOEC_F16; /* a half-precision cache: both caches f16, the rest f32 */
   for (int i = 0; i < 5; i++) {
     if (ts[i]->rank != 4) return moec_fail(ctx, "kv_step_attention: q, caches and new keys/values must have rank 4");
-    if (ts[i]->dtype != MOEC_F32) return moec_fail(ctx, "kv_step_attention: f32 only");
+    if (ts[i]->dtype != ((i == 1 || i == 2) && kh ? MOEC_F16 : MOEC_F32))
+      return moec_fail(ctx, "kv_step_attention: f32 q and new keys/values, and both caches f32 or both f16");
   }
   const int64_t B = q->shape[0], Hq = q->shape[1], S = q->shape[2], D = q->shape[3];
   const int64_t Hkv = kc->shape[1], M = kc->shape[2], Dv = vc->shape[3];
@@ -401,7 +501,7 @@ int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_ten
   if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
   if (!B || !Hq || !S || !Dv) return 0;
   kvs_args a = {q->data, kc->data, vc->data, kn->data, vn->data, y->data, NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, p[0],
-                window, 0, 0, 1, 0, S, 1, NULL, {0, 0, 0, 0}, (float)scale};
+                window, 0, 0, 1, 0, S, 1, NULL, {0, 0, 0, 0}, (float)scale, kh, 0};
   return kvs_run(ctx, &a, B);
 }
 
@@ -436,9 +536,10 @@ static int kvs_buffers(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k
   const int64_t B = q->shape[0], Hq = q->shape[1], S = q->shape[2], D = q->shape[3];
   const int64_t Hkv = k->shape[1], M = k->shape[2], Dv = v->shape[3], L = pos + S;
   int64_t out[4] = {B, Hq, S, Dv}, sc[4] = {B, Hq, S, L};
-  kvs_args a = {q->data, k->data, v->data, (const float *)k->data + pos * D, (const float *)v->data + pos * Dv, NULL,
+  const int h = k->dtype == MOEC_F16; /* (the caller checked: k and v both f32 or both f16) */
+  kvs_args a = {q->data, k->data, v->data, kvs_ptr(k->data, pos * D, h), kvs_ptr(v->data, pos * Dv, h), NULL,
                 NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, pos, 0, 0, 0, 1, 0, M, causal, NULL, {0, 0, 0, 0},
-                (float)scale};
+                (float)scale, h, h};
   if (mask) {
     for (int i = 0; i < mask->rank; i++) {
       const int64_t want = sc[4 - mask->rank + i];
