@@ -111,13 +111,15 @@ def test_cache_is_written_in_place():
 
 
 def test_moec_compiled_step_matches_eager(moec_module_cache):
-    """moec.compile of the step (MoE layers recognised), driven by moec.generate: logits equal eager
-    step by step, tokens equal transformers' generate."""
+    """moec.compile of the step (MoE layers recognised), driven by moec.generate with an f32 cache (the exact
+    path; the default f16 cache: tests/test_kv_f16.py): logits equal eager step by step, tokens equal
+    transformers' generate."""
     model = _mixtral()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = moec.generate(model, PROMPT, STEPS, keep_logits=True)
-        cm = decode.compile_step(model, len(PROMPT) + STEPS)  # (a cache hit: the same build)
+        r = moec.generate(model, PROMPT, STEPS, keep_logits=True, kv_cache="f32")
+        cm = decode.compile_step(model, len(PROMPT) + STEPS, kv_cache="f32")  # (a cache hit: the same build)
+    assert cm.stats.report["kv_cache"] == "f32"
     assert cm.stats.cache_hit and len(cm.stats.report["moe_layers"]) == 2
     ins = {i["name"]: i["type"] for i in cm.artifact.manifest["inputs"]}
     assert ins["input_ids"] == 'tensor<1x?xi64, "T">'  # one build for prefill and decode
@@ -180,6 +182,6 @@ def test_qwen2_moe_on_moec(moec_module_cache):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = survey.build_model("qwen2_moe")
-        r = moec.generate(model, PROMPT, STEPS, keep_logits=True)
+        r = moec.generate(model, PROMPT, STEPS, keep_logits=True, kv_cache="f32")
     _check_step_by_step(model, r, PROMPT)
     assert r.tokens[0].tolist() == _hf_tokens(model, PROMPT, STEPS)
