@@ -404,6 +404,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats of the prefill / matmul parts")
     ap.add_argument("--decode-repeats", type=int, default=3)
     ap.add_argument("--decode-formats", default=None, help="moec formats of the decode part (default: --formats)")
+    ap.add_argument("--kv-cache", default="f16", choices=("f16", "f32"),
+                    help="moec's KV cache type in the decode part (default f16, as moec generate and llama.cpp; "
+                         "the table states each engine's)")
     ap.add_argument("--ort-max-tokens", type=int, default=64,
                     help="largest prefill N onnxruntime runs (its batched_mm MoE copies expert weights per token)")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
@@ -512,7 +515,7 @@ def main(argv=None) -> int:
             runs[f] = whole_model_decode(ckpt, contexts, [f], {GGUF_OF[f]: gguf_of[f]} if f in gguf_of else {},
                                          a.threads, a.steps, a.decode_repeats, a.group_size,
                                          work=os.path.join(work, "decode"), log=lambda m: print(m, flush=True),
-                                         torch_eager=f == "f32")
+                                         torch_eager=f == "f32", kv_cache=a.kv_cache)
             bw1 = bw()
             runs[f]["llama_cpp_key"] = f"llama.cpp {GGUF_OF[f]}" if f in gguf_of else None
             runs[f]["probes"] = {"copy_gbps": [bw0[0], bw1[0]], "read_gbps": [bw0[1], bw1[1]], "threads": a.threads,
@@ -885,12 +888,14 @@ def summary_table(rep: dict) -> str:
         ctxs = [r["context"] for r in next(iter(runs.values()))["rows"]]
         out += ["", f"### Decode with a KV cache, tokens/s ({dec['steps']} greedy tokens after a prompt of the context "
                     f"length; median of {dec['repeats']} interleaved runs; one run per moec format)", "",
-                "| run | engine | " + " | ".join(f"context {c}" for c in ctxs) + " | tokens = reference's |",
-                "|---|---|" + "---|" * len(ctxs) + "---|"]
+                "| run | engine | KV cache | " + " | ".join(f"context {c}" for c in ctxs) + " | tokens = reference's |",
+                "|---|---|---|" + "---|" * len(ctxs) + "---|"]
         for f, r in runs.items():
             for e in r["rows"][0]["engines"]:
                 same = [row["engines"][e]["tokens_equal_reference"] for row in r["rows"]]
-                out.append(f"| {f} | {e} | " + " | ".join(f"{row['engines'][e]['tokens_per_s']:.1f}" for row in r["rows"])
+                kv = r["rows"][0]["engines"][e].get("kv_cache") or "? (not recorded)"
+                out.append(f"| {f} | {e} | {kv} | "
+                           + " | ".join(f"{row['engines'][e]['tokens_per_s']:.1f}" for row in r["rows"])
                            + " | " + ", ".join("yes" if x else "no" for x in same) + f" ({r['tokens_reference']}) |")
         out += ["", "| moec format | tokens/s ratio vs (goal >= 1.0) | " + " | ".join(f"context {c}" for c in ctxs)
                 + " |", "|---|---|" + "---|" * len(ctxs)]

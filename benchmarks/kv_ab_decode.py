@@ -2,8 +2,9 @@
 each version, e.g. --weights f32 and w4a8 at capacity 1056), loaded in one process and driven by the same greedy
 loop (a prompt of C tokens, then 32 tokens), interleaved repeats in alternating order; per engine the median ms
 per decoded token (wall and process CPU), the prefill ms, the bytes per token (bench_model.moec_decode_bytes of
-the last artifact: both versions read the same bytes) as GB/s, and the copy probe.  The layout of each step's
-K cache: ``t`` [B, Hkv, D, M] (moec before the row layout) or ``rows`` [B, Hkv, M, D].
+each artifact) as GB/s, and the copy probe.  The layout of each step's K cache: ``t`` [B, Hkv, D, M] (moec before
+the row layout), ``rows`` [B, Hkv, M, D], or ``rows16``: rows of a half-precision cache (f16 K and V:
+decode.compile_step(kv_cache="f16")).
 
     python benchmarks/kv_ab_decode.py THREADS REPEATS base:ART_A:t new:ART_B:rows"""
 import os
@@ -22,8 +23,9 @@ specs = [s.split(":") for s in sys.argv[3:]]  # name:dir:layout(t|rows)
 class Gen:
     def __init__(self, art, lay):
         self.art, self.lay = art, lay
-        self.k = np.zeros((L, 1, HKV, D, M) if lay == "t" else (L, 1, HKV, M, D), np.float32)
-        self.v = np.zeros((L, 1, HKV, M, D), np.float32)
+        dt = np.float16 if lay == "rows16" else np.float32
+        self.k = np.zeros((L, 1, HKV, D, M) if lay == "t" else (L, 1, HKV, M, D), dt)
+        self.v = np.zeros((L, 1, HKV, M, D), dt)
         self.args = [a for l in range(L) for a in (self.k[l], self.v[l])]
 
     def __call__(self, ids, pos):
@@ -69,7 +71,7 @@ for C in (128, 1024):
     cbase, pbase = float(np.median(cs[arts[0][0]])), float(np.median(ps[arts[0][0]]))
     for n, g, d in arts:
         md, mc, mp = float(np.median(ms[n])), float(np.median(cs[n])), float(np.median(ps[n]))
-        b = moec_decode_bytes([x for _, _, x in arts][-1], C + steps // 2, M)  # (same bytes: the new IR parses)
+        b = moec_decode_bytes(d, C + steps // 2, M)  # (each artifact's own: an f16 cache reads half the cache bytes)
         tot = b["total"]
         print(f"th={threads} C={C} {n}: {md:.3f} ms/token ({1000/md:.1f} tok/s) runs {[round(x,3) for x in ms[n]]} "
               f"ratio vs {arts[0][0]} {md/base:.3f}; cpu {mc:.3f} ms/token ratio {mc/cbase:.3f}; prefill {mp:.1f} ms ratio {mp/pbase:.3f}; {tot/1e6:.1f} MB/token -> {tot/md/1e6:.1f} GB/s; "

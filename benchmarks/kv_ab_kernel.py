@@ -8,7 +8,8 @@ Build each version's artifact with that version's moec (its own venv / worktree)
 from moec.driver import build_module; build_module(_step_module(1, 8, 8, 128, 128, 1056, 128 ** -0.5), 'OUT', threads=2)"
 
 then time them in one process (layout ``t``: the K cache [B, Hkv, D, M] of moec before the row layout, ``rows``:
-[B, Hkv, M, D]):
+[B, Hkv, M, D], ``rows16``: rows of an f16 cache, built from ``_step_module`` of tests/test_kv_f16.py, whose
+result is compared with the f32 one within the rounding's bound and whose GB/s count 2-byte elements):
 
     python benchmarks/kv_ab_kernel.py THREADS CTX CALLS base:DIR_A:t new:DIR_B:rows
 
@@ -37,10 +38,11 @@ kn = r.standard_normal((1, 8, 1, 128)).astype(np.float32)
 vn = r.standard_normal((1, 8, 1, 128)).astype(np.float32)
 pos = np.array([ctx], np.int64)
 flush = np.ones(64 << 20, np.float32) if os.environ.get("COLD") else None
-xs = {"rows": [q, kr, vc, kn, vn, pos], "t": [q, kt, vc, kn, vn, pos]}
+xs = {"rows": [q, kr, vc, kn, vn, pos], "t": [q, kt, vc, kn, vn, pos],
+      "rows16": [q, kr.astype(np.float16), vc.astype(np.float16), kn, vn, pos]}
 outs = [a(xs[l])[0] for _, a, l in arts]
-for o in outs[1:]:
-    np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=1e-5)
+for o, (_, _, l) in zip(outs[1:], arts[1:]):  # (an f16 cache: within its rounding's effect, ~1e-2 here)
+    np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=5e-2 if "rows16" in (l, arts[0][2]) else 1e-5)
 ts = [[] for _ in arts]
 own = [[np.array(v, copy=True) for v in xs[l]] for _, _, l in arts]  # (each its own inputs: no warm-up by another)
 rng = np.random.default_rng(1)
@@ -55,8 +57,8 @@ for _ in range(calls // blk):
         t0 = time.perf_counter(); a(x); t1 = time.perf_counter()
         if blk == 1 or c > 0:
             ts[i].append(t1 - t0)
-by = 2 * 8 * ctx * 128 * 4
 base = np.median(ts[0])
-for (n, _, _), t in zip(arts, ts):
+for (n, _, l), t in zip(arts, ts):
+    by = 2 * 8 * ctx * 128 * (2 if l == "rows16" else 4)  # (the K and V rows read)
     md = np.median(t)
     print(f"th={th} ctx={ctx} {n}: {md*1e3:.4f} ms  {by/md/1e9:.1f} GB/s  ratio vs first {md/base:.3f}")

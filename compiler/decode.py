@@ -505,8 +505,9 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
         if not os.path.isfile(path):
             raise UserInputError(f"{path}: no such ONNX file")
         if not _is_kvstep(path):  # transformers' own contract: past_key_values in, present out
-            if kv_cache not in (None, "f32"):
-                raise UserInputError(f"kv_cache={kv_cache!r}: a past_key_values export keeps its f32 cache")
+            if kv_cache not in (None, "f32") and (engine != "moec" or kv_inplace is False):
+                raise UserInputError(f"kv_cache={kv_cache!r}: a past_key_values export keeps its f32 cache (a half "
+                                     "one only in moec's in-place build)")
             b = kv_binding(path)
             max_len = need if max_len is None else int(max_len)
             if need > max_len:
@@ -517,17 +518,19 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
             if engine == "onnxruntime":
                 step = _feed_step_ort(path, threads)
             else:
-                if kv_inplace or (kv_inplace is None and target == "cpu"):  # the cache kept in place
+                half = kv_cache == "f16"
+                if kv_inplace or half or (kv_inplace is None and target == "cpu"):  # the cache kept in place
                     # (passes/kv_cache_inplace.py; its ops have C kernels only)
                     try:
                         art, _ = compile_past_kv_inplace(path, b, max_len, target=target, weights=weights,
-                                                         verify=verify, threads=threads)
+                                                         verify=verify, threads=threads, kv_cache=kv_cache or "f32")
                     except UserInputError as e:
-                        if kv_inplace or "cannot be kept in place" not in str(e):
+                        if kv_inplace or half or "cannot be kept in place" not in str(e):
                             raise
                         art = None  # (auto: the pass could not rewrite every present -- the copying loop)
                     if art is not None:
-                        return InplaceKVGenerator(art, b, max_len, prompt.shape[0], threads).generate(
+                        return InplaceKVGenerator(art, b, max_len, prompt.shape[0], threads,
+                                                  KV_CACHE_TYPES[kv_cache or "f32"]).generate(
                             prompt, steps, keep_logits=keep_logits)
                 step = _feed_step_moec(compile_past_kv(path, b, target=target, weights=weights, verify=verify,
                                                        cache=cache, threads=threads), b, threads)
@@ -847,16 +850,19 @@ class InplaceKVGenerator(Generator):
 
 
 def compile_past_kv_inplace(path: str, binding: dict, max_len: int, *, target: str = "cpu", weights: str = "f32",
-                            verify: bool = True, threads: int = 2, outdir: Optional[str] = None):
+                            verify: bool = True, threads: int = 2, outdir: Optional[str] = None,
+                            kv_cache: str = "f32"):
     """moec's build of a past_key_values export with the kv-cache-inplace pass (passes/kv_cache_inplace.py)
-    for a cache of ``max_len`` rows: returns (artifact, the module after the passes).  UserInputError when
-    the pass cannot rewrite every present (its reasons).  ``verify``: a prefill and two decode steps
-    against onnxruntime on the export (logits, relative to max(1, |ref|), tolerance 1e-4 for f32)."""
+    for a cache of ``max_len`` rows of element type ``kv_cache``: returns (artifact, the module after the
+    passes).  UserInputError when the pass cannot rewrite every present (its reasons).  ``verify``: a prefill
+    and two decode steps against onnxruntime on the export (logits, relative to max(1, |ref|), tolerance 1e-4
+    for f32 weights and cache; an f16 cache adds its rounding: 2^-11, tests/test_kv_f16.py)."""
     import tempfile
     from moec.driver import CompileOptions, compile_onnx
     from moec.passes.kv_cache_inplace import KvCacheInplace
     from moec.targets import backend as target_backend
-    kp = KvCacheInplace(pairs=[(o, p) for o, p, _ in binding["pairs"]], capacity=int(max_len))
+    kp = KvCacheInplace(pairs=[(o, p) for o, p, _ in binding["pairs"]], capacity=int(max_len),
+                        cache_dtype="" if check_kv_cache(kv_cache) == "f32" else kv_cache)
     d = outdir or os.path.join(tempfile.mkdtemp(prefix="moec_kv_"), "a")
     res = compile_onnx(path, d, CompileOptions(target=target, verify=False, weights=weights, threads=threads,
                                                extra_passes=[kp]))
@@ -866,13 +872,13 @@ def compile_past_kv_inplace(path: str, binding: dict, max_len: int, *, target: s
     art = target_backend(target).load(res.outdir, threads=threads)
     if verify:
         ref = PastKVGenerator(_feed_step_ort(path, threads), binding, max_len, binding["batch"] or 1)
-        got = InplaceKVGenerator(art, binding, max_len, binding["batch"] or 1, threads)
+        got = InplaceKVGenerator(art, binding, max_len, binding["batch"] or 1, threads, KV_CACHE_TYPES[kv_cache])
         ids = np.random.default_rng(0).integers(3, 50, (got.batch, min(5, max_len - 2)))
         worst = 0.0
         for x in (ids, ids[:, :1], ids[:, 1:2]):
             a, b = np.asarray(got(x), np.float64), np.asarray(ref(x), np.float64)
             worst = max(worst, float(np.abs(a - b).max() / max(1.0, float(np.abs(b).max()))))
-        tol = 1e-4 if weights == "f32" else 5e-2
+        tol = (1e-4 if weights == "f32" else 5e-2) + (2.0 ** -11 if kv_cache == "f16" else 0.0)
         if worst > tol:
             from moec.errors import VerificationError
             raise VerificationError(f"{os.path.basename(path)}: moec's in-place cache build differs from "

@@ -1,9 +1,11 @@
 """Decode tokens/s with a KV cache at a context length: moec vs onnxruntime vs torch eager.
 
     python -m moec.decode_bench [--context 128] [--steps 32] [--hidden 512] [--vocab 8000] [--threads 2]
+                                [--kv-cache f16|f32]
 
 One random 2-layer MixtralForCausalLM (transformers' own code; sizes from the flags).  Engines:
-- moec: ``moec.compile`` of the KV-cache step (compiler/decode.py), driven by ``Generator``;
+- moec: ``moec.compile`` of the KV-cache step (compiler/decode.py), driven by ``Generator``, its cache of
+  ``--kv-cache`` (default f16, as ``moec generate``; the other engines keep f32, llama.cpp its own f16);
 - onnxruntime: the same step exported with torch.onnx (dynamo), the same loop (its own session.run);
 - torch step: the same step in eager PyTorch, the same loop;
 - torch hf: transformers' own forward with its DynamicCache (what a torch user runs).
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--weights", default="f32")
+    p.add_argument("--kv-cache", default="f16", help="moec's cache type (f16 / f32)")
     a = p.parse_args(argv)
     import torch
     torch.set_num_threads(a.threads)
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
     prompt = np.random.default_rng(0).integers(3, a.vocab, (1, a.context))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cm = decode.compile_step(model, max_len, weights=a.weights, verify=False)
+        cm = decode.compile_step(model, max_len, weights=a.weights, verify=False, kv_cache=a.kv_cache)
         path = decode.export_onnx(model, os.path.join(tempfile.mkdtemp(prefix="moec_db_"), "step.onnx"), max_len)
     steps = {"moec": decode.moec_step(cm, a.threads), "onnxruntime": decode.ort_step(path, a.threads),
              "torch step": decode.torch_step(model)}
@@ -68,7 +71,8 @@ def main(argv=None) -> int:
     toks = {}
     for _ in range(a.repeats):
         for name, fn in steps.items():
-            gen = decode.Generator(fn, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len)
+            gen = decode.Generator(fn, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len, 1,
+                                   a.kv_cache if name == "moec" else "f32")
             r = gen.generate(prompt, a.steps)
             res[name].append((r.prefill_ms, float(np.median(r.decode_ms))))
             toks[name] = r.tokens[0].tolist()
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"2-layer Mixtral, {n_params / 1e6:.1f}M parameters (hidden {a.hidden}, F {a.inter}, E {a.experts} top-2, "
           f"{a.heads} heads / {a.kv_heads} kv, vocab {a.vocab}), moec weights {a.weights}, {a.threads} threads, "
-          f"context {a.context}, {a.steps} steps, median of {a.repeats}")
+          f"context {a.context}, {a.steps} steps, median of {a.repeats}; KV cache: moec {a.kv_cache}, the others f32")
     print("| engine | prefill ms | decode ms/token | decode tokens/s | vs moec |")
     print("|---|---|---|---|---|")
     base = float(np.median([d for _, d in res["moec"]]))
@@ -100,6 +104,7 @@ def llama_cpp_step_loop(path: str, threads: int, n_ctx: int):
     llm = Llama(model_path=path, n_ctx=n_ctx, n_batch=min(n_ctx, 2048), n_ubatch=min(n_ctx, 512), n_threads=threads,
                 n_threads_batch=threads, logits_all=False, verbose=False)
     V = llm.n_vocab()
+    run_kv = llama_cpp_kv_cache(llm)
 
     def last():
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(V,))
@@ -118,12 +123,23 @@ def llama_cpp_step_loop(path: str, threads: int, n_ctx: int):
             out.append(int(last().argmax()))
         return np.array([out]), pre, dec
     run.llm = llm
+    run.kv_cache = run_kv
     return run
+
+
+def llama_cpp_kv_cache(llm) -> str:
+    """The KV cache type a llama-cpp-python ``Llama`` runs with (its context parameters' type_k / type_v:
+    f16 unless ``Llama(type_k=..., type_v=...)`` says otherwise), e.g. "f16" or "k q8_0 / v f16"."""
+    import llama_cpp
+    names = {getattr(llama_cpp, n): n[len("GGML_TYPE_"):].lower() for n in dir(llama_cpp) if n.startswith("GGML_TYPE_")
+             and n != "GGML_TYPE_COUNT"}
+    k, v = (names.get(int(getattr(llm.context_params, t)), str(getattr(llm.context_params, t))) for t in ("type_k", "type_v"))
+    return k if k == v else f"k {k} / v {v}"
 
 
 def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str], ggufs: Dict[str, str],
                        threads: int = 2, steps: int = 32, repeats: int = 3, group_size: int = 64,
-                       work: Optional[str] = None, log=print, torch_eager: bool = True) -> dict:
+                       work: Optional[str] = None, log=print, torch_eager: bool = True, kv_cache: str = "f16") -> dict:
     """Decode tokens/s with a KV cache on a transformers CausalLM checkpoint (issue 17's whole-model table):
     moec in each of ``formats`` (``compile_step``, the cache read in place), onnxruntime f32 (the same step
     exported), torch eager f32 (transformers' own loop and DynamicCache) and llama.cpp on each GGUF of
@@ -133,7 +149,9 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
     decoded token.  Each moec step is compiled in a child process (``compile_step_in_child``: the artifact in
     ``work``, reused when made from the same checkpoint and options), so this process, which holds the torch
     model, onnxruntime's session and llama.cpp, never holds a compile's memory.  One context's engines are loaded at a time and freed after it; the onnxruntime step's
-    export is kept in ``work`` and reused (step_<C>.onnx).  ``torch_eager=False`` leaves torch out."""
+    export is kept in ``work`` and reused (step_<C>.onnx).  ``torch_eager=False`` leaves torch out.  ``kv_cache``:
+    moec's cache type (onnxruntime and torch keep the model's f32, llama.cpp its context's type_k / type_v: f16
+    by default); each row's ``kv_cache`` says each engine's."""
     import gc
     import torch
     from transformers import AutoModelForCausalLM
@@ -147,17 +165,20 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
     geo = decode.cache_geometry(model)
     work = work or tempfile.mkdtemp(prefix="moec_decode_")
     os.makedirs(work, exist_ok=True)
+    decode.check_kv_cache(kv_cache)
     rows, compiles = [], {}
     for C in contexts:
         max_len = C + steps
         prompt = np.random.default_rng(C).integers(3, geo["vocab"], (1, C))
         engines: Dict[str, Callable] = {}
+        kv_of: Dict[str, str] = {}
         t0 = time.time()
         for f in formats:  # (each compile in its own process: this one never holds a compile's memory)
-            art_dir = os.path.join(work, f"moec_{f}_{max_len}_g{group_size}")
-            info = compile_step_in_child(ckpt, art_dir, f, max_len, group_size)
+            art_dir = os.path.join(work, f"moec_{f}_{max_len}_g{group_size}" + ("" if kv_cache == "f32" else f"_kv{kv_cache}"))
+            info = compile_step_in_child(ckpt, art_dir, f, max_len, group_size, kv_cache)
             compiles[f"moec {f} max_len {max_len}"] = dict(info, art_dir=art_dir)
             fn = _artifact_step(art_dir, threads)
+            kv_of[f"moec {f}"] = decode.artifact_kv_cache(fn.artifact.manifest)
             engines[f"moec {f}"] = (lambda fn=fn: lambda p, n: _gen(fn, geo, max_len, p, n))()
         path = os.path.join(work, f"step_{C}_{steps}.onnx")
         if not os.path.exists(path):
@@ -166,10 +187,13 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         # (the export's MoE is batched_mm, which copies the chosen experts' weights per token: its prompt goes in
         # chunks of 32 tokens, or a 1024-token prompt would need tens of GB)
         engines["onnxruntime f32"] = lambda p, n: _gen(ofn, geo, max_len, p, n, chunk=32)
+        kv_of["onnxruntime f32"] = "f32"
         if torch_eager:
             engines["torch eager f32"] = lambda p, n: decode.hf_decode(model, p, n)
+            kv_of["torch eager f32"] = "f32"  # (transformers' DynamicCache: the model's dtype)
         for tag, gpath in ggufs.items():
             engines[f"llama.cpp {tag}"] = llama_cpp_step_loop(gpath, threads, max_len)
+            kv_of[f"llama.cpp {tag}"] = engines[f"llama.cpp {tag}"].kv_cache
         model.config._experts_implementation = default_impl
         log(f"decode context {C}: {len(engines)} engines ready ({time.time() - t0:.0f} s)")
         res: Dict[str, list] = {k: [] for k in engines}
@@ -185,14 +209,14 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         for name, v in res.items():
             dec = float(np.median([d for _, d in v]))
             row["engines"][name] = {"prefill_ms": float(np.median([p for p, _ in v])), "decode_ms_per_token": dec,
-                                    "tokens_per_s": 1000.0 / dec,
+                                    "tokens_per_s": 1000.0 / dec, "kv_cache": kv_of.get(name),
                                     "tokens_equal_reference": None if ref is None else toks[name] == ref}
         rows.append(row)
         log(f"decode context {C}: " + ", ".join(f"{k} {e['tokens_per_s']:.1f} tok/s" for k, e in row["engines"].items()))
         engines.clear()
         gc.collect()
         model.config._experts_implementation = "batched_mm"
-    return {"threads": threads, "steps": steps, "repeats": repeats, "formats": list(formats),
+    return {"threads": threads, "steps": steps, "repeats": repeats, "formats": list(formats), "kv_cache": kv_cache,
             "tokens_reference": "torch eager f32" if torch_eager else "onnxruntime f32",
             "ggufs": dict(ggufs), "rows": rows, "moec_compiles": compiles,
             "how": "per engine: a random prompt of `context` tokens (prefill, one call), then `steps` greedy tokens "
@@ -202,26 +226,29 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
 STAMP = "moec_decode_step.json"
 
 
-def _step_inputs_key(ckpt: str, fmt: str, max_len: int, group_size: int) -> dict:
+def _step_inputs_key(ckpt: str, fmt: str, max_len: int, group_size: int, kv_cache: str = "f32") -> dict:
     """What a compiled step is made from: the checkpoint's files (name, size, mtime), the options and moec's own
     sources (jit_api's compiler hash): an artifact with another key is rebuilt."""
     from moec.jit_api import _compiler_hash
     files = sorted((f, os.stat(os.path.join(ckpt, f)).st_size, os.stat(os.path.join(ckpt, f)).st_mtime_ns)
                    for f in os.listdir(ckpt) if os.path.isfile(os.path.join(ckpt, f)))
     return {"checkpoint": os.path.abspath(ckpt), "files": [list(x) for x in files], "weights": fmt,
-            "max_len": max_len, "group_size": group_size, "verify": False, "compiler": _compiler_hash()}
+            "max_len": max_len, "group_size": group_size, "verify": False, "compiler": _compiler_hash(),
+            **({} if kv_cache == "f32" else {"kv_cache": kv_cache})}
 
 
-def compile_step_in_child(ckpt: str, art_dir: str, fmt: str, max_len: int, group_size: int = 64) -> dict:
-    """``decode.compile_step`` of the checkpoint ``ckpt`` (moec weights ``fmt``, cache capacity ``max_len``,
-    unverified, exported with batched_mm) in a child process, the artifact written to ``art_dir``; reused
+def compile_step_in_child(ckpt: str, art_dir: str, fmt: str, max_len: int, group_size: int = 64,
+                          kv_cache: str = "f32") -> dict:
+    """``decode.compile_step`` of the checkpoint ``ckpt`` (moec weights ``fmt``, cache capacity ``max_len`` of
+    element type ``kv_cache``, unverified, exported with batched_mm) in a child process, the artifact written to
+    ``art_dir``; reused
     without a child when ``art_dir`` holds one made from the same inputs and options (its stamp,
     moec_decode_step.json).  Returns the stamp: the inputs' key, the child's pid, its peak RSS (MB) and the
     compile's seconds, and ``reused``."""
     import json
     import subprocess
     import sys
-    key = _step_inputs_key(ckpt, fmt, max_len, group_size)
+    key = _step_inputs_key(ckpt, fmt, max_len, group_size, kv_cache)
     stamp = os.path.join(art_dir, STAMP)
     if os.path.exists(stamp):
         with open(stamp) as fh:
@@ -229,7 +256,7 @@ def compile_step_in_child(ckpt: str, art_dir: str, fmt: str, max_len: int, group
         if old.get("key") == key:
             return dict(old, reused=True)
     cmd = [sys.executable, "-c", "import sys; from moec.decode_bench import _compile_step_child as c; "
-           "sys.exit(c(sys.argv[1:]))", ckpt, art_dir, fmt, str(max_len), str(group_size)]
+           "sys.exit(c(sys.argv[1:]))", ckpt, art_dir, fmt, str(max_len), str(group_size), kv_cache]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode or not os.path.exists(stamp):
         raise RuntimeError(f"the decode step's compile (--weights {fmt}, max_len {max_len}) failed in its process "
@@ -247,12 +274,14 @@ def _compile_step_child(argv) -> int:
     from transformers import AutoModelForCausalLM
     from moec import decode
     ckpt, art_dir, fmt, max_len, group_size = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
+    kv_cache = argv[5] if len(argv) > 5 else "f32"
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
         model.config._experts_implementation = "batched_mm"  # (exportable; the same math as transformers' loop)
-        cm = decode.compile_step(model, max_len, weights=fmt, verify=False, group_size=group_size, cache=False)
+        cm = decode.compile_step(model, max_len, weights=fmt, verify=False, group_size=group_size, cache=False,
+                                 kv_cache=kv_cache)
     built = cm.stats.outdir
     del cm
     if os.path.exists(art_dir):
@@ -260,7 +289,7 @@ def _compile_step_child(argv) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(art_dir)), exist_ok=True)
     shutil.move(built, art_dir)
     shutil.rmtree(os.path.dirname(built), ignore_errors=True)  # (the jit root's build folder, now empty)
-    info = {"key": _step_inputs_key(ckpt, fmt, max_len, group_size), "pid": os.getpid(), "seconds": time.time() - t0,
+    info = {"key": _step_inputs_key(ckpt, fmt, max_len, group_size, kv_cache), "kv_cache": kv_cache, "pid": os.getpid(), "seconds": time.time() - t0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     with open(os.path.join(art_dir, STAMP), "w") as fh:
         json.dump(info, fh, indent=1)
@@ -288,7 +317,9 @@ class _nullctx:
 
 def _gen(step, geo, max_len, prompt, steps, chunk: Optional[int] = None):
     from moec import decode
-    g = decode.Generator(step, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len)
+    art = getattr(step, "artifact", None)  # (a compiled step keeps its own cache type; the others f32)
+    kv = decode.artifact_kv_cache(art.manifest) if art is not None else "f32"
+    g = decode.Generator(step, geo["layers"], geo["kv_heads"], geo["head_dim"], max_len, 1, kv)
     if not chunk:
         r = g.generate(prompt, steps)
         return r.tokens, r.prefill_ms, r.decode_ms

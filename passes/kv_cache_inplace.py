@@ -16,7 +16,10 @@ sequence axis (2) of [B, Hkv, P, D] tensors (B, Hkv, D static):
     the same math; ir/ops/kv.py);
   * the shapes read off the past ([B, Hkv, pos, D]) or the present ([B, Hkv, pos + T, D]) by
     ``moec.shape`` are rebuilt from ``pos`` and the new rows' length;
-  * the present outputs are dropped (the caller's buffers hold them).
+  * the present outputs are dropped (the caller's buffers hold them);
+  * with ``cache_dtype="f16"`` the buffers of f32 pasts are f16 (a half-precision cache: ``moec.kv_append``
+    rounds the new rows to f16, ``moec.kv_attention`` reads them widened; ir/ops/kv.py) -- the buffers'
+    only readers are those two ops and shape reads, so nothing else sees the narrower type.
 
 A pair whose present has any other reader (an attention that was not recognised, an op reading the
 whole present), or a past with readers other than its Concat and moec.shape, is left alone and listed in
@@ -52,6 +55,7 @@ class KvCacheInplace(Pass):
     pairs: Union[str, Sequence, None] = None   # [(present output name, past input name)]
     capacity: int = 0                          # M: rows each buffer holds
     pos_name: str = "pos"
+    cache_dtype: str = ""                      # "" (the past's type) or "f16" (a half-precision cache)
     refused: List[str] = field(default_factory=list)
 
     def run(self, m: Module) -> bool:
@@ -122,9 +126,12 @@ class KvCacheInplace(Pass):
 
         rebuilt = []  # (the Concat, the ops in its place, shape ops to replace (old op, new ops, new value))
         buffers = {}
+        if self.cache_dtype not in ("", "f16"):
+            raise ValueError(f"kv-cache-inplace: cache_dtype {self.cache_dtype!r} (\"\" or \"f16\")")
         for present, a, c in plan:
             t = a.type
-            buf = Value(TensorType(t.dtype, (t.shape[0], t.shape[1], M, t.shape[3])), a.name)
+            bt = DType.F16 if self.cache_dtype == "f16" and t.dtype == DType.F32 else t.dtype
+            buf = Value(TensorType(bt, (t.shape[0], t.shape[1], M, t.shape[3])), a.name)
             buffers[id(a)] = buf
             new = c.operands[1]
             app = OPS["moec.kv_append"].create([buf, new, pos], {"axis": 2}, c.loc)

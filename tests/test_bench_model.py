@@ -104,8 +104,10 @@ def test_gguf_from_the_same_checkpoint_computes_the_same_model(tmp_path):
     assert err["llama.cpp model-f32"] < 1e-3, err
     assert err["llama.cpp model-q8_0"] < 3e-2 and err["llama.cpp model-q4_0"] < 0.3, err
     toks, _, _ = hf_decode(model, ids[:, :8], 6)
-    got, _, dec = llama_cpp_step_loop(ggufs["f32"], 1, 16)(ids[:, :8], 6)
+    loop = llama_cpp_step_loop(ggufs["f32"], 1, 16)
+    got, _, dec = loop(ids[:, :8], 6)
     assert got.tolist() == toks.tolist() and len(dec) == 5
+    assert loop.kv_cache == "f16"  # (llama-cpp-python's Llama(...) default type_k / type_v, stated in the table)
 
 
 @pytest.mark.slow
@@ -133,6 +135,9 @@ def test_bench_model_script_tiny_mixtral(tmp_path):
     eng = dec["f32"]["rows"][0]["engines"]
     assert {"moec f32", "onnxruntime f32", "torch eager f32"} <= set(eng)
     assert eng["moec f32"]["tokens_equal_reference"] and eng["onnxruntime f32"]["tokens_equal_reference"]
+    # each engine's KV cache type is recorded and stated: moec's f16 by default, the f32 peers'
+    assert eng["moec f32"]["kv_cache"] == "f16" and eng["onnxruntime f32"]["kv_cache"] == "f32"
+    assert eng["torch eager f32"]["kv_cache"] == "f32" and dec["f32"]["kv_cache"] == "f16"
     assert "moec int4" in dec["int4"]["rows"][0]["engines"]
     for f in ("f32", "int4"):  # (each moec decode step compiled by a child process, not the bench's)
         comp = dec[f]["moec_compiles"]
@@ -140,6 +145,7 @@ def test_bench_model_script_tiny_mixtral(tmp_path):
     assert {(r["T"], r["weights"]) for r in rep["matmul"]["rows"]} == {(t, w) for t in (1, 3) for w in ("f32", "int4")}
     table = open(out / "table.md").read()
     assert "| f32 | onnxruntime (<= 0.8) |" in table and "| int4 | onnxruntime f32 |" in table
+    assert "| run | engine | KV cache |" in table and "| f32 | moec f32 | f16 |" in table
     assert "Where moec's prefill time goes" in table
     assert (out / "bench.png").exists() and not any(p.is_dir() for p in out.iterdir())  # (artifacts stay in work)
     # the same computation: moec's artifact and the torch peer agree on the last-position logits

@@ -301,3 +301,42 @@ def test_f16_onnx_step_on_onnxruntime_and_moec(tmp_path, mixtral, moec_module_ca
         for a, b in zip(r.logits, want.logits):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
         assert r.tokens.tolist() == want.tokens.tolist(), engine
+
+
+def test_past_key_values_export_with_an_f16_cache_in_place(tmp_path, mixtral):
+    """A transformers past_key_values export built in place with ``kv_cache="f16"`` (kv-cache-inplace's
+    cache_dtype): the buffers are f16 arguments (half the bytes), the artifact's kv_append writes only the new
+    rows into them (rows past the context keep their sentinel), at the same addresses every step; logits equal
+    the model's f32 forward within u max|logit|, tokens equal transformers' generate; the copying (not
+    in-place) loop refuses an f16 cache, the API's default picks the in-place build for it."""
+    pytest.importorskip("onnxruntime")
+    path = decode.export_hf_kv(mixtral, str(tmp_path / "m.onnx"), dynamo=False)
+    b = decode.kv_binding(path)
+    art, mod = decode.compile_past_kv_inplace(path, b, 16, kv_cache="f16")
+    past = b["pairs"][0][1]
+    t = mod.main.args[mod.main.arg_names.index(past)].type
+    assert t.dtype.np == np.float16 and t.shape[2] == 16
+    gen = decode.InplaceKVGenerator(art, b, 16, 1, threads=2, dtype=np.float16)
+    assert all(buf.dtype == np.float16 and buf.nbytes == buf.size * 2 for buf in gen.buffers.values())
+    for buf in gen.buffers.values():
+        buf[...] = 7.0  # (rows past the context: never written)
+    addr = {p: buf.ctypes.data for p, buf in gen.buffers.items()}
+    seq, feed = list(PROMPT), np.array([PROMPT])
+    for step in range(STEPS):
+        p0, n = gen.pos, feed.shape[1]
+        logits = gen(feed)
+        want = _eager_logits(mixtral, seq)[0]
+        np.testing.assert_allclose(logits[0], want[p0:p0 + n], atol=U * float(np.abs(want).max()), rtol=0)
+        for p, buf in gen.buffers.items():
+            assert buf.ctypes.data == addr[p] and (buf[:, :, p0 + n:] == 7.0).all()
+            assert not (buf[:, :, :p0 + n] == 7.0).all()
+        seq.append(int(logits[0, -1].argmax()))
+        feed = np.array([[seq[-1]]])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = mixtral.generate(torch.tensor([PROMPT]), max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
+    assert seq[len(PROMPT):] == hf[0, len(PROMPT):].tolist()
+    with pytest.raises(decode.UserInputError, match="keeps its f32 cache"):
+        decode.generate(path, PROMPT, 2, kv_inplace=False, kv_cache="f16")
+    r = decode.generate(path, PROMPT, 3, kv_cache="f16", max_len=12)  # (the API: in place, f16)
+    assert r.tokens[0].tolist() == hf[0, len(PROMPT):len(PROMPT) + 3].tolist()
