@@ -1,7 +1,8 @@
 """A/B of whole-model decode between two moec versions' compiled KV steps (decode_bench.compile_step_in_child of
 each version, e.g. --weights f32 and w4a8 at capacity 1056), loaded in one process and driven by the same greedy
 loop (a prompt of C tokens, then 32 tokens), interleaved repeats in alternating order; per engine the median ms
-per decoded token (wall and process CPU), the prefill ms, the bytes per token (bench_model.moec_decode_bytes of
+per decoded token (wall and process CPU), the median over rounds of its ratio to the first engine in the same
+round (paired: robust to a host whose load changes between rounds), the prefill ms, the bytes per token (bench_model.moec_decode_bytes of
 each artifact) as GB/s, and the copy probe.  The layout of each step's K cache: ``t`` [B, Hkv, D, M] (moec before
 the row layout), ``rows`` [B, Hkv, M, D], or ``rows16``: rows of a half-precision cache (f16 K and V:
 decode.compile_step(kv_cache="f16")).
@@ -75,4 +76,6 @@ for C in (128, 1024):
         tot = b["total"]
         print(f"th={threads} C={C} {n}: {md:.3f} ms/token ({1000/md:.1f} tok/s) runs {[round(x,3) for x in ms[n]]} "
               f"ratio vs {arts[0][0]} {md/base:.3f}; cpu {mc:.3f} ms/token ratio {mc/cbase:.3f}; prefill {mp:.1f} ms ratio {mp/pbase:.3f}; {tot/1e6:.1f} MB/token -> {tot/md/1e6:.1f} GB/s; "
-              f"kv cache {b['kv cache']/1e6:.1f} MB; copy probe {max(cp):.1f} GB/s; tokens same as first: {toks[n] == toks[arts[0][0]]}", flush=True)
+              f"kv cache {b['kv cache']/1e6:.1f} MB; copy probe {max(cp):.1f} GB/s; tokens same as first: {toks[n] == toks[arts[0][0]]}; "
+              f"paired ratio (median over rounds of this / first in the same round) "
+              f"{float(np.median(np.array(ms[n]) / np.array(ms[arts[0][0]]))):.3f}", flush=True)
