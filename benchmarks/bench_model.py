@@ -407,6 +407,9 @@ def main(argv=None) -> int:
     ap.add_argument("--kv-cache", default="f16", choices=("f16", "f32"),
                     help="moec's KV cache type in the decode part (default f16, as moec generate and llama.cpp; "
                          "the table states each engine's)")
+    ap.add_argument("--decode-peers", default="onnxruntime,torch",
+                    help="peers of the decode part besides llama.cpp: onnxruntime and/or torch (eager, f32 run only); "
+                         "'' for none (onnxruntime's session of the batched_mm export holds several GB)")
     ap.add_argument("--ort-max-tokens", type=int, default=64,
                     help="largest prefill N onnxruntime runs (its batched_mm MoE copies expert weights per token)")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
@@ -506,6 +509,9 @@ def main(argv=None) -> int:
             runs = {f: r for f, r in (json.load(open(old_json)).get("decode") or {}).get("runs", {}).items()
                     if f not in dec_formats}
         tcfg = text_config(json.load(open(os.path.join(ckpt, "config.json"))))
+        peers = [x for x in a.decode_peers.split(",") if x]
+        if any(x not in ("onnxruntime", "torch") for x in peers):
+            ap.error(f"--decode-peers {a.decode_peers}: onnxruntime and/or torch")
 
         def bw():  # (the copy and read probes on the benchmark's threads, before and after each format's run)
             return copy_probe(threads=a.threads), read_probe(threads=a.threads)
@@ -515,7 +521,8 @@ def main(argv=None) -> int:
             runs[f] = whole_model_decode(ckpt, contexts, [f], {GGUF_OF[f]: gguf_of[f]} if f in gguf_of else {},
                                          a.threads, a.steps, a.decode_repeats, a.group_size,
                                          work=os.path.join(work, "decode"), log=lambda m: print(m, flush=True),
-                                         torch_eager=f == "f32", kv_cache=a.kv_cache)
+                                         torch_eager=f == "f32" and "torch" in peers, kv_cache=a.kv_cache,
+                                         onnxruntime="onnxruntime" in peers)
             bw1 = bw()
             runs[f]["llama_cpp_key"] = f"llama.cpp {GGUF_OF[f]}" if f in gguf_of else None
             runs[f]["probes"] = {"copy_gbps": [bw0[0], bw1[0]], "read_gbps": [bw0[1], bw1[1]], "threads": a.threads,
@@ -896,11 +903,14 @@ def summary_table(rep: dict) -> str:
                 kv = r["rows"][0]["engines"][e].get("kv_cache") or "? (not recorded)"
                 out.append(f"| {f} | {e} | {kv} | "
                            + " | ".join(f"{row['engines'][e]['tokens_per_s']:.1f}" for row in r["rows"])
-                           + " | " + ", ".join("yes" if x else "no" for x in same) + f" ({r['tokens_reference']}) |")
+                           + " | " + ", ".join("-" if x is None else "yes" if x else "no" for x in same)
+                           + f" ({r['tokens_reference'] or 'no reference engine in this run'}) |")
         out += ["", "| moec format | tokens/s ratio vs (goal >= 1.0) | " + " | ".join(f"context {c}" for c in ctxs)
                 + " |", "|---|---|" + "---|" * len(ctxs)]
         for f, r in runs.items():
             for peer in ([r["llama_cpp_key"]] if r.get("llama_cpp_key") else []) + ["onnxruntime f32"]:
+                if peer not in r["rows"][0]["engines"]:
+                    continue  # (a peer left out of the run: --decode-peers)
                 out.append(f"| {f} | {peer} | " + _ratio_cells(
                     [row["engines"][f"moec {f}"]["tokens_per_s"] / row["engines"][peer]["tokens_per_s"]
                      for row in r["rows"]]) + " |")

@@ -139,7 +139,8 @@ def llama_cpp_kv_cache(llm) -> str:
 
 def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str], ggufs: Dict[str, str],
                        threads: int = 2, steps: int = 32, repeats: int = 3, group_size: int = 64,
-                       work: Optional[str] = None, log=print, torch_eager: bool = True, kv_cache: str = "f16") -> dict:
+                       work: Optional[str] = None, log=print, torch_eager: bool = True, kv_cache: str = "f16",
+                       onnxruntime: bool = True) -> dict:
     """Decode tokens/s with a KV cache on a transformers CausalLM checkpoint (issue 17's whole-model table):
     moec in each of ``formats`` (``compile_step``, the cache read in place), onnxruntime f32 (the same step
     exported), torch eager f32 (transformers' own loop and DynamicCache) and llama.cpp on each GGUF of
@@ -149,7 +150,8 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
     decoded token.  Each moec step is compiled in a child process (``compile_step_in_child``: the artifact in
     ``work``, reused when made from the same checkpoint and options), so this process, which holds the torch
     model, onnxruntime's session and llama.cpp, never holds a compile's memory.  One context's engines are loaded at a time and freed after it; the onnxruntime step's
-    export is kept in ``work`` and reused (step_<C>.onnx).  ``torch_eager=False`` leaves torch out.  ``kv_cache``:
+    export is kept in ``work`` and reused (step_<C>.onnx).  ``torch_eager=False`` leaves torch out,
+    ``onnxruntime=False`` onnxruntime (its session of the batched_mm export holds several GB).  ``kv_cache``:
     moec's cache type (onnxruntime and torch keep the model's f32, llama.cpp its context's type_k / type_v: f16
     by default); each row's ``kv_cache`` says each engine's."""
     import gc
@@ -180,14 +182,15 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
             fn = _artifact_step(art_dir, threads)
             kv_of[f"moec {f}"] = decode.artifact_kv_cache(fn.artifact.manifest)
             engines[f"moec {f}"] = (lambda fn=fn: lambda p, n: _gen(fn, geo, max_len, p, n))()
-        path = os.path.join(work, f"step_{C}_{steps}.onnx")
-        if not os.path.exists(path):
-            decode.export_onnx(model, path, max_len)
-        ofn = decode.ort_step(path, threads)
-        # (the export's MoE is batched_mm, which copies the chosen experts' weights per token: its prompt goes in
-        # chunks of 32 tokens, or a 1024-token prompt would need tens of GB)
-        engines["onnxruntime f32"] = lambda p, n: _gen(ofn, geo, max_len, p, n, chunk=32)
-        kv_of["onnxruntime f32"] = "f32"
+        if onnxruntime:
+            path = os.path.join(work, f"step_{C}_{steps}.onnx")
+            if not os.path.exists(path):
+                decode.export_onnx(model, path, max_len)
+            ofn = decode.ort_step(path, threads)
+            # (the export's MoE is batched_mm, which copies the chosen experts' weights per token: its prompt goes
+            # in chunks of 32 tokens, or a 1024-token prompt would need tens of GB)
+            engines["onnxruntime f32"] = lambda p, n: _gen(ofn, geo, max_len, p, n, chunk=32)
+            kv_of["onnxruntime f32"] = "f32"
         if torch_eager:
             engines["torch eager f32"] = lambda p, n: decode.hf_decode(model, p, n)
             kv_of["torch eager f32"] = "f32"  # (transformers' DynamicCache: the model's dtype)
@@ -217,7 +220,7 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         gc.collect()
         model.config._experts_implementation = "batched_mm"
     return {"threads": threads, "steps": steps, "repeats": repeats, "formats": list(formats), "kv_cache": kv_cache,
-            "tokens_reference": "torch eager f32" if torch_eager else "onnxruntime f32",
+            "tokens_reference": "torch eager f32" if torch_eager else "onnxruntime f32" if onnxruntime else None,
             "ggufs": dict(ggufs), "rows": rows, "moec_compiles": compiles,
             "how": "per engine: a random prompt of `context` tokens (prefill, one call), then `steps` greedy tokens "
                    "one call each; median over interleaved repeats of the median ms per decoded token"}
