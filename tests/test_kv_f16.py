@@ -96,6 +96,22 @@ def test_step_kernel_f16_other_builds(tmp_path, arch):
     _check_cases(tmp_path, arch=arch, threads=2)
 
 
+@pytest.mark.slow
+def test_step_kernel_f16_is_sanitizer_clean(tmp_path):
+    """The f16-cache kernel under ASan + UBSan (the harness's heap buffers: a load of 16 halves past the end of
+    the cache would be reported; odd head sizes, splits, windows): no report, the op's values."""
+    from moec.driver import build_module
+    from moec.targets.cpu_harness import build_harness, run_harness
+    for i, (B, Hq, Hkv, D, Dv, M, window, runs) in enumerate(F16_CASES):
+        out = str(tmp_path / f"k{i}")
+        build_module(_step_module(B, Hq, Hkv, D, Dv, M, 0.3, window), out, threads=2)
+        exe = build_harness(out, sanitize=True)
+        for j, (S, pos) in enumerate(runs[-2:]):
+            xs = _inputs(B, Hq, Hkv, S, D, Dv, M, seed=10 * i + j)
+            got = run_harness(exe, out, [*xs, np.array([pos], np.int64)], 1)[0]
+            np.testing.assert_allclose(got, _ref(*xs, pos, 0.3, window), rtol=2e-5, atol=2e-5, err_msg=str((i, S, pos)))
+
+
 def _append_attention_module(M, D, cache="f16"):
     return parse_module(f"""module {{
   func.func @main(%q: tensor<1x4x?x{D}xf32, "T">, %k: tensor<1x2x?x{D}xf32, "T">, %v: tensor<1x2x?x{D}xf32, "T">, %kb: tensor<1x2x{M}x{D}x{cache}>, %vb: tensor<1x2x{M}x{D}x{cache}>, %pos: tensor<1xi64>) -> (tensor<1x4x?x{D}xf32, "T">) attributes {{moec.inputs = ["q", "k", "v", "kb", "vb", "pos"], moec.outputs = ["y"]}} {{
