@@ -232,6 +232,7 @@ class GenerateResult:
     prefill_ms: float
     decode_ms: List[float]
     logits: List[np.ndarray] = field(default_factory=list)
+    kv_cache: Optional[str] = None  # the cache's element type ("f32" / "f16")
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -302,7 +303,11 @@ class Generator:
             if keep_logits:
                 kept.append(logits)
             toks.append(logits[:, -1].argmax(-1))
-        return GenerateResult(np.stack(toks, 1), prefill_ms, decode_ms, kept)
+        return GenerateResult(np.stack(toks, 1), prefill_ms, decode_ms, kept, _kv_name(self.cache_dtype()))
+
+    def cache_dtype(self) -> np.dtype:
+        """The element type of the cache this object keeps."""
+        return self.k.dtype
 
 
 # ---- step functions: moec, onnxruntime, torch -----------------------------------------------------
@@ -743,6 +748,9 @@ class PastKVGenerator(Generator):
         self.out_index = {n: i for i, n in enumerate(binding["outputs"])}
         self.reset()
 
+    def cache_dtype(self) -> np.dtype:
+        return np.dtype(self._dtype)
+
     def reset(self) -> None:
         b = self.b
         self.pos = 0
@@ -835,6 +843,9 @@ class InplaceKVGenerator(Generator):
         self.out_index = {n: i for i, n in enumerate(artifact.output_names)}
         self._pos = np.zeros(1, np.int64)
         self.reset()
+
+    def cache_dtype(self) -> np.dtype:
+        return next(iter(self.buffers.values())).dtype
 
     def reset(self) -> None:
         self.pos = 0  # (rows >= pos are never read: the attention masks them)
@@ -959,6 +970,7 @@ def cmd_generate(a) -> int:
                  verify=not a.no_verify, threads=a.threads, kv_cache=a.kv_cache)
     print("tokens: " + ",".join(str(int(t)) for t in r.tokens[0]))
     print(f"prefill: {len(ids)} tokens in {r.prefill_ms:.2f} ms")
+    print(f"kv cache: {r.kv_cache}")
     if r.decode_ms:
         print(f"decode: {len(r.decode_ms)} steps, {r.decode_tokens_per_s:.1f} tokens/s "
               f"(median {float(np.median(r.decode_ms)):.3f} ms per token)")

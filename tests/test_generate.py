@@ -119,7 +119,7 @@ def test_moec_compiled_step_matches_eager(moec_module_cache):
         warnings.simplefilter("ignore")
         r = moec.generate(model, PROMPT, STEPS, keep_logits=True, kv_cache="f32")
         cm = decode.compile_step(model, len(PROMPT) + STEPS, kv_cache="f32")  # (a cache hit: the same build)
-    assert cm.stats.report["kv_cache"] == "f32"
+    assert cm.stats.report["kv_cache"] == "f32" and r.kv_cache == "f32"
     assert cm.stats.cache_hit and len(cm.stats.report["moe_layers"]) == 2
     ins = {i["name"]: i["type"] for i in cm.artifact.manifest["inputs"]}
     assert ins["input_ids"] == 'tensor<1x?xi64, "T">'  # one build for prefill and decode

@@ -265,7 +265,8 @@ def test_moec_f16_step_default_matches_f16_eager_and_model(mixtral, moec_module_
         r = moec.generate(mixtral, PROMPT, STEPS, keep_logits=True)
         cm = decode.compile_step(mixtral, len(PROMPT) + STEPS)  # (a cache hit: generate's build)
         rt = decode.generate(mixtral, PROMPT, STEPS, engine="torch", kv_cache="f16", keep_logits=True)
-    assert cm.stats.cache_hit and cm.stats.report["kv_cache"] == "f16"
+    assert cm.stats.cache_hit and cm.stats.report["kv_cache"] == "f16" and r.kv_cache == "f16"
+    assert rt.kv_cache == "f16"
     assert decode.artifact_kv_cache(cm.artifact.manifest) == "f16"
     ins = {i["name"]: i["type"] for i in cm.artifact.manifest["inputs"]}
     assert ins["k_0"] == "tensor<1x2x11x8xf16>" and ins["v_1"] == "tensor<1x2x11x8xf16>"
@@ -356,3 +357,20 @@ def test_past_key_values_export_with_an_f16_cache_in_place(tmp_path, mixtral):
         decode.generate(path, PROMPT, 2, kv_inplace=False, kv_cache="f16")
     r = decode.generate(path, PROMPT, 3, kv_cache="f16", max_len=12)  # (the API: in place, f16)
     assert r.tokens[0].tolist() == hf[0, len(PROMPT):len(PROMPT) + 3].tolist()
+
+
+def test_cli_generate_checkpoint_keeps_an_f16_cache(tmp_path, capsys, mixtral, moec_module_cache):
+    """`moec generate CHECKPOINT`: the moec step with its default f16 cache (printed), the tokens of
+    transformers' generate; `--kv-cache f32` the exact path, printed as such."""
+    from moec.cli import main as cli_main
+    ckpt = tmp_path / "ckpt"
+    mixtral.save_pretrained(ckpt)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = mixtral.generate(torch.tensor([PROMPT]), max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    for flag, kv in (([], "f16"), (["--kv-cache", "f32"], "f32")):
+        rc = cli_main(["generate", str(ckpt), "--prompt-ids", ",".join(map(str, PROMPT)), "--steps", "4", *flag])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        assert [int(t) for t in out.splitlines()[0].split(":")[1].split(",")] == hf[0, len(PROMPT):].tolist()
+        assert f"kv cache: {kv}" in out
