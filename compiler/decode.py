@@ -188,6 +188,23 @@ def check_kv_cache(kv_cache: str) -> str:
     return kv_cache
 
 
+def check_cache_size(layers: int, kv_heads: int, head_dim: int, max_len: int, batch: int, kv_cache: str) -> int:
+    """The bytes of a cache (K and V, every layer) of capacity ``max_len`` (Python integers: no overflow);
+    UserInputError (one line) when max_len < 1 or the cache is larger than this machine's memory."""
+    if int(max_len) < 1:
+        raise UserInputError(f"max_len={max_len}: the cache holds at least one position")
+    size = 2 * int(layers) * int(batch) * int(kv_heads) * int(max_len) * int(head_dim) \
+        * np.dtype(KV_CACHE_TYPES[check_kv_cache(kv_cache)]).itemsize
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # (no sysconf: numpy's own allocation check decides)
+        mem = None
+    if mem and size > mem:
+        raise UserInputError(f"a {kv_cache} KV cache of {max_len} positions needs {size / 2**30:.1f} GiB, more than "
+                             f"this machine's {mem / 2**30:.1f} GiB (a smaller max_len)")
+    return size
+
+
 def default_kv_cache(engine: str = "moec", target: str = "cpu") -> str:
     """The cache type a step gets when none is asked for: "f16" on moec's C target (as llama.cpp / vLLM:
     half the bytes a decode step reads per position), "f32" elsewhere (torch / onnxruntime: the model's type,
@@ -257,6 +274,7 @@ class Generator:
         dtype = KV_CACHE_TYPES[check_kv_cache(dtype)] if isinstance(dtype, str) else np.dtype(dtype).type
         if dtype not in KV_CACHE_TYPES.values():
             raise UserInputError(f"a cache of {np.dtype(dtype).name}: choose float32 or float16")
+        check_cache_size(layers, kv_heads, head_dim, self.max_len, batch, _kv_name(np.dtype(dtype)))
         self.k = np.zeros((layers, batch, kv_heads, self.max_len, head_dim), dtype)
         self.v = np.zeros((layers, batch, kv_heads, self.max_len, head_dim), dtype)
         self.pos = 0
@@ -562,6 +580,7 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
         max_len = need if max_len is None else int(max_len)
         batch = prompt.shape[0]
         kv = kv_cache or default_kv_cache(engine, target)
+        check_cache_size(geo["layers"], geo["kv_heads"], geo["head_dim"], max_len, batch, kv)  # (before a compile)
         if engine == "moec":
             step = moec_step(compile_step(model, max_len, target=target, weights=weights, verify=verify, cache=cache,
                                           kv_cache=kv), threads)

@@ -296,6 +296,13 @@ def test_kv_cache_choice_is_validated(tmp_path, capsys, mixtral):
         with pytest.raises(decode.UserInputError, match="kv_cache="):
             decode.generate(mixtral, PROMPT, 2, engine="torch", kv_cache=bad)
     assert decode.default_kv_cache("torch") == "f32" and decode.default_kv_cache("moec", "triton") == "f32"
+    # (an untrusted capacity: sizes in Python integers, a cache larger than the machine refused before any compile)
+    for max_len, msg in ((10 ** 15, "GiB, more than this machine"), (0, "at least one position")):
+        with pytest.raises(decode.UserInputError, match=msg):
+            decode.generate(mixtral, PROMPT, 2, max_len=max_len)
+    assert decode.check_cache_size(2, 8, 128, 1056, 1, "f16") == 2 * 2 * 8 * 128 * 1056 * 2
+    with pytest.raises(decode.UserInputError, match="GiB"):
+        decode.Generator(lambda *xs: None, 2, 8, 128, 2 ** 40, 1, "f16")
     path = decode.export_onnx(mixtral, str(tmp_path / "step.onnx"), 12, dynamo=False)
     assert decode.onnx_geometry(path)["kv_cache"] == "f32"
     rc = cli_main(["generate", path, "--prompt-ids", "1,2", "--steps", "2", "--kv-cache", "f8"])
