@@ -1751,10 +1751,14 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
   tile_i8_pf(A, lda, m, Bp, K, xs, ws, C, ldc, nb, NULL, 0);
 }
 /* The panel the next item reads, fetched into L2 while this item's row blocks run: row block s of ns takes slice s of
- * the pb bytes at nx (NULL: none), at most one line per k step of its P.  A panel read cold by the first row block
- * alone arrives at the core's memory bandwidth (~10 GB/s here), while its 8 rows consume 16 bytes a cycle: the
- * first block of each item stalled (w8a8 prefill at 64 rows an expert: ~25% of the tile's time on this host). */
+ * the pb bytes at nx (NULL: none), at most one line per k step of its P (the call sites ask only for blocks of 5+
+ * rows, the 8-row kernel's: I8_PF_BLOCKS; decode's one or two rows stream their panel anyway).  A panel read cold by
+ * the first row block alone arrives at the core's memory bandwidth (~10 GB/s here), while its 8 rows consume 16
+ * bytes a cycle: the first block of each item stalled (w8a8 prefill at 64 rows an expert: ~25% of the tile's time
+ * on this host).  The next item is the one this thread takes next (item + the threads: the pool hands items out in
+ * order). */
 #define MOEC_I8_NEXT_SLICE 1
+#define I8_PF_BLOCKS(n, mr) ((n) / (mr) + ((n) % (mr) > 4)) /* the blocks of n rows (mr each) that take a slice */
 static inline const char *i8_next_slice(const int8_t *nx, size_t pb, int64_t s, int64_t ns, int64_t P, int64_t *pfs) {
   if (!nx || ns <= 0 || s >= ns || P <= 0) return NULL;
   size_t o0 = pb * (size_t)s / (size_t)ns, o1 = pb * (size_t)(s + 1) / (size_t)ns;
@@ -2568,7 +2572,7 @@ static void phase1(void *arg, int64_t item, int tid) {
     for (int64_t r = 0; r < n; r += amr) {
       int m = n - r < amr ? (int)(n - r) : amr;
       int64_t pfs = 0;
-      const char *pf = i8_next_slice(nx, pb, r / amr, (n + amr - 1) / amr, Kp / 4, &pfs);
+      const char *pf = m > 4 ? i8_next_slice(nx, pb, r / amr, I8_PF_BLOCKS(n, amr), Kp / 4, &pfs) : NULL;
       AMX_I8_OR(tile_i8_pf, j->XQ + (r0 + r) * Kp, Kp, m, Bp, j->D, j->XQS + r0 + r, j->vin.s + e * j->I + c0,
                 j->H + (r0 + r) * j->I + c0, j->I, nb, pf, pfs);
     }
@@ -2755,7 +2759,7 @@ static void phase3(void *arg, int64_t item, int tid) {
       const size_t pb = i8_panel_bytes(j->F);
       const int8_t *nx = j->pq_out && item + j->ahead < j->E * j->nb3 ? j->pq_out + (size_t)(item + j->ahead) * pb : NULL;
       int64_t pfs = 0;
-      const char *pf = i8_next_slice(nx, pb, r / step, (n + step - 1) / step, KP4(j->F) / 4, &pfs);
+      const char *pf = m > 4 ? i8_next_slice(nx, pb, r / step, I8_PF_BLOCKS(n, step), KP4(j->F) / 4, &pfs) : NULL;
       AMX_I8_OR(tile_i8_pf, j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0,
                 out, NR, nb, pf, pfs);
     }
@@ -3086,8 +3090,8 @@ static void lq_task(void *arg, int64_t item, int tid) {
           const int64_t nxi = item + j->ahead, pb = (int64_t)i8_panel_bytes(K);
           const int64_t nxb = b + 1 < b1 ? b + 1 : nxi < j->nrb * j->ncb ? nxi / j->nrb * j->cpi : -1;
           int64_t pfs = 0;
-          const char *pf = i8_next_slice(j->panels && nxb >= 0 ? (const int8_t *)j->panels + nxb * pb : NULL, (size_t)pb,
-                                         (r - r0) / amr, (r1 - r0 + amr - 1) / amr, KP4(K) / 4, &pfs);
+          const char *pf = m <= 4 ? NULL : i8_next_slice(j->panels && nxb >= 0 ? (const int8_t *)j->panels + nxb * pb : NULL,
+                                                         (size_t)pb, (r - r0) / amr, I8_PF_BLOCKS(r1 - r0, amr), KP4(K) / 4, &pfs);
           AMX_I8_OR(tile_i8_pf, j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb, pf,
                     pfs);
         } else if (j->kind == 2 && r1 - r0 <= wq_deq_rows(v))
