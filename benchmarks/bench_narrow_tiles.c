@@ -9,7 +9,9 @@
  *   /tmp/bench_narrow_tiles dec8 N rows         # int8 decode: gemv_w8 on rows vs tile_wq on k-major panels, GB/s
  *   /tmp/bench_narrow_tiles dec4 N rows         # int4 g32 decode: gemv_w4 on rows vs tile_wq on k-major panels
  *   /tmp/bench_narrow_tiles gemm M K N T G      # [M,K]x[K,N] on T threads (column panels split), GOP/s:
- *                                               # tile_i8 (w8a8), tile_w4a8 (group G), a pure vpdpbusd loop
+ *                                               # tile_i8 (w8a8), tile_w4a8 (group G), a pure vpdpbusd loop;
+ *                                               # tile_i8 fetches the next panel's slices as the call sites do
+ *                                               # (runtimes with MOEC_I8_NEXT_SLICE; I8_NOPF=1: without)
  *   (benchmarks/bench_i8_kernels.py runs the gemm mode beside torch._int_mm on the same shapes and threads.)
  *
  * Best of repeated passes (the host is shared: compare numbers of one run). */
