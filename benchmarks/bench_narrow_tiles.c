@@ -9,7 +9,9 @@
  *   /tmp/bench_narrow_tiles dec8 N rows         # int8 decode: gemv_w8 on rows vs tile_wq on k-major panels, GB/s
  *   /tmp/bench_narrow_tiles dec4 N rows         # int4 g32 decode: gemv_w4 on rows vs tile_wq on k-major panels
  *   /tmp/bench_narrow_tiles gemm M K N T G      # [M,K]x[K,N] on T threads (column panels split), GOP/s:
- *                                               # tile_i8 (w8a8), tile_w4a8 (group G), a pure vpdpbusd loop
+ *                                               # tile_i8 (w8a8), tile_w4a8 (group G), a pure vpdpbusd loop;
+ *                                               # tile_i8 fetches the next panel's slices as the call sites do
+ *                                               # (runtimes with MOEC_I8_NEXT_SLICE; I8_NOPF=1: without)
  *   (benchmarks/bench_i8_kernels.py runs the gemm mode beside torch._int_mm on the same shapes and threads.)
  *
  * Best of repeated passes (the host is shared: compare numbers of one run). */
@@ -122,6 +124,7 @@ typedef struct {
   float *C; long sink;
 } gjob;
 
+static int g_nopf; /* I8_NOPF=1: tile_i8 without the next-panel slices */
 static void *gemm_worker(void *arg) {
   gjob *j = (gjob *)arg;
   const int64_t M = j->M, K = j->K, N = j->N, ng = K / j->G;
@@ -153,9 +156,18 @@ static void *gemm_worker(void *arg) {
         tile_w4a8(j->v, j->XQ + r * j->ld, j->ld, j->XS + r * ng, j->XZ + r * ng, M - r < W4A8_MR ? (int)(M - r) : W4A8_MR,
                   &j->PP[b], j->C + r * N + b * NR, N, nb);
     else
-      for (int64_t r = 0; r < M; r += MR)
+      for (int64_t r = 0; r < M; r += MR) {
+#ifdef MOEC_I8_NEXT_SLICE /* (runtimes that have it: the next panel fetched while this one runs, as the call sites) */
+        int64_t pfs = 0;
+        const char *pf = g_nopf ? NULL : i8_next_slice(b + 1 < j->b1 ? j->P8 + (b + 1) * j->pb8 : NULL, j->pb8, r / MR,
+                                                       (M + MR - 1) / MR, KP4(K) / 4, &pfs);
+        tile_i8_pf(j->XU + r * KP4(K), KP4(K), M - r < MR ? (int)(M - r) : MR, j->P8 + b * j->pb8, K, j->XUS + r,
+                   j->s8 + b * NR, j->C + r * N + b * NR, N, nb, pf, pfs);
+#else
         tile_i8(j->XU + r * KP4(K), KP4(K), M - r < MR ? (int)(M - r) : MR, j->P8 + b * j->pb8, K, j->XUS + r,
                 j->s8 + b * NR, j->C + r * N + b * NR, N, nb);
+#endif
+      }
   }
   return NULL;
 }
@@ -211,6 +223,7 @@ static void gemm(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   const char *m = argc > 1 ? argv[1] : "w4a8";
+  g_nopf = getenv("I8_NOPF") != NULL;
   if (!strcmp(m, "w4a8")) w4a8(argc, argv);
   else if (!strcmp(m, "dec8")) dec(argc, argv, 0);
   else if (!strcmp(m, "dec4")) dec(argc, argv, 1);

@@ -81,22 +81,24 @@ def test_experts_decode_gemv(mode, G, zp, tmp_path):
         assert np.abs(y - want).max() <= _tol(want, D + F), (mode, G, zp, T, np.abs(y - want).max())
 
 
-@pytest.mark.parametrize("arch,K", [("native", 203), ("native", 256), ("avx2", 203)])
+@pytest.mark.parametrize("arch,K", [("native", 5), ("native", 203), ("native", 256), ("avx2", 203)])
 def test_w8a8_rows_exact(arch, K, tmp_path):
     """w8a8 (int8 weights, per-row int8 activations): tile_i8 unrolls 1, 2, 4 or 8 rows (one row with two k
-    chains); the int32 sums are exact, so every row of an M-row call is bit-equal to that row alone, at M = 1..9
-    (each unrolled width and its partial tiles), K = 203 (not a multiple of 4: the padded k step) and 256, N = 37
-    (a partial column block); and each is the float64 numpy of the quantised product within f32 rounding.
-    avx2: the vpmaddubsw path (the codes' sign moved onto |w|), rows in pairs of 4-row tiles."""
+    chains; 8 rows: the k loop in asm on VNNI builds, with the next panel's slice prefetched); the int32 sums are
+    exact, so every row of an M-row call is bit-equal to that row alone, at M = 1..17 (each unrolled width and its
+    partial tiles, two 8-row blocks and a tail), K = 5 (two k steps, the second padded), 203 (not a multiple of 4:
+    the padded k step; an odd count of steps) and 256, N = 37 (a partial column block); and each is the float64
+    numpy of the quantised product within f32 rounding.  avx2: the vpmaddubsw path (the codes' sign moved onto
+    |w|), rows in pairs of 4-row tiles."""
     if arch == "avx2":
         from moec.targets.description import host_cpu
         if "avx2" not in host_cpu().isa:
             pytest.skip("this host has no AVX2")
     m, ws = _quantised("w8a8", K, 37, 0, False)
     art = build_module(m, str(tmp_path / f"w8a8_{K}"), arch=arch, threads=2)
-    x = np.random.default_rng(K).standard_normal((9, K)).astype(np.float32)
-    one = [art([x[r:r + 1]]) for r in range(9)]
-    for M in range(1, 10):
+    x = np.random.default_rng(K).standard_normal((17, K)).astype(np.float32)
+    one = [art([x[r:r + 1]]) for r in range(17)]
+    for M in range(1, 18):
         y, z = art([x[:M]])
         want_y = _numpy_dense("w8a8", x[:M], ws["w"].T, 0, False)
         want_z = _numpy_dense("w8a8", x[:M], ws["wt"], 0, False) + ws["b"]
@@ -104,3 +106,65 @@ def test_w8a8_rows_exact(arch, K, tmp_path):
             assert np.abs(g - w).max() <= _tol(w, K), (K, M, np.abs(g - w).max())
         for r in range(M):
             assert np.array_equal(y[r], one[r][0][0]) and np.array_equal(z[r], one[r][1][0]), (K, M, r)
+
+
+@pytest.mark.parametrize("arch", ["native", "generic"])
+def test_w8a8_experts_rows_exact(arch, tmp_path):
+    """moe.experts w8a8 at prefill sizes: phase 1 (K = D = 150, not a multiple of 4) and phase 3 (K = F = 96) take
+    each expert's rows in 8-row blocks (VNNI: the asm k loop, each block prefetching its slice of the next item's
+    panel), the rest in smaller tiles; the sums are exact int32, so every token's output is bit-equal to that token
+    run alone (one row an expert: the one-row kernel) at T = 9..90 tokens (up to ~60 rows an expert), and within the
+    w8a8 tolerance of the reference interpreter."""
+    from helpers import experts_module
+    from moec.ir import run
+    from moec.passes.quantize import quantize_int8
+    rng = np.random.default_rng(11)
+    E, k, D, F = 3, 2, 150, 96
+    w_in = rng.standard_normal((E, 2 * F, D)).astype(np.float32) * 0.2
+    w_out = rng.standard_normal((E, D, F)).astype(np.float32) * 0.2
+    (qi, si), (qo, so) = quantize_int8(w_in), quantize_int8(w_out)
+    m = experts_module("int8", qi, qo, [si, so], "T", D, E, k, aq="int8")
+    art = build_module(m, str(tmp_path / arch), arch=arch, threads=2)
+    for T in (9, 17, 40, 90):
+        x = rng.standard_normal((T, D)).astype(np.float32)
+        logits = rng.standard_normal((T, E)).astype(np.float32)
+        got = art([x, logits])[0]
+        for t in range(T):
+            assert np.array_equal(got[t], art([x[t:t + 1], logits[t:t + 1]])[0][0]), (arch, T, t)
+        ref = run(m, [x, logits])["y"]
+        np.testing.assert_allclose(got, ref, rtol=1.6e-2, atol=1.6e-2 * np.abs(ref).max())
+
+
+@pytest.mark.slow
+def test_w8a8_row_codes_at_ties(tmp_path):
+    """quant_row_u8's codes are rint(fl32(x / s)) (ties to even), s = fl32(max|x| / 127), on the 16-lane path and
+    the scalar tail alike: rows made of exact ties (s = 3 and 7, x = s (n + 1/2)), near-ties (x = fl32(s (n + 1/2))
+    for an inexact s) and random values, K = 255 (15 vectors and a tail of 15), through an identity weight: each
+    output is 127 q s_x s_w, so the code shows to within far less than one.  (A reciprocal product in place of the
+    division, tried, rounded some exact ties the other way without a per-lane fallback; it gained nothing here.)"""
+    from test_dense_quant import _module
+    from moec.ir import WeightStore
+    from moec.passes.quantize import QuantizeWeights
+    K = 255
+    n = np.arange(-127, 127, dtype=np.float32)  # 254 ties n + 1/2, then the row's max
+    rows = []
+    for s in (np.float32(3), np.float32(7), np.float32(0.0123), np.float32(1.7)):
+        amax = np.float32(s * np.float32(127))
+        rows.append(np.concatenate([(s * (n + np.float32(0.5))).astype(np.float32), [amax]]))
+    rng = np.random.default_rng(5)
+    rows += [rng.standard_normal(K).astype(np.float32) * 3 for _ in range(4)]
+    x = np.stack(rows).astype(np.float32)
+    ws = WeightStore()
+    eye = np.eye(K, dtype=np.float32)
+    ws.set("w", eye)
+    ws.set("wt", eye)
+    ws.set("b", np.zeros(K, np.float32))
+    m = _module(K, K, ws)
+    QuantizeWeights("w8a8", 32, False, scope="all", dense_modes=("w8a8",)).run(m)
+    art = build_module(m, str(tmp_path / "ties"), arch="native", threads=2)
+    y = np.asarray(art([x])[0], np.float64)
+    sx = (np.abs(x).max(1) / np.float32(127)).astype(np.float32)
+    q = np.clip(np.rint((x / sx[:, None]).astype(np.float32)), -127, 127)  # numpy float32 division: correctly rounded
+    got = y / (sx[:, None].astype(np.float64) / 127.0) / 127.0  # the codes, up to f32 rounding of the epilogue
+    assert np.abs(got - q).max() < 0.01, np.argwhere(np.abs(got - q) >= 0.01)[:8]
+    assert (np.abs(q - np.trunc(q)) == 0).all() and (q[:2, :254] % 2 == 0).all()  # the exact ties went to even

@@ -58,8 +58,9 @@ void moec_amx_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t
 #define AMX_BF16(A, P, m, Bp, C, ldc, nb) 0
 #define AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb) 0
 #endif
-/* a call site's one change: AMX_I8_OR(tile_i8, args) runs AMX where it applies, else tile_i8(args); the bf16 call
- * sites test AMX_BF16 / AMX_BF16_GS themselves (their fallback kernels take the f32 rows too) */
-#define AMX_I8_OR(fallback, A, lda, m, Bp, K, xs, ws, C, ldc, nb) \
-  do { if (!AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb)) fallback(A, lda, m, Bp, K, xs, ws, C, ldc, nb); } while (0)
+/* a call site's one change: AMX_I8_OR(tile_i8, args) runs AMX where it applies, else tile_i8(args), with the
+ * fallback's own further arguments after nb (tile_i8_pf's prefetch); the bf16 call sites test AMX_BF16 /
+ * AMX_BF16_GS themselves (their fallback kernels take the f32 rows too) */
+#define AMX_I8_OR(fallback, A, lda, m, Bp, K, xs, ws, C, ldc, nb, ...) \
+  do { if (!AMX_I8(A, lda, m, Bp, K, xs, ws, C, ldc, nb)) fallback(A, lda, m, Bp, K, xs, ws, C, ldc, nb, ##__VA_ARGS__); } while (0)
 #endif

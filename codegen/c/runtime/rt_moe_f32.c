@@ -1561,10 +1561,17 @@ static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
 #ifndef I8_PF
 #define I8_PF 1024
 #endif /* I8_PF: bytes ahead in the panel: 8 steps of 4 reduction indices */
+#define I8_STR2(x) #x
+#define I8_STR(x) I8_STR2(x)
+/* one row of the asm k loop: the row's 4 codes broadcast, times the two column vectors t0, t1 */
+#define I8_ROW(a, c0, c1) \
+  "vpbroadcastd (" a ",%[q],4), %%zmm18\n\t" \
+  "vpdpbusd %%zmm16, %%zmm18, %%zmm" c0 "\n\t" \
+  "vpdpbusd %%zmm17, %%zmm18, %%zmm" c1 "\n\t"
 static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const uint8_t *A, int64_t lda, int m,
                                                              const int8_t *Bp, int64_t P, const int32_t *cs,
                                                              const float *xs, const float *ws, float *C, int64_t ldc,
-                                                             int64_t nb) {
+                                                             int64_t nb, const char *pf, int64_t pfs) {
   __m512i acc[MR][2], acd[2];
   acd[0] = acd[1] = _mm512_setzero_si512();
 #pragma GCC unroll 16
@@ -1593,6 +1600,49 @@ static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const
       acd[0] = _mm512_dpbusd_epi32(acd[0], a1, _mm512_loadu_si512(b + NR * 4));
       acd[1] = _mm512_dpbusd_epi32(acd[1], a1, _mm512_loadu_si512(b + NR * 4 + 64));
     }
+  if (MX == 8 && P > 0) { /* (MR = 8 on these builds) the k loop in asm: see I8_ROW */
+    int32_t am[8][2][16] __attribute__((aligned(64)));
+    const int8_t *b = Bp;
+    int64_t q = -P; /* the rows' pointers end-biased: q counts up to 0 */
+    if (!pf) pf = (const char *)Bp, pfs = 128; /* (nothing ahead: the line just read, a no-op) */
+    __asm__ volatile(
+        "vpxord %%zmm0, %%zmm0, %%zmm0\n\tvmovdqa64 %%zmm0, %%zmm1\n\tvmovdqa64 %%zmm0, %%zmm2\n\t"
+        "vmovdqa64 %%zmm0, %%zmm3\n\tvmovdqa64 %%zmm0, %%zmm4\n\tvmovdqa64 %%zmm0, %%zmm5\n\t"
+        "vmovdqa64 %%zmm0, %%zmm6\n\tvmovdqa64 %%zmm0, %%zmm7\n\tvmovdqa64 %%zmm0, %%zmm8\n\t"
+        "vmovdqa64 %%zmm0, %%zmm9\n\tvmovdqa64 %%zmm0, %%zmm10\n\tvmovdqa64 %%zmm0, %%zmm11\n\t"
+        "vmovdqa64 %%zmm0, %%zmm12\n\tvmovdqa64 %%zmm0, %%zmm13\n\tvmovdqa64 %%zmm0, %%zmm14\n\t"
+        "vmovdqa64 %%zmm0, %%zmm15\n"
+        "1:\n\t"
+        "prefetcht0 " I8_STR(I8_PF) "(%[b])\n\t"
+        "prefetcht0 " I8_STR(I8_PF) "+64(%[b])\n\t"
+        "prefetcht1 (%[pf])\n\t"
+        "add %[pfs], %[pf]\n\t"
+        "vmovdqu64 (%[b]), %%zmm16\n\t"
+        "vmovdqu64 64(%[b]), %%zmm17\n\t"
+        I8_ROW("%[a0]", "0", "1") I8_ROW("%[a1]", "2", "3") I8_ROW("%[a2]", "4", "5") I8_ROW("%[a3]", "6", "7")
+        I8_ROW("%[a4]", "8", "9") I8_ROW("%[a5]", "10", "11") I8_ROW("%[a6]", "12", "13") I8_ROW("%[a7]", "14", "15")
+        "sub $-128, %[b]\n\t"
+        "inc %[q]\n\t"
+        "jnz 1b\n\t"
+        "vmovdqa64 %%zmm0, (%[am])\n\tvmovdqa64 %%zmm1, 64(%[am])\n\tvmovdqa64 %%zmm2, 128(%[am])\n\t"
+        "vmovdqa64 %%zmm3, 192(%[am])\n\tvmovdqa64 %%zmm4, 256(%[am])\n\tvmovdqa64 %%zmm5, 320(%[am])\n\t"
+        "vmovdqa64 %%zmm6, 384(%[am])\n\tvmovdqa64 %%zmm7, 448(%[am])\n\tvmovdqa64 %%zmm8, 512(%[am])\n\t"
+        "vmovdqa64 %%zmm9, 576(%[am])\n\tvmovdqa64 %%zmm10, 640(%[am])\n\tvmovdqa64 %%zmm11, 704(%[am])\n\t"
+        "vmovdqa64 %%zmm12, 768(%[am])\n\tvmovdqa64 %%zmm13, 832(%[am])\n\tvmovdqa64 %%zmm14, 896(%[am])\n\t"
+        "vmovdqa64 %%zmm15, 960(%[am])"
+        : [b] "+r"(b), [q] "+r"(q), [pf] "+r"(pf)
+        : [pfs] "r"(pfs), [am] "r"(&am[0][0][0]), [a0] "r"(a[0] + 4 * P), [a1] "r"(a[1] + 4 * P), [a2] "r"(a[2] + 4 * P),
+          [a3] "r"(a[3] + 4 * P), [a4] "r"(a[4] + 4 * P), [a5] "r"(a[5] + 4 * P), [a6] "r"(a[6] + 4 * P),
+          [a7] "r"(a[7] + 4 * P)
+        : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+          "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18");
+#pragma GCC unroll 16
+    for (int r = 0; r < 8; r++) {
+      acc[r][0] = _mm512_load_si512(am[r][0]);
+      acc[r][1] = _mm512_load_si512(am[r][1]);
+    }
+    p = P;
+  }
   for (; p < P; p++) {
     const int8_t *b = Bp + p * NR * 4;
     if (MX > 2) {
@@ -1628,15 +1678,17 @@ static inline __attribute__((always_inline)) void tile_i8_mx(const int MX, const
     }
 }
 #endif
-static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs,
-                    const float *ws, float *C, int64_t ldc, int64_t nb) {
+/* tile_i8_pf: tile_i8 that also fetches [pf, pf + P pfs) into L2 while its k loop runs (8-row blocks of VNNI builds:
+ * a slice of the panel the next item reads, see i8_next_slice; pf NULL: nothing) */
+static void tile_i8_pf(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs,
+                       const float *ws, float *C, int64_t ldc, int64_t nb, const char *pf, int64_t pfs) {
   int64_t P = KP4(K) / 4;
   const int32_t *cs = (const int32_t *)(const void *)(Bp + P * NR * 4);
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
-  if (m == 1) tile_i8_mx(1, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
-  else if (m == 2) tile_i8_mx(2, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
-  else if (m <= 4) tile_i8_mx(4, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
-  else tile_i8_mx(MR, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb);
+  if (m == 1) tile_i8_mx(1, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb, NULL, 0);
+  else if (m == 2) tile_i8_mx(2, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb, NULL, 0);
+  else if (m <= 4) tile_i8_mx(4, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb, NULL, 0);
+  else tile_i8_mx(MR, A, lda, m, Bp, P, cs, xs, ws, C, ldc, nb, pf, pfs);
 #elif defined(__AVX2__)
   /* AVX2 (or AVX-512 without VNNI): vpmaddubsw cannot take the biased codes (255 x 127 x 2 saturates int16),
    * so the signed code q = a ^ 0x80 moves onto the weight's sign: |w| (u8) x sign(q, w) (s8), pairs <= 2 x 128 x
@@ -1691,6 +1743,28 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
   for (int r = 0; r < m; r++)
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = (float)(res[r][j] - 128 * cs[j]) * (xs[r] * ws[j]);
 #endif
+  (void)pf;
+  (void)pfs;
+}
+static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int64_t K, const float *xs,
+                    const float *ws, float *C, int64_t ldc, int64_t nb) {
+  tile_i8_pf(A, lda, m, Bp, K, xs, ws, C, ldc, nb, NULL, 0);
+}
+/* The panel the next item reads, fetched into L2 while this item's row blocks run: row block s of ns takes slice s of
+ * the pb bytes at nx (NULL: none), at most one line per k step of its P (the call sites ask only for blocks of 5+
+ * rows, the 8-row kernel's: I8_PF_BLOCKS; decode's one or two rows stream their panel anyway).  A panel read cold by
+ * the first row block alone arrives at the core's memory bandwidth (~10 GB/s here), while its 8 rows consume 16
+ * bytes a cycle: the first block of each item stalled (w8a8 prefill at 64 rows an expert: ~25% of the tile's time
+ * on this host).  The next item is the one this thread takes next (item + the threads: the pool hands items out in
+ * order). */
+#define MOEC_I8_NEXT_SLICE 1
+#define I8_PF_BLOCKS(n, mr) ((n) / (mr) + ((n) % (mr) > 4)) /* the blocks of n rows (mr each) that take a slice */
+static inline const char *i8_next_slice(const int8_t *nx, size_t pb, int64_t s, int64_t ns, int64_t P, int64_t *pfs) {
+  if (!nx || ns <= 0 || s >= ns || P <= 0) return NULL;
+  size_t o0 = pb * (size_t)s / (size_t)ns, o1 = pb * (size_t)(s + 1) / (size_t)ns;
+  int64_t st = (int64_t)((o1 - o0 + (size_t)P - 1) / (size_t)P);
+  *pfs = st > 64 ? 64 : st;
+  return (const char *)nx + o0;
 }
 
 /* ---- w4a8: int4 weights x dynamic int8 activations, exact int32 dot products per group ----------
@@ -2468,6 +2542,7 @@ typedef struct {
   uint32_t *XH, *AH;             /* above GEMV_ROWS rows, as bf16 pairs ((K + 1) / 2 per row) */
   const float *XF, *AF;          /* bf16 products where BF16_F32_ROWS: X and A rounded to bf16 as f32 rows (X and A
                                   * themselves; D / F even), beside the pairs; else NULL */
+  int64_t ahead;                 /* w8a8: items between this thread's one and its next (the pool's threads) */
 } xjob;
 
 static void phase1(void *arg, int64_t item, int tid) {
@@ -2492,10 +2567,14 @@ static void phase1(void *arg, int64_t item, int tid) {
     if (!j->pq_in) pack_i8_panel((const int8_t *)j->vin.w + e * j->I * j->D, j->D, c0, nb, j->pack[tid]);
     int64_t Kp = KP4(j->D);
     const int amr = AMX_ROWS(MR); /* (rt_amx.h: AMX's rows per call where it runs) */
+    const size_t pb = i8_panel_bytes(j->D);
+    const int8_t *nx = j->pq_in && item + j->ahead < j->E * j->nb1 ? j->pq_in + (size_t)(item + j->ahead) * pb : NULL;
     for (int64_t r = 0; r < n; r += amr) {
       int m = n - r < amr ? (int)(n - r) : amr;
-      AMX_I8_OR(tile_i8, j->XQ + (r0 + r) * Kp, Kp, m, Bp, j->D, j->XQS + r0 + r, j->vin.s + e * j->I + c0,
-              j->H + (r0 + r) * j->I + c0, j->I, nb);
+      int64_t pfs = 0;
+      const char *pf = m > 4 ? i8_next_slice(nx, pb, r / amr, I8_PF_BLOCKS(n, amr), Kp / 4, &pfs) : NULL;
+      AMX_I8_OR(tile_i8_pf, j->XQ + (r0 + r) * Kp, Kp, m, Bp, j->D, j->XQS + r0 + r, j->vin.s + e * j->I + c0,
+                j->H + (r0 + r) * j->I + c0, j->I, nb, pf, pfs);
     }
     return;
   }
@@ -2676,8 +2755,14 @@ static void phase3(void *arg, int64_t item, int tid) {
     }
     else if (Bw)
       tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, st, out, NR, nb);
-    else if (Bi)
-      AMX_I8_OR(tile_i8, j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0, out, NR, nb);
+    else if (Bi) {
+      const size_t pb = i8_panel_bytes(j->F);
+      const int8_t *nx = j->pq_out && item + j->ahead < j->E * j->nb3 ? j->pq_out + (size_t)(item + j->ahead) * pb : NULL;
+      int64_t pfs = 0;
+      const char *pf = m > 4 ? i8_next_slice(nx, pb, r / step, I8_PF_BLOCKS(n, step), KP4(j->F) / 4, &pfs) : NULL;
+      AMX_I8_OR(tile_i8_pf, j->AQ + (r0 + r) * KP4(j->F), KP4(j->F), m, Bi, j->F, j->AQS + r0 + r, j->vout.s + e * j->D + c0,
+                out, NR, nb, pf, pfs);
+    }
     else
     if (Bq) {
       if (!AMX_BF16(j->AB + (r0 + r) * ((j->F + 1) / 2), (j->F + 1) / 2, m, Bq, out, NR, nb)) /* (rt_amx.h) */
@@ -2909,6 +2994,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       if (!j.stab[t]) j.failed = 1;
     }
   }
+  j.ahead = nt;
   if (!j.failed) lq_prep_run(ctx, &prep);
   if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb1, phase1, &j);
   if (!j.failed) moec_parallel_for(ctx, total, phase2, &j);
@@ -2948,6 +3034,7 @@ typedef struct {
   float *pack[64], *stab[64];
   const float *scales;      /* kind 2, symmetric int4: cached scale tables, or NULL (built per item) */
   const w4src *p4;          /* kind 5: the compile-time panels, or NULL (packed per item) */
+  int64_t ahead;            /* kind 3: items between this thread's one and its next (the threads) */
 } lqjob;
 
 static void lq_task(void *arg, int64_t item, int tid) {
@@ -2998,9 +3085,16 @@ static void lq_task(void *arg, int64_t item, int tid) {
       for (int64_t r = r0; r < r1; r += amr) {
         int m = r1 - r < amr ? (int)(r1 - r) : amr;
         float *C = j->y + r * N + c0;
-        if (j->kind == 3)
-          AMX_I8_OR(tile_i8, j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb);
-        else if (j->kind == 2 && r1 - r0 <= wq_deq_rows(v))
+        if (j->kind == 3) {
+          /* (the next block: this item's next, else the first of this thread's next item) */
+          const int64_t nxi = item + j->ahead, pb = (int64_t)i8_panel_bytes(K);
+          const int64_t nxb = b + 1 < b1 ? b + 1 : nxi < j->nrb * j->ncb ? nxi / j->nrb * j->cpi : -1;
+          int64_t pfs = 0;
+          const char *pf = m <= 4 ? NULL : i8_next_slice(j->panels && nxb >= 0 ? (const int8_t *)j->panels + nxb * pb : NULL,
+                                                         (size_t)pb, (r - r0) / amr, I8_PF_BLOCKS(r1 - r0, amr), KP4(K) / 4, &pfs);
+          AMX_I8_OR(tile_i8_pf, j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb, pf,
+                    pfs);
+        } else if (j->kind == 2 && r1 - r0 <= wq_deq_rows(v))
           tile_wq(v, j->X + r * K, K, m, panel, st, C, N, nb);
         else if (j->kind == 4)
         {
@@ -3167,6 +3261,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
       }
     }
   }
+  j.ahead = nt;
   if (!failed) {
     if (nt <= 1) {
       for (int64_t i = 0; i < items; i++) lq_task(&j, i, 0);
