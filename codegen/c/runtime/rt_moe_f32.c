@@ -1917,17 +1917,18 @@ static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v,
 /* The vector ops of tile_w4a8_r per group of 32 (8 steps) on 8 rows, beside its 128 vpdpbusd: the nibble split 16
  * (one vpand / vpandn per 64 weights), the dots' starting values 16 (vpbroadcastd from general registers), the
  * scaling 48 (per row and 16 columns a cvt, the scale product and the FMA): 208 on Ice Lake's two 512-bit ports,
- * a 62% ceiling of the pure vpdpbusd loop.  Measured on this Ice Lake (one core, in L1, fractions of the pure
- * loop): that mix written out in assembly 0.62-0.64, with no starting values at all 0.64; GCC's code 0.53-0.54;
- * an assembly version of the whole group loop 0.50.  A signed-nibble layout (weights n - 8 as s8: the high
- * nibble in place as 16 (n ^ 8), the low one by vpermb or shift + mask; biased u8 activations; the bias
+ * a 62% ceiling of the pure vpdpbusd loop.  Measured on this Ice Lake (one core, fractions of the pure loop): that
+ * mix written out in assembly (operands in L1) 0.62-0.64, with no starting values at all 0.64; tile_w4a8 over
+ * [64,1024]x[1024,1024] 0.51-0.53 before this version, 0.55-0.57 now (L1-resident panels: 362-366 -> 396-398
+ * GOP/s); an assembly version of the whole group loop 0.50.  A signed-nibble layout (weights n - 8 as s8: the
+ * high nibble in place as 16 (n ^ 8), the low one by vpermb or shift + mask; biased u8 activations; the bias
  * 128 sum(n - 8) per column and group) was weighed and not taken: its split is as many ops or more, its bias
  * term is 25% more panel bytes (which decode streams) or 2 more vpdpbusd a step, and all it could remove is the
- * starting values' 16 ops (~3% measured); the scaling, which no nibble layout changes, is what holds the tile
- * near 60% at group 32.  Memory-operand broadcasts of the starting values measured slower (0.57 in the assembly
- * mix, 0.52 in GCC's), embedded {1to16} broadcasts in vpdpbusd slower still (0.5-0.58); general-register
- * broadcasts of values quant_row_g precomputed (w4z: no imul / shl per row and group, scalar ops that share
- * ports 0 and 5) measured best: 0.54 vs 0.53. */
+ * starting values' 16 ops (~3% in the assembly mix); the scaling, which no nibble layout changes, is what holds
+ * the tile near 60% at group 32.  Memory-operand broadcasts of the starting values measured slower (0.57 in the
+ * assembly mix), embedded {1to16} broadcasts in vpdpbusd slower still (0.5-0.58); general-register broadcasts of
+ * values quant_row_g precomputed (w4z: no imul / shl per row and group, scalar ops that share ports 0 and 5) and
+ * one group loop per variant (below) measured best. */
 /* groups 0 .. ng of one tile (R rows; PP steps a group, or 0: G4 / 4 at run time; ZP: zero points), into acc: one
  * instantiation per variant, each its own loop, so GCC allocates each group loop's registers on its own */
 static inline __attribute__((always_inline)) void w4a8_groups(const int8_t *const *a, const w4p *panel, int64_t ng,
@@ -2010,16 +2011,14 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
       __builtin_prefetch(C + r * ldc, 1, 3);
       __builtin_prefetch(C + r * ldc + 16, 1, 3);
     }
-  {
-    /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
-     * accumulators in place instead of copying them around the loop's back edge) */
-    if (sh && P == 8 && !zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 8, 0);
-    else if (sh && P == 16 && !zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 16, 0);
-    else if (sh && P == 8) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 8, 1);
-    else if (sh && P == 16) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 16, 1);
-    else if (!zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 0, 0);
-    else w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 0, 1);
-  }
+  /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
+   * accumulators in place instead of copying them around the loop's back edge) */
+  if (sh && P == 8 && !zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 8, 0);
+  else if (sh && P == 16 && !zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 16, 0);
+  else if (sh && P == 8) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 8, 1);
+  else if (sh && P == 16) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 16, 1);
+  else if (!zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 0, 0);
+  else w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 0, 1);
   /* (masked stores: the scalar copy loop became a memmove call, 3% of a w4a8 prefill profile) */
   const __mmask16 k0 = nb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nb) - 1),
                   k1 = nb >= 32 ? (__mmask16)0xFFFF : nb <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nb - 16)) - 1);
