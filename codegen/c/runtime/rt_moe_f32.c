@@ -1857,7 +1857,7 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
       __m512i raw = _mm512_loadu_si512(nib + p * 64);                                                       \
       __m512i b0 = _mm512_and_si512(raw, lo4),                                                              \
               b1 = (HI) ? _mm512_andnot_si512(lo4, raw) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4); \
-      _Pragma("GCC unroll 8") for (int r = 0; r < W4A8_MR; r++) {                                           \
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) { /* (R: a[R..] are unset) */                    \
         int32_t four;                                                                                       \
         __builtin_memcpy(&four, a[r] + g * G4 + 4 * p, 4);                                                  \
         __m512i av = _mm512_set1_epi32(four);                                                               \
