@@ -1696,7 +1696,7 @@ static void tile_i8(const uint8_t *A, int64_t lda, int m, const int8_t *Bp, int6
 /* ---- w4a8: int4 weights x dynamic int8 activations, exact int32 dot products per group ----------
  * A GEMM input row is quantised once per int4 group of G elements (s = max|group| / 127, 1 for a zero
  * group; q = rint(a / s) in [-127, 127], signed), each group padded to G4 (a multiple of 4) with q = 0,
- * and its code sum kept (sumq, int32).  The weights stay nibbles n in 0..15: vpdpbusd multiplies them as
+ * and -8 x its code sum sumq kept (w4z).  The weights stay nibbles n in 0..15: vpdpbusd multiplies them as
  * the unsigned operand with the signed codes, so sum_k n q is exact, and the zero point enters once per
  * (row, group) as -z * sumq (z = 8 when symmetric): sum_k (n - z) q = sum n q - z sumq, exactly, in int32
  * (|sum| <= 15 * 127 * G).  Per group the int32 sum is converted and scaled once:
