@@ -193,7 +193,7 @@ def test_dense_kernel_extreme_codes(zp, tmp_path):
         if zp:
             assert set(np.unique(zy)) == {0.0, 15.0}
         art = build_module(m, str(tmp_path / f"x{G}{zp}"), threads=2)
-        for M in (1, 3, 8, 9):
+        for M in (1, 3, 5, 6, 8, 9):  # (5 and 6: tile_w4a8's 4 + 1 and 4 + 2 rows)
             x = np.where(np.random.default_rng(M).random((M, K)) < 0.5, -2.0, 2.0).astype(np.float32)
             y, _ = art([x])
             want = _w4a8_product(x, py, sy, zy, G)

@@ -2037,7 +2037,14 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
   const int zp = v->z != NULL;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   (void)G4; (void)ng; (void)P; (void)zp;
-  if (m > 4) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, W4A8_MR);
+  /* 5 and 6 rows as 4 + 1 and 4 + 2 (the panel read again from L1): the 8-row tile would do 3 or 2 rows' dots for
+   * nothing; per row and group of 32, in vector ops, 8 rows cost ~26, 4 ~28, 2 ~32, 1 ~40 (the split is shared by
+   * the tile's rows), so 4 + 1 is 152 against 208 and 4 + 2 176 */
+  if (m == 5 || m == 6) {
+    tile_w4a8_r(v, A, lda, as, aqs, 4, panel, C, ldc, nb, 4);
+    if (m == 5) tile_w4a8_r(v, A + 4 * lda, lda, as + 4 * ng, aqs + 4 * ng, 1, panel, C + 4 * ldc, ldc, nb, 1);
+    else tile_w4a8_r(v, A + 4 * lda, lda, as + 4 * ng, aqs + 4 * ng, 2, panel, C + 4 * ldc, ldc, nb, 2);
+  } else if (m > 4) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, W4A8_MR);
   else if (m > 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 4);
   else if (m == 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 2);
   else tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 1);
