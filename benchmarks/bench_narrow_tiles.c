@@ -19,6 +19,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+/* quant_row_g's per (row, group) starting values: w4z pairs where the runtime defines W4A8_HI_SHIFT, code sums in
+ * runtimes before it (so this harness builds against either: benchmarks/bench_i8_kernels.py --runtime base=...) */
+#ifdef W4A8_HI_SHIFT
+typedef w4z xzt;
+#else
+typedef int32_t xzt;
+#endif
 int moec_init_weights(char *err, int errlen) { (void)err; (void)errlen; return 0; }
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 static int64_t arg(int argc, char **argv, int i, int64_t d) { return argc > i ? atoll(argv[i]) : d; }
@@ -45,7 +52,7 @@ static void w4a8(int argc, char **argv) {
   }
   float *X = malloc(sizeof(float) * M * K), *XS = malloc(sizeof(float) * M * ng), *XUS = malloc(4 * M);
   for (int64_t i = 0; i < M * K; i++) X[i] = (rand() / (float)RAND_MAX) - 0.5f;
-  int8_t *XQ = malloc(M * ld); int32_t *XZ = malloc(4 * M * ng); uint8_t *XU = malloc(M * KP4(K));
+  int8_t *XQ = malloc(M * ld); xzt *XZ = malloc(sizeof(xzt) * M * ng); uint8_t *XU = malloc(M * KP4(K));
   for (int64_t r = 0; r < M; r++) {
     quant_row_g(X + r * K, K, G, XQ + r * ld, XS + r * ng, XZ + r * ng);
     quant_row_u8(X + r * K, K, XU + r * KP4(K), XUS + r);
@@ -120,7 +127,7 @@ typedef struct {
   int64_t M, K, N, G, b0, b1, ld;
   int kind; /* 0 tile_i8, 1 tile_w4a8, 2 the vpdpbusd loop */
   const wview *v; const w4p *PP; const int8_t *P8; size_t pb8;
-  const uint8_t *XU; const float *XUS, *s8; const int8_t *XQ; const float *XS; const int32_t *XZ;
+  const uint8_t *XU; const float *XUS, *s8; const int8_t *XQ; const float *XS; const xzt *XZ;
   float *C; long sink;
 } gjob;
 
@@ -196,7 +203,7 @@ static void gemm(int argc, char **argv) {
   }
   float *X = malloc(sizeof(float) * M * K), *XS = malloc(sizeof(float) * M * ng), *XUS = malloc(4 * M);
   for (int64_t i = 0; i < M * K; i++) X[i] = (rand() / (float)RAND_MAX) - 0.5f;
-  int8_t *XQ = malloc(M * ld); int32_t *XZ = malloc(4 * M * ng); uint8_t *XU = malloc(M * KP4(K));
+  int8_t *XQ = malloc(M * ld); xzt *XZ = malloc(sizeof(xzt) * M * ng); uint8_t *XU = malloc(M * KP4(K));
   for (int64_t r = 0; r < M; r++) {
     quant_row_g(X + r * K, K, G, XQ + r * ld, XS + r * ng, XZ + r * ng);
     quant_row_u8(X + r * K, K, XU + r * KP4(K), XUS + r);

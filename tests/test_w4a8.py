@@ -159,6 +159,56 @@ def _check_dense(arch, tmp_path, cases=DENSE_CASES, rows=(1, 2, 7, 19, 70)):
                 assert np.abs(g - w).max() <= tol and np.abs(g - r).max() <= tol, (arch, K, N, G, zp, M)
 
 
+def _extreme_module(K, N, G, zp):
+    """w4a8 linear_q's whose int4 codes reach 0 and 15 and whose zero points are 0 and 15 (zp): groups of each
+    column alternate between all >= 0 (z = 0; the zeros code 0, the maxima 15) and all <= 0 (z = 15; the
+    minima code 0); symmetric, the codes 1 and 15 (+-max|group|)."""
+    from test_dense_quant import _module
+    from moec.ir import WeightStore
+    rng = np.random.default_rng(K + N + G)
+    Gx = G or K
+    w = np.where(rng.random((K, N)) < 0.5, 0.0, 1.0) * rng.choice([1.0, 3.0], (1, N))
+    sign = np.repeat(np.where((np.arange(K // Gx)[:, None] + np.arange(N)[None, :]) % 2, -1.0, 1.0), Gx, axis=0)
+    w = (w * sign if zp else np.where(w == 0, -1.0, 1.0) * sign).astype(np.float32)
+    ws = WeightStore()
+    ws.set("w", w)
+    ws.set("wt", np.ascontiguousarray(w.T[::-1]))
+    ws.set("b", np.zeros(N, np.float32))
+    m = _module(K, N, ws)
+    QuantizeWeights("w4a8", G, zp, scope="all", dense_modes=DENSE).run(m)
+    return m, ws
+
+
+@pytest.mark.parametrize("zp", [True, False])
+def test_dense_kernel_extreme_codes(zp, tmp_path):
+    """Codes 0 and 15, zero points 0 and 15, activation codes +-127 (rows of equal magnitudes), groups 32 and
+    128: the exact integer product (the starting values quant_row_g forms, -8 x the code sums, and the zero points'
+    -z sumq at their largest)."""
+    for G in (32, 128):
+        K, N = 256, 40
+        m, _ = _extreme_module(K, N, G, zp)
+        (py, sy, zy), _ = _dense_operands(m)
+        nib = _nibbles(py)
+        assert nib.min() == (0 if zp else 1) and nib.max() == 15
+        if zp:
+            assert set(np.unique(zy)) == {0.0, 15.0}
+        art = build_module(m, str(tmp_path / f"x{G}{zp}"), threads=2)
+        for M in (1, 3, 5, 6, 8, 9):  # (5 and 6: tile_w4a8's 4 + 1 and 4 + 2 rows)
+            x = np.where(np.random.default_rng(M).random((M, K)) < 0.5, -2.0, 2.0).astype(np.float32)
+            y, _ = art([x])
+            want = _w4a8_product(x, py, sy, zy, G)
+            assert np.abs(y - want).max() <= 2e-6 * np.abs(want).max() * np.sqrt(K), (G, zp, M)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zp", [True, False])
+def test_dense_kernel_group_past_the_in_place_bound(zp, tmp_path):
+    """One group of K = 131080 (whole row): padded to more than 65536, where the VNNI tile's high nibbles are
+    shifted down instead of kept in place (W4A8_HI_SHIFT 0) and quant_row_g's starting values follow; against the
+    exact integer product (~6 s)."""
+    _check_dense("native", tmp_path, cases=[(131080, 20, 0, zp)], rows=(1, 3, 9))
+
+
 def test_dense_kernel_native(tmp_path):
     """The host's kernel (VNNI where present): GEMV rows (1, 2), a partial row tile, several tiles."""
     _check_dense("native", tmp_path)

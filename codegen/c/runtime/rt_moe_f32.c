@@ -1770,7 +1770,7 @@ static inline const char *i8_next_slice(const int8_t *nx, size_t pb, int64_t s, 
 /* ---- w4a8: int4 weights x dynamic int8 activations, exact int32 dot products per group ----------
  * A GEMM input row is quantised once per int4 group of G elements (s = max|group| / 127, 1 for a zero
  * group; q = rint(a / s) in [-127, 127], signed), each group padded to G4 (a multiple of 4) with q = 0,
- * and its code sum kept (sumq, int32).  The weights stay nibbles n in 0..15: vpdpbusd multiplies them as
+ * and -8 x its code sum sumq kept (w4z).  The weights stay nibbles n in 0..15: vpdpbusd multiplies them as
  * the unsigned operand with the signed codes, so sum_k n q is exact, and the zero point enters once per
  * (row, group) as -z * sumq (z = 8 when symmetric): sum_k (n - z) q = sum n q - z sumq, exactly, in int32
  * (|sum| <= 15 * 127 * G).  Per group the int32 sum is converted and scaled once:
@@ -1784,6 +1784,19 @@ static inline const char *i8_next_slice(const int8_t *nx, size_t pb, int64_t s, 
  * AVX-512BW or AVX2 vpmaddubsw + vpmaddwd, else plain C (the build host's flags choose). */
 #define W4A8_MR 8
 static inline int64_t g4_of(int64_t G) { return (G + 3) / 4 * 4; }
+/* the high nibbles' dots in place (16 n: tile_w4a8_r, VNNI builds) for groups padded to G4 <= 65536 (the bound:
+ * below); elsewhere shifted down (vpmaddubsw's int16 pairs would saturate; AVX2 and plain C read lo only) */
+#if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512BW__)
+#define W4A8_HI_SHIFT(G4) ((G4) <= 65536 ? 4 : 0)
+#else
+#define W4A8_HI_SHIFT(G4) 0
+#endif
+/* per (row, group) of a quantised row (quant_row_g): the symmetric zero point's term, the values the int32 dots
+ * start at: lo = -8 sumq (the low nibbles' dots), hi = lo << W4A8_HI_SHIFT (the high nibbles'), formed once per
+ * row instead of per tile and column panel (an imul and a shift per row and group in tile_w4a8's group loop,
+ * scalar ops that share Ice Lake's ports 0 and 5 with the vector ones: see tile_w4a8_r); with zero points the
+ * kernels form -z sumq = z (lo / 8), exactly */
+typedef struct { int32_t lo, hi; } w4z;
 /* one column panel: nibbles [ng][G4 / 4][64], scales [ng][NR], zero points [ng][NR] (NULL: symmetric, z = 8) */
 typedef struct { const uint8_t *nib; const float *sw, *z; } w4p;
 static size_t w4a8_nib_bytes(const wview *v) { return (size_t)(v->K / v->G) * (size_t)g4_of(v->G) * 16; }
@@ -1849,9 +1862,11 @@ static w4p w4a8_panel(const wview *v, const w4src *src, int64_t e, int64_t nblk,
   return (w4p){src->nib + i * w4a8_nib_bytes(v), src->sw + i * ng * NR, src->z ? src->z + i * ng * NR : NULL};
 }
 
-/* q[ng * G4] signed codes, s[ng] scales, sq[ng] code sums of a[0..K) in groups of G */
-static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *s, int32_t *sq) {
+/* q[ng * G4] signed codes, s[ng] scales, sq[ng] the dots' starting values (w4z: -8 x the code sums) of a[0..K) in
+ * groups of G */
+static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *s, w4z *sq) {
   const int64_t G4 = g4_of(G);
+  const int sh = W4A8_HI_SHIFT(G4);
   for (int64_t g = 0; g * G < K; g++) {
     const float *x = a + g * G;
     int8_t *o = q + g * G4;
@@ -1879,7 +1894,8 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
       }
       for (int64_t k = G; k < G4; k++) o[k] = 0;
       s[g] = sc;
-      sq[g] = _mm512_reduce_add_epi32(sum);
+      const int32_t t = _mm512_reduce_add_epi32(sum);
+      sq[g] = (w4z){-8 * t, -(8 << sh) * t};
       continue;
     }
 #endif
@@ -1893,7 +1909,7 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
     }
     for (int64_t k = G; k < G4; k++) o[k] = 0;
     s[g] = sc;
-    sq[g] = sum;
+    sq[g] = (w4z){-8 * sum, -(8 << sh) * sum};
   }
 }
 
@@ -1915,7 +1931,7 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
       __m512i raw = _mm512_loadu_si512(nib + p * 64);                                                       \
       __m512i b0 = _mm512_and_si512(raw, lo4),                                                              \
               b1 = (HI) ? _mm512_andnot_si512(lo4, raw) : _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo4); \
-      _Pragma("GCC unroll 8") for (int r = 0; r < W4A8_MR; r++) {                                           \
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) { /* (R: a[R..] are unset) */                    \
         int32_t four;                                                                                       \
         __builtin_memcpy(&four, a[r] + g * G4 + 4 * p, 4);                                                  \
         __m512i av = _mm512_set1_epi32(four);                                                               \
@@ -1931,7 +1947,7 @@ static void quant_row_g(const float *a, int64_t K, int64_t G, int8_t *q, float *
  * low nibbles and 16..23 / 24..31 in their high ones.  R <= 2 rows (16 ymm registers); the f32
  * accumulators live in memory (touched once per group). */
 static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v, const int8_t *A, int64_t lda,
-                                                                 const float *as, const int32_t *aqs,
+                                                                 const float *as, const w4z *aqs,
                                                                  const w4p *panel, float *acc, const int R) {
   const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
   const int zp = v->z != NULL;
@@ -1953,11 +1969,11 @@ static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v,
       }
     }
     for (int r = 0; r < R; r++) {
-      const int32_t sqr = aqs[r * ng + g];
+      const int32_t z8 = aqs[r * ng + g].lo; /* -8 sumq */
       const __m256 sa = _mm256_set1_ps(as[r * ng + g]);
       for (int q = 0; q < 4; q++) {
-        __m256i c = zp ? _mm256_mullo_epi32(_mm256_cvtps_epi32(_mm256_loadu_ps(zg + 8 * q)), _mm256_set1_epi32(-sqr))
-                       : _mm256_set1_epi32(-8 * sqr);
+        __m256i c = zp ? _mm256_mullo_epi32(_mm256_cvtps_epi32(_mm256_loadu_ps(zg + 8 * q)), _mm256_set1_epi32(z8 / 8))
+                       : _mm256_set1_epi32(z8);
         __m256 sw = _mm256_loadu_ps(pg + 8 * q);
         __m256 a = _mm256_loadu_ps(acc + r * NR + 8 * q);
         _mm256_storeu_ps(acc + r * NR + 8 * q,
@@ -1970,11 +1986,73 @@ static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v,
 #endif
 
 /* C[r][0..nb) = sum_g float(sum_k (n - z) q) * s_w[g][j] * s_a[r][g] for r < m (m <= W4A8_MR).  A: row r's
- * codes at A + r * lda (ng * G4 bytes), its scales as + r * ng, code sums aq + r * ng. */
+ * codes at A + r * lda (ng * G4 bytes), its scales as + r * ng, the dots' starting values aqs + r * ng (w4z). */
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-/* R rows (a compile-time constant at each call: decode's one or two rows do not pay for eight) */
+/* The vector ops of tile_w4a8_r per group of 32 (8 steps) on 8 rows, beside its 128 vpdpbusd: the nibble split 16
+ * (one vpand / vpandn per 64 weights), the dots' starting values 16 (vpbroadcastd from general registers), the
+ * scaling 48 (per row and 16 columns a cvt, the scale product and the FMA): 208 on Ice Lake's two 512-bit ports,
+ * a 62% ceiling of the pure vpdpbusd loop.  Measured on this Ice Lake (one core, fractions of the pure loop): that
+ * mix written out in assembly (operands in L1) 0.62-0.64, with no starting values at all 0.64; tile_w4a8 over
+ * [64,1024]x[1024,1024] 0.51-0.53 before this version, 0.55-0.57 now (L1-resident panels: 362-366 -> 396-398
+ * GOP/s); an assembly version of the whole group loop 0.50.  A signed-nibble layout (weights n - 8 as s8: the
+ * high nibble in place as 16 (n ^ 8), the low one by vpermb or shift + mask; biased u8 activations; the bias
+ * 128 sum(n - 8) per column and group) was weighed and not taken: its split is as many ops or more, its bias
+ * term is 25% more panel bytes (which decode streams) or 2 more vpdpbusd a step, and all it could remove is the
+ * starting values' 16 ops (~3% in the assembly mix); the scaling, which no nibble layout changes, is what holds
+ * the tile near 60% at group 32.  Memory-operand broadcasts of the starting values measured slower (0.57 in the
+ * assembly mix), embedded {1to16} broadcasts in vpdpbusd slower still (0.5-0.58); general-register broadcasts of
+ * values quant_row_g precomputed (w4z: no imul / shl per row and group, scalar ops that share ports 0 and 5) and
+ * one group loop per variant (below) measured best. */
+/* groups 0 .. ng of one tile (R rows; PP steps a group, or 0: G4 / 4 at run time; ZP: zero points), into acc: one
+ * instantiation per variant, each its own loop, so GCC allocates each group loop's registers on its own */
+static inline __attribute__((always_inline)) void w4a8_groups(const int8_t *const *a, const w4p *panel, int64_t ng,
+                                                              int64_t G4, int sh,
+                                                              const float *const *sat, const w4z *const *zt,
+                                                              float (*acc)[NR], const int R, const int PP,
+                                                              const int ZP) {
+  const int64_t P = PP ? PP : G4 / 4;
+  const int hi = sh != 0;
+  const __m512i lo4 = _mm512_set1_epi8(15);
+  /* the high half's dots are 2^sh x the sums: its scales 2^-sh x (exact, powers of two: the same products
+   * unless s_w s_a falls below 2^-122, into the subnormals) */
+  const __m512 s1f = _mm512_set1_ps(hi ? 0.0625f : 1.f);
+  for (int64_t g = 0; g < ng; g++) {
+    const uint8_t *nib = panel->nib + g * G4 * 16;
+    const float *pg = panel->sw + g * NR;
+    __m512i dot[W4A8_MR][2];
+    if (!ZP) { /* symmetric: the dots start at the zero point's term (quant_row_g's -8 sumq, 16 x that in place;
+                * volatile: read into a general register and broadcast from there, as measured above) */
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        dot[r][0] = _mm512_set1_epi32(*(volatile const int32_t *)&zt[r][g].lo);
+        dot[r][1] = _mm512_set1_epi32(*(volatile const int32_t *)&zt[r][g].hi);
+      }
+    } else { /* -z sumq = z (-8 sumq) / 8, exact */
+      const __m512i z0 = _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR)),
+                    z1 = _mm512_slli_epi32(_mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR + 16)), sh);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        const __m512i q = _mm512_srai_epi32(_mm512_set1_epi32(zt[r][g].lo), 3);
+        dot[r][0] = _mm512_mullo_epi32(z0, q);
+        dot[r][1] = _mm512_mullo_epi32(z1, q);
+      }
+    }
+    if (PP) W4A8_STEPS(PP, 1)
+    else if (hi) W4A8_STEPS(P, 1)
+    else W4A8_STEPS(P, 0)
+    const __m512 s0 = _mm512_loadu_ps(pg), s1 = _mm512_mul_ps(_mm512_loadu_ps(pg + 16), s1f);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      __m512 sv = _mm512_set1_ps(sat[r][g]);
+      _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sv), _mm512_load_ps(acc[r])));
+      _mm512_store_ps(acc[r] + 16,
+                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sv), _mm512_load_ps(acc[r] + 16)));
+    }
+  }
+}
+
 static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, const int8_t *A, int64_t lda,
-                                                              const float *as, const int32_t *aqs, int m,
+                                                              const float *as, const w4z *aqs, int m,
                                                               const w4p *panel, float *C, int64_t ldc,
                                                               int64_t nb, const int R) {
   const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
@@ -1983,83 +2061,38 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
    * registers and the broadcast codes then fit the 32 zmm registers without GCC copying or spilling the
    * dots inside the steps (2R more f32 registers did not fit at R = 8) */
   float acc[W4A8_MR][NR] __attribute__((aligned(64)));
+  const float *sat[W4A8_MR];
+  const w4z *zt[W4A8_MR];
 #pragma GCC unroll 8
   for (int r = 0; r < R; r++) {
     _mm512_store_ps(acc[r], _mm512_setzero_ps());
     _mm512_store_ps(acc[r] + 16, _mm512_setzero_ps());
   }
   const int8_t *a[W4A8_MR];
-  const int32_t *sq[W4A8_MR];
-  const float *sa[W4A8_MR];
 #pragma GCC unroll 8
   for (int r = 0; r < R; r++) {
     a[r] = A + (r < m ? r : 0) * lda;
-    sq[r] = aqs + (r < m ? r : 0) * ng;
-    sa[r] = as + (r < m ? r : 0) * ng;
+    sat[r] = as + (r < m ? r : 0) * ng;
+    zt[r] = aqs + (r < m ? r : 0) * ng;
   }
-#ifdef __AVX512VNNI__
-  /* the high nibbles in place (W4A8_STEPS): every partial sum of 16 n q (0..15 x -127..127, from 0 or from
-   * the symmetric start -128 sumq) and the final 16 sum (n - z) q lie within 16 * 15 * 127 * G4, int32 up to
-   * G4 = 70000 (larger groups: shifted nibbles, the plain dots) */
-  const int hi = G4 <= 65536;
-#else
-  const int hi = 0;
-#endif
-  const int sh = hi ? 4 : 0;
-  const __m512i lo4 = _mm512_set1_epi8(15);
+  /* the high nibbles in place (W4A8_STEPS; W4A8_HI_SHIFT): every partial sum of 16 n q (0..15 x -127..127, from 0
+   * or from the symmetric start -128 sumq) and the final 16 sum (n - z) q lie within 16 * 15 * 127 * G4, int32 up
+   * to G4 = 70000 (larger groups: shifted nibbles, the plain dots) */
+  const int sh = W4A8_HI_SHIFT(G4);
 #pragma GCC unroll 8
   for (int r = 0; r < R; r++) /* (the output lines, as tile_i8_mx) */
     if (r < m) {
       __builtin_prefetch(C + r * ldc, 1, 3);
       __builtin_prefetch(C + r * ldc + 16, 1, 3);
     }
-  for (int64_t g = 0; g < ng; g++) {
-    const uint8_t *nib = panel->nib + g * G4 * 16;
-    const float *pg = panel->sw + g * NR;
-    __m512i dot[W4A8_MR][2];
-    /* symmetric: the dots start at the zero point's term -8 sumq (16 x that for the high nibbles in place) */
-    if (!zp) {
-#pragma GCC unroll 8
-      for (int r = 0; r < R; r++) {
-        dot[r][0] = _mm512_set1_epi32(-8 * sq[r][g]);
-        dot[r][1] = _mm512_set1_epi32(-(8 << sh) * sq[r][g]);
-      }
-    } else
-#pragma GCC unroll 8
-      for (int r = 0; r < R; r++) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
-    /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
-     * accumulators in place instead of copying them around the loop's back edge) */
-    if (hi) {
-      if (P == 8) W4A8_STEPS(8, 1)
-      else if (P == 16) W4A8_STEPS(16, 1)
-      else W4A8_STEPS(P, 1)
-    } else {
-      if (P == 8) W4A8_STEPS(8, 0)
-      else if (P == 16) W4A8_STEPS(16, 0)
-      else W4A8_STEPS(P, 0)
-    }
-    /* the zero point: sum (n - z) q = sum n q - z sumq (z = 8 when symmetric) */
-    __m512i zn0 = _mm512_setzero_si512(), zn1 = zn0;
-    if (zp) {
-      zn0 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR)));
-      zn1 = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), _mm512_cvtps_epi32(_mm512_loadu_ps(panel->z + g * NR + 16))), sh);
-    }
-    /* the high half's dots are 2^sh x the sums: its scales 2^-sh x (exact, powers of two: the same products
-     * unless s_w s_a falls below 2^-122, into the subnormals) */
-    const __m512 s0 = _mm512_loadu_ps(pg), s1 = _mm512_mul_ps(_mm512_loadu_ps(pg + 16), _mm512_set1_ps(hi ? 0.0625f : 1.f));
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      if (zp) {
-        const __m512i q = _mm512_set1_epi32(sq[r][g]);
-        dot[r][0] = _mm512_add_epi32(dot[r][0], _mm512_mullo_epi32(zn0, q));
-        dot[r][1] = _mm512_add_epi32(dot[r][1], _mm512_mullo_epi32(zn1, q));
-      }
-      __m512 sv = _mm512_set1_ps(sa[r][g]);
-      _mm512_store_ps(acc[r], _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][0]), _mm512_mul_ps(s0, sv), _mm512_load_ps(acc[r])));
-      _mm512_store_ps(acc[r] + 16,
-                      _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[r][1]), _mm512_mul_ps(s1, sv), _mm512_load_ps(acc[r] + 16)));
-    }
-  }
+  /* (the common groups, 32 and 64, with a constant trip count: fully unrolled, GCC then keeps the
+   * accumulators in place instead of copying them around the loop's back edge) */
+  if (sh && P == 8 && !zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 8, 0);
+  else if (sh && P == 16 && !zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 16, 0);
+  else if (sh && P == 8) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 8, 1);
+  else if (sh && P == 16) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 16, 1);
+  else if (!zp) w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 0, 0);
+  else w4a8_groups(a, panel, ng, G4, sh, sat, zt, acc, R, 0, 1);
   /* (masked stores: the scalar copy loop became a memmove call, 3% of a w4a8 prefill profile) */
   const __mmask16 k0 = nb >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nb) - 1),
                   k1 = nb >= 32 ? (__mmask16)0xFFFF : nb <= 16 ? (__mmask16)0 : (__mmask16)((1u << (nb - 16)) - 1);
@@ -2072,13 +2105,20 @@ static inline __attribute__((always_inline)) void tile_w4a8_r(const wview *v, co
 }
 #endif
 
-static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float *as, const int32_t *aqs, int m,
+static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float *as, const w4z *aqs, int m,
                       const w4p *panel, float *C, int64_t ldc, int64_t nb) {
   const int64_t G4 = g4_of(v->G), ng = v->K / v->G, P = G4 / 4;
   const int zp = v->z != NULL;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   (void)G4; (void)ng; (void)P; (void)zp;
-  if (m > 4) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, W4A8_MR);
+  /* 5 and 6 rows as 4 + 1 and 4 + 2 (the panel read again from L1): the 8-row tile would do 3 or 2 rows' dots for
+   * nothing; per row and group of 32, in vector ops, 8 rows cost ~26, 4 ~28, 2 ~32, 1 ~40 (the split is shared by
+   * the tile's rows), so 4 + 1 is 152 against 208 and 4 + 2 176 */
+  if (m == 5 || m == 6) {
+    tile_w4a8_r(v, A, lda, as, aqs, 4, panel, C, ldc, nb, 4);
+    if (m == 5) tile_w4a8_r(v, A + 4 * lda, lda, as + 4 * ng, aqs + 4 * ng, 1, panel, C + 4 * ldc, ldc, nb, 1);
+    else tile_w4a8_r(v, A + 4 * lda, lda, as + 4 * ng, aqs + 4 * ng, 2, panel, C + 4 * ldc, ldc, nb, 2);
+  } else if (m > 4) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, W4A8_MR);
   else if (m > 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 4);
   else if (m == 2) tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 2);
   else tile_w4a8_r(v, A, lda, as, aqs, m, panel, C, ldc, nb, 1);
@@ -2101,10 +2141,10 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
       const uint8_t *nib = panel->nib + g * G4 * 16;
       const int8_t *ar = A + r * lda + g * G4;
       const float *zq = zp ? panel->z + g * NR : NULL, *sw = panel->sw + g * NR;
-      int32_t sq = aqs[r * ng + g];
+      const int32_t z8 = aqs[r * ng + g].lo; /* -8 sumq */
       float sa = as[r * ng + g];
       int32_t dot[NR];
-      for (int j = 0; j < NR; j++) dot[j] = -(zq ? (int32_t)zq[j] : 8) * sq;
+      for (int j = 0; j < NR; j++) dot[j] = zq ? (int32_t)zq[j] * (z8 / 8) : z8;
       for (int64_t p = 0; p < P; p++) {
         const uint8_t *b = nib + p * 64;
         for (int c = 0; c < 16; c++) {
@@ -2533,7 +2573,7 @@ typedef struct {
   const uint8_t *pw_in, *pw_out; /* int8 / int4 weight-only prefill: cached narrow panels, or NULL */
   float *stab[64];               /* int8 / int4 prefill: per-worker scale table (wq_scale_table) */
   int failed;
-  int32_t *XQZ, *AQZ;            /* w4a8 (aq with int4 weights): per (row, group) code sums; XQ/AQ hold
+  w4z *XQZ, *AQZ;                /* w4a8 (aq with int4 weights): per (row, group) -8 x the code sums; XQ/AQ hold
                                   * signed codes, XQS/AQS the (row, group) scales */
   const w4src *p4_in, *p4_out;   /* w4a8: the compile-time panels, or NULL (packed per work item) */
   const float *sc_in, *sc_out;   /* symmetric int4 weight-only prefill: cached scale tables, or NULL */
@@ -2800,7 +2840,7 @@ typedef struct {
   float *xr;     /* the rows rounded to bf16 (f32): linear_q's GEMV of bf16 activations */
   uint8_t *XQ;   /* int8 codes: quant_row_u8 (rows of KP4(K)), or with XQZ per group (quant_row_g, rows of ld) */
   float *XQS;
-  int32_t *XQZ;
+  w4z *XQZ;
   uint32_t *XB;  /* the rows rounded to bf16, as pairs */
   float *XR, *XS; /* prep_x4 (int4 weight-only GEMVs) */
 } lqprep;
@@ -2909,8 +2949,8 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.AQ = (uint8_t *)moec_scratch_alloc((size_t)(total * l3) + 4);
     j.XQS = (float *)malloc(sizeof(float) * (size_t)(total * ng1 + 1));
     j.AQS = (float *)malloc(sizeof(float) * (size_t)(total * ng3 + 1));
-    j.XQZ = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total * ng1 + 1));
-    j.AQZ = (int32_t *)malloc(sizeof(int32_t) * (size_t)(total * ng3 + 1));
+    j.XQZ = (w4z *)malloc(sizeof(w4z) * (size_t)(total * ng1 + 1));
+    j.AQZ = (w4z *)malloc(sizeof(w4z) * (size_t)(total * ng3 + 1));
     if (!j.XQ || !j.AQ || !j.XQS || !j.AQS || !j.XQZ || !j.AQZ) j.failed = 1;
     else
       prep.XQ = j.XQ, prep.XQS = j.XQS, prep.XQZ = j.XQZ, prep.G = vin.G, prep.ld = l1;
@@ -3023,7 +3063,7 @@ typedef struct {
   uint32_t *XB;             /* bf16 (vdpbf16ps, every row count): rows as bf16 pairs */
   uint8_t *XQ;              /* w8a8: rows as biased int8, scales XQS; w4a8: signed codes per group */
   float *XQS;
-  int32_t *XQZ;             /* w4a8: per (row, group) code sums */
+  w4z *XQZ;                 /* w4a8: per (row, group) -8 x the code sums (quant_row_g) */
   const void *panels;       /* cached narrow / pair panels, or NULL (packed per item) */
   int kind;                 /* 0 gemv, 1 f32 tile on dequantised panels, 2 tile_wq, 3 tile_i8, 4 tile_bf16,
                              * 5 tile_w4a8, 6 tile_wq_bf16 (int8 / int4 weights, bf16 activations: rows XH) */
@@ -3171,7 +3211,7 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
     const int64_t ng = K / G, ld = ng * g4_of(G);
     j.XQ = (uint8_t *)moec_scratch_alloc((size_t)(M * ld) + 4);
     j.XQS = (float *)malloc(sizeof(float) * (size_t)(M * ng + 1));
-    j.XQZ = (int32_t *)malloc(sizeof(int32_t) * (size_t)(M * ng + 1));
+    j.XQZ = (w4z *)malloc(sizeof(w4z) * (size_t)(M * ng + 1));
     if (!j.XQ || !j.XQS || !j.XQZ) failed = 1;
     else
       prep.XQ = j.XQ, prep.XQS = j.XQS, prep.XQZ = j.XQZ, prep.ld = ld;
