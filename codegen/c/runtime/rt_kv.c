@@ -65,7 +65,8 @@ static int kvs_buffers(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k
 static int kv_widen_rows(moec_ctx *ctx, const moec_tensor *c, int64_t L, moec_tensor *w) {
   const int64_t shape[4] = {c->shape[0], c->shape[1], L, c->shape[3]};
   if (moec_alloc_uninit(ctx, w, MOEC_F32, 4, shape)) return -1;
-  const int64_t bh = c->shape[0] * c->shape[1], n = L * c->shape[3], M = c->shape[2] * c->shape[3];
+  /* (both buffers exist: their element counts, hence these products, are already checked) */
+  const int64_t bh = moec_dims_prod(c->shape, 0, 2), n = moec_dims_prod(shape, 2, 4), M = moec_dims_prod(c->shape, 2, 4);
   const uint16_t *src = (const uint16_t *)c->data;
   float *dst = (float *)w->data;
   for (int64_t i = 0; i < bh; i++)
