@@ -13,6 +13,10 @@
  *   int4 kpanel: the same three on a k-major panel (16 columns x 8 k per 64 bytes, x[k] broadcast)
  *   int4 cvt:    vpsrld + vpandd + vcvtdq2ps + vfmadd (the conversion instead of the table)
  *   w8a8 row:    vpdpbusd per 64 weights (tile_i8's one-row loop)
+ *   bf16 kernel: tile_bf16_mx's one-row loop without AVX512_BF16 on a pair panel (32 columns x 64 pairs): per pair
+ *                two 64-byte loads, the even k's halves << 16 (vpslld) and the odd k's masked (vpandd), x[2p] and
+ *                x[2p + 1] broadcast from memory, four FMAs into two accumulators (each a chain of two FMAs a pair)
+ *   bf16 pairs:  the same ops into four independent accumulators (the ports' ceiling, no FMA chain)
  * CPU time (CLOCK_PROCESS_CPUTIME_ID), the median of 31 runs; GB/s of weight bytes (one row of x). */
 #include <immintrin.h>
 #include <stdint.h>
@@ -26,6 +30,7 @@ static int8_t W8[4][K] __attribute__((aligned(64)));
 static uint8_t W4[4][K / 2] __attribute__((aligned(64)));
 static float X[K] __attribute__((aligned(64)));
 static uint8_t XQ[K] __attribute__((aligned(64)));
+static uint32_t WB[4 * K / 2] __attribute__((aligned(64))); /* 4 x 1024 bf16 weights: 32 columns x 64 pairs */
 static volatile float sink;
 static volatile int32_t isink;
 
@@ -138,6 +143,32 @@ __attribute__((noinline)) static void w8a8_row(void) {
   }
   isink = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3])));
 }
+__attribute__((noinline)) static void bf16_kernel(void) {
+  const __m512i hm = _mm512_set1_epi32((int)0xffff0000u);
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+  for (int p = 0; p < 4 * K / 64; p++) {
+    const __m512i u0 = _mm512_load_si512((const void *)(WB + 32 * p)), u1 = _mm512_load_si512((const void *)(WB + 32 * p + 16));
+    const __m512 xe = _mm512_set1_ps(X[2 * p]), xo = _mm512_set1_ps(X[2 * p + 1]);
+    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(u0, 16)), xe, a0);
+    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(u0, hm)), xo, a0);
+    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(u1, 16)), xe, a1);
+    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(u1, hm)), xo, a1);
+  }
+  sink = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+__attribute__((noinline)) static void bf16_pairs(void) {
+  const __m512i hm = _mm512_set1_epi32((int)0xffff0000u);
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+  for (int p = 0; p < 4 * K / 64; p++) {
+    const __m512i u0 = _mm512_load_si512((const void *)(WB + 32 * p)), u1 = _mm512_load_si512((const void *)(WB + 32 * p + 16));
+    const __m512 xe = _mm512_set1_ps(X[2 * p]), xo = _mm512_set1_ps(X[2 * p + 1]);
+    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(u0, 16)), xe, a0);
+    b0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(u0, hm)), xo, b0);
+    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(u1, 16)), xe, a1);
+    b1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(u1, hm)), xo, b1);
+  }
+  sink = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(b0, b1)));
+}
 static void run(const char *name, void (*f)(void), double bytes) {
   double t[31];
   const int reps = 20000;
@@ -180,12 +211,15 @@ int main(void) {
   for (int i = 0; i < 4; i++)
     for (int k = 0; k < K / 2; k++) W4[i][k] = (uint8_t)rand();
   for (int k = 0; k < K; k++) { X[k] = (rand() % 2001 - 1000) * 1e-3f; XQ[k] = (uint8_t)rand(); }
+  for (int i = 0; i < 4 * K / 2; i++) WB[i] = 0x3c003c00u | ((uint32_t)rand() & 0x83ff83ffu);
   run("int8 row", int8_row, 4.0 * K);
   run("int8 kpanel", int8_kpanel, 4.0 * K);
   run("int4 row", int4_row, 2.0 * K);
   run("int4 kpanel", int4_kpanel, 2.0 * K);
   run("int4 cvt", int4_cvt, 2.0 * K);
   run("w8a8 row", w8a8_row, 4.0 * K);
+  run("bf16 kernel", bf16_kernel, 8.0 * K);
+  run("bf16 pairs", bf16_pairs, 8.0 * K);
   read_stream();
   return 0;
 }

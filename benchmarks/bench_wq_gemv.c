@@ -8,7 +8,8 @@
  *   gcc -O2 -std=gnu11 -fno-strict-aliasing -fno-math-errno -pthread $(python -c "from moec.targets.description \
  *     import host_cpu; print(' '.join(host_cpu().cflags))") -I$R benchmarks/bench_wq_gemv.c \
  *     $(ls $R/*.c | grep -v rt_model.c) -lm -o /tmp/bench_wq_gemv
- *   /tmp/bench_wq_gemv MODE N K G ZP THREADS [M] [REPS]   # MODE 8 (int8), 4 (int4), 88 (w8a8), 44 (w4a8); G: int4 group
+ *   /tmp/bench_wq_gemv MODE N K G ZP THREADS [M] [REPS]   # MODE 8 (int8), 4 (int4), 88 (w8a8), 44 (w4a8), 16 (bf16:
+ *                                                         # the compile-time pair panels, as a compiled model's); G: int4 group
  *   e.g. /tmp/bench_wq_gemv 8 2816 1024 0 0 1; /tmp/bench_wq_gemv 4 32000 1024 32 1 2
  *
  * Mean and best of REPS calls (the host is shared: compare numbers of one run). */
@@ -34,10 +35,12 @@ static moec_tensor T(void *d, int dt, int r, int64_t a, int64_t b) {
 int main(int argc, char **argv) {
   /* args: mode(8|4) N K G zp threads M reps */
   int mode = atoi(argv[1]); int aq = mode == 88 || mode == 44; if (mode == 88) mode = 8; if (mode == 44) mode = 4;
+  const int bf = mode == 16; /* bf16 weights: 2 bytes each, read from the pair panels [1, ceil(N/32), ceil(K/2), 32, 2] */
   g_cpu = getenv("CPUTIME") != NULL; int64_t N = atoll(argv[2]), K = atoll(argv[3]), G = atoll(argv[4]);
   int zp = atoi(argv[5]), nt = atoi(argv[6]), M = argc > 7 ? atoi(argv[7]) : 1; int reps = argc > 8 ? atoi(argv[8]) : 200;
-  int64_t wb = mode == 8 ? N * K : N * K / 2, ng = mode == 8 ? 1 : K / (G ? G : K);
-  int64_t sb = 4 * N * ng * (zp ? 2 : 1);
+  const int64_t PP = (K + 1) / 2, NB = (N + 31) / 32;
+  int64_t wb = bf ? NB * PP * 32 * 4 : mode == 8 ? N * K : N * K / 2, ng = mode == 8 ? 1 : K / (G ? G : K);
+  int64_t sb = bf ? 0 : 4 * N * ng * (zp ? 2 : 1);
   int copies = (int)((256ll << 20) / (wb + sb)) + 1;  /* rotate over >= 256 MB */
   if (getenv("INCACHE")) copies = 1;
   if (reps < copies + 20) reps = copies + 20; /* (every copy once before timing: w8a8 packs its panels then) */
@@ -46,6 +49,8 @@ int main(int argc, char **argv) {
   for (int c = 0; c < copies; c++) {
     W[c] = WB + c * wst; S[c] = malloc(4 * N * ng); Z[c] = malloc(4 * N * ng);
     for (int64_t i = 0; i < wb; i++) W[c][i] = rand();
+    if (bf) /* (bf16 values with small exponents: every pair's halves 0x3c00..0x3fff | sign) */
+      for (int64_t i = 0; i + 1 < wb; i += 2) W[c][i + 1] = (unsigned char)(0x3c | (W[c][i + 1] & 0x83));
     for (int64_t i = 0; i < N * ng; i++) { S[c][i] = 0.01f * (1 + rand() % 7); Z[c][i] = rand() % 16; }
   }
   /* w4a8: the compile-time panels (as ir/weight_layouts.py writes them: nibbles [1, nblk, ng, G4 / 4, 64], scales and
@@ -81,10 +86,16 @@ int main(int argc, char **argv) {
   double best = 1e9, tot = 0; int cnt = 0; double *ts = malloc(sizeof(double) * (size_t)reps);
   for (int it = 0; it < reps; it++) {
     int c = it % copies;
-    moec_tensor wt = T(W[c], mode == 8 ? MOEC_I8 : MOEC_U8, 2, N, mode == 8 ? K : K / 2);
+    moec_tensor wt = T(W[c], bf ? MOEC_BF16 : mode == 8 ? MOEC_I8 : MOEC_U8, 2, N, mode == 4 ? K / 2 : K);
     moec_tensor st = T(S[c], MOEC_F32, 2, N, ng), zt = T(Z[c], MOEC_F32, 2, N, ng);
-    moec_wq q; memset(&q, 0, sizeof q); q.mode = mode == 8 ? MOEC_WQ_INT8 : MOEC_WQ_INT4; q.group = G;
-    q.s_in = &st; q.aq = aq; q.z_in = zp ? &zt : NULL;
+    moec_wq q; memset(&q, 0, sizeof q); q.mode = bf ? MOEC_WQ_BF16 : mode == 8 ? MOEC_WQ_INT8 : MOEC_WQ_INT4; q.group = G;
+    moec_tensor pb;
+    if (bf) { /* the pair panels are the weight's only copy read (wt's data: never read when pk_in matches) */
+      memset(&pb, 0, sizeof pb); pb.data = W[c]; pb.dtype = MOEC_BF16; pb.rank = 5; pb.shape[0] = 1; pb.shape[1] = NB;
+      pb.shape[2] = PP; pb.shape[3] = 32; pb.shape[4] = 2; pb.numel = NB * PP * 64;
+      q.pk_in = &pb;
+    }
+    q.s_in = bf ? NULL : &st; q.aq = aq; q.z_in = zp ? &zt : NULL;
     moec_tensor pn, ps, pz;
     if (PN) {
       memset(&pn, 0, sizeof pn); pn.data = PN[c]; pn.dtype = MOEC_U8; pn.rank = 5; pn.shape[0] = 1; pn.shape[1] = nblk;
@@ -103,11 +114,11 @@ int main(int argc, char **argv) {
     if (it == reps - 1) { double s = 0; for (int64_t i = 0; i < M * N; i++) s += ((float *)y.data)[i]; fprintf(stderr, "chk %.6g\n", s); }
     moec_release(&y);
   }
-  double bytes = wb + 4.0 * N * ng * (zp ? 2 : 1);
+  double bytes = wb + (double)sb;
   qsort(ts, (size_t)cnt, sizeof(double), cmpd);
   double med = ts[cnt / 2];
   printf("%s N=%lld K=%lld G=%lld zp=%d T=%d M=%d%s: mean %.1f us median %.1f us best %.1f us  %.1f GB/s (mean) %.1f GB/s (median) %.1f GB/s (best)\n",
-         aq ? (mode == 8 ? "w8a8" : "w4a8") : mode == 8 ? "int8" : "int4", (long long)N, (long long)K, (long long)G, zp, nt, M,
+         aq ? (mode == 8 ? "w8a8" : "w4a8") : bf ? "bf16" : mode == 8 ? "int8" : "int4", (long long)N, (long long)K, (long long)G, zp, nt, M,
          g_cpu ? " cpu time" : "", 1e6 * tot / cnt, 1e6 * med, 1e6 * best, bytes / (tot / cnt) * 1e-9, bytes / med * 1e-9,
          bytes / best * 1e-9);
   return 0;

@@ -168,3 +168,41 @@ def test_w8a8_row_codes_at_ties(tmp_path):
     got = y / (sx[:, None].astype(np.float64) / 127.0) / 127.0  # the codes, up to f32 rounding of the epilogue
     assert np.abs(got - q).max() < 0.01, np.argwhere(np.abs(got - q) >= 0.01)[:8]
     assert (np.abs(q - np.trunc(q)) == 0).all() and (q[:2, :254] % 2 == 0).all()  # the exact ties went to even
+
+
+@pytest.mark.parametrize("mode,G,D,F", [("int4", 32, 224, 96), ("int8", 0, 200, 80)])
+def test_experts_decode_runs(mode, G, D, F, tmp_path):
+    """decode (one or two tokens) runs phases 1 and 3 over the experts that have rows only, their column blocks in
+    runs of consecutive blocks per thread (xphase): E 8 of which 1-4 have rows; int4 I = 192, D = 224 (6 and 7
+    column blocks), int8 I = 160, D = 200 (5 and 7, the last partial), so runs cross expert boundaries and the last
+    run is short.  Each token's rows are the numpy reference, and the same bits at 1 and 2 threads and alone or
+    beside another token."""
+    E, k = 8, 2
+    m, di, do = _experts(mode, G, False, D, F, E, k, seed=3)
+    arts = {t: build_module(m, str(tmp_path / f"x{t}"), arch="native", threads=t) for t in (1, 2)}
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, D)).astype(np.float32)
+    for trial in range(4):
+        logits = rng.standard_normal((2, E)).astype(np.float32) * 3
+        for T in (1, 2):
+            ys = [arts[t]([x[:T], logits[:T]])[0] for t in (1, 2)]
+            want, _ = _experts_numpy(x[:T], logits[:T], k, di, do, F)
+            assert np.abs(ys[1] - want).max() <= _tol(want, D + F), (mode, T, np.abs(ys[1] - want).max())
+            assert np.array_equal(ys[0], ys[1]), (mode, T, trial)
+            if T == 2:
+                one = arts[2]([x[1:2], logits[1:2]])[0]
+                assert np.array_equal(one[0], ys[1][1]), (mode, trial)
+
+
+@pytest.mark.parametrize("mode,K,G", [("int4", 1024, 32), ("int8", 512, 0)])
+def test_dense_gemv_items(mode, K, G, tmp_path):
+    """one-row linear_q GEMVs take items of at least 64 KB of weights (LQ_GEMV_ITEM_BYTES) when the weight is
+    small: N = 1000 (31 whole column blocks and a partial one) splits into 7 (int4) / 7 (int8) runs of column
+    blocks, the last short; every column is the numpy reference and the same bits at 1 and 2 threads."""
+    m, ws = _quantised(mode, K, 1000, G, False)
+    arts = [build_module(m, str(tmp_path / f"{mode}{t}"), arch="native", threads=t) for t in (1, 2)]
+    x = np.random.default_rng(5).standard_normal((1, K)).astype(np.float32)
+    (y1, z1), (y2, z2) = arts[0]([x]), arts[1]([x])
+    want_y = _numpy_dense(mode, x, ws["w"].T, G, False)
+    assert np.abs(y2 - want_y).max() <= _tol(want_y, K)
+    assert np.array_equal(y1, y2) and np.array_equal(z1, z2)

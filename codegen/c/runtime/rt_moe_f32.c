@@ -2170,7 +2170,9 @@ static void tile_w4a8(const wview *v, const int8_t *A, int64_t lda, const float 
  * 10.7 GB/s from DRAM, about a third of its in-cache rate.  Prefetched into L2 (prefetcht1, locality 2)
  * GEMV_PF_BYTES ahead in the stream (whole four-row blocks further on), the L1 misses hit L2: 28 GB/s
  * a core ([1,1024] x [2816,1024] int8, 1 thread, weights rotated over 256 MB; int4 g32: 13.5 -> 14.0, compute-bound). */
+#ifndef GEMV_PF_BYTES
 #define GEMV_PF_BYTES 8192
+#endif
 static inline int64_t gemv_pf_dist(int64_t row_bytes) { return (GEMV_PF_BYTES / (4 * row_bytes) + 1) * 4 * row_bytes; }
 
 /* int8 rows (bf16 weights never come here: they always run tile_bf16 on pair panels, compile-time or
@@ -2877,6 +2879,45 @@ static void lq_prep_run(moec_ctx *ctx, lqprep *p) {
   }
 }
 
+/* Phases 1 and 3 over the (expert, column block) items.  Prefill: every pair is an item (the pool hands them out
+ * one at a time).  Decode (every expert at most GEMV_ROWS rows): only the experts with rows, their blocks in order,
+ * cut into XRUNS_PER_THREAD runs of consecutive blocks per thread: a run streams one contiguous stretch of an
+ * expert's weights, so the GEMVs' prefetch (and the hardware's) reads ahead into the blocks this thread runs next,
+ * not into a block the other thread took (one-block items alternated between the threads, each prefetching ~10 KB
+ * of the other's block); the empty experts' items (6 of 8 at top-2) cost nothing. */
+#define XRUNS_PER_THREAD 8
+typedef struct {
+  xjob *j;
+  moec_task_tid_fn fn;
+  int64_t nb, nblk, per;
+  int64_t act[64]; /* the experts with rows, in order (more than 64: xphase hands out single blocks instead) */
+} xruns;
+static void xrun_task(void *arg, int64_t item, int tid) {
+  const xruns *r = (const xruns *)arg;
+  const int64_t b0 = item * r->per, b1 = b0 + r->per < r->nblk ? b0 + r->per : r->nblk;
+  for (int64_t b = b0; b < b1; b++) r->fn(r->j, r->act[b / r->nb] * r->nb + b % r->nb, tid);
+}
+static void xphase(moec_ctx *ctx, xjob *j, int64_t nb, moec_task_tid_fn fn, int64_t maxn) {
+  xruns r;
+  int64_t nact = 0;
+  if (maxn <= GEMV_ROWS)
+    for (int64_t e = 0; e < j->E && nact <= 64; e++)
+      if (j->row0[e + 1] > j->row0[e]) {
+        if (nact < 64) r.act[nact] = e;
+        nact++;
+      }
+  if (maxn > GEMV_ROWS || nact > 64) { /* prefill (or more than 64 experts with rows): one block per item */
+    moec_parallel_for_tid(ctx, j->E * nb, fn, j);
+    return;
+  }
+  r.j = j, r.fn = fn, r.nb = nb, r.nblk = nact * nb;
+  int64_t runs = (int64_t)moec_num_threads(ctx, 1 << 30) * XRUNS_PER_THREAD;
+  if (runs > r.nblk) runs = r.nblk;
+  if (runs < 1) return;
+  r.per = (r.nblk + runs - 1) / runs;
+  moec_parallel_for_tid(ctx, (r.nblk + r.per - 1) / r.per, xrun_task, &r);
+}
+
 int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *ids, const moec_tensor *order,
                          const moec_tensor *offsets, const moec_tensor *w_in, const moec_tensor *w_out,
                          const moec_tensor *b_in, const moec_tensor *b_out, const moec_tensor *rw, int weights_at,
@@ -3036,9 +3077,15 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   }
   j.ahead = nt;
   if (!j.failed) lq_prep_run(ctx, &prep);
-  if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb1, phase1, &j);
-  if (!j.failed) moec_parallel_for(ctx, total, phase2, &j);
-  if (!j.failed) moec_parallel_for_tid(ctx, E * j.nb3, phase3, &j);
+  if (!j.failed) xphase(ctx, &j, j.nb1, phase1, maxn);
+  if (!j.failed) {
+    if (total * F < 32768) { /* (decode: a row or two -- not worth waking the pool for) */
+      for (int64_t rr = 0; rr < total; rr++) phase2(&j, rr);
+    } else {
+      moec_parallel_for(ctx, total, phase2, &j);
+    }
+  }
+  if (!j.failed) xphase(ctx, &j, j.nb3, phase3, maxn);
   for (int t = 0; t < nt; t++) { free(j.pack[t]); free(j.stab[t]); }
   moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.AR); free(j.AS); moec_scratch_free(j.XB); moec_scratch_free(j.AB);
   moec_scratch_free(j.XH); moec_scratch_free(j.AH);
@@ -3160,6 +3207,7 @@ static void lq_task(void *arg, int64_t item, int tid) {
   }
 }
 
+#define LQ_GEMV_ITEM_BYTES 65536
 int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, const moec_tensor *bias,
                     const moec_wq *q, moec_tensor *y) {
   static const int wdt[4] = {MOEC_F32, MOEC_BF16, MOEC_I8, MOEC_U8};
@@ -3281,8 +3329,15 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   double work = (double)M * (double)N * (double)K;
   int nt = moec_num_threads(ctx, 1 << 30);
   if (work < 262144.0) nt = 1;
-  /* about 16 items per thread, a run of at least one column block */
-  int64_t want = (int64_t)nt * 16, split = j.nrb >= want ? 1 : (want + j.nrb - 1) / j.nrb;
+  /* about 16 items per thread, a run of at least one column block; the GEMVs (kind 0) at least LQ_GEMV_ITEM_BYTES
+   * of weights an item: a thread's item streams one stretch of the weight, its prefetch reaching into its own next
+   * rows rather than into the block the other thread took (a [1024, 1024] int4 projection: 8 items, not 32) */
+  int64_t want = (int64_t)nt * 16;
+  if (j.kind == 0) {
+    const int64_t wb = N * (mode == MOEC_WQ_INT4 ? K / 2 : K) / LQ_GEMV_ITEM_BYTES;
+    if (wb < want) want = wb > nt ? wb : nt;
+  }
+  int64_t split = j.nrb >= want ? 1 : (want + j.nrb - 1) / j.nrb;
   if (split > j.nbk) split = j.nbk;
   j.cpi = (j.nbk + split - 1) / split;
   j.ncb = (j.nbk + j.cpi - 1) / j.cpi;
