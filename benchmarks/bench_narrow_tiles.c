@@ -106,8 +106,8 @@ static void dec(int argc, char **argv, int int4) {
     double t1 = now();
     for (int64_t b = 0; b < nblk; b++) {
 #if MOEC_VBYTES >= 64
-      if (rows == 1) tile_wq_r(&v, X, K, 1, P + b * pbk, ST + b * tw, Y + b * NR, N, NR, 1, NULL, 0);
-      else tile_wq_r(&v, X, K, 2, P + b * pbk, ST + b * tw, Y + b * NR, N, NR, 2, NULL, 0);
+      if (rows == 1) tile_wq_r(&v, X, K, 1, P + b * pbk, ST + b * tw, Y + b * NR, N, NR, 1, 0, NULL, 0);
+      else tile_wq_r(&v, X, K, 2, P + b * pbk, ST + b * tw, Y + b * NR, N, NR, 2, 0, NULL, 0);
 #else
       tile_wq(&v, X, K, rows, P + b * pbk, ST + b * tw, Y + b * NR, N, NR);
 #endif

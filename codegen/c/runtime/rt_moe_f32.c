@@ -1152,10 +1152,10 @@ static const float *wq_scales(const wview *v, const float *tables, int64_t e, in
 
 static inline __attribute__((always_inline)) void tile_wq_r(const wview *v, const float *A, int64_t lda, int m,
                                                             const void *panel, const float *st, float *C,
-                                                            int64_t ldc, int64_t nb, const int R, const char *pf,
-                                                            int64_t pfs) {
+                                                            int64_t ldc, int64_t nb, const int R, const int PF,
+                                                            const char *pf, int64_t pfs) {
   int64_t K = v->K;
-  if (!pf) pf = (const char *)panel, pfs = 0; /* (nothing ahead: the panel's first line, a no-op) */
+  if (PF && !pf) pf = (const char *)panel, pfs = 0; /* (nothing ahead: the panel's first line, a no-op) */
   v16f acc[MR][2];
 #pragma GCC unroll 16
   for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = (v16f){0};
@@ -1165,8 +1165,10 @@ static inline __attribute__((always_inline)) void tile_wq_r(const wview *v, cons
   if (v->mode == MOEC_WQ_INT8) {
     const int8_t *Bp = (const int8_t *)panel;
     for (int64_t k = 0; k < K; k++) {
-      __builtin_prefetch(pf, 0, 2);
-      pf += pfs;
+      if (PF) {
+        __builtin_prefetch(pf, 0, 2);
+        pf += pfs;
+      }
       v16f b0 = ld16_i8(Bp + k * NR), b1 = ld16_i8(Bp + k * NR + 16);
 #pragma GCC unroll 16
       for (int r = 0; r < R; r++) {
@@ -1183,8 +1185,10 @@ static inline __attribute__((always_inline)) void tile_wq_r(const wview *v, cons
       const float *sg = st + (g0 / v->G) * 2 * NR;
       v16f s0 = ld16f(sg), s1 = ld16f(sg + 16), z0 = ld16f(sg + 32), z1 = ld16f(sg + 48);
       for (int64_t k = g0; k < g0 + v->G; k++) {
-        __builtin_prefetch(pf, 0, 2);
-        pf += pfs;
+        if (PF) {
+          __builtin_prefetch(pf, 0, 2);
+          pf += pfs;
+        }
         v16f lo, hi;
         ld16_u4(Bp + k * (NR / 2), &lo, &hi);
         v16f b0 = lo * s0 - z0, b1 = hi * s1 - z1;
@@ -1260,19 +1264,20 @@ static inline __attribute__((always_inline)) void tile_wq_avx2(const wview *v, c
 
 /* C = A (m <= MR rows) x the panel.  AVX-512: all MR rows at once (2 x 16 lanes each in zmm); AVX2: two rows
  * at a time in explicit 8-lane registers; otherwise the generic vectors, two rows at a time.  tile_wq_pf (AVX-512):
- * one prefetcht1 of pf per k step, advancing by pfs (a slice of the next item's narrow panel: wq_next_slice). */
+ * one prefetcht1 of pf per k step, advancing by pfs (a slice of the next item's narrow panel: wq_next_slice); tile_wq
+ * has no prefetch (PF 0). */
 static void tile_wq_pf(const wview *v, const float *A, int64_t lda, int m, const void *panel, const float *st, float *C,
                        int64_t ldc, int64_t nb, const char *pf, int64_t pfs) {
 #if MOEC_VBYTES >= 64
-  tile_wq_r(v, A, lda, m, panel, st, C, ldc, nb, MR, pf, pfs);
+  tile_wq_r(v, A, lda, m, panel, st, C, ldc, nb, MR, 1, pf, pfs);
 #elif defined(__AVX2__) && defined(__FMA__)
   for (int r = 0; r < m; r += 2)
     if (m - r >= 2) tile_wq_avx2(v, A + r * lda, lda, panel, st, C + r * ldc, ldc, nb, 2);
     else tile_wq_avx2(v, A + r * lda, lda, panel, st, C + r * ldc, ldc, nb, 1);
 #else
   for (int r = 0; r < m; r += 2)
-    if (m - r >= 2) tile_wq_r(v, A + r * lda, lda, 2, panel, st, C + r * ldc, ldc, nb, 2, NULL, 0);
-    else tile_wq_r(v, A + r * lda, lda, 1, panel, st, C + r * ldc, ldc, nb, 1, NULL, 0);
+    if (m - r >= 2) tile_wq_r(v, A + r * lda, lda, 2, panel, st, C + r * ldc, ldc, nb, 2, 0, NULL, 0);
+    else tile_wq_r(v, A + r * lda, lda, 1, panel, st, C + r * ldc, ldc, nb, 1, 0, NULL, 0);
 #endif
 #if MOEC_VBYTES < 64
   (void)pf, (void)pfs;
@@ -1280,7 +1285,11 @@ static void tile_wq_pf(const wview *v, const float *A, int64_t lda, int m, const
 }
 static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const void *panel, const float *st, float *C,
                     int64_t ldc, int64_t nb) {
+#if MOEC_VBYTES >= 64
+  tile_wq_r(v, A, lda, m, panel, st, C, ldc, nb, MR, 0, NULL, 0); /* (no prefetch: the loop as before) */
+#else
   tile_wq_pf(v, A, lda, m, panel, st, C, ldc, nb, NULL, 0);
+#endif
 }
 
 /* Prefill with more rows than a few tiles: tile_wq widens and scales the same panel once per MR rows, so
