@@ -12,6 +12,11 @@
  *                                               # tile_i8 (w8a8), tile_w4a8 (group G), a pure vpdpbusd loop;
  *                                               # tile_i8 fetches the next panel's slices as the call sites do
  *                                               # (runtimes with MOEC_I8_NEXT_SLICE; I8_NOPF=1: without)
+ *   /tmp/bench_narrow_tiles wq M K N int4           # weight-only int8 (int4: g32) prefill, 1 thread, GFLOP/s: the
+ *                                               # phase-1 item loop (M > wq_deq_rows: dequantised panel + tile,
+ *                                               # else tile_wq) without / with the next item's slices (tile_pf,
+ *                                               # tile_wq_pf), and tile() on
+ *                                               # f32 panels in cache (the f32 probe of the same run)
  *   (benchmarks/bench_i8_kernels.py runs the gemm mode beside torch._int_mm on the same shapes and threads.)
  *
  * Best of repeated passes (the host is shared: compare numbers of one run). */
@@ -108,8 +113,8 @@ static void dec(int argc, char **argv, int int4) {
     double t1 = now();
     for (int64_t b = 0; b < nblk; b++) {
 #if MOEC_VBYTES >= 64
-      if (rows == 1) tile_wq_r(&v, X, K, 1, P + b * pbk, ST + b * tw, Y + b * NR, N, NR, 1);
-      else tile_wq_r(&v, X, K, 2, P + b * pbk, ST + b * tw, Y + b * NR, N, NR, 2);
+      if (rows == 1) tile_wq_r(&v, X, K, 1, P + b * pbk, ST + b * tw, Y + b * NR, N, NR, 1, 0, NULL, 0);
+      else tile_wq_r(&v, X, K, 2, P + b * pbk, ST + b * tw, Y + b * NR, N, NR, 2, 0, NULL, 0);
 #else
       tile_wq(&v, X, K, rows, P + b * pbk, ST + b * tw, Y + b * NR, N, NR);
 #endif
@@ -228,6 +233,56 @@ static void gemm(int argc, char **argv) {
          (long)N, (long)G, T, ops / best[0] / 1e9, ops / best[1] / 1e9, ops / best[2] / 1e9);
 }
 
+static void wq_items(int argc, char **argv) {
+  int64_t M = arg(argc, argv, 2, 64), K = arg(argc, argv, 3, 1024), N = arg(argc, argv, 4, 5632);
+  int int4 = (int)arg(argc, argv, 5, 0);
+  int64_t G = 32, nblk = (N + NR - 1) / NR;
+  if (M < 1 || K % G) { fprintf(stderr, "wq M K N int4: 32 divides K\n"); exit(2); }
+  uint8_t *W = malloc(int4 ? N * K / 2 : N * K);
+  float *sw = malloc(sizeof(float) * N * (K / G));
+  srand(1);
+  for (int64_t i = 0; i < (int4 ? N * K / 2 : N * K); i++) W[i] = int4 ? rand() : (rand() % 255) - 127;
+  for (int64_t i = 0; i < N * (K / G); i++) sw[i] = 0.01f * (1 + rand() % 7);
+  wview v = {int4 ? MOEC_WQ_INT4 : MOEC_WQ_INT8, W, sw, NULL, N, K, int4 ? G : 0};
+  uint8_t *P = aligned_alloc(64, (nblk * wq_panel_bytes(&v) + 63) / 64 * 64); /* (cached_panels: weights only) */
+  for (int64_t b = 0; b < nblk; b++)
+    (int4 ? pack_w4k_panel : pack_w8k_panel)(W, K, b * NR, N - b * NR < NR ? N - b * NR : NR, P + b * wq_panel_bytes(&v));
+  const float *tab = NULL; /* (scale tables per item, as with zero points) */
+  float *X = malloc(sizeof(float) * M * K), *C = malloc(sizeof(float) * M * N);
+  float *pack = aligned_alloc(64, (wq_pack_bytes(K) + 63) / 64 * 64), *stb = aligned_alloc(64, sizeof(float) * (2 * NR * (K / 2 + 1) + 16));
+  float *F = aligned_alloc(64, sizeof(float) * K * NR);
+  for (int64_t i = 0; i < M * K; i++) X[i] = (rand() / (float)RAND_MAX) - 0.5f;
+  for (int64_t i = 0; i < K * NR; i++) F[i] = (rand() / (float)RAND_MAX) - 0.5f;
+  double best[3] = {1e9, 1e9, 1e9};
+  for (int it = 0; it < 15; it++)
+    for (int kind = 0; kind < 3; kind++) {
+      double t0 = now();
+      for (int64_t b = 0; b < nblk; b++) {
+        int64_t c0 = b * NR, nb = N - c0 < NR ? N - c0 : NR;
+        if (kind == 2) { /* the f32 probe: tile() on one f32 panel in cache, the same rows and K */
+          for (int64_t r = 0; r < M; r += MR) tile(X + r * K, K, M - r < MR ? (int)(M - r) : MR, F, K, C + r * N + c0, N, nb);
+          continue;
+        }
+        const void *Bw = wq_panel(&v, P, 0, nblk, b, c0, nb, NULL);
+        const float *st = wq_scales(&v, tab, 0, nblk, b, c0, nb, stb);
+        if (M > wq_deq_rows(&v)) wq_dequant_panel(&v, Bw, st, pack);
+        for (int64_t r = 0; r < M; r += MR) {
+          int m = M - r < MR ? (int)(M - r) : MR;
+          int64_t pfs = 0;
+          const char *pf = kind == 1 && m > 4 ? wq_next_slice(&v, P, b + 1, nblk, r / MR, I8_PF_BLOCKS(M, MR), &pfs) : NULL;
+          if (M > wq_deq_rows(&v)) tile_pf(X + r * K, K, m, pack, K, C + r * N + c0, N, nb, pf, pfs);
+          else tile_wq_pf(&v, X + r * K, K, m, Bw, st, C + r * N + c0, N, nb, pf, pfs);
+        }
+      }
+      double dt = now() - t0;
+      if (dt < best[kind]) best[kind] = dt;
+    }
+  double fl = 2.0 * M * N * K;
+  printf("wq %s M=%ld K=%ld N=%ld (panels %.1f MB) 1 thread GFLOP/s: no slices %.1f, next-item slices %.1f, f32 tile in cache %.1f\n",
+         int4 ? "int4" : "int8", (long)M, (long)K, (long)N, nblk * wq_panel_bytes(&v) / 1e6, fl / best[0] / 1e9,
+         fl / best[1] / 1e9, fl / best[2] / 1e9);
+}
+
 int main(int argc, char **argv) {
   const char *m = argc > 1 ? argv[1] : "w4a8";
   g_nopf = getenv("I8_NOPF") != NULL;
@@ -235,6 +290,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(m, "dec8")) dec(argc, argv, 0);
   else if (!strcmp(m, "dec4")) dec(argc, argv, 1);
   else if (!strcmp(m, "gemm")) gemm(argc, argv);
-  else { fprintf(stderr, "modes: w4a8 K N M G zp | dec8 N rows | dec4 N rows | gemm M K N T G\n"); return 2; }
+  else if (!strcmp(m, "wq")) wq_items(argc, argv);
+  else { fprintf(stderr, "modes: w4a8 K N M G zp | dec8 N rows | dec4 N rows | gemm M K N T G | wq M K N int4\n"); return 2; }
   return 0;
 }

@@ -155,3 +155,36 @@ def test_experts_around_the_thresholds(arch, mode, G, zp, tmp_path):
             tol = _tol(want, 2 * F)
             assert np.abs(got - want[:T]).max() <= tol, (arch, mode, G, T, np.abs(got - want[:T]).max())
             assert np.abs(got - ref).max() <= tol, (arch, mode, G, T)
+
+
+# -- the next item's panel fetched while an item's row blocks run (wq_next_slice) ------------------------
+@pytest.mark.parametrize("mode,G", [("int8", 0), ("int4", 40)])
+def test_experts_next_panel_slices_odd_shapes(mode, G, tmp_path):
+    """Each 5+-row block of an item prefetches a slice of the next item's narrow panel (one line per k step): the
+    slices' edges -- the last item (no next panel), an item whose next expert has no rows, blocks of 1-4 rows (no
+    slice), rows not a multiple of the row tile, K not a multiple of the prefetch step or of a line (D = 200 / 120,
+    F = 40 / 80), columns not a multiple of the panel -- must leave every product as it was."""
+    D, F, E, k = (200, 40, 4, 2) if mode == "int8" else (120, 80, 4, 2)
+    m, di, do = _experts(mode, G, False, D, F, E, k)
+    art = build_module(m, str(tmp_path / "x"), arch="native", threads=2)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((70, D)).astype(np.float32)
+    last = rng.standard_normal((70, E)).astype(np.float32)
+    last[:, 1:3] -= 30.0  # experts 0 and 3 (the last item) take every token, 1 and 2 none
+    lopsided = rng.standard_normal((70, E)).astype(np.float32)
+    lopsided[:37, 3] += 30.0  # the last expert: 37 rows (dequantised path), the others a few each
+    for logits in (last, lopsided):
+        want, _ = _experts_numpy(x, logits, k, di, do, F)
+        for T in (1, 5, 13, 33, 37, 70):
+            got = art([x[:T], logits[:T]])[0]
+            ref = list(run(m, [x[:T], logits[:T]]).values())[0]
+            tol = _tol(want, 2 * F)
+            assert np.abs(got - want[:T]).max() <= tol, (mode, T, np.abs(got - want[:T]).max())
+            assert np.abs(got - ref).max() <= tol, (mode, T)
+
+
+def test_dense_next_panel_slices_odd_shapes(tmp_path):
+    """moec_k_linear_q's items prefetch the next column block's panel (the item's next, else the first of the
+    thread's next item): K = 200 (not a multiple of a line), N = 100 (a partial last panel), rows around the
+    dequantisation threshold and a single row block of 1-4 rows."""
+    _check_dense("int8", 0, False, "native", (1, 3, 12, 33, 70, 129), tmp_path, K=200, N=100)

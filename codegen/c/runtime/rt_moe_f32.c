@@ -193,9 +193,14 @@ static inline __attribute__((always_inline)) void gemv_avx2_blk(const int R, con
 #endif
 
 /* C[r][0..nb) = sum_k A[r][k] * Bp[k][0..nb) for r < m (m <= MR).  The loops over the tile are
- * fully unrolled so the MR x NV accumulators live in registers. */
-static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K, float *C, int64_t ldc, int64_t nb) {
+ * fully unrolled so the MR x NV accumulators live in registers.  PF (tile_pf, the weight-only kinds' dequantised
+ * panels): one prefetcht1 of pf per k step, pf advancing by pfs (a slice of the next item's narrow panel, see
+ * wq_next_slice); PF 0 (tile) has no prefetch at all. */
+static inline __attribute__((always_inline)) void tile_core(const float *A, int64_t lda, int m, const float *Bp,
+                                                            int64_t K, float *C, int64_t ldc, int64_t nb, const int PF,
+                                                            const char *pf, int64_t pfs) {
 #ifdef F32_AVX2
+  (void)PF, (void)pf, (void)pfs;
   switch (m) {
     case 1: tile_avx2_mx(1, A, lda, Bp, K, C, ldc, nb); return;
     case 2: tile_avx2_mx(2, A, lda, Bp, K, C, ldc, nb); return;
@@ -211,7 +216,12 @@ static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K,
   const float *a[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; r++) a[r] = A + (r < m ? r : 0) * lda;
+  if (PF && !pf) pf = (const char *)Bp, pfs = 0; /* (nothing ahead: the line just read, a no-op) */
   for (int64_t k = 0; k < K; k++) {
+    if (PF) {
+      __builtin_prefetch(pf, 0, 2);
+      pf += pfs;
+    }
     vf b[NV];
 #pragma GCC unroll 16
     for (int v = 0; v < NV; v++) __builtin_memcpy(&b[v], Bp + k * NR + v * VL, sizeof(vf));
@@ -227,6 +237,13 @@ static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K,
     for (int v = 0; v < NV; v++) __builtin_memcpy(tmp + v * VL, &acc[r][v], sizeof(vf));
     for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
   }
+}
+static void tile(const float *A, int64_t lda, int m, const float *Bp, int64_t K, float *C, int64_t ldc, int64_t nb) {
+  tile_core(A, lda, m, Bp, K, C, ldc, nb, 0, NULL, 0);
+}
+static void tile_pf(const float *A, int64_t lda, int m, const float *Bp, int64_t K, float *C, int64_t ldc, int64_t nb,
+                    const char *pf, int64_t pfs) {
+  tile_core(A, lda, m, Bp, K, C, ldc, nb, 1, pf, pfs);
 }
 
 /* One or two rows (decode) on the same k-panels: the panel streams from memory once, and each row's accumulators
@@ -1135,8 +1152,10 @@ static const float *wq_scales(const wview *v, const float *tables, int64_t e, in
 
 static inline __attribute__((always_inline)) void tile_wq_r(const wview *v, const float *A, int64_t lda, int m,
                                                             const void *panel, const float *st, float *C,
-                                                            int64_t ldc, int64_t nb, const int R) {
+                                                            int64_t ldc, int64_t nb, const int R, const int PF,
+                                                            const char *pf, int64_t pfs) {
   int64_t K = v->K;
+  if (PF && !pf) pf = (const char *)panel, pfs = 0; /* (nothing ahead: the panel's first line, a no-op) */
   v16f acc[MR][2];
 #pragma GCC unroll 16
   for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = (v16f){0};
@@ -1146,6 +1165,10 @@ static inline __attribute__((always_inline)) void tile_wq_r(const wview *v, cons
   if (v->mode == MOEC_WQ_INT8) {
     const int8_t *Bp = (const int8_t *)panel;
     for (int64_t k = 0; k < K; k++) {
+      if (PF) {
+        __builtin_prefetch(pf, 0, 2);
+        pf += pfs;
+      }
       v16f b0 = ld16_i8(Bp + k * NR), b1 = ld16_i8(Bp + k * NR + 16);
 #pragma GCC unroll 16
       for (int r = 0; r < R; r++) {
@@ -1162,6 +1185,10 @@ static inline __attribute__((always_inline)) void tile_wq_r(const wview *v, cons
       const float *sg = st + (g0 / v->G) * 2 * NR;
       v16f s0 = ld16f(sg), s1 = ld16f(sg + 16), z0 = ld16f(sg + 32), z1 = ld16f(sg + 48);
       for (int64_t k = g0; k < g0 + v->G; k++) {
+        if (PF) {
+          __builtin_prefetch(pf, 0, 2);
+          pf += pfs;
+        }
         v16f lo, hi;
         ld16_u4(Bp + k * (NR / 2), &lo, &hi);
         v16f b0 = lo * s0 - z0, b1 = hi * s1 - z1;
@@ -1236,19 +1263,32 @@ static inline __attribute__((always_inline)) void tile_wq_avx2(const wview *v, c
 #endif
 
 /* C = A (m <= MR rows) x the panel.  AVX-512: all MR rows at once (2 x 16 lanes each in zmm); AVX2: two rows
- * at a time in explicit 8-lane registers; otherwise the generic vectors, two rows at a time. */
-static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const void *panel, const float *st, float *C,
-                    int64_t ldc, int64_t nb) {
+ * at a time in explicit 8-lane registers; otherwise the generic vectors, two rows at a time.  tile_wq_pf (AVX-512):
+ * one prefetcht1 of pf per k step, advancing by pfs (a slice of the next item's narrow panel: wq_next_slice); tile_wq
+ * has no prefetch (PF 0). */
+static void tile_wq_pf(const wview *v, const float *A, int64_t lda, int m, const void *panel, const float *st, float *C,
+                       int64_t ldc, int64_t nb, const char *pf, int64_t pfs) {
 #if MOEC_VBYTES >= 64
-  tile_wq_r(v, A, lda, m, panel, st, C, ldc, nb, MR);
+  tile_wq_r(v, A, lda, m, panel, st, C, ldc, nb, MR, 1, pf, pfs);
 #elif defined(__AVX2__) && defined(__FMA__)
   for (int r = 0; r < m; r += 2)
     if (m - r >= 2) tile_wq_avx2(v, A + r * lda, lda, panel, st, C + r * ldc, ldc, nb, 2);
     else tile_wq_avx2(v, A + r * lda, lda, panel, st, C + r * ldc, ldc, nb, 1);
 #else
   for (int r = 0; r < m; r += 2)
-    if (m - r >= 2) tile_wq_r(v, A + r * lda, lda, 2, panel, st, C + r * ldc, ldc, nb, 2);
-    else tile_wq_r(v, A + r * lda, lda, 1, panel, st, C + r * ldc, ldc, nb, 1);
+    if (m - r >= 2) tile_wq_r(v, A + r * lda, lda, 2, panel, st, C + r * ldc, ldc, nb, 2, 0, NULL, 0);
+    else tile_wq_r(v, A + r * lda, lda, 1, panel, st, C + r * ldc, ldc, nb, 1, 0, NULL, 0);
+#endif
+#if MOEC_VBYTES < 64
+  (void)pf, (void)pfs;
+#endif
+}
+static void tile_wq(const wview *v, const float *A, int64_t lda, int m, const void *panel, const float *st, float *C,
+                    int64_t ldc, int64_t nb) {
+#if MOEC_VBYTES >= 64
+  tile_wq_r(v, A, lda, m, panel, st, C, ldc, nb, MR, 0, NULL, 0); /* (no prefetch: the loop as before) */
+#else
+  tile_wq_pf(v, A, lda, m, panel, st, C, ldc, nb, NULL, 0);
 #endif
 }
 
@@ -1765,6 +1805,15 @@ static inline const char *i8_next_slice(const int8_t *nx, size_t pb, int64_t s, 
   int64_t st = (int64_t)((o1 - o0 + (size_t)P - 1) / (size_t)P);
   *pfs = st > 64 ? 64 : st;
   return (const char *)nx + o0;
+}
+/* The same for weight-only int8 / int4 prefill (f32 rows): slice s of ns of the cached narrow panel `next` of
+ * `blocks` (NULL: none, or no cached panels), one line per k step of the row block's K at most.  The first row block
+ * of each item read its panel cold (or wq_dequant_panel did), as tile_i8's did. */
+static inline const char *wq_next_slice(const wview *v, const uint8_t *cached, int64_t next, int64_t blocks, int64_t s,
+                                        int64_t ns, int64_t *pfs) {
+  if (!cached || next < 0 || next >= blocks) return NULL;
+  const size_t pb = wq_panel_bytes(v);
+  return i8_next_slice((const int8_t *)cached + (size_t)next * pb, pb, s, ns, v->K, pfs);
 }
 
 /* ---- w4a8: int4 weights x dynamic int8 activations, exact int32 dot products per group ----------
@@ -2661,8 +2710,12 @@ static void phase1(void *arg, int64_t item, int tid) {
     if (n > wq_deq_rows(v)) wq_dequant_panel(v, Bw, st, j->pack[tid]);
     for (int64_t r = 0; r < n; r += MR) {
       int m = n - r < MR ? (int)(n - r) : MR;
-      if (n > wq_deq_rows(v)) tile(j->X + (r0 + r) * j->D, j->D, m, j->pack[tid], j->D, j->H + (r0 + r) * j->I + c0, j->I, nb);
-      else tile_wq(v, j->X + (r0 + r) * j->D, j->D, m, Bw, st, j->H + (r0 + r) * j->I + c0, j->I, nb);
+      int64_t pfs = 0; /* (this thread's next item's narrow panel, a slice per row block: wq_next_slice) */
+      const char *pf = m > 4 ? wq_next_slice(v, j->pw_in, item + j->ahead, j->E * j->nb1, r / MR, I8_PF_BLOCKS(n, MR), &pfs)
+                             : NULL;
+      if (n > wq_deq_rows(v))
+        tile_pf(j->X + (r0 + r) * j->D, j->D, m, j->pack[tid], j->D, j->H + (r0 + r) * j->I + c0, j->I, nb, pf, pfs);
+      else tile_wq_pf(v, j->X + (r0 + r) * j->D, j->D, m, Bw, st, j->H + (r0 + r) * j->I + c0, j->I, nb, pf, pfs);
     }
     return;
   }
@@ -2795,8 +2848,14 @@ static void phase3(void *arg, int64_t item, int tid) {
       else if (r == 0) tile_wq_bf16_first(&j->vout, Bw, e, c0, j->AH + r0 * ((j->F + 1) / 2), af, m, (uint32_t *)j->pack[tid], st, out, NR, nb);
       else tile_wq_bf16(&j->vout, j->AH + (r0 + r) * ((j->F + 1) / 2), af, m, Bh, st, out, NR, nb);
     }
-    else if (Bw)
-      tile_wq(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, st, out, NR, nb);
+    else if (Bw || (Bp && wq && n > GEMV_ROWS)) { /* weight-only: the narrow panel, or dequantised into Bp */
+      int64_t pfs = 0; /* (this thread's next item's narrow panel, a slice per row block: wq_next_slice) */
+      const char *pf = m > 4 ? wq_next_slice(&j->vout, j->pw_out, item + j->ahead, j->E * j->nb3, r / step,
+                                             I8_PF_BLOCKS(n, step), &pfs)
+                             : NULL;
+      if (Bw) tile_wq_pf(&j->vout, j->A + (r0 + r) * j->F, j->F, m, Bw, st, out, NR, nb, pf, pfs);
+      else tile_pf(j->A + (r0 + r) * j->F, j->F, m, Bp, j->F, out, NR, nb, pf, pfs);
+    }
     else if (Bi) {
       const size_t pb = i8_panel_bytes(j->F);
       const int8_t *nx = j->pq_out && item + j->ahead < j->E * j->nb3 ? j->pq_out + (size_t)(item + j->ahead) * pb : NULL;
@@ -3181,9 +3240,16 @@ static void lq_task(void *arg, int64_t item, int tid) {
                                                          (size_t)pb, (r - r0) / amr, I8_PF_BLOCKS(r1 - r0, amr), KP4(K) / 4, &pfs);
           AMX_I8_OR(tile_i8_pf, j->XQ + r * KP4(K), KP4(K), m, (const int8_t *)panel, K, j->XQS + r, v->s + c0, C, N, nb, pf,
                     pfs);
-        } else if (j->kind == 2 && r1 - r0 <= wq_deq_rows(v))
-          tile_wq(v, j->X + r * K, K, m, panel, st, C, N, nb);
-        else if (j->kind == 4)
+        } else if (j->kind == 2) { /* the narrow panel, or dequantised into the pack buffer (above) */
+          /* (the next block: this item's next, else the first of this thread's next item) */
+          const int64_t nxi = item + j->ahead;
+          const int64_t nxb = b + 1 < b1 ? b + 1 : nxi < j->nrb * j->ncb ? nxi / j->nrb * j->cpi : -1;
+          int64_t pfs = 0;
+          const char *pf = m <= 4 ? NULL : wq_next_slice(v, (const uint8_t *)j->panels, nxb, j->nbk, (r - r0) / amr,
+                                                         I8_PF_BLOCKS(r1 - r0, amr), &pfs);
+          if (r1 - r0 <= wq_deq_rows(v)) tile_wq_pf(v, j->X + r * K, K, m, panel, st, C, N, nb, pf, pfs);
+          else tile_pf(j->X + r * K, K, m, (const float *)panel, K, C, N, nb, pf, pfs);
+        } else if (j->kind == 4)
         {
           if (!AMX_BF16(j->XB + r * ((K + 1) / 2), (K + 1) / 2, m, (const uint32_t *)panel, C, N, nb)) /* (rt_amx.h) */
             tile_bf16_f(j->XB + r * ((K + 1) / 2), j->XF ? j->XF + r * K : NULL, (K + 1) / 2, m, (const uint32_t *)panel,
