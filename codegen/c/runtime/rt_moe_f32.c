@@ -3130,7 +3130,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
     j.pack[t] = (float *)aligned_alloc(64, ((pb > pbi ? pb : pbi) + 63) & ~(size_t)63);
     if (!j.pack[t]) j.failed = 1;
     if (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4) {
-      j.stab[t] = (float *)aligned_alloc(64, sizeof(float) * (size_t)(2 * NR * (kmax / 2 + 1) + 16) + 64 & ~(size_t)63);
+      j.stab[t] = (float *)aligned_alloc(64, (sizeof(float) * (size_t)(2 * NR * (kmax / 2 + 1) + 16) + 64) & ~(size_t)63);
       if (!j.stab[t]) j.failed = 1;
     }
   }
