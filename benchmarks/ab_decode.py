@@ -15,6 +15,8 @@ for line in sys.stdin:
     t, pre, dec = _gen(step, geo, 160, prompt, 32)
     print(float(np.median(dec)), pre, " ".join(map(str, np.asarray(t).ravel()[:8])), flush=True)
 '''
+if len(sys.argv) < 3:
+    sys.exit(__doc__ if __doc__ and 'usage' in __doc__ else open(__file__).read().splitlines()[1])
 arts = dict(a.split("=") for a in sys.argv[1].split(","))
 ps = {}
 for n, d in arts.items():

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 # usage: python ab_prefill.py base=ART_DIR,new=ART_DIR 64,256 ROUNDS CALLS THREADS   (artifact folders of moec compile)
 """A/B: persistent worker per artifact, interleaved rounds; prints medians and new/base ratios; checks logits equal.
-(WQ's copy of I8's script: also the median over rounds of each round's ratio of medians, paired within the round,
-which the host's load swings move less.)"""
+Also the median over rounds of each round's ratio of medians (paired within the round: the host's load swings move it
+less).  Used by benchmarks/results/i8_w8a8_prefill_2026-12-07 and wq_int8_prefill_2026-12-07."""
 import os, sys, json, subprocess, statistics, time
 import numpy as np
 WORKER = r'''
@@ -21,6 +21,8 @@ for line in sys.stdin:
     print(" ".join(f"{t*1e3:.3f}" for t in ts), "|", float(o.sum()), float(np.abs(o).max()), o[:4].tolist(), flush=True)
     np.save(f"/tmp/moec_ab_logits_{sys.argv[3]}_{N}.npy", o)
 '''
+if len(sys.argv) < 5:
+    sys.exit(__doc__ if __doc__ and 'usage' in __doc__ else open(__file__).read().splitlines()[1])
 arts = dict(a.split("=", 1) for a in sys.argv[1].split(","))
 Ns = [int(v) for v in sys.argv[2].split(",")]
 rounds, k, th = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else "2"
