@@ -56,8 +56,9 @@ def test_reference_matches_torch_sdpa(window):
 
 
 # ---- the C kernel ----------------------------------------------------------------------------------------
-def _step_module(B, Hq, Hkv, D, Dv, M, scale, window=0):
-    ts = [f"tensor<{B}x{Hq}x?x{D}xf32>", f"tensor<{B}x{Hkv}x{M}x{D}xf32>", f"tensor<{B}x{Hkv}x{M}x{Dv}xf32>",
+def _step_module(B, Hq, Hkv, D, Dv, M, scale, window=0, cache="f32"):
+    """one moec.kv_step_attention; the caches' element type ``cache`` (f32 / f16)"""
+    ts = [f"tensor<{B}x{Hq}x?x{D}xf32>", f"tensor<{B}x{Hkv}x{M}x{D}x{cache}>", f"tensor<{B}x{Hkv}x{M}x{Dv}x{cache}>",
           f"tensor<{B}x{Hkv}x?x{D}xf32>", f"tensor<{B}x{Hkv}x?x{Dv}xf32>", "tensor<1xi64>"]
     names = ["q", "kc", "vc", "kn", "vn", "pos"]
     out = f"tensor<{B}x{Hq}x?x{Dv}xf32>"

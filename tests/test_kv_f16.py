@@ -25,6 +25,7 @@ import pytest
 
 from moec.ir import parse_module
 from moec.ir.opdef import OPS
+from test_decode_attention import _step_module as _attention_step_module
 
 U = 2.0 ** -11  # f16's unit roundoff (round to nearest even: relative error <= 2^-11)
 
@@ -37,18 +38,7 @@ def _ref(q, kc, vc, kn, vn, pos, scale, window=0):
 
 
 def _step_module(B, Hq, Hkv, D, Dv, M, scale, window=0, cache="f16"):
-    ts = [f"tensor<{B}x{Hq}x?x{D}xf32>", f"tensor<{B}x{Hkv}x{M}x{D}x{cache}>", f"tensor<{B}x{Hkv}x{M}x{Dv}x{cache}>",
-          f"tensor<{B}x{Hkv}x?x{D}xf32>", f"tensor<{B}x{Hkv}x?x{Dv}xf32>", "tensor<1xi64>"]
-    names = ["q", "kc", "vc", "kn", "vn", "pos"]
-    out = f"tensor<{B}x{Hq}x?x{Dv}xf32>"
-    args = ", ".join(f"%{n}: {t}" for n, t in zip(names, ts))
-    return parse_module(f"""module {{
-  func.func @main({args}) -> ({out}) attributes {{moec.inputs = [{", ".join(f'"{n}"' for n in names)}], moec.outputs = ["y"]}} {{
-    %y = "moec.kv_step_attention"({", ".join("%" + n for n in names)}) {{scale = {scale!r} : f64, window = {window} : i64}} : ({", ".join(ts)}) -> {out}
-    func.return %y : {out}
-  }}
-}}
-""")
+    return _attention_step_module(B, Hq, Hkv, D, Dv, M, scale, window, cache)
 
 
 def _inputs(B, Hq, Hkv, S, D, Dv, M, seed=0, fill=None):
@@ -207,8 +197,8 @@ def test_f16_cache_error_within_the_derived_bound():
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import hf_survey as survey  # noqa: E402
 from moec import decode  # noqa: E402
+from test_generate import _eager_logits, _mixtral  # noqa: E402
 
 PROMPT = [5, 9, 17, 3, 22]
 STEPS = 6
@@ -216,14 +206,7 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def mixtral():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return survey.build_model("mixtral")
-
-
-def _eager_logits(model, ids) -> np.ndarray:
-    with torch.no_grad():
-        return model(input_ids=torch.tensor([ids]), use_cache=False).logits.numpy()
+    return _mixtral()
 
 
 def test_generator_keeps_an_f16_cache_in_place(mixtral):
