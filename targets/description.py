@@ -159,6 +159,8 @@ def triton_target(gpu: str = "H100", device: str = "") -> TargetDesc:
                       # weight modes its kernels run with bf16/f16 activations (W8A16, W4A16, fp8 weights:
                       # the tiles are dequantised to the activations' type for the dot)
                       half_activation_modes=("int8", "int4", "fp8"),
+                      # the decode step's attention over the cache (an f16 cache read widened: kernels.py)
+                      fused_decoder_ops=("moec.kv_step_attention",),
                       dispatch_block=64, gemv_max_slots=32, tile_budget_level=1,
                       block_m=64, hbm_gbps=g["hbm_gbps"], bf16_tflops=g["bf16_tflops"], smem_block=g["smem_block"],
                       compute_capability="%d.%d" % g["cc"], device=device or gpu)

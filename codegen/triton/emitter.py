@@ -173,6 +173,16 @@ def emit_triton(m: Module) -> Tuple[str, WeightStore]:
             out.append(f"{fresh(o.result)} = rt.softmax({args[0]}, {py_value(a['axis'])}, "
                          f"log={py_value(o.name == 'moec.log_softmax')})")
             return out
+        if o.name == "moec.kv_append":  # (in place: the result is the cache operand's tensor)
+            out.append(f"{fresh(o.result)} = rt.kv_append({args[0]}, {args[1]}, {args[2]}, {_kw(a, 'axis')})")
+            return out
+        if o.name == "moec.kv_step_attention":  # (an f16 cache read widened in the kernel)
+            out.append(f"{fresh(o.result)} = rt.kv_step_attention({', '.join(args)}, {_kw(a, 'scale', 'window')})")
+            return out
+        if o.name == "moec.kv_attention":
+            mask = args[4] if len(args) > 4 and o.operands[4] is not None else "None"
+            out.append(f"{fresh(o.result)} = rt.kv_attention({', '.join(args[:4])}, {mask}, {_kw(a, 'scale', 'causal')})")
+            return out
         if o.name in REDUCE and len(o.operands) == 1 and _reduces_last_axis(o):
             out.append(f"{fresh(o.result)} = rt.reduce_last({py_value(o.name)}, {args[0]})"
                          + (".unsqueeze(-1)" if o.attrs.get("keepdims") else ""))

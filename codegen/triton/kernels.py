@@ -895,3 +895,100 @@ def norm_kernel(x_ptr, s_ptr, b_ptr, y_ptr, mean_ptr, inv_ptr, n, eps, RMS: tl.c
     if not RMS:
         tl.store(mean_ptr + r, mean)
         tl.store(inv_ptr + r, inv)
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache (ir/ops/kv.py): appending rows into a cache buffer in place, attention over cache rows.  A cache may
+# be f16 under f32 queries (a half-precision cache): kv_append rounds the f32 rows to f16 (nearest even,
+# the GPU's cvt.rn and numpy's astype under the interpreter), the attention loads the f16 rows and widens them
+# to f32 in registers (exact) before any arithmetic.  One program per query row; an online softmax (running
+# max, sum and the p V accumulator in f32) over blocks of BLOCK_N keys.
+@triton.jit
+def kv_append_kernel(c_ptr, n_ptr, pos_ptr, M, T, INNER, BLOCK: tl.constexpr):
+    """cache [OUTER, M, INNER] (contiguous), new [OUTER, T, INNER]: cache[o, pos + t] = new[o, t] in the
+    cache's element type (f32 -> f16: round to nearest even).  One program per (o, t) row."""
+    r = tl.program_id(0).to(tl.int64)
+    o = r // T
+    t = r % T
+    p = tl.load(pos_ptr).to(tl.int64)
+    src = n_ptr + r * INNER
+    dst = c_ptr + (o * M + p + t) * INNER
+    for c0 in range(0, INNER, BLOCK):
+        c = c0 + tl.arange(0, BLOCK)
+        m = c < INNER
+        x = tl.load(src + c, mask=m, other=0.0)
+        tl.store(dst + c, x.to(c_ptr.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+
+
+@triton.jit
+def _kv_attend(q, m_i, l_i, acc, k_ptr, v_ptr, skn, skd, svn, svd, n_rows, key0, qpos, window, mask_ptr, smj,
+               scale, D, DV, VISIBLE_ALL: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """Fold rows 0 .. n_rows-1 of one (k, v) head (key positions key0 + j) into the running softmax of a
+    query row at position qpos: visible where key position <= qpos (unless VISIBLE_ALL) and, with a
+    window W > 0, qpos - key position < W.  Rows load widened to f32 (an f16 cache: exact)."""
+    d = tl.arange(0, BLOCK_D)
+    dv = tl.arange(0, BLOCK_DV)
+    lo = tl.where(window > 0, tl.maximum(qpos - window + 1 - key0, 0), 0)
+    hi = n_rows
+    if not VISIBLE_ALL:
+        hi = tl.minimum(n_rows, qpos - key0 + 1)
+    for j0 in range(lo, hi, BLOCK_N):
+        j = j0 + tl.arange(0, BLOCK_N)
+        jm = (j >= lo) & (j < hi)
+        k = tl.load(k_ptr + j[:, None] * skn + d[None, :] * skd, mask=jm[:, None] & (d[None, :] < D),
+                    other=0.0).to(tl.float32)
+        s = tl.sum(k * q[None, :], 1) * scale
+        if HAS_MASK:
+            s += tl.load(mask_ptr + (key0 + j) * smj, mask=jm, other=0.0).to(tl.float32)
+        s = tl.where(jm, s, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 0))
+        m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)  # (a block whose scores are all -inf: adds 0)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe)
+        v = tl.load(v_ptr + j[:, None] * svn + dv[None, :] * svd, mask=jm[:, None] & (dv[None, :] < DV),
+                    other=0.0).to(tl.float32)
+        l_i = l_i * alpha + tl.sum(p, 0)
+        acc = acc * alpha + tl.sum(p[:, None] * v, 0)
+        m_i = m_new
+    return m_i, l_i, acc
+
+
+@triton.jit
+def kv_attention_kernel(q_ptr, k_ptr, v_ptr, kn_ptr, vn_ptr, pos_ptr, mask_ptr, y_ptr,
+                        Hq, S, G, D, DV, scale, window,
+                        sqb, sqh, sqs, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
+                        snb, snh, sns, snd, swb, swh, sws, swd, smb, smh, sms, smj,
+                        STEP: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """One query row (b, h, i) per program; y [B, Hq, S, DV] contiguous.  STEP (moec.kv_step_attention): the
+    cache's rows 0 .. pos-1 then the S new keys (k_new / v_new, positions pos ..), causal, the window.
+    Otherwise (moec.kv_attention): the buffer's rows 0 .. pos+S-1, causal (aligned to the last S keys) or not,
+    an additive mask [.., S, pos+S] (strides, 0 where broadcast)."""
+    r = tl.program_id(0).to(tl.int64)
+    i = r % S
+    bh = r // S
+    h = bh % Hq
+    b = bh // Hq
+    g = h // G
+    p = tl.load(pos_ptr).to(tl.int64)
+    qpos = p + i
+    d = tl.arange(0, BLOCK_D)
+    q = tl.load(q_ptr + b * sqb + h * sqh + i * sqs + d * sqd, mask=d < D, other=0.0).to(tl.float32)
+    m_i = tl.full([], -float("inf"), tl.float32)
+    l_i = tl.zeros([], tl.float32)
+    acc = tl.zeros([BLOCK_DV], tl.float32)
+    kb = k_ptr + b * skb + g * skh
+    vb = v_ptr + b * svb + g * svh
+    mrow = mask_ptr + b * smb + h * smh + i * sms
+    if STEP:
+        m_i, l_i, acc = _kv_attend(q, m_i, l_i, acc, kb, vb, skn, skd, svn, svd, p, 0, qpos, window, mrow, smj,
+                                   scale, D, DV, False, False, BLOCK_N, BLOCK_D, BLOCK_DV)
+        m_i, l_i, acc = _kv_attend(q, m_i, l_i, acc, kn_ptr + b * snb + g * snh, vn_ptr + b * swb + g * swh,
+                                   sns, snd, sws, swd, S, p, qpos, window, mrow, smj,
+                                   scale, D, DV, False, False, BLOCK_N, BLOCK_D, BLOCK_DV)
+    else:
+        m_i, l_i, acc = _kv_attend(q, m_i, l_i, acc, kb, vb, skn, skd, svn, svd, p + S, 0, qpos, 0, mrow, smj,
+                                   scale, D, DV, not CAUSAL, HAS_MASK, BLOCK_N, BLOCK_D, BLOCK_DV)
+    dv = tl.arange(0, BLOCK_DV)
+    tl.store(y_ptr + r * DV + dv, _cast_to(acc / l_i, y_ptr.dtype.element_ty), mask=dv < DV)

@@ -612,6 +612,79 @@ def norm(x, scale, bias=None, *, eps: float, rms: bool, scale_full=None):
     return y, mean, inv
 
 
+# -- KV cache (ir/ops/kv.py) -------------------------------------------------------------------
+KV_BLOCK_N = 32  # keys per step of the attention's online softmax
+
+
+def _pos(pos) -> int:
+    """The position on the host, for the bounds checks the ops' semantics make (one scalar read)."""
+    return int(pos.reshape(-1)[0].item())
+
+
+def kv_append(cache, new, pos, *, axis: int):
+    """moec.kv_append in place: the T rows of ``new`` written into ``cache`` (its own memory: the result is
+    ``cache`` itself) at ``pos`` along ``axis``, in the cache's element type (an f16 cache: f32 rows rounded
+    to nearest even).  Rows outside pos .. pos+T-1 are not touched."""
+    ax = axis % cache.dim()
+    M, T = cache.shape[ax], new.shape[ax]
+    p = _pos(pos)
+    if p < 0 or p + T > M:
+        raise ValueError(f"kv_append: rows {p}..{p + T} do not fit a cache of {M}")
+    if not cache.is_contiguous():
+        raise ValueError("kv_append: the cache buffer must be contiguous")
+    new = new.contiguous()
+    outer = 1
+    for n in cache.shape[:ax]:
+        outer *= n
+    inner = 1
+    for n in cache.shape[ax + 1:]:
+        inner *= n
+    if outer and T and inner:
+        K.kv_append_kernel[(outer * T,)](cache, new, pos, M, T, inner, BLOCK=min(1024, _p2(inner)))
+    return cache
+
+
+def _kv_attention(q, k, v, kn, vn, pos, mask, *, scale: float, window: int, step: bool, causal: bool):
+    B, Hq, S, D = q.shape
+    Hkv, DV = k.shape[1], v.shape[3]
+    y = torch.empty((B, Hq, S, DV), dtype=q.dtype, device=q.device)
+    if y.numel() == 0:
+        return y
+    kn = kn if kn is not None else k
+    vn = vn if vn is not None else v
+    if mask is not None:
+        mask = mask.expand(B, Hq, S, _pos(pos) + S)
+    ms = mask.stride() if mask is not None else (0, 0, 0, 0)
+    K.kv_attention_kernel[(B * Hq * S,)](
+        q, k, v, kn, vn, pos, mask if mask is not None else q, y, Hq, S, Hq // Hkv, D, DV, float(scale), int(window),
+        *q.stride(), *k.stride(), *v.stride(), *kn.stride(), *vn.stride(), *ms,
+        STEP=step, CAUSAL=causal, HAS_MASK=mask is not None, BLOCK_N=KV_BLOCK_N, BLOCK_D=_p2(D), BLOCK_DV=_p2(DV))
+    return y
+
+
+def kv_step_attention(q, k_cache, v_cache, k_new, v_new, pos, *, scale: float, window: int):
+    """moec.kv_step_attention: S query rows over the cache's first pos rows (read in place; an f16 cache
+    widened to f32 in registers) and the S new keys, one softmax (the op's semantics, ir/ops/kv.py)."""
+    p, M, Hq, Hkv = _pos(pos), k_cache.shape[2], q.shape[1], k_cache.shape[1]
+    if p < 0 or p > M:
+        raise ValueError(f"kv_step_attention: position {p} outside a cache of {M}")
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError(f"kv_step_attention: {Hq} query heads, {Hkv} key/value heads")
+    return _kv_attention(q, k_cache, v_cache, k_new, v_new, pos, None, scale=scale, window=window, step=True,
+                         causal=True)
+
+
+def kv_attention(q, k, v, pos, mask=None, *, scale: float, causal: bool):
+    """moec.kv_attention: attention over the buffers' first pos + S rows (an f16 cache widened), causal
+    aligned to the last S keys, an additive mask broadcasting to [B, Hq, S, pos + S]."""
+    L, Hq, Hkv = _pos(pos) + q.shape[2], q.shape[1], k.shape[1]
+    if _pos(pos) < 0 or L > k.shape[2] or L > v.shape[2]:
+        raise ValueError(f"kv_attention: {L} rows do not fit caches of {k.shape[2]} / {v.shape[2]}")
+    if Hkv == 0 or Hq % Hkv:
+        raise ValueError(f"kv_attention: {Hq} query heads, {Hkv} key/value heads")
+    return _kv_attention(q, k, v, None, None, pos, mask, scale=scale, window=0, step=False, causal=causal)
+
+
 # -- host <-> device (the host segments of host.py) --------------------------------------------
 _TORCH_OF_NP = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
                 np.dtype(np.float16): torch.float16, np.dtype(np.int64): torch.int64,
@@ -635,4 +708,5 @@ def from_numpy(a: np.ndarray, device=DEVICE):
 
 
 __all__: List[str] = ["cast", "moe_route", "moe_experts", "moe_experts_combine", "moe_shared", "moe_combine", "matmul", "binary", "unary",
-                      "softmax", "reduce_last", "align_plan"]
+                      "softmax", "reduce_last", "align_plan", "kv_append",
+                      "kv_attention", "kv_step_attention"]
