@@ -206,10 +206,18 @@ def check_cache_size(layers: int, kv_heads: int, head_dim: int, max_len: int, ba
 
 
 def default_kv_cache(engine: str = "moec", target: str = "cpu") -> str:
-    """The cache type a step gets when none is asked for: "f16" on moec's C target (as llama.cpp / vLLM:
-    half the bytes a decode step reads per position), "f32" elsewhere (torch / onnxruntime: the model's type,
-    as transformers' eager cache; other moec targets: no fused half-cache kernel)."""
-    return "f16" if engine == "moec" and target == "cpu" else "f32"
+    """The cache type a step gets when none is asked for: "f16" on a moec target whose kernels read a half
+    cache in place (its description lists moec.kv_step_attention among its fused decoder ops: cpu, triton,
+    ascend; as llama.cpp / vLLM: half the bytes a decode step reads per position), "f32" elsewhere (torch /
+    onnxruntime: the model's type, as transformers' eager cache; a target without that kernel)."""
+    if engine != "moec":
+        return "f32"
+    from moec.targets import target_for
+    try:
+        ops = target_for(target).fused_decoder_ops
+    except UserInputError:
+        return "f32"  # (an unknown target: the compile says so)
+    return "f16" if "moec.kv_step_attention" in ops else "f32"
 
 
 def KVStep(model, kv_cache: str = "f32"):  # noqa: N802 - a class per layer count (torch.export wants named arguments)

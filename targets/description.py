@@ -222,6 +222,9 @@ def ascend_target(soc: str = DEFAULT_SOC) -> TargetDesc:
                       # bf16/f16 models keep their type around quantised experts: the codes are dequantised to it
                       # in the Unified Buffer for the cube (int8/int4), or the rows quantised from it (w8a8)
                       half_activation_modes=("int8", "int4", "w8a8"),
+                      # the decode step's attention over the cache (an f16 cache: half rows widened in the UB;
+                      # codegen/ascend/kv_ops.py)
+                      fused_decoder_ops=("moec.kv_step_attention",),
                       # dispatch: MoeInitRouting's dropless layout (rows sorted by expert, unpadded), the
                       # GEMV below one cube row tile, a work item's weights in half the L1 buffer
                       dispatch_block=1, gemv_max_slots=16, tile_budget_level=1,

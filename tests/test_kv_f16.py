@@ -28,6 +28,8 @@ from moec.ir.opdef import OPS
 from test_decode_attention import _step_module as _attention_step_module
 
 U = 2.0 ** -11  # f16's unit roundoff (round to nearest even: relative error <= 2^-11)
+TRICKY = np.array([1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -11), 2 ** -24 * 1.5, 2 ** -25, 65519.0, 65520.0,
+                   -1e6, 3e-8, 0.0, -0.0, 6.1e-5, 1 / 3], np.float32)  # f32 -> f16: ties to even, subnormals, overflow
 
 
 def _ref(q, kc, vc, kn, vn, pos, scale, window=0):
@@ -125,8 +127,7 @@ def test_append_rounds_and_attention_reads_f16_buffers(tmp_path, arch):
     art = build_module(_append_attention_module(M, D), str(tmp_path / "a"), threads=2,
                        **({"arch": arch} if arch else {}))
     rng = np.random.default_rng(7)
-    tricky = np.array([1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -11), 2 ** -24 * 1.5, 2 ** -25, 65519.0, 65520.0,
-                       -1e6, 3e-8, 0.0, -0.0, 6.1e-5, 1 / 3], np.float32)  # (ties to even, subnormals, overflow)
+    tricky = TRICKY
     ref = OPS["moec.kv_attention"]
     o = ref.__new__(ref)
     o.attrs = {"scale": 0.3, "causal": True}
@@ -278,7 +279,8 @@ def test_kv_cache_choice_is_validated(tmp_path, capsys, mixtral):
     for bad in ("f8", "F16", "float16; rm -rf /", ""):
         with pytest.raises(decode.UserInputError, match="kv_cache="):
             decode.generate(mixtral, PROMPT, 2, engine="torch", kv_cache=bad)
-    assert decode.default_kv_cache("torch") == "f32" and decode.default_kv_cache("moec", "triton") == "f32"
+    assert decode.default_kv_cache("torch") == "f32" and decode.default_kv_cache("moec", "reference") == "f32"
+    assert decode.default_kv_cache("onnxruntime", "cpu") == "f32" and decode.default_kv_cache("moec", "triton") == "f16"
     # (an untrusted capacity: sizes in Python integers, a cache larger than the machine refused before any compile)
     for max_len, msg in ((10 ** 15, "GiB, more than this machine"), (0, "at least one position")):
         with pytest.raises(decode.UserInputError, match=msg):

@@ -1,7 +1,7 @@
 """The ordinary (non-MoE, non-cube) ops on the NPU: which module plans each.
 
 vector_ops holds the vector kernels' planning and the helpers the composite ops are built from; conv_ops
-(depthwise 1-D convolutions), scan_ops (float cumsums), index_ops (integer comparisons, Where of integers,
+(depthwise 1-D convolutions), kv_ops (the KV-cache ops: vec_kv), scan_ops (float cumsums), index_ops (integer comparisons, Where of integers,
 integer cumsums, GatherElements, top-k: vec_index on the scalar unit) and reduce_ops (reductions over axes that are not
 the last) compose those helpers.  This module is the one entry point the planner and the backend call,
 so that the composite modules depend on vector_ops and never the other way round (no import cycle).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from moec.codegen.ascend import conv_ops, index_ops, reduce_ops, scan_ops, vector_ops
+from moec.codegen.ascend import conv_ops, index_ops, kv_ops, reduce_ops, scan_ops, vector_ops
 from moec.codegen.ascend.launch_plan import device_op
 
 
@@ -18,6 +18,8 @@ def vector_reason(m, o) -> Optional[str]:
     """None when `o` runs on the NPU's vector kernels, else why it stays on the host."""
     if index_ops.handles(o):
         return index_ops.index_reason(m, o)
+    if kv_ops.handles(o):
+        return kv_ops.kv_reason(m, o)
     if o.name == "moec.conv":
         return conv_ops.conv_reason(m, o)
     if o.name == "moec.cumsum":
@@ -37,6 +39,8 @@ def launch(dev, o, args: List) -> List:
     name = o.name
     if index_ops.handles(o):
         return index_ops.launch(dev, o, args)
+    if kv_ops.handles(o):
+        return kv_ops.kv_launch(dev, o, args)
     if name == "moec.conv":
         return [conv_ops.conv_launch(dev, o, args)]
     if name == "moec.cumsum":

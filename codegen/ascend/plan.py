@@ -52,7 +52,7 @@ from typing import Dict, List, Optional
 from moec.ir import Module
 from moec.ir.opdef import const_value
 from moec.ir.ops.moe import GATED
-from moec.codegen.ascend import device_ops, index_ops, vector_ops
+from moec.codegen.ascend import device_ops, index_ops, kv_ops, vector_ops
 from moec.targets.description import TargetDesc
 
 CLOCK_HZ = 1.8e9
@@ -617,6 +617,7 @@ def make_plan(m: Module, desc: TargetDesc, tokens=(1, 256)) -> dict:
         elif o.name not in NPU_OPS:  # an ordinary op on the vector kernels
             hw = _hw(desc)
             step["estimates"] = [index_ops.estimate(o, T, hw, CLOCK_HZ, LAUNCH_S) if index_ops.handles(o) else
+                                 kv_ops.estimate(o, T, hw, CLOCK_HZ, LANES_F32, LAUNCH_S) if kv_ops.handles(o) else
                                  vector_ops.estimate(o, T, hw, CLOCK_HZ, LANES_F32, LAUNCH_S) for T in tokens]
             step["kernels"] = [step["estimates"][0]["kernel"]]
         elif o.name == "moe.combine":

@@ -105,6 +105,7 @@ aclError aclrtMemset(void *dst, size_t dmax, int32_t v, size_t n) {
 #include "aclrtlaunch_vec_gather.h"
 #include "aclrtlaunch_vec_mask.h"
 #include "aclrtlaunch_vec_index.h"
+#include "aclrtlaunch_vec_kv.h"
 #define MOEC_LAUNCH(kernel, blockDim, stream, ...) ACLRT_LAUNCH_KERNEL(kernel)(blockDim, stream, __VA_ARGS__)
 #define G(p) (p)
 static std::string g_host_error;
@@ -117,7 +118,7 @@ extern "C" const char *moec_last_error() { return g_host_error.c_str(); }
   X(moe_scatter_rows, 8) X(moe_quant_rows_int8, 3) X(moe_dequant_int8, 3) X(moe_finalize, 7) X(matmul_rows, 3)     \
   X(moe_dequant_int4, 5)                                                                                           \
   X(vec_elementwise, 3) X(vec_rowwise, 6) X(vec_copy, 2) X(vec_gather, 4) X(vec_transpose, 2) X(vec_mask, 4)      \
-  X(vec_index, 4)
+  X(vec_index, 4) X(vec_kv, 8)
 
 #define A(i) G(a[i])
 #define MOEC_ARGS_2 A(0), A(1)

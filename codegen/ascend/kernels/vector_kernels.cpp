@@ -1406,3 +1406,233 @@ extern "C" __global__ __aicore__ void vec_index(GM_ADDR a, GM_ADDR b, GM_ADDR c,
     index_bits_body<uint32_t>(a, b, c, out, t, pipe);
   }
 }
+
+// ------------------------------------------------------------------------------------------------
+// vec_kv: the KV-cache ops (ir/ops/kv.py; codegen/ascend/kv_ops.py plans them).  The cache in GM is float or
+// half (a half-precision cache under float queries: t.cdt); everything else is float.  Half rows come into
+// the Unified Buffer as they are (half the bytes of the DMA) and are widened by Cast (exact) before any
+// arithmetic; appended rows are rounded to half by Cast (CAST_RINT: nearest, ties to even) on the way out.
+//   KV_STEP    moec.kv_step_attention: a = q [B,Hq,S,D], k_cache, v_cache [B,Hkv,M,D|DV], k_new, v_new
+//              [B,Hkv,S,D|DV], pos, y [B,Hq,S,DV], status.  A work item is one query row (b, h, i) at position
+//              qpos = pos + i: the cache's rows j < pos, then the new rows i' <= i, keys within the window;
+//              the visible keys of each part are one contiguous range, read in tiles of nk rows (one
+//              DataCopyPad each for keys and values); an online softmax (running max m, sum l, acc = sum p v)
+//              in float.  Scores: Mul + ReduceSum per key row (the scalar unit collects them), then the
+//              tile's max / exp / sum on the vector unit.
+//   KV_ATTN    moec.kv_attention without a mask: the buffer's rows j < pos + S (causal: j <= qpos).
+//   KV_APPEND  moec.kv_append: a = cache [outer, M, inner], new [outer, T, inner], pos, status: cache[o, pos + t]
+//              = new[o, t] in the cache's type; a work item is a chunk of one row.  In place (the op's result is
+//              the cache buffer itself): only the T new rows are written.
+// A position outside the cache (pos < 0, or past the capacity) writes nothing and sets status[0] = 1.
+enum KvMode : int32_t { KV_STEP = 0, KV_APPEND = 1, KV_ATTN = 2 };
+struct KvTiling {
+  int32_t mode;                       // KvMode
+  int32_t B, Hq, Hkv, S, D, DV, M;    // attention shapes (M: the cache's capacity)
+  int32_t window, causal;             // KV_STEP's window (0: none); KV_ATTN: causal
+  float scale;
+  int32_t cdt;                        // the cache's GM type: 0 float, 2 half
+  int32_t nk;                         // key rows per tile (a multiple of 8)
+  int32_t pos64;                      // pos is int64 (1) or int32 (0)
+  int32_t outer, T, inner, tile;      // KV_APPEND: cache [outer, M, inner], new [outer, T, inner]; elements per chunk
+};
+
+__aicore__ inline int64_t kv_pos(GM_ADDR pos, int32_t pos64) {
+  if (pos64) {
+    GlobalTensor<int64_t> g;
+    g.SetGlobalBuffer((__gm__ int64_t *)pos, 1);
+    return g.GetValue(0);
+  }
+  GlobalTensor<int32_t> g;
+  g.SetGlobalBuffer((__gm__ int32_t *)pos, 1);
+  return (int64_t)g.GetValue(0);
+}
+
+__aicore__ inline void kv_status(GM_ADDR status) {  // (only block 0 writes it: one word, one writer)
+  if (GetBlockIdx() != 0) return;
+  GlobalTensor<int32_t> g;
+  g.SetGlobalBuffer((__gm__ int32_t *)status, 1);
+  g.SetValue(0, 1);
+  DataCacheCleanAndInvalid<int32_t, CacheLine::ENTIRE_DATA_CACHE, DcciDst::CACHELINE_OUT>(g);
+}
+
+template <typename C>
+__aicore__ inline void kv_append_body(GM_ADDR cache, GM_ADDR nw, GM_ADDR pos, GM_ADDR status, const KvTiling &t) {
+  const uint64_t M = (uint64_t)t.M, T = (uint64_t)t.T, inner = (uint64_t)t.inner;
+  const int64_t p = kv_pos(pos, t.pos64);
+  if (p < 0 || (uint64_t)p + T > M) {
+    kv_status(status);
+    return;
+  }
+  GlobalTensor<C> gc;
+  GlobalTensor<float> gn;
+  gc.SetGlobalBuffer((__gm__ C *)cache, (uint64_t)t.outer * M * inner);
+  gn.SetGlobalBuffer((__gm__ float *)nw, (uint64_t)t.outer * T * inner);
+  const uint32_t TL = t.tile, nch = (uint32_t)((inner + TL - 1) / TL);
+  const uint64_t items = (uint64_t)t.outer * T * nch;
+  TPipe pipe;
+  TQue<TPosition::VECIN, 2> qi;
+  TQue<TPosition::VECOUT, 2> qo;
+  pipe.InitBuffer(qi, 2, TL * 4);
+  pipe.InitBuffer(qo, 2, TL * sizeof(C));
+  DataCopyPadExtParams<float> nopad{false, 0, 0, 0.f};
+  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+    const uint64_t row = it / nch, o = row / T, r = row % T;
+    const uint32_t c0 = (uint32_t)(it % nch) * TL, n = (uint32_t)(inner - c0 < TL ? inner - c0 : TL);
+    LocalTensor<float> a = qi.AllocTensor<float>();
+    DataCopyPad(a, gn[row * inner + c0], DataCopyExtParams{1, n * 4, 0, 0, 0}, nopad);
+    qi.EnQue(a);
+    a = qi.DeQue<float>();
+    LocalTensor<C> b = qo.AllocTensor<C>();
+    narrow(b, a, n);  // (half: round to nearest even; float: a copy)
+    qi.FreeTensor(a);
+    qo.EnQue(b);
+    b = qo.DeQue<C>();
+    DataCopyPad(gc[(o * M + (uint64_t)p + r) * inner + c0], b, DataCopyExtParams{1, (uint32_t)(n * sizeof(C)), 0, 0, 0});
+    qo.FreeTensor(b);
+  }
+}
+
+struct KvRun {  // the online softmax of one query row
+  float m, l;
+};
+
+// fold key rows [lo, hi) of one head (GM row j at kg[j * D], vg[j * DV]) into the running softmax (m, l, acc)
+template <typename C>
+__aicore__ inline void kv_part(const GlobalTensor<C> &kg, const GlobalTensor<C> &vg, int64_t lo, int64_t hi,
+                               const KvTiling &t, const LocalTensor<float> &qf, const LocalTensor<float> &acc,
+                               const LocalTensor<C> &kraw, const LocalTensor<C> &vraw, const LocalTensor<float> &kf,
+                               const LocalTensor<float> &vf, const LocalTensor<float> &sc,
+                               const LocalTensor<float> &prod, const LocalTensor<float> &work,
+                               const LocalTensor<float> &red, const LocalTensor<float> &tmpv, KvRun &run) {
+  const uint32_t D = t.D, DV = t.DV, Dc = vpadb<C>(D), DVc = vpadb<C>(DV);
+  DataCopyPadExtParams<C> zpad{true, 0, 0, (C)0.f};
+  for (int64_t j0 = lo; j0 < hi; j0 += t.nk) {
+    const uint32_t nk = (uint32_t)(hi - j0 < t.nk ? hi - j0 : t.nk);
+    moec_sync<HardEvent::V_MTE2>();  // the previous tile's rows are no longer read
+    DataCopyPad(kraw, kg[(uint64_t)j0 * D], DataCopyExtParams{(uint16_t)nk, (uint32_t)(D * sizeof(C)), 0, 0, 0}, zpad);
+    DataCopyPad(vraw, vg[(uint64_t)j0 * DV], DataCopyExtParams{(uint16_t)nk, (uint32_t)(DV * sizeof(C)), 0, 0, 0}, zpad);
+    moec_sync<HardEvent::MTE2_V>();
+    LocalTensor<float> k = widen(kraw, kf, nk * Dc), v = widen(vraw, vf, nk * DVc);
+    for (uint32_t j = 0; j < nk; j++) {  // s_j = scale * q . k_j
+      Mul(prod, k[j * Dc], qf, D);
+      ReduceSum(red, prod, work, D);
+      moec_sync<HardEvent::V_S>();
+      const float s = red.GetValue(0) * t.scale;
+      sc.SetValue(j, s);
+      moec_sync<HardEvent::S_V>();
+    }
+    ReduceMax(red, sc, work, nk);
+    moec_sync<HardEvent::V_S>();
+    const float mt = red.GetValue(0), mn = mt > run.m ? mt : run.m;
+    moec_sync<HardEvent::S_V>();
+    Adds(sc, sc, -mn, nk);
+    Exp(sc, sc, nk);
+    ReduceSum(red, sc, work, nk);
+    Duplicate(red[8], run.m - mn, 8);  // alpha = exp(m_old - m_new) (0 for the first tile: m_old the lowest float)
+    Exp(red[8], red[8], 8);
+    moec_sync<HardEvent::V_S>();
+    const float alpha = red.GetValue(8);
+    run.l = run.l * alpha + red.GetValue(0);
+    run.m = mn;
+    Muls(acc, acc, alpha, DV);
+    for (uint32_t j = 0; j < nk; j++) {  // acc += p_j v_j
+      const float pj = sc.GetValue(j);
+      Muls(tmpv, v[j * DVc], pj, DV);
+      Add(acc, acc, tmpv, DV);
+    }
+  }
+}
+
+template <typename C>
+__aicore__ inline void kv_attn_body(GM_ADDR q, GM_ADDR kc, GM_ADDR vc, GM_ADDR kn, GM_ADDR vn, GM_ADDR pos, GM_ADDR y,
+                                    GM_ADDR status, const KvTiling &t) {
+  const uint32_t B = t.B, Hq = t.Hq, Hkv = t.Hkv, S = t.S, D = t.D, DV = t.DV, M = t.M, G = Hq / Hkv;
+  const bool step = t.mode == KV_STEP;
+  const int64_t p = kv_pos(pos, t.pos64);
+  if (p < 0 || p + (step ? 0 : (int64_t)S) > (int64_t)M) {
+    kv_status(status);
+    return;
+  }
+  GlobalTensor<float> gq, gy, gkn, gvn;
+  GlobalTensor<C> gkc, gvc;
+  gq.SetGlobalBuffer((__gm__ float *)q, (uint64_t)B * Hq * S * D);
+  gy.SetGlobalBuffer((__gm__ float *)y, (uint64_t)B * Hq * S * DV);
+  gkc.SetGlobalBuffer((__gm__ C *)kc, (uint64_t)B * Hkv * M * D);
+  gvc.SetGlobalBuffer((__gm__ C *)vc, (uint64_t)B * Hkv * M * DV);
+  if (step) {
+    gkn.SetGlobalBuffer((__gm__ float *)kn, (uint64_t)B * Hkv * S * D);
+    gvn.SetGlobalBuffer((__gm__ float *)vn, (uint64_t)B * Hkv * S * DV);
+  }
+  const uint32_t NK = t.nk, Dc = vpadb<C>(D), DVc = vpadb<C>(DV), Dp = pad8(D), DVp = pad8(DV);
+  const uint32_t Dm = Dc > Dp ? Dc : Dp, DVm = DVc > DVp ? DVc : DVp;  // (float rows of the new keys: Dp)
+  TPipe pipe;
+  TBuf<TPosition::VECCALC> bq, bacc, btmp, bprod, bwork, bred, bsc, bkr, bvr, bkf, bvf, bknr, bvnr;
+  pipe.InitBuffer(bq, Dp * 4);
+  pipe.InitBuffer(bacc, DVp * 4);
+  pipe.InitBuffer(btmp, DVp * 4);
+  pipe.InitBuffer(bprod, Dp * 4);
+  pipe.InitBuffer(bwork, (Dm > NK ? Dm : NK) * 4 + 64);
+  pipe.InitBuffer(bred, 64);
+  pipe.InitBuffer(bsc, NK * 4);
+  pipe.InitBuffer(bkr, NK * Dc * sizeof(C));
+  pipe.InitBuffer(bvr, NK * DVc * sizeof(C));
+  if constexpr (!moec_same<C, float>::value) {
+    pipe.InitBuffer(bkf, NK * Dc * 4);
+    pipe.InitBuffer(bvf, NK * DVc * 4);
+  }
+  if (step) {  // the new keys / values are float rows
+    pipe.InitBuffer(bknr, NK * Dp * 4);
+    pipe.InitBuffer(bvnr, NK * DVp * 4);
+  }
+  LocalTensor<float> qf = bq.Get<float>(), acc = bacc.Get<float>(), tmpv = btmp.Get<float>(), prod = bprod.Get<float>();
+  LocalTensor<float> work = bwork.Get<float>(), red = bred.Get<float>(), sc = bsc.Get<float>(), kf, vf, knr, vnr;
+  LocalTensor<C> kraw = bkr.Get<C>(), vraw = bvr.Get<C>();
+  if constexpr (!moec_same<C, float>::value) {
+    kf = bkf.Get<float>();
+    vf = bvf.Get<float>();
+  }
+  if (step) {
+    knr = bknr.Get<float>();
+    vnr = bvnr.Get<float>();
+  }
+  DataCopyPadExtParams<float> zpad{true, 0, 0, 0.f};
+  const uint64_t items = (uint64_t)B * Hq * S;
+  for (uint64_t it = GetBlockIdx(); it < items; it += GetBlockNum()) {
+    const uint64_t i = it % S, bh = it / S, h = bh % Hq, b = bh / Hq, g = h / G;
+    const int64_t qpos = p + (int64_t)i;
+    moec_sync<HardEvent::V_MTE2>();  // the previous item's q no longer read
+    moec_sync<HardEvent::MTE3_V>();  // the previous item's acc has left
+    DataCopyPad(qf, gq[it * D], DataCopyExtParams{1, D * 4, 0, 0, 0}, zpad);
+    Duplicate(acc, 0.f, DVp);
+    moec_sync<HardEvent::MTE2_V>();
+    KvRun run{-3.402823466e+38f, 0.f};  // (the lowest float: exp(m - m_new) underflows to 0)
+    const uint64_t head = (b * Hkv + g) * (uint64_t)M;
+    int64_t lo = 0, hi = step ? p : (t.causal ? qpos + 1 : p + (int64_t)S);
+    if (step && t.window > 0 && qpos - t.window + 1 > lo) lo = qpos - t.window + 1;
+    kv_part<C>(gkc[head * D], gvc[head * DV], lo, hi, t, qf, acc, kraw, vraw, kf, vf, sc, prod, work, red, tmpv, run);
+    if (step) {  // the new rows i' <= i (positions p + i'), within the window
+      const uint64_t nh = (b * Hkv + g) * (uint64_t)S;
+      int64_t lo2 = t.window > 0 && (int64_t)i - t.window + 1 > 0 ? (int64_t)i - t.window + 1 : 0;
+      kv_part<float>(gkn[nh * D], gvn[nh * DV], lo2, (int64_t)i + 1, t, qf, acc, knr, vnr, knr, vnr, sc, prod, work,
+                     red, tmpv, run);
+    }
+    Muls(acc, acc, 1.0f / run.l, DV);
+    moec_sync<HardEvent::V_MTE3>();
+    DataCopyPad(gy[it * DV], acc, DataCopyExtParams{1, DV * 4, 0, 0, 0});
+  }
+}
+
+extern "C" __global__ __aicore__ void vec_kv(GM_ADDR a0, GM_ADDR a1, GM_ADDR a2, GM_ADDR a3, GM_ADDR a4, GM_ADDR a5,
+                                             GM_ADDR a6, GM_ADDR a7, GM_ADDR workspace, GM_ADDR tiling) {
+  KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY);
+  KvTiling t;
+  load_tiling(tiling, t);
+  if (t.mode == KV_APPEND) {
+    if (t.cdt == 2) kv_append_body<half>(a0, a1, a2, a3, t);
+    else kv_append_body<float>(a0, a1, a2, a3, t);
+  } else if (t.cdt == 2) {
+    kv_attn_body<half>(a0, a1, a2, a3, a4, a5, a6, a7, t);
+  } else {
+    kv_attn_body<float>(a0, a1, a2, a3, a4, a5, a6, a7, t);
+  }
+}

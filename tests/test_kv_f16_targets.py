@@ -1,0 +1,190 @@
+"""The f16 KV cache on the Triton and Ascend targets (issue 17 item 4; ir/ops/kv.py's semantics, the C target's
+tests in tests/test_kv_f16.py).
+
+Triton (codegen/triton/kernels.py: kv_append_kernel, kv_attention_kernel; under TRITON_INTERPRET=1 here, no GPU):
+kv_append rounds f32 rows to f16 (nearest even) into the cache tensor itself, the attention kernels load the f16
+rows and widen them in registers.  Ascend (codegen/ascend/kernels/vector_kernels.cpp: vec_kv, on moec's
+emulator): half rows in the Unified Buffer, Cast to float for the arithmetic, Cast back with CAST_RINT.
+
+The oracles: the ops' numpy semantics (f16 cache operands widened), the same step in eager torch with an f16
+cache (the same rounding: the f32 tolerance), the model's own f32 forward within the derived bound u max|logit|
+(tests/test_kv_f16.py's module doc), transformers' greedy tokens."""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from moec.ir.opdef import OPS
+from test_kv_f16 import F16_CASES, TRICKY, U, _append_attention_module, _inputs, _ref, _step_module
+
+TARGETS = ("triton", "ascend")
+
+
+def _available(target):
+    from moec.targets import backend_class
+    why = backend_class(target).why_unavailable()
+    if why:
+        pytest.skip(why)
+
+
+def _check_step_cases(tmp_path, target, cases, cache="f16"):
+    from moec.driver import build_module
+    for i, (B, Hq, Hkv, D, Dv, M, window, runs) in enumerate(cases):
+        art = build_module(_step_module(B, Hq, Hkv, D, Dv, M, 0.3, window, cache), str(tmp_path / f"k{i}{cache}"),
+                           target=target)
+        for j, (S, pos) in enumerate(runs):
+            q, kc, vc, kn, vn = _inputs(B, Hq, Hkv, S, D, Dv, M, seed=10 * i + j, fill=pos)
+            if cache == "f32":
+                kc, vc = kc.astype(np.float32), vc.astype(np.float32)
+            got = art([q, kc, vc, kn, vn, np.array([pos], np.int64)])[0]
+            np.testing.assert_allclose(got, _ref(q, kc, vc, kn, vn, pos, 0.3, window), rtol=2e-5, atol=2e-5,
+                                       err_msg=str((target, cache, i, S, pos)))
+        if target == "triton":  # (on the device: no host segment ran the op's reference)
+            assert not art.stats, art.stats
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_step_attention_f16_cache_matches_reference(tmp_path, target):
+    """moec.kv_step_attention with f16 caches on the target's kernel == the op's semantics (the cache widened):
+    positions 0, 1, block edges, capacity - 1, GQA / MQA, odd head sizes, a window; the cache past pos is NaN
+    (never read).  The f32 cache through the same kernel too."""
+    _available(target)
+    _check_step_cases(tmp_path, target, F16_CASES[1:4])
+    _check_step_cases(tmp_path, target, F16_CASES[1:2], cache="f32")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", TARGETS)
+def test_step_attention_f16_cache_all_cases(tmp_path, target):
+    """The same over every case of tests/test_kv_f16.py (head size 128, 300 and 1100 positions), f16 and f32."""
+    _available(target)
+    _check_step_cases(tmp_path, target, F16_CASES)
+    _check_step_cases(tmp_path, target, F16_CASES, cache="f32")
+
+
+def _append_cases(M):
+    return ((0, 1), (0, 9), (1, 1), (9, 3), (12, 4), (16, 7), (30, 6), (M - 1, 1))
+
+
+def test_triton_append_rounds_in_place_and_attention_reads_f16(tmp_path):
+    """Triton: moec.kv_append into f16 cache tensors rounds f32 rows to nearest even (bit-equal to numpy's astype:
+    ties, subnormals, overflow to inf) and writes them into the caller's tensor itself (only rows pos .. pos+T-1;
+    the rest keep their NaN sentinel), which stays f16 (2 bytes an element); moec.kv_attention over the buffers
+    (causal, GQA) == its semantics."""
+    _available("triton")
+    import torch
+    from moec.driver import build_module
+    M, D = 40, 21
+    art = build_module(_append_attention_module(M, D), str(tmp_path / "a"), target="triton")
+    rng = np.random.default_rng(7)
+    ref = OPS["moec.kv_attention"]
+    o = ref.__new__(ref)
+    o.attrs = {"scale": 0.3, "causal": True}
+    checked = 0
+    for p, t in _append_cases(M):
+        kb = np.full((1, 2, M, D), np.nan, np.float16)
+        vb = np.full((1, 2, M, D), np.nan, np.float16)
+        kb[:, :, :p] = rng.standard_normal((1, 2, p, D))
+        vb[:, :, :p] = rng.standard_normal((1, 2, p, D))
+        k0, v0 = kb.copy(), vb.copy()
+        k = rng.standard_normal((1, 2, t, D)).astype(np.float32)
+        v = rng.standard_normal((1, 2, t, D)).astype(np.float32)
+        if t >= 7:
+            k.reshape(-1)[:TRICKY.size] = TRICKY
+        q = rng.standard_normal((1, 4, t, D)).astype(np.float32)
+        tk, tv = torch.from_numpy(kb), torch.from_numpy(vb)  # (the interpreter's device is the CPU: kb's memory)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the overflowing rows' inf scores)
+            y = art.call_torch([torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), tk, tv,
+                                torch.tensor([p])])[0].numpy()
+        assert tk.dtype == torch.float16 and tk.element_size() == 2
+        with np.errstate(over="ignore"):
+            k0[:, :, p:p + t], v0[:, :, p:p + t] = k.astype(np.float16), v.astype(np.float16)
+        np.testing.assert_array_equal(kb.view(np.uint16), k0.view(np.uint16))
+        np.testing.assert_array_equal(vb.view(np.uint16), v0.view(np.uint16))
+        if t < 7:
+            np.testing.assert_allclose(y, ref.reference(o, q, k0, v0, np.array([p]))[0], rtol=2e-5, atol=2e-5,
+                                       err_msg=str((p, t)))
+            checked += 1
+    assert checked == 6 and not art.stats
+    with pytest.raises(Exception, match="do not fit"):  # (pos + T past the capacity: the op's error)
+        art.call_torch([torch.zeros(1, 4, 2, D), torch.zeros(1, 2, 2, D), torch.zeros(1, 2, 2, D), tk, tv,
+                        torch.tensor([M - 1])])
+
+
+# ---- the decode step on each target: compile_step / generate / the CLI -----------------------------------------
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from moec import decode  # noqa: E402
+from test_generate import _eager_logits, _mixtral  # noqa: E402
+
+PROMPT = [5, 9, 17, 3, 22]
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def mixtral():
+    return _mixtral()
+
+
+def _hf_tokens(model):
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = model.generate(torch.tensor([PROMPT]), max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
+    return hf[0, len(PROMPT):].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", TARGETS)
+def test_f16_decode_step_on_target(target, mixtral, moec_module_cache):
+    """The decode step compiled for the target with its default cache (f16): cache inputs f16, each read only by
+    its layer's moec.kv_step_attention (the casts folded: no widened copy); logits equal the eager f16 step at
+    the f32 tolerance, the model's f32 forward within u max|logit|, and the f32 cache's logits within the same;
+    tokens equal transformers' greedy generate and the f32 cache's."""
+    _available(target)
+    assert decode.default_kv_cache("moec", target) == "f16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = decode.generate(mixtral, PROMPT, STEPS, target=target, keep_logits=True)
+        cm = decode.compile_step(mixtral, len(PROMPT) + STEPS, target=target)  # (a cache hit: generate's build)
+        r32 = decode.generate(mixtral, PROMPT, STEPS, target=target, kv_cache="f32", keep_logits=True)
+        rt = decode.generate(mixtral, PROMPT, STEPS, engine="torch", kv_cache="f16", keep_logits=True)
+    assert r.kv_cache == "f16" and r32.kv_cache == "f32" and cm.stats.report["kv_cache"] == "f16"
+    ins = {i["name"]: i["type"] for i in cm.artifact.manifest["inputs"]}
+    assert ins["k_0"] == "tensor<1x2x11x8xf16>" and ins["v_1"] == "tensor<1x2x11x8xf16>"
+    text = open(os.path.join(cm.stats.outdir, "model.mlir")).read().split("\n", 2)[2]
+    for name in ins:
+        if name[0] in "kv":
+            users = re.findall(r'(%[\w.]+)\s*=\s*"([\w.]+)"\([^)]*%' + name + r'\b', text)
+            assert [op for _, op in users] == ["moec.kv_step_attention"], (name, users)
+    seq = list(PROMPT) + [int(t) for t in r.tokens[0]]
+    full = _eager_logits(mixtral, seq[:-1])[0]
+    tol = U * float(np.abs(full).max())
+    for s, (a, b, c) in enumerate(zip(r.logits, rt.logits, r32.logits)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a, c, atol=tol, rtol=0)
+        want = full[:len(PROMPT)] if s == 0 else full[len(PROMPT) + s - 1]
+        np.testing.assert_allclose(a[0] if s == 0 else a[0, 0], want, atol=tol, rtol=0)
+    hf = _hf_tokens(mixtral)
+    assert r.tokens[0].tolist() == hf == r32.tokens[0].tolist()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_cli_bad_kv_cache_on_target(tmp_path, capsys, target, mixtral):
+    """`moec generate CHECKPOINT --target T --kv-cache f8`: exit 2, one line naming the value (before any
+    compile); the API the same."""
+    from moec.cli import main as cli_main
+    ckpt = tmp_path / "ckpt"
+    mixtral.save_pretrained(ckpt)
+    capsys.readouterr()
+    rc = cli_main(["generate", str(ckpt), "--prompt-ids", "1,2", "--steps", "2", "--target", target,
+                   "--kv-cache", "f8"])
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "%|" not in ln]  # (transformers' progress bars)
+    assert rc == 2 and len(err) == 1 and "kv_cache='f8'" in err[0], err
+    with pytest.raises(decode.UserInputError, match="kv_cache='bf16'"):
+        decode.generate(mixtral, PROMPT, 2, target=target, kv_cache="bf16")
