@@ -45,6 +45,9 @@ def _check_step_cases(tmp_path, target, cases, cache="f16"):
                                        err_msg=str((target, cache, i, S, pos)))
         if target == "triton":  # (on the device: no host segment ran the op's reference)
             assert not art.stats, art.stats
+        else:  # (vec_kv, one launch per call; nothing on the host)
+            st = art.stats()
+            assert st["launches"] == {"vec_kv": len(runs)} and not st["host_ops"], st
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -70,16 +73,29 @@ def _append_cases(M):
     return ((0, 1), (0, 9), (1, 1), (9, 3), (12, 4), (16, 7), (30, 6), (M - 1, 1))
 
 
-def test_triton_append_rounds_in_place_and_attention_reads_f16(tmp_path):
-    """Triton: moec.kv_append into f16 cache tensors rounds f32 rows to nearest even (bit-equal to numpy's astype:
-    ties, subnormals, overflow to inf) and writes them into the caller's tensor itself (only rows pos .. pos+T-1;
-    the rest keep their NaN sentinel), which stays f16 (2 bytes an element); moec.kv_attention over the buffers
-    (causal, GQA) == its semantics."""
-    _available("triton")
-    import torch
+@pytest.mark.parametrize("target", TARGETS)
+def test_append_rounds_in_place_and_attention_reads_f16(tmp_path, target):
+    """moec.kv_append into f16 cache buffers rounds f32 rows to nearest even (bit-equal to numpy's astype: ties,
+    subnormals, overflow to inf) and writes them into the caller's buffer itself (only rows pos .. pos+T-1; the rest
+    keep their NaN sentinel), which stays f16 (2 bytes an element); moec.kv_attention over the buffers (causal, GQA)
+    == its semantics; both on the device (no host op).  Triton: torch tensors on the run device (the interpreter's
+    CPU: the caller's memory); Ascend: numpy buffers (the plan's inputs are the caller's arrays).  A position whose
+    rows do not fit: the op's error."""
+    _available(target)
     from moec.driver import build_module
     M, D = 40, 21
-    art = build_module(_append_attention_module(M, D), str(tmp_path / "a"), target="triton")
+    art = build_module(_append_attention_module(M, D), str(tmp_path / "a"), target=target)
+    if target == "triton":
+        import torch
+
+        def call(xs):
+            ts = [torch.from_numpy(x) for x in xs]
+            out = art.call_torch(ts)[0].numpy()
+            assert ts[3].dtype == torch.float16 and ts[3].element_size() == 2
+            return out
+    else:
+        def call(xs):
+            return art(xs)[0]
     rng = np.random.default_rng(7)
     ref = OPS["moec.kv_attention"]
     o = ref.__new__(ref)
@@ -96,12 +112,9 @@ def test_triton_append_rounds_in_place_and_attention_reads_f16(tmp_path):
         if t >= 7:
             k.reshape(-1)[:TRICKY.size] = TRICKY
         q = rng.standard_normal((1, 4, t, D)).astype(np.float32)
-        tk, tv = torch.from_numpy(kb), torch.from_numpy(vb)  # (the interpreter's device is the CPU: kb's memory)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # (the overflowing rows' inf scores)
-            y = art.call_torch([torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), tk, tv,
-                                torch.tensor([p])])[0].numpy()
-        assert tk.dtype == torch.float16 and tk.element_size() == 2
+            y = call([q, k, v, kb, vb, np.array([p])])
         with np.errstate(over="ignore"):
             k0[:, :, p:p + t], v0[:, :, p:p + t] = k.astype(np.float16), v.astype(np.float16)
         np.testing.assert_array_equal(kb.view(np.uint16), k0.view(np.uint16))
@@ -110,10 +123,15 @@ def test_triton_append_rounds_in_place_and_attention_reads_f16(tmp_path):
             np.testing.assert_allclose(y, ref.reference(o, q, k0, v0, np.array([p]))[0], rtol=2e-5, atol=2e-5,
                                        err_msg=str((p, t)))
             checked += 1
-    assert checked == 6 and not art.stats
-    with pytest.raises(Exception, match="do not fit"):  # (pos + T past the capacity: the op's error)
-        art.call_torch([torch.zeros(1, 4, 2, D), torch.zeros(1, 2, 2, D), torch.zeros(1, 2, 2, D), tk, tv,
-                        torch.tensor([M - 1])])
+    assert checked == 6
+    if target == "triton":
+        assert not art.stats
+    else:
+        st = art.stats()
+        assert not st["host_ops"] and st["launches"]["vec_kv"] == 3 * len(_append_cases(M)), st
+    z = np.zeros((1, 2, 2, D), np.float32)
+    with pytest.raises(Exception, match="do not fit"):
+        call([np.zeros((1, 4, 2, D), np.float32), z, z, kb, vb, np.array([M - 1])])
 
 
 # ---- the decode step on each target: compile_step / generate / the CLI -----------------------------------------
@@ -188,3 +206,46 @@ def test_cli_bad_kv_cache_on_target(tmp_path, capsys, target, mixtral):
     assert rc == 2 and len(err) == 1 and "kv_cache='f8'" in err[0], err
     with pytest.raises(decode.UserInputError, match="kv_cache='bf16'"):
         decode.generate(mixtral, PROMPT, 2, target=target, kv_cache="bf16")
+
+
+def test_ascend_cann_project_carries_the_f16_cache(tmp_path):
+    """The CANN project emitted for a decode-sized step with an f16 cache: its compile-time launch plan binds the
+    cache inputs as f16 buffers (half the bytes) and launches vec_kv with the half cache type in its tiling (cdt 2);
+    the kernel source defines vec_kv with the half path, the host launcher dispatches it with 8 GM arguments, and
+    plan.json places the op on the NPU with its cost-model estimate; the plan runs (== the op's semantics)."""
+    _available("ascend")
+    from moec.driver import build_module
+    from moec.ir import parse_module
+    B, Hq, Hkv, D, M = 1, 4, 2, 16, 64
+    ts = [f"tensor<{B}x{Hq}x1x{D}xf32>", f"tensor<{B}x{Hkv}x{M}x{D}xf16>", f"tensor<{B}x{Hkv}x{M}x{D}xf16>",
+          f"tensor<{B}x{Hkv}x1x{D}xf32>", f"tensor<{B}x{Hkv}x1x{D}xf32>", "tensor<1xi64>"]
+    names = ["q", "kc", "vc", "kn", "vn", "pos"]
+    out = f"tensor<{B}x{Hq}x1x{D}xf32>"
+    m = parse_module(f"""module {{
+  func.func @main({", ".join(f"%{n}: {t}" for n, t in zip(names, ts))}) -> ({out}) attributes {{moec.inputs = [{", ".join(f'"{n}"' for n in names)}], moec.outputs = ["y"]}} {{
+    %y = "moec.kv_step_attention"({", ".join("%" + n for n in names)}) {{scale = 0.25 : f64, window = 0 : i64}} : ({", ".join(ts)}) -> {out}
+    func.return %y : {out}
+  }}
+}}""")
+    d = tmp_path / "s"
+    art = build_module(m, str(d), target="ascend")
+    launch = d / "ascend" / "launch"
+    assert (launch / "index.txt").read_text().split()[0].startswith("f32:1x4x1x16,f16:1x2x64x16,f16:1x2x64x16,")
+    plan = (launch / "plan0.txt").read_text()
+    inputs = [ln.split() for ln in plan.splitlines() if ln.startswith("input")]
+    assert [x[3] for x in inputs] == ["f32", "f16", "f16", "f32", "f32", "i64"], inputs
+    kv = [ln for ln in plan.splitlines() if ln.startswith("launch vec_kv")]
+    assert len(kv) == 1, plan
+    fields = kv[0].split(" tiling ")[1].split()[2::2]  # (KvTiling's words: kv_ops.FIELDS' order)
+    from moec.codegen.ascend.kv_ops import FIELDS
+    assert len(fields) == len(FIELDS) and fields[[f for f, _ in FIELDS].index("cdt")] == "2", kv[0]
+    src = (d / "ascend" / "kernels" / "vector_kernels.cpp").read_text()
+    assert "void vec_kv(" in src and "kv_attn_body<half>" in src
+    assert "X(vec_kv, 8)" in (d / "ascend" / "host" / "launch.cpp").read_text()
+    import json
+    steps = json.loads((d / "ascend" / "plan.json").read_text())["steps"]
+    assert steps[0]["where"] == "npu" and steps[0]["kernels"] == ["vec_kv"]
+    assert all(e["estimate_us"] > 0 and e["context"] == M for e in steps[0]["estimates"])
+    q, kc, vc, kn, vn = _inputs(B, Hq, Hkv, 1, D, D, M, seed=3, fill=40)
+    got = art([q, kc, vc, kn, vn, np.array([40], np.int64)])[0]
+    np.testing.assert_allclose(got, _ref(q, kc, vc, kn, vn, 40, 0.25), rtol=2e-5, atol=2e-5)

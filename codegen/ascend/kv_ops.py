@@ -126,10 +126,13 @@ def _dt(b) -> str:
     return {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}[np.dtype(b.dtype)]
 
 
-def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float, context: int = 1024) -> dict:
-    """Cost-model ESTIMATE of one vec_kv launch at T new tokens over ``context`` cached positions."""
+def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float) -> dict:
+    """Cost-model ESTIMATE of one vec_kv launch at T new tokens, the cache full (its capacity M of positions: the
+    longest context the step reads; 1024 where M is symbolic)."""
     def dim(d):
         return d if isinstance(d, int) else T
+    cap = (o.operands[0] if o.name == "moec.kv_append" else o.operands[1]).type.shape[2]
+    context = cap if isinstance(cap, int) else 1024
     if o.name == "moec.kv_append":
         c, n = o.operands[0].type, o.operands[1].type
         elems = int(np.prod([dim(d) for d in n.shape], dtype=np.int64))
@@ -152,4 +155,4 @@ def estimate(o, T: int, hw: dict, clock_hz: float, lanes: int, launch_s: float, 
     t = max(t_hbm, t_vec) + launch_s
     bound = max((t_hbm, "HBM"), (t_vec, "vector/scalar"), (launch_s, "launch"))[1]
     return {"kernel": "vec_kv", "tokens": T, "blockDim": cores, "estimate_us": round(t * 1e6, 2), "bound": bound,
-            "hbm_fraction": round(t_hbm / t, 4)}
+            "hbm_fraction": round(t_hbm / t, 4), "context": context}
