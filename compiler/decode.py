@@ -40,8 +40,9 @@ recognize-decoder folds into ``moec.kv_step_attention``'s f16 cache operands: th
 rows in place, no widened copy); the step still returns the new keys/values in f32, and the ``Generator``
 rounds them to f16 (nearest even) when it writes them at ``pos``.  The one new error is that rounding of
 the stored keys and values (relative 2^-11 per element; its effect on an attention output is bounded in
-tests/test_kv_f16.py).  ``generate`` on moec's C target defaults to "f16" (``default_kv_cache``); the torch
-and onnxruntime engines keep the model's f32, as transformers' eager cache does.
+tests/test_kv_f16.py).  ``generate`` on moec's cpu, triton and ascend targets defaults to "f16"
+(``default_kv_cache``: every target whose kernels read a half cache in place, tests/test_kv_f16_targets.py); the
+torch and onnxruntime engines keep the model's f32, as transformers' eager cache does.
 """
 from __future__ import annotations
 
@@ -950,9 +951,9 @@ def add_parser(sub) -> None:
     g.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     g.add_argument("--no-verify", action="store_true", help="skip moec's verification of the compiled step")
     g.add_argument("--kv-cache", default=None, metavar="f16|f32",
-                   help="the KV cache's element type: f16 (half the bytes per position; the default on moec's cpu "
-                        "target, as llama.cpp) or f32 (the default of the torch / onnxruntime engines); an ONNX "
-                        "step keeps its inputs' type")
+                   help="the KV cache's element type: f16 (half the bytes per position; the default on moec's cpu, "
+                        "triton and ascend targets, as llama.cpp) or f32 (the default of the torch / onnxruntime "
+                        "engines); an ONNX step keeps its inputs' type")
     g.set_defaults(run_generate=cmd_generate)
 
 
