@@ -249,3 +249,43 @@ def test_ascend_cann_project_carries_the_f16_cache(tmp_path):
     q, kc, vc, kn, vn = _inputs(B, Hq, Hkv, 1, D, D, M, seed=3, fill=40)
     got = art([q, kc, vc, kn, vn, np.array([40], np.int64)])[0]
     np.testing.assert_allclose(got, _ref(q, kc, vc, kn, vn, 40, 0.25), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_kv_attention_with_a_mask_and_an_f32_cache(tmp_path, target):
+    """moec.kv_attention with an additive mask over f16 and f32 buffers (what kv-cache-inplace forms from an export's
+    mask): == its semantics, a row masked entirely gives 0 (moec.attention's rule); Triton runs it on the device
+    (the mask's strides, 0 where broadcast), Ascend keeps it on the host and says why (vec_kv takes no mask)."""
+    _available(target)
+    from moec.driver import build_module
+    from moec.ir import parse_module
+    ref = OPS["moec.kv_attention"]
+    o = ref.__new__(ref)
+    o.attrs = {"scale": 0.5, "causal": False}
+    rng = np.random.default_rng(11)
+    M, D, S, p = 24, 12, 3, 9
+    for cache in ("f16", "f32"):
+        ct = f"tensor<1x2x{M}x{D}x{cache}>"
+        qt, mt, yt = f"tensor<1x4x{S}x{D}xf32>", f"tensor<1x1x{S}x{p + S}xf32>", f"tensor<1x4x{S}x{D}xf32>"
+        m = parse_module(f"""module {{
+  func.func @main(%q: {qt}, %k: {ct}, %v: {ct}, %pos: tensor<1xi64>, %mask: {mt}) -> ({yt}) attributes {{moec.inputs = ["q", "k", "v", "pos", "mask"], moec.outputs = ["y"]}} {{
+    %y = "moec.kv_attention"(%q, %k, %v, %pos, %mask) {{scale = 0.5 : f64, causal = false}} : ({qt}, {ct}, {ct}, tensor<1xi64>, {mt}) -> {yt}
+    func.return %y : {yt}
+  }}
+}}""")
+        art = build_module(m, str(tmp_path / cache), target=target)
+        dt = np.float16 if cache == "f16" else np.float32
+        q = rng.standard_normal((1, 4, S, D)).astype(np.float32)
+        k, v = (rng.standard_normal((1, 2, M, D)).astype(dt) for _ in "kv")
+        mask = np.where(rng.random((1, 1, S, p + S)) < 0.3, -np.inf, rng.standard_normal((1, 1, S, p + S))).astype(np.float32)
+        mask[0, 0, 1] = -np.inf
+        got = art([q, k, v, np.array([p], np.int64), mask])[0]
+        want = ref.reference(o, q, k, v, np.array([p]), mask)[0]
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, err_msg=cache)
+        assert not got[0, :, 1].any()
+        if target == "triton":
+            assert not art.stats
+        else:
+            from moec.codegen.ascend.plan import make_plan
+            from moec.targets import target_for
+            assert "mask" in make_plan(m, target_for("ascend"))["host_ops"]["moec.kv_attention"]

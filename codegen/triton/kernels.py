@@ -991,4 +991,5 @@ def kv_attention_kernel(q_ptr, k_ptr, v_ptr, kn_ptr, vn_ptr, pos_ptr, mask_ptr, 
         m_i, l_i, acc = _kv_attend(q, m_i, l_i, acc, kb, vb, skn, skd, svn, svd, p + S, 0, qpos, 0, mrow, smj,
                                    scale, D, DV, not CAUSAL, HAS_MASK, BLOCK_N, BLOCK_D, BLOCK_DV)
     dv = tl.arange(0, BLOCK_DV)
-    tl.store(y_ptr + r * DV + dv, _cast_to(acc / l_i, y_ptr.dtype.element_ty), mask=dv < DV)
+    y = tl.where(l_i > 0, acc / tl.where(l_i > 0, l_i, 1.0), 0.0)  # (a row whose every score is -inf: 0)
+    tl.store(y_ptr + r * DV + dv, _cast_to(y, y_ptr.dtype.element_ty), mask=dv < DV)
