@@ -211,14 +211,16 @@ def default_kv_cache(engine: str = "moec", target: str = "cpu") -> str:
     cache in place (its description lists moec.kv_step_attention among its fused decoder ops: cpu, triton,
     ascend; as llama.cpp / vLLM: half the bytes a decode step reads per position), "f32" elsewhere (torch /
     onnxruntime: the model's type, as transformers' eager cache; a target without that kernel)."""
-    if engine != "moec":
-        return "f32"
+    return "f16" if engine == "moec" and "moec.kv_step_attention" in _fused_ops(target) else "f32"
+
+
+def _fused_ops(target: str) -> tuple:
+    """The decoder ops the target's kernels fuse (its description; none for an unknown target: the compile says so)."""
     from moec.targets import target_for
     try:
-        ops = target_for(target).fused_decoder_ops
+        return tuple(target_for(target).fused_decoder_ops)
     except UserInputError:
-        return "f32"  # (an unknown target: the compile says so)
-    return "f16" if "moec.kv_step_attention" in ops else "f32"
+        return ()
 
 
 def KVStep(model, kv_cache: str = "f32"):  # noqa: N802 - a class per layer count (torch.export wants named arguments)
@@ -551,6 +553,11 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
                 step = _feed_step_ort(path, threads)
             else:
                 half = kv_cache == "f16"
+                if half and "moec.attention" not in _fused_ops(target):  # (the in-place pass rewrites moec.attention)
+                    raise UserInputError(f"kv_cache='f16' for a past_key_values export needs moec's in-place cache build, "
+                                         f"which reads the cache through moec.attention: the {target} target keeps "
+                                         "attention decomposed (use --target cpu, or a checkpoint / KV-cache step: f16 "
+                                         f"on {target})")
                 if kv_inplace or half or (kv_inplace is None and target == "cpu"):  # the cache kept in place
                     # (passes/kv_cache_inplace.py; its ops have C kernels only)
                     try:

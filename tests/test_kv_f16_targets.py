@@ -289,3 +289,17 @@ def test_kv_attention_with_a_mask_and_an_f32_cache(tmp_path, target):
             from moec.codegen.ascend.plan import make_plan
             from moec.targets import target_for
             assert "mask" in make_plan(m, target_for("ascend"))["host_ops"]["moec.kv_attention"]
+
+
+@pytest.mark.slow
+def test_past_key_values_export_f16_refused_where_attention_stays_decomposed(tmp_path, capsys, mixtral):
+    """A transformers past_key_values export with --kv-cache f16 on Triton / Ascend: the in-place build rewrites the
+    recognised moec.attention, which those targets keep decomposed (tests/test_decoder_ops.py), so the f16 cache
+    cannot be kept there: exit 2 with one line saying so and what to use (the step path keeps f16 on them)."""
+    from moec.cli import main as cli_main
+    path = decode.export_hf_kv(mixtral, str(tmp_path / "m.onnx"), dynamo=False)
+    capsys.readouterr()
+    for target in TARGETS:
+        rc = cli_main(["generate", path, "--prompt-ids", "1,2", "--steps", "2", "--target", target, "--kv-cache", "f16"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and f"the {target} target keeps attention decomposed" in err[0], err
