@@ -192,6 +192,12 @@ class TritonArtifact:
         try:
             xs = [rt.from_numpy(a) for a in arrays]
             outs = self.run_torch(xs)
+            # an input a kernel updated in place (a KV cache moec.kv_append wrote into): the caller's array gets the
+            # device copy's contents, as the C target writes the caller's memory (call_torch with tensors already on
+            # the device copies nothing)
+            for i in getattr(self.launcher, "INPLACE", ()):
+                if arrays[i].flags.writeable:
+                    np.copyto(arrays[i], rt.to_numpy(xs[i]))
             return [rt.to_numpy(o) for o in outs]
         except (RuntimeError, ValueError, IndexError, IRError) as e:
             raise RuntimeFailure(f"triton run failed: {str(e).splitlines()[0][:300]}") from None
