@@ -162,7 +162,7 @@ def _hf_tokens(model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", TARGETS)
-def test_f16_decode_step_on_target(target, mixtral, moec_module_cache):
+def test_f16_decode_step_on_target(tmp_path, capsys, target, mixtral, moec_module_cache):
     """The decode step compiled for the target with its default cache (f16): cache inputs f16, each read only by
     its layer's moec.kv_step_attention (the casts folded: no widened copy); logits equal the eager f16 step at
     the f32 tolerance, the model's f32 forward within u max|logit|, and the f32 cache's logits within the same;
@@ -193,6 +193,14 @@ def test_f16_decode_step_on_target(target, mixtral, moec_module_cache):
         np.testing.assert_allclose(a[0] if s == 0 else a[0, 0], want, atol=tol, rtol=0)
     hf = _hf_tokens(mixtral)
     assert r.tokens[0].tolist() == hf == r32.tokens[0].tolist()
+    from moec.cli import main as cli_main  # (the command: the target's default cache, printed)
+    mixtral.save_pretrained(tmp_path / "ckpt")
+    capsys.readouterr()
+    rc = cli_main(["generate", str(tmp_path / "ckpt"), "--prompt-ids", ",".join(map(str, PROMPT)), "--steps",
+                   str(STEPS), "--target", target])
+    out = capsys.readouterr().out
+    assert rc == 0 and "kv cache: f16" in out, out
+    assert [int(t) for t in out.splitlines()[0].split(":")[1].split(",")] == hf
 
 
 @pytest.mark.parametrize("target", TARGETS)
