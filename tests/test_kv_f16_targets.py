@@ -314,3 +314,44 @@ def test_past_key_values_export_f16_refused_where_attention_stays_decomposed(tmp
         rc = cli_main(["generate", path, "--prompt-ids", "1,2", "--steps", "2", "--target", target, "--kv-cache", "f16"])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and f"the {target} target keeps attention decomposed" in err[0], err
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_append_into_an_f32_cache(tmp_path, target):
+    """moec.kv_append into f32 buffers on the target's kernel (the exact path: the rows' bits copied as they are, -0
+    and subnormals kept), in place, then the attention over them; on an axis other than 2 too ([M, H, D] rows)."""
+    _available(target)
+    from moec.driver import build_module
+    from moec.ir import parse_module
+    M, D = 16, 8
+    art = build_module(_append_attention_module(M, D, cache="f32"), str(tmp_path / "a"), target=target)
+    rng = np.random.default_rng(3)
+    kb, vb = (np.full((1, 2, M, D), 7.0, np.float32) for _ in "kv")
+    k, v = (rng.standard_normal((1, 2, 3, D)).astype(np.float32) for _ in "kv")
+    k[0, 0, 0, :3] = [1e4, -0.0, 1e-40]
+    q = rng.standard_normal((1, 4, 3, D)).astype(np.float32)
+    y = art([q, k, v, kb, vb, np.array([5])])[0]
+    want_k, want_v = kb.copy(), vb.copy()
+    want_k[:, :, 5:8], want_v[:, :, 5:8] = k, v
+    np.testing.assert_array_equal(kb.view(np.uint32), want_k.view(np.uint32))
+    np.testing.assert_array_equal(vb.view(np.uint32), want_v.view(np.uint32))
+    ref = OPS["moec.kv_attention"]
+    o = ref.__new__(ref)
+    o.attrs = {"scale": 0.3, "causal": True}
+    with np.errstate(all="ignore"):
+        np.testing.assert_allclose(y, ref.reference(o, q, want_k, want_v, np.array([5]))[0], rtol=2e-5, atol=2e-5)
+    m = parse_module(f"""module {{
+  func.func @main(%c: tensor<{M}x2x{D}xf32>, %n: tensor<2x2x{D}xf32>, %pos: tensor<1xi64>) -> (tensor<{M}x2x{D}xf32>) attributes {{moec.inputs = ["c", "n", "pos"], moec.outputs = ["y"]}} {{
+    %a = "moec.kv_append"(%c, %n, %pos) {{axis = 0 : i64}} : (tensor<{M}x2x{D}xf32>, tensor<2x2x{D}xf32>, tensor<1xi64>) -> tensor<{M}x2x{D}xf32>
+    func.return %a : tensor<{M}x2x{D}xf32>
+  }}
+}}""")
+    art = build_module(m, str(tmp_path / "b"), target=target)
+    c = np.zeros((M, 2, D), np.float32)
+    n = rng.standard_normal((2, 2, D)).astype(np.float32)
+    out = art([c, n, np.array([M - 2])])[0]
+    want = np.zeros_like(c)
+    want[M - 2:] = n
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(c, want)
+

@@ -917,7 +917,7 @@ def kv_append_kernel(c_ptr, n_ptr, pos_ptr, M, T, INNER, BLOCK: tl.constexpr):
         c = c0 + tl.arange(0, BLOCK)
         m = c < INNER
         x = tl.load(src + c, mask=m, other=0.0)
-        tl.store(dst + c, x.to(c_ptr.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+        tl.store(dst + c, x.to(c_ptr.dtype.element_ty), mask=m)  # (f32 -> f16: Triton's default, round to nearest even)
 
 
 @triton.jit
