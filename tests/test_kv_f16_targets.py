@@ -355,3 +355,23 @@ def test_append_into_an_f32_cache(tmp_path, target):
     np.testing.assert_array_equal(out, want)
     np.testing.assert_array_equal(c, want)
 
+
+
+def test_ascend_key_tiles_fit_the_unified_buffer():
+    """vec_kv's key tile is the largest (a multiple of 8, <= 248 rows) whose buffers fit the Unified Buffer, smaller
+    for larger heads and for an f16 cache's float copies; heads whose 8-row tile cannot fit stay on the host, named."""
+    from moec.codegen.ascend.kv_ops import key_tile, tile_bytes
+    from moec.codegen.ascend.plan import make_plan
+    from moec.codegen.ascend.vector_ops import usable_ub
+    from moec.targets import target_for
+    ub = usable_ub(target_for("ascend"))
+    for D in (8, 64, 128, 256, 512):
+        for cs in (2, 4):
+            nk = key_tile(ub, D, D, cs, True)
+            assert nk % 8 == 0 and 8 <= nk <= 248 and tile_bytes(nk, D, D, cs, True) <= ub
+            assert nk == 248 or tile_bytes(nk + 8, D, D, cs, True) > ub
+    assert key_tile(ub, 128, 128, 2, True) < key_tile(ub, 128, 128, 4, True) < key_tile(ub, 64, 64, 4, True)
+    from test_decode_attention import _step_module as mod
+    plan = make_plan(mod(1, 2, 2, 2048, 2048, 64, 0.1, 0, "f16"), target_for("ascend"))
+    assert "do not fit the Unified Buffer" in plan["host_ops"]["moec.kv_step_attention"]
+    assert make_plan(mod(1, 2, 2, 128, 128, 64, 0.1, 0, "f16"), target_for("ascend"))["host_ops"] == {}

@@ -50,6 +50,14 @@ def kv_reason(m, o) -> Optional[str]:
         return "queries, new keys / values or results that are not f32 (vec_kv computes f32 rows over an f32 or f16 cache)"
     if o.name == "moec.kv_attention" and len(o.operands) > 4 and o.operands[4] is not None:
         return "an attention mask operand (vec_kv takes causal or no masking)"
+    if o.name != "moec.kv_append":
+        D, DV = ts[0].shape[3], ts[2].shape[3]
+        if not (isinstance(D, int) and isinstance(DV, int)):
+            return "head sizes not known at compile time (vec_kv sizes its key tiles from them)"
+        from moec.codegen.ascend.vector_ops import usable_ub
+        from moec.targets.description import ascend_target
+        if tile_bytes(8, D, DV, cache.dtype.itemsize, o.name == "moec.kv_step_attention") > usable_ub(ascend_target()):
+            return f"heads of {D} / {DV} elements: 8 key rows do not fit the Unified Buffer beside q and acc"
     return None
 
 
@@ -61,19 +69,34 @@ def _tiling(**kw):
                                                                for f, k in FIELDS])
 
 
-def key_tile(ub_bytes: int, D: int, DV: int, csize: int, step: bool) -> int:
-    """Key rows per tile (a multiple of 8, at most NK_MAX): per key row the raw cache rows of keys and values (32-byte
-    rows of the cache's type), their float copies for an f16 cache (the same row stride), the new rows' float tiles
-    (the step) and its score; beside q, acc, the scratch rows and the reduction words."""
-    def rowb(n, e):  # (a row's bytes in the Unified Buffer: whole 32-byte blocks)
-        return -(-n * e // 32) * 32
-    per = rowb(D, csize) + rowb(DV, csize) + 4
+def _rowb(n: int, e: int) -> int:
+    """A row of n elements of e bytes in the Unified Buffer: whole 32-byte blocks."""
+    return -(-n * e // 32) * 32
+
+
+def tile_bytes(nk: int, D: int, DV: int, csize: int, step: bool) -> int:
+    """The Unified Buffer vec_kv's attention holds with tiles of nk key rows (kv_attn_body's buffers): the raw cache
+    rows of keys and values (the cache's type), their float copies for an f16 cache (the same row stride), the new
+    rows' float tiles (the step), the scores; q, acc, the p v row, the product row, the reduction scratch and words,
+    and 32 bytes of rounding per buffer."""
+    dc, dvc = _rowb(D, csize) // csize, _rowb(DV, csize) // csize   # (elements per row in the cache's type)
+    b = nk * (dc + dvc) * csize + nk * 4
     if csize != 4:
-        per += (rowb(D, csize) + rowb(DV, csize)) // csize * 4
+        b += nk * (dc + dvc) * 4
     if step:
-        per += rowb(D, 4) + rowb(DV, 4)
-    fixed = 4 * rowb(max(D, DV), 4) + 4 * NK_MAX + 128
-    return max(8, min(NK_MAX, (ub_bytes - fixed) // per) // 8 * 8)
+        b += nk * (_rowb(D, 4) + _rowb(DV, 4))
+    dm = max(dc, _rowb(D, 4) // 4)
+    b += 2 * _rowb(D, 4) + 2 * _rowb(DV, 4) + max(dm, nk) * 4 + 64 + 64
+    return b + 13 * 32
+
+
+def key_tile(ub_bytes: int, D: int, DV: int, csize: int, step: bool) -> int:
+    """Key rows per tile: the most (a multiple of 8, at most NK_MAX) whose buffers fit ``ub_bytes``
+    (kv_reason keeps heads whose 8-row tiles do not fit on the host)."""
+    nk = NK_MAX // 8 * 8
+    while nk > 8 and tile_bytes(nk, D, DV, csize, step) > ub_bytes:
+        nk -= 8
+    return nk
 
 
 def kv_launch(dev, o, args: List) -> List:
