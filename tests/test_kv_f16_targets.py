@@ -375,3 +375,24 @@ def test_ascend_key_tiles_fit_the_unified_buffer():
     plan = make_plan(mod(1, 2, 2, 2048, 2048, 64, 0.1, 0, "f16"), target_for("ascend"))
     assert "do not fit the Unified Buffer" in plan["host_ops"]["moec.kv_step_attention"]
     assert make_plan(mod(1, 2, 2, 128, 128, 64, 0.1, 0, "f16"), target_for("ascend"))["host_ops"] == {}
+
+
+def test_triton_kv_kernels_stay_inside_the_buffers_without_the_host_check(tmp_path, monkeypatch):
+    """Inside a CUDA graph capture the launcher cannot read pos on the host (runtime._pos gives None there, faked
+    here): the kernels' own guards keep a position outside the cache from writing (kv_append writes nothing) or
+    reading (the attention clamps to the buffer) outside it; with the host read, the op's error."""
+    _available("triton")
+    import torch
+    from moec.codegen.triton import runtime as rt
+    M, D = 8, 4
+    cache = torch.full((1, 1, M, D), 7.0, dtype=torch.float16)
+    new = torch.ones((1, 1, 2, D))
+    with pytest.raises(ValueError, match="do not fit"):
+        rt.kv_append(cache, new, torch.tensor([M - 1]), axis=2)
+    monkeypatch.setattr(rt, "_pos", lambda pos: None)
+    for p in (M - 1, -1, 10 ** 6):
+        assert rt.kv_append(cache, new, torch.tensor([p]), axis=2) is cache
+        assert (cache == 7.0).all()
+        y = rt.kv_step_attention(torch.ones((1, 1, 1, D)), cache, cache, new[:, :, :1], new[:, :, :1], torch.tensor([p]),
+                                 scale=0.5, window=0)
+        assert torch.isfinite(y).all()

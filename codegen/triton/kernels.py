@@ -911,11 +911,13 @@ def kv_append_kernel(c_ptr, n_ptr, pos_ptr, M, T, INNER, BLOCK: tl.constexpr):
     o = r // T
     t = r % T
     p = tl.load(pos_ptr).to(tl.int64)
+    fits = (p >= 0) & (p + T <= M)  # (checked on the host too; inside a CUDA graph only here: nothing is written)
     src = n_ptr + r * INNER
-    dst = c_ptr + (o * M + p + t) * INNER
+    dst = c_ptr + (o * M + tl.where(fits, p, 0) + t) * INNER
+    lim = tl.where(fits, INNER, 0)
     for c0 in range(0, INNER, BLOCK):
         c = c0 + tl.arange(0, BLOCK)
-        m = c < INNER
+        m = c < lim
         x = tl.load(src + c, mask=m, other=0.0)
         tl.store(dst + c, x.to(c_ptr.dtype.element_ty), mask=m)  # (f32 -> f16: Triton's default, round to nearest even)
 
@@ -956,7 +958,7 @@ def _kv_attend(q, m_i, l_i, acc, k_ptr, v_ptr, skn, skd, svn, svd, n_rows, key0,
 
 @triton.jit
 def kv_attention_kernel(q_ptr, k_ptr, v_ptr, kn_ptr, vn_ptr, pos_ptr, mask_ptr, y_ptr,
-                        Hq, S, G, D, DV, scale, window,
+                        Hq, S, G, D, DV, M, scale, window,
                         sqb, sqh, sqs, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
                         snb, snh, sns, snd, swb, swh, sws, swd, smb, smh, sms, smj,
                         STEP: tl.constexpr, CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr,
@@ -972,6 +974,10 @@ def kv_attention_kernel(q_ptr, k_ptr, v_ptr, kn_ptr, vn_ptr, pos_ptr, mask_ptr, 
     b = bh // Hq
     g = h // G
     p = tl.load(pos_ptr).to(tl.int64)
+    if STEP:  # (the host checks 0 <= p <= M (p + S <= M); inside a CUDA graph the rows read stay in the buffer)
+        p = tl.minimum(tl.maximum(p, 0), M)
+    else:
+        p = tl.minimum(tl.maximum(p, 0), M - S)
     qpos = p + i
     d = tl.arange(0, BLOCK_D)
     q = tl.load(q_ptr + b * sqb + h * sqh + i * sqs + d * sqd, mask=d < D, other=0.0).to(tl.float32)

@@ -616,8 +616,11 @@ def norm(x, scale, bias=None, *, eps: float, rms: bool, scale_full=None):
 KV_BLOCK_N = 32  # keys per step of the attention's online softmax
 
 
-def _pos(pos) -> int:
-    """The position on the host, for the bounds checks the ops' semantics make (one scalar read)."""
+def _pos(pos) -> Optional[int]:
+    """The position on the host, for the bounds checks the ops' semantics make (one scalar read); None while a CUDA
+    graph is being captured (no host read can be: the kernels then keep their reads and writes inside the buffers)."""
+    if pos.is_cuda and torch.cuda.is_current_stream_capturing():
+        return None
     return int(pos.reshape(-1)[0].item())
 
 
@@ -628,7 +631,7 @@ def kv_append(cache, new, pos, *, axis: int):
     ax = axis % cache.dim()
     M, T = cache.shape[ax], new.shape[ax]
     p = _pos(pos)
-    if p < 0 or p + T > M:
+    if p is not None and (p < 0 or p + T > M):
         raise ValueError(f"kv_append: rows {p}..{p + T} do not fit a cache of {M}")
     if not cache.is_contiguous():
         raise ValueError("kv_append: the cache buffer must be contiguous")
@@ -652,11 +655,13 @@ def _kv_attention(q, k, v, kn, vn, pos, mask, *, scale: float, window: int, step
         return y
     kn = kn if kn is not None else k
     vn = vn if vn is not None else v
-    if mask is not None:
-        mask = mask.expand(B, Hq, S, _pos(pos) + S)
-    ms = mask.stride() if mask is not None else (0, 0, 0, 0)
+    ms = (0, 0, 0, 0)
+    if mask is not None:  # (its last dim is pos + S, the scores' row, or 1: strides 0 where it broadcasts)
+        mask = mask.expand(B, Hq, S, mask.shape[-1])
+        ms = mask.stride()[:3] + ((0,) if mask.shape[-1] == 1 else mask.stride()[3:])
     K.kv_attention_kernel[(B * Hq * S,)](
-        q, k, v, kn, vn, pos, mask if mask is not None else q, y, Hq, S, Hq // Hkv, D, DV, float(scale), int(window),
+        q, k, v, kn, vn, pos, mask if mask is not None else q, y, Hq, S, Hq // Hkv, D, DV, k.shape[2], float(scale),
+        int(window),
         *q.stride(), *k.stride(), *v.stride(), *kn.stride(), *vn.stride(), *ms,
         STEP=step, CAUSAL=causal, HAS_MASK=mask is not None, BLOCK_N=KV_BLOCK_N, BLOCK_D=_p2(D), BLOCK_DV=_p2(DV))
     return y
@@ -666,7 +671,7 @@ def kv_step_attention(q, k_cache, v_cache, k_new, v_new, pos, *, scale: float, w
     """moec.kv_step_attention: S query rows over the cache's first pos rows (read in place; an f16 cache
     widened to f32 in registers) and the S new keys, one softmax (the op's semantics, ir/ops/kv.py)."""
     p, M, Hq, Hkv = _pos(pos), k_cache.shape[2], q.shape[1], k_cache.shape[1]
-    if p < 0 or p > M:
+    if p is not None and (p < 0 or p > M):
         raise ValueError(f"kv_step_attention: position {p} outside a cache of {M}")
     if Hkv == 0 or Hq % Hkv:
         raise ValueError(f"kv_step_attention: {Hq} query heads, {Hkv} key/value heads")
@@ -677,9 +682,11 @@ def kv_step_attention(q, k_cache, v_cache, k_new, v_new, pos, *, scale: float, w
 def kv_attention(q, k, v, pos, mask=None, *, scale: float, causal: bool):
     """moec.kv_attention: attention over the buffers' first pos + S rows (an f16 cache widened), causal
     aligned to the last S keys, an additive mask broadcasting to [B, Hq, S, pos + S]."""
-    L, Hq, Hkv = _pos(pos) + q.shape[2], q.shape[1], k.shape[1]
-    if _pos(pos) < 0 or L > k.shape[2] or L > v.shape[2]:
-        raise ValueError(f"kv_attention: {L} rows do not fit caches of {k.shape[2]} / {v.shape[2]}")
+    p, Hq, Hkv = _pos(pos), q.shape[1], k.shape[1]
+    if p is not None and (p < 0 or p + q.shape[2] > min(k.shape[2], v.shape[2])):
+        raise ValueError(f"kv_attention: {p + q.shape[2]} rows do not fit caches of {k.shape[2]} / {v.shape[2]}")
+    if mask is not None and p is not None and mask.shape[-1] not in (1, p + q.shape[2]):
+        raise ValueError(f"kv_attention: a mask of {mask.shape[-1]} columns for {p + q.shape[2]} keys")
     if Hkv == 0 or Hq % Hkv:
         raise ValueError(f"kv_attention: {Hq} query heads, {Hkv} key/value heads")
     return _kv_attention(q, k, v, None, None, pos, mask, scale=scale, window=0, step=False, causal=causal)
