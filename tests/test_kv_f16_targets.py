@@ -53,11 +53,11 @@ def _check_step_cases(tmp_path, target, cases, cache="f16"):
 @pytest.mark.parametrize("target", TARGETS)
 def test_step_attention_f16_cache_matches_reference(tmp_path, target):
     """moec.kv_step_attention with f16 caches on the target's kernel == the op's semantics (the cache widened):
-    positions 0, 1, block edges, capacity - 1, GQA / MQA, odd head sizes, a window; the cache past pos is NaN
-    (never read).  The f32 cache through the same kernel too."""
+    positions 0, 1, block edges, capacity - 1, GQA / MQA, odd head sizes, a window (Ascend; Triton's in the slow
+    test); the cache past pos is NaN (never read).  The f32 cache through the same kernel too."""
     _available(target)
-    _check_step_cases(tmp_path, target, F16_CASES[1:4])
-    _check_step_cases(tmp_path, target, F16_CASES[1:2], cache="f32")
+    _check_step_cases(tmp_path, target, F16_CASES[1:4] if target == "ascend" else F16_CASES[1:3])  # (the interpreter:
+    _check_step_cases(tmp_path, target, F16_CASES[1:2], cache="f32")                              # the window is slow)
 
 
 @pytest.mark.slow
