@@ -15,7 +15,8 @@ recomputing its rows):
   * elementwise ops (every operand: selected where it has the axis at the result's size, kept where
     it broadcasts a static 1; an operand whose size there is unknown is selected only by a prefix or
     a suffix, which give the same rows from a broadcast single row);
-  * ``rms_norm`` / ``layer_norm`` / ``softmax`` / ``log_softmax`` over other axes, ``rotary`` (x and
+  * ``rms_norm`` / ``layer_norm`` / ``softmax`` / ``log_softmax`` / ``reduce_*`` over other axes (the
+    decomposed norms of targets without the fused ones), ``rotary`` (x and
     cos / sin as elementwise operands) on an axis other than the rotated one;
   * ``reshape`` whose every other output dim is static and maps the axis onto one input axis with
     the same static products on both sides, ``transpose``, ``unsqueeze`` / ``squeeze`` (attribute axes);
@@ -224,6 +225,19 @@ def plan(m: Module, o: Operation, sel: Sel, uses) -> Optional[dict]:
         if start is not None and any(v.type.rank > r.rank - start for v in o.operands[1:]):
             return None
         return keep_rest({0: ("take", a)})
+    if n.startswith("moec.reduce_") and hasattr(o, "_axes"):
+        x = o.operands[0].type
+        if len(o.operands) > 1:
+            vals = _ints(m, o.operands[1])
+            if vals is None:
+                return None
+            axes = o._axes(vals)
+        else:
+            axes = o._axes()
+        kept = list(range(x.rank)) if o.attrs["keepdims"] else [i for i in range(x.rank) if i not in axes]
+        if a >= len(kept) or kept[a] in axes:
+            return None
+        return keep_rest({0: ("take", kept[a])})
     if n == "moec.rotary":
         if a == r.rank - 1:
             return None
