@@ -329,6 +329,14 @@ def plan(m: Module, o: Operation, sel: Sel, uses) -> Optional[dict]:
     return None
 
 
+def _whole(t, sel: Sel) -> bool:
+    """The selection keeps every row of a static dim (a slice of a size-1 batch axis, say)."""
+    d = t.shape[sel.axis]
+    if not _static(d):
+        return False
+    return range(d)[slice(sel.start, None if sel.stop >= _BIG else sel.stop, sel.step)] == range(d)
+
+
 def _same_type(old, new) -> bool:
     return old.dtype == new.dtype and old.rank == new.rank and \
         all(not _static(d) or d == e for d, e in zip(old.shape, new.shape))
@@ -357,6 +365,8 @@ class SinkRows(Pass):
             if got is None:
                 continue
             v = s.operands[0]
+            if _whole(v.type, got[0]):
+                continue  # (every row of a static dim: nothing to save, and nothing to move)
             if self._merge(m, f, s, v, uses):
                 return True
             p = v.owner
