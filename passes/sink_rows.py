@@ -42,7 +42,7 @@ before quantisation, epilogue fusion and dispatch scheduling, so those see the p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 

@@ -249,3 +249,15 @@ def test_real_mixtral_export_verifies_on_other_targets(target, tmp_path):
     m = load_module(str(out / "model.mlir"))  # (every target's artifact keeps the compiled IR)
     ids = np.random.default_rng(4).integers(0, TINY["vocab_size"], (1, 5))
     assert _experts_rows(m, [ids]) == [5, 1]
+
+
+def test_every_target_runs_the_pass_after_recognition():
+    """sink-rows is a stage of every target's pipeline, after recognize-decoder (the patterns see whole graphs)
+    and before quantisation, epilogue fusion and dispatch scheduling (they see the pruned graph)."""
+    from moec.passes.pipeline import stages
+    from moec.targets import target_for
+    for t in ("cpu", "reference", "triton", "ascend"):
+        names = [n for n, _ in stages(target_for(t, "generic") if t == "cpu" else target_for(t))]
+        i = names.index("sink-rows")
+        assert names[i - 1] == "recognize-decoder" and i < names.index("quantize-weights") < \
+            names.index("fuse-epilogues") < names.index("schedule-dispatch"), names
