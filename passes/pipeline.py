@@ -21,6 +21,7 @@ from moec.passes.recognize_moe import RecognizeMoE
 from moec.passes.recognize_decoder import RecognizeDecoder
 from moec.passes.quantize import QuantizeWeights
 from moec.passes.schedule_dispatch import ScheduleDispatch
+from moec.passes.sink_rows import SinkRows
 
 if TYPE_CHECKING:  # (passes read target descriptions; they do not import targets)
     from moec.targets.base import TargetDesc
@@ -33,6 +34,7 @@ def stages(target: "TargetDesc", weights: str = "f32", group: int = 64,
                           DeadCodeElimination()]),
         ("recognize-moe", [RecognizeMoE(), DeadCodeElimination()]),
         ("recognize-decoder", [RecognizeDecoder(target), DeadCodeElimination()]),
+        ("sink-rows", [SinkRows(), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
         ("quantize-weights", [QuantizeWeights(weights, group, zero_point, scope=scope,
                                               dense_modes=target.dense_weight_modes,

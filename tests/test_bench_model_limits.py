@@ -49,13 +49,18 @@ def test_prefill_flops_equal_torch_flop_counter_on_a_tiny_mixtral():
     L, H, hd = c["layers"], c["heads"], c["head_dim"]
     square = 2 * 2 * H * hd * T * T  # (QK^T and PV over every key, per layer)
     assert got["attention scores"] == L * 2 * 2 * H * hd * (T * (T + 1) // 2)
+    # (transformers computes every layer on every row: the count of all rows; the last layer's router and experts
+    # on the last row only are what a last-position forward needs)
+    mlp = 2 * T * c["hidden"] * c["experts"] + 2 * T * c["top_k"] * 3 * c["hidden"] * c["ffn"]
     for layer in range(L):
         attn = mm[f"MixtralForCausalLM.model.layers.{layer}.self_attn"]
         assert sum(v for op, v in attn.items() if "bmm" not in str(op)) == got["attention projections"] // L
         assert sum(v for op, v in attn.items() if "bmm" in str(op)) == square
-        assert counts[f"MixtralForCausalLM.model.layers.{layer}.mlp"] == (got["router"] + got["experts"]) // L
+        assert counts[f"MixtralForCausalLM.model.layers.{layer}.mlp"] == mlp
+    assert got["router"] + got["experts"] == (L - 1) * mlp + mlp // T
     assert counts["MixtralForCausalLM.lm_head"] == got["output layer"]
-    assert fc.get_total_flops() == got["total"] - got["attention scores"] + L * square
+    assert fc.get_total_flops() == got["total_all_rows"] - got["attention scores"] + L * square
+    assert got["total_all_rows"] - got["total"] == mlp - mlp // T
 
 
 def _step_module(E=4, k=2, D=16, F=8, V=32, KVH=2, hd=8, cap=12):
