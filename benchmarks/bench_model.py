@@ -213,18 +213,22 @@ def prefill_flops(cfg: dict, tokens: int) -> dict:
     output layer at the last position only.  Norms, rotary, softmax and the SwiGLU product are left out (a
     few MFLOP, not GEMM work).
 
-    Only the last position's logits are wanted, so the last layer's part after its attention (the router and
-    the experts) is counted on that one row, as llama.cpp computes it (its graphs take the output rows after the
-    last layer's attention and o_proj); moec's sink-rows pass prunes further (the last layer's q projection,
-    query rows and o_proj too), which this count does not credit (on the issue's model at N=256 about 1.2 of the
-    13.5 GFLOP counted: moec's fraction of a probe reads that much high).  ``total_all_rows`` keeps the earlier count,
-    every layer on every row (what transformers computes with logits_to_keep=1, and moec before sink-rows)."""
+    Only the last position's logits are wanted, so the last layer is counted as that answer needs it: its k and v
+    projections on every row (the last query reads every key), its q projection, the last query's scores and
+    weighted sum over the T keys, o_proj, the router and the experts on the last row only.  That is what moec's
+    sink-rows pass computes; llama.cpp takes the output rows after the last layer's attention and o_proj (its q,
+    o and scores run on every row, a little more than is counted: on the issue's model at N=256 ~1.2 of ~13.5
+    GFLOP).  ``total_all_rows`` keeps the earlier count, every layer on every row (what transformers computes with
+    logits_to_keep=1, and moec before sink-rows)."""
     c = cfg
     T, L = tokens, c["layers"]
-    full, last = _layer_flops(c, T), _layer_flops(c, 1)
-    out = {k: v * L for k, v in full.items()}
-    for k in ("router", "experts"):
-        out[k] = full[k] * (L - 1) + last[k]
+    full, one = _layer_flops(c, T), _layer_flops(c, 1)
+    D, hd = c["hidden"], c["head_dim"]
+    q_cols, kv_cols = c["heads"] * hd, c["kv_heads"] * hd
+    last = {"attention projections": 2 * T * D * 2 * kv_cols + 2 * D * 2 * q_cols,
+            "attention scores": 2 * 2 * c["heads"] * hd * T,
+            "router": one["router"], "experts": one["experts"]}
+    out = {k: full[k] * (L - 1) + last[k] for k in full}
     out["output layer"] = 2 * c["hidden"] * c["vocab"]
     out["total"] = sum(out.values())
     out["total_all_rows"] = sum(v * L for v in full.values()) + out["output layer"]

@@ -48,19 +48,26 @@ def test_prefill_flops_equal_torch_flop_counter_on_a_tiny_mixtral():
     got = bm.prefill_flops(c, T)
     L, H, hd = c["layers"], c["heads"], c["head_dim"]
     square = 2 * 2 * H * hd * T * T  # (QK^T and PV over every key, per layer)
-    assert got["attention scores"] == L * 2 * 2 * H * hd * (T * (T + 1) // 2)
+    D, q_cols, kv_cols = c["hidden"], H * hd, c["kv_heads"] * hd
+    # (every layer but the last on every row; the last layer's k / v on every row, its q, o, the last query's
+    # scores over T keys, router and experts on the last row: what a last-position forward needs)
+    assert got["attention scores"] == (L - 1) * 2 * 2 * H * hd * (T * (T + 1) // 2) + 2 * 2 * H * hd * T
+    proj = 2 * T * D * (2 * q_cols + 2 * kv_cols)
+    assert got["attention projections"] == L * proj - 2 * (T - 1) * D * 2 * q_cols
     # (transformers computes every layer on every row: the count of all rows; the last layer's router and experts
     # on the last row only are what a last-position forward needs)
     mlp = 2 * T * c["hidden"] * c["experts"] + 2 * T * c["top_k"] * 3 * c["hidden"] * c["ffn"]
     for layer in range(L):
         attn = mm[f"MixtralForCausalLM.model.layers.{layer}.self_attn"]
-        assert sum(v for op, v in attn.items() if "bmm" not in str(op)) == got["attention projections"] // L
+        assert sum(v for op, v in attn.items() if "bmm" not in str(op)) == proj
         assert sum(v for op, v in attn.items() if "bmm" in str(op)) == square
         assert counts[f"MixtralForCausalLM.model.layers.{layer}.mlp"] == mlp
     assert got["router"] + got["experts"] == (L - 1) * mlp + mlp // T
     assert counts["MixtralForCausalLM.lm_head"] == got["output layer"]
-    assert fc.get_total_flops() == got["total_all_rows"] - got["attention scores"] + L * square
-    assert got["total_all_rows"] - got["total"] == mlp - mlp // T
+    causal = 2 * 2 * H * hd * (T * (T + 1) // 2)
+    assert fc.get_total_flops() == got["total_all_rows"] - L * causal + L * square
+    assert got["total_all_rows"] - got["total"] == (mlp - mlp // T) + 2 * (T - 1) * D * 2 * q_cols + (
+        causal - 2 * 2 * H * hd * T)
 
 
 def _step_module(E=4, k=2, D=16, F=8, V=32, KVH=2, hd=8, cap=12):
