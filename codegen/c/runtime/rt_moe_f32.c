@@ -2082,7 +2082,11 @@ static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v,
  * the tile near 60% at group 32.  Memory-operand broadcasts of the starting values measured slower (0.57 in the
  * assembly mix), embedded {1to16} broadcasts in vpdpbusd slower still (0.5-0.58); general-register broadcasts of
  * values quant_row_g precomputed (w4z: no imul / shl per row and group, scalar ops that share ports 0 and 5) and
- * one group loop per variant (below) measured best. */
+ * one group loop per variant (below) measured best.  The scaling's 3 ops per row and 16 columns (cvt, s_w s_a, FMA)
+ * are the format's: the activations' scale is per row and group (quant_row_g; llama.cpp's q8_0 blocks are the same
+ * kind), so it cannot be applied once per row after the group sums (acc += cvt(dot) s_w[g], C = s_a acc: 2 ops, a
+ * 67% ceiling instead of 62%) -- that needs one activation scale per row, a coarser format (ir/ops/moe.py
+ * quantize_rows_int8's group), not another summation order of this one. */
 /* groups 0 .. ng of one tile (R rows; PP steps a group, or 0: G4 / 4 at run time; ZP: zero points), into acc: one
  * instantiation per variant, each its own loop, so GCC allocates each group loop's registers on its own */
 static inline __attribute__((always_inline)) void w4a8_groups(const int8_t *const *a, const w4p *panel, int64_t ng,
