@@ -206,3 +206,105 @@ def test_dense_gemv_items(mode, K, G, tmp_path):
     want_y = _numpy_dense(mode, x, ws["w"].T, G, False)
     assert np.abs(y2 - want_y).max() <= _tol(want_y, K)
     assert np.array_equal(y1, y2) and np.array_equal(z1, z2)
+
+
+def _identity_w8a8(K, tmp_path, name):
+    from test_dense_quant import _module
+    from moec.ir import WeightStore
+    from moec.passes.quantize import QuantizeWeights
+    ws = WeightStore()
+    eye = np.eye(K, dtype=np.float32)
+    ws.set("w", eye)
+    ws.set("wt", eye)
+    ws.set("b", np.zeros(K, np.float32))
+    m = _module(K, K, ws)
+    QuantizeWeights("w8a8", 32, False, scope="all", dense_modes=("w8a8",)).run(m)
+    return build_module(m, str(tmp_path / name), arch="native", threads=2)
+
+
+def test_w8a8_row_codes_near_ties_and_extreme_scales(tmp_path):
+    """quant_row_u8's 16-lane path takes the codes from x * fl(1 / s) where every lane is more than 2^-14 from a tie
+    (quot_codes16) and divides the others: its codes must still be rint(fl32(x / s)) bit for bit.  Rows of values
+    1..600 ulps on either side of the ties s (n + 1/2) (a reciprocal product alone rounds some of those the other
+    way; a margin below the products' error would too), at scales from just above the smallest normal (fast path)
+    through 1e36, one whose scale is subnormal (the division path), K = 255 (15 vectors and a scalar tail of 15),
+    through an identity weight (each output 127 q s_x s_w: the code to within far less than one)."""
+    K = 255
+    rng = np.random.default_rng(17)
+    n = np.arange(-127, 127, dtype=np.float32)
+    rows, scales = [], [np.float32(v) for v in (2e-38, 1e-30, 0.0123, 1.7, 3.0, 7.0, 1e12, 1e36)]
+    for s in scales:
+        for spread in (8, 600):
+            t = (s * (n + np.float32(0.5))).astype(np.float32)
+            ulps = rng.integers(1, spread + 1, t.size)
+            sign = np.where(rng.random(t.size) < 0.5, -1, 1)
+            near = t.view(np.int32) + (sign * ulps * np.where(t < 0, -1, 1)).astype(np.int32)
+            rows.append(np.concatenate([near.view(np.float32), [np.float32(s * np.float32(127))]]))
+    sub = np.float32(1e-40)  # scale 1e-40 / 127: subnormal, the division path
+    rows.append(np.concatenate([(sub * rng.uniform(-1, 1, K - 1)).astype(np.float32), [sub]]))
+    x = np.stack(rows).astype(np.float32)
+    art = _identity_w8a8(K, tmp_path, "near")
+    y = np.asarray(art([x])[0], np.float64)
+    sx = (np.abs(x).max(1) / np.float32(127)).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.clip(np.rint((x / sx[:, None]).astype(np.float32)), -127, 127)  # correctly rounded f32 division
+    got = y / (sx[:, None].astype(np.float64) / 127.0) / 127.0
+    body = slice(0, len(rows) - 1)  # (the subnormal row: its products are subnormal, checked by sign and size only)
+    assert np.abs(got[body] - q[body]).max() < 0.01, np.argwhere(np.abs(got[body] - q[body]) >= 0.01)[:8]
+    assert (np.abs(q[body] - np.rint(x[body] / sx[body, None].astype(np.float64))) > 0).any()  # some rows not trivial
+    big = np.abs(q[-1]) >= 16  # (the subnormal row's outputs are subnormal: ~10% of a code; its sign and size)
+    assert big.sum() > 100 and np.array_equal(np.sign(y[-1][big]), np.sign(q[-1][big]))
+    assert np.abs(got[-1] - q[-1]).max() < 0.15 * 127
+
+
+@pytest.mark.parametrize("mode,K,G", [("w8a8", 203, 0), ("w4a8", 96, 32)])
+def test_int8_activation_linear_writes_every_output(mode, K, G, tmp_path):
+    """linear_q's output of the int8-activation kinds (tile_i8 / tile_w4a8) is not zeroed before the tiles store
+    into it: every element must be written.  M = 17..1 rows (the 8-, 4-, 2-, 1-row tiles and their partial ones),
+    N = 47 (a partial column block), each call after one with inputs 1000x larger (stale values in reused
+    memory would show), each output within the format's tolerance of numpy."""
+    from test_dense_quant import _module, _weights
+    from moec.ir.ops.moe import fake_quant_rows_int8
+    from moec.passes.quantize import QuantizeWeights
+    ws = _weights(K, 47)
+    m = _module(K, 47, ws)
+    QuantizeWeights(mode, G or 32, False, scope="all", dense_modes=(mode,)).run(m)
+    art = build_module(m, str(tmp_path / mode), arch="native", threads=2)
+    rng = np.random.default_rng(K)
+    for M in range(17, 0, -1):
+        art([rng.standard_normal((M + 3, K)).astype(np.float32) * 1000])
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        y, z = art([x])
+        if mode == "w4a8":  # int4 weights (numpy, float64) times the activations quantised per row and group
+            xq = fake_quant_rows_int8(x, G)
+            wy = _numpy_dense("int4", xq, ws["w"].T, G, False)
+            wz = _numpy_dense("int4", xq, ws["wt"], G, False) + ws["b"]
+        else:
+            wy = _numpy_dense(mode, x, ws["w"].T, G, False)
+            wz = _numpy_dense(mode, x, ws["wt"], G, False) + ws["b"]
+        for g, w in ((y, wy), (z, wz)):
+            assert np.isfinite(g).all() and np.abs(g - w).max() <= _tol(w, K), (mode, M, np.abs(g - w).max())
+
+
+def test_w8a8_experts_wide_activation_row(tmp_path):
+    """phase 2 of w8a8 experts makes each activation row on the stack (phase 3 reads only its codes) up to
+    PHASE2_STACK_ROW = 8192 floats, and in A above that: F = 8200 (A) and F = 96 (the stack), each token's output
+    bit-equal to that token alone and within the w8a8 tolerance of the reference interpreter."""
+    from helpers import experts_module
+    from moec.ir import run
+    from moec.passes.quantize import quantize_int8
+    rng = np.random.default_rng(5)
+    for F in (8200, 96):
+        E, k, D = 2, 1, 8
+        w_in = rng.standard_normal((E, 2 * F, D)).astype(np.float32) * 0.2
+        w_out = rng.standard_normal((E, D, F)).astype(np.float32) * 0.02
+        (qi, si), (qo, so) = quantize_int8(w_in), quantize_int8(w_out)
+        m = experts_module("int8", qi, qo, [si, so], "T", D, E, k, aq="int8")
+        art = build_module(m, str(tmp_path / f"f{F}"), arch="native", threads=2)
+        x = rng.standard_normal((12, D)).astype(np.float32)
+        logits = rng.standard_normal((12, E)).astype(np.float32)
+        got = art([x, logits])[0]
+        for t in (0, 5, 11):
+            assert np.array_equal(got[t], art([x[t:t + 1], logits[t:t + 1]])[0][0]), (F, t)
+        ref = run(m, [x, logits])["y"]
+        np.testing.assert_allclose(got, ref, rtol=1.6e-2, atol=1.6e-2 * np.abs(ref).max())

@@ -1561,6 +1561,30 @@ static float span_scale_127(const float *x, int64_t n) {
   return scale_127(amax, nan);
 }
 
+#if defined(__AVX512F__)
+/* The codes rint(x / s) of 16 lanes, bit for bit what the correctly rounded division (the scalar loops', the
+ * reference's) gives, at a multiply's cost, for a row (group) whose scale s = fl(max|x| / 127) is normal and below
+ * 2^125 (quot_fast_ok: then no lane is NaN or infinite and |x| <= max|x|): the division was 3.5% of a w8a8 / 4.8% of
+ * a w4a8 prefill profile at 256 tokens (vdivps zmm: one per ~10 cycles on Ice Lake).  p = x * fl(1 / s) and
+ * d = fl(x / s) differ from the true quotient t by at most 2u|t| and u|t| (u = 2^-24; fl(1 / s) is correctly rounded
+ * and normal), so |p - d| <= 3u|t| (+ 2^-149 for subnormal products) < 2.4e-5, as |t| <= 127 (1 + u).  With
+ * r = rint(p) (vcvtps2dq, to nearest even), e = p - r is exact (|e| <= 1/2, a multiple of p's ulp; GCC may contract
+ * it into an FMA: then it moves by < 2^-18, inside the margin).  If |e| < 1/2 - 2^-14, d lies in the same open
+ * interval (r - 1/2, r + 1/2) as p, so rint(d) = r; the lanes within 2^-14 of a tie are divided (a masked vdivps:
+ * ~0.2% of the vectors of random data, every lane of a row of exact ties).  |r| <= 127 (|p| <= 127 (1 + 3u)): no
+ * clamp, and no NaN lane to zero. */
+static inline int quot_fast_ok(float s) { return s >= 1.17549435e-38f && s <= 4.2535296e37f; } /* (NaN: no) */
+static inline __m512i quot_codes16(__m512 x, __m512 vs, __m512 vinv) {
+  const int RN = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512 p = _mm512_mul_ps(x, vinv);
+  const __m512i r = _mm512_cvt_roundps_epi32(p, RN);
+  const __mmask16 near = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(p, _mm512_cvtepi32_ps(r))),
+                                            _mm512_set1_ps(0.5f - 6.103515625e-05f), _CMP_NLT_UQ);
+  if (near) return _mm512_mask_cvt_roundps_epi32(r, near, _mm512_maskz_div_ps(near, x, vs), RN);
+  return r;
+}
+#endif
+
 /* q[0..Kp) = biased int8 codes of a[0..K), *s = the row's scale */
 static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
   float sc = span_scale_127(a, K);
@@ -1568,6 +1592,13 @@ static void quant_row_u8(const float *a, int64_t K, uint8_t *q, float *s) {
 #if defined(__AVX512F__)
   /* 16 lanes, the scalar loop's arithmetic: a correctly rounded division, round half to even, NaN -> 0, clamp */
   const __m512 vs = _mm512_set1_ps(sc), lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+  if (quot_fast_ok(sc)) { /* (the same codes without the division: quot_codes16) */
+    const __m512 vinv = _mm512_set1_ps(1.0f / sc);
+    for (; k + 16 <= K; k += 16) {
+      __m512i c = _mm512_add_epi32(quot_codes16(_mm512_loadu_ps(a + k), vs, vinv), _mm512_set1_epi32(128));
+      _mm_storeu_si128((__m128i *)(void *)(q + k), _mm512_cvtepi32_epi8(c));
+    }
+  }
   for (; k + 16 <= K; k += 16) {
     __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(a + k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __mmask16 ok = _mm512_cmp_ps_mask(r, r, _CMP_ORD_Q);
@@ -2051,7 +2082,11 @@ static inline __attribute__((always_inline)) void tile_w4a8_avx2(const wview *v,
  * the tile near 60% at group 32.  Memory-operand broadcasts of the starting values measured slower (0.57 in the
  * assembly mix), embedded {1to16} broadcasts in vpdpbusd slower still (0.5-0.58); general-register broadcasts of
  * values quant_row_g precomputed (w4z: no imul / shl per row and group, scalar ops that share ports 0 and 5) and
- * one group loop per variant (below) measured best. */
+ * one group loop per variant (below) measured best.  The scaling's 3 ops per row and 16 columns (cvt, s_w s_a, FMA)
+ * are the format's: the activations' scale is per row and group (quant_row_g; llama.cpp's q8_0 blocks are the same
+ * kind), so it cannot be applied once per row after the group sums (acc += cvt(dot) s_w[g], C = s_a acc: 2 ops, a
+ * 67% ceiling instead of 62%) -- that needs one activation scale per row, a coarser format (ir/ops/moe.py
+ * quantize_rows_int8's group), not another summation order of this one. */
 /* groups 0 .. ng of one tile (R rows; PP steps a group, or 0: G4 / 4 at run time; ZP: zero points), into acc: one
  * instantiation per variant, each its own loop, so GCC allocates each group loop's registers on its own */
 static inline __attribute__((always_inline)) void w4a8_groups(const int8_t *const *a, const w4p *panel, int64_t ng,
@@ -2731,11 +2766,15 @@ static void phase1(void *arg, int64_t item, int tid) {
   }
 }
 
+#define PHASE2_STACK_ROW 8192 /* floats (32 KiB) */
 static void phase2(void *arg, int64_t row) {
   xjob *j = (xjob *)arg;
   int64_t e = 0;
   while (j->row0[e + 1] <= row) e++;
-  float *restrict h = j->H + row * j->I, *restrict a = j->A + row * j->F;
+  /* w8a8 / w4a8: phase 3 reads the codes only, so the activation row is made on the stack (in L1 for the
+   * quantiser) instead of into A, whose [rows, F] lines were written back to memory for nothing */
+  float abuf[PHASE2_STACK_ROW] __attribute__((aligned(64)));
+  float *restrict h = j->H + row * j->I, *restrict a = j->aq && j->F <= PHASE2_STACK_ROW ? abuf : j->A + row * j->F;
   const moec_ffn_params *p = j->p;
   if (j->b_in)
     for (int64_t i = 0; i < j->I; i++) h[i] += j->b_in[e * j->I + i];
@@ -3290,7 +3329,10 @@ int moec_k_linear_q(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, c
   int64_t yshape[MOEC_MAX_RANK];
   for (int d = 0; d < x->rank - 1; d++) yshape[d] = x->shape[d];
   yshape[x->rank - 1] = N;
-  if (moec_alloc(ctx, y, MOEC_F32, x->rank, yshape)) return -1;
+  /* (w8a8 / w4a8: tile_i8 / tile_w4a8 store every element (kinds 3 and 5 below), so y is not zeroed first: the
+   * memset was 1.1% of a w8a8 prefill profile at 256 tokens) */
+  const int stores_all = q->aq == 1 && (mode == MOEC_WQ_INT8 || mode == MOEC_WQ_INT4);
+  if ((stores_all ? moec_alloc_uninit : moec_alloc)(ctx, y, MOEC_F32, x->rank, yshape)) return -1;
   const int64_t M = moec_numel(y->rank, y->shape) / (N ? N : 1);
   if (M == 0 || N == 0) return 0;
   float *yd = (float *)y->data;
