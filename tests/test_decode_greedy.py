@@ -78,6 +78,18 @@ def test_argmax_contiguous_f32_matches_reference(n, tmp_path):
         assert got[5] == 0 and got[6] != n // 2  # the NaN policy (rows 5 and 6)
 
 
+@pytest.mark.parametrize("arch", ["generic", "avx2"])
+def test_argmax_contiguous_f32_portable_builds(arch, tmp_path):
+    """The scalar path (builds without AVX-512) gives the same answers."""
+    from moec.driver import CompileOptions, compile_onnx
+    from moec.targets.registry import CpuArtifact
+    for n in (17, 4099):
+        x = _rows(n)
+        out = str(tmp_path / f"{arch}_{n}")
+        compile_onnx(_argmax_model(n), out, CompileOptions(force=True, verify=False, arch=arch))
+        assert CpuArtifact(out)([x])[0].tolist() == [_llama_greedy(r) for r in x]
+
+
 def test_argmax_large_row_tie_across_vectors(tmp_path):
     """A vocabulary-sized row (the output layer's 32000): ties in different 16-lane vectors and in the tail."""
     rng = np.random.default_rng(1)
