@@ -14,8 +14,10 @@ Matched, per function: ``moec.matmul(x, W_i)`` ops, two or more, where
   torch.export writes: one ``view`` per projection);
 * no result feeds a ``moe.route`` (the router's matmul keeps its own weight and type: quantize-weights keeps
   it in the model's type) nor is a function output;
-* no result's only use is a bias ``moec.add`` (quantize-weights folds that add into its ``moec.linear_q``;
-  fused, the add would stay behind the split).
+* either none or every one of them has a bias: a result whose only use is ``moec.add`` of a constant [N] (or
+  [1, N]) vector (Qwen2's q/k/v).  Fused, the biases are concatenated too and the add stays right behind the
+  fused matmul, before the split (where quantize-weights / fuse-epilogues fold it into the linear); a
+  member's add is replaced by its part.  A bias that is not a constant keeps its linear out.
 
 The pass runs before quantize-weights (passes/pipeline.py): the fused weight is then quantised as one
 matrix, and every weight format moec has (bf16, int8, int4 by groups along K, w8a8, w4a8, fp8) quantises
@@ -84,17 +86,24 @@ class FuseSharedLinears(Pass):
                 if w is None:
                     continue
                 r = o.results[0]
-                if id(r) in outs or _feeds_router(r, uses) or _bias_add(f, o, w.type.shape[1], uses) is not None:
+                if id(r) in outs or _feeds_router(r, uses):
                     continue
-                key = (_input_key(o.operands[0]), w.type.dtype, w.type.shape[0])
-                groups.setdefault(key, []).append(o)
+                add = _bias_add(f, o, w.type.shape[1], uses)
+                bias = None
+                if add is not None:
+                    bias = const_value(add[1], m.weights)
+                    if bias is None or id(add[0].results[0]) in outs:
+                        continue  # (a bias computed at run time; or the add is an output)
+                key = (_input_key(o.operands[0]), w.type.dtype, w.type.shape[0], add is not None)
+                groups.setdefault(key, []).append((o, add, bias))
             for members in groups.values():
                 if len(members) >= 2:
                     self._fuse(m, f, members)
                     changed = True
         return changed
 
-    def _fuse(self, m: Module, f, members) -> None:
+    def _fuse(self, m: Module, f, group) -> None:
+        members = [o for o, _, _ in group]
         first = members[0]
         x = first.operands[0]
         ws = [o.operands[1] for o in members]
@@ -107,12 +116,26 @@ class FuseSharedLinears(Pass):
                                          [TensorType(ws[0].type.dtype, (parts[0].shape[0], sum(sizes)))])
         wc.results[0].name = key
         mm = OPS["moec.matmul"].create([x, wc.results[0]], {}, first.loc)
+        new = [wc, mm]
+        y = mm.results[0]
+        if group[0][1] is not None:  # the biases, concatenated: one add before the split
+            b = np.concatenate([np.asarray(bv).reshape(-1) for _, _, bv in group])
+            bkey = m.weights.add(b, key + "_bias")
+            bc = OPS["moec.constant"].create([], {"value": ResourceRef(bkey)}, first.loc,
+                                             [TensorType(group[0][1][1].type.dtype, b.shape)])
+            bc.results[0].name = bkey
+            add = OPS["moec.add"].create([y, bc.results[0]], {}, group[0][1][0].loc)
+            new += [bc, add]
+            y = add.results[0]
         sz = OPS["moec.constant"].create([], {"value": np.asarray(sizes, np.int64)}, first.loc)
-        split = OPS["moec.split"].create([mm.results[0], sz.results[0]], {"axis": -1}, first.loc)
+        split = OPS["moec.split"].create([y, sz.results[0]], {"axis": -1}, first.loc)
         at = f.ops.index(first)
-        f.ops[at:at] = [wc, mm, sz, split]
-        for o, part in zip(members, split.results):
-            part.name = o.results[0].name
-            f.replace_all_uses(o.results[0], part)
+        f.ops[at:at] = new + [sz, split]
+        for (o, add, _), part in zip(group, split.results):
+            last = add[0] if add is not None else o
+            part.name = last.results[0].name
+            f.replace_all_uses(last.results[0], part)
             f.ops.remove(o)
+            if add is not None:
+                f.ops.remove(add[0])
         self.fused.append(names)
