@@ -137,3 +137,31 @@ def test_greedy_step_tokens_equal_logits_step_and_eager(moec_module_cache):
         gens[0].generate(PROMPT, 2, keep_logits=True)
     with pytest.raises(UserInputError, match="keep_logits"):
         moec.generate(model, PROMPT, STEPS, keep_logits=True, greedy_step=True)
+
+
+def test_generate_restores_the_garbage_collector():
+    """Generator.generate runs its decode loop with the cyclic collector off and restores its state, also when
+    a step fails."""
+    import gc
+    from moec import decode
+    from moec.errors import UserInputError
+    calls = []
+
+    def step(ids, pos, *cache):
+        calls.append(gc.isenabled())
+        if len(calls) == 4:  # (the second generate's first decode step)
+            raise UserInputError("boom")
+        return np.zeros((1, ids.shape[1], 5), np.float32), np.zeros((1, 2, 1, 1, ids.shape[1], 2), np.float32)
+    g = decode.Generator(step, 1, 1, 2, 8)
+    assert gc.isenabled()
+    g.generate([1, 2], 2)
+    assert calls == [True, False] and gc.isenabled()
+    with pytest.raises(UserInputError, match="boom"):
+        g.generate([1, 2], 3)
+    assert calls[2:] == [True, False] and gc.isenabled()
+    gc.disable()
+    try:
+        g.generate([1], 2)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
