@@ -5,6 +5,10 @@ A transformers CausalLM is compiled as one *step* function (``KVStep``)::
     step(input_ids [B, T] int64, pos [1] int64, k_0, v_0, ..., k_{L-1}, v_{L-1}) -> (logits [B, T, V],
                                                                                     new_kv [L, 2, B, Hkv, T, D])
 
+or, built with ``greedy=True`` (what ``generate`` compiles unless the logits are kept), ``(tokens [B] int64,
+new_kv)``: the last position's greedy token chosen inside the step by ``moec.argmax`` (ties: the lowest index),
+so one call per token returns 8 bytes instead of the vocabulary's logits.
+
 The cache is preallocated once, at a fixed capacity M, and owned by the caller (``Generator``):
 ``k_l`` and ``v_l`` are [B, Hkv, M, D], rows (one layout for keys and values, the one ``moec.kv_append``
 writes and ``moec.kv_attention`` reads; the score matmul takes the keys through a view's transpose,
@@ -37,8 +41,9 @@ step.  ``generate`` uses it where the pass can rewrite every present (``kv_inpla
 (half the bytes per position: what llama.cpp and vLLM keep by default).  With "f16" the step's ``k_l`` /
 ``v_l`` inputs are f16 and the attention reads them widened (``.to(f32)`` in the step's own math, which
 recognize-decoder folds into ``moec.kv_step_attention``'s f16 cache operands: the C kernel reads the f16
-rows in place, no widened copy); the step still returns the new keys/values in f32, and the ``Generator``
-rounds them to f16 (nearest even) when it writes them at ``pos``.  The one new error is that rounding of
+rows in place, no widened copy); the step returns the new keys/values rounded to f16 (nearest even, a cast at
+the step's end: numpy's conversion of 4K values cost the loop ~50 us a token), and the ``Generator`` copies them
+at ``pos``.  The one new error is that rounding of
 the stored keys and values (relative 2^-11 per element; its effect on an attention output is bounded in
 tests/test_kv_f16.py).  ``generate`` on moec's cpu, triton and ascend targets defaults to "f16"
 (``default_kv_cache``: every target whose kernels read a half cache in place, tests/test_kv_f16_targets.py); the
@@ -47,6 +52,7 @@ torch and onnxruntime engines keep the model's f32, as transformers' eager cache
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 from dataclasses import dataclass, field
@@ -176,6 +182,10 @@ def _step_base():
                 _CTX.pop()
             logits = out.logits if hasattr(out, "logits") else out[0]
             new = torch.stack([torch.stack(list(kv), 0) for kv in ctx["new"]], 0)  # [L,2,B,Hkv,T,D]
+            if getattr(self, "kv_cache", "f32") == "f16":  # (rounded as the cache stores them: the caller copies)
+                new = new.to(torch.float16)
+            if getattr(self, "greedy", False):  # the greedy token of the last position, not the logits
+                return logits[:, -1].argmax(-1), new
             return logits, new
 
     _STEP_CLASSES["base"] = _KVStepBase
@@ -223,10 +233,13 @@ def _fused_ops(target: str) -> tuple:
         return ()
 
 
-def KVStep(model, kv_cache: str = "f32"):  # noqa: N802 - a class per layer count (torch.export wants named arguments)
+def KVStep(model, kv_cache: str = "f32", greedy: bool = False):  # noqa: N802 - a class per layer count (torch.export wants named arguments)
     """One decoding step of ``model`` over an external cache (see the module doc): a module whose
     forward takes ``input_ids, pos, k_0, v_0, ..., k_{L-1}, v_{L-1}``.  ``kv_cache`` ("f32" / "f16") is
-    the element type the step's cache inputs are meant to have (``step_inputs``); the step reads either."""
+    the element type the step's cache inputs are meant to have (``step_inputs``); the step reads either and
+    returns the new keys/values in that type.  ``greedy``: the first output is the greedy token of the last
+    position ([B] int64, ``argmax`` of its logits: the lowest index among ties, ``moec.argmax``'s scan) instead
+    of the logits [B, T, V]."""
     n = cache_geometry(model)["layers"]
     cls = _STEP_CLASSES.get(n)
     if cls is None:
@@ -237,6 +250,7 @@ def KVStep(model, kv_cache: str = "f32"):  # noqa: N802 - a class per layer coun
         cls = _STEP_CLASSES[n] = type(f"KVStep{n}", (_step_base(),), {"forward": ns["forward"]})
     step = cls(model)
     step.kv_cache = check_kv_cache(kv_cache)
+    step.greedy = bool(greedy)
     return step
 
 
@@ -290,6 +304,7 @@ class Generator:
         self.v = np.zeros((layers, batch, kv_heads, self.max_len, head_dim), dtype)
         self.pos = 0
         self._cache_args = [a for l in range(layers) for a in (self.k[l], self.v[l])]  # views, no copies
+        self._pos = np.zeros(1, np.int64)  # (the step's pos input, refilled per call)
 
     def reset(self) -> None:
         self.pos = 0  # (positions >= pos are never read: no need to clear them)
@@ -302,13 +317,22 @@ class Generator:
         if self.pos + t > self.max_len:
             raise UserInputError(f"the cache holds {self.max_len} positions: {self.pos} used, {t} more do not fit "
                                  "(a larger max_len)")
-        logits, new = self.step(ids, np.array([self.pos], np.int64), *self._cache_args)
-        new = np.asarray(new)
+        self._pos[0] = self.pos
+        logits, new = self.step(ids, self._pos, *self._cache_args)
+        new = np.asarray(new)  # (in the cache's type from an f16 step: a plain copy below)
         p = self.pos
         self.k[:, :, :, p:p + t, :] = new[:, 0]
         self.v[:, :, :, p:p + t, :] = new[:, 1]
         self.pos += t
         return np.asarray(logits)
+
+    @staticmethod
+    def next_tokens(out: np.ndarray) -> np.ndarray:
+        """The greedy tokens [B] of a call's first output: a greedy step's token ids as they are, or the
+        argmax of logits [B, T, V] at the last position (numpy's: the lowest index among ties)."""
+        if out.dtype.kind in "iu":
+            return out.reshape(-1)
+        return out[:, -1].argmax(-1)
 
     def generate(self, prompt_ids, steps: int, keep_logits: bool = False) -> GenerateResult:
         """The prompt (prefill), then ``steps`` new tokens by greedy choice (``steps - 1`` decode calls:
@@ -322,16 +346,27 @@ class Generator:
         t0 = time.perf_counter()
         logits = self(prompt)
         prefill_ms = (time.perf_counter() - t0) * 1e3
+        if keep_logits and logits.dtype.kind in "iu":
+            raise UserInputError("keep_logits: this step returns greedy token ids, not logits (greedy=False)")
         kept = [logits] if keep_logits else []
-        toks = [logits[:, -1].argmax(-1)]
+        nxt = self.next_tokens
+        toks = [nxt(logits)]
         decode_ms = []
-        for _ in range(steps - 1):
-            t0 = time.perf_counter()
-            logits = self(toks[-1][:, None])
-            decode_ms.append((time.perf_counter() - t0) * 1e3)
-            if keep_logits:
-                kept.append(logits)
-            toks.append(logits[:, -1].argmax(-1))
+        # (the cyclic garbage collector off for the loop, as timeit does: its passes over every object of a process
+        # holding torch / transformers were ~1% of a decode step's samples; the loop makes no cycles)
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(steps - 1):
+                t0 = time.perf_counter()
+                logits = self(toks[-1][:, None])
+                decode_ms.append((time.perf_counter() - t0) * 1e3)
+                if keep_logits:
+                    kept.append(logits)
+                toks.append(nxt(logits))
+        finally:
+            if gc_was:
+                gc.enable()
         return GenerateResult(np.stack(toks, 1), prefill_ms, decode_ms, kept, _kv_name(self.cache_dtype()))
 
     def cache_dtype(self) -> np.dtype:
@@ -357,16 +392,17 @@ def input_names(layers: int) -> List[str]:
 
 
 def compile_step(model, max_len: int, *, target: str = "cpu", weights: str = "f32", verify: bool = True,
-                 cache: bool = True, kv_cache: Optional[str] = None, **kw):
+                 cache: bool = True, kv_cache: Optional[str] = None, greedy: bool = False, **kw):
     """``moec.compile`` of ``KVStep(model)``: tokens dynamic, the cache capacity ``max_len`` fixed, the cache's
     element type ``kv_cache`` ("f32" / "f16"; default ``default_kv_cache("moec", target)``).  The result's
-    ``stats.report["kv_cache"]`` says which."""
+    ``stats.report["kv_cache"]`` says which.  ``greedy``: the step returns the last position's greedy token
+    ids [B] (``moec.argmax`` inside the step) instead of the logits."""
     from moec.jit_api import compile as moec_compile
     kv = check_kv_cache(kv_cache or default_kv_cache("moec", target))
     geo = cache_geometry(model)
     ex = step_inputs(geo, max_len, 4, kv_cache=kv)
     dims = {0: {1: "T"}, **{i: {} for i in range(1, len(ex))}}
-    cm = moec_compile(KVStep(model, kv).eval(), ex, target=target, weights=weights, verify=verify, cache=cache,
+    cm = moec_compile(KVStep(model, kv, greedy).eval(), ex, target=target, weights=weights, verify=verify, cache=cache,
                       dynamic_dims=dims, **kw)
     cm.stats.report = dict(cm.stats.report, kv_cache=kv)
     return cm
@@ -505,7 +541,7 @@ ENGINES = ("moec", "onnxruntime", "torch")
 def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, engine: str = "moec",
              target: str = "cpu", weights: str = "f32", verify: bool = True, threads: int = 2,
              keep_logits: bool = False, cache: bool = True, kv_inplace: Optional[bool] = None,
-             kv_cache: Optional[str] = None) -> GenerateResult:
+             kv_cache: Optional[str] = None, greedy_step: Optional[bool] = None) -> GenerateResult:
     """Greedy decoding with a KV cache: the prompt in one call (prefill), then ``steps`` new tokens.
 
     ``model``: a transformers CausalLM (``torch.nn.Module``), or the path of a step exported by
@@ -520,7 +556,11 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
     ``kv_cache``: the cache's element type, "f32" or "f16" (see the module doc); default
     ``default_kv_cache(engine, target)`` for a module (f16 on moec's C target), the file's own type for an
     ONNX step, f32 for a past_key_values export (the only type its loop keeps: asking for another is an
-    error)."""
+    error).  ``greedy_step`` (a module on moec): True compiles the step with the greedy choice inside it
+    (``compile_step(greedy=True)``: it returns token ids, the 32000-odd logits never cross into numpy), False
+    returns the logits and the loop takes their argmax; None (default) is ``not keep_logits``.  Both give the
+    same tokens (ties: the lowest index) unless a logit is NaN (the step's argmax: a NaN never wins past
+    index 0, as llama.cpp's greedy sampler; numpy's: the first NaN wins)."""
     if engine not in ENGINES:
         raise UserInputError(f"engine={engine!r}: choose {', '.join(ENGINES)}")
     if kv_cache is not None:
@@ -598,8 +638,11 @@ def generate(model, prompt_ids, steps: int, *, max_len: Optional[int] = None, en
         kv = kv_cache or default_kv_cache(engine, target)
         check_cache_size(geo["layers"], geo["kv_heads"], geo["head_dim"], max_len, batch, kv)  # (before a compile)
         if engine == "moec":
+            greedy = (not keep_logits) if greedy_step is None else bool(greedy_step)
+            if greedy and keep_logits:
+                raise UserInputError("greedy_step=True returns token ids only: keep_logits needs greedy_step=False")
             step = moec_step(compile_step(model, max_len, target=target, weights=weights, verify=verify, cache=cache,
-                                          kv_cache=kv), threads)
+                                          kv_cache=kv, greedy=greedy), threads)
         elif engine == "torch":
             step = torch_step(model)
         else:

@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--weights", default="f32")
     p.add_argument("--kv-cache", default="f16", help="moec's cache type (f16 / f32)")
+    p.add_argument("--logits-step", action="store_true",
+                   help="moec's step returns the logits (the loop takes their argmax) instead of choosing the token")
     a = p.parse_args(argv)
     import torch
     torch.set_num_threads(a.threads)
@@ -63,7 +65,8 @@ def main(argv=None) -> int:
     prompt = np.random.default_rng(0).integers(3, a.vocab, (1, a.context))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cm = decode.compile_step(model, max_len, weights=a.weights, verify=False, kv_cache=a.kv_cache)
+        cm = decode.compile_step(model, max_len, weights=a.weights, verify=False, kv_cache=a.kv_cache,
+                                 greedy=not a.logits_step)
         path = decode.export_onnx(model, os.path.join(tempfile.mkdtemp(prefix="moec_db_"), "step.onnx"), max_len)
     steps = {"moec": decode.moec_step(cm, a.threads), "onnxruntime": decode.ort_step(path, a.threads),
              "torch step": decode.torch_step(model)}
@@ -140,7 +143,7 @@ def llama_cpp_kv_cache(llm) -> str:
 def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str], ggufs: Dict[str, str],
                        threads: int = 2, steps: int = 32, repeats: int = 3, group_size: int = 64,
                        work: Optional[str] = None, log=print, torch_eager: bool = True, kv_cache: str = "f16",
-                       onnxruntime: bool = True) -> dict:
+                       onnxruntime: bool = True, greedy: bool = True) -> dict:
     """Decode tokens/s with a KV cache on a transformers CausalLM checkpoint (issue 17's whole-model table):
     moec in each of ``formats`` (``compile_step``, the cache read in place), onnxruntime f32 (the same step
     exported), torch eager f32 (transformers' own loop and DynamicCache) and llama.cpp on each GGUF of
@@ -153,7 +156,8 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
     export is kept in ``work`` and reused (step_<C>.onnx).  ``torch_eager=False`` leaves torch out,
     ``onnxruntime=False`` onnxruntime (its session of the batched_mm export holds several GB).  ``kv_cache``:
     moec's cache type (onnxruntime and torch keep the model's f32, llama.cpp its context's type_k / type_v: f16
-    by default); each row's ``kv_cache`` says each engine's."""
+    by default); each row's ``kv_cache`` says each engine's.  ``greedy``: moec's steps choose the token inside the
+    step (``compile_step(greedy=True)``: token ids out, not logits), as a user's greedy loop does."""
     import gc
     import torch
     from transformers import AutoModelForCausalLM
@@ -176,8 +180,9 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         kv_of: Dict[str, str] = {}
         t0 = time.time()
         for f in formats:  # (each compile in its own process: this one never holds a compile's memory)
-            art_dir = os.path.join(work, f"moec_{f}_{max_len}_g{group_size}" + ("" if kv_cache == "f32" else f"_kv{kv_cache}"))
-            info = compile_step_in_child(ckpt, art_dir, f, max_len, group_size, kv_cache)
+            art_dir = os.path.join(work, f"moec_{f}_{max_len}_g{group_size}" + ("" if kv_cache == "f32" else f"_kv{kv_cache}")
+                                   + ("_greedy" if greedy else ""))
+            info = compile_step_in_child(ckpt, art_dir, f, max_len, group_size, kv_cache, greedy)
             compiles[f"moec {f} max_len {max_len}"] = dict(info, art_dir=art_dir)
             fn = _artifact_step(art_dir, threads)
             kv_of[f"moec {f}"] = decode.artifact_kv_cache(fn.artifact.manifest)
@@ -220,6 +225,7 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
         gc.collect()
         model.config._experts_implementation = "batched_mm"
     return {"threads": threads, "steps": steps, "repeats": repeats, "formats": list(formats), "kv_cache": kv_cache,
+            "moec_greedy_step": greedy,
             "tokens_reference": "torch eager f32" if torch_eager else "onnxruntime f32" if onnxruntime else None,
             "ggufs": dict(ggufs), "rows": rows, "moec_compiles": compiles,
             "how": "per engine: a random prompt of `context` tokens (prefill, one call), then `steps` greedy tokens "
@@ -229,7 +235,8 @@ def whole_model_decode(ckpt: str, contexts: Sequence[int], formats: Sequence[str
 STAMP = "moec_decode_step.json"
 
 
-def _step_inputs_key(ckpt: str, fmt: str, max_len: int, group_size: int, kv_cache: str = "f32") -> dict:
+def _step_inputs_key(ckpt: str, fmt: str, max_len: int, group_size: int, kv_cache: str = "f32",
+                     greedy: bool = False) -> dict:
     """What a compiled step is made from: the checkpoint's files (name, size, mtime), the options and moec's own
     sources (jit_api's compiler hash): an artifact with another key is rebuilt."""
     from moec.jit_api import _compiler_hash
@@ -237,13 +244,13 @@ def _step_inputs_key(ckpt: str, fmt: str, max_len: int, group_size: int, kv_cach
                    for f in os.listdir(ckpt) if os.path.isfile(os.path.join(ckpt, f)))
     return {"checkpoint": os.path.abspath(ckpt), "files": [list(x) for x in files], "weights": fmt,
             "max_len": max_len, "group_size": group_size, "verify": False, "compiler": _compiler_hash(),
-            **({} if kv_cache == "f32" else {"kv_cache": kv_cache})}
+            **({} if kv_cache == "f32" else {"kv_cache": kv_cache}), **({"greedy": True} if greedy else {})}
 
 
 def compile_step_in_child(ckpt: str, art_dir: str, fmt: str, max_len: int, group_size: int = 64,
-                          kv_cache: str = "f32") -> dict:
+                          kv_cache: str = "f32", greedy: bool = False) -> dict:
     """``decode.compile_step`` of the checkpoint ``ckpt`` (moec weights ``fmt``, cache capacity ``max_len`` of
-    element type ``kv_cache``, unverified, exported with batched_mm) in a child process, the artifact written to
+    element type ``kv_cache``, unverified, exported with batched_mm; ``greedy``: token ids out) in a child process, the artifact written to
     ``art_dir``; reused
     without a child when ``art_dir`` holds one made from the same inputs and options (its stamp,
     moec_decode_step.json).  Returns the stamp: the inputs' key, the child's pid, its peak RSS (MB) and the
@@ -251,7 +258,7 @@ def compile_step_in_child(ckpt: str, art_dir: str, fmt: str, max_len: int, group
     import json
     import subprocess
     import sys
-    key = _step_inputs_key(ckpt, fmt, max_len, group_size, kv_cache)
+    key = _step_inputs_key(ckpt, fmt, max_len, group_size, kv_cache, greedy)
     stamp = os.path.join(art_dir, STAMP)
     if os.path.exists(stamp):
         with open(stamp) as fh:
@@ -259,7 +266,8 @@ def compile_step_in_child(ckpt: str, art_dir: str, fmt: str, max_len: int, group
         if old.get("key") == key:
             return dict(old, reused=True)
     cmd = [sys.executable, "-c", "import sys; from moec.decode_bench import _compile_step_child as c; "
-           "sys.exit(c(sys.argv[1:]))", ckpt, art_dir, fmt, str(max_len), str(group_size), kv_cache]
+           "sys.exit(c(sys.argv[1:]))", ckpt, art_dir, fmt, str(max_len), str(group_size), kv_cache,
+           "greedy" if greedy else "logits"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode or not os.path.exists(stamp):
         raise RuntimeError(f"the decode step's compile (--weights {fmt}, max_len {max_len}) failed in its process "
@@ -278,13 +286,14 @@ def _compile_step_child(argv) -> int:
     from moec import decode
     ckpt, art_dir, fmt, max_len, group_size = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
     kv_cache = argv[5] if len(argv) > 5 else "f32"
+    greedy = len(argv) > 6 and argv[6] == "greedy"
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
         model.config._experts_implementation = "batched_mm"  # (exportable; the same math as transformers' loop)
         cm = decode.compile_step(model, max_len, weights=fmt, verify=False, group_size=group_size, cache=False,
-                                 kv_cache=kv_cache)
+                                 kv_cache=kv_cache, greedy=greedy)
     built = cm.stats.outdir
     del cm
     if os.path.exists(art_dir):
@@ -292,7 +301,7 @@ def _compile_step_child(argv) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(art_dir)), exist_ok=True)
     shutil.move(built, art_dir)
     shutil.rmtree(os.path.dirname(built), ignore_errors=True)  # (the jit root's build folder, now empty)
-    info = {"key": _step_inputs_key(ckpt, fmt, max_len, group_size, kv_cache), "kv_cache": kv_cache, "pid": os.getpid(), "seconds": time.time() - t0,
+    info = {"key": _step_inputs_key(ckpt, fmt, max_len, group_size, kv_cache, greedy), "kv_cache": kv_cache, "pid": os.getpid(), "seconds": time.time() - t0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     with open(os.path.join(art_dir, STAMP), "w") as fh:
         json.dump(info, fh, indent=1)
@@ -331,12 +340,12 @@ def _gen(step, geo, max_len, prompt, steps, chunk: Optional[int] = None):
     for i in range(0, prompt.shape[1], chunk):  # (the same greedy loop as Generator.generate, the prompt in chunks)
         logits = g(prompt[:, i:i + chunk])
     pre = (time.perf_counter() - t0) * 1e3
-    toks, dec = [logits[:, -1].argmax(-1)], []
+    toks, dec = [g.next_tokens(logits)], []
     for _ in range(steps - 1):
         t0 = time.perf_counter()
         logits = g(toks[-1][:, None])
         dec.append((time.perf_counter() - t0) * 1e3)
-        toks.append(logits[:, -1].argmax(-1))
+        toks.append(g.next_tokens(logits))
     return np.stack(toks, 1), pre, dec
 
 

@@ -17,6 +17,7 @@ from moec.passes.fold_broadcast_matmul import FoldBroadcastMatmul
 from moec.passes.split_of_concat import SplitOfConcat
 from moec.passes.fuse_experts import FuseExperts
 from moec.passes.fuse_linear_epilogue import FuseLinearEpilogue
+from moec.passes.fuse_shared_linears import FuseSharedLinears
 from moec.passes.recognize_moe import RecognizeMoE
 from moec.passes.recognize_decoder import RecognizeDecoder
 from moec.passes.quantize import QuantizeWeights
@@ -36,6 +37,7 @@ def stages(target: "TargetDesc", weights: str = "f32", group: int = 64,
         ("recognize-decoder", [RecognizeDecoder(target), DeadCodeElimination()]),
         ("sink-rows", [SinkRows(), DeadCodeElimination()]),
         ("fuse-experts", [FuseExperts()]),
+        ("fuse-linears", [FuseSharedLinears(target.fuse_shared_linears), DeadCodeElimination()]),
         ("quantize-weights", [QuantizeWeights(weights, group, zero_point, scope=scope,
                                               dense_modes=target.dense_weight_modes,
                                               half_activations=target.half_activation_modes),

@@ -28,6 +28,7 @@ class TargetDesc:
     half_activation_modes: Tuple[str, ...] = ()      # quantised modes run with f16/bf16 activations
     dense_weight_modes: Tuple[str, ...] = ()         # modes its kernels run on dense linear layers (linear_q)
     fused_decoder_ops: Tuple[str, ...] = ()          # decoder ops recognize-decoder may form (moec.attention, ...)
+    fuse_shared_linears: bool = False                # linears reading one input fused into one (passes/fuse_shared_linears.py)
     # -- schedule-dispatch (passes/schedule_dispatch.py) -----------------------------------------
     dispatch_block: int = 1        # rows each expert's segment is padded to (1: ragged rows are fine)
     gemv_max_slots: int = 0        # T*k at or below this takes the per-token GEMV path; 0: the expert count

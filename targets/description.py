@@ -97,6 +97,7 @@ def host_cpu() -> TargetDesc:
                       dense_weight_modes=CPU_DENSE_WEIGHTS,
                       fused_decoder_ops=("moec.attention", "moec.rms_norm", "moec.rotary", "moec.linear",
                                          "moec.kv_step_attention"),
+                      fuse_shared_linears=True,
                       dispatch_block=1, gemv_max_slots=0, tile_budget_level=2)
 
 

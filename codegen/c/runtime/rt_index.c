@@ -1,5 +1,8 @@
 /* Indexing kernels: gathers, scatters, nonzero, one-hot, cumsum, top-k, arg-max/min. */
 #include "rt_index.h"
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -295,6 +298,36 @@ int moec_k_argextreme(moec_ctx *ctx, const moec_tensor *x, int64_t axis, int kee
   if (moec_alloc(ctx, out, MOEC_I64, r, d)) return -1;
   int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank);
   int fl = moec_is_float(x->dtype);
+  if (x->dtype == MOEC_F32 && inner == 1 && largest && !select_last) {
+    /* contiguous f32 rows (a greedy step's logits): the scan's answer in two vectorisable passes. The scan keeps
+     * x[0], then each x[j] > best; so the result is 0 when x[0] is NaN, else the first j with x[j] equal to the
+     * largest non-NaN value (NaN never compares greater; -0 and +0 compare equal in both). */
+    for (int64_t o = 0; o < outer; o++) {
+      const float *r = (const float *)x->data + o * n;
+      int64_t best = 0;
+      float m = r[0];
+      if (m == m) {
+        int64_t j = 1;
+#ifdef __AVX512F__
+        /* vmaxps returns its second operand when either is NaN or both are zeros: max(x, m) keeps m then */
+        __m512 mv = _mm512_set1_ps(m);
+        for (; j + 16 <= n; j += 16) mv = _mm512_max_ps(_mm512_loadu_ps(r + j), mv);
+        for (int l = 0; l < 16; l++) { float v = ((float *)&mv)[l]; m = v > m ? v : m; }
+#endif
+        for (; j < n; j++) m = r[j] > m ? r[j] : m;
+#ifdef __AVX512F__
+        __m512 want = _mm512_set1_ps(m);
+        for (; best + 16 <= n; best += 16) {
+          __mmask16 hit = _mm512_cmp_ps_mask(_mm512_loadu_ps(r + best), want, _CMP_EQ_OQ);
+          if (hit) { best += __builtin_ctz((unsigned)hit); break; }
+        }
+#endif
+        while (r[best] != m) best++;
+      }
+      ((int64_t *)out->data)[o] = best;
+    }
+    return 0;
+  }
   for (int64_t o = 0; o < outer; o++)
     for (int64_t in = 0; in < inner; in++) {
       int64_t best = 0;
