@@ -6,8 +6,11 @@ A transformers CausalLM is compiled as one *step* function (``KVStep``)::
                                                                                     new_kv [L, 2, B, Hkv, T, D])
 
 or, built with ``greedy=True`` (what ``generate`` compiles unless the logits are kept), ``(tokens [B] int64,
-new_kv)``: the last position's greedy token chosen inside the step by ``moec.argmax`` (ties: the lowest index),
-so one call per token returns 8 bytes instead of the vocabulary's logits.
+new_kv, last_logits [B, V])``: the last position's greedy token chosen inside the step by ``moec.argmax`` (ties:
+the lowest index), so the loop feeds back 8 bytes a token and never takes the vocabulary's logits through numpy;
+the last position's logits stay an output (the step computes them anyway) because they are what verification
+checks: quantised weights legitimately move a near-tie's token, so the tokens are judged as the argmax of moec's
+own logits and the logits against the model (compiler/verify.py, ``argmax_outputs``).
 
 The cache is preallocated once, at a fixed capacity M, and owned by the caller (``Generator``):
 ``k_l`` and ``v_l`` are [B, Hkv, M, D], rows (one layout for keys and values, the one ``moec.kv_append``
@@ -184,8 +187,9 @@ def _step_base():
             new = torch.stack([torch.stack(list(kv), 0) for kv in ctx["new"]], 0)  # [L,2,B,Hkv,T,D]
             if getattr(self, "kv_cache", "f32") == "f16":  # (rounded as the cache stores them: the caller copies)
                 new = new.to(torch.float16)
-            if getattr(self, "greedy", False):  # the greedy token of the last position, not the logits
-                return logits[:, -1].argmax(-1), new
+            if getattr(self, "greedy", False):  # the greedy token of the last position (and its logits: verified)
+                last = logits[:, -1]
+                return last.argmax(-1), new, last
             return logits, new
 
     _STEP_CLASSES["base"] = _KVStepBase
@@ -239,7 +243,7 @@ def KVStep(model, kv_cache: str = "f32", greedy: bool = False):  # noqa: N802 - 
     the element type the step's cache inputs are meant to have (``step_inputs``); the step reads either and
     returns the new keys/values in that type.  ``greedy``: the first output is the greedy token of the last
     position ([B] int64, ``argmax`` of its logits: the lowest index among ties, ``moec.argmax``'s scan) instead
-    of the logits [B, T, V]."""
+    of the logits [B, T, V], and a third output the last position's logits [B, V] (see the module doc)."""
     n = cache_geometry(model)["layers"]
     cls = _STEP_CLASSES.get(n)
     if cls is None:
@@ -318,7 +322,8 @@ class Generator:
             raise UserInputError(f"the cache holds {self.max_len} positions: {self.pos} used, {t} more do not fit "
                                  "(a larger max_len)")
         self._pos[0] = self.pos
-        logits, new = self.step(ids, self._pos, *self._cache_args)
+        out = self.step(ids, self._pos, *self._cache_args)
+        logits, new = out[0], out[1]  # (a greedy step's third output, its last logits, is for verification)
         new = np.asarray(new)  # (in the cache's type from an f16 step: a plain copy below)
         p = self.pos
         self.k[:, :, :, p:p + t, :] = new[:, 0]

@@ -1146,6 +1146,12 @@ def _verify_module_trials(art, module, example_inputs, weights, name, target, ar
                else art([tensor_to_numpy(x) for x in xs]))
         want = [tensor_to_numpy(w) for w in want]
         ref = [tensor_to_numpy(r) for r in ref]
+        picks, bad = argmax_outputs(got, want)
+        if bad:
+            out.update(verified=False, failure=f"{bad} at input shapes {shapes}")
+            break
+        if picks:  # (judged above against moec's own scores; the scores against the module below)
+            got, want, ref = ([o for i, o in enumerate(x) if i not in picks] for x in (got, want, ref))
         if weights != "f32":
             qe = quantization_error(got, ref, QUANT_ERROR_BOUNDS[weights])
             qe.pop("token_rel")
@@ -1199,6 +1205,40 @@ def _verify_module_trials(art, module, example_inputs, weights, name, target, ar
         _f32_criterion_record(out, derived, "the module's eager PyTorch output", "the module in float64 (a copy)",
                               "the module")
     return out
+
+
+def argmax_outputs(got, want):
+    """({index of an integer output that is the argmax of a float output: that output's index}, failure or '').
+
+    An integer output the module computes as the argmax over the last axis of one of its float outputs (a greedy
+    decode step's token beside its logits: ``want``'s values show which, no names) is judged against moec's own
+    float output, exactly: moec's ids must be the argmax of moec's scores (ties: the lowest index; a NaN score
+    fails).  Comparing the ids with the module's instead would fail a correct build wherever two scores lie
+    within the build's tolerance of each other (a near-tie; with quantised weights a legitimately moved choice),
+    and pass a build whose scores are wrong but keep their order.  The float output itself is checked against
+    the module by the caller's criterion."""
+    picks, failure = {}, ""
+    fl = [j for j, w in enumerate(want) if np.asarray(w).dtype.kind == "f" and np.asarray(w).ndim >= 1
+          and np.asarray(w).shape[-1] > 0]
+    for i, w in enumerate(want):
+        w = np.asarray(w)
+        if w.dtype.kind not in "iu":
+            continue
+        for j in fl:
+            s = np.asarray(want[j])
+            if s.shape[:-1] == w.shape and np.array_equal(np.argmax(s, axis=-1), w):
+                picks[i] = j
+                g, gs = np.asarray(got[i]), np.asarray(got[j], np.float64)
+                if g.shape != w.shape or gs.shape != s.shape:
+                    failure = failure or f"output {i}: shape {list(g.shape)} (its scores {list(gs.shape)})"
+                elif not np.isfinite(gs).all():
+                    failure = failure or f"output {i}: the scores it picks from (output {j}) are not finite"
+                elif not np.array_equal(np.argmax(gs, axis=-1), g):
+                    k = int(np.flatnonzero(np.argmax(gs, axis=-1).reshape(-1) != g.reshape(-1))[0])
+                    failure = failure or (f"output {i}: id {int(g.reshape(-1)[k])} at row {k} is not the argmax of "
+                                          f"moec's own output {j} there")
+                break
+    return picks, failure
 
 
 def _f32_criterion_record(out: dict, derived: dict, oracle: str, reference: str, own: str) -> None:

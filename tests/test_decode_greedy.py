@@ -123,7 +123,12 @@ def test_greedy_step_tokens_equal_logits_step_and_eager(moec_module_cache):
         cl = decode.compile_step(model, n, kv_cache="f16")
     assert cg.stats.cache_hit and cl.stats.cache_hit
     outs = [o["type"] for o in cg.artifact.manifest["outputs"]]
-    assert outs[0] == "tensor<1xi64>" and outs[1].endswith("xf16>")
+    assert outs[0] == "tensor<1xi64>" and outs[1].endswith("xf16>") and outs[2].startswith("tensor<1x")
+    # (the third output: the last position's logits, what verification judges; equal to the logits step's)
+    geo0 = decode.cache_geometry(model)
+    ex = [x.numpy() for x in decode.step_inputs(geo0, n, 3, kv_cache="f16")]
+    og, ol = cg.artifact(list(ex)), cl.artifact(list(ex))
+    assert np.array_equal(og[2], ol[0][:, -1]) and np.array_equal(og[0], ol[0][:, -1].argmax(-1))
     assert r.tokens[0].tolist() == rl.tokens[0].tolist() == _hf_tokens(model, PROMPT, STEPS)
     geo = decode.cache_geometry(model)
     gens = [decode.Generator(decode.moec_step(c), geo["layers"], geo["kv_heads"], geo["head_dim"], n, 1, "f16")
@@ -137,6 +142,26 @@ def test_greedy_step_tokens_equal_logits_step_and_eager(moec_module_cache):
         gens[0].generate(PROMPT, 2, keep_logits=True)
     with pytest.raises(UserInputError, match="keep_logits"):
         moec.generate(model, PROMPT, STEPS, keep_logits=True, greedy_step=True)
+
+
+def test_verification_judges_greedy_ids_by_moec_own_scores():
+    """compiler/verify.argmax_outputs: an integer output that is the argmax of a float output (a greedy step's
+    ids beside its logits, found from the module's values) is judged against moec's own scores: a near-tie that
+    moec's rounding (or quantisation) resolves the other way passes, ids that are not the argmax of moec's scores
+    fail, as do non-finite scores; an integer output that picks from no float output is left to the caller."""
+    from moec.verify import argmax_outputs
+    want_s = np.array([[0.1, 2.0, 2.0 - 1e-6, -1.0], [3.0, 0.0, 1.0, 2.0]], np.float32)
+    want = [want_s.argmax(-1), np.zeros((2, 3), np.float32), want_s]
+    assert want[0].tolist() == [1, 0]
+    moved = want_s.copy()
+    moved[0, 2] = 2.0 + 1e-6  # (moec's scores: the near-tie the other way)
+    assert argmax_outputs([moved.argmax(-1), want[1], moved], want) == ({0: 2}, "")
+    picks, bad = argmax_outputs([np.array([1, 0]), want[1], moved], want)  # (ids that ignore moec's scores)
+    assert picks == {0: 2} and "id 1 at row 0 is not the argmax of moec's own output 2" in bad
+    nan = moved.copy()
+    nan[1, 3] = np.nan
+    assert "not finite" in argmax_outputs([nan.argmax(-1), want[1], nan], want)[1]
+    assert argmax_outputs([np.array([5, 7]), want[1], moved], [np.array([5, 7]), want[1], want_s]) == ({}, "")
 
 
 def test_generate_restores_the_garbage_collector():
