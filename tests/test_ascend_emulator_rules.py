@@ -348,3 +348,23 @@ def test_mutation_index_scalar_to_dma_flag_removed_is_caught(tmp_path):
     assert np.array_equal(out, want)
     rc, e, *_ = _int64_compare(_lib(tmp_path, "vector_kernels.cpp", flag))
     assert rc == 1 and "read-after-write hazard" in e and "PIPE_S" in e and "vec_index" in e, e
+
+
+def test_device_buffers_own_their_gm_lines():
+    """The launch plan's buffers are placed as device allocations are: each small constant and every allocation
+    starts a 64-byte GM line and no other buffer shares its lines (numpy packs small arrays into one line, and the
+    emulator's per-line hazard check then depended on where numpy had put a kernel's group offsets beside the
+    output a Fixpipe wrote: test_ascend_decoder's attention block failed once in a full run)."""
+    import numpy as np
+    from moec.codegen.ascend.launch_plan import GM_LINE, Recorder, gm_empty
+    rec = Recorder(None, 1, 1)
+    keep = [np.zeros(3, np.int32) for _ in range(8)]  # (numpy's small blocks: neighbours on one line)
+    bufs = [rec.const(np.asarray([0, 7 + i], np.int32)) for i in range(8)]
+    addrs = sorted(rec.const_data[b.id].ctypes.data for b in bufs)
+    assert all(a % GM_LINE == 0 for a in addrs) and all(y - x >= GM_LINE for x, y in zip(addrs, addrs[1:]))
+    assert [rec.const_data[b.id].tolist() for b in bufs] == [[0, 7 + i] for i in range(8)]
+    for n in (1, 2, 15, 16, 17, 100):
+        a = gm_empty(n, np.float16)
+        assert a.ctypes.data % GM_LINE == 0 and a.shape == (n,) and a.dtype == np.float16
+        assert a.base.nbytes >= -(-a.nbytes // GM_LINE) * GM_LINE  # (whole lines of its own)
+    del keep

@@ -338,7 +338,7 @@ class Recorder:
         b = Buf(self._bid(), a.shape, a.dtype)
         dt_name(a.dtype)
         self.consts[id(a0)] = (a0, b)
-        self.const_data[b.id] = a
+        self.const_data[b.id] = gm_copy(a)  # (its own GM lines, as a device allocation)
         self.steps.append(("const", b.id, dt_name(a.dtype), int(a.size)))
         return b
 
@@ -664,6 +664,32 @@ def _fill(arr: np.ndarray, fill: str) -> None:
         arr[...] = int(fill)
 
 
+GM_LINE = 64  # (the emulator's GM line: kernel_operator.h's GM_LINE)
+
+
+def gm_empty(n: int, dtype) -> np.ndarray:
+    """An uninitialised device buffer of ``n`` elements as a device allocation is: starting on a GM line and
+    owning whole lines, so no other buffer shares a line with it.  numpy's small allocations pack several arrays
+    into one 64-byte line; the emulator tracks scalar and pipe accesses per line, so two buffers on one line
+    (a kernel's 8-byte group offsets beside the output a Fixpipe writes) showed a hazard that depended on where
+    numpy had put them."""
+    dt = np.dtype(dtype)
+    nbytes = n * dt.itemsize
+    raw = np.empty(-(-max(nbytes, 1) // GM_LINE) * GM_LINE + GM_LINE, np.uint8)
+    off = (-raw.ctypes.data) % GM_LINE
+    return raw[off:off + nbytes].view(dt)
+
+
+def gm_copy(a: np.ndarray) -> np.ndarray:
+    """``a`` in its own GM lines (gm_empty), where numpy may have packed it beside other arrays: small arrays
+    (up to 1 MiB; numpy's larger allocations are mappings of their own, sharing no line with another array)."""
+    if a.nbytes > 1 << 20 or (a.ctypes.data % GM_LINE == 0 and a.nbytes % GM_LINE == 0):
+        return a
+    b = gm_empty(a.size, a.dtype)
+    b[...] = a.reshape(-1)
+    return b.reshape(a.shape)
+
+
 class Executor:
     """Runs plan steps one at a time (``execute`` runs a whole plan; a LiveRecorder runs each step as it is
     recorded).  ``launch(kernel, op, block_dim, [arrays or None], tiling_bytes)`` runs one kernel (raises on
@@ -704,7 +730,7 @@ class Executor:
         elif k == "const":
             mem[s[1]] = self.bind[s[1]] if s[1] in self.bind else self.consts[s[1]]
         elif k == "alloc":
-            a = np.empty(max(0, evaluate(s[3], env)), np_dtype(s[2]))
+            a = gm_empty(max(0, evaluate(s[3], env)), np_dtype(s[2]))
             _fill(a, s[4])
             mem[s[1]] = a
         elif k == "launch":
