@@ -832,8 +832,9 @@ def _prefill_limits_table(runs: dict) -> list:
                           "the engine's arithmetic, the probe's best call, timed in the same run after the engines' "
                           "interleaved loop (engines: medians); model FLOPs from the "
                           "config: attention projections, causal scores, router, k experts x 3 GEMMs, last-position "
-                          "output layer; the last layer's router and experts on the last row only, as llama.cpp "
-                          "computes a last-position forward; beside it the count of every layer on every row):", "",
+                          "output layer; the last layer as a last-position forward needs it: its k / v projections on "
+                          "every row, its q, o, the last query's scores, router and experts on the last row; beside it "
+                          "the count of every layer on every row):", "",
                       "| run | engine | arithmetic | model GFLOP | (all rows) | achieved GFLOP/s | probe GFLOP/s | "
                       "fraction |",
                       "|---|---|---|---|---|---|---|---|"]
