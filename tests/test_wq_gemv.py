@@ -142,9 +142,6 @@ def test_w8a8_row_codes_at_ties(tmp_path):
     for an inexact s) and random values, K = 255 (15 vectors and a tail of 15), through an identity weight: each
     output is 127 q s_x s_w, so the code shows to within far less than one.  (A reciprocal product in place of the
     division, tried, rounded some exact ties the other way without a per-lane fallback; it gained nothing here.)"""
-    from test_dense_quant import _module
-    from moec.ir import WeightStore
-    from moec.passes.quantize import QuantizeWeights
     K = 255
     n = np.arange(-127, 127, dtype=np.float32)  # 254 ties n + 1/2, then the row's max
     rows = []
@@ -154,14 +151,7 @@ def test_w8a8_row_codes_at_ties(tmp_path):
     rng = np.random.default_rng(5)
     rows += [rng.standard_normal(K).astype(np.float32) * 3 for _ in range(4)]
     x = np.stack(rows).astype(np.float32)
-    ws = WeightStore()
-    eye = np.eye(K, dtype=np.float32)
-    ws.set("w", eye)
-    ws.set("wt", eye)
-    ws.set("b", np.zeros(K, np.float32))
-    m = _module(K, K, ws)
-    QuantizeWeights("w8a8", 32, False, scope="all", dense_modes=("w8a8",)).run(m)
-    art = build_module(m, str(tmp_path / "ties"), arch="native", threads=2)
+    art = _identity_w8a8(K, tmp_path, "ties")
     y = np.asarray(art([x])[0], np.float64)
     sx = (np.abs(x).max(1) / np.float32(127)).astype(np.float32)
     q = np.clip(np.rint((x / sx[:, None]).astype(np.float32)), -127, 127)  # numpy float32 division: correctly rounded
