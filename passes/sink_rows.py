@@ -206,6 +206,15 @@ def _axes_attr(m: Module, o: Operation, rank: int) -> Optional[List[int]]:
     return sorted({a % rank for a in vals})
 
 
+def _with_rows_of(o: Operation, i: Optional[int], p: dict, axis: int, sel: Sel) -> Optional[dict]:
+    """Plan ``p`` with ``o``'s optional operand ``i`` (a linear's / gemm's residual, attention's mask) selected
+    as broadcast against the result, or None where that cannot be told."""
+    if i is None or len(o.operands) <= i or o.operands[i] is None:
+        return p
+    how = _operand_axis(o.operands[i], o.results[0].type, axis, sel)
+    return None if how is None else {**p, i: how}
+
+
 def plan(m: Module, o: Operation, sel: Sel, uses) -> Optional[dict]:
     """How to run ``o`` on the rows ``sel`` (on its results' axis ``sel.axis``): {operand index: ("take",
     axis) | ("keep",)} plus special entries, or None when ``o`` mixes rows along that axis (or is unknown)."""
@@ -213,8 +222,7 @@ def plan(m: Module, o: Operation, sel: Sel, uses) -> Optional[dict]:
     r = o.results[0].type
     keep_rest = lambda p: {**{i: ("keep",) for i in range(len(o.operands))}, **p}  # noqa: E731
     if has_trait(o, "elementwise") and len(o.results) == 1:
-        p = _broadcast_plan(o, range(len(o.operands)), a, sel, r)
-        return None if p is None else p
+        return _broadcast_plan(o, range(len(o.operands)), a, sel, r)
     if n in ("moec.rms_norm", "moec.layer_norm", "moec.softmax", "moec.log_softmax"):
         k = o.attrs["axis"] % r.rank
         start = k if n in ("moec.rms_norm", "moec.layer_norm") else None
@@ -241,8 +249,7 @@ def plan(m: Module, o: Operation, sel: Sel, uses) -> Optional[dict]:
     if n == "moec.rotary":
         if a == r.rank - 1:
             return None
-        p = _broadcast_plan(o, (0, 1, 2), a, sel, r)
-        return p
+        return _broadcast_plan(o, (0, 1, 2), a, sel, r)
     if n == "moec.transpose":
         return {0: ("take", list(o.attrs["perm"])[a])}
     if n == "moec.reshape":
@@ -270,33 +277,15 @@ def plan(m: Module, o: Operation, sel: Sel, uses) -> Optional[dict]:
     if n in ("moec.linear", "moec.linear_q"):
         if a >= r.rank - 1 or o.operands[0].type.rank != r.rank:
             return None
-        p = keep_rest({0: ("take", a)})
-        if n == "moec.linear" and len(o.operands) > 2:
-            c = _operand_axis(o.operands[2], r, a, sel)
-            if c is None:
-                return None
-            p[2] = c
-        return p
+        return _with_rows_of(o, 2 if n == "moec.linear" else None, keep_rest({0: ("take", a)}), a, sel)
     if n == "moec.gemm":
         if a != 0:
             return None
-        p = keep_rest({0: ("take", 1 if o.attrs["trans_a"] else 0)})
-        if len(o.operands) > 2:
-            c = _operand_axis(o.operands[2], r, a, sel)
-            if c is None:
-                return None
-            p[2] = c
-        return p
+        return _with_rows_of(o, 2, keep_rest({0: ("take", 1 if o.attrs["trans_a"] else 0)}), a, sel)
     if n == "moec.attention":
         if a != 2 or not (sel.suffix or not o.attrs["causal"]):
             return None
-        p = keep_rest({0: ("take", 2)})
-        if len(o.operands) > 3 and o.operands[3] is not None:
-            mk = _operand_axis(o.operands[3], r, a, sel)
-            if mk is None:
-                return None
-            p[3] = mk
-        return p
+        return _with_rows_of(o, 3, keep_rest({0: ("take", 2)}), a, sel)
     if n == "moe.combine":
         return None if a != 0 else {i: ("take", 0) for i in range(len(o.operands))}
     if n == "moe.route":

@@ -142,22 +142,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from moec import decode  # noqa: E402
-from test_generate import _eager_logits, _mixtral  # noqa: E402
-
-PROMPT = [5, 9, 17, 3, 22]
-STEPS = 6
+from test_generate import PROMPT, STEPS, _eager_logits, _hf_tokens, _mixtral  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def mixtral():
     return _mixtral()
-
-
-def _hf_tokens(model):
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hf = model.generate(torch.tensor([PROMPT]), max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
-    return hf[0, len(PROMPT):].tolist()
 
 
 @pytest.mark.slow
@@ -191,7 +181,7 @@ def test_f16_decode_step_on_target(tmp_path, capsys, target, mixtral, moec_modul
         np.testing.assert_allclose(a, c, atol=tol, rtol=0)
         want = full[:len(PROMPT)] if s == 0 else full[len(PROMPT) + s - 1]
         np.testing.assert_allclose(a[0] if s == 0 else a[0, 0], want, atol=tol, rtol=0)
-    hf = _hf_tokens(mixtral)
+    hf = _hf_tokens(mixtral, PROMPT, STEPS)
     assert r.tokens[0].tolist() == hf == r32.tokens[0].tolist()
     from moec.cli import main as cli_main  # (the command: the target's default cache, printed)
     mixtral.save_pretrained(tmp_path / "ckpt")
