@@ -13,6 +13,7 @@ MOEC_EXPORT int moec_run(const moec_tensor *inputs, int n_in, moec_tensor *outpu
 /* Provided by the runtime (rt_model.c). */
 MOEC_EXPORT int moec_init(const char *weights_path, char *err, int errlen);
 MOEC_EXPORT void moec_free_outputs(moec_tensor *outputs, int n_out);
+MOEC_EXPORT void moec_free_block(void *p);
 MOEC_EXPORT int moec_abi_version(void);
 int moec_weights_ready(void);
 /* true when p points into the loaded weights file (constant for the library's lifetime) */

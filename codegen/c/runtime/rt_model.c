@@ -110,3 +110,8 @@ int moec_output_taken(const moec_tensor *outputs, int k, const void *data) {
 void moec_free_outputs(moec_tensor *outputs, int n_out) {
   for (int k = 0; k < n_out; k++) moec_release(&outputs[k]);
 }
+
+/* An output block the caller took over from moec_run (its tensor's owned flag cleared before moec_free_outputs),
+ * given back when the caller is done with it: a large one returns to the scratch pool, so the next call's output
+ * reuses it without page faults. */
+void moec_free_block(void *p) { moec_scratch_free(p); }
