@@ -30,6 +30,12 @@
 #define MR 4
 #endif
 #define GEMV_ROWS 2
+#ifndef TILE_PFD
+#define TILE_PFD 16 /* tile_core's T0 prefetch distance in k steps (AVX-512) */
+#endif
+#if VL == 16 && defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 typedef float vf __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
 
@@ -206,6 +212,49 @@ static inline __attribute__((always_inline)) void tile_core(const float *A, int6
     case 2: tile_avx2_mx(2, A, lda, Bp, K, C, ldc, nb); return;
     case 3: tile_avx2_mx(3, A, lda, Bp, K, C, ldc, nb); return;
     default: tile_avx2_mx(MR, A, lda, Bp, K, C, ldc, nb); return;
+  }
+#endif
+#if VL == 16 && defined(__AVX512F__) && !defined(MOEC_F32_TILE_GENERIC)
+  { /* AVX-512: the same tile with intrinsics and a T0 prefetch of the panel TILE_PFD k steps ahead (the
+     * dense GEMM's sg_tile_avx512, rt_gemm_f32.c); the FMAs of each accumulator in k order as below */
+    __m512 c0[MR], c1[MR];
+    const float *a[MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+      c0[r] = c1[r] = _mm512_setzero_ps();
+      a[r] = A + (r < m ? r : 0) * lda;
+    }
+    if (PF && !pf) pf = (const char *)Bp, pfs = 0;
+    for (int64_t k = 0; k < K; k++) {
+      if (PF) {
+        _mm_prefetch(pf, _MM_HINT_T1);
+        pf += pfs;
+      }
+      const float *b = Bp + k * NR;
+#if TILE_PFD
+      _mm_prefetch((const char *)(b + TILE_PFD * NR), _MM_HINT_T0);
+      _mm_prefetch((const char *)(b + TILE_PFD * NR + 16), _MM_HINT_T0);
+#endif
+      const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; r++) {
+        const __m512 x = _mm512_set1_ps(a[r][k]);
+        c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
+        c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
+      }
+    }
+    for (int r = 0; r < m; r++) {
+      if (nb == NR) {
+        _mm512_storeu_ps(C + r * ldc, c0[r]);
+        _mm512_storeu_ps(C + r * ldc + 16, c1[r]);
+      } else {
+        float tmp[NR];
+        _mm512_storeu_ps(tmp, c0[r]);
+        _mm512_storeu_ps(tmp + 16, c1[r]);
+        for (int64_t j = 0; j < nb; j++) C[r * ldc + j] = tmp[j];
+      }
+    }
+    return;
   }
 #endif
   vf acc[MR][NV];
