@@ -165,9 +165,6 @@ static inline __attribute__((always_inline)) void sg_tile(const int m, const moe
 #ifndef SG_PFD
 #define SG_PFD 16
 #endif
-#ifndef SG_UK
-#define SG_UK 1
-#endif
 #ifndef SG_L2PF
 #define SG_L2PF 1
 #endif
@@ -191,31 +188,17 @@ static inline __attribute__((always_inline)) void sg_tile_avx512(const int m, co
       c1[r] = _mm512_maskz_loadu_ps(k1, C + r * ldc + 16);
     }
   }
-  int64_t k = 0;
-  for (; k + SG_UK <= kn; k += SG_UK) {
-#pragma GCC unroll 4
-    for (int u = 0; u < SG_UK; u++) {
-      const float *b = B + (k + u) * ldb, *a = Ap + (k + u) * GMR;
+  for (int64_t k = 0; k < kn; k++) {
+    const float *b = B + k * ldb, *a = Ap + k * GMR;
 #if SG_L2PF
-      if (m > 2 && pf) _mm_prefetch(pf + (k + u) * pfs, _MM_HINT_T1);
+    if (m > 2 && pf) _mm_prefetch(pf + k * pfs, _MM_HINT_T1);
 #endif
 #if SG_PFD
-      if (m > 2) {
-        _mm_prefetch((const char *)(b + SG_PFD * ldb), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + SG_PFD * ldb + 16), _MM_HINT_T0);
-      }
-#endif
-      const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-#pragma GCC unroll 16
-      for (int r = 0; r < m; r++) {
-        const __m512 x = _mm512_set1_ps(a[r]);
-        c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
-        c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
-      }
+    if (m > 2) {
+      _mm_prefetch((const char *)(b + SG_PFD * ldb), _MM_HINT_T0);
+      _mm_prefetch((const char *)(b + SG_PFD * ldb + 16), _MM_HINT_T0);
     }
-  }
-  for (; k < kn; k++) {
-    const float *b = B + k * ldb, *a = Ap + k * GMR;
+#endif
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 16
     for (int r = 0; r < m; r++) {
