@@ -106,6 +106,26 @@ def test_packed_matmul_threads_agree(packed_grid, tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+def test_packed_matmul_rows_do_not_depend_on_the_tiling(packed_grid):
+    """Each element is one chain of multiply-adds in k order whatever row tile (height 1 to MR), row block or
+    call it falls in: a row's bits at M = 300 (three row blocks of near-equal height, tiles of several
+    heights), 64, 13 and alone (M = 1, the GEMV) are the same.  (The AVX2 build sums even and odd k apart in
+    1- to 3-row tiles: not on a 16-lane build.)"""
+    from moec.targets.description import host_cpu
+    m, ws, Ks, art, _, _ = packed_grid
+    if gemm_pack.panel_width(host_cpu().cflags) == 16:
+        pytest.skip("AVX2 build: 1- to 3-row tiles sum in another order")
+    rng = np.random.default_rng(11)
+    xs = [rng.standard_normal((300, K)).astype(np.float32) for K in Ks]
+    full = art(xs)
+    for M in (64, 13):
+        for a, b in zip(art([x[:M] for x in xs]), full):
+            np.testing.assert_array_equal(a, b[:M])
+    for r in (0, 11, 12, 13, 95, 299):
+        for a, b in zip(art([x[r:r + 1] for x in xs]), full):
+            np.testing.assert_array_equal(a, b[r:r + 1])
+
+
 def test_packed_matmul_batched_and_vector_activations(tmp_path):
     rng = np.random.default_rng(1)
     ws = WeightStore()

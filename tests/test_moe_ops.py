@@ -204,3 +204,16 @@ def test_relu_experts_keep_nan_as_the_reference(tmp_path):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     ok = ~np.isnan(want)
     np.testing.assert_allclose(got[ok], want[ok], rtol=2e-5, atol=2e-6)
+
+
+def test_f32_expert_rows_do_not_depend_on_the_tile_height(tmp_path):
+    """The f32 experts' prefill tiles (rt_moe_f32.c: up to FMR rows of an expert at once) run each element's
+    FMAs in k order whatever the tile's height: a token's output has the same bits in a batch of 200 tokens
+    (experts of ~50 rows: tiles of 12 and a rest) as in the batch's first 37 or 64 tokens (other heights),
+    while every expert keeps more than the GEMV's 2 rows."""
+    m = _module({})
+    art = build_module(m, str(tmp_path / "out"))
+    x = _inputs(200, seed=3)
+    full = art([x])[0]
+    for T in (37, 64):
+        np.testing.assert_array_equal(art([x[:T]])[0], full[:T], err_msg=f"T={T}")

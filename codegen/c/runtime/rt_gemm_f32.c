@@ -16,11 +16,13 @@
  * so its slice is long: up to 256 KiB (KC x NR floats; the whole reduction at K <= 2048 on AVX-512), in
  * L2 beside the A block, slices of equal length; each C tile is then loaded and stored once per slice
  * instead of once per 16 KiB (one core, [T,1024]x[1024,32000]: 7-8% less time at T = 64 and 256; at
- * K = 4096, 18-20%).  A B copied slice by slice keeps 16 KiB slices (the copy buffer).  The
- * micro-kernel keeps an MR x NR tile of C in vector registers (GCC vector extensions, width
- * MOEC_VBYTES from the target's compiler flags: 64 on AVX-512, 32 on AVX2, 16 otherwise) and does,
- * per k, two vector loads of B, m broadcasts of A and 2m FMAs; it is instantiated for every m <= MR
- * so a GEMV (m = 1) does no wasted work.  Tasks are handed out dynamically over (batch, row block,
+ * K = 4096, 18-20%; on Ice Lake-SP with the 12 x 32 tile and its prefetches, 256 KiB and 32 KiB slices
+ * measured within noise).  A B copied slice by slice keeps 16 KiB slices (the copy buffer).  The
+ * micro-kernel keeps an MR x NR tile of C in vector registers (width MOEC_VBYTES from the target's
+ * compiler flags: 64 on AVX-512 (12 x 32, intrinsics), 32 on AVX2 (6 x 16, intrinsics), 16 otherwise
+ * (4 x 8, GCC vector extensions)) and does, per k, two vector loads of B, m broadcasts of A and 2m FMAs;
+ * it is instantiated for every m <= MR so a GEMV (m = 1) does no wasted work.  A row block is cut into
+ * row tiles of near-equal height (sg_tile_rows), and M into row blocks of near-equal height.  Tasks are handed out dynamically over (batch, row block,
  * run of panels); at one row the panels are split between the threads, so one token uses every core.
  * The epilogue (alpha, beta * c: a Gemm's bias or any broadcast addend) is applied as the last KC
  * slice of a tile is stored. */
@@ -33,7 +35,12 @@
 #endif
 #define GVL (MOEC_VBYTES / 4)
 #define GNR (2 * GVL)
-#if GVL >= 16
+#if GVL >= 16 && defined(__AVX512F__)
+#ifndef SG_MR
+#define SG_MR 12
+#endif
+#define GMR SG_MR /* 12 x 2 zmm accumulators (sg_tile_avx512) */
+#elif GVL >= 16
 #define GMR 8 /* 8 x 2 zmm accumulators */
 #elif GVL >= 8
 #define GMR 6 /* 6 x 2 ymm */
@@ -41,8 +48,14 @@
 #define GMR 4
 #endif
 #define GKC (4096 / GNR)   /* a copied B slice: KC x NR floats = 16 KiB */
-#define GKCP (65536 / GNR) /* a slice of a prepacked panel, read in place: at most 256 KiB */
+#ifndef SG_KCP
+#define SG_KCP 65536
+#endif
+#define GKCP (SG_KCP / GNR) /* a slice of a prepacked panel, read in place: at most 256 KiB */
 #define GMC 256
+#ifndef SG_AF
+#define SG_AF 131072
+#endif
 
 typedef float gvf __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
 typedef int32_t gvi __attribute__((vector_size(MOEC_VBYTES)));
@@ -95,7 +108,9 @@ static inline void sg_store_row0(const moec_sgemm *g, float *C, const float *acc
  * first: start from zero (else from C); last: apply the epilogue. */
 static inline __attribute__((always_inline)) void sg_tile(const int m, const moec_sgemm *g, const float *Ap,
                                                           const float *B, int64_t ldb, int64_t kn, float *C, int nb,
-                                                          int first, int last, int64_t row, int64_t col) {
+                                                          int first, int last, int64_t row, int64_t col,
+                                                          const char *pf, int64_t pfs) {
+  (void)pf, (void)pfs;
   const int64_t ldc = g->ldc;
   gvf acc[GMR][2];
 #pragma GCC unroll 16
@@ -135,7 +150,79 @@ static inline __attribute__((always_inline)) void sg_tile(const int m, const moe
   }
 }
 
-#if GVL == 8 && defined(__AVX2__) && defined(__FMA__)
+#if GVL == 16 && defined(__AVX512F__)
+#include <immintrin.h>
+/* AVX-512: 12 rows x 32 columns (24 zmm accumulators, two B vectors and a broadcast of A: 27 of the 32
+ * registers, no spill in GCC 12's output) written with intrinsics.  Ice Lake-SP, one core, [256,1024] x
+ * [1024,32000] (per-thread CPU time, best of interleaved runs): the 8 x 32 generic-vector tile 80-100 GFLOP/s,
+ * this tile 115-135 (the FMA peak ~150-160); 14 x 32 measured within noise of 12 x 32; an FMA with the
+ * broadcast folded in ({1to16}: two loads per row instead of one) ~30% slower; k unrolled by 2 or 4 no
+ * faster.  Per k: a T0 prefetch of B SG_PFD steps ahead (the slice comes from L2: 5% faster) and a T1
+ * prefetch of a share of the next panel's slice (pf, pfs bytes per k: the first row tile of a panel
+ * otherwise waits on memory; 5%).  1- and 2-row tiles prefetch nothing (the GEMV streams B once).  Every
+ * accumulator's FMAs run in k order, from zero or the stored C: the bits do not depend on m or on the
+ * tiling (tests/test_dense_gemm.py). */
+#ifndef SG_PFD
+#define SG_PFD 16
+#endif
+#ifndef SG_L2PF
+#define SG_L2PF 1
+#endif
+static inline __attribute__((always_inline)) void sg_tile_avx512(const int m, const moec_sgemm *g, const float *Ap,
+                                                                 const float *B, int64_t ldb, int64_t kn, float *C,
+                                                                 int nb, int first, int last, int64_t row,
+                                                                 int64_t col, const char *pf, int64_t pfs) {
+  const int64_t ldc = g->ldc;
+  __m512 c0[GMR], c1[GMR];
+#pragma GCC unroll 16
+  for (int r = 0; r < m; r++) {
+    if (first) {
+      c0[r] = c1[r] = _mm512_setzero_ps();
+    } else if (nb == GNR) {
+      c0[r] = _mm512_loadu_ps(C + r * ldc);
+      c1[r] = _mm512_loadu_ps(C + r * ldc + 16);
+    } else {
+      const __mmask16 k0 = (__mmask16)(nb >= 16 ? 0xffff : (1u << nb) - 1),
+                      k1 = (__mmask16)(nb >= 32 ? 0xffff : nb <= 16 ? 0 : (1u << (nb - 16)) - 1);
+      c0[r] = _mm512_maskz_loadu_ps(k0, C + r * ldc);
+      c1[r] = _mm512_maskz_loadu_ps(k1, C + r * ldc + 16);
+    }
+  }
+  for (int64_t k = 0; k < kn; k++) {
+    const float *b = B + k * ldb, *a = Ap + k * GMR;
+#if SG_L2PF
+    if (m > 2 && pf) _mm_prefetch(pf + k * pfs, _MM_HINT_T1);
+#endif
+#if SG_PFD
+    if (m > 2) {
+      _mm_prefetch((const char *)(b + SG_PFD * ldb), _MM_HINT_T0);
+      _mm_prefetch((const char *)(b + SG_PFD * ldb + 16), _MM_HINT_T0);
+    }
+#endif
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < m; r++) {
+      const __m512 x = _mm512_set1_ps(a[r]);
+      c0[r] = _mm512_fmadd_ps(x, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < m; r++) {
+    if (nb == GNR && (!last || (g->alpha == 1.0f && !g->c && !g->act))) {
+      _mm512_storeu_ps(C + r * ldc, c0[r]);
+      _mm512_storeu_ps(C + r * ldc + 16, c1[r]);
+    } else {
+      float t[GNR];
+      _mm512_storeu_ps(t, c0[r]);
+      _mm512_storeu_ps(t + 16, c1[r]);
+      sg_store_row(g, C + r * ldc, t, nb, row + r, col, last);
+    }
+  }
+}
+#define SG_TILE sg_tile_avx512
+#define SG_EVEN_TILES 1
+#elif GVL == 8 && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 /* AVX2 + FMA (an AVX2 build, no AVX-512): the same tile (6 rows x 16 columns: 12 ymm accumulators, two
  * B vectors and a broadcast of A, 15 of the 16 registers) written with intrinsics.  The generic-vector
@@ -149,7 +236,9 @@ static inline __attribute__((always_inline)) void sg_tile(const int m, const moe
  * FMA latency bounds a 1-row tile otherwise). */
 static inline __attribute__((always_inline)) void sg_tile_avx2(const int m, const moec_sgemm *g, const float *Ap,
                                                                const float *B, int64_t ldb, int64_t kn, float *C,
-                                                               int nb, int first, int last, int64_t row, int64_t col) {
+                                                               int nb, int first, int last, int64_t row, int64_t col,
+                                                               const char *pf, int64_t pfs) {
+  (void)pf, (void)pfs;
   const int64_t ldc = g->ldc;
   __m256 c0[GMR], c1[GMR];
 #pragma GCC unroll 8
@@ -220,15 +309,17 @@ static inline __attribute__((always_inline)) void sg_tile_avx2(const int m, cons
   }
 }
 #define SG_TILE sg_tile_avx2
+#define SG_EVEN_TILES 0
 #else
 #define SG_TILE sg_tile
+#define SG_EVEN_TILES 1
 #endif
 
 #define SG_CASE(M_) \
-  case M_: SG_TILE(M_, g, Ap, B, ldb, kn, C, nb, first, last, row, col); break;
+  case M_: SG_TILE(M_, g, Ap, B, ldb, kn, C, nb, first, last, row, col, pf, pfs); break;
 
 static void sg_tile_m(int m, const moec_sgemm *g, const float *Ap, const float *B, int64_t ldb, int64_t kn, float *C,
-                      int nb, int first, int last, int64_t row, int64_t col) {
+                      int nb, int first, int last, int64_t row, int64_t col, const char *pf, int64_t pfs) {
   switch (m) {
     SG_CASE(1)
     SG_CASE(2)
@@ -242,17 +333,45 @@ static void sg_tile_m(int m, const moec_sgemm *g, const float *Ap, const float *
     SG_CASE(7)
     SG_CASE(8)
 #endif
+#if GMR > 8
+    SG_CASE(9)
+    SG_CASE(10)
+    SG_CASE(11)
+    SG_CASE(12)
+#endif
+#if GMR > 12
+    SG_CASE(13)
+    SG_CASE(14)
+#endif
     default: break;
   }
 }
 
-/* rows [r0, r1) of A, all of K, as MR-row tiles [tile][k][MR] (one contiguous stream per tile; rows
- * of A a power of two apart would otherwise fall into the same L1 sets) */
+/* A row block of n rows in ceil(n / MR) row tiles of near-equal height (64 rows at MR = 12: four tiles of 11
+ * and two of 10 rather than five of 12 and one of 4): tile ti's first row (from the block's) and height */
+static inline int64_t sg_tile_rows(int64_t n, int64_t ti, int *m) {
+#if SG_EVEN_TILES
+  int64_t nti = (n + GMR - 1) / GMR, base = n / nti, ext = n % nti;
+#else /* the AVX2 tile sums 1 to 3 rows in another order than 4 to 6: its tiles stay MR high, the last one
+       * the rest, so that each row keeps its bits */
+  int64_t base = GMR, ext = 0;
+  if (ti * GMR + GMR > n) {
+    *m = (int)(n - ti * GMR);
+    return ti * GMR;
+  }
+#endif
+  *m = (int)(base + (ti < ext));
+  return ti * base + (ti < ext ? ti : ext);
+}
+
+/* rows [r0, r1) of A, all of K, as row tiles (sg_tile_rows) [tile][k][MR] (one contiguous stream per tile;
+ * rows of A a power of two apart would otherwise fall into the same L1 sets) */
 static void sg_pack_a(const moec_sgemm *g, const float *A, int64_t r0, int64_t r1, float *Ap) {
   const int64_t K = g->K, sam = g->sam, sak = g->sak;
-  for (int64_t m0 = r0; m0 < r1; m0 += GMR) {
-    int m = (int)(r1 - m0 < GMR ? r1 - m0 : GMR);
-    float *dst = Ap + (m0 - r0) * K;
+  for (int64_t ti = 0; ti * GMR < r1 - r0; ti++) {
+    int m;
+    const int64_t m0 = r0 + sg_tile_rows(r1 - r0, ti, &m);
+    float *dst = Ap + ti * GMR * K;
     for (int r = 0; r < m; r++) {
       const float *src = A + (m0 + r) * sam;
       if (sak == 1) for (int64_t k = 0; k < K; k++) dst[k * GMR + r] = src[k];
@@ -304,9 +423,18 @@ static void sg_task(void *arg, int64_t item, int tid) {
         ldb = GNR;
       }
       int first = k0 == 0, last = k0 + kn >= K;
-      for (int64_t m0 = r0; m0 < r1; m0 += GMR) {
-        int m = (int)(r1 - m0 < GMR ? r1 - m0 : GMR);
-        sg_tile_m(m, g, Ap + (m0 - r0) * K + k0 * GMR, B, ldb, kn, Cb + m0 * g->ldc + n0, nb, first, last, m0, n0);
+      /* the next panel's slice (prefetched into L2 by the row tiles, a share each, while this slice is in use) */
+      const char *pf = NULL;
+      int64_t pfs = 0, nti = (r1 - r0 + GMR - 1) / GMR;
+      if (g->Bp && p + 1 < P && kn > 0) {
+        pf = (const char *)(g->Bp + (p + 1) * K * GNR + k0 * GNR);
+        pfs = (int64_t)sizeof(float) * GNR / nti;
+      }
+      for (int64_t ti = 0; ti < nti; ti++) {
+        int m;
+        const int64_t m0 = r0 + sg_tile_rows(r1 - r0, ti, &m);
+        sg_tile_m(m, g, Ap + ti * GMR * K + k0 * GMR, B, ldb, kn, Cb + m0 * g->ldc + n0, nb, first, last, m0, n0,
+                  pf ? pf + ti * kn * pfs : NULL, pfs);
       }
       k0 += kn;
     } while (k0 < K);
@@ -328,9 +456,16 @@ int moec_sgemm_run(moec_ctx *ctx, const moec_sgemm *g, int64_t nbatch, const int
     j.kc = K > 0 ? (K + ns - 1) / ns : kmax;
   }
   /* a row block's packed A (mc x K) about 512 KiB, so it stays in L2 while the panels stream past */
-  int64_t mc = K > 0 ? (131072 / K) / GMR * GMR : GMC;
+  int64_t mc = K > 0 ? (SG_AF / K) / GMR * GMR : GMC;
   if (mc < GMR) mc = GMR;
   if (mc > GMC) mc = GMC;
+  if (SG_EVEN_TILES) { /* row blocks of near-equal height, a multiple of MR (256 rows at MR = 12: 96, 96, 64
+                        * rather than 120, 120, 16: the panels stream once per block; not on AVX2, whose
+                        * rows keep their tiles, sg_tile_rows) */
+    int64_t nrb = (M + mc - 1) / mc, h = (M + nrb - 1) / nrb;
+    h = (h + GMR - 1) / GMR * GMR;
+    if (h < mc) mc = h;
+  }
   j.mc = M < mc ? M : mc;
   j.nrb = (M + j.mc - 1) / j.mc;
   int64_t P = (N + GNR - 1) / GNR;
