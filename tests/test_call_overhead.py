@@ -158,3 +158,36 @@ def test_tiny_expert_layer_does_not_wake_the_pool(tmp_path, mode):
     assert _threads() == before
     assert np.array_equal(art(xs[64])[0], one(xs[64])[0])
     assert _threads() == before + 1
+
+
+# -- the relu epilogue on vectors (rt_linalg.c's moec_linear_act_row) --------------------------------------------
+
+@pytest.mark.parametrize("arch", ["native", pytest.param("avx2", marks=pytest.mark.slow),
+                                  pytest.param("generic", marks=pytest.mark.slow)])
+def test_relu_epilogue_bits(arch, tmp_path):
+    """moec.linear's relu, now on vectors with a scalar tail: act(0 @ w + c) over 67 columns (full vectors and a
+    tail at every width) equals the op's semantics bit for bit -- negatives (subnormal ones too) and -inf to +0,
+    NaN of either sign passes, positives, subnormals and +inf unchanged."""
+    from test_dense_gemm import _const, _module, _tt
+
+    from moec.driver import build_module
+    from moec.ir import WeightStore, run
+    N, rows = 67, 40
+    rng = np.random.default_rng(5)
+    c = (rng.standard_normal((rows, N)) * np.float32(10.0) ** rng.integers(-40, 38, (rows, N))).astype(np.float32)
+    special = np.array([np.nan, -np.nan, -0.0, 0.0, np.inf, -np.inf, 1e-45, -1e-45, -1e-40, 3e38], np.float32)
+    c.reshape(-1)[::7][:special.size] = special  # (in vector lanes and the tail)
+    c[-1, -special.size:] = special
+    ws = WeightStore()
+    ws.set("w", np.zeros((1, N), np.float32))
+    X, R = ("M", 1), ("M", N)
+    ops = [_const("w", (1, N)),
+           f'%y = "moec.linear"(%x, %w, %c) {{activation = "relu"}} : ({_tt(X)}, {_tt((1, N))}, {_tt(R)}) -> {_tt(R)}']
+    m = _module([("x", X), ("c", R)], ops, [("y", R)], ws)
+    art = build_module(m, str(tmp_path / "out"), arch=arch, threads=1)
+    x = np.zeros((rows, 1), np.float32)
+    got = art([x, c])[0]
+    want = np.where(c < 0, np.float32(0), c)  # (0 @ w = +0 and +0 + c = c bit for bit, -0 included: -0 + +0 = +0)
+    want = np.where(c == 0, np.float32(0), want)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert np.array_equal(np.asarray(run(m, {"x": x, "c": c})["y"]).view(np.uint32), want.view(np.uint32))
