@@ -141,6 +141,10 @@ void moec_parallel_for(moec_ctx *ctx, int64_t n, moec_task_fn fn, void *arg);
 typedef void (*moec_task_tid_fn)(void *arg, int64_t i, int tid);
 int moec_num_threads(moec_ctx *ctx, int64_t n);
 void moec_parallel_for_tid(moec_ctx *ctx, int64_t n, moec_task_tid_fn fn, void *arg);
+/* A job of fewer multiply-adds than this runs on the calling thread: waking the pool and joining it (microseconds
+ * on an idle host, tens of them beside other runtimes' threads) costs more than a second core saves (a 64-wide
+ * expert layer at one token: 2x slower on two threads than on one). */
+#define MOEC_PAR_MIN_FMAS 65536.0
 
 #define MOEC_TRY(expr) do { if ((expr) != 0) goto moec_fail_label; } while (0)
 

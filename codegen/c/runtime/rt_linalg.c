@@ -211,8 +211,14 @@ static inline mvf linear_act_vec(mvf v, int act) {
 /* y = act(y): relu as its unary op (NaN and -0 pass); silu, gelu, gelu_tanh on vectors, the row's tail
  * through the same vector formula (zero-padded), so an element's result does not depend on its column */
 void moec_linear_act_row(float *y, int64_t n, int act) {
-  if (act == MOEC_LACT_RELU) {
-    for (int64_t i = 0; i < n; i++) y[i] = y[i] < 0 ? 0.f : y[i];
+  if (act == MOEC_LACT_RELU) { /* (on vectors: the scalar loop stayed scalar, 15% of a 64 x 64 linear's call) */
+    const mvf z = mv_splat(0.f);
+    int64_t i = 0;
+    for (; i + MV_L <= n; i += MV_L) {
+      mvf v = mv_ld(y + i);
+      mv_st(y + i, mv_sel(v < z, z, v)); /* (an ordered compare: NaN and -0 pass, as below) */
+    }
+    for (; i < n; i++) y[i] = y[i] < 0 ? 0.f : y[i];
     return;
   }
   if (act != MOEC_LACT_SILU && act != MOEC_LACT_GELU && act != MOEC_LACT_GELU_TANH) return;

@@ -3074,9 +3074,11 @@ static void xrun_task(void *arg, int64_t item, int tid) {
   const int64_t b0 = item * r->per, b1 = b0 + r->per < r->nblk ? b0 + r->per : r->nblk;
   for (int64_t b = b0; b < b1; b++) r->fn(r->j, r->act[b / r->nb] * r->nb + b % r->nb, tid);
 }
-static void xphase(moec_ctx *ctx, xjob *j, int64_t nb, moec_task_tid_fn fn, int64_t maxn) {
+static void xphase(moec_ctx *ctx, xjob *j, int64_t nb, moec_task_tid_fn fn, int64_t maxn, double fmas) {
   xruns r;
   int64_t nact = 0;
+  /* a small phase (a narrow layer at a token or two) runs on the calling thread, its items in order */
+  const int serial = fmas < MOEC_PAR_MIN_FMAS;
   if (maxn <= GEMV_ROWS)
     for (int64_t e = 0; e < j->E && nact <= 64; e++)
       if (j->row0[e + 1] > j->row0[e]) {
@@ -3084,11 +3086,18 @@ static void xphase(moec_ctx *ctx, xjob *j, int64_t nb, moec_task_tid_fn fn, int6
         nact++;
       }
   if (maxn > GEMV_ROWS || nact > 64) { /* prefill (or more than 64 experts with rows): one block per item */
-    moec_parallel_for_tid(ctx, j->E * nb, fn, j);
+    if (serial) {
+      const int64_t ahead = j->ahead;
+      j->ahead = 1; /* (the prefetch hint: this thread's next item is the next one) */
+      for (int64_t i = 0; i < j->E * nb; i++) fn(j, i, 0);
+      j->ahead = ahead;
+    } else {
+      moec_parallel_for_tid(ctx, j->E * nb, fn, j);
+    }
     return;
   }
   r.j = j, r.fn = fn, r.nb = nb, r.nblk = nact * nb;
-  int64_t runs = (int64_t)moec_num_threads(ctx, 1 << 30) * XRUNS_PER_THREAD;
+  int64_t runs = serial ? 1 : (int64_t)moec_num_threads(ctx, 1 << 30) * XRUNS_PER_THREAD;
   if (runs > r.nblk) runs = r.nblk;
   if (runs < 1) return;
   r.per = (r.nblk + runs - 1) / runs;
@@ -3254,7 +3263,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   }
   j.ahead = nt;
   if (!j.failed) lq_prep_run(ctx, &prep);
-  if (!j.failed) xphase(ctx, &j, j.nb1, phase1, maxn);
+  if (!j.failed) xphase(ctx, &j, j.nb1, phase1, maxn, (double)total * (double)I * (double)D);
   if (!j.failed) {
     if (total * F < 32768) { /* (decode: a row or two -- not worth waking the pool for) */
       for (int64_t rr = 0; rr < total; rr++) phase2(&j, rr);
@@ -3262,7 +3271,7 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
       moec_parallel_for(ctx, total, phase2, &j);
     }
   }
-  if (!j.failed) xphase(ctx, &j, j.nb3, phase3, maxn);
+  if (!j.failed) xphase(ctx, &j, j.nb3, phase3, maxn, (double)total * (double)D * (double)F);
   for (int t = 0; t < nt; t++) { free(j.pack[t]); free(j.stab[t]); }
   moec_scratch_free(j.XR); free(j.XS); moec_scratch_free(j.AR); free(j.AS); moec_scratch_free(j.XB); moec_scratch_free(j.AB);
   moec_scratch_free(j.XH); moec_scratch_free(j.AH);
