@@ -172,3 +172,52 @@ def test_switched_kernels_write_every_element_on_edge_paths(name, model, feeds, 
         assert g.shape == w.shape, (o.name, g.shape, w.shape)
         assert not (np.issubdtype(g.dtype, np.floating) and np.isnan(g).any()), (o.name, g)  # (no poison left)
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=o.name)
+
+
+def _experts_module(k, route):
+    """x -> route (``route``: attributes that drop slots, id -1) -> dispatch -> moe.experts, whose [T, k, D] output is
+    the function's: the dropped slots' rows are observed directly (a combine would weight them by 0 or pass x)."""
+    from moec.ir import WeightStore, parse_module, verify_module
+    D, F, E = 16, 24, 8
+    rng = np.random.default_rng(0)
+    ws = WeightStore()
+    ws.set("wr", (rng.standard_normal((D, E)) / 3).astype(np.float32))
+    ws.set("w_in", (rng.standard_normal((E, 2 * F, D)) / 4).astype(np.float32))
+    ws.set("w_out", (rng.standard_normal((E, D, F)) / 5).astype(np.float32))
+    X, L = 'tensor<?x16xf32, "T">', 'tensor<?x8xf32, "T">'
+    W, ID, Y = f'tensor<?x{k}xf32, "T">', f'tensor<?x{k}xi64, "T">', f'tensor<?x{k}x16xf32, "T">'
+    text = "\n".join([
+        'module {',
+        f'  func.func @main(%x: {X}) -> ({Y}) attributes {{moec.inputs = ["x"], moec.outputs = ["y"]}} {{',
+        '    %wr = "moec.constant"() {value = dense_resource<wr> : tensor<16x8xf32>} : () -> tensor<16x8xf32>',
+        '    %w_in = "moec.constant"() {value = dense_resource<w_in> : tensor<8x48x16xf32>} : () -> tensor<8x48x16xf32>',
+        '    %w_out = "moec.constant"() {value = dense_resource<w_out> : tensor<8x16x24xf32>} : () -> tensor<8x16x24xf32>',
+        f'    %logits = "moec.matmul"(%x, %wr) : ({X}, tensor<16x8xf32>) -> {L}',
+        f'    %r:2 = "moe.route"(%logits) {{k = {k} : i64, {route}}} : ({L}) -> ({W}, {ID})',
+        f'    %p:2 = "moe.dispatch"(%r#1) {{num_experts = 8 : i64, block = 1 : i64}} : ({ID}) -> (tensor<?xi64>, tensor<9xi64>)',
+        f'    %y = "moe.experts"(%x, %r#1, %p#0, %p#1, %w_in, %w_out) {{activation = "swiglu", gate_layout = "concat"}} : '
+        f'({X}, {ID}, tensor<?xi64>, tensor<9xi64>, tensor<8x48x16xf32>, tensor<8x16x24xf32>) -> {Y}',
+        f'    func.return %y : {Y}', '  }', '}']) + "\n"
+    m = parse_module(text, ws)
+    verify_module(m)
+    return m
+
+
+@pytest.mark.parametrize("k,route", [(1, "capacity = 2 : i64"), (2, "drop = true, min_weight = 0.2 : f64")],
+                         ids=["capacity", "min_weight"])
+def test_dropped_expert_slots_are_zero_not_poison(k, route, tmp_path):
+    """The f32 experts kernel allocates its output without zeroing and zeroes only the rows of slots it does not
+    compute: a dropped slot's row must be exactly 0 (the reference's), never the poison."""
+    from moec.driver import build_module
+    from moec.ir import run
+    m = _experts_module(k, route)
+    art = build_module(m, str(tmp_path / "out"))
+    for T in (12, 1, 40):  # (40 tokens: above the GEMV row count, the prefill tiles)
+        x = np.random.default_rng(T).standard_normal((T, 16)).astype(np.float32)
+        want = run(m, {"x": x})["y"]
+        got = art([x])[0]
+        dropped = np.all(want == 0, axis=-1)  # (the reference's dropped slots: rows of zeros)
+        assert T < 8 or dropped.any(), "the route should drop some slots"
+        assert not np.isnan(got).any()
+        np.testing.assert_array_equal(got[dropped], 0)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=f"k={k} T={T}")

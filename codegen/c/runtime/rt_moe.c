@@ -460,7 +460,9 @@ int moec_k_moe_combine(moec_ctx *ctx, const moec_tensor *y, const moec_tensor *w
   if (shared && shared->numel != T * D) return moec_fail(ctx, "shared term must be [T, D]");
   if (px && (px->numel != T * D || !pids || pids->numel != T * k)) return moec_fail(ctx, "pass-through operands mismatch");
   int64_t oshape[2] = {T, D};
-  if (moec_alloc(ctx, out, y->dtype, 2, oshape)) return -1; /* (zeroed: the slots accumulate; k == 0 adds none) */
+  /* (uninit: each row is stored whole -- the pass-through row, the shared row, the first slot's product (0 + w y), or
+   * with no slot and no shared term zeros, below; the generic loop stores every element) */
+  if (moec_alloc_uninit(ctx, out, y->dtype, 2, oshape)) return -1;
   if (y->dtype == MOEC_F32 && w->dtype == MOEC_F32 && (!shared || shared->dtype == MOEC_F32) &&
       (!px || px->dtype == MOEC_F32)) { /* the common case, without per-element type dispatch */
     const float *yv = (const float *)y->data, *wv = (const float *)w->data;
@@ -472,6 +474,7 @@ int moec_k_moe_combine(moec_ctx *ctx, const moec_tensor *y, const moec_tensor *w
       float *restrict ot = o + t * D; /* (a fresh buffer: the loops below vectorise) */
       if (dropped) { memcpy(ot, xv + t * D, sizeof(float) * (size_t)D); continue; }
       if (sv) memcpy(ot, sv + t * D, sizeof(float) * (size_t)D);
+      else if (k == 0) memset(ot, 0, sizeof(float) * (size_t)D);
       for (int64_t j = 0; j < k; j++) {
         float wj = weighted ? wv[t * k + j] : 1.f;
         const float *restrict yr = yv + (t * k + j) * D;
