@@ -63,10 +63,23 @@ def runtime_headers() -> List[str]:
     return sorted(glob.glob(os.path.join(RUNTIME_DIR, "*.h")))
 
 
+POISON_FLAG = "-DMOEC_POISON_UNINIT"
+
+
+def poison_uninit(sanitize: bool = False) -> bool:
+    """Whether the runtime fills moec_alloc_uninit's blocks with 0xFF bytes (an element a kernel leaves unwritten
+    then reads as NaN / -1): always in the sanitize builds, and where MOEC_POISON_UNINIT is set to anything but
+    "" / "0" (the test suite sets it: tests/conftest.py).  It changes no written value, only what an unwritten one
+    reads as; the flag is part of the flags, hence of the runtime's and every model's cache key."""
+    return sanitize or os.environ.get("MOEC_POISON_UNINIT", "") not in ("", "0")
+
+
 def cflags_for(target: TargetDesc, sanitize: bool = False) -> List[str]:
     flags = list(BASE_CFLAGS) + list(target.cflags)
     if sanitize:
         flags = [f for f in flags if f != "-O2"] + ["-O1"] + list(SANITIZE_FLAGS)
+    if poison_uninit(sanitize):
+        flags.append(POISON_FLAG)
     return flags
 
 

@@ -13,6 +13,11 @@ try:
 except ImportError:
     pass
 
+# The C runtime's test builds fill the outputs kernels allocate without zeroing (moec_alloc_uninit) with 0xFF
+# bytes, so an element a kernel forgets to write reads as NaN / -1 and fails its comparison (targets/cpu.py's
+# poison_uninit; a user's build never pays for it).  Set before anything builds: it is part of the build flags.
+os.environ.setdefault("MOEC_POISON_UNINIT", "1")
+
 # The bundled example model is generated (examples/*.onnx is not committed): build it once if a
 # clean checkout runs the tests before the README's first command.
 _EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "mixtral_like.onnx")

@@ -55,8 +55,12 @@ const char *moec_dtype_name(int dtype);
 size_t moec_storage_bytes(int dtype, int64_t numel);
 /* Allocate t (64-byte aligned, zero-filled). Checks rank and size overflow. */
 int moec_alloc(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape);
-/* moec_alloc without zeroing the data (for kernels that write every element: a serial memset of each
- * activation cost 1-2% of a model's prefill) */
+/* moec_alloc without zeroing the data, for kernels that write every element of the output on every path that
+ * returns 0 (a serial memset of each activation cost 1-2% of a model's prefill; a [256,1024]x[1024,32000]
+ * MatMul's output is 32 MB).  Kernels that accumulate into the output, or leave some elements at zero (dropped
+ * MoE slots, empty blocks), use moec_alloc.  Packed sub-byte types (i4 / u4) are zeroed anyway.  Built with
+ * -DMOEC_POISON_UNINIT (the sanitize and test builds) the data is filled with 0xFF bytes instead: an element a
+ * kernel forgets reads as NaN / -1. */
 int moec_alloc_uninit(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, const int64_t *shape);
 /* 64-byte aligned scratch memory; large blocks are retained and reused across calls.  Free only
  * with moec_scratch_free. */

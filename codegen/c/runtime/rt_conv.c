@@ -76,7 +76,8 @@ int moec_k_conv(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w, const
     j.S[d] = S; j.K[d] = K; j.O[d] = od[2 + d]; j.st[d] = s; j.pb[d] = p0; j.dl[d] = dl;
     j.Ssz *= S; j.Ksz *= K;
   }
-  if (moec_alloc(ctx, out, x->dtype, x->rank, od)) return -1;
+  /* (uninit: each (batch, out channel) task writes its Osz outputs, bias or 0 plus the sum, padding included) */
+  if (moec_alloc_uninit(ctx, out, x->dtype, x->rank, od)) return -1;
   j.Osz = moec_dims_prod(od, 2, x->rank);
   if (out->numel) moec_parallel_for(ctx, od[0] * j.M, conv_task, &j);
   return 0;

@@ -199,8 +199,17 @@ static int alloc_tensor(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, cons
   void *p = moec_scratch_alloc(alloc);
 #endif
   if (!p) return moec_fail(ctx, "out of memory allocating %zu bytes", alloc);
-  if (zero) memset(p, 0, alloc);
-  else if (alloc > bytes) memset((char *)p + bytes, 0, alloc - bytes); /* (the padding past the data stays zero) */
+  /* packed (sub-byte) values are set nibble by nibble into their bytes (a read-modify-write): always zeroed */
+  if (zero || moec_dtype_bits(dtype) < 8) memset(p, 0, alloc);
+  else {
+#if defined(MOEC_POISON_UNINIT)
+    /* test builds (-DMOEC_POISON_UNINIT: the sanitize builds, and the test suite's via MOEC_POISON_UNINIT=1, see
+     * targets/cpu.py): every byte 0xFF, so an element the kernel leaves unwritten reads as NaN (floats) or -1
+     * (integers) and fails the comparison with the reference instead of passing as a lucky 0 */
+    memset(p, 0xFF, bytes);
+#endif
+    if (alloc > bytes) memset((char *)p + bytes, 0, alloc - bytes); /* (the padding past the data stays zero) */
+  }
   moec_release(t);
   t->data = p;
   t->rank = rank;
@@ -213,7 +222,8 @@ static int alloc_tensor(moec_ctx *ctx, moec_tensor *t, int dtype, int rank, cons
 
 int moec_clone(moec_ctx *ctx, moec_tensor *dst, const moec_tensor *src) {
   moec_tensor tmp = {0};
-  if (moec_alloc(ctx, &tmp, src->dtype, src->rank, src->shape)) return -1;
+  /* (uninit: the copy below writes every byte of the data) */
+  if (moec_alloc_uninit(ctx, &tmp, src->dtype, src->rank, src->shape)) return -1;
   memcpy(tmp.data, src->data, moec_storage_bytes(src->dtype, src->numel));
   moec_release(dst);
   *dst = tmp;

@@ -278,7 +278,7 @@ static void un_task(void *arg, int64_t c) {
 
 int moec_k_unary(moec_ctx *ctx, int op, const moec_tensor *x, moec_tensor *out) {
   if (op < 0 || op > MOEC_UN_LOG1P) return moec_fail(ctx, "unknown unary opcode %d", op);
-  if (moec_alloc(ctx, out, x->dtype, x->rank, x->shape)) return -1;
+  if (moec_alloc_uninit(ctx, out, x->dtype, x->rank, x->shape)) return -1; /* (uninit: the chunks cover every element) */
   un_job j = {op, x, out, 1 << 16};
   moec_parallel_for(ctx, (x->numel + j.chunk - 1) / j.chunk, un_task, &j);
   return 0;
@@ -312,7 +312,7 @@ int moec_k_select(moec_ctx *ctx, const moec_tensor *c, const moec_tensor *a, con
 
 int moec_k_clip(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *lo, const moec_tensor *hi, moec_tensor *out) {
   if (lo->numel != 1 || hi->numel != 1) return moec_fail(ctx, "clip bounds must be scalars");
-  if (moec_alloc(ctx, out, x->dtype, x->rank, x->shape)) return -1;
+  if (moec_alloc_uninit(ctx, out, x->dtype, x->rank, x->shape)) return -1; /* (uninit: both loops set every element) */
   if (moec_is_float(x->dtype)) {
     double l = moec_get_f64(lo, 0), h = moec_get_f64(hi, 0);
     for (int64_t i = 0; i < x->numel; i++) {
@@ -346,7 +346,7 @@ static int int_range(int dt, double *lo, double *hi) {
 }
 
 int moec_k_cast(moec_ctx *ctx, const moec_tensor *x, moec_tensor *out, int to) {
-  if (moec_alloc(ctx, out, to, x->rank, x->shape)) return -1;
+  if (moec_alloc_uninit(ctx, out, to, x->rank, x->shape)) return -1; /* (uninit: every branch sets all n elements) */
   int from = x->dtype;
   int64_t n = x->numel;
   if (from == to) { memcpy(out->data, x->data, moec_storage_bytes(to, n)); return 0; }

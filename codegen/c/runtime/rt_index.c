@@ -32,7 +32,8 @@ int moec_k_gather(moec_ctx *ctx, const moec_tensor *data, const moec_tensor *idx
   for (int i = 0; i < a; i++) d[k++] = data->shape[i];
   for (int i = 0; i < idx->rank; i++) d[k++] = idx->shape[i];
   for (int i = (int)a + 1; i < data->rank; i++) d[k++] = data->shape[i];
-  if (moec_alloc(ctx, out, data->dtype, r, d)) return -1;
+  /* (uninit: (outer, index, inner) covers the output; a bad index is an error) */
+  if (moec_alloc_uninit(ctx, out, data->dtype, r, d)) return -1;
   int64_t outer = moec_dims_prod(data->shape, 0, (int)a), inner = moec_dims_prod(data->shape, (int)a + 1, data->rank), n = data->shape[a];
   int64_t ni = idx->numel;
   for (int64_t j = 0; j < ni; j++) {
@@ -49,7 +50,7 @@ int moec_k_gather_elements(moec_ctx *ctx, const moec_tensor *data, const moec_te
   if (idx->rank != data->rank) return moec_fail(ctx, "indices rank must equal data rank");
   for (int i = 0; i < data->rank; i++)
     if (i != a && idx->shape[i] > data->shape[i]) return moec_fail(ctx, "indices dim %d exceeds data's", i);
-  if (moec_alloc(ctx, out, data->dtype, idx->rank, idx->shape)) return -1;
+  if (moec_alloc_uninit(ctx, out, data->dtype, idx->rank, idx->shape)) return -1; /* (uninit: one write per index) */
   int64_t ds[MOEC_MAX_RANK], pos[MOEC_MAX_RANK] = {0};
   moec_strides(data, ds);
   for (int64_t j = 0; j < idx->numel; j++) {
@@ -73,6 +74,7 @@ int moec_k_gather_nd(moec_ctx *ctx, const moec_tensor *data, const moec_tensor *
   int k = 0;
   for (int i = 0; i < idx->rank - 1; i++) d[k++] = idx->shape[i];
   for (int i = (int)(b + q); i < data->rank; i++) d[k++] = data->shape[i];
+  /* (zeroed: with an empty index tuple (q == 0) the loop below has no rows and writes nothing) */
   if (moec_alloc(ctx, out, data->dtype, r, d)) return -1;
   int64_t nb = moec_dims_prod(data->shape, 0, (int)b), inner = moec_dims_prod(data->shape, (int)(b + q), data->rank);
   int64_t ds[MOEC_MAX_RANK];
@@ -162,7 +164,8 @@ int moec_k_nonzero(moec_ctx *ctx, const moec_tensor *x, moec_tensor *out) {
   int fl = moec_is_float(x->dtype);
   for (int64_t i = 0; i < x->numel; i++) n += fl ? moec_get_f64(x, i) != 0 : moec_get_i64(x, i) != 0;
   int64_t d[2] = {x->rank, n};
-  if (moec_alloc(ctx, out, MOEC_I64, 2, d)) return -1;
+  /* (uninit: the second pass meets the same n nonzeros and writes each one's rank coordinates) */
+  if (moec_alloc_uninit(ctx, out, MOEC_I64, 2, d)) return -1;
   int64_t *o = (int64_t *)out->data, pos[MOEC_MAX_RANK] = {0}, c = 0;
   for (int64_t i = 0; i < x->numel; i++) {
     int nz = fl ? moec_get_f64(x, i) != 0 : moec_get_i64(x, i) != 0;
@@ -187,7 +190,7 @@ int moec_k_one_hot(moec_ctx *ctx, const moec_tensor *idx, const moec_tensor *dep
   if (moec_norm_axis(ctx, axis, r, &a)) return -1;
   int64_t d[MOEC_MAX_RANK];
   for (int i = 0, j = 0; i < r; i++) d[i] = i == a ? dep : idx->shape[j++];
-  if (moec_alloc(ctx, out, values->dtype, r, d)) return -1;
+  if (moec_alloc_uninit(ctx, out, values->dtype, r, d)) return -1; /* (uninit: on or off value at every position) */
   int64_t outer = moec_dims_prod(d, 0, (int)a), inner = moec_dims_prod(d, (int)a + 1, r);
   for (int64_t o = 0; o < outer; o++)
     for (int64_t c = 0; c < dep; c++)
@@ -205,7 +208,7 @@ int moec_k_cumsum(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *axis_t
   int64_t a;
   if (axis_t->numel != 1 || moec_is_float(axis_t->dtype)) return moec_fail(ctx, "axis must be one integer");
   if (moec_norm_axis(ctx, moec_get_i64(axis_t, 0), x->rank, &a)) return -1;
-  if (moec_alloc(ctx, out, x->dtype, x->rank, x->shape)) return -1;
+  if (moec_alloc_uninit(ctx, out, x->dtype, x->rank, x->shape)) return -1; /* (uninit: every (o, s, in) is set) */
   int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank), n = x->shape[a];
   int fl = moec_is_float(x->dtype);
   for (int64_t o = 0; o < outer; o++)
@@ -251,7 +254,9 @@ int moec_k_topk(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *kt, int6
   int64_t d[MOEC_MAX_RANK];
   memcpy(d, x->shape, sizeof d);
   d[a] = k;
-  if (moec_alloc(ctx, values, x->dtype, x->rank, d) || moec_alloc(ctx, indices, MOEC_I64, x->rank, d)) return -1;
+  /* (uninit: each (outer, inner) line writes its k values and indices) */
+  if (moec_alloc_uninit(ctx, values, x->dtype, x->rank, d) || moec_alloc_uninit(ctx, indices, MOEC_I64, x->rank, d))
+    return -1;
   int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank);
   kv *buf = (kv *)malloc(sizeof(kv) * (size_t)(n ? n : 1));
   if (!buf) return moec_fail(ctx, "out of memory");
@@ -295,7 +300,7 @@ int moec_k_argextreme(moec_ctx *ctx, const moec_tensor *x, int64_t axis, int kee
     if (i == a) { if (keepdims) d[r++] = 1; }
     else d[r++] = x->shape[i];
   }
-  if (moec_alloc(ctx, out, MOEC_I64, r, d)) return -1;
+  if (moec_alloc_uninit(ctx, out, MOEC_I64, r, d)) return -1; /* (uninit: one index per (outer, inner); n > 0) */
   int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank);
   int fl = moec_is_float(x->dtype);
   if (x->dtype == MOEC_F32 && inner == 1 && largest && !select_last) {

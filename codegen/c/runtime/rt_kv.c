@@ -499,7 +499,8 @@ int moec_k_kv_step_attention(moec_ctx *ctx, const moec_tensor *q, const moec_ten
     return moec_fail(ctx, "kv_step_attention: position %lld outside caches of %lld", (long long)p[0], (long long)M);
   if (window < 0) return moec_fail(ctx, "kv_step_attention: window %lld", (long long)window);
   int64_t out[4] = {B, Hq, S, Dv};
-  if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
+  /* (uninit: kvs_finish writes each of the B * Hkv * G * S rows whole, 0 for a row that sees no key) */
+  if (moec_alloc_uninit(ctx, y, MOEC_F32, 4, out)) return -1;
   if (!B || !Hq || !S || !Dv) return 0;
   kvs_args a = {q->data, kc->data, vc->data, kn->data, vn->data, y->data, NULL, Hq, Hkv, Hq / Hkv, S, D, Dv, M, p[0],
                 window, 0, 0, 1, 0, S, 1, NULL, {0, 0, 0, 0}, (float)scale, kh, 0};
@@ -551,7 +552,7 @@ static int kvs_buffers(moec_ctx *ctx, const moec_tensor *q, const moec_tensor *k
     moec_broadcast_strides(mask, 4, sc, a.ms);
     a.mask = (const float *)mask->data;
   }
-  if (moec_alloc(ctx, y, MOEC_F32, 4, out)) return -1;
+  if (moec_alloc_uninit(ctx, y, MOEC_F32, 4, out)) return -1; /* (uninit: as kv_step_attention's) */
   a.y = (float *)y->data;
   if (!B || !Hq || !S || !Dv) return 0;
   return kvs_run(ctx, &a, B);

@@ -95,7 +95,8 @@ int moec_k_matmul(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *b, moe
   for (int d = 0; d < rb; d++) oshape[orank++] = j.bshape[d];
   if (a->rank != 1) oshape[orank++] = M;
   if (b->rank != 1) oshape[orank++] = N;
-  if (moec_alloc(ctx, out, a->dtype, orank, oshape)) return -1;
+  /* (uninit: mm_f32's GEMMs and mm_task's rows store every element, K == 0 included (a zero sum)) */
+  if (moec_alloc_uninit(ctx, out, a->dtype, orank, oshape)) return -1;
   j.a = a; j.b = b; j.out = out; j.M = M; j.N = N; j.K = K; j.rb = rb;
   j.batch = moec_numel(rb, j.bshape);
   if (a->dtype == MOEC_F32) return mm_f32(ctx, &j);
@@ -164,7 +165,8 @@ static int moec_k_matmul_packed_c(moec_ctx *ctx, const moec_tensor *a, const moe
   int orank = 0;
   for (int d = 0; d < a->rank - 1; d++) oshape[orank++] = a->shape[d];
   oshape[orank++] = N;
-  if (moec_alloc(ctx, out, MOEC_F32, orank, oshape)) return -1;
+  /* (uninit: moec_sgemm_run stores every C tile, the epilogue applied; K == 0 stores 0 + the epilogue) */
+  if (moec_alloc_uninit(ctx, out, MOEC_F32, orank, oshape)) return -1;
   moec_sgemm g;
   memset(&g, 0, sizeof g);
   g.M = K ? a->numel / K : moec_dims_prod(a->shape, 0, a->rank - 1);
@@ -338,7 +340,8 @@ static int gemm_prepare(moec_ctx *ctx, const moec_tensor *a, const moec_tensor *
     j.scn = cn == 1 ? 0 : 1;
   }
   int64_t d[2] = {j.M, j.N};
-  if (moec_alloc(ctx, out, a->dtype, 2, d)) return -1;
+  /* (uninit: moec_sgemm_run and gemm_row store every element of [M, N], K == 0 included) */
+  if (moec_alloc_uninit(ctx, out, a->dtype, 2, d)) return -1;
   j.a = a; j.b = b; j.c = c; j.out = out; j.alpha = alpha; j.beta = beta;
   *jp = j;
   return 0;
@@ -415,7 +418,7 @@ int moec_k_einsum(moec_ctx *ctx, const moec_tensor *const *xs, int n, const int6
   for (int k = 0; k < n_out; k++) { in_out[out_labels[k]] = 1; od[k] = size[out_labels[k]]; }
   int red[64], nr = 0;
   for (int l = 0; l < L; l++) if (!in_out[l]) red[nr++] = l;
-  if (moec_alloc(ctx, out, xs[0]->dtype, n_out, od)) return -1;
+  if (moec_alloc_uninit(ctx, out, xs[0]->dtype, n_out, od)) return -1; /* (uninit: one store per output element) */
   int64_t rtotal = 1; /* labels of different operands: their product is not bounded by one tensor's extent */
   for (int r = 0; r < nr; r++) if (moec_mul_size(ctx, rtotal, size[red[r]], &rtotal)) return -1;
   int isf = moec_is_float(xs[0]->dtype);

@@ -71,7 +71,9 @@ int moec_k_moe_route(moec_ctx *ctx, const moec_tensor *logits, const moec_tensor
   if (G < 1 || E % G || p->topk_group < 1 || p->topk_group > G) return moec_fail(ctx, "bad expert grouping");
   if (bias && bias->numel != E) return moec_fail(ctx, "bias has %lld values, E=%lld", (long long)bias->numel, (long long)E);
   int64_t wshape[2] = {T, K};
-  if (moec_alloc(ctx, weights, logits->dtype, 2, wshape) || moec_alloc(ctx, ids, MOEC_I64, 2, wshape)) return -1;
+  /* (uninit: every token's K slots get an id and a weight, -1 / 0 for a dropped one) */
+  if (moec_alloc_uninit(ctx, weights, logits->dtype, 2, wshape) || moec_alloc_uninit(ctx, ids, MOEC_I64, 2, wshape))
+    return -1;
   double *s = (double *)malloc(sizeof(double) * (size_t)(3 * EL + G + 2 * K + 1));
   int64_t *sel = (int64_t *)malloc(sizeof(int64_t) * (size_t)(E + G + k + 1));
   int64_t *counts = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
@@ -165,7 +167,7 @@ int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *orde
     if (e >= 0) cnt[e]++;
   }
   int64_t oshape[1] = {E + 1};
-  if (moec_alloc(ctx, offsets, MOEC_I64, 1, oshape)) { free(cnt); return -1; }
+  if (moec_alloc_uninit(ctx, offsets, MOEC_I64, 1, oshape)) { free(cnt); return -1; } /* (uninit: off[0..E] set below) */
   int64_t *off = (int64_t *)offsets->data;
   off[0] = 0;
   for (int64_t e = 0; e < E; e++) { /* padded to whole blocks; block is an attribute (IR text): checked */
@@ -176,7 +178,7 @@ int moec_k_moe_dispatch(moec_ctx *ctx, const moec_tensor *ids, moec_tensor *orde
     }
   }
   int64_t N = off[E];
-  if (moec_alloc(ctx, order, MOEC_I64, 1, &N)) { free(cnt); return -1; }
+  if (moec_alloc_uninit(ctx, order, MOEC_I64, 1, &N)) { free(cnt); return -1; } /* (uninit: all -1 first) */
   int64_t *ord = (int64_t *)order->data;
   for (int64_t i = 0; i < N; i++) ord[i] = -1;
   for (int64_t e = 0; e < E; e++) cnt[e] = off[e]; /* fill cursor */
@@ -361,7 +363,7 @@ int moec_k_moe_experts(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *i
   if (fast <= 0) return fast;
   if (q && q->mode != MOEC_WQ_NONE) return moec_fail(ctx, "no kernel for these quantised expert weights");
   int64_t yshape[3] = {T, k, D};
-  if (moec_alloc(ctx, y, x->dtype, 3, yshape)) return -1;
+  if (moec_alloc(ctx, y, x->dtype, 3, yshape)) return -1; /* (zeroed: a dropped slot's row stays 0) */
   moe_job j = {x, ids, order, offsets, w_in, w_out, b_in, b_out, rw, NULL, y, p, weights_at, k, 0};
   moec_parallel_for(ctx, order->numel, experts_task, &j);
   if (j.failed) return moec_fail(ctx, "out of memory in expert FFN");
@@ -398,8 +400,9 @@ static int shared_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_
   memset(&offsets, 0, sizeof offsets); memset(&ys, 0, sizeof ys);
   int64_t ishape[2] = {T, S}, n = T * S, oshape[1] = {S + 1};
   int rc = -1;
-  if (moec_alloc(ctx, &ids, MOEC_I64, 2, ishape) || moec_alloc(ctx, &order, MOEC_I64, 1, &n) ||
-      moec_alloc(ctx, &offsets, MOEC_I64, 1, oshape)) goto done;
+  /* (uninit: the loops below fill the whole plan) */
+  if (moec_alloc_uninit(ctx, &ids, MOEC_I64, 2, ishape) || moec_alloc_uninit(ctx, &order, MOEC_I64, 1, &n) ||
+      moec_alloc_uninit(ctx, &offsets, MOEC_I64, 1, oshape)) goto done;
   int64_t *id = (int64_t *)ids.data, *ord = (int64_t *)order.data, *off = (int64_t *)offsets.data;
   for (int64_t t = 0; t < T; t++)
     for (int64_t e = 0; e < S; e++) id[t * S + e] = e;
@@ -409,7 +412,7 @@ static int shared_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_
   }
   off[S] = S * T;
   if (moec_moe_experts_f32(ctx, x, &ids, &order, &offsets, w_in, w_out, NULL, NULL, NULL, 0, p, NULL, &ys) != 0) goto done;
-  if (moec_alloc(ctx, y, MOEC_F32, 2, x->shape)) goto done;
+  if (moec_alloc_uninit(ctx, y, MOEC_F32, 2, x->shape)) goto done; /* (uninit: every (t, d) stored below) */
   const float *yv = (const float *)ys.data, *xv = (const float *)x->data, *g = gate ? (const float *)gate->data : NULL;
   float *out = (float *)y->data;
   for (int64_t t = 0; t < T; t++) {
@@ -442,7 +445,7 @@ int moec_k_moe_shared(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *w_
   if (gate && gate->numel != D) return moec_fail(ctx, "gate must be [D]");
   if (x->dtype == MOEC_F32 && w_in->dtype == MOEC_F32 && w_out->dtype == MOEC_F32 && (!gate || gate->dtype == MOEC_F32))
     return shared_f32(ctx, x, w_in, w_out, gate, p, y);
-  if (moec_alloc(ctx, y, x->dtype, 2, x->shape)) return -1;
+  if (moec_alloc_uninit(ctx, y, x->dtype, 2, x->shape)) return -1; /* (uninit: shared_task stores each token's row) */
   moe_job j = {x, NULL, NULL, NULL, w_in, w_out, NULL, NULL, NULL, gate, y, p, 0, 0, 0};
   moec_parallel_for(ctx, x->shape[0], shared_task, &j);
   if (j.failed) return moec_fail(ctx, "out of memory in shared experts");
@@ -457,7 +460,9 @@ int moec_k_moe_combine(moec_ctx *ctx, const moec_tensor *y, const moec_tensor *w
   if (shared && shared->numel != T * D) return moec_fail(ctx, "shared term must be [T, D]");
   if (px && (px->numel != T * D || !pids || pids->numel != T * k)) return moec_fail(ctx, "pass-through operands mismatch");
   int64_t oshape[2] = {T, D};
-  if (moec_alloc(ctx, out, y->dtype, 2, oshape)) return -1;
+  /* (uninit: each row is stored whole -- the pass-through row, the shared row, the first slot's product (0 + w y), or
+   * with no slot and no shared term zeros, below; the generic loop stores every element) */
+  if (moec_alloc_uninit(ctx, out, y->dtype, 2, oshape)) return -1;
   if (y->dtype == MOEC_F32 && w->dtype == MOEC_F32 && (!shared || shared->dtype == MOEC_F32) &&
       (!px || px->dtype == MOEC_F32)) { /* the common case, without per-element type dispatch */
     const float *yv = (const float *)y->data, *wv = (const float *)w->data;
@@ -469,6 +474,7 @@ int moec_k_moe_combine(moec_ctx *ctx, const moec_tensor *y, const moec_tensor *w
       float *restrict ot = o + t * D; /* (a fresh buffer: the loops below vectorise) */
       if (dropped) { memcpy(ot, xv + t * D, sizeof(float) * (size_t)D); continue; }
       if (sv) memcpy(ot, sv + t * D, sizeof(float) * (size_t)D);
+      else if (k == 0) memset(ot, 0, sizeof(float) * (size_t)D);
       for (int64_t j = 0; j < k; j++) {
         float wj = weighted ? wv[t * k + j] : 1.f;
         const float *restrict yr = yv + (t * k + j) * D;

@@ -3158,7 +3158,18 @@ int moec_moe_experts_f32(moec_ctx *ctx, const moec_tensor *x, const moec_tensor 
   prep.rw = rwd && weights_at == 1 ? rwd : NULL;
   prep.round = mode == MOEC_WQ_BF16 || (q && q->aq == 2);
   int64_t yshape[3] = {T, k, D};
-  if (moec_alloc(ctx, y, MOEC_F32, 3, yshape)) { free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A); return -1; }
+  /* (uninit: phase 3 stores the whole row of every slot in slot[] -- its items cover each expert's rows and all
+   * of D; failing, it returns an error -- and the rows of the other slots (dropped: id -1, or left out of the plan)
+   * are zeroed here, as the reference's dropped slots are 0) */
+  if (moec_alloc_uninit(ctx, y, MOEC_F32, 3, yshape)) { free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A); return -1; }
+  {
+    unsigned char *routed = (unsigned char *)calloc((size_t)(T * k) + 1, 1);
+    if (!routed) { free(row0); free(slot); moec_scratch_free(X); moec_scratch_free(H); moec_scratch_free(A); return moec_fail(ctx, "out of memory"); }
+    for (int64_t i = 0; i < total; i++) routed[slot[i]] = 1;
+    for (int64_t s = 0; s < T * k; s++)
+      if (!routed[s]) memset((float *)y->data + s * D, 0, sizeof(float) * (size_t)D);
+    free(routed);
+  }
   int64_t G = mode == MOEC_WQ_INT4 && q->group ? q->group : 0;
   wview vin = {mode, w_in->data, q && q->s_in ? (const float *)q->s_in->data : NULL,
                q && q->z_in ? (const float *)q->z_in->data : NULL, I, D, G ? G : D};

@@ -33,7 +33,9 @@ int moec_k_layer_norm(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *sc
   int64_t sd[MOEC_MAX_RANK];
   for (int i = 0; i < x->rank; i++) sd[i] = i < a ? x->shape[i] : 1;
   int sdt = x->dtype == MOEC_F64 ? MOEC_F64 : MOEC_F32;
-  if (moec_alloc(ctx, y, x->dtype, x->rank, x->shape) || moec_alloc(ctx, mean, sdt, x->rank, sd) ||
+  /* (y uninit: every row is written whole; mean / inv_std zeroed: with an empty normalised block (N == 0) there
+   * are no rows, and their prod(x.shape[:axis]) values stay 0) */
+  if (moec_alloc_uninit(ctx, y, x->dtype, x->rank, x->shape) || moec_alloc(ctx, mean, sdt, x->rank, sd) ||
       moec_alloc(ctx, inv_std, sdt, x->rank, sd)) return -1;
   int64_t N = moec_dims_prod(x->shape, (int)a, x->rank), rows;
   rows = N ? x->numel / N : 0;

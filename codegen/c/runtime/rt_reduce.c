@@ -19,7 +19,8 @@ int moec_k_reduce(moec_ctx *ctx, const moec_tensor *x, const int64_t *axes, int 
     if (!red[i]) od[orank++] = x->shape[i];
     else if (keepdims) od[orank++] = 1;
   }
-  if (moec_alloc(ctx, out, x->dtype, orank, od)) return -1;
+  /* (uninit: the sums go to acc / iacc, then every output element is stored from them) */
+  if (moec_alloc_uninit(ctx, out, x->dtype, orank, od)) return -1;
   /* stride in the output for each input dim (0 for reduced dims) */
   for (int i = r - 1, k = orank - 1; i >= 0; i--) {
     if (red[i]) { ostr[i] = 0; if (keepdims) k--; continue; }
@@ -96,7 +97,7 @@ int moec_k_softmax(moec_ctx *ctx, const moec_tensor *x, int64_t axis, int log_, 
   int64_t a;
   if (moec_norm_axis(ctx, axis, x->rank, &a)) return -1;
   if (!moec_is_float(x->dtype)) return moec_fail(ctx, "softmax needs floats");
-  if (moec_alloc(ctx, out, x->dtype, x->rank, x->shape)) return -1;
+  if (moec_alloc_uninit(ctx, out, x->dtype, x->rank, x->shape)) return -1; /* (uninit: every (o, j, in) is set) */
   int64_t outer = moec_dims_prod(x->shape, 0, (int)a), inner = moec_dims_prod(x->shape, (int)a + 1, x->rank), n = x->shape[a];
   for (int64_t o = 0; o < outer; o++)
     for (int64_t in = 0; in < inner; in++) {

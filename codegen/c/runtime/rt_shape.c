@@ -11,7 +11,7 @@ int moec_k_shape(moec_ctx *ctx, const moec_tensor *x, int64_t s, int64_t e, int 
   s = s < 0 ? 0 : (s > r ? r : s);
   e = e < 0 ? 0 : (e > r ? r : e);
   int64_t n = e > s ? e - s : 0;
-  if (moec_alloc(ctx, out, MOEC_I64, 1, &n)) return -1;
+  if (moec_alloc_uninit(ctx, out, MOEC_I64, 1, &n)) return -1; /* (uninit: n dims copied) */
   for (int64_t i = 0; i < n; i++) ((int64_t *)out->data)[i] = x->shape[s + i];
   return 0;
 }
@@ -165,7 +165,7 @@ int moec_k_expand(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *shape,
   int r;
   int64_t os[MOEC_MAX_RANK];
   if (moec_broadcast_shape(ctx, 2, ts, &r, os)) return -1;
-  if (moec_alloc(ctx, out, x->dtype, r, os)) return -1;
+  if (moec_alloc_uninit(ctx, out, x->dtype, r, os)) return -1; /* (uninit: bcast_copy sets every element) */
   bcast_copy(out, x);
   return 0;
 }
@@ -179,7 +179,7 @@ int moec_k_tile(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *repeats,
     if (rep[i] < 0) return moec_fail(ctx, "negative repeat %lld", (long long)rep[i]);
     if (moec_mul_size(ctx, x->shape[i], rep[i], &d[i])) return -1;
   }
-  if (moec_alloc(ctx, out, x->dtype, x->rank, d)) return -1;
+  if (moec_alloc_uninit(ctx, out, x->dtype, x->rank, d)) return -1; /* (uninit: every element copied) */
   moec_strides(x, xs);
   int64_t idx[MOEC_MAX_RANK] = {0};
   for (int64_t i = 0; i < out->numel; i++) {
@@ -198,7 +198,7 @@ int moec_k_constant_of_shape(moec_ctx *ctx, const moec_tensor *shape, const moec
   int64_t d[MOEC_MAX_RANK], n;
   if (moec_read_ints(ctx, shape, d, MOEC_MAX_RANK, &n, "shape")) return -1;
   for (int i = 0; i < n; i++) if (d[i] < 0) return moec_fail(ctx, "negative dimension %lld", (long long)d[i]);
-  if (moec_alloc(ctx, out, value->dtype, (int)n, d)) return -1;
+  if (moec_alloc_uninit(ctx, out, value->dtype, (int)n, d)) return -1; /* (uninit: the value at every element) */
   for (int64_t i = 0; i < out->numel; i++) moec_copy_elem(out, i, value, 0);
   return 0;
 }
@@ -228,7 +228,7 @@ int moec_k_range(moec_ctx *ctx, const moec_tensor *start, const moec_tensor *lim
     double s = moec_get_f64(start, 0), l = moec_get_f64(limit, 0), d = moec_get_f64(delta, 0);
     if (d == 0) return moec_fail(ctx, "range delta is zero");
     if (range_count(ctx, ceil((l - s) / d), &n)) return -1;
-    if (moec_alloc(ctx, out, dt, 1, &n)) return -1;
+    if (moec_alloc_uninit(ctx, out, dt, 1, &n)) return -1; /* (uninit: n values stored) */
     if (dt == MOEC_F32) {
       float *o = (float *)out->data, v = (float)s, fd = (float)d;
       for (int64_t i = 0; i < n; i++) { o[i] = v; v += fd; }
@@ -245,7 +245,7 @@ int moec_k_range(moec_ctx *ctx, const moec_tensor *start, const moec_tensor *lim
     if (q > MOEC_MAX_NUMEL)
       return moec_fail(ctx, "range has %.17g elements, more than the runtime's limit of 2^40", (double)q);
     n = (int64_t)q;
-    if (moec_alloc(ctx, out, dt, 1, &n)) return -1;
+    if (moec_alloc_uninit(ctx, out, dt, 1, &n)) return -1; /* (uninit: n values stored) */
     for (int64_t i = 0; i < n; i++) moec_set_i64(out, i, (int64_t)((__int128)s + (__int128)i * d));
   }
   return 0;
@@ -267,7 +267,8 @@ int moec_k_concat(moec_ctx *ctx, const moec_tensor *const *xs, int n, int64_t ax
                          (long long)x0->shape[k]);
     if (moec_add_size(ctx, d[a], xs[i]->shape[a], &d[a])) return -1;
   }
-  if (moec_alloc(ctx, out, x0->dtype, x0->rank, d)) return -1;
+  /* (uninit: per outer row the operands' blocks are copied side by side, and they add up to the row) */
+  if (moec_alloc_uninit(ctx, out, x0->dtype, x0->rank, d)) return -1;
   int64_t outer = moec_dims_prod(d, 0, (int)a), inner = moec_dims_prod(d, (int)a + 1, x0->rank);
   int packed = moec_dtype_bits(x0->dtype) < 8;
   size_t es = moec_elem_size(x0->dtype);
@@ -303,7 +304,7 @@ int moec_k_split(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *sizes, 
     int64_t d[MOEC_MAX_RANK];
     memcpy(d, x->shape, sizeof d);
     d[a] = sz[i];
-    if (moec_alloc(ctx, outs[i], x->dtype, x->rank, d)) return -1;
+    if (moec_alloc_uninit(ctx, outs[i], x->dtype, x->rank, d)) return -1; /* (uninit: outer * blk elements copied) */
     int64_t blk = sz[i] * inner; /* sz[i] <= x->shape[a] (they add up to it): bounded by x's extent */
     for (int64_t o = 0; o < outer; o++)
       for (int64_t j = 0; j < blk; j++) moec_copy_elem(outs[i], o * blk + j, x, o * row + off + j);
@@ -350,7 +351,7 @@ int moec_k_slice(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *starts,
     s0[a] = s;
     step[a] = k;
   }
-  if (moec_alloc(ctx, out, x->dtype, r, cnt)) return -1;
+  if (moec_alloc_uninit(ctx, out, x->dtype, r, cnt)) return -1; /* (uninit: every element copied) */
   if (out->numel == 0) return 0;
   int64_t xs[MOEC_MAX_RANK], idx[MOEC_MAX_RANK] = {0}, src = 0;
   moec_strides(x, xs);
@@ -375,7 +376,7 @@ int moec_k_trilu(moec_ctx *ctx, const moec_tensor *x, const moec_tensor *kt, int
   moec_tensor zero;
   int64_t one = 1;
   memset(&zero, 0, sizeof zero);
-  if (moec_alloc(ctx, &zero, x->dtype, 1, &one)) return -1;
+  if (moec_alloc(ctx, &zero, x->dtype, 1, &one)) return -1; /* (the zero itself) */
   for (int64_t m = 0; m < mats; m++)
     for (int64_t i = 0; i < R; i++)
       for (int64_t j = 0; j < C; j++) {
