@@ -123,17 +123,9 @@ def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
         try:
             objdir = os.path.join(tmp, "obj")
             os.mkdir(objdir)
-            objs = []
-            procs = []
-            for src in runtime_sources():
-                obj = os.path.join(objdir, os.path.basename(src)[:-2] + ".o")
-                objs.append(obj)
-                procs.append((subprocess.Popen([cc(), *flags, "-I", RUNTIME_DIR, "-c", src, "-o", obj],
-                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), src))
-                if len(procs) >= max(2, os.cpu_count() or 2):
-                    _wait(procs)
-                    procs = []
-            _wait(procs)
+            srcs = runtime_sources()
+            objs = [os.path.join(objdir, os.path.basename(src)[:-2] + ".o") for src in srcs]
+            _compile_all([([cc(), *flags, "-I", RUNTIME_DIR, "-c", src, "-o", obj], src) for src, obj in zip(srcs, objs)])
             _run(["ar", "rcs", os.path.join(tmp, "rt.a"), *objs], "archiving the runtime")
             shutil.rmtree(objdir)
             cache_store.seal(tmp, key=key)
@@ -143,12 +135,35 @@ def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
     return os.path.join(root, key, "rt.a")
 
 
-def _wait(procs):
-    errs = []
-    for p, src in procs:
-        _, err = p.communicate()
+def _compile_all(jobs):
+    """Run the compiler commands ``jobs`` ([(argv, source)]) on as many processes as there are CPUs (at least
+    2), the largest source first, a new one started as soon as one ends: the runtime's build time is then about
+    its largest file's (rt_moe_f32.c), not the sum of the slowest file of each batch of CPU-count files."""
+    jobs = sorted(jobs, key=lambda j: -os.path.getsize(j[1]))
+    width = max(2, os.cpu_count() or 2)
+    running, errs = [], []
+
+    def reap(p, src, log):  # (the compiler's messages go to a file: a full pipe would stall it)
+        p.wait()
         if p.returncode != 0:
-            errs.append(f"{os.path.basename(src)}:\n{err[-3000:]}")
+            log.seek(0)
+            errs.append(f"{os.path.basename(src)}:\n{log.read().decode(errors='replace')[-3000:]}")
+        log.close()
+
+    for argv, src in jobs:
+        while len(running) >= width:
+            done = next((i for i, r in enumerate(running) if r[0].poll() is not None), None)
+            if done is None:
+                try:
+                    running[0][0].wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
+            reap(*running.pop(done))
+        log = tempfile.TemporaryFile()
+        running.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), src, log))
+    for r in running:
+        reap(*r)
     if errs:
         raise BuildError("compiling the moec C runtime failed:\n" + "\n".join(errs))
 

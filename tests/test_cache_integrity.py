@@ -503,3 +503,29 @@ def test_ascend_emulator_library_is_hashed_as_loaded(tmp_path):
             print("refused:", e)
     """, tmp_path / "cache")
     assert "refused:" in out and "sha256" in out
+
+
+def test_runtime_files_compile_on_a_pool_and_every_failure_is_reported(tmp_path, monkeypatch):
+    """cpu._compile_all (the runtime's build, two compilers at a time): every job runs, a file whose compiler
+    prints more than a pipe holds does not stall the pool, and each failing file is named with its message."""
+    from moec.targets import cpu
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    srcs = []
+    for i, size in enumerate((10, 4000, 200, 70000)):
+        p = tmp_path / f"s{i}.c"
+        body = f"int f{i}(void) {{ return {i}; }}\n" + "/* pad */\n" * (size // 10)
+        if i == 3:  # a long file with a flood of warnings (more than a pipe's 64 KiB of messages), still valid
+            body += "".join(f"int w{j}(int x) {{ int u; return x; }}\n" for j in range(3000))
+        p.write_text(body)
+        srcs.append(str(p))
+    jobs = [(["gcc", "-Wall", "-c", s, "-o", s[:-2] + ".o"], s) for s in srcs]
+    cpu._compile_all(jobs)
+    assert all(os.path.exists(s[:-2] + ".o") for s in srcs)
+    bad1, bad2 = tmp_path / "bad1.c", tmp_path / "bad2.c"
+    bad1.write_text("int g(void) { return nope1; }\n")
+    bad2.write_text("int h(void) { return nope2; }\n")
+    jobs += [(["gcc", "-c", str(b), "-o", str(b)[:-2] + ".o"], str(b)) for b in (bad1, bad2)]
+    with pytest.raises(cpu.BuildError) as e:
+        cpu._compile_all(jobs)
+    msg = str(e.value)
+    assert "bad1.c" in msg and "nope1" in msg and "bad2.c" in msg and "nope2" in msg
