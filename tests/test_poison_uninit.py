@@ -156,7 +156,33 @@ def _edge_models():
         {"x": np.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]], np.float32), "k": np.array([3], np.int64),
          "gi": np.array([4, -1, 0], np.int64), "shp": np.array([2, 2, 5], np.int64),
          "rep": np.array([2, 3], np.int64)}))
+    ms.append(("gather_nd_empty_index_tuples", _gather_nd_empty(), _GATHER_ND_FEEDS))
     return ms
+
+
+# GatherND with empty index tuples (indices' last dim 0): each tuple selects the whole block after the batch dims
+# (a kernel that counted index tuples as numel / q wrote nothing there and returned zeros)
+_GATHER_ND_FEEDS = {"d": np.arange(12, dtype=np.float32).reshape(2, 3, 2) + 1, "i0": np.zeros((4, 0), np.int64),
+                    "i1": np.zeros((2, 5, 0), np.int64)}
+
+
+def _gather_nd_empty():
+    return make_model([helper.make_node("GatherND", ["d", "i0"], ["g0"]),
+                       helper.make_node("GatherND", ["d", "i1"], ["g1"], batch_dims=1)],
+                      [("d", np.float32, [2, 3, 2]), ("i0", np.int64, [4, 0]), ("i1", np.int64, [2, 5, 0])],
+                      [("g0", np.float32, None), ("g1", np.float32, None)])
+
+
+def test_gather_nd_empty_index_tuples_verify_on_the_reference_target(tmp_path):
+    """The op's numpy reference semantics agree with onnxruntime there too (the reference target's verify)."""
+    from moec.cli import main
+    path = str(tmp_path / "g.onnx")
+    import onnx
+    onnx.save(_gather_nd_empty(), path)
+    out = tmp_path / "out"
+    assert main(["compile", path, "--target", "reference", "-o", str(out)]) == 0
+    import json
+    assert json.load(open(out / "report.json"))["verified"]
 
 
 @pytest.mark.parametrize("name,model,feeds", _edge_models(), ids=[m[0] for m in _edge_models()])

@@ -78,7 +78,7 @@ class GatherNDOp(Operation):
         bshape = data.shape[:b]
         nb = int(np.prod(bshape, dtype=np.int64))
         dd = data.reshape((nb,) + data.shape[b:])
-        ii = idx.reshape((nb, -1, q))
+        ii = idx.reshape((nb, int(np.prod(idx.shape[b:-1], dtype=np.int64)), q))  # (-1 is ambiguous at q == 0)
         out = []
         for bi in range(nb):
             for row in ii[bi]:

@@ -74,12 +74,13 @@ int moec_k_gather_nd(moec_ctx *ctx, const moec_tensor *data, const moec_tensor *
   int k = 0;
   for (int i = 0; i < idx->rank - 1; i++) d[k++] = idx->shape[i];
   for (int i = (int)(b + q); i < data->rank; i++) d[k++] = data->shape[i];
-  /* (zeroed: with an empty index tuple (q == 0) the loop below has no rows and writes nothing) */
-  if (moec_alloc(ctx, out, data->dtype, r, d)) return -1;
+  /* (not zeroed: each of the rows index tuples -- also empty ones, q == 0, which select the whole block after
+   * the batch dims -- copies one block of inner elements, rows * inner = the output's size) */
+  if (moec_alloc_uninit(ctx, out, data->dtype, r, d)) return -1;
   int64_t nb = moec_dims_prod(data->shape, 0, (int)b), inner = moec_dims_prod(data->shape, (int)(b + q), data->rank);
   int64_t ds[MOEC_MAX_RANK];
   moec_strides(data, ds);
-  int64_t rows = q ? idx->numel / q : idx->numel;
+  int64_t rows = moec_dims_prod(idx->shape, 0, idx->rank - 1); /* the index tuples (numel / q unless q == 0) */
   int64_t per_batch = nb ? rows / nb : 0;
   int64_t bstride = b ? ds[b - 1] : 0;
   for (int64_t row = 0; row < rows; row++) {
