@@ -136,34 +136,17 @@ def build_runtime(target: TargetDesc, sanitize: bool = False) -> str:
 
 
 def _compile_all(jobs):
-    """Run the compiler commands ``jobs`` ([(argv, source)]) on as many processes as there are CPUs (at least
-    2), the largest source first, a new one started as soon as one ends: the runtime's build time is then about
-    its largest file's (rt_moe_f32.c), not the sum of the slowest file of each batch of CPU-count files."""
-    jobs = sorted(jobs, key=lambda j: -os.path.getsize(j[1]))
-    width = max(2, os.cpu_count() or 2)
-    running, errs = [], []
+    """Run the compiler commands ``jobs`` ([(argv, source)]) on as many threads as there are CPUs (at least 2),
+    the largest source first, a new one started as soon as one ends: the runtime's build time is then about its
+    largest file's (rt_moe_f32.c), not the sum of the slowest file of each batch of CPU-count files."""
+    def one(job):
+        argv, src = job
+        p = subprocess.run(argv, capture_output=True, text=True)
+        return None if p.returncode == 0 else f"{os.path.basename(src)}:\n{p.stderr[-3000:]}"
 
-    def reap(p, src, log):  # (the compiler's messages go to a file: a full pipe would stall it)
-        p.wait()
-        if p.returncode != 0:
-            log.seek(0)
-            errs.append(f"{os.path.basename(src)}:\n{log.read().decode(errors='replace')[-3000:]}")
-        log.close()
-
-    for argv, src in jobs:
-        while len(running) >= width:
-            done = next((i for i, r in enumerate(running) if r[0].poll() is not None), None)
-            if done is None:
-                try:
-                    running[0][0].wait(timeout=0.05)
-                except subprocess.TimeoutExpired:
-                    pass
-                continue
-            reap(*running.pop(done))
-        log = tempfile.TemporaryFile()
-        running.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), src, log))
-    for r in running:
-        reap(*r)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as ex:
+        errs = [e for e in ex.map(one, sorted(jobs, key=lambda j: -os.path.getsize(j[1]))) if e]
     if errs:
         raise BuildError("compiling the moec C runtime failed:\n" + "\n".join(errs))
 

@@ -36,10 +36,7 @@
 #define GVL (MOEC_VBYTES / 4)
 #define GNR (2 * GVL)
 #if GVL >= 16 && defined(__AVX512F__)
-#ifndef SG_MR
-#define SG_MR 12
-#endif
-#define GMR SG_MR /* 12 x 2 zmm accumulators (sg_tile_avx512) */
+#define GMR 12 /* 12 x 2 zmm accumulators (sg_tile_avx512) */
 #elif GVL >= 16
 #define GMR 8 /* 8 x 2 zmm accumulators */
 #elif GVL >= 8
@@ -48,14 +45,8 @@
 #define GMR 4
 #endif
 #define GKC (4096 / GNR)   /* a copied B slice: KC x NR floats = 16 KiB */
-#ifndef SG_KCP
-#define SG_KCP 65536
-#endif
-#define GKCP (SG_KCP / GNR) /* a slice of a prepacked panel, read in place: at most 256 KiB */
+#define GKCP (65536 / GNR) /* a slice of a prepacked panel, read in place: at most 256 KiB */
 #define GMC 256
-#ifndef SG_AF
-#define SG_AF 131072
-#endif
 
 typedef float gvf __attribute__((vector_size(MOEC_VBYTES), aligned(4)));
 typedef int32_t gvi __attribute__((vector_size(MOEC_VBYTES)));
@@ -162,12 +153,7 @@ static inline __attribute__((always_inline)) void sg_tile(const int m, const moe
  * otherwise waits on memory; 5%).  1- and 2-row tiles prefetch nothing (the GEMV streams B once).  Every
  * accumulator's FMAs run in k order, from zero or the stored C: the bits do not depend on m or on the
  * tiling (tests/test_dense_gemm.py). */
-#ifndef SG_PFD
-#define SG_PFD 16
-#endif
-#ifndef SG_L2PF
-#define SG_L2PF 1
-#endif
+#define SG_PFD 16 /* the T0 prefetch distance of B, in k steps */
 static inline __attribute__((always_inline)) void sg_tile_avx512(const int m, const moec_sgemm *g, const float *Ap,
                                                                  const float *B, int64_t ldb, int64_t kn, float *C,
                                                                  int nb, int first, int last, int64_t row,
@@ -190,15 +176,11 @@ static inline __attribute__((always_inline)) void sg_tile_avx512(const int m, co
   }
   for (int64_t k = 0; k < kn; k++) {
     const float *b = B + k * ldb, *a = Ap + k * GMR;
-#if SG_L2PF
-    if (m > 2 && pf) _mm_prefetch(pf + k * pfs, _MM_HINT_T1);
-#endif
-#if SG_PFD
     if (m > 2) {
+      if (pf) _mm_prefetch(pf + k * pfs, _MM_HINT_T1);
       _mm_prefetch((const char *)(b + SG_PFD * ldb), _MM_HINT_T0);
       _mm_prefetch((const char *)(b + SG_PFD * ldb + 16), _MM_HINT_T0);
     }
-#endif
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 16
     for (int r = 0; r < m; r++) {
@@ -339,10 +321,6 @@ static void sg_tile_m(int m, const moec_sgemm *g, const float *Ap, const float *
     SG_CASE(11)
     SG_CASE(12)
 #endif
-#if GMR > 12
-    SG_CASE(13)
-    SG_CASE(14)
-#endif
     default: break;
   }
 }
@@ -456,7 +434,7 @@ int moec_sgemm_run(moec_ctx *ctx, const moec_sgemm *g, int64_t nbatch, const int
     j.kc = K > 0 ? (K + ns - 1) / ns : kmax;
   }
   /* a row block's packed A (mc x K) about 512 KiB, so it stays in L2 while the panels stream past */
-  int64_t mc = K > 0 ? (SG_AF / K) / GMR * GMR : GMC;
+  int64_t mc = K > 0 ? (131072 / K) / GMR * GMR : GMC;
   if (mc < GMR) mc = GMR;
   if (mc > GMC) mc = GMC;
   if (SG_EVEN_TILES) { /* row blocks of near-equal height, a multiple of MR (256 rows at MR = 12: 96, 96, 64
@@ -472,7 +450,7 @@ int moec_sgemm_run(moec_ctx *ctx, const moec_sgemm *g, int64_t nbatch, const int
   /* work in FMAs; small products stay on the calling thread (waking the pool costs more) */
   double work = (double)nbatch * (double)M * (double)N * (double)(K ? K : 1);
   int nt = moec_num_threads(ctx, 1 << 30);
-  if (work < 65536.0) nt = 1;
+  if (work < MOEC_PAR_MIN_FMAS) nt = 1;
   /* about 32 tasks per thread over (batch, row block, run of panels), so a thread that is descheduled
    * on a busy host holds back little at the join; with more than MR rows a run keeps at least 8 panels
    * (packing the task's rows of A then costs at most 1/(8 NR) of its FMAs) */

@@ -31,10 +31,8 @@
 #define MR 4
 #endif
 #define GEMV_ROWS 2
-#ifndef TILE_PFD
 #define TILE_PFD 16 /* tile_core's T0 prefetch distance in k steps (AVX-512) */
-#endif
-#if VL == 16 && defined(__AVX512F__) && !defined(MOEC_F32_TILE_GENERIC)
+#if VL == 16 && defined(__AVX512F__)
 #include <immintrin.h>
 #define F32_AVX512 1
 #define FMR 12 /* rows of the f32 tile (tile / tile_pf): 12 x 2 zmm accumulators (the dense GEMM's 12 x 32) */
@@ -228,10 +226,8 @@ static inline __attribute__((always_inline)) void tile512(const int M, const flo
       pf += pfs;
     }
     const float *b = Bp + k * NR;
-#if TILE_PFD
     _mm_prefetch((const char *)(b + TILE_PFD * NR), _MM_HINT_T0);
     _mm_prefetch((const char *)(b + TILE_PFD * NR + 16), _MM_HINT_T0);
-#endif
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 16
     for (int r = 0; r < M; r++) {
